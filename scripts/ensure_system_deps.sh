@@ -1,0 +1,41 @@
+#!/bin/sh
+# Installs the system packages the suite and the demo need, when they are missing:
+#   - a Vulkan loader and Mesa's lavapipe software adapter, so the WebGPU backend has an
+#     adapter on machines without a GPU (Debian: libvulkan1, mesa-vulkan-drivers);
+#   - libsndfile, which the soundfile package uses to read WAV/FLAC (Debian: libsndfile1).
+# Without root or apt-get it prints what is missing and carries on; the WebGPU tests then
+# skip unless IPFS_ACCELERATE_REQUIRE_WEBGPU=1 (as in CI), which turns the skip into a failure.
+set -u
+missing=""
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && ! ls /etc/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  missing="$missing mesa-vulkan-drivers"
+fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
+  missing="$missing libvulkan1"
+fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libsndfile.so.1'; then
+  missing="$missing libsndfile1"
+fi
+[ -z "$missing" ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "ensure_system_deps: missing system packages:$missing (no apt-get here; install them yourself)" >&2
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" != "0" ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
+    echo "ensure_system_deps: missing system packages:$missing (not root, no sudo)" >&2
+    exit 0
+  fi
+fi
+echo "ensure_system_deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086
+if ! $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1; then
+  $SUDO apt-get update -q >/dev/null 2>&1
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1 \
+    || echo "ensure_system_deps: could not install$missing" >&2
+fi
+exit 0

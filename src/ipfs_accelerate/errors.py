@@ -1,0 +1,332 @@
+"""One typed exception tree for the whole package.
+
+Every failure raised by ipfs_accelerate derives from :class:`IpfsAccelerateError`, so a
+caller can catch the package's errors in one place; each class also derives from the
+closest built-in exception (``ValueError``, ``TypeError``, ``KeyError``, ...) so code written
+against the built-ins keeps working. Messages name the op/backend/provider and the offending
+value, and never contain secrets.
+
+Areas:
+
+* tensors and ops: :class:`ShapeError`, :class:`DtypeError`, :class:`AxisError`, ...
+* hardware backends: :class:`BackendError` and subclasses, :class:`BackendFallbackWarning`
+* tensor sharing: :class:`SharingError` and subclasses
+* WebNN: :class:`WebNNError` and subclasses
+* models: :class:`ModelError` and subclasses
+* remote APIs: :class:`APIError` and subclasses (the names follow openai-python)
+* object storage and managed servers: :class:`StorageError`, :class:`ContainerError`
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "APIStatusError",
+    "AuthenticationError",
+    "AxisError",
+    "BackendError",
+    "BackendFallbackWarning",
+    "BackendLimitError",
+    "BackendUnavailableError",
+    "BadRequestError",
+    "CheckpointError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectionError",
+    "ContainerError",
+    "DeviceLostError",
+    "DeviceMismatchError",
+    "DtypeError",
+    "IndexOutOfRangeError",
+    "InvalidArgumentError",
+    "IpfsAccelerateError",
+    "ModelError",
+    "NotFoundError",
+    "ObjectNotFoundError",
+    "OutOfMemoryError",
+    "PermissionDeniedError",
+    "PreprocessingError",
+    "ProtocolError",
+    "QueueFullError",
+    "RateLimitError",
+    "ServerError",
+    "ServerStartError",
+    "ShapeError",
+    "SharingError",
+    "StorageError",
+    "StreamInterruptedError",
+    "TensorNotFoundError",
+    "TensorOverflowError",
+    "TimeoutError",
+    "UnknownBackendError",
+    "UnsupportedArchitectureError",
+    "UnsupportedDtypeError",
+    "UnsupportedOpError",
+    "ViewBoundsError",
+    "WebNNError",
+    "WebNNOperationError",
+    "WebNNValidationError",
+]
+
+
+class IpfsAccelerateError(Exception):
+    """Base class of every error raised by ipfs_accelerate."""
+
+
+# --------------------------------------------------------------------------- tensors, ops
+
+
+class InvalidArgumentError(IpfsAccelerateError, ValueError):
+    """An argument has a value the operation cannot accept."""
+
+
+class ShapeError(InvalidArgumentError):
+    """Shapes are incompatible (broadcasting, matmul inner dimensions, reshape sizes...)."""
+
+
+class DtypeError(InvalidArgumentError, TypeError):
+    """A dtype is unknown, or not accepted by the operation."""
+
+
+class AxisError(InvalidArgumentError, builtins.IndexError):
+    """An axis is out of range for the tensor's rank, or repeated."""
+
+
+class IndexOutOfRangeError(InvalidArgumentError, builtins.IndexError):
+    """An index (item access, gather, embedding lookup) lies outside the indexed dimension."""
+
+
+class TensorOverflowError(InvalidArgumentError, builtins.OverflowError):
+    """A value does not fit the target dtype (creation, casting or integer arithmetic)."""
+
+
+class DeviceMismatchError(InvalidArgumentError):
+    """Tensors on different backends were mixed without an explicit ``.to(device)``."""
+
+
+# --------------------------------------------------------------------------- hardware backends
+
+
+class BackendError(IpfsAccelerateError, RuntimeError):
+    """A hardware backend failed."""
+
+
+class UnknownBackendError(BackendError, builtins.KeyError):
+    """No backend of that name is registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend is registered but cannot start on this machine (missing package, no adapter)."""
+
+
+class UnsupportedOpError(BackendError, NotImplementedError):
+    """The backend does not implement this op (or this op with these arguments)."""
+
+
+class UnsupportedDtypeError(DtypeError):
+    """The backend (or its adapter) cannot hold or compute this dtype."""
+
+
+class BackendLimitError(BackendError):
+    """A request exceeds a limit of the device (buffer binding size, workgroup counts...)."""
+
+
+class DeviceLostError(BackendError):
+    """The device was lost; tensors that lived on it are gone."""
+
+
+class BackendFallbackWarning(UserWarning):
+    """A backend could not serve a request and another one did (the message says which and why)."""
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+class SharingError(IpfsAccelerateError):
+    """Cross-model tensor sharing failed."""
+
+
+class TensorNotFoundError(SharingError, builtins.KeyError):
+    """No shared tensor (or view) of that name is registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ViewBoundsError(SharingError, InvalidArgumentError):
+    """A view's offset/size lie outside its parent tensor."""
+
+
+class OutOfMemoryError(SharingError, builtins.MemoryError):
+    """Registering a tensor would exceed the memory limit even after evicting what can be freed."""
+
+
+# --------------------------------------------------------------------------- WebNN
+
+
+class WebNNError(IpfsAccelerateError):
+    """Base of the WebNN API's errors."""
+
+
+class WebNNValidationError(WebNNError, builtins.TypeError):
+    """A graph-building call is invalid per the WebNN spec (the spec throws TypeError there)."""
+
+
+class WebNNOperationError(WebNNError, builtins.RuntimeError):
+    """Building, compiling or dispatching a graph failed at run time (the spec's OperationError)."""
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelError(IpfsAccelerateError):
+    """A model could not be loaded or run."""
+
+
+class CheckpointError(ModelError, InvalidArgumentError):
+    """A checkpoint is missing, corrupt, truncated, or its tensors do not match the architecture."""
+
+
+class UnsupportedArchitectureError(ModelError, InvalidArgumentError):
+    """The checkpoint's config describes an architecture this package does not implement."""
+
+
+class PreprocessingError(ModelError, InvalidArgumentError):
+    """Input could not be preprocessed (undecodable image/audio, bad text input...)."""
+
+
+# --------------------------------------------------------------------------- remote APIs
+
+
+class ConfigurationError(IpfsAccelerateError, InvalidArgumentError):
+    """A backend is missing configuration it needs (API key, base URL...), found before any request."""
+
+
+class APIError(IpfsAccelerateError):
+    """A remote API call failed. Carries the provider, the HTTP status and the request id if known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        parts = []
+        if self.provider:
+            parts.append(self.provider)
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        prefix = f"[{' '.join(parts)}] " if parts else ""
+        suffix = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{prefix}{self.message}{suffix}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only arguments: rebuild through __dict__ so errors pickle across processes
+        return (_rebuild_api_error, (type(self), self.message, self.__dict__))
+
+
+def _rebuild_api_error(cls: type[APIError], message: str, state: dict[str, Any]) -> APIError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class APIStatusError(APIError):
+    """The API answered with an error status."""
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400 or 422: the request is invalid; never retried."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: missing or wrong credentials; never retried."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403: the credentials lack permission; never retried."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: unknown route, model or resource; never retried."""
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409: a conflicting request (retryable)."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: rate limited. ``retry_after`` is the server's advice in seconds, if it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """HTTP 5xx (and Anthropic's 529 overloaded): retryable."""
+
+
+class TimeoutError(APIError, builtins.TimeoutError):  # noqa: A001 - the name users expect
+    """The request did not complete within its connect or total timeout."""
+
+
+class ConnectionError(APIError, builtins.ConnectionError):  # noqa: A001 - the name users expect
+    """The connection could not be made, or broke before a response arrived."""
+
+
+class CircuitOpenError(APIError):
+    """The circuit breaker is open: the request was refused without being sent."""
+
+
+class QueueFullError(APIError):
+    """The request queue is at its bound: the request was refused without being queued."""
+
+
+class ProtocolError(APIError):
+    """The response (or stream) did not follow the provider's protocol: malformed, truncated, HTML..."""
+
+
+class StreamInterruptedError(ProtocolError):
+    """A stream ended or broke before its terminal event: the output is incomplete."""
+
+
+# --------------------------------------------------------------------------- storage, servers
+
+
+class StorageError(IpfsAccelerateError):
+    """Object storage (S3 Kit) failed."""
+
+
+class ObjectNotFoundError(StorageError, builtins.KeyError):
+    """The bucket or object does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ContainerError(IpfsAccelerateError, RuntimeError):
+    """A managed inference server (container or local process) failed."""
+
+
+class ServerStartError(ContainerError):
+    """A managed server did not become ready in time; the message names it and its last log lines."""
