@@ -2,7 +2,6 @@
 # Installs the system packages the suite and the demo need, when they are missing:
 #   - a Vulkan loader and Mesa's lavapipe software adapter, so the WebGPU backend has an
 #     adapter on machines without a GPU (Debian: libvulkan1, mesa-vulkan-drivers);
-#   - libsndfile, which the soundfile package uses to read WAV/FLAC (Debian: libsndfile1).
 # Without root or apt-get it prints what is missing and carries on; the WebGPU tests then
 # skip unless IPFS_ACCELERATE_REQUIRE_WEBGPU=1 (as in CI), which turns the skip into a failure.
 set -u
@@ -12,9 +11,6 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && ! ls /etc/vulka
 fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
   missing="$missing libvulkan1"
-fi
-if ! ldconfig -p 2>/dev/null | grep -q 'libsndfile.so.1'; then
-  missing="$missing libsndfile1"
 fi
 [ -z "$missing" ] && exit 0
 

@@ -16,7 +16,6 @@ _LAZY: dict[str, str] = {
     # tensor library
     "Tensor": "ipfs_accelerate.tensor",
     "DType": "ipfs_accelerate.tensor",
-    "tensor": "ipfs_accelerate.tensor",
     "from_numpy": "ipfs_accelerate.tensor",
     "zeros": "ipfs_accelerate.tensor",
     "ones": "ipfs_accelerate.tensor",
@@ -72,7 +71,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ipfs_accelerate import api_backends, errors, hal, models, ops, serve, sharing, tensor, webnn
+    from ipfs_accelerate import (
+        api_backends,
+        errors,
+        hal,
+        models,
+        ops,
+        serve,
+        sharing,
+        webnn,
+    )
     from ipfs_accelerate.hal import available_backends, get_backend, select_backend
     from ipfs_accelerate.tensor import (
         DType,

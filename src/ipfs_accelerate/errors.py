@@ -205,7 +205,7 @@ class PreprocessingError(ModelError, InvalidArgumentError):
 # --------------------------------------------------------------------------- remote APIs
 
 
-class ConfigurationError(IpfsAccelerateError, InvalidArgumentError):
+class ConfigurationError(InvalidArgumentError):
     """A backend is missing configuration it needs (API key, base URL...), found before any request."""
 
 
@@ -286,11 +286,11 @@ class ServerError(APIStatusError):
     """HTTP 5xx (and Anthropic's 529 overloaded): retryable."""
 
 
-class TimeoutError(APIError, builtins.TimeoutError):  # noqa: A001 - the name users expect
+class TimeoutError(APIError, builtins.TimeoutError):
     """The request did not complete within its connect or total timeout."""
 
 
-class ConnectionError(APIError, builtins.ConnectionError):  # noqa: A001 - the name users expect
+class ConnectionError(APIError, builtins.ConnectionError):
     """The connection could not be made, or broke before a response arrived."""
 
 

@@ -1,0 +1,55 @@
+"""Hardware abstraction layer: the Backend contract, the registry, discovery and selection.
+
+Backends register by name; each is started on first use. ``available_backends()`` lists what
+really works on this machine, ``select_backend()`` chooses one and says why, and a backend
+that cannot start falls back (with a warning) to its registered fallback, normally "cpu".
+Adding a backend is one package under ``hal/`` and one ``register_backend`` line below.
+"""
+
+from __future__ import annotations
+
+from ipfs_accelerate.hal._backend import (
+    ARG_REDUCE_OPS,
+    BINARY_OPS,
+    COMPARISON_OPS,
+    FUSABLE_OPS,
+    REDUCE_OPS,
+    UNARY_OPS,
+    Backend,
+    BackendInfo,
+)
+from ipfs_accelerate.hal._registry import (
+    BackendSelection,
+    available_backends,
+    default_device,
+    get_backend,
+    register_backend,
+    registered_backends,
+    reset_backend,
+    select_backend,
+    set_default_device,
+)
+
+__all__ = [
+    "ARG_REDUCE_OPS",
+    "BINARY_OPS",
+    "COMPARISON_OPS",
+    "FUSABLE_OPS",
+    "REDUCE_OPS",
+    "UNARY_OPS",
+    "Backend",
+    "BackendInfo",
+    "BackendSelection",
+    "available_backends",
+    "default_device",
+    "get_backend",
+    "register_backend",
+    "registered_backends",
+    "reset_backend",
+    "select_backend",
+    "set_default_device",
+]
+
+register_backend("cpu", "ipfs_accelerate.hal.cpu:CPUBackend", fallback=None)
+register_backend("webgpu", "ipfs_accelerate.hal.webgpu:WebGPUBackend", fallback="cpu")
+register_backend("webnn", "ipfs_accelerate.hal.webnn:WebNNBackend", fallback="cpu")

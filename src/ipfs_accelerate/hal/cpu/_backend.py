@@ -1,0 +1,439 @@
+"""The CPU backend: numpy kernels, eager, sharing memory with numpy where numpy would."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import platform
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ipfs_accelerate.errors import (
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    TensorOverflowError,
+)
+from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape
+from ipfs_accelerate.hal.cpu import _math
+from ipfs_accelerate.tensor._creation import checked_cast
+from ipfs_accelerate.tensor._dtype import DTYPES, DType
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.tensor._tensor import Tensor
+
+Array = np.ndarray[Any, Any]
+
+
+def _rsqrt(x: Array) -> Array:
+    out = np.sqrt(x)
+    np.reciprocal(out, out=out)
+    return out
+
+
+def _reciprocal(x: Array) -> Array:
+    return np.reciprocal(x)
+
+
+def _relu(x: Array) -> Array:
+    return np.maximum(x, x.dtype.type(0))
+
+
+_UNARY: dict[str, Any] = {
+    "neg": np.negative,
+    "abs": np.abs,
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "rsqrt": _rsqrt,
+    "erf": _math.erf,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tanh": np.tanh,
+    "sigmoid": _math.sigmoid,
+    "relu": _relu,
+    "silu": _math.silu,
+    "gelu": _math.gelu,
+    "gelu_tanh": _math.gelu_tanh,
+    "logical_not": np.logical_not,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "round": np.round,
+    "sign": np.sign,
+    "reciprocal": _reciprocal,
+    "isnan": np.isnan,
+    "isinf": np.isinf,
+    "isfinite": np.isfinite,
+    "square": np.square,
+}
+
+_BINARY: dict[str, Any] = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.true_divide,
+    "pow": np.power,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "floor_divide": np.floor_divide,
+    "remainder": np.remainder,
+    "equal": np.equal,
+    "not_equal": np.not_equal,
+    "less": np.less,
+    "less_equal": np.less_equal,
+    "greater": np.greater,
+    "greater_equal": np.greater_equal,
+    "logical_and": np.logical_and,
+    "logical_or": np.logical_or,
+    "logical_xor": np.logical_xor,
+}
+
+_CHECKED_INT_OPS = frozenset({"add", "sub", "mul", "pow"})
+
+
+class CPUBackend(Backend):
+    """numpy on the host CPU. Tensors hold numpy arrays; slicing, reshape and transpose give
+    views that share memory, as in numpy; every other op allocates its result."""
+
+    name: ClassVar[str] = "cpu"
+    fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+
+    def __init__(self) -> None:
+        self._dtypes = frozenset(DTYPES)
+
+    # ------------------------------------------------------------------ identity, memory
+
+    def info(self) -> BackendInfo:
+        memory = None
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        blas = _blas_name()
+        return BackendInfo(
+            name="cpu",
+            available=True,
+            device_name=_cpu_model(),
+            vendor=platform.machine(),
+            adapter_type="cpu",
+            api="numpy",
+            memory_bytes=memory,
+            max_buffer_bytes=memory,
+            dtypes=tuple(d.name for d in DTYPES),
+            features=("float64", "int64", "item-assignment", "zero-copy-numpy"),
+            limits={"cores": os.cpu_count() or 1},
+            details={"numpy": np.__version__, "blas": blas},
+        )
+
+    @property
+    def supported_dtypes(self) -> frozenset[DType]:
+        return self._dtypes
+
+    def from_numpy(self, array: Array) -> Array:
+        return array
+
+    def to_numpy(self, x: Tensor) -> Array:
+        data: Array = x._data
+        return data
+
+    def full(self, shape: Shape, value: Scalar, dtype: DType) -> Array:
+        return np.full(shape, value, dtype=dtype.numpy)
+
+    def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> Array:
+        if dtype.is_integer and isinstance(start, int) and isinstance(step, int):
+            return (np.arange(size, dtype=np.int64) * step + start).astype(dtype.numpy)
+        return (np.arange(size, dtype=np.float64) * step + start).astype(dtype.numpy)
+
+    def copy(self, x: Tensor) -> Array:
+        return np.array(x._data, copy=True, order="C")
+
+    def cast(self, x: Tensor, dtype: DType) -> Array:
+        return checked_cast(x._data, dtype, context="astype()")
+
+    # ------------------------------------------------------------------ element-wise
+
+    def unary(self, op: str, x: Tensor) -> Array:
+        data = x._data
+        if op in ("neg", "abs") and data.dtype.kind in "iu":
+            _math.checked_unary(op, data)
+        result = _UNARY[op](data)
+        return result if isinstance(result, np.ndarray) else np.asarray(result)
+
+    def binary(self, op: str, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Array:
+        x = a._data if not isinstance(a, bool | int | float) else a
+        y = b._data if not isinstance(b, bool | int | float) else b
+        dtype = (x if isinstance(x, np.ndarray) else y).dtype
+        if dtype.kind in "iu":
+            return self._integer_binary(op, x, y)
+        result = _BINARY[op](x, y)
+        return result if isinstance(result, np.ndarray) else np.asarray(result)
+
+    def _integer_binary(self, op: str, x: Any, y: Any) -> Array:
+        if op in ("floor_divide", "remainder") and np.any(np.asarray(y) == 0):
+            raise InvalidArgumentError(f"{op}: integer division by zero")
+        if op == "pow" and np.any(np.asarray(y) < 0):
+            raise InvalidArgumentError("pow: integers to negative integer powers are not allowed")
+        with np.errstate(over="ignore"):
+            result = _BINARY[op](x, y)
+        result = result if isinstance(result, np.ndarray) else np.asarray(result)
+        if op in _CHECKED_INT_OPS and result.dtype.kind in "iu":
+            _math.checked_int_binary(op, x, y, result)
+        return result
+
+    def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Array:
+        x = a._data if not isinstance(a, bool | int | float) else a
+        y = b._data if not isinstance(b, bool | int | float) else b
+        result = np.where(cond._data, x, y)
+        dtype = next((v.dtype for v in (x, y) if isinstance(v, np.ndarray)), None)
+        if dtype is not None and result.dtype != dtype:
+            result = result.astype(dtype)
+        return result
+
+    def clamp(self, x: Tensor, low: Scalar | None, high: Scalar | None) -> Array:
+        data = x._data
+        if low is not None and high is not None:
+            return np.minimum(np.maximum(data, data.dtype.type(low)), data.dtype.type(high))
+        if low is not None:
+            return np.maximum(data, data.dtype.type(low))
+        return np.minimum(data, data.dtype.type(high))
+
+    # ------------------------------------------------------------------ reductions
+
+    def reduce(
+        self,
+        op: str,
+        x: Tensor,
+        axes: tuple[int, ...],
+        keepdims: bool,
+        out_dtype: DType,
+        correction: float = 0.0,
+    ) -> Array:
+        data = x._data
+        axis = axes if len(axes) != data.ndim else None
+        if op == "sum":
+            result = np.sum(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
+            if out_dtype.is_integer:
+                self._check_int_reduction("sum", np.sum(data, axis=axis, dtype=np.float64, keepdims=keepdims))
+        elif op == "prod":
+            result = np.prod(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
+            if out_dtype.is_integer:
+                with np.errstate(over="ignore"):
+                    self._check_int_reduction("prod", np.prod(data, axis=axis, dtype=np.float64, keepdims=keepdims))
+        elif op == "max":
+            result = np.max(data, axis=axis, keepdims=keepdims)
+        elif op == "min":
+            result = np.min(data, axis=axis, keepdims=keepdims)
+        elif op == "mean":
+            result = np.mean(data, axis=axis, keepdims=keepdims)
+        elif op == "var":
+            result = np.var(data, axis=axis, ddof=correction, keepdims=keepdims)
+        else:  # pragma: no cover - the op layer only sends REDUCE_OPS
+            raise InvalidArgumentError(f"cpu: unknown reduction {op!r}")
+        result = np.asarray(result)
+        if result.dtype != out_dtype.numpy:
+            result = result.astype(out_dtype.numpy)
+        return result
+
+    @staticmethod
+    def _check_int_reduction(op: str, approx: Array) -> None:
+        limit = float(2**63)
+        if np.any(np.abs(approx) >= limit):
+            raise TensorOverflowError(f"{op}: integer result overflows int64; cast to float64 first")
+
+    def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> Array:
+        fn = np.argmax if op == "argmax" else np.argmin
+        return np.asarray(fn(x._data, axis=axis, keepdims=keepdims), dtype=np.int64)
+
+    # ------------------------------------------------------------------ shape, data movement
+
+    def reshape(self, x: Tensor, shape: Shape) -> Array:
+        return np.reshape(x._data, shape)
+
+    def permute(self, x: Tensor, axes: tuple[int, ...]) -> Array:
+        return np.transpose(x._data, axes)
+
+    def broadcast_to(self, x: Tensor, shape: Shape) -> Array:
+        return np.broadcast_to(x._data, shape)
+
+    def slice(self, x: Tensor, starts: Shape, steps: Shape, sizes: Shape) -> Array:
+        key = []
+        for start, step, size in zip(starts, steps, sizes, strict=True):
+            stop: int | None = start + step * size
+            if step < 0 and stop is not None and stop < 0:
+                stop = None
+            key.append(builtins.slice(start, stop, step))
+        data: Array = x._data[tuple(key)]
+        return data
+
+    def concat(self, xs: Sequence[Tensor], axis: int) -> Array:
+        return np.concatenate([t._data for t in xs], axis=axis)
+
+    def gather(self, x: Tensor, indices: Tensor, axis: int) -> Array:
+        try:
+            return np.take(x._data, indices._data, axis=axis)
+        except IndexError:
+            n = x.shape[axis]
+            idx = indices._data
+            bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
+            raise IndexOutOfRangeError(
+                f"gather: index {int(bad)} is out of range for axis {axis} of size {n}"
+            ) from None
+
+    def pad(self, x: Tensor, pads: tuple[tuple[int, int], ...], mode: str, value: Scalar) -> Array:
+        if mode == "constant":
+            return np.pad(x._data, pads, mode="constant", constant_values=value)
+        return np.pad(x._data, pads, mode=mode)
+
+    def setitem(self, x: Tensor, key: Any, value: Tensor | Scalar) -> None:
+        data = x._data
+        if not data.flags.writeable:
+            raise InvalidArgumentError(
+                "setitem: this tensor is a read-only broadcast view (from expand/broadcast_to); clone() it first"
+            )
+        data[key] = value
+
+    # ------------------------------------------------------------------ matrix, nn
+
+    def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> Array:
+        x, w = a._data, b._data
+        if x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
+            # one GEMM over all rows instead of numpy's loop over the batch
+            flat = x.reshape(-1, x.shape[-1]) @ w
+            return flat.reshape(out_shape)
+        return np.matmul(x, w)
+
+    def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Array:
+        data = x._data
+        w = weight._data
+        rows = data.reshape(-1, data.shape[-1]) if data.ndim != 2 else data
+        out = rows @ w.T
+        if bias is not None:
+            out += bias._data
+        return out.reshape(*data.shape[:-1], w.shape[0])
+
+    def conv(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: tuple[int, ...],
+        padding: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        out_shape: Shape,
+    ) -> Array:
+        data = x._data
+        w = weight._data
+        spatial = data.ndim - 2
+        if any(p for pair in padding for p in pair):
+            data = np.pad(data, ((0, 0), (0, 0), *padding))
+        n, c_in = data.shape[:2]
+        c_out = w.shape[0]
+        kernel = w.shape[2:]
+        out_spatial = out_shape[2:]
+        # a strided view (N, C, *out_spatial, *kernel) of the padded input: no copy yet
+        strides = data.strides
+        view_shape = (n, c_in, *out_spatial, *kernel)
+        view_strides = (
+            strides[0],
+            strides[1],
+            *(strides[2 + i] * stride[i] for i in range(spatial)),
+            *(strides[2 + i] * dilation[i] for i in range(spatial)),
+        )
+        windows = np.lib.stride_tricks.as_strided(data, view_shape, view_strides, writeable=False)
+        cin_g, cout_g = c_in // groups, c_out // groups
+        positions = int(np.prod(out_spatial))
+        ksize = int(np.prod(kernel))
+        out = np.empty((n, c_out, positions), dtype=data.dtype)
+        for g in range(groups):
+            # columns (N, positions, C_g * kernel) @ weights (C_g * kernel, C_out_g)
+            win = windows[:, g * cin_g : (g + 1) * cin_g]
+            order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
+            cols = np.ascontiguousarray(win.transpose(order)).reshape(n, positions, cin_g * ksize)
+            wg = w[g * cout_g : (g + 1) * cout_g].reshape(cout_g, cin_g * ksize)
+            out[:, g * cout_g : (g + 1) * cout_g] = (cols @ wg.T).transpose(0, 2, 1)
+        if bias is not None:
+            out += bias._data[None, :, None]
+        return out.reshape(out_shape)
+
+    def softmax(self, x: Tensor, axis: int, log: bool) -> Array:
+        data = x._data
+        shifted = data - np.max(data, axis=axis, keepdims=True)
+        if log:
+            lse = np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+            shifted -= lse
+            return shifted
+        np.exp(shifted, out=shifted)
+        shifted /= np.sum(shifted, axis=axis, keepdims=True)
+        return shifted
+
+    def layer_norm(
+        self, x: Tensor, weight: Tensor | None, bias: Tensor | None, num_axes: int, eps: float
+    ) -> Array:
+        data = x._data
+        axes = tuple(range(data.ndim - num_axes, data.ndim))
+        centred = data - np.mean(data, axis=axes, keepdims=True)
+        variance = np.mean(np.square(centred), axis=axes, keepdims=True)
+        variance += data.dtype.type(eps)
+        np.sqrt(variance, out=variance)
+        centred /= variance
+        if weight is not None:
+            centred *= weight._data
+        if bias is not None:
+            centred += bias._data
+        return centred
+
+    def attention(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        scale: float,
+        out_shape: Shape,
+    ) -> Array:
+        qd, kd, vd = q._data, k._data, v._data
+        scores = np.matmul(qd, np.swapaxes(kd, -1, -2))
+        scores *= qd.dtype.type(scale)
+        length, source = qd.shape[-2], kd.shape[-2]
+        if is_causal:
+            allowed = np.tri(length, source, dtype=bool)
+            scores = np.where(allowed, scores, qd.dtype.type(-np.inf))
+        elif mask is not None:
+            m = mask._data
+            if m.dtype == np.bool_:
+                scores = np.where(m, scores, qd.dtype.type(-np.inf))
+            else:
+                scores = scores + m
+        probs = self.softmax(_Wrapped(scores), -1, False)  # type: ignore[arg-type]
+        return np.matmul(probs, vd)
+
+
+class _Wrapped:
+    """Minimal tensor stand-in for calling a kernel on a bare array."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Array) -> None:
+        self._data = data
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _blas_name() -> str:
+    try:
+        config = np.show_config(mode="dicts")  # type: ignore[call-arg]
+        blas = config.get("Build Dependencies", {}).get("blas", {})  # type: ignore[union-attr]
+        return str(blas.get("name", "unknown"))
+    except Exception:
+        return "unknown"

@@ -1,0 +1,464 @@
+"""Element-wise ops with numpy's broadcasting and type promotion.
+
+Output dtypes follow numpy: arithmetic promotes (Python scalars are weak, NEP 50); ``div`` of
+integers gives a float (float64, or float16 for uint8/bool, as numpy); float functions (exp,
+sqrt, erf, sigmoid, gelu...) of integers give numpy's float for that integer; comparisons and
+logical ops give bool. ``bool + bool`` is logical or and ``bool * bool`` logical and, as in
+numpy. A Python scalar that does not fit the tensor's dtype (``uint8_tensor + 300``, or a
+float beyond float16's range) raises TensorOverflowError instead of wrapping.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import DtypeError, TensorOverflowError
+from ipfs_accelerate.ops._core import (
+    Operand,
+    Shape,
+    as_tensor,
+    broadcast_many,
+    broadcast_shapes,
+    cast_to,
+    describe,
+    is_scalar,
+    promote,
+    python_scalar,
+    run,
+    same_backend,
+)
+from ipfs_accelerate.tensor._dtype import DType, bool_, float_result_dtype, result_type
+from ipfs_accelerate.tensor._tensor import Tensor
+
+__all__ = [
+    "abs",
+    "add",
+    "ceil",
+    "clamp",
+    "cos",
+    "div",
+    "equal",
+    "erf",
+    "exp",
+    "floor",
+    "floor_divide",
+    "gelu",
+    "greater",
+    "greater_equal",
+    "isfinite",
+    "isinf",
+    "isnan",
+    "less",
+    "less_equal",
+    "log",
+    "logical_and",
+    "logical_not",
+    "logical_or",
+    "logical_xor",
+    "maximum",
+    "minimum",
+    "mul",
+    "neg",
+    "not_equal",
+    "pow",
+    "reciprocal",
+    "relu",
+    "remainder",
+    "round",
+    "rsqrt",
+    "sigmoid",
+    "sign",
+    "silu",
+    "sin",
+    "sqrt",
+    "square",
+    "sub",
+    "tanh",
+    "where",
+]
+
+_ARITH_UFUNCS: dict[str, Any] = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.true_divide,
+    "pow": np.power,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "floor_divide": np.floor_divide,
+    "remainder": np.remainder,
+}
+_COMPARISONS = frozenset(
+    {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
+     "logical_and", "logical_or", "logical_xor"}
+)  # fmt: skip
+_BOOL_ALIASES = {"add": "logical_or", "mul": "logical_and"}
+_ARITH_CACHE: dict[tuple[str, DType], DType | str] = {}
+
+
+def _arith_dtype(op: str, dtype: DType) -> DType:
+    """The dtype numpy computes ``op`` in for two operands of ``dtype`` (cached probe)."""
+    key = (op, dtype)
+    found = _ARITH_CACHE.get(key)
+    if found is None:
+        probe = np.ones(1, dtype=dtype.numpy)
+        try:
+            with np.errstate(all="ignore"):
+                out_np = _ARITH_UFUNCS[op](probe, probe).dtype
+            from ipfs_accelerate.tensor._dtype import _BY_NUMPY
+
+            found = _BY_NUMPY.get(out_np) or f"gives numpy dtype {out_np}, which is not supported"
+        except TypeError:
+            found = "is not defined by numpy"
+        _ARITH_CACHE[key] = found
+    if isinstance(found, str):
+        raise DtypeError(f"{op} on {dtype.name} operands {found}; cast with .astype() first")
+    return found
+
+
+def _check_scalar(op: str, value: Any, dtype: DType) -> None:
+    """Refuse a Python scalar that the compute dtype cannot hold (numpy 2 raises here too)."""
+    if dtype.is_floating:
+        if isinstance(value, float) and math.isfinite(value) and value != 0:
+            limit = float(np.finfo(dtype.numpy).max)
+            if abs(value) > limit:
+                raise TensorOverflowError(f"{op}: scalar {value!r} overflows {dtype.name} (max {limit})")
+        return
+    if dtype.is_integer and isinstance(value, int) and not isinstance(value, bool):
+        info = np.iinfo(dtype.numpy)
+        if not info.min <= value <= info.max:
+            raise TensorOverflowError(
+                f"{op}: scalar {value} is out of range for {dtype.name} [{info.min}, {info.max}]"
+            )
+
+
+def _binary(op: str, a: Any, b: Any) -> Tensor:
+    a_is_tensor = isinstance(a, Tensor)
+    b_is_tensor = isinstance(b, Tensor)
+    if a_is_tensor and b_is_tensor:
+        backend = a._backend
+        if b._backend is not backend:
+            same_backend(op, (a, b))
+        dtype = a.dtype if a.dtype is b.dtype else promote(op, a, b)
+        shape: Shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op)
+    elif a_is_tensor:
+        if not is_scalar(b):
+            return _binary(op, a, as_tensor(b, op=op, like=a))
+        b = python_scalar(b)
+        backend = a._backend
+        dtype = result_type(a.dtype, b, op=op)
+        shape = a.shape
+    elif b_is_tensor:
+        if not is_scalar(a):
+            return _binary(op, as_tensor(a, op=op, like=b), b)
+        a = python_scalar(a)
+        backend = b._backend
+        dtype = result_type(a, b.dtype, op=op)
+        shape = b.shape
+    else:
+        return _binary(op, as_tensor(a, op=op), b)
+
+    if op in _COMPARISONS:
+        out_dtype = bool_
+    else:
+        if dtype is bool_ and op in _BOOL_ALIASES:
+            op = _BOOL_ALIASES[op]
+            out_dtype = bool_
+        else:
+            out_dtype = _arith_dtype(op, dtype)
+            dtype = out_dtype
+    if a_is_tensor:
+        if a.dtype is not dtype:
+            a = cast_to(a, dtype)
+    else:
+        _check_scalar(op, a, dtype)
+    if b_is_tensor:
+        if b.dtype is not dtype:
+            b = cast_to(b, dtype)
+    else:
+        _check_scalar(op, b, dtype)
+    return run(backend, "binary", (op, a, b, shape), shape, out_dtype)
+
+
+def add(a: Operand, b: Operand) -> Tensor:
+    """``a + b`` with broadcasting."""
+    return _binary("add", a, b)
+
+
+def sub(a: Operand, b: Operand) -> Tensor:
+    """``a - b`` with broadcasting (not defined for bool, as in numpy)."""
+    return _binary("sub", a, b)
+
+
+def mul(a: Operand, b: Operand) -> Tensor:
+    """``a * b`` with broadcasting."""
+    return _binary("mul", a, b)
+
+
+def div(a: Operand, b: Operand) -> Tensor:
+    """True division ``a / b``; integers divide as floats (numpy's dtype)."""
+    return _binary("div", a, b)
+
+
+def floor_divide(a: Operand, b: Operand) -> Tensor:
+    """``a // b`` (numpy's floor division); integer division by zero raises."""
+    return _binary("floor_divide", a, b)
+
+
+def remainder(a: Operand, b: Operand) -> Tensor:
+    """``a % b`` with the sign of the divisor (numpy's remainder); integer modulo by zero raises."""
+    return _binary("remainder", a, b)
+
+
+def pow(a: Operand, b: Operand) -> Tensor:
+    """``a ** b``; integers to negative integer powers raise, as in numpy."""
+    return _binary("pow", a, b)
+
+
+def maximum(a: Operand, b: Operand) -> Tensor:
+    """Element-wise maximum (NaN propagates)."""
+    return _binary("maximum", a, b)
+
+
+def minimum(a: Operand, b: Operand) -> Tensor:
+    """Element-wise minimum (NaN propagates)."""
+    return _binary("minimum", a, b)
+
+
+def equal(a: Operand, b: Operand) -> Tensor:
+    return _binary("equal", a, b)
+
+
+def not_equal(a: Operand, b: Operand) -> Tensor:
+    return _binary("not_equal", a, b)
+
+
+def less(a: Operand, b: Operand) -> Tensor:
+    return _binary("less", a, b)
+
+
+def less_equal(a: Operand, b: Operand) -> Tensor:
+    return _binary("less_equal", a, b)
+
+
+def greater(a: Operand, b: Operand) -> Tensor:
+    return _binary("greater", a, b)
+
+
+def greater_equal(a: Operand, b: Operand) -> Tensor:
+    return _binary("greater_equal", a, b)
+
+
+def logical_and(a: Operand, b: Operand) -> Tensor:
+    """Truth-value and (non-zero is true) -> bool."""
+    return _binary("logical_and", a, b)
+
+
+def logical_or(a: Operand, b: Operand) -> Tensor:
+    return _binary("logical_or", a, b)
+
+
+def logical_xor(a: Operand, b: Operand) -> Tensor:
+    return _binary("logical_xor", a, b)
+
+
+# ----------------------------------------------------------------------------- unary
+
+
+def _unary(op: str, x: Any, out_dtype: DType | None = None) -> Tensor:
+    x = as_tensor(x, op=op)
+    return run(x._backend, "unary", (op, x), x.shape, out_dtype or x.dtype)
+
+
+def _float_unary(op: str, x: Any) -> Tensor:
+    """A floating-point function: integer/bool inputs become numpy's float for them first."""
+    x = as_tensor(x, op=op)
+    if not x.dtype.is_floating:
+        x = cast_to(x, float_result_dtype(x.dtype, op))
+    return run(x._backend, "unary", (op, x), x.shape, x.dtype)
+
+
+def _numeric(op: str, x: Any) -> Tensor:
+    x = as_tensor(x, op=op)
+    if x.dtype is bool_:
+        raise DtypeError(f"{op}: not defined for bool tensors ({describe(x)}); cast with .astype() first")
+    return x
+
+
+def neg(x: Operand) -> Tensor:
+    """``-x`` (not defined for bool; negating a non-zero uint8 or the minimum int raises)."""
+    x = _numeric("neg", x)
+    return _unary("neg", x)
+
+
+def abs(x: Operand) -> Tensor:
+    """``|x|`` (the minimum of a signed int dtype has no absolute value: raises)."""
+    return _unary("abs", x)
+
+
+def sign(x: Operand) -> Tensor:
+    return _unary("sign", _numeric("sign", x))
+
+
+def square(x: Operand) -> Tensor:
+    return _unary("square", _numeric("square", x))
+
+
+def exp(x: Operand) -> Tensor:
+    return _float_unary("exp", x)
+
+
+def log(x: Operand) -> Tensor:
+    """Natural logarithm (log(0) = -inf, log of a negative number is NaN, as numpy)."""
+    return _float_unary("log", x)
+
+
+def sqrt(x: Operand) -> Tensor:
+    return _float_unary("sqrt", x)
+
+
+def rsqrt(x: Operand) -> Tensor:
+    """``1 / sqrt(x)``."""
+    return _float_unary("rsqrt", x)
+
+
+def reciprocal(x: Operand) -> Tensor:
+    """``1 / x`` as a float (integers become floats first, unlike numpy's integer reciprocal)."""
+    return _float_unary("reciprocal", x)
+
+
+def erf(x: Operand) -> Tensor:
+    """The error function."""
+    return _float_unary("erf", x)
+
+
+def sin(x: Operand) -> Tensor:
+    return _float_unary("sin", x)
+
+
+def cos(x: Operand) -> Tensor:
+    return _float_unary("cos", x)
+
+
+def tanh(x: Operand) -> Tensor:
+    return _float_unary("tanh", x)
+
+
+def floor(x: Operand) -> Tensor:
+    return _float_unary("floor", x)
+
+
+def ceil(x: Operand) -> Tensor:
+    return _float_unary("ceil", x)
+
+
+def round(x: Operand) -> Tensor:
+    """Round half to even (numpy's ``round``); integers are returned unchanged (a copy)."""
+    x = as_tensor(x, op="round")
+    if not x.dtype.is_floating:
+        return run(x._backend, "copy", (x,), x.shape, x.dtype)
+    return _unary("round", x)
+
+
+def sigmoid(x: Operand) -> Tensor:
+    """``1 / (1 + exp(-x))``, computed without overflow."""
+    return _float_unary("sigmoid", x)
+
+
+def silu(x: Operand) -> Tensor:
+    """``x * sigmoid(x)`` (a.k.a. swish)."""
+    return _float_unary("silu", x)
+
+
+def relu(x: Operand) -> Tensor:
+    """``max(x, 0)`` (NaN propagates)."""
+    return _unary("relu", _numeric("relu", x))
+
+
+def gelu(x: Operand, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit: ``x * Phi(x)`` exactly (``approximate="none"``, with erf) or
+    with the tanh approximation (``approximate="tanh"``), as PyTorch."""
+    if approximate not in ("none", "tanh"):
+        raise DtypeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _float_unary("gelu" if approximate == "none" else "gelu_tanh", x)
+
+
+def logical_not(x: Operand) -> Tensor:
+    return _unary("logical_not", x, bool_)
+
+
+def isnan(x: Operand) -> Tensor:
+    return _unary("isnan", x, bool_)
+
+
+def isinf(x: Operand) -> Tensor:
+    return _unary("isinf", x, bool_)
+
+
+def isfinite(x: Operand) -> Tensor:
+    return _unary("isfinite", x, bool_)
+
+
+# ----------------------------------------------------------------------------- ternary
+
+
+def where(condition: Operand, x: Operand, y: Operand) -> Tensor:
+    """``x`` where ``condition`` is true (non-zero) else ``y``, all three broadcast together.
+
+    ``x``/``y`` promote like a binary op; with two Python scalars the dtype follows tensor
+    creation (float -> float32, int -> int64).
+    """
+    like = next((v for v in (condition, x, y) if isinstance(v, Tensor)), None)
+    cond = as_tensor(condition, op="where", like=like)
+    if cond.dtype is not bool_:
+        cond = not_equal(cond, 0)
+    values = []
+    for v in (x, y):
+        if isinstance(v, Tensor) or is_scalar(v):
+            values.append(python_scalar(v) if not isinstance(v, Tensor) else v)
+        else:
+            values.append(as_tensor(v, op="where", like=cond))
+    vx, vy = values
+    tensors = [cond, *(v for v in values if isinstance(v, Tensor))]
+    backend = same_backend("where", tensors)
+    if isinstance(vx, Tensor) or isinstance(vy, Tensor):
+        dtype = promote("where", vx, vy)
+    else:
+        from ipfs_accelerate.tensor._creation import _fill_dtype
+
+        dtype = result_type(_fill_dtype(vx), _fill_dtype(vy), op="where")
+    shape = broadcast_many([t.shape for t in tensors], "where")
+    operands: list[Tensor | bool | int | float] = []
+    for v in (vx, vy):
+        if isinstance(v, Tensor):
+            operands.append(cast_to(v, dtype))
+        else:
+            _check_scalar("where", v, dtype)
+            operands.append(v)
+    return run(backend, "where", (cond, operands[0], operands[1], shape), shape, dtype)
+
+
+def clamp(x: Operand, min: Operand | None = None, max: Operand | None = None) -> Tensor:
+    """Limit values to ``[min, max]`` (either may be None; bounds may be scalars or tensors).
+    Same as numpy's ``clip``: ``minimum(maximum(x, min), max)``."""
+    x = as_tensor(x, op="clamp")
+    if min is None and max is None:
+        raise DtypeError("clamp: at least one of min and max must be given")
+    low = python_scalar(min) if min is not None and is_scalar(min) else min
+    high = python_scalar(max) if max is not None and is_scalar(max) else max
+    scalar_bounds = all(v is None or isinstance(v, bool | int | float) for v in (low, high))
+    if scalar_bounds and "clamp" in x._backend.fused and x.dtype is not bool_:
+        bounds = [v for v in (low, high) if v is not None]
+        if promote("clamp", x, *bounds) is x.dtype:  # type: ignore[arg-type]
+            for v in bounds:
+                _check_scalar("clamp", v, x.dtype)
+            return run(x._backend, "clamp", (x, low, high), x.shape, x.dtype)
+    result = x
+    if low is not None:
+        result = maximum(result, low)
+    if high is not None:
+        result = minimum(result, high)
+    return result

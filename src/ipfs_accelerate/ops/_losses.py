@@ -1,0 +1,120 @@
+"""Losses with PyTorch's semantics: mse_loss and cross_entropy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import (
+    DtypeError,
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    ShapeError,
+)
+from ipfs_accelerate.ops import _elementwise as ew
+from ipfs_accelerate.ops import _reduce as red
+from ipfs_accelerate.ops import _shape as shp
+from ipfs_accelerate.ops._core import as_tensor, describe, same_backend
+from ipfs_accelerate.ops._nn import _floating, log_softmax
+from ipfs_accelerate.tensor._tensor import Tensor
+
+__all__ = ["cross_entropy", "mse_loss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return red.mean(loss)
+    if reduction == "sum":
+        return red.sum(loss)
+    return loss
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise InvalidArgumentError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean squared error. ``input`` and ``target`` must have the same shape: a mismatch is an
+    error, never a silent broadcast."""
+    _check_reduction("mse_loss", reduction)
+    x = as_tensor(input, op="mse_loss")
+    y = as_tensor(target, op="mse_loss", like=x)
+    same_backend("mse_loss", (x, y))
+    if x.shape != y.shape:
+        raise ShapeError(f"mse_loss: input {describe(x)} and target {describe(y)} must have the same shape")
+    _, (x, y) = _floating("mse_loss", x, y)
+    diff = ew.sub(x, y)
+    return _reduce(ew.mul(diff, diff), reduction)
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Cross entropy of unnormalised logits, as PyTorch's ``cross_entropy``.
+
+    ``input`` is (C,), (N, C) or (N, C, d1, ...); ``target`` holds class indices (integers, shape
+    of ``input`` without the class axis; ``ignore_index`` entries are skipped, and an index
+    outside [0, C) raises) or class probabilities (floats, same shape as ``input``).
+    ``reduction="mean"`` averages over the non-ignored targets.
+    """
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise InvalidArgumentError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    logits = as_tensor(input, op="cross_entropy")
+    tgt = as_tensor(target, op="cross_entropy", like=logits)
+    same_backend("cross_entropy", (logits, tgt))
+    if logits.ndim == 0:
+        raise ShapeError("cross_entropy: input must have a class axis, got a 0-d tensor")
+    class_axis = 0 if logits.ndim == 1 else 1
+    n_classes = logits.shape[class_axis]
+    _, (logits,) = _floating("cross_entropy", logits)
+    logp = log_softmax(logits, class_axis)
+
+    if tgt.dtype.is_floating:
+        if tgt.shape != logits.shape:
+            raise ShapeError(f"cross_entropy: probability target {describe(tgt)} must match input {describe(logits)}")
+        _, (tgt,) = _floating("cross_entropy", tgt.astype(logits.dtype))
+        if label_smoothing:
+            tgt = ew.add(ew.mul(tgt, 1.0 - label_smoothing), label_smoothing / n_classes)
+        loss = ew.neg(red.sum(ew.mul(tgt, logp), class_axis))
+        return _reduce(loss, reduction)
+
+    if not tgt.dtype.is_integer:
+        raise DtypeError(f"cross_entropy: target must hold class indices (integers) or probabilities (floats), got {describe(tgt)}")
+    expected = logits.shape[:class_axis] + logits.shape[class_axis + 1 :]
+    if tgt.shape != expected:
+        raise ShapeError(f"cross_entropy: class-index target must have shape {expected}, got {describe(tgt)}")
+    invalid = ew.logical_and(
+        ew.logical_or(ew.less(tgt, 0), ew.greater_equal(tgt, n_classes)), ew.not_equal(tgt, ignore_index)
+    )
+    if tgt.size and bool(red.any(invalid).item()):
+        bad = tgt.numpy()[np.asarray(invalid.numpy())].ravel()[0]
+        raise IndexOutOfRangeError(f"cross_entropy: target class {int(bad)} is out of range for {n_classes} classes")
+    classes = from_classes(n_classes, logits.ndim, class_axis, logits.device)
+    onehot = ew.equal(shp.unsqueeze(tgt, class_axis), classes)
+    loss = ew.neg(red.sum(ew.where(onehot, logp, 0.0), class_axis))
+    if label_smoothing:
+        smooth = ew.neg(red.mean(logp, class_axis))
+        loss = ew.add(ew.mul(loss, 1.0 - label_smoothing), ew.mul(smooth, label_smoothing))
+    valid = ew.not_equal(tgt, ignore_index)
+    loss = ew.where(valid, loss, 0.0)
+    if reduction == "mean":
+        return ew.div(red.sum(loss), red.sum(valid).astype(loss.dtype))
+    return _reduce(loss, reduction)
+
+
+def from_classes(n_classes: int, ndim: int, class_axis: int, device: str) -> Tensor:
+    """0..C-1 shaped to broadcast along ``class_axis`` of an ``ndim``-D tensor."""
+    from ipfs_accelerate.tensor._creation import arange
+
+    shape = [1] * ndim
+    shape[class_axis] = n_classes
+    return shp.reshape(arange(n_classes, device=device), tuple(shape))
