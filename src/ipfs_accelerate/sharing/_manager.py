@@ -579,7 +579,7 @@ class TensorSharingManager:
                 "with share_tensor_between_models(), and register weights with data= so identical "
                 "ones are stored once"
             )
-        if limit is not None and total > 0.9 * limit:
+        if limit is not None and total > 0.8 * limit:
             advice.append(
                 f"memory use is {total / limit * 100 if limit else 100.0:.0f}% of max_memory_mb="
                 f"{self.max_memory_mb}: release models' tensors or raise the limit"
