@@ -65,7 +65,7 @@ def test_register_the_same_name_again_returns_it_or_refuses_a_mismatch() -> None
     assert first.holders == {"bert": 2}  # each registration is a hold its model must release
     with pytest.raises(SharingError, match=r"'emb' is already registered with shape \(4,\).*asked for shape \(5,\)"):
         m.register_shared_tensor("emb", (5,))
-    with pytest.raises(SharingError, match="dtype float32.*dtype float16"):
+    with pytest.raises(SharingError, match=r"dtype float32.*dtype float16"):
         m.register_shared_tensor("emb", (4,), dtype="float16")
 
 
