@@ -181,6 +181,15 @@ def test_registering_cpu_data_for_another_backend_moves_it(cpu2: str) -> None:
     assert on_cpu is not t and on_cpu.data is w
 
 
+def test_device_data_registered_for_the_host_is_moved_then_hashed(cpu2: str) -> None:
+    m = TensorSharingManager()
+    on_device = _weights(32, seed=5).to(cpu2)
+    t = m.register_shared_tensor("w", (32,), data=on_device)
+    assert t.data.device == "cpu" and on_device.device == "cpu2"
+    assert t.content_id == content_id(on_device)
+    np.testing.assert_array_equal(t.data.numpy(), on_device.numpy())
+
+
 def test_strided_data_is_hashed_and_stored_row_major() -> None:
     m = TensorSharingManager()
     base = ia.tensor(np.arange(12, dtype=np.float32).reshape(3, 4))
@@ -363,6 +372,14 @@ def test_limit_never_evicts_pinned_held_or_view_parents() -> None:
     assert isinstance(info.value, MemoryError)
     assert m.get_stats()["memory_usage_bytes"] == MB and "more" not in m
     assert m.get_stats()["evicted_tensors"] == 0
+
+
+def test_out_of_memory_message_stays_short_with_many_tensors() -> None:
+    m = TensorSharingManager(max_memory_mb=1)
+    for i in range(16):
+        m.register_shared_tensor(f"layer{i:02d}", _f32(64 * KB), producer_model="bert")
+    with pytest.raises(OutOfMemoryError, match=r"layer00, layer01, .*layer09, \.\.\. \(6 more\)"):
+        m.register_shared_tensor("one-more", (1,))
 
 
 def test_out_of_memory_evicts_nothing_when_eviction_cannot_make_room() -> None:

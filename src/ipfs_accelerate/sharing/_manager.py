@@ -29,6 +29,7 @@ from ipfs_accelerate.sharing._shared_tensor import (
     ViewSpec,
     check_name,
     check_storage,
+    place_data,
 )
 from ipfs_accelerate.tensor import DType, Tensor, as_dtype, from_numpy
 from ipfs_accelerate.tensor._creation import normalize_shape
@@ -57,6 +58,13 @@ def _same_bytes(a: Tensor, b: Tensor) -> bool:
 
 def _mb(nbytes: int) -> float:
     return nbytes / _MB
+
+
+def _list_names(names: list[str], limit: int = 10) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 class TensorSharingManager:
@@ -167,7 +175,7 @@ class TensorSharingManager:
         host: Tensor | None = None
         cid: str | None = None
         if data is not None:
-            host = self._prepare_data(data, dims, dt, context)
+            host = self._prepare_data(data, dims, dt, storage_type, context)
             cid = content_id(host)  # hashed outside the lock: other threads keep going
         with self._lock:
             existing = self._tensor(name)
@@ -210,18 +218,20 @@ class TensorSharingManager:
 
     @staticmethod
     def _prepare_data(
-        data: Tensor | np.ndarray[Any, Any], dims: tuple[int, ...], dtype: DType, context: str
+        data: Tensor | np.ndarray[Any, Any], dims: tuple[int, ...], dtype: DType, storage_type: str, context: str
     ) -> Tensor:
-        from ipfs_accelerate.sharing._shared_tensor import place_data
+        """``data`` checked and laid out so that hashing reads it without another copy.
 
+        Hashing needs host bytes: host data stays where it is (a strided tensor is made
+        contiguous once, which serves hashing and storage alike), and device data bound for the
+        host is moved there first, so that one read-back serves both.
+        """
         if isinstance(data, np.ndarray):
             data = from_numpy(data)
-        if isinstance(data, Tensor) and data.device == "cpu":
-            # one contiguous copy of a strided tensor serves both hashing and storage
-            return place_data(data, dims, dtype, "cpu", context)
         if not isinstance(data, Tensor):
             raise InvalidArgumentError(f"{context}: data must be a Tensor or numpy array, got {type(data).__name__}")
-        return place_data(data, dims, dtype, data.device, context)
+        device = storage_type if storage_type == "cpu" else data.device
+        return place_data(data, dims, dtype, device, context)
 
     def _check_same(
         self,
@@ -292,8 +302,8 @@ class TensorSharingManager:
         return OutOfMemoryError(
             f"{context}: needs {nbytes} bytes ({_mb(nbytes):.2f} MB) but max_memory_mb={self.max_memory_mb} "
             f"allows {self.max_memory_bytes} bytes; {self._memory_bytes} bytes are in use and only "
-            f"{freeable} could be evicted (pinned: {', '.join(pinned) or 'none'}; held or with held/pinned "
-            f"views: {', '.join(held) or 'none'}). Release tensors (release_model_tensors), unpin them, "
+            f"{freeable} could be evicted (pinned: {_list_names(pinned)}; held or with held/pinned "
+            f"views: {_list_names(held)}). Release tensors (release_model_tensors), unpin them, "
             "or raise max_memory_mb"
         )
 
@@ -444,8 +454,8 @@ class TensorSharingManager:
     def analyze_sharing_opportunities(self) -> dict[str, list[str]]:
         """Tensor types that two or more active models could share: {type: [model names]}.
 
-        Active models hold a tensor or produced one still held; a model belongs to a
-        family by :func:`model_family` ("bert-base-uncased" is a BERT).
+        Active models hold a tensor (or a view) or produced one still registered; a model
+        belongs to a family by :func:`model_family` ("bert-base-uncased" is a BERT).
         """
         with self._lock:
             models = self._active_models()
@@ -486,7 +496,7 @@ class TensorSharingManager:
                     "views": sorted(tensor.views),
                     "view_of": None,
                 }
-                for view_name, view in tensor.views.items():
+                for view_name, view in list(tensor.views.items()):  # snapshot: views may be added directly
                     view_consumers = sorted(view.consumer_models)
                     usage[view_name] = {
                         "memory_bytes": 0,
