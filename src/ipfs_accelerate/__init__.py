@@ -71,16 +71,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ipfs_accelerate import (
-        api_backends,
-        errors,
-        hal,
-        models,
-        ops,
-        serve,
-        sharing,
-        webnn,
-    )
+    from ipfs_accelerate import errors, hal, ops
     from ipfs_accelerate.hal import available_backends, get_backend, select_backend
     from ipfs_accelerate.tensor import (
         DType,

@@ -10,6 +10,7 @@ float beyond float16's range) raises TensorOverflowError instead of wrapping.
 
 from __future__ import annotations
 
+import builtins
 import math
 from typing import Any
 
@@ -124,7 +125,7 @@ def _check_scalar(op: str, value: Any, dtype: DType) -> None:
     if dtype.is_floating:
         if isinstance(value, float) and math.isfinite(value) and value != 0:
             limit = float(np.finfo(dtype.numpy).max)
-            if abs(value) > limit:
+            if builtins.abs(value) > limit:
                 raise TensorOverflowError(f"{op}: scalar {value!r} overflows {dtype.name} (max {limit})")
         return
     if dtype.is_integer and isinstance(value, int) and not isinstance(value, bool):
@@ -431,6 +432,12 @@ def where(condition: Operand, x: Operand, y: Operand) -> Tensor:
 
         dtype = result_type(_fill_dtype(vx), _fill_dtype(vy), op="where")
     shape = broadcast_many([t.shape for t in tensors], "where")
+    if not isinstance(vx, Tensor) and not isinstance(vy, Tensor):
+        # the backend takes its dtype from a tensor operand: give it one
+        from ipfs_accelerate.tensor._creation import full
+
+        _check_scalar("where", vx, dtype)
+        vx = full((), vx, dtype, cond.device)
     operands: list[Tensor | bool | int | float] = []
     for v in (vx, vy):
         if isinstance(v, Tensor):
