@@ -31,7 +31,10 @@ def _attention_block(device: str) -> np.ndarray:
     x = ia.randn(2, 16, 64, seed=0, device=device)
     wq, wk, wv, wo = (ia.randn(64, 64, seed=s, device=device) * 0.1 for s in (1, 2, 3, 4))
     w1, w2 = ia.randn(256, 64, seed=5, device=device) * 0.1, ia.randn(64, 256, seed=6, device=device) * 0.1
-    heads = lambda t: t.reshape(2, 16, 4, 16).permute(0, 2, 1, 3)  # noqa: E731
+
+    def heads(t: ia.Tensor) -> ia.Tensor:
+        return t.reshape(2, 16, 4, 16).permute(0, 2, 1, 3)
+
     q, k, v = heads(ops.linear(x, wq)), heads(ops.linear(x, wk)), heads(ops.linear(x, wv))
     attended = ops.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).reshape(2, 16, 64)
     h = ops.layer_norm(x + ops.linear(attended, wo), 64)
