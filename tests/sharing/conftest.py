@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from ipfs_accelerate import hal
-from ipfs_accelerate.hal import _registry
 from ipfs_accelerate.hal.cpu import CPUBackend
 
 
@@ -28,13 +27,13 @@ class DeviceLikeCPU(CPUBackend):
 
 @pytest.fixture
 def cpu2() -> Iterator[str]:
-    """Register the "cpu2" backend for one test; the HAL has no unregister, so drop the entry
-    afterwards to keep available_backends() of other tests unchanged."""
+    """Register the "cpu2" backend for one test, and unregister it afterwards so that
+    available_backends() of other tests is unchanged."""
     hal.register_backend("cpu2", DeviceLikeCPU, fallback=None)
     try:
         yield "cpu2"
     finally:
-        _registry._ENTRIES.pop("cpu2", None)
+        hal.unregister_backend("cpu2")
 
 
 @pytest.fixture
@@ -48,4 +47,4 @@ def broken_backend() -> Iterator[str]:
     try:
         yield "gone"
     finally:
-        _registry._ENTRIES.pop("gone", None)
+        hal.unregister_backend("gone")
