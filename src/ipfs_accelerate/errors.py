@@ -62,6 +62,7 @@ __all__ = [
     "TensorNotFoundError",
     "TensorOverflowError",
     "TimeoutError",
+    "TruncationWarning",
     "UnknownBackendError",
     "UnknownTensorTypeError",
     "UnsupportedArchitectureError",
@@ -205,6 +206,10 @@ class UnsupportedArchitectureError(ModelError, InvalidArgumentError):
 
 class PreprocessingError(ModelError, InvalidArgumentError):
     """Input could not be preprocessed (undecodable image/audio, bad text input...)."""
+
+
+class TruncationWarning(UserWarning):
+    """Input longer than a model accepts was truncated (the message says which and by how much)."""
 
 
 # --------------------------------------------------------------------------- remote APIs

@@ -1,0 +1,215 @@
+"""BERT encoders (BERT, MiniLM and other ``model_type: bert`` checkpoints), as ``BertModel``.
+
+Parameter names equal the keys of Hugging Face ``BertModel`` checkpoints. Supported: absolute
+position embeddings, any ``hidden_act`` of :data:`~ipfs_accelerate.models._module.SUPPORTED_ACTIVATIONS`,
+an optional pooler. Not supported (UnsupportedArchitectureError at load time): relative
+position embeddings, decoder/cross-attention configurations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ipfs_accelerate import ops
+from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
+from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
+from ipfs_accelerate.models._module import (
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    ModuleList,
+    activation,
+    merge_heads,
+    split_heads,
+)
+from ipfs_accelerate.tensor import Tensor, zeros_like
+
+__all__ = ["BertConfig", "BertModel", "BertOutput"]
+
+
+@dataclass
+class BertConfig:
+    """The fields of a BERT ``config.json`` the forward pass uses (Hugging Face defaults)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    position_embedding_type: str = "absolute"
+    is_decoder: bool = False
+    add_cross_attention: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BertConfig:
+        require_model_type(data, ("bert",), "BertModel")
+        config = from_dict(cls, data, context="BertConfig")
+        if config.position_embedding_type != "absolute":
+            raise UnsupportedArchitectureError(
+                f"BertModel: position_embedding_type {config.position_embedding_type!r} is not implemented (absolute is)"
+            )
+        if config.is_decoder or config.add_cross_attention:
+            raise UnsupportedArchitectureError("BertModel: decoder / cross-attention BERT configurations are not implemented")
+        if config.hidden_size % config.num_attention_heads:
+            raise UnsupportedArchitectureError(
+                f"BertModel: hidden_size {config.hidden_size} is not divisible by num_attention_heads {config.num_attention_heads}"
+            )
+        check_activation(config.hidden_act, "BertModel")
+        return config
+
+
+@dataclass
+class BertOutput:
+    last_hidden_state: Tensor
+    pooler_output: Tensor | None
+
+
+class BertEmbeddings(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+    def __call__(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        length = input_ids.shape[1]
+        positions = self.position_embeddings.weight[:length]
+        x = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(token_type_ids)
+        return self.LayerNorm(x)
+
+
+class BertSelfAttention(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.query = Linear(config.hidden_size, config.hidden_size)
+        self.key = Linear(config.hidden_size, config.hidden_size)
+        self.value = Linear(config.hidden_size, config.hidden_size)
+
+    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        q = split_heads(self.query(x), self.num_heads)
+        k = split_heads(self.key(x), self.num_heads)
+        v = split_heads(self.value(x), self.num_heads)
+        return merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+class BertSelfOutput(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+    def __call__(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class BertAttention(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.act = config.hidden_act
+        self.dense = Linear(config.hidden_size, config.intermediate_size)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return activation(self.act, self.dense(x))
+
+
+class BertLayerOutput(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+    def __call__(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class BertLayer(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertLayerOutput(config)
+
+    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        attended = self.attention(x, mask)
+        return self.output(self.intermediate(attended), attended)
+
+
+class BertEncoder(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layer = ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        for layer in self.layer:
+            x = layer(x, mask)
+        return x
+
+
+class BertPooler(Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+
+    def __call__(self, hidden: Tensor) -> Tensor:
+        return ops.tanh(self.dense(hidden[:, 0]))
+
+
+class BertModel(Module):
+    """The BERT encoder: ``model(input_ids, attention_mask, token_type_ids) -> BertOutput``.
+
+    ``input_ids``, ``attention_mask`` (1 = token, 0 = padding) and ``token_type_ids`` are int
+    tensors (B, L) on the model's device; ``pooler_output`` is None when the checkpoint has
+    no pooler.
+    """
+
+    base_model_prefix: ClassVar[str] = "bert"
+    optional_prefixes: ClassVar[tuple[str, ...]] = ("pooler.",)
+    ignored_keys: ClassVar[tuple[str, ...]] = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler: BertPooler | None = BertPooler(config)
+
+    def __call__(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> BertOutput:
+        if input_ids.ndim != 2:
+            raise InvalidArgumentError(f"BertModel: input_ids must be (batch, length), got shape {input_ids.shape}")
+        length = input_ids.shape[1]
+        if length > self.config.max_position_embeddings:
+            raise InvalidArgumentError(
+                f"BertModel: sequence length {length} exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}; truncate the input (the tokenizer does)"
+            )
+        if token_type_ids is None:
+            token_type_ids = zeros_like(input_ids)
+        mask = None
+        if attention_mask is not None:
+            # (B, 1, 1, S): every query of a sequence may attend to its non-padding keys
+            mask = (attention_mask != 0).reshape(attention_mask.shape[0], 1, 1, attention_mask.shape[1])
+        hidden = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return BertOutput(hidden, pooled)

@@ -1,0 +1,259 @@
+"""Whisper (``model_type: whisper``): the log-mel encoder and the token decoder with a KV cache.
+
+Parameter names equal the keys of Hugging Face ``WhisperForConditionalGeneration``
+checkpoints; ``proj_out.weight`` may be absent (it is tied to the token embedding).
+
+Decoding is incremental: :meth:`WhisperForConditionalGeneration.start_decoding` computes the
+cross-attention keys/values of every decoder layer once from the encoder output, and each
+:meth:`~WhisperForConditionalGeneration.decode_step` runs only the new tokens, appending their
+self-attention keys/values to the cache. Greedy search over this (forced prompt tokens,
+suppressed tokens, language detection, long-audio chunking) lives in
+:class:`ipfs_accelerate.models.pipelines.SpeechRecognizer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ipfs_accelerate import ops
+from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
+from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
+from ipfs_accelerate.models._module import (
+    Conv1d,
+    Embedding,
+    LayerNorm,
+    Linear,
+    Module,
+    ModuleList,
+    activation,
+    merge_heads,
+    split_heads,
+)
+from ipfs_accelerate.tensor import Tensor, from_numpy
+
+__all__ = ["DecoderCache", "WhisperConfig", "WhisperForConditionalGeneration"]
+
+
+@dataclass
+class WhisperConfig:
+    """The fields of a Whisper ``config.json`` the model uses (Hugging Face defaults)."""
+
+    vocab_size: int = 51865
+    num_mel_bins: int = 80
+    d_model: int = 384
+    encoder_layers: int = 4
+    encoder_attention_heads: int = 6
+    decoder_layers: int = 4
+    decoder_attention_heads: int = 6
+    encoder_ffn_dim: int = 1536
+    decoder_ffn_dim: int = 1536
+    activation_function: str = "gelu"
+    max_source_positions: int = 1500
+    max_target_positions: int = 448
+    scale_embedding: bool = False
+    decoder_start_token_id: int = 50257
+    eos_token_id: int = 50256
+    pad_token_id: int = 50256
+    suppress_tokens: list[int] = field(default_factory=list)
+    begin_suppress_tokens: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WhisperConfig:
+        require_model_type(data, ("whisper",), "WhisperForConditionalGeneration")
+        config = from_dict(cls, data, context="WhisperConfig")
+        for name, heads in (("encoder", config.encoder_attention_heads), ("decoder", config.decoder_attention_heads)):
+            if config.d_model % heads:
+                raise UnsupportedArchitectureError(
+                    f"Whisper: d_model {config.d_model} is not divisible by {name}_attention_heads {heads}"
+                )
+        check_activation(config.activation_function, "Whisper")
+        return config
+
+    @property
+    def input_frames(self) -> int:
+        """Mel frames per window the encoder takes (two per encoder position: conv2 has stride 2)."""
+        return 2 * self.max_source_positions
+
+
+class WhisperAttention(Module):
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.k_proj = Linear(d_model, d_model, bias=False)
+        self.v_proj = Linear(d_model, d_model)
+        self.q_proj = Linear(d_model, d_model)
+        self.out_proj = Linear(d_model, d_model)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return split_heads(self.k_proj(x), self.num_heads), split_heads(self.v_proj(x), self.num_heads)
+
+    def attend(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
+        q = split_heads(self.q_proj(x), self.num_heads)
+        return self.out_proj(merge_heads(ops.scaled_dot_product_attention(q, keys, values, attn_mask=mask)))
+
+    def __call__(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        keys, values = self.keys_values(x)
+        return self.attend(x, keys, values, mask)
+
+
+class WhisperEncoderLayer(Module):
+    def __init__(self, config: WhisperConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.act = config.activation_function
+        self.self_attn = WhisperAttention(d, config.encoder_attention_heads)
+        self.self_attn_layer_norm = LayerNorm(d, 1e-5)
+        self.fc1 = Linear(d, config.encoder_ffn_dim)
+        self.fc2 = Linear(config.encoder_ffn_dim, d)
+        self.final_layer_norm = LayerNorm(d, 1e-5)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x))
+        return x + self.fc2(activation(self.act, self.fc1(self.final_layer_norm(x))))
+
+
+class WhisperEncoder(Module):
+    def __init__(self, config: WhisperConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.conv1 = Conv1d(config.num_mel_bins, d, 3, padding=1)
+        self.conv2 = Conv1d(d, d, 3, stride=2, padding=1)
+        self.embed_positions = Embedding(config.max_source_positions, d)
+        self.layers = ModuleList([WhisperEncoderLayer(config) for _ in range(config.encoder_layers)])
+        self.layer_norm = LayerNorm(d, 1e-5)
+
+    def __call__(self, features: Tensor) -> Tensor:
+        c = self.config
+        if features.ndim != 3 or features.shape[1:] != (c.num_mel_bins, c.input_frames):
+            raise InvalidArgumentError(
+                f"Whisper encoder: input_features must be (batch, {c.num_mel_bins}, {c.input_frames}) "
+                f"(30 s of log-mel frames), got {features.shape}"
+            )
+        x = ops.gelu(self.conv1(features))
+        x = ops.gelu(self.conv2(x)).permute(0, 2, 1)
+        x = x + self.embed_positions.weight
+        for layer in self.layers:
+            x = layer(x)
+        return self.layer_norm(x)
+
+
+class WhisperDecoderLayer(Module):
+    def __init__(self, config: WhisperConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.act = config.activation_function
+        self.self_attn = WhisperAttention(d, config.decoder_attention_heads)
+        self.self_attn_layer_norm = LayerNorm(d, 1e-5)
+        self.encoder_attn = WhisperAttention(d, config.decoder_attention_heads)
+        self.encoder_attn_layer_norm = LayerNorm(d, 1e-5)
+        self.fc1 = Linear(d, config.decoder_ffn_dim)
+        self.fc2 = Linear(config.decoder_ffn_dim, d)
+        self.final_layer_norm = LayerNorm(d, 1e-5)
+
+
+@dataclass
+class DecoderCache:
+    """Keys/values of every decoder layer: self-attention (grows per step) and cross-attention
+    (fixed, from the encoder output). ``length`` is the number of tokens decoded so far."""
+
+    cross: list[tuple[Tensor, Tensor]]
+    self_attn: list[tuple[Tensor, Tensor] | None]
+    length: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.cross[0][0].shape[0] if self.cross else 0
+
+
+class WhisperDecoder(Module):
+    def __init__(self, config: WhisperConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embed_tokens = Embedding(config.vocab_size, d)
+        self.embed_positions = Embedding(config.max_target_positions, d)
+        self.layers = ModuleList([WhisperDecoderLayer(config) for _ in range(config.decoder_layers)])
+        self.layer_norm = LayerNorm(d, 1e-5)
+
+    def __call__(self, ids: Tensor, cache: DecoderCache) -> Tensor:
+        """Hidden states (B, L, d) of the new tokens ``ids``; appends their keys/values to ``cache``."""
+        length = ids.shape[1]
+        past = cache.length
+        if past + length > self.config.max_target_positions:
+            raise InvalidArgumentError(
+                f"Whisper decoder: {past + length} tokens exceed max_target_positions {self.config.max_target_positions}"
+            )
+        x = self.embed_tokens(ids)
+        if self.config.scale_embedding:
+            x = x * float(np.sqrt(self.config.d_model))
+        x = x + self.embed_positions.weight[past : past + length]
+        mask = None
+        if length > 1:
+            # token i (absolute position past + i) sees every cached token and new tokens up to itself
+            allowed = np.tri(length, past + length, k=past, dtype=bool)
+            mask = from_numpy(allowed, ids.device)
+        for i, layer in enumerate(self.layers):
+            normed = layer.self_attn_layer_norm(x)
+            keys, values = layer.self_attn.keys_values(normed)
+            previous = cache.self_attn[i]
+            if previous is not None:
+                keys = ops.concat([previous[0], keys], axis=2)
+                values = ops.concat([previous[1], values], axis=2)
+            cache.self_attn[i] = (keys, values)
+            x = x + layer.self_attn.attend(normed, keys, values, mask)
+            cross_k, cross_v = cache.cross[i]
+            x = x + layer.encoder_attn.attend(layer.encoder_attn_layer_norm(x), cross_k, cross_v, None)
+            x = x + layer.fc2(activation(layer.act, layer.fc1(layer.final_layer_norm(x))))
+        cache.length = past + length
+        return self.layer_norm(x)
+
+
+class WhisperModel(Module):
+    def __init__(self, config: WhisperConfig) -> None:
+        super().__init__()
+        self.encoder = WhisperEncoder(config)
+        self.decoder = WhisperDecoder(config)
+
+
+class WhisperForConditionalGeneration(Module):
+    """Whisper encoder-decoder with the output projection (tied to the token embedding)."""
+
+    base_model_prefix: ClassVar[str] = "model"
+    is_head_model: ClassVar[bool] = True
+    tied_weights: ClassVar[dict[str, str]] = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
+
+    def __init__(self, config: WhisperConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = WhisperModel(config)
+        self.proj_out = Linear(config.d_model, config.vocab_size, bias=False)
+
+    def encode(self, input_features: Tensor) -> Tensor:
+        """Encoder output (B, max_source_positions, d_model) from log-mel features (B, mels, frames)."""
+        return self.model.encoder(input_features)
+
+    def start_decoding(self, encoder_hidden: Tensor) -> DecoderCache:
+        """A fresh cache holding every layer's cross-attention keys/values for ``encoder_hidden``."""
+        cross = [layer.encoder_attn.keys_values(encoder_hidden) for layer in self.model.decoder.layers]
+        return DecoderCache(cross=cross, self_attn=[None] * len(cross))
+
+    def decode_step(self, ids: Tensor, cache: DecoderCache, *, last_only: bool = True) -> Tensor:
+        """Logits for the new tokens ``ids`` (B, L): (B, vocab) for the last one, or (B, L, vocab)."""
+        if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
+            raise InvalidArgumentError(
+                f"Whisper decode_step: ids must be (batch={cache.batch_size}, length), got {ids.shape}"
+            )
+        hidden = self.model.decoder(ids, cache)
+        if last_only:
+            hidden = hidden[:, -1]
+        return self.proj_out(hidden)
+
+    def __call__(self, input_features: Tensor, decoder_input_ids: Tensor) -> Tensor:
+        """Logits (B, L, vocab) of a full teacher-forced pass (no cache kept)."""
+        cache = self.start_decoding(self.encode(input_features))
+        return self.decode_step(decoder_input_ids, cache, last_only=False)
