@@ -1,0 +1,183 @@
+"""Text tokenization through the ``tokenizers`` library, from a checkpoint's ``tokenizer.json``.
+
+One class serves BERT WordPiece, CLIP BPE and Whisper byte-level BPE: the algorithm, the
+normalizer and the special tokens all come from ``tokenizer.json``. Padding and truncation
+settings stored in that file are replaced by this class's (pad to the longest text of the
+batch, truncate to ``max_length``), because a checkpoint's saved settings (e.g. MiniLM's fixed
+padding to 128) are training choices, not what inference wants.
+
+Truncation keeps the special tokens ([CLS] ... [SEP]) and drops text tokens from the end; it
+emits a :class:`~ipfs_accelerate.errors.TruncationWarning` naming the texts and their lengths
+(``truncation="error"`` raises PreprocessingError instead).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ipfs_accelerate.errors import CheckpointError, PreprocessingError, TruncationWarning
+
+__all__ = ["BatchEncoding", "TextTokenizer"]
+
+Array = np.ndarray[Any, Any]
+
+#: tokenizer_config.json writes "no limit" as this huge number
+_NO_LIMIT = 10**12
+
+
+@dataclass
+class BatchEncoding:
+    """A padded batch: int64 arrays (batch, length) and each text's token count."""
+
+    input_ids: Array
+    attention_mask: Array
+    token_type_ids: Array
+    lengths: list[int]
+    #: indices of the texts that were truncated
+    truncated: list[int]
+
+
+class TextTokenizer:
+    """Batch tokenization with padding, truncation and attention masks.
+
+    ``max_length`` bounds every sequence including special tokens (None: no bound).
+    """
+
+    def __init__(self, tokenizer: Any, *, max_length: int | None, pad_id: int, name: str = "tokenizer") -> None:
+        self._tokenizer = tokenizer
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self.name = name
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, max_length: int | None = None, pad_token: str | None = None) -> TextTokenizer:
+        """Load ``tokenizer.json``. The pad id comes from ``pad_token``, else from the file's
+        padding settings, else 0."""
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:  # pragma: no cover - in the models extra
+            raise CheckpointError("the tokenizers package is needed to read tokenizer.json") from exc
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"{path}: missing; this pipeline needs the checkpoint's tokenizer.json")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust side raises a plain Exception on bad files
+            raise CheckpointError(f"{path}: not a valid tokenizers file ({exc})") from None
+        pad_id = None
+        if pad_token is not None:
+            pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None and tokenizer.padding is not None:
+            pad_id = tokenizer.padding.get("pad_id")
+        return cls(tokenizer, max_length=max_length, pad_id=int(pad_id or 0), name=str(path))
+
+    @classmethod
+    def from_checkpoint(cls, directory: Path, *, max_length: int | None = None) -> TextTokenizer:
+        """The tokenizer of a checkpoint directory; ``max_length`` defaults to the smallest
+        limit the checkpoint states (sentence-transformers' max_seq_length, the tokenizer's
+        model_max_length, the model's position count)."""
+        from ipfs_accelerate.models.loading import read_json
+
+        settings = read_json(directory / "tokenizer_config.json")
+        special = read_json(directory / "special_tokens_map.json")
+        pad_token = _token_text(settings.get("pad_token")) or _token_text(special.get("pad_token"))
+        if max_length is None:
+            limits = []
+            st = read_json(directory / "sentence_bert_config.json").get("max_seq_length")
+            limits.append(st)
+            limits.append(settings.get("model_max_length"))
+            config = read_json(directory / "config.json")
+            text_config = config.get("text_config") or {}
+            limits.append(config.get("max_position_embeddings") or text_config.get("max_position_embeddings"))
+            limits.append(config.get("max_target_positions"))
+            usable = [int(v) for v in limits if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < _NO_LIMIT]
+            max_length = min(usable) if usable else None
+        return cls.from_file(directory / "tokenizer.json", max_length=max_length, pad_token=pad_token)
+
+    # ------------------------------------------------------------------ encoding
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        *,
+        max_length: int | None = None,
+        padding: Literal["longest", "max_length"] = "longest",
+        truncation: Literal["warn", "error"] = "warn",
+    ) -> BatchEncoding:
+        """Tokenize ``texts`` (one string or a sequence of strings) into a padded batch."""
+        batch = _check_texts(texts)
+        limit = max_length if max_length is not None else self.max_length
+        if limit is not None:
+            self._tokenizer.enable_truncation(int(limit))
+        try:
+            encodings = self._tokenizer.encode_batch(batch) if batch else []
+        finally:
+            self._tokenizer.no_truncation()
+        truncated = [i for i, e in enumerate(encodings) if e.overflowing]
+        if truncated:
+            full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
+            detail = ", ".join(f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False))
+            more = f" and {len(truncated) - 5} more" if len(truncated) > 5 else ""
+            message = f"{self.name}: {len(truncated)} text(s) longer than max_length={limit} tokens: {detail}{more}"
+            if truncation == "error":
+                raise PreprocessingError(message)
+            warnings.warn(TruncationWarning(message + "; truncated to their first tokens"), stacklevel=2)
+        lengths = [len(e.ids) for e in encodings]
+        width = max(lengths, default=0) if padding == "longest" or limit is None else int(limit)
+        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        types = np.zeros((len(batch), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = lengths[row]
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = 1
+            types[row, :n] = encoding.type_ids
+        return BatchEncoding(ids, mask, types, lengths, truncated)
+
+    def token_count(self, text: str) -> int:
+        """Tokens of ``text`` including special tokens, without truncation."""
+        return len(self._tokenizer.encode(text).ids)
+
+    # ------------------------------------------------------------------ vocabulary, decoding
+
+    def token_to_id(self, token: str) -> int | None:
+        value = self._tokenizer.token_to_id(token)
+        return None if value is None else int(value)
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return str(self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, bytes):
+        raise PreprocessingError("texts must be str, got bytes; decode them first")
+    try:
+        batch = list(texts)
+    except TypeError:
+        raise PreprocessingError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}") from None
+    for i, text in enumerate(batch):
+        if not isinstance(text, str):
+            raise PreprocessingError(f"texts[{i}] is a {type(text).__name__}, not a string")
+    return batch
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    return None
