@@ -1,0 +1,78 @@
+"""Models on the HAL: BERT, ViT, CLIP and Whisper from Hugging Face checkpoints, their
+preprocessing, and ready-to-use pipelines.
+
+The models are written once on :mod:`ipfs_accelerate.ops` and run on every backend;
+``device="auto"`` picks one with :func:`ipfs_accelerate.hal.select_backend`. Heavy
+dependencies (tokenizers, Pillow, soundfile, huggingface_hub) load on first use.
+
+Quick start::
+
+    from ipfs_accelerate.models import TextEmbedder
+    embedder = TextEmbedder.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+    vectors = embedder.embed(["a sentence", "another one"])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY: dict[str, str] = {
+    "TextEmbedder": "ipfs_accelerate.models.pipelines",
+    "ImageClassifier": "ipfs_accelerate.models.pipelines",
+    "ZeroShotImageClassifier": "ipfs_accelerate.models.pipelines",
+    "SpeechRecognizer": "ipfs_accelerate.models.pipelines",
+    "BertConfig": "ipfs_accelerate.models.bert",
+    "BertModel": "ipfs_accelerate.models.bert",
+    "ViTConfig": "ipfs_accelerate.models.vit",
+    "ViTModel": "ipfs_accelerate.models.vit",
+    "ViTForImageClassification": "ipfs_accelerate.models.vit",
+    "CLIPConfig": "ipfs_accelerate.models.clip",
+    "CLIPModel": "ipfs_accelerate.models.clip",
+    "WhisperConfig": "ipfs_accelerate.models.whisper",
+    "WhisperForConditionalGeneration": "ipfs_accelerate.models.whisper",
+    "load_model": "ipfs_accelerate.models.loading",
+    "load_checkpoint": "ipfs_accelerate.models.loading",
+    "resolve_checkpoint": "ipfs_accelerate.models.loading",
+    "read_safetensors": "ipfs_accelerate.models.loading",
+    "default_sharing_manager": "ipfs_accelerate.models.loading",
+    "BUNDLED_MODELS": "ipfs_accelerate.models.loading",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ipfs_accelerate.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "bert", "clip", "loading", "pipelines", "preprocessing", "vit", "whisper"]
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ipfs_accelerate.models.bert import BertConfig as BertConfig
+    from ipfs_accelerate.models.bert import BertModel as BertModel
+    from ipfs_accelerate.models.clip import CLIPConfig as CLIPConfig
+    from ipfs_accelerate.models.clip import CLIPModel as CLIPModel
+    from ipfs_accelerate.models.loading import BUNDLED_MODELS as BUNDLED_MODELS
+    from ipfs_accelerate.models.loading import default_sharing_manager as default_sharing_manager
+    from ipfs_accelerate.models.loading import load_checkpoint as load_checkpoint
+    from ipfs_accelerate.models.loading import load_model as load_model
+    from ipfs_accelerate.models.loading import read_safetensors as read_safetensors
+    from ipfs_accelerate.models.loading import resolve_checkpoint as resolve_checkpoint
+    from ipfs_accelerate.models.pipelines import ImageClassifier as ImageClassifier
+    from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
+    from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder
+    from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
+    from ipfs_accelerate.models.vit import ViTConfig as ViTConfig
+    from ipfs_accelerate.models.vit import ViTForImageClassification as ViTForImageClassification
+    from ipfs_accelerate.models.vit import ViTModel as ViTModel
+    from ipfs_accelerate.models.whisper import WhisperConfig as WhisperConfig
+    from ipfs_accelerate.models.whisper import (
+        WhisperForConditionalGeneration as WhisperForConditionalGeneration,
+    )
