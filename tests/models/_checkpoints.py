@@ -12,11 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-WORDS = (
-    "a the cat dog bird photo of is on in and sat mat sun sky red blue green big small house tree "
-    "car runs eats food man woman girl boy playing violin riding horse bread hello world speech "
-    "this that quick brown fox jumps over lazy"
-).split()
+WORDS = ["a", "the", "cat", "dog", "bird", "photo", "of", "is", "on", "in", "and", "sat", "mat", "sun", "sky", "red", "blue", "green", "big", "small", "house", "tree", "car", "runs", "eats", "food", "man", "woman", "girl", "boy", "playing", "violin", "riding", "horse", "bread", "hello", "world", "speech", "this", "that", "quick", "brown", "fox", "jumps", "over", "lazy"]
 
 CORPUS = [
     "a photo of a cat", "a photo of a dog", "the quick brown fox jumps over the lazy dog",

@@ -1,0 +1,227 @@
+"""Preprocessing against the Hugging Face references, and what bad input raises."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipfs_accelerate.errors import PreprocessingError, TruncationWarning
+from ipfs_accelerate.models.preprocessing import (
+    ImageProcessor,
+    TextTokenizer,
+    WhisperFeatureExtractor,
+    load_audio,
+    resample,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+# ----------------------------------------------------------------------------- text
+
+
+def test_batch_matches_transformers_tokenizer(bert_dir: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    texts = ["Hello world!", "a photo of a cat on the mat", "Zebra"]
+    ours = TextTokenizer.from_checkpoint(bert_dir)(texts)
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(bert_dir / "tokenizer.json"), pad_token="[PAD]")
+    ref = hf(texts, padding="longest", return_tensors="np")
+    np.testing.assert_array_equal(ours.input_ids, ref["input_ids"])
+    np.testing.assert_array_equal(ours.attention_mask, ref["attention_mask"])
+    # padded to the longest text, not to the fixed 48 saved in tokenizer.json
+    assert ours.input_ids.shape[1] == max(ours.lengths) < 48
+    assert ours.input_ids[2, ours.lengths[2] :].tolist() == [0] * (ours.input_ids.shape[1] - ours.lengths[2])
+
+
+def test_truncation_keeps_special_tokens_and_warns(bert_dir: Path) -> None:
+    tokenizer = TextTokenizer.from_checkpoint(bert_dir, max_length=8)
+    long_text = "the quick brown fox jumps over the lazy dog and the cat sat on the mat"
+    with pytest.warns(TruncationWarning, match=r"1 text\(s\) longer than max_length=8 tokens: text 1 \(18 tokens\)"):
+        encoded = tokenizer(["hello", long_text])
+    assert encoded.truncated == [1]
+    assert encoded.lengths == [3, 8]
+    full = TextTokenizer.from_checkpoint(bert_dir)([long_text]).input_ids[0]
+    assert encoded.input_ids[1].tolist() == [*full[:7].tolist(), full[-1]]  # [CLS] first 6 tokens [SEP]
+    with pytest.raises(PreprocessingError, match="longer than max_length=8"):
+        tokenizer([long_text], truncation="error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokenizer(["hello world"])  # no warning when nothing is cut
+
+
+def test_default_max_length_is_the_checkpoints_limit(bert_dir: Path, minilm_dir: Path) -> None:
+    assert TextTokenizer.from_checkpoint(bert_dir).max_length == 40
+    assert TextTokenizer.from_checkpoint(minilm_dir).max_length == 256  # sentence-transformers' max_seq_length
+
+
+@pytest.mark.parametrize("bad", [[1, 2], ["ok", None], b"bytes", 3.5])
+def test_non_text_input_raises(bert_dir: Path, bad: object) -> None:
+    with pytest.raises(PreprocessingError):
+        TextTokenizer.from_checkpoint(bert_dir)(bad)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [
+        rng.integers(0, 256, (45, 61, 3), dtype=np.uint8),
+        rng.integers(0, 256, (70, 33, 3), dtype=np.uint8),
+        rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),  # smaller than the crop: padded
+    ]
+
+
+@pytest.mark.parametrize("family", ["vit", "clip"])
+def test_images_match_transformers_processor(family: str, vit_dir: Path, clip_dir: Path) -> None:
+    from PIL import Image
+
+    if family == "vit":
+        from transformers.models.vit.image_processing_pil_vit import (
+            ViTImageProcessorPil as Reference,
+        )
+
+        directory = vit_dir
+    else:
+        from transformers.models.clip.image_processing_pil_clip import (
+            CLIPImageProcessorPil as Reference,
+        )
+
+        directory = clip_dir
+    import json
+
+    settings = json.loads((directory / "preprocessor_config.json").read_text())
+    settings.pop("image_processor_type")
+    reference = Reference(**settings)
+    ours = ImageProcessor.from_checkpoint(directory)
+    images = [Image.fromarray(a) for a in _images()]
+    expected = np.stack([np.asarray(reference(image, return_tensors="np")["pixel_values"][0]) for image in images])
+    np.testing.assert_allclose(ours(images), expected, atol=1e-5)
+
+
+def test_image_sources_agree(vit_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    processor = ImageProcessor.from_checkpoint(vit_dir)
+    array = _images()[0]
+    path = tmp_path / "image.png"
+    Image.fromarray(array).save(path)
+    from_array = processor(array)
+    np.testing.assert_array_equal(processor(str(path)), from_array)
+    np.testing.assert_array_equal(processor(path), from_array)
+    np.testing.assert_array_equal(processor(Image.fromarray(array)), from_array)
+    np.testing.assert_array_equal(processor(array.astype(np.float32) / 255), from_array)  # floats in [0, 1]
+    np.testing.assert_array_equal(processor(array.transpose(2, 0, 1).copy()), from_array)  # channels first
+    gray = processor(array[..., 0])
+    assert gray.shape == (1, 3, 32, 32)
+    np.testing.assert_array_equal(gray[0, 0], gray[0, 1])
+    rgba = np.dstack([array, np.zeros(array.shape[:2], np.uint8)])  # fully transparent: white
+    np.testing.assert_allclose(processor(rgba), 1.0)
+
+
+def test_undecodable_images_raise(vit_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    processor = ImageProcessor.from_checkpoint(vit_dir)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"this is not an image")
+    with pytest.raises(PreprocessingError, match=r"image 0: cannot decode .*garbage\.jpg"):
+        processor(garbage)
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(_images()[0]).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(PreprocessingError, match="cannot decode"):
+        processor([_images()[1], truncated])
+    with pytest.raises(PreprocessingError, match="does not exist"):
+        processor(tmp_path / "missing.png")
+    with pytest.raises(PreprocessingError, match=r"floating-point pixels must lie in \[0, 1\]"):
+        processor(np.full((8, 8, 3), 2.0))
+    with pytest.raises(PreprocessingError, match="shape"):
+        processor(np.zeros((8, 8, 2), np.uint8))
+    with pytest.raises(PreprocessingError, match="expected a path, a PIL image or a numpy array"):
+        processor(12)
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+@pytest.mark.parametrize("mels", [80, 128])
+def test_log_mel_matches_whisper_feature_extractor(mels: int) -> None:
+    from transformers import WhisperFeatureExtractor as Reference
+
+    rng = np.random.default_rng(mels)
+    audio = [(rng.standard_normal(16000 * 7) * 0.1).astype(np.float32), np.sin(np.arange(16000 * 30) / 9.0).astype(np.float32)]
+    ours = WhisperFeatureExtractor(feature_size=mels)(audio)
+    ref = Reference(feature_size=mels)(audio, sampling_rate=16000, return_tensors="np").input_features
+    assert ours.shape == ref.shape == (2, mels, 3000)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_longer_than_a_window_is_refused_by_the_extractor() -> None:
+    with pytest.raises(PreprocessingError, match="exceed one 30 s window"):
+        WhisperFeatureExtractor()(np.zeros(480001, np.float32))
+
+
+def test_wav_and_flac_files(tmp_path: Path) -> None:
+    import soundfile
+
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for fmt, subtype in (("WAV", "PCM_16"), ("FLAC", "PCM_24")):
+        path = tmp_path / f"tone.{fmt.lower()}"
+        soundfile.write(path, tone, 16000, format=fmt, subtype=subtype)
+        np.testing.assert_allclose(load_audio(path), tone, atol=1e-4)
+
+
+def test_stereo_is_downmixed_by_averaging(tmp_path: Path) -> None:
+    import soundfile
+
+    rng = np.random.default_rng(1)
+    stereo = (rng.standard_normal((8000, 2)) * 0.2).astype(np.float32)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, stereo, 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path), stereo.mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(load_audio(stereo, 16000), stereo.mean(axis=1), atol=1e-6)
+    pcm = (stereo * 32767).astype(np.int16)
+    np.testing.assert_allclose(load_audio((pcm, 16000)), pcm.astype(np.float64).mean(axis=1) / 32768, atol=1e-6)
+
+
+def test_other_sampling_rates_are_resampled_band_limited(tmp_path: Path) -> None:
+    import soundfile
+
+    rate = 44100
+    t = np.arange(rate) / rate
+    low = np.sin(2 * np.pi * 1000 * t)
+    path = tmp_path / "cd.wav"
+    soundfile.write(path, (0.5 * low).astype(np.float32), rate, subtype="FLOAT")
+    audio = load_audio(path)
+    assert len(audio) == 16000
+    expected = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
+    assert np.max(np.abs(audio - expected)[100:-100]) < 1e-3
+    # 12 kHz is above the new Nyquist frequency (8 kHz): filtered out, not aliased to 4 kHz
+    high = resample(np.sin(2 * np.pi * 12000 * t).astype(np.float32), rate, 16000)
+    assert np.max(np.abs(high[100:-100])) < 1e-2
+    up = resample(np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32), 8000, 16000)
+    np.testing.assert_allclose(up[100:-100], np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)[100:-100], atol=1e-3)
+
+
+def test_bad_audio_raises(tmp_path: Path) -> None:
+    with pytest.raises(PreprocessingError, match="without its sampling rate"):
+        load_audio(np.zeros(100, np.float32))
+    with pytest.raises(PreprocessingError, match="NaN or infinite"):
+        load_audio(np.array([0.0, np.nan]), 16000)
+    with pytest.raises(PreprocessingError, match="empty"):
+        load_audio(np.zeros(0, np.float32), 16000)
+    with pytest.raises(PreprocessingError, match="transpose a \\(channels, samples\\) array"):
+        load_audio(np.zeros((2, 16000), np.float32), 16000)
+    with pytest.raises(PreprocessingError, match="sampling rate must be a positive int"):
+        load_audio(np.zeros(10, np.float32), -5)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.raises(PreprocessingError, match="cannot decode audio file"):
+        load_audio(broken)
+    with pytest.raises(PreprocessingError, match="does not exist"):
+        load_audio(tmp_path / "missing.flac")
