@@ -70,6 +70,9 @@ _WIDER: Final[dict[str, str]] = {
     "float16": "float32",
 }
 _INT64_MIN: Final = -(2**63)
+_EXACT_INTEGER_REDUCTIONS: Final = frozenset(
+    {"reduce_sum", "reduce_l1", "reduce_sum_square", "reduce_product"}
+)
 
 
 @dataclass(slots=True)
@@ -530,6 +533,9 @@ class _Lowering:
             else:
                 self.e.one("Identity", [value], out)
             return
+        if numpy_dtype(dtype).kind in "iu" and node.op in _EXACT_INTEGER_REDUCTIONS:
+            self._integer_reduce(node, x, axes, out)
+            return
         op_type = self._REDUCE_OPS[node.op]
         keep = int(node.attrs["keep_dimensions"])
         axes_name = self.e.ints(axes)
@@ -540,6 +546,46 @@ class _Lowering:
             self.e.cast(flipped, dtype, out)
             return
         self.compute(op_type, [value, axes_name], dtype, out, n_data=1, keepdims=keep)
+
+    def _integer_reduce(self, node: Node, x: MLOperand, axes: tuple[int, ...], out: str) -> None:
+        """Integer sums and products, exact and wrapping like the type.
+
+        ONNX Runtime's integer ReduceSum/ReduceProd accumulate in floating point (inexact past
+        2**53, saturating on overflow); an integer MatMul with a ones vector and a tree of Muls
+        are exact, with the modular wrap-around of integer arithmetic."""
+        dtype = x.data_type
+        value = self.value(x)
+        if node.op == "reduce_l1" and numpy_dtype(dtype).kind == "i":
+            value = self.e.one("Abs", [value])
+        elif node.op == "reduce_sum_square":
+            value = self.e.one("Mul", [value, value])
+        kept = [a for a in range(x.rank) if a not in axes]
+        perm = kept + list(axes)
+        if perm != list(range(x.rank)):
+            value = self.e.one("Transpose", [value], perm=perm)
+        rows = math.prod(x.shape[a] for a in kept)
+        count = math.prod(x.shape[a] for a in axes)
+        value = self.e.one("Reshape", [value, self.e.ints([rows, count])])
+        if node.op == "reduce_product":
+            while count > 1:
+                half = count // 2
+                left = self._slice_last(value, 0, half)
+                right = self._slice_last(value, half, 2 * half)
+                product = self.e.one("Mul", [left, right])
+                if count % 2:
+                    product = self.e.one(
+                        "Concat", [product, self._slice_last(value, 2 * half, count)], axis=1
+                    )
+                value, count = product, half + count % 2
+        else:
+            ones = self.e.const(np.ones((count, 1), dtype=numpy_dtype(dtype)), share=True)
+            value = self.e.one("MatMul", [value, ones])
+        self.e.one("Reshape", [value, self.e.ints(node.outputs[0].shape)], out)
+
+    def _slice_last(self, value: str, start: int, end: int) -> str:
+        return self.e.one(
+            "Slice", [value, self.e.ints([start]), self.e.ints([end]), self.e.ints([1])]
+        )
 
     _op_reduce_l1 = _reduce
     _op_reduce_l2 = _reduce
@@ -939,30 +985,33 @@ class _Lowering:
         assert x is not None
         attrs = node.attrs
         window, strides, dilations = attrs["window"], attrs["strides"], attrs["dilations"]
-        pads = self.e.ints([0, 0, begin[0], begin[1], 0, 0, end[0], end[1]])
         dtype = x.data_type
-        fill = 0.0
-        if op_type == "MaxPool":
-            fill = -math.inf if dtype in _FLOAT else float(np.iinfo(numpy_dtype(dtype)).min)
-        padded = self.e.one("Pad", [value, pads, self.e.scalar(fill, dtype)], mode="constant")
         pool_attrs: dict[str, Any] = {
             "kernel_shape": list(window),
             "strides": list(strides),
             "dilations": list(dilations),
         }
         if op_type == "AveragePool":
-            # average over the real elements only: sum the window, divide by its element count
-            # (computed here, since all shapes are static)
-            pool_attrs["count_include_pad"] = 1
-            summed = self.e.one("AveragePool", [padded], **pool_attrs)
-            ones = np.zeros((spatial[0] + begin[0] + end[0], spatial[1] + begin[1] + end[1]))
-            ones[begin[0] : begin[0] + spatial[0], begin[1] : begin[1] + spatial[1]] = 1.0
-            counts = _window_sums(ones, window, strides, dilations, attrs["output"])
-            area = window[0] * window[1]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                factor = (area / counts).astype(numpy_dtype(dtype))
+            # sum each window with a depthwise ones-convolution (Conv accepts any padding), then
+            # divide by the number of real elements in it (static shapes: computed here).
+            # An explicit Pad before AveragePool would be fused back into it by ONNX Runtime.
+            channels = x.shape[1] if attrs["layout"] == "nchw" else x.shape[3]
+            ones = self.e.const(np.ones((channels, 1, *window), numpy_dtype(dtype)), share=True)
+            summed = self.e.one(
+                "Conv", [value, ones], pads=begin + end, group=channels, **pool_attrs
+            )
+            plane = np.zeros((spatial[0] + begin[0] + end[0], spatial[1] + begin[1] + end[1]))
+            plane[begin[0] : begin[0] + spatial[0], begin[1] : begin[1] + spatial[1]] = 1.0
+            counts = _window_sums(plane, window, strides, dilations, attrs["output"])
+            with np.errstate(divide="ignore"):
+                factor = (1.0 / counts).astype(numpy_dtype(dtype))
             self.e.one("Mul", [summed, self.e.const(factor, share=True)], target)
             return
+        pads = self.e.ints([0, 0, begin[0], begin[1], 0, 0, end[0], end[1]])
+        fill = 0.0
+        if op_type == "MaxPool":
+            fill = -math.inf if dtype in _FLOAT else float(np.iinfo(numpy_dtype(dtype)).min)
+        padded = self.e.one("Pad", [value, pads, self.e.scalar(fill, dtype)], mode="constant")
         self.e.one(op_type, [padded], target, **pool_attrs, **extra)
 
     def _op_average_pool2d(self, node: Node) -> None:
@@ -983,14 +1032,37 @@ class _Lowering:
         extra: dict[str, Any] = {"coordinate_transformation_mode": "half_pixel"}
         if mode == "nearest":
             extra["nearest_mode"] = "round_prefer_floor"
-        if attrs["scales"] is not None:
+        axes = list(attrs["axes"])
+        factors = list(attrs["scales"]) if attrs["scales"] is not None else None
+        sizes = [result.shape[a] for a in axes]
+        value = self.value(x)
+        out = self.out(result)
+        # ONNX Runtime's linear Resize scales only the two inner (NCHW) or middle (NHWC) axes
+        # of a 4-D tensor: move any other pair there and back
+        perm = None
+        if mode == "linear" and sorted(axes) not in ([2, 3], [1, 2]):
+            perm = [a for a in range(x.rank) if a not in axes] + sorted(axes)
+            value = self.e.one("Transpose", [value], perm=perm)
+            order = sorted(range(2), key=lambda i: axes[i])
+            axes = [x.rank - 2, x.rank - 1]
+            sizes = [sizes[i] for i in order]
+            factors = [factors[i] for i in order] if factors is not None else None
+        shape = [x.shape[a] for a in perm] if perm else list(x.shape)
+        if factors is not None:
             scales = [1.0] * x.rank
-            for axis, factor in zip(attrs["axes"], attrs["scales"], strict=True):
+            for axis, factor in zip(axes, factors, strict=True):
                 scales[axis] = factor
-            inputs = [self.value(x), "", self.e.const(np.asarray(scales, dtype=np.float32))]
+            inputs = [value, "", self.e.const(np.asarray(scales, dtype=np.float32))]
         else:
-            inputs = [self.value(x), "", "", self.e.ints(result.shape)]
-        self.e.one("Resize", inputs, self.out(result), mode=mode, **extra)
+            for axis, size in zip(axes, sizes, strict=True):
+                shape[axis] = size
+            inputs = [value, "", "", self.e.ints(shape)]
+        if perm is None:
+            self.e.one("Resize", inputs, out, mode=mode, **extra)
+            return
+        resized = self.e.one("Resize", inputs, mode=mode, **extra)
+        inverse = [perm.index(a) for a in range(x.rank)]
+        self.e.one("Transpose", [resized], out, perm=inverse)
 
     # ================================================================== normalization
 
