@@ -30,7 +30,7 @@ def conv2d_nchw(
 ) -> Array:
     """Direct convolution: x [N, C, H, W], w [O, C/groups, kH, kW], pads [t, b, l, r]."""
     x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[1]), (pads[2], pads[3])))
-    n, c, h, wd = x.shape
+    n, _, h, wd = x.shape
     o, cg, kh, kw = w.shape
     oh = (h - (kh - 1) * dilations[0] - 1) // strides[0] + 1
     ow = (wd - (kw - 1) * dilations[1] - 1) // strides[1] + 1
