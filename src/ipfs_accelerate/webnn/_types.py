@@ -165,19 +165,31 @@ def parse_descriptor(value: object, what: str) -> MLOperandDescriptor:
     return descriptor
 
 
-def _integral_in_range(array: np.ndarray[Any, Any], dtype: np.dtype[Any], what: str) -> None:
+def _exact_integers(data: object, dtype: np.dtype[Any], what: str) -> np.ndarray[Any, Any]:
+    """Nested Python numbers as an integer array, refusing anything not exactly representable
+    (read through Python objects: a float64 detour would round values past 2**53)."""
+    raw = np.asarray(data, dtype=object)
     info = np.iinfo(dtype)
-    if array.size == 0:
-        return
-    if array.dtype.kind == "f" and (
-        not np.all(np.isfinite(array)) or not np.all(np.floor(array) == array)
-    ):
-        raise WebNNValidationError(f"{what}: non-integral values cannot be held by {dtype}")
-    if array.dtype.kind in "fiu" and (array.min() < info.min or array.max() > info.max):
-        raise WebNNValidationError(
-            f"{what}: values in [{array.min()}, {array.max()}] do not fit {dtype} "
-            f"[{info.min}, {info.max}]"
-        )
+    low, high = int(info.min), int(info.max)
+    values = []
+    for value in raw.reshape(-1):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
+            raise WebNNValidationError(f"{what}: expected numbers, got {type(value).__name__}")
+        if isinstance(value, (float, np.floating)):
+            if not math.isfinite(value) or not float(value).is_integer():
+                raise WebNNValidationError(
+                    f"{what}: non-integral value {value!r} cannot be held by {dtype}"
+                )
+            value = int(value)
+        number = int(value)
+        if not low <= number <= high:
+            raise WebNNValidationError(
+                f"{what}: values such as {number} do not fit {dtype} [{low}, {high}]"
+            )
+        values.append(number)
+    return np.array(values, dtype=dtype).reshape(raw.shape)
 
 
 def coerce_array(data: object, descriptor: MLOperandDescriptor, what: str) -> np.ndarray[Any, Any]:
@@ -210,20 +222,26 @@ def coerce_array(data: object, descriptor: MLOperandDescriptor, what: str) -> np
                 f"{descriptor.byte_length} bytes ({descriptor.data_type} {list(descriptor.shape)})"
             )
         return np.frombuffer(view.cast("B"), dtype=dtype).reshape(descriptor.shape)
-    try:
-        raw = np.asarray(data)
-    except (ValueError, OverflowError, TypeError) as error:
-        raise WebNNValidationError(f"{what}: cannot read {type(data).__name__}: {error}") from error
-    if raw.dtype == object or raw.dtype.kind not in "biuf":
-        raise WebNNValidationError(f"{what}: expected numbers, got {raw.dtype} data")
     if dtype.kind in "iu":
-        _integral_in_range(raw, dtype, what)
-    if raw.size != descriptor.element_count:
+        exact = _exact_integers(data, dtype, what)
+    else:
+        try:
+            values = np.asarray(data, dtype=np.float64)
+        except (ValueError, TypeError) as error:
+            raise WebNNValidationError(f"{what}: expected numbers: {error}") from error
+        with np.errstate(over="ignore"):
+            exact = values.astype(dtype)
+        overflow = np.isfinite(values) & ~np.isfinite(exact)
+        if np.any(overflow):
+            raise WebNNValidationError(
+                f"{what}: values such as {values[overflow].flat[0]!r} overflow {dtype}"
+            )
+    if exact.size != descriptor.element_count:
         raise WebNNValidationError(
-            f"{what}: {raw.size} values do not fit shape {list(descriptor.shape)} "
+            f"{what}: {exact.size} values do not fit shape {list(descriptor.shape)} "
             f"({descriptor.element_count} elements)"
         )
-    return np.ascontiguousarray(raw.astype(dtype)).reshape(descriptor.shape)
+    return exact.reshape(descriptor.shape)
 
 
 def shape_repr(shape: Sequence[int]) -> str:
