@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
+
+import onnxruntime as ort
 
 from ipfs_accelerate import webnn
 from ipfs_accelerate.errors import (
@@ -83,7 +85,7 @@ def test_provider_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         "QNNExecutionProvider",
         "CPUExecutionProvider",
     ]
-    with pytest.raises(BackendUnavailableError, match="DmlExecutionProvider.*available: Tensorrt"):
+    with pytest.raises(BackendUnavailableError, match=r"DmlExecutionProvider.*available: Tensorrt"):
         _runtime.choose_providers("default", True, ["DmlExecutionProvider"])
 
 
@@ -186,23 +188,23 @@ def test_dispatch_errors_name_the_operand(ctx: webnn.MLContext) -> None:
 def test_compute_errors_name_the_input(ctx: webnn.MLContext) -> None:
     graph = affine_graph(ctx)
     with pytest.raises(
-        WebNNValidationError, match="input 'x'.*float64 does not match the data type float32"
+        WebNNValidationError, match=r"input 'x'.*float64 does not match the data type float32"
     ):
         ctx.compute(graph, {"x": np.zeros((2, 16))})
     with pytest.raises(
         WebNNValidationError, match=r"input 'x'.*\(30 elements\) does not fit shape \[2, 16\]"
     ):
         ctx.compute(graph, {"x": np.zeros((2, 15), np.float32)})
-    with pytest.raises(WebNNValidationError, match="graph input 'x'.*is missing"):
+    with pytest.raises(WebNNValidationError, match=r"graph input 'x'.*is missing"):
         ctx.compute(graph, {"y": np.zeros((2, 16), np.float32)})
 
 
 def test_tensor_flags_and_lifetimes(ctx: webnn.MLContext) -> None:
     tensor = ctx.create_tensor({"dataType": "uint8", "shape": [4]})
     assert not tensor.readable and not tensor.writable and not tensor.constant
-    with pytest.raises(WebNNValidationError, match="write_tensor.*writable=True"):
+    with pytest.raises(WebNNValidationError, match=r"write_tensor.*writable=True"):
         ctx.write_tensor(tensor, np.zeros(4, np.uint8))
-    with pytest.raises(WebNNValidationError, match="read_tensor.*readable=True"):
+    with pytest.raises(WebNNValidationError, match=r"read_tensor.*readable=True"):
         ctx.read_tensor(tensor)
     rw = ctx.create_tensor({"dataType": "int64", "shape": [2, 2]}, readable=True, writable=True)
     np.testing.assert_array_equal(ctx.read_tensor(rw), np.zeros((2, 2)))  # zero-initialized
@@ -286,7 +288,7 @@ def test_export_runs_with_onnxruntime_directly(ctx: webnn.MLContext) -> None:
     graph = affine_graph(ctx)
     session = ort.InferenceSession(graph.export_onnx(), providers=["CPUExecutionProvider"])
     x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 16)
-    y, z = session.run(["y", "z"], {"x": x})
+    y, _ = session.run(["y", "z"], {"x": x})
     np.testing.assert_allclose(y, expected_affine(x)[0], rtol=1e-6)
     assert (
         len(graph._lowered.external) == 1
