@@ -238,11 +238,10 @@ def test_runtime_failures_are_wrapped(
 ) -> None:
     graph = affine_graph(ctx)
 
-    class Exploding:
-        def run(self, *args: Any) -> Any:
-            raise ort.capi.onnxruntime_pybind11_state.Fail("[ONNXRuntimeError] : 1 : FAIL : boom")
+    def exploding(*args: Any) -> Any:
+        raise ort.capi.onnxruntime_pybind11_state.Fail("[ONNXRuntimeError] : 1 : FAIL : boom")
 
-    monkeypatch.setattr(graph, "_session", Exploding())
+    monkeypatch.setattr(graph, "_run", exploding)
     with pytest.raises(
         WebNNOperationError, match=r"onnxruntime failed running the graph \(inputs \['x'\].*boom"
     ) as info:
@@ -378,3 +377,19 @@ def test_every_listed_data_type_runs(ctx: webnn.MLContext, op: str, data_type: s
     values = (np.arange(8) % 5 + 1).astype(data_type).reshape(2, 4)
     out = ctx.compute(graph, {"x": values})["out"]
     assert out.dtype == np.dtype(result.data_type) and out.shape == result.shape
+
+
+def test_cached_dispatch_still_checks_names_and_lifetimes(ctx: webnn.MLContext) -> None:
+    graph = affine_graph(ctx)
+    tx = ctx.create_tensor({"dataType": "float32", "shape": [2, 16]}, writable=True)
+    ty = ctx.create_tensor({"dataType": "float32", "shape": [2, 32]}, readable=True)
+    tz = ctx.create_tensor({"dataType": "float32", "shape": [2]}, readable=True)
+    ctx.dispatch(graph, {"x": tx}, {"y": ty, "z": tz})  # validated and bound
+    with pytest.raises(WebNNValidationError, match="'extra' is not a graph input"):
+        ctx.dispatch(graph, {"x": tx, "extra": tx}, {"y": ty, "z": tz})
+    tz.destroy()
+    with pytest.raises(WebNNInvalidStateError, match=r"output 'z'.*MLTensor was destroyed"):
+        ctx.dispatch(graph, {"x": tx}, {"y": ty, "z": tz})
+    graph.destroy()
+    with pytest.raises(WebNNInvalidStateError, match="MLGraph was destroyed"):
+        ctx.dispatch(graph, {"x": tx}, {"y": ty, "z": tz})

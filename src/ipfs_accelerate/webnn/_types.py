@@ -100,6 +100,10 @@ class MLOperandDescriptor:
         return math.prod(self.shape)
 
     @property
+    def numpy_dtype(self) -> np.dtype[Any]:
+        return _NUMPY[self.data_type]
+
+    @property
     def byte_length(self) -> int:
         return self.element_count * _NUMPY[self.data_type].itemsize
 
