@@ -393,3 +393,32 @@ def test_cached_dispatch_still_checks_names_and_lifetimes(ctx: webnn.MLContext) 
     graph.destroy()
     with pytest.raises(WebNNInvalidStateError, match="MLGraph was destroyed"):
         ctx.dispatch(graph, {"x": tx}, {"y": ty, "z": tz})
+
+
+def test_identical_small_builds_share_a_session(ctx: webnn.MLContext) -> None:
+    weights = np.ones((32, 32), np.float32)
+    weights.flags.writeable = False
+
+    def build(w: np.ndarray[Any, Any]) -> webnn.MLGraph:
+        b = webnn.MLGraphBuilder(ctx)
+        x = b.input("x", {"dataType": "float32", "shape": [1, 32]})
+        c = b.constant({"dataType": "float32", "shape": [32, 32]}, w)
+        return b.build({"y": b.matmul(x, c)})
+
+    first, second = build(weights), build(weights)
+    assert first._session is second._session
+    assert first._session.get_session_options().intra_op_num_threads == 1
+    other = np.full((32, 32), 2.0, np.float32)  # same bytes layout, another array: not shared
+    third = build(other)
+    assert third._session is not first._session
+    x = np.ones((1, 32), np.float32)
+    np.testing.assert_array_equal(ctx.compute(third, {"x": x})["y"], np.full((1, 32), 64.0))
+    first.destroy()  # destroying one graph leaves the shared session to the other
+    np.testing.assert_array_equal(ctx.compute(second, {"x": x})["y"], np.full((1, 32), 32.0))
+
+
+def test_large_graphs_use_the_thread_pool(ctx: webnn.MLContext) -> None:
+    b = webnn.MLGraphBuilder(ctx)
+    a = b.input("a", {"dataType": "float32", "shape": [256, 256]})
+    graph = b.build({"y": b.matmul(a, a)})
+    assert graph._session.get_session_options().intra_op_num_threads != 1

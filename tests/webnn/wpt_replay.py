@@ -395,12 +395,14 @@ def run_case(context: webnn.MLContext, case: dict[str, Any]) -> str | None:
             return f"output {name!r} is {outputs[name].data_type} {list(outputs[name].shape)}, expected {spec['descriptor']}"
     built = builder.build(outputs)
     input_tensors = {}
-    for name, array in feeds.items():
+    for name in list(feeds):
+        array = feeds.pop(name)  # dropped once written: some cases hold 36M elements
         tensor = context.create_tensor(
             {"dataType": str(array.dtype), "shape": list(array.shape)}, writable=True
         )
         context.write_tensor(tensor, array)
         input_tensors[name] = tensor
+        del array
     output_tensors = {
         name: context.create_tensor(spec["descriptor"], readable=True)
         for name, spec in expected.items()

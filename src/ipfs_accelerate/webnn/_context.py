@@ -11,6 +11,7 @@ Dispatch is synchronous: when ``dispatch()`` returns, the outputs hold the resul
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections import OrderedDict
@@ -34,6 +35,8 @@ __all__ = ["MLContext", "MLGraph", "MLTensor", "create_context"]
 
 POWER_PREFERENCES: Final = ("default", "high-performance", "low-power")
 _BINDING_CACHE_SIZE: Final = 8
+#: compiled sessions a context keeps for identical rebuilds (least recently used goes first)
+_SESSION_CACHE_SIZE: Final = 32
 
 
 def create_context(
@@ -78,6 +81,9 @@ class MLContext:
         # (keyed by tensor identity) hold only for the epoch they were made in
         self._epoch = 0
         self._graphs: weakref.WeakSet[MLGraph] = weakref.WeakSet()
+        self._sessions: OrderedDict[
+            tuple[bytes, tuple[Any, ...]], tuple[Any, list[Any], list[Any]]
+        ] = OrderedDict()
         self._tensors: weakref.WeakSet[MLTensor] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ attributes
@@ -118,6 +124,7 @@ class MLContext:
         """Release every graph and tensor of this context; later use raises WebNNInvalidStateError."""
         self._destroyed = True
         self._epoch += 1
+        self._sessions.clear()
         for graph in list(self._graphs):
             graph.destroy()
         for tensor in list(self._tensors):
@@ -387,15 +394,32 @@ class MLGraph:
         cls, context: MLContext, outputs: dict[str, MLOperand], nodes: Sequence[Node]
     ) -> MLGraph:
         from ipfs_accelerate.webnn._lower import lower
-        from ipfs_accelerate.webnn._runtime import create_session
+        from ipfs_accelerate.webnn._runtime import SINGLE_THREAD_WORK, create_session
 
         graph = cls.__new__(cls)
         needed_nodes, graph_inputs = _reachable(outputs.values())
         ordered = [node for node in nodes if id(node) in needed_nodes]
         lowered = lower(ordered, graph_inputs, outputs)
-        session, keep_alive = create_session(
-            lowered.model.SerializeToString(), lowered.external, context._providers, "build"
-        )
+        model_bytes = lowered.model.SerializeToString()
+        work = _work(ordered)
+        # identical builds of a small graph (same ops, shapes, small constants and the very same
+        # large constant arrays) share one session: a tracer rebuilding a graph pays microseconds.
+        # The cache holds those arrays, so their ids stay unique. Large graphs are not cached:
+        # their sessions hold large memory arenas.
+        key = (model_bytes, tuple(_memory_of(array) for array in lowered.external.values()))
+        cacheable = work < SINGLE_THREAD_WORK
+        cached = context._sessions.get(key) if cacheable else None
+        if cached is None:
+            session, keep_alive = create_session(
+                model_bytes, lowered.external, context._providers, "build", work
+            )
+            if cacheable:
+                context._sessions[key] = (session, keep_alive, list(lowered.external.values()))
+                if len(context._sessions) > _SESSION_CACHE_SIZE:
+                    context._sessions.popitem(last=False)
+        else:
+            context._sessions.move_to_end(key)
+            session, keep_alive = cached[0], cached[1]
         graph._context = context
         graph._lowered = lowered
         graph._session = session
@@ -562,6 +586,31 @@ class MLGraph:
             f"dispatch: onnxruntime failed running the graph (inputs {self._input_order}, outputs "
             f"{self._output_order}) on {', '.join(self._context._providers)}: {text[:2000]}"
         )
+
+
+def _memory_of(array: np.ndarray[Any, Any]) -> tuple[int, tuple[int, ...], str]:
+    """Where an array's data lives (its address, shape, dtype): views of one read-only weight
+    made by separate builds are the same constant."""
+    return (array.__array_interface__["data"][0], array.shape, array.dtype.str)
+
+
+def _work(nodes: Sequence[Node]) -> int:
+    """A rough count of multiply-adds per run: output elements, times the reduction length
+    for the contracting ops."""
+    total = 0
+    for node in nodes:
+        elements = sum(math.prod(out.shape) for out in node.outputs)
+        first = node.inputs[0] if node.inputs else None
+        if node.op in ("matmul", "gemm") and first is not None:
+            elements *= max(first.shape)
+        elif node.op in ("conv2d", "conv_transpose2d") and node.inputs[1] is not None:
+            elements *= math.prod(node.inputs[1].shape[1:])
+        elif node.op in ("gru", "lstm", "gru_cell", "lstm_cell") and node.inputs[1] is not None:
+            elements *= math.prod(node.inputs[1].shape)
+        elif first is not None:
+            elements = max(elements, math.prod(first.shape))
+        total += elements
+    return total
 
 
 def _reachable(outputs: Any) -> tuple[set[int], list[MLOperand]]:

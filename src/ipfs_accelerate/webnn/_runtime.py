@@ -87,19 +87,29 @@ def choose_providers(
     return chosen
 
 
+#: graphs estimated below this many multiply-adds run on one thread: for them a thread pool
+#: costs more than it saves, and every live session's pool competes for the cores
+SINGLE_THREAD_WORK: Final[int] = 1 << 20
+
+
 def create_session(
     model_bytes: bytes,
     external: dict[str, np.ndarray[Any, Any]],
     providers: Sequence[str],
     what: str,
+    work: int = SINGLE_THREAD_WORK,
 ) -> tuple[Any, list[Any]]:
     """An InferenceSession for the model; external constants are passed as OrtValues that
     share the numpy buffers (kept alive by the returned list). ORT errors become
-    WebNNOperationError naming ``what`` and the providers."""
+    WebNNOperationError naming ``what`` and the providers. ``work`` (estimated
+    multiply-adds per run) below SINGLE_THREAD_WORK gives a single-threaded session."""
     runtime = ort()
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if work < SINGLE_THREAD_WORK:
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
     keep_alive: list[Any] = []
     if external:
         names = list(external)
