@@ -16,6 +16,8 @@ pytest.importorskip("onnxruntime")
 
 from ipfs_accelerate import webnn
 
+pytestmark = pytest.mark.webnn
+
 SUITES = wpt_replay.suites()
 RESULTS: dict[str, tuple[int, int, int]] = {}  # op file -> (passed, failed, skipped)
 

@@ -16,6 +16,8 @@ from ipfs_accelerate import webnn
 
 from . import reference as ref
 
+pytestmark = pytest.mark.webnn
+
 Array = np.ndarray[Any, Any]
 rng = np.random.default_rng(20251121)
 

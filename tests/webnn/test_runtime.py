@@ -23,6 +23,8 @@ from ipfs_accelerate.errors import (
 )
 from ipfs_accelerate.webnn import _runtime
 
+pytestmark = pytest.mark.webnn
+
 
 @pytest.fixture(scope="module")
 def ctx() -> webnn.MLContext:

@@ -14,6 +14,8 @@ pytest.importorskip("onnxruntime")
 from ipfs_accelerate import webnn
 from ipfs_accelerate.errors import WebNNInvalidStateError, WebNNValidationError
 
+pytestmark = pytest.mark.webnn
+
 
 @pytest.fixture(scope="module")
 def ctx() -> webnn.MLContext:

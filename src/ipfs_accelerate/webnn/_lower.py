@@ -168,7 +168,6 @@ class _Lowering:
     def __init__(self, emitter: _Emitter, output_names: dict[int, str]) -> None:
         self.e = emitter
         self.output_names = output_names  # operand id -> graph output value name
-        self.constants: dict[int, np.ndarray[Any, Any]] = {}
 
     # ------------------------------------------------------------------ names
 

@@ -7,7 +7,7 @@ written out, so that describing an operand never loads onnx.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,7 +42,6 @@ DATA_TYPES: Final[tuple[str, ...]] = (
 )
 FLOAT_TYPES: Final[tuple[str, ...]] = ("float32", "float16")
 INTEGER_TYPES: Final[tuple[str, ...]] = ("int32", "uint32", "int64", "uint64", "int8", "uint8")
-SIGNED_TYPES: Final[tuple[str, ...]] = ("float32", "float16", "int32", "int64", "int8")
 
 _NUMPY: Final[dict[str, np.dtype[Any]]] = {name: np.dtype(name) for name in DATA_TYPES}
 _FROM_NUMPY: Final[dict[np.dtype[Any], str]] = {dt: name for name, dt in _NUMPY.items()}
@@ -77,11 +76,6 @@ def numpy_dtype(data_type: str) -> np.dtype[Any]:
 def onnx_type(data_type: str) -> int:
     """The ``onnx.TensorProto`` enum value of a WebNN data type name (or ``"bool"``)."""
     return _ONNX[data_type]
-
-
-def data_type_of(array: np.ndarray[Any, Any]) -> str | None:
-    """The WebNN data type name of a numpy array's dtype, or None when WebNN has no such type."""
-    return _FROM_NUMPY.get(array.dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +240,3 @@ def coerce_array(data: object, descriptor: MLOperandDescriptor, what: str) -> np
             f"({descriptor.element_count} elements)"
         )
     return exact.reshape(descriptor.shape)
-
-
-def shape_repr(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -159,7 +158,3 @@ def unidirectional(
             raise where.error(
                 f"{name} of shape {list(source)} does not broadcast to {list(target)}"
             )
-
-
-def as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
