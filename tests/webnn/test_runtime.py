@@ -424,3 +424,30 @@ def test_large_graphs_use_the_thread_pool(ctx: webnn.MLContext) -> None:
     a = b.input("a", {"dataType": "float32", "shape": [256, 256]})
     graph = b.build({"y": b.matmul(a, a)})
     assert graph._session.get_session_options().intra_op_num_threads != 1
+
+
+def test_device_resident_tensor_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code path of CUDA/ROCm contexts (OrtValues allocated by onnxruntime, written and
+    read through it) exercised with onnxruntime's CPU device, since no GPU is present."""
+    context = webnn.create_context(accelerated=False)
+    monkeypatch.setattr(context, "_device", "cpu_device")  # anything but "cpu"
+    monkeypatch.setattr(
+        ort.OrtValue,
+        "ortvalue_from_shape_and_type",
+        staticmethod(lambda shape, element, device, index: _cpu_value(shape, element)),
+    )
+    tensor = context.create_tensor(
+        {"dataType": "float16", "shape": [2, 2]}, readable=True, writable=True
+    )
+    assert tensor._host is None
+    context.write_tensor(tensor, np.array([[1, 2], [3, 4]], np.float16))
+    b = webnn.MLGraphBuilder(context)
+    x = b.input("x", {"dataType": "float16", "shape": [2, 2]})
+    graph = b.build({"y": b.mul(x, x)})
+    out = context.create_tensor({"dataType": "float16", "shape": [2, 2]}, readable=True)
+    context.dispatch(graph, {"x": tensor}, {"y": out})
+    np.testing.assert_array_equal(context.read_tensor(out), [[1, 4], [9, 16]])
+
+
+def _cpu_value(shape: list[int], element: type) -> Any:
+    return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=element))

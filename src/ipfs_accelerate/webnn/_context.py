@@ -316,7 +316,7 @@ class MLTensor:
         else:
             self._host = None
             self._value = runtime.OrtValue.ortvalue_from_shape_and_type(
-                list(descriptor.shape), dtype, context.device, 0
+                list(descriptor.shape), dtype.type, context.device, 0
             )
             self._value.update_inplace(np.zeros(descriptor.shape, dtype=dtype))
         context._tensors.add(self)
