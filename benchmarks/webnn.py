@@ -97,8 +97,9 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
 
 def interleaved(
     fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 3
-) -> dict[str, float]:
-    """Median seconds per call, alternating the contenders so drift hits them equally."""
+) -> dict[str, tuple[float, float]]:
+    """(median, minimum) seconds per call, alternating the contenders so that load from other
+    processes hits them alike; the minimum is the least disturbed run."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -106,7 +107,22 @@ def interleaved(
     for _ in range(rounds):
         for name, fn in fns.items():
             samples[name].extend(timed(fn, 1))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: (statistics.median(v), min(v)) for name, v in samples.items()}
+
+
+def report(
+    label: str,
+    mine: tuple[float, float],
+    peer_label: str,
+    peer: tuple[float, float],
+    unit: float,
+    suffix: str,
+) -> None:
+    print(
+        f"  {label:<28} {mine[0] * unit:8.2f} {suffix} (min {mine[1] * unit:8.2f})   "
+        f"{peer_label:<22} {peer[0] * unit:8.2f} {suffix} (min {peer[1] * unit:8.2f})   "
+        f"ratio {mine[0] / peer[0]:5.3f}x (min {mine[1] / peer[1]:5.3f}x)"
+    )
 
 
 def main() -> None:
@@ -115,7 +131,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--builds", type=int, default=5)
     args = parser.parse_args()
 
@@ -179,17 +195,14 @@ def main() -> None:
         },
         args.rounds,
     )
-    print(f"\ndispatch (median of {args.rounds}, interleaved)")
+    print(f"\ndispatch (median and min of {args.rounds}, interleaved)")
     rows = [
         ("context.compute(graph, {x})", "compute", "session.run(['y'], {x})", "run"),
         ("write + dispatch + read", "tensors", "session.run(['y'], {x})", "run"),
         ("dispatch (resident tensors)", "dispatch", "run_with_iobinding", "iobinding"),
     ]
     for label, mine, peer_label, peer in rows:
-        print(
-            f"  {label:<30} {medians[mine] * 1e3:8.2f} ms   {peer_label:<26} "
-            f"{medians[peer] * 1e3:8.2f} ms   ratio {medians[mine] / medians[peer]:5.3f}x"
-        )
+        report(label, medians[mine], peer_label, medians[peer], 1e3, "ms")
 
     # ---------------------------------------------------------------- small graphs
     small_builds = timed(lambda: _small_graph(context), 50)
@@ -216,10 +229,7 @@ def main() -> None:
         ("context.compute", "compute", "session.run", "run"),
         ("context.dispatch", "dispatch", "run_with_iobinding", "iobinding"),
     ):
-        print(
-            f"  {label:<30} {tiny[mine] * 1e6:8.1f} us   {peer_label:<26} {tiny[peer] * 1e6:8.1f} us"
-            f"   ratio {tiny[mine] / tiny[peer]:5.3f}x"
-        )
+        report(label, tiny[mine], peer_label, tiny[peer], 1e6, "us")
 
 
 def _small_graph(context: webnn.MLContext) -> webnn.MLGraph:

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from ipfs_accelerate.errors import WebNNOperationError
 from ipfs_accelerate.webnn._operand import CONSTANT, INPUT, MLOperand, Node
 from ipfs_accelerate.webnn._types import numpy_dtype, onnx_type
 
@@ -1483,7 +1484,13 @@ def lower(
                 constant_ids.add(argument._id)
                 assert argument._value is not None
                 emitter.names[argument._id] = emitter.const(argument._value, share=True)
-        lowering.lower(node)
+        try:
+            lowering.lower(node)
+        except Exception as error:  # an internal failure still names the op it happened in
+            label = f" [{node.label}]" if node.label else ""
+            raise WebNNOperationError(
+                f"build: {node.op}{label} could not be lowered to ONNX: {type(error).__name__}: {error}"
+            ) from error
     for source, alias in aliases:
         emitter.one("Identity", [source], alias)
 
