@@ -63,6 +63,7 @@ __all__ = [
     "TensorOverflowError",
     "TimeoutError",
     "UnknownBackendError",
+    "UnknownTensorTypeError",
     "UnsupportedArchitectureError",
     "UnsupportedDtypeError",
     "UnsupportedOpError",
@@ -167,6 +168,10 @@ class ViewBoundsError(SharingError, InvalidArgumentError):
 
 class OutOfMemoryError(SharingError, builtins.MemoryError):
     """Registering a tensor would exceed the memory limit even after evicting what can be freed."""
+
+
+class UnknownTensorTypeError(SharingError, InvalidArgumentError):
+    """A tensor type (text_embedding, vision_embedding, ...) has no known sharing pattern."""
 
 
 # --------------------------------------------------------------------------- WebNN

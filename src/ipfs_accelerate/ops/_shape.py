@@ -508,10 +508,8 @@ def to_device(x: Any, device: str) -> Tensor:
     if target is x._backend:
         return x
     host = x._backend.to_numpy(x)
-    if x.device == "cpu" and target.name != "cpu":
-        host = np.ascontiguousarray(host)
-    elif target.name == "cpu":
-        host = np.array(host, copy=True) if x.device == "cpu" else host
+    # the copy must not alias the source: copy host memory that the source still owns
+    host = np.array(host, copy=True, order="C") if x._backend.shares_host_memory else np.ascontiguousarray(host)
     return Tensor(target.from_numpy(host), x.shape, x.dtype, target)
 
 
