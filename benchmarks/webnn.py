@@ -96,17 +96,17 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 3
+    fns: dict[str, Callable[[], Any]], rounds: int, block: int = 5, warmup: int = 3
 ) -> dict[str, tuple[float, float]]:
-    """(median, minimum) seconds per call, alternating the contenders so that load from other
-    processes hits them alike; the minimum is the least disturbed run."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+    """(median, minimum) seconds per call. The contenders alternate in blocks of ``block``
+    calls, so that load from other processes hits them alike while one session's idle
+    thread pool (its workers spin after each run) does not slow the next contender's call."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            samples[name].extend(timed(fn, 1))
+            for _ in range(warmup):
+                fn()
+            samples[name].extend(timed(fn, block))
     return {name: (statistics.median(v), min(v)) for name, v in samples.items()}
 
 
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--builds", type=int, default=5)
     args = parser.parse_args()
 
@@ -195,7 +195,7 @@ def main() -> None:
         },
         args.rounds,
     )
-    print(f"\ndispatch (median and min of {args.rounds}, interleaved)")
+    print(f"\ndispatch (median and min of {args.rounds} x 5 calls, alternating in blocks)")
     rows = [
         ("context.compute(graph, {x})", "compute", "session.run(['y'], {x})", "run"),
         ("write + dispatch + read", "tensors", "session.run(['y'], {x})", "run"),
@@ -206,7 +206,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- small graphs
     small_builds = timed(lambda: _small_graph(context), 50)
-    print("\nsmall graph (3 element-wise ops on [4, 4]): per-call overhead, median of 2000")
+    print("\nsmall graph (3 element-wise ops on [4, 4]): per-call overhead, median of 2000 calls")
     print(f"  MLGraphBuilder + build()          {statistics.median(small_builds) * 1e6:9.1f} us")
     small = _small_graph(context)
     small_session = ort.InferenceSession(small.export_onnx(), providers=providers)
@@ -223,7 +223,8 @@ def main() -> None:
             "dispatch": lambda: context.dispatch(small, {"x": stx}, {"y": sty}),
             "iobinding": lambda: small_session.run_with_iobinding(small_binding),
         },
-        2000,
+        200,
+        block=10,
     )
     for label, mine, peer_label, peer in (
         ("context.compute", "compute", "session.run", "run"),

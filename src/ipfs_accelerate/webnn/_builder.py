@@ -453,7 +453,7 @@ class MLGraphBuilder:
 
     def elu(self, input: MLOperand, *, alpha: float = 1.0, label: str = "") -> MLOperand:
         """x if x >= 0 else alpha * (exp(x) - 1)."""
-        where = Where("elu", label)
+        where = self._begin("elu", label)
         return self._unary("elu", input, label, {"alpha": where.finite(alpha, "alpha")})
 
     def gelu(self, input: MLOperand, *, label: str = "") -> MLOperand:
@@ -469,7 +469,7 @@ class MLGraphBuilder:
         label: str = "",
     ) -> MLOperand:
         """max(0, min(1, alpha * x + beta))."""
-        where = Where("hard_sigmoid", label)
+        where = self._begin("hard_sigmoid", label)
         attrs = {"alpha": where.finite(alpha, "alpha"), "beta": where.finite(beta, "beta")}
         return self._unary("hard_sigmoid", input, label, attrs)
 
@@ -479,7 +479,7 @@ class MLGraphBuilder:
 
     def leaky_relu(self, input: MLOperand, *, alpha: float = 0.01, label: str = "") -> MLOperand:
         """x if x >= 0 else alpha * x."""
-        where = Where("leaky_relu", label)
+        where = self._begin("leaky_relu", label)
         return self._unary("leaky_relu", input, label, {"alpha": where.finite(alpha, "alpha")})
 
     def linear(
@@ -491,7 +491,7 @@ class MLGraphBuilder:
         label: str = "",
     ) -> MLOperand:
         """alpha * x + beta."""
-        where = Where("linear", label)
+        where = self._begin("linear", label)
         attrs = {"alpha": where.finite(alpha, "alpha"), "beta": where.finite(beta, "beta")}
         return self._unary("linear", input, label, attrs)
 

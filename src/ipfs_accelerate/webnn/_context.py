@@ -475,7 +475,8 @@ class MLGraph:
 
     def export_onnx(self) -> bytes:
         """The graph as a self-contained ONNX model (opset 21), e.g. to run with onnxruntime
-        directly or to inspect with netron."""
+        directly or to inspect with netron. Inputs and outputs keep their WebNN names, except
+        an output named like an input (ONNX values need unique names), which gets a fresh one."""
         from ipfs_accelerate.webnn._lower import embed_constants
 
         self._check_usable(self._context, "export_onnx")
