@@ -914,3 +914,39 @@ def test_float16_block_matches_float32_within_half_precision(ctx: webnn.MLContex
     half = run(ctx, {"x": x.astype(np.float16), "w": w.astype(np.float16)}, body)
     assert half.dtype == np.float16
     np.testing.assert_allclose(half.astype(np.float32), full, rtol=2e-2, atol=2e-3)
+
+
+def test_transformer_block_matches_numpy(ctx: webnn.MLContext) -> None:
+    """The benchmark's encoder block, small, against a float64 numpy forward pass."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "webnn.py"
+    spec = importlib.util.spec_from_file_location("webnn_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    batch, seq, hidden, heads = 2, 8, 16, 4
+    weights = bench.make_weights(hidden, seed=3)
+    graph = bench.transformer_block(ctx, weights, batch, seq, hidden, heads)
+    x = f32(batch, seq, hidden)
+    out = ctx.compute(graph, {"x": x})["y"]
+
+    w = [a.astype(np.float64) for a in weights]
+
+    def norm(v: Array, scale: Array, bias: Array) -> Array:
+        mean = v.mean(-1, keepdims=True)
+        return (v - mean) / np.sqrt(v.var(-1, keepdims=True) + 1e-5) * scale + bias
+
+    def heads_of(v: Array) -> Array:
+        return v.reshape(batch, seq, heads, hidden // heads).transpose(0, 2, 1, 3)
+
+    h = norm(x.astype(np.float64), w[0], w[1])
+    q, k, v = (heads_of(h @ w[i] + w[i + 1]) for i in (2, 4, 6))
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hidden // heads)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    attended = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
+    x1 = x + attended @ w[8] + w[9]
+    mlp = ref.gelu(norm(x1, w[10], w[11]) @ w[12] + w[13]) @ w[14] + w[15]
+    close(out, x1 + mlp, rtol=1e-4, atol=1e-5)
