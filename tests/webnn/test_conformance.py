@@ -19,7 +19,8 @@ from ipfs_accelerate import webnn
 pytestmark = pytest.mark.webnn
 
 SUITES = wpt_replay.suites()
-RESULTS: dict[str, tuple[int, int, int]] = {}  # op file -> (passed, failed, skipped)
+# op file -> (passed, failed, skipped, worst error per metric among passing outputs)
+RESULTS: dict[str, tuple[int, int, int, dict[str, float]]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +38,20 @@ def test_conformance(stem: str, context: webnn.MLContext) -> None:
     suite = SUITES[stem]
     failures: list[str] = []
     skipped: list[str] = []
+    worst: dict[str, float] = {}
     for case in suite.cases:
         reason = wpt_replay.skip_reason(context, case)
         if reason:
             skipped.append(f"{case['name']}: {reason}")
             continue
         try:
-            problem = wpt_replay.run_case(context, case)
+            problem = wpt_replay.run_case(context, case, worst)
         except Exception as error:  # a case must not take the others down with it
             problem = f"{type(error).__name__}: {error}"
         if problem:
             failures.append(f"{case['name']}: {problem}")
     passed = len(suite.cases) - len(failures) - len(skipped)
-    RESULTS[stem] = (passed, len(failures), len(skipped))
+    RESULTS[stem] = (passed, len(failures), len(skipped), worst)
     assert not failures, (
         f"{len(failures)}/{len(suite.cases)} {suite.op} cases failed:\n" + "\n".join(failures)
     )

@@ -306,6 +306,22 @@ def compare(
     return None
 
 
+def worst_error(
+    actual: np.ndarray[Any, Any], expected: np.ndarray[Any, Any], rule: Tolerance
+) -> float:
+    """The largest distance under ``rule``'s metric (ULP or absolute) over the finite
+    expectations; 0 for integers (compared exactly)."""
+    if actual.dtype.kind in "iu" or actual.size == 0:
+        return 0.0
+    a, e = actual.reshape(-1), expected.reshape(-1)
+    finite = np.isfinite(e) & np.isfinite(a)
+    if not finite.any():
+        return 0.0
+    if rule.metric == "ATOL":
+        return float(np.abs(a[finite].astype(np.float64) - e[finite].astype(np.float64)).max())
+    return float(ulp_distance(a[finite], e[finite]).max())
+
+
 # ----------------------------------------------------------------------------- replay
 
 
@@ -347,8 +363,11 @@ def _resolve(value: Any, operands: dict[str, Any]) -> Any:
     return value
 
 
-def run_case(context: webnn.MLContext, case: dict[str, Any]) -> str | None:
-    """Build, dispatch and check one case; None when it passes, else why it failed."""
+def run_case(
+    context: webnn.MLContext, case: dict[str, Any], stats: dict[str, float] | None = None
+) -> str | None:
+    """Build, dispatch and check one case; None when it passes, else why it failed.
+    ``stats`` collects the worst observed error per metric ("ULP", "ATOL")."""
     case = restore_case(case)
     graph = case["graph"]
     builder = webnn.MLGraphBuilder(context)
@@ -417,6 +436,9 @@ def run_case(context: webnn.MLContext, case: dict[str, Any]) -> str | None:
         problem = compare(actual, wanted, rule)
         if problem:
             return f"output {name!r}: {problem}"
+        if stats is not None:
+            error = worst_error(actual, wanted, rule)
+            stats[rule.metric] = max(stats.get(rule.metric, 0.0), error)
     built.destroy()
     return None
 
