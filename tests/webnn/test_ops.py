@@ -950,3 +950,35 @@ def test_transformer_block_matches_numpy(ctx: webnn.MLContext) -> None:
     x1 = x + attended @ w[8] + w[9]
     mlp = ref.gelu(norm(x1, w[10], w[11]) @ w[12] + w[13]) @ w[14] + w[15]
     close(out, x1 + mlp, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shapes", "body"),
+    [
+        (
+            [(2, 1, 3), (2, 12, 3), (2, 12, 4)],
+            lambda b, x, w, r: b.gru(x, w, r, 2, 4, direction="both", return_sequence=True),
+        ),
+        (
+            [(2, 1, 3), (1, 16, 3), (1, 16, 4)],
+            lambda b, x, w, r: b.lstm(x, w, r, 2, 4, return_sequence=True),
+        ),
+        ([(1, 2, 3, 3), (2, 2, 2, 2)], lambda b, x, w: b.conv_transpose2d(x, w, strides=[2, 2])),
+        ([(1, 2, 3, 3)], lambda b, x: b.resample2d(x, mode="linear", scales=[2.0, 1.5])),
+        ([(1, 3, 3, 2)], lambda b, x: b.instance_normalization(x, layout="nhwc")),
+        ([(2, 3, 4)], lambda b, x: b.reduce_log_sum_exp(x, axes=[0, 2])),
+    ],
+)
+def test_float16_matches_float32(
+    ctx: webnn.MLContext, shapes: list[tuple[int, ...]], body: Callable[..., Any]
+) -> None:
+    arrays = {f"in{i}": f32(*shape) * 0.5 for i, shape in enumerate(shapes)}
+    full = run(ctx, arrays, body)
+    half = run(ctx, {k: v.astype(np.float16) for k, v in arrays.items()}, body)
+    for a, b in zip(
+        half if isinstance(half, list) else [half],
+        full if isinstance(full, list) else [full],
+        strict=True,
+    ):
+        assert a.dtype == np.float16
+        np.testing.assert_allclose(a.astype(np.float32), b, rtol=1e-2, atol=1e-2)
