@@ -70,6 +70,7 @@ __all__ = [
     "UnsupportedOpError",
     "ViewBoundsError",
     "WebNNError",
+    "WebNNInvalidStateError",
     "WebNNOperationError",
     "WebNNValidationError",
 ]
@@ -187,6 +188,11 @@ class WebNNValidationError(WebNNError, builtins.TypeError):
 
 class WebNNOperationError(WebNNError, builtins.RuntimeError):
     """Building, compiling or dispatching a graph failed at run time (the spec's OperationError)."""
+
+
+class WebNNInvalidStateError(WebNNError, builtins.RuntimeError):
+    """The object's state forbids the call (the spec's InvalidStateError): a builder that has
+    already built, or a context, graph or tensor that was destroyed."""
 
 
 # --------------------------------------------------------------------------- models
