@@ -179,7 +179,7 @@ class BertModel(Module):
 
     ``input_ids``, ``attention_mask`` (1 = token, 0 = padding) and ``token_type_ids`` are int
     tensors (B, L) on the model's device; ``pooler_output`` is None when the checkpoint has
-    no pooler.
+    no pooler or ``pool=False`` (sentence embeddings pool the hidden states themselves).
     """
 
     base_model_prefix: ClassVar[str] = "bert"
@@ -194,7 +194,12 @@ class BertModel(Module):
         self.pooler: BertPooler | None = BertPooler(config)
 
     def __call__(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        pool: bool = True,
     ) -> BertOutput:
         if input_ids.ndim != 2:
             raise InvalidArgumentError(f"BertModel: input_ids must be (batch, length), got shape {input_ids.shape}")
@@ -211,5 +216,5 @@ class BertModel(Module):
             # (B, 1, 1, S): every query of a sequence may attend to its non-padding keys
             mask = (attention_mask != 0).reshape(attention_mask.shape[0], 1, 1, attention_mask.shape[1])
         hidden = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
-        pooled = self.pooler(hidden) if self.pooler is not None else None
+        pooled = self.pooler(hidden) if pool and self.pooler is not None else None
         return BertOutput(hidden, pooled)

@@ -187,7 +187,7 @@ class TextEmbedder(_Pipeline):
         ids = from_numpy(encoded.input_ids, device)
         mask = from_numpy(encoded.attention_mask, device)
         types = from_numpy(encoded.token_type_ids, device)
-        hidden = self.model(ids, mask, types).last_hidden_state
+        hidden = self.model(ids, mask, types, pool=False).last_hidden_state
         pooled = self._pool(hidden, mask)
         if normalize:
             pooled = _l2_normalize(pooled)
