@@ -96,6 +96,28 @@ def test_clip_matches_transformers(device: str, clip_dir: Path) -> None:
     assert_close(out.text_embeds.numpy(), ref.text_embeds, device, "text_embeds")
 
 
+def test_clip_legacy_eos_id_pools_at_the_highest_id(clip_dir: Path, tmp_path: Path) -> None:
+    """Configs written before transformers#24773 say eos_token_id=2; the pooled token is then
+    the highest id of each sequence (the end-of-text token), as in transformers."""
+    import json
+    import shutil
+
+    from transformers import CLIPModel
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(clip_dir, legacy)
+    config = json.loads((legacy / "config.json").read_text())
+    config["text_config"]["eos_token_id"] = 2
+    (legacy / "config.json").write_text(json.dumps(config))
+    model, _, _ = load_model(legacy, "cpu", sharing=False)
+    ids, mask = _ids(clip_dir, TEXTS)
+    ours = model.get_text_features(from_numpy(ids), from_numpy(mask)).numpy()
+    hf = CLIPModel.from_pretrained(legacy).eval()
+    with torch.no_grad():
+        ref = hf.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).pooler_output
+    assert_close(ours, ref, "cpu", "legacy text features")
+
+
 # ----------------------------------------------------------------------------- Whisper
 
 

@@ -57,6 +57,11 @@ def test_default_max_length_is_the_checkpoints_limit(bert_dir: Path, minilm_dir:
     assert TextTokenizer.from_checkpoint(minilm_dir).max_length == 256  # sentence-transformers' max_seq_length
 
 
+def test_max_length_too_short_for_the_special_tokens(bert_dir: Path) -> None:
+    with pytest.raises(PreprocessingError, match="max_length=1"):
+        TextTokenizer.from_checkpoint(bert_dir, max_length=1)(["hello world"])
+
+
 @pytest.mark.parametrize("bad", [[1, 2], ["ok", None], b"bytes", 3.5])
 def test_non_text_input_raises(bert_dir: Path, bad: object) -> None:
     with pytest.raises(PreprocessingError):

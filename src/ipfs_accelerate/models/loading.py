@@ -151,7 +151,7 @@ def _installed_package_dir(name: str) -> Path | None:
             directory = Path(str(dist.locate_file(config))).parent
             if (directory / "model.safetensors").exists() or (directory / "model.safetensors.index.json").exists():
                 return directory.resolve()
-        raise CheckpointError(f"installed package {candidate!r} ships no checkpoint (config.json next to model.safetensors)")
+        logger.debug("installed package %r ships no checkpoint; trying the Hub", candidate)
     return None
 
 

@@ -13,6 +13,7 @@ emits a :class:`~ipfs_accelerate.errors.TruncationWarning` naming the texts and 
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class TextTokenizer:
         self._tokenizer = tokenizer
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
+        # the Rust tokenizer holds its truncation setting: calls that change it must not
+        # interleave with another thread's encoding
+        self._lock = threading.Lock()
         self.max_length = max_length
         self.pad_id = pad_id
         self.name = name
@@ -115,15 +119,20 @@ class TextTokenizer:
         """Tokenize ``texts`` (one string or a sequence of strings) into a padded batch."""
         batch = _check_texts(texts)
         limit = max_length if max_length is not None else self.max_length
-        if limit is not None:
-            self._tokenizer.enable_truncation(int(limit))
-        try:
-            encodings = self._tokenizer.encode_batch(batch) if batch else []
-        finally:
-            self._tokenizer.no_truncation()
-        truncated = [i for i, e in enumerate(encodings) if e.overflowing]
+        with self._lock:
+            if limit is None:
+                self._tokenizer.no_truncation()
+            else:
+                self._tokenizer.enable_truncation(int(limit))
+            try:
+                encodings = self._tokenizer.encode_batch(batch) if batch else []
+            except Exception as exc:  # the Rust side raises plain Exceptions (e.g. max_length too short)
+                raise PreprocessingError(f"{self.name}: cannot tokenize with max_length={limit}: {exc}") from None
+            truncated = [i for i, e in enumerate(encodings) if e.overflowing]
+            if truncated:
+                self._tokenizer.no_truncation()
+                full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
         if truncated:
-            full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
             detail = ", ".join(f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False))
             more = f" and {len(truncated) - 5} more" if len(truncated) > 5 else ""
             message = f"{self.name}: {len(truncated)} text(s) longer than max_length={limit} tokens: {detail}{more}"
@@ -131,6 +140,13 @@ class TextTokenizer:
                 raise PreprocessingError(message)
             warnings.warn(TruncationWarning(message + "; truncated to their first tokens"), stacklevel=2)
         lengths = [len(e.ids) for e in encodings]
+        if limit is not None and any(n > limit for n in lengths):
+            # tokenizers leaves a sequence longer than max_length when the special tokens alone
+            # do not fit: never hand the model more positions than it was promised
+            raise PreprocessingError(
+                f"{self.name}: max_length={limit} is too short: the encoded texts need at least "
+                f"{min(lengths)} tokens including special tokens"
+            )
         width = max(lengths, default=0) if padding == "longest" or limit is None else int(limit)
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -144,7 +160,9 @@ class TextTokenizer:
 
     def token_count(self, text: str) -> int:
         """Tokens of ``text`` including special tokens, without truncation."""
-        return len(self._tokenizer.encode(text).ids)
+        with self._lock:
+            self._tokenizer.no_truncation()
+            return len(self._tokenizer.encode(text).ids)
 
     # ------------------------------------------------------------------ vocabulary, decoding
 
