@@ -64,7 +64,8 @@ def test_text_embedder_rejects_bad_arguments(bert_dir: Path) -> None:
 
 
 def test_minilm_semantic_search_ranks_the_paraphrase_first(minilm_dir: Path) -> None:
-    embedder = TextEmbedder.from_pretrained(minilm_dir, device="cpu")
+    embedder = TextEmbedder.from_pretrained(device="cpu")  # the embedded default
+    assert embedder.checkpoint.path == minilm_dir
     corpus = ["A man is eating a piece of bread.", "A woman is playing violin.", "A monkey is playing drums."]
     scores = embedder.embed(corpus) @ embedder.embed("Someone is having a meal.")
     assert int(np.argmax(scores)) == 0

