@@ -492,13 +492,10 @@ def _place(
 ) -> Tensor:
     if sharing is None:
         return from_numpy(array, device)
+    # the host array goes in: its content id is hashed on the host, and a device copy is made
+    # only when no identical tensor is held yet (on the CPU the memory map itself is held)
     shared = sharing.register_shared_tensor(
-        f"{model_name}/{key}",
-        array.shape,
-        storage_type=device,
-        producer_model=model_name,
-        dtype="float32",
-        data=array if device == "cpu" else from_numpy(array, device),
+        f"{model_name}/{key}", array.shape, storage_type=device, producer_model=model_name, dtype="float32", data=array
     )
     return shared.data
 
