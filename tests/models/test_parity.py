@@ -136,7 +136,9 @@ def test_whisper_forward_matches_transformers(device: str, whisper_dir: Path, wh
     model, _, report = load_model(whisper_dir, device, sharing=False)
     assert report.tied == ["proj_out.weight"]  # transformers saves the tied projection once
     features = _features(0)
-    decoder_ids = np.array([[301, 302, 306, 310, 57, 80], [301, 303, 305, 310, 12, 9]], dtype=np.int64)
+    # prompt + 32 text tokens: more than the cache's first 32 slots, so decoding grows it
+    text = np.random.default_rng(4).integers(0, 300, (2, 32))
+    decoder_ids = np.concatenate([[[301, 302, 306, 310], [301, 303, 305, 310]], text], axis=1).astype(np.int64)
     encoded = model.encode(from_numpy(features, device))
     logits = model(from_numpy(features, device), from_numpy(decoder_ids, device)).numpy()
     with torch.no_grad():
@@ -149,7 +151,8 @@ def test_whisper_forward_matches_transformers(device: str, whisper_dir: Path, wh
     steps = [model.decode_step(from_numpy(decoder_ids[:, :3], device), cache).numpy()]
     for t in range(3, decoder_ids.shape[1]):
         steps.append(model.decode_step(from_numpy(decoder_ids[:, t : t + 1], device), cache).numpy())
-    assert cache.length == decoder_ids.shape[1]
+    assert cache.length == decoder_ids.shape[1] == 36
+    assert cache.capacity == 40  # 32 slots doubled, capped at max_target_positions
     assert_close(np.stack(steps, axis=1), ref_logits[:, 2:], device, "cached decoding logits")
 
 

@@ -5,8 +5,8 @@ checkpoints; ``proj_out.weight`` may be absent (it is tied to the token embeddin
 
 Decoding is incremental: :meth:`WhisperForConditionalGeneration.start_decoding` computes the
 cross-attention keys/values of every decoder layer once from the encoder output, and each
-:meth:`~WhisperForConditionalGeneration.decode_step` runs only the new tokens, appending their
-self-attention keys/values to the cache. Greedy search over this (forced prompt tokens,
+:meth:`~WhisperForConditionalGeneration.decode_step` runs only the new tokens, adding their
+self-attention keys/values to a fixed-shape cache (see :class:`DecoderCache`). Greedy search over this (forced prompt tokens,
 suppressed tokens, language detection, long-audio chunking) lives in
 :class:`ipfs_accelerate.models.pipelines.SpeechRecognizer`.
 """
@@ -33,9 +33,12 @@ from ipfs_accelerate.models._module import (
     merge_heads,
     split_heads,
 )
-from ipfs_accelerate.tensor import Tensor, from_numpy
+from ipfs_accelerate.tensor import Tensor, from_numpy, zeros
 
 __all__ = ["DecoderCache", "WhisperConfig", "WhisperForConditionalGeneration"]
+
+#: self-attention slots of a fresh decoder cache (doubled whenever decoding fills them)
+INITIAL_CACHE_SLOTS = 32
 
 
 @dataclass
@@ -158,11 +161,21 @@ class WhisperDecoderLayer(Module):
 
 @dataclass
 class DecoderCache:
-    """Keys/values of every decoder layer: self-attention (grows per step) and cross-attention
-    (fixed, from the encoder output). ``length`` is the number of tokens decoded so far."""
+    """Keys/values of every decoder layer: self-attention in ``capacity`` slots per layer and
+    cross-attention (fixed, from the encoder output). ``length`` counts the tokens decoded.
+
+    The self-attention slots have the shape (B, heads, capacity, head_dim): each step shifts
+    the oldest (empty) slots out and the new tokens' keys/values in at the end, and a mask hides
+    the slots not filled yet. The capacity starts at 32 tokens and doubles when full (up to
+    ``max_target_positions``), so the one-token steps between doublings all have the same
+    shapes: a backend that compiles a graph per input signature compiles a handful of step
+    graphs per transcript, not one per token, while the CPU copies no more than about twice
+    the filled cache per step.
+    """
 
     cross: list[tuple[Tensor, Tensor]]
-    self_attn: list[tuple[Tensor, Tensor] | None]
+    self_attn: list[tuple[Tensor, Tensor]]
+    capacity: int
     length: int = 0
 
     @property
@@ -181,36 +194,49 @@ class WhisperDecoder(Module):
         self.layer_norm = LayerNorm(d, 1e-5)
 
     def __call__(self, ids: Tensor, cache: DecoderCache) -> Tensor:
-        """Hidden states (B, L, d) of the new tokens ``ids``; appends their keys/values to ``cache``."""
+        """Hidden states (B, L, d) of the new tokens ``ids``; adds their keys/values to ``cache``."""
         length = ids.shape[1]
         past = cache.length
-        if past + length > self.config.max_target_positions:
-            raise InvalidArgumentError(
-                f"Whisper decoder: {past + length} tokens exceed max_target_positions {self.config.max_target_positions}"
-            )
+        limit = self.config.max_target_positions
+        if past + length > limit:
+            raise InvalidArgumentError(f"Whisper decoder: {past + length} tokens exceed max_target_positions {limit}")
+        if past + length > cache.capacity:
+            _grow(cache, min(limit, max(2 * cache.capacity, past + length)))
+        slots = cache.capacity
         x = self.embed_tokens(ids)
         if self.config.scale_embedding:
             x = x * float(np.sqrt(self.config.d_model))
-        x = x + self.embed_positions.weight[past : past + length]
-        mask = None
-        if length > 1:
-            # token i (absolute position past + i) sees every cached token and new tokens up to itself
-            allowed = np.tri(length, past + length, k=past, dtype=bool)
-            mask = from_numpy(allowed, ids.device)
-        for i, layer in enumerate(self.layers):
+        positions = from_numpy(np.arange(past, past + length, dtype=np.int64), ids.device)
+        x = x + self.embed_positions(positions)
+        # slot j holds absolute position past + length - slots + j; token i (position past + i)
+        # sees the filled slots up to its own
+        j = np.arange(slots)[None, :]
+        i = np.arange(length)[:, None]
+        allowed = (j >= slots - past - length) & (j <= slots - length + i)
+        mask = from_numpy(allowed, ids.device)
+        for n, layer in enumerate(self.layers):
             normed = layer.self_attn_layer_norm(x)
-            keys, values = layer.self_attn.keys_values(normed)
-            previous = cache.self_attn[i]
-            if previous is not None:
-                keys = ops.concat([previous[0], keys], axis=2)
-                values = ops.concat([previous[1], values], axis=2)
-            cache.self_attn[i] = (keys, values)
+            new_keys, new_values = layer.self_attn.keys_values(normed)
+            old_keys, old_values = cache.self_attn[n]
+            keys = ops.concat([old_keys[:, :, length:], new_keys], axis=2)
+            values = ops.concat([old_values[:, :, length:], new_values], axis=2)
+            cache.self_attn[n] = (keys, values)
             x = x + layer.self_attn.attend(normed, keys, values, mask)
-            cross_k, cross_v = cache.cross[i]
+            cross_k, cross_v = cache.cross[n]
             x = x + layer.encoder_attn.attend(layer.encoder_attn_layer_norm(x), cross_k, cross_v, None)
             x = x + layer.fc2(activation(layer.act, layer.fc1(layer.final_layer_norm(x))))
         cache.length = past + length
         return self.layer_norm(x)
+
+
+def _grow(cache: DecoderCache, capacity: int) -> None:
+    """Add empty slots in front of every layer's self-attention keys/values."""
+    extra = capacity - cache.capacity
+    for n, (keys, values) in enumerate(cache.self_attn):
+        batch, heads, _, dim = keys.shape
+        empty = zeros((batch, heads, extra, dim), device=keys.device)
+        cache.self_attn[n] = (ops.concat([empty, keys], axis=2), ops.concat([empty, values], axis=2))
+    cache.capacity = capacity
 
 
 class WhisperModel(Module):
@@ -238,9 +264,14 @@ class WhisperForConditionalGeneration(Module):
         return self.model.encoder(input_features)
 
     def start_decoding(self, encoder_hidden: Tensor) -> DecoderCache:
-        """A fresh cache holding every layer's cross-attention keys/values for ``encoder_hidden``."""
+        """A fresh cache: every layer's cross-attention keys/values for ``encoder_hidden`` and
+        empty self-attention slots (see :class:`DecoderCache`)."""
+        c = self.config
         cross = [layer.encoder_attn.keys_values(encoder_hidden) for layer in self.model.decoder.layers]
-        return DecoderCache(cross=cross, self_attn=[None] * len(cross))
+        heads = c.decoder_attention_heads
+        capacity = min(INITIAL_CACHE_SLOTS, c.max_target_positions)
+        empty = zeros((encoder_hidden.shape[0], heads, capacity, c.d_model // heads), device=encoder_hidden.device)
+        return DecoderCache(cross=cross, self_attn=[(empty, empty)] * len(cross), capacity=capacity)
 
     def decode_step(self, ids: Tensor, cache: DecoderCache, *, last_only: bool = True) -> Tensor:
         """Logits for the new tokens ``ids`` (B, L): (B, vocab) for the last one, or (B, L, vocab)."""
