@@ -224,7 +224,12 @@ class ViTForImageClassification(Module):
     """ViT with a linear classifier on the [CLS] token: ``model(pixel_values) -> logits``."""
 
     base_model_prefix: ClassVar[str] = "vit"
-    ignored_keys: ClassVar[tuple[str, ...]] = ("vit.embeddings.mask_token",)
+    # the classifier reads the [CLS] hidden state, not the pooler: a saved pooler is unused
+    ignored_keys: ClassVar[tuple[str, ...]] = (
+        "vit.embeddings.mask_token",
+        "vit.pooler.dense.weight",
+        "vit.pooler.dense.bias",
+    )
     is_head_model: ClassVar[bool] = True
 
     def __init__(self, config: ViTConfig) -> None:
