@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from ipfs_accelerate.errors import (
     APIError,
+    CircuitOpenError,
     ConfigurationError,
     ProtocolError,
     StreamInterruptedError,
@@ -406,8 +407,9 @@ class APIBackend:
         self.metrics.on_queue_wait(waited)
         try:
             attempt = 0
+            last_error: APIError | None = None
             while True:
-                permit = ep.breaker.acquire()
+                permit = self._permit(ep, last_error)
                 attempt_start = time.monotonic()
                 ep.metrics.on_request()
                 try:
@@ -424,6 +426,7 @@ class APIBackend:
                     delay = self._retry_delay(error, attempt, opts, deadline_at)
                     if delay is None:
                         raise
+                    last_error = error
                     self._log_retry(what, error, attempt, delay)
                     self.metrics.on_retry()
                     await asyncio.sleep(delay)
@@ -437,6 +440,15 @@ class APIBackend:
                 return result
         finally:
             ep.limiter.release()
+
+    @staticmethod
+    def _permit(ep: Endpoint, last_error: APIError | None) -> Any:
+        try:
+            return ep.breaker.acquire()
+        except CircuitOpenError as exc:
+            if last_error is not None:  # opened while we were retrying: say what tripped it
+                raise exc from last_error
+            raise
 
     def _check_circuit(self, ep: Endpoint) -> None:
         # refuse at once while open rather than queueing a request that cannot be sent
@@ -508,8 +520,9 @@ class APIBackend:
             metrics.on_queue_wait(waited)
             try:
                 attempt = 0
+                last_error: APIError | None = None
                 while True:
-                    permit = ep.breaker.acquire()
+                    permit = self._permit(ep, last_error)
                     ep.metrics.on_request()
                     attempt_start = time.monotonic()
                     resp: Any = None
@@ -560,6 +573,7 @@ class APIBackend:
                             if error is exc:
                                 raise
                             raise error from exc
+                        last_error = error
                         self._log_retry(what, error, attempt, delay)
                         metrics.on_retry()
                         await asyncio.sleep(delay)

@@ -145,7 +145,7 @@ class SSEDecoder:
     @property
     def pending(self) -> bool:
         """True when bytes of an unfinished event are buffered."""
-        return bool(self._buf.strip(b"\r\n")) or bool(self._data)
+        return bool(self._buf.strip(b"\r\n")) or bool(self._data) or self._event is not None
 
     def finish(self) -> list[SSEEvent]:
         """The byte stream ended. Raise if it ended inside an event."""

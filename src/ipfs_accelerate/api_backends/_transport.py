@@ -147,6 +147,10 @@ class Endpoint:
                 raise_for_status=False,
                 timeout=aiohttp.ClientTimeout(total=None),
             )
+            # aiohttp silently re-sends idempotent requests once on a dropped connection;
+            # the retry policy here must be the only one, so its counts and rules hold
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
             self._sessions[id(loop)] = (weakref.ref(loop), session)
         self._last = (loop, session)
         return session
