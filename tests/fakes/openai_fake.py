@@ -18,9 +18,11 @@ OVMS ``/v3``, TGI's Messages API (``{"error", "error_type"}`` bodies).
 
 from __future__ import annotations
 
+import email.policy
 import json
 import time
 import uuid
+from email.parser import BytesParser
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +30,20 @@ from aiohttp import web
 from ._server import FakeServer, fake_embedding, word_count
 
 __all__ = ["OpenAIFake", "add_openai_routes", "reply_for"]
+
+
+def parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
+    """multipart/form-data fields: name -> str, or (filename, bytes) for files."""
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + request.headers.get("Content-Type", "").encode() + b"\r\n\r\n" + body
+    )
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        fields[str(name)] = (filename, payload) if filename is not None else payload.decode()
+    return fields
 
 
 def _text(content: Any) -> str:
@@ -297,13 +313,7 @@ class OpenAIFake(FakeServer):
         denied = self._auth_error(request)
         if denied is not None:
             return denied
-        reader = await request.multipart()
-        fields: dict[str, Any] = {}
-        async for part in reader:
-            if part.name == "file":
-                fields["file"] = (part.filename, await part.read())
-            else:
-                fields[part.name] = (await part.read()).decode()
+        fields = parse_form(request, await request.read())
         if "file" not in fields or "model" not in fields:
             return self.error_response(400, "Missing required parameter: 'file'.")
         filename, data = fields["file"]
@@ -330,14 +340,9 @@ class OpenAIFake(FakeServer):
         denied = self._auth_error(request)
         if denied is not None:
             return denied
-        reader = await request.multipart()
-        purpose, filename, data = None, None, b""
-        async for part in reader:
-            if part.name == "purpose":
-                purpose = (await part.read()).decode()
-            elif part.name == "file":
-                filename = part.filename
-                data = bytes(await part.read())
+        fields = parse_form(request, await request.read())
+        purpose = fields.get("purpose")
+        filename, data = fields.get("file", (None, b""))
         if not purpose or filename is None:
             return self.error_response(400, "Missing required parameter: 'purpose' or 'file'.")
         file_id = "file-" + uuid.uuid4().hex[:20]
