@@ -27,7 +27,7 @@ from .conftest import fast, run
 pytestmark = pytest.mark.timeout(60)
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "find", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
-CLAUDE = "claude-3-5-haiku-latest"
+CLAUDE = "claude-haiku-4-5"
 GEMINI = "gemini-2.0-flash"
 
 

@@ -1,7 +1,7 @@
 """Anthropic's Messages API as api.anthropic.com speaks it.
 
-``POST /v1/messages`` requires ``x-api-key`` and ``anthropic-version``; ``max_tokens`` is
-required. Answers a ``message`` object, or with ``stream: true`` named SSE events
+``POST /v1/messages`` requires the key (``x-api-key``, or ``Authorization: Bearer`` as recent
+SDKs send it) and an ``anthropic-version`` header; ``max_tokens`` is required. Answers a ``message`` object, or with ``stream: true`` named SSE events
 (``event: message_start`` ... ``event: message_stop``, with ``ping`` events in between).
 Errors: ``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header;
 529 ``overloaded_error``; an ``event: error`` can be injected after HTTP 200.
@@ -28,6 +28,18 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 413: "request_too_large", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 
 
+def _content_text(content: Any) -> str:
+    """The words a model would see: strings, text blocks and tool results, not the JSON framing."""
+    if isinstance(content, str):
+        return content
+    words = []
+    for block in content or ():
+        if isinstance(block, dict):
+            value = block.get("text", block.get("content", ""))
+            words.append(value if isinstance(value, str) else json.dumps(value))
+    return " ".join(words)
+
+
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -36,7 +48,7 @@ class AnthropicFake(FakeServer):
     provider = "claude"
     request_id_header = "request-id"
 
-    def __init__(self, api_key: str | None = "sk-ant-test-123", models: tuple[str, ...] = ("claude-3-5-haiku-latest", "claude-sonnet-4-20250514", "claude-opus-4-1")) -> None:
+    def __init__(self, api_key: str | None = "sk-ant-test-123", models: tuple[str, ...] = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7")) -> None:
         self.known_models = list(models)
         super().__init__(api_key)
 
@@ -48,7 +60,13 @@ class AnthropicFake(FakeServer):
         return {"type": "error", "error": {"type": kind or _ERROR_TYPES.get(status, "api_error"), "message": message}}
 
     def _check_headers(self, request: web.Request) -> web.Response | None:
-        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+        # the documented header is x-api-key; the API also takes the key as a Bearer token
+        # (what recent official SDKs send), so accept either, as the service does
+        given = request.headers.get("x-api-key")
+        bearer = request.headers.get("Authorization", "")
+        if given is None and bearer.startswith("Bearer "):
+            given = bearer[7:]
+        if self.api_key is not None and given != self.api_key:
             return self.error_response(401, "invalid x-api-key", "authentication_error")
         if not request.headers.get("anthropic-version"):
             return self.error_response(400, "anthropic-version: header is required", "invalid_request_error")
@@ -98,7 +116,7 @@ class AnthropicFake(FakeServer):
             text, call = None, {"id": "toolu_" + uuid.uuid4().hex[:20], "name": body["tools"][0]["name"], "input": {"query": user_text}}
         else:
             text = f"Echo: {user_text}"
-        in_tokens = sum(word_count(json.dumps(m.get("content"))) for m in messages) + word_count(str(body.get("system", "")))
+        in_tokens = sum(word_count(_content_text(m.get("content"))) for m in messages) + word_count(_content_text(body.get("system")))
         out_tokens = word_count(text) if text else 5
         stop = "tool_use" if call else "end_turn"
         if text and body["max_tokens"] < out_tokens:

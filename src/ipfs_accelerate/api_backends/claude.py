@@ -179,7 +179,7 @@ class ClaudeBackend(APIBackend):
     api_key_keys: ClassVar[tuple[str, ...]] = ("claude_api_key", "anthropic_api_key")
     api_key_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY",)
     requires_api_key: ClassVar[bool] = True
-    default_model: ClassVar[str | None] = "claude-3-5-haiku-latest"
+    default_model: ClassVar[str | None] = "claude-haiku-4-5"
     model_patterns: ClassVar[tuple[str, ...]] = (r"claude-.*", r"anthropic/claude-.*")
 
     def _static_headers(self) -> dict[str, str]:

@@ -199,7 +199,7 @@ class GeminiBackend(APIBackend):
     api_key_keys: ClassVar[tuple[str, ...]] = ("gemini_api_key", "google_api_key")
     api_key_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     requires_api_key: ClassVar[bool] = True
-    default_model: ClassVar[str | None] = "gemini-2.0-flash"
+    default_model: ClassVar[str | None] = "gemini-2.5-flash"
     default_embedding_model: ClassVar[str | None] = "text-embedding-004"
     model_patterns: ClassVar[tuple[str, ...]] = (
         r"(models/)?gemini-.*", r"(models/)?gemma-.*", r"(models/)?text-embedding-00[0-9]",
