@@ -151,7 +151,9 @@ class APIBackend:
     # ------------------------------------------------------------------ configuration
 
     def _resolve_base_url(self, metadata: Mapping[str, Any]) -> str:
-        url, _source = resolve_setting(metadata, self.resources, ("base_url", *self.base_url_keys), self.base_url_env)
+        url, self._base_url_source = resolve_setting(
+            metadata, self.resources, ("base_url", *self.base_url_keys), self.base_url_env
+        )
         if url is None:
             url = self.default_base_url
         if url is None:
@@ -184,6 +186,15 @@ class APIBackend:
     @property
     def has_api_key(self) -> bool:
         return bool(self._api_key)
+
+    @property
+    def is_configured(self) -> bool:
+        """Whether this backend was pointed at a service: its key (for services that need one)
+        or an explicit URL. A local server's default address (Ollama's localhost:11434) is
+        only a guess, so a keyless backend on its default URL does not count."""
+        if self.requires_api_key:
+            return bool(self._api_key) or not self._needs_key()
+        return self._base_url_source is not None
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"

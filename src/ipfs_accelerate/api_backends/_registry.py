@@ -90,8 +90,9 @@ def find_compatible_backend(
     resources: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> APIBackend | None:
-    """The first backend, in registry order, that is configured (its key and URL resolve
-    from ``metadata``/``resources``/environment) and whose model rules accept ``model``.
+    """The first backend, in registry order, that is configured (its key, or for keyless
+    servers an explicit URL, comes from ``metadata``/``resources``/environment) and whose
+    model rules accept ``model``.
 
     Backends whose configuration is missing are skipped, never contacted. Returns None
     when no backend fits.
@@ -101,6 +102,6 @@ def find_compatible_backend(
             backend = create_api_backend(name, resources, metadata)
         except ConfigurationError:
             continue
-        if backend.is_compatible_model(model):
+        if backend.is_configured and backend.is_compatible_model(model):
             return backend
     return None

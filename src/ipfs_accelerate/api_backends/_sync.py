@@ -55,6 +55,9 @@ class _LoopThread:
 
     def run(self, awaitable: Awaitable[T]) -> T:
         if self.in_loop_thread():
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()  # it will never run: do not leave an un-awaited coroutine behind
             raise RuntimeError(
                 "the sync facade was called from its own event loop thread; await the async method"
             )
