@@ -507,7 +507,7 @@ def test_wrong_content_type_on_success_is_a_protocol_error() -> None:
     async def test(fake: OpenAIFake, make: Any) -> None:
         b = make()
         fake.inject(content_type="text/html")
-        with pytest.raises(ProtocolError, match="expected a JSON response, got text/html.*Login required"):
+        with pytest.raises(ProtocolError, match=r"expected a JSON response, got text/html.*Login required"):
             await b.chat(MODEL, "hi")
         fake.inject(content_type="text/html")
         with pytest.raises(ProtocolError, match="expected a stream"):
@@ -549,7 +549,7 @@ def test_missing_key_is_a_configuration_error_before_any_request() -> None:
     with pytest.raises(ConfigurationError, match=r"openai: no API key configured.*OPENAI_API_KEY"):
         create_api_backend("openai")
     for name in ("claude", "gemini", "groq", "sample_backend"):
-        with pytest.raises(ConfigurationError, match="no API key|no server URL"):
+        with pytest.raises(ConfigurationError, match=r"no API key|no server URL"):
             create_api_backend(name, metadata={"base_url": "http://127.0.0.1:1"} if name != "sample_backend" else {"api_key": "k"})
 
 

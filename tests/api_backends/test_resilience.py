@@ -10,9 +10,21 @@ import time
 
 import pytest
 
-from ipfs_accelerate.api_backends import BreakerConfig, CircuitBreaker, CircuitState, Priority, PriorityLimiter, ResilienceConfig
+from ipfs_accelerate.api_backends import (
+    BreakerConfig,
+    CircuitBreaker,
+    CircuitState,
+    Priority,
+    PriorityLimiter,
+    ResilienceConfig,
+)
 from ipfs_accelerate.api_backends._errors import error_for_status
-from ipfs_accelerate.api_backends._resilience import backoff_delay, counts_as_failure, is_retryable, parse_retry_after
+from ipfs_accelerate.api_backends._resilience import (
+    backoff_delay,
+    counts_as_failure,
+    is_retryable,
+    parse_retry_after,
+)
 from ipfs_accelerate.errors import (
     AuthenticationError,
     BadRequestError,

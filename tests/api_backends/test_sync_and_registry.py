@@ -23,7 +23,12 @@ from ipfs_accelerate.api_backends import (
     register_backend,
 )
 from ipfs_accelerate.api_backends._sync import run_sync
-from ipfs_accelerate.errors import ConfigurationError, NotFoundError, QueueFullError, UnknownBackendError
+from ipfs_accelerate.errors import (
+    ConfigurationError,
+    NotFoundError,
+    QueueFullError,
+    UnknownBackendError,
+)
 
 from .conftest import fast, run, server_thread
 
@@ -44,7 +49,7 @@ def test_sync_facade_from_plain_code() -> None:
             assert "".join(c.text for c in chunks) == "Echo: sync stream" and chunks[-1].done
             assert len(b.sync.embed("text-embedding-3-small", ["a", "b"]).embeddings) == 2
             assert b.sync.health().healthy
-            assert [m.id for m in b.sync.list_models()][0] == "gpt-4o-mini"
+            assert next(m.id for m in b.sync.list_models()) == "gpt-4o-mini"
             assert b.sync.speech("hi") == b"ID3fake-mp3:hi"  # provider surfaces too
             with pytest.raises(NotFoundError):
                 b.sync.chat("no-model", "x")

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Fault", "FakeServer", "Recorded", "fake_embedding", "word_count"]
+__all__ = ["FakeServer", "Fault", "Recorded", "fake_embedding", "word_count"]
 
 FAULT_KEY = web.RequestKey("fault", object)
 

@@ -14,6 +14,7 @@ after a ``tool_result`` it answers ``"Tool said: <content>"``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from typing import Any
@@ -101,7 +102,7 @@ class AnthropicFake(FakeServer):
         messages = body["messages"]
         if not messages or messages[0].get("role") != "user":
             return self.error_response(400, "messages: first message must use the \"user\" role")
-        for a, b in zip(messages, messages[1:], strict=False):
+        for a, b in itertools.pairwise(messages):
             if a.get("role") == b.get("role"):
                 return self.error_response(400, "messages: roles must alternate between \"user\" and \"assistant\"")
         last = messages[-1]

@@ -142,6 +142,14 @@ class APIBackend:
             self.base_url, provider=self.provider, config=self.config, headers=self._static_headers()
         )
         self._sync: SyncFacade | None = None
+        self._default_options = CallOptions(
+            priority=Priority.NORMAL,
+            timeout=self.config.timeout,
+            connect_timeout=self.config.connect_timeout,
+            max_retries=self.config.max_retries,
+            deadline=self.config.deadline,
+            extra_headers=None,
+        )
         models = raw_metadata.get("models")
         self._declared_models: frozenset[str] | None = (
             frozenset(str(m) for m in models) if isinstance(models, list | tuple | set | frozenset) else None
@@ -174,7 +182,7 @@ class APIBackend:
         return True
 
     def _static_headers(self) -> dict[str, str]:
-        """Headers without secrets, set once on the session."""
+        """Headers without secrets, sent with every request of this backend."""
         return {}
 
     def _auth_headers(self) -> dict[str, str]:
@@ -250,7 +258,7 @@ class APIBackend:
         """Probe the service once (no queue, no retry, no breaker); never raises for a down service."""
         request = self._health_request()
         start = time.monotonic()
-        headers = {**self._auth_headers(), **(request.headers or {})}
+        headers = {**self.endpoint.headers, **self._auth_headers(), **(request.headers or {})}
         try:
             raw = await self.endpoint.send(request, headers, total=timeout, connect=min(timeout, self.config.connect_timeout))
         except APIError as exc:
@@ -302,6 +310,8 @@ class APIBackend:
 
     def _options(self, options: dict[str, Any]) -> CallOptions:
         """Split the per-call resilience options out of ``options`` (mutates it)."""
+        if _CALL_OPTIONS.isdisjoint(options):
+            return self._default_options
         cfg = self.config
         priority = Priority.parse(options.pop("priority", None))
         timeout = options.pop("timeout", None)
@@ -327,7 +337,14 @@ class APIBackend:
         )
 
     def _headers(self, request: HTTPRequest, opts: CallOptions) -> dict[str, str]:
-        headers = self._auth_headers()
+        """Static + credential + the request's own headers (serialising a JSON body on the way).
+
+        Built per call rather than set on the session: aiohttp then skips merging session
+        defaults, and the credentials are never stored on a long-lived object."""
+        headers = {**self.endpoint.headers, **self._auth_headers()}
+        if request.json is not None and request.body is None:
+            request.body = _dumps(request.json)
+            headers["Content-Type"] = "application/json"
         if request.headers:
             headers.update(request.headers)
         if opts.extra_headers:
@@ -358,12 +375,6 @@ class APIBackend:
         """Providers that put the wait in the body (Gemini's RetryInfo) override this."""
         return None
 
-    @staticmethod
-    def _prepare_body(request: HTTPRequest) -> None:
-        if request.json is not None and request.body is None:
-            request.body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode()
-            request.headers = {"Content-Type": "application/json", **(request.headers or {})}
-
     def _retry_delay(self, error: APIError, attempt: int, opts: CallOptions, deadline_at: float | None) -> float | None:
         if attempt >= opts.max_retries or not is_retryable(error):
             return None
@@ -389,68 +400,57 @@ class APIBackend:
         start = time.monotonic()
         deadline_at = start + opts.deadline if opts.deadline is not None else None
         metrics.on_request()
+        waited: float | None = None
         try:
-            result = await self._attempts(ep, request, opts, parse, what, start, deadline_at)
+            self._check_circuit(ep)
+            headers = self._headers(request, opts)
+            if ep.limiter.try_acquire():
+                waited = 0.0
+            else:
+                waited = await ep.limiter.acquire(opts.priority, _remaining(deadline_at, what, self.provider))
+            try:
+                attempt = 0
+                last_error: APIError | None = None
+                while True:
+                    permit = self._permit(ep, last_error)
+                    attempt_start = time.monotonic()
+                    try:
+                        total = opts.timeout
+                        if deadline_at is not None:
+                            total = min(total, _remaining_s(deadline_at, what, self.provider))
+                        raw = await ep.send(request, headers, total=total, connect=min(opts.connect_timeout, total))
+                        if not 200 <= raw.status < 300:
+                            raise self._status_error(raw, what)
+                        result = self._safe_parse(parse, raw, what)
+                    except APIError as error:
+                        ep.breaker.record(permit, counts_as_failure(error))
+                        ep.metrics.on_attempt_failure(error)
+                        delay = self._retry_delay(error, attempt, opts, deadline_at)
+                        if delay is None:
+                            raise
+                        last_error = error
+                        self._log_retry(what, error, attempt, delay)
+                        metrics.on_retry()
+                        await asyncio.sleep(delay)
+                        attempt += 1
+                        continue
+                    except BaseException:
+                        ep.breaker.release(permit)
+                        raise
+                    ep.breaker.record_success(permit)
+                    ep.metrics.on_attempt(time.monotonic() - attempt_start)
+                    break
+            finally:
+                ep.limiter.release()
         except BaseException as exc:
-            metrics.on_failure(exc)  # cancellations are counted apart from failures
+            metrics.on_failure(exc, waited)  # cancellations are counted apart from failures
             raise
         usage = getattr(result, "usage", None)
         if isinstance(usage, Usage):
-            metrics.on_success(time.monotonic() - start, usage.input_tokens, usage.output_tokens)
+            metrics.on_success(time.monotonic() - start, usage.input_tokens, usage.output_tokens, waited)
         else:
-            metrics.on_success(time.monotonic() - start)
+            metrics.on_success(time.monotonic() - start, queue_wait=waited)
         return result
-
-    async def _attempts(
-        self,
-        ep: Endpoint,
-        request: HTTPRequest,
-        opts: CallOptions,
-        parse: Callable[[RawResponse], T],
-        what: str,
-        start: float,
-        deadline_at: float | None,
-    ) -> T:
-        self._check_circuit(ep)
-        self._prepare_body(request)
-        headers = self._headers(request, opts)
-        waited = await ep.limiter.acquire(opts.priority, _remaining(deadline_at, what, self.provider))
-        self.metrics.on_queue_wait(waited)
-        try:
-            attempt = 0
-            last_error: APIError | None = None
-            while True:
-                permit = self._permit(ep, last_error)
-                attempt_start = time.monotonic()
-                ep.metrics.on_request()
-                try:
-                    total = opts.timeout
-                    if deadline_at is not None:
-                        total = min(total, _remaining_s(deadline_at, what, self.provider))
-                    raw = await ep.send(request, headers, total=total, connect=min(opts.connect_timeout, total))
-                    if not 200 <= raw.status < 300:
-                        raise self._status_error(raw, what)
-                    result = self._safe_parse(parse, raw, what)
-                except APIError as error:
-                    ep.breaker.record(permit, counts_as_failure(error))
-                    ep.metrics.on_failure(error)
-                    delay = self._retry_delay(error, attempt, opts, deadline_at)
-                    if delay is None:
-                        raise
-                    last_error = error
-                    self._log_retry(what, error, attempt, delay)
-                    self.metrics.on_retry()
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-                except BaseException:
-                    ep.breaker.release(permit)
-                    raise
-                ep.breaker.record_success(permit)
-                ep.metrics.on_success(time.monotonic() - attempt_start)
-                return result
-        finally:
-            ep.limiter.release()
 
     @staticmethod
     def _permit(ep: Endpoint, last_error: APIError | None) -> Any:
@@ -463,6 +463,8 @@ class APIBackend:
 
     def _check_circuit(self, ep: Endpoint) -> None:
         # refuse at once while open rather than queueing a request that cannot be sent
+        if ep.breaker.surely_closed:
+            return
         if ep.breaker.config.enabled and ep.breaker.state == CircuitState.OPEN:
             ep.breaker.release(ep.breaker.acquire())  # raises CircuitOpenError with the wait
 
@@ -525,7 +527,6 @@ class APIBackend:
         terminal_seen = False
         try:
             self._check_circuit(ep)
-            self._prepare_body(request)
             headers = self._headers(request, opts)
             waited = await ep.limiter.acquire(opts.priority, _remaining(deadline_at, what, self.provider))
             metrics.on_queue_wait(waited)
@@ -534,7 +535,6 @@ class APIBackend:
                 last_error: APIError | None = None
                 while True:
                     permit = self._permit(ep, last_error)
-                    ep.metrics.on_request()
                     attempt_start = time.monotonic()
                     resp: Any = None
                     complete = False
@@ -565,13 +565,13 @@ class APIBackend:
                             if getattr(parser, "complete", False):
                                 # closed after the terminal event: a success, not an abandonment
                                 ep.breaker.record_success(permit)
-                                ep.metrics.on_success(time.monotonic() - attempt_start)
+                                ep.metrics.on_attempt(time.monotonic() - attempt_start)
                                 complete = terminal_seen = True
                             else:
                                 ep.breaker.release(permit)
                             raise
                         ep.breaker.record(permit, counts_as_failure(error))
-                        ep.metrics.on_failure(error)
+                        ep.metrics.on_attempt_failure(error)
                         if delivered:
                             if isinstance(error, ProtocolError):
                                 raise error from (None if error is exc else exc)
@@ -597,7 +597,7 @@ class APIBackend:
                             else:
                                 resp.close()  # never return a half-read connection to the pool
                     ep.breaker.record_success(permit)
-                    ep.metrics.on_success(time.monotonic() - attempt_start)
+                    ep.metrics.on_attempt(time.monotonic() - attempt_start)
                     usage = on_complete(parser) if on_complete is not None else None
                     if usage is not None:
                         metrics.on_success(time.monotonic() - start, usage.input_tokens, usage.output_tokens)
@@ -671,6 +671,10 @@ class APIBackend:
                 f"{what}: no response chunk within the deadline of {opts.deadline:g} s",
                 provider=self.provider,
             ) from None
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _remaining(deadline_at: float | None, what: str, provider: str) -> float | None:

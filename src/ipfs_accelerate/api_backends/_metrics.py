@@ -113,7 +113,13 @@ class Metrics:
         with self._lock:
             self.time_to_first_chunk.observe(seconds)
 
-    def on_success(self, latency: float, tokens_in: int | None = None, tokens_out: int | None = None) -> None:
+    def on_success(
+        self,
+        latency: float,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        queue_wait: float | None = None,
+    ) -> None:
         with self._lock:
             self.successes += 1
             self.latency.observe(latency)
@@ -121,6 +127,20 @@ class Metrics:
                 self.tokens_in += tokens_in
             if tokens_out:
                 self.tokens_out += tokens_out
+            if queue_wait is not None:
+                self.queue_wait.observe(queue_wait)
+
+    def on_attempt(self, latency: float) -> None:
+        """A successful attempt, counted when it ends (endpoint-level metrics)."""
+        with self._lock:
+            self.requests += 1
+            self.successes += 1
+            self.latency.observe(latency)
+
+    def on_attempt_failure(self, error: BaseException) -> None:
+        with self._lock:
+            self.requests += 1
+            self.failures[type(error).__name__] += 1
 
     def on_tokens(self, tokens_in: int | None, tokens_out: int | None) -> None:
         with self._lock:
@@ -129,9 +149,11 @@ class Metrics:
             if tokens_out:
                 self.tokens_out += tokens_out
 
-    def on_failure(self, error: BaseException) -> None:
+    def on_failure(self, error: BaseException, queue_wait: float | None = None) -> None:
         """Count a failed request by error type; cancellation and closing are counted apart."""
         with self._lock:
+            if queue_wait is not None:
+                self.queue_wait.observe(queue_wait)
             if isinstance(error, Exception):
                 self.failures[type(error).__name__] += 1
             else:

@@ -57,13 +57,16 @@ __all__ = [
 
 
 def parse_openai_usage(data: Any) -> Usage:
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         return Usage()
     return Usage(as_int(data.get("prompt_tokens")), as_int(data.get("completion_tokens")))
 
 
 def parse_openai_chat(data: Any, provider: str, what: str) -> ChatResponse:
     """A ``chat.completion`` object -> ChatResponse (first and only choice)."""
+    fast = _parse_plain_chat(data, provider)
+    if fast is not None:
+        return fast
     choices = need(data, "choices", list, provider, what)
     if not choices:
         raise ProtocolError(f"{what}: response has no choices: {excerpt(str(data))!r}", provider=provider)
@@ -90,6 +93,32 @@ def parse_openai_chat(data: Any, provider: str, what: str) -> ChatResponse:
         raw=data,
         provider=provider,
     )
+
+
+def _parse_plain_chat(data: Any, provider: str) -> ChatResponse | None:
+    """The common case (text answer, well-formed) without per-field checks; None otherwise,
+    and the checked parser then reports exactly what is wrong."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+        content = message.get("content")
+        role = message.get("role", "assistant")
+        model = data.get("model")
+        reason = choice.get("finish_reason")
+        usage = data.get("usage")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    if message.get("tool_calls") or not (
+        (content is None or type(content) is str)
+        and type(role) is str
+        and (model is None or type(model) is str)
+        and (reason is None or type(reason) is str)
+    ):
+        return None
+    return ChatResponse(
+        text=content or "", role=role, model=model, finish_reason=reason,
+        usage=parse_openai_usage(usage), raw=data, provider=provider,
+    )  # fmt: skip
 
 
 class OpenAIChatStream:

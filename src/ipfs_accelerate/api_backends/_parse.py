@@ -103,18 +103,19 @@ def normalise_messages(messages: Any, provider: str) -> list[dict[str, Any]]:
     """Accept a string (one user message) or a sequence of OpenAI-style message dicts."""
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
+    if type(messages) is list and messages and all(type(m) is dict and type(m.get("role")) is str for m in messages):
+        return messages  # the common case, without abstract-base-class checks
     if not isinstance(messages, Sequence) or isinstance(messages, bytes | bytearray):
         raise InvalidArgumentError(
             f"{provider}: messages must be a string or a list of {{'role', 'content'}} dicts, "
             f"got {type(messages).__name__}"
         )
-    out: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
+    out: list[dict[str, Any]] = list(messages)  # serialised at once: no need to copy each dict
+    for i, message in enumerate(out):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise InvalidArgumentError(
                 f"{provider}: messages[{i}] must be a dict with a string 'role', got {message!r}"
             )
-        out.append(dict(message))
     if not out:
         raise InvalidArgumentError(f"{provider}: messages must not be empty")
     return out

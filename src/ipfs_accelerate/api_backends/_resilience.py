@@ -139,9 +139,9 @@ def backoff_delay(
 
 
 class CircuitState:
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
+    CLOSED: str = "closed"
+    OPEN: str = "open"
+    HALF_OPEN: str = "half_open"
 
 
 @dataclass(slots=True)
@@ -193,6 +193,11 @@ class CircuitBreaker:
             self._state = CircuitState.HALF_OPEN
             self._probe_out = False
             self._generation += 1
+
+    @property
+    def surely_closed(self) -> bool:
+        """Lock-free hint for the hot path: True only when the circuit is closed (or disabled)."""
+        return self._state is CircuitState.CLOSED or not self.config.enabled
 
     def remaining_cooldown(self) -> float:
         with self._lock:
@@ -344,6 +349,14 @@ class PriorityLimiter:
     @property
     def queued(self) -> int:
         return self._queued
+
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting (nobody queued ahead); False when one must wait."""
+        with self._lock:
+            if self._in_flight < self.max_concurrency and self._queued == 0:
+                self._in_flight += 1
+                return True
+        return False
 
     async def acquire(self, priority: Priority = Priority.NORMAL, timeout: float | None = None) -> float:
         """Take a slot; return the seconds spent waiting. Raises QueueFullError or TimeoutError."""

@@ -142,7 +142,6 @@ class Endpoint:
             )
             session = aiohttp.ClientSession(
                 connector=connector,
-                headers=self.headers,
                 auto_decompress=True,
                 raise_for_status=False,
                 timeout=aiohttp.ClientTimeout(total=None),
@@ -218,6 +217,7 @@ class Endpoint:
         """One plain attempt: send, read the whole (bounded) body. Transport errors are typed."""
         session = self.session()
         url = self.url(request.path)
+        data = request.body if request.body_factory is None else request.body_factory()
         try:
             async with session.request(
                 request.method,
@@ -225,7 +225,7 @@ class Endpoint:
                 headers=headers,
                 params=request.params,
                 timeout=self._timeout(total, connect, None),
-                **self._body_kwargs(request),
+                data=data,
             ) as resp:
                 body = await self.read_body(resp)
                 return RawResponse(

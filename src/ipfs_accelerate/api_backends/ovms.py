@@ -167,7 +167,7 @@ class OVMSBackend(OpenAICompatibleBackend):
 
         try:
             raw = await self.endpoint.send(
-                HTTPRequest("GET", path, expect="text"), self._auth_headers(),
+                HTTPRequest("GET", path, expect="text"), {**self.endpoint.headers, **self._auth_headers()},
                 total=self.config.connect_timeout, connect=self.config.connect_timeout,
             )  # fmt: skip
         except APIError:
