@@ -492,13 +492,20 @@ def test_malformed_json_is_a_protocol_error_not_a_key_error() -> None:
     scenario(test)
 
 
-def test_html_error_page_is_quoted() -> None:
+def test_html_error_page_is_a_protocol_error_with_an_excerpt() -> None:
     async def test(fake: OpenAIFake, make: Any) -> None:
         b = make(max_retries=0)
         fake.inject(html=True, status=502)
-        with pytest.raises(ServerError) as info:
+        with pytest.raises(ProtocolError) as info:
             await b.chat(MODEL, "hi")
         assert "HTML error page" in str(info.value) and "502 Bad Gateway" in str(info.value)
+        assert info.value.status == 502 and info.value.provider == "openai"
+        fake.inject(html=True, status=503)  # a gateway's transient failure is still retried
+        assert (await b.chat(MODEL, "hi", max_retries=1)).text == "Echo: hi"
+        fake.inject(html=True, status=403)
+        with pytest.raises(ProtocolError):
+            await b.chat(MODEL, "hi", max_retries=3)
+        assert chat_calls(fake) == 4
 
     scenario(test)
 

@@ -402,7 +402,8 @@ class APIBackend:
         metrics.on_request()
         waited: float | None = None
         try:
-            self._check_circuit(ep)
+            if not ep.breaker.surely_closed:
+                self._check_circuit(ep)
             headers = self._headers(request, opts)
             if ep.limiter.try_acquire():
                 waited = 0.0
@@ -412,7 +413,7 @@ class APIBackend:
                 attempt = 0
                 last_error: APIError | None = None
                 while True:
-                    permit = self._permit(ep, last_error)
+                    permit = ep.breaker.acquire() if last_error is None else self._permit(ep, last_error)
                     attempt_start = time.monotonic()
                     try:
                         total = opts.timeout
@@ -421,7 +422,12 @@ class APIBackend:
                         raw = await ep.send(request, headers, total=total, connect=min(opts.connect_timeout, total))
                         if not 200 <= raw.status < 300:
                             raise self._status_error(raw, what)
-                        result = self._safe_parse(parse, raw, what)
+                        try:
+                            result = parse(raw)
+                        except APIError:
+                            raise
+                        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                            raise self._shape_error(exc, raw, what) from exc
                     except APIError as error:
                         ep.breaker.record(permit, counts_as_failure(error))
                         ep.metrics.on_attempt_failure(error)
@@ -468,17 +474,12 @@ class APIBackend:
         if ep.breaker.config.enabled and ep.breaker.state == CircuitState.OPEN:
             ep.breaker.release(ep.breaker.acquire())  # raises CircuitOpenError with the wait
 
-    def _safe_parse(self, parse: Callable[[RawResponse], T], raw: RawResponse, what: str) -> T:
-        try:
-            return parse(raw)
-        except APIError:
-            raise
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            # a parser missed a check: still a typed error with an excerpt, never a KeyError
-            raise ProtocolError(
-                f"{what}: unexpected response shape ({type(exc).__name__}: {exc}): {excerpt(raw.body)!r}",
-                provider=self.provider, status=raw.status, request_id=raw.request_id,
-            ) from exc  # fmt: skip
+    def _shape_error(self, exc: Exception, raw: RawResponse, what: str) -> ProtocolError:
+        # a parser missed a check: still a typed error with an excerpt, never a KeyError
+        return ProtocolError(
+            f"{what}: unexpected response shape ({type(exc).__name__}: {exc}): {excerpt(raw.body)!r}",
+            provider=self.provider, status=raw.status, request_id=raw.request_id,
+        )  # fmt: skip
 
     def _log_retry(self, what: str, error: APIError, attempt: int, delay: float) -> None:
         if logger.isEnabledFor(logging.INFO):
@@ -496,7 +497,11 @@ class APIBackend:
                 provider=self.provider, status=raw.status, request_id=raw.request_id,
             )  # fmt: skip
         try:
-            return loads_json(raw.body, self.provider, what)
+            return json.loads(raw.body)
+        except (ValueError, UnicodeDecodeError):
+            pass
+        try:
+            return loads_json(raw.body, self.provider, what)  # raises the descriptive error
         except ProtocolError as exc:
             exc.status, exc.request_id = raw.status, raw.request_id
             raise
@@ -673,8 +678,12 @@ class APIBackend:
             ) from None
 
 
+# one encoder for every call: json.dumps with non-default arguments builds a new one each time
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def _remaining(deadline_at: float | None, what: str, provider: str) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ipfs_accelerate.errors import (
     APIStatusError,
+    ProtocolError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -100,15 +101,24 @@ def error_for_status(
     what: str,
     secret: str | None = None,
     retry_after: float | None = None,
-) -> APIStatusError:
-    """Build the typed error for an HTTP error response (secret scrubbed from message and body)."""
+) -> APIStatusError | ProtocolError:
+    """Build the typed error for an HTTP error response (secret scrubbed from message and body).
+
+    A JSON (or plain) error body gives the status's class (400 -> BadRequestError...); an HTML
+    page gives a ProtocolError carrying the status."""
     if secret:
         body = body.replace(secret.encode(), b"***")
     message, decoded = extract_error_message(body, content_type)
-    cls = status_error_class(status)
     text = f"{what} failed: {message}"
     if retry_after is None:
         retry_after = parse_retry_after(headers)
+    if "html" in content_type or body.lstrip()[:1] == b"<":
+        # an HTML page is not the API talking (a proxy, a gateway, a login wall): a protocol
+        # error, which keeps its status so a transient one (502, 503...) is still retried
+        page = ProtocolError(text, provider=provider, status=status, request_id=request_id, body=decoded)
+        page.__dict__["retry_after"] = retry_after
+        return page
+    cls = status_error_class(status)
     if cls is RateLimitError:
         error: APIStatusError = RateLimitError(
             text, retry_after=retry_after, provider=provider, status=status,

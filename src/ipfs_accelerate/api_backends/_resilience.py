@@ -53,14 +53,20 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 def is_retryable(error: BaseException) -> bool:
     """Whether a failed attempt may be sent again.
 
-    Connection failures and timeouts, and HTTP 408/409/429/5xx/529 are retryable; every
-    other status (400, 401, 403, 404, 422...) and malformed responses are not. A server's
+    Connection failures and timeouts, and HTTP 408/409/429/5xx/529 are retryable (also when
+    the error came as an HTML page from a proxy); every other status (400, 401, 403, 404,
+    422...) and malformed responses are not. A server's
     ``x-should-retry`` header, when present, has the last word (OpenAI and Anthropic send it).
     """
     if isinstance(error, StreamInterruptedError):
         return False
     if isinstance(error, ConnectionError | TimeoutError):
         return True
+    if isinstance(error, ProtocolError):
+        # only an HTML error page from a proxy with a transient status (502, 503...);
+        # a malformed answer (status 2xx) is not fixed by asking again
+        status = error.status or 0
+        return status in RETRYABLE_STATUS or status >= 500
     if isinstance(error, APIStatusError):
         advice = getattr(error, "should_retry", None)
         if advice is not None:
@@ -144,12 +150,15 @@ class CircuitState:
     HALF_OPEN: str = "half_open"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BreakerPermit:
     """Proof that an attempt was let through; ``probe`` marks the single half-open trial."""
 
     probe: bool
     generation: int
+
+
+_DISABLED_PERMIT = BreakerPermit(False, -1)
 
 
 class CircuitBreaker:
@@ -180,6 +189,7 @@ class CircuitBreaker:
         self._window_failures = 0
         self._probe_out = False
         self._generation = 0  # bumps on every state change; stale permits are ignored
+        self._closed_permit = BreakerPermit(False, 0)  # shared by all attempts of one closed period
         self.times_opened = 0
 
     @property
@@ -207,11 +217,17 @@ class CircuitBreaker:
 
     def acquire(self) -> BreakerPermit:
         if not self.config.enabled:
-            return BreakerPermit(False, -1)
+            return _DISABLED_PERMIT
+        permit = self._closed_permit
+        if self._state is CircuitState.CLOSED and permit.generation == self._generation:
+            # hot path without the lock: a permit that went stale meanwhile is ignored on record
+            return permit
         with self._lock:
             self._maybe_half_open()
             if self._state == CircuitState.CLOSED:
-                return BreakerPermit(False, self._generation)
+                if self._closed_permit.generation != self._generation:
+                    self._closed_permit = BreakerPermit(False, self._generation)
+                return self._closed_permit
             if self._state == CircuitState.HALF_OPEN and not self._probe_out:
                 self._probe_out = True
                 return BreakerPermit(True, self._generation)
