@@ -15,12 +15,12 @@ from typing import Any
 
 from ipfs_accelerate.errors import (
     APIStatusError,
-    ProtocolError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    ProtocolError,
     RateLimitError,
     ServerError,
 )
