@@ -5,7 +5,9 @@ the priority queue, streams that break, malformed responses, metrics and secrets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 import traceback
 from typing import Any
@@ -152,6 +154,41 @@ def test_connection_refused_is_a_typed_connection_error() -> None:
             await b.aclose()
 
     run(body())
+
+
+def test_connect_timeout() -> None:
+    # a listening socket whose accept backlog is full: the kernel drops further SYNs, so the
+    # connection attempt hangs and only the connect timeout can end it
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+
+    async def body() -> None:
+        b = create_api_backend("openai", metadata={"api_key": KEY, "base_url": f"http://127.0.0.1:{port}/v1",
+                                                   "resilience": fast(connect_timeout=0.2, max_retries=1)})
+        try:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError) as info:
+                await b.chat(MODEL, "hi")
+            assert time.monotonic() - start < 2.0
+            assert "connect timeout" in str(info.value)
+            assert b.get_stats()["retries"] == 1  # a timeout is retryable
+        finally:
+            await b.aclose()
+
+    try:
+        run(body())
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
 
 
 def test_retry_after_ms_and_retry_after_are_honoured() -> None:

@@ -282,8 +282,19 @@ class APIBackend:
         stats["circuit_state"] = self.endpoint.breaker.state
         stats["in_flight"] = self.endpoint.limiter.in_flight
         stats["queued"] = self.endpoint.limiter.queued
-        stats["endpoints"] = [self.endpoint.stats()]
+        stats["endpoints"] = [ep.stats() for ep in self._endpoints()]
         return stats
+
+    def _endpoints(self) -> list[Endpoint]:
+        """Every endpoint this backend sends to (one here; several for multi-endpoint backends)."""
+        return [self.endpoint]
+
+    def _choose_endpoint(self, request: HTTPRequest) -> Endpoint:
+        """The endpoint a request goes to when the operation does not name one.
+
+        The single-endpoint backends always answer ``self.endpoint``; a router overrides this
+        (each Endpoint carries its own breaker, limiter and metrics to choose by)."""
+        return self.endpoint
 
     @property
     def sync(self) -> SyncFacade:
@@ -294,7 +305,8 @@ class APIBackend:
 
     async def aclose(self) -> None:
         """Close the connection pools. The backend reopens them if used again."""
-        await self.endpoint.aclose()
+        for ep in self._endpoints():
+            await ep.aclose()
 
     def close(self) -> None:
         """Close from sync code (runs on the sync facade's loop; closes other loops' sessions too)."""
@@ -395,7 +407,7 @@ class APIBackend:
         endpoint: Endpoint | None = None,
     ) -> T:
         """Send a plain request through queue, breaker and retries; ``parse`` builds the result."""
-        ep = endpoint or self.endpoint
+        ep = endpoint or self._choose_endpoint(request)
         metrics = self.metrics
         start = time.monotonic()
         deadline_at = start + opts.deadline if opts.deadline is not None else None
@@ -523,7 +535,7 @@ class APIBackend:
         the stream never ends early looking complete. The queue slot is held until the
         iterator finishes or is closed.
         """
-        ep = endpoint or self.endpoint
+        ep = endpoint or self._choose_endpoint(request)
         metrics = self.metrics
         start = time.monotonic()
         deadline_at = start + opts.deadline if opts.deadline is not None else None

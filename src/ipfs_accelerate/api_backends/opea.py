@@ -128,14 +128,6 @@ class OPEABackend(OpenAICompatibleBackend):
             endpoint=self.llm_endpoint,
         )  # fmt: skip
 
-    async def aclose(self) -> None:
-        for ep in self._endpoints():
-            await ep.aclose()
-
-    def get_stats(self) -> dict[str, Any]:
-        stats = super().get_stats()
-        stats["endpoints"] = [ep.stats() for ep in self._endpoints()]
-        return stats
 
 
 def _decode_payload(payload: str, provider: str) -> str | Mapping[str, Any]:
