@@ -678,6 +678,9 @@ def test_secrets_never_leak(caplog: pytest.LogCaptureFixture) -> None:
 
     with pytest.raises(TypeError):
         pickle.dumps(create_api_backend("openai", metadata={"api_key": secret}).metadata["api_key"])
+    from_resources = create_api_backend("openai", resources={"openai_api_key": secret}, metadata={"max_tokens": "64"})
+    assert from_resources.has_api_key and secret not in repr(from_resources.resources) + repr(from_resources)
+    assert from_resources.metadata["max_tokens"] == "64"  # not mistaken for a secret
 
 
 def test_logs_record_retries_without_payloads(caplog: pytest.LogCaptureFixture) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from fakes.ollama_fake import OllamaFake
 from fakes.openai_fake import OpenAIFake
-from fakes.vllm_fake import BASE_MODEL, VLLMFake
+from fakes.vllm_fake import VLLMFake
 from ipfs_accelerate.api_backends import (
     ChatChunk,
     create_api_backend,
@@ -246,7 +246,3 @@ def test_import_is_lazy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[] False"  # neither at import nor at construction
-
-
-def test_vllm_model_for_fidelity_constant() -> None:
-    assert BASE_MODEL.count("/") == 1

@@ -60,7 +60,7 @@ T_co = TypeVar("T_co", covariant=True)
 _CALL_OPTIONS = frozenset(
     {"priority", "timeout", "connect_timeout", "max_retries", "deadline", "extra_headers"}
 )
-_SECRET_METADATA_HINTS = ("key", "token", "secret", "password")
+_SECRET_METADATA_HINTS = ("key", "token", "secret", "password", "passwd")
 
 
 class StreamParser(Protocol[T_co]):
@@ -116,17 +116,15 @@ class APIBackend:
         resilience: ResilienceConfig | Mapping[str, Any] | None = None,
     ) -> None:
         raw_metadata = dict(metadata or {})
-        self.resources: dict[str, Any] = dict(resources or {})
+        raw_resources = dict(resources or {})
         key, key_source = resolve_setting(
-            raw_metadata, self.resources, ("api_key", *self.api_key_keys), self.api_key_env
+            raw_metadata, raw_resources, ("api_key", *self.api_key_keys), self.api_key_env
         )
         self._api_key: Secret | None = Secret(key) if key else None
         self._api_key_source = key_source
-        # keep metadata for callers, with anything key-like wrapped so it never prints
-        self.metadata: dict[str, Any] = {
-            name: (Secret(str(value)) if _looks_secret(name) and isinstance(value, str) else value)
-            for name, value in raw_metadata.items()
-        }
+        # keep the settings for callers, with anything key-like wrapped so it never prints
+        self.metadata: dict[str, Any] = _hide_secrets(raw_metadata)
+        self.resources: dict[str, Any] = _hide_secrets(raw_resources)
         self.base_url = self._resolve_base_url(raw_metadata)
         if self.requires_api_key and self._needs_key() and not self._api_key:
             looked = ", ".join(
@@ -713,7 +711,14 @@ def _remaining_s(deadline_at: float, what: str, provider: str) -> float:
 
 def _looks_secret(name: str) -> bool:
     lowered = name.lower()
-    return any(hint in lowered for hint in _SECRET_METADATA_HINTS)
+    return lowered.endswith(_SECRET_METADATA_HINTS) or "api_key" in lowered or "credential" in lowered
+
+
+def _hide_secrets(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: (Secret(value) if isinstance(value, str) and _looks_secret(str(name)) else value)
+        for name, value in settings.items()
+    }
 
 
 def ensure_text_list(inputs: str | Sequence[str], provider: str) -> list[str]:
