@@ -474,6 +474,39 @@ def test_stalled_stream_raises_within_the_read_timeout() -> None:
     scenario(test)
 
 
+def test_silence_before_the_first_chunk_is_a_retryable_timeout() -> None:
+    async def test(fake: OpenAIFake, make: Any) -> None:
+        b = make(timeout=0.2)
+        fake.inject(stall_after=0)  # headers sent, then nothing
+        chunks = [c async for c in b.stream_chat(MODEL, "x")]
+        assert chunks[-1].done and chat_calls(fake) == 2
+        fake.inject(stall_after=0, times=5)
+        with pytest.raises(TimeoutError):
+            _ = [c async for c in b.stream_chat(MODEL, "x", max_retries=1)]
+
+    scenario(test)
+
+
+def test_a_parser_bug_surfaces_as_a_protocol_error() -> None:
+    async def test(fake: OpenAIFake, make: Any) -> None:
+        from ipfs_accelerate.api_backends import _openai_compat
+
+        b = make()
+        original = _openai_compat.OpenAIChatStream._chunk
+
+        def broken(self: Any, obj: Any, out: Any) -> None:
+            raise KeyError("choices")
+
+        _openai_compat.OpenAIChatStream._chunk = broken  # type: ignore[method-assign]
+        try:
+            with pytest.raises(ProtocolError, match="unexpected stream content"):
+                _ = [c async for c in b.stream_chat(MODEL, "x")]
+        finally:
+            _openai_compat.OpenAIChatStream._chunk = original  # type: ignore[method-assign]
+
+    scenario(test)
+
+
 def test_error_event_before_first_chunk_is_retried() -> None:
     async def test(fake: OpenAIFake, make: Any) -> None:
         b = make()

@@ -573,9 +573,16 @@ class APIBackend:
                                 yield item
                         complete = True
                     except BaseException as exc:
-                        error = exc if isinstance(exc, APIError) else map_transport_error(
-                            exc, self.provider, ep.url(request.path), opts.timeout
-                        )
+                        if isinstance(exc, APIError):
+                            error: APIError | None = exc
+                        elif isinstance(exc, KeyError | IndexError | TypeError | ValueError | AttributeError):
+                            # a parser missed a check: still typed, never a bare KeyError
+                            error = ProtocolError(
+                                f"{what}: unexpected stream content ({type(exc).__name__}: {exc})",
+                                provider=self.provider,
+                            )
+                        else:
+                            error = map_transport_error(exc, self.provider, ep.url(request.path), opts.timeout)
                         if error is None:  # cancelled, or the consumer closed the iterator
                             if getattr(parser, "complete", False):
                                 # closed after the terminal event: a success, not an abandonment
@@ -645,8 +652,9 @@ class APIBackend:
         The deadline only bounds this part: it must not fire while the consumer holds a chunk.
         """
         remaining = _remaining(deadline_at, what, self.provider)
+        deadline = asyncio.timeout(remaining)
         try:
-            async with asyncio.timeout(remaining):
+            async with deadline:
                 read = opts.timeout if remaining is None else min(opts.timeout, remaining)
                 resp = await ep.open(
                     request, headers, connect=min(opts.connect_timeout, read), read=opts.timeout, total=None
@@ -680,8 +688,8 @@ class APIBackend:
                     resp.close()
                     raise
         except builtins.TimeoutError as exc:
-            if isinstance(exc, APIError):
-                raise
+            if isinstance(exc, APIError) or not deadline.expired():
+                raise  # not our deadline (e.g. aiohttp's read timeout): mapped by the caller
             raise TimeoutError(
                 f"{what}: no response chunk within the deadline of {opts.deadline:g} s",
                 provider=self.provider,
