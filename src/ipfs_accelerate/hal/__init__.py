@@ -28,6 +28,7 @@ from ipfs_accelerate.hal._registry import (
     reset_backend,
     select_backend,
     set_default_device,
+    unregister_backend,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "reset_backend",
     "select_backend",
     "set_default_device",
+    "unregister_backend",
 ]
 
 register_backend("cpu", "ipfs_accelerate.hal.cpu:CPUBackend", fallback=None)

@@ -121,6 +121,9 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     #: names from FUSABLE_OPS this backend implements natively
     fused: ClassVar[frozenset[str]] = frozenset()
+    #: True when tensors live in host memory that ``to_numpy`` returns without copying (CPU);
+    #: device backends return a fresh array from ``to_numpy`` that the caller owns
+    shares_host_memory: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ identity, memory
 
@@ -142,7 +145,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def to_numpy(self, x: Tensor) -> np.ndarray[Any, Any]:
-        """The data of ``x`` on the host. Runs any pending work first. May share memory (CPU)."""
+        """The data of ``x`` on the host. Runs any pending work first. Shares memory only when
+        ``shares_host_memory`` is True; otherwise the array is fresh and owned by the caller."""
 
     @abc.abstractmethod
     def full(self, shape: Shape, value: Scalar, dtype: DType) -> Any:
@@ -236,8 +240,9 @@ class Backend(abc.ABC):
         """Pad each axis by (before, after) >= 0; ``mode`` is "constant" (with ``value``),
         "edge" or "reflect" (numpy's meanings)."""
 
-    def setitem(self, x: Tensor, key: Any, value: Tensor | Scalar) -> None:
-        """Assign in place (numpy basic-indexing key, already validated). CPU only by default."""
+    def setitem(self, x: Tensor, key: Any, value: np.ndarray[Any, Any]) -> None:
+        """Assign ``value`` (host data already converted to ``x``'s dtype and broadcastable to the
+        selection) in place at ``key`` (a validated numpy indexing key). CPU only by default."""
         raise UnsupportedOpError(
             f"item assignment is not supported on the {self.name!r} backend; "
             "move the tensor to 'cpu' with .to('cpu'), assign, and move it back"

@@ -26,6 +26,7 @@ __all__ = [
     "reset_backend",
     "select_backend",
     "set_default_device",
+    "unregister_backend",
 ]
 
 BackendFactory = Callable[[], Backend]
@@ -55,6 +56,15 @@ def register_backend(name: str, factory: BackendFactory | str, *, fallback: str 
     """
     with _LOCK:
         _ENTRIES[name] = _Entry(name, factory, None if name == fallback else fallback)
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a registered backend (its tensors keep working; new lookups fail)."""
+    with _LOCK:
+        if _ENTRIES.pop(name, None) is None:
+            raise UnknownBackendError(f"unknown backend {name!r}")
+        if [name] == _DEFAULT_DEVICE:
+            _DEFAULT_DEVICE.clear()
 
 
 def registered_backends() -> list[str]:

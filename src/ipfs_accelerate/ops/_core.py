@@ -184,7 +184,7 @@ def _fallback(
     )
 
     def to_cpu(value: Any) -> Any:
-        if isinstance(value, Tensor):
+        if isinstance(value, Tensor):  # read-only use on the CPU: sharing host memory is fine
             return Tensor(cpu.from_numpy(value.numpy()), value.shape, value.dtype, cpu)
         if isinstance(value, list | tuple) and value and all(isinstance(v, Tensor) for v in value):
             return type(value)(to_cpu(v) for v in value)

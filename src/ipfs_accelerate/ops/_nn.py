@@ -308,7 +308,11 @@ def scaled_dot_product_attention(
         if is_causal:
             raise InvalidArgumentError(f"{op}: give either attn_mask or is_causal=True, not both")
         mask = as_tensor(attn_mask, op=op, like=q)
-        if broadcast_shapes((*batch, L, S), mask.shape, op) != (*batch, L, S):
+        try:
+            fits = broadcast_shapes((*batch, L, S), mask.shape, op) == (*batch, L, S)
+        except ShapeError:
+            fits = False
+        if not fits:
             raise ShapeError(f"{op}: attn_mask {mask.shape} does not broadcast to the scores' shape {(*batch, L, S)}")
         tensors.append(mask)
     backend = same_backend(op, tensors)

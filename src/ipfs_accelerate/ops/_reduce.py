@@ -38,10 +38,10 @@ def _reduce(op: str, x: Any, axis: Any, keepdims: bool, out_dtype: DType, correc
     axes = normalize_axes(axis, x.ndim, op)
     shape = _out_shape(x.shape, axes, keepdims)
     if not axes:  # nothing to reduce (0-d input, or axis=()): numpy returns the values as out_dtype
-        if op == "var":
+        if op == "var":  # each value is its own one-element sample: 0 / max(1 - correction, 0)
             from ipfs_accelerate.tensor._creation import full
 
-            return full(shape, 0.0, out_dtype, x.device)
+            return full(shape, 0.0 if correction < 1 else math.nan, out_dtype, x.device)
         return cast_to(x, out_dtype) if x.dtype is not out_dtype else run(x._backend, "copy", (x,), x.shape, x.dtype)
     reduced = math.prod(x.shape[a] for a in axes)
     if reduced == 0 and op in ("max", "min"):

@@ -279,7 +279,9 @@ def split(x: Any, indices_or_sections: Any = None, axis: int = 0, *, sizes: Sequ
 
 
 def _slice(x: Tensor, starts: Shape, steps: Shape, sizes: Shape) -> Tensor:
-    if sizes == x.shape:
+    # a full-size selection is the identity only when it also starts at 0 and steps by 1
+    # (x[:, ::-1] has the full size but reverses the axis)
+    if sizes == x.shape and not any(starts) and all(step == 1 for step in steps):
         return x
     return run(x._backend, "slice", (x, starts, steps, sizes), sizes, x.dtype)
 
@@ -508,10 +510,8 @@ def to_device(x: Any, device: str) -> Tensor:
     if target is x._backend:
         return x
     host = x._backend.to_numpy(x)
-    if x.device == "cpu" and target.name != "cpu":
-        host = np.ascontiguousarray(host)
-    elif target.name == "cpu":
-        host = np.array(host, copy=True) if x.device == "cpu" else host
+    # the copy must not alias the source: copy host memory that the source still owns
+    host = np.array(host, copy=True, order="C") if x._backend.shares_host_memory else np.ascontiguousarray(host)
     return Tensor(target.from_numpy(host), x.shape, x.dtype, target)
 
 

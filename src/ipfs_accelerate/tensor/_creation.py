@@ -152,8 +152,13 @@ def _host_array(data: Any, dtype: DType | None, context: str) -> np.ndarray[Any,
         borrowed = False
         try:
             array = np.array(data)
-        except (ValueError, OverflowError, TypeError) as exc:
-            raise InvalidArgumentError(f"{context}: cannot make a tensor from {type(data).__name__}: {exc}") from None
+        except (ValueError, TypeError):
+            raise InvalidArgumentError(
+                f"{context}: cannot make a tensor from this {type(data).__name__}: nested sequences must be "
+                "rectangular (not ragged) and hold numbers"
+            ) from None
+        except OverflowError:
+            raise TensorOverflowError(f"{context}: a value in the data does not fit any supported dtype") from None
         if array.dtype == object:
             raise InvalidArgumentError(
                 f"{context}: data is ragged, too large for int64, or holds non-numeric values; "

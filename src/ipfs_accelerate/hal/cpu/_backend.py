@@ -7,7 +7,7 @@ import contextlib
 import os
 import platform
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -20,9 +20,7 @@ from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape
 from ipfs_accelerate.hal.cpu import _math
 from ipfs_accelerate.tensor._creation import checked_cast
 from ipfs_accelerate.tensor._dtype import DTYPES, DType
-
-if TYPE_CHECKING:
-    from ipfs_accelerate.tensor._tensor import Tensor
+from ipfs_accelerate.tensor._tensor import Tensor
 
 Array = np.ndarray[Any, Any]
 
@@ -91,6 +89,9 @@ _BINARY: dict[str, Any] = {
 }
 
 _CHECKED_INT_OPS = frozenset({"add", "sub", "mul", "pow"})
+#: kernels of several numpy passes: float16 runs them in float32 (as numpy's own float16
+#: ufuncs do internally) so that intermediate rounding does not pile up
+_WIDEN_HALF = frozenset({"erf", "gelu", "gelu_tanh", "sigmoid", "silu", "rsqrt"})
 
 
 class CPUBackend(Backend):
@@ -99,6 +100,7 @@ class CPUBackend(Backend):
 
     name: ClassVar[str] = "cpu"
     fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+    shares_host_memory: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._dtypes = frozenset(DTYPES)
@@ -111,7 +113,7 @@ class CPUBackend(Backend):
             memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         blas = _blas_name()
         return BackendInfo(
-            name="cpu",
+            name=self.name,
             available=True,
             device_name=_cpu_model(),
             vendor=platform.machine(),
@@ -156,17 +158,26 @@ class CPUBackend(Backend):
         data = x._data
         if op in ("neg", "abs") and data.dtype.kind in "iu":
             _math.checked_unary(op, data)
-        result = _UNARY[op](data)
+        if data.ndim == 0:  # numpy ufuncs turn 0-d arrays into scalars; kernels work in place
+            data = data.reshape(1)
+        if data.dtype == np.float16 and op in _WIDEN_HALF:
+            result = _UNARY[op](data.astype(np.float32)).astype(np.float16)
+        else:
+            result = _UNARY[op](data)
+        if x.ndim == 0:
+            return np.asarray(result).reshape(())
         return result if isinstance(result, np.ndarray) else np.asarray(result)
 
     def binary(self, op: str, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Array:
-        x = a._data if not isinstance(a, bool | int | float) else a
-        y = b._data if not isinstance(b, bool | int | float) else b
-        dtype = (x if isinstance(x, np.ndarray) else y).dtype
-        if dtype.kind in "iu":
+        if a.__class__ is Tensor:
+            x, integer = a._data, a.dtype.is_integer  # type: ignore[union-attr]
+            y = b._data if b.__class__ is Tensor else b  # type: ignore[union-attr]
+        else:
+            x, y, integer = a, b._data, b.dtype.is_integer  # type: ignore[union-attr]
+        if integer:
             return self._integer_binary(op, x, y)
         result = _BINARY[op](x, y)
-        return result if isinstance(result, np.ndarray) else np.asarray(result)
+        return result if result.__class__ is np.ndarray else np.asarray(result)
 
     def _integer_binary(self, op: str, x: Any, y: Any) -> Array:
         if op in ("floor_divide", "remainder") and np.any(np.asarray(y) == 0):
@@ -191,11 +202,11 @@ class CPUBackend(Backend):
 
     def clamp(self, x: Tensor, low: Scalar | None, high: Scalar | None) -> Array:
         data = x._data
-        if low is not None and high is not None:
-            return np.minimum(np.maximum(data, data.dtype.type(low)), data.dtype.type(high))
         if low is not None:
-            return np.maximum(data, data.dtype.type(low))
-        return np.minimum(data, data.dtype.type(high))
+            data = np.maximum(data, data.dtype.type(low))
+        if high is not None:
+            data = np.minimum(data, data.dtype.type(high))
+        return np.asarray(data)
 
     # ------------------------------------------------------------------ reductions
 
@@ -213,12 +224,12 @@ class CPUBackend(Backend):
         if op == "sum":
             result = np.sum(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
             if out_dtype.is_integer:
-                self._check_int_reduction("sum", np.sum(data, axis=axis, dtype=np.float64, keepdims=keepdims))
+                self._check_int_reduction("sum", np.asarray(np.sum(data, axis=axis, dtype=np.float64, keepdims=keepdims)))
         elif op == "prod":
             result = np.prod(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
             if out_dtype.is_integer:
                 with np.errstate(over="ignore"):
-                    self._check_int_reduction("prod", np.prod(data, axis=axis, dtype=np.float64, keepdims=keepdims))
+                    self._check_int_reduction("prod", np.asarray(np.prod(data, axis=axis, dtype=np.float64, keepdims=keepdims)))
         elif op == "max":
             result = np.max(data, axis=axis, keepdims=keepdims)
         elif op == "min":
@@ -270,7 +281,7 @@ class CPUBackend(Backend):
 
     def gather(self, x: Tensor, indices: Tensor, axis: int) -> Array:
         try:
-            return np.take(x._data, indices._data, axis=axis)
+            return np.asarray(np.take(x._data, indices._data, axis=axis))
         except IndexError:
             n = x.shape[axis]
             idx = indices._data
@@ -282,9 +293,9 @@ class CPUBackend(Backend):
     def pad(self, x: Tensor, pads: tuple[tuple[int, int], ...], mode: str, value: Scalar) -> Array:
         if mode == "constant":
             return np.pad(x._data, pads, mode="constant", constant_values=value)
-        return np.pad(x._data, pads, mode=mode)
+        return np.pad(x._data, pads, mode=mode)  # type: ignore[call-overload]
 
-    def setitem(self, x: Tensor, key: Any, value: Tensor | Scalar) -> None:
+    def setitem(self, x: Tensor, key: Any, value: Array) -> None:
         data = x._data
         if not data.flags.writeable:
             raise InvalidArgumentError(

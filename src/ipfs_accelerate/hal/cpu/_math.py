@@ -89,6 +89,7 @@ def gelu(x: Array) -> Array:
 def gelu_tanh(x: Array) -> Array:
     """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     t = x * x
+    t *= x
     t *= x.dtype.type(0.044715)
     t += x
     t *= x.dtype.type(math.sqrt(2.0 / math.pi))

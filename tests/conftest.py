@@ -1,0 +1,61 @@
+"""Shared fixtures: the hypothesis profile and the backend parametrisation.
+
+Every op test takes the ``device`` fixture and runs once per registered backend. A backend
+that cannot start here is skipped with its reason, unless it is implemented and
+IPFS_ACCELERATE_REQUIRE_<NAME>=1 says it must run (CI sets it for WebGPU on lavapipe), in
+which case the tests fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile(
+    "explore",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+BACKEND_NAMES = ("cpu", "webgpu", "webnn")
+
+
+def start_backend(name: str):  # type: ignore[no-untyped-def]
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.errors import BackendUnavailableError
+
+    try:
+        return hal.get_backend(name, fallback=False)
+    except BackendUnavailableError as exc:
+        implemented = importlib.util.find_spec(f"ipfs_accelerate.hal.{name}") is not None
+        if implemented and os.environ.get(f"IPFS_ACCELERATE_REQUIRE_{name.upper()}") == "1":
+            pytest.fail(f"backend {name!r} is required here but cannot start: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(params=BACKEND_NAMES, scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The name of a backend that runs on this machine (one test instance per backend)."""
+    backend = start_backend(request.param)
+    return str(backend.name)
+
+
+@pytest.fixture(scope="session")
+def backend(device: str):  # type: ignore[no-untyped-def]
+    from ipfs_accelerate import hal
+
+    return hal.get_backend(device, fallback=False)

@@ -1,0 +1,75 @@
+"""Packaging promises: cheap import, lazy heavy dependencies, typed package, two commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import ipfs_accelerate
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("wgpu", "onnx", "onnxruntime", "torch", "aiohttp", "tokenizers", "safetensors", "transformers", "scipy")
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def test_import_is_cheap_and_loads_nothing_heavy() -> None:
+    out = _run(
+        "import sys, time\n"
+        "t = time.perf_counter()\n"
+        "import ipfs_accelerate\n"
+        "elapsed = time.perf_counter() - t\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(elapsed, heavy)\n"
+    )
+    elapsed, heavy = out.split(" ", 1)
+    assert heavy.strip() == "[]"
+    # the issue's budget is 0.3 s; a subprocess on a loaded CI machine gets some slack for
+    # noise, but an eager import of a heavy dependency costs whole seconds and fails here
+    assert float(elapsed) < 0.3
+
+
+def test_tensor_math_loads_nothing_heavy() -> None:
+    out = _run(
+        "import sys\n"
+        "import ipfs_accelerate as ia\n"
+        "x = ia.tensor([[1.0, 2.0], [3.0, 4.0]])\n"
+        "y = ia.ops.gelu(x @ x.T).softmax(-1)\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    assert out.strip() == "[]"
+
+
+def test_lazy_attributes_and_typing_marker() -> None:
+    assert callable(ipfs_accelerate.tensor)
+    assert ipfs_accelerate.Tensor.__name__ == "Tensor"
+    assert ipfs_accelerate.float32.name == "float32"
+    assert (Path(ipfs_accelerate.__file__).parent / "py.typed").exists()
+    assert "select_backend" in dir(ipfs_accelerate)
+    try:
+        ipfs_accelerate.no_such_thing
+    except AttributeError as exc:
+        assert "no_such_thing" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("unknown attribute did not raise")
+
+
+def test_tensor_module_and_function_are_one_name() -> None:
+    out = _run(
+        "import ipfs_accelerate.tensor as m\n"
+        "import ipfs_accelerate as ia\n"
+        "from ipfs_accelerate.tensor import Tensor\n"
+        "print(type(ia.tensor([1.0])).__name__, m is ia.tensor)\n"
+    )
+    assert out.split() == ["Tensor", "True"]
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_make_test() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\ndemo:" in makefile and "\ntest:" in makefile
