@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fakes._server import FakeServer
+from ..fakes._server import FakeServer
 
 T = TypeVar("T")
 

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from fakes.anthropic_fake import AnthropicFake
-from fakes.gemini_fake import GeminiFake
 from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.api_backends._base import APIBackend
 from ipfs_accelerate.errors import (
@@ -22,6 +20,8 @@ from ipfs_accelerate.errors import (
     UnsupportedOpError,
 )
 
+from ..fakes.anthropic_fake import AnthropicFake
+from ..fakes.gemini_fake import GeminiFake
 from .conftest import fast, run
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,15 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fakes._server import FakeServer
-from fakes.ollama_fake import OllamaFake
-from fakes.opea_fake import OPEAFake
-from fakes.ovms_fake import OVMSFake
-from fakes.sample_fake import SampleFake
-from fakes.tei_fake import MODEL_ID as TEI_MODEL
-from fakes.tei_fake import TEIFake
-from fakes.tgi_fake import MODEL_ID as TGI_MODEL
-from fakes.tgi_fake import TGIFake
 from ipfs_accelerate.api_backends import PullProgress, create_api_backend
 from ipfs_accelerate.errors import (
     AuthenticationError,
@@ -31,6 +22,15 @@ from ipfs_accelerate.errors import (
     UnsupportedOpError,
 )
 
+from ..fakes._server import FakeServer
+from ..fakes.ollama_fake import OllamaFake
+from ..fakes.opea_fake import OPEAFake
+from ..fakes.ovms_fake import OVMSFake
+from ..fakes.sample_fake import SampleFake
+from ..fakes.tei_fake import MODEL_ID as TEI_MODEL
+from ..fakes.tei_fake import TEIFake
+from ..fakes.tgi_fake import MODEL_ID as TGI_MODEL
+from ..fakes.tgi_fake import TGIFake
 from .conftest import fast, run
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from fakes.groq_fake import GroqFake
-from fakes.mlc_fake import MODEL as MLC_MODEL
-from fakes.mlc_fake import MLCFake
-from fakes.ollama_fake import OllamaFake
-from fakes.openai_fake import OpenAIFake
-from fakes.ovms_fake import EMBEDDER, LLM, OVMSFake
-from fakes.tgi_fake import TGIFake
-from fakes.vllm_fake import BASE_MODEL, VLLMFake
 from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.api_backends._base import APIBackend
 from ipfs_accelerate.errors import BadRequestError, NotFoundError, ServerError, UnsupportedOpError
 
+from ..fakes.groq_fake import GroqFake
+from ..fakes.mlc_fake import MODEL as MLC_MODEL
+from ..fakes.mlc_fake import MLCFake
+from ..fakes.ollama_fake import OllamaFake
+from ..fakes.openai_fake import OpenAIFake
+from ..fakes.ovms_fake import EMBEDDER, LLM, OVMSFake
+from ..fakes.tgi_fake import TGIFake
+from ..fakes.vllm_fake import BASE_MODEL, VLLMFake
 from .conftest import fast, run
 
 pytestmark = pytest.mark.timeout(60)

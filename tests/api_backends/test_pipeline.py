@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from fakes.openai_fake import OpenAIFake
 from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.api_backends._base import APIBackend
 from ipfs_accelerate.errors import (
@@ -35,6 +34,7 @@ from ipfs_accelerate.errors import (
     TimeoutError,
 )
 
+from ..fakes.openai_fake import OpenAIFake
 from .conftest import fast, run
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,14 +10,14 @@ import anthropic
 import openai
 import pytest
 
-from fakes.anthropic_fake import AnthropicFake
-from fakes.groq_fake import GroqFake
-from fakes.ollama_fake import OllamaFake
-from fakes.openai_fake import OpenAIFake
-from fakes.vllm_fake import BASE_MODEL, VLLMFake
 from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.errors import APIStatusError, StreamInterruptedError
 
+from ..fakes.anthropic_fake import AnthropicFake
+from ..fakes.groq_fake import GroqFake
+from ..fakes.ollama_fake import OllamaFake
+from ..fakes.openai_fake import OpenAIFake
+from ..fakes.vllm_fake import BASE_MODEL, VLLMFake
 from .conftest import fast, run
 
 pytestmark = pytest.mark.timeout(60)

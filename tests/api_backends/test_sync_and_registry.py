@@ -12,9 +12,6 @@ from typing import Any
 
 import pytest
 
-from fakes.ollama_fake import OllamaFake
-from fakes.openai_fake import OpenAIFake
-from fakes.vllm_fake import VLLMFake
 from ipfs_accelerate.api_backends import (
     ChatChunk,
     create_api_backend,
@@ -30,6 +27,9 @@ from ipfs_accelerate.errors import (
     UnknownBackendError,
 )
 
+from ..fakes.ollama_fake import OllamaFake
+from ..fakes.openai_fake import OpenAIFake
+from ..fakes.vllm_fake import VLLMFake
 from .conftest import fast, run, server_thread
 
 pytestmark = pytest.mark.timeout(60)
