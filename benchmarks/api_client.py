@@ -293,8 +293,8 @@ async def throughput(call: Callable[[], Awaitable[str]], total: int, concurrency
 
 
 async def run_all(clients: list[Client], base: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Many short rounds interleave the clients (a, b, c, a, b, c...) so that a load change
-    on the machine hits every client alike; throughput is the median over rounds, and the
+    """Many short rounds interleave the clients (a, b, c, then b, c, a...) so that a load
+    change on the machine hits every client alike; throughput is the median over rounds, and the
     client's CPU time per request (process time, unaffected by waiting) is reported too."""
     for client in clients:
         await client.setup(base)
@@ -307,12 +307,15 @@ async def run_all(clients: list[Client], base: str, args: argparse.Namespace) ->
             await throughput(client.chat, min(300, args.requests), args.concurrency)
             for _ in range(20):
                 await client.ttfc()
-        for _ in range(args.rounds):
-            for client in clients:
+        for round_index in range(args.rounds):
+            # rotate the order each round: no client always follows the same neighbour
+            shift = round_index % len(clients)
+            order = clients[shift:] + clients[:shift]
+            for client in order:
                 started = time.process_time()
                 rates[client.name].append(await throughput(client.chat, per_round, args.concurrency))
                 cpu[client.name] += time.process_time() - started
-            for client in clients:
+            for client in order:
                 ttfcs[client.name] += [await client.ttfc() for _ in range(max(1, args.streams // args.rounds))]
     finally:
         for client in clients:
