@@ -279,7 +279,9 @@ def split(x: Any, indices_or_sections: Any = None, axis: int = 0, *, sizes: Sequ
 
 
 def _slice(x: Tensor, starts: Shape, steps: Shape, sizes: Shape) -> Tensor:
-    if sizes == x.shape:
+    # a full-size selection is the identity only when it also starts at 0 and steps by 1
+    # (x[:, ::-1] has the full size but reverses the axis)
+    if sizes == x.shape and not any(starts) and all(step == 1 for step in steps):
         return x
     return run(x._backend, "slice", (x, starts, steps, sizes), sizes, x.dtype)
 
