@@ -1,0 +1,1085 @@
+"""The WebGPU backend: the op set as WGSL compute kernels through wgpu-py.
+
+Work is lazy: each op records one (or a few) dispatches into the open batch and returns a
+handle to a pooled device buffer; nothing runs until data leaves the device (``to_numpy``,
+printing, ``item()``, comparisons in Python) or the batch grows large, and then the whole batch
+is one command encoder and one submit. Handles are contiguous row-major buffers: ``reshape``
+is free, and ``permute``/``broadcast_to``/``slice`` are strided-copy kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import struct
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ipfs_accelerate.errors import TensorOverflowError, UnsupportedOpError
+from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape
+from ipfs_accelerate.hal.webgpu._device import Device
+from ipfs_accelerate.hal.webgpu._kernels import _conv, _layout, _matmul, _reduce
+from ipfs_accelerate.hal.webgpu._kernels import _elementwise as ew
+from ipfs_accelerate.hal.webgpu._kernels._wgsl import (
+    BOOL,
+    F32,
+    F64,
+    MAX_RANK,
+    WORKGROUP,
+    WTYPES,
+    WType,
+    encode_scalar,
+)
+from ipfs_accelerate.hal.webgpu._memory import BufferPool, DeviceBuffer, GPUArray
+from ipfs_accelerate.hal.webgpu._pipelines import Kernel, PipelineCache
+from ipfs_accelerate.hal.webgpu._profiling import Profiler, ProfileReport
+from ipfs_accelerate.hal.webgpu._recorder import ErrorBuilder, Recorder
+from ipfs_accelerate.tensor._dtype import DType, as_dtype
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.tensor._tensor import Tensor
+
+KernelEntry = tuple[Kernel, ErrorBuilder, WType]
+
+
+class _Plan:
+    """How a map kernel indexes its operands for one (output shape, operand strides)."""
+
+    __slots__ = ("modes", "rank", "shape", "strides")
+
+    def __init__(self, modes: tuple[str, ...], rank: int, shape: list[int], strides: list[list[int] | None]) -> None:
+        self.modes = modes
+        self.rank = rank
+        self.shape = shape
+        self.strides = strides
+
+
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def broadcast_strides(shape: Shape, out_shape: Shape) -> tuple[int, ...]:
+    """Element strides reading ``shape`` (contiguous) broadcast to ``out_shape``."""
+    lead = len(out_shape) - len(shape)
+    own = contiguous_strides(shape)
+    return (0,) * lead + tuple(0 if size == 1 else s for size, s in zip(shape, own, strict=True))
+
+
+def _collapse(shape: Shape, strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
+    """Merge adjacent axes that are contiguous for every operand and drop size-1 axes."""
+    dims: list[tuple[int, list[int]]] = []
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        st = [s[d] for s in strides]
+        if dims:
+            prev_size, prev = dims[-1]
+            if all(p == c * size for p, c in zip(prev, st, strict=True)):
+                dims[-1] = (prev_size * size, st)
+                continue
+        dims.append((size, st))
+    return dims
+
+
+def _f32_bits(value: float) -> int:
+    return int(struct.unpack("<I", struct.pack("<f", value))[0])
+
+
+class WebGPUBackend(Backend):
+    """WGSL compute kernels on a WebGPU adapter (Vulkan, Metal or D3D12 through wgpu-py).
+
+    ``power_preference`` picks the adapter ("high-performance" or "low-power");
+    ``disabled_features`` hides adapter features (to try the dtype errors of a smaller
+    adapter); ``tuning_cache`` is the file recording the per-adapter kernel choices
+    (default ``~/.cache/ipfs_accelerate/webgpu_tuning.json`` or $IPFS_ACCELERATE_CACHE_DIR).
+    """
+
+    name: ClassVar[str] = "webgpu"
+    fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+    shares_host_memory: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        power_preference: str | None = None,
+        *,
+        disabled_features: Sequence[str] = (),
+        tuning_cache: str | None = None,
+    ) -> None:
+        self._dev = Device(power_preference, disabled_features)
+        dev = self._dev
+        wgpu = dev.wgpu
+        self._pipelines = PipelineCache(dev.device, wgpu)
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        recorder_ref: list[Recorder] = []
+        self._pool = BufferPool(
+            dev.device,
+            usage,
+            max_cached_bytes=min(1 << 30, max(dev.max_buffer, 1 << 28)),
+            on_destroy=lambda buf: recorder_ref[0].bind_groups.forget(buf) if recorder_ref else None,
+            max_buffer_bytes=min(dev.max_buffer, dev.max_binding),
+        )
+        self._recorder = Recorder(dev, self._pool)
+        recorder_ref.append(self._recorder)
+        self._kernels: dict[tuple[Any, ...], KernelEntry] = {}
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._wtypes: dict[str, WType] = {name: WTYPES[name] for name in dev.dtypes}
+        self._dtypes = frozenset(as_dtype(name) for name in dev.dtypes)
+        self._scalars: dict[tuple[Any, ...], tuple[int, int, int, int]] = {}
+        self._max_groups = dev.max_groups
+        self._tuning_cache = tuning_cache
+        self._tuner: Any = None
+        #: handle -> (record index marker) of the last matmul whose epilogue may absorb an activation
+        self._fusable: weakref.ref[GPUArray] | None = None
+        self._fusable_info: tuple[Any, ...] | None = None
+
+    # ------------------------------------------------------------------ identity
+
+    def info(self) -> BackendInfo:
+        dev = self._dev
+        from ipfs_accelerate.hal.webgpu._device import REPORTED_LIMITS
+
+        return BackendInfo(
+            name=self.name,
+            available=dev.lost_reason is None,
+            device_name=dev.device_name,
+            vendor=dev.vendor,
+            adapter_type=dev.adapter_type,
+            api=dev.api,
+            memory_bytes=None,
+            max_buffer_bytes=min(dev.max_buffer, dev.max_binding),
+            dtypes=tuple(dev.dtypes),
+            features=tuple(sorted(dev.features)),
+            limits={k: dev.limits[k] for k in REPORTED_LIMITS if k in dev.limits},
+            details={
+                "description": dev.description,
+                "adapter": dict(dev.adapter_info),
+                "matmul_kernel": self._matmul_choice_name(),
+            },
+            reason=dev.lost_reason,
+        )
+
+    @property
+    def supported_dtypes(self) -> frozenset[DType]:
+        return self._dtypes
+
+    @property
+    def device(self) -> Device:
+        """The adapter and device (limits, features, loss state)."""
+        return self._dev
+
+    def stats(self) -> dict[str, int]:
+        """Instrumentation counters: submits, readbacks, dispatches, pipelines compiled, bind
+        groups created, buffers created, bytes allocated/in use/cached."""
+        rec, pool = self._recorder, self._pool
+        return {
+            "submits": rec.submits,
+            "readbacks": rec.readbacks,
+            "dispatches": rec.dispatches + rec.pending,
+            "pending": rec.pending,
+            "pipelines": len(self._pipelines),
+            "pipeline_compiles": self._pipelines.compiles,
+            "bind_groups": len(rec.bind_groups),
+            "bind_group_creations": rec.bind_groups.creations,
+            "buffers_created": pool.created,
+            "allocated_bytes": pool.allocated_bytes,
+            "in_use_bytes": pool.in_use_bytes,
+            "cached_bytes": pool.cached_bytes,
+        }
+
+    def memory_in_use(self) -> int | None:
+        return self._pool.in_use_bytes
+
+    def synchronize(self) -> None:
+        """Submit the open batch and wait for the device (raises pending kernel errors)."""
+        self._recorder.read(None, 0)
+
+    def trim(self) -> int:
+        """Give cached free buffers back to the driver; returns the bytes freed."""
+        with self._recorder.lock:
+            self._recorder.submit()
+            return self._pool.trim()
+
+    @contextlib.contextmanager
+    def profile(self) -> Iterator[ProfileReport]:
+        """Time every kernel on the GPU (timestamp queries) inside the ``with`` block::
+
+            with backend.profile() as report:
+                model(x).numpy()
+            print(report.table())
+        """
+        rec = self._recorder
+        rec.submit()
+        profiler = Profiler(self._dev)
+        rec.profiler = profiler
+        try:
+            yield profiler.report
+            rec.submit()
+        finally:
+            rec.profiler = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _wt(self, dtype: DType, op: str) -> WType:
+        found = self._wtypes.get(dtype.name)
+        if found is None:
+            return self._dev.wtype(dtype.name, op)
+        return found
+
+    def _alloc(self, count: int, wtype: WType, op: str) -> GPUArray:
+        dev = self._dev
+        if dev.lost_reason is not None:
+            dev.check_alive()
+        nbytes = count * wtype.itemsize
+        if nbytes > dev.max_binding:
+            dev.check_binding(nbytes, op)
+        return GPUArray(self._pool.acquire(nbytes), nbytes, self._pool)
+
+    def _kernel(self, key: tuple[Any, ...], make: Callable[[], tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]]) -> KernelEntry:
+        entry = self._kernels.get(key)
+        if entry is None:
+            name, source, layout_key, errors, out = make()
+            try:
+                kernel = self._pipelines.get(name, source, layout_key)
+            except Exception as exc:
+                if self._dev.lost_reason is not None or "lost" in str(exc).lower():
+                    raise self._dev.mark_lost(str(exc)) from exc
+                raise UnsupportedOpError(f"webgpu: kernel {name!r} failed to compile on {self._dev.label}: {exc}") from exc
+            entry = (kernel, errors, out)
+            self._kernels[key] = entry
+        return entry
+
+    def _groups(self, count: int, per_group: int = WORKGROUP) -> tuple[int, int, int]:
+        groups = -(-count // per_group)
+        if groups <= self._max_groups:
+            return (groups, 1, 1)
+        width = self._max_groups
+        return (width, -(-groups // width), 1)
+
+    def _scalar_words(self, value: Scalar, wtype: WType) -> tuple[int, int, int, int]:
+        key = (type(value), value, wtype.name)
+        words = self._scalars.get(key)
+        if words is None:
+            if wtype.compute == "f32":
+                fmt = "<e" if wtype.storage == "f16" else "<f"
+                rounded = struct.unpack(fmt, struct.pack(fmt, float(value)))[0]
+                words = (_f32_bits(rounded), 0, 0, 0)
+            else:
+                words = encode_scalar(value, wtype)
+            if len(self._scalars) < 4096:
+                self._scalars[key] = words
+        return words
+
+    def _record(
+        self,
+        entry: KernelEntry,
+        buffers: tuple[DeviceBuffer, ...],
+        out: GPUArray,
+        words: list[int],
+        groups: tuple[int, int, int],
+    ) -> None:
+        kernel, errors, _ = entry
+        rec = self._recorder
+        with rec.lock:
+            if errors:
+                slot = rec.error_slot(errors)
+                words[3] = slot
+                rec.poison_target(slot, out)
+                buffers = (*buffers, rec.errors)
+            rec.dispatch(kernel, buffers, words, groups)
+
+    def _plan(self, out_shape: Shape, strides: tuple[tuple[int, ...] | None, ...]) -> _Plan:
+        key = (out_shape, strides)
+        plan = self._plans.get(key)
+        if plan is None:
+            tensor_strides = [s for s in strides if s is not None]
+            dims = _collapse(out_shape, tensor_strides)
+            if len(dims) > MAX_RANK:
+                raise UnsupportedOpError(
+                    f"webgpu: an element-wise op over {len(dims)} non-mergeable axes exceeds the kernels' "
+                    f"{MAX_RANK}; reshape the operands or use device 'cpu'"
+                )
+            shape = [size for size, _ in dims]
+            own = contiguous_strides(shape)
+            modes: list[str] = []
+            per_operand: list[list[int] | None] = []
+            t = 0
+            for s in strides:
+                if s is None:
+                    modes.append("k")
+                    per_operand.append(None)
+                    continue
+                st = [d[1][t] for d in dims]
+                t += 1
+                if tuple(st) == own:
+                    modes.append("c")
+                    per_operand.append(None)
+                else:
+                    modes.append("s")
+                    per_operand.append(st)
+            plan = _Plan(tuple(modes), len(dims), shape, per_operand)
+            if len(self._plans) < 8192:
+                self._plans[key] = plan
+        return plan
+
+    def _map(
+        self,
+        key: tuple[Any, ...],
+        name: str,
+        body: Callable[[], ew.Body],
+        wtypes: Sequence[WType],
+        operands: Sequence[Tensor | Scalar],
+        out_shape: Shape,
+        op: str,
+        *,
+        strides: tuple[tuple[int, ...] | None, ...] | None = None,
+        offsets: Sequence[int] = (0, 0, 0),
+        out: GPUArray | None = None,
+        out_strides: tuple[int, ...] | None = None,
+        out_offset: int = 0,
+    ) -> GPUArray:
+        """Record a map kernel over ``operands`` (tensors broadcast to ``out_shape`` unless
+        ``strides`` says how each is read; Python scalars go in the parameter block)."""
+        n = math.prod(out_shape)
+        plan: _Plan | None = None
+        if strides is None and out_strides is None:
+            simple = True
+            for o in operands:
+                if not isinstance(o, bool | int | float) and o.shape != out_shape:
+                    simple = False
+                    break
+            if simple:
+                modes = tuple("k" if isinstance(o, bool | int | float) else "c" for o in operands)
+            else:
+                strides = tuple(
+                    None if isinstance(o, bool | int | float) else broadcast_strides(o.shape, out_shape) for o in operands
+                )
+        if strides is not None or out_strides is not None:
+            if strides is None:
+                strides = tuple(
+                    None if isinstance(o, bool | int | float) else contiguous_strides(o.shape) for o in operands
+                )
+            all_strides = strides if out_strides is None else (*strides, out_strides)
+            plan = self._plan(out_shape, all_strides)
+            modes = plan.modes[: len(operands)]
+            if out_strides is not None and plan.modes[-1] == "c" and not any(m == "s" for m in modes):
+                out_strides = None  # the output block is contiguous after all
+        out_strided = out_strides is not None
+        full_key = (key, modes, out_strided)
+        entry = self._kernels.get(full_key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                b = body()
+                source, layout = ew.map_source(name, list(zip(wtypes, modes, strict=True)), b, out_strided=out_strided)
+                return f"{name}.{''.join(modes)}{'o' if out_strided else ''}", source, layout, b.errors, b.out
+
+            entry = self._kernel(full_key, make)
+        if out is None:
+            out = self._alloc(n, entry[2], op)
+        if n == 0:
+            return out
+        words = [n, 0, 0, 0]
+        buffers: list[DeviceBuffer] = []
+        for k, o in enumerate(operands):
+            if modes[k] == "k":
+                words.extend(self._scalar_words(o, wtypes[k]))  # type: ignore[arg-type]
+            else:
+                words.extend((0, 0, 0, 0))
+                buffers.append(o._data.buf)  # type: ignore[union-attr]
+        while len(words) < 16:
+            words.extend((0, 0, 0, 0))
+        words.extend(off & 0xFFFFFFFF for off in offsets)
+        words.append(out_offset & 0xFFFFFFFF)
+        if plan is not None and (plan.rank and ("s" in modes or out_strided)):
+            words[1] = plan.rank
+            words.extend(plan.shape)
+            words.extend([0] * (MAX_RANK - plan.rank))
+            for k in range(3):
+                st = plan.strides[k] if k < len(plan.strides) and k < len(operands) else None
+                if st is None:
+                    words.extend([0] * MAX_RANK)
+                else:
+                    words.extend(s & 0xFFFFFFFF for s in st)
+                    words.extend([0] * (MAX_RANK - len(st)))
+            if out_strided:
+                st = plan.strides[-1] or list(contiguous_strides(plan.shape))
+                words.extend(s & 0xFFFFFFFF for s in st)
+                words.extend([0] * (MAX_RANK - len(st)))
+        buffers.append(out.buf)
+        self._record(entry, tuple(buffers), out, words, self._groups(n))
+        return out
+
+    # ------------------------------------------------------------------ host transfers
+
+    def from_numpy(self, array: np.ndarray[Any, Any]) -> GPUArray:
+        from ipfs_accelerate.tensor._dtype import from_numpy_dtype
+
+        dtype = from_numpy_dtype(array.dtype, context="webgpu: from_numpy")
+        wtype = self._wt(dtype, "from_numpy")
+        host = np.ascontiguousarray(array, dtype=wtype.device_numpy)
+        nbytes = host.nbytes
+        dev = self._dev
+        dev.check_alive()
+        dev.check_binding(nbytes, "from_numpy")
+        handle = GPUArray(self._pool.acquire(nbytes, upload=True), nbytes, self._pool)
+        if nbytes:
+            data = host.reshape(-1).view(np.uint8)
+            if nbytes % 4:
+                data = np.concatenate([data, np.zeros(4 - nbytes % 4, dtype=np.uint8)])
+            try:
+                dev.queue.write_buffer(handle.buf.buffer, 0, data)
+            except Exception as exc:
+                raise dev.mark_lost(f"{type(exc).__name__}: {exc}") from exc
+        return handle
+
+    def to_numpy(self, x: Tensor) -> np.ndarray[Any, Any]:
+        handle: GPUArray = x._data
+        if handle.error is not None:
+            raise handle.error
+        wtype = self._wt(x.dtype, "to_numpy")
+        count = x.size
+        if count == 0:
+            return np.empty(x.shape, dtype=x.dtype.numpy)
+        raw = self._recorder.read(handle.buf, count * wtype.itemsize)
+        if handle.error is not None:  # pragma: no cover - read() raises the error first
+            raise handle.error
+        array = np.frombuffer(raw, dtype=wtype.device_numpy, count=count)
+        if wtype.device_numpy != x.dtype.numpy:
+            array = array.astype(x.dtype.numpy)
+        return array.reshape(x.shape)
+
+    # ------------------------------------------------------------------ creation, copies
+
+    def full(self, shape: Shape, value: Scalar, dtype: DType) -> GPUArray:
+        wtype = self._wt(dtype, "full")
+        return self._map(("fill", wtype.name), f"fill.{wtype.name}", lambda: ew.identity_body(wtype), (wtype,), (value,), shape, "full")
+
+    def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> GPUArray:
+        out = self._wt(dtype, "arange")
+        integral = out.is_int and isinstance(start, int) and isinstance(step, int)
+        if integral or out.kind == "b":
+            compute = out
+        else:
+            compute = F64 if "float64" in self._wtypes else F32
+        return self._map(
+            ("arange", compute.name, out.name),
+            f"arange.{out.name}",
+            lambda: ew.arange_body(compute, out),
+            (compute, compute),
+            (start, step),
+            (size,),
+            "arange",
+        )
+
+    def copy(self, x: Tensor) -> GPUArray:
+        wtype = self._wt(x.dtype, "copy")
+        return self._map(("copy", wtype.name), f"copy.{wtype.name}", lambda: ew.identity_body(wtype), (wtype,), (x,), x.shape, "copy")
+
+    def cast(self, x: Tensor, dtype: DType) -> GPUArray:
+        src = self._wt(x.dtype, "astype")
+        dst = self._wt(dtype, "astype")
+        return self._map(
+            ("cast", src.name, dst.name), f"cast.{src.name}.{dst.name}", lambda: ew.cast_body(src, dst), (src,), (x,), x.shape, "astype"
+        )
+
+    # ------------------------------------------------------------------ element-wise
+
+    def unary(self, op: str, x: Tensor) -> GPUArray:
+        if op in _matmul.ACTIVATIONS and self._fusable is not None:
+            fused = self._fuse_activation(op, x)
+            if fused is not None:
+                return fused
+        wtype = self._wt(x.dtype, op)
+        return self._map(("unary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.unary_body(op, wtype), (wtype,), (x,), x.shape, op)
+
+    def binary(self, op: str, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> GPUArray:
+        ref = b if isinstance(a, bool | int | float) else a
+        wtype = self._wt(ref.dtype, op)  # type: ignore[union-attr]
+        return self._map(
+            ("binary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), (wtype, wtype), (a, b), out_shape, op
+        )
+
+    def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> GPUArray:
+        ref = b if isinstance(a, bool | int | float) else a
+        wtype = self._wt(ref.dtype, "where")  # type: ignore[union-attr]
+        return self._map(
+            ("where", wtype.name), f"where.{wtype.name}", lambda: ew.where_body(wtype), (BOOL, wtype, wtype), (cond, a, b), out_shape, "where"
+        )
+
+    def clamp(self, x: Tensor, low: Scalar | None, high: Scalar | None) -> GPUArray:
+        wtype = self._wt(x.dtype, "clamp")
+        has_low, has_high = low is not None, high is not None
+        return self._map(
+            ("clamp", wtype.name, has_low, has_high),
+            f"clamp.{wtype.name}",
+            lambda: ew.clamp_body(wtype, has_low, has_high),
+            (wtype, wtype, wtype),
+            (x, low if has_low else 0, high if has_high else 0),
+            x.shape,
+            "clamp",
+        )
+
+    # ------------------------------------------------------------------ shape, data movement
+
+    def reshape(self, x: Tensor, shape: Shape) -> GPUArray:
+        handle: GPUArray = x._data
+        return handle
+
+    def _strided_copy(self, x: Tensor, out_shape: Shape, strides: tuple[int, ...], offset: int, op: str) -> GPUArray:
+        wtype = self._wt(x.dtype, op)
+        return self._map(
+            ("copy", wtype.name), f"copy.{wtype.name}", lambda: ew.identity_body(wtype), (wtype,), (x,), out_shape, op,
+            strides=(strides,), offsets=(offset, 0, 0),
+        )  # fmt: skip
+
+    def permute(self, x: Tensor, axes: tuple[int, ...]) -> GPUArray:
+        own = contiguous_strides(x.shape)
+        return self._strided_copy(x, tuple(x.shape[a] for a in axes), tuple(own[a] for a in axes), 0, "permute")
+
+    def broadcast_to(self, x: Tensor, shape: Shape) -> GPUArray:
+        return self._strided_copy(x, shape, broadcast_strides(x.shape, shape), 0, "broadcast_to")
+
+    def slice(self, x: Tensor, starts: Shape, steps: Shape, sizes: Shape) -> GPUArray:
+        own = contiguous_strides(x.shape)
+        offset = sum(s * st for s, st in zip(starts, own, strict=True))
+        strides = tuple(st * step for st, step in zip(own, steps, strict=True))
+        return self._strided_copy(x, sizes, strides, offset, "slice")
+
+    def concat(self, xs: Sequence[Tensor], axis: int) -> GPUArray:
+        first = xs[0]
+        wtype = self._wt(first.dtype, "concat")
+        shape = list(first.shape)
+        shape[axis] = sum(t.shape[axis] for t in xs)
+        out_shape = tuple(shape)
+        out = self._alloc(math.prod(out_shape), wtype, "concat")
+        out_strides = contiguous_strides(out_shape)
+        position = 0
+        for t in xs:
+            if t.size:
+                self._map(
+                    ("copy", wtype.name), f"copy.{wtype.name}", lambda: ew.identity_body(wtype), (wtype,), (t,), t.shape,
+                    "concat", strides=(contiguous_strides(t.shape),), out=out, out_strides=out_strides,
+                    out_offset=position * out_strides[axis],
+                )  # fmt: skip
+            position += t.shape[axis]
+        return out
+
+    def gather(self, x: Tensor, indices: Tensor, axis: int) -> GPUArray:
+        xt = self._wt(x.dtype, "gather")
+        it = self._wt(indices.dtype, "gather")
+        n = x.shape[axis]
+        inner = math.prod(x.shape[axis + 1 :])
+        count = indices.size
+        out_count = math.prod(x.shape[:axis]) * count * inner
+        key = ("gather", xt.name, it.name)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                source, layout = _layout.gather_source(xt, it)
+                return f"gather.{xt.name}.{it.name}", source, layout, (), xt
+
+            entry = self._kernel(key, make)
+        out = self._alloc(out_count, xt, "gather")
+        if out_count == 0:
+            return out
+        errors = (ew.index_error("gather", axis, n, it),)
+        words = [out_count, 0, 0, 0, count, n, inner]
+        kernel = entry[0]
+        rec = self._recorder
+        with rec.lock:
+            slot = rec.error_slot(errors)
+            words[3] = slot
+            rec.poison_target(slot, out)
+            rec.dispatch(kernel, (x._data.buf, indices._data.buf, out.buf, rec.errors), words, self._groups(out_count))
+        return out
+
+    def pad(self, x: Tensor, pads: tuple[tuple[int, int], ...], mode: str, value: Scalar) -> GPUArray:
+        wtype = self._wt(x.dtype, "pad")
+        out_shape = tuple(d + b + a for d, (b, a) in zip(x.shape, pads, strict=True))
+        count = math.prod(out_shape)
+        key = ("pad", wtype.name, mode)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                source, layout = _layout.pad_source(wtype, mode)
+                return f"pad.{mode}.{wtype.name}", source, layout, (), wtype
+
+            entry = self._kernel(key, make)
+        out = self._alloc(count, wtype, "pad")
+        if count == 0:
+            return out
+        rank = x.ndim
+        if rank > MAX_RANK:
+            raise UnsupportedOpError(f"webgpu: pad of a {rank}-d tensor exceeds the kernel's {MAX_RANK} axes")
+        words = [count, rank, 0, 0, *self._scalar_words(value, wtype)]
+        words.extend([0] * (20 - len(words)))
+        words.extend(out_shape)
+        words.extend([0] * (MAX_RANK - rank))
+        words.extend(x.shape)
+        words.extend([0] * (MAX_RANK - rank))
+        words.extend(b for b, _ in pads)
+        words.extend([0] * (MAX_RANK - rank))
+        self._record(entry, (x._data.buf, out.buf), out, words, self._groups(count))
+        return out
+
+    # ------------------------------------------------------------------ reductions
+
+    def _blocks(self, x: Tensor, axes: tuple[int, ...], op: str) -> tuple[Tensor, int, int, int]:
+        """``x`` as (outer, R, inner) with the reduced ``axes`` as the middle block (a permuted
+        copy when they are not adjacent)."""
+        shape = x.shape
+        first, last = axes[0], axes[-1]
+        if axes == tuple(range(first, last + 1)):
+            return x, math.prod(shape[:first]), math.prod(shape[first : last + 1]), math.prod(shape[last + 1 :])
+        from ipfs_accelerate.tensor._tensor import Tensor
+
+        kept = [d for d in range(len(shape)) if d not in axes]
+        order = (*kept, *axes)
+        moved_shape = tuple(shape[d] for d in order)
+        moved = Tensor(self.permute(x, order), moved_shape, x.dtype, self)
+        return moved, math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes), 1
+
+    @staticmethod
+    def _row_shape(rows: int, length: int) -> str:
+        return "group" if length >= 256 and rows <= 16384 else "thread"
+
+    def _row_groups(self, rows: int, shape: str) -> tuple[int, int, int]:
+        if shape == "thread":
+            return self._groups(rows, _reduce.GROUP)
+        width = min(rows, self._max_groups)
+        return (width, -(-rows // width), 1)
+
+    def reduce(
+        self,
+        op: str,
+        x: Tensor,
+        axes: tuple[int, ...],
+        keepdims: bool,
+        out_dtype: DType,
+        correction: float = 0.0,
+    ) -> GPUArray:
+        src = self._wt(x.dtype, op)
+        out_wt = self._wt(out_dtype, op)
+        block, outer, length, inner = self._blocks(x, axes, op)
+        rows = outer * inner
+        shape = self._row_shape(rows, length)
+        key = ("reduce", op, src.name, out_wt.name, shape)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                if op == "var":
+                    source, layout = _reduce.var_source(src, out_wt, shape)
+                else:
+                    source, layout = _reduce.reduce_source(op, src, out_wt, shape)
+                errors: ErrorBuilder = ()
+                if layout[2]:
+                    message = f"{op}: integer result overflows int64; cast to float64 first"
+                    errors = (lambda w: TensorOverflowError(message),)
+                return f"reduce.{op}.{src.name}.{shape}", source, layout, errors, out_wt
+
+            entry = self._kernel(key, make)
+        out = self._alloc(rows, out_wt, op)
+        if rows == 0:
+            return out
+        divisor: float = float(length) if op != "var" else max(length - correction, 0.0)
+        words = [rows, 0, 0, 0, length, inner, 0, 0, *self._scalar_words(divisor, out_wt)]
+        self._record(entry, (block._data.buf, out.buf), out, words, self._row_groups(rows, shape))
+        return out
+
+    def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> GPUArray:
+        src = self._wt(x.dtype, op)
+        out_wt = self._wt(as_dtype("int64"), op)
+        shape_ = x.shape
+        outer, length, inner = math.prod(shape_[:axis]), shape_[axis], math.prod(shape_[axis + 1 :])
+        rows = outer * inner
+        shape = self._row_shape(rows, length)
+        key = ("reduce", op, src.name, out_wt.name, shape)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                source, layout = _reduce.reduce_source(op, src, out_wt, shape)
+                return f"reduce.{op}.{src.name}.{shape}", source, layout, (), out_wt
+
+            entry = self._kernel(key, make)
+        out = self._alloc(rows, out_wt, op)
+        if rows:
+            words = [rows, 0, 0, 0, length, inner]
+            self._record(entry, (x._data.buf, out.buf), out, words, self._row_groups(rows, shape))
+        return out
+
+    # ------------------------------------------------------------------ fused row ops
+
+    def softmax(self, x: Tensor, axis: int, log: bool) -> GPUArray:
+        wtype = self._wt(x.dtype, "softmax")
+        shape_ = x.shape
+        outer, length, inner = math.prod(shape_[:axis]), shape_[axis], math.prod(shape_[axis + 1 :])
+        rows = outer * inner
+        shape = self._row_shape(rows, length)
+        key = ("softmax", wtype.name, log, shape)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                source, layout = _reduce.softmax_source(wtype, log, shape)
+                return f"{'log_' if log else ''}softmax.{wtype.name}.{shape}", source, layout, (), wtype
+
+            entry = self._kernel(key, make)
+        out = self._alloc(x.size, wtype, "softmax")
+        if rows and length:
+            self._record(entry, (x._data.buf, out.buf), out, [rows, 0, 0, 0, length, inner], self._row_groups(rows, shape))
+        return out
+
+    def layer_norm(
+        self, x: Tensor, weight: Tensor | None, bias: Tensor | None, num_axes: int, eps: float
+    ) -> GPUArray:
+        wtype = self._wt(x.dtype, "layer_norm")
+        length = math.prod(x.shape[x.ndim - num_axes :])
+        rows = math.prod(x.shape[: x.ndim - num_axes])
+        shape = self._row_shape(rows, length) if length < 256 else ("group" if length >= 128 else "thread")
+        has_w, has_b = weight is not None, bias is not None
+        key = ("layer_norm", wtype.name, has_w, has_b, shape)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                source, layout = _reduce.layer_norm_source(wtype, has_w, has_b, shape)
+                return f"layer_norm.{wtype.name}.{shape}", source, layout, (), wtype
+
+            entry = self._kernel(key, make)
+        out = self._alloc(x.size, wtype, "layer_norm")
+        if rows and length:
+            buffers = [x._data.buf]
+            if weight is not None:
+                buffers.append(weight._data.buf)
+            if bias is not None:
+                buffers.append(bias._data.buf)
+            buffers.append(out.buf)
+            words = [rows, 0, 0, 0, length, 0, 0, 0, *self._scalar_words(float(eps), wtype)]
+            self._record(entry, tuple(buffers), out, words, self._row_groups(rows, shape))
+        return out
+
+    # ------------------------------------------------------------------ matrix products
+
+    def _matmul_entry(
+        self,
+        variant: str,
+        wtype: WType,
+        trans_b: bool,
+        bias: bool,
+        act: str | None,
+        dual: bool,
+        workgroup: tuple[int, int],
+    ) -> KernelEntry:
+        key = ("matmul", variant, wtype.name, trans_b, bias, act, dual, workgroup)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                source, layout = _matmul.matmul_source(
+                    variant, wtype, trans_b=trans_b, bias=bias, act=act, dual=dual, workgroup=workgroup
+                )
+                label = f"{variant}:{workgroup[0]}x{workgroup[1]}" if variant == "rb4" else variant
+                name = f"matmul.{label}.{'nt' if trans_b else 'nn'}.{wtype.name}"
+                name += ("+bias" if bias else "") + (f"+{act}" if act else "")
+                return name, source, layout, (), wtype
+
+            entry = self._kernel(key, make)
+        return entry
+
+    def _matmul_tuner(self) -> Any:
+        if self._tuner is None:
+            from ipfs_accelerate.hal.webgpu._tuning import Tuner
+
+            self._tuner = Tuner(self, self._tuning_cache)
+        return self._tuner
+
+    def _matmul_choice_name(self) -> str:
+        tuner = self._matmul_tuner()
+        choice = tuner._choice or tuner.default()
+        return f"{choice.name} ({choice.source}; fallback {choice.fallback})"
+
+    def _choose_variant(self, wtype: WType, m: int, n: int, k: int, trans_b: bool) -> tuple[str, tuple[int, int]]:
+        if wtype.name not in ("float32", "float16") or m * n * k < 4096:
+            return "naive", (8, 8)
+        choice = self._matmul_tuner().choice(m * n * k)
+        if choice.variant == "rb4":
+            if wtype.name == "float32" and k % 4 == 0 and (trans_b or n % 4 == 0):
+                return "rb4", choice.workgroup
+            return choice.fallback, (16, 16) if choice.fallback == "tiled" else (8, 8)
+        return choice.variant, choice.workgroup
+
+    def _matmul_words(
+        self, m: int, n: int, k: int, batch: Shape, a_strides: Sequence[int], b_strides: Sequence[int]
+    ) -> tuple[list[int], int]:
+        dims = _collapse(batch, [a_strides, b_strides])
+        if len(dims) > MAX_RANK:
+            raise UnsupportedOpError(f"webgpu: matmul with {len(dims)} non-mergeable batch axes exceeds {MAX_RANK}")
+        count = math.prod(batch)
+        words = [m, n, k, 0, count, len(dims), 0, 0]
+        words.extend([0] * 8)
+        for column in (0, 1, 2):
+            values = [d[0] for d in dims] if column == 0 else [d[1][column - 1] for d in dims]
+            words.extend(values)
+            words.extend([0] * (MAX_RANK - len(values)))
+        return words, count
+
+    def _record_matmul(
+        self,
+        entry: KernelEntry,
+        variant: str,
+        workgroup: tuple[int, int],
+        buffers: tuple[DeviceBuffer, ...],
+        out: GPUArray,
+        words: list[int],
+        m: int,
+        n: int,
+        count: int,
+        trans_b: bool,
+        recorder: Recorder | None = None,
+    ) -> None:
+        tx, ty = _matmul.tile_of(variant, trans_b, workgroup)
+        gx, gy = -(-n // tx), -(-m // ty)
+        if gx > self._max_groups or gy > self._max_groups:
+            raise UnsupportedOpError(
+                f"webgpu: matmul of {m}x{n} outputs needs {gx}x{gy} workgroups, beyond adapter "
+                f"{self._dev.label}'s {self._max_groups} per dimension"
+            )
+        rec = recorder or self._recorder
+        with rec.lock:
+            for base in range(0, count, self._max_groups):
+                part = list(words)
+                part[_matmul.MM_BASE] = base
+                rec.dispatch(entry[0], buffers, part, (gx, gy, min(self._max_groups, count - base)))
+
+    def matmul_recording(self, variant: str, workgroup: tuple[int, int], m: int, n: int, k: int) -> Callable[..., None]:
+        """A function recording one float32 (m, k) @ (k, n) product with a given kernel into a
+        given recorder (the tuner times candidates with it)."""
+        entry = self._matmul_entry(variant, F32, False, False, None, False, workgroup)
+        words, count = self._matmul_words(m, n, k, (), [], [])
+
+        def record(recorder: Recorder, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer) -> None:
+            self._record_matmul(entry, variant, workgroup, (a, b, out), None, words, m, n, count, False, recorder)  # type: ignore[arg-type]
+
+        return record
+
+    @contextlib.contextmanager
+    def private_recorder(self) -> Iterator[tuple[Recorder, Callable[[np.ndarray[Any, Any]], DeviceBuffer], Callable[[int], DeviceBuffer]]]:
+        """A recorder and buffers apart from the open batch (for measurements)."""
+        dev = self._dev
+        wgpu = dev.wgpu
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        created: list[DeviceBuffer] = []
+        pool = BufferPool(dev.device, usage, 0, lambda buf: None, self._pool_max())
+        recorder = Recorder(dev, pool, ring_bytes=1 << 16, error_slots=4)
+
+        def alloc(nbytes: int) -> DeviceBuffer:
+            buf = DeviceBuffer(dev.device.create_buffer(size=max(nbytes, 16), usage=usage), max(nbytes, 16))
+            created.append(buf)
+            return buf
+
+        def upload(array: np.ndarray[Any, Any]) -> DeviceBuffer:
+            buf = alloc(array.nbytes)
+            dev.queue.write_buffer(buf.buffer, 0, np.ascontiguousarray(array))
+            return buf
+
+        try:
+            yield recorder, upload, alloc
+        finally:
+            for buf in created:
+                with contextlib.suppress(Exception):
+                    buf.buffer.destroy()
+
+    def _pool_max(self) -> int:
+        return min(self._dev.max_buffer, self._dev.max_binding)
+
+    def _product(
+        self,
+        a: Tensor,
+        b: Tensor,
+        batch: Shape,
+        m: int,
+        n: int,
+        k: int,
+        trans_b: bool,
+        bias: Tensor | None,
+        op: str,
+    ) -> GPUArray:
+        wtype = self._wt(a.dtype, op)
+        out = self._alloc(math.prod(batch) * m * n, wtype, op)
+        if out.nbytes == 0:
+            return out
+        a_batch = a.shape[:-2]
+        b_batch = b.shape[:-2]
+        a_strides = [s * m * k for s in broadcast_strides(a_batch, batch)] if batch else []
+        b_strides = [s * k * n for s in broadcast_strides(b_batch, batch)] if batch else []
+        variant, workgroup = self._choose_variant(wtype, m, n, k, trans_b)
+        entry = self._matmul_entry(variant, wtype, trans_b, bias is not None, None, False, workgroup)
+        words, count = self._matmul_words(m, n, k, batch, a_strides, b_strides)
+        buffers = [a._data.buf, b._data.buf]
+        if bias is not None:
+            buffers.append(bias._data.buf)
+        buffers.append(out.buf)
+        self._record_matmul(entry, variant, workgroup, tuple(buffers), out, words, m, n, count, trans_b)
+        self._fusable = weakref.ref(out)
+        self._fusable_info = (variant, wtype, trans_b, bias is not None, workgroup, entry[0], tuple(buffers))
+        return out
+
+    def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> GPUArray:
+        m, k = a.shape[-2], a.shape[-1]
+        n = b.shape[-1]
+        batch = out_shape[:-2]
+        if k == 0:
+            return self.full(out_shape, 0, a.dtype)
+        if b.ndim == 2 and batch and a.shape[:-2] == batch:
+            # (..., M, K) @ (K, N): one product over all rows
+            return self._product(a, b, (), math.prod(batch) * m, n, k, False, None, "matmul")
+        return self._product(a, b, batch, m, n, k, False, None, "matmul")
+
+    def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> GPUArray:
+        k = x.shape[-1]
+        n = weight.shape[0]
+        m = math.prod(x.shape[:-1])
+        if k == 0:
+            out_shape = (*x.shape[:-1], n)
+            if bias is None:
+                return self.full(out_shape, 0, x.dtype)
+            return self.broadcast_to(bias, out_shape)
+        return self._product(x, weight, (), m, n, k, True, bias, "linear")
+
+    def _fuse_activation(self, op: str, x: Tensor) -> GPUArray | None:
+        """Fold ``op`` into the epilogue of the product that made ``x``, when that product is
+        still the last recorded dispatch: it then writes x and op(x) in one pass."""
+        ref, info = self._fusable, self._fusable_info
+        if ref is None or info is None or ref() is not x._data:
+            return None
+        variant, wtype, trans_b, has_bias, workgroup, kernel, buffers = info
+        last = self._recorder.last_record()
+        if last is None or last[0] is not kernel or last[1] != buffers:
+            return None
+        self._fusable = None
+        fused = self._matmul_entry(variant, wtype, trans_b, has_bias, op, True, workgroup)
+        post = self._alloc(x.size, wtype, op)
+        self._recorder.replace_last(fused[0], (*buffers, post.buf))
+        return post
+
+    def attention(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        scale: float,
+        out_shape: Shape,
+    ) -> GPUArray:
+        from ipfs_accelerate.tensor._tensor import Tensor as _Tensor
+
+        wtype = self._wt(q.dtype, "attention")
+        batch = out_shape[:-2]
+        length, source, embed = q.shape[-2], k.shape[-2], q.shape[-1]
+        scores_shape = (*batch, length, source)
+        if embed == 0:
+            scores_handle = self.full(scores_shape, 0, q.dtype)
+        else:
+            scores_handle = self._product(q, k, batch, length, source, embed, True, None, "attention")
+        self._fusable = None
+        scores = _Tensor(scores_handle, scores_shape, q.dtype, self)
+        mask_wt = self._wt(mask.dtype, "attention") if mask is not None else None
+        key = ("masked_softmax", wtype.name, mask_wt.name if mask_wt else None, is_causal)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                src, layout = _reduce.masked_softmax_source(wtype, mask_wt, is_causal)
+                return f"masked_softmax.{wtype.name}{'.causal' if is_causal else ''}", src, layout, (), wtype
+
+            entry = self._kernel(key, make)
+        rows = math.prod(batch) * length
+        probs_handle = self._alloc(rows * source, wtype, "attention")
+        if rows and source:
+            row_shape = (*batch, length)
+            if len(row_shape) > MAX_RANK:
+                raise UnsupportedOpError(f"webgpu: attention with {len(batch)} batch axes exceeds {MAX_RANK - 1}")
+            words = [rows, 0, 0, 0, source, 0, len(row_shape), 0, *self._scalar_words(float(scale), wtype)]
+            words.extend([0] * (20 - len(words)))
+            words.extend(row_shape)
+            words.extend([0] * (MAX_RANK - len(row_shape)))
+            buffers = [scores_handle.buf]
+            if mask is not None:
+                mask_strides = broadcast_strides(mask.shape, scores_shape)
+                words.extend(mask_strides[:-1])
+                words.extend([0] * (MAX_RANK - len(row_shape)))
+                words.append(mask_strides[-1])
+                buffers.append(mask._data.buf)
+            else:
+                words.extend([0] * MAX_RANK)
+                words.append(0)
+            words.append(length)
+            buffers.append(probs_handle.buf)
+            self._record(entry, tuple(buffers), probs_handle, words, self._groups(rows, _reduce.GROUP))
+        probs = _Tensor(probs_handle, scores_shape, q.dtype, self)
+        del scores
+        out = self._product(probs, v, batch, length, v.shape[-1], source, False, None, "attention")
+        self._fusable = None
+        return out
+
+    # ------------------------------------------------------------------ convolution
+
+    def conv(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: tuple[int, ...],
+        padding: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        out_shape: Shape,
+    ) -> GPUArray:
+        wtype = self._wt(x.dtype, "conv")
+        count = math.prod(out_shape)
+        key = ("conv", wtype.name, bias is not None)
+        entry = self._kernels.get(key)
+        if entry is None:
+
+            def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
+                source, layout = _conv.conv_source(wtype, bias is not None)
+                return f"conv.{wtype.name}", source, layout, (), wtype
+
+            entry = self._kernel(key, make)
+        out = self._alloc(count, wtype, "conv")
+        if count == 0:
+            return out
+        if x.ndim == 3:  # conv1d as conv2d of height 1
+            n, c_in, width = x.shape
+            height, kh, kw = 1, 1, weight.shape[2]
+            oh, ow = 1, out_shape[2]
+            sh, sw, ph, pw, dh, dw = 1, stride[0], 0, padding[0][0], 1, dilation[0]
+        else:
+            n, c_in, height, width = x.shape
+            kh, kw = weight.shape[2], weight.shape[3]
+            oh, ow = out_shape[2], out_shape[3]
+            (sh, sw), (dh, dw) = stride, dilation
+            ph, pw = padding[0][0], padding[1][0]
+        words = [count, 0, 0, 0, n, c_in, height, width, weight.shape[0], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups]
+        buffers = [x._data.buf, weight._data.buf]
+        if bias is not None:
+            buffers.append(bias._data.buf)
+        buffers.append(out.buf)
+        self._record(entry, tuple(buffers), out, words, self._groups(count))
+        return out
+
+
+__all__ = ["WebGPUBackend"]

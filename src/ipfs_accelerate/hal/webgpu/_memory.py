@@ -1,0 +1,158 @@
+"""Device memory: a buffer pool by size class and the tensor handle that returns its buffer.
+
+Freed buffers are kept by size class and handed out again instead of allocating. A buffer
+released while a batch of recorded commands is still open may still be read by those commands,
+so until the batch is submitted it is reused only as the *output* of a later command in the
+same batch (commands run in order), never as the target of a host upload (uploads run before
+the whole batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+#: smallest buffer handed out (also what a zero-element tensor holds)
+MIN_BYTES = 256
+
+
+def size_class(nbytes: int) -> int:
+    """``nbytes`` rounded up to its size class: quarter steps between powers of two (at most
+    25% waste), never below MIN_BYTES, always a multiple of 4."""
+    if nbytes <= MIN_BYTES:
+        return MIN_BYTES
+    top = 1 << (nbytes - 1).bit_length()
+    quarter = top // 8  # quarter steps of the lower power of two
+    return -(-nbytes // quarter) * quarter
+
+
+class DeviceBuffer:
+    """One device buffer with a process-unique id (bind groups are cached by these ids)."""
+
+    __slots__ = ("buffer", "size", "uid")
+    _ids = itertools.count(1)
+
+    def __init__(self, buffer: Any, size: int) -> None:
+        self.buffer = buffer
+        self.size = size
+        self.uid = next(DeviceBuffer._ids)
+
+
+class BufferPool:
+    """Storage buffers recycled by size class.
+
+    ``max_cached_bytes`` bounds the bytes kept in free lists; beyond it a released buffer is
+    destroyed (and ``on_destroy`` tells the bind-group cache to forget it).
+    """
+
+    def __init__(
+        self,
+        device: Any,
+        usage: int,
+        max_cached_bytes: int,
+        on_destroy: Callable[[DeviceBuffer], None],
+        max_buffer_bytes: int,
+    ) -> None:
+        self._device = device
+        self._usage = usage
+        self._max_cached = max_cached_bytes
+        self._max_buffer = max_buffer_bytes
+        self._on_destroy = on_destroy
+        self._free: dict[int, list[DeviceBuffer]] = {}
+        self._dirty: dict[int, list[DeviceBuffer]] = {}
+        self.batch_open = False
+        #: bytes in buffers created and not destroyed
+        self.allocated_bytes = 0
+        #: bytes in buffers held by live handles
+        self.in_use_bytes = 0
+        self.cached_bytes = 0
+        self.created = 0
+
+    def acquire(self, nbytes: int, *, upload: bool = False) -> DeviceBuffer:
+        size = size_class(nbytes)
+        if size > self._max_buffer >= nbytes:
+            size = -(-nbytes // 4) * 4
+        free = self._free.get(size)
+        if free:
+            buf = free.pop()
+        else:
+            dirty = None if upload else self._dirty.get(size)
+            if dirty:
+                buf = dirty.pop()
+            else:
+                buf = DeviceBuffer(self._device.create_buffer(size=size, usage=self._usage), size)
+                self.allocated_bytes += size
+                self.created += 1
+                self.in_use_bytes += size
+                return buf
+        self.cached_bytes -= size
+        self.in_use_bytes += size
+        return buf
+
+    def release(self, buf: DeviceBuffer) -> None:
+        self.in_use_bytes -= buf.size
+        if self.cached_bytes + buf.size > self._max_cached:
+            self._destroy(buf)
+            return
+        self.cached_bytes += buf.size
+        target = self._dirty if self.batch_open else self._free
+        target.setdefault(buf.size, []).append(buf)
+
+    def end_batch(self) -> None:
+        """The open batch was submitted: buffers released during it are safe for uploads."""
+        for size, bufs in self._dirty.items():
+            if bufs:
+                self._free.setdefault(size, []).extend(bufs)
+                bufs.clear()
+        self.batch_open = False
+
+    def trim(self) -> int:
+        """Destroy every cached free buffer; returns the bytes given back."""
+        freed = 0
+        for lists in (self._free, self._dirty):
+            for bufs in lists.values():
+                for buf in bufs:
+                    freed += buf.size
+                    self._destroy(buf)
+                bufs.clear()
+        self.cached_bytes = 0
+        return freed
+
+    def _destroy(self, buf: DeviceBuffer) -> None:
+        self.allocated_bytes -= buf.size
+        self._on_destroy(buf)
+        with contextlib.suppress(Exception):  # the device may already be gone
+            buf.buffer.destroy()
+
+
+class GPUArray:
+    """A tensor's data on the device: a pooled buffer, row-major and contiguous.
+
+    Several tensors may share one handle (``reshape`` returns the same handle); the buffer goes
+    back to the pool when the last of them is gone. ``error`` poisons a handle whose producing
+    kernel failed, so reading it raises that error again.
+    """
+
+    __slots__ = ("__weakref__", "buf", "error", "nbytes", "pool")
+
+    def __init__(self, buf: DeviceBuffer, nbytes: int, pool: BufferPool) -> None:
+        self.buf = buf
+        self.nbytes = nbytes
+        self.pool: BufferPool | None = pool
+        self.error: BaseException | None = None
+
+    def __del__(self) -> None:
+        pool = self.pool
+        if pool is not None:
+            self.pool = None
+            try:  # noqa: SIM105 - try is cheaper than contextlib.suppress on this hot path
+                pool.release(self.buf)
+            except Exception:  # interpreter shutdown: the pool may be half torn down
+                pass
+
+
+def weak(handle: GPUArray) -> weakref.ref[GPUArray]:
+    return weakref.ref(handle)
