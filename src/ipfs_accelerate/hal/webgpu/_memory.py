@@ -63,6 +63,11 @@ class BufferPool:
         self._on_destroy = on_destroy
         self._free: dict[int, list[DeviceBuffer]] = {}
         self._dirty: dict[int, list[DeviceBuffer]] = {}
+        # every live buffer stays reachable from the pool: a handle collected as part of a
+        # reference cycle (a traceback holding tensors) is finalized together with the rest of
+        # the cycle, and wgpu's buffer wrapper must not be finalized with it while the handle's
+        # finalizer hands the buffer back to the pool
+        self._all: dict[int, DeviceBuffer] = {}
         self.batch_open = False
         #: bytes in buffers created and not destroyed
         self.allocated_bytes = 0
@@ -84,6 +89,7 @@ class BufferPool:
                 buf = dirty.pop()
             else:
                 buf = DeviceBuffer(self._device.create_buffer(size=size, usage=self._usage), size)
+                self._all[buf.uid] = buf
                 self.allocated_bytes += size
                 self.created += 1
                 self.in_use_bytes += size
@@ -122,6 +128,7 @@ class BufferPool:
         return freed
 
     def _destroy(self, buf: DeviceBuffer) -> None:
+        self._all.pop(buf.uid, None)
         self.allocated_bytes -= buf.size
         self._on_destroy(buf)
         with contextlib.suppress(Exception):  # the device may already be gone

@@ -374,7 +374,7 @@ def cast_body(src: WType, dst: WType) -> Body:
     if src.kind == "b":
         return Body(f"r = {t_dst}(a0);", dst)
     if dst.is_float:
-        if not src.is_float or src.itemsize < dst.itemsize or (src.compute == dst.compute):
+        if not src.is_float or src.itemsize <= dst.itemsize:
             convert = f"{t_dst}(a0)"
             return Body(f"r = {convert};", dst)
         # a narrower float: finite values beyond its range would become inf, which numpy refuses

@@ -85,9 +85,10 @@ def reducer(op: str, src: WType, out: WType) -> Reducer:
         return Reducer(f"struct S {{ v: {t}, i: u32 }}", init, "S(x, r)", join, "res = i64(s.i);")
     if op == "sum" and out.is_int:
         join = (
+            # a wrap-around shows as operands of one sign and a result of the other; it went up
+            # (carry +1) when the result turned negative
             "let v = a.v + b.v;\nvar c = a.c + b.c;\n"
-            "if (a.v >= i64(0) && b.v >= i64(0) && v < i64(0)) { c = c + 1; }\n"
-            "if (a.v < i64(0) && b.v < i64(0) && v >= i64(0)) { c = c - 1; }\n"
+            "if (((a.v ^ v) & (b.v ^ v)) < i64(0)) { c = c + select(-1, 1, v < i64(0)); }\n"
             "return S(v, c);"
         )
         finish = "if (s.c != 0) { report(0u, vec3<u32>(0u, 0u, 0u)); }\nres = s.v;"

@@ -251,15 +251,28 @@ fn pd(i: u32) -> f64 {
   else { v = scale2_d(f64(pu(i + 2u)) * f64(4294967296.0) + f64(pu(i + 3u)), pi(i + 1u)); }
   return select(v, -v, (flags & 1u) != 0u);
 }
+fn exponent_d(ax: f64) -> i32 {
+  // e with ax = m * 2^e, m in [0.5, 1), for finite ax > 0. frexp's exponent of an f64 crashes
+  // lavapipe's LLVM backend, so the exponent comes from the f32 bits of a rescaled copy.
+  var y = ax;
+  var e = 0;
+  for (var k = 0; k < 12 && y > f64(1e30); k++) { y = y * ldexp(f64(1), -100); e = e + 100; }
+  for (var k = 0; k < 12 && y < f64(1e-30); k++) { y = y * ldexp(f64(1), 100); e = e - 100; }
+  e = e + i32((bitcast<u32>(f32(y)) >> 23u) & 0xffu) - 126;
+  let m = scale2_d(ax, -e);
+  if (m >= f64(1)) { e = e + 1; } else if (m < f64(0.5)) { e = e - 1; }
+  return e;
+}
 fn d_words(x: f64) -> vec3<u32> {
-  var flags = select(0u, 1u, x < f64(0));
+  let flags = select(0u, 1u, x < f64(0));
   if (isnan_d(x)) { return vec3<u32>(4u, 0u, 0u); }
   if (isinf_d(x)) { return vec3<u32>(flags | 2u, 0u, 0u); }
-  let fr = frexp(abs(x));
-  let m = fr.fract * f64(9007199254740992.0);
+  if (x == f64(0)) { return vec3<u32>(flags | (4096u << 8u), 0u, 0u); }
+  let e = exponent_d(abs(x));
+  let m = scale2_d(abs(x), -e) * f64(9007199254740992.0);
   let hi = floor(m / f64(4294967296.0));
   let lo = m - hi * f64(4294967296.0);
-  return vec3<u32>(flags | (u32(fr.exp - 53 + 4096) << 8u), u32(hi), u32(lo));
+  return vec3<u32>(flags | (u32(e - 53 + 4096) << 8u), u32(hi), u32(lo));
 }
 """
 
@@ -297,9 +310,9 @@ fn log_d(x: f64) -> f64 {{
   if (isnan_d(x) || x < f64(0)) {{ return nan_d(); }}
   if (x == f64(0)) {{ return -inf_d(); }}
   if (isinf_d(x)) {{ return x; }}
-  let fr = frexp(x);
-  var m = fr.fract;
-  var e = f64(fr.exp);
+  let ex = exponent_d(x);
+  var m = scale2_d(x, -ex);
+  var e = f64(ex);
   if (m < f64(0.7071067811865476)) {{ m = m * f64(2); e = e - f64(1); }}
   let f = m - f64(1);
   let s = f / (f64(2) + f);
