@@ -204,11 +204,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let count = pu({R_LEN}u);
   let inner = pu({R_INNER}u);
   let base = (o / inner) * count * inner + o % inner;
+  // sums of x - x[0]: a constant row has exactly zero variance, and the shift keeps the
+  // deviations accurate when the mean is large compared with the spread
+  var shift = {o}(0);
+  if (count > 0u) {{ let r = 0u; shift = {load}; }}
   var total = {o}(0);
-  for (var r = 0u; r < count; r = r + 1u) {{ total = total + {load}; }}
+  for (var r = 0u; r < count; r = r + 1u) {{ total = total + ({load} - shift); }}
   let mean = total / {count_as};
   var squares = {o}(0);
-  for (var r = 0u; r < count; r = r + 1u) {{ let d = {load} - mean; squares = squares + d * d; }}
+  for (var r = 0u; r < count; r = r + 1u) {{ let d = ({load} - shift) - mean; squares = squares + d * d; }}
   let res = squares / {divisor};
   out0[o] = {out.store("res")};
 }}
@@ -231,14 +235,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let inner = pu({R_INNER}u);
   let live = o < pu({P_N}u);
   let base = (o / inner) * count * inner + o % inner;
+  var shift = {o}(0);
+  if (live && count > 0u) {{ let r = 0u; shift = {load}; }}
   var acc = {o}(0);
-  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ acc = acc + {load}; }} }}
+  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ acc = acc + ({load} - shift); }} }}
   part[lid] = acc;
   tree(lid);
   let mean = part[0] / {count_as};
   workgroupBarrier();
   acc = {o}(0);
-  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ let d = {load} - mean; acc = acc + d * d; }} }}
+  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ let d = ({load} - shift) - mean; acc = acc + d * d; }} }}
   part[lid] = acc;
   tree(lid);
   if (live && lid == 0u) {{
@@ -343,7 +349,7 @@ def layer_norm_source(x: WType, has_weight: bool, has_bias: bool, shape: str) ->
     bindings.append(f"@group(0) @binding({binding}) var<storage, read_write> out0: array<{x.storage}>;")
     load = x.load("in0[base + r]")
     eps = x.scalar(P_SCALAR[1])
-    write = f"let y = ({load} - mean) * inv; out0[base + r] = {x.store(post)};"
+    write = f"let y = (({load} - shift) - mean) * inv; out0[base + r] = {x.store(post)};"
     if shape == "thread":
         body = f"""
 @compute @workgroup_size({GROUP})
@@ -352,11 +358,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (o >= pu({P_N}u)) {{ return; }}
   let count = pu({R_LEN}u);
   let base = o * count;
+  let shift = {x.load("in0[base]")};
   var total = {t}(0);
-  for (var r = 0u; r < count; r = r + 1u) {{ total = total + {load}; }}
+  for (var r = 0u; r < count; r = r + 1u) {{ total = total + ({load} - shift); }}
   let mean = total / {t}(count);
   var squares = {t}(0);
-  for (var r = 0u; r < count; r = r + 1u) {{ let d = {load} - mean; squares = squares + d * d; }}
+  for (var r = 0u; r < count; r = r + 1u) {{ let d = ({load} - shift) - mean; squares = squares + d * d; }}
   let inv = {t}(1) / sqrt(squares / {t}(count) + {eps});
   for (var r = 0u; r < count; r = r + 1u) {{ {write} }}
 }}
@@ -378,14 +385,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let count = pu({R_LEN}u);
   let live = o < pu({P_N}u);
   let base = o * count;
+  var shift = {t}(0);
+  if (live) {{ shift = {x.load("in0[base]")}; }}
   var acc = {t}(0);
-  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ acc = acc + {load}; }} }}
+  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ acc = acc + ({load} - shift); }} }}
   part[lid] = acc;
   tree(lid);
   let mean = part[0] / {t}(count);
   workgroupBarrier();
   acc = {t}(0);
-  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ let d = {load} - mean; acc = acc + d * d; }} }}
+  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ let d = ({load} - shift) - mean; acc = acc + d * d; }} }}
   part[lid] = acc;
   tree(lid);
   let inv = {t}(1) / sqrt(part[0] / {t}(count) + {eps});
