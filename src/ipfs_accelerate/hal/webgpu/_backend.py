@@ -780,18 +780,20 @@ class WebGPUBackend(Backend):
         bias: bool,
         act: str | None,
         dual: bool,
+        block: tuple[int, int],
         workgroup: tuple[int, int],
     ) -> KernelEntry:
-        key = ("matmul", variant, wtype.name, trans_b, bias, act, dual, workgroup)
+        key = ("matmul", variant, wtype.name, trans_b, bias, act, dual, block, workgroup)
         entry = self._kernels.get(key)
         if entry is None:
 
             def make() -> tuple[str, str, tuple[int, int, bool], ErrorBuilder, WType]:
                 source, layout = _matmul.matmul_source(
-                    variant, wtype, trans_b=trans_b, bias=bias, act=act, dual=dual, workgroup=workgroup
+                    variant, wtype, trans_b=trans_b, bias=bias, act=act, dual=dual, workgroup=workgroup, block=block
                 )
-                label = f"{variant}:{workgroup[0]}x{workgroup[1]}" if variant == "rb4" else variant
-                name = f"matmul.{label}.{'nt' if trans_b else 'nn'}.{wtype.name}"
+                from ipfs_accelerate.hal.webgpu._tuning import label
+
+                name = f"matmul.{label(variant, block, workgroup)}.{'nt' if trans_b else 'nn'}.{wtype.name}"
                 name += ("+bias" if bias else "") + (f"+{act}" if act else "")
                 return name, source, layout, (), wtype
 
@@ -810,15 +812,17 @@ class WebGPUBackend(Backend):
         choice = tuner._choice or tuner.default()
         return f"{choice.name} ({choice.source}; fallback {choice.fallback})"
 
-    def _choose_variant(self, wtype: WType, m: int, n: int, k: int, trans_b: bool) -> tuple[str, tuple[int, int]]:
+    def _choose_variant(
+        self, wtype: WType, m: int, n: int, k: int, trans_b: bool
+    ) -> tuple[str, tuple[int, int], tuple[int, int]]:
         if wtype.name not in ("float32", "float16") or m * n * k < 4096:
-            return "naive", (8, 8)
+            return "naive", (1, 1), (8, 8)
         choice = self._matmul_tuner().choice(m * n * k)
-        if choice.variant == "rb4":
+        if choice.variant == "rb":
             if wtype.name == "float32" and k % 4 == 0 and (trans_b or n % 4 == 0):
-                return "rb4", choice.workgroup
-            return choice.fallback, (16, 16) if choice.fallback == "tiled" else (8, 8)
-        return choice.variant, choice.workgroup
+                return "rb", choice.block, choice.workgroup
+            return choice.fallback, (4, 4), (16, 16) if choice.fallback == "tiled" else (8, 8)
+        return choice.variant, choice.block, choice.workgroup
 
     def _matmul_words(
         self, m: int, n: int, k: int, batch: Shape, a_strides: Sequence[int], b_strides: Sequence[int]
@@ -839,6 +843,7 @@ class WebGPUBackend(Backend):
         self,
         entry: KernelEntry,
         variant: str,
+        block: tuple[int, int],
         workgroup: tuple[int, int],
         buffers: tuple[DeviceBuffer, ...],
         out: GPUArray,
@@ -849,7 +854,7 @@ class WebGPUBackend(Backend):
         trans_b: bool,
         recorder: Recorder | None = None,
     ) -> None:
-        tx, ty = _matmul.tile_of(variant, trans_b, workgroup)
+        tx, ty = _matmul.tile_of(variant, workgroup, block)
         gx, gy = -(-n // tx), -(-m // ty)
         if gx > self._max_groups or gy > self._max_groups:
             raise UnsupportedOpError(
@@ -863,14 +868,16 @@ class WebGPUBackend(Backend):
                 part[_matmul.MM_BASE] = base
                 rec.dispatch(entry[0], buffers, part, (gx, gy, min(self._max_groups, count - base)))
 
-    def matmul_recording(self, variant: str, workgroup: tuple[int, int], m: int, n: int, k: int) -> Callable[..., None]:
+    def matmul_recording(
+        self, variant: str, block: tuple[int, int], workgroup: tuple[int, int], m: int, n: int, k: int
+    ) -> Callable[..., None]:
         """A function recording one float32 (m, k) @ (k, n) product with a given kernel into a
         given recorder (the tuner times candidates with it)."""
-        entry = self._matmul_entry(variant, F32, False, False, None, False, workgroup)
+        entry = self._matmul_entry(variant, F32, False, False, None, False, block, workgroup)
         words, count = self._matmul_words(m, n, k, (), [], [])
 
         def record(recorder: Recorder, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer) -> None:
-            self._record_matmul(entry, variant, workgroup, (a, b, out), None, words, m, n, count, False, recorder)  # type: ignore[arg-type]
+            self._record_matmul(entry, variant, block, workgroup, (a, b, out), None, words, m, n, count, False, recorder)  # type: ignore[arg-type]
 
         return record
 
@@ -924,16 +931,16 @@ class WebGPUBackend(Backend):
         b_batch = b.shape[:-2]
         a_strides = [s * m * k for s in broadcast_strides(a_batch, batch)] if batch else []
         b_strides = [s * k * n for s in broadcast_strides(b_batch, batch)] if batch else []
-        variant, workgroup = self._choose_variant(wtype, m, n, k, trans_b)
-        entry = self._matmul_entry(variant, wtype, trans_b, bias is not None, None, False, workgroup)
+        variant, block, workgroup = self._choose_variant(wtype, m, n, k, trans_b)
+        entry = self._matmul_entry(variant, wtype, trans_b, bias is not None, None, False, block, workgroup)
         words, count = self._matmul_words(m, n, k, batch, a_strides, b_strides)
         buffers = [a._data.buf, b._data.buf]
         if bias is not None:
             buffers.append(bias._data.buf)
         buffers.append(out.buf)
-        self._record_matmul(entry, variant, workgroup, tuple(buffers), out, words, m, n, count, trans_b)
+        self._record_matmul(entry, variant, block, workgroup, tuple(buffers), out, words, m, n, count, trans_b)
         self._fusable = weakref.ref(out)
-        self._fusable_info = (variant, wtype, trans_b, bias is not None, workgroup, entry[0], tuple(buffers))
+        self._fusable_info = (variant, wtype, trans_b, bias is not None, block, workgroup, entry[0], tuple(buffers))
         return out
 
     def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> GPUArray:
@@ -964,12 +971,12 @@ class WebGPUBackend(Backend):
         ref, info = self._fusable, self._fusable_info
         if ref is None or info is None or ref() is not x._data:
             return None
-        variant, wtype, trans_b, has_bias, workgroup, kernel, buffers = info
+        variant, wtype, trans_b, has_bias, block, workgroup, kernel, buffers = info
         last = self._recorder.last_record()
         if last is None or last[0] is not kernel or last[1] != buffers:
             return None
         self._fusable = None
-        fused = self._matmul_entry(variant, wtype, trans_b, has_bias, op, True, workgroup)
+        fused = self._matmul_entry(variant, wtype, trans_b, has_bias, op, True, block, workgroup)
         post = self._alloc(x.size, wtype, op)
         self._recorder.replace_last(fused[0], (*buffers, post.buf))
         return post

@@ -191,7 +191,8 @@ class Recorder:
 
     def read(self, buf: DeviceBuffer | None, nbytes: int) -> memoryview:
         """Run everything recorded, then copy ``nbytes`` of ``buf`` to the host (through the
-        reused staging buffer) together with the error flags; raises the first kernel error."""
+        reused staging buffer) together with the error flags; raises the first kernel error.
+        With ``buf`` None, only waits for the device (and checks the error flags)."""
         with self.lock:
             self._dev.check_alive()
             data_bytes = -(-nbytes // 4) * 4 if buf is not None else 0
@@ -200,16 +201,20 @@ class Recorder:
             total = err_offset + err_bytes
             encoder = self._device.create_command_encoder()
             self._encode(encoder)
-            if total == 0:
-                self._submit(encoder)
-                return memoryview(b"")
+            synchronize_only = total == 0
+            if synchronize_only:
+                # mapping waits for the queue: copy one word of the (clean) error flags
+                total = 4
             staging = self._staging_buffer(total)
+            if synchronize_only:
+                encoder.copy_buffer_to_buffer(self.errors.buffer, 0, staging, 0, 4)
             if data_bytes:
                 encoder.copy_buffer_to_buffer(buf.buffer, 0, staging, 0, data_bytes)  # type: ignore[union-attr]
             if err_bytes:
                 encoder.copy_buffer_to_buffer(self.errors.buffer, 0, staging, err_offset, err_bytes)
             self._submit(encoder)
-            self.readbacks += 1
+            if not synchronize_only:
+                self.readbacks += 1
             try:
                 staging.map_sync(self._wgpu.MapMode.READ, 0, total)
             except Exception as exc:

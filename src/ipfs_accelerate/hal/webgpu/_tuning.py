@@ -1,13 +1,14 @@
 """Per-adapter kernel choice by measurement, remembered on disk.
 
 The fastest float32 matmul kernel differs by an order of magnitude between adapters: on
-lavapipe (a CPU running the shader as SIMD lanes) a 4x4 register-blocked kernel beats
-shared-memory tiling ~10x, on real GPUs tiling wins. The first large float32 matmul on an
+lavapipe (a CPU running the shader as SIMD lanes) register-blocked kernels beat
+shared-memory tiling 10-80x, and the bigger the block the better; on real GPUs tiling wins and
+big blocks run out of registers. The first large float32 matmul on an
 adapter times each candidate on a probe problem (with its own recorder and buffers, so the
 caller's open batch is neither submitted nor counted) and records the ranking in
 ``$IPFS_ACCELERATE_CACHE_DIR/webgpu_tuning.json`` (default ``~/.cache/ipfs_accelerate``),
-keyed by adapter and driver. ``$IPFS_ACCELERATE_WEBGPU_MATMUL`` ("rb4", "rb4:16x16",
-"tiled", "naive") forces a choice.
+keyed by adapter and driver. ``$IPFS_ACCELERATE_WEBGPU_MATMUL`` ("rb8x8:8x8" = 8x8 outputs
+per invocation in 8x8 workgroups, "tiled", "naive") forces a choice.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ import numpy as np
 if TYPE_CHECKING:
     from ipfs_accelerate.hal.webgpu._backend import WebGPUBackend
 
-#: (variant, workgroup) candidates, register-blocked ones first
-CANDIDATES: tuple[tuple[str, tuple[int, int]], ...] = (
-    ("rb4", (8, 8)),
-    ("rb4", (16, 16)),
-    ("rb4", (4, 16)),
-    ("tiled", (16, 16)),
-    ("naive", (8, 8)),
+#: (variant, block (rows, cols) per invocation, workgroup) candidates
+CANDIDATES: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
+    ("rb", (4, 4), (8, 8)),
+    ("rb", (4, 4), (16, 16)),
+    ("rb", (8, 8), (8, 8)),
+    ("rb", (8, 16), (8, 4)),
+    ("rb", (16, 16), (8, 8)),
+    ("tiled", (4, 4), (16, 16)),
+    ("naive", (1, 1), (8, 8)),
 )
 #: problems at least this large (M*N*K) trigger the measurement when nothing is cached
 TUNE_THRESHOLD = 1 << 21
@@ -40,9 +43,10 @@ TUNE_THRESHOLD = 1 << 21
 
 @dataclass(frozen=True)
 class MatmulChoice:
-    """The kernel for float32 products: ``best`` where its shape rules allow, else ``fallback``."""
+    """The kernel for float32 products: ``variant`` where its shape rules allow, else ``fallback``."""
 
     variant: str
+    block: tuple[int, int]
     workgroup: tuple[int, int]
     fallback: str
     source: str  # "measured", "cached", "default" or "forced"
@@ -50,8 +54,13 @@ class MatmulChoice:
 
     @property
     def name(self) -> str:
-        wx, wy = self.workgroup
-        return f"{self.variant}:{wx}x{wy}" if self.variant == "rb4" else self.variant
+        return label(self.variant, self.block, self.workgroup)
+
+
+def label(variant: str, block: tuple[int, int], workgroup: tuple[int, int]) -> str:
+    if variant != "rb":
+        return variant
+    return f"rb{block[0]}x{block[1]}:{workgroup[0]}x{workgroup[1]}"
 
 
 def cache_path() -> Path:
@@ -61,18 +70,19 @@ def cache_path() -> Path:
 
 def _parse_forced(text: str) -> MatmulChoice | None:
     text = text.strip().lower()
-    if not text:
+    if text in ("tiled", "naive"):
+        return MatmulChoice(text, (4, 4), (16, 16) if text == "tiled" else (8, 8), text, "forced")
+    if not text.startswith("rb"):
         return None
-    variant, _, shape = text.partition(":")
-    if variant not in ("rb4", "tiled", "naive"):
+    try:
+        block_text, _, group_text = text[2:].partition(":")
+        rows, cols = (int(v) for v in block_text.split("x"))
+        wx, wy = (int(v) for v in (group_text or "8x8").split("x"))
+    except ValueError:
         return None
-    workgroup = (8, 8)
-    if shape:
-        with contextlib.suppress(ValueError):
-            wx, wy = (int(v) for v in shape.split("x"))
-            workgroup = (wx, wy)
-    fallback = "naive" if variant == "rb4" else variant
-    return MatmulChoice(variant, workgroup, fallback, "forced")
+    if rows < 1 or cols < 4 or cols % 4 or rows > 16 or cols > 16:
+        return None
+    return MatmulChoice("rb", (rows, cols), (wx, wy), "naive", "forced")
 
 
 class Tuner:
@@ -91,8 +101,8 @@ class Tuner:
         if forced is not None:
             return forced
         if self._backend.device.adapter_type == "cpu":
-            return MatmulChoice("rb4", (8, 8), "naive", "default")
-        return MatmulChoice("tiled", (16, 16), "tiled", "default")
+            return MatmulChoice("rb", (8, 8), (8, 8), "naive", "default")
+        return MatmulChoice("tiled", (4, 4), (16, 16), "tiled", "default")
 
     def choice(self, work: int) -> MatmulChoice:
         """The choice for a float32 product of ``work`` = M*N*K multiply-adds."""
@@ -109,44 +119,54 @@ class Tuner:
         if work < TUNE_THRESHOLD:
             return self.default()
         self._choice = self.measure()
-        self._save(self._choice)
+        if self._choice.source == "measured":
+            self._save(self._choice)
         return self._choice
 
     # ------------------------------------------------------------------ measuring
 
-    def measure(self, size: int | None = None, repeats: int = 2) -> MatmulChoice:
-        """Time every candidate on a size x size x size float32 product; fastest wins."""
+    def measure(self, size: int | None = None) -> MatmulChoice:
+        """Time every candidate on a size x size x size float32 product; fastest wins.
+
+        Each candidate runs once to compile and warm up, then once timed (twice for the ones
+        within 2x of the best so far, to rank the close ones on more than one sample)."""
         backend = self._backend
         dev = backend.device
         if size is None:
-            size = 256 if dev.adapter_type == "cpu" else 1024
+            size = 384 if dev.adapter_type == "cpu" else 1024
         rng = np.random.default_rng(0)
         a = rng.standard_normal((size, size)).astype(np.float32)
         b = rng.standard_normal((size, size)).astype(np.float32)
-        results: list[tuple[str, tuple[int, int], float]] = []
+        results: list[tuple[str, tuple[int, int], tuple[int, int], float]] = []
+        best = 0.0
         with backend.private_recorder() as (recorder, upload, alloc):
             buf_a, buf_b = upload(a), upload(b)
             out = alloc(size * size * 4)
-            for variant, workgroup in CANDIDATES:
+            for variant, block, workgroup in CANDIDATES:
                 try:
-                    record = backend.matmul_recording(variant, workgroup, size, size, size)
+                    record = backend.matmul_recording(variant, block, workgroup, size, size, size)
                     record(recorder, buf_a, buf_b, out)  # compile and warm up
                     recorder.read(None, 0)
-                    start = time.perf_counter()
-                    for _ in range(repeats):
+                    samples = []
+                    for _ in range(2):
+                        start = time.perf_counter()
                         record(recorder, buf_a, buf_b, out)
-                    recorder.read(None, 0)
-                    elapsed = (time.perf_counter() - start) / repeats
+                        recorder.read(None, 0)
+                        samples.append(time.perf_counter() - start)
+                        rate = 2.0 * size**3 / min(samples) / 1e9
+                        if rate < best / 2:
+                            break
                 except Exception:  # a candidate the adapter cannot run is simply not chosen
                     continue
-                results.append((variant, workgroup, 2.0 * size**3 / elapsed / 1e9))
+                best = max(best, rate)
+                results.append((variant, block, workgroup, rate))
         if not results:
             return self.default()
-        results.sort(key=lambda r: r[2], reverse=True)
-        best = results[0]
-        fallback = max((r for r in results if r[0] != "rb4"), key=lambda r: r[2], default=("naive", (8, 8), 0.0))
-        ranking = tuple((f"{v}:{w[0]}x{w[1]}" if v == "rb4" else v, round(g, 3)) for v, w, g in results)
-        return MatmulChoice(best[0], best[1], fallback[0], "measured", ranking)
+        results.sort(key=lambda r: r[3], reverse=True)
+        top = results[0]
+        fallback = max((r for r in results if r[0] != "rb"), key=lambda r: r[3], default=("naive", (1, 1), (8, 8), 0.0))
+        ranking = tuple((label(v, bl, w), round(g, 3)) for v, bl, w, g in results)
+        return MatmulChoice(top[0], top[1], top[2], fallback[0], "measured", ranking)
 
     # ------------------------------------------------------------------ the cache file
 
@@ -157,11 +177,12 @@ class Tuner:
             if not isinstance(entry, dict):
                 return None
             variant = str(entry["variant"])
+            block = (int(entry["block"][0]), int(entry["block"][1]))
             workgroup = (int(entry["workgroup"][0]), int(entry["workgroup"][1]))
-            if variant not in ("rb4", "tiled", "naive"):
+            if variant not in ("rb", "tiled", "naive") or block[1] % 4:
                 return None
             ranking = tuple((str(n), float(g)) for n, g in entry.get("gflops", []))
-            return MatmulChoice(variant, workgroup, str(entry.get("fallback", "naive")), "cached", ranking)
+            return MatmulChoice(variant, block, workgroup, str(entry.get("fallback", "naive")), "cached", ranking)
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
 
@@ -174,6 +195,7 @@ class Tuner:
                     data = loaded
             data[self.key] = {
                 "variant": choice.variant,
+                "block": list(choice.block),
                 "workgroup": list(choice.workgroup),
                 "fallback": choice.fallback,
                 "gflops": [list(item) for item in choice.gflops],

@@ -1,9 +1,10 @@
 """Batched matrix products with fused epilogues, in three variants:
 
 * ``naive``: one invocation per output element; any dtype, any shape.
-* ``rb4``: register-blocked 4x4 per invocation with vec4 loads (float32; K % 4 == 0, and
-  N % 4 == 0 unless B is transposed). On CPU-like adapters (lavapipe) this wins by far:
-  each invocation is a SIMD lane and shared memory is just more memory traffic.
+* ``rb``: register-blocked, a (rows x cols) block per invocation (4x4 up to 16x16) from
+  vec4 loads (float32; K % 4 == 0, and N % 4 == 0 unless B is transposed). On CPU-like
+  adapters (lavapipe) this wins by far: each invocation is a SIMD lane, big blocks reuse
+  every load many times, and shared memory would only be more memory traffic.
 * ``tiled``: 64x64 output tiles staged through workgroup (shared) memory, 16x16 invocations
   each computing 4x4; the classic GPU kernel, float32/float16, any shape.
 
@@ -37,7 +38,7 @@ def _activation(act: str, t: str) -> str:
 
 
 def _bindings(wtype: WType, variant: str, bias: bool, dual: bool) -> tuple[str, int]:
-    vec = variant == "rb4"
+    vec = variant == "rb"
     a_type = "vec4<f32>" if vec else wtype.storage
     lines = [
         f"@group(0) @binding(1) var<storage, read> A: array<{a_type}>;",
@@ -94,6 +95,7 @@ def matmul_source(
     act: str | None = None,
     dual: bool = False,
     workgroup: tuple[int, int] = (8, 8),
+    block: tuple[int, int] = (4, 4),
 ) -> tuple[str, tuple[int, int, bool]]:
     """WGSL of one matmul variant and its layout key."""
     t = wtype.compute
@@ -123,93 +125,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   emit(z * M * N + row * N + col, col, acc);
 }}
 """
-    elif variant == "rb4":
-        wx, wy = workgroup
-        if trans_b:
-            body = f"""
-@compute @workgroup_size({wx}, {wy}, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
-  let M = pu({MM_M}u);
-  let N = pu({MM_N}u);
-  let K4 = pu({MM_K}u) / 4u;
-  let col = gid.x * 4u;
-  let row = gid.y * 4u;
-  let z = gid.z + pu({MM_BASE}u);
-  if (col >= N || row >= M || z >= pu({MM_BATCH}u)) {{ return; }}
-  let offs = batch_offsets(z) / 4u;
-  let ra0 = offs.x + row * K4;
-  let ra1 = offs.x + min(row + 1u, M - 1u) * K4;
-  let ra2 = offs.x + min(row + 2u, M - 1u) * K4;
-  let ra3 = offs.x + min(row + 3u, M - 1u) * K4;
-  let rb0 = offs.y + col * K4;
-  let rb1 = offs.y + min(col + 1u, N - 1u) * K4;
-  let rb2 = offs.y + min(col + 2u, N - 1u) * K4;
-  let rb3 = offs.y + min(col + 3u, N - 1u) * K4;
-  var c0 = vec4<f32>();
-  var c1 = vec4<f32>();
-  var c2 = vec4<f32>();
-  var c3 = vec4<f32>();
-  for (var k = 0u; k < K4; k = k + 1u) {{
-    let a0 = A[ra0 + k]; let a1 = A[ra1 + k]; let a2 = A[ra2 + k]; let a3 = A[ra3 + k];
-    let b0 = B[rb0 + k]; let b1 = B[rb1 + k]; let b2 = B[rb2 + k]; let b3 = B[rb3 + k];
-    c0 = c0 + vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
-    c1 = c1 + vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
-    c2 = c2 + vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
-    c3 = c3 + vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
-  }}
-  let base = z * M * N;
-  let rows = array<vec4<f32>, 4>(c0, c1, c2, c3);
-  for (var i = 0u; i < 4u; i = i + 1u) {{
-    if (row + i < M) {{
-      let c = rows[i];
-      for (var j = 0u; j < 4u; j = j + 1u) {{
-        if (col + j < N) {{ emit(base + (row + i) * N + col + j, col + j, c[j]); }}
-      }}
-    }}
-  }}
-}}
-"""
-        else:
-            body = f"""
-@compute @workgroup_size({wx}, {wy}, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
-  let M = pu({MM_M}u);
-  let N = pu({MM_N}u);
-  let N4 = N / 4u;
-  let K4 = pu({MM_K}u) / 4u;
-  let col4 = gid.x;
-  let row = gid.y * 4u;
-  let z = gid.z + pu({MM_BASE}u);
-  if (col4 >= N4 || row >= M || z >= pu({MM_BATCH}u)) {{ return; }}
-  let offs = batch_offsets(z) / 4u;
-  let ra0 = offs.x + row * K4;
-  let ra1 = offs.x + min(row + 1u, M - 1u) * K4;
-  let ra2 = offs.x + min(row + 2u, M - 1u) * K4;
-  let ra3 = offs.x + min(row + 3u, M - 1u) * K4;
-  var c0 = vec4<f32>();
-  var c1 = vec4<f32>();
-  var c2 = vec4<f32>();
-  var c3 = vec4<f32>();
-  for (var k = 0u; k < K4; k = k + 1u) {{
-    let a0 = A[ra0 + k]; let a1 = A[ra1 + k]; let a2 = A[ra2 + k]; let a3 = A[ra3 + k];
-    let kb = offs.y + k * 4u * N4 + col4;
-    let b0 = B[kb]; let b1 = B[kb + N4]; let b2 = B[kb + 2u * N4]; let b3 = B[kb + 3u * N4];
-    c0 = c0 + a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
-    c1 = c1 + a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
-    c2 = c2 + a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
-    c3 = c3 + a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
-  }}
-  let base = z * M * N;
-  let col = col4 * 4u;
-  let rows = array<vec4<f32>, 4>(c0, c1, c2, c3);
-  for (var i = 0u; i < 4u; i = i + 1u) {{
-    if (row + i < M) {{
-      let c = rows[i];
-      for (var j = 0u; j < 4u; j = j + 1u) {{ emit(base + (row + i) * N + col + j, col + j, c[j]); }}
-    }}
-  }}
-}}
-"""
+    elif variant == "rb":
+        body = _register_blocked(trans_b, block, workgroup)
     elif variant == "tiled":
         b_load = "B[offs.y + gc * K + gkb]" if trans_b else "B[offs.y + gkb * N + gc]"
         body = f"""
@@ -281,11 +198,79 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     return head + "\n" + bindings + "\n" + common + "\n" + body, (n_in, 2 if dual else 1, False)
 
 
-def tile_of(variant: str, trans_b: bool, workgroup: tuple[int, int]) -> tuple[int, int]:
+def tile_of(variant: str, workgroup: tuple[int, int], block: tuple[int, int]) -> tuple[int, int]:
     """Output columns and rows one workgroup covers."""
     if variant == "naive":
         return (8, 8)
     if variant == "tiled":
         return (64, 64)
     wx, wy = workgroup
-    return (4 * wx, 4 * wy)
+    rows, cols = block
+    return (cols * wx, rows * wy)
+
+
+def _register_blocked(trans_b: bool, block: tuple[int, int], workgroup: tuple[int, int]) -> str:
+    """float32, (rows x cols) outputs per invocation from vec4 loads along K (A) and along N
+    (B, or along K when B is transposed). Out-of-range rows/columns are clamped on load and
+    skipped on store, so any M and N work; K must be a multiple of 4 (and N too for B (K, N))."""
+    rows, cols = block
+    wx, wy = workgroup
+    lines = [
+        f"@compute @workgroup_size({wx}, {wy}, 1)",
+        "fn main(@builtin(global_invocation_id) gid: vec3<u32>) {",
+        f"  let M = pu({MM_M}u);",
+        f"  let N = pu({MM_N}u);",
+        f"  let K4 = pu({MM_K}u) / 4u;",
+        f"  let z = gid.z + pu({MM_BASE}u);",
+        f"  let row = gid.y * {rows}u;",
+        f"  let col = gid.x * {cols}u;",
+        f"  if (col >= N || row >= M || z >= pu({MM_BATCH}u)) {{ return; }}",
+        "  let offs = batch_offsets(z) / 4u;",
+    ]
+    for r in range(rows):
+        lines.append(f"  let ra{r} = offs.x + min(row + {r}u, M - 1u) * K4;")
+    quads = cols // 4
+    for r in range(rows):
+        for q in range(quads):
+            lines.append(f"  var c{r}_{q} = vec4<f32>();")
+    if trans_b:
+        for c in range(cols):
+            lines.append(f"  let rb{c} = offs.y + min(col + {c}u, N - 1u) * K4;")
+        lines.append("  for (var k = 0u; k < K4; k = k + 1u) {")
+        for r in range(rows):
+            lines.append(f"    let a{r} = A[ra{r} + k];")
+        for c in range(cols):
+            lines.append(f"    let b{c} = B[rb{c} + k];")
+        for r in range(rows):
+            for q in range(quads):
+                dots = ", ".join(f"dot(a{r}, b{4 * q + j})" for j in range(4))
+                lines.append(f"    c{r}_{q} = c{r}_{q} + vec4<f32>({dots});")
+    else:
+        lines.append("  let N4 = N / 4u;")
+        lines.append("  let col4 = col / 4u;")
+        for q in range(quads):
+            lines.append(f"  let cb{q} = min(col4 + {q}u, N4 - 1u);")
+        lines.append("  for (var k = 0u; k < K4; k = k + 1u) {")
+        for r in range(rows):
+            lines.append(f"    let a{r} = A[ra{r} + k];")
+        lines.append("    let kb = offs.y + k * 4u * N4;")
+        for j in range(4):
+            for q in range(quads):
+                lines.append(f"    let b{j}_{q} = B[kb + {j}u * N4 + cb{q}];")
+        for r in range(rows):
+            for q in range(quads):
+                lines.append(
+                    f"    c{r}_{q} = c{r}_{q} + a{r}.x * b0_{q} + a{r}.y * b1_{q} + a{r}.z * b2_{q} + a{r}.w * b3_{q};"
+                )
+    lines.append("  }")
+    lines.append("  let base = z * M * N;")
+    for r in range(rows):
+        lines.append(f"  if (row + {r}u < M) {{")
+        lines.append(f"    let o{r} = base + (row + {r}u) * N;")
+        for q in range(quads):
+            for j in range(4):
+                c = 4 * q + j
+                lines.append(f"    if (col + {c}u < N) {{ emit(o{r} + col + {c}u, col + {c}u, c{r}_{q}[{j}]); }}")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
