@@ -57,6 +57,12 @@ class _Plan:
         self.strides = strides
 
 
+_SCALARS = (bool, int, float)
+_ZERO4 = (0, 0, 0, 0)
+_ZERO20 = (0,) * 20
+_NO_OFFSETS = (0, 0, 0)
+
+
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
     strides = []
     step = 1
@@ -351,12 +357,19 @@ class WebGPUBackend(Backend):
         plan: _Plan | None = None
         if strides is None and out_strides is None:
             simple = True
+            flat: list[str] = []
             for o in operands:
-                if not isinstance(o, bool | int | float) and o.shape != out_shape:
+                if type(o) in _SCALARS:
+                    flat.append("k")
+                elif o.shape == out_shape:  # type: ignore[union-attr]
+                    flat.append("c")
+                else:
                     simple = False
                     break
+            if simple and out is None and offsets == _NO_OFFSETS:
+                return self._flat_map(key, name, body, wtypes, operands, tuple(flat), n, op)
             if simple:
-                modes = tuple("k" if isinstance(o, bool | int | float) else "c" for o in operands)
+                modes = tuple(flat)
             else:
                 strides = tuple(
                     None if isinstance(o, bool | int | float) else broadcast_strides(o.shape, out_shape) for o in operands
@@ -415,6 +428,42 @@ class WebGPUBackend(Backend):
                 words.extend([0] * (MAX_RANK - len(st)))
         buffers.append(out.buf)
         self._record(entry, tuple(buffers), out, words, self._groups(n))
+        return out
+
+    def _flat_map(
+        self,
+        key: tuple[Any, ...],
+        name: str,
+        body: Callable[[], ew.Body],
+        wtypes: Sequence[WType],
+        operands: Sequence[Tensor | Scalar],
+        modes: tuple[str, ...],
+        n: int,
+        op: str,
+    ) -> GPUArray:
+        """The common case of :meth:`_map` (operands of the output's shape, or scalars), kept
+        lean: it is most of the per-op cost of small element-wise ops."""
+        full_key = (key, modes, False)
+        entry = self._kernels.get(full_key)
+        if entry is None:
+            return self._map(key, name, body, wtypes, operands, (n,) if n else (0,), op, strides=tuple(
+                None if m == "k" else (1,) for m in modes
+            ))  # fmt: skip
+        out = self._alloc(n, entry[2], op)
+        if n == 0:
+            return out
+        words = [n, 0, 0, 0]
+        buffers = []
+        for k, o in enumerate(operands):
+            if modes[k] == "k":
+                words.extend(self._scalar_words(o, wtypes[k]))  # type: ignore[arg-type]
+            else:
+                words.extend(_ZERO4)
+                buffers.append(o._data.buf)  # type: ignore[union-attr]
+        words.extend(_ZERO20[len(words) :])
+        buffers.append(out.buf)
+        groups = -(-n // WORKGROUP)
+        self._record(entry, tuple(buffers), out, words, (groups, 1, 1) if groups <= self._max_groups else self._groups(n))
         return out
 
     # ------------------------------------------------------------------ host transfers

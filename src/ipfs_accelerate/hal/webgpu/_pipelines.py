@@ -103,7 +103,8 @@ class BindGroupCache:
         self.creations = 0
 
     def get(self, kernel: Kernel, buffers: tuple[DeviceBuffer, ...]) -> Any:
-        key = (kernel.layout_key, *[b.uid for b in buffers])
+        # buffers hash and compare by identity: the key costs no per-buffer work
+        key = (kernel.layout_key, buffers)
         group = self._groups.get(key)
         if group is not None:
             return group
@@ -119,8 +120,8 @@ class BindGroupCache:
             self._by_buffer.setdefault(b.uid, set()).add(key)
         if len(self._groups) > self._capacity:
             old_key, _ = self._groups.popitem(last=False)
-            for uid in old_key[1:]:
-                keys = self._by_buffer.get(uid)
+            for b in old_key[1]:
+                keys = self._by_buffer.get(b.uid)
                 if keys is not None:
                     keys.discard(old_key)
         return group

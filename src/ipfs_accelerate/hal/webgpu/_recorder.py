@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 ErrorBuilder = Sequence[Callable[[tuple[int, int, int]], BaseException]]
 
 _SLOT_BYTES = ERR_KINDS * 16
+
+try:  # wgpu-native's cffi module: the fast path of encoding (see Recorder._encode_raw)
+    from wgpu.backends.wgpu_native._ffi import ffi as _ffi
+    from wgpu.backends.wgpu_native._ffi import lib as _lib
+
+    _RAW: tuple[Any, Any] | None = (_ffi, _lib)
+except Exception:  # pragma: no cover
+    _RAW = None
 _PACKERS: dict[int, struct.Struct] = {}
 
 
@@ -143,20 +151,46 @@ class Recorder:
                 self.profiler.encode(encoder, records, self.bind_groups)
             else:
                 compute_pass = encoder.begin_compute_pass()
-                get = self.bind_groups.get
-                last = None
-                for kernel, buffers, offset, gx, gy, gz in records:
-                    if kernel is not last:
-                        compute_pass.set_pipeline(kernel.pipeline)
-                        last = kernel
-                    compute_pass.set_bind_group(0, get(kernel, buffers), (offset,))
-                    compute_pass.dispatch_workgroups(gx, gy, gz)
+                if _RAW is not None:
+                    self._encode_raw(compute_pass, records)
+                else:  # pragma: no cover - wgpu-py without its cffi module
+                    get = self.bind_groups.get
+                    last = None
+                    for kernel, buffers, offset, gx, gy, gz in records:
+                        if kernel is not last:
+                            compute_pass.set_pipeline(kernel.pipeline)
+                            last = kernel
+                        compute_pass.set_bind_group(0, get(kernel, buffers), (offset,))
+                        compute_pass.dispatch_workgroups(gx, gy, gz)
                 compute_pass.end()
             self.dispatches += len(records)
         finally:
             # a batch that failed to encode is dropped, so that later work is not stuck behind it
             records.clear()
             self._ring_used = 0
+
+    def _encode_raw(self, compute_pass: Any, records: list[tuple[Kernel, tuple[DeviceBuffer, ...], int, int, int, int]]) -> None:
+        """The pass commands through wgpu-native's C functions directly: wgpu-py's wrappers
+        cost more than the commands themselves. Validation errors still surface, when the
+        encoder is finished."""
+        ffi, lib = _RAW  # type: ignore[misc]
+        handle = compute_pass._internal
+        set_pipeline = lib.wgpuComputePassEncoderSetPipeline
+        set_bind_group = lib.wgpuComputePassEncoderSetBindGroup
+        dispatch = lib.wgpuComputePassEncoderDispatchWorkgroups
+        offsets = ffi.new("uint32_t[1]")
+        get = self.bind_groups.get
+        groups_used = []  # keeps every bind group alive until the pass ends
+        last = None
+        for kernel, buffers, offset, gx, gy, gz in records:
+            if kernel is not last:
+                set_pipeline(handle, kernel.pipeline._internal)
+                last = kernel
+            group = get(kernel, buffers)
+            groups_used.append(group)
+            offsets[0] = offset
+            set_bind_group(handle, 0, group._internal, 1, offsets)
+            dispatch(handle, gx, gy, gz)
 
     def _submit(self, encoder: Any) -> None:
         try:
