@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ipfs_accelerate.errors import TensorOverflowError, UnsupportedOpError
+from ipfs_accelerate.errors import DeviceLostError, TensorOverflowError, UnsupportedOpError
 from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape
 from ipfs_accelerate.hal.webgpu._device import Device
 from ipfs_accelerate.hal.webgpu._kernels import _conv, _layout, _matmul, _reduce
@@ -145,6 +145,16 @@ class WebGPUBackend(Backend):
         #: handle -> (record index marker) of the last matmul whose epilogue may absorb an activation
         self._fusable: weakref.ref[GPUArray] | None = None
         self._fusable_info: tuple[Any, ...] | None = None
+        dev.on_lost.append(self._leave_registry)
+
+    def _leave_registry(self) -> None:
+        """After a device loss, the registry forgets this instance: the next use of its name
+        starts a fresh device, or falls back (with a warning) if none can start."""
+        from ipfs_accelerate.hal import _registry
+
+        for name, entry in list(_registry._ENTRIES.items()):
+            if entry.instance is self:
+                _registry.reset_backend(name)
 
     # ------------------------------------------------------------------ identity
 
@@ -255,8 +265,10 @@ class WebGPUBackend(Backend):
             try:
                 kernel = self._pipelines.get(name, source, layout_key)
             except Exception as exc:
-                if self._dev.lost_reason is not None or "lost" in str(exc).lower():
-                    raise self._dev.mark_lost(str(exc)) from exc
+                failure = self._dev.failure(exc, f"compiling kernel {name!r}")
+                if isinstance(failure, DeviceLostError):
+                    raise failure from exc
+                # an adapter whose compiler rejects a kernel: the op runs on the CPU instead
                 raise UnsupportedOpError(f"webgpu: kernel {name!r} failed to compile on {self._dev.label}: {exc}") from exc
             entry = (kernel, errors, out)
             self._kernels[key] = entry
@@ -486,7 +498,7 @@ class WebGPUBackend(Backend):
             try:
                 dev.queue.write_buffer(handle.buf.buffer, 0, data)
             except Exception as exc:
-                raise dev.mark_lost(f"{type(exc).__name__}: {exc}") from exc
+                raise dev.failure(exc, "uploading a tensor") from exc
         return handle
 
     def to_numpy(self, x: Tensor) -> np.ndarray[Any, Any]:

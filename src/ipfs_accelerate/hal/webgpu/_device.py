@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ipfs_accelerate.errors import (
+    BackendError,
     BackendLimitError,
     BackendUnavailableError,
     DeviceLostError,
@@ -115,6 +116,8 @@ class Device:
         self.max_workgroup_storage = self.limits.get("max-compute-workgroup-storage-size", 16384)
         self.max_storage_buffers = self.limits.get("max-storage-buffers-per-shader-stage", 8)
         self.lost_reason: str | None = None
+        #: called once when the device is found lost (the backend leaves the registry then)
+        self.on_lost: list[Callable[[], None]] = []
         self.dtypes = tuple(name for name, w in WTYPES.items() if w.feature is None or w.feature in self.features)
 
     # ------------------------------------------------------------------ description
@@ -156,17 +159,27 @@ class Device:
 
     def check_alive(self) -> None:
         if self.lost_reason is not None:
-            raise DeviceLostError(
-                f"webgpu: the device on adapter {self.label} was lost ({self.lost_reason}); its tensors are "
-                "gone. New tensors go to a fresh device (or 'cpu' if none can start)"
-            )
+            raise self.mark_lost(self.lost_reason)
 
     def mark_lost(self, reason: str) -> DeviceLostError:
-        """Record a device loss and return the error to raise."""
+        """Record a device loss (once) and return the error to raise."""
         if self.lost_reason is None:
             self.lost_reason = reason
-        try:
-            self.check_alive()
-        except DeviceLostError as exc:
-            return exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            for callback in self.on_lost:
+                try:
+                    callback()
+                except Exception:  # a failing observer must not hide the loss
+                    pass
+        return DeviceLostError(
+            f"webgpu: the device on adapter {self.label} was lost ({self.lost_reason}); its tensors are "
+            "gone. New tensors go to a fresh device (or 'cpu' if none can start)"
+        )
+
+    def failure(self, exc: BaseException, doing: str) -> BackendError:
+        """The typed error for a wgpu exception raised while ``doing`` something: a lost device
+        (wgpu says "lost" or "destroyed") or a backend failure naming the adapter."""
+        text = f"{type(exc).__name__}: {exc}"
+        lowered = text.lower()
+        if self.lost_reason is not None or "lost" in lowered or "destroyed" in lowered:
+            return self.mark_lost(" ".join(text.split())[:300])
+        return BackendError(f"webgpu: {doing} failed on adapter {self.label}: {text}")

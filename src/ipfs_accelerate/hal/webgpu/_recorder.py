@@ -196,7 +196,7 @@ class Recorder:
         try:
             self._queue.submit([encoder.finish()])
         except Exception as exc:
-            raise self._dev.mark_lost(f"{type(exc).__name__}: {exc}") from exc
+            raise self._dev.failure(exc, "submitting recorded work") from exc
         self.submits += 1
         self._pool.end_batch()
         if self.profiler is not None:
@@ -207,8 +207,12 @@ class Recorder:
         with self.lock:
             if not self._records:
                 return
-            encoder = self._device.create_command_encoder()
-            self._encode(encoder)
+            self._dev.check_alive()
+            try:
+                encoder = self._device.create_command_encoder()
+                self._encode(encoder)
+            except Exception as exc:
+                raise self._dev.failure(exc, "encoding recorded work") from exc
             self._submit(encoder)
 
     def _staging_buffer(self, size: int) -> Any:
@@ -233,26 +237,32 @@ class Recorder:
             err_bytes = self._err_used * _SLOT_BYTES
             err_offset = -(-data_bytes // 256) * 256
             total = err_offset + err_bytes
-            encoder = self._device.create_command_encoder()
-            self._encode(encoder)
+            try:
+                encoder = self._device.create_command_encoder()
+                self._encode(encoder)
+            except Exception as exc:
+                raise self._dev.failure(exc, "encoding recorded work") from exc
             synchronize_only = total == 0
             if synchronize_only:
                 # mapping waits for the queue: copy one word of the (clean) error flags
                 total = 4
-            staging = self._staging_buffer(total)
-            if synchronize_only:
-                encoder.copy_buffer_to_buffer(self.errors.buffer, 0, staging, 0, 4)
-            if data_bytes:
-                encoder.copy_buffer_to_buffer(buf.buffer, 0, staging, 0, data_bytes)  # type: ignore[union-attr]
-            if err_bytes:
-                encoder.copy_buffer_to_buffer(self.errors.buffer, 0, staging, err_offset, err_bytes)
+            try:
+                staging = self._staging_buffer(total)
+                if synchronize_only:
+                    encoder.copy_buffer_to_buffer(self.errors.buffer, 0, staging, 0, 4)
+                if data_bytes:
+                    encoder.copy_buffer_to_buffer(buf.buffer, 0, staging, 0, data_bytes)  # type: ignore[union-attr]
+                if err_bytes:
+                    encoder.copy_buffer_to_buffer(self.errors.buffer, 0, staging, err_offset, err_bytes)
+            except Exception as exc:
+                raise self._dev.failure(exc, "copying results for readback") from exc
             self._submit(encoder)
             if not synchronize_only:
                 self.readbacks += 1
             try:
                 staging.map_sync(self._wgpu.MapMode.READ, 0, total)
             except Exception as exc:
-                raise self._dev.mark_lost(f"mapping the readback buffer failed: {exc}") from exc
+                raise self._dev.failure(exc, "mapping the readback buffer") from exc
             try:
                 data = staging.read_mapped(0, data_bytes) if data_bytes else memoryview(b"")
                 flags = staging.read_mapped(err_offset, err_bytes) if err_bytes else None
