@@ -58,7 +58,8 @@ class ProfileReport:
 class Profiler:
     """Encodes dispatches with timestamps and accumulates a :class:`ProfileReport`."""
 
-    def __init__(self, dev: Device, capacity: int = 4096) -> None:
+    def __init__(self, dev: Device, capacity: int = 2048) -> None:
+        # wgpu caps a query set at 4096 queries: two per timed dispatch
         if "timestamp-query" not in dev.features:
             raise UnsupportedOpError(
                 f"webgpu: profiling needs the 'timestamp-query' feature, which adapter {dev.label} lacks"
