@@ -583,7 +583,7 @@ class WebGPUBackend(Backend):
             f"clamp.{wtype.name}",
             lambda: ew.clamp_body(wtype, has_low, has_high),
             (wtype, wtype, wtype),
-            (x, low if has_low else 0, high if has_high else 0),
+            (x, low if low is not None else 0, high if high is not None else 0),
             x.shape,
             "clamp",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -166,10 +167,8 @@ class Device:
         if self.lost_reason is None:
             self.lost_reason = reason
             for callback in self.on_lost:
-                try:
+                with contextlib.suppress(Exception):  # a failing observer must not hide the loss
                     callback()
-                except Exception:  # a failing observer must not hide the loss
-                    pass
         return DeviceLostError(
             f"webgpu: the device on adapter {self.label} was lost ({self.lost_reason}); its tensors are "
             "gone. New tensors go to a fresh device (or 'cpu' if none can start)"
