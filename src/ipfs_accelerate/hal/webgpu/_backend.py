@@ -439,7 +439,8 @@ class WebGPUBackend(Backend):
                 words.extend(s & 0xFFFFFFFF for s in st)
                 words.extend([0] * (MAX_RANK - len(st)))
         buffers.append(out.buf)
-        self._record(entry, tuple(buffers), out, words, self._groups(n))
+        strided_kernel = "s" in modes or out_strided
+        self._record(entry, tuple(buffers), out, words, self._groups(-(-n // ew.STRIDED_ELEMS) if strided_kernel else n))
         return out
 
     def _flat_map(
@@ -710,8 +711,12 @@ class WebGPUBackend(Backend):
         moved = Tensor(self.permute(x, order), moved_shape, x.dtype, self)
         return moved, math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes), 1
 
-    @staticmethod
-    def _row_shape(rows: int, length: int) -> str:
+    def _row_shape(self, rows: int, length: int) -> str:
+        """"group" (a workgroup per row) or "thread" (an invocation per row). On a CPU adapter
+        invocations are SIMD lanes and workgroup barriers are costly: rows get a workgroup
+        only when there are too few rows to keep the cores busy."""
+        if self._dev.adapter_type == "cpu":
+            return "group" if rows < 64 and length >= 512 else "thread"
         return "group" if length >= 256 and rows <= 16384 else "thread"
 
     def _row_groups(self, rows: int, shape: str) -> tuple[int, int, int]:
@@ -808,7 +813,7 @@ class WebGPUBackend(Backend):
         wtype = self._wt(x.dtype, "layer_norm")
         length = math.prod(x.shape[x.ndim - num_axes :])
         rows = math.prod(x.shape[: x.ndim - num_axes])
-        shape = self._row_shape(rows, length) if length < 256 else ("group" if length >= 128 else "thread")
+        shape = self._row_shape(rows, length)
         has_w, has_b = weight is not None, bias is not None
         key = ("layer_norm", wtype.name, has_w, has_b, shape)
         entry = self._kernels.get(key)

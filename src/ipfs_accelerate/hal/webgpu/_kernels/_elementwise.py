@@ -40,6 +40,9 @@ from ipfs_accelerate.hal.webgpu._kernels._wgsl import (
 
 ErrorMaker = Callable[[tuple[int, int, int]], BaseException]
 
+#: outputs per invocation of the strided kernels
+STRIDED_ELEMS = 4
+
 INT_HELPERS = """
 fn min_i32() -> i32 { return bitcast<i32>(0x80000000u); }
 fn mul_ovf_i32(a: i32, b: i32, p: i32) -> bool { return a != 0 && ((p / a) != b || (a == -1 && b == min_i32())); }
@@ -113,38 +116,64 @@ def map_source(
     if checked:
         lines.append(error_binding(binding))
     strided = [k for k, (_, mode) in enumerate(inputs) if mode == "s"]
+    loads = []
+    for k, (wtype, mode) in enumerate(inputs):
+        if mode == "c":
+            loads.append(f"let a{k} = {wtype.load(f'in{k}[i + pu({P_OFFSET + k}u)]')};")
+        elif mode == "s":
+            loads.append(f"let a{k} = {wtype.load(f'in{k}[u32(o{k})]')};")
+        else:
+            loads.append(f"let a{k} = {wtype.scalar(P_SCALAR[k])};")
+    target = "u32(oo)" if out_strided else f"i + pu({P_OUT_OFFSET}u)"
+    element = [*loads, f"var r: {out.compute};", *body.code.split("\n"), f"out0[{target}] = {out.store('r')};"]
     code = [
         f"@compute @workgroup_size({WORKGROUP})",
         "fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {",
-        "  let i = flat_index(gid, nwg);",
-        f"  if (i >= pu({P_N}u)) {{ return; }}",
     ]
-    if strided or out_strided:
-        for k in strided:
-            code.append(f"  var o{k} = pi({P_OFFSET + k}u);")
-        if out_strided:
-            code.append(f"  var oo = pi({P_OUT_OFFSET}u);")
-        code.append("  var rem = i;")
-        code.append(f"  for (var d = pu({P_RANK}u); d > 0u; d = d - 1u) {{")
-        code.append(f"    let size = pu({P_SHAPE - 1}u + d);")
-        code.append("    let c = i32(rem % size);")
-        code.append("    rem = rem / size;")
-        for k in strided:
-            code.append(f"    o{k} = o{k} + c * pi({P_STRIDES[k] - 1}u + d);")
-        if out_strided:
-            code.append(f"    oo = oo + c * pi({P_OUT_STRIDES - 1}u + d);")
+    if not (strided or out_strided):
+        code.append("  let i = flat_index(gid, nwg);")
+        code.append(f"  if (i >= pu({P_N}u)) {{ return; }}")
+        code.extend("  " + line for line in element)
+    else:
+        # STRIDED_ELEMS consecutive outputs per invocation: the coordinates are decomposed
+        # (integer divisions, slow on SIMD hardware) once, then stepped along the last axis
+        walkers = [f"o{k}" for k in strided] + (["oo"] if out_strided else [])
+        stride_of = {f"o{k}": P_STRIDES[k] for k in strided}
+        stride_of["oo"] = P_OUT_STRIDES
+        offset_of = {f"o{k}": P_OFFSET + k for k in strided}
+        offset_of["oo"] = P_OUT_OFFSET
+        code.append(f"  let first = flat_index(gid, nwg) * {STRIDED_ELEMS}u;")
+        code.append(f"  let n = pu({P_N}u);")
+        code.append("  if (first >= n) { return; }")
+        code.append(f"  let rank = pu({P_RANK}u);")
+        code.append("  var last_size = 1u;")
+        code.append(f"  if (rank > 0u) {{ last_size = pu({P_SHAPE - 1}u + rank); }}")
+        for w in walkers:
+            code.append(f"  var {w} = 0;")
+            code.append(f"  var {w}_step = 0;")
+            code.append(f"  if (rank > 0u) {{ {w}_step = pi({stride_of[w] - 1}u + rank); }}")
+        code.append("  var last = last_size;")
+        code.append(f"  for (var e = 0u; e < {STRIDED_ELEMS}u; e = e + 1u) {{")
+        code.append("    let i = first + e;")
+        code.append("    if (i >= n) { break; }")
+        code.append("    if (last == last_size) {")
+        for w in walkers:
+            code.append(f"      {w} = pi({offset_of[w]}u);")
+        code.append("      var rem = i;")
+        code.append("      for (var d = rank; d > 0u; d = d - 1u) {")
+        code.append(f"        let size = pu({P_SHAPE - 1}u + d);")
+        code.append("        let c = i32(rem % size);")
+        code.append("        rem = rem / size;")
+        for w in walkers:
+            code.append(f"        {w} = {w} + c * pi({stride_of[w] - 1}u + d);")
+        code.append("      }")
+        code.append("      last = i % last_size;")
+        code.append("    }")
+        code.extend("    " + line for line in element)
+        code.append("    last = last + 1u;")
+        for w in walkers:
+            code.append(f"    {w} = {w} + {w}_step;")
         code.append("  }")
-    for k, (wtype, mode) in enumerate(inputs):
-        if mode == "c":
-            code.append(f"  let a{k} = {wtype.load(f'in{k}[i + pu({P_OFFSET + k}u)]')};")
-        elif mode == "s":
-            code.append(f"  let a{k} = {wtype.load(f'in{k}[u32(o{k})]')};")
-        else:
-            code.append(f"  let a{k} = {wtype.scalar(P_SCALAR[k])};")
-    code.append(f"  var r: {out.compute};")
-    code.append("  " + body.code.replace("\n", "\n  "))
-    target = "u32(oo)" if out_strided else f"i + pu({P_OUT_OFFSET}u)"
-    code.append(f"  out0[{target}] = {out.store('r')};")
     code.append("}")
     lines.extend(code)
     n_in = sum(1 for _, mode in inputs if mode != "k")
