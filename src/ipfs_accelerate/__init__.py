@@ -71,27 +71,30 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ipfs_accelerate import errors, hal, ops
-    from ipfs_accelerate.hal import available_backends, get_backend, select_backend
-    from ipfs_accelerate.tensor import (
-        DType,
-        Tensor,
-        arange,
-        bool_,
-        float16,
-        float32,
-        float64,
-        from_numpy,
-        full,
-        full_like,
-        int32,
-        int64,
-        ones,
-        ones_like,
-        rand,
-        randn,
-        tensor,
-        uint8,
-        zeros,
-        zeros_like,
-    )
+    from ipfs_accelerate import errors as errors
+    from ipfs_accelerate import hal as hal
+    from ipfs_accelerate import ops as ops
+    from ipfs_accelerate import sharing as sharing
+    from ipfs_accelerate import tensor as tensor
+    from ipfs_accelerate.hal import available_backends as available_backends
+    from ipfs_accelerate.hal import get_backend as get_backend
+    from ipfs_accelerate.hal import select_backend as select_backend
+    from ipfs_accelerate.tensor import DType as DType
+    from ipfs_accelerate.tensor import Tensor as Tensor
+    from ipfs_accelerate.tensor import arange as arange
+    from ipfs_accelerate.tensor import bool_ as bool_
+    from ipfs_accelerate.tensor import float16 as float16
+    from ipfs_accelerate.tensor import float32 as float32
+    from ipfs_accelerate.tensor import float64 as float64
+    from ipfs_accelerate.tensor import from_numpy as from_numpy
+    from ipfs_accelerate.tensor import full as full
+    from ipfs_accelerate.tensor import full_like as full_like
+    from ipfs_accelerate.tensor import int32 as int32
+    from ipfs_accelerate.tensor import int64 as int64
+    from ipfs_accelerate.tensor import ones as ones
+    from ipfs_accelerate.tensor import ones_like as ones_like
+    from ipfs_accelerate.tensor import rand as rand
+    from ipfs_accelerate.tensor import randn as randn
+    from ipfs_accelerate.tensor import uint8 as uint8
+    from ipfs_accelerate.tensor import zeros as zeros
+    from ipfs_accelerate.tensor import zeros_like as zeros_like

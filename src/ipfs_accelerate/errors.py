@@ -63,11 +63,13 @@ __all__ = [
     "TensorOverflowError",
     "TimeoutError",
     "UnknownBackendError",
+    "UnknownTensorTypeError",
     "UnsupportedArchitectureError",
     "UnsupportedDtypeError",
     "UnsupportedOpError",
     "ViewBoundsError",
     "WebNNError",
+    "WebNNInvalidStateError",
     "WebNNOperationError",
     "WebNNValidationError",
 ]
@@ -168,6 +170,10 @@ class OutOfMemoryError(SharingError, builtins.MemoryError):
     """Registering a tensor would exceed the memory limit even after evicting what can be freed."""
 
 
+class UnknownTensorTypeError(SharingError, InvalidArgumentError):
+    """A tensor type (text_embedding, vision_embedding, ...) has no known sharing pattern."""
+
+
 # --------------------------------------------------------------------------- WebNN
 
 
@@ -181,6 +187,11 @@ class WebNNValidationError(WebNNError, builtins.TypeError):
 
 class WebNNOperationError(WebNNError, builtins.RuntimeError):
     """Building, compiling or dispatching a graph failed at run time (the spec's OperationError)."""
+
+
+class WebNNInvalidStateError(WebNNError, builtins.RuntimeError):
+    """The object's state forbids the call (the spec's InvalidStateError): a builder that has
+    already built, or a context, graph or tensor that was destroyed."""
 
 
 # --------------------------------------------------------------------------- models

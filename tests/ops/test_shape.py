@@ -391,3 +391,12 @@ def test_dtypes_round_trip(device: str, dtype: str) -> None:
         pytest.skip(f"{device} does not hold {dtype}")
     x = np.array([0, 1, 1, 0], dtype=dtype)
     assert_close(on(device, x), x)
+
+
+def test_full_size_selections_that_are_not_the_identity(device: str) -> None:
+    """Selections as large as the input that still move elements (reversal, negative steps)."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = on(device, x)
+    for key in [(slice(None), slice(None, None, -1)), (slice(None, None, -1),), (slice(2, None, -1), slice(3, None, -1))]:
+        assert_close(t[key], x[key], op=f"getitem {key!r}")
+    assert_close(ops.slice(t, [-1], [-4], [-1], [0]), x[-1:-4:-1], op="slice reverse")

@@ -10,13 +10,12 @@ float beyond float16's range) raises TensorOverflowError instead of wrapping.
 
 from __future__ import annotations
 
-import builtins
 import math
 from typing import Any
 
 import numpy as np
 
-from ipfs_accelerate.errors import DtypeError, TensorOverflowError
+from ipfs_accelerate.errors import DtypeError, TensorOverflowError, UnsupportedOpError
 from ipfs_accelerate.ops._core import (
     Operand,
     Shape,
@@ -123,22 +122,30 @@ def _arith_dtype(op: str, dtype: DType) -> DType:
 def _check_scalar(op: str, value: Any, dtype: DType) -> None:
     """Refuse a Python scalar that the compute dtype cannot hold (numpy 2 raises here too)."""
     if dtype.is_floating:
-        if isinstance(value, float) and math.isfinite(value) and value != 0:
-            limit = float(np.finfo(dtype.numpy).max)
-            if builtins.abs(value) > limit:
-                raise TensorOverflowError(f"{op}: scalar {value!r} overflows {dtype.name} (max {limit})")
+        if value.__class__ is float and not -dtype.max <= value <= dtype.max and math.isfinite(value):
+            raise TensorOverflowError(f"{op}: scalar {value!r} overflows {dtype.name} (max {dtype.max})")
         return
-    if dtype.is_integer and isinstance(value, int) and not isinstance(value, bool):
-        info = np.iinfo(dtype.numpy)
-        if not info.min <= value <= info.max:
-            raise TensorOverflowError(
-                f"{op}: scalar {value} is out of range for {dtype.name} [{info.min}, {info.max}]"
-            )
+    if dtype.is_integer and value.__class__ is int and not dtype.min <= value <= dtype.max:
+        raise TensorOverflowError(f"{op}: scalar {value} is out of range for {dtype.name} [{dtype.min}, {dtype.max}]")
+
+
+#: (op, compute dtype) -> output dtype, filled on first use of each pair
+_BINARY_OUT: dict[tuple[str, DType], DType] = {}
+
+
+def _binary_out_dtype(op: str, dtype: DType) -> tuple[str, DType, DType]:
+    """(op to run, compute dtype, output dtype) for ``op`` on operands promoted to ``dtype``."""
+    if op in _COMPARISONS:
+        return op, dtype, bool_
+    if dtype is bool_ and op in _BOOL_ALIASES:
+        return _BOOL_ALIASES[op], dtype, bool_
+    out = _arith_dtype(op, dtype)
+    return op, out, out
 
 
 def _binary(op: str, a: Any, b: Any) -> Tensor:
-    a_is_tensor = isinstance(a, Tensor)
-    b_is_tensor = isinstance(b, Tensor)
+    a_is_tensor = a.__class__ is Tensor
+    b_is_tensor = b.__class__ is Tensor
     if a_is_tensor and b_is_tensor:
         backend = a._backend
         if b._backend is not backend:
@@ -146,31 +153,31 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
         dtype = a.dtype if a.dtype is b.dtype else promote(op, a, b)
         shape: Shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op)
     elif a_is_tensor:
-        if not is_scalar(b):
-            return _binary(op, a, as_tensor(b, op=op, like=a))
-        b = python_scalar(b)
+        if b.__class__ not in _PY_SCALARS:
+            if not is_scalar(b):
+                return _binary(op, a, as_tensor(b, op=op, like=a))
+            b = python_scalar(b)
         backend = a._backend
-        dtype = result_type(a.dtype, b, op=op)
+        dtype = _scalar_promotion(a.dtype, b, op)
         shape = a.shape
     elif b_is_tensor:
-        if not is_scalar(a):
-            return _binary(op, as_tensor(a, op=op, like=b), b)
-        a = python_scalar(a)
+        if a.__class__ not in _PY_SCALARS:
+            if not is_scalar(a):
+                return _binary(op, as_tensor(a, op=op, like=b), b)
+            a = python_scalar(a)
         backend = b._backend
-        dtype = result_type(a, b.dtype, op=op)
+        dtype = _scalar_promotion(b.dtype, a, op)
         shape = b.shape
     else:
         return _binary(op, as_tensor(a, op=op), b)
 
-    if op in _COMPARISONS:
-        out_dtype = bool_
-    else:
-        if dtype is bool_ and op in _BOOL_ALIASES:
-            op = _BOOL_ALIASES[op]
-            out_dtype = bool_
-        else:
-            out_dtype = _arith_dtype(op, dtype)
-            dtype = out_dtype
+    key = (op, dtype)
+    out_dtype = _BINARY_OUT.get(key)
+    if out_dtype is None or (dtype is bool_ and op in _BOOL_ALIASES):
+        op, dtype, out_dtype = _binary_out_dtype(op, dtype)
+        _BINARY_OUT[key] = out_dtype
+    elif out_dtype is not bool_:
+        dtype = out_dtype
     if a_is_tensor:
         if a.dtype is not dtype:
             a = cast_to(a, dtype)
@@ -181,7 +188,22 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
             b = cast_to(b, dtype)
     else:
         _check_scalar(op, b, dtype)
-    return run(backend, "binary", (op, a, b, shape), shape, out_dtype)
+    try:
+        return Tensor(backend.binary(op, a, b, shape), shape, out_dtype, backend)
+    except UnsupportedOpError:
+        return run(backend, "binary", (op, a, b, shape), shape, out_dtype)
+
+
+_PY_SCALARS = frozenset({bool, int, float})
+_SCALAR_PROMOTION: dict[tuple[DType, type], DType] = {}
+
+
+def _scalar_promotion(dtype: DType, scalar: Any, op: str) -> DType:
+    found = _SCALAR_PROMOTION.get((dtype, scalar.__class__))
+    if found is None:
+        found = result_type(dtype, scalar, op=op)
+        _SCALAR_PROMOTION[(dtype, scalar.__class__)] = found
+    return found
 
 
 def add(a: Operand, b: Operand) -> Tensor:

@@ -33,7 +33,7 @@ __all__ = [
 class DType:
     """A tensor element type. Compares equal to its name and to the matching numpy dtype."""
 
-    __slots__ = ("is_bool", "is_floating", "is_integer", "is_signed", "itemsize", "name", "numpy")
+    __slots__ = ("is_bool", "is_floating", "is_integer", "is_signed", "itemsize", "max", "min", "name", "numpy")
 
     def __init__(self, name: str) -> None:
         self.name: Final = name
@@ -43,6 +43,10 @@ class DType:
         self.is_integer: Final = self.numpy.kind in "iu"
         self.is_signed: Final = self.numpy.kind in "if"
         self.is_bool: Final = self.numpy.kind == "b"
+        #: largest and smallest finite values (1/0 for bool)
+        info: Any = np.finfo(self.numpy) if self.is_floating else np.iinfo(self.numpy) if self.is_integer else None
+        self.max: Final[float | int] = (float(info.max) if self.is_floating else int(info.max)) if info is not None else 1
+        self.min: Final[float | int] = (float(info.min) if self.is_floating else int(info.min)) if info is not None else 0
 
     def __repr__(self) -> str:
         return f"ipfs_accelerate.{self.name if self.name != 'bool' else 'bool_'}"

@@ -7,7 +7,7 @@ import contextlib
 import os
 import platform
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -20,9 +20,7 @@ from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape
 from ipfs_accelerate.hal.cpu import _math
 from ipfs_accelerate.tensor._creation import checked_cast
 from ipfs_accelerate.tensor._dtype import DTYPES, DType
-
-if TYPE_CHECKING:
-    from ipfs_accelerate.tensor._tensor import Tensor
+from ipfs_accelerate.tensor._tensor import Tensor
 
 Array = np.ndarray[Any, Any]
 
@@ -171,13 +169,15 @@ class CPUBackend(Backend):
         return result if isinstance(result, np.ndarray) else np.asarray(result)
 
     def binary(self, op: str, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Array:
-        x = a._data if not isinstance(a, bool | int | float) else a
-        y = b._data if not isinstance(b, bool | int | float) else b
-        dtype = x.dtype if isinstance(x, np.ndarray) else y.dtype  # type: ignore[union-attr]
-        if dtype.kind in "iu":
+        if a.__class__ is Tensor:
+            x, integer = a._data, a.dtype.is_integer  # type: ignore[union-attr]
+            y = b._data if b.__class__ is Tensor else b  # type: ignore[union-attr]
+        else:
+            x, y, integer = a, b._data, b.dtype.is_integer  # type: ignore[union-attr]
+        if integer:
             return self._integer_binary(op, x, y)
         result = _BINARY[op](x, y)
-        return result if isinstance(result, np.ndarray) else np.asarray(result)
+        return result if result.__class__ is np.ndarray else np.asarray(result)
 
     def _integer_binary(self, op: str, x: Any, y: Any) -> Array:
         if op in ("floor_divide", "remainder") and np.any(np.asarray(y) == 0):

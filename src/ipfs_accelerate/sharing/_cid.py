@@ -1,0 +1,151 @@
+"""Content identifiers: the IPFS CIDv1 of a tensor's bytes.
+
+A content id is exactly what IPFS writes for a raw block (``ipfs add --raw-leaves`` of a file
+that fits one block, or ``ipfs block put``): CIDv1, the ``raw`` codec (0x55), a sha2-256
+multihash (0x12, 32-byte digest), rendered in multibase base32 (RFC 4648, lower case, no
+padding) behind the ``b`` prefix. The 36 binary bytes are
+``0x01 0x55 0x12 0x20 <sha256 digest>``, so every id starts ``bafkrei``.
+
+A tensor's bytes are its elements in row-major (C) order, little-endian, each of its dtype's
+size (bool: one byte, 0 or 1), which is also how safetensors stores a tensor: the content id
+of a weight equals the CID of its bytes in the checkpoint file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import InvalidArgumentError
+from ipfs_accelerate.tensor import Tensor
+
+__all__ = [
+    "CID_VERSION",
+    "RAW_CODEC",
+    "SHA2_256",
+    "cid_from_digest",
+    "content_id",
+    "digest_from_cid",
+    "host_bytes",
+]
+
+CID_VERSION = 1
+RAW_CODEC = 0x55
+SHA2_256 = 0x12
+_DIGEST_SIZE = 32
+_MULTIBASE_BASE32 = "b"
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128, as multiformats' unsigned-varint spells numbers."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, cid: str) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            break
+    raise InvalidArgumentError(f"content id {cid!r}: malformed varint in the binary CID")
+
+
+_PREFIX = _varint(CID_VERSION) + _varint(RAW_CODEC) + _varint(SHA2_256) + _varint(_DIGEST_SIZE)
+
+
+def cid_from_digest(digest: bytes) -> str:
+    """The CIDv1 (raw codec, sha2-256, base32 ``b...``) of the block whose sha256 is ``digest``."""
+    if len(digest) != _DIGEST_SIZE:
+        raise InvalidArgumentError(
+            f"cid_from_digest: a sha2-256 digest has {_DIGEST_SIZE} bytes, got {len(digest)}"
+        )
+    encoded = base64.b32encode(_PREFIX + bytes(digest)).decode("ascii").lower().rstrip("=")
+    return _MULTIBASE_BASE32 + encoded
+
+
+def digest_from_cid(cid: str) -> bytes:
+    """The sha256 digest inside a content id made by :func:`content_id`.
+
+    Raises InvalidArgumentError naming the id when it is not a base32 CIDv1 of a raw block
+    with a sha2-256 multihash (other codecs, hashes and bases are not content ids here).
+    """
+    if not isinstance(cid, str) or not cid.startswith(_MULTIBASE_BASE32):
+        raise InvalidArgumentError(
+            f"content id {cid!r}: expected a multibase base32 string starting with 'b'"
+        )
+    body = cid[1:].upper()
+    try:
+        raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    except (ValueError, TypeError):  # binascii.Error is a ValueError
+        raise InvalidArgumentError(f"content id {cid!r}: not valid base32") from None
+    version, pos = _read_varint(raw, 0, cid)
+    codec, pos = _read_varint(raw, pos, cid)
+    hash_code, pos = _read_varint(raw, pos, cid)
+    size, pos = _read_varint(raw, pos, cid)
+    if (version, codec, hash_code, size) != (CID_VERSION, RAW_CODEC, SHA2_256, _DIGEST_SIZE):
+        raise InvalidArgumentError(
+            f"content id {cid!r}: CIDv{version} codec 0x{codec:x} multihash 0x{hash_code:x} "
+            f"({size} bytes); expected CIDv1, raw (0x55), sha2-256 (0x12, 32 bytes)"
+        )
+    digest = raw[pos:]
+    if len(digest) != _DIGEST_SIZE:
+        raise InvalidArgumentError(
+            f"content id {cid!r}: digest has {len(digest)} bytes, expected {_DIGEST_SIZE}"
+        )
+    if cid_from_digest(digest) != cid:  # catches upper case and non-canonical padding bits
+        raise InvalidArgumentError(f"content id {cid!r}: not in canonical lower-case base32")
+    return digest
+
+
+def host_bytes(data: Tensor | np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The canonical bytes of ``data`` as a flat uint8 array: row-major, little-endian.
+
+    On CPU this is a view of the tensor's memory when it is contiguous (no copy); a strided
+    tensor is made contiguous once, a big-endian host swaps bytes once, and a tensor on a
+    device is read back to the host (its only copy).
+    """
+    array = data.numpy() if isinstance(data, Tensor) else data
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.reshape(-1).view(np.uint8)
+
+
+def content_id(data: Tensor | np.ndarray[Any, Any] | bytes | bytearray | memoryview) -> str:
+    """The IPFS CIDv1 of ``data``'s bytes (see the module docstring for the byte layout).
+
+    ``data`` is a Tensor (any backend), a numpy array, or raw bytes. The bytes are hashed once
+    and, on CPU, without copying them; dtype and shape are not part of the id (equal bytes give
+    equal ids), so compare those separately when they matter.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        digest = hashlib.sha256(data).digest()
+    elif isinstance(data, Tensor | np.ndarray):
+        if isinstance(data, np.ndarray) and data.dtype.kind not in "biuf":
+            raise InvalidArgumentError(
+                f"content_id: numpy dtype {data.dtype} has no defined byte layout; "
+                "pass a numeric array"
+            )
+        digest = hashlib.sha256(host_bytes(data).data).digest()
+    else:
+        raise InvalidArgumentError(
+            f"content_id: expected a Tensor, numpy array or bytes, got {type(data).__name__}"
+        )
+    return cid_from_digest(digest)
