@@ -61,6 +61,7 @@ _SCALARS = (bool, int, float)
 _ZERO4 = (0, 0, 0, 0)
 _ZERO20 = (0,) * 20
 _NO_OFFSETS = (0, 0, 0)
+_C, _CC, _CK, _KC = ("c",), ("c", "c"), ("c", "k"), ("k", "c")
 
 
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -135,6 +136,8 @@ class WebGPUBackend(Backend):
         self._recorder = Recorder(dev, self._pool)
         recorder_ref.append(self._recorder)
         self._kernels: dict[tuple[Any, ...], KernelEntry] = {}
+        #: (op, dtype name, operand modes) -> compiled flat kernel of unary/binary ops
+        self._fast: dict[tuple[str, str, tuple[str, ...]], tuple[KernelEntry, WType]] = {}
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._wtypes: dict[str, WType] = {name: WTYPES[name] for name in dev.dtypes}
         self._dtypes = frozenset(as_dtype(name) for name in dev.dtypes)
@@ -554,20 +557,61 @@ class WebGPUBackend(Backend):
 
     # ------------------------------------------------------------------ element-wise
 
+    def _record_fast(self, entry: KernelEntry, wtype: WType, operands: tuple[Tensor | Scalar, ...], n: int, op: str) -> GPUArray:
+        """Record a cached flat map kernel: the per-op path of small element-wise ops."""
+        out = self._alloc(n, entry[2], op)
+        if n:
+            words = [n, 0, 0, 0]
+            buffers = []
+            for o in operands:
+                if o.__class__ in _SCALARS:
+                    words.extend(self._scalar_words(o, wtype))  # type: ignore[arg-type]
+                else:
+                    words.extend(_ZERO4)
+                    buffers.append(o._data.buf)  # type: ignore[union-attr]
+            words.extend(_ZERO20[len(words) :])
+            buffers.append(out.buf)
+            groups = -(-n // WORKGROUP)
+            self._record(entry, tuple(buffers), out, words, (groups, 1, 1) if groups <= self._max_groups else self._groups(n))
+        return out
+
     def unary(self, op: str, x: Tensor) -> GPUArray:
-        if op in _matmul.ACTIVATIONS and self._fusable is not None:
+        if self._fusable is not None and op in _matmul.ACTIVATIONS:
             fused = self._fuse_activation(op, x)
             if fused is not None:
                 return fused
+        fast = self._fast.get((op, x.dtype.name, _C))
+        if fast is not None:
+            return self._record_fast(fast[0], fast[1], (x,), math.prod(x.shape), op)
         wtype = self._wt(x.dtype, op)
-        return self._map(("unary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.unary_body(op, wtype), (wtype,), (x,), x.shape, op)
+        result = self._map(("unary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.unary_body(op, wtype), (wtype,), (x,), x.shape, op)
+        entry = self._kernels.get((("unary", op, wtype.name), _C, False))
+        if entry is not None:
+            self._fast[(op, x.dtype.name, _C)] = (entry, wtype)
+        return result
 
     def binary(self, op: str, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> GPUArray:
-        ref = b if isinstance(a, bool | int | float) else a
-        wtype = self._wt(ref.dtype, op)  # type: ignore[union-attr]
-        return self._map(
-            ("binary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), (wtype, wtype), (a, b), out_shape, op
-        )
+        a_scalar = a.__class__ in _SCALARS
+        b_scalar = b.__class__ in _SCALARS
+        ref: Any = b if a_scalar else a
+        if a_scalar:
+            modes: tuple[str, ...] | None = _KC
+        elif b_scalar:
+            modes = _CK
+        else:
+            modes = _CC if a.shape == b.shape else None  # type: ignore[union-attr]
+        if modes is not None:
+            fast = self._fast.get((op, ref.dtype.name, modes))
+            if fast is not None:
+                return self._record_fast(fast[0], fast[1], (a, b), math.prod(out_shape), op)
+        wtype = self._wt(ref.dtype, op)
+        key = ("binary", op, wtype.name)
+        result = self._map(key, f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), (wtype, wtype), (a, b), out_shape, op)
+        if modes is not None:
+            entry = self._kernels.get((key, modes, False))
+            if entry is not None:
+                self._fast[(op, ref.dtype.name, modes)] = (entry, wtype)
+        return result
 
     def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> GPUArray:
         ref = b if isinstance(a, bool | int | float) else a

@@ -42,6 +42,9 @@ except Exception:  # pragma: no cover
 _PACKERS: dict[int, struct.Struct] = {}
 
 
+_PACK20 = struct.Struct("<20I")
+
+
 def _packer(count: int) -> struct.Struct:
     packer = _PACKERS.get(count)
     if packer is None:
@@ -123,7 +126,8 @@ class Recorder:
         if offset + PARAM_BYTES > len(self._ring):
             self.submit()
             offset = 0
-        _packer(len(words)).pack_into(self._ring, offset, *words)
+        count = len(words)
+        (_PACK20 if count == 20 else _packer(count)).pack_into(self._ring, offset, *words)
         self._ring_used = offset + PARAM_BYTES
         self._records.append((kernel, buffers, offset, groups[0], groups[1], groups[2]))
         self._pool.batch_open = True
