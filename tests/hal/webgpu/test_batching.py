@@ -200,3 +200,19 @@ def test_profiling_reports_gpu_time_per_kernel(gpu: Any) -> None:
     assert all(k.calls >= 1 and k.total_ns > 0 for k in report.rows())
     assert "calls" in report.table()
     assert gpu._recorder.profiler is None
+
+
+def test_values_computed_from_a_failed_kernel_raise_too(gpu: Any) -> None:
+    x = ia.tensor(np.array([2**31 - 1, 1], dtype=np.int32), device="webgpu")
+    bad = x + 1
+    downstream = ops.maximum(bad, 0)  # depends on the failed add (and cannot fail itself)
+    derived_float = bad.astype("float32") * 0.5
+    unrelated = ia.tensor(np.array([3.0], dtype=np.float32), device="webgpu") * 2
+    with pytest.raises(TensorOverflowError):
+        bad.numpy()
+    with pytest.raises(TensorOverflowError, match="add: integer result overflows int32"):
+        downstream.numpy()  # a later readback of a dependent value raises, never wrong numbers
+    with pytest.raises(TensorOverflowError):
+        derived_float.numpy()
+    np.testing.assert_array_equal(unrelated.numpy(), [6.0])
+    np.testing.assert_array_equal((x - 1).numpy(), [2**31 - 2, 0])

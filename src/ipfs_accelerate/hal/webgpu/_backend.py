@@ -14,7 +14,7 @@ import math
 import struct
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,14 +33,14 @@ from ipfs_accelerate.hal.webgpu._kernels._wgsl import (
     WType,
     encode_scalar,
 )
-from ipfs_accelerate.hal.webgpu._memory import BufferPool, DeviceBuffer, GPUArray
+from ipfs_accelerate.hal.webgpu._memory import BufferPool, DeviceBuffer, GPUArray, Taint
 from ipfs_accelerate.hal.webgpu._pipelines import Kernel, PipelineCache
 from ipfs_accelerate.hal.webgpu._profiling import Profiler, ProfileReport
 from ipfs_accelerate.hal.webgpu._recorder import ErrorBuilder, Recorder
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
+from ipfs_accelerate.tensor._tensor import Tensor
 
-if TYPE_CHECKING:
-    from ipfs_accelerate.tensor._tensor import Tensor
+_TensorClass = Tensor
 
 KernelEntry = tuple[Kernel, ErrorBuilder, WType]
 
@@ -310,11 +310,30 @@ class WebGPUBackend(Backend):
         rec = self._recorder
         with rec.lock:
             if errors:
-                slot = rec.error_slot(errors)
+                slot, uid = rec.error_slot(errors)
                 words[3] = slot
                 rec.poison_target(slot, out)
                 buffers = (*buffers, rec.errors)
+                out.taint = Taint(uid, (out.taint,) if out.taint is not None else ())
             rec.dispatch(kernel, buffers, words, groups)
+
+    def _inherit(self, out: GPUArray, *inputs: Any) -> GPUArray:
+        """``out`` depends on the values of ``inputs`` (tensors, handles, scalars, None): it
+        carries their taints, minus the ones already checked clean."""
+        parents: list[Taint] = []
+        rec = self._recorder
+        for item in inputs:
+            handle = item._data if item.__class__ is _TensorClass else item
+            taint = getattr(handle, "taint", None)
+            if taint is not None and (rec.failures or taint.latest >= rec.watermark):
+                parents.append(taint)
+        if parents:
+            own = out.taint
+            if own is None and len(parents) == 1:
+                out.taint = parents[0]
+            else:
+                out.taint = Taint(-1, (*parents, *((own,) if own is not None else ())))
+        return out
 
     def _plan(self, out_shape: Shape, strides: tuple[tuple[int, ...] | None, ...]) -> _Plan:
         key = (out_shape, strides)
@@ -444,7 +463,7 @@ class WebGPUBackend(Backend):
         buffers.append(out.buf)
         strided_kernel = "s" in modes or out_strided
         self._record(entry, tuple(buffers), out, words, self._groups(-(-n // ew.STRIDED_ELEMS) if strided_kernel else n))
-        return out
+        return self._inherit(out, *operands)
 
     def _flat_map(
         self,
@@ -480,7 +499,7 @@ class WebGPUBackend(Backend):
         buffers.append(out.buf)
         groups = -(-n // WORKGROUP)
         self._record(entry, tuple(buffers), out, words, (groups, 1, 1) if groups <= self._max_groups else self._groups(n))
-        return out
+        return self._inherit(out, *operands)
 
     # ------------------------------------------------------------------ host transfers
 
@@ -513,9 +532,15 @@ class WebGPUBackend(Backend):
         count = x.size
         if count == 0:
             return np.empty(x.shape, dtype=x.dtype.numpy)
-        raw = self._recorder.read(handle.buf, count * wtype.itemsize)
+        rec = self._recorder
+        raw = rec.read(handle.buf, count * wtype.itemsize)
         if handle.error is not None:  # pragma: no cover - read() raises the error first
             raise handle.error
+        if rec.failures and handle.taint is not None:
+            # computed from the output of a kernel that failed: the values are not numpy's
+            failed = handle.taint.find(rec.failures)
+            if failed is not None:
+                raise failed
         array = np.frombuffer(raw, dtype=wtype.device_numpy, count=count)
         if wtype.device_numpy != x.dtype.numpy:
             array = array.astype(x.dtype.numpy)
@@ -573,6 +598,9 @@ class WebGPUBackend(Backend):
             buffers.append(out.buf)
             groups = -(-n // WORKGROUP)
             self._record(entry, tuple(buffers), out, words, (groups, 1, 1) if groups <= self._max_groups else self._groups(n))
+        for o in operands:
+            if o.__class__ is _TensorClass and o._data.taint is not None:  # type: ignore[union-attr]
+                return self._inherit(out, *operands)
         return out
 
     def unary(self, op: str, x: Tensor) -> GPUArray:
@@ -702,11 +730,12 @@ class WebGPUBackend(Backend):
         kernel = entry[0]
         rec = self._recorder
         with rec.lock:
-            slot = rec.error_slot(errors)
+            slot, uid = rec.error_slot(errors)
             words[3] = slot
             rec.poison_target(slot, out)
+            out.taint = Taint(uid, ())
             rec.dispatch(kernel, (x._data.buf, indices._data.buf, out.buf, rec.errors), words, self._groups(out_count))
-        return out
+        return self._inherit(out, x, indices)
 
     def pad(self, x: Tensor, pads: tuple[tuple[int, int], ...], mode: str, value: Scalar) -> GPUArray:
         wtype = self._wt(x.dtype, "pad")
@@ -736,7 +765,7 @@ class WebGPUBackend(Backend):
         words.extend(b for b, _ in pads)
         words.extend([0] * (MAX_RANK - rank))
         self._record(entry, (x._data.buf, out.buf), out, words, self._groups(count))
-        return out
+        return self._inherit(out, x)
 
     # ------------------------------------------------------------------ reductions
 
@@ -805,7 +834,7 @@ class WebGPUBackend(Backend):
         divisor: float = float(length) if op != "var" else max(length - correction, 0.0)
         words = [rows, 0, 0, 0, length, inner, 0, 0, *self._scalar_words(divisor, out_wt)]
         self._record(entry, (block._data.buf, out.buf), out, words, self._row_groups(rows, shape))
-        return out
+        return self._inherit(out, block)
 
     def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> GPUArray:
         src = self._wt(x.dtype, op)
@@ -827,7 +856,7 @@ class WebGPUBackend(Backend):
         if rows:
             words = [rows, 0, 0, 0, length, inner]
             self._record(entry, (x._data.buf, out.buf), out, words, self._row_groups(rows, shape))
-        return out
+        return self._inherit(out, x)
 
     # ------------------------------------------------------------------ fused row ops
 
@@ -849,7 +878,7 @@ class WebGPUBackend(Backend):
         out = self._alloc(x.size, wtype, "softmax")
         if rows and length:
             self._record(entry, (x._data.buf, out.buf), out, [rows, 0, 0, 0, length, inner], self._row_groups(rows, shape))
-        return out
+        return self._inherit(out, x)
 
     def layer_norm(
         self, x: Tensor, weight: Tensor | None, bias: Tensor | None, num_axes: int, eps: float
@@ -878,7 +907,7 @@ class WebGPUBackend(Backend):
             buffers.append(out.buf)
             words = [rows, 0, 0, 0, length, 0, 0, 0, *self._scalar_words(float(eps), wtype)]
             self._record(entry, tuple(buffers), out, words, self._row_groups(rows, shape))
-        return out
+        return self._inherit(out, x, weight, bias)
 
     # ------------------------------------------------------------------ matrix products
 
@@ -1051,7 +1080,7 @@ class WebGPUBackend(Backend):
         self._record_matmul(entry, variant, block, workgroup, tuple(buffers), out, words, m, n, count, trans_b)
         self._fusable = weakref.ref(out)
         self._fusable_info = (variant, wtype, trans_b, bias is not None, block, workgroup, entry[0], tuple(buffers))
-        return out
+        return self._inherit(out, a, b, bias)
 
     def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> GPUArray:
         m, k = a.shape[-2], a.shape[-1]
@@ -1089,7 +1118,7 @@ class WebGPUBackend(Backend):
         fused = self._matmul_entry(variant, wtype, trans_b, has_bias, op, True, block, workgroup)
         post = self._alloc(x.size, wtype, op)
         self._recorder.replace_last(fused[0], (*buffers, post.buf))
-        return post
+        return self._inherit(post, x)
 
     def attention(
         self,
@@ -1146,6 +1175,7 @@ class WebGPUBackend(Backend):
             words.append(length)
             buffers.append(probs_handle.buf)
             self._record(entry, tuple(buffers), probs_handle, words, self._groups(rows, _reduce.GROUP))
+        self._inherit(probs_handle, scores_handle, mask)
         probs = _Tensor(probs_handle, scores_shape, q.dtype, self)
         del scores
         out = self._product(probs, v, batch, length, v.shape[-1], source, False, None, "attention")
@@ -1196,7 +1226,7 @@ class WebGPUBackend(Backend):
             buffers.append(bias._data.buf)
         buffers.append(out.buf)
         self._record(entry, tuple(buffers), out, words, self._groups(count))
-        return out
+        return self._inherit(out, x, weight, bias)
 
 
 __all__ = ["WebGPUBackend"]

@@ -135,21 +135,57 @@ class BufferPool:
             buf.buffer.destroy()
 
 
+class Taint:
+    """The checked kernels (by error-slot id) a handle's value depends on, as a DAG.
+
+    ``latest`` is the newest id in the DAG: once every id up to it has been checked clean,
+    the whole DAG is clean and is dropped from new handles.
+    """
+
+    __slots__ = ("latest", "parents", "uid")
+    latest: int
+
+    def __init__(self, uid: int, parents: tuple[Taint, ...]) -> None:
+        self.uid = uid
+        self.parents = parents
+        latest: int = uid
+        for parent in parents:
+            latest = max(latest, parent.latest)
+        self.latest = latest
+
+    def find(self, failures: dict[int, BaseException]) -> BaseException | None:
+        """The error of a failed kernel this value depends on, if any."""
+        stack: list[Taint] = [self]
+        seen: set[int] = set()
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            found = failures.get(node.uid)
+            if found is not None:
+                return found
+            stack.extend(node.parents)
+        return None
+
+
 class GPUArray:
     """A tensor's data on the device: a pooled buffer, row-major and contiguous.
 
     Several tensors may share one handle (``reshape`` returns the same handle); the buffer goes
     back to the pool when the last of them is gone. ``error`` poisons a handle whose producing
-    kernel failed, so reading it raises that error again.
+    kernel failed, so reading it raises that error again; ``taint`` names the checked kernels
+    its value depends on, so that a value computed from a failed kernel's output raises too.
     """
 
-    __slots__ = ("__weakref__", "buf", "error", "nbytes", "pool")
+    __slots__ = ("__weakref__", "buf", "error", "nbytes", "pool", "taint")
 
     def __init__(self, buf: DeviceBuffer, nbytes: int, pool: BufferPool) -> None:
         self.buf = buf
         self.nbytes = nbytes
         self.pool: BufferPool | None = pool
         self.error: BaseException | None = None
+        self.taint: Taint | None = None
 
     def __del__(self) -> None:
         pool = self.pool

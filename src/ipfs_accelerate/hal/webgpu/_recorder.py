@@ -90,7 +90,12 @@ class Recorder:
             err_size,
         )
         self._err_used = 0
-        self._err_info: list[tuple[ErrorBuilder, weakref.ref[GPUArray] | None]] = []
+        self._err_info: list[tuple[ErrorBuilder, weakref.ref[GPUArray] | None, int]] = []
+        self._next_uid = 0
+        #: every slot id below this has been checked (the kernels ran; failures are listed)
+        self.watermark = 0
+        #: slot id -> the error of each kernel found failed
+        self.failures: dict[int, BaseException] = {}
         self._staging: Any = None
         self._staging_size = 0
         self.profiler: Profiler | None = None
@@ -106,18 +111,21 @@ class Recorder:
         """Dispatches recorded and not yet submitted."""
         return len(self._records)
 
-    def error_slot(self, builder: ErrorBuilder) -> int:
-        """Reserve an error slot for the next dispatch (its kernel reports kinds 0..3)."""
+    def error_slot(self, builder: ErrorBuilder) -> tuple[int, int]:
+        """Reserve an error slot for the next dispatch (its kernel reports kinds 0..3); returns
+        (slot index for the kernel, slot id for taints)."""
         if self._err_used >= self._error_slots:
             self.read(None, 0)  # all slots in flight: check them now (raises if one failed)
         slot = self._err_used
         self._err_used += 1
-        self._err_info.append((builder, None))
-        return slot
+        uid = self._next_uid
+        self._next_uid += 1
+        self._err_info.append((builder, None, uid))
+        return slot, uid
 
     def poison_target(self, slot: int, handle: GPUArray) -> None:
-        builder, _ = self._err_info[slot]
-        self._err_info[slot] = (builder, weakref.ref(handle))
+        builder, _, uid = self._err_info[slot]
+        self._err_info[slot] = (builder, weakref.ref(handle), uid)
 
     def dispatch(self, kernel: Kernel, buffers: tuple[DeviceBuffer, ...], words: Sequence[int], groups: tuple[int, int, int]) -> None:
         """Record ``kernel`` over ``buffers`` (inputs, outputs[, error buffer]) with parameter
@@ -281,6 +289,7 @@ class Recorder:
         infos = self._err_info
         self._err_info = []
         self._err_used = 0
+        self.watermark = self._next_uid
         failed = np.nonzero(words[:, :, 0].any(axis=1))[0]
         if not failed.size:
             return
@@ -288,11 +297,12 @@ class Recorder:
         self._queue.write_buffer(self.errors.buffer, 0, np.zeros(words.size, dtype=np.uint32))
         first: BaseException | None = None
         for slot in failed:
-            builder, target = infos[int(slot)]
+            builder, target, uid = infos[int(slot)]
             for kind in range(ERR_KINDS):
                 if words[slot, kind, 0] and kind < len(builder):
                     w = words[slot, kind]
                     error = builder[kind]((int(w[1]), int(w[2]), int(w[3])))
+                    self.failures[uid] = error
                     handle = target() if target is not None else None
                     if handle is not None:
                         handle.error = error
