@@ -144,6 +144,8 @@ class Tuner:
             buf_a, buf_b = upload(a), upload(b)
             out = alloc(size * size * 4)
             for variant, block, workgroup in CANDIDATES:
+                if workgroup[0] * workgroup[1] > dev.max_invocations:
+                    continue  # beyond this adapter's workgroup limits
                 try:
                     record = backend.matmul_recording(variant, block, workgroup, size, size, size)
                     start = time.perf_counter()
