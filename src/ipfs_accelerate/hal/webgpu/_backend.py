@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import struct
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ import numpy as np
 from ipfs_accelerate.errors import DeviceLostError, TensorOverflowError, UnsupportedOpError
 from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape
 from ipfs_accelerate.hal.webgpu._device import Device
+from ipfs_accelerate.hal.webgpu._fusion import Fuser
 from ipfs_accelerate.hal.webgpu._kernels import _conv, _layout, _matmul, _reduce
 from ipfs_accelerate.hal.webgpu._kernels import _elementwise as ew
 from ipfs_accelerate.hal.webgpu._kernels._wgsl import (
@@ -136,6 +138,8 @@ class WebGPUBackend(Backend):
         self._recorder = Recorder(dev, self._pool)
         recorder_ref.append(self._recorder)
         self._kernels: dict[tuple[Any, ...], KernelEntry] = {}
+        #: lazy fusion of element-wise chains ($IPFS_ACCELERATE_WEBGPU_FUSION=0 turns it off)
+        self._fuser: Fuser | None = None if os.environ.get("IPFS_ACCELERATE_WEBGPU_FUSION", "1") == "0" else Fuser(self)
         #: (op, dtype name, operand modes) -> compiled flat kernel of unary/binary ops
         self._fast: dict[tuple[str, str, tuple[str, ...]], tuple[KernelEntry, WType]] = {}
         self._plans: dict[tuple[Any, ...], _Plan] = {}
@@ -582,7 +586,30 @@ class WebGPUBackend(Backend):
 
     # ------------------------------------------------------------------ element-wise
 
-    def _record_fast(self, entry: KernelEntry, wtype: WType, operands: tuple[Tensor | Scalar, ...], n: int, op: str) -> GPUArray:
+    def _defer(
+        self, key: tuple[str, str], wtype: WType, out: WType, operands: tuple[Tensor | Scalar, ...], n: int, op: str
+    ) -> GPUArray:
+        """A pending handle: an element-wise op that cannot fail waits to run fused with the
+        element-wise ops that follow it (see _fusion)."""
+        dev = self._dev
+        if dev.lost_reason is not None:
+            dev.check_alive()
+        nbytes = n * out.itemsize
+        if nbytes > dev.max_binding:
+            dev.check_binding(nbytes, op)
+        scalar_words = [
+            self._scalar_words(o, wtype) if o.__class__ in _SCALARS else None  # type: ignore[arg-type]
+            for o in operands
+        ]
+        pending = self._fuser.defer(key, wtype, out, operands, scalar_words, n)  # type: ignore[union-attr]
+        for o in operands:
+            if o.__class__ is _TensorClass and o._data.taint is not None:  # type: ignore[union-attr]
+                return self._inherit(pending, *operands)
+        return pending
+
+    def _record_fast(
+        self, entry: KernelEntry, wtype: WType, operands: tuple[Tensor | Scalar, ...], n: int, op: str, kind: str
+    ) -> GPUArray:
         """Record a cached flat map kernel: the per-op path of small element-wise ops."""
         out = self._alloc(n, entry[2], op)
         if n:
@@ -608,9 +635,17 @@ class WebGPUBackend(Backend):
             fused = self._fuse_activation(op, x)
             if fused is not None:
                 return fused
+        fuser = self._fuser
+        if fuser is not None:
+            n = math.prod(x.shape)
+            wtype = self._wtypes.get(x.dtype.name)
+            if wtype is not None and n:
+                body = fuser.body(("unary", op), wtype)
+                if not body.errors:
+                    return self._defer(("unary", op), wtype, body.out, (x,), n, op)
         fast = self._fast.get((op, x.dtype.name, _C))
         if fast is not None:
-            return self._record_fast(fast[0], fast[1], (x,), math.prod(x.shape), op)
+            return self._record_fast(fast[0], fast[1], (x,), math.prod(x.shape), op, "unary")
         wtype = self._wt(x.dtype, op)
         result = self._map(("unary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.unary_body(op, wtype), (wtype,), (x,), x.shape, op)
         entry = self._kernels.get((("unary", op, wtype.name), _C, False))
@@ -629,9 +664,17 @@ class WebGPUBackend(Backend):
         else:
             modes = _CC if a.shape == b.shape else None  # type: ignore[union-attr]
         if modes is not None:
+            fuser = self._fuser
+            if fuser is not None:
+                n = math.prod(out_shape)
+                wtype_ = self._wtypes.get(ref.dtype.name)
+                if wtype_ is not None and n:
+                    body = fuser.body(("binary", op), wtype_)
+                    if not body.errors:
+                        return self._defer(("binary", op), wtype_, body.out, (a, b), n, op)
             fast = self._fast.get((op, ref.dtype.name, modes))
             if fast is not None:
-                return self._record_fast(fast[0], fast[1], (a, b), math.prod(out_shape), op)
+                return self._record_fast(fast[0], fast[1], (a, b), math.prod(out_shape), op, "binary")
         wtype = self._wt(ref.dtype, op)
         key = ("binary", op, wtype.name)
         result = self._map(key, f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), (wtype, wtype), (a, b), out_shape, op)

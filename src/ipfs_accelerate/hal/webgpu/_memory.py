@@ -176,23 +176,40 @@ class GPUArray:
     back to the pool when the last of them is gone. ``error`` poisons a handle whose producing
     kernel failed, so reading it raises that error again; ``taint`` names the checked kernels
     its value depends on, so that a value computed from a failed kernel's output raises too.
+
+    A handle may be *pending*: an element-wise expression (``expr``) not yet computed. Its
+    buffer is made, and the expression run as one fused kernel, on first access to ``buf``.
     """
 
-    __slots__ = ("__weakref__", "buf", "error", "nbytes", "pool", "taint")
+    __slots__ = ("__weakref__", "_buf", "error", "expr", "nbytes", "pool", "taint")
 
-    def __init__(self, buf: DeviceBuffer, nbytes: int, pool: BufferPool) -> None:
-        self.buf = buf
+    def __init__(self, buf: DeviceBuffer | None, nbytes: int, pool: BufferPool) -> None:
+        self._buf = buf
         self.nbytes = nbytes
         self.pool: BufferPool | None = pool
         self.error: BaseException | None = None
         self.taint: Taint | None = None
+        self.expr: Any = None
+
+    @property
+    def buf(self) -> DeviceBuffer:
+        """The device buffer (computing a pending expression first)."""
+        buf = self._buf
+        if buf is None:
+            self.expr.materialize(self)
+            buf = self._buf
+        return buf  # type: ignore[return-value]
+
+    def attach(self, buf: DeviceBuffer) -> None:
+        """Give a pending handle its buffer (the fused kernel writes it)."""
+        self._buf = buf
 
     def __del__(self) -> None:
         pool = self.pool
-        if pool is not None:
+        if pool is not None and self._buf is not None:
             self.pool = None
             try:  # noqa: SIM105 - try is cheaper than contextlib.suppress on this hot path
-                pool.release(self.buf)
+                pool.release(self._buf)
             except Exception:  # interpreter shutdown: the pool may be half torn down
                 pass
 

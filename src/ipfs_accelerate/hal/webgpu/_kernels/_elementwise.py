@@ -84,6 +84,22 @@ def _uses(types: Sequence[WType], out: WType) -> set[str]:
     return names
 
 
+def preamble(types: Sequence[WType], code: str) -> str:
+    """Header and helpers for element-wise ``code`` over values of ``types``."""
+    used = _uses(types, types[0])
+    math_f64 = "f64" in used
+    lines = [header(used, math_f32=True, math_f64=math_f64)]
+    if "i32" in used or "i64" in used:
+        lines.append(INT_HELPERS)
+    if "i64" in used:
+        lines.append(INT64_HELPERS)
+    if "fmod" in code or "divmod" in code:
+        lines.append(DIVMOD.format(s="f", t="f32", nan="nan_f()"))
+        if math_f64:
+            lines.append(DIVMOD.format(s="d", t="f64", nan="nan_d()"))
+    return "\n".join(lines)
+
+
 def map_source(
     name: str,
     inputs: Sequence[tuple[WType, str]],
@@ -93,18 +109,7 @@ def map_source(
 ) -> tuple[str, tuple[int, int, bool]]:
     """WGSL of a map kernel and its layout key (bound inputs, outputs, checked)."""
     out = body.out
-    types = [t for t, _ in inputs]
-    used = _uses(types, out)
-    math_f64 = "f64" in used
-    lines = [header(used, math_f32=True, math_f64=math_f64)]
-    if "i32" in used or "i64" in used:
-        lines.append(INT_HELPERS)
-    if "i64" in used:
-        lines.append(INT64_HELPERS)
-    if "fmod" in body.code or "divmod" in body.code:
-        lines.append(DIVMOD.format(s="f", t="f32", nan="nan_f()"))
-        if math_f64:
-            lines.append(DIVMOD.format(s="d", t="f64", nan="nan_d()"))
+    lines = [preamble([*(t for t, _ in inputs), out], body.code)]
     binding = 1
     for k, (wtype, mode) in enumerate(inputs):
         if mode != "k":
