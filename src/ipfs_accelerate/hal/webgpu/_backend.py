@@ -149,7 +149,7 @@ class WebGPUBackend(Backend):
         self._max_groups = dev.max_groups
         self._tuning_cache = tuning_cache
         self._tuner: Any = None
-        #: handle -> (record index marker) of the last matmul whose epilogue may absorb an activation
+        #: the output of the last product recorded, whose epilogue may still absorb an activation
         self._fusable: weakref.ref[GPUArray] | None = None
         self._fusable_info: tuple[Any, ...] | None = None
         dev.on_lost.append(self._leave_registry)
