@@ -208,9 +208,14 @@ class Fuser:
         for j, t in enumerate(scalar_types):
             main.append(f"  let s{j} = {t.scalar(FIRST_SCALAR + 4 * j)};")
         names = {"l": "l", "s": "s", "n": "t"}
-        for k, (_, refs) in enumerate(nodes):
+        last = len(nodes) - 1
+        for k, (expr, refs) in enumerate(nodes):
             args = ", ".join(f"{names[kind]}{index}" for kind, index in refs)
-            main.append(f"  let t{k} = node{k}({args});")
+            value = f"node{k}({args})"
+            if expr.out.storage == "f16" and k != last:
+                # float16 values round after every op, as numpy's float16 ops do
+                value = f"f32(to_f16({value}))"
+            main.append(f"  let t{k} = {value};")
         main.append(f"  out0[i] = {out.store(f't{len(nodes) - 1}')};")
         main.append("}")
         lines.extend(main)
