@@ -23,7 +23,7 @@ from ipfs_accelerate.hal.webgpu._kernels._wgsl import P_N, PARAM_WORDS, WORKGROU
 from ipfs_accelerate.hal.webgpu._memory import GPUArray
 
 if TYPE_CHECKING:
-    from ipfs_accelerate.hal.webgpu._backend import KernelEntry, WebGPUBackend
+    from ipfs_accelerate.hal.webgpu._backend import WebGPUBackend
 
 MAX_NODES = 12
 MAX_LEAVES = 6
