@@ -188,3 +188,13 @@ def test_int64_sums_detect_overflow_exactly(gpu: Any) -> None:
     assert int(ops.prod(zero_saves).item()) == 0
     with pytest.raises(TensorOverflowError, match="prod"):
         ops.prod(ia.tensor(np.array([2**40, 2**40], dtype=np.int64), device="webgpu")).numpy()
+
+
+def test_float16_means_divide_by_the_exact_count(gpu: Any) -> None:
+    if "float16" not in {d.name for d in gpu.supported_dtypes}:
+        pytest.skip("no float16 on this adapter")
+    x = np.full(70001, 0.5, dtype=np.float16)  # the count is not a float16 value (max 65504)
+    t = ia.tensor(x, device="webgpu")
+    assert float(ops.mean(t).item()) == 0.5
+    assert float(ops.var(t).item()) == 0.0
+    assert float(ops.mean(ia.tensor(np.ones(3001, np.float16), device="webgpu")).item()) == 1.0  # 3001 rounds to 3000 in float16

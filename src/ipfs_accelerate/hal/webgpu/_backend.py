@@ -288,12 +288,14 @@ class WebGPUBackend(Backend):
         width = self._max_groups
         return (width, -(-groups // width), 1)
 
-    def _scalar_words(self, value: Scalar, wtype: WType) -> tuple[int, int, int, int]:
-        key = (type(value), value, wtype.name)
+    def _scalar_words(self, value: Scalar, wtype: WType, *, rounded: bool = True) -> tuple[int, int, int, int]:
+        """Parameter words of a scalar of ``wtype`` (rounded to it as numpy would; with
+        ``rounded=False`` a float16 kernel's parameter keeps float32 precision)."""
+        key = (type(value), value, wtype.name, rounded)
         words = self._scalars.get(key)
         if words is None:
             if wtype.compute == "f32":
-                fmt = "<e" if wtype.storage == "f16" else "<f"
+                fmt = "<e" if wtype.storage == "f16" and rounded else "<f"
                 rounded = struct.unpack(fmt, struct.pack(fmt, float(value)))[0]
                 words = (_f32_bits(rounded), 0, 0, 0)
             else:
@@ -875,7 +877,7 @@ class WebGPUBackend(Backend):
         if rows == 0:
             return out
         divisor: float = float(length) if op != "var" else max(length - correction, 0.0)
-        words = [rows, 0, 0, 0, length, inner, 0, 0, *self._scalar_words(divisor, out_wt)]
+        words = [rows, 0, 0, 0, length, inner, 0, 0, *self._scalar_words(divisor, out_wt, rounded=False)]
         self._record(entry, (block._data.buf, out.buf), out, words, self._row_groups(rows, shape))
         return self._inherit(out, block)
 
