@@ -331,7 +331,7 @@ class WebGPUBackend(Backend):
         for item in inputs:
             handle = item._data if item.__class__ is _TensorClass else item
             taint = getattr(handle, "taint", None)
-            if taint is not None and (rec.failures or taint.latest >= rec.watermark):
+            if taint is not None and (taint.latest >= rec.watermark or taint.latest >= rec.oldest_failure):
                 parents.append(taint)
         if parents:
             own = out.taint

@@ -96,6 +96,8 @@ class Recorder:
         self.watermark = 0
         #: slot id -> the error of each kernel found failed
         self.failures: dict[int, BaseException] = {}
+        #: the smallest failed slot id: a taint whose ids are all older is clean
+        self.oldest_failure = 1 << 62
         self._staging: Any = None
         self._staging_size = 0
         self.profiler: Profiler | None = None
@@ -303,6 +305,7 @@ class Recorder:
                     w = words[slot, kind]
                     error = builder[kind]((int(w[1]), int(w[2]), int(w[3])))
                     self.failures[uid] = error
+                    self.oldest_failure = min(self.oldest_failure, uid)
                     handle = target() if target is not None else None
                     if handle is not None:
                         handle.error = error
