@@ -414,11 +414,24 @@ fn pow_d(x: f64, y: f64) -> f64 {{
   }}
   return r;
 }}
+fn two_product_err_d(x: f64, y: f64, p: f64) -> f64 {{
+  // Dekker's exact error of p = x * y by Veltkamp splitting: drivers may compute fma()
+  // unfused (lavapipe does for f64), so exactness cannot rest on it
+  let cx = f64(134217729.0) * x;
+  let xh = cx - (cx - x);
+  let xl = x - xh;
+  let cy = f64(134217729.0) * y;
+  let yh = cy - (cy - y);
+  let yl = y - yh;
+  return ((xh * yh - p) + xh * yl + xl * yh) + xl * yl;
+}}
 fn fmod_d(a: f64, b: f64) -> f64 {{
-  // exact C fmod while the quotient stays below 2^52 (fma is exact there); beyond, WGSL's %
+  // exact C fmod while the quotient stays below 2^52; beyond, WGSL's %
   let q = trunc(a / b);
-  if (abs(q) >= f64(4503599627370496.0)) {{ return a % b; }}
-  var r = fma(-q, b, a);
+  if (abs(q) >= f64(4503599627370496.0) || abs(b) > f64(1e300)) {{ return a % b; }}
+  let p = q * b;
+  // a - p is exact (Sterbenz) and so is the true remainder, hence the two subtractions
+  var r = (a - p) - two_product_err_d(q, b, p);
   if (r != f64(0) && (r < f64(0)) != (a < f64(0))) {{ r = r + select(-abs(b), abs(b), a > f64(0)); }}
   if (abs(r) >= abs(b)) {{ r = r - select(-abs(b), abs(b), a > f64(0)); }}
   return r;
@@ -513,11 +526,22 @@ fn pow_f(x: f32, y: f32) -> f32 {{
   }}
   return r;
 }}
+fn two_product_err_f(x: f32, y: f32, p: f32) -> f32 {{
+  // Dekker's exact error of p = x * y by Veltkamp splitting (fma() may be unfused)
+  let cx = 4097.0 * x;
+  let xh = cx - (cx - x);
+  let xl = x - xh;
+  let cy = 4097.0 * y;
+  let yh = cy - (cy - y);
+  let yl = y - yh;
+  return ((xh * yh - p) + xh * yl + xl * yh) + xl * yl;
+}}
 fn fmod_f(a: f32, b: f32) -> f32 {{
   // exact C fmod while the quotient stays below 2^23; beyond, WGSL's %
   let q = trunc(a / b);
-  if (abs(q) >= 8388608.0) {{ return a % b; }}
-  var r = fma(-q, b, a);
+  if (abs(q) >= 8388608.0 || abs(b) > 1e34) {{ return a % b; }}
+  let p = q * b;
+  var r = (a - p) - two_product_err_f(q, b, p);
   if (r != 0.0 && (r < 0.0) != (a < 0.0)) {{ r = r + select(-abs(b), abs(b), a > 0.0); }}
   if (abs(r) >= abs(b)) {{ r = r - select(-abs(b), abs(b), a > 0.0); }}
   return r;
