@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ipfs_accelerate.errors import BackendError
 from ipfs_accelerate.models.loading import load_model
 from ipfs_accelerate.tensor import from_numpy
 
@@ -44,24 +43,8 @@ TEXTS = ["a photo of a cat", "the quick brown fox jumps over the lazy dog", "hel
 # ----------------------------------------------------------------------------- BERT
 
 
-#: a known WebGPU backend bug, reported to its owner: hal/webgpu/_backend.py's
-#: _fuse_activation folds tanh into the epilogue of the matmul that made its input and allocates
-#: the epilogue's output after that matmul's temporaries went back to the pool; when the
-#: matmul's input was a strided slice (BERT's pooler: tanh(linear(h[:, 0]))) its contiguous copy
-#: is handed out again as that output, so one buffer is bound read-only and read-write in one
-#: dispatch and wgpu's validation fails the submit. Strict: once fixed, this xfail fails.
-WEBGPU_POOLER_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=BackendError,
-    reason="webgpu: an activation fused into a product may get the product's input buffer as its output",
-)
-
-
-def test_bert_matches_transformers(device: str, bert_dir: Path, request: pytest.FixtureRequest) -> None:
+def test_bert_matches_transformers(device: str, bert_dir: Path) -> None:
     from transformers import BertModel
-
-    if device == "webgpu":
-        request.applymarker(WEBGPU_POOLER_BUG)
 
     model, _, _ = load_model(bert_dir, device, sharing=False)
     ids, mask = _ids(bert_dir, TEXTS)
