@@ -428,7 +428,7 @@ class WebNNBackend(Backend):
             if compiled is None:
                 compiled = self._compile(found)
                 self._cache[found.key] = compiled
-                if len(self._cache) > self.cache_size:
+                while len(self._cache) > max(self.cache_size, 1):
                     self._cache.popitem(last=False)
             else:
                 self.stats.cache_hits += 1

@@ -116,6 +116,18 @@ _OWN_REFERENCES = 3
 
 def trace(root: Node) -> Trace:
     """Walk the pending DAG behind ``root`` (and the checks of every op in it)."""
+    nodes, entries, variable, inputs, checks, consumers, root_position = _walk(root)
+    # _walk's local variables are gone now: the reference counts below see only real holders
+    extra = _external(nodes, consumers, root_position)
+    outputs = (root_position, *extra, *checks)
+    return Trace(nodes, (tuple(entries), outputs), outputs, tuple(checks), tuple(inputs), variable)
+
+
+def _walk(
+    root: Node,
+) -> tuple[list[Node], list[tuple[Any, ...]], list[bool], list[int], list[int], dict[int, int], int]:
+    """Post-order walk: nodes, key entries, variability, input and check positions, how often
+    each node is an operand of the walked ops, and the root's position."""
     position: dict[int, int] = {}
     nodes: list[Node] = []
     entries: list[tuple[Any, ...]] = []
@@ -157,10 +169,7 @@ def trace(root: Node) -> Trace:
         variable.append(any(variable[i] for i in operands))
         for check in reversed(node.checks):
             stack.append((check, False))
-    root_position = position[id(root)]
-    extra = _external(nodes, consumers, root_position)
-    outputs = (root_position, *extra, *checks)
-    return Trace(nodes, (tuple(entries), outputs), outputs, tuple(checks), tuple(inputs), variable)
+    return nodes, entries, variable, inputs, checks, consumers, position[id(root)]
 
 
 def _external(nodes: list[Node], consumers: dict[int, int], root: int) -> list[int]:
@@ -173,9 +182,11 @@ def _external(nodes: list[Node], consumers: dict[int, int], root: int) -> list[i
     value.
     """
     found = []
-    for index, node in enumerate(nodes):
+    for index in range(len(nodes)):
+        node = nodes[index]
         if index == root or node.op is None or node.op == "check" or node.op in ("full", "arange"):
             continue
+        # held here: the list, this loop's variable and getrefcount's argument
         if sys.getrefcount(node) - _OWN_REFERENCES > consumers.get(id(node), 0):
             found.append(index)
     return found
