@@ -135,6 +135,9 @@ def test_immutable_host_arrays_are_parameters_without_a_copy(backend: Any, tmp_p
     readonly_view = writable.view()
     readonly_view.flags.writeable = False  # its owner can still write: not immutable
     assert not ia.from_numpy(readonly_view, device=DEVICE)._data.param
+    transposed = ia.from_numpy(mapped.T, device=DEVICE)  # immutable but strided: a copy, still a parameter
+    assert transposed._data.param and not np.shares_memory(transposed._data.value, mapped)
+    np.testing.assert_array_equal(transposed.numpy(), np.asarray(mapped).T)
     x = on(np.ones((2, 16), dtype=np.float32))
     model = exported(backend, lambda: x @ weight)
     assert [tuple(t.dims) for t in model.graph.initializer if tuple(t.dims) == (16, 16)]
@@ -445,6 +448,19 @@ def test_the_compiled_graph_cache_is_bounded(small_cache: Any) -> None:
     assert counter.compilations == 5, "the most recent graph is still cached"
     run(101)
     assert counter.compilations == 6, "the least recently used graph was dropped"
+
+
+def test_the_cache_is_bounded_by_memory_too(backend: Any) -> None:
+    limit = backend.cache_bytes
+    backend.cache_bytes = 1  # every graph costs more: only the newest stays
+    try:
+        for n in (201, 202):
+            ops.exp(on(np.zeros(n, np.float32))).numpy()
+        assert backend.cached_graphs == 1
+    finally:
+        backend.cache_bytes = limit
+    backend.clear_cache()
+    assert backend.cached_graphs == 0
 
 
 def test_ops_webnn_cannot_express_fall_back_to_cpu_with_a_warning(backend: Any) -> None:

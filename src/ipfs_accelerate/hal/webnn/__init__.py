@@ -8,8 +8,12 @@ attributes, input nodes, shape, dtype). Reading a tensor (``numpy()``, ``item()`
    attributes, shapes, dtypes and the role of each leaf;
 2. **compile** on a cache miss: the whole DAG becomes one :class:`~ipfs_accelerate.webnn.MLGraphBuilder`
    graph, lowered to one ONNX model and one ONNX Runtime session (the context's execution
-   provider). Compiled graphs live in a least-recently-used cache of ``cache_size`` entries, so
-   a forward pass compiles once per input signature (shapes and dtypes) and then only dispatches;
+   provider). Compiled graphs live in a least-recently-used cache bounded by ``cache_size``
+   entries and ``cache_bytes`` of estimated memory (a compiled model holds ONNX Runtime's
+   prepacked copy of its weights), so a forward pass compiles once per input signature (shapes
+   and dtypes) and then only dispatches. Each new signature costs a compilation (for a MiniLM
+   encoder about as much as a few forward passes): callers with many sequence lengths should
+   pad to a few bucket lengths;
 3. **dispatch** the graph on the current leaves' values and turn every computed node into a
    leaf in place: later computations read it instead of recomputing it.
 
@@ -62,12 +66,20 @@ Limits
     Operands have at most 8 dimensions (WebNN's limit): an op on a larger tensor raises
     UnsupportedOpError, and the op layer runs it on the CPU backend with a
     BackendFallbackWarning. Ops on empty tensors (WebNN has no empty dimensions) are computed on
-    the host: there is nothing to run. ``stats`` counts compilations, dispatches, cache hits
-    and host ops.
+    the host: there is nothing to run. Float ``floor_divide``/``remainder`` give numpy's
+    results exactly while |a / b| < 2**24; beyond that the remainder is ``a - floor(a/b) * b``
+    rounded in float32 (numpy's fmod-based remainder stays exact). A computation that is never
+    read grows one graph: read (or ``mark_parameter``) long-lived results now and then.
+    ``stats`` counts compilations, dispatches, cache hits and host ops.
 """
 
 from __future__ import annotations
 
-from ipfs_accelerate.hal.webnn._backend import DEFAULT_CACHE_SIZE, Stats, WebNNBackend
+from ipfs_accelerate.hal.webnn._backend import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_SIZE,
+    Stats,
+    WebNNBackend,
+)
 
-__all__ = ["DEFAULT_CACHE_SIZE", "Stats", "WebNNBackend"]
+__all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_CACHE_SIZE", "Stats", "WebNNBackend"]

@@ -16,7 +16,7 @@ import numpy as np
 from ipfs_accelerate.errors import UnsupportedDtypeError, UnsupportedOpError
 from ipfs_accelerate.hal._backend import COMPARISON_OPS, Backend, BackendInfo, Scalar, Shape
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
-from ipfs_accelerate.hal.webnn._lower import Lowering, check_failure, scalar_token, webnn_type
+from ipfs_accelerate.hal.webnn._lower import Lowering, check_failure, scalar_token
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -27,6 +27,8 @@ _DTYPES = ("float16", "float32", "int32", "int64", "uint8", "bool")
 _MAX_RANK = 8
 #: compiled graphs kept per backend (least recently used goes first)
 DEFAULT_CACHE_SIZE = 64
+#: estimated memory the cached graphs may hold together (see _Compiled.cost)
+DEFAULT_CACHE_BYTES = 2 << 30
 _BOOL_RESULT_UNARY = frozenset({"logical_not", "isnan", "isinf", "isfinite"})
 _INTEGERS = frozenset({"int32", "int64", "uint8"})
 _CHECKED_BINARY = frozenset({"add", "sub", "mul"})
@@ -60,24 +62,35 @@ class _Compiled:
     outputs: list[tuple[str, int, int]]
     #: parameter leaves embedded as constants: kept alive with the graph
     params: list[Node] = field(default_factory=list)
+    #: estimated bytes the session holds: its constants (ONNX Runtime prepacks a copy of
+    #: matrix weights) and an arena of a few times the largest intermediate
+    cost: int = 0
 
 
 class WebNNBackend(Backend):
     """Tensor ops on a WebNN context (ONNX Runtime underneath), traced and compiled.
 
     See :mod:`ipfs_accelerate.hal.webnn` for the design. ``cache_size`` bounds the number of
-    compiled graphs kept (least recently used are dropped).
+    compiled graphs kept and ``cache_bytes`` the memory they are estimated to hold (least
+    recently used are dropped; the latest graph is always kept).
     """
 
     name: ClassVar[str] = "webnn"
     fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
     shares_host_memory: ClassVar[bool] = False
 
-    def __init__(self, *, power_preference: str = "default", cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        power_preference: str = "default",
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
         from ipfs_accelerate import webnn
 
         self.context = webnn.create_context(power_preference=power_preference)
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.stats = Stats()
         self._cache: OrderedDict[Any, _Compiled] = OrderedDict()
         self._lock = threading.RLock()
@@ -106,6 +119,8 @@ class WebNNBackend(Backend):
                 "execution_providers": list(providers),
                 "power_preference": self.context.power_preference,
                 "cached_graphs": len(self._cache),
+                "cache_size": self.cache_size,
+                "cache_bytes": self.cache_bytes,
             },
         )
 
@@ -115,9 +130,11 @@ class WebNNBackend(Backend):
 
     def from_numpy(self, array: Array) -> Node:
         dtype = _dtype_name(array.dtype)
-        if _immutable(array) and array.flags.c_contiguous:
-            # memory-mapped weights and other data nobody can write: no copy, and a parameter
-            return leaf(array.view(), dtype, param=True)
+        if _immutable(array):
+            # memory-mapped weights and other data nobody can write: a parameter, used without
+            # a copy where its layout allows
+            value = array.view() if array.flags.c_contiguous else np.array(array, copy=True, order="C")
+            return leaf(value, dtype, param=True)
         return leaf(np.array(array, copy=True, order="C"), dtype)
 
     def to_numpy(self, x: Tensor) -> Array:
@@ -428,14 +445,30 @@ class WebNNBackend(Backend):
             if compiled is None:
                 compiled = self._compile(found)
                 self._cache[found.key] = compiled
-                while len(self._cache) > max(self.cache_size, 1):
-                    self._cache.popitem(last=False)
+                self._evict()
             else:
                 self.stats.cache_hits += 1
                 self._cache.move_to_end(found.key)
             self._run(compiled, found)
             assert node.value is not None
             return node.value
+
+    def _evict(self) -> None:
+        """Drop least recently used graphs beyond the count and memory bounds (never the newest)."""
+        total = sum(entry.cost for entry in self._cache.values())
+        while len(self._cache) > 1 and (len(self._cache) > self.cache_size or total > self.cache_bytes):
+            _, dropped = self._cache.popitem(last=False)
+            total -= dropped.cost
+
+    @property
+    def cached_graphs(self) -> int:
+        """How many compiled graphs the cache holds."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        """Drop every compiled graph (their sessions and memory go with them)."""
+        with self._lock:
+            self._cache.clear()
 
     def _compile(self, found: Trace) -> _Compiled:
         from ipfs_accelerate.webnn import MLGraphBuilder
@@ -456,7 +489,9 @@ class WebNNBackend(Backend):
             else:
                 mapping.append((name, int(name[1:]), -1))
         params = [node for node in found.nodes if node.op is None and node.param]
-        return _Compiled(graph, inputs, mapping, params)
+        largest = max(math.prod(node.shape) * np.dtype(node.dtype).itemsize for node in found.nodes)
+        cost = sum(node.value.nbytes for node in params if node.value is not None) + 4 * largest
+        return _Compiled(graph, inputs, mapping, params, cost)
 
     def _run(self, compiled: _Compiled, found: Trace) -> None:
         feeds = {}
@@ -532,4 +567,4 @@ def _value_changing(source: str, target: str) -> bool:
     return source == "float32" and target == "float16"
 
 
-__all__ = ["DEFAULT_CACHE_SIZE", "Stats", "WebNNBackend", "webnn_type"]
+__all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_CACHE_SIZE", "Stats", "WebNNBackend"]
