@@ -469,6 +469,10 @@ def test_ops_webnn_cannot_express_fall_back_to_cpu_with_a_warning(backend: Any) 
         y = x.reshape((2,) * 9) * 2.0
     assert y.device == DEVICE
     np.testing.assert_array_equal(y.numpy(), (np.arange(2**9) * 2.0).reshape((2,) * 9))
+    a = np.ones((512, 512), dtype=np.int32)
+    with pytest.warns(BackendFallbackWarning, match="integer matmul"):
+        product = on(a) @ on(a)
+    np.testing.assert_array_equal(product.numpy(), a @ a)
 
 
 def test_info_describes_the_backend(backend: Any) -> None:

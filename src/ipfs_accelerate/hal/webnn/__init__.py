@@ -65,7 +65,8 @@ Fused ops
 Limits
     Operands have at most 8 dimensions (WebNN's limit): an op on a larger tensor raises
     UnsupportedOpError, and the op layer runs it on the CPU backend with a
-    BackendFallbackWarning. Ops on empty tensors (WebNN has no empty dimensions) are computed on
+    BackendFallbackWarning. So does an integer matmul of more than 2**26 products (WebNN's
+    matmul is float-only; integers multiply element-wise, then sum, exactly). Ops on empty tensors (WebNN has no empty dimensions) are computed on
     the host: there is nothing to run. Float ``floor_divide``/``remainder`` give numpy's
     results exactly while |a / b| < 2**24; beyond that the remainder is ``a - floor(a/b) * b``
     rounded in float32 (numpy's fmod-based remainder stays exact). A computation that is never

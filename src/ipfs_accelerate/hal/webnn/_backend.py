@@ -32,6 +32,8 @@ DEFAULT_CACHE_BYTES = 2 << 30
 _BOOL_RESULT_UNARY = frozenset({"logical_not", "isnan", "isinf", "isfinite"})
 _INTEGERS = frozenset({"int32", "int64", "uint8"})
 _CHECKED_BINARY = frozenset({"add", "sub", "mul"})
+#: integer matmuls hold every product (M x K x N) before summing: beyond this, the CPU backend
+_INTEGER_MATMUL_LIMIT = 1 << 26
 _INT_BOUNDS = {"uint8": (0, 255), "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
@@ -317,6 +319,12 @@ class WebNNBackend(Backend):
             return self._empty(out_shape, a.dtype.name)
         if a.size == 0 or b.size == 0:
             return self._on_host("matmul", (a, b, out_shape), out_shape, a.dtype.name)
+        if not a.dtype.is_floating and math.prod(out_shape) * a.shape[-1] > _INTEGER_MATMUL_LIMIT:
+            # WebNN's matmul is float-only: integers multiply out every product before summing
+            raise UnsupportedOpError(
+                f"webnn: integer matmul {a.shape} @ {b.shape} needs {math.prod(out_shape) * a.shape[-1]} "
+                f"intermediate products (WebNN multiplies integers element-wise; limit {_INTEGER_MATMUL_LIMIT})"
+            )
         return self._op("matmul", (), (a._data, b._data), out_shape, a.dtype.name)
 
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Node:
