@@ -71,11 +71,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ipfs_accelerate import api_backends as api_backends
     from ipfs_accelerate import errors as errors
     from ipfs_accelerate import hal as hal
     from ipfs_accelerate import ops as ops
     from ipfs_accelerate import sharing as sharing
     from ipfs_accelerate import tensor as tensor
+    from ipfs_accelerate import webnn as webnn
     from ipfs_accelerate.hal import available_backends as available_backends
     from ipfs_accelerate.hal import get_backend as get_backend
     from ipfs_accelerate.hal import select_backend as select_backend

@@ -1,0 +1,107 @@
+"""Backend registry: name -> class, imported on first use.
+
+Adding a provider is one module and one line in ``_BUILTIN``. :func:`register_backend`
+adds one at run time (a class or a factory), e.g. for the Unified variants.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ipfs_accelerate.errors import ConfigurationError, UnknownBackendError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._base import APIBackend
+
+__all__ = [
+    "create_api_backend",
+    "find_compatible_backend",
+    "get_available_backends",
+    "get_backend_class",
+    "register_backend",
+]
+
+# registry order is the search order of find_compatible_backend
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "openai": ("openai", "OpenAIBackend"),
+    "openai_mini": ("openai_mini", "OpenAIMiniBackend"),
+    "claude": ("claude", "ClaudeBackend"),
+    "gemini": ("gemini", "GeminiBackend"),
+    "groq": ("groq", "GroqBackend"),
+    "ollama": ("ollama", "OllamaBackend"),
+    "ollama_clean": ("ollama_clean", "OllamaCleanBackend"),
+    "vllm": ("vllm", "VLLMBackend"),
+    "hf_tgi": ("hf_tgi", "HFTGIBackend"),
+    "hf_tei": ("hf_tei", "HFTEIBackend"),
+    "ovms": ("ovms", "OVMSBackend"),
+    "opea": ("opea", "OPEABackend"),
+    "llvm": ("llvm", "LLVMBackend"),
+    "sample_backend": ("sample_backend", "SampleBackend"),
+}
+
+Factory = Callable[..., "APIBackend"]
+_extra: dict[str, Factory] = {}
+_lock = threading.Lock()
+
+
+def register_backend(name: str, factory: Factory, *, replace: bool = False) -> None:
+    """Register ``factory(resources=None, metadata=None, **kwargs) -> APIBackend`` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"backend name must be a non-empty string, got {name!r}")
+    with _lock:
+        if not replace and (name in _BUILTIN or name in _extra):
+            raise ConfigurationError(f"an API backend named {name!r} is already registered")
+        _extra[name] = factory
+
+
+def get_available_backends() -> list[str]:
+    """Names of every registered backend, in search order."""
+    return [*_BUILTIN, *(n for n in _extra if n not in _BUILTIN)]
+
+
+def get_backend_class(name: str) -> Factory:
+    if name in _extra:
+        return _extra[name]
+    entry = _BUILTIN.get(name)
+    if entry is None:
+        raise UnknownBackendError(
+            f"unknown API backend {name!r}; available: {', '.join(get_available_backends())}"
+        )
+    module = importlib.import_module(f"ipfs_accelerate.api_backends.{entry[0]}")
+    factory: Factory = getattr(module, entry[1])
+    return factory
+
+
+def create_api_backend(
+    name: str,
+    resources: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> APIBackend:
+    """Create the backend ``name``; raises ConfigurationError when its key/URL is missing."""
+    return get_backend_class(name)(resources, metadata, **kwargs)
+
+
+def find_compatible_backend(
+    model: str,
+    resources: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> APIBackend | None:
+    """The first backend, in registry order, that is configured (its key, or for keyless
+    servers an explicit URL, comes from ``metadata``/``resources``/environment) and whose
+    model rules accept ``model``.
+
+    Backends whose configuration is missing are skipped, never contacted. Returns None
+    when no backend fits.
+    """
+    for name in get_available_backends():
+        try:
+            backend = create_api_backend(name, resources, metadata)
+        except ConfigurationError:
+            continue
+        if backend.is_configured and backend.is_compatible_model(model):
+            return backend
+    return None
