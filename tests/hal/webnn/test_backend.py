@@ -311,6 +311,7 @@ def test_exact_integer_reductions(backend: Any) -> None:
     with pytest.raises(TensorOverflowError, match="prod"):
         ops.prod(on(np.full(64, 2, dtype=np.int32))).numpy()
     assert ops.prod(on(np.array([2**40, 2**40, 0], dtype=np.int64))).item() == 0, "a zero factor: no overflow"
+    assert ops.max(on(np.array([0, -(2**63)], dtype=np.int64))).item() == 0
     rows = np.array([[3, -2, 5], [7, 1, -1]], dtype=np.int32)
     np.testing.assert_array_equal(ops.prod(on(rows), 1).numpy(), np.prod(rows, 1, dtype=np.int64))
 

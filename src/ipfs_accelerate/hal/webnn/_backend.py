@@ -248,7 +248,7 @@ class WebNNBackend(Backend):
             return self._on_host("reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out)
         attrs = (op, axes, keepdims, float(correction).hex())
         node = self._op("reduce", attrs, (x._data,), shape, out)
-        if out in _INTEGERS and (op == "prod" or x.dtype.name == "int64"):
+        if out in _INTEGERS and (op == "prod" or (op == "sum" and x.dtype.name == "int64")):
             self._check(node, ("reduce_overflow", op))
         return node
 
