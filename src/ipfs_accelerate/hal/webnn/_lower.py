@@ -185,6 +185,7 @@ class Lowering:
         return self.b.cast(x, "float32") if x.data_type == "float16" else x
 
     def narrow(self, x: MLOperand, dtype: str) -> MLOperand:
+        """A float32 result (of widened float16 work) back in ``dtype``."""
         return self.cast(x, dtype)
 
     def any(self, mask: MLOperand) -> MLOperand:
@@ -429,7 +430,8 @@ class Lowering:
         error = b.add(error, b.mul(xl, yh))
         error = b.add(error, b.mul(xl, yl))
         # the splitter overflows for huge values; the error is then negligible beside them
-        return b.where(b.is_nan(error), self.const(0.0, "float32"), b.where(b.is_infinite(error), self.const(0.0, "float32"), error))
+        finite = b.logical_not(b.logical_or(b.is_nan(error), b.is_infinite(error)))
+        return b.where(finite, error, self.const(0.0, "float32"))
 
     def _exact_residual(self, a: MLOperand, q: MLOperand, c: MLOperand) -> MLOperand:
         """``a - q * c`` with the product taken exactly (one rounding at the end)."""
