@@ -393,10 +393,12 @@ class WebNNBackend(Backend):
     # ------------------------------------------------------------------ node plumbing
 
     def _op(self, op: str, attrs: tuple[Any, ...], inputs: tuple[Node, ...], shape: Shape, dtype: str) -> Node:
-        if len(shape) > _MAX_RANK or any(len(i.shape) > _MAX_RANK for i in inputs):
+        rank = len(shape)
+        for source in inputs:
+            rank = max(rank, len(source.shape))
+        if rank > _MAX_RANK:
             raise UnsupportedOpError(
-                f"webnn: {op} on a tensor of rank {max(len(shape), *(len(i.shape) for i in inputs))} "
-                f"(WebNN operands have at most {_MAX_RANK} dimensions)"
+                f"webnn: {op} on a tensor of rank {rank} (WebNN operands have at most {_MAX_RANK} dimensions)"
             )
         return Node(op, attrs, inputs, shape, dtype)
 

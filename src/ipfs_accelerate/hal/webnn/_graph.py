@@ -158,15 +158,19 @@ def _walk(
                 if id(source) not in position:
                     stack.append((source, False))
             continue
-        operands = tuple([position[id(source)] for source in node.inputs])
+        varies = False
+        operands = []
         for source in node.inputs:
+            index = position[id(source)]
+            operands.append(index)
+            varies = varies or variable[index]
             consumers[id(source)] = consumers.get(id(source), 0) + 1
         position[key] = len(nodes)
         if node.op == "check":
             checks.append(len(nodes))
         nodes.append(node)
-        entries.append((node.op, node.attrs, node.dtype, node.shape, operands))
-        variable.append(any(variable[i] for i in operands))
+        entries.append((node.op, node.attrs, node.dtype, node.shape, tuple(operands)))
+        variable.append(varies)
         for check in reversed(node.checks):
             stack.append((check, False))
     return nodes, entries, variable, inputs, checks, consumers, position[id(root)]
