@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 from ipfs_accelerate.errors import ConfigurationError, ContainerError, ServerStartError
 
 from ._config import Secret
+from ._observability import start_span
 
 __all__ = [
     "ContainerRuntime",
@@ -659,6 +660,11 @@ class ManagedServer:
 
     async def _launch(self) -> None:
         """Start one instance (guarded against cancellation leaks) and wait until it is ready."""
+        attributes = {"server": self.spec.name, "runtime": self.runtime.kind, "url": self.url, "restarts": self.restarts}
+        with start_span("ipfs_accelerate.server.start", attributes):
+            await self._launch_instance()
+
+    async def _launch_instance(self) -> None:
         port = self.spec.host_port
         assert port is not None
         task = asyncio.ensure_future(self.runtime.start(self.spec, port))
