@@ -18,6 +18,7 @@ from ipfs_accelerate.errors import (
     BadRequestError,
     CircuitOpenError,
     ConfigurationError,
+    RateLimitError,
     ServerError,
     StreamInterruptedError,
     TimeoutError,
@@ -159,12 +160,33 @@ def test_failover_on_500_reset_timeout_and_429() -> None:
         await router.chat(MODEL, "d")
         target = router.targets[i]
         assert target.failures["RateLimitError"] == 1
-        assert 2.5 < target.cooldown_until - time.monotonic() <= 3.0
+        assert 2.5 < target.hard_cooldown_until - time.monotonic() <= 3.0
         before = chats(fakes[i])
         for k in range(4):
             await router.chat(MODEL, f"e{k}")
         assert chats(fakes[i]) == before  # cooling down: not used
         assert router.get_stats()["failovers"] == 4
+
+    with_cluster(test)
+
+
+def test_soft_cooldowns_yield_when_nothing_else_is_left_but_retry_after_holds() -> None:
+    async def test(fakes: list[VLLMFake], backends: list[Any]) -> None:
+        router = Router(backends, cooldown_after=1, cooldown=20.0, deadline=2.0, backoff=0.01, max_attempts=4)
+        for fake in fakes:
+            fake.inject(status=500)
+        # every endpoint fails once and cools for 20 s (our heuristic, a soft cooldown) ...
+        assert (await router.chat(MODEL, "after the storm")).text == "Echo: after the storm"
+        assert router.panic_picks == 1 and all(t.cooldown_until - time.monotonic() > 10 for t in router.targets)
+        # ... whereas a cooldown the server asked for (Retry-After) is never overridden
+        hard = Router(backends[:1], cooldown_after=1, deadline=1.0)
+        fakes[0].inject(status=429, headers={"Retry-After": "30"})
+        sent = chats(fakes[0])
+        with pytest.raises(RateLimitError):
+            await hard.chat(MODEL, "rate limited")
+        with pytest.raises(CircuitOpenError, match="cooling down"):
+            await hard.chat(MODEL, "still rate limited")  # refused while cooling: nothing sent
+        assert chats(fakes[0]) == sent + 1 and hard.panic_picks == 0
 
     with_cluster(test)
 
@@ -185,7 +207,7 @@ def test_auth_failure_excludes_target_and_moves_on() -> None:
         router = Router(backends[:2], strategy="round_robin", auth_cooldown=120)
         fakes[0].inject(status=401, message="bad key", times=10)
         assert (await router.chat(MODEL, "k")).text == "Echo: k"
-        assert router.targets[0].cooldown_until - time.monotonic() > 100
+        assert router.targets[0].hard_cooldown_until - time.monotonic() > 100
         for _ in range(3):
             await router.chat(MODEL, "k2")
         assert chats(fakes[0]) == 1  # never again while its credentials are rejected

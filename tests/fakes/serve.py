@@ -7,13 +7,15 @@ KIND: openai, vllm, tgi, tei, ovms. ``--port 0`` picks a free port. When the ser
 it prints ``LISTENING <port>`` on stdout (flushed), then serves until SIGTERM/SIGINT.
 ``--unready`` makes its health routes answer 503 forever (a server that never becomes
 ready); ``--startup-delay`` waits before listening (a model that loads slowly). Requests
-are not recorded unless ``--record`` is given, so long soak runs stay flat in memory.
+are not recorded unless ``--record`` is given, so long soak runs stay flat in memory. With
+``--chaos`` the server prints ``CHAOS {"served": n, "injected": {...}}`` when it stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from typing import Any
@@ -73,8 +75,9 @@ async def main(argv: list[str]) -> None:
     fake = make_fake(args.kind)
     if not args.record:
         fake.requests = _Discard()  # type: ignore[assignment]
+    plan = None
     if args.chaos:
-        install_chaos(fake, ChaosPlan(rate=args.chaos, seed=args.seed, stall=args.stall))
+        plan = install_chaos(fake, ChaosPlan(rate=args.chaos, seed=args.seed, stall=args.stall))
     if args.unready:
         fake.app.middlewares.insert(0, _unready)
     print(f"fake {args.kind}: loading (startup delay {args.startup_delay:g} s)", flush=True)
@@ -99,6 +102,8 @@ async def main(argv: list[str]) -> None:
     await stop.wait()
     fake._closing.set()
     await runner.cleanup()
+    if plan is not None:
+        print("CHAOS " + json.dumps({"served": plan.served, "injected": dict(plan.injected)}), flush=True)
     print("stopped", flush=True)
 
 

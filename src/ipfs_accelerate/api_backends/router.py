@@ -22,8 +22,12 @@ Per request:
    * refused without being sent (CircuitOpenError, QueueFullError): try another target;
      this does not use up an attempt;
    * retryable (connection, timeout, 408/409/429/5xx): count it against the target and
-     move to the next one. ``cooldown_after`` failures in a row put a target in cooldown
-     (``cooldown * 2**k``, at most ``max_cooldown``; a 429 cools it for its Retry-After);
+     move to the next one. ``cooldown_after`` failures in a row (5, as Envoy's outlier
+     detection) put a target in cooldown: ``cooldown * 2**k`` (at most ``max_cooldown``), a
+     *soft* cooldown that only steers requests elsewhere -- when nothing else is available
+     the cooled target whose cooldown ends first is used rather than waiting. A 429 with
+     Retry-After cools the target for that long, a *hard* cooldown: requests wait for it
+     (within their deadline) or fail, never send early;
    * the target cannot serve this request (401/403: credentials, cooled for
      ``auth_cooldown``; 404: unknown model; UnsupportedOpError): move on and never come back
      to it within this request;
@@ -105,7 +109,7 @@ class RouterConfig:
     max_attempts: int | None = None
     deadline: float | None = None
     attempt_retries: int = 0
-    cooldown_after: int = 3
+    cooldown_after: int = 5
     cooldown: float = 1.0
     max_cooldown: float = 30.0
     auth_cooldown: float = 300.0
@@ -189,7 +193,8 @@ class RouteTarget:
         self.successes = 0
         self.failures: Counter[str] = Counter()
         self.consecutive_failures = 0
-        self.cooldown_until = 0.0
+        self.cooldown_until = 0.0  # soft: our failure-streak heuristic
+        self.hard_cooldown_until = 0.0  # hard: the server's Retry-After, rejected credentials
         self.cooldown_streak = 0
         self.cooldowns = 0
         self.ewma_latency: float | None = None
@@ -239,7 +244,7 @@ class RouteTarget:
             "failures": dict(self.failures),
             "consecutive_failures": self.consecutive_failures,
             "cooldowns": self.cooldowns,
-            "cooling_down_s": max(0.0, self.cooldown_until - now),
+            "cooling_down_s": max(0.0, self.cooldown_until - now, self.hard_cooldown_until - now),
             "circuit_state": self.endpoint.breaker.state,
             "healthy": self.healthy,
             "latency_ewma_s": self.ewma_latency,
@@ -391,6 +396,9 @@ class Router:
         self._strategies = [make_strategy(self.config.strategy) for _ in self.tiers]
         self.metrics = Metrics()
         self.failovers = 0
+        self.panic_picks = 0
+        self.waits: Counter[str] = Counter()  # sleeps for a backoff or a target's cooldown
+        self.waited_s: dict[str, float] = {}
         self._health_task: asyncio.Task[None] | None = None
         self._backoff_config = ResilienceConfig(
             initial_backoff=self.config.backoff, max_backoff=self.config.max_backoff,
@@ -584,7 +592,8 @@ class Router:
 
     def _availability(self, target: RouteTarget, now: float) -> float:
         """0 when the target can take a request now, else seconds until it may (inf: unknown)."""
-        wait = target.cooldown_until - now if target.cooldown_until > now else 0.0
+        until = max(target.cooldown_until, target.hard_cooldown_until)
+        wait = until - now if until > now else 0.0
         breaker = target.endpoint.breaker
         if not breaker.surely_closed and breaker.state == CircuitState.OPEN:
             return math.inf  # an open circuit fails fast; it is not waited for
@@ -623,6 +632,7 @@ class Router:
             target, soonest = self._pick(call, now)
             if target is not None:
                 return target
+            pause = 0.0
             if soonest == math.inf:
                 # everything left was tried in this round: start another after a backoff
                 remaining = [t for t in self.router_targets if id(t) not in call.excluded]
@@ -631,21 +641,54 @@ class Router:
                 if call.rounds + 1 >= call.max_attempts:
                     raise self._exhausted(call, f"{call.rounds + 1} round(s) over every target")
                 soonest = min(self._availability(t, now) for t in remaining)
-                if soonest == math.inf:
-                    raise self._exhausted(call, "no target is available")
                 retry_after = getattr(call.last_error, "retry_after", None)
-                pause = backoff_delay(call.rounds, self._backoff_config, retry_after)
-                if pause is None:
+                backoff = backoff_delay(call.rounds, self._backoff_config, retry_after)
+                if backoff is None:
                     raise self._exhausted(call, f"the server asked to wait {retry_after:g} s")
-                soonest = max(soonest, pause)
+                pause = backoff
                 call.tried.clear()
                 call.rounds += 1
             left = call.remaining()
-            if left is not None and soonest >= left:
-                raise self._exhausted(call, f"the next target would be free in {soonest:.3g} s, after the deadline")
-            if soonest > self.config.max_wait:
-                raise self._exhausted(call, f"the next target would be free in {soonest:.3g} s (max_wait {self.config.max_wait:g} s)")
-            await asyncio.sleep(soonest)
+            limit = self.config.max_wait if left is None else min(self.config.max_wait, left)
+            if soonest > 0:
+                # nothing is available: a target cooled only by our failure-streak heuristic
+                # is better than waiting (never one the server asked to wait for, never an
+                # open circuit); the one whose cooldown ends first
+                fallback = self._panic_pick(call, now)
+                if fallback is not None:
+                    if pause >= limit:
+                        raise self._exhausted(call, f"a backoff of {pause:.3g} s would pass the deadline or max_wait")
+                    if pause:
+                        await self._wait(pause, "backoff")
+                    self.panic_picks += 1
+                    return fallback
+            if pause >= limit:
+                raise self._exhausted(call, f"a backoff of {pause:.3g} s would pass the deadline or max_wait")
+            if soonest > limit:
+                if soonest == math.inf:
+                    raise self._exhausted(call, "no target is available")
+                raise self._exhausted(call, f"the next target would be free in {soonest:.3g} s, past the deadline or max_wait")
+            await self._wait(max(soonest, pause), "backoff" if pause >= soonest else "cooldown")
+
+    async def _wait(self, seconds: float, why: str) -> None:
+        self.waits[why] += 1
+        self.waited_s[why] = self.waited_s.get(why, 0.0) + seconds
+        await asyncio.sleep(seconds)
+
+    def _panic_pick(self, call: _Call, now: float) -> RouteTarget | None:
+        best: RouteTarget | None = None
+        for target in self.router_targets:
+            key = id(target)
+            if key in call.tried or key in call.excluded or target.hard_cooldown_until > now or target.cooldown_until <= now:
+                continue
+            breaker = target.endpoint.breaker
+            if not breaker.surely_closed and breaker.state == CircuitState.OPEN:
+                continue
+            if target.managed is not None and not target.managed.is_ready:
+                continue
+            if best is None or target.cooldown_until < best.cooldown_until:
+                best = target
+        return best
 
     def _exhausted(self, call: _Call, why: str) -> Exception:
         error = call.last_error
@@ -666,8 +709,9 @@ class Router:
     def _state_line(self, target: RouteTarget) -> str:
         now = time.monotonic()
         parts = []
-        if target.cooldown_until > now:
-            parts.append(f"cooling down {target.cooldown_until - now:.3g} s")
+        until = max(target.cooldown_until, target.hard_cooldown_until)
+        if until > now:
+            parts.append(f"cooling down {until - now:.3g} s")
         state = target.endpoint.breaker.state
         if state != CircuitState.CLOSED:
             parts.append(f"circuit {state}")
@@ -734,7 +778,7 @@ class Router:
         if kind == _EXCLUDE:
             call.excluded.add(id(target))
             if isinstance(exc, AuthenticationError | PermissionDeniedError):
-                self._cool(target, self.config.auth_cooldown)
+                self._cool(target, self.config.auth_cooldown, cap=self.config.auth_cooldown)
         left = call.remaining()
         if left is not None and left <= 0:
             raise exc
@@ -754,14 +798,20 @@ class Router:
                 duration = self.config.cooldown * 2**target.cooldown_streak
             target.cooldown_streak += 1
             target.consecutive_failures = 0
-            self._cool(target, duration)
+            self._cool(target, duration, soft=not isinstance(retry_after, int | float))
 
-    def _cool(self, target: RouteTarget, duration: float) -> None:
-        duration = min(duration, max(self.config.max_cooldown, self.config.auth_cooldown))
-        until = time.monotonic() + duration
-        if until > target.cooldown_until:
-            target.cooldown_until = until
+    def _cool(self, target: RouteTarget, duration: float, *, soft: bool = False, cap: float | None = None) -> None:
+        """Keep ``target`` out for ``duration`` s (at most ``max_cooldown``, or ``cap``).
+
+        A *soft* cooldown (the failure-streak heuristic) may be overridden when nothing else
+        is left; a hard one (the server's Retry-After, rejected credentials) never is."""
+        until = time.monotonic() + min(duration, self.config.max_cooldown if cap is None else cap)
+        if until > max(target.cooldown_until, target.hard_cooldown_until):
             target.cooldowns += 1
+        if soft:
+            target.cooldown_until = max(target.cooldown_until, until)
+        else:
+            target.hard_cooldown_until = max(target.hard_cooldown_until, until)
 
     def _on_success(self, target: RouteTarget, latency: float | None, ttfc: float | None) -> None:
         target.successes += 1
@@ -837,6 +887,9 @@ class Router:
             name=self.name,
             strategy=self.config.strategy,
             failovers=self.failovers,
+            panic_picks=self.panic_picks,
+            waits=dict(self.waits),
+            waited_s={k: round(v, 3) for k, v in self.waited_s.items()},
             tiers=[[t.name for t in tier] for tier in self.tiers],
             targets=[t.stats(now) for t in self.router_targets],
         )
