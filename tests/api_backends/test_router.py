@@ -28,7 +28,7 @@ from ..fakes.anthropic_fake import AnthropicFake
 from ..fakes.ollama_fake import OllamaFake
 from ..fakes.openai_fake import OpenAIFake
 from ..fakes.vllm_fake import VLLMFake
-from .conftest import fast, run
+from .conftest import fast, run, server_thread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,6 +101,22 @@ def test_least_in_flight_avoids_busy_endpoint() -> None:
         assert router.targets[0].in_flight == 0
 
     with_cluster(test)
+
+
+def test_endpoint_at_its_concurrency_limit_is_passed_over() -> None:
+    async def test(fakes: list[VLLMFake], backends: list[Any]) -> None:
+        router = Router(backends, strategy="round_robin")
+        fakes[0].inject(delay=0.5)
+        slow = asyncio.create_task(backends[0].chat(MODEL, "holds the only slot"))  # max_concurrency 1
+        await asyncio.sleep(0.1)
+        assert backends[0].endpoint.limiter.in_flight == 1
+        for i in range(4):
+            await router.chat(MODEL, f"c{i}")
+        assert [chats(f) for f in fakes] == [1, 4]  # round-robin skipped the full endpoint
+        await slow
+        assert router.sync is router.sync
+
+    with_cluster(test, n=2, max_concurrency=1)
 
 
 def test_lowest_latency_prefers_the_fast_endpoint_for_calls_and_streams() -> None:
@@ -408,3 +424,17 @@ def test_router_config_values() -> None:
         RouterConfig.from_value({"strategy": "weighted", "bogus": 1})
     with pytest.raises(ConfigurationError, match="cooldown_after"):
         RouterConfig(cooldown_after=0)
+
+
+def test_router_sync_facade() -> None:
+    with server_thread(VLLMFake()) as a, server_thread(VLLMFake()) as b:
+        backends = [create_api_backend("vllm", metadata={"base_url": f.url, "resilience": fast()}) for f in (a, b)]
+        router = Router(backends, strategy="round_robin")
+        try:
+            assert router.sync.chat(MODEL, "from plain code").text == "Echo: from plain code"
+            assert "".join(c.text for c in router.sync.stream_chat(MODEL, "plain stream")) == "Echo: plain stream"
+            assert len(router.sync.embed("BAAI/bge-small-en-v1.5", ["x"]).embeddings) == 1
+        finally:
+            router.sync.close()
+            for backend in backends:
+                backend.close()

@@ -9,8 +9,8 @@ several endpoints becomes one target per endpoint.
 Per request:
 
 1. Pick a target: in the first tier that has one available (not tried yet by this request,
-   circuit not open, not cooling down, managed server ready, health check not failed),
-   chosen by the strategy: ``round_robin``, ``least_in_flight`` (fewest router requests in
+   circuit not open, not cooling down, managed server ready, health check not failed;
+   among those, endpoints below their concurrency limit first), chosen by the strategy: ``round_robin``, ``least_in_flight`` (fewest router requests in
    progress), ``lowest_latency`` (EWMA of latency; of time to first chunk for streams;
    targets without a sample are tried first) or ``weighted`` (smooth weighted round-robin).
    Targets whose last health check failed are used only when nothing else is left.
@@ -400,6 +400,7 @@ class Router:
         self.waits: Counter[str] = Counter()  # sleeps for a backoff or a target's cooldown
         self.waited_s: dict[str, float] = {}
         self._health_task: asyncio.Task[None] | None = None
+        self._sync: Any = None
         self._backoff_config = ResilienceConfig(
             initial_backoff=self.config.backoff, max_backoff=self.config.max_backoff,
             max_retry_after=self.config.max_retry_after, jitter=self.config.jitter,
@@ -619,7 +620,10 @@ class Router:
                     elif wait < soonest:
                         soonest = wait
                 if candidates:
-                    chosen: RouteTarget = self._strategies[index].choose(candidates, tier, call.stream)
+                    # an endpoint at its concurrency limit would queue the request: prefer
+                    # one with a free slot while there is one
+                    free = [t for t in candidates if t.endpoint.limiter.in_flight < t.endpoint.limiter.max_concurrency]
+                    chosen: RouteTarget = self._strategies[index].choose(free or candidates, tier, call.stream)
                     return chosen, 0.0
         return None, soonest
 
@@ -894,6 +898,15 @@ class Router:
             targets=[t.stats(now) for t in self.router_targets],
         )
         return stats
+
+    @property
+    def sync(self) -> Any:
+        """Blocking twin (``router.sync.chat(...)``), as for a backend."""
+        from ._sync import SyncFacade
+
+        if self._sync is None:
+            self._sync = SyncFacade(self)  # type: ignore[arg-type]
+        return self._sync
 
     def managed_servers(self) -> list[ManagedServer]:
         seen: dict[int, ManagedServer] = {}
