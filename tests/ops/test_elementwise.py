@@ -176,6 +176,8 @@ def _expected_binary(op: str, xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarra
         return None, DtypeError
     if expected.dtype not in _SUPPORTED_NP:
         return None, DtypeError
+    if op in ("floor_divide", "remainder") and expected.dtype.kind in "iu" and np.any(xb == 0):
+        return None, InvalidArgumentError  # integer division by zero raises (numpy gives 0)
     if expected.dtype.kind in "iu" and op in ("add", "sub", "mul", "pow"):
         wide = np.asarray(_BINARY_UFUNCS[op](xa.astype(object), xb.astype(object)))
         info = np.iinfo(expected.dtype)

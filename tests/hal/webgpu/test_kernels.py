@@ -1,0 +1,200 @@
+"""Kernel variants and numerics the op suite does not reach: every matmul kernel on awkward
+shapes, the per-adapter tuning and its cache, float64 math over wide ranges, dispatch grids
+beyond one dimension, and the reduction shapes."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ipfs_accelerate as ia
+from ipfs_accelerate import ops
+from ipfs_accelerate.errors import TensorOverflowError
+
+VARIANTS = [
+    ("naive", (1, 1), (8, 8)),
+    ("tiled", (4, 4), (16, 16)),
+    ("rb", (4, 4), (8, 8)),
+    ("rb", (8, 8), (8, 8)),
+    ("rb", (8, 16), (8, 4)),
+    ("rb", (16, 16), (8, 8)),
+]
+
+
+@pytest.fixture
+def forced(gpu: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Force the matmul kernel the backend picks for float32 products."""
+
+    def force(variant: str, block: tuple[int, int], workgroup: tuple[int, int]) -> None:
+        def choose(wtype: Any, m: int, n: int, k: int, trans_b: bool) -> tuple[str, tuple[int, int], tuple[int, int]]:
+            if variant == "rb" and (k % 4 or (not trans_b and n % 4)):
+                return "naive", (1, 1), (8, 8)
+            return variant, block, workgroup
+
+        monkeypatch.setattr(gpu, "_choose_variant", choose)
+
+    return force
+
+
+@pytest.mark.parametrize("variant,block,workgroup", VARIANTS, ids=[f"{v}{b[0]}x{b[1]}" for v, b, _ in VARIANTS])
+def test_every_matmul_kernel_matches_numpy(forced: Any, variant: str, block: tuple[int, int], workgroup: tuple[int, int]) -> None:
+    forced(variant, block, workgroup)
+    rng = np.random.default_rng(0)
+    # batch broadcasting, M and N that are not multiples of any block, K a multiple of 4
+    a = rng.standard_normal((2, 1, 37, 20)).astype(np.float32)
+    b = rng.standard_normal((3, 20, 44)).astype(np.float32)
+    got = ops.matmul(ia.tensor(a, device="webgpu"), ia.tensor(b, device="webgpu")).numpy()
+    np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-4)
+    # B transposed (linear) with bias, and a fused activation in the epilogue
+    x = rng.standard_normal((5, 7, 24)).astype(np.float32)
+    w = rng.standard_normal((19, 24)).astype(np.float32)
+    bias = rng.standard_normal(19).astype(np.float32)
+    pre = ops.linear(ia.tensor(x, device="webgpu"), ia.tensor(w, device="webgpu"), ia.tensor(bias, device="webgpu"))
+    post = ops.silu(pre)
+    expected = x @ w.T + bias
+    np.testing.assert_allclose(pre.numpy(), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(post.numpy(), expected / (1 + np.exp(-expected)), rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_of_other_dtypes_and_empty_inner_dimension(gpu: Any) -> None:
+    rng = np.random.default_rng(1)
+    for dtype in ("float64", "int32", "int64", "float16"):
+        if dtype not in {d.name for d in gpu.supported_dtypes}:
+            continue
+        a = rng.integers(-4, 4, (3, 17, 9)).astype(dtype)
+        b = rng.integers(-4, 4, (9, 6)).astype(dtype)
+        got = (ia.tensor(a, device="webgpu") @ ia.tensor(b, device="webgpu")).numpy()
+        np.testing.assert_allclose(got.astype(np.float64), (a.astype(np.float64) @ b.astype(np.float64)), rtol=1e-3)
+        assert got.dtype == np.dtype(dtype)
+    empty = ia.zeros(4, 0, device="webgpu") @ ia.zeros(0, 3, device="webgpu")
+    np.testing.assert_array_equal(empty.numpy(), np.zeros((4, 3), np.float32))
+
+
+def test_tuning_measures_caches_and_can_be_forced(gpu: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipfs_accelerate.hal.webgpu import _tuning
+    from ipfs_accelerate.hal.webgpu._tuning import TUNE_THRESHOLD, Tuner
+
+    monkeypatch.delenv("IPFS_ACCELERATE_WEBGPU_MATMUL", raising=False)
+    # three candidates keep the test short (big register blocks take seconds to compile)
+    monkeypatch.setattr(_tuning, "CANDIDATES", (("rb", (4, 4), (8, 8)), ("tiled", (4, 4), (16, 16)), ("naive", (1, 1), (8, 8))))
+    path = tmp_path / "tuning.json"
+    tuner = Tuner(gpu, path)
+    measured = tuner.measure(size=64)
+    assert measured.source == "measured" and len(measured.gflops) == 3
+    rates = dict(measured.gflops)
+    assert rates[measured.name] >= 0.85 * max(rates.values())
+    monkeypatch.setattr(tuner, "measure", lambda size=None: measured)
+    assert tuner.choice(TUNE_THRESHOLD - 1).source == "default"  # small problems do not measure
+    assert tuner.choice(TUNE_THRESHOLD) is measured
+    stored = json.loads(path.read_text())[tuner.key]
+    assert stored["variant"] == measured.variant and tuple(stored["block"]) == measured.block
+    again = Tuner(gpu, path).choice(TUNE_THRESHOLD)
+    assert again.source == "cached" and again.name == measured.name
+    monkeypatch.setenv("IPFS_ACCELERATE_WEBGPU_MATMUL", "rb8x16:8x4")
+    forced = Tuner(gpu, path).choice(TUNE_THRESHOLD)
+    assert (forced.source, forced.variant, forced.block, forced.workgroup) == ("forced", "rb", (8, 16), (8, 4))
+
+
+def test_float64_math_is_accurate_over_wide_ranges(gpu: Any) -> None:
+    if "float64" not in {d.name for d in gpu.supported_dtypes}:
+        pytest.skip("no float64 on this adapter")
+    from scipy import special
+
+    rng = np.random.default_rng(2)
+
+    def check(op: str, x: np.ndarray, reference: np.ndarray, rtol: float = 1e-13) -> None:
+        got = getattr(ops, op)(ia.tensor(x, device="webgpu")).numpy()
+        np.testing.assert_allclose(got, reference, rtol=rtol, atol=1e-300, err_msg=op)
+
+    wide = rng.uniform(-700, 700, 2000)
+    check("exp", wide, np.exp(wide))
+    positive = np.exp(rng.uniform(-690, 690, 2000))
+    check("log", positive, np.log(positive))
+    check("log", np.array([1.0, 1 + 1e-15, 0.9999999999, 5e-324, 1.7e308]), np.log([1.0, 1 + 1e-15, 0.9999999999, 5e-324, 1.7e308]))
+    angles = rng.uniform(-1e4, 1e4, 2000)
+    check("sin", angles, np.sin(angles), rtol=1e-11)
+    check("cos", angles, np.cos(angles), rtol=1e-11)
+    small = rng.uniform(-30, 30, 2000)
+    check("tanh", small, np.tanh(small))
+    check("erf", small / 5, special.erf(small / 5))
+    check("sigmoid", small, special.expit(small))
+    with np.errstate(all="ignore"):
+        check("exp", np.array([800.0, -800.0, np.inf, -np.inf, np.nan]), np.exp([800.0, -800.0, np.inf, -np.inf, np.nan]))
+        check("log", np.array([0.0, -1.0, np.inf, np.nan]), np.log([0.0, -1.0, np.inf, np.nan]))
+    base = rng.uniform(0.1, 10, 500)
+    power = rng.uniform(-20, 20, 500)
+    got = (ia.tensor(base, device="webgpu") ** ia.tensor(power, device="webgpu")).numpy()
+    np.testing.assert_allclose(got, base**power, rtol=1e-12)
+    negative = (ia.tensor(np.array([-2.0, -2.0, -0.5]), device="webgpu") ** ia.tensor(np.array([3.0, 0.5, -2.0]), device="webgpu")).numpy()
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(negative, np.power([-2.0, -2.0, -0.5], [3.0, 0.5, -2.0]))
+
+
+def test_float32_trig_stays_accurate_away_from_zero(gpu: Any) -> None:
+    x = np.random.default_rng(3).uniform(-2000, 2000, 4000).astype(np.float32)
+    for op, ref in (("sin", np.sin), ("cos", np.cos)):
+        got = getattr(ops, op)(ia.tensor(x, device="webgpu")).numpy()
+        np.testing.assert_allclose(got, ref(x.astype(np.float64)), atol=5e-5, err_msg=op)
+
+
+def test_float_narrowing_rounds_like_numpy_at_the_edge(gpu: Any) -> None:
+    if "float16" not in {d.name for d in gpu.supported_dtypes}:
+        pytest.skip("no float16 on this adapter")
+    edge = np.array([65504.0, 65519.0, -65519.0, np.inf, -np.inf], dtype=np.float32)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(ia.tensor(edge, device="webgpu").astype("float16").numpy(), edge.astype(np.float16))
+    with pytest.raises(TensorOverflowError, match=r"65520.0.*overflows float16"):
+        ia.tensor(np.array([1.0, 65520.0], np.float32), device="webgpu").astype("float16").numpy()
+
+
+def test_grids_beyond_the_per_dimension_limit(gpu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu, "_max_groups", 3)  # play an adapter with 3 workgroups per dimension
+    rng = np.random.default_rng(4)
+    x_np = rng.standard_normal(5000).astype(np.float32)  # 20 workgroups of 256 -> a 3 x 7 grid
+    x = ia.tensor(x_np, device="webgpu")
+    np.testing.assert_allclose((x * 2 + 1).numpy(), x_np * 2 + 1, rtol=1e-6)
+    rows = rng.standard_normal((40, 300)).astype(np.float32)
+    np.testing.assert_allclose(ops.sum(ia.tensor(rows, device="webgpu"), 1).numpy(), rows.sum(1), rtol=1e-4, atol=1e-4)
+    batched = rng.standard_normal((7, 4, 4)).astype(np.float32)  # 7 matrices: z split over 3 dispatches
+    got = (ia.tensor(batched, device="webgpu") @ ia.tensor(batched, device="webgpu")).numpy()
+    np.testing.assert_allclose(got, batched @ batched, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 1000), 1), ((2000, 3), 0), ((5, 700, 2), 1), ((4, 3, 5), (0, 2))])
+def test_reductions_over_long_and_short_rows(gpu: Any, shape: tuple[int, ...], axis: Any) -> None:
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    t = ia.tensor(x, device="webgpu")
+    n = x.size
+    for op in ("sum", "mean", "max", "min", "var"):
+        np.testing.assert_allclose(getattr(ops, op)(t, axis).numpy(), getattr(np, op)(x, axis=axis), rtol=1e-4, atol=1e-4 * math.sqrt(n), err_msg=op)
+    if isinstance(axis, int):
+        np.testing.assert_array_equal(ops.argmax(t, axis).numpy(), np.argmax(x, axis))
+        np.testing.assert_allclose(ops.softmax(t, axis).numpy(), np.exp(x) / np.exp(x).sum(axis, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_int64_sums_detect_overflow_exactly(gpu: Any) -> None:
+    if "int64" not in {d.name for d in gpu.supported_dtypes}:
+        pytest.skip("no int64 on this adapter")
+    big = 2**62
+    fits = ia.tensor(np.array([big, big, -big, 2**63 - 1 - big], dtype=np.int64), device="webgpu")
+    assert int(ops.sum(fits).item()) == 2**63 - 1  # wraps on the way, not at the end
+    with pytest.raises(TensorOverflowError, match="sum: integer result overflows int64"):
+        ops.sum(ia.tensor(np.array([big, big, 1], dtype=np.int64), device="webgpu")).numpy()
+    zero_saves = ia.tensor(np.array([2**40, 2**40, 0], dtype=np.int64), device="webgpu")
+    assert int(ops.prod(zero_saves).item()) == 0
+    with pytest.raises(TensorOverflowError, match="prod"):
+        ops.prod(ia.tensor(np.array([2**40, 2**40], dtype=np.int64), device="webgpu")).numpy()
+
+
+def test_float16_means_divide_by_the_exact_count(gpu: Any) -> None:
+    if "float16" not in {d.name for d in gpu.supported_dtypes}:
+        pytest.skip("no float16 on this adapter")
+    x = np.full(70001, 0.5, dtype=np.float16)  # the count is not a float16 value (max 65504)
+    t = ia.tensor(x, device="webgpu")
+    assert float(ops.mean(t).item()) == 0.5
+    assert float(ops.var(t).item()) == 0.0
+    assert float(ops.mean(ia.tensor(np.ones(3001, np.float16), device="webgpu")).item()) == 1.0  # 3001 rounds to 3000 in float16
