@@ -732,7 +732,11 @@ class ManagedServer:
             handle = self._handle
             if handle is None:
                 return
-            code = await self.runtime.exit_status(handle)
+            try:
+                code = await self.runtime.exit_status(handle)
+            except ContainerError as exc:  # the runtime cannot tell (a Docker daemon hiccup): probe anyway
+                logger.warning("managed server %s: %s", self.spec.name, exc)
+                code = None
             if code is None:
                 status = await probe_http(self.health_url, self.health_timeout)
                 if status is not None and 200 <= status < 300:
@@ -752,7 +756,14 @@ class ManagedServer:
                 reason = f"exited with status {code}"
                 self._event("exited", reason)
             failures = 0
-            if not await self._restart(handle, reason):
+            try:
+                restarted = await self._restart(handle, reason)
+            except Exception as exc:  # the runtime failed us while restarting: stay down, say why
+                self.state = ServerState.FAILED
+                self.last_error = ContainerError(f"{self.describe()}: restart after '{reason}' failed: {type(exc).__name__}: {exc}")
+                self._event("failed", str(self.last_error))
+                return
+            if not restarted:
                 return
 
     async def _restart(self, old: ServerHandle, reason: str) -> bool:
