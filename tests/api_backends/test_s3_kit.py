@@ -210,6 +210,7 @@ def test_upload_failing_midway_leaves_no_object(moto: tuple[str, str]) -> None:
                 assert len([r for r in proxy.requests if r.query.get("partNumber") == "2"]) == 3  # 1 + 2 retries
                 assert any(r.method == "DELETE" and "uploadId" in r.query for r in proxy.requests)  # aborted
                 proxy.faults.clear()
+                kit.s3_endpoints[0].breaker.reset()  # three failures in a row may have opened it
                 assert not await kit.exists("midway", "model.bin")
                 assert await kit.incomplete_uploads("midway") == []
 
@@ -227,6 +228,26 @@ def test_upload_failing_midway_leaves_no_object(moto: tuple[str, str]) -> None:
                 await kit.aclose()
 
     run(body(), 50)
+
+
+def test_abort_is_sent_through_an_open_circuit(moto: tuple[str, str]) -> None:
+    async def body() -> None:
+        async with S3FaultProxy(moto[0]) as proxy:
+            kit = make_kit(proxy.url, resilience={"breaker": {**RESILIENCE["breaker"], "failure_threshold": 1}})
+            try:
+                await kit.create_bucket("opencircuit")
+                proxy.inject(status=500, path="partNumber=2", times=100)
+                with pytest.raises(StorageUnavailableError):
+                    await kit.upload_bytes("opencircuit", "model.bin", blob(16 * MiB, seed=4))
+                assert kit.s3_endpoints[0].breaker.state == "open"  # the first failure opened it
+                assert any(r.method == "DELETE" and "uploadId" in r.query for r in proxy.requests)
+                kit.s3_endpoints[0].breaker.reset()
+                assert await kit.incomplete_uploads("opencircuit") == []
+                assert not await kit.exists("opencircuit", "model.bin")
+            finally:
+                await kit.aclose()
+
+    run(body(), 30)
 
 
 def test_download_failing_midway_resumes_or_leaves_nothing(moto: tuple[str, str], tmp_path: Path) -> None:

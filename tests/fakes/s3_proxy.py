@@ -10,6 +10,7 @@ resets the connection, or stalls first. Requests are recorded like every fake's.
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -65,7 +66,9 @@ class S3FaultProxy(FakeServer):
             self._session = aiohttp.ClientSession(auto_decompress=False)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         url = URL(self.upstream + request.raw_path, encoded=True)
-        async with self._session.request(request.method, url, headers=headers, data=await request.read(), allow_redirects=False) as resp:
+        body = await request.read()
+        data = io.BytesIO(body) if body else None  # a stream: aiohttp warns about large raw bytes
+        async with self._session.request(request.method, url, headers=headers, data=data, allow_redirects=False) as resp:
             data = await resp.read()
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
             if request.method == "HEAD":

@@ -14,7 +14,8 @@ Guarantees:
 
 * An upload that fails midway (a part that cannot be sent, a reader error, a failing
   progress callback, cancellation) aborts its multipart upload: nothing becomes visible under
-  the key. A single-request upload is atomic in S3 itself.
+  the key. The abort is sent even when the endpoint's circuit has opened meanwhile. A
+  single-request upload is atomic in S3 itself.
 * A download writes to a temporary file next to the target and renames it only when every
   byte (``Content-Length``) arrived: no partial file under the final name.
 * Errors are typed: :class:`~ipfs_accelerate.errors.ObjectNotFoundError` (missing bucket or
@@ -77,7 +78,7 @@ from ._base import APIBackend, _hide_secrets
 from ._config import ResilienceConfig, Secret, normalise_base_url, redact_url
 from ._metrics import Metrics
 from ._observability import start_span
-from ._resilience import CircuitBreaker, CircuitState, PriorityLimiter, backoff_delay
+from ._resilience import BreakerPermit, CircuitBreaker, CircuitState, PriorityLimiter, backoff_delay
 from ._types import HealthStatus, Priority
 from .router import STRATEGIES, make_strategy
 
@@ -91,6 +92,7 @@ GiB = 1024 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3: every part but the last
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
+_UNCOUNTED = BreakerPermit(False, -1)  # a permit the breaker ignores when it is recorded
 Progress = Callable[[int, int | None], Any]
 
 _AUTH_CODES = frozenset({
@@ -479,8 +481,12 @@ class S3Kit(APIBackend):
         key: str | None = None,
         endpoint: _S3Endpoint | None = None,
         max_retries: int | None = None,
+        force: bool = False,
     ) -> T:
-        """One operation through breaker, limiter, retries and (reads only) endpoint failover."""
+        """One operation through breaker, limiter, retries and (reads only) endpoint failover.
+
+        ``force`` sends even through an open circuit (cleanup that must be tried: aborting a
+        multipart upload) and leaves the breaker's counts alone."""
         retries = self.config.max_retries if max_retries is None else max_retries
         deadline_at = time.monotonic() + self.config.deadline if self.config.deadline else None
         start = time.monotonic()
@@ -501,7 +507,7 @@ class S3Kit(APIBackend):
                 await held.limiter.acquire(Priority.NORMAL, remaining)
                 try:
                     try:
-                        permit = ep.breaker.acquire()
+                        permit = _UNCOUNTED if force else ep.breaker.acquire()
                     except CircuitOpenError as exc:
                         # refused without sending: any endpoint may take it instead
                         last = last or exc
@@ -847,7 +853,7 @@ class S3Kit(APIBackend):
         try:
             await self._run(
                 "abort_multipart_upload", lambda c: c.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
-                read=False, bucket=bucket, key=key, endpoint=ep,
+                read=False, bucket=bucket, key=key, endpoint=ep, force=True,
             )  # fmt: skip
         except ObjectNotFoundError:
             pass  # already gone
