@@ -329,6 +329,25 @@ def test_stream_fails_over_only_before_the_first_chunk() -> None:
     with_cluster(test, n=2)
 
 
+def test_stream_skips_a_backend_that_cannot_stream() -> None:
+    async def body() -> None:
+        from ..fakes.tei_fake import TEIFake
+
+        async with TEIFake() as tei, VLLMFake() as vllm:
+            embedder = create_api_backend("hf_tei", metadata={"base_url": tei.url, "resilience": fast()})
+            chatter = create_api_backend("vllm", metadata={"base_url": vllm.url, "resilience": fast()})
+            router = Router([embedder], fallbacks=[[RouteTarget(chatter, model=MODEL)]])
+            try:
+                chunks = [c async for c in router.stream_chat(None, "only vllm streams")]
+                assert "".join(c.text for c in chunks) == "Echo: only vllm streams"
+                assert router.targets[0].failures["UnsupportedOpError"] == 1 and router.targets[0].in_flight == 0
+            finally:
+                await embedder.aclose()
+                await chatter.aclose()
+
+    run(body(), 20)
+
+
 def test_abandoned_stream_releases_everything() -> None:
     async def test(fakes: list[VLLMFake], backends: list[Any]) -> None:
         router = Router(backends)

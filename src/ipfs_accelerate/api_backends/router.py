@@ -542,8 +542,10 @@ class Router:
                 target = await self._acquire(call)
                 remaining = call.remaining()
                 attempt_start = self._begin(call, target)
-                iterator = op(target, self._attempt_options(remaining))
+                iterator = None
                 try:
+                    # inside the try: a backend may refuse synchronously (UnsupportedOpError...)
+                    iterator = op(target, self._attempt_options(remaining))
                     if remaining is None:
                         first = await iterator.__anext__()
                     else:
