@@ -407,6 +407,11 @@ def test_fetch_s3_prefix_caches_and_refreshes(moto: tuple[str, str], tmp_path: P
         await kit.upload_bytes("ckpts", "models/bert/config.json", b'{"model_type": "bert", "v": 2}')
         await fetch_s3_prefix("s3://ckpts/models/bert", cache_dir=tmp_path, kit=kit)
         assert (path / "config.json").read_bytes() == b'{"model_type": "bert", "v": 2}'
+        unreachable = {"s3cfg": {**KEYS, "endpoint": "http://127.0.0.1:9"}}  # any request would fail
+        offline = await fetch_s3_prefix("s3://ckpts/models/bert", cache_dir=tmp_path, metadata=unreachable, local_files_only=True)
+        assert offline == path
+        with pytest.raises(ObjectNotFoundError, match="not .*in the cache"):
+            await fetch_s3_prefix("s3://ckpts/models/other", cache_dir=tmp_path, local_files_only=True)
         single = await kit.download_prefix("ckpts", "models/bert/config.json", tmp_path / "single")
         assert (single / "config.json").exists()
         with pytest.raises(ObjectNotFoundError, match="no objects under"):

@@ -1229,17 +1229,28 @@ async def fetch_s3_prefix(
     kit: S3Kit | None = None,
     metadata: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    local_files_only: bool = False,
 ) -> Path:
     """Download ``s3://bucket/prefix`` into a local cache directory and return it.
 
     The directory is ``cache_dir/<bucket>/<prefix>`` (``cache_dir`` defaults to
     ``$IPFS_ACCELERATE_CACHE/s3`` or ``~/.cache/ipfs_accelerate/s3``); unchanged files are not
     downloaded again. ``kit`` (or one built from ``metadata``, e.g. ``{"s3cfg": {...}}``, else
-    from the AWS environment variables) does the transfers.
+    from the AWS environment variables) does the transfers. ``local_files_only``: no request
+    at all; the cached copy (every file its manifest lists) or ObjectNotFoundError.
     """
     bucket, prefix = parse_s3_uri(uri)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = root / bucket / (prefix.strip("/") or "_root")
+    if local_files_only:
+        try:
+            manifest = json.loads((dest / ".s3-manifest.json").read_text())
+        except (OSError, ValueError):
+            manifest = None
+        if not manifest or not all((dest / name).is_file() and (dest / name).stat().st_size == entry.get("size")
+                                   for name, entry in manifest.items()):  # fmt: skip
+            raise ObjectNotFoundError(f"s3_kit: {uri} is not (completely) in the cache at {dest} and local_files_only is set")
+        return dest
     own = kit is None
     storage = kit if kit is not None else S3Kit(metadata=metadata)
     try:
