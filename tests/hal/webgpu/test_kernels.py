@@ -198,3 +198,18 @@ def test_float16_means_divide_by_the_exact_count(gpu: Any) -> None:
     assert float(ops.mean(t).item()) == 0.5
     assert float(ops.var(t).item()) == 0.0
     assert float(ops.mean(ia.tensor(np.ones(3001, np.float16), device="webgpu")).item()) == 1.0  # 3001 rounds to 3000 in float16
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+def test_activation_fused_into_a_product_of_a_strided_slice(gpu: Any, activation: str) -> None:
+    """BERT's pooler, tanh(linear(h[:, 0])): the slice's contiguous copy goes back to the pool
+    before the activation is folded into the product's epilogue; the epilogue's output must
+    not be that buffer (wgpu refuses a buffer bound read-only and read-write in one dispatch)."""
+    h = np.random.default_rng(0).standard_normal((3, 5, 8)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
+    b = np.random.default_rng(2).standard_normal(6).astype(np.float32)
+    for _ in range(3):  # the pool hands the freed copy out again on later rounds too
+        x = ia.tensor(h, device="webgpu")
+        out = getattr(ops, activation)(ops.linear(x[:, 0], ia.tensor(w, device="webgpu"), ia.tensor(b, device="webgpu")))
+        expected = getattr(ops, activation)(ops.linear(ia.tensor(h)[:, 0], ia.tensor(w), ia.tensor(b))).numpy()
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)

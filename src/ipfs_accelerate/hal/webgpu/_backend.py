@@ -1162,6 +1162,14 @@ class WebGPUBackend(Backend):
         self._fusable = None
         fused = self._matmul_entry(variant, wtype, trans_b, has_bias, op, True, block, workgroup)
         post = self._alloc(x.size, wtype, op)
+        # the product's temporaries (e.g. the contiguous copy of a strided input) may have gone
+        # back to the pool since it was recorded: the output must not be one of the buffers the
+        # same dispatch reads, or wgpu refuses the read-only + read-write binding
+        set_aside = []
+        while any(post.buf is b for b in buffers):
+            set_aside.append(post)
+            post = self._alloc(x.size, wtype, op)
+        del set_aside
         self._recorder.replace_last(fused[0], (*buffers, post.buf))
         return self._inherit(post, x)
 
