@@ -11,7 +11,17 @@ softmax, residual, layer_normalization, gelu MLP, residual), built with MLGraphB
 
 Ratios are ours / direct (lower is better; the target is <= 1.1x for dispatch).
 
+Then the HAL backend: a BERT encoder (post-norm layers as in MiniLM: q/k/v linear, scaled
+dot-product attention with a padding mask, output linear, residual, layer norm, gelu MLP,
+residual, layer norm) written once with ``ipfs_accelerate.ops`` and run on device "webnn"
+(traced, compiled once, dispatched; weights marked with ``hal.mark_parameter``) beside the
+same code on the "cpu" backend and the same math in PyTorch (``torch.nn.functional``), with
+the same weights and inputs; ratios are peer / webnn (higher is better for webnn). The first
+webnn call (trace + compile + first run) is reported separately. ``--layers 6 --batch 32``
+is MiniLM-L6's encoder at issue 5's target batch.
+
     PYTHONPATH=src python benchmarks/webnn.py [--batch 8 --seq 128 --hidden 384 --heads 12]
+    PYTHONPATH=src python benchmarks/webnn.py --only tensor-api --layers 6 --batch 32
 """
 
 from __future__ import annotations
@@ -133,8 +143,16 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--builds", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=1, help="encoder layers of the Tensor API section")
+    parser.add_argument("--only", choices=("webnn-api", "tensor-api"), default=None)
     args = parser.parse_args()
+    if args.only != "tensor-api":
+        webnn_api(args)
+    if args.only != "webnn-api":
+        tensor_api(args)
 
+
+def webnn_api(args: argparse.Namespace) -> None:
     import onnxruntime as ort
 
     context = webnn.create_context(power_preference="high-performance")
@@ -231,6 +249,154 @@ def main() -> None:
         ("context.dispatch", "dispatch", "run_with_iobinding", "iobinding"),
     ):
         report(label, tiny[mine], peer_label, tiny[peer], 1e6, "us")
+
+
+# ---------------------------------------------------------------------------- the HAL backend
+
+
+def encoder_weights(hidden: int, intermediate: int, layers: int, seed: int = 0) -> list[dict[str, np.ndarray[Any, Any]]]:
+    """Per layer, the parameters of a BERT layer (PyTorch/Hugging Face layout: linear weights
+    are (out, in))."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int) -> np.ndarray[Any, Any]:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    out = []
+    for _ in range(layers):
+        p = {f"{n}.weight": w(hidden, hidden) for n in ("query", "key", "value", "attention_output")}
+        p.update({f"{n}.bias": w(hidden) for n in ("query", "key", "value", "attention_output", "output")})
+        p.update({"intermediate.weight": w(intermediate, hidden), "intermediate.bias": w(intermediate)})
+        p.update({"output.weight": w(hidden, intermediate)})
+        for norm in ("ln1", "ln2"):
+            p[f"{norm}.weight"] = 1.0 + w(hidden)
+            p[f"{norm}.bias"] = w(hidden)
+        out.append(p)
+    return out
+
+
+def encoder_ops(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
+    """The encoder with ipfs_accelerate.ops (any backend)."""
+    from ipfs_accelerate import ops
+
+    batch, seq, hidden = x.shape
+    for p in layers:
+
+        def split(t: Any) -> Any:
+            return t.reshape(batch, seq, heads, hidden // heads).permute(0, 2, 1, 3)
+
+        q, k, v = (split(ops.linear(x, p[f"{n}.weight"], p[f"{n}.bias"])) for n in ("query", "key", "value"))
+        attended = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        attended = attended.permute(0, 2, 1, 3).reshape(batch, seq, hidden)
+        x = ops.layer_norm(
+            ops.linear(attended, p["attention_output.weight"], p["attention_output.bias"]) + x,
+            hidden, p["ln1.weight"], p["ln1.bias"], eps,
+        )
+        mlp = ops.linear(ops.gelu(ops.linear(x, p["intermediate.weight"], p["intermediate.bias"])), p["output.weight"], p["output.bias"])
+        x = ops.layer_norm(mlp + x, hidden, p["ln2.weight"], p["ln2.bias"], eps)
+    return x
+
+
+def encoder_torch(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
+    """The same encoder with torch.nn.functional."""
+    import torch.nn.functional as F
+
+    batch, seq, hidden = x.shape
+    for p in layers:
+
+        def split(t: Any) -> Any:
+            return t.reshape(batch, seq, heads, hidden // heads).permute(0, 2, 1, 3)
+
+        q, k, v = (split(F.linear(x, p[f"{n}.weight"], p[f"{n}.bias"])) for n in ("query", "key", "value"))
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        attended = attended.permute(0, 2, 1, 3).reshape(batch, seq, hidden)
+        x = F.layer_norm(
+            F.linear(attended, p["attention_output.weight"], p["attention_output.bias"]) + x,
+            (hidden,), p["ln1.weight"], p["ln1.bias"], eps,
+        )
+        mlp = F.linear(F.gelu(F.linear(x, p["intermediate.weight"], p["intermediate.bias"])), p["output.weight"], p["output.bias"])
+        x = F.layer_norm(mlp + x, (hidden,), p["ln2.weight"], p["ln2.bias"], eps)
+    return x
+
+
+def tensor_api(args: argparse.Namespace) -> None:
+    import ipfs_accelerate as ia
+    from ipfs_accelerate import hal
+
+    batch, seq, hidden, heads, count = args.batch, args.seq, args.hidden, args.heads, args.layers
+    weights = encoder_weights(hidden, 4 * hidden, count)
+    rng = np.random.default_rng(2)
+    x_host = rng.standard_normal((batch, seq, hidden)).astype(np.float32)
+    mask_host = np.ones((batch, 1, 1, seq), dtype=bool)
+    mask_host[batch // 2 :, ..., seq * 3 // 4 :] = False  # half the batch padded
+
+    def on(device: str) -> list[dict[str, Any]]:
+        layers = []
+        for p in weights:
+            tensors = {name: ia.tensor(array, device=device) for name, array in p.items()}
+            hal.mark_parameter(*tensors.values())
+            layers.append(tensors)
+        return layers
+
+    webnn_layers, cpu_layers = on("webnn"), on("cpu")
+    backend = hal.get_backend("webnn")
+    x_webnn, mask_webnn = ia.tensor(x_host, device="webnn"), ia.tensor(mask_host, device="webnn")
+    x_cpu, mask_cpu = ia.tensor(x_host), ia.tensor(mask_host)
+
+    def run_webnn() -> np.ndarray[Any, Any]:
+        return encoder_ops(x_webnn, mask_webnn, webnn_layers, heads).numpy()
+
+    def run_cpu() -> np.ndarray[Any, Any]:
+        return encoder_ops(x_cpu, mask_cpu, cpu_layers, heads).numpy()
+
+    before = dict(vars(backend.stats))
+    start = time.perf_counter()
+    first = run_webnn()
+    first_call = time.perf_counter() - start
+    compiled = backend.stats.compilations - before["compilations"]
+    start = time.perf_counter()
+    for _ in range(20):
+        encoder_ops(x_webnn, mask_webnn, webnn_layers, heads)
+    tracing = (time.perf_counter() - start) / 20
+
+    contenders: dict[str, Callable[[], Any]] = {"webnn": run_webnn, "cpu": run_cpu}
+    reference = run_cpu()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a test dependency
+        torch = None
+    if torch is not None:
+        torch_layers = [{name: torch.from_numpy(array) for name, array in p.items()} for p in weights]
+        x_torch, mask_torch = torch.from_numpy(x_host), torch.from_numpy(mask_host)
+
+        def run_torch() -> Any:
+            with torch.inference_mode():
+                return encoder_torch(x_torch, mask_torch, torch_layers, heads).numpy()
+
+        contenders["torch"] = run_torch
+        reference = run_torch()
+    error = float(np.max(np.abs(first - reference)))
+    rounds = max(2, args.rounds // 2)
+    timings = interleaved(contenders, rounds, block=2, warmup=1)
+    print(
+        f"\nTensor API on the HAL: {count}-layer BERT encoder, batch {batch}, seq {seq}, hidden {hidden}, "
+        f"heads {heads} ({backend.context.execution_providers[0]}, torch threads "
+        f"{torch.get_num_threads() if torch is not None else '-'})"
+    )
+    print(f"  first webnn call (trace + compile + run)  {first_call * 1e3:9.1f} ms, {compiled} graph compiled")
+    print(f"  tracing one forward pass (Python)         {tracing * 1e3:9.2f} ms")
+    print(f"  max |webnn - {'torch' if torch is not None else 'cpu'}|                   {error:9.2e}")
+    dispatches = backend.stats.dispatches - before["dispatches"]
+    compilations = backend.stats.compilations - before["compilations"]
+    print(f"  graphs compiled in the whole run          {compilations:9d} (dispatches {dispatches})")
+    print(f"  per forward pass (median and min of {rounds} x 2 calls, alternating in blocks)")
+    webnn_time = timings["webnn"]
+    for name in contenders:
+        median, least = timings[name]
+        line = f"    {name:<6} {median * 1e3:10.1f} ms (min {least * 1e3:10.1f})"
+        if name != "webnn":
+            line += f"   {name}/webnn {median / webnn_time[0]:5.2f}x (min {least / webnn_time[1]:5.2f}x)"
+        print(line)
 
 
 def _small_graph(context: webnn.MLContext) -> webnn.MLGraph:

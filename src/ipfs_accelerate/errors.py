@@ -57,7 +57,9 @@ __all__ = [
     "ServerStartError",
     "ShapeError",
     "SharingError",
+    "StorageAuthError",
     "StorageError",
+    "StorageUnavailableError",
     "StreamInterruptedError",
     "TensorNotFoundError",
     "TensorOverflowError",
@@ -338,6 +340,16 @@ class ObjectNotFoundError(StorageError, builtins.KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class StorageAuthError(StorageError, builtins.PermissionError):
+    """The storage service rejected the credentials (unknown key, bad signature, expired
+    token) or denied access; never retried or failed over."""
+
+
+class StorageUnavailableError(StorageError, builtins.ConnectionError):
+    """No endpoint could serve the request: connection failures, timeouts, 5xx or throttling
+    on every attempt, or every circuit open. The last underlying error is chained."""
 
 
 class ContainerError(IpfsAccelerateError, RuntimeError):

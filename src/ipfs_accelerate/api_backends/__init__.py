@@ -11,6 +11,12 @@ own surfaces, and the same resilience (retries with backoff, timeouts, circuit b
 priority queue) configured per backend (``resilience=`` or ``metadata["resilience"]``) and
 per call (``priority=``, ``timeout=``, ``max_retries=``, ``deadline=``...).
 
+Multi-endpoint routing with failover (:class:`Router`), the Unified backends with managed
+servers (``vllm_unified``, ``hf_tgi_unified``, ``hf_tei_unified``, ``ovms_unified``;
+:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`), object
+storage (:class:`S3Kit`, ``s3_kit``) and metrics export (:func:`register_prometheus`) live
+here too.
+
 Importing this package is cheap: aiohttp loads on the first request, provider modules on
 first use through the registry.
 """
@@ -69,6 +75,31 @@ _LAZY = {
     "SSEDecoder": "_streams",
     "NDJSONDecoder": "_streams",
     "OpenAICompatibleBackend": "_openai_compat",
+    # routing, managed servers, storage, observability (issue 7)
+    "Router": "router",
+    "RouteTarget": "router",
+    "RouterConfig": "router",
+    "UnifiedBackend": "_unified",
+    "ContainerRuntime": "_containers",
+    "DockerRuntime": "_containers",
+    "LocalProcessRuntime": "_containers",
+    "ManagedServer": "_containers",
+    "ServerSpec": "_containers",
+    "ServerState": "_containers",
+    "vllm_server_spec": "_containers",
+    "tgi_server_spec": "_containers",
+    "tei_server_spec": "_containers",
+    "ovms_server_spec": "_containers",
+    "S3Kit": "s3_kit",
+    "S3Object": "s3_kit",
+    "S3ObjectInfo": "s3_kit",
+    "TransferConfig": "s3_kit",
+    "fetch_s3_prefix": "s3_kit",
+    "fetch_s3_prefix_sync": "s3_kit",
+    "PrometheusCollector": "_observability",
+    "register_prometheus": "_observability",
+    "exposition": "_observability",
+    "start_span": "_observability",
 }
 
 __all__ = [
@@ -79,6 +110,8 @@ __all__ = [
     "ChatResponse",
     "CircuitBreaker",
     "CircuitState",
+    "ContainerRuntime",
+    "DockerRuntime",
     "EmbeddingResponse",
     "Endpoint",
     "FileObject",
@@ -86,6 +119,8 @@ __all__ = [
     "HTTPRequest",
     "HealthStatus",
     "ImageResponse",
+    "LocalProcessRuntime",
+    "ManagedServer",
     "Metrics",
     "ModelInfo",
     "ModerationResponse",
@@ -94,12 +129,21 @@ __all__ = [
     "OpenAICompatibleBackend",
     "Priority",
     "PriorityLimiter",
+    "PrometheusCollector",
     "PullProgress",
     "RawResponse",
     "RerankResult",
     "ResilienceConfig",
+    "RouteTarget",
+    "Router",
+    "RouterConfig",
+    "S3Kit",
+    "S3Object",
+    "S3ObjectInfo",
     "SSEDecoder",
     "Secret",
+    "ServerSpec",
+    "ServerState",
     "SyncFacade",
     "TGIDetails",
     "TGIGeneration",
@@ -108,12 +152,23 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "TranscriptionResponse",
+    "TransferConfig",
+    "UnifiedBackend",
     "Usage",
     "create_api_backend",
+    "exposition",
+    "fetch_s3_prefix",
+    "fetch_s3_prefix_sync",
     "find_compatible_backend",
     "get_available_backends",
     "get_backend_class",
+    "ovms_server_spec",
     "register_backend",
+    "register_prometheus",
+    "start_span",
+    "tei_server_spec",
+    "tgi_server_spec",
+    "vllm_server_spec",
 ]
 
 
@@ -133,9 +188,32 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from ._base import APIBackend, CallOptions
     from ._config import BreakerConfig, ResilienceConfig, Secret
+    from ._containers import (
+        ContainerRuntime,
+        DockerRuntime,
+        LocalProcessRuntime,
+        ManagedServer,
+        ServerSpec,
+        ServerState,
+        ovms_server_spec,
+        tei_server_spec,
+        tgi_server_spec,
+        vllm_server_spec,
+    )
     from ._metrics import Metrics
+    from ._observability import PrometheusCollector, exposition, register_prometheus, start_span
     from ._openai_compat import OpenAICompatibleBackend
     from ._resilience import CircuitBreaker, CircuitState, PriorityLimiter
     from ._streams import NDJSONDecoder, SSEDecoder
     from ._sync import SyncFacade
     from ._transport import Endpoint, HTTPRequest, RawResponse
+    from ._unified import UnifiedBackend
+    from .router import Router, RouterConfig, RouteTarget
+    from .s3_kit import (
+        S3Kit,
+        S3Object,
+        S3ObjectInfo,
+        TransferConfig,
+        fetch_s3_prefix,
+        fetch_s3_prefix_sync,
+    )

@@ -40,6 +40,11 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "opea": ("opea", "OPEABackend"),
     "llvm": ("llvm", "LLVMBackend"),
     "sample_backend": ("sample_backend", "SampleBackend"),
+    "vllm_unified": ("vllm_unified", "VLLMUnifiedBackend"),
+    "hf_tgi_unified": ("hf_tgi_unified", "HFTGIUnifiedBackend"),
+    "hf_tei_unified": ("hf_tei_unified", "HFTEIUnifiedBackend"),
+    "ovms_unified": ("ovms_unified", "OVMSUnifiedBackend"),
+    "s3_kit": ("s3_kit", "S3Kit"),
 }
 
 Factory = Callable[..., "APIBackend"]

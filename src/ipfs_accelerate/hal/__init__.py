@@ -8,6 +8,8 @@ Adding a backend is one package under ``hal/`` and one ``register_backend`` line
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ipfs_accelerate.hal._backend import (
     ARG_REDUCE_OPS,
     BINARY_OPS,
@@ -44,6 +46,7 @@ __all__ = [
     "available_backends",
     "default_device",
     "get_backend",
+    "mark_parameter",
     "register_backend",
     "registered_backends",
     "reset_backend",
@@ -51,6 +54,21 @@ __all__ = [
     "set_default_device",
     "unregister_backend",
 ]
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.tensor._tensor import Tensor
+
+
+def mark_parameter(*tensors: Tensor) -> None:
+    """Mark tensors as model parameters: long-lived values that many computations read and
+    nothing changes again (weights loaded from a checkpoint). Backend-neutral: a graph-compiling
+    backend (webnn) embeds parameters in its compiled graphs as constants, so the runtime can
+    prepack and fuse around them; eager backends (cpu) ignore the hint. Results never depend
+    on it, only speed: marking a tensor that then changes every call costs a compilation per
+    call on a graph backend."""
+    for tensor in tensors:
+        tensor._backend.mark_parameter(tensor)
+
 
 register_backend("cpu", "ipfs_accelerate.hal.cpu:CPUBackend", fallback=None)
 register_backend("webgpu", "ipfs_accelerate.hal.webgpu:WebGPUBackend", fallback="cpu")

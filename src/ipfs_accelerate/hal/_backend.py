@@ -306,6 +306,14 @@ class Backend(abc.ABC):
         """``min(max(x, low), high)`` with None meaning unbounded (NaN propagates)."""
         raise UnsupportedOpError(f"{self.name}: no fused clamp")
 
+    # ------------------------------------------------------------------ hints
+
+    def mark_parameter(self, x: Tensor) -> None:  # noqa: B027 - ignoring the hint is right for eager backends
+        """Hint that ``x`` is a long-lived parameter (model weights): read by many computations
+        and never changed again. A graph-compiling backend may embed it in its compiled graphs
+        as a constant (letting the runtime prepack and fuse around it). Only a hint: results
+        never depend on it, and eager backends ignore it."""
+
     # ------------------------------------------------------------------ lifecycle
 
     def synchronize(self) -> None:  # noqa: B027 - a no-op is right for eager backends

@@ -171,6 +171,11 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
     else:
         return _binary(op, as_tensor(a, op=op), b)
 
+    if op in _COMPARISONS and dtype not in backend.supported_dtypes:
+        # bool results need no common dtype: compare exactly in dtypes the backend holds
+        from ipfs_accelerate.ops._mixed import exact_comparison
+
+        return exact_comparison(op, a, b)
     key = (op, dtype)
     out_dtype = _BINARY_OUT.get(key)
     if out_dtype is None or (dtype is bool_ and op in _BOOL_ALIASES):

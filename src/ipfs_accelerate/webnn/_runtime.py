@@ -102,7 +102,11 @@ def create_session(
     """An InferenceSession for the model; external constants are passed as OrtValues that
     share the numpy buffers (kept alive by the returned list). ORT errors become
     WebNNOperationError naming ``what`` and the providers. ``work`` (estimated
-    multiply-adds per run) below SINGLE_THREAD_WORK gives a single-threaded session."""
+    multiply-adds per run) below SINGLE_THREAD_WORK gives a single-threaded session.
+
+    Thread pools do not spin waiting for work: every session owns its pool, a context holds
+    many graphs, and pools spinning after their own run steal the cores from the session
+    that runs next (on two cores, several times slower when graphs alternate)."""
     runtime = ort()
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -110,6 +114,9 @@ def create_session(
     if work < SINGLE_THREAD_WORK:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+    else:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     keep_alive: list[Any] = []
     if external:
         names = list(external)

@@ -1,0 +1,90 @@
+"""vLLM, Unified: the vLLM protocol (OpenAI routes, tool calling, embeddings, LoRA adapter
+management) over several endpoints, with an optional managed ``vllm/vllm-openai`` server.
+
+LoRA adapters are loaded on and unloaded from *every* endpoint (a chat naming the adapter
+may go to any of them). If one endpoint refuses, the adapter is unloaded again from those
+that had accepted it and the error is raised: it is never left on some endpoints only.
+Adapters loaded through this backend are loaded again on the managed server after each of
+its restarts.
+
+Managed server: ``metadata["managed_server"] = {"model": ..., "runtime": "docker" | "process",
+"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "quantization",
+"lora_modules", "allow_runtime_lora", "hf_token", "api_key", ..., "lifecycle": {...},
+"auto_start": bool}`` (see :func:`~ipfs_accelerate.api_backends.vllm_server_spec`).
+See :mod:`ipfs_accelerate.api_backends._unified` for endpoints and routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from ipfs_accelerate.errors import APIError
+
+from ._containers import ServerSpec, vllm_server_spec
+from ._unified import UnifiedBackend
+from .vllm import VLLMBackend
+
+__all__ = ["VLLMUnifiedBackend"]
+
+
+class VLLMUnifiedBackend(UnifiedBackend, VLLMBackend):
+    provider: ClassVar[str] = "vllm_unified"
+    plain = VLLMBackend
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.adapters: dict[str, str] = {}
+        if self.managed_server is not None:
+            self.managed_server.on_ready(self._reload_adapters)
+
+    def server_spec(self, **kwargs: Any) -> ServerSpec:
+        model = kwargs.pop("model", None)
+        if not model:
+            from ipfs_accelerate.errors import ConfigurationError
+
+            raise ConfigurationError("vllm_unified: managed_server needs a 'model'")
+        if (kwargs.get("enable_lora") or kwargs.get("lora_modules")) and "allow_runtime_lora" not in kwargs:
+            kwargs["allow_runtime_lora"] = True  # load_lora_adapter() needs runtime updates on the server
+        return vllm_server_spec(str(model), **kwargs)
+
+    async def load_lora_adapter(self, lora_name: str, lora_path: str, **options: Any) -> str:
+        """Load the adapter on every endpoint; all or none (see the module docstring)."""
+        results = await asyncio.gather(
+            *(m.load_lora_adapter(lora_name, lora_path, **dict(options)) for m in self._lora_members()),  # type: ignore[attr-defined]
+            return_exceptions=True,
+        )
+        failed = [(m, r) for m, r in zip(self._lora_members(), results, strict=True) if isinstance(r, BaseException)]
+        if failed:
+            loaded = [m for m, r in zip(self._lora_members(), results, strict=True) if not isinstance(r, BaseException)]
+            await asyncio.gather(*(m.unload_lora_adapter(lora_name) for m in loaded), return_exceptions=True)  # type: ignore[attr-defined]
+            _, error = failed[0]
+            if isinstance(error, APIError) and hasattr(error, "add_note"):
+                error.add_note(
+                    f"vllm_unified: loading adapter {lora_name!r} failed on {', '.join(m.endpoint.name for m, _ in failed)}; "
+                    f"unloaded again from {len(loaded)} endpoint(s) that had accepted it"
+                )
+            raise error
+        self.adapters[lora_name] = lora_path
+        return str(results[0])
+
+    async def unload_lora_adapter(self, lora_name: str, **options: Any) -> str:
+        """Unload the adapter from every endpoint; raises the first refusal after trying all."""
+        results = await asyncio.gather(
+            *(m.unload_lora_adapter(lora_name, **dict(options)) for m in self._lora_members()),  # type: ignore[attr-defined]
+            return_exceptions=True,
+        )
+        self.adapters.pop(lora_name, None)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return str(results[0])
+
+    def _lora_members(self) -> list[Any]:
+        # a managed server that is down gets the adapters when it is ready again
+        return [m for m in self.members if getattr(m, "managed_server", None) is None or m.managed_server.is_ready]  # type: ignore[attr-defined]
+
+    async def _reload_adapters(self) -> None:
+        member = next(m for m in self.members if getattr(m, "managed_server", None) is self.managed_server)
+        for name, path in list(self.adapters.items()):
+            await member.load_lora_adapter(name, path)  # type: ignore[attr-defined]

@@ -1,0 +1,594 @@
+"""The WebNN backend: tensor ops traced into lazy nodes, compiled into WebNN graphs on readback."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ipfs_accelerate.errors import UnsupportedDtypeError, UnsupportedOpError
+from ipfs_accelerate.hal._backend import COMPARISON_OPS, Backend, BackendInfo, Scalar, Shape
+from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
+from ipfs_accelerate.hal.webnn._lower import Lowering, check_failure, scalar_token
+from ipfs_accelerate.tensor._dtype import DType, as_dtype
+from ipfs_accelerate.tensor._tensor import Tensor
+
+Array = np.ndarray[Any, Any]
+
+_DTYPES = ("float16", "float32", "int32", "int64", "uint8", "bool")
+#: WebNN's highest operand rank
+_MAX_RANK = 8
+#: compiled graphs kept per backend (least recently used goes first)
+DEFAULT_CACHE_SIZE = 64
+#: estimated memory the cached graphs may hold together (see _Compiled.cost)
+DEFAULT_CACHE_BYTES = 2 << 30
+_BOOL_RESULT_UNARY = frozenset({"logical_not", "isnan", "isinf", "isfinite"})
+_INTEGERS = frozenset({"int32", "int64", "uint8"})
+_CHECKED_BINARY = frozenset({"add", "sub", "mul"})
+#: integer matmuls hold every product (M x K x N) before summing: beyond this, the CPU backend
+_INTEGER_MATMUL_LIMIT = 1 << 26
+_INT_BOUNDS = {"uint8": (0, 255), "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+@dataclass
+class Stats:
+    """What the backend has done since it started (or since ``reset``): for tests and tuning."""
+
+    #: graphs built and compiled (cache misses)
+    compilations: int = 0
+    #: graph runs
+    dispatches: int = 0
+    #: materialisations answered from the compiled-graph cache
+    cache_hits: int = 0
+    #: ops on empty tensors, computed on the host (there is nothing to run)
+    host_ops: int = 0
+
+    def reset(self) -> None:
+        self.compilations = self.dispatches = self.cache_hits = self.host_ops = 0
+
+
+@dataclass(slots=True)
+class _Compiled:
+    """A compiled trace: the graph and how its inputs and outputs map to trace positions."""
+
+    graph: Any  # MLGraph
+    inputs: dict[str, int]
+    #: (output name, position, check value index or -1) in graph output order
+    outputs: list[tuple[str, int, int]]
+    #: parameter leaves embedded as constants: kept alive with the graph
+    params: list[Node] = field(default_factory=list)
+    #: estimated bytes the session holds: its constants (ONNX Runtime prepacks a copy of
+    #: matrix weights) and an arena of a few times the largest intermediate
+    cost: int = 0
+
+
+class WebNNBackend(Backend):
+    """Tensor ops on a WebNN context (ONNX Runtime underneath), traced and compiled.
+
+    See :mod:`ipfs_accelerate.hal.webnn` for the design. ``cache_size`` bounds the number of
+    compiled graphs kept and ``cache_bytes`` the memory they are estimated to hold (least
+    recently used are dropped; the latest graph is always kept).
+    """
+
+    name: ClassVar[str] = "webnn"
+    fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+    shares_host_memory: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        power_preference: str = "default",
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        from ipfs_accelerate import webnn
+
+        self.context = webnn.create_context(power_preference=power_preference)
+        self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
+        self.stats = Stats()
+        self._cache: OrderedDict[Any, _Compiled] = OrderedDict()
+        self._lock = threading.RLock()
+        self._dtypes = frozenset(as_dtype(name) for name in _DTYPES)
+
+    # ------------------------------------------------------------------ identity, memory
+
+    def info(self) -> BackendInfo:
+        from ipfs_accelerate.hal.cpu._backend import _cpu_model
+        from ipfs_accelerate.webnn._runtime import ort
+
+        providers = self.context.execution_providers
+        on_cpu = providers[0] == "CPUExecutionProvider"
+        return BackendInfo(
+            name=self.name,
+            available=True,
+            device_name=_cpu_model() if on_cpu else providers[0],
+            vendor=platform.machine() if on_cpu else "",
+            adapter_type="cpu" if on_cpu else "unknown",
+            api="onnxruntime",
+            dtypes=_DTYPES,
+            features=("graph-compilation", "int64", "float16"),
+            limits={"max_rank": _MAX_RANK, "cores": os.cpu_count() or 1},
+            details={
+                "onnxruntime": str(ort().__version__),
+                "execution_providers": list(providers),
+                "power_preference": self.context.power_preference,
+                "cached_graphs": len(self._cache),
+                "cache_size": self.cache_size,
+                "cache_bytes": self.cache_bytes,
+            },
+        )
+
+    @property
+    def supported_dtypes(self) -> frozenset[DType]:
+        return self._dtypes
+
+    def from_numpy(self, array: Array) -> Node:
+        dtype = _dtype_name(array.dtype)
+        if _immutable(array):
+            # memory-mapped weights and other data nobody can write: a parameter, used without
+            # a copy where its layout allows
+            value = array.view() if array.flags.c_contiguous else np.array(array, copy=True, order="C")
+            return leaf(value, dtype, param=True)
+        return leaf(np.array(array, copy=True, order="C"), dtype)
+
+    def to_numpy(self, x: Tensor) -> Array:
+        node: Node = x._data
+        value = self._materialise(node)
+        return np.array(value, copy=True)
+
+    def mark_parameter(self, x: Tensor) -> None:
+        """Make ``x`` a graph constant from now on (computing it first if it is pending)."""
+        node: Node = x._data
+        self._materialise(node)
+        node.make_parameter()
+
+    def full(self, shape: Shape, value: Scalar, dtype: DType) -> Node:
+        name = self._check_dtype(dtype, "full")
+        if not math.prod(shape):
+            return self._empty(shape, name)
+        return Node("full", (scalar_token(value),), (), shape, name)
+
+    def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> Node:
+        name = self._check_dtype(dtype, "arange")
+        if not size:
+            return self._empty((0,), name)
+        return Node("arange", (scalar_token(start), scalar_token(step), size), (), (size,), name)
+
+    def copy(self, x: Tensor) -> Node:
+        # nodes are immutable values: a copy may share them
+        node: Node = x._data
+        return node
+
+    def cast(self, x: Tensor, dtype: DType) -> Node:
+        target = self._check_dtype(dtype, "cast")
+        source = x.dtype.name
+        if x.size == 0:
+            return self._empty(x.shape, target)
+        node = self._op("cast", (target,), (x._data,), x.shape, target)
+        if source != "bool" and (target == "bool" or _value_changing(source, target)):
+            self._check(node, ("cast", source, target))
+        return node
+
+    # ------------------------------------------------------------------ element-wise
+
+    def unary(self, op: str, x: Tensor) -> Node:
+        dtype = "bool" if op in _BOOL_RESULT_UNARY else x.dtype.name
+        if x.size == 0:
+            return self._empty(x.shape, dtype)
+        node = self._op("unary", (op,), (x._data,), x.shape, dtype)
+        source = x.dtype.name
+        if op == "neg" and source == "uint8":
+            self._check(node, ("neg_unsigned",))
+        elif op in ("neg", "abs") and source in ("int32", "int64"):
+            self._check(node, ("overflow", op, source))
+        return node
+
+    def binary(self, op: str, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Node:
+        tensors = [t for t in (a, b) if isinstance(t, Tensor)]
+        compute = tensors[0].dtype.name
+        dtype = "bool" if op in COMPARISON_OPS else compute
+        if not math.prod(out_shape) or any(t.size == 0 for t in tensors):
+            return self._empty(out_shape, dtype)
+        attrs = (
+            op,
+            None if isinstance(a, Tensor) else scalar_token(a),
+            None if isinstance(b, Tensor) else scalar_token(b),
+        )
+        node = self._op("binary", attrs, tuple(t._data for t in tensors), out_shape, dtype)
+        if compute in _INTEGERS:
+            if op in _CHECKED_BINARY:
+                self._check(node, ("overflow", op, compute))
+            elif op in ("floor_divide", "remainder"):
+                self._check(node, ("division", op))
+            elif op == "pow":
+                self._check(node, ("pow", compute))
+        return node
+
+    def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Node:
+        dtype = next(t.dtype.name for t in (a, b) if isinstance(t, Tensor))
+        if not math.prod(out_shape):
+            return self._empty(out_shape, dtype)
+        attrs = (
+            None if isinstance(a, Tensor) else scalar_token(a),
+            None if isinstance(b, Tensor) else scalar_token(b),
+        )
+        inputs = tuple(t._data for t in (cond, a, b) if isinstance(t, Tensor))
+        return self._op("where", attrs, inputs, out_shape, dtype)
+
+    def clamp(self, x: Tensor, low: Scalar | None, high: Scalar | None) -> Node:
+        if x.size == 0:
+            return self._empty(x.shape, x.dtype.name)
+        attrs = (None if low is None else scalar_token(low), None if high is None else scalar_token(high))
+        return self._op("clamp", attrs, (x._data,), x.shape, x.dtype.name)
+
+    # ------------------------------------------------------------------ reductions
+
+    def reduce(
+        self,
+        op: str,
+        x: Tensor,
+        axes: tuple[int, ...],
+        keepdims: bool,
+        out_dtype: DType,
+        correction: float = 0.0,
+    ) -> Node:
+        out = self._check_dtype(out_dtype, op)
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keepdims else tuple(
+            d for i, d in enumerate(x.shape) if i not in axes
+        )
+        if x.size == 0:
+            return self._on_host("reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out)
+        attrs = (op, axes, keepdims, float(correction).hex())
+        node = self._op("reduce", attrs, (x._data,), shape, out)
+        if out in _INTEGERS and (op == "prod" or (op == "sum" and x.dtype.name == "int64")):
+            self._check(node, ("reduce_overflow", op))
+        return node
+
+    def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> Node:
+        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape)) if keepdims else tuple(
+            d for i, d in enumerate(x.shape) if i != axis
+        )
+        return self._op("arg", (op, axis, keepdims), (x._data,), shape, "int64")
+
+    # ------------------------------------------------------------------ shape, data movement
+
+    def reshape(self, x: Tensor, shape: Shape) -> Node:
+        if x.size == 0:
+            return self._empty(shape, x.dtype.name)
+        return self._op("reshape", (), (x._data,), shape, x.dtype.name)
+
+    def permute(self, x: Tensor, axes: tuple[int, ...]) -> Node:
+        shape = tuple(x.shape[a] for a in axes)
+        if x.size == 0:
+            return self._empty(shape, x.dtype.name)
+        return self._op("permute", (axes,), (x._data,), shape, x.dtype.name)
+
+    def broadcast_to(self, x: Tensor, shape: Shape) -> Node:
+        if not math.prod(shape):
+            return self._empty(shape, x.dtype.name)
+        return self._op("expand", (), (x._data,), shape, x.dtype.name)
+
+    def slice(self, x: Tensor, starts: Shape, steps: Shape, sizes: Shape) -> Node:
+        if not math.prod(sizes):
+            return self._empty(sizes, x.dtype.name)
+        return self._op("slice", (starts, steps, sizes), (x._data,), sizes, x.dtype.name)
+
+    def concat(self, xs: Sequence[Tensor], axis: int) -> Node:
+        shape = list(xs[0].shape)
+        shape[axis] = sum(t.shape[axis] for t in xs)
+        parts = [t for t in xs if t.size]
+        dtype = xs[0].dtype.name
+        if not parts:
+            return self._empty(tuple(shape), dtype)
+        if len(parts) == 1:
+            node: Node = parts[0]._data
+            return node
+        return self._op("concat", (axis,), tuple(t._data for t in parts), tuple(shape), dtype)
+
+    def gather(self, x: Tensor, indices: Tensor, axis: int) -> Node:
+        shape = (*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :])
+        if not math.prod(shape) or x.size == 0:
+            if indices.size == 0:
+                return self._empty(shape, x.dtype.name)
+            return self._on_host("gather", (x, indices, axis), shape, x.dtype.name)
+        node = self._op("gather", (axis,), (x._data, indices._data), shape, x.dtype.name)
+        self._check(node, ("index", axis, x.shape[axis]))
+        return node
+
+    def pad(self, x: Tensor, pads: tuple[tuple[int, int], ...], mode: str, value: Scalar) -> Node:
+        shape = tuple(d + before + after for d, (before, after) in zip(x.shape, pads, strict=True))
+        if not math.prod(shape):
+            return self._empty(shape, x.dtype.name)
+        if x.size == 0:
+            return self._on_host("pad", (x, pads, mode, value), shape, x.dtype.name)
+        attrs = (tuple(pads), mode, scalar_token(value))
+        return self._op("pad", attrs, (x._data,), shape, x.dtype.name)
+
+    # ------------------------------------------------------------------ matrix, nn
+
+    def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> Node:
+        if not math.prod(out_shape):
+            return self._empty(out_shape, a.dtype.name)
+        if a.size == 0 or b.size == 0:
+            return self._on_host("matmul", (a, b, out_shape), out_shape, a.dtype.name)
+        if not a.dtype.is_floating and math.prod(out_shape) * a.shape[-1] > _INTEGER_MATMUL_LIMIT:
+            # WebNN's matmul is float-only: integers multiply out every product before summing
+            raise UnsupportedOpError(
+                f"webnn: integer matmul {a.shape} @ {b.shape} needs {math.prod(out_shape) * a.shape[-1]} "
+                f"intermediate products (WebNN multiplies integers element-wise; limit {_INTEGER_MATMUL_LIMIT})"
+            )
+        return self._op("matmul", (), (a._data, b._data), out_shape, a.dtype.name)
+
+    def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Node:
+        shape = (*x.shape[:-1], weight.shape[0])
+        tensors = [x, weight] if bias is None else [x, weight, bias]
+        if not math.prod(shape):
+            return self._empty(shape, x.dtype.name)
+        if any(t.size == 0 for t in tensors):
+            return self._on_host("linear", (x, weight, bias), shape, x.dtype.name)
+        return self._op("linear", (bias is not None,), tuple(t._data for t in tensors), shape, x.dtype.name)
+
+    def conv(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: tuple[int, ...],
+        padding: tuple[tuple[int, int], ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        out_shape: Shape,
+    ) -> Node:
+        tensors = [x, weight] if bias is None else [x, weight, bias]
+        if not math.prod(out_shape):
+            return self._empty(out_shape, x.dtype.name)
+        if any(t.size == 0 for t in tensors):
+            args = (x, weight, bias, stride, padding, dilation, groups, out_shape)
+            return self._on_host("conv", args, out_shape, x.dtype.name)
+        attrs = (stride, padding, dilation, groups, bias is not None)
+        return self._op("conv", attrs, tuple(t._data for t in tensors), out_shape, x.dtype.name)
+
+    def softmax(self, x: Tensor, axis: int, log: bool) -> Node:
+        if x.size == 0:
+            return self._empty(x.shape, x.dtype.name)
+        return self._op("softmax", (axis, log), (x._data,), x.shape, x.dtype.name)
+
+    def layer_norm(
+        self, x: Tensor, weight: Tensor | None, bias: Tensor | None, num_axes: int, eps: float
+    ) -> Node:
+        if x.size == 0:
+            return self._empty(x.shape, x.dtype.name)
+        tensors = [t for t in (x, weight, bias) if t is not None]
+        attrs = (num_axes, float(eps).hex(), weight is not None, bias is not None)
+        return self._op("layer_norm", attrs, tuple(t._data for t in tensors), x.shape, x.dtype.name)
+
+    def attention(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        scale: float,
+        out_shape: Shape,
+    ) -> Node:
+        tensors = [q, k, v] if mask is None else [q, k, v, mask]
+        if not math.prod(out_shape):
+            return self._empty(out_shape, q.dtype.name)
+        if any(t.size == 0 for t in tensors):
+            args = (q, k, v, mask, is_causal, scale, out_shape)
+            return self._on_host("attention", args, out_shape, q.dtype.name)
+        kind = "none" if mask is None else "bool" if mask.dtype.is_bool else "float"
+        attrs = (kind, is_causal, float(scale).hex())
+        return self._op("attention", attrs, tuple(t._data for t in tensors), out_shape, q.dtype.name)
+
+    # ------------------------------------------------------------------ node plumbing
+
+    def _op(self, op: str, attrs: tuple[Any, ...], inputs: tuple[Node, ...], shape: Shape, dtype: str) -> Node:
+        rank = len(shape)
+        for source in inputs:
+            rank = max(rank, len(source.shape))
+        if rank > _MAX_RANK:
+            raise UnsupportedOpError(
+                f"webnn: {op} on a tensor of rank {rank} (WebNN operands have at most {_MAX_RANK} dimensions)"
+            )
+        return Node(op, attrs, inputs, shape, dtype)
+
+    @staticmethod
+    def _check(node: Node, attrs: tuple[Any, ...]) -> None:
+        node.checks = (Node("check", attrs, (node,), (), "uint8"),)
+
+    def _check_dtype(self, dtype: DType, op: str) -> str:
+        if dtype.name not in _DTYPES:
+            raise UnsupportedDtypeError(
+                f"webnn: {op} to {dtype.name} is not supported: WebNN has no {dtype.name} "
+                f"(supported: {', '.join(_DTYPES)})"
+            )
+        return dtype.name
+
+    def _empty(self, shape: Shape, dtype: str) -> Node:
+        self.stats.host_ops += 1
+        return leaf(np.empty(shape, dtype=np.dtype(dtype)), dtype)
+
+    def _on_host(self, method: str, args: tuple[Any, ...], shape: Shape, dtype: str) -> Node:
+        """An op on empty tensors (WebNN operands have no empty dimensions): the CPU backend
+        computes it from the inputs' (mostly empty) host values."""
+        from ipfs_accelerate.hal import get_backend
+
+        cpu = get_backend("cpu")
+
+        def on_cpu(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return Tensor(self._materialise(value._data), value.shape, value.dtype, cpu)
+            return value
+
+        self.stats.host_ops += 1
+        result = getattr(cpu, method)(*(on_cpu(a) for a in args))
+        array = np.array(result, dtype=np.dtype(dtype), copy=True, order="C").reshape(shape)
+        return leaf(array, dtype)
+
+    # ------------------------------------------------------------------ materialisation
+
+    def _materialise(self, node: Node) -> Array:
+        """The value of ``node``, computing the pending DAG behind it as one graph."""
+        if node.op is None:
+            assert node.value is not None
+            return node.value
+        with self._lock:
+            if node.op is None:  # another thread computed it meanwhile
+                assert node.value is not None
+                return node.value
+            if node.op in ("full", "arange"):
+                value = _generate(node)
+                node.become_leaf(value, param=True)
+                return value
+            found = trace(node)
+            compiled = self._cache.get(found.key)
+            if compiled is None:
+                compiled = self._compile(found)
+                self._cache[found.key] = compiled
+                self._evict()
+            else:
+                self.stats.cache_hits += 1
+                self._cache.move_to_end(found.key)
+            self._run(compiled, found)
+            assert node.value is not None
+            return node.value
+
+    def _evict(self) -> None:
+        """Drop least recently used graphs beyond the count and memory bounds (never the newest)."""
+        total = sum(entry.cost for entry in self._cache.values())
+        while len(self._cache) > 1 and (len(self._cache) > self.cache_size or total > self.cache_bytes):
+            _, dropped = self._cache.popitem(last=False)
+            total -= dropped.cost
+
+    @property
+    def cached_graphs(self) -> int:
+        """How many compiled graphs the cache holds."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        """Drop every compiled graph (their sessions and memory go with them)."""
+        with self._lock:
+            self._cache.clear()
+
+    def _compile(self, found: Trace) -> _Compiled:
+        from ipfs_accelerate.webnn import MLGraphBuilder
+
+        builder = MLGraphBuilder(self.context)
+        lowering = Lowering(builder)
+        inputs, outputs = lowering.lower(found)
+        graph = builder.build(outputs)
+        self.stats.compilations += 1
+        # inputs no output depends on (an op that ignores its operand's values) are not graph inputs
+        used = graph.input_descriptors
+        inputs = {name: position for name, position in inputs.items() if name in used}
+        mapping = []
+        for name in outputs:
+            if name.startswith("c"):
+                position, _, k = name[1:].partition("_")
+                mapping.append((name, int(position), int(k)))
+            else:
+                mapping.append((name, int(name[1:]), -1))
+        params = [node for node in found.nodes if node.op is None and node.param]
+        return _Compiled(graph, inputs, mapping, params, _cost(found))
+
+    def _run(self, compiled: _Compiled, found: Trace) -> None:
+        feeds = {}
+        for name, position in compiled.inputs.items():
+            value = found.nodes[position].value
+            assert value is not None
+            feeds[name] = value.view(np.uint8) if value.dtype == np.bool_ else value
+        results = self.context.compute(compiled.graph, feeds)
+        self.stats.dispatches += 1
+        checks: dict[int, list[Array]] = {}
+        values: dict[int, Array] = {}
+        for name, position, k in compiled.outputs:
+            if k >= 0:
+                checks.setdefault(position, []).append(results[name])
+            else:
+                values[position] = results[name]
+        for position in found.checks:
+            error = check_failure(found.nodes[position], checks[position])
+            if error is not None:
+                raise error
+        for position, value in values.items():
+            node = found.nodes[position]
+            if node.dtype == "bool":
+                value = value.view(np.bool_)
+            node.become_leaf(value, param=not found.variable[position])
+
+
+def _cost(found: Trace) -> int:
+    """Estimated bytes a compiled graph holds: ONNX Runtime's prepacked copies of the
+    parameters that are matrix-product weights (other constants are shared with the leaves),
+    and an arena of about four times the largest intermediate."""
+    packed: dict[int, int] = {}
+    largest = 0
+    for node in found.nodes:
+        if node.op is None:
+            continue
+        largest = max(largest, math.prod(node.shape) * np.dtype(node.dtype).itemsize)
+        if node.op in ("linear", "matmul", "conv") and node.inputs[1].param:
+            weight = node.inputs[1]
+            packed[id(weight)] = math.prod(weight.shape) * np.dtype(weight.dtype).itemsize
+    return sum(packed.values()) + 4 * largest
+
+
+def _generate(node: Node) -> Array:
+    """The value of a generator node (``full``/``arange``), computed on the host."""
+    from ipfs_accelerate.hal.webnn._lower import arange_values, token_value
+
+    if node.op == "full":
+        return np.full(node.shape, token_value(node.attrs[0]), dtype=np.dtype(node.dtype))
+    start, step, size = token_value(node.attrs[0]), token_value(node.attrs[1]), node.attrs[2]
+    return arange_values(start, step, size, node.dtype)
+
+
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    name = "bool" if dtype == np.bool_ else dtype.name
+    if name not in _DTYPES:
+        raise UnsupportedDtypeError(
+            f"webnn: tensors of {name} are not supported: WebNN has no {name} "
+            f"(supported: {', '.join(_DTYPES)}); convert with .astype() on 'cpu' first"
+        )
+    return name
+
+
+def _immutable(array: Array) -> bool:
+    """Whether nobody can ever write to ``array``'s memory: it and every array it views are
+    read-only, and the memory belongs to a read-only buffer (a read-only memory map, bytes).
+    An array that owns its memory is never immutable: its owner can make it writable again."""
+    value: Any = array
+    while isinstance(value, np.ndarray):
+        if value.flags.writeable:
+            return False
+        value = value.base
+    if value is None:
+        return False
+    try:
+        return bool(memoryview(value).readonly)
+    except TypeError:
+        return False
+
+
+def _value_changing(source: str, target: str) -> bool:
+    """Whether a cast from ``source`` to ``target`` can change values (checked in the graph)."""
+    if source in ("float16", "float32") and target in _INTEGERS:
+        return True
+    if source in _INTEGERS and target in _INTEGERS:
+        low, high = _INT_BOUNDS[source]
+        target_low, target_high = _INT_BOUNDS[target]
+        return not (target_low <= low and high <= target_high)
+    return source == "float32" and target == "float16"
+
+
+__all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_CACHE_SIZE", "Stats", "WebNNBackend"]

@@ -1,0 +1,883 @@
+"""Lowering a trace of lazy nodes to one WebNN graph (MLGraphBuilder calls), and reading checks.
+
+Every node op of :mod:`._backend` has a ``_op_<name>`` method here that emits builder calls
+for it, given the operands of its inputs. Conventions:
+
+* bool values are uint8 operands holding 0 or 1 (WebNN has no bool); every op that produces
+  a bool produces only 0 and 1;
+* float16 work that rounds more than once (transcendental functions, reductions, matrix
+  products, normalisations, floor division) runs in float32 and rounds once at the end, as
+  numpy's float16 loops do;
+* ops whose WebNN counterpart lacks a dtype (integer matmul, uint8 reductions, exact integer
+  powers...) are composed from ops that have it, exactly;
+* checked ops (integer overflow, gather indices, value-changing casts) compute flag operands
+  beside their result; the op's ``check`` node returns them as graph outputs, and
+  :func:`check_failure` turns their values into the CPU backend's typed errors at readback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import (
+    DtypeError,
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    TensorOverflowError,
+)
+from ipfs_accelerate.hal.webnn._graph import Node, Trace
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.webnn import MLGraphBuilder, MLOperand
+
+__all__ = ["Lowering", "check_failure", "scalar_token", "token_value", "webnn_type"]
+
+_WEBNN_TYPE = {
+    "float16": "float16",
+    "float32": "float32",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "bool": "uint8",
+}
+_INTEGER = frozenset({"int32", "int64", "uint8"})
+_FLOAT = frozenset({"float16", "float32"})
+_INT_RANGE = {
+    "uint8": (0, 255),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+}
+# functions of one float value that round more than once: float16 computes them in float32
+_WIDEN_UNARY = frozenset(
+    {"exp", "log", "sqrt", "rsqrt", "erf", "sin", "cos", "tanh", "sigmoid", "silu", "gelu", "gelu_tanh", "reciprocal"}
+)
+# Dekker's splitter for float32 (2**12 + 1): splits a float32 into two 12-bit halves
+_SPLITTER = 4097.0
+
+
+def webnn_type(dtype: str) -> str:
+    """The WebNN data type that holds a tensor dtype (bool is stored as uint8)."""
+    return _WEBNN_TYPE[dtype]
+
+
+def scalar_token(value: bool | int | float) -> tuple[str, Any]:
+    """A Python scalar as a hashable key part that tells every value apart (0.0 from -0.0,
+    1 from 1.0 from True) and equals itself (NaN)."""
+    if isinstance(value, bool):
+        return ("b", int(value))
+    if isinstance(value, int):
+        return ("i", value)
+    return ("f", float(value).hex())
+
+
+def token_value(token: tuple[str, Any]) -> bool | int | float:
+    kind, raw = token
+    if kind == "f":
+        return float.fromhex(raw)
+    if kind == "b":
+        return bool(raw)
+    return int(raw)
+
+
+class Lowering:
+    """Emits one trace into an MLGraphBuilder; ``operands[i]`` is the operand of position i."""
+
+    def __init__(self, builder: MLGraphBuilder) -> None:
+        self.b = builder
+        #: flag/value operands computed beside a checked op's result, by the op's position
+        self.aux: dict[int, list[MLOperand]] = {}
+        self._constants: dict[tuple[Any, ...], MLOperand] = {}
+        # operands that are graph inputs or constants rather than results of an op
+        self._not_results: set[int] = set()
+        self._index = -1
+
+    # ------------------------------------------------------------------ whole trace
+
+    def lower(self, trace: Trace) -> tuple[dict[str, int], dict[str, MLOperand]]:
+        """Emit every node; return (graph input name -> position, output name -> operand).
+
+        Output names are ``o<position>`` for values and ``c<position>_<k>`` for the k-th value of
+        a check. Parameter leaves become constants, the other leaves inputs."""
+        operands: list[MLOperand | None] = []
+        inputs: dict[str, int] = {}
+        position_of = {id(node): i for i, node in enumerate(trace.nodes)}
+        for index, node in enumerate(trace.nodes):
+            if node.op is None:
+                operands.append(self._leaf(node, index, inputs))
+                continue
+            args = [operands[position_of[id(source)]] for source in node.inputs]
+            if node.op == "check":
+                parent = position_of[id(node.inputs[0])]
+                self.aux[index] = self.aux.pop(parent)
+                operands.append(None)
+                continue
+            self._index = index
+            handler: Callable[[Node, list[Any]], MLOperand] = getattr(self, f"_op_{node.op}")
+            result = handler(node, args)
+            if result.shape != node.shape or result.data_type != webnn_type(node.dtype):
+                raise AssertionError(  # pragma: no cover - a lowering bug, never user input
+                    f"webnn lowering of {node.op}{node.attrs} gave {result.data_type} "
+                    f"{list(result.shape)}, expected {node.dtype} {list(node.shape)}"
+                )
+            operands.append(result)
+        outputs: dict[str, MLOperand] = {}
+        used: set[int] = set()
+        for position in trace.outputs:
+            if trace.nodes[position].op == "check":
+                for k, operand in enumerate(self.aux[position]):
+                    outputs[f"c{position}_{k}"] = self._distinct(operand, used)
+            else:
+                value = operands[position]
+                assert value is not None
+                outputs[f"o{position}"] = self._distinct(value, used)
+        return inputs, outputs
+
+    def _leaf(self, node: Node, index: int, inputs: dict[str, int]) -> MLOperand:
+        desc = {"dataType": webnn_type(node.dtype), "shape": list(node.shape)}
+        if node.param:
+            assert node.value is not None
+            value = node.value.view(np.uint8) if node.dtype == "bool" else node.value
+            operand = self.b.constant(desc, value)
+        else:
+            name = f"x{index}"
+            inputs[name] = index
+            operand = self.b.input(name, desc)
+        self._not_results.add(id(operand))
+        return operand
+
+    def _distinct(self, operand: MLOperand, used: set[int]) -> MLOperand:
+        """A graph output must be an op's result, and each output its own operand."""
+        if id(operand) in self._not_results or id(operand) in used:
+            operand = self.b.identity(operand)
+        used.add(id(operand))
+        return operand
+
+    # ------------------------------------------------------------------ helpers
+
+    def const(self, value: bool | int | float, dtype: str) -> MLOperand:
+        """A scalar constant of ``dtype`` (reused within the graph)."""
+        key = (dtype, scalar_token(value))
+        found = self._constants.get(key)
+        if found is None:
+            number = int(value) if dtype == "bool" else value
+            found = self.b.constant(webnn_type(dtype), number)
+            self._constants[key] = found
+            self._not_results.add(id(found))
+        return found
+
+    def const_like(self, token: tuple[str, Any] | None, operand: MLOperand | None, dtype: str) -> MLOperand:
+        """``operand``, or the scalar ``token`` as a constant of ``dtype``."""
+        if operand is not None:
+            return operand
+        assert token is not None
+        return self.const(token_value(token), dtype)
+
+    def cast(self, x: MLOperand, dtype: str) -> MLOperand:
+        target = webnn_type(dtype)
+        return x if x.data_type == target else self.b.cast(x, target)
+
+    def widen(self, x: MLOperand) -> MLOperand:
+        """float16 -> float32 (other types unchanged)."""
+        return self.b.cast(x, "float32") if x.data_type == "float16" else x
+
+    def narrow(self, x: MLOperand, dtype: str) -> MLOperand:
+        """A float32 result (of widened float16 work) back in ``dtype``."""
+        return self.cast(x, dtype)
+
+    def any(self, mask: MLOperand) -> MLOperand:
+        """1 (uint8 scalar) when any element of the 0/1 ``mask`` is set."""
+        return self.b.reduce_max(mask)
+
+    def truth(self, x: MLOperand, dtype: str) -> MLOperand:
+        """The truth value (0/1 uint8) of any value: non-zero is true, NaN too."""
+        if dtype == "bool":
+            return x
+        return self.b.not_equal(x, self.const(0, dtype))
+
+    def zeros_u8(self, shape: Sequence[int], value: int = 0) -> MLOperand:
+        return self.b.expand(self.const(value, "uint8"), list(shape))
+
+    def flags(self, *masks: MLOperand) -> None:
+        """Record the check values of the op being lowered."""
+        self.aux[self._index] = list(masks)
+
+    # ================================================================== generators
+
+    def _op_full(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        value = token_value(node.attrs[0])
+        return self.b.expand(self.const(value, node.dtype), list(node.shape))
+
+    def _op_arange(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        start, step, size = token_value(node.attrs[0]), token_value(node.attrs[1]), node.attrs[2]
+        values = arange_values(start, step, size, node.dtype)
+        desc = {"dataType": webnn_type(node.dtype), "shape": [size]}
+        constant = self.b.constant(desc, values.view(np.uint8) if node.dtype == "bool" else values)
+        self._not_results.add(id(constant))
+        return constant
+
+    # ================================================================== element-wise
+
+    def _op_unary(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        (name,) = node.attrs
+        (x,) = args
+        source = node.inputs[0].dtype
+        b = self.b
+        if name in _WIDEN_UNARY and source == "float16":
+            return self.narrow(self._float_unary(name, self.widen(x)), "float16")
+        if name in _WIDEN_UNARY:
+            return self._float_unary(name, x)
+        if name == "neg":
+            if source == "uint8":
+                self.flags(self.any(b.not_equal(x, self.const(0, "uint8"))))
+                return b.sub(self.const(0, "uint8"), x)
+            if source in _INTEGER:
+                self.flags(self.any(b.equal(x, self.const(_INT_RANGE[source][0], source))))
+            return b.neg(x)
+        if name == "abs":
+            if source in ("uint8", "bool"):
+                return x
+            if source in _INTEGER:
+                self.flags(self.any(b.equal(x, self.const(_INT_RANGE[source][0], source))))
+            return b.abs(x)
+        if name == "relu":
+            return x if source == "uint8" else b.relu(x)
+        if name == "sign":
+            if source == "uint8":
+                return b.greater(x, self.const(0, "uint8"))
+            # ONNX Runtime's float16 Sign turns NaN into 0
+            return self.narrow(b.sign(self.widen(x)), source)
+        if name == "square":
+            return b.mul(x, x)
+        if name == "floor":
+            return b.floor(x)
+        if name == "ceil":
+            return b.ceil(x)
+        if name == "round":
+            return b.round_even(x)
+        if name == "logical_not":
+            return b.equal(x, self.const(0, source))
+        if name in ("isnan", "isinf", "isfinite"):
+            if source not in _FLOAT:
+                return self.zeros_u8(node.shape, 1 if name == "isfinite" else 0)
+            if name == "isnan":
+                return b.is_nan(x)
+            if name == "isinf":
+                return b.is_infinite(x)
+            return b.logical_not(b.logical_or(b.is_nan(x), b.is_infinite(x)))
+        raise AssertionError(f"unknown unary op {name!r}")  # pragma: no cover
+
+    def _float_unary(self, name: str, x: MLOperand) -> MLOperand:
+        b = self.b
+        dtype = x.data_type
+        if name == "rsqrt":
+            return b.reciprocal(b.sqrt(x))
+        if name == "silu":
+            return b.mul(x, b.sigmoid(x))
+        if name == "gelu_tanh":
+            inner = b.mul(b.mul(b.mul(x, x), x), self.const(0.044715, dtype))
+            inner = b.mul(b.add(inner, x), self.const(math.sqrt(2.0 / math.pi), dtype))
+            half = b.mul(x, self.const(0.5, dtype))
+            return b.mul(half, b.add(b.tanh(inner), self.const(1.0, dtype)))
+        method: Callable[[MLOperand], MLOperand] = getattr(b, name)
+        return method(x)
+
+    def _op_binary(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        name, token_a, token_b = node.attrs
+        it = iter(args)
+        tensor_a = next(it) if token_a is None else None
+        tensor_b = next(it) if token_b is None else None
+        source = next(s.dtype for s in node.inputs)
+        a = self.const_like(token_a, tensor_a, source)
+        c = self.const_like(token_b, tensor_b, source)
+        b = self.b
+        if name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"):
+            method = {"less": "lesser", "less_equal": "lesser_or_equal", "greater_equal": "greater_or_equal"}
+            return getattr(b, method.get(name, name))(a, c)
+        if name in ("logical_and", "logical_or", "logical_xor"):
+            return getattr(b, name)(self.truth(a, source), self.truth(c, source))
+        if name == "maximum":
+            return b.max(a, c)
+        if name == "minimum":
+            return b.min(a, c)
+        if name == "div":
+            return b.div(a, c)
+        if name in ("floor_divide", "remainder"):
+            if source in _FLOAT:
+                result = self._float_floor_divide(name, self.widen(a), self.widen(c))
+                return self.narrow(result, source)
+            return self._int_floor_divide(name, a, c, source)
+        if name == "pow":
+            if source in _FLOAT:
+                return self.narrow(b.pow(self.widen(a), self.widen(c)), source)
+            return self._int_pow(a, c, source, node.shape)
+        result = getattr(b, name)(a, c)
+        if source in _INTEGER:
+            self.flags(self.any(self._overflow(name, a, c, result, source)))
+        return result
+
+    # ------------------------------------------------------------------ integer arithmetic
+
+    def _overflow(self, op: str, a: MLOperand, c: MLOperand, result: MLOperand, dtype: str) -> MLOperand:
+        """0/1 per element: ``a op c`` overflowed ``dtype`` (``result`` is the wrapped value)."""
+        b = self.b
+        zero = self.const(0, dtype)
+        if dtype == "uint8":
+            if op == "add":
+                return b.lesser(result, a)
+            if op == "sub":
+                return b.lesser(a, c)
+            wide = b.mul(b.cast(a, "int32"), b.cast(c, "int32"))
+            return b.greater(wide, self.const(255, "int32"))
+        if op in ("add", "sub"):
+            sign_a, sign_c, sign_r = b.lesser(a, zero), b.lesser(c, zero), b.lesser(result, zero)
+            operands_agree = b.equal(sign_a, sign_c) if op == "add" else b.not_equal(sign_a, sign_c)
+            return b.logical_and(operands_agree, b.not_equal(sign_r, sign_a))
+        if dtype == "int32":
+            wide = b.mul(b.cast(a, "int64"), b.cast(c, "int64"))
+            return self._outside(wide, "int64", *_INT_RANGE["int32"])
+        return self._mul64_overflow(a, c, result)
+
+    def _outside(self, x: MLOperand, dtype: str, low: int, high: int) -> MLOperand:
+        b = self.b
+        return b.logical_or(b.lesser(x, self.const(low, dtype)), b.greater(x, self.const(high, dtype)))
+
+    def _mul64_overflow(self, a: MLOperand, c: MLOperand, product: MLOperand) -> MLOperand:
+        """Exact overflow test of an int64 product: the wrapped product divided by a non-zero
+        ``a`` gives back ``c`` exactly when nothing wrapped (plus the two -1 * MIN cases)."""
+        b = self.b
+        low = _INT_RANGE["int64"][0]
+        nonzero = b.not_equal(a, self.const(0, "int64"))
+        divisor = b.where(nonzero, a, self.const(1, "int64"))
+        bad = b.logical_and(nonzero, b.not_equal(b.div(product, divisor), c))
+        minus_one, minimum = self.const(-1, "int64"), self.const(low, "int64")
+        bad = b.logical_or(bad, b.logical_and(b.equal(a, minus_one), b.equal(c, minimum)))
+        return b.logical_or(bad, b.logical_and(b.equal(c, minus_one), b.equal(a, minimum)))
+
+    def _checked_mul64(self, a: MLOperand, c: MLOperand) -> tuple[MLOperand, MLOperand]:
+        product = self.b.mul(a, c)
+        return product, self._mul64_overflow(a, c, product)
+
+    def _int_floor_divide(self, name: str, a: MLOperand, c: MLOperand, dtype: str) -> MLOperand:
+        """numpy's floor division / remainder of integers (WebNN's div truncates, and gives 0
+        for a zero divisor: the zero check raises at readback)."""
+        b = self.b
+        zero = self.const(0, dtype)
+        self.flags(self.any(b.equal(c, zero)))
+        quotient = b.div(a, c)
+        rest = b.sub(a, b.mul(quotient, c))
+        if dtype == "uint8":
+            return quotient if name == "floor_divide" else rest
+        adjust = b.logical_and(
+            b.not_equal(rest, zero), b.not_equal(b.lesser(rest, zero), b.lesser(c, zero))
+        )
+        if name == "floor_divide":
+            return b.sub(quotient, b.cast(adjust, dtype))
+        return b.where(adjust, b.add(rest, c), rest)
+
+    def _int_pow(self, a: MLOperand, c: MLOperand, dtype: str, shape: Sequence[int]) -> MLOperand:
+        """Exact integer power by repeated squaring in int64, with exact overflow tracking
+        (ONNX Runtime's integer Pow goes through double and is inexact past 2**53)."""
+        b = self.b
+        i64 = "int64"
+        base = self.cast(a, i64)
+        exponent = self.cast(c, i64)
+        zero, one, two = self.const(0, i64), self.const(1, i64), self.const(2, i64)
+        negative = self.any(b.lesser(exponent, zero))
+        exponent = b.max(exponent, zero)
+        # |base| >= 2 overflows from exponent 64 on; 64 or 65 keep the parity that -1 needs
+        parity = b.sub(exponent, b.mul(b.div(exponent, two), two))
+        exponent = b.where(b.greater(exponent, self.const(65, i64)), b.add(self.const(64, i64), parity), exponent)
+        result = one
+        overflow: MLOperand = self.const(0, "uint8")
+        base_overflow: MLOperand = overflow
+        for step in range(7):
+            half = b.div(exponent, two)
+            bit = b.equal(b.sub(exponent, b.mul(half, two)), one)
+            exponent = half
+            product, product_overflow = self._checked_mul64(result, base)
+            overflow = b.logical_or(overflow, b.logical_and(bit, b.logical_or(base_overflow, product_overflow)))
+            result = b.where(bit, product, result)
+            if step < 6:
+                squared, squared_overflow = self._checked_mul64(base, base)
+                base_overflow = b.logical_or(base_overflow, squared_overflow)
+                base = squared
+        if list(result.shape) != list(shape):
+            result = b.expand(result, list(shape))
+        if dtype != i64:
+            overflow = b.logical_or(overflow, self._outside(result, i64, *_INT_RANGE[dtype]))
+        self.flags(negative, self.any(overflow))
+        return self.cast(result, dtype)
+
+    # ------------------------------------------------------------------ float floor division
+
+    def _two_product_error(self, x: MLOperand, y: MLOperand, product: MLOperand) -> MLOperand:
+        """The exact rounding error of the float32 product ``x * y`` (Dekker): x*y = product + error."""
+        b = self.b
+
+        def split(v: MLOperand) -> tuple[MLOperand, MLOperand]:
+            scaled = b.mul(v, self.const(_SPLITTER, "float32"))
+            high = b.sub(scaled, b.sub(scaled, v))
+            return high, b.sub(v, high)
+
+        xh, xl = split(x)
+        yh, yl = split(y)
+        error = b.sub(b.mul(xh, yh), product)
+        error = b.add(error, b.mul(xh, yl))
+        error = b.add(error, b.mul(xl, yh))
+        error = b.add(error, b.mul(xl, yl))
+        # the splitter overflows for huge values; the error is then negligible beside them
+        finite = b.logical_not(b.logical_or(b.is_nan(error), b.is_infinite(error)))
+        return b.where(finite, error, self.const(0.0, "float32"))
+
+    def _exact_residual(self, a: MLOperand, q: MLOperand, c: MLOperand) -> MLOperand:
+        """``a - q * c`` with the product taken exactly (one rounding at the end)."""
+        b = self.b
+        product = b.mul(q, c)
+        return b.sub(b.sub(a, product), self._two_product_error(q, c, product))
+
+    def _float_floor_divide(self, name: str, a: MLOperand, c: MLOperand) -> MLOperand:
+        """numpy's floor_divide / remainder of float32 values: the floor of the exact quotient
+        and ``a - floor * c``, with numpy's results for zero divisors and infinities."""
+        b = self.b
+        f32 = "float32"
+        zero, one, nan = self.const(0.0, f32), self.const(1.0, f32), self.const(math.nan, f32)
+        quotient = b.floor(b.div(a, c))
+        # a/c can round up onto an integer the exact quotient does not reach: then the exact
+        # residual has the sign opposite to c's
+        residual = self._exact_residual(a, quotient, c)
+        too_big = b.logical_and(
+            b.not_equal(residual, zero), b.not_equal(b.lesser(residual, zero), b.lesser(c, zero))
+        )
+        finite_quotient = b.logical_not(b.logical_or(b.is_nan(quotient), b.is_infinite(quotient)))
+        floor = b.where(b.logical_and(too_big, finite_quotient), b.sub(quotient, one), quotient)
+        c_zero = b.equal(c, zero)
+        a_bad = b.logical_or(b.is_nan(a), b.is_infinite(a))
+        c_inf = b.is_infinite(c)
+        same_side = b.logical_or(b.equal(a, zero), b.equal(b.lesser(a, zero), b.lesser(c, zero)))
+        if name == "floor_divide":
+            value = b.where(c_inf, b.where(same_side, zero, self.const(-1.0, f32)), floor)
+            value = b.where(a_bad, nan, value)
+            return b.where(c_zero, b.div(a, c), value)
+        rest = self._exact_residual(a, floor, c)
+        rest = b.where(c_inf, b.where(same_side, a, c), rest)
+        return b.where(b.logical_or(c_zero, a_bad), nan, rest)
+
+    # ------------------------------------------------------------------ where, clamp, cast
+
+    def _op_where(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        token_a, token_b = node.attrs
+        it = iter(args)
+        condition = next(it)
+        tensor_a = next(it) if token_a is None else None
+        tensor_b = next(it) if token_b is None else None
+        a = self.const_like(token_a, tensor_a, node.dtype)
+        c = self.const_like(token_b, tensor_b, node.dtype)
+        result = self.b.where(condition, a, c)
+        if list(result.shape) != list(node.shape):
+            result = self.b.expand(result, list(node.shape))
+        return result
+
+    def _op_clamp(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        low, high = node.attrs
+        (x,) = args
+        options: dict[str, Any] = {}
+        if low is not None:
+            options["min_value"] = token_value(low)
+        if high is not None:
+            options["max_value"] = token_value(high)
+        if low is not None and high is not None and token_value(low) > token_value(high):
+            # numpy's clip: minimum(maximum(x, low), high) gives high everywhere but NaN
+            return self.b.min(self.b.max(x, self.const(token_value(low), node.dtype)), self.const(token_value(high), node.dtype))
+        return self.b.clamp(x, **options)
+
+    def _op_cast(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        (x,) = args
+        source, target = node.inputs[0].dtype, node.dtype
+        b = self.b
+        if source == "bool":
+            return self.cast(x, target)
+        if target == "bool":
+            not_bit = b.logical_and(b.not_equal(x, self.const(0, source)), b.not_equal(x, self.const(1, source)))
+            self.flags(self.any(not_bit), *self._extremes(x))
+            return b.not_equal(x, self.const(0, source))
+        if source in _FLOAT and target in _INTEGER:
+            low, high = _INT_RANGE[target]
+            nan = self.any(b.is_nan(x))
+            inf = self.any(b.is_infinite(x))
+            fraction = self.any(b.not_equal(b.floor(x), x))
+            # the range ends as exact powers of two: x < low or x >= high + 1
+            limit_low = self.const(float(low), source)
+            limit_high = self.const(float(high + 1), source)
+            outside = self.any(b.logical_or(b.lesser(x, limit_low), b.greater_or_equal(x, limit_high)))
+            self.flags(b.concat([b.reshape(f, [1]) for f in (nan, inf, fraction, outside)], 0), *self._extremes(x))
+            return b.cast(x, webnn_type(target))
+        if source in _INTEGER and target in _INTEGER and not _fits(source, target):
+            self.flags(self.any(self._outside(x, source, *_INT_RANGE[target])), *self._extremes(x))
+            return b.cast(x, webnn_type(target))
+        result = b.cast(x, webnn_type(target))
+        if source == "float32" and target == "float16":
+            grew = b.logical_and(b.is_infinite(result), b.logical_not(b.logical_or(b.is_infinite(x), b.is_nan(x))))
+            self.flags(self.any(grew), *self._extremes(x))
+        return result
+
+    def _extremes(self, x: MLOperand) -> tuple[MLOperand, MLOperand]:
+        return self.b.reduce_min(x), self.b.reduce_max(x)
+
+    # ================================================================== reductions
+
+    def _op_reduce(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        op, axes, keepdims, correction = node.attrs
+        (x,) = args
+        source = node.inputs[0].dtype
+        out = node.dtype
+        b = self.b
+        options: dict[str, Any] = {"axes": list(axes), "keep_dimensions": keepdims}
+        if op in ("max", "min"):
+            found = getattr(b, f"reduce_{op}")(x, **options)
+            if source not in _FLOAT:
+                return found
+            # ONNX Runtime's vectorised max/min reductions skip NaN; numpy's propagate it
+            any_nan = b.reduce_max(b.is_nan(x), **options)
+            return b.where(any_nan, self.const(math.nan, source), found)
+        if out in _INTEGER:
+            wide = self.cast(x, "int64")
+            if op == "prod":
+                return self._int_product(wide, axes, node.shape)
+            result = b.reduce_sum(wide, **options)
+            if source == "int64":
+                self.flags(self._sum_overflow(wide, axes))
+            return result
+        value = self.widen(x)
+        if op == "sum":
+            result = b.reduce_sum(value, **options)
+        elif op == "prod":
+            result = b.reduce_product(value, **options)
+        elif op == "mean":
+            result = b.reduce_mean(value, **options)
+        else:  # var: two passes, as numpy
+            count = math.prod(node.inputs[0].shape[a] for a in axes)
+            centred = b.sub(value, b.reduce_mean(value, axes=list(axes), keep_dimensions=True))
+            total = b.reduce_sum(b.mul(centred, centred), **options)
+            divisor = max(count - float.fromhex(correction), 0.0)
+            result = b.div(total, self.const(divisor, "float32"))
+        return self.narrow(result, out)
+
+    def _floor_div_const(self, x: MLOperand, divisor: int) -> MLOperand:
+        """floor(x / divisor) for int64 ``x`` and a positive constant divisor."""
+        b = self.b
+        d = self.const(divisor, "int64")
+        quotient = b.div(x, d)
+        below = b.lesser(x, b.mul(quotient, d))
+        return b.sub(quotient, b.cast(below, "int64"))
+
+    def _sum_overflow(self, x: MLOperand, axes: tuple[int, ...]) -> MLOperand:
+        """Whether an int64 sum leaves int64, exactly: each value splits into 32-bit halves,
+        whose sums cannot overflow; the total fits when the high half's sum (with the carry of
+        the low half's) lies in [-2**31, 2**31)."""
+        b = self.b
+        shift = 2**32
+        high = self._floor_div_const(x, shift)
+        low = b.sub(x, b.mul(high, self.const(shift, "int64")))
+        options: dict[str, Any] = {"axes": list(axes), "keep_dimensions": False}
+        high_sum = b.reduce_sum(high, **options)
+        low_sum = b.reduce_sum(low, **options)
+        total_high = b.add(high_sum, b.div(low_sum, self.const(shift, "int64")))
+        return self.any(self._outside(total_high, "int64", -(2**31), 2**31 - 1))
+
+    def _int_product(self, x: MLOperand, axes: tuple[int, ...], shape: Sequence[int]) -> MLOperand:
+        """An exact int64 product over ``axes`` as a tree of checked multiplications. A group
+        overflows when a partial product overflowed and no factor is zero."""
+        b = self.b
+        rank = len(x.shape)
+        kept = [a for a in range(rank) if a not in axes]
+        if kept + list(axes) != list(range(rank)):
+            x = b.transpose(x, permutation=kept + list(axes))
+        rows = math.prod(x.shape[: len(kept)])
+        count = math.prod(x.shape[len(kept) :])
+        value = b.reshape(x, [rows, count])
+        overflow: MLOperand | None = None
+        while count > 1:
+            half = count // 2
+            left = b.slice(value, [0, 0], [rows, half])
+            right = b.slice(value, [0, half], [rows, half])
+            product, product_overflow = self._checked_mul64(left, right)
+            if overflow is not None:
+                product_overflow = b.logical_or(
+                    product_overflow,
+                    b.logical_or(b.slice(overflow, [0, 0], [rows, half]), b.slice(overflow, [0, half], [rows, half])),
+                )
+            if count % 2:
+                product = b.concat([product, b.slice(value, [0, count - 1], [rows, 1])], 1)
+                tail = b.slice(overflow, [0, count - 1], [rows, 1]) if overflow is not None else self.zeros_u8([rows, 1])
+                product_overflow = b.concat([product_overflow, tail], 1)
+            value, overflow, count = product, product_overflow, half + count % 2
+        if overflow is not None:
+            has_zero = b.reduce_max(b.equal(x, self.const(0, "int64")), axes=list(range(len(kept), rank)))
+            group = b.reshape(overflow, list(has_zero.shape) or [])
+            self.flags(self.any(b.logical_and(group, b.logical_not(has_zero))))
+        else:
+            self.flags(self.const(0, "uint8"))
+        return b.reshape(value, list(shape))
+
+    def _op_arg(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        op, axis, keepdims = node.attrs
+        (x,) = args
+        b = self.b
+        method = b.arg_max if op == "argmax" else b.arg_min
+        found = method(x, axis, keep_dimensions=keepdims, output_data_type="int64")
+        if node.inputs[0].dtype not in _FLOAT:
+            return found
+        # numpy returns the first NaN; ONNX Runtime's vectorised kernels do not see NaN
+        nans = b.is_nan(x)
+        first_nan = b.arg_max(nans, axis, keep_dimensions=keepdims, output_data_type="int64")
+        any_nan = b.reduce_max(nans, axes=[axis], keep_dimensions=keepdims)
+        return b.where(any_nan, first_nan, found)
+
+    # ================================================================== shape, data movement
+
+    def _op_reshape(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        return self.b.reshape(args[0], list(node.shape))
+
+    def _op_permute(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        return self.b.transpose(args[0], permutation=list(node.attrs[0]))
+
+    def _op_expand(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        return self.b.expand(args[0], list(node.shape))
+
+    def _op_slice(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        starts, steps, sizes = node.attrs
+        (x,) = args
+        dims = node.inputs[0].shape
+        backwards = [axis for axis, step in enumerate(steps) if step < 0]
+        if backwards:
+            # a negative step walks the reversed axis forwards
+            x = self.b.reverse(x, axes=backwards)
+            starts = tuple(dims[i] - 1 - s if steps[i] < 0 else s for i, s in enumerate(starts))
+            steps = tuple(abs(s) for s in steps)
+        spans = [(size - 1) * step + 1 for size, step in zip(sizes, steps, strict=True)]
+        return self.b.slice(x, list(starts), spans, strides=list(steps))
+
+    def _op_concat(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        return self.b.concat(args, node.attrs[0])
+
+    def _op_gather(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        x, indices = args
+        # WebNN clamps out-of-range indices: the range check raises at readback instead
+        self.flags(self.b.reduce_min(indices), self.b.reduce_max(indices))
+        return self.b.gather(x, indices, axis=node.attrs[0])
+
+    def _op_pad(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        pads, mode, value = node.attrs
+        fill = token_value(value)
+        return self.b.pad(
+            args[0],
+            [p[0] for p in pads],
+            [p[1] for p in pads],
+            mode={"reflect": "reflection"}.get(mode, mode),
+            value=int(fill) if node.dtype == "bool" else fill,
+        )
+
+    # ================================================================== matrix, nn
+
+    def _op_matmul(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        a, c = args
+        b = self.b
+        dtype = node.dtype
+        if dtype in _FLOAT:
+            return self.narrow(b.matmul(self.widen(a), self.widen(c)), dtype)
+        # integers: WebNN's matmul is float-only; multiply and sum exactly (wrapping, as numpy)
+        work = "int32" if dtype in ("uint8", "bool") else dtype
+        left = b.reshape(self.cast(a, work), [*a.shape, 1])
+        right = b.reshape(self.cast(c, work), [*c.shape[:-2], 1, *c.shape[-2:]])
+        # (..., M, K, 1) * (..., 1, K, N) summed over K
+        contracted = max(len(left.shape), len(right.shape)) - 2
+        total = b.reduce_sum(b.mul(left, right), axes=[contracted])
+        if list(total.shape) != list(node.shape):
+            total = b.expand(total, list(node.shape))
+        if dtype == "bool":
+            return b.greater(total, self.const(0, "int32"))
+        return self.cast(total, dtype)
+
+    def _op_linear(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        x, weight = args[0], args[1]
+        bias = args[2] if len(args) > 2 else None
+        b = self.b
+        features = x.shape[-1]
+        rows = math.prod(x.shape[:-1])
+        flat = b.reshape(self.widen(x), [rows, features])
+        out = b.gemm(flat, self.widen(weight), c=None if bias is None else self.widen(bias), b_transpose=True)
+        return self.narrow(b.reshape(out, list(node.shape)), node.dtype)
+
+    def _op_conv(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        stride, padding, dilation, groups, _ = node.attrs
+        x, weight = args[0], args[1]
+        bias = args[2] if len(args) > 2 else None
+        b = self.b
+        x, weight = self.widen(x), self.widen(weight)
+        bias = self.widen(bias) if bias is not None else None
+        if len(stride) == 1:  # 1-D: a 2-D convolution over a height of 1
+            x = b.reshape(x, [x.shape[0], x.shape[1], 1, x.shape[2]])
+            weight = b.reshape(weight, [weight.shape[0], weight.shape[1], 1, weight.shape[2]])
+            stride, dilation, padding = (1, *stride), (1, *dilation), ((0, 0), *padding)
+        out = b.conv2d(
+            x,
+            weight,
+            padding=[padding[0][0], padding[0][1], padding[1][0], padding[1][1]],
+            strides=list(stride),
+            dilations=list(dilation),
+            groups=groups,
+            bias=bias,
+        )
+        if list(out.shape) != list(node.shape):
+            out = b.reshape(out, list(node.shape))
+        return self.narrow(out, node.dtype)
+
+    def _op_softmax(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        axis, log = node.attrs
+        b = self.b
+        x = self.widen(args[0])
+        if not log:
+            return self.narrow(b.softmax(x, axis), node.dtype)
+        shifted = b.sub(x, b.reduce_max(x, axes=[axis], keep_dimensions=True))
+        total = b.reduce_sum(b.exp(shifted), axes=[axis], keep_dimensions=True)
+        return self.narrow(b.sub(shifted, b.log(total)), node.dtype)
+
+    def _op_layer_norm(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        num_axes, eps, has_weight, has_bias = node.attrs
+        b = self.b
+        it = iter(args)
+        x = self.widen(next(it))
+        weight = self.widen(next(it)) if has_weight else None
+        bias = self.widen(next(it)) if has_bias else None
+        axes = list(range(len(x.shape) - num_axes, len(x.shape)))
+        # centre first: ONNX Runtime's kernel takes the variance as E[x^2] - E[x]^2, which
+        # cancels catastrophically (even below zero) when |mean| >> spread
+        centred = b.sub(x, b.reduce_mean(x, axes=axes, keep_dimensions=True))
+        out = b.layer_normalization(centred, scale=weight, bias=bias, axes=axes, epsilon=float.fromhex(eps))
+        return self.narrow(out, node.dtype)
+
+    def _op_attention(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        mask_kind, causal, scale = node.attrs
+        b = self.b
+        q, k, v = (self.widen(t) for t in args[:3])
+        scores = b.matmul(q, b.transpose(k, permutation=[*range(len(k.shape) - 2), len(k.shape) - 1, len(k.shape) - 2]))
+        scores = b.mul(scores, self.const(float.fromhex(scale), "float32"))
+        length, source = q.shape[-2], k.shape[-2]
+        minus_inf = self.const(-math.inf, "float32")
+        if causal:
+            allowed = np.tril(np.ones((length, source), dtype=np.uint8))
+            mask = b.constant({"dataType": "uint8", "shape": [length, source]}, allowed)
+            scores = b.where(mask, scores, minus_inf)
+        elif mask_kind == "bool":
+            scores = b.where(args[3], scores, minus_inf)
+        elif mask_kind == "float":
+            scores = b.add(scores, self.widen(args[3]))
+        out = b.matmul(b.softmax(scores, len(scores.shape) - 1), v)
+        if list(out.shape) != list(node.shape):
+            out = b.expand(out, list(node.shape))
+        return self.narrow(out, node.dtype)
+
+
+def _fits(source: str, target: str) -> bool:
+    """Whether every value of integer dtype ``source`` fits integer dtype ``target``."""
+    low, high = _INT_RANGE[source]
+    target_low, target_high = _INT_RANGE[target]
+    return target_low <= low and high <= target_high
+
+
+def arange_values(start: bool | int | float, step: bool | int | float, size: int, dtype: str) -> np.ndarray[Any, Any]:
+    """numpy's arange values, as the CPU backend computes them."""
+    numpy_dtype = np.dtype(dtype)
+    if numpy_dtype.kind in "iu" and isinstance(start, int) and isinstance(step, int):
+        return (np.arange(size, dtype=np.int64) * step + start).astype(numpy_dtype)
+    return (np.arange(size, dtype=np.float64) * step + start).astype(numpy_dtype)
+
+
+# ----------------------------------------------------------------------------- readback checks
+
+
+def check_failure(node: Node, values: list[np.ndarray[Any, Any]]) -> Exception | None:
+    """The error a check's values report (None when the checked op went well)."""
+    kind = node.attrs[0]
+    if kind == "overflow":
+        op, dtype = node.attrs[1], node.attrs[2]
+        if values[0].any():
+            low, high = _INT_RANGE[dtype]
+            return TensorOverflowError(
+                f"{op}: integer result overflows {dtype} [{low}, {high}]; cast to a wider dtype first"
+            )
+        return None
+    if kind == "neg_unsigned":
+        if values[0].any():
+            return TensorOverflowError(
+                "neg: negating non-zero uint8 values wraps around; cast to a signed dtype first"
+            )
+        return None
+    if kind == "division":
+        if values[0].any():
+            return InvalidArgumentError(f"{node.attrs[1]}: integer division by zero")
+        return None
+    if kind == "pow":
+        if values[0].any():
+            return InvalidArgumentError("pow: integers to negative integer powers are not allowed")
+        if values[1].any():
+            low, high = _INT_RANGE[node.attrs[1]]
+            return TensorOverflowError(
+                f"pow: integer result overflows {node.attrs[1]} [{low}, {high}]; cast to a wider dtype first"
+            )
+        return None
+    if kind == "index":
+        axis, size = node.attrs[1], node.attrs[2]
+        low, high = int(values[0]), int(values[1])
+        if low < -size or high >= size:
+            bad = high if high >= size else low
+            return IndexOutOfRangeError(f"gather: index {bad} is out of range for axis {axis} of size {size}")
+        return None
+    if kind == "reduce_overflow":
+        if values[0].any():
+            return TensorOverflowError(f"{node.attrs[1]}: integer result overflows int64; cast to float64 first")
+        return None
+    if kind == "cast":
+        return _cast_failure(node.attrs[1], node.attrs[2], values)
+    raise AssertionError(f"unknown check {kind!r}")  # pragma: no cover
+
+
+def _cast_failure(source: str, target: str, values: list[np.ndarray[Any, Any]]) -> Exception | None:
+    context = "astype()"
+    flags, low, high = values
+    if target == "bool":
+        if flags.any():
+            return TensorOverflowError(
+                f"{context}: only 0 and 1 convert to bool exactly; found values in [{low}, {high}]"
+            )
+        return None
+    if source in _FLOAT and target in _INTEGER:
+        nan, inf, fraction, outside = (bool(f) for f in flags)
+        if nan:
+            return TensorOverflowError(f"{context}: value nan cannot be represented as {target}")
+        if inf:
+            return TensorOverflowError(f"{context}: an infinite value cannot be represented as {target}")
+        if fraction:
+            return DtypeError(
+                f"{context}: converting to {target} would truncate a fractional value; round explicitly first"
+            )
+        if outside:
+            info_low, info_high = _INT_RANGE[target]
+            bad = high if float(high) > info_high else low
+            return TensorOverflowError(
+                f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]"
+            )
+        return None
+    if flags.any():
+        if target in _FLOAT:
+            return TensorOverflowError(
+                f"{context}: a value in [{low}, {high}] overflows {target} (max {float(np.finfo(target).max)})"
+            )
+        info_low, info_high = _INT_RANGE[target]
+        bad = high if int(high) > info_high else low
+        return TensorOverflowError(f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]")
+    return None
