@@ -431,8 +431,9 @@ def load_weights(
     must be used, except: buffers listed in ``model.ignored_keys``, other task heads of a
     ``base_model_prefix`` checkpoint, optional sub-modules absent as a whole, and tied weights
     (filled from their source). Anything else raises CheckpointError naming the tensors.
-    Floating weights of any precision become float32. With ``sharing`` the tensors are
-    registered with it (deduplicated by content id) under ``model_name``.
+    Floating weights of any precision become float32, and every weight is marked with
+    :func:`ipfs_accelerate.hal.mark_parameter`. With ``sharing`` the tensors are registered
+    with it (deduplicated by content id) under ``model_name``.
     """
     report = LoadReport(model_name=model_name)
     mapped = _map_keys(model, weights, report)
@@ -465,10 +466,15 @@ def load_weights(
             raise CheckpointError(
                 f"{source}: tensor {key!r} has shape {tuple(mapped[key].shape)}, {type(model).__name__} expects {shape}"
             )
+    from ipfs_accelerate import hal
+
     total = len(expected)
     for done, (key, _) in enumerate(expected.items(), start=1):
         array = _as_float32(mapped[key], key, source)
-        model.assign(key, _place(array, device, key, sharing, model_name))
+        tensor = _place(array, device, key, sharing, model_name)
+        # weights never change: a graph-compiling backend may embed them as constants
+        hal.mark_parameter(tensor)
+        model.assign(key, tensor)
         if progress is not None:
             progress("load", done, total)
     return report
