@@ -60,12 +60,26 @@ def test_page_examples_run(
     from ipfs_accelerate.api_backends import _registry
 
     monkeypatch.setattr(_registry, "_extra", dict(_registry._extra))
+    _isolate_tracer_provider(monkeypatch)
     for line, code in python_blocks(page):
         namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
         try:
             exec(compile(code, f"{page.relative_to(ROOT)}:{line}", "exec"), namespace)
         except Exception as exc:  # pragma: no cover - the failure message is the point
             pytest.fail(f"{page.name}, example at line {line} failed: {type(exc).__name__}: {exc}")
+
+
+def _isolate_tracer_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenTelemetry lets a process install its tracer provider once: a page that installs one
+    (docs/router.md) gets a fresh slot, and the process's state comes back after the page, so
+    neither the page nor the tests that run later depend on who came first."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.util._once import Once
+    except ImportError:
+        return
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
 
 
 def test_every_page_has_examples_or_says_why() -> None:
