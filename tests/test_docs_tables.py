@@ -1,0 +1,414 @@
+"""The backend tables of docs/api_backends.md and README.md, generated from the code.
+
+The tables sit between ``<!-- BEGIN GENERATED: name -->`` and ``<!-- END GENERATED: name -->``
+markers; the tests below regenerate them and fail when a page differs, so the tables cannot
+drift from the registry. After changing a backend, rewrite them with
+
+    PYTHONPATH=src python -m tests.test_docs_tables
+
+What comes from the code: the list of backends (the registry, in its order), which of the
+common methods each implements, its other public methods, where it reads its URL and key
+(metadata keys, environment variables), its default URL, whether a key is required (found by
+constructing the backend without one), and its default models. What is written here by
+hand, one line per backend, is what it talks to and the routes it uses; every backticked
+token of those lines must occur in the backend's source, so a renamed route fails the test.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+API_PAGE = ROOT / "docs" / "api_backends.md"
+README = ROOT / "README.md"
+
+# what each backend talks to (README's one-line summary) and its protocol and routes
+TALKS_TO: dict[str, tuple[str, str]] = {
+    "openai": ("OpenAI (`https://api.openai.com/v1`)",
+               "OpenAI REST, SSE ending in `[DONE]`: `/chat/completions`, `/embeddings`, `/models`, "
+               "`/images/generations`, `/audio/speech`, `/audio/transcriptions`, `/moderations`, `/files`"),
+    "openai_mini": ("any OpenAI-compatible server (configurable base URL)",
+                    "as `openai`, against any base URL (vLLM, llama.cpp, LM Studio...)"),
+    "claude": ("Anthropic Claude (`https://api.anthropic.com`)",
+               "Messages API: `/v1/messages` (SSE named events), `/v1/models`; `x-api-key`, `anthropic-version`"),
+    "gemini": ("Google Gemini (`https://generativelanguage.googleapis.com/v1beta`)",
+               "`/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, "
+               "`/models`; key in `x-goog-api-key`"),
+    "groq": ("Groq (`https://api.groq.com/openai/v1`)",
+             "OpenAI protocol under `/openai/v1`: `/chat/completions` (SSE, usage in `x_groq`), `/models`"),
+    "ollama": ("Ollama, native API",
+               "NDJSON: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/pull`, `/api/version`"),
+    "ollama_clean": ("Ollama, OpenAI-compatible routes",
+                     "`/v1/chat/completions` (SSE), `/v1/embeddings`, `/v1/models`"),
+    "vllm": ("vLLM's OpenAI-compatible server",
+             "`/v1/chat/completions` (SSE), `/v1/embeddings`, `/v1/models`, `/v1/load_lora_adapter`, "
+             "`/v1/unload_lora_adapter`, `/health`"),
+    "hf_tgi": ("Hugging Face Text Generation Inference",
+               "`/generate`, `/generate_stream` (SSE, no `[DONE]`), `/info`, `/health`; chat on "
+               "`/v1/chat/completions`"),
+    "hf_tei": ("Hugging Face Text Embeddings Inference", "`/embed`, `/rerank`, `/info`, `/health`"),
+    "ovms": ("OpenVINO Model Server",
+             "OpenAI routes `/v3/chat/completions` (SSE), `/v3/embeddings`; KServe v2 "
+             "`/v2/models/{m}/infer`, `/v2/models/{m}/ready`, `/v2/health/ready`; models from `/v1/config`"),
+    "opea": ("OPEA ChatQnA and its microservices",
+             "`/v1/chatqna` (SSE, `[DONE]`); microservices `/v1/embeddings`, `/v1/chat/completions`"),
+    "llvm": ("an MLC-LLM server (TVM/LLVM-compiled models)",
+             "`/v1/chat/completions` (SSE), `/v1/completions`, `/v1/models`"),
+    "sample_backend": ("the reference for writing a backend",
+                       "a small JSON protocol: `/v1/generate` (JSON, or NDJSON with `stream`), `/v1/embed`, "
+                       "`/v1/models`, `/health`"),
+    "vllm_unified": ("vLLM over several endpoints, optional managed server",
+                     "as `vllm`; adapters loaded on every endpoint; managed `vllm/vllm-openai`"),
+    "hf_tgi_unified": ("TGI over several endpoints, optional managed server",
+                       "as `hf_tgi`; managed `text-generation-inference`"),
+    "hf_tei_unified": ("TEI over several endpoints, optional managed server",
+                       "as `hf_tei`; managed `text-embeddings-inference`"),
+    "ovms_unified": ("OVMS over several endpoints, optional managed server",
+                     "as `ovms`; managed `openvino/model_server`"),
+    "s3_kit": ("S3-compatible object storage (aiobotocore)",
+               "S3 REST: `put_object`, multipart upload, `get_object` (resumed with `Range`), "
+               "`list_objects_v2`, `head_object`, `delete_object`, `copy_object`, presigned URLs"),
+}  # fmt: skip
+
+# S3 Kit is configured through metadata["s3cfg"], not base_url/api_key (see docs/s3_kit.md)
+S3_CONFIG = (
+    "`s3cfg`: `endpoint` or `endpoints`, `region`, `bucket`; `$AWS_ENDPOINT_URL_S3`, `$AWS_ENDPOINT_URL`, "
+    "`$AWS_REGION`; default: AWS S3 in `us-east-1`",
+    "`s3cfg`: `accessKey`, `secretKey`, `sessionToken`; `$AWS_ACCESS_KEY_ID`, `$AWS_SECRET_ACCESS_KEY`, "
+    "`$AWS_SESSION_TOKEN`; or `anonymous`, `credential_chain`",
+)
+UNIFIED_KEYS = ("endpoints", "strategy", "router", "managed_server")
+COMMON = ("chat", "stream_chat", "embed")
+
+
+def _backends() -> list[tuple[str, Any]]:
+    from ipfs_accelerate.api_backends import get_available_backends, get_backend_class
+
+    return [(name, get_backend_class(name)) for name in get_available_backends()]
+
+
+def _defined_in(cls: type, name: str) -> type:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass
+    raise AttributeError(name)
+
+
+def _surfaces(cls: type) -> dict[str, bool]:
+    """Which common methods the backend implements (the base class's raise UnsupportedOpError)."""
+    from ipfs_accelerate.api_backends import APIBackend, OpenAICompatibleBackend
+
+    found = {name: _defined_in(cls, name) is not APIBackend for name in COMMON}
+    if issubclass(cls, OpenAICompatibleBackend) and not cls.supports_embeddings:
+        found["embed"] = _defined_in(cls, "embed") is not OpenAICompatibleBackend
+    # tools: the OpenAI request builder's flag, or a chat parser that builds ToolCall objects
+    owner = _defined_in(cls, "chat") if found["chat"] else None
+    if owner is None:
+        found["tools"] = False
+    elif owner.__module__.endswith("_openai_compat"):
+        found["tools"] = bool(getattr(cls, "supports_tools", False))
+    else:
+        found["tools"] = "ToolCall(" in inspect.getsource(sys.modules[owner.__module__])
+    return found
+
+
+def _other_methods(cls: type) -> str:
+    from ipfs_accelerate.api_backends import APIBackend, UnifiedBackend
+
+    skip = set(dir(APIBackend)) | {"plain", "server_spec"}
+    unified = set(vars(UnifiedBackend)) if issubclass(cls, UnifiedBackend) else set()
+    names = sorted(
+        n for n in dir(cls)
+        if not n.startswith("_") and n not in skip and n not in unified and callable(getattr(cls, n))
+    )  # fmt: skip
+    text = ", ".join(f"`{n}`" for n in names)
+    if unified:
+        managed = sorted(
+            n
+            for n in unified
+            if not n.startswith("_") and n not in skip and callable(getattr(cls, n))
+        )
+        text = ", ".join(x for x in (text, "Unified: " + ", ".join(f"`{n}`" for n in managed)) if x)
+    return text or "—"
+
+
+def _construct(cls: Callable[..., Any], metadata: dict[str, Any]) -> Any:
+    from ipfs_accelerate.errors import ConfigurationError
+
+    try:
+        return cls(None, metadata)
+    except ConfigurationError:
+        return None
+
+
+def _key_rule(cls: type) -> str:
+    """Whether a key is needed, found by constructing the backend without one."""
+    custom = _construct(cls, {"base_url": "http://127.0.0.1:9"})
+    default_url = getattr(cls, "default_base_url", None)
+    at_default = _construct(cls, {}) if default_url else custom
+    if custom is None and at_default is None:
+        return "required"
+    if at_default is None:
+        return "required for the default URL only"
+    return "optional (sent when given)"
+
+
+def _url_rule(cls: type) -> str:
+    keys = ", ".join(f"`{k}`" for k in ("base_url", *cls.base_url_keys))
+    env = ", ".join(f"`${e}`" for e in cls.base_url_env)
+    default = f"`{cls.default_base_url}`" if cls.default_base_url else "required"
+    return "; ".join(x for x in (keys, env, f"default: {default}") if x)
+
+
+class _Recorder:
+    """A loopback HTTP server that records each request and answers 400 (so nothing retries):
+    the model a backend sends when the caller passes none is read from what arrives."""
+
+    def __init__(self) -> None:
+        from ._docs_services import LoopThread
+
+        self.requests: list[tuple[str, Any]] = []
+        self._thread = LoopThread()
+        self.url = self._thread.run(self._start())
+
+    async def _start(self) -> str:
+        from aiohttp import web
+
+        async def record(request: web.Request) -> web.Response:
+            body = await request.read()
+            try:
+                data = json.loads(body) if body else None
+            except ValueError:
+                data = None
+            self.requests.append((request.path, data))
+            return web.json_response(
+                {"error": {"message": "recorded", "type": "invalid_request_error"}}, status=400
+            )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    def close(self) -> None:
+        self._thread.run(self._runner.cleanup())
+        self._thread.close()
+
+
+def default_models() -> dict[str, str]:
+    """What each backend sends as the model of a chat / embed call that names none."""
+    from ipfs_accelerate.api_backends import S3Kit
+    from ipfs_accelerate.errors import APIError, ConfigurationError
+
+    recorder = _Recorder()
+    out: dict[str, str] = {}
+    try:
+        for name, cls in _backends():
+            if cls is S3Kit:
+                out[name] = "—"
+                continue
+            surfaces = _surfaces(cls)
+            backend = cls(None, {"base_url": recorder.url, "api_key": "docs-probe"})
+            found = []
+            calls = (("chat", lambda b: b.sync.chat(None, "hi", max_retries=0)),
+                     ("embed", lambda b: b.sync.embed(None, ["hi"], max_retries=0)))  # fmt: skip
+            for label, call in calls:
+                if (
+                    not surfaces["stream_chat" if label == "chat" else "embed"]
+                    or not surfaces[label]
+                ):
+                    continue
+                del recorder.requests[:]
+                try:
+                    call(backend)
+                except ConfigurationError:
+                    found.append(f"{label}: none (pass one)")
+                    continue
+                except APIError:
+                    pass
+                path, body = recorder.requests[-1]
+                model = body.get("model") if isinstance(body, dict) else None
+                in_path = re.search(r"/models/([^/:]+):", path)
+                model = model or (in_path.group(1) if in_path else None)
+                found.append(
+                    f"{label}: `{model}`" if model else f"{label}: not sent (one model per server)"
+                )
+            backend.close()
+            out[name] = "; ".join(found) or "—"
+    finally:
+        recorder.close()
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def surfaces_table() -> str:
+    rows = ["| Backend | Protocol and routes | chat | stream | embed | tools | Other methods |",
+            "|---|---|:-:|:-:|:-:|:-:|---|"]  # fmt: skip
+    for name, cls in _backends():
+        s = _surfaces(cls)
+        marks = " | ".join("✓" if s[k] else "" for k in ("chat", "stream_chat", "embed", "tools"))
+        rows.append(f"| `{name}` | {_cell(TALKS_TO[name][1])} | {marks} | {_other_methods(cls)} |")
+    return "\n".join(rows)
+
+
+def config_table() -> str:
+    rows = ["| Backend | Server URL: metadata keys; environment; default | API key: metadata keys; environment | Key | Model sent when none is passed |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    from ipfs_accelerate.api_backends import S3Kit, UnifiedBackend
+
+    models = default_models()
+    for name, cls in _backends():
+        if cls is S3Kit:
+            rows.append(f"| `{name}` | {S3_CONFIG[0]} | {S3_CONFIG[1]} | required | — |")
+            continue
+        url = _url_rule(cls)
+        if issubclass(cls, UnifiedBackend):
+            url += "; or " + ", ".join(f"`{k}`" for k in UNIFIED_KEYS)
+        keys = ", ".join(f"`{k}`" for k in ("api_key", *cls.api_key_keys))
+        env = ", ".join(f"`${e}`" for e in cls.api_key_env)
+        key_cell = "; ".join(x for x in (keys, env) if x)
+        rows.append(f"| `{name}` | {url} | {key_cell} | {_key_rule(cls)} | {models[name]} |")
+    return "\n".join(rows)
+
+
+def summary_table() -> str:
+    rows = ["| Backend | Talks to |", "|---|---|"]
+    for name, _ in _backends():
+        rows.append(f"| [`{name}`](docs/api_backends.md#{name}) | {_cell(TALKS_TO[name][0])} |")
+    return "\n".join(rows)
+
+
+GENERATED: dict[Path, dict[str, Callable[[], str]]] = {
+    API_PAGE: {"backend-surfaces": surfaces_table, "backend-config": config_table},
+    README: {"backend-summary": summary_table},
+}
+
+
+def _section(name: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"(<!-- BEGIN GENERATED: {name} -->\n)(.*?)(<!-- END GENERATED: {name} -->)", re.S
+    )
+
+
+def render(page: Path) -> str:
+    text = page.read_text(encoding="utf-8")
+    for name, make in GENERATED[page].items():
+        pattern = _section(name)
+        if not pattern.search(text):
+            raise AssertionError(f"{page.name} has no GENERATED section {name!r}")
+        table = make()
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(3), text)
+    return text
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ._docs_services import PROVIDER_ENV
+
+    for name in PROVIDER_ENV:  # "required" is decided without the developer's keys
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_hand_written_lines_cover_exactly_the_registered_backends() -> None:
+    names = [name for name, _ in _backends()]
+    assert sorted(TALKS_TO) == sorted(names)
+    assert len(names) == 19
+
+
+@pytest.mark.parametrize("page", sorted(GENERATED), ids=lambda p: p.name)
+def test_generated_tables_are_current(page: Path) -> None:
+    assert page.read_text(encoding="utf-8") == render(page), (
+        f"the backend tables of {page.name} are out of date: run PYTHONPATH=src python -m tests.test_docs_tables"
+    )
+
+
+def test_tables_list_each_backend_once() -> None:
+    names = [name for name, _ in _backends()]
+    for page, sections in GENERATED.items():
+        text = page.read_text(encoding="utf-8")
+        for section in sections:
+            match = _section(section).search(text)
+            assert match is not None
+            listed = re.findall(r"^\| \[?`([a-z0-9_]+)`", match.group(2), re.M)
+            assert listed == names, f"{page.name} {section}: {listed}"
+
+
+def test_hand_written_tokens_occur_in_the_backend_source() -> None:
+    from ipfs_accelerate.api_backends import APIBackend, S3Kit
+
+    for name, cls in _backends():
+        modules = {
+            sys.modules[k.__module__]
+            for k in cls.__mro__
+            if issubclass(k, APIBackend) or k.__module__.startswith("ipfs_accelerate")
+        }
+        source = "\n".join(inspect.getsource(m) for m in modules)
+        prefix = getattr(cls, "api_prefix", "")
+        text = " ".join(TALKS_TO[name]) + (" ".join(S3_CONFIG) if cls is S3Kit else "")
+        for token in re.findall(r"`([^`]+)`", text):
+            if token in {n for n, _ in _backends()}:
+                continue
+            token = token.lstrip("$")
+            pieces = [p for p in re.split(r"\{[^}]*\}", token) if p]
+            for piece in pieces:
+                stripped = piece[len(prefix) :] if prefix and piece.startswith(prefix) else piece
+                assert piece in source or stripped in source, (
+                    f"{name}: `{token}` is not in its source"
+                )
+
+
+def test_every_backend_has_a_section() -> None:
+    text = API_PAGE.read_text(encoding="utf-8")
+    for name, _ in _backends():
+        assert f"\n### `{name}`\n" in text, f"docs/api_backends.md has no section for {name}"
+
+
+def test_derived_facts_match_behaviour() -> None:
+    """Spot checks that the derivation reads the code right (a wrong rule would pass the rest)."""
+    table = {
+        name: row
+        for name, row in zip(
+            [n for n, _ in _backends()], config_table().splitlines()[2:], strict=True
+        )
+    }
+    assert (
+        "| required |" in table["openai"]
+        and "required for the default URL only" in table["openai_mini"]
+    )
+    assert "optional" in table["ollama"] and "`$OLLAMA_HOST`" in table["ollama"]
+    surfaces = {name: _surfaces(cls) for name, cls in _backends()}
+    assert surfaces["groq"] == {"chat": True, "stream_chat": True, "embed": False, "tools": True}
+    assert surfaces["hf_tei"] == {
+        "chat": False,
+        "stream_chat": False,
+        "embed": True,
+        "tools": False,
+    }
+    assert surfaces["claude"]["tools"] and not surfaces["sample_backend"]["tools"]
+    assert not any(surfaces["s3_kit"].values())
+
+
+if __name__ == "__main__":
+    import os
+
+    from ._docs_services import PROVIDER_ENV
+
+    for variable in PROVIDER_ENV:  # as in the tests: facts of the code, not of this shell
+        os.environ.pop(variable, None)
+    for target in GENERATED:
+        target.write_text(render(target), encoding="utf-8")
+        print(f"rewrote the generated tables of {target.relative_to(ROOT)}")
