@@ -281,3 +281,18 @@ def test_device_auto_uses_select_backend(bert_dir: Path) -> None:
     selection = hal.select_backend("bert")
     assert report.device == selection.name
     assert report.device_reason == selection.reason
+
+
+def test_s3_checkpoint_from_the_cache_offline(bert_dir: Path, tmp_path: Path) -> None:
+    """An s3:// checkpoint mirrored earlier (the S3 cache's layout and manifest) loads with no
+    request; one that is not cached raises CheckpointError naming the URI."""
+    cached = tmp_path / "s3" / "models" / "tiny-bert"
+    shutil.copytree(bert_dir, cached)
+    manifest = {p.name: {"size": p.stat().st_size, "etag": "x"} for p in cached.iterdir()}
+    (cached / ".s3-manifest.json").write_text(json.dumps(manifest))
+    path = resolve_checkpoint("s3://models/tiny-bert", cache_dir=tmp_path / "s3", local_files_only=True)
+    assert path == cached
+    model, _, _ = load_model("s3://models/tiny-bert", "cpu", sharing=False, cache_dir=tmp_path / "s3", local_files_only=True)
+    assert model.config.hidden_size == 32  # type: ignore[attr-defined]
+    with pytest.raises(CheckpointError, match=r"'s3://models/other': offline mode is on and it is not in the S3 cache"):
+        resolve_checkpoint("s3://models/other", cache_dir=tmp_path / "s3", local_files_only=True)

