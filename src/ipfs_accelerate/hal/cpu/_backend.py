@@ -383,7 +383,10 @@ class CPUBackend(Backend):
     ) -> Array:
         data = x._data
         axes = tuple(range(data.ndim - num_axes, data.ndim))
-        centred = data - np.mean(data, axis=axes, keepdims=True)
+        # the mean accumulates in float64: a float32 mean of equal values can miss them by an
+        # ulp, and with a tiny eps (BERT's 1e-12) that ulp normalises to a large value
+        mean = np.mean(data, axis=axes, keepdims=True, dtype=np.float64 if data.dtype.itemsize < 8 else None)
+        centred = data - mean.astype(data.dtype, copy=False)
         variance = np.mean(np.square(centred), axis=axes, keepdims=True)
         variance += data.dtype.type(eps)
         np.sqrt(variance, out=variance)
