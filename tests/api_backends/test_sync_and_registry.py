@@ -212,6 +212,17 @@ def test_find_compatible_backend() -> None:
     assert found is not None and found.provider == "hf_tgi"
 
 
+def test_catch_all_openai_compatible_server_comes_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a local OpenAI-compatible server claims every model name, but a backend whose own rules
+    # recognise the model wins; the catch-all still serves what nobody else recognises
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    meta = {"anthropic_api_key": "x"}
+    found = find_compatible_backend("claude-sonnet-4-6", metadata=meta)
+    assert found is not None and found.provider == "claude"
+    found = find_compatible_backend("my-local-model", metadata=meta)
+    assert found is not None and found.provider == "openai_mini" and found.accepts_any_model
+
+
 def test_default_models() -> None:
     assert create_api_backend("openai", metadata={"api_key": "k"}).get_default_model() == "gpt-4o-mini"
     assert create_api_backend("claude", metadata={"api_key": "k", "model": "claude-opus-4-7"}).get_default_model() == "claude-opus-4-7"

@@ -225,6 +225,12 @@ class APIBackend:
             )
         return str(model)
 
+    @property
+    def accepts_any_model(self) -> bool:
+        """True when this backend claims every model name (a generic OpenAI-compatible server
+        with no declared models); :func:`find_compatible_backend` tries such catch-alls last."""
+        return False
+
     def is_compatible_model(self, model: str) -> bool:
         """Whether this backend serves ``model``: ``metadata["models"]`` when given, else the
         provider's naming rules."""

@@ -97,16 +97,21 @@ def find_compatible_backend(
 ) -> APIBackend | None:
     """The first backend, in registry order, that is configured (its key, or for keyless
     servers an explicit URL, comes from ``metadata``/``resources``/environment) and whose
-    model rules accept ``model``.
+    model rules accept ``model``. Catch-alls (a generic OpenAI-compatible server that
+    claims every model name) come after every backend whose own rules recognise the model,
+    so ``claude-...`` goes to Claude even when a local OpenAI-compatible URL is configured.
 
     Backends whose configuration is missing are skipped, never contacted. Returns None
     when no backend fits.
     """
+    catch_all: APIBackend | None = None
     for name in get_available_backends():
         try:
             backend = create_api_backend(name, resources, metadata)
         except ConfigurationError:
             continue
         if backend.is_configured and backend.is_compatible_model(model):
-            return backend
-    return None
+            if not backend.accepts_any_model:
+                return backend
+            catch_all = catch_all or backend
+    return catch_all

@@ -39,7 +39,11 @@ class OpenAIMiniBackend(OpenAISurfacesMixin, OpenAICompatibleBackend):
     def _needs_key(self) -> bool:
         return _OPENAI_HOST in self.base_url
 
+    @property
+    def accepts_any_model(self) -> bool:
+        return self._declared_models is None and not self._needs_key()
+
     def is_compatible_model(self, model: str) -> bool:
-        if self._declared_models is None and not self._needs_key():
+        if self.accepts_any_model:
             return isinstance(model, str) and bool(model)
         return super().is_compatible_model(model)

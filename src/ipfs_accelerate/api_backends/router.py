@@ -25,9 +25,11 @@ Per request:
      move to the next one. ``cooldown_after`` failures in a row (5, as Envoy's outlier
      detection) put a target in cooldown: ``cooldown * 2**k`` (at most ``max_cooldown``), a
      *soft* cooldown that only steers requests elsewhere -- when nothing else is available
-     the cooled target whose cooldown ends first is used rather than waiting. A 429 with
-     Retry-After cools the target for that long, a *hard* cooldown: requests wait for it
-     (within their deadline) or fail, never send early;
+     the cooled target whose cooldown ends first is used rather than waiting. When the
+     failure that completes the streak carried a Retry-After (a 429 or 503), the cooldown
+     lasts that long and is *hard*: requests wait for it (within their deadline) or fail,
+     never send early. A single Retry-After below the streak threshold does not cool the
+     target; it sets the backoff before the next round (below);
    * the target cannot serve this request (401/403: credentials, cooled for
      ``auth_cooldown``; 404: unknown model; UnsupportedOpError): move on and never come back
      to it within this request;
