@@ -277,3 +277,35 @@ def test_fusion_can_be_turned_off(private_backend: Any, monkeypatch: pytest.Monk
     y = (x + 1) * 2
     assert backend.stats()["dispatches"] - before == 2  # recorded at once, one per op
     np.testing.assert_array_equal(y.numpy(), [2, 4, 6, 8])
+
+
+def test_steady_state_binds_nothing_new_whatever_the_pool_holds(gpu: Any) -> None:
+    """Buffers left in the pool by earlier work (here: many released in a scrambled order)
+    must not make a repeated computation create bind groups forever: the pool hands out the
+    lowest free buffer id first, so each step gets the same buffers as the last."""
+    import random
+
+    import ipfs_accelerate as ia
+    from ipfs_accelerate import ops
+
+    leftovers = [ia.zeros(16, 8, device="webgpu") for _ in range(40)]
+    for t in leftovers:
+        t.numpy()
+    random.Random(0).shuffle(leftovers)
+    while leftovers:  # released in a scrambled order
+        leftovers.pop()
+    x = ia.randn(16, 24, seed=2, device="webgpu")
+    w = ia.randn(8, 24, seed=3, device="webgpu")
+
+    def step() -> None:
+        h = ops.softmax(ops.linear(x, w) * 0.5, axis=-1)
+        ops.sum(ops.layer_norm(h, 8) + ops.exp(h), axis=0).numpy()
+
+    for _ in range(3):
+        step()
+    before = gpu.stats()
+    for _ in range(10):
+        step()
+    after = gpu.stats()
+    assert after["bind_group_creations"] == before["bind_group_creations"]
+    assert after["buffers_created"] == before["buffers_created"]

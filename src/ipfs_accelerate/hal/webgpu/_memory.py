@@ -10,6 +10,7 @@ the whole batch).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import weakref
 from collections.abc import Callable
@@ -61,8 +62,11 @@ class BufferPool:
         self._max_cached = max_cached_bytes
         self._max_buffer = max_buffer_bytes
         self._on_destroy = on_destroy
-        self._free: dict[int, list[DeviceBuffer]] = {}
-        self._dirty: dict[int, list[DeviceBuffer]] = {}
+        # per size class, heaps of (uid, buffer): the lowest free uid is handed out first, so
+        # which buffer a repeated computation gets depends only on *which* buffers are free,
+        # not on the order they were released in -- its bind groups then repeat exactly
+        self._free: dict[int, list[tuple[int, DeviceBuffer]]] = {}
+        self._dirty: dict[int, list[tuple[int, DeviceBuffer]]] = {}
         # every live buffer stays reachable from the pool: a handle collected as part of a
         # reference cycle (a traceback holding tensors) is finalized together with the rest of
         # the cycle, and wgpu's buffer wrapper must not be finalized with it while the handle's
@@ -82,11 +86,11 @@ class BufferPool:
             size = -(-nbytes // 4) * 4
         free = self._free.get(size)
         if free:
-            buf = free.pop()
+            buf = heapq.heappop(free)[1]
         else:
             dirty = None if upload else self._dirty.get(size)
             if dirty:
-                buf = dirty.pop()
+                buf = heapq.heappop(dirty)[1]
             else:
                 buf = DeviceBuffer(self._device.create_buffer(size=size, usage=self._usage), size)
                 self._all[buf.uid] = buf
@@ -105,13 +109,15 @@ class BufferPool:
             return
         self.cached_bytes += buf.size
         target = self._dirty if self.batch_open else self._free
-        target.setdefault(buf.size, []).append(buf)
+        heapq.heappush(target.setdefault(buf.size, []), (buf.uid, buf))
 
     def end_batch(self) -> None:
         """The open batch was submitted: buffers released during it are safe for uploads."""
         for size, bufs in self._dirty.items():
             if bufs:
-                self._free.setdefault(size, []).extend(bufs)
+                free = self._free.setdefault(size, [])
+                free.extend(bufs)
+                heapq.heapify(free)
                 bufs.clear()
         self.batch_open = False
 
@@ -120,7 +126,7 @@ class BufferPool:
         freed = 0
         for lists in (self._free, self._dirty):
             for bufs in lists.values():
-                for buf in bufs:
+                for _, buf in bufs:
                     freed += buf.size
                     self._destroy(buf)
                 bufs.clear()

@@ -107,6 +107,7 @@ class BindGroupCache:
         key = (kernel.layout_key, buffers)
         group = self._groups.get(key)
         if group is not None:
+            self._groups.move_to_end(key)  # least recently *used* goes first
             return group
         entries: list[dict[str, Any]] = [
             {"binding": 0, "resource": {"buffer": self._uniform, "offset": 0, "size": PARAM_BYTES}}
