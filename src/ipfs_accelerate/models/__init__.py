@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "ImageClassifier": "ipfs_accelerate.models.pipelines",
     "ZeroShotImageClassifier": "ipfs_accelerate.models.pipelines",
     "SpeechRecognizer": "ipfs_accelerate.models.pipelines",
+    "TranscriptSegment": "ipfs_accelerate.models.pipelines",
     "BertConfig": "ipfs_accelerate.models.bert",
     "BertModel": "ipfs_accelerate.models.bert",
     "ViTConfig": "ipfs_accelerate.models.vit",
@@ -68,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.pipelines import ImageClassifier as ImageClassifier
     from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder
+    from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
     from ipfs_accelerate.models.vit import ViTConfig as ViTConfig
     from ipfs_accelerate.models.vit import ViTForImageClassification as ViTForImageClassification

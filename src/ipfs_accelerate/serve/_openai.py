@@ -1,0 +1,207 @@
+"""OpenAI's routes: ``/v1/embeddings``, ``/v1/audio/transcriptions``,
+``/v1/audio/translations``, ``/v1/models`` and ``/v1/models/{id}``.
+
+Bodies and errors follow OpenAI's API reference. What this server cannot honour is refused
+with a 400 naming the parameter, never ignored: ``dimensions`` other than the model's,
+``prompt``, a non-zero ``temperature``, word timestamps.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from ._app import embedding_inputs, json_object, read_json, state_of
+from ._errors import ServeError
+from ._models import decode_audio, l2_normalize
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+__all__ = ["routes"]
+
+_OWNER = "ipfs-accelerate"
+_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    from starlette.responses import Response
+
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _model_object(model: Any) -> dict[str, Any]:
+    return {"id": model.name, "object": "model", "created": model.created, "owned_by": _OWNER}
+
+
+async def list_models(request: Request) -> Response:
+    state = state_of(request)
+    return _json({"object": "list", "data": [_model_object(m) for m in state.registry]})
+
+
+async def retrieve_model(request: Request) -> Response:
+    state = state_of(request)
+    return _json(_model_object(state.model(request.path_params["model"])))
+
+
+async def embeddings(request: Request) -> Response:
+    state = state_of(request)
+    body = json_object(await read_json(request))
+    if "model" not in body:
+        raise ServeError("invalid_request", "you must provide a model parameter", param="model")
+    model = state.model(body["model"], "embedding")
+    if "input" not in body:
+        raise ServeError("invalid_request", "'input' is a required property", param="input")
+    inputs = embedding_inputs(body["input"], "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise ServeError(
+            "invalid_request", f"'encoding_format' must be 'float' or 'base64', got {encoding!r}", param="encoding_format"
+        )
+    engine = model.embedding
+    assert engine is not None
+    dimensions = body.get("dimensions")
+    if dimensions is not None and dimensions != engine.dimension:
+        raise ServeError(
+            "unsupported", f"This model does not support specifying dimensions: {model.name} returns "
+            f"{engine.dimension}-dimensional vectors", param="dimensions",
+        )  # fmt: skip
+    vectors, tokens, _ = await state.embed(model, inputs, truncate=False, family="openai")
+    vectors = l2_normalize(vectors)
+    if encoding == "base64":
+        data = [
+            {"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")}
+            for i, v in enumerate(vectors)
+        ]
+    else:
+        data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+    return _json({"object": "list", "data": data, "model": model.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def transcriptions(request: Request) -> Response:
+    return await _speech(request, "transcribe")
+
+
+async def translations(request: Request) -> Response:
+    return await _speech(request, "translate")
+
+
+async def _speech(request: Request, task: str) -> Response:
+    from starlette.datastructures import UploadFile
+    from starlette.responses import PlainTextResponse
+
+    state = state_of(request)
+    form = await request.form(max_files=1, max_fields=64, max_part_size=state.config.max_body_bytes)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ServeError("invalid_request", "'file' is a required property (a multipart file upload)", param="file")
+        if "model" not in form:
+            raise ServeError("invalid_request", "you must provide a model parameter", param="model")
+        model = state.model(form.get("model"), "speech-recognition")
+        fmt = str(form.get("response_format") or "json")
+        if fmt not in _FORMATS:
+            raise ServeError(
+                "invalid_request", f"'response_format' must be one of {', '.join(_FORMATS)}, got {fmt!r}",
+                param="response_format",
+            )  # fmt: skip
+        language = _text_field(form.get("language")) if task == "transcribe" else None
+        if _text_field(form.get("prompt")):
+            raise ServeError("unsupported", "'prompt' is not supported: this server decodes without a prompt", param="prompt")
+        temperature = _text_field(form.get("temperature"))
+        if temperature is not None:
+            try:
+                value = float(temperature)
+            except ValueError:
+                raise ServeError("invalid_request", f"'temperature' must be a number, got {temperature!r}", param="temperature") from None
+            if value != 0.0:
+                raise ServeError(
+                    "unsupported", f"temperature {value:g} is not supported: decoding is greedy (temperature 0)",
+                    param="temperature",
+                )  # fmt: skip
+        granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
+        if "word" in granularities:
+            raise ServeError(
+                "unsupported", "word timestamps are not supported (segments are the 30 s decoding windows)",
+                param="timestamp_granularities",
+            )  # fmt: skip
+        data = await upload.read()
+        name = upload.filename or "file"
+    finally:
+        await form.close()
+    segments, duration = await state.run(model, task, _transcribe, model.pipeline, data, name, language, task)
+    state.metrics.inputs.labels(model.name, task).inc()
+    text = " ".join(t for t in (s.text.strip() for s in segments) if t)
+    if fmt == "text":
+        return PlainTextResponse(text + "\n")
+    if fmt in ("srt", "vtt"):
+        return PlainTextResponse(_subtitles(segments, fmt), media_type="text/plain")
+    usage = {"type": "duration", "seconds": math.ceil(duration)}
+    if fmt == "json":
+        return _json({"text": text, "usage": usage})
+    from ipfs_accelerate.models._languages import LANGUAGES
+
+    language_code = segments[0].language if segments else "en"
+    return _json({
+        "task": task,
+        "language": LANGUAGES.get(language_code, language_code),
+        "duration": round(duration, 3),
+        "text": text,
+        "segments": [
+            {"id": i, "seek": round(s.start * 100), "start": round(s.start, 3), "end": round(s.end, 3),
+             "text": s.text, "tokens": s.tokens, "temperature": 0.0}
+            for i, s in enumerate(segments)
+        ],
+        "usage": usage,
+    })  # fmt: skip
+
+
+def _text_field(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _transcribe(pipeline: Any, data: bytes, name: str, language: str | None, task: str) -> tuple[list[Any], float]:
+    samples, rate = decode_audio(data, name)
+    segments = pipeline.transcribe_segments((samples, rate), language, task)
+    return segments, len(samples) / rate
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def _subtitles(segments: list[Any], fmt: str) -> str:
+    separator = "," if fmt == "srt" else "."
+    lines = [] if fmt == "srt" else ["WEBVTT", ""]
+    for number, segment in enumerate(segments, start=1):
+        if fmt == "srt":
+            lines.append(str(number))
+        lines.append(f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}")
+        lines.append(segment.text.strip())
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def routes() -> list[Route]:
+    from starlette.routing import Route
+
+    return [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", translations, methods=["POST"]),
+    ]
+
