@@ -63,8 +63,9 @@ def _positive_int(name: str, value: Any) -> None:
 class ServerConfig:
     """Settings of :func:`~ipfs_accelerate.serve.create_app`.
 
-    * ``models``: what to load (default: the bundled all-MiniLM-L6-v2); ``device``: the HAL
-      backend they run on (``"auto"`` asks ``select_backend``).
+    * ``models``: what to load (:class:`ModelSpec` objects or ``"[NAME=]SOURCE"`` strings;
+      default: the bundled all-MiniLM-L6-v2); ``device``: the HAL backend they run on
+      (``"auto"`` asks ``select_backend``).
     * Dynamic batching of embedding requests: inputs of concurrent requests are gathered
       until ``max_batch_size`` inputs are waiting or the oldest has waited ``max_wait_ms``,
       then run as one forward pass. ``shape_buckets`` pads a batch to a power-of-two row
@@ -96,7 +97,7 @@ class ServerConfig:
     local_files_only: bool | None = None
 
     def __post_init__(self) -> None:
-        models = tuple(ModelSpec(m) if isinstance(m, str) else m for m in self.models)
+        models = tuple(ModelSpec.parse(m) if isinstance(m, str) else m for m in self.models)
         if not models or not all(isinstance(m, ModelSpec) for m in models):
             raise ConfigurationError("ServerConfig.models must name at least one model (ModelSpec or str)")
         object.__setattr__(self, "models", models)
