@@ -130,10 +130,13 @@ def _report(exc: BaseException, code: ExitCode, as_json: bool) -> None:
         message = f"{message} (the optional dependency {exc.name!r} is missing; see the package extras)"
     if as_json:
         sys.stdout.write(json.dumps({"error": {"type": type(exc).__name__, "message": message, "exit_code": int(code)}}) + "\n")
-    stderr.print(f"[bold red]error[/] ({type(exc).__name__}): {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    # one unwrapped line, so that logs and scripts can search it; the message is not markup
+    stderr.print(f"[bold red]error[/] ({type(exc).__name__}): {escape(message)}", soft_wrap=True)
     hint = _HINTS.get(code)
     if hint:
-        stderr.print(f"[dim]exit {int(code)}: {hint}[/]")
+        stderr.print(f"[dim]exit {int(code)}: {hint}[/]", soft_wrap=True)
     if _DEBUG["on"]:
         stderr.print_exception()
 
@@ -585,7 +588,7 @@ def chat(
     from ipfs_accelerate.api_backends import create_api_backend
 
     words = list(prompt or [])
-    text = sys.stdin.read() if words == ["-"] else " ".join(words)
+    text = sys.stdin.read().strip() if words == ["-"] else " ".join(words)
     if not text.strip():
         raise _usage("give a message, e.g. ipfs-accelerate chat 'Hello' (or - to read stdin)")
     messages: list[dict[str, str]] = []
@@ -1016,11 +1019,12 @@ def models_list(
     if not entries:
         stdout.print("no cached checkpoints (ipfs-accelerate models pull HUB_ID fetches one)")
         return
-    table = Table(title="Local checkpoints", title_justify="left")
-    for column in ("id", "source", "model_type", "serve as", "size", "path"):
+    table = Table(title="Local checkpoints (--json adds their paths)", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    for column in ("source", "model_type", "serve as", "size"):
         table.add_column(column)
     for entry in entries:
-        table.add_row(entry["id"], entry["source"], entry["model_type"], entry["kind"], _bytes(entry["size_bytes"]), entry["path"])
+        table.add_row(entry["id"], entry["source"], entry["model_type"], entry["kind"], _bytes(entry["size_bytes"]))
     stdout.print(table)
 
 
