@@ -175,3 +175,26 @@ def _batches(server: Running) -> tuple[float, float]:
         if line.startswith("ipfs_accelerate_serve_embedding_batch_size_sum"):
             total += float(line.rsplit(" ", 1)[1])
     return count, total
+
+
+def test_batches_group_inputs_of_like_length_and_always_take_the_oldest() -> None:
+    model = FakeModel(delay=0.02)
+    batcher = model.batcher(max_batch_size=4, max_wait=0.001, window_batches=4)
+    lengths = [1, 9, 2, 8, 3, 7, 4, 6, 5, 9, 1, 8, 2, 7, 3, 6]  # alternating short and long
+    requests = [[[index + 1] * length] for index, length in enumerate(lengths)]
+
+    async def main() -> list[Any]:
+        blocker = asyncio.create_task(batcher.embed([[99]]))  # occupies the worker while the rest queue
+        await asyncio.sleep(0.005)
+        results = await asyncio.gather(*(batcher.embed(r) for r in requests))
+        await blocker
+        return results
+
+    results = run(main())
+    for request, (vectors, _, _) in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(vectors, [signature(request[0])])
+    batches = model.batches[1:]
+    assert sorted(len(s) for b in batches for s in b) == sorted(lengths)  # each input ran once
+    assert batches[0][0] == [1]  # the oldest waiting input is always in the next batch
+    spread = [max(len(s) for s in b) - min(len(s) for s in b) for b in batches]
+    assert max(spread) <= 3  # FIFO batches of this queue would mix lengths 1..9

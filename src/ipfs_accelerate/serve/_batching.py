@@ -1,12 +1,16 @@
 """Dynamic batching: the inputs of concurrent embedding requests run as shared forward passes.
 
-Each request's token lists join one FIFO queue. A collector task on the event loop takes up
-to ``max_batch_size`` inputs as soon as that many wait, or when the oldest input has waited
+Each request's token lists join one queue. A collector task on the event loop takes up to
+``max_batch_size`` inputs as soon as that many wait, or when the oldest input has waited
 ``max_wait`` seconds, and runs them as one batch on the model's worker thread; while a batch
-runs, the next one gathers. Results go back to each request by position, so requests are
-never mixed up; a request larger than a batch spans several. If a batch fails, each request
-in it is re-run on its own, so one request's bad input fails that request only. A request
-whose caller went away (its future cancelled) gives up its queued inputs.
+runs, the next one gathers. When more inputs wait than a batch holds, the batch is the oldest
+input plus the inputs closest to it in length among the oldest ``window_batches`` batches'
+worth: a batch is padded to its longest input, so inputs of like length waste the least
+compute, and every input is served at the latest when it is the oldest. Results go back to
+each request by position, so requests are never mixed up; a request larger than a batch
+spans several. If a batch fails, each request in it is re-run on its own, so one request's
+bad input fails that request only. A request whose caller went away (its future cancelled)
+gives up its queued inputs.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class EmbeddingBatcher:
         max_batch_size: int = 32,
         max_wait: float = 0.005,
         max_pending: int = 1024,
+        window_batches: int = 4,
         on_batch: Callable[[int, list[float], float], None] | None = None,
     ) -> None:
         self._forward = forward
@@ -79,6 +84,7 @@ class EmbeddingBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.max_pending = max_pending
+        self.window_batches = window_batches
         self._on_batch = on_batch
         self._queue: collections.deque[_Item] = collections.deque()
         self._arrived: asyncio.Event | None = None
@@ -157,8 +163,7 @@ class EmbeddingBatcher:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
                     break
-            batch = [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
-            batch = [item for item in batch if not item.request.future.done()]
+            batch = [item for item in self._take() if not item.request.future.done()]
             if batch:
                 try:
                     await self._run_batch(batch)
@@ -169,6 +174,26 @@ class EmbeddingBatcher:
                     raise
                 except Exception:  # pragma: no cover - _run_batch delivers errors itself
                     logger.exception("embedding batcher: unexpected failure")
+
+    def _take(self) -> list[_Item]:
+        """The next batch: everything when it fits, else the oldest input and the inputs
+        nearest to it in length within the window (a contiguous run of the window sorted by
+        length, placed so that its longest input is as short as possible)."""
+        size = self.max_batch_size
+        if len(self._queue) <= size:
+            batch = list(self._queue)
+            self._queue.clear()
+            return batch
+        window = [self._queue.popleft() for _ in range(min(len(self._queue), size * self.window_batches))]
+        oldest = window[0]
+        ranked = sorted(window, key=lambda item: len(item.tokens))
+        position = next(i for i, item in enumerate(ranked) if item is oldest)
+        start = max(0, min(position - size + 1, len(ranked) - size))
+        chosen = ranked[start : start + size]
+        taken = {id(item) for item in chosen}
+        # what stays keeps its arrival order, ahead of what arrived after the window
+        self._queue.extendleft(reversed([item for item in window if id(item) not in taken]))
+        return chosen
 
     def _drop_abandoned(self) -> None:
         while self._queue and self._queue[0].request.future.done():
