@@ -17,6 +17,9 @@ Services:
   ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``
 * ``tei-router``: a ``text-embeddings-router`` on ``PATH`` (TEI's launcher command line,
   served by the TEI fake as a real process), for the managed-server examples
+* ``serve``: ``ipfs-accelerate serve`` as a real process with an API key, serving the bundled
+  all-MiniLM-L6-v2 and a tiny random Whisper checkpoint (tests/models/_checkpoints) named
+  ``whisper-tiny`` -> ``IPFS_ACCELERATE_SERVER``, ``IPFS_ACCELERATE_API_KEY``
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ PROVIDER_ENV = (
     "SAMPLE_API_URL", "SAMPLE_API_KEY", "VLLM_URL", "TGI_URL", "OVMS_URL", "TEI_URL", "TEI_URL_2",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "S3_REPLICA_URL",
+    "IPFS_ACCELERATE_SERVER", "IPFS_ACCELERATE_API_KEY",
 )  # fmt: skip
 
 _ROUTER_SHIM = """#!{python}
@@ -98,6 +102,7 @@ class Services:
         self._loop: LoopThread | None = None
         self._fakes: list[Any] = []
         self._moto: list[Any] = []
+        self._processes: list[Any] = []
         self._env: dict[str, dict[str, str]] = {}
         self._starters: dict[str, Callable[[], dict[str, str]]] = {
             "openai": self._openai,
@@ -110,6 +115,7 @@ class Services:
             "sample": self._sample,
             "s3": self._s3,
             "tei-router": self._tei_router,
+            "serve": self._serve,
         }
 
     def env(self, name: str) -> dict[str, str]:
@@ -178,7 +184,44 @@ class Services:
         shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
+    def _serve(self) -> dict[str, str]:
+        import socket
+        import subprocess
+        import time
+        import urllib.request
+
+        from tests.models._checkpoints import make_whisper
+
+        whisper = make_whisper(self._tmp / "whisper-tiny")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        key = "sk-docs-local-server-key"
+        env = {**os.environ, "IPFS_ACCELERATE_API_KEY": key}
+        command = [
+            sys.executable, "-m", "ipfs_accelerate.cli", "serve", "--device", "cpu", "--port", str(port),
+            "--model", "sentence-transformers/all-MiniLM-L6-v2", "--model", f"whisper-tiny={whisper}",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        log = (self._tmp / "serve.log").open("w")
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self._processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ipfs-accelerate serve did not start: {(self._tmp / 'serve.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        return {"IPFS_ACCELERATE_SERVER": url, "IPFS_ACCELERATE_API_KEY": key}
+
     def close(self) -> None:
+        for process in self._processes:
+            process.terminate()
+            process.wait(20)
         if self._loop is not None:
             for fake in self._fakes:
                 self._loop.run(fake.close())

@@ -155,3 +155,15 @@ def test_kserve_errors_are_kserve_bodies(server: Running) -> None:
     with tei(server).sync as client, pytest.raises(BadRequestError) as typed:  # type: ignore[attr-defined]
         client.embed(None, ["x"], truncation_direction="Left")
     assert typed.value.status == 422 and "truncation_direction" in str(typed.value)
+
+
+def test_this_projects_ovms_backend_speaks_to_the_kserve_routes(server: Running) -> None:
+    backend = create_api_backend("ovms", metadata={"base_url": server.url, "api_key": API_KEY})
+    texts = np.array(["kserve from our own client", "second"], dtype=object)
+    with backend.sync as client:  # type: ignore[attr-defined]
+        outputs = client.infer(MINILM, {"text": texts}, request_id="ovms-1")
+        assert client.model_ready(MINILM) and client.server_ready()
+        metadata = client.model_metadata(MINILM)
+    assert outputs["embedding"].shape == (2, 384) and outputs["embedding"].dtype == np.float32
+    np.testing.assert_allclose(outputs["embedding"], server.pipeline(MINILM).embed(list(texts)), atol=2e-5)
+    assert metadata["outputs"][0]["name"] == "embedding"
