@@ -111,7 +111,13 @@ class _FlakyEmbedder:
 
 @pytest.fixture(scope="module")
 def flaky(registry: Any) -> Iterator[str]:
-    from ipfs_accelerate.serve import BackgroundServer, ModelRegistry, ServedModel, ServerConfig, create_app
+    from ipfs_accelerate.serve import (
+        BackgroundServer,
+        ModelRegistry,
+        ServedModel,
+        ServerConfig,
+        create_app,
+    )
 
     model = ServedModel(name="flaky", kind="embedding", source="test", pipeline=_FlakyEmbedder(registry.get(MINILM).pipeline))
     models = ModelRegistry([model])

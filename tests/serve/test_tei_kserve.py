@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from ipfs_accelerate.api_backends import create_api_backend
-from ipfs_accelerate.errors import APIStatusError, AuthenticationError, BadRequestError, TruncationWarning
+from ipfs_accelerate.errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    TruncationWarning,
+)
 
 from .conftest import API_KEY, MINILM, Running, auth, png_bytes, wav_bytes
 
