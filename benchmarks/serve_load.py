@@ -42,7 +42,12 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 def sentences(count: int, seed: int = 0) -> list[str]:
     """Distinct English-like sentences of 6-40 words."""
     rng = np.random.default_rng(seed)
-    words = ["the", "a", "river", "city", "engineer", "quietly", "announced", "discovered", "bridge", "budget", "storm", "morning", "harbour", "library", "festival", "children", "garden", "letter", "experiment", "result", "winter", "summer", "song", "painted", "measured", "council", "team", "student", "bakery", "orchestra", "neighbour", "cat", "bird", "market", "rates", "bank", "planet", "telescope", "rocket", "satellite", "data"]
+    words = [
+        "the", "a", "river", "city", "engineer", "quietly", "announced", "discovered", "bridge", "budget", "storm",
+        "morning", "harbour", "library", "festival", "children", "garden", "letter", "experiment", "result",
+        "winter", "summer", "song", "painted", "measured", "council", "team", "student", "bakery", "orchestra",
+        "neighbour", "cat", "bird", "market", "rates", "bank", "planet", "telescope", "rocket", "satellite", "data",
+    ]  # fmt: skip
     out = []
     for index in range(count):
         length = int(rng.integers(6, 41))
