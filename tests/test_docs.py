@@ -52,7 +52,7 @@ def test_page_examples_run(
     if "webgpu" in options.get("requires", []):
         monkeypatch.setenv("IPFS_ACCELERATE_CACHE_DIR", str(tmp_path / "cache"))
     if "s3" in options.get("services", []):
-        monkeypatch.setenv("IPFS_ACCELERATE_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv("IPFS_ACCELERATE_CACHE_DIR", str(tmp_path / "cache"))
     for key, value in services_for(services, options.get("services", [])):
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # examples that write files write them here

@@ -1218,8 +1218,9 @@ def _http_sessions(client: Any) -> list[Any]:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("IPFS_ACCELERATE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ipfs_accelerate")
-    return Path(root) / "s3"
+    from ipfs_accelerate._paths import cache_dir
+
+    return cache_dir() / "s3"
 
 
 async def fetch_s3_prefix(
@@ -1234,7 +1235,7 @@ async def fetch_s3_prefix(
     """Download ``s3://bucket/prefix`` into a local cache directory and return it.
 
     The directory is ``cache_dir/<bucket>/<prefix>`` (``cache_dir`` defaults to
-    ``$IPFS_ACCELERATE_CACHE/s3`` or ``~/.cache/ipfs_accelerate/s3``); unchanged files are not
+    ``$IPFS_ACCELERATE_CACHE_DIR/s3``, by default ``~/.cache/ipfs_accelerate/s3``); unchanged files are not
     downloaded again. ``kit`` (or one built from ``metadata``, e.g. ``{"s3cfg": {...}}``, else
     from the AWS environment variables) does the transfers. ``local_files_only``: no request
     at all; the cached copy (every file its manifest lists) or ObjectNotFoundError.

@@ -64,8 +64,9 @@ def label(variant: str, block: tuple[int, int], workgroup: tuple[int, int]) -> s
 
 
 def cache_path() -> Path:
-    root = os.environ.get("IPFS_ACCELERATE_CACHE_DIR") or os.path.join(Path.home(), ".cache", "ipfs_accelerate")
-    return Path(root) / "webgpu_tuning.json"
+    from ipfs_accelerate._paths import cache_dir
+
+    return cache_dir() / "webgpu_tuning.json"
 
 
 def _parse_forced(text: str) -> MatmulChoice | None:
