@@ -2,7 +2,8 @@
 own client, with dynamic batching and, in the same run, with batch size 1.
 
 For each configuration a server process is started (``python -m ipfs_accelerate.cli serve``
-with the bundled all-MiniLM-L6-v2 on ``--device``), warmed up, then sent ``--requests``
+with the bundled all-MiniLM-L6-v2 on ``--device``, its in-progress limit raised above the
+request count so that nothing is refused), warmed up, then sent ``--requests``
 single-text embedding requests all at once by one ``ipfs_accelerate.api_backends`` client
 (``openai`` backend on ``/v1/embeddings``, or ``hf_tei`` on ``/embed`` with ``--client
 hf_tei``) whose concurrency limit is the request count, so every request is in flight at

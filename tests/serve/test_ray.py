@@ -134,3 +134,32 @@ def test_a_killed_replica_is_replaced_without_losing_more_than_in_flight(ray_app
     assert replacement in served and (before - {victim}) <= served
     print(f"\nreplica killed: {len(outcomes)} requests, {len(failures)} failed, replacement answered "
           f"{next(t for t, r in outcomes if r == replacement) - killed_at:.1f} s after the kill")
+
+
+def test_the_cli_deploys_on_ray_and_cleans_up_on_ctrl_c(ray_app: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Last in the module: ``serve --ray`` replaces the deployment of the same name, serves,
+    and deletes it when interrupted (the cluster, not started by it, stays up)."""
+    from typer.testing import CliRunner
+
+    from ipfs_accelerate import cli
+
+    seen: list[str] = []
+
+    class Clock:
+        @staticmethod
+        def sleep(seconds: float) -> None:  # the command's idle loop: check the app, then "Ctrl-C"
+            with httpx.Client(base_url=ray_app, timeout=30) as client:
+                reply = client.get("/v1/models")
+                seen.append(reply.headers["x-replica-id"])
+                assert [m["id"] for m in reply.json()["data"]] == [MINILM]
+            raise KeyboardInterrupt
+
+        perf_counter = staticmethod(time.perf_counter)
+
+    monkeypatch.setattr(cli, "time", Clock)
+    port = ray_app.rsplit(":", 1)[1]
+    result = CliRunner().invoke(cli.app, ["serve", "--ray", "--replicas", "1", "--num-cpus", "0.25", "--device", "cpu", "--port", port])
+    assert result.exit_code == cli.ExitCode.INTERRUPTED, result.output
+    assert seen and "1 replica(s)" in result.stderr
+    assert ray.is_initialized()  # it joined the running cluster, so it leaves it running
+    assert "ipfs-accelerate" not in serve.status().applications
