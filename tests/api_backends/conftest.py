@@ -5,14 +5,12 @@ the sync-facade tests."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
 
-from ..fakes._server import FakeServer
+from ..fakes._server import serve_on_thread
 
 T = TypeVar("T")
 
@@ -40,28 +38,8 @@ def run(awaitable: Awaitable[T], timeout: float = 30.0) -> T:
     return asyncio.run(guarded())
 
 
-@contextmanager
-def server_thread(fake: FakeServer) -> Iterator[FakeServer]:
-    """Serve ``fake`` from a loop on a background thread (for sync callers)."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(fake.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+#: serve a fake from a loop on a background thread (for sync callers)
+server_thread = serve_on_thread
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,11 @@ import hashlib
 import json
 import math
 import struct
+import threading
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,3 +262,28 @@ class FakeServer:
         if self.api_key is None:
             return True
         return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+
+@contextmanager
+def serve_on_thread(fake: Any) -> Iterator[Any]:
+    """Serve ``fake`` (anything with async ``start()``/``close()``, such as a FakeServer) from
+    an event loop on a background thread, for callers that block (sync facades, CLIs)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(fake.start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -4,11 +4,8 @@ real uvicorn on loopback, test media, and protocol fakes on a loop thread."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.fakes._server import serve_on_thread
 from tests.models import _checkpoints
 
 API_KEY = "sk-serve-test-key-0123456789"
@@ -105,28 +103,8 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (40, 48)) -> bytes:
 # ----------------------------------------------------------------------------- fakes
 
 
-@contextmanager
-def fake_on_thread(fake: Any) -> Iterator[Any]:
-    """Serve a tests/fakes protocol fake from an event loop on a background thread."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(fake.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+#: serve a tests/fakes protocol fake from an event loop on a background thread
+fake_on_thread = serve_on_thread
 
 
 @pytest.fixture(autouse=True)
