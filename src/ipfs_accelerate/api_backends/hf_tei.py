@@ -17,16 +17,17 @@ from typing import Any, ClassVar
 
 from ipfs_accelerate.errors import InvalidArgumentError, ProtocolError
 
-from ._base import APIBackend, ensure_text_list
+from ._base import ensure_text_list
+from ._hf_info import HFInfoBackend
 from ._parse import as_int, need, opt
 from ._streams import excerpt
 from ._transport import HTTPRequest, RawResponse
-from ._types import EmbeddingResponse, ModelInfo, RerankResult
+from ._types import EmbeddingResponse, RerankResult
 
 __all__ = ["HFTEIBackend"]
 
 
-class HFTEIBackend(APIBackend):
+class HFTEIBackend(HFInfoBackend):
     provider: ClassVar[str] = "hf_tei"
     base_url_keys: ClassVar[tuple[str, ...]] = ("hf_tei_api_url",)
     api_key_keys: ClassVar[tuple[str, ...]] = ("hf_api_key",)
@@ -101,21 +102,3 @@ class HFTEIBackend(APIBackend):
 
         return await self._request(request, opts, parse, what="rerank")
 
-    async def info(self, **options: Any) -> dict[str, Any]:
-        """``GET /info``: model id, type (embedding / reranker), limits, version."""
-        opts = self._options(options)
-
-        def parse(raw: RawResponse) -> dict[str, Any]:
-            data = self._json(raw, "info")
-            if not isinstance(data, dict):
-                raise ProtocolError(f"info: expected an object: {excerpt(raw.body)!r}", provider=self.provider)
-            return data
-
-        return await self._request(HTTPRequest("GET", "/info"), opts, parse, what="info")
-
-    async def list_models(self, **options: Any) -> list[ModelInfo]:
-        info = await self.info(**options)
-        model_id = info.get("model_id")
-        if not isinstance(model_id, str):
-            raise ProtocolError(f"info: no model_id in {excerpt(str(info))!r}", provider=self.provider)
-        return [ModelInfo(id=model_id, raw=info)]

@@ -20,11 +20,12 @@ from typing import Any, ClassVar
 from ipfs_accelerate.errors import ProtocolError, StreamInterruptedError
 
 from ._errors import _message_from_json, status_error_class
+from ._hf_info import HFInfoBackend
 from ._openai_compat import OpenAICompatibleBackend
 from ._parse import as_int, need, opt
 from ._streams import SSEDecoder, excerpt
 from ._transport import HTTPRequest, RawResponse
-from ._types import ModelInfo, TGIDetails, TGIGeneration, TGIStreamToken, TGIToken
+from ._types import TGIDetails, TGIGeneration, TGIStreamToken, TGIToken
 
 __all__ = ["HFTGIBackend"]
 
@@ -57,7 +58,7 @@ def _details(obj: Any, provider: str, what: str) -> TGIDetails | None:
     )
 
 
-class HFTGIBackend(OpenAICompatibleBackend):
+class HFTGIBackend(HFInfoBackend, OpenAICompatibleBackend):
     provider: ClassVar[str] = "hf_tgi"
     base_url_keys: ClassVar[tuple[str, ...]] = ("hf_tgi_api_url",)
     api_key_keys: ClassVar[tuple[str, ...]] = ("hf_api_key",)
@@ -111,25 +112,6 @@ class HFTGIBackend(OpenAICompatibleBackend):
         request = HTTPRequest("POST", "/generate_stream", json=self._generate_body(inputs, options, True), expect="sse")
         limit = self.config.max_response_bytes
         return self._stream(request, opts, lambda: _TGIStream(self.provider, limit), what="generate_stream")
-
-    async def info(self, **options: Any) -> dict[str, Any]:
-        """``GET /info``: model id, dtype, limits, version."""
-        opts = self._options(options)
-
-        def parse(raw: RawResponse) -> dict[str, Any]:
-            data = self._json(raw, "info")
-            if not isinstance(data, dict):
-                raise ProtocolError(f"info: expected an object: {excerpt(raw.body)!r}", provider=self.provider)
-            return data
-
-        return await self._request(HTTPRequest("GET", "/info"), opts, parse, what="info")
-
-    async def list_models(self, **options: Any) -> list[ModelInfo]:
-        info = await self.info(**options)
-        model_id = info.get("model_id")
-        if not isinstance(model_id, str):
-            raise ProtocolError(f"info: no model_id in {excerpt(str(info))!r}", provider=self.provider)
-        return [ModelInfo(id=model_id, raw=info)]
 
 
 class _TGIStream:
