@@ -188,14 +188,7 @@ class SharedTensor:
         """
         check_name(model_name, f"release({self.name!r}): model name")
         with self._lock:
-            count = self._holds.get(model_name, 0)
-            if count == 0:
-                return False
-            if count == 1:
-                del self._holds[model_name]
-            else:
-                self._holds[model_name] = count - 1
-            return True
+            return _drop_hold(self._holds, model_name)
 
     def _release_all_locked(self, model_name: str) -> bool:
         return self._holds.pop(model_name, 0) > 0
@@ -445,14 +438,7 @@ class SharedTensorView:
         """Undo one of ``model_name``'s holds on the view; False when it holds none."""
         check_name(model_name, f"release({self.name!r}): model name")
         with self.parent._lock:
-            count = self._holds.get(model_name, 0)
-            if count == 0:
-                return False
-            if count == 1:
-                del self._holds[model_name]
-            else:
-                self._holds[model_name] = count - 1
-            return True
+            return _drop_hold(self._holds, model_name)
 
     def _release_all_locked(self, model_name: str) -> bool:
         return self._holds.pop(model_name, 0) > 0
@@ -497,3 +483,16 @@ class SharedTensorView:
             f"SharedTensorView(name={self.name!r}, parent={self.parent.name!r}, offset={self.offset!r}, "
             f"size={self.size!r}, shape={self.shape}, refs={self.reference_count})"
         )
+
+
+def _drop_hold(holds: dict[str, int], model_name: str) -> bool:
+    """One hold of ``model_name`` fewer in ``holds`` (the caller holds the lock); False when
+    it has none."""
+    count = holds.get(model_name, 0)
+    if count == 0:
+        return False
+    if count == 1:
+        del holds[model_name]
+    else:
+        holds[model_name] = count - 1
+    return True
