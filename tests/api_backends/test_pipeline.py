@@ -726,3 +726,85 @@ def test_logs_record_retries_without_payloads(caplog: pytest.LogCaptureFixture) 
         assert "private prompt text" not in caplog.text
 
     scenario(test)
+
+
+# ---------------------------------------------------------------- the deadline watch (one timer per loop)
+
+
+def test_a_short_timeout_added_after_a_long_one_still_fires_on_time() -> None:
+    """The shared timer moves earlier when a shorter deadline arrives, and on to the later ones
+    after firing: each attempt ends at its own timeout, whatever else is in flight."""
+
+    async def test(fake: OpenAIFake, make: Any) -> None:
+        b = make(max_retries=0)
+        fake.inject(delay=0.6)  # the first request: slow, but within its 5 s
+        slow = asyncio.create_task(b.chat(MODEL, "slow", timeout=5.0))
+        await asyncio.sleep(0.05)
+        fake.inject(delay=3.0)  # the second: stuck beyond its 0.1 s
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"timed out \(0\.1 s\)"):
+            await b.chat(MODEL, "stuck", timeout=0.1)
+        assert time.monotonic() - start < 0.5
+        assert (await slow).text == "Echo: slow"  # not cancelled by the other's deadline
+        fake.inject(delay=0.3)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await b.chat(MODEL, "again", timeout=0.15)  # the timer moved on, and fires again
+        assert time.monotonic() - start < 0.29
+
+    scenario(test)
+
+
+def test_cancelling_the_caller_is_a_cancellation_and_a_timeout_leaves_no_cancel_behind() -> None:
+    async def test(fake: OpenAIFake, make: Any) -> None:
+        b = make(max_retries=0)
+        fake.inject(delay=2.0)
+        task = asyncio.create_task(b.chat(MODEL, "x", timeout=0.4))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # a timeout that nobody else cancels leaves the caller's task uncancelled
+        fake.inject(delay=2.0)
+        with pytest.raises(TimeoutError):
+            await b.chat(MODEL, "y", timeout=0.1)
+        current = asyncio.current_task()
+        assert current is not None and current.cancelling() == 0
+        await asyncio.sleep(0.01)  # no stray cancellation is delivered later either
+        assert (await b.chat(MODEL, "z")).text == "Echo: z"
+
+    scenario(test)
+
+
+def test_deadline_watch_cancels_only_what_is_due() -> None:
+    from ipfs_accelerate.api_backends._transport import _watch
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        watch = _watch(loop)
+        assert _watch(loop) is watch
+        started = asyncio.Event()
+
+        async def sleeper() -> str:
+            started.set()
+            await asyncio.sleep(10)
+            return "woke"
+
+        long_task = asyncio.create_task(sleeper())
+        short_task = asyncio.create_task(sleeper())
+        done_task = asyncio.create_task(sleeper())
+        await started.wait()
+        long_entry = watch.add(long_task, 5.0)
+        short_entry = watch.add(short_task, 0.05)
+        finished = watch.add(done_task, 0.02)
+        watch.remove(finished)  # removed before its deadline: never cancelled
+        await asyncio.sleep(0.15)
+        assert short_entry.expired and short_task.done() and short_task.cancelled()
+        assert not long_entry.expired and not long_task.done()
+        assert not done_task.done()
+        watch.remove(long_entry)
+        for task in (long_task, short_task, done_task):
+            task.cancel()
+        await asyncio.gather(long_task, short_task, done_task, return_exceptions=True)
+
+    run(body())
