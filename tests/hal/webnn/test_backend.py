@@ -464,6 +464,22 @@ def test_the_cache_is_bounded_by_memory_too(backend: Any) -> None:
     assert backend.cached_graphs == 0
 
 
+def test_a_graph_is_charged_for_the_copies_onnx_runtime_makes_of_its_weights(backend: Any) -> None:
+    """A session holds its own copy of each constant and a prepacked copy of matrix weights
+    (measured: a MiniLM session adds ~100 MB of RSS for 90 MB of weights), so the memory
+    bound counts a parameter at least twice, and an input not at all."""
+    weight = on(np.ones((256, 512), np.float32))
+    hal.mark_parameter(weight)
+    backend.clear_cache()
+    ops.linear(on(np.ones((3, 512), np.float32)), weight).numpy()
+    (entry,) = backend._cache.values()
+    assert entry.cost >= 2 * weight.size * 4
+    backend.clear_cache()
+    ops.add(on(np.ones((256, 512), np.float32)), 1.0).numpy()  # two per-call inputs, no constants
+    (entry,) = backend._cache.values()
+    assert entry.cost < weight.size * 4 * 0.5 + 4 * 256 * 512 * 4
+
+
 def test_ops_webnn_cannot_express_fall_back_to_cpu_with_a_warning(backend: Any) -> None:
     x = on(np.arange(2**9, dtype=np.float32))
     with pytest.warns(BackendFallbackWarning, match="at most 8 dimensions"):
