@@ -50,6 +50,37 @@ def test_text_embedder_mean_pools_like_sentence_transformers(bert_dir: Path) -> 
     assert embedder.embed([]).shape == (0, 32)
 
 
+def test_text_embedder_on_a_graph_backend_pads_new_shapes_to_a_few_buckets(bert_dir: Path) -> None:
+    """webnn compiles a graph (and holds a session) per input shape: after the first few
+    shapes, batches are padded to shape buckets, so 36 lengths compile a handful of graphs,
+    and the vectors do not change."""
+    pytest.importorskip("onnxruntime")
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.models._shapes import EXACT_SHAPES
+
+    graph = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False)
+    eager = TextEmbedder.from_pretrained(bert_dir, device="cpu", sharing=False)
+    stats = hal.get_backend("webnn").stats  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    vocab = graph.model.config.vocab_size
+
+    def check(n: int) -> int:
+        before = stats.compilations
+        ids = rng.integers(0, vocab, size=(3, n))
+        mask = np.ones_like(ids)
+        mask[1, max(1, n // 2) :] = 0
+        np.testing.assert_allclose(graph.embed_tokens(ids, mask), eager.embed_tokens(ids, mask), atol=2e-5)
+        return stats.compilations - before
+
+    per_shape = check(3)
+    assert per_shape >= 1
+    compiled = per_shape + sum(check(n) for n in range(4, 39))
+    # 8 exact lengths of 3 rows, then 4 rows (the next power of two) by lengths 12, 16, 20,
+    # 24, 28, 32, 40
+    assert compiled <= per_shape * (EXACT_SHAPES + 7)
+    assert check(3) == 0 and check(38) == 0  # shapes met before compile nothing
+
+
 def test_text_embedder_truncates_long_texts_with_a_warning(bert_dir: Path) -> None:
     embedder = TextEmbedder.from_pretrained(bert_dir, device="cpu", max_length=6, sharing=False)
     with pytest.warns(TruncationWarning, match="max_length=6"):

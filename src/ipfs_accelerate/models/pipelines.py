@@ -26,6 +26,7 @@ from ipfs_accelerate.errors import (
     UnsupportedArchitectureError,
 )
 from ipfs_accelerate.models._languages import language_token
+from ipfs_accelerate.models._shapes import ShapePolicy
 from ipfs_accelerate.models.loading import (
     Checkpoint,
     LoadReport,
@@ -139,6 +140,7 @@ class TextEmbedder(_Pipeline):
         super().__init__(model, checkpoint, report)
         self.tokenizer = tokenizer
         self.pooling = pooling
+        self._shapes: ShapePolicy | None = None  # made on first use (it asks the backend)
 
     @classmethod
     def from_pretrained(
@@ -226,6 +228,14 @@ class TextEmbedder(_Pipeline):
 
     def _forward(self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool) -> Array:
         device = self.device
+        count, length = input_ids.shape
+        if self._shapes is None:
+            self._shapes = ShapePolicy(device, self.model.config.max_position_embeddings)
+        rows, width = self._shapes.shape(count, length)
+        if (rows, width) != (count, length):  # padding tokens are masked out, filler rows dropped
+            input_ids, attention_mask, token_type_ids = _pad_batch(
+                (input_ids, attention_mask, token_type_ids), rows, width, (self.tokenizer.pad_id, 0, 0)
+            )
         ids = from_numpy(input_ids, device)
         mask = from_numpy(attention_mask, device)
         types = from_numpy(token_type_ids, device)
@@ -233,7 +243,7 @@ class TextEmbedder(_Pipeline):
         pooled = self._pool(hidden, mask)
         if normalize:
             pooled = _l2_normalize(pooled)
-        return pooled.numpy()
+        return pooled.numpy()[:count]
 
     def _pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
         if self.pooling == "cls":
@@ -250,6 +260,20 @@ def _text_list(texts: Any) -> list[str]:
     from ipfs_accelerate.models.preprocessing.text import _check_texts
 
     return _check_texts(texts)
+
+
+def _pad_batch(arrays: tuple[Array, ...], rows: int, width: int, fills: tuple[int, ...]) -> tuple[Array, ...]:
+    """Token arrays (N, L) grown to (rows, width): new columns hold ``fills`` (the pad id, a
+    zero mask...), new rows repeat row 0 (valid input whose outputs are dropped; an all-masked
+    row would softmax over nothing)."""
+    count, length = arrays[0].shape
+    out = []
+    for array, fill in zip(arrays, fills, strict=True):
+        grown = np.full((rows, width), fill, dtype=array.dtype)
+        grown[:count, :length] = array
+        grown[count:] = grown[0]
+        out.append(grown)
+    return tuple(out)
 
 
 def _pooling_mode(checkpoint: Checkpoint) -> str:

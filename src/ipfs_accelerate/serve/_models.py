@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ipfs_accelerate.errors import ConfigurationError, TruncationWarning
+from ipfs_accelerate.models._shapes import bucket_length, compiles_per_shape, next_power_of_two
 
 from ._config import KINDS, ModelSpec
 from ._errors import ServeError
@@ -89,7 +90,7 @@ class EmbeddingEngine:
         self.max_input_length = int(limit) if limit is not None else self.max_positions
         self.dimension = int(embedder.dimension)
         self.pad_id = int(self.tokenizer.pad_id)
-        self.shape_buckets = _compiles_per_shape(embedder.device) if shape_buckets is None else shape_buckets
+        self.shape_buckets = compiles_per_shape(embedder.device) if shape_buckets is None else shape_buckets
 
     def tokenize(self, texts: Sequence[str], truncate: bool) -> tuple[list[list[int]], list[int]]:
         """Token ids of each text (special tokens included) and the untruncated counts.
@@ -139,8 +140,8 @@ class EmbeddingEngine:
         width = max(len(s) for s in sequences)
         rows = count
         if self.shape_buckets:
-            rows = _next_power_of_two(count)
-            width = min(_bucket_length(width), self.max_positions)
+            rows = next_power_of_two(count)
+            width = min(bucket_length(width), self.max_positions)
         ids = np.full((rows, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((rows, width), dtype=np.int64)
         for row, sequence in enumerate(sequences):
@@ -159,27 +160,6 @@ class TooLong(Exception):
     def __init__(self, index: int, count: int, limit: int) -> None:
         super().__init__(f"input {index} has {count} tokens, more than {limit}")
         self.index, self.count, self.limit = index, count, limit
-
-
-def _next_power_of_two(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
-def _bucket_length(n: int) -> int:
-    """Sequence lengths padded for graph-compiling backends: to a multiple of 8 up to 64,
-    of 32 up to 256, of 64 beyond; fine where texts are common, coarse where they are rare,
-    so a few dozen graphs cover every batch."""
-    step = 8 if n <= 64 else 32 if n <= 256 else 64
-    return max(step, -(-n // step) * step)
-
-
-def _compiles_per_shape(device: str) -> bool:
-    from ipfs_accelerate import hal
-
-    try:
-        return "graph-compilation" in hal.get_backend(device).info().features
-    except Exception:  # an info() failure only costs the padding optimisation
-        return False
 
 
 def l2_normalize(vectors: Array) -> Array:

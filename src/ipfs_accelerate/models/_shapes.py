@@ -1,0 +1,65 @@
+"""Input shapes for backends that compile one graph per input shape (webnn).
+
+Such a backend pays a compile (about 0.1 s for MiniLM) and a session's memory (about its
+weights again) for every new (rows, length) it meets. Sorting texts by length keeps batches
+tight, but a stream of texts of every length would compile a graph per length, so the
+pipelines run the first few shapes of each row count exactly (a repeated workload keeps its
+exact, cheapest shapes) and pad later batches to shape buckets, of which a few dozen cover
+everything.
+"""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["EXACT_SHAPES", "ShapePolicy", "bucket_length", "compiles_per_shape", "next_power_of_two"]
+
+#: distinct lengths a pipeline runs as they are, per row count, before it pads to buckets
+EXACT_SHAPES = 8
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def bucket_length(n: int) -> int:
+    """A sequence length padded to a multiple of 4 up to 32, of 8 up to 64, of 32 up to 256
+    and of 64 beyond: fine where texts are common, coarse where they are rare."""
+    step = 4 if n <= 32 else 8 if n <= 64 else 32 if n <= 256 else 64
+    return max(step, -(-n // step) * step)
+
+
+def compiles_per_shape(device: str) -> bool:
+    """Whether ``device``'s backend compiles a graph per input shape."""
+    from ipfs_accelerate import hal
+
+    try:
+        return "graph-compilation" in hal.get_backend(device).info().features
+    except Exception:  # an info() failure only costs the padding optimisation
+        return False
+
+
+class ShapePolicy:
+    """The (rows, length) a batch of (rows, length) tokens runs as on ``device``: as it is on
+    eager backends, and for the first EXACT_SHAPES lengths of each row count; after that
+    padded to a power-of-two row count and a :func:`bucket_length` (at most ``max_length``)."""
+
+    def __init__(self, device: str, max_length: int) -> None:
+        self.enabled = compiles_per_shape(device)
+        self.max_length = max_length
+        self._seen: set[tuple[int, int]] = set()
+        self._exact: dict[int, int] = {}  # row count -> exact lengths run
+        self._lock = threading.Lock()
+
+    def shape(self, rows: int, length: int) -> tuple[int, int]:
+        if not self.enabled:
+            return rows, length
+        with self._lock:
+            if (rows, length) in self._seen:
+                return rows, length
+            if self._exact.get(rows, 0) < EXACT_SHAPES:
+                self._exact[rows] = self._exact.get(rows, 0) + 1
+            else:
+                rows, length = next_power_of_two(rows), max(length, min(bucket_length(length), self.max_length))
+            self._seen.add((rows, length))
+            return rows, length
