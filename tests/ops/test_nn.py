@@ -152,6 +152,39 @@ def test_softmax_is_stable_for_large_inputs(device: str) -> None:
     assert_close(ops.log_softmax(on(device, x)), F.log_softmax(_t(x), -1).numpy(), op="log_softmax")
 
 
+@pytest.mark.parametrize("width", [2, 17, 64, 65])
+def test_softmax_of_many_short_rows_matches_torch(device: str, width: int) -> None:
+    """Attention-shaped inputs (thousands of rows of a few dozen keys, where the CPU backend
+    reduces differently): large and tiny logits, -inf entries, a row of -inf only (NaN)."""
+    rng = np.random.default_rng(width)
+    x = rng.normal(0, 20, size=(9, 80, width)).astype(np.float32)
+    x[0, 0] += 1e4
+    x[1, :, 0] = -np.inf
+    x[2, 3] = -np.inf
+    for axis in (-1, 1):
+        assert_close(ops.softmax(on(device, x), axis), F.softmax(_t(x), axis).numpy(), op="softmax")
+        assert_close(ops.log_softmax(on(device, x), axis), F.log_softmax(_t(x), axis).numpy(), op="log_softmax", atol=1e-4)
+
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-5])
+def test_layer_norm_of_transformer_sized_rows(device: str, eps: float) -> None:
+    """Thousands of rows (where the CPU backend reduces with BLAS): ordinary rows, rows far from
+    zero (|mean| >> spread), rows of one repeated value (exactly the bias, even with BERT's
+    eps of 1e-12), and a 2-axis normalisation, against torch in float64."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 1, size=(40, 30, 96)).astype(np.float32)
+    x[1] += 1000.0
+    x[2, :7] = 3.3
+    weight = rng.normal(0, 1, 96).astype(np.float32)
+    bias = rng.normal(0, 1, 96).astype(np.float32)
+    expected = F.layer_norm(_t(x).double(), (96,), _t(weight).double(), _t(bias).double(), eps).float().numpy()
+    got = ops.layer_norm(on(device, x), (96,), on(device, weight), on(device, bias), eps=eps)
+    assert_close(got, expected, op="layer_norm", atol=1e-4)
+    np.testing.assert_allclose(got.numpy()[2, :7], np.broadcast_to(bias, (7, 96)), atol=1e-6)
+    expected2 = F.layer_norm(_t(x).double(), (30, 96), None, None, eps).float().numpy()
+    assert_close(ops.layer_norm(on(device, x), (30, 96), eps=eps), expected2, op="layer_norm 2 axes")
+
+
 @given(data=st.data())
 def test_layer_norm_matches_torch(device: str, data: st.DataObject) -> None:
     dtype = data.draw(st.sampled_from(_floats(device)))
