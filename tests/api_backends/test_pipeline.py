@@ -808,3 +808,28 @@ def test_deadline_watch_cancels_only_what_is_due() -> None:
         await asyncio.gather(long_task, short_task, done_task, return_exceptions=True)
 
     run(body())
+
+
+def test_a_deadline_cancel_swallowed_below_leaves_no_cancel_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the code under an attempt turns the deadline's cancellation into another error, the
+    attempt fails with that (typed) error and the caller's task is not left cancelling."""
+    from ipfs_accelerate.api_backends._transport import Endpoint
+
+    async def stubborn_read(self: Any, resp: Any) -> bytes:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            raise OSError("read interrupted") from None
+        return b""
+
+    async def test(fake: OpenAIFake, make: Any) -> None:
+        b = make(max_retries=0)
+        monkeypatch.setattr(Endpoint, "read_body", stubborn_read)
+        with pytest.raises(ConnectionError, match="read interrupted"):
+            await b.chat(MODEL, "x", timeout=0.1)
+        current = asyncio.current_task()
+        assert current is not None and current.cancelling() == 0
+        monkeypatch.undo()
+        assert (await b.chat(MODEL, "after")).text == "Echo: after"
+
+    scenario(test)

@@ -286,6 +286,7 @@ class Endpoint:
         task = asyncio.current_task()
         watch = _watch(task.get_loop()) if task is not None else None
         deadline = watch.add(task, total) if watch is not None and task is not None else None
+        uncancelled = False
         try:
             async with session.request(
                 request.method,
@@ -302,11 +303,12 @@ class Endpoint:
         except APIError:
             raise
         except asyncio.CancelledError:
-            # our deadline cancelled the task, and nobody else did: the attempt timed out
-            if deadline is not None and deadline.expired and task is not None and task.uncancel() == 0:
-                raise TimeoutError(
-                    f"request to {redact_url(url)} timed out ({total:g} s)", provider=self.provider
-                ) from None
+            if deadline is not None and deadline.expired and task is not None:
+                uncancelled = True
+                if task.uncancel() == 0:  # our deadline cancelled the task, nobody else did
+                    raise TimeoutError(
+                        f"request to {redact_url(url)} timed out ({total:g} s)", provider=self.provider
+                    ) from None
             raise
         except BaseException as exc:
             mapped = map_transport_error(exc, self.provider, url, total)
@@ -316,6 +318,10 @@ class Endpoint:
         finally:
             if watch is not None and deadline is not None:
                 watch.remove(deadline)
+                if deadline.expired and not uncancelled and task is not None:
+                    # the cancel came as the attempt ended some other way: withdraw it, as
+                    # asyncio.timeout does, so the caller's task is not left cancelling
+                    task.uncancel()
 
     async def open(
         self,
