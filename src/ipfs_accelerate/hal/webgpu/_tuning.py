@@ -95,6 +95,9 @@ class Tuner:
         dev = backend.device
         self.key = "|".join((dev.vendor, dev.device_name, dev.api, dev.adapter_type, dev.description))
         self._choice: MatmulChoice | None = None
+        #: the adapter default, once the environment and the cache file have been looked at and
+        #: had nothing: small products then take it without reading them again
+        self._unmeasured: MatmulChoice | None = None
 
     def default(self) -> MatmulChoice:
         """The choice before (or without) measuring: by adapter type."""
@@ -109,16 +112,18 @@ class Tuner:
         """The choice for a float32 product of ``work`` = M*N*K multiply-adds."""
         if self._choice is not None:
             return self._choice
-        forced = _parse_forced(os.environ.get("IPFS_ACCELERATE_WEBGPU_MATMUL", ""))
-        if forced is not None:
-            self._choice = forced
-            return forced
-        cached = self._load()
-        if cached is not None:
-            self._choice = cached
-            return cached
+        if self._unmeasured is None:
+            forced = _parse_forced(os.environ.get("IPFS_ACCELERATE_WEBGPU_MATMUL", ""))
+            if forced is not None:
+                self._choice = forced
+                return forced
+            cached = self._load()
+            if cached is not None:
+                self._choice = cached
+                return cached
+            self._unmeasured = self.default()
         if work < TUNE_THRESHOLD:
-            return self.default()
+            return self._unmeasured
         self._choice = self.measure()
         if self._choice.source == "measured":
             self._save(self._choice)
