@@ -54,7 +54,10 @@ def test_openai_sdk_sees_what_we_see(server: tuple[Any, ...]) -> None:
                 assert theirs.choices[0].finish_reason == mine.finish_reason
                 assert theirs.usage is not None
                 assert (theirs.usage.prompt_tokens, theirs.usage.completion_tokens) == (mine.usage.input_tokens, mine.usage.output_tokens)
-                assert theirs._request_id == fake.requests[-2].headers.get("x-request-id") or True
+                # each reply carries the fake's own request id; both clients surface it
+                assert theirs._request_id is not None and theirs._request_id.startswith("req_")
+                assert mine.request_id is not None and mine.request_id.startswith("req_")
+                assert theirs._request_id != mine.request_id
 
                 stream = await sdk.chat.completions.create(model=model, messages=messages, stream=True, stream_options={"include_usage": True})  # type: ignore[arg-type]
                 sdk_chunks = [c async for c in stream]
