@@ -106,3 +106,23 @@ def test_transcribe_segments_are_the_transcript_in_windows(server: Running) -> N
     tokens = detected[0].tokens
     assert tokens and whisper.generation.eos not in tokens
     assert whisper.tokenizer.decode(tokens, skip_special_tokens=True) == detected[0].text
+
+
+@pytest.mark.parametrize(("shape_buckets", "device", "mode"), [(None, "cpu", "exact"), (None, "webnn", "buckets"), (True, "cpu", "buckets"), (False, "webnn", "exact")])
+def test_shape_buckets_set_the_embedders_one_padding_policy(shape_buckets: bool | None, device: str, mode: str) -> None:
+    """The server's setting is the embedder's shape policy (no second padding on top): None
+    pads exactly on graph-compiling backends; padded batches still give the same vectors."""
+    pytest.importorskip("onnxruntime")
+    registry = ModelRegistry.load((ModelSpec(MINILM),), device, shape_buckets=shape_buckets)
+    try:
+        (served,) = list(registry)
+        policy = served.pipeline.shape_policy()
+        assert policy.mode == mode
+        assert policy.shape(3, 13) == ((4, 16) if mode == "buckets" else (3, 13))
+        engine = served.embedding
+        sequences = [[101, 7592, 102], [101, 7592, 2088, 2003, 2307, 102]]
+        vectors = engine.forward(sequences)
+        alone = [engine.forward([s])[0] for s in sequences]
+        np.testing.assert_allclose(vectors, np.stack(alone), atol=2e-5)
+    finally:
+        registry.close()

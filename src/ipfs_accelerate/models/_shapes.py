@@ -40,12 +40,21 @@ def compiles_per_shape(device: str) -> bool:
 
 
 class ShapePolicy:
-    """The (rows, length) a batch of (rows, length) tokens runs as on ``device``: as it is on
-    eager backends, and for the first EXACT_SHAPES lengths of each row count; after that
-    padded to a power-of-two row count and a :func:`bucket_length` (at most ``max_length``)."""
+    """The (rows, length) a batch of (rows, length) tokens runs as.
 
-    def __init__(self, device: str, max_length: int) -> None:
-        self.enabled = compiles_per_shape(device)
+    ``mode`` "auto" (what a pipeline does by itself): as it is on eager backends; on a
+    graph-compiling backend as it is for the first EXACT_SHAPES lengths of each row count,
+    then padded to a power-of-two row count and a :func:`bucket_length` (at most
+    ``max_length``). "buckets": always padded (a server, whose batches have any row count).
+    "exact": never padded."""
+
+    MODES = ("auto", "buckets", "exact")
+
+    def __init__(self, device: str, max_length: int, mode: str = "auto") -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"ShapePolicy: mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+        self.enabled = mode == "buckets" or (mode == "auto" and compiles_per_shape(device))
         self.max_length = max_length
         self._seen: set[tuple[int, int]] = set()
         self._exact: dict[int, int] = {}  # row count -> exact lengths run
@@ -57,7 +66,7 @@ class ShapePolicy:
         with self._lock:
             if (rows, length) in self._seen:
                 return rows, length
-            if self._exact.get(rows, 0) < EXACT_SHAPES:
+            if self.mode == "auto" and self._exact.get(rows, 0) < EXACT_SHAPES:
                 self._exact[rows] = self._exact.get(rows, 0) + 1
             else:
                 rows, length = next_power_of_two(rows), max(length, min(bucket_length(length), self.max_length))

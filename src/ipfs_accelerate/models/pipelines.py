@@ -187,6 +187,14 @@ class TextEmbedder(_Pipeline):
             out[rows] = self._embed_batch([batch[i] for i in rows], normalize)
         return out[0] if single else out
 
+    def shape_policy(self, mode: str | None = None) -> ShapePolicy:
+        """How batches are padded on backends that compile a graph per input shape (see
+        :class:`~ipfs_accelerate.models._shapes.ShapePolicy`); ``mode`` replaces the policy
+        ("auto", the default; "buckets", always padded; "exact", never)."""
+        if mode is not None or self._shapes is None:
+            self._shapes = ShapePolicy(self.device, self.model.config.max_position_embeddings, mode or "auto")
+        return self._shapes
+
     def _embed_batch(self, texts: list[str], normalize: bool) -> Array:
         encoded = self.tokenizer(texts)
         return self._forward(encoded.input_ids, encoded.attention_mask, encoded.token_type_ids, normalize)
@@ -229,9 +237,7 @@ class TextEmbedder(_Pipeline):
     def _forward(self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool) -> Array:
         device = self.device
         count, length = input_ids.shape
-        if self._shapes is None:
-            self._shapes = ShapePolicy(device, self.model.config.max_position_embeddings)
-        rows, width = self._shapes.shape(count, length)
+        rows, width = self.shape_policy().shape(count, length)
         if (rows, width) != (count, length):  # padding tokens are masked out, filler rows dropped
             input_ids, attention_mask, token_type_ids = _pad_batch(
                 (input_ids, attention_mask, token_type_ids), rows, width, (self.tokenizer.pad_id, 0, 0)

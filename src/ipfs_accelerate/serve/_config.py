@@ -68,10 +68,10 @@ class ServerConfig:
       (``"auto"`` asks ``select_backend``).
     * Dynamic batching of embedding requests: inputs of concurrent requests are gathered
       until ``max_batch_size`` inputs are waiting or the oldest has waited ``max_wait_ms``,
-      then run as one forward pass. ``shape_buckets`` pads a batch to a power-of-two row
-      count and sequence length so that a backend compiling one graph per input shape
-      (webnn) compiles a few graphs, not one per batch; ``None`` turns it on exactly for
-      such backends.
+      then run as one forward pass. ``shape_buckets`` pads every batch to a power-of-two row
+      count and a bucketed length (multiples of 4/8/32/64 tokens) so that a backend
+      compiling one graph per input shape (webnn) compiles a few graphs, not one per batch;
+      ``None`` turns it on exactly for such backends, ``False`` runs batches as they are.
     * Limits: ``max_body_bytes`` per request body (413 beyond), ``max_client_batch_size``
       inputs per request, ``max_concurrent_requests`` requests in progress per model (429 or
       503 beyond, in the imitated API's manner).

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ipfs_accelerate.errors import ConfigurationError, TruncationWarning
-from ipfs_accelerate.models._shapes import bucket_length, compiles_per_shape, next_power_of_two
+from ipfs_accelerate.models._shapes import compiles_per_shape
 
 from ._config import KINDS, ModelSpec
 from ._errors import ServeError
@@ -80,7 +80,7 @@ class EmbeddingEngine:
     one padded batch made of many requests' token lists.
     """
 
-    def __init__(self, embedder: Any, shape_buckets: bool | None = None) -> None:
+    def __init__(self, embedder: Any) -> None:
         self.embedder = embedder
         self.tokenizer = embedder.tokenizer
         config = embedder.model.config
@@ -90,7 +90,6 @@ class EmbeddingEngine:
         self.max_input_length = int(limit) if limit is not None else self.max_positions
         self.dimension = int(embedder.dimension)
         self.pad_id = int(self.tokenizer.pad_id)
-        self.shape_buckets = compiles_per_shape(embedder.device) if shape_buckets is None else shape_buckets
 
     def tokenize(self, texts: Sequence[str], truncate: bool) -> tuple[list[list[int]], list[int]]:
         """Token ids of each text (special tokens included) and the untruncated counts.
@@ -135,23 +134,16 @@ class EmbeddingEngine:
         return out
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> Array:
-        """Pooled, not normalised, float32 vectors (N, dimension) of one batch."""
+        """Pooled, not normalised, float32 vectors (N, dimension) of one batch (the embedder
+        pads it further to its shape policy's buckets)."""
         count = len(sequences)
         width = max(len(s) for s in sequences)
-        rows = count
-        if self.shape_buckets:
-            rows = next_power_of_two(count)
-            width = min(bucket_length(width), self.max_positions)
-        ids = np.full((rows, width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((rows, width), dtype=np.int64)
+        ids = np.full((count, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((count, width), dtype=np.int64)
         for row, sequence in enumerate(sequences):
             ids[row, : len(sequence)] = sequence
             mask[row, : len(sequence)] = 1
-        if rows > count:  # filler rows repeat a real one: valid input whose output is dropped
-            ids[count:] = ids[0]
-            mask[count:] = mask[0]
-        vectors = self.embedder.embed_tokens(ids, mask, normalize=False)
-        return np.asarray(vectors[:count], dtype=np.float32)
+        return np.asarray(self.embedder.embed_tokens(ids, mask, normalize=False), dtype=np.float32)
 
 
 class TooLong(Exception):
@@ -307,6 +299,9 @@ def _load_one(
     count_model_load(name)
     logger.info("serving %s (%s) from %s on %s: %s", name, kind, checkpoint.path, pipeline.device, pipeline.device_reason)
     model = ServedModel(name=name, kind=kind, source=spec.source, pipeline=pipeline)
-    if model.embedding is not None and shape_buckets is not None:
-        model.embedding.shape_buckets = shape_buckets
+    if model.embedding is not None:
+        # batches of any row count: always the buckets on a graph-compiling backend
+        if shape_buckets is None:
+            shape_buckets = compiles_per_shape(pipeline.device)
+        pipeline.shape_policy("buckets" if shape_buckets else "exact")
     return model
