@@ -626,6 +626,26 @@ def test_resample2d(ctx: webnn.MLContext, mode: str, options: dict[str, Any]) ->
 # ============================================================================ normalization
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_sign_keeps_nan(ctx: webnn.MLContext, dtype: type) -> None:
+    """ONNX Runtime's float16 Sign kernel turns NaN into 0; the lowering runs it widened."""
+    x = np.array([np.nan, -2.0, -0.0, 0.0, 3.0, np.inf], dtype=dtype)
+    out = run(ctx, {"x": x}, lambda bl, v: bl.sign(v))
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, np.sign(x))
+
+
+def test_layer_normalization_of_rows_far_from_zero(ctx: webnn.MLContext) -> None:
+    """|mean| >> spread: a kernel taking the variance as E[x^2] - E[x]^2 loses it all (ONNX
+    Runtime's LayerNormalization was off by 0.47 at a mean of 1e7); the rows are centred first."""
+    x = (np.array([[1e5], [1e7]]) + np.array([[-1.5, -0.5, 0.5, 1.5]])).astype(np.float32)
+    out = run(ctx, {"x": x}, lambda bl, v: bl.layer_normalization(v, axes=[1], epsilon=1e-5))
+    x64 = x.astype(np.float64)
+    centred = x64 - x64.mean(axis=1, keepdims=True)
+    expected = centred / np.sqrt((centred**2).mean(axis=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("axes", "with_scale", "with_bias"),
     [

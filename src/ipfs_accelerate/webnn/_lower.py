@@ -42,6 +42,8 @@ _REDUCE_ORDER: Final = frozenset({"float32", "float16", "int32", "int64", "int8"
 _SUPPORTED: Final[dict[str, frozenset[str]]] = {
     "Neg": frozenset({"float32", "float16", "int32", "int64", "int8"}),
     "Relu": frozenset({"float32", "float16", "int32", "int8"}),
+    # float16 Sign exists but turns NaN into 0: it runs widened
+    "Sign": _ALL - {"float16"},
     "Pow": frozenset({"float32", "float16", "int32", "int64"}),
     "CumSum": _REDUCE,
     "Trilu": _REDUCE,
@@ -1139,8 +1141,12 @@ class _Lowering:
         if trailing:
             shape = [x.shape[a] for a in axes]
             dtype = numpy_dtype(x.data_type)
+            # centre first: ONNX Runtime's kernel takes the variance as E[x^2] - E[x]^2, which
+            # cancels catastrophically (even below zero) when |mean| >> spread
+            value = self.value(x)
+            mean = self.e.one("ReduceMean", [value, self.e.ints(list(axes))], keepdims=1)
             names = [
-                self.value(x),
+                self.e.one("Sub", [value, mean]),
                 self.value(scale) if scale is not None else self.e.const(np.ones(shape, dtype)),
             ]
             if bias is not None:

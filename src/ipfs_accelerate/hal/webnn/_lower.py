@@ -248,8 +248,7 @@ class Lowering:
         if name == "sign":
             if source == "uint8":
                 return b.greater(x, self.const(0, "uint8"))
-            # ONNX Runtime's float16 Sign turns NaN into 0
-            return self.narrow(b.sign(self.widen(x)), source)
+            return b.sign(x)
         if name == "square":
             return b.mul(x, x)
         if name == "floor":
@@ -754,10 +753,7 @@ class Lowering:
         weight = self.widen(next(it)) if has_weight else None
         bias = self.widen(next(it)) if has_bias else None
         axes = list(range(len(x.shape) - num_axes, len(x.shape)))
-        # centre first: ONNX Runtime's kernel takes the variance as E[x^2] - E[x]^2, which
-        # cancels catastrophically (even below zero) when |mean| >> spread
-        centred = b.sub(x, b.reduce_mean(x, axes=axes, keep_dimensions=True))
-        out = b.layer_normalization(centred, scale=weight, bias=bias, axes=axes, epsilon=float.fromhex(eps))
+        out = b.layer_normalization(x, scale=weight, bias=bias, axes=axes, epsilon=float.fromhex(eps))
         return self.narrow(out, node.dtype)
 
     def _op_attention(self, node: Node, args: list[MLOperand]) -> MLOperand:
