@@ -48,14 +48,6 @@ class Histogram:
         if value > self.max:
             self.max = value
 
-    def percentile(self, q: float) -> float | None:
-        """Nearest-rank percentile (``q`` in [0, 100]) over the recent window."""
-        if not self._recent:
-            return None
-        ordered = sorted(self._recent)
-        rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-        return ordered[rank - 1]
-
     def snapshot(self) -> dict[str, Any]:
         ordered = sorted(self._recent)
 
@@ -141,13 +133,6 @@ class Metrics:
         with self._lock:
             self.requests += 1
             self.failures[type(error).__name__] += 1
-
-    def on_tokens(self, tokens_in: int | None, tokens_out: int | None) -> None:
-        with self._lock:
-            if tokens_in:
-                self.tokens_in += tokens_in
-            if tokens_out:
-                self.tokens_out += tokens_out
 
     def on_failure(self, error: BaseException, queue_wait: float | None = None) -> None:
         """Count a failed request by error type; cancellation and closing are counted apart."""

@@ -26,6 +26,7 @@ from ._parse import (
     final_chunk,
     need,
     normalise_messages,
+    number_vector,
     opt,
     parse_arguments,
 )
@@ -322,7 +323,7 @@ class OpenAICompatibleBackend(APIBackend):
                     f"{what}: embedding index {index} out of range or repeated for {count} input(s)",
                     provider=provider, request_id=raw.request_id,
                 )  # fmt: skip
-            vectors[index] = _floats(vector, provider, what)
+            vectors[index] = number_vector(vector, provider, what)
         if len(items) != count or any(v is None for v in vectors):
             raise ProtocolError(
                 f"{what}: got {len(items)} embedding(s) for {count} input(s)",
@@ -362,14 +363,6 @@ class OpenAICompatibleBackend(APIBackend):
 def _stream_usage(parser: Any) -> Usage | None:
     usage = getattr(parser, "usage", None)
     return usage if isinstance(usage, Usage) else None
-
-
-def _floats(vector: list[Any], provider: str, what: str) -> list[float]:
-    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
-        raise ProtocolError(
-            f"{what}: embedding is not a list of numbers: {excerpt(str(vector)[:200])!r}", provider=provider
-        )
-    return [float(x) for x in vector]
 
 
 class OpenAISurfacesMixin:

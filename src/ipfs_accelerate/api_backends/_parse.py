@@ -138,6 +138,22 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+def number_vector(vector: Any, provider: str, what: str) -> list[float]:
+    """An embedding as floats; anything but a list of numbers is a ProtocolError."""
+    if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
+        raise ProtocolError(
+            f"{what}: embedding is not a list of numbers: {excerpt(str(vector)[:200])!r}", provider=provider
+        )
+    return [float(x) for x in vector]
+
+
+def number_vectors(vectors: list[Any], count: int, provider: str, what: str) -> list[list[float]]:
+    """``count`` embeddings (one per input: never fewer, never more) as floats."""
+    if len(vectors) != count:
+        raise ProtocolError(f"{what}: got {len(vectors)} embedding(s) for {count} input(s)", provider=provider)
+    return [number_vector(vector, provider, what) for vector in vectors]
+
+
 class ToolCallAccumulator:
     """Assembles streamed tool-call pieces into complete :class:`ToolCall` objects."""
 
@@ -157,7 +173,7 @@ class ToolCallAccumulator:
 
     def set_complete(self, index: int, call_id: str, name: str, arguments: dict[str, Any]) -> None:
         """For providers that send a call whole (Gemini, Ollama)."""
-        self._calls[index] = [call_id, name, [json.dumps(arguments)], arguments]
+        self._calls[index] = [call_id, name, [], arguments]  # result() takes the arguments whole
 
     def result(self) -> list[ToolCall]:
         calls = []

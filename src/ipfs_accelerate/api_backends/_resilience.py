@@ -209,12 +209,6 @@ class CircuitBreaker:
         """Lock-free hint for the hot path: True only when the circuit is closed (or disabled)."""
         return self._state is CircuitState.CLOSED or not self.config.enabled
 
-    def remaining_cooldown(self) -> float:
-        with self._lock:
-            if self._state != CircuitState.OPEN:
-                return 0.0
-            return max(0.0, self.config.cooldown - (self._clock() - self._opened_at))
-
     def acquire(self) -> BreakerPermit:
         if not self.config.enabled:
             return _DISABLED_PERMIT

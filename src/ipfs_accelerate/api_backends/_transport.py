@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -282,7 +281,6 @@ class Endpoint:
         watch; ``connect`` bounds opening a connection (aiohttp's sock_connect)."""
         session = self.session()
         url = self.url(request.path)
-        data = request.body if request.body_factory is None else request.body_factory()
         task = asyncio.current_task()
         watch = _watch(task.get_loop()) if task is not None else None
         deadline = watch.add(task, total) if watch is not None and task is not None else None
@@ -294,7 +292,7 @@ class Endpoint:
                 headers=headers,
                 params=request.params,
                 timeout=self._timeout(None, connect, None),
-                data=data,
+                **self._body_kwargs(request),
             ) as resp:
                 body = await self.read_body(resp)
                 return RawResponse(
@@ -442,7 +440,3 @@ def map_transport_error(
             f"connection to {where} failed: {type(exc).__name__}: {exc}", provider=provider
         )
     return None
-
-
-def monotonic() -> float:
-    return time.monotonic()

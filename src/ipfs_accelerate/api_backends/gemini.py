@@ -37,6 +37,7 @@ from ._parse import (
     final_chunk,
     need,
     normalise_messages,
+    number_vectors,
     opt,
     parse_arguments,
 )
@@ -306,14 +307,8 @@ class GeminiBackend(APIBackend):
             what, provider = "embed", self.provider
             data = self._json(raw, what)
             items = need(data, "embeddings", list, provider, what)
-            if len(items) != count:
-                raise ProtocolError(f"{what}: got {len(items)} embedding(s) for {count} input(s)", provider=provider)
-            vectors = []
-            for item in items:
-                values = need(item, "values", list, provider, what)
-                if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in values):
-                    raise ProtocolError(f"{what}: values are not numbers: {excerpt(str(values))!r}", provider=provider)
-                vectors.append([float(x) for x in values])
+            values = [need(item, "values", list, provider, what) for item in items]
+            vectors = number_vectors(values, count, provider, what)
             return EmbeddingResponse(embeddings=vectors, model=model, raw=data, provider=provider, request_id=raw.request_id)
 
         return await self._request(request, opts, parse, what="embed")

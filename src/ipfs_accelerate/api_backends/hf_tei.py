@@ -19,7 +19,7 @@ from ipfs_accelerate.errors import InvalidArgumentError, ProtocolError
 
 from ._base import ensure_text_list
 from ._hf_info import HFInfoBackend
-from ._parse import as_int, need, opt
+from ._parse import as_int, need, number_vectors, opt
 from ._streams import excerpt
 from ._transport import HTTPRequest, RawResponse
 from ._types import EmbeddingResponse, RerankResult
@@ -57,11 +57,7 @@ class HFTEIBackend(HFInfoBackend):
             if not isinstance(data, list) or len(data) != count:
                 got = len(data) if isinstance(data, list) else type(data).__name__
                 raise ProtocolError(f"{what}: expected {count} vector(s), got {got}: {excerpt(raw.body)!r}", provider=provider)
-            vectors = []
-            for vector in data:
-                if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
-                    raise ProtocolError(f"{what}: not a vector of numbers: {excerpt(str(vector))!r}", provider=provider)
-                vectors.append([float(x) for x in vector])
+            vectors = number_vectors(data, count, provider, what)
             return EmbeddingResponse(embeddings=vectors, model=model, raw=None, provider=provider, request_id=raw.request_id)
 
         return await self._request(request, opts, parse, what="embed")

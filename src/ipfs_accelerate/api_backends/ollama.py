@@ -32,6 +32,7 @@ from ._parse import (
     final_chunk,
     need,
     normalise_messages,
+    number_vectors,
     opt,
     parse_arguments,
 )
@@ -227,14 +228,7 @@ class OllamaBackend(APIBackend):
         def parse(raw: RawResponse) -> EmbeddingResponse:
             what, provider = "embed", self.provider
             data = self._json(raw, what)
-            vectors = need(data, "embeddings", list, provider, what)
-            if len(vectors) != count:
-                raise ProtocolError(f"{what}: got {len(vectors)} embedding(s) for {count} input(s)", provider=provider)
-            checked = []
-            for vector in vectors:
-                if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
-                    raise ProtocolError(f"{what}: embedding is not a list of numbers: {excerpt(str(vector))!r}", provider=provider)
-                checked.append([float(x) for x in vector])
+            checked = number_vectors(need(data, "embeddings", list, provider, what), count, provider, what)
             return EmbeddingResponse(
                 embeddings=checked, model=opt(data, "model", str, provider, what),
                 usage=Usage(as_int(data.get("prompt_eval_count")), None), raw=data,

@@ -430,9 +430,10 @@ class Router:
             if not (isinstance(retries, int) and retries >= 0):
                 raise ConfigurationError(f"router {self.name}: max_retries must be an int >= 0, got {retries!r}")
             return retries + 1
-        if self.config.max_attempts is not None:
-            return self.config.max_attempts
-        return max(3, len(self.router_targets))
+        return self._default_attempts()
+
+    def _default_attempts(self) -> int:
+        return self.config.max_attempts or max(3, len(self.router_targets))
 
     def _deadline(self, options: dict[str, Any]) -> float | None:
         deadline = options.pop("deadline", self.config.deadline)
@@ -484,7 +485,7 @@ class Router:
         and, under a deadline, ``deadline`` (the seconds left): pass them to the backend call.
         """
         self._ensure_health_checks()
-        attempts = max_attempts or (self.config.max_attempts or max(3, len(self.router_targets)))
+        attempts = max_attempts or self._default_attempts()
         call = _Call(what, deadline, attempts, start_span(f"ipfs_accelerate.router.{what}", {"router": self.name}))
         self.metrics.on_request()
         try:
@@ -506,7 +507,7 @@ class Router:
                     continue
                 target.in_flight -= 1
                 latency = time.monotonic() - attempt_start
-                self._on_success(target, latency, None)
+                self._on_success(target, latency)
                 break
         except BaseException as exc:
             self.metrics.on_failure(exc)
@@ -533,7 +534,7 @@ class Router:
         """Iterate ``op(target, attempt_options)`` (an async iterator) from the first target
         that delivers a first item; after that item, errors are raised, never failed over."""
         self._ensure_health_checks()
-        attempts = max_attempts or (self.config.max_attempts or max(3, len(self.router_targets)))
+        attempts = max_attempts or self._default_attempts()
         call = _Call(what, deadline, attempts, start_span(f"ipfs_accelerate.router.{what}", {"router": self.name}), stream=True)
         self.metrics.on_request()
         delivered = False
@@ -589,7 +590,7 @@ class Router:
             if delivered and target is not None:
                 target.in_flight -= 1
         assert target is not None
-        self._on_success(target, None, None)
+        self._on_success(target, None)
         self.metrics.on_success(time.monotonic() - call.start)
         call.span.end()
 
@@ -821,7 +822,7 @@ class Router:
         else:
             target.hard_cooldown_until = max(target.hard_cooldown_until, until)
 
-    def _on_success(self, target: RouteTarget, latency: float | None, ttfc: float | None) -> None:
+    def _on_success(self, target: RouteTarget, latency: float | None) -> None:
         target.successes += 1
         target.consecutive_failures = 0
         target.cooldown_streak = 0

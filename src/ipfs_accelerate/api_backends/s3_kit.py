@@ -75,7 +75,7 @@ from ipfs_accelerate.errors import (
 )
 
 from ._base import APIBackend, _hide_secrets
-from ._config import ResilienceConfig, Secret, normalise_base_url, redact_url
+from ._config import ResilienceConfig, Secret, normalise_base_url, redact_url, resolve_setting
 from ._metrics import Metrics
 from ._observability import start_span
 from ._resilience import BreakerPermit, CircuitBreaker, CircuitState, PriorityLimiter, backoff_delay
@@ -240,22 +240,9 @@ class _S3Endpoint:
         }
 
 
-def _first(mapping: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        value = mapping.get(name)
-        if isinstance(value, Secret):
-            value = value.reveal()
-        if value is not None and str(value).strip():
-            return str(value).strip()
-    return None
-
-
-def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value and value.strip():
-            return value.strip()
-    return None
+def _first(mapping: Mapping[str, Any] | None, *names: str, env: Sequence[str] = ()) -> str | None:
+    """The first non-empty of ``names`` in ``mapping``, then of the ``env`` variables."""
+    return resolve_setting(mapping, None, names, env)[0]
 
 
 # --------------------------------------------------------------------------- the kit
@@ -309,15 +296,15 @@ class S3Kit(APIBackend):
     # ------------------------------------------------------------------ configuration
 
     def _endpoint_entries(self, cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
-        top_key = _first(cfg, "accessKey", "access_key", "aws_access_key_id") or _env("AWS_ACCESS_KEY_ID")
-        top_secret = _first(cfg, "secretKey", "secret_key", "aws_secret_access_key") or _env("AWS_SECRET_ACCESS_KEY")
-        top_token = _first(cfg, "sessionToken", "session_token", "aws_session_token") or _env("AWS_SESSION_TOKEN")
-        top_region = _first(cfg, "region", "region_name") or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
+        top_key = _first(cfg, "accessKey", "access_key", "aws_access_key_id", env=("AWS_ACCESS_KEY_ID",))
+        top_secret = _first(cfg, "secretKey", "secret_key", "aws_secret_access_key", env=("AWS_SECRET_ACCESS_KEY",))
+        top_token = _first(cfg, "sessionToken", "session_token", "aws_session_token", env=("AWS_SESSION_TOKEN",))
+        top_region = _first(cfg, "region", "region_name", env=("AWS_REGION", "AWS_DEFAULT_REGION")) or "us-east-1"
         raw = cfg.get("endpoints")
         if raw is None:
             endpoint = cfg.get("endpoint", cfg.get("endpoint_url"))
             if endpoint is None:
-                endpoint = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+                endpoint = _first(None, env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"))
             raw = list(endpoint) if isinstance(endpoint, list | tuple) else [endpoint]
         if isinstance(raw, str) or not isinstance(raw, Sequence) or not raw:
             raise ConfigurationError("s3_kit: s3cfg['endpoints'] must be a non-empty list")

@@ -40,7 +40,7 @@ from ipfs_accelerate.errors import ProtocolError, StreamInterruptedError
 
 from ._base import APIBackend, ensure_text_list
 from ._errors import error_for_status
-from ._parse import as_int, need, normalise_messages, opt
+from ._parse import as_int, need, normalise_messages, number_vectors, opt
 from ._streams import NDJSONDecoder
 from ._transport import HTTPRequest, RawResponse
 from ._types import ChatChunk, ChatResponse, EmbeddingResponse, ModelInfo, Usage
@@ -112,14 +112,8 @@ class SampleBackend(APIBackend):
         def parse(raw: RawResponse) -> EmbeddingResponse:
             what, provider = "embed", self.provider
             data = self._json(raw, what)
-            vectors = need(data, "embeddings", list, provider, what)
-            if len(vectors) != count:  # never hand back fewer vectors than inputs
-                raise ProtocolError(f"{what}: got {len(vectors)} embedding(s) for {count} input(s)", provider=provider)
-            checked = []
-            for vector in vectors:
-                if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
-                    raise ProtocolError(f"{what}: an embedding is not a list of numbers", provider=provider)
-                checked.append([float(x) for x in vector])
+            # one float vector per input: never fewer (or more) than were asked for
+            checked = number_vectors(need(data, "embeddings", list, provider, what), count, provider, what)
             return EmbeddingResponse(checked, model=opt(data, "model", str, provider, what), raw=data, provider=provider)
 
         return await self._request(HTTPRequest("POST", "/v1/embed", json=body), opts, parse, what="embed")
