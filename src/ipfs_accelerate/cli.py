@@ -393,7 +393,7 @@ def embed(
             usage = {"prompt_tokens": response.usage.input_tokens, "total_tokens": response.usage.total_tokens}
     else:
         from ipfs_accelerate.models import TextEmbedder
-        from ipfs_accelerate.models.pipelines import DEFAULT_TEXT_MODEL
+        from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
 
         model_name = model or DEFAULT_TEXT_MODEL
         embedder = _load_pipeline(TextEmbedder, model_name, device)
@@ -532,7 +532,8 @@ def transcribe(
 ) -> None:
     """Transcribe (or translate into English) speech with a Whisper checkpoint."""
     from ipfs_accelerate.models import SpeechRecognizer
-    from ipfs_accelerate.models.preprocessing.audio import load_audio
+    from ipfs_accelerate.models.pipelines import TranscriptSegment
+    from ipfs_accelerate.models.preprocessing.audio import SAMPLING_RATE, load_audio
 
     if task not in ("transcribe", "translate"):
         raise _usage(f"--task must be transcribe or translate, got {task!r}")
@@ -541,12 +542,12 @@ def transcribe(
     results: list[dict[str, Any]] = []
     with _steps("transcribing", len(audio)) as advance:
         for path in audio:
-            samples = load_audio(str(path))
-            parts = recognizer.transcribe_segments((samples, 16000), language, task)
-            text = " ".join(t for t in (p.text.strip() for p in parts) if t)
+            samples = load_audio(str(path))  # resampled to SAMPLING_RATE
+            parts = recognizer.transcribe_segments((samples, SAMPLING_RATE), language, task)
+            text = TranscriptSegment.join(parts)
             results.append({
                 "file": str(path), "text": text, "language": parts[0].language if parts else language,
-                "duration": len(samples) / 16000,
+                "duration": len(samples) / SAMPLING_RATE,
                 "segments": [{"start": p.start, "end": p.end, "text": p.text, "language": p.language} for p in parts],
             })  # fmt: skip
             advance(1)
@@ -927,17 +928,6 @@ def bench(
 # ----------------------------------------------------------------------------- models
 
 
-def _hub_offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except ImportError:  # pragma: no cover
-        return False
-
-
 def _checkpoint_summary(path: Path) -> tuple[str, str]:
     """(model_type, what serve would do with it) of a checkpoint directory."""
     from ipfs_accelerate.serve._config import KINDS
@@ -1038,7 +1028,7 @@ def models_pull(
 ) -> None:
     """Fetch a checkpoint into the local cache (the files the models need: config, tokenizer, safetensors)."""
     from ipfs_accelerate.errors import ConfigurationError
-    from ipfs_accelerate.models.loading import BUNDLED_MODELS, resolve_checkpoint
+    from ipfs_accelerate.models.loading import BUNDLED_MODELS, hub_offline, resolve_checkpoint
 
     if model_id.startswith("s3://"):
         from ipfs_accelerate.api_backends import fetch_s3_prefix_sync
@@ -1049,7 +1039,7 @@ def models_pull(
     elif model_id in BUNDLED_MODELS:
         path = resolve_checkpoint(model_id)
         source = f"package {BUNDLED_MODELS[model_id]}"
-    elif _hub_offline():
+    elif hub_offline():
         try:
             path = resolve_checkpoint(model_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
         except Exception as exc:

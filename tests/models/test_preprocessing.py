@@ -52,6 +52,32 @@ def test_truncation_keeps_special_tokens_and_warns(bert_dir: Path) -> None:
         tokenizer(["hello world"])  # no warning when nothing is cut
 
 
+def test_silent_truncation_and_limits_used_from_many_threads(bert_dir: Path) -> None:
+    """"silent" cuts as "warn" does without warning; each limit keeps its own truncation, so
+    threads encoding with different limits at once never see each other's setting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokenizer = TextTokenizer.from_checkpoint(bert_dir, max_length=8)
+    long_text = "the quick brown fox jumps over the lazy dog and the cat sat on the mat"
+    with pytest.warns(TruncationWarning):
+        warned = tokenizer([long_text])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = tokenizer([long_text], truncation="silent")
+    np.testing.assert_array_equal(quiet.input_ids, warned.input_ids)
+    assert quiet.truncated == [0]
+
+    def lengths(limit: int | None) -> tuple[int | None, int]:
+        encoded = tokenizer([long_text], max_length=limit, truncation="silent")
+        return limit, encoded.lengths[0]
+
+    limits = [5, 9, None, 12, 1 << 40] * 40
+    with ThreadPoolExecutor(8) as pool:
+        for limit, length in pool.map(lengths, limits):
+            assert length == (8 if limit is None else min(limit, 18)), limit  # None: the default 8
+    assert tokenizer.token_count(long_text) == 18
+
+
 def test_default_max_length_is_the_checkpoints_limit(bert_dir: Path, minilm_dir: Path) -> None:
     assert TextTokenizer.from_checkpoint(bert_dir).max_length == 40
     assert TextTokenizer.from_checkpoint(minilm_dir).max_length == 256  # sentence-transformers' max_seq_length

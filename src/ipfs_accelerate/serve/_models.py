@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import re
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ipfs_accelerate.errors import ConfigurationError, TruncationWarning
+from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.models._shapes import compiles_per_shape
 
 from ._config import KINDS, ModelSpec
@@ -103,11 +101,8 @@ class EmbeddingEngine:
             raise TooLong(over[0], counts[over[0]], self.max_input_length)
         if over:
             # the tokenizer's own truncation keeps the special tokens where the checkpoint puts
-            # them. Truncating is what this request asked for, so its warning (attributed to
-            # this module) is not logged; a module filter, unlike catch_warnings, is safe
-            # while other threads tokenize
-            warnings.filterwarnings("ignore", category=TruncationWarning, module=re.escape(__name__) + "$")
-            cut = self.tokenizer([texts[i] for i in over], max_length=self.max_input_length)
+            # them; truncating is what this request asked for, so it warns of nothing
+            cut = self.tokenizer([texts[i] for i in over], max_length=self.max_input_length, truncation="silent")
             for row, i in enumerate(over):
                 sequences[i] = cut.input_ids[row, : cut.lengths[row]].tolist()
         return sequences, counts

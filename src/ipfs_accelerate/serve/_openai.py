@@ -13,6 +13,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from ipfs_accelerate.models.pipelines import TranscriptSegment
+
 from ._app import embedding_inputs, json_object, read_json, state_of
 from ._errors import ServeError
 from ._models import decode_audio, l2_normalize
@@ -136,7 +138,7 @@ async def _speech(request: Request, task: str) -> Response:
         await form.close()
     segments, duration = await state.run(model, task, _transcribe, model.pipeline, data, name, language, task)
     state.metrics.inputs.labels(model.name, task).inc()
-    text = " ".join(t for t in (s.text.strip() for s in segments) if t)
+    text = TranscriptSegment.join(segments)
     if fmt == "text":
         return PlainTextResponse(text + "\n")
     if fmt in ("srt", "vtt"):

@@ -30,6 +30,8 @@ Array = np.ndarray[Any, Any]
 
 #: tokenizer_config.json writes "no limit" as this huge number
 _NO_LIMIT = 10**12
+#: a truncation limit at or beyond this is no limit (no text has that many tokens)
+_UNBOUNDED = 1 << 30
 
 
 @dataclass
@@ -54,9 +56,10 @@ class TextTokenizer:
         self._tokenizer = tokenizer
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        # the Rust tokenizer holds its truncation setting: calls that change it must not
-        # interleave with another thread's encoding
-        self._lock = threading.Lock()
+        # the Rust tokenizer holds its truncation setting, so each limit gets its own copy set
+        # once: encoding never changes shared state, and threads never wait on one another
+        self._truncating: dict[int, Any] = {}
+        self._lock = threading.Lock()  # guards making those copies only
         self.max_length = max_length
         self.pad_id = pad_id
         self.name = name
@@ -114,25 +117,20 @@ class TextTokenizer:
         *,
         max_length: int | None = None,
         padding: Literal["longest", "max_length"] = "longest",
-        truncation: Literal["warn", "error"] = "warn",
+        truncation: Literal["warn", "error", "silent"] = "warn",
     ) -> BatchEncoding:
-        """Tokenize ``texts`` (one string or a sequence of strings) into a padded batch."""
+        """Tokenize ``texts`` (one string or a sequence of strings) into a padded batch. Texts
+        longer than ``max_length`` are cut with a TruncationWarning ("warn"), raise
+        PreprocessingError ("error"), or are cut quietly ("silent": the caller asked for it)."""
         batch = _check_texts(texts)
         limit = max_length if max_length is not None else self.max_length
-        with self._lock:
-            if limit is None:
-                self._tokenizer.no_truncation()
-            else:
-                self._tokenizer.enable_truncation(int(limit))
-            try:
-                encodings = self._tokenizer.encode_batch(batch) if batch else []
-            except Exception as exc:  # the Rust side raises plain Exceptions (e.g. max_length too short)
-                raise PreprocessingError(f"{self.name}: cannot tokenize with max_length={limit}: {exc}") from None
-            truncated = [i for i, e in enumerate(encodings) if e.overflowing]
-            if truncated:
-                self._tokenizer.no_truncation()
-                full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
-        if truncated:
+        try:
+            encodings = self._with_limit(limit).encode_batch(batch) if batch else []
+        except Exception as exc:  # the Rust side raises plain Exceptions (e.g. max_length too short)
+            raise PreprocessingError(f"{self.name}: cannot tokenize with max_length={limit}: {exc}") from None
+        truncated = [i for i, e in enumerate(encodings) if e.overflowing]
+        if truncated and truncation != "silent":
+            full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
             detail = ", ".join(f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False))
             more = f" and {len(truncated) - 5} more" if len(truncated) > 5 else ""
             message = f"{self.name}: {len(truncated)} text(s) longer than max_length={limit} tokens: {detail}{more}"
@@ -160,9 +158,24 @@ class TextTokenizer:
 
     def token_count(self, text: str) -> int:
         """Tokens of ``text`` including special tokens, without truncation."""
-        with self._lock:
-            self._tokenizer.no_truncation()
-            return len(self._tokenizer.encode(text).ids)
+        return len(self._tokenizer.encode(text).ids)
+
+    def _with_limit(self, limit: int | None) -> Any:
+        """The tokenizer truncating at ``limit`` (the untruncated one for None or a limit no
+        text reaches)."""
+        if limit is None or limit >= _UNBOUNDED:
+            return self._tokenizer
+        limit = int(limit)
+        found = self._truncating.get(limit)
+        if found is None:
+            with self._lock:
+                found = self._truncating.get(limit)
+                if found is None:
+                    found = type(self._tokenizer).from_str(self._tokenizer.to_str())
+                    found.no_padding()
+                    found.enable_truncation(limit)
+                    self._truncating[limit] = found
+        return found
 
     # ------------------------------------------------------------------ vocabulary, decoding
 
