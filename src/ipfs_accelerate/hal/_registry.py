@@ -130,6 +130,16 @@ def reset_backend(name: str) -> None:
         entry.failure = None
 
 
+def forget_instance(backend: Backend) -> None:
+    """Forget ``backend`` wherever the registry holds it (a backend whose device was lost):
+    the next use of its name starts it anew, or falls back if it cannot start."""
+    with _LOCK:
+        for entry in _ENTRIES.values():
+            if entry.instance is backend:
+                entry.instance = None
+                entry.failure = None
+
+
 def set_default_device(name: str | None) -> None:
     """Set the device used when none is given (None restores the default: $IPFS_ACCELERATE_DEVICE or cpu)."""
     if name is not None and name not in _ENTRIES:

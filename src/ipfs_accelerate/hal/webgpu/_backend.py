@@ -157,11 +157,9 @@ class WebGPUBackend(Backend):
     def _leave_registry(self) -> None:
         """After a device loss, the registry forgets this instance: the next use of its name
         starts a fresh device, or falls back (with a warning) if none can start."""
-        from ipfs_accelerate.hal import _registry
+        from ipfs_accelerate.hal._registry import forget_instance
 
-        for name, entry in list(_registry._ENTRIES.items()):
-            if entry.instance is self:
-                _registry.reset_backend(name)
+        forget_instance(self)
 
     # ------------------------------------------------------------------ identity
 
@@ -610,7 +608,7 @@ class WebGPUBackend(Backend):
         return pending
 
     def _record_fast(
-        self, entry: KernelEntry, wtype: WType, operands: tuple[Tensor | Scalar, ...], n: int, op: str, kind: str
+        self, entry: KernelEntry, wtype: WType, operands: tuple[Tensor | Scalar, ...], n: int, op: str
     ) -> GPUArray:
         """Record a cached flat map kernel: the per-op path of small element-wise ops."""
         out = self._alloc(n, entry[2], op)
@@ -647,7 +645,7 @@ class WebGPUBackend(Backend):
                     return self._defer(("unary", op), wtype, body.out, (x,), n, op)
         fast = self._fast.get((op, x.dtype.name, _C))
         if fast is not None:
-            return self._record_fast(fast[0], fast[1], (x,), math.prod(x.shape), op, "unary")
+            return self._record_fast(fast[0], fast[1], (x,), math.prod(x.shape), op)
         wtype = self._wt(x.dtype, op)
         result = self._map(("unary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.unary_body(op, wtype), (wtype,), (x,), x.shape, op)
         entry = self._kernels.get((("unary", op, wtype.name), _C, False))
@@ -676,7 +674,7 @@ class WebGPUBackend(Backend):
                         return self._defer(("binary", op), wtype_, body.out, (a, b), n, op)
             fast = self._fast.get((op, ref.dtype.name, modes))
             if fast is not None:
-                return self._record_fast(fast[0], fast[1], (a, b), math.prod(out_shape), op, "binary")
+                return self._record_fast(fast[0], fast[1], (a, b), math.prod(out_shape), op)
         wtype = self._wt(ref.dtype, op)
         key = ("binary", op, wtype.name)
         result = self._map(key, f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), (wtype, wtype), (a, b), out_shape, op)
@@ -814,7 +812,7 @@ class WebGPUBackend(Backend):
 
     # ------------------------------------------------------------------ reductions
 
-    def _blocks(self, x: Tensor, axes: tuple[int, ...], op: str) -> tuple[Tensor, int, int, int]:
+    def _blocks(self, x: Tensor, axes: tuple[int, ...]) -> tuple[Tensor, int, int, int]:
         """``x`` as (outer, R, inner) with the reduced ``axes`` as the middle block (a permuted
         copy when they are not adjacent)."""
         shape = x.shape
@@ -854,7 +852,7 @@ class WebGPUBackend(Backend):
     ) -> GPUArray:
         src = self._wt(x.dtype, op)
         out_wt = self._wt(out_dtype, op)
-        block, outer, length, inner = self._blocks(x, axes, op)
+        block, outer, length, inner = self._blocks(x, axes)
         rows = outer * inner
         shape = self._row_shape(rows, length)
         key = ("reduce", op, src.name, out_wt.name, shape)
@@ -1030,12 +1028,10 @@ class WebGPUBackend(Backend):
         block: tuple[int, int],
         workgroup: tuple[int, int],
         buffers: tuple[DeviceBuffer, ...],
-        out: GPUArray,
         words: list[int],
         m: int,
         n: int,
         count: int,
-        trans_b: bool,
         recorder: Recorder | None = None,
     ) -> None:
         tx, ty = _matmul.tile_of(variant, workgroup, block)
@@ -1061,7 +1057,7 @@ class WebGPUBackend(Backend):
         words, count = self._matmul_words(m, n, k, (), [], [])
 
         def record(recorder: Recorder, a: DeviceBuffer, b: DeviceBuffer, out: DeviceBuffer) -> None:
-            self._record_matmul(entry, variant, block, workgroup, (a, b, out), None, words, m, n, count, False, recorder)  # type: ignore[arg-type]
+            self._record_matmul(entry, variant, block, workgroup, (a, b, out), words, m, n, count, recorder)
 
         return record
 
@@ -1122,7 +1118,7 @@ class WebGPUBackend(Backend):
         if bias is not None:
             buffers.append(bias._data.buf)
         buffers.append(out.buf)
-        self._record_matmul(entry, variant, block, workgroup, tuple(buffers), out, words, m, n, count, trans_b)
+        self._record_matmul(entry, variant, block, workgroup, tuple(buffers), words, m, n, count)
         self._fusable = weakref.ref(out)
         self._fusable_info = (variant, wtype, trans_b, bias is not None, block, workgroup, entry[0], tuple(buffers))
         return self._inherit(out, a, b, bias)

@@ -114,8 +114,6 @@ class Device:
         self.max_buffer = self.limits.get("max-buffer-size", 256 << 20)
         self.max_groups = self.limits.get("max-compute-workgroups-per-dimension", 65535)
         self.max_invocations = self.limits.get("max-compute-invocations-per-workgroup", 256)
-        self.max_workgroup_storage = self.limits.get("max-compute-workgroup-storage-size", 16384)
-        self.max_storage_buffers = self.limits.get("max-storage-buffers-per-shader-stage", 8)
         self.lost_reason: str | None = None
         #: called once when the device is found lost (the backend leaves the registry then)
         self.on_lost: list[Callable[[], None]] = []

@@ -65,8 +65,6 @@ class Fuser:
     def __init__(self, backend: WebGPUBackend) -> None:
         self._backend = backend
         self._bodies: dict[tuple[str, str, str], ew.Body] = {}
-        #: fused kernels compiled (by expression structure)
-        self.kernels = 0
 
     def body(self, op: tuple[str, str], wtype: WType) -> ew.Body:
         key = (op[0], op[1], wtype.name)
@@ -161,7 +159,6 @@ class Fuser:
         if entry is None:
 
             def make() -> tuple[str, str, tuple[int, int, bool], Any, WType]:
-                self.kernels += 1
                 source = self._source(leaf_types, scalar_types, nodes)
                 name = "fused[" + ",".join(e.op[1] for e, _ in nodes) + f"].{nodes[-1][0].out.name}"
                 return name, source, (len(leaves), 1, False), (), nodes[-1][0].out

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -219,6 +218,3 @@ class GPUArray:
             except Exception:  # interpreter shutdown: the pool may be half torn down
                 pass
 
-
-def weak(handle: GPUArray) -> weakref.ref[GPUArray]:
-    return weakref.ref(handle)
