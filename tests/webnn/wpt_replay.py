@@ -326,15 +326,6 @@ def worst_error(
 
 
 @dataclass
-class Outcome:
-    op: str
-    name: str
-    passed: bool
-    detail: str = ""
-    skipped: str = ""
-
-
-@dataclass
 class Suite:
     op: str
     cases: list[dict[str, Any]] = field(default_factory=list)

@@ -17,21 +17,16 @@ __all__ = ["PROVIDER_PREFERENCES", "choose_providers", "create_session", "ort"]
 
 #: Accelerated execution providers tried in order, per power preference. The CPU provider is
 #: always appended last: ONNX Runtime places every node an accelerator cannot run on it.
+_FASTEST_FIRST: Final = (
+    "CUDAExecutionProvider",
+    "ROCMExecutionProvider",
+    "DmlExecutionProvider",
+    "CoreMLExecutionProvider",
+    "OpenVINOExecutionProvider",
+)
 PROVIDER_PREFERENCES: Final[dict[str, tuple[str, ...]]] = {
-    "high-performance": (
-        "CUDAExecutionProvider",
-        "ROCMExecutionProvider",
-        "DmlExecutionProvider",
-        "CoreMLExecutionProvider",
-        "OpenVINOExecutionProvider",
-    ),
-    "default": (
-        "CUDAExecutionProvider",
-        "ROCMExecutionProvider",
-        "DmlExecutionProvider",
-        "CoreMLExecutionProvider",
-        "OpenVINOExecutionProvider",
-    ),
+    "high-performance": _FASTEST_FIRST,
+    "default": _FASTEST_FIRST,
     # NPUs and integrated accelerators first when power matters more than speed
     "low-power": (
         "QNNExecutionProvider",

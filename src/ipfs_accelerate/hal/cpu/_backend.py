@@ -143,9 +143,7 @@ class CPUBackend(Backend):
         return np.full(shape, value, dtype=dtype.numpy)
 
     def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> Array:
-        if dtype.is_integer and isinstance(start, int) and isinstance(step, int):
-            return (np.arange(size, dtype=np.int64) * step + start).astype(dtype.numpy)
-        return (np.arange(size, dtype=np.float64) * step + start).astype(dtype.numpy)
+        return _math.arange_values(start, step, size, dtype.numpy)
 
     def copy(self, x: Tensor) -> Array:
         return np.array(x._data, copy=True, order="C")

@@ -154,6 +154,14 @@ sigmoid = _blocked(_sigmoid)
 silu = _blocked(_silu)
 
 
+def arange_values(start: Any, step: Any, size: int, dtype: np.dtype[Any]) -> Array:
+    """``size`` values start, start + step, ... in ``dtype``: integer steps exactly in int64,
+    others in float64, then cast (what every backend's ``arange`` computes)."""
+    if dtype.kind in "iu" and isinstance(start, int) and isinstance(step, int):
+        return (np.arange(size, dtype=np.int64) * step + start).astype(dtype)
+    return (np.arange(size, dtype=np.float64) * step + start).astype(dtype)
+
+
 # ----------------------------------------------------------------------------- checked integers
 
 

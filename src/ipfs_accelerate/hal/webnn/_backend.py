@@ -34,7 +34,6 @@ _INTEGERS = frozenset({"int32", "int64", "uint8"})
 _CHECKED_BINARY = frozenset({"add", "sub", "mul"})
 #: integer matmuls hold every product (M x K x N) before summing: beyond this, the CPU backend
 _INTEGER_MATMUL_LIMIT = 1 << 26
-_INT_BOUNDS = {"uint8": (0, 255), "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
 @dataclass
@@ -589,9 +588,9 @@ def _value_changing(source: str, target: str) -> bool:
     if source in ("float16", "float32") and target in _INTEGERS:
         return True
     if source in _INTEGERS and target in _INTEGERS:
-        low, high = _INT_BOUNDS[source]
-        target_low, target_high = _INT_BOUNDS[target]
-        return not (target_low <= low and high <= target_high)
+        from ipfs_accelerate.hal.webnn._lower import fits
+
+        return not fits(source, target)
     return source == "float32" and target == "float16"
 
 

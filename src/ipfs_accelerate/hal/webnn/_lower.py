@@ -514,7 +514,7 @@ class Lowering:
             outside = self.any(b.logical_or(b.lesser(x, limit_low), b.greater_or_equal(x, limit_high)))
             self.flags(b.concat([b.reshape(f, [1]) for f in (nan, inf, fraction, outside)], 0), *self._extremes(x))
             return b.cast(x, webnn_type(target))
-        if source in _INTEGER and target in _INTEGER and not _fits(source, target):
+        if source in _INTEGER and target in _INTEGER and not fits(source, target):
             self.flags(self.any(self._outside(x, source, *_INT_RANGE[target])), *self._extremes(x))
             return b.cast(x, webnn_type(target))
         result = b.cast(x, webnn_type(target))
@@ -778,7 +778,7 @@ class Lowering:
         return self.narrow(out, node.dtype)
 
 
-def _fits(source: str, target: str) -> bool:
+def fits(source: str, target: str) -> bool:
     """Whether every value of integer dtype ``source`` fits integer dtype ``target``."""
     low, high = _INT_RANGE[source]
     target_low, target_high = _INT_RANGE[target]
@@ -786,11 +786,10 @@ def _fits(source: str, target: str) -> bool:
 
 
 def arange_values(start: bool | int | float, step: bool | int | float, size: int, dtype: str) -> np.ndarray[Any, Any]:
-    """numpy's arange values, as the CPU backend computes them."""
-    numpy_dtype = np.dtype(dtype)
-    if numpy_dtype.kind in "iu" and isinstance(start, int) and isinstance(step, int):
-        return (np.arange(size, dtype=np.int64) * step + start).astype(numpy_dtype)
-    return (np.arange(size, dtype=np.float64) * step + start).astype(numpy_dtype)
+    """The arange values every backend computes (see hal.cpu._math.arange_values)."""
+    from ipfs_accelerate.hal.cpu._math import arange_values as values
+
+    return values(start, step, size, np.dtype(dtype))
 
 
 # ----------------------------------------------------------------------------- readback checks
