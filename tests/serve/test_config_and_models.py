@@ -106,6 +106,14 @@ def test_transcribe_segments_are_the_transcript_in_windows(server: Running) -> N
     tokens = detected[0].tokens
     assert tokens and whisper.generation.eos not in tokens
     assert whisper.tokenizer.decode(tokens, skip_special_tokens=True) == detected[0].text
+    # a segment's tokens are the generated ones only: no prompt token leaks in
+    gen = whisper.generation
+    prompt_ids = {gen.decoder_start, gen.no_timestamps, *gen.lang_to_id.values()}
+    prompt_ids |= {whisper._task_id(t) for t in ("transcribe", "translate")}
+    for segment in (*segments, *detected):
+        assert not prompt_ids & set(segment.tokens), segment.tokens
+    row = whisper.generate(whisper.feature_extractor([samples[:16000]]))[0].tolist()
+    assert row[4 : 4 + len(tokens)] == tokens  # after <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
 
 
 @pytest.mark.parametrize(("shape_buckets", "device", "mode"), [(None, "cpu", "exact"), (None, "webnn", "buckets"), (True, "cpu", "buckets"), (False, "webnn", "exact")])

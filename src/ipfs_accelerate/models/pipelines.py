@@ -621,6 +621,12 @@ class SpeechRecognizer(_Pipeline):
         """Greedy token ids (B, prompt + generated) for log-mel ``input_features`` (B, mels,
         frames): the prompt, then the generated tokens, sequences that ended early padded
         with the pad token after their end-of-text, as ``generate()`` returns them."""
+        return self._generate(input_features, language, task, max_new_tokens)[0]
+
+    def _generate(
+        self, input_features: Array, language: str | None, task: str, max_new_tokens: int | None
+    ) -> tuple[Array, int]:
+        """:meth:`generate`'s rows, and how many of their leading tokens are the prompt."""
         gen = self.generation
         task_id = self._task_id(task)
         lang_id = self._language_id(language) if language is not None else None
@@ -653,7 +659,7 @@ class SpeechRecognizer(_Pipeline):
             if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
                 raise InvalidArgumentError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
             limit = min(limit, max_new_tokens)
-        return np.concatenate([prompt, self._greedy(logits, cache, limit)], axis=1)
+        return np.concatenate([prompt, self._greedy(logits, cache, limit)], axis=1), prompt.shape[1]
 
     def _detect(self, logits: Array) -> Array:
         ids = np.array(sorted(self.generation.lang_to_id.values()), dtype=np.int64)
@@ -738,12 +744,11 @@ class SpeechRecognizer(_Pipeline):
         windows = self.split_windows(samples)
         gen = self.generation
         id_to_language = {v: k.strip("<|>") for k, v in gen.lang_to_id.items()}
-        prompt = self._prompt_length(task)
         segments: list[TranscriptSegment] = []
         offset = 0
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            rows = self.generate(self.feature_extractor(chunk), language, task, max_new_tokens)
+            rows, prompt = self._generate(self.feature_extractor(chunk), language, task, max_new_tokens)
             for window, row in zip(chunk, rows, strict=True):
                 if language is not None:
                     spoken = language_token(language).strip("<|>")
@@ -756,14 +761,6 @@ class SpeechRecognizer(_Pipeline):
                 segments.append(TranscriptSegment(offset / rate, end / rate, self._decode(row), generated, spoken))
                 offset = end
         return segments
-
-    def _prompt_length(self, task: str) -> int:
-        """Tokens of the decoder prompt :meth:`generate` puts before the generated ones:
-        <|startoftranscript|>, then on multilingual checkpoints the (given or detected)
-        language and the task, then <|notimestamps|>."""
-        gen = self.generation
-        length = 1 + (2 if gen.multilingual and self._task_id(task) is not None else int(gen.multilingual))
-        return length + (1 if gen.no_timestamps is not None else 0)
 
     def _decode(self, ids: Array) -> str:
         gen = self.generation
