@@ -36,7 +36,7 @@ from ipfs_accelerate.errors import (
 from ._config import ResilienceConfig, Secret, normalise_base_url, redact_url, resolve_setting
 from ._errors import error_for_status
 from ._metrics import Metrics
-from ._resilience import CircuitState, backoff_delay, counts_as_failure, is_retryable
+from ._resilience import backoff_delay, counts_as_failure, is_retryable
 from ._streams import excerpt, loads_json
 from ._sync import SyncFacade, run_sync
 from ._transport import Endpoint, HTTPRequest, RawResponse, map_transport_error, request_id_from
@@ -418,8 +418,7 @@ class APIBackend:
         metrics.on_request()
         waited: float | None = None
         try:
-            if not ep.breaker.surely_closed:
-                self._check_circuit(ep)
+            self._check_circuit(ep)
             headers = self._headers(request, opts)
             if ep.limiter.try_acquire():
                 waited = 0.0
@@ -485,9 +484,7 @@ class APIBackend:
 
     def _check_circuit(self, ep: Endpoint) -> None:
         # refuse at once while open rather than queueing a request that cannot be sent
-        if ep.breaker.surely_closed:
-            return
-        if ep.breaker.config.enabled and ep.breaker.state == CircuitState.OPEN:
+        if ep.breaker.is_open:  # (disabled breakers are always surely closed)
             ep.breaker.release(ep.breaker.acquire())  # raises CircuitOpenError with the wait
 
     def _shape_error(self, exc: Exception, raw: RawResponse, what: str) -> ProtocolError:

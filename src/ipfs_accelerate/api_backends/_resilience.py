@@ -198,6 +198,11 @@ class CircuitBreaker:
             self._maybe_half_open()
             return self._state
 
+    @property
+    def is_open(self) -> bool:
+        """Whether calls are refused now (open and still cooling down); lock-free when closed."""
+        return not self.surely_closed and self.state == CircuitState.OPEN
+
     def _maybe_half_open(self) -> None:
         if self._state == CircuitState.OPEN and self._clock() - self._opened_at >= self.config.cooldown:
             self._state = CircuitState.HALF_OPEN

@@ -601,7 +601,7 @@ class Router:
         until = max(target.cooldown_until, target.hard_cooldown_until)
         wait = until - now if until > now else 0.0
         breaker = target.endpoint.breaker
-        if not breaker.surely_closed and breaker.state == CircuitState.OPEN:
+        if breaker.is_open:
             return math.inf  # an open circuit fails fast; it is not waited for
         managed = target.managed
         if managed is not None and not managed.is_ready:
@@ -691,7 +691,7 @@ class Router:
             if key in call.tried or key in call.excluded or target.hard_cooldown_until > now or target.cooldown_until <= now:
                 continue
             breaker = target.endpoint.breaker
-            if not breaker.surely_closed and breaker.state == CircuitState.OPEN:
+            if breaker.is_open:
                 continue
             if target.managed is not None and not target.managed.is_ready:
                 continue

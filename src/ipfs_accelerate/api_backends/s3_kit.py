@@ -78,7 +78,7 @@ from ._base import APIBackend, _hide_secrets
 from ._config import ResilienceConfig, Secret, normalise_base_url, redact_url, resolve_setting
 from ._metrics import Metrics
 from ._observability import start_span
-from ._resilience import BreakerPermit, CircuitBreaker, CircuitState, PriorityLimiter, backoff_delay
+from ._resilience import BreakerPermit, CircuitBreaker, PriorityLimiter, backoff_delay
 from ._types import HealthStatus, Priority
 from .router import STRATEGIES, make_strategy
 
@@ -451,7 +451,7 @@ class S3Kit(APIBackend):
     def _pick(self, exclude: set[int]) -> _S3Endpoint | None:
         candidates = [
             e for e in self.s3_endpoints
-            if id(e) not in exclude and (e.breaker.surely_closed or e.breaker.state != CircuitState.OPEN)
+            if id(e) not in exclude and not e.breaker.is_open
         ]  # fmt: skip
         if not candidates:
             return None
