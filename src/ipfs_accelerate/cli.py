@@ -194,25 +194,12 @@ def _json_default(value: Any) -> Any:
 # ----------------------------------------------------------------------------- progress
 
 
-_STAGES = {"resolve": "finding the checkpoint", "read": "mapping the weights", "load": "placing weights"}
-
-
 @contextmanager
 def _loading(what: str) -> Iterator[Callable[[str, int, int], None]]:
     """A progress bar for a model load (stages resolve, read, load), on stderr."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from ipfs_accelerate._progress import load_progress
 
-    with Progress(
-        TextColumn("{task.description:<40}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-        console=stderr, transient=True,
-    ) as progress:  # fmt: skip
-        tasks: dict[str, Any] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(f"{what}: {_STAGES.get(stage, stage)}", total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
+    with load_progress(stderr, what, transient=True) as report:
         yield report
 
 

@@ -86,21 +86,10 @@ def _backends(console: Any) -> list[str]:
 
 
 def _load(console: Any, device: str) -> Any:
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
+    from ipfs_accelerate._progress import load_progress
     from ipfs_accelerate.models import TextEmbedder
 
-    labels = {"resolve": "finding the checkpoint", "read": "mapping model.safetensors", "load": "placing weights"}
-    with Progress(
-        TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(labels.get(stage, stage), total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
+    with load_progress(console) as report:
         return TextEmbedder.from_pretrained(MODEL, device=device, progress=report)
 
 
