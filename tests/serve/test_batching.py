@@ -185,7 +185,8 @@ def test_batches_group_inputs_of_like_length_and_always_take_the_oldest() -> Non
 
     async def main() -> list[Any]:
         blocker = asyncio.create_task(batcher.embed([[99]]))  # occupies the worker while the rest queue
-        await asyncio.sleep(0.005)
+        while not model.batches:  # until the blocker's forward pass has started (a loaded machine is slow)
+            await asyncio.sleep(0.001)
         results = await asyncio.gather(*(batcher.embed(r) for r in requests))
         await blocker
         return results
