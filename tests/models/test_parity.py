@@ -59,6 +59,32 @@ def test_bert_matches_transformers(device: str, bert_dir: Path) -> None:
     assert_close(out.pooler_output.numpy(), ref.pooler_output, device, "pooler_output")
 
 
+def test_bert_packed_forward_matches_transformers_at_every_real_token(device: str, bert_dir: Path) -> None:
+    """The packed forward (dense layers on the real tokens only, filler rows included) gives
+    transformers' hidden states at every real token, also laid back out as the padded batch."""
+    from transformers import BertModel
+
+    from ipfs_accelerate.models.bert import PackedTokens
+
+    model, _, _ = load_model(bert_dir, device, sharing=False)
+    ids, mask = _ids(bert_dir, [*TEXTS, "a man"])
+    types = np.zeros_like(ids)
+    types[1, 3:] = 1
+    hf = BertModel.from_pretrained(bert_dir).eval()
+    with torch.no_grad():
+        ref = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), token_type_ids=torch.from_numpy(types))
+    real = mask.astype(bool)
+    expected = ref.last_hidden_state.numpy()[real]  # (tokens, hidden) in row-major order
+    batch = PackedTokens.from_batch(ids, mask, types, tokens=int(real.sum()) + 5)
+    assert batch.real_tokens == int(real.sum()) < ids.size
+    packed = model.packed(batch).numpy()
+    assert packed.shape == (batch.real_tokens + 5, expected.shape[1])
+    assert_close(packed[: batch.real_tokens], expected, device, "packed hidden states")
+    laid_out = model.packed(batch, padded=True).numpy()
+    assert laid_out.shape == (*ids.shape, expected.shape[1])
+    assert_close(laid_out[real], expected, device, "packed hidden states, padded layout")
+
+
 # ----------------------------------------------------------------------------- ViT
 
 

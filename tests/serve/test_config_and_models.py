@@ -127,7 +127,7 @@ def test_shape_buckets_set_the_embedders_one_padding_policy(shape_buckets: bool 
         (served,) = list(registry)
         policy = served.pipeline.shape_policy()
         assert policy.mode == mode
-        assert policy.shape(3, 13) == ((4, 16) if mode == "buckets" else (3, 13))
+        assert policy.plan(3, 13, 30) == ((4, 16, False) if mode == "buckets" else (3, 13, True))
         engine = served.embedding
         sequences = [[101, 7592, 102], [101, 7592, 2088, 2003, 2307, 102]]
         vectors = engine.forward(sequences)

@@ -11,8 +11,9 @@ everything.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
-__all__ = ["EXACT_SHAPES", "ShapePolicy", "bucket_length", "compiles_per_shape", "next_power_of_two"]
+__all__ = ["EXACT_SHAPES", "Plan", "ShapePolicy", "bucket_length", "compiles_per_shape", "next_power_of_two"]
 
 #: distinct lengths a pipeline runs as they are, per row count, before it pads to buckets
 EXACT_SHAPES = 8
@@ -39,11 +40,22 @@ def compiles_per_shape(device: str) -> bool:
         return False
 
 
-class ShapePolicy:
-    """The (rows, length) a batch of (rows, length) tokens runs as.
+class Plan(NamedTuple):
+    """How a batch runs: as (rows, length), and whether its real tokens are packed."""
 
+    rows: int
+    length: int
+    packed: bool
+
+
+class ShapePolicy:
+    """How a batch of (rows, length) token slots, ``tokens`` of them real, runs.
+
+    Packed (the dense layers see only the real tokens) wherever the batch has padding, except
+    when padded to a bucket: a packed graph's shape depends on its token count too, so a
+    compile-per-shape backend would meet a new shape at nearly every batch.
     ``mode`` "auto" (what a pipeline does by itself): as it is on eager backends; on a
-    graph-compiling backend as it is for the first EXACT_SHAPES lengths of each row count,
+    graph-compiling backend as it is for the first EXACT_SHAPES shapes of each row count,
     then padded to a power-of-two row count and a :func:`bucket_length` (at most
     ``max_length``). "buckets": always padded (a server, whose batches have any row count).
     "exact": never padded."""
@@ -56,19 +68,24 @@ class ShapePolicy:
         self.mode = mode
         self.enabled = mode == "buckets" or (mode == "auto" and compiles_per_shape(device))
         self.max_length = max_length
-        self._seen: set[tuple[int, int]] = set()
-        self._exact: dict[int, int] = {}  # row count -> exact lengths run
+        self._seen: dict[tuple[int, int, int], Plan] = {}
+        self._exact: dict[int, int] = {}  # row count -> exact shapes run
         self._lock = threading.Lock()
 
-    def shape(self, rows: int, length: int) -> tuple[int, int]:
-        if not self.enabled:
-            return rows, length
+    def plan(self, rows: int, length: int, tokens: int | None = None) -> Plan:
+        """``tokens``: the batch's real tokens (None: nothing to pack)."""
+        padding = tokens is not None and tokens < rows * length
+        if not self.enabled or self.mode == "exact":
+            return Plan(rows, length, padding)
+        key = (rows, length, tokens if tokens is not None and padding else rows * length)
         with self._lock:
-            if (rows, length) in self._seen:
-                return rows, length
-            if self.mode == "auto" and self._exact.get(rows, 0) < EXACT_SHAPES:
-                self._exact[rows] = self._exact.get(rows, 0) + 1
-            else:
-                rows, length = next_power_of_two(rows), max(length, min(bucket_length(length), self.max_length))
-            self._seen.add((rows, length))
-            return rows, length
+            plan = self._seen.get(key)
+            if plan is None:
+                if self.mode == "auto" and self._exact.get(rows, 0) < EXACT_SHAPES:
+                    self._exact[rows] = self._exact.get(rows, 0) + 1
+                    plan = Plan(rows, length, padding)
+                else:
+                    width = max(length, min(bucket_length(length), self.max_length))
+                    plan = Plan(next_power_of_two(rows), width, False)
+                self._seen[key] = plan
+            return plan

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ipfs_accelerate import ops
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
 from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
@@ -25,9 +27,9 @@ from ipfs_accelerate.models._module import (
     merge_heads,
     split_heads,
 )
-from ipfs_accelerate.tensor import Tensor, zeros_like
+from ipfs_accelerate.tensor import Tensor, from_numpy, zeros_like
 
-__all__ = ["BertConfig", "BertModel", "BertOutput"]
+__all__ = ["BertConfig", "BertModel", "BertOutput", "PackedTokens"]
 
 
 @dataclass
@@ -72,6 +74,94 @@ class BertOutput:
     pooler_output: Tensor | None
 
 
+@dataclass(frozen=True)
+class PackedTokens:
+    """The real tokens of a padded (rows, length) batch, one per row of a (tokens, hidden)
+    matrix, for :meth:`BertModel.packed`: its dense layers skip the padding (a batch of
+    sentences sorted by length still pads 10-15% of its slots), attention runs padded.
+
+    Made by :meth:`from_batch` (host arrays). ``keep`` (T,) holds the flat index
+    ``row * length + position`` of each packed token; ``place`` (rows * length,) the packed
+    row of each padded slot (0 for padding, which attention masks out). Rows past the real
+    tokens (``tokens`` asked for more, so that a compile-per-shape backend meets fewer shapes)
+    repeat token 0: computed, never read.
+    """
+
+    input_ids: np.ndarray[Any, Any]
+    token_type_ids: np.ndarray[Any, Any]
+    positions: np.ndarray[Any, Any]
+    keep: np.ndarray[Any, Any]
+    place: np.ndarray[Any, Any]
+    attention_mask: np.ndarray[Any, Any]
+    real_tokens: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.attention_mask.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.attention_mask.shape[1])
+
+    @classmethod
+    def from_batch(
+        cls,
+        input_ids: np.ndarray[Any, Any],
+        attention_mask: np.ndarray[Any, Any],
+        token_type_ids: np.ndarray[Any, Any] | None = None,
+        tokens: int | None = None,
+    ) -> PackedTokens:
+        ids = np.asarray(input_ids)
+        mask = np.asarray(attention_mask)
+        if ids.ndim != 2 or mask.shape != ids.shape:
+            raise InvalidArgumentError(
+                "PackedTokens: input_ids and attention_mask must be (batch, length) of one shape, "
+                f"got {ids.shape} and {mask.shape}"
+            )
+        types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
+        if types.shape != ids.shape:
+            raise InvalidArgumentError(f"PackedTokens: token_type_ids must have shape {ids.shape}, got {types.shape}")
+        present = mask != 0
+        empty = np.flatnonzero(~present.any(axis=1))
+        if empty.size:
+            raise InvalidArgumentError(f"PackedTokens: row {int(empty[0])} has no token (its attention_mask is all zero)")
+        keep = np.flatnonzero(present.reshape(-1)).astype(np.int64)
+        count = keep.size
+        if tokens is not None:
+            if tokens < count:
+                raise InvalidArgumentError(f"PackedTokens: tokens={tokens} is fewer than the batch's {count} tokens")
+            keep = np.concatenate([keep, np.zeros(tokens - count, dtype=np.int64)])
+        place = np.zeros(ids.size, dtype=np.int64)
+        place[keep[:count]] = np.arange(count, dtype=np.int64)
+        return cls(
+            input_ids=ids.reshape(-1)[keep].astype(np.int64),
+            token_type_ids=types.reshape(-1)[keep].astype(np.int64),
+            positions=keep % ids.shape[1],
+            keep=keep,
+            place=place,
+            attention_mask=present.astype(np.int64),
+            real_tokens=count,
+        )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A packed batch's gather indices on the model's device."""
+
+    keep: Tensor
+    place: Tensor
+    rows: int
+    length: int
+
+    def padded(self, x: Tensor) -> Tensor:
+        """(T, H) packed rows -> (rows, length, H); padding slots hold token 0's row."""
+        return ops.gather(x, self.place, axis=0).reshape(self.rows, self.length, x.shape[-1])
+
+    def packed(self, x: Tensor) -> Tensor:
+        """(rows, length, H) -> (T, H)."""
+        return ops.gather(x.reshape(self.rows * self.length, x.shape[-1]), self.keep, axis=0)
+
+
 class BertEmbeddings(Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -86,6 +176,10 @@ class BertEmbeddings(Module):
         x = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(token_type_ids)
         return self.LayerNorm(x)
 
+    def packed(self, input_ids: Tensor, positions: Tensor, token_type_ids: Tensor) -> Tensor:
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return self.LayerNorm(x + self.token_type_embeddings(token_type_ids))
+
 
 class BertSelfAttention(Module):
     def __init__(self, config: BertConfig) -> None:
@@ -95,11 +189,13 @@ class BertSelfAttention(Module):
         self.key = Linear(config.hidden_size, config.hidden_size)
         self.value = Linear(config.hidden_size, config.hidden_size)
 
-    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        q = split_heads(self.query(x), self.num_heads)
-        k = split_heads(self.key(x), self.num_heads)
-        v = split_heads(self.value(x), self.num_heads)
-        return merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    def __call__(self, x: Tensor, mask: Tensor | None, layout: _Layout | None = None) -> Tensor:
+        if layout is None:
+            q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+            return merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        # packed: the projections see the real tokens only, attention the padded layout
+        q, k, v = (split_heads(layout.padded(proj(x)), self.num_heads) for proj in (self.query, self.key, self.value))
+        return layout.packed(merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
 
 
 class BertSelfOutput(Module):
@@ -118,8 +214,8 @@ class BertAttention(Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        return self.output(self.self(x, mask), x)
+    def __call__(self, x: Tensor, mask: Tensor | None, layout: _Layout | None = None) -> Tensor:
+        return self.output(self.self(x, mask, layout), x)
 
 
 class BertIntermediate(Module):
@@ -149,8 +245,8 @@ class BertLayer(Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertLayerOutput(config)
 
-    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        attended = self.attention(x, mask)
+    def __call__(self, x: Tensor, mask: Tensor | None, layout: _Layout | None = None) -> Tensor:
+        attended = self.attention(x, mask, layout)
         return self.output(self.intermediate(attended), attended)
 
 
@@ -159,9 +255,9 @@ class BertEncoder(Module):
         super().__init__()
         self.layer = ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
 
-    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def __call__(self, x: Tensor, mask: Tensor | None, layout: _Layout | None = None) -> Tensor:
         for layer in self.layer:
-            x = layer(x, mask)
+            x = layer(x, mask, layout)
         return x
 
 
@@ -203,12 +299,7 @@ class BertModel(Module):
     ) -> BertOutput:
         if input_ids.ndim != 2:
             raise InvalidArgumentError(f"BertModel: input_ids must be (batch, length), got shape {input_ids.shape}")
-        length = input_ids.shape[1]
-        if length > self.config.max_position_embeddings:
-            raise InvalidArgumentError(
-                f"BertModel: sequence length {length} exceeds max_position_embeddings "
-                f"{self.config.max_position_embeddings}; truncate the input (the tokenizer does)"
-            )
+        self._check_length(input_ids.shape[1])
         if token_type_ids is None:
             token_type_ids = zeros_like(input_ids)
         mask = None
@@ -218,3 +309,28 @@ class BertModel(Module):
         hidden = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         pooled = self.pooler(hidden) if pool and self.pooler is not None else None
         return BertOutput(hidden, pooled)
+
+    def packed(self, batch: PackedTokens, *, padded: bool = False) -> Tensor:
+        """The last hidden states (T, hidden) of a packed batch's tokens, in ``batch.keep``'s
+        order (rows past ``batch.real_tokens`` are filler); with ``padded``, laid out (rows,
+        length, hidden) as the batch was, padding slots holding token 0's state. Equal to
+        ``last_hidden_state`` at the real tokens of the padded forward; the dense layers see
+        no padding."""
+        self._check_length(batch.length)
+        device = self.embeddings.word_embeddings.weight.device
+        layout = _Layout(from_numpy(batch.keep, device), from_numpy(batch.place, device), batch.rows, batch.length)
+        mask = from_numpy(batch.attention_mask.reshape(batch.rows, 1, 1, batch.length) != 0, device)
+        x = self.embeddings.packed(
+            from_numpy(batch.input_ids, device),
+            from_numpy(batch.positions, device),
+            from_numpy(batch.token_type_ids, device),
+        )
+        hidden = self.encoder(x, mask, layout)
+        return layout.padded(hidden) if padded else hidden
+
+    def _check_length(self, length: int) -> None:
+        if length > self.config.max_position_embeddings:
+            raise InvalidArgumentError(
+                f"BertModel: sequence length {length} exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}; truncate the input (the tokenizer does)"
+            )

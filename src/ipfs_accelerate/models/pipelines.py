@@ -27,6 +27,7 @@ from ipfs_accelerate.errors import (
 )
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
 from ipfs_accelerate.models._languages import language_token
+from ipfs_accelerate.models._parallel import host_cores, run_sharded, shard_bounds
 from ipfs_accelerate.models._shapes import ShapePolicy
 from ipfs_accelerate.models.loading import (
     Checkpoint,
@@ -235,17 +236,43 @@ class TextEmbedder(_Pipeline):
         return self._forward(ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64), normalize)
 
     def _forward(self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool) -> Array:
+        """Pooled embeddings of a batch; on the numpy backend in row shards, one per core
+        (see :mod:`~ipfs_accelerate.models._parallel`)."""
+        cores = host_cores() if self.device == "cpu" else 1
+        bounds = shard_bounds((attention_mask != 0).sum(axis=1).tolist(), cores)
+        if len(bounds) == 1:
+            return self._forward_rows(input_ids, attention_mask, token_type_ids, normalize)
+
+        def shard(start: int, stop: int) -> Array:
+            mask = attention_mask[start:stop]
+            used = np.flatnonzero(mask.any(axis=0))  # columns no row of the shard uses are dropped
+            width = int(used[-1]) + 1 if used.size else mask.shape[1]
+            rows = slice(start, stop)
+            return self._forward_rows(input_ids[rows, :width], mask[:, :width], token_type_ids[rows, :width], normalize)
+
+        return np.concatenate(run_sharded(shard, bounds))
+
+    def _forward_rows(self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool) -> Array:
+        from ipfs_accelerate.models.bert import PackedTokens
+
         device = self.device
         count, length = input_ids.shape
-        rows, width = self.shape_policy().shape(count, length)
-        if (rows, width) != (count, length):  # padding tokens are masked out, filler rows dropped
-            input_ids, attention_mask, token_type_ids = _pad_batch(
-                (input_ids, attention_mask, token_type_ids), rows, width, (self.tokenizer.pad_id, 0, 0)
-            )
-        ids = from_numpy(input_ids, device)
-        mask = from_numpy(attention_mask, device)
-        types = from_numpy(token_type_ids, device)
-        hidden = self.model(ids, mask, types, pool=False).last_hidden_state
+        present = attention_mask != 0
+        # a row without tokens cannot be packed (it has nothing to attend to either way)
+        tokens = int(present.sum()) if present.any(axis=1).all() else None
+        plan = self.shape_policy().plan(count, length, tokens)
+        if plan.packed:
+            batch = PackedTokens.from_batch(input_ids, attention_mask, token_type_ids)
+            mask = from_numpy(batch.attention_mask, device)
+            hidden = self.model.packed(batch, padded=True)
+        else:
+            if (plan.rows, plan.length) != (count, length):  # padding tokens are masked out, filler rows dropped
+                input_ids, attention_mask, token_type_ids = _pad_batch(
+                    (input_ids, attention_mask, token_type_ids), plan.rows, plan.length, (self.tokenizer.pad_id, 0, 0)
+                )
+            mask = from_numpy(attention_mask, device)
+            ids = from_numpy(input_ids, device)
+            hidden = self.model(ids, mask, from_numpy(token_type_ids, device), pool=False).last_hidden_state
         pooled = self._pool(hidden, mask)
         if normalize:
             pooled = _l2_normalize(pooled)
