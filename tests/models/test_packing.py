@@ -24,7 +24,7 @@ def test_packed_tokens_index_the_real_tokens_both_ways() -> None:
     mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [0, 1, 1, 1]])  # the last row is left-padded
     types = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
     batch = PackedTokens.from_batch(ids, mask, types)
-    assert (batch.rows, batch.length, batch.real_tokens) == (3, 4, 8)
+    assert (batch.rows, batch.length, batch.tokens) == (3, 4, 8)
     np.testing.assert_array_equal(batch.keep, [0, 1, 2, 4, 5, 9, 10, 11])
     np.testing.assert_array_equal(batch.input_ids, [5, 6, 7, 8, 9, 3, 4, 2])
     np.testing.assert_array_equal(batch.token_type_ids, [0, 0, 1, 0, 1, 0, 0, 1])
@@ -33,18 +33,11 @@ def test_packed_tokens_index_the_real_tokens_both_ways() -> None:
     np.testing.assert_array_equal(batch.place[batch.keep], np.arange(8))
     assert (batch.place[mask.reshape(-1) == 0] == 0).all()
 
-    filled = PackedTokens.from_batch(ids, mask, types, tokens=11)
-    assert filled.real_tokens == 8 and filled.keep.shape == (11,)
-    np.testing.assert_array_equal(filled.keep[8:], 0)  # filler repeats token 0
-    np.testing.assert_array_equal(filled.place, batch.place)
-
 
 def test_packed_tokens_reject_what_cannot_be_packed() -> None:
     ids = np.ones((2, 3), dtype=np.int64)
     with pytest.raises(InvalidArgumentError, match="row 1 has no token"):
         PackedTokens.from_batch(ids, np.array([[1, 1, 0], [0, 0, 0]]))
-    with pytest.raises(InvalidArgumentError, match="tokens=3 is fewer than the batch's 4"):
-        PackedTokens.from_batch(ids, np.array([[1, 1, 0], [1, 1, 0]]), tokens=3)
     with pytest.raises(InvalidArgumentError, match="one shape"):
         PackedTokens.from_batch(ids, np.ones((2, 4)))
     with pytest.raises(InvalidArgumentError, match="token_type_ids must have shape"):
@@ -98,7 +91,7 @@ def _blas_threads() -> int:
 
 def test_run_sharded_runs_shards_at_once_with_blas_on_one_thread() -> None:
     pytest.importorskip("threadpoolctl")
-    if _parallel._blas_limiter() is None:
+    if _parallel._blas_controller() is None:
         pytest.skip("no BLAS library threadpoolctl can limit")
     before = _blas_threads()
     inside: list[tuple[int, int, str]] = []
@@ -117,7 +110,7 @@ def test_run_sharded_runs_shards_at_once_with_blas_on_one_thread() -> None:
 
 def test_run_sharded_restores_blas_only_after_every_overlapping_call_and_every_shard() -> None:
     pytest.importorskip("threadpoolctl")
-    if _parallel._blas_limiter() is None:
+    if _parallel._blas_controller() is None:
         pytest.skip("no BLAS library threadpoolctl can limit")
     before = _blas_threads()
     seen: list[int] = []

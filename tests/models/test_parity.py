@@ -60,7 +60,7 @@ def test_bert_matches_transformers(device: str, bert_dir: Path) -> None:
 
 
 def test_bert_packed_forward_matches_transformers_at_every_real_token(device: str, bert_dir: Path) -> None:
-    """The packed forward (dense layers on the real tokens only, filler rows included) gives
+    """The packed forward (dense layers on the real tokens only) gives
     transformers' hidden states at every real token, also laid back out as the padded batch."""
     from transformers import BertModel
 
@@ -75,11 +75,11 @@ def test_bert_packed_forward_matches_transformers_at_every_real_token(device: st
         ref = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), token_type_ids=torch.from_numpy(types))
     real = mask.astype(bool)
     expected = ref.last_hidden_state.numpy()[real]  # (tokens, hidden) in row-major order
-    batch = PackedTokens.from_batch(ids, mask, types, tokens=int(real.sum()) + 5)
-    assert batch.real_tokens == int(real.sum()) < ids.size
+    batch = PackedTokens.from_batch(ids, mask, types)
+    assert batch.tokens == int(real.sum()) < ids.size
     packed = model.packed(batch).numpy()
-    assert packed.shape == (batch.real_tokens + 5, expected.shape[1])
-    assert_close(packed[: batch.real_tokens], expected, device, "packed hidden states")
+    assert packed.shape == expected.shape
+    assert_close(packed, expected, device, "packed hidden states")
     laid_out = model.packed(batch, padded=True).numpy()
     assert laid_out.shape == (*ids.shape, expected.shape[1])
     assert_close(laid_out[real], expected, device, "packed hidden states, padded layout")

@@ -28,6 +28,7 @@ required primitives, on the same backend.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -73,6 +74,14 @@ ARG_REDUCE_OPS: frozenset[str] = frozenset({"argmax", "argmin"})
 
 #: optional fused ops a backend may provide (see each method's docstring)
 FUSABLE_OPS: frozenset[str] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,15 @@ OpenBLAS), batches are not sharded: threads would compete with BLAS's own.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from itertools import pairwise
 from typing import Any, TypeVar
 
-__all__ = ["MIN_SHARD_ROWS", "host_cores", "run_sharded", "shard_bounds"]
+from ipfs_accelerate.hal._backend import host_cores
+
+__all__ = ["MIN_SHARD_ROWS", "run_sharded", "shard_bounds"]
 
 T = TypeVar("T")
 
@@ -36,14 +37,6 @@ _control: ThreadPoolExecutor | None = None  # the one thread that changes BLAS's
 _depth = 0
 _limiter: Any = None
 _controller: Any = None
-
-
-def host_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def shard_bounds(
@@ -74,7 +67,7 @@ def shard_bounds(
     return list(pairwise(edges))
 
 
-def _blas_limiter() -> Any:
+def _blas_controller() -> Any:
     """threadpoolctl's controller when it finds a BLAS library to limit, else None."""
     global _controller
     if _controller is None:
@@ -106,19 +99,8 @@ def _limit_blas(controller: Any) -> Any:
 def run_sharded(fn: Callable[[int, int], T], bounds: list[tuple[int, int]]) -> list[T]:
     """``fn(start, stop)`` for every shard, at once on a thread pool with BLAS on one thread
     (in order, on this thread, for a single shard or where BLAS cannot be limited)."""
-    controller = _blas_limiter() if len(bounds) > 1 else None
-    global _pool, _depth, _limiter
-    with _lock:
-        if controller is not None and _depth == 0:
-            _limiter = _limit_blas(controller)
-        if controller is None or _limiter is None:
-            controller = None
-        else:
-            _depth += 1
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=host_cores(), thread_name_prefix="ipfs-accelerate-shard")
-        pool = _pool
-    if controller is None or pool is None:
+    pool = _enter() if len(bounds) > 1 else None
+    if pool is None:
         return [fn(start, stop) for start, stop in bounds]
     futures = [pool.submit(fn, start, stop) for start, stop in bounds[1:]]
     try:
@@ -126,8 +108,33 @@ def run_sharded(fn: Callable[[int, int], T], bounds: list[tuple[int, int]]) -> l
         return [first, *(future.result() for future in futures)]
     finally:
         wait(futures)  # BLAS stays limited until every shard is done, even after an error
-        with _lock:
-            _depth -= 1
-            if _depth == 0 and _control is not None:
-                _control.submit(_limiter.restore_original_limits).result()
-                _limiter = None
+        _leave()
+
+
+def _enter() -> ThreadPoolExecutor | None:
+    """Count a sharded batch in (the first one in limits BLAS): the shard pool, or None where
+    BLAS cannot be limited."""
+    global _pool, _depth, _limiter
+    controller = _blas_controller()
+    if controller is None:
+        return None
+    with _lock:
+        if _depth == 0:
+            _limiter = _limit_blas(controller)
+            if _limiter is None:
+                return None
+        _depth += 1
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=host_cores(), thread_name_prefix="ipfs-accelerate-shard")
+        return _pool
+
+
+def _leave() -> None:
+    """Count a sharded batch out (the last one out restores BLAS)."""
+    global _depth, _limiter
+    with _lock:
+        _depth -= 1
+        if _depth == 0:
+            assert _control is not None
+            _control.submit(_limiter.restore_original_limits).result()
+            _limiter = None

@@ -82,9 +82,7 @@ class PackedTokens:
 
     Made by :meth:`from_batch` (host arrays). ``keep`` (T,) holds the flat index
     ``row * length + position`` of each packed token; ``place`` (rows * length,) the packed
-    row of each padded slot (0 for padding, which attention masks out). Rows past the real
-    tokens (``tokens`` asked for more, so that a compile-per-shape backend meets fewer shapes)
-    repeat token 0: computed, never read.
+    row of each padded slot (0 for padding, which attention masks out).
     """
 
     input_ids: np.ndarray[Any, Any]
@@ -93,7 +91,10 @@ class PackedTokens:
     keep: np.ndarray[Any, Any]
     place: np.ndarray[Any, Any]
     attention_mask: np.ndarray[Any, Any]
-    real_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return int(self.keep.shape[0])
 
     @property
     def rows(self) -> int:
@@ -109,7 +110,6 @@ class PackedTokens:
         input_ids: np.ndarray[Any, Any],
         attention_mask: np.ndarray[Any, Any],
         token_type_ids: np.ndarray[Any, Any] | None = None,
-        tokens: int | None = None,
     ) -> PackedTokens:
         ids = np.asarray(input_ids)
         mask = np.asarray(attention_mask)
@@ -126,13 +126,8 @@ class PackedTokens:
         if empty.size:
             raise InvalidArgumentError(f"PackedTokens: row {int(empty[0])} has no token (its attention_mask is all zero)")
         keep = np.flatnonzero(present.reshape(-1)).astype(np.int64)
-        count = keep.size
-        if tokens is not None:
-            if tokens < count:
-                raise InvalidArgumentError(f"PackedTokens: tokens={tokens} is fewer than the batch's {count} tokens")
-            keep = np.concatenate([keep, np.zeros(tokens - count, dtype=np.int64)])
         place = np.zeros(ids.size, dtype=np.int64)
-        place[keep[:count]] = np.arange(count, dtype=np.int64)
+        place[keep] = np.arange(keep.size, dtype=np.int64)
         return cls(
             input_ids=ids.reshape(-1)[keep].astype(np.int64),
             token_type_ids=types.reshape(-1)[keep].astype(np.int64),
@@ -140,7 +135,6 @@ class PackedTokens:
             keep=keep,
             place=place,
             attention_mask=present.astype(np.int64),
-            real_tokens=count,
         )
 
 
@@ -312,7 +306,7 @@ class BertModel(Module):
 
     def packed(self, batch: PackedTokens, *, padded: bool = False) -> Tensor:
         """The last hidden states (T, hidden) of a packed batch's tokens, in ``batch.keep``'s
-        order (rows past ``batch.real_tokens`` are filler); with ``padded``, laid out (rows,
+        order; with ``padded``, laid out (rows,
         length, hidden) as the batch was, padding slots holding token 0's state. Equal to
         ``last_hidden_state`` at the real tokens of the padded forward; the dense layers see
         no padding."""

@@ -25,9 +25,10 @@ from ipfs_accelerate.errors import (
     InvalidArgumentError,
     UnsupportedArchitectureError,
 )
+from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
 from ipfs_accelerate.models._languages import language_token
-from ipfs_accelerate.models._parallel import host_cores, run_sharded, shard_bounds
+from ipfs_accelerate.models._parallel import run_sharded, shard_bounds
 from ipfs_accelerate.models._shapes import ShapePolicy
 from ipfs_accelerate.models.loading import (
     Checkpoint,
@@ -162,10 +163,9 @@ class TextEmbedder(_Pipeline):
             path_or_id, device, BertModel, sharing=sharing, progress=progress,
             hub=_hub_kwargs(revision, cache_dir, local_files_only),
         )  # fmt: skip
-        tokenizer = TextTokenizer.from_checkpoint(checkpoint.path, max_length=max_length)
-        limit = model.config.max_position_embeddings
-        if tokenizer.max_length is None or tokenizer.max_length > limit:
-            tokenizer.max_length = limit
+        tokenizer = TextTokenizer.from_checkpoint(
+            checkpoint.path, max_length=max_length, positions=model.config.max_position_embeddings
+        )
         return cls(model, tokenizer, checkpoint, report, _pooling_mode(checkpoint))
 
     @property
@@ -433,10 +433,7 @@ class ZeroShotImageClassifier(_Pipeline):
             path_or_id, device, CLIPModel, sharing=sharing, progress=progress,
             hub=_hub_kwargs(revision, cache_dir, local_files_only),
         )  # fmt: skip
-        tokenizer = TextTokenizer.from_checkpoint(checkpoint.path)
-        limit = model.config.text_config.max_position_embeddings
-        if tokenizer.max_length is None or tokenizer.max_length > limit:
-            tokenizer.max_length = limit
+        tokenizer = TextTokenizer.from_checkpoint(checkpoint.path, positions=model.config.text_config.max_position_embeddings)
         return cls(model, tokenizer, ImageProcessor.from_checkpoint(checkpoint.path), checkpoint, report)
 
     def _text_features(self, texts: list[str]) -> Tensor:

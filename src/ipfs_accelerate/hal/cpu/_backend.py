@@ -17,7 +17,7 @@ from ipfs_accelerate.errors import (
     InvalidArgumentError,
     TensorOverflowError,
 )
-from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape
+from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape, host_cores
 from ipfs_accelerate.hal.cpu import _math
 from ipfs_accelerate.tensor._creation import checked_cast
 from ipfs_accelerate.tensor._dtype import DTYPES, DType
@@ -124,7 +124,7 @@ class CPUBackend(Backend):
             max_buffer_bytes=memory,
             dtypes=tuple(d.name for d in DTYPES),
             features=("float64", "int64", "item-assignment", "zero-copy-numpy"),
-            limits={"cores": os.cpu_count() or 1},
+            limits={"cores": host_cores()},
             details={"numpy": np.__version__, "blas": blas},
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import platform
 import threading
 from collections import OrderedDict
@@ -14,7 +13,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ipfs_accelerate.errors import UnsupportedDtypeError, UnsupportedOpError
-from ipfs_accelerate.hal._backend import COMPARISON_OPS, Backend, BackendInfo, Scalar, Shape
+from ipfs_accelerate.hal._backend import (
+    COMPARISON_OPS,
+    Backend,
+    BackendInfo,
+    Scalar,
+    Shape,
+    host_cores,
+)
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
 from ipfs_accelerate.hal.webnn._lower import Lowering, check_failure, scalar_token
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
@@ -114,7 +120,7 @@ class WebNNBackend(Backend):
             api="onnxruntime",
             dtypes=_DTYPES,
             features=("graph-compilation", "int64", "float16"),
-            limits={"max_rank": _MAX_RANK, "cores": os.cpu_count() or 1},
+            limits={"max_rank": _MAX_RANK, "cores": host_cores()},
             details={
                 "onnxruntime": str(ort().__version__),
                 "execution_providers": list(providers),

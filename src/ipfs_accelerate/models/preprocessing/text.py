@@ -87,10 +87,13 @@ class TextTokenizer:
         return cls(tokenizer, max_length=max_length, pad_id=int(pad_id or 0), name=str(path))
 
     @classmethod
-    def from_checkpoint(cls, directory: Path, *, max_length: int | None = None) -> TextTokenizer:
+    def from_checkpoint(
+        cls, directory: Path, *, max_length: int | None = None, positions: int | None = None
+    ) -> TextTokenizer:
         """The tokenizer of a checkpoint directory; ``max_length`` defaults to the smallest
         limit the checkpoint states (sentence-transformers' max_seq_length, the tokenizer's
-        model_max_length, the model's position count)."""
+        model_max_length, the model's position count). ``positions`` (the loaded model's
+        position count) bounds it, also a ``max_length`` given."""
         from ipfs_accelerate.models.loading import read_json
 
         settings = read_json(directory / "tokenizer_config.json")
@@ -107,6 +110,8 @@ class TextTokenizer:
             limits.append(config.get("max_target_positions"))
             usable = [int(v) for v in limits if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < _NO_LIMIT]
             max_length = min(usable) if usable else None
+        if positions is not None and (max_length is None or max_length > positions):
+            max_length = positions
         return cls.from_file(directory / "tokenizer.json", max_length=max_length, pad_token=pad_token)
 
     # ------------------------------------------------------------------ encoding
