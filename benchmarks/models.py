@@ -129,6 +129,82 @@ def onnx_embedder(model_dir: Path, workdir: Path) -> Callable[[list[str], int], 
     return embed
 
 
+def gemm_peak(rows: int, width: int, inner: int, repeats: int = 20) -> dict[str, float]:
+    """This machine's fp32 GEMM rate in GFLOP/s, best of ``repeats``, on one
+    (rows, width) x (width, inner) product with every core: numpy's BLAS, and onnxruntime's
+    MLAS through a one-matmul WebNN graph (what the webnn backend's graphs run on)."""
+    from ipfs_accelerate import webnn
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, width)).astype(np.float32)
+    w = rng.standard_normal((width, inner)).astype(np.float32)
+    context = webnn.create_context()
+    builder = webnn.MLGraphBuilder(context)
+    operand = builder.input("x", {"dataType": "float32", "shape": [rows, width]})
+    weight = builder.constant({"dataType": "float32", "shape": [width, inner]}, w)
+    graph = builder.build({"y": builder.matmul(operand, weight)})
+    runs: dict[str, Timer] = {
+        "numpy": lambda: x @ w,
+        "onnxruntime": lambda: context.compute(graph, {"x": x}),
+    }
+    flops = 2.0 * rows * width * inner
+    peak = {}
+    for name, fn in runs.items():
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        peak[name] = flops / best / 1e9
+    context.destroy()
+    return peak
+
+
+def dense_gemm_flops(config: Any, tokens: int) -> float:
+    """FLOPs of a BERT encoder's dense layers (Q, K, V, attention output, the two FFN
+    matrices) over ``tokens`` token rows: the GEMMs every implementation must do."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    return 2.0 * tokens * config.num_hidden_layers * (4 * hidden * hidden + 2 * hidden * inner)
+
+
+def token_counts(embedder: Any, texts: list[str], batch_size: int) -> tuple[int, int]:
+    """(real tokens, padded slots) of ``texts`` in length-sorted batches, as both embedders
+    batch them (sentence-transformers runs every padded slot, packed batches the real ones)."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    real = padded = 0
+    for start in range(0, len(texts), batch_size):
+        mask = embedder.tokenizer([texts[i] for i in order[start : start + batch_size]]).attention_mask
+        real += int(mask.sum())
+        padded += int(np.count_nonzero(mask.any(axis=0))) * mask.shape[0]
+    return real, padded
+
+
+def print_ceiling(embedder: Any, texts: list[str], batch_size: int, times: dict[str, float]) -> None:
+    """What the GEMMs alone cost at this machine's measured peak: an upper bound on any fp32
+    implementation's speed-up over torch here, whatever it does with the other ops."""
+    config = embedder.model.config
+    real, padded = token_counts(embedder, texts, batch_size)
+    peak = gemm_peak(real // max(1, -(-len(texts) // batch_size)), config.hidden_size, config.intermediate_size)
+    best = max(peak.values())
+    floor = dense_gemm_flops(config, real) / 1e9 / best
+    torch_t = times["sentence-transformers"]
+    print(
+        f"  ceiling: {real} real tokens ({padded} padded slots); dense GEMMs {dense_gemm_flops(config, real) / 1e9:.1f} "
+        f"GFLOP packed, {dense_gemm_flops(config, padded) / 1e9:.1f} padded"
+    )
+    print(
+        "  fp32 GEMM peak here: "
+        + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in peak.items())
+        + f"; at {best:.0f} the packed GEMMs alone take {floor:.3f} s, torch's whole run {torch_t:.3f} s:"
+        f" no fp32 run can beat torch here by more than {torch_t / floor:.2f}x, even with every other op free"
+    )
+    for name, seconds in times.items():
+        tokens = padded if name in ("sentence-transformers", "onnxruntime") else real
+        share = dense_gemm_flops(config, tokens) / 1e9 / best / seconds
+        print(f"    {name:<22} GEMMs at peak would be {share:5.1%} of its time")
+
+
 def bench_minilm(rounds: int, backends: list[str]) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -171,6 +247,8 @@ def bench_minilm(rounds: int, backends: list[str]) -> None:
             for name, seconds in times.items():
                 print(f"  {batch_size:>5} {name:<22} {count / seconds:9.1f} {fmt_ratio(torch_t, seconds):>9} {fmt_ratio(ort_t, seconds):>8}")
             if batch_size == 32:
+                if ours:
+                    print_ceiling(next(iter(ours.values())), texts, batch_size, times)
                 for backend, target in TARGETS.items():
                     seconds = times.get(f"ipfs_accelerate[{backend}]")
                     if seconds is not None:
