@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 import ipfs_accelerate as ia
-from ipfs_accelerate import hal, ops
+from ipfs_accelerate import hal
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
@@ -42,78 +42,12 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return min(samples)
 
 
-# ----------------------------------------------------------------------------- transformer block
-
-
-def make_block(hidden: int, ffn: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    def w(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
-
-    return {
-        "q_w": w(hidden, hidden), "q_b": w(hidden), "k_w": w(hidden, hidden), "k_b": w(hidden),
-        "v_w": w(hidden, hidden), "v_b": w(hidden), "o_w": w(hidden, hidden), "o_b": w(hidden),
-        "ln1_w": 1 + w(hidden), "ln1_b": w(hidden), "f1_w": w(ffn, hidden), "f1_b": w(ffn),
-        "f2_w": w(hidden, ffn), "f2_b": w(hidden), "ln2_w": 1 + w(hidden), "ln2_b": w(hidden),
-    }  # fmt: skip
-
-
-def block_ops(x: Any, p: dict[str, Any], heads: int, mask: Any) -> Any:
-    """A BERT encoder layer through ipfs_accelerate.ops (runs on x's device)."""
-    batch, seq, hidden = x.shape
-    dim = hidden // heads
-
-    def split(t: Any) -> Any:
-        return ops.permute(ops.reshape(t, (batch, seq, heads, dim)), (0, 2, 1, 3))
-
-    q = split(ops.linear(x, p["q_w"], p["q_b"]))
-    k = split(ops.linear(x, p["k_w"], p["k_b"]))
-    v = split(ops.linear(x, p["v_w"], p["v_b"]))
-    context = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    context = ops.reshape(ops.permute(context, (0, 2, 1, 3)), (batch, seq, hidden))
-    h = ops.layer_norm(ops.add(x, ops.linear(context, p["o_w"], p["o_b"])), hidden, p["ln1_w"], p["ln1_b"], 1e-12)
-    f = ops.linear(ops.gelu(ops.linear(h, p["f1_w"], p["f1_b"])), p["f2_w"], p["f2_b"])
-    return ops.layer_norm(ops.add(h, f), hidden, p["ln2_w"], p["ln2_b"], 1e-12)
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz-Stegun 7.1.26 is too coarse for a fair comparison: use the rational fit the
-    # CPU backend uses (vectorised numpy, float32)
-    from ipfs_accelerate.hal.cpu._math import erf
-
-    return erf(x)
-
-
-def block_numpy(x: np.ndarray, p: dict[str, np.ndarray], heads: int, mask: np.ndarray) -> np.ndarray:
-    """The same layer written directly in numpy (float32)."""
-    batch, seq, hidden = x.shape
-    dim = hidden // heads
-
-    def linear(t: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (t.reshape(-1, t.shape[-1]) @ w.T + b).reshape(*t.shape[:-1], w.shape[0])
-
-    def split(t: np.ndarray) -> np.ndarray:
-        return t.reshape(batch, seq, heads, dim).transpose(0, 2, 1, 3)
-
-    def layer_norm(t: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        mean = t.mean(-1, keepdims=True)
-        var = ((t - mean) ** 2).mean(-1, keepdims=True)
-        return (t - mean) / np.sqrt(var + 1e-12) * w + b
-
-    q, k, v = (split(linear(x, p[f"{n}_w"], p[f"{n}_b"])) for n in "qkv")
-    scores = q @ k.transpose(0, 1, 3, 2) * np.float32(1 / math.sqrt(dim)) + mask
-    scores = np.exp(scores - scores.max(-1, keepdims=True))
-    context = (scores / scores.sum(-1, keepdims=True)) @ v
-    context = context.transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
-    h = layer_norm(x + linear(context, p["o_w"], p["o_b"]), p["ln1_w"], p["ln1_b"])
-    f1 = linear(h, p["f1_w"], p["f1_b"])
-    f = linear(0.5 * f1 * (1 + _erf(f1 * np.float32(1 / math.sqrt(2)))), p["f2_w"], p["f2_b"])
-    return layer_norm(h + f, p["ln2_w"], p["ln2_b"])
-
-
 # ----------------------------------------------------------------------------- main
 
 
 def main() -> None:
+    from _encoder import encoder_numpy, encoder_ops, encoder_weights  # beside this script
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--small-ops", type=int, default=2000)
@@ -175,21 +109,21 @@ def main() -> None:
 
     # --- transformer block
     batch, seq, hidden, heads, ffn = 8, 128, 384, 6, 1536
-    params_np = make_block(hidden, ffn, rng)
-    params = {k: ia.tensor(v, device="webgpu") for k, v in params_np.items()}
+    layers_np = encoder_weights(hidden, ffn, 1)
+    layers = [{k: ia.tensor(v, device="webgpu") for k, v in p.items()} for p in layers_np]
     hidden_np = rng.standard_normal((batch, seq, hidden), dtype=np.float32)
     mask_np = np.zeros((batch, 1, 1, seq), dtype=np.float32)
     mask_np[:, :, :, seq - 16 :] = -1e4  # padded tail, as a BERT attention mask
     hidden_t = ia.tensor(hidden_np, device="webgpu")
     mask_t = ia.tensor(mask_np, device="webgpu")
-    expected = block_numpy(hidden_np, params_np, heads, mask_np)
-    got = block_ops(hidden_t, params, heads, mask_t).numpy()
+    expected = encoder_numpy(hidden_np, mask_np, layers_np, heads)
+    got = encoder_ops(hidden_t, mask_t, layers, heads).numpy()
     error = float(np.abs(got - expected).max())
     assert error < 1e-3, f"transformer block: webgpu differs from numpy by {error}"
     before = backend.stats()
-    ours = timed(lambda: block_ops(hidden_t, params, heads, mask_t).numpy(), args.repeat)
+    ours = timed(lambda: encoder_ops(hidden_t, mask_t, layers, heads).numpy(), args.repeat)
     after = backend.stats()
-    theirs = timed(lambda: block_numpy(hidden_np, params_np, heads, mask_np), args.repeat)
+    theirs = timed(lambda: encoder_numpy(hidden_np, mask_np, layers_np, heads), args.repeat)
     runs = args.repeat + 1  # timed() warms up once
     print(f"\ntransformer block forward (batch {batch}, seq {seq}, hidden {hidden}, {heads} heads, ffn {ffn})")
     print(f"  webgpu {ours * 1e3:9.1f} ms   numpy {theirs * 1e3:8.1f} ms   webgpu/numpy {ours / theirs:6.2f}x   max |diff| {error:.1e}")

@@ -254,49 +254,6 @@ def webnn_api(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- the HAL backend
 
 
-def encoder_weights(hidden: int, intermediate: int, layers: int, seed: int = 0) -> list[dict[str, np.ndarray[Any, Any]]]:
-    """Per layer, the parameters of a BERT layer (PyTorch/Hugging Face layout: linear weights
-    are (out, in))."""
-    rng = np.random.default_rng(seed)
-
-    def w(*shape: int) -> np.ndarray[Any, Any]:
-        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
-
-    out = []
-    for _ in range(layers):
-        p = {f"{n}.weight": w(hidden, hidden) for n in ("query", "key", "value", "attention_output")}
-        p.update({f"{n}.bias": w(hidden) for n in ("query", "key", "value", "attention_output", "output")})
-        p.update({"intermediate.weight": w(intermediate, hidden), "intermediate.bias": w(intermediate)})
-        p.update({"output.weight": w(hidden, intermediate)})
-        for norm in ("ln1", "ln2"):
-            p[f"{norm}.weight"] = 1.0 + w(hidden)
-            p[f"{norm}.bias"] = w(hidden)
-        out.append(p)
-    return out
-
-
-def encoder_ops(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
-    """The encoder with ipfs_accelerate.ops (any backend)."""
-    from ipfs_accelerate import ops
-
-    batch, seq, hidden = x.shape
-    for p in layers:
-
-        def split(t: Any) -> Any:
-            return t.reshape(batch, seq, heads, hidden // heads).permute(0, 2, 1, 3)
-
-        q, k, v = (split(ops.linear(x, p[f"{n}.weight"], p[f"{n}.bias"])) for n in ("query", "key", "value"))
-        attended = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        attended = attended.permute(0, 2, 1, 3).reshape(batch, seq, hidden)
-        x = ops.layer_norm(
-            ops.linear(attended, p["attention_output.weight"], p["attention_output.bias"]) + x,
-            hidden, p["ln1.weight"], p["ln1.bias"], eps,
-        )
-        mlp = ops.linear(ops.gelu(ops.linear(x, p["intermediate.weight"], p["intermediate.bias"])), p["output.weight"], p["output.bias"])
-        x = ops.layer_norm(mlp + x, hidden, p["ln2.weight"], p["ln2.bias"], eps)
-    return x
-
-
 def encoder_torch(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
     """The same encoder with torch.nn.functional."""
     import torch.nn.functional as F
@@ -320,6 +277,8 @@ def encoder_torch(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, e
 
 
 def tensor_api(args: argparse.Namespace) -> None:
+    from _encoder import encoder_ops, encoder_weights  # beside this script
+
     import ipfs_accelerate as ia
     from ipfs_accelerate import hal
 
