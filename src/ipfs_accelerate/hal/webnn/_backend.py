@@ -22,7 +22,7 @@ from ipfs_accelerate.hal._backend import (
     host_cores,
 )
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
-from ipfs_accelerate.hal.webnn._lower import Lowering, check_failure, scalar_token
+from ipfs_accelerate.hal.webnn._lower import GraphOutput, Lowering, check_failure, scalar_token
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -64,9 +64,10 @@ class _Compiled:
     """A compiled trace: the graph and how its inputs and outputs map to trace positions."""
 
     graph: Any  # MLGraph
+    #: graph input name -> position of the leaf it is fed from
     inputs: dict[str, int]
-    #: (output name, position, check value index or -1) in graph output order
-    outputs: list[tuple[str, int, int]]
+    #: in graph output order
+    outputs: list[GraphOutput]
     #: parameter leaves embedded as constants: kept alive with the graph
     params: list[Node] = field(default_factory=list)
     #: estimated bytes the session holds: its constants (ONNX Runtime prepacks a copy of
@@ -491,20 +492,13 @@ class WebNNBackend(Backend):
         builder = MLGraphBuilder(self.context)
         lowering = Lowering(builder)
         inputs, outputs = lowering.lower(found)
-        graph = builder.build(outputs)
+        graph = builder.build({output.name: operand for output, operand in outputs})
         self.stats.compilations += 1
         # inputs no output depends on (an op that ignores its operand's values) are not graph inputs
         used = graph.input_descriptors
         inputs = {name: position for name, position in inputs.items() if name in used}
-        mapping = []
-        for name in outputs:
-            if name.startswith("c"):
-                position, _, k = name[1:].partition("_")
-                mapping.append((name, int(position), int(k)))
-            else:
-                mapping.append((name, int(name[1:]), -1))
         params = [node for node in found.nodes if node.op is None and node.param]
-        return _Compiled(graph, inputs, mapping, params, _cost(found))
+        return _Compiled(graph, inputs, [output for output, _ in outputs], params, _cost(found))
 
     def _run(self, compiled: _Compiled, found: Trace) -> None:
         feeds = {}
@@ -516,11 +510,11 @@ class WebNNBackend(Backend):
         self.stats.dispatches += 1
         checks: dict[int, list[Array]] = {}
         values: dict[int, Array] = {}
-        for name, position, k in compiled.outputs:
-            if k >= 0:
-                checks.setdefault(position, []).append(results[name])
+        for output in compiled.outputs:
+            if output.check:
+                checks.setdefault(output.position, []).append(results[output.name])
             else:
-                values[position] = results[name]
+                values[output.position] = results[output.name]
         for position in found.checks:
             error = check_failure(found.nodes[position], checks[position])
             if error is not None:

@@ -38,7 +38,7 @@ class Node:
     raise at readback.
     """
 
-    __slots__ = ("__weakref__", "attrs", "checks", "dtype", "inputs", "op", "param", "shape", "value")
+    __slots__ = ("attrs", "checks", "dtype", "inputs", "op", "param", "shape", "value")
 
     def __init__(
         self,
@@ -104,8 +104,6 @@ class Trace:
     key: tuple[Any, ...]
     outputs: tuple[int, ...]
     checks: tuple[int, ...]
-    #: positions of leaves fed as graph inputs, in order
-    inputs: tuple[int, ...]
     #: per position: whether the value depends on a per-call input (else only on parameters)
     variable: list[bool]
 
@@ -116,23 +114,22 @@ _OWN_REFERENCES = 3
 
 def trace(root: Node) -> Trace:
     """Walk the pending DAG behind ``root`` (and the checks of every op in it)."""
-    nodes, entries, variable, inputs, checks, consumers, root_position = _walk(root)
+    nodes, entries, variable, checks, consumers, root_position = _walk(root)
     # _walk's local variables are gone now: the reference counts below see only real holders
     extra = _external(nodes, consumers, root_position)
     outputs = (root_position, *extra, *checks)
-    return Trace(nodes, (tuple(entries), outputs), outputs, tuple(checks), tuple(inputs), variable)
+    return Trace(nodes, (tuple(entries), outputs), outputs, tuple(checks), variable)
 
 
 def _walk(
     root: Node,
-) -> tuple[list[Node], list[tuple[Any, ...]], list[bool], list[int], list[int], dict[int, int], int]:
-    """Post-order walk: nodes, key entries, variability, input and check positions, how often
-    each node is an operand of the walked ops, and the root's position."""
+) -> tuple[list[Node], list[tuple[Any, ...]], list[bool], list[int], dict[int, int], int]:
+    """Post-order walk: nodes, key entries, variability, check positions, how often each node
+    is an operand of the walked ops, and the root's position."""
     position: dict[int, int] = {}
     nodes: list[Node] = []
     entries: list[tuple[Any, ...]] = []
     variable: list[bool] = []
-    inputs: list[int] = []
     checks: list[int] = []
     consumers: dict[int, int] = {}
     stack: list[tuple[Node, bool]] = [(root, False)]
@@ -150,7 +147,6 @@ def _walk(
             else:
                 entries.append(("I", node.dtype, node.shape))
                 variable.append(True)
-                inputs.append(len(nodes) - 1)
             continue
         if not expanded:
             stack.append((node, True))
@@ -173,7 +169,7 @@ def _walk(
         variable.append(varies)
         for check in reversed(node.checks):
             stack.append((check, False))
-    return nodes, entries, variable, inputs, checks, consumers, position[id(root)]
+    return nodes, entries, variable, checks, consumers, position[id(root)]
 
 
 def _external(nodes: list[Node], consumers: dict[int, int], root: int) -> list[int]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from ipfs_accelerate.hal.webnn._graph import Node, Trace
 if TYPE_CHECKING:
     from ipfs_accelerate.webnn import MLGraphBuilder, MLOperand
 
-__all__ = ["Lowering", "check_failure", "scalar_token", "token_value", "webnn_type"]
+__all__ = ["GraphOutput", "Lowering", "check_failure", "scalar_token", "token_value", "webnn_type"]
 
 _WEBNN_TYPE = {
     "float16": "float16",
@@ -83,6 +83,16 @@ def token_value(token: tuple[str, Any]) -> bool | int | float:
     return int(raw)
 
 
+class GraphOutput(NamedTuple):
+    """Where one graph output belongs in the trace: the value of the node at ``position``, or,
+    when ``check`` is set, one of the values the check node at ``position`` reads (a check's
+    outputs follow each other in the order :func:`check_failure` takes them)."""
+
+    name: str
+    position: int
+    check: bool
+
+
 class Lowering:
     """Emits one trace into an MLGraphBuilder; ``operands[i]`` is the operand of position i."""
 
@@ -97,11 +107,9 @@ class Lowering:
 
     # ------------------------------------------------------------------ whole trace
 
-    def lower(self, trace: Trace) -> tuple[dict[str, int], dict[str, MLOperand]]:
-        """Emit every node; return (graph input name -> position, output name -> operand).
-
-        Output names are ``o<position>`` for values and ``c<position>_<k>`` for the k-th value of
-        a check. Parameter leaves become constants, the other leaves inputs."""
+    def lower(self, trace: Trace) -> tuple[dict[str, int], list[tuple[GraphOutput, MLOperand]]]:
+        """Emit every node; return (graph input name -> position, the graph outputs in order,
+        each with its operand). Parameter leaves become constants, the other leaves inputs."""
         operands: list[MLOperand | None] = []
         inputs: dict[str, int] = {}
         position_of = {id(node): i for i, node in enumerate(trace.nodes)}
@@ -124,16 +132,16 @@ class Lowering:
                     f"{list(result.shape)}, expected {node.dtype} {list(node.shape)}"
                 )
             operands.append(result)
-        outputs: dict[str, MLOperand] = {}
+        outputs: list[tuple[GraphOutput, MLOperand]] = []
         used: set[int] = set()
         for position in trace.outputs:
             if trace.nodes[position].op == "check":
                 for k, operand in enumerate(self.aux[position]):
-                    outputs[f"c{position}_{k}"] = self._distinct(operand, used)
+                    outputs.append((GraphOutput(f"c{position}_{k}", position, True), self._distinct(operand, used)))
             else:
                 value = operands[position]
                 assert value is not None
-                outputs[f"o{position}"] = self._distinct(value, used)
+                outputs.append((GraphOutput(f"o{position}", position, False), self._distinct(value, used)))
         return inputs, outputs
 
     def _leaf(self, node: Node, index: int, inputs: dict[str, int]) -> MLOperand:
