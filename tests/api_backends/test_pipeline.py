@@ -47,11 +47,12 @@ def backend(fake: OpenAIFake, **resilience: Any) -> APIBackend:
     return create_api_backend("openai", metadata={"api_key": KEY, "base_url": fake.url + "/v1", "resilience": fast(**resilience)})
 
 
-def scenario(test: Any) -> Any:
-    """Run ``test(fake, backend_factory)`` with a fresh fake and close everything after."""
+def scenario(test: Any, **fake_options: Any) -> Any:
+    """Run ``test(fake, backend_factory)`` with a fresh fake (``fake_options`` for its
+    constructor) and close everything after."""
 
     async def body() -> Any:
-        async with OpenAIFake(api_key=KEY) as fake:
+        async with OpenAIFake(api_key=KEY, **fake_options) as fake:
             made: list[APIBackend] = []
 
             def make(**resilience: Any) -> APIBackend:
@@ -450,6 +451,26 @@ def test_stream_broken_after_chunks_raises_and_is_not_retried(fault: dict[str, A
         assert stats["failures"] == {"StreamInterruptedError": 1} and stats["in_flight"] == 0
 
     scenario(test)
+
+
+@pytest.mark.parametrize("fault", [{"truncate_after": 3}, {"reset_after": 3}, {"error_event_after": 3}])
+def test_stream_faults_apply_to_a_slow_stream(fault: dict[str, Any]) -> None:
+    """The fake's slow streams (a pause after each event) go through the same emission, so an
+    injected fault breaks them just as it breaks a fast one."""
+
+    async def test(fake: OpenAIFake, make: Any) -> None:
+        b = make(max_retries=3)
+        fake.inject(**fault)
+        seen: list[str] = []
+        with pytest.raises(StreamInterruptedError):
+            async for chunk in b.stream_chat(MODEL, "one two three four five"):
+                seen.append(chunk.text)
+        assert seen and "".join(seen) != "Echo: one two three four five"
+        assert chat_calls(fake) == 1
+        slow = [c async for c in b.stream_chat(MODEL, "one two")]  # no fault left: completes
+        assert "".join(c.text for c in slow) == "Echo: one two" and slow[-1].done
+
+    scenario(test, chunk_delay=0.01)
 
 
 def test_stream_without_done_is_interrupted_even_at_a_clean_eof() -> None:

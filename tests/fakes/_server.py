@@ -5,7 +5,8 @@ Faults are queued with :meth:`FakeServer.inject`; each applies to the next ``tim
 matching requests (``path`` substring filter). Request-level faults (status with the
 provider's own error body, Retry-After headers, delay, connection reset, HTML page, malformed
 JSON, wrong content type, oversized body) are applied by the middleware; stream faults
-(truncate, reset or stall after N events, in-stream error event) by :meth:`FakeServer.emit`.
+(truncate, reset or stall after N events, in-stream error event) by :meth:`FakeServer.emit`,
+which every streaming route writes through (slow streams too), so they apply to each.
 """
 
 from __future__ import annotations
@@ -209,8 +210,10 @@ class FakeServer:
         error_event: bytes | None = None,
         headers: dict[str, str] | None = None,
         charset: str | None = "utf-8",
+        event_delay: float = 0.0,
     ) -> web.StreamResponse:
-        """Write ``events`` (already framed) then ``terminator``, honouring stream faults."""
+        """Write ``events`` (already framed) then ``terminator``, honouring stream faults;
+        ``event_delay`` seconds pass after each event (a slow model)."""
         fault: Fault | None = request.get(FAULT_KEY)  # type: ignore[assignment]
         response = web.StreamResponse(status=200, headers=self._headers(headers))
         response.content_type = content_type
@@ -241,6 +244,8 @@ class FakeServer:
                         await self._closing.wait()  # hang until the server shuts down
                         return response
                 await response.write(event)
+                if event_delay:
+                    await asyncio.sleep(event_delay)
             if fault is not None and fault.error_event_after is not None and fault.error_event_after >= len(events) and error_event is not None:
                 await response.write(error_event)
             elif fault is not None and fault.truncate_after is not None and fault.truncate_after >= len(events):

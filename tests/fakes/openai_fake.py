@@ -107,7 +107,7 @@ class OpenAIFake(FakeServer):
         embeddings: bool = True,
         surfaces: bool = True,
         owned_by: str = "openai",
-        chunk_delay: float = 0.0,
+        chunk_delay: float = 0.0,  # seconds after each stream event (a slow model)
     ) -> None:
         self.prefix = prefix
         self.known_models = list(models)
@@ -232,22 +232,7 @@ class OpenAIFake(FakeServer):
             if include_usage:
                 events.append(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
         error_event = b"data: " + json.dumps({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": None}}).encode() + b"\n\n"
-        if self.chunk_delay:
-            return await self._slow_emit(request, events)
-        return await self.emit(request, events, b"data: [DONE]\n\n", error_event=error_event)
-
-    async def _slow_emit(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
-        import asyncio
-
-        response = web.StreamResponse(headers=self._headers())
-        response.content_type = "text/event-stream"
-        await response.prepare(request)
-        for event in events:
-            await response.write(event)
-            await asyncio.sleep(self.chunk_delay)
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+        return await self.emit(request, events, b"data: [DONE]\n\n", error_event=error_event, event_delay=self.chunk_delay)
 
     # ------------------------------------------------------------------ embeddings, models
 

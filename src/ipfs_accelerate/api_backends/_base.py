@@ -36,7 +36,14 @@ from ipfs_accelerate.errors import (
 from ._config import ResilienceConfig, Secret, normalise_base_url, redact_url, resolve_setting
 from ._errors import error_for_status
 from ._metrics import Metrics
-from ._resilience import backoff_delay, counts_as_failure, is_retryable
+from ._resilience import (
+    CircuitBreaker,
+    CircuitState,
+    PriorityLimiter,
+    backoff_delay,
+    counts_as_failure,
+    is_retryable,
+)
 from ._streams import excerpt, loads_json
 from ._sync import SyncFacade, run_sync
 from ._transport import Endpoint, HTTPRequest, RawResponse, map_transport_error, request_id_from
@@ -69,6 +76,18 @@ class StreamParser(Protocol[T_co]):
     def feed(self, data: bytes) -> Sequence[T_co]: ...
 
     def finish(self) -> Sequence[T_co]: ...
+
+
+class StatsEndpoint(Protocol):
+    """What :meth:`APIBackend.get_stats` reads of an endpoint (an HTTP Endpoint, an S3 one)."""
+
+    @property
+    def breaker(self) -> CircuitBreaker: ...
+
+    @property
+    def limiter(self) -> PriorityLimiter: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,18 +299,33 @@ class APIBackend:
     # ------------------------------------------------------------------ metrics, lifecycle
 
     def get_stats(self) -> dict[str, Any]:
-        """Counters and latency percentiles of this backend (no secrets, no payloads)."""
+        """Counters and latency percentiles of this backend (no secrets, no payloads).
+
+        ``circuit_state``, ``in_flight`` and ``queued`` sum up the endpoints requests are
+        spread over (:meth:`_pooled_endpoints`): the circuit counts as closed while any of
+        them is closed, else half-open while any is. ``endpoints`` lists each one's stats."""
         stats = self.metrics.snapshot()
         stats["provider"] = self.provider
-        stats["circuit_state"] = self.endpoint.breaker.state
-        stats["in_flight"] = self.endpoint.limiter.in_flight
-        stats["queued"] = self.endpoint.limiter.queued
-        stats["endpoints"] = [ep.stats() for ep in self._endpoints()]
+        pooled = self._pooled_endpoints()
+        stats["circuit_state"] = _pooled_circuit_state([ep.breaker.state for ep in pooled])
+        stats["in_flight"] = sum(ep.limiter.in_flight for ep in pooled)
+        stats["queued"] = sum(ep.limiter.queued for ep in pooled)
+        stats["endpoints"] = [ep.stats() for ep in self._reported_endpoints()]
         return stats
 
     def _endpoints(self) -> list[Endpoint]:
         """Every endpoint this backend sends to (one here; several for multi-endpoint backends)."""
         return [self.endpoint]
+
+    def _pooled_endpoints(self) -> Sequence[StatsEndpoint]:
+        """The interchangeable endpoints a request may go to, whose states :meth:`get_stats`
+        sums up: the main one here (OPEA's separate service endpoints are not alternatives to
+        it); every member for the multi-endpoint backends."""
+        return [self.endpoint]
+
+    def _reported_endpoints(self) -> Sequence[StatsEndpoint]:
+        """The endpoints :meth:`get_stats` lists one by one."""
+        return self._endpoints()
 
     def _choose_endpoint(self, request: HTTPRequest) -> Endpoint:
         """The endpoint a request goes to when the operation does not name one.
@@ -718,6 +752,13 @@ def _remaining_s(deadline_at: float, what: str, provider: str) -> float:
     if remaining <= 0:
         raise TimeoutError(f"{what}: deadline reached", provider=provider)
     return remaining
+
+
+def _pooled_circuit_state(states: Sequence[str]) -> str:
+    """One state for interchangeable endpoints: closed while any is, else half-open while any is."""
+    if CircuitState.CLOSED in states:
+        return CircuitState.CLOSED
+    return CircuitState.HALF_OPEN if CircuitState.HALF_OPEN in states else CircuitState.OPEN
 
 
 def _looks_secret(name: str) -> bool:

@@ -261,16 +261,18 @@ class UnifiedBackend(APIBackend):
 
     async def health(self, timeout: float = 5.0) -> HealthStatus:
         """Probe every endpoint; healthy when at least one is (the detail lists each)."""
-        results = await asyncio.gather(*(m.health(timeout) for m in self.members))
+        by_endpoint = await self.health_by_endpoint(timeout)
+        results = list(by_endpoint.values())
         healthy = [r for r in results if r.healthy]
         detail = "; ".join(
-            f"{m.endpoint.name}: {'ok' if r.healthy else (r.detail or f'HTTP {r.status}')}"
-            for m, r in zip(self.members, results, strict=True)
+            f"{name}: {'ok' if r.healthy else (r.detail or f'HTTP {r.status}')}" for name, r in by_endpoint.items()
         )
         best = min(healthy, key=lambda r: r.latency_s or 0.0) if healthy else results[0]
         return HealthStatus(bool(healthy), best.status, best.latency_s, detail)
 
     async def health_by_endpoint(self, timeout: float = 5.0) -> dict[str, HealthStatus]:
+        """Probe every endpoint at once (no queue, no retry, no breaker): name -> its status,
+        in the members' order (names are unique)."""
         results = await asyncio.gather(*(m.health(timeout) for m in self.members))
         return {m.endpoint.name: r for m, r in zip(self.members, results, strict=True)}
 
@@ -278,13 +280,11 @@ class UnifiedBackend(APIBackend):
         """Probe every endpoint and let the router avoid the failing ones until they pass."""
         return await self.router.check_health()
 
+    def _pooled_endpoints(self) -> list[Endpoint]:
+        return self._endpoints()
+
     def get_stats(self) -> dict[str, Any]:
         stats = super().get_stats()
-        endpoints = self._endpoints()
-        states = [ep.breaker.state for ep in endpoints]
-        stats["circuit_state"] = "closed" if "closed" in states else ("half_open" if "half_open" in states else "open")
-        stats["in_flight"] = sum(ep.limiter.in_flight for ep in endpoints)
-        stats["queued"] = sum(ep.limiter.queued for ep in endpoints)
         router = self.router.get_stats()
         stats["router"] = {k: router[k] for k in ("name", "strategy", "failovers", "targets")}
         stats["failovers"] = router["failovers"]

@@ -444,7 +444,7 @@ class S3Kit(APIBackend):
         await super().aclose()
 
     def _endpoints(self) -> list[Any]:
-        return []  # no HTTP Endpoint objects: the S3 endpoints are reported by get_stats
+        return []  # no HTTP Endpoint objects: get_stats reads the S3 endpoints (_pooled_endpoints)
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -1149,15 +1149,15 @@ class S3Kit(APIBackend):
         healthy = healthy_latency is not None
         return HealthStatus(healthy, 200 if healthy else None, healthy_latency or time.monotonic() - start, "; ".join(details))
 
+    def _pooled_endpoints(self) -> list[_S3Endpoint]:
+        return self.s3_endpoints
+
+    def _reported_endpoints(self) -> list[_S3Endpoint]:
+        return self.s3_endpoints
+
     def get_stats(self) -> dict[str, Any]:
-        stats = self.metrics.snapshot()
-        stats["provider"] = self.provider
+        stats = super().get_stats()
         stats["strategy"] = self.strategy
-        stats["endpoints"] = [e.stats() for e in self.s3_endpoints]
-        states = [e.breaker.state for e in self.s3_endpoints]
-        stats["circuit_state"] = "closed" if "closed" in states else ("half_open" if "half_open" in states else "open")
-        stats["in_flight"] = sum(e.limiter.in_flight for e in self.s3_endpoints)
-        stats["queued"] = sum(e.limiter.queued for e in self.s3_endpoints)
         return stats
 
 
