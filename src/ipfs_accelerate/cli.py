@@ -1015,29 +1015,28 @@ def models_pull(
 ) -> None:
     """Fetch a checkpoint into the local cache (the files the models need: config, tokenizer, safetensors)."""
     from ipfs_accelerate.errors import ConfigurationError
-    from ipfs_accelerate.models.loading import BUNDLED_MODELS, hub_offline, resolve_checkpoint
+    from ipfs_accelerate.models.loading import hub_offline, locate_checkpoint
 
     if model_id.startswith("s3://"):
+        # a pull always mirrors, whatever $HF_HUB_OFFLINE says, and the storage service's own
+        # errors reach the user unwrapped (resolving for a model load wraps them)
         from ipfs_accelerate.api_backends import fetch_s3_prefix_sync
 
         with stderr.status(f"mirroring {model_id}"):
             path = fetch_s3_prefix_sync(model_id, cache_dir)
         source = "s3 cache"
-    elif model_id in BUNDLED_MODELS:
-        path = resolve_checkpoint(model_id)
-        source = f"package {BUNDLED_MODELS[model_id]}"
-    elif hub_offline():
-        try:
-            path = resolve_checkpoint(model_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
-        except Exception as exc:
-            raise ConfigurationError(
-                f"{model_id}: offline mode is on ($HF_HUB_OFFLINE) and it is not cached, so it cannot be pulled"
-            ) from exc
-        source = "hugging face cache (offline: not refreshed)"
     else:
-        stderr.print(f"pulling {model_id} from the Hugging Face Hub")
-        path = resolve_checkpoint(model_id, revision=revision, cache_dir=cache_dir, local_files_only=False)
-        source = "hugging face cache"
+        offline = hub_offline()
+        try:
+            with stderr.status(f"pulling {model_id}"):
+                located = locate_checkpoint(model_id, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+        except Exception as exc:
+            if offline:
+                raise ConfigurationError(
+                    f"{model_id}: offline mode is on ($HF_HUB_OFFLINE) and it is not cached, so it cannot be pulled"
+                ) from exc
+            raise
+        path, source = located.path, located.source
     model_type, kind = _checkpoint_summary(Path(path))
     if json_output:
         _print_json({"id": model_id, "path": str(path), "source": source, "model_type": model_type, "kind": kind})

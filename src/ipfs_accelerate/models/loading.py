@@ -1,6 +1,7 @@
 """Finding and reading checkpoints in the Hugging Face layout, and loading them into models.
 
-Where a checkpoint comes from (:func:`resolve_checkpoint`), in this order:
+Where a checkpoint comes from (:func:`resolve_checkpoint`; :func:`locate_checkpoint` also says
+which of these served), in this order:
 
 0. an ``s3://bucket/prefix`` URI: mirrored into the local S3 cache with
    :func:`ipfs_accelerate.api_backends.fetch_s3_prefix_sync` (only changed files are
@@ -56,10 +57,12 @@ __all__ = [
     "Checkpoint",
     "LoadReport",
     "ProgressCallback",
+    "ResolvedCheckpoint",
     "default_sharing_manager",
     "load_checkpoint",
     "load_model",
     "load_weights",
+    "locate_checkpoint",
     "read_config",
     "read_safetensors",
     "read_weights",
@@ -114,6 +117,17 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 # ----------------------------------------------------------------------------- locating
 
 
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """Where :func:`locate_checkpoint` found a checkpoint: its local directory and a label
+    for the source (``"s3 cache"``, ``"local directory"``, ``"package <distribution>"``,
+    ``"hugging face cache"``, or ``"hugging face cache (<why>: not refreshed)"`` when offline
+    or when the Hub could not be reached and a cached snapshot served)."""
+
+    path: Path
+    source: str
+
+
 def resolve_checkpoint(
     path_or_id: str | os.PathLike[str],
     *,
@@ -123,25 +137,36 @@ def resolve_checkpoint(
 ) -> Path:
     """The local directory holding the checkpoint ``path_or_id`` (see the module docstring for
     the search order). Raises CheckpointError when it cannot be found."""
+    return locate_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only).path
+
+
+def locate_checkpoint(
+    path_or_id: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool | None = None,
+) -> ResolvedCheckpoint:
+    """:func:`resolve_checkpoint` that also says which source in the search order served."""
     text = os.fspath(path_or_id)
     if not text:
         raise CheckpointError("resolve_checkpoint: empty checkpoint name")
     if text.startswith("s3://"):
-        return _s3_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only)
+        return ResolvedCheckpoint(_s3_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only), "s3 cache")
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
             raise CheckpointError(f"checkpoint {text!r} is a file; give the directory that holds config.json")
-        return path.resolve()
+        return ResolvedCheckpoint(path.resolve(), "local directory")
     if text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
         raise CheckpointError(f"checkpoint directory {text!r} does not exist")
-    packaged = _installed_package_dir(BUNDLED_MODELS.get(text, text))
+    packaged = _installed_package(BUNDLED_MODELS.get(text, text))
     if packaged is not None:
         return packaged
     return _hub_snapshot(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
 
 
-def _installed_package_dir(name: str) -> Path | None:
+def _installed_package(name: str) -> ResolvedCheckpoint | None:
     """The checkpoint directory inside the installed distribution ``name``, if there is one."""
     candidates = {name, name.replace("_", "-"), name.replace("-", "_")}
     for candidate in candidates:
@@ -156,7 +181,7 @@ def _installed_package_dir(name: str) -> Path | None:
         for config in configs:
             directory = Path(str(dist.locate_file(config))).parent
             if (directory / "model.safetensors").exists() or (directory / "model.safetensors.index.json").exists():
-                return directory.resolve()
+                return ResolvedCheckpoint(directory.resolve(), f"package {dist.name}")
         logger.debug("installed package %r ships no checkpoint; trying the Hub", candidate)
     return None
 
@@ -192,7 +217,7 @@ def hub_offline(local_files_only: bool | None = None) -> bool:
 
 def _hub_snapshot(
     repo_id: str, *, revision: str | None, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
-) -> Path:
+) -> ResolvedCheckpoint:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - in the models extra
@@ -201,6 +226,7 @@ def _hub_snapshot(
         ) from exc
     offline = hub_offline(local_files_only)
     kwargs: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir, "allow_patterns": _HUB_PATTERNS}
+    source = "hugging face cache (offline: not refreshed)" if offline else "hugging face cache"
     try:
         snapshot = snapshot_download(repo_id, local_files_only=offline, **kwargs)
     except Exception as exc:
@@ -212,12 +238,13 @@ def _hub_snapshot(
         try:  # the network failed: a cached snapshot still serves
             snapshot = snapshot_download(repo_id, local_files_only=True, **kwargs)
             logger.warning("Hub unreachable for %r (%s); using the cached snapshot", repo_id, type(exc).__name__)
+            source = "hugging face cache (Hub unreachable: not refreshed)"
         except Exception:
             raise CheckpointError(
                 f"checkpoint {repo_id!r} could not be fetched from the Hugging Face Hub and is not cached: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-    return Path(str(snapshot))
+    return ResolvedCheckpoint(Path(str(snapshot)), source)
 
 
 # ----------------------------------------------------------------------------- reading files
