@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,12 @@ def test_grids_beyond_the_per_dimension_limit(gpu: Any, monkeypatch: pytest.Monk
     batched = rng.standard_normal((7, 4, 4)).astype(np.float32)  # 7 matrices: z split over 3 dispatches
     got = (ia.tensor(batched, device="webgpu") @ ia.tensor(batched, device="webgpu")).numpy()
     np.testing.assert_allclose(got, batched @ batched, rtol=1e-5, atol=1e-5)
+    # unfused flat map kernels: the first call compiles, the later ones take the cached paths
+    i_np = rng.integers(-1000, 1000, 5000).astype(np.int32)
+    i = ia.tensor(i_np, device="webgpu")
+    for _ in range(2):
+        np.testing.assert_array_equal((i + i).numpy(), i_np + i_np)  # checked for overflow: not fused
+        np.testing.assert_array_equal(i.astype("float32").numpy(), i_np.astype(np.float32))
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 1000), 1), ((2000, 3), 0), ((5, 700, 2), 1), ((4, 3, 5), (0, 2))])
@@ -213,3 +220,104 @@ def test_activation_fused_into_a_product_of_a_strided_slice(gpu: Any, activation
         out = getattr(ops, activation)(ops.linear(x[:, 0], ia.tensor(w, device="webgpu"), ia.tensor(b, device="webgpu")))
         expected = getattr(ops, activation)(ops.linear(ia.tensor(h)[:, 0], ia.tensor(w), ia.tensor(b))).numpy()
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_fallbacks_take_the_fixed_shape_of_their_variant(gpu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipfs_accelerate.hal.webgpu._kernels._matmul import FIXED_SHAPES, tile_of
+    from ipfs_accelerate.hal.webgpu._kernels._wgsl import F32
+    from ipfs_accelerate.hal.webgpu._tuning import CANDIDATES, MatmulChoice, _parse_forced
+
+    tuner = gpu._matmul_tuner()
+    assert gpu._choose_variant(F32, 4, 4, 4, False) == ("naive", *FIXED_SHAPES["naive"])  # a small product
+    for variant, (block, workgroup) in FIXED_SHAPES.items():
+        assert (variant, block, workgroup) in CANDIDATES
+        forced = _parse_forced(variant)
+        assert forced is not None and (forced.variant, forced.block, forced.workgroup) == (variant, block, workgroup)
+        monkeypatch.setattr(tuner, "_choice", MatmulChoice("rb", (8, 8), (8, 8), variant, "forced"))
+        # K = 30 is no multiple of 4: the register-blocked kernel cannot take it
+        assert gpu._choose_variant(F32, 32, 32, 30, False) == (variant, block, workgroup)
+        assert tile_of(variant, workgroup, block) == (workgroup[0] * block[1], workgroup[1] * block[0])
+
+
+# ----------------------------------------------------------------------------- WGSL helpers
+
+
+def _functions(source: str) -> set[str]:
+    return set(re.findall(r"^fn (\w+)\(", source, re.MULTILINE))
+
+
+def test_map_kernels_carry_only_the_helpers_their_body_calls() -> None:
+    from ipfs_accelerate.hal.webgpu._kernels import _elementwise as ew
+    from ipfs_accelerate.hal.webgpu._kernels._wgsl import WTYPES
+
+    f32, f64, i32 = WTYPES["float32"], WTYPES["float64"], WTYPES["int32"]
+
+    def unary(op: str, wtype: Any) -> set[str]:
+        return _functions(ew.map_source(op, [(wtype, "c")], ew.unary_body(op, wtype))[0])
+
+    def binary(op: str, wtype: Any) -> set[str]:
+        return _functions(ew.map_source(op, [(wtype, "c"), (wtype, "k")], ew.binary_body(op, wtype))[0])
+
+    library = set(ew.MAP_HELPERS.functions)
+    assert not binary("add", f32) & library
+    assert not binary("add", f64) & library
+    assert unary("gelu", f32) & library == {"gelu_f", "erf_f"}
+    assert unary("gelu_tanh", f32) & library == {"gelu_tanh_f", "sigmoid_f"}
+    assert unary("sin", f32) & library == {"sin_f", "trig_f"}
+    assert binary("remainder", f32) & library == {"divmod_f", "fmod_f", "two_product_err_f"}
+    assert binary("pow", f64) & library == {"pow_d", "powi_d", "exp_d", "log_d"}
+    assert unary("gelu", f64) & library == {"gelu_d", "erfc_d", "erf_d", "erf_series_d", "erfc_cf_d", "exp_d"}
+    assert binary("mul", i32) & library == {"mul_ovf_i32", "min_i32"}
+    assert "pd" in binary("add", f64)  # the float64 base (scalar operands, error words) stays
+
+
+def test_helper_library_follows_calls_and_ignores_comments() -> None:
+    from ipfs_accelerate.hal.webgpu._kernels._wgsl import HelperLibrary
+
+    library = HelperLibrary(
+        "\nfn a(x: f32) -> f32 { return b(x) + 1.0; }\n"
+        "fn b(x: f32) -> f32 {\n  // c(x) would be slower\n  return x;\n}\n"
+        "fn c(x: f32) -> f32 { return x; }\n"
+    )
+    assert library.needed("r = a(a0);") == ["a", "b"]
+    assert library.needed("r = a0; // a(a0)") == []
+    assert library.select("r = c(a0) + b (a1);") == library.functions["b"] + library.functions["c"]
+    with pytest.raises(ValueError, match="defined twice"):
+        library.extended("fn c() {}\n")
+    with pytest.raises(ValueError, match="functions only"):
+        HelperLibrary("const K = 1;\nfn d() {}\n")
+
+
+def test_every_element_wise_kernel_compiles(gpu: Any) -> None:
+    """Each generated map kernel, with only the helpers it was given, passes the WGSL compiler."""
+    from ipfs_accelerate.hal.webgpu._kernels import _elementwise as ew
+    from ipfs_accelerate.hal.webgpu._kernels._wgsl import WTYPES
+    from ipfs_accelerate.hal.webgpu._pipelines import PipelineCache
+
+    unary = ["neg", "abs", "exp", "log", "sqrt", "rsqrt", "relu", "floor", "ceil", "round", "sign", "reciprocal",
+             "square", "sin", "cos", "tanh", "sigmoid", "silu", "gelu", "gelu_tanh", "erf", "logical_not",
+             "isnan", "isinf", "isfinite"]  # fmt: skip
+    binary = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "floor_divide", "remainder", "equal",
+              "not_equal", "less", "logical_and"]  # fmt: skip
+    cache = PipelineCache(gpu.device.device, gpu.device.wgpu)
+    for dtype in sorted(d.name for d in gpu.supported_dtypes):
+        wtype = WTYPES[dtype]
+        kernels = []
+        for op in unary:
+            try:
+                kernels.append((op, [(wtype, "c")], ew.unary_body(op, wtype)))
+            except KeyError:  # not defined on this dtype
+                continue
+        for op in binary:
+            if wtype.kind == "b" and op not in ("equal", "not_equal", "less", "logical_and"):
+                continue  # the op layer turns bool arithmetic into logical ops
+            try:
+                kernels.append((op, [(wtype, "c"), (wtype, "k")], ew.binary_body(op, wtype)))
+            except KeyError:  # not defined on this dtype (div of integers: the op layer sends floats)
+                continue
+        for other in WTYPES.values():
+            if other.name in {d.name for d in gpu.supported_dtypes}:
+                kernels.append(("cast", [(wtype, "c")], ew.cast_body(wtype, other)))
+        for op, inputs, body in kernels:
+            source, layout = ew.map_source(op, inputs, body)
+            cache.get(f"{op}.{dtype}", source, layout)

@@ -140,8 +140,9 @@ class WebGPUBackend(Backend):
         self._kernels: dict[tuple[Any, ...], KernelEntry] = {}
         #: lazy fusion of element-wise chains ($IPFS_ACCELERATE_WEBGPU_FUSION=0 turns it off)
         self._fuser: Fuser | None = None if os.environ.get("IPFS_ACCELERATE_WEBGPU_FUSION", "1") == "0" else Fuser(self)
-        #: (op, dtype name, operand modes) -> compiled flat kernel of unary/binary ops
-        self._fast: dict[tuple[str, str, tuple[str, ...]], tuple[KernelEntry, WType]] = {}
+        #: (op, dtype name, operand modes) -> compiled flat kernel of unary/binary ops, and the
+        #: type of each operand
+        self._fast: dict[tuple[str, str, tuple[str, ...]], tuple[KernelEntry, tuple[WType, ...]]] = {}
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._wtypes: dict[str, WType] = {name: WTYPES[name] for name in dev.dtypes}
         self._dtypes = frozenset(as_dtype(name) for name in dev.dtypes)
@@ -488,22 +489,19 @@ class WebGPUBackend(Backend):
             return self._map(key, name, body, wtypes, operands, (n,) if n else (0,), op, strides=tuple(
                 None if m == "k" else (1,) for m in modes
             ))  # fmt: skip
-        out = self._alloc(n, entry[2], op)
         if n == 0:
-            return out
-        words = [n, 0, 0, 0]
-        buffers = []
-        for k, o in enumerate(operands):
-            if modes[k] == "k":
-                words.extend(self._scalar_words(o, wtypes[k]))  # type: ignore[arg-type]
-            else:
-                words.extend(_ZERO4)
-                buffers.append(o._data.buf)  # type: ignore[union-attr]
-        words.extend(_ZERO20[len(words) :])
-        buffers.append(out.buf)
+            return self._alloc(n, entry[2], op)
+        return self._record_flat(entry, wtypes, operands, n, op)
+
+    def _dispatch_flat(
+        self, entry: KernelEntry, inputs: Sequence[DeviceBuffer], out: GPUArray, words: list[int], n: int
+    ) -> None:
+        """Record a flat element-wise kernel over ``n`` elements, one invocation each (a 1-D
+        grid, 2-D beyond the adapter's per-dimension limit), binding ``inputs`` then ``out``;
+        ``words`` is its parameter block."""
         groups = -(-n // WORKGROUP)
-        self._record(entry, tuple(buffers), out, words, (groups, 1, 1) if groups <= self._max_groups else self._groups(n))
-        return self._inherit(out, *operands)
+        grid = (groups, 1, 1) if groups <= self._max_groups else self._groups(n)
+        self._record(entry, (*inputs, out.buf), out, words, grid)
 
     # ------------------------------------------------------------------ host transfers
 
@@ -607,24 +605,23 @@ class WebGPUBackend(Backend):
                 return self._inherit(pending, *operands)
         return pending
 
-    def _record_fast(
-        self, entry: KernelEntry, wtype: WType, operands: tuple[Tensor | Scalar, ...], n: int, op: str
+    def _record_flat(
+        self, entry: KernelEntry, wtypes: Sequence[WType], operands: Sequence[Tensor | Scalar], n: int, op: str
     ) -> GPUArray:
-        """Record a cached flat map kernel: the per-op path of small element-wise ops."""
+        """Record a compiled contiguous map kernel (operands of the output's shape, or Python
+        scalars of ``wtypes``): the per-op path of small element-wise ops."""
         out = self._alloc(n, entry[2], op)
         if n:
             words = [n, 0, 0, 0]
             buffers = []
-            for o in operands:
+            for k, o in enumerate(operands):  # (zip() costs more on this hot path)
                 if o.__class__ in _SCALARS:
-                    words.extend(self._scalar_words(o, wtype))  # type: ignore[arg-type]
+                    words.extend(self._scalar_words(o, wtypes[k]))  # type: ignore[arg-type]
                 else:
                     words.extend(_ZERO4)
                     buffers.append(o._data.buf)  # type: ignore[union-attr]
             words.extend(_ZERO20[len(words) :])
-            buffers.append(out.buf)
-            groups = -(-n // WORKGROUP)
-            self._record(entry, tuple(buffers), out, words, (groups, 1, 1) if groups <= self._max_groups else self._groups(n))
+            self._dispatch_flat(entry, buffers, out, words, n)
         for o in operands:
             if o.__class__ is _TensorClass and o._data.taint is not None:  # type: ignore[union-attr]
                 return self._inherit(out, *operands)
@@ -645,12 +642,12 @@ class WebGPUBackend(Backend):
                     return self._defer(("unary", op), wtype, body.out, (x,), n, op)
         fast = self._fast.get((op, x.dtype.name, _C))
         if fast is not None:
-            return self._record_fast(fast[0], fast[1], (x,), math.prod(x.shape), op)
+            return self._record_flat(fast[0], fast[1], (x,), math.prod(x.shape), op)
         wtype = self._wt(x.dtype, op)
         result = self._map(("unary", op, wtype.name), f"{op}.{wtype.name}", lambda: ew.unary_body(op, wtype), (wtype,), (x,), x.shape, op)
         entry = self._kernels.get((("unary", op, wtype.name), _C, False))
         if entry is not None:
-            self._fast[(op, x.dtype.name, _C)] = (entry, wtype)
+            self._fast[(op, x.dtype.name, _C)] = (entry, (wtype,))
         return result
 
     def binary(self, op: str, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> GPUArray:
@@ -674,14 +671,15 @@ class WebGPUBackend(Backend):
                         return self._defer(("binary", op), wtype_, body.out, (a, b), n, op)
             fast = self._fast.get((op, ref.dtype.name, modes))
             if fast is not None:
-                return self._record_fast(fast[0], fast[1], (a, b), math.prod(out_shape), op)
+                return self._record_flat(fast[0], fast[1], (a, b), math.prod(out_shape), op)
         wtype = self._wt(ref.dtype, op)
         key = ("binary", op, wtype.name)
-        result = self._map(key, f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), (wtype, wtype), (a, b), out_shape, op)
+        wtypes = (wtype, wtype)
+        result = self._map(key, f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), wtypes, (a, b), out_shape, op)
         if modes is not None:
             entry = self._kernels.get((key, modes, False))
             if entry is not None:
-                self._fast[(op, ref.dtype.name, modes)] = (entry, wtype)
+                self._fast[(op, ref.dtype.name, modes)] = (entry, wtypes)
         return result
 
     def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> GPUArray:
@@ -998,12 +996,12 @@ class WebGPUBackend(Backend):
         self, wtype: WType, m: int, n: int, k: int, trans_b: bool
     ) -> tuple[str, tuple[int, int], tuple[int, int]]:
         if wtype.name not in ("float32", "float16") or m * n * k < 4096:
-            return "naive", (1, 1), (8, 8)
+            return _matmul.fixed_kernel("naive")
         choice = self._matmul_tuner().choice(m * n * k)
         if choice.variant == "rb":
             if wtype.name == "float32" and k % 4 == 0 and (trans_b or n % 4 == 0):
                 return "rb", choice.block, choice.workgroup
-            return choice.fallback, (4, 4), (16, 16) if choice.fallback == "tiled" else (8, 8)
+            return _matmul.fixed_kernel(choice.fallback)
         return choice.variant, choice.block, choice.workgroup
 
     def _matmul_words(

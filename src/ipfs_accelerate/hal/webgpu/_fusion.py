@@ -164,19 +164,15 @@ class Fuser:
                 return name, source, (len(leaves), 1, False), (), nodes[-1][0].out
 
             entry = backend._kernel(key, make)
-        buffers = tuple(leaf.buf for leaf in leaves)
+        buffers = [leaf.buf for leaf in leaves]
         out_wtype: WType = root.expr.out
         count = root.nbytes // out_wtype.itemsize
-        buf = backend._pool.acquire(root.nbytes)
-        root.attach(buf)
+        root.attach(backend._pool.acquire(root.nbytes))
         root.expr = None
         words = [count, 0, 0, 0]
         for w in scalar_words:
             words.extend(w)
-        groups = -(-count // WORKGROUP)
-        backend._record(
-            entry, (*buffers, buf), root, words, (groups, 1, 1) if groups <= backend._max_groups else backend._groups(count)
-        )
+        backend._dispatch_flat(entry, buffers, root, words, count)
 
     def _source(
         self, leaf_types: list[WType], scalar_types: list[WType], nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]]

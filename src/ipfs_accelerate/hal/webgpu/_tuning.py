@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ipfs_accelerate.hal.webgpu._kernels._matmul import FIXED_SHAPES, fixed_kernel
+
 if TYPE_CHECKING:
     from ipfs_accelerate.hal.webgpu._backend import WebGPUBackend
 
@@ -34,8 +36,8 @@ CANDIDATES: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
     ("rb", (8, 8), (8, 8)),
     ("rb", (8, 16), (8, 4)),
     ("rb", (16, 16), (8, 8)),
-    ("tiled", (4, 4), (16, 16)),
-    ("naive", (1, 1), (8, 8)),
+    fixed_kernel("tiled"),
+    fixed_kernel("naive"),
 )
 #: problems at least this large (M*N*K) trigger the measurement when nothing is cached
 TUNE_THRESHOLD = 1 << 21
@@ -71,8 +73,8 @@ def cache_path() -> Path:
 
 def _parse_forced(text: str) -> MatmulChoice | None:
     text = text.strip().lower()
-    if text in ("tiled", "naive"):
-        return MatmulChoice(text, (4, 4), (16, 16) if text == "tiled" else (8, 8), text, "forced")
+    if text in FIXED_SHAPES:
+        return MatmulChoice(*fixed_kernel(text), text, "forced")
     if not text.startswith("rb"):
         return None
     try:
@@ -106,7 +108,7 @@ class Tuner:
             return forced
         if self._backend.device.adapter_type == "cpu":
             return MatmulChoice("rb", (8, 8), (8, 8), "naive", "default")
-        return MatmulChoice("tiled", (4, 4), (16, 16), "tiled", "default")
+        return MatmulChoice(*fixed_kernel("tiled"), "tiled", "default")
 
     def choice(self, work: int) -> MatmulChoice:
         """The choice for a float32 product of ``work`` = M*N*K multiply-adds."""
@@ -179,9 +181,10 @@ class Tuner:
         # process): among the kernels within 15% of the fastest, the quickest to compile wins
         close = [r for r in results if r[3] >= 0.85 * results[0][3]]
         top = min(close, key=lambda r: r[4])
-        fallback = max((r for r in results if r[0] != "rb"), key=lambda r: r[3], default=("naive", (1, 1), (8, 8), 0.0, 0.0))
+        fixed = [r for r in results if r[0] in FIXED_SHAPES]
+        fallback = max(fixed, key=lambda r: r[3])[0] if fixed else "naive"
         ranking = tuple((label(v, bl, w), round(g, 3)) for v, bl, w, g, _ in results)
-        return MatmulChoice(top[0], top[1], top[2], fallback[0], "measured", ranking)
+        return MatmulChoice(top[0], top[1], top[2], fallback, "measured", ranking)
 
     # ------------------------------------------------------------------ the cache file
 

@@ -22,6 +22,7 @@ from ipfs_accelerate.errors import (
 )
 from ipfs_accelerate.hal.webgpu._kernels._wgsl import (
     BOOL,
+    MATH,
     P_N,
     P_OFFSET,
     P_OUT_OFFSET,
@@ -67,6 +68,13 @@ fn divmod_{s}(a: {t}, b: {t}) -> vec2<{t}> {{
   return vec2<{t}>(fd, m);
 }}
 """
+#: the helpers element-wise bodies may call: the math library, integer overflow tests, divmod
+MAP_HELPERS = MATH.extended(
+    INT_HELPERS,
+    INT64_HELPERS,
+    DIVMOD.format(s="f", t="f32", nan="nan_f()"),
+    DIVMOD.format(s="d", t="f64", nan="nan_d()"),
+)
 
 
 @dataclass(frozen=True)
@@ -85,19 +93,8 @@ def _uses(types: Sequence[WType], out: WType) -> set[str]:
 
 
 def preamble(types: Sequence[WType], code: str) -> str:
-    """Header and helpers for element-wise ``code`` over values of ``types``."""
-    used = _uses(types, types[0])
-    math_f64 = "f64" in used
-    lines = [header(used, math_f32=True, math_f64=math_f64)]
-    if "i32" in used or "i64" in used:
-        lines.append(INT_HELPERS)
-    if "i64" in used:
-        lines.append(INT64_HELPERS)
-    if "fmod" in code or "divmod" in code:
-        lines.append(DIVMOD.format(s="f", t="f32", nan="nan_f()"))
-        if math_f64:
-            lines.append(DIVMOD.format(s="d", t="f64", nan="nan_d()"))
-    return "\n".join(lines)
+    """Header for element-wise ``code`` over values of ``types``, with the helpers ``code`` calls."""
+    return header(_uses(types, types[0]), code=code, library=MAP_HELPERS)
 
 
 def map_source(

@@ -29,6 +29,20 @@ MM_B_STRIDES = 32  # ... in B
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
 
+#: (block, workgroup) of the variants whose kernel fixes its own shape: ``naive`` (8x8
+#: invocations, one output each) and ``tiled`` (16x16 invocations, 4x4 outputs each). They are
+#: the fallbacks where a tuned ``rb`` shape does not apply, and never vary when tuning.
+FIXED_SHAPES: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "naive": ((1, 1), (8, 8)),
+    "tiled": ((4, 4), (16, 16)),
+}
+
+
+def fixed_kernel(variant: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """(variant, block, workgroup) of ``naive`` or ``tiled``."""
+    block, workgroup = FIXED_SHAPES[variant]
+    return variant, block, workgroup
+
 
 def _activation(act: str, t: str) -> str:
     s = "d" if t == "f64" else "f"
@@ -100,9 +114,9 @@ def matmul_source(
     """WGSL of one matmul variant and its layout key."""
     t = wtype.compute
     used = {wtype.storage, t}
-    head = header(used, math_f32=act is not None, math_f64=act is not None and t == "f64")
     bindings, n_in = _bindings(wtype, variant, bias, dual)
     common = _common(wtype, bias, act, dual)
+    head = header(used, code=common)  # the epilogue's activation is the only helper call
     if variant == "naive":
         b_index = "b_off + col * K + k" if trans_b else "b_off + k * N + col"
         body = f"""
@@ -200,10 +214,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 def tile_of(variant: str, workgroup: tuple[int, int], block: tuple[int, int]) -> tuple[int, int]:
     """Output columns and rows one workgroup covers."""
-    if variant == "naive":
-        return (8, 8)
-    if variant == "tiled":
-        return (64, 64)
+    if variant in FIXED_SHAPES:
+        block, workgroup = FIXED_SHAPES[variant]
     wx, wy = workgroup
     rows, cols = block
     return (cols * wx, rows * wy)

@@ -112,7 +112,7 @@ def reducer(op: str, src: WType, out: WType) -> Reducer:
 
 def _prelude(src: WType, out: WType, extra: set[str]) -> str:
     used = {src.storage, src.compute, out.storage, out.compute} | extra
-    parts = [header(used, math_f32=False, math_f64=False)]
+    parts = [header(used)]
     if "i32" in used or "i64" in used:
         parts.append(INT_HELPERS)
     if "i64" in used:
@@ -266,7 +266,6 @@ def softmax_source(x: WType, log: bool, shape: str) -> tuple[str, tuple[int, int
     exp = "exp_d" if t == "f64" else "exp"
     ln = "log_d" if t == "f64" else "log"
     used = {x.storage, t}
-    head = header(used, math_f32=False, math_f64=t == "f64")
     load = x.load("in0[base + r * inner]")
     if log:
         write = f"out0[base + r * inner] = {x.store(f'({load} - m) - {ln}(total)')};"
@@ -322,7 +321,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ {write} }} }}
 }}
 """
-    src = f"""{head}
+    src = f"""{header(used, code=body)}
 fn maxj(a: {t}, b: {t}) -> {t} {{ return {maxj}; }}
 @group(0) @binding(1) var<storage, read> in0: array<{x.storage}>;
 @group(0) @binding(2) var<storage, read_write> out0: array<{x.storage}>;
@@ -334,7 +333,6 @@ def layer_norm_source(x: WType, has_weight: bool, has_bias: bool, shape: str) ->
     """Normalise contiguous rows of R elements (biased variance), then scale and shift."""
     t = x.compute
     used = {x.storage, t}
-    head = header(used, math_f32=False, math_f64=t == "f64")
     bindings = [f"@group(0) @binding(1) var<storage, read> in0: array<{x.storage}>;"]
     binding = 2
     post = "y"
@@ -402,7 +400,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """
     n_in = 1 + int(has_weight) + int(has_bias)
-    return head + "\n" + "\n".join(bindings) + "\n" + body, (n_in, 1, False)
+    return header(used, code=body) + "\n" + "\n".join(bindings) + "\n" + body, (n_in, 1, False)
 
 
 # masked softmax parameters (attention): rows of the scores are (batch..., L) coordinates
@@ -423,7 +421,6 @@ def masked_softmax_source(x: WType, mask: WType | None, causal: bool) -> tuple[s
     s = "d" if t == "f64" else "f"
     exp = "exp_d" if t == "f64" else "exp"
     used = {x.storage, t} | ({mask.storage} if mask is not None else set())
-    head = header(used, math_f32=False, math_f64=t == "f64")
     scale = x.scalar(P_SCALAR[1])
     bindings = [f"@group(0) @binding(1) var<storage, read> in0: array<{x.storage}>;"]
     if mask is not None:
@@ -464,4 +461,4 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }}
 """
     n_in = 1 + (mask is not None)
-    return head + "\n" + "\n".join(bindings) + "\n" + body, (n_in, 1, False)
+    return header(used, code=body) + "\n" + "\n".join(bindings) + "\n" + body, (n_in, 1, False)

@@ -11,12 +11,14 @@
   checks at the next readback.
 * The math library: accurate ``f32`` versions of the functions whose WGSL builtins carry weak
   accuracy guarantees (sin, cos, tanh, erf...), and ``f64`` versions of every transcendental
-  function, because Vulkan's GLSL.std.450 exp/log/sin/... do not accept 64-bit floats.
+  function, because Vulkan's GLSL.std.450 exp/log/sin/... do not accept 64-bit floats. A kernel
+  gets only the library functions its code calls (see :class:`HelperLibrary`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,14 +281,13 @@ def _factorials(count: int, start: int = 0, step: int = 1, alternate: bool = Fal
 
 
 def _f64_library() -> str:
+    """The float64 math functions (over :data:`F64_BASE`, which every float64 kernel has)."""
     exp_poly = horner("r", _factorials(14), "f64")
     expm1_poly = horner("x", _factorials(17, 1), "f64")  # 1/1! + x/2! + ... (times x below)
     sin_poly = horner("z", _factorials(9, 1, 2, alternate=True), "f64")
     cos_poly = horner("z", _factorials(9, 0, 2, alternate=True), "f64")
     log_poly = horner("z", [1.0 / (2 * k + 1) for k in range(12)], "f64")
-    return (
-        F64_BASE
-        + f"""
+    return f"""
 fn exp_d(x: f64) -> f64 {{
   if (isnan_d(x)) {{ return x; }}
   if (x > f64(709.782712893384)) {{ return inf_d(); }}
@@ -430,7 +431,6 @@ fn fmod_d(a: f64, b: f64) -> f64 {{
   return r;
 }}
 """
-    )
 
 
 F64_LIBRARY = _f64_library()
@@ -545,6 +545,68 @@ fn fmod_f(a: f32, b: f32) -> f32 {{
 
 F32_LIBRARY = _f32_library()
 
+_FUNCTION_START = re.compile(r"^fn ([A-Za-z_]\w*)\s*\(", re.MULTILINE)
+_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+_LINE_COMMENT = re.compile(r"//[^\n]*")
+
+
+def _split_functions(text: str) -> list[tuple[str, str]]:
+    """(name, WGSL) of each module-scope function of ``text``, from its ``fn`` line to the next."""
+    starts = list(_FUNCTION_START.finditer(text))
+    if not starts or text[: starts[0].start()].strip():
+        raise ValueError("a WGSL helper text must hold functions only")
+    ends = [m.start() for m in starts[1:]] + [len(text)]
+    return [(m.group(1), text[m.start() : end]) for m, end in zip(starts, ends, strict=True)]
+
+
+class HelperLibrary:
+    """WGSL helper functions of which a kernel gets only the ones its code calls, directly or
+    through one another.
+
+    An uncalled function is not free: WGSL parsing and validation, the SPIR-V translation and the
+    driver's front end all process it, on every first use of a kernel (each op, dtype and operand
+    layout). The whole math library is three times the text of a simple element-wise kernel
+    (ten times in float64) and, on lavapipe, about doubled its shader module and pipeline
+    creation time. Calls are found by name (an identifier followed by ``(``) outside ``//``
+    comments, so a needed helper is never left out; at worst an unneeded one is kept.
+    """
+
+    def __init__(self, *texts: str) -> None:
+        #: name -> WGSL of each function, in the order of ``texts``
+        self.functions: dict[str, str] = {}
+        for text in texts:
+            for name, source in _split_functions(text):
+                if name in self.functions:
+                    raise ValueError(f"WGSL helper {name!r} is defined twice")
+                self.functions[name] = source
+        self._callees = {name: self._called_in(source) - {name} for name, source in self.functions.items()}
+
+    def extended(self, *texts: str) -> HelperLibrary:
+        """A library with this one's functions and those of ``texts``."""
+        return HelperLibrary("".join(self.functions.values()), *texts)
+
+    def _called_in(self, code: str) -> set[str]:
+        return {name for name in _CALL.findall(_LINE_COMMENT.sub("", code)) if name in self.functions}
+
+    def needed(self, code: str) -> list[str]:
+        """The functions ``code`` calls, directly or not, in library order."""
+        found: set[str] = set()
+        pending = list(self._called_in(code))
+        while pending:
+            name = pending.pop()
+            if name not in found:
+                found.add(name)
+                pending.extend(self._callees[name])
+        return [name for name in self.functions if name in found]
+
+    def select(self, code: str) -> str:
+        """The WGSL of the functions ``code`` needs."""
+        return "".join(self.functions[name] for name in self.needed(code))
+
+
+#: the float32 and float64 math functions (the float64 ones need :data:`F64_BASE`)
+MATH = HelperLibrary(F32_LIBRARY, F64_LIBRARY)
+
 ERROR_HELPERS = f"""
 fn report(kind: u32, w: vec3<u32>) {{
   // the first failure of each kind wins; later ones only read the flag (no atomic storm)
@@ -558,8 +620,10 @@ fn report(kind: u32, w: vec3<u32>) {{
 """
 
 
-def header(types: set[str], *, math_f32: bool = False, math_f64: bool = False) -> str:
-    """The common prelude plus the helpers the given WGSL type names need."""
+def header(types: set[str], *, code: str = "", library: HelperLibrary = MATH) -> str:
+    """The common prelude, the helpers the given WGSL type names need, and the functions of
+    ``library`` that ``code`` (the rest of the kernel, or the part of it that calls helpers)
+    needs."""
     parts = []
     if "f16" in types:
         parts.append("enable f16;")
@@ -569,9 +633,10 @@ def header(types: set[str], *, math_f32: bool = False, math_f64: bool = False) -
     if "i64" in types:
         parts.append(I64_HELPERS)
     if "f64" in types:
-        parts.append(F64_LIBRARY if math_f64 else F64_BASE)
-    if math_f32:
-        parts.append(F32_LIBRARY)
+        parts.append(F64_BASE)
+    helpers = library.select(code) if code else ""
+    if helpers:
+        parts.append(helpers)
     return "\n".join(parts)
 
 
