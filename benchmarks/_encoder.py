@@ -1,5 +1,6 @@
 """The BERT encoder the WebGPU and WebNN benchmarks run: its weights, and the forward pass
-written once with ``ipfs_accelerate.ops`` (any backend) and once directly in numpy.
+written once for ``ipfs_accelerate.ops`` (any backend) and torch.nn.functional, and once
+directly in numpy.
 
 Post-norm layers as in BERT/MiniLM: q/k/v linear, scaled dot-product attention with a
 padding mask, output linear, residual, layer norm, GELU MLP, residual, layer norm. Linear
@@ -36,10 +37,24 @@ def encoder_weights(hidden: int, intermediate: int, layers: int, seed: int = 0) 
     return out
 
 
-def encoder_ops(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
-    """The encoder with ipfs_accelerate.ops on x's device. ``mask`` as
-    ``scaled_dot_product_attention`` takes it: boolean (True attends) or additive."""
-    from ipfs_accelerate import ops
+def encoder(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, library: str, eps: float = 1e-12) -> Any:
+    """The encoder on tensors of ``library``: "ops" (ipfs_accelerate.ops, on x's device) or
+    "torch" (torch.nn.functional). ``mask`` as scaled_dot_product_attention takes it:
+    boolean (True attends) or additive."""
+    if library == "torch":
+        import torch.nn.functional as F
+
+        linear, attention, gelu = F.linear, F.scaled_dot_product_attention, F.gelu
+
+        def layer_norm(t: Any, w: Any, b: Any) -> Any:
+            return F.layer_norm(t, (t.shape[-1],), w, b, eps)
+    else:
+        from ipfs_accelerate import ops
+
+        linear, attention, gelu = ops.linear, ops.scaled_dot_product_attention, ops.gelu
+
+        def layer_norm(t: Any, w: Any, b: Any) -> Any:
+            return ops.layer_norm(t, t.shape[-1], w, b, eps)
 
     batch, seq, hidden = x.shape
     for p in layers:
@@ -47,16 +62,22 @@ def encoder_ops(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps
         def split(t: Any) -> Any:
             return t.reshape(batch, seq, heads, hidden // heads).permute(0, 2, 1, 3)
 
-        q, k, v = (split(ops.linear(x, p[f"{n}.weight"], p[f"{n}.bias"])) for n in ("query", "key", "value"))
-        attended = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        attended = attended.permute(0, 2, 1, 3).reshape(batch, seq, hidden)
-        x = ops.layer_norm(
-            ops.linear(attended, p["attention_output.weight"], p["attention_output.bias"]) + x,
-            hidden, p["ln1.weight"], p["ln1.bias"], eps,
-        )  # fmt: skip
-        mlp = ops.linear(ops.gelu(ops.linear(x, p["intermediate.weight"], p["intermediate.bias"])), p["output.weight"], p["output.bias"])
-        x = ops.layer_norm(mlp + x, hidden, p["ln2.weight"], p["ln2.bias"], eps)
+        q, k, v = (split(linear(x, p[f"{n}.weight"], p[f"{n}.bias"])) for n in ("query", "key", "value"))
+        attended = attention(q, k, v, attn_mask=mask).permute(0, 2, 1, 3).reshape(batch, seq, hidden)
+        x = layer_norm(linear(attended, p["attention_output.weight"], p["attention_output.bias"]) + x, p["ln1.weight"], p["ln1.bias"])
+        mlp = linear(gelu(linear(x, p["intermediate.weight"], p["intermediate.bias"])), p["output.weight"], p["output.bias"])
+        x = layer_norm(mlp + x, p["ln2.weight"], p["ln2.bias"])
     return x
+
+
+def encoder_ops(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
+    """The encoder with ipfs_accelerate.ops on x's device."""
+    return encoder(x, mask, layers, heads, "ops", eps)
+
+
+def encoder_torch(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
+    """The same encoder with torch.nn.functional."""
+    return encoder(x, mask, layers, heads, "torch", eps)
 
 
 def encoder_numpy(x: Array, mask: Array, layers: list[dict[str, Array]], heads: int, eps: float = 1e-12) -> Array:

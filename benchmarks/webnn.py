@@ -254,30 +254,8 @@ def webnn_api(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- the HAL backend
 
 
-def encoder_torch(x: Any, mask: Any, layers: list[dict[str, Any]], heads: int, eps: float = 1e-12) -> Any:
-    """The same encoder with torch.nn.functional."""
-    import torch.nn.functional as F
-
-    batch, seq, hidden = x.shape
-    for p in layers:
-
-        def split(t: Any) -> Any:
-            return t.reshape(batch, seq, heads, hidden // heads).permute(0, 2, 1, 3)
-
-        q, k, v = (split(F.linear(x, p[f"{n}.weight"], p[f"{n}.bias"])) for n in ("query", "key", "value"))
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        attended = attended.permute(0, 2, 1, 3).reshape(batch, seq, hidden)
-        x = F.layer_norm(
-            F.linear(attended, p["attention_output.weight"], p["attention_output.bias"]) + x,
-            (hidden,), p["ln1.weight"], p["ln1.bias"], eps,
-        )
-        mlp = F.linear(F.gelu(F.linear(x, p["intermediate.weight"], p["intermediate.bias"])), p["output.weight"], p["output.bias"])
-        x = F.layer_norm(mlp + x, (hidden,), p["ln2.weight"], p["ln2.bias"], eps)
-    return x
-
-
 def tensor_api(args: argparse.Namespace) -> None:
-    from _encoder import encoder_ops, encoder_weights  # beside this script
+    from _encoder import encoder_ops, encoder_torch, encoder_weights  # beside this script
 
     import ipfs_accelerate as ia
     from ipfs_accelerate import hal
