@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -310,6 +312,30 @@ def test_constants_snapshot_writable_arrays_and_share_read_only_ones(ctx: webnn.
     graph = b.build({"y": b.matmul(b.matmul(x, w), f)})
     out = ctx.compute(graph, {"x": np.ones((1, 32), np.float32)})["y"]
     np.testing.assert_array_equal(out, np.full((1, 32), 32 * 32 * 2, np.float32))
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+def test_graphs_over_one_read_only_constant_share_it_in_memory(ctx: webnn.MLContext) -> None:
+    """Each graph's session uses a large read-only constant in place: four graphs gathering
+    from one 64 MiB table add far less than a copy of it (onnxruntime copies external
+    initializers into every session unless they are also shared: 4 x 64 MiB here)."""
+
+    def resident() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    table = np.random.default_rng(0).standard_normal((16384, 1024)).astype(np.float32)
+    table.flags.writeable = False
+    graphs = []
+    before = resident()
+    for rows in (1, 2, 3, 4):
+        b = webnn.MLGraphBuilder(ctx)
+        ids = b.input("ids", {"dataType": "int32", "shape": [rows]})
+        constant = b.constant({"dataType": "float32", "shape": [16384, 1024]}, table)
+        graphs.append(b.build({"y": b.gather(constant, ids)}))
+        picked = ctx.compute(graphs[-1], {"ids": np.arange(rows, dtype=np.int32) * 5000})["y"]
+        np.testing.assert_array_equal(picked, table[np.arange(rows) * 5000])
+    grown = resident() - before
+    assert grown < table.nbytes, f"four graphs over a {table.nbytes >> 20} MiB constant added {grown >> 20} MiB"
 
 
 def test_constant_tensors(ctx: webnn.MLContext) -> None:

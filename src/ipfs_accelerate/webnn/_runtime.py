@@ -116,7 +116,12 @@ def create_session(
     if external:
         names = list(external)
         values = [runtime.OrtValue.ortvalue_from_numpy(external[name]) for name in names]
+        # add_external_initializers alone copies each value into the session; also sharing it
+        # (add_initializer) makes the session use the caller's buffer in place, so graphs over
+        # the same weights hold one copy of them (matrix weights still get a prepacked copy)
         options.add_external_initializers(names, values)
+        for name, value in zip(names, values, strict=True):
+            options.add_initializer(name, value)
         keep_alive = values
     try:
         session = runtime.InferenceSession(model_bytes, options, providers=list(providers))

@@ -10,7 +10,7 @@ attributes, input nodes, shape, dtype). Reading a tensor (``numpy()``, ``item()`
    graph, lowered to one ONNX model and one ONNX Runtime session (the context's execution
    provider). Compiled graphs live in a least-recently-used cache bounded by ``cache_size``
    entries and ``cache_bytes`` of estimated memory (a compiled model holds ONNX Runtime's
-   prepacked copy of its weights), so a forward pass compiles once per input signature (shapes
+   prepacked copy of its matrix weights; the weights themselves are shared by every graph), so a forward pass compiles once per input signature (shapes
    and dtypes) and then only dispatches. Each new signature costs a compilation (for a MiniLM
    encoder about as much as a few forward passes): callers with many sequence lengths should
    pad to a few bucket lengths;
