@@ -2,8 +2,8 @@
 
     python benchmarks/models.py [--rounds 7] [--only minilm,vit,clip,whisper] [--backends cpu,webnn]
 
-* MiniLM (the bundled all-MiniLM-L6-v2): sentences/s at batch 1 and 32 on each available
-  backend, beside sentence-transformers (torch, CPU) and onnxruntime (the same model exported
+* MiniLM (the bundled all-MiniLM-L6-v2): sentences/s at batch 1 and 32, and a mix of the two
+  (256 documents at batch 32, then 32 queries one by one), on each available backend, beside sentence-transformers (torch, CPU) and onnxruntime (the same model exported
   with torch.onnx, mean pooling and normalisation inside the graph, tokenization outside).
 * ViT-base-, CLIP-B/32- and Whisper-tiny-shaped checkpoints with random weights: forward
   latency beside transformers (torch). Whisper: the 30 s encoder pass, then 24 greedy tokens
@@ -232,23 +232,31 @@ def bench_minilm(rounds: int, backends: list[str]) -> None:
             print(f"  check {name:7s}: min cosine vs sentence-transformers {cos.min():.6f}")
         print("\nMiniLM (all-MiniLM-L6-v2) sentences/s; ratio = our speed / peer speed")
         print(f"  {'batch':>5} {'contender':<22} {'sent/s':>9} {'vs torch':>9} {'vs ort':>8}")
-        for batch_size, count in ((1, 32), (32, 256)):
-            texts = sentences[:count]
+        # (label, [(batch size, sentences), ...] run one after the other): "1+32" embeds 256
+        # documents at batch 32 and 32 queries one by one, as a search service does
+        workloads = (("1", ((1, 32),)), ("32", ((32, 256),)), ("1+32", ((32, 256), (1, 32))))
+        for label, parts in workloads:
+            count = sum(part[1] for part in parts)
+
+            def run(embed: Callable[[list[str], int], object], parts: tuple[tuple[int, int], ...] = parts) -> None:
+                for batch_size, size in parts:
+                    embed(sentences[:size], batch_size)
+
             contenders: dict[str, Timer] = {
-                "sentence-transformers": lambda b=batch_size, t=texts: st.encode(t, batch_size=b, convert_to_numpy=True),
+                "sentence-transformers": lambda: run(lambda t, b: st.encode(t, batch_size=b, convert_to_numpy=True)),
             }
             if ort_embed is not None:
-                contenders["onnxruntime"] = lambda b=batch_size, t=texts: ort_embed(t, b)
+                contenders["onnxruntime"] = lambda e=ort_embed: run(e)
             for name, embedder in ours.items():
-                contenders[f"ipfs_accelerate[{name}]"] = lambda b=batch_size, t=texts, e=embedder: e.embed(t, batch_size=b)
+                contenders[f"ipfs_accelerate[{name}]"] = lambda e=embedder: run(lambda t, b: e.embed(t, batch_size=b))
             times = race(contenders, rounds)
             torch_t = times["sentence-transformers"]
             ort_t = times.get("onnxruntime", float("nan"))
             for name, seconds in times.items():
-                print(f"  {batch_size:>5} {name:<22} {count / seconds:9.1f} {fmt_ratio(torch_t, seconds):>9} {fmt_ratio(ort_t, seconds):>8}")
-            if batch_size == 32:
+                print(f"  {label:>5} {name:<22} {count / seconds:9.1f} {fmt_ratio(torch_t, seconds):>9} {fmt_ratio(ort_t, seconds):>8}")
+            if label == "32":
                 if ours:
-                    print_ceiling(next(iter(ours.values())), texts, batch_size, times)
+                    print_ceiling(next(iter(ours.values())), sentences[:count], 32, times)
                 for backend, target in TARGETS.items():
                     seconds = times.get(f"ipfs_accelerate[{backend}]")
                     if seconds is not None:
