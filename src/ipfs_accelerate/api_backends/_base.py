@@ -553,6 +553,13 @@ class APIBackend:
             exc.status, exc.request_id = raw.status, raw.request_id
             raise
 
+    def _json_object(self, raw: RawResponse, what: str) -> dict[str, Any]:
+        """:meth:`_json` of a body that must be a JSON object."""
+        data = self._json(raw, what)
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{what}: expected an object: {excerpt(raw.body)!r}", provider=self.provider)
+        return data
+
     async def _stream(
         self,
         request: HTTPRequest,

@@ -8,7 +8,7 @@ from ipfs_accelerate.errors import ProtocolError
 
 from ._base import APIBackend
 from ._streams import excerpt
-from ._transport import HTTPRequest, RawResponse
+from ._transport import HTTPRequest
 from ._types import ModelInfo
 
 
@@ -19,14 +19,7 @@ class HFInfoBackend(APIBackend):
         """``GET /info``: the served model's id, its limits and the server's version (TGI adds
         the dtype, TEI the model type: embedding or reranker)."""
         opts = self._options(options)
-
-        def parse(raw: RawResponse) -> dict[str, Any]:
-            data = self._json(raw, "info")
-            if not isinstance(data, dict):
-                raise ProtocolError(f"info: expected an object: {excerpt(raw.body)!r}", provider=self.provider)
-            return data
-
-        return await self._request(HTTPRequest("GET", "/info"), opts, parse, what="info")
+        return await self._request(HTTPRequest("GET", "/info"), opts, lambda raw: self._json_object(raw, "info"), what="info")
 
     async def list_models(self, **options: Any) -> list[ModelInfo]:
         info = await self.info(**options)

@@ -26,7 +26,6 @@ from ipfs_accelerate.errors import InvalidArgumentError, ProtocolError
 
 from ._openai_compat import OpenAICompatibleBackend
 from ._parse import need, opt
-from ._streams import excerpt
 from ._transport import HTTPRequest, RawResponse
 from ._types import ModelInfo
 
@@ -145,14 +144,8 @@ class OVMSBackend(OpenAICompatibleBackend):
     async def model_metadata(self, model: str, version: str | int | None = None, **options: Any) -> dict[str, Any]:
         """``GET /v2/models/{model}``: name, versions, platform, inputs and outputs (name, datatype, shape)."""
         opts = self._options(options)
-
-        def parse(raw: RawResponse) -> dict[str, Any]:
-            data = self._json(raw, "model_metadata")
-            if not isinstance(data, dict):
-                raise ProtocolError(f"model_metadata: expected an object: {excerpt(raw.body)!r}", provider=self.provider)
-            return data
-
-        return await self._request(HTTPRequest("GET", self._model_path(model, version)), opts, parse, what="model_metadata")
+        request = HTTPRequest("GET", self._model_path(model, version))
+        return await self._request(request, opts, lambda raw: self._json_object(raw, "model_metadata"), what="model_metadata")
 
     async def model_ready(self, model: str, version: str | int | None = None) -> bool:
         """``GET /v2/models/{model}/ready`` once (no retry): True on HTTP 200."""
@@ -180,9 +173,7 @@ class OVMSBackend(OpenAICompatibleBackend):
 
         def parse(raw: RawResponse) -> list[ModelInfo]:
             what, provider = "list_models", self.provider
-            data = self._json(raw, what)
-            if not isinstance(data, dict):
-                raise ProtocolError(f"{what}: expected an object: {excerpt(raw.body)!r}", provider=provider)
+            data = self._json_object(raw, what)
             models = []
             for name, status in data.items():
                 versions = opt(status, "model_version_status", list, provider, what, []) if isinstance(status, Mapping) else []
