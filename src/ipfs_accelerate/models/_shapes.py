@@ -1,7 +1,7 @@
 """Input shapes for backends that compile one graph per input shape (webnn).
 
-Such a backend pays a compile (about 0.1 s for MiniLM) and a session's memory (about its
-weights again) for every new (rows, length) it meets. Sorting texts by length keeps batches
+Such a backend pays a compile (about 0.1 s for MiniLM) and a session's memory (its prepacked
+matrix weights, about half the model) for every new (rows, length) it meets. Sorting texts by length keeps batches
 tight, but a stream of texts of every length would compile a graph per length, so the
 pipelines run the first few shapes of each row count exactly (a repeated workload keeps its
 exact, cheapest shapes) and pad later batches to shape buckets, of which a few dozen cover
@@ -68,8 +68,8 @@ class ShapePolicy:
         self.mode = mode
         self.enabled = mode == "buckets" or (mode == "auto" and compiles_per_shape(device))
         self.max_length = max_length
-        self._seen: dict[tuple[int, int, int], Plan] = {}
-        self._exact: dict[int, int] = {}  # row count -> exact shapes run
+        #: row count -> the (length, real tokens) shapes it runs exactly (at most EXACT_SHAPES)
+        self._exact: dict[int, set[tuple[int, int]]] = {}
         self._lock = threading.Lock()
 
     def plan(self, rows: int, length: int, tokens: int | None = None) -> Plan:
@@ -77,15 +77,12 @@ class ShapePolicy:
         padding = tokens is not None and tokens < rows * length
         if not self.enabled or self.mode == "exact":
             return Plan(rows, length, padding)
-        key = (rows, length, tokens if tokens is not None and padding else rows * length)
-        with self._lock:
-            plan = self._seen.get(key)
-            if plan is None:
-                if self.mode == "auto" and self._exact.get(rows, 0) < EXACT_SHAPES:
-                    self._exact[rows] = self._exact.get(rows, 0) + 1
-                    plan = Plan(rows, length, padding)
-                else:
-                    width = max(length, min(bucket_length(length), self.max_length))
-                    plan = Plan(next_power_of_two(rows), width, False)
-                self._seen[key] = plan
-            return plan
+        if self.mode == "auto":
+            shape = (length, tokens if tokens is not None and padding else rows * length)
+            with self._lock:
+                exact = self._exact.setdefault(rows, set())
+                if shape in exact or len(exact) < EXACT_SHAPES:
+                    exact.add(shape)
+                    return Plan(rows, length, padding)
+        width = max(length, min(bucket_length(length), self.max_length))
+        return Plan(next_power_of_two(rows), width, False)

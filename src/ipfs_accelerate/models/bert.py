@@ -306,8 +306,8 @@ class BertModel(Module):
 
     def packed(self, batch: PackedTokens, *, padded: bool = False) -> Tensor:
         """The last hidden states (T, hidden) of a packed batch's tokens, in ``batch.keep``'s
-        order; with ``padded``, laid out (rows,
-        length, hidden) as the batch was, padding slots holding token 0's state. Equal to
+        order; with ``padded``, laid out (rows, length, hidden) as the batch was, padding
+        slots holding token 0's state. Equal to
         ``last_hidden_state`` at the real tokens of the padded forward; the dense layers see
         no padding."""
         self._check_length(batch.length)
