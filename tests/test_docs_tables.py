@@ -6,16 +6,17 @@ drift from the registry. After changing a backend, rewrite them with
 
     PYTHONPATH=src python -m tests.test_docs_tables
 
-What comes from the code: the list of backends (the registry, in its order), which of the
-common methods each implements, its other public methods, where it reads its URL and key
+Everything comes from the code: the list of backends (the registry, in its order), which of
+the common methods each implements, its other public methods, where it reads its URL and key
 (metadata keys, environment variables), its default URL, whether a key is required (found by
-constructing the backend without one), and its default models. What is written here by
-hand, one line per backend, is what it talks to and the routes it uses; every backticked
-token of those lines must occur in the backend's source, so a renamed route fails the test.
+constructing the backend without one), and its default models. What it talks to and the
+routes it uses are written by hand on its class (``summary``, ``routes``); every backticked
+token of those must occur in the backend's code, so a renamed route fails the test.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import re
@@ -30,62 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 API_PAGE = ROOT / "docs" / "api_backends.md"
 README = ROOT / "README.md"
 
-# what each backend talks to (README's one-line summary) and its protocol and routes
-TALKS_TO: dict[str, tuple[str, str]] = {
-    "openai": ("OpenAI (`https://api.openai.com/v1`)",
-               "OpenAI REST, SSE ending in `[DONE]`: `/chat/completions`, `/embeddings`, `/models`, "
-               "`/images/generations`, `/audio/speech`, `/audio/transcriptions`, `/moderations`, `/files`"),
-    "openai_mini": ("any OpenAI-compatible server (configurable base URL)",
-                    "as `openai`, against any base URL (vLLM, llama.cpp, LM Studio...)"),
-    "claude": ("Anthropic Claude (`https://api.anthropic.com`)",
-               "Messages API: `/v1/messages` (SSE named events), `/v1/models`; `x-api-key`, `anthropic-version`"),
-    "gemini": ("Google Gemini (`https://generativelanguage.googleapis.com/v1beta`)",
-               "`/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, "
-               "`/models`; key in `x-goog-api-key`"),
-    "groq": ("Groq (`https://api.groq.com/openai/v1`)",
-             "OpenAI protocol under `/openai/v1`: `/chat/completions` (SSE, usage in `x_groq`), `/models`"),
-    "ollama": ("Ollama, native API",
-               "NDJSON: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/pull`, `/api/version`"),
-    "ollama_clean": ("Ollama, OpenAI-compatible routes",
-                     "`/v1/chat/completions` (SSE), `/v1/embeddings`, `/v1/models`"),
-    "vllm": ("vLLM's OpenAI-compatible server",
-             "`/v1/chat/completions` (SSE), `/v1/embeddings`, `/v1/models`, `/v1/load_lora_adapter`, "
-             "`/v1/unload_lora_adapter`, `/health`"),
-    "hf_tgi": ("Hugging Face Text Generation Inference",
-               "`/generate`, `/generate_stream` (SSE, no `[DONE]`), `/info`, `/health`; chat on "
-               "`/v1/chat/completions`"),
-    "hf_tei": ("Hugging Face Text Embeddings Inference", "`/embed`, `/rerank`, `/info`, `/health`"),
-    "ovms": ("OpenVINO Model Server",
-             "OpenAI routes `/v3/chat/completions` (SSE), `/v3/embeddings`; KServe v2 "
-             "`/v2/models/{m}/infer`, `/v2/models/{m}/ready`, `/v2/health/ready`; models from `/v1/config`"),
-    "opea": ("OPEA ChatQnA and its microservices",
-             "`/v1/chatqna` (SSE, `[DONE]`); microservices `/v1/embeddings`, `/v1/chat/completions`"),
-    "llvm": ("an MLC-LLM server (TVM/LLVM-compiled models)",
-             "`/v1/chat/completions` (SSE), `/v1/completions`, `/v1/models`"),
-    "sample_backend": ("the reference for writing a backend",
-                       "a small JSON protocol: `/v1/generate` (JSON, or NDJSON with `stream`), `/v1/embed`, "
-                       "`/v1/models`, `/health`"),
-    "vllm_unified": ("vLLM over several endpoints, optional managed server",
-                     "as `vllm`; adapters loaded on every endpoint; managed `vllm/vllm-openai`"),
-    "hf_tgi_unified": ("TGI over several endpoints, optional managed server",
-                       "as `hf_tgi`; managed `text-generation-inference`"),
-    "hf_tei_unified": ("TEI over several endpoints, optional managed server",
-                       "as `hf_tei`; managed `text-embeddings-inference`"),
-    "ovms_unified": ("OVMS over several endpoints, optional managed server",
-                     "as `ovms`; managed `openvino/model_server`"),
-    "s3_kit": ("S3-compatible object storage (aiobotocore)",
-               "S3 REST: `put_object`, multipart upload, `get_object` (resumed with `Range`), "
-               "`list_objects_v2`, `head_object`, `delete_object`, `copy_object`, presigned URLs"),
-}  # fmt: skip
-
 # S3 Kit is configured through metadata["s3cfg"], not base_url/api_key (see docs/s3_kit.md)
 S3_CONFIG = (
-    "`s3cfg`: `endpoint` or `endpoints`, `region`, `bucket`; `$AWS_ENDPOINT_URL_S3`, `$AWS_ENDPOINT_URL`, "
-    "`$AWS_REGION`; default: AWS S3 in `us-east-1`",
-    "`s3cfg`: `accessKey`, `secretKey`, `sessionToken`; `$AWS_ACCESS_KEY_ID`, `$AWS_SECRET_ACCESS_KEY`, "
-    "`$AWS_SESSION_TOKEN`; or `anonymous`, `credential_chain`",
+    "`s3cfg`: `endpoint` or `endpoints`, `region`, `bucket`; `$AWS_ENDPOINT_URL_S3`, "
+    "`$AWS_ENDPOINT_URL`, `$AWS_REGION`; default: AWS S3 in `us-east-1`",
+    "`s3cfg`: `accessKey`, `secretKey`, `sessionToken`; `$AWS_ACCESS_KEY_ID`, "
+    "`$AWS_SECRET_ACCESS_KEY`, `$AWS_SESSION_TOKEN`; or `anonymous`, `credential_chain`",
 )
 UNIFIED_KEYS = ("endpoints", "strategy", "router", "managed_server")
+# class attributes, written by hand: what the backend talks to (README) and its routes
+DESCRIPTIONS = ("summary", "routes")
 COMMON = ("chat", "stream_chat", "embed")
 
 
@@ -127,7 +82,7 @@ def _other_methods(cls: type) -> str:
     unified = set(vars(UnifiedBackend)) if issubclass(cls, UnifiedBackend) else set()
     names = sorted(
         n for n in dir(cls)
-        if not n.startswith("_") and n not in skip and n not in unified and callable(getattr(cls, n))
+        if not n.startswith("_") and n not in skip | unified and callable(getattr(cls, n))
     )  # fmt: skip
     text = ", ".join(f"`{n}`" for n in names)
     if unified:
@@ -261,12 +216,13 @@ def surfaces_table() -> str:
     for name, cls in _backends():
         s = _surfaces(cls)
         marks = " | ".join("✓" if s[k] else "" for k in ("chat", "stream_chat", "embed", "tools"))
-        rows.append(f"| `{name}` | {_cell(TALKS_TO[name][1])} | {marks} | {_other_methods(cls)} |")
+        rows.append(f"| `{name}` | {_cell(cls.routes)} | {marks} | {_other_methods(cls)} |")
     return "\n".join(rows)
 
 
 def config_table() -> str:
-    rows = ["| Backend | Server URL: metadata keys; environment; default | API key: metadata keys; environment | Key | Model sent when none is passed |",
+    rows = ["| Backend | Server URL: metadata keys; environment; default "
+            "| API key: metadata keys; environment | Key | Model sent when none is passed |",
             "|---|---|---|---|---|"]  # fmt: skip
     from ipfs_accelerate.api_backends import S3Kit, UnifiedBackend
 
@@ -287,8 +243,8 @@ def config_table() -> str:
 
 def summary_table() -> str:
     rows = ["| Backend | Talks to |", "|---|---|"]
-    for name, _ in _backends():
-        rows.append(f"| [`{name}`](docs/api_backends.md#{name}) | {_cell(TALKS_TO[name][0])} |")
+    for name, cls in _backends():
+        rows.append(f"| [`{name}`](docs/api_backends.md#{name}) | {_cell(cls.summary)} |")
     return "\n".join(rows)
 
 
@@ -323,16 +279,23 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_hand_written_lines_cover_exactly_the_registered_backends() -> None:
-    names = [name for name, _ in _backends()]
-    assert sorted(TALKS_TO) == sorted(names)
-    assert len(names) == 19
+def test_each_backend_class_describes_itself() -> None:
+    """summary and routes are the class's own (a subclass must not show its parent's)."""
+    from ipfs_accelerate.api_backends import get_backend_class
+
+    backends = [*_backends(), ("sample_backend", get_backend_class("sample_backend"))]
+    assert len(backends) == 19
+    for name, cls in backends:
+        for attribute in DESCRIPTIONS:
+            text = vars(cls).get(attribute)
+            assert isinstance(text, str) and text.strip(), f"{name}: no {attribute} on its class"
 
 
 @pytest.mark.parametrize("page", sorted(GENERATED), ids=lambda p: p.name)
 def test_generated_tables_are_current(page: Path) -> None:
     assert page.read_text(encoding="utf-8") == render(page), (
-        f"the backend tables of {page.name} are out of date: run PYTHONPATH=src python -m tests.test_docs_tables"
+        f"the backend tables of {page.name} are out of date: "
+        "run PYTHONPATH=src python -m tests.test_docs_tables"
     )
 
 
@@ -347,6 +310,19 @@ def test_tables_list_each_backend_once() -> None:
             assert listed == names, f"{page.name} {section}: {listed}"
 
 
+def _code_of(module: Any) -> str:
+    """The module's source without its classes' ``summary``/``routes`` (the text checked)."""
+    source = inspect.getsource(module)
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.AnnAssign | ast.Assign) and node.end_lineno is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id in DESCRIPTIONS for t in targets):
+                first, last = node.lineno - 1, node.end_lineno
+                lines[first:last] = [""] * (last - first)
+    return "\n".join(lines)
+
+
 def test_hand_written_tokens_occur_in_the_backend_source() -> None:
     from ipfs_accelerate.api_backends import APIBackend, S3Kit
 
@@ -356,9 +332,9 @@ def test_hand_written_tokens_occur_in_the_backend_source() -> None:
             for k in cls.__mro__
             if issubclass(k, APIBackend) or k.__module__.startswith("ipfs_accelerate")
         }
-        source = "\n".join(inspect.getsource(m) for m in modules)
+        source = "\n".join(_code_of(m) for m in modules)
         prefix = getattr(cls, "api_prefix", "")
-        text = " ".join(TALKS_TO[name]) + (" ".join(S3_CONFIG) if cls is S3Kit else "")
+        text = f"{cls.summary} {cls.routes}" + (" ".join(S3_CONFIG) if cls is S3Kit else "")
         for token in re.findall(r"`([^`]+)`", text):
             if token in {n for n, _ in _backends()}:
                 continue
@@ -398,7 +374,9 @@ def test_derived_facts_match_behaviour() -> None:
         "embed": True,
         "tools": False,
     }
-    assert surfaces["claude"]["tools"] and not surfaces["sample_backend"]["tools"]
+    from ipfs_accelerate.api_backends.sample_backend import SampleBackend
+
+    assert surfaces["claude"]["tools"] and not _surfaces(SampleBackend)["tools"]
     assert not any(surfaces["s3_kit"].values())
 
 

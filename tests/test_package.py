@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import ipfs_accelerate
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("wgpu", "onnx", "onnxruntime", "torch", "aiohttp", "tokenizers", "safetensors", "transformers", "scipy")
+HEAVY = (
+    "wgpu", "onnx", "onnxruntime", "torch", "aiohttp", "tokenizers", "safetensors",
+    "transformers", "scipy",
+)  # fmt: skip
 
 
 def _run(code: str) -> str:
-    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
 
 
 def test_import_is_cheap_and_loads_nothing_heavy() -> None:
@@ -55,6 +63,19 @@ def test_lazy_attributes_and_typing_marker() -> None:
         assert "no_such_thing" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("unknown attribute did not raise")
+
+
+@pytest.mark.parametrize(
+    "package", ["ipfs_accelerate", "ipfs_accelerate.api_backends", "ipfs_accelerate.models"]
+)
+def test_every_lazy_export_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    assert module.__all__ == sorted(module.__all__)
+    assert set(module.__all__) <= set(dir(module))
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'nope'"):
+        module.nope
 
 
 def test_tensor_module_and_function_are_one_name() -> None:

@@ -6,8 +6,9 @@ backends, the models and the API clients load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ipfs_accelerate._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -39,36 +40,15 @@ _LAZY: dict[str, str] = {
     "get_backend": "ipfs_accelerate.hal",
 }
 
-_SUBMODULES = {
-    "api_backends",
-    "errors",
-    "hal",
-    "models",
-    "ops",
-    "serve",
-    "sharing",
-    "tensor",
-    "webnn",
-}
-
-__all__ = [*sorted(_LAZY), *sorted(_SUBMODULES), "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"ipfs_accelerate.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'ipfs_accelerate' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
-
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    _LAZY,
+    eager=["__version__"],
+    submodules=[
+        "api_backends", "errors", "hal", "models", "ops", "serve", "sharing", "tensor", "webnn",
+    ],
+    export_submodules=True,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate import api_backends as api_backends

@@ -23,42 +23,38 @@ first use through the registry.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._registry import (
-    create_api_backend,
-    find_compatible_backend,
-    get_available_backends,
-    get_backend_class,
-    register_backend,
-)
-from ._types import (
-    ChatChunk,
-    ChatResponse,
-    EmbeddingResponse,
-    FileObject,
-    GeneratedImage,
-    HealthStatus,
-    ImageResponse,
-    ModelInfo,
-    ModerationResponse,
-    ModerationResult,
-    Priority,
-    PullProgress,
-    RerankResult,
-    TGIDetails,
-    TGIGeneration,
-    TGIStreamToken,
-    TGIToken,
-    ToolCall,
-    ToolCallDelta,
-    TranscriptionResponse,
-    Usage,
-)
+from ipfs_accelerate._lazy import lazy_exports
 
-# name -> private module defining it, loaded on first access
+# name -> module defining it (a bare name: a module of this package), loaded on first access
 _LAZY = {
+    "create_api_backend": "_registry",
+    "find_compatible_backend": "_registry",
+    "get_available_backends": "_registry",
+    "get_backend_class": "_registry",
+    "register_api_backend": "_registry",
+    "ChatChunk": "_types",
+    "ChatResponse": "_types",
+    "EmbeddingResponse": "_types",
+    "FileObject": "_types",
+    "GeneratedImage": "_types",
+    "HealthStatus": "_types",
+    "ImageResponse": "_types",
+    "ModelInfo": "_types",
+    "ModerationResponse": "_types",
+    "ModerationResult": "_types",
+    "Priority": "_types",
+    "PullProgress": "_types",
+    "RerankResult": "_types",
+    "TGIDetails": "_types",
+    "TGIGeneration": "_types",
+    "TGIStreamToken": "_types",
+    "TGIToken": "_types",
+    "ToolCall": "_types",
+    "ToolCallDelta": "_types",
+    "TranscriptionResponse": "_types",
+    "Usage": "_types",
     "APIBackend": "_base",
     "CallOptions": "_base",
     "ResilienceConfig": "_config",
@@ -102,118 +98,72 @@ _LAZY = {
     "start_span": "_observability",
 }
 
-__all__ = [
-    "APIBackend",
-    "BreakerConfig",
-    "CallOptions",
-    "ChatChunk",
-    "ChatResponse",
-    "CircuitBreaker",
-    "CircuitState",
-    "ContainerRuntime",
-    "DockerRuntime",
-    "EmbeddingResponse",
-    "Endpoint",
-    "FileObject",
-    "GeneratedImage",
-    "HTTPRequest",
-    "HealthStatus",
-    "ImageResponse",
-    "LocalProcessRuntime",
-    "ManagedServer",
-    "Metrics",
-    "ModelInfo",
-    "ModerationResponse",
-    "ModerationResult",
-    "NDJSONDecoder",
-    "OpenAICompatibleBackend",
-    "Priority",
-    "PriorityLimiter",
-    "PrometheusCollector",
-    "PullProgress",
-    "RawResponse",
-    "RerankResult",
-    "ResilienceConfig",
-    "RouteTarget",
-    "Router",
-    "RouterConfig",
-    "S3Kit",
-    "S3Object",
-    "S3ObjectInfo",
-    "SSEDecoder",
-    "Secret",
-    "ServerSpec",
-    "ServerState",
-    "SyncFacade",
-    "TGIDetails",
-    "TGIGeneration",
-    "TGIStreamToken",
-    "TGIToken",
-    "ToolCall",
-    "ToolCallDelta",
-    "TranscriptionResponse",
-    "TransferConfig",
-    "UnifiedBackend",
-    "Usage",
-    "create_api_backend",
-    "exposition",
-    "fetch_s3_prefix",
-    "fetch_s3_prefix_sync",
-    "find_compatible_backend",
-    "get_available_backends",
-    "get_backend_class",
-    "ovms_server_spec",
-    "register_backend",
-    "register_prometheus",
-    "start_span",
-    "tei_server_spec",
-    "tgi_server_spec",
-    "vllm_server_spec",
-]
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ipfs_accelerate.api_backends' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ipfs_accelerate.api_backends.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._base import APIBackend, CallOptions
-    from ._config import BreakerConfig, ResilienceConfig, Secret
-    from ._containers import (
-        ContainerRuntime,
-        DockerRuntime,
-        LocalProcessRuntime,
-        ManagedServer,
-        ServerSpec,
-        ServerState,
-        ovms_server_spec,
-        tei_server_spec,
-        tgi_server_spec,
-        vllm_server_spec,
-    )
-    from ._metrics import Metrics
-    from ._observability import PrometheusCollector, exposition, register_prometheus, start_span
-    from ._openai_compat import OpenAICompatibleBackend
-    from ._resilience import CircuitBreaker, CircuitState, PriorityLimiter
-    from ._streams import NDJSONDecoder, SSEDecoder
-    from ._sync import SyncFacade
-    from ._transport import Endpoint, HTTPRequest, RawResponse
-    from ._unified import UnifiedBackend
-    from .router import Router, RouterConfig, RouteTarget
-    from .s3_kit import (
-        S3Kit,
-        S3Object,
-        S3ObjectInfo,
-        TransferConfig,
-        fetch_s3_prefix,
-        fetch_s3_prefix_sync,
-    )
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ._base import APIBackend as APIBackend
+    from ._base import CallOptions as CallOptions
+    from ._config import BreakerConfig as BreakerConfig
+    from ._config import ResilienceConfig as ResilienceConfig
+    from ._config import Secret as Secret
+    from ._containers import ContainerRuntime as ContainerRuntime
+    from ._containers import DockerRuntime as DockerRuntime
+    from ._containers import LocalProcessRuntime as LocalProcessRuntime
+    from ._containers import ManagedServer as ManagedServer
+    from ._containers import ServerSpec as ServerSpec
+    from ._containers import ServerState as ServerState
+    from ._containers import ovms_server_spec as ovms_server_spec
+    from ._containers import tei_server_spec as tei_server_spec
+    from ._containers import tgi_server_spec as tgi_server_spec
+    from ._containers import vllm_server_spec as vllm_server_spec
+    from ._metrics import Metrics as Metrics
+    from ._observability import PrometheusCollector as PrometheusCollector
+    from ._observability import exposition as exposition
+    from ._observability import register_prometheus as register_prometheus
+    from ._observability import start_span as start_span
+    from ._openai_compat import OpenAICompatibleBackend as OpenAICompatibleBackend
+    from ._registry import create_api_backend as create_api_backend
+    from ._registry import find_compatible_backend as find_compatible_backend
+    from ._registry import get_available_backends as get_available_backends
+    from ._registry import get_backend_class as get_backend_class
+    from ._registry import register_api_backend as register_api_backend
+    from ._resilience import CircuitBreaker as CircuitBreaker
+    from ._resilience import CircuitState as CircuitState
+    from ._resilience import PriorityLimiter as PriorityLimiter
+    from ._streams import NDJSONDecoder as NDJSONDecoder
+    from ._streams import SSEDecoder as SSEDecoder
+    from ._sync import SyncFacade as SyncFacade
+    from ._transport import Endpoint as Endpoint
+    from ._transport import HTTPRequest as HTTPRequest
+    from ._transport import RawResponse as RawResponse
+    from ._types import ChatChunk as ChatChunk
+    from ._types import ChatResponse as ChatResponse
+    from ._types import EmbeddingResponse as EmbeddingResponse
+    from ._types import FileObject as FileObject
+    from ._types import GeneratedImage as GeneratedImage
+    from ._types import HealthStatus as HealthStatus
+    from ._types import ImageResponse as ImageResponse
+    from ._types import ModelInfo as ModelInfo
+    from ._types import ModerationResponse as ModerationResponse
+    from ._types import ModerationResult as ModerationResult
+    from ._types import Priority as Priority
+    from ._types import PullProgress as PullProgress
+    from ._types import RerankResult as RerankResult
+    from ._types import TGIDetails as TGIDetails
+    from ._types import TGIGeneration as TGIGeneration
+    from ._types import TGIStreamToken as TGIStreamToken
+    from ._types import TGIToken as TGIToken
+    from ._types import ToolCall as ToolCall
+    from ._types import ToolCallDelta as ToolCallDelta
+    from ._types import TranscriptionResponse as TranscriptionResponse
+    from ._types import Usage as Usage
+    from ._unified import UnifiedBackend as UnifiedBackend
+    from .router import Router as Router
+    from .router import RouterConfig as RouterConfig
+    from .router import RouteTarget as RouteTarget
+    from .s3_kit import S3Kit as S3Kit
+    from .s3_kit import S3Object as S3Object
+    from .s3_kit import S3ObjectInfo as S3ObjectInfo
+    from .s3_kit import TransferConfig as TransferConfig
+    from .s3_kit import fetch_s3_prefix as fetch_s3_prefix
+    from .s3_kit import fetch_s3_prefix_sync as fetch_s3_prefix_sync

@@ -1,7 +1,12 @@
-"""Backend registry: name -> class, imported on first use.
+"""API backend registry: name -> class, imported on first use.
 
-Adding a provider is one module and one line in ``_BUILTIN``. :func:`register_backend`
-adds one at run time (a class or a factory), e.g. for the Unified variants.
+Adding a provider is one module (its class carries its ``summary`` and ``routes``, which the
+docs' tables read) and one line in ``_BUILTIN``. :func:`register_api_backend` adds one at
+run time (a class or a factory).
+
+``sample_backend``, the teaching example, is created by name like the others but is not
+offered: :func:`get_available_backends` does not list it and :func:`find_compatible_backend`
+never picks it, since it speaks a protocol no real service does.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ __all__ = [
     "find_compatible_backend",
     "get_available_backends",
     "get_backend_class",
-    "register_backend",
+    "register_api_backend",
 ]
 
 # registry order is the search order of find_compatible_backend
 _BUILTIN: dict[str, tuple[str, str]] = {
     "openai": ("openai", "OpenAIBackend"),
-    "openai_mini": ("openai_mini", "OpenAIMiniBackend"),
+    "openai_mini": ("openai", "OpenAIMiniBackend"),
     "claude": ("claude", "ClaudeBackend"),
     "gemini": ("gemini", "GeminiBackend"),
     "groq": ("groq", "GroqBackend"),
@@ -39,7 +44,6 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "ovms": ("ovms", "OVMSBackend"),
     "opea": ("opea", "OPEABackend"),
     "llvm": ("llvm", "LLVMBackend"),
-    "sample_backend": ("sample_backend", "SampleBackend"),
     "vllm_unified": ("vllm_unified", "VLLMUnifiedBackend"),
     "hf_tgi_unified": ("hf_tgi_unified", "HFTGIUnifiedBackend"),
     "hf_tei_unified": ("hf_tei_unified", "HFTEIUnifiedBackend"),
@@ -51,26 +55,32 @@ Factory = Callable[..., "APIBackend"]
 _extra: dict[str, Factory] = {}
 _lock = threading.Lock()
 
+# created by name, never listed or searched (see the module docstring)
+_UNOFFERED: dict[str, tuple[str, str]] = {
+    "sample_backend": ("sample_backend", "SampleBackend"),
+}
 
-def register_backend(name: str, factory: Factory, *, replace: bool = False) -> None:
-    """Register ``factory(resources=None, metadata=None, **kwargs) -> APIBackend`` under ``name``."""
+
+def register_api_backend(name: str, factory: Factory, *, replace: bool = False) -> None:
+    """Register ``factory(resources=None, metadata=None, **kwargs) -> APIBackend`` under
+    ``name``, offered after the built-in backends."""
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"backend name must be a non-empty string, got {name!r}")
     with _lock:
-        if not replace and (name in _BUILTIN or name in _extra):
+        if not replace and (name in _BUILTIN or name in _UNOFFERED or name in _extra):
             raise ConfigurationError(f"an API backend named {name!r} is already registered")
         _extra[name] = factory
 
 
 def get_available_backends() -> list[str]:
-    """Names of every registered backend, in search order."""
+    """Names of the backends offered, in search order (``sample_backend`` is not one)."""
     return [*_BUILTIN, *(n for n in _extra if n not in _BUILTIN)]
 
 
 def get_backend_class(name: str) -> Factory:
     if name in _extra:
         return _extra[name]
-    entry = _BUILTIN.get(name)
+    entry = _BUILTIN.get(name) or _UNOFFERED.get(name)
     if entry is None:
         raise UnknownBackendError(
             f"unknown API backend {name!r}; available: {', '.join(get_available_backends())}"

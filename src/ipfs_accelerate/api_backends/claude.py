@@ -85,7 +85,12 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
             url = url.get("url") if isinstance(url, Mapping) else url
             if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
                 media, data = url[5:].split(";base64,", 1)
-                blocks.append({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+                blocks.append(
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media, "data": data},
+                    }
+                )
             elif isinstance(url, str):
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
         else:  # already an Anthropic block (image, document, tool_result...): pass through
@@ -138,7 +143,10 @@ def convert_tools(tools: Any) -> list[dict[str, Any]]:
         if "input_schema" in function:  # already Anthropic-shaped
             out.append(dict(function))
             continue
-        entry = {"name": function.get("name"), "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+        entry = {
+            "name": function.get("name"),
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
         if function.get("description"):
             entry["description"] = function["description"]
         out.append(entry)
@@ -172,6 +180,11 @@ def error_from_event(obj: Mapping[str, Any], provider: str) -> Exception:
 
 class ClaudeBackend(APIBackend):
     provider: ClassVar[str] = "claude"
+    summary: ClassVar[str] = "Anthropic Claude (`https://api.anthropic.com`)"
+    routes: ClassVar[str] = (
+        "Messages API: `/v1/messages` (SSE named events), `/v1/models`; `x-api-key`, "
+        "`anthropic-version`"
+    )
     default_base_url: ClassVar[str | None] = "https://api.anthropic.com"
     base_url_keys: ClassVar[tuple[str, ...]] = ("anthropic_base_url",)
     base_url_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_BASE_URL",)
@@ -191,12 +204,16 @@ class ClaudeBackend(APIBackend):
     def _health_request(self) -> HTTPRequest:
         return HTTPRequest("GET", "/v1/models", params={"limit": "1"})
 
-    def _body(self, model: str | None, messages: Any, options: dict[str, Any], stream: bool) -> dict[str, Any]:
+    def _body(
+        self, model: str | None, messages: Any, options: dict[str, Any], stream: bool
+    ) -> dict[str, Any]:
         system, turns = convert_messages(messages, self.provider)
         extra_body = options.pop("extra_body", None)
         body: dict[str, Any] = {
             "model": model or self.get_default_model(),
-            "max_tokens": options.pop("max_tokens", None) or self.metadata.get("max_tokens") or 1024,
+            "max_tokens": options.pop("max_tokens", None)
+            or self.metadata.get("max_tokens")
+            or 1024,
             "messages": turns,
         }
         if "system" in options:
@@ -222,7 +239,9 @@ class ClaudeBackend(APIBackend):
 
     async def chat(self, model: str | None, messages: Any, **options: Any) -> ChatResponse:
         opts = self._options(options)
-        request = HTTPRequest("POST", "/v1/messages", json=self._body(model, messages, options, False))
+        request = HTTPRequest(
+            "POST", "/v1/messages", json=self._body(model, messages, options, False)
+        )
         return await self._request(request, opts, self._parse_message, what="chat")
 
     def _parse_message(self, raw: RawResponse) -> ChatResponse:
@@ -257,9 +276,13 @@ class ClaudeBackend(APIBackend):
             request_id=raw.request_id,
         )
 
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
-        request = HTTPRequest("POST", "/v1/messages", json=self._body(model, messages, options, True), expect="sse")
+        request = HTTPRequest(
+            "POST", "/v1/messages", json=self._body(model, messages, options, True), expect="sse"
+        )
         limit = self.config.max_response_bytes
         return self._stream(
             request, opts, lambda: _ClaudeStream(self.provider, limit), what="stream_chat",
@@ -294,7 +317,17 @@ class ClaudeBackend(APIBackend):
 
 
 class _ClaudeStream:
-    __slots__ = ("_sse", "_tools", "complete", "finish_reason", "input_tokens", "model", "output_tokens", "provider", "started")
+    __slots__ = (
+        "_sse",
+        "_tools",
+        "complete",
+        "finish_reason",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "provider",
+        "started",
+    )
 
     def __init__(self, provider: str, limit: int) -> None:
         self.provider = provider
@@ -319,7 +352,9 @@ class _ClaudeStream:
                 continue
             obj = event.json(provider)
             if not isinstance(obj, Mapping):
-                raise ProtocolError(f"stream event is not an object: {excerpt(event.data)!r}", provider=provider)
+                raise ProtocolError(
+                    f"stream event is not an object: {excerpt(event.data)!r}", provider=provider
+                )
             kind = obj.get("type", event.event)
             what = f"stream event {kind!r}"
             if kind == "error" or event.event == "error":
@@ -346,7 +381,13 @@ class _ClaudeStream:
                 delta_obj = need(obj, "delta", dict, provider, what)
                 dtype = delta_obj.get("type")
                 if dtype == "text_delta":
-                    out.append(ChatChunk(text=need(delta_obj, "text", str, provider, what), model=self.model, raw=obj))
+                    out.append(
+                        ChatChunk(
+                            text=need(delta_obj, "text", str, provider, what),
+                            model=self.model,
+                            raw=obj,
+                        )
+                    )
                 elif dtype == "input_json_delta":
                     piece = ToolCallDelta(
                         index=need(obj, "index", int, provider, what),
@@ -369,13 +410,16 @@ class _ClaudeStream:
                 if not self.started:
                     raise ProtocolError("message_stop before message_start", provider=provider)
                 self.complete = True
-                out.append(final_chunk(self.finish_reason, self.usage, self._tools, self.model, obj))
+                out.append(
+                    final_chunk(self.finish_reason, self.usage, self._tools, self.model, obj)
+                )
             # content_block_stop and unknown (future) events carry nothing we need
         return out
 
     def finish(self) -> list[ChatChunk]:
         self._sse.finish()
         if not self.complete:
-            raise StreamInterruptedError("stream ended without 'message_stop'", provider=self.provider)
+            raise StreamInterruptedError(
+                "stream ended without 'message_stop'", provider=self.provider
+            )
         return []
-

@@ -104,7 +104,9 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
-def convert_messages(messages: Any, provider: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def convert_messages(
+    messages: Any, provider: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     names_by_id: dict[str, str] = {}
@@ -127,13 +129,21 @@ def convert_messages(messages: Any, provider: str) -> tuple[dict[str, Any] | Non
                 function = call.get("function", {})
                 names_by_id[str(call.get("id"))] = str(function.get("name"))
                 args = parse_arguments(function.get("arguments"))
-                parts.append({"functionCall": {"name": function.get("name"), "args": args if isinstance(args, dict) else {}}})
+                parts.append(
+                    {
+                        "functionCall": {
+                            "name": function.get("name"),
+                            "args": args if isinstance(args, dict) else {},
+                        }
+                    }
+                )
             add("model", parts)
         elif role == "tool":
             name = message.get("name") or names_by_id.get(str(message.get("tool_call_id")))
             if not name:
                 raise InvalidArgumentError(
-                    f"{provider}: tool message needs 'name' or a 'tool_call_id' of an earlier assistant tool call"
+                    f"{provider}: tool message needs 'name' or a 'tool_call_id' of an earlier "
+                    "assistant tool call"
                 )
             raw = content_text(message.get("content"))
             try:
@@ -144,7 +154,9 @@ def convert_messages(messages: Any, provider: str) -> tuple[dict[str, Any] | Non
             add("user", [{"functionResponse": {"name": name, "response": response}}])
         else:
             add("user", _parts(message.get("content")))
-    instruction = {"parts": [{"text": "\n\n".join(s for s in system if s)}]} if any(system) else None
+    instruction = (
+        {"parts": [{"text": "\n\n".join(s for s in system if s)}]} if any(system) else None
+    )
     return instruction, contents
 
 
@@ -195,6 +207,11 @@ def _status_from_error(error: Mapping[str, Any]) -> int:
 
 class GeminiBackend(APIBackend):
     provider: ClassVar[str] = "gemini"
+    summary: ClassVar[str] = "Google Gemini (`https://generativelanguage.googleapis.com/v1beta`)"
+    routes: ClassVar[str] = (
+        "`/models/{m}:generateContent`, `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, "
+        "`/models`; key in `x-goog-api-key`"
+    )
     default_base_url: ClassVar[str | None] = "https://generativelanguage.googleapis.com/v1beta"
     base_url_keys: ClassVar[tuple[str, ...]] = ("gemini_base_url",)
     api_key_keys: ClassVar[tuple[str, ...]] = ("gemini_api_key", "google_api_key")
@@ -222,7 +239,9 @@ class GeminiBackend(APIBackend):
         error = data.get("error") if isinstance(data, Mapping) else None
         details = error.get("details") if isinstance(error, Mapping) else None
         for detail in details or ():
-            if isinstance(detail, Mapping) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            if isinstance(detail, Mapping) and str(detail.get("@type", "")).endswith(
+                "google.rpc.RetryInfo"
+            ):
                 match = _DURATION.match(str(detail.get("retryDelay", "")))
                 if match:
                     return float(match.group(1))
@@ -242,7 +261,9 @@ class GeminiBackend(APIBackend):
         if stop:
             config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
         if options.pop("n", 1) not in (None, 1) or config.get("candidateCount", 1) != 1:
-            raise InvalidArgumentError(f"{self.provider}: this interface returns one candidate; request them one by one")
+            raise InvalidArgumentError(
+                f"{self.provider}: this interface returns one candidate; request them one by one"
+            )
         if config:
             body["generationConfig"] = config
         tools = _tools(options.pop("tools", None))
@@ -262,7 +283,9 @@ class GeminiBackend(APIBackend):
     async def chat(self, model: str | None, messages: Any, **options: Any) -> ChatResponse:
         opts = self._options(options)
         model = model or self.get_default_model()
-        request = HTTPRequest("POST", _model_path(model) + ":generateContent", json=self._body(messages, options))
+        request = HTTPRequest(
+            "POST", _model_path(model) + ":generateContent", json=self._body(messages, options)
+        )
         return await self._request(request, opts, self._parse_response, what="chat")
 
     def _parse_response(self, raw: RawResponse) -> ChatResponse:
@@ -272,15 +295,18 @@ class GeminiBackend(APIBackend):
         return ChatResponse(
             text=text, role="assistant", model=opt(data, "modelVersion", str, provider, what),
             finish_reason=reason, usage=_usage(data), tool_calls=calls, raw=data,
-            provider=provider, request_id=raw.request_id or opt(data, "responseId", str, provider, what),
+            provider=provider,
+            request_id=raw.request_id or opt(data, "responseId", str, provider, what),
         )  # fmt: skip
 
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
         model = model or self.get_default_model()
         request = HTTPRequest(
-            "POST", _model_path(model) + ":streamGenerateContent", json=self._body(messages, options),
-            params={"alt": "sse"}, expect="sse",
+            "POST", _model_path(model) + ":streamGenerateContent",
+            json=self._body(messages, options), params={"alt": "sse"}, expect="sse",
         )  # fmt: skip
         limit = self.config.max_response_bytes
         return self._stream(
@@ -288,7 +314,9 @@ class GeminiBackend(APIBackend):
             on_complete=lambda p: getattr(p, "usage", None),
         )  # fmt: skip
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
         opts = self._options(options)
         texts = ensure_text_list(inputs, self.provider)
         model = model or self.get_default_embedding_model()
@@ -299,7 +327,11 @@ class GeminiBackend(APIBackend):
         if "dimensions" in options:
             extra["outputDimensionality"] = options.pop("dimensions")
         extra.update(options)
-        body = {"requests": [{"model": path[1:], "content": {"parts": [{"text": t}]}, **extra} for t in texts]}
+        body = {
+            "requests": [
+                {"model": path[1:], "content": {"parts": [{"text": t}]}, **extra} for t in texts
+            ]
+        }
         request = HTTPRequest("POST", path + ":batchEmbedContents", json=body)
         count = len(texts)
 
@@ -309,7 +341,10 @@ class GeminiBackend(APIBackend):
             items = need(data, "embeddings", list, provider, what)
             values = [need(item, "values", list, provider, what) for item in items]
             vectors = number_vectors(values, count, provider, what)
-            return EmbeddingResponse(embeddings=vectors, model=model, raw=data, provider=provider, request_id=raw.request_id)
+            return EmbeddingResponse(
+                embeddings=vectors, model=model, raw=data, provider=provider,
+                request_id=raw.request_id,
+            )  # fmt: skip
 
         return await self._request(request, opts, parse, what="embed")
 
@@ -323,7 +358,10 @@ class GeminiBackend(APIBackend):
             if token:
                 params["pageToken"] = token
             page, token = await self._request(
-                HTTPRequest("GET", "/models", params=params), opts, self._parse_models, what="list_models"
+                HTTPRequest("GET", "/models", params=params),
+                opts,
+                self._parse_models,
+                what="list_models",
             )
             models.extend(page)
             if not token:
@@ -346,7 +384,9 @@ def _candidate(data: Any, provider: str, what: str) -> tuple[str, list[ToolCall]
         feedback = opt(data, "promptFeedback", dict, provider, what, {})
         if feedback.get("blockReason"):
             return "", [], "content_filter"
-        raise ProtocolError(f"{what}: response has no candidates: {excerpt(json.dumps(data))!r}", provider=provider)
+        raise ProtocolError(
+            f"{what}: response has no candidates: {excerpt(json.dumps(data))!r}", provider=provider
+        )
     candidate = need(candidates, 0, dict, provider, what)
     content = opt(candidate, "content", dict, provider, what, {})
     texts, calls = [], []
@@ -389,12 +429,16 @@ class _GeminiStream:
         for event in self._sse.feed(data):
             obj = event.json(provider)
             if not isinstance(obj, Mapping):
-                raise ProtocolError(f"{what} is not an object: {excerpt(event.data)!r}", provider=provider)
+                raise ProtocolError(
+                    f"{what} is not an object: {excerpt(event.data)!r}", provider=provider
+                )
             error = obj.get("error")
             if isinstance(error, Mapping):
                 status = _status_from_error(error)
                 message = _message_from_json(obj) or excerpt(event.data)
-                raise status_error_class(status)(f"error event in stream: {message}", provider=provider, status=status, body=obj)
+                raise status_error_class(status)(
+                    f"error event in stream: {message}", provider=provider, status=status, body=obj
+                )
             self.model = opt(obj, "modelVersion", str, provider, what) or self.model
             usage = _usage(obj)
             if usage.input_tokens is not None or usage.output_tokens is not None:
@@ -408,7 +452,10 @@ class _GeminiStream:
             for call in calls:
                 index = len(self._tools.result())
                 self._tools.set_complete(
-                    index, call.id, call.name, call.arguments if isinstance(call.arguments, dict) else {}
+                    index,
+                    call.id,
+                    call.name,
+                    call.arguments if isinstance(call.arguments, dict) else {},
                 )
             if reason:
                 self.finish_reason = reason
@@ -419,6 +466,8 @@ class _GeminiStream:
     def finish(self) -> list[ChatChunk]:
         self._sse.finish()
         if self.finish_reason is None:
-            raise StreamInterruptedError("stream ended before any candidate reported a finishReason", provider=self.provider)
+            raise StreamInterruptedError(
+                "stream ended before any candidate reported a finishReason", provider=self.provider
+            )
         self.complete = True
         return [final_chunk(self.finish_reason, self.usage, self._tools, self.model)]

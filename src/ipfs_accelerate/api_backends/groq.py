@@ -19,6 +19,11 @@ __all__ = ["GroqBackend"]
 
 class GroqBackend(OpenAICompatibleBackend):
     provider: ClassVar[str] = "groq"
+    summary: ClassVar[str] = "Groq (`https://api.groq.com/openai/v1`)"
+    routes: ClassVar[str] = (
+        "OpenAI protocol under `/openai/v1`: `/chat/completions` (SSE, usage in `x_groq`), "
+        "`/models`"
+    )
     default_base_url: ClassVar[str | None] = "https://api.groq.com/openai/v1"
     base_url_keys: ClassVar[tuple[str, ...]] = ("groq_base_url",)
     api_key_keys: ClassVar[tuple[str, ...]] = ("groq_api_key",)

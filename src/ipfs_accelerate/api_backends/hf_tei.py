@@ -29,6 +29,8 @@ __all__ = ["HFTEIBackend"]
 
 class HFTEIBackend(HFInfoBackend):
     provider: ClassVar[str] = "hf_tei"
+    summary: ClassVar[str] = "Hugging Face Text Embeddings Inference"
+    routes: ClassVar[str] = "`/embed`, `/rerank`, `/info`, `/health`"
     base_url_keys: ClassVar[tuple[str, ...]] = ("hf_tei_api_url",)
     api_key_keys: ClassVar[tuple[str, ...]] = ("hf_api_key",)
     api_key_env: ClassVar[tuple[str, ...]] = ("HF_TOKEN",)
@@ -43,8 +45,11 @@ class HFTEIBackend(HFInfoBackend):
         # TEI serves exactly one model, whatever name the request carries
         return str(self.metadata.get("model") or "tei")
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
-        """``POST /embed``; ``normalize`` (default True), ``truncate``, ``prompt_name`` pass through."""
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
+        """``POST /embed``; ``normalize`` (default True), ``truncate``, ``prompt_name`` pass
+        through."""
         opts = self._options(options)
         texts = ensure_text_list(inputs, self.provider)
         body = {"inputs": texts, "normalize": options.pop("normalize", True), **options}
@@ -56,23 +61,45 @@ class HFTEIBackend(HFInfoBackend):
             data = self._json(raw, what)
             if not isinstance(data, list) or len(data) != count:
                 got = len(data) if isinstance(data, list) else type(data).__name__
-                raise ProtocolError(f"{what}: expected {count} vector(s), got {got}: {excerpt(raw.body)!r}", provider=provider)
+                raise ProtocolError(
+                    f"{what}: expected {count} vector(s), got {got}: {excerpt(raw.body)!r}",
+                    provider=provider,
+                )
             vectors = number_vectors(data, count, provider, what)
-            return EmbeddingResponse(embeddings=vectors, model=model, raw=None, provider=provider, request_id=raw.request_id)
+            return EmbeddingResponse(
+                embeddings=vectors, model=model, raw=None, provider=provider,
+                request_id=raw.request_id,
+            )  # fmt: skip
 
         return await self._request(request, opts, parse, what="embed")
 
     async def rerank(
-        self, query: str, texts: Sequence[str], *, return_text: bool = False, raw_scores: bool = False, **options: Any
+        self,
+        query: str,
+        texts: Sequence[str],
+        *,
+        return_text: bool = False,
+        raw_scores: bool = False,
+        **options: Any,
     ) -> list[RerankResult]:
         """``POST /rerank``: results ordered by descending score, ``index`` into ``texts``."""
         if not isinstance(query, str):
-            raise InvalidArgumentError(f"{self.provider}: query must be a string, got {type(query).__name__}")
+            raise InvalidArgumentError(
+                f"{self.provider}: query must be a string, got {type(query).__name__}"
+            )
         items = ensure_text_list(list(texts), self.provider) if not isinstance(texts, str) else None
         if items is None:
-            raise InvalidArgumentError(f"{self.provider}: texts must be a list of strings, not one string")
+            raise InvalidArgumentError(
+                f"{self.provider}: texts must be a list of strings, not one string"
+            )
         opts = self._options(options)
-        body = {"query": query, "texts": items, "return_text": return_text, "raw_scores": raw_scores, **options}
+        body = {
+            "query": query,
+            "texts": items,
+            "return_text": return_text,
+            "raw_scores": raw_scores,
+            **options,
+        }
         request = HTTPRequest("POST", "/rerank", json=body)
         count = len(items)
 
@@ -80,12 +107,16 @@ class HFTEIBackend(HFInfoBackend):
             what, provider = "rerank", self.provider
             data = self._json(raw, what)
             if not isinstance(data, list):
-                raise ProtocolError(f"{what}: expected a list: {excerpt(raw.body)!r}", provider=provider)
+                raise ProtocolError(
+                    f"{what}: expected a list: {excerpt(raw.body)!r}", provider=provider
+                )
             results = []
             for entry in data:
                 index = as_int(need(entry, "index", int, provider, what))
                 if index is None or not 0 <= index < count:
-                    raise ProtocolError(f"{what}: index {index} out of range for {count} text(s)", provider=provider)
+                    raise ProtocolError(
+                        f"{what}: index {index} out of range for {count} text(s)", provider=provider
+                    )
                 results.append(
                     RerankResult(
                         index=index,

@@ -20,6 +20,8 @@ __all__ = ["HFTEIUnifiedBackend"]
 
 class HFTEIUnifiedBackend(UnifiedBackend, HFTEIBackend):
     provider: ClassVar[str] = "hf_tei_unified"
+    summary: ClassVar[str] = "TEI over several endpoints, optional managed server"
+    routes: ClassVar[str] = "as `hf_tei`; managed `text-embeddings-inference`"
     plain = HFTEIBackend
 
     def server_spec(self, **kwargs: Any) -> ServerSpec:

@@ -30,7 +30,13 @@ from ._types import TGIDetails, TGIGeneration, TGIStreamToken, TGIToken
 __all__ = ["HFTGIBackend"]
 
 # TGI error_type of in-stream error events -> HTTP status it uses for the same error
-_ERROR_STATUS = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500, "tokenizer": 422}
+_ERROR_STATUS = {
+    "validation": 422,
+    "generation": 424,
+    "overloaded": 429,
+    "incomplete_generation": 500,
+    "tokenizer": 422,
+}
 
 
 def _token(obj: Any, provider: str, what: str) -> TGIToken:
@@ -46,7 +52,9 @@ def _details(obj: Any, provider: str, what: str) -> TGIDetails | None:
     if obj is None:
         return None
     if not isinstance(obj, Mapping):
-        raise ProtocolError(f"{what}: details is not an object: {excerpt(str(obj))!r}", provider=provider)
+        raise ProtocolError(
+            f"{what}: details is not an object: {excerpt(str(obj))!r}", provider=provider
+        )
     return TGIDetails(
         finish_reason=opt(obj, "finish_reason", str, provider, what),
         generated_tokens=as_int(obj.get("generated_tokens")),
@@ -60,13 +68,20 @@ def _details(obj: Any, provider: str, what: str) -> TGIDetails | None:
 
 class HFTGIBackend(HFInfoBackend, OpenAICompatibleBackend):
     provider: ClassVar[str] = "hf_tgi"
+    summary: ClassVar[str] = "Hugging Face Text Generation Inference"
+    routes: ClassVar[str] = (
+        "`/generate`, `/generate_stream` (SSE, no `[DONE]`), `/info`, `/health`; chat on "
+        "`/v1/chat/completions`"
+    )
     base_url_keys: ClassVar[tuple[str, ...]] = ("hf_tgi_api_url",)
     api_key_keys: ClassVar[tuple[str, ...]] = ("hf_api_key",)
     api_key_env: ClassVar[tuple[str, ...]] = ("HF_TOKEN",)
     strip_url_suffixes: ClassVar[tuple[str, ...]] = ("/v1",)
     api_prefix: ClassVar[str] = "/v1"
     supports_embeddings: ClassVar[bool] = False
-    default_model: ClassVar[str | None] = "tgi"  # TGI serves one model; its Messages API accepts "tgi"
+    default_model: ClassVar[str | None] = (
+        "tgi"  # TGI serves one model; its Messages API accepts "tgi"
+    )
     model_patterns: ClassVar[tuple[str, ...]] = (r"tgi", r"[\w.-]+/[\w.-]+")
 
     def _health_request(self) -> HTTPRequest:
@@ -76,7 +91,9 @@ class HFTGIBackend(HFInfoBackend, OpenAICompatibleBackend):
         if not isinstance(inputs, str):
             from ipfs_accelerate.errors import InvalidArgumentError
 
-            raise InvalidArgumentError(f"{self.provider}: inputs must be a string, got {type(inputs).__name__}")
+            raise InvalidArgumentError(
+                f"{self.provider}: inputs must be a string, got {type(inputs).__name__}"
+            )
         parameters = dict(options.pop("parameters", None) or {})
         if "max_tokens" in options:
             parameters["max_new_tokens"] = options.pop("max_tokens")
@@ -89,7 +106,8 @@ class HFTGIBackend(HFInfoBackend, OpenAICompatibleBackend):
 
     async def generate(self, inputs: str, **options: Any) -> TGIGeneration:
         """``POST /generate``. Options are TGI parameters (``max_new_tokens``, ``temperature``,
-        ``top_p``, ``seed``, ``stop``, ``decoder_input_details``...); ``details`` defaults to True."""
+        ``top_p``, ``seed``, ``stop``, ``decoder_input_details``...); ``details`` defaults to
+        True."""
         opts = self._options(options)
         request = HTTPRequest("POST", "/generate", json=self._generate_body(inputs, options, False))
 
@@ -107,11 +125,19 @@ class HFTGIBackend(HFInfoBackend, OpenAICompatibleBackend):
         return await self._request(request, opts, parse, what="generate")
 
     def generate_stream(self, inputs: str, **options: Any) -> AsyncIterator[TGIStreamToken]:
-        """``POST /generate_stream``: one item per token; the last has ``generated_text`` and ``details``."""
+        """``POST /generate_stream``: one item per token; the last has ``generated_text`` and
+        ``details``."""
         opts = self._options(options)
-        request = HTTPRequest("POST", "/generate_stream", json=self._generate_body(inputs, options, True), expect="sse")
+        request = HTTPRequest(
+            "POST",
+            "/generate_stream",
+            json=self._generate_body(inputs, options, True),
+            expect="sse",
+        )
         limit = self.config.max_response_bytes
-        return self._stream(request, opts, lambda: _TGIStream(self.provider, limit), what="generate_stream")
+        return self._stream(
+            request, opts, lambda: _TGIStream(self.provider, limit), what="generate_stream"
+        )
 
 
 class _TGIStream:
@@ -128,11 +154,15 @@ class _TGIStream:
         for event in self._sse.feed(data):
             obj = event.json(provider)
             if not isinstance(obj, Mapping):
-                raise ProtocolError(f"{what} is not an object: {excerpt(event.data)!r}", provider=provider)
+                raise ProtocolError(
+                    f"{what} is not an object: {excerpt(event.data)!r}", provider=provider
+                )
             if obj.get("error") is not None:
                 status = _ERROR_STATUS.get(str(obj.get("error_type")), 500)
                 message = _message_from_json(obj) or excerpt(event.data)
-                raise status_error_class(status)(f"error event in stream: {message}", provider=provider, status=status, body=obj)
+                raise status_error_class(status)(
+                    f"error event in stream: {message}", provider=provider, status=status, body=obj
+                )
             if self.complete:
                 continue
             generated = opt(obj, "generated_text", str, provider, what)
@@ -152,6 +182,7 @@ class _TGIStream:
         self._sse.finish()
         if not self.complete:
             raise StreamInterruptedError(
-                "generate_stream ended before the event carrying generated_text", provider=self.provider
+                "generate_stream ended before the event carrying generated_text",
+                provider=self.provider,
             )
         return []

@@ -21,6 +21,8 @@ __all__ = ["HFTGIUnifiedBackend"]
 
 class HFTGIUnifiedBackend(UnifiedBackend, HFTGIBackend):
     provider: ClassVar[str] = "hf_tgi_unified"
+    summary: ClassVar[str] = "TGI over several endpoints, optional managed server"
+    routes: ClassVar[str] = "as `hf_tgi`; managed `text-generation-inference`"
     plain = HFTGIBackend
 
     def server_spec(self, **kwargs: Any) -> ServerSpec:

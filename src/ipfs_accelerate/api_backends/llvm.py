@@ -22,11 +22,18 @@ __all__ = ["LLVMBackend"]
 
 class LLVMBackend(OpenAICompatibleBackend):
     provider: ClassVar[str] = "llvm"
+    summary: ClassVar[str] = "an MLC-LLM server (TVM/LLVM-compiled models)"
+    routes: ClassVar[str] = "`/v1/chat/completions` (SSE), `/v1/completions`, `/v1/models`"
     base_url_keys: ClassVar[tuple[str, ...]] = ("llvm_api_url",)
     strip_url_suffixes: ClassVar[tuple[str, ...]] = ("/v1",)
     api_prefix: ClassVar[str] = "/v1"
     supports_embeddings: ClassVar[bool] = False
-    model_patterns: ClassVar[tuple[str, ...]] = (r".*-MLC", r"HF://mlc-ai/.*", r"mlc-ai/.*", r".*q[0-9]f(16|32)_[0-9].*")
+    model_patterns: ClassVar[tuple[str, ...]] = (
+        r".*-MLC",
+        r"HF://mlc-ai/.*",
+        r"mlc-ai/.*",
+        r".*q[0-9]f(16|32)_[0-9].*",
+    )
 
     async def complete(self, model: str | None, prompt: str, **options: Any) -> ChatResponse:
         """``POST /v1/completions`` (plain text completion)."""

@@ -57,7 +57,21 @@ OLLAMA_MODEL_PATTERNS: tuple[str, ...] = (
 )
 # options Ollama takes inside "options" (its Modelfile parameters), by our name -> theirs
 _OPTION_NAMES = {"max_tokens": "num_predict"}
-_TOP_LEVEL = frozenset({"format", "keep_alive", "think", "tools", "images", "raw", "system", "template", "context", "suffix", "truncate"})
+_TOP_LEVEL = frozenset(
+    {
+        "format",
+        "keep_alive",
+        "think",
+        "tools",
+        "images",
+        "raw",
+        "system",
+        "template",
+        "context",
+        "suffix",
+        "truncate",
+    }
+)
 _NDJSON = ("application/x-ndjson", "application/json")
 
 
@@ -65,7 +79,10 @@ def _ollama_messages(messages: Any, provider: str) -> list[dict[str, Any]]:
     out = []
     names_by_id: dict[str, str] = {}
     for message in normalise_messages(messages, provider):
-        converted: dict[str, Any] = {"role": message["role"], "content": content_text(message.get("content"))}
+        converted: dict[str, Any] = {
+            "role": message["role"],
+            "content": content_text(message.get("content")),
+        }
         if message.get("images"):
             converted["images"] = message["images"]
         calls = message.get("tool_calls")
@@ -75,7 +92,12 @@ def _ollama_messages(messages: Any, provider: str) -> list[dict[str, Any]]:
                 function = call.get("function", {})
                 names_by_id[str(call.get("id"))] = function.get("name", "")
                 converted["tool_calls"].append(
-                    {"function": {"name": function.get("name"), "arguments": _as_object(function.get("arguments"))}}
+                    {
+                        "function": {
+                            "name": function.get("name"),
+                            "arguments": _as_object(function.get("arguments")),
+                        }
+                    }
                 )
         if message["role"] == "tool":
             name = message.get("name") or names_by_id.get(str(message.get("tool_call_id")))
@@ -96,6 +118,11 @@ def _usage(obj: Mapping[str, Any]) -> Usage:
 
 class OllamaBackend(APIBackend):
     provider: ClassVar[str] = "ollama"
+    summary: ClassVar[str] = "Ollama, native API"
+    routes: ClassVar[str] = (
+        "NDJSON: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/pull`, "
+        "`/api/version`"
+    )
     default_base_url: ClassVar[str | None] = "http://127.0.0.1:11434"
     base_url_keys: ClassVar[tuple[str, ...]] = ("ollama_api_url",)
     base_url_env: ClassVar[tuple[str, ...]] = ("OLLAMA_HOST",)
@@ -130,8 +157,8 @@ class OllamaBackend(APIBackend):
     def _error_line(self, obj: Mapping[str, Any], what: str) -> Exception:
         body = json.dumps(obj).encode()
         return error_for_status(
-            provider=self.provider, status=500, headers={}, body=body, content_type="application/json",
-            request_id=None, what=f"{what} (error line in stream)",
+            provider=self.provider, status=500, headers={}, body=body,
+            content_type="application/json", request_id=None, what=f"{what} (error line in stream)",
         )  # fmt: skip
 
     # ------------------------------------------------------------------ chat
@@ -174,7 +201,9 @@ class OllamaBackend(APIBackend):
             request_id=raw.request_id,
         )
 
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
         body = self._body(model, options, stream=True)
         body["messages"] = _ollama_messages(messages, self.provider)
@@ -202,14 +231,18 @@ class OllamaBackend(APIBackend):
 
         return await self._request(request, opts, parse, what="generate")
 
-    def generate_stream(self, model: str | None, prompt: str, **options: Any) -> AsyncIterator[ChatChunk]:
+    def generate_stream(
+        self, model: str | None, prompt: str, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
         body = self._body(model, options, stream=True)
         body["prompt"] = prompt
         request = HTTPRequest("POST", "/api/generate", json=body, expect="ndjson")
         return self._ndjson_chat(request, opts, "generate_stream", "response")
 
-    def _ndjson_chat(self, request: HTTPRequest, opts: CallOptions, what: str, field: str) -> AsyncIterator[ChatChunk]:
+    def _ndjson_chat(
+        self, request: HTTPRequest, opts: CallOptions, what: str, field: str
+    ) -> AsyncIterator[ChatChunk]:
         limit = self.config.max_response_bytes
         return self._stream(
             request, opts, lambda: _OllamaChatStream(self, what, field, limit), what=what,
@@ -218,7 +251,9 @@ class OllamaBackend(APIBackend):
 
     # ------------------------------------------------------------------ embeddings, models, pull
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
         opts = self._options(options)
         texts = ensure_text_list(inputs, self.provider)
         body = {"model": model or self.get_default_embedding_model(), "input": texts, **options}
@@ -228,7 +263,9 @@ class OllamaBackend(APIBackend):
         def parse(raw: RawResponse) -> EmbeddingResponse:
             what, provider = "embed", self.provider
             data = self._json(raw, what)
-            checked = number_vectors(need(data, "embeddings", list, provider, what), count, provider, what)
+            checked = number_vectors(
+                need(data, "embeddings", list, provider, what), count, provider, what
+            )
             return EmbeddingResponse(
                 embeddings=checked, model=opt(data, "model", str, provider, what),
                 usage=Usage(as_int(data.get("prompt_eval_count")), None), raw=data,
@@ -246,7 +283,11 @@ class OllamaBackend(APIBackend):
             what, provider = "tags", self.provider
             data = self._json(raw, what)
             return [
-                ModelInfo(id=opt(item, "model", str, provider, what) or need(item, "name", str, provider, what), raw=item)
+                ModelInfo(
+                    id=opt(item, "model", str, provider, what)
+                    or need(item, "name", str, provider, what),
+                    raw=item,
+                )
                 for item in need(data, "models", list, provider, what)
             ]
 
@@ -255,7 +296,9 @@ class OllamaBackend(APIBackend):
     async def list_models(self, **options: Any) -> list[ModelInfo]:
         return await self.tags(**options)
 
-    def pull(self, model: str, *, insecure: bool = False, **options: Any) -> AsyncIterator[PullProgress]:
+    def pull(
+        self, model: str, *, insecure: bool = False, **options: Any
+    ) -> AsyncIterator[PullProgress]:
         """``POST /api/pull``: progress items; the last has ``status == "success"``.
 
         A stream that ends before ``success`` raises StreamInterruptedError; an error line
@@ -265,12 +308,19 @@ class OllamaBackend(APIBackend):
         body = {"model": model, "insecure": insecure, "stream": True, **options}
         request = HTTPRequest("POST", "/api/pull", json=body, expect="ndjson")
         limit = self.config.max_response_bytes
-        return self._stream(request, opts, lambda: _PullStream(self, limit), what="pull", content_types=_NDJSON)
+        return self._stream(
+            request, opts, lambda: _PullStream(self, limit), what="pull", content_types=_NDJSON
+        )
 
     async def pull_model(
-        self, model: str, *, on_progress: Callable[[PullProgress], None] | None = None, **options: Any
+        self,
+        model: str,
+        *,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        **options: Any,
     ) -> PullProgress:
-        """Pull to completion, calling ``on_progress`` for each progress line; returns the last one."""
+        """Pull to completion, calling ``on_progress`` for each progress line; returns the last
+        one."""
         last: PullProgress | None = None
         async for progress in self.pull(model, **options):
             if on_progress is not None:
@@ -297,7 +347,10 @@ class _OllamaChatStream:
         provider, what = self._backend.provider, self._what
         for obj in self._decoder.feed(data):
             if not isinstance(obj, Mapping):
-                raise ProtocolError(f"{what}: NDJSON line is not an object: {excerpt(str(obj))!r}", provider=provider)
+                raise ProtocolError(
+                    f"{what}: NDJSON line is not an object: {excerpt(str(obj))!r}",
+                    provider=provider,
+                )
             if obj.get("error") is not None:
                 raise self._backend._error_line(obj, what)
             if self.complete:
@@ -311,7 +364,8 @@ class _OllamaChatStream:
                     args = parse_arguments(function.get("arguments"))
                     self._tools.set_complete(
                         index, opt(call, "id", str, provider, what) or f"call_{index}",
-                        need(function, "name", str, provider, what), args if isinstance(args, dict) else {},
+                        need(function, "name", str, provider, what),
+                        args if isinstance(args, dict) else {},
                     )  # fmt: skip
             else:
                 text = opt(obj, self._field, str, provider, what, "")
@@ -321,7 +375,14 @@ class _OllamaChatStream:
                 self.complete = True
                 self.usage = _usage(obj)
                 out.append(
-                    final_chunk(opt(obj, "done_reason", str, provider, what), self.usage, self._tools, model, obj, text)
+                    final_chunk(
+                        opt(obj, "done_reason", str, provider, what),
+                        self.usage,
+                        self._tools,
+                        model,
+                        obj,
+                        text,
+                    )
                 )
             elif text:
                 out.append(ChatChunk(text=text, model=model, raw=obj))
@@ -350,7 +411,10 @@ class _PullStream:
         provider, what = self._backend.provider, "pull"
         for obj in self._decoder.feed(data):
             if not isinstance(obj, Mapping):
-                raise ProtocolError(f"{what}: NDJSON line is not an object: {excerpt(str(obj))!r}", provider=provider)
+                raise ProtocolError(
+                    f"{what}: NDJSON line is not an object: {excerpt(str(obj))!r}",
+                    provider=provider,
+                )
             if obj.get("error") is not None:
                 raise self._backend._error_line(obj, what)
             status = need(obj, "status", str, provider, what)
@@ -369,6 +433,7 @@ class _PullStream:
     def finish(self) -> list[PullProgress]:
         self._decoder.finish()
         if not self.complete:
-            raise StreamInterruptedError("pull: stream ended before status 'success'", provider=self._backend.provider)
+            raise StreamInterruptedError(
+                "pull: stream ended before status 'success'", provider=self._backend.provider
+            )
         return []
-

@@ -19,6 +19,8 @@ __all__ = ["OllamaCleanBackend"]
 
 class OllamaCleanBackend(OpenAICompatibleBackend):
     provider: ClassVar[str] = "ollama_clean"
+    summary: ClassVar[str] = "Ollama, OpenAI-compatible routes"
+    routes: ClassVar[str] = "`/v1/chat/completions` (SSE), `/v1/embeddings`, `/v1/models`"
     default_base_url: ClassVar[str | None] = "http://127.0.0.1:11434"
     base_url_keys: ClassVar[tuple[str, ...]] = ("ollama_api_url",)
     base_url_env: ClassVar[tuple[str, ...]] = ("OLLAMA_HOST",)

@@ -43,13 +43,22 @@ __all__ = ["OPEABackend"]
 
 class OPEABackend(OpenAICompatibleBackend):
     provider: ClassVar[str] = "opea"
+    summary: ClassVar[str] = "OPEA ChatQnA and its microservices"
+    routes: ClassVar[str] = (
+        "`/v1/chatqna` (SSE, `[DONE]`); microservices `/v1/embeddings`, `/v1/chat/completions`"
+    )
     base_url_keys: ClassVar[tuple[str, ...]] = ("opea_api_url",)
     strip_url_suffixes: ClassVar[tuple[str, ...]] = ("/v1/chatqna", "/v1")
     api_prefix: ClassVar[str] = "/v1"
     default_model: ClassVar[str | None] = "chatqna"
     model_patterns: ClassVar[tuple[str, ...]] = (r"chatqna", r"opea/.*")
 
-    def __init__(self, resources: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resources: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(resources, metadata, **kwargs)
         self.embedding_endpoint = self._service_endpoint("opea_embedding_url")
         self.llm_endpoint = self._service_endpoint("opea_llm_url")
@@ -60,7 +69,9 @@ class OPEABackend(OpenAICompatibleBackend):
             return self.endpoint
         base = normalise_base_url(str(url), provider=self.provider)
         base = base[:-3] if base.endswith("/v1") else base
-        return Endpoint(base, provider=self.provider, config=self.config, headers=self._static_headers())
+        return Endpoint(
+            base, provider=self.provider, config=self.config, headers=self._static_headers()
+        )
 
     def _endpoints(self) -> list[Endpoint]:
         seen: list[Endpoint] = []
@@ -74,7 +85,9 @@ class OPEABackend(OpenAICompatibleBackend):
 
     def _chatqna_body(self, messages: Any, options: dict[str, Any], stream: bool) -> dict[str, Any]:
         extra_body = options.pop("extra_body", None)
-        payload: Any = messages if isinstance(messages, str) else normalise_messages(messages, self.provider)
+        payload: Any = (
+            messages if isinstance(messages, str) else normalise_messages(messages, self.provider)
+        )
         body = {"messages": payload, **options, "stream": stream}
         if extra_body:
             body.update(extra_body)
@@ -83,7 +96,9 @@ class OPEABackend(OpenAICompatibleBackend):
     async def chat(self, model: str | None, messages: Any, **options: Any) -> ChatResponse:
         """Ask the ChatQnA pipeline (retrieval + rerank + LLM). ``model`` is informational."""
         opts = self._options(options)
-        request = HTTPRequest("POST", "/v1/chatqna", json=self._chatqna_body(messages, options, False))
+        request = HTTPRequest(
+            "POST", "/v1/chatqna", json=self._chatqna_body(messages, options, False)
+        )
 
         def parse(raw: RawResponse) -> ChatResponse:
             result = parse_openai_chat(self._json(raw, "chatqna"), self.provider, "chatqna")
@@ -92,13 +107,21 @@ class OPEABackend(OpenAICompatibleBackend):
 
         return await self._request(request, opts, parse, what="chatqna")
 
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
-        request = HTTPRequest("POST", "/v1/chatqna", json=self._chatqna_body(messages, options, True), expect="sse")
+        request = HTTPRequest(
+            "POST", "/v1/chatqna", json=self._chatqna_body(messages, options, True), expect="sse"
+        )
         limit = self.config.max_response_bytes
-        return self._stream(request, opts, lambda: _ChatQnAStream(self.provider, limit), what="chatqna stream")
+        return self._stream(
+            request, opts, lambda: _ChatQnAStream(self.provider, limit), what="chatqna stream"
+        )
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
         """The embedding microservice (``/v1/embeddings``, OpenAI shape)."""
         opts = self._options(options)
         texts = ensure_text_list(inputs, self.provider)
@@ -108,7 +131,11 @@ class OPEABackend(OpenAICompatibleBackend):
         request = HTTPRequest("POST", "/v1/embeddings", json=body)
         count = len(texts)
         return await self._request(
-            request, opts, lambda raw: self._parse_embeddings(raw, count), what="embed", endpoint=self.embedding_endpoint
+            request,
+            opts,
+            lambda raw: self._parse_embeddings(raw, count),
+            what="embed",
+            endpoint=self.embedding_endpoint,
         )
 
     async def llm_chat(self, model: str | None, messages: Any, **options: Any) -> ChatResponse:
@@ -116,9 +143,13 @@ class OPEABackend(OpenAICompatibleBackend):
         opts = self._options(options)
         body = self._chat_body(model, messages, options, stream=False)
         request = HTTPRequest("POST", "/v1/chat/completions", json=body)
-        return await self._request(request, opts, self._parse_chat, what="llm_chat", endpoint=self.llm_endpoint)
+        return await self._request(
+            request, opts, self._parse_chat, what="llm_chat", endpoint=self.llm_endpoint
+        )
 
-    def llm_stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def llm_stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
         body = self._chat_body(model, messages, options, stream=True)
         request = HTTPRequest("POST", "/v1/chat/completions", json=body, expect="sse")
@@ -137,15 +168,22 @@ def _decode_payload(payload: str, provider: str) -> str | Mapping[str, Any]:
         try:
             value = ast.literal_eval(stripped)
         except (ValueError, SyntaxError):
-            raise ProtocolError(f"chatqna stream: malformed bytes literal {excerpt(payload)!r}", provider=provider) from None
+            raise ProtocolError(
+                f"chatqna stream: malformed bytes literal {excerpt(payload)!r}", provider=provider
+            ) from None
         if not isinstance(value, bytes):
-            raise ProtocolError(f"chatqna stream: expected a bytes literal, got {excerpt(payload)!r}", provider=provider)
+            raise ProtocolError(
+                f"chatqna stream: expected a bytes literal, got {excerpt(payload)!r}",
+                provider=provider,
+            )
         return value.decode("utf-8", "replace")
     if stripped[:1] == "{":
         try:
             obj = json.loads(stripped)
         except ValueError:
-            raise ProtocolError(f"chatqna stream: malformed JSON {excerpt(payload)!r}", provider=provider) from None
+            raise ProtocolError(
+                f"chatqna stream: malformed JSON {excerpt(payload)!r}", provider=provider
+            ) from None
         if isinstance(obj, Mapping):
             return obj
     return payload
@@ -187,5 +225,7 @@ class _ChatQnAStream:
     def finish(self) -> list[ChatChunk]:
         self._sse.finish()
         if not self.complete:
-            raise StreamInterruptedError("chatqna stream ended without 'data: [DONE]'", provider=self.provider)
+            raise StreamInterruptedError(
+                "chatqna stream ended without 'data: [DONE]'", provider=self.provider
+            )
         return []

@@ -56,16 +56,29 @@ def kserve_datatype(array: np.ndarray) -> str:
 
 def _seg(value: str) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidArgumentError(f"ovms: model name/version must be a non-empty string, got {value!r}")
+        raise InvalidArgumentError(
+            f"ovms: model name/version must be a non-empty string, got {value!r}"
+        )
     return quote(value, safe="")
 
 
 class OVMSBackend(OpenAICompatibleBackend):
     provider: ClassVar[str] = "ovms"
+    summary: ClassVar[str] = "OpenVINO Model Server"
+    routes: ClassVar[str] = (
+        "OpenAI routes `/v3/chat/completions` (SSE), `/v3/embeddings`; KServe v2 "
+        "`/v2/models/{m}/infer`, `/v2/models/{m}/ready`, `/v2/health/ready`; models from "
+        "`/v1/config`"
+    )
     base_url_keys: ClassVar[tuple[str, ...]] = ("ovms_api_url",)
     strip_url_suffixes: ClassVar[tuple[str, ...]] = ("/v3", "/v2", "/v1")
     api_prefix: ClassVar[str] = "/v3"
-    model_patterns: ClassVar[tuple[str, ...]] = (r"[\w.-]+/[\w.-]+", r"OpenVINO/.*", r".*-ov", r".*-int[48]-ov")
+    model_patterns: ClassVar[tuple[str, ...]] = (
+        r"[\w.-]+/[\w.-]+",
+        r"OpenVINO/.*",
+        r".*-ov",
+        r".*-int[48]-ov",
+    )
 
     def _health_request(self) -> HTTPRequest:
         return HTTPRequest("GET", "/v2/health/ready", expect="text")
@@ -91,17 +104,24 @@ class OVMSBackend(OpenAICompatibleBackend):
         import numpy as np
 
         if not isinstance(inputs, Mapping) or not inputs:
-            raise InvalidArgumentError("ovms: inputs must be a non-empty mapping of tensor name -> array")
+            raise InvalidArgumentError(
+                "ovms: inputs must be a non-empty mapping of tensor name -> array"
+            )
         opts = self._options(options)
         tensors = []
         for name, value in inputs.items():
             array = np.asarray(value)
             datatype = kserve_datatype(array)
             if datatype == "BYTES":
-                data: list[Any] = [x.decode() if isinstance(x, bytes) else str(x) for x in array.reshape(-1).tolist()]
+                data: list[Any] = [
+                    x.decode() if isinstance(x, bytes) else str(x)
+                    for x in array.reshape(-1).tolist()
+                ]
             else:
                 data = array.reshape(-1).tolist()
-            tensors.append({"name": str(name), "shape": list(array.shape), "datatype": datatype, "data": data})
+            tensors.append(
+                {"name": str(name), "shape": list(array.shape), "datatype": datatype, "data": data}
+            )
         body: dict[str, Any] = {"inputs": tensors}
         if outputs:
             body["outputs"] = [{"name": str(n)} for n in outputs]
@@ -122,30 +142,53 @@ class OVMSBackend(OpenAICompatibleBackend):
                 datatype = need(tensor, "datatype", str, provider, what)
                 values = need(tensor, "data", list, provider, what)
                 if datatype not in _TO_NUMPY:
-                    raise ProtocolError(f"{what}: output {name!r} has unknown datatype {datatype!r}", provider=provider)
-                if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-                    raise ProtocolError(f"{what}: output {name!r} has a bad shape {shape!r}", provider=provider)
-                flat = np.array(values, dtype=_TO_NUMPY[datatype]).reshape(-1) if values else np.array([], dtype=_TO_NUMPY[datatype])
+                    raise ProtocolError(
+                        f"{what}: output {name!r} has unknown datatype {datatype!r}",
+                        provider=provider,
+                    )
+                if not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+                ):
+                    raise ProtocolError(
+                        f"{what}: output {name!r} has a bad shape {shape!r}", provider=provider
+                    )
+                flat = (
+                    np.array(values, dtype=_TO_NUMPY[datatype]).reshape(-1)
+                    if values
+                    else np.array([], dtype=_TO_NUMPY[datatype])
+                )
                 expected = math.prod(shape)
                 if flat.size != expected:
                     raise ProtocolError(
-                        f"{what}: output {name!r} has {flat.size} element(s) but shape {shape} needs {expected}",
+                        f"{what}: output {name!r} has {flat.size} element(s) but shape {shape} "
+                        f"needs {expected}",
                         provider=provider,
                     )
                 result[name] = flat.reshape(shape)
             if wanted:
                 missing = [n for n in wanted if n not in result]
                 if missing:
-                    raise ProtocolError(f"{what}: requested output(s) {missing} missing from the response", provider=provider)
+                    raise ProtocolError(
+                        f"{what}: requested output(s) {missing} missing from the response",
+                        provider=provider,
+                    )
             return result
 
         return await self._request(request, opts, parse, what="infer")
 
-    async def model_metadata(self, model: str, version: str | int | None = None, **options: Any) -> dict[str, Any]:
-        """``GET /v2/models/{model}``: name, versions, platform, inputs and outputs (name, datatype, shape)."""
+    async def model_metadata(
+        self, model: str, version: str | int | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """``GET /v2/models/{model}``: name, versions, platform, inputs and outputs (name,
+        datatype, shape)."""
         opts = self._options(options)
         request = HTTPRequest("GET", self._model_path(model, version))
-        return await self._request(request, opts, lambda raw: self._json_object(raw, "model_metadata"), what="model_metadata")
+        return await self._request(
+            request,
+            opts,
+            lambda raw: self._json_object(raw, "model_metadata"),
+            what="model_metadata",
+        )
 
     async def model_ready(self, model: str, version: str | int | None = None) -> bool:
         """``GET /v2/models/{model}/ready`` once (no retry): True on HTTP 200."""
@@ -160,7 +203,8 @@ class OVMSBackend(OpenAICompatibleBackend):
 
         try:
             raw = await self.endpoint.send(
-                HTTPRequest("GET", path, expect="text"), {**self.endpoint.headers, **self._auth_headers()},
+                HTTPRequest("GET", path, expect="text"),
+                {**self.endpoint.headers, **self._auth_headers()},
                 total=self.config.connect_timeout, connect=self.config.connect_timeout,
             )  # fmt: skip
         except APIError:
@@ -176,8 +220,14 @@ class OVMSBackend(OpenAICompatibleBackend):
             data = self._json_object(raw, what)
             models = []
             for name, status in data.items():
-                versions = opt(status, "model_version_status", list, provider, what, []) if isinstance(status, Mapping) else []
+                versions = (
+                    opt(status, "model_version_status", list, provider, what, [])
+                    if isinstance(status, Mapping)
+                    else []
+                )
                 models.append(ModelInfo(id=str(name), raw={"model_version_status": versions}))
             return models
 
-        return await self._request(HTTPRequest("GET", "/v1/config"), opts, parse, what="list_models")
+        return await self._request(
+            HTTPRequest("GET", "/v1/config"), opts, parse, what="list_models"
+        )

@@ -23,6 +23,8 @@ __all__ = ["OVMSUnifiedBackend"]
 
 class OVMSUnifiedBackend(UnifiedBackend, OVMSBackend):
     provider: ClassVar[str] = "ovms_unified"
+    summary: ClassVar[str] = "OVMS over several endpoints, optional managed server"
+    routes: ClassVar[str] = "as `ovms`; managed `openvino/model_server`"
     plain = OVMSBackend
 
     def server_spec(self, **kwargs: Any) -> ServerSpec:

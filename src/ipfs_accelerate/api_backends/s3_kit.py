@@ -252,6 +252,11 @@ class S3Kit(APIBackend):
     """S3-compatible storage over several endpoints (see the module docstring)."""
 
     provider: ClassVar[str] = "s3_kit"
+    summary: ClassVar[str] = "S3-compatible object storage (aiobotocore)"
+    routes: ClassVar[str] = (
+        "S3 REST: `put_object`, multipart upload, `get_object` (resumed with `Range`), "
+        "`list_objects_v2`, `head_object`, `delete_object`, `copy_object`, presigned URLs"
+    )
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ Writing a backend takes four steps, all shown below:
 1. **Declare configuration** as class attributes: the ``provider`` name, where the URL and
    key are looked up (``base_url_keys``, ``api_key_keys``, ``*_env``), whether a key is
    required, the default model and the ``model_patterns`` that ``is_compatible_model`` and
-   ``find_compatible_backend`` use. The base class resolves, validates and hides the secret.
+   ``find_compatible_backend`` use, and the ``summary`` and ``routes`` that the docs' backend
+   tables show. The base class resolves, validates and hides the secret.
 2. **Build requests** as :class:`HTTPRequest` (method, path relative to the base URL, JSON
    body). Split the per-call resilience options first with ``self._options(options)``.
 3. **Parse responses** in a function of :class:`RawResponse`. Decode with ``self._json`` and
@@ -24,8 +25,10 @@ Writing a backend takes four steps, all shown below:
    :class:`SSEDecoder` or :class:`NDJSONDecoder`; ``finish`` raises StreamInterruptedError
    unless the protocol's terminal event was seen.
 
-Then add one line to ``_registry.py``. Retries, backoff, timeouts, the circuit breaker, the
-priority queue, metrics, error mapping and the sync facade come from :class:`APIBackend`.
+Then add one line to ``_BUILTIN`` in ``_registry.py`` (this teaching example sits in
+``_UNOFFERED`` instead: created by name, never listed or picked by ``find_compatible_backend``).
+Retries, backoff, timeouts, the circuit breaker, the priority queue, metrics, error mapping
+and the sync facade come from :class:`APIBackend`.
 
 Configuration: ``metadata["base_url"]`` / ``sample_api_url`` / ``$SAMPLE_API_URL`` (required),
 ``metadata["api_key"]`` / ``sample_api_key`` / ``$SAMPLE_API_KEY`` (required).
@@ -57,6 +60,11 @@ def _usage(obj: Any) -> Usage:
 class SampleBackend(APIBackend):
     # step 1: configuration
     provider: ClassVar[str] = "sample_backend"
+    summary: ClassVar[str] = "the reference for writing a backend"
+    routes: ClassVar[str] = (
+        "a small JSON protocol: `/v1/generate` (JSON, or NDJSON with `stream`), `/v1/embed`, "
+        "`/v1/models`, `/health`"
+    )
     base_url_keys: ClassVar[tuple[str, ...]] = ("sample_api_url",)
     base_url_env: ClassVar[tuple[str, ...]] = ("SAMPLE_API_URL",)
     api_key_keys: ClassVar[tuple[str, ...]] = ("sample_api_key",)
@@ -69,12 +77,20 @@ class SampleBackend(APIBackend):
         return HTTPRequest("GET", "/health")
 
     # step 2: requests
-    def _generate_body(self, model: str | None, messages: Any, options: dict[str, Any]) -> dict[str, Any]:
-        return {"model": model or self.get_default_model(), "messages": normalise_messages(messages, self.provider), **options}
+    def _generate_body(
+        self, model: str | None, messages: Any, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "model": model or self.get_default_model(),
+            "messages": normalise_messages(messages, self.provider),
+            **options,
+        }
 
     async def chat(self, model: str | None, messages: Any, **options: Any) -> ChatResponse:
         opts = self._options(options)  # priority, timeout, max_retries, deadline... leave options
-        request = HTTPRequest("POST", "/v1/generate", json=self._generate_body(model, messages, options))
+        request = HTTPRequest(
+            "POST", "/v1/generate", json=self._generate_body(model, messages, options)
+        )
         return await self._request(request, opts, self._parse_chat, what="chat")
 
     # step 3: responses
@@ -92,7 +108,9 @@ class SampleBackend(APIBackend):
         )
 
     # step 4: streams
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
         body = self._generate_body(model, messages, options)
         body["stream"] = True
@@ -100,10 +118,13 @@ class SampleBackend(APIBackend):
         limit = self.config.max_response_bytes
         return self._stream(
             request, opts, lambda: _SampleStream(self.provider, limit), what="stream_chat",
-            content_types=("application/x-ndjson",), on_complete=lambda p: getattr(p, "usage", None),
+            content_types=("application/x-ndjson",),
+            on_complete=lambda p: getattr(p, "usage", None),
         )  # fmt: skip
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
         opts = self._options(options)
         texts = ensure_text_list(inputs, self.provider)
         body = {"model": model or self.get_default_model(), "inputs": texts, **options}
@@ -113,10 +134,16 @@ class SampleBackend(APIBackend):
             what, provider = "embed", self.provider
             data = self._json(raw, what)
             # one float vector per input: never fewer (or more) than were asked for
-            checked = number_vectors(need(data, "embeddings", list, provider, what), count, provider, what)
-            return EmbeddingResponse(checked, model=opt(data, "model", str, provider, what), raw=data, provider=provider)
+            checked = number_vectors(
+                need(data, "embeddings", list, provider, what), count, provider, what
+            )
+            return EmbeddingResponse(
+                checked, model=opt(data, "model", str, provider, what), raw=data, provider=provider
+            )
 
-        return await self._request(HTTPRequest("POST", "/v1/embed", json=body), opts, parse, what="embed")
+        return await self._request(
+            HTTPRequest("POST", "/v1/embed", json=body), opts, parse, what="embed"
+        )
 
     async def list_models(self, **options: Any) -> list[ModelInfo]:
         opts = self._options(options)
@@ -124,9 +151,13 @@ class SampleBackend(APIBackend):
         def parse(raw: RawResponse) -> list[ModelInfo]:
             data = self._json(raw, "list_models")
             items = need(data, "models", list, self.provider, "list_models")
-            return [ModelInfo(id=need(m, "id", str, self.provider, "list_models"), raw=m) for m in items]
+            return [
+                ModelInfo(id=need(m, "id", str, self.provider, "list_models"), raw=m) for m in items
+            ]
 
-        return await self._request(HTTPRequest("GET", "/v1/models"), opts, parse, what="list_models")
+        return await self._request(
+            HTTPRequest("GET", "/v1/models"), opts, parse, what="list_models"
+        )
 
 
 class _SampleStream:
@@ -153,15 +184,26 @@ class _SampleStream:
             if obj.get("done"):
                 self.complete = True
                 self.usage = _usage(obj.get("usage"))
-                chunks.append(ChatChunk(done=True, finish_reason=opt(obj, "finish_reason", str, self.provider, "stream"), usage=self.usage, raw=obj))
+                chunks.append(
+                    ChatChunk(
+                        done=True,
+                        finish_reason=opt(obj, "finish_reason", str, self.provider, "stream"),
+                        usage=self.usage,
+                        raw=obj,
+                    )
+                )
             else:
-                chunks.append(ChatChunk(text=need(obj, "delta", str, self.provider, "stream"), raw=obj))
+                chunks.append(
+                    ChatChunk(text=need(obj, "delta", str, self.provider, "stream"), raw=obj)
+                )
         return chunks
 
     def finish(self) -> list[ChatChunk]:
         self._decoder.finish()  # raises on a half line
         if not self.complete:
-            raise StreamInterruptedError("stream ended without its done line", provider=self.provider)
+            raise StreamInterruptedError(
+                "stream ended without its done line", provider=self.provider
+            )
         return []
 
 

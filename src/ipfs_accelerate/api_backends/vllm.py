@@ -26,6 +26,11 @@ __all__ = ["VLLMBackend"]
 
 class VLLMBackend(OpenAICompatibleBackend):
     provider: ClassVar[str] = "vllm"
+    summary: ClassVar[str] = "vLLM's OpenAI-compatible server"
+    routes: ClassVar[str] = (
+        "`/v1/chat/completions` (SSE), `/v1/embeddings`, `/v1/models`, `/v1/load_lora_adapter`, "
+        "`/v1/unload_lora_adapter`, `/health`"
+    )
     base_url_keys: ClassVar[tuple[str, ...]] = ("vllm_api_url",)
     strip_url_suffixes: ClassVar[tuple[str, ...]] = ("/v1",)
     api_prefix: ClassVar[str] = "/v1"
@@ -47,7 +52,12 @@ class VLLMBackend(OpenAICompatibleBackend):
     async def unload_lora_adapter(self, lora_name: str, **options: Any) -> str:
         _need_text(lora_name, "lora_name")
         opts = self._options(options)
-        request = HTTPRequest("POST", "/v1/unload_lora_adapter", json={"lora_name": lora_name, **options}, expect="text")
+        request = HTTPRequest(
+            "POST",
+            "/v1/unload_lora_adapter",
+            json={"lora_name": lora_name, **options},
+            expect="text",
+        )
         return await self._request(request, opts, _text, what="unload_lora_adapter")
 
     async def list_lora_adapters(self, **options: Any) -> list[ModelInfo]:

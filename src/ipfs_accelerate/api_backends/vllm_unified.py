@@ -30,6 +30,10 @@ __all__ = ["VLLMUnifiedBackend"]
 
 class VLLMUnifiedBackend(UnifiedBackend, VLLMBackend):
     provider: ClassVar[str] = "vllm_unified"
+    summary: ClassVar[str] = "vLLM over several endpoints, optional managed server"
+    routes: ClassVar[str] = (
+        "as `vllm`; adapters loaded on every endpoint; managed `vllm/vllm-openai`"
+    )
     plain = VLLMBackend
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -14,8 +14,9 @@ Quick start::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ipfs_accelerate._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "TextEmbedder": "ipfs_accelerate.models.pipelines",
@@ -40,20 +41,11 @@ _LAZY: dict[str, str] = {
     "BUNDLED_MODELS": "ipfs_accelerate.models.loading",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ipfs_accelerate.models' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return [*__all__, "bert", "clip", "loading", "pipelines", "preprocessing", "vit", "whisper"]
-
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    _LAZY,
+    submodules=["bert", "clip", "loading", "pipelines", "preprocessing", "vit", "whisper"],
+)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.bert import BertConfig as BertConfig
