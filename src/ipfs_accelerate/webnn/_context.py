@@ -22,7 +22,7 @@ import numpy as np
 
 from ipfs_accelerate.errors import WebNNInvalidStateError, WebNNOperationError, WebNNValidationError
 from ipfs_accelerate.webnn._limits import op_support_limits
-from ipfs_accelerate.webnn._lower import LoweredModel
+from ipfs_accelerate.webnn._onnx import LoweredModel
 from ipfs_accelerate.webnn._operand import INPUT, OUTPUT, MLOperand, Node
 from ipfs_accelerate.webnn._types import (
     MLOperandDescriptor,
@@ -393,7 +393,7 @@ class MLGraph:
     def _compile(
         cls, context: MLContext, outputs: dict[str, MLOperand], nodes: Sequence[Node]
     ) -> MLGraph:
-        from ipfs_accelerate.webnn._lower import lower
+        from ipfs_accelerate.webnn._onnx import lower
         from ipfs_accelerate.webnn._runtime import SINGLE_THREAD_WORK, create_session
 
         graph = cls.__new__(cls)
@@ -477,7 +477,7 @@ class MLGraph:
         """The graph as a self-contained ONNX model (opset 21), e.g. to run with onnxruntime
         directly or to inspect with netron. Inputs and outputs keep their WebNN names, except
         an output named like an input (ONNX values need unique names), which gets a fresh one."""
-        from ipfs_accelerate.webnn._lower import embed_constants
+        from ipfs_accelerate.webnn._onnx import embed_constants
 
         self._check_usable(self._context, "export_onnx")
         return bytes(embed_constants(self._lowered).SerializeToString())

@@ -22,7 +22,7 @@ from ipfs_accelerate.hal._backend import (
     host_cores,
 )
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
-from ipfs_accelerate.hal.webnn._lower import GraphOutput, Lowering, check_failure, scalar_token
+from ipfs_accelerate.hal.webnn._emit import GraphOutput, Lowering, check_failure, scalar_token
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -546,7 +546,7 @@ def _cost(found: Trace) -> int:
 
 def _generate(node: Node) -> Array:
     """The value of a generator node (``full``/``arange``), computed on the host."""
-    from ipfs_accelerate.hal.webnn._lower import arange_values, token_value
+    from ipfs_accelerate.hal.webnn._emit import arange_values, token_value
 
     if node.op == "full":
         return np.full(node.shape, token_value(node.attrs[0]), dtype=np.dtype(node.dtype))
@@ -586,7 +586,7 @@ def _value_changing(source: str, target: str) -> bool:
     if source in ("float16", "float32") and target in _INTEGERS:
         return True
     if source in _INTEGERS and target in _INTEGERS:
-        from ipfs_accelerate.hal.webnn._lower import fits
+        from ipfs_accelerate.hal.webnn._emit import fits
 
         return not fits(source, target)
     return source == "float32" and target == "float16"
