@@ -21,8 +21,8 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
+from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, check_failure, scalar_token
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
-from ipfs_accelerate.hal.webnn._emit import GraphOutput, Lowering, check_failure, scalar_token
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -490,8 +490,8 @@ class WebNNBackend(Backend):
         from ipfs_accelerate.webnn import MLGraphBuilder
 
         builder = MLGraphBuilder(self.context)
-        lowering = Lowering(builder)
-        inputs, outputs = lowering.lower(found)
+        emitter = TraceEmitter(builder)
+        inputs, outputs = emitter.emit(found)
         graph = builder.build({output.name: operand for output, operand in outputs})
         self.stats.compilations += 1
         # inputs no output depends on (an op that ignores its operand's values) are not graph inputs

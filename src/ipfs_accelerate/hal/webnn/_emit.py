@@ -1,4 +1,4 @@
-"""Lowering a trace of lazy nodes to one WebNN graph (MLGraphBuilder calls), and reading checks.
+"""Emitting a trace of lazy nodes as one WebNN graph (MLGraphBuilder calls); reading checks.
 
 Every node op of :mod:`._backend` has a ``_op_<name>`` method here that emits builder calls
 for it, given the operands of its inputs. Conventions:
@@ -34,7 +34,7 @@ from ipfs_accelerate.hal.webnn._graph import Node, Trace
 if TYPE_CHECKING:
     from ipfs_accelerate.webnn import MLGraphBuilder, MLOperand
 
-__all__ = ["GraphOutput", "Lowering", "check_failure", "scalar_token", "token_value", "webnn_type"]
+__all__ = ["GraphOutput", "TraceEmitter", "check_failure", "scalar_token", "token_value", "webnn_type"]
 
 _WEBNN_TYPE = {
     "float16": "float16",
@@ -93,7 +93,7 @@ class GraphOutput(NamedTuple):
     check: bool
 
 
-class Lowering:
+class TraceEmitter:
     """Emits one trace into an MLGraphBuilder; ``operands[i]`` is the operand of position i."""
 
     def __init__(self, builder: MLGraphBuilder) -> None:
@@ -107,7 +107,7 @@ class Lowering:
 
     # ------------------------------------------------------------------ whole trace
 
-    def lower(self, trace: Trace) -> tuple[dict[str, int], list[tuple[GraphOutput, MLOperand]]]:
+    def emit(self, trace: Trace) -> tuple[dict[str, int], list[tuple[GraphOutput, MLOperand]]]:
         """Emit every node; return (graph input name -> position, the graph outputs in order,
         each with its operand). Parameter leaves become constants, the other leaves inputs."""
         operands: list[MLOperand | None] = []
@@ -127,8 +127,8 @@ class Lowering:
             handler: Callable[[Node, list[Any]], MLOperand] = getattr(self, f"_op_{node.op}")
             result = handler(node, args)
             if result.shape != node.shape or result.data_type != webnn_type(node.dtype):
-                raise AssertionError(  # pragma: no cover - a lowering bug, never user input
-                    f"webnn lowering of {node.op}{node.attrs} gave {result.data_type} "
+                raise AssertionError(  # pragma: no cover - an emitter bug, never user input
+                    f"webnn emitter: {node.op}{node.attrs} gave {result.data_type} "
                     f"{list(result.shape)}, expected {node.dtype} {list(node.shape)}"
                 )
             operands.append(result)
@@ -210,7 +210,7 @@ class Lowering:
         return self.b.expand(self.const(value, "uint8"), list(shape))
 
     def flags(self, *masks: MLOperand) -> None:
-        """Record the check values of the op being lowered."""
+        """Record the check values of the op being emitted."""
         self.aux[self._index] = list(masks)
 
     # ================================================================== generators
