@@ -205,7 +205,7 @@ class MLContext:
         inputs and outputs, with their exact data types and shapes). Synchronous.
 
         The first dispatch with a set of tensors validates them and binds them to the session;
-        later dispatches with the same tensors reuse that binding (a few microseconds)."""
+        later dispatches with the same tensors reuse that binding."""
         try:
             key = tuple(map(inputs.__getitem__, graph._input_order)) + tuple(
                 map(outputs.__getitem__, graph._output_order)
@@ -403,7 +403,7 @@ class MLGraph:
         model_bytes = lowered.model.SerializeToString()
         work = _work(ordered)
         # identical builds of a small graph (same ops, shapes, small constants and the very same
-        # large constant arrays) share one session: a tracer rebuilding a graph pays microseconds.
+        # large constant arrays) share one session: a tracer rebuilding a graph compiles once.
         # The cache holds those arrays, so their ids stay unique. Large graphs are not cached:
         # their sessions hold large memory arenas.
         key = (model_bytes, tuple(_memory_of(array) for array in lowered.external.values()))

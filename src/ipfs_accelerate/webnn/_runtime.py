@@ -101,7 +101,7 @@ def create_session(
 
     Thread pools do not spin waiting for work: every session owns its pool, a context holds
     many graphs, and pools spinning after their own run steal the cores from the session
-    that runs next (on two cores, several times slower when graphs alternate)."""
+    that runs next."""
     runtime = ort()
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL

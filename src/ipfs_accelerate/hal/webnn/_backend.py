@@ -78,9 +78,9 @@ class _Compiled:
 class WebNNBackend(Backend):
     """Tensor ops on a WebNN context (ONNX Runtime underneath), traced and compiled.
 
-    See :mod:`ipfs_accelerate.hal.webnn` for the design. ``cache_size`` bounds the number of
-    compiled graphs kept and ``cache_bytes`` the memory they are estimated to hold (least
-    recently used are dropped; the latest graph is always kept).
+    ``cache_size`` bounds the number of compiled graphs kept and ``cache_bytes`` the memory
+    they are estimated to hold (least recently used are dropped; the latest graph is always
+    kept). The design is in docs/webnn.md.
     """
 
     name: ClassVar[str] = "webnn"
