@@ -121,7 +121,8 @@ class MLContext:
         return op_support_limits()
 
     def destroy(self) -> None:
-        """Release every graph and tensor of this context; later use raises WebNNInvalidStateError."""
+        """Release every graph and tensor of this context; later use raises
+        WebNNInvalidStateError."""
         self._destroyed = True
         self._epoch += 1
         self._sessions.clear()
@@ -153,7 +154,8 @@ class MLContext:
     def create_constant_tensor(
         self, descriptor: Mapping[str, Any] | MLOperandDescriptor, data: object
     ) -> MLTensor:
-        """An immutable tensor holding ``data``, usable as a graph constant (``builder.constant(t)``)."""
+        """An immutable tensor holding ``data``, usable as a graph constant
+        (``builder.constant(t)``)."""
         self._check_alive("create_constant_tensor")
         parsed = parse_descriptor(descriptor, "create_constant_tensor")
         array = coerce_array(data, parsed, "create_constant_tensor")
@@ -351,7 +353,8 @@ class MLTensor:
             )
             if on
         ]
-        return f"MLTensor({self.data_type} {list(self.shape)}{', ' if flags else ''}{', '.join(flags)})"
+        shown = "".join(f", {flag}" for flag in flags)
+        return f"MLTensor({self.data_type} {list(self.shape)}{shown})"
 
     def destroy(self) -> None:
         """Release the tensor's memory; later use raises WebNNInvalidStateError."""
@@ -384,7 +387,8 @@ class MLTensor:
 
 
 class MLGraph:
-    """A compiled graph: one ONNX model and its InferenceSession. Made by ``MLGraphBuilder.build``."""
+    """A compiled graph: one ONNX model and its InferenceSession. Made by
+    ``MLGraphBuilder.build``."""
 
     def __init__(self) -> None:  # pragma: no cover - use MLGraphBuilder.build
         raise TypeError("MLGraph is created by MLGraphBuilder.build()")
@@ -516,7 +520,8 @@ class MLGraph:
                 f"{what}: graph {kind} {name!r} ({desc.data_type} {list(desc.shape)}) is missing"
             )
         raise WebNNValidationError(
-            f"{what}: {extra[0]!r} is not a graph {kind} (graph {kind}s: {', '.join(map(repr, expected))})"
+            f"{what}: {extra[0]!r} is not a graph {kind} "
+            f"(graph {kind}s: {', '.join(map(repr, expected))})"
         )
 
     def _match(
@@ -548,8 +553,8 @@ class MLGraph:
             if tensor._descriptor != expected[name]:
                 want = expected[name]
                 raise WebNNValidationError(
-                    f"dispatch: {kind} {name!r} is {tensor.data_type} {list(tensor.shape)}, the graph "
-                    f"expects {want.data_type} {list(want.shape)}"
+                    f"dispatch: {kind} {name!r} is {tensor.data_type} {list(tensor.shape)}, "
+                    f"the graph expects {want.data_type} {list(want.shape)}"
                 )
             tensors.append(tensor)
         return tensors

@@ -50,7 +50,8 @@ def ort() -> Any:
         import onnxruntime
     except ImportError as error:  # pragma: no cover - exercised only without the extra
         raise BackendUnavailableError(
-            "WebNN needs onnxruntime: install the 'webnn' extra (pip install 'ipfs-accelerate[webnn]')"
+            "WebNN needs onnxruntime: install the 'webnn' extra "
+            "(pip install 'ipfs-accelerate[webnn]')"
         ) from error
     onnxruntime.set_default_logger_severity(3)
     return onnxruntime

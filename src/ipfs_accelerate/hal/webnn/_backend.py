@@ -84,7 +84,9 @@ class WebNNBackend(Backend):
     """
 
     name: ClassVar[str] = "webnn"
-    fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+    fused: ClassVar[frozenset[str]] = frozenset(
+        {"softmax", "layer_norm", "linear", "attention", "clamp"}
+    )
     shares_host_memory: ClassVar[bool] = False
 
     def __init__(
@@ -141,7 +143,9 @@ class WebNNBackend(Backend):
         if _immutable(array):
             # memory-mapped weights and other data nobody can write: a parameter, used without
             # a copy where its layout allows
-            value = array.view() if array.flags.c_contiguous else np.array(array, copy=True, order="C")
+            value = (
+                array.view() if array.flags.c_contiguous else np.array(array, copy=True, order="C")
+            )
             return leaf(value, dtype, param=True)
         return leaf(np.array(array, copy=True, order="C"), dtype)
 
@@ -232,7 +236,10 @@ class WebNNBackend(Backend):
     def clamp(self, x: Tensor, low: Scalar | None, high: Scalar | None) -> Node:
         if x.size == 0:
             return self._empty(x.shape, x.dtype.name)
-        attrs = (None if low is None else scalar_token(low), None if high is None else scalar_token(high))
+        attrs = (
+            None if low is None else scalar_token(low),
+            None if high is None else scalar_token(high),
+        )
         return self._op("clamp", attrs, (x._data,), x.shape, x.dtype.name)
 
     # ------------------------------------------------------------------ reductions
@@ -247,11 +254,15 @@ class WebNNBackend(Backend):
         correction: float = 0.0,
     ) -> Node:
         out = self._check_dtype(out_dtype, op)
-        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keepdims else tuple(
-            d for i, d in enumerate(x.shape) if i not in axes
+        shape = (
+            tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+            if keepdims
+            else tuple(d for i, d in enumerate(x.shape) if i not in axes)
         )
         if x.size == 0:
-            return self._on_host("reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out)
+            return self._on_host(
+                "reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out
+            )
         attrs = (op, axes, keepdims, float(correction).hex())
         node = self._op("reduce", attrs, (x._data,), shape, out)
         if out in _INTEGERS and (op == "prod" or (op == "sum" and x.dtype.name == "int64")):
@@ -259,8 +270,10 @@ class WebNNBackend(Backend):
         return node
 
     def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> Node:
-        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape)) if keepdims else tuple(
-            d for i, d in enumerate(x.shape) if i != axis
+        shape = (
+            tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+            if keepdims
+            else tuple(d for i, d in enumerate(x.shape) if i != axis)
         )
         return self._op("arg", (op, axis, keepdims), (x._data,), shape, "int64")
 
@@ -328,8 +341,9 @@ class WebNNBackend(Backend):
         if not a.dtype.is_floating and math.prod(out_shape) * a.shape[-1] > _INTEGER_MATMUL_LIMIT:
             # WebNN's matmul is float-only: integers multiply out every product before summing
             raise UnsupportedOpError(
-                f"webnn: integer matmul {a.shape} @ {b.shape} needs {math.prod(out_shape) * a.shape[-1]} "
-                f"intermediate products (WebNN multiplies integers element-wise; limit {_INTEGER_MATMUL_LIMIT})"
+                f"webnn: integer matmul {a.shape} @ {b.shape} needs "
+                f"{math.prod(out_shape) * a.shape[-1]} intermediate products (WebNN multiplies "
+                f"integers element-wise; limit {_INTEGER_MATMUL_LIMIT})"
             )
         return self._op("matmul", (), (a._data, b._data), out_shape, a.dtype.name)
 
@@ -340,7 +354,9 @@ class WebNNBackend(Backend):
             return self._empty(shape, x.dtype.name)
         if any(t.size == 0 for t in tensors):
             return self._on_host("linear", (x, weight, bias), shape, x.dtype.name)
-        return self._op("linear", (bias is not None,), tuple(t._data for t in tensors), shape, x.dtype.name)
+        return self._op(
+            "linear", (bias is not None,), tuple(t._data for t in tensors), shape, x.dtype.name
+        )
 
     def conv(
         self,
@@ -394,17 +410,22 @@ class WebNNBackend(Backend):
             return self._on_host("attention", args, out_shape, q.dtype.name)
         kind = "none" if mask is None else "bool" if mask.dtype.is_bool else "float"
         attrs = (kind, is_causal, float(scale).hex())
-        return self._op("attention", attrs, tuple(t._data for t in tensors), out_shape, q.dtype.name)
+        return self._op(
+            "attention", attrs, tuple(t._data for t in tensors), out_shape, q.dtype.name
+        )
 
     # ------------------------------------------------------------------ node plumbing
 
-    def _op(self, op: str, attrs: tuple[Any, ...], inputs: tuple[Node, ...], shape: Shape, dtype: str) -> Node:
+    def _op(
+        self, op: str, attrs: tuple[Any, ...], inputs: tuple[Node, ...], shape: Shape, dtype: str
+    ) -> Node:
         rank = len(shape)
         for source in inputs:
             rank = max(rank, len(source.shape))
         if rank > _MAX_RANK:
             raise UnsupportedOpError(
-                f"webnn: {op} on a tensor of rank {rank} (WebNN operands have at most {_MAX_RANK} dimensions)"
+                f"webnn: {op} on a tensor of rank {rank} "
+                f"(WebNN operands have at most {_MAX_RANK} dimensions)"
             )
         return Node(op, attrs, inputs, shape, dtype)
 
@@ -472,7 +493,9 @@ class WebNNBackend(Backend):
     def _evict(self) -> None:
         """Drop least recently used graphs beyond the count and memory bounds (never the newest)."""
         total = sum(entry.cost for entry in self._cache.values())
-        while len(self._cache) > 1 and (len(self._cache) > self.cache_size or total > self.cache_bytes):
+        while len(self._cache) > 1 and (
+            len(self._cache) > self.cache_size or total > self.cache_bytes
+        ):
             _, dropped = self._cache.popitem(last=False)
             total -= dropped.cost
 

@@ -34,7 +34,14 @@ from ipfs_accelerate.hal.webnn._graph import Node, Trace
 if TYPE_CHECKING:
     from ipfs_accelerate.webnn import MLGraphBuilder, MLOperand
 
-__all__ = ["GraphOutput", "TraceEmitter", "check_failure", "scalar_token", "token_value", "webnn_type"]
+__all__ = [
+    "GraphOutput",
+    "TraceEmitter",
+    "check_failure",
+    "scalar_token",
+    "token_value",
+    "webnn_type",
+]
 
 _WEBNN_TYPE = {
     "float16": "float16",
@@ -53,7 +60,21 @@ _INT_RANGE = {
 }
 # functions of one float value that round more than once: float16 computes them in float32
 _WIDEN_UNARY = frozenset(
-    {"exp", "log", "sqrt", "rsqrt", "erf", "sin", "cos", "tanh", "sigmoid", "silu", "gelu", "gelu_tanh", "reciprocal"}
+    {
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "erf",
+        "sin",
+        "cos",
+        "tanh",
+        "sigmoid",
+        "silu",
+        "gelu",
+        "gelu_tanh",
+        "reciprocal",
+    }
 )
 # Dekker's splitter for float32 (2**12 + 1): splits a float32 into two 12-bit halves
 _SPLITTER = 4097.0
@@ -137,11 +158,18 @@ class TraceEmitter:
         for position in trace.outputs:
             if trace.nodes[position].op == "check":
                 for k, operand in enumerate(self.aux[position]):
-                    outputs.append((GraphOutput(f"c{position}_{k}", position, True), self._distinct(operand, used)))
+                    outputs.append(
+                        (
+                            GraphOutput(f"c{position}_{k}", position, True),
+                            self._distinct(operand, used),
+                        )
+                    )
             else:
                 value = operands[position]
                 assert value is not None
-                outputs.append((GraphOutput(f"o{position}", position, False), self._distinct(value, used)))
+                outputs.append(
+                    (GraphOutput(f"o{position}", position, False), self._distinct(value, used))
+                )
         return inputs, outputs
 
     def _leaf(self, node: Node, index: int, inputs: dict[str, int]) -> MLOperand:
@@ -177,7 +205,9 @@ class TraceEmitter:
             self._not_results.add(id(found))
         return found
 
-    def const_like(self, token: tuple[str, Any] | None, operand: MLOperand | None, dtype: str) -> MLOperand:
+    def const_like(
+        self, token: tuple[str, Any] | None, operand: MLOperand | None, dtype: str
+    ) -> MLOperand:
         """``operand``, or the scalar ``token`` as a constant of ``dtype``."""
         if operand is not None:
             return operand
@@ -302,7 +332,11 @@ class TraceEmitter:
         c = self.const_like(token_b, tensor_b, source)
         b = self.b
         if name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"):
-            method = {"less": "lesser", "less_equal": "lesser_or_equal", "greater_equal": "greater_or_equal"}
+            method = {
+                "less": "lesser",
+                "less_equal": "lesser_or_equal",
+                "greater_equal": "greater_or_equal",
+            }
             return getattr(b, method.get(name, name))(a, c)
         if name in ("logical_and", "logical_or", "logical_xor"):
             return getattr(b, name)(self.truth(a, source), self.truth(c, source))
@@ -328,7 +362,9 @@ class TraceEmitter:
 
     # ------------------------------------------------------------------ integer arithmetic
 
-    def _overflow(self, op: str, a: MLOperand, c: MLOperand, result: MLOperand, dtype: str) -> MLOperand:
+    def _overflow(
+        self, op: str, a: MLOperand, c: MLOperand, result: MLOperand, dtype: str
+    ) -> MLOperand:
         """0/1 per element: ``a op c`` overflowed ``dtype`` (``result`` is the wrapped value)."""
         b = self.b
         zero = self.const(0, dtype)
@@ -350,7 +386,9 @@ class TraceEmitter:
 
     def _outside(self, x: MLOperand, dtype: str, low: int, high: int) -> MLOperand:
         b = self.b
-        return b.logical_or(b.lesser(x, self.const(low, dtype)), b.greater(x, self.const(high, dtype)))
+        return b.logical_or(
+            b.lesser(x, self.const(low, dtype)), b.greater(x, self.const(high, dtype))
+        )
 
     def _mul64_overflow(self, a: MLOperand, c: MLOperand, product: MLOperand) -> MLOperand:
         """Exact overflow test of an int64 product: the wrapped product divided by a non-zero
@@ -397,7 +435,9 @@ class TraceEmitter:
         exponent = b.max(exponent, zero)
         # |base| >= 2 overflows from exponent 64 on; 64 or 65 keep the parity that -1 needs
         parity = b.sub(exponent, b.mul(b.div(exponent, two), two))
-        exponent = b.where(b.greater(exponent, self.const(65, i64)), b.add(self.const(64, i64), parity), exponent)
+        exponent = b.where(
+            b.greater(exponent, self.const(65, i64)), b.add(self.const(64, i64), parity), exponent
+        )
         result = one
         overflow: MLOperand = self.const(0, "uint8")
         base_overflow: MLOperand = overflow
@@ -406,7 +446,9 @@ class TraceEmitter:
             bit = b.equal(b.sub(exponent, b.mul(half, two)), one)
             exponent = half
             product, product_overflow = self._checked_mul64(result, base)
-            overflow = b.logical_or(overflow, b.logical_and(bit, b.logical_or(base_overflow, product_overflow)))
+            overflow = b.logical_or(
+                overflow, b.logical_and(bit, b.logical_or(base_overflow, product_overflow))
+            )
             result = b.where(bit, product, result)
             if step < 6:
                 squared, squared_overflow = self._checked_mul64(base, base)
@@ -422,7 +464,8 @@ class TraceEmitter:
     # ------------------------------------------------------------------ float floor division
 
     def _two_product_error(self, x: MLOperand, y: MLOperand, product: MLOperand) -> MLOperand:
-        """The exact rounding error of the float32 product ``x * y`` (Dekker): x*y = product + error."""
+        """The exact rounding error of the float32 product ``x * y`` (Dekker):
+        x*y = product + error."""
         b = self.b
 
         def split(v: MLOperand) -> tuple[MLOperand, MLOperand]:
@@ -498,7 +541,10 @@ class TraceEmitter:
             options["max_value"] = token_value(high)
         if low is not None and high is not None and token_value(low) > token_value(high):
             # numpy's clip: minimum(maximum(x, low), high) gives high everywhere but NaN
-            return self.b.min(self.b.max(x, self.const(token_value(low), node.dtype)), self.const(token_value(high), node.dtype))
+            return self.b.min(
+                self.b.max(x, self.const(token_value(low), node.dtype)),
+                self.const(token_value(high), node.dtype),
+            )
         return self.b.clamp(x, **options)
 
     def _op_cast(self, node: Node, args: list[MLOperand]) -> MLOperand:
@@ -508,7 +554,9 @@ class TraceEmitter:
         if source == "bool":
             return self.cast(x, target)
         if target == "bool":
-            not_bit = b.logical_and(b.not_equal(x, self.const(0, source)), b.not_equal(x, self.const(1, source)))
+            not_bit = b.logical_and(
+                b.not_equal(x, self.const(0, source)), b.not_equal(x, self.const(1, source))
+            )
             self.flags(self.any(not_bit), *self._extremes(x))
             return b.not_equal(x, self.const(0, source))
         if source in _FLOAT and target in _INTEGER:
@@ -519,15 +567,22 @@ class TraceEmitter:
             # the range ends as exact powers of two: x < low or x >= high + 1
             limit_low = self.const(float(low), source)
             limit_high = self.const(float(high + 1), source)
-            outside = self.any(b.logical_or(b.lesser(x, limit_low), b.greater_or_equal(x, limit_high)))
-            self.flags(b.concat([b.reshape(f, [1]) for f in (nan, inf, fraction, outside)], 0), *self._extremes(x))
+            outside = self.any(
+                b.logical_or(b.lesser(x, limit_low), b.greater_or_equal(x, limit_high))
+            )
+            self.flags(
+                b.concat([b.reshape(f, [1]) for f in (nan, inf, fraction, outside)], 0),
+                *self._extremes(x),
+            )
             return b.cast(x, webnn_type(target))
         if source in _INTEGER and target in _INTEGER and not fits(source, target):
             self.flags(self.any(self._outside(x, source, *_INT_RANGE[target])), *self._extremes(x))
             return b.cast(x, webnn_type(target))
         result = b.cast(x, webnn_type(target))
         if source == "float32" and target == "float16":
-            grew = b.logical_and(b.is_infinite(result), b.logical_not(b.logical_or(b.is_infinite(x), b.is_nan(x))))
+            grew = b.logical_and(
+                b.is_infinite(result), b.logical_not(b.logical_or(b.is_infinite(x), b.is_nan(x)))
+            )
             self.flags(self.any(grew), *self._extremes(x))
         return result
 
@@ -615,15 +670,24 @@ class TraceEmitter:
             if overflow is not None:
                 product_overflow = b.logical_or(
                     product_overflow,
-                    b.logical_or(b.slice(overflow, [0, 0], [rows, half]), b.slice(overflow, [0, half], [rows, half])),
+                    b.logical_or(
+                        b.slice(overflow, [0, 0], [rows, half]),
+                        b.slice(overflow, [0, half], [rows, half]),
+                    ),
                 )
             if count % 2:
                 product = b.concat([product, b.slice(value, [0, count - 1], [rows, 1])], 1)
-                tail = b.slice(overflow, [0, count - 1], [rows, 1]) if overflow is not None else self.zeros_u8([rows, 1])
+                tail = (
+                    b.slice(overflow, [0, count - 1], [rows, 1])
+                    if overflow is not None
+                    else self.zeros_u8([rows, 1])
+                )
                 product_overflow = b.concat([product_overflow, tail], 1)
             value, overflow, count = product, product_overflow, half + count % 2
         if overflow is not None:
-            has_zero = b.reduce_max(b.equal(x, self.const(0, "int64")), axes=list(range(len(kept), rank)))
+            has_zero = b.reduce_max(
+                b.equal(x, self.const(0, "int64")), axes=list(range(len(kept), rank))
+            )
             group = b.reshape(overflow, list(has_zero.shape) or [])
             self.flags(self.any(b.logical_and(group, b.logical_not(has_zero))))
         else:
@@ -716,7 +780,9 @@ class TraceEmitter:
         features = x.shape[-1]
         rows = math.prod(x.shape[:-1])
         flat = b.reshape(self.widen(x), [rows, features])
-        out = b.gemm(flat, self.widen(weight), c=None if bias is None else self.widen(bias), b_transpose=True)
+        out = b.gemm(
+            flat, self.widen(weight), c=None if bias is None else self.widen(bias), b_transpose=True
+        )
         return self.narrow(b.reshape(out, list(node.shape)), node.dtype)
 
     def _op_conv(self, node: Node, args: list[MLOperand]) -> MLOperand:
@@ -761,14 +827,21 @@ class TraceEmitter:
         weight = self.widen(next(it)) if has_weight else None
         bias = self.widen(next(it)) if has_bias else None
         axes = list(range(len(x.shape) - num_axes, len(x.shape)))
-        out = b.layer_normalization(x, scale=weight, bias=bias, axes=axes, epsilon=float.fromhex(eps))
+        out = b.layer_normalization(
+            x, scale=weight, bias=bias, axes=axes, epsilon=float.fromhex(eps)
+        )
         return self.narrow(out, node.dtype)
 
     def _op_attention(self, node: Node, args: list[MLOperand]) -> MLOperand:
         mask_kind, causal, scale = node.attrs
         b = self.b
         q, k, v = (self.widen(t) for t in args[:3])
-        scores = b.matmul(q, b.transpose(k, permutation=[*range(len(k.shape) - 2), len(k.shape) - 1, len(k.shape) - 2]))
+        scores = b.matmul(
+            q,
+            b.transpose(
+                k, permutation=[*range(len(k.shape) - 2), len(k.shape) - 1, len(k.shape) - 2]
+            ),
+        )
         scores = b.mul(scores, self.const(float.fromhex(scale), "float32"))
         length, source = q.shape[-2], k.shape[-2]
         minus_inf = self.const(-math.inf, "float32")
@@ -793,7 +866,9 @@ def fits(source: str, target: str) -> bool:
     return target_low <= low and high <= target_high
 
 
-def arange_values(start: bool | int | float, step: bool | int | float, size: int, dtype: str) -> np.ndarray[Any, Any]:
+def arange_values(
+    start: bool | int | float, step: bool | int | float, size: int, dtype: str
+) -> np.ndarray[Any, Any]:
     """The arange values every backend computes (see hal.cpu._math.arange_values)."""
     from ipfs_accelerate.hal.cpu._math import arange_values as values
 
@@ -811,7 +886,8 @@ def check_failure(node: Node, values: list[np.ndarray[Any, Any]]) -> Exception |
         if values[0].any():
             low, high = _INT_RANGE[dtype]
             return TensorOverflowError(
-                f"{op}: integer result overflows {dtype} [{low}, {high}]; cast to a wider dtype first"
+                f"{op}: integer result overflows {dtype} [{low}, {high}]; "
+                "cast to a wider dtype first"
             )
         return None
     if kind == "neg_unsigned":
@@ -830,7 +906,8 @@ def check_failure(node: Node, values: list[np.ndarray[Any, Any]]) -> Exception |
         if values[1].any():
             low, high = _INT_RANGE[node.attrs[1]]
             return TensorOverflowError(
-                f"pow: integer result overflows {node.attrs[1]} [{low}, {high}]; cast to a wider dtype first"
+                f"pow: integer result overflows {node.attrs[1]} [{low}, {high}]; "
+                "cast to a wider dtype first"
             )
         return None
     if kind == "index":
@@ -838,11 +915,15 @@ def check_failure(node: Node, values: list[np.ndarray[Any, Any]]) -> Exception |
         low, high = int(values[0]), int(values[1])
         if low < -size or high >= size:
             bad = high if high >= size else low
-            return IndexOutOfRangeError(f"gather: index {bad} is out of range for axis {axis} of size {size}")
+            return IndexOutOfRangeError(
+                f"gather: index {bad} is out of range for axis {axis} of size {size}"
+            )
         return None
     if kind == "reduce_overflow":
         if values[0].any():
-            return TensorOverflowError(f"{node.attrs[1]}: integer result overflows int64; cast to float64 first")
+            return TensorOverflowError(
+                f"{node.attrs[1]}: integer result overflows int64; cast to float64 first"
+            )
         return None
     if kind == "cast":
         return _cast_failure(node.attrs[1], node.attrs[2], values)
@@ -863,10 +944,13 @@ def _cast_failure(source: str, target: str, values: list[np.ndarray[Any, Any]]) 
         if nan:
             return TensorOverflowError(f"{context}: value nan cannot be represented as {target}")
         if inf:
-            return TensorOverflowError(f"{context}: an infinite value cannot be represented as {target}")
+            return TensorOverflowError(
+                f"{context}: an infinite value cannot be represented as {target}"
+            )
         if fraction:
             return DtypeError(
-                f"{context}: converting to {target} would truncate a fractional value; round explicitly first"
+                f"{context}: converting to {target} would truncate a fractional value; "
+                "round explicitly first"
             )
         if outside:
             info_low, info_high = _INT_RANGE[target]
@@ -878,9 +962,12 @@ def _cast_failure(source: str, target: str, values: list[np.ndarray[Any, Any]]) 
     if flags.any():
         if target in _FLOAT:
             return TensorOverflowError(
-                f"{context}: a value in [{low}, {high}] overflows {target} (max {float(np.finfo(target).max)})"
+                f"{context}: a value in [{low}, {high}] overflows {target} "
+                f"(max {float(np.finfo(target).max)})"
             )
         info_low, info_high = _INT_RANGE[target]
         bad = high if int(high) > info_high else low
-        return TensorOverflowError(f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]")
+        return TensorOverflowError(
+            f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]"
+        )
     return None

@@ -94,7 +94,8 @@ def lower(
         except Exception as error:  # an internal failure still names the op it happened in
             label = f" [{node.label}]" if node.label else ""
             raise WebNNOperationError(
-                f"build: {node.op}{label} could not be lowered to ONNX: {type(error).__name__}: {error}"
+                f"build: {node.op}{label} could not be lowered to ONNX: "
+                f"{type(error).__name__}: {error}"
             ) from error
     for source, alias in aliases:
         emitter.one("Identity", [source], alias)

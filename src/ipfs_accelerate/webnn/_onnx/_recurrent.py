@@ -157,7 +157,11 @@ class RecurrentLowering(LoweringBase):
         sequence = node.attrs["return_sequence"]
         outs = self._run_recurrent(
             "LSTM", node, self.value(x), weights, initial, dirs, extra,
-            [self.e.fresh() if sequence else "", self.out(node.outputs[0]), self.out(node.outputs[1])],
+            [
+                self.e.fresh() if sequence else "",
+                self.out(node.outputs[0]),
+                self.out(node.outputs[1]),
+            ],
         )  # fmt: skip
         if sequence:
             self._sequence(outs[0], node.attrs["direction"], x.shape[0], self.out(node.outputs[2]))
