@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import numpy as np
 
@@ -44,41 +44,33 @@ class ConvLowering(LoweringBase):
 
     # ================================================================== convolution and pooling
 
+    # each filter layout's permutation to ONNX's: OIHW for Conv, IOHW for ConvTranspose
+    _TO_OIHW: Final = {
+        "oihw": (0, 1, 2, 3),
+        "hwio": (3, 2, 0, 1),
+        "ohwi": (0, 3, 1, 2),
+        "ihwo": (3, 0, 1, 2),
+    }
+    _TO_IOHW: Final = {"iohw": (0, 1, 2, 3), "hwoi": (3, 2, 0, 1), "ohwi": (3, 0, 1, 2)}
+
     def _op_conv2d(self, node: Node) -> None:
-        x, w, bias = node.inputs
-        assert x is not None and w is not None
-        attrs = node.attrs
-        to_oihw = {
-            "oihw": (0, 1, 2, 3),
-            "hwio": (3, 2, 0, 1),
-            "ohwi": (0, 3, 1, 2),
-            "ihwo": (3, 0, 1, 2),
-        }
-        weight = self.transpose_const_or_node(w, to_oihw[attrs["filter_layout"]])
-        names = [self.to_nchw(x, attrs["input_layout"]), weight]
-        if bias is not None:
-            names.append(self.value(bias))
-        pads = attrs["padding"]
-        out = self.out(node.outputs[0])
-        target = self.conv_output(attrs["input_layout"], out)
-        self.e.one(
-            "Conv",
-            names,
-            target,
-            pads=[pads[0], pads[2], pads[1], pads[3]],
-            strides=list(attrs["strides"]),
-            dilations=list(attrs["dilations"]),
-            group=attrs["groups"],
-        )
-        if target != out:
-            self.from_nchw(target, attrs["input_layout"], out)
+        self._convolution(node, "Conv", self._TO_OIHW)
 
     def _op_conv_transpose2d(self, node: Node) -> None:
+        output_padding = list(node.attrs["output_padding"])
+        self._convolution(node, "ConvTranspose", self._TO_IOHW, output_padding=output_padding)
+
+    def _convolution(
+        self,
+        node: Node,
+        op_type: str,
+        filter_order: Mapping[str, Sequence[int]],
+        **extra: Any,
+    ) -> None:
         x, w, bias = node.inputs
         assert x is not None and w is not None
         attrs = node.attrs
-        to_iohw = {"iohw": (0, 1, 2, 3), "hwoi": (3, 2, 0, 1), "ohwi": (3, 0, 1, 2)}
-        weight = self.transpose_const_or_node(w, to_iohw[attrs["filter_layout"]])
+        weight = self.transpose_const_or_node(w, filter_order[attrs["filter_layout"]])
         names = [self.to_nchw(x, attrs["input_layout"]), weight]
         if bias is not None:
             names.append(self.value(bias))
@@ -86,14 +78,14 @@ class ConvLowering(LoweringBase):
         out = self.out(node.outputs[0])
         target = self.conv_output(attrs["input_layout"], out)
         self.e.one(
-            "ConvTranspose",
+            op_type,
             names,
             target,
             pads=[pads[0], pads[2], pads[1], pads[3]],
             strides=list(attrs["strides"]),
             dilations=list(attrs["dilations"]),
-            output_padding=list(attrs["output_padding"]),
             group=attrs["groups"],
+            **extra,
         )
         if target != out:
             self.from_nchw(target, attrs["input_layout"], out)
