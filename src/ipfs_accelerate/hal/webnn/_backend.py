@@ -21,7 +21,8 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
-from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, check_failure, scalar_token
+from ipfs_accelerate.hal.webnn._checks import INTEGER, check_failure, fits
+from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, scalar_token
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
@@ -36,7 +37,6 @@ DEFAULT_CACHE_SIZE = 64
 #: estimated memory the cached graphs may hold together (see _Compiled.cost)
 DEFAULT_CACHE_BYTES = 2 << 30
 _BOOL_RESULT_UNARY = frozenset({"logical_not", "isnan", "isinf", "isfinite"})
-_INTEGERS = frozenset({"int32", "int64", "uint8"})
 _CHECKED_BINARY = frozenset({"add", "sub", "mul"})
 #: integer matmuls hold every product (M x K x N) before summing: beyond this, the CPU backend
 _INTEGER_MATMUL_LIMIT = 1 << 26
@@ -213,7 +213,7 @@ class WebNNBackend(Backend):
             None if isinstance(b, Tensor) else scalar_token(b),
         )
         node = self._op("binary", attrs, tuple(t._data for t in tensors), out_shape, dtype)
-        if compute in _INTEGERS:
+        if compute in INTEGER:
             if op in _CHECKED_BINARY:
                 self._check(node, ("overflow", op, compute))
             elif op in ("floor_divide", "remainder"):
@@ -265,7 +265,7 @@ class WebNNBackend(Backend):
             )
         attrs = (op, axes, keepdims, float(correction).hex())
         node = self._op("reduce", attrs, (x._data,), shape, out)
-        if out in _INTEGERS and (op == "prod" or (op == "sum" and x.dtype.name == "int64")):
+        if out in INTEGER and (op == "prod" or (op == "sum" and x.dtype.name == "int64")):
             self._check(node, ("reduce_overflow", op))
         return node
 
@@ -606,11 +606,9 @@ def _immutable(array: Array) -> bool:
 
 def _value_changing(source: str, target: str) -> bool:
     """Whether a cast from ``source`` to ``target`` can change values (checked in the graph)."""
-    if source in ("float16", "float32") and target in _INTEGERS:
+    if source in ("float16", "float32") and target in INTEGER:
         return True
-    if source in _INTEGERS and target in _INTEGERS:
-        from ipfs_accelerate.hal.webnn._emit import fits
-
+    if source in INTEGER and target in INTEGER:
         return not fits(source, target)
     return source == "float32" and target == "float16"
 

@@ -1,4 +1,4 @@
-"""Emitting a trace of lazy nodes as one WebNN graph (MLGraphBuilder calls); reading checks.
+"""Emitting a trace of lazy nodes as one WebNN graph (MLGraphBuilder calls).
 
 Every node op of :mod:`._backend` has a ``_op_<name>`` method here that emits builder calls
 for it, given the operands of its inputs. Conventions:
@@ -12,7 +12,7 @@ for it, given the operands of its inputs. Conventions:
   powers...) are composed from ops that have it, exactly;
 * checked ops (integer overflow, gather indices, value-changing casts) compute flag operands
   beside their result; the op's ``check`` node returns them as graph outputs, and
-  :func:`check_failure` turns their values into the CPU backend's typed errors at readback.
+  :func:`._checks.check_failure` turns their values into the CPU backend's typed errors at readback.
 """
 
 from __future__ import annotations
@@ -23,12 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ipfs_accelerate.errors import (
-    DtypeError,
-    IndexOutOfRangeError,
-    InvalidArgumentError,
-    TensorOverflowError,
-)
+from ipfs_accelerate.hal.webnn._checks import FLOAT, INT_RANGE, INTEGER, fits
 from ipfs_accelerate.hal.webnn._graph import Node, Trace
 
 if TYPE_CHECKING:
@@ -37,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = [
     "GraphOutput",
     "TraceEmitter",
-    "check_failure",
     "scalar_token",
     "token_value",
     "webnn_type",
@@ -50,13 +44,6 @@ _WEBNN_TYPE = {
     "int64": "int64",
     "uint8": "uint8",
     "bool": "uint8",
-}
-_INTEGER = frozenset({"int32", "int64", "uint8"})
-_FLOAT = frozenset({"float16", "float32"})
-_INT_RANGE = {
-    "uint8": (0, 255),
-    "int32": (-(2**31), 2**31 - 1),
-    "int64": (-(2**63), 2**63 - 1),
 }
 # functions of one float value that round more than once: float16 computes them in float32
 _WIDEN_UNARY = frozenset(
@@ -272,14 +259,14 @@ class TraceEmitter:
             if source == "uint8":
                 self.flags(self.any(b.not_equal(x, self.const(0, "uint8"))))
                 return b.sub(self.const(0, "uint8"), x)
-            if source in _INTEGER:
-                self.flags(self.any(b.equal(x, self.const(_INT_RANGE[source][0], source))))
+            if source in INTEGER:
+                self.flags(self.any(b.equal(x, self.const(INT_RANGE[source][0], source))))
             return b.neg(x)
         if name == "abs":
             if source in ("uint8", "bool"):
                 return x
-            if source in _INTEGER:
-                self.flags(self.any(b.equal(x, self.const(_INT_RANGE[source][0], source))))
+            if source in INTEGER:
+                self.flags(self.any(b.equal(x, self.const(INT_RANGE[source][0], source))))
             return b.abs(x)
         if name == "relu":
             return x if source == "uint8" else b.relu(x)
@@ -298,7 +285,7 @@ class TraceEmitter:
         if name == "logical_not":
             return b.equal(x, self.const(0, source))
         if name in ("isnan", "isinf", "isfinite"):
-            if source not in _FLOAT:
+            if source not in FLOAT:
                 return self.zeros_u8(node.shape, 1 if name == "isfinite" else 0)
             if name == "isnan":
                 return b.is_nan(x)
@@ -347,16 +334,16 @@ class TraceEmitter:
         if name == "div":
             return b.div(a, c)
         if name in ("floor_divide", "remainder"):
-            if source in _FLOAT:
+            if source in FLOAT:
                 result = self._float_floor_divide(name, self.widen(a), self.widen(c))
                 return self.narrow(result, source)
             return self._int_floor_divide(name, a, c, source)
         if name == "pow":
-            if source in _FLOAT:
+            if source in FLOAT:
                 return self.narrow(b.pow(self.widen(a), self.widen(c)), source)
             return self._int_pow(a, c, source, node.shape)
         result = getattr(b, name)(a, c)
-        if source in _INTEGER:
+        if source in INTEGER:
             self.flags(self.any(self._overflow(name, a, c, result, source)))
         return result
 
@@ -381,7 +368,7 @@ class TraceEmitter:
             return b.logical_and(operands_agree, b.not_equal(sign_r, sign_a))
         if dtype == "int32":
             wide = b.mul(b.cast(a, "int64"), b.cast(c, "int64"))
-            return self._outside(wide, "int64", *_INT_RANGE["int32"])
+            return self._outside(wide, "int64", *INT_RANGE["int32"])
         return self._mul64_overflow(a, c, result)
 
     def _outside(self, x: MLOperand, dtype: str, low: int, high: int) -> MLOperand:
@@ -394,7 +381,7 @@ class TraceEmitter:
         """Exact overflow test of an int64 product: the wrapped product divided by a non-zero
         ``a`` gives back ``c`` exactly when nothing wrapped (plus the two -1 * MIN cases)."""
         b = self.b
-        low = _INT_RANGE["int64"][0]
+        low = INT_RANGE["int64"][0]
         nonzero = b.not_equal(a, self.const(0, "int64"))
         divisor = b.where(nonzero, a, self.const(1, "int64"))
         bad = b.logical_and(nonzero, b.not_equal(b.div(product, divisor), c))
@@ -457,7 +444,7 @@ class TraceEmitter:
         if list(result.shape) != list(shape):
             result = b.expand(result, list(shape))
         if dtype != i64:
-            overflow = b.logical_or(overflow, self._outside(result, i64, *_INT_RANGE[dtype]))
+            overflow = b.logical_or(overflow, self._outside(result, i64, *INT_RANGE[dtype]))
         self.flags(negative, self.any(overflow))
         return self.cast(result, dtype)
 
@@ -559,8 +546,8 @@ class TraceEmitter:
             )
             self.flags(self.any(not_bit), *self._extremes(x))
             return b.not_equal(x, self.const(0, source))
-        if source in _FLOAT and target in _INTEGER:
-            low, high = _INT_RANGE[target]
+        if source in FLOAT and target in INTEGER:
+            low, high = INT_RANGE[target]
             nan = self.any(b.is_nan(x))
             inf = self.any(b.is_infinite(x))
             fraction = self.any(b.not_equal(b.floor(x), x))
@@ -575,8 +562,8 @@ class TraceEmitter:
                 *self._extremes(x),
             )
             return b.cast(x, webnn_type(target))
-        if source in _INTEGER and target in _INTEGER and not fits(source, target):
-            self.flags(self.any(self._outside(x, source, *_INT_RANGE[target])), *self._extremes(x))
+        if source in INTEGER and target in INTEGER and not fits(source, target):
+            self.flags(self.any(self._outside(x, source, *INT_RANGE[target])), *self._extremes(x))
             return b.cast(x, webnn_type(target))
         result = b.cast(x, webnn_type(target))
         if source == "float32" and target == "float16":
@@ -600,12 +587,12 @@ class TraceEmitter:
         options: dict[str, Any] = {"axes": list(axes), "keep_dimensions": keepdims}
         if op in ("max", "min"):
             found = getattr(b, f"reduce_{op}")(x, **options)
-            if source not in _FLOAT:
+            if source not in FLOAT:
                 return found
             # ONNX Runtime's vectorised max/min reductions skip NaN; numpy's propagate it
             any_nan = b.reduce_max(b.is_nan(x), **options)
             return b.where(any_nan, self.const(math.nan, source), found)
-        if out in _INTEGER:
+        if out in INTEGER:
             wide = self.cast(x, "int64")
             if op == "prod":
                 return self._int_product(wide, axes, node.shape)
@@ -700,7 +687,7 @@ class TraceEmitter:
         b = self.b
         method = b.arg_max if op == "argmax" else b.arg_min
         found = method(x, axis, keep_dimensions=keepdims, output_data_type="int64")
-        if node.inputs[0].dtype not in _FLOAT:
+        if node.inputs[0].dtype not in FLOAT:
             return found
         # numpy returns the first NaN; ONNX Runtime's vectorised kernels do not see NaN
         nans = b.is_nan(x)
@@ -758,7 +745,7 @@ class TraceEmitter:
         a, c = args
         b = self.b
         dtype = node.dtype
-        if dtype in _FLOAT:
+        if dtype in FLOAT:
             return self.narrow(b.matmul(self.widen(a), self.widen(c)), dtype)
         # integers: WebNN's matmul is float-only; multiply and sum exactly (wrapping, as numpy)
         work = "int32" if dtype in ("uint8", "bool") else dtype
@@ -859,13 +846,6 @@ class TraceEmitter:
         return self.narrow(out, node.dtype)
 
 
-def fits(source: str, target: str) -> bool:
-    """Whether every value of integer dtype ``source`` fits integer dtype ``target``."""
-    low, high = _INT_RANGE[source]
-    target_low, target_high = _INT_RANGE[target]
-    return target_low <= low and high <= target_high
-
-
 def arange_values(
     start: bool | int | float, step: bool | int | float, size: int, dtype: str
 ) -> np.ndarray[Any, Any]:
@@ -873,101 +853,3 @@ def arange_values(
     from ipfs_accelerate.hal.cpu._math import arange_values as values
 
     return values(start, step, size, np.dtype(dtype))
-
-
-# ----------------------------------------------------------------------------- readback checks
-
-
-def check_failure(node: Node, values: list[np.ndarray[Any, Any]]) -> Exception | None:
-    """The error a check's values report (None when the checked op went well)."""
-    kind = node.attrs[0]
-    if kind == "overflow":
-        op, dtype = node.attrs[1], node.attrs[2]
-        if values[0].any():
-            low, high = _INT_RANGE[dtype]
-            return TensorOverflowError(
-                f"{op}: integer result overflows {dtype} [{low}, {high}]; "
-                "cast to a wider dtype first"
-            )
-        return None
-    if kind == "neg_unsigned":
-        if values[0].any():
-            return TensorOverflowError(
-                "neg: negating non-zero uint8 values wraps around; cast to a signed dtype first"
-            )
-        return None
-    if kind == "division":
-        if values[0].any():
-            return InvalidArgumentError(f"{node.attrs[1]}: integer division by zero")
-        return None
-    if kind == "pow":
-        if values[0].any():
-            return InvalidArgumentError("pow: integers to negative integer powers are not allowed")
-        if values[1].any():
-            low, high = _INT_RANGE[node.attrs[1]]
-            return TensorOverflowError(
-                f"pow: integer result overflows {node.attrs[1]} [{low}, {high}]; "
-                "cast to a wider dtype first"
-            )
-        return None
-    if kind == "index":
-        axis, size = node.attrs[1], node.attrs[2]
-        low, high = int(values[0]), int(values[1])
-        if low < -size or high >= size:
-            bad = high if high >= size else low
-            return IndexOutOfRangeError(
-                f"gather: index {bad} is out of range for axis {axis} of size {size}"
-            )
-        return None
-    if kind == "reduce_overflow":
-        if values[0].any():
-            return TensorOverflowError(
-                f"{node.attrs[1]}: integer result overflows int64; cast to float64 first"
-            )
-        return None
-    if kind == "cast":
-        return _cast_failure(node.attrs[1], node.attrs[2], values)
-    raise AssertionError(f"unknown check {kind!r}")  # pragma: no cover
-
-
-def _cast_failure(source: str, target: str, values: list[np.ndarray[Any, Any]]) -> Exception | None:
-    context = "astype()"
-    flags, low, high = values
-    if target == "bool":
-        if flags.any():
-            return TensorOverflowError(
-                f"{context}: only 0 and 1 convert to bool exactly; found values in [{low}, {high}]"
-            )
-        return None
-    if source in _FLOAT and target in _INTEGER:
-        nan, inf, fraction, outside = (bool(f) for f in flags)
-        if nan:
-            return TensorOverflowError(f"{context}: value nan cannot be represented as {target}")
-        if inf:
-            return TensorOverflowError(
-                f"{context}: an infinite value cannot be represented as {target}"
-            )
-        if fraction:
-            return DtypeError(
-                f"{context}: converting to {target} would truncate a fractional value; "
-                "round explicitly first"
-            )
-        if outside:
-            info_low, info_high = _INT_RANGE[target]
-            bad = high if float(high) > info_high else low
-            return TensorOverflowError(
-                f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]"
-            )
-        return None
-    if flags.any():
-        if target in _FLOAT:
-            return TensorOverflowError(
-                f"{context}: a value in [{low}, {high}] overflows {target} "
-                f"(max {float(np.finfo(target).max)})"
-            )
-        info_low, info_high = _INT_RANGE[target]
-        bad = high if int(high) > info_high else low
-        return TensorOverflowError(
-            f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]"
-        )
-    return None
