@@ -518,8 +518,9 @@ def test_conv_transpose2d(
     dilations = tuple(options.get("dilations", (1, 1)))
     pads = tuple(options.get("padding", (0, 0, 0, 0)))
     if "output_sizes" in options:
+        sizes = zip((4, 3), strides, (3, 2), dilations, strict=True)
         base = [(s - 1) * st + (k - 1) * d + 1 - pads[2 * i] - pads[2 * i + 1]
-                for i, (s, st, k, d) in enumerate(zip((4, 3), strides, (3, 2), dilations, strict=True))]  # fmt: skip
+                for i, (s, st, k, d) in enumerate(sizes)]  # fmt: skip
         out_pad = tuple(o - b for o, b in zip(options["output_sizes"], base, strict=True))
     else:
         out_pad = tuple(options.get("output_padding", (0, 0)))

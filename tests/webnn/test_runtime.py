@@ -314,7 +314,9 @@ def test_constants_snapshot_writable_arrays_and_share_read_only_ones(ctx: webnn.
     np.testing.assert_array_equal(out, np.full((1, 32), 32 * 32 * 2, np.float32))
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc"
+)
 def test_graphs_over_one_read_only_constant_share_it_in_memory(ctx: webnn.MLContext) -> None:
     """Each graph's session uses a large read-only constant in place: four graphs gathering
     from one 64 MiB table add far less than a copy of it (onnxruntime copies external
@@ -335,7 +337,9 @@ def test_graphs_over_one_read_only_constant_share_it_in_memory(ctx: webnn.MLCont
         picked = ctx.compute(graphs[-1], {"ids": np.arange(rows, dtype=np.int32) * 5000})["y"]
         np.testing.assert_array_equal(picked, table[np.arange(rows) * 5000])
     grown = resident() - before
-    assert grown < table.nbytes, f"four graphs over a {table.nbytes >> 20} MiB constant added {grown >> 20} MiB"
+    assert grown < table.nbytes, (
+        f"four graphs over a {table.nbytes >> 20} MiB constant added {grown >> 20} MiB"
+    )
 
 
 def test_constant_tensors(ctx: webnn.MLContext) -> None:

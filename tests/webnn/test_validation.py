@@ -243,9 +243,11 @@ def test_recurrent_checks(b: webnn.MLGraphBuilder) -> None:
     expect(lambda: b.gru(x, w, r, 3, 5, layout="zr"), "layout must be one of")
     outs = b.gru(x, w, r, 3, 5, return_sequence=True)
     assert [o.shape for o in outs] == [(1, 2, 5), (3, 1, 2, 5)]
-    expect(lambda: b.lstm(x, f32(b, "lw", 1, 16, 4), f32(b, "lr", 1, 16, 4), 3, 4, peephole_weight=f32(b, "p", 1, 4)),
+    expect(lambda: b.lstm(x, f32(b, "lw", 1, 16, 4), f32(b, "lr", 1, 16, 4), 3, 4,
+                          peephole_weight=f32(b, "p", 1, 4)),
            "lstm", "peephole_weight has shape [1, 4], expected [1, 12]")  # fmt: skip
-    expect(lambda: b.lstm_cell(f32(b, "ci", 2, 4), f32(b, "cw", 16, 4), f32(b, "cr", 16, 4), f32(b, "ch", 2, 4), f32(b, "cc", 3, 4), 4),
+    expect(lambda: b.lstm_cell(f32(b, "ci", 2, 4), f32(b, "cw", 16, 4), f32(b, "cr", 16, 4),
+                               f32(b, "ch", 2, 4), f32(b, "cc", 3, 4), 4),
            "lstm_cell", "cell_state has shape [3, 4], expected [2, 4]")  # fmt: skip
 
 

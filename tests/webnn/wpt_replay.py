@@ -138,6 +138,7 @@ def restore_case(case: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- tolerances
 
+# an op with no rule here raises KeyError: a new vendored op needs its WPT tolerance added
 _ULP = {  # WPT resources/utils.js operatorToleranceDict
     "argMax": 0, "argMin": 0, "batchNormalization": 6, "clamp": 0, "add": 1, "mul": 1,
     "max": 0, "min": 0, "elu": 18, "gelu": 18, "hardSigmoid": 2, "hardSwish": 4,
@@ -145,7 +146,7 @@ _ULP = {  # WPT resources/utils.js operatorToleranceDict
     # the per-file tolerances of the conformance tests (wpt/README.md)
     "div": 2, "reciprocal": 2, "sqrt": 1, "exp": 32, "pow": 32, "abs": 0, "neg": 0,
     "ceil": 0, "floor": 0, "cast": 0, "instanceNormalization": 840, "layerNormalization": 840,
-}  # an op with no rule here raises KeyError: a new vendored op needs its WPT tolerance added  # fmt: skip
+}  # fmt: skip
 _ZERO = {
     "concat", "expand", "gather", "gatherElements", "gatherND", "identity", "pad", "reshape",
     "reverse", "scatterElements", "scatterND", "slice", "split", "tile", "transpose", "equal",
@@ -277,7 +278,10 @@ def compare(
         bad = np.flatnonzero(actual.reshape(-1) != expected.reshape(-1))
         if bad.size:
             i = bad[0]
-            return f"{bad.size} integers differ, first at {i}: {actual.reshape(-1)[i]} != {expected.reshape(-1)[i]}"
+            return (
+                f"{bad.size} integers differ, first at {i}: "
+                f"{actual.reshape(-1)[i]} != {expected.reshape(-1)[i]}"
+            )
         return None
     a = actual.reshape(-1)
     e = expected.reshape(-1)
@@ -293,7 +297,10 @@ def compare(
         bad = np.flatnonzero(~same & ~(error <= rule.value))
         if bad.size:
             i = bad[0]
-            return f"{bad.size} values beyond ATOL {rule.value}; first {a[finite][i]} vs {e[finite][i]}"
+            return (
+                f"{bad.size} values beyond ATOL {rule.value}; "
+                f"first {a[finite][i]} vs {e[finite][i]}"
+            )
         return None
     distance = ulp_distance(a[finite], e[finite])
     bad = np.flatnonzero(distance > rule.value)
@@ -400,7 +407,8 @@ def run_case(
             outputs[name].data_type != spec["descriptor"]["dataType"]
             or list(outputs[name].shape) != spec["descriptor"]["shape"]
         ):
-            return f"output {name!r} is {outputs[name].data_type} {list(outputs[name].shape)}, expected {spec['descriptor']}"
+            found = f"{outputs[name].data_type} {list(outputs[name].shape)}"
+            return f"output {name!r} is {found}, expected {spec['descriptor']}"
     built = builder.build(outputs)
     input_tensors = {}
     for name in list(feeds):

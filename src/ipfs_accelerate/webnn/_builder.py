@@ -1,4 +1,4 @@
-"""MLGraphBuilder: records and validates WebNN operations; ``build()`` compiles them into an MLGraph.
+"""MLGraphBuilder: records and validates WebNN operations; ``build()`` compiles them to an MLGraph.
 
 Every method follows the spec's validation steps (data types, ranks, shapes, axes, layouts,
 option ranges) and raises WebNNValidationError (a TypeError) naming the op, its label and the
@@ -1011,7 +1011,8 @@ class MLGraphBuilder:
         axis: int = 0,
         label: str = "",
     ) -> MLOperand:
-        """output[i][j][k] = input[indices[i][j][k]][j][k] (for axis 0); indices clamp as in gather."""
+        """output[i][j][k] = input[indices[i][j][k]][j][k] (for axis 0); indices clamp as in
+        gather."""
         where = self._begin("gather_elements", label)
         self._operand(where, input, "input")
         self._operand(where, indices, "indices")
@@ -1264,7 +1265,8 @@ class MLGraphBuilder:
         bias: MLOperand | None = None,
         label: str = "",
     ) -> MLOperand:
-        """2-D transposed convolution; ``output_sizes`` (when given) overrides ``output_padding``."""
+        """2-D transposed convolution; ``output_sizes`` (when given) overrides
+        ``output_padding``."""
         where = self._begin("conv_transpose2d", label)
         self._operand(where, input, "input")
         self._operand(where, filter, "filter")
@@ -1374,7 +1376,8 @@ class MLGraphBuilder:
             padded = size + b + e
             if padded < span:
                 raise where.error(
-                    f"the dilated window {span} is larger than the padded spatial axis {axis} ({padded})"
+                    f"the dilated window {span} is larger than the padded spatial axis "
+                    f"{axis} ({padded})"
                 )
             exact.append((padded - span) / s + 1)
         floors = tuple(math.floor(x) for x in exact)
@@ -1876,7 +1879,8 @@ class MLGraphBuilder:
         peephole = self._optional(where, peephole_weight, "peephole_weight")
         self._same_type(
             where, input,
-            "weight, recurrent_weight, hidden_state, cell_state, bias, recurrent_bias, peephole_weight",
+            "weight, recurrent_weight, hidden_state, cell_state, "
+            "bias, recurrent_bias, peephole_weight",
             weight, recurrent_weight, hidden_state, cell_state, bias, recurrent_bias, peephole,
         )  # fmt: skip
         hidden = where.uint(hidden_size, "hidden_size", minimum=1)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ipfs_accelerate.errors import WebNNInvalidStateError, WebNNOperationError, WebNNValidationError
 from ipfs_accelerate.webnn._limits import op_support_limits
-from ipfs_accelerate.webnn._lower import LoweredModel
+from ipfs_accelerate.webnn._onnx import LoweredModel
 from ipfs_accelerate.webnn._operand import INPUT, OUTPUT, MLOperand, Node
 from ipfs_accelerate.webnn._types import (
     MLOperandDescriptor,
@@ -121,7 +121,8 @@ class MLContext:
         return op_support_limits()
 
     def destroy(self) -> None:
-        """Release every graph and tensor of this context; later use raises WebNNInvalidStateError."""
+        """Release every graph and tensor of this context; later use raises
+        WebNNInvalidStateError."""
         self._destroyed = True
         self._epoch += 1
         self._sessions.clear()
@@ -153,7 +154,8 @@ class MLContext:
     def create_constant_tensor(
         self, descriptor: Mapping[str, Any] | MLOperandDescriptor, data: object
     ) -> MLTensor:
-        """An immutable tensor holding ``data``, usable as a graph constant (``builder.constant(t)``)."""
+        """An immutable tensor holding ``data``, usable as a graph constant
+        (``builder.constant(t)``)."""
         self._check_alive("create_constant_tensor")
         parsed = parse_descriptor(descriptor, "create_constant_tensor")
         array = coerce_array(data, parsed, "create_constant_tensor")
@@ -205,7 +207,7 @@ class MLContext:
         inputs and outputs, with their exact data types and shapes). Synchronous.
 
         The first dispatch with a set of tensors validates them and binds them to the session;
-        later dispatches with the same tensors reuse that binding (a few microseconds)."""
+        later dispatches with the same tensors reuse that binding."""
         try:
             key = tuple(map(inputs.__getitem__, graph._input_order)) + tuple(
                 map(outputs.__getitem__, graph._output_order)
@@ -351,7 +353,8 @@ class MLTensor:
             )
             if on
         ]
-        return f"MLTensor({self.data_type} {list(self.shape)}{', ' if flags else ''}{', '.join(flags)})"
+        shown = "".join(f", {flag}" for flag in flags)
+        return f"MLTensor({self.data_type} {list(self.shape)}{shown})"
 
     def destroy(self) -> None:
         """Release the tensor's memory; later use raises WebNNInvalidStateError."""
@@ -384,7 +387,8 @@ class MLTensor:
 
 
 class MLGraph:
-    """A compiled graph: one ONNX model and its InferenceSession. Made by ``MLGraphBuilder.build``."""
+    """A compiled graph: one ONNX model and its InferenceSession. Made by
+    ``MLGraphBuilder.build``."""
 
     def __init__(self) -> None:  # pragma: no cover - use MLGraphBuilder.build
         raise TypeError("MLGraph is created by MLGraphBuilder.build()")
@@ -393,7 +397,7 @@ class MLGraph:
     def _compile(
         cls, context: MLContext, outputs: dict[str, MLOperand], nodes: Sequence[Node]
     ) -> MLGraph:
-        from ipfs_accelerate.webnn._lower import lower
+        from ipfs_accelerate.webnn._onnx import lower
         from ipfs_accelerate.webnn._runtime import SINGLE_THREAD_WORK, create_session
 
         graph = cls.__new__(cls)
@@ -403,7 +407,7 @@ class MLGraph:
         model_bytes = lowered.model.SerializeToString()
         work = _work(ordered)
         # identical builds of a small graph (same ops, shapes, small constants and the very same
-        # large constant arrays) share one session: a tracer rebuilding a graph pays microseconds.
+        # large constant arrays) share one session: a tracer rebuilding a graph compiles once.
         # The cache holds those arrays, so their ids stay unique. Large graphs are not cached:
         # their sessions hold large memory arenas.
         key = (model_bytes, tuple(_memory_of(array) for array in lowered.external.values()))
@@ -477,7 +481,7 @@ class MLGraph:
         """The graph as a self-contained ONNX model (opset 21), e.g. to run with onnxruntime
         directly or to inspect with netron. Inputs and outputs keep their WebNN names, except
         an output named like an input (ONNX values need unique names), which gets a fresh one."""
-        from ipfs_accelerate.webnn._lower import embed_constants
+        from ipfs_accelerate.webnn._onnx import embed_constants
 
         self._check_usable(self._context, "export_onnx")
         return bytes(embed_constants(self._lowered).SerializeToString())
@@ -516,7 +520,8 @@ class MLGraph:
                 f"{what}: graph {kind} {name!r} ({desc.data_type} {list(desc.shape)}) is missing"
             )
         raise WebNNValidationError(
-            f"{what}: {extra[0]!r} is not a graph {kind} (graph {kind}s: {', '.join(map(repr, expected))})"
+            f"{what}: {extra[0]!r} is not a graph {kind} "
+            f"(graph {kind}s: {', '.join(map(repr, expected))})"
         )
 
     def _match(
@@ -548,8 +553,8 @@ class MLGraph:
             if tensor._descriptor != expected[name]:
                 want = expected[name]
                 raise WebNNValidationError(
-                    f"dispatch: {kind} {name!r} is {tensor.data_type} {list(tensor.shape)}, the graph "
-                    f"expects {want.data_type} {list(want.shape)}"
+                    f"dispatch: {kind} {name!r} is {tensor.data_type} {list(tensor.shape)}, "
+                    f"the graph expects {want.data_type} {list(want.shape)}"
                 )
             tensors.append(tensor)
         return tensors

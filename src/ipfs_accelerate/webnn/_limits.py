@@ -1,4 +1,5 @@
-"""Per-operation data type and rank limits: what the builder validates and ``op_support_limits()`` reports.
+"""Per-operation data type and rank limits: what the builder validates and
+``op_support_limits()`` reports.
 
 One table serves both, so the limits a context reports are exactly the limits its builder
 enforces. Data types follow the spec's per-operation tables; ranks follow the spec's shape

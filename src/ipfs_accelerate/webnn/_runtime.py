@@ -50,7 +50,8 @@ def ort() -> Any:
         import onnxruntime
     except ImportError as error:  # pragma: no cover - exercised only without the extra
         raise BackendUnavailableError(
-            "WebNN needs onnxruntime: install the 'webnn' extra (pip install 'ipfs-accelerate[webnn]')"
+            "WebNN needs onnxruntime: install the 'webnn' extra "
+            "(pip install 'ipfs-accelerate[webnn]')"
         ) from error
     onnxruntime.set_default_logger_severity(3)
     return onnxruntime
@@ -101,7 +102,7 @@ def create_session(
 
     Thread pools do not spin waiting for work: every session owns its pool, a context holds
     many graphs, and pools spinning after their own run steal the cores from the session
-    that runs next (on two cores, several times slower when graphs alternate)."""
+    that runs next."""
     runtime = ort()
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -1,4 +1,5 @@
-"""Operand data types and descriptors (the spec's ``MLOperandDataType`` and ``MLOperandDescriptor``).
+"""Operand data types and descriptors (the spec's ``MLOperandDataType`` and
+``MLOperandDescriptor``).
 
 Only numpy is imported here: ONNX enum values are the stable integers of ``onnx.TensorProto``
 written out, so that describing an operand never loads onnx.

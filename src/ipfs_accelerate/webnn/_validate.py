@@ -150,7 +150,8 @@ def unidirectional(
     """Check that ``source`` broadcasts to ``target`` without changing ``target``."""
     if len(source) > len(target):
         raise where.error(
-            f"{name} of shape {list(source)} has a higher rank than {list(target)} it must broadcast to"
+            f"{name} of shape {list(source)} has a higher rank than {list(target)} "
+            "it must broadcast to"
         )
     padded = (1,) * (len(target) - len(source)) + source
     for s, t in zip(padded, target, strict=True):

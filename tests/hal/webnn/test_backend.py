@@ -76,7 +76,9 @@ def _mlp(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
 
 def test_a_forward_pass_compiles_once_per_signature(backend: Any) -> None:
     rng = np.random.default_rng(0)
-    w1, b1, w2 = (parameter(rng.standard_normal(s).astype(np.float32)) for s in ((16, 8), (16,), (4, 16)))
+    w1, b1, w2 = (
+        parameter(rng.standard_normal(s).astype(np.float32)) for s in ((16, 8), (16,), (4, 16))
+    )
     counter = Counter(backend)
     results = []
     for _ in range(3):
@@ -135,7 +137,9 @@ def test_immutable_host_arrays_are_parameters_without_a_copy(backend: Any, tmp_p
     readonly_view = writable.view()
     readonly_view.flags.writeable = False  # its owner can still write: not immutable
     assert not ia.from_numpy(readonly_view, device=DEVICE)._data.param
-    transposed = ia.from_numpy(mapped.T, device=DEVICE)  # immutable but strided: a copy, still a parameter
+    transposed = ia.from_numpy(
+        mapped.T, device=DEVICE
+    )  # immutable but strided: a copy, still a parameter
     assert transposed._data.param and not np.shares_memory(transposed._data.value, mapped)
     np.testing.assert_array_equal(transposed.numpy(), np.asarray(mapped).T)
     x = on(np.ones((2, 16), dtype=np.float32))
@@ -180,8 +184,14 @@ def _bert_layer(x: Tensor, p: dict[str, Tensor], mask: Tensor, heads: int) -> Te
         return t.reshape(batch, length, heads, hidden // heads).permute(0, 2, 1, 3)
 
     q, k, v = (split(ops.linear(x, p[f"{n}.w"], p[f"{n}.b"])) for n in ("q", "k", "v"))
-    attended = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask).permute(0, 2, 1, 3).reshape(batch, length, hidden)
-    x = ops.layer_norm(ops.linear(attended, p["o.w"], p["o.b"]) + x, hidden, p["ln1.w"], p["ln1.b"], 1e-12)
+    attended = (
+        ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        .permute(0, 2, 1, 3)
+        .reshape(batch, length, hidden)
+    )
+    x = ops.layer_norm(
+        ops.linear(attended, p["o.w"], p["o.b"]) + x, hidden, p["ln1.w"], p["ln1.b"], 1e-12
+    )
     mlp = ops.linear(ops.gelu(ops.linear(x, p["up.w"], p["up.b"])), p["down.w"], p["down.b"])
     return ops.layer_norm(mlp + x, hidden, p["ln2.w"], p["ln2.b"], 1e-12)
 
@@ -195,7 +205,9 @@ def _bert(ids: Tensor, mask_ids: Tensor, params: dict[str, Any], layers: int, he
     return x
 
 
-def _bert_params(device: str, hidden: int, layers: int, vocab: int, seed: int = 0) -> dict[Any, Any]:
+def _bert_params(
+    device: str, hidden: int, layers: int, vocab: int, seed: int = 0
+) -> dict[Any, Any]:
     rng = np.random.default_rng(seed)
 
     def w(*shape: int) -> Tensor:
@@ -203,11 +215,24 @@ def _bert_params(device: str, hidden: int, layers: int, vocab: int, seed: int = 
         hal.mark_parameter(t)
         return t
 
-    params: dict[Any, Any] = {"tok": w(vocab, hidden), "pos": w(64, hidden), "ln.w": w(hidden), "ln.b": w(hidden)}
+    params: dict[Any, Any] = {
+        "tok": w(vocab, hidden),
+        "pos": w(64, hidden),
+        "ln.w": w(hidden),
+        "ln.b": w(hidden),
+    }
     for layer in range(layers):
         p = {f"{n}.w": w(hidden, hidden) for n in ("q", "k", "v", "o")}
         p.update({f"{n}.b": w(hidden) for n in ("q", "k", "v", "o", "ln1", "ln2", "down")})
-        p.update({"ln1.w": w(hidden), "ln2.w": w(hidden), "up.w": w(4 * hidden, hidden), "up.b": w(4 * hidden), "down.w": w(hidden, 4 * hidden)})
+        p.update(
+            {
+                "ln1.w": w(hidden),
+                "ln2.w": w(hidden),
+                "up.w": w(4 * hidden, hidden),
+                "up.b": w(4 * hidden),
+                "down.w": w(hidden, 4 * hidden),
+            }
+        )
         params[layer] = p
     return params
 
@@ -228,9 +253,19 @@ def test_a_bert_forward_pass_is_one_graph_and_one_dispatch(backend: Any) -> None
     ids2 = rng.integers(0, vocab, (2, 9))
     again = _bert(on(ids2), on(mask), webnn_params, layers, heads).numpy()
     assert (counter.compilations, counter.dispatches) == (1, 2)
-    np.testing.assert_allclose(again, _bert(ia.tensor(ids2), ia.tensor(mask), cpu_params, layers, heads).numpy(), rtol=1e-4, atol=1e-4)
-    model = exported(backend, lambda: _bert(on(ids[:, :8].copy()), on(mask[:, :8].copy()), webnn_params, layers, heads))
-    assert len(model.graph.input) == 2, "ids and mask are the only graph inputs; every weight is a constant"
+    np.testing.assert_allclose(
+        again,
+        _bert(ia.tensor(ids2), ia.tensor(mask), cpu_params, layers, heads).numpy(),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    model = exported(
+        backend,
+        lambda: _bert(on(ids[:, :8].copy()), on(mask[:, :8].copy()), webnn_params, layers, heads),
+    )
+    assert len(model.graph.input) == 2, (
+        "ids and mask are the only graph inputs; every weight is a constant"
+    )
 
 
 # ----------------------------------------------------------------------------- reuse
@@ -243,7 +278,9 @@ def test_a_computed_tensor_is_read_back_not_recomputed(backend: Any) -> None:
     counter = Counter(backend)
     model = exported(backend, lambda: ops.sum(h, 1))
     assert counter.dispatches == 1
-    assert {n.op_type for n in model.graph.node} <= {"ReduceSum", "Identity", "Cast", "Reshape"}, "exp ran again"
+    assert {n.op_type for n in model.graph.node} <= {"ReduceSum", "Identity", "Cast", "Reshape"}, (
+        "exp ran again"
+    )
     assert h.numpy().shape == (3, 4) and counter.dispatches == 1
 
 
@@ -293,7 +330,9 @@ def test_exact_int64_multiplication_and_powers(backend: Any) -> None:
     np.testing.assert_array_equal((on(a) * on(b)).numpy(), a * b)
     base = np.array([3, -2, 2, -1, 0, 1, 7], dtype=np.int64)
     exponent = np.array([39, 63, 62, 1001, 0, 10**9, 22], dtype=np.int64)
-    np.testing.assert_array_equal((on(base) ** on(exponent)).numpy(), base**exponent)  # 3**39 > 2**53
+    np.testing.assert_array_equal(
+        (on(base) ** on(exponent)).numpy(), base**exponent
+    )  # 3**39 > 2**53
     with pytest.raises(TensorOverflowError, match="pow"):
         (on(np.array([3], dtype=np.int64)) ** 40).numpy()
     with pytest.raises(TensorOverflowError, match="pow"):
@@ -310,7 +349,9 @@ def test_exact_integer_reductions(backend: Any) -> None:
         ops.sum(on(np.array([2**62, 2**62], dtype=np.int64))).numpy()
     with pytest.raises(TensorOverflowError, match="prod"):
         ops.prod(on(np.full(64, 2, dtype=np.int32))).numpy()
-    assert ops.prod(on(np.array([2**40, 2**40, 0], dtype=np.int64))).item() == 0, "a zero factor: no overflow"
+    assert ops.prod(on(np.array([2**40, 2**40, 0], dtype=np.int64))).item() == 0, (
+        "a zero factor: no overflow"
+    )
     assert ops.max(on(np.array([0, -(2**63)], dtype=np.int64))).item() == 0
     rows = np.array([[3, -2, 5], [7, 1, -1]], dtype=np.int32)
     np.testing.assert_array_equal(ops.prod(on(rows), 1).numpy(), np.prod(rows, 1, dtype=np.int64))
@@ -322,7 +363,9 @@ def test_gather_index_out_of_range_raises_instead_of_clamping(backend: Any) -> N
         ops.gather(table, on(np.array([0, 4])), 0).numpy()
     with pytest.raises(IndexOutOfRangeError, match="-5"):
         ops.gather(table, on(np.array([-5], dtype=np.int32)), 0).numpy()
-    np.testing.assert_array_equal(ops.gather(table, on(np.array([-4, 3])), 0).numpy(), np.arange(12).reshape(4, 3)[[-4, 3]])
+    np.testing.assert_array_equal(
+        ops.gather(table, on(np.array([-4, 3])), 0).numpy(), np.arange(12).reshape(4, 3)[[-4, 3]]
+    )
 
 
 @pytest.mark.parametrize(
@@ -339,7 +382,9 @@ def test_gather_index_out_of_range_raises_instead_of_clamping(backend: Any) -> N
         ([-(2**31) - 1], "int64", "int32", TensorOverflowError, "int32"),
     ],
 )
-def test_value_changing_casts_raise(backend: Any, values: list[float], dtype: str, target: str, error: type[Exception], match: str) -> None:
+def test_value_changing_casts_raise(
+    backend: Any, values: list[float], dtype: str, target: str, error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
         on(np.array(values, dtype=dtype)).astype(target).numpy()
 
@@ -347,9 +392,15 @@ def test_value_changing_casts_raise(backend: Any, values: list[float], dtype: st
 def test_casts_that_fit_convert_exactly(backend: Any) -> None:
     edges = np.array([-(2.0**31), 2.0**31 - 128, 0.0, -0.0], dtype=np.float32)
     np.testing.assert_array_equal(on(edges).astype("int32").numpy(), edges.astype(np.int32))
-    np.testing.assert_array_equal(on(np.array([0.0, 1.0], np.float32)).astype("bool").numpy(), [False, True])
-    np.testing.assert_array_equal(on(np.array([255, 0], np.int64)).astype("uint8").numpy(), [255, 0])
-    assert np.isinf(on(np.array([np.inf], np.float32)).astype("float16").numpy()).all(), "inf stays inf"
+    np.testing.assert_array_equal(
+        on(np.array([0.0, 1.0], np.float32)).astype("bool").numpy(), [False, True]
+    )
+    np.testing.assert_array_equal(
+        on(np.array([255, 0], np.int64)).astype("uint8").numpy(), [255, 0]
+    )
+    assert np.isinf(on(np.array([np.inf], np.float32)).astype("float16").numpy()).all(), (
+        "inf stays inf"
+    )
 
 
 def test_unsupported_dtypes_are_errors(backend: Any) -> None:
@@ -357,20 +408,36 @@ def test_unsupported_dtypes_are_errors(backend: Any) -> None:
         ia.tensor(np.zeros(2), device=DEVICE)
     with pytest.raises(UnsupportedDtypeError, match="float64"):
         on(np.zeros(2, dtype=np.float32)).astype("float64")
-    assert {d.name for d in backend.supported_dtypes} == {"float16", "float32", "int32", "int64", "uint8", "bool"}
+    assert {d.name for d in backend.supported_dtypes} == {
+        "float16",
+        "float32",
+        "int32",
+        "int64",
+        "uint8",
+        "bool",
+    }
 
 
 # ----------------------------------------------------------------------------- numerics
 
 
 def test_float_floor_division_follows_numpy_exactly(backend: Any) -> None:
-    a = np.array([1.0, -1.0, 0.7, 3.0, -7.5, 5.0, 1.0, -1.0, 0.0, np.inf, 2.0, 4.0e6], dtype=np.float32)
-    b = np.array([0.1, 0.1, 0.1, 0.0, 2.0, -3.0, np.inf, np.inf, 0.0, 2.0, np.nan, 0.3], dtype=np.float32)
+    a = np.array(
+        [1.0, -1.0, 0.7, 3.0, -7.5, 5.0, 1.0, -1.0, 0.0, np.inf, 2.0, 4.0e6], dtype=np.float32
+    )
+    b = np.array(
+        [0.1, 0.1, 0.1, 0.0, 2.0, -3.0, np.inf, np.inf, 0.0, 2.0, np.nan, 0.3], dtype=np.float32
+    )
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(ops.floor_divide(on(a), on(b)).numpy(), np.floor_divide(a, b))
-        np.testing.assert_allclose(ops.remainder(on(a), on(b)).numpy(), np.remainder(a, b), rtol=1e-6)
+        np.testing.assert_allclose(
+            ops.remainder(on(a), on(b)).numpy(), np.remainder(a, b), rtol=1e-6
+        )
         half = np.array([7.0, -7.0, 0.3], dtype=np.float16)
-        np.testing.assert_array_equal((on(half) // on(np.array([2.0, 2.0, 0.1], np.float16))).numpy(), half // np.array([2.0, 2.0, 0.1], np.float16))
+        np.testing.assert_array_equal(
+            (on(half) // on(np.array([2.0, 2.0, 0.1], np.float16))).numpy(),
+            half // np.array([2.0, 2.0, 0.1], np.float16),
+        )
 
 
 def test_integer_floor_division_and_remainder(backend: Any) -> None:
@@ -391,7 +458,9 @@ def test_nan_propagates_like_numpy(backend: Any) -> None:
     np.testing.assert_array_equal(ops.min(on(x), 0).numpy(), np.min(x, 0))
     np.testing.assert_array_equal(ops.argmax(on(x), 1).numpy(), np.argmax(x, 1))
     np.testing.assert_array_equal(ops.argmin(on(x), 1).numpy(), np.argmin(x, 1))
-    np.testing.assert_array_equal(ops.sign(on(x.astype(np.float16))).numpy(), np.sign(x.astype(np.float16)))
+    np.testing.assert_array_equal(
+        ops.sign(on(x.astype(np.float16))).numpy(), np.sign(x.astype(np.float16))
+    )
 
 
 def test_mixed_float_int_comparisons_are_exact(backend: Any) -> None:
@@ -400,13 +469,18 @@ def test_mixed_float_int_comparisons_are_exact(backend: Any) -> None:
     for op in ("less", "less_equal", "greater", "greater_equal", "equal", "not_equal"):
         expected = getattr(np, op)(f.astype(np.float64), i.astype(np.float64))
         np.testing.assert_array_equal(getattr(ops, op)(on(f), on(i)).numpy(), expected, err_msg=op)
-        np.testing.assert_array_equal(getattr(ops, op)(on(i), on(f)).numpy(), getattr(np, op)(i.astype(np.float64), f.astype(np.float64)))
+        np.testing.assert_array_equal(
+            getattr(ops, op)(on(i), on(f)).numpy(),
+            getattr(np, op)(i.astype(np.float64), f.astype(np.float64)),
+        )
     np.testing.assert_array_equal((on(i) < 2.5).numpy(), i < 2.5)
     np.testing.assert_array_equal(ops.logical_and(on(f), on(i)).numpy(), np.logical_and(f, i))
 
 
 def test_layer_norm_of_rows_with_a_large_mean(backend: Any) -> None:
-    x = (np.float32(1000.0) + np.array([[0.0, 1e-3, 2e-3, 3e-3]], dtype=np.float32)).astype(np.float32)
+    x = (np.float32(1000.0) + np.array([[0.0, 1e-3, 2e-3, 3e-3]], dtype=np.float32)).astype(
+        np.float32
+    )
     got = ops.layer_norm(on(x), 4, eps=1e-12).numpy()
     exact = x.astype(np.float64)
     exact = (exact - exact.mean()) / np.sqrt(exact.var() + 1e-12)
@@ -417,12 +491,19 @@ def test_empty_tensors_are_computed_on_the_host(backend: Any) -> None:
     empty = on(np.zeros((0, 3), dtype=np.float32))
     counter = Counter(backend)
     assert ops.sum(empty, 0).numpy().tolist() == [0.0, 0.0, 0.0]
-    assert (empty * 2).shape == (0, 3) and ops.concat([empty, on(np.ones((1, 3), np.float32))]).numpy().tolist() == [[1.0] * 3]
-    assert ops.matmul(on(np.ones((2, 0), np.float32)), on(np.ones((0, 3), np.float32))).numpy().tolist() == [[0.0] * 3] * 2
+    assert (empty * 2).shape == (0, 3) and ops.concat(
+        [empty, on(np.ones((1, 3), np.float32))]
+    ).numpy().tolist() == [[1.0] * 3]
+    assert (
+        ops.matmul(on(np.ones((2, 0), np.float32)), on(np.ones((0, 3), np.float32)))
+        .numpy()
+        .tolist()
+        == [[0.0] * 3] * 2
+    )
     assert counter.compilations == 0 and counter.host_ops >= 3
 
 
-# ----------------------------------------------------------------------------- cache, fallback, info
+# ------------------------------------------------------------------------ cache, fallback, info
 
 
 @pytest.fixture
@@ -439,7 +520,9 @@ def test_the_compiled_graph_cache_is_bounded(small_cache: Any) -> None:
     backend = small_cache
 
     def run(n: int) -> None:
-        np.testing.assert_array_equal(ops.sqrt(on(np.full(n, 4.0, np.float32))).numpy(), np.full(n, 2.0))
+        np.testing.assert_array_equal(
+            ops.sqrt(on(np.full(n, 4.0, np.float32))).numpy(), np.full(n, 2.0)
+        )
 
     counter = Counter(backend)
     for n in range(101, 106):

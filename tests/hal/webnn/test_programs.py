@@ -38,14 +38,20 @@ def float_programs(draw: st.DrawFn) -> tuple[int, list[Step], list[int]]:
     for _ in range(draw(st.integers(1, 10))):
         count = inputs + len(steps)
         value = st.integers(0, count - 1)
-        kind = draw(st.sampled_from(["unary", "binary", "scalar", "where", "softmax", "norm", "roundtrip", "reduce"]))
+        kind = draw(
+            st.sampled_from(
+                ["unary", "binary", "scalar", "where", "softmax", "norm", "roundtrip", "reduce"]
+            )
+        )
         if kind == "unary":
             steps.append((kind, draw(st.sampled_from(_UNARY)), draw(value)))
         elif kind == "binary":
             steps.append((kind, draw(st.sampled_from(_BINARY)), draw(value), draw(value)))
         elif kind == "scalar":
             scalar = draw(st.sampled_from([0.0, -0.0, 0.5, 2.0, -1.5]))
-            steps.append((kind, draw(st.sampled_from(_BINARY)), draw(value), scalar, draw(st.booleans())))
+            steps.append(
+                (kind, draw(st.sampled_from(_BINARY)), draw(value), scalar, draw(st.booleans()))
+            )
         elif kind == "where":
             steps.append((kind, draw(value), draw(value)))
         elif kind == "softmax":
@@ -53,9 +59,18 @@ def float_programs(draw: st.DrawFn) -> tuple[int, list[Step], list[int]]:
         elif kind == "norm":
             steps.append((kind, draw(value)))
         elif kind == "roundtrip":
-            steps.append((kind, draw(st.sampled_from(["transpose", "reshape", "slices"])), draw(value)))
+            steps.append(
+                (kind, draw(st.sampled_from(["transpose", "reshape", "slices"])), draw(value))
+            )
         else:
-            steps.append((kind, draw(st.sampled_from(["sum", "max", "mean"])), draw(value), draw(st.sampled_from([0, 1]))))
+            steps.append(
+                (
+                    kind,
+                    draw(st.sampled_from(["sum", "max", "mean"])),
+                    draw(value),
+                    draw(st.sampled_from([0, 1])),
+                )
+            )
     total = inputs + len(steps)
     reads = draw(st.lists(st.integers(0, total - 1), min_size=1, max_size=3, unique=True))
     return inputs, steps, reads
@@ -71,7 +86,11 @@ def run_program(inputs: list[Tensor], steps: list[Step]) -> list[Tensor]:
             out = getattr(ops, step[1])(values[step[2]], values[step[3]])
         elif kind == "scalar":
             _, name, i, scalar, reverse = step
-            out = getattr(ops, name)(scalar, values[i]) if reverse else getattr(ops, name)(values[i], scalar)
+            out = (
+                getattr(ops, name)(scalar, values[i])
+                if reverse
+                else getattr(ops, name)(values[i], scalar)
+            )
         elif kind == "where":
             a, b = values[step[1]], values[step[2]]
             out = ops.where(a > b, a, b * 0.5)
@@ -95,7 +114,9 @@ def run_program(inputs: list[Tensor], steps: list[Step]) -> list[Tensor]:
 
 
 @given(program=float_programs(), seed=st.integers(0, 2**16))
-def test_float_programs_match_the_cpu_backend_and_reuse_compiled_graphs(program: tuple[int, list[Step], list[int]], seed: int) -> None:
+def test_float_programs_match_the_cpu_backend_and_reuse_compiled_graphs(
+    program: tuple[int, list[Step], list[int]], seed: int
+) -> None:
     count, steps, reads = program
     backend = hal.get_backend("webnn")
     rng = np.random.default_rng(seed)
@@ -106,10 +127,16 @@ def test_float_programs_match_the_cpu_backend_and_reuse_compiled_graphs(program:
         cpu_values = run_program([ia.tensor(d) for d in data], steps)
         for index in reads:
             np.testing.assert_allclose(
-                webnn_values[index].numpy(), cpu_values[index].numpy(), rtol=1e-4, atol=1e-5, err_msg=f"value {index} of {steps}"
+                webnn_values[index].numpy(),
+                cpu_values[index].numpy(),
+                rtol=1e-4,
+                atol=1e-5,
+                err_msg=f"value {index} of {steps}",
             )
         if round_index == 1:
-            assert backend.stats.compilations == compilations, "the same program on new data compiled again"
+            assert backend.stats.compilations == compilations, (
+                "the same program on new data compiled again"
+            )
 
 
 @st.composite
@@ -121,14 +148,31 @@ def int_programs(draw: st.DrawFn) -> list[Step]:
         if name in ("neg", "abs"):
             steps.append(("unary", name, draw(st.integers(0, count - 1))))
         elif draw(st.booleans()):
-            steps.append(("binary", name, draw(st.integers(0, count - 1)), draw(st.integers(0, count - 1))))
+            steps.append(
+                ("binary", name, draw(st.integers(0, count - 1)), draw(st.integers(0, count - 1)))
+            )
         else:
-            steps.append(("scalar", name, draw(st.integers(0, count - 1)), draw(st.sampled_from([2, -3, 70000])), draw(st.booleans())))
+            steps.append(
+                (
+                    "scalar",
+                    name,
+                    draw(st.integers(0, count - 1)),
+                    draw(st.sampled_from([2, -3, 70000])),
+                    draw(st.booleans()),
+                )
+            )
     return steps
 
 
-@given(steps=int_programs(), dtype=st.sampled_from(["int32", "int64"]), seed=st.integers(0, 2**16), big=st.booleans())
-def test_integer_programs_raise_exactly_when_the_cpu_backend_raises(steps: list[Step], dtype: str, seed: int, big: bool) -> None:
+@given(
+    steps=int_programs(),
+    dtype=st.sampled_from(["int32", "int64"]),
+    seed=st.integers(0, 2**16),
+    big=st.booleans(),
+)
+def test_integer_programs_raise_exactly_when_the_cpu_backend_raises(
+    steps: list[Step], dtype: str, seed: int, big: bool
+) -> None:
     rng = np.random.default_rng(seed)
     limit = np.iinfo(dtype).max // (2 if big else 2**20)
     data = [rng.integers(-limit, limit, SHAPE, dtype=dtype) for _ in range(2)]

@@ -21,8 +21,9 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
+from ipfs_accelerate.hal.webnn._checks import INTEGER, check_failure, fits
+from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, scalar_token
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
-from ipfs_accelerate.hal.webnn._lower import GraphOutput, Lowering, check_failure, scalar_token
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -36,7 +37,6 @@ DEFAULT_CACHE_SIZE = 64
 #: estimated memory the cached graphs may hold together (see _Compiled.cost)
 DEFAULT_CACHE_BYTES = 2 << 30
 _BOOL_RESULT_UNARY = frozenset({"logical_not", "isnan", "isinf", "isfinite"})
-_INTEGERS = frozenset({"int32", "int64", "uint8"})
 _CHECKED_BINARY = frozenset({"add", "sub", "mul"})
 #: integer matmuls hold every product (M x K x N) before summing: beyond this, the CPU backend
 _INTEGER_MATMUL_LIMIT = 1 << 26
@@ -78,13 +78,15 @@ class _Compiled:
 class WebNNBackend(Backend):
     """Tensor ops on a WebNN context (ONNX Runtime underneath), traced and compiled.
 
-    See :mod:`ipfs_accelerate.hal.webnn` for the design. ``cache_size`` bounds the number of
-    compiled graphs kept and ``cache_bytes`` the memory they are estimated to hold (least
-    recently used are dropped; the latest graph is always kept).
+    ``cache_size`` bounds the number of compiled graphs kept and ``cache_bytes`` the memory
+    they are estimated to hold (least recently used are dropped; the latest graph is always
+    kept). The design is in docs/webnn.md.
     """
 
     name: ClassVar[str] = "webnn"
-    fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+    fused: ClassVar[frozenset[str]] = frozenset(
+        {"softmax", "layer_norm", "linear", "attention", "clamp"}
+    )
     shares_host_memory: ClassVar[bool] = False
 
     def __init__(
@@ -141,7 +143,9 @@ class WebNNBackend(Backend):
         if _immutable(array):
             # memory-mapped weights and other data nobody can write: a parameter, used without
             # a copy where its layout allows
-            value = array.view() if array.flags.c_contiguous else np.array(array, copy=True, order="C")
+            value = (
+                array.view() if array.flags.c_contiguous else np.array(array, copy=True, order="C")
+            )
             return leaf(value, dtype, param=True)
         return leaf(np.array(array, copy=True, order="C"), dtype)
 
@@ -209,7 +213,7 @@ class WebNNBackend(Backend):
             None if isinstance(b, Tensor) else scalar_token(b),
         )
         node = self._op("binary", attrs, tuple(t._data for t in tensors), out_shape, dtype)
-        if compute in _INTEGERS:
+        if compute in INTEGER:
             if op in _CHECKED_BINARY:
                 self._check(node, ("overflow", op, compute))
             elif op in ("floor_divide", "remainder"):
@@ -232,7 +236,10 @@ class WebNNBackend(Backend):
     def clamp(self, x: Tensor, low: Scalar | None, high: Scalar | None) -> Node:
         if x.size == 0:
             return self._empty(x.shape, x.dtype.name)
-        attrs = (None if low is None else scalar_token(low), None if high is None else scalar_token(high))
+        attrs = (
+            None if low is None else scalar_token(low),
+            None if high is None else scalar_token(high),
+        )
         return self._op("clamp", attrs, (x._data,), x.shape, x.dtype.name)
 
     # ------------------------------------------------------------------ reductions
@@ -247,20 +254,26 @@ class WebNNBackend(Backend):
         correction: float = 0.0,
     ) -> Node:
         out = self._check_dtype(out_dtype, op)
-        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keepdims else tuple(
-            d for i, d in enumerate(x.shape) if i not in axes
+        shape = (
+            tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+            if keepdims
+            else tuple(d for i, d in enumerate(x.shape) if i not in axes)
         )
         if x.size == 0:
-            return self._on_host("reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out)
+            return self._on_host(
+                "reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out
+            )
         attrs = (op, axes, keepdims, float(correction).hex())
         node = self._op("reduce", attrs, (x._data,), shape, out)
-        if out in _INTEGERS and (op == "prod" or (op == "sum" and x.dtype.name == "int64")):
+        if out in INTEGER and (op == "prod" or (op == "sum" and x.dtype.name == "int64")):
             self._check(node, ("reduce_overflow", op))
         return node
 
     def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> Node:
-        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape)) if keepdims else tuple(
-            d for i, d in enumerate(x.shape) if i != axis
+        shape = (
+            tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+            if keepdims
+            else tuple(d for i, d in enumerate(x.shape) if i != axis)
         )
         return self._op("arg", (op, axis, keepdims), (x._data,), shape, "int64")
 
@@ -328,8 +341,9 @@ class WebNNBackend(Backend):
         if not a.dtype.is_floating and math.prod(out_shape) * a.shape[-1] > _INTEGER_MATMUL_LIMIT:
             # WebNN's matmul is float-only: integers multiply out every product before summing
             raise UnsupportedOpError(
-                f"webnn: integer matmul {a.shape} @ {b.shape} needs {math.prod(out_shape) * a.shape[-1]} "
-                f"intermediate products (WebNN multiplies integers element-wise; limit {_INTEGER_MATMUL_LIMIT})"
+                f"webnn: integer matmul {a.shape} @ {b.shape} needs "
+                f"{math.prod(out_shape) * a.shape[-1]} intermediate products (WebNN multiplies "
+                f"integers element-wise; limit {_INTEGER_MATMUL_LIMIT})"
             )
         return self._op("matmul", (), (a._data, b._data), out_shape, a.dtype.name)
 
@@ -340,7 +354,9 @@ class WebNNBackend(Backend):
             return self._empty(shape, x.dtype.name)
         if any(t.size == 0 for t in tensors):
             return self._on_host("linear", (x, weight, bias), shape, x.dtype.name)
-        return self._op("linear", (bias is not None,), tuple(t._data for t in tensors), shape, x.dtype.name)
+        return self._op(
+            "linear", (bias is not None,), tuple(t._data for t in tensors), shape, x.dtype.name
+        )
 
     def conv(
         self,
@@ -394,17 +410,22 @@ class WebNNBackend(Backend):
             return self._on_host("attention", args, out_shape, q.dtype.name)
         kind = "none" if mask is None else "bool" if mask.dtype.is_bool else "float"
         attrs = (kind, is_causal, float(scale).hex())
-        return self._op("attention", attrs, tuple(t._data for t in tensors), out_shape, q.dtype.name)
+        return self._op(
+            "attention", attrs, tuple(t._data for t in tensors), out_shape, q.dtype.name
+        )
 
     # ------------------------------------------------------------------ node plumbing
 
-    def _op(self, op: str, attrs: tuple[Any, ...], inputs: tuple[Node, ...], shape: Shape, dtype: str) -> Node:
+    def _op(
+        self, op: str, attrs: tuple[Any, ...], inputs: tuple[Node, ...], shape: Shape, dtype: str
+    ) -> Node:
         rank = len(shape)
         for source in inputs:
             rank = max(rank, len(source.shape))
         if rank > _MAX_RANK:
             raise UnsupportedOpError(
-                f"webnn: {op} on a tensor of rank {rank} (WebNN operands have at most {_MAX_RANK} dimensions)"
+                f"webnn: {op} on a tensor of rank {rank} "
+                f"(WebNN operands have at most {_MAX_RANK} dimensions)"
             )
         return Node(op, attrs, inputs, shape, dtype)
 
@@ -472,7 +493,9 @@ class WebNNBackend(Backend):
     def _evict(self) -> None:
         """Drop least recently used graphs beyond the count and memory bounds (never the newest)."""
         total = sum(entry.cost for entry in self._cache.values())
-        while len(self._cache) > 1 and (len(self._cache) > self.cache_size or total > self.cache_bytes):
+        while len(self._cache) > 1 and (
+            len(self._cache) > self.cache_size or total > self.cache_bytes
+        ):
             _, dropped = self._cache.popitem(last=False)
             total -= dropped.cost
 
@@ -490,8 +513,8 @@ class WebNNBackend(Backend):
         from ipfs_accelerate.webnn import MLGraphBuilder
 
         builder = MLGraphBuilder(self.context)
-        lowering = Lowering(builder)
-        inputs, outputs = lowering.lower(found)
+        emitter = TraceEmitter(builder)
+        inputs, outputs = emitter.emit(found)
         graph = builder.build({output.name: operand for output, operand in outputs})
         self.stats.compilations += 1
         # inputs no output depends on (an op that ignores its operand's values) are not graph inputs
@@ -546,7 +569,7 @@ def _cost(found: Trace) -> int:
 
 def _generate(node: Node) -> Array:
     """The value of a generator node (``full``/``arange``), computed on the host."""
-    from ipfs_accelerate.hal.webnn._lower import arange_values, token_value
+    from ipfs_accelerate.hal.webnn._emit import arange_values, token_value
 
     if node.op == "full":
         return np.full(node.shape, token_value(node.attrs[0]), dtype=np.dtype(node.dtype))
@@ -583,11 +606,9 @@ def _immutable(array: Array) -> bool:
 
 def _value_changing(source: str, target: str) -> bool:
     """Whether a cast from ``source`` to ``target`` can change values (checked in the graph)."""
-    if source in ("float16", "float32") and target in _INTEGERS:
+    if source in ("float16", "float32") and target in INTEGER:
         return True
-    if source in _INTEGERS and target in _INTEGERS:
-        from ipfs_accelerate.hal.webnn._lower import fits
-
+    if source in INTEGER and target in INTEGER:
         return not fits(source, target)
     return source == "float32" and target == "float16"
 

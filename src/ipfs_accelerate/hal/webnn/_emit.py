@@ -1,4 +1,4 @@
-"""Lowering a trace of lazy nodes to one WebNN graph (MLGraphBuilder calls), and reading checks.
+"""Emitting a trace of lazy nodes as one WebNN graph (MLGraphBuilder calls).
 
 Every node op of :mod:`._backend` has a ``_op_<name>`` method here that emits builder calls
 for it, given the operands of its inputs. Conventions:
@@ -12,7 +12,7 @@ for it, given the operands of its inputs. Conventions:
   powers...) are composed from ops that have it, exactly;
 * checked ops (integer overflow, gather indices, value-changing casts) compute flag operands
   beside their result; the op's ``check`` node returns them as graph outputs, and
-  :func:`check_failure` turns their values into the CPU backend's typed errors at readback.
+  :func:`._checks.check_failure` turns their values into the CPU backend's typed errors at readback.
 """
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ipfs_accelerate.errors import (
-    DtypeError,
-    IndexOutOfRangeError,
-    InvalidArgumentError,
-    TensorOverflowError,
-)
+from ipfs_accelerate.hal.webnn._checks import FLOAT, INT_RANGE, INTEGER, fits
 from ipfs_accelerate.hal.webnn._graph import Node, Trace
 
 if TYPE_CHECKING:
     from ipfs_accelerate.webnn import MLGraphBuilder, MLOperand
 
-__all__ = ["GraphOutput", "Lowering", "check_failure", "scalar_token", "token_value", "webnn_type"]
+__all__ = [
+    "GraphOutput",
+    "TraceEmitter",
+    "scalar_token",
+    "token_value",
+    "webnn_type",
+]
 
 _WEBNN_TYPE = {
     "float16": "float16",
@@ -44,16 +45,23 @@ _WEBNN_TYPE = {
     "uint8": "uint8",
     "bool": "uint8",
 }
-_INTEGER = frozenset({"int32", "int64", "uint8"})
-_FLOAT = frozenset({"float16", "float32"})
-_INT_RANGE = {
-    "uint8": (0, 255),
-    "int32": (-(2**31), 2**31 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-}
 # functions of one float value that round more than once: float16 computes them in float32
 _WIDEN_UNARY = frozenset(
-    {"exp", "log", "sqrt", "rsqrt", "erf", "sin", "cos", "tanh", "sigmoid", "silu", "gelu", "gelu_tanh", "reciprocal"}
+    {
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "erf",
+        "sin",
+        "cos",
+        "tanh",
+        "sigmoid",
+        "silu",
+        "gelu",
+        "gelu_tanh",
+        "reciprocal",
+    }
 )
 # Dekker's splitter for float32 (2**12 + 1): splits a float32 into two 12-bit halves
 _SPLITTER = 4097.0
@@ -93,7 +101,7 @@ class GraphOutput(NamedTuple):
     check: bool
 
 
-class Lowering:
+class TraceEmitter:
     """Emits one trace into an MLGraphBuilder; ``operands[i]`` is the operand of position i."""
 
     def __init__(self, builder: MLGraphBuilder) -> None:
@@ -107,7 +115,7 @@ class Lowering:
 
     # ------------------------------------------------------------------ whole trace
 
-    def lower(self, trace: Trace) -> tuple[dict[str, int], list[tuple[GraphOutput, MLOperand]]]:
+    def emit(self, trace: Trace) -> tuple[dict[str, int], list[tuple[GraphOutput, MLOperand]]]:
         """Emit every node; return (graph input name -> position, the graph outputs in order,
         each with its operand). Parameter leaves become constants, the other leaves inputs."""
         operands: list[MLOperand | None] = []
@@ -127,8 +135,8 @@ class Lowering:
             handler: Callable[[Node, list[Any]], MLOperand] = getattr(self, f"_op_{node.op}")
             result = handler(node, args)
             if result.shape != node.shape or result.data_type != webnn_type(node.dtype):
-                raise AssertionError(  # pragma: no cover - a lowering bug, never user input
-                    f"webnn lowering of {node.op}{node.attrs} gave {result.data_type} "
+                raise AssertionError(  # pragma: no cover - an emitter bug, never user input
+                    f"webnn emitter: {node.op}{node.attrs} gave {result.data_type} "
                     f"{list(result.shape)}, expected {node.dtype} {list(node.shape)}"
                 )
             operands.append(result)
@@ -137,11 +145,18 @@ class Lowering:
         for position in trace.outputs:
             if trace.nodes[position].op == "check":
                 for k, operand in enumerate(self.aux[position]):
-                    outputs.append((GraphOutput(f"c{position}_{k}", position, True), self._distinct(operand, used)))
+                    outputs.append(
+                        (
+                            GraphOutput(f"c{position}_{k}", position, True),
+                            self._distinct(operand, used),
+                        )
+                    )
             else:
                 value = operands[position]
                 assert value is not None
-                outputs.append((GraphOutput(f"o{position}", position, False), self._distinct(value, used)))
+                outputs.append(
+                    (GraphOutput(f"o{position}", position, False), self._distinct(value, used))
+                )
         return inputs, outputs
 
     def _leaf(self, node: Node, index: int, inputs: dict[str, int]) -> MLOperand:
@@ -177,7 +192,9 @@ class Lowering:
             self._not_results.add(id(found))
         return found
 
-    def const_like(self, token: tuple[str, Any] | None, operand: MLOperand | None, dtype: str) -> MLOperand:
+    def const_like(
+        self, token: tuple[str, Any] | None, operand: MLOperand | None, dtype: str
+    ) -> MLOperand:
         """``operand``, or the scalar ``token`` as a constant of ``dtype``."""
         if operand is not None:
             return operand
@@ -210,7 +227,7 @@ class Lowering:
         return self.b.expand(self.const(value, "uint8"), list(shape))
 
     def flags(self, *masks: MLOperand) -> None:
-        """Record the check values of the op being lowered."""
+        """Record the check values of the op being emitted."""
         self.aux[self._index] = list(masks)
 
     # ================================================================== generators
@@ -242,14 +259,14 @@ class Lowering:
             if source == "uint8":
                 self.flags(self.any(b.not_equal(x, self.const(0, "uint8"))))
                 return b.sub(self.const(0, "uint8"), x)
-            if source in _INTEGER:
-                self.flags(self.any(b.equal(x, self.const(_INT_RANGE[source][0], source))))
+            if source in INTEGER:
+                self.flags(self.any(b.equal(x, self.const(INT_RANGE[source][0], source))))
             return b.neg(x)
         if name == "abs":
             if source in ("uint8", "bool"):
                 return x
-            if source in _INTEGER:
-                self.flags(self.any(b.equal(x, self.const(_INT_RANGE[source][0], source))))
+            if source in INTEGER:
+                self.flags(self.any(b.equal(x, self.const(INT_RANGE[source][0], source))))
             return b.abs(x)
         if name == "relu":
             return x if source == "uint8" else b.relu(x)
@@ -268,7 +285,7 @@ class Lowering:
         if name == "logical_not":
             return b.equal(x, self.const(0, source))
         if name in ("isnan", "isinf", "isfinite"):
-            if source not in _FLOAT:
+            if source not in FLOAT:
                 return self.zeros_u8(node.shape, 1 if name == "isfinite" else 0)
             if name == "isnan":
                 return b.is_nan(x)
@@ -302,7 +319,11 @@ class Lowering:
         c = self.const_like(token_b, tensor_b, source)
         b = self.b
         if name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"):
-            method = {"less": "lesser", "less_equal": "lesser_or_equal", "greater_equal": "greater_or_equal"}
+            method = {
+                "less": "lesser",
+                "less_equal": "lesser_or_equal",
+                "greater_equal": "greater_or_equal",
+            }
             return getattr(b, method.get(name, name))(a, c)
         if name in ("logical_and", "logical_or", "logical_xor"):
             return getattr(b, name)(self.truth(a, source), self.truth(c, source))
@@ -313,22 +334,24 @@ class Lowering:
         if name == "div":
             return b.div(a, c)
         if name in ("floor_divide", "remainder"):
-            if source in _FLOAT:
+            if source in FLOAT:
                 result = self._float_floor_divide(name, self.widen(a), self.widen(c))
                 return self.narrow(result, source)
             return self._int_floor_divide(name, a, c, source)
         if name == "pow":
-            if source in _FLOAT:
+            if source in FLOAT:
                 return self.narrow(b.pow(self.widen(a), self.widen(c)), source)
             return self._int_pow(a, c, source, node.shape)
         result = getattr(b, name)(a, c)
-        if source in _INTEGER:
+        if source in INTEGER:
             self.flags(self.any(self._overflow(name, a, c, result, source)))
         return result
 
     # ------------------------------------------------------------------ integer arithmetic
 
-    def _overflow(self, op: str, a: MLOperand, c: MLOperand, result: MLOperand, dtype: str) -> MLOperand:
+    def _overflow(
+        self, op: str, a: MLOperand, c: MLOperand, result: MLOperand, dtype: str
+    ) -> MLOperand:
         """0/1 per element: ``a op c`` overflowed ``dtype`` (``result`` is the wrapped value)."""
         b = self.b
         zero = self.const(0, dtype)
@@ -345,18 +368,20 @@ class Lowering:
             return b.logical_and(operands_agree, b.not_equal(sign_r, sign_a))
         if dtype == "int32":
             wide = b.mul(b.cast(a, "int64"), b.cast(c, "int64"))
-            return self._outside(wide, "int64", *_INT_RANGE["int32"])
+            return self._outside(wide, "int64", *INT_RANGE["int32"])
         return self._mul64_overflow(a, c, result)
 
     def _outside(self, x: MLOperand, dtype: str, low: int, high: int) -> MLOperand:
         b = self.b
-        return b.logical_or(b.lesser(x, self.const(low, dtype)), b.greater(x, self.const(high, dtype)))
+        return b.logical_or(
+            b.lesser(x, self.const(low, dtype)), b.greater(x, self.const(high, dtype))
+        )
 
     def _mul64_overflow(self, a: MLOperand, c: MLOperand, product: MLOperand) -> MLOperand:
         """Exact overflow test of an int64 product: the wrapped product divided by a non-zero
         ``a`` gives back ``c`` exactly when nothing wrapped (plus the two -1 * MIN cases)."""
         b = self.b
-        low = _INT_RANGE["int64"][0]
+        low = INT_RANGE["int64"][0]
         nonzero = b.not_equal(a, self.const(0, "int64"))
         divisor = b.where(nonzero, a, self.const(1, "int64"))
         bad = b.logical_and(nonzero, b.not_equal(b.div(product, divisor), c))
@@ -397,7 +422,9 @@ class Lowering:
         exponent = b.max(exponent, zero)
         # |base| >= 2 overflows from exponent 64 on; 64 or 65 keep the parity that -1 needs
         parity = b.sub(exponent, b.mul(b.div(exponent, two), two))
-        exponent = b.where(b.greater(exponent, self.const(65, i64)), b.add(self.const(64, i64), parity), exponent)
+        exponent = b.where(
+            b.greater(exponent, self.const(65, i64)), b.add(self.const(64, i64), parity), exponent
+        )
         result = one
         overflow: MLOperand = self.const(0, "uint8")
         base_overflow: MLOperand = overflow
@@ -406,7 +433,9 @@ class Lowering:
             bit = b.equal(b.sub(exponent, b.mul(half, two)), one)
             exponent = half
             product, product_overflow = self._checked_mul64(result, base)
-            overflow = b.logical_or(overflow, b.logical_and(bit, b.logical_or(base_overflow, product_overflow)))
+            overflow = b.logical_or(
+                overflow, b.logical_and(bit, b.logical_or(base_overflow, product_overflow))
+            )
             result = b.where(bit, product, result)
             if step < 6:
                 squared, squared_overflow = self._checked_mul64(base, base)
@@ -415,14 +444,15 @@ class Lowering:
         if list(result.shape) != list(shape):
             result = b.expand(result, list(shape))
         if dtype != i64:
-            overflow = b.logical_or(overflow, self._outside(result, i64, *_INT_RANGE[dtype]))
+            overflow = b.logical_or(overflow, self._outside(result, i64, *INT_RANGE[dtype]))
         self.flags(negative, self.any(overflow))
         return self.cast(result, dtype)
 
     # ------------------------------------------------------------------ float floor division
 
     def _two_product_error(self, x: MLOperand, y: MLOperand, product: MLOperand) -> MLOperand:
-        """The exact rounding error of the float32 product ``x * y`` (Dekker): x*y = product + error."""
+        """The exact rounding error of the float32 product ``x * y`` (Dekker):
+        x*y = product + error."""
         b = self.b
 
         def split(v: MLOperand) -> tuple[MLOperand, MLOperand]:
@@ -498,7 +528,10 @@ class Lowering:
             options["max_value"] = token_value(high)
         if low is not None and high is not None and token_value(low) > token_value(high):
             # numpy's clip: minimum(maximum(x, low), high) gives high everywhere but NaN
-            return self.b.min(self.b.max(x, self.const(token_value(low), node.dtype)), self.const(token_value(high), node.dtype))
+            return self.b.min(
+                self.b.max(x, self.const(token_value(low), node.dtype)),
+                self.const(token_value(high), node.dtype),
+            )
         return self.b.clamp(x, **options)
 
     def _op_cast(self, node: Node, args: list[MLOperand]) -> MLOperand:
@@ -508,26 +541,35 @@ class Lowering:
         if source == "bool":
             return self.cast(x, target)
         if target == "bool":
-            not_bit = b.logical_and(b.not_equal(x, self.const(0, source)), b.not_equal(x, self.const(1, source)))
+            not_bit = b.logical_and(
+                b.not_equal(x, self.const(0, source)), b.not_equal(x, self.const(1, source))
+            )
             self.flags(self.any(not_bit), *self._extremes(x))
             return b.not_equal(x, self.const(0, source))
-        if source in _FLOAT and target in _INTEGER:
-            low, high = _INT_RANGE[target]
+        if source in FLOAT and target in INTEGER:
+            low, high = INT_RANGE[target]
             nan = self.any(b.is_nan(x))
             inf = self.any(b.is_infinite(x))
             fraction = self.any(b.not_equal(b.floor(x), x))
             # the range ends as exact powers of two: x < low or x >= high + 1
             limit_low = self.const(float(low), source)
             limit_high = self.const(float(high + 1), source)
-            outside = self.any(b.logical_or(b.lesser(x, limit_low), b.greater_or_equal(x, limit_high)))
-            self.flags(b.concat([b.reshape(f, [1]) for f in (nan, inf, fraction, outside)], 0), *self._extremes(x))
+            outside = self.any(
+                b.logical_or(b.lesser(x, limit_low), b.greater_or_equal(x, limit_high))
+            )
+            self.flags(
+                b.concat([b.reshape(f, [1]) for f in (nan, inf, fraction, outside)], 0),
+                *self._extremes(x),
+            )
             return b.cast(x, webnn_type(target))
-        if source in _INTEGER and target in _INTEGER and not fits(source, target):
-            self.flags(self.any(self._outside(x, source, *_INT_RANGE[target])), *self._extremes(x))
+        if source in INTEGER and target in INTEGER and not fits(source, target):
+            self.flags(self.any(self._outside(x, source, *INT_RANGE[target])), *self._extremes(x))
             return b.cast(x, webnn_type(target))
         result = b.cast(x, webnn_type(target))
         if source == "float32" and target == "float16":
-            grew = b.logical_and(b.is_infinite(result), b.logical_not(b.logical_or(b.is_infinite(x), b.is_nan(x))))
+            grew = b.logical_and(
+                b.is_infinite(result), b.logical_not(b.logical_or(b.is_infinite(x), b.is_nan(x)))
+            )
             self.flags(self.any(grew), *self._extremes(x))
         return result
 
@@ -545,12 +587,12 @@ class Lowering:
         options: dict[str, Any] = {"axes": list(axes), "keep_dimensions": keepdims}
         if op in ("max", "min"):
             found = getattr(b, f"reduce_{op}")(x, **options)
-            if source not in _FLOAT:
+            if source not in FLOAT:
                 return found
             # ONNX Runtime's vectorised max/min reductions skip NaN; numpy's propagate it
             any_nan = b.reduce_max(b.is_nan(x), **options)
             return b.where(any_nan, self.const(math.nan, source), found)
-        if out in _INTEGER:
+        if out in INTEGER:
             wide = self.cast(x, "int64")
             if op == "prod":
                 return self._int_product(wide, axes, node.shape)
@@ -615,15 +657,24 @@ class Lowering:
             if overflow is not None:
                 product_overflow = b.logical_or(
                     product_overflow,
-                    b.logical_or(b.slice(overflow, [0, 0], [rows, half]), b.slice(overflow, [0, half], [rows, half])),
+                    b.logical_or(
+                        b.slice(overflow, [0, 0], [rows, half]),
+                        b.slice(overflow, [0, half], [rows, half]),
+                    ),
                 )
             if count % 2:
                 product = b.concat([product, b.slice(value, [0, count - 1], [rows, 1])], 1)
-                tail = b.slice(overflow, [0, count - 1], [rows, 1]) if overflow is not None else self.zeros_u8([rows, 1])
+                tail = (
+                    b.slice(overflow, [0, count - 1], [rows, 1])
+                    if overflow is not None
+                    else self.zeros_u8([rows, 1])
+                )
                 product_overflow = b.concat([product_overflow, tail], 1)
             value, overflow, count = product, product_overflow, half + count % 2
         if overflow is not None:
-            has_zero = b.reduce_max(b.equal(x, self.const(0, "int64")), axes=list(range(len(kept), rank)))
+            has_zero = b.reduce_max(
+                b.equal(x, self.const(0, "int64")), axes=list(range(len(kept), rank))
+            )
             group = b.reshape(overflow, list(has_zero.shape) or [])
             self.flags(self.any(b.logical_and(group, b.logical_not(has_zero))))
         else:
@@ -636,7 +687,7 @@ class Lowering:
         b = self.b
         method = b.arg_max if op == "argmax" else b.arg_min
         found = method(x, axis, keep_dimensions=keepdims, output_data_type="int64")
-        if node.inputs[0].dtype not in _FLOAT:
+        if node.inputs[0].dtype not in FLOAT:
             return found
         # numpy returns the first NaN; ONNX Runtime's vectorised kernels do not see NaN
         nans = b.is_nan(x)
@@ -694,7 +745,7 @@ class Lowering:
         a, c = args
         b = self.b
         dtype = node.dtype
-        if dtype in _FLOAT:
+        if dtype in FLOAT:
             return self.narrow(b.matmul(self.widen(a), self.widen(c)), dtype)
         # integers: WebNN's matmul is float-only; multiply and sum exactly (wrapping, as numpy)
         work = "int32" if dtype in ("uint8", "bool") else dtype
@@ -716,7 +767,9 @@ class Lowering:
         features = x.shape[-1]
         rows = math.prod(x.shape[:-1])
         flat = b.reshape(self.widen(x), [rows, features])
-        out = b.gemm(flat, self.widen(weight), c=None if bias is None else self.widen(bias), b_transpose=True)
+        out = b.gemm(
+            flat, self.widen(weight), c=None if bias is None else self.widen(bias), b_transpose=True
+        )
         return self.narrow(b.reshape(out, list(node.shape)), node.dtype)
 
     def _op_conv(self, node: Node, args: list[MLOperand]) -> MLOperand:
@@ -761,14 +814,21 @@ class Lowering:
         weight = self.widen(next(it)) if has_weight else None
         bias = self.widen(next(it)) if has_bias else None
         axes = list(range(len(x.shape) - num_axes, len(x.shape)))
-        out = b.layer_normalization(x, scale=weight, bias=bias, axes=axes, epsilon=float.fromhex(eps))
+        out = b.layer_normalization(
+            x, scale=weight, bias=bias, axes=axes, epsilon=float.fromhex(eps)
+        )
         return self.narrow(out, node.dtype)
 
     def _op_attention(self, node: Node, args: list[MLOperand]) -> MLOperand:
         mask_kind, causal, scale = node.attrs
         b = self.b
         q, k, v = (self.widen(t) for t in args[:3])
-        scores = b.matmul(q, b.transpose(k, permutation=[*range(len(k.shape) - 2), len(k.shape) - 1, len(k.shape) - 2]))
+        scores = b.matmul(
+            q,
+            b.transpose(
+                k, permutation=[*range(len(k.shape) - 2), len(k.shape) - 1, len(k.shape) - 2]
+            ),
+        )
         scores = b.mul(scores, self.const(float.fromhex(scale), "float32"))
         length, source = q.shape[-2], k.shape[-2]
         minus_inf = self.const(-math.inf, "float32")
@@ -786,101 +846,10 @@ class Lowering:
         return self.narrow(out, node.dtype)
 
 
-def fits(source: str, target: str) -> bool:
-    """Whether every value of integer dtype ``source`` fits integer dtype ``target``."""
-    low, high = _INT_RANGE[source]
-    target_low, target_high = _INT_RANGE[target]
-    return target_low <= low and high <= target_high
-
-
-def arange_values(start: bool | int | float, step: bool | int | float, size: int, dtype: str) -> np.ndarray[Any, Any]:
+def arange_values(
+    start: bool | int | float, step: bool | int | float, size: int, dtype: str
+) -> np.ndarray[Any, Any]:
     """The arange values every backend computes (see hal.cpu._math.arange_values)."""
     from ipfs_accelerate.hal.cpu._math import arange_values as values
 
     return values(start, step, size, np.dtype(dtype))
-
-
-# ----------------------------------------------------------------------------- readback checks
-
-
-def check_failure(node: Node, values: list[np.ndarray[Any, Any]]) -> Exception | None:
-    """The error a check's values report (None when the checked op went well)."""
-    kind = node.attrs[0]
-    if kind == "overflow":
-        op, dtype = node.attrs[1], node.attrs[2]
-        if values[0].any():
-            low, high = _INT_RANGE[dtype]
-            return TensorOverflowError(
-                f"{op}: integer result overflows {dtype} [{low}, {high}]; cast to a wider dtype first"
-            )
-        return None
-    if kind == "neg_unsigned":
-        if values[0].any():
-            return TensorOverflowError(
-                "neg: negating non-zero uint8 values wraps around; cast to a signed dtype first"
-            )
-        return None
-    if kind == "division":
-        if values[0].any():
-            return InvalidArgumentError(f"{node.attrs[1]}: integer division by zero")
-        return None
-    if kind == "pow":
-        if values[0].any():
-            return InvalidArgumentError("pow: integers to negative integer powers are not allowed")
-        if values[1].any():
-            low, high = _INT_RANGE[node.attrs[1]]
-            return TensorOverflowError(
-                f"pow: integer result overflows {node.attrs[1]} [{low}, {high}]; cast to a wider dtype first"
-            )
-        return None
-    if kind == "index":
-        axis, size = node.attrs[1], node.attrs[2]
-        low, high = int(values[0]), int(values[1])
-        if low < -size or high >= size:
-            bad = high if high >= size else low
-            return IndexOutOfRangeError(f"gather: index {bad} is out of range for axis {axis} of size {size}")
-        return None
-    if kind == "reduce_overflow":
-        if values[0].any():
-            return TensorOverflowError(f"{node.attrs[1]}: integer result overflows int64; cast to float64 first")
-        return None
-    if kind == "cast":
-        return _cast_failure(node.attrs[1], node.attrs[2], values)
-    raise AssertionError(f"unknown check {kind!r}")  # pragma: no cover
-
-
-def _cast_failure(source: str, target: str, values: list[np.ndarray[Any, Any]]) -> Exception | None:
-    context = "astype()"
-    flags, low, high = values
-    if target == "bool":
-        if flags.any():
-            return TensorOverflowError(
-                f"{context}: only 0 and 1 convert to bool exactly; found values in [{low}, {high}]"
-            )
-        return None
-    if source in _FLOAT and target in _INTEGER:
-        nan, inf, fraction, outside = (bool(f) for f in flags)
-        if nan:
-            return TensorOverflowError(f"{context}: value nan cannot be represented as {target}")
-        if inf:
-            return TensorOverflowError(f"{context}: an infinite value cannot be represented as {target}")
-        if fraction:
-            return DtypeError(
-                f"{context}: converting to {target} would truncate a fractional value; round explicitly first"
-            )
-        if outside:
-            info_low, info_high = _INT_RANGE[target]
-            bad = high if float(high) > info_high else low
-            return TensorOverflowError(
-                f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]"
-            )
-        return None
-    if flags.any():
-        if target in _FLOAT:
-            return TensorOverflowError(
-                f"{context}: a value in [{low}, {high}] overflows {target} (max {float(np.finfo(target).max)})"
-            )
-        info_low, info_high = _INT_RANGE[target]
-        bad = high if int(high) > info_high else low
-        return TensorOverflowError(f"{context}: value {bad} is out of range for {target} [{info_low}, {info_high}]")
-    return None
