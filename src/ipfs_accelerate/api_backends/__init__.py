@@ -13,9 +13,10 @@ per call (``priority=``, ``timeout=``, ``max_retries=``, ``deadline=``...).
 
 Multi-endpoint routing with failover (:class:`Router`), the Unified backends with managed
 servers (``vllm_unified``, ``hf_tgi_unified``, ``hf_tei_unified``, ``ovms_unified``;
-:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`), object
-storage (:class:`S3Kit`, ``s3_kit``) and metrics export (:func:`register_prometheus`) live
-here too.
+:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`) and
+metrics export (:func:`register_prometheus`) live here too. Object storage
+(:class:`S3Kit`) lives in :mod:`ipfs_accelerate.storage`; it is still created by name
+(``s3_kit``) and its names are re-exported here.
 
 Importing this package is cheap: aiohttp loads on the first request, provider modules on
 first use through the registry.
@@ -57,20 +58,20 @@ from ._types import (
     Usage,
 )
 
-# name -> private module defining it, loaded on first access
+# name -> module defining it (relative to this package, or absolute), loaded on first access
 _LAZY = {
     "APIBackend": "_base",
     "CallOptions": "_base",
-    "ResilienceConfig": "_config",
-    "BreakerConfig": "_config",
-    "Secret": "_config",
-    "CircuitBreaker": "_resilience",
-    "CircuitState": "_resilience",
-    "PriorityLimiter": "_resilience",
+    "ResilienceConfig": "ipfs_accelerate.resilience",
+    "BreakerConfig": "ipfs_accelerate.resilience",
+    "Secret": "ipfs_accelerate.resilience",
+    "CircuitBreaker": "ipfs_accelerate.resilience",
+    "CircuitState": "ipfs_accelerate.resilience",
+    "PriorityLimiter": "ipfs_accelerate.resilience",
     "Endpoint": "_transport",
     "HTTPRequest": "_transport",
     "RawResponse": "_transport",
-    "Metrics": "_metrics",
+    "Metrics": "ipfs_accelerate.resilience",
     "SyncFacade": "_sync",
     "SSEDecoder": "_streams",
     "NDJSONDecoder": "_streams",
@@ -90,12 +91,12 @@ _LAZY = {
     "tgi_server_spec": "_containers",
     "tei_server_spec": "_containers",
     "ovms_server_spec": "_containers",
-    "S3Kit": "s3_kit",
-    "S3Object": "s3_kit",
-    "S3ObjectInfo": "s3_kit",
-    "TransferConfig": "s3_kit",
-    "fetch_s3_prefix": "s3_kit",
-    "fetch_s3_prefix_sync": "s3_kit",
+    "S3Kit": "ipfs_accelerate.storage",
+    "S3Object": "ipfs_accelerate.storage",
+    "S3ObjectInfo": "ipfs_accelerate.storage",
+    "TransferConfig": "ipfs_accelerate.storage",
+    "fetch_s3_prefix": "ipfs_accelerate.storage",
+    "fetch_s3_prefix_sync": "ipfs_accelerate.storage",
     "PrometheusCollector": "_observability",
     "register_prometheus": "_observability",
     "exposition": "_observability",
@@ -176,7 +177,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ipfs_accelerate.api_backends' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ipfs_accelerate.api_backends.{module}"), name)
+    if not module.startswith("ipfs_accelerate."):
+        module = f"ipfs_accelerate.api_backends.{module}"
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -186,8 +189,25 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ipfs_accelerate.resilience import (
+        BreakerConfig,
+        CircuitBreaker,
+        CircuitState,
+        Metrics,
+        PriorityLimiter,
+        ResilienceConfig,
+        Secret,
+    )
+    from ipfs_accelerate.storage import (
+        S3Kit,
+        S3Object,
+        S3ObjectInfo,
+        TransferConfig,
+        fetch_s3_prefix,
+        fetch_s3_prefix_sync,
+    )
+
     from ._base import APIBackend, CallOptions
-    from ._config import BreakerConfig, ResilienceConfig, Secret
     from ._containers import (
         ContainerRuntime,
         DockerRuntime,
@@ -200,20 +220,10 @@ if TYPE_CHECKING:  # pragma: no cover
         tgi_server_spec,
         vllm_server_spec,
     )
-    from ._metrics import Metrics
     from ._observability import PrometheusCollector, exposition, register_prometheus, start_span
     from ._openai_compat import OpenAICompatibleBackend
-    from ._resilience import CircuitBreaker, CircuitState, PriorityLimiter
     from ._streams import NDJSONDecoder, SSEDecoder
     from ._sync import SyncFacade
     from ._transport import Endpoint, HTTPRequest, RawResponse
     from ._unified import UnifiedBackend
     from .router import Router, RouterConfig, RouteTarget
-    from .s3_kit import (
-        S3Kit,
-        S3Object,
-        S3ObjectInfo,
-        TransferConfig,
-        fetch_s3_prefix,
-        fetch_s3_prefix_sync,
-    )
