@@ -14,7 +14,11 @@ import ipfs_accelerate.resilience as resilience
 import ipfs_accelerate.storage as storage
 from ipfs_accelerate.api_backends import APIBackend, create_api_backend
 
-KEYS = {"accessKey": "AKIATESTKEY000000001", "secretKey": "layering-secret", "endpoint": "http://a:9"}
+KEYS = {
+    "accessKey": "AKIATESTKEY000000001",
+    "secretKey": "layering-secret",
+    "endpoint": "http://a:9",
+}
 
 
 def test_s3kit_is_not_an_api_backend() -> None:

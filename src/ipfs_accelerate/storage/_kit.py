@@ -31,6 +31,7 @@ from ._objects import (
     S3ObjectInfo,
     bound_call,
     check_key,
+    gather_or_cancel,
     report_progress,
 )
 from ._transfer import _S3Transfers
@@ -228,14 +229,7 @@ class S3Kit(_S3Transfers):
                     )
                     return {"PartNumber": number, "ETag": r["CopyPartResult"]["ETag"]}
 
-            tasks = [asyncio.create_task(copy_part(*r)) for r in ranges]
-            try:
-                done = await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+            done = await gather_or_cancel(copy_part(*r) for r in ranges)
             r = await self._run(
                 "complete_multipart_upload",
                 lambda c: c.complete_multipart_upload(
@@ -372,14 +366,8 @@ class S3Kit(_S3Transfers):
             done += obj.size
             await report_progress(progress, done, total)
 
-        tasks = [asyncio.create_task(fetch(*item)) for item in plan]
         try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+            await gather_or_cancel(fetch(*item) for item in plan)
         finally:
             tmp = manifest_path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))

@@ -3,11 +3,12 @@ the small helpers its modules share."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ipfs_accelerate.errors import ConfigurationError, InvalidArgumentError
@@ -20,6 +21,7 @@ MIN_PART_SIZE = 5 * MiB  # S3: every part but the last
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 Progress = Callable[[int, int | None], Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +144,16 @@ async def report_progress(progress: Progress | None, done: int, total: int | Non
     result = progress(done, total)
     if inspect.isawaitable(result):
         await result
+
+
+async def gather_or_cancel(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``coroutines`` concurrently; on the first failure (or cancellation) cancel the
+    others and wait for them, so that no transfer goes on behind the caller's back."""
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
