@@ -61,7 +61,10 @@ def _surfaces(cls: type) -> dict[str, bool]:
     """Which common methods the backend implements (the base class's raise UnsupportedOpError)."""
     from ipfs_accelerate.api_backends import APIBackend, OpenAICompatibleBackend
 
-    found = {name: _defined_in(cls, name) is not APIBackend for name in COMMON}
+    # S3 Kit is no APIBackend and has none of them
+    found = {
+        name: hasattr(cls, name) and _defined_in(cls, name) is not APIBackend for name in COMMON
+    }
     if issubclass(cls, OpenAICompatibleBackend) and not cls.supports_embeddings:
         found["embed"] = _defined_in(cls, "embed") is not OpenAICompatibleBackend
     # tools: the OpenAI request builder's flag, or a chat parser that builds ToolCall objects

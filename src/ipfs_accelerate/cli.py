@@ -969,7 +969,7 @@ def _cached_models(cache_dir: Path | None) -> list[dict[str, Any]]:
                 "revision": revision.commit_hash, "refs": sorted(revision.refs), "model_type": model_type, "kind": kind,
                 "size_bytes": repo.size_on_disk,
             })  # fmt: skip
-    from ipfs_accelerate.api_backends.s3_kit import default_cache_dir
+    from ipfs_accelerate.storage import default_cache_dir
 
     s3_root = default_cache_dir()
     if s3_root.is_dir():

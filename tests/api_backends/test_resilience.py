@@ -19,12 +19,6 @@ from ipfs_accelerate.api_backends import (
     ResilienceConfig,
 )
 from ipfs_accelerate.api_backends._errors import error_for_status
-from ipfs_accelerate.api_backends._resilience import (
-    backoff_delay,
-    counts_as_failure,
-    is_retryable,
-    parse_retry_after,
-)
 from ipfs_accelerate.errors import (
     AuthenticationError,
     BadRequestError,
@@ -40,6 +34,12 @@ from ipfs_accelerate.errors import (
     ServerError,
     StreamInterruptedError,
     TimeoutError,
+)
+from ipfs_accelerate.resilience import (
+    backoff_delay,
+    counts_as_failure,
+    is_retryable,
+    parse_retry_after,
 )
 
 from .conftest import run

@@ -13,9 +13,10 @@ per call (``priority=``, ``timeout=``, ``max_retries=``, ``deadline=``...).
 
 Multi-endpoint routing with failover (:class:`Router`), the Unified backends with managed
 servers (``vllm_unified``, ``hf_tgi_unified``, ``hf_tei_unified``, ``ovms_unified``;
-:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`), object
-storage (:class:`S3Kit`, ``s3_kit``) and metrics export (:func:`register_prometheus`) live
-here too.
+:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`) and
+metrics export (:func:`register_prometheus`) live here too. Object storage
+(:class:`S3Kit`) lives in :mod:`ipfs_accelerate.storage`; it is still created by name
+(``s3_kit``) and its names are re-exported here.
 
 Importing this package is cheap: aiohttp loads on the first request, provider modules on
 first use through the registry.
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from ipfs_accelerate._lazy import lazy_exports
 
-# name -> module defining it (a bare name: a module of this package), loaded on first access
+# name -> module defining it (a bare name: a module of this package, or an absolute path),
+# loaded on first access
 _LAZY = {
     "create_api_backend": "_registry",
     "find_compatible_backend": "_registry",
@@ -57,16 +59,16 @@ _LAZY = {
     "Usage": "_types",
     "APIBackend": "_base",
     "CallOptions": "_base",
-    "ResilienceConfig": "_config",
-    "BreakerConfig": "_config",
-    "Secret": "_config",
-    "CircuitBreaker": "_resilience",
-    "CircuitState": "_resilience",
-    "PriorityLimiter": "_resilience",
+    "ResilienceConfig": "ipfs_accelerate.resilience",
+    "BreakerConfig": "ipfs_accelerate.resilience",
+    "Secret": "ipfs_accelerate.resilience",
+    "CircuitBreaker": "ipfs_accelerate.resilience",
+    "CircuitState": "ipfs_accelerate.resilience",
+    "PriorityLimiter": "ipfs_accelerate.resilience",
     "Endpoint": "_transport",
     "HTTPRequest": "_transport",
     "RawResponse": "_transport",
-    "Metrics": "_metrics",
+    "Metrics": "ipfs_accelerate.resilience",
     "SyncFacade": "_sync",
     "SSEDecoder": "_streams",
     "NDJSONDecoder": "_streams",
@@ -86,12 +88,12 @@ _LAZY = {
     "tgi_server_spec": "_containers",
     "tei_server_spec": "_containers",
     "ovms_server_spec": "_containers",
-    "S3Kit": "s3_kit",
-    "S3Object": "s3_kit",
-    "S3ObjectInfo": "s3_kit",
-    "TransferConfig": "s3_kit",
-    "fetch_s3_prefix": "s3_kit",
-    "fetch_s3_prefix_sync": "s3_kit",
+    "S3Kit": "ipfs_accelerate.storage",
+    "S3Object": "ipfs_accelerate.storage",
+    "S3ObjectInfo": "ipfs_accelerate.storage",
+    "TransferConfig": "ipfs_accelerate.storage",
+    "fetch_s3_prefix": "ipfs_accelerate.storage",
+    "fetch_s3_prefix_sync": "ipfs_accelerate.storage",
     "PrometheusCollector": "_observability",
     "register_prometheus": "_observability",
     "exposition": "_observability",
@@ -103,9 +105,9 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._base import APIBackend as APIBackend
     from ._base import CallOptions as CallOptions
-    from ._config import BreakerConfig as BreakerConfig
-    from ._config import ResilienceConfig as ResilienceConfig
-    from ._config import Secret as Secret
+    from ipfs_accelerate.resilience import BreakerConfig as BreakerConfig
+    from ipfs_accelerate.resilience import ResilienceConfig as ResilienceConfig
+    from ipfs_accelerate.resilience import Secret as Secret
     from ._containers import ContainerRuntime as ContainerRuntime
     from ._containers import DockerRuntime as DockerRuntime
     from ._containers import LocalProcessRuntime as LocalProcessRuntime
@@ -116,7 +118,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._containers import tei_server_spec as tei_server_spec
     from ._containers import tgi_server_spec as tgi_server_spec
     from ._containers import vllm_server_spec as vllm_server_spec
-    from ._metrics import Metrics as Metrics
+    from ipfs_accelerate.resilience import Metrics as Metrics
     from ._observability import PrometheusCollector as PrometheusCollector
     from ._observability import exposition as exposition
     from ._observability import register_prometheus as register_prometheus
@@ -127,9 +129,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._registry import get_available_backends as get_available_backends
     from ._registry import get_backend_class as get_backend_class
     from ._registry import register_api_backend as register_api_backend
-    from ._resilience import CircuitBreaker as CircuitBreaker
-    from ._resilience import CircuitState as CircuitState
-    from ._resilience import PriorityLimiter as PriorityLimiter
+    from ipfs_accelerate.resilience import CircuitBreaker as CircuitBreaker
+    from ipfs_accelerate.resilience import CircuitState as CircuitState
+    from ipfs_accelerate.resilience import PriorityLimiter as PriorityLimiter
     from ._streams import NDJSONDecoder as NDJSONDecoder
     from ._streams import SSEDecoder as SSEDecoder
     from ._sync import SyncFacade as SyncFacade
@@ -161,9 +163,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .router import Router as Router
     from .router import RouterConfig as RouterConfig
     from .router import RouteTarget as RouteTarget
-    from .s3_kit import S3Kit as S3Kit
-    from .s3_kit import S3Object as S3Object
-    from .s3_kit import S3ObjectInfo as S3ObjectInfo
-    from .s3_kit import TransferConfig as TransferConfig
-    from .s3_kit import fetch_s3_prefix as fetch_s3_prefix
-    from .s3_kit import fetch_s3_prefix_sync as fetch_s3_prefix_sync
+    from ipfs_accelerate.storage import S3Kit as S3Kit
+    from ipfs_accelerate.storage import S3Object as S3Object
+    from ipfs_accelerate.storage import S3ObjectInfo as S3ObjectInfo
+    from ipfs_accelerate.storage import TransferConfig as TransferConfig
+    from ipfs_accelerate.storage import fetch_s3_prefix as fetch_s3_prefix
+    from ipfs_accelerate.storage import fetch_s3_prefix_sync as fetch_s3_prefix_sync

@@ -32,18 +32,22 @@ from ipfs_accelerate.errors import (
     TimeoutError,
     UnsupportedOpError,
 )
-
-from ._config import ResilienceConfig, Secret, normalise_base_url, redact_url, resolve_setting
-from ._errors import error_for_status
-from ._metrics import Metrics
-from ._resilience import (
-    CircuitBreaker,
-    CircuitState,
-    PriorityLimiter,
+from ipfs_accelerate.resilience import (
+    Metrics,
+    ResilienceConfig,
+    Secret,
+    StatsEndpoint,
     backoff_delay,
     counts_as_failure,
+    hide_secrets,
     is_retryable,
+    normalise_base_url,
+    pool_stats,
+    redact_url,
+    resolve_setting,
 )
+
+from ._errors import error_for_status
 from ._streams import excerpt, loads_json
 from ._sync import SyncFacade, run_sync
 from ._transport import Endpoint, HTTPRequest, RawResponse, map_transport_error, request_id_from
@@ -67,7 +71,6 @@ T_co = TypeVar("T_co", covariant=True)
 _CALL_OPTIONS = frozenset(
     {"priority", "timeout", "connect_timeout", "max_retries", "deadline", "extra_headers"}
 )
-_SECRET_METADATA_HINTS = ("key", "token", "secret", "password", "passwd")
 
 
 class StreamParser(Protocol[T_co]):
@@ -76,18 +79,6 @@ class StreamParser(Protocol[T_co]):
     def feed(self, data: bytes) -> Sequence[T_co]: ...
 
     def finish(self) -> Sequence[T_co]: ...
-
-
-class StatsEndpoint(Protocol):
-    """What :meth:`APIBackend.get_stats` reads of an endpoint (an HTTP Endpoint, an S3 one)."""
-
-    @property
-    def breaker(self) -> CircuitBreaker: ...
-
-    @property
-    def limiter(self) -> PriorityLimiter: ...
-
-    def stats(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +133,8 @@ class APIBackend:
         self._api_key: Secret | None = Secret(key) if key else None
         self._api_key_source = key_source
         # keep the settings for callers, with anything key-like wrapped so it never prints
-        self.metadata: dict[str, Any] = _hide_secrets(raw_metadata)
-        self.resources: dict[str, Any] = _hide_secrets(raw_resources)
+        self.metadata: dict[str, Any] = hide_secrets(raw_metadata)
+        self.resources: dict[str, Any] = hide_secrets(raw_resources)
         self.base_url = self._resolve_base_url(raw_metadata)
         if self.requires_api_key and self._needs_key() and not self._api_key:
             looked = ", ".join(
@@ -304,14 +295,9 @@ class APIBackend:
         ``circuit_state``, ``in_flight`` and ``queued`` sum up the endpoints requests are
         spread over (:meth:`_pooled_endpoints`): the circuit counts as closed while any of
         them is closed, else half-open while any is. ``endpoints`` lists each one's stats."""
-        stats = self.metrics.snapshot()
-        stats["provider"] = self.provider
-        pooled = self._pooled_endpoints()
-        stats["circuit_state"] = _pooled_circuit_state([ep.breaker.state for ep in pooled])
-        stats["in_flight"] = sum(ep.limiter.in_flight for ep in pooled)
-        stats["queued"] = sum(ep.limiter.queued for ep in pooled)
-        stats["endpoints"] = [ep.stats() for ep in self._reported_endpoints()]
-        return stats
+        return pool_stats(
+            self.metrics, self.provider, self._pooled_endpoints(), self._reported_endpoints()
+        )
 
     def _endpoints(self) -> list[Endpoint]:
         """Every endpoint this backend sends to (one here; several for multi-endpoint backends)."""
@@ -759,25 +745,6 @@ def _remaining_s(deadline_at: float, what: str, provider: str) -> float:
     if remaining <= 0:
         raise TimeoutError(f"{what}: deadline reached", provider=provider)
     return remaining
-
-
-def _pooled_circuit_state(states: Sequence[str]) -> str:
-    """One state for interchangeable endpoints: closed while any is, else half-open while any is."""
-    if CircuitState.CLOSED in states:
-        return CircuitState.CLOSED
-    return CircuitState.HALF_OPEN if CircuitState.HALF_OPEN in states else CircuitState.OPEN
-
-
-def _looks_secret(name: str) -> bool:
-    lowered = name.lower()
-    return lowered.endswith(_SECRET_METADATA_HINTS) or "api_key" in lowered or "credential" in lowered
-
-
-def _hide_secrets(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        name: (Secret(value) if isinstance(value, str) and _looks_secret(str(name)) else value)
-        for name, value in settings.items()
-    }
 
 
 def ensure_text_list(inputs: str | Sequence[str], provider: str) -> list[str]:

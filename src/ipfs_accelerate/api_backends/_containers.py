@@ -46,8 +46,8 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from ipfs_accelerate.errors import ConfigurationError, ContainerError, ServerStartError
+from ipfs_accelerate.resilience import Secret
 
-from ._config import Secret
 from ._observability import start_span
 
 __all__ = [

@@ -24,8 +24,8 @@ from ipfs_accelerate.errors import (
     RateLimitError,
     ServerError,
 )
+from ipfs_accelerate.resilience import parse_retry_after
 
-from ._resilience import parse_retry_after
 from ._streams import excerpt
 
 __all__ = ["error_for_status", "extract_error_message", "status_error_class"]

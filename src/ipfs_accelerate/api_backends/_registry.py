@@ -48,7 +48,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "hf_tgi_unified": ("hf_tgi_unified", "HFTGIUnifiedBackend"),
     "hf_tei_unified": ("hf_tei_unified", "HFTEIUnifiedBackend"),
     "ovms_unified": ("ovms_unified", "OVMSUnifiedBackend"),
-    "s3_kit": ("s3_kit", "S3Kit"),
+    "s3_kit": ("ipfs_accelerate.storage", "S3Kit"),
 }
 
 Factory = Callable[..., "APIBackend"]
@@ -85,7 +85,8 @@ def get_backend_class(name: str) -> Factory:
         raise UnknownBackendError(
             f"unknown API backend {name!r}; available: {', '.join(get_available_backends())}"
         )
-    module = importlib.import_module(f"ipfs_accelerate.api_backends.{entry[0]}")
+    path = entry[0] if "." in entry[0] else f"ipfs_accelerate.api_backends.{entry[0]}"
+    module = importlib.import_module(path)
     factory: Factory = getattr(module, entry[1])
     return factory
 

@@ -1,19 +1,14 @@
-"""The sync facade: run a backend's coroutines from code that is not async.
+"""The sync facade of an API backend: the shared blocking facade, typed for the common interface.
 
-All sync calls run on one daemon thread with its own event loop (started on first use), so
-connection pools persist across sync calls and a sync call works the same from plain code,
-from a worker thread, or from a thread whose own event loop is busy elsewhere. Calling the
-facade from that loop thread itself would deadlock and raises instead.
+The loop thread it runs on is :mod:`ipfs_accelerate.resilience._sync` (shared with S3 Kit).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ipfs_accelerate.resilience._sync import BlockingFacade, iterate_sync, run_sync
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._base import APIBackend
@@ -21,144 +16,31 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SyncFacade", "run_sync"]
 
-T = TypeVar("T")
 
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            return loop
-        with self._lock:
-            if self._loop is None or self._loop.is_closed():
-                ready = threading.Event()
-                new_loop = asyncio.new_event_loop()
-
-                def run() -> None:
-                    asyncio.set_event_loop(new_loop)
-                    ready.set()
-                    new_loop.run_forever()
-
-                thread = threading.Thread(target=run, name="ipfs-accelerate-api-sync", daemon=True)
-                thread.start()
-                ready.wait()
-                self._loop, self._thread = new_loop, thread
-            return self._loop
-
-    def in_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
-
-    def run(self, awaitable: Awaitable[T]) -> T:
-        if self.in_loop_thread():
-            close = getattr(awaitable, "close", None)
-            if close is not None:
-                close()  # it will never run: do not leave an un-awaited coroutine behind
-            raise RuntimeError(
-                "the sync facade was called from its own event loop thread; await the async method"
-            )
-        future = asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop())
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # KeyboardInterrupt in the caller: do not leave the request running
-            raise
-
-
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
-
-_PORTAL = _LoopThread()
-
-
-def run_sync(awaitable: Awaitable[T]) -> T:
-    """Run ``awaitable`` on the facade's loop thread and return its result (or raise its error)."""
-    return _PORTAL.run(awaitable)
-
-
-def iterate_sync(aiterator: AsyncIterator[T]) -> Iterator[T]:
-    """Drive an async iterator from sync code; closing the sync iterator closes it (frees its slot)."""
-
-    async def next_item() -> tuple[bool, Any]:
-        try:
-            return True, await aiterator.__anext__()
-        except StopAsyncIteration:
-            return False, None
-
-    finished = False
-    try:
-        while True:
-            ok, item = _PORTAL.run(next_item())
-            if not ok:
-                finished = True
-                return
-            yield item
-    finally:
-        if not finished:
-            close = getattr(aiterator, "aclose", None)
-            if close is not None:
-                _PORTAL.run(close())
-
-
-class SyncFacade:
-    """Blocking twin of a backend: ``backend.sync.chat(...)`` returns what ``await backend.chat(...)``
-    would; methods that return async iterators (``stream_chat``, ``generate_stream``,
-    ``pull``...) return plain iterators. Every public async method of the backend is available.
+class SyncFacade(BlockingFacade):
+    """Blocking twin of a backend: ``backend.sync.chat(...)`` returns what
+    ``await backend.chat(...)`` would; methods that return async iterators (``stream_chat``,
+    ``generate_stream``, ``pull``...) return plain iterators. Every public async method of
+    the backend is available.
     """
 
+    _client: APIBackend
+
     def __init__(self, backend: APIBackend) -> None:
-        self._backend = backend
-
-    def __repr__(self) -> str:
-        return f"<SyncFacade of {self._backend!r}>"
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        attr = getattr(self._backend, name)
-        if not callable(attr):
-            return attr
-        return _wrap(attr)
+        super().__init__(backend)
 
     # typed versions of the common interface (the rest go through __getattr__)
     def chat(self, model: str | None, messages: Any, **options: Any) -> ChatResponse:
-        return run_sync(self._backend.chat(model, messages, **options))
+        return run_sync(self._client.chat(model, messages, **options))
 
     def stream_chat(self, model: str | None, messages: Any, **options: Any) -> Iterator[ChatChunk]:
-        return iterate_sync(self._backend.stream_chat(model, messages, **options))
+        return iterate_sync(self._client.stream_chat(model, messages, **options))
 
     def embed(self, model: str | None, inputs: Any, **options: Any) -> EmbeddingResponse:
-        return run_sync(self._backend.embed(model, inputs, **options))
+        return run_sync(self._client.embed(model, inputs, **options))
 
     def list_models(self, **options: Any) -> list[ModelInfo]:
-        return run_sync(self._backend.list_models(**options))
+        return run_sync(self._client.list_models(**options))
 
     def health(self) -> HealthStatus:
-        return run_sync(self._backend.health())
-
-    def close(self) -> None:
-        run_sync(self._backend.aclose())
-
-    def __enter__(self) -> SyncFacade:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        result = method(*args, **kwargs)
-        if inspect.isawaitable(result):
-            return run_sync(result)
-        if hasattr(result, "__anext__"):
-            return iterate_sync(result)
-        return result
-
-    return call
+        return run_sync(self._client.health())

@@ -21,10 +21,15 @@ from ipfs_accelerate.errors import (
     ProtocolError,
     TimeoutError,
 )
+from ipfs_accelerate.resilience import (
+    CircuitBreaker,
+    Metrics,
+    PriorityLimiter,
+    ResilienceConfig,
+    redact_url,
+)
+from ipfs_accelerate.resilience._sessions import drop_session_of_closed_loop
 
-from ._config import ResilienceConfig, redact_url
-from ._metrics import Metrics
-from ._resilience import CircuitBreaker, PriorityLimiter
 from ._streams import excerpt
 
 __all__ = ["Endpoint", "HTTPRequest", "RawResponse", "request_id_from"]
@@ -226,7 +231,7 @@ class Endpoint:
         for key, (loop_ref, session) in list(self._sessions.items()):
             loop = loop_ref()
             if loop is None or loop.is_closed():
-                _drop_session_of_closed_loop(session)
+                drop_session_of_closed_loop(session)
                 del self._sessions[key]
 
     async def aclose(self) -> None:
@@ -246,7 +251,7 @@ class Endpoint:
             elif loop is not None and loop.is_running():
                 asyncio.run_coroutine_threadsafe(session.close(), loop)
             else:
-                _drop_session_of_closed_loop(session)
+                drop_session_of_closed_loop(session)
 
     # ------------------------------------------------------------------ attempts
 
@@ -388,30 +393,6 @@ class Endpoint:
             **self.limiter.stats(),
             "attempts": self.metrics.snapshot(),
         }
-
-
-def _drop_session_of_closed_loop(session: Any) -> None:
-    """Release a session whose event loop is closed (``asyncio.run`` called again and again).
-
-    Its pooled sockets can no longer be closed through the loop, so they are closed directly
-    (best effort, through the selector transports' socket), then the session and connector
-    are marked closed so that nothing is leaked and nothing warns at garbage collection.
-    """
-    connector = session.connector
-    session.detach()
-    if connector is None:
-        return
-    for entries in list(getattr(connector, "_conns", {}).values()):
-        for entry in list(entries):
-            transport = getattr(entry[0], "transport", None)
-            sock = getattr(transport, "_sock", None)
-            if sock is not None:
-                try:
-                    sock.close()
-                    transport._sock = None  # type: ignore[union-attr]
-                except (AttributeError, OSError):  # pragma: no cover - other transport kinds
-                    pass
-    connector._close()
 
 
 def map_transport_error(

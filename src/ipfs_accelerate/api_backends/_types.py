@@ -11,9 +11,11 @@ unknown provider value is passed through lower-cased, never dropped.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
+
+# shared with S3 Kit; re-exported here because every backend returns or takes them
+from ipfs_accelerate.resilience._types import HealthStatus, Priority
 
 __all__ = [
     "ChatChunk",
@@ -38,35 +40,6 @@ __all__ = [
     "TranscriptionResponse",
     "Usage",
 ]
-
-
-class Priority(enum.IntEnum):
-    """Queue priority of a request: lower value is served first."""
-
-    HIGH = 0
-    NORMAL = 1
-    LOW = 2
-
-    @classmethod
-    def parse(cls, value: Priority | str | int | None) -> Priority:
-        """Accept ``Priority``, its name (``"high"``) or its value; ``None`` means NORMAL."""
-        if value is None:
-            return cls.NORMAL
-        if isinstance(value, Priority):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls[value.strip().upper()]
-            except KeyError:
-                pass
-        elif isinstance(value, int):
-            try:
-                return cls(value)
-            except ValueError:
-                pass
-        from ipfs_accelerate.errors import InvalidArgumentError
-
-        raise InvalidArgumentError(f"priority must be 'high', 'normal' or 'low', got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,16 +140,6 @@ class ModelInfo:
     created: int | None = None
     parent: str | None = None
     raw: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class HealthStatus:
-    """Outcome of a health probe. A probe never raises for an unhealthy service."""
-
-    healthy: bool
-    status: int | None = None
-    latency_s: float | None = None
-    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from ipfs_accelerate.errors import ConfigurationError
+from ipfs_accelerate.resilience import Secret, redact_url
 
 from ._base import APIBackend, CallOptions, StreamParser
-from ._config import Secret, redact_url
 from ._containers import DockerRuntime, LocalProcessRuntime, ManagedServer, ServerSpec
 from ._transport import Endpoint, HTTPRequest, RawResponse
 from ._types import HealthStatus, Usage

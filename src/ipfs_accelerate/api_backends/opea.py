@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ipfs_accelerate.errors import ProtocolError, StreamInterruptedError
+from ipfs_accelerate.resilience import normalise_base_url
 
 from ._base import ensure_text_list
-from ._config import normalise_base_url
 from ._openai_compat import (
     OpenAIChatStream,
     OpenAICompatibleBackend,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ._config import resolve_setting
+from ipfs_accelerate.resilience import resolve_setting
+
 from ._openai_compat import OpenAICompatibleBackend, OpenAISurfacesMixin
 
 __all__ = ["OpenAIBackend", "OpenAIMiniBackend"]

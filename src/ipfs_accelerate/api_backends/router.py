@@ -1,55 +1,10 @@
 """Routing over the endpoints of one or several backends, with failover.
 
-A :class:`Router` holds *targets* in ordered *tiers*: the first tier is where requests go,
-each later tier is a fallback used only when no target of the tiers before it can take the
-request (e.g. ``Router([openai], fallbacks=[[claude], [ollama]])``, each with its own model).
-A target is one endpoint of one backend plus an optional model; a Unified backend with
-several endpoints becomes one target per endpoint.
-
-Per request:
-
-1. Pick a target: in the first tier that has one available (not tried yet by this request,
-   circuit not open, not cooling down, managed server ready, health check not failed;
-   among those, endpoints below their concurrency limit first), chosen by the strategy: ``round_robin``, ``least_in_flight`` (fewest router requests in
-   progress), ``lowest_latency`` (EWMA of latency; of time to first chunk for streams;
-   targets without a sample are tried first) or ``weighted`` (smooth weighted round-robin).
-   Targets whose last health check failed are used only when nothing else is left.
-2. Send one attempt through the target's backend (its own queue, circuit breaker and
-   timeouts apply; its retries are set by ``attempt_retries``, 0 by default, so the router
-   decides where a retry goes).
-3. On failure:
-
-   * refused without being sent (CircuitOpenError, QueueFullError): try another target;
-     this does not use up an attempt;
-   * retryable (connection, timeout, 408/409/429/5xx): count it against the target and
-     move to the next one. ``cooldown_after`` failures in a row (5, as Envoy's outlier
-     detection) put a target in cooldown: ``cooldown * 2**k`` (at most ``max_cooldown``), a
-     *soft* cooldown that only steers requests elsewhere -- when nothing else is available
-     the cooled target whose cooldown ends first is used rather than waiting. When the
-     failure that completes the streak carried a Retry-After (a 429 or 503), the cooldown
-     lasts that long and is *hard*: requests wait for it (within their deadline) or fail,
-     never send early. A single Retry-After below the streak threshold does not cool the
-     target; it sets the backoff before the next round (below);
-   * the target cannot serve this request (401/403: credentials, cooled for
-     ``auth_cooldown``; 404: unknown model; UnsupportedOpError): move on and never come back
-     to it within this request;
-   * anything else (400/422, a malformed answer, a stream that broke after its first
-     chunk): raised at once.
-
-   When every target has been tried, a new round starts after a backoff (the server's
-   Retry-After when it gave one), while attempts (``max_attempts``) and the deadline allow.
-4. The request ends in a result or in the last error (typed, with a note naming the attempts),
-   or CircuitOpenError when no target was available at all, or TimeoutError at the
-   deadline. It never sleeps past its deadline nor longer than ``max_wait`` at a time, and
-   only for waits of known length (cooldowns, backoffs); open circuits fail fast.
-
-Streams fail over only before their first chunk: once a chunk was delivered, an error is
-raised to the caller (StreamInterruptedError from the backend), never papered over by
-restarting elsewhere.
-
-Health checks: :meth:`Router.check_health` probes every target once; with
-``health_interval`` set, a background task (on the loop of the first request, stopped by
-:meth:`Router.aclose`) does it periodically.
+A :class:`Router` holds targets (one endpoint of one backend, plus an optional model) in
+ordered tiers, later tiers being fallbacks; each request is sent one attempt at a time to
+a target chosen by a balancing strategy (:mod:`ipfs_accelerate.resilience.balancing`),
+failing over, cooling down failing targets and backing off between rounds. What happens to
+a request, step by step, is in docs/router.md.
 """
 
 from __future__ import annotations
@@ -63,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ipfs_accelerate.errors import (
     APIError,
@@ -77,11 +32,17 @@ from ipfs_accelerate.errors import (
     TimeoutError,
     UnsupportedOpError,
 )
+from ipfs_accelerate.resilience import (
+    CircuitState,
+    Metrics,
+    ResilienceConfig,
+    backoff_delay,
+    counts_as_failure,
+    is_retryable,
+    start_span,
+)
+from ipfs_accelerate.resilience.balancing import STRATEGIES, make_strategy
 
-from ._config import ResilienceConfig
-from ._metrics import Metrics
-from ._observability import start_span
-from ._resilience import CircuitState, backoff_delay, counts_as_failure, is_retryable
 from ._types import ChatChunk, ChatResponse, EmbeddingResponse, HealthStatus, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,13 +53,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["STRATEGIES", "RouteTarget", "Router", "RouterConfig", "make_strategy"]
 
 T = TypeVar("T")
-STRATEGIES = ("round_robin", "least_in_flight", "lowest_latency", "weighted")
 AttemptOptions = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class RouterConfig:
-    """Router settings (see the module docstring for what each does).
+    """Router settings (what each does: docs/router.md).
 
     ``max_attempts`` None means ``max(3, number of targets)``. ``deadline`` bounds a whole
     call (seconds; per call ``deadline=``). Round backoff: ``backoff * 2**round`` capped at
@@ -255,82 +215,6 @@ class RouteTarget:
         }
 
 
-# --------------------------------------------------------------------------- strategies
-
-
-class Candidate(Protocol):
-    in_flight: int
-    weight: float
-    ewma_latency: float | None
-    ewma_ttfc: float | None
-    wrr_current: float
-
-
-C = TypeVar("C", bound=Candidate)
-
-
-class _RoundRobin:
-    """Cycles through the tier in order, skipping what is not a candidate."""
-
-    def __init__(self) -> None:
-        self._next = 0
-
-    def choose(self, candidates: Sequence[C], pool: Sequence[C], stream: bool) -> C:
-        n = len(pool)
-        allowed = {id(c) for c in candidates}
-        for i in range(n):
-            index = (self._next + i) % n
-            if id(pool[index]) in allowed:
-                self._next = (index + 1) % n
-                return pool[index]
-        return candidates[0]
-
-
-class _LeastInFlight(_RoundRobin):
-    def choose(self, candidates: Sequence[C], pool: Sequence[C], stream: bool) -> C:
-        low = min(c.in_flight for c in candidates)
-        return super().choose([c for c in candidates if c.in_flight == low], pool, stream)
-
-
-class _LowestLatency(_RoundRobin):
-    def choose(self, candidates: Sequence[C], pool: Sequence[C], stream: bool) -> C:
-        def key(c: C) -> float:
-            value = c.ewma_ttfc if stream else c.ewma_latency
-            return -1.0 if value is None else value  # unmeasured first: every target gets a sample
-
-        best = min(key(c) for c in candidates)
-        return super().choose([c for c in candidates if key(c) == best], pool, stream)
-
-
-class _Weighted:
-    """Smooth weighted round-robin (as nginx does): spreads picks in proportion to weight."""
-
-    def choose(self, candidates: Sequence[C], pool: Sequence[C], stream: bool) -> C:
-        total = 0.0
-        best: C | None = None
-        for c in candidates:
-            c.wrr_current += c.weight
-            total += c.weight
-            if best is None or c.wrr_current > best.wrr_current:
-                best = c
-        assert best is not None
-        best.wrr_current -= total
-        return best
-
-
-def make_strategy(name: str) -> Any:
-    """A fresh strategy object (``choose(candidates, pool, stream)``) by name."""
-    factories: dict[str, Callable[[], Any]] = {
-        "round_robin": _RoundRobin,
-        "least_in_flight": _LeastInFlight,
-        "lowest_latency": _LowestLatency,
-        "weighted": _Weighted,
-    }
-    if name not in factories:
-        raise ConfigurationError(f"unknown routing strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    return factories[name]()
-
-
 # --------------------------------------------------------------------------- the router
 
 
@@ -363,7 +247,7 @@ _EXCLUDE = "exclude"
 
 class Router:
     """Routes chat, streaming chat, embeddings (and any backend call through :meth:`call` /
-    :meth:`stream`) over tiers of targets. See the module docstring for the rules.
+    :meth:`stream`) over tiers of targets. The rules: docs/router.md.
 
     ``targets``: the first tier (backends and/or RouteTargets); ``fallbacks``: later tiers,
     each a backend/target or a list of them. Settings: ``config`` (a RouterConfig or dict)

@@ -4,7 +4,7 @@ Where a checkpoint comes from (:func:`resolve_checkpoint`; :func:`locate_checkpo
 which of these served), in this order:
 
 0. an ``s3://bucket/prefix`` URI: mirrored into the local S3 cache with
-   :func:`ipfs_accelerate.api_backends.fetch_s3_prefix_sync` (only changed files are
+   :func:`ipfs_accelerate.storage.fetch_s3_prefix_sync` (only changed files are
    downloaded; offline, the cached copy is used);
 1. a local directory holding ``config.json``;
 2. an installed Python package that ships the checkpoint files (a distribution name such as
@@ -189,8 +189,8 @@ def _installed_package(name: str) -> ResolvedCheckpoint | None:
 def _s3_snapshot(uri: str, *, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None) -> Path:
     """``s3://bucket/prefix`` mirrored into the S3 cache (only changed files are downloaded;
     offline, the cached copy or CheckpointError)."""
-    from ipfs_accelerate.api_backends import fetch_s3_prefix_sync
     from ipfs_accelerate.errors import IpfsAccelerateError
+    from ipfs_accelerate.storage import fetch_s3_prefix_sync
 
     offline = hub_offline(local_files_only)
     try:

@@ -23,6 +23,7 @@ __all__ = [
     "BreakerConfig",
     "ResilienceConfig",
     "Secret",
+    "hide_secrets",
     "normalise_base_url",
     "redact_url",
     "resolve_setting",
@@ -62,6 +63,24 @@ class Secret:
     def __reduce__(self) -> Any:
         # pickling would write the key to disk or a socket in clear; refuse
         raise TypeError("Secret values cannot be pickled")
+
+
+_SECRET_SETTING_HINTS = ("key", "token", "secret", "password", "passwd")
+
+
+def _looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    return (
+        lowered.endswith(_SECRET_SETTING_HINTS) or "api_key" in lowered or "credential" in lowered
+    )
+
+
+def hide_secrets(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``settings`` with every key-like string value wrapped in a :class:`Secret`."""
+    return {
+        name: (Secret(value) if isinstance(value, str) and _looks_secret(str(name)) else value)
+        for name, value in settings.items()
+    }
 
 
 def resolve_setting(
@@ -150,7 +169,9 @@ class BreakerConfig:
     cooldown: float = 30.0
 
     def __post_init__(self) -> None:
-        _check(self.failure_threshold >= 1, "failure_threshold must be >= 1", self.failure_threshold)
+        _check(
+            self.failure_threshold >= 1, "failure_threshold must be >= 1", self.failure_threshold
+        )
         _check(
             0.0 < self.failure_rate_threshold <= 1.0,
             "failure_rate_threshold must be in (0, 1]",
@@ -200,7 +221,9 @@ class ResilienceConfig:
         _check(self.max_retries >= 0, "max_retries must be >= 0", self.max_retries)
         _check(self.initial_backoff >= 0, "initial_backoff must be >= 0", self.initial_backoff)
         _check(self.max_backoff >= 0, "max_backoff must be >= 0", self.max_backoff)
-        _check(self.backoff_multiplier >= 1, "backoff_multiplier must be >= 1", self.backoff_multiplier)
+        _check(
+            self.backoff_multiplier >= 1, "backoff_multiplier must be >= 1", self.backoff_multiplier
+        )
         _check(0.0 <= self.jitter <= 1.0, "jitter must be in [0, 1]", self.jitter)
         _check(self.max_retry_after >= 0, "max_retry_after must be >= 0", self.max_retry_after)
         _check(_positive(self.connect_timeout), "connect_timeout must be > 0", self.connect_timeout)
@@ -212,7 +235,9 @@ class ResilienceConfig:
         )
         _check(self.max_concurrency >= 1, "max_concurrency must be >= 1", self.max_concurrency)
         _check(self.max_queue >= 0, "max_queue must be >= 0", self.max_queue)
-        _check(self.max_response_bytes >= 1, "max_response_bytes must be >= 1", self.max_response_bytes)
+        _check(
+            self.max_response_bytes >= 1, "max_response_bytes must be >= 1", self.max_response_bytes
+        )
 
     @classmethod
     def from_value(cls, value: Any) -> ResilienceConfig:
@@ -226,7 +251,9 @@ class ResilienceConfig:
             known = {f.name for f in dataclasses.fields(cls)}
             unknown = sorted(set(data) - known)
             if unknown:
-                raise ConfigurationError(f"unknown resilience settings: {unknown}; known: {sorted(known)}")
+                raise ConfigurationError(
+                    f"unknown resilience settings: {unknown}; known: {sorted(known)}"
+                )
             breaker = data.get("breaker")
             if isinstance(breaker, Mapping):
                 bknown = {f.name for f in dataclasses.fields(BreakerConfig)}

@@ -16,13 +16,7 @@ from typing import Any
 
 import pytest
 
-from ipfs_accelerate.api_backends import create_api_backend, find_compatible_backend
-from ipfs_accelerate.api_backends.s3_kit import (
-    S3Kit,
-    fetch_s3_prefix,
-    fetch_s3_prefix_sync,
-    parse_s3_uri,
-)
+from ipfs_accelerate.api_backends import APIBackend, create_api_backend, find_compatible_backend
 from ipfs_accelerate.errors import (
     ConfigurationError,
     InvalidArgumentError,
@@ -32,17 +26,38 @@ from ipfs_accelerate.errors import (
     StorageUnavailableError,
     UnsupportedOpError,
 )
+from ipfs_accelerate.storage import (
+    S3Kit,
+    fetch_s3_prefix,
+    fetch_s3_prefix_sync,
+    parse_s3_uri,
+)
 
+from ..api_backends.conftest import run
 from ..fakes.s3_proxy import S3FaultProxy
-from .conftest import run
 
 pytestmark = pytest.mark.timeout(60)
 
 MiB = 1024 * 1024
-KEYS = {"accessKey": "AKIATESTKEY000000001", "secretKey": "test-secret-key-do-not-print", "region": "us-east-1"}
-RESILIENCE = {"initial_backoff": 0.001, "max_backoff": 0.004, "jitter": 0.0, "connect_timeout": 2.0, "timeout": 10.0,
-              "breaker": {"failure_threshold": 3, "min_calls": 50, "window_size": 50, "cooldown": 30.0}}  # fmt: skip
-SMALL_PARTS = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB, "multipart_copy_threshold": 6 * MiB, "copy_part_size": 5 * MiB}
+KEYS = {
+    "accessKey": "AKIATESTKEY000000001",
+    "secretKey": "test-secret-key-do-not-print",
+    "region": "us-east-1",
+}
+RESILIENCE = {
+    "initial_backoff": 0.001,
+    "max_backoff": 0.004,
+    "jitter": 0.0,
+    "connect_timeout": 2.0,
+    "timeout": 10.0,
+    "breaker": {"failure_threshold": 3, "min_calls": 50, "window_size": 50, "cooldown": 30.0},
+}
+SMALL_PARTS = {
+    "multipart_threshold": 5 * MiB,
+    "part_size": 5 * MiB,
+    "multipart_copy_threshold": 6 * MiB,
+    "copy_part_size": 5 * MiB,
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +79,18 @@ def moto() -> Iterator[tuple[str, str]]:
 def make_kit(*endpoints: Any, **cfg: Any) -> S3Kit:
     transfer = cfg.pop("transfer", SMALL_PARTS)
     resilience = {**RESILIENCE, **cfg.pop("resilience", {})}
-    return S3Kit(metadata={"s3cfg": {**KEYS, "endpoints": list(endpoints), **cfg}, "resilience": resilience}, transfer=transfer)
+    return S3Kit(
+        metadata={"s3cfg": {**KEYS, "endpoints": list(endpoints), **cfg}, "resilience": resilience},
+        transfer=transfer,
+    )
 
 
-def with_kit(endpoints: list[Any], test: Callable[[S3Kit], Awaitable[None]], bucket: str | None = None, **cfg: Any) -> None:
+def with_kit(
+    endpoints: list[Any],
+    test: Callable[[S3Kit], Awaitable[None]],
+    bucket: str | None = None,
+    **cfg: Any,
+) -> None:
     async def body() -> None:
         kit = make_kit(*endpoints, **cfg)
         try:
@@ -98,7 +121,13 @@ def attempts(kit: S3Kit) -> list[int]:
 
 def test_roundtrip_small_and_multipart(moto: tuple[str, str], tmp_path: Path) -> None:
     async def test(kit: S3Kit) -> None:
-        info = await kit.upload_bytes("roundtrip", "small.txt", b"hello s3", content_type="text/plain", metadata={"owner": "me"})
+        info = await kit.upload_bytes(
+            "roundtrip",
+            "small.txt",
+            b"hello s3",
+            content_type="text/plain",
+            metadata={"owner": "me"},
+        )
         assert info.size == 8
         head = await kit.head("roundtrip", "small.txt")
         assert (head.size, head.content_type, head.metadata) == (8, "text/plain", {"owner": "me"})
@@ -108,17 +137,37 @@ def test_roundtrip_small_and_multipart(moto: tuple[str, str], tmp_path: Path) ->
         source = tmp_path / "weights.bin"
         source.write_bytes(data)
         seen: list[tuple[int, int | None]] = []
-        info = await kit.upload_file("roundtrip", "big/weights.bin", source, progress=lambda done, total: seen.append((done, total)))
-        assert info.size == len(data) and info.etag is not None and info.etag.strip('"').endswith("-3")  # three parts
-        assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (len(data), len(data)) and len(seen) == 3
+        info = await kit.upload_file(
+            "roundtrip",
+            "big/weights.bin",
+            source,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+        assert (
+            info.size == len(data) and info.etag is not None and info.etag.strip('"').endswith("-3")
+        )  # three parts
+        assert (
+            [d for d, _ in seen] == sorted(d for d, _ in seen)
+            and seen[-1] == (len(data), len(data))
+            and len(seen) == 3
+        )
         target = tmp_path / "out" / "weights.bin"
         got: list[int] = []
-        downloaded = await kit.download_file("roundtrip", "big/weights.bin", target, progress=lambda done, total: got.append(done))
+        downloaded = await kit.download_file(
+            "roundtrip", "big/weights.bin", target, progress=lambda done, total: got.append(done)
+        )
         assert target.read_bytes() == data and downloaded.size == len(data) and got[-1] == len(data)
-        assert sorted(p.name for p in target.parent.iterdir()) == ["weights.bin"]  # no temporary file left
+        assert sorted(p.name for p in target.parent.iterdir()) == [
+            "weights.bin"
+        ]  # no temporary file left
         # unknown-size stream: multipart starts once the threshold is passed
-        stream_info = await kit.upload_fileobj("roundtrip", "big/stream.bin", io.BytesIO(data[: 6 * MiB]))
-        assert stream_info.size == 6 * MiB and await kit.download_bytes("roundtrip", "big/stream.bin") == data[: 6 * MiB]
+        stream_info = await kit.upload_fileobj(
+            "roundtrip", "big/stream.bin", io.BytesIO(data[: 6 * MiB])
+        )
+        assert (
+            stream_info.size == 6 * MiB
+            and await kit.download_bytes("roundtrip", "big/stream.bin") == data[: 6 * MiB]
+        )
         assert await kit.incomplete_uploads("roundtrip") == []
 
     with_kit([moto[0]], test, bucket="roundtrip")
@@ -135,7 +184,9 @@ def test_list_pagination_copy_delete(moto: tuple[str, str]) -> None:
         assert keys == [f"dir/{i}.txt" for i in range(5)] + ["dir/sub/x.txt"]
         assert kit.metrics.requests - before == 3  # three pages of two
         shallow = await kit.list_all("listing", "dir/", delimiter="/")
-        assert [o.key for o in shallow if o.is_prefix] == ["dir/sub/"] and len([o for o in shallow if not o.is_prefix]) == 5
+        assert [o.key for o in shallow if o.is_prefix] == ["dir/sub/"] and len(
+            [o for o in shallow if not o.is_prefix]
+        ) == 5
         await kit.copy("listing", "dir/1.txt", "listing", "copied/1.txt")
         assert await kit.download_bytes("listing", "copied/1.txt") == b"file 1"
         await kit.delete("listing", "dir/1.txt")
@@ -146,7 +197,10 @@ def test_list_pagination_copy_delete(moto: tuple[str, str]) -> None:
         await kit.upload_bytes("listing", "big.bin", data)
         copied = await kit.copy("listing", "big.bin", "listing", "big-copy.bin")
         assert copied.etag is not None and copied.etag.strip('"').endswith("-3")
-        assert hashlib.sha256(await kit.download_bytes("listing", "big-copy.bin")).digest() == hashlib.sha256(data).digest()
+        assert (
+            hashlib.sha256(await kit.download_bytes("listing", "big-copy.bin")).digest()
+            == hashlib.sha256(data).digest()
+        )
 
     with_kit([moto[0]], test, bucket="listing")
 
@@ -200,15 +254,21 @@ def test_upload_failing_midway_leaves_no_object(moto: tuple[str, str]) -> None:
                 data = blob(16 * MiB, seed=1)
                 # 1. the source breaks after two parts
                 with pytest.raises(OSError, match="went away"):
-                    await kit.upload_fileobj("midway", "model.bin", BrokenReader(data, 11 * MiB), size=len(data))
+                    await kit.upload_fileobj(
+                        "midway", "model.bin", BrokenReader(data, 11 * MiB), size=len(data)
+                    )
                 assert not await kit.exists("midway", "model.bin")
                 assert await kit.incomplete_uploads("midway") == []
                 # 2. the server keeps failing part 2: retried, then the whole upload is aborted
                 proxy.inject(status=500, path="partNumber=2", times=100)
                 with pytest.raises(StorageUnavailableError, match="upload_part"):
                     await kit.upload_bytes("midway", "model.bin", data)
-                assert len([r for r in proxy.requests if r.query.get("partNumber") == "2"]) == 3  # 1 + 2 retries
-                assert any(r.method == "DELETE" and "uploadId" in r.query for r in proxy.requests)  # aborted
+                assert (
+                    len([r for r in proxy.requests if r.query.get("partNumber") == "2"]) == 3
+                )  # 1 + 2 retries
+                assert any(
+                    r.method == "DELETE" and "uploadId" in r.query for r in proxy.requests
+                )  # aborted
                 proxy.faults.clear()
                 kit.s3_endpoints[0].breaker.reset()  # three failures in a row may have opened it
                 assert not await kit.exists("midway", "model.bin")
@@ -220,7 +280,10 @@ def test_upload_failing_midway_leaves_no_object(moto: tuple[str, str]) -> None:
 
                 with pytest.raises(RuntimeError, match="user cancelled"):
                     await kit.upload_bytes("midway", "model.bin", data, progress=stop_after_first)
-                assert not await kit.exists("midway", "model.bin") and await kit.incomplete_uploads("midway") == []
+                assert (
+                    not await kit.exists("midway", "model.bin")
+                    and await kit.incomplete_uploads("midway") == []
+                )
                 # and a clean retry succeeds
                 await kit.upload_bytes("midway", "model.bin", data)
                 assert (await kit.head("midway", "model.bin")).size == len(data)
@@ -233,7 +296,9 @@ def test_upload_failing_midway_leaves_no_object(moto: tuple[str, str]) -> None:
 def test_abort_is_sent_through_an_open_circuit(moto: tuple[str, str]) -> None:
     async def body() -> None:
         async with S3FaultProxy(moto[0]) as proxy:
-            kit = make_kit(proxy.url, resilience={"breaker": {**RESILIENCE["breaker"], "failure_threshold": 1}})
+            kit = make_kit(
+                proxy.url, resilience={"breaker": {**RESILIENCE["breaker"], "failure_threshold": 1}}
+            )
             try:
                 await kit.create_bucket("opencircuit")
                 proxy.inject(status=500, path="partNumber=2", times=100)
@@ -250,7 +315,9 @@ def test_abort_is_sent_through_an_open_circuit(moto: tuple[str, str]) -> None:
     run(body(), 30)
 
 
-def test_download_failing_midway_resumes_or_leaves_nothing(moto: tuple[str, str], tmp_path: Path) -> None:
+def test_download_failing_midway_resumes_or_leaves_nothing(
+    moto: tuple[str, str], tmp_path: Path
+) -> None:
     async def body() -> None:
         async with S3FaultProxy(moto[0]) as proxy:
             kit = make_kit(proxy.url)
@@ -294,7 +361,10 @@ def test_missing_bucket_object_and_bad_credentials(moto: tuple[str, str], tmp_pa
             with pytest.raises(StorageAuthError, match="InvalidAccessKeyId") as info:
                 await kit.upload_bytes("errors", "k", b"v")
         assert "test-secret-key" not in str(info.value)
-        assert kit.s3_endpoints[0].metrics.requests >= 1 and kit.get_stats()["failures"].get("StorageAuthError") == 1
+        assert (
+            kit.s3_endpoints[0].metrics.requests >= 1
+            and kit.get_stats()["failures"].get("StorageAuthError") == 1
+        )
 
     with_kit([moto[0]], test, bucket="errors")
 
@@ -312,7 +382,9 @@ def test_unreachable_endpoint_is_unavailable() -> None:
     with_kit([dead], test)
 
 
-def test_object_vanishing_between_listing_and_download(moto: tuple[str, str], tmp_path: Path) -> None:
+def test_object_vanishing_between_listing_and_download(
+    moto: tuple[str, str], tmp_path: Path
+) -> None:
     async def test(kit: S3Kit) -> None:
         for name in ("a.bin", "b.bin", "c.bin"):
             await kit.upload_bytes("vanish", f"ckpt/{name}", name.encode() * 10)
@@ -325,7 +397,9 @@ def test_object_vanishing_between_listing_and_download(moto: tuple[str, str], tm
                 await kit.delete("vanish", "ckpt/c.bin")
 
         with pytest.raises(ObjectNotFoundError, match="ckpt/c.bin"):
-            await kit.download_prefix("vanish", "ckpt", tmp_path / "out", progress=delete_after_first)
+            await kit.download_prefix(
+                "vanish", "ckpt", tmp_path / "out", progress=delete_after_first
+            )
         leftovers = [p.name for p in (tmp_path / "out").iterdir()]
         assert "c.bin" not in leftovers and not [n for n in leftovers if n.endswith(".part")]
 
@@ -345,7 +419,9 @@ def test_round_robin_and_least_in_flight_multiplexing(moto: tuple[str, str]) -> 
         stats = kit.get_stats()
         assert [e["circuit_state"] for e in stats["endpoints"]] == ["closed", "closed"]
 
-    with_kit([{"endpoint": moto[0], "name": "a"}, {"endpoint": moto[1], "name": "b"}], test, bucket="mux")
+    with_kit(
+        [{"endpoint": moto[0], "name": "a"}, {"endpoint": moto[1], "name": "b"}], test, bucket="mux"
+    )
 
     async def busy(kit: S3Kit) -> None:
         await kit.upload_bytes("mux2", "k", b"v")
@@ -358,13 +434,20 @@ def test_round_robin_and_least_in_flight_multiplexing(moto: tuple[str, str]) -> 
         finally:
             kit.s3_endpoints[0].limiter.release()
 
-    with_kit([{"endpoint": moto[0], "name": "a"}, {"endpoint": moto[1], "name": "b"}], busy, bucket="mux2", strategy="least_in_flight")
+    with_kit(
+        [{"endpoint": moto[0], "name": "a"}, {"endpoint": moto[1], "name": "b"}],
+        busy,
+        bucket="mux2",
+        strategy="least_in_flight",
+    )
 
 
 def test_reads_fail_over_writes_do_not(moto: tuple[str, str]) -> None:
     async def body() -> None:
         async with S3FaultProxy(moto[0]) as proxy:
-            kit = make_kit({"endpoint": proxy.url, "name": "flaky"}, {"endpoint": moto[1], "name": "steady"})
+            kit = make_kit(
+                {"endpoint": proxy.url, "name": "flaky"}, {"endpoint": moto[1], "name": "steady"}
+            )
             try:
                 await kit.create_bucket("failover")
                 await kit.upload_bytes("failover", "k", b"payload")
@@ -382,7 +465,10 @@ def test_reads_fail_over_writes_do_not(moto: tuple[str, str]) -> None:
                 with pytest.raises(StorageUnavailableError, match="put_object"):
                     await kit.upload_bytes("failover", "w", b"data")
                 assert steady.metrics.requests == steady_before
-                assert len([r for r in proxy.requests if r.method == "PUT" and r.path.endswith("/w")]) == 3
+                assert (
+                    len([r for r in proxy.requests if r.method == "PUT" and r.path.endswith("/w")])
+                    == 3
+                )
             finally:
                 await kit.aclose()
 
@@ -394,24 +480,45 @@ def test_reads_fail_over_writes_do_not(moto: tuple[str, str]) -> None:
 
 def test_fetch_s3_prefix_caches_and_refreshes(moto: tuple[str, str], tmp_path: Path) -> None:
     async def test(kit: S3Kit) -> None:
-        files = {"config.json": b'{"model_type": "bert"}', "model.safetensors": blob(6 * MiB, seed=5), "tokenizer/vocab.txt": b"[PAD]\n[UNK]\n"}
+        files = {
+            "config.json": b'{"model_type": "bert"}',
+            "model.safetensors": blob(6 * MiB, seed=5),
+            "tokenizer/vocab.txt": b"[PAD]\n[UNK]\n",
+        }
         for name, data in files.items():
             await kit.upload_bytes("ckpts", f"models/bert/{name}", data)
-        await kit.upload_bytes("ckpts", "models/bert-large/config.json", b"{}")  # a sibling prefix, not included
+        await kit.upload_bytes(
+            "ckpts", "models/bert-large/config.json", b"{}"
+        )  # a sibling prefix, not included
         path = await fetch_s3_prefix("s3://ckpts/models/bert", cache_dir=tmp_path, kit=kit)
         assert path == tmp_path / "ckpts" / "models" / "bert"
-        assert {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file() and p.name != ".s3-manifest.json"} == files
+        assert {
+            str(p.relative_to(path)): p.read_bytes()
+            for p in path.rglob("*")
+            if p.is_file() and p.name != ".s3-manifest.json"
+        } == files
         gets = kit.get_stats()["requests"]
         await fetch_s3_prefix("s3://ckpts/models/bert/", cache_dir=tmp_path, kit=kit)
         assert kit.get_stats()["requests"] - gets == 1  # only the listing: nothing downloaded again
-        await kit.upload_bytes("ckpts", "models/bert/config.json", b'{"model_type": "bert", "v": 2}')
+        await kit.upload_bytes(
+            "ckpts", "models/bert/config.json", b'{"model_type": "bert", "v": 2}'
+        )
         await fetch_s3_prefix("s3://ckpts/models/bert", cache_dir=tmp_path, kit=kit)
         assert (path / "config.json").read_bytes() == b'{"model_type": "bert", "v": 2}'
-        unreachable = {"s3cfg": {**KEYS, "endpoint": "http://127.0.0.1:9"}}  # any request would fail
-        offline = await fetch_s3_prefix("s3://ckpts/models/bert", cache_dir=tmp_path, metadata=unreachable, local_files_only=True)
+        unreachable = {
+            "s3cfg": {**KEYS, "endpoint": "http://127.0.0.1:9"}
+        }  # any request would fail
+        offline = await fetch_s3_prefix(
+            "s3://ckpts/models/bert",
+            cache_dir=tmp_path,
+            metadata=unreachable,
+            local_files_only=True,
+        )
         assert offline == path
         with pytest.raises(ObjectNotFoundError, match="not .*in the cache"):
-            await fetch_s3_prefix("s3://ckpts/models/other", cache_dir=tmp_path, local_files_only=True)
+            await fetch_s3_prefix(
+                "s3://ckpts/models/other", cache_dir=tmp_path, local_files_only=True
+            )
         single = await kit.download_prefix("ckpts", "models/bert/config.json", tmp_path / "single")
         assert (single / "config.json").exists()
         with pytest.raises(ObjectNotFoundError, match="no objects under"):
@@ -423,7 +530,9 @@ def test_fetch_s3_prefix_caches_and_refreshes(moto: tuple[str, str], tmp_path: P
     with_kit([moto[0]], test, bucket="ckpts")
 
 
-def test_sync_facade_and_environment_configuration(moto: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_facade_and_environment_configuration(
+    moto: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAENVKEY0000000001")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret-value")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
@@ -436,7 +545,9 @@ def test_sync_facade_and_environment_configuration(moto: tuple[str, str], tmp_pa
         assert kit.sync.download_bytes("syncbucket", "m/a.txt") == b"sync bytes"
         assert [o.key for o in kit.sync.list_objects("syncbucket", "m/")] == ["m/a.txt"]
         assert kit.sync.health().healthy
-        path = fetch_s3_prefix_sync("s3://syncbucket/m", cache_dir=tmp_path)  # a kit from the environment
+        path = fetch_s3_prefix_sync(
+            "s3://syncbucket/m", cache_dir=tmp_path
+        )  # a kit from the environment
         assert (path / "a.txt").read_bytes() == b"sync bytes"
     finally:
         kit.close()
@@ -444,17 +555,34 @@ def test_sync_facade_and_environment_configuration(moto: tuple[str, str], tmp_pa
 
 
 def test_configuration_errors_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError, match="no credentials"):
         S3Kit(metadata={"s3cfg": {"endpoint": "http://127.0.0.1:9"}})
-    kit = S3Kit(metadata={"s3cfg": {**KEYS, "endpoint": ["http://a:9000", "http://b:9000"], "strategy": "least_in_flight"}})
-    assert [e.url for e in kit.s3_endpoints] == ["http://a:9000", "http://b:9000"] and kit.strategy == "least_in_flight"
+    kit = S3Kit(
+        metadata={
+            "s3cfg": {
+                **KEYS,
+                "endpoint": ["http://a:9000", "http://b:9000"],
+                "strategy": "least_in_flight",
+            }
+        }
+    )
+    assert [e.url for e in kit.s3_endpoints] == [
+        "http://a:9000",
+        "http://b:9000",
+    ] and kit.strategy == "least_in_flight"
     assert "test-secret-key" not in repr(kit) and "test-secret-key" not in repr(kit.metadata)
     assert not kit.is_compatible_model("gpt-4o")
     assert find_compatible_backend("gpt-4o", metadata={"s3cfg": KEYS}) is None
-    with pytest.raises(UnsupportedOpError):
-        run(kit.chat("m", "hi"))
+    # storage, not a chat/embedding backend: it composes the resilience pieces instead
+    assert not isinstance(kit, APIBackend) and not hasattr(kit, "chat")
     anonymous = S3Kit(metadata={"s3cfg": {"endpoint": "http://a:9000", "anonymous": True}})
     with pytest.raises(UnsupportedOpError, match="anonymous"):
         run(anonymous.presigned_url("b", "k"))
