@@ -199,7 +199,7 @@ def test_profiling_reports_gpu_time_per_kernel(gpu: Any) -> None:
     assert any(n.startswith("softmax.float32") for n in names)
     assert all(k.calls >= 1 and k.total_ns > 0 for k in report.rows())
     assert "calls" in report.table()
-    assert gpu._recorder.profiler is None
+    assert gpu.dispatcher.recorder.profiler is None
 
 
 def test_values_computed_from_a_failed_kernel_raise_too(gpu: Any) -> None:

@@ -83,7 +83,7 @@ def test_tuning_measures_caches_and_can_be_forced(gpu: Any, tmp_path: Any, monke
     # three candidates keep the test short (big register blocks take seconds to compile)
     monkeypatch.setattr(_tuning, "CANDIDATES", (("rb", (4, 4), (8, 8)), ("tiled", (4, 4), (16, 16)), ("naive", (1, 1), (8, 8))))
     path = tmp_path / "tuning.json"
-    tuner = Tuner(gpu, path)
+    tuner = Tuner(gpu.dispatcher, path)
     measured = tuner.measure(size=64)
     assert measured.source == "measured" and len(measured.gflops) == 3
     rates = dict(measured.gflops)
@@ -93,10 +93,10 @@ def test_tuning_measures_caches_and_can_be_forced(gpu: Any, tmp_path: Any, monke
     assert tuner.choice(TUNE_THRESHOLD) is measured
     stored = json.loads(path.read_text())[tuner.key]
     assert stored["variant"] == measured.variant and tuple(stored["block"]) == measured.block
-    again = Tuner(gpu, path).choice(TUNE_THRESHOLD)
+    again = Tuner(gpu.dispatcher, path).choice(TUNE_THRESHOLD)
     assert again.source == "cached" and again.name == measured.name
     monkeypatch.setenv("IPFS_ACCELERATE_WEBGPU_MATMUL", "rb8x16:8x4")
-    forced = Tuner(gpu, path).choice(TUNE_THRESHOLD)
+    forced = Tuner(gpu.dispatcher, path).choice(TUNE_THRESHOLD)
     assert (forced.source, forced.variant, forced.block, forced.workgroup) == ("forced", "rb", (8, 16), (8, 4))
 
 
@@ -153,7 +153,8 @@ def test_float_narrowing_rounds_like_numpy_at_the_edge(gpu: Any) -> None:
 
 
 def test_grids_beyond_the_per_dimension_limit(gpu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpu, "_max_groups", 3)  # play an adapter with 3 workgroups per dimension
+    # play an adapter with 3 workgroups per dimension
+    monkeypatch.setattr(gpu.dispatcher, "max_groups", 3)
     rng = np.random.default_rng(4)
     x_np = rng.standard_normal(5000).astype(np.float32)  # 20 workgroups of 256 -> a 3 x 7 grid
     x = ia.tensor(x_np, device="webgpu")

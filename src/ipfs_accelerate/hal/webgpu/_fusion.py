@@ -23,7 +23,7 @@ from ipfs_accelerate.hal.webgpu._kernels._wgsl import P_N, PARAM_WORDS, WORKGROU
 from ipfs_accelerate.hal.webgpu._memory import GPUArray
 
 if TYPE_CHECKING:
-    from ipfs_accelerate.hal.webgpu._backend import WebGPUBackend
+    from ipfs_accelerate.hal.webgpu._dispatcher import Dispatcher
 
 MAX_NODES = 12
 MAX_LEAVES = 6
@@ -60,10 +60,10 @@ class Expr:
 
 
 class Fuser:
-    """Builds pending handles and runs them as fused kernels for one backend."""
+    """Builds pending handles and runs them as fused kernels on one dispatcher."""
 
-    def __init__(self, backend: WebGPUBackend) -> None:
-        self._backend = backend
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
         self._bodies: dict[tuple[str, str, str], ew.Body] = {}
 
     def body(self, op: tuple[str, str], wtype: WType) -> ew.Body:
@@ -85,8 +85,7 @@ class Fuser:
                 if item.__class__ is GPUArray and item.expr is not None:
                     _ = item.buf
             items, counts = self._items(operands, scalar_words)
-        backend = self._backend
-        handle = GPUArray(None, n * out.itemsize, backend._pool)
+        handle = self._dispatcher.pending(n * out.itemsize)
         handle.expr = Expr(self, op, wtype, out, tuple(items), counts)
         return handle
 
@@ -114,7 +113,7 @@ class Fuser:
 
     def materialize(self, root: GPUArray) -> None:
         """Run ``root``'s expression as one kernel into a new buffer."""
-        backend = self._backend
+        dispatcher = self._dispatcher
         leaves: list[GPUArray] = []
         leaf_types: list[WType] = []
         nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]] = []
@@ -155,7 +154,7 @@ class Fuser:
             tuple((e.op, e.wtype.name, e.out.name, refs) for e, refs in nodes),
         )
         key = ("fused", signature)
-        entry = backend._kernels.get(key)
+        entry = dispatcher.cached(key)
         if entry is None:
 
             def make() -> tuple[str, str, tuple[int, int, bool], Any, WType]:
@@ -163,16 +162,16 @@ class Fuser:
                 name = "fused[" + ",".join(e.op[1] for e, _ in nodes) + f"].{nodes[-1][0].out.name}"
                 return name, source, (len(leaves), 1, False), (), nodes[-1][0].out
 
-            entry = backend._kernel(key, make)
+            entry = dispatcher.kernel(key, make)
         buffers = [leaf.buf for leaf in leaves]
         out_wtype: WType = root.expr.out
         count = root.nbytes // out_wtype.itemsize
-        root.attach(backend._pool.acquire(root.nbytes))
+        root.attach(dispatcher.pool.acquire(root.nbytes))
         root.expr = None
         words = [count, 0, 0, 0]
         for w in scalar_words:
             words.extend(w)
-        backend._dispatch_flat(entry, buffers, root, words, count)
+        dispatcher.dispatch_flat(entry, buffers, root, words, count)
 
     def _source(
         self, leaf_types: list[WType], scalar_types: list[WType], nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]]

@@ -44,6 +44,13 @@ def fixed_kernel(variant: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
     return variant, block, workgroup
 
 
+def label(variant: str, block: tuple[int, int], workgroup: tuple[int, int]) -> str:
+    """A kernel's name in kernel names, tuning results and ``$IPFS_ACCELERATE_WEBGPU_MATMUL``."""
+    if variant != "rb":
+        return variant
+    return f"rb{block[0]}x{block[1]}:{workgroup[0]}x{workgroup[1]}"
+
+
 def _activation(act: str, t: str) -> str:
     s = "d" if t == "f64" else "f"
     if act == "relu":
