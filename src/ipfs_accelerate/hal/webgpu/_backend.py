@@ -128,9 +128,9 @@ class WebGPUBackend(ElementwiseOps, LayoutOps, ReduceOps, MatmulOps, ConvOps):
     def profile(self) -> Iterator[ProfileReport]:
         """Time every kernel on the GPU (timestamp queries) inside the ``with`` block::
 
-            with backend.profile() as report:
-                model(x).numpy()
-            print(report.table())
+        with backend.profile() as report:
+            model(x).numpy()
+        print(report.table())
         """
         with self._dispatch.profile() as report:
             yield report

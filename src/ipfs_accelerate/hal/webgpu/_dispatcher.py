@@ -121,7 +121,9 @@ class Dispatcher:
             device.device,
             usage,
             max_cached_bytes=min(1 << 30, max(device.max_buffer, 1 << 28)),
-            on_destroy=lambda buf: recorder_ref[0].bind_groups.forget(buf) if recorder_ref else None,
+            on_destroy=lambda buf: (
+                recorder_ref[0].bind_groups.forget(buf) if recorder_ref else None
+            ),
             max_buffer_bytes=self.max_buffer_bytes,
         )
         self.recorder = Recorder(device, self.pool)
@@ -320,7 +322,9 @@ class Dispatcher:
                 modes = tuple(flat)
             else:
                 strides = tuple(
-                    None if isinstance(o, bool | int | float) else broadcast_strides(o.shape, out_shape)
+                    None
+                    if isinstance(o, bool | int | float)
+                    else broadcast_strides(o.shape, out_shape)
                     for o in operands
                 )
         if strides is not None or out_strides is not None:
@@ -401,7 +405,9 @@ class Dispatcher:
         entry = self._kernels.get(full_key)
         if entry is None:
             flat = tuple(None if m == "k" else (1,) for m in modes)
-            return self.map(key, name, body, wtypes, operands, (n,) if n else (0,), op, strides=flat)
+            return self.map(
+                key, name, body, wtypes, operands, (n,) if n else (0,), op, strides=flat
+            )
         if n == 0:
             return self.alloc(n, entry[2], op)
         return self.record_flat(entry, wtypes, operands, n, op)

@@ -70,12 +70,20 @@ class Fuser:
         key = (op[0], op[1], wtype.name)
         found = self._bodies.get(key)
         if found is None:
-            found = ew.unary_body(op[1], wtype) if op[0] == "unary" else ew.binary_body(op[1], wtype)
+            found = (
+                ew.unary_body(op[1], wtype) if op[0] == "unary" else ew.binary_body(op[1], wtype)
+            )
             self._bodies[key] = found
         return found
 
     def defer(
-        self, op: tuple[str, str], wtype: WType, out: WType, operands: Sequence[Any], scalar_words: Sequence[Any], n: int
+        self,
+        op: tuple[str, str],
+        wtype: WType,
+        out: WType,
+        operands: Sequence[Any],
+        scalar_words: Sequence[Any],
+        n: int,
     ) -> GPUArray:
         """A pending handle for ``op`` over tensors/scalars ``operands`` (``scalar_words`` gives
         each scalar operand's parameter words, None for tensors)."""
@@ -90,7 +98,9 @@ class Fuser:
         return handle
 
     @staticmethod
-    def _items(operands: Sequence[Any], scalar_words: Sequence[Any]) -> tuple[list[Any], tuple[int, int, int]]:
+    def _items(
+        operands: Sequence[Any], scalar_words: Sequence[Any]
+    ) -> tuple[list[Any], tuple[int, int, int]]:
         nodes, leaves, scalars = 1, 0, 0
         items: list[Any] = []
         for operand, words in zip(operands, scalar_words, strict=True):
@@ -174,7 +184,10 @@ class Fuser:
         dispatcher.dispatch_flat(entry, buffers, root, words, count)
 
     def _source(
-        self, leaf_types: list[WType], scalar_types: list[WType], nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]]
+        self,
+        leaf_types: list[WType],
+        scalar_types: list[WType],
+        nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]],
     ) -> str:
         out = nodes[-1][0].out
         types = [*leaf_types, *scalar_types]
@@ -183,15 +196,24 @@ class Fuser:
             types.extend((e.wtype, e.out))
         lines = [ew.preamble(types, "\n".join(b.code for b in bodies))]
         for j, t in enumerate(leaf_types):
-            lines.append(f"@group(0) @binding({1 + j}) var<storage, read> in{j}: array<{t.storage}>;")
-        lines.append(f"@group(0) @binding({1 + len(leaf_types)}) var<storage, read_write> out0: array<{out.storage}>;")
+            lines.append(
+                f"@group(0) @binding({1 + j}) var<storage, read> in{j}: array<{t.storage}>;"
+            )
+        lines.append(
+            f"@group(0) @binding({1 + len(leaf_types)}) "
+            f"var<storage, read_write> out0: array<{out.storage}>;"
+        )
         for k, ((expr, refs), body) in enumerate(zip(nodes, bodies, strict=True)):
             params = ", ".join(f"a{p}: {expr.wtype.compute}" for p in range(len(refs)))
             code = "\n  ".join(body.code.split("\n"))
-            lines.append(f"fn node{k}({params}) -> {expr.out.compute} {{\n  var r: {expr.out.compute};\n  {code}\n  return r;\n}}")
+            lines.append(
+                f"fn node{k}({params}) -> {expr.out.compute} {{\n"
+                f"  var r: {expr.out.compute};\n  {code}\n  return r;\n}}"
+            )
         main = [
             f"@compute @workgroup_size({WORKGROUP})",
-            "fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {",
+            "fn main(@builtin(global_invocation_id) gid: vec3<u32>, "
+            "@builtin(num_workgroups) nwg: vec3<u32>) {",
             "  let i = flat_index(gid, nwg);",
             f"  if (i >= pu({P_N}u)) {{ return; }}",
         ]

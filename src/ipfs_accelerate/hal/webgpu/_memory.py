@@ -217,4 +217,3 @@ class GPUArray:
                 pool.release(self._buf)
             except Exception:  # interpreter shutdown: the pool may be half torn down
                 pass
-

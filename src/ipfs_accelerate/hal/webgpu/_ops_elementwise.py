@@ -181,7 +181,13 @@ class ElementwiseOps(WebGPUOps):
         key = ("binary", op, wtype.name)
         wtypes = (wtype, wtype)
         result = dispatch.map(
-            key, f"{op}.{wtype.name}", lambda: ew.binary_body(op, wtype), wtypes, (a, b), out_shape, op
+            key,
+            f"{op}.{wtype.name}",
+            lambda: ew.binary_body(op, wtype),
+            wtypes,
+            (a, b),
+            out_shape,
+            op,
         )
         if modes is not None:
             entry = dispatch.cached((key, modes, False))

@@ -194,9 +194,7 @@ class MatmulOps(WebGPUOps):
         dispatch.inherit(probs_handle, scores_handle, mask)
         probs = Tensor(probs_handle, scores_shape, q.dtype, self)
         del scores
-        out = self._product(
-            probs, v, batch, length, v.shape[-1], source, False, None, "attention"
-        )
+        out = self._product(probs, v, batch, length, v.shape[-1], source, False, None, "attention")
         self._fusable = None
         return out
 

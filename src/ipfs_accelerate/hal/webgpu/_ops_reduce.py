@@ -33,7 +33,7 @@ class ReduceOps(WebGPUOps):
         return moved, math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes), 1
 
     def _row_shape(self, rows: int, length: int) -> str:
-        """"group" (a workgroup per row) or "thread" (an invocation per row). On a CPU adapter
+        """ "group" (a workgroup per row) or "thread" (an invocation per row). On a CPU adapter
         invocations are SIMD lanes and workgroup barriers are costly: rows get a workgroup
         only when there are too few rows to keep the cores busy."""
         if self._dispatch.device.adapter_type == "cpu":

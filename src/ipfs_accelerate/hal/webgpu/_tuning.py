@@ -43,7 +43,8 @@ TUNE_THRESHOLD = 1 << 21
 
 @dataclass(frozen=True)
 class MatmulChoice:
-    """The kernel for float32 products: ``variant`` where its shape rules allow, else ``fallback``."""
+    """The kernel for float32 products: ``variant`` where its shape rules allow, else
+    ``fallback``."""
 
     variant: str
     block: tuple[int, int]
@@ -83,13 +84,13 @@ def _parse_forced(text: str) -> MatmulChoice | None:
 class Tuner:
     """Finds (once per adapter) and remembers the matmul kernel choice."""
 
-    def __init__(
-        self, dispatcher: Dispatcher, path: str | os.PathLike[str] | None = None
-    ) -> None:
+    def __init__(self, dispatcher: Dispatcher, path: str | os.PathLike[str] | None = None) -> None:
         self._dispatcher = dispatcher
         self._path = Path(path) if path is not None else cache_path()
         dev = dispatcher.device
-        self.key = "|".join((dev.vendor, dev.device_name, dev.api, dev.adapter_type, dev.description))
+        self.key = "|".join(
+            (dev.vendor, dev.device_name, dev.api, dev.adapter_type, dev.description)
+        )
         self._choice: MatmulChoice | None = None
         #: the adapter default, once the environment and the cache file have been looked at and
         #: had nothing: small products then take it without reading them again
@@ -174,7 +175,15 @@ class Tuner:
                     continue
                 best = max(best, rate)
                 # compile time: the warm-up minus one run
-                results.append((variant, block, workgroup, rate, max(warm_up - 2.0 * size**3 / rate / 1e9, 0.0)))
+                results.append(
+                    (
+                        variant,
+                        block,
+                        workgroup,
+                        rate,
+                        max(warm_up - 2.0 * size**3 / rate / 1e9, 0.0),
+                    )
+                )
         if not results:
             return self.default()
         results.sort(key=lambda r: r[3], reverse=True)
@@ -201,7 +210,9 @@ class Tuner:
             if variant not in ("rb", "tiled", "naive") or block[1] % 4:
                 return None
             ranking = tuple((str(n), float(g)) for n, g in entry.get("gflops", []))
-            return MatmulChoice(variant, block, workgroup, str(entry.get("fallback", "naive")), "cached", ranking)
+            return MatmulChoice(
+                variant, block, workgroup, str(entry.get("fallback", "naive")), "cached", ranking
+            )
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
 
