@@ -577,10 +577,9 @@ class HelperLibrary:
 
     An uncalled function is not free: WGSL parsing and validation, the SPIR-V translation and the
     driver's front end all process it, on every first use of a kernel (each op, dtype and operand
-    layout). The whole math library is three times the text of a simple element-wise kernel
-    (ten times in float64) and, on lavapipe, about doubled its shader module and pipeline
-    creation time. Calls are found by name (an identifier followed by ``(``) outside ``//``
-    comments, so a needed helper is never left out; at worst an unneeded one is kept.
+    layout; docs/webgpu.md has the cost). Calls are found by name (an identifier followed by
+    ``(``) outside ``//`` comments, so a needed helper is never left out; at worst an unneeded
+    one is kept.
     """
 
     def __init__(self, *texts: str) -> None:
