@@ -12,6 +12,7 @@ import contextlib
 import math
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -144,15 +145,34 @@ class Dispatcher:
             return self.device.wtype(dtype.name, op)
         return found
 
-    def alloc(self, count: int, wtype: WType, op: str) -> GPUArray:
-        """A handle of ``count`` elements of ``wtype`` from the pool."""
+    def check_room(self, nbytes: int, op: str) -> None:
+        """Raise if the device is lost or ``nbytes`` exceed one storage binding."""
         dev = self.device
         if dev.lost_reason is not None:
             dev.check_alive()
-        nbytes = count * wtype.itemsize
         if nbytes > dev.max_binding:
             dev.check_binding(nbytes, op)
+
+    def alloc(self, count: int, wtype: WType, op: str) -> GPUArray:
+        """A handle of ``count`` elements of ``wtype`` from the pool."""
+        nbytes = count * wtype.itemsize
+        self.check_room(nbytes, op)
         return GPUArray(self.pool.acquire(nbytes), nbytes, self.pool)
+
+    def identity_map(
+        self,
+        wtype: WType,
+        x: Tensor | Scalar,
+        out_shape: Shape,
+        op: str,
+        **placement: Any,
+    ) -> GPUArray:
+        """A copy of ``x`` (or a fill with a scalar) as a map kernel; ``placement`` takes
+        :meth:`map`'s strides, offsets and output placement."""
+        key = ("fill" if isinstance(x, _SCALARS) else "copy", wtype.name)
+        name = f"{key[0]}.{wtype.name}"
+        body = partial(ew.identity_body, wtype)
+        return self.map(key, name, body, (wtype,), (x,), out_shape, op, **placement)
 
     def pending(self, nbytes: int) -> GPUArray:
         """A handle without a buffer yet (the fuser gives it an expression)."""
@@ -356,13 +376,7 @@ class Dispatcher:
         if n == 0:
             return out
         words = [n, 0, 0, 0]
-        buffers: list[DeviceBuffer] = []
-        for k, o in enumerate(operands):
-            if modes[k] == "k":
-                words.extend(self.scalar_words(o, wtypes[k]))  # type: ignore[arg-type]
-            else:
-                words.extend((0, 0, 0, 0))
-                buffers.append(o._data.buf)  # type: ignore[union-attr]
+        buffers = self._pack_operands(operands, wtypes, words)
         while len(words) < 16:
             words.extend((0, 0, 0, 0))
         words.extend(off & 0xFFFFFFFF for off in offsets)
@@ -425,19 +439,27 @@ class Dispatcher:
         out = self.alloc(n, entry[2], op)
         if n:
             words = [n, 0, 0, 0]
-            buffers = []
-            for k, o in enumerate(operands):  # (zip() costs more on this hot path)
-                if o.__class__ in _SCALARS:
-                    words.extend(self.scalar_words(o, wtypes[k]))  # type: ignore[arg-type]
-                else:
-                    words.extend(_ZERO4)
-                    buffers.append(o._data.buf)  # type: ignore[union-attr]
+            buffers = self._pack_operands(operands, wtypes, words)
             words.extend(_ZERO20[len(words) :])
             self.dispatch_flat(entry, buffers, out, words, n)
         for o in operands:
             if o.__class__ is _TensorClass and o._data.taint is not None:  # type: ignore[union-attr]
                 return self.inherit(out, *operands)
         return out
+
+    def _pack_operands(
+        self, operands: Sequence[Tensor | Scalar], wtypes: Sequence[WType], words: list[int]
+    ) -> list[DeviceBuffer]:
+        """Append each operand's four parameter words to ``words`` (a scalar's value, zeros for
+        a tensor) and return the tensors' buffers, in order."""
+        buffers: list[DeviceBuffer] = []
+        for k, o in enumerate(operands):  # (zip() costs more on this hot path)
+            if isinstance(o, _SCALARS):
+                words.extend(self.scalar_words(o, wtypes[k]))
+            else:
+                words.extend(_ZERO4)
+                buffers.append(o._data.buf)
+        return buffers
 
     def dispatch_flat(
         self,

@@ -39,15 +39,7 @@ class ElementwiseOps(WebGPUOps):
 
     def full(self, shape: Shape, value: Scalar, dtype: DType) -> GPUArray:
         wtype = self._dispatch.wtype(dtype, "full")
-        return self._dispatch.map(
-            ("fill", wtype.name),
-            f"fill.{wtype.name}",
-            lambda: ew.identity_body(wtype),
-            (wtype,),
-            (value,),
-            shape,
-            "full",
-        )
+        return self._dispatch.identity_map(wtype, value, shape, "full")
 
     def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> GPUArray:
         dispatch = self._dispatch
@@ -69,15 +61,7 @@ class ElementwiseOps(WebGPUOps):
 
     def copy(self, x: Tensor) -> GPUArray:
         wtype = self._dispatch.wtype(x.dtype, "copy")
-        return self._dispatch.map(
-            ("copy", wtype.name),
-            f"copy.{wtype.name}",
-            lambda: ew.identity_body(wtype),
-            (wtype,),
-            (x,),
-            x.shape,
-            "copy",
-        )
+        return self._dispatch.identity_map(wtype, x, x.shape, "copy")
 
     def cast(self, x: Tensor, dtype: DType) -> GPUArray:
         src = self._dispatch.wtype(x.dtype, "astype")
@@ -106,12 +90,7 @@ class ElementwiseOps(WebGPUOps):
         """A pending handle: an element-wise op that cannot fail waits to run fused with the
         element-wise ops that follow it (see _fusion)."""
         dispatch = self._dispatch
-        dev = dispatch.device
-        if dev.lost_reason is not None:
-            dev.check_alive()
-        nbytes = n * out.itemsize
-        if nbytes > dev.max_binding:
-            dev.check_binding(nbytes, op)
+        dispatch.check_room(n * out.itemsize, op)
         scalar_words = [
             dispatch.scalar_words(o, wtype) if o.__class__ in _SCALARS else None  # type: ignore[arg-type]
             for o in operands

@@ -33,17 +33,8 @@ class LayoutOps(WebGPUOps):
         self, x: Tensor, out_shape: Shape, strides: tuple[int, ...], offset: int, op: str
     ) -> GPUArray:
         wtype = self._dispatch.wtype(x.dtype, op)
-        return self._dispatch.map(
-            ("copy", wtype.name),
-            f"copy.{wtype.name}",
-            lambda: ew.identity_body(wtype),
-            (wtype,),
-            (x,),
-            out_shape,
-            op,
-            strides=(strides,),
-            offsets=(offset, 0, 0),
-        )
+        placement = {"strides": (strides,), "offsets": (offset, 0, 0)}
+        return self._dispatch.identity_map(wtype, x, out_shape, op, **placement)
 
     def permute(self, x: Tensor, axes: tuple[int, ...]) -> GPUArray:
         own = contiguous_strides(x.shape)
@@ -71,12 +62,9 @@ class LayoutOps(WebGPUOps):
         position = 0
         for t in xs:
             if t.size:
-                dispatch.map(
-                    ("copy", wtype.name),
-                    f"copy.{wtype.name}",
-                    lambda: ew.identity_body(wtype),
-                    (wtype,),
-                    (t,),
+                dispatch.identity_map(
+                    wtype,
+                    t,
                     t.shape,
                     "concat",
                     strides=(contiguous_strides(t.shape),),
