@@ -31,7 +31,9 @@ def gpu(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from ipfs_accelerate.hal.webgpu._tuning import Tuner
 
     if backend._tuner is None:
-        backend._tuner = Tuner(backend, tmp_path_factory.mktemp("tuning") / "webgpu_tuning.json")
+        backend._tuner = Tuner(
+            backend.dispatcher, tmp_path_factory.mktemp("tuning") / "webgpu_tuning.json"
+        )
     return backend
 
 

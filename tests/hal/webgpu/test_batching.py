@@ -23,8 +23,9 @@ def _params(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
     p = {"tok": w(VOCAB, HIDDEN), "pos": w(64, HIDDEN), "ln_w": 1 + w(HIDDEN), "ln_b": w(HIDDEN)}
     for i in range(LAYERS):
-        for name, shape in (("q", (HIDDEN, HIDDEN)), ("k", (HIDDEN, HIDDEN)), ("v", (HIDDEN, HIDDEN)),
-                            ("o", (HIDDEN, HIDDEN)), ("f1", (FFN, HIDDEN)), ("f2", (HIDDEN, FFN))):  # fmt: skip
+        square = (HIDDEN, HIDDEN)
+        for name, shape in (("q", square), ("k", square), ("v", square), ("o", square),
+                            ("f1", (FFN, HIDDEN)), ("f2", (HIDDEN, FFN))):  # fmt: skip
             p[f"{i}.{name}_w"], p[f"{i}.{name}_b"] = w(*shape), w(shape[0])
         for ln in ("ln1", "ln2"):
             p[f"{i}.{ln}_w"], p[f"{i}.{ln}_b"] = 1 + w(HIDDEN), w(HIDDEN)
@@ -45,8 +46,16 @@ def _bert(ids: Any, mask: Any, p: dict[str, Any]) -> Any:
         q, k, v = (heads(ops.linear(x, p[f"{i}.{n}_w"], p[f"{i}.{n}_b"])) for n in "qkv")
         ctx = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         ctx = ops.reshape(ops.permute(ctx, (0, 2, 1, 3)), (batch, seq, HIDDEN))
-        x = ops.layer_norm(ops.add(x, ops.linear(ctx, p[f"{i}.o_w"], p[f"{i}.o_b"])), HIDDEN, p[f"{i}.ln1_w"], p[f"{i}.ln1_b"], 1e-12)
-        f = ops.linear(ops.gelu(ops.linear(x, p[f"{i}.f1_w"], p[f"{i}.f1_b"])), p[f"{i}.f2_w"], p[f"{i}.f2_b"])
+        x = ops.layer_norm(
+            ops.add(x, ops.linear(ctx, p[f"{i}.o_w"], p[f"{i}.o_b"])),
+            HIDDEN,
+            p[f"{i}.ln1_w"],
+            p[f"{i}.ln1_b"],
+            1e-12,
+        )
+        f = ops.linear(
+            ops.gelu(ops.linear(x, p[f"{i}.f1_w"], p[f"{i}.f1_b"])), p[f"{i}.f2_w"], p[f"{i}.f2_b"]
+        )
         x = ops.layer_norm(ops.add(x, f), HIDDEN, p[f"{i}.ln2_w"], p[f"{i}.ln2_b"], 1e-12)
     return x
 
@@ -64,7 +73,9 @@ def test_bert_forward_submits_once_and_reads_back_only_the_output(gpu: Any) -> N
     before = gpu.stats()
     out = _bert(ids, mask, params)
     recorded = gpu.stats()
-    assert recorded["submits"] == before["submits"], "the forward pass submitted before its output was read"
+    assert recorded["submits"] == before["submits"], (
+        "the forward pass submitted before its output was read"
+    )
     assert recorded["readbacks"] == before["readbacks"]
     assert recorded["pending"] >= 9 * LAYERS
     result = out.numpy()
@@ -74,7 +85,9 @@ def test_bert_forward_submits_once_and_reads_back_only_the_output(gpu: Any) -> N
     assert after["pipeline_compiles"] == before["pipeline_compiles"]
 
     with np.errstate(all="ignore"):
-        expected = _bert(ia.tensor(ids_np), ia.tensor(mask_np), {k: ia.tensor(v) for k, v in p_np.items()}).numpy()
+        expected = _bert(
+            ia.tensor(ids_np), ia.tensor(mask_np), {k: ia.tensor(v) for k, v in p_np.items()}
+        ).numpy()
     np.testing.assert_allclose(result, expected, rtol=1e-3, atol=1e-3)
 
 
@@ -150,9 +163,13 @@ def test_kernel_errors_surface_at_the_next_readback(gpu: Any) -> None:
         overflowed.numpy()  # the failed kernel's output stays poisoned
     np.testing.assert_array_equal(fine.numpy(), [2**31 - 2, 4])  # later readbacks are clean
     table = ia.tensor(np.arange(12, dtype=np.float32).reshape(4, 3), device="webgpu")
-    with pytest.raises(IndexOutOfRangeError, match=r"gather: index -5 is out of range for axis 0 of size 4"):
+    with pytest.raises(
+        IndexOutOfRangeError, match=r"gather: index -5 is out of range for axis 0 of size 4"
+    ):
         ops.gather(table, ia.tensor(np.array([1, -5], dtype=np.int64), device="webgpu"), 0).numpy()
-    np.testing.assert_array_equal(ops.gather(table, ia.tensor([3, -1], device="webgpu"), 0).numpy(), [[9, 10, 11]] * 2)
+    np.testing.assert_array_equal(
+        ops.gather(table, ia.tensor([3, -1], device="webgpu"), 0).numpy(), [[9, 10, 11]] * 2
+    )
 
 
 def test_error_slots_recycle_across_many_checked_kernels(gpu: Any) -> None:
@@ -175,7 +192,8 @@ def test_activation_fuses_into_the_linear_epilogue(gpu: Any) -> None:
     post = ops.gelu(pre)
     assert gpu.stats()["dispatches"] - before == 1  # one kernel wrote both
     reference = x_np @ w_np.T + b_np
-    np.testing.assert_allclose(pre.numpy(), reference, rtol=1e-5, atol=1e-5)  # the pre-activation stays valid
+    # the pre-activation stays valid
+    np.testing.assert_allclose(pre.numpy(), reference, rtol=1e-5, atol=1e-5)
     gelu = 0.5 * reference * (1 + np.vectorize(math.erf)(reference / math.sqrt(2)))
     np.testing.assert_allclose(post.numpy(), gelu, rtol=1e-5, atol=1e-5)
     # another consumer of the pre-activation in between: still correct either way
@@ -189,7 +207,9 @@ def test_activation_fuses_into_the_linear_epilogue(gpu: Any) -> None:
 def test_profiling_reports_gpu_time_per_kernel(gpu: Any) -> None:
     if "timestamp-query" not in gpu.device.features:
         pytest.skip("adapter without timestamp queries")
-    x = ia.tensor(np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32), device="webgpu")
+    x = ia.tensor(
+        np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32), device="webgpu"
+    )
     with gpu.profile() as report:
         (ops.exp(x) @ x).numpy()
         ops.softmax(x, -1).numpy()
@@ -199,7 +219,7 @@ def test_profiling_reports_gpu_time_per_kernel(gpu: Any) -> None:
     assert any(n.startswith("softmax.float32") for n in names)
     assert all(k.calls >= 1 and k.total_ns > 0 for k in report.rows())
     assert "calls" in report.table()
-    assert gpu._recorder.profiler is None
+    assert gpu.dispatcher.recorder.profiler is None
 
 
 def test_values_computed_from_a_failed_kernel_raise_too(gpu: Any) -> None:
@@ -227,14 +247,18 @@ def test_element_wise_chains_run_as_one_kernel(gpu: Any) -> None:
     before = gpu.stats()["dispatches"]
     y, y_np = x, x_np
     for i in range(100):
-        y, y_np = (y * 1.01, y_np * np.float32(1.01)) if i % 2 else (y + 0.5, y_np + np.float32(0.5))
+        y, y_np = (
+            (y * 1.01, y_np * np.float32(1.01)) if i % 2 else (y + 0.5, y_np + np.float32(0.5))
+        )
         if i == 50:
             middle, middle_np = y, y_np
-    assert gpu.stats()["dispatches"] - before <= 100 // MAX_NODES  # a kernel per MAX_NODES ops, at most
+    # a kernel per MAX_NODES ops, at most
+    assert gpu.stats()["dispatches"] - before <= 100 // MAX_NODES
     np.testing.assert_allclose(y.numpy(), y_np, rtol=1e-5)
     dispatches = gpu.stats()["dispatches"] - before
     assert dispatches <= -(-100 // MAX_NODES) + 1
-    np.testing.assert_allclose(middle.numpy(), middle_np, rtol=1e-5)  # an intermediate is computed on its own
+    # an intermediate is computed on its own
+    np.testing.assert_allclose(middle.numpy(), middle_np, rtol=1e-5)
     assert gpu.stats()["dispatches"] - before <= dispatches + 1
     settled = gpu.stats()["dispatches"]
     unused = x * 3.0  # a pending value never read costs nothing
@@ -252,7 +276,9 @@ def test_fused_expressions_share_inputs_and_change_dtypes(gpu: Any) -> None:
     np.testing.assert_allclose(both.numpy(), a_np * 4, rtol=1e-6)
     mask = (ops.exp(doubled) - b) > 1.0  # float ops ending in a bool
     np.testing.assert_array_equal(mask.numpy(), (np.exp(a_np * 2) - b_np) > 1)
-    many = [ia.tensor(rng.standard_normal(64).astype(np.float32), device="webgpu") for _ in range(9)]
+    many = [
+        ia.tensor(rng.standard_normal(64).astype(np.float32), device="webgpu") for _ in range(9)
+    ]
     total = many[0]
     for t in many[1:]:  # more inputs than one kernel binds: the expression is cut
         total = ops.maximum(total, t) * 1.0 + ops.sigmoid(t)
@@ -264,10 +290,15 @@ def test_fused_expressions_share_inputs_and_change_dtypes(gpu: Any) -> None:
     if "float16" in {d.name for d in gpu.supported_dtypes}:
         half_np = np.array([60000, 1.0, 0.1], np.float16)
         half = ia.tensor(half_np, device="webgpu")
-        with np.errstate(over="ignore"):  # intermediates round to float16 as in numpy: 120000 -> inf
+        with np.errstate(
+            over="ignore"
+        ):  # intermediates round to float16 as in numpy: 120000 -> inf
             np.testing.assert_array_equal(((half * 2) / 2).numpy(), (half_np * 2) / 2)
-    product = ops.matmul(ops.reshape(a * 0.5, (8, 8)), ops.reshape(b + 1, (8, 8)))  # non-element-wise consumer
-    np.testing.assert_allclose(product.numpy(), (a_np * 0.5).reshape(8, 8) @ (b_np + 1).reshape(8, 8), rtol=1e-5, atol=1e-5)
+    # a consumer that is not element-wise
+    product = ops.matmul(ops.reshape(a * 0.5, (8, 8)), ops.reshape(b + 1, (8, 8)))
+    np.testing.assert_allclose(
+        product.numpy(), (a_np * 0.5).reshape(8, 8) @ (b_np + 1).reshape(8, 8), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_fusion_can_be_turned_off(private_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:

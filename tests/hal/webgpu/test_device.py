@@ -25,8 +25,15 @@ def test_info_reports_the_adapter(gpu: Any) -> None:
     adapter = dict(gpu.device.adapter.info)
     assert info.name == "webgpu" and info.available
     assert info.device_name == adapter["device"]
-    assert info.api == adapter["backend_type"] and info.api in {"Vulkan", "Metal", "D3D12", "OpenGL"}
-    expected_type = {"CPU": "cpu", "DiscreteGPU": "discrete", "IntegratedGPU": "integrated"}.get(adapter["adapter_type"])
+    assert info.api == adapter["backend_type"] and info.api in {
+        "Vulkan",
+        "Metal",
+        "D3D12",
+        "OpenGL",
+    }
+    expected_type = {"CPU": "cpu", "DiscreteGPU": "discrete", "IntegratedGPU": "integrated"}.get(
+        adapter["adapter_type"]
+    )
     if expected_type is not None:
         assert info.adapter_type == expected_type
     assert info.limits["max-storage-buffer-binding-size"] == gpu.device.max_binding > 0
@@ -41,7 +48,9 @@ def test_info_reports_the_adapter(gpu: Any) -> None:
     assert info.as_dict()["adapter_type"] == info.adapter_type
 
 
-def test_select_backend_never_picks_a_software_adapter(gpu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_select_backend_never_picks_a_software_adapter(
+    gpu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("IPFS_ACCELERATE_DEVICE", raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackendFallbackWarning)
@@ -58,7 +67,10 @@ def test_dtypes_follow_adapter_features(private_backend: Any) -> None:
     name, small = private_backend(disabled_features=["shader-f64", "shader-int64", "shader-f16"])
     held = {d.name for d in small.supported_dtypes}
     assert held == {"float32", "int32", "uint8", "bool"}
-    with pytest.raises(UnsupportedDtypeError, match=r"float64 needs the 'shader-f64' feature.*adapter .*use device 'cpu'"):
+    with pytest.raises(
+        UnsupportedDtypeError,
+        match=r"float64 needs the 'shader-f64' feature.*adapter .*use device 'cpu'",
+    ):
         ia.tensor(np.ones(2), device=name)
     with pytest.raises(UnsupportedDtypeError, match="int64.*shader-int64"):
         ia.tensor([1, 2], device=name)  # Python ints default to int64
@@ -77,13 +89,18 @@ def test_tensors_beyond_the_binding_limit_are_refused(private_backend: Any) -> N
     backend.device.max_binding = 1024  # play an adapter with 1 KiB bindings
     small = ia.tensor(np.ones(256, np.float32), device=name)
     assert float(ops.sum(small).item()) == 256.0
-    with pytest.raises(BackendLimitError, match=r"1028 bytes exceeds adapter .* max_storage_buffer_binding_size of 1024"):
+    with pytest.raises(
+        BackendLimitError,
+        match=r"1028 bytes exceeds adapter .* max_storage_buffer_binding_size of 1024",
+    ):
         ia.tensor(np.ones(257, np.float32), device=name)
     with pytest.raises(BackendLimitError, match="concat"):
         ops.concat([small, small])
 
 
-def test_no_adapter_falls_back_to_cpu_with_a_warning(monkeypatch: pytest.MonkeyPatch, gpu: Any) -> None:
+def test_no_adapter_falls_back_to_cpu_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, gpu: Any
+) -> None:
     import wgpu
 
     from ipfs_accelerate.hal.webgpu import WebGPUBackend
@@ -91,7 +108,11 @@ def test_no_adapter_falls_back_to_cpu_with_a_warning(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(wgpu.gpu, "request_adapter_sync", lambda **kwargs: None)
     hal.register_backend("webgpu_missing", WebGPUBackend, fallback="cpu")
     try:
-        with pytest.warns(BackendFallbackWarning, match=r"'webgpu_missing' is unavailable: webgpu: no WebGPU adapter found.*falling back to 'cpu'"):
+        with pytest.warns(
+            BackendFallbackWarning,
+            match=r"'webgpu_missing' is unavailable: webgpu: no WebGPU adapter found"
+            r".*falling back to 'cpu'",
+        ):
             t = ia.zeros(3, device="webgpu_missing")
         assert t.device == "cpu"
         with pytest.raises(BackendUnavailableError, match="no WebGPU adapter"):
@@ -117,6 +138,8 @@ def test_device_loss_is_a_typed_error_and_the_name_restarts(private_backend: Any
 
 def test_mixing_with_cpu_needs_to(gpu: Any) -> None:
     a = ia.ones(3, device="webgpu")
-    with pytest.raises(DeviceMismatchError, match=r"add: operands are on different devices \(cpu, webgpu\)"):
+    with pytest.raises(
+        DeviceMismatchError, match=r"add: operands are on different devices \(cpu, webgpu\)"
+    ):
         a + ia.ones(3)
     np.testing.assert_array_equal((a + ia.ones(3).to("webgpu")).numpy(), [2, 2, 2])

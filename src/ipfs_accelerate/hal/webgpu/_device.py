@@ -72,21 +72,30 @@ class Device:
     without shader-f64 or shader-int64).
     """
 
-    def __init__(self, power_preference: str | None = None, disabled_features: Iterable[str] = ()) -> None:
+    def __init__(
+        self, power_preference: str | None = None, disabled_features: Iterable[str] = ()
+    ) -> None:
         try:
             import wgpu
         except ImportError as exc:  # pragma: no cover - wgpu is in the webgpu extra
             raise BackendUnavailableError(
-                "webgpu: the 'wgpu' package is not installed (pip install 'ipfs-accelerate[webgpu]')"
+                "webgpu: the 'wgpu' package is not installed "
+                "(pip install 'ipfs-accelerate[webgpu]')"
             ) from exc
         self.wgpu = wgpu
-        preference = power_preference or os.environ.get("IPFS_ACCELERATE_WEBGPU_POWER", "high-performance")
+        preference = power_preference or os.environ.get(
+            "IPFS_ACCELERATE_WEBGPU_POWER", "high-performance"
+        )
         try:
             adapter = wgpu.gpu.request_adapter_sync(power_preference=preference)
         except Exception as exc:
-            raise BackendUnavailableError(f"webgpu: no WebGPU adapter found ({type(exc).__name__}: {exc})") from exc
+            raise BackendUnavailableError(
+                f"webgpu: no WebGPU adapter found ({type(exc).__name__}: {exc})"
+            ) from exc
         if adapter is None:
-            raise BackendUnavailableError("webgpu: no WebGPU adapter found (no Vulkan, Metal or D3D12 driver)")
+            raise BackendUnavailableError(
+                "webgpu: no WebGPU adapter found (no Vulkan, Metal or D3D12 driver)"
+            )
         self.adapter = adapter
         info = dict(adapter.info)
         self.vendor = str(info.get("vendor") or info.get("vendor_id") or "")
@@ -94,10 +103,14 @@ class Device:
         self.description = str(info.get("description") or "")
         self.adapter_type = normalize_adapter_type(info.get("adapter_type"))
         self.api = str(info.get("backend_type") or "")
-        self.adapter_info = {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in info.items()}
+        self.adapter_info = {
+            k: (v if isinstance(v, int | float | str) else str(v)) for k, v in info.items()
+        }
         disabled = set(disabled_features)
         available = set(adapter.features)
-        self.features = frozenset(f for f in WANTED_FEATURES if f in available and f not in disabled)
+        self.features = frozenset(
+            f for f in WANTED_FEATURES if f in available and f not in disabled
+        )
         adapter_limits = dict(adapter.limits)
         required = {name: adapter_limits[name] for name in RAISED_LIMITS if name in adapter_limits}
         try:
@@ -106,10 +119,13 @@ class Device:
             )
         except Exception as exc:
             raise BackendUnavailableError(
-                f"webgpu: adapter {self.device_name!r} could not open a device ({type(exc).__name__}: {exc})"
+                f"webgpu: adapter {self.device_name!r} could not open a device "
+                f"({type(exc).__name__}: {exc})"
             ) from exc
         self.queue = self.device.queue
-        self.limits = {k: int(v) for k, v in dict(self.device.limits).items() if isinstance(v, int | float)}
+        self.limits = {
+            k: int(v) for k, v in dict(self.device.limits).items() if isinstance(v, int | float)
+        }
         self.max_binding = self.limits.get("max-storage-buffer-binding-size", 128 << 20)
         self.max_buffer = self.limits.get("max-buffer-size", 256 << 20)
         self.max_groups = self.limits.get("max-compute-workgroups-per-dimension", 65535)
@@ -117,7 +133,9 @@ class Device:
         self.lost_reason: str | None = None
         #: called once when the device is found lost (the backend leaves the registry then)
         self.on_lost: list[Callable[[], None]] = []
-        self.dtypes = tuple(name for name, w in WTYPES.items() if w.feature is None or w.feature in self.features)
+        self.dtypes = tuple(
+            name for name, w in WTYPES.items() if w.feature is None or w.feature in self.features
+        )
 
     # ------------------------------------------------------------------ description
 
@@ -143,8 +161,8 @@ class Device:
         wtype = WTYPES[dtype_name]
         if wtype.feature is not None and wtype.feature not in self.features:
             raise UnsupportedDtypeError(
-                f"webgpu: {op}: dtype {dtype_name} needs the '{wtype.feature}' feature, which adapter "
-                f"{self.label} does not have; use device 'cpu' for {dtype_name} tensors"
+                f"webgpu: {op}: dtype {dtype_name} needs the '{wtype.feature}' feature, which "
+                f"adapter {self.label} does not have; use device 'cpu' for {dtype_name} tensors"
             )
         return wtype
 
@@ -153,7 +171,8 @@ class Device:
         if nbytes > self.max_binding:
             raise BackendLimitError(
                 f"webgpu: {op}: a tensor of {nbytes} bytes exceeds adapter {self.label}'s "
-                f"max_storage_buffer_binding_size of {self.max_binding} bytes; split it or use device 'cpu'"
+                f"max_storage_buffer_binding_size of {self.max_binding} bytes; split it or use "
+                "device 'cpu'"
             )
 
     def check_alive(self) -> None:
@@ -168,8 +187,8 @@ class Device:
                 with contextlib.suppress(Exception):  # a failing observer must not hide the loss
                     callback()
         return DeviceLostError(
-            f"webgpu: the device on adapter {self.label} was lost ({self.lost_reason}); its tensors are "
-            "gone. New tensors go to a fresh device (or 'cpu' if none can start)"
+            f"webgpu: the device on adapter {self.label} was lost ({self.lost_reason}); its "
+            "tensors are gone. New tensors go to a fresh device (or 'cpu' if none can start)"
         )
 
     def failure(self, exc: BaseException, doing: str) -> BackendError:

@@ -23,7 +23,7 @@ from ipfs_accelerate.hal.webgpu._kernels._wgsl import P_N, PARAM_WORDS, WORKGROU
 from ipfs_accelerate.hal.webgpu._memory import GPUArray
 
 if TYPE_CHECKING:
-    from ipfs_accelerate.hal.webgpu._backend import WebGPUBackend
+    from ipfs_accelerate.hal.webgpu._dispatcher import Dispatcher
 
 MAX_NODES = 12
 MAX_LEAVES = 6
@@ -60,22 +60,30 @@ class Expr:
 
 
 class Fuser:
-    """Builds pending handles and runs them as fused kernels for one backend."""
+    """Builds pending handles and runs them as fused kernels on one dispatcher."""
 
-    def __init__(self, backend: WebGPUBackend) -> None:
-        self._backend = backend
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
         self._bodies: dict[tuple[str, str, str], ew.Body] = {}
 
     def body(self, op: tuple[str, str], wtype: WType) -> ew.Body:
         key = (op[0], op[1], wtype.name)
         found = self._bodies.get(key)
         if found is None:
-            found = ew.unary_body(op[1], wtype) if op[0] == "unary" else ew.binary_body(op[1], wtype)
+            found = (
+                ew.unary_body(op[1], wtype) if op[0] == "unary" else ew.binary_body(op[1], wtype)
+            )
             self._bodies[key] = found
         return found
 
     def defer(
-        self, op: tuple[str, str], wtype: WType, out: WType, operands: Sequence[Any], scalar_words: Sequence[Any], n: int
+        self,
+        op: tuple[str, str],
+        wtype: WType,
+        out: WType,
+        operands: Sequence[Any],
+        scalar_words: Sequence[Any],
+        n: int,
     ) -> GPUArray:
         """A pending handle for ``op`` over tensors/scalars ``operands`` (``scalar_words`` gives
         each scalar operand's parameter words, None for tensors)."""
@@ -85,13 +93,14 @@ class Fuser:
                 if item.__class__ is GPUArray and item.expr is not None:
                     _ = item.buf
             items, counts = self._items(operands, scalar_words)
-        backend = self._backend
-        handle = GPUArray(None, n * out.itemsize, backend._pool)
+        handle = self._dispatcher.pending(n * out.itemsize)
         handle.expr = Expr(self, op, wtype, out, tuple(items), counts)
         return handle
 
     @staticmethod
-    def _items(operands: Sequence[Any], scalar_words: Sequence[Any]) -> tuple[list[Any], tuple[int, int, int]]:
+    def _items(
+        operands: Sequence[Any], scalar_words: Sequence[Any]
+    ) -> tuple[list[Any], tuple[int, int, int]]:
         nodes, leaves, scalars = 1, 0, 0
         items: list[Any] = []
         for operand, words in zip(operands, scalar_words, strict=True):
@@ -114,7 +123,7 @@ class Fuser:
 
     def materialize(self, root: GPUArray) -> None:
         """Run ``root``'s expression as one kernel into a new buffer."""
-        backend = self._backend
+        dispatcher = self._dispatcher
         leaves: list[GPUArray] = []
         leaf_types: list[WType] = []
         nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]] = []
@@ -155,7 +164,7 @@ class Fuser:
             tuple((e.op, e.wtype.name, e.out.name, refs) for e, refs in nodes),
         )
         key = ("fused", signature)
-        entry = backend._kernels.get(key)
+        entry = dispatcher.cached(key)
         if entry is None:
 
             def make() -> tuple[str, str, tuple[int, int, bool], Any, WType]:
@@ -163,19 +172,22 @@ class Fuser:
                 name = "fused[" + ",".join(e.op[1] for e, _ in nodes) + f"].{nodes[-1][0].out.name}"
                 return name, source, (len(leaves), 1, False), (), nodes[-1][0].out
 
-            entry = backend._kernel(key, make)
+            entry = dispatcher.kernel(key, make)
         buffers = [leaf.buf for leaf in leaves]
         out_wtype: WType = root.expr.out
         count = root.nbytes // out_wtype.itemsize
-        root.attach(backend._pool.acquire(root.nbytes))
+        root.attach(dispatcher.pool.acquire(root.nbytes))
         root.expr = None
         words = [count, 0, 0, 0]
         for w in scalar_words:
             words.extend(w)
-        backend._dispatch_flat(entry, buffers, root, words, count)
+        dispatcher.dispatch_flat(entry, buffers, root, words, count)
 
     def _source(
-        self, leaf_types: list[WType], scalar_types: list[WType], nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]]
+        self,
+        leaf_types: list[WType],
+        scalar_types: list[WType],
+        nodes: list[tuple[Expr, tuple[tuple[str, int], ...]]],
     ) -> str:
         out = nodes[-1][0].out
         types = [*leaf_types, *scalar_types]
@@ -184,15 +196,24 @@ class Fuser:
             types.extend((e.wtype, e.out))
         lines = [ew.preamble(types, "\n".join(b.code for b in bodies))]
         for j, t in enumerate(leaf_types):
-            lines.append(f"@group(0) @binding({1 + j}) var<storage, read> in{j}: array<{t.storage}>;")
-        lines.append(f"@group(0) @binding({1 + len(leaf_types)}) var<storage, read_write> out0: array<{out.storage}>;")
+            lines.append(
+                f"@group(0) @binding({1 + j}) var<storage, read> in{j}: array<{t.storage}>;"
+            )
+        lines.append(
+            f"@group(0) @binding({1 + len(leaf_types)}) "
+            f"var<storage, read_write> out0: array<{out.storage}>;"
+        )
         for k, ((expr, refs), body) in enumerate(zip(nodes, bodies, strict=True)):
             params = ", ".join(f"a{p}: {expr.wtype.compute}" for p in range(len(refs)))
             code = "\n  ".join(body.code.split("\n"))
-            lines.append(f"fn node{k}({params}) -> {expr.out.compute} {{\n  var r: {expr.out.compute};\n  {code}\n  return r;\n}}")
+            lines.append(
+                f"fn node{k}({params}) -> {expr.out.compute} {{\n"
+                f"  var r: {expr.out.compute};\n  {code}\n  return r;\n}}"
+            )
         main = [
             f"@compute @workgroup_size({WORKGROUP})",
-            "fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {",
+            "fn main(@builtin(global_invocation_id) gid: vec3<u32>, "
+            "@builtin(num_workgroups) nwg: vec3<u32>) {",
             "  let i = flat_index(gid, nwg);",
             f"  if (i >= pu({P_N}u)) {{ return; }}",
         ]

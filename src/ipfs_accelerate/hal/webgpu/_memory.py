@@ -38,7 +38,7 @@ class DeviceBuffer:
     def __init__(self, buffer: Any, size: int) -> None:
         self.buffer = buffer
         self.size = size
-        self.uid = next(DeviceBuffer._ids)
+        self.uid = next(self._ids)
 
 
 class BufferPool:
@@ -217,4 +217,3 @@ class GPUArray:
                 pool.release(self._buf)
             except Exception:  # interpreter shutdown: the pool may be half torn down
                 pass
-

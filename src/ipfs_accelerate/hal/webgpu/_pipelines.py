@@ -20,7 +20,17 @@ LayoutKey = tuple[int, int, bool]
 class Kernel:
     """A compiled compute pipeline and what it binds."""
 
-    __slots__ = ("checked", "entry", "layout", "layout_key", "n_in", "n_out", "name", "pipeline", "source")
+    __slots__ = (
+        "checked",
+        "entry",
+        "layout",
+        "layout_key",
+        "n_in",
+        "n_out",
+        "name",
+        "pipeline",
+        "source",
+    )
 
     def __init__(
         self, name: str, source: str, entry: str, pipeline: Any, layout: Any, layout_key: LayoutKey
@@ -59,13 +69,25 @@ class PipelineCache:
                 {
                     "binding": 0,
                     "visibility": compute,
-                    "buffer": {"type": "uniform", "has_dynamic_offset": True, "min_binding_size": PARAM_BYTES},
+                    "buffer": {
+                        "type": "uniform",
+                        "has_dynamic_offset": True,
+                        "min_binding_size": PARAM_BYTES,
+                    },
                 }
             ]
             for i in range(n_in):
-                entries.append({"binding": 1 + i, "visibility": compute, "buffer": {"type": "read-only-storage"}})
+                entries.append(
+                    {
+                        "binding": 1 + i,
+                        "visibility": compute,
+                        "buffer": {"type": "read-only-storage"},
+                    }
+                )
             for i in range(n_out + (1 if checked else 0)):
-                entries.append({"binding": 1 + n_in + i, "visibility": compute, "buffer": {"type": "storage"}})
+                entries.append(
+                    {"binding": 1 + n_in + i, "visibility": compute, "buffer": {"type": "storage"}}
+                )
             group_layout = self._device.create_bind_group_layout(entries=entries)
             pipeline_layout = self._device.create_pipeline_layout(bind_group_layouts=[group_layout])
             found = (group_layout, pipeline_layout)
@@ -91,7 +113,8 @@ class PipelineCache:
 
 
 class BindGroupCache:
-    """Bind groups keyed by (layout, buffer ids), least recently used dropped beyond ``capacity``."""
+    """Bind groups keyed by (layout, buffer ids), least recently used dropped beyond
+    ``capacity``."""
 
     def __init__(self, device: Any, uniform: Any, capacity: int = 8192) -> None:
         self._device = device
@@ -113,7 +136,9 @@ class BindGroupCache:
             {"binding": 0, "resource": {"buffer": self._uniform, "offset": 0, "size": PARAM_BYTES}}
         ]
         for i, b in enumerate(buffers):
-            entries.append({"binding": 1 + i, "resource": {"buffer": b.buffer, "offset": 0, "size": b.size}})
+            entries.append(
+                {"binding": 1 + i, "resource": {"buffer": b.buffer, "offset": 0, "size": b.size}}
+            )
         group = self._device.create_bind_group(layout=kernel.layout, entries=entries)
         self.creations += 1
         self._groups[key] = group

@@ -51,7 +51,9 @@ class ProfileReport:
     def table(self) -> str:
         lines = [f"{'kernel':<48} {'calls':>7} {'total ms':>10} {'mean us':>10}"]
         for k in self.rows():
-            lines.append(f"{k.name[:48]:<48} {k.calls:>7} {k.total_ns / 1e6:>10.3f} {k.mean_us:>10.1f}")
+            lines.append(
+                f"{k.name[:48]:<48} {k.calls:>7} {k.total_ns / 1e6:>10.3f} {k.mean_us:>10.1f}"
+            )
         return "\n".join(lines)
 
 
@@ -62,20 +64,29 @@ class Profiler:
         # wgpu caps a query set at 4096 queries: two per timed dispatch
         if "timestamp-query" not in dev.features:
             raise UnsupportedOpError(
-                f"webgpu: profiling needs the 'timestamp-query' feature, which adapter {dev.label} lacks"
+                "webgpu: profiling needs the 'timestamp-query' feature, which adapter "
+                f"{dev.label} lacks"
             )
         wgpu = dev.wgpu
         self._dev = dev
         self._capacity = capacity
-        self._query_set = dev.device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * capacity)
+        self._query_set = dev.device.create_query_set(
+            type=wgpu.QueryType.timestamp, count=2 * capacity
+        )
         size = 2 * capacity * 8
-        self._resolve = dev.device.create_buffer(size=size, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
-        self._read = dev.device.create_buffer(size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+        self._resolve = dev.device.create_buffer(
+            size=size, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC
+        )
+        self._read = dev.device.create_buffer(
+            size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+        )
         self._period = dev.timestamp_period()
         self._pending: list[str] = []
         self.report = ProfileReport()
 
-    def encode(self, encoder: Any, records: Sequence[tuple[Any, ...]], bind_groups: BindGroupCache) -> None:
+    def encode(
+        self, encoder: Any, records: Sequence[tuple[Any, ...]], bind_groups: BindGroupCache
+    ) -> None:
         names: list[str] = []
         for index, (kernel, buffers, offset, gx, gy, gz) in enumerate(records[: self._capacity]):
             compute_pass = encoder.begin_compute_pass(
@@ -110,7 +121,9 @@ class Profiler:
         count = 2 * len(names)
         self._read.map_sync(self._dev.wgpu.MapMode.READ, 0, count * 8)
         try:
-            ticks = np.frombuffer(self._read.read_mapped(0, count * 8), dtype=np.uint64).reshape(-1, 2)
+            ticks = np.frombuffer(self._read.read_mapped(0, count * 8), dtype=np.uint64).reshape(
+                -1, 2
+            )
         finally:
             self._read.unmap()
         elapsed = (ticks[:, 1].astype(np.float64) - ticks[:, 0].astype(np.float64)) * self._period

@@ -74,7 +74,9 @@ class Recorder:
         self._ring = bytearray(ring_bytes)
         self._ring_used = 0
         self.uniform = self._device.create_buffer(
-            size=ring_bytes, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST, label="params ring"
+            size=ring_bytes,
+            usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
+            label="params ring",
         )
         self.bind_groups = BindGroupCache(self._device, self.uniform)
         self._records: list[tuple[Kernel, tuple[DeviceBuffer, ...], int, int, int, int]] = []
@@ -84,7 +86,9 @@ class Recorder:
         self.errors = DeviceBuffer(
             self._device.create_buffer(
                 size=err_size,
-                usage=wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST,
+                usage=wgpu.BufferUsage.STORAGE
+                | wgpu.BufferUsage.COPY_SRC
+                | wgpu.BufferUsage.COPY_DST,
                 label="error flags",
             ),
             err_size,
@@ -129,7 +133,13 @@ class Recorder:
         builder, _, uid = self._err_info[slot]
         self._err_info[slot] = (builder, weakref.ref(handle), uid)
 
-    def dispatch(self, kernel: Kernel, buffers: tuple[DeviceBuffer, ...], words: Sequence[int], groups: tuple[int, int, int]) -> None:
+    def dispatch(
+        self,
+        kernel: Kernel,
+        buffers: tuple[DeviceBuffer, ...],
+        words: Sequence[int],
+        groups: tuple[int, int, int],
+    ) -> None:
         """Record ``kernel`` over ``buffers`` (inputs, outputs[, error buffer]) with parameter
         ``words`` and workgroup counts ``groups``."""
         offset = self._ring_used
@@ -183,7 +193,11 @@ class Recorder:
             records.clear()
             self._ring_used = 0
 
-    def _encode_raw(self, compute_pass: Any, records: list[tuple[Kernel, tuple[DeviceBuffer, ...], int, int, int, int]]) -> None:
+    def _encode_raw(
+        self,
+        compute_pass: Any,
+        records: list[tuple[Kernel, tuple[DeviceBuffer, ...], int, int, int, int]],
+    ) -> None:
         """The pass commands through wgpu-native's C functions directly: wgpu-py's wrappers
         cost more than the commands themselves. Validation errors still surface, when the
         encoder is finished."""
@@ -236,7 +250,9 @@ class Recorder:
             new_size = max(1 << 16, 1 << (size - 1).bit_length())
             wgpu = self._wgpu
             self._staging = self._device.create_buffer(
-                size=new_size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST, label="readback staging"
+                size=new_size,
+                usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
+                label="readback staging",
             )
             self._staging_size = new_size
         return self._staging
@@ -267,7 +283,9 @@ class Recorder:
                 if data_bytes:
                     encoder.copy_buffer_to_buffer(buf.buffer, 0, staging, 0, data_bytes)  # type: ignore[union-attr]
                 if err_bytes:
-                    encoder.copy_buffer_to_buffer(self.errors.buffer, 0, staging, err_offset, err_bytes)
+                    encoder.copy_buffer_to_buffer(
+                        self.errors.buffer, 0, staging, err_offset, err_bytes
+                    )
             except Exception as exc:
                 raise self._dev.failure(exc, "copying results for readback") from exc
             self._submit(encoder)

@@ -1,14 +1,11 @@
 """Per-adapter kernel choice by measurement, remembered on disk.
 
-The fastest float32 matmul kernel differs by an order of magnitude between adapters: on
-lavapipe (a CPU running the shader as SIMD lanes) register-blocked kernels beat
-shared-memory tiling 10-80x, and the bigger the block the better; on real GPUs tiling wins and
-big blocks run out of registers. The first large float32 matmul on an
-adapter times each candidate on a probe problem (with its own recorder and buffers, so the
-caller's open batch is neither submitted nor counted) and records the ranking in
-``$IPFS_ACCELERATE_CACHE_DIR/webgpu_tuning.json`` (default ``~/.cache/ipfs_accelerate``),
-keyed by adapter and driver. ``$IPFS_ACCELERATE_WEBGPU_MATMUL`` ("rb8x8:8x8" = 8x8 outputs
-per invocation in 8x8 workgroups, "tiled", "naive") forces a choice.
+The fastest float32 matmul kernel differs by an order of magnitude between adapters, so the
+first large float32 product on an adapter times each candidate on a probe problem (with its
+own recorder and buffers, so the caller's open batch is neither submitted nor counted) and
+records the ranking in ``$IPFS_ACCELERATE_CACHE_DIR/webgpu_tuning.json``, keyed by adapter
+and driver. ``$IPFS_ACCELERATE_WEBGPU_MATMUL`` ("rb8x8:8x8" = 8x8 outputs per invocation in
+8x8 workgroups, "tiled", "naive") forces a choice. docs/webgpu.md has the measurements.
 """
 
 from __future__ import annotations
@@ -24,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ipfs_accelerate.hal.webgpu._kernels._matmul import FIXED_SHAPES, fixed_kernel
+from ipfs_accelerate.hal.webgpu._kernels._matmul import FIXED_SHAPES, fixed_kernel, label
+from ipfs_accelerate.hal.webgpu._matmul_dispatch import matmul_recording
 
 if TYPE_CHECKING:
-    from ipfs_accelerate.hal.webgpu._backend import WebGPUBackend
+    from ipfs_accelerate.hal.webgpu._dispatcher import Dispatcher
 
 #: (variant, block (rows, cols) per invocation, workgroup) candidates
 CANDIDATES: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
@@ -45,7 +43,8 @@ TUNE_THRESHOLD = 1 << 21
 
 @dataclass(frozen=True)
 class MatmulChoice:
-    """The kernel for float32 products: ``variant`` where its shape rules allow, else ``fallback``."""
+    """The kernel for float32 products: ``variant`` where its shape rules allow, else
+    ``fallback``."""
 
     variant: str
     block: tuple[int, int]
@@ -57,12 +56,6 @@ class MatmulChoice:
     @property
     def name(self) -> str:
         return label(self.variant, self.block, self.workgroup)
-
-
-def label(variant: str, block: tuple[int, int], workgroup: tuple[int, int]) -> str:
-    if variant != "rb":
-        return variant
-    return f"rb{block[0]}x{block[1]}:{workgroup[0]}x{workgroup[1]}"
 
 
 def cache_path() -> Path:
@@ -91,11 +84,13 @@ def _parse_forced(text: str) -> MatmulChoice | None:
 class Tuner:
     """Finds (once per adapter) and remembers the matmul kernel choice."""
 
-    def __init__(self, backend: WebGPUBackend, path: str | os.PathLike[str] | None = None) -> None:
-        self._backend = backend
+    def __init__(self, dispatcher: Dispatcher, path: str | os.PathLike[str] | None = None) -> None:
+        self._dispatcher = dispatcher
         self._path = Path(path) if path is not None else cache_path()
-        dev = backend.device
-        self.key = "|".join((dev.vendor, dev.device_name, dev.api, dev.adapter_type, dev.description))
+        dev = dispatcher.device
+        self.key = "|".join(
+            (dev.vendor, dev.device_name, dev.api, dev.adapter_type, dev.description)
+        )
         self._choice: MatmulChoice | None = None
         #: the adapter default, once the environment and the cache file have been looked at and
         #: had nothing: small products then take it without reading them again
@@ -106,9 +101,14 @@ class Tuner:
         forced = _parse_forced(os.environ.get("IPFS_ACCELERATE_WEBGPU_MATMUL", ""))
         if forced is not None:
             return forced
-        if self._backend.device.adapter_type == "cpu":
+        if self._dispatcher.device.adapter_type == "cpu":
             return MatmulChoice("rb", (8, 8), (8, 8), "naive", "default")
         return MatmulChoice(*fixed_kernel("tiled"), "tiled", "default")
+
+    def current(self) -> MatmulChoice:
+        """The choice in force now: the one found (measured, cached or forced), else the
+        default; looks at nothing and measures nothing."""
+        return self._choice or self.default()
 
     def choice(self, work: int) -> MatmulChoice:
         """The choice for a float32 product of ``work`` = M*N*K multiply-adds."""
@@ -139,8 +139,8 @@ class Tuner:
         Each candidate runs once to compile and warm up, then once timed (twice for the ones
         within 2x of the best so far, to rank the close ones on more than one sample). The
         fastest wins, unless one within 15% of it compiles faster."""
-        backend = self._backend
-        dev = backend.device
+        dispatcher = self._dispatcher
+        dev = dispatcher.device
         if size is None:
             size = 384 if dev.adapter_type == "cpu" else 1024
         rng = np.random.default_rng(0)
@@ -148,14 +148,16 @@ class Tuner:
         b = rng.standard_normal((size, size)).astype(np.float32)
         results: list[tuple[str, tuple[int, int], tuple[int, int], float, float]] = []
         best = 0.0
-        with backend.private_recorder() as (recorder, upload, alloc):
+        with dispatcher.private_recorder() as (recorder, upload, alloc):
             buf_a, buf_b = upload(a), upload(b)
             out = alloc(size * size * 4)
             for variant, block, workgroup in CANDIDATES:
                 if workgroup[0] * workgroup[1] > dev.max_invocations:
                     continue  # beyond this adapter's workgroup limits
                 try:
-                    record = backend.matmul_recording(variant, block, workgroup, size, size, size)
+                    record = matmul_recording(
+                        dispatcher, variant, block, workgroup, size, size, size
+                    )
                     start = time.perf_counter()
                     record(recorder, buf_a, buf_b, out)  # compile and warm up
                     recorder.read(None, 0)
@@ -173,12 +175,20 @@ class Tuner:
                     continue
                 best = max(best, rate)
                 # compile time: the warm-up minus one run
-                results.append((variant, block, workgroup, rate, max(warm_up - 2.0 * size**3 / rate / 1e9, 0.0)))
+                results.append(
+                    (
+                        variant,
+                        block,
+                        workgroup,
+                        rate,
+                        max(warm_up - 2.0 * size**3 / rate / 1e9, 0.0),
+                    )
+                )
         if not results:
             return self.default()
         results.sort(key=lambda r: r[3], reverse=True)
-        # big register blocks compile slowly (seconds on lavapipe, once per kernel variant and
-        # process): among the kernels within 15% of the fastest, the quickest to compile wins
+        # big register blocks compile slowly (once per kernel variant and process): among the
+        # kernels within 15% of the fastest, the quickest to compile wins
         close = [r for r in results if r[3] >= 0.85 * results[0][3]]
         top = min(close, key=lambda r: r[4])
         fixed = [r for r in results if r[0] in FIXED_SHAPES]
@@ -200,7 +210,9 @@ class Tuner:
             if variant not in ("rb", "tiled", "naive") or block[1] % 4:
                 return None
             ranking = tuple((str(n), float(g)) for n, g in entry.get("gflops", []))
-            return MatmulChoice(variant, block, workgroup, str(entry.get("fallback", "naive")), "cached", ranking)
+            return MatmulChoice(
+                variant, block, workgroup, str(entry.get("fallback", "naive")), "cached", ranking
+            )
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
 

@@ -19,7 +19,10 @@ def conv_source(wtype: WType, bias: bool) -> tuple[str, tuple[int, int, bool]]:
     ]
     if bias:
         lines.append(f"@group(0) @binding(3) var<storage, read> bias: array<{wtype.storage}>;")
-    lines.append(f"@group(0) @binding({3 + int(bias)}) var<storage, read_write> out0: array<{wtype.storage}>;")
+    lines.append(
+        f"@group(0) @binding({3 + int(bias)}) "
+        f"var<storage, read_write> out0: array<{wtype.storage}>;"
+    )
     init = wtype.load("bias[co]") if bias else f"{t}(0)"
     lines.append(f"""
 @compute @workgroup_size({WORKGROUP})
@@ -52,11 +55,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       for (var kw = 0u; kw < kw_n; kw = kw + 1u) {{
         let iw = i32(ow * pu({C_SW}u) + kw * pu({C_DW}u)) - pi({C_PW}u);
         if (iw < 0 || iw >= wd) {{ continue; }}
-        acc = acc + {wtype.load('x[x_base + u32(ih) * u32(wd) + u32(iw)]')} * {wtype.load('w[w_base + kh * kw_n + kw]')};
+        acc = acc + {wtype.load("x[x_base + u32(ih) * u32(wd) + u32(iw)]")}
+          * {wtype.load("w[w_base + kh * kw_n + kw]")};
       }}
     }}
   }}
-  out0[i] = {wtype.store('acc')};
+  out0[i] = {wtype.store("acc")};
 }}
 """)
     return "\n".join(lines), (2 + int(bias), 1, False)

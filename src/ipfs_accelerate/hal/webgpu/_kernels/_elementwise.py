@@ -46,7 +46,9 @@ STRIDED_ELEMS = 4
 
 INT_HELPERS = """
 fn min_i32() -> i32 { return bitcast<i32>(0x80000000u); }
-fn mul_ovf_i32(a: i32, b: i32, p: i32) -> bool { return a != 0 && ((p / a) != b || (a == -1 && b == min_i32())); }
+fn mul_ovf_i32(a: i32, b: i32, p: i32) -> bool {
+  return a != 0 && ((p / a) != b || (a == -1 && b == min_i32()));
+}
 """
 INT64_HELPERS = """
 fn min_i64() -> i64 { return bitcast<i64>(u64(1) << 63u); }
@@ -93,7 +95,8 @@ def _uses(types: Sequence[WType], out: WType) -> set[str]:
 
 
 def preamble(types: Sequence[WType], code: str) -> str:
-    """Header for element-wise ``code`` over values of ``types``, with the helpers ``code`` calls."""
+    """Header for element-wise ``code`` over values of ``types``, with the helpers ``code``
+    calls."""
     return header(_uses(types, types[0]), code=code, library=MAP_HELPERS)
 
 
@@ -110,9 +113,13 @@ def map_source(
     binding = 1
     for k, (wtype, mode) in enumerate(inputs):
         if mode != "k":
-            lines.append(f"@group(0) @binding({binding}) var<storage, read> in{k}: array<{wtype.storage}>;")
+            lines.append(
+                f"@group(0) @binding({binding}) var<storage, read> in{k}: array<{wtype.storage}>;"
+            )
             binding += 1
-    lines.append(f"@group(0) @binding({binding}) var<storage, read_write> out0: array<{out.storage}>;")
+    lines.append(
+        f"@group(0) @binding({binding}) var<storage, read_write> out0: array<{out.storage}>;"
+    )
     binding += 1
     checked = bool(body.errors)
     if checked:
@@ -127,10 +134,16 @@ def map_source(
         else:
             loads.append(f"let a{k} = {wtype.scalar(P_SCALAR[k])};")
     target = "u32(oo)" if out_strided else f"i + pu({P_OUT_OFFSET}u)"
-    element = [*loads, f"var r: {out.compute};", *body.code.split("\n"), f"out0[{target}] = {out.store('r')};"]
+    element = [
+        *loads,
+        f"var r: {out.compute};",
+        *body.code.split("\n"),
+        f"out0[{target}] = {out.store('r')};",
+    ]
     code = [
         f"@compute @workgroup_size({WORKGROUP})",
-        "fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {",
+        "fn main(@builtin(global_invocation_id) gid: vec3<u32>, "
+        "@builtin(num_workgroups) nwg: vec3<u32>) {",
     ]
     if not (strided or out_strided):
         code.append("  let i = flat_index(gid, nwg);")
@@ -191,7 +204,10 @@ def _scalar_repr(wtype: WType, value: bool | int | float) -> str:
 
 def overflow(op: str, dtype: str) -> ErrorMaker:
     info = np.iinfo(np.dtype(dtype))
-    message = f"{op}: integer result overflows {dtype} [{info.min}, {info.max}]; cast to a wider dtype first"
+    message = (
+        f"{op}: integer result overflows {dtype} [{info.min}, {info.max}]; "
+        "cast to a wider dtype first"
+    )
     return lambda w: TensorOverflowError(message)
 
 
@@ -202,7 +218,9 @@ def _const_error(error: BaseException) -> ErrorMaker:
 def index_error(op: str, axis: int, size: int, wtype: WType) -> ErrorMaker:
     def make(w: tuple[int, int, int]) -> BaseException:
         bad = decode_value(wtype, *w)
-        return IndexOutOfRangeError(f"{op}: index {bad} is out of range for axis {axis} of size {size}")
+        return IndexOutOfRangeError(
+            f"{op}: index {bad} is out of range for axis {axis} of size {size}"
+        )
 
     return make
 
@@ -230,7 +248,12 @@ def unary_body(op: str, wtype: WType) -> Body:
                 "isfinite": f"!(isnan_{s}(a0) || isinf_{s}(a0))",
             }[op]
         else:
-            cond = {"logical_not": f"a0 == {t}(0)", "isnan": "false", "isinf": "false", "isfinite": "true"}[op]
+            cond = {
+                "logical_not": f"a0 == {t}(0)",
+                "isnan": "false",
+                "isinf": "false",
+                "isfinite": "true",
+            }[op]
         return Body(f"r = select(0u, 1u, {cond});", BOOL)
     if wtype.is_float:
         s = _fsuffix(wtype)
@@ -244,7 +267,8 @@ def unary_body(op: str, wtype: WType) -> Body:
             "neg": "r = -a0;",
             "abs": "r = abs(a0);",
             "exp": "r = exp(a0);",
-            "log": f"if (a0 > {t}(0)) {{ r = log(a0); }} else if (a0 == {t}(0)) {{ r = -{inf}; }} else {{ r = {nan}; }}"
+            "log": f"if (a0 > {t}(0)) {{ r = log(a0); }} "
+            f"else if (a0 == {t}(0)) {{ r = -{inf}; }} else {{ r = {nan}; }}"
             f"\nif (isinf_{s}(a0) && a0 > {t}(0)) {{ r = a0; }}",
             "sqrt": f"r = select(sqrt(a0), {nan}, a0 < {t}(0));",
             "rsqrt": f"r = select({t}(1) / sqrt(a0), {nan}, a0 < {t}(0));",
@@ -263,9 +287,14 @@ def unary_body(op: str, wtype: WType) -> Body:
     if wtype.kind == "u" or wtype.kind == "b":
         if op == "neg":
             error = TensorOverflowError(
-                f"neg: negating non-zero {wtype.name} values wraps around; cast to a signed dtype first"
+                f"neg: negating non-zero {wtype.name} values wraps around; "
+                "cast to a signed dtype first"
             )
-            return Body("if (a0 != 0u) { report(0u, vec3<u32>(a0, 0u, 0u)); }\nr = (0u - a0) & 255u;", wtype, (_const_error(error),))
+            return Body(
+                "if (a0 != 0u) { report(0u, vec3<u32>(a0, 0u, 0u)); }\nr = (0u - a0) & 255u;",
+                wtype,
+                (_const_error(error),),
+            )
         code = {
             "abs": "r = a0;",
             "relu": "r = a0;",
@@ -327,17 +356,25 @@ def binary_body(op: str, wtype: WType) -> Body:
         if wtype.kind in "ub":
             inner = "r = a0 / a1;" if op == "floor_divide" else "r = a0 % a1;"
         elif op == "floor_divide":
-            inner = f"r = a0 / a1;\nif ((a0 % a1) != {zero} && ((a0 < {zero}) != (a1 < {zero}))) {{ r = r - {t}(1); }}"
+            inner = (
+                f"r = a0 / a1;\nif ((a0 % a1) != {zero} && ((a0 < {zero}) != (a1 < {zero}))) "
+                f"{{ r = r - {t}(1); }}"
+            )
         else:
-            inner = f"r = a0 % a1;\nif (r != {zero} && ((r < {zero}) != (a1 < {zero}))) {{ r = r + a1; }}"
+            inner = (
+                f"r = a0 % a1;\nif (r != {zero} && ((r < {zero}) != (a1 < {zero}))) "
+                "{ r = r + a1; }"
+            )
         return Body(check + inner + "\n}", wtype, (_const_error(error),))
     over = overflow(op, wtype.name)
     words = words_expr(wtype, "a0")
     if wtype.kind in "ub":  # uint8 computed in u32: a result above 255 overflowed
         code = {
-            "add": "r = a0 + a1;\nif (r > 255u) { report(0u, vec3<u32>(a0, 0u, 0u)); }\nr = r & 255u;",
+            "add": "r = a0 + a1;\nif (r > 255u) { report(0u, vec3<u32>(a0, 0u, 0u)); }\n"
+            "r = r & 255u;",
             "sub": "if (a0 < a1) { report(0u, vec3<u32>(a0, 0u, 0u)); }\nr = (a0 - a1) & 255u;",
-            "mul": "r = a0 * a1;\nif (r > 255u) { report(0u, vec3<u32>(a0, 0u, 0u)); }\nr = r & 255u;",
+            "mul": "r = a0 * a1;\nif (r > 255u) { report(0u, vec3<u32>(a0, 0u, 0u)); }\n"
+            "r = r & 255u;",
             "pow": (
                 "var acc = 1u; var base = a0; var e = a1; var bad = false;\n"
                 "loop { if ((e & 1u) != 0u) { acc = acc * base; if (acc > 255u) { bad = true; } }\n"
@@ -361,9 +398,11 @@ def binary_body(op: str, wtype: WType) -> Body:
         code = (
             f"if (a1 < {zero}) {{ report(0u, {words}); r = {zero}; }} else {{\n"
             f"var acc = {t}(1); var base = a0; var e = a1; var bad = false;\n"
-            f"loop {{ if ((e & {t}(1)) != {zero}) {{ let p = acc * base; if (mul_ovf_{t}(acc, base, p)) {{ bad = true; }} acc = p; }}\n"
+            f"loop {{ if ((e & {t}(1)) != {zero}) {{ let p = acc * base; "
+            f"if (mul_ovf_{t}(acc, base, p)) {{ bad = true; }} acc = p; }}\n"
             f"  e = e >> 1u; if (e == {zero}) {{ break; }}\n"
-            f"  let sq = base * base; if (mul_ovf_{t}(base, base, sq)) {{ bad = true; }} base = sq; }}\n"
+            f"  let sq = base * base; "
+            f"if (mul_ovf_{t}(base, base, sq)) {{ bad = true; }} base = sq; }}\n"
             f"if (bad) {{ report(1u, {words}); }}\nr = acc;\n}}"
         )
         return Body(code, wtype, (_const_error(negative), over))
@@ -376,7 +415,10 @@ def binary_body(op: str, wtype: WType) -> Body:
 def _float_max_plus(wtype: WType) -> float:
     """The smallest magnitude that rounds to infinity in ``wtype`` (numpy's overflow edge)."""
     info = np.finfo(np.dtype(wtype.name))
-    return float(info.max) + float(info.max - np.nextafter(info.max, np.float64(0), dtype=info.dtype)) / 2
+    return (
+        float(info.max)
+        + float(info.max - np.nextafter(info.max, np.float64(0), dtype=info.dtype)) / 2
+    )
 
 
 def cast_body(src: WType, dst: WType) -> Body:
@@ -396,7 +438,10 @@ def cast_body(src: WType, dst: WType) -> Body:
     if dst.kind == "b":
         if src.kind == "b":
             return Body("r = a0;", dst)
-        error = value_error(TensorOverflowError, f"{ctx}: only 0 and 1 convert to bool exactly; found value {{value}}")
+        error = value_error(
+            TensorOverflowError,
+            f"{ctx}: only 0 and 1 convert to bool exactly; found value {{value}}",
+        )
         code = (
             f"if (!(a0 == {t_src}(0) || a0 == {t_src}(1))) {{ report(0u, {words}); }}\n"
             f"r = select(0u, 1u, !(a0 == {t_src}(0)));"
@@ -413,18 +458,22 @@ def cast_body(src: WType, dst: WType) -> Body:
         finite_max = float(np.finfo(np.dtype(dst.name)).max)
         s = "d" if t_src == "f64" else "f"
         error = value_error(
-            TensorOverflowError, f"{ctx}: value {{value}} overflows {dst.name} (max {np.finfo(np.dtype(dst.name)).max})"
+            TensorOverflowError,
+            f"{ctx}: value {{value}} overflows {dst.name} (max {np.finfo(np.dtype(dst.name)).max})",
         )
         if dst.storage == "f16":
             convert = "f32(a0)" if t_src == "f64" else "a0"
             code = (
-                f"if (!(isnan_{s}(a0) || isinf_{s}(a0)) && abs(a0) >= {t_src}({limit!r})) {{ report(0u, {words}); }}\n"
+                f"if (!(isnan_{s}(a0) || isinf_{s}(a0)) && abs(a0) >= {t_src}({limit!r})) "
+                f"{{ report(0u, {words}); }}\n"
                 f"r = {convert};"
             )
         else:
             code = (
-                f"if (!(isnan_{s}(a0) || isinf_{s}(a0)) && abs(a0) >= {t_src}({limit!r})) {{ report(0u, {words}); }}\n"
-                f"if (isnan_{s}(a0)) {{ r = nan_f(); }} else if (isinf_{s}(a0)) {{ r = select(inf_f(), -inf_f(), a0 < {t_src}(0)); }}\n"
+                f"if (!(isnan_{s}(a0) || isinf_{s}(a0)) && abs(a0) >= {t_src}({limit!r})) "
+                f"{{ report(0u, {words}); }}\n"
+                f"if (isnan_{s}(a0)) {{ r = nan_f(); }} else if (isinf_{s}(a0)) "
+                f"{{ r = select(inf_f(), -inf_f(), a0 < {t_src}(0)); }}\n"
                 f"else {{ r = f32(clamp(a0, {t_src}(-{finite_max!r}), {t_src}({finite_max!r}))); }}"
             )
         return Body(code, dst, (error,))
@@ -433,16 +482,24 @@ def cast_body(src: WType, dst: WType) -> Body:
     low, high_excl = int(info.min), int(info.max) + 1
     if src.is_float:
         s = "d" if t_src == "f64" else "f"
-        nonfinite = value_error(TensorOverflowError, f"{ctx}: value {{value}} cannot be represented as {dst.name}")
-        fraction = value_error(DtypeError, f"{ctx}: converting to {dst.name} would truncate value {{value}}; round explicitly first")
+        nonfinite = value_error(
+            TensorOverflowError, f"{ctx}: value {{value}} cannot be represented as {dst.name}"
+        )
+        fraction = value_error(
+            DtypeError,
+            f"{ctx}: converting to {dst.name} would truncate value {{value}}; "
+            "round explicitly first",
+        )
         out_of_range = value_error(
-            TensorOverflowError, f"{ctx}: value {{value}} is out of range for {dst.name} [{info.min}, {info.max}]"
+            TensorOverflowError,
+            f"{ctx}: value {{value}} is out of range for {dst.name} [{info.min}, {info.max}]",
         )
         code = (
             f"if (isnan_{s}(a0) || isinf_{s}(a0)) {{ report(0u, {words}); r = {t_dst}(0); }}\n"
             f"else {{\n"
             f"  if (trunc(a0) != a0) {{ report(1u, {words}); }}\n"
-            f"  if (a0 < {t_src}({float(low)!r}) || a0 >= {t_src}({float(high_excl)!r})) {{ report(2u, {words}); r = {t_dst}(0); }}\n"
+            f"  if (a0 < {t_src}({float(low)!r}) || a0 >= {t_src}({float(high_excl)!r})) "
+            f"{{ report(2u, {words}); r = {t_dst}(0); }}\n"
             f"  else {{ r = {t_dst}(a0); }}\n"
             f"}}"
         )
@@ -457,7 +514,10 @@ def cast_body(src: WType, dst: WType) -> Body:
     convert = f"{t_dst}(a0)" if t_src != t_dst else "a0"
     if not checks:
         return Body(f"r = {convert};", dst)
-    error = value_error(TensorOverflowError, f"{ctx}: value {{value}} is out of range for {dst.name} [{info.min}, {info.max}]")
+    error = value_error(
+        TensorOverflowError,
+        f"{ctx}: value {{value}} is out of range for {dst.name} [{info.min}, {info.max}]",
+    )
     code = f"if ({' || '.join(checks)}) {{ report(0u, {words}); }}\nr = {convert};"
     return Body(code, dst, (error,))
 

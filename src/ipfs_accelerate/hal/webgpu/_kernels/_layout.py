@@ -83,7 +83,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     src = src + s * stride;
     stride = stride * size_in;
   }}
-  if (outside) {{ out0[i] = {x.storage}({x.scalar(P_SCALAR[0])}); }} else {{ out0[i] = in0[u32(src)]; }}
+  if (outside) {{ out0[i] = {x.storage}({x.scalar(P_SCALAR[0])}); }}
+  else {{ out0[i] = in0[u32(src)]; }}
 }}
 """
     return src, (1, 1, False)

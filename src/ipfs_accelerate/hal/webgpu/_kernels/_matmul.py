@@ -44,6 +44,13 @@ def fixed_kernel(variant: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
     return variant, block, workgroup
 
 
+def label(variant: str, block: tuple[int, int], workgroup: tuple[int, int]) -> str:
+    """A kernel's name in kernel names, tuning results and ``$IPFS_ACCELERATE_WEBGPU_MATMUL``."""
+    if variant != "rb":
+        return variant
+    return f"rb{block[0]}x{block[1]}:{workgroup[0]}x{workgroup[1]}"
+
+
 def _activation(act: str, t: str) -> str:
     s = "d" if t == "f64" else "f"
     if act == "relu":
@@ -60,12 +67,18 @@ def _bindings(wtype: WType, variant: str, bias: bool, dual: bool) -> tuple[str, 
     ]
     binding = 3
     if bias:
-        lines.append(f"@group(0) @binding({binding}) var<storage, read> bias: array<{wtype.storage}>;")
+        lines.append(
+            f"@group(0) @binding({binding}) var<storage, read> bias: array<{wtype.storage}>;"
+        )
         binding += 1
-    lines.append(f"@group(0) @binding({binding}) var<storage, read_write> out0: array<{wtype.storage}>;")
+    lines.append(
+        f"@group(0) @binding({binding}) var<storage, read_write> out0: array<{wtype.storage}>;"
+    )
     binding += 1
     if dual:
-        lines.append(f"@group(0) @binding({binding}) var<storage, read_write> out1: array<{wtype.storage}>;")
+        lines.append(
+            f"@group(0) @binding({binding}) var<storage, read_write> out1: array<{wtype.storage}>;"
+        )
     return "\n".join(lines), 2 + int(bias)
 
 
@@ -75,7 +88,10 @@ def _common(wtype: WType, bias: bool, act: str | None, dual: bool) -> str:
     if act is None:
         finish = f"out0[index] = {wtype.store('v')};"
     elif dual:
-        finish = f"out0[index] = {wtype.store('v')};\n  out1[index] = {wtype.store(_activation(act, t))};"
+        finish = (
+            f"out0[index] = {wtype.store('v')};\n"
+            f"  out1[index] = {wtype.store(_activation(act, t))};"
+        )
     else:
         finish = f"out0[index] = {wtype.store(_activation(act, t))};"
     return f"""
@@ -134,7 +150,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   let b_off = offs.y;
   var acc = {t}(0);
   for (var k = 0u; k < K; k = k + 1u) {{
-    acc = acc + {wtype.load('A[a_off + k]')} * {wtype.load(f'B[{b_index}]')};
+    acc = acc + {wtype.load("A[a_off + k]")} * {wtype.load(f"B[{b_index}]")};
   }}
   emit(z * M * N + row * N + col, col, acc);
 }}
@@ -169,7 +185,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let gr = tile_row + m;
       let gk = k0 + kk;
       var va = {t}(0);
-      if (gr < M && gk < K) {{ va = {wtype.load('A[offs.x + gr * K + gk]')}; }}
+      if (gr < M && gk < K) {{ va = {wtype.load("A[offs.x + gr * K + gk]")}; }}
       tile_a[m * 16u + kk] = va;
       let kb = idx / 64u;
       let n = idx % 64u;
@@ -272,7 +288,8 @@ def _register_blocked(trans_b: bool, block: tuple[int, int], workgroup: tuple[in
         for r in range(rows):
             for q in range(quads):
                 lines.append(
-                    f"    c{r}_{q} = c{r}_{q} + a{r}.x * b0_{q} + a{r}.y * b1_{q} + a{r}.z * b2_{q} + a{r}.w * b3_{q};"
+                    f"    c{r}_{q} = c{r}_{q} + a{r}.x * b0_{q} + a{r}.y * b1_{q}"
+                    f" + a{r}.z * b2_{q} + a{r}.w * b3_{q};"
                 )
     lines.append("  }")
     lines.append("  let base = z * M * N;")
@@ -282,7 +299,10 @@ def _register_blocked(trans_b: bool, block: tuple[int, int], workgroup: tuple[in
         for q in range(quads):
             for j in range(4):
                 c = 4 * q + j
-                lines.append(f"    if (col + {c}u < N) {{ emit(o{r} + col + {c}u, col + {c}u, c{r}_{q}[{j}]); }}")
+                lines.append(
+                    f"    if (col + {c}u < N) "
+                    f"{{ emit(o{r} + col + {c}u, col + {c}u, c{r}_{q}[{j}]); }}"
+                )
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"

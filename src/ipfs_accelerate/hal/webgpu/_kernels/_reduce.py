@@ -63,17 +63,27 @@ def reducer(op: str, src: WType, out: WType) -> Reducer:
         fn = op
         if src.is_float:
             s = "d" if t == "f64" else "f"
-            join = f"if (isnan_{s}(a.v)) {{ return a; }} if (isnan_{s}(b.v)) {{ return b; }} return S({fn}(a.v, b.v));"
+            join = (
+                f"if (isnan_{s}(a.v)) {{ return a; }} if (isnan_{s}(b.v)) {{ return b; }} "
+                f"return S({fn}(a.v, b.v));"
+            )
         else:
             join = f"return S({fn}(a.v, b.v));"
-        return Reducer(f"struct S {{ v: {t} }}", f"S({_minmax_identity(src, op == 'max')})", "S(x)", join, "res = s.v;")
+        return Reducer(
+            f"struct S {{ v: {t} }}",
+            f"S({_minmax_identity(src, op == 'max')})",
+            "S(x)",
+            join,
+            "res = s.v;",
+        )
     if op in ("argmax", "argmin"):
         better = ">" if op == "argmax" else "<"
         if src.is_float:
             s = "d" if t == "f64" else "f"
             nan = (
                 f"let an = isnan_{s}(a.v); let bn = isnan_{s}(b.v);\n"
-                "if (an || bn) { if (an && bn && b.i < a.i) { return b; } if (an) { return a; } return b; }\n"
+                "if (an || bn) { if (an && bn && b.i < a.i) { return b; } "
+                "if (an) { return a; } return b; }\n"
             )
         else:
             nan = ""
@@ -92,21 +102,44 @@ def reducer(op: str, src: WType, out: WType) -> Reducer:
             "return S(v, c);"
         )
         finish = "if (s.c != 0) { report(0u, vec3<u32>(0u, 0u, 0u)); }\nres = s.v;"
-        return Reducer("struct S { v: i64, c: i32 }", "S(i64(0), 0)", "S(i64(x), 0)", join, finish, checked=True)
+        return Reducer(
+            "struct S { v: i64, c: i32 }",
+            "S(i64(0), 0)",
+            "S(i64(x), 0)",
+            join,
+            finish,
+            checked=True,
+        )
     if op == "prod" and out.is_int:
         join = (
             "let v = a.v * b.v;\n"
-            "return S(v, a.bad | b.bad | select(0u, 1u, mul_ovf_i64(a.v, b.v, v)), a.zero | b.zero);"
+            "return S(v, a.bad | b.bad | select(0u, 1u, mul_ovf_i64(a.v, b.v, v)), "
+            "a.zero | b.zero);"
         )
-        finish = "if (s.bad != 0u && s.zero == 0u) { report(0u, vec3<u32>(0u, 0u, 0u)); }\nres = s.v;"
+        finish = (
+            "if (s.bad != 0u && s.zero == 0u) { report(0u, vec3<u32>(0u, 0u, 0u)); }\nres = s.v;"
+        )
         elem = "S(i64(x), 0u, select(0u, 1u, x == " + src.zero() + "))"
-        return Reducer("struct S { v: i64, bad: u32, zero: u32 }", "S(i64(1), 0u, 0u)", elem, join, finish, checked=True)
+        return Reducer(
+            "struct S { v: i64, bad: u32, zero: u32 }",
+            "S(i64(1), 0u, 0u)",
+            elem,
+            join,
+            finish,
+            checked=True,
+        )
     if op in ("sum", "mean"):
         elem = f"S({o}(x))"
         finish = "res = s.v;" if op == "sum" else f"res = s.v / {out.scalar(P_SCALAR[1])};"
         return Reducer(f"struct S {{ v: {o} }}", f"S({o}(0))", elem, "return S(a.v + b.v);", finish)
     if op == "prod":
-        return Reducer(f"struct S {{ v: {o} }}", f"S({o}(1))", f"S({o}(x))", "return S(a.v * b.v);", "res = s.v;")
+        return Reducer(
+            f"struct S {{ v: {o} }}",
+            f"S({o}(1))",
+            f"S({o}(x))",
+            "return S(a.v * b.v);",
+            "res = s.v;",
+        )
     raise KeyError(op)
 
 
@@ -123,7 +156,9 @@ def _prelude(src: WType, out: WType, extra: set[str]) -> str:
 def reduce_source(op: str, src: WType, out: WType, shape: str) -> tuple[str, tuple[int, int, bool]]:
     """A reduction kernel (``shape`` "thread" or "group") over (outer, R, inner)."""
     red = reducer(op, src, out)
-    extra = {"i64"} if op in ("argmax", "argmin") or (op in ("sum", "prod") and out.is_int) else set()
+    extra = (
+        {"i64"} if op in ("argmax", "argmin") or (op in ("sum", "prod") and out.is_int) else set()
+    )
     lines = [_prelude(src, out, extra), red.struct]
     lines.append(f"fn join(a: S, b: S) -> S {{\n  {red.join.replace(chr(10), chr(10) + '  ')}\n}}")
     lines.append(f"@group(0) @binding(1) var<storage, read> in0: array<{src.storage}>;")
@@ -212,7 +247,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var r = 0u; r < count; r = r + 1u) {{ total = total + ({load} - shift); }}
   let mean = total / {count_as};
   var squares = {o}(0);
-  for (var r = 0u; r < count; r = r + 1u) {{ let d = ({load} - shift) - mean; squares = squares + d * d; }}
+  for (var r = 0u; r < count; r = r + 1u) {{
+    let d = ({load} - shift) - mean; squares = squares + d * d;
+  }}
   let res = squares / {divisor};
   out0[o] = {out.store("res")};
 }}
@@ -244,7 +281,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let mean = part[0] / {count_as};
   workgroupBarrier();
   acc = {o}(0);
-  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ let d = ({load} - shift) - mean; acc = acc + d * d; }} }}
+  if (live) {{
+    for (var r = lid; r < count; r = r + {GROUP}u) {{
+      let d = ({load} - shift) - mean; acc = acc + d * d;
+    }}
+  }}
   part[lid] = acc;
   tree(lid);
   if (live && lid == 0u) {{
@@ -310,7 +351,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m = part[0];
   workgroupBarrier();
   acc = {t}(0);
-  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ acc = acc + {exp}({load} - m); }} }}
+  if (live) {{
+    for (var r = lid; r < count; r = r + {GROUP}u) {{ acc = acc + {exp}({load} - m); }}
+  }}
   part[lid] = acc;
   workgroupBarrier();
   for (var step = {GROUP // 2}u; step > 0u; step = step >> 1u) {{
@@ -329,7 +372,9 @@ fn maxj(a: {t}, b: {t}) -> {t} {{ return {maxj}; }}
     return src, (1, 1, False)
 
 
-def layer_norm_source(x: WType, has_weight: bool, has_bias: bool, shape: str) -> tuple[str, tuple[int, int, bool]]:
+def layer_norm_source(
+    x: WType, has_weight: bool, has_bias: bool, shape: str
+) -> tuple[str, tuple[int, int, bool]]:
     """Normalise contiguous rows of R elements (biased variance), then scale and shift."""
     t = x.compute
     used = {x.storage, t}
@@ -337,14 +382,20 @@ def layer_norm_source(x: WType, has_weight: bool, has_bias: bool, shape: str) ->
     binding = 2
     post = "y"
     if has_weight:
-        bindings.append(f"@group(0) @binding({binding}) var<storage, read> weight: array<{x.storage}>;")
+        bindings.append(
+            f"@group(0) @binding({binding}) var<storage, read> weight: array<{x.storage}>;"
+        )
         post = f"{post} * {x.load('weight[r]')}"
         binding += 1
     if has_bias:
-        bindings.append(f"@group(0) @binding({binding}) var<storage, read> bias: array<{x.storage}>;")
+        bindings.append(
+            f"@group(0) @binding({binding}) var<storage, read> bias: array<{x.storage}>;"
+        )
         post = f"{post} + {x.load('bias[r]')}"
         binding += 1
-    bindings.append(f"@group(0) @binding({binding}) var<storage, read_write> out0: array<{x.storage}>;")
+    bindings.append(
+        f"@group(0) @binding({binding}) var<storage, read_write> out0: array<{x.storage}>;"
+    )
     load = x.load("in0[base + r]")
     eps = x.scalar(P_SCALAR[1])
     write = f"let y = (({load} - shift) - mean) * inv; out0[base + r] = {x.store(post)};"
@@ -361,7 +412,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var r = 0u; r < count; r = r + 1u) {{ total = total + ({load} - shift); }}
   let mean = total / {t}(count);
   var squares = {t}(0);
-  for (var r = 0u; r < count; r = r + 1u) {{ let d = ({load} - shift) - mean; squares = squares + d * d; }}
+  for (var r = 0u; r < count; r = r + 1u) {{
+    let d = ({load} - shift) - mean; squares = squares + d * d;
+  }}
   let inv = {t}(1) / sqrt(squares / {t}(count) + {eps});
   for (var r = 0u; r < count; r = r + 1u) {{ {write} }}
 }}
@@ -392,7 +445,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let mean = part[0] / {t}(count);
   workgroupBarrier();
   acc = {t}(0);
-  if (live) {{ for (var r = lid; r < count; r = r + {GROUP}u) {{ let d = ({load} - shift) - mean; acc = acc + d * d; }} }}
+  if (live) {{
+    for (var r = lid; r < count; r = r + {GROUP}u) {{
+      let d = ({load} - shift) - mean; acc = acc + d * d;
+    }}
+  }}
   part[lid] = acc;
   tree(lid);
   let inv = {t}(1) / sqrt(part[0] / {t}(count) + {eps});
@@ -411,7 +468,9 @@ M_STRIDE_S = 36  # mask stride along S
 M_LENGTH_L = 37  # L (for the causal test)
 
 
-def masked_softmax_source(x: WType, mask: WType | None, causal: bool) -> tuple[str, tuple[int, int, bool]]:
+def masked_softmax_source(
+    x: WType, mask: WType | None, causal: bool
+) -> tuple[str, tuple[int, int, bool]]:
     """softmax(scores * scale + mask) along the last axis in one kernel (attention's epilogue).
 
     The mask is bool (True = attend) or additive, read through broadcast strides; ``causal``
@@ -425,7 +484,10 @@ def masked_softmax_source(x: WType, mask: WType | None, causal: bool) -> tuple[s
     bindings = [f"@group(0) @binding(1) var<storage, read> in0: array<{x.storage}>;"]
     if mask is not None:
         bindings.append(f"@group(0) @binding(2) var<storage, read> mask: array<{mask.storage}>;")
-    bindings.append(f"@group(0) @binding({2 + (mask is not None)}) var<storage, read_write> out0: array<{x.storage}>;")
+    bindings.append(
+        f"@group(0) @binding({2 + (mask is not None)}) "
+        f"var<storage, read_write> out0: array<{x.storage}>;"
+    )
     value = f"{x.load('in0[base + j]')} * scale"
     if mask is not None and mask.kind == "b":
         value = f"select(-inf_{s}(), {value}, mask[moff + j * mstride] != 0u)"
@@ -457,7 +519,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }}
   var total = {t}(0);
   for (var j = 0u; j < count; j = j + 1u) {{ total = total + {exp}(({value}) - m); }}
-  for (var j = 0u; j < count; j = j + 1u) {{ out0[base + j] = {x.store(f'{exp}(({value}) - m) / total')}; }}
+  for (var j = 0u; j < count; j = j + 1u) {{
+    out0[base + j] = {x.store(f"{exp}(({value}) - m) / total")};
+  }}
 }}
 """
     n_in = 1 + (mask is not None)

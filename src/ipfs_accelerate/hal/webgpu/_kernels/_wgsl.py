@@ -161,7 +161,9 @@ def encode_scalar(value: bool | int | float, wtype: WType) -> tuple[int, int, in
         return f64_words(float(value))
     if wtype.compute == "f32":
         # float16 tensors compute in f32 but their scalars round to float16 first, as in numpy
-        as_float = np.array(value, dtype=wtype.device_numpy if wtype.storage == "f16" else np.float32)
+        as_float = np.array(
+            value, dtype=wtype.device_numpy if wtype.storage == "f16" else np.float32
+        )
         bits = int(np.asarray(as_float, dtype=np.float32).view(np.uint32))
         return (bits, 0, 0, 0)
     if wtype.compute == "i64":
@@ -210,7 +212,9 @@ fn inf_f() -> f32 {{ return bitcast<f32>(0x7f800000u); }}
 fn nan_f() -> f32 {{ return bitcast<f32>(0x7fc00000u); }}
 fn isnan_f(x: f32) -> bool {{ return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }}
 fn isinf_f(x: f32) -> bool {{ return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u; }}
-fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {{ return gid.x + gid.y * nwg.x * {WORKGROUP}u; }}
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {{
+  return gid.x + gid.y * nwg.x * {WORKGROUP}u;
+}}
 """
 
 F16_HELPERS = """
@@ -311,7 +315,8 @@ fn log_d(x: f64) -> f64 {{
   let f = m - f64(1);
   let s = f / (f64(2) + f);
   let z = s * s;
-  return e * f64(6.93147180369123816490e-01) + (f64(2) * s * {log_poly} + e * f64(1.90821492927058770002e-10));
+  return e * f64(6.93147180369123816490e-01)
+    + (f64(2) * s * {log_poly} + e * f64(1.90821492927058770002e-10));
 }}
 fn trig_d(x: f64, quarter_turns: i32) -> f64 {{
   // sin(x + quarter_turns * pi/2); Cody-Waite reduction, accurate for |x| < 1e6
@@ -348,7 +353,8 @@ fn erfc_cf_d(a: f64) -> f64 {{
   return exp_d(-a * a) * f64(0.5641895835477563) / f;
 }}
 fn erf_series_d(a: f64) -> f64 {{
-  // erf(a) = 2/sqrt(pi) exp(-a^2) sum (2a^2)^n a / (1*3*...*(2n+1)): positive terms, no cancellation
+  // erf(a) = 2/sqrt(pi) exp(-a^2) sum (2a^2)^n a / (1*3*...*(2n+1)):
+  // positive terms, no cancellation
   let a2 = a * a;
   var t = a;
   var s = a;
@@ -363,7 +369,8 @@ fn erf_d(x: f64) -> f64 {{
   if (isnan_d(x)) {{ return x; }}
   let a = abs(x);
   var r = f64(1);
-  if (a < f64(2.5)) {{ r = erf_series_d(a); }} else if (a < f64(6.5)) {{ r = f64(1) - erfc_cf_d(a); }}
+  if (a < f64(2.5)) {{ r = erf_series_d(a); }}
+  else if (a < f64(6.5)) {{ r = f64(1) - erfc_cf_d(a); }}
   return select(r, -r, x < f64(0));
 }}
 fn erfc_d(x: f64) -> f64 {{
@@ -401,7 +408,8 @@ fn pow_d(x: f64, y: f64) -> f64 {{
   if (x == f64(0)) {{ return select(f64(0), inf_d(), y < f64(0)); }}
   let ax = abs(x);
   var r: f64;
-  if (isinf_d(ax)) {{ r = select(inf_d(), f64(0), y < f64(0)); }} else {{ r = exp_d(y * log_d(ax)); }}
+  if (isinf_d(ax)) {{ r = select(inf_d(), f64(0), y < f64(0)); }}
+  else {{ r = exp_d(y * log_d(ax)); }}
   if (x < f64(0)) {{
     if (!integral) {{ return nan_d(); }}
     if (y - f64(2) * floor(y * f64(0.5)) == f64(1)) {{ r = -r; }}
@@ -426,7 +434,9 @@ fn fmod_d(a: f64, b: f64) -> f64 {{
   let p = q * b;
   // a - p is exact (Sterbenz) and so is the true remainder, hence the two subtractions
   var r = (a - p) - two_product_err_d(q, b, p);
-  if (r != f64(0) && (r < f64(0)) != (a < f64(0))) {{ r = r + select(-abs(b), abs(b), a > f64(0)); }}
+  if (r != f64(0) && (r < f64(0)) != (a < f64(0))) {{
+    r = r + select(-abs(b), abs(b), a > f64(0));
+  }}
   if (abs(r) >= abs(b)) {{ r = r - select(-abs(b), abs(b), a > f64(0)); }}
   return r;
 }}
@@ -447,7 +457,9 @@ def _f32_library() -> str:
         "f32",
     )  # fmt: skip
     erf_q = horner(
-        "s", [1.0, 0.5138567412189466, 0.11654231265800762, 0.01465690610096237, 0.0009836404158340304], "f32"
+        "s",
+        [1.0, 0.5138567412189466, 0.11654231265800762, 0.01465690610096237, 0.0009836404158340304],
+        "f32",
     )
     return f"""
 fn trig_f(x: f32, quarter_turns: i32) -> f32 {{
@@ -565,10 +577,9 @@ class HelperLibrary:
 
     An uncalled function is not free: WGSL parsing and validation, the SPIR-V translation and the
     driver's front end all process it, on every first use of a kernel (each op, dtype and operand
-    layout). The whole math library is three times the text of a simple element-wise kernel
-    (ten times in float64) and, on lavapipe, about doubled its shader module and pipeline
-    creation time. Calls are found by name (an identifier followed by ``(``) outside ``//``
-    comments, so a needed helper is never left out; at worst an unneeded one is kept.
+    layout; docs/webgpu.md has the cost). Calls are found by name (an identifier followed by
+    ``(``) outside ``//`` comments, so a needed helper is never left out; at worst an unneeded
+    one is kept.
     """
 
     def __init__(self, *texts: str) -> None:
@@ -579,14 +590,18 @@ class HelperLibrary:
                 if name in self.functions:
                     raise ValueError(f"WGSL helper {name!r} is defined twice")
                 self.functions[name] = source
-        self._callees = {name: self._called_in(source) - {name} for name, source in self.functions.items()}
+        self._callees = {
+            name: self._called_in(source) - {name} for name, source in self.functions.items()
+        }
 
     def extended(self, *texts: str) -> HelperLibrary:
         """A library with this one's functions and those of ``texts``."""
         return HelperLibrary("".join(self.functions.values()), *texts)
 
     def _called_in(self, code: str) -> set[str]:
-        return {name for name in _CALL.findall(_LINE_COMMENT.sub("", code)) if name in self.functions}
+        return {
+            name for name in _CALL.findall(_LINE_COMMENT.sub("", code)) if name in self.functions
+        }
 
     def needed(self, code: str) -> list[str]:
         """The functions ``code`` calls, directly or not, in library order."""
@@ -641,7 +656,10 @@ def header(types: set[str], *, code: str = "", library: HelperLibrary = MATH) ->
 
 
 def error_binding(binding: int) -> str:
-    return f"@group(0) @binding({binding}) var<storage, read_write> errs: array<atomic<u32>>;\n" + ERROR_HELPERS
+    return (
+        f"@group(0) @binding({binding}) var<storage, read_write> errs: array<atomic<u32>>;\n"
+        + ERROR_HELPERS
+    )
 
 
 def words_expr(wtype: WType, expr: str) -> str:
