@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from ipfs_accelerate.api_backends import create_api_backend
-from ipfs_accelerate.api_backends._containers import LocalProcessRuntime, ManagedServer
 from ipfs_accelerate.errors import (
     BadRequestError,
     CircuitOpenError,
@@ -25,14 +24,15 @@ from ipfs_accelerate.errors import (
     StreamInterruptedError,
     UnsupportedOpError,
 )
+from ipfs_accelerate.servers import LocalProcessRuntime, ManagedServer
 
 from ..fakes._server import FakeServer
 from ..fakes.ovms_fake import OVMSFake
 from ..fakes.tei_fake import TEIFake
 from ..fakes.tgi_fake import TGIFake
 from ..fakes.vllm_fake import BASE_MODEL, VLLMFake
+from ..servers.conftest import fake_server_spec, group_members, port_closed
 from .conftest import fast, run
-from .test_containers import fake_server_spec, group_members, port_closed
 
 pytestmark = pytest.mark.timeout(60)
 

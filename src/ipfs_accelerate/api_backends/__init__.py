@@ -13,9 +13,9 @@ per call (``priority=``, ``timeout=``, ``max_retries=``, ``deadline=``...).
 
 Multi-endpoint routing with failover (:class:`Router`), the Unified backends with managed
 servers (``vllm_unified``, ``hf_tgi_unified``, ``hf_tei_unified``, ``ovms_unified``;
-:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`), object
-storage (:class:`S3Kit`, ``s3_kit``) and metrics export (:func:`register_prometheus`) live
-here too.
+:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`, defined in
+:mod:`ipfs_accelerate.servers`), object storage (:class:`S3Kit`, ``s3_kit``) and metrics
+export (:func:`register_prometheus`) live here too.
 
 Importing this package is cheap: aiohttp loads on the first request, provider modules on
 first use through the registry.
@@ -80,16 +80,16 @@ _LAZY = {
     "RouteTarget": "router",
     "RouterConfig": "router",
     "UnifiedBackend": "_unified",
-    "ContainerRuntime": "_containers",
-    "DockerRuntime": "_containers",
-    "LocalProcessRuntime": "_containers",
-    "ManagedServer": "_containers",
-    "ServerSpec": "_containers",
-    "ServerState": "_containers",
-    "vllm_server_spec": "_containers",
-    "tgi_server_spec": "_containers",
-    "tei_server_spec": "_containers",
-    "ovms_server_spec": "_containers",
+    "ContainerRuntime": "ipfs_accelerate.servers",
+    "DockerRuntime": "ipfs_accelerate.servers",
+    "LocalProcessRuntime": "ipfs_accelerate.servers",
+    "ManagedServer": "ipfs_accelerate.servers",
+    "ServerSpec": "ipfs_accelerate.servers",
+    "ServerState": "ipfs_accelerate.servers",
+    "vllm_server_spec": "ipfs_accelerate.servers",
+    "tgi_server_spec": "ipfs_accelerate.servers",
+    "tei_server_spec": "ipfs_accelerate.servers",
+    "ovms_server_spec": "ipfs_accelerate.servers",
     "S3Kit": "s3_kit",
     "S3Object": "s3_kit",
     "S3ObjectInfo": "s3_kit",
@@ -176,7 +176,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ipfs_accelerate.api_backends' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ipfs_accelerate.api_backends.{module}"), name)
+    if not module.startswith("ipfs_accelerate."):  # most live here; managed servers do not
+        module = f"ipfs_accelerate.api_backends.{module}"
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -186,9 +188,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._base import APIBackend, CallOptions
-    from ._config import BreakerConfig, ResilienceConfig, Secret
-    from ._containers import (
+    from ipfs_accelerate.servers import (
         ContainerRuntime,
         DockerRuntime,
         LocalProcessRuntime,
@@ -200,6 +200,9 @@ if TYPE_CHECKING:  # pragma: no cover
         tgi_server_spec,
         vllm_server_spec,
     )
+
+    from ._base import APIBackend, CallOptions
+    from ._config import BreakerConfig, ResilienceConfig, Secret
     from ._metrics import Metrics
     from ._observability import PrometheusCollector, exposition, register_prometheus, start_span
     from ._openai_compat import OpenAICompatibleBackend

@@ -2,7 +2,10 @@
 optional managed server.
 
 A Unified backend subclasses its plain backend (so it speaks exactly the same protocol, all
-surfaces included) and puts :class:`UnifiedBackend` first in its bases. It holds one *member*
+surfaces included) and puts :class:`UnifiedBackend` first in its bases; it declares its
+``provider`` name, its ``plain`` class and its ``server_kind`` (the official server's
+description in :mod:`ipfs_accelerate.servers.specs`), and adds a body only where several
+endpoints change the protocol's meaning (vLLM's LoRA adapters, OVMS readiness). It holds one *member*
 per endpoint: a plain backend instance with its own connection pool, circuit breaker,
 concurrency limit and metrics. Every request the plain code builds goes through the two
 pipeline entry points (``_request`` and ``_stream``), which this class hands to a
@@ -36,10 +39,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from ipfs_accelerate.errors import ConfigurationError
+from ipfs_accelerate.servers import DockerRuntime, LocalProcessRuntime, ManagedServer, ServerSpec
+from ipfs_accelerate.servers.specs import ServerKind
 
 from ._base import APIBackend, CallOptions, StreamParser
 from ._config import Secret, redact_url
-from ._containers import DockerRuntime, LocalProcessRuntime, ManagedServer, ServerSpec
 from ._transport import Endpoint, HTTPRequest, RawResponse
 from ._types import HealthStatus, Usage
 from .router import Router, RouterConfig, RouteTarget
@@ -60,6 +64,8 @@ class UnifiedBackend(APIBackend):
 
     #: the plain protocol class each endpoint member is an instance of
     plain: ClassVar[type[APIBackend]]
+    #: the official server that ``managed_server`` settings describe (None: none)
+    server_kind: ClassVar[ServerKind | None] = None
 
     def __init__(
         self,
@@ -137,8 +143,21 @@ class UnifiedBackend(APIBackend):
         return member
 
     def server_spec(self, **kwargs: Any) -> ServerSpec:
-        """The ServerSpec of this backend's official server from builder arguments."""
-        raise ConfigurationError(f"{self.provider}: no managed server builder")
+        """The ServerSpec of this backend's official server from its builder's arguments;
+        ``model`` also names a single required argument called otherwise (TGI's
+        ``model_id``)."""
+        kind = self.server_kind
+        if kind is None:
+            raise ConfigurationError(f"{self.provider}: no managed server builder")
+        names = [option.name for option in kind.required]
+        if len(names) == 1 and names[0] != "model" and not kwargs.get(names[0]):
+            kwargs[names[0]] = kwargs.pop("model", None)
+        required = [kwargs.pop(name, None) for name in names]
+        if not all(required):
+            listed = " and ".join(repr(name) for name in names)
+            article = "a " if len(names) == 1 else ""
+            raise ConfigurationError(f"{self.provider}: managed_server needs {article}{listed}")
+        return kind.make(*(str(value) for value in required), **kwargs)
 
     def _build_managed(self, cfg: Any) -> tuple[ManagedServer | None, bool]:
         if cfg is None:

@@ -85,8 +85,9 @@ from ._resilience import CircuitState, backoff_delay, counts_as_failure, is_retr
 from ._types import ChatChunk, ChatResponse, EmbeddingResponse, HealthStatus, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ipfs_accelerate.servers import ManagedServer
+
     from ._base import APIBackend
-    from ._containers import ManagedServer
     from ._transport import Endpoint
 
 __all__ = ["STRATEGIES", "RouteTarget", "Router", "RouterConfig", "make_strategy"]

@@ -10,7 +10,7 @@ its restarts.
 Managed server: ``metadata["managed_server"] = {"model": ..., "runtime": "docker" | "process",
 "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "quantization",
 "lora_modules", "allow_runtime_lora", "hf_token", "api_key", ..., "lifecycle": {...},
-"auto_start": bool}`` (see :func:`~ipfs_accelerate.api_backends.vllm_server_spec`).
+"auto_start": bool}`` (see :func:`~ipfs_accelerate.servers.vllm_server_spec`).
 See :mod:`ipfs_accelerate.api_backends._unified` for endpoints and routing.
 """
 
@@ -20,8 +20,9 @@ import asyncio
 from typing import Any, ClassVar
 
 from ipfs_accelerate.errors import APIError
+from ipfs_accelerate.servers import ServerSpec
+from ipfs_accelerate.servers.specs import VLLM
 
-from ._containers import ServerSpec, vllm_server_spec
 from ._unified import UnifiedBackend
 from .vllm import VLLMBackend
 
@@ -31,6 +32,7 @@ __all__ = ["VLLMUnifiedBackend"]
 class VLLMUnifiedBackend(UnifiedBackend, VLLMBackend):
     provider: ClassVar[str] = "vllm_unified"
     plain = VLLMBackend
+    server_kind = VLLM
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,14 +41,11 @@ class VLLMUnifiedBackend(UnifiedBackend, VLLMBackend):
             self.managed_server.on_ready(self._reload_adapters)
 
     def server_spec(self, **kwargs: Any) -> ServerSpec:
-        model = kwargs.pop("model", None)
-        if not model:
-            from ipfs_accelerate.errors import ConfigurationError
-
-            raise ConfigurationError("vllm_unified: managed_server needs a 'model'")
-        if (kwargs.get("enable_lora") or kwargs.get("lora_modules")) and "allow_runtime_lora" not in kwargs:
-            kwargs["allow_runtime_lora"] = True  # load_lora_adapter() needs runtime updates on the server
-        return vllm_server_spec(str(model), **kwargs)
+        lora = kwargs.get("enable_lora") or kwargs.get("lora_modules")
+        if lora and "allow_runtime_lora" not in kwargs:
+            # load_lora_adapter() needs runtime updates on the server
+            kwargs["allow_runtime_lora"] = True
+        return super().server_spec(**kwargs)
 
     async def load_lora_adapter(self, lora_name: str, lora_path: str, **options: Any) -> str:
         """Load the adapter on every endpoint; all or none (see the module docstring)."""
