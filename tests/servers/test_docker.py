@@ -89,23 +89,27 @@ def test_docker_vllm_spec() -> None:
     from docker.types import DeviceRequest
 
     spec = vllm_server_spec(
-        "meta-llama/Llama-3.1-8B-Instruct", tensor_parallel_size=2, gpu_memory_utilization=0.85, max_model_len=8192,
-        quantization="awq", lora_modules={"sql": "/adapters/sql"}, max_loras=2, max_lora_rank=16,
-        allow_runtime_lora=True, api_key="sk-vllm-secret", hf_token="hf_secret_token", host_port=18000,
+        "meta-llama/Llama-3.1-8B-Instruct", tensor_parallel_size=2, gpu_memory_utilization=0.85,
+        max_model_len=8192, quantization="awq", lora_modules={"sql": "/adapters/sql"},
+        max_loras=2, max_lora_rank=16, allow_runtime_lora=True, api_key="sk-vllm-secret",
+        hf_token="hf_secret_token", host_port=18000,
     )  # fmt: skip
     assert "sk-vllm-secret" not in repr(spec) and "hf_secret_token" not in repr(spec)
     assert "sk-vllm-secret" not in spec.describe()
     assert DockerRuntime(RecordingDockerClient()).run_kwargs(spec, 18000) == {
         "image": "vllm/vllm-openai:latest",
-        "command": ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--host", "0.0.0.0", "--port", "8000",
-                    "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.85", "--max-model-len", "8192",
+        "command": ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--host", "0.0.0.0",
+                    "--port", "8000", "--tensor-parallel-size", "2",
+                    "--gpu-memory-utilization", "0.85", "--max-model-len", "8192",
                     "--quantization", "awq", "--enable-lora", "--lora-modules", "sql=/adapters/sql",
                     "--max-loras", "2", "--max-lora-rank", "16"],
         "detach": True,
         "name": "ipfs-accelerate-vllm-18000",
         "ports": {"8000/tcp": ("127.0.0.1", 18000)},
-        "environment": {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_API_KEY": "sk-vllm-secret", "HF_TOKEN": "hf_secret_token"},
-        "volumes": {os.path.expanduser("~/.cache/huggingface"): {"bind": "/root/.cache/huggingface", "mode": "rw"}},
+        "environment": {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+                        "VLLM_API_KEY": "sk-vllm-secret", "HF_TOKEN": "hf_secret_token"},
+        "volumes": {os.path.expanduser("~/.cache/huggingface"):
+                    {"bind": "/root/.cache/huggingface", "mode": "rw"}},
         "labels": _labels("vllm"),
         "auto_remove": False,
         "device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])],
@@ -113,25 +117,31 @@ def test_docker_vllm_spec() -> None:
     }  # fmt: skip
     process = vllm_server_spec("Qwen/Qwen2.5-0.5B-Instruct", runtime="process", max_model_len=4096)
     assert process.image is None and process.gpus is None
-    assert process.args_for(9123) == ["vllm", "serve", "Qwen/Qwen2.5-0.5B-Instruct", "--host", "127.0.0.1", "--port", "9123",
-                                      "--max-model-len", "4096"]  # fmt: skip
+    assert process.args_for(9123) == [
+        "vllm", "serve", "Qwen/Qwen2.5-0.5B-Instruct", "--host", "127.0.0.1", "--port", "9123",
+        "--max-model-len", "4096",
+    ]  # fmt: skip
 
 
 def test_docker_tgi_tei_ovms_specs() -> None:
     from docker.types import DeviceRequest
 
     runtime = DockerRuntime(RecordingDockerClient())
-    tgi = tgi_server_spec("HuggingFaceTB/SmolLM2-135M-Instruct", num_shard=2, quantize="bitsandbytes-nf4",
-                          max_input_tokens=4095, max_total_tokens=4096, gpus=("0", "1"), hf_token="hf_tok")  # fmt: skip
+    tgi = tgi_server_spec(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", num_shard=2, quantize="bitsandbytes-nf4",
+        max_input_tokens=4095, max_total_tokens=4096, gpus=("0", "1"), hf_token="hf_tok",
+    )  # fmt: skip
     assert runtime.run_kwargs(tgi, 18080) == {
         "image": "ghcr.io/huggingface/text-generation-inference:latest",
-        "command": ["--model-id", "HuggingFaceTB/SmolLM2-135M-Instruct", "--hostname", "0.0.0.0", "--port", "80",
-                    "--num-shard", "2", "--quantize", "bitsandbytes-nf4", "--max-input-tokens", "4095", "--max-total-tokens", "4096"],
+        "command": ["--model-id", "HuggingFaceTB/SmolLM2-135M-Instruct", "--hostname", "0.0.0.0",
+                    "--port", "80", "--num-shard", "2", "--quantize", "bitsandbytes-nf4",
+                    "--max-input-tokens", "4095", "--max-total-tokens", "4096"],
         "detach": True,
         "name": "ipfs-accelerate-tgi-18080",
         "ports": {"80/tcp": ("127.0.0.1", 18080)},
         "environment": {"HF_TOKEN": "hf_tok"},
-        "volumes": {os.path.expanduser("~/.cache/huggingface/tgi"): {"bind": "/data", "mode": "rw"}},
+        "volumes": {os.path.expanduser("~/.cache/huggingface/tgi"):
+                    {"bind": "/data", "mode": "rw"}},
         "labels": _labels("tgi"),
         "auto_remove": False,
         "device_requests": [DeviceRequest(device_ids=["0", "1"], capabilities=[["gpu"]])],
@@ -140,24 +150,27 @@ def test_docker_tgi_tei_ovms_specs() -> None:
     tei = tei_server_spec("BAAI/bge-small-en-v1.5", max_client_batch_size=64)
     assert runtime.run_kwargs(tei, 18081) == {
         "image": "ghcr.io/huggingface/text-embeddings-inference:cpu-1.5",
-        "command": ["--model-id", "BAAI/bge-small-en-v1.5", "--hostname", "0.0.0.0", "--port", "80", "--max-client-batch-size", "64"],
+        "command": ["--model-id", "BAAI/bge-small-en-v1.5", "--hostname", "0.0.0.0", "--port", "80",
+                    "--max-client-batch-size", "64"],
         "detach": True,
         "name": "ipfs-accelerate-tei-18081",
         "ports": {"80/tcp": ("127.0.0.1", 18081)},
         "environment": {},
-        "volumes": {os.path.expanduser("~/.cache/huggingface/tei"): {"bind": "/data", "mode": "rw"}},
+        "volumes": {os.path.expanduser("~/.cache/huggingface/tei"):
+                    {"bind": "/data", "mode": "rw"}},
         "labels": _labels("tei"),
         "auto_remove": False,
     }  # fmt: skip
-    assert runtime.run_kwargs(tei_server_spec("BAAI/bge-small-en-v1.5", gpus=1), 1)["device_requests"] == [
-        DeviceRequest(count=1, capabilities=[["gpu"]])
-    ]
-    assert tei_server_spec("x/y", gpus="all").image == "ghcr.io/huggingface/text-embeddings-inference:1.5"
+    gpu_tei = runtime.run_kwargs(tei_server_spec("BAAI/bge-small-en-v1.5", gpus=1), 1)
+    assert gpu_tei["device_requests"] == [DeviceRequest(count=1, capabilities=[["gpu"]])]
+    cuda_image = "ghcr.io/huggingface/text-embeddings-inference:1.5"
+    assert tei_server_spec("x/y", gpus="all").image == cuda_image
     ovms = ovms_server_spec("resnet", "/srv/models/resnet", target_device="GPU")
     assert ovms.health_path == "/v2/health/ready"
     assert runtime.run_kwargs(ovms, 18082) == {
         "image": "openvino/model_server:latest",
-        "command": ["--model_name", "resnet", "--model_path", "/models/resnet", "--rest_port", "8000", "--target_device", "GPU"],
+        "command": ["--model_name", "resnet", "--model_path", "/models/resnet",
+                    "--rest_port", "8000", "--target_device", "GPU"],
         "detach": True,
         "name": "ipfs-accelerate-ovms-18082",
         "ports": {"8000/tcp": ("127.0.0.1", 18082)},
@@ -168,7 +181,8 @@ def test_docker_tgi_tei_ovms_specs() -> None:
         "devices": ["/dev/dri:/dev/dri:rwm"],
     }  # fmt: skip
     assert ovms_server_spec("resnet", "/srv/models/resnet", runtime="process").args_for(9) == [
-        "ovms", "--model_name", "resnet", "--model_path", "/srv/models/resnet", "--rest_port", "9", "--rest_bind_address", "127.0.0.1"
+        "ovms", "--model_name", "resnet", "--model_path", "/srv/models/resnet", "--rest_port", "9",
+        "--rest_bind_address", "127.0.0.1",
     ]  # fmt: skip
 
 
@@ -193,8 +207,9 @@ def test_docker_lifecycle_with_recorded_client() -> None:
             assert fake.port is not None
             client = RecordingDockerClient()
             spec = vllm_server_spec("m/m", host_port=fake.port, hf_token="hf_x")
-            server = ManagedServer(spec, DockerRuntime(client), ready_timeout=5, probe_interval=0.05,
-                                   health_interval=0.1, restart_backoff=0.05)  # fmt: skip
+            server = ManagedServer(spec, DockerRuntime(client), ready_timeout=5,
+                                   probe_interval=0.05, health_interval=0.1,
+                                   restart_backoff=0.05)  # fmt: skip
             await server.start()
             assert server.is_ready and len(client.runs) == 1
             assert client.runs[0]["ports"] == {"8000/tcp": ("127.0.0.1", fake.port)}
@@ -204,12 +219,20 @@ def test_docker_lifecycle_with_recorded_client() -> None:
             while server.restarts < 1:
                 assert time.monotonic() < deadline, list(server.events)
                 await asyncio.sleep(0.02)
-            assert ("stop", first.id, 10) in client.calls and ("remove", first.id, True) in client.calls
+            assert ("stop", first.id, 10) in client.calls and (
+                "remove",
+                first.id,
+                True,
+            ) in client.calls
             assert len(client.runs) == 2 and server.is_ready
             assert "exited with status 137" in " ".join(e.detail for e in server.events)
             await server.stop()
             second = client.created[1]
-            assert ("remove", second.id, True) in client.calls and server.state == ServerState.STOPPED
+            assert (
+                "remove",
+                second.id,
+                True,
+            ) in client.calls and server.state == ServerState.STOPPED
 
     run(body(), 30)
 
@@ -219,8 +242,13 @@ def test_docker_start_failure_is_typed() -> None:
         explanation = "pull access denied for vllm/vllm-openai, repository does not exist"
 
     async def body() -> None:
-        server = ManagedServer(vllm_server_spec("m/m"), DockerRuntime(RecordingDockerClient(fail_with=ImageNotFound())))
-        with pytest.raises(ServerStartError, match="image vllm/vllm-openai:latest.*ImageNotFound: pull access denied"):
+        server = ManagedServer(
+            vllm_server_spec("m/m"), DockerRuntime(RecordingDockerClient(fail_with=ImageNotFound()))
+        )
+        with pytest.raises(
+            ServerStartError,
+            match="image vllm/vllm-openai:latest.*ImageNotFound: pull access denied",
+        ):
             await server.start()
         assert server.state == ServerState.FAILED
 
@@ -252,14 +280,24 @@ def test_real_container_when_docker_is_reachable(docker_client: Any) -> None:
             pytest.skip(f"Docker engine reachable but image {image} unavailable: {exc}")
 
     async def body() -> None:
-        spec = ServerSpec(name="pyhttp", image=image, command=("python", "-m", "http.server", "{port}"), port=8000, health_path="/")
-        server = ManagedServer(spec, DockerRuntime(docker_client), ready_timeout=60, probe_interval=0.2)
+        spec = ServerSpec(
+            name="pyhttp",
+            image=image,
+            command=("python", "-m", "http.server", "{port}"),
+            port=8000,
+            health_path="/",
+        )
+        server = ManagedServer(
+            spec, DockerRuntime(docker_client), ready_timeout=60, probe_interval=0.2
+        )
         await server.start()
         try:
             assert await probe_http(server.health_url) == 200
         finally:
             await server.stop()
-        left = docker_client.containers.list(all=True, filters={"label": "ipfs_accelerate.server=pyhttp"})
+        left = docker_client.containers.list(
+            all=True, filters={"label": "ipfs_accelerate.server=pyhttp"}
+        )
         assert left == []
 
     run(body(), 90)

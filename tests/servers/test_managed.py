@@ -34,8 +34,9 @@ pytestmark = pytest.mark.timeout(90)
 
 def test_local_process_start_kill_restart_stop() -> None:
     async def body() -> None:
-        server = ManagedServer(fake_server_spec(), LocalProcessRuntime(), ready_timeout=30, probe_interval=0.05,
-                               health_interval=0.2, health_timeout=1.0, restart_backoff=0.1)  # fmt: skip
+        server = ManagedServer(fake_server_spec(), LocalProcessRuntime(), ready_timeout=30,
+                               probe_interval=0.05, health_interval=0.2, health_timeout=1.0,
+                               restart_backoff=0.1)  # fmt: skip
         runtime = server.runtime
         assert isinstance(runtime, LocalProcessRuntime)
         await server.start()
@@ -46,27 +47,40 @@ def test_local_process_start_kill_restart_stop() -> None:
             assert first is not None
             first_pid = runtime.pid(first)
             # the endpoint answers the real protocol
-            backend = create_api_backend("vllm", metadata={"base_url": server.url, "resilience": fast()})
+            backend = create_api_backend(
+                "vllm", metadata={"base_url": server.url, "resilience": fast()}
+            )
             try:
-                assert (await backend.chat("meta-llama/Llama-3.1-8B-Instruct", "hi")).text == "Echo: hi"
+                assert (
+                    await backend.chat("meta-llama/Llama-3.1-8B-Instruct", "hi")
+                ).text == "Echo: hi"
             finally:
                 await backend.aclose()
 
             os.kill(first_pid, signal.SIGKILL)
             killed_at = time.monotonic()
             while not (server.restarts == 1 and server.is_ready):
-                assert time.monotonic() - killed_at < 20, f"not restarted: {server.state}, events {list(server.events)}"
+                assert time.monotonic() - killed_at < 20, (
+                    f"not restarted: {server.state}, events {list(server.events)}"
+                )
                 await asyncio.sleep(0.05)
             took = time.monotonic() - killed_at
             # bound: one health interval to notice, the backoff, then the new process' start-up
             assert took < 0.2 + 0.1 + 10
             kinds = [e.kind for e in server.events]
-            assert kinds[kinds.index("exited"):][:4] == ["exited", "restarting", "started", "ready"]
+            assert kinds[kinds.index("exited") :][:4] == [
+                "exited",
+                "restarting",
+                "started",
+                "ready",
+            ]
             second = server.handle
             assert second is not None and runtime.pid(second) != first_pid
             assert not Path(f"/proc/{first_pid}").exists()  # reaped, not a zombie
             assert await probe_http(server.health_url) == 200
-            assert server.url == f"http://127.0.0.1:{server.spec.host_port}"  # same address after restart
+            assert (
+                server.url == f"http://127.0.0.1:{server.spec.host_port}"
+            )  # same address after restart
         finally:
             await server.stop()
         pid = runtime.pid(second)
@@ -102,7 +116,12 @@ def test_process_that_exits_before_ready() -> None:
     async def body() -> None:
         spec = ServerSpec(
             name="crashy",
-            command=(sys.executable, "-c", "import sys; print('loading'); print('fatal: CUDA out of memory', flush=True); sys.exit(3)"),
+            command=(
+                sys.executable,
+                "-c",
+                "import sys; print('loading'); "
+                "print('fatal: CUDA out of memory', flush=True); sys.exit(3)",
+            ),
         )
         server = ManagedServer(spec, ready_timeout=20, probe_interval=0.05)
         started = time.monotonic()
@@ -129,7 +148,9 @@ def test_restarts_are_bounded(tmp_path: Path) -> None:
     )
 
     async def body() -> None:
-        spec = ServerSpec(name="once", command=(sys.executable, "-c", script, "{port}"), cwd=str(REPO), env=ENV)
+        spec = ServerSpec(
+            name="once", command=(sys.executable, "-c", script, "{port}"), cwd=str(REPO), env=ENV
+        )
         server = ManagedServer(spec, ready_timeout=20, probe_interval=0.05, health_interval=0.1,
                                max_restarts=2, restart_backoff=0.05, restart_window=60)  # fmt: skip
         await server.start()

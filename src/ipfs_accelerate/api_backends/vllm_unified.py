@@ -49,18 +49,23 @@ class VLLMUnifiedBackend(UnifiedBackend, VLLMBackend):
 
     async def load_lora_adapter(self, lora_name: str, lora_path: str, **options: Any) -> str:
         """Load the adapter on every endpoint; all or none (see the module docstring)."""
+        members = self._lora_members()
         results = await asyncio.gather(
-            *(m.load_lora_adapter(lora_name, lora_path, **dict(options)) for m in self._lora_members()),  # type: ignore[attr-defined]
+            *(m.load_lora_adapter(lora_name, lora_path, **dict(options)) for m in members),
             return_exceptions=True,
         )
-        failed = [(m, r) for m, r in zip(self._lora_members(), results, strict=True) if isinstance(r, BaseException)]
+        outcomes = list(zip(members, results, strict=True))
+        failed = [(m, r) for m, r in outcomes if isinstance(r, BaseException)]
         if failed:
-            loaded = [m for m, r in zip(self._lora_members(), results, strict=True) if not isinstance(r, BaseException)]
-            await asyncio.gather(*(m.unload_lora_adapter(lora_name) for m in loaded), return_exceptions=True)  # type: ignore[attr-defined]
+            loaded = [m for m, r in outcomes if not isinstance(r, BaseException)]
+            await asyncio.gather(
+                *(m.unload_lora_adapter(lora_name) for m in loaded), return_exceptions=True
+            )
             _, error = failed[0]
             if isinstance(error, APIError) and hasattr(error, "add_note"):
+                where = ", ".join(m.endpoint.name for m, _ in failed)
                 error.add_note(
-                    f"vllm_unified: loading adapter {lora_name!r} failed on {', '.join(m.endpoint.name for m, _ in failed)}; "
+                    f"vllm_unified: loading adapter {lora_name!r} failed on {where}; "
                     f"unloaded again from {len(loaded)} endpoint(s) that had accepted it"
                 )
             raise error
@@ -70,7 +75,7 @@ class VLLMUnifiedBackend(UnifiedBackend, VLLMBackend):
     async def unload_lora_adapter(self, lora_name: str, **options: Any) -> str:
         """Unload the adapter from every endpoint; raises the first refusal after trying all."""
         results = await asyncio.gather(
-            *(m.unload_lora_adapter(lora_name, **dict(options)) for m in self._lora_members()),  # type: ignore[attr-defined]
+            *(m.unload_lora_adapter(lora_name, **dict(options)) for m in self._lora_members()),
             return_exceptions=True,
         )
         self.adapters.pop(lora_name, None)
@@ -79,11 +84,18 @@ class VLLMUnifiedBackend(UnifiedBackend, VLLMBackend):
                 raise result
         return str(results[0])
 
-    def _lora_members(self) -> list[Any]:
+    def _lora_members(self) -> list[VLLMBackend]:
         # a managed server that is down gets the adapters when it is ready again
-        return [m for m in self.members if getattr(m, "managed_server", None) is None or m.managed_server.is_ready]  # type: ignore[attr-defined]
+        members: list[VLLMBackend] = self.members  # type: ignore[assignment]
+        return [m for m in members if _managed(m) is None or _managed(m).is_ready]
 
     async def _reload_adapters(self) -> None:
-        member = next(m for m in self.members if getattr(m, "managed_server", None) is self.managed_server)
+        members: list[VLLMBackend] = self.members  # type: ignore[assignment]
+        member = next(m for m in members if _managed(m) is self.managed_server)
         for name, path in list(self.adapters.items()):
-            await member.load_lora_adapter(name, path)  # type: ignore[attr-defined]
+            await member.load_lora_adapter(name, path)
+
+
+def _managed(member: VLLMBackend) -> Any:
+    # the Unified machinery sets it on each member (None: not the managed server's endpoint)
+    return getattr(member, "managed_server", None)

@@ -47,8 +47,8 @@ async def probe_http(url: str, timeout: float = 2.0) -> int | None:
             reader, writer = await asyncio.open_connection(host, port, ssl=tls)
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                "User-Agent: ipfs-accelerate-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-                .encode()
+                "User-Agent: ipfs-accelerate-probe\r\n"
+                "Accept: */*\r\nConnection: close\r\n\r\n".encode()
             )
             await writer.drain()
             line = await reader.readline()
@@ -300,8 +300,7 @@ class ManagedServer:
             if code is not None:
                 raise ServerStartError(
                     f"{self.describe()} exited with status {code} before becoming ready at "
-                    f"{self.health_url}"
-                    + await self._log_excerpt(handle)
+                    f"{self.health_url}" + await self._log_excerpt(handle)
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:

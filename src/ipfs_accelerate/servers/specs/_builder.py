@@ -23,11 +23,23 @@ from ipfs_accelerate.errors import ConfigurationError
 
 from .._spec import PORT_PLACEHOLDER, ServerSpec
 
-__all__ = ["GPUS", "REQUIRED", "Option", "ServerKind", "arg", "flag", "mount", "secret"]
+__all__ = [
+    "GPUS",
+    "HF_LAUNCHER_ARGS",
+    "REQUIRED",
+    "Option",
+    "ServerKind",
+    "arg",
+    "flag",
+    "mount",
+    "secret",
+]
 
 Values = dict[str, Any]
 
 GPUS = "int | str | tuple[str, ...] | None"
+# Hugging Face's launchers (TGI, TEI) take the same leading arguments
+HF_LAUNCHER_ARGS = ("--model-id", "{model_id}", "--hostname", "{bind}", "--port", "{port}")
 # ServerSpec fields that only a container uses: taken from the values in the docker form only
 _CONTAINER_SETTINGS = ("gpus", "devices", "shm_size", "ipc_mode")
 REQUIRED = inspect.Parameter.empty
@@ -79,9 +91,11 @@ class ServerKind:
 
     ``docker_command`` and ``process_command`` are the leading arguments of each form (after
     the image; the whole argv for a process), before the options' flags: ``{port}`` stays for
-    :class:`ServerSpec` to fill in, any other ``{name}`` is the value ``name``. ``prepare``
-    derives values from the others before the spec is built (it may add values that the
-    templates name, or container settings such as ``devices``).
+    :class:`ServerSpec` to fill in; ``{bind}`` is the address to listen on (all of a
+    container's, whose port is published on loopback only; loopback for a process); any other
+    ``{name}`` is the value ``name``. ``prepare`` derives values from the others before the
+    spec is built (it may add values that the templates name, or container settings such as
+    ``devices``).
     """
 
     name: str
@@ -140,7 +154,8 @@ class ServerKind:
         values = dict(values)
         if self.prepare is not None:
             self.prepare(values, docker)
-        fields = {**values, "port": PORT_PLACEHOLDER}
+        bind = "0.0.0.0" if docker else "127.0.0.1"
+        fields = {**values, "port": PORT_PLACEHOLDER, "bind": bind}
         template = self.docker_command if docker else self.process_command
         args = [part.format_map(fields) for part in template]
         for option in self.options:

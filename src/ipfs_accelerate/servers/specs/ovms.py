@@ -26,7 +26,7 @@ OVMS = ServerKind(
     required=(arg("model_name"), arg("model_path", mount="{served_path}:ro")),
     health_path="/v2/health/ready",
     docker_command=_ARGS,
-    process_command=("ovms", *_ARGS, "--rest_bind_address", "127.0.0.1"),
+    process_command=("ovms", *_ARGS, "--rest_bind_address", "{bind}"),
     options=(
         flag("--target_device", "str"),
         Option("container_models_dir", "str", "/models"),

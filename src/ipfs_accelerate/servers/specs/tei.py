@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ._builder import GPUS, Option, ServerKind, Values, flag, mount, secret
+from ._builder import GPUS, HF_LAUNCHER_ARGS, Option, ServerKind, Values, flag, mount, secret
 
 __all__ = ["TEI", "tei_server_spec"]
 
@@ -15,15 +15,14 @@ def _image_for_device(values: Values, docker: bool) -> None:
         values["image"] = f"{_IMAGE}:1.5" if values["gpus"] is not None else f"{_IMAGE}:cpu-1.5"
 
 
+# fmt: off
+# a table: flags that belong together share a row
 TEI = ServerKind(
     name="tei",
     image=None,
     port=80,
-    docker_command=("--model-id", "{model_id}", "--hostname", "0.0.0.0", "--port", "{port}"),
-    process_command=(
-        "text-embeddings-router",
-        *("--model-id", "{model_id}", "--hostname", "127.0.0.1", "--port", "{port}"),
-    ),
+    docker_command=HF_LAUNCHER_ARGS,
+    process_command=("text-embeddings-router", *HF_LAUNCHER_ARGS),
     options=(
         flag("--max-client-batch-size", "int"), flag("--max-batch-tokens", "int"),
         flag("--pooling", "str"),
@@ -33,6 +32,7 @@ TEI = ServerKind(
     ),
     prepare=_image_for_device,
 )
+# fmt: on
 
 tei_server_spec = TEI.builder(
     __name__,

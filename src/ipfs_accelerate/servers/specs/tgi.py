@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-from ._builder import GPUS, Option, ServerKind, flag, mount, secret
+from ._builder import GPUS, HF_LAUNCHER_ARGS, Option, ServerKind, flag, mount, secret
 
 __all__ = ["TGI", "tgi_server_spec"]
 
+# fmt: off
+# a table: flags that belong together share a row
 TGI = ServerKind(
     name="tgi",
     image="ghcr.io/huggingface/text-generation-inference:latest",
     port=80,
-    docker_command=("--model-id", "{model_id}", "--hostname", "0.0.0.0", "--port", "{port}"),
-    process_command=(
-        "text-generation-launcher",
-        *("--model-id", "{model_id}", "--hostname", "127.0.0.1", "--port", "{port}"),
-    ),
+    docker_command=HF_LAUNCHER_ARGS,
+    process_command=("text-generation-launcher", *HF_LAUNCHER_ARGS),
     options=(
         flag("--num-shard", "int"), flag("--quantize", "str"),
         flag("--max-input-tokens", "int"), flag("--max-total-tokens", "int"),
@@ -26,6 +25,7 @@ TGI = ServerKind(
         Option("shm_size", "str", "1g"),
     ),
 )
+# fmt: on
 
 tgi_server_spec = TGI.builder(
     __name__,

@@ -25,13 +25,15 @@ def _runtime_lora(values: Values, docker: bool) -> None:
         values["env"] = {**(values["env"] or {}), "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
 
 
+# fmt: off
+# a table: flags that belong together share a row
 VLLM = ServerKind(
     name="vllm",
     image="vllm/vllm-openai:latest",
     port=8000,
     required=(arg("model"),),
-    docker_command=("--model", "{model}", "--host", "0.0.0.0", "--port", "{port}"),
-    process_command=("vllm", "serve", "{model}", "--host", "127.0.0.1", "--port", "{port}"),
+    docker_command=("--model", "{model}", "--host", "{bind}", "--port", "{port}"),
+    process_command=("vllm", "serve", "{model}", "--host", "{bind}", "--port", "{port}"),
     options=(
         flag("--tensor-parallel-size", "int"), flag("--gpu-memory-utilization", "float"),
         flag("--max-model-len", "int"), flag("--quantization", "str"), flag("--dtype", "str"),
@@ -47,6 +49,7 @@ VLLM = ServerKind(
     container={"ipc_mode": "host"},
     prepare=_runtime_lora,
 )
+# fmt: on
 
 vllm_server_spec = VLLM.builder(
     __name__,
