@@ -17,12 +17,12 @@ from ipfs_accelerate.api_backends import (
     exposition,
     register_prometheus,
 )
-from ipfs_accelerate.api_backends._containers import LocalProcessRuntime
 from ipfs_accelerate.errors import NotFoundError
+from ipfs_accelerate.servers import LocalProcessRuntime
 
 from ..fakes.vllm_fake import BASE_MODEL, VLLMFake
+from ..servers.conftest import fake_server_spec
 from .conftest import fast, run
-from .test_containers import fake_server_spec
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from ipfs_accelerate.api_backends import create_api_backend
-from ipfs_accelerate.api_backends._containers import LocalProcessRuntime, ManagedServer
 from ipfs_accelerate.errors import (
     BadRequestError,
     CircuitOpenError,
@@ -25,14 +24,15 @@ from ipfs_accelerate.errors import (
     StreamInterruptedError,
     UnsupportedOpError,
 )
+from ipfs_accelerate.servers import LocalProcessRuntime, ManagedServer
 
 from ..fakes._server import FakeServer
 from ..fakes.ovms_fake import OVMSFake
 from ..fakes.tei_fake import TEIFake
 from ..fakes.tgi_fake import TGIFake
 from ..fakes.vllm_fake import BASE_MODEL, VLLMFake
+from ..servers.conftest import fake_server_spec, group_members, port_closed
 from .conftest import fast, run
-from .test_containers import fake_server_spec, group_members, port_closed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,11 +47,18 @@ def dead_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def serve_many(fakes: list[FakeServer], name: str, test: Callable[[list[Any], Any], Awaitable[None]], **metadata: Any) -> None:
+def serve_many(
+    fakes: list[FakeServer],
+    name: str,
+    test: Callable[[list[Any], Any], Awaitable[None]],
+    **metadata: Any,
+) -> None:
     async def body() -> None:
         for fake in fakes:
             await fake.start()
-        backend = create_api_backend(name, metadata={"endpoints": [f.url for f in fakes], "resilience": fast(), **metadata})
+        backend = create_api_backend(
+            name, metadata={"endpoints": [f.url for f in fakes], "resilience": fast(), **metadata}
+        )
         try:
             await test(fakes, backend)
         finally:
@@ -75,7 +82,9 @@ def test_vllm_unified_spreads_every_surface() -> None:
         assert "".join(c.text for c in chunks) == "Echo: stream me" and chunks[-1].done
         assert len((await b.embed("BAAI/bge-small-en-v1.5", ["a", "b"])).embeddings) == 2
         assert BASE_MODEL in [m.id for m in await b.list_models()]
-        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+        tools = [
+            {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+        ]
         reply = await b.chat(BASE_MODEL, "find x", tools=tools)
         assert reply.tool_calls[0].name == "lookup"
         stats = b.get_stats()
@@ -111,7 +120,8 @@ def test_unified_fails_over_dead_and_failing_endpoints() -> None:
     async def body() -> None:
         async with VLLMFake() as good, VLLMFake() as flaky:
             b = create_api_backend("vllm_unified", metadata={
-                "endpoints": [dead_url(), {"url": flaky.url, "name": "flaky"}, {"url": good.url, "name": "good", "weight": 2}],
+                "endpoints": [dead_url(), {"url": flaky.url, "name": "flaky"},
+                              {"url": good.url, "name": "good", "weight": 2}],
                 "strategy": "round_robin", "resilience": fast(),
             })  # fmt: skip
             try:
@@ -148,7 +158,9 @@ def test_tgi_unified_native_routes_and_stream_failover() -> None:
         fakes[1].inject(status=503, path="/generate_stream", times=5)
         b.router.targets[0].cooldown_until = 0
         tokens = [t async for t in b.generate_stream("a b c")]
-        assert tokens[-1].generated_text == "Echo: a b c"  # the first token came from the third endpoint
+        assert (
+            tokens[-1].generated_text == "Echo: a b c"
+        )  # the first token came from the third endpoint
         assert count(fakes[2], "/generate_stream") == 1
         fakes[2].inject(reset_after=2, path="/generate_stream")
         fakes[0].faults.clear()
@@ -157,7 +169,9 @@ def test_tgi_unified_native_routes_and_stream_failover() -> None:
         b.router._strategies[0]._next = 2
         with pytest.raises(StreamInterruptedError):
             _ = [t async for t in b.generate_stream("d e f g")]
-        assert sum(count(f, "/generate_stream") for f in fakes) == before + 1  # not restarted elsewhere
+        assert (
+            sum(count(f, "/generate_stream") for f in fakes) == before + 1
+        )  # not restarted elsewhere
         assert (await b.info())["model_id"]
         assert (await b.chat("tgi", "messages api")).text == "Echo: messages api"
         with pytest.raises(UnsupportedOpError):
@@ -172,23 +186,33 @@ def test_tei_unified_embed_and_rerank() -> None:
         for _ in range(4):
             vectors = await b.embed(None, ["alpha", "beta"])
             assert len(vectors.embeddings) == 2 and len(vectors.embeddings[0]) == 16
-        ranked = await b.rerank("cheap flights", ["cheap hotels", "cheap flights to rome", "weather"], return_text=True)
+        ranked = await b.rerank(
+            "cheap flights", ["cheap hotels", "cheap flights to rome", "weather"], return_text=True
+        )
         assert ranked[0].index == 1 and ranked[0].text == "cheap flights to rome"
         health = await b.health()
-        assert health.healthy and "ok" in health.detail and fakes[0].url.split("//")[1] in health.detail
+        assert (
+            health.healthy
+            and "ok" in health.detail
+            and fakes[0].url.split("//")[1] in health.detail
+        )
 
     serve_many([TEIFake(), TEIFake()], "hf_tei_unified", test)
 
 
 def test_ovms_unified_kserve_and_readiness() -> None:
     async def test(fakes: list[OVMSFake], b: Any) -> None:
-        out = await b.infer("adder", {"a": np.ones((2, 2), np.float32), "b": np.full((2, 2), 2, np.float32)})
+        out = await b.infer(
+            "adder", {"a": np.ones((2, 2), np.float32), "b": np.full((2, 2), 2, np.float32)}
+        )
         assert out["sum"].tolist() == [[3.0, 3.0], [3.0, 3.0]]
         assert "adder" in [m.id for m in await b.list_models()]
         await fakes[0].close()
         assert await b.server_ready() and await b.model_ready("adder")
         assert not await b.model_ready("nope")
-        chunks = [c async for c in b.stream_chat("OpenVINO/Phi-3.5-mini-instruct-int4-ov", "hello ovms")]
+        chunks = [
+            c async for c in b.stream_chat("OpenVINO/Phi-3.5-mini-instruct-int4-ov", "hello ovms")
+        ]
         assert "".join(c.text for c in chunks) == "Echo: hello ovms"
 
     serve_many([OVMSFake(), OVMSFake()], "ovms_unified", test)
@@ -200,17 +224,24 @@ def test_ovms_unified_kserve_and_readiness() -> None:
 def test_unified_with_managed_process_server_survives_a_crash() -> None:
     async def body() -> None:
         async with VLLMFake() as remote:
-            server = ManagedServer(fake_server_spec(), LocalProcessRuntime(), ready_timeout=30, probe_interval=0.05,
-                                   health_interval=0.15, health_timeout=1.0, restart_backoff=0.1)  # fmt: skip
-            b = create_api_backend("vllm_unified", metadata={"endpoints": [remote.url], "resilience": fast()},
-                                   server=server, auto_start=True)  # fmt: skip
+            server = ManagedServer(fake_server_spec(), LocalProcessRuntime(), ready_timeout=30,
+                                   probe_interval=0.05, health_interval=0.15, health_timeout=1.0,
+                                   restart_backoff=0.1)  # fmt: skip
+            metadata = {"endpoints": [remote.url], "resilience": fast()}
+            b = create_api_backend(
+                "vllm_unified", metadata=metadata, server=server, auto_start=True
+            )
             try:
                 assert server.state.value == "stopped"
-                assert (await b.chat(BASE_MODEL, "wake up")).text == "Echo: wake up"  # auto-started first
+                assert (
+                    await b.chat(BASE_MODEL, "wake up")
+                ).text == "Echo: wake up"  # auto-started first
                 assert server.is_ready and b.members[0].managed_server is server
                 managed = b.members[0]
                 await b.load_lora_adapter("sql", "/adapters/sql")
-                assert [m.id for m in await managed.list_lora_adapters()] == ["sql"] and remote.adapters == {"sql": "/adapters/sql"}
+                assert [m.id for m in await managed.list_lora_adapters()] == [
+                    "sql"
+                ] and remote.adapters == {"sql": "/adapters/sql"}
                 handle = server.handle
                 assert handle is not None and isinstance(server.runtime, LocalProcessRuntime)
                 pid = server.runtime.pid(handle)
@@ -256,11 +287,16 @@ def test_managed_server_not_started_is_not_an_endpoint_yet() -> None:
 def test_unified_configuration() -> None:
     single = create_api_backend("vllm_unified", metadata={"vllm_api_url": "http://h:8000/v1"})
     assert [m.base_url for m in single.members] == ["http://h:8000"] and single.is_configured
-    keyed = create_api_backend("hf_tgi_unified", metadata={"endpoints": [{"url": "http://a:1", "api_key": "tok-secret-1"}, "http://b:2"]})
+    keyed = create_api_backend(
+        "hf_tgi_unified",
+        metadata={"endpoints": [{"url": "http://a:1", "api_key": "tok-secret-1"}, "http://b:2"]},
+    )
     assert "tok-secret-1" not in repr(keyed) and "tok-secret-1" not in str(keyed.get_stats())
     assert keyed.members[0]._auth_headers() == {"Authorization": "Bearer tok-secret-1"}
     with pytest.raises(ConfigurationError, match="unknown keys"):
-        create_api_backend("vllm_unified", metadata={"endpoints": [{"url": "http://a:1", "colour": "red"}]})
+        create_api_backend(
+            "vllm_unified", metadata={"endpoints": [{"url": "http://a:1", "colour": "red"}]}
+        )
     with pytest.raises(ConfigurationError, match="list of URLs"):
         create_api_backend("vllm_unified", metadata={"endpoints": "http://a:1"})
     with pytest.raises(ConfigurationError, match="listed twice"):
@@ -271,8 +307,11 @@ def test_unified_configuration() -> None:
         create_api_backend("ovms_unified", metadata={"managed_server": {"model_name": "resnet"}})
     with pytest.raises(ConfigurationError, match="no server URL"):
         create_api_backend("hf_tei_unified")
-    docker = create_api_backend("vllm_unified", metadata={"managed_server": {"model": "Qwen/Qwen2.5-0.5B-Instruct", "hf_token": "hf_zzz",
-                                                                            "lifecycle": {"ready_timeout": 60}}})  # fmt: skip
+    docker = create_api_backend("vllm_unified", metadata={"managed_server": {
+        "model": "Qwen/Qwen2.5-0.5B-Instruct", "hf_token": "hf_zzz",
+        "lifecycle": {"ready_timeout": 60}}})  # fmt: skip
     assert docker.managed_server is not None and docker.managed_server.runtime.kind == "docker"
-    assert docker.managed_server.spec.image == "vllm/vllm-openai:latest" and "hf_zzz" not in repr(docker.managed_server.spec)
+    assert docker.managed_server.spec.image == "vllm/vllm-openai:latest" and "hf_zzz" not in repr(
+        docker.managed_server.spec
+    )
     assert docker.members[0].base_url == docker.managed_server.url

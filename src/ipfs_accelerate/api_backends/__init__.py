@@ -13,10 +13,10 @@ per call (``priority=``, ``timeout=``, ``max_retries=``, ``deadline=``...).
 
 Multi-endpoint routing with failover (:class:`Router`), the Unified backends with managed
 servers (``vllm_unified``, ``hf_tgi_unified``, ``hf_tei_unified``, ``ovms_unified``;
-:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`) and
-metrics export (:func:`register_prometheus`) live here too. Object storage
-(:class:`S3Kit`) lives in :mod:`ipfs_accelerate.storage`; it is still created by name
-(``s3_kit``) and its names are re-exported here.
+:class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`, defined in
+:mod:`ipfs_accelerate.servers`) and metrics export (:func:`register_prometheus`) live here
+too. Object storage (:class:`S3Kit`) lives in :mod:`ipfs_accelerate.storage`; it is still
+created by name (``s3_kit``) and its names are re-exported here.
 
 Importing this package is cheap: aiohttp loads on the first request, provider modules on
 first use through the registry.
@@ -78,16 +78,16 @@ _LAZY = {
     "RouteTarget": "router",
     "RouterConfig": "router",
     "UnifiedBackend": "_unified",
-    "ContainerRuntime": "_containers",
-    "DockerRuntime": "_containers",
-    "LocalProcessRuntime": "_containers",
-    "ManagedServer": "_containers",
-    "ServerSpec": "_containers",
-    "ServerState": "_containers",
-    "vllm_server_spec": "_containers",
-    "tgi_server_spec": "_containers",
-    "tei_server_spec": "_containers",
-    "ovms_server_spec": "_containers",
+    "ContainerRuntime": "ipfs_accelerate.servers",
+    "DockerRuntime": "ipfs_accelerate.servers",
+    "LocalProcessRuntime": "ipfs_accelerate.servers",
+    "ManagedServer": "ipfs_accelerate.servers",
+    "ServerSpec": "ipfs_accelerate.servers",
+    "ServerState": "ipfs_accelerate.servers",
+    "vllm_server_spec": "ipfs_accelerate.servers",
+    "tgi_server_spec": "ipfs_accelerate.servers",
+    "tei_server_spec": "ipfs_accelerate.servers",
+    "ovms_server_spec": "ipfs_accelerate.servers",
     "S3Kit": "ipfs_accelerate.storage",
     "S3Object": "ipfs_accelerate.storage",
     "S3ObjectInfo": "ipfs_accelerate.storage",
@@ -103,22 +103,32 @@ _LAZY = {
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._base import APIBackend as APIBackend
-    from ._base import CallOptions as CallOptions
     from ipfs_accelerate.resilience import BreakerConfig as BreakerConfig
+    from ipfs_accelerate.resilience import CircuitBreaker as CircuitBreaker
+    from ipfs_accelerate.resilience import CircuitState as CircuitState
+    from ipfs_accelerate.resilience import Metrics as Metrics
+    from ipfs_accelerate.resilience import PriorityLimiter as PriorityLimiter
     from ipfs_accelerate.resilience import ResilienceConfig as ResilienceConfig
     from ipfs_accelerate.resilience import Secret as Secret
-    from ._containers import ContainerRuntime as ContainerRuntime
-    from ._containers import DockerRuntime as DockerRuntime
-    from ._containers import LocalProcessRuntime as LocalProcessRuntime
-    from ._containers import ManagedServer as ManagedServer
-    from ._containers import ServerSpec as ServerSpec
-    from ._containers import ServerState as ServerState
-    from ._containers import ovms_server_spec as ovms_server_spec
-    from ._containers import tei_server_spec as tei_server_spec
-    from ._containers import tgi_server_spec as tgi_server_spec
-    from ._containers import vllm_server_spec as vllm_server_spec
-    from ipfs_accelerate.resilience import Metrics as Metrics
+    from ipfs_accelerate.servers import ContainerRuntime as ContainerRuntime
+    from ipfs_accelerate.servers import DockerRuntime as DockerRuntime
+    from ipfs_accelerate.servers import LocalProcessRuntime as LocalProcessRuntime
+    from ipfs_accelerate.servers import ManagedServer as ManagedServer
+    from ipfs_accelerate.servers import ServerSpec as ServerSpec
+    from ipfs_accelerate.servers import ServerState as ServerState
+    from ipfs_accelerate.servers import ovms_server_spec as ovms_server_spec
+    from ipfs_accelerate.servers import tei_server_spec as tei_server_spec
+    from ipfs_accelerate.servers import tgi_server_spec as tgi_server_spec
+    from ipfs_accelerate.servers import vllm_server_spec as vllm_server_spec
+    from ipfs_accelerate.storage import S3Kit as S3Kit
+    from ipfs_accelerate.storage import S3Object as S3Object
+    from ipfs_accelerate.storage import S3ObjectInfo as S3ObjectInfo
+    from ipfs_accelerate.storage import TransferConfig as TransferConfig
+    from ipfs_accelerate.storage import fetch_s3_prefix as fetch_s3_prefix
+    from ipfs_accelerate.storage import fetch_s3_prefix_sync as fetch_s3_prefix_sync
+
+    from ._base import APIBackend as APIBackend
+    from ._base import CallOptions as CallOptions
     from ._observability import PrometheusCollector as PrometheusCollector
     from ._observability import exposition as exposition
     from ._observability import register_prometheus as register_prometheus
@@ -129,9 +139,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._registry import get_available_backends as get_available_backends
     from ._registry import get_backend_class as get_backend_class
     from ._registry import register_api_backend as register_api_backend
-    from ipfs_accelerate.resilience import CircuitBreaker as CircuitBreaker
-    from ipfs_accelerate.resilience import CircuitState as CircuitState
-    from ipfs_accelerate.resilience import PriorityLimiter as PriorityLimiter
     from ._streams import NDJSONDecoder as NDJSONDecoder
     from ._streams import SSEDecoder as SSEDecoder
     from ._sync import SyncFacade as SyncFacade
@@ -163,9 +170,3 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .router import Router as Router
     from .router import RouterConfig as RouterConfig
     from .router import RouteTarget as RouteTarget
-    from ipfs_accelerate.storage import S3Kit as S3Kit
-    from ipfs_accelerate.storage import S3Object as S3Object
-    from ipfs_accelerate.storage import S3ObjectInfo as S3ObjectInfo
-    from ipfs_accelerate.storage import TransferConfig as TransferConfig
-    from ipfs_accelerate.storage import fetch_s3_prefix as fetch_s3_prefix
-    from ipfs_accelerate.storage import fetch_s3_prefix_sync as fetch_s3_prefix_sync

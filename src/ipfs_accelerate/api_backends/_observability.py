@@ -227,14 +227,15 @@ class PrometheusCollector:
 
     @staticmethod
     def _server(f: dict[str, Any], server: Any) -> None:
-        from ._containers import ServerState
-
         stats = server.stats()
         labels = [str(stats["name"]), str(stats["runtime"])]
         f["srv_up"].add_metric(labels, 1 if stats["state"] == "ready" else 0)
         f["srv_restarts"].add_metric(labels, stats["restarts"])
-        for state in ServerState:
-            f["srv_state"].add_metric([*labels, state.value], 1 if stats["state"] == state.value else 0)
+        # every state the server's enum has, read from the server: the servers package imports
+        # this module (for its spans), so this module must not import it back
+        for state in type(server.state):
+            current = 1 if stats["state"] == state.value else 0
+            f["srv_state"].add_metric([*labels, state.value], current)
 
 
 def _histogram(family: Any, labels: list[str], hist: Mapping[str, Any]) -> None:

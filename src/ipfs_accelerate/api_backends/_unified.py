@@ -2,10 +2,14 @@
 optional managed server.
 
 A Unified backend subclasses its plain backend (so it speaks exactly the same protocol, all
-surfaces included) and puts :class:`UnifiedBackend` first in its bases. It holds one *member*
-per endpoint: a plain backend instance with its own connection pool, circuit breaker,
-concurrency limit and metrics. Every request the plain code builds goes through the two
-pipeline entry points (``_request`` and ``_stream``), which this class hands to a
+surfaces included) and puts :class:`UnifiedBackend` first in its bases; it declares its
+``provider`` name, its ``plain`` class and its ``server_kind`` (the official server's
+description in :mod:`ipfs_accelerate.servers.specs`), and adds a body only where several
+endpoints change the protocol's meaning (vLLM's LoRA adapters, OVMS readiness).
+
+It holds one *member* per endpoint: a plain backend instance with its own connection pool,
+circuit breaker, concurrency limit and metrics. Every request the plain code builds goes
+through the two pipeline entry points (``_request`` and ``_stream``), which this class hands to a
 :class:`~ipfs_accelerate.api_backends.router.Router` over the members: strategy, per-endpoint
 breaker and limit, cooldown, failover (streams only before their first chunk), health checks.
 The call's ``max_retries`` becomes the router's attempt budget (``max_retries + 1`` attempts
@@ -37,9 +41,10 @@ from typing import Any, ClassVar, TypeVar
 
 from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.resilience import Secret, redact_url
+from ipfs_accelerate.servers import DockerRuntime, LocalProcessRuntime, ManagedServer, ServerSpec
+from ipfs_accelerate.servers.specs import ServerKind
 
 from ._base import APIBackend, CallOptions, StreamParser
-from ._containers import DockerRuntime, LocalProcessRuntime, ManagedServer, ServerSpec
 from ._transport import Endpoint, HTTPRequest, RawResponse
 from ._types import HealthStatus, Usage
 from .router import Router, RouterConfig, RouteTarget
@@ -50,8 +55,9 @@ T = TypeVar("T")
 
 _ENDPOINT_KEYS = frozenset({"url", "base_url", "name", "weight", "api_key", "max_concurrency"})
 _LIFECYCLE_KEYS = frozenset(
-    {"ready_timeout", "probe_interval", "health_interval", "health_timeout", "unhealthy_after", "max_restarts",
-     "restart_window", "restart_backoff", "max_restart_backoff", "stop_timeout", "log_tail"}
+    {"ready_timeout", "probe_interval", "health_interval", "health_timeout", "unhealthy_after",
+     "max_restarts", "restart_window", "restart_backoff", "max_restart_backoff", "stop_timeout",
+     "log_tail"}
 )  # fmt: skip
 
 
@@ -60,6 +66,8 @@ class UnifiedBackend(APIBackend):
 
     #: the plain protocol class each endpoint member is an instance of
     plain: ClassVar[type[APIBackend]]
+    #: the official server that ``managed_server`` settings describe (None: none)
+    server_kind: ClassVar[ServerKind | None] = None
 
     def __init__(
         self,
@@ -84,22 +92,29 @@ class UnifiedBackend(APIBackend):
         self.managed_server, cfg_auto_start = self._build_managed(server_cfg)
         self.auto_start = bool(auto_start if auto_start is not None else cfg_auto_start)
         if self.managed_server is not None:
-            endpoint_specs.insert(0, {"url": self.managed_server.url, "name": f"managed-{self.managed_server.spec.name}",
-                                      "managed": self.managed_server})  # fmt: skip
+            managed = self.managed_server
+            endpoint_specs.insert(0, {"url": managed.url, "name": f"managed-{managed.spec.name}",
+                                      "managed": managed})  # fmt: skip
         member_base = dict(meta)
         if endpoint_specs:
             meta["base_url"] = endpoint_specs[0]["url"]
         super().__init__(res, meta, resilience=resilience)
         if not endpoint_specs:
             endpoint_specs = [{"url": self.base_url}]
-        self.members: list[APIBackend] = [self._member(res, member_base, spec) for spec in endpoint_specs]
+        self.members: list[APIBackend] = [
+            self._member(res, member_base, spec) for spec in endpoint_specs
+        ]
         self.endpoint = self.members[0].endpoint
         names = [m.endpoint.name for m in self.members]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"{self.provider}: endpoints listed twice: {names}")
         cfg = self.config
-        router_defaults = {"backoff": cfg.initial_backoff, "max_backoff": cfg.max_backoff,
-                           "max_retry_after": cfg.max_retry_after, "jitter": cfg.jitter}  # fmt: skip
+        router_defaults = {
+            "backoff": cfg.initial_backoff,
+            "max_backoff": cfg.max_backoff,
+            "max_retry_after": cfg.max_retry_after,
+            "jitter": cfg.jitter,
+        }
         if isinstance(router_cfg, RouterConfig):
             config = router_cfg
         else:
@@ -107,7 +122,14 @@ class UnifiedBackend(APIBackend):
         if strategy is not None:
             config = dataclasses.replace(config, strategy=strategy)
         self.router = Router(
-            [RouteTarget(m, weight=getattr(m, "route_weight", 1.0), name=f"{self.provider}@{m.endpoint.name}") for m in self.members],
+            [
+                RouteTarget(
+                    m,
+                    weight=getattr(m, "route_weight", 1.0),
+                    name=f"{self.provider}@{m.endpoint.name}",
+                )
+                for m in self.members
+            ],
             config=config,
             name=f"{self.provider}-unified",
         )
@@ -117,7 +139,9 @@ class UnifiedBackend(APIBackend):
 
     # ------------------------------------------------------------------ construction
 
-    def _member(self, resources: dict[str, Any], base: dict[str, Any], spec: Mapping[str, Any]) -> APIBackend:
+    def _member(
+        self, resources: dict[str, Any], base: dict[str, Any], spec: Mapping[str, Any]
+    ) -> APIBackend:
         meta = dict(base)
         meta["base_url"] = spec["url"]
         if spec.get("api_key") is not None:
@@ -137,8 +161,21 @@ class UnifiedBackend(APIBackend):
         return member
 
     def server_spec(self, **kwargs: Any) -> ServerSpec:
-        """The ServerSpec of this backend's official server from builder arguments."""
-        raise ConfigurationError(f"{self.provider}: no managed server builder")
+        """The ServerSpec of this backend's official server from its builder's arguments;
+        ``model`` also names a single required argument called otherwise (TGI's
+        ``model_id``)."""
+        kind = self.server_kind
+        if kind is None:
+            raise ConfigurationError(f"{self.provider}: no managed server builder")
+        names = [option.name for option in kind.required]
+        if len(names) == 1 and names[0] != "model" and not kwargs.get(names[0]):
+            kwargs[names[0]] = kwargs.pop("model", None)
+        required = [kwargs.pop(name, None) for name in names]
+        if not all(required):
+            listed = " and ".join(repr(name) for name in names)
+            article = "a " if len(names) == 1 else ""
+            raise ConfigurationError(f"{self.provider}: managed_server needs {article}{listed}")
+        return kind.make(*(str(value) for value in required), **kwargs)
 
     def _build_managed(self, cfg: Any) -> tuple[ManagedServer | None, bool]:
         if cfg is None:
@@ -149,14 +186,18 @@ class UnifiedBackend(APIBackend):
             return ManagedServer(cfg), False
         if not isinstance(cfg, Mapping):
             raise ConfigurationError(
-                f"{type(self).__name__}: managed_server must be a dict, a ServerSpec or a ManagedServer, got {type(cfg).__name__}"
+                f"{type(self).__name__}: managed_server must be a dict, a ServerSpec or a "
+                f"ManagedServer, got {type(cfg).__name__}"
             )
         options = dict(cfg)
         auto_start = bool(options.pop("auto_start", False))
         lifecycle = dict(options.pop("lifecycle", None) or {})
         unknown = sorted(set(lifecycle) - _LIFECYCLE_KEYS)
         if unknown:
-            raise ConfigurationError(f"unknown managed server lifecycle settings: {unknown}; known: {sorted(_LIFECYCLE_KEYS)}")
+            raise ConfigurationError(
+                f"unknown managed server lifecycle settings: {unknown}; "
+                f"known: {sorted(_LIFECYCLE_KEYS)}"
+            )
         runtime_name = options.get("runtime", "docker")
         spec = self.server_spec(**options)
         runtime = DockerRuntime() if runtime_name == "docker" else LocalProcessRuntime()
@@ -208,13 +249,17 @@ class UnifiedBackend(APIBackend):
         endpoint: Endpoint | None = None,
     ) -> T:
         if endpoint is not None:
-            return await self._member_of(endpoint)._request(request, opts, parse, what=what, endpoint=endpoint)
+            return await self._member_of(endpoint)._request(
+                request, opts, parse, what=what, endpoint=endpoint
+            )
         await self._autostart()
 
         def op(target: RouteTarget, attempt: dict[str, Any]) -> Any:
             return target.backend._request(request, _attempt(opts, attempt), parse, what=what)
 
-        result: T = await self.router.call(op, what=what, deadline=opts.deadline, max_attempts=opts.max_retries + 1)
+        result: T = await self.router.call(
+            op, what=what, deadline=opts.deadline, max_attempts=opts.max_retries + 1
+        )
         return result
 
     def _stream(
@@ -230,15 +275,30 @@ class UnifiedBackend(APIBackend):
     ) -> AsyncIterator[T]:
         if endpoint is not None:
             return self._member_of(endpoint)._stream(
-                request, opts, make_parser, what=what, content_types=content_types, endpoint=endpoint, on_complete=on_complete
+                request,
+                opts,
+                make_parser,
+                what=what,
+                content_types=content_types,
+                endpoint=endpoint,
+                on_complete=on_complete,
             )
 
         def op(target: RouteTarget, attempt: dict[str, Any]) -> AsyncIterator[T]:
             return target.backend._stream(
-                request, _attempt(opts, attempt), make_parser, what=what, content_types=content_types, on_complete=on_complete
+                request,
+                _attempt(opts, attempt),
+                make_parser,
+                what=what,
+                content_types=content_types,
+                on_complete=on_complete,
             )
 
-        return self._started_stream(lambda: self.router.stream(op, what=what, deadline=opts.deadline, max_attempts=opts.max_retries + 1))
+        return self._started_stream(
+            lambda: self.router.stream(
+                op, what=what, deadline=opts.deadline, max_attempts=opts.max_retries + 1
+            )
+        )
 
     async def _started_stream(self, make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         await self._autostart()
@@ -255,7 +315,9 @@ class UnifiedBackend(APIBackend):
         for member in self.members:
             if member.endpoint is endpoint:
                 return member
-        raise ConfigurationError(f"{self.provider}: endpoint {endpoint.name} is not one of this backend's")
+        raise ConfigurationError(
+            f"{self.provider}: endpoint {endpoint.name} is not one of this backend's"
+        )
 
     # ------------------------------------------------------------------ health and stats
 
@@ -265,7 +327,8 @@ class UnifiedBackend(APIBackend):
         results = list(by_endpoint.values())
         healthy = [r for r in results if r.healthy]
         detail = "; ".join(
-            f"{name}: {'ok' if r.healthy else (r.detail or f'HTTP {r.status}')}" for name, r in by_endpoint.items()
+            f"{name}: {'ok' if r.healthy else (r.detail or f'HTTP {r.status}')}"
+            for name, r in by_endpoint.items()
         )
         best = min(healthy, key=lambda r: r.latency_s or 0.0) if healthy else results[0]
         return HealthStatus(bool(healthy), best.status, best.latency_s, detail)
@@ -300,14 +363,19 @@ class UnifiedBackend(APIBackend):
 
 
 def _attempt(opts: CallOptions, attempt: Mapping[str, Any]) -> CallOptions:
-    return dataclasses.replace(opts, max_retries=int(attempt["max_retries"]), deadline=attempt.get("deadline"))
+    return dataclasses.replace(
+        opts, max_retries=int(attempt["max_retries"]), deadline=attempt.get("deadline")
+    )
 
 
 def _endpoint_specs(value: Any, owner: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigurationError(f"{owner}: metadata['endpoints'] must be a list of URLs or dicts, got {type(value).__name__}")
+        raise ConfigurationError(
+            f"{owner}: metadata['endpoints'] must be a list of URLs or dicts, "
+            f"got {type(value).__name__}"
+        )
     specs: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         if isinstance(item, str):
@@ -315,14 +383,19 @@ def _endpoint_specs(value: Any, owner: str) -> list[dict[str, Any]]:
         elif isinstance(item, Mapping):
             unknown = sorted(set(item) - _ENDPOINT_KEYS)
             if unknown:
-                raise ConfigurationError(f"{owner}: endpoints[{i}] has unknown keys {unknown}; known: {sorted(_ENDPOINT_KEYS)}")
+                raise ConfigurationError(
+                    f"{owner}: endpoints[{i}] has unknown keys {unknown}; "
+                    f"known: {sorted(_ENDPOINT_KEYS)}"
+                )
             spec = dict(item)
             if "url" not in spec and "base_url" in spec:
                 spec["url"] = spec.pop("base_url")
             if not isinstance(spec.get("url"), str) or not spec["url"]:
                 raise ConfigurationError(f"{owner}: endpoints[{i}] needs a 'url'")
         else:
-            raise ConfigurationError(f"{owner}: endpoints[{i}] must be a URL or a dict, got {type(item).__name__}")
+            raise ConfigurationError(
+                f"{owner}: endpoints[{i}] must be a URL or a dict, got {type(item).__name__}"
+            )
         weight = spec.get("weight", 1.0)
         if not (isinstance(weight, int | float) and weight > 0):
             raise ConfigurationError(f"{owner}: endpoints[{i}] weight must be > 0, got {weight!r}")

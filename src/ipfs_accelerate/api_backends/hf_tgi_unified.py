@@ -2,17 +2,16 @@
 ``/info``) and its OpenAI Messages API over several endpoints, with an optional managed
 ``text-generation-inference`` server (``metadata["managed_server"] = {"model_id": ...,
 "num_shard", "quantize", "max_input_tokens", "max_total_tokens", "hf_token", ...}``, see
-:func:`~ipfs_accelerate.api_backends.tgi_server_spec`). A ``generate_stream`` fails over only
+:func:`~ipfs_accelerate.servers.tgi_server_spec`). A ``generate_stream`` fails over only
 before its first token. See :mod:`ipfs_accelerate.api_backends._unified`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from ipfs_accelerate.errors import ConfigurationError
+from ipfs_accelerate.servers.specs import TGI
 
-from ._containers import ServerSpec, tgi_server_spec
 from ._unified import UnifiedBackend
 from .hf_tgi import HFTGIBackend
 
@@ -24,9 +23,4 @@ class HFTGIUnifiedBackend(UnifiedBackend, HFTGIBackend):
     summary: ClassVar[str] = "TGI over several endpoints, optional managed server"
     routes: ClassVar[str] = "as `hf_tgi`; managed `text-generation-inference`"
     plain = HFTGIBackend
-
-    def server_spec(self, **kwargs: Any) -> ServerSpec:
-        model_id = kwargs.pop("model_id", None) or kwargs.pop("model", None)
-        if not model_id:
-            raise ConfigurationError("hf_tgi_unified: managed_server needs a 'model_id'")
-        return tgi_server_spec(str(model_id), **kwargs)
+    server_kind = TGI

@@ -46,8 +46,9 @@ from ipfs_accelerate.resilience.balancing import STRATEGIES, make_strategy
 from ._types import ChatChunk, ChatResponse, EmbeddingResponse, HealthStatus, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ipfs_accelerate.servers import ManagedServer
+
     from ._base import APIBackend
-    from ._containers import ManagedServer
     from ._transport import Endpoint
 
 __all__ = ["STRATEGIES", "RouteTarget", "Router", "RouterConfig", "make_strategy"]

@@ -1,0 +1,91 @@
+"""What to run and how to reach it: :class:`ServerSpec`, and a free port to reach it on."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ipfs_accelerate.errors import ConfigurationError
+from ipfs_accelerate.resilience import Secret
+
+__all__ = ["PORT_PLACEHOLDER", "ServerSpec", "free_port"]
+
+PORT_PLACEHOLDER = "{port}"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What to run and how to reach it.
+
+    ``command``: for Docker, the arguments after the image (the image's entrypoint runs
+    them); for a local process, the whole argv. ``{port}`` in any argument is replaced by the
+    port the server must listen on: ``port`` inside a container, the host port for a process.
+    ``volumes``: host path -> container path (``"path:ro"`` mounts read-only).
+    ``host_port`` is the port on ``host`` (127.0.0.1) the server is reached at; None picks a
+    free one when the :class:`ManagedServer` is created, so its URL is known before start.
+    ``gpus``: None (no GPU), ``"all"``, a count, or a list of device ids (Docker device
+    requests); ``devices``: host device nodes passed through (``/dev/dri`` for Intel GPUs).
+    Secrets meant for the server (``HF_TOKEN``, ``VLLM_API_KEY``) travel in ``secret_env``
+    and never show in reprs, logs or errors.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    image: str | None = None
+    port: int = 8000
+    host_port: int | None = None
+    host: str = "127.0.0.1"
+    health_path: str = "/health"
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    volumes: Mapping[str, str] = field(default_factory=dict)
+    gpus: int | str | tuple[str, ...] | None = None
+    devices: tuple[str, ...] = ()
+    shm_size: str | None = None
+    ipc_mode: str | None = None
+    cwd: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ConfigurationError(
+                f"server spec: name must be a non-empty string, got {self.name!r}"
+            )
+        if isinstance(self.command, str):
+            raise ConfigurationError(
+                f"server spec {self.name!r}: command must be a sequence of arguments, "
+                f"got the string {self.command!r}"
+            )
+        object.__setattr__(self, "command", tuple(str(a) for a in self.command))
+        if self.image is None and not self.command:
+            raise ConfigurationError(f"server spec {self.name!r}: a local process needs a command")
+        if not self.health_path.startswith("/"):
+            raise ConfigurationError(
+                f"server spec {self.name!r}: health_path must start with '/', "
+                f"got {self.health_path!r}"
+            )
+        for key, value in self.secret_env.items():
+            if not isinstance(value, Secret):
+                raise ConfigurationError(
+                    f"server spec {self.name!r}: secret_env[{key!r}] must be a Secret"
+                )
+
+    def describe(self) -> str:
+        """The image and arguments (docker) or the command line (process), without secrets."""
+        args = " ".join(shlex.quote(a) for a in self.command)
+        if self.image:
+            return f"image {self.image}" + (f" {args}" if args else "")
+        return f"command {args}"
+
+    def args_for(self, port: int) -> list[str]:
+        return [a.replace(PORT_PLACEHOLDER, str(port)) for a in self.command]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
