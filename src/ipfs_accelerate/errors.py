@@ -23,8 +23,10 @@ import builtins
 from typing import Any
 
 __all__ = [
+    "APIConnectionError",
     "APIError",
     "APIStatusError",
+    "APITimeoutError",
     "AuthenticationError",
     "AxisError",
     "BackendError",
@@ -36,7 +38,6 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "ConflictError",
-    "ConnectionError",
     "ContainerError",
     "DeviceLostError",
     "DeviceMismatchError",
@@ -63,7 +64,6 @@ __all__ = [
     "StreamInterruptedError",
     "TensorNotFoundError",
     "TensorOverflowError",
-    "TimeoutError",
     "TruncationWarning",
     "UnknownBackendError",
     "UnknownTensorTypeError",
@@ -304,11 +304,11 @@ class ServerError(APIStatusError):
     """HTTP 5xx (and Anthropic's 529 overloaded): retryable."""
 
 
-class TimeoutError(APIError, builtins.TimeoutError):
+class APITimeoutError(APIError, builtins.TimeoutError):
     """The request did not complete within its connect or total timeout."""
 
 
-class ConnectionError(APIError, builtins.ConnectionError):
+class APIConnectionError(APIError, builtins.ConnectionError):
     """The connection could not be made, or broke before a response arrived."""
 
 

@@ -17,12 +17,13 @@ import pytest
 from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.api_backends._base import APIBackend
 from ipfs_accelerate.errors import (
+    APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     CircuitOpenError,
     ConfigurationError,
-    ConnectionError,
     IpfsAccelerateError,
     NotFoundError,
     PermissionDeniedError,
@@ -31,7 +32,6 @@ from ipfs_accelerate.errors import (
     RateLimitError,
     ServerError,
     StreamInterruptedError,
-    TimeoutError,
 )
 
 from ..fakes.openai_fake import OpenAIFake
@@ -147,7 +147,7 @@ def test_connection_refused_is_a_typed_connection_error() -> None:
     async def body() -> None:
         b = create_api_backend("openai", metadata={"api_key": KEY, "base_url": "http://127.0.0.1:9/v1", "resilience": fast(max_retries=1)})
         try:
-            with pytest.raises(ConnectionError) as info:
+            with pytest.raises(APIConnectionError) as info:
                 await b.chat(MODEL, "hi")
             assert info.value.provider == "openai" and "127.0.0.1:9" in str(info.value)
             assert b.get_stats()["retries"] == 1
@@ -177,7 +177,7 @@ def test_connect_timeout() -> None:
                                                    "resilience": fast(connect_timeout=0.2, max_retries=1)})
         try:
             start = time.monotonic()
-            with pytest.raises(TimeoutError) as info:
+            with pytest.raises(APITimeoutError) as info:
                 await b.chat(MODEL, "hi")
             assert time.monotonic() - start < 2.0
             assert "connect timeout" in str(info.value)
@@ -251,7 +251,7 @@ def test_timeout_error_is_typed_and_per_call() -> None:
     async def test(fake: OpenAIFake, make: Any) -> None:
         b = make()
         fake.inject(delay=1.0, times=3)
-        with pytest.raises(TimeoutError) as info:
+        with pytest.raises(APITimeoutError) as info:
             await b.chat(MODEL, "hi", timeout=0.05, max_retries=0)
         assert info.value.provider == "openai"
         assert isinstance(info.value, builtins_timeout())
@@ -276,7 +276,7 @@ def test_deadline_bounds_the_whole_call() -> None:
         fake.faults.clear()
         fake.inject(delay=2.0)
         start = time.monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(APITimeoutError):
             await b.chat(MODEL, "hi", deadline=0.2)
         assert time.monotonic() - start < 0.5
 
@@ -502,7 +502,7 @@ def test_silence_before_the_first_chunk_is_a_retryable_timeout() -> None:
         chunks = [c async for c in b.stream_chat(MODEL, "x")]
         assert chunks[-1].done and chat_calls(fake) == 2
         fake.inject(stall_after=0, times=5)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(APITimeoutError):
             _ = [c async for c in b.stream_chat(MODEL, "x", max_retries=1)]
 
     scenario(test)
@@ -560,7 +560,7 @@ def test_stream_deadline_bounds_time_to_first_chunk() -> None:
         b = make()
         fake.inject(delay=2.0)
         start = time.monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(APITimeoutError):
             _ = [c async for c in b.stream_chat(MODEL, "x", deadline=0.2)]
         assert time.monotonic() - start < 0.6
 
@@ -763,13 +763,13 @@ def test_a_short_timeout_added_after_a_long_one_still_fires_on_time() -> None:
         await asyncio.sleep(0.05)
         fake.inject(delay=3.0)  # the second: stuck beyond its 0.1 s
         start = time.monotonic()
-        with pytest.raises(TimeoutError, match=r"timed out \(0\.1 s\)"):
+        with pytest.raises(APITimeoutError, match=r"timed out \(0\.1 s\)"):
             await b.chat(MODEL, "stuck", timeout=0.1)
         assert time.monotonic() - start < 0.5
         assert (await slow).text == "Echo: slow"  # not cancelled by the other's deadline
         fake.inject(delay=0.3)
         start = time.monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(APITimeoutError):
             await b.chat(MODEL, "again", timeout=0.15)  # the timer moved on, and fires again
         assert time.monotonic() - start < 0.29
 
@@ -787,7 +787,7 @@ def test_cancelling_the_caller_is_a_cancellation_and_a_timeout_leaves_no_cancel_
             await task
         # a timeout that nobody else cancels leaves the caller's task uncancelled
         fake.inject(delay=2.0)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(APITimeoutError):
             await b.chat(MODEL, "y", timeout=0.1)
         current = asyncio.current_task()
         assert current is not None and current.cancelling() == 0
@@ -846,7 +846,7 @@ def test_a_deadline_cancel_swallowed_below_leaves_no_cancel_behind(monkeypatch: 
     async def test(fake: OpenAIFake, make: Any) -> None:
         b = make(max_retries=0)
         monkeypatch.setattr(Endpoint, "read_body", stubborn_read)
-        with pytest.raises(ConnectionError, match="read interrupted"):
+        with pytest.raises(APIConnectionError, match="read interrupted"):
             await b.chat(MODEL, "x", timeout=0.1)
         current = asyncio.current_task()
         assert current is not None and current.cancelling() == 0

@@ -20,12 +20,13 @@ from ipfs_accelerate.api_backends import (
 )
 from ipfs_accelerate.api_backends._errors import error_for_status
 from ipfs_accelerate.errors import (
+    APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     CircuitOpenError,
     ConfigurationError,
     ConflictError,
-    ConnectionError,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -33,7 +34,6 @@ from ipfs_accelerate.errors import (
     RateLimitError,
     ServerError,
     StreamInterruptedError,
-    TimeoutError,
 )
 from ipfs_accelerate.resilience import (
     backoff_delay,
@@ -72,8 +72,8 @@ def test_status_classes_and_retryability(status: int, cls: type | None, retryabl
 
 
 def test_transport_errors_are_retryable_protocol_errors_are_not() -> None:
-    assert is_retryable(ConnectionError("x"))
-    assert is_retryable(TimeoutError("x"))
+    assert is_retryable(APIConnectionError("x"))
+    assert is_retryable(APITimeoutError("x"))
     assert not is_retryable(ProtocolError("x"))
     assert not is_retryable(StreamInterruptedError("x"))
     assert not is_retryable(CircuitOpenError("x"))
@@ -87,7 +87,7 @@ def test_x_should_retry_header_overrides() -> None:
 
 def test_breaker_accounting_of_outcomes() -> None:
     assert counts_as_failure(_status(500)) is True
-    assert counts_as_failure(ConnectionError("x")) is True
+    assert counts_as_failure(APIConnectionError("x")) is True
     assert counts_as_failure(ProtocolError("x")) is True
     assert counts_as_failure(_status(400)) is False
     assert counts_as_failure(_status(429)) is None
@@ -292,7 +292,7 @@ def test_limiter_wait_timeout_is_typed() -> None:
     async def scenario() -> None:
         limiter = PriorityLimiter(1, 5, provider="p")
         await limiter.acquire()
-        with pytest.raises(TimeoutError, match="request queue"):
+        with pytest.raises(APITimeoutError, match="request queue"):
             await limiter.acquire(timeout=0.02)
         assert limiter.queued == 0
 

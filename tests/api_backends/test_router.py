@@ -15,13 +15,13 @@ import pytest
 from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.api_backends.router import Router, RouterConfig, RouteTarget
 from ipfs_accelerate.errors import (
+    APITimeoutError,
     BadRequestError,
     CircuitOpenError,
     ConfigurationError,
     RateLimitError,
     ServerError,
     StreamInterruptedError,
-    TimeoutError,
 )
 
 from ..fakes.anthropic_fake import AnthropicFake
@@ -161,14 +161,14 @@ def test_failover_on_500_reset_timeout_and_429() -> None:
         i = next_up()
         fakes[i].inject(reset=True)
         assert (await router.chat(MODEL, "b")).text == "Echo: b"
-        assert router.targets[i].failures["ConnectionError"] == 1
+        assert router.targets[i].failures["APIConnectionError"] == 1
         # a stalled endpoint: its attempt times out and the call moves on
         await settle()
         i = next_up()
         fakes[i].inject(delay=2.0)
         started = time.monotonic()
         await router.chat(MODEL, "c", timeout=0.3)
-        assert time.monotonic() - started < 1.5 and router.targets[i].failures["TimeoutError"] == 1
+        assert time.monotonic() - started < 1.5 and router.targets[i].failures["APITimeoutError"] == 1
         # 429 with Retry-After: that endpoint cools down for what the server asked
         await settle()
         i = next_up()
@@ -275,7 +275,7 @@ def test_deadline_bounds_the_whole_call() -> None:
         for fake in fakes:
             fake.inject(delay=3.0, times=10)
         started = time.monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(APITimeoutError):
             await router.chat(MODEL, "slow")
         assert time.monotonic() - started < 1.0
 

@@ -25,11 +25,11 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from ipfs_accelerate.errors import (
     APIError,
+    APITimeoutError,
     CircuitOpenError,
     ConfigurationError,
     ProtocolError,
     StreamInterruptedError,
-    TimeoutError,
     UnsupportedOpError,
 )
 from ipfs_accelerate.resilience import (
@@ -720,7 +720,7 @@ class APIBackend:
         except builtins.TimeoutError as exc:
             if isinstance(exc, APIError) or not deadline.expired():
                 raise  # not our deadline (e.g. aiohttp's read timeout): mapped by the caller
-            raise TimeoutError(
+            raise APITimeoutError(
                 f"{what}: no response chunk within the deadline of {opts.deadline:g} s",
                 provider=self.provider,
             ) from None
@@ -743,7 +743,7 @@ def _remaining(deadline_at: float | None, what: str, provider: str) -> float | N
 def _remaining_s(deadline_at: float, what: str, provider: str) -> float:
     remaining = deadline_at - time.monotonic()
     if remaining <= 0:
-        raise TimeoutError(f"{what}: deadline reached", provider=provider)
+        raise APITimeoutError(f"{what}: deadline reached", provider=provider)
     return remaining
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipfs_accelerate.errors import (
+    APIConnectionError,
     APIError,
-    ConnectionError,
+    APITimeoutError,
     ProtocolError,
-    TimeoutError,
 )
 from ipfs_accelerate.resilience import (
     CircuitBreaker,
@@ -103,7 +103,7 @@ class _DeadlineWatch:
     aiohttp's own total timeout costs each request a timer handle of its own plus the timer
     contexts around each read; at thousands of requests a second that was several percent of
     the client's CPU time per request. Here an attempt costs a dict insert and delete; when
-    the timer fires, the attempts past their deadline are cancelled (and report TimeoutError,
+    the timer fires, the attempts past their deadline are cancelled (and report APITimeoutError,
     see Endpoint.send) and the timer moves to the next deadline.
     """
 
@@ -309,7 +309,7 @@ class Endpoint:
             if deadline is not None and deadline.expired and task is not None:
                 uncancelled = True
                 if task.uncancel() == 0:  # our deadline cancelled the task, nobody else did
-                    raise TimeoutError(
+                    raise APITimeoutError(
                         f"request to {redact_url(url)} timed out ({total:g} s)", provider=self.provider
                     ) from None
             raise
@@ -404,20 +404,20 @@ def map_transport_error(
     aiohttp = _aiohttp()
     where = redact_url(url)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return TimeoutError(f"connect timeout to {where}", provider=provider)
+        return APITimeoutError(f"connect timeout to {where}", provider=provider)
     if isinstance(exc, asyncio.TimeoutError):  # also aiohttp's ServerTimeoutError / SocketTimeoutError
         limit = f" ({timeout:g} s)" if timeout else ""
-        return TimeoutError(f"request to {where} timed out{limit}", provider=provider)
+        return APITimeoutError(f"request to {where} timed out{limit}", provider=provider)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectionError(f"cannot connect to {where}: {exc.os_error}", provider=provider)
+        return APIConnectionError(f"cannot connect to {where}: {exc.os_error}", provider=provider)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ConnectionError(f"server disconnected ({where})", provider=provider)
+        return APIConnectionError(f"server disconnected ({where})", provider=provider)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return ConnectionError(f"response body broke off ({where}): {exc}", provider=provider)
+        return APIConnectionError(f"response body broke off ({where}): {exc}", provider=provider)
     if isinstance(exc, aiohttp.ClientResponseError):
         return ProtocolError(f"malformed HTTP response from {where}: {exc.message}", provider=provider)
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return ConnectionError(
+        return APIConnectionError(
             f"connection to {where} failed: {type(exc).__name__}: {exc}", provider=provider
         )
     return None

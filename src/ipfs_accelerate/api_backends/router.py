@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ipfs_accelerate.errors import (
     APIError,
+    APITimeoutError,
     AuthenticationError,
     CircuitOpenError,
     ConfigurationError,
@@ -29,7 +30,6 @@ from ipfs_accelerate.errors import (
     PermissionDeniedError,
     QueueFullError,
     RateLimitError,
-    TimeoutError,
     UnsupportedOpError,
 )
 from ipfs_accelerate.resilience import (
@@ -590,7 +590,7 @@ class Router:
         if error is None:
             left = call.remaining()
             if left is not None and left <= 0.01:
-                error = TimeoutError(f"router {self.name}: {call.what}: deadline reached before any attempt", provider=self.provider)
+                error = APITimeoutError(f"router {self.name}: {call.what}: deadline reached before any attempt", provider=self.provider)
             else:
                 states = "; ".join(self._state_line(t) for t in self.router_targets)
                 error = CircuitOpenError(
@@ -647,7 +647,7 @@ class Router:
         """Account a failed attempt; return to fail over, or raise what ends the call."""
         if isinstance(exc, builtins.TimeoutError) and not isinstance(exc, APIError):
             # our own deadline guard fired: the call has no time left
-            timeout = TimeoutError(
+            timeout = APITimeoutError(
                 f"router {self.name}: {call.what}: deadline reached during an attempt on {target.name}",
                 provider=self.provider,
             )

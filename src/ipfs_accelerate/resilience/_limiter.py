@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from ipfs_accelerate.errors import QueueFullError, TimeoutError
+from ipfs_accelerate.errors import APITimeoutError, QueueFullError
 
 from ._types import Priority
 
@@ -77,7 +77,7 @@ class PriorityLimiter:
     async def acquire(
         self, priority: Priority = Priority.NORMAL, timeout: float | None = None
     ) -> float:
-        """Take a slot; return the seconds spent waiting. Raises QueueFullError or TimeoutError."""
+        """Take a slot; return the seconds spent waiting. Raises QueueFullError or APITimeoutError."""
         with self._lock:
             if self._in_flight < self.max_concurrency and self._queued == 0:
                 self._in_flight += 1
@@ -117,7 +117,7 @@ class PriorityLimiter:
                 self.release()
             if isinstance(exc, builtins.TimeoutError):
                 where = f" of {self._name}" if self._name else ""
-                raise TimeoutError(
+                raise APITimeoutError(
                     f"waited {time.monotonic() - start:.3g} s in the request queue{where} "
                     "without getting a slot (deadline reached)",
                     provider=self._provider,

@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ipfs_accelerate.errors import (
+    APIConnectionError,
     APIStatusError,
-    ConnectionError,
+    APITimeoutError,
     ProtocolError,
     RateLimitError,
     StreamInterruptedError,
-    TimeoutError,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +45,7 @@ def is_retryable(error: BaseException) -> bool:
     """
     if isinstance(error, StreamInterruptedError):
         return False
-    if isinstance(error, ConnectionError | TimeoutError):
+    if isinstance(error, APIConnectionError | APITimeoutError):
         return True
     if isinstance(error, ProtocolError):
         # only an HTML error page from a proxy with a transient status (502, 503...);
@@ -72,7 +72,7 @@ def counts_as_failure(error: BaseException) -> bool | None:
         isinstance(error, APIStatusError) and error.status == 429
     ):
         return None
-    if isinstance(error, ConnectionError | TimeoutError | ProtocolError):
+    if isinstance(error, APIConnectionError | APITimeoutError | ProtocolError):
         return True
     if isinstance(error, APIStatusError):
         status = error.status or 0
