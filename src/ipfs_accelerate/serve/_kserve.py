@@ -33,9 +33,11 @@ import numpy as np
 import ipfs_accelerate
 from ipfs_accelerate.models.pipelines import TranscriptSegment
 
-from ._app import json_object, read_json, state_of
+from ._decode import decode_audio, decode_image
 from ._errors import ServeError
-from ._models import decode_audio, decode_image, l2_normalize
+from ._models import l2_normalize
+from ._requests import json_object, read_json
+from ._state import state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request

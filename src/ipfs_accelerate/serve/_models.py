@@ -9,7 +9,6 @@ side. Embedding models also get the token-level surface the dynamic batcher need
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from ._config import KINDS, ModelSpec
 from ._errors import ServeError
 from ._metrics import count_model_load
 
-__all__ = ["EmbeddingEngine", "ModelRegistry", "ServedModel", "decode_audio", "decode_image"]
+__all__ = ["EmbeddingEngine", "ModelRegistry", "ServedModel", "l2_normalize"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,40 +152,6 @@ def l2_normalize(vectors: Array) -> Array:
     """Rows divided by max(norm, 1e-12), as the pipelines (and torch's normalize) do."""
     norms = np.sqrt(np.sum(vectors.astype(np.float64) ** 2, axis=1, keepdims=True))
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- media
-
-
-def decode_image(data: bytes, index: int = 0) -> Any:
-    """An encoded image file (PNG, JPEG, WebP... anything Pillow reads) as an RGB PIL image."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ipfs_accelerate.models.preprocessing.image import load_image
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            image = opened.copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ServeError("bad_media", f"image {index} could not be decoded ({type(exc).__name__}: {exc})") from None
-    return load_image(image, index=index)
-
-
-def decode_audio(data: bytes, name: str = "audio") -> tuple[Array, int]:
-    """An encoded audio file (WAV, FLAC, OGG, MP3: what libsndfile reads) as float32 samples
-    (samples, channels) and its sampling rate."""
-    import soundfile
-
-    try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise ServeError(
-            "bad_media", f"{name} could not be decoded as audio ({exc}); send WAV, FLAC, OGG or MP3", param="file"
-        ) from None
-    if samples.size == 0:
-        raise ServeError("bad_media", f"{name} holds no audio samples", param="file")
-    return samples, int(rate)
 
 
 # ----------------------------------------------------------------------------- the registry

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from ipfs_accelerate.models.pipelines import TranscriptSegment
 
-from ._app import embedding_inputs, json_object, read_json, state_of
+from ._decode import decode_audio
 from ._errors import ServeError
-from ._models import decode_audio, l2_normalize
+from ._models import l2_normalize
+from ._requests import embedding_inputs, json_object, read_json
+from ._state import state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request

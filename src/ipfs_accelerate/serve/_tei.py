@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 import ipfs_accelerate
 
-from ._app import bool_field, embedding_inputs, json_object, read_json, state_of
 from ._errors import ServeError
 from ._models import l2_normalize
+from ._requests import bool_field, embedding_inputs, json_object, read_json
+from ._state import state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
