@@ -142,6 +142,7 @@ def test_the_cli_deploys_on_ray_and_cleans_up_on_ctrl_c(ray_app: str, monkeypatc
     from typer.testing import CliRunner
 
     from ipfs_accelerate import cli
+    from ipfs_accelerate.cli import _serve as serve_command
 
     seen: list[str] = []
 
@@ -156,7 +157,7 @@ def test_the_cli_deploys_on_ray_and_cleans_up_on_ctrl_c(ray_app: str, monkeypatc
 
         perf_counter = staticmethod(time.perf_counter)
 
-    monkeypatch.setattr(cli, "time", Clock)
+    monkeypatch.setattr(serve_command, "time", Clock)
     port = ray_app.rsplit(":", 1)[1]
     result = CliRunner().invoke(cli.app, ["serve", "--ray", "--replicas", "1", "--num-cpus", "0.25", "--device", "cpu", "--port", port])
     assert result.exit_code == cli.ExitCode.INTERRUPTED, result.output
