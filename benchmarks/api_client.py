@@ -30,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _results import Results, add_json_option  # beside this script
+
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark"}]
 
@@ -345,7 +347,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=15)
+    add_json_option(parser)
     args = parser.parse_args()
+    recorded = Results("api_client")
 
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
@@ -380,10 +384,14 @@ def main() -> None:
         print(f"{name:<48} {r['rps']:>7.0f} {r['rps'] / base['rps']:>9.2f}x {r['cpu_us']:>10.0f} "
               f"{base['cpu_us'] / r['cpu_us']:>9.2f}x {r['ttfc_p50'] * 1e3:>11.3f} {r['ttfc_p95'] * 1e3:>7.3f} "
               f"{(r['ttfc_p50'] - base['ttfc_p50']) * 1e3:>+16.3f}")
+        if name != "raw aiohttp":
+            recorded.ratio(f"{name}: req/s vs raw aiohttp", r["rps"] / base["rps"], **r)
+            recorded.ratio(f"{name}: CPU per request, raw aiohttp / it", base["cpu_us"] / r["cpu_us"], **r)
     print("(CPU us/req: the client process's CPU time per request; its ratio is the throughput ratio a client-bound "
           "run converges to, whatever else loads the machine)")
     print(f"\nimport ipfs_accelerate.api_backends: {import_time('ipfs_accelerate.api_backends') * 1e3:.1f} ms "
           f"(import ipfs_accelerate alone: {import_time('ipfs_accelerate') * 1e3:.1f} ms; import aiohttp: {import_time('aiohttp') * 1e3:.1f} ms)")
+    recorded.write(args.json)
 
 
 if __name__ == "__main__":

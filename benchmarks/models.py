@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 from ipfs_accelerate import hal
 from ipfs_accelerate.errors import BackendFallbackWarning
@@ -35,6 +36,9 @@ Timer = Callable[[], object]
 
 #: the issue's targets: MiniLM at batch 32, our speed / sentence-transformers' speed
 TARGETS = {"cpu": 1.0, "webnn": 1.5}
+
+#: what this run measured, written by --json
+RESULTS = Results("models")
 
 
 def race(contenders: dict[str, Timer], rounds: int, pause: float = 0.2, slow_s: float = 5.0) -> dict[str, float]:
@@ -199,6 +203,7 @@ def print_ceiling(embedder: Any, texts: list[str], batch_size: int, times: dict[
         + f"; at {best:.0f} the packed GEMMs alone take {floor:.3f} s, torch's whole run {torch_t:.3f} s:"
         f" no fp32 run can beat torch here by more than {torch_t / floor:.2f}x, even with every other op free"
     )
+    RESULTS.ratio("MiniLM batch 32: ceiling over torch (GEMMs at peak)", torch_t / floor, torch_s=torch_t, floor_s=floor)
     for name, seconds in times.items():
         tokens = padded if name in ("sentence-transformers", "onnxruntime") else real
         share = dense_gemm_flops(config, tokens) / 1e9 / best / seconds
@@ -254,6 +259,10 @@ def bench_minilm(rounds: int, backends: list[str]) -> None:
             ort_t = times.get("onnxruntime", float("nan"))
             for name, seconds in times.items():
                 print(f"  {label:>5} {name:<22} {count / seconds:9.1f} {fmt_ratio(torch_t, seconds):>9} {fmt_ratio(ort_t, seconds):>8}")
+                for peer, peer_s in (("sentence-transformers", torch_t), ("onnxruntime", ort_t)):
+                    if name != peer:
+                        RESULTS.ratio(f"MiniLM batch {label}: {name} vs {peer} (speed)", peer_s / seconds,
+                                      seconds=seconds, peer_s=peer_s, sentences=count)  # fmt: skip
             if label == "32":
                 if ours:
                     print_ceiling(next(iter(ours.values())), sentences[:count], 32, times)
@@ -370,6 +379,9 @@ def _report(title: str, times: dict[str, float]) -> None:
     peer = times["transformers"]
     for name, seconds in times.items():
         print(f"  {name:<24} {seconds * 1e3:9.1f} ms {fmt_ratio(peer, seconds):>8}")
+        if name != "transformers":
+            label = f"{title.split(',')[0]}: {name} vs transformers (speed)"
+            RESULTS.ratio(label, peer / seconds, seconds=seconds, peer_s=peer)
 
 
 def main() -> None:
@@ -377,6 +389,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--only", default="minilm,vit,clip,whisper")
     parser.add_argument("--backends", default=None, help="comma-separated (default: every available backend)")
+    add_json_option(parser)
     args = parser.parse_args()
     import torch
 
@@ -395,6 +408,7 @@ def main() -> None:
             bench_clip(args.rounds, backends, Path(tmp))
         if "whisper" in wanted:
             bench_whisper(args.rounds, backends, Path(tmp))
+    RESULTS.write(args.json)
 
 
 if __name__ == "__main__":

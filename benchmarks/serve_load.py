@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -175,6 +176,15 @@ def run_config(name: str, args: argparse.Namespace, batch: int, texts: list[str]
     }  # fmt: skip
 
 
+def _finite(result: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's numbers for JSON (which has no NaN: none becomes null)."""
+    return {
+        key: None if isinstance(value, float) and not np.isfinite(value) else value
+        for key, value in result.items()
+        if key != "errors"
+    } | {"errors": len(result["errors"])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
@@ -184,6 +194,7 @@ def main() -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--warmup", type=int, default=256)
     parser.add_argument("--check", type=int, default=200, help="answers compared with a local embedding")
+    add_json_option(parser)
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "src"))
@@ -206,6 +217,13 @@ def main() -> int:
     batched, single = results
     print(f"\ndynamic batching vs batch size 1: throughput {batched['throughput'] / single['throughput']:.2f}x, "
           f"p50 latency {single['p50'] / batched['p50']:.2f}x lower, p99 latency {single['p99'] / batched['p99']:.2f}x lower")
+    recorded = Results("serve_load")
+    measured = {"batched": _finite(batched), "batch_1": _finite(single)}
+    recorded.ratio("dynamic batching / batch size 1: throughput",
+                   batched["throughput"] / single["throughput"], **measured)
+    recorded.ratio("batch size 1 / dynamic batching: p50 latency", single["p50"] / batched["p50"], **measured)
+    recorded.ratio("batch size 1 / dynamic batching: p99 latency", single["p99"] / batched["p99"], **measured)
+    recorded.write(args.json)
     for r in results:
         print(f"checked {r['checked']} answers of {r['name']!r} against a local CPU embedding")
         for error in r["errors"][:5]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 from ipfs_accelerate.sharing import TensorSharingManager, content_id
 
@@ -35,7 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--repeat", type=int, default=5)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("sharing_register")
 
     print(f"{'size':>8} {'sha256':>10} {'np.copy':>10} {'content_id':>11} {'register':>10} {'dedup hit':>10}"
           f" {'reg/sha':>8} {'hit/sha':>8}")
@@ -64,6 +67,10 @@ def main() -> None:
             f"{size_mb:>6}MB {sha * 1e3:>8.2f}ms {copy * 1e3:>8.2f}ms {cid * 1e3:>9.2f}ms {new * 1e3:>8.2f}ms "
             f"{hit * 1e3:>8.2f}ms {new / sha:>7.2f}x {hit / sha:>7.2f}x"
         )
+        times = {"sha256_s": sha, "copy_s": copy, "content_id_s": cid}
+        results.ratio(f"register {size_mb} MB: register/sha256", new / sha, register_s=new, **times)
+        results.ratio(f"dedup hit {size_mb} MB: hit/sha256", hit / sha, hit_s=hit, **times)
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _results import Results, add_json_option  # beside this script
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
@@ -278,6 +280,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-peer", action="store_true")
+    add_json_option(parser)
     args = parser.parse_args()
 
     servers = start_servers(3, args.fault_rate, args.seed)
@@ -291,12 +294,17 @@ def main() -> int:
           f"(500 / 429 Retry-After 1 / reset / 3 s stall), deadline {args.deadline:g} s, attempt timeout 0.5 s")  # fmt: skip
     for i, server in enumerate(servers):
         print(f"server {i}: served {server.chaos.get('served')} requests, injected {server.chaos.get('injected')}")
+    recorded = Results("soak")
     violations = report("Router over 3 endpoints (least-in-flight, 4 attempts)", result, checks, args.requests)
     if peer is not None:
         violations += report("peer: one plain vllm backend, 1 endpoint, its own 3 retries", peer[0], peer[1], args.requests)
         ratio = (args.requests / result["wall"]) / (args.requests / peer[0]["wall"])
         success = result["outcome"].results / max(1, peer[0]["outcome"].results)
         print(f"\nrouter / peer: throughput x{ratio:.2f}, results x{success:.2f}")
+        walls = {"router_wall_s": result["wall"], "peer_wall_s": peer[0]["wall"], "violations": violations}
+        recorded.ratio("router / peer: throughput", ratio, **walls)
+        recorded.ratio("router / peer: results", success, **walls)
+    recorded.write(args.json)
     return 1 if violations else 0
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 import ipfs_accelerate as ia
 from ipfs_accelerate import ops
@@ -47,7 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=7)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("tensor_ops")
     device, repeat = args.device, args.repeat
     sync = (lambda t: t.numpy()) if device != "cpu" else (lambda t: t)
 
@@ -93,10 +96,15 @@ def main() -> None:
     print(f"{'case':24s} {'ours':>11s} {'numpy':>11s} {'ours/numpy':>11s}")
     for name, ours, theirs in rows:
         print(f"{name:24s} {ours * 1e3:9.3f}ms {theirs * 1e3:9.3f}ms {ours / theirs:10.2f}x")
+        results.ratio(f"{name}: ours/numpy", ours / theirs, ours_s=ours, numpy_s=theirs)
     print(
         f"{'small op (8 elems)':24s} {ours_small * 1e6:9.2f}us {numpy_small * 1e6:9.2f}us "
         f"{ours_small / numpy_small:10.2f}x   overhead {(ours_small - numpy_small) * 1e6:.2f} us/op"
     )
+    results.ratio(
+        "small op (8 elems): ours/numpy", ours_small / numpy_small, ours_s=ours_small, numpy_s=numpy_small
+    )
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -47,13 +47,16 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 def main() -> None:
     from _encoder import encoder_numpy, encoder_ops, encoder_weights  # beside this script
+    from _results import Results, add_json_option
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--small-ops", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--peak-gflops", type=float, default=None, help="the GPU's fp32 peak, for the % column")
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("webgpu")
 
     backend: Any = hal.get_backend("webgpu", fallback=False)
     info = backend.info()
@@ -84,6 +87,7 @@ def main() -> None:
         else:
             peak = "n/a (software adapter)" if info.adapter_type == "cpu" else "n/a (no --peak-gflops)"
         print(f"{'  ' + str(n):14s} {ours_gf:12.2f} {theirs_gf:11.2f} {ours_gf / theirs_gf:12.3f}x {peak:>12s}")
+        results.ratio(f"matmul {n}: webgpu/numpy GF/s", ours_gf / theirs_gf, webgpu_s=ours, numpy_s=theirs)
     print(f"  kernel: {backend.info().details.get('matmul_kernel')}")
 
     # --- queued small ops
@@ -106,6 +110,7 @@ def main() -> None:
     theirs = timed(chain_numpy, args.repeat) / count
     print(f"\nqueued small ops ({count} element-wise ops on 8 elements, one readback)")
     print(f"  webgpu {ours * 1e6:8.2f} us/op   numpy {theirs * 1e6:6.2f} us/op   webgpu/numpy {ours / theirs:7.1f}x")
+    results.ratio(f"queued small ops ({count}): webgpu/numpy", ours / theirs, webgpu_s=ours, numpy_s=theirs)
 
     # --- transformer block
     batch, seq, hidden, heads, ffn = 8, 128, 384, 6, 1536
@@ -133,6 +138,8 @@ def main() -> None:
         f"{(after['dispatches'] - before['dispatches']) / runs:.0f} dispatches, "
         f"{(after['pipeline_compiles'] - before['pipeline_compiles'])} new pipelines"
     )
+    results.ratio("transformer block: webgpu/numpy", ours / theirs, webgpu_s=ours, numpy_s=theirs)
+    results.write(args.json)
 
 
 if __name__ == "__main__":
