@@ -14,8 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipfs_accelerate.cli import ExitCode, app, exit_code_for
-
-from .conftest import API_KEY, MINILM, Running, fake_on_thread, png_bytes, wav_bytes
+from tests.serve.conftest import API_KEY, MINILM, Running, fake_on_thread, png_bytes, wav_bytes
 
 pytestmark = pytest.mark.timeout(120)
 
