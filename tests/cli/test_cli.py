@@ -4,6 +4,7 @@ promise in a subprocess), its JSON output against the library, and its exit code
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipfs_accelerate.cli import ExitCode, app, exit_code_for
+from ipfs_accelerate.cli._bench import read_results
 from tests.serve.conftest import API_KEY, MINILM, Running, fake_on_thread, png_bytes, wav_bytes
 
 pytestmark = pytest.mark.timeout(120)
@@ -211,9 +213,21 @@ def test_models_list_and_pull(tmp_path: Path) -> None:
     assert local["source"] == "local directory" and local["model_type"] == "whisper"
 
 
+_FAST = '''"""A fast benchmark."""
+import json, sys
+args, results = sys.argv[1:-2], sys.argv[-1]  # bench appends --json FILE
+print("case  ours/peer", args)
+print("add   1.50x")
+print("mul   0.75x  2.00x  (printed, not reported: the results file is what counts)")
+ratios = [{"label": "add", "value": 1.5}, {"label": "mul", "value": 0.75, "ours_s": 0.1}]
+with open(results, "w") as handle:
+    json.dump({"benchmark": "fast", "ratios": ratios}, handle)
+'''
+
+
 def _benchmarks(root: Path) -> Path:
     root.mkdir()
-    (root / "fast.py").write_text('"""A fast benchmark."""\nimport sys\nprint("case  ours/peer", sys.argv[1:])\nprint("add   1.50x")\nprint("mul   0.75x  2.00x")\n')
+    (root / "fast.py").write_text(_FAST)
     (root / "broken.py").write_text('"""Fails."""\nraise SystemExit(3)\n')
     (root / "_helper.py").write_text("")
     return root
@@ -226,8 +240,8 @@ def test_bench_runs_lists_summarises_and_plots(tmp_path: Path, monkeypatch: pyte
     data = as_json(invoke("bench", "fast", "--dir", str(root), "--args", "--repeat 3", "--json"))
     (result,) = data["benchmarks"]
     assert result["returncode"] == 0 and "['--repeat', '3']" in result["output"]
-    assert [r["value"] for r in result["ratios"]] == [1.5, 0.75, 2.0]
-    assert result["ratios"][0]["label"] == "add"
+    assert [r["value"] for r in result["ratios"]] == [1.5, 0.75]
+    assert result["ratios"][0]["label"] == "add" and result["ratios"][1]["ours_s"] == 0.1
     plot = tmp_path / "ratios.png"
     shown = invoke("bench", "fast", "--dir", str(root), "--plot", str(plot))
     assert shown.exit_code == 0 and "Summary" in shown.stdout and plot.read_bytes()[:4] == b"\x89PNG"
@@ -244,3 +258,40 @@ def test_serve_refuses_what_it_cannot_load(tmp_path: Path) -> None:
     result = invoke("serve", "--model", str(tmp_path / "missing"), "--device", "cpu")
     assert result.exit_code == ExitCode.CONFIGURATION and "does not exist" in result.stderr
     assert "--max-wait-ms" in invoke("serve", "--help").stdout
+
+
+def test_bench_reads_what_a_real_benchmark_writes(tmp_path: Path) -> None:
+    """sharing_register in its smallest configuration: the summary's ratios are the ones in
+    the results file the benchmark wrote, the same the benchmark writes when run by hand."""
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    tiny = "--sizes-mb 1 --repeat 1"
+    data = as_json(invoke("bench", "sharing_register", "--dir", str(root), "--args", tiny, "--json"))
+    (result,) = data["benchmarks"]
+    labels = [r["label"] for r in result["ratios"]]
+    assert labels == ["register 1 MB: register/sha256", "dedup hit 1 MB: hit/sha256"]
+    assert all(r["value"] > 0 and r["sha256_s"] > 0 for r in result["ratios"])
+    by_hand = tmp_path / "results.json"
+    subprocess.run(
+        [sys.executable, str(root / "sharing_register.py"), *tiny.split(), "--json", str(by_hand)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    written = read_results(by_hand)
+    assert [r["label"] for r in written] == labels
+    assert json.loads(by_hand.read_text())["benchmark"] == "sharing_register"
+
+
+def test_bench_results_reader_names_a_bad_file(tmp_path: Path) -> None:
+    from ipfs_accelerate.errors import InvalidArgumentError
+
+    bad = tmp_path / "bad.json"
+    for content, words in (
+        ("not json", "not a benchmark results file"),
+        ('{"ratios": 3}', "a list 'ratios'"),
+        ('{"ratios": [{"label": "x", "value": "1.5x"}]}', "ratios[0]"),
+    ):
+        bad.write_text(content)
+        with pytest.raises(InvalidArgumentError, match=re.escape(words)) as caught:
+            read_results(bad)
+        assert str(bad) in str(caught.value)
+    bad.write_text('{"ratios": [{"label": "x", "value": 2}]}')
+    assert read_results(bad) == [{"label": "x", "value": 2}]

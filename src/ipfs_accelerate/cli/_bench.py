@@ -1,12 +1,16 @@
-"""``bench``: run the benchmarks in benchmarks/ and summarise the ratios they report."""
+"""``bench``: run the benchmarks in benchmarks/ and summarise the ratios they report.
+
+Each benchmark runs with ``--json FILE`` appended to its arguments and writes its ratios
+there (benchmarks/_results.py); the summary and the plot read that file, not the output."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,8 +23,6 @@ import ipfs_accelerate
 
 from ._app import app
 from ._output import ExitCode, JsonOption, command, print_json, stderr, stdout, usage_error
-
-_RATIO = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)x(?![\w])")
 
 
 def _benchmark_dir(directory: Path | None) -> Path:
@@ -57,20 +59,45 @@ def _discover(directory: Path) -> dict[str, tuple[Path, str]]:
     return found
 
 
-def _ratios(output: str) -> list[dict[str, Any]]:
-    """Every ``N.NNx`` figure a benchmark printed, labelled with its line (numbers dropped)."""
-    found = []
-    for line in output.splitlines():
-        values = [float(v) for v in _RATIO.findall(line)]
-        if not values:
-            continue
-        label = re.sub(r"\s+", " ", _RATIO.sub("", line)).strip(" :|-")[:60] or "ratio"
-        for index, value in enumerate(values):
-            found.append({"label": label if len(values) == 1 else f"{label} #{index + 1}", "value": value})
-    return found
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The ratios in a results file a benchmark wrote with ``--json FILE`` (the format of
+    benchmarks/_results.py): ``{"ratios": [{"label": str, "value": number, ...}, ...]}``.
+    Raises InvalidArgumentError naming the file when it is not that."""
+    from ipfs_accelerate.errors import InvalidArgumentError
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(f"{path}: not a benchmark results file ({exc})") from None
+    ratios = document.get("ratios") if isinstance(document, dict) else None
+    if not isinstance(ratios, list):
+        raise InvalidArgumentError(f"{path}: a benchmark results file holds a list 'ratios'")
+    for index, ratio in enumerate(ratios):
+        valid = (
+            isinstance(ratio, dict)
+            and isinstance(ratio.get("label"), str)
+            and isinstance(ratio.get("value"), int | float)
+            and not isinstance(ratio.get("value"), bool)
+        )
+        if not valid:
+            raise InvalidArgumentError(
+                f"{path}: ratios[{index}] must be an object with a string 'label' and a number "
+                f"'value', got {ratio!r}"
+            )
+    return ratios
 
 
 def _run_benchmark(path: Path, args: list[str], timeout: float, echo: bool) -> dict[str, Any]:
+    """Run one benchmark, echoing what it prints, and read the ratios from the results file
+    it writes with ``--json FILE`` (none when it wrote none)."""
+    with tempfile.TemporaryDirectory(prefix="ipfs-accelerate-bench-") as scratch:
+        results_file = Path(scratch) / f"{path.stem}.json"
+        result = _run_process(path, [*args, "--json", str(results_file)], timeout, echo)
+        ratios = read_results(results_file) if results_file.exists() else []
+    return {"name": path.stem, "path": str(path), "args": args, **result, "ratios": ratios}
+
+
+def _run_process(path: Path, args: list[str], timeout: float, echo: bool) -> dict[str, Any]:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     env = dict(os.environ)
@@ -103,10 +130,7 @@ def _run_benchmark(path: Path, args: list[str], timeout: float, echo: bool) -> d
     output = "\n".join(lines)
     if returncode < 0 or (seconds >= timeout and returncode != 0):
         output += f"\n[killed after {timeout:g} s]"
-    return {
-        "name": path.stem, "path": str(path), "args": args, "returncode": returncode, "seconds": round(seconds, 2),
-        "output": output, "ratios": _ratios(output),
-    }  # fmt: skip
+    return {"returncode": returncode, "seconds": round(seconds, 2), "output": output}
 
 
 def _plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -119,7 +143,7 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     if not with_ratios:
         from ipfs_accelerate.errors import InvalidArgumentError
 
-        raise InvalidArgumentError("--plot: the benchmarks printed no ratios (N.NNx figures) to plot")
+        raise InvalidArgumentError("--plot: the benchmarks reported no ratios to plot")
     heights = [max(1.5, 0.35 * len(r["ratios"]) + 0.8) for r in with_ratios]
     figure, axes = plt.subplots(len(with_ratios), 1, figsize=(10, sum(heights)), squeeze=False,
                                 gridspec_kw={"height_ratios": heights})  # fmt: skip
