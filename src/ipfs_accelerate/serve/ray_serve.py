@@ -1,23 +1,10 @@
 """The server as a Ray Serve deployment: replicas across a Ray cluster, each loading its
 models once and answering with the same app (the ``x-replica-id`` header says which one).
 
-From Python (the documented ``serve.run`` entry point)::
-
-    import ray
-    from ray import serve
-    from ipfs_accelerate.serve import ServerConfig
-    from ipfs_accelerate.serve.ray_serve import build_app
-
-    ray.init()                                   # or ray.init(address="auto") on a cluster
-    serve.start(http_options={"host": "0.0.0.0", "port": 8000})
-    serve.run(build_app(ServerConfig(device="cpu"), num_replicas=4), name="ipfs-accelerate", route_prefix="/")
-
-From the shell: ``ipfs-accelerate serve --ray --replicas 4``, or Ray's own
-``serve run ipfs_accelerate.serve.ray_serve:app_builder replicas=4 model=...``.
-
-An API key never travels in the deployment's arguments (they are stored by Ray): give
-``ServerConfig(api_key_env="NAME")`` and set that variable on the cluster's nodes (a local
-cluster started by this process inherits its environment).
+Entry points: :func:`build_app` (for ``serve.run``), :func:`app_builder` (for Ray's
+``serve run ipfs_accelerate.serve.ray_serve:app_builder``) and ``ipfs-accelerate serve
+--ray``; docs/server.md, "Scale-out with Ray Serve", shows each. An API key never travels in
+the deployment's arguments (Ray stores them): use ``ServerConfig(api_key_env="NAME")``.
 """
 
 from __future__ import annotations
