@@ -25,9 +25,12 @@ __all__ = ["Results", "add_json_option"]
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--json", metavar="FILE", type=Path, default=None,
+        "--json",
+        metavar="FILE",
+        type=Path,
+        default=None,
         help="also write the results (the ratios printed, and their times) to FILE as JSON",
-    )  # fmt: skip
+    )
 
 
 class Results:

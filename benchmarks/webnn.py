@@ -48,12 +48,23 @@ def make_weights(hidden: int, seed: int = 0) -> list[np.ndarray[Any, Any]]:
     which builder.constant() shares with ONNX Runtime instead of copying)."""
     rng = np.random.default_rng(seed)
     shapes = [
-        (hidden,), (hidden,),  # layer norm 1
-        (hidden, hidden), (hidden,), (hidden, hidden), (hidden,), (hidden, hidden), (hidden,),  # q k v
-        (hidden, hidden), (hidden,),  # attention output
-        (hidden,), (hidden,),  # layer norm 2
-        (hidden, 4 * hidden), (4 * hidden,), (4 * hidden, hidden), (hidden,),  # MLP
-    ]  # fmt: skip
+        (hidden,),
+        (hidden,),  # layer norm 1
+        (hidden, hidden),
+        (hidden,),
+        (hidden, hidden),
+        (hidden,),
+        (hidden, hidden),
+        (hidden,),  # q k v
+        (hidden, hidden),
+        (hidden,),  # attention output
+        (hidden,),
+        (hidden,),  # layer norm 2
+        (hidden, 4 * hidden),
+        (4 * hidden,),
+        (4 * hidden, hidden),
+        (hidden,),  # MLP
+    ]
     weights = []
     for shape in shapes:
         array = (rng.standard_normal(shape) * 0.05).astype(np.float32)
@@ -140,9 +151,11 @@ def report(
     )
     for which, index in (("median", 0), ("min", 1)):
         RESULTS.ratio(
-            f"{section}: {label} / {peer_label} ({which})", mine[index] / peer[index],
-            ours_s=mine[index], peer_s=peer[index],
-        )  # fmt: skip
+            f"{section}: {label} / {peer_label} ({which})",
+            mine[index] / peer[index],
+            ours_s=mine[index],
+            peer_s=peer[index],
+        )
 
 
 def main() -> None:
@@ -153,7 +166,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--builds", type=int, default=5)
-    parser.add_argument("--layers", type=int, default=1, help="encoder layers of the Tensor API section")
+    parser.add_argument(
+        "--layers", type=int, default=1, help="encoder layers of the Tensor API section"
+    )
     parser.add_argument("--only", choices=("webnn-api", "tensor-api"), default=None)
     add_json_option(parser)
     args = parser.parse_args()
@@ -169,7 +184,8 @@ def webnn_api(args: argparse.Namespace) -> None:
 
     context = webnn.create_context(power_preference="high-performance")
     print(
-        f"onnxruntime {ort.__version__} on {platform.machine()} ({', '.join(context.execution_providers)}); "
+        f"onnxruntime {ort.__version__} on {platform.machine()} "
+        f"({', '.join(context.execution_providers)}); "
         f"block: batch {args.batch}, seq {args.seq}, hidden {args.hidden}, heads {args.heads}"
     )
 
@@ -189,9 +205,11 @@ def webnn_api(args: argparse.Namespace) -> None:
     print(f"  InferenceSession(model bytes)     {direct_session * 1e3:9.2f} ms")
     print(f"  ratio                             {build / direct_session:9.2f}x")
     RESULTS.ratio(
-        "build + compile / InferenceSession", build / direct_session,
-        ours_s=build, peer_s=direct_session,
-    )  # fmt: skip
+        "build + compile / InferenceSession",
+        build / direct_session,
+        ours_s=build,
+        peer_s=direct_session,
+    )
 
     # ---------------------------------------------------------------- dispatch
     session = ort.InferenceSession(model, providers=providers)
@@ -319,7 +337,9 @@ def tensor_api(args: argparse.Namespace) -> None:
     except ImportError:  # pragma: no cover - torch is a test dependency
         torch = None
     if torch is not None:
-        torch_layers = [{name: torch.from_numpy(array) for name, array in p.items()} for p in weights]
+        torch_layers = [
+            {name: torch.from_numpy(array) for name, array in p.items()} for p in weights
+        ]
         x_torch, mask_torch = torch.from_numpy(x_host), torch.from_numpy(mask_host)
 
         def run_torch() -> Any:
@@ -332,25 +352,41 @@ def tensor_api(args: argparse.Namespace) -> None:
     rounds = max(2, args.rounds // 2)
     timings = interleaved(contenders, rounds, block=2, warmup=1)
     print(
-        f"\nTensor API on the HAL: {count}-layer BERT encoder, batch {batch}, seq {seq}, hidden {hidden}, "
+        f"\nTensor API on the HAL: {count}-layer BERT encoder, batch {batch}, seq {seq}, hidden "
+        f"{hidden}, "
         f"heads {heads} ({backend.context.execution_providers[0]}, torch threads "
         f"{torch.get_num_threads() if torch is not None else '-'})"
     )
-    print(f"  first webnn call (trace + compile + run)  {first_call * 1e3:9.1f} ms, {compiled} graph compiled")
+    print(
+        f"  first webnn call (trace + compile + run)  {first_call * 1e3:9.1f} ms, {compiled} "
+        "graph compiled"
+    )
     print(f"  tracing one forward pass (Python)         {tracing * 1e3:9.2f} ms")
-    print(f"  max |webnn - {'torch' if torch is not None else 'cpu'}|                   {error:9.2e}")
+    print(
+        f"  max |webnn - {'torch' if torch is not None else 'cpu'}|                   {error:9.2e}"
+    )
     dispatches = backend.stats.dispatches - before["dispatches"]
     compilations = backend.stats.compilations - before["compilations"]
-    print(f"  graphs compiled in the whole run          {compilations:9d} (dispatches {dispatches})")
+    print(
+        f"  graphs compiled in the whole run          {compilations:9d} (dispatches {dispatches})"
+    )
     print(f"  per forward pass (median and min of {rounds} x 2 calls, alternating in blocks)")
     webnn_time = timings["webnn"]
     for name in contenders:
         median, least = timings[name]
         line = f"    {name:<6} {median * 1e3:10.1f} ms (min {least * 1e3:10.1f})"
         if name != "webnn":
-            line += f"   {name}/webnn {median / webnn_time[0]:5.2f}x (min {least / webnn_time[1]:5.2f}x)"
-            for which, theirs, ours in (("median", median, webnn_time[0]), ("min", least, webnn_time[1])):
-                RESULTS.ratio(f"encoder {name}/webnn ({which})", theirs / ours, webnn_s=ours, peer_s=theirs)
+            line += (
+                f"   {name}/webnn {median / webnn_time[0]:5.2f}x "
+                f"(min {least / webnn_time[1]:5.2f}x)"
+            )
+            for which, theirs, ours in (
+                ("median", median, webnn_time[0]),
+                ("min", least, webnn_time[1]),
+            ):
+                RESULTS.ratio(
+                    f"encoder {name}/webnn ({which})", theirs / ours, webnn_s=ours, peer_s=theirs
+                )
         print(line)
 
 

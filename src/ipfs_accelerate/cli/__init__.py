@@ -28,6 +28,7 @@ from __future__ import annotations
 # is the order of --help
 # isort: off
 from . import _local, _chat, _serve, _bench, _models  # noqa: F401
+
 # isort: on
 from ._app import app
 from ._output import ExitCode, exit_code_for

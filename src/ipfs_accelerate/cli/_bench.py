@@ -39,7 +39,8 @@ def _benchmark_dir(directory: Path | None) -> Path:
     from ipfs_accelerate.errors import ConfigurationError
 
     raise ConfigurationError(
-        f"no benchmarks directory (looked in {', '.join(str(c) for c in candidates)}); give --dir or "
+        f"no benchmarks directory (looked in {', '.join(str(c) for c in candidates)}); give --dir "
+        "or "
         "$IPFS_ACCELERATE_BENCHMARKS (the benchmarks live in the source checkout, not in the wheel)"
     )
 
@@ -106,7 +107,13 @@ def _run_process(path: Path, args: list[str], timeout: float, echo: bool) -> dic
     command = [sys.executable, str(path), *args]
     lines: list[str] = []
     started = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
         task = progress.add_task(path.stem, total=None)
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
@@ -145,8 +152,13 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
 
         raise InvalidArgumentError("--plot: the benchmarks reported no ratios to plot")
     heights = [max(1.5, 0.35 * len(r["ratios"]) + 0.8) for r in with_ratios]
-    figure, axes = plt.subplots(len(with_ratios), 1, figsize=(10, sum(heights)), squeeze=False,
-                                gridspec_kw={"height_ratios": heights})  # fmt: skip
+    figure, axes = plt.subplots(
+        len(with_ratios),
+        1,
+        figsize=(10, sum(heights)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
     for axis, result in zip(axes[:, 0], with_ratios, strict=True):
         labels = [r["label"] for r in result["ratios"]]
         values = [r["value"] for r in result["ratios"]]
@@ -154,7 +166,9 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
         axis.set_yticks(range(len(values)), labels, fontsize=7)
         axis.invert_yaxis()
         axis.axvline(1.0, color="black", linewidth=0.8)
-        axis.set_title(f"{result['name']} (ratios as the benchmark defines them)", fontsize=9, loc="left")
+        axis.set_title(
+            f"{result['name']} (ratios as the benchmark defines them)", fontsize=9, loc="left"
+        )
         for index, value in enumerate(values):
             axis.text(value, index, f" {value:.2f}x", va="center", fontsize=7)
     figure.tight_layout()
@@ -165,21 +179,51 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
 @app.command()
 @command
 def bench(
-    names: Annotated[list[str] | None, typer.Argument(help="Benchmarks to run (default: all); see --list.", show_default=False)] = None,
-    list_only: Annotated[bool, typer.Option("--list", help="List the benchmarks and exit.")] = False,
-    directory: Annotated[Path | None, typer.Option("--dir", help="The benchmarks directory (default: the checkout's benchmarks/).")] = None,
-    args: Annotated[str, typer.Option("--args", help="Arguments for each benchmark, e.g. --args '--repeat 3'.")] = "",
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of the ratios each benchmark printed (needs matplotlib).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds before a benchmark is stopped.")] = 1800.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not echo the benchmarks' output while they run.")] = False,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Benchmarks to run (default: all); see --list.", show_default=False),
+    ] = None,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="List the benchmarks and exit.")
+    ] = False,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="The benchmarks directory (default: the checkout's benchmarks/)."
+        ),
+    ] = None,
+    args: Annotated[
+        str, typer.Option("--args", help="Arguments for each benchmark, e.g. --args '--repeat 3'.")
+    ] = "",
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="Write a PNG of the ratios each benchmark printed (needs matplotlib)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1.0, help="Seconds before a benchmark is stopped.")
+    ] = 1800.0,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Do not echo the benchmarks' output while they run."),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Run the benchmarks in benchmarks/ (each beside its peer), print their tables and a summary of the ratios."""
+    """Run the benchmarks in benchmarks/ (each beside its peer), print their tables and a \
+summary of the ratios."""
     root = _benchmark_dir(directory)
     available = _discover(root)
     if list_only:
         if json_output:
-            print_json({"directory": str(root), "benchmarks": [{"name": n, "path": str(p), "summary": d} for n, (p, d) in available.items()]})
+            print_json(
+                {
+                    "directory": str(root),
+                    "benchmarks": [
+                        {"name": n, "path": str(p), "summary": d} for n, (p, d) in available.items()
+                    ],
+                }
+            )
             return
         listing = Table(title=f"Benchmarks in {root}", title_justify="left")
         listing.add_column("name")
@@ -191,20 +235,26 @@ def bench(
     chosen = list(names or available)
     unknown = [n for n in chosen if n not in available]
     if unknown:
-        raise usage_error(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(available)}")
+        raise usage_error(
+            f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(available)}"
+        )
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             from ipfs_accelerate.errors import ConfigurationError
 
-            raise ConfigurationError("--plot needs matplotlib, which is not installed: pip install matplotlib") from None
+            raise ConfigurationError(
+                "--plot needs matplotlib, which is not installed: pip install matplotlib"
+            ) from None
     extra = shlex.split(args)
     results = []
     for name in chosen:
         if not json_output:
             stdout.rule(f"[bold]{name}[/]")
-        result = _run_benchmark(available[name][0], extra, timeout, echo=not json_output and not quiet)
+        result = _run_benchmark(
+            available[name][0], extra, timeout, echo=not json_output and not quiet
+        )
         if quiet and not json_output:
             stdout.print(result["output"], markup=False)
         results.append(result)
@@ -212,16 +262,27 @@ def bench(
         _plot(results, plot)
     failed = [r["name"] for r in results if r["returncode"] != 0]
     if json_output:
-        print_json({"directory": str(root), "benchmarks": results, "plot": str(plot) if plot else None})
+        print_json(
+            {"directory": str(root), "benchmarks": results, "plot": str(plot) if plot else None}
+        )
     else:
         summary = Table(title="Summary", title_justify="left")
         for column in ("benchmark", "status", "seconds", "ratios printed"):
             summary.add_column(column)
         for result in results:
-            status = "[green]ok[/]" if result["returncode"] == 0 else f"[red]exit {result['returncode']}[/]"
+            status = (
+                "[green]ok[/]"
+                if result["returncode"] == 0
+                else f"[red]exit {result['returncode']}[/]"
+            )
             ratios = ", ".join(f"{r['value']:g}x" for r in result["ratios"][:8])
             more = len(result["ratios"]) - 8
-            summary.add_row(result["name"], status, f"{result['seconds']:.1f}", ratios + (f" (+{more})" if more > 0 else ""))
+            summary.add_row(
+                result["name"],
+                status,
+                f"{result['seconds']:.1f}",
+                ratios + (f" (+{more})" if more > 0 else ""),
+            )
         stdout.print(summary)
         if plot is not None:
             stdout.print(f"plot written to {plot}")

@@ -14,14 +14,35 @@ from ._output import JsonOption, command, print_json, stderr, stdout, usage_erro
 @app.command()
 @command
 def chat(
-    prompt: Annotated[list[str] | None, typer.Argument(help="The message (words are joined; - reads stdin).", show_default=False)] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b", help="API backend: openai, claude, gemini, groq, ollama, vllm...")] = "openai",
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (default: the backend's).")] = None,
+    prompt: Annotated[
+        list[str] | None,
+        typer.Argument(help="The message (words are joined; - reads stdin).", show_default=False),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend", "-b", help="API backend: openai, claude, gemini, groq, ollama, vllm..."
+        ),
+    ] = "openai",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name (default: the backend's).")
+    ] = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="A system message.")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Upper bound on the reply's tokens.")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = None,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="The backend's URL (else its metadata/environment default).")] = None,
-    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the reply as it is generated.")] = True,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Upper bound on the reply's tokens.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature.")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="The backend's URL (else its metadata/environment default)."
+        ),
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Print the reply as it is generated.")
+    ] = True,
     json_output: JsonOption = False,
 ) -> None:
     """Chat with a remote model through an API backend; the reply streams to the terminal.
@@ -48,11 +69,19 @@ def chat(
         if json_output or not stream:
             reply = sync.chat(name, messages, **options)
             if json_output:
-                print_json({
-                    "backend": backend, "model": reply.model or name, "text": reply.text,
-                    "finish_reason": reply.finish_reason, "usage": _usage_dict(reply.usage),
-                    "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
-                })  # fmt: skip
+                print_json(
+                    {
+                        "backend": backend,
+                        "model": reply.model or name,
+                        "text": reply.text,
+                        "finish_reason": reply.finish_reason,
+                        "usage": _usage_dict(reply.usage),
+                        "tool_calls": [
+                            {"id": c.id, "name": c.name, "arguments": c.arguments}
+                            for c in reply.tool_calls
+                        ],
+                    }
+                )
                 return
             stdout.print(reply.text, markup=False)
             _chat_footer(backend, reply.model or name, reply.finish_reason, reply.usage)
@@ -75,7 +104,11 @@ def chat(
 def _usage_dict(usage: Any) -> dict[str, Any] | None:
     if usage is None:
         return None
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens}
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 def _chat_footer(backend: str, model: str, finish_reason: str | None, usage: Any) -> None:

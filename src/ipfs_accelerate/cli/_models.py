@@ -22,7 +22,9 @@ def _checkpoint_summary(path: Path) -> tuple[str, str]:
         model_type = str(config.get("model_type", "")) or "?"
     except (OSError, ValueError):
         return "?", ""
-    weights = (path / "model.safetensors").exists() or (path / "model.safetensors.index.json").exists()
+    weights = (path / "model.safetensors").exists() or (
+        path / "model.safetensors.index.json"
+    ).exists()
     kind = KINDS.get(model_type.lower(), "not servable") if weights else "no safetensors weights"
     return model_type, kind
 
@@ -44,8 +46,16 @@ def _cached_models(cache_dir: Path | None) -> list[dict[str, Any]]:
             continue
         path = resolve_checkpoint(package)
         model_type, kind = _checkpoint_summary(path)
-        entries.append({"id": hub_id, "source": f"package {package}", "path": str(path), "model_type": model_type,
-                        "kind": kind, "size_bytes": _dir_size(path)})  # fmt: skip
+        entries.append(
+            {
+                "id": hub_id,
+                "source": f"package {package}",
+                "path": str(path),
+                "model_type": model_type,
+                "kind": kind,
+                "size_bytes": _dir_size(path),
+            }
+        )
     try:
         from huggingface_hub import scan_cache_dir
         from huggingface_hub.errors import CacheNotFound
@@ -62,11 +72,18 @@ def _cached_models(cache_dir: Path | None) -> list[dict[str, Any]]:
                 continue
             revision = max(repo.revisions, key=lambda r: r.last_modified)
             model_type, kind = _checkpoint_summary(Path(revision.snapshot_path))
-            entries.append({
-                "id": repo.repo_id, "source": "hugging face cache", "path": str(revision.snapshot_path),
-                "revision": revision.commit_hash, "refs": sorted(revision.refs), "model_type": model_type, "kind": kind,
-                "size_bytes": repo.size_on_disk,
-            })  # fmt: skip
+            entries.append(
+                {
+                    "id": repo.repo_id,
+                    "source": "hugging face cache",
+                    "path": str(revision.snapshot_path),
+                    "revision": revision.commit_hash,
+                    "refs": sorted(revision.refs),
+                    "model_type": model_type,
+                    "kind": kind,
+                    "size_bytes": repo.size_on_disk,
+                }
+            )
     from ipfs_accelerate.api_backends.s3_kit import default_cache_dir
 
     s3_root = default_cache_dir()
@@ -75,18 +92,33 @@ def _cached_models(cache_dir: Path | None) -> list[dict[str, Any]]:
             directory = config.parent
             model_type, kind = _checkpoint_summary(directory)
             relative = directory.relative_to(s3_root).as_posix()
-            entries.append({"id": f"s3://{relative}", "source": "s3 cache", "path": str(directory),
-                            "model_type": model_type, "kind": kind, "size_bytes": _dir_size(directory)})  # fmt: skip
+            entries.append(
+                {
+                    "id": f"s3://{relative}",
+                    "source": "s3 cache",
+                    "path": str(directory),
+                    "model_type": model_type,
+                    "kind": kind,
+                    "size_bytes": _dir_size(directory),
+                }
+            )
     return entries
 
 
 @models_app.command("list")
 @command
 def models_list(
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="The Hugging Face hub cache (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub).")] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="The Hugging Face hub cache (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Checkpoints available without a download: installed model packages, the Hugging Face cache, the s3:// cache."""
+    """Checkpoints available without a download: installed model packages, the Hugging Face \
+cache, the s3:// cache."""
     entries = _cached_models(cache_dir)
     if json_output:
         print_json({"models": entries})
@@ -99,19 +131,38 @@ def models_list(
     for column in ("source", "model_type", "serve as", "size"):
         table.add_column(column)
     for entry in entries:
-        table.add_row(entry["id"], entry["source"], entry["model_type"], entry["kind"], human_bytes(entry["size_bytes"]))
+        table.add_row(
+            entry["id"],
+            entry["source"],
+            entry["model_type"],
+            entry["kind"],
+            human_bytes(entry["size_bytes"]),
+        )
     stdout.print(table)
 
 
 @models_app.command("pull")
 @command
 def models_pull(
-    model_id: Annotated[str, typer.Argument(help="A Hub id (org/name) or an s3://bucket/prefix URI.", show_default=False)],
-    revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit (Hub).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where to store it (default: the Hugging Face / S3 cache).")] = None,
+    model_id: Annotated[
+        str,
+        typer.Argument(
+            help="A Hub id (org/name) or an s3://bucket/prefix URI.", show_default=False
+        ),
+    ],
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Branch, tag or commit (Hub).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir", help="Where to store it (default: the Hugging Face / S3 cache)."
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Fetch a checkpoint into the local cache (the files the models need: config, tokenizer, safetensors)."""
+    """Fetch a checkpoint into the local cache (the files the models need: config, tokenizer, \
+safetensors)."""
     from ipfs_accelerate.errors import ConfigurationError
     from ipfs_accelerate.models.loading import hub_offline, locate_checkpoint
 
@@ -127,16 +178,27 @@ def models_pull(
         offline = hub_offline()
         try:
             with stderr.status(f"pulling {model_id}"):
-                located = locate_checkpoint(model_id, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+                located = locate_checkpoint(
+                    model_id, revision=revision, cache_dir=cache_dir, local_files_only=offline
+                )
         except Exception as exc:
             if offline:
                 raise ConfigurationError(
-                    f"{model_id}: offline mode is on ($HF_HUB_OFFLINE) and it is not cached, so it cannot be pulled"
+                    f"{model_id}: offline mode is on ($HF_HUB_OFFLINE) and it is not cached, so "
+                    "it cannot be pulled"
                 ) from exc
             raise
         path, source = located.path, located.source
     model_type, kind = _checkpoint_summary(Path(path))
     if json_output:
-        print_json({"id": model_id, "path": str(path), "source": source, "model_type": model_type, "kind": kind})
+        print_json(
+            {
+                "id": model_id,
+                "path": str(path),
+                "source": source,
+                "model_type": model_type,
+                "kind": kind,
+            }
+        )
         return
     stdout.print(f"{model_id}: {path} ({source}; model_type {model_type}, serve as {kind})")

@@ -53,9 +53,16 @@ stderr = Console(stderr=True, highlight=False)
 
 DEBUG = {"on": os.environ.get("IPFS_ACCELERATE_DEBUG", "") not in ("", "0")}
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts).")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts).")
+]
 DeviceOption = Annotated[
-    str, typer.Option("--device", "-d", help="Backend to run on: cpu, webgpu, webnn, or auto (select_backend decides).")
+    str,
+    typer.Option(
+        "--device",
+        "-d",
+        help="Backend to run on: cpu, webgpu, webnn, or auto (select_backend decides).",
+    ),
 ]
 
 
@@ -80,18 +87,31 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     if isinstance(exc, APIError):
         return ExitCode.REMOTE
     config_errors = (
-        ConfigurationError, UnknownBackendError, BackendUnavailableError, CheckpointError,
-        UnsupportedArchitectureError, ImportError,
-    )  # fmt: skip
+        ConfigurationError,
+        UnknownBackendError,
+        BackendUnavailableError,
+        CheckpointError,
+        UnsupportedArchitectureError,
+        ImportError,
+    )
     if isinstance(exc, config_errors):
         return ExitCode.CONFIGURATION
-    if isinstance(exc, PreprocessingError | InvalidArgumentError | FileNotFoundError | IsADirectoryError | UnicodeDecodeError):
+    if isinstance(
+        exc,
+        PreprocessingError
+        | InvalidArgumentError
+        | FileNotFoundError
+        | IsADirectoryError
+        | UnicodeDecodeError,
+    ):
         return ExitCode.INPUT
     return ExitCode.FAILURE
 
 
 _HINTS = {
-    ExitCode.CONFIGURATION: "check the model name or path, the backend's key and URL, and the installed extras",
+    ExitCode.CONFIGURATION: (
+        "check the model name or path, the backend's key and URL, and the installed extras"
+    ),
     ExitCode.REMOTE: "the remote service answered with an error or could not be reached",
     ExitCode.INPUT: "check the input files and text",
 }
@@ -100,9 +120,16 @@ _HINTS = {
 def _report(exc: BaseException, code: ExitCode, as_json: bool) -> None:
     message = str(exc) or type(exc).__name__
     if isinstance(exc, ImportError) and exc.name:
-        message = f"{message} (the optional dependency {exc.name!r} is missing; see the package extras)"
+        message = (
+            f"{message} (the optional dependency {exc.name!r} is missing; see the package extras)"
+        )
     if as_json:
-        sys.stdout.write(json.dumps({"error": {"type": type(exc).__name__, "message": message, "exit_code": int(code)}}) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {"error": {"type": type(exc).__name__, "message": message, "exit_code": int(code)}}
+            )
+            + "\n"
+        )
     from rich.markup import escape
 
     # one unwrapped line, so that logs and scripts can search it; the message is not markup
@@ -179,9 +206,14 @@ def steps(description: str, total: int) -> Iterator[Callable[[int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=stderr, transient=True, disable=total <= 1,
-    ) as progress:  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=total <= 1,
+    ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 

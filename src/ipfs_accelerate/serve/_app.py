@@ -81,11 +81,19 @@ class _Guard:
             logger.exception("unhandled error answering %s %s", scope.get("method"), path)
             if response_started:
                 raise
-            await _send_error(send_wrapper, ServeError("internal", "The server had an error while processing your request."), family)
+            await _send_error(
+                send_wrapper,
+                ServeError("internal", "The server had an error while processing your request."),
+                family,
+            )
         finally:
             route = scope.get("route")
-            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
-            state.metrics.requests.labels(template, scope.get("method", ""), str(status_box[0])).inc()
+            template = (
+                getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+            )
+            state.metrics.requests.labels(
+                template, scope.get("method", ""), str(status_box[0])
+            ).inc()
             state.metrics.request_seconds.labels(template).observe(time.perf_counter() - started)
 
     def _check_key(self, scope: dict[str, Any], path: str) -> ServeError | None:
@@ -101,11 +109,14 @@ class _Guard:
         if not header:
             return ServeError(
                 "unauthorized",
-                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header "
                 "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
                 code="missing_api_key",
-            )  # fmt: skip
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.reveal().encode()):
+            )
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), key.reveal().encode()
+        ):
             # the presented key is never echoed, not even masked
             return ServeError("unauthorized", "Incorrect API key provided.", code="invalid_api_key")
         return None
@@ -117,7 +128,9 @@ class _Guard:
                 try:
                     length = int(value)
                 except ValueError:
-                    raise ServeError("invalid_request", "the Content-Length header is not a number") from None
+                    raise ServeError(
+                        "invalid_request", "the Content-Length header is not a number"
+                    ) from None
                 if length > limit:
                     raise ServeError("payload_too_large", _too_large(length, limit))
         received = 0
@@ -135,7 +148,8 @@ class _Guard:
 
 
 def _too_large(size: int, limit: int, *, more: bool = False) -> str:
-    return f"Request body of {'more than ' if more else ''}{size} bytes exceeds this server's limit of {limit} bytes"
+    more_than = "more than " if more else ""
+    return f"Request body of {more_than}{size} bytes exceeds this server's limit of {limit} bytes"
 
 
 async def _send_error(send: Any, error: ServeError, family: str) -> None:
@@ -152,7 +166,12 @@ def error_response(error: ServeError, family: str) -> Any:
     from starlette.responses import Response
 
     status, body = error_body(error, family)
-    return Response(body, status_code=status, media_type="application/json" if body else None, headers=error.headers)
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json" if body else None,
+        headers=error.headers,
+    )
 
 
 # ----------------------------------------------------------------------------- the app
@@ -186,9 +205,12 @@ def create_app(
     owns = registry is None
     if registry is None:
         registry = ModelRegistry.load(
-            config.models, config.device, shape_buckets=config.shape_buckets,
-            local_files_only=config.local_files_only, progress=progress,
-        )  # fmt: skip
+            config.models,
+            config.device,
+            shape_buckets=config.shape_buckets,
+            local_files_only=config.local_files_only,
+            progress=progress,
+        )
     state = ServerState(config, registry, owns_registry=owns)
 
     async def metrics(request: Request) -> Response:

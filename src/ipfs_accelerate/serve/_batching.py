@@ -111,10 +111,14 @@ class EmbeddingBatcher:
         assert self._arrived is not None
         now = time.perf_counter()
         request = _Request(
-            asyncio.get_running_loop().create_future(), np.empty((len(sequences), self.dimension), np.float32),
-            len(sequences), now,
-        )  # fmt: skip
-        self._queue.extend(_Item(request, i, list(tokens), now) for i, tokens in enumerate(sequences))
+            asyncio.get_running_loop().create_future(),
+            np.empty((len(sequences), self.dimension), np.float32),
+            len(sequences),
+            now,
+        )
+        self._queue.extend(
+            _Item(request, i, list(tokens), now) for i, tokens in enumerate(sequences)
+        )
         self._arrived.set()
         self.pending_requests += 1
         try:
@@ -162,7 +166,9 @@ class EmbeddingBatcher:
                 except asyncio.CancelledError:
                     for item in batch:
                         if not item.request.future.done():
-                            item.request.future.set_exception(RuntimeError("the server is shutting down"))
+                            item.request.future.set_exception(
+                                RuntimeError("the server is shutting down")
+                            )
                     raise
                 except Exception:  # pragma: no cover - _run_batch delivers errors itself
                     logger.exception("embedding batcher: unexpected failure")
@@ -176,7 +182,9 @@ class EmbeddingBatcher:
             batch = list(self._queue)
             self._queue.clear()
             return batch
-        window = [self._queue.popleft() for _ in range(min(len(self._queue), size * self.window_batches))]
+        window = [
+            self._queue.popleft() for _ in range(min(len(self._queue), size * self.window_batches))
+        ]
         oldest = window[0]
         ranked = sorted(window, key=lambda item: len(item.tokens))
         position = next(i for i, item in enumerate(ranked) if item is oldest)

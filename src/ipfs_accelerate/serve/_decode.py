@@ -28,8 +28,16 @@ def decode_image(data: bytes, index: int = 0) -> Any:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
             image = opened.copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ServeError("bad_media", f"image {index} could not be decoded ({type(exc).__name__}: {exc})") from None
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise ServeError(
+            "bad_media", f"image {index} could not be decoded ({type(exc).__name__}: {exc})"
+        ) from None
     return load_image(image, index=index)
 
 
@@ -42,7 +50,9 @@ def decode_audio(data: bytes, name: str = "audio") -> tuple[Array, int]:
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise ServeError(
-            "bad_media", f"{name} could not be decoded as audio ({exc}); send WAV, FLAC, OGG or MP3", param="file"
+            "bad_media",
+            f"{name} could not be decoded as audio ({exc}); send WAV, FLAC, OGG or MP3",
+            param="file",
         ) from None
     if samples.size == 0:
         raise ServeError("bad_media", f"{name} holds no audio samples", param="file")

@@ -101,7 +101,9 @@ class EmbeddingEngine:
         if over:
             # the tokenizer's own truncation keeps the special tokens where the checkpoint puts
             # them; truncating is what this request asked for, so it warns of nothing
-            cut = self.tokenizer([texts[i] for i in over], max_length=self.max_input_length, truncation="silent")
+            cut = self.tokenizer(
+                [texts[i] for i in over], max_length=self.max_input_length, truncation="silent"
+            )
             for row, i in enumerate(over):
                 sequences[i] = cut.input_ids[row, : cut.lengths[row]].tolist()
         return sequences, counts
@@ -112,14 +114,18 @@ class EmbeddingEngine:
         out = []
         for index, ids in enumerate(sequences):
             if not ids:
-                raise ServeError("empty_input", f"input[{index}] is an empty token array", param="input")
+                raise ServeError(
+                    "empty_input", f"input[{index}] is an empty token array", param="input"
+                )
             low, high = min(ids), max(ids)
             if low < 0 or high >= self.vocab_size:
                 bad = low if low < 0 else high
                 raise ServeError(
-                    "invalid_request", f"input[{index}] has token id {bad}, outside this model's vocabulary "
-                    f"[0, {self.vocab_size})", param="input",
-                )  # fmt: skip
+                    "invalid_request",
+                    f"input[{index}] has token id {bad}, outside this model's vocabulary "
+                    f"[0, {self.vocab_size})",
+                    param="input",
+                )
             if len(ids) > self.max_input_length:
                 if not truncate:
                     raise TooLong(index, len(ids), self.max_input_length)
@@ -165,7 +171,10 @@ class ModelRegistry:
         self._models: dict[str, ServedModel] = {}
         for model in models:
             if model.name in self._models:
-                raise ConfigurationError(f"two served models are named {model.name!r}; give one another name (NAME=SOURCE)")
+                raise ConfigurationError(
+                    f"two served models are named {model.name!r}; give one another name "
+                    "(NAME=SOURCE)"
+                )
             self._models[model.name] = model
         self.closed = False
 
@@ -224,7 +233,11 @@ def _default_name(source: str) -> str:
 
 
 def _load_one(
-    spec: ModelSpec, device: str, shape_buckets: bool | None, local_files_only: bool | None, progress: LoadProgress | None
+    spec: ModelSpec,
+    device: str,
+    shape_buckets: bool | None,
+    local_files_only: bool | None,
+    progress: LoadProgress | None,
 ) -> ServedModel:
     from ipfs_accelerate.errors import UnsupportedArchitectureError
     from ipfs_accelerate.models import (
@@ -252,12 +265,20 @@ def _load_one(
     }[kind]
     callback = None
     if progress is not None:
+
         def callback(stage: str, done: int, total: int) -> None:
             progress(name, stage, done, total)
 
     pipeline = pipeline_class.from_pretrained(checkpoint.path, device=device, progress=callback)
     count_model_load(name)
-    logger.info("serving %s (%s) from %s on %s: %s", name, kind, checkpoint.path, pipeline.device, pipeline.device_reason)
+    logger.info(
+        "serving %s (%s) from %s on %s: %s",
+        name,
+        kind,
+        checkpoint.path,
+        pipeline.device,
+        pipeline.device_reason,
+    )
     model = ServedModel(name=name, kind=kind, source=spec.source, pipeline=pipeline)
     if model.embedding is not None:
         # batches of any row count: always the buckets on a graph-compiling backend

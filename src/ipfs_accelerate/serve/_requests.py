@@ -24,13 +24,16 @@ async def read_json(request: Request) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ServeError(
             "invalid_json",
-            f"We could not parse the JSON body of your request ({exc}). The server expects a JSON payload.",
+            f"We could not parse the JSON body of your request ({exc}). The server expects a JSON "
+            "payload.",
         ) from None
 
 
 def json_object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ServeError("invalid_request", f"the request body must be a JSON object, got {type(value).__name__}")
+        raise ServeError(
+            "invalid_request", f"the request body must be a JSON object, got {type(value).__name__}"
+        )
     return value
 
 
@@ -41,9 +44,11 @@ def embedding_inputs(value: Any, field: str) -> tuple[str, list[Any]]:
         return "text", [value]
     if not isinstance(value, list):
         raise ServeError(
-            "invalid_request", f"'{field}' must be a string, a list of strings or token arrays, got {type(value).__name__}",
+            "invalid_request",
+            f"'{field}' must be a string, a list of strings or token arrays, got "
+            f"{type(value).__name__}",
             param=field,
-        )  # fmt: skip
+        )
     if not value:
         raise ServeError("empty_input", f"`{field}` cannot be empty", param=field)
     if all(isinstance(v, str) for v in value):
@@ -53,9 +58,11 @@ def embedding_inputs(value: Any, field: str) -> tuple[str, list[Any]]:
     if all(isinstance(v, list) and all(_is_int(t) for t in v) for v in value):
         return "ids", value
     raise ServeError(
-        "invalid_request", f"'{field}' must be a string, a list of strings, a token array or a list of token arrays "
-        "(one form throughout)", param=field,
-    )  # fmt: skip
+        "invalid_request",
+        f"'{field}' must be a string, a list of strings, a token array or a list of token arrays "
+        "(one form throughout)",
+        param=field,
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -67,5 +74,7 @@ def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ServeError("invalid_request", f"'{name}' must be true or false, got {value!r}", param=name)
+        raise ServeError(
+            "invalid_request", f"'{name}' must be true or false, got {value!r}", param=name
+        )
     return value

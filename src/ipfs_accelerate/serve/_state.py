@@ -32,7 +32,9 @@ _TOKENIZE_INLINE = 32
 class ServerState:
     """Everything the handlers share: config, models, batchers, metrics."""
 
-    def __init__(self, config: ServerConfig, registry: ModelRegistry, *, owns_registry: bool) -> None:
+    def __init__(
+        self, config: ServerConfig, registry: ModelRegistry, *, owns_registry: bool
+    ) -> None:
         self.config = config
         self.registry = registry
         self.owns_registry = owns_registry
@@ -60,10 +62,14 @@ class ServerState:
                 histogram.observe(wait)
 
         return EmbeddingBatcher(
-            model.embedding.forward, model.call, model.embedding.dimension,
-            max_batch_size=self.config.max_batch_size, max_wait=self.config.max_wait_ms / 1000.0,
-            max_pending=self.config.max_concurrent_requests, on_batch=on_batch,
-        )  # fmt: skip
+            model.embedding.forward,
+            model.call,
+            model.embedding.dimension,
+            max_batch_size=self.config.max_batch_size,
+            max_wait=self.config.max_wait_ms / 1000.0,
+            max_pending=self.config.max_concurrent_requests,
+            on_batch=on_batch,
+        )
 
     async def close(self) -> None:
         self.ready = False
@@ -76,18 +82,25 @@ class ServerState:
 
     def model(self, name: Any, kind: str | None = None, *, param: str = "model") -> ServedModel:
         if not isinstance(name, str) or not name:
-            raise ServeError("invalid_request", f"'{param}' must be the name of a served model, got {name!r}", param=param)
+            raise ServeError(
+                "invalid_request",
+                f"'{param}' must be the name of a served model, got {name!r}",
+                param=param,
+            )
         model = self.registry.get(name)
         if model is None:
             known = ", ".join(m.name for m in self.registry)
             raise ServeError(
-                "unknown_model", f"The model '{name}' does not exist on this server (served: {known})", param=param
+                "unknown_model",
+                f"The model '{name}' does not exist on this server (served: {known})",
+                param=param,
             )
         if kind is not None and model.kind != kind:
             raise ServeError(
-                "wrong_model_kind", f"The model '{name}' is a {model.kind} model; this endpoint needs a {kind} model",
+                "wrong_model_kind",
+                f"The model '{name}' is a {model.kind} model; this endpoint needs a {kind} model",
                 param=param,
-            )  # fmt: skip
+            )
         return model
 
     def default_embedding_model(self) -> ServedModel:
@@ -110,9 +123,10 @@ class ServerState:
         if len(values) > self.config.max_client_batch_size:
             raise ServeError(
                 "too_many_inputs",
-                f"batch size {len(values)} > maximum allowed batch size {self.config.max_client_batch_size}",
+                f"batch size {len(values)} > maximum allowed batch size "
+                f"{self.config.max_client_batch_size}",
                 param="input",
-            )  # fmt: skip
+            )
         started = time.perf_counter()
         try:
             if kind == "ids":
@@ -122,9 +136,13 @@ class ServerState:
             else:
                 sequences, _ = engine.tokenize(values, truncate)
         except TooLong as exc:
-            raise ServeError("input_too_long", _too_long_message(exc, family), param="input") from None
+            raise ServeError(
+                "input_too_long", _too_long_message(exc, family), param="input"
+            ) from None
         except PreprocessingError as exc:
-            raise ServeError("invalid_request", f"cannot tokenize the input: {exc}", param="input") from None
+            raise ServeError(
+                "invalid_request", f"cannot tokenize the input: {exc}", param="input"
+            ) from None
         tokenized = time.perf_counter()
         batcher = self.batchers[model.name]
         self.metrics.in_progress.labels(model.name).inc()
@@ -134,7 +152,9 @@ class ServerState:
         except Overloaded as exc:
             raise ServeError("overloaded", f"Model is overloaded: {exc}") from None
         except IpfsAccelerateError as exc:
-            raise ServeError("inference_failed", f"{model.name}: inference failed: {type(exc).__name__}: {exc}") from None
+            raise ServeError(
+                "inference_failed", f"{model.name}: inference failed: {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             self.metrics.in_progress.labels(model.name).dec()
             self.metrics.pending.labels(model.name).set(batcher.queued_inputs)
@@ -150,7 +170,9 @@ class ServerState:
         ``inference_failed``."""
         busy = self._in_progress.get(model.name, 0)
         if busy >= self.config.max_concurrent_requests:
-            raise ServeError("overloaded", f"Model is overloaded: {busy} requests in progress (the limit)")
+            raise ServeError(
+                "overloaded", f"Model is overloaded: {busy} requests in progress (the limit)"
+            )
         self._in_progress[model.name] = busy + 1
         gauge = self.metrics.in_progress.labels(model.name)
         gauge.inc()
@@ -164,22 +186,34 @@ class ServerState:
         except IpfsAccelerateError as exc:
             if isinstance(exc, ValueError):  # InvalidArgumentError and kin: the request's values
                 raise ServeError("invalid_request", f"{exc}") from None
-            raise ServeError("inference_failed", f"{model.name}: {type(exc).__name__}: {exc}") from None
+            raise ServeError(
+                "inference_failed", f"{model.name}: {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             self._in_progress[model.name] -= 1
             gauge.dec()
-            self.metrics.inference_seconds.labels(model.name, task).observe(time.perf_counter() - started)
+            self.metrics.inference_seconds.labels(model.name, task).observe(
+                time.perf_counter() - started
+            )
 
 
 def _too_long_message(exc: TooLong, family: str) -> str:
     if family == "openai":
         return (
-            f"This model's maximum context length is {exc.limit} tokens, however you requested {exc.count} tokens "
-            f"({exc.count} in your prompt; 0 for the completion) in input {exc.index}. Please reduce your prompt."
+            f"This model's maximum context length is {exc.limit} tokens, however you requested "
+            f"{exc.count} tokens "
+            f"({exc.count} in your prompt; 0 for the completion) in input {exc.index}. Please "
+            "reduce your prompt."
         )
     if family == "tei":
-        return f"Input validation error: `inputs` must have less than {exc.limit} tokens. Given: {exc.count}"
-    return f"input {exc.index} has {exc.count} tokens; the model takes at most {exc.limit} (set truncate to cut it)"
+        return (
+            f"Input validation error: `inputs` must have less than {exc.limit} tokens. "
+            f"Given: {exc.count}"
+        )
+    return (
+        f"input {exc.index} has {exc.count} tokens; the model takes at most {exc.limit} "
+        "(set truncate to cut it)"
+    )
 
 
 def state_of(request: Request) -> ServerState:

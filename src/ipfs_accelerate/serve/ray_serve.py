@@ -37,7 +37,10 @@ class IpfsAccelerateReplica:
         replica = getattr(context.replica_id, "unique_id", None) or str(context.replica_id)
         self.config = config.replace(replica_id=replica)
         self.registry = ModelRegistry.load(
-            config.models, config.device, shape_buckets=config.shape_buckets, local_files_only=config.local_files_only
+            config.models,
+            config.device,
+            shape_buckets=config.shape_buckets,
+            local_files_only=config.local_files_only,
         )
         logger.info("replica %s loaded %s", replica, ", ".join(m.name for m in self.registry))
 
@@ -71,14 +74,21 @@ def build_app(
     config = config or ServerConfig()
     if config.api_key is not None:
         raise ConfigurationError(
-            "build_app: an API key in ServerConfig.api_key would be stored by Ray with the deployment; "
+            "build_app: an API key in ServerConfig.api_key would be stored by Ray with the "
+            "deployment; "
             "use ServerConfig(api_key_env=NAME) and set that variable on the cluster's nodes"
         )
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-        raise ConfigurationError(f"build_app: num_replicas must be a positive int, got {num_replicas!r}")
+        raise ConfigurationError(
+            f"build_app: num_replicas must be a positive int, got {num_replicas!r}"
+        )
     options = dict(ray_actor_options) if ray_actor_options is not None else {"num_cpus": num_cpus}
     deployment: Any = serve.deployment(
-        IpfsAccelerateReplica, name=name, num_replicas=num_replicas, ray_actor_options=options, **deployment_options
+        IpfsAccelerateReplica,
+        name=name,
+        num_replicas=num_replicas,
+        ray_actor_options=options,
+        **deployment_options,
     )
     return deployment.bind(config)
 
@@ -97,5 +107,7 @@ def app_builder(args: dict[str, Any]) -> Any:
     if args.get("api_key_env"):
         fields["api_key_env"] = str(args["api_key_env"])
     return build_app(
-        ServerConfig(**fields), num_replicas=int(args.get("replicas", 2)), num_cpus=float(args.get("num_cpus", 1.0))
+        ServerConfig(**fields),
+        num_replicas=int(args.get("replicas", 2)),
+        num_cpus=float(args.get("num_cpus", 1.0)),
     )
