@@ -342,7 +342,7 @@ def bench_minilm(rounds: int, backends: list[str]) -> None:
                     f"{fmt_ratio(torch_t, seconds):>9} {fmt_ratio(ort_t, seconds):>8}"
                 )
                 for peer, peer_s in (("sentence-transformers", torch_t), ("onnxruntime", ort_t)):
-                    if name != peer:
+                    if name != peer and np.isfinite(seconds) and seconds > 0:  # as fmt_ratio
                         RESULTS.ratio(
                             f"MiniLM batch {label}: {name} vs {peer} (speed)",
                             peer_s / seconds,
@@ -484,7 +484,7 @@ def _report(title: str, times: dict[str, float]) -> None:
     peer = times["transformers"]
     for name, seconds in times.items():
         print(f"  {name:<24} {seconds * 1e3:9.1f} ms {fmt_ratio(peer, seconds):>8}")
-        if name != "transformers":
+        if name != "transformers" and np.isfinite(seconds) and seconds > 0:  # as fmt_ratio
             label = f"{title.split(',')[0]}: {name} vs transformers (speed)"
             RESULTS.ratio(label, peer / seconds, seconds=seconds, peer_s=peer)
 
