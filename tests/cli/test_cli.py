@@ -320,7 +320,10 @@ with open(results, "w") as handle:
 def _benchmarks(root: Path) -> Path:
     root.mkdir()
     (root / "fast.py").write_text(_FAST)
-    (root / "broken.py").write_text('"""Fails."""\nraise SystemExit(3)\n')
+    # fails halfway through writing its results: bench reports the failure, not the file
+    (root / "broken.py").write_text(
+        '"""Fails."""\nimport sys\nopen(sys.argv[-1], "w").write("{")\nraise SystemExit(3)\n'
+    )
     (root / "_helper.py").write_text("")
     return root
 

@@ -90,11 +90,19 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 def _run_benchmark(path: Path, args: list[str], timeout: float, echo: bool) -> dict[str, Any]:
     """Run one benchmark, echoing what it prints, and read the ratios from the results file
-    it writes with ``--json FILE`` (none when it wrote none)."""
+    it writes with ``--json FILE`` (none when it wrote none, or failed while writing it)."""
+    from ipfs_accelerate.errors import InvalidArgumentError
+
     with tempfile.TemporaryDirectory(prefix="ipfs-accelerate-bench-") as scratch:
         results_file = Path(scratch) / f"{path.stem}.json"
         result = _run_process(path, [*args, "--json", str(results_file)], timeout, echo)
-        ratios = read_results(results_file) if results_file.exists() else []
+        ratios: list[dict[str, Any]] = []
+        if results_file.exists():
+            try:
+                ratios = read_results(results_file)
+            except InvalidArgumentError:
+                if result["returncode"] == 0:  # a failed run already says it failed
+                    raise
     return {"name": path.stem, "path": str(path), "args": args, **result, "ratios": ratios}
 
 
