@@ -30,29 +30,52 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _results import Results, add_json_option  # beside this script
+
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark"}]
 
-_COMPLETION = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": MODEL,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello benchmark, nice to meet you."},
-                 "logprobs": None, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
-}).encode()  # fmt: skip
+_COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello benchmark, nice to meet you."},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
+    }
+).encode()
 
 
-def _chunk(delta: dict[str, Any], reason: str | None = None, usage: dict[str, int] | None = None) -> bytes:
-    body: dict[str, Any] = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": MODEL,
-                            "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": reason}]}
+def _chunk(
+    delta: dict[str, Any], reason: str | None = None, usage: dict[str, int] | None = None
+) -> bytes:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": reason}],
+    }
     if usage:
         body["usage"] = usage
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
 _FIRST = _chunk({"role": "assistant", "content": "Hello"})
-_REST = b"".join(_chunk({"content": f" word{i}"}) for i in range(8)) + _chunk({}, "stop") + _chunk(
-    {}, usage={"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}
-) + b"data: [DONE]\n\n"
+_REST = (
+    b"".join(_chunk({"content": f" word{i}"}) for i in range(8))
+    + _chunk({}, "stop")
+    + _chunk({}, usage={"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14})
+    + b"data: [DONE]\n\n"
+)
 
 
 def serve(port_queue: Any) -> None:
@@ -69,10 +92,17 @@ def serve(port_queue: Any) -> None:
             await response.write(_REST)
             await response.write_eof()
             return response
-        return web.Response(body=_COMPLETION, content_type="application/json", headers={"x-request-id": "req_bench"})
+        return web.Response(
+            body=_COMPLETION, content_type="application/json", headers={"x-request-id": "req_bench"}
+        )
 
     async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}],
+            }
+        )
 
     async def main() -> None:
         app = web.Application()
@@ -125,7 +155,14 @@ class RawAiohttp(Client):
             return str(data["choices"][0]["message"]["content"])
 
     async def ttfc(self) -> float:
-        body = json.dumps({"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}).encode()
+        body = json.dumps(
+            {
+                "model": MODEL,
+                "messages": MESSAGES,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        ).encode()
         start = time.perf_counter()
         first = None
         async with self.session.post(self.url, data=body, headers=self.headers) as resp:
@@ -138,7 +175,11 @@ class RawAiohttp(Client):
                     if payload == b"[DONE]":
                         continue
                     obj = json.loads(payload)
-                    if first is None and obj["choices"] and obj["choices"][0]["delta"].get("content"):
+                    if (
+                        first is None
+                        and obj["choices"]
+                        and obj["choices"][0]["delta"].get("content")
+                    ):
                         first = time.perf_counter() - start
         assert first is not None
         return first
@@ -159,7 +200,9 @@ class RawAiohttpIdiomatic(RawAiohttp):
     name = "raw aiohttp"
 
     async def chat(self) -> str:
-        async with self.session.post(self.url, json={"model": MODEL, "messages": MESSAGES}, headers=self.auth) as resp:
+        async with self.session.post(
+            self.url, json={"model": MODEL, "messages": MESSAGES}, headers=self.auth
+        ) as resp:
             data = await resp.json()
             return str(data["choices"][0]["message"]["content"])
 
@@ -175,22 +218,35 @@ class RawHttpx(Client):
         import httpx
 
         self.url = base + "/v1/chat/completions"
-        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100), timeout=60)
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100), timeout=60
+        )
         self.headers = {"Authorization": "Bearer sk-bench"}
 
     async def chat(self) -> str:
-        resp = await self.client.post(self.url, json={"model": MODEL, "messages": MESSAGES}, headers=self.headers)
+        resp = await self.client.post(
+            self.url, json={"model": MODEL, "messages": MESSAGES}, headers=self.headers
+        )
         return str(resp.json()["choices"][0]["message"]["content"])
 
     async def ttfc(self) -> float:
         start = time.perf_counter()
         first = None
-        body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+        body = {
+            "model": MODEL,
+            "messages": MESSAGES,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         async with self.client.stream("POST", self.url, json=body, headers=self.headers) as resp:
             async for line in resp.aiter_lines():
                 if line.startswith("data: ") and line != "data: [DONE]":
                     obj = json.loads(line[6:])
-                    if first is None and obj["choices"] and obj["choices"][0]["delta"].get("content"):
+                    if (
+                        first is None
+                        and obj["choices"]
+                        and obj["choices"][0]["delta"].get("content")
+                    ):
                         first = time.perf_counter() - start
         assert first is not None
         return first
@@ -214,7 +270,9 @@ class OpenAISDK(Client):
     async def ttfc(self) -> float:
         start = time.perf_counter()
         first = None
-        stream = await self.client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True})  # type: ignore[arg-type]
+        stream = await self.client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )  # type: ignore[arg-type]
         async for chunk in stream:
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter() - start
@@ -235,13 +293,21 @@ class LiteLLM(Client):
         self.base = base + "/v1"
 
     async def chat(self) -> str:
-        resp = await self.litellm.acompletion(model=f"openai/{MODEL}", messages=MESSAGES, api_base=self.base, api_key="sk-bench")
+        resp = await self.litellm.acompletion(
+            model=f"openai/{MODEL}", messages=MESSAGES, api_base=self.base, api_key="sk-bench"
+        )
         return str(resp.choices[0].message.content)
 
     async def ttfc(self) -> float:
         start = time.perf_counter()
         first = None
-        stream = await self.litellm.acompletion(model=f"openai/{MODEL}", messages=MESSAGES, api_base=self.base, api_key="sk-bench", stream=True)
+        stream = await self.litellm.acompletion(
+            model=f"openai/{MODEL}",
+            messages=MESSAGES,
+            api_base=self.base,
+            api_key="sk-bench",
+            stream=True,
+        )
         async for chunk in stream:
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter() - start
@@ -255,7 +321,9 @@ class ThisClient(Client):
     async def setup(self, base: str) -> None:
         from ipfs_accelerate.api_backends import create_api_backend
 
-        self.backend = create_api_backend("openai", metadata={"api_key": "sk-bench", "base_url": base + "/v1"})
+        self.backend = create_api_backend(
+            "openai", metadata={"api_key": "sk-bench", "base_url": base + "/v1"}
+        )
 
     async def chat(self) -> str:
         return (await self.backend.chat(MODEL, MESSAGES)).text
@@ -292,7 +360,9 @@ async def throughput(call: Callable[[], Awaitable[str]], total: int, concurrency
     return total / (time.perf_counter() - start)
 
 
-async def run_all(clients: list[Client], base: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+async def run_all(
+    clients: list[Client], base: str, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
     """Many short rounds interleave the clients (a, b, c, then b, c, a...) so that a load
     change on the machine hits every client alike; throughput is the median over rounds, and the
     client's CPU time per request (process time, unaffected by waiting) is reported too."""
@@ -313,10 +383,14 @@ async def run_all(clients: list[Client], base: str, args: argparse.Namespace) ->
             order = clients[shift:] + clients[:shift]
             for client in order:
                 started = time.process_time()
-                rates[client.name].append(await throughput(client.chat, per_round, args.concurrency))
+                rates[client.name].append(
+                    await throughput(client.chat, per_round, args.concurrency)
+                )
                 cpu[client.name] += time.process_time() - started
             for client in order:
-                ttfcs[client.name] += [await client.ttfc() for _ in range(max(1, args.streams // args.rounds))]
+                ttfcs[client.name] += [
+                    await client.ttfc() for _ in range(max(1, args.streams // args.rounds))
+                ]
     finally:
         for client in clients:
             await client.close()
@@ -334,18 +408,36 @@ async def run_all(clients: list[Client], base: str, args: argparse.Namespace) ->
 
 def import_time(module: str, repeats: int = 5) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")}
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout) for _ in range(repeats)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"
+        ),
+    }
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+            ).stdout
+        )
+        for _ in range(repeats)
+    ]
     return statistics.median(runs)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=7500, help="total per client, split over the rounds")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--requests", type=int, default=7500, help="total per client, split over the rounds"
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=15)
+    add_json_option(parser)
     args = parser.parse_args()
+    recorded = Results("api_client")
 
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
@@ -371,19 +463,41 @@ def main() -> None:
         server.join(5)
 
     base = results["raw aiohttp"]
-    print(f"\nthroughput: {args.requests} chat completions per client in {args.rounds} interleaved rounds at concurrency "
-          f"{args.concurrency} (median round); streaming: {args.streams} sequential streams; python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'client':<48} {'req/s':>7} {'vs aiohttp':>10} {'CPU us/req':>10} {'vs aiohttp':>10} "
-          f"{'TTFC p50 ms':>11} {'p95 ms':>7} {'TTFC overhead ms':>16}")
+    print(
+        f"\nthroughput: {args.requests} chat completions per client in {args.rounds} interleaved "
+        "rounds at concurrency "
+        f"{args.concurrency} (median round); streaming: {args.streams} sequential streams; python "
+        f"{sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'client':<48} {'req/s':>7} {'vs aiohttp':>10} {'CPU us/req':>10} {'vs aiohttp':>10} "
+        f"{'TTFC p50 ms':>11} {'p95 ms':>7} {'TTFC overhead ms':>16}"
+    )
     for name, r in results.items():
-        print(f"{name:<48} {r['rps']:>7.0f} {r['rps'] / base['rps']:>9.2f}x {r['cpu_us']:>10.0f} "
-              f"{base['cpu_us'] / r['cpu_us']:>9.2f}x {r['ttfc_p50'] * 1e3:>11.3f} {r['ttfc_p95'] * 1e3:>7.3f} "
-              f"{(r['ttfc_p50'] - base['ttfc_p50']) * 1e3:>+16.3f}")
-    print("(CPU us/req: the client process's CPU time per request; its ratio is the throughput ratio a client-bound "
-          "run converges to, whatever else loads the machine)")
-    print(f"\nimport ipfs_accelerate.api_backends: {import_time('ipfs_accelerate.api_backends') * 1e3:.1f} ms "
-          f"(import ipfs_accelerate alone: {import_time('ipfs_accelerate') * 1e3:.1f} ms; import aiohttp: {import_time('aiohttp') * 1e3:.1f} ms)")
+        print(
+            f"{name:<48} {r['rps']:>7.0f} {r['rps'] / base['rps']:>9.2f}x {r['cpu_us']:>10.0f} "
+            f"{base['cpu_us'] / r['cpu_us']:>9.2f}x {r['ttfc_p50'] * 1e3:>11.3f} "
+            f"{r['ttfc_p95'] * 1e3:>7.3f} "
+            f"{(r['ttfc_p50'] - base['ttfc_p50']) * 1e3:>+16.3f}"
+        )
+        if name != "raw aiohttp":
+            recorded.ratio(f"{name}: req/s vs raw aiohttp", r["rps"] / base["rps"], **r)
+            recorded.ratio(
+                f"{name}: CPU per request, raw aiohttp / it", base["cpu_us"] / r["cpu_us"], **r
+            )
+    print(
+        "(CPU us/req: the client process's CPU time per request; its ratio is the throughput "
+        "ratio a client-bound "
+        "run converges to, whatever else loads the machine)"
+    )
+    print(
+        "\nimport ipfs_accelerate.api_backends: "
+        f"{import_time('ipfs_accelerate.api_backends') * 1e3:.1f} ms "
+        f"(import ipfs_accelerate alone: {import_time('ipfs_accelerate') * 1e3:.1f} ms; import "
+        f"aiohttp: {import_time('aiohttp') * 1e3:.1f} ms)"
+    )
+    recorded.write(args.json)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 from ipfs_accelerate.sharing import TensorSharingManager, content_id
 
@@ -32,15 +33,24 @@ def median_time(fn: Callable[[], object], repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--repeat", type=int, default=5)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("sharing_register")
 
-    print(f"{'size':>8} {'sha256':>10} {'np.copy':>10} {'content_id':>11} {'register':>10} {'dedup hit':>10}"
-          f" {'reg/sha':>8} {'hit/sha':>8}")
+    print(
+        f"{'size':>8} {'sha256':>10} {'np.copy':>10} {'content_id':>11} {'register':>10} "
+        f"{'dedup hit':>10}"
+        f" {'reg/sha':>8} {'hit/sha':>8}"
+    )
     for size_mb in args.sizes_mb:
-        weights = np.random.default_rng(0).standard_normal(size_mb * 1024 * 1024 // 4, dtype=np.float32)
+        weights = np.random.default_rng(0).standard_normal(
+            size_mb * 1024 * 1024 // 4, dtype=np.float32
+        )
         twin = weights.copy()  # a second pipeline's load of the same checkpoint
 
         sha = median_time(lambda: hashlib.sha256(weights.data).digest(), args.repeat)  # noqa: B023
@@ -61,9 +71,14 @@ def main() -> None:
         new = median_time(register_new, args.repeat)
         hit = median_time(register_twin, args.repeat)
         print(
-            f"{size_mb:>6}MB {sha * 1e3:>8.2f}ms {copy * 1e3:>8.2f}ms {cid * 1e3:>9.2f}ms {new * 1e3:>8.2f}ms "
+            f"{size_mb:>6}MB {sha * 1e3:>8.2f}ms {copy * 1e3:>8.2f}ms {cid * 1e3:>9.2f}ms "
+            f"{new * 1e3:>8.2f}ms "
             f"{hit * 1e3:>8.2f}ms {new / sha:>7.2f}x {hit / sha:>7.2f}x"
         )
+        times = {"sha256_s": sha, "copy_s": copy, "content_id_s": cid}
+        results.ratio(f"register {size_mb} MB: register/sha256", new / sha, register_s=new, **times)
+        results.ratio(f"dedup hit {size_mb} MB: hit/sha256", hit / sha, hit_s=hit, **times)
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _results import Results, add_json_option  # beside this script
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
@@ -64,13 +66,34 @@ class Server:
 
 
 def start_servers(count: int, rate: float, seed: int) -> list[Server]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        "PYTHONUNBUFFERED": "1",
+    }
     servers = []
     for i in range(count):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.serve", "vllm", "--port", "0", "--chaos", str(rate), "--seed", str(seed + i), "--stall", "3"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.serve",
+                "vllm",
+                "--port",
+                "0",
+                "--chaos",
+                str(rate),
+                "--seed",
+                str(seed + i),
+                "--stall",
+                "3",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("LISTENING"):
@@ -135,19 +158,24 @@ async def drive(
         kind = (i * 7919 + seed) % 10
         text = f"soak {i} words here"
         if kind < 7:
+
             async def chat() -> bool:
                 reply = await client.chat(MODEL, text, deadline=deadline)
                 return bool(reply.text == f"Echo: {text}")
+
             return chat
         if kind < 9:
+
             async def stream() -> bool:
                 chunks = [c async for c in client.stream_chat(MODEL, text, deadline=deadline)]
                 return "".join(c.text for c in chunks) == f"Echo: {text}" and chunks[-1].done
+
             return stream
 
         async def embed() -> bool:
             vectors = await client.embed(EMBEDDER, [text, "second"], deadline=deadline)
             return len(vectors.embeddings) == 2
+
         return embed
 
     async def worker() -> None:
@@ -182,25 +210,54 @@ async def drive(
 
 def resilience(retries: int) -> dict[str, Any]:
     return {
-        "max_retries": retries, "initial_backoff": 0.05, "max_backoff": 1.0, "timeout": 0.5, "connect_timeout": 1.0,
-        "max_concurrency": 64, "max_queue": 4096,
-        "breaker": {"failure_threshold": 8, "failure_rate_threshold": 0.6, "window_size": 50, "min_calls": 20, "cooldown": 1.0},
-    }  # fmt: skip
+        "max_retries": retries,
+        "initial_backoff": 0.05,
+        "max_backoff": 1.0,
+        "timeout": 0.5,
+        "connect_timeout": 1.0,
+        "max_concurrency": 64,
+        "max_queue": 4096,
+        "breaker": {
+            "failure_threshold": 8,
+            "failure_rate_threshold": 0.6,
+            "window_size": 50,
+            "min_calls": 20,
+            "cooldown": 1.0,
+        },
+    }
 
 
 async def run_router(urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from ipfs_accelerate.api_backends import Router, create_api_backend
 
-    backends = [create_api_backend("vllm", metadata={"base_url": u, "resilience": resilience(0)}) for u in urls]
-    router = Router(backends, strategy="least_in_flight", max_attempts=4, cooldown=0.5,
-                    max_cooldown=5.0, backoff=0.05, max_backoff=0.5, name="soak")  # fmt: skip
+    backends = [
+        create_api_backend("vllm", metadata={"base_url": u, "resilience": resilience(0)})
+        for u in urls
+    ]
+    router = Router(
+        backends,
+        strategy="least_in_flight",
+        max_attempts=4,
+        cooldown=0.5,
+        max_cooldown=5.0,
+        backoff=0.05,
+        max_backoff=0.5,
+        name="soak",
+    )
     try:
-        outcome, wall = await drive(router, args.requests, args.concurrency, args.deadline, args.seed)
+        outcome, wall = await drive(
+            router, args.requests, args.concurrency, args.deadline, args.seed
+        )
         stats = router.get_stats()
     finally:
         for backend in backends:
             await backend.aclose()
-    return {"outcome": outcome, "wall": wall, "stats": stats, "breakers": [b.endpoint.breaker.times_opened for b in backends]}
+    return {
+        "outcome": outcome,
+        "wall": wall,
+        "stats": stats,
+        "breakers": [b.endpoint.breaker.times_opened for b in backends],
+    }
 
 
 async def run_peer(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -208,11 +265,18 @@ async def run_peer(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
     backend = create_api_backend("vllm", metadata={"base_url": url, "resilience": resilience(3)})
     try:
-        outcome, wall = await drive(backend, args.requests, args.concurrency, args.deadline, args.seed)
+        outcome, wall = await drive(
+            backend, args.requests, args.concurrency, args.deadline, args.seed
+        )
         stats = backend.get_stats()
     finally:
         await backend.aclose()
-    return {"outcome": outcome, "wall": wall, "stats": stats, "breakers": [backend.endpoint.breaker.times_opened]}
+    return {
+        "outcome": outcome,
+        "wall": wall,
+        "stats": stats,
+        "breakers": [backend.endpoint.breaker.times_opened],
+    }
 
 
 async def leftover_tasks() -> list[str]:
@@ -221,7 +285,9 @@ async def leftover_tasks() -> list[str]:
     return [repr(t) for t in asyncio.all_tasks() if t is not current and not t.done()]
 
 
-def phase(name: str, runner: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def phase(
+    name: str, runner: Callable[[], Awaitable[dict[str, Any]]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     async def body() -> tuple[dict[str, Any], list[str]]:
         result = await runner()
         return result, await leftover_tasks()
@@ -229,13 +295,23 @@ def phase(name: str, runner: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[d
     fds_before, sockets_before = fd_counts()
     result, tasks = asyncio.run(body())
     fds_after, sockets_after = fd_counts()
-    checks = {"fds": (fds_before, fds_after), "sockets": (sockets_before, sockets_after), "tasks": tasks}
+    checks = {
+        "fds": (fds_before, fds_after),
+        "sockets": (sockets_before, sockets_after),
+        "tasks": tasks,
+    }
     return result, checks
 
 
 def report(name: str, result: dict[str, Any], checks: dict[str, Any], requests: int) -> int:
     o: Outcome = result["outcome"]
-    ended = o.results + sum(o.typed_errors.values()) + sum(o.untyped_errors.values()) + o.wrong_results + o.hung
+    ended = (
+        o.results
+        + sum(o.typed_errors.values())
+        + sum(o.untyped_errors.values())
+        + o.wrong_results
+        + o.hung
+    )
     lat = sorted(o.latencies)
 
     def pct(q: float) -> str:
@@ -244,7 +320,10 @@ def report(name: str, result: dict[str, Any], checks: dict[str, Any], requests: 
     print(f"\n== {name}")
     print(f"requests                 {requests} (ended: {ended})")
     print(f"results (content checked) {o.results}  ({o.results / requests:.2%})")
-    print(f"typed errors             {sum(o.typed_errors.values())}  {dict(o.typed_errors.most_common())}")
+    print(
+        f"typed errors             {sum(o.typed_errors.values())}  "
+        f"{dict(o.typed_errors.most_common())}"
+    )
     if o.why:
         print(f"  why they ended         {dict(o.why.most_common(6))}")
     print(f"untyped errors           {sum(o.untyped_errors.values())}  {dict(o.untyped_errors)}")
@@ -253,17 +332,34 @@ def report(name: str, result: dict[str, Any], checks: dict[str, Any], requests: 
     print(f"hung (>{HUNG_AFTER:g} s past)       {o.hung}")
     print(f"tasks left running       {len(checks['tasks'])}")
     fds, sockets = checks["fds"], checks["sockets"]
-    print(f"file descriptors         {fds[0]} before, {fds[1]} after ({fds[1] - fds[0]:+d}); sockets {sockets[0]} -> {sockets[1]} ({sockets[1] - sockets[0]:+d})")
-    print(f"throughput               {requests / result['wall']:.0f} requests/s over {result['wall']:.2f} s")
+    print(
+        f"file descriptors         {fds[0]} before, {fds[1]} after ({fds[1] - fds[0]:+d}); "
+        f"sockets {sockets[0]} -> {sockets[1]} ({sockets[1] - sockets[0]:+d})"
+    )
+    print(
+        f"throughput               {requests / result['wall']:.0f} requests/s over "
+        f"{result['wall']:.2f} s"
+    )
     print(f"latency of results       p50 {pct(0.50)}  p95 {pct(0.95)}  p99 {pct(0.99)}")
     stats = result["stats"]
-    print(f"retries/failovers        {stats.get('retries', 0)}   circuit openings {result['breakers']}")
+    print(
+        f"retries/failovers        {stats.get('retries', 0)}   circuit openings "
+        f"{result['breakers']}"
+    )
     if "waits" in stats:
-        print(f"router waits             {stats['waits']} totalling {stats['waited_s']} s; panic picks {stats['panic_picks']}")
+        print(
+            f"router waits             {stats['waits']} totalling {stats['waited_s']} s; panic "
+            f"picks {stats['panic_picks']}"
+        )
     if "targets" in stats:
         for t in stats["targets"]:
-            print(f"  target {t['endpoint']:<24} picks {t['picks']:>5}  ok {t['successes']:>5}  cooldowns {t['cooldowns']:>3}  failures {t['failures']}")
-    violations = o.violations + len(checks["tasks"]) + abs(fds[1] - fds[0]) + abs(sockets[1] - sockets[0])
+            print(
+                f"  target {t['endpoint']:<24} picks {t['picks']:>5}  ok {t['successes']:>5}  "
+                f"cooldowns {t['cooldowns']:>3}  failures {t['failures']}"
+            )
+    violations = (
+        o.violations + len(checks["tasks"]) + abs(fds[1] - fds[0]) + abs(sockets[1] - sockets[0])
+    )
     if ended != requests:
         violations += 1
     print(f"violations               {violations}")
@@ -278,6 +374,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-peer", action="store_true")
+    add_json_option(parser)
     args = parser.parse_args()
 
     servers = start_servers(3, args.fault_rate, args.seed)
@@ -287,16 +384,39 @@ def main() -> int:
         peer = phase("peer", lambda: run_peer(urls[0], args)) if not args.no_peer else None
     finally:
         stop_servers(servers)
-    print(f"soak: {args.requests} requests, concurrency {args.concurrency}, {args.fault_rate:.0%} injected faults "
-          f"(500 / 429 Retry-After 1 / reset / 3 s stall), deadline {args.deadline:g} s, attempt timeout 0.5 s")  # fmt: skip
+    print(
+        f"soak: {args.requests} requests, concurrency {args.concurrency}, {args.fault_rate:.0%} "
+        "injected faults "
+        f"(500 / 429 Retry-After 1 / reset / 3 s stall), deadline {args.deadline:g} s, attempt "
+        "timeout 0.5 s"
+    )
     for i, server in enumerate(servers):
-        print(f"server {i}: served {server.chaos.get('served')} requests, injected {server.chaos.get('injected')}")
-    violations = report("Router over 3 endpoints (least-in-flight, 4 attempts)", result, checks, args.requests)
+        print(
+            f"server {i}: served {server.chaos.get('served')} requests, injected "
+            f"{server.chaos.get('injected')}"
+        )
+    recorded = Results("soak")
+    violations = report(
+        "Router over 3 endpoints (least-in-flight, 4 attempts)", result, checks, args.requests
+    )
     if peer is not None:
-        violations += report("peer: one plain vllm backend, 1 endpoint, its own 3 retries", peer[0], peer[1], args.requests)
+        violations += report(
+            "peer: one plain vllm backend, 1 endpoint, its own 3 retries",
+            peer[0],
+            peer[1],
+            args.requests,
+        )
         ratio = (args.requests / result["wall"]) / (args.requests / peer[0]["wall"])
         success = result["outcome"].results / max(1, peer[0]["outcome"].results)
         print(f"\nrouter / peer: throughput x{ratio:.2f}, results x{success:.2f}")
+        walls = {
+            "router_wall_s": result["wall"],
+            "peer_wall_s": peer[0]["wall"],
+            "violations": violations,
+        }
+        recorded.ratio("router / peer: throughput", ratio, **walls)
+        recorded.ratio("router / peer: results", success, **walls)
+    recorded.write(args.json)
     return 1 if violations else 0
 
 

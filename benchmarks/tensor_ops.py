@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 import ipfs_accelerate as ia
 from ipfs_accelerate import ops
@@ -44,17 +45,23 @@ def np_layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=7)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("tensor_ops")
     device, repeat = args.device, args.repeat
     sync = (lambda t: t.numpy()) if device != "cpu" else (lambda t: t)
 
     rng = np.random.default_rng(0)
     rows: list[tuple[str, float, float]] = []
 
-    def compare(name: str, ours: Callable[[], object], theirs: Callable[[], object], inner: int = 10) -> None:
+    def compare(
+        name: str, ours: Callable[[], object], theirs: Callable[[], object], inner: int = 10
+    ) -> None:
         rows.append((name, best_time(ours, repeat, inner), best_time(theirs, repeat, inner)))
 
     n = 1 << 20
@@ -74,14 +81,26 @@ def main() -> None:
         x_np = rng.standard_normal((size, size), dtype=np.float32)
         y_np = rng.standard_normal((size, size), dtype=np.float32)
         x, y = ia.tensor(x_np, device=device), ia.tensor(y_np, device=device)
-        compare(f"matmul {size}", lambda x=x, y=y: sync(x @ y), lambda x_np=x_np, y_np=y_np: x_np @ y_np, inner=3 if size > 512 else 10)
+        compare(
+            f"matmul {size}",
+            lambda x=x, y=y: sync(x @ y),
+            lambda x_np=x_np, y_np=y_np: x_np @ y_np,
+            inner=3 if size > 512 else 10,
+        )
 
     s_np = rng.standard_normal((256, 1024), dtype=np.float32) * 4
     s = ia.tensor(s_np, device=device)
     compare("softmax 256x1024", lambda: sync(ops.softmax(s, -1)), lambda: np_softmax(s_np))
-    w_np, bias_np = rng.standard_normal(1024, dtype=np.float32), rng.standard_normal(1024, dtype=np.float32)
+    w_np, bias_np = (
+        rng.standard_normal(1024, dtype=np.float32),
+        rng.standard_normal(1024, dtype=np.float32),
+    )
     w, bias = ia.tensor(w_np, device=device), ia.tensor(bias_np, device=device)
-    compare("layer_norm 256x1024", lambda: sync(ops.layer_norm(s, 1024, w, bias)), lambda: np_layer_norm(s_np, w_np, bias_np))
+    compare(
+        "layer_norm 256x1024",
+        lambda: sync(ops.layer_norm(s, 1024, w, bias)),
+        lambda: np_layer_norm(s_np, w_np, bias_np),
+    )
 
     small_np = rng.standard_normal(8, dtype=np.float32)
     small = ia.tensor(small_np, device=device)
@@ -89,14 +108,25 @@ def main() -> None:
     ours_small = best_time(lambda: small + small, repeat, inner)
     numpy_small = best_time(lambda: small_np + small_np, repeat, inner)
 
-    print(f"ipfs_accelerate {ia.__version__} on {device!r} vs numpy {np.__version__} (median of {repeat} runs)")
+    print(
+        f"ipfs_accelerate {ia.__version__} on {device!r} vs numpy {np.__version__} (median of "
+        f"{repeat} runs)"
+    )
     print(f"{'case':24s} {'ours':>11s} {'numpy':>11s} {'ours/numpy':>11s}")
     for name, ours, theirs in rows:
         print(f"{name:24s} {ours * 1e3:9.3f}ms {theirs * 1e3:9.3f}ms {ours / theirs:10.2f}x")
+        results.ratio(f"{name}: ours/numpy", ours / theirs, ours_s=ours, numpy_s=theirs)
     print(
         f"{'small op (8 elems)':24s} {ours_small * 1e6:9.2f}us {numpy_small * 1e6:9.2f}us "
         f"{ours_small / numpy_small:10.2f}x   overhead {(ours_small - numpy_small) * 1e6:.2f} us/op"
     )
+    results.ratio(
+        "small op (8 elems): ours/numpy",
+        ours_small / numpy_small,
+        ours_s=ours_small,
+        numpy_s=numpy_small,
+    )
+    results.write(args.json)
 
 
 if __name__ == "__main__":

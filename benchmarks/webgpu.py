@@ -47,21 +47,34 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 def main() -> None:
     from _encoder import encoder_numpy, encoder_ops, encoder_weights  # beside this script
+    from _results import Results, add_json_option
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--small-ops", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--peak-gflops", type=float, default=None, help="the GPU's fp32 peak, for the % column")
+    parser.add_argument(
+        "--peak-gflops", type=float, default=None, help="the GPU's fp32 peak, for the % column"
+    )
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("webgpu")
 
     backend: Any = hal.get_backend("webgpu", fallback=False)
     info = backend.info()
-    print(f"webgpu adapter: {info.device_name} ({info.vendor}, {info.adapter_type}, {info.api}); numpy {np.__version__}")
+    print(
+        f"webgpu adapter: {info.device_name} ({info.vendor}, {info.adapter_type}, {info.api}); "
+        f"numpy {np.__version__}"
+    )
     rng = np.random.default_rng(0)
 
     # --- matmul
-    print(f"\n{'matmul f32':14s} {'webgpu GF/s':>12s} {'numpy GF/s':>11s} {'webgpu/numpy':>13s} {'% fp32 peak':>12s}")
+    print(
+        f"\n{'matmul f32':14s} {'webgpu GF/s':>12s} {'numpy GF/s':>11s} {'webgpu/numpy':>13s} "
+        f"{'% fp32 peak':>12s}"
+    )
     for n in args.sizes:
         a_np = rng.standard_normal((n, n), dtype=np.float32)
         b_np = rng.standard_normal((n, n), dtype=np.float32)
@@ -82,8 +95,16 @@ def main() -> None:
         if args.peak_gflops and info.adapter_type in ("discrete", "integrated"):
             peak = f"{100 * ours_gf / args.peak_gflops:11.1f}%"
         else:
-            peak = "n/a (software adapter)" if info.adapter_type == "cpu" else "n/a (no --peak-gflops)"
-        print(f"{'  ' + str(n):14s} {ours_gf:12.2f} {theirs_gf:11.2f} {ours_gf / theirs_gf:12.3f}x {peak:>12s}")
+            peak = (
+                "n/a (software adapter)" if info.adapter_type == "cpu" else "n/a (no --peak-gflops)"
+            )
+        print(
+            f"{'  ' + str(n):14s} {ours_gf:12.2f} {theirs_gf:11.2f} {ours_gf / theirs_gf:12.3f}x "
+            f"{peak:>12s}"
+        )
+        results.ratio(
+            f"matmul {n}: webgpu/numpy GF/s", ours_gf / theirs_gf, webgpu_s=ours, numpy_s=theirs
+        )
     print(f"  kernel: {backend.info().details.get('matmul_kernel')}")
 
     # --- queued small ops
@@ -105,7 +126,13 @@ def main() -> None:
     ours = timed(chain_ours, args.repeat) / count
     theirs = timed(chain_numpy, args.repeat) / count
     print(f"\nqueued small ops ({count} element-wise ops on 8 elements, one readback)")
-    print(f"  webgpu {ours * 1e6:8.2f} us/op   numpy {theirs * 1e6:6.2f} us/op   webgpu/numpy {ours / theirs:7.1f}x")
+    print(
+        f"  webgpu {ours * 1e6:8.2f} us/op   numpy {theirs * 1e6:6.2f} us/op   webgpu/numpy "
+        f"{ours / theirs:7.1f}x"
+    )
+    results.ratio(
+        f"queued small ops ({count}): webgpu/numpy", ours / theirs, webgpu_s=ours, numpy_s=theirs
+    )
 
     # --- transformer block
     batch, seq, hidden, heads, ffn = 8, 128, 384, 6, 1536
@@ -125,14 +152,22 @@ def main() -> None:
     after = backend.stats()
     theirs = timed(lambda: encoder_numpy(hidden_np, mask_np, layers_np, heads), args.repeat)
     runs = args.repeat + 1  # timed() warms up once
-    print(f"\ntransformer block forward (batch {batch}, seq {seq}, hidden {hidden}, {heads} heads, ffn {ffn})")
-    print(f"  webgpu {ours * 1e3:9.1f} ms   numpy {theirs * 1e3:8.1f} ms   webgpu/numpy {ours / theirs:6.2f}x   max |diff| {error:.1e}")
+    print(
+        f"\ntransformer block forward (batch {batch}, seq {seq}, hidden {hidden}, {heads} heads, "
+        f"ffn {ffn})"
+    )
+    print(
+        f"  webgpu {ours * 1e3:9.1f} ms   numpy {theirs * 1e3:8.1f} ms   webgpu/numpy "
+        f"{ours / theirs:6.2f}x   max |diff| {error:.1e}"
+    )
     print(
         f"  per forward: {(after['submits'] - before['submits']) / runs:.0f} submit, "
         f"{(after['readbacks'] - before['readbacks']) / runs:.0f} readback, "
         f"{(after['dispatches'] - before['dispatches']) / runs:.0f} dispatches, "
         f"{(after['pipeline_compiles'] - before['pipeline_compiles'])} new pipelines"
     )
+    results.ratio("transformer block: webgpu/numpy", ours / theirs, webgpu_s=ours, numpy_s=theirs)
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 from ipfs_accelerate import webnn
+
+#: what this run measured, written by --json
+RESULTS = Results("webnn")
 
 
 def make_weights(hidden: int, seed: int = 0) -> list[np.ndarray[Any, Any]]:
@@ -128,12 +132,20 @@ def report(
     peer: tuple[float, float],
     unit: float,
     suffix: str,
+    section: str,
 ) -> None:
     print(
         f"  {label:<28} {mine[0] * unit:8.2f} {suffix} (min {mine[1] * unit:8.2f})   "
         f"{peer_label:<22} {peer[0] * unit:8.2f} {suffix} (min {peer[1] * unit:8.2f})   "
         f"ratio {mine[0] / peer[0]:5.3f}x (min {mine[1] / peer[1]:5.3f}x)"
     )
+    for which, index in (("median", 0), ("min", 1)):
+        RESULTS.ratio(
+            f"{section}: {label} / {peer_label} ({which})",
+            mine[index] / peer[index],
+            ours_s=mine[index],
+            peer_s=peer[index],
+        )
 
 
 def main() -> None:
@@ -148,11 +160,13 @@ def main() -> None:
         "--layers", type=int, default=1, help="encoder layers of the Tensor API section"
     )
     parser.add_argument("--only", choices=("webnn-api", "tensor-api"), default=None)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.only != "tensor-api":
         webnn_api(args)
     if args.only != "webnn-api":
         tensor_api(args)
+    RESULTS.write(args.json)
 
 
 def webnn_api(args: argparse.Namespace) -> None:
@@ -180,6 +194,12 @@ def webnn_api(args: argparse.Namespace) -> None:
     print(f"  MLGraphBuilder + build()          {build * 1e3:9.2f} ms")
     print(f"  InferenceSession(model bytes)     {direct_session * 1e3:9.2f} ms")
     print(f"  ratio                             {build / direct_session:9.2f}x")
+    RESULTS.ratio(
+        "build + compile / InferenceSession",
+        build / direct_session,
+        ours_s=build,
+        peer_s=direct_session,
+    )
 
     # ---------------------------------------------------------------- dispatch
     session = ort.InferenceSession(model, providers=providers)
@@ -224,7 +244,7 @@ def webnn_api(args: argparse.Namespace) -> None:
         ("dispatch (resident tensors)", "dispatch", "run_with_iobinding", "iobinding"),
     ]
     for label, mine, peer_label, peer in rows:
-        report(label, medians[mine], peer_label, medians[peer], 1e3, "ms")
+        report(label, medians[mine], peer_label, medians[peer], 1e3, "ms", "dispatch")
 
     # ---------------------------------------------------------------- small graphs
     small_builds = timed(lambda: _small_graph(context), 50)
@@ -252,7 +272,7 @@ def webnn_api(args: argparse.Namespace) -> None:
         ("context.compute", "compute", "session.run", "run"),
         ("context.dispatch", "dispatch", "run_with_iobinding", "iobinding"),
     ):
-        report(label, tiny[mine], peer_label, tiny[peer], 1e6, "us")
+        report(label, tiny[mine], peer_label, tiny[peer], 1e6, "us", "small graph")
 
 
 # ---------------------------------------------------------------------------- the HAL backend
@@ -350,6 +370,13 @@ def tensor_api(args: argparse.Namespace) -> None:
                 f"   {name}/webnn {median / webnn_time[0]:5.2f}x "
                 f"(min {least / webnn_time[1]:5.2f}x)"
             )
+            for which, theirs, ours in (
+                ("median", median, webnn_time[0]),
+                ("min", least, webnn_time[1]),
+            ):
+                RESULTS.ratio(
+                    f"encoder {name}/webnn ({which})", theirs / ours, webnn_s=ours, peer_s=theirs
+                )
         print(line)
 
 

@@ -14,6 +14,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+# session fixtures of the serve and CLI tests, registered here once so both folders share them
+pytest_plugins = ["tests.serve.fixtures"]
+
 settings.register_profile(
     "ci",
     max_examples=20,

@@ -43,7 +43,12 @@ def ray_app() -> Iterator[str]:
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_app(ServerConfig(device="cpu", max_wait_ms=2), num_replicas=2, num_cpus=0.5, health_check_period_s=1)
+        app = build_app(
+            ServerConfig(device="cpu", max_wait_ms=2),
+            num_replicas=2,
+            num_cpus=0.5,
+            health_check_period_s=1,
+        )
         serve.run(app, name="ipfs-accelerate", route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -54,13 +59,20 @@ def ray_app() -> Iterator[str]:
 
 
 def _embed(client: httpx.Client, text: str) -> tuple[str, list[float]]:
-    reply = client.post("/v1/embeddings", json={"model": MINILM, "input": text, "encoding_format": "float"})
+    reply = client.post(
+        "/v1/embeddings", json={"model": MINILM, "input": text, "encoding_format": "float"}
+    )
     reply.raise_for_status()
     return reply.headers["x-replica-id"], reply.json()["data"][0]["embedding"]
 
 
 def _loads(text: str) -> dict[str, float]:
-    return {m: float(v) for m, v in re.findall(r'ipfs_accelerate_serve_model_loads\{model="([^"]+)"\} ([0-9.]+)', text)}
+    return {
+        m: float(v)
+        for m, v in re.findall(
+            r'ipfs_accelerate_serve_model_loads\{model="([^"]+)"\} ([0-9.]+)', text
+        )
+    }
 
 
 def test_requests_spread_over_replicas_that_each_load_once(ray_app: str, registry: Any) -> None:
@@ -73,7 +85,10 @@ def test_requests_spread_over_replicas_that_each_load_once(ray_app: str, registr
             for i in indices:
                 results[i] = _embed(client, texts[i])
 
-    threads = [threading.Thread(target=worker, args=(list(range(k, len(texts), CONCURRENCY)),)) for k in range(CONCURRENCY)]
+    threads = [
+        threading.Thread(target=worker, args=(list(range(k, len(texts), CONCURRENCY)),))
+        for k in range(CONCURRENCY)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -90,7 +105,9 @@ def test_requests_spread_over_replicas_that_each_load_once(ray_app: str, registr
             if len(seen) == 2:
                 break
     assert set(seen) == replicas
-    assert all(loads == {MINILM: 1.0} for loads in seen.values())  # each replica loaded its model once
+    assert all(
+        loads == {MINILM: 1.0} for loads in seen.values()
+    )  # each replica loaded its model once
 
 
 def test_a_killed_replica_is_replaced_without_losing_more_than_in_flight(ray_app: str) -> None:
@@ -98,7 +115,11 @@ def test_a_killed_replica_is_replaced_without_losing_more_than_in_flight(ray_app
         before = {_embed(client, f"warm {i}")[0] for i in range(12)}
     assert len(before) == 2
     victim = sorted(before)[0]
-    (actor,) = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(f"#{victim}")]
+    (actor,) = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].endswith(f"#{victim}")
+    ]
     outcomes: list[tuple[float, str]] = []  # (time, replica id or "error: ...")
     stop = threading.Event()
 
@@ -107,7 +128,9 @@ def test_a_killed_replica_is_replaced_without_losing_more_than_in_flight(ray_app
             while not stop.is_set():
                 try:
                     replica, vector = _embed(client, "load while a replica dies")
-                    outcomes.append((time.monotonic(), replica if len(vector) == 384 else "error: bad vector"))
+                    outcomes.append(
+                        (time.monotonic(), replica if len(vector) == 384 else "error: bad vector")
+                    )
                 except Exception as exc:
                     outcomes.append((time.monotonic(), f"error: {type(exc).__name__}: {exc}"))
 
@@ -121,7 +144,9 @@ def test_a_killed_replica_is_replaced_without_losing_more_than_in_flight(ray_app
     replacement = None
     while time.monotonic() < deadline and replacement is None:
         time.sleep(0.2)
-        replacement = next((r for _, r in list(outcomes) if not r.startswith("error") and r not in before), None)
+        replacement = next(
+            (r for _, r in list(outcomes) if not r.startswith("error") and r not in before), None
+        )
     time.sleep(1.0)  # the new replica serves a while alongside the survivor
     stop.set()
     for worker in workers:
@@ -129,19 +154,26 @@ def test_a_killed_replica_is_replaced_without_losing_more_than_in_flight(ray_app
     assert replacement is not None, "no replacement replica answered within 120 s"
     failures = [r for _, r in outcomes if r.startswith("error")]
     assert len(failures) <= CONCURRENCY, failures  # at most the requests in flight when it died
-    assert victim not in [r for t, r in outcomes if t > killed_at + 0.5]  # the dead one answers no more
+    assert victim not in [
+        r for t, r in outcomes if t > killed_at + 0.5
+    ]  # the dead one answers no more
     served = {r for _, r in outcomes if not r.startswith("error")}
     assert replacement in served and (before - {victim}) <= served
-    print(f"\nreplica killed: {len(outcomes)} requests, {len(failures)} failed, replacement answered "
-          f"{next(t for t, r in outcomes if r == replacement) - killed_at:.1f} s after the kill")
+    print(
+        f"\nreplica killed: {len(outcomes)} requests, {len(failures)} failed, replacement answered "
+        f"{next(t for t, r in outcomes if r == replacement) - killed_at:.1f} s after the kill"
+    )
 
 
-def test_the_cli_deploys_on_ray_and_cleans_up_on_ctrl_c(ray_app: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_deploys_on_ray_and_cleans_up_on_ctrl_c(
+    ray_app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Last in the module: ``serve --ray`` replaces the deployment of the same name, serves,
     and deletes it when interrupted (the cluster, not started by it, stays up)."""
     from typer.testing import CliRunner
 
     from ipfs_accelerate import cli
+    from ipfs_accelerate.cli import _serve as serve_command
 
     seen: list[str] = []
 
@@ -156,9 +188,23 @@ def test_the_cli_deploys_on_ray_and_cleans_up_on_ctrl_c(ray_app: str, monkeypatc
 
         perf_counter = staticmethod(time.perf_counter)
 
-    monkeypatch.setattr(cli, "time", Clock)
+    monkeypatch.setattr(serve_command, "time", Clock)
     port = ray_app.rsplit(":", 1)[1]
-    result = CliRunner().invoke(cli.app, ["serve", "--ray", "--replicas", "1", "--num-cpus", "0.25", "--device", "cpu", "--port", port])
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "serve",
+            "--ray",
+            "--replicas",
+            "1",
+            "--num-cpus",
+            "0.25",
+            "--device",
+            "cpu",
+            "--port",
+            port,
+        ],
+    )
     assert result.exit_code == cli.ExitCode.INTERRUPTED, result.output
     assert seen and "1 replica(s)" in result.stderr
     assert ray.is_initialized()  # it joined the running cluster, so it leaves it running

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY = {
     "create_app": "_app",
-    "ServerState": "_app",
+    "ServerState": "_state",
     "ServerConfig": "_config",
     "ModelSpec": "_config",
     "DEFAULT_EMBEDDING_MODEL": "_config",
@@ -66,9 +66,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._app import ServerState, create_app
+    from ._app import create_app
     from ._batching import EmbeddingBatcher
     from ._config import DEFAULT_EMBEDDING_MODEL, KINDS, ModelSpec, ServerConfig
     from ._errors import ServeError
     from ._models import ModelRegistry, ServedModel
     from ._server import BackgroundServer, run_server
+    from ._state import ServerState

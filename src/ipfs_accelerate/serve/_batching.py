@@ -1,16 +1,8 @@
 """Dynamic batching: the inputs of concurrent embedding requests run as shared forward passes.
 
-Each request's token lists join one queue. A collector task on the event loop takes up to
-``max_batch_size`` inputs as soon as that many wait, or when the oldest input has waited
-``max_wait`` seconds, and runs them as one batch on the model's worker thread; while a batch
-runs, the next one gathers. When more inputs wait than a batch holds, the batch is the oldest
-input plus the inputs closest to it in length among the oldest ``window_batches`` batches'
-worth: a batch is padded to its longest input, so inputs of like length waste the least
-compute, and every input is served at the latest when it is the oldest. Results go back to
-each request by position, so requests are never mixed up; a request larger than a batch
-spans several. If a batch fails, each request in it is re-run on its own, so one request's
-bad input fails that request only. A request whose caller went away (its future cancelled)
-gives up its queued inputs.
+A batch runs when it is full or its oldest input has waited ``max_wait``; it takes the oldest
+input plus those nearest to it in length, and each result goes back to its request by
+position. The full contract (and why) is in docs/server.md, "Dynamic batching".
 """
 
 from __future__ import annotations
@@ -119,10 +111,14 @@ class EmbeddingBatcher:
         assert self._arrived is not None
         now = time.perf_counter()
         request = _Request(
-            asyncio.get_running_loop().create_future(), np.empty((len(sequences), self.dimension), np.float32),
-            len(sequences), now,
-        )  # fmt: skip
-        self._queue.extend(_Item(request, i, list(tokens), now) for i, tokens in enumerate(sequences))
+            asyncio.get_running_loop().create_future(),
+            np.empty((len(sequences), self.dimension), np.float32),
+            len(sequences),
+            now,
+        )
+        self._queue.extend(
+            _Item(request, i, list(tokens), now) for i, tokens in enumerate(sequences)
+        )
         self._arrived.set()
         self.pending_requests += 1
         try:
@@ -170,7 +166,9 @@ class EmbeddingBatcher:
                 except asyncio.CancelledError:
                     for item in batch:
                         if not item.request.future.done():
-                            item.request.future.set_exception(RuntimeError("the server is shutting down"))
+                            item.request.future.set_exception(
+                                RuntimeError("the server is shutting down")
+                            )
                     raise
                 except Exception:  # pragma: no cover - _run_batch delivers errors itself
                     logger.exception("embedding batcher: unexpected failure")
@@ -184,7 +182,9 @@ class EmbeddingBatcher:
             batch = list(self._queue)
             self._queue.clear()
             return batch
-        window = [self._queue.popleft() for _ in range(min(len(self._queue), size * self.window_batches))]
+        window = [
+            self._queue.popleft() for _ in range(min(len(self._queue), size * self.window_batches))
+        ]
         oldest = window[0]
         ranked = sorted(window, key=lambda item: len(item.tokens))
         position = next(i for i, item in enumerate(ranked) if item is oldest)

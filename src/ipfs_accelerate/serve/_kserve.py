@@ -33,9 +33,11 @@ import numpy as np
 import ipfs_accelerate
 from ipfs_accelerate.models.pipelines import TranscriptSegment
 
-from ._app import json_object, read_json, state_of
+from ._decode import decode_audio, decode_image
 from ._errors import ServeError
-from ._models import decode_audio, decode_image, l2_normalize
+from ._models import l2_normalize
+from ._requests import json_object, read_json
+from ._state import state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -45,20 +47,35 @@ if TYPE_CHECKING:
 __all__ = ["routes"]
 
 _NUMERIC = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}  # fmt: skip
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
 
 
 def _json(data: Any, status: int = 200) -> Response:
     from starlette.responses import Response
 
-    return Response(json.dumps(data, separators=(",", ":"), allow_nan=False), status_code=status, media_type="application/json")
+    return Response(
+        json.dumps(data, separators=(",", ":"), allow_nan=False),
+        status_code=status,
+        media_type="application/json",
+    )
 
 
 async def server_metadata(request: Request) -> Response:
-    return _json({"name": "ipfs-accelerate", "version": ipfs_accelerate.__version__, "extensions": []})
+    return _json(
+        {"name": "ipfs-accelerate", "version": ipfs_accelerate.__version__, "extensions": []}
+    )
 
 
 async def live(request: Request) -> Response:
@@ -83,23 +100,33 @@ def _signature(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return {"name": name, "datatype": datatype, "shape": shape}
 
     if model.kind == "embedding":
-        return [tensor("text", "BYTES", [-1])], [tensor("embedding", "FP32", [-1, model.embedding.dimension])]
+        return [tensor("text", "BYTES", [-1])], [
+            tensor("embedding", "FP32", [-1, model.embedding.dimension])
+        ]
     results = [tensor("labels", "BYTES", [-1, -1]), tensor("scores", "FP32", [-1, -1])]
     if model.kind == "image-classification":
         return [tensor("image", "BYTES", [-1])], results
     if model.kind == "zero-shot-image-classification":
         return [tensor("image", "BYTES", [-1]), tensor("labels", "BYTES", [-1])], results
-    return [tensor("audio", "BYTES", [1])], [tensor("text", "BYTES", [1]), tensor("language", "BYTES", [1])]
+    return [tensor("audio", "BYTES", [1])], [
+        tensor("text", "BYTES", [1]),
+        tensor("language", "BYTES", [1]),
+    ]
 
 
 async def model_metadata(request: Request) -> Response:
     state = state_of(request)
     model = state.model(request.path_params["model"])
     inputs, outputs = _signature(model)
-    return _json({
-        "name": model.name, "versions": ["1"], "platform": f"ipfs_accelerate/{model.device}",
-        "inputs": inputs, "outputs": outputs,
-    })  # fmt: skip
+    return _json(
+        {
+            "name": model.name,
+            "versions": ["1"],
+            "platform": f"ipfs_accelerate/{model.device}",
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+    )
 
 
 class _Tensor:
@@ -108,19 +135,27 @@ class _Tensor:
 
     def strings(self) -> list[str]:
         if self.datatype != "BYTES":
-            raise ServeError("invalid_request", f"input '{self.name}' must be BYTES, got {self.datatype}")
+            raise ServeError(
+                "invalid_request", f"input '{self.name}' must be BYTES, got {self.datatype}"
+            )
         if not all(isinstance(v, str) for v in self.data):
-            raise ServeError("invalid_request", f"input '{self.name}': BYTES elements must be JSON strings")
+            raise ServeError(
+                "invalid_request", f"input '{self.name}': BYTES elements must be JSON strings"
+            )
         return list(self.data)
 
     def array(self) -> np.ndarray[Any, Any]:
         dtype = _NUMERIC.get(self.datatype)
         if dtype is None:
-            raise ServeError("invalid_request", f"input '{self.name}' must be numeric here, got {self.datatype}")
+            raise ServeError(
+                "invalid_request", f"input '{self.name}' must be numeric here, got {self.datatype}"
+            )
         try:
             return np.asarray(self.data, dtype=dtype).reshape(self.shape)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ServeError("invalid_request", f"input '{self.name}': data does not fit {self.datatype} ({exc})") from None
+            raise ServeError(
+                "invalid_request", f"input '{self.name}': data does not fit {self.datatype} ({exc})"
+            ) from None
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -146,20 +181,35 @@ def _parse_inputs(body: dict[str, Any]) -> dict[str, _Tensor]:
     tensors: dict[str, _Tensor] = {}
     for position, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise ServeError("invalid_request", f"inputs[{position}] must be an object with name, shape, datatype, data")
-        name, datatype, shape, data = item.get("name"), item.get("datatype"), item.get("shape"), item.get("data")
+            raise ServeError(
+                "invalid_request",
+                f"inputs[{position}] must be an object with name, shape, datatype, data",
+            )
+        name, datatype, shape, data = (
+            item.get("name"),
+            item.get("datatype"),
+            item.get("shape"),
+            item.get("data"),
+        )
         if not isinstance(name, str) or not name:
             raise ServeError("invalid_request", f"inputs[{position}] has no name")
         if datatype != "BYTES" and datatype not in _NUMERIC:
             raise ServeError("invalid_request", f"input '{name}': unknown datatype {datatype!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise ServeError("invalid_request", f"input '{name}': shape must be a list of non-negative ints, got {shape!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise ServeError(
+                "invalid_request",
+                f"input '{name}': shape must be a list of non-negative ints, got {shape!r}",
+            )
         if data is None:
             raise ServeError("invalid_request", f"input '{name}' has no data")
         flat = _flatten(data)
         if len(flat) != math.prod(shape):
             raise ServeError(
-                "invalid_request", f"input '{name}': shape {shape} needs {math.prod(shape)} elements, data has {len(flat)}"
+                "invalid_request",
+                f"input '{name}': shape {shape} needs {math.prod(shape)} elements, data has "
+                f"{len(flat)}",
             )
         if name in tensors:
             raise ServeError("invalid_request", f"input '{name}' is given twice")
@@ -172,13 +222,20 @@ def _pick(tensors: dict[str, _Tensor], name: str, model: Any) -> _Tensor:
     if tensor is None and len(tensors) == 1 and model.kind != "zero-shot-image-classification":
         tensor = next(iter(tensors.values()))
     if tensor is None:
-        raise ServeError("invalid_request", f"model '{model.name}' needs an input named '{name}'; got {', '.join(tensors)}")
+        raise ServeError(
+            "invalid_request",
+            f"model '{model.name}' needs an input named '{name}'; got {', '.join(tensors)}",
+        )
     return tensor
 
 
-def _parameter(parameters: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+def _parameter(
+    parameters: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any
+) -> Any:
     value = parameters.get(name, default)
-    if value is not default and (not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)):
+    if value is not default and (
+        not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)
+    ):
         raise ServeError("invalid_request", f"parameter '{name}' has the wrong type: {value!r}")
     return value
 
@@ -191,25 +248,44 @@ def _images(tensor: _Tensor) -> list[Any]:
             try:
                 images.append(base64.b64decode(text, validate=True))
             except (binascii.Error, ValueError):
-                raise ServeError("bad_media", f"image {index} is not base64 (BYTES images are base64 of the file)") from None
+                raise ServeError(
+                    "bad_media",
+                    f"image {index} is not base64 (BYTES images are base64 of the file)",
+                ) from None
         if not images:
             raise ServeError("empty_input", f"input '{tensor.name}' holds no images")
         return images
     if tensor.datatype != "UINT8":
-        raise ServeError("invalid_request", f"input '{tensor.name}' must be BYTES (encoded files) or UINT8 pixels")
+        raise ServeError(
+            "invalid_request",
+            f"input '{tensor.name}' must be BYTES (encoded files) or UINT8 pixels",
+        )
     pixels = tensor.array()
     if pixels.ndim == 3:
         pixels = pixels[None]
     if pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise ServeError("invalid_request", f"input '{tensor.name}': UINT8 pixels must be [N, H, W, 3], got {list(pixels.shape)}")
+        raise ServeError(
+            "invalid_request",
+            f"input '{tensor.name}': UINT8 pixels must be [N, H, W, 3], got {list(pixels.shape)}",
+        )
     return list(pixels)
 
 
 def _ranked(results: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows, k = len(results), len(results[0]) if results else 0
     return [
-        {"name": "labels", "datatype": "BYTES", "shape": [rows, k], "data": [r["label"] for row in results for r in row]},
-        {"name": "scores", "datatype": "FP32", "shape": [rows, k], "data": [r["score"] for row in results for r in row]},
+        {
+            "name": "labels",
+            "datatype": "BYTES",
+            "shape": [rows, k],
+            "data": [r["label"] for row in results for r in row],
+        },
+        {
+            "name": "scores",
+            "datatype": "FP32",
+            "shape": [rows, k],
+            "data": [r["score"] for row in results for r in row],
+        },
     ]
 
 
@@ -226,26 +302,44 @@ async def infer(request: Request) -> Response:
     elif model.kind == "image-classification":
         images = _images(_pick(tensors, "image", model))
         top_k = _parameter(parameters, "top_k", int, 5)
-        results = await state.run(model, "image-classification", _classify, model.pipeline.classify, images, top_k)
+        results = await state.run(
+            model, "image-classification", _classify, model.pipeline.classify, images, top_k
+        )
         state.metrics.inputs.labels(model.name, "image-classification").inc(len(images))
         outputs = _ranked(results)
     elif model.kind == "zero-shot-image-classification":
         images = _images(_pick(tensors, "image", model))
         labels = _pick(tensors, "labels", model).strings()
         template = _parameter(parameters, "hypothesis_template", str, "This is a photo of {}.")
-        results = await state.run(model, "zero-shot-image-classification", _classify, model.pipeline.classify, images, labels, template)
+        results = await state.run(
+            model,
+            "zero-shot-image-classification",
+            _classify,
+            model.pipeline.classify,
+            images,
+            labels,
+            template,
+        )
         state.metrics.inputs.labels(model.name, "zero-shot-image-classification").inc(len(images))
         outputs = _ranked(results)
     else:
         outputs = await _speech(state, model, _pick(tensors, "audio", model), parameters)
     wanted = body.get("outputs")
     if wanted is not None:
-        if not isinstance(wanted, list) or not all(isinstance(w, dict) and isinstance(w.get("name"), str) for w in wanted):
-            raise ServeError("invalid_request", "'outputs' must be a list of {\"name\": ...} objects")
+        if not isinstance(wanted, list) or not all(
+            isinstance(w, dict) and isinstance(w.get("name"), str) for w in wanted
+        ):
+            raise ServeError(
+                "invalid_request", "'outputs' must be a list of {\"name\": ...} objects"
+            )
         names = [w["name"] for w in wanted]
         unknown = [n for n in names if n not in {o["name"] for o in outputs}]
         if unknown:
-            raise ServeError("invalid_request", f"unknown output(s) {', '.join(unknown)}; this model gives {', '.join(o['name'] for o in outputs)}")
+            raise ServeError(
+                "invalid_request",
+                f"unknown output(s) {', '.join(unknown)}; this model gives "
+                f"{', '.join(o['name'] for o in outputs)}",
+            )
         outputs = [o for o in outputs if o["name"] in names]
     response: dict[str, Any] = {"model_name": model.name, "model_version": "1", "outputs": outputs}
     if isinstance(body.get("id"), str):
@@ -253,7 +347,9 @@ async def infer(request: Request) -> Response:
     return _json(response)
 
 
-async def _embed(state: Any, model: Any, tensors: dict[str, _Tensor], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+async def _embed(
+    state: Any, model: Any, tensors: dict[str, _Tensor], parameters: dict[str, Any]
+) -> list[dict[str, Any]]:
     texts = _pick(tensors, "text", model).strings()
     if not texts:
         raise ServeError("empty_input", "input 'text' holds no strings")
@@ -262,25 +358,41 @@ async def _embed(state: Any, model: Any, tensors: dict[str, _Tensor], parameters
     vectors, _, _ = await state.embed(model, ("text", texts), truncate=truncate, family="kserve")
     if normalize:
         vectors = l2_normalize(vectors)
-    return [{"name": "embedding", "datatype": "FP32", "shape": list(vectors.shape), "data": vectors.ravel().tolist()}]
+    return [
+        {
+            "name": "embedding",
+            "datatype": "FP32",
+            "shape": list(vectors.shape),
+            "data": vectors.ravel().tolist(),
+        }
+    ]
 
 
-async def _speech(state: Any, model: Any, tensor: _Tensor, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+async def _speech(
+    state: Any, model: Any, tensor: _Tensor, parameters: dict[str, Any]
+) -> list[dict[str, Any]]:
     language = _parameter(parameters, "language", str, None)
     task = _parameter(parameters, "task", str, "transcribe")
     if tensor.datatype == "BYTES":
         texts = tensor.strings()
         if len(texts) != 1:
-            raise ServeError("invalid_request", f"input '{tensor.name}' must hold one encoded audio file, got {len(texts)}")
+            raise ServeError(
+                "invalid_request",
+                f"input '{tensor.name}' must hold one encoded audio file, got {len(texts)}",
+            )
         try:
             raw = base64.b64decode(texts[0], validate=True)
         except (binascii.Error, ValueError):
-            raise ServeError("bad_media", "the audio is not base64 (BYTES audio is base64 of the file)") from None
+            raise ServeError(
+                "bad_media", "the audio is not base64 (BYTES audio is base64 of the file)"
+            ) from None
         audio: Any = raw
     else:
         rate = _parameter(parameters, "sampling_rate", int, None)
         if rate is None:
-            raise ServeError("invalid_request", "FP32 audio samples need the parameter 'sampling_rate'")
+            raise ServeError(
+                "invalid_request", "FP32 audio samples need the parameter 'sampling_rate'"
+            )
         audio = (tensor.array().astype(np.float32).ravel(), rate)
     segments = await state.run(model, task, _transcribe, model.pipeline, audio, language, task)
     state.metrics.inputs.labels(model.name, task).inc()
@@ -293,7 +405,10 @@ async def _speech(state: Any, model: Any, tensor: _Tensor, parameters: dict[str,
 
 
 def _classify(classify: Any, images: list[Any], *args: Any) -> Any:
-    decoded = [decode_image(image, i) if isinstance(image, bytes) else image for i, image in enumerate(images)]
+    decoded = [
+        decode_image(image, i) if isinstance(image, bytes) else image
+        for i, image in enumerate(images)
+    ]
     return classify(decoded, *args)
 
 

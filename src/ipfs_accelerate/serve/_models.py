@@ -9,7 +9,6 @@ side. Embedding models also get the token-level surface the dynamic batcher need
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from ._config import KINDS, ModelSpec
 from ._errors import ServeError
 from ._metrics import count_model_load
 
-__all__ = ["EmbeddingEngine", "ModelRegistry", "ServedModel", "decode_audio", "decode_image"]
+__all__ = ["EmbeddingEngine", "ModelRegistry", "ServedModel", "l2_normalize"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +101,9 @@ class EmbeddingEngine:
         if over:
             # the tokenizer's own truncation keeps the special tokens where the checkpoint puts
             # them; truncating is what this request asked for, so it warns of nothing
-            cut = self.tokenizer([texts[i] for i in over], max_length=self.max_input_length, truncation="silent")
+            cut = self.tokenizer(
+                [texts[i] for i in over], max_length=self.max_input_length, truncation="silent"
+            )
             for row, i in enumerate(over):
                 sequences[i] = cut.input_ids[row, : cut.lengths[row]].tolist()
         return sequences, counts
@@ -113,14 +114,18 @@ class EmbeddingEngine:
         out = []
         for index, ids in enumerate(sequences):
             if not ids:
-                raise ServeError("empty_input", f"input[{index}] is an empty token array", param="input")
+                raise ServeError(
+                    "empty_input", f"input[{index}] is an empty token array", param="input"
+                )
             low, high = min(ids), max(ids)
             if low < 0 or high >= self.vocab_size:
                 bad = low if low < 0 else high
                 raise ServeError(
-                    "invalid_request", f"input[{index}] has token id {bad}, outside this model's vocabulary "
-                    f"[0, {self.vocab_size})", param="input",
-                )  # fmt: skip
+                    "invalid_request",
+                    f"input[{index}] has token id {bad}, outside this model's vocabulary "
+                    f"[0, {self.vocab_size})",
+                    param="input",
+                )
             if len(ids) > self.max_input_length:
                 if not truncate:
                     raise TooLong(index, len(ids), self.max_input_length)
@@ -155,40 +160,6 @@ def l2_normalize(vectors: Array) -> Array:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------- media
-
-
-def decode_image(data: bytes, index: int = 0) -> Any:
-    """An encoded image file (PNG, JPEG, WebP... anything Pillow reads) as an RGB PIL image."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ipfs_accelerate.models.preprocessing.image import load_image
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            image = opened.copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ServeError("bad_media", f"image {index} could not be decoded ({type(exc).__name__}: {exc})") from None
-    return load_image(image, index=index)
-
-
-def decode_audio(data: bytes, name: str = "audio") -> tuple[Array, int]:
-    """An encoded audio file (WAV, FLAC, OGG, MP3: what libsndfile reads) as float32 samples
-    (samples, channels) and its sampling rate."""
-    import soundfile
-
-    try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise ServeError(
-            "bad_media", f"{name} could not be decoded as audio ({exc}); send WAV, FLAC, OGG or MP3", param="file"
-        ) from None
-    if samples.size == 0:
-        raise ServeError("bad_media", f"{name} holds no audio samples", param="file")
-    return samples, int(rate)
-
-
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -200,7 +171,10 @@ class ModelRegistry:
         self._models: dict[str, ServedModel] = {}
         for model in models:
             if model.name in self._models:
-                raise ConfigurationError(f"two served models are named {model.name!r}; give one another name (NAME=SOURCE)")
+                raise ConfigurationError(
+                    f"two served models are named {model.name!r}; give one another name "
+                    "(NAME=SOURCE)"
+                )
             self._models[model.name] = model
         self.closed = False
 
@@ -259,7 +233,11 @@ def _default_name(source: str) -> str:
 
 
 def _load_one(
-    spec: ModelSpec, device: str, shape_buckets: bool | None, local_files_only: bool | None, progress: LoadProgress | None
+    spec: ModelSpec,
+    device: str,
+    shape_buckets: bool | None,
+    local_files_only: bool | None,
+    progress: LoadProgress | None,
 ) -> ServedModel:
     from ipfs_accelerate.errors import UnsupportedArchitectureError
     from ipfs_accelerate.models import (
@@ -287,12 +265,20 @@ def _load_one(
     }[kind]
     callback = None
     if progress is not None:
+
         def callback(stage: str, done: int, total: int) -> None:
             progress(name, stage, done, total)
 
     pipeline = pipeline_class.from_pretrained(checkpoint.path, device=device, progress=callback)
     count_model_load(name)
-    logger.info("serving %s (%s) from %s on %s: %s", name, kind, checkpoint.path, pipeline.device, pipeline.device_reason)
+    logger.info(
+        "serving %s (%s) from %s on %s: %s",
+        name,
+        kind,
+        checkpoint.path,
+        pipeline.device,
+        pipeline.device_reason,
+    )
     model = ServedModel(name=name, kind=kind, source=spec.source, pipeline=pipeline)
     if model.embedding is not None:
         # batches of any row count: always the buckets on a graph-compiling backend

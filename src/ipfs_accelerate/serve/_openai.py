@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from ipfs_accelerate.models.pipelines import TranscriptSegment
 
-from ._app import embedding_inputs, json_object, read_json, state_of
+from ._decode import decode_audio
 from ._errors import ServeError
-from ._models import decode_audio, l2_normalize
+from ._models import l2_normalize
+from ._requests import embedding_inputs, json_object, read_json
+from ._state import state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -63,26 +65,44 @@ async def embeddings(request: Request) -> Response:
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise ServeError(
-            "invalid_request", f"'encoding_format' must be 'float' or 'base64', got {encoding!r}", param="encoding_format"
+            "invalid_request",
+            f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
+            param="encoding_format",
         )
     engine = model.embedding
     assert engine is not None
     dimensions = body.get("dimensions")
     if dimensions is not None and dimensions != engine.dimension:
         raise ServeError(
-            "unsupported", f"This model does not support specifying dimensions: {model.name} returns "
-            f"{engine.dimension}-dimensional vectors", param="dimensions",
-        )  # fmt: skip
+            "unsupported",
+            f"This model does not support specifying dimensions: {model.name} returns "
+            f"{engine.dimension}-dimensional vectors",
+            param="dimensions",
+        )
     vectors, tokens, _ = await state.embed(model, inputs, truncate=False, family="openai")
     vectors = l2_normalize(vectors)
     if encoding == "base64":
         data = [
-            {"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii"),
+            }
             for i, v in enumerate(vectors)
         ]
     else:
-        data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
-    return _json({"object": "list", "data": data, "model": model.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        data = [
+            {"object": "embedding", "index": i, "embedding": v.tolist()}
+            for i, v in enumerate(vectors)
+        ]
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "model": model.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 async def transcriptions(request: Request) -> Response:
@@ -102,41 +122,58 @@ async def _speech(request: Request, task: str) -> Response:
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise ServeError("invalid_request", "'file' is a required property (a multipart file upload)", param="file")
+            raise ServeError(
+                "invalid_request",
+                "'file' is a required property (a multipart file upload)",
+                param="file",
+            )
         if "model" not in form:
             raise ServeError("invalid_request", "you must provide a model parameter", param="model")
         model = state.model(form.get("model"), "speech-recognition")
         fmt = str(form.get("response_format") or "json")
         if fmt not in _FORMATS:
             raise ServeError(
-                "invalid_request", f"'response_format' must be one of {', '.join(_FORMATS)}, got {fmt!r}",
+                "invalid_request",
+                f"'response_format' must be one of {', '.join(_FORMATS)}, got {fmt!r}",
                 param="response_format",
-            )  # fmt: skip
+            )
         language = _text_field(form.get("language")) if task == "transcribe" else None
         if _text_field(form.get("prompt")):
-            raise ServeError("unsupported", "'prompt' is not supported: this server decodes without a prompt", param="prompt")
+            raise ServeError(
+                "unsupported",
+                "'prompt' is not supported: this server decodes without a prompt",
+                param="prompt",
+            )
         temperature = _text_field(form.get("temperature"))
         if temperature is not None:
             try:
                 value = float(temperature)
             except ValueError:
-                raise ServeError("invalid_request", f"'temperature' must be a number, got {temperature!r}", param="temperature") from None
+                raise ServeError(
+                    "invalid_request",
+                    f"'temperature' must be a number, got {temperature!r}",
+                    param="temperature",
+                ) from None
             if value != 0.0:
                 raise ServeError(
-                    "unsupported", f"temperature {value:g} is not supported: decoding is greedy (temperature 0)",
+                    "unsupported",
+                    f"temperature {value:g} is not supported: decoding is greedy (temperature 0)",
                     param="temperature",
-                )  # fmt: skip
+                )
         granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
         if "word" in granularities:
             raise ServeError(
-                "unsupported", "word timestamps are not supported (segments are the 30 s decoding windows)",
+                "unsupported",
+                "word timestamps are not supported (segments are the 30 s decoding windows)",
                 param="timestamp_granularities",
-            )  # fmt: skip
+            )
         data = await upload.read()
         name = upload.filename or "file"
     finally:
         await form.close()
-    segments, duration = await state.run(model, task, _transcribe, model.pipeline, data, name, language, task)
+    segments, duration = await state.run(
+        model, task, _transcribe, model.pipeline, data, name, language, task
+    )
     state.metrics.inputs.labels(model.name, task).inc()
     text = TranscriptSegment.join(segments)
     if fmt == "text":
@@ -149,18 +186,27 @@ async def _speech(request: Request, task: str) -> Response:
     from ipfs_accelerate.models._languages import LANGUAGES
 
     language_code = segments[0].language if segments else "en"
-    return _json({
-        "task": task,
-        "language": LANGUAGES.get(language_code, language_code),
-        "duration": round(duration, 3),
-        "text": text,
-        "segments": [
-            {"id": i, "seek": round(s.start * 100), "start": round(s.start, 3), "end": round(s.end, 3),
-             "text": s.text, "tokens": s.tokens, "temperature": 0.0}
-            for i, s in enumerate(segments)
-        ],
-        "usage": usage,
-    })  # fmt: skip
+    return _json(
+        {
+            "task": task,
+            "language": LANGUAGES.get(language_code, language_code),
+            "duration": round(duration, 3),
+            "text": text,
+            "segments": [
+                {
+                    "id": i,
+                    "seek": round(s.start * 100),
+                    "start": round(s.start, 3),
+                    "end": round(s.end, 3),
+                    "text": s.text,
+                    "tokens": s.tokens,
+                    "temperature": 0.0,
+                }
+                for i, s in enumerate(segments)
+            ],
+            "usage": usage,
+        }
+    )
 
 
 def _text_field(value: Any) -> str | None:
@@ -170,7 +216,9 @@ def _text_field(value: Any) -> str | None:
     return text or None
 
 
-def _transcribe(pipeline: Any, data: bytes, name: str, language: str | None, task: str) -> tuple[list[Any], float]:
+def _transcribe(
+    pipeline: Any, data: bytes, name: str, language: str | None, task: str
+) -> tuple[list[Any], float]:
     samples, rate = decode_audio(data, name)
     segments = pipeline.transcribe_segments((samples, rate), language, task)
     return segments, len(samples) / rate
@@ -190,7 +238,9 @@ def _subtitles(segments: list[Any], fmt: str) -> str:
     for number, segment in enumerate(segments, start=1):
         if fmt == "srt":
             lines.append(str(number))
-        lines.append(f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}")
+        lines.append(
+            f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}"
+        )
         lines.append(segment.text.strip())
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -206,4 +256,3 @@ def routes() -> list[Route]:
         Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
         Route("/v1/audio/translations", translations, methods=["POST"]),
     ]
-

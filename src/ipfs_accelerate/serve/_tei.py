@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 import ipfs_accelerate
 
-from ._app import bool_field, embedding_inputs, json_object, read_json, state_of
 from ._errors import ServeError
 from ._models import l2_normalize
+from ._requests import bool_field, embedding_inputs, json_object, read_json
+from ._state import state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -42,14 +43,22 @@ async def embed(request: Request) -> Response:
     truncate = bool_field(body, "truncate", state.config.auto_truncate)
     direction = body.get("truncation_direction") or "Right"
     if str(direction).lower() != "right":
-        raise ServeError("unsupported", f"truncation_direction {direction!r} is not supported here (only Right)")
+        raise ServeError(
+            "unsupported", f"truncation_direction {direction!r} is not supported here (only Right)"
+        )
     if body.get("prompt_name") is not None:
-        raise ServeError("unsupported", "prompt_name is not supported: the checkpoint defines no prompts here")
+        raise ServeError(
+            "unsupported", "prompt_name is not supported: the checkpoint defines no prompts here"
+        )
     engine = model.embedding
     assert engine is not None
     dimensions = body.get("dimensions")
     if dimensions is not None and dimensions != engine.dimension:
-        raise ServeError("unsupported", f"dimensions {dimensions!r}: {model.name} returns {engine.dimension}-dimensional vectors")
+        raise ServeError(
+            "unsupported",
+            f"dimensions {dimensions!r}: {model.name} returns {engine.dimension}-dimensional "
+            "vectors",
+        )
     vectors, tokens, timings = await state.embed(model, inputs, truncate=truncate, family="tei")
     if normalize:
         vectors = l2_normalize(vectors)
@@ -78,23 +87,25 @@ async def info(request: Request) -> Response:
     engine = model.embedding
     assert engine is not None
     config = state.config
-    return JSONResponse({
-        "model_id": model.name,
-        "model_sha": None,
-        "model_dtype": "float32",
-        "model_type": {"embedding": {"pooling": model.pipeline.pooling}},
-        "max_concurrent_requests": config.max_concurrent_requests,
-        "max_input_length": engine.max_input_length,
-        "max_batch_tokens": config.max_batch_size * engine.max_input_length,
-        "max_batch_requests": config.max_batch_size,
-        "max_client_batch_size": config.max_client_batch_size,
-        "auto_truncate": config.auto_truncate,
-        "tokenization_workers": 1,
-        "version": ipfs_accelerate.__version__,
-        "sha": None,
-        "docker_label": None,
-        "device": model.device,
-    })  # fmt: skip
+    return JSONResponse(
+        {
+            "model_id": model.name,
+            "model_sha": None,
+            "model_dtype": "float32",
+            "model_type": {"embedding": {"pooling": model.pipeline.pooling}},
+            "max_concurrent_requests": config.max_concurrent_requests,
+            "max_input_length": engine.max_input_length,
+            "max_batch_tokens": config.max_batch_size * engine.max_input_length,
+            "max_batch_requests": config.max_batch_size,
+            "max_client_batch_size": config.max_client_batch_size,
+            "auto_truncate": config.auto_truncate,
+            "tokenization_workers": 1,
+            "version": ipfs_accelerate.__version__,
+            "sha": None,
+            "docker_label": None,
+            "device": model.device,
+        }
+    )
 
 
 async def health(request: Request) -> Response:

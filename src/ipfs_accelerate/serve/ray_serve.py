@@ -1,23 +1,10 @@
 """The server as a Ray Serve deployment: replicas across a Ray cluster, each loading its
 models once and answering with the same app (the ``x-replica-id`` header says which one).
 
-From Python (the documented ``serve.run`` entry point)::
-
-    import ray
-    from ray import serve
-    from ipfs_accelerate.serve import ServerConfig
-    from ipfs_accelerate.serve.ray_serve import build_app
-
-    ray.init()                                   # or ray.init(address="auto") on a cluster
-    serve.start(http_options={"host": "0.0.0.0", "port": 8000})
-    serve.run(build_app(ServerConfig(device="cpu"), num_replicas=4), name="ipfs-accelerate", route_prefix="/")
-
-From the shell: ``ipfs-accelerate serve --ray --replicas 4``, or Ray's own
-``serve run ipfs_accelerate.serve.ray_serve:app_builder replicas=4 model=...``.
-
-An API key never travels in the deployment's arguments (they are stored by Ray): give
-``ServerConfig(api_key_env="NAME")`` and set that variable on the cluster's nodes (a local
-cluster started by this process inherits its environment).
+Entry points: :func:`build_app` (for ``serve.run``), :func:`app_builder` (for Ray's
+``serve run ipfs_accelerate.serve.ray_serve:app_builder``) and ``ipfs-accelerate serve
+--ray``; docs/server.md, "Scale-out with Ray Serve", shows each. An API key never travels in
+the deployment's arguments (Ray stores them): use ``ServerConfig(api_key_env="NAME")``.
 """
 
 from __future__ import annotations
@@ -50,7 +37,10 @@ class IpfsAccelerateReplica:
         replica = getattr(context.replica_id, "unique_id", None) or str(context.replica_id)
         self.config = config.replace(replica_id=replica)
         self.registry = ModelRegistry.load(
-            config.models, config.device, shape_buckets=config.shape_buckets, local_files_only=config.local_files_only
+            config.models,
+            config.device,
+            shape_buckets=config.shape_buckets,
+            local_files_only=config.local_files_only,
         )
         logger.info("replica %s loaded %s", replica, ", ".join(m.name for m in self.registry))
 
@@ -84,14 +74,21 @@ def build_app(
     config = config or ServerConfig()
     if config.api_key is not None:
         raise ConfigurationError(
-            "build_app: an API key in ServerConfig.api_key would be stored by Ray with the deployment; "
+            "build_app: an API key in ServerConfig.api_key would be stored by Ray with the "
+            "deployment; "
             "use ServerConfig(api_key_env=NAME) and set that variable on the cluster's nodes"
         )
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-        raise ConfigurationError(f"build_app: num_replicas must be a positive int, got {num_replicas!r}")
+        raise ConfigurationError(
+            f"build_app: num_replicas must be a positive int, got {num_replicas!r}"
+        )
     options = dict(ray_actor_options) if ray_actor_options is not None else {"num_cpus": num_cpus}
     deployment: Any = serve.deployment(
-        IpfsAccelerateReplica, name=name, num_replicas=num_replicas, ray_actor_options=options, **deployment_options
+        IpfsAccelerateReplica,
+        name=name,
+        num_replicas=num_replicas,
+        ray_actor_options=options,
+        **deployment_options,
     )
     return deployment.bind(config)
 
@@ -110,5 +107,7 @@ def app_builder(args: dict[str, Any]) -> Any:
     if args.get("api_key_env"):
         fields["api_key_env"] = str(args["api_key_env"])
     return build_app(
-        ServerConfig(**fields), num_replicas=int(args.get("replicas", 2)), num_cpus=float(args.get("num_cpus", 1.0))
+        ServerConfig(**fields),
+        num_replicas=int(args.get("replicas", 2)),
+        num_cpus=float(args.get("num_cpus", 1.0)),
     )

@@ -1,0 +1,172 @@
+"""``serve``: the local models over HTTP (uvicorn), or as a Ray Serve deployment."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ._app import app
+from ._output import DeviceOption, command, loading, stderr
+
+
+@app.command()
+@command
+def serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="[NAME=]SOURCE to serve; repeat for several "
+            "(default: the bundled all-MiniLM-L6-v2).",
+            show_default=False,
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")
+    ] = 8000,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Embedding inputs per forward pass.")
+    ] = 32,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(
+            "--max-wait-ms", min=0.0, help="Longest an input waits for its batch to fill."
+        ),
+    ] = 5.0,
+    max_body_mb: Annotated[
+        float, typer.Option("--max-body-mb", min=0.001, help="Largest request body, in MiB.")
+    ] = 32.0,
+    max_client_batch_size: Annotated[
+        int, typer.Option("--max-client-batch-size", min=1, help="Inputs per request.")
+    ] = 2048,
+    max_concurrent_requests: Annotated[
+        int,
+        typer.Option(
+            "--max-concurrent-requests",
+            min=1,
+            help="Requests in progress per model before 429/503.",
+        ),
+    ] = 1024,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="IPFS_ACCELERATE_API_KEY",
+            show_envvar=True,
+            help="Require 'Authorization: Bearer KEY' (prefer the environment variable: "
+            "a command line is visible to other users).",
+        ),
+    ] = None,
+    auto_truncate: Annotated[
+        bool,
+        typer.Option(
+            "--auto-truncate", help="Truncate long TEI inputs unless the request says otherwise."
+        ),
+    ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray", help="Run as a Ray Serve deployment with replicas across a Ray cluster."
+        ),
+    ] = False,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="Ray Serve replicas (with --ray).")
+    ] = 2,
+    num_cpus: Annotated[
+        float,
+        typer.Option("--num-cpus", min=0.0, help="CPUs each Ray replica reserves (with --ray)."),
+    ] = 1.0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="An existing Ray cluster (e.g. auto); default: start a local one."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve local models with the OpenAI, TEI and KServe v2 APIs' shapes (see docs/server.md)."""
+    from ipfs_accelerate.serve import ModelSpec, ServerConfig
+
+    specs = tuple(ModelSpec.parse(m) for m in model) if model else None
+    fields: dict[str, Any] = {
+        "device": device,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "max_body_bytes": max(1, int(max_body_mb * 1024 * 1024)),
+        "max_client_batch_size": max_client_batch_size,
+        "max_concurrent_requests": max_concurrent_requests,
+        "auto_truncate": auto_truncate,
+    }
+    if specs:
+        fields["models"] = specs
+    if ray:
+        if api_key:  # replicas read it from the environment a local cluster inherits
+            os.environ["IPFS_ACCELERATE_API_KEY"] = api_key
+            fields["api_key_env"] = "IPFS_ACCELERATE_API_KEY"
+        _serve_ray(ServerConfig(**fields), host, port, replicas, num_cpus, ray_address)
+        return
+    if api_key:
+        fields["api_key"] = api_key
+    config = ServerConfig(**fields)
+    _serve_local(config, host, port, log_level)
+
+
+def _serve_local(config: Any, host: str, port: int, log_level: str) -> None:
+    from ipfs_accelerate.serve import create_app, run_server
+
+    with loading("loading models") as report:
+        app_ = create_app(
+            config, progress=lambda name, stage, done, total: report(stage, done, total)
+        )
+    state = app_.state.server
+    table = Table(title=f"Serving on http://{host}:{port}", title_justify="left")
+    for column in ("model", "kind", "device", "why"):
+        table.add_column(column)
+    for served in state.registry:
+        table.add_row(served.name, served.kind, served.device, served.pipeline.device_reason)
+    stderr.print(table)
+    stderr.print(
+        "[dim]OpenAI /v1/embeddings /v1/audio/transcriptions /v1/models · TEI /embed /info "
+        "/health · "
+        "KServe /v2/models/{model}/infer · /metrics"
+        + (" · API key required" if state.api_key is not None else "")
+        + "[/]"
+    )
+    run_server(app_, host, port, log_level=log_level)
+
+
+def _serve_ray(
+    config: Any, host: str, port: int, replicas: int, num_cpus: float, address: str | None
+) -> None:
+    import ray as ray_module
+    from ray import serve as ray_serve
+
+    from ipfs_accelerate.serve.ray_serve import build_app
+
+    started_here = not ray_module.is_initialized()
+    if started_here:
+        ray_module.init(address=address, include_dashboard=False)
+    try:
+        ray_serve.start(http_options={"host": host, "port": port})
+        with stderr.status(f"starting {replicas} replica(s)"):
+            ray_serve.run(
+                build_app(config, num_replicas=replicas, num_cpus=num_cpus),
+                name="ipfs-accelerate",
+                route_prefix="/",
+            )
+        stderr.print(f"Ray Serve: {replicas} replica(s) on http://{host}:{port} (Ctrl-C stops)")
+        while True:
+            time.sleep(1.0)
+    finally:
+        try:
+            ray_serve.delete("ipfs-accelerate")
+        finally:
+            if started_here:
+                ray_module.shutdown()

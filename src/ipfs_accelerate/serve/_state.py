@@ -1,0 +1,221 @@
+"""The state every handler shares: config, models, batchers, metrics, and the two ways a
+request reaches a model (:meth:`ServerState.embed` through the dynamic batcher,
+:meth:`ServerState.run` on the model's thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import IpfsAccelerateError, PreprocessingError
+
+from ._batching import EmbeddingBatcher, Overloaded
+from ._config import ServerConfig
+from ._errors import ServeError
+from ._metrics import ServerMetrics
+from ._models import ModelRegistry, ServedModel, TooLong
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+__all__ = ["ServerState", "state_of"]
+
+#: requests with more inputs than this are tokenized on a thread, not on the event loop
+_TOKENIZE_INLINE = 32
+
+
+class ServerState:
+    """Everything the handlers share: config, models, batchers, metrics."""
+
+    def __init__(
+        self, config: ServerConfig, registry: ModelRegistry, *, owns_registry: bool
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.owns_registry = owns_registry
+        self.metrics = ServerMetrics()
+        self.api_key = config.resolved_api_key()
+        self.replica_id = config.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.ready = True
+        self.started = time.time()
+        self.batchers: dict[str, EmbeddingBatcher] = {}
+        self._in_progress: dict[str, int] = {}
+        for model in registry:
+            if model.embedding is not None:
+                self.batchers[model.name] = self._batcher(model)
+
+    def _batcher(self, model: ServedModel) -> EmbeddingBatcher:
+        assert model.embedding is not None
+        name = model.name
+        metrics = self.metrics
+
+        def on_batch(size: int, waits: list[float], seconds: float) -> None:
+            metrics.batch_size.labels(name).observe(size)
+            metrics.inference_seconds.labels(name, "embedding").observe(seconds)
+            histogram = metrics.queue_seconds.labels(name)
+            for wait in waits:
+                histogram.observe(wait)
+
+        return EmbeddingBatcher(
+            model.embedding.forward,
+            model.call,
+            model.embedding.dimension,
+            max_batch_size=self.config.max_batch_size,
+            max_wait=self.config.max_wait_ms / 1000.0,
+            max_pending=self.config.max_concurrent_requests,
+            on_batch=on_batch,
+        )
+
+    async def close(self) -> None:
+        self.ready = False
+        for batcher in self.batchers.values():
+            await batcher.close()
+        if self.owns_registry:
+            self.registry.close()
+
+    # ------------------------------------------------------------------ model lookup
+
+    def model(self, name: Any, kind: str | None = None, *, param: str = "model") -> ServedModel:
+        if not isinstance(name, str) or not name:
+            raise ServeError(
+                "invalid_request",
+                f"'{param}' must be the name of a served model, got {name!r}",
+                param=param,
+            )
+        model = self.registry.get(name)
+        if model is None:
+            known = ", ".join(m.name for m in self.registry)
+            raise ServeError(
+                "unknown_model",
+                f"The model '{name}' does not exist on this server (served: {known})",
+                param=param,
+            )
+        if kind is not None and model.kind != kind:
+            raise ServeError(
+                "wrong_model_kind",
+                f"The model '{name}' is a {model.kind} model; this endpoint needs a {kind} model",
+                param=param,
+            )
+        return model
+
+    def default_embedding_model(self) -> ServedModel:
+        model = self.registry.first("embedding")
+        if model is None:
+            raise ServeError("wrong_model_kind", "this server holds no embedding model")
+        return model
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(
+        self, model: ServedModel, inputs: tuple[str, list[Any]], *, truncate: bool, family: str
+    ) -> tuple[np.ndarray[Any, Any], int, dict[str, float]]:
+        """Pooled (not normalised) vectors of a request's inputs through the dynamic batcher,
+        its token count and timings. ``inputs`` is ``("text", [str])`` or ``("ids", [[int]])``.
+        Raises ServeError, worded as ``family``'s API words it."""
+        engine = model.embedding
+        assert engine is not None
+        kind, values = inputs
+        if len(values) > self.config.max_client_batch_size:
+            raise ServeError(
+                "too_many_inputs",
+                f"batch size {len(values)} > maximum allowed batch size "
+                f"{self.config.max_client_batch_size}",
+                param="input",
+            )
+        started = time.perf_counter()
+        try:
+            if kind == "ids":
+                sequences = engine.check_ids(values, truncate)
+            elif len(values) > _TOKENIZE_INLINE:
+                sequences, _ = await asyncio.to_thread(engine.tokenize, values, truncate)
+            else:
+                sequences, _ = engine.tokenize(values, truncate)
+        except TooLong as exc:
+            raise ServeError(
+                "input_too_long", _too_long_message(exc, family), param="input"
+            ) from None
+        except PreprocessingError as exc:
+            raise ServeError(
+                "invalid_request", f"cannot tokenize the input: {exc}", param="input"
+            ) from None
+        tokenized = time.perf_counter()
+        batcher = self.batchers[model.name]
+        self.metrics.in_progress.labels(model.name).inc()
+        self.metrics.pending.labels(model.name).set(batcher.queued_inputs + len(sequences))
+        try:
+            vectors, queue_s, inference_s = await batcher.embed(sequences)
+        except Overloaded as exc:
+            raise ServeError("overloaded", f"Model is overloaded: {exc}") from None
+        except IpfsAccelerateError as exc:
+            raise ServeError(
+                "inference_failed", f"{model.name}: inference failed: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            self.metrics.in_progress.labels(model.name).dec()
+            self.metrics.pending.labels(model.name).set(batcher.queued_inputs)
+        tokens = sum(len(s) for s in sequences)
+        self.metrics.inputs.labels(model.name, "embedding").inc(len(sequences))
+        self.metrics.prompt_tokens.labels(model.name).inc(tokens)
+        timings = {"tokenization": tokenized - started, "queue": queue_s, "inference": inference_s}
+        return vectors, tokens, timings
+
+    async def run(self, model: ServedModel, task: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the model's thread, with in-progress limits and metrics; package
+        errors about the input become ``bad_media``/``invalid_request``, others
+        ``inference_failed``."""
+        busy = self._in_progress.get(model.name, 0)
+        if busy >= self.config.max_concurrent_requests:
+            raise ServeError(
+                "overloaded", f"Model is overloaded: {busy} requests in progress (the limit)"
+            )
+        self._in_progress[model.name] = busy + 1
+        gauge = self.metrics.in_progress.labels(model.name)
+        gauge.inc()
+        started = time.perf_counter()
+        try:
+            return await model.call(fn, *args)
+        except ServeError:
+            raise
+        except PreprocessingError as exc:
+            raise ServeError("bad_media", f"{exc}") from None
+        except IpfsAccelerateError as exc:
+            if isinstance(exc, ValueError):  # InvalidArgumentError and kin: the request's values
+                raise ServeError("invalid_request", f"{exc}") from None
+            raise ServeError(
+                "inference_failed", f"{model.name}: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            self._in_progress[model.name] -= 1
+            gauge.dec()
+            self.metrics.inference_seconds.labels(model.name, task).observe(
+                time.perf_counter() - started
+            )
+
+
+def _too_long_message(exc: TooLong, family: str) -> str:
+    if family == "openai":
+        return (
+            f"This model's maximum context length is {exc.limit} tokens, however you requested "
+            f"{exc.count} tokens "
+            f"({exc.count} in your prompt; 0 for the completion) in input {exc.index}. Please "
+            "reduce your prompt."
+        )
+    if family == "tei":
+        return (
+            f"Input validation error: `inputs` must have less than {exc.limit} tokens. "
+            f"Given: {exc.count}"
+        )
+    return (
+        f"input {exc.index} has {exc.count} tokens; the model takes at most {exc.limit} "
+        "(set truncate to cut it)"
+    )
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
