@@ -66,7 +66,13 @@ def test_lazy_attributes_and_typing_marker() -> None:
 
 
 @pytest.mark.parametrize(
-    "package", ["ipfs_accelerate", "ipfs_accelerate.api_backends", "ipfs_accelerate.models"]
+    "package",
+    [
+        "ipfs_accelerate",
+        "ipfs_accelerate.api_backends",
+        "ipfs_accelerate.models",
+        "ipfs_accelerate.serve",
+    ],
 )
 def test_every_lazy_export_resolves(package: str) -> None:
     module = importlib.import_module(package)

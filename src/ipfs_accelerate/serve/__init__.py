@@ -18,8 +18,9 @@ prometheus-client); importing this package loads none of them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ipfs_accelerate._lazy import lazy_exports
 
 _LAZY = {
     "create_app": "_app",
@@ -36,40 +37,18 @@ _LAZY = {
     "ServeError": "_errors",
 }
 
-__all__ = [
-    "DEFAULT_EMBEDDING_MODEL",
-    "KINDS",
-    "BackgroundServer",
-    "EmbeddingBatcher",
-    "ModelRegistry",
-    "ModelSpec",
-    "ServeError",
-    "ServedModel",
-    "ServerConfig",
-    "ServerState",
-    "create_app",
-    "run_server",
-]
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _LAZY, submodules=["ray_serve"])
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ipfs_accelerate.serve' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ipfs_accelerate.serve.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return [*__all__, "ray_serve"]
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._app import create_app
-    from ._batching import EmbeddingBatcher
-    from ._config import DEFAULT_EMBEDDING_MODEL, KINDS, ModelSpec, ServerConfig
-    from ._errors import ServeError
-    from ._models import ModelRegistry, ServedModel
-    from ._server import BackgroundServer, run_server
-    from ._state import ServerState
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ._app import create_app as create_app
+    from ._batching import EmbeddingBatcher as EmbeddingBatcher
+    from ._config import DEFAULT_EMBEDDING_MODEL as DEFAULT_EMBEDDING_MODEL
+    from ._config import KINDS as KINDS
+    from ._config import ModelSpec as ModelSpec
+    from ._config import ServerConfig as ServerConfig
+    from ._errors import ServeError as ServeError
+    from ._models import ModelRegistry as ModelRegistry
+    from ._models import ServedModel as ServedModel
+    from ._server import BackgroundServer as BackgroundServer
+    from ._server import run_server as run_server
+    from ._state import ServerState as ServerState
