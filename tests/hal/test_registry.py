@@ -150,3 +150,28 @@ def test_reset_backend_retries_start(extra_backends: None) -> None:
     hal.register_backend("broken", SecondCPU)  # e.g. a driver appeared
     assert hal.get_backend("broken", fallback=False).name == "cpu2"
     hal.reset_backend("broken")
+
+
+def test_a_registered_backend_gets_the_op_suite_without_a_test_edit() -> None:
+    """tests/conftest.py parametrises ``device`` from the registry, so a backend registered
+    before the suite is collected runs the op tests (here one of them) with no test edit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, pytest\n"
+        "from ipfs_accelerate import hal\n"
+        "from ipfs_accelerate.hal.cpu import CPUBackend\n"
+        "class ExtraCPU(CPUBackend):\n"
+        "    name = 'extra-cpu'\n"
+        "hal.register_backend('extra-cpu', ExtraCPU, fallback=None)\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-k', 'extra-cpu',\n"
+        "                      'tests/ops/test_reduce.py::test_std_is_sqrt_var']))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=240
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout
