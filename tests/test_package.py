@@ -57,16 +57,6 @@ def test_lazy_attributes_and_typing_marker() -> None:
         raise AssertionError("unknown attribute did not raise")
 
 
-def test_tensor_module_and_function_are_one_name() -> None:
-    out = _run(
-        "import ipfs_accelerate.tensor as m\n"
-        "import ipfs_accelerate as ia\n"
-        "from ipfs_accelerate.tensor import Tensor\n"
-        "print(type(ia.tensor([1.0])).__name__, m is ia.tensor)\n"
-    )
-    assert out.split() == ["Tensor", "True"]
-
-
 def test_readme_gives_the_two_commands_and_ci_runs_make_test() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
