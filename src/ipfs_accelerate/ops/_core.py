@@ -19,7 +19,7 @@ from ipfs_accelerate.errors import (
     UnsupportedOpError,
 )
 from ipfs_accelerate.hal._backend import Backend
-from ipfs_accelerate.tensor._dtype import DType, as_dtype, result_type
+from ipfs_accelerate.tensor._dtype import DType, result_type
 from ipfs_accelerate.tensor._tensor import Tensor
 
 Scalar = bool | int | float
@@ -193,10 +193,6 @@ def _fallback(
     handle = getattr(cpu, method)(*(to_cpu(a) for a in args), **{k: to_cpu(v) for k, v in kwargs.items()})
     host = cpu.to_numpy(Tensor(handle, shape, dtype, cpu))
     return Tensor(backend.from_numpy(np.ascontiguousarray(host)), shape, dtype, backend)
-
-
-def dtype_arg(dtype: Any) -> DType:
-    return as_dtype(dtype)
 
 
 def promote(op: str, *operands: Operand) -> DType:

@@ -83,7 +83,6 @@ _BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES}
 _BY_NAME.update({"bool_": bool_, "half": float16, "float": float32, "double": float64,
                  "long": int64, "int": int64})
 _BY_NUMPY: dict[np.dtype[Any], DType] = {d.numpy: d for d in DTYPES}
-_BY_NUMPY_NATIVE: dict[type, DType] = {d.numpy.type: d for d in DTYPES}
 
 
 def as_dtype(value: DType | str | np.dtype[Any] | type) -> DType:
@@ -186,15 +185,3 @@ def float_result_dtype(dtype: DType, op: str) -> DType:
     found = _BY_NUMPY[result]
     _UFUNC_RESULT_CACHE[key] = found
     return found
-
-
-def scalar_fits(value: Scalar, dtype: DType) -> bool:
-    """Whether a Python scalar is exactly representable-in-range for an integer/bool dtype."""
-    if dtype.is_floating:
-        return True
-    if dtype.is_bool:
-        return isinstance(value, bool)
-    if isinstance(value, float):
-        return False
-    info = np.iinfo(dtype.numpy)
-    return bool(info.min <= int(value) <= info.max)

@@ -235,13 +235,9 @@ class WhisperFeatureExtractor:
         """Samples per window (30 s at 16 kHz: 480000)."""
         return self.chunk_length * self.sampling_rate
 
-    @property
-    def n_frames(self) -> int:
-        """Frames per window (3000)."""
-        return self.n_samples // self.hop_length
-
     def __call__(self, audio: Array | list[Array]) -> Array:
-        """Features (B, feature_size, n_frames) float32 of mono 16 kHz audio (each at most one window)."""
+        """Features (B, feature_size, n_samples // hop_length) float32 of mono 16 kHz audio
+        (each at most one window)."""
         batch = [audio] if isinstance(audio, np.ndarray) else list(audio)
         if not batch:
             raise PreprocessingError("WhisperFeatureExtractor: no audio given")

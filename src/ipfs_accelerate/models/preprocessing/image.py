@@ -86,17 +86,6 @@ class ImageProcessor:
             raise CheckpointError(f"{path}: missing; image pipelines need the checkpoint's preprocessor_config.json")
         return cls.from_dict(read_json(path), source=str(path))
 
-    @property
-    def output_size(self) -> tuple[int, int]:
-        """(height, width) of the processed images."""
-        if self.do_center_crop:
-            return self.crop_size["height"], self.crop_size["width"]
-        if "height" in self.size:
-            return self.size["height"], self.size["width"]
-        raise PreprocessingError(
-            "ImageProcessor: a shortest_edge resize without a center crop gives images of varying sizes"
-        )
-
     def __call__(self, images: Any) -> Array:
         """Preprocess one image or a sequence of images into (B, 3, H, W) float32."""
         batch = list(images) if isinstance(images, list | tuple) else [images]
