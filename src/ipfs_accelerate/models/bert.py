@@ -77,8 +77,8 @@ class BertOutput:
 @dataclass(frozen=True)
 class PackedTokens:
     """The real tokens of a padded (rows, length) batch, one per row of a (tokens, hidden)
-    matrix, for :meth:`BertModel.packed`: its dense layers skip the padding (a batch of
-    sentences sorted by length still pads 10-15% of its slots), attention runs padded.
+    matrix, for :meth:`BertModel.packed`: its dense layers skip the padding (even a batch
+    sorted by length has some; docs/models.md), attention runs padded.
 
     Made by :meth:`from_batch` (host arrays). ``keep`` (T,) holds the flat index
     ``row * length + position`` of each packed token; ``place`` (rows * length,) the packed

@@ -435,10 +435,10 @@ _SHORT_ROWS_MIN = 1 << 12
 
 def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) -> Array:
     """layer_norm of each row of a (N, width) float array, its reductions as products with a
-    ones vector (BLAS; numpy's own row reductions were 4x slower on transformer activations).
-    The mean is taken twice: the second, of the centred rows, removes what rounding left of
-    the first, so rows of one repeated value centre to exactly 0 (with BERT's eps of 1e-12 a
-    leftover ulp would normalise to a large value)."""
+    ones vector (BLAS beats numpy's row reductions here; see docs/tensors.md). The mean is
+    taken twice: the second, of the centred rows, removes what rounding left of the first, so
+    rows of one repeated value centre to exactly 0 (with BERT's eps of 1e-12 a leftover ulp
+    would normalise to a large value)."""
     scale = rows.dtype.type(1.0 / rows.shape[1])
     ones = np.ones(rows.shape[1], dtype=rows.dtype)
     centred = rows - ((rows @ ones) * scale)[:, None]
@@ -456,10 +456,9 @@ def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) 
 
 
 def _softmax(data: Array, axis: int, log: bool) -> Array:
-    """(log-)softmax of a new array. numpy reduces along a short last axis slowly (per-row
-    overhead: attention scores over 20 keys took 0.27 ms for the max and 0.14 ms for the sum
-    of 7k rows), so short float rows take their max as an element-wise maximum over the
-    columns and their sum as a product with a ones vector (BLAS), 3-7x faster."""
+    """(log-)softmax of a new array. numpy pays a per-row overhead when it reduces along a
+    short last axis, so short float rows take their max as an element-wise maximum over the
+    columns and their sum as a product with a ones vector (BLAS); see docs/tensors.md."""
     width = data.shape[axis] if data.ndim else 1
     if (
         axis in (-1, data.ndim - 1)
