@@ -9,11 +9,23 @@ from pathlib import Path
 import ipfs_accelerate
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("wgpu", "onnx", "onnxruntime", "torch", "aiohttp", "tokenizers", "safetensors", "transformers", "scipy")
+HEAVY = (
+    "wgpu",
+    "onnx",
+    "onnxruntime",
+    "torch",
+    "aiohttp",
+    "tokenizers",
+    "safetensors",
+    "transformers",
+    "scipy",
+)
 
 
 def _run(code: str) -> str:
-    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
 
 
 def test_import_is_cheap_and_loads_nothing_heavy() -> None:

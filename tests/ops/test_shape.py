@@ -48,7 +48,10 @@ def test_transpose_permute_swapaxes(device: str, data: st.DataObject) -> None:
     assert_close(t.T, x.T, op="T")
     if x.ndim >= 2:
         assert_close(t.mT, np.swapaxes(x, -1, -2), op="mT")
-        a, b = data.draw(st.integers(-x.ndim, x.ndim - 1)), data.draw(st.integers(-x.ndim, x.ndim - 1))
+        a, b = (
+            data.draw(st.integers(-x.ndim, x.ndim - 1)),
+            data.draw(st.integers(-x.ndim, x.ndim - 1)),
+        )
         assert_close(ops.swapaxes(t, a, b), np.swapaxes(x, a, b), op="swapaxes")
 
 
@@ -59,7 +62,9 @@ def test_broadcast_to_and_expand(device: str, data: st.DataObject) -> None:
     target = tuple(lead) + tuple(data.draw(st.integers(0, 3)) if d == 1 else d for d in x.shape)
     expected = np.broadcast_to(x, target)
     assert_close(ops.broadcast_to(on(device, x), target), expected, op="broadcast_to")
-    torch_style = tuple(lead) + tuple(-1 if d != 1 else t for d, t in zip(x.shape, target[len(lead) :], strict=True))
+    torch_style = tuple(lead) + tuple(
+        -1 if d != 1 else t for d, t in zip(x.shape, target[len(lead) :], strict=True)
+    )
     assert_close(ops.expand(on(device, x), torch_style), expected, op="expand")
 
 
@@ -95,7 +100,9 @@ def test_concat_stack_split(device: str, data: st.DataObject) -> None:
     assert_close(ops.concat([on(device, p) for p in parts], axis), joined, op="concat")
     same = [data.draw(arrays(dtype, base)) for _ in range(2)]
     stack_axis = data.draw(st.integers(-len(base) - 1, len(base)))
-    assert_close(ops.stack([on(device, p) for p in same], stack_axis), np.stack(same, stack_axis), op="stack")
+    assert_close(
+        ops.stack([on(device, p) for p in same], stack_axis), np.stack(same, stack_axis), op="stack"
+    )
     points = sorted(data.draw(st.lists(st.integers(0, joined.shape[axis]), max_size=3)))
     pieces = ops.split(on(device, joined), points, axis)
     expected = np.split(joined, points, axis)
@@ -153,7 +160,9 @@ def test_slice_op_matches_python_slices(device: str, data: st.DataObject) -> Non
     step = data.draw(st.sampled_from([1, 2, -1, -3]))
     key = [slice(None)] * x.ndim
     key[axis] = slice(start, stop, step)
-    assert_close(ops.slice(on(device, x), [start], [stop], [step], [axis]), x[tuple(key)], op="slice")
+    assert_close(
+        ops.slice(on(device, x), [start], [stop], [step], [axis]), x[tuple(key)], op="slice"
+    )
 
 
 @given(data=st.data())
@@ -163,8 +172,14 @@ def test_gather_and_integer_array_index(device: str, data: st.DataObject) -> Non
     n = x.shape[axis]
     index_dtype = data.draw(st.sampled_from(supported(device, ("int32", "int64"))))
     indices = data.draw(arrays(index_dtype, shapes(max_dims=2, max_side=3), -n, n - 1))
-    assert_close(ops.gather(on(device, x), on(device, indices), axis), np.take(x, indices, axis=axis), op="gather")
-    first = data.draw(arrays(index_dtype, shapes(min_dims=1, max_dims=1, max_side=4), -x.shape[0], x.shape[0] - 1))
+    assert_close(
+        ops.gather(on(device, x), on(device, indices), axis),
+        np.take(x, indices, axis=axis),
+        op="gather",
+    )
+    first = data.draw(
+        arrays(index_dtype, shapes(min_dims=1, max_dims=1, max_side=4), -x.shape[0], x.shape[0] - 1)
+    )
     assert_close(on(device, x)[on(device, first)], x[first], op="array index")
 
 
@@ -202,7 +217,9 @@ def test_pad_matches_numpy(device: str, data: st.DataObject) -> None:
 
 def test_index_errors(device: str) -> None:
     t = ia.zeros(2, 3, device=device)
-    with pytest.raises(IndexOutOfRangeError, match="index 5 is out of bounds for axis 1 with size 3"):
+    with pytest.raises(
+        IndexOutOfRangeError, match="index 5 is out of bounds for axis 1 with size 3"
+    ):
         t[0, 5]
     with pytest.raises(IndexOutOfRangeError, match="too many indices"):
         t[0, 0, 0]
@@ -232,6 +249,10 @@ def test_full_size_selections_that_are_not_the_identity(device: str) -> None:
     """Selections as large as the input that still move elements (reversal, negative steps)."""
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     t = on(device, x)
-    for key in [(slice(None), slice(None, None, -1)), (slice(None, None, -1),), (slice(2, None, -1), slice(3, None, -1))]:
+    for key in [
+        (slice(None), slice(None, None, -1)),
+        (slice(None, None, -1),),
+        (slice(2, None, -1), slice(3, None, -1)),
+    ]:
         assert_close(t[key], x[key], op=f"getitem {key!r}")
     assert_close(ops.slice(t, [-1], [-4], [-1], [0]), x[-1:-4:-1], op="slice reverse")

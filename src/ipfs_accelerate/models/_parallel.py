@@ -121,7 +121,9 @@ def _enter() -> ThreadPoolExecutor | None:
                 return None
         _depth += 1
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=host_cores(), thread_name_prefix="ipfs-accelerate-shard")
+            _pool = ThreadPoolExecutor(
+                max_workers=host_cores(), thread_name_prefix="ipfs-accelerate-shard"
+            )
         return _pool
 
 

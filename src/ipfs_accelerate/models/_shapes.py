@@ -12,7 +12,14 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
-__all__ = ["EXACT_SHAPES", "Plan", "ShapePolicy", "bucket_length", "compiles_per_shape", "next_power_of_two"]
+__all__ = [
+    "EXACT_SHAPES",
+    "Plan",
+    "ShapePolicy",
+    "bucket_length",
+    "compiles_per_shape",
+    "next_power_of_two",
+]
 
 #: distinct lengths a pipeline runs as they are, per row count, before it pads to buckets
 EXACT_SHAPES = 8

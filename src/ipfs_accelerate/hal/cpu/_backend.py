@@ -100,7 +100,9 @@ class CPUBackend(Backend):
     views that share memory, as in numpy; every other op allocates its result."""
 
     name: ClassVar[str] = "cpu"
-    fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+    fused: ClassVar[frozenset[str]] = frozenset(
+        {"softmax", "layer_norm", "linear", "attention", "clamp"}
+    )
     shares_host_memory: ClassVar[bool] = True
 
     def __init__(self) -> None:
@@ -190,7 +192,9 @@ class CPUBackend(Backend):
             _math.checked_int_binary(op, x, y, result)
         return result
 
-    def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Array:
+    def where(
+        self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape
+    ) -> Array:
         x = a._data if not isinstance(a, bool | int | float) else a
         y = b._data if not isinstance(b, bool | int | float) else b
         result = np.where(cond._data, x, y)
@@ -223,12 +227,17 @@ class CPUBackend(Backend):
         if op == "sum":
             result = np.sum(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
             if out_dtype.is_integer:
-                self._check_int_reduction("sum", np.asarray(np.sum(data, axis=axis, dtype=np.float64, keepdims=keepdims)))
+                self._check_int_reduction(
+                    "sum", np.asarray(np.sum(data, axis=axis, dtype=np.float64, keepdims=keepdims))
+                )
         elif op == "prod":
             result = np.prod(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
             if out_dtype.is_integer:
                 with np.errstate(over="ignore"):
-                    self._check_int_reduction("prod", np.asarray(np.prod(data, axis=axis, dtype=np.float64, keepdims=keepdims)))
+                    self._check_int_reduction(
+                        "prod",
+                        np.asarray(np.prod(data, axis=axis, dtype=np.float64, keepdims=keepdims)),
+                    )
         elif op == "max":
             result = np.max(data, axis=axis, keepdims=keepdims)
         elif op == "min":
@@ -248,7 +257,9 @@ class CPUBackend(Backend):
     def _check_int_reduction(op: str, approx: Array) -> None:
         limit = float(2**63)
         if np.any(np.abs(approx) >= limit):
-            raise TensorOverflowError(f"{op}: integer result overflows int64; cast to float64 first")
+            raise TensorOverflowError(
+                f"{op}: integer result overflows int64; cast to float64 first"
+            )
 
     def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> Array:
         fn = np.argmax if op == "argmax" else np.argmin
@@ -298,7 +309,8 @@ class CPUBackend(Backend):
         data = x._data
         if not data.flags.writeable:
             raise InvalidArgumentError(
-                "setitem: this tensor is a read-only broadcast view (from expand/broadcast_to); clone() it first"
+                "setitem: this tensor is a read-only broadcast view (from expand/broadcast_to); "
+                "clone() it first"
             )
         data[key] = value
 
@@ -386,7 +398,9 @@ class CPUBackend(Backend):
         axes = tuple(range(data.ndim - num_axes, data.ndim))
         # the mean accumulates in float64: a float32 mean of equal values can miss them by an
         # ulp, and with a tiny eps (BERT's 1e-12) that ulp normalises to a large value
-        mean = np.mean(data, axis=axes, keepdims=True, dtype=np.float64 if data.dtype.itemsize < 8 else None)
+        mean = np.mean(
+            data, axis=axes, keepdims=True, dtype=np.float64 if data.dtype.itemsize < 8 else None
+        )
         centred = data - mean.astype(data.dtype, copy=False)
         variance = np.mean(np.square(centred), axis=axes, keepdims=True)
         variance += data.dtype.type(eps)

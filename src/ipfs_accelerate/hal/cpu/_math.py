@@ -164,7 +164,8 @@ def arange_values(start: Any, step: Any, size: int, dtype: np.dtype[Any]) -> Arr
 def _raise_overflow(op: str, dtype: np.dtype[Any]) -> None:
     info = np.iinfo(dtype)
     raise TensorOverflowError(
-        f"{op}: integer result overflows {dtype} [{info.min}, {info.max}]; cast to a wider dtype first"
+        f"{op}: integer result overflows {dtype} [{info.min}, {info.max}]; cast to a wider dtype "
+        "first"
     )
 
 
@@ -197,4 +198,6 @@ def checked_unary(op: str, x: Array) -> None:
         if x.size and np.any(x == np.iinfo(x.dtype).min):
             _raise_overflow(op, x.dtype)
     elif x.dtype.kind == "u" and op == "neg" and np.any(x):
-        raise TensorOverflowError(f"neg: negating non-zero {x.dtype} values wraps around; cast to a signed dtype first")
+        raise TensorOverflowError(
+            f"neg: negating non-zero {x.dtype} values wraps around; cast to a signed dtype first"
+        )
