@@ -1,18 +1,21 @@
 """Shared fixtures: the hypothesis profile and the backend parametrisation.
 
-Every op test takes the ``device`` fixture and runs once per registered backend. A backend
-that cannot start here is skipped with its reason, unless it is implemented and
-IPFS_ACCELERATE_REQUIRE_<NAME>=1 says it must run (CI sets it for WebGPU on lavapipe), in
-which case the tests fail.
+Every op test takes the ``device`` fixture and runs once per backend in the HAL registry
+(``hal.registered_backends()`` when the suite is collected), so a newly registered backend
+gets the whole op suite without a test edit. A backend that cannot start here is skipped
+with its reason, unless IPFS_ACCELERATE_REQUIRE_<NAME>=1 says it must run (CI sets it for
+WebGPU on lavapipe), in which case the tests fail.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from ipfs_accelerate import hal
+from ipfs_accelerate.errors import BackendUnavailableError
 
 # session fixtures of the serve and CLI tests, registered here once so both folders share them
 pytest_plugins = ["tests.serve.fixtures"]
@@ -34,18 +37,15 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-BACKEND_NAMES = ("cpu", "webgpu", "webnn")
+#: the registry's backends as the suite is collected (hal/__init__.py registers the built-ins)
+BACKEND_NAMES = tuple(hal.registered_backends())
 
 
 def start_backend(name: str):  # type: ignore[no-untyped-def]
-    from ipfs_accelerate import hal
-    from ipfs_accelerate.errors import BackendUnavailableError
-
     try:
         return hal.get_backend(name, fallback=False)
     except BackendUnavailableError as exc:
-        implemented = importlib.util.find_spec(f"ipfs_accelerate.hal.{name}") is not None
-        if implemented and os.environ.get(f"IPFS_ACCELERATE_REQUIRE_{name.upper()}") == "1":
+        if os.environ.get(f"IPFS_ACCELERATE_REQUIRE_{name.upper()}") == "1":
             pytest.fail(f"backend {name!r} is required here but cannot start: {exc}")
         pytest.skip(str(exc))
 
@@ -59,6 +59,4 @@ def device(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def backend(device: str):  # type: ignore[no-untyped-def]
-    from ipfs_accelerate import hal
-
     return hal.get_backend(device, fallback=False)

@@ -13,9 +13,16 @@ import ipfs_accelerate
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = (
-    "wgpu", "onnx", "onnxruntime", "torch", "aiohttp", "tokenizers", "safetensors",
-    "transformers", "scipy",
-)  # fmt: skip
+    "wgpu",
+    "onnx",
+    "onnxruntime",
+    "torch",
+    "aiohttp",
+    "tokenizers",
+    "safetensors",
+    "transformers",
+    "scipy",
+)
 
 
 def _run(code: str) -> str:
@@ -82,16 +89,6 @@ def test_every_lazy_export_resolves(package: str) -> None:
         assert getattr(module, name) is not None, name
     with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'nope'"):
         module.nope
-
-
-def test_tensor_module_and_function_are_one_name() -> None:
-    out = _run(
-        "import ipfs_accelerate.tensor as m\n"
-        "import ipfs_accelerate as ia\n"
-        "from ipfs_accelerate.tensor import Tensor\n"
-        "print(type(ia.tensor([1.0])).__name__, m is ia.tensor)\n"
-    )
-    assert out.split() == ["Tensor", "True"]
 
 
 def test_readme_gives_the_two_commands_and_ci_runs_make_test() -> None:

@@ -68,14 +68,19 @@ def test_cpu_backend_reports_itself() -> None:
 
 
 def test_unknown_backend_is_a_typed_error_listing_the_known_ones() -> None:
-    with pytest.raises(UnknownBackendError, match=r"unknown backend 'tpu'; registered backends: cpu, webgpu, webnn"):
+    with pytest.raises(
+        UnknownBackendError, match=r"unknown backend 'tpu'; registered backends: cpu, webgpu, webnn"
+    ):
         hal.get_backend("tpu")
     with pytest.raises(UnknownBackendError):
         ia.zeros(2, device="tpu")
 
 
 def test_backend_that_cannot_start_falls_back_with_a_warning(extra_backends: None) -> None:
-    with pytest.warns(BackendFallbackWarning, match=r"'broken' is unavailable: RuntimeError: no adapter found .*falling back to 'cpu'"):
+    with pytest.warns(
+        BackendFallbackWarning,
+        match=r"'broken' is unavailable: RuntimeError: no adapter found .*falling back to 'cpu'",
+    ):
         t = ia.zeros(2, device="broken")
     assert t.device == "cpu"
     with pytest.raises(BackendUnavailableError, match="no adapter found"):
@@ -87,11 +92,16 @@ def test_backend_that_cannot_start_falls_back_with_a_warning(extra_backends: Non
     assert "broken" not in {i.name for i in hal.available_backends()}
 
 
-def test_missing_op_falls_back_to_cpu_and_result_returns_to_the_device(extra_backends: None) -> None:
+def test_missing_op_falls_back_to_cpu_and_result_returns_to_the_device(
+    extra_backends: None,
+) -> None:
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.arange(12, dtype=np.float32).reshape(3, 4)
     ta, tb = ia.tensor(a, device="nomatmul"), ia.tensor(b, device="nomatmul")
-    with pytest.warns(BackendFallbackWarning, match=r"nomatmul: matmul is not implemented; running matmul on 'cpu'"):
+    with pytest.warns(
+        BackendFallbackWarning,
+        match=r"nomatmul: matmul is not implemented; running matmul on 'cpu'",
+    ):
         out = ta @ tb
     assert out.device == "nomatmul"
     np.testing.assert_array_equal(out.numpy(), a @ b)
@@ -105,7 +115,10 @@ def test_missing_op_falls_back_to_cpu_and_result_returns_to_the_device(extra_bac
 
 def test_mixing_devices_without_to_is_refused(extra_backends: None) -> None:
     x, y = ia.ones(3), ia.ones(3, device="cpu2")
-    with pytest.raises(DeviceMismatchError, match=r"add: operands are on different devices \(cpu, cpu2\).*\.to\(device\)"):
+    with pytest.raises(
+        DeviceMismatchError,
+        match=r"add: operands are on different devices \(cpu, cpu2\).*\.to\(device\)",
+    ):
         x + y
     with pytest.raises(DeviceMismatchError, match="matmul"):
         ops.matmul(ia.ones(2, 2), ia.ones(2, 2, device="cpu2"))
@@ -119,12 +132,18 @@ def test_mixing_devices_without_to_is_refused(extra_backends: None) -> None:
     assert x.numpy()[0] == 1
 
 
-def test_select_backend_explains_its_choice(extra_backends: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_select_backend_explains_its_choice(
+    extra_backends: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("IPFS_ACCELERATE_DEVICE", raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackendFallbackWarning)
         choice = hal.select_backend()
-        assert choice.name in {"cpu", "webgpu"} and choice.reason and str(choice).startswith(choice.name)
+        assert (
+            choice.name in {"cpu", "webgpu"}
+            and choice.reason
+            and str(choice).startswith(choice.name)
+        )
         preferred = hal.select_backend(prefer=["broken", "cpu2"])
         assert preferred.name == "cpu2" and "preferred by the caller" in preferred.reason
         monkeypatch.setenv("IPFS_ACCELERATE_DEVICE", "cpu2")
@@ -150,3 +169,28 @@ def test_reset_backend_retries_start(extra_backends: None) -> None:
     hal.register_backend("broken", SecondCPU)  # e.g. a driver appeared
     assert hal.get_backend("broken", fallback=False).name == "cpu2"
     hal.reset_backend("broken")
+
+
+def test_a_registered_backend_gets_the_op_suite_without_a_test_edit() -> None:
+    """tests/conftest.py parametrises ``device`` from the registry, so a backend registered
+    before the suite is collected runs the op tests (here one of them) with no test edit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, pytest\n"
+        "from ipfs_accelerate import hal\n"
+        "from ipfs_accelerate.hal.cpu import CPUBackend\n"
+        "class ExtraCPU(CPUBackend):\n"
+        "    name = 'extra-cpu'\n"
+        "hal.register_backend('extra-cpu', ExtraCPU, fallback=None)\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-k', 'extra-cpu',\n"
+        "                      'tests/ops/test_reduce.py::test_std_is_sqrt_var']))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=240
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout

@@ -1,17 +1,13 @@
 """A batch split into row shards that run at once, one per core, on the numpy backend.
 
-The numpy backend computes each op on one thread except matrix products, which BLAS spreads
-over the cores; the element-wise work between them (GELU, softmax, layer norm, residuals)
-leaves every core but one idle. Shards of a batch running side by side on a thread pool
-(numpy releases the GIL while it computes) with BLAS held to one thread per call keep all
-cores busy through the whole forward pass: all-MiniLM-L6-v2 at batch 32 runs about 1.2x
-faster on two cores. A shard's result is the same as the whole batch's rows.
+numpy runs element-wise ops on one thread; shards side by side on a thread pool keep every
+core busy between the matrix products (why, and what it gains: docs/models.md). A shard's
+result is the same as the whole batch's rows.
 
-BLAS is held to one thread process-wide while any sharded batch runs (its thread count is
-global state); the first batch in sets it, the last one out restores what was there, both
-from one thread of this module's (threadpoolctl lets a single thread at a time change
-OpenBLAS's). Where no BLAS library can be limited (none found, or another thread holds
-OpenBLAS), batches are not sharded: threads would compete with BLAS's own.
+BLAS is held to one thread process-wide while any sharded batch runs: the first batch in sets
+it, the last one out restores it, both from this module's one control thread (threadpoolctl
+lets a single thread at a time change OpenBLAS's). Where no BLAS library can be limited,
+batches are not sharded: threads would compete with BLAS's own.
 """
 
 from __future__ import annotations
@@ -125,7 +121,9 @@ def _enter() -> ThreadPoolExecutor | None:
                 return None
         _depth += 1
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=host_cores(), thread_name_prefix="ipfs-accelerate-shard")
+            _pool = ThreadPoolExecutor(
+                max_workers=host_cores(), thread_name_prefix="ipfs-accelerate-shard"
+            )
         return _pool
 
 

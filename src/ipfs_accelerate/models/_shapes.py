@@ -1,11 +1,10 @@
 """Input shapes for backends that compile one graph per input shape (webnn).
 
-Such a backend pays a compile (about 0.1 s for MiniLM) and a session's memory (its prepacked
-matrix weights, about half the model) for every new (rows, length) it meets. Sorting texts by length keeps batches
-tight, but a stream of texts of every length would compile a graph per length, so the
-pipelines run the first few shapes of each row count exactly (a repeated workload keeps its
-exact, cheapest shapes) and pad later batches to shape buckets, of which a few dozen cover
-everything.
+Such a backend pays a compile and a session's memory for every new (rows, length) it meets
+(the costs: docs/models.md), and a stream of texts of every length would compile a graph per
+length, so the pipelines run the first few shapes of each row count exactly (a repeated
+workload keeps its exact, cheapest shapes) and pad later batches to shape buckets, of which a
+few dozen cover everything.
 """
 
 from __future__ import annotations
@@ -13,7 +12,14 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
-__all__ = ["EXACT_SHAPES", "Plan", "ShapePolicy", "bucket_length", "compiles_per_shape", "next_power_of_two"]
+__all__ = [
+    "EXACT_SHAPES",
+    "Plan",
+    "ShapePolicy",
+    "bucket_length",
+    "compiles_per_shape",
+    "next_power_of_two",
+]
 
 #: distinct lengths a pipeline runs as they are, per row count, before it pads to buckets
 EXACT_SHAPES = 8

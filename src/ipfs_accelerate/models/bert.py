@@ -1,9 +1,10 @@
 """BERT encoders (BERT, MiniLM and other ``model_type: bert`` checkpoints), as ``BertModel``.
 
 Parameter names equal the keys of Hugging Face ``BertModel`` checkpoints. Supported: absolute
-position embeddings, any ``hidden_act`` of :data:`~ipfs_accelerate.models._module.SUPPORTED_ACTIVATIONS`,
-an optional pooler. Not supported (UnsupportedArchitectureError at load time): relative
-position embeddings, decoder/cross-attention configurations.
+position embeddings, any ``hidden_act`` of
+:data:`~ipfs_accelerate.models._module.SUPPORTED_ACTIVATIONS`, an optional pooler. Not supported
+(UnsupportedArchitectureError at load time): relative position embeddings,
+decoder/cross-attention configurations.
 """
 
 from __future__ import annotations
@@ -56,13 +57,17 @@ class BertConfig:
         config = from_dict(cls, data, context="BertConfig")
         if config.position_embedding_type != "absolute":
             raise UnsupportedArchitectureError(
-                f"BertModel: position_embedding_type {config.position_embedding_type!r} is not implemented (absolute is)"
+                f"BertModel: position_embedding_type {config.position_embedding_type!r} is not "
+                "implemented (absolute is)"
             )
         if config.is_decoder or config.add_cross_attention:
-            raise UnsupportedArchitectureError("BertModel: decoder / cross-attention BERT configurations are not implemented")
+            raise UnsupportedArchitectureError(
+                "BertModel: decoder / cross-attention BERT configurations are not implemented"
+            )
         if config.hidden_size % config.num_attention_heads:
             raise UnsupportedArchitectureError(
-                f"BertModel: hidden_size {config.hidden_size} is not divisible by num_attention_heads {config.num_attention_heads}"
+                f"BertModel: hidden_size {config.hidden_size} is not divisible by "
+                f"num_attention_heads {config.num_attention_heads}"
             )
         check_activation(config.hidden_act, "BertModel")
         return config
@@ -77,8 +82,8 @@ class BertOutput:
 @dataclass(frozen=True)
 class PackedTokens:
     """The real tokens of a padded (rows, length) batch, one per row of a (tokens, hidden)
-    matrix, for :meth:`BertModel.packed`: its dense layers skip the padding (a batch of
-    sentences sorted by length still pads 10-15% of its slots), attention runs padded.
+    matrix, for :meth:`BertModel.packed`: its dense layers skip the padding (even a batch
+    sorted by length has some; docs/models.md), attention runs padded.
 
     Made by :meth:`from_batch` (host arrays). ``keep`` (T,) holds the flat index
     ``row * length + position`` of each packed token; ``place`` (rows * length,) the packed
@@ -120,11 +125,15 @@ class PackedTokens:
             )
         types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
         if types.shape != ids.shape:
-            raise InvalidArgumentError(f"PackedTokens: token_type_ids must have shape {ids.shape}, got {types.shape}")
+            raise InvalidArgumentError(
+                f"PackedTokens: token_type_ids must have shape {ids.shape}, got {types.shape}"
+            )
         present = mask != 0
         empty = np.flatnonzero(~present.any(axis=1))
         if empty.size:
-            raise InvalidArgumentError(f"PackedTokens: row {int(empty[0])} has no token (its attention_mask is all zero)")
+            raise InvalidArgumentError(
+                f"PackedTokens: row {int(empty[0])} has no token (its attention_mask is all zero)"
+            )
         keep = np.flatnonzero(present.reshape(-1)).astype(np.int64)
         place = np.zeros(ids.size, dtype=np.int64)
         place[keep] = np.arange(keep.size, dtype=np.int64)
@@ -185,10 +194,15 @@ class BertSelfAttention(Module):
 
     def __call__(self, x: Tensor, mask: Tensor | None, layout: _Layout | None = None) -> Tensor:
         if layout is None:
-            q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+            q, k, v = (
+                split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value)
+            )
             return merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         # packed: the projections see the real tokens only, attention the padded layout
-        q, k, v = (split_heads(layout.padded(proj(x)), self.num_heads) for proj in (self.query, self.key, self.value))
+        q, k, v = (
+            split_heads(layout.padded(proj(x)), self.num_heads)
+            for proj in (self.query, self.key, self.value)
+        )
         return layout.packed(merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
 
 
@@ -274,7 +288,10 @@ class BertModel(Module):
 
     base_model_prefix: ClassVar[str] = "bert"
     optional_prefixes: ClassVar[tuple[str, ...]] = ("pooler.",)
-    ignored_keys: ClassVar[tuple[str, ...]] = ("embeddings.position_ids", "embeddings.token_type_ids")
+    ignored_keys: ClassVar[tuple[str, ...]] = (
+        "embeddings.position_ids",
+        "embeddings.token_type_ids",
+    )
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -292,14 +309,18 @@ class BertModel(Module):
         pool: bool = True,
     ) -> BertOutput:
         if input_ids.ndim != 2:
-            raise InvalidArgumentError(f"BertModel: input_ids must be (batch, length), got shape {input_ids.shape}")
+            raise InvalidArgumentError(
+                f"BertModel: input_ids must be (batch, length), got shape {input_ids.shape}"
+            )
         self._check_length(input_ids.shape[1])
         if token_type_ids is None:
             token_type_ids = zeros_like(input_ids)
         mask = None
         if attention_mask is not None:
             # (B, 1, 1, S): every query of a sequence may attend to its non-padding keys
-            mask = (attention_mask != 0).reshape(attention_mask.shape[0], 1, 1, attention_mask.shape[1])
+            mask = (attention_mask != 0).reshape(
+                attention_mask.shape[0], 1, 1, attention_mask.shape[1]
+            )
         hidden = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         pooled = self.pooler(hidden) if pool and self.pooler is not None else None
         return BertOutput(hidden, pooled)
@@ -312,7 +333,12 @@ class BertModel(Module):
         no padding."""
         self._check_length(batch.length)
         device = self.embeddings.word_embeddings.weight.device
-        layout = _Layout(from_numpy(batch.keep, device), from_numpy(batch.place, device), batch.rows, batch.length)
+        layout = _Layout(
+            from_numpy(batch.keep, device),
+            from_numpy(batch.place, device),
+            batch.rows,
+            batch.length,
+        )
         mask = from_numpy(batch.attention_mask.reshape(batch.rows, 1, 1, batch.length) != 0, device)
         x = self.embeddings.packed(
             from_numpy(batch.input_ids, device),

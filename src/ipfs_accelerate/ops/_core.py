@@ -19,7 +19,7 @@ from ipfs_accelerate.errors import (
     UnsupportedOpError,
 )
 from ipfs_accelerate.hal._backend import Backend
-from ipfs_accelerate.tensor._dtype import DType, as_dtype, result_type
+from ipfs_accelerate.tensor._dtype import DType, result_type
 from ipfs_accelerate.tensor._tensor import Tensor
 
 Scalar = bool | int | float
@@ -57,7 +57,9 @@ def as_tensor(value: Any, *, op: str, like: Tensor | None = None) -> Tensor:
     try:
         return tensor(value, device=like.device if like is not None else None)
     except InvalidArgumentError as exc:
-        raise InvalidArgumentError(f"{op}: operand {type(value).__name__} is not tensor data ({exc})") from None
+        raise InvalidArgumentError(
+            f"{op}: operand {type(value).__name__} is not tensor data ({exc})"
+        ) from None
 
 
 def same_backend(op: str, tensors: Sequence[Tensor]) -> Backend:
@@ -117,7 +119,12 @@ def normalize_axis(axis: Any, ndim: int, op: str) -> int:
         raise AxisError(f"{op}: axis must be an int, got {axis!r}")
     axis = int(axis)
     if not -ndim <= axis < ndim:
-        raise AxisError(f"{op}: axis {axis} is out of range for a tensor of rank {ndim} (valid: {-ndim}..{ndim - 1})" if ndim else f"{op}: axis {axis} is out of range for a 0-d tensor")
+        raise AxisError(
+            f"{op}: axis {axis} is out of range for a tensor of rank {ndim} (valid: "
+            f"{-ndim}..{ndim - 1})"
+            if ndim
+            else f"{op}: axis {axis} is out of range for a 0-d tensor"
+        )
     return axis + ndim if axis < 0 else axis
 
 
@@ -130,7 +137,9 @@ def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
     try:
         items = list(axis)
     except TypeError:
-        raise AxisError(f"{op}: axis must be None, an int or a sequence of ints, got {axis!r}") from None
+        raise AxisError(
+            f"{op}: axis must be None, an int or a sequence of ints, got {axis!r}"
+        ) from None
     axes = [normalize_axis(a, ndim, op) for a in items]
     if len(set(axes)) != len(axes):
         raise AxisError(f"{op}: repeated axis in {tuple(items)}")
@@ -179,7 +188,9 @@ def _fallback(
 
     cpu = get_backend("cpu")
     warnings.warn(
-        BackendFallbackWarning(f"{exc}; running {method} on 'cpu' and moving the result back to {backend.name!r}"),
+        BackendFallbackWarning(
+            f"{exc}; running {method} on 'cpu' and moving the result back to {backend.name!r}"
+        ),
         stacklevel=4,
     )
 
@@ -190,13 +201,11 @@ def _fallback(
             return type(value)(to_cpu(v) for v in value)
         return value
 
-    handle = getattr(cpu, method)(*(to_cpu(a) for a in args), **{k: to_cpu(v) for k, v in kwargs.items()})
+    handle = getattr(cpu, method)(
+        *(to_cpu(a) for a in args), **{k: to_cpu(v) for k, v in kwargs.items()}
+    )
     host = cpu.to_numpy(Tensor(handle, shape, dtype, cpu))
     return Tensor(backend.from_numpy(np.ascontiguousarray(host)), shape, dtype, backend)
-
-
-def dtype_arg(dtype: Any) -> DType:
-    return as_dtype(dtype)
 
 
 def promote(op: str, *operands: Operand) -> DType:

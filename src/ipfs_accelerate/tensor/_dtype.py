@@ -33,7 +33,17 @@ __all__ = [
 class DType:
     """A tensor element type. Compares equal to its name and to the matching numpy dtype."""
 
-    __slots__ = ("is_bool", "is_floating", "is_integer", "is_signed", "itemsize", "max", "min", "name", "numpy")
+    __slots__ = (
+        "is_bool",
+        "is_floating",
+        "is_integer",
+        "is_signed",
+        "itemsize",
+        "max",
+        "min",
+        "name",
+        "numpy",
+    )
 
     def __init__(self, name: str) -> None:
         self.name: Final = name
@@ -44,9 +54,19 @@ class DType:
         self.is_signed: Final = self.numpy.kind in "if"
         self.is_bool: Final = self.numpy.kind == "b"
         #: largest and smallest finite values (1/0 for bool)
-        info: Any = np.finfo(self.numpy) if self.is_floating else np.iinfo(self.numpy) if self.is_integer else None
-        self.max: Final[float | int] = (float(info.max) if self.is_floating else int(info.max)) if info is not None else 1
-        self.min: Final[float | int] = (float(info.min) if self.is_floating else int(info.min)) if info is not None else 0
+        info: Any = (
+            np.finfo(self.numpy)
+            if self.is_floating
+            else np.iinfo(self.numpy)
+            if self.is_integer
+            else None
+        )
+        self.max: Final[float | int] = (
+            (float(info.max) if self.is_floating else int(info.max)) if info is not None else 1
+        )
+        self.min: Final[float | int] = (
+            (float(info.min) if self.is_floating else int(info.min)) if info is not None else 0
+        )
 
     def __repr__(self) -> str:
         return f"ipfs_accelerate.{self.name if self.name != 'bool' else 'bool_'}"
@@ -80,10 +100,17 @@ bool_ = DType("bool")
 DTYPES: Final[tuple[DType, ...]] = (float16, float32, float64, int32, int64, uint8, bool_)
 
 _BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES}
-_BY_NAME.update({"bool_": bool_, "half": float16, "float": float32, "double": float64,
-                 "long": int64, "int": int64})
+_BY_NAME.update(
+    {
+        "bool_": bool_,
+        "half": float16,
+        "float": float32,
+        "double": float64,
+        "long": int64,
+        "int": int64,
+    }
+)
 _BY_NUMPY: dict[np.dtype[Any], DType] = {d.numpy: d for d in DTYPES}
-_BY_NUMPY_NATIVE: dict[type, DType] = {d.numpy.type: d for d in DTYPES}
 
 
 def as_dtype(value: DType | str | np.dtype[Any] | type) -> DType:
@@ -111,8 +138,7 @@ def as_dtype(value: DType | str | np.dtype[Any] | type) -> DType:
         if found is not None:
             return found
     raise DtypeError(
-        f"unsupported dtype {value!r}; supported dtypes are "
-        + ", ".join(d.name for d in DTYPES)
+        f"unsupported dtype {value!r}; supported dtypes are " + ", ".join(d.name for d in DTYPES)
     )
 
 
@@ -166,7 +192,9 @@ def result_type(*operands: DType | Scalar, op: str = "op") -> DType:
 
 
 def _describe(operands: tuple[DType | Scalar, ...]) -> str:
-    return ", ".join(o.name if isinstance(o, DType) else f"Python {type(o).__name__}" for o in operands)
+    return ", ".join(
+        o.name if isinstance(o, DType) else f"Python {type(o).__name__}" for o in operands
+    )
 
 
 _UFUNC_RESULT_CACHE: dict[tuple[str, DType], DType] = {}
@@ -186,15 +214,3 @@ def float_result_dtype(dtype: DType, op: str) -> DType:
     found = _BY_NUMPY[result]
     _UFUNC_RESULT_CACHE[key] = found
     return found
-
-
-def scalar_fits(value: Scalar, dtype: DType) -> bool:
-    """Whether a Python scalar is exactly representable-in-range for an integer/bool dtype."""
-    if dtype.is_floating:
-        return True
-    if dtype.is_bool:
-        return isinstance(value, bool)
-    if isinstance(value, float):
-        return False
-    info = np.iinfo(dtype.numpy)
-    return bool(info.min <= int(value) <= info.max)

@@ -100,7 +100,9 @@ class CPUBackend(Backend):
     views that share memory, as in numpy; every other op allocates its result."""
 
     name: ClassVar[str] = "cpu"
-    fused: ClassVar[frozenset[str]] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+    fused: ClassVar[frozenset[str]] = frozenset(
+        {"softmax", "layer_norm", "linear", "attention", "clamp"}
+    )
     shares_host_memory: ClassVar[bool] = True
 
     def __init__(self) -> None:
@@ -190,7 +192,9 @@ class CPUBackend(Backend):
             _math.checked_int_binary(op, x, y, result)
         return result
 
-    def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Array:
+    def where(
+        self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape
+    ) -> Array:
         x = a._data if not isinstance(a, bool | int | float) else a
         y = b._data if not isinstance(b, bool | int | float) else b
         result = np.where(cond._data, x, y)
@@ -223,12 +227,17 @@ class CPUBackend(Backend):
         if op == "sum":
             result = np.sum(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
             if out_dtype.is_integer:
-                self._check_int_reduction("sum", np.asarray(np.sum(data, axis=axis, dtype=np.float64, keepdims=keepdims)))
+                self._check_int_reduction(
+                    "sum", np.asarray(np.sum(data, axis=axis, dtype=np.float64, keepdims=keepdims))
+                )
         elif op == "prod":
             result = np.prod(data, axis=axis, dtype=out_dtype.numpy, keepdims=keepdims)
             if out_dtype.is_integer:
                 with np.errstate(over="ignore"):
-                    self._check_int_reduction("prod", np.asarray(np.prod(data, axis=axis, dtype=np.float64, keepdims=keepdims)))
+                    self._check_int_reduction(
+                        "prod",
+                        np.asarray(np.prod(data, axis=axis, dtype=np.float64, keepdims=keepdims)),
+                    )
         elif op == "max":
             result = np.max(data, axis=axis, keepdims=keepdims)
         elif op == "min":
@@ -248,7 +257,9 @@ class CPUBackend(Backend):
     def _check_int_reduction(op: str, approx: Array) -> None:
         limit = float(2**63)
         if np.any(np.abs(approx) >= limit):
-            raise TensorOverflowError(f"{op}: integer result overflows int64; cast to float64 first")
+            raise TensorOverflowError(
+                f"{op}: integer result overflows int64; cast to float64 first"
+            )
 
     def arg_reduce(self, op: str, x: Tensor, axis: int, keepdims: bool) -> Array:
         fn = np.argmax if op == "argmax" else np.argmin
@@ -298,7 +309,8 @@ class CPUBackend(Backend):
         data = x._data
         if not data.flags.writeable:
             raise InvalidArgumentError(
-                "setitem: this tensor is a read-only broadcast view (from expand/broadcast_to); clone() it first"
+                "setitem: this tensor is a read-only broadcast view (from expand/broadcast_to); "
+                "clone() it first"
             )
         data[key] = value
 
@@ -386,7 +398,9 @@ class CPUBackend(Backend):
         axes = tuple(range(data.ndim - num_axes, data.ndim))
         # the mean accumulates in float64: a float32 mean of equal values can miss them by an
         # ulp, and with a tiny eps (BERT's 1e-12) that ulp normalises to a large value
-        mean = np.mean(data, axis=axes, keepdims=True, dtype=np.float64 if data.dtype.itemsize < 8 else None)
+        mean = np.mean(
+            data, axis=axes, keepdims=True, dtype=np.float64 if data.dtype.itemsize < 8 else None
+        )
         centred = data - mean.astype(data.dtype, copy=False)
         variance = np.mean(np.square(centred), axis=axes, keepdims=True)
         variance += data.dtype.type(eps)
@@ -435,10 +449,10 @@ _SHORT_ROWS_MIN = 1 << 12
 
 def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) -> Array:
     """layer_norm of each row of a (N, width) float array, its reductions as products with a
-    ones vector (BLAS; numpy's own row reductions were 4x slower on transformer activations).
-    The mean is taken twice: the second, of the centred rows, removes what rounding left of
-    the first, so rows of one repeated value centre to exactly 0 (with BERT's eps of 1e-12 a
-    leftover ulp would normalise to a large value)."""
+    ones vector (BLAS beats numpy's row reductions here; see docs/tensors.md). The mean is
+    taken twice: the second, of the centred rows, removes what rounding left of the first, so
+    rows of one repeated value centre to exactly 0 (with BERT's eps of 1e-12 a leftover ulp
+    would normalise to a large value)."""
     scale = rows.dtype.type(1.0 / rows.shape[1])
     ones = np.ones(rows.shape[1], dtype=rows.dtype)
     centred = rows - ((rows @ ones) * scale)[:, None]
@@ -456,10 +470,9 @@ def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) 
 
 
 def _softmax(data: Array, axis: int, log: bool) -> Array:
-    """(log-)softmax of a new array. numpy reduces along a short last axis slowly (per-row
-    overhead: attention scores over 20 keys took 0.27 ms for the max and 0.14 ms for the sum
-    of 7k rows), so short float rows take their max as an element-wise maximum over the
-    columns and their sum as a product with a ones vector (BLAS), 3-7x faster."""
+    """(log-)softmax of a new array. numpy pays a per-row overhead when it reduces along a
+    short last axis, so short float rows take their max as an element-wise maximum over the
+    columns and their sum as a product with a ones vector (BLAS); see docs/tensors.md."""
     width = data.shape[axis] if data.ndim else 1
     if (
         axis in (-1, data.ndim - 1)

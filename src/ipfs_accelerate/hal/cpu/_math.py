@@ -12,12 +12,8 @@ from ipfs_accelerate.errors import TensorOverflowError
 
 Array = np.ndarray[Any, Any]
 
-# float32 erf(x) ~ tanh(x * P(x^2)), x clipped to [-4.5, 4.5] (z * P(z^2) rises monotonically
-# to 16.2 there, and numpy's float32 tanh is exactly +-1 from 10 on, so erf and gelu saturate
-# exactly for large |x|). P fitted by this project to atanh(erf(z)) / z on [0, 3.5]
-# with Lawson-reweighted least squares on erf's absolute error; evaluated in float32 the
-# maximum absolute error is 1.4e-7 on the whole line. One tanh (vectorised in numpy) stands in
-# for a second polynomial and a division: about 19 passes over the data instead of 30.
+# float32 erf(x) ~ tanh(x * P(x^2)), x clipped to [-4.5, 4.5] so that erf and gelu saturate
+# exactly for large |x|; at most 1.4e-7 off on the whole line (the fit: docs/tensors.md)
 _ERF_TANH_P = (
     1.1283797054989104,
     0.10276548115281756,
@@ -73,7 +69,7 @@ def _erf_f64(x: Array) -> Array:
 
 #: elements per block of the multi-pass kernels below: 256 kB of float32 stays in the L2 cache
 #: while a kernel's ten to thirty numpy passes run over it, instead of streaming the whole
-#: tensor through memory once per pass (about 3x faster on transformer-sized activations)
+#: tensor through memory once per pass (see docs/tensors.md)
 BLOCK = 1 << 16
 
 
@@ -168,7 +164,8 @@ def arange_values(start: Any, step: Any, size: int, dtype: np.dtype[Any]) -> Arr
 def _raise_overflow(op: str, dtype: np.dtype[Any]) -> None:
     info = np.iinfo(dtype)
     raise TensorOverflowError(
-        f"{op}: integer result overflows {dtype} [{info.min}, {info.max}]; cast to a wider dtype first"
+        f"{op}: integer result overflows {dtype} [{info.min}, {info.max}]; cast to a wider dtype "
+        "first"
     )
 
 
@@ -201,4 +198,6 @@ def checked_unary(op: str, x: Array) -> None:
         if x.size and np.any(x == np.iinfo(x.dtype).min):
             _raise_overflow(op, x.dtype)
     elif x.dtype.kind == "u" and op == "neg" and np.any(x):
-        raise TensorOverflowError(f"neg: negating non-zero {x.dtype} values wraps around; cast to a signed dtype first")
+        raise TensorOverflowError(
+            f"neg: negating non-zero {x.dtype} values wraps around; cast to a signed dtype first"
+        )

@@ -36,7 +36,9 @@ SAMPLING_RATE = 16000
 _MAX_CHANNELS = 8
 
 
-def load_audio(source: Any, sampling_rate: int | None = None, *, target_rate: int = SAMPLING_RATE) -> Array:
+def load_audio(
+    source: Any, sampling_rate: int | None = None, *, target_rate: int = SAMPLING_RATE
+) -> Array:
     """``source`` as mono float32 samples at ``target_rate``.
 
     ``source`` is a path to an audio file, a numpy array (``sampling_rate`` required) of shape
@@ -56,12 +58,15 @@ def load_audio(source: Any, sampling_rate: int | None = None, *, target_rate: in
     elif isinstance(source, np.ndarray):
         if sampling_rate is None:
             raise PreprocessingError(
-                "audio array given without its sampling rate; pass sampling_rate=... (Whisper needs 16000 Hz audio "
+                "audio array given without its sampling rate; pass sampling_rate=... (Whisper "
+                "needs 16000 Hz audio "
                 "and resamples anything else)"
             )
         samples, rate, name = source, sampling_rate, "audio array"
     else:
-        raise PreprocessingError(f"audio must be a file path or a numpy array, got {type(source).__name__}")
+        raise PreprocessingError(
+            f"audio must be a file path or a numpy array, got {type(source).__name__}"
+        )
     if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
         raise PreprocessingError(f"{name}: sampling rate must be a positive int, got {rate!r}")
     mono = _to_mono_float(samples, name)
@@ -87,12 +92,20 @@ def _to_mono_float(samples: Array, name: str) -> Array:
     if array.ndim == 2:
         if array.shape[1] > _MAX_CHANNELS:
             raise PreprocessingError(
-                f"{name}: shape {array.shape} reads as {array.shape[1]} channels; 2-D audio must be "
+                f"{name}: shape {array.shape} reads as {array.shape[1]} channels; 2-D audio must "
+                "be "
                 "(samples, channels): transpose a (channels, samples) array"
             )
-        array = array.mean(axis=1, dtype=np.float64) if array.dtype.kind == "f" else _scale_int(array, name).mean(axis=1)
+        array = (
+            array.mean(axis=1, dtype=np.float64)
+            if array.dtype.kind == "f"
+            else _scale_int(array, name).mean(axis=1)
+        )
     elif array.ndim != 1:
-        raise PreprocessingError(f"{name}: audio must be 1-D (samples) or 2-D (samples, channels), got shape {array.shape}")
+        raise PreprocessingError(
+            f"{name}: audio must be 1-D (samples) or 2-D (samples, channels), got shape "
+            f"{array.shape}"
+        )
     if array.dtype.kind in "iu":
         array = _scale_int(array, name)
     elif array.dtype.kind != "f":
@@ -181,10 +194,14 @@ def _mel_to_hertz(mels: Array) -> Array:
     return np.where(mels >= 15.0, 1000.0 * np.exp(logstep * (mels - 15.0)), freq)
 
 
-def mel_filter_bank(n_mels: int, *, n_fft: int = 400, sampling_rate: int = SAMPLING_RATE, fmax: float = 8000.0) -> Array:
+def mel_filter_bank(
+    n_mels: int, *, n_fft: int = 400, sampling_rate: int = SAMPLING_RATE, fmax: float = 8000.0
+) -> Array:
     """Slaney-style triangular mel filters with area normalisation, (n_fft // 2 + 1, n_mels)."""
     fft_freqs = np.linspace(0, sampling_rate // 2, n_fft // 2 + 1)
-    mel_points = np.linspace(_hertz_to_mel(np.array(0.0)), _hertz_to_mel(np.array(fmax)), n_mels + 2)
+    mel_points = np.linspace(
+        _hertz_to_mel(np.array(0.0)), _hertz_to_mel(np.array(fmax)), n_mels + 2
+    )
     edges = _mel_to_hertz(mel_points)
     widths = np.diff(edges)
     slopes = edges[None, :] - fft_freqs[:, None]
@@ -206,12 +223,16 @@ class WhisperFeatureExtractor:
     n_fft: int = 400
 
     def __post_init__(self) -> None:
-        self._filters = mel_filter_bank(self.feature_size, n_fft=self.n_fft, sampling_rate=self.sampling_rate)
+        self._filters = mel_filter_bank(
+            self.feature_size, n_fft=self.n_fft, sampling_rate=self.sampling_rate
+        )
         n = np.arange(self.n_fft, dtype=np.float64)
         self._window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / self.n_fft)  # periodic Hann
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "preprocessor_config.json") -> WhisperFeatureExtractor:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: str = "preprocessor_config.json"
+    ) -> WhisperFeatureExtractor:
         values = {}
         for key in ("feature_size", "sampling_rate", "hop_length", "chunk_length", "n_fft"):
             if data.get(key) is not None:
@@ -227,7 +248,10 @@ class WhisperFeatureExtractor:
 
         path = directory / "preprocessor_config.json"
         if not path.exists():
-            raise CheckpointError(f"{path}: missing; speech recognition needs the checkpoint's preprocessor_config.json")
+            raise CheckpointError(
+                f"{path}: missing; speech recognition needs the checkpoint's "
+                "preprocessor_config.json"
+            )
         return cls.from_dict(read_json(path), source=str(path))
 
     @property
@@ -235,21 +259,21 @@ class WhisperFeatureExtractor:
         """Samples per window (30 s at 16 kHz: 480000)."""
         return self.chunk_length * self.sampling_rate
 
-    @property
-    def n_frames(self) -> int:
-        """Frames per window (3000)."""
-        return self.n_samples // self.hop_length
-
     def __call__(self, audio: Array | list[Array]) -> Array:
-        """Features (B, feature_size, n_frames) float32 of mono 16 kHz audio (each at most one window)."""
+        """Features (B, feature_size, n_samples // hop_length) float32 of mono 16 kHz audio
+        (each at most one window)."""
         batch = [audio] if isinstance(audio, np.ndarray) else list(audio)
         if not batch:
             raise PreprocessingError("WhisperFeatureExtractor: no audio given")
-        return np.stack([self._one(np.asarray(a), i) for i, a in enumerate(batch)]).astype(np.float32)
+        return np.stack([self._one(np.asarray(a), i) for i, a in enumerate(batch)]).astype(
+            np.float32
+        )
 
     def _one(self, samples: Array, index: int) -> Array:
         if samples.ndim != 1:
-            raise PreprocessingError(f"audio {index}: features need mono samples (1-D), got shape {samples.shape}")
+            raise PreprocessingError(
+                f"audio {index}: features need mono samples (1-D), got shape {samples.shape}"
+            )
         if len(samples) > self.n_samples:
             raise PreprocessingError(
                 f"audio {index}: {len(samples)} samples exceed one {self.chunk_length} s window "
@@ -262,7 +286,9 @@ class WhisperFeatureExtractor:
         frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop_length]
         spectrum = np.fft.rfft(frames * self._window, axis=-1)
         power = spectrum.real**2 + spectrum.imag**2  # (frames + 1, bins)
-        mel = self._filters.T @ power[:-1].T  # (n_mels, frames); the last frame is dropped, as Whisper does
+        mel = (
+            self._filters.T @ power[:-1].T
+        )  # (n_mels, frames); the last frame is dropped, as Whisper does
         log_spec = np.log10(np.maximum(mel, 1e-10))
         log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
         result: Array = (log_spec + 4.0) / 4.0

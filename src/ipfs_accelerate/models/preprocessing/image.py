@@ -48,8 +48,11 @@ class ImageProcessor:
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "preprocessor_config.json") -> ImageProcessor:
-        """Read the Hugging Face keys; unknown keys are ignored, bad values raise CheckpointError."""
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: str = "preprocessor_config.json"
+    ) -> ImageProcessor:
+        """Read the Hugging Face keys; unknown keys are ignored, bad values raise
+        CheckpointError."""
         proc = cls()
         for key in ("do_resize", "do_center_crop", "do_rescale", "do_normalize"):
             if data.get(key) is not None:
@@ -57,19 +60,25 @@ class ImageProcessor:
         if data.get("resample") is not None:
             resample = data["resample"]
             if not isinstance(resample, int) or resample not in _RESAMPLE_NAMES:
-                raise CheckpointError(f"{source}: resample {resample!r} is not a Pillow filter number (0-5)")
+                raise CheckpointError(
+                    f"{source}: resample {resample!r} is not a Pillow filter number (0-5)"
+                )
             proc.resample = resample
         if data.get("size") is not None:
             proc.size = _size_dict(data["size"], source, "size", allow_shortest=True)
         if data.get("crop_size") is not None:
-            proc.crop_size = _size_dict(data["crop_size"], source, "crop_size", allow_shortest=False)
+            proc.crop_size = _size_dict(
+                data["crop_size"], source, "crop_size", allow_shortest=False
+            )
         if data.get("rescale_factor") is not None:
             proc.rescale_factor = float(data["rescale_factor"])
         for key in ("image_mean", "image_std"):
             value = data.get(key)
             if value is None:
                 continue
-            values = [float(value)] * 3 if isinstance(value, int | float) else [float(v) for v in value]
+            values = (
+                [float(value)] * 3 if isinstance(value, int | float) else [float(v) for v in value]
+            )
             if len(values) != 3:
                 raise CheckpointError(f"{source}: {key} must have 3 values (RGB), got {value!r}")
             setattr(proc, key, values)
@@ -83,19 +92,10 @@ class ImageProcessor:
 
         path = directory / "preprocessor_config.json"
         if not path.exists():
-            raise CheckpointError(f"{path}: missing; image pipelines need the checkpoint's preprocessor_config.json")
+            raise CheckpointError(
+                f"{path}: missing; image pipelines need the checkpoint's preprocessor_config.json"
+            )
         return cls.from_dict(read_json(path), source=str(path))
-
-    @property
-    def output_size(self) -> tuple[int, int]:
-        """(height, width) of the processed images."""
-        if self.do_center_crop:
-            return self.crop_size["height"], self.crop_size["width"]
-        if "height" in self.size:
-            return self.size["height"], self.size["width"]
-        raise PreprocessingError(
-            "ImageProcessor: a shortest_edge resize without a center crop gives images of varying sizes"
-        )
 
     def __call__(self, images: Any) -> Array:
         """Preprocess one image or a sequence of images into (B, 3, H, W) float32."""
@@ -105,13 +105,18 @@ class ImageProcessor:
         out = [self._one(image, i) for i, image in enumerate(batch)]
         shapes = {a.shape for a in out}
         if len(shapes) > 1:
-            raise PreprocessingError(f"ImageProcessor: images came out in different sizes {sorted(shapes)}; add a center crop")
+            raise PreprocessingError(
+                f"ImageProcessor: images came out in different sizes {sorted(shapes)}; add a "
+                "center crop"
+            )
         return np.stack(out).astype(np.float32, copy=False)
 
     def _one(self, image: Any, index: int) -> Array:
         pil = load_image(image, index=index)
         if self.do_resize:
-            pil = pil.resize(self._resize_target(pil.width, pil.height)[::-1], resample=self.resample)
+            pil = pil.resize(
+                self._resize_target(pil.width, pil.height)[::-1], resample=self.resample
+            )
         pixels = np.asarray(pil, dtype=np.uint8).transpose(2, 0, 1)  # (3, H, W)
         if self.do_center_crop:
             pixels = _center_crop(pixels, self.crop_size["height"], self.crop_size["width"])
@@ -142,7 +147,9 @@ def _size_dict(value: Any, source: str, key: str, *, allow_shortest: bool) -> di
             return {"height": int(value["height"]), "width": int(value["width"])}
         if allow_shortest and "shortest_edge" in value:
             return {"shortest_edge": int(value["shortest_edge"])}
-    raise CheckpointError(f"{source}: {key} {value!r} is not supported (height/width or shortest_edge)")
+    raise CheckpointError(
+        f"{source}: {key} {value!r} is not supported (height/width or shortest_edge)"
+    )
 
 
 def _center_crop(pixels: Array, height: int, width: int) -> Array:
@@ -170,20 +177,27 @@ def load_image(image: Any, *, index: int = 0) -> Any:
         except FileNotFoundError:
             raise PreprocessingError(f"image {index}: file {str(path)!r} does not exist") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise PreprocessingError(f"image {index}: cannot decode {str(path)!r} ({exc})") from None
+            raise PreprocessingError(
+                f"image {index}: cannot decode {str(path)!r} ({exc})"
+            ) from None
     elif isinstance(image, Image.Image):
         pil = image
         try:
             pil.load()
         except (OSError, ValueError) as exc:
-            raise PreprocessingError(f"image {index}: cannot decode the PIL image ({exc})") from None
+            raise PreprocessingError(
+                f"image {index}: cannot decode the PIL image ({exc})"
+            ) from None
     elif isinstance(image, np.ndarray):
         pil = Image.fromarray(_array_to_uint8(image, index))
     elif isinstance(image, bytes | bytearray):
-        raise PreprocessingError(f"image {index}: raw bytes are not accepted; wrap them in io.BytesIO and PIL.Image.open")
+        raise PreprocessingError(
+            f"image {index}: raw bytes are not accepted; wrap them in io.BytesIO and PIL.Image.open"
+        )
     else:
         raise PreprocessingError(
-            f"image {index}: expected a path, a PIL image or a numpy array, got {type(image).__name__}"
+            f"image {index}: expected a path, a PIL image or a numpy array, got "
+            f"{type(image).__name__}"
         )
     return _to_rgb(pil)
 
@@ -206,7 +220,10 @@ def _array_to_uint8(array: Array, index: int) -> Array:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise PreprocessingError(f"image {index}: array of shape {array.shape} is not (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4")
+        raise PreprocessingError(
+            f"image {index}: array of shape {array.shape} is not (H, W), (H, W, C) or (C, H, W) "
+            "with C in 1, 3, 4"
+        )
     if array.size == 0:
         raise PreprocessingError(f"image {index}: empty array of shape {array.shape}")
     if array.dtype == np.uint8:
@@ -214,11 +231,15 @@ def _array_to_uint8(array: Array, index: int) -> Array:
     if array.dtype.kind == "f":
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
             raise PreprocessingError(
-                f"image {index}: floating-point pixels must lie in [0, 1] (got {float(np.nanmin(array))}..{float(np.nanmax(array))})"
+                f"image {index}: floating-point pixels must lie in [0, 1] (got "
+                f"{float(np.nanmin(array))}..{float(np.nanmax(array))})"
             )
         return np.round(array * 255).astype(np.uint8)
     if array.dtype.kind in "iu":
         if array.min() < 0 or array.max() > 255:
-            raise PreprocessingError(f"image {index}: integer pixels must lie in 0..255 (got {array.min()}..{array.max()})")
+            raise PreprocessingError(
+                f"image {index}: integer pixels must lie in 0..255 (got "
+                f"{array.min()}..{array.max()})"
+            )
         return array.astype(np.uint8)
     raise PreprocessingError(f"image {index}: unsupported array dtype {array.dtype}")

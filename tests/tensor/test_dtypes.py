@@ -1,0 +1,111 @@
+"""Dtypes and promotion: the seven dtypes, numpy's promotion rules (NEP 50), conversions that
+keep values, and the refusals where a value or a dtype would change silently."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ipfs_accelerate as ia
+from ipfs_accelerate import ops
+from ipfs_accelerate.errors import DtypeError, TensorOverflowError
+from ipfs_accelerate.tensor import DTYPES, as_dtype, result_type
+from tests.ops._helpers import (
+    ALL_DTYPES,
+    FLOATS,
+    INTS,
+    arrays,
+    assert_close,
+    on,
+    shapes,
+    supported,
+)
+
+
+def test_dtype_names_equality_and_limits() -> None:
+    assert tuple(d.name for d in DTYPES) == ALL_DTYPES
+    assert as_dtype("half") is ia.float16 and as_dtype(np.int32) is ia.int32
+    assert as_dtype(bool) is ia.bool_ and as_dtype(float) is ia.float64
+    assert ia.float32 == "float32" and ia.float32 == np.float32 and ia.float32 != "float64"
+    assert (ia.uint8.min, ia.uint8.max, ia.bool_.max) == (0, 255, 1)
+    assert ia.float16.max == 65504.0 and ia.int32.is_signed and not ia.uint8.is_signed
+    assert pickle.loads(pickle.dumps(ia.int64)) is ia.int64
+    with pytest.raises(DtypeError, match="unsupported dtype 'int8'"):
+        as_dtype("int8")
+
+
+def test_result_type_follows_numpy_nep50() -> None:
+    assert result_type(ia.uint8, 1) is ia.uint8  # a Python int is weak: the tensor's dtype wins
+    assert result_type(ia.float16, 2.5) is ia.float16
+    assert result_type(ia.int32, 1.5) is ia.float64
+    assert result_type(ia.uint8, ia.int32) is ia.int32
+    assert result_type(ia.float16, ia.int32) is ia.float64
+    assert result_type(ia.bool_, ia.bool_) is ia.bool_
+    with pytest.raises(DtypeError, match="concat: cannot promote"):
+        result_type(ia.float32, "x", op="concat")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [*FLOATS, *INTS, "bool"])
+def test_dtypes_round_trip(device: str, dtype: str) -> None:
+    if dtype not in supported(device):
+        pytest.skip(f"{device} does not hold {dtype}")
+    x = np.array([0, 1, 1, 0], dtype=dtype)
+    assert_close(on(device, x), x)
+
+
+@given(data=st.data())
+def test_astype_converts_like_numpy_when_values_fit(device: str, data: st.DataObject) -> None:
+    names = supported(device, ALL_DTYPES)
+    source = data.draw(st.sampled_from(names))
+    target = data.draw(st.sampled_from(names))
+    x = data.draw(arrays(source, shapes(), 0, 1 if target == "bool" else 100))
+    if x.dtype.kind == "f" and target not in FLOATS:
+        x = np.round(x)  # whole values convert exactly; fractions are refused (tested below)
+    assert_close(on(device, x).astype(target), x.astype(target), op=f"astype {source}->{target}")
+
+
+def test_astype_refuses_value_changing_casts(device: str) -> None:
+    names = supported(device)
+    if "int32" in names:
+        with pytest.raises(DtypeError, match="truncate"):
+            on(device, np.array([1.5], dtype=np.float32)).astype("int32").numpy()
+        with pytest.raises(TensorOverflowError, match="nan"):
+            on(device, np.array([np.nan], dtype=np.float32)).astype("int32").numpy()
+    with pytest.raises(TensorOverflowError, match="uint8"):
+        on(device, np.array([300.0], dtype=np.float32)).astype("uint8").numpy()
+    if "float16" in names:
+        with pytest.raises(TensorOverflowError, match="float16"):
+            on(device, np.array([1e6], dtype=np.float32)).astype("float16").numpy()
+
+
+def test_scalar_out_of_range_for_dtype_raises(device: str) -> None:
+    x = on(device, np.array([1, 2, 3], dtype=np.uint8))
+    with pytest.raises(TensorOverflowError, match="300.*uint8"):
+        x + 300
+    if "float16" in supported(device):
+        h = on(device, np.array([1, 2], dtype=np.float16))
+        with pytest.raises(TensorOverflowError, match="float16"):
+            h * 1e6
+
+
+def test_bool_arithmetic_follows_numpy(device: str) -> None:
+    a = on(device, np.array([True, True, False]))
+    b = on(device, np.array([True, False, False]))
+    assert_close(a + b, np.array([True, True, False]), op="add")
+    assert_close(a * b, np.array([True, False, False]), op="mul")
+    with pytest.raises(DtypeError, match="sub"):
+        a - b
+    with pytest.raises(DtypeError, match="neg"):
+        -a
+
+
+def test_unsupported_promotion_is_refused(device: str) -> None:
+    if "bool" not in supported(device):
+        pytest.skip("no bool")
+    t = on(device, np.array([True]))
+    with pytest.raises(DtypeError, match=r"pow.*int8"):
+        ops.pow(t, t)
