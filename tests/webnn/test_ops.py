@@ -937,12 +937,15 @@ def test_float16_block_matches_float32_within_half_precision(ctx: webnn.MLContex
     np.testing.assert_allclose(half.astype(np.float32), full, rtol=2e-2, atol=2e-3)
 
 
-def test_transformer_block_matches_numpy(ctx: webnn.MLContext) -> None:
+def test_transformer_block_matches_numpy(
+    ctx: webnn.MLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The benchmark's encoder block, small, against a float64 numpy forward pass."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "webnn.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # its helpers import from beside it
     spec = importlib.util.spec_from_file_location("webnn_benchmark", path)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
