@@ -210,7 +210,9 @@ class Services:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ipfs-accelerate serve did not start: {(self._tmp / 'serve.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"ipfs-accelerate serve did not start: {(self._tmp / 'serve.log').read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(url + "/health", timeout=2):
                     break
