@@ -23,8 +23,8 @@ def load_progress(
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description:<40}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-        console=console, transient=transient,
+        TextColumn("{task.description:<40}"), BarColumn(), TaskProgressColumn(),
+        TimeElapsedColumn(), console=console, transient=transient,
     ) as progress:  # fmt: skip
         tasks: dict[str, Any] = {}
 

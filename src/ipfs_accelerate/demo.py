@@ -105,7 +105,8 @@ def _search(console: Any, embedder: Any) -> None:
     documents = embedder.embed(CORPUS)
     elapsed = time.perf_counter() - start
     console.print(
-        f"Embedded {len(CORPUS)} sentences into {documents.shape[1]}-d vectors in {elapsed * 1e3:.0f} ms\n"
+        f"Embedded {len(CORPUS)} sentences into {documents.shape[1]}-d vectors "
+        f"in {elapsed * 1e3:.0f} ms\n"
     )
     queries = embedder.embed(QUERIES)
     for query, vector in zip(QUERIES, queries, strict=True):

@@ -221,7 +221,10 @@ class APIBackend:
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
-        return f"<{type(self).__name__} provider={self.provider!r} base_url={redact_url(self.base_url)!r} api_key={key}>"
+        return (
+            f"<{type(self).__name__} provider={self.provider!r} "
+            f"base_url={redact_url(self.base_url)!r} api_key={key}>"
+        )
 
     # ------------------------------------------------------------------ the common interface
 
@@ -242,7 +245,8 @@ class APIBackend:
         )
         if not model:
             raise ConfigurationError(
-                f"{self.provider}: no default embedding model; pass a model or set metadata['embedding_model']"
+                f"{self.provider}: no default embedding model; "
+                "pass a model or set metadata['embedding_model']"
             )
         return str(model)
 
@@ -284,7 +288,7 @@ class APIBackend:
         return HTTPRequest("GET", "/models", expect="json")
 
     async def health(self, timeout: float = 5.0) -> HealthStatus:
-        """Probe the service once (no queue, no retry, no breaker); never raises for a down service."""
+        """Probe the service once (no queue, no retry, no breaker); a down service never raises."""
         request = self._health_request()
         start = time.monotonic()
         headers = {**self.endpoint.headers, **self._auth_headers(), **(request.headers or {})}
@@ -350,7 +354,7 @@ class APIBackend:
             await ep.aclose()
 
     def close(self) -> None:
-        """Close from sync code (runs on the sync facade's loop; closes other loops' sessions too)."""
+        """Close from sync code (on the sync facade's loop; closes other loops' sessions too)."""
         run_sync(self.aclose())
 
     async def __aenter__(self: T) -> T:
@@ -545,7 +549,8 @@ class APIBackend:
     def _shape_error(self, exc: Exception, raw: RawResponse, what: str) -> ProtocolError:
         # a parser missed a check: still a typed error with an excerpt, never a KeyError
         return ProtocolError(
-            f"{what}: unexpected response shape ({type(exc).__name__}: {exc}): {excerpt(raw.body)!r}",
+            f"{what}: unexpected response shape ({type(exc).__name__}: {exc}): "
+            f"{excerpt(raw.body)!r}",
             provider=self.provider, status=raw.status, request_id=raw.request_id,
         )  # fmt: skip
 
@@ -672,7 +677,8 @@ class APIBackend:
                                 raise error from (None if error is exc else exc)
                             raise StreamInterruptedError(
                                 f"{what}: stream broke after {delivered} chunk(s): {error.message}",
-                                provider=self.provider, status=error.status, request_id=error.request_id,
+                                provider=self.provider, status=error.status,
+                                request_id=error.request_id,
                             ) from error  # fmt: skip
                         delay = self._retry_delay(error, attempt, opts, deadline_at)
                         if delay is None:
@@ -757,7 +763,8 @@ class APIBackend:
                         raise ProtocolError(
                             f"{what}: expected a stream ({' or '.join(content_types)}), got "
                             f"{ctype or 'no content type'}: {excerpt(body)!r}",
-                            provider=self.provider, status=resp.status, request_id=request_id_from(resp.headers),
+                            provider=self.provider, status=resp.status,
+                            request_id=request_id_from(resp.headers),
                         )  # fmt: skip
                     content = resp.content
                     while True:
@@ -813,5 +820,6 @@ def ensure_text_list(inputs: str | Sequence[str], provider: str) -> list[str]:
         if items and all(isinstance(x, str) for x in items):
             return items
     raise InvalidArgumentError(
-        f"{provider}: inputs must be a string or a non-empty list of strings, got {excerpt(repr(inputs), 80)}"
+        f"{provider}: inputs must be a string or a non-empty list of strings, "
+        f"got {excerpt(repr(inputs), 80)}"
     )

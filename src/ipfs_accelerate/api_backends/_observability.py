@@ -64,7 +64,8 @@ def _source_kind(source: Any) -> str:
     if isinstance(source, APIBackend):
         return "backend"
     raise TypeError(
-        f"cannot export metrics of {type(source).__name__}: expected an API backend, a Router, S3Kit or a ManagedServer"
+        f"cannot export metrics of {type(source).__name__}: "
+        "expected an API backend, a Router, S3Kit or a ManagedServer"
     )
 
 
@@ -77,7 +78,7 @@ class PrometheusCollector:
         self._sources: dict[str, tuple[str, weakref.ref[Any]]] = {}
 
     def add(self, source: Any, name: str | None = None) -> str:
-        """Export ``source`` under ``name`` (default: its provider and a counter). Returns the name."""
+        """Export ``source`` under ``name`` (default: provider and a counter); return the name."""
         kind = _source_kind(source)
         with self._lock:
             if name is None:
@@ -330,7 +331,8 @@ def register_prometheus(
         from ipfs_accelerate.errors import ConfigurationError
 
         raise ConfigurationError(
-            "Prometheus export needs prometheus-client: pip install 'ipfs-accelerate[observability]'"
+            "Prometheus export needs prometheus-client: "
+            "pip install 'ipfs-accelerate[observability]'"
         ) from exc
     collector = PrometheusCollector(namespace)
     for source in sources:

@@ -246,7 +246,8 @@ class OpenAICompatibleBackend(APIBackend):
         n = options.get("n")
         if n not in (None, 1):
             raise InvalidArgumentError(
-                f"{self.provider}: n={n!r}: this interface returns one choice; request them one by one"
+                f"{self.provider}: n={n!r}: this interface returns one choice; "
+                "request them one by one"
             )
         if not self.supports_tools and (options.get("tools") or options.get("tool_choice")):
             from ipfs_accelerate.errors import UnsupportedOpError
@@ -334,7 +335,8 @@ class OpenAICompatibleBackend(APIBackend):
             vector = need(item, "embedding", list, provider, what)
             if not 0 <= index < count or vectors[index] is not None:
                 raise ProtocolError(
-                    f"{what}: embedding index {index} out of range or repeated for {count} input(s)",
+                    f"{what}: embedding index {index} out of range or repeated "
+                    f"for {count} input(s)",
                     provider=provider, request_id=raw.request_id,
                 )  # fmt: skip
             vectors[index] = number_vector(vector, provider, what)
@@ -388,7 +390,8 @@ class OpenAISurfacesMixin:
     async def generate_image(
         self: Any, prompt: str, model: str | None = None, **options: Any
     ) -> ImageResponse:
-        """``POST /images/generations``; ``n``, ``size``, ``quality``, ``response_format``... pass through."""
+        """``POST /images/generations``; ``n``, ``size``, ``quality``, ``response_format``...
+        pass through."""
         opts = self._options(options)
         body = {"model": model or "dall-e-3", "prompt": prompt, **options}
         request = HTTPRequest("POST", f"{self.api_prefix}/images/generations", json=body)
@@ -421,7 +424,8 @@ class OpenAISurfacesMixin:
         def parse(raw: RawResponse) -> bytes:
             if "json" in raw.content_type or "html" in raw.content_type or not raw.body:
                 raise ProtocolError(
-                    f"speech: expected audio, got {raw.content_type or 'no content type'}: {excerpt(raw.body)!r}",
+                    f"speech: expected audio, got {raw.content_type or 'no content type'}: "
+                    f"{excerpt(raw.body)!r}",
                     provider=self.provider, status=raw.status, request_id=raw.request_id,
                 )  # fmt: skip
             return raw.body
@@ -483,8 +487,8 @@ class OpenAISurfacesMixin:
                 for item in need(data, "results", list, provider, what)
             ]
             return ModerationResponse(
-                id=opt(data, "id", str, provider, what), model=opt(data, "model", str, provider, what),
-                results=results, raw=data,
+                id=opt(data, "id", str, provider, what),
+                model=opt(data, "model", str, provider, what), results=results, raw=data,
             )  # fmt: skip
 
         return await self._request(request, opts, parse, what="moderate")  # type: ignore[no-any-return]

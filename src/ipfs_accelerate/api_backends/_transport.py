@@ -386,7 +386,8 @@ class Endpoint:
                 resp.close()
                 raise ProtocolError(
                     f"response body exceeds the limit of {limit} bytes "
-                    f"(HTTP {resp.status}, {resp.content_type}): {excerpt(b''.join(chunks)[:200])!r}",
+                    f"(HTTP {resp.status}, {resp.content_type}): "
+                    f"{excerpt(b''.join(chunks)[:200])!r}",
                     provider=self.provider,
                     status=resp.status,
                     request_id=request_id_from(resp.headers),

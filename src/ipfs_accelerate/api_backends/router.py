@@ -444,7 +444,8 @@ class Router:
                     raise self._exhausted(call, "no target is available")
                 raise self._exhausted(
                     call,
-                    f"the next target would be free in {soonest:.3g} s, past the deadline or max_wait",
+                    f"the next target would be free in {soonest:.3g} s, "
+                    "past the deadline or max_wait",
                 )
             await self._wait(max(soonest, pause), "backoff" if pause >= soonest else "cooldown")
 
@@ -527,7 +528,8 @@ class Router:
 
     def _span_attrs(self, target: RouteTarget, call: _Call) -> dict[str, Any]:
         return {"router": self.name, "target": target.name, "provider": target.backend.provider,
-                "endpoint": target.endpoint.name, "model": target.model, "attempt": call.attempts}  # fmt: skip
+                "endpoint": target.endpoint.name, "model": target.model,
+                "attempt": call.attempts}  # fmt: skip
 
     def _classify(self, exc: Exception) -> str | None:
         if isinstance(exc, CircuitOpenError | QueueFullError):
@@ -547,7 +549,8 @@ class Router:
         if isinstance(exc, builtins.TimeoutError) and not isinstance(exc, APIError):
             # our own deadline guard fired: the call has no time left
             timeout = APITimeoutError(
-                f"router {self.name}: {call.what}: deadline reached during an attempt on {target.name}",
+                f"router {self.name}: {call.what}: "
+                f"deadline reached during an attempt on {target.name}",
                 provider=self.provider,
             )
             self._count_failure(target, timeout)

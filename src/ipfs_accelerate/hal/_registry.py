@@ -147,7 +147,9 @@ def forget_instance(backend: Backend) -> None:
 
 
 def set_default_device(name: str | None) -> None:
-    """Set the device used when none is given (None restores the default: $IPFS_ACCELERATE_DEVICE or cpu)."""
+    """Set the device used when none is given.
+
+    None restores the default: $IPFS_ACCELERATE_DEVICE, or cpu."""
     if name is not None and name not in _ENTRIES:
         raise UnknownBackendError(
             f"unknown backend {name!r}; registered backends: {', '.join(_ENTRIES)}"
@@ -231,7 +233,8 @@ def select_backend(
     if gpu is not None and gpu.adapter_type in ("discrete", "integrated"):
         return BackendSelection(
             "webgpu",
-            f"{gpu.adapter_type} GPU adapter {gpu.device_name!r} through {gpu.api or 'WebGPU'}{skipped}",
+            f"{gpu.adapter_type} GPU adapter {gpu.device_name!r} "
+            f"through {gpu.api or 'WebGPU'}{skipped}",
             gpu,
             candidates,
         )

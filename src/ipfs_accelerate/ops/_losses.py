@@ -87,7 +87,8 @@ def cross_entropy(
     if tgt.dtype.is_floating:
         if tgt.shape != logits.shape:
             raise ShapeError(
-                f"cross_entropy: probability target {describe(tgt)} must match input {describe(logits)}"
+                f"cross_entropy: probability target {describe(tgt)} "
+                f"must match input {describe(logits)}"
             )
         _, (tgt,) = _floating("cross_entropy", tgt.astype(logits.dtype))
         if label_smoothing:
@@ -97,7 +98,8 @@ def cross_entropy(
 
     if not tgt.dtype.is_integer:
         raise DtypeError(
-            f"cross_entropy: target must hold class indices (integers) or probabilities (floats), got {describe(tgt)}"
+            "cross_entropy: target must hold class indices (integers) or probabilities (floats), "
+            f"got {describe(tgt)}"
         )
     expected = logits.shape[:class_axis] + logits.shape[class_axis + 1 :]
     if tgt.shape != expected:

@@ -104,7 +104,8 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
         )
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ShapeError(
-            f"linear: input {describe(x)} does not end in in_features={weight.shape[1]} of weight {weight.shape}"
+            f"linear: input {describe(x)} does not end in in_features={weight.shape[1]} "
+            f"of weight {weight.shape}"
         )
     if bias is not None:
         bias = as_tensor(bias, op="linear", like=x)
@@ -160,7 +161,8 @@ def _conv(
         )
     if weight.ndim != spatial + 2:
         raise ShapeError(
-            f"{op}: weight must be {spatial + 2}-D (out_channels, in_channels/groups, *kernel), got {describe(weight)}"
+            f"{op}: weight must be {spatial + 2}-D (out_channels, in_channels/groups, *kernel), "
+            f"got {describe(weight)}"
         )
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise InvalidArgumentError(f"{op}: groups must be a positive int, got {groups!r}")
@@ -168,11 +170,13 @@ def _conv(
     c_out = weight.shape[0]
     if c_in % groups or c_out % groups:
         raise ShapeError(
-            f"{op}: in_channels {c_in} and out_channels {c_out} must be divisible by groups={groups}"
+            f"{op}: in_channels {c_in} and out_channels {c_out} "
+            f"must be divisible by groups={groups}"
         )
     if weight.shape[1] != c_in // groups:
         raise ShapeError(
-            f"{op}: weight {weight.shape} expects {weight.shape[1] * groups} input channels, input has {c_in} ({describe(x)})"
+            f"{op}: weight {weight.shape} expects {weight.shape[1] * groups} input channels, "
+            f"input has {c_in} ({describe(x)})"
         )
     strides = _tuple(stride, spatial, op, "stride")
     dilations = _tuple(dilation, spatial, op, "dilation")
@@ -203,7 +207,8 @@ def _conv(
         extent = size + pb + pa - d * (k - 1) - 1
         if extent < 0:
             raise ShapeError(
-                f"{op}: kernel {kernel} (dilation {dilations}) is larger than the padded input {x.shape[2:]}"
+                f"{op}: kernel {kernel} (dilation {dilations}) "
+                f"is larger than the padded input {x.shape[2:]}"
             )
         out_spatial.append(extent // s + 1)
     tensors = [x, weight]
@@ -258,7 +263,8 @@ def conv2d(
     groups: int = 1,
 ) -> Tensor:
     """2-D cross-correlation, PyTorch's conv2d: ``x`` (N, C_in, H, W) or (C_in, H, W), ``weight``
-    (C_out, C_in/groups, kH, kW); stride/padding/dilation are ints or pairs, or padding "same"/"valid"."""
+    (C_out, C_in/groups, kH, kW); stride/padding/dilation are ints or pairs, or padding
+    "same"/"valid"."""
     return _conv("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
 
 
@@ -303,7 +309,8 @@ def layer_norm(
     k = len(norm_shape)
     if k == 0 or x.shape[x.ndim - k :] != norm_shape or k > x.ndim:
         raise ShapeError(
-            f"layer_norm: normalized_shape {norm_shape} does not match the trailing axes of {describe(x)}"
+            f"layer_norm: normalized_shape {norm_shape} "
+            f"does not match the trailing axes of {describe(x)}"
         )
     if not (isinstance(eps, numbers.Real) and eps >= 0):
         raise InvalidArgumentError(f"layer_norm: eps must be a non-negative number, got {eps!r}")
@@ -383,7 +390,8 @@ def scaled_dot_product_attention(
             fits = False
         if not fits:
             raise ShapeError(
-                f"{op}: attn_mask {mask.shape} does not broadcast to the scores' shape {(*batch, L, S)}"
+                f"{op}: attn_mask {mask.shape} "
+                f"does not broadcast to the scores' shape {(*batch, L, S)}"
             )
         tensors.append(mask)
     backend = same_backend(op, tensors)

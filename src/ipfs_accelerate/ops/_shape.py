@@ -120,7 +120,8 @@ def permute(x: Any, axes: Sequence[int]) -> Tensor:
     order = tuple(normalize_axis(a, x.ndim, "permute") for a in _ints(axes, "permute", "axes"))
     if sorted(order) != list(range(x.ndim)):
         raise AxisError(
-            f"permute: axes {tuple(axes)} are not a permutation of the {x.ndim} axes of {describe(x)}"
+            f"permute: axes {tuple(axes)} "
+            f"are not a permutation of the {x.ndim} axes of {describe(x)}"
         )
     if order == tuple(range(x.ndim)):
         return x
@@ -284,7 +285,8 @@ def split(
         parts = _ints(sizes, "split", "sizes")
         if builtins.any(p < 0 for p in parts) or builtins.sum(parts) != n:
             raise ShapeError(
-                f"split: sizes {parts} must be non-negative and sum to {n} (axis {ax} of {describe(x)})"
+                f"split: sizes {parts} must be non-negative and sum to {n} "
+                f"(axis {ax} of {describe(x)})"
             )
         bounds = list(np.cumsum((0, *parts)))
     elif isinstance(indices_or_sections, numbers.Integral) and not isinstance(
@@ -406,7 +408,8 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", value: bool | int | floa
         widths = np.broadcast_to(np.asarray(pad_width, dtype=object), (x.ndim, 2))
     except ValueError:
         raise ShapeError(
-            f"pad: pad_width {pad_width!r} does not fit {describe(x)} (need one (before, after) pair per axis)"
+            f"pad: pad_width {pad_width!r} does not fit {describe(x)} "
+            "(need one (before, after) pair per axis)"
         ) from None
     pads = []
     for axis, (before, after) in enumerate(widths.tolist()):
@@ -421,7 +424,8 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", value: bool | int | floa
             )
         if mode == "reflect" and builtins.max(before, after) >= builtins.max(x.shape[axis], 1):
             raise ShapeError(
-                f"pad: reflect padding ({before}, {after}) must be smaller than axis {axis} (size {x.shape[axis]})"
+                f"pad: reflect padding ({before}, {after}) "
+                f"must be smaller than axis {axis} (size {x.shape[axis]})"
             )
         pads.append((int(before), int(after)))
     from ipfs_accelerate.ops._elementwise import _check_scalar
@@ -519,7 +523,8 @@ def _array_index(x: Tensor, key: Any) -> Tensor:
             )
         if x.device != "cpu":
             raise UnsupportedOpError(
-                f"index: boolean masks give data-dependent shapes, supported on 'cpu' only; tensor is on {x.device!r}"
+                "index: boolean masks give data-dependent shapes, supported on 'cpu' only; "
+                f"tensor is on {x.device!r}"
             )
         from ipfs_accelerate.tensor._creation import from_numpy
 
@@ -551,7 +556,8 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         fits = False
     if not fits:
         raise ShapeError(
-            f"setitem: value of shape {host.shape} cannot be broadcast to the selection {target.shape}"
+            f"setitem: value of shape {host.shape} "
+            f"cannot be broadcast to the selection {target.shape}"
         )
     x._backend.setitem(x, key if not isinstance(key, Tensor) else key.numpy(), host)
 

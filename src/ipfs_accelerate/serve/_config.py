@@ -149,7 +149,8 @@ class ServerConfig:
             value = os.environ.get(self.api_key_env, "").strip()
             if not value:
                 raise ConfigurationError(
-                    f"ServerConfig.api_key_env names ${self.api_key_env}, which is not set in this process"
+                    f"ServerConfig.api_key_env names ${self.api_key_env}, "
+                    "which is not set in this process"
                 )
             from ipfs_accelerate.api_backends import Secret
 

@@ -60,7 +60,8 @@ class ServerMetrics:
             ["route", "method", "status"], registry=self.registry,
         )  # fmt: skip
         self.request_seconds = Histogram(
-            f"{prefix}_request_duration_seconds", "Time from request to response, by route template",
+            f"{prefix}_request_duration_seconds",
+            "Time from request to response, by route template",
             ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.errors = Counter(
@@ -80,15 +81,16 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.batch_size = Histogram(
-            f"{prefix}_embedding_batch_size", "Inputs per forward pass of the dynamic batcher", ["model"],
-            buckets=_BATCH_BUCKETS, registry=self.registry,
+            f"{prefix}_embedding_batch_size", "Inputs per forward pass of the dynamic batcher",
+            ["model"], buckets=_BATCH_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.queue_seconds = Histogram(
-            f"{prefix}_embedding_queue_seconds", "Time an input waited for its forward pass", ["model"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            f"{prefix}_embedding_queue_seconds", "Time an input waited for its forward pass",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.inference_seconds = Histogram(
-            f"{prefix}_inference_seconds", "Time of one model call (a batch, an image set, an audio file)",
+            f"{prefix}_inference_seconds",
+            "Time of one model call (a batch, an image set, an audio file)",
             ["model", "task"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.pending = Gauge(
@@ -96,8 +98,8 @@ class ServerMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.in_progress = Gauge(
-            f"{prefix}_requests_in_progress", "Model requests accepted and not yet answered", ["model"],
-            registry=self.registry,
+            f"{prefix}_requests_in_progress", "Model requests accepted and not yet answered",
+            ["model"], registry=self.registry,
         )  # fmt: skip
         self.registry.register(_LoadsCollector())
 

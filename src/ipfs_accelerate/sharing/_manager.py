@@ -90,7 +90,8 @@ class TensorSharingManager:
             or max_memory_mb < 0
         ):
             raise InvalidArgumentError(
-                f"TensorSharingManager: max_memory_mb must be a non-negative number or None, got {max_memory_mb!r}"
+                "TensorSharingManager: max_memory_mb must be a non-negative number or None, "
+                f"got {max_memory_mb!r}"
             )
         self.max_memory_mb = max_memory_mb
         self.max_memory_bytes: int | None = (
@@ -258,13 +259,14 @@ class TensorSharingManager:
         if (tensor.shape, tensor.dtype, tensor.storage_type) != (dims, dtype, storage_type):
             raise SharingError(
                 f"{context}: {tensor.name!r} is already registered with shape {tensor.shape}, "
-                f"dtype {tensor.dtype.name}, storage {tensor.storage_type!r}; asked for shape {dims}, "
-                f"dtype {dtype.name}, storage {storage_type!r}"
+                f"dtype {tensor.dtype.name}, storage {tensor.storage_type!r}; "
+                f"asked for shape {dims}, dtype {dtype.name}, storage {storage_type!r}"
             )
         if host is not None and not (tensor.content_id == cid and _same_bytes(tensor.data, host)):
             raise SharingError(
                 f"{context}: {tensor.name!r} is already registered with different content "
-                f"(held {tensor.content_id or 'unhashed data'}, given {cid}); register it under another name"
+                f"(held {tensor.content_id or 'unhashed data'}, given {cid}); "
+                "register it under another name"
             )
 
     def _held_copy(self, key: ContentKey, host: Tensor) -> SharedTensor | None:
@@ -316,7 +318,8 @@ class TensorSharingManager:
             t.name for t in self._tensors.values() if not t.is_pinned and not t.can_be_freed()
         )
         return OutOfMemoryError(
-            f"{context}: needs {nbytes} bytes ({_mb(nbytes):.2f} MB) but max_memory_mb={self.max_memory_mb} "
+            f"{context}: needs {nbytes} bytes ({_mb(nbytes):.2f} MB) "
+            f"but max_memory_mb={self.max_memory_mb} "
             f"allows {self.max_memory_bytes} bytes; {self._memory_bytes} bytes are in use and only "
             f"{freeable} could be evicted (pinned: {_list_names(pinned)}; held or with held/pinned "
             f"views: {_list_names(held)}). Release tensors (release_model_tensors), unpin them, "
@@ -417,7 +420,8 @@ class TensorSharingManager:
             if from_model not in entry.consumer_models and from_model != producer:
                 raise SharingError(
                     f"share_tensor_between_models: model {from_model!r} neither holds nor produced "
-                    f"{tensor_name!r} (held by: {', '.join(sorted(entry.consumer_models)) or 'nobody'}; "
+                    f"{tensor_name!r} "
+                    f"(held by: {', '.join(sorted(entry.consumer_models)) or 'nobody'}; "
                     f"producer: {producer!r})"
                 )
             for model in targets:
@@ -618,7 +622,8 @@ class TensorSharingManager:
             )
         for tensor_type, models in opportunities.items():
             advice.append(
-                f"{', '.join(models)} can share {tensor_type} tensors: hand one model's to the others "
+                f"{', '.join(models)} can share {tensor_type} tensors: "
+                "hand one model's to the others "
                 "with share_tensor_between_models(), and register weights with data= so identical "
                 "ones are stored once"
             )
@@ -630,8 +635,8 @@ class TensorSharingManager:
         pinned = [t for t in tensors if t.is_pinned]
         if pinned and limit is not None:
             advice.append(
-                f"{len(pinned)} pinned tensor(s) ({_mb(sum(t.get_memory_usage() for t in pinned)):.2f} MB) "
-                "can never be evicted"
+                f"{len(pinned)} pinned tensor(s) "
+                f"({_mb(sum(t.get_memory_usage() for t in pinned)):.2f} MB) can never be evicted"
             )
         return {
             "largest_tensors": [
@@ -688,6 +693,6 @@ class TensorSharingManager:
 
     def __repr__(self) -> str:
         return (
-            f"TensorSharingManager(tensors={len(self._tensors)}, memory_bytes={self._memory_bytes}, "
-            f"max_memory_mb={self.max_memory_mb})"
+            f"TensorSharingManager(tensors={len(self._tensors)}, "
+            f"memory_bytes={self._memory_bytes}, max_memory_mb={self.max_memory_mb})"
         )

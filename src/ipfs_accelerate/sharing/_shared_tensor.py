@@ -498,8 +498,9 @@ class SharedTensorView:
 
     def __repr__(self) -> str:
         return (
-            f"SharedTensorView(name={self.name!r}, parent={self.parent.name!r}, offset={self.offset!r}, "
-            f"size={self.size!r}, shape={self.shape}, refs={self.reference_count})"
+            f"SharedTensorView(name={self.name!r}, parent={self.parent.name!r}, "
+            f"offset={self.offset!r}, size={self.size!r}, shape={self.shape}, "
+            f"refs={self.reference_count})"
         )
 
 

@@ -100,7 +100,8 @@ def checked_cast(
     if target.kind == "b":
         if array.size and not np.isin(array, (0, 1)).all():
             raise TensorOverflowError(
-                f"{context}: only 0 and 1 convert to bool exactly; found {_first_bad(array, ~np.isin(array, (0, 1)))}"
+                f"{context}: only 0 and 1 convert to bool exactly; "
+                f"found {_first_bad(array, ~np.isin(array, (0, 1)))}"
             )
         return array.astype(target)
     if target.kind in "iu":
@@ -115,8 +116,8 @@ def checked_cast(
                 bad = array != np.trunc(array)
                 if bad.any():
                     raise DtypeError(
-                        f"{context}: converting to {dtype.name} would truncate {_first_bad(array, bad)}; "
-                        "round explicitly first"
+                        f"{context}: converting to {dtype.name} "
+                        f"would truncate {_first_bad(array, bad)}; round explicitly first"
                     )
             low, high = float(info.min), float(info.max)
         else:
@@ -125,7 +126,8 @@ def checked_cast(
             bad = (array < low) | (array > high)
             if bad.any():
                 raise TensorOverflowError(
-                    f"{context}: {_first_bad(array, bad)} is out of range for {dtype.name} [{info.min}, {info.max}]"
+                    f"{context}: {_first_bad(array, bad)} is out of range "
+                    f"for {dtype.name} [{info.min}, {info.max}]"
                 )
         return array.astype(target)
     # float -> float
@@ -135,7 +137,8 @@ def checked_cast(
         bad = np.isinf(converted) & np.isfinite(array)
         if bad.any():
             raise TensorOverflowError(
-                f"{context}: {_first_bad(array, bad)} overflows {dtype.name} (max {np.finfo(target).max})"
+                f"{context}: {_first_bad(array, bad)} overflows {dtype.name} "
+                f"(max {np.finfo(target).max})"
             )
     return converted
 
@@ -148,7 +151,9 @@ def _first_bad(array: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> str:
 
 
 def _host_array(data: Any, dtype: DType | None, context: str) -> np.ndarray[Any, Any]:
-    """Python/numpy/tensor data as a new numpy array of a supported dtype (never aliasing ``data``)."""
+    """Python/numpy/tensor data as a new numpy array of a supported dtype.
+
+    The result never aliases ``data``."""
     borrowed = True
     if isinstance(data, Tensor):
         array = data.numpy()
@@ -160,8 +165,8 @@ def _host_array(data: Any, dtype: DType | None, context: str) -> np.ndarray[Any,
             array = np.array(data)
         except (ValueError, TypeError):
             raise InvalidArgumentError(
-                f"{context}: cannot make a tensor from this {type(data).__name__}: nested sequences must be "
-                "rectangular (not ragged) and hold numbers"
+                f"{context}: cannot make a tensor from this {type(data).__name__}: "
+                "nested sequences must be rectangular (not ragged) and hold numbers"
             ) from None
         except OverflowError:
             raise TensorOverflowError(
