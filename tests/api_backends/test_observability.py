@@ -182,8 +182,9 @@ def test_unified_backend_exports_its_endpoints_and_server() -> None:
 
     async def body() -> None:
         async with VLLMFake() as a, VLLMFake() as b:
-            unified = create_api_backend("vllm_unified", metadata={"endpoints": [a.url, b.url], "resilience": fast()},
-                                         server=ManagedServer(fake_server_spec(name="managed"), LocalProcessRuntime()))  # fmt: skip
+            metadata = {"endpoints": [a.url, b.url], "resilience": fast()}
+            managed = ManagedServer(fake_server_spec(name="managed"), LocalProcessRuntime())
+            unified = create_api_backend("vllm_unified", metadata=metadata, server=managed)
             registry = CollectorRegistry()
             register_prometheus(unified, registry=registry)
             try:

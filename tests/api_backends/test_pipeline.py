@@ -824,7 +824,7 @@ def test_logs_record_retries_without_payloads(caplog: pytest.LogCaptureFixture) 
     scenario(test)
 
 
-# ---------------------------------------------------------------- the deadline watch (one timer per loop)
+# ------------------------------------------------------ the deadline watch (one timer per loop)
 
 
 def test_a_short_timeout_added_after_a_long_one_still_fires_on_time() -> None:

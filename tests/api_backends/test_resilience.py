@@ -62,10 +62,11 @@ def _status(status: int, headers: dict[str, str] | None = None) -> Exception:
 @pytest.mark.parametrize(
     ("status", "cls", "retryable"),
     [
-        (400, BadRequestError, False), (401, AuthenticationError, False), (403, PermissionDeniedError, False),
-        (404, NotFoundError, False), (422, BadRequestError, False), (408, None, True), (409, ConflictError, True),
-        (429, RateLimitError, True), (500, ServerError, True), (502, ServerError, True), (503, ServerError, True),
-        (504, ServerError, True), (529, ServerError, True),
+        (400, BadRequestError, False), (401, AuthenticationError, False),
+        (403, PermissionDeniedError, False), (404, NotFoundError, False),
+        (422, BadRequestError, False), (408, None, True), (409, ConflictError, True),
+        (429, RateLimitError, True), (500, ServerError, True), (502, ServerError, True),
+        (503, ServerError, True), (504, ServerError, True), (529, ServerError, True),
     ],
 )  # fmt: skip
 def test_status_classes_and_retryability(status: int, cls: type | None, retryable: bool) -> None:

@@ -198,7 +198,11 @@ class FakeServer:
                 request.transport.abort()
                 raise asyncio.CancelledError  # aiohttp drops the handler quietly
             if fault.html:
-                page = f"<html><head><title>{fault.status or 502} Bad Gateway</title></head><body><center><h1>{fault.status or 502} Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+                page = (
+                    f"<html><head><title>{fault.status or 502} Bad Gateway</title></head>"
+                    f"<body><center><h1>{fault.status or 502} Bad Gateway</h1></center>"
+                    "<hr><center>nginx</center></body></html>"
+                )
                 return web.Response(
                     text=page,
                     status=fault.status or 502,

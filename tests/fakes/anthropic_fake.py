@@ -1,8 +1,9 @@
 """Anthropic's Messages API as api.anthropic.com speaks it.
 
 ``POST /v1/messages`` requires the key (``x-api-key``, or ``Authorization: Bearer`` as recent
-SDKs send it) and an ``anthropic-version`` header; ``max_tokens`` is required. Answers a ``message`` object, or with ``stream: true`` named SSE events
-(``event: message_start`` ... ``event: message_stop``, with ``ping`` events in between).
+SDKs send it) and an ``anthropic-version`` header; ``max_tokens`` is required. Answers a
+``message`` object, or with ``stream: true`` named SSE events (``event: message_start`` ...
+``event: message_stop``, with ``ping`` events in between).
 Errors: ``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header;
 529 ``overloaded_error``; an ``event: error`` can be injected after HTTP 200.
 ``GET /v1/models`` pages with ``has_more`` / ``first_id`` / ``last_id``.

@@ -98,7 +98,8 @@ class GeminiFake(FakeServer):
         if model not in self.known_models:
             return self.error_response(
                 404,
-                f"models/{model} is not found for API version v1beta, or is not supported for {method}.",
+                f"models/{model} is not found for API version v1beta, "
+                f"or is not supported for {method}.",
             )
         try:
             body = json.loads(await request.read())

@@ -22,8 +22,8 @@ from ._server import FakeServer, Recorded
 
 __all__ = ["S3FaultProxy"]
 
-_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
-        "proxy-connection", "content-length", "expect"}  # fmt: skip
+_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+        "proxy-authorization", "proxy-connection", "content-length", "expect"}  # fmt: skip
 _S3_CODES = {
     500: "InternalError",
     503: "SlowDown",
@@ -53,8 +53,9 @@ class S3FaultProxy(FakeServer):
         headers: dict[str, str] | None = None,
     ) -> web.Response:
         code = kind or _S3_CODES.get(status, "InternalError")
-        xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
-               f"<RequestId>proxy</RequestId></Error>")  # fmt: skip
+        xml = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+               f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>"
+               "<RequestId>proxy</RequestId></Error>")  # fmt: skip
         return web.Response(
             text=xml, status=status, content_type="application/xml", headers=self._headers(headers)
         )

@@ -119,8 +119,8 @@ def test_a_failing_input_fails_only_its_request() -> None:
 
     async def main() -> list[Any]:
         return await asyncio.gather(
-            *(batcher.embed(r) for r in good[:4]), batcher.embed([[5, 666]]), *(batcher.embed(r) for r in good[4:]),
-            return_exceptions=True,
+            *(batcher.embed(r) for r in good[:4]), batcher.embed([[5, 666]]),
+            *(batcher.embed(r) for r in good[4:]), return_exceptions=True,
         )  # fmt: skip
 
     results = run(main())

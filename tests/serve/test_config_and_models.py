@@ -94,8 +94,9 @@ def test_embed_tokens_matches_embed_and_checks_its_input(server: Running) -> Non
     np.testing.assert_allclose(from_tokens, embedder.embed(texts), atol=1e-5)
     raw = embedder.embed_tokens(encoded.input_ids, encoded.attention_mask, normalize=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    for bad in (np.array([[101, 40000, 102]]), np.array([[101, -1, 102]]), np.zeros((1, 600), dtype=np.int64),
-                np.array([[0.5, 1.0]]), np.zeros((0, 3), dtype=np.int64)):  # fmt: skip
+    for bad in (np.array([[101, 40000, 102]]), np.array([[101, -1, 102]]),
+                np.zeros((1, 600), dtype=np.int64), np.array([[0.5, 1.0]]),
+                np.zeros((0, 3), dtype=np.int64)):  # fmt: skip
         with pytest.raises(InvalidArgumentError):
             embedder.embed_tokens(bad)
     with pytest.raises(InvalidArgumentError, match="attention_mask"):

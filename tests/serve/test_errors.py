@@ -39,10 +39,12 @@ def _tei_error(reply: httpx.Response, status: int, error_type: str) -> str:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"[1, 2, 3]", b'{"input": {"a": 1}, "model": "M"}', b'{"input": [1.5], "model": "M"}',
-     b'{"input": [["a"]], "model": "M"}', b'{"input": ["a", 1], "model": "M"}', b'{"input": [], "model": "M"}',
-     b'{"input": "x", "model": "M", "encoding_format": "int8"}', b'{"model": "M"}', b'{"input": "x"}',
-     b'{"input": "x", "model": 7}', "\u00ff".encode("latin-1"), b'{"input": [[]], "model": "M"}'],
+    [b"{not json", b"[1, 2, 3]", b'{"input": {"a": 1}, "model": "M"}',
+     b'{"input": [1.5], "model": "M"}', b'{"input": [["a"]], "model": "M"}',
+     b'{"input": ["a", 1], "model": "M"}', b'{"input": [], "model": "M"}',
+     b'{"input": "x", "model": "M", "encoding_format": "int8"}', b'{"model": "M"}',
+     b'{"input": "x"}', b'{"input": "x", "model": 7}', "\u00ff".encode("latin-1"),
+     b'{"input": [[]], "model": "M"}'],
 )  # fmt: skip
 def test_malformed_openai_bodies_are_400s(server: Running, body: bytes) -> None:
     body = body.replace(b'"M"', json.dumps(MINILM).encode())
@@ -53,9 +55,9 @@ def test_malformed_openai_bodies_are_400s(server: Running, body: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("body", "status", "error_type"),
-    [(b"{not json", 422, "Validation"), (b'{"inputs": 5}', 422, "Validation"), (b"{}", 422, "Validation"),
-     (b'{"inputs": []}', 400, "Empty"), (b'{"inputs": "x", "truncate": 1}', 422, "Validation"),
-     (b'{"inputs": [[]]}', 400, "Empty")],
+    [(b"{not json", 422, "Validation"), (b'{"inputs": 5}', 422, "Validation"),
+     (b"{}", 422, "Validation"), (b'{"inputs": []}', 400, "Empty"),
+     (b'{"inputs": "x", "truncate": 1}', 422, "Validation"), (b'{"inputs": [[]]}', 400, "Empty")],
 )  # fmt: skip
 def test_malformed_tei_bodies(server: Running, body: bytes, status: int, error_type: str) -> None:
     _tei_error(httpx.post(server.url + "/embed", content=body, headers=auth()), status, error_type)

@@ -134,7 +134,8 @@ def test_kserve_image_classification_bytes_and_pixels(server: Running) -> None:
     ] == [1, 2]
     np.testing.assert_allclose(outputs["scores"]["data"], [p["score"] for p in expected], rtol=1e-5)
     pixels = np.asarray(Image.open(BytesIO(png)).convert("RGB"))
-    body = {"inputs": [{"name": "image", "shape": list(pixels.shape), "datatype": "UINT8", "data": pixels.tolist()}],
+    body = {"inputs": [{"name": "image", "shape": list(pixels.shape), "datatype": "UINT8",
+                        "data": pixels.tolist()}],
             "parameters": {"top_k": 2}, "outputs": [{"name": "labels"}]}  # fmt: skip
     only_labels = _infer(server, "tiny-vit", body).json()["outputs"]
     assert [o["name"] for o in only_labels] == ["labels"] and only_labels[0]["data"] == outputs[
@@ -152,13 +153,15 @@ def test_kserve_zero_shot_and_speech(server: Running) -> None:
     labels = ["a cat", "a dog", "a car"]
     expected = clip.classify(Image.open(BytesIO(png)), labels)
     body = {"inputs": [
-        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(png).decode()]},
+        {"name": "image", "shape": [1], "datatype": "BYTES",
+         "data": [base64.b64encode(png).decode()]},
         {"name": "labels", "shape": [3], "datatype": "BYTES", "data": labels},
     ]}  # fmt: skip
     outputs = {o["name"]: o for o in _infer(server, "tiny-clip", body).json()["outputs"]}
     assert outputs["labels"]["data"] == [p["label"] for p in expected]
     audio = wav_bytes(seed=2)
-    body = {"inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(audio).decode()]}],
+    body = {"inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES",
+                        "data": [base64.b64encode(audio).decode()]}],
             "parameters": {"language": "en"}}  # fmt: skip
     outputs = {o["name"]: o for o in _infer(server, "tiny-whisper", body).json()["outputs"]}
     import soundfile
@@ -168,7 +171,8 @@ def test_kserve_zero_shot_and_speech(server: Running) -> None:
         server.pipeline("tiny-whisper").transcribe((samples, rate), language="en")
     ]
     assert outputs["language"]["data"] == ["en"]
-    raw = {"inputs": [{"name": "audio", "shape": [len(samples)], "datatype": "FP32", "data": samples.tolist()}],
+    raw = {"inputs": [{"name": "audio", "shape": [len(samples)], "datatype": "FP32",
+                       "data": samples.tolist()}],
            "parameters": {"sampling_rate": rate, "language": "en"}}  # fmt: skip
     assert (
         _infer(server, "tiny-whisper", raw).json()["outputs"][0]["data"] == outputs["text"]["data"]

@@ -436,7 +436,8 @@ def test_zero_limit_holds_only_empty_tensors() -> None:
 
 def test_compatible_models_for_each_tensor_type() -> None:
     assert {t: get_compatible_models_for_tensor(t) for t in (
-        "text_embedding", "vision_embedding", "audio_embedding", "vision_text_joint", "audio_text_joint",
+        "text_embedding", "vision_embedding", "audio_embedding", "vision_text_joint",
+        "audio_text_joint",
     )} == {
         "text_embedding": ["bert", "roberta", "t5", "llama", "bart", "gpt2"],
         "vision_embedding": ["vit", "clip", "detr", "swin", "dino"],
@@ -451,7 +452,9 @@ def test_compatible_models_for_each_tensor_type() -> None:
 def test_unknown_tensor_type_lists_the_known_ones() -> None:
     with pytest.raises(
         UnknownTensorTypeError,
-        match="unknown tensor type 'text_embeddings'; known types: text_embedding, vision_embedding",
+        match=(
+            "unknown tensor type 'text_embeddings'; known types: text_embedding, vision_embedding"
+        ),
     ) as info:
         get_compatible_models_for_tensor("text_embeddings")
     assert isinstance(info.value, SharingError) and isinstance(info.value, ValueError)
