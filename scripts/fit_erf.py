@@ -16,7 +16,11 @@ x = t * 4.0
 f = np.array([math.erf(v) / v if v > 0 else 2 / math.sqrt(math.pi) for v in x])
 s = x * x
 A = np.concatenate(
-    [np.stack([s**i for i in range(DEG_P + 1)], 1), -np.stack([f * s**j for j in range(1, DEG_Q + 1)], 1)], 1
+    [
+        np.stack([s**i for i in range(DEG_P + 1)], 1),
+        -np.stack([f * s**j for j in range(1, DEG_Q + 1)], 1),
+    ],
+    1,
 )
 w = 1.0 / np.maximum(np.abs(f), 1e-3)
 for _ in range(6):
@@ -27,7 +31,11 @@ for _ in range(6):
 
 xs = np.linspace(0, 4.5, 200001).astype(np.float32)
 ss = xs * xs
-approx = np.clip(xs * np.polyval(p[::-1].astype(np.float32), ss) / np.polyval(q[::-1].astype(np.float32), ss), -1, 1)
+approx = np.clip(
+    xs * np.polyval(p[::-1].astype(np.float32), ss) / np.polyval(q[::-1].astype(np.float32), ss),
+    -1,
+    1,
+)
 exact = np.array([math.erf(float(v)) for v in xs])
 print("P =", p.tolist())
 print("Q =", q.tolist())

@@ -42,10 +42,11 @@ MARKER = re.compile(r"<!--\s*docs-test:\s*(.*?)\s*-->", re.S)
 # developer's real keys and hosts never reach an example
 PROVIDER_ENV = (
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GROQ_API_KEY", "HF_TOKEN", "OLLAMA_HOST",
-    "SAMPLE_API_URL", "SAMPLE_API_KEY", "VLLM_URL", "TGI_URL", "OVMS_URL", "TEI_URL", "TEI_URL_2",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "S3_REPLICA_URL",
+    "ANTHROPIC_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GROQ_API_KEY", "HF_TOKEN",
+    "OLLAMA_HOST", "SAMPLE_API_URL", "SAMPLE_API_KEY", "VLLM_URL", "TGI_URL", "OVMS_URL", "TEI_URL",
+    "TEI_URL_2", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+    "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+    "S3_REPLICA_URL",
     "IPFS_ACCELERATE_SERVER", "IPFS_ACCELERATE_API_KEY",
 )  # fmt: skip
 
@@ -199,8 +200,10 @@ class Services:
         key = "sk-docs-local-server-key"
         env = {**os.environ, "IPFS_ACCELERATE_API_KEY": key}
         command = [
-            sys.executable, "-m", "ipfs_accelerate.cli", "serve", "--device", "cpu", "--port", str(port),
-            "--model", "sentence-transformers/all-MiniLM-L6-v2", "--model", f"whisper-tiny={whisper}",
+            sys.executable, "-m", "ipfs_accelerate.cli", "serve",
+            "--device", "cpu", "--port", str(port),
+            "--model", "sentence-transformers/all-MiniLM-L6-v2",
+            "--model", f"whisper-tiny={whisper}",
             "--log-level", "warning",
         ]  # fmt: skip
         log = (self._tmp / "serve.log").open("w")
@@ -210,7 +213,10 @@ class Services:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ipfs-accelerate serve did not start: {(self._tmp / 'serve.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    "ipfs-accelerate serve did not start: "
+                    f"{(self._tmp / 'serve.log').read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(url + "/health", timeout=2):
                     break

@@ -45,7 +45,15 @@ __all__, __getattr__, __dir__ = lazy_exports(
     _LAZY,
     eager=["__version__"],
     submodules=[
-        "api_backends", "errors", "hal", "models", "ops", "serve", "sharing", "tensor", "webnn",
+        "api_backends",
+        "errors",
+        "hal",
+        "models",
+        "ops",
+        "serve",
+        "sharing",
+        "tensor",
+        "webnn",
     ],
     export_submodules=True,
 )

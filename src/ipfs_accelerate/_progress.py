@@ -7,18 +7,24 @@ from contextlib import contextmanager
 from typing import Any
 
 #: what each stage of ``from_pretrained(progress=...)`` does
-STAGES = {"resolve": "finding the checkpoint", "read": "mapping the weights", "load": "placing weights"}
+STAGES = {
+    "resolve": "finding the checkpoint",
+    "read": "mapping the weights",
+    "load": "placing weights",
+}
 
 
 @contextmanager
-def load_progress(console: Any, what: str | None = None, *, transient: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+def load_progress(
+    console: Any, what: str | None = None, *, transient: bool = False
+) -> Iterator[Callable[[str, int, int], None]]:
     """One bar per load stage on ``console`` (labelled "``what``: stage" when ``what`` is
     given); yields the ``progress`` callback for ``from_pretrained``."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description:<40}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-        console=console, transient=transient,
+        TextColumn("{task.description:<40}"), BarColumn(), TaskProgressColumn(),
+        TimeElapsedColumn(), console=console, transient=transient,
     ) as progress:  # fmt: skip
         tasks: dict[str, Any] = {}
 

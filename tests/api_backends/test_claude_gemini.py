@@ -26,7 +26,16 @@ from .conftest import fast, run
 
 pytestmark = pytest.mark.timeout(60)
 
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "find", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "find",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+]
 CLAUDE = "claude-haiku-4-5"
 GEMINI = "gemini-2.0-flash"
 
@@ -34,7 +43,15 @@ GEMINI = "gemini-2.0-flash"
 def claude(test: Callable[[AnthropicFake, APIBackend], Any], **metadata: Any) -> Any:
     async def body() -> Any:
         async with AnthropicFake() as fake:
-            b = create_api_backend("claude", metadata={"anthropic_api_key": "sk-ant-test-123", "base_url": fake.url, "resilience": fast(), **metadata})
+            b = create_api_backend(
+                "claude",
+                metadata={
+                    "anthropic_api_key": "sk-ant-test-123",
+                    "base_url": fake.url,
+                    "resilience": fast(),
+                    **metadata,
+                },
+            )
             try:
                 return await test(fake, b)
             finally:
@@ -46,7 +63,14 @@ def claude(test: Callable[[AnthropicFake, APIBackend], Any], **metadata: Any) ->
 def gemini(test: Callable[[GeminiFake, APIBackend], Any]) -> Any:
     async def body() -> Any:
         async with GeminiFake() as fake:
-            b = create_api_backend("gemini", metadata={"gemini_api_key": "AIza-test-123", "base_url": fake.url + "/v1beta", "resilience": fast()})
+            b = create_api_backend(
+                "gemini",
+                metadata={
+                    "gemini_api_key": "AIza-test-123",
+                    "base_url": fake.url + "/v1beta",
+                    "resilience": fast(),
+                },
+            )
             try:
                 return await test(fake, b)
             finally:
@@ -60,15 +84,32 @@ def gemini(test: Callable[[GeminiFake, APIBackend], Any]) -> Any:
 
 def test_claude_chat_wire_format() -> None:
     async def test(fake: AnthropicFake, b: APIBackend) -> None:
-        reply = await b.chat(CLAUDE, [{"role": "system", "content": "be terse"}, {"role": "user", "content": "hello claude"}], stop="END", temperature=0)
+        reply = await b.chat(
+            CLAUDE,
+            [
+                {"role": "system", "content": "be terse"},
+                {"role": "user", "content": "hello claude"},
+            ],
+            stop="END",
+            temperature=0,
+        )
         assert reply.text == "Echo: hello claude" and reply.finish_reason == "stop"
         assert reply.usage.output_tokens == 3 and reply.usage.input_tokens and reply.request_id
         sent = fake.last("/v1/messages")
-        assert sent.headers["x-api-key"] == "sk-ant-test-123" and sent.headers["anthropic-version"] == "2023-06-01"
+        assert (
+            sent.headers["x-api-key"] == "sk-ant-test-123"
+            and sent.headers["anthropic-version"] == "2023-06-01"
+        )
         assert "Authorization" not in sent.headers
         body = sent.json
-        assert body["system"] == "be terse" and body["max_tokens"] == 1024 and body["stop_sequences"] == ["END"]
-        assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hello claude"}]}]
+        assert (
+            body["system"] == "be terse"
+            and body["max_tokens"] == 1024
+            and body["stop_sequences"] == ["END"]
+        )
+        assert body["messages"] == [
+            {"role": "user", "content": [{"type": "text", "text": "hello claude"}]}
+        ]
 
     claude(test)
 
@@ -98,29 +139,63 @@ def test_claude_tools_and_tool_results() -> None:
     async def test(fake: AnthropicFake, b: APIBackend) -> None:
         reply = await b.chat(CLAUDE, "find cats", tools=TOOLS, tool_choice="required")
         sent = fake.last("/v1/messages").json
-        assert sent["tools"] == [{"name": "lookup", "input_schema": TOOLS[0]["function"]["parameters"], "description": "find"}]
+        assert sent["tools"] == [
+            {
+                "name": "lookup",
+                "input_schema": TOOLS[0]["function"]["parameters"],
+                "description": "find",
+            }
+        ]
         assert sent["tool_choice"] == {"type": "any"}
         (call,) = reply.tool_calls
-        assert call.name == "lookup" and call.arguments == {"query": "find cats"} and reply.finish_reason == "tool_calls"
+        assert (
+            call.name == "lookup"
+            and call.arguments == {"query": "find cats"}
+            and reply.finish_reason == "tool_calls"
+        )
         chunks = [c async for c in b.stream_chat(CLAUDE, "find cats", tools=TOOLS)]
-        assert chunks[-1].tool_calls[0].arguments == {"query": "find cats"} and chunks[-1].tool_calls[0].id.startswith("toolu_")
-        assert len([d for c in chunks for d in c.tool_call_deltas if d.arguments_delta]) >= 2  # input_json_delta pieces
+        assert chunks[-1].tool_calls[0].arguments == {"query": "find cats"} and chunks[
+            -1
+        ].tool_calls[0].id.startswith("toolu_")
+        assert (
+            len([d for c in chunks for d in c.tool_call_deltas if d.arguments_delta]) >= 2
+        )  # input_json_delta pieces
         follow = [
             {"role": "user", "content": "find cats"},
-            {"role": "assistant", "content": "", "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "lookup", "arguments": json.dumps(call.arguments)}}]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": json.dumps(call.arguments)},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": call.id, "content": "3 cats"},
         ]
         assert (await b.chat(CLAUDE, follow)).text == "Tool said: 3 cats"
         turns = fake.last("/v1/messages").json["messages"]
-        assert turns[1]["content"][0] == {"type": "tool_use", "id": call.id, "name": "lookup", "input": {"query": "find cats"}}
-        assert turns[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "3 cats"}]}
+        assert turns[1]["content"][0] == {
+            "type": "tool_use",
+            "id": call.id,
+            "name": "lookup",
+            "input": {"query": "find cats"},
+        }
+        assert turns[2] == {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "3 cats"}],
+        }
 
     claude(test)
 
 
 def test_claude_merges_consecutive_turns_of_one_role() -> None:
     async def test(fake: AnthropicFake, b: APIBackend) -> None:
-        await b.chat(CLAUDE, [{"role": "user", "content": "first"}, {"role": "user", "content": "second"}])
+        await b.chat(
+            CLAUDE, [{"role": "user", "content": "first"}, {"role": "user", "content": "second"}]
+        )
         (turn,) = fake.last("/v1/messages").json["messages"]
         assert [block["text"] for block in turn["content"]] == ["first", "second"]
 
@@ -161,7 +236,10 @@ def test_claude_error_bodies_and_models() -> None:
         with pytest.raises(ServerError, match="overloaded_error") as info:
             await b.chat(CLAUDE, "hi", max_retries=1)
         assert info.value.status == 529 and info.value.request_id
-        assert fake.requests[-1].path == "/v1/messages" and len([r for r in fake.requests if r.path == "/v1/messages"]) == 3
+        assert (
+            fake.requests[-1].path == "/v1/messages"
+            and len([r for r in fake.requests if r.path == "/v1/messages"]) == 3
+        )
         models = await b.list_models()
         assert [m.id for m in models] == fake.known_models
         with pytest.raises(UnsupportedOpError):
@@ -173,10 +251,15 @@ def test_claude_error_bodies_and_models() -> None:
 def test_claude_models_paginate() -> None:
     async def body() -> None:
         async with AnthropicFake(models=tuple(f"claude-m{i}" for i in range(2500))) as fake:
-            b = create_api_backend("claude", metadata={"api_key": "sk-ant-test-123", "base_url": fake.url})
+            b = create_api_backend(
+                "claude", metadata={"api_key": "sk-ant-test-123", "base_url": fake.url}
+            )
             try:
                 models = await b.list_models()
-                assert len(models) == 2500 and len([r for r in fake.requests if r.path == "/v1/models"]) == 3
+                assert (
+                    len(models) == 2500
+                    and len([r for r in fake.requests if r.path == "/v1/models"]) == 3
+                )
             finally:
                 await b.aclose()
 
@@ -196,11 +279,24 @@ def test_claude_wrong_key() -> None:
 
 def test_gemini_chat_wire_format_and_key_header() -> None:
     async def test(fake: GeminiFake, b: APIBackend) -> None:
-        reply = await b.chat(GEMINI, [{"role": "system", "content": "short"}, {"role": "user", "content": "hi gemini"},
-                                      {"role": "assistant", "content": "hello"}, {"role": "user", "content": "again please"}],
-                             temperature=0.2, max_tokens=64, stop=["X"])
+        reply = await b.chat(
+            GEMINI,
+            [
+                {"role": "system", "content": "short"},
+                {"role": "user", "content": "hi gemini"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "again please"},
+            ],
+            temperature=0.2,
+            max_tokens=64,
+            stop=["X"],
+        )
         assert reply.text == "Echo: again please" and reply.finish_reason == "stop"
-        assert reply.usage.input_tokens == 5 and reply.usage.output_tokens == 3 and reply.model == GEMINI
+        assert (
+            reply.usage.input_tokens == 5
+            and reply.usage.output_tokens == 3
+            and reply.model == GEMINI
+        )
         sent = fake.last(":generateContent")
         assert sent.headers["x-goog-api-key"] == "AIza-test-123" and "key" not in sent.query
         assert fake.keys_in_url == []
@@ -208,7 +304,11 @@ def test_gemini_chat_wire_format_and_key_header() -> None:
         body = sent.json
         assert body["systemInstruction"] == {"parts": [{"text": "short"}]}
         assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
-        assert body["generationConfig"] == {"temperature": 0.2, "maxOutputTokens": 64, "stopSequences": ["X"]}
+        assert body["generationConfig"] == {
+            "temperature": 0.2,
+            "maxOutputTokens": 64,
+            "stopSequences": ["X"],
+        }
 
     gemini(test)
 
@@ -217,7 +317,9 @@ def test_gemini_stream_sse_without_terminator() -> None:
     async def test(fake: GeminiFake, b: APIBackend) -> None:
         chunks = [c async for c in b.stream_chat(f"models/{GEMINI}", "one two")]
         assert "".join(c.text for c in chunks) == "Echo: one two"
-        assert chunks[-1].done and chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None
+        assert (
+            chunks[-1].done and chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None
+        )
         sent = fake.last(":streamGenerateContent")
         assert sent.query == {"alt": "sse"} and "key" not in sent.query
         fake.inject(truncate_after=2)  # the chunk with finishReason never arrives
@@ -229,23 +331,62 @@ def test_gemini_stream_sse_without_terminator() -> None:
 
 def test_gemini_tools_and_function_responses() -> None:
     async def test(fake: GeminiFake, b: APIBackend) -> None:
-        reply = await b.chat(GEMINI, "weather?", tools=TOOLS, tool_choice={"type": "function", "function": {"name": "lookup"}})
+        reply = await b.chat(
+            GEMINI,
+            "weather?",
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "lookup"}},
+        )
         sent = fake.last(":generateContent").json
-        assert sent["tools"] == [{"functionDeclarations": [{"name": "lookup", "description": "find", "parameters": TOOLS[0]["function"]["parameters"]}]}]
-        assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["lookup"]}}
+        assert sent["tools"] == [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "lookup",
+                        "description": "find",
+                        "parameters": TOOLS[0]["function"]["parameters"],
+                    }
+                ]
+            }
+        ]
+        assert sent["toolConfig"] == {
+            "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["lookup"]}
+        }
         (call,) = reply.tool_calls
-        assert call.name == "lookup" and call.arguments == {"query": "weather?"} and reply.finish_reason == "tool_calls"
+        assert (
+            call.name == "lookup"
+            and call.arguments == {"query": "weather?"}
+            and reply.finish_reason == "tool_calls"
+        )
         chunks = [c async for c in b.stream_chat(GEMINI, "weather?", tools=TOOLS)]
-        assert chunks[-1].tool_calls[0].name == "lookup" and chunks[-1].finish_reason == "tool_calls"
+        assert (
+            chunks[-1].tool_calls[0].name == "lookup" and chunks[-1].finish_reason == "tool_calls"
+        )
         follow = [
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "lookup", "arguments": '{"query": "weather?"}'}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"query": "weather?"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": call.id, "content": '{"forecast": "rain"}'},
         ]
         assert (await b.chat(GEMINI, follow)).text == 'Tool said: {"forecast": "rain"}'
         contents = fake.last(":generateContent").json["contents"]
-        assert contents[1] == {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {"query": "weather?"}}}]}
-        assert contents[2] == {"role": "user", "parts": [{"functionResponse": {"name": "lookup", "response": {"forecast": "rain"}}}]}
+        assert contents[1] == {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "lookup", "args": {"query": "weather?"}}}],
+        }
+        assert contents[2] == {
+            "role": "user",
+            "parts": [{"functionResponse": {"name": "lookup", "response": {"forecast": "rain"}}}],
+        }
 
     gemini(test)
 
@@ -255,7 +396,11 @@ def test_gemini_embeddings_and_models() -> None:
         result = await b.embed("text-embedding-004", ["a", "b"], task_type="RETRIEVAL_DOCUMENT")
         assert len(result.embeddings) == 2 and result.dimensions == 8
         requests = fake.last(":batchEmbedContents").json["requests"]
-        assert requests[0] == {"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]}, "taskType": "RETRIEVAL_DOCUMENT"}
+        assert requests[0] == {
+            "model": "models/text-embedding-004",
+            "content": {"parts": [{"text": "a"}]},
+            "taskType": "RETRIEVAL_DOCUMENT",
+        }
         assert [m.id for m in await b.list_models()] == fake.known_models
 
     gemini(test)
@@ -265,15 +410,34 @@ def test_gemini_errors_and_retry_info() -> None:
     async def test(fake: GeminiFake, b: APIBackend) -> None:
         with pytest.raises(NotFoundError, match="NOT_FOUND: models/gemini-9 is not found"):
             await b.chat("gemini-9", "hi")
-        retry_info = {"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
-                                "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.15s"}]}}
+        retry_info = {
+            "error": {
+                "code": 429,
+                "message": "Resource has been exhausted",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.15s"}
+                ],
+            }
+        }
         fake.inject(status=429, body=retry_info)
         import time
 
         start = time.monotonic()
         assert (await b.chat(GEMINI, "hi")).text == "Echo: hi"
         assert time.monotonic() - start >= 0.15
-        fake.inject(status=429, body={**retry_info, "error": {**retry_info["error"], "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "120s"}]}})
+        fake.inject(
+            status=429,
+            body={
+                **retry_info,
+                "error": {
+                    **retry_info["error"],
+                    "details": [
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "120s"}
+                    ],
+                },
+            },
+        )
         with pytest.raises(RateLimitError) as info:
             await b.chat(GEMINI, "hi")
         assert info.value.retry_after == 120.0
@@ -288,12 +452,17 @@ def test_gemini_errors_and_retry_info() -> None:
 def test_gemini_bad_key_and_roles() -> None:
     async def body() -> None:
         async with GeminiFake() as fake:
-            b = create_api_backend("gemini", metadata={"api_key": "wrong", "base_url": fake.url + "/v1beta"})
+            b = create_api_backend(
+                "gemini", metadata={"api_key": "wrong", "base_url": fake.url + "/v1beta"}
+            )
             try:
                 with pytest.raises(BadRequestError, match="API key not valid"):
                     await b.chat(GEMINI, "hi")
                 with pytest.raises(Exception, match="tool message needs"):
-                    await b.chat(GEMINI, [{"role": "user", "content": "x"}, {"role": "tool", "content": "orphan"}])
+                    await b.chat(
+                        GEMINI,
+                        [{"role": "user", "content": "x"}, {"role": "tool", "content": "orphan"}],
+                    )
             finally:
                 await b.aclose()
 

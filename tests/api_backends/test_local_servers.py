@@ -36,7 +36,12 @@ from .conftest import fast, run
 pytestmark = pytest.mark.timeout(60)
 
 
-def serve(fake: FakeServer, name: str, metadata: Callable[[str], dict[str, Any]], test: Callable[[Any, Any], Any]) -> Any:
+def serve(
+    fake: FakeServer,
+    name: str,
+    metadata: Callable[[str], dict[str, Any]],
+    test: Callable[[Any, Any], Any],
+) -> Any:
     async def body() -> Any:
         async with fake:
             b = create_api_backend(name, metadata={**metadata(fake.url), "resilience": fast()})
@@ -57,7 +62,9 @@ def ollama(test: Callable[[OllamaFake, Any], Any]) -> Any:
 
 def test_ollama_chat_options_and_usage() -> None:
     async def test(fake: OllamaFake, b: Any) -> None:
-        reply = await b.chat("llama3.2", "hi there", temperature=0.3, max_tokens=100, keep_alive="5m")
+        reply = await b.chat(
+            "llama3.2", "hi there", temperature=0.3, max_tokens=100, keep_alive="5m"
+        )
         assert reply.text == "Echo: hi there" and reply.finish_reason == "stop"
         assert reply.usage.input_tokens == 2 and reply.usage.output_tokens == 3
         body = fake.last("/api/chat").json
@@ -73,7 +80,9 @@ def test_ollama_ndjson_stream() -> None:
     async def test(fake: OllamaFake, b: Any) -> None:
         chunks = [c async for c in b.stream_chat("llama3.2", "one two")]
         assert "".join(c.text for c in chunks) == "Echo: one two"
-        assert chunks[-1].done and chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 3
+        assert (
+            chunks[-1].done and chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 3
+        )
         assert fake.last("/api/chat").json["stream"] is True
         fake.inject(truncate_after=2, partial_tail=True)
         with pytest.raises(StreamInterruptedError):
@@ -107,17 +116,37 @@ def test_ollama_generate_embed_tags_and_errors() -> None:
 
 def test_ollama_tool_calls() -> None:
     async def test(fake: OllamaFake, b: Any) -> None:
-        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+        tools = [
+            {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+        ]
         reply = await b.chat("llama3.2", "find it", tools=tools)
-        assert reply.finish_reason == "tool_calls" and reply.tool_calls[0].arguments == {"query": "find it"}
+        assert reply.finish_reason == "tool_calls" and reply.tool_calls[0].arguments == {
+            "query": "find it"
+        }
         chunks = [c async for c in b.stream_chat("llama3.2", "find it", tools=tools)]
-        assert chunks[-1].tool_calls[0].name == "lookup" and chunks[-1].finish_reason == "tool_calls"
-        follow = [{"role": "user", "content": "find it"},
-                  {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"query": "find it"}'}}]},
-                  {"role": "tool", "tool_call_id": "c1", "content": "found"}]
+        assert (
+            chunks[-1].tool_calls[0].name == "lookup" and chunks[-1].finish_reason == "tool_calls"
+        )
+        follow = [
+            {"role": "user", "content": "find it"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"query": "find it"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "found"},
+        ]
         assert (await b.chat("llama3.2", follow)).text == "Tool said: found"
         sent = fake.last("/api/chat").json["messages"]
-        assert sent[1]["tool_calls"] == [{"function": {"name": "lookup", "arguments": {"query": "find it"}}}]
+        assert sent[1]["tool_calls"] == [
+            {"function": {"name": "lookup", "arguments": {"query": "find it"}}}
+        ]
         assert sent[2]["tool_name"] == "lookup"
 
     ollama(test)
@@ -130,7 +159,11 @@ def test_ollama_pull_with_progress() -> None:
         assert last.status == "success" and seen[0].status == "pulling manifest"
         fractions = [p.fraction for p in seen if p.total]
         assert fractions == [0.0, 0.4, 1.0]
-        assert fake.last("/api/pull").json == {"model": "phi3:mini", "insecure": False, "stream": True}
+        assert fake.last("/api/pull").json == {
+            "model": "phi3:mini",
+            "insecure": False,
+            "stream": True,
+        }
         with pytest.raises(ServerError, match="file does not exist"):
             await b.pull_model("missing-model")
         fake.inject(truncate_after=3)
@@ -158,12 +191,30 @@ def tgi(test: Callable[[TGIFake, Any], Any]) -> Any:
 
 def test_tgi_generate_with_details() -> None:
     async def test(fake: TGIFake, b: Any) -> None:
-        result = await b.generate("hello world", max_new_tokens=20, seed=7, decoder_input_details=True)
+        result = await b.generate(
+            "hello world", max_new_tokens=20, seed=7, decoder_input_details=True
+        )
         assert result.generated_text == "Echo: hello world"
         details = result.details
-        assert details.finish_reason == "eos_token" and details.generated_tokens == 3 and details.seed == 7
-        assert [t.text for t in details.tokens] == ["Echo: ", "hello ", "world"] and details.prefill[0].text == "<s>"
-        assert fake.last("/generate").json == {"inputs": "hello world", "parameters": {"max_new_tokens": 20, "seed": 7, "decoder_input_details": True, "details": True}}
+        assert (
+            details.finish_reason == "eos_token"
+            and details.generated_tokens == 3
+            and details.seed == 7
+        )
+        assert [t.text for t in details.tokens] == [
+            "Echo: ",
+            "hello ",
+            "world",
+        ] and details.prefill[0].text == "<s>"
+        assert fake.last("/generate").json == {
+            "inputs": "hello world",
+            "parameters": {
+                "max_new_tokens": 20,
+                "seed": 7,
+                "decoder_input_details": True,
+                "details": True,
+            },
+        }
         short = await b.generate("a b c d", max_tokens=2)
         assert short.details.finish_reason == "length"
 
@@ -174,7 +225,10 @@ def test_tgi_generate_stream_without_done() -> None:
     async def test(fake: TGIFake, b: Any) -> None:
         events = [e async for e in b.generate_stream("one two")]
         assert "".join(e.token.text for e in events) == "Echo: one two"
-        assert events[-1].generated_text == "Echo: one two" and events[-1].details.finish_reason == "eos_token"
+        assert (
+            events[-1].generated_text == "Echo: one two"
+            and events[-1].details.finish_reason == "eos_token"
+        )
         assert all(e.generated_text is None for e in events[:-1])
         fake.inject(truncate_after=2)
         with pytest.raises(StreamInterruptedError, match="generated_text"):
@@ -189,9 +243,14 @@ def test_tgi_generate_stream_without_done() -> None:
 
 def test_tgi_errors_info_health() -> None:
     async def test(fake: TGIFake, b: Any) -> None:
-        with pytest.raises(BadRequestError, match="validation: Input validation error: `temperature` must be strictly positive"):
+        with pytest.raises(
+            BadRequestError,
+            match="validation: Input validation error: `temperature` must be strictly positive",
+        ):
             await b.generate("x", temperature=0)
-        fake.inject(status=429, body={"error": "Model is overloaded", "error_type": "overloaded"}, times=2)
+        fake.inject(
+            status=429, body={"error": "Model is overloaded", "error_type": "overloaded"}, times=2
+        )
         with pytest.raises(RateLimitError, match="overloaded: Model is overloaded"):
             await b.generate("x", max_retries=1)
         info = await b.info()
@@ -216,7 +275,9 @@ def test_tei_embed_rerank_info() -> None:
         result = await b.embed(None, ["first", "second"])
         assert len(result.embeddings) == 2 and result.dimensions == 16
         assert fake.last("/embed").json == {"inputs": ["first", "second"], "normalize": True}
-        ranked = await b.rerank("red apples", ["green pears", "red apples are sweet", "apples"], return_text=True)
+        ranked = await b.rerank(
+            "red apples", ["green pears", "red apples are sweet", "apples"], return_text=True
+        )
         assert [r.index for r in ranked] == [1, 2, 0] and ranked[0].text == "red apples are sweet"
         assert ranked[0].score >= ranked[1].score >= ranked[2].score
         assert (await b.info())["model_id"] == TEI_MODEL
@@ -265,10 +326,18 @@ def test_ovms_kserve_infer_named_tensors() -> None:
         np.testing.assert_allclose(out["product"], a * c)
         assert out["sum"].dtype == np.float32 and out["sum"].shape == (2, 3)
         sent = fake.last("/infer").json
-        assert sent["inputs"][0] == {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]}
+        assert sent["inputs"][0] == {
+            "name": "a",
+            "shape": [2, 3],
+            "datatype": "FP32",
+            "data": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        }
         assert sent["id"] == "r-1"
         only = await b.infer("adder", {"a": a, "b": c}, outputs=["product"], version=1)
-        assert list(only) == ["product"] and fake.last("/infer").path == "/v2/models/adder/versions/1/infer"
+        assert (
+            list(only) == ["product"]
+            and fake.last("/infer").path == "/v2/models/adder/versions/1/infer"
+        )
         labels = await b.infer("classifier", {"ids": np.array([4, 5, 6], dtype=np.int64)})
         assert labels["label"].tolist() == [1, 2, 0] and labels["label"].dtype == np.int64
 
@@ -280,7 +349,9 @@ def test_ovms_kserve_errors_metadata_and_models() -> None:
         with pytest.raises(NotFoundError, match="Model with requested name is not found"):
             await b.infer("nope", {"x": np.zeros(1, np.float32)})
         with pytest.raises(NotFoundError, match="version"):
-            await b.infer("adder", {"a": np.zeros(1, np.float32), "b": np.zeros(1, np.float32)}, version=2)
+            await b.infer(
+                "adder", {"a": np.zeros(1, np.float32), "b": np.zeros(1, np.float32)}, version=2
+            )
         with pytest.raises(BadRequestError, match="Invalid datatype"):
             await b.infer("adder", {"a": np.zeros(2, np.int32), "b": np.zeros(2, np.int32)})
         meta = await b.model_metadata("adder")
@@ -326,12 +397,21 @@ def test_opea_chatqna_non_stream_and_bytes_stream() -> None:
 def test_opea_openai_chunk_stream_and_separate_microservice_urls() -> None:
     async def body() -> None:
         async with OPEAFake(chunk_style="openai") as gateway, OPEAFake() as embedder:
-            b = create_api_backend("opea", metadata={"opea_api_url": gateway.url, "opea_embedding_url": embedder.url + "/v1", "resilience": fast()})
+            b = create_api_backend(
+                "opea",
+                metadata={
+                    "opea_api_url": gateway.url,
+                    "opea_embedding_url": embedder.url + "/v1",
+                    "resilience": fast(),
+                },
+            )
             try:
                 chunks = [c async for c in b.stream_chat(None, "q")]
                 assert "".join(c.text for c in chunks) == "Based on the documents: q"
                 await b.embed(None, "text")
-                assert embedder.last("/v1/embeddings") and not any(r.path == "/v1/embeddings" for r in gateway.requests)
+                assert embedder.last("/v1/embeddings") and not any(
+                    r.path == "/v1/embeddings" for r in gateway.requests
+                )
                 assert len(b.get_stats()["endpoints"]) == 2
             finally:
                 await b.aclose()
@@ -341,7 +421,14 @@ def test_opea_openai_chunk_stream_and_separate_microservice_urls() -> None:
 
 def test_opea_validation_error_detail() -> None:
     async def test(fake: OPEAFake, b: Any) -> None:
-        fake.inject(status=422, body={"detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}]})
+        fake.inject(
+            status=422,
+            body={
+                "detail": [
+                    {"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}
+                ]
+            },
+        )
         with pytest.raises(BadRequestError, match="Field required"):
             await b.chat(None, "x")
 
@@ -365,7 +452,12 @@ def test_sample_backend_reference() -> None:
             _ = [c async for c in b.stream_chat(None, "a b c")]
         assert b.is_compatible_model("sample-x") and not b.is_compatible_model("gpt-4o")
 
-    serve(SampleFake(), "sample_backend", lambda u: {"sample_api_url": u, "sample_api_key": "sample-key-123"}, test)
+    serve(
+        SampleFake(),
+        "sample_backend",
+        lambda u: {"sample_api_url": u, "sample_api_key": "sample-key-123"},
+        test,
+    )
 
 
 def test_sample_backend_bad_key() -> None:

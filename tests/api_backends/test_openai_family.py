@@ -26,7 +26,16 @@ from .conftest import fast, run
 
 pytestmark = pytest.mark.timeout(60)
 
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "find", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "find",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+]
 
 
 @dataclass
@@ -40,11 +49,41 @@ class Case:
 
 
 CASES = [
-    Case("openai", lambda: OpenAIFake(), lambda u: {"api_key": "sk-test-123", "base_url": u + "/v1"}, "gpt-4o-mini", "text-embedding-3-small"),
-    Case("openai_mini", lambda: OpenAIFake(api_key=None, models=("*",)), lambda u: {"base_url": u + "/v1"}, "local-model", "local-embedder"),
-    Case("groq", lambda: GroqFake(), lambda u: {"groq_api_key": "gsk_test_123", "base_url": u + "/openai/v1"}, "llama-3.1-8b-instant", None),
-    Case("vllm", lambda: VLLMFake(), lambda u: {"vllm_api_url": u}, BASE_MODEL, "BAAI/bge-small-en-v1.5"),
-    Case("ollama_clean", lambda: OllamaFake(), lambda u: {"ollama_api_url": u}, "llama3.2", "nomic-embed-text"),
+    Case(
+        "openai",
+        lambda: OpenAIFake(),
+        lambda u: {"api_key": "sk-test-123", "base_url": u + "/v1"},
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+    ),
+    Case(
+        "openai_mini",
+        lambda: OpenAIFake(api_key=None, models=("*",)),
+        lambda u: {"base_url": u + "/v1"},
+        "local-model",
+        "local-embedder",
+    ),
+    Case(
+        "groq",
+        lambda: GroqFake(),
+        lambda u: {"groq_api_key": "gsk_test_123", "base_url": u + "/openai/v1"},
+        "llama-3.1-8b-instant",
+        None,
+    ),
+    Case(
+        "vllm",
+        lambda: VLLMFake(),
+        lambda u: {"vllm_api_url": u},
+        BASE_MODEL,
+        "BAAI/bge-small-en-v1.5",
+    ),
+    Case(
+        "ollama_clean",
+        lambda: OllamaFake(),
+        lambda u: {"ollama_api_url": u},
+        "llama3.2",
+        "nomic-embed-text",
+    ),
     Case("llvm", lambda: MLCFake(), lambda u: {"llvm_api_url": u + "/v1"}, MLC_MODEL, None),
     Case("ovms", lambda: OVMSFake(), lambda u: {"ovms_api_url": u}, LLM, EMBEDDER),
     Case("hf_tgi", lambda: TGIFake(), lambda u: {"hf_tgi_api_url": u}, "tgi", None),
@@ -54,7 +93,9 @@ CASES = [
 def with_backend(case: Case, test: Callable[[OpenAIFake, APIBackend], Any]) -> Any:
     async def body() -> Any:
         async with case.make_fake() as fake:
-            backend = create_api_backend(case.name, metadata={**case.metadata(fake.url), "resilience": fast()})
+            backend = create_api_backend(
+                case.name, metadata={**case.metadata(fake.url), "resilience": fast()}
+            )
             try:
                 return await test(fake, backend)
             finally:
@@ -66,16 +107,32 @@ def with_backend(case: Case, test: Callable[[OpenAIFake, APIBackend], Any]) -> A
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_chat_stream_and_usage(case: Case) -> None:
     async def test(fake: OpenAIFake, b: APIBackend) -> None:
-        reply = await b.chat(case.model, [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ping pong"}], temperature=0.1)
-        assert reply.text == "Echo: ping pong" and reply.finish_reason == "stop" and reply.role == "assistant"
-        assert reply.usage.input_tokens == 4 and reply.usage.output_tokens == 3 and reply.usage.total_tokens == 7
+        reply = await b.chat(
+            case.model,
+            [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ping pong"}],
+            temperature=0.1,
+        )
+        assert (
+            reply.text == "Echo: ping pong"
+            and reply.finish_reason == "stop"
+            and reply.role == "assistant"
+        )
+        assert (
+            reply.usage.input_tokens == 4
+            and reply.usage.output_tokens == 3
+            and reply.usage.total_tokens == 7
+        )
         assert reply.provider == case.name and reply.request_id
         sent = fake.last("/chat/completions").json
         assert sent["temperature"] == 0.1 and sent["model"] == case.model and "stream" not in sent
         chunks = [c async for c in b.stream_chat(case.model, "ping pong")]
         assert "".join(c.text for c in chunks) == "Echo: ping pong"
         assert [c.done for c in chunks].count(True) == 1 and chunks[-1].done
-        assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 3
+        assert (
+            chunks[-1].finish_reason == "stop"
+            and chunks[-1].usage is not None
+            and chunks[-1].usage.output_tokens == 3
+        )
         sent = fake.last("/chat/completions").json
         assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
         assert b.get_stats()["tokens_out"] == 6
@@ -96,7 +153,20 @@ def test_tool_calls_round_trip(case: Case) -> None:
         assert sum(len(c.tool_call_deltas) for c in chunks) >= 2  # arguments arrive in pieces
         follow_up = [
             {"role": "user", "content": "weather in Paris"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "lookup", "arguments": '{"query": "weather in Paris"}'}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": "lookup",
+                            "arguments": '{"query": "weather in Paris"}',
+                        },
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
         ]
         assert (await b.chat(case.model, follow_up)).text == "Tool said: sunny"
@@ -160,21 +230,30 @@ def test_n_greater_than_one_is_refused_not_truncated() -> None:
 def test_openai_surfaces() -> None:
     async def test(fake: OpenAIFake, b: Any) -> None:
         images = await b.generate_image("a red fox", n=2, size="256x256")
-        assert [i.url for i in images.images] == ["https://images.example/0.png", "https://images.example/1.png"]
+        assert [i.url for i in images.images] == [
+            "https://images.example/0.png",
+            "https://images.example/1.png",
+        ]
         assert images.images[0].revised_prompt == "a red fox (revised)"
         b64 = await b.generate_image("x", response_format="b64_json")
         assert b64.images[0].b64_json == "aW1hZ2U="
         audio = await b.speech("hello world", voice="nova")
         assert audio == b"ID3fake-mp3:hello world"
         transcript = await b.transcribe(b"RIFF....WAVEfmt ", filename="clip.wav", language="en")
-        assert transcript.text == "transcribed 16 bytes from clip.wav" and transcript.language == "en"
+        assert (
+            transcript.text == "transcribed 16 bytes from clip.wav" and transcript.language == "en"
+        )
         plain = await b.transcribe(b"abc", response_format="text")
         assert plain.text == "transcribed 3 bytes from audio.wav"
         moderation = await b.moderate(["I will kill the process", "hello"])
         assert [r.flagged for r in moderation.results] == [True, False]
         assert moderation.results[0].category_scores["violence"] > 0.9
         uploaded = await b.upload_file(b'{"prompt": "x"}\n', "batch", filename="data.jsonl")
-        assert uploaded.filename == "data.jsonl" and uploaded.bytes == 16 and uploaded.purpose == "batch"
+        assert (
+            uploaded.filename == "data.jsonl"
+            and uploaded.bytes == 16
+            and uploaded.purpose == "batch"
+        )
         assert [f.id for f in await b.list_files()] == [uploaded.id]
         assert [f.id for f in await b.list_files(purpose="fine-tune")] == []
         assert (await b.retrieve_file(uploaded.id)).id == uploaded.id
@@ -188,7 +267,16 @@ def test_openai_surfaces() -> None:
         assert again.bytes == 3 and fake.last("/files").body.count(b"abc") == 1
 
     for name in ("openai", "openai_mini"):
-        with_backend(Case(name, lambda: OpenAIFake(), lambda u: {"api_key": "sk-test-123", "base_url": u + "/v1"}, "gpt-4o-mini", None), test)
+        with_backend(
+            Case(
+                name,
+                lambda: OpenAIFake(),
+                lambda u: {"api_key": "sk-test-123", "base_url": u + "/v1"},
+                "gpt-4o-mini",
+                None,
+            ),
+            test,
+        )
 
 
 def test_openai_file_from_path(tmp_path: Any) -> None:
@@ -209,7 +297,18 @@ def test_openai_organization_and_project_headers() -> None:
         sent = fake.last("/chat/completions").headers
         assert sent["OpenAI-Organization"] == "org-1" and sent["OpenAI-Project"] == "proj-2"
 
-    case = Case("openai", lambda: OpenAIFake(), lambda u: {"api_key": "sk-test-123", "base_url": u + "/v1", "organization": "org-1", "project": "proj-2"}, "gpt-4o-mini", None)
+    case = Case(
+        "openai",
+        lambda: OpenAIFake(),
+        lambda u: {
+            "api_key": "sk-test-123",
+            "base_url": u + "/v1",
+            "organization": "org-1",
+            "project": "proj-2",
+        },
+        "gpt-4o-mini",
+        None,
+    )
     with_backend(case, test)
 
 
@@ -233,7 +332,10 @@ def test_vllm_lora_adapters() -> None:
             await b.load_lora_adapter("sql", "/adapters/sql-lora")
         with pytest.raises(NotFoundError, match="No adapter found"):
             await b.load_lora_adapter("other", "/adapters/missing")
-        assert await b.unload_lora_adapter("sql") == "Success: LoRA adapter 'sql' removed successfully."
+        assert (
+            await b.unload_lora_adapter("sql")
+            == "Success: LoRA adapter 'sql' removed successfully."
+        )
         with pytest.raises(NotFoundError, match="cannot be found"):
             await b.unload_lora_adapter("sql")
         assert await b.list_lora_adapters() == []
@@ -257,4 +359,6 @@ def test_groq_usage_from_x_groq_and_key_from_env(monkeypatch: pytest.MonkeyPatch
         assert chunks[-1].usage is not None and chunks[-1].usage.input_tokens == 3
         assert fake.last("/chat/completions").headers["Authorization"] == "Bearer gsk_test_123"
 
-    with_backend(Case("groq", lambda: GroqFake(), lambda u: {"base_url": u + "/openai/v1"}, "", None), test)
+    with_backend(
+        Case("groq", lambda: GroqFake(), lambda u: {"base_url": u + "/openai/v1"}, "", None), test
+    )

@@ -44,7 +44,10 @@ MODEL = "gpt-4o-mini"
 
 
 def backend(fake: OpenAIFake, **resilience: Any) -> APIBackend:
-    return create_api_backend("openai", metadata={"api_key": KEY, "base_url": fake.url + "/v1", "resilience": fast(**resilience)})
+    return create_api_backend(
+        "openai",
+        metadata={"api_key": KEY, "base_url": fake.url + "/v1", "resilience": fast(**resilience)},
+    )
 
 
 def scenario(test: Any, **fake_options: Any) -> Any:
@@ -92,7 +95,13 @@ def test_retryable_statuses_are_retried(status: int) -> None:
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(400, BadRequestError), (401, AuthenticationError), (403, PermissionDeniedError), (404, NotFoundError), (422, BadRequestError)],
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (422, BadRequestError),
+    ],
 )
 def test_client_errors_are_never_retried(status: int, cls: type) -> None:
     async def test(fake: OpenAIFake, make: Any) -> None:
@@ -145,7 +154,14 @@ def test_connection_reset_is_retried() -> None:
 
 def test_connection_refused_is_a_typed_connection_error() -> None:
     async def body() -> None:
-        b = create_api_backend("openai", metadata={"api_key": KEY, "base_url": "http://127.0.0.1:9/v1", "resilience": fast(max_retries=1)})
+        b = create_api_backend(
+            "openai",
+            metadata={
+                "api_key": KEY,
+                "base_url": "http://127.0.0.1:9/v1",
+                "resilience": fast(max_retries=1),
+            },
+        )
         try:
             with pytest.raises(APIConnectionError) as info:
                 await b.chat(MODEL, "hi")
@@ -173,8 +189,14 @@ def test_connect_timeout() -> None:
         fillers.append(filler)
 
     async def body() -> None:
-        b = create_api_backend("openai", metadata={"api_key": KEY, "base_url": f"http://127.0.0.1:{port}/v1",
-                                                   "resilience": fast(connect_timeout=0.2, max_retries=1)})
+        b = create_api_backend(
+            "openai",
+            metadata={
+                "api_key": KEY,
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "resilience": fast(connect_timeout=0.2, max_retries=1),
+            },
+        )
         try:
             start = time.monotonic()
             with pytest.raises(APITimeoutError) as info:
@@ -299,10 +321,15 @@ def test_every_request_ends_within_its_deadline_under_mixed_faults() -> None:
             elif kind == 4:
                 fake.inject(status=400)
         start = time.monotonic()
-        results = await asyncio.gather(*(b.chat(MODEL, f"q{i}", timeout=0.2, deadline=1.5) for i in range(100)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(b.chat(MODEL, f"q{i}", timeout=0.2, deadline=1.5) for i in range(100)),
+            return_exceptions=True,
+        )
         assert time.monotonic() - start < 3.0
         for result in results:
-            assert not isinstance(result, BaseException) or isinstance(result, IpfsAccelerateError), repr(result)
+            assert not isinstance(result, BaseException) or isinstance(
+                result, IpfsAccelerateError
+            ), repr(result)
         stats = b.get_stats()
         assert stats["requests"] == 100
         assert stats["successes"] + sum(stats["failures"].values()) == 100
@@ -375,12 +402,19 @@ def test_queue_full_and_priority_order_through_the_backend() -> None:
         fake.inject(delay=0.1)
         first = asyncio.create_task(b.chat(MODEL, "first"))
         await asyncio.sleep(0.02)
-        tasks = [asyncio.create_task(b.chat(MODEL, name, priority=prio)) for name, prio in (("low", "low"), ("normal", "normal"), ("high", "high"))]
+        tasks = [
+            asyncio.create_task(b.chat(MODEL, name, priority=prio))
+            for name, prio in (("low", "low"), ("normal", "normal"), ("high", "high"))
+        ]
         await asyncio.sleep(0.02)
         with pytest.raises(QueueFullError):
             await b.chat(MODEL, "overflow")
         await asyncio.gather(first, *tasks)
-        order = [r.json["messages"][-1]["content"] for r in fake.requests if r.path.endswith("/chat/completions")]
+        order = [
+            r.json["messages"][-1]["content"]
+            for r in fake.requests
+            if r.path.endswith("/chat/completions")
+        ]
         assert order == ["first", "high", "normal", "low"]
         stats = b.get_stats()
         assert stats["failures"] == {"QueueFullError": 1}
@@ -425,7 +459,9 @@ def test_stream_is_retried_before_its_first_chunk() -> None:
         fake.inject(reset=True)
         chunks = [c async for c in b.stream_chat(MODEL, "one two")]
         assert "".join(c.text for c in chunks) == "Echo: one two"
-        assert chunks[-1].done and chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 3
+        assert (
+            chunks[-1].done and chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 3
+        )
         assert chat_calls(fake) == 3 and b.get_stats()["retries"] == 2
 
     scenario(test)
@@ -433,7 +469,12 @@ def test_stream_is_retried_before_its_first_chunk() -> None:
 
 @pytest.mark.parametrize(
     "fault",
-    [{"truncate_after": 3}, {"truncate_after": 3, "partial_tail": True}, {"reset_after": 3}, {"error_event_after": 3}],
+    [
+        {"truncate_after": 3},
+        {"truncate_after": 3, "partial_tail": True},
+        {"reset_after": 3},
+        {"error_event_after": 3},
+    ],
 )
 def test_stream_broken_after_chunks_raises_and_is_not_retried(fault: dict[str, Any]) -> None:
     async def test(fake: OpenAIFake, make: Any) -> None:
@@ -453,7 +494,9 @@ def test_stream_broken_after_chunks_raises_and_is_not_retried(fault: dict[str, A
     scenario(test)
 
 
-@pytest.mark.parametrize("fault", [{"truncate_after": 3}, {"reset_after": 3}, {"error_event_after": 3}])
+@pytest.mark.parametrize(
+    "fault", [{"truncate_after": 3}, {"reset_after": 3}, {"error_event_after": 3}]
+)
 def test_stream_faults_apply_to_a_slow_stream(fault: dict[str, Any]) -> None:
     """The fake's slow streams (a pause after each event) go through the same emission, so an
     injected fault breaks them just as it breaks a fast one."""
@@ -605,7 +648,9 @@ def test_wrong_content_type_on_success_is_a_protocol_error() -> None:
     async def test(fake: OpenAIFake, make: Any) -> None:
         b = make()
         fake.inject(content_type="text/html")
-        with pytest.raises(ProtocolError, match=r"expected a JSON response, got text/html.*Login required"):
+        with pytest.raises(
+            ProtocolError, match=r"expected a JSON response, got text/html.*Login required"
+        ):
             await b.chat(MODEL, "hi")
         fake.inject(content_type="text/html")
         with pytest.raises(ProtocolError, match="expected a stream"):
@@ -648,7 +693,12 @@ def test_missing_key_is_a_configuration_error_before_any_request() -> None:
         create_api_backend("openai")
     for name in ("claude", "gemini", "groq", "sample_backend"):
         with pytest.raises(ConfigurationError, match=r"no API key|no server URL"):
-            create_api_backend(name, metadata={"base_url": "http://127.0.0.1:1"} if name != "sample_backend" else {"api_key": "k"})
+            create_api_backend(
+                name,
+                metadata={"base_url": "http://127.0.0.1:1"}
+                if name != "sample_backend"
+                else {"api_key": "k"},
+            )
 
 
 def test_missing_url_is_a_configuration_error() -> None:
@@ -688,7 +738,10 @@ def test_metrics_counts_latency_tokens_and_ttfc() -> None:
         assert stats["failures"] == {"NotFoundError": 1}
         assert stats["tokens_in"] == 5 * 3 + 2 and stats["tokens_out"] == 5 * 4 + 3
         latency = stats["latency_s"]
-        assert latency["count"] == 6 and 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+        assert (
+            latency["count"] == 6
+            and 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+        )
         assert stats["time_to_first_chunk_s"]["count"] == 1
         assert stats["circuit_state"] == "closed"
         assert stats["endpoints"][0]["attempts"]["requests"] == 7
@@ -701,21 +754,39 @@ def test_secrets_never_leak(caplog: pytest.LogCaptureFixture) -> None:
 
     async def body() -> None:
         async with OpenAIFake(api_key="something-else") as fake:
-            b = create_api_backend("openai", metadata={"openai_api_key": secret, "base_url": fake.url + "/v1", "resilience": fast()})
+            b = create_api_backend(
+                "openai",
+                metadata={
+                    "openai_api_key": secret,
+                    "base_url": fake.url + "/v1",
+                    "resilience": fast(),
+                },
+            )
             try:
                 caplog.set_level(logging.DEBUG)
                 fake.inject(status=500, times=1)
                 with pytest.raises(AuthenticationError) as info:
                     await b.chat(MODEL, "hi")
                 # the fake echoes part of the key like OpenAI does; a full echo must be scrubbed too
-                fake.inject(status=400, body={"error": {"message": f"bad key {secret}", "type": "x"}})
+                fake.inject(
+                    status=400, body={"error": {"message": f"bad key {secret}", "type": "x"}}
+                )
                 with pytest.raises(BadRequestError) as info2:
                     await b.chat(MODEL, "hi")
                 texts = [
-                    repr(b), str(b.metadata), repr(b.metadata), str(b.get_stats()), repr(b.endpoint),
-                    str(info.value), repr(info.value), "".join(traceback.format_exception(info.value)),
-                    str(info2.value), repr(info2.value.body), "".join(traceback.format_exception(info2.value)),
-                    caplog.text, repr(b.sync),
+                    repr(b),
+                    str(b.metadata),
+                    repr(b.metadata),
+                    str(b.get_stats()),
+                    repr(b.endpoint),
+                    str(info.value),
+                    repr(info.value),
+                    "".join(traceback.format_exception(info.value)),
+                    str(info2.value),
+                    repr(info2.value.body),
+                    "".join(traceback.format_exception(info2.value)),
+                    caplog.text,
+                    repr(b.sync),
                 ]
                 for text in texts:
                     assert secret not in text
@@ -732,8 +803,12 @@ def test_secrets_never_leak(caplog: pytest.LogCaptureFixture) -> None:
 
     with pytest.raises(TypeError):
         pickle.dumps(create_api_backend("openai", metadata={"api_key": secret}).metadata["api_key"])
-    from_resources = create_api_backend("openai", resources={"openai_api_key": secret}, metadata={"max_tokens": "64"})
-    assert from_resources.has_api_key and secret not in repr(from_resources.resources) + repr(from_resources)
+    from_resources = create_api_backend(
+        "openai", resources={"openai_api_key": secret}, metadata={"max_tokens": "64"}
+    )
+    assert from_resources.has_api_key and secret not in repr(from_resources.resources) + repr(
+        from_resources
+    )
     assert from_resources.metadata["max_tokens"] == "64"  # not mistaken for a secret
 
 
@@ -749,7 +824,7 @@ def test_logs_record_retries_without_payloads(caplog: pytest.LogCaptureFixture) 
     scenario(test)
 
 
-# ---------------------------------------------------------------- the deadline watch (one timer per loop)
+# ------------------------------------------------------ the deadline watch (one timer per loop)
 
 
 def test_a_short_timeout_added_after_a_long_one_still_fires_on_time() -> None:
@@ -831,7 +906,9 @@ def test_deadline_watch_cancels_only_what_is_due() -> None:
     run(body())
 
 
-def test_a_deadline_cancel_swallowed_below_leaves_no_cancel_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_deadline_cancel_swallowed_below_leaves_no_cancel_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """If the code under an attempt turns the deadline's cancellation into another error, the
     attempt fails with that (typed) error and the caller's task is not left cancelling."""
     from ipfs_accelerate.api_backends._transport import Endpoint

@@ -49,18 +49,24 @@ pytestmark = pytest.mark.timeout(60)
 
 def _status(status: int, headers: dict[str, str] | None = None) -> Exception:
     return error_for_status(
-        provider="p", status=status, headers=headers or {}, body=b'{"error": {"message": "m"}}',
-        content_type="application/json", request_id="r1", what="op",
+        provider="p",
+        status=status,
+        headers=headers or {},
+        body=b'{"error": {"message": "m"}}',
+        content_type="application/json",
+        request_id="r1",
+        what="op",
     )
 
 
 @pytest.mark.parametrize(
     ("status", "cls", "retryable"),
     [
-        (400, BadRequestError, False), (401, AuthenticationError, False), (403, PermissionDeniedError, False),
-        (404, NotFoundError, False), (422, BadRequestError, False), (408, None, True), (409, ConflictError, True),
-        (429, RateLimitError, True), (500, ServerError, True), (502, ServerError, True), (503, ServerError, True),
-        (504, ServerError, True), (529, ServerError, True),
+        (400, BadRequestError, False), (401, AuthenticationError, False),
+        (403, PermissionDeniedError, False), (404, NotFoundError, False),
+        (422, BadRequestError, False), (408, None, True), (409, ConflictError, True),
+        (429, RateLimitError, True), (500, ServerError, True), (502, ServerError, True),
+        (503, ServerError, True), (504, ServerError, True), (529, ServerError, True),
     ],
 )  # fmt: skip
 def test_status_classes_and_retryability(status: int, cls: type | None, retryable: bool) -> None:
@@ -113,7 +119,9 @@ def test_rate_limit_error_carries_retry_after() -> None:
 
 
 def test_backoff_is_exponential_capped_and_jittered_down() -> None:
-    cfg = ResilienceConfig(initial_backoff=0.5, backoff_multiplier=2.0, max_backoff=3.0, jitter=0.25)
+    cfg = ResilienceConfig(
+        initial_backoff=0.5, backoff_multiplier=2.0, max_backoff=3.0, jitter=0.25
+    )
     assert backoff_delay(0, cfg, None, rng=lambda: 0.0) == 0.5
     assert backoff_delay(1, cfg, None, rng=lambda: 0.0) == 1.0
     assert backoff_delay(5, cfg, None, rng=lambda: 0.0) == 3.0
@@ -142,7 +150,9 @@ class Clock:
 
 def test_breaker_opens_after_consecutive_failures_and_probes_once() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(BreakerConfig(failure_threshold=3, min_calls=10, window_size=10, cooldown=5), clock=clock)
+    breaker = CircuitBreaker(
+        BreakerConfig(failure_threshold=3, min_calls=10, window_size=10, cooldown=5), clock=clock
+    )
     for _ in range(2):
         breaker.record_failure(breaker.acquire())
     breaker.record_success(breaker.acquire())  # resets the consecutive count
@@ -172,14 +182,21 @@ def test_breaker_opens_after_consecutive_failures_and_probes_once() -> None:
 
 
 def test_breaker_failure_rate_threshold() -> None:
-    breaker = CircuitBreaker(BreakerConfig(failure_threshold=100, failure_rate_threshold=0.5, window_size=10, min_calls=10), clock=Clock())
+    breaker = CircuitBreaker(
+        BreakerConfig(
+            failure_threshold=100, failure_rate_threshold=0.5, window_size=10, min_calls=10
+        ),
+        clock=Clock(),
+    )
     outcomes = [True, False] * 4 + [True]  # 5 failures of 9: not enough calls yet
     for failed in outcomes:
         permit = breaker.acquire()
         (breaker.record_failure if failed else breaker.record_success)(permit)
     assert breaker.state == CircuitState.CLOSED
     breaker.record_success(breaker.acquire())  # 10 calls, 5 failures = 50%
-    assert breaker.state == CircuitState.CLOSED  # the tenth call was a success, rate is checked on failure
+    assert (
+        breaker.state == CircuitState.CLOSED
+    )  # the tenth call was a success, rate is checked on failure
     breaker.record_failure(breaker.acquire())  # window: 6 failures of 10
     assert breaker.state == CircuitState.OPEN
 
@@ -223,8 +240,16 @@ async def _limiter_order() -> list[str]:
         order.append(name)
         limiter.release()
 
-    tasks = [asyncio.create_task(worker(n, p)) for n, p in
-             [("low1", Priority.LOW), ("normal1", Priority.NORMAL), ("high1", Priority.HIGH), ("normal2", Priority.NORMAL), ("high2", Priority.HIGH)]]
+    tasks = [
+        asyncio.create_task(worker(n, p))
+        for n, p in [
+            ("low1", Priority.LOW),
+            ("normal1", Priority.NORMAL),
+            ("high1", Priority.HIGH),
+            ("normal2", Priority.NORMAL),
+            ("high2", Priority.HIGH),
+        ]
+    ]
     await asyncio.sleep(0.01)
     assert limiter.queued == 5
     limiter.release()
@@ -264,7 +289,9 @@ def test_limiter_cancelled_waiter_frees_its_place_and_slot() -> None:
         await asyncio.sleep(0)
         assert limiter.queued == 1
         limiter.release()
-        await asyncio.wait_for(behind, 1)  # the slot went to the next waiter, not to the cancelled one
+        await asyncio.wait_for(
+            behind, 1
+        )  # the slot went to the next waiter, not to the cancelled one
         limiter.release()
         assert limiter.in_flight == 0 and limiter.queued == 0
 

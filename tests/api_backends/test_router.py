@@ -44,7 +44,10 @@ async def cluster(n: int = 3, **resilience: Any) -> AsyncIterator[tuple[list[VLL
     fakes = [VLLMFake() for _ in range(n)]
     for fake in fakes:
         await fake.start()
-    backends = [create_api_backend("vllm", metadata={"base_url": f.url, "resilience": fast(**resilience)}) for f in fakes]
+    backends = [
+        create_api_backend("vllm", metadata={"base_url": f.url, "resilience": fast(**resilience)})
+        for f in fakes
+    ]
     try:
         yield fakes, backends
     finally:
@@ -54,7 +57,9 @@ async def cluster(n: int = 3, **resilience: Any) -> AsyncIterator[tuple[list[VLL
             await fake.close()
 
 
-def with_cluster(test: Callable[[list[VLLMFake], list[Any]], Awaitable[None]], n: int = 3, **resilience: Any) -> None:
+def with_cluster(
+    test: Callable[[list[VLLMFake], list[Any]], Awaitable[None]], n: int = 3, **resilience: Any
+) -> None:
     async def body() -> None:
         async with cluster(n, **resilience) as (fakes, backends):
             await test(fakes, backends)
@@ -79,7 +84,10 @@ def test_round_robin_spreads_evenly() -> None:
 
 def test_weighted_follows_weights() -> None:
     async def test(fakes: list[VLLMFake], backends: list[Any]) -> None:
-        router = Router([RouteTarget(backends[0], weight=3), RouteTarget(backends[1], weight=1)], strategy="weighted")
+        router = Router(
+            [RouteTarget(backends[0], weight=3), RouteTarget(backends[1], weight=1)],
+            strategy="weighted",
+        )
         for i in range(8):
             await router.chat(MODEL, f"w{i}")
         assert [chats(fakes[0]), chats(fakes[1])] == [6, 2]
@@ -107,7 +115,9 @@ def test_endpoint_at_its_concurrency_limit_is_passed_over() -> None:
     async def test(fakes: list[VLLMFake], backends: list[Any]) -> None:
         router = Router(backends, strategy="round_robin")
         fakes[0].inject(delay=0.5)
-        slow = asyncio.create_task(backends[0].chat(MODEL, "holds the only slot"))  # max_concurrency 1
+        slow = asyncio.create_task(
+            backends[0].chat(MODEL, "holds the only slot")
+        )  # max_concurrency 1
         await asyncio.sleep(0.1)
         assert backends[0].endpoint.limiter.in_flight == 1
         for i in range(4):
@@ -168,7 +178,9 @@ def test_failover_on_500_reset_timeout_and_429() -> None:
         fakes[i].inject(delay=2.0)
         started = time.monotonic()
         await router.chat(MODEL, "c", timeout=0.3)
-        assert time.monotonic() - started < 1.5 and router.targets[i].failures["APITimeoutError"] == 1
+        assert (
+            time.monotonic() - started < 1.5 and router.targets[i].failures["APITimeoutError"] == 1
+        )
         # 429 with Retry-After: that endpoint cools down for what the server asked
         await settle()
         i = next_up()
@@ -188,12 +200,16 @@ def test_failover_on_500_reset_timeout_and_429() -> None:
 
 def test_soft_cooldowns_yield_when_nothing_else_is_left_but_retry_after_holds() -> None:
     async def test(fakes: list[VLLMFake], backends: list[Any]) -> None:
-        router = Router(backends, cooldown_after=1, cooldown=20.0, deadline=2.0, backoff=0.01, max_attempts=4)
+        router = Router(
+            backends, cooldown_after=1, cooldown=20.0, deadline=2.0, backoff=0.01, max_attempts=4
+        )
         for fake in fakes:
             fake.inject(status=500)
         # every endpoint fails once and cools for 20 s (our heuristic, a soft cooldown) ...
         assert (await router.chat(MODEL, "after the storm")).text == "Echo: after the storm"
-        assert router.panic_picks == 1 and all(t.cooldown_until - time.monotonic() > 10 for t in router.targets)
+        assert router.panic_picks == 1 and all(
+            t.cooldown_until - time.monotonic() > 10 for t in router.targets
+        )
         # ... whereas a cooldown the server asked for (Retry-After) is never overridden
         hard = Router(backends[:1], cooldown_after=1, deadline=1.0)
         fakes[0].inject(status=429, headers={"Retry-After": "30"})
@@ -242,7 +258,9 @@ def test_all_targets_failing_raises_the_last_typed_error() -> None:
         assert time.monotonic() - started < 2
         assert sum(chats(f) for f in fakes) == 5  # the attempt budget, spread over a second round
         assert all(chats(f) >= 1 for f in fakes)
-        assert any("gave up after 5 attempt(s)" in note for note in getattr(info.value, "__notes__", []))
+        assert any(
+            "gave up after 5 attempt(s)" in note for note in getattr(info.value, "__notes__", [])
+        )
         assert router.get_stats()["failures"] == {"ServerError": 1}
 
     with_cluster(test)
@@ -252,7 +270,9 @@ def test_open_circuit_is_skipped_and_fails_fast() -> None:
     async def test(fakes: list[VLLMFake], backends: list[Any]) -> None:
         router = Router(backends, strategy="round_robin")
         fakes[0].inject(status=500)
-        await router.chat(MODEL, "trip")  # endpoint 0's breaker (threshold 1) opens, call fails over
+        await router.chat(
+            MODEL, "trip"
+        )  # endpoint 0's breaker (threshold 1) opens, call fails over
         assert backends[0].endpoint.breaker.state == "open"
         for i in range(4):
             await router.chat(MODEL, f"o{i}")
@@ -334,13 +354,20 @@ def test_stream_skips_a_backend_that_cannot_stream() -> None:
         from ..fakes.tei_fake import TEIFake
 
         async with TEIFake() as tei, VLLMFake() as vllm:
-            embedder = create_api_backend("hf_tei", metadata={"base_url": tei.url, "resilience": fast()})
-            chatter = create_api_backend("vllm", metadata={"base_url": vllm.url, "resilience": fast()})
+            embedder = create_api_backend(
+                "hf_tei", metadata={"base_url": tei.url, "resilience": fast()}
+            )
+            chatter = create_api_backend(
+                "vllm", metadata={"base_url": vllm.url, "resilience": fast()}
+            )
             router = Router([embedder], fallbacks=[[RouteTarget(chatter, model=MODEL)]])
             try:
                 chunks = [c async for c in router.stream_chat(None, "only vllm streams")]
                 assert "".join(c.text for c in chunks) == "Echo: only vllm streams"
-                assert router.targets[0].failures["UnsupportedOpError"] == 1 and router.targets[0].in_flight == 0
+                assert (
+                    router.targets[0].failures["UnsupportedOpError"] == 1
+                    and router.targets[0].in_flight == 0
+                )
             finally:
                 await embedder.aclose()
                 await chatter.aclose()
@@ -370,12 +397,27 @@ def test_ordered_fallbacks_across_backends_and_models() -> None:
 
     async def body() -> None:
         async with OpenAIFake() as oai, AnthropicFake() as ant, OllamaFake() as oll:
-            openai = create_api_backend("openai", metadata={"api_key": "sk-test-123", "base_url": oai.url + "/v1", "resilience": fast()})
-            claude = create_api_backend("claude", metadata={"api_key": "sk-ant-test-123", "base_url": ant.url, "resilience": fast()})
-            ollama = create_api_backend("ollama", metadata={"base_url": oll.url, "resilience": fast()})
+            openai = create_api_backend(
+                "openai",
+                metadata={
+                    "api_key": "sk-test-123",
+                    "base_url": oai.url + "/v1",
+                    "resilience": fast(),
+                },
+            )
+            claude = create_api_backend(
+                "claude",
+                metadata={"api_key": "sk-ant-test-123", "base_url": ant.url, "resilience": fast()},
+            )
+            ollama = create_api_backend(
+                "ollama", metadata={"base_url": oll.url, "resilience": fast()}
+            )
             router = Router(
                 [RouteTarget(openai, model="gpt-4o-mini")],
-                fallbacks=[[RouteTarget(claude, model="claude-haiku-4-5")], [RouteTarget(ollama, model="llama3.2")]],
+                fallbacks=[
+                    [RouteTarget(claude, model="claude-haiku-4-5")],
+                    [RouteTarget(ollama, model="llama3.2")],
+                ],
                 backoff=0.01,
             )
             try:
@@ -389,7 +431,10 @@ def test_ordered_fallbacks_across_backends_and_models() -> None:
                 assert ant.last("/v1/messages").json["stream"] is True
                 # claude has no embeddings: skipped for embed, ollama answers with its own model
                 vectors = await router.embed(None, ["x", "y"])
-                assert len(vectors.embeddings) == 2 and oll.last("/api/embed").json["model"] == "llama3.2"
+                assert (
+                    len(vectors.embeddings) == 2
+                    and oll.last("/api/embed").json["model"] == "llama3.2"
+                )
                 ant.inject(status=529, times=100)
                 assert (await router.chat(None, "last resort")).text == "Echo: last resort"
                 assert oll.last("/api/chat").json["model"] == "llama3.2"
@@ -447,11 +492,17 @@ def test_router_config_values() -> None:
 
 def test_router_sync_facade() -> None:
     with server_thread(VLLMFake()) as a, server_thread(VLLMFake()) as b:
-        backends = [create_api_backend("vllm", metadata={"base_url": f.url, "resilience": fast()}) for f in (a, b)]
+        backends = [
+            create_api_backend("vllm", metadata={"base_url": f.url, "resilience": fast()})
+            for f in (a, b)
+        ]
         router = Router(backends, strategy="round_robin")
         try:
             assert router.sync.chat(MODEL, "from plain code").text == "Echo: from plain code"
-            assert "".join(c.text for c in router.sync.stream_chat(MODEL, "plain stream")) == "Echo: plain stream"
+            assert (
+                "".join(c.text for c in router.sync.stream_chat(MODEL, "plain stream"))
+                == "Echo: plain stream"
+            )
             assert len(router.sync.embed("BAAI/bge-small-en-v1.5", ["x"]).embeddings) == 1
         finally:
             router.sync.close()

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.timeout(60)
 STREAM = (
     b": keep-alive comment\n"
     b"event: message_start\n"
-    b"data: {\"a\": 1}\n\n"
-    b"data:{\"b\": \"no space after the colon\"}\r\n\r\n"
+    b'data: {"a": 1}\n\n'
+    b'data:{"b": "no space after the colon"}\r\n\r\n'
     b"id: 7\r"
     b"data: line one\r"
     b"data: line two\r\r"
@@ -70,7 +70,7 @@ def test_sse_final_cr_ends_the_stream_cleanly() -> None:
 
 @pytest.mark.parametrize(
     "tail",
-    [b"data: {\"half\": ", b"data: complete line but no blank line\n", b"event: message_stop\n"],
+    [b'data: {"half": ', b"data: complete line but no blank line\n", b"event: message_stop\n"],
 )
 def test_sse_truncated_event_raises(tail: bytes) -> None:
     decoder = SSEDecoder("prov")

@@ -132,7 +132,9 @@ def test_unified_fails_over_dead_and_failing_endpoints() -> None:
                 assert stats["successes"] == 6 and stats["failovers"] >= 3
                 by_name = {t["endpoint"]: t for t in stats["router"]["targets"]}
                 assert by_name["flaky"]["failures"] == {"ServerError": 2}
-                assert sum(by_name[n]["failures"].get("APIConnectionError", 0) for n in by_name) >= 1
+                assert (
+                    sum(by_name[n]["failures"].get("APIConnectionError", 0) for n in by_name) >= 1
+                )
                 # the call's max_retries is its attempt budget over the endpoints
                 flaky.inject(status=503, times=1)
                 good.inject(status=503, times=1)

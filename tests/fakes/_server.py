@@ -105,7 +105,9 @@ class FakeServer:
 
     async def start(self) -> FakeServer:
         self._closing = asyncio.Event()
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -144,10 +146,25 @@ class FakeServer:
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> Any:
         """The provider's error body for ``status`` (override per provider)."""
-        return {"error": {"message": message, "type": kind or "server_error", "param": None, "code": None}}
+        return {
+            "error": {
+                "message": message,
+                "type": kind or "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
 
-    def error_response(self, status: int, message: str, kind: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
-        return web.json_response(self.error_body(status, message, kind), status=status, headers=self._headers(headers))
+    def error_response(
+        self,
+        status: int,
+        message: str,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        return web.json_response(
+            self.error_body(status, message, kind), status=status, headers=self._headers(headers)
+        )
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {self.request_id_header: f"req_{uuid.uuid4().hex[:16]}"}
@@ -155,7 +172,9 @@ class FakeServer:
             headers.update(extra)
         return headers
 
-    def json_response(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    def json_response(
+        self, data: Any, status: int = 200, headers: dict[str, str] | None = None
+    ) -> web.Response:
         return web.json_response(data, status=status, headers=self._headers(headers))
 
     @web.middleware
@@ -179,23 +198,50 @@ class FakeServer:
                 request.transport.abort()
                 raise asyncio.CancelledError  # aiohttp drops the handler quietly
             if fault.html:
-                page = f"<html><head><title>{fault.status or 502} Bad Gateway</title></head><body><center><h1>{fault.status or 502} Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
-                return web.Response(text=page, status=fault.status or 502, content_type="text/html", headers=fault.headers)
+                page = (
+                    f"<html><head><title>{fault.status or 502} Bad Gateway</title></head>"
+                    f"<body><center><h1>{fault.status or 502} Bad Gateway</h1></center>"
+                    "<hr><center>nginx</center></body></html>"
+                )
+                return web.Response(
+                    text=page,
+                    status=fault.status or 502,
+                    content_type="text/html",
+                    headers=fault.headers,
+                )
             if fault.status is not None:
                 if fault.body is not None:
-                    data = fault.body if isinstance(fault.body, bytes | str) else json.dumps(fault.body)
-                    return web.Response(text=data if isinstance(data, str) else data.decode(), status=fault.status,
-                                        content_type="application/json", headers=self._headers(fault.headers))
+                    data = (
+                        fault.body
+                        if isinstance(fault.body, bytes | str)
+                        else json.dumps(fault.body)
+                    )
+                    return web.Response(
+                        text=data if isinstance(data, str) else data.decode(),
+                        status=fault.status,
+                        content_type="application/json",
+                        headers=self._headers(fault.headers),
+                    )
                 return self.error_response(fault.status, fault.message, headers=fault.headers)
             if fault.malformed:
-                return web.Response(text='{"id": "x", "choices": [{"index": 0, "mess', status=200,
-                                    content_type="application/json", headers=self._headers(fault.headers))
+                return web.Response(
+                    text='{"id": "x", "choices": [{"index": 0, "mess',
+                    status=200,
+                    content_type="application/json",
+                    headers=self._headers(fault.headers),
+                )
             if fault.content_type is not None:
-                return web.Response(text="<html><body>Login required</body></html>", status=200,
-                                    content_type=fault.content_type, headers=self._headers(fault.headers))
+                return web.Response(
+                    text="<html><body>Login required</body></html>",
+                    status=200,
+                    content_type=fault.content_type,
+                    headers=self._headers(fault.headers),
+                )
             if fault.oversize is not None:
                 blob = json.dumps({"data": "x" * fault.oversize})
-                return web.Response(text=blob, status=200, content_type="application/json", headers=self._headers())
+                return web.Response(
+                    text=blob, status=200, content_type="application/json", headers=self._headers()
+                )
         return await handler(request)
 
     # ------------------------------------------------------------------ streams
@@ -223,7 +269,17 @@ class FakeServer:
         self.open_streams += 1
         try:
             for i, event in enumerate(events):
-                if fault is not None and i and i in (fault.error_event_after, fault.truncate_after, fault.reset_after, fault.stall_after):
+                if (
+                    fault is not None
+                    and i
+                    and i
+                    in (
+                        fault.error_event_after,
+                        fault.truncate_after,
+                        fault.reset_after,
+                        fault.stall_after,
+                    )
+                ):
                     # let the client read what was sent, so the fault lands after delivered chunks
                     await asyncio.sleep(0.02)
                 if fault is not None:
@@ -246,9 +302,18 @@ class FakeServer:
                 await response.write(event)
                 if event_delay:
                     await asyncio.sleep(event_delay)
-            if fault is not None and fault.error_event_after is not None and fault.error_event_after >= len(events) and error_event is not None:
+            if (
+                fault is not None
+                and fault.error_event_after is not None
+                and fault.error_event_after >= len(events)
+                and error_event is not None
+            ):
                 await response.write(error_event)
-            elif fault is not None and fault.truncate_after is not None and fault.truncate_after >= len(events):
+            elif (
+                fault is not None
+                and fault.truncate_after is not None
+                and fault.truncate_after >= len(events)
+            ):
                 pass  # every event, but not the terminator
             elif terminator:
                 await response.write(terminator)

@@ -1,8 +1,9 @@
 """Anthropic's Messages API as api.anthropic.com speaks it.
 
 ``POST /v1/messages`` requires the key (``x-api-key``, or ``Authorization: Bearer`` as recent
-SDKs send it) and an ``anthropic-version`` header; ``max_tokens`` is required. Answers a ``message`` object, or with ``stream: true`` named SSE events
-(``event: message_start`` ... ``event: message_stop``, with ``ping`` events in between).
+SDKs send it) and an ``anthropic-version`` header; ``max_tokens`` is required. Answers a
+``message`` object, or with ``stream: true`` named SSE events (``event: message_start`` ...
+``event: message_stop``, with ``ping`` events in between).
 Errors: ``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header;
 529 ``overloaded_error``; an ``event: error`` can be injected after HTTP 200.
 ``GET /v1/models`` pages with ``has_more`` / ``first_id`` / ``last_id``.
@@ -25,8 +26,16 @@ from ._server import FakeServer, word_count
 
 __all__ = ["AnthropicFake"]
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                413: "request_too_large", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 def _content_text(content: Any) -> str:
@@ -49,7 +58,11 @@ class AnthropicFake(FakeServer):
     provider = "claude"
     request_id_header = "request-id"
 
-    def __init__(self, api_key: str | None = "sk-ant-test-123", models: tuple[str, ...] = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7")) -> None:
+    def __init__(
+        self,
+        api_key: str | None = "sk-ant-test-123",
+        models: tuple[str, ...] = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7"),
+    ) -> None:
         self.known_models = list(models)
         super().__init__(api_key)
 
@@ -58,7 +71,10 @@ class AnthropicFake(FakeServer):
         app.router.add_get("/v1/models", self.models)
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> Any:
-        return {"type": "error", "error": {"type": kind or _ERROR_TYPES.get(status, "api_error"), "message": message}}
+        return {
+            "type": "error",
+            "error": {"type": kind or _ERROR_TYPES.get(status, "api_error"), "message": message},
+        }
 
     def _check_headers(self, request: web.Request) -> web.Response | None:
         # the documented header is x-api-key; the API also takes the key as a Bearer token
@@ -70,7 +86,9 @@ class AnthropicFake(FakeServer):
         if self.api_key is not None and given != self.api_key:
             return self.error_response(401, "invalid x-api-key", "authentication_error")
         if not request.headers.get("anthropic-version"):
-            return self.error_response(400, "anthropic-version: header is required", "invalid_request_error")
+            return self.error_response(
+                400, "anthropic-version: header is required", "invalid_request_error"
+            )
         return None
 
     async def models(self, request: web.Request) -> web.StreamResponse:
@@ -81,10 +99,24 @@ class AnthropicFake(FakeServer):
         after = request.query.get("after_id")
         ids = self.known_models
         start = ids.index(after) + 1 if after in ids else 0
-        page = ids[start:start + limit]
-        data = [{"type": "model", "id": m, "display_name": m.replace("-", " ").title(), "created_at": "2025-01-01T00:00:00Z"} for m in page]
-        return self.json_response({"data": data, "has_more": start + limit < len(ids),
-                                   "first_id": page[0] if page else None, "last_id": page[-1] if page else None})
+        page = ids[start : start + limit]
+        data = [
+            {
+                "type": "model",
+                "id": m,
+                "display_name": m.replace("-", " ").title(),
+                "created_at": "2025-01-01T00:00:00Z",
+            }
+            for m in page
+        ]
+        return self.json_response(
+            {
+                "data": data,
+                "has_more": start + limit < len(ids),
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            }
+        )
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         bad = self._check_headers(request)
@@ -93,7 +125,9 @@ class AnthropicFake(FakeServer):
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return self.error_response(400, "There was an issue with the format of your request: invalid JSON")
+            return self.error_response(
+                400, "There was an issue with the format of your request: invalid JSON"
+            )
         for name in ("model", "max_tokens", "messages"):
             if name not in body:
                 return self.error_response(400, f"{name}: Field required")
@@ -101,10 +135,12 @@ class AnthropicFake(FakeServer):
             return self.error_response(404, f"model: {body['model']}", "not_found_error")
         messages = body["messages"]
         if not messages or messages[0].get("role") != "user":
-            return self.error_response(400, "messages: first message must use the \"user\" role")
+            return self.error_response(400, 'messages: first message must use the "user" role')
         for a, b in itertools.pairwise(messages):
             if a.get("role") == b.get("role"):
-                return self.error_response(400, "messages: roles must alternate between \"user\" and \"assistant\"")
+                return self.error_response(
+                    400, 'messages: roles must alternate between "user" and "assistant"'
+                )
         last = messages[-1]
         content = last.get("content")
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
@@ -114,10 +150,19 @@ class AnthropicFake(FakeServer):
         if tool_results:
             text: str | None = f"Tool said: {tool_results[-1].get('content')}"
         elif body.get("tools"):
-            text, call = None, {"id": "toolu_" + uuid.uuid4().hex[:20], "name": body["tools"][0]["name"], "input": {"query": user_text}}
+            text, call = (
+                None,
+                {
+                    "id": "toolu_" + uuid.uuid4().hex[:20],
+                    "name": body["tools"][0]["name"],
+                    "input": {"query": user_text},
+                },
+            )
         else:
             text = f"Echo: {user_text}"
-        in_tokens = sum(word_count(_content_text(m.get("content"))) for m in messages) + word_count(_content_text(body.get("system")))
+        in_tokens = sum(word_count(_content_text(m.get("content"))) for m in messages) + word_count(
+            _content_text(body.get("system"))
+        )
         out_tokens = word_count(text) if text else 5
         stop = "tool_use" if call else "end_turn"
         if text and body["max_tokens"] < out_tokens:
@@ -130,30 +175,113 @@ class AnthropicFake(FakeServer):
                 content_blocks.append({"type": "text", "text": text})
             if call:
                 content_blocks.append({"type": "tool_use", **call})
-            return self.json_response({
-                "id": message_id, "type": "message", "role": "assistant", "model": body["model"],
-                "content": content_blocks, "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-            })
+            return self.json_response(
+                {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": content_blocks,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": in_tokens,
+                        "output_tokens": out_tokens,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                    },
+                }
+            )
         events = [
-            _event("message_start", {"type": "message_start", "message": {
-                "id": message_id, "type": "message", "role": "assistant", "model": body["model"], "content": [],
-                "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": in_tokens, "output_tokens": 1}}}),
+            _event(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": message_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": body["model"],
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": in_tokens, "output_tokens": 1},
+                    },
+                },
+            ),
         ]
         if text is not None:
-            events.append(_event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
-            events.append(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+            events.append(
+                _event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
+            events.append(b'event: ping\ndata: {"type": "ping"}\n\n')
             words = text.split(" ")
             for i, word in enumerate(words):
                 piece = word + (" " if i < len(words) - 1 else "")
-                events.append(_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}))
+                events.append(
+                    _event(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "text_delta", "text": piece},
+                        },
+                    )
+                )
             events.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
         if call:
-            events.append(_event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}}))
+            events.append(
+                _event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": call["id"],
+                            "name": call["name"],
+                            "input": {},
+                        },
+                    },
+                )
+            )
             args = json.dumps(call["input"])
             for i in range(0, len(args), 6):
-                events.append(_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": args[i:i + 6]}}))
+                events.append(
+                    _event(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "input_json_delta", "partial_json": args[i : i + 6]},
+                        },
+                    )
+                )
             events.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        events.append(_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": out_tokens}}))
-        error_event = _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-        return await self.emit(request, events, _event("message_stop", {"type": "message_stop"}), error_event=error_event)
+        events.append(
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": out_tokens},
+                },
+            )
+        )
+        error_event = _event(
+            "error",
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        )
+        return await self.emit(
+            request,
+            events,
+            _event("message_stop", {"type": "message_stop"}),
+            error_event=error_event,
+        )

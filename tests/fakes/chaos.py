@@ -50,7 +50,9 @@ class ChaosPlan:
         if kind == "500":
             return Fault(status=500, message="chaos: injected internal error")
         if kind == "429":
-            return Fault(status=429, message="chaos: rate limited", headers={"Retry-After": self.retry_after})
+            return Fault(
+                status=429, message="chaos: rate limited", headers={"Retry-After": self.retry_after}
+            )
         if kind == "reset":
             return Fault(reset=True)
         return Fault(delay=self.stall)

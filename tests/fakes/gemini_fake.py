@@ -19,13 +19,24 @@ from ._server import FakeServer, fake_embedding, word_count
 
 __all__ = ["GeminiFake"]
 
-_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 class GeminiFake(FakeServer):
     provider = "gemini"
 
-    def __init__(self, api_key: str | None = "AIza-test-123", models: tuple[str, ...] = ("gemini-2.0-flash", "gemini-1.5-pro", "text-embedding-004")) -> None:
+    def __init__(
+        self,
+        api_key: str | None = "AIza-test-123",
+        models: tuple[str, ...] = ("gemini-2.0-flash", "gemini-1.5-pro", "text-embedding-004"),
+    ) -> None:
         self.known_models = list(models)
         self.keys_in_url: list[str] = []
         super().__init__(api_key)
@@ -35,14 +46,26 @@ class GeminiFake(FakeServer):
         app.router.add_get("/v1beta/models", self.models)
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> Any:
-        return {"error": {"code": status, "message": message, "status": kind or _STATUS.get(status, "UNKNOWN")}}
+        return {
+            "error": {
+                "code": status,
+                "message": message,
+                "status": kind or _STATUS.get(status, "UNKNOWN"),
+            }
+        }
 
     def _check_key(self, request: web.Request) -> web.Response | None:
         if "key" in request.query:
             self.keys_in_url.append(request.query["key"])
         if self.api_key is not None and request.headers.get("x-goog-api-key") != self.api_key:
             body = self.error_body(400, "API key not valid. Please pass a valid API key.")
-            body["error"]["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]
+            body["error"]["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                }
+            ]
             return web.json_response(body, status=400)
         return None
 
@@ -52,8 +75,17 @@ class GeminiFake(FakeServer):
             return bad
         size = int(request.query.get("pageSize", "50"))
         start = int(request.query.get("pageToken") or 0)
-        page = self.known_models[start:start + size]
-        data: dict[str, Any] = {"models": [{"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": ["generateContent"]} for m in page]}
+        page = self.known_models[start : start + size]
+        data: dict[str, Any] = {
+            "models": [
+                {
+                    "name": f"models/{m}",
+                    "displayName": m,
+                    "supportedGenerationMethods": ["generateContent"],
+                }
+                for m in page
+            ]
+        }
         if start + size < len(self.known_models):
             data["nextPageToken"] = str(start + size)
         return web.json_response(data)
@@ -64,7 +96,11 @@ class GeminiFake(FakeServer):
             return bad
         model, _, method = request.match_info["call"].partition(":")
         if model not in self.known_models:
-            return self.error_response(404, f"models/{model} is not found for API version v1beta, or is not supported for {method}.")
+            return self.error_response(
+                404,
+                f"models/{model} is not found for API version v1beta, "
+                f"or is not supported for {method}.",
+            )
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -75,10 +111,14 @@ class GeminiFake(FakeServer):
             return self.error_response(404, f"method {method} not found")
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
-            return self.error_response(400, "* GenerateContentRequest.contents: contents is not specified")
+            return self.error_response(
+                400, "* GenerateContentRequest.contents: contents is not specified"
+            )
         for content in contents:
             if content.get("role") not in ("user", "model"):
-                return self.error_response(400, f"Please use a valid role: user, model. Got {content.get('role')!r}")
+                return self.error_response(
+                    400, f"Please use a valid role: user, model. Got {content.get('role')!r}"
+                )
         last_parts = contents[-1]["parts"]
         responses = [p["functionResponse"] for p in last_parts if "functionResponse" in p]
         user_text = "".join(p.get("text", "") for p in last_parts)
@@ -92,18 +132,34 @@ class GeminiFake(FakeServer):
             text = f"Echo: {user_text}"
         prompt = sum(word_count(p.get("text", "")) for c in contents for p in c["parts"]) or 1
         out = word_count(text) if text else 4
-        usage = {"promptTokenCount": prompt, "candidatesTokenCount": out, "totalTokenCount": prompt + out}
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": out,
+            "totalTokenCount": prompt + out,
+        }
         max_out = (body.get("generationConfig") or {}).get("maxOutputTokens")
         finish = "STOP"
         if text and isinstance(max_out, int) and max_out < out:
             text, finish = " ".join(text.split(" ")[:max_out]), "MAX_TOKENS"
             usage["candidatesTokenCount"] = max_out
         if method == "generateContent":
-            parts: list[dict[str, Any]] = [{"text": text}] if text is not None else [{"functionCall": call}]
-            return web.json_response({
-                "candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": finish, "index": 0}],
-                "usageMetadata": usage, "modelVersion": model, "responseId": "resp-fake-1",
-            })
+            parts: list[dict[str, Any]] = (
+                [{"text": text}] if text is not None else [{"functionCall": call}]
+            )
+            return web.json_response(
+                {
+                    "candidates": [
+                        {
+                            "content": {"parts": parts, "role": "model"},
+                            "finishReason": finish,
+                            "index": 0,
+                        }
+                    ],
+                    "usageMetadata": usage,
+                    "modelVersion": model,
+                    "responseId": "resp-fake-1",
+                }
+            )
         if request.query.get("alt") != "sse":
             return self.error_response(400, "streaming needs alt=sse in this fake")
         events = []
@@ -111,24 +167,46 @@ class GeminiFake(FakeServer):
             words = text.split(" ")
             for i, word in enumerate(words):
                 piece = word + (" " if i < len(words) - 1 else "")
-                chunk: dict[str, Any] = {"candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}],
-                                         "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt}, "modelVersion": model}
+                chunk: dict[str, Any] = {
+                    "candidates": [
+                        {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+                    ],
+                    "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
+                    "modelVersion": model,
+                }
                 if i == len(words) - 1:
                     chunk["candidates"][0]["finishReason"] = finish
                     chunk["usageMetadata"] = usage
                 events.append(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
         else:
-            chunk = {"candidates": [{"content": {"parts": [{"functionCall": call}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-                     "usageMetadata": usage, "modelVersion": model}
+            chunk = {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"functionCall": call}], "role": "model"},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": usage,
+                "modelVersion": model,
+            }
             events.append(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
-        error_event = b"data: " + json.dumps(self.error_body(503, "The model is overloaded. Please try again later.")).encode() + b"\r\n\r\n"
+        error_event = (
+            b"data: "
+            + json.dumps(
+                self.error_body(503, "The model is overloaded. Please try again later.")
+            ).encode()
+            + b"\r\n\r\n"
+        )
         # Gemini's stream has no terminator: the truncate fault drops the finishReason chunk
         return await self.emit(request, events, None, error_event=error_event)
 
     def embed(self, body: dict[str, Any]) -> web.Response:
         requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
-            return self.error_response(400, "* BatchEmbedContentsRequest.requests: requests is not specified")
+            return self.error_response(
+                400, "* BatchEmbedContentsRequest.requests: requests is not specified"
+            )
         vectors = []
         for item in requests:
             text = "".join(p.get("text", "") for p in item["content"]["parts"])

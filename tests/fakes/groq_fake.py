@@ -12,5 +12,12 @@ class GroqFake(OpenAIFake):
     provider = "groq"
 
     def __init__(self, api_key: str | None = "gsk_test_123") -> None:
-        super().__init__(api_key=api_key, prefix="/openai/v1", models=("llama-3.1-8b-instant", "llama-3.3-70b-versatile"),
-                         usage_style="x_groq", embeddings=False, surfaces=False, owned_by="Meta")
+        super().__init__(
+            api_key=api_key,
+            prefix="/openai/v1",
+            models=("llama-3.1-8b-instant", "llama-3.3-70b-versatile"),
+            usage_style="x_groq",
+            embeddings=False,
+            surfaces=False,
+            owned_by="Meta",
+        )

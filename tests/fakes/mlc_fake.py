@@ -21,7 +21,15 @@ class MLCFake(OpenAIFake):
     provider = "llvm"
 
     def __init__(self) -> None:
-        super().__init__(api_key=None, prefix="/v1", models=(MODEL,), error_style="mlc", surfaces=False, embeddings=False, owned_by="MLC-LLM")
+        super().__init__(
+            api_key=None,
+            prefix="/v1",
+            models=(MODEL,),
+            error_style="mlc",
+            surfaces=False,
+            embeddings=False,
+            owned_by="MLC-LLM",
+        )
 
     def setup_routes(self, app: web.Application) -> None:
         add_openai_routes(self, app, "/v1", embeddings=False)
@@ -39,6 +47,17 @@ class MLCFake(OpenAIFake):
         if missing is not None:
             return missing
         text = f" continued: {body.get('prompt', '')}"
-        return self.json_response({"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": body["model"],
-                                   "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-                                   "usage": {"prompt_tokens": len(json.dumps(body.get("prompt", "")).split()), "completion_tokens": len(text.split()), "total_tokens": 0}})
+        return self.json_response(
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+                "usage": {
+                    "prompt_tokens": len(json.dumps(body.get("prompt", "")).split()),
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": 0,
+                },
+            }
+        )

@@ -26,7 +26,14 @@ class OPEAFake(OpenAIFake):
 
     def __init__(self, chunk_style: str = "bytes") -> None:
         self.chunk_style = chunk_style
-        super().__init__(api_key=None, prefix="/v1", models=("*",), error_style="opea", surfaces=False, owned_by="opea")
+        super().__init__(
+            api_key=None,
+            prefix="/v1",
+            models=("*",),
+            error_style="opea",
+            surfaces=False,
+            owned_by="opea",
+        )
 
     def setup_routes(self, app: web.Application) -> None:
         add_openai_routes(self, app, "/v1")
@@ -37,30 +44,62 @@ class OPEAFake(OpenAIFake):
         return {"detail": message}
 
     async def health_check(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"Service Title": "opea_service@chatqna", "Service Description": "OPEA Microservice Infrastructure"})
+        return web.json_response(
+            {
+                "Service Title": "opea_service@chatqna",
+                "Service Description": "OPEA Microservice Infrastructure",
+            }
+        )
 
     async def chatqna(self, request: web.Request) -> web.StreamResponse:
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return self.error_response(422, [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}])  # type: ignore[arg-type]
+            return self.error_response(
+                422, [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}]
+            )  # type: ignore[arg-type]
         messages = body.get("messages")
         if isinstance(messages, str):
             question = messages
         elif isinstance(messages, list) and messages:
             question = str(messages[-1].get("content", ""))
         else:
-            return web.json_response({"detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}]}, status=422)
+            return web.json_response(
+                {
+                    "detail": [
+                        {"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}
+                    ]
+                },
+                status=422,
+            )
         answer = f"Based on the documents: {question}"
         if not body.get("stream", True):
-            return web.json_response({"id": "chatcmpl-opea", "object": "chat.completion", "created": int(time.time()), "model": "chatqna",
-                                      "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-                                      "usage": {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0}})
+            return web.json_response(
+                {
+                    "id": "chatcmpl-opea",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": "chatqna",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0},
+                }
+            )
         events = []
         for piece in split_words(answer):
             if self.chunk_style == "openai":
-                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "chatqna",
-                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                chunk = {
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": "chatqna",
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
                 events.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             else:
                 events.append(b"data: " + repr(piece.encode("utf-8")).encode() + b"\n\n")

@@ -54,7 +54,9 @@ def _text(content: Any) -> str:
     return ""
 
 
-def reply_for(messages: list[dict[str, Any]], tools: list[Any] | None) -> tuple[str | None, dict[str, Any] | None]:
+def reply_for(
+    messages: list[dict[str, Any]], tools: list[Any] | None
+) -> tuple[str | None, dict[str, Any] | None]:
     """(text, tool_call) the fake model produces for a conversation."""
     last = messages[-1] if messages else {"role": "user", "content": ""}
     if last.get("role") == "tool":
@@ -75,7 +77,14 @@ def split_words(text: str) -> list[str]:
     return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
 
 
-def add_openai_routes(server: FakeServer, app: web.Application, prefix: str, *, embeddings: bool = True, surfaces: bool = False) -> None:
+def add_openai_routes(
+    server: FakeServer,
+    app: web.Application,
+    prefix: str,
+    *,
+    embeddings: bool = True,
+    surfaces: bool = False,
+) -> None:
     """Install the OpenAI chat/embeddings/models routes of ``server`` under ``prefix``."""
     app.router.add_post(f"{prefix}/chat/completions", server.chat_completions)  # type: ignore[attr-defined]
     if embeddings:
@@ -101,7 +110,13 @@ class OpenAIFake(FakeServer):
         api_key: str | None = "sk-test-123",
         *,
         prefix: str = "/v1",
-        models: tuple[str, ...] = ("gpt-4o-mini", "text-embedding-3-small", "dall-e-3", "tts-1", "whisper-1"),
+        models: tuple[str, ...] = (
+            "gpt-4o-mini",
+            "text-embedding-3-small",
+            "dall-e-3",
+            "tts-1",
+            "whisper-1",
+        ),
         error_style: str = "openai",  # openai | vllm | tgi | ollama | mlc | ovms
         usage_style: str = "chunk",  # chunk | x_groq
         embeddings: bool = True,
@@ -122,27 +137,52 @@ class OpenAIFake(FakeServer):
         super().__init__(api_key)
 
     def setup_routes(self, app: web.Application) -> None:
-        add_openai_routes(self, app, self.prefix, embeddings=self.embeddings_enabled, surfaces=self.surfaces)
+        add_openai_routes(
+            self, app, self.prefix, embeddings=self.embeddings_enabled, surfaces=self.surfaces
+        )
 
     # ------------------------------------------------------------------ errors
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> Any:
         if self.error_style == "vllm" or self.error_style == "mlc":
-            return {"object": "error", "message": message, "type": kind or "BadRequestError", "param": None, "code": status}
+            return {
+                "object": "error",
+                "message": message,
+                "type": kind or "BadRequestError",
+                "param": None,
+                "code": status,
+            }
         if self.error_style in ("tgi",):
             return {"error": message, "error_type": kind or "validation"}
         if self.error_style in ("ollama", "ovms"):
             return {"error": message}
-        kinds = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-                 429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}
-        return {"error": {"message": message, "type": kind or kinds.get(status, "server_error"), "param": None, "code": None}}
+        kinds = {
+            400: "invalid_request_error",
+            401: "invalid_request_error",
+            404: "invalid_request_error",
+            429: "rate_limit_exceeded",
+            500: "server_error",
+            503: "server_error",
+        }
+        return {
+            "error": {
+                "message": message,
+                "type": kind or kinds.get(status, "server_error"),
+                "param": None,
+                "code": None,
+            }
+        }
 
     def _auth_error(self, request: web.Request) -> web.Response | None:
         if self.bearer_ok(request):
             return None
         given = request.headers.get("Authorization", "")
         shown = given[7:11] + "*" * 8 + given[-4:] if len(given) > 15 else "(none)"
-        body = self.error_body(401, f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error")
+        body = self.error_body(
+            401,
+            f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+        )
         if isinstance(body.get("error"), dict):
             body["error"]["code"] = "invalid_api_key"
         return web.json_response(body, status=401, headers=self._headers())
@@ -150,21 +190,31 @@ class OpenAIFake(FakeServer):
     def _model_error(self, model: Any) -> web.Response | None:
         if model in self.known_models or (self.known_models and self.known_models[0] == "*"):
             return None
-        body = self.error_body(404, f"The model `{model}` does not exist or you do not have access to it.", "invalid_request_error")
+        body = self.error_body(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            "invalid_request_error",
+        )
         if isinstance(body.get("error"), dict):
             body["error"]["code"] = "model_not_found"
         return web.json_response(body, status=404, headers=self._headers())
 
-    async def _body(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    async def _body(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any] | None, web.Response | None]:
         denied = self._auth_error(request)
         if denied is not None:
             return None, denied
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return None, self.error_response(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+            return None, self.error_response(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
         if not isinstance(body, dict):
-            return None, self.error_response(400, "Request body must be an object.", "invalid_request_error")
+            return None, self.error_response(
+                400, "Request body must be an object.", "invalid_request_error"
+            )
         return body, None
 
     # ------------------------------------------------------------------ chat
@@ -176,9 +226,13 @@ class OpenAIFake(FakeServer):
         assert body is not None
         for name in ("model", "messages"):
             if name not in body:
-                return self.error_response(400, f"Missing required parameter: '{name}'.", "invalid_request_error")
+                return self.error_response(
+                    400, f"Missing required parameter: '{name}'.", "invalid_request_error"
+                )
         if not isinstance(body["messages"], list) or not body["messages"]:
-            return self.error_response(400, "Invalid 'messages': empty array.", "invalid_request_error")
+            return self.error_response(
+                400, "Invalid 'messages': empty array.", "invalid_request_error"
+            )
         model_error = self._model_error(body["model"])
         if model_error is not None:
             return model_error
@@ -187,7 +241,11 @@ class OpenAIFake(FakeServer):
         created = int(time.time())
         p_tokens = prompt_tokens(body["messages"])
         c_tokens = word_count(text) if text else 3
-        usage = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens, "total_tokens": p_tokens + c_tokens}
+        usage = {
+            "prompt_tokens": p_tokens,
+            "completion_tokens": c_tokens,
+            "total_tokens": p_tokens + c_tokens,
+        }
         finish = "tool_calls" if call else "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if text and isinstance(max_tokens, int) and max_tokens < c_tokens:
@@ -198,19 +256,45 @@ class OpenAIFake(FakeServer):
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
             if call:
-                message["tool_calls"] = [{"id": "call_" + uuid.uuid4().hex[:12], "type": "function",
-                                          "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]
+                message["tool_calls"] = [
+                    {
+                        "id": "call_" + uuid.uuid4().hex[:12],
+                        "type": "function",
+                        "function": {
+                            "name": call["name"],
+                            "arguments": json.dumps(call["arguments"]),
+                        },
+                    }
+                ]
             data = {
-                "id": completion_id, "object": "chat.completion", "created": created, "model": body["model"],
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": usage, "system_fingerprint": "fp_fake",
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                ],
+                "usage": usage,
+                "system_fingerprint": "fp_fake",
             }
             return self.json_response(data)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body["model"], "system_fingerprint": "fp_fake"}
+        base = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body["model"],
+            "system_fingerprint": "fp_fake",
+        }
 
         def chunk(delta: dict[str, Any], reason: str | None = None, **extra: Any) -> bytes:
-            payload = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}], **extra}
+            payload = {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+                ],
+                **extra,
+            }
             if include_usage and self.usage_style == "chunk":
                 payload["usage"] = None
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
@@ -219,20 +303,62 @@ class OpenAIFake(FakeServer):
         if call:
             call_id = "call_" + uuid.uuid4().hex[:12]
             args = json.dumps(call["arguments"])
-            events.append(chunk({"tool_calls": [{"index": 0, "id": call_id, "type": "function", "function": {"name": call["name"], "arguments": ""}}]}))
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": call["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             for i in range(0, len(args), 7):
-                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + 7]}}]}))
+                events.append(
+                    chunk(
+                        {"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + 7]}}]}
+                    )
+                )
         else:
             for word in split_words(text or ""):
                 events.append(chunk({"content": word}))
         if self.usage_style == "x_groq":
-            events.append(chunk({}, finish, x_groq={"id": "req_fake", "usage": {**usage, "queue_time": 0.01}}))
+            events.append(
+                chunk({}, finish, x_groq={"id": "req_fake", "usage": {**usage, "queue_time": 0.01}})
+            )
         else:
             events.append(chunk({}, finish))
             if include_usage:
-                events.append(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
-        error_event = b"data: " + json.dumps({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": None}}).encode() + b"\n\n"
-        return await self.emit(request, events, b"data: [DONE]\n\n", error_event=error_event, event_delay=self.chunk_delay)
+                events.append(
+                    b"data: "
+                    + json.dumps({**base, "choices": [], "usage": usage}).encode()
+                    + b"\n\n"
+                )
+        error_event = (
+            b"data: "
+            + json.dumps(
+                {
+                    "error": {
+                        "message": "The server had an error while processing your request.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            ).encode()
+            + b"\n\n"
+        )
+        return await self.emit(
+            request,
+            events,
+            b"data: [DONE]\n\n",
+            error_event=error_event,
+            event_delay=self.chunk_delay,
+        )
 
     # ------------------------------------------------------------------ embeddings, models
 
@@ -244,8 +370,16 @@ class OpenAIFake(FakeServer):
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
-        if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) for x in inputs):
-            return self.error_response(400, "'input' : input must be a string or an array of strings", "invalid_request_error")
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(isinstance(x, str) for x in inputs)
+        ):
+            return self.error_response(
+                400,
+                "'input' : input must be a string or an array of strings",
+                "invalid_request_error",
+            )
         model_error = self._model_error(body.get("model"))
         if model_error is not None:
             return model_error
@@ -253,14 +387,20 @@ class OpenAIFake(FakeServer):
         tokens = sum(word_count(x) for x in inputs)
         data = {
             "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": fake_embedding(x, dims)} for i, x in enumerate(inputs)],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": fake_embedding(x, dims)}
+                for i, x in enumerate(inputs)
+            ],
             "model": body.get("model"),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return self.json_response(data)
 
     def model_cards(self) -> list[dict[str, Any]]:
-        return [{"id": m, "object": "model", "created": 1700000000, "owned_by": self.owned_by} for m in self.known_models]
+        return [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": self.owned_by}
+            for m in self.known_models
+        ]
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         denied = self._auth_error(request)
@@ -279,9 +419,18 @@ class OpenAIFake(FakeServer):
             return self.error_response(400, "Missing required parameter: 'prompt'.")
         n = int(body.get("n", 1))
         if body.get("response_format") == "b64_json":
-            items = [{"b64_json": "aW1hZ2U=", "revised_prompt": f"{body['prompt']} (revised)"} for _ in range(n)]
+            items = [
+                {"b64_json": "aW1hZ2U=", "revised_prompt": f"{body['prompt']} (revised)"}
+                for _ in range(n)
+            ]
         else:
-            items = [{"url": f"https://images.example/{i}.png", "revised_prompt": f"{body['prompt']} (revised)"} for i in range(n)]
+            items = [
+                {
+                    "url": f"https://images.example/{i}.png",
+                    "revised_prompt": f"{body['prompt']} (revised)",
+                }
+                for i in range(n)
+            ]
         return self.json_response({"created": 1700000000, "data": items})
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
@@ -305,7 +454,9 @@ class OpenAIFake(FakeServer):
         text = f"transcribed {len(data)} bytes from {filename}"
         if fields.get("response_format") == "text":
             return web.Response(text=text, content_type="text/plain", headers=self._headers())
-        return self.json_response({"text": text, "language": fields.get("language", "english"), "duration": 1.5})
+        return self.json_response(
+            {"text": text, "language": fields.get("language", "english"), "duration": 1.5}
+        )
 
     async def moderations(self, request: web.Request) -> web.StreamResponse:
         body, error = await self._body(request)
@@ -317,9 +468,20 @@ class OpenAIFake(FakeServer):
         results = []
         for text in inputs or []:
             bad = "kill" in text.lower()
-            results.append({"flagged": bad, "categories": {"violence": bad, "hate": False},
-                            "category_scores": {"violence": 0.97 if bad else 0.01, "hate": 0.001}})
-        return self.json_response({"id": "modr-fake", "model": body.get("model", "omni-moderation-latest"), "results": results})
+            results.append(
+                {
+                    "flagged": bad,
+                    "categories": {"violence": bad, "hate": False},
+                    "category_scores": {"violence": 0.97 if bad else 0.01, "hate": 0.001},
+                }
+            )
+        return self.json_response(
+            {
+                "id": "modr-fake",
+                "model": body.get("model", "omni-moderation-latest"),
+                "results": results,
+            }
+        )
 
     async def upload_file(self, request: web.Request) -> web.StreamResponse:
         denied = self._auth_error(request)
@@ -331,7 +493,15 @@ class OpenAIFake(FakeServer):
         if not purpose or filename is None:
             return self.error_response(400, "Missing required parameter: 'purpose' or 'file'.")
         file_id = "file-" + uuid.uuid4().hex[:20]
-        obj = {"id": file_id, "object": "file", "bytes": len(data), "created_at": 1700000000, "filename": filename, "purpose": purpose, "status": "processed"}
+        obj = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": 1700000000,
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
         self.files[file_id] = obj
         self.file_data[file_id] = data
         return self.json_response(obj)
@@ -347,7 +517,9 @@ class OpenAIFake(FakeServer):
     def _file_or_404(self, request: web.Request) -> tuple[str, web.Response | None]:
         file_id = request.match_info["file_id"]
         if file_id not in self.files:
-            return file_id, self.error_response(404, f"No such File object: {file_id}", "invalid_request_error")
+            return file_id, self.error_response(
+                404, f"No such File object: {file_id}", "invalid_request_error"
+            )
         return file_id, None
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
@@ -375,4 +547,8 @@ class OpenAIFake(FakeServer):
         file_id, missing = self._file_or_404(request)
         if missing:
             return missing
-        return web.Response(body=self.file_data[file_id], content_type="application/octet-stream", headers=self._headers())
+        return web.Response(
+            body=self.file_data[file_id],
+            content_type="application/octet-stream",
+            headers=self._headers(),
+        )

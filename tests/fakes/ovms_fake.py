@@ -30,7 +30,14 @@ class OVMSFake(OpenAIFake):
 
     def __init__(self, bad_shape: bool = False) -> None:
         self.bad_shape = bad_shape
-        super().__init__(api_key=None, prefix="/v3", models=(LLM, EMBEDDER), error_style="ovms", surfaces=False, owned_by="OVMS")
+        super().__init__(
+            api_key=None,
+            prefix="/v3",
+            models=(LLM, EMBEDDER),
+            error_style="ovms",
+            surfaces=False,
+            owned_by="OVMS",
+        )
 
     def setup_routes(self, app: web.Application) -> None:
         add_openai_routes(self, app, "/v3")
@@ -49,7 +56,15 @@ class OVMSFake(OpenAIFake):
         return web.Response(status=200)
 
     async def config(self, request: web.Request) -> web.StreamResponse:
-        status = {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": "OK"}}]}
+        status = {
+            "model_version_status": [
+                {
+                    "version": "1",
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": "OK"},
+                }
+            ]
+        }
         return web.json_response({name: status for name in ("adder", "classifier", LLM, EMBEDDER)})
 
     def _lookup(self, request: web.Request) -> web.Response | None:
@@ -66,13 +81,26 @@ class OVMSFake(OpenAIFake):
         if missing is not None:
             return missing
         if request.match_info["model"] == "adder":
-            inputs = [{"name": "a", "datatype": "FP32", "shape": [-1, -1]}, {"name": "b", "datatype": "FP32", "shape": [-1, -1]}]
-            outputs = [{"name": "sum", "datatype": "FP32", "shape": [-1, -1]}, {"name": "product", "datatype": "FP32", "shape": [-1, -1]}]
+            inputs = [
+                {"name": "a", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "b", "datatype": "FP32", "shape": [-1, -1]},
+            ]
+            outputs = [
+                {"name": "sum", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "product", "datatype": "FP32", "shape": [-1, -1]},
+            ]
         else:
             inputs = [{"name": "ids", "datatype": "INT64", "shape": [-1]}]
             outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
-        return web.json_response({"name": request.match_info["model"], "versions": ["1"], "platform": "OpenVINO",
-                                  "inputs": inputs, "outputs": outputs})
+        return web.json_response(
+            {
+                "name": request.match_info["model"],
+                "versions": ["1"],
+                "platform": "OpenVINO",
+                "inputs": inputs,
+                "outputs": outputs,
+            }
+        )
 
     async def ready(self, request: web.Request) -> web.StreamResponse:
         missing = self._lookup(request)
@@ -89,23 +117,46 @@ class OVMSFake(OpenAIFake):
         tensors = {t.get("name"): t for t in body.get("inputs") or []}
         for tensor in tensors.values():
             if math.prod(tensor["shape"]) != len(tensor["data"]):
-                return self.error_response(400, f"Invalid number of elements in tensor {tensor['name']}")
+                return self.error_response(
+                    400, f"Invalid number of elements in tensor {tensor['name']}"
+                )
         model = request.match_info["model"]
         if model == "adder":
             if set(tensors) != {"a", "b"}:
-                return self.error_response(400, "Invalid number of inputs - Expected: 2; Actual: " + str(len(tensors)))
+                return self.error_response(
+                    400, "Invalid number of inputs - Expected: 2; Actual: " + str(len(tensors))
+                )
             a, b = tensors["a"], tensors["b"]
             if a["datatype"] != "FP32" or b["datatype"] != "FP32":
                 return self.error_response(400, "Invalid datatype - Expected: FP32")
             if a["shape"] != b["shape"]:
                 return self.error_response(400, "Invalid input shape")
-            outputs = [{"name": "sum", "shape": a["shape"], "datatype": "FP32", "data": [x + y for x, y in zip(a["data"], b["data"], strict=True)]},
-                       {"name": "product", "shape": a["shape"], "datatype": "FP32", "data": [x * y for x, y in zip(a["data"], b["data"], strict=True)]}]
+            outputs = [
+                {
+                    "name": "sum",
+                    "shape": a["shape"],
+                    "datatype": "FP32",
+                    "data": [x + y for x, y in zip(a["data"], b["data"], strict=True)],
+                },
+                {
+                    "name": "product",
+                    "shape": a["shape"],
+                    "datatype": "FP32",
+                    "data": [x * y for x, y in zip(a["data"], b["data"], strict=True)],
+                },
+            ]
         else:
             ids = tensors.get("ids")
             if ids is None or ids["datatype"] != "INT64":
                 return self.error_response(400, "Invalid input: expected INT64 ids")
-            outputs = [{"name": "label", "shape": ids["shape"], "datatype": "INT64", "data": [x % 3 for x in ids["data"]]}]
+            outputs = [
+                {
+                    "name": "label",
+                    "shape": ids["shape"],
+                    "datatype": "INT64",
+                    "data": [x % 3 for x in ids["data"]],
+                }
+            ]
         wanted = [o["name"] for o in body.get("outputs") or []]
         if wanted:
             outputs = [o for o in outputs if o["name"] in wanted]

@@ -22,9 +22,15 @@ from ._server import FakeServer, Recorded
 
 __all__ = ["S3FaultProxy"]
 
-_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
-        "proxy-connection", "content-length", "expect"}  # fmt: skip
-_S3_CODES = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied", 404: "NoSuchKey", 429: "SlowDown"}
+_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+        "proxy-authorization", "proxy-connection", "content-length", "expect"}  # fmt: skip
+_S3_CODES = {
+    500: "InternalError",
+    503: "SlowDown",
+    403: "AccessDenied",
+    404: "NoSuchKey",
+    429: "SlowDown",
+}
 
 
 class S3FaultProxy(FakeServer):
@@ -39,16 +45,27 @@ class S3FaultProxy(FakeServer):
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self.forward)
 
-    def error_response(self, status: int, message: str, kind: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    def error_response(
+        self,
+        status: int,
+        message: str,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
         code = kind or _S3_CODES.get(status, "InternalError")
-        xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
-               f"<RequestId>proxy</RequestId></Error>")  # fmt: skip
-        return web.Response(text=xml, status=status, content_type="application/xml", headers=self._headers(headers))
+        xml = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+               f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>"
+               "<RequestId>proxy</RequestId></Error>")  # fmt: skip
+        return web.Response(
+            text=xml, status=status, content_type="application/xml", headers=self._headers(headers)
+        )
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(Recorded(request.method, request.path, dict(request.query), dict(request.headers), body))
+        self.requests.append(
+            Recorded(request.method, request.path, dict(request.query), dict(request.headers), body)
+        )
         fault = self._take_fault(request.path_qs)
         if fault is not None:
             if fault.delay:
@@ -68,7 +85,9 @@ class S3FaultProxy(FakeServer):
         url = URL(self.upstream + request.raw_path, encoded=True)
         body = await request.read()
         data = io.BytesIO(body) if body else None  # a stream: aiohttp warns about large raw bytes
-        async with self._session.request(request.method, url, headers=headers, data=data, allow_redirects=False) as resp:
+        async with self._session.request(
+            request.method, url, headers=headers, data=data, allow_redirects=False
+        ) as resp:
             data = await resp.read()
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
             if request.method == "HEAD":

@@ -42,19 +42,45 @@ class SampleFake(FakeServer):
             return error
         messages = body.get("messages") or []
         text = "Echo: " + str(messages[-1].get("content", "")) if messages else ""
-        usage = {"input_tokens": sum(word_count(str(m.get("content", ""))) for m in messages), "output_tokens": word_count(text)}
+        usage = {
+            "input_tokens": sum(word_count(str(m.get("content", ""))) for m in messages),
+            "output_tokens": word_count(text),
+        }
         if not body.get("stream"):
-            return self.json_response({"id": uuid.uuid4().hex, "model": body.get("model"), "text": text, "finish_reason": "stop", "usage": usage})
+            return self.json_response(
+                {
+                    "id": uuid.uuid4().hex,
+                    "model": body.get("model"),
+                    "text": text,
+                    "finish_reason": "stop",
+                    "usage": usage,
+                }
+            )
         words = text.split(" ")
-        lines = [json.dumps({"delta": w + (" " if i < len(words) - 1 else "")}).encode() + b"\n" for i, w in enumerate(words)]
+        lines = [
+            json.dumps({"delta": w + (" " if i < len(words) - 1 else "")}).encode() + b"\n"
+            for i, w in enumerate(words)
+        ]
         final = json.dumps({"done": True, "finish_reason": "stop", "usage": usage}).encode() + b"\n"
-        return await self.emit(request, lines, final, content_type="application/x-ndjson", error_event=b'{"error": {"message": "boom"}}\n', charset=None)
+        return await self.emit(
+            request,
+            lines,
+            final,
+            content_type="application/x-ndjson",
+            error_event=b'{"error": {"message": "boom"}}\n',
+            charset=None,
+        )
 
     async def embed(self, request: web.Request) -> web.StreamResponse:
         body, error = await self._body(request)
         if error is not None:
             return error
-        return self.json_response({"model": body.get("model"), "embeddings": [fake_embedding(x) for x in body.get("inputs") or []]})
+        return self.json_response(
+            {
+                "model": body.get("model"),
+                "embeddings": [fake_embedding(x) for x in body.get("inputs") or []],
+            }
+        )
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         if not self.bearer_ok(request):

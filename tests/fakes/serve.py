@@ -103,7 +103,10 @@ async def main(argv: list[str]) -> None:
     fake._closing.set()
     await runner.cleanup()
     if plan is not None:
-        print("CHAOS " + json.dumps({"served": plan.served, "injected": dict(plan.injected)}), flush=True)
+        print(
+            "CHAOS " + json.dumps({"served": plan.served, "injected": dict(plan.injected)}),
+            flush=True,
+        )
     print("stopped", flush=True)
 
 

@@ -35,7 +35,13 @@ class TEIFake(FakeServer):
         app.router.add_get("/health", self.health)
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> Any:
-        kinds = {413: "Validation", 422: "Validation", 424: "Backend", 429: "Overloaded", 500: "Backend"}
+        kinds = {
+            413: "Validation",
+            422: "Validation",
+            424: "Backend",
+            429: "Overloaded",
+            500: "Backend",
+        }
         return {"error": message, "error_type": kind or kinds.get(status, "Backend")}
 
     async def _json(self, request: web.Request) -> tuple[Any, web.Response | None]:
@@ -53,7 +59,9 @@ class TEIFake(FakeServer):
         if not inputs:
             return self.error_response(422, "`inputs` cannot be empty")
         if len(inputs) > self.max_batch:
-            return self.error_response(413, f"batch size {len(inputs)} > maximum allowed batch size {self.max_batch}")
+            return self.error_response(
+                413, f"batch size {len(inputs)} > maximum allowed batch size {self.max_batch}"
+            )
         return web.json_response([fake_embedding(x, 16) for x in inputs])
 
     async def rerank(self, request: web.Request) -> web.StreamResponse:
@@ -68,7 +76,10 @@ class TEIFake(FakeServer):
         for i, text in enumerate(texts):
             overlap = len(qwords & set(text.lower().split()))
             score = overlap / (len(qwords) or 1)
-            entry: dict[str, Any] = {"index": i, "score": score if not body.get("raw_scores") else score * 10 - 5}
+            entry: dict[str, Any] = {
+                "index": i,
+                "score": score if not body.get("raw_scores") else score * 10 - 5,
+            }
             if body.get("return_text"):
                 entry["text"] = text
             scored.append(entry)
@@ -76,10 +87,21 @@ class TEIFake(FakeServer):
         return web.json_response(scored)
 
     async def info(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"model_id": MODEL_ID, "model_sha": None, "model_dtype": "float16",
-                                  "model_type": {"embedding": {"pooling": "mean"}}, "max_concurrent_requests": 512,
-                                  "max_input_length": 512, "max_batch_tokens": 16384, "max_batch_requests": None,
-                                  "max_client_batch_size": self.max_batch, "tokenization_workers": 2, "version": "1.5.0"})
+        return web.json_response(
+            {
+                "model_id": MODEL_ID,
+                "model_sha": None,
+                "model_dtype": "float16",
+                "model_type": {"embedding": {"pooling": "mean"}},
+                "max_concurrent_requests": 512,
+                "max_input_length": 512,
+                "max_batch_tokens": 16384,
+                "max_batch_requests": None,
+                "max_client_batch_size": self.max_batch,
+                "tokenization_workers": 2,
+                "version": "1.5.0",
+            }
+        )
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)

@@ -27,7 +27,15 @@ class TGIFake(OpenAIFake):
     provider = "hf_tgi"
 
     def __init__(self, api_key: str | None = None) -> None:
-        super().__init__(api_key=api_key, prefix="/v1", models=("*",), error_style="tgi", surfaces=False, embeddings=False, owned_by=MODEL_ID)
+        super().__init__(
+            api_key=api_key,
+            prefix="/v1",
+            models=("*",),
+            error_style="tgi",
+            surfaces=False,
+            embeddings=False,
+            owned_by=MODEL_ID,
+        )
 
     def setup_routes(self, app: web.Application) -> None:
         add_openai_routes(self, app, "/v1", embeddings=False)
@@ -48,25 +56,61 @@ class TGIFake(OpenAIFake):
             pieces, reason = pieces[:limit], "length"
         return pieces, reason
 
-    async def _parse(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    async def _parse(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any] | None, web.Response | None]:
         if not self.bearer_ok(request):
-            return None, web.json_response({"error": "Authorization header is invalid", "error_type": "authentication"}, status=401)
+            return None, web.json_response(
+                {"error": "Authorization header is invalid", "error_type": "authentication"},
+                status=401,
+            )
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return None, web.json_response({"error": "Failed to deserialize the JSON body into the target type", "error_type": "validation"}, status=422)
+            return None, web.json_response(
+                {
+                    "error": "Failed to deserialize the JSON body into the target type",
+                    "error_type": "validation",
+                },
+                status=422,
+            )
         if not isinstance(body.get("inputs"), str) or not body["inputs"]:
-            return None, web.json_response({"error": "Input validation error: `inputs` cannot be empty", "error_type": "validation"}, status=422)
+            return None, web.json_response(
+                {
+                    "error": "Input validation error: `inputs` cannot be empty",
+                    "error_type": "validation",
+                },
+                status=422,
+            )
         params = body.get("parameters") or {}
         temp = params.get("temperature")
         if temp is not None and temp <= 0:
-            return None, web.json_response({"error": "Input validation error: `temperature` must be strictly positive", "error_type": "validation"}, status=422)
+            return None, web.json_response(
+                {
+                    "error": "Input validation error: `temperature` must be strictly positive",
+                    "error_type": "validation",
+                },
+                status=422,
+            )
         return body, None
 
-    def _details(self, pieces: list[str], reason: str, inputs: str, params: dict[str, Any]) -> dict[str, Any]:
-        details: dict[str, Any] = {"finish_reason": reason, "generated_tokens": len(pieces), "seed": params.get("seed")}
-        details["prefill"] = [{"id": 1, "text": "<s>", "logprob": None}] if params.get("decoder_input_details") else []
-        details["tokens"] = [{"id": 100 + i, "text": p, "logprob": -0.25, "special": False} for i, p in enumerate(pieces)]
+    def _details(
+        self, pieces: list[str], reason: str, inputs: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "finish_reason": reason,
+            "generated_tokens": len(pieces),
+            "seed": params.get("seed"),
+        }
+        details["prefill"] = (
+            [{"id": 1, "text": "<s>", "logprob": None}]
+            if params.get("decoder_input_details")
+            else []
+        )
+        details["tokens"] = [
+            {"id": 100 + i, "text": p, "logprob": -0.25, "special": False}
+            for i, p in enumerate(pieces)
+        ]
         return details
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
@@ -91,18 +135,50 @@ class TGIFake(OpenAIFake):
         events = []
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
-            event = {"index": i + 1, "token": {"id": 100 + i, "text": piece, "logprob": -0.25, "special": False},
-                     "top_tokens": None,
-                     "generated_text": "".join(pieces) if last else None,
-                     "details": {"finish_reason": reason, "generated_tokens": len(pieces), "seed": params.get("seed"), "input_length": len(body["inputs"].split())} if last else None}
+            event = {
+                "index": i + 1,
+                "token": {"id": 100 + i, "text": piece, "logprob": -0.25, "special": False},
+                "top_tokens": None,
+                "generated_text": "".join(pieces) if last else None,
+                "details": {
+                    "finish_reason": reason,
+                    "generated_tokens": len(pieces),
+                    "seed": params.get("seed"),
+                    "input_length": len(body["inputs"].split()),
+                }
+                if last
+                else None,
+            }
             events.append(b"data:" + json.dumps(event).encode() + b"\n\n")
-        error_event = b"data:" + json.dumps({"error": "Request failed during generation: Server error: CUDA out of memory", "error_type": "generation"}).encode() + b"\n\n"
+        error_event = (
+            b"data:"
+            + json.dumps(
+                {
+                    "error": "Request failed during generation: Server error: CUDA out of memory",
+                    "error_type": "generation",
+                }
+            ).encode()
+            + b"\n\n"
+        )
         return await self.emit(request, events, None, error_event=error_event, charset=None)
 
     async def info(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"model_id": MODEL_ID, "model_sha": "abc123", "model_dtype": "torch.float16", "model_device_type": "cuda",
-                                  "max_concurrent_requests": 128, "max_best_of": 2, "max_stop_sequences": 4, "max_input_tokens": 4095,
-                                  "max_total_tokens": 4096, "validation_workers": 2, "version": "3.0.1", "sha": "deadbeef"})
+        return web.json_response(
+            {
+                "model_id": MODEL_ID,
+                "model_sha": "abc123",
+                "model_dtype": "torch.float16",
+                "model_device_type": "cuda",
+                "max_concurrent_requests": 128,
+                "max_best_of": 2,
+                "max_stop_sequences": 4,
+                "max_input_tokens": 4095,
+                "max_total_tokens": 4096,
+                "validation_workers": 2,
+                "version": "3.0.1",
+                "sha": "deadbeef",
+            }
+        )
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)

@@ -12,7 +12,54 @@ import json
 from pathlib import Path
 from typing import Any
 
-WORDS = ["a", "the", "cat", "dog", "bird", "photo", "of", "is", "on", "in", "and", "sat", "mat", "sun", "sky", "red", "blue", "green", "big", "small", "house", "tree", "car", "runs", "eats", "food", "man", "woman", "girl", "boy", "playing", "violin", "riding", "horse", "bread", "hello", "world", "speech", "this", "that", "quick", "brown", "fox", "jumps", "over", "lazy"]
+WORDS = [
+    "a",
+    "the",
+    "cat",
+    "dog",
+    "bird",
+    "photo",
+    "of",
+    "is",
+    "on",
+    "in",
+    "and",
+    "sat",
+    "mat",
+    "sun",
+    "sky",
+    "red",
+    "blue",
+    "green",
+    "big",
+    "small",
+    "house",
+    "tree",
+    "car",
+    "runs",
+    "eats",
+    "food",
+    "man",
+    "woman",
+    "girl",
+    "boy",
+    "playing",
+    "violin",
+    "riding",
+    "horse",
+    "bread",
+    "hello",
+    "world",
+    "speech",
+    "this",
+    "that",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+]
 
 CORPUS = [
     "a photo of a cat", "a photo of a dog", "the quick brown fox jumps over the lazy dog",
@@ -63,7 +110,9 @@ def wordpiece_tokenizer(path: Path) -> int:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
     )
     tok.decoder = decoders.WordPiece(prefix="##")
     # a saved fixed padding/truncation, like MiniLM's tokenizer.json: the loader must override it
@@ -81,7 +130,9 @@ def bpe_tokenizer(path: Path, specials: list[str], *, clip_style: bool) -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator(CORPUS * 3, trainer)
     # special tokens after the regular vocabulary, as in the real checkpoints (Whisper treats
     # every id above <|notimestamps|> as a timestamp)
@@ -89,7 +140,8 @@ def bpe_tokenizer(path: Path, specials: list[str], *, clip_style: bool) -> Any:
     if clip_style:
         bos, eos = specials[0], specials[1]
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A {eos}", special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))]
+            single=f"{bos} $A {eos}",
+            special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))],
         )
     tok.save(str(path))
     return tok
@@ -112,7 +164,10 @@ def make_bert(directory: Path, seed: int = 0) -> Path:
     model = BertModel(config).eval()
     _perturb(model, seed)
     model.save_pretrained(directory, safe_serialization=True)
-    _write_json(directory / "tokenizer_config.json", {"model_max_length": 40, "pad_token": "[PAD]", "do_lower_case": True})
+    _write_json(
+        directory / "tokenizer_config.json",
+        {"model_max_length": 40, "pad_token": "[PAD]", "do_lower_case": True},
+    )
     return directory
 
 
@@ -146,7 +201,9 @@ def make_clip(directory: Path, seed: int = 2) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
     directory.mkdir(parents=True, exist_ok=True)
-    tok = bpe_tokenizer(directory / "tokenizer.json", ["<|startoftext|>", "<|endoftext|>"], clip_style=True)
+    tok = bpe_tokenizer(
+        directory / "tokenizer.json", ["<|startoftext|>", "<|endoftext|>"], clip_style=True
+    )
     torch.manual_seed(seed)
     text = {
         "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -160,7 +217,9 @@ def make_clip(directory: Path, seed: int = 2) -> Path:
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     _perturb(model, seed)
     model.save_pretrained(directory, safe_serialization=True)
-    _write_json(directory / "tokenizer_config.json", {"model_max_length": 32, "pad_token": "<|endoftext|>"})
+    _write_json(
+        directory / "tokenizer_config.json", {"model_max_length": 32, "pad_token": "<|endoftext|>"}
+    )
     _write_json(
         directory / "preprocessor_config.json",
         {
@@ -194,7 +253,9 @@ def make_whisper(directory: Path, seed: int = 3, *, max_target_positions: int = 
     # would let a decoder that ignores its input pass the greedy-decoding parity test
     _perturb(model, seed, gain=1.0)
     # the random model's favourite tokens, suppressed so that generation must honour the list
-    suppress = sorted({ids["<|startoflm|>"], ids["<|startofprev|>"], ids["<|nospeech|>"], 40, 41, 42})
+    suppress = sorted(
+        {ids["<|startoflm|>"], ids["<|startofprev|>"], ids["<|nospeech|>"], 40, 41, 42}
+    )
     model.generation_config = GenerationConfig(
         decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids["<|endoftext|>"],
         pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"], max_length=max_target_positions,

@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_answers_semantic_search_queries_offline() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160", "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
-        [sys.executable, "-m", "ipfs_accelerate.demo"], capture_output=True, text=True, timeout=170, env=env, check=False
+        [sys.executable, "-m", "ipfs_accelerate.demo"],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
@@ -39,5 +44,12 @@ def test_models_package_imports_nothing_heavy() -> None:
         "print([m for m in heavy if m in sys.modules])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
     assert out.stdout.strip() == "[]"

@@ -59,7 +59,9 @@ def test_sharded_checkpoint_equals_single_file(bert_dir: Path, tmp_path: Path) -
     from transformers import BertModel
 
     sharded = tmp_path / "sharded"
-    BertModel.from_pretrained(bert_dir).save_pretrained(sharded, safe_serialization=True, max_shard_size="20KB")
+    BertModel.from_pretrained(bert_dir).save_pretrained(
+        sharded, safe_serialization=True, max_shard_size="20KB"
+    )
     assert (sharded / "model.safetensors.index.json").exists()
     assert len(list(sharded.glob("model-*.safetensors"))) > 1
     single = read_weights(bert_dir)
@@ -73,11 +75,15 @@ def test_shard_missing_a_listed_tensor_is_named(bert_dir: Path, tmp_path: Path) 
     from transformers import BertModel
 
     sharded = tmp_path / "sharded"
-    BertModel.from_pretrained(bert_dir).save_pretrained(sharded, safe_serialization=True, max_shard_size="20KB")
+    BertModel.from_pretrained(bert_dir).save_pretrained(
+        sharded, safe_serialization=True, max_shard_size="20KB"
+    )
     index = json.loads((sharded / "model.safetensors.index.json").read_text())
     key = "encoder.layer.0.output.dense.bias"
     index["weight_map"][key] = next(
-        f for f in sorted(set(index["weight_map"].values())) if key not in read_safetensors(sharded / f)
+        f
+        for f in sorted(set(index["weight_map"].values()))
+        if key not in read_safetensors(sharded / f)
     )
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"encoder\.layer\.0\.output\.dense\.bias"):
@@ -91,11 +97,16 @@ def test_shard_missing_a_listed_tensor_is_named(bert_dir: Path, tmp_path: Path) 
         (lambda raw: raw[:5], r"truncated safetensors file \(5 bytes"),
         (lambda raw: (10**9).to_bytes(8, "little") + raw[8:], r"header length 1000000000 exceeds"),
         (lambda raw: raw[:8] + b"{not json" + raw[17:], r"corrupt safetensors header"),
-        (lambda raw: raw[:8] + raw[8:].replace(b'"F32"', b'"Q32"', 1), r"corrupt safetensors header for tensor .*unsupported dtype 'Q32'"),
+        (
+            lambda raw: raw[:8] + raw[8:].replace(b'"F32"', b'"Q32"', 1),
+            r"corrupt safetensors header for tensor .*unsupported dtype 'Q32'",
+        ),
     ],
     ids=["half-file", "tiny", "header-length", "bad-json", "bad-dtype"],
 )
-def test_corrupt_or_truncated_files_raise_checkpoint_error(bert_dir: Path, tmp_path: Path, mutate, pattern: str) -> None:  # type: ignore[no-untyped-def]
+def test_corrupt_or_truncated_files_raise_checkpoint_error(
+    bert_dir: Path, tmp_path: Path, mutate, pattern: str
+) -> None:  # type: ignore[no-untyped-def]
     broken = _copy(bert_dir, tmp_path / "broken")
     path = broken / "model.safetensors"
     path.write_bytes(mutate(path.read_bytes()))
@@ -134,7 +145,9 @@ def test_half_precision_weights_become_float32(bert_dir: Path, tmp_path: Path) -
         shutil.copy(bert_dir / "tokenizer.json", target)
         model, _, _ = load_model(target, "cpu", sharing=False)
         ours = model.encoder.layer[0].attention.self.query.weight.numpy()  # type: ignore[attr-defined]
-        expected = hf.encoder.layer[0].attention.self.query.weight.detach().to(torch.float32).numpy()
+        expected = (
+            hf.encoder.layer[0].attention.self.query.weight.detach().to(torch.float32).numpy()
+        )
         assert ours.dtype == np.float32
         np.testing.assert_array_equal(ours, expected)
 
@@ -145,7 +158,9 @@ def test_half_precision_weights_become_float32(bert_dir: Path, tmp_path: Path) -
 def test_missing_tensor_is_named(bert_dir: Path, tmp_path: Path) -> None:
     broken = _copy(bert_dir, tmp_path / "missing")
     _rewrite_weights(broken, lambda w: w.pop("encoder.layer.1.intermediate.dense.weight"))
-    with pytest.raises(CheckpointError, match=r"missing tensors 'encoder\.layer\.1\.intermediate\.dense\.weight'"):
+    with pytest.raises(
+        CheckpointError, match=r"missing tensors 'encoder\.layer\.1\.intermediate\.dense\.weight'"
+    ):
         load_model(broken, "cpu", sharing=False)
 
 
@@ -159,7 +174,9 @@ def test_unexpected_tensor_is_named(bert_dir: Path, tmp_path: Path) -> None:
 def test_misshaped_tensor_is_named(bert_dir: Path, tmp_path: Path) -> None:
     broken = _copy(bert_dir, tmp_path / "shape")
     _rewrite_weights(broken, lambda w: w.update({"pooler.dense.bias": np.zeros(31, np.float32)}))
-    with pytest.raises(CheckpointError, match=r"'pooler\.dense\.bias' has shape \(31,\), BertModel expects \(32,\)"):
+    with pytest.raises(
+        CheckpointError, match=r"'pooler\.dense\.bias' has shape \(31,\), BertModel expects \(32,\)"
+    ):
         load_model(broken, "cpu", sharing=False)
 
 
@@ -186,19 +203,27 @@ def test_task_head_checkpoint_loads_as_base_model(bert_dir: Path, tmp_path: Path
     ids = np.array([[2, 10, 11, 12, 3]], dtype=np.int64)
     ours = model(from_numpy(ids)).last_hidden_state.numpy()  # type: ignore[operator]
     with torch.no_grad():
-        ref = BertModel.from_pretrained(target, add_pooling_layer=False)(torch.from_numpy(ids)).last_hidden_state
+        ref = BertModel.from_pretrained(target, add_pooling_layer=False)(
+            torch.from_numpy(ids)
+        ).last_hidden_state
     np.testing.assert_allclose(ours, ref.numpy(), atol=1e-4)
 
 
-def test_base_checkpoint_in_classifier_names_the_missing_head(vit_dir: Path, tmp_path: Path) -> None:
+def test_base_checkpoint_in_classifier_names_the_missing_head(
+    vit_dir: Path, tmp_path: Path
+) -> None:
     from transformers import ViTModel
 
     from ipfs_accelerate.models import ImageClassifier
 
     target = tmp_path / "vit-base"
-    ViTModel.from_pretrained(vit_dir, add_pooling_layer=False).save_pretrained(target, safe_serialization=True)
+    ViTModel.from_pretrained(vit_dir, add_pooling_layer=False).save_pretrained(
+        target, safe_serialization=True
+    )
     shutil.copy(vit_dir / "preprocessor_config.json", target)
-    with pytest.raises(CheckpointError, match=r"missing tensors 'classifier\.weight', 'classifier\.bias'"):
+    with pytest.raises(
+        CheckpointError, match=r"missing tensors 'classifier\.weight', 'classifier\.bias'"
+    ):
         ImageClassifier.from_pretrained(target, device="cpu", sharing=False)
 
 
@@ -207,7 +232,10 @@ def test_unsupported_architecture(bert_dir: Path, tmp_path: Path) -> None:
     config = json.loads((other / "config.json").read_text())
     config.update(model_type="gpt2", architectures=["GPT2LMHeadModel"])
     (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UnsupportedArchitectureError, match=r"model_type 'gpt2' \(GPT2LMHeadModel\).*supported: bert, vit, clip, whisper"):
+    with pytest.raises(
+        UnsupportedArchitectureError,
+        match=r"model_type 'gpt2' \(GPT2LMHeadModel\).*supported: bert, vit, clip, whisper",
+    ):
         load_model(other, "cpu", sharing=False)
     from ipfs_accelerate.models import TextEmbedder
 
@@ -256,12 +284,16 @@ def _fake_hub_cache(cache: Path, repo: str, source: Path) -> Path:
     return snapshot
 
 
-def test_hub_cache_is_used_offline(bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_cache_is_used_offline(
+    bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     snapshot = _fake_hub_cache(tmp_path / "hub", "tiny-org/tiny-bert", bert_dir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = resolve_checkpoint("tiny-org/tiny-bert", cache_dir=tmp_path / "hub")
     assert path.resolve() == snapshot.resolve()
-    model, checkpoint, _ = load_model("tiny-org/tiny-bert", "cpu", sharing=False, cache_dir=tmp_path / "hub")
+    model, checkpoint, _ = load_model(
+        "tiny-org/tiny-bert", "cpu", sharing=False, cache_dir=tmp_path / "hub"
+    )
     assert checkpoint.config["model_type"] == "bert"
 
 
@@ -271,7 +303,9 @@ def test_uncached_hub_id_offline_raises(tmp_path: Path, monkeypatch: pytest.Monk
         resolve_checkpoint("tiny-org/not-cached", cache_dir=tmp_path / "empty")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     with pytest.raises(CheckpointError, match="offline mode is on"):
-        resolve_checkpoint("tiny-org/not-cached", cache_dir=tmp_path / "empty", local_files_only=True)
+        resolve_checkpoint(
+            "tiny-org/not-cached", cache_dir=tmp_path / "empty", local_files_only=True
+        )
 
 
 def test_device_auto_uses_select_backend(bert_dir: Path) -> None:
@@ -290,9 +324,20 @@ def test_s3_checkpoint_from_the_cache_offline(bert_dir: Path, tmp_path: Path) ->
     shutil.copytree(bert_dir, cached)
     manifest = {p.name: {"size": p.stat().st_size, "etag": "x"} for p in cached.iterdir()}
     (cached / ".s3-manifest.json").write_text(json.dumps(manifest))
-    path = resolve_checkpoint("s3://models/tiny-bert", cache_dir=tmp_path / "s3", local_files_only=True)
+    path = resolve_checkpoint(
+        "s3://models/tiny-bert", cache_dir=tmp_path / "s3", local_files_only=True
+    )
     assert path == cached
-    model, _, _ = load_model("s3://models/tiny-bert", "cpu", sharing=False, cache_dir=tmp_path / "s3", local_files_only=True)
+    model, _, _ = load_model(
+        "s3://models/tiny-bert",
+        "cpu",
+        sharing=False,
+        cache_dir=tmp_path / "s3",
+        local_files_only=True,
+    )
     assert model.config.hidden_size == 32  # type: ignore[attr-defined]
-    with pytest.raises(CheckpointError, match=r"'s3://models/other': offline mode is on and it is not in the S3 cache"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'s3://models/other': offline mode is on and it is not in the S3 cache",
+    ):
         resolve_checkpoint("s3://models/other", cache_dir=tmp_path / "s3", local_files_only=True)

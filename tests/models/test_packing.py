@@ -28,7 +28,9 @@ def test_packed_tokens_index_the_real_tokens_both_ways() -> None:
     np.testing.assert_array_equal(batch.keep, [0, 1, 2, 4, 5, 9, 10, 11])
     np.testing.assert_array_equal(batch.input_ids, [5, 6, 7, 8, 9, 3, 4, 2])
     np.testing.assert_array_equal(batch.token_type_ids, [0, 0, 1, 0, 1, 0, 0, 1])
-    np.testing.assert_array_equal(batch.positions, [0, 1, 2, 0, 1, 1, 2, 3])  # a token keeps its column
+    np.testing.assert_array_equal(
+        batch.positions, [0, 1, 2, 0, 1, 1, 2, 3]
+    )  # a token keeps its column
     # every real slot finds its packed row again; padding slots point at row 0
     np.testing.assert_array_equal(batch.place[batch.keep], np.arange(8))
     assert (batch.place[mask.reshape(-1) == 0] == 0).all()
@@ -57,7 +59,9 @@ def test_shape_policy_packs_padded_batches_except_in_buckets() -> None:
     graph = ShapePolicy("cpu", 512, "auto")
     graph.enabled = True  # as on a compile-per-shape backend
     plans = [graph.plan(3, 13, tokens) for tokens in range(20, 20 + EXACT_SHAPES)]
-    assert plans == [Plan(3, 13, True)] * EXACT_SHAPES  # the first shapes of a row count run exactly
+    assert (
+        plans == [Plan(3, 13, True)] * EXACT_SHAPES
+    )  # the first shapes of a row count run exactly
     assert graph.plan(3, 13, 35) == Plan(4, 16, False)  # then padded to a bucket, unpacked
     assert graph.plan(3, 13, 20) == Plan(3, 13, True)  # a shape met before keeps its plan
     assert graph.plan(5, 13, 30) == Plan(5, 13, True)  # another row count has its own exact shapes
@@ -120,7 +124,9 @@ def test_run_sharded_restores_blas_only_after_every_overlapping_call_and_every_s
         seen.append(_blas_threads())
         return start
 
-    callers = [threading.Thread(target=run_sharded, args=(slow, [(0, 1), (1, 2)])) for _ in range(3)]
+    callers = [
+        threading.Thread(target=run_sharded, args=(slow, [(0, 1), (1, 2)])) for _ in range(3)
+    ]
     for caller in callers:
         caller.start()
     for caller in callers:
@@ -139,11 +145,15 @@ def test_run_sharded_restores_blas_only_after_every_overlapping_call_and_every_s
 
     with pytest.raises(ValueError, match="shard 0 failed"):
         run_sharded(failing, [(0, 1), (1, 2)])
-    assert finished == [1]  # the other shard ran to its end under the limit before the error surfaced
+    assert finished == [
+        1
+    ]  # the other shard ran to its end under the limit before the error surfaced
     assert _blas_threads() == before
 
 
-def test_text_embedder_on_cpu_shards_big_batches_and_gives_the_same_vectors(bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_text_embedder_on_cpu_shards_big_batches_and_gives_the_same_vectors(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch of 40 mixed-length texts on two cores runs as two packed shards; its vectors equal
     each text embedded alone (no padding, no shard)."""
     embedder = TextEmbedder.from_pretrained(bert_dir, device="cpu", sharing=False)

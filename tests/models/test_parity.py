@@ -24,10 +24,14 @@ TOLERANCE = {"cpu": 1e-4, "webnn": 1e-4, "webgpu": 1e-3}
 
 def assert_close(ours: Any, reference: Any, device: str, what: str) -> None:
     ours = np.asarray(ours)
-    reference = reference.detach().numpy() if hasattr(reference, "detach") else np.asarray(reference)
+    reference = (
+        reference.detach().numpy() if hasattr(reference, "detach") else np.asarray(reference)
+    )
     assert ours.shape == reference.shape, f"{what}: shape {ours.shape} vs {reference.shape}"
     diff = float(np.max(np.abs(ours - reference)))
-    assert diff <= TOLERANCE[device], f"{what} on {device}: max abs diff {diff:.3g} > {TOLERANCE[device]}"
+    assert diff <= TOLERANCE[device], (
+        f"{what} on {device}: max abs diff {diff:.3g} > {TOLERANCE[device]}"
+    )
 
 
 def _ids(tokenizer_dir: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,13 +57,19 @@ def test_bert_matches_transformers(device: str, bert_dir: Path) -> None:
     out = model(from_numpy(ids, device), from_numpy(mask, device), from_numpy(types, device))
     hf = BertModel.from_pretrained(bert_dir).eval()
     with torch.no_grad():
-        ref = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), token_type_ids=torch.from_numpy(types))
+        ref = hf(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            token_type_ids=torch.from_numpy(types),
+        )
     assert mask.min() == 0, "the batch must contain padding"
     assert_close(out.last_hidden_state.numpy(), ref.last_hidden_state, device, "last_hidden_state")
     assert_close(out.pooler_output.numpy(), ref.pooler_output, device, "pooler_output")
 
 
-def test_bert_packed_forward_matches_transformers_at_every_real_token(device: str, bert_dir: Path) -> None:
+def test_bert_packed_forward_matches_transformers_at_every_real_token(
+    device: str, bert_dir: Path
+) -> None:
     """The packed forward (dense layers on the real tokens only) gives
     transformers' hidden states at every real token, also laid back out as the padded batch."""
     from transformers import BertModel
@@ -72,7 +82,11 @@ def test_bert_packed_forward_matches_transformers_at_every_real_token(device: st
     types[1, 3:] = 1
     hf = BertModel.from_pretrained(bert_dir).eval()
     with torch.no_grad():
-        ref = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), token_type_ids=torch.from_numpy(types))
+        ref = hf(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            token_type_ids=torch.from_numpy(types),
+        )
     real = mask.astype(bool)
     expected = ref.last_hidden_state.numpy()[real]  # (tokens, hidden) in row-major order
     batch = PackedTokens.from_batch(ids, mask, types)
@@ -116,8 +130,18 @@ def test_clip_matches_transformers(device: str, clip_dir: Path) -> None:
         ref = hf(input_ids=t_ids, attention_mask=t_mask, pixel_values=t_pix)
         text_features = hf.get_text_features(input_ids=t_ids, attention_mask=t_mask).pooler_output
         image_features = hf.get_image_features(pixel_values=t_pix).pooler_output
-    assert_close(model.get_text_features(from_numpy(ids, device), from_numpy(mask, device)).numpy(), text_features, device, "text features")
-    assert_close(model.get_image_features(from_numpy(pixels, device)).numpy(), image_features, device, "image features")
+    assert_close(
+        model.get_text_features(from_numpy(ids, device), from_numpy(mask, device)).numpy(),
+        text_features,
+        device,
+        "text features",
+    )
+    assert_close(
+        model.get_image_features(from_numpy(pixels, device)).numpy(),
+        image_features,
+        device,
+        "image features",
+    )
     assert_close(out.logits_per_image.numpy(), ref.logits_per_image, device, "logits_per_image")
     assert_close(out.text_embeds.numpy(), ref.text_embeds, device, "text_embeds")
 
@@ -140,7 +164,9 @@ def test_clip_legacy_eos_id_pools_at_the_highest_id(clip_dir: Path, tmp_path: Pa
     ours = model.get_text_features(from_numpy(ids), from_numpy(mask)).numpy()
     hf = CLIPModel.from_pretrained(legacy).eval()
     with torch.no_grad():
-        ref = hf.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).pooler_output
+        ref = hf.get_text_features(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+        ).pooler_output
     assert_close(ours, ref, "cpu", "legacy text features")
 
 
@@ -158,31 +184,42 @@ def _features(seed: int, batch: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 80, 3000)).astype(np.float32)
 
 
-def test_whisper_forward_matches_transformers(device: str, whisper_dir: Path, whisper_hf: Any) -> None:
+def test_whisper_forward_matches_transformers(
+    device: str, whisper_dir: Path, whisper_hf: Any
+) -> None:
     model, _, report = load_model(whisper_dir, device, sharing=False)
     assert report.tied == ["proj_out.weight"]  # transformers saves the tied projection once
     features = _features(0)
     # prompt + 32 text tokens: more than the cache's first 32 slots, so decoding grows it
     text = np.random.default_rng(4).integers(0, 300, (2, 32))
-    decoder_ids = np.concatenate([[[301, 302, 306, 310], [301, 303, 305, 310]], text], axis=1).astype(np.int64)
+    decoder_ids = np.concatenate(
+        [[[301, 302, 306, 310], [301, 303, 305, 310]], text], axis=1
+    ).astype(np.int64)
     encoded = model.encode(from_numpy(features, device))
     logits = model(from_numpy(features, device), from_numpy(decoder_ids, device)).numpy()
     with torch.no_grad():
         ref_encoded = whisper_hf.model.encoder(torch.from_numpy(features)).last_hidden_state
-        ref_logits = whisper_hf(input_features=torch.from_numpy(features), decoder_input_ids=torch.from_numpy(decoder_ids)).logits
+        ref_logits = whisper_hf(
+            input_features=torch.from_numpy(features),
+            decoder_input_ids=torch.from_numpy(decoder_ids),
+        ).logits
     assert_close(encoded.numpy(), ref_encoded, device, "encoder output")
     assert_close(logits, ref_logits, device, "decoder logits")
     # the KV cache: the prompt at once, then one token at a time, gives the same logits
     cache = model.start_decoding(encoded)
     steps = [model.decode_step(from_numpy(decoder_ids[:, :3], device), cache).numpy()]
     for t in range(3, decoder_ids.shape[1]):
-        steps.append(model.decode_step(from_numpy(decoder_ids[:, t : t + 1], device), cache).numpy())
+        steps.append(
+            model.decode_step(from_numpy(decoder_ids[:, t : t + 1], device), cache).numpy()
+        )
     assert cache.length == decoder_ids.shape[1] == 36
     assert cache.capacity == 40  # 32 slots doubled, capped at max_target_positions
     assert_close(np.stack(steps, axis=1), ref_logits[:, 2:], device, "cached decoding logits")
 
 
-@pytest.mark.parametrize(("language", "task"), [("en", "transcribe"), (None, "transcribe"), ("fr", "translate")])
+@pytest.mark.parametrize(
+    ("language", "task"), [("en", "transcribe"), (None, "transcribe"), ("fr", "translate")]
+)
 def test_whisper_greedy_ids_equal_generate(
     device: str, whisper_dir: Path, whisper_hf: Any, language: str | None, task: str
 ) -> None:
@@ -192,7 +229,9 @@ def test_whisper_greedy_ids_equal_generate(
     features = _features(3)
     ours = recognizer.generate(features, language=language, task=task, max_new_tokens=24)
     with torch.no_grad():
-        ref = whisper_hf.generate(torch.from_numpy(features), language=language, task=task, max_new_tokens=24).numpy()
+        ref = whisper_hf.generate(
+            torch.from_numpy(features), language=language, task=task, max_new_tokens=24
+        ).numpy()
     prompt = ours.shape[1] - ref.shape[1]
     assert prompt == 4  # <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
     np.testing.assert_array_equal(ours[:, prompt:], ref)
@@ -221,7 +260,13 @@ def test_minilm_cosine_against_sentence_transformers(device: str, minilm_dir: Pa
         "Two men pushed carts through the woods.",
         "x",
     ]
-    ours = TextEmbedder.from_pretrained(minilm_dir, device=device, sharing=False).embed(sentences, batch_size=4)
-    reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(sentences, convert_to_numpy=True)
-    cosine = (ours * reference).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1))
+    ours = TextEmbedder.from_pretrained(minilm_dir, device=device, sharing=False).embed(
+        sentences, batch_size=4
+    )
+    reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(
+        sentences, convert_to_numpy=True
+    )
+    cosine = (ours * reference).sum(1) / (
+        np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
+    )
     assert cosine.min() >= 0.9999, cosine

@@ -38,15 +38,21 @@ def test_text_embedder_mean_pools_like_sentence_transformers(bert_dir: Path) -> 
     embedder = TextEmbedder.from_pretrained(bert_dir, device="cpu", sharing=False)
     ours = embedder.embed(texts, batch_size=3)
     raw = embedder.embed(texts, normalize=False)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(bert_dir / "tokenizer.json"), pad_token="[PAD]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(bert_dir / "tokenizer.json"), pad_token="[PAD]"
+    )
     batch = tokenizer(texts, padding="longest", return_tensors="pt")
     with torch.no_grad():
         hidden = BertModel.from_pretrained(bert_dir)(**batch).last_hidden_state.numpy()
     mask = batch["attention_mask"].numpy()[..., None]
     pooled = (hidden * mask).sum(1) / mask.sum(1)
     np.testing.assert_allclose(raw, pooled, atol=1e-4)
-    np.testing.assert_allclose(ours, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-4)
-    np.testing.assert_allclose(embedder.embed(texts[1]), ours[1], atol=1e-6)  # one string -> one vector
+    np.testing.assert_allclose(
+        ours, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        embedder.embed(texts[1]), ours[1], atol=1e-6
+    )  # one string -> one vector
     assert embedder.embed([]).shape == (0, 32)
 
 
@@ -69,7 +75,9 @@ def test_text_embedder_on_a_graph_backend_pads_new_shapes_to_a_few_buckets(bert_
         ids = rng.integers(0, vocab, size=(3, n))
         mask = np.ones_like(ids)
         mask[1, max(1, n // 2) :] = 0
-        np.testing.assert_allclose(graph.embed_tokens(ids, mask), eager.embed_tokens(ids, mask), atol=2e-5)
+        np.testing.assert_allclose(
+            graph.embed_tokens(ids, mask), eager.embed_tokens(ids, mask), atol=2e-5
+        )
         return stats.compilations - before
 
     per_shape = check(3)
@@ -97,7 +105,11 @@ def test_text_embedder_rejects_bad_arguments(bert_dir: Path) -> None:
 def test_minilm_semantic_search_ranks_the_paraphrase_first(minilm_dir: Path) -> None:
     embedder = TextEmbedder.from_pretrained(device="cpu")  # the embedded default
     assert embedder.checkpoint.path == minilm_dir
-    corpus = ["A man is eating a piece of bread.", "A woman is playing violin.", "A monkey is playing drums."]
+    corpus = [
+        "A man is eating a piece of bread.",
+        "A woman is playing violin.",
+        "A monkey is playing drums.",
+    ]
     scores = embedder.embed(corpus) @ embedder.embed("Someone is having a meal.")
     assert int(np.argmax(scores)) == 0
     assert embedder.pooling == "mean" and embedder.dimension == 384
@@ -138,8 +150,14 @@ def test_two_pipelines_of_one_checkpoint_hold_one_copy(bert_dir: Path, tmp_path:
     assert stats["memory_usage_bytes"] == held_after_first["memory_usage_bytes"] <= weight_bytes
     assert stats["dedup_saved_bytes"] - held_after_first["dedup_saved_bytes"] == weight_bytes
     assert after_first >= weight_bytes
-    assert after_second - after_first < 0.1 * weight_bytes, (after_first, after_second, weight_bytes)
-    for (name_a, a), (name_b, b) in zip(first.model.named_parameters(), second.model.named_parameters(), strict=True):
+    assert after_second - after_first < 0.1 * weight_bytes, (
+        after_first,
+        after_second,
+        weight_bytes,
+    )
+    for (name_a, a), (name_b, b) in zip(
+        first.model.named_parameters(), second.model.named_parameters(), strict=True
+    ):
         assert name_a == name_b and a is b
     np.testing.assert_array_equal(first.embed(["hello world"]), second.embed(["hello world"]))
     assert set(stats["models"]) == {first.model_name, second.model_name}
@@ -164,7 +182,9 @@ def _pil_images() -> list[Any]:
     from PIL import Image
 
     rng = np.random.default_rng(7)
-    return [Image.fromarray(rng.integers(0, 256, (40 + 9 * i, 50, 3), dtype=np.uint8)) for i in range(3)]
+    return [
+        Image.fromarray(rng.integers(0, 256, (40 + 9 * i, 50, 3), dtype=np.uint8)) for i in range(3)
+    ]
 
 
 def test_image_classifier_labels_and_scores(vit_dir: Path) -> None:
@@ -174,9 +194,13 @@ def test_image_classifier_labels_and_scores(vit_dir: Path) -> None:
     classifier = ImageClassifier.from_pretrained(vit_dir, device="cpu", sharing=False)
     images = _pil_images()
     results = classifier.classify(images, top_k=2)
-    pixels = ViTImageProcessorPil(size={"height": 32, "width": 32})(images, return_tensors="pt")["pixel_values"]
+    pixels = ViTImageProcessorPil(size={"height": 32, "width": 32})(images, return_tensors="pt")[
+        "pixel_values"
+    ]
     with torch.no_grad():
-        probs = _softmax(ViTForImageClassification.from_pretrained(vit_dir)(pixel_values=pixels).logits.numpy())
+        probs = _softmax(
+            ViTForImageClassification.from_pretrained(vit_dir)(pixel_values=pixels).logits.numpy()
+        )
     names = ["cat", "dog", "bird", "car"]
     assert len(results) == 3
     for row, result in zip(probs, results, strict=True):
@@ -202,16 +226,24 @@ def test_zero_shot_classifier_matches_clip(clip_dir: Path) -> None:
     labels = ["cat", "dog", "red car"]
     results = classifier.classify(images, labels)
     prompts = [f"This is a photo of {label}." for label in labels]
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(clip_dir / "tokenizer.json"), pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(clip_dir / "tokenizer.json"), pad_token="<|endoftext|>"
+    )
     text = tokenizer(prompts, padding="longest", return_tensors="pt")
-    pixels = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})(images, return_tensors="pt")["pixel_values"]
+    pixels = CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )(images, return_tensors="pt")["pixel_values"]
     hf = CLIPModel.from_pretrained(clip_dir).eval()
     with torch.no_grad():
-        ref = hf(input_ids=text["input_ids"], attention_mask=text["attention_mask"], pixel_values=pixels)
+        ref = hf(
+            input_ids=text["input_ids"], attention_mask=text["attention_mask"], pixel_values=pixels
+        )
     probs = _softmax(ref.logits_per_image.numpy())
     for row, result in zip(probs, results, strict=True):
         assert [r["label"] for r in result] == [labels[i] for i in np.argsort(-row)]
-        np.testing.assert_allclose(sorted((r["score"] for r in result), reverse=True), np.sort(row)[::-1], atol=1e-5)
+        np.testing.assert_allclose(
+            sorted((r["score"] for r in result), reverse=True), np.sort(row)[::-1], atol=1e-5
+        )
     np.testing.assert_allclose(classifier.embed_texts(prompts), ref.text_embeds.numpy(), atol=1e-5)
     np.testing.assert_allclose(classifier.embed_images(images), ref.image_embeds.numpy(), atol=1e-5)
     assert classifier.embed_images(images[0]).shape == (16,)
@@ -228,16 +260,22 @@ def recognizer(whisper_dir: Path) -> SpeechRecognizer:
 
 
 def _noise(seconds: float, seed: int) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+    return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(
+        np.float32
+    )
 
 
-def test_transcribe_matches_transformers(recognizer: SpeechRecognizer, whisper_dir: Path, tmp_path: Path) -> None:
+def test_transcribe_matches_transformers(
+    recognizer: SpeechRecognizer, whisper_dir: Path, tmp_path: Path
+) -> None:
     import soundfile
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     audio = _noise(3, 0)
     hf = WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-    features = WhisperFeatureExtractor()(audio, sampling_rate=16000, return_tensors="pt").input_features
+    features = WhisperFeatureExtractor()(
+        audio, sampling_rate=16000, return_tensors="pt"
+    ).input_features
     with torch.no_grad():
         ids = hf.generate(features, language="en", task="transcribe", max_new_tokens=12)[0].tolist()
     eos = recognizer.generation.eos
@@ -258,13 +296,18 @@ def test_long_audio_is_cut_at_quiet_points(recognizer: SpeechRecognizer) -> None
     assert sum(len(w) for w in windows) == len(audio)  # nothing dropped, nothing repeated
     assert quiet.start <= len(windows[0]) <= quiet.stop
     joined = recognizer.transcribe(audio, language="en", sampling_rate=16000, max_new_tokens=6)
-    separately = [recognizer.transcribe(w, language="en", sampling_rate=16000, max_new_tokens=6) for w in windows]
+    separately = [
+        recognizer.transcribe(w, language="en", sampling_rate=16000, max_new_tokens=6)
+        for w in windows
+    ]
     assert joined == " ".join(t for t in separately if t)
 
 
 def test_transcribe_rejects_bad_arguments(recognizer: SpeechRecognizer) -> None:
     audio = _noise(1, 2)
-    with pytest.raises(InvalidArgumentError, match="language 'klingon' is not supported.*known: de, en, fr"):
+    with pytest.raises(
+        InvalidArgumentError, match="language 'klingon' is not supported.*known: de, en, fr"
+    ):
         recognizer.transcribe(audio, language="klingon", sampling_rate=16000)
     with pytest.raises(InvalidArgumentError, match="task must be 'transcribe' or 'translate'"):
         recognizer.transcribe(audio, task="summarize", sampling_rate=16000)

@@ -33,18 +33,26 @@ def test_batch_matches_transformers_tokenizer(bert_dir: Path) -> None:
     np.testing.assert_array_equal(ours.attention_mask, ref["attention_mask"])
     # padded to the longest text, not to the fixed 48 saved in tokenizer.json
     assert ours.input_ids.shape[1] == max(ours.lengths) < 48
-    assert ours.input_ids[2, ours.lengths[2] :].tolist() == [0] * (ours.input_ids.shape[1] - ours.lengths[2])
+    assert ours.input_ids[2, ours.lengths[2] :].tolist() == [0] * (
+        ours.input_ids.shape[1] - ours.lengths[2]
+    )
 
 
 def test_truncation_keeps_special_tokens_and_warns(bert_dir: Path) -> None:
     tokenizer = TextTokenizer.from_checkpoint(bert_dir, max_length=8)
     long_text = "the quick brown fox jumps over the lazy dog and the cat sat on the mat"
-    with pytest.warns(TruncationWarning, match=r"1 text\(s\) longer than max_length=8 tokens: text 1 \(18 tokens\)"):
+    with pytest.warns(
+        TruncationWarning,
+        match=r"1 text\(s\) longer than max_length=8 tokens: text 1 \(18 tokens\)",
+    ):
         encoded = tokenizer(["hello", long_text])
     assert encoded.truncated == [1]
     assert encoded.lengths == [3, 8]
     full = TextTokenizer.from_checkpoint(bert_dir)([long_text]).input_ids[0]
-    assert encoded.input_ids[1].tolist() == [*full[:7].tolist(), full[-1]]  # [CLS] first 6 tokens [SEP]
+    assert encoded.input_ids[1].tolist() == [
+        *full[:7].tolist(),
+        full[-1],
+    ]  # [CLS] first 6 tokens [SEP]
     with pytest.raises(PreprocessingError, match="longer than max_length=8"):
         tokenizer([long_text], truncation="error")
     with warnings.catch_warnings():
@@ -53,7 +61,7 @@ def test_truncation_keeps_special_tokens_and_warns(bert_dir: Path) -> None:
 
 
 def test_silent_truncation_and_limits_used_from_many_threads(bert_dir: Path) -> None:
-    """"silent" cuts as "warn" does without warning; each limit keeps its own truncation, so
+    """ "silent" cuts as "warn" does without warning; each limit keeps its own truncation, so
     threads encoding with different limits at once never see each other's setting."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -80,7 +88,9 @@ def test_silent_truncation_and_limits_used_from_many_threads(bert_dir: Path) -> 
 
 def test_default_max_length_is_the_checkpoints_limit(bert_dir: Path, minilm_dir: Path) -> None:
     assert TextTokenizer.from_checkpoint(bert_dir).max_length == 40
-    assert TextTokenizer.from_checkpoint(minilm_dir).max_length == 256  # sentence-transformers' max_seq_length
+    assert (
+        TextTokenizer.from_checkpoint(minilm_dir).max_length == 256
+    )  # sentence-transformers' max_seq_length
 
 
 def test_max_length_too_short_for_the_special_tokens(bert_dir: Path) -> None:
@@ -129,7 +139,9 @@ def test_images_match_transformers_processor(family: str, vit_dir: Path, clip_di
     reference = Reference(**settings)
     ours = ImageProcessor.from_checkpoint(directory)
     images = [Image.fromarray(a) for a in _images()]
-    expected = np.stack([np.asarray(reference(image, return_tensors="np")["pixel_values"][0]) for image in images])
+    expected = np.stack(
+        [np.asarray(reference(image, return_tensors="np")["pixel_values"][0]) for image in images]
+    )
     np.testing.assert_allclose(ours(images), expected, atol=1e-5)
 
 
@@ -144,8 +156,12 @@ def test_image_sources_agree(vit_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(processor(str(path)), from_array)
     np.testing.assert_array_equal(processor(path), from_array)
     np.testing.assert_array_equal(processor(Image.fromarray(array)), from_array)
-    np.testing.assert_array_equal(processor(array.astype(np.float32) / 255), from_array)  # floats in [0, 1]
-    np.testing.assert_array_equal(processor(array.transpose(2, 0, 1).copy()), from_array)  # channels first
+    np.testing.assert_array_equal(
+        processor(array.astype(np.float32) / 255), from_array
+    )  # floats in [0, 1]
+    np.testing.assert_array_equal(
+        processor(array.transpose(2, 0, 1).copy()), from_array
+    )  # channels first
     gray = processor(array[..., 0])
     assert gray.shape == (1, 3, 32, 32)
     np.testing.assert_array_equal(gray[0, 0], gray[0, 1])
@@ -184,9 +200,14 @@ def test_log_mel_matches_whisper_feature_extractor(mels: int) -> None:
     from transformers import WhisperFeatureExtractor as Reference
 
     rng = np.random.default_rng(mels)
-    audio = [(rng.standard_normal(16000 * 7) * 0.1).astype(np.float32), np.sin(np.arange(16000 * 30) / 9.0).astype(np.float32)]
+    audio = [
+        (rng.standard_normal(16000 * 7) * 0.1).astype(np.float32),
+        np.sin(np.arange(16000 * 30) / 9.0).astype(np.float32),
+    ]
     ours = WhisperFeatureExtractor(feature_size=mels)(audio)
-    ref = Reference(feature_size=mels)(audio, sampling_rate=16000, return_tensors="np").input_features
+    ref = Reference(feature_size=mels)(
+        audio, sampling_rate=16000, return_tensors="np"
+    ).input_features
     assert ours.shape == ref.shape == (2, mels, 3000)
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 
@@ -217,7 +238,9 @@ def test_stereo_is_downmixed_by_averaging(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_audio(path), stereo.mean(axis=1), atol=1e-6)
     np.testing.assert_allclose(load_audio(stereo, 16000), stereo.mean(axis=1), atol=1e-6)
     pcm = (stereo * 32767).astype(np.int16)
-    np.testing.assert_allclose(load_audio((pcm, 16000)), pcm.astype(np.float64).mean(axis=1) / 32768, atol=1e-6)
+    np.testing.assert_allclose(
+        load_audio((pcm, 16000)), pcm.astype(np.float64).mean(axis=1) / 32768, atol=1e-6
+    )
 
 
 def test_other_sampling_rates_are_resampled_band_limited(tmp_path: Path) -> None:
@@ -236,7 +259,9 @@ def test_other_sampling_rates_are_resampled_band_limited(tmp_path: Path) -> None
     high = resample(np.sin(2 * np.pi * 12000 * t).astype(np.float32), rate, 16000)
     assert np.max(np.abs(high[100:-100])) < 1e-2
     up = resample(np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32), 8000, 16000)
-    np.testing.assert_allclose(up[100:-100], np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)[100:-100], atol=1e-3)
+    np.testing.assert_allclose(
+        up[100:-100], np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)[100:-100], atol=1e-3
+    )
 
 
 def test_bad_audio_raises(tmp_path: Path) -> None:

@@ -40,14 +40,18 @@ def tolerance(dtype: str, op: str = "", device: str = "") -> tuple[float, float]
     return _DEFAULT_TOL.get(dtype, (0.0, 0.0))
 
 
-def elements(dtype: str, low: float | None = None, high: float | None = None) -> st.SearchStrategy[Any]:
+def elements(
+    dtype: str, low: float | None = None, high: float | None = None
+) -> st.SearchStrategy[Any]:
     if dtype == "bool":
         return st.booleans()
     if dtype in FLOATS:
         width = {"float16": 16, "float32": 32, "float64": 64}[dtype]
         lo = -8.0 if low is None else low
         hi = 8.0 if high is None else high
-        return st.floats(lo, hi, width=width, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+        return st.floats(
+            lo, hi, width=width, allow_nan=False, allow_infinity=False, allow_subnormal=False
+        )
     lo_default, hi_default = (0, 100) if dtype == "uint8" else (-100, 100)
     lo_int = int(lo_default if low is None else low)
     if dtype == "uint8":
@@ -55,17 +59,25 @@ def elements(dtype: str, low: float | None = None, high: float | None = None) ->
     return st.integers(lo_int, max(lo_int, int(hi_default if high is None else high)))
 
 
-def arrays(dtype: str, shape: Any, low: float | None = None, high: float | None = None) -> st.SearchStrategy[np.ndarray]:
+def arrays(
+    dtype: str, shape: Any, low: float | None = None, high: float | None = None
+) -> st.SearchStrategy[np.ndarray]:
     return hnp.arrays(np.dtype(dtype), shape, elements=elements(dtype, low, high))
 
 
-def shapes(min_dims: int = 0, max_dims: int = 4, min_side: int = 0, max_side: int = 5) -> st.SearchStrategy[tuple[int, ...]]:
-    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
+def shapes(
+    min_dims: int = 0, max_dims: int = 4, min_side: int = 0, max_side: int = 5
+) -> st.SearchStrategy[tuple[int, ...]]:
+    return hnp.array_shapes(
+        min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side
+    )
 
 
 def on(device: str, array: np.ndarray) -> Tensor:
     """A tensor on ``device`` holding a copy of ``array`` (dtype kept)."""
-    return ia.tensor(array, dtype=array.dtype.name if array.dtype != np.bool_ else "bool", device=device)
+    return ia.tensor(
+        array, dtype=array.dtype.name if array.dtype != np.bool_ else "bool", device=device
+    )
 
 
 def assert_close(
@@ -87,8 +99,12 @@ def assert_close(
         f"{op}: shape {got.shape} (tensor says {actual.shape}) != expected {expected_array.shape}"
     )
     if check_dtype:
-        assert got.dtype == expected_array.dtype, f"{op}: dtype {got.dtype} != expected {expected_array.dtype}"
-        assert actual.dtype == expected_array.dtype, f"{op}: tensor dtype {actual.dtype} != {expected_array.dtype}"
+        assert got.dtype == expected_array.dtype, (
+            f"{op}: dtype {got.dtype} != expected {expected_array.dtype}"
+        )
+        assert actual.dtype == expected_array.dtype, (
+            f"{op}: tensor dtype {actual.dtype} != {expected_array.dtype}"
+        )
     if expected_array.dtype.kind == "f" or got.dtype.kind == "f":
         default_rtol, default_atol = tolerance(str(got.dtype), op, actual.device)
         np.testing.assert_allclose(

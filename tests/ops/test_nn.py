@@ -41,7 +41,9 @@ def _t(x: np.ndarray) -> torch.Tensor:
 def test_matmul_matches_numpy(device: str, data: st.DataObject) -> None:
     dtype = data.draw(st.sampled_from(supported(device, (*FLOATS, "int32", "int64"))))
     m, k, n = (data.draw(st.integers(1, 6)) for _ in range(3))
-    batch_a, batch_b = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3)).input_shapes
+    batch_a, batch_b = data.draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3)
+    ).input_shapes
     a_vec, b_vec = data.draw(st.booleans()), data.draw(st.booleans())
     shape_a = (k,) if a_vec else (*batch_a, m, k)
     shape_b = (k,) if b_vec else (*batch_b, k, n)
@@ -95,15 +97,31 @@ def test_conv2d_matches_torch(device: str, data: st.DataObject) -> None:
     x = data.draw(arrays(dtype, (n, c_in, h, w), -2, 2))
     weight = data.draw(arrays(dtype, (c_out, c_in // groups, kh, kw), -2, 2))
     bias = data.draw(st.none() | arrays(dtype, (c_out,), -2, 2))
-    expected = F.conv2d(_t(x), _t(weight), None if bias is None else _t(bias), stride, padding, dilation, groups).numpy()
-    actual = ops.conv2d(on(device, x), on(device, weight), None if bias is None else on(device, bias), stride, padding, dilation, groups)
-    assert_close(actual, expected, op="conv2d", atol=accumulation_atol(dtype, c_in * kh * kw + 1, 4.0))
+    expected = F.conv2d(
+        _t(x), _t(weight), None if bias is None else _t(bias), stride, padding, dilation, groups
+    ).numpy()
+    actual = ops.conv2d(
+        on(device, x),
+        on(device, weight),
+        None if bias is None else on(device, bias),
+        stride,
+        padding,
+        dilation,
+        groups,
+    )
+    assert_close(
+        actual, expected, op="conv2d", atol=accumulation_atol(dtype, c_in * kh * kw + 1, 4.0)
+    )
 
 
 @given(data=st.data())
 def test_conv1d_matches_torch(device: str, data: st.DataObject) -> None:
     dtype = data.draw(st.sampled_from(_floats(device)))
-    c_in, c_out, k = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3))
+    c_in, c_out, k = (
+        data.draw(st.integers(1, 4)),
+        data.draw(st.integers(1, 4)),
+        data.draw(st.integers(1, 3)),
+    )
     stride, dilation = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
     padding = data.draw(st.sampled_from([0, 1, 2, "same", "valid"]))
     if padding == "same":
@@ -113,10 +131,19 @@ def test_conv1d_matches_torch(device: str, data: st.DataObject) -> None:
     weight = data.draw(arrays(dtype, (c_out, c_in, k), -2, 2))
     bias = data.draw(arrays(dtype, (c_out,), -2, 2))
     expected = F.conv1d(_t(x), _t(weight), _t(bias), stride, padding, dilation).numpy()
-    actual = ops.conv1d(on(device, x), on(device, weight), on(device, bias), stride, padding, dilation)
+    actual = ops.conv1d(
+        on(device, x), on(device, weight), on(device, bias), stride, padding, dilation
+    )
     assert_close(actual, expected, op="conv1d", atol=accumulation_atol(dtype, c_in * k + 1, 4.0))
-    unbatched = ops.conv1d(on(device, x[0]), on(device, weight), on(device, bias), stride, padding, dilation)
-    assert_close(unbatched, expected[0], op="conv1d unbatched", atol=accumulation_atol(dtype, c_in * k + 1, 4.0))
+    unbatched = ops.conv1d(
+        on(device, x[0]), on(device, weight), on(device, bias), stride, padding, dilation
+    )
+    assert_close(
+        unbatched,
+        expected[0],
+        op="conv1d unbatched",
+        atol=accumulation_atol(dtype, c_in * k + 1, 4.0),
+    )
 
 
 def test_conv_argument_errors(device: str) -> None:
@@ -142,7 +169,12 @@ def test_softmax_and_log_softmax_match_torch(device: str, data: st.DataObject) -
     x = data.draw(arrays(dtype, hnp.array_shapes(min_dims=1, max_dims=4, max_side=5), -30, 30))
     axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
     assert_close(ops.softmax(on(device, x), axis), F.softmax(_t(x), axis).numpy(), op="softmax")
-    assert_close(ops.log_softmax(on(device, x), axis), F.log_softmax(_t(x), axis).numpy(), op="log_softmax", atol=1e-5)
+    assert_close(
+        ops.log_softmax(on(device, x), axis),
+        F.log_softmax(_t(x), axis).numpy(),
+        op="log_softmax",
+        atol=1e-5,
+    )
     assert_close(on(device, x).softmax(axis), F.softmax(_t(x), axis).numpy(), op="Tensor.softmax")
 
 
@@ -157,13 +189,20 @@ def test_softmax_of_many_short_rows_matches_torch(device: str, width: int) -> No
     """Attention-shaped inputs (thousands of rows of a few dozen keys, where the CPU backend
     reduces differently): large and tiny logits, -inf entries, a row of -inf only (NaN)."""
     rng = np.random.default_rng(width)
-    x = rng.normal(0, 20, size=(9, max(80, 4096 // width), width)).astype(np.float32)  # >= 4096 elements
+    x = rng.normal(0, 20, size=(9, max(80, 4096 // width), width)).astype(
+        np.float32
+    )  # >= 4096 elements
     x[0, 0] += 1e4
     x[1, :, 0] = -np.inf
     x[2, 3] = -np.inf
     for axis in (-1, 1):
         assert_close(ops.softmax(on(device, x), axis), F.softmax(_t(x), axis).numpy(), op="softmax")
-        assert_close(ops.log_softmax(on(device, x), axis), F.log_softmax(_t(x), axis).numpy(), op="log_softmax", atol=1e-4)
+        assert_close(
+            ops.log_softmax(on(device, x), axis),
+            F.log_softmax(_t(x), axis).numpy(),
+            op="log_softmax",
+            atol=1e-4,
+        )
 
 
 @pytest.mark.parametrize("eps", [1e-12, 1e-5])
@@ -177,12 +216,18 @@ def test_layer_norm_of_transformer_sized_rows(device: str, eps: float) -> None:
     x[2, :7] = 3.3
     weight = rng.normal(0, 1, 96).astype(np.float32)
     bias = rng.normal(0, 1, 96).astype(np.float32)
-    expected = F.layer_norm(_t(x).double(), (96,), _t(weight).double(), _t(bias).double(), eps).float().numpy()
+    expected = (
+        F.layer_norm(_t(x).double(), (96,), _t(weight).double(), _t(bias).double(), eps)
+        .float()
+        .numpy()
+    )
     got = ops.layer_norm(on(device, x), (96,), on(device, weight), on(device, bias), eps=eps)
     assert_close(got, expected, op="layer_norm", atol=1e-4)
     np.testing.assert_allclose(got.numpy()[2, :7], np.broadcast_to(bias, (7, 96)), atol=1e-6)
     expected2 = F.layer_norm(_t(x).double(), (30, 96), None, None, eps).float().numpy()
-    assert_close(ops.layer_norm(on(device, x), (30, 96), eps=eps), expected2, op="layer_norm 2 axes")
+    assert_close(
+        ops.layer_norm(on(device, x), (30, 96), eps=eps), expected2, op="layer_norm 2 axes"
+    )
 
 
 @given(data=st.data())
@@ -195,9 +240,23 @@ def test_layer_norm_matches_torch(device: str, data: st.DataObject) -> None:
     weight = data.draw(st.none() | arrays(dtype, norm_shape, -2, 2))
     bias = data.draw(st.none() | arrays(dtype, norm_shape, -2, 2))
     eps = data.draw(st.sampled_from([1e-5, 1e-12, 1e-3]))
-    expected = F.layer_norm(_t(x), norm_shape, None if weight is None else _t(weight), None if bias is None else _t(bias), eps).numpy()
-    actual = ops.layer_norm(on(device, x), norm_shape, None if weight is None else on(device, weight), None if bias is None else on(device, bias), eps)
-    assert_close(actual, expected, op="layer_norm", rtol=1e-4, atol=1e-4 if dtype == "float32" else 1e-9)
+    expected = F.layer_norm(
+        _t(x),
+        norm_shape,
+        None if weight is None else _t(weight),
+        None if bias is None else _t(bias),
+        eps,
+    ).numpy()
+    actual = ops.layer_norm(
+        on(device, x),
+        norm_shape,
+        None if weight is None else on(device, weight),
+        None if bias is None else on(device, bias),
+        eps,
+    )
+    assert_close(
+        actual, expected, op="layer_norm", rtol=1e-4, atol=1e-4 if dtype == "float32" else 1e-9
+    )
 
 
 def test_layer_norm_shape_errors(device: str) -> None:
@@ -228,10 +287,20 @@ def test_scaled_dot_product_attention_matches_torch(device: str, data: st.DataOb
     elif mode == "float":
         mask = data.draw(arrays(dtype, (1, source), -3, 0))
     expected = F.scaled_dot_product_attention(
-        _t(q), _t(k), _t(v), attn_mask=None if mask is None else _t(mask), is_causal=mode == "causal", scale=scale
+        _t(q),
+        _t(k),
+        _t(v),
+        attn_mask=None if mask is None else _t(mask),
+        is_causal=mode == "causal",
+        scale=scale,
     ).numpy()
     actual = ops.scaled_dot_product_attention(
-        on(device, q), on(device, k), on(device, v), None if mask is None else on(device, mask), mode == "causal", scale
+        on(device, q),
+        on(device, k),
+        on(device, v),
+        None if mask is None else on(device, mask),
+        mode == "causal",
+        scale,
     )
     assert_close(actual, expected, op=f"sdpa {mode}", rtol=1e-4, atol=1e-5)
 
@@ -239,9 +308,13 @@ def test_scaled_dot_product_attention_matches_torch(device: str, data: st.DataOb
 def test_attention_argument_errors(device: str) -> None:
     q = ia.zeros(2, 3, 4, device=device)
     with pytest.raises(ShapeError, match="embedding sizes differ"):
-        ops.scaled_dot_product_attention(q, ia.zeros(2, 3, 5, device=device), ia.zeros(2, 3, 4, device=device))
+        ops.scaled_dot_product_attention(
+            q, ia.zeros(2, 3, 5, device=device), ia.zeros(2, 3, 4, device=device)
+        )
     with pytest.raises(InvalidArgumentError, match="not both"):
-        ops.scaled_dot_product_attention(q, q, q, attn_mask=ia.ones(3, 3, device=device), is_causal=True)
+        ops.scaled_dot_product_attention(
+            q, q, q, attn_mask=ia.ones(3, 3, device=device), is_causal=True
+        )
     with pytest.raises(ShapeError, match="attn_mask"):
         ops.scaled_dot_product_attention(q, q, q, attn_mask=ia.ones(4, 3, device=device))
 
@@ -255,7 +328,9 @@ def test_activations_match_torch(device: str, data: st.DataObject) -> None:
     x = data.draw(arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3, max_side=6), -10, 10))
     tx = _t(x)
     assert_close(ops.gelu(on(device, x)), F.gelu(tx).numpy(), op="gelu")
-    assert_close(ops.gelu(on(device, x), "tanh"), F.gelu(tx, approximate="tanh").numpy(), op="gelu tanh")
+    assert_close(
+        ops.gelu(on(device, x), "tanh"), F.gelu(tx, approximate="tanh").numpy(), op="gelu tanh"
+    )
     assert_close(ops.silu(on(device, x)), F.silu(tx).numpy(), op="silu")
     assert_close(ops.sigmoid(on(device, x)), torch.sigmoid(tx).numpy(), op="sigmoid")
     assert_close(ops.relu(on(device, x)), F.relu(tx).numpy(), op="relu")
@@ -280,7 +355,12 @@ def test_mse_loss_matches_torch(device: str, data: st.DataObject) -> None:
     for reduction in ("mean", "sum", "none"):
         expected = F.mse_loss(_t(a), _t(b), reduction=reduction).numpy()
         actual = ops.mse_loss(on(device, a), on(device, b), reduction)
-        assert_close(actual, expected, op=f"mse_loss {reduction}", atol=accumulation_atol(dtype, a.size, 256.0))
+        assert_close(
+            actual,
+            expected,
+            op=f"mse_loss {reduction}",
+            atol=accumulation_atol(dtype, a.size, 256.0),
+        )
 
 
 def test_mse_loss_refuses_broadcasting(device: str) -> None:
@@ -300,8 +380,12 @@ def test_cross_entropy_with_class_indices_matches_torch(device: str, data: st.Da
         target.flat[0] = -100
     smoothing = data.draw(st.sampled_from([0.0, 0.1]))
     for reduction in ("mean", "sum", "none"):
-        expected = F.cross_entropy(_t(logits), _t(target.astype(np.int64)), reduction=reduction, label_smoothing=smoothing).numpy()
-        actual = ops.cross_entropy(on(device, logits), on(device, target), reduction, label_smoothing=smoothing)
+        expected = F.cross_entropy(
+            _t(logits), _t(target.astype(np.int64)), reduction=reduction, label_smoothing=smoothing
+        ).numpy()
+        actual = ops.cross_entropy(
+            on(device, logits), on(device, target), reduction, label_smoothing=smoothing
+        )
         assert_close(actual, expected, op=f"cross_entropy {reduction}", rtol=1e-4, atol=1e-5)
 
 
@@ -312,13 +396,21 @@ def test_cross_entropy_with_probabilities_matches_torch(device: str, data: st.Da
     logits = data.draw(arrays(dtype, (n, c), -5, 5))
     probs = data.draw(arrays(dtype, (n, c), 0.0, 1.0))
     expected = F.cross_entropy(_t(logits), _t(probs)).numpy()
-    assert_close(ops.cross_entropy(on(device, logits), on(device, probs)), expected, op="cross_entropy probs", rtol=1e-4, atol=1e-5)
+    assert_close(
+        ops.cross_entropy(on(device, logits), on(device, probs)),
+        expected,
+        op="cross_entropy probs",
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_cross_entropy_unbatched_and_errors(device: str) -> None:
     logits = np.array([0.5, 2.0, -1.0], dtype=np.float32)
     expected = F.cross_entropy(_t(logits), torch.tensor(1)).numpy()
-    assert_close(ops.cross_entropy(on(device, logits), ia.tensor(1, device=device)), expected, op="ce 1-d")
+    assert_close(
+        ops.cross_entropy(on(device, logits), ia.tensor(1, device=device)), expected, op="ce 1-d"
+    )
     with pytest.raises(IndexOutOfRangeError, match="target class 3 is out of range for 3 classes"):
         ops.cross_entropy(on(device, logits[None]), ia.tensor([3], device=device))
     with pytest.raises(ShapeError, match="class-index target must have shape"):

@@ -72,10 +72,14 @@ def test_reduction_matches_numpy(device: str, op: str, data: st.DataObject) -> N
         if op == "var":
             magnitude = magnitude**2
         elif op == "prod":
-            magnitude = magnitude ** terms
+            magnitude = magnitude**terms
         atol = accumulation_atol(str(expected.dtype), terms, magnitude)
     assert_close(actual, expected, op=op, atol=atol)
-    method = getattr(t, op)(axis, keepdims, **kwargs) if op != "var" else t.var(axis, keepdims, correction=correction)
+    method = (
+        getattr(t, op)(axis, keepdims, **kwargs)
+        if op != "var"
+        else t.var(axis, keepdims, correction=correction)
+    )
     assert_close(method, expected, op=f"Tensor.{op}", atol=atol)
 
 
@@ -87,7 +91,11 @@ def test_arg_reductions_match_numpy(device: str, op: str, data: st.DataObject) -
     axis = data.draw(st.none() | st.integers(-x.ndim, x.ndim - 1)) if x.ndim else None
     keepdims = data.draw(st.booleans())
     expected = getattr(np, op)(x, axis=axis, keepdims=keepdims)
-    assert_close(getattr(ops, op)(on(device, x), axis, keepdims=keepdims), np.asarray(expected, dtype=np.int64), op=op)
+    assert_close(
+        getattr(ops, op)(on(device, x), axis, keepdims=keepdims),
+        np.asarray(expected, dtype=np.int64),
+        op=op,
+    )
 
 
 @pytest.mark.parametrize("op", ["any", "all"])

@@ -53,6 +53,6 @@ fake_on_thread = serve_on_thread
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test picks up a developer's real keys or hosts."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "HF_TOKEN", "OLLAMA_HOST",
-                 "IPFS_ACCELERATE_API_KEY", "IPFS_ACCELERATE_DEVICE"):  # fmt: skip
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "HF_TOKEN",
+                 "OLLAMA_HOST", "IPFS_ACCELERATE_API_KEY", "IPFS_ACCELERATE_DEVICE"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)

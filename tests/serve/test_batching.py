@@ -61,14 +61,19 @@ def test_concurrent_requests_get_their_own_rows() -> None:
     model = FakeModel(delay=0.002)
     batcher = model.batcher(max_batch_size=8, max_wait=0.01)
     rng = np.random.default_rng(0)
-    requests = [[list(rng.integers(1, 1000, rng.integers(1, 9))) for _ in range(rng.integers(1, 6))] for _ in range(60)]
+    requests = [
+        [list(rng.integers(1, 1000, rng.integers(1, 9))) for _ in range(rng.integers(1, 6))]
+        for _ in range(60)
+    ]
 
     async def main() -> list[Any]:
         return await asyncio.gather(*(batcher.embed(r) for r in requests))
 
     results = run(main())
     for request, (vectors, queue_s, inference_s) in zip(requests, results, strict=True):
-        np.testing.assert_array_equal(vectors, np.array([signature(s) for s in request], dtype=np.float32))
+        np.testing.assert_array_equal(
+            vectors, np.array([signature(s) for s in request], dtype=np.float32)
+        )
         assert queue_s >= 0 and inference_s > 0
     sizes = [len(b) for b in model.batches]
     assert sum(sizes) == sum(len(r) for r in requests)  # every input ran exactly once
@@ -101,7 +106,9 @@ def test_a_request_larger_than_a_batch_spans_several_in_order() -> None:
     batcher = model.batcher(max_batch_size=4, max_wait=0.001)
     request = [[i, i + 1] for i in range(1, 11)]
     vectors, _, _ = run(batcher.embed(request))
-    np.testing.assert_array_equal(vectors, np.array([signature(s) for s in request], dtype=np.float32))
+    np.testing.assert_array_equal(
+        vectors, np.array([signature(s) for s in request], dtype=np.float32)
+    )
     assert [len(b) for b in model.batches] == [4, 4, 2]
 
 
@@ -112,8 +119,8 @@ def test_a_failing_input_fails_only_its_request() -> None:
 
     async def main() -> list[Any]:
         return await asyncio.gather(
-            *(batcher.embed(r) for r in good[:4]), batcher.embed([[5, 666]]), *(batcher.embed(r) for r in good[4:]),
-            return_exceptions=True,
+            *(batcher.embed(r) for r in good[:4]), batcher.embed([[5, 666]]),
+            *(batcher.embed(r) for r in good[4:]), return_exceptions=True,
         )  # fmt: skip
 
     results = run(main())
@@ -150,7 +157,9 @@ def test_overload_and_cancellation() -> None:
 
 def test_concurrent_http_requests_are_batched_and_never_mixed(server: Running) -> None:
     embedder = server.pipeline(MINILM)
-    texts = [f"sentence number {i} about {'cats' if i % 2 else 'the stock market'}" for i in range(48)]
+    texts = [
+        f"sentence number {i} about {'cats' if i % 2 else 'the stock market'}" for i in range(48)
+    ]
     expected = embedder.embed(texts)
     before = _batches(server)
 
@@ -184,8 +193,12 @@ def test_batches_group_inputs_of_like_length_and_always_take_the_oldest() -> Non
     requests = [[[index + 1] * length] for index, length in enumerate(lengths)]
 
     async def main() -> list[Any]:
-        blocker = asyncio.create_task(batcher.embed([[99]]))  # occupies the worker while the rest queue
-        while not model.batches:  # until the blocker's forward pass has started (a loaded machine is slow)
+        blocker = asyncio.create_task(
+            batcher.embed([[99]])
+        )  # occupies the worker while the rest queue
+        while (
+            not model.batches
+        ):  # until the blocker's forward pass has started (a loaded machine is slow)
             await asyncio.sleep(0.001)
         results = await asyncio.gather(*(batcher.embed(r) for r in requests))
         await blocker

@@ -32,7 +32,12 @@ def test_model_specs_and_config_validation(monkeypatch: pytest.MonkeyPatch) -> N
             ModelSpec.parse(bad)
     with pytest.raises(ConfigurationError, match="kind"):
         ModelSpec("x", kind="translation")
-    for field, value in (("max_batch_size", 0), ("max_wait_ms", -1), ("max_body_bytes", True), ("models", ())):
+    for field, value in (
+        ("max_batch_size", 0),
+        ("max_wait_ms", -1),
+        ("max_body_bytes", True),
+        ("models", ()),
+    ):
         with pytest.raises(ConfigurationError, match=field):
             ServerConfig(**{field: value})
     config = ServerConfig(models=("a", "b=c"), api_key="sk-secret-value")
@@ -41,12 +46,17 @@ def test_model_specs_and_config_validation(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(TypeError):
         pickle.dumps(config)  # the key never travels in pickles (Ray stores deployment arguments)
     monkeypatch.setenv("MY_SERVER_KEY", "from-the-environment")
-    assert ServerConfig(api_key_env="MY_SERVER_KEY").resolved_api_key().reveal() == "from-the-environment"
+    assert (
+        ServerConfig(api_key_env="MY_SERVER_KEY").resolved_api_key().reveal()
+        == "from-the-environment"
+    )
     with pytest.raises(ConfigurationError, match="NOT_SET_ANYWHERE"):
         ServerConfig(api_key_env="NOT_SET_ANYWHERE").resolved_api_key()
 
 
-def test_registry_names_kinds_and_failures(checkpoints: dict[str, Path], tmp_path: Path, registry: Any) -> None:
+def test_registry_names_kinds_and_failures(
+    checkpoints: dict[str, Path], tmp_path: Path, registry: Any
+) -> None:
     assert [(m.name, m.kind) for m in registry] == [
         (MINILM, "embedding"), ("tiny-vit", "image-classification"),
         ("tiny-clip", "zero-shot-image-classification"), ("tiny-whisper", "speech-recognition"),
@@ -84,8 +94,9 @@ def test_embed_tokens_matches_embed_and_checks_its_input(server: Running) -> Non
     np.testing.assert_allclose(from_tokens, embedder.embed(texts), atol=1e-5)
     raw = embedder.embed_tokens(encoded.input_ids, encoded.attention_mask, normalize=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    for bad in (np.array([[101, 40000, 102]]), np.array([[101, -1, 102]]), np.zeros((1, 600), dtype=np.int64),
-                np.array([[0.5, 1.0]]), np.zeros((0, 3), dtype=np.int64)):  # fmt: skip
+    for bad in (np.array([[101, 40000, 102]]), np.array([[101, -1, 102]]),
+                np.zeros((1, 600), dtype=np.int64), np.array([[0.5, 1.0]]),
+                np.zeros((0, 3), dtype=np.int64)):  # fmt: skip
         with pytest.raises(InvalidArgumentError):
             embedder.embed_tokens(bad)
     with pytest.raises(InvalidArgumentError, match="attention_mask"):
@@ -100,7 +111,9 @@ def test_transcribe_segments_are_the_transcript_in_windows(server: Running) -> N
     assert len(segments) == 2 and segments[0].start == 0.0
     assert segments[0].end == segments[1].start and segments[1].end == pytest.approx(40.0)
     assert {s.language for s in segments} == {"de"}
-    assert " ".join(t for t in (s.text.strip() for s in segments) if t) == whisper.transcribe((samples, 16000), language="de")
+    assert " ".join(t for t in (s.text.strip() for s in segments) if t) == whisper.transcribe(
+        (samples, 16000), language="de"
+    )
     detected = whisper.transcribe_segments((samples[:16000], 16000))
     assert detected[0].language in {"en", "fr", "de"}
     tokens = detected[0].tokens
@@ -113,16 +126,30 @@ def test_transcribe_segments_are_the_transcript_in_windows(server: Running) -> N
     for segment in (*segments, *detected):
         assert not prompt_ids & set(segment.tokens), segment.tokens
     row = whisper.generate(whisper.feature_extractor([samples[:16000]]))[0].tolist()
-    assert row[4 : 4 + len(tokens)] == tokens  # after <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
+    assert (
+        row[4 : 4 + len(tokens)] == tokens
+    )  # after <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
 
 
-@pytest.mark.parametrize(("shape_buckets", "device", "mode"), [(None, "cpu", "exact"), (None, "webnn", "buckets"), (True, "cpu", "buckets"), (False, "webnn", "exact")])
-def test_shape_buckets_set_the_embedders_one_padding_policy(shape_buckets: bool | None, device: str, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("shape_buckets", "device", "mode"),
+    [
+        (None, "cpu", "exact"),
+        (None, "webnn", "buckets"),
+        (True, "cpu", "buckets"),
+        (False, "webnn", "exact"),
+    ],
+)
+def test_shape_buckets_set_the_embedders_one_padding_policy(
+    shape_buckets: bool | None, device: str, mode: str
+) -> None:
     """The server's setting is the embedder's shape policy (no second padding on top): None
     pads exactly on graph-compiling backends; padded batches still give the same vectors."""
     pytest.importorskip("onnxruntime")
     # its own name: the served-model load counter of the shared MiniLM stays as other tests expect
-    registry = ModelRegistry.load((ModelSpec(MINILM, name=f"padding-{mode}-{device}"),), device, shape_buckets=shape_buckets)
+    registry = ModelRegistry.load(
+        (ModelSpec(MINILM, name=f"padding-{mode}-{device}"),), device, shape_buckets=shape_buckets
+    )
     try:
         (served,) = list(registry)
         policy = served.pipeline.shape_policy()

@@ -39,10 +39,12 @@ def _tei_error(reply: httpx.Response, status: int, error_type: str) -> str:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"[1, 2, 3]", b'{"input": {"a": 1}, "model": "M"}', b'{"input": [1.5], "model": "M"}',
-     b'{"input": [["a"]], "model": "M"}', b'{"input": ["a", 1], "model": "M"}', b'{"input": [], "model": "M"}',
-     b'{"input": "x", "model": "M", "encoding_format": "int8"}', b'{"model": "M"}', b'{"input": "x"}',
-     b'{"input": "x", "model": 7}', "\u00ff".encode("latin-1"), b'{"input": [[]], "model": "M"}'],
+    [b"{not json", b"[1, 2, 3]", b'{"input": {"a": 1}, "model": "M"}',
+     b'{"input": [1.5], "model": "M"}', b'{"input": [["a"]], "model": "M"}',
+     b'{"input": ["a", 1], "model": "M"}', b'{"input": [], "model": "M"}',
+     b'{"input": "x", "model": "M", "encoding_format": "int8"}', b'{"model": "M"}',
+     b'{"input": "x"}', b'{"input": "x", "model": 7}', "\u00ff".encode("latin-1"),
+     b'{"input": [[]], "model": "M"}'],
 )  # fmt: skip
 def test_malformed_openai_bodies_are_400s(server: Running, body: bytes) -> None:
     body = body.replace(b'"M"', json.dumps(MINILM).encode())
@@ -53,9 +55,9 @@ def test_malformed_openai_bodies_are_400s(server: Running, body: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("body", "status", "error_type"),
-    [(b"{not json", 422, "Validation"), (b'{"inputs": 5}', 422, "Validation"), (b"{}", 422, "Validation"),
-     (b'{"inputs": []}', 400, "Empty"), (b'{"inputs": "x", "truncate": 1}', 422, "Validation"),
-     (b'{"inputs": [[]]}', 400, "Empty")],
+    [(b"{not json", 422, "Validation"), (b'{"inputs": 5}', 422, "Validation"),
+     (b"{}", 422, "Validation"), (b'{"inputs": []}', 400, "Empty"),
+     (b'{"inputs": "x", "truncate": 1}', 422, "Validation"), (b'{"inputs": [[]]}', 400, "Empty")],
 )  # fmt: skip
 def test_malformed_tei_bodies(server: Running, body: bytes, status: int, error_type: str) -> None:
     _tei_error(httpx.post(server.url + "/embed", content=body, headers=auth()), status, error_type)
@@ -63,7 +65,9 @@ def test_malformed_tei_bodies(server: Running, body: bytes, status: int, error_t
 
 def test_oversize_bodies_are_413_in_each_shape(server: Running) -> None:
     big = b"x" * (2 * 1024 * 1024 + 1)
-    error = _openai_error(httpx.post(server.url + "/v1/embeddings", content=big, headers=auth()), 413)
+    error = _openai_error(
+        httpx.post(server.url + "/v1/embeddings", content=big, headers=auth()), 413
+    )
     assert "exceeds this server's limit of 2097152 bytes" in error["message"]
     _tei_error(httpx.post(server.url + "/embed", content=big, headers=auth()), 413, "Validation")
     kserve = httpx.post(f"{server.url}/v2/models/{MINILM}/infer", content=big, headers=auth())
@@ -85,7 +89,9 @@ def test_oversize_bodies_are_413_in_each_shape(server: Running) -> None:
 def test_unknown_routes_and_methods(server: Running) -> None:
     error = _openai_error(httpx.get(server.url + "/v1/nope", headers=auth()), 404)
     assert error["message"] == "Invalid URL (GET /v1/nope)"
-    assert _openai_error(httpx.get(server.url + "/v1/embeddings", headers=auth()), 405)["message"].startswith("Invalid method")
+    assert _openai_error(httpx.get(server.url + "/v1/embeddings", headers=auth()), 405)[
+        "message"
+    ].startswith("Invalid method")
     tei = httpx.get(server.url + "/embed", headers=auth())
     assert tei.status_code == 405 and tei.content == b""
     assert httpx.post(server.url + "/v2/nothing", headers=auth()).json().keys() == {"error"}
@@ -119,7 +125,12 @@ def flaky(registry: Any) -> Iterator[str]:
         create_app,
     )
 
-    model = ServedModel(name="flaky", kind="embedding", source="test", pipeline=_FlakyEmbedder(registry.get(MINILM).pipeline))
+    model = ServedModel(
+        name="flaky",
+        kind="embedding",
+        source="test",
+        pipeline=_FlakyEmbedder(registry.get(MINILM).pipeline),
+    )
     models = ModelRegistry([model])
     app = create_app(ServerConfig(device="cpu", max_batch_size=16, max_wait_ms=50), registry=models)
     with BackgroundServer(app) as running:
@@ -139,7 +150,11 @@ def test_unexpected_failures_are_500s_in_shape_and_stay_per_request(flaky: str) 
 
     replies = asyncio.run(main())
     crashed = _openai_error(replies[2], 500)
-    assert crashed["type"] == "server_error" and "secret" not in replies[2].text and "Traceback" not in replies[2].text
+    assert (
+        crashed["type"] == "server_error"
+        and "secret" not in replies[2].text
+        and "Traceback" not in replies[2].text
+    )
     for reply in (replies[0], replies[1], replies[3]):
         assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) == 384
     backend = httpx.post(flaky + "/embed", json={"inputs": [[101, 2001, 102]]})
@@ -149,12 +164,22 @@ def test_unexpected_failures_are_500s_in_shape_and_stay_per_request(flaky: str) 
 
 
 def test_metrics_count_requests_and_errors(server: Running) -> None:
-    httpx.post(server.url + "/v1/embeddings", json={"model": MINILM, "input": "metrics"}, headers=auth())
-    httpx.post(server.url + "/v1/embeddings", json={"model": "nope", "input": "metrics"}, headers=auth())
+    httpx.post(
+        server.url + "/v1/embeddings", json={"model": MINILM, "input": "metrics"}, headers=auth()
+    )
+    httpx.post(
+        server.url + "/v1/embeddings", json={"model": "nope", "input": "metrics"}, headers=auth()
+    )
     text = httpx.get(server.url + "/metrics").text
-    assert 'ipfs_accelerate_serve_requests_total{method="POST",route="/v1/embeddings",status="200"}' in text
+    assert (
+        'ipfs_accelerate_serve_requests_total{method="POST",route="/v1/embeddings",status="200"}'
+        in text
+    )
     assert 'ipfs_accelerate_serve_errors_total{kind="unknown_model"}' in text
     assert f'ipfs_accelerate_serve_model_loads{{model="{MINILM}"}} 1.0' in text
-    assert "ipfs_accelerate_serve_embedding_batch_size_bucket" in text and "sk-serve-test-key" not in text
+    assert (
+        "ipfs_accelerate_serve_embedding_batch_size_bucket" in text
+        and "sk-serve-test-key" not in text
+    )
     reply = httpx.get(server.url + "/v1/models", headers=auth())
     assert reply.headers["x-replica-id"] and len(reply.headers["x-request-id"]) == 32

@@ -41,7 +41,9 @@ def test_base64_is_little_endian_float32(server: Running) -> None:
     import httpx
 
     body = {"model": MINILM, "input": "hello world", "encoding_format": "base64"}
-    reply = httpx.post(server.url + "/v1/embeddings", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+    reply = httpx.post(
+        server.url + "/v1/embeddings", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert reply.status_code == 200
     vector = np.frombuffer(base64.b64decode(reply.json()["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(vector, server.pipeline(MINILM).embed("hello world"), atol=2e-5)
@@ -89,7 +91,10 @@ def test_too_long_input_is_a_context_length_error(server: Running, client: opena
     with pytest.raises(openai.BadRequestError) as info:
         client.embeddings.create(model=MINILM, input=["short", text])
     assert info.value.code == "context_length_exceeded"
-    assert "maximum context length is 256 tokens" in info.value.message and "input 1" in info.value.message
+    assert (
+        "maximum context length is 256 tokens" in info.value.message
+        and "input 1" in info.value.message
+    )
 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -99,18 +104,29 @@ def test_transcriptions_in_every_format(server: Running, client: openai.OpenAI) 
     samples, rate = _decoded(audio)
     expected = whisper.transcribe((samples, rate))
     assert expected  # the seeded model says something, so equality below means something
-    result = client.audio.transcriptions.create(model="tiny-whisper", file=("speech.wav", audio, "audio/wav"))
+    result = client.audio.transcriptions.create(
+        model="tiny-whisper", file=("speech.wav", audio, "audio/wav")
+    )
     assert result.text == expected
-    text = client.audio.transcriptions.create(model="tiny-whisper", file=("speech.wav", audio), response_format="text")
+    text = client.audio.transcriptions.create(
+        model="tiny-whisper", file=("speech.wav", audio), response_format="text"
+    )
     assert text.strip() == expected
     verbose = client.audio.transcriptions.create(
-        model="tiny-whisper", file=("speech.wav", audio), response_format="verbose_json", language="fr"
+        model="tiny-whisper",
+        file=("speech.wav", audio),
+        response_format="verbose_json",
+        language="fr",
     )
-    assert verbose.language == "french" and verbose.text == whisper.transcribe((samples, rate), language="fr")
+    assert verbose.language == "french" and verbose.text == whisper.transcribe(
+        (samples, rate), language="fr"
+    )
     assert verbose.duration == pytest.approx(1.5)
     segment = verbose.segments[0]
     assert segment.start == 0.0 and segment.end == pytest.approx(1.5) and segment.tokens
-    srt = client.audio.transcriptions.create(model="tiny-whisper", file=("a.wav", audio), response_format="srt")
+    srt = client.audio.transcriptions.create(
+        model="tiny-whisper", file=("a.wav", audio), response_format="srt"
+    )
     assert srt.startswith("1\n00:00:00,000 --> 00:00:01,500\n")
     translated = client.audio.translations.create(model="tiny-whisper", file=("a.wav", audio))
     assert translated.text == whisper.transcribe((samples, rate), task="translate")
@@ -118,14 +134,20 @@ def test_transcriptions_in_every_format(server: Running, client: openai.OpenAI) 
 
 def test_transcription_errors_are_openai_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
-        client.audio.transcriptions.create(model="tiny-whisper", file=("speech.wav", b"RIFF not really a wav file"))
+        client.audio.transcriptions.create(
+            model="tiny-whisper", file=("speech.wav", b"RIFF not really a wav file")
+        )
     assert bad.value.code == "invalid_value" and bad.value.body["param"] == "file"
     assert "could not be decoded" in bad.value.message
     with pytest.raises(openai.BadRequestError) as prompt:
-        client.audio.transcriptions.create(model="tiny-whisper", file=("a.wav", wav_bytes()), prompt="Hello")
+        client.audio.transcriptions.create(
+            model="tiny-whisper", file=("a.wav", wav_bytes()), prompt="Hello"
+        )
     assert prompt.value.body["param"] == "prompt"
     with pytest.raises(openai.BadRequestError) as language:
-        client.audio.transcriptions.create(model="tiny-whisper", file=("a.wav", wav_bytes()), language="xx")
+        client.audio.transcriptions.create(
+            model="tiny-whisper", file=("a.wav", wav_bytes()), language="xx"
+        )
     assert "language" in language.value.message
     with pytest.raises(openai.BadRequestError):
         client.audio.transcriptions.create(model=MINILM, file=("a.wav", wav_bytes()))
@@ -144,11 +166,15 @@ def test_wrong_or_missing_key_is_openais_401(server: Running) -> None:
 
 
 def test_this_projects_openai_backend(server: Running) -> None:
-    backend = create_api_backend("openai", metadata={"base_url": server.url + "/v1", "api_key": API_KEY})
+    backend = create_api_backend(
+        "openai", metadata={"base_url": server.url + "/v1", "api_key": API_KEY}
+    )
     with backend.sync as client:
         response = client.embed(MINILM, ["first", "second"])
         assert response.dimensions == 384 and len(response.embeddings) == 2
-        np.testing.assert_allclose(response.embeddings, server.pipeline(MINILM).embed(["first", "second"]), atol=2e-5)
+        np.testing.assert_allclose(
+            response.embeddings, server.pipeline(MINILM).embed(["first", "second"]), atol=2e-5
+        )
         assert {m.id for m in client.list_models()} >= {MINILM, "tiny-whisper"}
         transcript = client.transcribe(wav_bytes(), "tiny-whisper", filename="a.wav")
         assert transcript.text == server.pipeline("tiny-whisper").transcribe(_decoded(wav_bytes()))

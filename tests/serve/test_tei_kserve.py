@@ -24,7 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def tei(server: Running, key: str = API_KEY) -> object:
     return create_api_backend(
-        "hf_tei", metadata={"base_url": server.url, "api_key": key, "resilience": {"max_retries": 0}}
+        "hf_tei",
+        metadata={"base_url": server.url, "api_key": key, "resilience": {"max_retries": 0}},
     )
 
 
@@ -60,11 +61,18 @@ def test_tei_truncation_and_validation_statuses(server: Running) -> None:
             client.embed(None, ["x"] * 65)  # max_client_batch_size is 64 here
         assert big.value.status == 413 and "maximum allowed batch size 64" in str(big.value)
     empty = httpx.post(server.url + "/embed", json={"inputs": []}, headers=auth())
-    assert empty.status_code == 400 and empty.json() == {"error": "`inputs` cannot be empty", "error_type": "Empty"}
-    typed = httpx.post(server.url + "/embed", json={"inputs": "x", "normalize": "yes"}, headers=auth())
+    assert empty.status_code == 400 and empty.json() == {
+        "error": "`inputs` cannot be empty",
+        "error_type": "Empty",
+    }
+    typed = httpx.post(
+        server.url + "/embed", json={"inputs": "x", "normalize": "yes"}, headers=auth()
+    )
     assert typed.status_code == 422 and typed.json()["error_type"] == "Validation"
     timing = httpx.post(server.url + "/embed", json={"inputs": "hello world"}, headers=auth())
-    assert timing.headers["x-compute-tokens"] == "4" and timing.headers["x-compute-characters"] == "11"
+    assert (
+        timing.headers["x-compute-tokens"] == "4" and timing.headers["x-compute-characters"] == "11"
+    )
 
 
 def test_tei_wrong_key_is_a_bare_401_and_probes_are_public(server: Running) -> None:
@@ -79,19 +87,30 @@ def test_tei_wrong_key_is_a_bare_401_and_probes_are_public(server: Running) -> N
 
 
 def _infer(server: Running, model: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, headers=auth(), timeout=60)
+    return httpx.post(
+        f"{server.url}/v2/models/{model}/infer", json=body, headers=auth(), timeout=60
+    )
 
 
 def test_kserve_embedding_infer(server: Running) -> None:
     texts = ["hello world", "a second sentence"]
-    body = {"id": "req-1", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts}]}
+    body = {
+        "id": "req-1",
+        "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts}],
+    }
     reply = _infer(server, MINILM, body)
     assert reply.status_code == 200
     data = reply.json()
     assert data["model_name"] == MINILM and data["id"] == "req-1"
     (output,) = data["outputs"]
-    assert output["name"] == "embedding" and output["datatype"] == "FP32" and output["shape"] == [2, 384]
-    np.testing.assert_allclose(np.reshape(output["data"], (2, 384)), server.pipeline(MINILM).embed(texts), atol=2e-5)
+    assert (
+        output["name"] == "embedding"
+        and output["datatype"] == "FP32"
+        and output["shape"] == [2, 384]
+    )
+    np.testing.assert_allclose(
+        np.reshape(output["data"], (2, 384)), server.pipeline(MINILM).embed(texts), atol=2e-5
+    )
     metadata = httpx.get(f"{server.url}/v2/models/{MINILM}", headers=auth()).json()
     assert metadata["inputs"][0]["name"] == "text" and metadata["outputs"][0]["shape"] == [-1, 384]
 
@@ -105,15 +124,23 @@ def test_kserve_image_classification_bytes_and_pixels(server: Running) -> None:
     png = png_bytes(seed=3)
     expected = vit.classify(Image.open(BytesIO(png)), top_k=2)
     encoded = base64.b64encode(png).decode()
-    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}], "parameters": {"top_k": 2}}
+    body = {
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}],
+        "parameters": {"top_k": 2},
+    }
     outputs = {o["name"]: o for o in _infer(server, "tiny-vit", body).json()["outputs"]}
-    assert outputs["labels"]["data"] == [p["label"] for p in expected] and outputs["labels"]["shape"] == [1, 2]
+    assert outputs["labels"]["data"] == [p["label"] for p in expected] and outputs["labels"][
+        "shape"
+    ] == [1, 2]
     np.testing.assert_allclose(outputs["scores"]["data"], [p["score"] for p in expected], rtol=1e-5)
     pixels = np.asarray(Image.open(BytesIO(png)).convert("RGB"))
-    body = {"inputs": [{"name": "image", "shape": list(pixels.shape), "datatype": "UINT8", "data": pixels.tolist()}],
+    body = {"inputs": [{"name": "image", "shape": list(pixels.shape), "datatype": "UINT8",
+                        "data": pixels.tolist()}],
             "parameters": {"top_k": 2}, "outputs": [{"name": "labels"}]}  # fmt: skip
     only_labels = _infer(server, "tiny-vit", body).json()["outputs"]
-    assert [o["name"] for o in only_labels] == ["labels"] and only_labels[0]["data"] == outputs["labels"]["data"]
+    assert [o["name"] for o in only_labels] == ["labels"] and only_labels[0]["data"] == outputs[
+        "labels"
+    ]["data"]
 
 
 def test_kserve_zero_shot_and_speech(server: Running) -> None:
@@ -126,36 +153,57 @@ def test_kserve_zero_shot_and_speech(server: Running) -> None:
     labels = ["a cat", "a dog", "a car"]
     expected = clip.classify(Image.open(BytesIO(png)), labels)
     body = {"inputs": [
-        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(png).decode()]},
+        {"name": "image", "shape": [1], "datatype": "BYTES",
+         "data": [base64.b64encode(png).decode()]},
         {"name": "labels", "shape": [3], "datatype": "BYTES", "data": labels},
     ]}  # fmt: skip
     outputs = {o["name"]: o for o in _infer(server, "tiny-clip", body).json()["outputs"]}
     assert outputs["labels"]["data"] == [p["label"] for p in expected]
     audio = wav_bytes(seed=2)
-    body = {"inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(audio).decode()]}],
+    body = {"inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES",
+                        "data": [base64.b64encode(audio).decode()]}],
             "parameters": {"language": "en"}}  # fmt: skip
     outputs = {o["name"]: o for o in _infer(server, "tiny-whisper", body).json()["outputs"]}
     import soundfile
 
     samples, rate = soundfile.read(BytesIO(audio), dtype="float32")
-    assert outputs["text"]["data"] == [server.pipeline("tiny-whisper").transcribe((samples, rate), language="en")]
+    assert outputs["text"]["data"] == [
+        server.pipeline("tiny-whisper").transcribe((samples, rate), language="en")
+    ]
     assert outputs["language"]["data"] == ["en"]
-    raw = {"inputs": [{"name": "audio", "shape": [len(samples)], "datatype": "FP32", "data": samples.tolist()}],
+    raw = {"inputs": [{"name": "audio", "shape": [len(samples)], "datatype": "FP32",
+                       "data": samples.tolist()}],
            "parameters": {"sampling_rate": rate, "language": "en"}}  # fmt: skip
-    assert _infer(server, "tiny-whisper", raw).json()["outputs"][0]["data"] == outputs["text"]["data"]
+    assert (
+        _infer(server, "tiny-whisper", raw).json()["outputs"][0]["data"] == outputs["text"]["data"]
+    )
 
 
 def test_kserve_errors_are_kserve_bodies(server: Running) -> None:
     unknown = _infer(server, "nope", {"inputs": []})
     assert unknown.status_code == 404 and set(unknown.json()) == {"error"}
-    shape = _infer(server, MINILM, {"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": ["a"]}]})
+    shape = _infer(
+        server,
+        MINILM,
+        {"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": ["a"]}]},
+    )
     assert shape.status_code == 400 and "needs 3 elements, data has 1" in shape.json()["error"]
-    not_b64 = _infer(server, "tiny-vit", {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]})
+    not_b64 = _infer(
+        server,
+        "tiny-vit",
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
+    )
     assert not_b64.status_code == 400 and "base64" in not_b64.json()["error"]
     garbage = base64.b64encode(b"not an image at all").decode()
-    undecodable = _infer(server, "tiny-vit", {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [garbage]}]})
+    undecodable = _infer(
+        server,
+        "tiny-vit",
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [garbage]}]},
+    )
     assert undecodable.status_code == 400 and "could not be decoded" in undecodable.json()["error"]
-    malformed = httpx.post(f"{server.url}/v2/models/{MINILM}/infer", content=b"{nope", headers=auth())
+    malformed = httpx.post(
+        f"{server.url}/v2/models/{MINILM}/infer", content=b"{nope", headers=auth()
+    )
     assert malformed.status_code == 400 and "JSON" in malformed.json()["error"]
     with tei(server).sync as client, pytest.raises(BadRequestError) as typed:  # type: ignore[attr-defined]
         client.embed(None, ["x"], truncation_direction="Left")
@@ -170,5 +218,7 @@ def test_this_projects_ovms_backend_speaks_to_the_kserve_routes(server: Running)
         assert client.model_ready(MINILM) and client.server_ready()
         metadata = client.model_metadata(MINILM)
     assert outputs["embedding"].shape == (2, 384) and outputs["embedding"].dtype == np.float32
-    np.testing.assert_allclose(outputs["embedding"], server.pipeline(MINILM).embed(list(texts)), atol=2e-5)
+    np.testing.assert_allclose(
+        outputs["embedding"], server.pipeline(MINILM).embed(list(texts)), atol=2e-5
+    )
     assert metadata["outputs"][0]["name"] == "embedding"

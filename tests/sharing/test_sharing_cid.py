@@ -43,10 +43,14 @@ def test_binary_layout_is_cidv1_raw_sha256() -> None:
     assert cid == cid.lower() and "=" not in cid
 
 
-@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int32", "int64", "uint8", "bool"])
+@pytest.mark.parametrize(
+    "dtype", ["float16", "float32", "float64", "int32", "int64", "uint8", "bool"]
+)
 def test_tensor_bytes_are_row_major_little_endian(dtype: str) -> None:
     rng = np.random.default_rng(7)
-    values = rng.integers(0, 2, size=(3, 5)) if dtype == "bool" else rng.integers(-50, 50, size=(3, 5))
+    values = (
+        rng.integers(0, 2, size=(3, 5)) if dtype == "bool" else rng.integers(-50, 50, size=(3, 5))
+    )
     array = values.astype(np.dtype(dtype).newbyteorder("<") if dtype != "bool" else bool)
     expected = cid_from_digest(hashlib.sha256(array.tobytes(order="C")).digest())
     assert content_id(ia.tensor(array.astype(np.dtype(dtype)))) == expected
@@ -55,7 +59,9 @@ def test_tensor_bytes_are_row_major_little_endian(dtype: str) -> None:
 def test_strided_tensor_hashes_its_logical_row_major_bytes() -> None:
     t = ia.tensor(np.arange(12, dtype=np.float32).reshape(3, 4))
     transposed = t.T  # a strided view on CPU
-    expected = hashlib.sha256(np.ascontiguousarray(np.arange(12, dtype=np.float32).reshape(3, 4).T).tobytes())
+    expected = hashlib.sha256(
+        np.ascontiguousarray(np.arange(12, dtype=np.float32).reshape(3, 4).T).tobytes()
+    )
     assert content_id(transposed) == cid_from_digest(expected.digest())
     assert content_id(transposed) != content_id(t)
 
@@ -107,7 +113,9 @@ def test_digest_from_cid_rejects_other_cids(cid: str, fragment: str) -> None:
 
 
 def test_bad_inputs_raise_typed_errors() -> None:
-    with pytest.raises(InvalidArgumentError, match="expected a Tensor, numpy array or bytes, got str"):
+    with pytest.raises(
+        InvalidArgumentError, match="expected a Tensor, numpy array or bytes, got str"
+    ):
         content_id("hello")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="numpy dtype <U1"):
         content_id(np.array(["a"]))

@@ -63,7 +63,9 @@ def test_concurrent_acquire_release_of_one_model_loses_no_count() -> None:
     checked = threading.Barrier(THREADS + 1, timeout=30)
 
     def worker(_: int) -> None:
-        for _ in range(CONTENDED_OPS):  # every thread uses the same model name: one counter, contended
+        for _ in range(
+            CONTENDED_OPS
+        ):  # every thread uses the same model name: one counter, contended
             tensor.acquire("shared-model")
             view.acquire("shared-model")
         acquired.wait()
@@ -95,7 +97,10 @@ def test_concurrent_registration_of_identical_weights_keeps_one_copy(round_: int
     def worker(index: int) -> SharedTensor:
         start.wait()
         return manager.register_shared_tensor(
-            f"pipeline{index}/embeddings", weights.shape, producer_model=f"model{index}", data=weights.copy()
+            f"pipeline{index}/embeddings",
+            weights.shape,
+            producer_model=f"model{index}",
+            data=weights.copy(),
         )
 
     results = run_threads(worker)
@@ -109,7 +114,9 @@ def test_concurrent_registration_of_identical_weights_keeps_one_copy(round_: int
     np.testing.assert_array_equal(held.data.numpy(), weights)
 
 
-POOL = [np.random.default_rng(100 + i).standard_normal(KB).astype(np.float32) for i in range(12)]  # 4 KB each
+POOL = [
+    np.random.default_rng(100 + i).standard_normal(KB).astype(np.float32) for i in range(12)
+]  # 4 KB each
 
 
 def _check(entry: tuple[SharedTensor | SharedTensorView, int, int | None]) -> None:
@@ -137,7 +144,9 @@ def test_stress_register_acquire_release_views_and_eviction() -> None:
                 index = rng.randrange(len(POOL))
                 name = f"w{index}" if rng.random() < 0.5 else f"w{index}/t{tid}"
                 data = POOL[index] if rng.random() < 0.5 else POOL[index].copy()
-                tensor = manager.register_shared_tensor(name, (KB,), producer_model=model, data=data)
+                tensor = manager.register_shared_tensor(
+                    name, (KB,), producer_model=model, data=data
+                )
                 held.append((tensor, index, None))
             elif op < 0.45 and held:
                 entry = held.pop(rng.randrange(len(held)))
@@ -154,7 +163,9 @@ def test_stress_register_acquire_release_views_and_eviction() -> None:
                 if offset is None:
                     assert isinstance(obj, SharedTensor)
                     start = rng.randrange(KB - 16)
-                    view = manager.create_tensor_view(obj.name, f"v{tid}_{n}", start, 16, model_name=model)
+                    view = manager.create_tensor_view(
+                        obj.name, f"v{tid}_{n}", start, 16, model_name=model
+                    )
                     held.append((view, index, start))
             elif op < 0.8:  # unheld scratch: evictable at once
                 manager.register_shared_tensor(f"s{tid}_{n}", (2 * KB,))
@@ -175,7 +186,9 @@ def test_stress_register_acquire_release_views_and_eviction() -> None:
         expected = Counter(id(entry[0]) for entry in held)
         objects = {id(entry[0]): entry[0] for entry in held}
         for key, count in expected.items():
-            assert objects[key].holders.get(model, 0) == count, f"{objects[key]!r} lost holds of {model}"
+            assert objects[key].holders.get(model, 0) == count, (
+                f"{objects[key]!r} lost holds of {model}"
+            )
         for entry in held:
             _check(entry)
     usage = manager.get_tensor_memory_usage()

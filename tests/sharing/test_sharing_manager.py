@@ -44,7 +44,9 @@ def _f32(nbytes: int) -> tuple[int]:
 
 def test_register_allocates_and_holds_for_producer_and_consumers() -> None:
     m = TensorSharingManager()
-    t = m.register_shared_tensor("emb", [1, 768], producer_model="bert", consumer_models=["t5", "llama"])
+    t = m.register_shared_tensor(
+        "emb", [1, 768], producer_model="bert", consumer_models=["t5", "llama"]
+    )
     assert isinstance(t, SharedTensor)
     assert t.data.shape == (1, 768) and t.data.dtype == "float32" and t.data.device == "cpu"
     assert t.holders == {"bert": 1, "t5": 1, "llama": 1}
@@ -63,7 +65,9 @@ def test_register_the_same_name_again_returns_it_or_refuses_a_mismatch() -> None
     first = m.register_shared_tensor("emb", (4,), producer_model="bert")
     assert m.register_shared_tensor("emb", [4], producer_model="bert") is first
     assert first.holders == {"bert": 2}  # each registration is a hold its model must release
-    with pytest.raises(SharingError, match=r"'emb' is already registered with shape \(4,\).*asked for shape \(5,\)"):
+    with pytest.raises(
+        SharingError, match=r"'emb' is already registered with shape \(4,\).*asked for shape \(5,\)"
+    ):
         m.register_shared_tensor("emb", (5,))
     with pytest.raises(SharingError, match=r"dtype float32.*dtype float16"):
         m.register_shared_tensor("emb", (4,), dtype="float16")
@@ -72,7 +76,9 @@ def test_register_the_same_name_again_returns_it_or_refuses_a_mismatch() -> None
 def test_unknown_names_raise_tensor_not_found_naming_what_exists() -> None:
     m = TensorSharingManager()
     m.register_shared_tensor("a", (2,))
-    with pytest.raises(TensorNotFoundError, match="no shared tensor named 'b'; registered names: 'a'") as info:
+    with pytest.raises(
+        TensorNotFoundError, match="no shared tensor named 'b'; registered names: 'a'"
+    ) as info:
         m.get_shared_tensor("b")
     assert isinstance(info.value, KeyError)
     assert m.get_stats()["cache_misses"] == 1
@@ -100,7 +106,9 @@ def test_bad_registration_arguments() -> None:
     # the default dtype is float32: float16 data needs dtype="float16", never a silent cast
     with pytest.raises(DtypeError, match="data has dtype float16 but dtype='float32'"):
         m.register_shared_tensor("w", (2,), data=_weights(2, dtype="float16"))
-    with pytest.raises(InvalidArgumentError, match="data must be a Tensor or numpy array, got list"):
+    with pytest.raises(
+        InvalidArgumentError, match="data must be a Tensor or numpy array, got list"
+    ):
         m.register_shared_tensor("w", (2,), data=[1.0, 2.0])  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="consumer_models must be a list of names"):
         m.register_shared_tensor("w", (2,), consumer_models="t5")
@@ -217,7 +225,9 @@ def test_registering_large_weights_makes_no_copy() -> None:
 
 def test_manager_views_are_zero_copy_and_count_no_memory() -> None:
     m = TensorSharingManager()
-    m.register_shared_tensor("emb", (2, 8), producer_model="bert", data=np.arange(16, dtype=np.float32).reshape(2, 8))
+    m.register_shared_tensor(
+        "emb", (2, 8), producer_model="bert", data=np.arange(16, dtype=np.float32).reshape(2, 8)
+    )
     half = m.create_tensor_view("emb", "emb/first-half", [0, 0], [2, 4], model_name="t5")
     flat = m.create_tensor_view("emb", "emb/row1", 8, 8)
     assert m.get_tensor_view("emb/first-half") is half
@@ -226,10 +236,16 @@ def test_manager_views_are_zero_copy_and_count_no_memory() -> None:
     assert flat.data.numpy()[0] == -5.0 and half.data.numpy()[1, 0] == -5.0
     assert m.get_shared_tensor("emb").reference_count == 2  # bert + t5 through its view
     usage = m.get_tensor_memory_usage()
-    assert usage["emb/first-half"]["memory_bytes"] == 0 and usage["emb/first-half"]["view_of"] == "emb"
+    assert (
+        usage["emb/first-half"]["memory_bytes"] == 0 and usage["emb/first-half"]["view_of"] == "emb"
+    )
     assert usage["emb"]["views"] == ["emb/first-half", "emb/row1"]
-    assert m.get_stats()["memory_usage_bytes"] == 64 == sum(u["memory_bytes"] for u in usage.values())
-    with pytest.raises(ViewBoundsError, match=r"elements \[10, 18\) lie outside the parent's 16 elements"):
+    assert (
+        m.get_stats()["memory_usage_bytes"] == 64 == sum(u["memory_bytes"] for u in usage.values())
+    )
+    with pytest.raises(
+        ViewBoundsError, match=r"elements \[10, 18\) lie outside the parent's 16 elements"
+    ):
         m.create_tensor_view("emb", "bad", 10, 8)
     with pytest.raises(SharingError, match="the name 'emb/row1' is already taken by a view"):
         m.create_tensor_view("emb", "emb/row1", 0, 1)
@@ -245,7 +261,9 @@ def test_manager_views_are_zero_copy_and_count_no_memory() -> None:
 
 def test_share_tensor_between_models() -> None:
     m = TensorSharingManager()
-    t = m.register_shared_tensor("vit_emb", (1, 1024), producer_model="vit", consumer_models=["clip"])
+    t = m.register_shared_tensor(
+        "vit_emb", (1, 1024), producer_model="vit", consumer_models=["clip"]
+    )
     assert m.share_tensor_between_models("vit_emb", "vit", ["llava", "xclip"]) is True
     assert t.holders == {"vit": 1, "clip": 1, "llava": 1, "xclip": 1}
     m.share_tensor_between_models("vit_emb", "clip", ["llava"])  # llava already holds it
@@ -368,7 +386,10 @@ def test_limit_never_evicts_pinned_held_or_view_parents() -> None:
     message = str(info.value)
     assert "register_shared_tensor('more')" in message and "max_memory_mb=1" in message
     assert "needs 4096 bytes" in message and "pinned: pinned" in message
-    assert "held-view-parent, held" not in message and "held, held-view-parent, pinned-view-parent" in message
+    assert (
+        "held-view-parent, held" not in message
+        and "held, held-view-parent, pinned-view-parent" in message
+    )
     assert isinstance(info.value, MemoryError)
     assert m.get_stats()["memory_usage_bytes"] == MB and "more" not in m
     assert m.get_stats()["evicted_tensors"] == 0
@@ -397,7 +418,9 @@ def test_identical_content_needs_no_room() -> None:
     m = TensorSharingManager(max_memory_mb=1)
     w = _weights(256 * KB, seed=3)  # the whole megabyte
     first = m.register_shared_tensor("w", w.shape, producer_model="a", data=w)
-    again = m.register_shared_tensor("w2", w.shape, producer_model="b", data=ia.tensor(w.numpy().copy()))
+    again = m.register_shared_tensor(
+        "w2", w.shape, producer_model="b", data=ia.tensor(w.numpy().copy())
+    )
     assert again is first and m.get_stats()["memory_usage_bytes"] == MB
 
 
@@ -413,7 +436,8 @@ def test_zero_limit_holds_only_empty_tensors() -> None:
 
 def test_compatible_models_for_each_tensor_type() -> None:
     assert {t: get_compatible_models_for_tensor(t) for t in (
-        "text_embedding", "vision_embedding", "audio_embedding", "vision_text_joint", "audio_text_joint",
+        "text_embedding", "vision_embedding", "audio_embedding", "vision_text_joint",
+        "audio_text_joint",
     )} == {
         "text_embedding": ["bert", "roberta", "t5", "llama", "bart", "gpt2"],
         "vision_embedding": ["vit", "clip", "detr", "swin", "dino"],
@@ -426,7 +450,12 @@ def test_compatible_models_for_each_tensor_type() -> None:
 
 
 def test_unknown_tensor_type_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownTensorTypeError, match="unknown tensor type 'text_embeddings'; known types: text_embedding, vision_embedding") as info:
+    with pytest.raises(
+        UnknownTensorTypeError,
+        match=(
+            "unknown tensor type 'text_embeddings'; known types: text_embedding, vision_embedding"
+        ),
+    ) as info:
         get_compatible_models_for_tensor("text_embeddings")
     assert isinstance(info.value, SharingError) and isinstance(info.value, ValueError)
 
@@ -468,7 +497,9 @@ def test_sharing_opportunities_group_active_models_by_family() -> None:
     }
     assert m.get_stats()["sharing_opportunities"] == opportunities
     advice = m.get_optimization_recommendations()["recommendations"]
-    assert any("bert-base-uncased, roberta-base can share text_embedding" in line for line in advice)
+    assert any(
+        "bert-base-uncased, roberta-base can share text_embedding" in line for line in advice
+    )
 
 
 def test_model_memory_usage_counts_each_tensor_once_per_model() -> None:
@@ -506,5 +537,7 @@ def test_recommendations_and_stats() -> None:
     assert "optimize_memory_usage() to free 1 tensor(s)" in text
     assert "88% of max_memory_mb=0.01" in text and "1 pinned tensor(s)" in text
     stats = m.get_stats()
-    assert stats["total_tensors"] == 2 and stats["models"] == ["bert"] and stats["total_models"] == 1
+    assert (
+        stats["total_tensors"] == 2 and stats["models"] == ["bert"] and stats["total_models"] == 1
+    )
     assert stats["max_memory_bytes"] == 10485 and stats["hit_rate"] == 0.5

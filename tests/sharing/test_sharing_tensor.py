@@ -108,7 +108,9 @@ def test_box_view_takes_one_offset_and_size_per_dimension() -> None:
         ([0, 0], [0, 1], "along axis 0 the range [0, 0)"),
     ],
 )
-def test_view_outside_its_parent_names_the_bounds(offset: object, size: object, fragment: str) -> None:
+def test_view_outside_its_parent_names_the_bounds(
+    offset: object, size: object, fragment: str
+) -> None:
     parent = _parent()
     with pytest.raises(ViewBoundsError) as info:
         parent.create_view("bad", offset, size)  # type: ignore[arg-type]

@@ -75,8 +75,8 @@ _LAZY = {
     "OpenAICompatibleBackend": "_openai_compat",
     # routing, managed servers, storage, observability (issue 7)
     "Router": "router",
-    "RouteTarget": "router",
-    "RouterConfig": "router",
+    "RouteTarget": "_routing",
+    "RouterConfig": "_routing",
     "UnifiedBackend": "_unified",
     "ContainerRuntime": "ipfs_accelerate.servers",
     "DockerRuntime": "ipfs_accelerate.servers",
@@ -139,6 +139,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._registry import get_available_backends as get_available_backends
     from ._registry import get_backend_class as get_backend_class
     from ._registry import register_api_backend as register_api_backend
+    from ._routing import RouterConfig as RouterConfig
+    from ._routing import RouteTarget as RouteTarget
     from ._streams import NDJSONDecoder as NDJSONDecoder
     from ._streams import SSEDecoder as SSEDecoder
     from ._sync import SyncFacade as SyncFacade
@@ -168,5 +170,3 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._types import Usage as Usage
     from ._unified import UnifiedBackend as UnifiedBackend
     from .router import Router as Router
-    from .router import RouterConfig as RouterConfig
-    from .router import RouteTarget as RouteTarget

@@ -147,7 +147,10 @@ class APIBackend:
         )
         self.metrics = Metrics()
         self.endpoint = Endpoint(
-            self.base_url, provider=self.provider, config=self.config, headers=self._static_headers()
+            self.base_url,
+            provider=self.provider,
+            config=self.config,
+            headers=self._static_headers(),
         )
         self._sync: SyncFacade | None = None
         self._default_options = CallOptions(
@@ -160,7 +163,9 @@ class APIBackend:
         )
         models = raw_metadata.get("models")
         self._declared_models: frozenset[str] | None = (
-            frozenset(str(m) for m in models) if isinstance(models, list | tuple | set | frozenset) else None
+            frozenset(str(m) for m in models)
+            if isinstance(models, list | tuple | set | frozenset)
+            else None
         )
         self._patterns = [re.compile(p, re.IGNORECASE) for p in self.model_patterns]
 
@@ -177,7 +182,9 @@ class APIBackend:
                 [f"metadata[{k!r}]" for k in ("base_url", *self.base_url_keys)]
                 + [f"${e}" for e in self.base_url_env]
             )
-            raise ConfigurationError(f"{self.provider}: no server URL configured (looked in {looked})")
+            raise ConfigurationError(
+                f"{self.provider}: no server URL configured (looked in {looked})"
+            )
         url = normalise_base_url(url, provider=self.provider, default_port=self.default_port)
         for suffix in self.strip_url_suffixes:
             if url.endswith(suffix):
@@ -214,7 +221,10 @@ class APIBackend:
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
-        return f"<{type(self).__name__} provider={self.provider!r} base_url={redact_url(self.base_url)!r} api_key={key}>"
+        return (
+            f"<{type(self).__name__} provider={self.provider!r} "
+            f"base_url={redact_url(self.base_url)!r} api_key={key}>"
+        )
 
     # ------------------------------------------------------------------ the common interface
 
@@ -228,10 +238,15 @@ class APIBackend:
         return str(model)
 
     def get_default_embedding_model(self) -> str:
-        model = self.metadata.get("embedding_model") or self.default_embedding_model or self.metadata.get("model")
+        model = (
+            self.metadata.get("embedding_model")
+            or self.default_embedding_model
+            or self.metadata.get("model")
+        )
         if not model:
             raise ConfigurationError(
-                f"{self.provider}: no default embedding model; pass a model or set metadata['embedding_model']"
+                f"{self.provider}: no default embedding model; "
+                "pass a model or set metadata['embedding_model']"
             )
         return str(model)
 
@@ -254,11 +269,15 @@ class APIBackend:
         """One chat completion. ``messages``: a string or OpenAI-style message dicts."""
         raise UnsupportedOpError(f"{self.provider} does not support chat")
 
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         """Streamed chat: an async iterator of :class:`ChatChunk`, the last one ``done``."""
         raise UnsupportedOpError(f"{self.provider} does not support streaming chat")
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
         """Embeddings for one string or a list of strings (one vector each, in order)."""
         raise UnsupportedOpError(f"{self.provider} does not support embeddings")
 
@@ -269,12 +288,14 @@ class APIBackend:
         return HTTPRequest("GET", "/models", expect="json")
 
     async def health(self, timeout: float = 5.0) -> HealthStatus:
-        """Probe the service once (no queue, no retry, no breaker); never raises for a down service."""
+        """Probe the service once (no queue, no retry, no breaker); a down service never raises."""
         request = self._health_request()
         start = time.monotonic()
         headers = {**self.endpoint.headers, **self._auth_headers(), **(request.headers or {})}
         try:
-            raw = await self.endpoint.send(request, headers, total=timeout, connect=min(timeout, self.config.connect_timeout))
+            raw = await self.endpoint.send(
+                request, headers, total=timeout, connect=min(timeout, self.config.connect_timeout)
+            )
         except APIError as exc:
             return HealthStatus(False, None, time.monotonic() - start, self._scrub(str(exc)))
         latency = time.monotonic() - start
@@ -333,7 +354,7 @@ class APIBackend:
             await ep.aclose()
 
     def close(self) -> None:
-        """Close from sync code (runs on the sync facade's loop; closes other loops' sessions too)."""
+        """Close from sync code (on the sync facade's loop; closes other loops' sessions too)."""
         run_sync(self.aclose())
 
     async def __aenter__(self: T) -> T:
@@ -356,13 +377,21 @@ class APIBackend:
         deadline = options.pop("deadline", cfg.deadline)
         headers = options.pop("extra_headers", None)
         if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-            raise ConfigurationError(f"{self.provider}: timeout must be > 0 seconds, got {timeout!r}")
+            raise ConfigurationError(
+                f"{self.provider}: timeout must be > 0 seconds, got {timeout!r}"
+            )
         if connect is not None and not (isinstance(connect, int | float) and connect > 0):
-            raise ConfigurationError(f"{self.provider}: connect_timeout must be > 0 seconds, got {connect!r}")
+            raise ConfigurationError(
+                f"{self.provider}: connect_timeout must be > 0 seconds, got {connect!r}"
+            )
         if retries is not None and not (isinstance(retries, int) and retries >= 0):
-            raise ConfigurationError(f"{self.provider}: max_retries must be an int >= 0, got {retries!r}")
+            raise ConfigurationError(
+                f"{self.provider}: max_retries must be an int >= 0, got {retries!r}"
+            )
         if deadline is not None and not (isinstance(deadline, int | float) and deadline > 0):
-            raise ConfigurationError(f"{self.provider}: deadline must be > 0 seconds, got {deadline!r}")
+            raise ConfigurationError(
+                f"{self.provider}: deadline must be > 0 seconds, got {deadline!r}"
+            )
         return CallOptions(
             priority=priority,
             timeout=float(timeout if timeout is not None else cfg.timeout),
@@ -411,7 +440,9 @@ class APIBackend:
         """Providers that put the wait in the body (Gemini's RetryInfo) override this."""
         return None
 
-    def _retry_delay(self, error: APIError, attempt: int, opts: CallOptions, deadline_at: float | None) -> float | None:
+    def _retry_delay(
+        self, error: APIError, attempt: int, opts: CallOptions, deadline_at: float | None
+    ) -> float | None:
         if attempt >= opts.max_retries or not is_retryable(error):
             return None
         delay = backoff_delay(attempt, self.config, getattr(error, "retry_after", None))
@@ -443,18 +474,24 @@ class APIBackend:
             if ep.limiter.try_acquire():
                 waited = 0.0
             else:
-                waited = await ep.limiter.acquire(opts.priority, _remaining(deadline_at, what, self.provider))
+                waited = await ep.limiter.acquire(
+                    opts.priority, _remaining(deadline_at, what, self.provider)
+                )
             try:
                 attempt = 0
                 last_error: APIError | None = None
                 while True:
-                    permit = ep.breaker.acquire() if last_error is None else self._permit(ep, last_error)
+                    permit = (
+                        ep.breaker.acquire() if last_error is None else self._permit(ep, last_error)
+                    )
                     attempt_start = time.monotonic()
                     try:
                         total = opts.timeout
                         if deadline_at is not None:
                             total = min(total, _remaining_s(deadline_at, what, self.provider))
-                        raw = await ep.send(request, headers, total=total, connect=min(opts.connect_timeout, total))
+                        raw = await ep.send(
+                            request, headers, total=total, connect=min(opts.connect_timeout, total)
+                        )
                         if not 200 <= raw.status < 300:
                             raise self._status_error(raw, what)
                         try:
@@ -488,7 +525,9 @@ class APIBackend:
             raise
         usage = getattr(result, "usage", None)
         if isinstance(usage, Usage):
-            metrics.on_success(time.monotonic() - start, usage.input_tokens, usage.output_tokens, waited)
+            metrics.on_success(
+                time.monotonic() - start, usage.input_tokens, usage.output_tokens, waited
+            )
         else:
             metrics.on_success(time.monotonic() - start, queue_wait=waited)
         return result
@@ -510,7 +549,8 @@ class APIBackend:
     def _shape_error(self, exc: Exception, raw: RawResponse, what: str) -> ProtocolError:
         # a parser missed a check: still a typed error with an excerpt, never a KeyError
         return ProtocolError(
-            f"{what}: unexpected response shape ({type(exc).__name__}: {exc}): {excerpt(raw.body)!r}",
+            f"{what}: unexpected response shape ({type(exc).__name__}: {exc}): "
+            f"{excerpt(raw.body)!r}",
             provider=self.provider, status=raw.status, request_id=raw.request_id,
         )  # fmt: skip
 
@@ -543,7 +583,9 @@ class APIBackend:
         """:meth:`_json` of a body that must be a JSON object."""
         data = self._json(raw, what)
         if not isinstance(data, dict):
-            raise ProtocolError(f"{what}: expected an object: {excerpt(raw.body)!r}", provider=self.provider)
+            raise ProtocolError(
+                f"{what}: expected an object: {excerpt(raw.body)!r}", provider=self.provider
+            )
         return data
 
     async def _stream(
@@ -573,7 +615,9 @@ class APIBackend:
         try:
             self._check_circuit(ep)
             headers = self._headers(request, opts)
-            waited = await ep.limiter.acquire(opts.priority, _remaining(deadline_at, what, self.provider))
+            waited = await ep.limiter.acquire(
+                opts.priority, _remaining(deadline_at, what, self.provider)
+            )
             metrics.on_queue_wait(waited)
             try:
                 attempt = 0
@@ -605,14 +649,18 @@ class APIBackend:
                     except BaseException as exc:
                         if isinstance(exc, APIError):
                             error: APIError | None = exc
-                        elif isinstance(exc, KeyError | IndexError | TypeError | ValueError | AttributeError):
+                        elif isinstance(
+                            exc, KeyError | IndexError | TypeError | ValueError | AttributeError
+                        ):
                             # a parser missed a check: still typed, never a bare KeyError
                             error = ProtocolError(
                                 f"{what}: unexpected stream content ({type(exc).__name__}: {exc})",
                                 provider=self.provider,
                             )
                         else:
-                            error = map_transport_error(exc, self.provider, ep.url(request.path), opts.timeout)
+                            error = map_transport_error(
+                                exc, self.provider, ep.url(request.path), opts.timeout
+                            )
                         if error is None:  # cancelled, or the consumer closed the iterator
                             if getattr(parser, "complete", False):
                                 # closed after the terminal event: a success, not an abandonment
@@ -629,7 +677,8 @@ class APIBackend:
                                 raise error from (None if error is exc else exc)
                             raise StreamInterruptedError(
                                 f"{what}: stream broke after {delivered} chunk(s): {error.message}",
-                                provider=self.provider, status=error.status, request_id=error.request_id,
+                                provider=self.provider, status=error.status,
+                                request_id=error.request_id,
                             ) from error  # fmt: skip
                         delay = self._retry_delay(error, attempt, opts, deadline_at)
                         if delay is None:
@@ -652,7 +701,9 @@ class APIBackend:
                     ep.metrics.on_attempt(time.monotonic() - attempt_start)
                     usage = on_complete(parser) if on_complete is not None else None
                     if usage is not None:
-                        metrics.on_success(time.monotonic() - start, usage.input_tokens, usage.output_tokens)
+                        metrics.on_success(
+                            time.monotonic() - start, usage.input_tokens, usage.output_tokens
+                        )
                     else:
                         metrics.on_success(time.monotonic() - start)
                     return
@@ -687,13 +738,23 @@ class APIBackend:
             async with deadline:
                 read = opts.timeout if remaining is None else min(opts.timeout, remaining)
                 resp = await ep.open(
-                    request, headers, connect=min(opts.connect_timeout, read), read=opts.timeout, total=None
+                    request,
+                    headers,
+                    connect=min(opts.connect_timeout, read),
+                    read=opts.timeout,
+                    total=None,
                 )
                 try:
                     if not 200 <= resp.status < 300:
                         body = await ep.read_body(resp)
                         raise self._status_error(
-                            RawResponse(resp.status, resp.headers, body, resp.content_type, request_id_from(resp.headers)),
+                            RawResponse(
+                                resp.status,
+                                resp.headers,
+                                body,
+                                resp.content_type,
+                                request_id_from(resp.headers),
+                            ),
                             what,
                         )
                     ctype = resp.content_type or ""
@@ -702,7 +763,8 @@ class APIBackend:
                         raise ProtocolError(
                             f"{what}: expected a stream ({' or '.join(content_types)}), got "
                             f"{ctype or 'no content type'}: {excerpt(body)!r}",
-                            provider=self.provider, status=resp.status, request_id=request_id_from(resp.headers),
+                            provider=self.provider, status=resp.status,
+                            request_id=request_id_from(resp.headers),
                         )  # fmt: skip
                     content = resp.content
                     while True:
@@ -758,5 +820,6 @@ def ensure_text_list(inputs: str | Sequence[str], provider: str) -> list[str]:
         if items and all(isinstance(x, str) for x in items):
             return items
     raise InvalidArgumentError(
-        f"{provider}: inputs must be a string or a non-empty list of strings, got {excerpt(repr(inputs), 80)}"
+        f"{provider}: inputs must be a string or a non-empty list of strings, "
+        f"got {excerpt(repr(inputs), 80)}"
     )

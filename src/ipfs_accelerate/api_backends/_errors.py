@@ -61,7 +61,9 @@ def extract_error_message(body: bytes, content_type: str) -> tuple[str, Any]:
         except (ValueError, UnicodeDecodeError):
             data = None
     if data is None:
-        kind = "HTML error page" if ("html" in content_type or body.lstrip()[:1] == b"<") else "body"
+        kind = (
+            "HTML error page" if ("html" in content_type or body.lstrip()[:1] == b"<") else "body"
+        )
         return f"{kind}: {excerpt(body)!r}", excerpt(body, 1000)
     return _message_from_json(data) or excerpt(body), data
 
@@ -83,7 +85,11 @@ def _message_from_json(data: Any) -> str | None:
         return f"{kind}: {err}" if kind else err
     if "message" in data:
         kind = data.get("type")
-        return f"{kind}: {data['message']}" if isinstance(kind, str) and kind != "error" else str(data["message"])
+        return (
+            f"{kind}: {data['message']}"
+            if isinstance(kind, str) and kind != "error"
+            else str(data["message"])
+        )
     detail = data.get("detail")
     if detail is not None:
         return excerpt(detail if isinstance(detail, str) else json.dumps(detail))
@@ -115,7 +121,9 @@ def error_for_status(
     if "html" in content_type or body.lstrip()[:1] == b"<":
         # an HTML page is not the API talking (a proxy, a gateway, a login wall): a protocol
         # error, which keeps its status so a transient one (502, 503...) is still retried
-        page = ProtocolError(text, provider=provider, status=status, request_id=request_id, body=decoded)
+        page = ProtocolError(
+            text, provider=provider, status=status, request_id=request_id, body=decoded
+        )
         page.__dict__["retry_after"] = retry_after
         return page
     cls = status_error_class(status)

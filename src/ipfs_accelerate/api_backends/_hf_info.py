@@ -19,11 +19,18 @@ class HFInfoBackend(APIBackend):
         """``GET /info``: the served model's id, its limits and the server's version (TGI adds
         the dtype, TEI the model type: embedding or reranker)."""
         opts = self._options(options)
-        return await self._request(HTTPRequest("GET", "/info"), opts, lambda raw: self._json_object(raw, "info"), what="info")
+        return await self._request(
+            HTTPRequest("GET", "/info"),
+            opts,
+            lambda raw: self._json_object(raw, "info"),
+            what="info",
+        )
 
     async def list_models(self, **options: Any) -> list[ModelInfo]:
         info = await self.info(**options)
         model_id = info.get("model_id")
         if not isinstance(model_id, str):
-            raise ProtocolError(f"info: no model_id in {excerpt(str(info))!r}", provider=self.provider)
+            raise ProtocolError(
+                f"info: no model_id in {excerpt(str(info))!r}", provider=self.provider
+            )
         return [ModelInfo(id=model_id, raw=info)]

@@ -64,7 +64,8 @@ def _source_kind(source: Any) -> str:
     if isinstance(source, APIBackend):
         return "backend"
     raise TypeError(
-        f"cannot export metrics of {type(source).__name__}: expected an API backend, a Router, S3Kit or a ManagedServer"
+        f"cannot export metrics of {type(source).__name__}: "
+        "expected an API backend, a Router, S3Kit or a ManagedServer"
     )
 
 
@@ -77,7 +78,7 @@ class PrometheusCollector:
         self._sources: dict[str, tuple[str, weakref.ref[Any]]] = {}
 
     def add(self, source: Any, name: str | None = None) -> str:
-        """Export ``source`` under ``name`` (default: its provider and a counter). Returns the name."""
+        """Export ``source`` under ``name`` (default: provider and a counter); return the name."""
         kind = _source_kind(source)
         with self._lock:
             if name is None:
@@ -136,31 +137,93 @@ class PrometheusCollector:
         f = {
             "requests": counter("api_requests", "Logical requests started", call_labels),
             "successes": counter("api_successes", "Requests that ended in a result", call_labels),
-            "retries": counter("api_retries", "Retries (and router failovers) after a failed attempt", call_labels),
-            "cancelled": counter("api_cancelled", "Requests cancelled or abandoned by the caller", call_labels),
-            "failures": counter("api_failures", "Requests that ended in an error, by error type", [*call_labels, "error"]),
-            "tokens": counter("api_tokens", "Tokens reported by the provider", [*call_labels, "direction"]),
-            "latency": histogram("api_request_latency_seconds", "Request latency (successes)", call_labels),
-            "ttfc": histogram("api_time_to_first_chunk_seconds", "Time to the first streamed chunk", call_labels),
-            "queue": histogram("api_queue_wait_seconds", "Time spent waiting for a concurrency slot", call_labels),
-            "ep_attempts": counter("api_endpoint_attempts", "HTTP attempts sent to an endpoint", ep_labels),
-            "ep_failures": counter("api_endpoint_attempt_failures", "Failed attempts, by error type", [*ep_labels, "error"]),
-            "ep_latency": histogram("api_endpoint_attempt_latency_seconds", "Latency of successful attempts", ep_labels),
-            "ep_in_flight": gauge("api_endpoint_in_flight", "Requests holding a concurrency slot", ep_labels),
-            "ep_queued": gauge("api_endpoint_queued", "Requests waiting for a concurrency slot", ep_labels),
-            "ep_circuit": gauge("api_endpoint_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", ep_labels),
-            "ep_opened": counter("api_endpoint_circuit_opened", "Times the circuit breaker opened", ep_labels),
-            "t_picks": counter("router_target_picks", "Attempts the router sent to a target", tgt_labels),
-            "t_in_flight": gauge("router_target_in_flight", "Router attempts in progress on a target", tgt_labels),
-            "t_cooldowns": counter("router_target_cooldowns", "Times a target was put in cooldown", tgt_labels),
-            "t_cooling": gauge("router_target_cooling_down", "1 while a target is in cooldown", tgt_labels),
-            "t_healthy": gauge("router_target_healthy", "Last health check: 1 healthy, 0 unhealthy, -1 not checked", tgt_labels),
-            "t_ewma": gauge("router_target_latency_ewma_seconds", "EWMA of successful request latency", tgt_labels),
-            "t_ttfc": gauge("router_target_ttfc_ewma_seconds", "EWMA of stream time to first chunk", tgt_labels),
-            "failovers": counter("router_failovers", "Attempts moved to another target after a failure", ["source"]),
+            "retries": counter(
+                "api_retries", "Retries (and router failovers) after a failed attempt", call_labels
+            ),
+            "cancelled": counter(
+                "api_cancelled", "Requests cancelled or abandoned by the caller", call_labels
+            ),
+            "failures": counter(
+                "api_failures",
+                "Requests that ended in an error, by error type",
+                [*call_labels, "error"],
+            ),
+            "tokens": counter(
+                "api_tokens", "Tokens reported by the provider", [*call_labels, "direction"]
+            ),
+            "latency": histogram(
+                "api_request_latency_seconds", "Request latency (successes)", call_labels
+            ),
+            "ttfc": histogram(
+                "api_time_to_first_chunk_seconds", "Time to the first streamed chunk", call_labels
+            ),
+            "queue": histogram(
+                "api_queue_wait_seconds", "Time spent waiting for a concurrency slot", call_labels
+            ),
+            "ep_attempts": counter(
+                "api_endpoint_attempts", "HTTP attempts sent to an endpoint", ep_labels
+            ),
+            "ep_failures": counter(
+                "api_endpoint_attempt_failures",
+                "Failed attempts, by error type",
+                [*ep_labels, "error"],
+            ),
+            "ep_latency": histogram(
+                "api_endpoint_attempt_latency_seconds", "Latency of successful attempts", ep_labels
+            ),
+            "ep_in_flight": gauge(
+                "api_endpoint_in_flight", "Requests holding a concurrency slot", ep_labels
+            ),
+            "ep_queued": gauge(
+                "api_endpoint_queued", "Requests waiting for a concurrency slot", ep_labels
+            ),
+            "ep_circuit": gauge(
+                "api_endpoint_circuit_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+                ep_labels,
+            ),
+            "ep_opened": counter(
+                "api_endpoint_circuit_opened", "Times the circuit breaker opened", ep_labels
+            ),
+            "t_picks": counter(
+                "router_target_picks", "Attempts the router sent to a target", tgt_labels
+            ),
+            "t_in_flight": gauge(
+                "router_target_in_flight", "Router attempts in progress on a target", tgt_labels
+            ),
+            "t_cooldowns": counter(
+                "router_target_cooldowns", "Times a target was put in cooldown", tgt_labels
+            ),
+            "t_cooling": gauge(
+                "router_target_cooling_down", "1 while a target is in cooldown", tgt_labels
+            ),
+            "t_healthy": gauge(
+                "router_target_healthy",
+                "Last health check: 1 healthy, 0 unhealthy, -1 not checked",
+                tgt_labels,
+            ),
+            "t_ewma": gauge(
+                "router_target_latency_ewma_seconds",
+                "EWMA of successful request latency",
+                tgt_labels,
+            ),
+            "t_ttfc": gauge(
+                "router_target_ttfc_ewma_seconds", "EWMA of stream time to first chunk", tgt_labels
+            ),
+            "failovers": counter(
+                "router_failovers", "Attempts moved to another target after a failure", ["source"]
+            ),
             "srv_up": gauge("managed_server_up", "1 while the managed server is ready", srv_labels),
-            "srv_restarts": counter("managed_server_restarts", "Restarts after a crash or failed health checks", srv_labels),
-            "srv_state": gauge("managed_server_state", "1 for the server's current lifecycle state", [*srv_labels, "state"]),
+            "srv_restarts": counter(
+                "managed_server_restarts",
+                "Restarts after a crash or failed health checks",
+                srv_labels,
+            ),
+            "srv_state": gauge(
+                "managed_server_state",
+                "1 for the server's current lifecycle state",
+                [*srv_labels, "state"],
+            ),
         }
 
         for name, kind, source in self._live():
@@ -194,7 +257,11 @@ class PrometheusCollector:
             f["failures"].add_metric([*labels, error], count)
         f["tokens"].add_metric([*labels, "in"], stats.get("tokens_in", 0))
         f["tokens"].add_metric([*labels, "out"], stats.get("tokens_out", 0))
-        for key, family in (("latency_s", "latency"), ("time_to_first_chunk_s", "ttfc"), ("queue_wait_s", "queue")):
+        for key, family in (
+            ("latency_s", "latency"),
+            ("time_to_first_chunk_s", "ttfc"),
+            ("queue_wait_s", "queue"),
+        ):
             hist = stats.get(key)
             if hist:
                 _histogram(f[family], labels, hist)
@@ -253,7 +320,9 @@ def _le(bound: float) -> str:
     return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
-def register_prometheus(*sources: Any, registry: Any = None, namespace: str = "ipfs_accelerate") -> PrometheusCollector:
+def register_prometheus(
+    *sources: Any, registry: Any = None, namespace: str = "ipfs_accelerate"
+) -> PrometheusCollector:
     """Create a collector for ``sources`` and register it (default: prometheus_client's global
     ``REGISTRY``). Add more sources later with :meth:`PrometheusCollector.add`."""
     try:
@@ -262,7 +331,8 @@ def register_prometheus(*sources: Any, registry: Any = None, namespace: str = "i
         from ipfs_accelerate.errors import ConfigurationError
 
         raise ConfigurationError(
-            "Prometheus export needs prometheus-client: pip install 'ipfs-accelerate[observability]'"
+            "Prometheus export needs prometheus-client: "
+            "pip install 'ipfs-accelerate[observability]'"
         ) from exc
     collector = PrometheusCollector(namespace)
     for source in sources:

@@ -70,7 +70,9 @@ def parse_openai_chat(data: Any, provider: str, what: str) -> ChatResponse:
         return fast
     choices = need(data, "choices", list, provider, what)
     if not choices:
-        raise ProtocolError(f"{what}: response has no choices: {excerpt(str(data))!r}", provider=provider)
+        raise ProtocolError(
+            f"{what}: response has no choices: {excerpt(str(data))!r}", provider=provider
+        )
     choice = need(choices, 0, dict, provider, what)
     message = need(choice, "message", dict, provider, what)
     tool_calls = []
@@ -148,7 +150,9 @@ class OpenAIChatStream:
                 continue
             obj = event.json(self.provider)
             if not isinstance(obj, Mapping):
-                raise ProtocolError(f"stream chunk is not an object: {excerpt(payload)!r}", provider=self.provider)
+                raise ProtocolError(
+                    f"stream chunk is not an object: {excerpt(payload)!r}", provider=self.provider
+                )
             if obj.get("error") is not None or event.event == "error":
                 raise stream_error(obj, self.provider)
             self._chunk(obj, out)
@@ -170,7 +174,9 @@ class OpenAIChatStream:
                 continue
             delta = choice.get("delta") or {}
             if not isinstance(delta, Mapping):
-                raise ProtocolError(f"{what}: delta is not an object: {excerpt(str(delta))!r}", provider=provider)
+                raise ProtocolError(
+                    f"{what}: delta is not an object: {excerpt(str(delta))!r}", provider=provider
+                )
             text = content_text(delta.get("content"))
             deltas = []
             for raw_call in delta.get("tool_calls") or ():
@@ -208,7 +214,9 @@ def stream_error(obj: Mapping[str, Any], provider: str) -> Exception:
     status = None
     if isinstance(error, Mapping):
         code = error.get("code")
-        status = as_int(code) if not isinstance(code, str) else (int(code) if code.isdigit() else None)
+        status = (
+            as_int(code) if not isinstance(code, str) else (int(code) if code.isdigit() else None)
+        )
     if status is None or status < 400:
         status = 500  # no usable status: the server failed mid-request
     cls = status_error_class(status)
@@ -231,12 +239,15 @@ class OpenAICompatibleBackend(APIBackend):
     def _health_request(self) -> HTTPRequest:
         return HTTPRequest("GET", f"{self.api_prefix}/models")
 
-    def _chat_body(self, model: str | None, messages: Any, options: dict[str, Any], stream: bool) -> dict[str, Any]:
+    def _chat_body(
+        self, model: str | None, messages: Any, options: dict[str, Any], stream: bool
+    ) -> dict[str, Any]:
         extra_body = options.pop("extra_body", None)
         n = options.get("n")
         if n not in (None, 1):
             raise InvalidArgumentError(
-                f"{self.provider}: n={n!r}: this interface returns one choice; request them one by one"
+                f"{self.provider}: n={n!r}: this interface returns one choice; "
+                "request them one by one"
             )
         if not self.supports_tools and (options.get("tools") or options.get("tool_choice")):
             from ipfs_accelerate.errors import UnsupportedOpError
@@ -274,7 +285,9 @@ class OpenAICompatibleBackend(APIBackend):
         result.request_id = raw.request_id
         return result
 
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         opts = self._options(options)
         body = self._chat_body(model, messages, options, stream=True)
         request = HTTPRequest("POST", self._chat_path(), json=body, expect="sse")
@@ -287,7 +300,9 @@ class OpenAICompatibleBackend(APIBackend):
             what="stream_chat", on_complete=_stream_usage,
         )  # fmt: skip
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
         if not self.supports_embeddings:
             from ipfs_accelerate.errors import UnsupportedOpError
 
@@ -320,7 +335,8 @@ class OpenAICompatibleBackend(APIBackend):
             vector = need(item, "embedding", list, provider, what)
             if not 0 <= index < count or vectors[index] is not None:
                 raise ProtocolError(
-                    f"{what}: embedding index {index} out of range or repeated for {count} input(s)",
+                    f"{what}: embedding index {index} out of range or repeated "
+                    f"for {count} input(s)",
                     provider=provider, request_id=raw.request_id,
                 )  # fmt: skip
             vectors[index] = number_vector(vector, provider, what)
@@ -371,8 +387,11 @@ class OpenAISurfacesMixin:
     Mixed into :class:`OpenAICompatibleBackend` subclasses (it uses their pipeline).
     """
 
-    async def generate_image(self: Any, prompt: str, model: str | None = None, **options: Any) -> ImageResponse:
-        """``POST /images/generations``; ``n``, ``size``, ``quality``, ``response_format``... pass through."""
+    async def generate_image(
+        self: Any, prompt: str, model: str | None = None, **options: Any
+    ) -> ImageResponse:
+        """``POST /images/generations``; ``n``, ``size``, ``quality``, ``response_format``...
+        pass through."""
         opts = self._options(options)
         body = {"model": model or "dall-e-3", "prompt": prompt, **options}
         request = HTTPRequest("POST", f"{self.api_prefix}/images/generations", json=body)
@@ -388,7 +407,9 @@ class OpenAISurfacesMixin:
                 )
                 for item in need(data, "data", list, provider, what)
             ]
-            return ImageResponse(images=images, created=opt(data, "created", int, provider, what), raw=data)
+            return ImageResponse(
+                images=images, created=opt(data, "created", int, provider, what), raw=data
+            )
 
         return await self._request(request, opts, parse, what="generate_image")  # type: ignore[no-any-return]
 
@@ -403,7 +424,8 @@ class OpenAISurfacesMixin:
         def parse(raw: RawResponse) -> bytes:
             if "json" in raw.content_type or "html" in raw.content_type or not raw.body:
                 raise ProtocolError(
-                    f"speech: expected audio, got {raw.content_type or 'no content type'}: {excerpt(raw.body)!r}",
+                    f"speech: expected audio, got {raw.content_type or 'no content type'}: "
+                    f"{excerpt(raw.body)!r}",
                     provider=self.provider, status=raw.status, request_id=raw.request_id,
                 )  # fmt: skip
             return raw.body
@@ -431,7 +453,9 @@ class OpenAISurfacesMixin:
             what, provider = "transcribe", self.provider
             if "json" not in raw.content_type:  # response_format text/srt/vtt
                 if "html" in raw.content_type:
-                    raise ProtocolError(f"{what}: got an HTML page: {excerpt(raw.body)!r}", provider=provider)
+                    raise ProtocolError(
+                        f"{what}: got an HTML page: {excerpt(raw.body)!r}", provider=provider
+                    )
                 return TranscriptionResponse(text=raw.body.decode("utf-8", "replace"), raw=raw.body)
             obj = self._json(raw, what)
             return TranscriptionResponse(
@@ -443,7 +467,9 @@ class OpenAISurfacesMixin:
 
         return await self._request(request, opts, parse, what="transcribe")  # type: ignore[no-any-return]
 
-    async def moderate(self: Any, inputs: str | Sequence[str], model: str | None = None, **options: Any) -> ModerationResponse:
+    async def moderate(
+        self: Any, inputs: str | Sequence[str], model: str | None = None, **options: Any
+    ) -> ModerationResponse:
         """``POST /moderations``: one result per input."""
         opts = self._options(options)
         body = {"model": model or "omni-moderation-latest", "input": inputs, **options}
@@ -461,8 +487,8 @@ class OpenAISurfacesMixin:
                 for item in need(data, "results", list, provider, what)
             ]
             return ModerationResponse(
-                id=opt(data, "id", str, provider, what), model=opt(data, "model", str, provider, what),
-                results=results, raw=data,
+                id=opt(data, "id", str, provider, what),
+                model=opt(data, "model", str, provider, what), results=results, raw=data,
             )  # fmt: skip
 
         return await self._request(request, opts, parse, what="moderate")  # type: ignore[no-any-return]
@@ -482,11 +508,15 @@ class OpenAISurfacesMixin:
             "POST", f"{self.api_prefix}/files",
             body_factory=lambda: _form({"purpose": purpose}, "file", data, name),
         )  # fmt: skip
-        return await self._request(request, opts, lambda raw: _file_object(self, raw, "upload_file"), what="upload_file")  # type: ignore[no-any-return]
+        return await self._request(
+            request, opts, lambda raw: _file_object(self, raw, "upload_file"), what="upload_file"
+        )  # type: ignore[no-any-return]
 
     async def list_files(self: Any, purpose: str | None = None, **options: Any) -> list[FileObject]:
         opts = self._options(options)
-        request = HTTPRequest("GET", f"{self.api_prefix}/files", params={"purpose": purpose} if purpose else None)
+        request = HTTPRequest(
+            "GET", f"{self.api_prefix}/files", params={"purpose": purpose} if purpose else None
+        )
 
         def parse(raw: RawResponse) -> list[FileObject]:
             data = self._json(raw, "list_files")
@@ -498,7 +528,12 @@ class OpenAISurfacesMixin:
     async def retrieve_file(self: Any, file_id: str, **options: Any) -> FileObject:
         opts = self._options(options)
         request = HTTPRequest("GET", f"{self.api_prefix}/files/{_path_part(file_id)}")
-        return await self._request(request, opts, lambda raw: _file_object(self, raw, "retrieve_file"), what="retrieve_file")  # type: ignore[no-any-return]
+        return await self._request(
+            request,
+            opts,
+            lambda raw: _file_object(self, raw, "retrieve_file"),
+            what="retrieve_file",
+        )  # type: ignore[no-any-return]
 
     async def delete_file(self: Any, file_id: str, **options: Any) -> bool:
         """``DELETE /files/{id}``: True when the service confirms the deletion."""
@@ -513,7 +548,9 @@ class OpenAISurfacesMixin:
 
     async def file_content(self: Any, file_id: str, **options: Any) -> bytes:
         opts = self._options(options)
-        request = HTTPRequest("GET", f"{self.api_prefix}/files/{_path_part(file_id)}/content", expect="bytes")
+        request = HTTPRequest(
+            "GET", f"{self.api_prefix}/files/{_path_part(file_id)}/content", expect="bytes"
+        )
         return await self._request(request, opts, lambda raw: raw.body, what="file_content")  # type: ignore[no-any-return]
 
 
@@ -525,7 +562,9 @@ def _path_part(value: str) -> str:
     return quote(value, safe="")
 
 
-def _file_payload(file: bytes | str | os.PathLike[str], filename: str | None, default: str) -> tuple[bytes, str]:
+def _file_payload(
+    file: bytes | str | os.PathLike[str], filename: str | None, default: str
+) -> tuple[bytes, str]:
     if isinstance(file, bytes | bytearray):
         return bytes(file), filename or default
     path = os.fspath(file)
@@ -558,4 +597,3 @@ def _file_from_obj(item: Any, provider: str, what: str) -> FileObject:
         status=opt(item, "status", str, provider, what),
         raw=item,
     )
-

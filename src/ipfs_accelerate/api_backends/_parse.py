@@ -53,7 +53,14 @@ def need(obj: Any, key: str | int, typ: type[T] | tuple[type, ...], provider: st
     return value  # type: ignore[return-value]
 
 
-def opt(obj: Any, key: str, typ: type[T] | tuple[type, ...], provider: str, what: str, default: Any = None) -> Any:
+def opt(
+    obj: Any,
+    key: str,
+    typ: type[T] | tuple[type, ...],
+    provider: str,
+    what: str,
+    default: Any = None,
+) -> Any:
     """``obj.get(key)`` when present and not null; it must then be of ``typ``."""
     if not isinstance(obj, Mapping):
         raise ProtocolError(f"{what}: expected an object, got {_describe(obj)}", provider=provider)
@@ -103,7 +110,11 @@ def normalise_messages(messages: Any, provider: str) -> list[dict[str, Any]]:
     """Accept a string (one user message) or a sequence of OpenAI-style message dicts."""
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
-    if type(messages) is list and messages and all(type(m) is dict and type(m.get("role")) is str for m in messages):
+    if (
+        type(messages) is list
+        and messages
+        and all(type(m) is dict and type(m.get("role")) is str for m in messages)
+    ):
         return messages  # the common case, without abstract-base-class checks
     if not isinstance(messages, Sequence) or isinstance(messages, bytes | bytearray):
         raise InvalidArgumentError(
@@ -140,9 +151,12 @@ def content_text(content: Any) -> str:
 
 def number_vector(vector: Any, provider: str, what: str) -> list[float]:
     """An embedding as floats; anything but a list of numbers is a ProtocolError."""
-    if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
+    if not isinstance(vector, list) or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in vector
+    ):
         raise ProtocolError(
-            f"{what}: embedding is not a list of numbers: {excerpt(str(vector)[:200])!r}", provider=provider
+            f"{what}: embedding is not a list of numbers: {excerpt(str(vector)[:200])!r}",
+            provider=provider,
         )
     return [float(x) for x in vector]
 
@@ -150,7 +164,9 @@ def number_vector(vector: Any, provider: str, what: str) -> list[float]:
 def number_vectors(vectors: list[Any], count: int, provider: str, what: str) -> list[list[float]]:
     """``count`` embeddings (one per input: never fewer, never more) as floats."""
     if len(vectors) != count:
-        raise ProtocolError(f"{what}: got {len(vectors)} embedding(s) for {count} input(s)", provider=provider)
+        raise ProtocolError(
+            f"{what}: got {len(vectors)} embedding(s) for {count} input(s)", provider=provider
+        )
     return [number_vector(vector, provider, what) for vector in vectors]
 
 
@@ -160,7 +176,9 @@ class ToolCallAccumulator:
     __slots__ = ("_calls",)
 
     def __init__(self) -> None:
-        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument pieces], complete obj]
+        self._calls: dict[
+            int, list[Any]
+        ] = {}  # index -> [id, name, [argument pieces], complete obj]
 
     def add(self, delta: ToolCallDelta) -> None:
         entry = self._calls.setdefault(delta.index, [None, None, [], None])

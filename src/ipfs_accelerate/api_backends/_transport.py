@@ -145,7 +145,9 @@ class _DeadlineWatch:
             self._handle = self._loop.call_at(upcoming, self._fire)
 
 
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _DeadlineWatch] = weakref.WeakKeyDictionary()
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _DeadlineWatch] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _watch(loop: asyncio.AbstractEventLoop) -> _DeadlineWatch:
@@ -261,7 +263,9 @@ class Endpoint:
         if timeout is None:
             aiohttp = _aiohttp()
             timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
-            if len(self._timeouts) < 64:  # deadlines make many distinct totals; keep the cache small
+            if (
+                len(self._timeouts) < 64
+            ):  # deadlines make many distinct totals; keep the cache small
                 self._timeouts[key] = timeout
         return timeout
 
@@ -301,7 +305,11 @@ class Endpoint:
             ) as resp:
                 body = await self.read_body(resp)
                 return RawResponse(
-                    resp.status, resp.headers, body, resp.content_type, request_id_from(resp.headers)
+                    resp.status,
+                    resp.headers,
+                    body,
+                    resp.content_type,
+                    request_id_from(resp.headers),
                 )
         except APIError:
             raise
@@ -310,7 +318,8 @@ class Endpoint:
                 uncancelled = True
                 if task.uncancel() == 0:  # our deadline cancelled the task, nobody else did
                     raise APITimeoutError(
-                        f"request to {redact_url(url)} timed out ({total:g} s)", provider=self.provider
+                        f"request to {redact_url(url)} timed out ({total:g} s)",
+                        provider=self.provider,
                     ) from None
             raise
         except BaseException as exc:
@@ -377,7 +386,8 @@ class Endpoint:
                 resp.close()
                 raise ProtocolError(
                     f"response body exceeds the limit of {limit} bytes "
-                    f"(HTTP {resp.status}, {resp.content_type}): {excerpt(b''.join(chunks)[:200])!r}",
+                    f"(HTTP {resp.status}, {resp.content_type}): "
+                    f"{excerpt(b''.join(chunks)[:200])!r}",
                     provider=self.provider,
                     status=resp.status,
                     request_id=request_id_from(resp.headers),
@@ -405,7 +415,9 @@ def map_transport_error(
     where = redact_url(url)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(f"connect timeout to {where}", provider=provider)
-    if isinstance(exc, asyncio.TimeoutError):  # also aiohttp's ServerTimeoutError / SocketTimeoutError
+    if isinstance(
+        exc, asyncio.TimeoutError
+    ):  # also aiohttp's ServerTimeoutError / SocketTimeoutError
         limit = f" ({timeout:g} s)" if timeout else ""
         return APITimeoutError(f"request to {where} timed out{limit}", provider=provider)
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -415,7 +427,9 @@ def map_transport_error(
     if isinstance(exc, aiohttp.ClientPayloadError):
         return APIConnectionError(f"response body broke off ({where}): {exc}", provider=provider)
     if isinstance(exc, aiohttp.ClientResponseError):
-        return ProtocolError(f"malformed HTTP response from {where}: {exc.message}", provider=provider)
+        return ProtocolError(
+            f"malformed HTTP response from {where}: {exc.message}", provider=provider
+        )
     if isinstance(exc, aiohttp.ClientError | OSError):
         return APIConnectionError(
             f"connection to {where} failed: {type(exc).__name__}: {exc}", provider=provider

@@ -224,7 +224,7 @@ class TGIGeneration:
 
 @dataclass(slots=True)
 class TGIStreamToken:
-    """One event of TGI ``/generate_stream``; the last one has ``generated_text`` and ``details``."""
+    """One event of TGI ``/generate_stream``; the last has ``generated_text`` and ``details``."""
 
     index: int | None
     token: TGIToken

@@ -128,4 +128,3 @@ class HFTEIBackend(HFInfoBackend):
             return results
 
         return await self._request(request, opts, parse, what="rerank")
-

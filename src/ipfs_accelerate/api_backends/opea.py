@@ -160,7 +160,6 @@ class OPEABackend(OpenAICompatibleBackend):
         )  # fmt: skip
 
 
-
 def _decode_payload(payload: str, provider: str) -> str | Mapping[str, Any]:
     """One ChatQnA stream payload: ``b'...'`` literal, JSON object, or plain text."""
     stripped = payload.strip()

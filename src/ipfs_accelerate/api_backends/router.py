@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import dataclasses
 import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ipfs_accelerate.errors import (
@@ -43,13 +41,11 @@ from ipfs_accelerate.resilience import (
 )
 from ipfs_accelerate.resilience.balancing import STRATEGIES, make_strategy
 
+from ._routing import RouterConfig, RouteTarget
 from ._types import ChatChunk, ChatResponse, EmbeddingResponse, HealthStatus, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
     from ipfs_accelerate.servers import ManagedServer
-
-    from ._base import APIBackend
-    from ._transport import Endpoint
 
 __all__ = ["STRATEGIES", "RouteTarget", "Router", "RouterConfig", "make_strategy"]
 
@@ -57,172 +53,24 @@ T = TypeVar("T")
 AttemptOptions = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class RouterConfig:
-    """Router settings (what each does: docs/router.md).
-
-    ``max_attempts`` None means ``max(3, number of targets)``. ``deadline`` bounds a whole
-    call (seconds; per call ``deadline=``). Round backoff: ``backoff * 2**round`` capped at
-    ``max_backoff``; a Retry-After longer than ``max_retry_after`` ends the request.
-    ``max_wait``: the longest the router sleeps waiting for a target to come out of cooldown
-    (or for a backoff) before it gives up; open circuits are never waited for (they fail fast).
-    """
-
-    strategy: str = "least_in_flight"
-    max_attempts: int | None = None
-    deadline: float | None = None
-    attempt_retries: int = 0
-    cooldown_after: int = 5
-    cooldown: float = 1.0
-    max_cooldown: float = 30.0
-    auth_cooldown: float = 300.0
-    backoff: float = 0.1
-    max_backoff: float = 2.0
-    max_retry_after: float = 60.0
-    jitter: float = 0.25
-    ewma_alpha: float = 0.3
-    health_interval: float | None = None
-    health_timeout: float = 5.0
-    max_wait: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigurationError(f"router: strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        checks = (
-            (self.max_attempts is None or (isinstance(self.max_attempts, int) and self.max_attempts >= 1), "max_attempts must be >= 1", self.max_attempts),
-            (self.deadline is None or self.deadline > 0, "deadline must be > 0", self.deadline),
-            (isinstance(self.attempt_retries, int) and self.attempt_retries >= 0, "attempt_retries must be >= 0", self.attempt_retries),
-            (isinstance(self.cooldown_after, int) and self.cooldown_after >= 1, "cooldown_after must be >= 1", self.cooldown_after),
-            (self.cooldown >= 0 and self.max_cooldown >= 0 and self.auth_cooldown >= 0, "cooldowns must be >= 0", self.cooldown),
-            (self.backoff >= 0 and self.max_backoff >= 0, "backoffs must be >= 0", self.backoff),
-            (0.0 <= self.jitter <= 1.0, "jitter must be in [0, 1]", self.jitter),
-            (0.0 < self.ewma_alpha <= 1.0, "ewma_alpha must be in (0, 1]", self.ewma_alpha),
-            (self.health_interval is None or self.health_interval > 0, "health_interval must be > 0", self.health_interval),
-            (self.health_timeout > 0, "health_timeout must be > 0", self.health_timeout),
-            (self.max_wait >= 0, "max_wait must be >= 0", self.max_wait),
-        )  # fmt: skip
-        for ok, message, value in checks:
-            if not ok:
-                raise ConfigurationError(f"router: {message}, got {value!r}")
-
-    @classmethod
-    def from_value(cls, value: Any, **overrides: Any) -> RouterConfig:
-        if value is None:
-            base = cls()
-        elif isinstance(value, RouterConfig):
-            base = value
-        elif isinstance(value, Mapping):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ConfigurationError(f"unknown router settings: {unknown}; known: {sorted(known)}")
-            base = cls(**dict(value))
-        else:
-            raise ConfigurationError(f"router settings must be a RouterConfig or a dict, got {type(value).__name__}")
-        return dataclasses.replace(base, **overrides) if overrides else base
-
-
-class RouteTarget:
-    """One endpoint of one backend (plus an optional model and weight) and its routing state.
-
-    ``backend`` must have a single endpoint; give a Unified backend to the Router, which
-    expands it into one target per endpoint (:meth:`expand`).
-    """
+class _Call:
+    __slots__ = (
+        "attempts",
+        "deadline_at",
+        "excluded",
+        "last_error",
+        "max_attempts",
+        "rounds",
+        "span",
+        "start",
+        "stream",
+        "tried",
+        "what",
+    )
 
     def __init__(
-        self,
-        backend: APIBackend,
-        *,
-        model: str | None = None,
-        weight: float = 1.0,
-        name: str | None = None,
-        managed: ManagedServer | None = None,
+        self, what: str, deadline: float | None, max_attempts: int, span: Any, stream: bool = False
     ) -> None:
-        if not (isinstance(weight, int | float) and weight > 0 and math.isfinite(weight)):
-            raise ConfigurationError(f"router: target weight must be > 0, got {weight!r}")
-        if len(backend._endpoints()) != 1:
-            raise ConfigurationError(
-                f"router: {backend.provider} backend has {len(backend._endpoints())} endpoints; "
-                "use RouteTarget.expand() (or pass the backend to the Router) for one target per endpoint"
-            )
-        self.backend = backend
-        self.model = model
-        self.weight = float(weight)
-        self.managed = managed if managed is not None else getattr(backend, "managed_server", None)
-        self.name = name or f"{backend.provider}@{backend.endpoint.name}" + (f"/{model}" if model else "")
-        # routing state, owned by the router(s) using this target
-        self.in_flight = 0
-        self.picks = 0
-        self.successes = 0
-        self.failures: Counter[str] = Counter()
-        self.consecutive_failures = 0
-        self.cooldown_until = 0.0  # soft: our failure-streak heuristic
-        self.hard_cooldown_until = 0.0  # hard: the server's Retry-After, rejected credentials
-        self.cooldown_streak = 0
-        self.cooldowns = 0
-        self.ewma_latency: float | None = None
-        self.ewma_ttfc: float | None = None
-        self.healthy: bool | None = None
-        self.last_health: HealthStatus | None = None
-        self.wrr_current = 0.0
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return self.backend.endpoint
-
-    def __repr__(self) -> str:
-        return f"<RouteTarget {self.name} in_flight={self.in_flight}>"
-
-    @classmethod
-    def expand(cls, item: Any, *, model: str | None = None, weight: float | None = None) -> list[RouteTarget]:
-        """Targets for a backend (one per endpoint of a Unified backend) or a target."""
-        if isinstance(item, RouteTarget):
-            if model is None and weight is None:
-                return [item]
-            return [cls(item.backend, model=model or item.model, weight=float(weight or item.weight), managed=item.managed)]
-        members = getattr(item, "members", None)
-        if members is not None:
-            out = []
-            for member in members:
-                out.extend(cls.expand(member, model=model, weight=weight))
-            return out
-        from ._base import APIBackend
-
-        if not isinstance(item, APIBackend):
-            raise ConfigurationError(f"router: expected an API backend or a RouteTarget, got {type(item).__name__}")
-        route_weight: float = getattr(item, "route_weight", 1.0)
-        return [cls(item, model=model, weight=float(weight or route_weight))]
-
-    def stats(self, now: float | None = None) -> dict[str, Any]:
-        now = time.monotonic() if now is None else now
-        return {
-            "name": self.name,
-            "provider": self.backend.provider,
-            "endpoint": self.endpoint.name,
-            "model": self.model,
-            "weight": self.weight,
-            "in_flight": self.in_flight,
-            "picks": self.picks,
-            "successes": self.successes,
-            "failures": dict(self.failures),
-            "consecutive_failures": self.consecutive_failures,
-            "cooldowns": self.cooldowns,
-            "cooling_down_s": max(0.0, self.cooldown_until - now, self.hard_cooldown_until - now),
-            "circuit_state": self.endpoint.breaker.state,
-            "healthy": self.healthy,
-            "latency_ewma_s": self.ewma_latency,
-            "ttfc_ewma_s": self.ewma_ttfc,
-            "managed_state": self.managed.state.value if self.managed is not None else None,
-        }
-
-
-# --------------------------------------------------------------------------- the router
-
-
-class _Call:
-    __slots__ = ("attempts", "deadline_at", "excluded", "last_error", "max_attempts", "rounds", "span", "start", "stream", "tried", "what")
-
-    def __init__(self, what: str, deadline: float | None, max_attempts: int, span: Any, stream: bool = False) -> None:
         self.what = what
         self.stream = stream
         self.start = time.monotonic()
@@ -313,7 +161,9 @@ class Router:
         retries = options.pop("max_retries", None)
         if retries is not None:
             if not (isinstance(retries, int) and retries >= 0):
-                raise ConfigurationError(f"router {self.name}: max_retries must be an int >= 0, got {retries!r}")
+                raise ConfigurationError(
+                    f"router {self.name}: max_retries must be an int >= 0, got {retries!r}"
+                )
             return retries + 1
         return self._default_attempts()
 
@@ -323,7 +173,9 @@ class Router:
     def _deadline(self, options: dict[str, Any]) -> float | None:
         deadline = options.pop("deadline", self.config.deadline)
         if deadline is not None and not (isinstance(deadline, int | float) and deadline > 0):
-            raise ConfigurationError(f"router {self.name}: deadline must be > 0 seconds, got {deadline!r}")
+            raise ConfigurationError(
+                f"router {self.name}: deadline must be > 0 seconds, got {deadline!r}"
+            )
         return float(deadline) if deadline is not None else None
 
     # ------------------------------------------------------------------ the common interface
@@ -337,7 +189,9 @@ class Router:
 
         return await self.call(op, what="chat", deadline=deadline, max_attempts=attempts)
 
-    def stream_chat(self, model: str | None, messages: Any, **options: Any) -> AsyncIterator[ChatChunk]:
+    def stream_chat(
+        self, model: str | None, messages: Any, **options: Any
+    ) -> AsyncIterator[ChatChunk]:
         """Streamed chat; fails over only before the first chunk."""
         attempts, deadline = self._max_attempts(options), self._deadline(options)
 
@@ -346,7 +200,9 @@ class Router:
 
         return self.stream(op, what="stream_chat", deadline=deadline, max_attempts=attempts)
 
-    async def embed(self, model: str | None, inputs: str | Sequence[str], **options: Any) -> EmbeddingResponse:
+    async def embed(
+        self, model: str | None, inputs: str | Sequence[str], **options: Any
+    ) -> EmbeddingResponse:
         attempts, deadline = self._max_attempts(options), self._deadline(options)
 
         def op(target: RouteTarget, attempt: AttemptOptions) -> Awaitable[EmbeddingResponse]:
@@ -371,7 +227,12 @@ class Router:
         """
         self._ensure_health_checks()
         attempts = max_attempts or self._default_attempts()
-        call = _Call(what, deadline, attempts, start_span(f"ipfs_accelerate.router.{what}", {"router": self.name}))
+        call = _Call(
+            what,
+            deadline,
+            attempts,
+            start_span(f"ipfs_accelerate.router.{what}", {"router": self.name}),
+        )
         self.metrics.on_request()
         try:
             while True:
@@ -379,7 +240,9 @@ class Router:
                 remaining = call.remaining()
                 attempt_start = self._begin(call, target)
                 try:
-                    with start_span("ipfs_accelerate.router.attempt", self._span_attrs(target, call)) as span:
+                    with start_span(
+                        "ipfs_accelerate.router.attempt", self._span_attrs(target, call)
+                    ) as span:
                         if remaining is None:
                             result = await op(target, self._attempt_options(None))
                         else:
@@ -400,7 +263,9 @@ class Router:
             raise
         usage = getattr(result, "usage", None)
         if isinstance(usage, Usage):
-            self.metrics.on_success(time.monotonic() - call.start, usage.input_tokens, usage.output_tokens)
+            self.metrics.on_success(
+                time.monotonic() - call.start, usage.input_tokens, usage.output_tokens
+            )
         else:
             self.metrics.on_success(time.monotonic() - call.start)
         call.span.set("router.attempts", call.attempts)
@@ -420,7 +285,13 @@ class Router:
         that delivers a first item; after that item, errors are raised, never failed over."""
         self._ensure_health_checks()
         attempts = max_attempts or self._default_attempts()
-        call = _Call(what, deadline, attempts, start_span(f"ipfs_accelerate.router.{what}", {"router": self.name}), stream=True)
+        call = _Call(
+            what,
+            deadline,
+            attempts,
+            start_span(f"ipfs_accelerate.router.{what}", {"router": self.name}),
+            stream=True,
+        )
         self.metrics.on_request()
         delivered = False
         target: RouteTarget | None = None
@@ -512,8 +383,14 @@ class Router:
                 if candidates:
                     # an endpoint at its concurrency limit would queue the request: prefer
                     # one with a free slot while there is one
-                    free = [t for t in candidates if t.endpoint.limiter.in_flight < t.endpoint.limiter.max_concurrency]
-                    chosen: RouteTarget = self._strategies[index].choose(free or candidates, tier, call.stream)
+                    free = [
+                        t
+                        for t in candidates
+                        if t.endpoint.limiter.in_flight < t.endpoint.limiter.max_concurrency
+                    ]
+                    chosen: RouteTarget = self._strategies[index].choose(
+                        free or candidates, tier, call.stream
+                    )
                     return chosen, 0.0
         return None, soonest
 
@@ -551,17 +428,25 @@ class Router:
                 fallback = self._panic_pick(call, now)
                 if fallback is not None:
                     if pause >= limit:
-                        raise self._exhausted(call, f"a backoff of {pause:.3g} s would pass the deadline or max_wait")
+                        raise self._exhausted(
+                            call, f"a backoff of {pause:.3g} s would pass the deadline or max_wait"
+                        )
                     if pause:
                         await self._wait(pause, "backoff")
                     self.panic_picks += 1
                     return fallback
             if pause >= limit:
-                raise self._exhausted(call, f"a backoff of {pause:.3g} s would pass the deadline or max_wait")
+                raise self._exhausted(
+                    call, f"a backoff of {pause:.3g} s would pass the deadline or max_wait"
+                )
             if soonest > limit:
                 if soonest == math.inf:
                     raise self._exhausted(call, "no target is available")
-                raise self._exhausted(call, f"the next target would be free in {soonest:.3g} s, past the deadline or max_wait")
+                raise self._exhausted(
+                    call,
+                    f"the next target would be free in {soonest:.3g} s, "
+                    "past the deadline or max_wait",
+                )
             await self._wait(max(soonest, pause), "backoff" if pause >= soonest else "cooldown")
 
     async def _wait(self, seconds: float, why: str) -> None:
@@ -573,7 +458,12 @@ class Router:
         best: RouteTarget | None = None
         for target in self.router_targets:
             key = id(target)
-            if key in call.tried or key in call.excluded or target.hard_cooldown_until > now or target.cooldown_until <= now:
+            if (
+                key in call.tried
+                or key in call.excluded
+                or target.hard_cooldown_until > now
+                or target.cooldown_until <= now
+            ):
                 continue
             breaker = target.endpoint.breaker
             if breaker.is_open:
@@ -590,14 +480,20 @@ class Router:
         if error is None:
             left = call.remaining()
             if left is not None and left <= 0.01:
-                error = APITimeoutError(f"router {self.name}: {call.what}: deadline reached before any attempt", provider=self.provider)
+                error = APITimeoutError(
+                    f"router {self.name}: {call.what}: deadline reached before any attempt",
+                    provider=self.provider,
+                )
             else:
                 states = "; ".join(self._state_line(t) for t in self.router_targets)
                 error = CircuitOpenError(
-                    f"router {self.name}: {call.what}: no target available ({why}): {states}", provider=self.provider
+                    f"router {self.name}: {call.what}: no target available ({why}): {states}",
+                    provider=self.provider,
                 )
         if isinstance(error, BaseException) and hasattr(error, "add_note"):
-            error.add_note(f"router {self.name}: {call.what} gave up after {tried} attempt(s): {why}")
+            error.add_note(
+                f"router {self.name}: {call.what} gave up after {tried} attempt(s): {why}"
+            )
         return error
 
     def _state_line(self, target: RouteTarget) -> str:
@@ -632,23 +528,29 @@ class Router:
 
     def _span_attrs(self, target: RouteTarget, call: _Call) -> dict[str, Any]:
         return {"router": self.name, "target": target.name, "provider": target.backend.provider,
-                "endpoint": target.endpoint.name, "model": target.model, "attempt": call.attempts}  # fmt: skip
+                "endpoint": target.endpoint.name, "model": target.model,
+                "attempt": call.attempts}  # fmt: skip
 
     def _classify(self, exc: Exception) -> str | None:
         if isinstance(exc, CircuitOpenError | QueueFullError):
             return _REFUSED
-        if isinstance(exc, AuthenticationError | PermissionDeniedError | NotFoundError | UnsupportedOpError):
+        if isinstance(
+            exc, AuthenticationError | PermissionDeniedError | NotFoundError | UnsupportedOpError
+        ):
             return _EXCLUDE
         if isinstance(exc, APIError) and is_retryable(exc):
             return _FAIL_OVER
         return None
 
-    def _on_error(self, call: _Call, target: RouteTarget, exc: BaseException, attempt_start: float) -> None:
+    def _on_error(
+        self, call: _Call, target: RouteTarget, exc: BaseException, attempt_start: float
+    ) -> None:
         """Account a failed attempt; return to fail over, or raise what ends the call."""
         if isinstance(exc, builtins.TimeoutError) and not isinstance(exc, APIError):
             # our own deadline guard fired: the call has no time left
             timeout = APITimeoutError(
-                f"router {self.name}: {call.what}: deadline reached during an attempt on {target.name}",
+                f"router {self.name}: {call.what}: "
+                f"deadline reached during an attempt on {target.name}",
                 provider=self.provider,
             )
             self._count_failure(target, timeout)
@@ -694,7 +596,9 @@ class Router:
             target.consecutive_failures = 0
             self._cool(target, duration, soft=not isinstance(retry_after, int | float))
 
-    def _cool(self, target: RouteTarget, duration: float, *, soft: bool = False, cap: float | None = None) -> None:
+    def _cool(
+        self, target: RouteTarget, duration: float, *, soft: bool = False, cap: float | None = None
+    ) -> None:
         """Keep ``target`` out for ``duration`` s (at most ``max_cooldown``, or ``cap``).
 
         A *soft* cooldown (the failure-streak heuristic) may be overridden when nothing else
@@ -713,11 +617,17 @@ class Router:
         target.cooldown_streak = 0
         if latency is not None:
             a = self.config.ewma_alpha
-            target.ewma_latency = latency if target.ewma_latency is None else a * latency + (1 - a) * target.ewma_latency
+            target.ewma_latency = (
+                latency
+                if target.ewma_latency is None
+                else a * latency + (1 - a) * target.ewma_latency
+            )
 
     def _observe_ttfc(self, target: RouteTarget, ttfc: float) -> None:
         a = self.config.ewma_alpha
-        target.ewma_ttfc = ttfc if target.ewma_ttfc is None else a * ttfc + (1 - a) * target.ewma_ttfc
+        target.ewma_ttfc = (
+            ttfc if target.ewma_ttfc is None else a * ttfc + (1 - a) * target.ewma_ttfc
+        )
 
     # ------------------------------------------------------------------ health
 
@@ -742,12 +652,16 @@ class Router:
         task = self._health_task
         if task is not None and not task.done():
             return
-        self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name=f"health-{self.name}")
+        self._health_task = asyncio.get_running_loop().create_task(
+            self._health_loop(), name=f"health-{self.name}"
+        )
 
     def start_health_checks(self) -> None:
         """Start the periodic health checks now (they otherwise start with the first request)."""
         if self.config.health_interval is None:
-            raise ConfigurationError(f"router {self.name}: set health_interval to run periodic health checks")
+            raise ConfigurationError(
+                f"router {self.name}: set health_interval to run periodic health checks"
+            )
         self._ensure_health_checks()
 
     async def _health_loop(self) -> None:
@@ -811,4 +725,3 @@ async def _aclose(iterator: Any) -> None:
     if close is not None:
         with contextlib.suppress(Exception):
             await close()
-

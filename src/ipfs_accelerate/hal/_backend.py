@@ -192,7 +192,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def where(self, cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar, out_shape: Shape) -> Any:
-        """``a`` where ``cond`` (bool) else ``b``, broadcast to ``out_shape``; a and b share a dtype."""
+        """``a`` where ``cond`` (bool) else ``b``, broadcast to ``out_shape``.
+
+        ``a`` and ``b`` share a dtype."""
 
     # ------------------------------------------------------------------ reductions
 

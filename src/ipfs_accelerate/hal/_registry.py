@@ -48,7 +48,9 @@ _ENTRIES: dict[str, _Entry] = {}
 _DEFAULT_DEVICE: list[str] = []
 
 
-def register_backend(name: str, factory: BackendFactory | str, *, fallback: str | None = "cpu") -> None:
+def register_backend(
+    name: str, factory: BackendFactory | str, *, fallback: str | None = "cpu"
+) -> None:
     """Register a backend under ``name``. ``factory`` builds it (a callable, or "module:Class").
 
     ``fallback`` names the backend used, with a BackendFallbackWarning, when this one cannot
@@ -84,7 +86,11 @@ def _create(entry: _Entry) -> Backend:
             factory = getattr(importlib.import_module(module_name), attr)
         entry.instance = factory()  # type: ignore[operator]
     except Exception as exc:
-        reason = exc.args[0] if isinstance(exc, BackendUnavailableError) and exc.args else f"{type(exc).__name__}: {exc}"
+        reason = (
+            exc.args[0]
+            if isinstance(exc, BackendUnavailableError) and exc.args
+            else f"{type(exc).__name__}: {exc}"
+        )
         entry.failure = f"backend {entry.name!r} is unavailable: {reason}"
         raise BackendUnavailableError(entry.failure) from exc
     return entry.instance
@@ -141,9 +147,13 @@ def forget_instance(backend: Backend) -> None:
 
 
 def set_default_device(name: str | None) -> None:
-    """Set the device used when none is given (None restores the default: $IPFS_ACCELERATE_DEVICE or cpu)."""
+    """Set the device used when none is given.
+
+    None restores the default: $IPFS_ACCELERATE_DEVICE, or cpu."""
     if name is not None and name not in _ENTRIES:
-        raise UnknownBackendError(f"unknown backend {name!r}; registered backends: {', '.join(_ENTRIES)}")
+        raise UnknownBackendError(
+            f"unknown backend {name!r}; registered backends: {', '.join(_ENTRIES)}"
+        )
     _DEFAULT_DEVICE[:] = [] if name is None else [name]
 
 
@@ -212,7 +222,9 @@ def select_backend(
                 raise UnknownBackendError(f"select_backend(prefer=...): unknown backend {name!r}")
         for name in wanted:
             if name in infos:
-                return BackendSelection(name, f"preferred by the caller ({', '.join(wanted)})", infos[name], candidates)
+                return BackendSelection(
+                    name, f"preferred by the caller ({', '.join(wanted)})", infos[name], candidates
+                )
     env = os.environ.get("IPFS_ACCELERATE_DEVICE")
     if env and env in infos:
         return BackendSelection(env, "set by $IPFS_ACCELERATE_DEVICE", infos[env], candidates)
@@ -221,7 +233,8 @@ def select_backend(
     if gpu is not None and gpu.adapter_type in ("discrete", "integrated"):
         return BackendSelection(
             "webgpu",
-            f"{gpu.adapter_type} GPU adapter {gpu.device_name!r} through {gpu.api or 'WebGPU'}{skipped}",
+            f"{gpu.adapter_type} GPU adapter {gpu.device_name!r} "
+            f"through {gpu.api or 'WebGPU'}{skipped}",
             gpu,
             candidates,
         )

@@ -28,11 +28,15 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, context: str) -> T:
             continue
         value = data[f.name]
         expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        if expected in ("int", "float") and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        if expected in ("int", "float") and (
+            isinstance(value, bool) or not isinstance(value, numbers.Real)
+        ):
             raise CheckpointError(f"{context}: config value {f.name}={value!r} is not a number")
         if expected == "int":
             if isinstance(value, float) and not value.is_integer():
-                raise CheckpointError(f"{context}: config value {f.name}={value!r} is not an integer")
+                raise CheckpointError(
+                    f"{context}: config value {f.name}={value!r} is not an integer"
+                )
             value = int(value)
         elif expected == "float":
             value = float(value)

@@ -188,7 +188,15 @@ class Conv1d(Module):
     weight: Tensor
     bias: Tensor
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         self.stride, self.padding, self.has_bias = stride, padding, bias
         self.declare("weight", (c_out, c_in, kernel))
@@ -196,7 +204,13 @@ class Conv1d(Module):
             self.declare("bias", (c_out,))
 
     def __call__(self, x: Tensor) -> Tensor:
-        return ops.conv1d(x, self.weight, self.bias if self.has_bias else None, stride=self.stride, padding=self.padding)
+        return ops.conv1d(
+            x,
+            self.weight,
+            self.bias if self.has_bias else None,
+            stride=self.stride,
+            padding=self.padding,
+        )
 
 
 class Conv2d(Module):
@@ -205,7 +219,9 @@ class Conv2d(Module):
     weight: Tensor
     bias: Tensor
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, bias: bool = True) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int = 1, bias: bool = True
+    ) -> None:
         super().__init__()
         self.stride, self.has_bias = stride, bias
         self.declare("weight", (c_out, c_in, kernel, kernel))
@@ -240,7 +256,11 @@ def activation(name: str, x: Tensor) -> Tensor:
         return ops.relu(x)
     if name in ("silu", "swish"):
         return ops.silu(x)
-    raise ModelError(f"activation {name!r} is not implemented (gelu, gelu_new, quick_gelu, relu, silu are)")
+    raise ModelError(
+        f"activation {name!r} is not implemented (gelu, gelu_new, quick_gelu, relu, silu are)"
+    )
 
 
-SUPPORTED_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu", "silu", "swish"})
+SUPPORTED_ACTIVATIONS = frozenset(
+    {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu", "silu", "swish"}
+)

@@ -75,8 +75,12 @@ class CLIPConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CLIPConfig:
         require_model_type(data, ("clip",), "CLIPModel")
-        text = from_dict(CLIPTextConfig, data.get("text_config") or {}, context="CLIPConfig.text_config")
-        vision = from_dict(CLIPVisionConfig, data.get("vision_config") or {}, context="CLIPConfig.vision_config")
+        text = from_dict(
+            CLIPTextConfig, data.get("text_config") or {}, context="CLIPConfig.text_config"
+        )
+        vision = from_dict(
+            CLIPVisionConfig, data.get("vision_config") or {}, context="CLIPConfig.vision_config"
+        )
         for name, tower in (("text", text), ("vision", vision)):
             if tower.hidden_size % tower.num_attention_heads:
                 raise UnsupportedArchitectureError(
@@ -144,7 +148,9 @@ class CLIPEncoderLayer(Module):
 class CLIPEncoder(Module):
     def __init__(self, config: CLIPTextConfig | CLIPVisionConfig) -> None:
         super().__init__()
-        self.layers = ModuleList([CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layers = ModuleList(
+            [CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)]
+        )
 
     def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
         for layer in self.layers:
@@ -197,7 +203,13 @@ class CLIPVisionEmbeddings(Module):
         super().__init__()
         self.config = config
         self.declare("class_embedding", (config.hidden_size,))
-        self.patch_embedding = Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size, bias=False)
+        self.patch_embedding = Conv2d(
+            config.num_channels,
+            config.hidden_size,
+            config.patch_size,
+            stride=config.patch_size,
+            bias=False,
+        )
         self.position_embedding = Embedding(config.num_patches + 1, config.hidden_size)
 
     def __call__(self, pixels: Tensor) -> Tensor:
@@ -218,7 +230,9 @@ class CLIPVisionTransformer(Module):
     def __init__(self, config: CLIPVisionConfig) -> None:
         super().__init__()
         self.embeddings = CLIPVisionEmbeddings(config)
-        self.pre_layrnorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # sic: the checkpoint key
+        self.pre_layrnorm = LayerNorm(
+            config.hidden_size, config.layer_norm_eps
+        )  # sic: the checkpoint key
         self.encoder = CLIPEncoder(config)
         self.post_layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
 
@@ -248,8 +262,12 @@ class CLIPModel(Module):
         self.config = config
         self.text_model = CLIPTextTransformer(config.text_config)
         self.vision_model = CLIPVisionTransformer(config.vision_config)
-        self.visual_projection = Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = Linear(
+            config.vision_config.hidden_size, config.projection_dim, bias=False
+        )
+        self.text_projection = Linear(
+            config.text_config.hidden_size, config.projection_dim, bias=False
+        )
         self.declare("logit_scale", ())
 
     def get_text_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -265,7 +283,9 @@ class CLIPModel(Module):
         scale = ops.exp(self.logit_scale)
         return ops.matmul(l2_normalize(image_embeds), l2_normalize(text_embeds).T) * scale
 
-    def __call__(self, input_ids: Tensor, pixel_values: Tensor, attention_mask: Tensor | None = None) -> CLIPOutput:
+    def __call__(
+        self, input_ids: Tensor, pixel_values: Tensor, attention_mask: Tensor | None = None
+    ) -> CLIPOutput:
         text = self.get_text_features(input_ids, attention_mask)
         image = self.get_image_features(pixel_values)
         per_image = self.logits(image, text)

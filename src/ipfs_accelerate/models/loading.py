@@ -137,7 +137,9 @@ def resolve_checkpoint(
 ) -> Path:
     """The local directory holding the checkpoint ``path_or_id`` (see the module docstring for
     the search order). Raises CheckpointError when it cannot be found."""
-    return locate_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only).path
+    return locate_checkpoint(
+        path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    ).path
 
 
 def locate_checkpoint(
@@ -152,18 +154,28 @@ def locate_checkpoint(
     if not text:
         raise CheckpointError("resolve_checkpoint: empty checkpoint name")
     if text.startswith("s3://"):
-        return ResolvedCheckpoint(_s3_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only), "s3 cache")
+        return ResolvedCheckpoint(
+            _s3_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only), "s3 cache"
+        )
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(f"checkpoint {text!r} is a file; give the directory that holds config.json")
+            raise CheckpointError(
+                f"checkpoint {text!r} is a file; give the directory that holds config.json"
+            )
         return ResolvedCheckpoint(path.resolve(), "local directory")
-    if text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
+    if (
+        text.startswith(("/", "./", "../", "~"))
+        or text.count("/") > 1
+        or os.sep in text.replace("/", "")
+    ):
         raise CheckpointError(f"checkpoint directory {text!r} does not exist")
     packaged = _installed_package(BUNDLED_MODELS.get(text, text))
     if packaged is not None:
         return packaged
-    return _hub_snapshot(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    return _hub_snapshot(
+        text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
 
 
 def _installed_package(name: str) -> ResolvedCheckpoint | None:
@@ -180,13 +192,17 @@ def _installed_package(name: str) -> ResolvedCheckpoint | None:
         )
         for config in configs:
             directory = Path(str(dist.locate_file(config))).parent
-            if (directory / "model.safetensors").exists() or (directory / "model.safetensors.index.json").exists():
+            if (directory / "model.safetensors").exists() or (
+                directory / "model.safetensors.index.json"
+            ).exists():
                 return ResolvedCheckpoint(directory.resolve(), f"package {dist.name}")
         logger.debug("installed package %r ships no checkpoint; trying the Hub", candidate)
     return None
 
 
-def _s3_snapshot(uri: str, *, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None) -> Path:
+def _s3_snapshot(
+    uri: str, *, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
+) -> Path:
     """``s3://bucket/prefix`` mirrored into the S3 cache (only changed files are downloaded;
     offline, the cached copy or CheckpointError)."""
     from ipfs_accelerate.errors import IpfsAccelerateError
@@ -196,7 +212,9 @@ def _s3_snapshot(uri: str, *, cache_dir: str | os.PathLike[str] | None, local_fi
     try:
         return fetch_s3_prefix_sync(uri, cache_dir, local_files_only=offline)
     except IpfsAccelerateError as exc:
-        mode = "offline mode is on and it is not in the S3 cache" if offline else "fetching it failed"
+        mode = (
+            "offline mode is on and it is not in the S3 cache" if offline else "fetching it failed"
+        )
         raise CheckpointError(f"checkpoint {uri!r}: {mode} ({type(exc).__name__}: {exc})") from exc
 
 
@@ -216,7 +234,11 @@ def hub_offline(local_files_only: bool | None = None) -> bool:
 
 
 def _hub_snapshot(
-    repo_id: str, *, revision: str | None, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
+    repo_id: str,
+    *,
+    revision: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool | None,
 ) -> ResolvedCheckpoint:
     try:
         from huggingface_hub import snapshot_download
@@ -225,7 +247,11 @@ def _hub_snapshot(
             f"{repo_id!r} is not a local directory or installed package, and huggingface_hub is not installed"
         ) from exc
     offline = hub_offline(local_files_only)
-    kwargs: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir, "allow_patterns": _HUB_PATTERNS}
+    kwargs: dict[str, Any] = {
+        "revision": revision,
+        "cache_dir": cache_dir,
+        "allow_patterns": _HUB_PATTERNS,
+    }
     source = "hugging face cache (offline: not refreshed)" if offline else "hugging face cache"
     try:
         snapshot = snapshot_download(repo_id, local_files_only=offline, **kwargs)
@@ -237,7 +263,11 @@ def _hub_snapshot(
             ) from exc
         try:  # the network failed: a cached snapshot still serves
             snapshot = snapshot_download(repo_id, local_files_only=True, **kwargs)
-            logger.warning("Hub unreachable for %r (%s); using the cached snapshot", repo_id, type(exc).__name__)
+            logger.warning(
+                "Hub unreachable for %r (%s); using the cached snapshot",
+                repo_id,
+                type(exc).__name__,
+            )
             source = "hugging face cache (Hub unreachable: not refreshed)"
         except Exception:
             raise CheckpointError(
@@ -283,7 +313,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
         with path.open("rb") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
-                raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes; the 8-byte header length is missing)")
+                raise CheckpointError(
+                    f"{path}: truncated safetensors file ({size} bytes; the 8-byte header length is missing)"
+                )
             header_len = int.from_bytes(prefix, "little")
             if header_len > min(size - 8, _MAX_HEADER_BYTES):
                 raise CheckpointError(
@@ -305,7 +337,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     entries.sort(key=lambda e: e[2])
     for (name_a, _, _, end_a, _, _), (name_b, _, begin_b, _, _, _) in itertools.pairwise(entries):
         if begin_b < end_a:
-            raise CheckpointError(f"{path}: corrupt safetensors header: tensors {name_a!r} and {name_b!r} overlap")
+            raise CheckpointError(
+                f"{path}: corrupt safetensors header: tensors {name_a!r} and {name_b!r} overlap"
+            )
     if not entries:
         return {}
     mapped = np.memmap(path, dtype=np.uint8, mode="r")
@@ -330,7 +364,9 @@ def _header_entry(
         raise bad(f"unsupported dtype {info.get('dtype')!r}")
     shape = info.get("shape")
     offsets = info.get("data_offsets")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise bad(f"shape {shape!r} is not a list of non-negative ints")
     if (
         not isinstance(offsets, list)
@@ -342,7 +378,9 @@ def _header_entry(
     begin, end = offsets
     nbytes = math.prod(shape) * dtype.itemsize
     if end - begin != nbytes:
-        raise bad(f"{end - begin} bytes for shape {tuple(shape)} of {info['dtype']} (needs {nbytes})")
+        raise bad(
+            f"{end - begin} bytes for shape {tuple(shape)} of {info['dtype']} (needs {nbytes})"
+        )
     if data_start + end > size:
         raise CheckpointError(
             f"{path}: truncated safetensors file: tensor {name!r} needs bytes up to {data_start + end}, "
@@ -368,10 +406,14 @@ def read_weights(directory: Path) -> dict[str, np.ndarray[Any, Any]]:
             tensors = read_safetensors(shard_path)
             for key, owner in weight_map.items():
                 if owner == shard and key not in tensors:
-                    raise CheckpointError(f"{shard_path}: tensor {key!r} listed in the index is not in this shard")
+                    raise CheckpointError(
+                        f"{shard_path}: tensor {key!r} listed in the index is not in this shard"
+                    )
             for key, array in tensors.items():
                 if key in weights:
-                    raise CheckpointError(f"{shard_path}: tensor {key!r} appears in more than one shard")
+                    raise CheckpointError(
+                        f"{shard_path}: tensor {key!r} appears in more than one shard"
+                    )
                 weights[key] = array
         return weights
     if single.exists():
@@ -396,7 +438,10 @@ def resolve_device(device: str, model_type: str | None) -> tuple[str, str]:
         selection = hal.select_backend(model_type)
         return selection.name, selection.reason
     backend = hal.get_backend(device)  # raises UnknownBackendError; falls back with a warning
-    return backend.name, "requested by the caller" if backend.name == device else f"fallback from {device!r}"
+    return (
+        backend.name,
+        "requested by the caller" if backend.name == device else f"fallback from {device!r}",
+    )
 
 
 _DEFAULT_MANAGER: list[TensorSharingManager] = []
@@ -440,7 +485,9 @@ class LoadReport:
     sharing: TensorSharingManager | None = None
 
 
-def _map_keys(model: Module, weights: Mapping[str, np.ndarray[Any, Any]], report: LoadReport) -> dict[str, np.ndarray[Any, Any]]:
+def _map_keys(
+    model: Module, weights: Mapping[str, np.ndarray[Any, Any]], report: LoadReport
+) -> dict[str, np.ndarray[Any, Any]]:
     """Checkpoint keys renamed to the model's (adding or dropping ``base_model_prefix``)."""
     prefix = f"{model.base_model_prefix}." if model.base_model_prefix else ""
     keys = list(weights)
@@ -509,7 +556,9 @@ def load_weights(
             parts.append(f"missing tensors {_names(missing)}")
         if unexpected:
             parts.append(f"unexpected tensors {_names(unexpected)}")
-        raise CheckpointError(f"{source}: does not match {type(model).__name__}: " + "; ".join(parts))
+        raise CheckpointError(
+            f"{source}: does not match {type(model).__name__}: " + "; ".join(parts)
+        )
     for key, shape in expected.items():
         if tuple(mapped[key].shape) != shape:
             raise CheckpointError(
@@ -539,18 +588,29 @@ def _as_float32(array: np.ndarray[Any, Any], key: str, source: str) -> np.ndarra
         return array
     if array.dtype.kind == "f":
         return array.astype(np.float32)
-    raise CheckpointError(f"{source}: tensor {key!r} has dtype {array.dtype}, a floating dtype is needed")
+    raise CheckpointError(
+        f"{source}: tensor {key!r} has dtype {array.dtype}, a floating dtype is needed"
+    )
 
 
 def _place(
-    array: np.ndarray[Any, Any], device: str, key: str, sharing: TensorSharingManager | None, model_name: str | None
+    array: np.ndarray[Any, Any],
+    device: str,
+    key: str,
+    sharing: TensorSharingManager | None,
+    model_name: str | None,
 ) -> Tensor:
     if sharing is None:
         return from_numpy(array, device)
     # the host array goes in: its content id is hashed on the host, and a device copy is made
     # only when no identical tensor is held yet (on the CPU the memory map itself is held)
     shared = sharing.register_shared_tensor(
-        f"{model_name}/{key}", array.shape, storage_type=device, producer_model=model_name, dtype="float32", data=array
+        f"{model_name}/{key}",
+        array.shape,
+        storage_type=device,
+        producer_model=model_name,
+        dtype="float32",
+        data=array,
     )
     return shared.data
 
@@ -580,14 +640,18 @@ def load_checkpoint(
     local_files_only: bool | None = None,
 ) -> Checkpoint:
     """Resolve ``path_or_id`` and read its config (weights are read by :func:`load_model`)."""
-    path = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    path = resolve_checkpoint(
+        path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
     return Checkpoint(path, read_config(path))
 
 
 SUPPORTED_MODEL_TYPES = ("bert", "vit", "clip", "whisper")
 
 
-def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None = None) -> type[Module]:
+def model_class_for(
+    config: Mapping[str, Any], weights: Mapping[str, Any] | None = None
+) -> type[Module]:
     """The model class for a config's ``model_type`` (UnsupportedArchitectureError otherwise)."""
     model_type = str(config.get("model_type", "")).lower()
     if model_type == "bert":
@@ -650,7 +714,9 @@ def load_model(
     """
     if progress is not None:
         progress("resolve", 0, 1)
-    checkpoint = load_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    checkpoint = load_checkpoint(
+        path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
     if progress is not None:
         progress("resolve", 1, 1)
         progress("read", 0, 1)
@@ -671,7 +737,13 @@ def load_model(
         manager = sharing
     name = new_model_name(cls.__name__, checkpoint.path)
     report = load_weights(
-        model, weights, backend, sharing=manager, model_name=name, progress=progress, source=str(checkpoint.path)
+        model,
+        weights,
+        backend,
+        sharing=manager,
+        model_name=name,
+        progress=progress,
+        source=str(checkpoint.path),
     )
     report.device, report.device_reason, report.sharing = backend, reason, manager
     return model, checkpoint, report

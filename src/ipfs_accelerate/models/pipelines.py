@@ -50,7 +50,13 @@ if TYPE_CHECKING:
     from ipfs_accelerate.models.whisper import WhisperForConditionalGeneration
     from ipfs_accelerate.sharing import TensorSharingManager
 
-__all__ = ["ImageClassifier", "SpeechRecognizer", "TextEmbedder", "TranscriptSegment", "ZeroShotImageClassifier"]
+__all__ = [
+    "ImageClassifier",
+    "SpeechRecognizer",
+    "TextEmbedder",
+    "TranscriptSegment",
+    "ZeroShotImageClassifier",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +79,9 @@ class _Pipeline:
         self.load_report = report
         self._release = None
         if report.sharing is not None and report.model_name is not None:
-            self._release = weakref.finalize(self, report.sharing.release_model_tensors, report.model_name)
+            self._release = weakref.finalize(
+                self, report.sharing.release_model_tensors, report.model_name
+            )
 
     @classmethod
     def _load(
@@ -86,7 +94,9 @@ class _Pipeline:
         progress: ProgressCallback | None,
         hub: dict[str, Any],
     ) -> tuple[Any, Checkpoint, LoadReport]:
-        return load_model(path_or_id, device, model_class=model_class, sharing=sharing, progress=progress, **hub)
+        return load_model(
+            path_or_id, device, model_class=model_class, sharing=sharing, progress=progress, **hub
+        )
 
     def close(self) -> None:
         """Release this pipeline's hold on its shared weights (they stay usable while referenced)."""
@@ -103,7 +113,9 @@ class _Pipeline:
         return f"{type(self).__name__}({str(self.checkpoint.path)!r}, device={self.device!r})"
 
 
-def _hub_kwargs(revision: str | None, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None) -> dict[str, Any]:
+def _hub_kwargs(
+    revision: str | None, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
+) -> dict[str, Any]:
     return {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only}
 
 
@@ -138,7 +150,14 @@ class TextEmbedder(_Pipeline):
 
     model: BertModel
 
-    def __init__(self, model: BertModel, tokenizer: TextTokenizer, checkpoint: Checkpoint, report: LoadReport, pooling: str) -> None:
+    def __init__(
+        self,
+        model: BertModel,
+        tokenizer: TextTokenizer,
+        checkpoint: Checkpoint,
+        report: LoadReport,
+        pooling: str,
+    ) -> None:
         super().__init__(model, checkpoint, report)
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -172,7 +191,9 @@ class TextEmbedder(_Pipeline):
     def dimension(self) -> int:
         return self.model.config.hidden_size
 
-    def embed(self, texts: str | Sequence[str], batch_size: int = 32, normalize: bool = True) -> Array:
+    def embed(
+        self, texts: str | Sequence[str], batch_size: int = 32, normalize: bool = True
+    ) -> Array:
         """Embeddings (N, dimension) float32 of ``texts`` ((dimension,) for one string).
 
         Texts are batched longest first (less padding), as sentence-transformers does; the rows
@@ -193,12 +214,16 @@ class TextEmbedder(_Pipeline):
         :class:`~ipfs_accelerate.models._shapes.ShapePolicy`); ``mode`` replaces the policy
         ("auto", the default; "buckets", always padded; "exact", never)."""
         if mode is not None or self._shapes is None:
-            self._shapes = ShapePolicy(self.device, self.model.config.max_position_embeddings, mode or "auto")
+            self._shapes = ShapePolicy(
+                self.device, self.model.config.max_position_embeddings, mode or "auto"
+            )
         return self._shapes
 
     def _embed_batch(self, texts: list[str], normalize: bool) -> Array:
         encoded = self.tokenizer(texts)
-        return self._forward(encoded.input_ids, encoded.attention_mask, encoded.token_type_ids, normalize)
+        return self._forward(
+            encoded.input_ids, encoded.attention_mask, encoded.token_type_ids, normalize
+        )
 
     def embed_tokens(
         self,
@@ -218,24 +243,34 @@ class TextEmbedder(_Pipeline):
         """
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0 or ids.dtype.kind not in "iu":
-            raise InvalidArgumentError(f"embed_tokens: input_ids must be a non-empty (N, L) integer array, got {ids.dtype} {ids.shape}")
+            raise InvalidArgumentError(
+                f"embed_tokens: input_ids must be a non-empty (N, L) integer array, got {ids.dtype} {ids.shape}"
+            )
         mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
         types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
         for name, array in (("attention_mask", mask), ("token_type_ids", types)):
             if array.shape != ids.shape or array.dtype.kind not in "iub":
-                raise InvalidArgumentError(f"embed_tokens: {name} must be an integer array of shape {ids.shape}, got {array.dtype} {array.shape}")
+                raise InvalidArgumentError(
+                    f"embed_tokens: {name} must be an integer array of shape {ids.shape}, got {array.dtype} {array.shape}"
+                )
         config = self.model.config
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= config.vocab_size:
             bad = low if low < 0 else high
-            raise InvalidArgumentError(f"embed_tokens: token id {bad} is outside the vocabulary [0, {config.vocab_size})")
+            raise InvalidArgumentError(
+                f"embed_tokens: token id {bad} is outside the vocabulary [0, {config.vocab_size})"
+            )
         if ids.shape[1] > config.max_position_embeddings:
             raise InvalidArgumentError(
                 f"embed_tokens: {ids.shape[1]} positions, the model has {config.max_position_embeddings}"
             )
-        return self._forward(ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64), normalize)
+        return self._forward(
+            ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64), normalize
+        )
 
-    def _forward(self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool) -> Array:
+    def _forward(
+        self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool
+    ) -> Array:
         """Pooled embeddings of a batch; on the numpy backend in row shards, one per core
         (see :mod:`~ipfs_accelerate.models._parallel`)."""
         cores = host_cores() if self.device == "cpu" else 1
@@ -248,11 +283,15 @@ class TextEmbedder(_Pipeline):
             used = np.flatnonzero(mask.any(axis=0))  # columns no row of the shard uses are dropped
             width = int(used[-1]) + 1 if used.size else mask.shape[1]
             rows = slice(start, stop)
-            return self._forward_rows(input_ids[rows, :width], mask[:, :width], token_type_ids[rows, :width], normalize)
+            return self._forward_rows(
+                input_ids[rows, :width], mask[:, :width], token_type_ids[rows, :width], normalize
+            )
 
         return np.concatenate(run_sharded(shard, bounds))
 
-    def _forward_rows(self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool) -> Array:
+    def _forward_rows(
+        self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool
+    ) -> Array:
         from ipfs_accelerate.models.bert import PackedTokens
 
         device = self.device
@@ -266,13 +305,21 @@ class TextEmbedder(_Pipeline):
             mask = from_numpy(batch.attention_mask, device)
             hidden = self.model.packed(batch, padded=True)
         else:
-            if (plan.rows, plan.length) != (count, length):  # padding tokens are masked out, filler rows dropped
+            if (plan.rows, plan.length) != (
+                count,
+                length,
+            ):  # padding tokens are masked out, filler rows dropped
                 input_ids, attention_mask, token_type_ids = _pad_batch(
-                    (input_ids, attention_mask, token_type_ids), plan.rows, plan.length, (self.tokenizer.pad_id, 0, 0)
+                    (input_ids, attention_mask, token_type_ids),
+                    plan.rows,
+                    plan.length,
+                    (self.tokenizer.pad_id, 0, 0),
                 )
             mask = from_numpy(attention_mask, device)
             ids = from_numpy(input_ids, device)
-            hidden = self.model(ids, mask, from_numpy(token_type_ids, device), pool=False).last_hidden_state
+            hidden = self.model(
+                ids, mask, from_numpy(token_type_ids, device), pool=False
+            ).last_hidden_state
         pooled = self._pool(hidden, mask)
         if normalize:
             pooled = _l2_normalize(pooled)
@@ -295,7 +342,9 @@ def _text_list(texts: Any) -> list[str]:
     return _check_texts(texts)
 
 
-def _pad_batch(arrays: tuple[Array, ...], rows: int, width: int, fills: tuple[int, ...]) -> tuple[Array, ...]:
+def _pad_batch(
+    arrays: tuple[Array, ...], rows: int, width: int, fills: tuple[int, ...]
+) -> tuple[Array, ...]:
     """Token arrays (N, L) grown to (rows, width): new columns hold ``fills`` (the pad id, a
     zero mask...), new rows repeat row 0 (valid input whose outputs are dropped; an all-masked
     row would softmax over nothing)."""
@@ -322,7 +371,18 @@ def _pooling_mode(checkpoint: Checkpoint) -> str:
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and str(entry.get("type", "")).endswith("Pooling"):
             config = read_json(checkpoint.path / str(entry.get("path", "")) / "config.json")
-            modes = [m for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken") if config.get(f"pooling_mode_{m}")]
+            modes = [
+                m
+                for m in (
+                    "cls_token",
+                    "mean_tokens",
+                    "max_tokens",
+                    "mean_sqrt_len_tokens",
+                    "weightedmean_tokens",
+                    "lasttoken",
+                )
+                if config.get(f"pooling_mode_{m}")
+            ]
             if not modes:
                 return "mean"
             if len(modes) > 1 or modes[0] not in ("cls_token", "mean_tokens", "max_tokens"):
@@ -349,7 +409,13 @@ class ImageClassifier(_Pipeline):
 
     model: ViTForImageClassification
 
-    def __init__(self, model: ViTForImageClassification, processor: ImageProcessor, checkpoint: Checkpoint, report: LoadReport) -> None:
+    def __init__(
+        self,
+        model: ViTForImageClassification,
+        processor: ImageProcessor,
+        checkpoint: Checkpoint,
+        report: LoadReport,
+    ) -> None:
         super().__init__(model, checkpoint, report)
         self.processor = processor
         self.labels = model.config.labels
@@ -409,7 +475,12 @@ class ZeroShotImageClassifier(_Pipeline):
     model: CLIPModel
 
     def __init__(
-        self, model: CLIPModel, tokenizer: TextTokenizer, processor: ImageProcessor, checkpoint: Checkpoint, report: LoadReport
+        self,
+        model: CLIPModel,
+        tokenizer: TextTokenizer,
+        processor: ImageProcessor,
+        checkpoint: Checkpoint,
+        report: LoadReport,
     ) -> None:
         super().__init__(model, checkpoint, report)
         self.tokenizer = tokenizer
@@ -433,8 +504,12 @@ class ZeroShotImageClassifier(_Pipeline):
             path_or_id, device, CLIPModel, sharing=sharing, progress=progress,
             hub=_hub_kwargs(revision, cache_dir, local_files_only),
         )  # fmt: skip
-        tokenizer = TextTokenizer.from_checkpoint(checkpoint.path, positions=model.config.text_config.max_position_embeddings)
-        return cls(model, tokenizer, ImageProcessor.from_checkpoint(checkpoint.path), checkpoint, report)
+        tokenizer = TextTokenizer.from_checkpoint(
+            checkpoint.path, positions=model.config.text_config.max_position_embeddings
+        )
+        return cls(
+            model, tokenizer, ImageProcessor.from_checkpoint(checkpoint.path), checkpoint, report
+        )
 
     def _text_features(self, texts: list[str]) -> Tensor:
         encoded = self.tokenizer(texts)
@@ -445,7 +520,9 @@ class ZeroShotImageClassifier(_Pipeline):
     def _image_features(self, images: list[Any]) -> Tensor:
         return self.model.get_image_features(from_numpy(self.processor(images), self.device))
 
-    def embed_texts(self, texts: str | Sequence[str], batch_size: int = 32, normalize: bool = True) -> Array:
+    def embed_texts(
+        self, texts: str | Sequence[str], batch_size: int = 32, normalize: bool = True
+    ) -> Array:
         """Projected text embeddings (N, projection_dim), L2-normalised unless ``normalize=False``."""
         _check_batch_size(batch_size)
         batch = [texts] if isinstance(texts, str) else _text_list(texts)
@@ -453,7 +530,11 @@ class ZeroShotImageClassifier(_Pipeline):
         for start in range(0, len(batch), batch_size):
             features = self._text_features(batch[start : start + batch_size])
             parts.append((_l2_normalize(features) if normalize else features).numpy())
-        out = np.concatenate(parts) if parts else np.empty((0, self.model.config.projection_dim), np.float32)
+        out = (
+            np.concatenate(parts)
+            if parts
+            else np.empty((0, self.model.config.projection_dim), np.float32)
+        )
         return out[0] if isinstance(texts, str) else out
 
     def embed_images(self, images: Any, batch_size: int = 16, normalize: bool = True) -> Array:
@@ -481,7 +562,9 @@ class ZeroShotImageClassifier(_Pipeline):
         if not label_list:
             raise InvalidArgumentError("classify: give at least one label")
         if "{}" not in hypothesis_template:
-            raise InvalidArgumentError(f"classify: hypothesis_template {hypothesis_template!r} has no '{{}}' for the label")
+            raise InvalidArgumentError(
+                f"classify: hypothesis_template {hypothesis_template!r} has no '{{}}' for the label"
+            )
         _, single = _image_list(images)
         text = self.embed_texts([hypothesis_template.format(label) for label in label_list])
         image = self.embed_images(images, batch_size)
@@ -515,23 +598,35 @@ class _GenerationSettings:
         pad = gen.get("pad_token_id", config.pad_token_id)
         self.pad = int(pad if pad is not None else self.eos)
         self.suppress = [int(t) for t in gen.get("suppress_tokens") or config.suppress_tokens or []]
-        self.begin_suppress = [int(t) for t in gen.get("begin_suppress_tokens") or config.begin_suppress_tokens or []]
+        self.begin_suppress = [
+            int(t) for t in gen.get("begin_suppress_tokens") or config.begin_suppress_tokens or []
+        ]
         lang_to_id = gen.get("lang_to_id")
         if lang_to_id is None:
             from ipfs_accelerate.models._languages import LANGUAGES
 
-            lang_to_id = {f"<|{c}|>": token(f"<|{c}|>") for c in LANGUAGES if token(f"<|{c}|>") is not None}
+            lang_to_id = {
+                f"<|{c}|>": token(f"<|{c}|>") for c in LANGUAGES if token(f"<|{c}|>") is not None
+            }
         self.lang_to_id: dict[str, int] = {str(k): int(v) for k, v in lang_to_id.items()}
         task_to_id = gen.get("task_to_id")
         if task_to_id is None:
-            task_to_id = {t: token(f"<|{t}|>") for t in ("transcribe", "translate") if token(f"<|{t}|>") is not None}
+            task_to_id = {
+                t: token(f"<|{t}|>")
+                for t in ("transcribe", "translate")
+                if token(f"<|{t}|>") is not None
+            }
         self.task_to_id: dict[str, int] = {str(k): int(v) for k, v in task_to_id.items()}
         no_ts = gen.get("no_timestamps_token_id", token("<|notimestamps|>"))
         self.no_timestamps: int | None = int(no_ts) if no_ts is not None else None
         multilingual = gen.get("is_multilingual")
         self.multilingual = bool(self.lang_to_id) if multilingual is None else bool(multilingual)
         max_length = gen.get("max_length")
-        self.max_length = min(int(max_length), config.max_target_positions) if max_length else config.max_target_positions
+        self.max_length = (
+            min(int(max_length), config.max_target_positions)
+            if max_length
+            else config.max_target_positions
+        )
 
 
 @dataclass
@@ -605,7 +700,13 @@ class SpeechRecognizer(_Pipeline):
             hub=_hub_kwargs(revision, cache_dir, local_files_only),
         )  # fmt: skip
         tokenizer = TextTokenizer.from_file(checkpoint.path / "tokenizer.json")
-        return cls(model, tokenizer, WhisperFeatureExtractor.from_checkpoint(checkpoint.path), checkpoint, report)
+        return cls(
+            model,
+            tokenizer,
+            WhisperFeatureExtractor.from_checkpoint(checkpoint.path),
+            checkpoint,
+            report,
+        )
 
     # ------------------------------------------------------------------ prompt
 
@@ -614,11 +715,15 @@ class SpeechRecognizer(_Pipeline):
         if not gen.multilingual:
             if language_token(language) == "<|en|>":
                 return -1  # English-only checkpoints take no language token
-            raise InvalidArgumentError(f"{self.checkpoint.path.name}: an English-only checkpoint cannot take language={language!r}")
+            raise InvalidArgumentError(
+                f"{self.checkpoint.path.name}: an English-only checkpoint cannot take language={language!r}"
+            )
         tok = language_token(language)
         if tok not in gen.lang_to_id:
             known = ", ".join(sorted(t.strip("<|>") for t in gen.lang_to_id))
-            raise InvalidArgumentError(f"language {language!r} is not supported by this checkpoint; known: {known}")
+            raise InvalidArgumentError(
+                f"language {language!r} is not supported by this checkpoint; known: {known}"
+            )
         return gen.lang_to_id[tok]
 
     def _task_id(self, task: str) -> int | None:
@@ -656,7 +761,9 @@ class SpeechRecognizer(_Pipeline):
         lang_id = self._language_id(language) if language is not None else None
         features = np.asarray(input_features, dtype=np.float32)
         batch = features.shape[0]
-        cache = self.model.start_decoding(self.model.encode(from_numpy(np.ascontiguousarray(features), self.device)))
+        cache = self.model.start_decoding(
+            self.model.encode(from_numpy(np.ascontiguousarray(features), self.device))
+        )
         prompt = np.full((batch, 1), gen.decoder_start, dtype=np.int64)
         rest: list[int] = []
         if gen.multilingual and lang_id is None:
@@ -680,8 +787,14 @@ class SpeechRecognizer(_Pipeline):
             prompt = np.concatenate([prompt, suffix], axis=1)
         limit = gen.max_length - prompt.shape[1]
         if max_new_tokens is not None:
-            if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-                raise InvalidArgumentError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+            if (
+                isinstance(max_new_tokens, bool)
+                or not isinstance(max_new_tokens, int)
+                or max_new_tokens < 1
+            ):
+                raise InvalidArgumentError(
+                    f"max_new_tokens must be a positive int, got {max_new_tokens!r}"
+                )
             limit = min(limit, max_new_tokens)
         return np.concatenate([prompt, self._greedy(logits, cache, limit)], axis=1), prompt.shape[1]
 
@@ -706,7 +819,9 @@ class SpeechRecognizer(_Pipeline):
             finished |= chosen == gen.eos
             if finished.all() or step == limit - 1:
                 break
-            logits = self.model.decode_step(from_numpy(chosen.reshape(batch, 1), self.device), cache).numpy()
+            logits = self.model.decode_step(
+                from_numpy(chosen.reshape(batch, 1), self.device), cache
+            ).numpy()
         return np.stack(tokens, axis=1) if tokens else np.zeros((batch, 0), dtype=np.int64)
 
     # ------------------------------------------------------------------ audio in, text out
@@ -722,7 +837,11 @@ class SpeechRecognizer(_Pipeline):
         while len(samples) - start > window:
             region = samples[start + window - search : start + window]
             frames = len(region) // frame
-            energy = (region[: frames * frame].astype(np.float64) ** 2).reshape(frames, frame).mean(axis=1)
+            energy = (
+                (region[: frames * frame].astype(np.float64) ** 2)
+                .reshape(frames, frame)
+                .mean(axis=1)
+            )
             cut = start + window - search + int(np.argmin(energy)) * frame + frame // 2
             pieces.append(samples[start:cut])
             start = cut
@@ -743,7 +862,12 @@ class SpeechRecognizer(_Pipeline):
         WAV/FLAC path, a numpy array with ``sampling_rate``, an ``(array, rate)`` tuple or a
         ``{"array", "sampling_rate"}`` dict. See the class docstring for the decoding rules."""
         segments = self.transcribe_segments(
-            audio, language, task, sampling_rate=sampling_rate, max_new_tokens=max_new_tokens, batch_size=batch_size
+            audio,
+            language,
+            task,
+            sampling_rate=sampling_rate,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
         )
         return TranscriptSegment.join(segments)
 
@@ -772,7 +896,9 @@ class SpeechRecognizer(_Pipeline):
         offset = 0
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            rows, prompt = self._generate(self.feature_extractor(chunk), language, task, max_new_tokens)
+            rows, prompt = self._generate(
+                self.feature_extractor(chunk), language, task, max_new_tokens
+            )
             for window, row in zip(chunk, rows, strict=True):
                 if language is not None:
                     spoken = language_token(language).strip("<|>")
@@ -782,7 +908,11 @@ class SpeechRecognizer(_Pipeline):
                 if gen.eos in generated:
                     generated = generated[: generated.index(gen.eos)]
                 end = offset + len(window)
-                segments.append(TranscriptSegment(offset / rate, end / rate, self._decode(row), generated, spoken))
+                segments.append(
+                    TranscriptSegment(
+                        offset / rate, end / rate, self._decode(row), generated, spoken
+                    )
+                )
                 offset = end
         return segments
 

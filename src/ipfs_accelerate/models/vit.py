@@ -80,7 +80,9 @@ class ViTOutput:
 class ViTPatchEmbeddings(Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.projection = Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
+        self.projection = Conv2d(
+            config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size
+        )
 
     def __call__(self, pixels: Tensor) -> Tensor:
         x = self.projection(pixels)  # (B, H, grid, grid)

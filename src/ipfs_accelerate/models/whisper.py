@@ -68,7 +68,10 @@ class WhisperConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> WhisperConfig:
         require_model_type(data, ("whisper",), "WhisperForConditionalGeneration")
         config = from_dict(cls, data, context="WhisperConfig")
-        for name, heads in (("encoder", config.encoder_attention_heads), ("decoder", config.decoder_attention_heads)):
+        for name, heads in (
+            ("encoder", config.encoder_attention_heads),
+            ("decoder", config.decoder_attention_heads),
+        ):
             if config.d_model % heads:
                 raise UnsupportedArchitectureError(
                     f"Whisper: d_model {config.d_model} is not divisible by {name}_attention_heads {heads}"
@@ -92,11 +95,15 @@ class WhisperAttention(Module):
         self.out_proj = Linear(d_model, d_model)
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return split_heads(self.k_proj(x), self.num_heads), split_heads(self.v_proj(x), self.num_heads)
+        return split_heads(self.k_proj(x), self.num_heads), split_heads(
+            self.v_proj(x), self.num_heads
+        )
 
     def attend(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
         q = split_heads(self.q_proj(x), self.num_heads)
-        return self.out_proj(merge_heads(ops.scaled_dot_product_attention(q, keys, values, attn_mask=mask)))
+        return self.out_proj(
+            merge_heads(ops.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
+        )
 
     def __call__(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         keys, values = self.keys_values(x)
@@ -127,7 +134,9 @@ class WhisperEncoder(Module):
         self.conv1 = Conv1d(config.num_mel_bins, d, 3, padding=1)
         self.conv2 = Conv1d(d, d, 3, stride=2, padding=1)
         self.embed_positions = Embedding(config.max_source_positions, d)
-        self.layers = ModuleList([WhisperEncoderLayer(config) for _ in range(config.encoder_layers)])
+        self.layers = ModuleList(
+            [WhisperEncoderLayer(config) for _ in range(config.encoder_layers)]
+        )
         self.layer_norm = LayerNorm(d, 1e-5)
 
     def __call__(self, features: Tensor) -> Tensor:
@@ -190,7 +199,9 @@ class WhisperDecoder(Module):
         d = config.d_model
         self.embed_tokens = Embedding(config.vocab_size, d)
         self.embed_positions = Embedding(config.max_target_positions, d)
-        self.layers = ModuleList([WhisperDecoderLayer(config) for _ in range(config.decoder_layers)])
+        self.layers = ModuleList(
+            [WhisperDecoderLayer(config) for _ in range(config.decoder_layers)]
+        )
         self.layer_norm = LayerNorm(d, 1e-5)
 
     def __call__(self, ids: Tensor, cache: DecoderCache) -> Tensor:
@@ -199,7 +210,9 @@ class WhisperDecoder(Module):
         past = cache.length
         limit = self.config.max_target_positions
         if past + length > limit:
-            raise InvalidArgumentError(f"Whisper decoder: {past + length} tokens exceed max_target_positions {limit}")
+            raise InvalidArgumentError(
+                f"Whisper decoder: {past + length} tokens exceed max_target_positions {limit}"
+            )
         if past + length > cache.capacity:
             _grow(cache, min(limit, max(2 * cache.capacity, past + length)))
         slots = cache.capacity
@@ -223,7 +236,9 @@ class WhisperDecoder(Module):
             cache.self_attn[n] = (keys, values)
             x = x + layer.self_attn.attend(normed, keys, values, mask)
             cross_k, cross_v = cache.cross[n]
-            x = x + layer.encoder_attn.attend(layer.encoder_attn_layer_norm(x), cross_k, cross_v, None)
+            x = x + layer.encoder_attn.attend(
+                layer.encoder_attn_layer_norm(x), cross_k, cross_v, None
+            )
             x = x + layer.fc2(activation(layer.act, layer.fc1(layer.final_layer_norm(x))))
         cache.length = past + length
         return self.layer_norm(x)
@@ -235,7 +250,10 @@ def _grow(cache: DecoderCache, capacity: int) -> None:
     for n, (keys, values) in enumerate(cache.self_attn):
         batch, heads, _, dim = keys.shape
         empty = zeros((batch, heads, extra, dim), device=keys.device)
-        cache.self_attn[n] = (ops.concat([empty, keys], axis=2), ops.concat([empty, values], axis=2))
+        cache.self_attn[n] = (
+            ops.concat([empty, keys], axis=2),
+            ops.concat([empty, values], axis=2),
+        )
     cache.capacity = capacity
 
 
@@ -251,7 +269,9 @@ class WhisperForConditionalGeneration(Module):
 
     base_model_prefix: ClassVar[str] = "model"
     is_head_model: ClassVar[bool] = True
-    tied_weights: ClassVar[dict[str, str]] = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
+    tied_weights: ClassVar[dict[str, str]] = {
+        "proj_out.weight": "model.decoder.embed_tokens.weight"
+    }
 
     def __init__(self, config: WhisperConfig) -> None:
         super().__init__()
@@ -267,10 +287,15 @@ class WhisperForConditionalGeneration(Module):
         """A fresh cache: every layer's cross-attention keys/values for ``encoder_hidden`` and
         empty self-attention slots (see :class:`DecoderCache`)."""
         c = self.config
-        cross = [layer.encoder_attn.keys_values(encoder_hidden) for layer in self.model.decoder.layers]
+        cross = [
+            layer.encoder_attn.keys_values(encoder_hidden) for layer in self.model.decoder.layers
+        ]
         heads = c.decoder_attention_heads
         capacity = min(INITIAL_CACHE_SLOTS, c.max_target_positions)
-        empty = zeros((encoder_hidden.shape[0], heads, capacity, c.d_model // heads), device=encoder_hidden.device)
+        empty = zeros(
+            (encoder_hidden.shape[0], heads, capacity, c.d_model // heads),
+            device=encoder_hidden.device,
+        )
         return DecoderCache(cross=cross, self_attn=[(empty, empty)] * len(cross), capacity=capacity)
 
     def decode_step(self, ids: Tensor, cache: DecoderCache, *, last_only: bool = True) -> Tensor:

@@ -122,11 +122,19 @@ def _arith_dtype(op: str, dtype: DType) -> DType:
 def _check_scalar(op: str, value: Any, dtype: DType) -> None:
     """Refuse a Python scalar that the compute dtype cannot hold (numpy 2 raises here too)."""
     if dtype.is_floating:
-        if value.__class__ is float and not -dtype.max <= value <= dtype.max and math.isfinite(value):
-            raise TensorOverflowError(f"{op}: scalar {value!r} overflows {dtype.name} (max {dtype.max})")
+        if (
+            value.__class__ is float
+            and not -dtype.max <= value <= dtype.max
+            and math.isfinite(value)
+        ):
+            raise TensorOverflowError(
+                f"{op}: scalar {value!r} overflows {dtype.name} (max {dtype.max})"
+            )
         return
     if dtype.is_integer and value.__class__ is int and not dtype.min <= value <= dtype.max:
-        raise TensorOverflowError(f"{op}: scalar {value} is out of range for {dtype.name} [{dtype.min}, {dtype.max}]")
+        raise TensorOverflowError(
+            f"{op}: scalar {value} is out of range for {dtype.name} [{dtype.min}, {dtype.max}]"
+        )
 
 
 #: (op, compute dtype) -> output dtype, filled on first use of each pair
@@ -312,7 +320,9 @@ def _float_unary(op: str, x: Any) -> Tensor:
 def _numeric(op: str, x: Any) -> Tensor:
     x = as_tensor(x, op=op)
     if x.dtype is bool_:
-        raise DtypeError(f"{op}: not defined for bool tensors ({describe(x)}); cast with .astype() first")
+        raise DtypeError(
+            f"{op}: not defined for bool tensors ({describe(x)}); cast with .astype() first"
+        )
     return x
 
 

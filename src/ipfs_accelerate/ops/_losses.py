@@ -34,7 +34,9 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 def _check_reduction(op: str, reduction: str) -> None:
     if reduction not in _REDUCTIONS:
-        raise InvalidArgumentError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise InvalidArgumentError(
+            f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}"
+        )
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
@@ -45,7 +47,9 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
     y = as_tensor(target, op="mse_loss", like=x)
     same_backend("mse_loss", (x, y))
     if x.shape != y.shape:
-        raise ShapeError(f"mse_loss: input {describe(x)} and target {describe(y)} must have the same shape")
+        raise ShapeError(
+            f"mse_loss: input {describe(x)} and target {describe(y)} must have the same shape"
+        )
     _, (x, y) = _floating("mse_loss", x, y)
     diff = ew.sub(x, y)
     return _reduce(ew.mul(diff, diff), reduction)
@@ -67,7 +71,9 @@ def cross_entropy(
     """
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise InvalidArgumentError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        raise InvalidArgumentError(
+            f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}"
+        )
     logits = as_tensor(input, op="cross_entropy")
     tgt = as_tensor(target, op="cross_entropy", like=logits)
     same_backend("cross_entropy", (logits, tgt))
@@ -80,7 +86,10 @@ def cross_entropy(
 
     if tgt.dtype.is_floating:
         if tgt.shape != logits.shape:
-            raise ShapeError(f"cross_entropy: probability target {describe(tgt)} must match input {describe(logits)}")
+            raise ShapeError(
+                f"cross_entropy: probability target {describe(tgt)} "
+                f"must match input {describe(logits)}"
+            )
         _, (tgt,) = _floating("cross_entropy", tgt.astype(logits.dtype))
         if label_smoothing:
             tgt = ew.add(ew.mul(tgt, 1.0 - label_smoothing), label_smoothing / n_classes)
@@ -88,16 +97,24 @@ def cross_entropy(
         return _reduce(loss, reduction)
 
     if not tgt.dtype.is_integer:
-        raise DtypeError(f"cross_entropy: target must hold class indices (integers) or probabilities (floats), got {describe(tgt)}")
+        raise DtypeError(
+            "cross_entropy: target must hold class indices (integers) or probabilities (floats), "
+            f"got {describe(tgt)}"
+        )
     expected = logits.shape[:class_axis] + logits.shape[class_axis + 1 :]
     if tgt.shape != expected:
-        raise ShapeError(f"cross_entropy: class-index target must have shape {expected}, got {describe(tgt)}")
+        raise ShapeError(
+            f"cross_entropy: class-index target must have shape {expected}, got {describe(tgt)}"
+        )
     invalid = ew.logical_and(
-        ew.logical_or(ew.less(tgt, 0), ew.greater_equal(tgt, n_classes)), ew.not_equal(tgt, ignore_index)
+        ew.logical_or(ew.less(tgt, 0), ew.greater_equal(tgt, n_classes)),
+        ew.not_equal(tgt, ignore_index),
     )
     if tgt.size and bool(red.any(invalid).item()):
         bad = tgt.numpy()[np.asarray(invalid.numpy())].ravel()[0]
-        raise IndexOutOfRangeError(f"cross_entropy: target class {int(bad)} is out of range for {n_classes} classes")
+        raise IndexOutOfRangeError(
+            f"cross_entropy: target class {int(bad)} is out of range for {n_classes} classes"
+        )
     classes = from_classes(n_classes, logits.ndim, class_axis, logits.device)
     onehot = ew.equal(shp.unsqueeze(tgt, class_axis), classes)
     loss = ew.neg(red.sum(ew.where(onehot, logp, 0.0), class_axis))

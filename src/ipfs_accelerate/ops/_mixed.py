@@ -94,7 +94,7 @@ def _int_tensor_vs_float_scalar(op: str, t: Tensor, s: float) -> Tensor:
 
 
 def _float_tensor_vs_int_tensor(op: str, f: Tensor, i: Tensor) -> Tensor:
-    """``f op i`` for a float tensor and an integer tensor, through floor/ceil of ``f`` in i's dtype."""
+    """``f op i`` for a float tensor and an integer tensor, via floor/ceil of ``f`` in i's dtype."""
     from ipfs_accelerate.ops import _elementwise as ew
     from ipfs_accelerate.ops._shape import astype
 

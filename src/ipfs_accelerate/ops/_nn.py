@@ -44,7 +44,11 @@ __all__ = [
 
 def _floating(op: str, *tensors: Tensor) -> tuple[DType, list[Tensor]]:
     """Promote to one dtype, then to numpy's float for it when it is integral."""
-    dtype = tensors[0].dtype if all(t.dtype is tensors[0].dtype for t in tensors) else promote(op, *tensors)
+    dtype = (
+        tensors[0].dtype
+        if all(t.dtype is tensors[0].dtype for t in tensors)
+        else promote(op, *tensors)
+    )
     if dtype is bool_:
         raise DtypeError(f"{op}: not defined for bool tensors")
     if not dtype.is_floating:
@@ -63,7 +67,9 @@ def matmul(a: Any, b: Any) -> Tensor:
     b = as_tensor(b, op="matmul", like=like)
     backend = same_backend("matmul", (a, b))
     if a.ndim == 0 or b.ndim == 0:
-        raise ShapeError(f"matmul: operands must be at least 1-D, got {describe(a)} and {describe(b)}")
+        raise ShapeError(
+            f"matmul: operands must be at least 1-D, got {describe(a)} and {describe(b)}"
+        )
     a2 = shp.reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
     b2 = shp.reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
     if a2.shape[-1] != b2.shape[-2]:
@@ -77,7 +83,11 @@ def matmul(a: Any, b: Any) -> Tensor:
     shape = (*batch, a2.shape[-2], b2.shape[-1])
     result = run(backend, "matmul", (a2, b2, shape), shape, dtype)
     if a.ndim == 1 or b.ndim == 1:
-        final = shape[:-2] + ((a2.shape[-2],) if a.ndim > 1 else ()) + ((b2.shape[-1],) if b.ndim > 1 else ())
+        final = (
+            shape[:-2]
+            + ((a2.shape[-2],) if a.ndim > 1 else ())
+            + ((b2.shape[-1],) if b.ndim > 1 else ())
+        )
         result = shp.reshape(result, final)
     return result
 
@@ -89,13 +99,20 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     weight = as_tensor(weight, op="linear", like=x)
     tensors = [x, weight]
     if weight.ndim != 2:
-        raise ShapeError(f"linear: weight must be 2-D (out_features, in_features), got {describe(weight)}")
+        raise ShapeError(
+            f"linear: weight must be 2-D (out_features, in_features), got {describe(weight)}"
+        )
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-        raise ShapeError(f"linear: input {describe(x)} does not end in in_features={weight.shape[1]} of weight {weight.shape}")
+        raise ShapeError(
+            f"linear: input {describe(x)} does not end in in_features={weight.shape[1]} "
+            f"of weight {weight.shape}"
+        )
     if bias is not None:
         bias = as_tensor(bias, op="linear", like=x)
         if bias.shape != (weight.shape[0],):
-            raise ShapeError(f"linear: bias must have shape ({weight.shape[0]},), got {describe(bias)}")
+            raise ShapeError(
+                f"linear: bias must have shape ({weight.shape[0]},), got {describe(bias)}"
+            )
         tensors.append(bias)
     backend = same_backend("linear", tensors)
     dtype, cast = _floating("linear", *tensors)
@@ -115,13 +132,23 @@ def _tuple(value: Any, n: int, op: str, name: str) -> tuple[int, ...]:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return (int(value),) * n
     items = tuple(value)
-    if len(items) != n or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+    if len(items) != n or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
+    ):
         raise InvalidArgumentError(f"{op}: {name} must be an int or {n} ints, got {value!r}")
     return tuple(int(v) for v in items)
 
 
 def _conv(
-    op: str, spatial: int, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: int
+    op: str,
+    spatial: int,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: int,
 ) -> Tensor:
     x = as_tensor(x, op=op)
     weight = as_tensor(weight, op=op, like=x)
@@ -129,23 +156,34 @@ def _conv(
     if unbatched:
         x = shp.unsqueeze(x, 0)
     if x.ndim != spatial + 2:
-        raise ShapeError(f"{op}: input must be {spatial + 1}-D (unbatched) or {spatial + 2}-D, got {describe(x)}")
+        raise ShapeError(
+            f"{op}: input must be {spatial + 1}-D (unbatched) or {spatial + 2}-D, got {describe(x)}"
+        )
     if weight.ndim != spatial + 2:
-        raise ShapeError(f"{op}: weight must be {spatial + 2}-D (out_channels, in_channels/groups, *kernel), got {describe(weight)}")
+        raise ShapeError(
+            f"{op}: weight must be {spatial + 2}-D (out_channels, in_channels/groups, *kernel), "
+            f"got {describe(weight)}"
+        )
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise InvalidArgumentError(f"{op}: groups must be a positive int, got {groups!r}")
     n, c_in = x.shape[:2]
     c_out = weight.shape[0]
     if c_in % groups or c_out % groups:
-        raise ShapeError(f"{op}: in_channels {c_in} and out_channels {c_out} must be divisible by groups={groups}")
+        raise ShapeError(
+            f"{op}: in_channels {c_in} and out_channels {c_out} "
+            f"must be divisible by groups={groups}"
+        )
     if weight.shape[1] != c_in // groups:
         raise ShapeError(
-            f"{op}: weight {weight.shape} expects {weight.shape[1] * groups} input channels, input has {c_in} ({describe(x)})"
+            f"{op}: weight {weight.shape} expects {weight.shape[1] * groups} input channels, "
+            f"input has {c_in} ({describe(x)})"
         )
     strides = _tuple(stride, spatial, op, "stride")
     dilations = _tuple(dilation, spatial, op, "dilation")
     if any(s < 1 for s in strides) or any(d < 1 for d in dilations):
-        raise InvalidArgumentError(f"{op}: stride and dilation must be >= 1, got {strides}, {dilations}")
+        raise InvalidArgumentError(
+            f"{op}: stride and dilation must be >= 1, got {strides}, {dilations}"
+        )
     kernel = weight.shape[2:]
     pads: tuple[tuple[int, int], ...]
     if isinstance(padding, str):
@@ -157,7 +195,9 @@ def _conv(
             totals = [d * (k - 1) for d, k in zip(dilations, kernel, strict=True)]
             pads = tuple((t // 2, t - t // 2) for t in totals)
         else:
-            raise InvalidArgumentError(f"{op}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
+            raise InvalidArgumentError(
+                f"{op}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}"
+            )
     else:
         pads = tuple((p, p) for p in _tuple(padding, spatial, op, "padding"))
         if any(p < 0 for p, _ in pads):
@@ -166,7 +206,10 @@ def _conv(
     for size, k, s, d, (pb, pa) in zip(x.shape[2:], kernel, strides, dilations, pads, strict=True):
         extent = size + pb + pa - d * (k - 1) - 1
         if extent < 0:
-            raise ShapeError(f"{op}: kernel {kernel} (dilation {dilations}) is larger than the padded input {x.shape[2:]}")
+            raise ShapeError(
+                f"{op}: kernel {kernel} (dilation {dilations}) "
+                f"is larger than the padded input {x.shape[2:]}"
+            )
         out_spatial.append(extent // s + 1)
     tensors = [x, weight]
     if bias is not None:
@@ -180,7 +223,16 @@ def _conv(
     result = run(
         backend,
         "conv",
-        (cast[0], cast[1], cast[2] if bias is not None else None, strides, pads, dilations, int(groups), shape),
+        (
+            cast[0],
+            cast[1],
+            cast[2] if bias is not None else None,
+            strides,
+            pads,
+            dilations,
+            int(groups),
+            shape,
+        ),
         shape,
         dtype,
     )
@@ -188,7 +240,13 @@ def _conv(
 
 
 def conv1d(
-    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
 ) -> Tensor:
     """1-D cross-correlation, PyTorch's conv1d: ``x`` (N, C_in, L) or (C_in, L), ``weight``
     (C_out, C_in/groups, K); padding is an int, "valid" or "same"."""
@@ -196,10 +254,17 @@ def conv1d(
 
 
 def conv2d(
-    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
 ) -> Tensor:
     """2-D cross-correlation, PyTorch's conv2d: ``x`` (N, C_in, H, W) or (C_in, H, W), ``weight``
-    (C_out, C_in/groups, kH, kW); stride/padding/dilation are ints or pairs, or padding "same"/"valid"."""
+    (C_out, C_in/groups, kH, kW); stride/padding/dilation are ints or pairs, or padding
+    "same"/"valid"."""
     return _conv("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
 
 
@@ -230,14 +295,23 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
     return _softmax("log_softmax", x, axis, True)
 
 
-def layer_norm(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> Tensor:
+def layer_norm(
+    x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5
+) -> Tensor:
     """Layer normalisation over the trailing ``normalized_shape`` axes (biased variance), then
     ``* weight + bias`` (each of shape ``normalized_shape`` when given), as PyTorch."""
     x = as_tensor(x, op="layer_norm")
-    norm_shape = (int(normalized_shape),) if isinstance(normalized_shape, numbers.Integral) else tuple(int(d) for d in normalized_shape)
+    norm_shape = (
+        (int(normalized_shape),)
+        if isinstance(normalized_shape, numbers.Integral)
+        else tuple(int(d) for d in normalized_shape)
+    )
     k = len(norm_shape)
     if k == 0 or x.shape[x.ndim - k :] != norm_shape or k > x.ndim:
-        raise ShapeError(f"layer_norm: normalized_shape {norm_shape} does not match the trailing axes of {describe(x)}")
+        raise ShapeError(
+            f"layer_norm: normalized_shape {norm_shape} "
+            f"does not match the trailing axes of {describe(x)}"
+        )
     if not (isinstance(eps, numbers.Real) and eps >= 0):
         raise InvalidArgumentError(f"layer_norm: eps must be a non-negative number, got {eps!r}")
     tensors = [x]
@@ -295,7 +369,9 @@ def scaled_dot_product_attention(
     op = "scaled_dot_product_attention"
     for name, t in (("query", q), ("key", k), ("value", v)):
         if t.ndim < 2:
-            raise ShapeError(f"{op}: {name} must be at least 2-D (..., seq, dim), got {describe(t)}")
+            raise ShapeError(
+                f"{op}: {name} must be at least 2-D (..., seq, dim), got {describe(t)}"
+            )
     if q.shape[-1] != k.shape[-1]:
         raise ShapeError(f"{op}: query and key embedding sizes differ: {q.shape} vs {k.shape}")
     if k.shape[-2] != v.shape[-2]:
@@ -313,7 +389,10 @@ def scaled_dot_product_attention(
         except ShapeError:
             fits = False
         if not fits:
-            raise ShapeError(f"{op}: attn_mask {mask.shape} does not broadcast to the scores' shape {(*batch, L, S)}")
+            raise ShapeError(
+                f"{op}: attn_mask {mask.shape} "
+                f"does not broadcast to the scores' shape {(*batch, L, S)}"
+            )
         tensors.append(mask)
     backend = same_backend(op, tensors)
     dtype, (q, k, v) = _floating(op, q, k, v)
@@ -323,7 +402,13 @@ def scaled_dot_product_attention(
         scale = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
     shape = (*batch, L, v.shape[-1])
     if "attention" in backend.fused:
-        return run(backend, "attention", (q, k, v, mask, bool(is_causal), float(scale), shape), shape, dtype)
+        return run(
+            backend,
+            "attention",
+            (q, k, v, mask, bool(is_causal), float(scale), shape),
+            shape,
+            dtype,
+        )
     scores = ew.mul(matmul(q, shp.matrix_transpose(k)), float(scale))
     if is_causal:
         from ipfs_accelerate.tensor._creation import from_numpy

@@ -33,7 +33,9 @@ def _out_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) ->
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-def _reduce(op: str, x: Any, axis: Any, keepdims: bool, out_dtype: DType, correction: float = 0.0) -> Tensor:
+def _reduce(
+    op: str, x: Any, axis: Any, keepdims: bool, out_dtype: DType, correction: float = 0.0
+) -> Tensor:
     x = as_tensor(x, op=op)
     axes = normalize_axes(axis, x.ndim, op)
     shape = _out_shape(x.shape, axes, keepdims)
@@ -42,11 +44,19 @@ def _reduce(op: str, x: Any, axis: Any, keepdims: bool, out_dtype: DType, correc
             from ipfs_accelerate.tensor._creation import full
 
             return full(shape, 0.0 if correction < 1 else math.nan, out_dtype, x.device)
-        return cast_to(x, out_dtype) if x.dtype is not out_dtype else run(x._backend, "copy", (x,), x.shape, x.dtype)
+        return (
+            cast_to(x, out_dtype)
+            if x.dtype is not out_dtype
+            else run(x._backend, "copy", (x,), x.shape, x.dtype)
+        )
     reduced = math.prod(x.shape[a] for a in axes)
     if reduced == 0 and op in ("max", "min"):
-        raise ShapeError(f"{op}: cannot reduce an empty axis (no identity); {describe(x)}, axes {axes}")
-    return run(x._backend, "reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out_dtype)
+        raise ShapeError(
+            f"{op}: cannot reduce an empty axis (no identity); {describe(x)}, axes {axes}"
+        )
+    return run(
+        x._backend, "reduce", (op, x, axes, keepdims, out_dtype, correction), shape, out_dtype
+    )
 
 
 def _accumulate_dtype(dtype: DType) -> DType:
@@ -60,13 +70,17 @@ def _mean_dtype(dtype: DType) -> DType:
 def sum(x: Any, axis: Any = None, keepdims: bool = False, *, axes: Any = None) -> Tensor:
     """Sum over ``axis`` (``axes`` is an alias)."""
     x = as_tensor(x, op="sum")
-    return _reduce("sum", x, axes if axes is not None else axis, keepdims, _accumulate_dtype(x.dtype))
+    return _reduce(
+        "sum", x, axes if axes is not None else axis, keepdims, _accumulate_dtype(x.dtype)
+    )
 
 
 def prod(x: Any, axis: Any = None, keepdims: bool = False, *, axes: Any = None) -> Tensor:
     """Product over ``axis``; integer products that overflow int64 raise."""
     x = as_tensor(x, op="prod")
-    return _reduce("prod", x, axes if axes is not None else axis, keepdims, _accumulate_dtype(x.dtype))
+    return _reduce(
+        "prod", x, axes if axes is not None else axis, keepdims, _accumulate_dtype(x.dtype)
+    )
 
 
 def mean(x: Any, axis: Any = None, keepdims: bool = False, *, axes: Any = None) -> Tensor:
@@ -76,7 +90,13 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False, *, axes: Any = None) 
 
 
 def var(
-    x: Any, axis: Any = None, keepdims: bool = False, *, correction: float = 0.0, ddof: float | None = None, axes: Any = None
+    x: Any,
+    axis: Any = None,
+    keepdims: bool = False,
+    *,
+    correction: float = 0.0,
+    ddof: float | None = None,
+    axes: Any = None,
 ) -> Tensor:
     """Variance over ``axis``, dividing by ``N - correction`` (numpy's ``ddof``; 0 by default)."""
     x = as_tensor(x, op="var")
@@ -86,11 +106,24 @@ def var(
         raise InvalidArgumentError(f"var: correction must be >= 0, got {correction}")
     if x.dtype is bool_:
         x = cast_to(x, float64)
-    return _reduce("var", x, axes if axes is not None else axis, keepdims, _mean_dtype(x.dtype), float(correction))
+    return _reduce(
+        "var",
+        x,
+        axes if axes is not None else axis,
+        keepdims,
+        _mean_dtype(x.dtype),
+        float(correction),
+    )
 
 
 def std(
-    x: Any, axis: Any = None, keepdims: bool = False, *, correction: float = 0.0, ddof: float | None = None, axes: Any = None
+    x: Any,
+    axis: Any = None,
+    keepdims: bool = False,
+    *,
+    correction: float = 0.0,
+    ddof: float | None = None,
+    axes: Any = None,
 ) -> Tensor:
     """Standard deviation: ``sqrt(var(...))``."""
     from ipfs_accelerate.ops._elementwise import sqrt

@@ -67,7 +67,9 @@ def _ints(values: Any, op: str, what: str) -> tuple[int, ...]:
     try:
         items = tuple(values)
     except TypeError:
-        raise InvalidArgumentError(f"{op}: {what} must be an int or a sequence of ints, got {values!r}") from None
+        raise InvalidArgumentError(
+            f"{op}: {what} must be an int or a sequence of ints, got {values!r}"
+        ) from None
     for v in items:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise InvalidArgumentError(f"{op}: {what} {items!r} contains a non-integer {v!r}")
@@ -85,11 +87,15 @@ def reshape(x: Any, shape: Any) -> Tensor:
         return x
     unknown = [i for i, d in enumerate(dims) if d == -1]
     if len(unknown) > 1 or builtins.any(d < -1 for d in dims):
-        raise ShapeError(f"reshape: invalid target shape {dims} (at most one -1, no other negatives)")
+        raise ShapeError(
+            f"reshape: invalid target shape {dims} (at most one -1, no other negatives)"
+        )
     if unknown:
         known = math.prod(d for d in dims if d != -1)
         if known == 0 or x.size % known:
-            raise ShapeError(f"reshape: cannot reshape {describe(x)} ({x.size} elements) into {dims}")
+            raise ShapeError(
+                f"reshape: cannot reshape {describe(x)} ({x.size} elements) into {dims}"
+            )
         dims = tuple(x.size // known if d == -1 else d for d in dims)
     if math.prod(dims) != x.size:
         raise ShapeError(f"reshape: cannot reshape {describe(x)} ({x.size} elements) into {dims}")
@@ -113,7 +119,10 @@ def permute(x: Any, axes: Sequence[int]) -> Tensor:
     x = as_tensor(x, op="permute")
     order = tuple(normalize_axis(a, x.ndim, "permute") for a in _ints(axes, "permute", "axes"))
     if sorted(order) != list(range(x.ndim)):
-        raise AxisError(f"permute: axes {tuple(axes)} are not a permutation of the {x.ndim} axes of {describe(x)}")
+        raise AxisError(
+            f"permute: axes {tuple(axes)} "
+            f"are not a permutation of the {x.ndim} axes of {describe(x)}"
+        )
     if order == tuple(range(x.ndim)):
         return x
     shape = tuple(x.shape[a] for a in order)
@@ -168,7 +177,9 @@ def expand(x: Any, shape: Any) -> Tensor:
     for i, d in enumerate(dims):
         if d == -1:
             if i < lead:
-                raise ShapeError(f"expand: -1 is not allowed for the new leading dimension {i} in {tuple(dims)}")
+                raise ShapeError(
+                    f"expand: -1 is not allowed for the new leading dimension {i} in {tuple(dims)}"
+                )
             dims[i] = x.shape[i - lead]
     return broadcast_to(x, dims)
 
@@ -179,7 +190,9 @@ def squeeze(x: Any, axis: Any = None) -> Tensor:
     if axis is None:
         axes = tuple(i for i, d in enumerate(x.shape) if d == 1)
     else:
-        axes = tuple(sorted({normalize_axis(a, x.ndim, "squeeze") for a in _ints(axis, "squeeze", "axis")}))
+        axes = tuple(
+            sorted({normalize_axis(a, x.ndim, "squeeze") for a in _ints(axis, "squeeze", "axis")})
+        )
         for a in axes:
             if x.shape[a] != 1:
                 raise ShapeError(f"squeeze: axis {a} of {describe(x)} has size {x.shape[a]}, not 1")
@@ -210,14 +223,24 @@ def concat(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         raise ShapeError("concat: zero-dimensional tensors cannot be concatenated (use stack)")
     ax = normalize_axis(axis, ndim, "concat")
     for t in items[1:]:
-        if t.ndim != ndim or builtins.any(t.shape[i] != items[0].shape[i] for i in range(ndim) if i != ax):
+        if t.ndim != ndim or builtins.any(
+            t.shape[i] != items[0].shape[i] for i in range(ndim) if i != ax
+        ):
             raise ShapeError(
                 f"concat: all shapes must match except along axis {ax}; got "
                 + ", ".join(str(i.shape) for i in items)
             )
-    dtype = items[0].dtype if builtins.all(t.dtype is items[0].dtype for t in items) else promote("concat", *items)
+    dtype = (
+        items[0].dtype
+        if builtins.all(t.dtype is items[0].dtype for t in items)
+        else promote("concat", *items)
+    )
     items = [cast_to(t, dtype) for t in items]
-    shape = (*items[0].shape[:ax], builtins.sum(t.shape[ax] for t in items), *items[0].shape[ax + 1 :])
+    shape = (
+        *items[0].shape[:ax],
+        builtins.sum(t.shape[ax] for t in items),
+        *items[0].shape[ax + 1 :],
+    )
     if len(items) == 1:
         return run(backend, "copy", (items[0],), shape, dtype)
     return run(backend, "concat", (items, ax), shape, dtype)
@@ -228,7 +251,10 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     items = _tensor_list(tensors, "stack")
     for t in items[1:]:
         if t.shape != items[0].shape:
-            raise ShapeError("stack: all tensors must have the same shape; got " + ", ".join(str(i.shape) for i in items))
+            raise ShapeError(
+                "stack: all tensors must have the same shape; got "
+                + ", ".join(str(i.shape) for i in items)
+            )
     ax = normalize_axis(axis, items[0].ndim + 1, "stack")
     return concat([unsqueeze(t, ax) for t in items], ax)
 
@@ -243,7 +269,9 @@ def _tensor_list(tensors: Any, op: str) -> list[Tensor]:
     return [as_tensor(t, op=op, like=like) for t in items]
 
 
-def split(x: Any, indices_or_sections: Any = None, axis: int = 0, *, sizes: Sequence[int] | None = None) -> list[Tensor]:
+def split(
+    x: Any, indices_or_sections: Any = None, axis: int = 0, *, sizes: Sequence[int] | None = None
+) -> list[Tensor]:
     """Split along ``axis``: into N equal parts (an int, which must divide the axis), at the
     given indices (a sequence, numpy's meaning), or into pieces of the given ``sizes``."""
     x = as_tensor(x, op="split")
@@ -256,16 +284,26 @@ def split(x: Any, indices_or_sections: Any = None, axis: int = 0, *, sizes: Sequ
             raise InvalidArgumentError("split: give either indices_or_sections or sizes, not both")
         parts = _ints(sizes, "split", "sizes")
         if builtins.any(p < 0 for p in parts) or builtins.sum(parts) != n:
-            raise ShapeError(f"split: sizes {parts} must be non-negative and sum to {n} (axis {ax} of {describe(x)})")
+            raise ShapeError(
+                f"split: sizes {parts} must be non-negative and sum to {n} "
+                f"(axis {ax} of {describe(x)})"
+            )
         bounds = list(np.cumsum((0, *parts)))
-    elif isinstance(indices_or_sections, numbers.Integral) and not isinstance(indices_or_sections, bool):
+    elif isinstance(indices_or_sections, numbers.Integral) and not isinstance(
+        indices_or_sections, bool
+    ):
         sections = int(indices_or_sections)
         if sections <= 0 or n % sections:
-            raise ShapeError(f"split: {sections} sections do not divide axis {ax} of size {n} equally")
+            raise ShapeError(
+                f"split: {sections} sections do not divide axis {ax} of size {n} equally"
+            )
         step = n // sections
         bounds = list(range(0, n + 1, step)) if step else [0] * (sections + 1)
     elif indices_or_sections is not None:
-        points = [builtins.min(builtins.max(p + n if p < 0 else p, 0), n) for p in _ints(indices_or_sections, "split", "indices")]
+        points = [
+            builtins.min(builtins.max(p + n if p < 0 else p, 0), n)
+            for p in _ints(indices_or_sections, "split", "indices")
+        ]
         bounds = [0, *points, n]
     else:
         raise InvalidArgumentError("split: give indices_or_sections or sizes")
@@ -339,7 +377,9 @@ def embedding(indices: Any, weight: Any) -> Tensor:
     ``indices.shape + (dim,)``; an id outside ``[0, num_embeddings)`` raises."""
     weight = as_tensor(weight, op="embedding")
     if weight.ndim != 2:
-        raise ShapeError(f"embedding: weight must be 2-D (num_embeddings, dim), got {describe(weight)}")
+        raise ShapeError(
+            f"embedding: weight must be 2-D (num_embeddings, dim), got {describe(weight)}"
+        )
     idx = as_tensor(indices, op="embedding", like=weight)
     _check_non_negative_on_host(idx, weight.shape[0], "embedding")
     return gather(weight, idx, axis=0)
@@ -361,21 +401,31 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", value: bool | int | floa
     ``mode`` is "constant" (with ``value``), "edge" or "reflect"."""
     x = as_tensor(x, op="pad")
     if mode not in ("constant", "edge", "reflect"):
-        raise InvalidArgumentError(f"pad: mode must be 'constant', 'edge' or 'reflect', got {mode!r}")
+        raise InvalidArgumentError(
+            f"pad: mode must be 'constant', 'edge' or 'reflect', got {mode!r}"
+        )
     try:
         widths = np.broadcast_to(np.asarray(pad_width, dtype=object), (x.ndim, 2))
     except ValueError:
-        raise ShapeError(f"pad: pad_width {pad_width!r} does not fit {describe(x)} (need one (before, after) pair per axis)") from None
+        raise ShapeError(
+            f"pad: pad_width {pad_width!r} does not fit {describe(x)} "
+            "(need one (before, after) pair per axis)"
+        ) from None
     pads = []
     for axis, (before, after) in enumerate(widths.tolist()):
         for v in (before, after):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise InvalidArgumentError(f"pad: widths must be non-negative ints, got {pad_width!r}")
+                raise InvalidArgumentError(
+                    f"pad: widths must be non-negative ints, got {pad_width!r}"
+                )
         if mode != "constant" and (before or after) and x.shape[axis] == 0:
-            raise ShapeError(f"pad: mode {mode!r} cannot pad the empty axis {axis} of {describe(x)}")
+            raise ShapeError(
+                f"pad: mode {mode!r} cannot pad the empty axis {axis} of {describe(x)}"
+            )
         if mode == "reflect" and builtins.max(before, after) >= builtins.max(x.shape[axis], 1):
             raise ShapeError(
-                f"pad: reflect padding ({before}, {after}) must be smaller than axis {axis} (size {x.shape[axis]})"
+                f"pad: reflect padding ({before}, {after}) "
+                f"must be smaller than axis {axis} (size {x.shape[axis]})"
             )
         pads.append((int(before), int(after)))
     from ipfs_accelerate.ops._elementwise import _check_scalar
@@ -428,25 +478,33 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             steps.append(step if size else 1)
             sizes.append(size)
             out_shape.append(size)
-        elif isinstance(item, numbers.Integral | Tensor) and not isinstance(item, bool) and (
-            not isinstance(item, Tensor) or item.ndim == 0
+        elif (
+            isinstance(item, numbers.Integral | Tensor)
+            and not isinstance(item, bool)
+            and (not isinstance(item, Tensor) or item.ndim == 0)
         ):
             i = int(item)
             if not -dim <= i < dim:
-                raise IndexOutOfRangeError(f"index {i} is out of bounds for axis {axis} with size {dim}")
+                raise IndexOutOfRangeError(
+                    f"index {i} is out of bounds for axis {axis} with size {dim}"
+                )
             starts.append(i + dim if i < 0 else i)
             steps.append(1)
             sizes.append(1)
         elif isinstance(item, Tensor | np.ndarray | list):
             if array_axis is not None:
-                raise UnsupportedOpError("index: only one integer-array index per indexing expression is supported")
+                raise UnsupportedOpError(
+                    "index: only one integer-array index per indexing expression is supported"
+                )
             array_axis = (len(out_shape), item)
             starts.append(0)
             steps.append(1)
             sizes.append(dim)
             out_shape.append(dim)
         else:
-            raise InvalidArgumentError(f"index: unsupported index element {item!r} of type {type(item).__name__}")
+            raise InvalidArgumentError(
+                f"index: unsupported index element {item!r} of type {type(item).__name__}"
+            )
         axis += 1
     result = _slice(x, tuple(starts), tuple(steps), tuple(sizes))
     result = reshape(result, tuple(out_shape))
@@ -460,10 +518,13 @@ def _array_index(x: Tensor, key: Any) -> Tensor:
     idx = as_tensor(key, op="index", like=x)
     if idx.dtype is bool_:
         if idx.shape != x.shape[: idx.ndim]:
-            raise ShapeError(f"index: boolean mask of shape {idx.shape} does not match {describe(x)}")
+            raise ShapeError(
+                f"index: boolean mask of shape {idx.shape} does not match {describe(x)}"
+            )
         if x.device != "cpu":
             raise UnsupportedOpError(
-                f"index: boolean masks give data-dependent shapes, supported on 'cpu' only; tensor is on {x.device!r}"
+                "index: boolean masks give data-dependent shapes, supported on 'cpu' only; "
+                f"tensor is on {x.device!r}"
             )
         from ipfs_accelerate.tensor._creation import from_numpy
 
@@ -494,7 +555,10 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     except ValueError:
         fits = False
     if not fits:
-        raise ShapeError(f"setitem: value of shape {host.shape} cannot be broadcast to the selection {target.shape}")
+        raise ShapeError(
+            f"setitem: value of shape {host.shape} "
+            f"cannot be broadcast to the selection {target.shape}"
+        )
     x._backend.setitem(x, key if not isinstance(key, Tensor) else key.numpy(), host)
 
 
@@ -511,7 +575,11 @@ def to_device(x: Any, device: str) -> Tensor:
         return x
     host = x._backend.to_numpy(x)
     # the copy must not alias the source: copy host memory that the source still owns
-    host = np.array(host, copy=True, order="C") if x._backend.shares_host_memory else np.ascontiguousarray(host)
+    host = (
+        np.array(host, copy=True, order="C")
+        if x._backend.shares_host_memory
+        else np.ascontiguousarray(host)
+    )
     return Tensor(target.from_numpy(host), x.shape, x.dtype, target)
 
 

@@ -77,7 +77,7 @@ class PriorityLimiter:
     async def acquire(
         self, priority: Priority = Priority.NORMAL, timeout: float | None = None
     ) -> float:
-        """Take a slot; return the seconds spent waiting. Raises QueueFullError or APITimeoutError."""
+        """Take a slot; return the seconds waited. Raises QueueFullError or APITimeoutError."""
         with self._lock:
             if self._in_flight < self.max_concurrency and self._queued == 0:
                 self._in_flight += 1

@@ -38,11 +38,15 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
-            raise ConfigurationError(f"model source must be a non-empty string, got {self.source!r}")
+            raise ConfigurationError(
+                f"model source must be a non-empty string, got {self.source!r}"
+            )
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
             raise ConfigurationError(f"model name must be a non-empty string, got {self.name!r}")
         if self.kind is not None and self.kind not in KINDS.values():
-            raise ConfigurationError(f"model kind {self.kind!r} is not one of {', '.join(sorted(set(KINDS.values())))}")
+            raise ConfigurationError(
+                f"model kind {self.kind!r} is not one of {', '.join(sorted(set(KINDS.values())))}"
+            )
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
@@ -100,15 +104,31 @@ class ServerConfig:
     def __post_init__(self) -> None:
         models = tuple(ModelSpec.parse(m) if isinstance(m, str) else m for m in self.models)
         if not models or not all(isinstance(m, ModelSpec) for m in models):
-            raise ConfigurationError("ServerConfig.models must name at least one model (ModelSpec or str)")
+            raise ConfigurationError(
+                "ServerConfig.models must name at least one model (ModelSpec or str)"
+            )
         object.__setattr__(self, "models", models)
-        for name in ("max_batch_size", "max_body_bytes", "max_client_batch_size", "max_concurrent_requests"):
+        for name in (
+            "max_batch_size",
+            "max_body_bytes",
+            "max_client_batch_size",
+            "max_concurrent_requests",
+        ):
             _positive_int(name, getattr(self, name))
         wait = self.max_wait_ms
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not math.isfinite(wait) or wait < 0:
-            raise ConfigurationError(f"ServerConfig.max_wait_ms must be a finite number >= 0, got {wait!r}")
+        if (
+            isinstance(wait, bool)
+            or not isinstance(wait, int | float)
+            or not math.isfinite(wait)
+            or wait < 0
+        ):
+            raise ConfigurationError(
+                f"ServerConfig.max_wait_ms must be a finite number >= 0, got {wait!r}"
+            )
         if not isinstance(self.device, str) or not self.device:
-            raise ConfigurationError(f"ServerConfig.device must be a backend name or 'auto', got {self.device!r}")
+            raise ConfigurationError(
+                f"ServerConfig.device must be a backend name or 'auto', got {self.device!r}"
+            )
         if self.api_key is not None:
             from ipfs_accelerate.api_backends import Secret
 
@@ -116,7 +136,9 @@ class ServerConfig:
             if isinstance(key, str):
                 key = Secret(key)
             if not isinstance(key, Secret) or not key.reveal().strip():
-                raise ConfigurationError("ServerConfig.api_key must be a non-empty string or Secret")
+                raise ConfigurationError(
+                    "ServerConfig.api_key must be a non-empty string or Secret"
+                )
             object.__setattr__(self, "api_key", key)
 
     def resolved_api_key(self) -> Any:
@@ -127,7 +149,8 @@ class ServerConfig:
             value = os.environ.get(self.api_key_env, "").strip()
             if not value:
                 raise ConfigurationError(
-                    f"ServerConfig.api_key_env names ${self.api_key_env}, which is not set in this process"
+                    f"ServerConfig.api_key_env names ${self.api_key_env}, "
+                    "which is not set in this process"
                 )
             from ipfs_accelerate.api_backends import Secret
 

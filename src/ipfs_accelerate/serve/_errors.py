@@ -29,12 +29,20 @@ KINDS: dict[str, _Kind] = {
     "invalid_request": _Kind((400, "invalid_request_error", None), (422, "Validation"), 400),
     "empty_input": _Kind((400, "invalid_request_error", None), (400, "Empty"), 400),
     "too_many_inputs": _Kind((400, "invalid_request_error", None), (413, "Validation"), 400),
-    "input_too_long": _Kind((400, "invalid_request_error", "context_length_exceeded"), (413, "Validation"), 400),
+    "input_too_long": _Kind(
+        (400, "invalid_request_error", "context_length_exceeded"), (413, "Validation"), 400
+    ),
     "unsupported": _Kind((400, "invalid_request_error", None), (422, "Validation"), 400),
     "bad_media": _Kind((400, "invalid_request_error", "invalid_value"), (422, "Validation"), 400),
-    "unknown_model": _Kind((404, "invalid_request_error", "model_not_found"), (424, "Backend"), 404),
-    "wrong_model_kind": _Kind((400, "invalid_request_error", "model_not_supported"), (424, "Backend"), 400),
-    "payload_too_large": _Kind((413, "invalid_request_error", "request_too_large"), (413, "Validation"), 413),
+    "unknown_model": _Kind(
+        (404, "invalid_request_error", "model_not_found"), (424, "Backend"), 404
+    ),
+    "wrong_model_kind": _Kind(
+        (400, "invalid_request_error", "model_not_supported"), (424, "Backend"), 400
+    ),
+    "payload_too_large": _Kind(
+        (413, "invalid_request_error", "request_too_large"), (413, "Validation"), 413
+    ),
     "unauthorized": _Kind((401, "invalid_request_error", "invalid_api_key"), (401, None), 401),
     "overloaded": _Kind((503, "server_error", "overloaded"), (429, "Overloaded"), 503),
     "inference_failed": _Kind((500, "server_error", None), (424, "Backend"), 500),
@@ -91,7 +99,14 @@ def error_body(error: ServeError, family: str) -> tuple[int, bytes]:
     payload: Any
     if family == "openai":
         status, type_, code = kind.openai
-        payload = {"error": {"message": error.message, "type": type_, "param": error.param, "code": error.code or code}}
+        payload = {
+            "error": {
+                "message": error.message,
+                "type": type_,
+                "param": error.param,
+                "code": error.code or code,
+            }
+        }
     elif family == "kserve":
         status, payload = kind.kserve, {"error": error.message}
     else:

@@ -27,7 +27,23 @@ def model_loads() -> dict[str, int]:
         return dict(_LOADS)
 
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -44,29 +60,37 @@ class ServerMetrics:
             ["route", "method", "status"], registry=self.registry,
         )  # fmt: skip
         self.request_seconds = Histogram(
-            f"{prefix}_request_duration_seconds", "Time from request to response, by route template",
+            f"{prefix}_request_duration_seconds",
+            "Time from request to response, by route template",
             ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.errors = Counter(
-            f"{prefix}_errors", "Requests that failed, by error kind", ["kind"], registry=self.registry
+            f"{prefix}_errors",
+            "Requests that failed, by error kind",
+            ["kind"],
+            registry=self.registry,
         )
         self.inputs = Counter(
             f"{prefix}_inputs", "Inputs processed (texts, images, audio files)", ["model", "task"],
             registry=self.registry,
         )  # fmt: skip
         self.prompt_tokens = Counter(
-            f"{prefix}_prompt_tokens", "Tokens embedded (special tokens included)", ["model"], registry=self.registry
+            f"{prefix}_prompt_tokens",
+            "Tokens embedded (special tokens included)",
+            ["model"],
+            registry=self.registry,
         )
         self.batch_size = Histogram(
-            f"{prefix}_embedding_batch_size", "Inputs per forward pass of the dynamic batcher", ["model"],
-            buckets=_BATCH_BUCKETS, registry=self.registry,
+            f"{prefix}_embedding_batch_size", "Inputs per forward pass of the dynamic batcher",
+            ["model"], buckets=_BATCH_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.queue_seconds = Histogram(
-            f"{prefix}_embedding_queue_seconds", "Time an input waited for its forward pass", ["model"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            f"{prefix}_embedding_queue_seconds", "Time an input waited for its forward pass",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.inference_seconds = Histogram(
-            f"{prefix}_inference_seconds", "Time of one model call (a batch, an image set, an audio file)",
+            f"{prefix}_inference_seconds",
+            "Time of one model call (a batch, an image set, an audio file)",
             ["model", "task"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.pending = Gauge(
@@ -74,8 +98,8 @@ class ServerMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.in_progress = Gauge(
-            f"{prefix}_requests_in_progress", "Model requests accepted and not yet answered", ["model"],
-            registry=self.registry,
+            f"{prefix}_requests_in_progress", "Model requests accepted and not yet answered",
+            ["model"], registry=self.registry,
         )  # fmt: skip
         self.registry.register(_LoadsCollector())
 
@@ -93,7 +117,9 @@ class _LoadsCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         family = GaugeMetricFamily(
-            "ipfs_accelerate_serve_model_loads", "Times this process loaded each served model", labels=["model"]
+            "ipfs_accelerate_serve_model_loads",
+            "Times this process loaded each served model",
+            labels=["model"],
         )
         for name, count in sorted(model_loads().items()):
             family.add_metric([name], count)

@@ -13,7 +13,14 @@ from ipfs_accelerate.errors import ServerStartError
 __all__ = ["BackgroundServer", "run_server"]
 
 
-def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info", **uvicorn_options: Any) -> None:
+def run_server(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    **uvicorn_options: Any,
+) -> None:
     """Serve ``app`` with uvicorn until interrupted (Ctrl-C, SIGTERM)."""
     import uvicorn
 
@@ -31,13 +38,21 @@ class BackgroundServer:
     """
 
     def __init__(
-        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning", **uvicorn_options: Any
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        **uvicorn_options: Any,
     ) -> None:
         import uvicorn
 
         self.app = app
         self.host = host
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", **uvicorn_options)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, lifespan="on", **uvicorn_options
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -60,8 +75,14 @@ class BackgroundServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                reason = f"{type(self._error).__name__}: {self._error}" if self._error else "it did not start in time"
-                raise ServerStartError(f"uvicorn on {self.host}:{self.port} failed to start: {reason}")
+                reason = (
+                    f"{type(self._error).__name__}: {self._error}"
+                    if self._error
+                    else "it did not start in time"
+                )
+                raise ServerStartError(
+                    f"uvicorn on {self.host}:{self.port} failed to start: {reason}"
+                )
             time.sleep(0.01)
         sockets = [s for server in self._server.servers for s in server.sockets]
         if sockets:

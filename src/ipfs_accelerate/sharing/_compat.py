@@ -28,12 +28,15 @@ SHARING_PATTERNS: Final = MappingProxyType(
 
 # longest first, so "whisper_text" is tried before "whisper" and "xclip" before "clip"
 _FAMILIES: Final = tuple(
-    sorted({family for models in SHARING_PATTERNS.values() for family in models}, key=len, reverse=True)
+    sorted(
+        {family for models in SHARING_PATTERNS.values() for family in models}, key=len, reverse=True
+    )
 )
 # a family name, an optional version ("llama2", "dinov2", "blip-2" via the separator), then a
 # separator or the end: "bert-base-uncased" is BERT, "bertology" is not
 _PATTERNS: Final = tuple(
-    (family, re.compile(re.escape(family) + r"(?:v?\d+(?:\.\d+)?)?(?:[-_.:\s]|$)")) for family in _FAMILIES
+    (family, re.compile(re.escape(family) + r"(?:v?\d+(?:\.\d+)?)?(?:[-_.:\s]|$)"))
+    for family in _FAMILIES
 )
 
 
@@ -61,7 +64,9 @@ def model_family(model_name: str) -> str | None:
     longest matching family wins.
     """
     if not isinstance(model_name, str) or not model_name:
-        raise InvalidArgumentError(f"model_family: model name must be a non-empty string, got {model_name!r}")
+        raise InvalidArgumentError(
+            f"model_family: model name must be a non-empty string, got {model_name!r}"
+        )
     name = model_name.rsplit("/", 1)[-1].lower()
     for family, pattern in _PATTERNS:
         if pattern.match(name):

@@ -90,11 +90,16 @@ class TensorSharingManager:
             or max_memory_mb < 0
         ):
             raise InvalidArgumentError(
-                f"TensorSharingManager: max_memory_mb must be a non-negative number or None, got {max_memory_mb!r}"
+                "TensorSharingManager: max_memory_mb must be a non-negative number or None, "
+                f"got {max_memory_mb!r}"
             )
         self.max_memory_mb = max_memory_mb
-        self.max_memory_bytes: int | None = None if max_memory_mb is None else int(max_memory_mb * _MB)
-        self.sharing_patterns: dict[str, list[str]] = {k: list(v) for k, v in SHARING_PATTERNS.items()}
+        self.max_memory_bytes: int | None = (
+            None if max_memory_mb is None else int(max_memory_mb * _MB)
+        )
+        self.sharing_patterns: dict[str, list[str]] = {
+            k: list(v) for k, v in SHARING_PATTERNS.items()
+        }
         self._lock = threading.RLock()
         self._tensors: dict[str, SharedTensor] = {}
         self._aliases: dict[str, str] = {}
@@ -208,7 +213,9 @@ class TensorSharingManager:
         producer: str | None, consumers: Iterable[str] | None, context: str
     ) -> list[str]:
         if isinstance(consumers, str):
-            raise InvalidArgumentError(f"{context}: consumer_models must be a list of names, got the string {consumers!r}")
+            raise InvalidArgumentError(
+                f"{context}: consumer_models must be a list of names, got the string {consumers!r}"
+            )
         models: list[str] = []
         for model in ([] if producer is None else [producer]) + list(consumers or ()):
             check_name(model, f"{context}: model name")
@@ -218,7 +225,11 @@ class TensorSharingManager:
 
     @staticmethod
     def _prepare_data(
-        data: Tensor | np.ndarray[Any, Any], dims: tuple[int, ...], dtype: DType, storage_type: str, context: str
+        data: Tensor | np.ndarray[Any, Any],
+        dims: tuple[int, ...],
+        dtype: DType,
+        storage_type: str,
+        context: str,
     ) -> Tensor:
         """``data`` checked and laid out so that hashing reads it without another copy.
 
@@ -229,7 +240,9 @@ class TensorSharingManager:
         if isinstance(data, np.ndarray):
             data = from_numpy(data)
         if not isinstance(data, Tensor):
-            raise InvalidArgumentError(f"{context}: data must be a Tensor or numpy array, got {type(data).__name__}")
+            raise InvalidArgumentError(
+                f"{context}: data must be a Tensor or numpy array, got {type(data).__name__}"
+            )
         device = storage_type if storage_type == "cpu" else data.device
         return place_data(data, dims, dtype, device, context)
 
@@ -246,13 +259,14 @@ class TensorSharingManager:
         if (tensor.shape, tensor.dtype, tensor.storage_type) != (dims, dtype, storage_type):
             raise SharingError(
                 f"{context}: {tensor.name!r} is already registered with shape {tensor.shape}, "
-                f"dtype {tensor.dtype.name}, storage {tensor.storage_type!r}; asked for shape {dims}, "
-                f"dtype {dtype.name}, storage {storage_type!r}"
+                f"dtype {tensor.dtype.name}, storage {tensor.storage_type!r}; "
+                f"asked for shape {dims}, dtype {dtype.name}, storage {storage_type!r}"
             )
         if host is not None and not (tensor.content_id == cid and _same_bytes(tensor.data, host)):
             raise SharingError(
                 f"{context}: {tensor.name!r} is already registered with different content "
-                f"(held {tensor.content_id or 'unhashed data'}, given {cid}); register it under another name"
+                f"(held {tensor.content_id or 'unhashed data'}, given {cid}); "
+                "register it under another name"
             )
 
     def _held_copy(self, key: ContentKey, host: Tensor) -> SharedTensor | None:
@@ -280,7 +294,9 @@ class TensorSharingManager:
         limit = self.max_memory_bytes
         if limit is None or self._memory_bytes + nbytes <= limit:
             return
-        candidates = sorted((t for t in self._tensors.values() if t.can_be_freed()), key=lambda t: t._tick)
+        candidates = sorted(
+            (t for t in self._tensors.values() if t.can_be_freed()), key=lambda t: t._tick
+        )
         freeable = sum(t.get_memory_usage() for t in candidates)
         if self._memory_bytes - freeable + nbytes > limit:
             raise self._out_of_memory(nbytes, freeable, context)
@@ -298,9 +314,12 @@ class TensorSharingManager:
     def _out_of_memory(self, nbytes: int, freeable: int, context: str) -> OutOfMemoryError:
         assert self.max_memory_bytes is not None
         pinned = sorted(t.name for t in self._tensors.values() if t.is_pinned)
-        held = sorted(t.name for t in self._tensors.values() if not t.is_pinned and not t.can_be_freed())
+        held = sorted(
+            t.name for t in self._tensors.values() if not t.is_pinned and not t.can_be_freed()
+        )
         return OutOfMemoryError(
-            f"{context}: needs {nbytes} bytes ({_mb(nbytes):.2f} MB) but max_memory_mb={self.max_memory_mb} "
+            f"{context}: needs {nbytes} bytes ({_mb(nbytes):.2f} MB) "
+            f"but max_memory_mb={self.max_memory_mb} "
             f"allows {self.max_memory_bytes} bytes; {self._memory_bytes} bytes are in use and only "
             f"{freeable} could be evicted (pinned: {_list_names(pinned)}; held or with held/pinned "
             f"views: {_list_names(held)}). Release tensors (release_model_tensors), unpin them, "
@@ -374,7 +393,9 @@ class TensorSharingManager:
                 view.acquire(model_name)
             return view
 
-    def share_tensor_between_models(self, tensor_name: str, from_model: str, to_models: Iterable[str]) -> bool:
+    def share_tensor_between_models(
+        self, tensor_name: str, from_model: str, to_models: Iterable[str]
+    ) -> bool:
         """Let ``to_models`` hold the tensor (or view) that ``from_model`` holds or produced.
 
         Each model of ``to_models`` not holding it yet acquires it once (sharing again is a
@@ -382,18 +403,25 @@ class TensorSharingManager:
         when ``from_model`` neither holds nor produced it.
         """
         check_name(from_model, "share_tensor_between_models: from_model")
-        targets = self._models_to_hold(None, to_models, f"share_tensor_between_models({tensor_name!r})")
+        targets = self._models_to_hold(
+            None, to_models, f"share_tensor_between_models({tensor_name!r})"
+        )
         with self._lock:
             entry: SharedTensor | SharedTensorView | None = self._tensor(tensor_name)
             if entry is None:
                 entry = self._views.get(tensor_name)
             if entry is None:
                 raise self._not_found(tensor_name, "tensor")
-            producer = entry.producer_model if isinstance(entry, SharedTensor) else entry.parent.producer_model
+            producer = (
+                entry.producer_model
+                if isinstance(entry, SharedTensor)
+                else entry.parent.producer_model
+            )
             if from_model not in entry.consumer_models and from_model != producer:
                 raise SharingError(
                     f"share_tensor_between_models: model {from_model!r} neither holds nor produced "
-                    f"{tensor_name!r} (held by: {', '.join(sorted(entry.consumer_models)) or 'nobody'}; "
+                    f"{tensor_name!r} "
+                    f"(held by: {', '.join(sorted(entry.consumer_models)) or 'nobody'}; "
                     f"producer: {producer!r})"
                 )
             for model in targets:
@@ -432,7 +460,12 @@ class TensorSharingManager:
                     freed.append(tensor.name)
             freed_bytes = initial - self._memory_bytes
             if freed:
-                logger.info("optimize_memory_usage: freed %d tensors, %d bytes: %s", len(freed), freed_bytes, freed)
+                logger.info(
+                    "optimize_memory_usage: freed %d tensors, %d bytes: %s",
+                    len(freed),
+                    freed_bytes,
+                    freed,
+                )
             return {
                 "initial_memory_bytes": initial,
                 "current_memory_bytes": self._memory_bytes,
@@ -496,7 +529,9 @@ class TensorSharingManager:
                     "views": sorted(tensor.views),
                     "view_of": None,
                 }
-                for view_name, view in list(tensor.views.items()):  # snapshot: views may be added directly
+                for view_name, view in list(
+                    tensor.views.items()
+                ):  # snapshot: views may be added directly
                     view_consumers = sorted(view.consumer_models)
                     usage[view_name] = {
                         "memory_bytes": 0,
@@ -547,7 +582,9 @@ class TensorSharingManager:
                     )
                     others = sorted(holders - {model})
                     entry["total_memory_bytes"] += nbytes
-                    entry["exclusive_memory_bytes" if not others else "shared_memory_bytes"] += nbytes
+                    entry["exclusive_memory_bytes" if not others else "shared_memory_bytes"] += (
+                        nbytes
+                    )
                     entry["tensor_count"] += 1
                     entry["view_count"] += len(via.get(model, []))
                     entry["tensors"][name] = {
@@ -585,7 +622,8 @@ class TensorSharingManager:
             )
         for tensor_type, models in opportunities.items():
             advice.append(
-                f"{', '.join(models)} can share {tensor_type} tensors: hand one model's to the others "
+                f"{', '.join(models)} can share {tensor_type} tensors: "
+                "hand one model's to the others "
                 "with share_tensor_between_models(), and register weights with data= so identical "
                 "ones are stored once"
             )
@@ -597,8 +635,8 @@ class TensorSharingManager:
         pinned = [t for t in tensors if t.is_pinned]
         if pinned and limit is not None:
             advice.append(
-                f"{len(pinned)} pinned tensor(s) ({_mb(sum(t.get_memory_usage() for t in pinned)):.2f} MB) "
-                "can never be evicted"
+                f"{len(pinned)} pinned tensor(s) "
+                f"({_mb(sum(t.get_memory_usage() for t in pinned)):.2f} MB) can never be evicted"
             )
         return {
             "largest_tensors": [
@@ -655,6 +693,6 @@ class TensorSharingManager:
 
     def __repr__(self) -> str:
         return (
-            f"TensorSharingManager(tensors={len(self._tensors)}, memory_bytes={self._memory_bytes}, "
-            f"max_memory_mb={self.max_memory_mb})"
+            f"TensorSharingManager(tensors={len(self._tensors)}, "
+            f"memory_bytes={self._memory_bytes}, max_memory_mb={self.max_memory_mb})"
         )

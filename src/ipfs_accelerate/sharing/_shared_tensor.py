@@ -62,13 +62,19 @@ def check_storage(storage_type: Any, context: str) -> str:
     from ipfs_accelerate.hal import get_backend
 
     if not isinstance(storage_type, str):
-        raise InvalidArgumentError(f"{context}: storage_type must be a backend name, got {storage_type!r}")
+        raise InvalidArgumentError(
+            f"{context}: storage_type must be a backend name, got {storage_type!r}"
+        )
     get_backend(storage_type, fallback=False)
     return storage_type
 
 
 def place_data(
-    data: Tensor | np.ndarray[Any, Any], shape: tuple[int, ...], dtype: DType, storage_type: str, context: str
+    data: Tensor | np.ndarray[Any, Any],
+    shape: tuple[int, ...],
+    dtype: DType,
+    storage_type: str,
+    context: str,
 ) -> Tensor:
     """``data`` checked against ``shape``/``dtype`` and held on ``storage_type``, row-major.
 
@@ -79,7 +85,9 @@ def place_data(
     if isinstance(data, np.ndarray):
         data = from_numpy(data)
     if not isinstance(data, Tensor):
-        raise InvalidArgumentError(f"{context}: data must be a Tensor or numpy array, got {type(data).__name__}")
+        raise InvalidArgumentError(
+            f"{context}: data must be a Tensor or numpy array, got {type(data).__name__}"
+        )
     if data.shape != shape:
         raise ShapeError(f"{context}: data has shape {data.shape} but shape {shape} was given")
     if data.dtype is not dtype:
@@ -262,7 +270,9 @@ class SharedTensor:
 
     def _check_live(self, action: str) -> None:
         if self._data is None:
-            raise SharingError(f"{action}: shared tensor {self.name!r} was freed ({self._freed_reason})")
+            raise SharingError(
+                f"{action}: shared tensor {self.name!r} was freed ({self._freed_reason})"
+            )
 
     # ------------------------------------------------------------------ views, copies
 
@@ -289,7 +299,9 @@ class SharedTensor:
         with self._lock:
             self._check_live(f"create_view({name!r})")
             if name in self.views:
-                raise SharingError(f"create_view: tensor {self.name!r} already has a view named {name!r}")
+                raise SharingError(
+                    f"create_view: tensor {self.name!r} already has a view named {name!r}"
+                )
             view = SharedTensorView(self, name, *spec)
             self.views[name] = view
         return view
@@ -351,7 +363,9 @@ def _normalize_view(
     ):
         starts, sizes = tuple(offset), tuple(size)
         if not all(_is_int(v) for v in starts + sizes):
-            raise InvalidArgumentError(f"{where}: offset {offset!r} and size {size!r} must hold ints")
+            raise InvalidArgumentError(
+                f"{where}: offset {offset!r} and size {size!r} must hold ints"
+            )
         if len(starts) != len(shape) or len(sizes) != len(shape):
             raise InvalidArgumentError(
                 f"{where}: offset {list(starts)} and size {list(sizes)} need one entry per "
@@ -363,7 +377,11 @@ def _normalize_view(
                     f"{where}: along axis {axis} the range [{start}, {start + count}) lies outside "
                     f"[0, {dim}) (offset {list(starts)}, size {list(sizes)})"
                 )
-        return tuple(int(v) for v in starts), tuple(int(v) for v in sizes), tuple(int(v) for v in sizes)
+        return (
+            tuple(int(v) for v in starts),
+            tuple(int(v) for v in sizes),
+            tuple(int(v) for v in sizes),
+        )
     raise InvalidArgumentError(
         f"{where}: offset and size must both be ints (elements of the flattened parent) or both "
         f"sequences with one int per dimension; got offset={offset!r}, size={size!r}"
@@ -480,8 +498,9 @@ class SharedTensorView:
 
     def __repr__(self) -> str:
         return (
-            f"SharedTensorView(name={self.name!r}, parent={self.parent.name!r}, offset={self.offset!r}, "
-            f"size={self.size!r}, shape={self.shape}, refs={self.reference_count})"
+            f"SharedTensorView(name={self.name!r}, parent={self.parent.name!r}, "
+            f"offset={self.offset!r}, size={self.size!r}, shape={self.shape}, "
+            f"refs={self.reference_count})"
         )
 
 

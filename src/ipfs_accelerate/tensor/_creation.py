@@ -60,7 +60,9 @@ def normalize_shape(shape: Any, *, context: str) -> tuple[int, ...]:
     try:
         dims = tuple(shape)
     except TypeError:
-        raise ShapeError(f"{context}: shape must be an int or a sequence of ints, got {shape!r}") from None
+        raise ShapeError(
+            f"{context}: shape must be an int or a sequence of ints, got {shape!r}"
+        ) from None
     out = []
     for dim in dims:
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
@@ -77,7 +79,9 @@ def _shape_from_varargs(shape: tuple[Any, ...], context: str) -> tuple[int, ...]
     return normalize_shape(shape, context=context)
 
 
-def checked_cast(array: np.ndarray[Any, Any], dtype: DType, *, context: str) -> np.ndarray[Any, Any]:
+def checked_cast(
+    array: np.ndarray[Any, Any], dtype: DType, *, context: str
+) -> np.ndarray[Any, Any]:
     """``array`` converted to ``dtype``, refusing conversions that would change values silently.
 
     Refused: NaN/inf or values with a fractional part into integer or bool dtypes; values out
@@ -96,7 +100,8 @@ def checked_cast(array: np.ndarray[Any, Any], dtype: DType, *, context: str) -> 
     if target.kind == "b":
         if array.size and not np.isin(array, (0, 1)).all():
             raise TensorOverflowError(
-                f"{context}: only 0 and 1 convert to bool exactly; found {_first_bad(array, ~np.isin(array, (0, 1)))}"
+                f"{context}: only 0 and 1 convert to bool exactly; "
+                f"found {_first_bad(array, ~np.isin(array, (0, 1)))}"
             )
         return array.astype(target)
     if target.kind in "iu":
@@ -105,12 +110,14 @@ def checked_cast(array: np.ndarray[Any, Any], dtype: DType, *, context: str) -> 
             if array.size:
                 bad = ~np.isfinite(array)
                 if bad.any():
-                    raise TensorOverflowError(f"{context}: {_first_bad(array, bad)} cannot be represented as {dtype.name}")
+                    raise TensorOverflowError(
+                        f"{context}: {_first_bad(array, bad)} cannot be represented as {dtype.name}"
+                    )
                 bad = array != np.trunc(array)
                 if bad.any():
                     raise DtypeError(
-                        f"{context}: converting to {dtype.name} would truncate {_first_bad(array, bad)}; "
-                        "round explicitly first"
+                        f"{context}: converting to {dtype.name} "
+                        f"would truncate {_first_bad(array, bad)}; round explicitly first"
                     )
             low, high = float(info.min), float(info.max)
         else:
@@ -119,7 +126,8 @@ def checked_cast(array: np.ndarray[Any, Any], dtype: DType, *, context: str) -> 
             bad = (array < low) | (array > high)
             if bad.any():
                 raise TensorOverflowError(
-                    f"{context}: {_first_bad(array, bad)} is out of range for {dtype.name} [{info.min}, {info.max}]"
+                    f"{context}: {_first_bad(array, bad)} is out of range "
+                    f"for {dtype.name} [{info.min}, {info.max}]"
                 )
         return array.astype(target)
     # float -> float
@@ -129,7 +137,8 @@ def checked_cast(array: np.ndarray[Any, Any], dtype: DType, *, context: str) -> 
         bad = np.isinf(converted) & np.isfinite(array)
         if bad.any():
             raise TensorOverflowError(
-                f"{context}: {_first_bad(array, bad)} overflows {dtype.name} (max {np.finfo(target).max})"
+                f"{context}: {_first_bad(array, bad)} overflows {dtype.name} "
+                f"(max {np.finfo(target).max})"
             )
     return converted
 
@@ -142,7 +151,9 @@ def _first_bad(array: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> str:
 
 
 def _host_array(data: Any, dtype: DType | None, context: str) -> np.ndarray[Any, Any]:
-    """Python/numpy/tensor data as a new numpy array of a supported dtype (never aliasing ``data``)."""
+    """Python/numpy/tensor data as a new numpy array of a supported dtype.
+
+    The result never aliases ``data``."""
     borrowed = True
     if isinstance(data, Tensor):
         array = data.numpy()
@@ -154,11 +165,13 @@ def _host_array(data: Any, dtype: DType | None, context: str) -> np.ndarray[Any,
             array = np.array(data)
         except (ValueError, TypeError):
             raise InvalidArgumentError(
-                f"{context}: cannot make a tensor from this {type(data).__name__}: nested sequences must be "
-                "rectangular (not ragged) and hold numbers"
+                f"{context}: cannot make a tensor from this {type(data).__name__}: "
+                "nested sequences must be rectangular (not ragged) and hold numbers"
             ) from None
         except OverflowError:
-            raise TensorOverflowError(f"{context}: a value in the data does not fit any supported dtype") from None
+            raise TensorOverflowError(
+                f"{context}: a value in the data does not fit any supported dtype"
+            ) from None
         if array.dtype == object:
             raise InvalidArgumentError(
                 f"{context}: data is ragged, too large for int64, or holds non-numeric values; "
@@ -183,13 +196,20 @@ def tensor(data: Any, dtype: DType | str | None = None, device: str | None = Non
     target = as_dtype(dtype) if dtype is not None else None
     array = _host_array(data, target, "tensor()")
     backend = _backend(device)
-    return Tensor(backend.from_numpy(array), array.shape, from_numpy_dtype(array.dtype, context="tensor()"), backend)
+    return Tensor(
+        backend.from_numpy(array),
+        array.shape,
+        from_numpy_dtype(array.dtype, context="tensor()"),
+        backend,
+    )
 
 
 def from_numpy(array: np.ndarray[Any, Any], device: str | None = None) -> Tensor:
     """Wrap a numpy array. On CPU the tensor shares memory with ``array`` (no copy)."""
     if not isinstance(array, np.ndarray):
-        raise InvalidArgumentError(f"from_numpy(): expected a numpy.ndarray, got {type(array).__name__}")
+        raise InvalidArgumentError(
+            f"from_numpy(): expected a numpy.ndarray, got {type(array).__name__}"
+        )
     dt = from_numpy_dtype(array.dtype, context="from_numpy()")
     backend = _backend(device)
     return Tensor(backend.from_numpy(array), array.shape, dt, backend)
@@ -209,7 +229,9 @@ def _fill_dtype(value: Any) -> DType:
     raise DtypeError(f"full(): fill value must be a bool, int or float, got {type(value).__name__}")
 
 
-def full(shape: Any, fill_value: Any, dtype: DType | str | None = None, device: str | None = None) -> Tensor:
+def full(
+    shape: Any, fill_value: Any, dtype: DType | str | None = None, device: str | None = None
+) -> Tensor:
     """A tensor of ``shape`` filled with ``fill_value`` (dtype defaults from the value)."""
     dims = normalize_shape(shape, context="full()")
     target = as_dtype(dtype) if dtype is not None else _fill_dtype(fill_value)
@@ -243,10 +265,14 @@ def full_like(
 ) -> Tensor:
     """A tensor shaped like ``other`` (same dtype and device unless given) filled with a value."""
     _require_tensor(other, "full_like()")
-    return full(other.shape, fill_value, dtype if dtype is not None else other.dtype, device or other.device)
+    return full(
+        other.shape, fill_value, dtype if dtype is not None else other.dtype, device or other.device
+    )
 
 
-def zeros_like(other: Tensor, dtype: DType | str | None = None, device: str | None = None) -> Tensor:
+def zeros_like(
+    other: Tensor, dtype: DType | str | None = None, device: str | None = None
+) -> Tensor:
     return full_like(other, 0, dtype, device)
 
 
@@ -303,7 +329,9 @@ def rand(
     dims = _shape_from_varargs(shape, "rand()")
     target = _float_dtype(dtype, "rand()")
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise InvalidArgumentError(f"rand(): need finite low < high, got low={low!r}, high={high!r}")
+        raise InvalidArgumentError(
+            f"rand(): need finite low < high, got low={low!r}, high={high!r}"
+        )
     rng = np.random.default_rng(seed) if seed is not None else _default_rng
     values = rng.uniform(low, high, size=dims)
     # rounding into a narrower float can land exactly on ``high``: keep the interval half-open
@@ -313,7 +341,10 @@ def rand(
 
 
 def randn(
-    *shape: Any, seed: int | None = None, dtype: DType | str | None = None, device: str | None = None
+    *shape: Any,
+    seed: int | None = None,
+    dtype: DType | str | None = None,
+    device: str | None = None,
 ) -> Tensor:
     """Standard normal random values; seeded like :func:`rand`."""
     dims = _shape_from_varargs(shape, "randn()")
@@ -327,5 +358,3 @@ def _float_dtype(dtype: DType | str | None, context: str) -> DType:
     if not target.is_floating:
         raise DtypeError(f"{context}: dtype must be a floating dtype, got {target.name}")
     return target
-
-

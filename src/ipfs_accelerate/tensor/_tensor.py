@@ -135,7 +135,9 @@ class Tensor:
 
     def __index__(self) -> int:
         if not (self.dtype.is_integer or self.dtype.is_bool):
-            raise InvalidArgumentError(f"only integer tensors can be used as an index, got {self.dtype}")
+            raise InvalidArgumentError(
+                f"only integer tensors can be used as an index, got {self.dtype}"
+            )
         return int(self.item())
 
     def __len__(self) -> int:
@@ -304,7 +306,9 @@ class Tensor:
     # ------------------------------------------------------------------ methods (numpy names)
 
     def reshape(self, *shape: Any) -> Tensor:
-        return _ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+        return _ops.reshape(
+            self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        )
 
     def view(self, *shape: Any) -> Tensor:
         return self.reshape(*shape)
@@ -320,13 +324,17 @@ class Tensor:
         return _ops.transpose(self, axes)
 
     def permute(self, *axes: Any) -> Tensor:
-        return _ops.permute(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes)
+        return _ops.permute(
+            self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes
+        )
 
     def swapaxes(self, axis1: int, axis2: int) -> Tensor:
         return _ops.swapaxes(self, axis1, axis2)
 
     def expand(self, *shape: Any) -> Tensor:
-        return _ops.expand(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+        return _ops.expand(
+            self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        )
 
     def broadcast_to(self, shape: Sequence[int]) -> Tensor:
         return _ops.broadcast_to(self, shape)

@@ -52,7 +52,9 @@ class TextTokenizer:
     ``max_length`` bounds every sequence including special tokens (None: no bound).
     """
 
-    def __init__(self, tokenizer: Any, *, max_length: int | None, pad_id: int, name: str = "tokenizer") -> None:
+    def __init__(
+        self, tokenizer: Any, *, max_length: int | None, pad_id: int, name: str = "tokenizer"
+    ) -> None:
         self._tokenizer = tokenizer
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
@@ -65,16 +67,22 @@ class TextTokenizer:
         self.name = name
 
     @classmethod
-    def from_file(cls, path: str | Path, *, max_length: int | None = None, pad_token: str | None = None) -> TextTokenizer:
+    def from_file(
+        cls, path: str | Path, *, max_length: int | None = None, pad_token: str | None = None
+    ) -> TextTokenizer:
         """Load ``tokenizer.json``. The pad id comes from ``pad_token``, else from the file's
         padding settings, else 0."""
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - in the models extra
-            raise CheckpointError("the tokenizers package is needed to read tokenizer.json") from exc
+            raise CheckpointError(
+                "the tokenizers package is needed to read tokenizer.json"
+            ) from exc
         path = Path(path)
         if not path.exists():
-            raise CheckpointError(f"{path}: missing; this pipeline needs the checkpoint's tokenizer.json")
+            raise CheckpointError(
+                f"{path}: missing; this pipeline needs the checkpoint's tokenizer.json"
+            )
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # the Rust side raises a plain Exception on bad files
@@ -106,13 +114,21 @@ class TextTokenizer:
             limits.append(settings.get("model_max_length"))
             config = read_json(directory / "config.json")
             text_config = config.get("text_config") or {}
-            limits.append(config.get("max_position_embeddings") or text_config.get("max_position_embeddings"))
+            limits.append(
+                config.get("max_position_embeddings") or text_config.get("max_position_embeddings")
+            )
             limits.append(config.get("max_target_positions"))
-            usable = [int(v) for v in limits if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < _NO_LIMIT]
+            usable = [
+                int(v)
+                for v in limits
+                if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < _NO_LIMIT
+            ]
             max_length = min(usable) if usable else None
         if positions is not None and (max_length is None or max_length > positions):
             max_length = positions
-        return cls.from_file(directory / "tokenizer.json", max_length=max_length, pad_token=pad_token)
+        return cls.from_file(
+            directory / "tokenizer.json", max_length=max_length, pad_token=pad_token
+        )
 
     # ------------------------------------------------------------------ encoding
 
@@ -131,17 +147,25 @@ class TextTokenizer:
         limit = max_length if max_length is not None else self.max_length
         try:
             encodings = self._with_limit(limit).encode_batch(batch) if batch else []
-        except Exception as exc:  # the Rust side raises plain Exceptions (e.g. max_length too short)
-            raise PreprocessingError(f"{self.name}: cannot tokenize with max_length={limit}: {exc}") from None
+        except (
+            Exception
+        ) as exc:  # the Rust side raises plain Exceptions (e.g. max_length too short)
+            raise PreprocessingError(
+                f"{self.name}: cannot tokenize with max_length={limit}: {exc}"
+            ) from None
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
         if truncated and truncation != "silent":
             full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
-            detail = ", ".join(f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False))
+            detail = ", ".join(
+                f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False)
+            )
             more = f" and {len(truncated) - 5} more" if len(truncated) > 5 else ""
             message = f"{self.name}: {len(truncated)} text(s) longer than max_length={limit} tokens: {detail}{more}"
             if truncation == "error":
                 raise PreprocessingError(message)
-            warnings.warn(TruncationWarning(message + "; truncated to their first tokens"), stacklevel=2)
+            warnings.warn(
+                TruncationWarning(message + "; truncated to their first tokens"), stacklevel=2
+            )
         lengths = [len(e.ids) for e in encodings]
         if limit is not None and any(n > limit for n in lengths):
             # tokenizers leaves a sequence longer than max_length when the special tokens alone
@@ -189,7 +213,9 @@ class TextTokenizer:
         return None if value is None else int(value)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
-        return str(self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens))
+        return str(
+            self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -204,7 +230,9 @@ def _check_texts(texts: Any) -> list[str]:
     try:
         batch = list(texts)
     except TypeError:
-        raise PreprocessingError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}") from None
+        raise PreprocessingError(
+            f"texts must be a string or a sequence of strings, got {type(texts).__name__}"
+        ) from None
     for i, text in enumerate(batch):
         if not isinstance(text, str):
             raise PreprocessingError(f"texts[{i}] is a {type(text).__name__}, not a string")
