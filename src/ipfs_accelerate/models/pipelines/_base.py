@@ -57,7 +57,7 @@ class _Pipeline:
         )
 
     def close(self) -> None:
-        """Release this pipeline's hold on its shared weights (they stay usable while referenced)."""
+        """Release this pipeline's hold on its shared weights (usable while referenced)."""
         if self._release is not None:
             self._release()
 

@@ -117,7 +117,8 @@ class SpeechRecognizer(_Pipeline):
         self.generation = _GenerationSettings(checkpoint, model.config, tokenizer)
         if features.feature_size != model.config.num_mel_bins:
             raise CheckpointError(
-                f"{checkpoint.path}: preprocessor feature_size {features.feature_size} != num_mel_bins {model.config.num_mel_bins}"
+                f"{checkpoint.path}: preprocessor feature_size {features.feature_size}"
+                f" != num_mel_bins {model.config.num_mel_bins}"
             )
 
     @classmethod
@@ -155,7 +156,8 @@ class SpeechRecognizer(_Pipeline):
             if language_token(language) == "<|en|>":
                 return -1  # English-only checkpoints take no language token
             raise InvalidArgumentError(
-                f"{self.checkpoint.path.name}: an English-only checkpoint cannot take language={language!r}"
+                f"{self.checkpoint.path.name}: an English-only checkpoint cannot take"
+                f" language={language!r}"
             )
         tok = language_token(language)
         if tok not in gen.lang_to_id:

@@ -142,14 +142,16 @@ class TextEmbedder(_Pipeline):
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0 or ids.dtype.kind not in "iu":
             raise InvalidArgumentError(
-                f"embed_tokens: input_ids must be a non-empty (N, L) integer array, got {ids.dtype} {ids.shape}"
+                "embed_tokens: input_ids must be a non-empty (N, L) integer array,"
+                f" got {ids.dtype} {ids.shape}"
             )
         mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
         types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
         for name, array in (("attention_mask", mask), ("token_type_ids", types)):
             if array.shape != ids.shape or array.dtype.kind not in "iub":
                 raise InvalidArgumentError(
-                    f"embed_tokens: {name} must be an integer array of shape {ids.shape}, got {array.dtype} {array.shape}"
+                    f"embed_tokens: {name} must be an integer array of shape {ids.shape},"
+                    f" got {array.dtype} {array.shape}"
                 )
         config = self.model.config
         low, high = int(ids.min()), int(ids.max())
@@ -160,7 +162,8 @@ class TextEmbedder(_Pipeline):
             )
         if ids.shape[1] > config.max_position_embeddings:
             raise InvalidArgumentError(
-                f"embed_tokens: {ids.shape[1]} positions, the model has {config.max_position_embeddings}"
+                f"embed_tokens: {ids.shape[1]} positions,"
+                f" the model has {config.max_position_embeddings}"
             )
         return self._forward(
             ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64), normalize
@@ -279,7 +282,8 @@ def _pooling_mode(checkpoint: Checkpoint) -> str:
                 return "mean"
             if len(modes) > 1 or modes[0] not in ("cls_token", "mean_tokens", "max_tokens"):
                 raise UnsupportedArchitectureError(
-                    f"{checkpoint.path}: pooling {', '.join(modes)} is not implemented (one of cls, mean, max is)"
+                    f"{checkpoint.path}: pooling {', '.join(modes)} is not implemented"
+                    " (one of cls, mean, max is)"
                 )
             return {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max"}[modes[0]]
     return "mean"

@@ -155,7 +155,8 @@ class ZeroShotImageClassifier(_Pipeline):
     def embed_texts(
         self, texts: str | Sequence[str], batch_size: int = 32, normalize: bool = True
     ) -> Array:
-        """Projected text embeddings (N, projection_dim), L2-normalised unless ``normalize=False``."""
+        """Projected text embeddings (N, projection_dim), L2-normalised unless
+        ``normalize=False``."""
         _check_batch_size(batch_size)
         batch = [texts] if isinstance(texts, str) else _text_list(texts)
         parts = []
@@ -170,7 +171,8 @@ class ZeroShotImageClassifier(_Pipeline):
         return out[0] if isinstance(texts, str) else out
 
     def embed_images(self, images: Any, batch_size: int = 16, normalize: bool = True) -> Array:
-        """Projected image embeddings (N, projection_dim), L2-normalised unless ``normalize=False``."""
+        """Projected image embeddings (N, projection_dim), L2-normalised unless
+        ``normalize=False``."""
         _check_batch_size(batch_size)
         batch, single = _image_list(images)
         parts = []
