@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
 
@@ -42,18 +42,54 @@ class _Pipeline:
             )
 
     @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike[str],
+        device: str = "auto",
+        *,
+        sharing: TensorSharingManager | bool | None = True,
+        progress: ProgressCallback | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool | None = None,
+    ) -> Self:
+        """The pipeline of ``path_or_id`` (a local directory, an installed model package or a
+        Hub id; see :func:`~ipfs_accelerate.models.loading.load_model` for the arguments)."""
+        model, checkpoint, report = cls._load(
+            path_or_id, device, sharing, progress, revision, cache_dir, local_files_only
+        )
+        return cls._from_loaded(model, checkpoint, report)
+
+    @classmethod
+    def _model_class(cls) -> type[Module]:
+        """The model this pipeline runs (imported here, on first load)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_loaded(cls, model: Any, checkpoint: Checkpoint, report: LoadReport) -> Self:
+        """The pipeline around a loaded model, its preprocessing read from the checkpoint."""
+        raise NotImplementedError
+
+    @classmethod
     def _load(
         cls,
         path_or_id: str | os.PathLike[str],
         device: str,
-        model_class: type[Module],
-        *,
         sharing: TensorSharingManager | bool | None,
         progress: ProgressCallback | None,
-        hub: dict[str, Any],
+        revision: str | None,
+        cache_dir: str | os.PathLike[str] | None,
+        local_files_only: bool | None,
     ) -> tuple[Any, Checkpoint, LoadReport]:
         return load_model(
-            path_or_id, device, model_class=model_class, sharing=sharing, progress=progress, **hub
+            path_or_id,
+            device,
+            model_class=cls._model_class(),
+            sharing=sharing,
+            progress=progress,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
         )
 
     def close(self) -> None:
@@ -69,12 +105,6 @@ class _Pipeline:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.checkpoint.path)!r}, device={self.device!r})"
-
-
-def _hub_kwargs(
-    revision: str | None, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
-) -> dict[str, Any]:
-    return {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only}
 
 
 def _check_batch_size(batch_size: int) -> int:

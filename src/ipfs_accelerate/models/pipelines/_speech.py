@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from ipfs_accelerate.errors import CheckpointError, InvalidArgumentError
 from ipfs_accelerate.models._languages import language_token
-from ipfs_accelerate.models.loading import Checkpoint, LoadReport, ProgressCallback, read_json
-from ipfs_accelerate.models.pipelines._base import Array, _check_batch_size, _hub_kwargs, _Pipeline
+from ipfs_accelerate.models.loading import Checkpoint, LoadReport, read_json
+from ipfs_accelerate.models.pipelines._base import Array, _check_batch_size, _Pipeline
 from ipfs_accelerate.models.preprocessing.audio import WhisperFeatureExtractor, load_audio
 from ipfs_accelerate.models.preprocessing.text import TextTokenizer
 from ipfs_accelerate.tensor import from_numpy
 
 if TYPE_CHECKING:
     from ipfs_accelerate.models.whisper import WhisperForConditionalGeneration
-    from ipfs_accelerate.sharing import TensorSharingManager
 
 
 class _GenerationSettings:
@@ -122,23 +120,15 @@ class SpeechRecognizer(_Pipeline):
             )
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_id: str | os.PathLike[str],
-        device: str = "auto",
-        *,
-        sharing: TensorSharingManager | bool | None = True,
-        progress: ProgressCallback | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool | None = None,
-    ) -> SpeechRecognizer:
+    def _model_class(cls) -> type[WhisperForConditionalGeneration]:
         from ipfs_accelerate.models.whisper import WhisperForConditionalGeneration
 
-        model, checkpoint, report = cls._load(
-            path_or_id, device, WhisperForConditionalGeneration, sharing=sharing, progress=progress,
-            hub=_hub_kwargs(revision, cache_dir, local_files_only),
-        )  # fmt: skip
+        return WhisperForConditionalGeneration
+
+    @classmethod
+    def _from_loaded(
+        cls, model: WhisperForConditionalGeneration, checkpoint: Checkpoint, report: LoadReport
+    ) -> Self:
         tokenizer = TextTokenizer.from_file(checkpoint.path / "tokenizer.json")
         return cls(
             model,

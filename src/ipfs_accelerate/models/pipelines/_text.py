@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
@@ -22,7 +22,6 @@ from ipfs_accelerate.models.loading import Checkpoint, LoadReport, ProgressCallb
 from ipfs_accelerate.models.pipelines._base import (
     Array,
     _check_batch_size,
-    _hub_kwargs,
     _l2_normalize,
     _Pipeline,
     _text_list,
@@ -73,17 +72,20 @@ class TextEmbedder(_Pipeline):
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool | None = None,
-    ) -> TextEmbedder:
-        from ipfs_accelerate.models.bert import BertModel
-
+    ) -> Self:
         model, checkpoint, report = cls._load(
-            path_or_id, device, BertModel, sharing=sharing, progress=progress,
-            hub=_hub_kwargs(revision, cache_dir, local_files_only),
-        )  # fmt: skip
+            path_or_id, device, sharing, progress, revision, cache_dir, local_files_only
+        )
         tokenizer = TextTokenizer.from_checkpoint(
             checkpoint.path, max_length=max_length, positions=model.config.max_position_embeddings
         )
         return cls(model, tokenizer, checkpoint, report, _pooling_mode(checkpoint))
+
+    @classmethod
+    def _model_class(cls) -> type[BertModel]:
+        from ipfs_accelerate.models.bert import BertModel
+
+        return BertModel
 
     @property
     def dimension(self) -> int:

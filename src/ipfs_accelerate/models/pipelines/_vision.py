@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError
-from ipfs_accelerate.models.loading import Checkpoint, LoadReport, ProgressCallback
+from ipfs_accelerate.models.loading import Checkpoint, LoadReport
 from ipfs_accelerate.models.pipelines._base import (
     Array,
     _check_batch_size,
-    _hub_kwargs,
     _l2_normalize,
     _Pipeline,
     _text_list,
@@ -25,7 +23,6 @@ from ipfs_accelerate.tensor import Tensor, from_numpy
 if TYPE_CHECKING:
     from ipfs_accelerate.models.clip import CLIPModel
     from ipfs_accelerate.models.vit import ViTForImageClassification
-    from ipfs_accelerate.sharing import TensorSharingManager
 
 
 def _image_list(images: Any) -> tuple[list[Any], bool]:
@@ -53,23 +50,15 @@ class ImageClassifier(_Pipeline):
         self.labels = model.config.labels
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_id: str | os.PathLike[str],
-        device: str = "auto",
-        *,
-        sharing: TensorSharingManager | bool | None = True,
-        progress: ProgressCallback | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool | None = None,
-    ) -> ImageClassifier:
+    def _model_class(cls) -> type[ViTForImageClassification]:
         from ipfs_accelerate.models.vit import ViTForImageClassification
 
-        model, checkpoint, report = cls._load(
-            path_or_id, device, ViTForImageClassification, sharing=sharing, progress=progress,
-            hub=_hub_kwargs(revision, cache_dir, local_files_only),
-        )  # fmt: skip
+        return ViTForImageClassification
+
+    @classmethod
+    def _from_loaded(
+        cls, model: ViTForImageClassification, checkpoint: Checkpoint, report: LoadReport
+    ) -> Self:
         return cls(model, ImageProcessor.from_checkpoint(checkpoint.path), checkpoint, report)
 
     def logits(self, images: Any, batch_size: int = 16) -> Array:
@@ -119,23 +108,13 @@ class ZeroShotImageClassifier(_Pipeline):
         self.processor = processor
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_id: str | os.PathLike[str],
-        device: str = "auto",
-        *,
-        sharing: TensorSharingManager | bool | None = True,
-        progress: ProgressCallback | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool | None = None,
-    ) -> ZeroShotImageClassifier:
+    def _model_class(cls) -> type[CLIPModel]:
         from ipfs_accelerate.models.clip import CLIPModel
 
-        model, checkpoint, report = cls._load(
-            path_or_id, device, CLIPModel, sharing=sharing, progress=progress,
-            hub=_hub_kwargs(revision, cache_dir, local_files_only),
-        )  # fmt: skip
+        return CLIPModel
+
+    @classmethod
+    def _from_loaded(cls, model: CLIPModel, checkpoint: Checkpoint, report: LoadReport) -> Self:
         tokenizer = TextTokenizer.from_checkpoint(
             checkpoint.path, positions=model.config.text_config.max_position_embeddings
         )
