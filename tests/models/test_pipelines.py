@@ -214,7 +214,7 @@ def test_image_classifier_labels_and_scores(vit_dir: Path) -> None:
         classifier.classify(images[0], top_k=0)
 
 
-# ----------------------------------------------------------------------------- ZeroShotImageClassifier
+# ------------------------------------------------------------------------- ZeroShotImageClassifier
 
 
 def test_zero_shot_classifier_matches_clip(clip_dir: Path) -> None:

@@ -59,6 +59,7 @@ def require_model_type(config: Mapping[str, Any], wanted: tuple[str, ...], conte
 def check_activation(name: str, context: str) -> str:
     if name not in SUPPORTED_ACTIVATIONS:
         raise UnsupportedArchitectureError(
-            f"{context}: activation {name!r} is not implemented; supported: {', '.join(sorted(SUPPORTED_ACTIVATIONS))}"
+            f"{context}: activation {name!r} is not implemented;"
+            f" supported: {', '.join(sorted(SUPPORTED_ACTIVATIONS))}"
         )
     return name

@@ -90,7 +90,8 @@ class CLIPConfig:
             check_activation(tower.hidden_act, f"CLIPModel {name} tower")
         if vision.image_size % vision.patch_size:
             raise UnsupportedArchitectureError(
-                f"CLIPModel: image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}"
+                f"CLIPModel: image_size {vision.image_size}"
+                f" is not a multiple of patch_size {vision.patch_size}"
             )
         projection = data.get("projection_dim", 512)
         scale = data.get("logit_scale_init_value", 2.6592)
@@ -181,7 +182,8 @@ class CLIPTextTransformer(Module):
         batch, length = input_ids.shape
         if length > self.config.max_position_embeddings:
             raise InvalidArgumentError(
-                f"CLIPModel: text length {length} exceeds max_position_embeddings {self.config.max_position_embeddings}"
+                f"CLIPModel: text length {length} exceeds"
+                f" max_position_embeddings {self.config.max_position_embeddings}"
             )
         causal = from_numpy(np.tril(np.ones((length, length), dtype=bool)), input_ids.device)
         mask = causal.reshape(1, 1, length, length)
@@ -217,7 +219,8 @@ class CLIPVisionEmbeddings(Module):
         expected = (c.num_channels, c.image_size, c.image_size)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise InvalidArgumentError(
-                f"CLIPModel: pixel_values must be (batch, {expected[0]}, {expected[1]}, {expected[2]}), got {pixels.shape}"
+                f"CLIPModel: pixel_values must be (batch, {expected[0]}, {expected[1]},"
+                f" {expected[2]}), got {pixels.shape}"
             )
         x = self.patch_embedding(pixels)
         batch, hidden = x.shape[:2]

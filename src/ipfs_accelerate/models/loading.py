@@ -244,7 +244,8 @@ def _hub_snapshot(
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - in the models extra
         raise CheckpointError(
-            f"{repo_id!r} is not a local directory or installed package, and huggingface_hub is not installed"
+            f"{repo_id!r} is not a local directory or installed package,"
+            " and huggingface_hub is not installed"
         ) from exc
     offline = hub_offline(local_files_only)
     kwargs: dict[str, Any] = {
@@ -258,8 +259,9 @@ def _hub_snapshot(
     except Exception as exc:
         if offline:
             raise CheckpointError(
-                f"checkpoint {repo_id!r} is not a local directory, not an installed package, and not in the "
-                f"Hugging Face cache; offline mode is on, so it was not downloaded ({type(exc).__name__})"
+                f"checkpoint {repo_id!r} is not a local directory, not an installed package,"
+                " and not in the Hugging Face cache; offline mode is on, so it was not downloaded"
+                f" ({type(exc).__name__})"
             ) from exc
         try:  # the network failed: a cached snapshot still serves
             snapshot = snapshot_download(repo_id, local_files_only=True, **kwargs)
@@ -271,8 +273,8 @@ def _hub_snapshot(
             source = "hugging face cache (Hub unreachable: not refreshed)"
         except Exception:
             raise CheckpointError(
-                f"checkpoint {repo_id!r} could not be fetched from the Hugging Face Hub and is not cached: "
-                f"{type(exc).__name__}: {exc}"
+                f"checkpoint {repo_id!r} could not be fetched from the Hugging Face Hub"
+                f" and is not cached: {type(exc).__name__}: {exc}"
             ) from exc
     return ResolvedCheckpoint(Path(str(snapshot)), source)
 
@@ -314,13 +316,14 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
             prefix = handle.read(8)
             if len(prefix) < 8:
                 raise CheckpointError(
-                    f"{path}: truncated safetensors file ({size} bytes; the 8-byte header length is missing)"
+                    f"{path}: truncated safetensors file ({size} bytes;"
+                    " the 8-byte header length is missing)"
                 )
             header_len = int.from_bytes(prefix, "little")
             if header_len > min(size - 8, _MAX_HEADER_BYTES):
                 raise CheckpointError(
-                    f"{path}: corrupt or truncated safetensors file: header length {header_len} exceeds the "
-                    f"{size - 8} bytes after it"
+                    f"{path}: corrupt or truncated safetensors file:"
+                    f" header length {header_len} exceeds the {size - 8} bytes after it"
                 )
             raw = handle.read(header_len)
     except OSError as exc:
@@ -383,8 +386,8 @@ def _header_entry(
         )
     if data_start + end > size:
         raise CheckpointError(
-            f"{path}: truncated safetensors file: tensor {name!r} needs bytes up to {data_start + end}, "
-            f"the file has {size}"
+            f"{path}: truncated safetensors file: tensor {name!r}"
+            f" needs bytes up to {data_start + end}, the file has {size}"
         )
     return name, dtype, begin, end, tuple(shape), info["dtype"] == "BF16"
 
@@ -421,8 +424,9 @@ def read_weights(directory: Path) -> dict[str, np.ndarray[Any, Any]]:
     pickled = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
     if pickled:
         raise CheckpointError(
-            f"{directory}: only pickle-based weights ({', '.join(sorted(pickled))}); they are never unpickled "
-            "here. Convert the checkpoint to safetensors (model.save_pretrained(..., safe_serialization=True))"
+            f"{directory}: only pickle-based weights ({', '.join(sorted(pickled))});"
+            " they are never unpickled here. Convert the checkpoint to safetensors"
+            " (model.save_pretrained(..., safe_serialization=True))"
         )
     raise CheckpointError(f"{directory}: no model.safetensors or model.safetensors.index.json")
 
@@ -562,7 +566,8 @@ def load_weights(
     for key, shape in expected.items():
         if tuple(mapped[key].shape) != shape:
             raise CheckpointError(
-                f"{source}: tensor {key!r} has shape {tuple(mapped[key].shape)}, {type(model).__name__} expects {shape}"
+                f"{source}: tensor {key!r} has shape {tuple(mapped[key].shape)},"
+                f" {type(model).__name__} expects {shape}"
             )
     from ipfs_accelerate import hal
 
@@ -673,7 +678,8 @@ def model_class_for(
         return WhisperForConditionalGeneration
     arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
     raise UnsupportedArchitectureError(
-        f"model_type {model_type or '(missing)'!r} ({arch}) is not implemented; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        f"model_type {model_type or '(missing)'!r} ({arch}) is not implemented;"
+        f" supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
     )
 
 

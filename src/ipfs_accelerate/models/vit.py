@@ -51,11 +51,13 @@ class ViTConfig:
         config = from_dict(cls, data, context="ViTConfig")
         if config.hidden_size % config.num_attention_heads:
             raise UnsupportedArchitectureError(
-                f"ViTModel: hidden_size {config.hidden_size} is not divisible by num_attention_heads {config.num_attention_heads}"
+                f"ViTModel: hidden_size {config.hidden_size} is not divisible"
+                f" by num_attention_heads {config.num_attention_heads}"
             )
         if config.image_size % config.patch_size:
             raise UnsupportedArchitectureError(
-                f"ViTModel: image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
+                f"ViTModel: image_size {config.image_size}"
+                f" is not a multiple of patch_size {config.patch_size}"
             )
         check_activation(config.hidden_act, "ViTModel")
         return config
@@ -106,7 +108,8 @@ class ViTEmbeddings(Module):
         expected = (c.num_channels, c.image_size, c.image_size)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise InvalidArgumentError(
-                f"ViTModel: pixel_values must be (batch, {expected[0]}, {expected[1]}, {expected[2]}), got {pixels.shape}"
+                f"ViTModel: pixel_values must be (batch, {expected[0]}, {expected[1]},"
+                f" {expected[2]}), got {pixels.shape}"
             )
         patches = self.patch_embeddings(pixels)
         cls = self.cls_token.expand(patches.shape[0], 1, c.hidden_size)
@@ -203,7 +206,8 @@ class ViTPooler(Module):
 
 
 class ViTModel(Module):
-    """``model(pixel_values) -> ViTOutput``; ``pixel_values`` (B, C, image_size, image_size) float32."""
+    """``model(pixel_values) -> ViTOutput``; ``pixel_values`` (B, C, image_size, image_size)
+    float32."""
 
     base_model_prefix: ClassVar[str] = "vit"
     optional_prefixes: ClassVar[tuple[str, ...]] = ("pooler.",)
@@ -238,7 +242,8 @@ class ViTForImageClassification(Module):
         super().__init__()
         if not config.id2label:
             raise UnsupportedArchitectureError(
-                "ViTForImageClassification: config.json has no id2label, so the checkpoint has no classifier labels"
+                "ViTForImageClassification: config.json has no id2label,"
+                " so the checkpoint has no classifier labels"
             )
         self.config = config
         self.vit = ViTModel(config, add_pooling_layer=False)

@@ -6,9 +6,9 @@ checkpoints; ``proj_out.weight`` may be absent (it is tied to the token embeddin
 Decoding is incremental: :meth:`WhisperForConditionalGeneration.start_decoding` computes the
 cross-attention keys/values of every decoder layer once from the encoder output, and each
 :meth:`~WhisperForConditionalGeneration.decode_step` runs only the new tokens, adding their
-self-attention keys/values to a fixed-shape cache (see :class:`DecoderCache`). Greedy search over this (forced prompt tokens,
-suppressed tokens, language detection, long-audio chunking) lives in
-:class:`ipfs_accelerate.models.pipelines.SpeechRecognizer`.
+self-attention keys/values to a fixed-shape cache (see :class:`DecoderCache`). Greedy search
+over this (forced prompt tokens, suppressed tokens, language detection, long-audio chunking)
+lives in :class:`ipfs_accelerate.models.pipelines.SpeechRecognizer`.
 """
 
 from __future__ import annotations
@@ -74,14 +74,16 @@ class WhisperConfig:
         ):
             if config.d_model % heads:
                 raise UnsupportedArchitectureError(
-                    f"Whisper: d_model {config.d_model} is not divisible by {name}_attention_heads {heads}"
+                    f"Whisper: d_model {config.d_model}"
+                    f" is not divisible by {name}_attention_heads {heads}"
                 )
         check_activation(config.activation_function, "Whisper")
         return config
 
     @property
     def input_frames(self) -> int:
-        """Mel frames per window the encoder takes (two per encoder position: conv2 has stride 2)."""
+        """Mel frames per window the encoder takes (two per encoder position: conv2 has
+        stride 2)."""
         return 2 * self.max_source_positions
 
 
@@ -143,8 +145,8 @@ class WhisperEncoder(Module):
         c = self.config
         if features.ndim != 3 or features.shape[1:] != (c.num_mel_bins, c.input_frames):
             raise InvalidArgumentError(
-                f"Whisper encoder: input_features must be (batch, {c.num_mel_bins}, {c.input_frames}) "
-                f"(30 s of log-mel frames), got {features.shape}"
+                f"Whisper encoder: input_features must be (batch, {c.num_mel_bins},"
+                f" {c.input_frames}) (30 s of log-mel frames), got {features.shape}"
             )
         x = ops.gelu(self.conv1(features))
         x = ops.gelu(self.conv2(x)).permute(0, 2, 1)
@@ -205,7 +207,8 @@ class WhisperDecoder(Module):
         self.layer_norm = LayerNorm(d, 1e-5)
 
     def __call__(self, ids: Tensor, cache: DecoderCache) -> Tensor:
-        """Hidden states (B, L, d) of the new tokens ``ids``; adds their keys/values to ``cache``."""
+        """Hidden states (B, L, d) of the new tokens ``ids``; adds their keys/values to
+        ``cache``."""
         length = ids.shape[1]
         past = cache.length
         limit = self.config.max_target_positions
@@ -280,7 +283,8 @@ class WhisperForConditionalGeneration(Module):
         self.proj_out = Linear(config.d_model, config.vocab_size, bias=False)
 
     def encode(self, input_features: Tensor) -> Tensor:
-        """Encoder output (B, max_source_positions, d_model) from log-mel features (B, mels, frames)."""
+        """Encoder output (B, max_source_positions, d_model) from log-mel features
+        (B, mels, frames)."""
         return self.model.encoder(input_features)
 
     def start_decoding(self, encoder_hidden: Tensor) -> DecoderCache:
@@ -299,10 +303,12 @@ class WhisperForConditionalGeneration(Module):
         return DecoderCache(cross=cross, self_attn=[(empty, empty)] * len(cross), capacity=capacity)
 
     def decode_step(self, ids: Tensor, cache: DecoderCache, *, last_only: bool = True) -> Tensor:
-        """Logits for the new tokens ``ids`` (B, L): (B, vocab) for the last one, or (B, L, vocab)."""
+        """Logits for the new tokens ``ids`` (B, L): (B, vocab) for the last one, or
+        (B, L, vocab)."""
         if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
             raise InvalidArgumentError(
-                f"Whisper decode_step: ids must be (batch={cache.batch_size}, length), got {ids.shape}"
+                f"Whisper decode_step: ids must be (batch={cache.batch_size}, length),"
+                f" got {ids.shape}"
             )
         hidden = self.model.decoder(ids, cache)
         if last_only:

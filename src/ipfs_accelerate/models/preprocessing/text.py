@@ -160,7 +160,10 @@ class TextTokenizer:
                 f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False)
             )
             more = f" and {len(truncated) - 5} more" if len(truncated) > 5 else ""
-            message = f"{self.name}: {len(truncated)} text(s) longer than max_length={limit} tokens: {detail}{more}"
+            message = (
+                f"{self.name}: {len(truncated)} text(s) longer than max_length={limit} tokens:"
+                f" {detail}{more}"
+            )
             if truncation == "error":
                 raise PreprocessingError(message)
             warnings.warn(
