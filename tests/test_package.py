@@ -97,3 +97,31 @@ def test_readme_gives_the_two_commands_and_ci_runs_make_test() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert "\ndemo:" in makefile and "\ntest:" in makefile
+
+
+# the house rules of docs/architecture.md, kept by the suite rather than by memory
+MAX_MODULE_LINES = 900
+#: mirrors the WebNN specification's one MLGraphBuilder interface, method for method
+LONG_BY_DESIGN = {"webnn/_builder.py"}
+
+
+def test_no_module_is_longer_than_the_house_allows() -> None:
+    package = ROOT / "src" / "ipfs_accelerate"
+    too_long = {
+        str(path.relative_to(package)): lines
+        for path in package.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert set(too_long) <= LONG_BY_DESIGN, too_long
+
+
+def test_ruff_passes_with_lines_of_at_most_100_characters() -> None:
+    config = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "line-length = 100" in config and '"E501"' not in config
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "src", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-4000:]
