@@ -341,3 +341,30 @@ def test_s3_checkpoint_from_the_cache_offline(bert_dir: Path, tmp_path: Path) ->
         match=r"'s3://models/other': offline mode is on and it is not in the S3 cache",
     ):
         resolve_checkpoint("s3://models/other", cache_dir=tmp_path / "s3", local_files_only=True)
+
+
+def test_each_family_in_the_table_chooses_a_loadable_class() -> None:
+    from ipfs_accelerate.models import loading
+
+    for model_type in loading.MODEL_FAMILIES:
+        chosen = loading.model_class_for({"model_type": model_type})
+        assert chosen.__module__ == loading.MODEL_FAMILIES[model_type]
+        assert hasattr(chosen.config_class, "from_dict"), chosen
+    # ViT: the base model unless the checkpoint has labels and a classifier
+    vit = {"model_type": "vit", "id2label": {"0": "a", "1": "b"}}
+    assert loading.model_class_for(vit).__name__ == "ViTForImageClassification"
+    assert loading.model_class_for(vit, {"vit.pooler.dense.weight": 0}).__name__ == "ViTModel"
+
+
+def test_a_new_family_is_one_line_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """model_type -> family module is the only registration: a type the table names loads
+    through that module, and the error for an unknown type lists the table."""
+    from ipfs_accelerate.models import loading
+    from ipfs_accelerate.models.bert import BertModel
+
+    with pytest.raises(UnsupportedArchitectureError, match="'bert_twin'"):
+        loading.model_class_for({"model_type": "bert_twin"})
+    monkeypatch.setitem(loading.MODEL_FAMILIES, "bert_twin", "ipfs_accelerate.models.bert")
+    assert loading.model_class_for({"model_type": "bert_twin"}) is BertModel
+    with pytest.raises(UnsupportedArchitectureError, match="bert_twin"):
+        loading.model_class_for({"model_type": "nope"})

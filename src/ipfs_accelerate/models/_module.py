@@ -37,6 +37,8 @@ class Module:
       when every key under one is absent the child is removed, not filled with random values.
     * ``ignored_keys``: suffixes of checkpoint keys that are buffers, not parameters
       (``position_ids``), accepted and dropped.
+    * ``config_class``: the config dataclass the loader builds from ``config.json``
+      (``from_dict``) for a model class that a checkpoint can be loaded into.
     """
 
     base_model_prefix: ClassVar[str] = ""
@@ -44,6 +46,7 @@ class Module:
     tied_weights: ClassVar[dict[str, str]] = {}
     optional_prefixes: ClassVar[tuple[str, ...]] = ()
     ignored_keys: ClassVar[tuple[str, ...]] = ()
+    config_class: ClassVar[Any] = None
 
     def __init__(self) -> None:
         object.__setattr__(self, "_shapes", {})

@@ -286,6 +286,8 @@ class BertModel(Module):
     no pooler or ``pool=False`` (sentence embeddings pool the hidden states themselves).
     """
 
+    config_class: ClassVar[type[BertConfig]] = BertConfig
+
     base_model_prefix: ClassVar[str] = "bert"
     optional_prefixes: ClassVar[tuple[str, ...]] = ("pooler.",)
     ignored_keys: ClassVar[tuple[str, ...]] = (
@@ -354,3 +356,8 @@ class BertModel(Module):
                 f"BertModel: sequence length {length} exceeds max_position_embeddings "
                 f"{self.config.max_position_embeddings}; truncate the input (the tokenizer does)"
             )
+
+
+def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:
+    """The class a ``bert`` checkpoint loads into (see ``loading.MODEL_FAMILIES``)."""
+    return BertModel

@@ -254,6 +254,8 @@ class CLIPModel(Module):
     """Both towers: ``get_text_features``, ``get_image_features``, and ``__call__`` for the
     scaled cosine-similarity logits."""
 
+    config_class: ClassVar[type[CLIPConfig]] = CLIPConfig
+
     logit_scale: Tensor
     ignored_keys: ClassVar[tuple[str, ...]] = (
         "text_model.embeddings.position_ids",
@@ -293,3 +295,8 @@ class CLIPModel(Module):
         image = self.get_image_features(pixel_values)
         per_image = self.logits(image, text)
         return CLIPOutput(per_image, per_image.T, l2_normalize(text), l2_normalize(image))
+
+
+def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:
+    """The class a ``clip`` checkpoint loads into (see ``loading.MODEL_FAMILIES``)."""
+    return CLIPModel

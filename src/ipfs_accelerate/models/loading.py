@@ -651,54 +651,40 @@ def load_checkpoint(
     return Checkpoint(path, read_config(path))
 
 
-SUPPORTED_MODEL_TYPES = ("bert", "vit", "clip", "whisper")
+#: model_type -> the module of its family, which defines ``model_class_for(config, weights)``;
+#: a new family is its module under models/ and one line here
+MODEL_FAMILIES: dict[str, str] = {
+    "bert": "ipfs_accelerate.models.bert",
+    "vit": "ipfs_accelerate.models.vit",
+    "clip": "ipfs_accelerate.models.clip",
+    "whisper": "ipfs_accelerate.models.whisper",
+}
+SUPPORTED_MODEL_TYPES = tuple(MODEL_FAMILIES)
 
 
 def model_class_for(
     config: Mapping[str, Any], weights: Mapping[str, Any] | None = None
 ) -> type[Module]:
-    """The model class for a config's ``model_type`` (UnsupportedArchitectureError otherwise)."""
+    """The model class for a config's ``model_type`` (UnsupportedArchitectureError otherwise);
+    its family chooses among its classes (a task head or the base model) from the config and,
+    when given, the checkpoint's keys."""
+    import importlib
+
     model_type = str(config.get("model_type", "")).lower()
-    if model_type == "bert":
-        from ipfs_accelerate.models.bert import BertModel
-
-        return BertModel
-    if model_type == "vit":
-        from ipfs_accelerate.models.vit import ViTForImageClassification, ViTModel
-
-        has_head = weights is None or "classifier.weight" in weights
-        return ViTForImageClassification if has_head and config.get("id2label") else ViTModel
-    if model_type == "clip":
-        from ipfs_accelerate.models.clip import CLIPModel
-
-        return CLIPModel
-    if model_type == "whisper":
-        from ipfs_accelerate.models.whisper import WhisperForConditionalGeneration
-
-        return WhisperForConditionalGeneration
-    arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
-    raise UnsupportedArchitectureError(
-        f"model_type {model_type or '(missing)'!r} ({arch}) is not implemented;"
-        f" supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-    )
-
-
-_CONFIG_CLASSES = {
-    "BertModel": ("ipfs_accelerate.models.bert", "BertConfig"),
-    "ViTModel": ("ipfs_accelerate.models.vit", "ViTConfig"),
-    "ViTForImageClassification": ("ipfs_accelerate.models.vit", "ViTConfig"),
-    "CLIPModel": ("ipfs_accelerate.models.clip", "CLIPConfig"),
-    "WhisperForConditionalGeneration": ("ipfs_accelerate.models.whisper", "WhisperConfig"),
-}
+    family = MODEL_FAMILIES.get(model_type)
+    if family is None:
+        arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
+        raise UnsupportedArchitectureError(
+            f"model_type {model_type or '(missing)'!r} ({arch}) is not implemented;"
+            f" supported: {', '.join(MODEL_FAMILIES)}"
+        )
+    chosen: type[Module] = importlib.import_module(family).model_class_for(config, weights)
+    return chosen
 
 
 def build_model(model_class: type[Module], config: Mapping[str, Any]) -> Module:
     """``model_class`` built from a config dict (its parameters declared, none loaded)."""
-    import importlib
-
-    module_name, config_name = _CONFIG_CLASSES[model_class.__name__]
-    config_class = getattr(importlib.import_module(module_name), config_name)
-    return model_class(config_class.from_dict(config))  # type: ignore[call-arg]
+    return model_class(model_class.config_class.from_dict(config))  # type: ignore[call-arg]
 
 
 def load_model(

@@ -209,6 +209,8 @@ class ViTModel(Module):
     """``model(pixel_values) -> ViTOutput``; ``pixel_values`` (B, C, image_size, image_size)
     float32."""
 
+    config_class: ClassVar[type[ViTConfig]] = ViTConfig
+
     base_model_prefix: ClassVar[str] = "vit"
     optional_prefixes: ClassVar[tuple[str, ...]] = ("pooler.",)
     ignored_keys: ClassVar[tuple[str, ...]] = ("embeddings.mask_token",)
@@ -228,6 +230,8 @@ class ViTModel(Module):
 
 class ViTForImageClassification(Module):
     """ViT with a linear classifier on the [CLS] token: ``model(pixel_values) -> logits``."""
+
+    config_class: ClassVar[type[ViTConfig]] = ViTConfig
 
     base_model_prefix: ClassVar[str] = "vit"
     # the classifier reads the [CLS] hidden state, not the pooler: a saved pooler is unused
@@ -252,3 +256,10 @@ class ViTForImageClassification(Module):
     def __call__(self, pixel_values: Tensor) -> Tensor:
         hidden = self.vit(pixel_values).last_hidden_state
         return self.classifier(hidden[:, 0])
+
+
+def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:
+    """The classifier when the checkpoint has one (labels and, where the keys are known, a
+    ``classifier.weight``), else the base model (see ``loading.MODEL_FAMILIES``)."""
+    has_head = weights is None or "classifier.weight" in weights
+    return ViTForImageClassification if has_head and config.get("id2label") else ViTModel

@@ -270,6 +270,8 @@ class WhisperModel(Module):
 class WhisperForConditionalGeneration(Module):
     """Whisper encoder-decoder with the output projection (tied to the token embedding)."""
 
+    config_class: ClassVar[type[WhisperConfig]] = WhisperConfig
+
     base_model_prefix: ClassVar[str] = "model"
     is_head_model: ClassVar[bool] = True
     tied_weights: ClassVar[dict[str, str]] = {
@@ -319,3 +321,8 @@ class WhisperForConditionalGeneration(Module):
         """Logits (B, L, vocab) of a full teacher-forced pass (no cache kept)."""
         cache = self.start_decoding(self.encode(input_features))
         return self.decode_step(decoder_input_ids, cache, last_only=False)
+
+
+def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:
+    """The class a ``whisper`` checkpoint loads into (see ``loading.MODEL_FAMILIES``)."""
+    return WhisperForConditionalGeneration
