@@ -47,8 +47,8 @@ def hardware(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """The hardware backends (adapters, limits) and what [bold]select_backend[/] picks for \
-each workload, and why."""
+    """The hardware backends (adapters, limits) and what select_backend picks for each
+    workload, and why."""
     from ipfs_accelerate import hal
 
     infos = hal.available_backends(include_unavailable=True)
@@ -142,7 +142,8 @@ def _write_embeddings(path: Path, texts: list[str], vectors: np.ndarray[Any, Any
 @command
 def embed(
     texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts to embed.", show_default=False)
+        list[str] | None,
+        typer.Argument(metavar="TEXT...", help="Texts to embed.", show_default=False),
     ] = None,
     file: Annotated[
         Path | None,
@@ -296,7 +297,10 @@ def _ranked_table(title: str, results: list[tuple[str, list[dict[str, Any]]]]) -
 @command
 def classify_image(
     images: Annotated[
-        list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).", show_default=False)
+        list[Path],
+        typer.Argument(
+            metavar="IMAGE...", help="Image files (PNG, JPEG, ...).", show_default=False
+        ),
     ],
     model: Annotated[
         str,
@@ -335,7 +339,9 @@ def classify_image(
 @app.command("zero-shot")
 @command
 def zero_shot(
-    images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE...", help="Image files.", show_default=False)
+    ],
     labels: Annotated[
         str, typer.Option("--labels", "-l", help="Candidate labels, comma-separated.")
     ],
@@ -383,7 +389,12 @@ def zero_shot(
 @command
 def transcribe(
     audio: Annotated[
-        list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG, MP3).", show_default=False)
+        list[Path],
+        typer.Argument(
+            metavar="AUDIO...",
+            help="Audio files (WAV, FLAC, OGG, MP3).",
+            show_default=False,
+        ),
     ],
     model: Annotated[
         str, typer.Option("--model", "-m", help="A Whisper checkpoint (directory, Hub id, s3://).")

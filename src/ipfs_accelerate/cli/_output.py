@@ -61,7 +61,9 @@ DeviceOption = Annotated[
     typer.Option(
         "--device",
         "-d",
-        help="Backend to run on: cpu, webgpu, webnn, or auto (select_backend decides).",
+        metavar="DEVICE",
+        help="Backend to run on: cpu, webgpu, webnn, or auto (select_backend decides; "
+        "$IPFS_ACCELERATE_DEVICE overrides its choice).",
     ),
 ]
 
