@@ -21,8 +21,8 @@ def serve(
             "--model",
             "-m",
             metavar="[NAME=]SOURCE",
-            help="A checkpoint to serve, as NAME (the id clients send) = SOURCE; repeat for several "
-            "(default: the bundled all-MiniLM-L6-v2).",
+            help="A checkpoint to serve, as NAME (the id clients send) = SOURCE; repeat for "
+            "several (default: the bundled all-MiniLM-L6-v2).",
             show_default=False,
         ),
     ] = None,

@@ -114,7 +114,7 @@ def index_document(state: ServerState, mounted: Sequence[Any]) -> dict[str, Any]
                 "summary": doc.summary,
             }
             for route, doc in served_routes(mounted, kinds)
-        ],  # fmt: skip
+        ],
         "openapi": "/openapi.json",
         "api_key_required": state.api_key is not None,
     }
