@@ -13,7 +13,12 @@ Run with ``python -m ipfs_accelerate.demo``. It
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import stat
 import sys
+import tempfile
 import time
 import warnings
 from typing import Any
@@ -158,7 +163,29 @@ def _throughput(console: Any, names: list[str], best: Any, seconds: float = 1.0)
     console.print(table)
 
 
+def _ensure_runtime_dir() -> None:
+    """Give the process a private ``$XDG_RUNTIME_DIR`` when the session has no usable one
+    (a container, ssh, cron): Mesa's lavapipe prints "XDG_RUNTIME_DIR is invalid or not set"
+    on stderr each time WebGPU starts otherwise."""
+    current = os.environ.get("XDG_RUNTIME_DIR", "")
+    try:
+        info = os.stat(current) if current else None
+    except OSError:
+        info = None
+    if (
+        info is not None
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and not info.st_mode & 0o077
+    ):
+        return
+    path = tempfile.mkdtemp(prefix="ipfs-accelerate-runtime-")  # mode 0700, this user's
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ["XDG_RUNTIME_DIR"] = path
+
+
 def main() -> int:
+    _ensure_runtime_dir()
     console = _console()
     console.rule("ipfs-accelerate: semantic search with all-MiniLM-L6-v2")
     names = _backends(console)

@@ -27,6 +27,8 @@ def test_interop_protocols() -> None:
 
     np.testing.assert_array_equal(torch.from_dlpack(t).numpy(), [[1, 2], [3, 4]])
     assert "dtype=float32" in repr(t) and "device='cpu'" in repr(t)
+    assert str(t) == "[[1. 2.]\n [3. 4.]] (float32 on cpu)" and f"{t}" == str(t)
+    assert str(ia.tensor([1, 2], dtype="int32")).endswith("(int32 on cpu)")
     assert t.tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert float(t[1, 1]) == 4.0 and t[0, 0].item() == 1.0
     assert len(t) == 2 and [r.shape for r in t] == [(2,), (2,)]

@@ -20,7 +20,7 @@ app = typer.Typer(
     "and a server with the OpenAI, TEI and KServe APIs' shapes.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help: rich's panels cut option and variable names
     pretty_exceptions_enable=False,
 )
 models_app = typer.Typer(

@@ -189,7 +189,11 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Benchmarks to run (default: all); see --list.", show_default=False),
+        typer.Argument(
+            metavar="NAME...",
+            help="Benchmarks to run (default: all); see --list.",
+            show_default=False,
+        ),
     ] = None,
     list_only: Annotated[
         bool, typer.Option("--list", help="List the benchmarks and exit.")

@@ -16,7 +16,11 @@ from ._output import JsonOption, command, print_json, stderr, stdout, usage_erro
 def chat(
     prompt: Annotated[
         list[str] | None,
-        typer.Argument(help="The message (words are joined; - reads stdin).", show_default=False),
+        typer.Argument(
+            metavar="WORD...",
+            help="The message (words are joined; - reads stdin).",
+            show_default=False,
+        ),
     ] = None,
     backend: Annotated[
         str,

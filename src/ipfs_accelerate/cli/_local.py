@@ -47,10 +47,12 @@ def hardware(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """The hardware backends (adapters, limits) and what [bold]select_backend[/] picks for \
-each workload, and why."""
+    """The hardware backends (adapters, limits) and what select_backend picks for each
+    workload, and why."""
     from ipfs_accelerate import hal
+    from ipfs_accelerate.hal._registry import device_override
 
+    override = device_override()  # an unknown name is an error here too (exit 3)
     infos = hal.available_backends(include_unavailable=True)
     selections = {label: hal.select_backend(family) for label, family in _WORKLOADS.items()}
     if json_output:
@@ -61,7 +63,7 @@ each workload, and why."""
                     label: {"model_type": _WORKLOADS[label], "backend": s.name, "reason": s.reason}
                     for label, s in selections.items()
                 },
-                "device_override": os.environ.get("IPFS_ACCELERATE_DEVICE"),
+                "device_override": override,
             }
         )
         return
@@ -108,10 +110,10 @@ each workload, and why."""
     for label, selection in selections.items():
         picks.add_row(label, f"[bold]{selection.name}[/]", selection.reason)
     stdout.print(picks)
-    if os.environ.get("IPFS_ACCELERATE_DEVICE"):
+    if override is not None:
         stdout.print(
-            f"$IPFS_ACCELERATE_DEVICE={os.environ['IPFS_ACCELERATE_DEVICE']} overrides the choice "
-            "where available"
+            f"$IPFS_ACCELERATE_DEVICE={override} overrides every choice above, and --device auto "
+            "in every command (its fallback where it cannot start)"
         )
 
 
@@ -142,7 +144,8 @@ def _write_embeddings(path: Path, texts: list[str], vectors: np.ndarray[Any, Any
 @command
 def embed(
     texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts to embed.", show_default=False)
+        list[str] | None,
+        typer.Argument(metavar="TEXT...", help="Texts to embed.", show_default=False),
     ] = None,
     file: Annotated[
         Path | None,
@@ -187,8 +190,8 @@ def embed(
     import numpy as np
 
     items = _read_texts(texts, file)
-    if output is not None and output.suffix not in (".npy", ".jsonl"):
-        raise usage_error(f"--output {output}: use a .npy or .jsonl file")
+    if output is not None:
+        _check_output(output, (".npy", ".jsonl"))
     usage: dict[str, Any] | None = None
     if backend is not None:
         from ipfs_accelerate.api_backends import create_api_backend
@@ -221,7 +224,9 @@ def embed(
         from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
 
         model_name = model or DEFAULT_TEXT_MODEL
-        embedder = load_pipeline(TextEmbedder, model_name, device)
+        embedder = load_pipeline(
+            TextEmbedder, model_name, device, inputs=len(items), model_type="text_embedding"
+        )
         parts = []
         with steps("embedding", len(items)) as advance:
             for start in range(0, len(items), batch_size):
@@ -271,6 +276,30 @@ def embed(
         stdout.print(f"vectors written to {output}")
 
 
+def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
+    """A usage error (exit 2) now, not a failure after the work: the file's type, and a
+    writable directory to put it in."""
+    if path.suffix not in suffixes:
+        raise usage_error(f"--output {path}: use a {' or '.join(suffixes)} file")
+    if path.is_dir():
+        raise usage_error(f"--output {path}: is a directory; name a file in it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise usage_error(f"--output {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise usage_error(f"--output {path}: not writable")
+
+
+def _check_language(language: str | None) -> None:
+    from ipfs_accelerate.models._languages import LANGUAGES, language_token
+
+    if language is not None and language_token(language).strip("<|>") not in LANGUAGES:
+        raise usage_error(
+            f"--language {language!r} is not a Whisper language; use a code or an English "
+            "name, e.g. en, fr, french"
+        )
+
+
 def _check_files(paths: list[Path]) -> None:
     for path in paths:
         if not path.exists():
@@ -296,7 +325,10 @@ def _ranked_table(title: str, results: list[tuple[str, list[dict[str, Any]]]]) -
 @command
 def classify_image(
     images: Annotated[
-        list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).", show_default=False)
+        list[Path],
+        typer.Argument(
+            metavar="IMAGE...", help="Image files (PNG, JPEG, ...).", show_default=False
+        ),
     ],
     model: Annotated[
         str,
@@ -314,7 +346,7 @@ def classify_image(
     from ipfs_accelerate.models import ImageClassifier
 
     _check_files(images)
-    classifier = load_pipeline(ImageClassifier, model, device)
+    classifier = load_pipeline(ImageClassifier, model, device, inputs=len(images), model_type="vit")
     results = []
     with steps("classifying", len(images)) as advance:
         for path in images:
@@ -335,7 +367,9 @@ def classify_image(
 @app.command("zero-shot")
 @command
 def zero_shot(
-    images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE...", help="Image files.", show_default=False)
+    ],
     labels: Annotated[
         str, typer.Option("--labels", "-l", help="Candidate labels, comma-separated.")
     ],
@@ -355,7 +389,9 @@ def zero_shot(
     if not candidates:
         raise usage_error("--labels: give at least one label, e.g. --labels 'a cat,a dog'")
     _check_files(images)
-    classifier = load_pipeline(ZeroShotImageClassifier, model, device)
+    classifier = load_pipeline(
+        ZeroShotImageClassifier, model, device, inputs=len(images), model_type="clip"
+    )
     results = []
     with steps("classifying", len(images)) as advance:
         for path in images:
@@ -383,7 +419,12 @@ def zero_shot(
 @command
 def transcribe(
     audio: Annotated[
-        list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG, MP3).", show_default=False)
+        list[Path],
+        typer.Argument(
+            metavar="AUDIO...",
+            help="Audio files (WAV, FLAC, OGG, MP3).",
+            show_default=False,
+        ),
     ],
     model: Annotated[
         str, typer.Option("--model", "-m", help="A Whisper checkpoint (directory, Hub id, s3://).")
@@ -408,8 +449,18 @@ def transcribe(
 
     if task not in ("transcribe", "translate"):
         raise usage_error(f"--task must be transcribe or translate, got {task!r}")
+    from ipfs_accelerate.errors import InvalidArgumentError
+
+    _check_language(language)
     _check_files(audio)
-    recognizer = load_pipeline(SpeechRecognizer, model, device)
+    recognizer = load_pipeline(
+        SpeechRecognizer, model, device, inputs=len(audio), model_type="whisper"
+    )
+    if language is not None:
+        try:  # this checkpoint's languages (an English-only one takes en alone)
+            recognizer._language_id(language)
+        except InvalidArgumentError as exc:
+            raise usage_error(f"--language {language}: {exc}") from None
     results: list[dict[str, Any]] = []
     with steps("transcribing", len(audio)) as advance:
         for path in audio:

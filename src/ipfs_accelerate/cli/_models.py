@@ -147,7 +147,9 @@ def models_pull(
     model_id: Annotated[
         str,
         typer.Argument(
-            help="A Hub id (org/name) or an s3://bucket/prefix URI.", show_default=False
+            metavar="MODEL",
+            help="A Hub id (org/name) or an s3://bucket/prefix URI.",
+            show_default=False,
         ),
     ],
     revision: Annotated[

@@ -18,6 +18,7 @@ from rich.console import Console
 
 __all__ = [
     "DEBUG",
+    "ONE_SHOT_INPUTS",
     "DeviceOption",
     "ExitCode",
     "JsonOption",
@@ -48,8 +49,22 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+class _Console(Console):
+    """A console that wraps long lines only on a terminal: a log file or a pipe gets each
+    message on one line, whole, whatever its length."""
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **options: Any) -> None:
+        super().print(
+            *objects, soft_wrap=not self.is_terminal if soft_wrap is None else soft_wrap, **options
+        )
+
+
 stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False)
+stderr = _Console(stderr=True, highlight=False)
+
+#: a local command over at most this many inputs with ``--device auto`` is one-shot work:
+#: ``select_backend(..., one_shot=True)`` starts no backend just to look at it
+ONE_SHOT_INPUTS = 64
 
 DEBUG = {"on": os.environ.get("IPFS_ACCELERATE_DEBUG", "") not in ("", "0")}
 
@@ -61,7 +76,9 @@ DeviceOption = Annotated[
     typer.Option(
         "--device",
         "-d",
-        help="Backend to run on: cpu, webgpu, webnn, or auto (select_backend decides).",
+        metavar="DEVICE",
+        help="Backend to run on: cpu, webgpu, webnn, or auto (select_backend decides; "
+        "$IPFS_ACCELERATE_DEVICE overrides its choice).",
     ),
 ]
 
@@ -109,12 +126,34 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
 
 _HINTS = {
-    ExitCode.CONFIGURATION: (
-        "check the model name or path, the backend's key and URL, and the installed extras"
-    ),
     ExitCode.REMOTE: "the remote service answered with an error or could not be reached",
     ExitCode.INPUT: "check the input files and text",
 }
+
+
+def _hint(exc: BaseException, code: ExitCode) -> str | None:
+    """What to check, for the cause at hand (exit 3 has several)."""
+    from ipfs_accelerate.errors import (
+        BackendError,
+        CheckpointError,
+        UnsupportedArchitectureError,
+    )
+
+    if code != ExitCode.CONFIGURATION:
+        return _HINTS.get(code)
+    if isinstance(exc, ImportError):
+        return "install the package extra that provides it (pip install 'ipfs-accelerate[...]')"
+    if isinstance(exc, BackendError):
+        return (
+            "check --device and $IPFS_ACCELERATE_DEVICE; 'ipfs-accelerate hardware' lists the "
+            "backends that work here"
+        )
+    if isinstance(exc, CheckpointError | UnsupportedArchitectureError):
+        return (
+            "check the model name or path; 'ipfs-accelerate models list' shows the checkpoints "
+            "available without a download"
+        )
+    return "check the options and environment variables named above (keys, URLs, names)"
 
 
 def _report(exc: BaseException, code: ExitCode, as_json: bool) -> None:
@@ -134,7 +173,7 @@ def _report(exc: BaseException, code: ExitCode, as_json: bool) -> None:
 
     # one unwrapped line, so that logs and scripts can search it; the message is not markup
     stderr.print(f"[bold red]error[/] ({type(exc).__name__}): {escape(message)}", soft_wrap=True)
-    hint = _HINTS.get(code)
+    hint = _hint(exc, code)
     if hint:
         stderr.print(f"[dim]exit {int(code)}: {hint}[/]", soft_wrap=True)
     if DEBUG["on"]:
@@ -218,10 +257,22 @@ def steps(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
-def load_pipeline(cls: Any, model: str, device: str) -> Any:
+def load_pipeline(
+    cls: Any, model: str, device: str, *, inputs: int, model_type: str | None = None
+) -> Any:
+    """``cls.from_pretrained(model)`` with a progress bar; ``--device auto`` over at most
+    :data:`ONE_SHOT_INPUTS` inputs asks ``select_backend`` for one-shot work."""
+    reason = None
+    if device == "auto" and inputs <= ONE_SHOT_INPUTS:
+        from ipfs_accelerate import hal
+
+        selection = hal.select_backend(model_type, one_shot=True)
+        device, reason = selection.name, selection.reason
     with loading(model) as report:
         pipeline = cls.from_pretrained(model, device=device, progress=report)
-    stderr.print(f"[dim]{model} on {pipeline.device}: {pipeline.device_reason}[/]")
+    if reason is None or pipeline.device != device:
+        reason = pipeline.device_reason
+    stderr.print(f"[dim]{model} on {pipeline.device}: {reason}[/]")
     return pipeline
 
 

@@ -7,7 +7,6 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ._app import app
 from ._output import DeviceOption, command, loading, stderr
@@ -21,8 +20,9 @@ def serve(
         typer.Option(
             "--model",
             "-m",
-            help="[NAME=]SOURCE to serve; repeat for several "
-            "(default: the bundled all-MiniLM-L6-v2).",
+            metavar="[NAME=]SOURCE",
+            help="A checkpoint to serve, as NAME (the id clients send) = SOURCE; repeat for "
+            "several (default: the bundled all-MiniLM-L6-v2).",
             show_default=False,
         ),
     ] = None,
@@ -90,6 +90,18 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
+    # -- first five minutes (issue 15): browser clients
+    cors_allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-allow-origin",
+            metavar="ORIGIN",
+            help="Let browser pages from ORIGIN call the server (CORS); repeat for several, "
+            "* for any (default: none).",
+            show_default=False,
+        ),
+    ] = None,
+    # -- end first five minutes
 ) -> None:
     """Serve local models with the OpenAI, TEI and KServe v2 APIs' shapes (see docs/server.md)."""
     from ipfs_accelerate.serve import ModelSpec, ServerConfig
@@ -103,6 +115,7 @@ def serve(
         "max_client_batch_size": max_client_batch_size,
         "max_concurrent_requests": max_concurrent_requests,
         "auto_truncate": auto_truncate,
+        "cors_allow_origins": tuple(cors_allow_origin or ()),
     }
     if specs:
         fields["models"] = specs
@@ -125,21 +138,39 @@ def _serve_local(config: Any, host: str, port: int, log_level: str) -> None:
         app_ = create_app(
             config, progress=lambda name, stage, done, total: report(stage, done, total)
         )
-    state = app_.state.server
-    table = Table(title=f"Serving on http://{host}:{port}", title_justify="left")
-    for column in ("model", "kind", "device", "why"):
-        table.add_column(column)
-    for served in state.registry:
-        table.add_row(served.name, served.kind, served.device, served.pipeline.device_reason)
-    stderr.print(table)
-    stderr.print(
-        "[dim]OpenAI /v1/embeddings /v1/audio/transcriptions /v1/models · TEI /embed /info "
-        "/health · "
-        "KServe /v2/models/{model}/infer · /metrics"
-        + (" · API key required" if state.api_key is not None else "")
-        + "[/]"
-    )
+    _print_served(app_, f"http://{host}:{port}")
     run_server(app_, host, port, log_level=log_level)
+
+
+def _print_served(app_: Any, url: str) -> None:
+    """The model ids clients send and the routes serving them, one unwrapped line each (ids
+    are copied from here: a table would cut them at the terminal's width)."""
+    from rich.markup import escape
+
+    from ipfs_accelerate.serve._index import served_routes
+
+    state = app_.state.server
+    stderr.print(f"[bold]Serving on {url}[/] (index: {url}/, OpenAPI: {url}/openapi.json)")
+    stderr.print("models (the id to send, its kind and device):")
+    for served in state.registry:
+        stderr.print(
+            f"  [bold]{escape(served.name)}[/]  {served.kind} on {served.device}: "
+            f"{escape(served.pipeline.device_reason)}",
+            soft_wrap=True,
+        )
+    stderr.print("routes:")
+    kinds = [served.kind for served in state.registry]
+    for route, doc in served_routes(app_.routes, kinds):
+        methods = ",".join(sorted(m for m in route.methods if m != "HEAD"))
+        stderr.print(
+            f"  {methods:<4} {escape(route.path_format):<32} {doc.api}: {doc.summary}",
+            soft_wrap=True,
+        )
+    if state.api_key is not None:
+        stderr.print(
+            "API key required (Authorization: Bearer KEY), except on the health probes, "
+            "/metrics and /openapi.json"
+        )
 
 
 def _serve_ray(

@@ -160,7 +160,22 @@ def set_default_device(name: str | None) -> None:
 def default_device() -> str:
     if _DEFAULT_DEVICE:
         return _DEFAULT_DEVICE[0]
-    return os.environ.get("IPFS_ACCELERATE_DEVICE") or "cpu"
+    return device_override() or "cpu"
+
+
+def device_override() -> str | None:
+    """``$IPFS_ACCELERATE_DEVICE`` (None when unset or empty): the device every choice made
+    for the caller takes, :func:`default_device` and :func:`select_backend` alike. A name
+    that is not registered raises UnknownBackendError naming the variable."""
+    name = os.environ.get("IPFS_ACCELERATE_DEVICE", "").strip()
+    if not name:
+        return None
+    if name not in _ENTRIES:
+        raise UnknownBackendError(
+            f"$IPFS_ACCELERATE_DEVICE={name!r} is not a backend; registered backends: "
+            f"{', '.join(_ENTRIES)}"
+        )
+    return name
 
 
 def available_backends(include_unavailable: bool = False) -> list[BackendInfo]:
@@ -201,19 +216,26 @@ _GRAPH_FRIENDLY = {
 
 
 def select_backend(
-    model_type: str | None = None, prefer: str | Sequence[str] | None = None
+    model_type: str | None = None,
+    prefer: str | Sequence[str] | None = None,
+    *,
+    one_shot: bool = False,
 ) -> BackendSelection:
     """Choose the backend for ``model_type`` (e.g. "bert", "vit", "whisper"; None for plain tensor
     math) and say why.
 
     Order of precedence: ``prefer`` (a name or list of names, first available wins), then
-    $IPFS_ACCELERATE_DEVICE, then a hardware GPU adapter through WebGPU (discrete before
-    integrated), then WebNN/ONNX Runtime for transformer-style models, then the CPU backend.
-    A software GPU adapter (e.g. lavapipe) is never chosen automatically: on a CPU it is slower
-    than the CPU backend.
+    $IPFS_ACCELERATE_DEVICE (:func:`device_override`; when that backend cannot start, its
+    fallback, with a BackendFallbackWarning, as :func:`get_backend` does), then a hardware GPU
+    adapter through WebGPU (discrete before integrated), then WebNN/ONNX Runtime for
+    transformer-style models, then the CPU backend. A software GPU adapter (e.g. lavapipe) is
+    never chosen automatically: on a CPU it is slower than the CPU backend.
+
+    ``one_shot``: the work is short (a command run over a few inputs), so start-up costs
+    weigh more than speed per input: no backend is started just to look at it (WebGPU's
+    adapter start, WebNN's graph compile per input shape), and the choice is the CPU unless
+    a hardware GPU adapter is already running in this process. See docs/tensors.md.
     """
-    infos = {info.name: info for info in available_backends()}
-    candidates = tuple(infos)
     wanted: list[str] = []
     if prefer is not None:
         wanted = [prefer] if isinstance(prefer, str) else list(prefer)
@@ -221,23 +243,26 @@ def select_backend(
             if name not in _ENTRIES:
                 raise UnknownBackendError(f"select_backend(prefer=...): unknown backend {name!r}")
         for name in wanted:
-            if name in infos:
+            info = _started_info(name)
+            if info is not None:
                 return BackendSelection(
-                    name, f"preferred by the caller ({', '.join(wanted)})", infos[name], candidates
+                    name, f"preferred by the caller ({', '.join(wanted)})", info, (name,)
                 )
-    env = os.environ.get("IPFS_ACCELERATE_DEVICE")
-    if env and env in infos:
-        return BackendSelection(env, "set by $IPFS_ACCELERATE_DEVICE", infos[env], candidates)
+    override = device_override()
+    if override is not None:
+        backend = get_backend(override)  # its fallback, with a warning, if it cannot start
+        reason = "set by $IPFS_ACCELERATE_DEVICE"
+        if backend.name != override:
+            reason += f" ({override} is unavailable; its fallback)"
+        return BackendSelection(backend.name, reason, backend.info(), (override,))
     skipped = f"; preferred {', '.join(wanted)} unavailable" if wanted else ""
+    if one_shot:
+        return _select_one_shot(skipped)
+    infos = {info.name: info for info in available_backends()}
+    candidates = tuple(infos)
     gpu = infos.get("webgpu")
-    if gpu is not None and gpu.adapter_type in ("discrete", "integrated"):
-        return BackendSelection(
-            "webgpu",
-            f"{gpu.adapter_type} GPU adapter {gpu.device_name!r} "
-            f"through {gpu.api or 'WebGPU'}{skipped}",
-            gpu,
-            candidates,
-        )
+    if gpu is not None and gpu.adapter_type in _HARDWARE_ADAPTERS:
+        return BackendSelection("webgpu", _gpu_reason(gpu) + skipped, gpu, candidates)
     family = (model_type or "").lower()
     if "webnn" in infos and family in _GRAPH_FRIENDLY:
         return BackendSelection(
@@ -252,3 +277,38 @@ def select_backend(
     if model_type is None:
         reason += "; plain tensor math runs eagerly on numpy"
     return BackendSelection("cpu", reason + skipped, infos["cpu"], candidates)
+
+
+_HARDWARE_ADAPTERS = ("discrete", "integrated")
+
+
+def _gpu_reason(gpu: BackendInfo) -> str:
+    return f"{gpu.adapter_type} GPU adapter {gpu.device_name!r} through {gpu.api or 'WebGPU'}"
+
+
+def _started_info(name: str) -> BackendInfo | None:
+    """``name``'s info, starting it if needed; None when it cannot start."""
+    try:
+        with _LOCK:
+            return _create(_ENTRIES[name]).info()
+    except BackendUnavailableError:
+        return None
+
+
+def _select_one_shot(skipped: str) -> BackendSelection:
+    with _LOCK:
+        running = {name: e.instance for name, e in _ENTRIES.items() if e.instance is not None}
+    gpu = running.get("webgpu")
+    if gpu is not None:
+        info = gpu.info()
+        if info.adapter_type in _HARDWARE_ADAPTERS:
+            reason = f"one-shot work; {_gpu_reason(info)} is already running"
+            return BackendSelection("webgpu", reason + skipped, info, tuple(running))
+    cpu = get_backend("cpu")
+    return BackendSelection(
+        "cpu",
+        "one-shot work: the CPU starts at once, where WebGPU's adapter start and WebNN's graph "
+        "compiles cost more than a few inputs take" + skipped,
+        cpu.info(),
+        tuple(running) or ("cpu",),
+    )

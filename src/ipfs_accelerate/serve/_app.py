@@ -30,8 +30,11 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger("ipfs_accelerate.serve")
 
-#: paths answered without an API key: liveness/readiness probes and the metrics scrape (as TEI)
-PUBLIC_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready", "/metrics"})
+#: paths answered without an API key: liveness/readiness probes and the metrics scrape (as TEI),
+#: and the OpenAPI document (it names no model)
+PUBLIC_PATHS = frozenset(
+    {"/health", "/v2/health/live", "/v2/health/ready", "/metrics", "/openapi.json"}
+)
 
 
 # ----------------------------------------------------------------------------- middleware
@@ -177,6 +180,25 @@ def error_response(error: ServeError, family: str) -> Any:
 # ----------------------------------------------------------------------------- the app
 
 
+def _cors(config: ServerConfig) -> list[Any]:
+    """CORS for browser clients, outermost: a preflight carries no API key, so it is answered
+    before the key check (off unless origins are configured)."""
+    if not config.cors_allow_origins:
+        return []
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
+
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_allow_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type"],
+            expose_headers=["x-request-id", "x-replica-id"],
+        )
+    ]
+
+
 def create_app(
     config: ServerConfig | None = None,
     *,
@@ -189,7 +211,8 @@ def create_app(
     Routes: OpenAI ``/v1/embeddings``, ``/v1/audio/transcriptions``,
     ``/v1/audio/translations``, ``/v1/models[/{id}]``; TEI ``/embed``, ``/info``,
     ``/health``; KServe v2 ``/v2``, ``/v2/health/{live,ready}``, ``/v2/models/{m}[/ready]``,
-    ``/v2/models/{m}/infer``; Prometheus ``/metrics``. See docs/server.md.
+    ``/v2/models/{m}/infer``; Prometheus ``/metrics``; ``/`` (an index of the routes and
+    models) and ``/openapi.json``. See docs/server.md.
     """
     from contextlib import asynccontextmanager
 
@@ -199,7 +222,7 @@ def create_app(
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from . import _kserve, _openai, _tei
+    from . import _index, _kserve, _openai, _tei
 
     config = config or ServerConfig()
     owns = registry is None
@@ -210,6 +233,7 @@ def create_app(
             shape_buckets=config.shape_buckets,
             local_files_only=config.local_files_only,
             progress=progress,
+            warm_up=config.warm_up,
         )
     state = ServerState(config, registry, owns_registry=owns)
 
@@ -242,14 +266,16 @@ def create_app(
         await state.close()
 
     routes: Sequence[Route] = [
+        *_index.routes(PUBLIC_PATHS),
         *_openai.routes(),
         *_tei.routes(),
         *_kserve.routes(),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+    _index.check_documented(routes)  # `/` and /openapi.json describe exactly these
     app = Starlette(
         routes=list(routes),
-        middleware=[Middleware(_Guard, state=state)],
+        middleware=[*_cors(config), Middleware(_Guard, state=state)],
         exception_handlers={ServeError: serve_error, HTTPException: http_error},
         lifespan=lifespan,
     )

@@ -85,6 +85,9 @@ class ServerConfig:
       read it from instead (what a Ray replica does: a key never travels in its arguments).
     * ``auto_truncate``: TEI's default for requests that do not say ``truncate``.
     * ``replica_id``: sent back in the ``x-replica-id`` header (default: host:pid).
+    * ``cors_allow_origins``: origins browsers may call from (``"*"`` for any; default none,
+      CORS off); ``warm_up``: run one tiny forward pass per model when it is loaded, so that
+      the first request does not pay for compiles and first-touch allocations.
     """
 
     models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_EMBEDDING_MODEL),)
@@ -100,6 +103,10 @@ class ServerConfig:
     auto_truncate: bool = False
     replica_id: str | None = None
     local_files_only: bool | None = None
+    # -- first five minutes (issue 15): browser clients, warm-up
+    cors_allow_origins: tuple[str, ...] = ()
+    warm_up: bool = True
+    # -- end first five minutes
 
     def __post_init__(self) -> None:
         models = tuple(ModelSpec.parse(m) if isinstance(m, str) else m for m in self.models)
@@ -108,6 +115,13 @@ class ServerConfig:
                 "ServerConfig.models must name at least one model (ModelSpec or str)"
             )
         object.__setattr__(self, "models", models)
+        origins = self.cors_allow_origins
+        if isinstance(origins, str) or not all(isinstance(o, str) and o for o in origins):
+            raise ConfigurationError(
+                "ServerConfig.cors_allow_origins must be a sequence of origins "
+                f"(e.g. ('https://app.example',) or ('*',)), got {origins!r}"
+            )
+        object.__setattr__(self, "cors_allow_origins", tuple(origins))
         for name in (
             "max_batch_size",
             "max_body_bytes",

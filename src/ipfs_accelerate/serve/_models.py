@@ -51,6 +51,8 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))
     executor: ThreadPoolExecutor = field(init=False, repr=False)
     embedding: EmbeddingEngine | None = field(init=False, default=None, repr=False)
+    #: seconds the warm-up pass took (None: not warmed up)
+    warm_up_seconds: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model:{self.name}")
@@ -65,9 +67,32 @@ class ServedModel:
         """``fn(*args)`` on this model's worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def warm_up(self) -> None:
+        """One tiny forward pass through the path requests take, so that the first request
+        does not pay for kernel or graph compiles and first-touch allocations."""
+        started = time.perf_counter()
+        pipeline = self.pipeline
+        if self.embedding is not None:
+            sequences, _ = self.embedding.tokenize(["warm-up"], truncate=True)
+            self.embedding.forward(sequences)
+        elif self.kind == "image-classification":
+            pipeline.logits(_WARM_UP_IMAGE)
+        elif self.kind == "zero-shot-image-classification":
+            pipeline.classify(_WARM_UP_IMAGE, ["a photo"])
+        elif self.kind == "speech-recognition":
+            pipeline.transcribe(
+                (np.zeros(1600, dtype=np.float32), 16000), language="en", max_new_tokens=1
+            )
+        self.warm_up_seconds = time.perf_counter() - started
+        logger.info("warmed up %s in %.2f s", self.name, self.warm_up_seconds)
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.pipeline.close()
+
+
+#: the image a warm-up pass classifies (the processor resizes it to the model's input size)
+_WARM_UP_IMAGE = np.zeros((32, 32, 3), dtype=np.uint8)
 
 
 class EmbeddingEngine:
@@ -187,14 +212,18 @@ class ModelRegistry:
         shape_buckets: bool | None = None,
         local_files_only: bool | None = None,
         progress: LoadProgress | None = None,
+        warm_up: bool = True,
     ) -> ModelRegistry:
         """Load every model of ``specs`` on ``device`` (CheckpointError and
-        UnsupportedArchitectureError name the one that failed)."""
+        UnsupportedArchitectureError name the one that failed), each warmed up with one tiny
+        forward pass unless ``warm_up`` is false."""
         loaded: list[ServedModel] = []
         try:
             for spec in specs:
                 spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
                 loaded.append(_load_one(spec, device, shape_buckets, local_files_only, progress))
+                if warm_up:
+                    _warm_up(loaded[-1], progress)
             return cls(loaded)
         except BaseException:
             for model in loaded:
@@ -218,6 +247,14 @@ class ModelRegistry:
             self.closed = True
             for model in self._models.values():
                 model.close()
+
+
+def _warm_up(model: ServedModel, progress: LoadProgress | None) -> None:
+    if progress is not None:
+        progress(model.name, "warm-up", 0, 1)
+    model.warm_up()
+    if progress is not None:
+        progress(model.name, "warm-up", 1, 1)
 
 
 def _default_name(source: str) -> str:

@@ -156,7 +156,9 @@ class Tensor:
         return f"Tensor({body}, dtype={self.dtype.name}, device={self.device!r})"
 
     def __str__(self) -> str:
-        return str(self.numpy())
+        # the values as numpy prints them, then where they live: a mixed-device error is
+        # easier to read when every printed tensor says its device
+        return f"{self.numpy()} ({self.dtype.name} on {self.device})"
 
     def __format__(self, spec: str) -> str:
         if self.size == 1 and spec:
