@@ -16,10 +16,11 @@ from ipfs_accelerate.models.preprocessing import (
     TextTokenizer,
     WhisperFeatureExtractor,
     load_audio,
+    load_image,
     read_audio,
     resample,
 )
-from tests._hostile_media import flac_of_silence, wav_claiming
+from tests._hostile_media import flac_of_silence, png_claiming, wav_claiming
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -349,3 +350,50 @@ def test_an_undecodable_file_object_is_not_echoed() -> None:
     with pytest.raises(PreprocessingError) as info:
         read_audio(io.BytesIO(b"not audio at all"))
     assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- image bounds
+
+
+@pytest.mark.timeout(10)
+def test_an_image_header_claiming_too_many_pixels_is_refused_before_decoding(
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(60_000, 60_000))  # 3.6 billion pixels in ~100 bytes
+    started = time.perf_counter()
+    with pytest.raises(PreprocessingError, match="decompression bomb|over the bound"):
+        load_image(path)  # Pillow's own DecompressionBombError, turned into ours
+    path.write_bytes(png_claiming(9000, 9000))  # 81 M: under Pillow's limit, over ours
+    with pytest.raises(PreprocessingError, match="9000x9000 is 81000000 pixels, over the bound"):
+        load_image(path)
+    with pytest.raises(PreprocessingError, match="over the bound of 1000"):
+        load_image(Image.open(path), max_pixels=1000)  # opened, not yet decoded
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(PreprocessingError, match="max_pixels must be a positive int"):
+        load_image(path, max_pixels=0)
+
+
+def test_a_pillow_bomb_warning_raised_as_an_error_becomes_ours(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "wide.png"
+    path.write_bytes(png_claiming(2000, 50))
+    with (
+        warnings.catch_warnings(),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 60_000)  # warns above 60 k, errors above 120 k
+        with pytest.raises(PreprocessingError, match="decompression bomb"):
+            load_image(path)
+
+
+def test_resizing_is_bounded_too(tmp_path: Path) -> None:
+    thin = np.zeros((1, 4000, 3), np.uint8)  # shortest edge 1 -> 224 x 896000 after resizing
+    processor = ImageProcessor(size={"shortest_edge": 224}, do_center_crop=True)
+    with pytest.raises(PreprocessingError, match="gives 896000x224 pixels, over the bound"):
+        processor(thin)
+    assert processor(np.zeros((224, 300, 3), np.uint8)).shape == (1, 3, 224, 224)
