@@ -132,7 +132,7 @@ def read_audio(
     _check_bounds(max_seconds, max_samples)
     is_path = isinstance(source, Path)
     label = name or (repr(str(source)) if is_path else "the audio file")
-    if is_path and not source.exists():
+    if isinstance(source, Path) and not source.exists():
         raise PreprocessingError(f"audio file {str(source)!r} does not exist")
     try:
         with soundfile.SoundFile(str(source) if is_path else source) as sound:
@@ -144,9 +144,10 @@ def read_audio(
         raise
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError on bad data
         # a file object's own repr would name this process's objects: only paths are echoed
-        detail = f" ({exc})" if is_path else ""
+        detail = f": {exc}" if is_path else ""
         raise PreprocessingError(
-            f"cannot decode audio file {label}{detail}; libsndfile reads WAV, FLAC, OGG and MP3"
+            f"cannot decode audio file {label} (it could not be decoded as WAV, FLAC, OGG or "
+            f"MP3{detail})"
         ) from None
     return data, rate
 
