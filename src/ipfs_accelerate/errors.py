@@ -64,6 +64,7 @@ __all__ = [
     "StreamInterruptedError",
     "TensorNotFoundError",
     "TensorOverflowError",
+    "TensorTooLargeError",
     "TruncationWarning",
     "UnknownBackendError",
     "UnknownTensorTypeError",
@@ -107,6 +108,11 @@ class IndexOutOfRangeError(InvalidArgumentError, builtins.IndexError):
 
 class TensorOverflowError(InvalidArgumentError, builtins.OverflowError):
     """A value does not fit the target dtype (creation, casting or integer arithmetic)."""
+
+
+class TensorTooLargeError(InvalidArgumentError, builtins.MemoryError):
+    """A tensor would exceed the size limit (``hal.max_tensor_bytes()``); refused before any
+    memory is allocated. The message names the op, the shape, the dtype and both sizes."""
 
 
 class DeviceMismatchError(InvalidArgumentError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import time
 import warnings
 from pathlib import Path
 
@@ -14,8 +16,11 @@ from ipfs_accelerate.models.preprocessing import (
     TextTokenizer,
     WhisperFeatureExtractor,
     load_audio,
+    load_image,
+    read_audio,
     resample,
 )
+from tests._hostile_media import flac_of_silence, png_claiming, wav_claiming
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -281,3 +286,114 @@ def test_bad_audio_raises(tmp_path: Path) -> None:
         load_audio(broken)
     with pytest.raises(PreprocessingError, match="does not exist"):
         load_audio(tmp_path / "missing.flac")
+
+
+# ----------------------------------------------------------------------------- audio bounds
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("rate", [1_000_003, 2_147_483_647])
+def test_a_wav_claiming_an_absurd_rate_is_refused_from_its_header(
+    tmp_path: Path, rate: int
+) -> None:
+    path = tmp_path / "claims.wav"
+    path.write_bytes(wav_claiming(rate))
+    assert path.stat().st_size == 52
+    started = time.perf_counter()
+    with pytest.raises(PreprocessingError, match=f"sampling rate {rate} Hz is outside .*384000"):
+        load_audio(path)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.timeout(10)
+def test_an_absurd_rate_for_an_array_or_a_target_is_refused() -> None:
+    started = time.perf_counter()
+    with pytest.raises(PreprocessingError, match="1000003 Hz is outside"):
+        load_audio(np.zeros(100, np.float32), sampling_rate=1000003)
+    with pytest.raises(PreprocessingError, match="1000000000000 Hz is outside"):
+        load_audio((np.zeros(100, np.float32), 10**12))
+    with pytest.raises(PreprocessingError, match="target_rate 500000 Hz is outside"):
+        load_audio(np.zeros(100, np.float32), 16000, target_rate=500_000)
+    with pytest.raises(PreprocessingError, match="orig_rate"):
+        resample(np.zeros(100, np.float32), 2**31 - 1, 16000)
+    assert time.perf_counter() - started < 1.0
+    assert len(load_audio(np.zeros(384, np.float32), 384_000)) == 16  # the range's ends work
+    assert len(load_audio(np.zeros(3, np.float32), 1)) == 48000
+
+
+def test_duration_and_sample_bounds_are_checked_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "silence.flac"
+    path.write_bytes(flac_of_silence(20.0))
+    assert len(load_audio(path, max_seconds=20)) == 320_000
+    with pytest.raises(PreprocessingError, match=r"20\.0 s of audio .* bound of 10 s"):
+        load_audio(path, max_seconds=10)
+    with pytest.raises(PreprocessingError, match="320000 samples .* bound of 100000"):
+        load_audio(path, max_samples=100_000)
+    samples, rate = read_audio(io.BytesIO(path.read_bytes()), name="upload", max_seconds=30)
+    assert samples.shape == (320_000, 1) and rate == 16000
+    with pytest.raises(PreprocessingError, match="upload: sampling rate 16000 Hz is outside"):
+        read_audio(io.BytesIO(path.read_bytes()), name="upload", sampling_rates=(1, 8000))
+
+
+def test_array_bounds_cover_duration_and_the_resampled_length() -> None:
+    with pytest.raises(PreprocessingError, match="2.0 s of audio"):
+        load_audio(np.zeros(16000, np.float32), 8000, max_seconds=1.5)
+    with pytest.raises(PreprocessingError, match="resampling 1000 samples from 1 Hz"):
+        load_audio(np.zeros(1000, np.float32), 1, max_samples=10**6)
+    with pytest.raises(PreprocessingError, match="max_seconds must be a positive number"):
+        load_audio(np.zeros(10, np.float32), 16000, max_seconds=0)
+    with pytest.raises(PreprocessingError, match="max_samples must be a positive int"):
+        load_audio(np.zeros(10, np.float32), 16000, max_samples=-1)
+
+
+def test_an_undecodable_file_object_is_not_echoed() -> None:
+    with pytest.raises(PreprocessingError) as info:
+        read_audio(io.BytesIO(b"not audio at all"))
+    assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- image bounds
+
+
+@pytest.mark.timeout(10)
+def test_an_image_header_claiming_too_many_pixels_is_refused_before_decoding(
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(60_000, 60_000))  # 3.6 billion pixels in ~100 bytes
+    started = time.perf_counter()
+    with pytest.raises(PreprocessingError, match="decompression bomb|over the bound"):
+        load_image(path)  # Pillow's own DecompressionBombError, turned into ours
+    path.write_bytes(png_claiming(9000, 9000))  # 81 M: under Pillow's limit, over ours
+    with pytest.raises(PreprocessingError, match="9000x9000 is 81000000 pixels, over the bound"):
+        load_image(path)
+    with pytest.raises(PreprocessingError, match="over the bound of 1000"):
+        load_image(Image.open(path), max_pixels=1000)  # opened, not yet decoded
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(PreprocessingError, match="max_pixels must be a positive int"):
+        load_image(path, max_pixels=0)
+
+
+def test_a_pillow_bomb_warning_raised_as_an_error_becomes_ours(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "wide.png"
+    path.write_bytes(png_claiming(2000, 50))
+    with (
+        warnings.catch_warnings(),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 60_000)  # warns above 60 k, errors above 120 k
+        with pytest.raises(PreprocessingError, match="decompression bomb"):
+            load_image(path)
+
+
+def test_resizing_is_bounded_too(tmp_path: Path) -> None:
+    thin = np.zeros((1, 4000, 3), np.uint8)  # shortest edge 1 -> 224 x 896000 after resizing
+    processor = ImageProcessor(size={"shortest_edge": 224}, do_center_crop=True)
+    with pytest.raises(PreprocessingError, match="gives 896000x224 pixels, over the bound"):
+        processor(thin)
+    assert processor(np.zeros((224, 300, 3), np.uint8)).shape == (1, 3, 224, 224)

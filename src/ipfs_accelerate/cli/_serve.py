@@ -102,6 +102,30 @@ def serve(
         ),
     ] = None,
     # -- end first five minutes
+    # --- input limits (issue 15): what one request may make the server allocate
+    max_audio_seconds: Annotated[
+        float,
+        typer.Option("--max-audio-seconds", min=0.001, help="Longest audio upload, in seconds."),
+    ] = 1800.0,
+    min_sampling_rate: Annotated[
+        int, typer.Option("--min-sampling-rate", min=1, help="Lowest audio sampling rate, Hz.")
+    ] = 1,
+    max_sampling_rate: Annotated[
+        int,
+        typer.Option(
+            "--max-sampling-rate", min=1, max=384000, help="Highest audio sampling rate, Hz."
+        ),
+    ] = 384000,
+    max_image_pixels: Annotated[
+        int, typer.Option("--max-image-pixels", min=1, help="Most pixels of one image.")
+    ] = 1 << 25,
+    max_tensor_elements: Annotated[
+        int,
+        typer.Option(
+            "--max-tensor-elements", min=1, help="Most elements of one KServe input tensor."
+        ),
+    ] = 1 << 24,
+    # --- end of input limits
 ) -> None:
     """Serve local models with the OpenAI, TEI and KServe v2 APIs' shapes (see docs/server.md)."""
     from ipfs_accelerate.serve import ModelSpec, ServerConfig
@@ -116,6 +140,12 @@ def serve(
         "max_concurrent_requests": max_concurrent_requests,
         "auto_truncate": auto_truncate,
         "cors_allow_origins": tuple(cors_allow_origin or ()),
+        # input limits (issue 15)
+        "max_audio_seconds": max_audio_seconds,
+        "min_sampling_rate": min_sampling_rate,
+        "max_sampling_rate": max_sampling_rate,
+        "max_image_pixels": max_image_pixels,
+        "max_tensor_elements": max_tensor_elements,
     }
     if specs:
         fields["models"] = specs

@@ -20,6 +20,7 @@ from ipfs_accelerate.hal._backend import (
     Backend,
     BackendInfo,
 )
+from ipfs_accelerate.hal._limits import max_tensor_bytes, set_max_tensor_bytes
 from ipfs_accelerate.hal._registry import (
     BackendSelection,
     available_backends,
@@ -47,11 +48,13 @@ __all__ = [
     "default_device",
     "get_backend",
     "mark_parameter",
+    "max_tensor_bytes",
     "register_backend",
     "registered_backends",
     "reset_backend",
     "select_backend",
     "set_default_device",
+    "set_max_tensor_bytes",
     "unregister_backend",
 ]
 

@@ -19,6 +19,7 @@ from ipfs_accelerate.errors import (
     UnsupportedOpError,
 )
 from ipfs_accelerate.hal._backend import Backend
+from ipfs_accelerate.hal._limits import check_tensor_size
 from ipfs_accelerate.tensor._dtype import DType, result_type
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -165,7 +166,9 @@ def run(
 ) -> Tensor:
     """Call ``backend.method(*args)`` and wrap the handle; an op the backend lacks (it raises
     UnsupportedOpError) runs on the CPU backend with a BackendFallbackWarning, and its result
-    moves back to ``backend``."""
+    moves back to ``backend``. A result over the size bound (``hal.max_tensor_bytes``) raises
+    TensorTooLargeError before the backend allocates it."""
+    check_tensor_size(shape, dtype.itemsize, op=method, dtype=dtype.name, device=backend.name)
     try:
         handle = getattr(backend, method)(*args, **(kwargs or {}))
     except UnsupportedOpError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.errors import DtypeError, TensorOverflowError, UnsupportedOpError
+from ipfs_accelerate.hal._limits import check_tensor_size
 from ipfs_accelerate.ops._core import (
     Operand,
     Shape,
@@ -160,7 +161,9 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
             same_backend(op, (a, b))
         dtype = a.dtype if a.dtype is b.dtype else promote(op, a, b)
         shape: Shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op)
+        grown = shape != a.shape and shape != b.shape
     elif a_is_tensor:
+        grown = False
         if b.__class__ not in _PY_SCALARS:
             if not is_scalar(b):
                 return _binary(op, a, as_tensor(b, op=op, like=a))
@@ -173,6 +176,7 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
             if not is_scalar(a):
                 return _binary(op, as_tensor(a, op=op, like=b), b)
             a = python_scalar(a)
+        grown = False
         backend = b._backend
         dtype = _scalar_promotion(b.dtype, a, op)
         shape = b.shape
@@ -201,6 +205,10 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
             b = cast_to(b, dtype)
     else:
         _check_scalar(op, b, dtype)
+    if grown:  # broadcasting makes the result larger than both operands: bound it
+        check_tensor_size(
+            shape, out_dtype.itemsize, op=op, dtype=out_dtype.name, device=backend.name
+        )
     try:
         return Tensor(backend.binary(op, a, b, shape), shape, out_dtype, backend)
     except UnsupportedOpError:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
+from ipfs_accelerate.models.preprocessing.audio import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
 
 __all__ = ["DEFAULT_EMBEDDING_MODEL", "KINDS", "ModelSpec", "ServerConfig"]
 
@@ -88,6 +89,10 @@ class ServerConfig:
     * ``cors_allow_origins``: origins browsers may call from (``"*"`` for any; default none,
       CORS off); ``warm_up``: run one tiny forward pass per model when it is loaded, so that
       the first request does not pay for compiles and first-touch allocations.
+    * Input limits: ``max_audio_seconds`` per audio upload, sampling rates within
+      ``min_sampling_rate``..``max_sampling_rate`` Hz (at most load_audio's 1..384000),
+      ``max_image_pixels`` per image, ``max_tensor_elements`` per KServe input tensor;
+      checked from headers and shapes before decoding or building arrays.
     """
 
     models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_EMBEDDING_MODEL),)
@@ -107,6 +112,14 @@ class ServerConfig:
     cors_allow_origins: tuple[str, ...] = ()
     warm_up: bool = True
     # -- end first five minutes
+    # --- input limits (issue 15): what one request may make the server allocate; checked
+    # before any array is built, refused with a 4xx in the route's API shape
+    max_audio_seconds: float = 1800.0
+    min_sampling_rate: int = MIN_SAMPLING_RATE
+    max_sampling_rate: int = MAX_SAMPLING_RATE
+    max_image_pixels: int = 1 << 25
+    max_tensor_elements: int = 1 << 24
+    # --- end of input limits
 
     def __post_init__(self) -> None:
         models = tuple(ModelSpec.parse(m) if isinstance(m, str) else m for m in self.models)
@@ -129,6 +142,7 @@ class ServerConfig:
             "max_concurrent_requests",
         ):
             _positive_int(name, getattr(self, name))
+        self._check_input_limits()
         wait = self.max_wait_ms
         if (
             isinstance(wait, bool)
@@ -154,6 +168,28 @@ class ServerConfig:
                     "ServerConfig.api_key must be a non-empty string or Secret"
                 )
             object.__setattr__(self, "api_key", key)
+
+    def _check_input_limits(self) -> None:
+        for name in ("max_image_pixels", "max_tensor_elements"):
+            _positive_int(name, getattr(self, name))
+        seconds = self.max_audio_seconds
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
+            raise ConfigurationError(
+                f"ServerConfig.max_audio_seconds must be a finite number > 0, got {seconds!r}"
+            )
+        low, high = self.min_sampling_rate, self.max_sampling_rate
+        for name in ("min_sampling_rate", "max_sampling_rate"):
+            _positive_int(name, getattr(self, name))
+        if not MIN_SAMPLING_RATE <= low <= high <= MAX_SAMPLING_RATE:
+            raise ConfigurationError(
+                f"ServerConfig sampling rates {low}..{high} Hz must be an ascending range within "
+                f"{MIN_SAMPLING_RATE}..{MAX_SAMPLING_RATE} Hz (what load_audio accepts)"
+            )
 
     def resolved_api_key(self) -> Any:
         """The key clients must present (a Secret), or None when the server is open."""

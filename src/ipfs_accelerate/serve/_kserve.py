@@ -33,7 +33,8 @@ import numpy as np
 import ipfs_accelerate
 from ipfs_accelerate.models.pipelines import TranscriptSegment
 
-from ._decode import decode_audio, decode_image
+from ._config import ServerConfig
+from ._decode import check_audio_samples, decode_audio, decode_image
 from ._errors import ServeError
 from ._models import l2_normalize
 from ._requests import json_object, read_json
@@ -174,7 +175,14 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
-def _parse_inputs(body: dict[str, Any]) -> dict[str, _Tensor]:
+#: numpy's own bound on an array's rank
+_MAX_RANK = 32
+
+#: the JSON types a datatype's elements may have
+_BOOL_TYPES, _NUMBER_TYPES = (bool,), (int, float)
+
+
+def _parse_inputs(body: dict[str, Any], config: ServerConfig) -> dict[str, _Tensor]:
     raw = body.get("inputs")
     if not isinstance(raw, list) or not raw:
         raise ServeError("invalid_request", "'inputs' must be a non-empty list of tensors")
@@ -204,6 +212,7 @@ def _parse_inputs(body: dict[str, Any]) -> dict[str, _Tensor]:
             )
         if data is None:
             raise ServeError("invalid_request", f"input '{name}' has no data")
+        _check_size(name, shape, config)
         flat = _flatten(data)
         if len(flat) != math.prod(shape):
             raise ServeError(
@@ -213,14 +222,49 @@ def _parse_inputs(body: dict[str, Any]) -> dict[str, _Tensor]:
             )
         if name in tensors:
             raise ServeError("invalid_request", f"input '{name}' is given twice")
+        _check_elements(name, datatype, flat)
         tensors[name] = _Tensor(name, datatype, shape, flat)
     return tensors
 
 
+def _check_size(name: str, shape: list[int], config: ServerConfig) -> None:
+    """The declared shape within the rank and element bounds, before the data is touched."""
+    if len(shape) > _MAX_RANK:
+        raise ServeError(
+            "invalid_request", f"input '{name}': shape has {len(shape)} dimensions (at most 32)"
+        )
+    elements = math.prod(shape)
+    if elements > config.max_tensor_elements:
+        raise ServeError(
+            "too_many_inputs",
+            f"input '{name}': shape {shape} holds {elements} elements, over this server's bound "
+            f"of {config.max_tensor_elements} per tensor",
+        )
+
+
+def _check_elements(name: str, datatype: str, flat: list[Any]) -> None:
+    """Every element of the JSON type its datatype needs (strings for BYTES, booleans for
+    BOOL, numbers otherwise)."""
+    if datatype == "BYTES":
+        wanted: tuple[type, ...] = (str,)
+        what = "JSON strings"
+    elif datatype == "BOOL":
+        wanted, what = _BOOL_TYPES, "true or false"
+    else:
+        wanted, what = _NUMBER_TYPES, "JSON numbers"
+    for index, value in enumerate(flat):
+        if not isinstance(value, wanted) or (datatype != "BOOL" and isinstance(value, bool)):
+            raise ServeError(
+                "invalid_request",
+                f"input '{name}': {datatype} elements must be {what}; element {index} is "
+                f"{type(value).__name__}",
+            )
+
+
 def _pick(tensors: dict[str, _Tensor], name: str, model: Any) -> _Tensor:
+    """The input called ``name``: the model's metadata names its inputs, and an input of
+    another name is refused rather than guessed at."""
     tensor = tensors.get(name)
-    if tensor is None and len(tensors) == 1 and model.kind != "zero-shot-image-classification":
-        tensor = next(iter(tensors.values()))
     if tensor is None:
         raise ServeError(
             "invalid_request",
@@ -240,9 +284,10 @@ def _parameter(
     return value
 
 
-def _images(tensor: _Tensor) -> list[Any]:
+def _images(tensor: _Tensor, config: ServerConfig) -> list[Any]:
     """Encoded image files (bytes, decoded on the model's thread) or pixel arrays."""
     if tensor.datatype == "BYTES":
+        _check_count(tensor, "images", len(tensor.data), config)
         images: list[Any] = []
         for index, text in enumerate(tensor.strings()):
             try:
@@ -260,15 +305,49 @@ def _images(tensor: _Tensor) -> list[Any]:
             "invalid_request",
             f"input '{tensor.name}' must be BYTES (encoded files) or UINT8 pixels",
         )
-    pixels = tensor.array()
-    if pixels.ndim == 3:
-        pixels = pixels[None]
-    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+    shape = [1, *tensor.shape] if len(tensor.shape) == 3 else tensor.shape
+    if len(shape) != 4 or shape[-1] != 3:
         raise ServeError(
             "invalid_request",
-            f"input '{tensor.name}': UINT8 pixels must be [N, H, W, 3], got {list(pixels.shape)}",
+            f"input '{tensor.name}': UINT8 pixels must be [N, H, W, 3], got {tensor.shape}",
         )
+    _check_count(tensor, "images", shape[0], config)
+    if shape[1] * shape[2] > config.max_image_pixels:
+        raise ServeError(
+            "bad_media",
+            f"input '{tensor.name}': {shape[2]}x{shape[1]} images are {shape[1] * shape[2]} "
+            f"pixels, over this server's bound of {config.max_image_pixels}",
+        )
+    pixels = tensor.array().reshape(shape)
     return list(pixels)
+
+
+def _check_count(tensor: _Tensor, what: str, count: int, config: ServerConfig) -> None:
+    if count > config.max_client_batch_size:
+        raise ServeError(
+            "too_many_inputs",
+            f"input '{tensor.name}' holds {count} {what}; this server takes at most "
+            f"{config.max_client_batch_size} per request",
+        )
+
+
+def _template(parameters: dict[str, Any]) -> str:
+    """``hypothesis_template`` with exactly one plain ``{}``: a format spec such as
+    ``{:>999999999}`` would make each label a gigabyte, an attribute lookup reads internals."""
+    import string
+
+    template = _parameter(parameters, "hypothesis_template", str, "This is a photo of {}.")
+    try:
+        fields = [f[1:] for f in string.Formatter().parse(template) if f[1] is not None]
+    except ValueError:
+        fields = []
+    if fields != [("", "", None)]:
+        raise ServeError(
+            "invalid_request",
+            "parameter 'hypothesis_template' must hold exactly one '{}' (no format spec, "
+            "field name or conversion) where the label goes",
+        )
+    return template
 
 
 def _ranked(results: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -293,29 +372,38 @@ async def infer(request: Request) -> Response:
     state = state_of(request)
     model = state.model(request.path_params["model"])
     body = json_object(await read_json(request))
-    tensors = _parse_inputs(body)
+    tensors = _parse_inputs(body, state.config)
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ServeError("invalid_request", "'parameters' must be an object")
     if model.kind == "embedding":
         outputs = await _embed(state, model, tensors, parameters)
     elif model.kind == "image-classification":
-        images = _images(_pick(tensors, "image", model))
+        images = _images(_pick(tensors, "image", model), state.config)
         top_k = _parameter(parameters, "top_k", int, 5)
         results = await state.run(
-            model, "image-classification", _classify, model.pipeline.classify, images, top_k
+            model,
+            "image-classification",
+            _classify,
+            model.pipeline.classify,
+            state.config,
+            images,
+            top_k,
         )
         state.metrics.inputs.labels(model.name, "image-classification").inc(len(images))
         outputs = _ranked(results)
     elif model.kind == "zero-shot-image-classification":
-        images = _images(_pick(tensors, "image", model))
-        labels = _pick(tensors, "labels", model).strings()
-        template = _parameter(parameters, "hypothesis_template", str, "This is a photo of {}.")
+        images = _images(_pick(tensors, "image", model), state.config)
+        label_tensor = _pick(tensors, "labels", model)
+        _check_count(label_tensor, "labels", len(label_tensor.data), state.config)
+        labels = label_tensor.strings()
+        template = _template(parameters)
         results = await state.run(
             model,
             "zero-shot-image-classification",
             _classify,
             model.pipeline.classify,
+            state.config,
             images,
             labels,
             template,
@@ -393,8 +481,11 @@ async def _speech(
             raise ServeError(
                 "invalid_request", "FP32 audio samples need the parameter 'sampling_rate'"
             )
+        check_audio_samples(len(tensor.data), rate, state.config)
         audio = (tensor.array().astype(np.float32).ravel(), rate)
-    segments = await state.run(model, task, _transcribe, model.pipeline, audio, language, task)
+    segments = await state.run(
+        model, task, _transcribe, model.pipeline, state.config, audio, language, task
+    )
     state.metrics.inputs.labels(model.name, task).inc()
     text = TranscriptSegment.join(segments)
     language_code = segments[0].language if segments else (language or "")
@@ -404,17 +495,19 @@ async def _speech(
     ]
 
 
-def _classify(classify: Any, images: list[Any], *args: Any) -> Any:
+def _classify(classify: Any, config: ServerConfig, images: list[Any], *args: Any) -> Any:
     decoded = [
-        decode_image(image, i) if isinstance(image, bytes) else image
+        decode_image(image, i, config) if isinstance(image, bytes) else image
         for i, image in enumerate(images)
     ]
     return classify(decoded, *args)
 
 
-def _transcribe(pipeline: Any, audio: Any, language: str | None, task: str) -> list[Any]:
+def _transcribe(
+    pipeline: Any, config: ServerConfig, audio: Any, language: str | None, task: str
+) -> list[Any]:
     if isinstance(audio, bytes):
-        audio = decode_audio(audio)
+        audio = decode_audio(audio, config)
     return list(pipeline.transcribe_segments(audio, language, task))
 
 

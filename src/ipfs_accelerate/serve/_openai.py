@@ -172,7 +172,7 @@ async def _speech(request: Request, task: str) -> Response:
     finally:
         await form.close()
     segments, duration = await state.run(
-        model, task, _transcribe, model.pipeline, data, name, language, task
+        model, task, _transcribe, model.pipeline, state.config, data, name, language, task
     )
     state.metrics.inputs.labels(model.name, task).inc()
     text = TranscriptSegment.join(segments)
@@ -217,9 +217,9 @@ def _text_field(value: Any) -> str | None:
 
 
 def _transcribe(
-    pipeline: Any, data: bytes, name: str, language: str | None, task: str
+    pipeline: Any, config: Any, data: bytes, name: str, language: str | None, task: str
 ) -> tuple[list[Any], float]:
-    samples, rate = decode_audio(data, name)
+    samples, rate = decode_audio(data, config, name)
     segments = pipeline.transcribe_segments((samples, rate), language, task)
     return segments, len(samples) / rate
 

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ipfs_accelerate.errors import DtypeError, InvalidArgumentError, ShapeError, TensorOverflowError
+from ipfs_accelerate.errors import (
+    DtypeError,
+    InvalidArgumentError,
+    ShapeError,
+    TensorOverflowError,
+    TensorTooLargeError,
+)
 from ipfs_accelerate.tensor._dtype import (
     DType,
     as_dtype,
@@ -51,6 +57,16 @@ def _backend(device: str | None) -> Backend:
     from ipfs_accelerate.hal import get_backend
 
     return get_backend(device)
+
+
+def _sized_backend(device: str | None, shape: tuple[int, ...], dtype: DType, op: str) -> Backend:
+    """The backend of ``device``, once a ``dtype`` tensor of ``shape`` is known to fit the
+    size bound (checked before the backend allocates anything)."""
+    from ipfs_accelerate.hal._limits import check_tensor_size
+
+    backend = _backend(device)
+    check_tensor_size(shape, dtype.itemsize, op=op, dtype=dtype.name, device=backend.name)
+    return backend
 
 
 def normalize_shape(shape: Any, *, context: str) -> tuple[int, ...]:
@@ -236,7 +252,7 @@ def full(
     dims = normalize_shape(shape, context="full()")
     target = as_dtype(dtype) if dtype is not None else _fill_dtype(fill_value)
     value = _checked_scalar(fill_value, target, "full()")
-    backend = _backend(device)
+    backend = _sized_backend(device, dims, target, "full()")
     return Tensor(backend.full(dims, value, target), dims, target, backend)
 
 
@@ -307,12 +323,17 @@ def arange(
         raise InvalidArgumentError("arange(): step must not be zero")
     all_int = all(isinstance(v, numbers.Integral) for v in (start, end, step))
     target = as_dtype(dtype) if dtype is not None else (int64 if all_int else DEFAULT_FLOAT)
-    size = max(0, math.ceil((end - start) / step))
+    count = (end - start) / step
+    if not math.isfinite(count):  # e.g. arange(0, 1e300, 1e-300): more values than any memory
+        raise TensorTooLargeError(
+            f"arange(): [{start!r}, {end!r}) in steps of {step!r} holds more than 1e308 values"
+        )
+    size = max(0, math.ceil(count))
     if size:
         last = start + (size - 1) * step
         _checked_scalar(start, target, "arange()")
         _checked_scalar(last, target, "arange()")
-    backend = _backend(device)
+    backend = _sized_backend(device, (size,), target, "arange()")
     return Tensor(backend.arange(start, step, size, target), (size,), target, backend)
 
 
@@ -332,6 +353,7 @@ def rand(
         raise InvalidArgumentError(
             f"rand(): need finite low < high, got low={low!r}, high={high!r}"
         )
+    _sized_backend(device, dims, target, "rand()")
     rng = np.random.default_rng(seed) if seed is not None else _default_rng
     values = rng.uniform(low, high, size=dims)
     # rounding into a narrower float can land exactly on ``high``: keep the interval half-open
@@ -349,6 +371,7 @@ def randn(
     """Standard normal random values; seeded like :func:`rand`."""
     dims = _shape_from_varargs(shape, "randn()")
     target = _float_dtype(dtype, "randn()")
+    _sized_backend(device, dims, target, "randn()")
     rng = np.random.default_rng(seed) if seed is not None else _default_rng
     return from_numpy(rng.standard_normal(size=dims).astype(target.numpy), device)
 

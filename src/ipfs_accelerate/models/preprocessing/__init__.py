@@ -7,6 +7,7 @@ from ipfs_accelerate.models.preprocessing.audio import (
     WhisperFeatureExtractor,
     load_audio,
     mel_filter_bank,
+    read_audio,
     resample,
 )
 from ipfs_accelerate.models.preprocessing.image import ImageProcessor, load_image
@@ -20,5 +21,6 @@ __all__ = [
     "load_audio",
     "load_image",
     "mel_filter_bank",
+    "read_audio",
     "resample",
 ]

@@ -5,7 +5,9 @@
   directly: several channels are **downmixed** by averaging them; another sampling rate is
   **resampled** to 16 kHz with a windowed-sinc (Kaiser) low-pass resampler; integer samples
   are scaled to [-1, 1]. Empty audio, NaN/inf samples, an array without its sampling rate and
-  undecodable files raise PreprocessingError.
+  undecodable files raise PreprocessingError, and so does audio outside the bounds (sampling
+  rate 1 Hz..384 kHz, a sample count, optionally a duration), checked from a file's header
+  before its samples are read and before resampling allocates.
 * :class:`WhisperFeatureExtractor` computes Whisper's log-mel spectrogram in numpy, matching
   Hugging Face's ``WhisperFeatureExtractor``: audio zero-padded (or cut) to 30 s, STFT with a
   periodic Hann window (n_fft 400, hop 160, centred with reflect padding), power spectrum,
@@ -20,31 +22,62 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ipfs_accelerate.errors import CheckpointError, PreprocessingError
 
-__all__ = ["WhisperFeatureExtractor", "load_audio", "mel_filter_bank", "resample"]
+__all__ = [
+    "DEFAULT_MAX_SAMPLES",
+    "MAX_SAMPLING_RATE",
+    "MIN_SAMPLING_RATE",
+    "WhisperFeatureExtractor",
+    "load_audio",
+    "mel_filter_bank",
+    "read_audio",
+    "resample",
+]
 
 Array = np.ndarray[Any, Any]
 
 SAMPLING_RATE = 16000
+
+#: the sampling rates accepted (a file's, an array's, a target): 1 Hz to 384 kHz, the highest
+#: rate audio hardware records at
+MIN_SAMPLING_RATE = 1
+MAX_SAMPLING_RATE = 384_000
+
+#: default bound on decoded samples (frames x channels) and on resampled samples: 2**28 samples
+#: are 1 GiB of float32, 4.6 hours at 16 kHz
+DEFAULT_MAX_SAMPLES = 1 << 28
 
 #: more than this many "channels" means the array is (channels, samples), not (samples, channels)
 _MAX_CHANNELS = 8
 
 
 def load_audio(
-    source: Any, sampling_rate: int | None = None, *, target_rate: int = SAMPLING_RATE
+    source: Any,
+    sampling_rate: int | None = None,
+    *,
+    target_rate: int = SAMPLING_RATE,
+    max_seconds: float | None = None,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
 ) -> Array:
     """``source`` as mono float32 samples at ``target_rate``.
 
     ``source`` is a path to an audio file, a numpy array (``sampling_rate`` required) of shape
     (samples,) or (samples, channels), a ``(array, sampling_rate)`` tuple, or a dict with
     ``"array"``/``"raw"`` and ``"sampling_rate"`` (the Hugging Face datasets layout).
+
+    Bounds, checked before reading or resampling allocates (PreprocessingError naming the
+    size): every sampling rate (a file's, an array's, ``target_rate``) within
+    :data:`MIN_SAMPLING_RATE`..:data:`MAX_SAMPLING_RATE` Hz; at most ``max_seconds`` of audio
+    (no bound when None); at most ``max_samples`` decoded samples (frames x channels) and as
+    many resampled samples.
     """
+    _check_rate(target_rate, "load_audio()", "target_rate")
+    _check_bounds(max_seconds, max_samples)
     if isinstance(source, tuple) and len(source) == 2:
         source, sampling_rate = source
     elif isinstance(source, Mapping):
@@ -53,7 +86,7 @@ def load_audio(
             raise PreprocessingError("audio dict needs 'array' (or 'raw') and 'sampling_rate'")
         source, sampling_rate = data, source["sampling_rate"]
     if isinstance(source, str | os.PathLike):
-        samples, rate = _read_file(Path(source))
+        samples, rate = read_audio(Path(source), max_seconds=max_seconds, max_samples=max_samples)
         name = str(source)
     elif isinstance(source, np.ndarray):
         if sampling_rate is None:
@@ -63,28 +96,106 @@ def load_audio(
                 "and resamples anything else)"
             )
         samples, rate, name = source, sampling_rate, "audio array"
+        _check_rate(rate, name, "sampling rate")
+        frames = samples.shape[0] if samples.ndim else 1
+        _check_length(name, frames, samples.size, int(rate), max_seconds, max_samples)
     else:
         raise PreprocessingError(
             f"audio must be a file path or a numpy array, got {type(source).__name__}"
         )
-    if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
-        raise PreprocessingError(f"{name}: sampling rate must be a positive int, got {rate!r}")
     mono = _to_mono_float(samples, name)
+    resampled = math.ceil(len(mono) * target_rate / int(rate))
+    if resampled > max_samples:
+        raise PreprocessingError(
+            f"{name}: resampling {len(mono)} samples from {int(rate)} Hz to {target_rate} Hz "
+            f"makes {resampled} samples, over the bound of {max_samples} (max_samples)"
+        )
     return resample(mono, int(rate), target_rate)
 
 
-def _read_file(path: Path) -> tuple[Array, int]:
+def read_audio(
+    source: Path | BinaryIO,
+    *,
+    name: str | None = None,
+    max_seconds: float | None = None,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    sampling_rates: tuple[int, int] = (MIN_SAMPLING_RATE, MAX_SAMPLING_RATE),
+) -> tuple[Array, int]:
+    """An audio file (a path or a binary file object; anything libsndfile reads) as float32
+    samples (frames, channels) and its sampling rate. The header's rate must lie in
+    ``sampling_rates`` and its length within ``max_seconds`` and ``max_samples`` (frames x
+    channels) before the samples are read (PreprocessingError otherwise)."""
     try:
         import soundfile
     except ImportError as exc:  # pragma: no cover - in the models extra
         raise PreprocessingError("reading audio files needs the soundfile package") from exc
-    if not path.exists():
-        raise PreprocessingError(f"audio file {str(path)!r} does not exist")
+    _check_bounds(max_seconds, max_samples)
+    is_path = isinstance(source, Path)
+    label = name or (repr(str(source)) if is_path else "the audio file")
+    if isinstance(source, Path) and not source.exists():
+        raise PreprocessingError(f"audio file {str(source)!r} does not exist")
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(source) if is_path else source) as sound:
+            rate, frames, channels = int(sound.samplerate), int(sound.frames), sound.channels
+            _check_rate(rate, label, "sampling rate", sampling_rates)
+            _check_length(label, frames, frames * channels, rate, max_seconds, max_samples)
+            data = sound.read(dtype="float32", always_2d=True)
+    except PreprocessingError:
+        raise
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError on bad data
-        raise PreprocessingError(f"cannot decode audio file {str(path)!r} ({exc})") from None
-    return data, int(rate)
+        # a file object's own repr would name this process's objects: only paths are echoed
+        detail = f": {exc}" if is_path else ""
+        raise PreprocessingError(
+            f"cannot decode audio file {label} (it could not be decoded as WAV, FLAC, OGG or "
+            f"MP3{detail})"
+        ) from None
+    return data, rate
+
+
+def _check_rate(
+    rate: Any,
+    name: str,
+    what: str,
+    allowed: tuple[int, int] = (MIN_SAMPLING_RATE, MAX_SAMPLING_RATE),
+) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
+        raise PreprocessingError(f"{name}: {what} must be a positive int, got {rate!r}")
+    low, high = allowed
+    if not low <= rate <= high:
+        raise PreprocessingError(
+            f"{name}: {what} {int(rate)} Hz is outside the supported range {low}..{high} Hz"
+        )
+
+
+def _check_bounds(max_seconds: float | None, max_samples: int) -> None:
+    if max_seconds is not None and (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, int | float)
+        or not max_seconds > 0
+    ):
+        raise PreprocessingError(f"max_seconds must be a positive number, got {max_seconds!r}")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise PreprocessingError(f"max_samples must be a positive int, got {max_samples!r}")
+
+
+def _check_length(
+    name: str,
+    frames: int,
+    samples: int,
+    rate: int,
+    max_seconds: float | None,
+    max_samples: int,
+) -> None:
+    if max_seconds is not None and frames > max_seconds * rate:
+        raise PreprocessingError(
+            f"{name}: {frames / rate:.1f} s of audio ({frames} frames at {rate} Hz) is longer "
+            f"than the bound of {max_seconds:g} s"
+        )
+    if samples > max_samples:
+        raise PreprocessingError(
+            f"{name}: {samples} samples (frames x channels) exceed the bound of {max_samples} "
+            "(max_samples)"
+        )
 
 
 def _to_mono_float(samples: Array, name: str) -> Array:
@@ -142,6 +253,8 @@ def resample(samples: Array, orig_rate: int, target_rate: int) -> Array:
     Nyquist frequency, so content above it is filtered out instead of aliasing. The output
     has ``ceil(len * target / orig)`` samples.
     """
+    _check_rate(orig_rate, "resample()", "orig_rate")
+    _check_rate(target_rate, "resample()", "target_rate")
     if orig_rate == target_rate:
         return samples
     g = math.gcd(orig_rate, target_rate)

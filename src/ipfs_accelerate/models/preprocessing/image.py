@@ -9,7 +9,10 @@ image smaller than the crop), rescale (``* rescale_factor``), normalize
 Accepted images: a path (str or ``pathlib.Path``), a ``PIL.Image.Image``, or a numpy array
 (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4; uint8 arrays hold 0..255, floating arrays
 hold 0..1 (converted to 0..255 and rounded, as Hugging Face does before resizing). An image
-that cannot be opened or decoded raises PreprocessingError naming it.
+that cannot be opened or decoded raises PreprocessingError naming it, and so does one whose
+header claims more than ``max_pixels`` pixels (checked before decoding: a decompression bomb
+costs nothing) or whose resized size would (a 1 x 50,000,000 image resized by its shortest
+edge). Pillow's own ``DecompressionBombError`` becomes a PreprocessingError too.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ import numpy as np
 
 from ipfs_accelerate.errors import CheckpointError, PreprocessingError
 
-__all__ = ["ImageProcessor", "load_image"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageProcessor", "load_image"]
 
 Array = np.ndarray[Any, Any]
+
+#: default bound on an image's pixels (2**26: 8192 x 8192), below Pillow's own warning
+#: threshold (``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5 million)
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 26
 
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -46,6 +53,8 @@ class ImageProcessor:
     do_normalize: bool = True
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    #: the most pixels an image may have when decoded, and after resizing
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     @classmethod
     def from_dict(
@@ -112,11 +121,15 @@ class ImageProcessor:
         return np.stack(out).astype(np.float32, copy=False)
 
     def _one(self, image: Any, index: int) -> Array:
-        pil = load_image(image, index=index)
+        pil = load_image(image, index=index, max_pixels=self.max_pixels)
         if self.do_resize:
-            pil = pil.resize(
-                self._resize_target(pil.width, pil.height)[::-1], resample=self.resample
-            )
+            height, width = self._resize_target(pil.width, pil.height)
+            if height * width > self.max_pixels:
+                raise PreprocessingError(
+                    f"image {index}: resizing {pil.width}x{pil.height} gives {width}x{height} "
+                    f"pixels, over the bound of {self.max_pixels} (max_pixels)"
+                )
+            pil = pil.resize((width, height), resample=self.resample)
         pixels = np.asarray(pil, dtype=np.uint8).transpose(2, 0, 1)  # (3, H, W)
         if self.do_center_crop:
             pixels = _center_crop(pixels, self.crop_size["height"], self.crop_size["width"])
@@ -164,26 +177,37 @@ def _center_crop(pixels: Array, height: int, width: int) -> Array:
     return pixels[:, top : top + height, left : left + width]
 
 
-def load_image(image: Any, *, index: int = 0) -> Any:
-    """``image`` (path, PIL image or array) as an RGB ``PIL.Image.Image``."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(image: Any, *, index: int = 0, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Any:
+    """``image`` (path, PIL image or array) as an RGB ``PIL.Image.Image``. A path, or a PIL
+    image opened but not yet decoded, is refused when its header claims more than
+    ``max_pixels`` pixels, before it is decoded."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise PreprocessingError(f"max_pixels must be a positive int, got {max_pixels!r}")
     if isinstance(image, str | os.PathLike):
         path = Path(image)
         try:
             with Image.open(path) as opened:
+                _check_pixels(opened, index, max_pixels)
                 opened.load()
                 pil = opened.copy()
         except FileNotFoundError:
             raise PreprocessingError(f"image {index}: file {str(path)!r} does not exist") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise PreprocessingError(f"image {index}: {str(path)!r}: {exc}") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise PreprocessingError(
                 f"image {index}: cannot decode {str(path)!r} ({exc})"
             ) from None
     elif isinstance(image, Image.Image):
         pil = image
+        if isinstance(pil, ImageFile.ImageFile) and pil.fp is not None:  # not decoded yet
+            _check_pixels(pil, index, max_pixels)
         try:
             pil.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise PreprocessingError(f"image {index}: {exc}") from None
         except (OSError, ValueError) as exc:
             raise PreprocessingError(
                 f"image {index}: cannot decode the PIL image ({exc})"
@@ -200,6 +224,15 @@ def load_image(image: Any, *, index: int = 0) -> Any:
             f"{type(image).__name__}"
         )
     return _to_rgb(pil)
+
+
+def _check_pixels(pil: Any, index: int, max_pixels: int) -> None:
+    width, height = pil.size
+    if width * height > max_pixels:
+        raise PreprocessingError(
+            f"image {index}: {width}x{height} is {width * height} pixels, over the bound of "
+            f"{max_pixels} (max_pixels)"
+        )
 
 
 def _to_rgb(pil: Any) -> Any:
