@@ -29,9 +29,9 @@ SLOWLORIS = 200  # the issue's count
 
 
 @contextmanager
-def serving(registry: Any, **settings: Any) -> Iterator[BackgroundServer]:
+def serving(registry: Any, http: str = "auto", **settings: Any) -> Iterator[BackgroundServer]:
     config = ServerConfig(device="cpu", **settings)
-    with BackgroundServer(create_app(config, registry=registry)) as server:
+    with BackgroundServer(create_app(config, registry=registry), http=http) as server:
         yield server
 
 
@@ -160,6 +160,28 @@ def test_a_trickled_body_is_answered_408_after_the_body_timeout(registry: Any) -
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
         assert b"connection: close" in answer
         assert b"request body did not arrive within 1 s" in answer
+
+
+def test_uvicorns_h11_protocol_gets_the_same_deadlines(registry: Any) -> None:
+    with serving(registry, "h11", header_timeout_s=0.5, body_timeout_s=0.5) as server:
+        with connect(server) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert read_one_response(sock)[0] == 200  # the deadline ended with the headers
+            time.sleep(0.7)
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            answer = read_response(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"request headers did not arrive within 0.5 s" in answer
+        with connect(server) as sock:
+            sock.sendall(embed_request(BODY, complete=False))
+            answer = read_response(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"request body did not arrive within 0.5 s" in answer
+
+
+def test_an_unknown_http_protocol_is_refused(registry: Any) -> None:
+    with pytest.raises(ConfigurationError, match="http='wsproto'"):
+        BackgroundServer(create_app(ServerConfig(device="cpu"), registry=registry), http="wsproto")
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(

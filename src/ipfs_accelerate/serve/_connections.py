@@ -12,12 +12,15 @@ share (``cycle``, ``transport``), and :class:`DrainingServer` replaces uvicorn's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import uvicorn
+
+from ipfs_accelerate.errors import ConfigurationError
 
 __all__ = ["ConnectionHygiene", "ConnectionLimits", "DrainingServer", "protocol_class"]
 
@@ -29,23 +32,19 @@ _CANCEL_WAIT_S = 1.0
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """The ``ServerConfig`` settings that the connection layer enforces (seconds)."""
+    """The ``ServerConfig`` settings that the connection layer enforces (seconds); their
+    defaults are ServerConfig's."""
 
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 60.0
-    keep_alive_timeout_s: float = 5.0
-    max_connections: int = 512
-    graceful_timeout_s: float = 10.0
+    header_timeout_s: float
+    body_timeout_s: float
+    keep_alive_timeout_s: float
+    max_connections: int
+    graceful_timeout_s: float
 
     @classmethod
     def of(cls, config: Any) -> ConnectionLimits:
-        return cls(
-            header_timeout_s=config.header_timeout_s,
-            body_timeout_s=config.body_timeout_s,
-            keep_alive_timeout_s=config.keep_alive_timeout_s,
-            max_connections=config.max_connections,
-            graceful_timeout_s=config.graceful_timeout_s,
-        )
+        """The limits a ServerConfig sets (its fields of the same names)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -218,7 +217,9 @@ def protocol_class(limits: ConnectionLimits, http: Any = "auto") -> type[asyncio
 
         base = AutoHTTPProtocol
     else:
-        raise ValueError(f"http={http!r}: connection limits need uvicorn's 'httptools' or 'h11'")
+        raise ConfigurationError(
+            f"http={http!r}: the connection limits need uvicorn's 'httptools' or 'h11' protocol"
+        )
     return type(f"Guarded{base.__name__}", (ConnectionHygiene, base), {"limits": limits})
 
 
