@@ -107,7 +107,7 @@ def test_connection_settings_are_validated(field: str, value: Any) -> None:
 def test_slowloris_connections_do_not_delay_traffic_and_are_closed_with_408(
     registry: Any,
 ) -> None:
-    header_timeout = 3.0
+    header_timeout = 5.0  # generous: a loaded machine must still answer the others first
     with serving(registry, header_timeout_s=header_timeout) as server:
         clients = [connect(server) for _ in range(SLOWLORIS)]
         opened = time.monotonic()
@@ -140,7 +140,7 @@ def test_slowloris_connections_do_not_delay_traffic_and_are_closed_with_408(
         timed_out = [a for a in answers.values() if a.startswith(b"HTTP/1.1 408 ")]
         assert all(a in (b"", *timed_out) for a in answers.values())
         assert timed_out, "no trickling client was told 408"
-        assert b"request headers did not arrive within 3 s" in timed_out[0]
+        assert b"request headers did not arrive within 5 s" in timed_out[0]
         # and the server still serves
         assert httpx.get(server.url + "/health", timeout=10).status_code == 200
 
