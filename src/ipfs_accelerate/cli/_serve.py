@@ -126,6 +126,46 @@ def serve(
         ),
     ] = 1 << 24,
     # --- end of input limits
+    # -- connection hygiene and graceful shutdown (issue 15: connections) --
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.001,
+            help="Seconds a client has to send its request headers (408 and closed beyond).",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            min=0.001,
+            help="Seconds a client has to send its request body "
+            "after the headers (408 and closed beyond).",
+        ),
+    ] = 60.0,
+    keep_alive_timeout: Annotated[
+        float,
+        typer.Option(
+            "--keep-alive-timeout",
+            min=0.001,
+            help="Seconds an idle keep-alive connection stays open.",
+        ),
+    ] = 5.0,
+    max_connections: Annotated[
+        int,
+        typer.Option("--max-connections", min=1, help="Open connections (503 and closed beyond)."),
+    ] = 512,
+    graceful_timeout: Annotated[
+        float,
+        typer.Option(
+            "--graceful-timeout",
+            min=0.001,
+            help="Seconds requests in progress get to finish "
+            "at Ctrl-C/SIGTERM before their connections are closed.",
+        ),
+    ] = 10.0,
+    # -- end connection hygiene --
 ) -> None:
     """Serve local models with the OpenAI, TEI and KServe v2 APIs' shapes (see docs/server.md)."""
     from ipfs_accelerate.serve import ModelSpec, ServerConfig
@@ -146,6 +186,12 @@ def serve(
         "max_sampling_rate": max_sampling_rate,
         "max_image_pixels": max_image_pixels,
         "max_tensor_elements": max_tensor_elements,
+        # connection hygiene (issue 15: connections)
+        "header_timeout_s": header_timeout,
+        "body_timeout_s": body_timeout,
+        "keep_alive_timeout_s": keep_alive_timeout,
+        "max_connections": max_connections,
+        "graceful_timeout_s": graceful_timeout,
     }
     if specs:
         fields["models"] = specs

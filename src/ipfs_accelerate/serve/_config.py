@@ -65,6 +65,27 @@ def _positive_int(name: str, value: Any) -> None:
         raise ConfigurationError(f"ServerConfig.{name} must be a positive int, got {value!r}")
 
 
+#: the connection deadlines of ServerConfig, in seconds (issue 15: connections)
+_CONNECTION_TIMEOUTS = (
+    "header_timeout_s",
+    "body_timeout_s",
+    "keep_alive_timeout_s",
+    "graceful_timeout_s",
+)
+
+
+def _positive_seconds(name: str, value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"ServerConfig.{name} must be a finite number of seconds > 0, got {value!r}"
+        )
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Settings of :func:`~ipfs_accelerate.serve.create_app`.
@@ -93,6 +114,12 @@ class ServerConfig:
       ``min_sampling_rate``..``max_sampling_rate`` Hz (at most load_audio's 1..384000),
       ``max_image_pixels`` per image, ``max_tensor_elements`` per KServe input tensor;
       checked from headers and shapes before decoding or building arrays.
+    * Connections (what :func:`run_server` and :class:`BackgroundServer` enforce, in
+      seconds): a request's headers must arrive within ``header_timeout_s``, its body within
+      ``body_timeout_s`` of the headers (408 and closed beyond); an idle keep-alive
+      connection is closed after ``keep_alive_timeout_s``; at most ``max_connections`` are
+      open (503 and closed beyond); a shutdown lets requests in progress finish for up to
+      ``graceful_timeout_s``, then closes what is left.
     """
 
     models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_EMBEDDING_MODEL),)
@@ -120,6 +147,13 @@ class ServerConfig:
     max_image_pixels: int = 1 << 25
     max_tensor_elements: int = 1 << 24
     # --- end of input limits
+    # -- connection hygiene and graceful shutdown (issue 15: connections) --
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_timeout_s: float = 5.0
+    max_connections: int = 512
+    graceful_timeout_s: float = 10.0
+    # -- end connection hygiene --
 
     def __post_init__(self) -> None:
         models = tuple(ModelSpec.parse(m) if isinstance(m, str) else m for m in self.models)
@@ -140,9 +174,12 @@ class ServerConfig:
             "max_body_bytes",
             "max_client_batch_size",
             "max_concurrent_requests",
+            "max_connections",
         ):
             _positive_int(name, getattr(self, name))
         self._check_input_limits()
+        for name in _CONNECTION_TIMEOUTS:
+            _positive_seconds(name, getattr(self, name))
         wait = self.max_wait_ms
         if (
             isinstance(wait, bool)
