@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 import warnings
 from pathlib import Path
@@ -397,3 +398,34 @@ def test_resizing_is_bounded_too(tmp_path: Path) -> None:
     with pytest.raises(PreprocessingError, match="gives 896000x224 pixels, over the bound"):
         processor(thin)
     assert processor(np.zeros((224, 300, 3), np.uint8)).shape == (1, 3, 224, 224)
+
+
+def test_awkward_rates_resample_in_bounded_memory_and_stay_accurate() -> None:
+    """383,999 -> 16,000 Hz has 16,000 exact filter phases of 769 taps (a gigabyte of table
+    and windows before); the table is capped and the phase rounded to a tabulated one."""
+    import tracemalloc
+
+    rate = 383_999
+    x = np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate).astype(np.float32)
+    tracemalloc.start()
+    try:
+        y = resample(x, rate, 16000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y.dtype == np.float32 and len(y) == math.ceil(len(x) * 16000 / rate)
+    assert peak < 160 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    expected = np.sin(2 * np.pi * 440 * np.arange(len(y)) / 16000)
+    assert np.abs(y[200:-200] - expected[200:-200]).max() < 1e-3
+
+
+def test_rounded_phases_agree_with_the_exact_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipfs_accelerate.models.preprocessing import audio
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(44100).astype(np.float32)
+    exact = resample(x, 44100, 16000)  # 160 phases: all tabulated
+    monkeypatch.setattr(audio, "_MAX_PHASES", 64)
+    rounded = resample(x, 44100, 16000)
+    assert len(rounded) == len(exact)
+    assert 0 < np.abs(rounded - exact).max() < 0.05 * np.abs(exact).max()

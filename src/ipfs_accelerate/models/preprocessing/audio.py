@@ -242,16 +242,26 @@ def _scale_int(array: Array, name: str) -> Array:
 
 _ZERO_CROSSINGS = 16
 _KAISER_BETA = 8.6
-_BLOCK = 1 << 15
+#: elements of the (outputs x taps) window gathered at once: bounds the working memory
+_WINDOW_ELEMENTS = 1 << 21
+#: at most this many filter phases, and at most this many table entries (phases x taps), are
+#: tabulated; finer phases are rounded to the nearest tabulated one (a timing error under
+#: 4e-4 of an input sample, far below what a 16-zero-crossing Kaiser filter resolves), so an
+#: awkward rate pair (383,999 -> 16,000 Hz: 16,000 exact phases of 769 taps) costs a small
+#: table instead of a gigabyte
+_MAX_PHASES = 4096
+_TABLE_ELEMENTS = 1 << 20
 
 
 def resample(samples: Array, orig_rate: int, target_rate: int) -> Array:
     """Band-limited resampling of mono ``samples`` from ``orig_rate`` to ``target_rate`` Hz.
 
     Each output sample is a windowed-sinc (Kaiser, 16 zero crossings) interpolation of the
-    input at its exact rational position; when downsampling the sinc's cutoff is the new
-    Nyquist frequency, so content above it is filtered out instead of aliasing. The output
-    has ``ceil(len * target / orig)`` samples.
+    input at its rational position (exact for the usual rate pairs, such as 44.1/48/8 kHz to
+    16 kHz; for pairs with thousands of phases rounded to a fine tabulated one); when downsampling
+    the sinc's cutoff is the new Nyquist frequency, so content above it is filtered out
+    instead of aliasing. The output has ``ceil(len * target / orig)`` samples. Working memory
+    is bounded whatever the rates: the filter table and one block of windows.
     """
     _check_rate(orig_rate, "resample()", "orig_rate")
     _check_rate(target_rate, "resample()", "target_rate")
@@ -262,21 +272,34 @@ def resample(samples: Array, orig_rate: int, target_rate: int) -> Array:
     cutoff = min(1.0, up / down)  # in units of the input Nyquist frequency
     half = math.ceil(_ZERO_CROSSINGS / cutoff)
     taps = np.arange(-half, half + 1, dtype=np.float64)
-    # phase p: the output sample sits p/up of an input sample after its left neighbour
-    phases = np.arange(up, dtype=np.float64)[:, None] / up
-    offsets = taps[None, :] - phases
-    weights = _kaiser_weights(offsets, half, cutoff)
+    phase_count = min(up, _MAX_PHASES, max(64, _TABLE_ELEMENTS // len(taps)))
+    # phase p: the output sample sits p/phase_count of an input sample after its left neighbour
+    phases = np.arange(phase_count, dtype=np.float64)[:, None] / phase_count
+    weights = _kaiser_weights(taps[None, :] - phases, half, cutoff)
     weights /= weights.sum(axis=1, keepdims=True)  # unit gain at DC for every phase
     count = math.ceil(len(samples) * up / down)
-    padded = np.concatenate([np.zeros(half), samples.astype(np.float64), np.zeros(half + 1)])
-    out = np.empty(count, dtype=np.float64)
-    for start in range(0, count, _BLOCK):
-        n = np.arange(start, min(start + _BLOCK, count), dtype=np.int64)
-        position = n * down
-        left, phase = position // up, position % up
-        window = padded[left[:, None] + (taps.astype(np.int64) + half)[None, :]]
-        out[start : start + len(n)] = np.einsum("ij,ij->i", window, weights[phase])
-    return out.astype(np.float32)
+    # float32 like the input (a second float64 copy of a long recording would double it);
+    # each block's window is widened to float64 by the product with the weights
+    padded = np.concatenate(
+        [np.zeros(half, np.float32), samples.astype(np.float32), np.zeros(half + 2, np.float32)]
+    )
+    gather = (taps.astype(np.int64) + half)[None, :]
+    block = max(256, _WINDOW_ELEMENTS // len(taps))
+    out = np.empty(count, dtype=np.float32)
+    for start in range(0, count, block):
+        n = np.arange(start, min(start + block, count), dtype=np.int64)
+        left, rest = np.divmod(n * down, up)
+        if phase_count == up:
+            phase = rest
+        else:  # the nearest tabulated phase; the last one rounds up to the next sample
+            phase = (rest * phase_count + up // 2) // up
+            left = left + phase // phase_count
+            phase %= phase_count
+        window = padded[left[:, None] + gather]
+        out[start : start + len(n)] = np.einsum(
+            "ij,ij->i", window, weights[phase], dtype=np.float64
+        )
+    return out
 
 
 def _kaiser_weights(offsets: Array, half: int, cutoff: float) -> Array:
