@@ -106,7 +106,12 @@ def _check_structure(body: bytes) -> None:
     unescaped = body.replace(b"\\\\", b"")
     if b"\\u" in unescaped and _SURROGATE.search(_SURROGATE_PAIR.sub(b"", unescaped)):
         raise _invalid("a string holds an unpaired UTF-16 surrogate escape; text must be Unicode")
-    structure = unescaped.replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    unescaped = unescaped.replace(b'\\"', b"")
+    # slice by slice: one pass over a large body would hold the GIL for tens of milliseconds
+    structure = b"".join(
+        unescaped[start : start + _SCAN_CHUNK].translate(None, _NOT_STRUCTURE)
+        for start in range(0, len(unescaped), _SCAN_CHUNK)
+    )
     if structure.count(b"[") + structure.count(b"{") <= MAX_JSON_DEPTH:
         return
     codes = np.frombuffer(structure, np.uint8)
