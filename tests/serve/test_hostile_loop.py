@@ -297,6 +297,12 @@ def test_describe_keeps_the_message_and_drops_the_server() -> None:
     assert describe(OSError("C:\\Users\\me\\x.bin missing\nTraceback ...")) == "x.bin missing"
 
 
+def _kserve_file(url: str, model: str, name: str, content: bytes) -> httpx.Response:
+    data = [base64.b64encode(content).decode()]
+    tensor = {"name": name, "shape": [1], "datatype": "BYTES", "data": data}
+    return httpx.post(f"{url}/v2/models/{model}/infer", json={"inputs": [tensor]}, headers=auth())
+
+
 def test_error_bodies_name_no_path_repr_or_internals(server: Running) -> None:
     replies = [
         # a lone surrogate used to answer the path of tokenizer.json and the tokenizer's words
@@ -313,34 +319,8 @@ def test_error_bodies_name_no_path_repr_or_internals(server: Running) -> None:
             files={"file": ("a.wav", b"RIFF not really a wav")},
             data={"model": "tiny-whisper"},
         ),
-        httpx.post(
-            server.url + "/v2/models/tiny-whisper/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "audio",
-                        "shape": [1],
-                        "datatype": "BYTES",
-                        "data": [base64.b64encode(b"garbage").decode()],
-                    }
-                ]
-            },
-            headers=auth(),
-        ),
-        httpx.post(
-            server.url + "/v2/models/tiny-vit/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "image",
-                        "shape": [1],
-                        "datatype": "BYTES",
-                        "data": [base64.b64encode(b"not an image").decode()],
-                    }
-                ]
-            },
-            headers=auth(),
-        ),
+        _kserve_file(server.url, "tiny-whisper", "audio", b"garbage"),
+        _kserve_file(server.url, "tiny-vit", "image", b"not an image"),
     ]
     statuses = [reply.status_code for reply in replies]
     assert statuses == [400, 422, 400, 400, 400], [r.text for r in replies]
