@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._config import ServerConfig
-from ._errors import ServeError, error_body, family_for_path
+from ._errors import ServeError, describe, error_body, family_for_path
 from ._models import ModelRegistry
 from ._state import ServerState
 
@@ -80,15 +80,26 @@ class _Guard:
             if response_started:
                 raise
             await _send_error(send_wrapper, exc, family)
+        except _client_disconnect():
+            # nobody is left to answer: a client hanging up mid-request is routine, not an error
+            status_box[0] = 499
+            logger.info(
+                "request %s: the client disconnected before %s %s was read",
+                request_id,
+                scope.get("method"),
+                path,
+            )
         except Exception:
-            logger.exception("unhandled error answering %s %s", scope.get("method"), path)
+            logger.exception(
+                "request %s: unhandled error answering %s %s", request_id, scope.get("method"), path
+            )
             if response_started:
                 raise
-            await _send_error(
-                send_wrapper,
-                ServeError("internal", "The server had an error while processing your request."),
-                family,
+            message = (
+                "The server had an error while processing your request (request id "
+                f"{request_id}; the server's log has the details)."
             )
+            await _send_error(send_wrapper, ServeError("internal", message), family)
         finally:
             route = scope.get("route")
             template = (
@@ -148,6 +159,12 @@ class _Guard:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def _client_disconnect() -> type[Exception]:
+    from starlette.requests import ClientDisconnect
+
+    return ClientDisconnect
 
 
 def _too_large(size: int, limit: int, *, more: bool = False) -> str:
@@ -254,9 +271,10 @@ def create_app(
         elif exc.status_code == 405:
             error = ServeError("method_not_allowed", f"Invalid method for URL ({method} {path})")
         elif exc.status_code == 400:  # a multipart body Starlette could not parse
-            error = ServeError("invalid_request", f"could not parse the request body: {exc.detail}")
+            detail = describe(Exception(exc.detail))
+            error = ServeError("invalid_request", f"could not parse the request body: {detail}")
         else:
-            error = ServeError("internal", str(exc.detail))
+            error = ServeError("internal", describe(Exception(exc.detail)))
         state.metrics.errors.labels(error.kind).inc()
         return error_response(error, family_for_path(path))  # type: ignore[no-any-return]
 

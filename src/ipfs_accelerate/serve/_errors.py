@@ -11,10 +11,12 @@ the imitated APIs disagree: TEI answers a too-long input with 413 ``Validation``
 from __future__ import annotations
 
 import json
+import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KINDS", "ServeError", "error_body", "family_for_path"]
+__all__ = ["KINDS", "ServeError", "brief", "describe", "error_body", "family_for_path"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ KINDS: dict[str, _Kind] = {
     "invalid_json": _Kind((400, "invalid_request_error", None), (422, "Validation"), 400),
     "invalid_request": _Kind((400, "invalid_request_error", None), (422, "Validation"), 400),
     "empty_input": _Kind((400, "invalid_request_error", None), (400, "Empty"), 400),
+    # TEI refuses an empty string in validation (413), unlike an empty list (400 Empty)
+    "empty_text": _Kind((400, "invalid_request_error", None), (413, "Validation"), 400),
     "too_many_inputs": _Kind((400, "invalid_request_error", None), (413, "Validation"), 400),
     "input_too_long": _Kind(
         (400, "invalid_request_error", "context_length_exceeded"), (413, "Validation"), 400
@@ -96,22 +100,51 @@ def error_body(error: ServeError, family: str) -> tuple[int, bytes]:
     """``(status, JSON body)`` of ``error`` for the API family; an empty body where the
     imitated API sends none (TEI's 401, 404 and 405 come from its HTTP framework bare)."""
     kind = KINDS[error.kind]
+    # a message built from a library's exception may name an object in memory: never sent
+    message = _OBJECT_REPR.sub("the data", error.message)
     payload: Any
     if family == "openai":
         status, type_, code = kind.openai
         payload = {
             "error": {
-                "message": error.message,
+                "message": message,
                 "type": type_,
                 "param": error.param,
                 "code": error.code or code,
             }
         }
     elif family == "kserve":
-        status, payload = kind.kserve, {"error": error.message}
+        status, payload = kind.kserve, {"error": message}
     else:
         status, tei_type = kind.tei
         if tei_type is None:
             return status, b""
-        payload = {"error": error.message, "error_type": tei_type}
+        payload = {"error": message, "error_type": tei_type}
     return status, json.dumps(payload, ensure_ascii=False).encode()
+
+
+# ----------------------------------------------------------------------------- client-safe text
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+
+#: ``<_io.BytesIO object at 0x7f...>`` and kin: what an object is and where it lives in memory
+_OBJECT_REPR = re.compile(r"<[^<>\n]{1,200}? at 0x[0-9a-fA-F]+>")
+#: an absolute path on the server (POSIX, or a Windows drive) with at least one directory
+_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[^\s/\\:'\"<>|]+[/\\])+([^\s/\\:'\"<>|]*)")
+
+
+def brief(value: Any) -> str:
+    """A short repr of a value a client sent, for error messages: a huge or deeply nested value
+    is shown abridged (a message never echoes megabytes, nor recurses without bound)."""
+    return _SHORT.repr(value)
+
+
+def describe(error: BaseException) -> str:
+    """The message of a library exception, fit for a client: its first line, server file paths
+    cut to their last component and object reprs dropped (they name server internals)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = _OBJECT_REPR.sub("the data", text)
+    text = _PATH.sub(lambda match: match.group(1) or "a directory", text)
+    return text if len(text) <= 500 else text[:497] + "..."

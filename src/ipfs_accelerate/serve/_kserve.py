@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,10 @@ from ipfs_accelerate.models.pipelines import TranscriptSegment
 
 from ._config import ServerConfig
 from ._decode import check_audio_samples, decode_audio, decode_image
-from ._errors import ServeError
+from ._errors import ServeError, brief, describe
 from ._models import l2_normalize
 from ._requests import json_object, read_json
-from ._state import state_of
+from ._state import INLINE_RESPONSE_VALUES, state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -133,13 +134,15 @@ async def model_metadata(request: Request) -> Response:
 class _Tensor:
     def __init__(self, name: str, datatype: str, shape: list[int], data: list[Any]) -> None:
         self.name, self.datatype, self.shape, self.data = name, datatype, shape, data
+        # checked here, with the parsing (off the event loop for a large body)
+        self.all_strings = datatype == "BYTES" and all(isinstance(v, str) for v in data)
 
     def strings(self) -> list[str]:
         if self.datatype != "BYTES":
             raise ServeError(
                 "invalid_request", f"input '{self.name}' must be BYTES, got {self.datatype}"
             )
-        if not all(isinstance(v, str) for v in self.data):
+        if not self.all_strings:
             raise ServeError(
                 "invalid_request", f"input '{self.name}': BYTES elements must be JSON strings"
             )
@@ -155,7 +158,8 @@ class _Tensor:
             return np.asarray(self.data, dtype=dtype).reshape(self.shape)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ServeError(
-                "invalid_request", f"input '{self.name}': data does not fit {self.datatype} ({exc})"
+                "invalid_request",
+                f"input '{self.name}': data does not fit {self.datatype} ({describe(exc)})",
             ) from None
 
 
@@ -202,13 +206,15 @@ def _parse_inputs(body: dict[str, Any], config: ServerConfig) -> dict[str, _Tens
         if not isinstance(name, str) or not name:
             raise ServeError("invalid_request", f"inputs[{position}] has no name")
         if datatype != "BYTES" and datatype not in _NUMERIC:
-            raise ServeError("invalid_request", f"input '{name}': unknown datatype {datatype!r}")
+            raise ServeError(
+                "invalid_request", f"input '{name}': unknown datatype {brief(datatype)}"
+            )
         if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise ServeError(
                 "invalid_request",
-                f"input '{name}': shape must be a list of non-negative ints, got {shape!r}",
+                f"input '{name}': shape must be a list of non-negative ints, got {brief(shape)}",
             )
         if data is None:
             raise ServeError("invalid_request", f"input '{name}' has no data")
@@ -280,7 +286,9 @@ def _parameter(
     if value is not default and (
         not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)
     ):
-        raise ServeError("invalid_request", f"parameter '{name}' has the wrong type: {value!r}")
+        raise ServeError(
+            "invalid_request", f"parameter '{name}' has the wrong type: {brief(value)}"
+        )
     return value
 
 
@@ -369,17 +377,20 @@ def _ranked(results: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 async def infer(request: Request) -> Response:
+    from starlette.responses import Response
+
     state = state_of(request)
     model = state.model(request.path_params["model"])
-    body = json_object(await read_json(request))
-    tensors = _parse_inputs(body, state.config)
+    body, tensors, wanted = await read_json(
+        request, functools.partial(_infer_request, config=state.config)
+    )
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ServeError("invalid_request", "'parameters' must be an object")
     if model.kind == "embedding":
         outputs = await _embed(state, model, tensors, parameters)
     elif model.kind == "image-classification":
-        images = _images(_pick(tensors, "image", model), state.config)
+        images = await state.offload(_images, _pick(tensors, "image", model), state.config)
         top_k = _parameter(parameters, "top_k", int, 5)
         results = await state.run(
             model,
@@ -393,7 +404,7 @@ async def infer(request: Request) -> Response:
         state.metrics.inputs.labels(model.name, "image-classification").inc(len(images))
         outputs = _ranked(results)
     elif model.kind == "zero-shot-image-classification":
-        images = _images(_pick(tensors, "image", model), state.config)
+        images = await state.offload(_images, _pick(tensors, "image", model), state.config)
         label_tensor = _pick(tensors, "labels", model)
         _check_count(label_tensor, "labels", len(label_tensor.data), state.config)
         labels = label_tensor.strings()
@@ -412,15 +423,8 @@ async def infer(request: Request) -> Response:
         outputs = _ranked(results)
     else:
         outputs = await _speech(state, model, _pick(tensors, "audio", model), parameters)
-    wanted = body.get("outputs")
     if wanted is not None:
-        if not isinstance(wanted, list) or not all(
-            isinstance(w, dict) and isinstance(w.get("name"), str) for w in wanted
-        ):
-            raise ServeError(
-                "invalid_request", "'outputs' must be a list of {\"name\": ...} objects"
-            )
-        names = [w["name"] for w in wanted]
+        names = wanted
         unknown = [n for n in names if n not in {o["name"] for o in outputs}]
         if unknown:
             raise ServeError(
@@ -432,7 +436,33 @@ async def infer(request: Request) -> Response:
     response: dict[str, Any] = {"model_name": model.name, "model_version": "1", "outputs": outputs}
     if isinstance(body.get("id"), str):
         response["id"] = body["id"]
-    return _json(response)
+    values = sum(len(o["data"]) for o in outputs)
+    payload = await state.offload(_encode, response, inline=values <= INLINE_RESPONSE_VALUES)
+    return Response(payload, media_type="application/json")
+
+
+def _infer_request(
+    value: Any, *, config: ServerConfig
+) -> tuple[dict[str, Any], dict[str, _Tensor], list[str] | None]:
+    """The body, its input tensors and the output names it asks for (on the work pool when the
+    body is large)."""
+    body = json_object(value)
+    tensors = _parse_inputs(body, config)
+    wanted = body.get("outputs")
+    if wanted is None:
+        return body, tensors, None
+    if not isinstance(wanted, list) or not all(
+        isinstance(w, dict) and isinstance(w.get("name"), str) for w in wanted
+    ):
+        raise ServeError("invalid_request", "'outputs' must be a list of {\"name\": ...} objects")
+    return body, tensors, [w["name"] for w in wanted]
+
+
+def _encode(response: dict[str, Any]) -> bytes:
+    for output in response["outputs"]:
+        if isinstance(output["data"], np.ndarray):
+            output["data"] = output["data"].tolist()
+    return json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
 
 
 async def _embed(
@@ -451,7 +481,7 @@ async def _embed(
             "name": "embedding",
             "datatype": "FP32",
             "shape": list(vectors.shape),
-            "data": vectors.ravel().tolist(),
+            "data": vectors.ravel(),  # a list when the response is encoded
         }
     ]
 
@@ -468,13 +498,7 @@ async def _speech(
                 "invalid_request",
                 f"input '{tensor.name}' must hold one encoded audio file, got {len(texts)}",
             )
-        try:
-            raw = base64.b64decode(texts[0], validate=True)
-        except (binascii.Error, ValueError):
-            raise ServeError(
-                "bad_media", "the audio is not base64 (BYTES audio is base64 of the file)"
-            ) from None
-        audio: Any = raw
+        audio: Any = await state.offload(_audio_file, texts[0])
     else:
         rate = _parameter(parameters, "sampling_rate", int, None)
         if rate is None:
@@ -482,7 +506,7 @@ async def _speech(
                 "invalid_request", "FP32 audio samples need the parameter 'sampling_rate'"
             )
         check_audio_samples(len(tensor.data), rate, state.config)
-        audio = (tensor.array().astype(np.float32).ravel(), rate)
+        audio = (await state.offload(_samples, tensor), rate)
     segments = await state.run(
         model, task, _transcribe, model.pipeline, state.config, audio, language, task
     )
@@ -493,6 +517,19 @@ async def _speech(
         {"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]},
         {"name": "language", "datatype": "BYTES", "shape": [1], "data": [language_code]},
     ]
+
+
+def _audio_file(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServeError(
+            "bad_media", "the audio is not base64 (BYTES audio is base64 of the file)"
+        ) from None
+
+
+def _samples(tensor: _Tensor) -> np.ndarray[Any, Any]:
+    return tensor.array().astype(np.float32).ravel()
 
 
 def _classify(classify: Any, config: ServerConfig, images: list[Any], *args: Any) -> Any:

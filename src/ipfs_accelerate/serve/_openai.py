@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from ipfs_accelerate.models.pipelines import TranscriptSegment
 
 from ._decode import decode_audio
-from ._errors import ServeError
+from ._errors import ServeError, brief
 from ._models import l2_normalize
 from ._requests import embedding_inputs, json_object, read_json
-from ._state import state_of
+from ._state import INLINE_RESPONSE_VALUES, ServerState, state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -53,20 +53,27 @@ async def retrieve_model(request: Request) -> Response:
     return _json(_model_object(state.model(request.path_params["model"])))
 
 
-async def embeddings(request: Request) -> Response:
-    state = state_of(request)
-    body = json_object(await read_json(request))
+def _embedding_request(state: ServerState, value: Any) -> tuple[dict[str, Any], Any, Any]:
+    """The body, model and inputs of an embeddings request (on the work pool when large)."""
+    body = json_object(value)
     if "model" not in body:
         raise ServeError("invalid_request", "you must provide a model parameter", param="model")
     model = state.model(body["model"], "embedding")
     if "input" not in body:
         raise ServeError("invalid_request", "'input' is a required property", param="input")
-    inputs = embedding_inputs(body["input"], "input")
+    return body, model, embedding_inputs(body["input"], "input")
+
+
+async def embeddings(request: Request) -> Response:
+    from starlette.responses import Response
+
+    state = state_of(request)
+    body, model, inputs = await read_json(request, lambda value: _embedding_request(state, value))
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise ServeError(
             "invalid_request",
-            f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
+            f"'encoding_format' must be 'float' or 'base64', got {brief(encoding)}",
             param="encoding_format",
         )
     engine = model.embedding
@@ -80,6 +87,18 @@ async def embeddings(request: Request) -> Response:
             param="dimensions",
         )
     vectors, tokens, _ = await state.embed(model, inputs, truncate=False, family="openai")
+    payload = await state.offload(
+        _embeddings_body,
+        vectors,
+        encoding,
+        model.name,
+        tokens,
+        inline=vectors.size <= INLINE_RESPONSE_VALUES,
+    )
+    return Response(payload, media_type="application/json")
+
+
+def _embeddings_body(vectors: Any, encoding: str, name: str, tokens: int) -> bytes:
     vectors = l2_normalize(vectors)
     if encoding == "base64":
         data = [
@@ -95,14 +114,9 @@ async def embeddings(request: Request) -> Response:
             {"object": "embedding", "index": i, "embedding": v.tolist()}
             for i, v in enumerate(vectors)
         ]
-    return _json(
-        {
-            "object": "list",
-            "data": data,
-            "model": model.name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    body = {"object": "list", "data": data, "model": name, "usage": usage}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 async def transcriptions(request: Request) -> Response:
@@ -134,7 +148,7 @@ async def _speech(request: Request, task: str) -> Response:
         if fmt not in _FORMATS:
             raise ServeError(
                 "invalid_request",
-                f"'response_format' must be one of {', '.join(_FORMATS)}, got {fmt!r}",
+                f"'response_format' must be one of {', '.join(_FORMATS)}, got {brief(fmt)}",
                 param="response_format",
             )
         language = _text_field(form.get("language")) if task == "transcribe" else None
@@ -151,7 +165,7 @@ async def _speech(request: Request, task: str) -> Response:
             except ValueError:
                 raise ServeError(
                     "invalid_request",
-                    f"'temperature' must be a number, got {temperature!r}",
+                    f"'temperature' must be a number, got {brief(temperature)}",
                     param="temperature",
                 ) from None
             if value != 0.0:

@@ -1,6 +1,13 @@
-"""The state every handler shares: config, models, batchers, metrics, and the two ways a
-request reaches a model (:meth:`ServerState.embed` through the dynamic batcher,
-:meth:`ServerState.run` on the model's thread)."""
+"""The state every handler shares: config, models, batchers, metrics, the work pool, and the
+two ways a request reaches a model (:meth:`ServerState.embed` through the dynamic batcher,
+:meth:`ServerState.run` on the model's thread).
+
+The event loop only moves bytes and decides: tokenizing, parsing large bodies, decoding media
+and encoding large responses run on a bounded thread pool (:meth:`ServerState.offload`).
+Threads, not processes: that work is mostly in code that releases the GIL (tokenizers, numpy,
+Pillow, libsndfile), and a process would have to copy each request's body in and its result
+back, which costs as much as the work itself.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -16,7 +25,7 @@ from ipfs_accelerate.errors import IpfsAccelerateError, PreprocessingError
 
 from ._batching import EmbeddingBatcher, Overloaded
 from ._config import ServerConfig
-from ._errors import ServeError
+from ._errors import ServeError, brief, describe
 from ._metrics import ServerMetrics
 from ._models import ModelRegistry, ServedModel, TooLong
 
@@ -25,8 +34,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerState", "state_of"]
 
-#: requests with more inputs than this are tokenized on a thread, not on the event loop
-_TOKENIZE_INLINE = 32
+T = TypeVar("T")
+
+#: threads of the work pool: they mostly wait on code that releases the GIL, so a few more
+#: than the cores keep them busy; the bound keeps a flood of requests from spawning threads
+WORK_THREADS = max(2, min(8, os.cpu_count() or 2))
+#: responses of up to this many numbers are encoded on the event loop (about a millisecond)
+INLINE_RESPONSE_VALUES = 1 << 14
 
 
 class ServerState:
@@ -45,6 +59,7 @@ class ServerState:
         self.started = time.time()
         self.batchers: dict[str, EmbeddingBatcher] = {}
         self._in_progress: dict[str, int] = {}
+        self.pool = ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="serve-work")
         for model in registry:
             if model.embedding is not None:
                 self.batchers[model.name] = self._batcher(model)
@@ -77,6 +92,14 @@ class ServerState:
             await batcher.close()
         if self.owns_registry:
             self.registry.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def offload(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
+        """``fn(*args)`` on the work pool: request work that must not hold the event loop
+        (``inline``: work small enough that the hop to a thread would cost more, run here)."""
+        if inline:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     # ------------------------------------------------------------------ model lookup
 
@@ -84,7 +107,7 @@ class ServerState:
         if not isinstance(name, str) or not name:
             raise ServeError(
                 "invalid_request",
-                f"'{param}' must be the name of a served model, got {name!r}",
+                f"'{param}' must be the name of a served model, got {brief(name)}",
                 param=param,
             )
         model = self.registry.get(name)
@@ -127,21 +150,22 @@ class ServerState:
                 f"{self.config.max_client_batch_size}",
                 param="input",
             )
+        if kind == "text":
+            _refuse_empty_text(values, family)
         started = time.perf_counter()
         try:
             if kind == "ids":
-                sequences = engine.check_ids(values, truncate)
-            elif len(values) > _TOKENIZE_INLINE:
-                sequences, _ = await asyncio.to_thread(engine.tokenize, values, truncate)
+                sequences = await self.offload(engine.check_ids, values, truncate)
             else:
-                sequences, _ = engine.tokenize(values, truncate)
+                sequences, _ = await self.offload(engine.tokenize, values, truncate)
         except TooLong as exc:
             raise ServeError(
                 "input_too_long", _too_long_message(exc, family), param="input"
             ) from None
-        except PreprocessingError as exc:
+        except PreprocessingError:
+            # the tokenizer's message names its file on this server: the client gets none of it
             raise ServeError(
-                "invalid_request", f"cannot tokenize the input: {exc}", param="input"
+                "invalid_request", "this model's tokenizer cannot read the input", param="input"
             ) from None
         tokenized = time.perf_counter()
         batcher = self.batchers[model.name]
@@ -153,7 +177,8 @@ class ServerState:
             raise ServeError("overloaded", f"Model is overloaded: {exc}") from None
         except IpfsAccelerateError as exc:
             raise ServeError(
-                "inference_failed", f"{model.name}: inference failed: {type(exc).__name__}: {exc}"
+                "inference_failed",
+                f"{model.name}: inference failed: {type(exc).__name__}: {describe(exc)}",
             ) from None
         finally:
             self.metrics.in_progress.labels(model.name).dec()
@@ -182,12 +207,12 @@ class ServerState:
         except ServeError:
             raise
         except PreprocessingError as exc:
-            raise ServeError("bad_media", f"{exc}") from None
+            raise ServeError("bad_media", describe(exc)) from None
         except IpfsAccelerateError as exc:
             if isinstance(exc, ValueError):  # InvalidArgumentError and kin: the request's values
-                raise ServeError("invalid_request", f"{exc}") from None
+                raise ServeError("invalid_request", describe(exc)) from None
             raise ServeError(
-                "inference_failed", f"{model.name}: {type(exc).__name__}: {exc}"
+                "inference_failed", f"{model.name}: {type(exc).__name__}: {describe(exc)}"
             ) from None
         finally:
             self._in_progress[model.name] -= 1
@@ -195,6 +220,21 @@ class ServerState:
             self.metrics.inference_seconds.labels(model.name, task).observe(
                 time.perf_counter() - started
             )
+
+
+def _refuse_empty_text(texts: list[Any], family: str) -> None:
+    """An empty string is refused as the imitated API refuses it (OpenAI 400, TEI 413
+    ``Validation``): it has no tokens to embed, and [CLS][SEP] alone is no text's vector."""
+    index = next((i for i, text in enumerate(texts) if text == ""), None)
+    if index is None:
+        return
+    if family == "tei":
+        message = "Input validation error: `inputs` cannot be empty"
+    elif family == "openai":
+        message = f"'$.input' is invalid: input {index} is an empty string"
+    else:
+        message = f"input 'text' element {index} is an empty string"
+    raise ServeError("empty_text", message, param="input")
 
 
 def _too_long_message(exc: TooLong, family: str) -> str:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ipfs_accelerate
 
-from ._errors import ServeError
-from ._models import l2_normalize
+from ._errors import ServeError, brief
+from ._models import ServedModel, l2_normalize
 from ._requests import bool_field, embedding_inputs, json_object, read_json
-from ._state import state_of
+from ._state import INLINE_RESPONSE_VALUES, WORK_THREADS, ServerState, state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -29,22 +29,22 @@ if TYPE_CHECKING:
 __all__ = ["routes"]
 
 
-async def embed(request: Request) -> Response:
-    from starlette.responses import Response
-
-    started = time.perf_counter()
-    state = state_of(request)
-    model = state.default_embedding_model()
-    body = json_object(await read_json(request))
+def _embed_request(
+    state: ServerState, model: ServedModel, value: Any
+) -> tuple[tuple[str, list[Any]], bool, bool]:
+    """Inputs, ``normalize`` and ``truncate`` of an ``/embed`` body (on the work pool when
+    the body is large)."""
+    body = json_object(value)
     if "inputs" not in body:
         raise ServeError("invalid_request", "missing field `inputs`", param="inputs")
     inputs = embedding_inputs(body["inputs"], "inputs")
     normalize = bool_field(body, "normalize", True)
     truncate = bool_field(body, "truncate", state.config.auto_truncate)
     direction = body.get("truncation_direction") or "Right"
-    if str(direction).lower() != "right":
+    if not isinstance(direction, str) or direction.lower() != "right":
         raise ServeError(
-            "unsupported", f"truncation_direction {direction!r} is not supported here (only Right)"
+            "unsupported",
+            f"truncation_direction {brief(direction)} is not supported here (only Right)",
         )
     if body.get("prompt_name") is not None:
         raise ServeError(
@@ -56,13 +56,25 @@ async def embed(request: Request) -> Response:
     if dimensions is not None and dimensions != engine.dimension:
         raise ServeError(
             "unsupported",
-            f"dimensions {dimensions!r}: {model.name} returns {engine.dimension}-dimensional "
+            f"dimensions {brief(dimensions)}: {model.name} returns {engine.dimension}-dimensional "
             "vectors",
         )
+    return inputs, normalize, truncate
+
+
+async def embed(request: Request) -> Response:
+    from starlette.responses import Response
+
+    started = time.perf_counter()
+    state = state_of(request)
+    model = state.default_embedding_model()
+    inputs, normalize, truncate = await read_json(
+        request, lambda value: _embed_request(state, model, value)
+    )
     vectors, tokens, timings = await state.embed(model, inputs, truncate=truncate, family="tei")
-    if normalize:
-        vectors = l2_normalize(vectors)
-    payload = json.dumps(vectors.tolist(), separators=(",", ":"), allow_nan=False)
+    payload = await state.offload(
+        _vectors_json, vectors, normalize, inline=vectors.size <= INLINE_RESPONSE_VALUES
+    )
     kind, values = inputs
     characters = sum(len(v) for v in values) if kind == "text" else 0
     total = time.perf_counter() - started
@@ -77,6 +89,12 @@ async def embed(request: Request) -> Response:
         "x-inference-time": str(round(timings["inference"] * 1000)),
     }
     return Response(payload, media_type="application/json", headers=headers)
+
+
+def _vectors_json(vectors: Any, normalize: bool) -> bytes:
+    if normalize:
+        vectors = l2_normalize(vectors)
+    return json.dumps(vectors.tolist(), separators=(",", ":"), allow_nan=False).encode()
 
 
 async def info(request: Request) -> Response:
@@ -99,7 +117,7 @@ async def info(request: Request) -> Response:
             "max_batch_requests": config.max_batch_size,
             "max_client_batch_size": config.max_client_batch_size,
             "auto_truncate": config.auto_truncate,
-            "tokenization_workers": 1,
+            "tokenization_workers": WORK_THREADS,
             "version": ipfs_accelerate.__version__,
             "sha": None,
             "docker_label": None,
