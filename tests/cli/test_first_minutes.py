@@ -37,6 +37,10 @@ def test_help_shows_whole_names_and_no_type_placeholders(columns: str) -> None:
         assert result.exit_code == 0, result.output
         text = result.stdout
         assert "…" not in text and "<bool>" not in text, command
+        # an option's value is named plainly (TEXT, INTEGER, PATH...), not by typer's
+        # <str>/<int range> type labels; arguments keep typer's label after their name
+        options = text[text.index("Options:") :]
+        assert not re.search(r"<(str|int|float|path)[^>]*>", options), (command, options)
     serve = invoke("serve", "--help", env={"COLUMNS": columns}).stdout
     words = set(re.findall(r"[\w$=\[\]-]+", serve))
     for name in (

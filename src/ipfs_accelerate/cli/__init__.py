@@ -30,8 +30,10 @@ from __future__ import annotations
 from . import _local, _chat, _serve, _bench, _models  # noqa: F401
 
 # isort: on
-from ._app import app
+from ._app import app, name_placeholders
 from ._output import ExitCode, exit_code_for
+
+name_placeholders(app)
 
 __all__ = ["ExitCode", "app", "exit_code_for", "main"]
 
