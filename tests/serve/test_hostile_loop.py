@@ -427,3 +427,23 @@ def test_an_empty_string_is_refused_as_openai_and_tei_refuse_it(server: Running)
     assert httpx.post(server.url + "/embed", json={"inputs": []}, headers=auth()).status_code == 400
     spaces = httpx.post(server.url + "/embed", json={"inputs": " "}, headers=auth())
     assert spaces.status_code == 200
+
+
+def test_the_json_depth_limit_is_the_servers_setting(registry: Any) -> None:
+    from ipfs_accelerate.errors import ConfigurationError
+    from ipfs_accelerate.serve import BackgroundServer, ServerConfig, create_app
+
+    with pytest.raises(ConfigurationError, match="max_json_depth"):
+        ServerConfig(device="cpu", max_json_depth=513)
+    assert parse_json(b"[[[1]]]", max_depth=3) == [[[1]]]
+    with pytest.raises(ServeError, match="deeper than 2 levels"):
+        parse_json(b"[[[1]]]", max_depth=2)
+    app = create_app(ServerConfig(device="cpu", max_json_depth=4), registry=registry)
+    with BackgroundServer(app) as running:
+        url = running.url + "/embed"
+        at_limit = b'{"inputs": "a", "x": [[[1]]]}'  # depth 4: parsed, unknown field ignored
+        assert httpx.post(url, content=at_limit).status_code == 200
+        deeper = b'{"inputs": "a", "x": [[[[1]]]]}'  # depth 5
+        reply = httpx.post(url, content=deeper)
+        assert reply.status_code == 422 and "deeper than 4 levels" in reply.text
+        assert httpx.post(url, json={"inputs": "a"}).status_code == 200

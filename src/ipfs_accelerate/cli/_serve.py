@@ -125,6 +125,12 @@ def serve(
             "--max-tensor-elements", min=1, help="Most elements of one KServe input tensor."
         ),
     ] = 1 << 24,
+    max_json_depth: Annotated[
+        int,
+        typer.Option(
+            "--max-json-depth", min=1, max=512, help="Deepest nesting of a JSON request body."
+        ),
+    ] = 64,
     # --- end of input limits
     # -- connection hygiene and graceful shutdown (issue 15: connections) --
     header_timeout: Annotated[
@@ -186,6 +192,7 @@ def serve(
         "max_sampling_rate": max_sampling_rate,
         "max_image_pixels": max_image_pixels,
         "max_tensor_elements": max_tensor_elements,
+        "max_json_depth": max_json_depth,
         # connection hygiene (issue 15: connections)
         "header_timeout_s": header_timeout,
         "body_timeout_s": body_timeout,

@@ -60,6 +60,10 @@ class ModelSpec:
         return cls(source.strip(), name=name.strip())
 
 
+#: Python's JSON parser recurses once per level; deeper limits would meet its recursion limit
+MAX_JSON_DEPTH_BOUND = 512
+
+
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"ServerConfig.{name} must be a positive int, got {value!r}")
@@ -146,6 +150,9 @@ class ServerConfig:
     max_sampling_rate: int = MAX_SAMPLING_RATE
     max_image_pixels: int = 1 << 25
     max_tensor_elements: int = 1 << 24
+    #: JSON arrays/objects nested deeper are refused before parsing (at most 512: Python's
+    #: parser recurses once per level)
+    max_json_depth: int = 64
     # --- end of input limits
     # -- connection hygiene and graceful shutdown (issue 15: connections) --
     header_timeout_s: float = 10.0
@@ -207,8 +214,13 @@ class ServerConfig:
             object.__setattr__(self, "api_key", key)
 
     def _check_input_limits(self) -> None:
-        for name in ("max_image_pixels", "max_tensor_elements"):
+        for name in ("max_image_pixels", "max_tensor_elements", "max_json_depth"):
             _positive_int(name, getattr(self, name))
+        if self.max_json_depth > MAX_JSON_DEPTH_BOUND:
+            raise ConfigurationError(
+                f"ServerConfig.max_json_depth must be at most {MAX_JSON_DEPTH_BOUND}, "
+                f"got {self.max_json_depth!r}"
+            )
         seconds = self.max_audio_seconds
         if (
             isinstance(seconds, bool)

@@ -52,23 +52,25 @@ async def read_json(request: Request, prepare: Callable[[Any], T] | None = None)
     ``prepare`` (a route's validation of it, whose cost grows with the body) when given. A
     body over 64 KiB is parsed and prepared on the server's work pool."""
     body = await request.body()
+    state = state_of(request)
+    depth = state.config.max_json_depth
     if len(body) <= _PARSE_INLINE_BYTES:
-        value = parse_json(body)
+        value = parse_json(body, max_depth=depth)
         return prepare(value) if prepare is not None else value
-    return await state_of(request).offload(_parse_and_prepare, body, prepare)
+    return await state.offload(_parse_and_prepare, body, prepare, depth)
 
 
-def _parse_and_prepare(body: bytes, prepare: Callable[[Any], Any] | None) -> Any:
-    value = parse_json(body, yielding=True)
+def _parse_and_prepare(body: bytes, prepare: Callable[[Any], Any] | None, depth: int) -> Any:
+    value = parse_json(body, yielding=True, max_depth=depth)
     return prepare(value) if prepare is not None else value
 
 
-def parse_json(body: bytes, *, yielding: bool = False) -> Any:
+def parse_json(body: bytes, *, yielding: bool = False, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``body`` parsed as strict JSON (no NaN or Infinity), refused with ``invalid_json`` when
-    it does not parse, nests deeper than :data:`MAX_JSON_DEPTH` or escapes a lone surrogate.
+    it does not parse, nests deeper than ``max_depth`` or escapes a lone surrogate.
     ``yielding`` parses numbers through Python hooks, so that a worker thread parsing a large
     body lets the event loop run between numbers (the C parser holds the GIL to the end)."""
-    _check_structure(body)
+    _check_structure(body, max_depth)
     hooks: dict[str, Any] = {"parse_constant": _refuse_constant}
     if yielding:
         hooks.update(parse_float=_parse_float, parse_int=_parse_int)
@@ -99,8 +101,8 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def _check_structure(body: bytes) -> None:
-    """Refuse nesting deeper than :data:`MAX_JSON_DEPTH` and unpaired surrogate escapes, with
+def _check_structure(body: bytes, max_depth: int) -> None:
+    """Refuse nesting deeper than ``max_depth`` and unpaired surrogate escapes, with
     byte-level passes only (no parsing): escaped backslashes and quotes are dropped, then what
     is left between quotes is string content."""
     unescaped = body.replace(b"\\\\", b"")
@@ -112,7 +114,7 @@ def _check_structure(body: bytes) -> None:
         unescaped[start : start + _SCAN_CHUNK].translate(None, _NOT_STRUCTURE)
         for start in range(0, len(unescaped), _SCAN_CHUNK)
     )
-    if structure.count(b"[") + structure.count(b"{") <= MAX_JSON_DEPTH:
+    if structure.count(b"[") + structure.count(b"{") <= max_depth:
         return
     codes = np.frombuffer(structure, np.uint8)
     depth, in_string = 0, False
@@ -124,10 +126,9 @@ def _check_structure(body: bytes) -> None:
         opening = (brackets == _OPEN_ARRAY) | (brackets == _OPEN_OBJECT)
         levels = np.cumsum(opening.astype(np.int64) * 2 - 1) + depth
         if levels.size:
-            if int(levels.max()) > MAX_JSON_DEPTH:
+            if int(levels.max()) > max_depth:
                 raise _invalid(
-                    f"arrays and objects nest deeper than {MAX_JSON_DEPTH} levels, this "
-                    "server's limit"
+                    f"arrays and objects nest deeper than {max_depth} levels, this server's limit"
                 )
             depth = int(levels[-1])
         in_string = bool(inside[-1])
