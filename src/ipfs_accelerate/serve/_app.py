@@ -10,6 +10,7 @@ share lives in ``_state`` and ``_requests``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -80,6 +81,18 @@ class _Guard:
             if response_started:
                 raise
             await _send_error(send_wrapper, exc, family)
+        except asyncio.CancelledError:
+            if state.ready:
+                raise
+            # a shutdown's graceful timeout ran out on this request: uvicorn would log the
+            # cancellation as a traceback; it is the drain working as configured
+            status_box[0] = 499
+            logger.info(
+                "request %s: %s %s dropped at shutdown, after the graceful timeout",
+                request_id,
+                scope.get("method"),
+                path,
+            )
         except _client_disconnect():
             # nobody is left to answer: a client hanging up mid-request is routine, not an error
             status_box[0] = 499

@@ -6,6 +6,7 @@ read deadlines, a bound on open connections and a graceful shutdown with a timeo
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from typing import Any
@@ -55,8 +56,20 @@ def run_server(
     docs/server.md, "Connections and shutdown". ``config`` (a ServerConfig) gives the
     connection settings; default: the app's own."""
     server = _server_for(app, config, host, port, log_level, uvicorn_options)
+    _log_like_uvicorn(log_level)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it drained for
         server.run()
+
+
+def _log_like_uvicorn(log_level: str) -> None:
+    """The server's own lines (a 408, a client that hung up, the drain) in uvicorn's format
+    and at its level, when the process has not set up logging for this package itself."""
+    package = logging.getLogger("ipfs_accelerate")
+    if package.handlers or logging.getLogger().handlers:
+        return
+    package.handlers = list(logging.getLogger("uvicorn").handlers)
+    package.setLevel(log_level.upper())
+    package.propagate = False
 
 
 class BackgroundServer:
