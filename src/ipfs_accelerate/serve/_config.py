@@ -221,16 +221,7 @@ class ServerConfig:
                 f"ServerConfig.max_json_depth must be at most {MAX_JSON_DEPTH_BOUND}, "
                 f"got {self.max_json_depth!r}"
             )
-        seconds = self.max_audio_seconds
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds <= 0
-        ):
-            raise ConfigurationError(
-                f"ServerConfig.max_audio_seconds must be a finite number > 0, got {seconds!r}"
-            )
+        _positive_seconds("max_audio_seconds", self.max_audio_seconds)
         low, high = self.min_sampling_rate, self.max_sampling_rate
         for name in ("min_sampling_rate", "max_sampling_rate"):
             _positive_int(name, getattr(self, name))
