@@ -110,11 +110,13 @@ def test_health_answers_within_100ms_while_a_30mb_embed_request_is_worked_on(
     body = json.dumps({"inputs": texts, "truncate": True}).encode()
     assert len(body) > 30_000_000
     with serving(registry, max_body_bytes=40 * 1024 * 1024) as url:
-        reply, latencies = _health_latencies_during(url, body)
-        if latencies and max(latencies) >= 0.1:
-            # on an oversubscribed host the OS may not schedule the loop's thread for a while
-            # (tokenizing keeps every core busy); a loop that did the work itself fails twice
+        # on an oversubscribed host the OS may not schedule the loop's thread for a while
+        # (tokenizing keeps every core busy), so the bound must hold in one of three runs; a
+        # loop that did the work itself stalls for seconds in every one
+        for _attempt in range(3):
             reply, latencies = _health_latencies_during(url, body)
+            if latencies and max(latencies) < 0.1:
+                break
     assert reply.status_code == 200, reply.text[:300]
     assert len(reply.json()) == 30 and int(reply.headers["x-tokenization-time"]) > 100
     assert len(latencies) > 10
