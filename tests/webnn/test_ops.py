@@ -784,6 +784,17 @@ def test_quantize_linear_rounds_half_to_even_and_saturates(
     np.testing.assert_array_equal(out, expected)
 
 
+def test_quantize_linear_to_int32_divides_exactly(ctx: webnn.MLContext) -> None:
+    # x / scale is about 2.6e7, where float32 steps by 2: the quotient needs float64
+    x = np.array([7391419.0, -22405.496], np.float32)
+    scale = np.array([0.2800687253475189, 1.1202747821807861], np.float32)
+    zero = np.array([-2445234, 32345], np.int32)
+    out = run(ctx, {"x": x, "s": scale, "z": zero}, lambda b, x, s, z: b.quantize_linear(x, s, z))
+    expected = np.round(x.astype(np.float64) / scale.astype(np.float64)) + zero
+    np.testing.assert_array_equal(out, expected.astype(np.int32))
+    assert out[0] == 23946213
+
+
 # ============================================================================ recurrent networks
 
 
