@@ -52,15 +52,7 @@ FLOAT_TYPES: Final[tuple[str, ...]] = ("float32", "float16")
 #: int8/uint8 element (range-checked on the way in), and packed two per byte only in
 #: bytes-like buffers.
 FOUR_BIT_TYPES: Final[tuple[str, ...]] = ("int4", "uint4")
-INTEGER_TYPES: Final[tuple[str, ...]] = (
-    "int32",
-    "uint32",
-    "int64",
-    "uint64",
-    "int8",
-    "uint8",
-    *FOUR_BIT_TYPES,
-)
+INTEGER_TYPES: Final[tuple[str, ...]] = tuple(t for t in DATA_TYPES if t not in FLOAT_TYPES)
 
 _HELD_AS: Final[dict[str, str]] = {"int4": "int8", "uint4": "uint8"}
 _NUMPY: Final[dict[str, np.dtype[Any]]] = {
