@@ -343,6 +343,8 @@ def test_expand_tile_reverse_pad(ctx: webnn.MLContext) -> None:
     np.testing.assert_array_equal(out[2], x[::-1, ::-1])
     np.testing.assert_array_equal(out[3], x[:, ::-1])
     np.testing.assert_array_equal(out[4], np.pad(x, ((1, 0), (0, 2)), constant_values=-9))
+    scalar = run(ctx, {"x": np.array(2.5, np.float32)}, lambda b, x: b.pad(x, [], []))
+    assert scalar.shape == () and scalar == np.float32(2.5)  # ONNX Runtime's Pad refuses 0-D
     np.testing.assert_array_equal(out[5], np.pad(x, ((1, 1), (2, 2)), mode="edge"))
     np.testing.assert_array_equal(out[6], np.pad(x, ((1, 0), (2, 1)), mode="reflect"))
 
@@ -579,6 +581,25 @@ def test_pools(ctx: webnn.MLContext, kind: str, options: dict[str, Any]) -> None
     close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_max_pool_window_of_padding_only_gives_zero(ctx: webnn.MLContext, layout: str) -> None:
+    # 5 + 1 + 1 rows in windows of 3 at stride 3, rounded up: the last window starts on the
+    # end padding and holds no element (WPT expects 0 there)
+    x = f32(1, 2, 5, 5, low=-9.0, high=-1.0)  # all negative: a padded 0 would show up
+    xin = x if layout == "nchw" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    options = {"window_dimensions": [3, 3], "padding": [1, 1, 1, 1], "strides": [3, 3]}
+    out = run(
+        ctx,
+        {"x": xin},
+        lambda b, x: b.max_pool2d(x, output_shape_rounding="ceil", layout=layout, **options),
+    )
+    expected = np.zeros((1, 2, 3, 3))
+    expected[:, :, :2, :2] = ref.pool2d_nchw(x, "max", (3, 3), (1, 1, 1, 1), (3, 3), (1, 1), (2, 2))
+    if layout == "nhwc":
+        expected = expected.transpose(0, 2, 3, 1)
+    close(out, expected)
+
+
 def test_conv2d_depthwise_ihwo_and_groups(ctx: webnn.MLContext) -> None:
     x = f32(1, 4, 6, 6)
     w = f32(4, 1, 3, 3)  # oihw for groups=4 (depthwise)
@@ -761,6 +782,17 @@ def test_quantize_linear_rounds_half_to_even_and_saturates(
     )
     assert out.dtype == np.dtype(target)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_quantize_linear_to_int32_divides_exactly(ctx: webnn.MLContext) -> None:
+    # x / scale is about 2.6e7, where float32 steps by 2: the quotient needs float64
+    x = np.array([7391419.0, -22405.496], np.float32)
+    scale = np.array([0.2800687253475189, 1.1202747821807861], np.float32)
+    zero = np.array([-2445234, 32345], np.int32)
+    out = run(ctx, {"x": x, "s": scale, "z": zero}, lambda b, x, s, z: b.quantize_linear(x, s, z))
+    expected = np.round(x.astype(np.float64) / scale.astype(np.float64)) + zero
+    np.testing.assert_array_equal(out, expected.astype(np.int32))
+    assert out[0] == 23946213
 
 
 # ============================================================================ recurrent networks

@@ -406,9 +406,11 @@ def test_every_listed_data_type_runs(ctx: webnn.MLContext, op: str, data_type: s
     else:
         result = method(x)
     graph = b.build({"out": result})
-    values = (np.arange(8) % 5 + 1).astype(data_type).reshape(2, 4)
+    held = webnn.MLOperandDescriptor(data_type, ()).numpy_dtype  # int4 is held in int8
+    values = (np.arange(8) % 5 + 1).astype(held).reshape(2, 4)
     out = ctx.compute(graph, {"x": values})["out"]
-    assert out.dtype == np.dtype(result.data_type) and out.shape == result.shape
+    expected = webnn.MLOperandDescriptor(result.data_type, ()).numpy_dtype
+    assert out.dtype == expected and out.shape == result.shape
 
 
 def test_cached_dispatch_still_checks_names_and_lifetimes(ctx: webnn.MLContext) -> None:

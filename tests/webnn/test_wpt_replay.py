@@ -123,3 +123,34 @@ def test_names_map_to_the_python_api() -> None:
     assert wpt.snake("convTranspose2d") == "conv_transpose2d"
     assert wpt.snake("keepDimensions") == "keep_dimensions"
     assert wpt.snake("aTranspose") == "a_transpose"
+
+
+def test_tolerances_of_the_files_added_later() -> None:
+    shapes = {"a": (2, 5)}
+
+    def rule(operators: list[dict[str, object]], out_type: str) -> wpt.Tolerance:
+        return wpt.tolerance({"operators": operators}, shapes, out_type)
+
+    cumulative = [{"name": "cumulativeSum", "arguments": [{"input": "a"}, {"axis": 1}]}]
+    assert rule(cumulative, "float32").value == 4
+    assert rule(cumulative, "int32").value == 0
+    quantize = {"name": "quantizeLinear", "arguments": [{"input": "a"}]}
+    dequantize = {"name": "dequantizeLinear", "arguments": [{"input": "a"}]}
+    assert rule([quantize], "int8").value == 1
+    assert rule([quantize, dequantize], "float32").value == 1  # the chain: dequantize's bound
+    cos = [{"name": "cos", "arguments": [{"input": "a"}]}]
+    assert (rule(cos, "float32").metric, rule(cos, "float32").value) == ("ATOL", 1 / 1024)
+    assert rule(cos, "float16").value == 2**-7
+    assert rule([{"name": "erf", "arguments": [{"input": "a"}]}], "float16").value == 1 / 512
+    assert rule([{"name": "gruCell", "arguments": [{"input": "a"}]}], "float32").value == 3
+    assert rule([{"name": "where", "arguments": [{"input": "a"}]}], "float32").value == 0
+
+
+def test_case_values_of_the_files_added_later() -> None:
+    assert np.isnan(wpt._resolve("NaN", {}))
+    assert wpt._resolve("-Infinity", {}) == -np.inf
+    assert wpt._resolve("NaN", {"NaN": "operand"}) == "operand"  # an operand name wins
+    four = wpt.to_array([-8, 7, 0], {"dataType": "int4", "shape": [3]})
+    assert four.dtype == np.int8 and four.tolist() == [-8, 7, 0]
+    huge = wpt.to_array([1e6], {"dataType": "float16", "shape": [1]})
+    assert np.isinf(huge[0])

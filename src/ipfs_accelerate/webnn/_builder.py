@@ -28,6 +28,7 @@ from ipfs_accelerate.webnn._types import (
     MLOperandDescriptor,
     check_data_type,
     coerce_array,
+    integer_bounds,
     numpy_dtype,
     parse_descriptor,
 )
@@ -54,14 +55,14 @@ def _cast_number(where: Where, value: int | float, data_type: str, name: str) ->
     if dtype.kind == "f":
         with np.errstate(over="ignore"):
             return dtype.type(value)
+    low, high = integer_bounds(data_type)
     if isinstance(value, float):
         if math.isnan(value):
             raise where.error(f"{name} is NaN, which {data_type} cannot hold")
         if math.isinf(value):
-            value = np.iinfo(dtype).max if value > 0 else np.iinfo(dtype).min
+            value = high if value > 0 else low
         value = math.trunc(value)
-    info = np.iinfo(dtype)
-    return dtype.type(min(max(int(value), int(info.min)), int(info.max)))
+    return dtype.type(min(max(int(value), low), high))
 
 
 class MLGraphBuilder:
@@ -447,6 +448,9 @@ class MLGraphBuilder:
         where = self._begin("cast", label)
         self._operand(where, input, "input")
         target = check_data_type(data_type, "cast: data_type")
+        targets = OPERAND_LIMITS["cast"]["output"][0]
+        if target not in targets:  # the 4-bit extension types are no cast target
+            raise where.error(f"data_type {target} is not supported: {', '.join(targets)}")
         return self._one(where, [input], {"to": target}, target, input.shape)
 
     # ================================================================== activations

@@ -25,6 +25,7 @@ from ipfs_accelerate.webnn._limits import op_support_limits
 from ipfs_accelerate.webnn._onnx import LoweredModel
 from ipfs_accelerate.webnn._operand import INPUT, OUTPUT, MLOperand, Node
 from ipfs_accelerate.webnn._types import (
+    FOUR_BIT_TYPES,
     MLOperandDescriptor,
     coerce_array,
     numpy_dtype,
@@ -267,6 +268,7 @@ class MLContext:
                 and value.dtype == expected.numpy_dtype
                 and value.shape == expected.shape
                 and value.flags.c_contiguous
+                and expected.data_type not in FOUR_BIT_TYPES  # their range needs checking
             ):
                 value = coerce_array(value, expected, f"compute: input {name!r}")
             feeds[graph._onnx_inputs[name]] = value

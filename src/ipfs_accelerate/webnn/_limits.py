@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ipfs_accelerate.webnn._types import DATA_TYPES, FLOAT_TYPES, MAX_RANK, MAX_TENSOR_BYTE_LENGTH
+from ipfs_accelerate.webnn._types import (
+    DATA_TYPES,
+    FLOAT_TYPES,
+    FOUR_BIT_TYPES,
+    MAX_RANK,
+    MAX_TENSOR_BYTE_LENGTH,
+)
 
 __all__ = ["OPERAND_LIMITS", "TensorLimits", "op_support_limits"]
 
 TensorLimits = tuple[tuple[str, ...], int, int]  # (data types, min rank, max rank)
 
-_ANY: Final = DATA_TYPES
+# the spec's types; the 4-bit extension types only where listed (see docs/webnn.md)
+_ANY: Final = tuple(t for t in DATA_TYPES if t not in FOUR_BIT_TYPES)
+_QUANTIZED: Final = ("int8", "uint8", "int32", *FOUR_BIT_TYPES)
+_MOVES_4BIT: Final = (*_ANY, *FOUR_BIT_TYPES)  # data movement keeps values in range
 _FLOAT: Final = FLOAT_TYPES
 _SIGNED: Final = ("float32", "float16", "int32", "int64", "int8")
 _NUMERIC_NO_8BIT: Final = ("float32", "float16", "int32", "uint32", "int64", "uint64")
@@ -72,16 +81,16 @@ OPERAND_LIMITS: Final[dict[str, dict[str, TensorLimits]]] = {
     },
     "cumulative_sum": _unary(_NUMERIC_NO_8BIT) | {"input": _lim(_NUMERIC_NO_8BIT, 1)},
     "dequantize_linear": {
-        "input": _lim(("int8", "uint8", "int32")),
+        "input": _lim(_QUANTIZED),
         "scale": _lim(_FLOAT),
-        "zero_point": _lim(("int8", "uint8", "int32")),
+        "zero_point": _lim(_QUANTIZED),
         "output": _lim(_FLOAT),
     },
     "quantize_linear": {
         "input": _lim(_FLOAT),
         "scale": _lim(_FLOAT),
-        "zero_point": _lim(("int8", "uint8", "int32")),
-        "output": _lim(("int8", "uint8", "int32")),
+        "zero_point": _lim(_QUANTIZED),
+        "output": _lim(_QUANTIZED),
     },
     # element-wise binary
     "add": _binary(_ANY),
@@ -111,7 +120,7 @@ OPERAND_LIMITS: Final[dict[str, dict[str, TensorLimits]]] = {
     "erf": _unary(_FLOAT),
     "exp": _unary(_FLOAT),
     "floor": _unary(_FLOAT),
-    "identity": _unary(_ANY),
+    "identity": _unary(_MOVES_4BIT),
     "log": _unary(_FLOAT),
     "neg": _unary(_SIGNED),
     "reciprocal": _unary(_FLOAT),
@@ -156,12 +165,12 @@ OPERAND_LIMITS: Final[dict[str, dict[str, TensorLimits]]] = {
         "output": _lim(_ANY, 1),
     },
     "pad": _unary(_ANY),
-    "reshape": _unary(_ANY),
+    "reshape": _unary(_MOVES_4BIT),
     "reverse": _unary(_ANY),
     "slice": _unary(_ANY),
     "split": {"input": _lim(_ANY, 1), "outputs": _lim(_ANY, 1)},
     "tile": _unary(_ANY),
-    "transpose": _unary(_ANY),
+    "transpose": _unary(_MOVES_4BIT),
     "triangular": {"input": _lim(_ANY, 2), "output": _lim(_ANY, 2)},
     "where": {
         "condition": _lim(_UINT8),

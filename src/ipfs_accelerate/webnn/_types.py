@@ -19,18 +19,22 @@ from ipfs_accelerate.errors import WebNNValidationError
 __all__ = [
     "DATA_TYPES",
     "FLOAT_TYPES",
+    "FOUR_BIT_TYPES",
     "INTEGER_TYPES",
     "MAX_RANK",
     "MAX_TENSOR_BYTE_LENGTH",
     "MLOperandDescriptor",
     "coerce_array",
+    "integer_bounds",
     "numpy_dtype",
     "onnx_type",
+    "pack_four_bit",
     "parse_descriptor",
+    "unpack_four_bit",
 ]
 
-#: The spec's ``MLOperandDataType`` values this implementation supports, in spec order.
-#: ``int4``/``uint4`` are not supported (numpy has no 4-bit type).
+#: The operand data types this implementation supports: the spec's ``MLOperandDataType``
+#: values in spec order, then ``int4``/``uint4``, an extension (see docs/webnn.md).
 DATA_TYPES: Final[tuple[str, ...]] = (
     "float32",
     "float16",
@@ -40,12 +44,21 @@ DATA_TYPES: Final[tuple[str, ...]] = (
     "uint64",
     "int8",
     "uint8",
+    "int4",
+    "uint4",
 )
 FLOAT_TYPES: Final[tuple[str, ...]] = ("float32", "float16")
-INTEGER_TYPES: Final[tuple[str, ...]] = ("int32", "uint32", "int64", "uint64", "int8", "uint8")
+#: The 4-bit extension types. numpy has no 4-bit dtype: their values are held one per
+#: int8/uint8 element (range-checked on the way in), and packed two per byte only in
+#: bytes-like buffers.
+FOUR_BIT_TYPES: Final[tuple[str, ...]] = ("int4", "uint4")
+INTEGER_TYPES: Final[tuple[str, ...]] = tuple(t for t in DATA_TYPES if t not in FLOAT_TYPES)
 
-_NUMPY: Final[dict[str, np.dtype[Any]]] = {name: np.dtype(name) for name in DATA_TYPES}
-_FROM_NUMPY: Final[dict[np.dtype[Any], str]] = {dt: name for name, dt in _NUMPY.items()}
+_HELD_AS: Final[dict[str, str]] = {"int4": "int8", "uint4": "uint8"}
+_NUMPY: Final[dict[str, np.dtype[Any]]] = {
+    name: np.dtype(_HELD_AS.get(name, name)) for name in DATA_TYPES
+}
+_BOUNDS_4BIT: Final[dict[str, tuple[int, int]]] = {"int4": (-8, 7), "uint4": (0, 15)}
 
 # onnx.TensorProto.DataType values (stable across onnx releases)
 _ONNX: Final[dict[str, int]] = {
@@ -59,6 +72,9 @@ _ONNX: Final[dict[str, int]] = {
     "uint32": 12,
     "uint64": 13,
     "float64": 11,  # internal: intermediate results only, never a WebNN operand type
+    # 4-bit operands travel through the ONNX graph widened to 8 bits (see _onnx/_quantize.py)
+    "int4": 3,
+    "uint4": 2,
 }
 
 #: Highest operand rank accepted (the rank range reported by ``op_support_limits()``).
@@ -70,8 +86,16 @@ _MAX_DIMENSION: Final[int] = 2**32 - 1
 
 
 def numpy_dtype(data_type: str) -> np.dtype[Any]:
-    """The numpy dtype of a WebNN data type name."""
+    """The numpy dtype holding a WebNN data type (int8/uint8 for int4/uint4)."""
     return _NUMPY[data_type]
+
+
+def integer_bounds(data_type: str) -> tuple[int, int]:
+    """The smallest and largest value of an integer data type (4-bit types included)."""
+    if data_type in _BOUNDS_4BIT:
+        return _BOUNDS_4BIT[data_type]
+    info = np.iinfo(_NUMPY[data_type])
+    return int(info.min), int(info.max)
 
 
 def onnx_type(data_type: str) -> int:
@@ -100,6 +124,8 @@ class MLOperandDescriptor:
 
     @property
     def byte_length(self) -> int:
+        if self.data_type in FOUR_BIT_TYPES:
+            return (self.element_count + 1) // 2  # packed two per byte, as the spec sizes them
         return self.element_count * _NUMPY[self.data_type].itemsize
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,12 +190,12 @@ def parse_descriptor(value: object, what: str) -> MLOperandDescriptor:
     return descriptor
 
 
-def _exact_integers(data: object, dtype: np.dtype[Any], what: str) -> np.ndarray[Any, Any]:
+def _exact_integers(data: object, data_type: str, what: str) -> np.ndarray[Any, Any]:
     """Nested Python numbers as an integer array, refusing anything not exactly representable
     (read through Python objects: a float64 detour would round values past 2**53)."""
     raw = np.asarray(data, dtype=object)
-    info = np.iinfo(dtype)
-    low, high = int(info.min), int(info.max)
+    dtype = _NUMPY[data_type]
+    low, high = integer_bounds(data_type)
     values = []
     for value in raw.reshape(-1):
         if isinstance(value, (bool, np.bool_)) or not isinstance(
@@ -179,16 +205,48 @@ def _exact_integers(data: object, dtype: np.dtype[Any], what: str) -> np.ndarray
         if isinstance(value, (float, np.floating)):
             if not math.isfinite(value) or not float(value).is_integer():
                 raise WebNNValidationError(
-                    f"{what}: non-integral value {value!r} cannot be held by {dtype}"
+                    f"{what}: non-integral value {value!r} cannot be held by {data_type}"
                 )
             value = int(value)
         number = int(value)
         if not low <= number <= high:
             raise WebNNValidationError(
-                f"{what}: values such as {number} do not fit {dtype} [{low}, {high}]"
+                f"{what}: values such as {number} do not fit {data_type} [{low}, {high}]"
             )
         values.append(number)
     return np.array(values, dtype=dtype).reshape(raw.shape)
+
+
+def _check_four_bit(array: np.ndarray[Any, Any], data_type: str, what: str) -> None:
+    low, high = _BOUNDS_4BIT[data_type]
+    outside = (array < low) | (array > high)
+    if np.any(outside):
+        raise WebNNValidationError(
+            f"{what}: values such as {int(array[outside].flat[0])} do not fit {data_type} "
+            f"[{low}, {high}]"
+        )
+
+
+def pack_four_bit(array: np.ndarray[Any, Any]) -> bytes:
+    """int4/uint4 values (one per int8/uint8 element) packed two per byte, low nibble first."""
+    nibbles = (array.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()
+
+
+def unpack_four_bit(
+    buffer: bytes | bytearray | memoryview, descriptor: MLOperandDescriptor
+) -> np.ndarray[Any, Any]:
+    """The inverse of pack_four_bit: one value per element, sign-extended for int4."""
+    packed = np.frombuffer(memoryview(buffer).cast("B"), dtype=np.uint8)
+    nibbles = np.empty(packed.size * 2, dtype=np.uint8)
+    nibbles[0::2] = packed & 0xF
+    nibbles[1::2] = packed >> 4
+    values = nibbles[: descriptor.element_count]
+    if descriptor.data_type == "int4":
+        values = ((values ^ 8).astype(np.int8) - 8).astype(np.int8)  # nibbles 8..15: -8..-1
+    return values.reshape(descriptor.shape)
 
 
 def coerce_array(data: object, descriptor: MLOperandDescriptor, what: str) -> np.ndarray[Any, Any]:
@@ -199,6 +257,10 @@ def coerce_array(data: object, descriptor: MLOperandDescriptor, what: str) -> np
     object of exactly the descriptor's byte length; or nested Python numbers, converted only
     when every value is representable (integers in range, no fractional value for an integer
     type). The result may share memory with ``data``.
+
+    ``int4``/``uint4`` take an int8/uint8 array (one value per element) or a bytes-like
+    object packing two values per byte, the first in the low nibble (ONNX's and the
+    browsers' layout); every value is checked against the 4-bit range.
     """
     dtype = _NUMPY[descriptor.data_type]
     if isinstance(data, np.ndarray):
@@ -212,7 +274,10 @@ def coerce_array(data: object, descriptor: MLOperandDescriptor, what: str) -> np
                 f"{what}: array of shape {data.shape} ({data.size} elements) does not fit "
                 f"shape {list(descriptor.shape)} ({descriptor.element_count} elements)"
             )
-        return np.ascontiguousarray(data).reshape(descriptor.shape)
+        array = np.ascontiguousarray(data).reshape(descriptor.shape)
+        if descriptor.data_type in FOUR_BIT_TYPES:
+            _check_four_bit(array, descriptor.data_type, what)
+        return array
     if isinstance(data, (bytes, bytearray, memoryview)):
         view = memoryview(data)
         if view.nbytes != descriptor.byte_length:
@@ -220,9 +285,11 @@ def coerce_array(data: object, descriptor: MLOperandDescriptor, what: str) -> np
                 f"{what}: buffer of {view.nbytes} bytes does not match the descriptor's "
                 f"{descriptor.byte_length} bytes ({descriptor.data_type} {list(descriptor.shape)})"
             )
+        if descriptor.data_type in FOUR_BIT_TYPES:
+            return unpack_four_bit(view, descriptor)
         return np.frombuffer(view.cast("B"), dtype=dtype).reshape(descriptor.shape)
     if dtype.kind in "iu":
-        exact = _exact_integers(data, dtype, what)
+        exact = _exact_integers(data, descriptor.data_type, what)
     else:
         try:
             values = np.asarray(data, dtype=np.float64)

@@ -14,7 +14,8 @@ from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 __all__ = ["FLOAT", "INT64_MIN", "SUPPORTED", "LoweringBase"]
 
 _ALL: Final = frozenset(
-    {"float32", "float16", "int32", "uint32", "int64", "uint64", "int8", "uint8"}
+    # int4/uint4 are int8/uint8 tensors in the graph (see _quantize.py)
+    {"float32", "float16", "int32", "uint32", "int64", "uint64", "int8", "uint8", "int4", "uint4"}
 )
 FLOAT: Final = frozenset({"float32", "float16"})
 _REDUCE: Final = frozenset({"float32", "float16", "int32", "int64"})

@@ -113,11 +113,20 @@ class ConvLowering(LoweringBase):
         value = self.to_nchw(x, layout)
         out = self.out(node.outputs[0])
         target = self.conv_output(layout, out)
+        empty = None
+        if op_type == "MaxPool":
+            # a window holding only padding (ceil rounding) has no maximum: WPT expects 0
+            plane = np.zeros((spatial[0] + begin[0] + end[0], spatial[1] + begin[1] + end[1]))
+            plane[begin[0] : begin[0] + spatial[0], begin[1] : begin[1] + spatial[1]] = 1.0
+            counts = _window_sums(plane, window, strides, dilations, attrs["output"])
+            if np.any(counts == 0):
+                empty = counts == 0
+        pooled = target if empty is None else self.e.fresh()
         if all(p < k for p, k in zip(begin + end, list(window) * 2, strict=True)):
             self.e.one(
                 op_type,
                 [value],
-                target,
+                pooled,
                 kernel_shape=list(window),
                 pads=begin + end,
                 strides=list(strides),
@@ -126,8 +135,11 @@ class ConvLowering(LoweringBase):
             )
         else:
             self._pool_with_explicit_padding(
-                node, op_type, value, spatial, begin, end, target, extra
+                node, op_type, value, spatial, begin, end, pooled, extra
             )
+        if empty is not None:
+            zero = self.e.scalar(0, x.data_type)
+            self.e.one("Where", [self.e.const(empty, share=True), zero, pooled], target)
         if target != out:
             self.from_nchw(target, layout, out)
 

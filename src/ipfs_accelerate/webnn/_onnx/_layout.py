@@ -85,6 +85,10 @@ class LayoutLowering(LoweringBase):
     def _op_pad(self, node: Node) -> None:
         (x,) = node.inputs
         assert x is not None
+        if x.rank == 0:
+            # a 0-D input has empty paddings (a no-op), which ONNX Runtime's Pad refuses
+            self.e.one("Identity", [self.value(x)], self.out(node.outputs[0]))
+            return
         pads = self.e.ints([*node.attrs["begin"], *node.attrs["end"]])
         mode = {"constant": "constant", "edge": "edge", "reflection": "reflect"}[node.attrs["mode"]]
         inputs = [self.value(x), pads]

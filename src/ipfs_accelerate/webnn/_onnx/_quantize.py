@@ -1,4 +1,10 @@
-"""Linear quantization and dequantization with per-tensor, per-axis or blocked scales."""
+"""Linear quantization and dequantization with per-tensor, per-axis or blocked scales.
+
+int4/uint4 operands (an extension, see docs/webnn.md) are int8/uint8 tensors in the ONNX
+graph: ONNX Runtime (1.31) runs INT4 Cast/QuantizeLinear/DequantizeLinear but cannot feed or
+return a 4-bit tensor through numpy, so the values stay widened and quantization clips to the
+4-bit range.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import numpy as np
 
 from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._operand import MLOperand, Node
-from ipfs_accelerate.webnn._types import numpy_dtype
+from ipfs_accelerate.webnn._types import integer_bounds
 
 __all__ = ["QuantizeLowering"]
 
@@ -57,35 +63,19 @@ class QuantizeLowering(LoweringBase):
         assert x is not None and scale is not None and zero_point is not None
         out = self.out(node.outputs[0])
         target_type = zero_point.data_type
-        info = np.iinfo(numpy_dtype(target_type))
-        factor = self._blocked(scale, x.shape)
-        if scale.data_type != "float32":
-            factor = self.e.cast(factor, "float32")
-        rounded = self.e.one("Round", [self.e.one("Div", [self.to_float32(x), factor])])
-        if target_type == "int32":
-            # int32 exceeds float32's exact range: add the zero point in float64
-            shifted = self.e.one(
-                "Add",
-                [
-                    self.e.cast(rounded, "float64"),
-                    self.e.cast(self._blocked(zero_point, x.shape), "float64"),
-                ],
-            )
-            bounds = (np.float64(info.min), np.float64(info.max))
-            clipped = self.e.one(
-                "Clip",
-                [shifted, self.e.const(np.asarray(bounds[0])), self.e.const(np.asarray(bounds[1]))],
-            )
-        else:
-            shifted = self.e.one(
-                "Add", [rounded, self.e.cast(self._blocked(zero_point, x.shape), "float32")]
-            )
-            clipped = self.e.one(
-                "Clip",
-                [
-                    shifted,
-                    self.e.scalar(float(info.min), "float32"),
-                    self.e.scalar(float(info.max), "float32"),
-                ],
-            )
+        low, high = integer_bounds(target_type)
+        # int32 exceeds float32's exact range: divide, round and add the zero point in
+        # float64 (a float32 quotient near 2**25 is already off by one before rounding)
+        wide = np.float64 if target_type == "int32" else np.float32
+        wide_type = "float64" if wide is np.float64 else "float32"
+
+        def widened(value: str, data_type: str) -> str:
+            return value if data_type == wide_type else self.e.cast(value, wide_type)
+
+        factor = widened(self._blocked(scale, x.shape), scale.data_type)
+        quotient = self.e.one("Div", [widened(self.value(x), x.data_type), factor])
+        zero = self.e.cast(self._blocked(zero_point, x.shape), wide_type)
+        shifted = self.e.one("Add", [self.e.one("Round", [quotient]), zero])
+        bounds = [self.e.const(np.asarray(bound, dtype=wide)) for bound in (low, high)]
+        clipped = self.e.one("Clip", [shifted, *bounds])
         self.e.cast(clipped, target_type, out)
