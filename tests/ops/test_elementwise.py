@@ -26,6 +26,7 @@ from ._helpers import (
     float_result,
     gelu_ref,
     on,
+    promote_mixed,
     shapes,
     sigmoid_ref,
     supported,
@@ -175,6 +176,10 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "greater_equal": lambda a, b: a >= b,
 }
 _SUPPORTED_NP = {np.dtype(d) for d in ALL_DTYPES}
+_COMPARISON_OPS = frozenset(
+    {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
+     "logical_and", "logical_or", "logical_xor"}
+)  # fmt: skip
 
 
 def _value_range(op: str, dtype: str, which: int) -> tuple[float | None, float | None]:
@@ -195,7 +200,9 @@ def _value_range(op: str, dtype: str, which: int) -> tuple[float | None, float |
 def _expected_binary(
     op: str, xa: np.ndarray, xb: np.ndarray
 ) -> tuple[np.ndarray | None, type[Exception] | None]:
-    """numpy's answer, or the error this library must raise instead."""
+    """numpy's answer (mixed int/float promoted to the float), or the error to raise instead."""
+    if op not in _COMPARISON_OPS:  # comparisons are exact, as numpy's
+        xa, xb = promote_mixed(xa, xb)
     try:
         with np.errstate(all="ignore"):
             expected = _BINARY_UFUNCS[op](xa, xb)
@@ -260,6 +267,8 @@ def test_binary_with_python_scalars_follows_nep50(
     reverse = data.draw(st.booleans())
     if op == "pow" and reverse:
         reverse = False
+    if op not in _COMPARISON_OPS:  # comparisons are exact, as numpy's
+        (x,) = promote_mixed(x, scalar)[:1]
     with np.errstate(all="ignore"):
         expected = _BINARY_UFUNCS[op](scalar, x) if reverse else _BINARY_UFUNCS[op](x, scalar)
     if expected.dtype.kind in "iu" and op in ("add", "sub", "mul", "pow"):
@@ -322,7 +331,7 @@ def test_where_matches_numpy(device: str, data: st.DataObject) -> None:
     cond = data.draw(arrays("bool", shapes3[0]))
     dx, dy = data.draw(st.sampled_from(dtypes)), data.draw(st.sampled_from(dtypes))
     x, y = data.draw(arrays(dx, shapes3[1])), data.draw(arrays(dy, shapes3[2]))
-    expected = np.where(cond, x, y)
+    expected = np.where(cond, *promote_mixed(x, y))
     assume(str(expected.dtype) in dtypes)
     assert_close(ops.where(on(device, cond), on(device, x), on(device, y)), expected, op="where")
 

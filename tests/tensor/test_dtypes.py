@@ -41,12 +41,59 @@ def test_dtype_names_equality_and_limits() -> None:
 def test_result_type_follows_numpy_nep50() -> None:
     assert result_type(ia.uint8, 1) is ia.uint8  # a Python int is weak: the tensor's dtype wins
     assert result_type(ia.float16, 2.5) is ia.float16
-    assert result_type(ia.int32, 1.5) is ia.float64
+    assert result_type(ia.float16, 3) is ia.float16
     assert result_type(ia.uint8, ia.int32) is ia.int32
-    assert result_type(ia.float16, ia.int32) is ia.float64
+    assert result_type(ia.float16, ia.float64) is ia.float64
     assert result_type(ia.bool_, ia.bool_) is ia.bool_
     with pytest.raises(DtypeError, match="concat: cannot promote"):
         result_type(ia.float32, "x", op="concat")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("operands", "expected"),
+    [
+        ((ia.int32, ia.float32), ia.float32),  # numpy: float64
+        ((ia.float32, ia.int32), ia.float32),
+        ((ia.int64, ia.float16), ia.float16),  # numpy: float64
+        ((ia.float16, ia.int32), ia.float16),
+        ((ia.uint8, ia.float16), ia.float16),
+        ((ia.int64, ia.float64), ia.float64),
+        ((ia.bool_, ia.float16), ia.float16),
+        ((ia.int32, 1.5), ia.float32),  # an integer tensor with a Python float: float32
+        ((ia.int64, 1.5), ia.float32),
+        ((ia.bool_, 1.5), ia.float32),
+        ((ia.int32, ia.float16, 1.5), ia.float16),
+        ((ia.int32, ia.float16, ia.float32), ia.float32),
+        ((ia.float16, 1.5, 2), ia.float16),
+    ],
+)
+def test_mixed_int_float_promotes_to_the_float_operand(
+    operands: tuple[ia.DType | float, ...], expected: ia.DType
+) -> None:
+    assert result_type(*operands) is expected
+    assert result_type(*reversed(operands)) is expected
+
+
+def test_mixed_int_float_arithmetic_on_tensors(device: str) -> None:
+    if "int32" in supported(device):
+        total = ia.tensor([1], dtype=ia.int32, device=device) + ia.tensor([1.5], device=device)
+        assert_close(total, np.array([2.5], dtype=np.float32), op="add")
+        assert_close(
+            ia.tensor([3], dtype="int32", device=device) / 2.0,
+            np.array([1.5], dtype=np.float32),
+            op="div",
+        )
+    if "float16" in supported(device) and "int64" in supported(device):
+        h = ia.tensor([0.5], dtype="float16", device=device)
+        assert_close(
+            ia.tensor([2], dtype="int64", device=device) * h, np.array([1], np.float16), op="mul"
+        )
+    # comparisons stay exact: 2**24 + 1 is not the float32 2**24 although it rounds to it
+    if "int32" in supported(device):
+        i = ia.tensor([2**24 + 1], dtype="int32", device=device)
+        f = ia.tensor([2.0**24], dtype="float32", device=device)
+        assert (i == f).numpy().tolist() == [False] and (i > f).numpy().tolist() == [True]
+        assert (i + f).dtype is ia.float32
 
 
 @pytest.mark.parametrize("dtype", [*FLOATS, *INTS, "bool"])

@@ -1,7 +1,9 @@
 """Element-wise ops with numpy's broadcasting and type promotion.
 
-Output dtypes follow numpy: arithmetic promotes (Python scalars are weak, NEP 50); ``div`` of
-integers gives a float (float64, or float16 for uint8/bool, as numpy); float functions (exp,
+Output dtypes follow numpy: arithmetic promotes (Python scalars are weak, NEP 50), except that
+mixed integer/float operands give the float operand's dtype (float32 for an integer tensor
+with a Python float; see tensor/_dtype.py ``result_type``); ``div`` of integers gives a float
+(float64, or float16 for uint8/bool, as numpy); float functions (exp,
 sqrt, erf, sigmoid, gelu...) of integers give numpy's float for that integer; comparisons and
 logical ops give bool. ``bool + bool`` is logical or and ``bool * bool`` logical and, as in
 numpy. A Python scalar that does not fit the tensor's dtype (``uint8_tensor + 300``, or a
@@ -183,8 +185,13 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
     else:
         return _binary(op, as_tensor(a, op=op), b)
 
-    if op in _COMPARISONS and dtype not in backend.supported_dtypes:
-        # bool results need no common dtype: compare exactly in dtypes the backend holds
+    if (
+        op in _COMPARISONS
+        and dtype.is_floating
+        and (_inexact(a, b, dtype) or _inexact(b, a, dtype))
+    ):
+        # a float and an integer compare exactly (as numpy does in float64), not in the
+        # promoted float, which may not hold the integer: bool results need no common dtype
         from ipfs_accelerate.ops._mixed import exact_comparison
 
         return exact_comparison(op, a, b)
@@ -216,6 +223,23 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
 
 
 _PY_SCALARS = frozenset({bool, int, float})
+
+
+#: significand bits of each float: the widest integers it holds exactly
+_FLOAT_DIGITS = {"float16": 11, "float32": 24, "float64": 53}
+
+
+def _inexact(value: Any, other: Any, dtype: DType) -> bool:
+    """Whether comparing integer/bool tensor ``value`` with ``other`` in float ``dtype`` could
+    round: its integers do not all fit ``dtype``, or ``other`` is a Python float (which
+    ``dtype`` may not hold either)."""
+    if value.__class__ is not Tensor or value.dtype.is_floating:
+        return False
+    if other.__class__ is float:
+        return True
+    return int(value.dtype.max).bit_length() > _FLOAT_DIGITS[dtype.name]
+
+
 _SCALAR_PROMOTION: dict[tuple[DType, type], DType] = {}
 
 
