@@ -17,7 +17,7 @@ import ipfs_accelerate as ia
 from ipfs_accelerate.tensor import Tensor
 
 FLOATS = ("float16", "float32", "float64")
-INTS = ("int32", "int64", "uint8")
+INTS = ("int32", "int64", "int8", "uint8")
 ALL_DTYPES = (*FLOATS, *INTS, "bool")
 
 #: (backend, op, dtype) -> (rtol, atol, reason); looser bounds a backend is allowed

@@ -3,7 +3,7 @@
 Output dtypes follow numpy: arithmetic promotes (Python scalars are weak, NEP 50), except that
 mixed integer/float operands give the float operand's dtype (float32 for an integer tensor
 with a Python float; see tensor/_dtype.py ``result_type``); ``div`` of integers gives a float
-(float64, or float16 for uint8/bool, as numpy); float functions (exp,
+(float64, or float16 for int8/uint8/bool, as numpy); float functions (exp,
 sqrt, erf, sigmoid, gelu...) of integers give numpy's float for that integer; comparisons and
 logical ops give bool. ``bool + bool`` is logical or and ``bool * bool`` logical and, as in
 numpy. A Python scalar that does not fit the tensor's dtype (``uint8_tensor + 300``, or a
@@ -33,7 +33,15 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
-from ipfs_accelerate.tensor._dtype import DType, bool_, float_result_dtype, result_type
+from ipfs_accelerate.tensor._dtype import (
+    DType,
+    bool_,
+    float_result_dtype,
+    int8,
+    int32,
+    result_type,
+    uint8,
+)
 from ipfs_accelerate.tensor._tensor import Tensor
 
 __all__ = [
@@ -161,7 +169,7 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
         backend = a._backend
         if b._backend is not backend:
             same_backend(op, (a, b))
-        dtype = a.dtype if a.dtype is b.dtype else promote(op, a, b)
+        dtype = a.dtype if a.dtype is b.dtype else _promote_pair(op, a, b)
         shape: Shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op)
         grown = shape != a.shape and shape != b.shape
     elif a_is_tensor:
@@ -223,6 +231,12 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
 
 
 _PY_SCALARS = frozenset({bool, int, float})
+
+
+def _promote_pair(op: str, a: Tensor, b: Tensor) -> DType:
+    if op in _COMPARISONS and {a.dtype, b.dtype} == {int8, uint8}:
+        return int32  # numpy compares in int16, which is not supported; int32 holds both
+    return promote(op, a, b)
 
 
 #: significand bits of each float: the widest integers it holds exactly

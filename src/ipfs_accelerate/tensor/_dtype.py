@@ -1,7 +1,7 @@
 """Data types and the type-promotion rules.
 
-The package supports seven dtypes: float16, float32, float64, int32, int64, uint8 and bool.
-Promotion follows numpy (NEP 50: Python scalars are "weak" and take the tensor's dtype
+The package supports eight dtypes: float16, float32, float64, int32, int64, int8, uint8 and
+bool. Promotion follows numpy (NEP 50: Python scalars are "weak" and take the tensor's dtype
 when they fit), computed by numpy itself and cached, with one exception taken from torch and
 JAX: mixed integer/float operands promote to the float operand's dtype (int32 + float32 ->
 float32, int64 + float16 -> float16; an integer tensor with a Python float -> float32), so
@@ -26,6 +26,7 @@ __all__ = [
     "float16",
     "float32",
     "float64",
+    "int8",
     "int32",
     "int64",
     "result_type",
@@ -97,10 +98,13 @@ float32 = DType("float32")
 float64 = DType("float64")
 int32 = DType("int32")
 int64 = DType("int64")
+int8 = DType("int8")
 uint8 = DType("uint8")
 bool_ = DType("bool")
 
-DTYPES: Final[tuple[DType, ...]] = (float16, float32, float64, int32, int64, uint8, bool_)
+DTYPES: Final[tuple[DType, ...]] = (
+    float16, float32, float64, int32, int64, int8, uint8, bool_
+)  # fmt: skip
 
 _BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES}
 _BY_NAME.update(
@@ -218,7 +222,7 @@ _UFUNC_RESULT_CACHE: dict[tuple[str, DType], DType] = {}
 def float_result_dtype(dtype: DType, op: str) -> DType:
     """The dtype numpy gives for a floating-point function (sqrt, exp...) of ``dtype``.
 
-    numpy picks the smallest float that holds the input safely: bool/uint8 -> float16,
+    numpy picks the smallest float that holds the input safely: bool/int8/uint8 -> float16,
     int32/int64 -> float64, floats keep their dtype.
     """
     key = (op, dtype)
