@@ -2,12 +2,12 @@
 
 Output dtypes follow numpy: arithmetic promotes (Python scalars are weak, NEP 50), except that
 mixed integer/float operands give the float operand's dtype (float32 for an integer tensor
-with a Python float; see tensor/_dtype.py ``result_type``); ``div`` of integers gives a float
-(float64, or float16 for int8/uint8/bool, as numpy); float functions (exp,
-sqrt, erf, sigmoid, gelu...) of integers give numpy's float for that integer; comparisons and
-logical ops give bool. ``bool + bool`` is logical or and ``bool * bool`` logical and, as in
-numpy. A Python scalar that does not fit the tensor's dtype (``uint8_tensor + 300``, or a
-float beyond float16's range) raises TensorOverflowError instead of wrapping.
+with a Python float; see tensor/_dtype.py ``result_type``); ``div`` of two integer tensors
+gives numpy's float64; float functions (exp, sqrt, erf, sigmoid, gelu...) of integers give
+numpy's float for that integer; comparisons and logical ops give bool. ``bool + bool`` is
+logical or and ``bool * bool`` logical and, as in numpy. A Python scalar that does not fit
+the tensor's dtype (``uint8_tensor + 300``, or a float beyond float16's range) raises
+TensorOverflowError instead of wrapping.
 """
 
 from __future__ import annotations
