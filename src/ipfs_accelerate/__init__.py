@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "float64": "ipfs_accelerate.tensor",
     "int32": "ipfs_accelerate.tensor",
     "int64": "ipfs_accelerate.tensor",
+    "int8": "ipfs_accelerate.tensor",
     "uint8": "ipfs_accelerate.tensor",
     "bool_": "ipfs_accelerate.tensor",
     # hardware abstraction layer
@@ -79,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.tensor import from_numpy as from_numpy
     from ipfs_accelerate.tensor import full as full
     from ipfs_accelerate.tensor import full_like as full_like
+    from ipfs_accelerate.tensor import int8 as int8
     from ipfs_accelerate.tensor import int32 as int32
     from ipfs_accelerate.tensor import int64 as int64
     from ipfs_accelerate.tensor import ones as ones

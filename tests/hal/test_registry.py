@@ -61,7 +61,9 @@ def test_cpu_backend_reports_itself() -> None:
     infos = {info.name: info for info in hal.available_backends()}
     cpu = infos["cpu"]
     assert cpu.available and cpu.adapter_type == "cpu" and cpu.api == "numpy"
-    assert set(cpu.dtypes) == {"float16", "float32", "float64", "int32", "int64", "uint8", "bool"}
+    assert set(cpu.dtypes) == {
+        "float16", "float32", "float64", "int32", "int64", "int8", "uint8", "bool"
+    }  # fmt: skip
     assert cpu.memory_bytes and cpu.memory_bytes > 0
     assert cpu.device_name
     assert cpu.as_dict()["name"] == "cpu"

@@ -17,7 +17,7 @@ import ipfs_accelerate as ia
 from ipfs_accelerate.tensor import Tensor
 
 FLOATS = ("float16", "float32", "float64")
-INTS = ("int32", "int64", "uint8")
+INTS = ("int32", "int64", "int8", "uint8")
 ALL_DTYPES = (*FLOATS, *INTS, "bool")
 
 #: (backend, op, dtype) -> (rtol, atol, reason); looser bounds a backend is allowed
@@ -151,6 +151,26 @@ def gelu_ref(x: np.ndarray, approximate: str = "none") -> np.ndarray:
 
 def sigmoid_ref(x: np.ndarray) -> np.ndarray:
     return (1 / (1 + np.exp(-x.astype(np.float64)))).astype(x.dtype)
+
+
+def promote_mixed(*operands: Any) -> list[Any]:
+    """The operands as this library promotes them before numpy computes the reference: integer
+    and bool arrays mixed with floats take the float arrays' dtype, or float32 when the only
+    float is a Python scalar (torch's and JAX's rule; numpy would give float64)."""
+    arrays_ = [o for o in operands if isinstance(o, np.ndarray)]
+    floats = [a.dtype for a in arrays_ if a.dtype.kind == "f"]
+    if not any(a.dtype.kind != "f" for a in arrays_):
+        return list(operands)
+    if floats:
+        target = np.result_type(*floats)
+    elif any(type(o) is float for o in operands):
+        target = np.dtype(np.float32)
+    else:
+        return list(operands)
+    return [
+        o.astype(target) if isinstance(o, np.ndarray) and o.dtype.kind != "f" else o
+        for o in operands
+    ]
 
 
 def float_result(dtype: str) -> str:

@@ -1,11 +1,13 @@
 """Element-wise ops with numpy's broadcasting and type promotion.
 
-Output dtypes follow numpy: arithmetic promotes (Python scalars are weak, NEP 50); ``div`` of
-integers gives a float (float64, or float16 for uint8/bool, as numpy); float functions (exp,
-sqrt, erf, sigmoid, gelu...) of integers give numpy's float for that integer; comparisons and
-logical ops give bool. ``bool + bool`` is logical or and ``bool * bool`` logical and, as in
-numpy. A Python scalar that does not fit the tensor's dtype (``uint8_tensor + 300``, or a
-float beyond float16's range) raises TensorOverflowError instead of wrapping.
+Output dtypes follow numpy: arithmetic promotes (Python scalars are weak, NEP 50), except that
+mixed integer/float operands give the float operand's dtype (float32 for an integer tensor
+with a Python float; see tensor/_dtype.py ``result_type``); ``div`` of two integer tensors
+gives numpy's float64; float functions (exp, sqrt, erf, sigmoid, gelu...) of integers give
+numpy's float for that integer; comparisons and logical ops give bool. ``bool + bool`` is
+logical or and ``bool * bool`` logical and, as in numpy. A Python scalar that does not fit
+the tensor's dtype (``uint8_tensor + 300``, or a float beyond float16's range) raises
+TensorOverflowError instead of wrapping.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
-from ipfs_accelerate.tensor._dtype import DType, bool_, float_result_dtype, result_type
+from ipfs_accelerate.tensor._dtype import (
+    DType,
+    bool_,
+    float_result_dtype,
+    int8,
+    int32,
+    result_type,
+    uint8,
+)
 from ipfs_accelerate.tensor._tensor import Tensor
 
 __all__ = [
@@ -159,7 +169,7 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
         backend = a._backend
         if b._backend is not backend:
             same_backend(op, (a, b))
-        dtype = a.dtype if a.dtype is b.dtype else promote(op, a, b)
+        dtype = a.dtype if a.dtype is b.dtype else _promote_pair(op, a, b)
         shape: Shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op)
         grown = shape != a.shape and shape != b.shape
     elif a_is_tensor:
@@ -183,8 +193,13 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
     else:
         return _binary(op, as_tensor(a, op=op), b)
 
-    if op in _COMPARISONS and dtype not in backend.supported_dtypes:
-        # bool results need no common dtype: compare exactly in dtypes the backend holds
+    if (
+        op in _COMPARISONS
+        and dtype.is_floating
+        and (_inexact(a, b, dtype) or _inexact(b, a, dtype))
+    ):
+        # a float and an integer compare exactly (as numpy does in float64), not in the
+        # promoted float, which may not hold the integer: bool results need no common dtype
         from ipfs_accelerate.ops._mixed import exact_comparison
 
         return exact_comparison(op, a, b)
@@ -216,6 +231,29 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
 
 
 _PY_SCALARS = frozenset({bool, int, float})
+
+
+def _promote_pair(op: str, a: Tensor, b: Tensor) -> DType:
+    if op in _COMPARISONS and {a.dtype, b.dtype} == {int8, uint8}:
+        return int32  # numpy compares in int16, which is not supported; int32 holds both
+    return promote(op, a, b)
+
+
+#: significand bits of each float: the widest integers it holds exactly
+_FLOAT_DIGITS = {"float16": 11, "float32": 24, "float64": 53}
+
+
+def _inexact(value: Any, other: Any, dtype: DType) -> bool:
+    """Whether comparing integer/bool tensor ``value`` with ``other`` in float ``dtype`` could
+    round: its integers do not all fit ``dtype``, or ``other`` is a Python float (which
+    ``dtype`` may not hold either)."""
+    if value.__class__ is not Tensor or value.dtype.is_floating:
+        return False
+    if other.__class__ is float:
+        return True
+    return int(value.dtype.max).bit_length() > _FLOAT_DIGITS[dtype.name]
+
+
 _SCALAR_PROMOTION: dict[tuple[DType, type], DType] = {}
 
 

@@ -1,8 +1,10 @@
 """Exact comparisons of a float and an integer operand on backends without their common dtype.
 
 numpy compares float32 with int32 (or an int32 tensor with a Python float) in float64, where
-both values are exact. A backend without float64 (WebNN, WebGPU) cannot take that route, yet
-the result is a bool it can hold, and the comparison needs no float64: for an integer ``i``,
+both values are exact. Arithmetic promotes such pairs to the float operand's dtype, which may
+not hold the integer (2**24 + 1 in float32), and a backend without float64 (WebNN, WebGPU)
+cannot take numpy's route, yet the result is a bool, and the comparison needs no common
+dtype: for an integer ``i``,
 
     f < i  <=>  floor(f) < i        f <= i  <=>  ceil(f) <= i
     f > i  <=>  ceil(f) > i         f >= i  <=>  floor(f) >= i
@@ -11,7 +13,7 @@ the result is a bool it can hold, and the comparison needs no float64: for an in
 where floor/ceil are taken in the float dtype (exact) and converted to the integer's dtype
 (exact, once values beyond its range and NaN are set aside). Logical and/or/xor need only
 each operand's truth value. :func:`exact_comparison` is called by the element-wise binary op
-when the promoted dtype is not one the backend supports; nothing changes on the CPU backend.
+for every comparison of a float with an integer/bool operand, on every backend.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
-"""Data types and numpy's type-promotion rules.
+"""Data types and the type-promotion rules.
 
-The package supports seven dtypes: float16, float32, float64, int32, int64, uint8 and bool.
-Promotion follows numpy exactly (NEP 50: Python scalars are "weak" and take the tensor's
-dtype when they fit), computed by numpy itself and cached. Where numpy would produce a dtype
-outside the supported set (uint64 from summing uint8, int16 from int8...), the result is
-named explicitly in the op's documentation or refused with :class:`DtypeError`.
+The package supports eight dtypes: float16, float32, float64, int32, int64, int8, uint8 and
+bool. Promotion follows numpy (NEP 50: Python scalars are "weak" and take the tensor's dtype
+when they fit), computed by numpy itself and cached, with one exception taken from torch and
+JAX: mixed integer/float operands promote to the float operand's dtype (int32 + float32 ->
+float32, int64 + float16 -> float16; an integer tensor with a Python float -> float32), so
+that backends without float64 are never handed one. Where numpy would produce a dtype
+outside the supported set (uint64 from summing uint8, int16 from int8 + uint8...), the result
+is named explicitly in the op's documentation or refused with :class:`DtypeError`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "float16",
     "float32",
     "float64",
+    "int8",
     "int32",
     "int64",
     "result_type",
@@ -94,10 +98,13 @@ float32 = DType("float32")
 float64 = DType("float64")
 int32 = DType("int32")
 int64 = DType("int64")
+int8 = DType("int8")
 uint8 = DType("uint8")
 bool_ = DType("bool")
 
-DTYPES: Final[tuple[DType, ...]] = (float16, float32, float64, int32, int64, uint8, bool_)
+DTYPES: Final[tuple[DType, ...]] = (
+    float16, float32, float64, int32, int64, int8, uint8, bool_
+)  # fmt: skip
 
 _BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES}
 _BY_NAME.update(
@@ -160,9 +167,11 @@ _PROMOTE_CACHE: dict[tuple[Any, ...], DType] = {}
 
 
 def result_type(*operands: DType | Scalar, op: str = "op") -> DType:
-    """numpy's result dtype for tensors of the given dtypes and Python scalars (NEP 50).
+    """The result dtype for tensors of the given dtypes and Python scalars.
 
-    Raises DtypeError naming ``op`` when numpy's answer lies outside the supported dtypes.
+    numpy's rule (NEP 50), except that integer/bool tensors mixed with floats (tensors or
+    Python floats) give the floats' dtype, or float32 when the only float is a Python scalar.
+    Raises DtypeError naming ``op`` when the answer lies outside the supported dtypes.
     """
     key = tuple(o if type(o) is DType else type(o) for o in operands)
     cached = _PROMOTE_CACHE.get(key)
@@ -177,6 +186,11 @@ def result_type(*operands: DType | Scalar, op: str = "op") -> DType:
             numpy_args.append(type(operand)(0))
         else:
             raise DtypeError(f"{op}: cannot promote operand of type {type(operand).__name__}")
+    float_args = [a for a in numpy_args if type(a) is float or getattr(a, "kind", "") == "f"]
+    if float_args and len(float_args) < len(numpy_args) and _has_exact_tensor(operands):
+        # torch/JAX rule: the float operand decides; a lone Python float means float32
+        has_float_tensor = any(type(a) is not float for a in float_args)
+        numpy_args = float_args if has_float_tensor else [float32.numpy]
     try:
         promoted = np.result_type(*numpy_args)
     except TypeError as exc:
@@ -191,6 +205,11 @@ def result_type(*operands: DType | Scalar, op: str = "op") -> DType:
     return found
 
 
+def _has_exact_tensor(operands: tuple[DType | Scalar, ...]) -> bool:
+    """Whether an integer or bool tensor dtype is among ``operands``."""
+    return any(type(o) is DType and not o.is_floating for o in operands)
+
+
 def _describe(operands: tuple[DType | Scalar, ...]) -> str:
     return ", ".join(
         o.name if isinstance(o, DType) else f"Python {type(o).__name__}" for o in operands
@@ -203,7 +222,7 @@ _UFUNC_RESULT_CACHE: dict[tuple[str, DType], DType] = {}
 def float_result_dtype(dtype: DType, op: str) -> DType:
     """The dtype numpy gives for a floating-point function (sqrt, exp...) of ``dtype``.
 
-    numpy picks the smallest float that holds the input safely: bool/uint8 -> float16,
+    numpy picks the smallest float that holds the input safely: bool/int8/uint8 -> float16,
     int32/int64 -> float64, floats keep their dtype.
     """
     key = (op, dtype)

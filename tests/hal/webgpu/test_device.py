@@ -66,7 +66,7 @@ def test_select_backend_never_picks_a_software_adapter(
 def test_dtypes_follow_adapter_features(private_backend: Any) -> None:
     name, small = private_backend(disabled_features=["shader-f64", "shader-int64", "shader-f16"])
     held = {d.name for d in small.supported_dtypes}
-    assert held == {"float32", "int32", "uint8", "bool"}
+    assert held == {"float32", "int32", "int8", "uint8", "bool"}  # int8 needs no feature (i32)
     with pytest.raises(
         UnsupportedDtypeError,
         match=r"float64 needs the 'shader-f64' feature.*adapter .*use device 'cpu'",

@@ -413,6 +413,7 @@ def test_unsupported_dtypes_are_errors(backend: Any) -> None:
         "float32",
         "int32",
         "int64",
+        "int8",
         "uint8",
         "bool",
     }

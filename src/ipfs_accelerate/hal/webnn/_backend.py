@@ -29,7 +29,7 @@ from ipfs_accelerate.tensor._tensor import Tensor
 
 Array = np.ndarray[Any, Any]
 
-_DTYPES = ("float16", "float32", "int32", "int64", "uint8", "bool")
+_DTYPES = ("float16", "float32", "int32", "int64", "int8", "uint8", "bool")
 #: WebNN's highest operand rank
 _MAX_RANK = 8
 #: compiled graphs kept per backend (least recently used goes first)
@@ -197,7 +197,7 @@ class WebNNBackend(Backend):
         source = x.dtype.name
         if op == "neg" and source == "uint8":
             self._check(node, ("neg_unsigned",))
-        elif op in ("neg", "abs") and source in ("int32", "int64"):
+        elif op in ("neg", "abs") and source in ("int32", "int64", "int8"):
             self._check(node, ("overflow", op, source))
         return node
 

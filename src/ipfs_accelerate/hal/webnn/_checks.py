@@ -17,9 +17,10 @@ from ipfs_accelerate.hal.webnn._graph import Node
 
 __all__ = ["FLOAT", "INTEGER", "INT_RANGE", "check_failure", "fits"]
 
-INTEGER = frozenset({"int32", "int64", "uint8"})
+INTEGER = frozenset({"int32", "int64", "int8", "uint8"})
 FLOAT = frozenset({"float16", "float32"})
 INT_RANGE = {
+    "int8": (-128, 127),
     "uint8": (0, 255),
     "int32": (-(2**31), 2**31 - 1),
     "int64": (-(2**63), 2**63 - 1),

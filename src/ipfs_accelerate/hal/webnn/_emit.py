@@ -42,6 +42,7 @@ _WEBNN_TYPE = {
     "float32": "float32",
     "int32": "int32",
     "int64": "int64",
+    "int8": "int8",
     "uint8": "uint8",
     "bool": "uint8",
 }
@@ -366,9 +367,10 @@ class TraceEmitter:
             sign_a, sign_c, sign_r = b.lesser(a, zero), b.lesser(c, zero), b.lesser(result, zero)
             operands_agree = b.equal(sign_a, sign_c) if op == "add" else b.not_equal(sign_a, sign_c)
             return b.logical_and(operands_agree, b.not_equal(sign_r, sign_a))
-        if dtype == "int32":
-            wide = b.mul(b.cast(a, "int64"), b.cast(c, "int64"))
-            return self._outside(wide, "int64", *INT_RANGE["int32"])
+        if dtype in ("int8", "int32"):  # the exact product in the next wider integer
+            wider = "int32" if dtype == "int8" else "int64"
+            wide = b.mul(b.cast(a, wider), b.cast(c, wider))
+            return self._outside(wide, wider, *INT_RANGE[dtype])
         return self._mul64_overflow(a, c, result)
 
     def _outside(self, x: MLOperand, dtype: str, low: int, high: int) -> MLOperand:
@@ -748,7 +750,7 @@ class TraceEmitter:
         if dtype in FLOAT:
             return self.narrow(b.matmul(self.widen(a), self.widen(c)), dtype)
         # integers: WebNN's matmul is float-only; multiply and sum exactly (wrapping, as numpy)
-        work = "int32" if dtype in ("uint8", "bool") else dtype
+        work = "int32" if dtype in ("int8", "uint8", "bool") else dtype
         left = b.reshape(self.cast(a, work), [*a.shape, 1])
         right = b.reshape(self.cast(c, work), [*c.shape[:-2], 1, *c.shape[-2:]])
         # (..., M, K, 1) * (..., 1, K, N) summed over K

@@ -32,6 +32,7 @@ from ipfs_accelerate.hal.webgpu._kernels._wgsl import (
     P_SHAPE,
     P_STRIDES,
     WORKGROUP,
+    WTYPES,
     WType,
     decode_value,
     error_binding,
@@ -304,7 +305,9 @@ def unary_body(op: str, wtype: WType) -> Body:
         if code is None:
             raise KeyError(op)
         return Body(code, wtype)
-    minimum = f"min_{t}()"
+    minimum = "i32(-128)" if wtype.name == "int8" else f"min_{t}()"
+    if wtype.name == "int8" and op == "square":  # wraps to int8, as square does for i32
+        return Body("r = ((a0 * a0) << 24u) >> 24u;", wtype)
     if op in ("neg", "abs"):
         expr = "-a0" if op == "neg" else f"select(a0, -a0, a0 < {t}(0))"
         code = f"if (a0 == {minimum}) {{ report(0u, {words_expr(wtype, 'a0')}); }}\nr = {expr};"
@@ -384,6 +387,8 @@ def binary_body(op: str, wtype: WType) -> Body:
             ),
         }[op]
         return Body(code, wtype, (over,))
+    if wtype.name == "int8":
+        return _int8_arith(op, words, over)
     if op == "add":
         code = f"r = a0 + a1;\nif (((a0 ^ r) & (a1 ^ r)) < {zero}) {{ report(0u, {words}); }}"
         return Body(code, wtype, (over,))
@@ -406,6 +411,31 @@ def binary_body(op: str, wtype: WType) -> Body:
             f"if (bad) {{ report(1u, {words}); }}\nr = acc;\n}}"
         )
         return Body(code, wtype, (_const_error(negative), over))
+    raise KeyError(op)
+
+
+def _int8_arith(op: str, words: str, over: ErrorMaker) -> Body:
+    """int8 add/sub/mul/pow computed in i32, where the exact result fits: outside [-128, 127]
+    it overflowed int8 (reported; the stored value is then never read)."""
+    outside = "(r < -128 || r > 127)"
+    if op in ("add", "sub", "mul"):
+        sign = {"add": "+", "sub": "-", "mul": "*"}[op]
+        code = f"r = a0 {sign} a1;\nif {outside} {{ report(0u, {words}); }}"
+        return Body(code, WTYPES["int8"], (over,))
+    if op == "pow":
+        negative = InvalidArgumentError("pow: integers to negative integer powers are not allowed")
+        # a base beyond int8 overflows any product it enters (|acc| >= 1): saturate it at 256,
+        # and restart acc after an overflow, so that nothing wraps back into range in i32
+        code = (
+            f"if (a1 < 0) {{ report(0u, {words}); r = 0; }} else {{\n"
+            "var acc = 1; var base = a0; var e = a1; var bad = false;\n"
+            "loop { if ((e & 1) != 0) { acc = acc * base; "
+            "if (acc < -128 || acc > 127) { bad = true; acc = 1; } }\n"
+            "  e = e >> 1u; if (e == 0) { break; }\n"
+            "  base = base * base; if (base > 127) { base = 256; } }\n"
+            f"if (bad) {{ report(1u, {words}); }}\nr = acc;\n}}"
+        )
+        return Body(code, WTYPES["int8"], (_const_error(negative), over))
     raise KeyError(op)
 
 

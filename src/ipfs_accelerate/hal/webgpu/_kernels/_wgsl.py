@@ -59,7 +59,7 @@ class WType:
     compute: str
     #: bytes per element on the device
     itemsize: int
-    #: numpy dtype of the device bytes (uint8/bool arrive as uint32)
+    #: numpy dtype of the device bytes (int8 arrives as int32, uint8/bool as uint32)
     device_numpy: np.dtype[Any]
     #: "f" float, "i" signed int, "u" unsigned int, "b" bool
     kind: str
@@ -118,6 +118,8 @@ WTYPES: dict[str, WType] = {
     "float64": WType("float64", "f64", "f64", 8, np.dtype(np.float64), "f", "shader-f64"),
     "int32": WType("int32", "i32", "i32", 4, np.dtype(np.int32), "i"),
     "int64": WType("int64", "i64", "i64", 8, np.dtype(np.int64), "i", "shader-int64"),
+    # WGSL has no 8-bit type: int8 is one i32 per value, sign-extended by the upload's cast
+    "int8": WType("int8", "i32", "i32", 4, np.dtype(np.int32), "i"),
     "uint8": WType("uint8", "u32", "u32", 4, np.dtype(np.uint32), "u"),
     "bool": WType("bool", "u32", "u32", 4, np.dtype(np.uint32), "b"),
 }
