@@ -66,6 +66,7 @@ from ipfs_accelerate.ops._nn import (
     scaled_dot_product_attention,
     softmax,
 )
+from ipfs_accelerate.ops._quantize import dequantize_linear, quantize_linear
 from ipfs_accelerate.ops._reduce import (
     all,
     any,
@@ -120,13 +121,13 @@ expand_dims = unsqueeze
 __all__ = [
     "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "ceil", "clamp",
     "clip", "clone", "concat", "concatenate", "contiguous", "conv1d", "conv2d", "cos",
-    "cross_entropy", "div", "divide", "embedding", "equal", "erf", "exp", "expand",
-    "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu", "getitem", "greater",
-    "greater_equal", "isfinite", "isinf", "isnan", "layer_norm", "less", "less_equal",
+    "cross_entropy", "dequantize_linear", "div", "divide", "embedding", "equal", "erf", "exp",
+    "expand", "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu", "getitem",
+    "greater", "greater_equal", "isfinite", "isinf", "isnan", "layer_norm", "less", "less_equal",
     "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor",
     "matmul", "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "mse_loss",
     "mul", "multiply", "neg", "negative", "not_equal", "pad", "permute", "pow", "power",
-    "prod", "reciprocal", "relu", "remainder", "reshape", "round", "rsqrt",
+    "prod", "quantize_linear", "reciprocal", "relu", "remainder", "reshape", "round", "rsqrt",
     "scaled_dot_product_attention", "setitem", "sigmoid", "sign", "silu", "sin", "slice",
     "softmax", "split", "sqrt", "square", "squeeze", "stack", "std", "sub", "subtract", "sum",
     "swapaxes", "take", "tanh", "to_device", "transpose", "true_divide", "unsqueeze", "var",

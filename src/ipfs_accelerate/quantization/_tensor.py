@@ -1,0 +1,177 @@
+"""QuantizedTensor: integer data, scales and zero points, and the error they introduced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ipfs_accelerate.tensor._tensor import Tensor
+
+__all__ = ["ErrorStats", "QuantizedTensor", "pack_int4", "unpack_int4"]
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """What quantization changed: the largest absolute and the root-mean-square error."""
+
+    max_abs: float
+    rms: float
+
+
+def pack_int4(values: np.ndarray[Any, Any], signed: bool) -> np.ndarray[Any, Any]:
+    """Values in the 4-bit range packed two per byte, low nibble first (WebNN's int4 layout)."""
+    from ipfs_accelerate.webnn._types import pack_four_bit  # webnn loads onnx; only here
+
+    dtype = np.int8 if signed else np.uint8
+    return np.frombuffer(pack_four_bit(values.astype(dtype)), dtype=np.uint8).copy()
+
+
+def unpack_int4(
+    packed: np.ndarray[Any, Any], shape: tuple[int, ...], signed: bool
+) -> np.ndarray[Any, Any]:
+    """The inverse of :func:`pack_int4`: one int8 (signed) or uint8 value per element."""
+    from ipfs_accelerate.webnn._types import MLOperandDescriptor, unpack_four_bit
+
+    descriptor = MLOperandDescriptor("int4" if signed else "uint4", shape)
+    return unpack_four_bit(packed.tobytes(), descriptor)
+
+
+class QuantizedTensor:
+    """A float tensor stored as integers: ``(q - zero_point) * scale`` gives it back.
+
+    ``data`` holds int8 values (``bits=8``, uint8 when asymmetric) or, for ``bits=4``, the
+    values packed two per byte, low nibble first (uint8 array of ``ceil(n / 2)`` bytes).
+    ``scales`` and ``zero_points`` have the weight's rank, with size 1 along every axis they do
+    not vary on (WebNN's and ONNX's blockwise broadcast): ``()`` entries for per-tensor,
+    ``shape[axis]`` for per-axis, ``shape[axis] // block_size`` for blockwise. ``zero_points``
+    is None when symmetric (zero point 0).
+    """
+
+    __slots__ = (
+        "_axis",
+        "_bits",
+        "_block_size",
+        "_data",
+        "_device",
+        "_dtype",
+        "_error",
+        "_scales",
+        "_shape",
+        "_zero_points",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        data: np.ndarray[Any, Any],
+        scales: np.ndarray[Any, Any],
+        zero_points: np.ndarray[Any, Any] | None,
+        *,
+        shape: tuple[int, ...],
+        bits: int,
+        axis: int | None,
+        block_size: int | None,
+        dtype: str,
+        device: str,
+        error: ErrorStats,
+    ) -> None:
+        self._data = data
+        self._scales = scales
+        self._zero_points = zero_points
+        self._shape = shape
+        self._bits = bits
+        self._axis = axis
+        self._block_size = block_size
+        self._dtype = dtype
+        self._device = device
+        self._error = error
+
+    @property
+    def data(self) -> np.ndarray[Any, Any]:
+        return self._data
+
+    @property
+    def scales(self) -> np.ndarray[Any, Any]:
+        return self._scales
+
+    @property
+    def zero_points(self) -> np.ndarray[Any, Any] | None:
+        return self._zero_points
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    @property
+    def axis(self) -> int | None:
+        return self._axis
+
+    @property
+    def block_size(self) -> int | None:
+        return self._block_size
+
+    @property
+    def symmetric(self) -> bool:
+        return self._zero_points is None
+
+    @property
+    def dtype(self) -> str:
+        """The dtype of the tensor that was quantized (and that ``dequantize`` returns)."""
+        return self._dtype
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def error(self) -> ErrorStats:
+        """Max abs and RMS error against the original weight, measured once by ``quantize``."""
+        return self._error
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: integer data plus scales plus zero points."""
+        extra = 0 if self._zero_points is None else self._zero_points.nbytes
+        return int(self._data.nbytes + self._scales.nbytes + extra)
+
+    def int_values(self) -> np.ndarray[Any, Any]:
+        """One integer per element, in the weight's shape (int4 unpacked, sign-extended)."""
+        if self._bits == 8:
+            return self._data.reshape(self._shape)
+        return unpack_int4(self._data, self._shape, signed=self.symmetric)
+
+    def dequantize_numpy(self) -> np.ndarray[Any, Any]:
+        """The float values as a host array of the original dtype."""
+        values = self.int_values().astype(np.float32)
+        if self._zero_points is not None:
+            values = values - _expand(self._zero_points, self._shape).astype(np.float32)
+        result = values * _expand(self._scales, self._shape).astype(np.float32)
+        return result.astype(self._dtype)
+
+    def dequantize(self, device: str | None = None) -> Tensor:
+        """The float tensor (original dtype) on ``device`` (default: the weight's device)."""
+        from ipfs_accelerate.tensor import tensor
+
+        return tensor(self.dequantize_numpy(), dtype=self._dtype, device=device or self._device)
+
+    def __repr__(self) -> str:
+        kind = "symmetric" if self.symmetric else "asymmetric"
+        return (
+            f"QuantizedTensor(shape={self._shape}, bits={self._bits}, axis={self._axis}, "
+            f"block_size={self._block_size}, {kind}, scales={self._scales.dtype}, "
+            f"nbytes={self.nbytes}, max_abs_error={self._error.max_abs:.3g})"
+        )
+
+
+def _expand(per_block: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """Scales/zero points repeated over their blocks to ``shape`` (each size divides it)."""
+    result = per_block
+    for axis, (size, full) in enumerate(zip(per_block.shape, shape, strict=True)):
+        if size not in (1, full):
+            result = np.repeat(result, full // size, axis=axis)
+    return np.broadcast_to(result, shape)
