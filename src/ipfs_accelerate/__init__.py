@@ -51,8 +51,12 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "hal",
         "models",
         "ops",
+        "quantization",
+        "resilience",
         "serve",
+        "servers",
         "sharing",
+        "storage",
         "tensor",
         "webnn",
     ],
@@ -64,7 +68,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate import errors as errors
     from ipfs_accelerate import hal as hal
     from ipfs_accelerate import ops as ops
+    from ipfs_accelerate import quantization as quantization
+    from ipfs_accelerate import resilience as resilience
+    from ipfs_accelerate import servers as servers
     from ipfs_accelerate import sharing as sharing
+    from ipfs_accelerate import storage as storage
     from ipfs_accelerate import tensor as tensor
     from ipfs_accelerate import webnn as webnn
     from ipfs_accelerate.hal import available_backends as available_backends
