@@ -147,17 +147,26 @@ class QuantizedTensor:
 
     def dequantize_numpy(self) -> np.ndarray[Any, Any]:
         """The float values as a host array of the original dtype."""
-        values = self.int_values().astype(np.float32)
-        if self._zero_points is not None:
-            values = values - _expand(self._zero_points, self._shape).astype(np.float32)
-        result = values * _expand(self._scales, self._shape).astype(np.float32)
-        return result.astype(self._dtype)
+        return self.dequantize("cpu").numpy()
 
     def dequantize(self, device: str | None = None) -> Tensor:
-        """The float tensor (original dtype) on ``device`` (default: the weight's device)."""
-        from ipfs_accelerate.tensor import tensor
+        """The float tensor (original dtype) on ``device`` (default: the weight's device),
+        computed there by :func:`~ipfs_accelerate.ops.dequantize_linear`."""
+        from ipfs_accelerate import ops
+        from ipfs_accelerate.tensor import tensor, zeros
+        from ipfs_accelerate.tensor._dtype import as_dtype
 
-        return tensor(self.dequantize_numpy(), dtype=self._dtype, device=device or self._device)
+        target = device or self._device
+        values = tensor(self.int_values(), device=target)
+        # float16 scales widen exactly: the product is float32 whatever the scales' dtype
+        scales = tensor(self._scales.astype(np.float32), device=target)
+        if self._zero_points is None:
+            zero = zeros(self._scales.shape, dtype=values.dtype, device=target)
+        else:
+            zero = tensor(self._zero_points, device=target)
+        result = ops.dequantize_linear(values, scales, zero)
+        wanted = as_dtype(self._dtype)
+        return result if result.dtype is wanted else ops.astype(result, wanted)
 
     def __repr__(self) -> str:
         kind = "symmetric" if self.symmetric else "asymmetric"
@@ -166,12 +175,3 @@ class QuantizedTensor:
             f"block_size={self._block_size}, {kind}, scales={self._scales.dtype}, "
             f"nbytes={self.nbytes}, max_abs_error={self._error.max_abs:.3g})"
         )
-
-
-def _expand(per_block: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    """Scales/zero points repeated over their blocks to ``shape`` (each size divides it)."""
-    result = per_block
-    for axis, (size, full) in enumerate(zip(per_block.shape, shape, strict=True)):
-        if size not in (1, full):
-            result = np.repeat(result, full // size, axis=axis)
-    return np.broadcast_to(result, shape)
