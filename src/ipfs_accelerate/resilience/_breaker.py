@@ -120,30 +120,25 @@ class CircuitBreaker:
         )
 
     def record_success(self, permit: BreakerPermit) -> None:
-        if permit.generation < 0:
-            return
-        with self._lock:
-            if permit.generation != self._generation:
-                return
-            if self._state == CircuitState.HALF_OPEN:
-                if permit.probe:
-                    self._close()
-                return
-            self._consecutive = 0
-            self._push(False)
+        self._record(permit, failed=False)
 
     def record_failure(self, permit: BreakerPermit) -> None:
+        self._record(permit, failed=True)
+
+    def _record(self, permit: BreakerPermit, *, failed: bool) -> None:
         if permit.generation < 0:
             return
         with self._lock:
             if permit.generation != self._generation:
-                return
+                return  # a verdict on a circuit that has moved on since the permit
             if self._state == CircuitState.HALF_OPEN:
                 if permit.probe:
-                    self._open()
+                    (self._open if failed else self._close)()
                 return
-            self._consecutive += 1
-            self._push(True)
+            self._consecutive = self._consecutive + 1 if failed else 0
+            self._push(failed)
+            if not failed:
+                return  # a success never trips the circuit; the rate is checked on failures
             cfg = self.config
             rate_trip = (
                 len(self._window) >= cfg.min_calls
