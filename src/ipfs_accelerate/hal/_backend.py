@@ -38,6 +38,7 @@ import numpy as np
 from ipfs_accelerate.errors import UnsupportedOpError
 
 if TYPE_CHECKING:
+    from ipfs_accelerate.quantization import QuantizedTensor
     from ipfs_accelerate.tensor._dtype import DType
     from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -73,7 +74,10 @@ REDUCE_OPS: frozenset[str] = frozenset({"sum", "prod", "max", "min", "mean", "va
 ARG_REDUCE_OPS: frozenset[str] = frozenset({"argmax", "argmin"})
 
 #: optional fused ops a backend may provide (see each method's docstring)
-FUSABLE_OPS: frozenset[str] = frozenset({"softmax", "layer_norm", "linear", "attention", "clamp"})
+FUSABLE_OPS: frozenset[str] = frozenset(
+    {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
+     "dynamic_quantized_linear"}
+)  # fmt: skip
 
 
 def host_cores() -> int:
@@ -298,6 +302,22 @@ class Backend(abc.ABC):
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Any:
         """``x @ weight.T + bias`` with ``weight`` (out, in) as in PyTorch/HF checkpoints."""
         raise UnsupportedOpError(f"{self.name}: no fused linear")
+
+    def quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Any:
+        """``x @ dequantize(weight).T + bias`` with float activations (weight-only
+        quantization). ``weight`` is a 2-D (out, in) QuantizedTensor bound to this backend:
+        int8, or int4 packed two per byte, with per-tensor, per-axis or blockwise scales and
+        optional zero points. ``weight.prepared(key, build)`` keeps the backend's resident
+        form of it. The result has ``x``'s float dtype."""
+        raise UnsupportedOpError(f"{self.name}: no quantized linear")
+
+    def dynamic_quantized_linear(
+        self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
+    ) -> Any:
+        """As :meth:`quantized_linear`, with ``x`` quantized on the fly to uint8 with one
+        scale and zero point for the whole tensor (ONNX DynamicQuantizeLinear: the range
+        [min(x, 0), max(x, 0)] over 255 steps) and an integer matrix product."""
+        raise UnsupportedOpError(f"{self.name}: no dynamic quantized linear")
 
     def attention(
         self,

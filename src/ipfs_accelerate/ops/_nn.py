@@ -27,6 +27,7 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
+from ipfs_accelerate.ops._quantized import is_quantized, quantized_linear, quantized_matmul
 from ipfs_accelerate.tensor._dtype import DType, bool_, float_result_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -61,7 +62,15 @@ def _floating(op: str, *tensors: Tensor) -> tuple[DType, list[Tensor]]:
 
 def matmul(a: Any, b: Any) -> Tensor:
     """numpy's matmul: matrix product of the last two axes with broadcast batch axes; a 1-D
-    operand is a vector (its axis is removed from the result)."""
+    operand is a vector (its axis is removed from the result). ``b`` may be a 2-D
+    :class:`~ipfs_accelerate.quantization.QuantizedTensor` (see :func:`linear`)."""
+    if is_quantized(b):
+        return quantized_matmul(a, b)
+    if is_quantized(a):
+        raise DtypeError(
+            "matmul: only the second operand may be a QuantizedTensor (the weight); "
+            "dequantize() the first"
+        )
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
     a = as_tensor(a, op="matmul", like=like)
     b = as_tensor(b, op="matmul", like=like)
@@ -92,9 +101,21 @@ def matmul(a: Any, b: Any) -> Tensor:
     return result
 
 
-def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
+def linear(x: Any, weight: Any, bias: Any = None, *, activations: str = "float") -> Tensor:
     """``x @ weight.T + bias`` with ``weight`` of shape (out_features, in_features), as PyTorch
-    and Hugging Face checkpoints store it; ``x`` is (..., in_features)."""
+    and Hugging Face checkpoints store it; ``x`` is (..., in_features).
+
+    ``weight`` may be a :class:`~ipfs_accelerate.quantization.QuantizedTensor` on ``x``'s
+    device; then ``activations="int8"`` also quantizes ``x`` on the fly (uint8, one scale per
+    tensor) where ``"float"`` keeps it in float (see :mod:`ipfs_accelerate.ops._quantized`).
+    """
+    if is_quantized(weight):
+        return quantized_linear(x, weight, bias, activations)
+    if activations != "float":
+        raise InvalidArgumentError(
+            f"linear: activations={activations!r} needs a QuantizedTensor weight; a float "
+            "weight takes activations='float'"
+        )
     x = as_tensor(x, op="linear")
     weight = as_tensor(weight, op="linear", like=x)
     tensors = [x, weight]

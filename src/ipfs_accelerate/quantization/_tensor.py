@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from ipfs_accelerate.errors import ShapeError
 from ipfs_accelerate.tensor._tensor import Tensor
 
 __all__ = ["ErrorStats", "QuantizedTensor", "pack_int4", "unpack_int4"]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class QuantizedTensor:
         "_device",
         "_dtype",
         "_error",
+        "_lock",
+        "_prepared",
         "_scales",
         "_shape",
         "_zero_points",
@@ -86,6 +93,8 @@ class QuantizedTensor:
         self._dtype = dtype
         self._device = device
         self._error = error
+        self._prepared: dict[str, Any] = {}
+        self._lock = threading.RLock()
 
     @property
     def data(self) -> np.ndarray[Any, Any]:
@@ -138,6 +147,64 @@ class QuantizedTensor:
         """Bytes held: integer data plus scales plus zero points."""
         extra = 0 if self._zero_points is None else self._zero_points.nbytes
         return int(self._data.nbytes + self._scales.nbytes + extra)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    def _replace(self, **changes: Any) -> QuantizedTensor:
+        fields: dict[str, Any] = {
+            "data": self._data, "scales": self._scales, "zero_points": self._zero_points,
+            "shape": self._shape, "bits": self._bits, "axis": self._axis,
+            "block_size": self._block_size, "dtype": self._dtype, "device": self._device,
+            "error": self._error,
+        }  # fmt: skip
+        fields.update(changes)
+        data, scales, zero_points = (
+            fields.pop("data"),
+            fields.pop("scales"),
+            fields.pop("zero_points"),
+        )
+        return QuantizedTensor(data, scales, zero_points, **fields)
+
+    def to(self, device: str) -> QuantizedTensor:
+        """The same quantized values bound to ``device``. The host arrays are shared; each
+        backend builds its resident form (device buffers, graph constants) on first use."""
+        from ipfs_accelerate.hal import get_backend
+
+        name = get_backend(device, fallback=False).name
+        return self if name == self._device else self._replace(device=name)
+
+    def transpose(self) -> QuantizedTensor:
+        """The transposed 2-D weight: same integers and scales, axes swapped (what
+        ``ops.matmul(x, q)`` uses to run a (K, N) weight through the linear kernels)."""
+        if self.ndim != 2:
+            raise ShapeError(f"transpose: a QuantizedTensor of shape {self._shape} is not 2-D")
+
+        def build(_: QuantizedTensor) -> QuantizedTensor:
+            shape = (self._shape[1], self._shape[0])
+            ints = np.ascontiguousarray(self.int_values().T)
+            data = ints if self._bits == 8 else pack_int4(ints, signed=self.symmetric)
+            zero = None if self._zero_points is None else self._zero_points.T.copy()
+            axis = None if self._axis is None else 1 - self._axis
+            return self._replace(
+                data=data, scales=self._scales.T.copy(), zero_points=zero, shape=shape, axis=axis
+            )
+
+        return self.prepared("transpose", build)
+
+    @property
+    def T(self) -> QuantizedTensor:
+        return self.transpose()
+
+    def prepared(self, key: str, build: Callable[[QuantizedTensor], R]) -> R:
+        """``build(self)`` computed once per ``key`` and kept with the weight: backends keep
+        their resident form of the weight here (a key per backend and layout)."""
+        with self._lock:
+            if key not in self._prepared:
+                self._prepared[key] = build(self)
+            value: R = self._prepared[key]
+            return value
 
     def int_values(self) -> np.ndarray[Any, Any]:
         """One integer per element, in the weight's shape (int4 unpacked, sign-extended)."""

@@ -8,7 +8,7 @@ import math
 import os
 import platform
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -19,9 +19,13 @@ from ipfs_accelerate.errors import (
 )
 from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape, host_cores
 from ipfs_accelerate.hal.cpu import _math
+from ipfs_accelerate.hal.cpu._quantized import quantized_linear
 from ipfs_accelerate.tensor._creation import checked_cast
 from ipfs_accelerate.tensor._dtype import DTYPES, DType
 from ipfs_accelerate.tensor._tensor import Tensor
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.quantization import QuantizedTensor
 
 Array = np.ndarray[Any, Any]
 
@@ -101,7 +105,7 @@ class CPUBackend(Backend):
 
     name: ClassVar[str] = "cpu"
     fused: ClassVar[frozenset[str]] = frozenset(
-        {"softmax", "layer_norm", "linear", "attention", "clamp"}
+        {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear"}
     )
     shares_host_memory: ClassVar[bool] = True
 
@@ -332,6 +336,9 @@ class CPUBackend(Backend):
         if bias is not None:
             out += bias._data
         return out.reshape(*data.shape[:-1], w.shape[0])
+
+    def quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Array:
+        return quantized_linear(x._data, weight, None if bias is None else bias._data)
 
     def conv(
         self,

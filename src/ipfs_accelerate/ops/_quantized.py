@@ -1,0 +1,119 @@
+"""Linear layers with quantized weights: ``ops.linear(x, q)`` and ``ops.matmul(x, q)`` where
+``q`` is a :class:`~ipfs_accelerate.quantization.QuantizedTensor`.
+
+``activations="float"`` (the default) keeps ``x`` in float: the product is
+``x @ dequantize(q).T``, which a backend computes in its own way (the CPU dequantizes tiles of
+rows into the BLAS product, WebGPU unpacks the integers inside its matmul shader, WebNN emits
+``dequantizeLinear`` + ``matmul``). ``activations="int8"`` also quantizes ``x`` on the fly, as
+ONNX's DynamicQuantizeLinear does: uint8 with one scale and zero point for the whole tensor,
+from the range [min(x, 0), max(x, 0)]. A backend with an integer matrix product runs that
+(WebNN: ONNX Runtime's integer kernels); elsewhere the same rounding is applied to ``x`` in
+float, so every backend gives the same result up to float rounding.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ipfs_accelerate.errors import DeviceMismatchError, DtypeError, InvalidArgumentError, ShapeError
+from ipfs_accelerate.ops import _elementwise as ew
+from ipfs_accelerate.ops import _reduce as red
+from ipfs_accelerate.ops._core import as_tensor, cast_to, describe, run
+from ipfs_accelerate.tensor._dtype import as_dtype, float32, result_type
+from ipfs_accelerate.tensor._tensor import Tensor
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.quantization import QuantizedTensor
+
+__all__ = ["ACTIVATIONS", "dynamic_fake_quantize", "quantized_linear", "quantized_matmul"]
+
+#: what ``activations=`` accepts
+ACTIVATIONS = ("float", "int8")
+#: the smallest normal float32: the scale of an all-zero activation (every q is the zero point)
+_TINY = 1.1754943508222875e-38
+
+
+def is_quantized(value: Any) -> bool:
+    from ipfs_accelerate.quantization import QuantizedTensor
+
+    return isinstance(value, QuantizedTensor)
+
+
+def dynamic_fake_quantize(x: Tensor) -> Tensor:
+    """``x`` rounded as DynamicQuantizeLinear + DequantizeLinear would round it (uint8, one
+    scale and zero point for the tensor), computed in float on ``x``'s device."""
+    wide = cast_to(x, float32)
+    low = ew.minimum(red.min(wide), 0.0)
+    high = ew.maximum(red.max(wide), 0.0)
+    scale = ew.maximum(ew.div(ew.sub(high, low), 255.0), _TINY)
+    zero = ew.clamp(ew.round(ew.neg(ew.div(low, scale))), 0.0, 255.0)
+    q = ew.clamp(ew.add(ew.round(ew.div(wide, scale)), zero), 0.0, 255.0)
+    return cast_to(ew.mul(ew.sub(q, zero), scale), x.dtype)
+
+
+def quantized_linear(
+    x: Any, weight: QuantizedTensor, bias: Any = None, activations: str = "float"
+) -> Tensor:
+    """``x @ dequantize(weight).T + bias`` with ``weight`` a 2-D (out_features, in_features)
+    QuantizedTensor on ``x``'s device; see the module docstring for ``activations``."""
+    if activations not in ACTIVATIONS:
+        raise InvalidArgumentError(
+            f"linear: activations must be 'float' or 'int8', got {activations!r}"
+        )
+    x = as_tensor(x, op="linear", like=None)
+    if weight.ndim != 2:
+        raise ShapeError(
+            f"linear: quantized weight must be 2-D (out_features, in_features), got shape "
+            f"{weight.shape}"
+        )
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ShapeError(
+            f"linear: input {describe(x)} does not end in in_features={weight.shape[1]} "
+            f"of quantized weight {weight.shape}"
+        )
+    if weight.device != x.device:
+        raise DeviceMismatchError(
+            f"linear: the quantized weight is on {weight.device!r} and the input on "
+            f"{x.device!r}; move the weight with weight.to({x.device!r}) first"
+        )
+    if x.dtype.name == "bool":
+        raise DtypeError("linear: not defined for bool tensors")
+    dtype = result_type(x.dtype, as_dtype(weight.dtype), op="linear")
+    x = cast_to(x, dtype)
+    if bias is not None:
+        bias = as_tensor(bias, op="linear", like=x)
+        if bias.device != x.device:
+            raise DeviceMismatchError(
+                f"linear: bias is on {bias.device!r} and the input on {x.device!r}"
+            )
+        if bias.shape != (weight.shape[0],):
+            raise ShapeError(
+                f"linear: bias must have shape ({weight.shape[0]},), got {describe(bias)}"
+            )
+        bias = cast_to(bias, dtype)
+    backend = x._backend
+    shape = (*x.shape[:-1], weight.shape[0])
+    if activations == "int8":
+        if "dynamic_quantized_linear" in backend.fused:
+            return run(backend, "dynamic_quantized_linear", (x, weight, bias), shape, dtype)
+        x = dynamic_fake_quantize(x)
+    if "quantized_linear" in backend.fused:
+        return run(backend, "quantized_linear", (x, weight, bias), shape, dtype)
+    from ipfs_accelerate.ops._nn import linear
+
+    return linear(x, cast_to(weight.dequantize(x.device), dtype), bias)
+
+
+def quantized_matmul(a: Any, b: QuantizedTensor, activations: str = "float") -> Tensor:
+    """``a @ dequantize(b)`` for a 2-D (K, N) quantized ``b``: the linear kernels on ``b.T``."""
+    if b.ndim != 2:
+        raise ShapeError(f"matmul: a quantized operand must be 2-D, got shape {b.shape}")
+    a = as_tensor(a, op="matmul")
+    if a.ndim == 0:
+        raise ShapeError(f"matmul: operands must be at least 1-D, got {describe(a)}")
+    if a.shape[-1] != b.shape[0]:
+        raise ShapeError(
+            f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
+            f"({a.shape[-1]} != {b.shape[0]})"
+        )
+    return quantized_linear(a, b.transpose(), None, activations)
