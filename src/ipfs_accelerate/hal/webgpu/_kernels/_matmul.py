@@ -82,7 +82,9 @@ def _bindings(wtype: WType, variant: str, bias: bool, dual: bool) -> tuple[str, 
     return "\n".join(lines), 2 + int(bias)
 
 
-def _common(wtype: WType, bias: bool, act: str | None, dual: bool) -> str:
+def epilogue(wtype: WType, bias: bool, act: str | None, dual: bool) -> str:
+    """The WGSL every product variant shares: ``batch_offsets(z)`` and ``emit(index, col,
+    acc)``, which adds the bias, applies the activation and stores."""
     t = wtype.compute
     store_bias = f"v = v + {wtype.load('bias[col]')};" if bias else ""
     if act is None:
@@ -131,7 +133,7 @@ def matmul_source(
     t = wtype.compute
     used = {wtype.storage, t}
     bindings, n_in = _bindings(wtype, variant, bias, dual)
-    common = _common(wtype, bias, act, dual)
+    common = epilogue(wtype, bias, act, dual)
     head = header(used, code=common)  # the epilogue's activation is the only helper call
     if variant == "naive":
         b_index = "b_off + col * K + k" if trans_b else "b_off + k * N + col"
