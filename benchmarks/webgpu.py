@@ -75,11 +75,11 @@ def linear_by_dtype(backend: Any, info: Any, args: Any, results: Any, rng: Any) 
                 ia.tensor(w16, device="webgpu"),
                 w16.astype(np.float32),
             )
-        for kind, layout in (
-            ("int8", {"bits": 8, "axis": 0}),
-            ("int4", {"bits": 4, "axis": 1, "block_size": 32}),
+        for kind, q in (
+            ("int8", quantize(w_np, bits=8, axis=0)),
+            ("int4", quantize(w_np, bits=4, axis=1, block_size=32)),
         ):
-            q = quantize(w_np, **layout).to("webgpu")
+            q = q.to("webgpu")
             weights[kind] = (weights["fp32"][0], q, q.dequantize_numpy())
         rates, peaks = [], []
         reps = 2 if n >= 2048 else args.repeat
