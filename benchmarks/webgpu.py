@@ -1,10 +1,15 @@
 """The WebGPU backend beside numpy, in one run; prints webgpu/numpy ratios.
 
     python benchmarks/webgpu.py [--sizes 512 1024 2048] [--small-ops 2000] [--peak-gflops N]
+                                [--peak-gflops-f16 N] [--skip-block]
 
 * matmul GFLOP/s (float32, square) at each size; the webgpu time is the kernel's: the
   product runs after its inputs are on the device and the clock stops when the device has
   finished (no readback of the result);
+* linear layers by weight dtype, same shapes ((n, n) input times an (n, n) weight): float32,
+  float16 (where the adapter has shader-f16: f16 products), int8 (per output channel) and
+  int4 (blocks of 32) weights unpacked in the shader, GFLOP/s side by side; with
+  ``--peak-gflops`` (and ``--peak-gflops-f16``) also as a percentage of the GPU's peak;
 * queued small-op overhead: a chain of element-wise ops on an 8-element tensor recorded
   back to back and read once at the end, in microseconds per op (numpy runs the same chain);
 * a transformer encoder block forward (batch 8, seq 128, hidden 384, 6 heads, FFN 1536,
@@ -42,6 +47,65 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return min(samples)
 
 
+def _percent(gflops: float, peak: float | None, info: Any) -> str:
+    if info.adapter_type == "cpu":
+        return "n/a"
+    return f"{100 * gflops / peak:.1f}%" if peak else "-"
+
+
+def linear_by_dtype(backend: Any, info: Any, args: Any, results: Any, rng: Any) -> None:
+    """GFLOP/s of ``x @ W.T`` with float32, float16, int8 and int4 weights, same shapes."""
+    from ipfs_accelerate import ops
+    from ipfs_accelerate.quantization import quantize
+
+    half = "float16" in info.dtypes
+    kinds = ["fp32", *(["fp16"] if half else []), "int8", "int4"]
+    print(f"\n{'linear n x n':14s}" + "".join(f"{k + ' GF/s':>12s}" for k in kinds), end="")
+    print("".join(f"{k + ' %peak':>12s}" for k in kinds))
+    for n in args.sizes:
+        x_np = rng.standard_normal((n, n), dtype=np.float32)
+        w_np = rng.standard_normal((n, n), dtype=np.float32)
+        weights: dict[str, tuple[Any, Any, np.ndarray[Any, Any]]] = {
+            "fp32": (ia.tensor(x_np, device="webgpu"), ia.tensor(w_np, device="webgpu"), w_np),
+        }
+        if half:
+            x16, w16 = x_np.astype(np.float16), w_np.astype(np.float16)
+            weights["fp16"] = (
+                ia.tensor(x16, device="webgpu"),
+                ia.tensor(w16, device="webgpu"),
+                w16.astype(np.float32),
+            )
+        for kind, q in (
+            ("int8", quantize(w_np, bits=8, axis=0)),
+            ("int4", quantize(w_np, bits=4, axis=1, block_size=32)),
+        ):
+            q = q.to("webgpu")
+            weights[kind] = (weights["fp32"][0], q, q.dequantize_numpy())
+        rates, peaks = [], []
+        reps = 2 if n >= 2048 else args.repeat
+        for kind in kinds:
+            x, w, dense = weights[kind]
+
+            def product(x: Any = x, w: Any = w) -> None:
+                y = ops.linear(x, w)
+                backend.synchronize()
+                del y
+
+            seconds = timed(product, reps)
+            got = ops.linear(x, w).numpy().astype(np.float32)
+            expected = x.numpy().astype(np.float32) @ dense.T
+            tolerance = (3e-2 if kind == "fp16" else 1e-3) * math.sqrt(n) * 4
+            check = float(np.abs(got - expected).max())
+            assert check < tolerance, f"linear {kind} {n}: differs from numpy by {check}"
+            gflops = 2.0 * n**3 / seconds / 1e9
+            rates.append(gflops)
+            peak = args.peak_gflops_f16 if kind == "fp16" else args.peak_gflops
+            peaks.append(_percent(gflops, peak, info))
+            results.ratio(f"linear {n}: {kind}/fp32 GF/s", gflops / rates[0], seconds=seconds)
+        print(f"{'  ' + str(n):14s}" + "".join(f"{r:12.2f}" for r in rates), end="")
+        print("".join(f"{p:>12s}" for p in peaks))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -58,6 +122,10 @@ def main() -> None:
     parser.add_argument(
         "--peak-gflops", type=float, default=None, help="the GPU's fp32 peak, for the % column"
     )
+    parser.add_argument(
+        "--peak-gflops-f16", type=float, default=None, help="the GPU's fp16 peak (non-tensor)"
+    )
+    parser.add_argument("--skip-block", action="store_true", help="leave out the transformer block")
     add_json_option(parser)
     args = parser.parse_args()
     results = Results("webgpu")
@@ -107,6 +175,8 @@ def main() -> None:
         )
     print(f"  kernel: {backend.info().details.get('matmul_kernel')}")
 
+    linear_by_dtype(backend, info, args, results, rng)
+
     # --- queued small ops
     count = args.small_ops
     x_np = rng.standard_normal(8, dtype=np.float32)
@@ -133,6 +203,10 @@ def main() -> None:
     results.ratio(
         f"queued small ops ({count}): webgpu/numpy", ours / theirs, webgpu_s=ours, numpy_s=theirs
     )
+
+    if args.skip_block:
+        results.write(args.json)
+        return
 
     # --- transformer block
     batch, seq, hidden, heads, ffn = 8, 128, 384, 6, 1536

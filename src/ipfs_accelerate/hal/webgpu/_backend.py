@@ -40,7 +40,7 @@ class WebGPUBackend(ElementwiseOps, LayoutOps, ReduceOps, MatmulOps, ConvOps):
 
     name: ClassVar[str] = "webgpu"
     fused: ClassVar[frozenset[str]] = frozenset(
-        {"softmax", "layer_norm", "linear", "attention", "clamp"}
+        {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear"}
     )
     shares_host_memory: ClassVar[bool] = False
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from ipfs_accelerate.errors import UnsupportedOpError
 from ipfs_accelerate.hal._backend import Shape
 from ipfs_accelerate.hal.webgpu._dispatcher import Dispatcher, KernelEntry, collapse
-from ipfs_accelerate.hal.webgpu._kernels import _matmul
+from ipfs_accelerate.hal.webgpu._kernels import _matmul, _quantized
 from ipfs_accelerate.hal.webgpu._kernels._wgsl import F32, MAX_RANK, WType
 from ipfs_accelerate.hal.webgpu._memory import DeviceBuffer
 from ipfs_accelerate.hal.webgpu._pipelines import LayoutKey
@@ -32,24 +32,32 @@ def matmul_entry(
     dual: bool,
     block: tuple[int, int],
     workgroup: tuple[int, int],
+    weight: _quantized.WeightFormat | None = None,
 ) -> KernelEntry:
-    """The product kernel of ``variant`` (compiled on first use)."""
-    key = ("matmul", variant, wtype.name, trans_b, bias, act, dual, block, workgroup)
+    """The product kernel of ``variant`` (compiled on first use); ``weight`` is the layout of
+    a quantized B (variant ``quant``, B transposed), None for a float B."""
+    key = ("matmul", variant, wtype.name, trans_b, bias, act, dual, block, workgroup, weight)
     entry = dispatcher.cached(key)
     if entry is None:
 
         def make() -> tuple[str, str, LayoutKey, ErrorBuilder, WType]:
-            source, layout = _matmul.matmul_source(
-                variant,
-                wtype,
-                trans_b=trans_b,
-                bias=bias,
-                act=act,
-                dual=dual,
-                workgroup=workgroup,
-                block=block,
-            )
-            label = _matmul.label(variant, block, workgroup)
+            if weight is not None:
+                source, layout = _quantized.quantized_source(
+                    wtype, weight, bias=bias, act=act, dual=dual, block=block, workgroup=workgroup
+                )
+                label = f"quant.{weight.label}"
+            else:
+                source, layout = _matmul.matmul_source(
+                    variant,
+                    wtype,
+                    trans_b=trans_b,
+                    bias=bias,
+                    act=act,
+                    dual=dual,
+                    workgroup=workgroup,
+                    block=block,
+                )
+                label = _matmul.label(variant, block, workgroup)
             name = f"matmul.{label}.{'nt' if trans_b else 'nn'}.{wtype.name}"
             name += ("+bias" if bias else "") + (f"+{act}" if act else "")
             return name, source, layout, (), wtype

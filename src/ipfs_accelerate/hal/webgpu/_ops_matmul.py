@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import math
 import weakref
+from typing import TYPE_CHECKING
 
 from ipfs_accelerate.errors import UnsupportedOpError
 from ipfs_accelerate.hal._backend import Shape
-from ipfs_accelerate.hal.webgpu._dispatcher import broadcast_strides
+from ipfs_accelerate.hal.webgpu._dispatcher import KernelEntry, broadcast_strides
 from ipfs_accelerate.hal.webgpu._kernels import _matmul, _reduce
+from ipfs_accelerate.hal.webgpu._kernels._quantized import WeightFormat
 from ipfs_accelerate.hal.webgpu._kernels._wgsl import MAX_RANK, WType
 from ipfs_accelerate.hal.webgpu._matmul_dispatch import matmul_entry, matmul_words, record_matmul
-from ipfs_accelerate.hal.webgpu._memory import GPUArray
+from ipfs_accelerate.hal.webgpu._memory import DeviceBuffer, GPUArray
 from ipfs_accelerate.hal.webgpu._ops_base import WebGPUOps
 from ipfs_accelerate.hal.webgpu._pipelines import LayoutKey
+from ipfs_accelerate.hal.webgpu._quantized import ResidentWeight
 from ipfs_accelerate.hal.webgpu._recorder import ErrorBuilder
 from ipfs_accelerate.hal.webgpu._tuning import Tuner
 from ipfs_accelerate.tensor._tensor import Tensor
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.quantization import QuantizedTensor
+
+#: (rows, cols) of outputs per invocation and the workgroup of the quantized-weight kernel
+QUANT_BLOCK = (4, 4)
+QUANT_WORKGROUP = (8, 8)
 
 
 class MatmulOps(WebGPUOps):
@@ -90,11 +100,29 @@ class MatmulOps(WebGPUOps):
         record_matmul(
             dispatch, entry, variant, block, workgroup, tuple(buffers), words, m, n, count
         )
+        self._remember_product(out, entry, variant, wtype, trans_b, has_bias, block, workgroup,
+                               tuple(buffers), None)  # fmt: skip
+        return dispatch.inherit(out, a, b, bias)
+
+    def _remember_product(
+        self,
+        out: GPUArray,
+        entry: KernelEntry,
+        variant: str,
+        wtype: WType,
+        trans_b: bool,
+        has_bias: bool,
+        block: tuple[int, int],
+        workgroup: tuple[int, int],
+        buffers: tuple[DeviceBuffer, ...],
+        weight: WeightFormat | None,
+    ) -> None:
+        """Note the product just recorded: a following activation may join its epilogue."""
         self._fusable = weakref.ref(out)
         kernel = entry[0]
-        info = (variant, wtype, trans_b, has_bias, block, workgroup, kernel, tuple(buffers))
-        self._fusable_info = info
-        return dispatch.inherit(out, a, b, bias)
+        self._fusable_info = (
+            variant, wtype, trans_b, has_bias, block, workgroup, kernel, buffers, weight
+        )  # fmt: skip
 
     def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> GPUArray:
         m, k = a.shape[-2], a.shape[-1]
@@ -118,20 +146,63 @@ class MatmulOps(WebGPUOps):
             return self.broadcast_to(bias, out_shape)
         return self._product(x, weight, (), m, n, k, True, bias, "linear")
 
+    def quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> GPUArray:
+        """``x @ dequantize(weight).T + bias`` with the weight's int8 / int4 words unpacked in
+        the shader (``_kernels/_quantized``); float16 and float32 inputs. Other float dtypes
+        (float64) take the dequantized weight through the float product."""
+        dispatch = self._dispatch
+        wtype = dispatch.wtype(x.dtype, "linear")
+        if wtype.name not in ("float32", "float16"):
+            dense = weight.dequantize(self.name)
+            if dense.dtype is not x.dtype:
+                dense = dense.astype(x.dtype)
+            return self.linear(x, dense, bias)
+        resident = weight.prepared("webgpu", lambda q: ResidentWeight(dispatch, q))
+        if resident.dispatcher is not dispatch:
+            # the device was lost and replaced since: the cached buffers died with it
+            resident = ResidentWeight(dispatch, weight)
+        n, k = weight.shape
+        m = math.prod(x.shape[:-1])
+        out = dispatch.alloc(m * n, wtype, "linear")
+        if out.nbytes == 0:
+            return out
+        fmt = resident.format
+        variant, block, workgroup = "quant", QUANT_BLOCK, QUANT_WORKGROUP
+        has_bias = bias is not None
+        entry = matmul_entry(
+            dispatch, variant, wtype, True, has_bias, None, False, block, workgroup, fmt
+        )
+        words, count = matmul_words(m, n, k, (), [], [])
+        for index, value in resident.params:
+            words[index] = value
+        buffers = [x._data.buf, resident.words.buf, resident.scales.buf]
+        if resident.zero_points is not None:
+            buffers.append(resident.zero_points.buf)
+        if bias is not None:
+            buffers.append(bias._data.buf)
+        buffers.append(out.buf)
+        record_matmul(
+            dispatch, entry, variant, block, workgroup, tuple(buffers), words, m, n, count
+        )
+        self._remember_product(
+            out, entry, variant, wtype, True, has_bias, block, workgroup, tuple(buffers), fmt
+        )
+        return dispatch.inherit(out, x, bias)
+
     def _fuse_activation(self, op: str, x: Tensor) -> GPUArray | None:
         """Fold ``op`` into the epilogue of the product that made ``x``, when that product is
         still the last recorded dispatch: it then writes x and op(x) in one pass."""
         ref, info = self._fusable, self._fusable_info
         if ref is None or info is None or ref() is not x._data:
             return None
-        variant, wtype, trans_b, has_bias, block, workgroup, kernel, buffers = info
+        variant, wtype, trans_b, has_bias, block, workgroup, kernel, buffers, weight = info
         dispatch = self._dispatch
         last = dispatch.recorder.last_record()
         if last is None or last[0] is not kernel or last[1] != buffers:
             return None
         self._fusable = None
         fused = matmul_entry(
-            dispatch, variant, wtype, trans_b, has_bias, op, True, block, workgroup
+            dispatch, variant, wtype, trans_b, has_bias, op, True, block, workgroup, weight
         )
         post = dispatch.alloc(x.size, wtype, op)
         # the product's temporaries (e.g. the contiguous copy of a strided input) may have gone

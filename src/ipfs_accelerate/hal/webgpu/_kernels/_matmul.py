@@ -82,7 +82,9 @@ def _bindings(wtype: WType, variant: str, bias: bool, dual: bool) -> tuple[str, 
     return "\n".join(lines), 2 + int(bias)
 
 
-def _common(wtype: WType, bias: bool, act: str | None, dual: bool) -> str:
+def epilogue(wtype: WType, bias: bool, act: str | None, dual: bool) -> str:
+    """The WGSL every product variant shares: ``batch_offsets(z)`` and ``emit(index, col,
+    acc)``, which adds the bias, applies the activation and stores."""
     t = wtype.compute
     store_bias = f"v = v + {wtype.load('bias[col]')};" if bias else ""
     if act is None:
@@ -130,11 +132,17 @@ def matmul_source(
     """WGSL of one matmul variant and its layout key."""
     t = wtype.compute
     used = {wtype.storage, t}
+    # float16: f16 arithmetic (products and short partial sums), f32 for the long sums
+    half = wtype.storage == "f16"
     bindings, n_in = _bindings(wtype, variant, bias, dual)
-    common = _common(wtype, bias, act, dual)
+    common = epilogue(wtype, bias, act, dual)
     head = header(used, code=common)  # the epilogue's activation is the only helper call
     if variant == "naive":
         b_index = "b_off + col * K + k" if trans_b else "b_off + k * N + col"
+        if half:  # the product in f16, the running sum in f32
+            naive_term = f"f32(A[a_off + k] * B[{b_index}])"
+        else:
+            naive_term = f"{wtype.load('A[a_off + k]')} * {wtype.load(f'B[{b_index}]')}"
         body = f"""
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
@@ -150,7 +158,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   let b_off = offs.y;
   var acc = {t}(0);
   for (var k = 0u; k < K; k = k + 1u) {{
-    acc = acc + {wtype.load("A[a_off + k]")} * {wtype.load(f"B[{b_index}]")};
+    acc = acc + {naive_term};
   }}
   emit(z * M * N + row * N + col, col, acc);
 }}
@@ -159,9 +167,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
         body = _register_blocked(trans_b, block, workgroup)
     elif variant == "tiled":
         b_load = "B[offs.y + gc * K + gkb]" if trans_b else "B[offs.y + gkb * N + gc]"
+        # tiles and the products of one 16-deep step in ``h``; the steps add up in ``t``
+        h = "f16" if half else t
+        a_load = "A[offs.x + gr * K + gk]" if half else wtype.load("A[offs.x + gr * K + gk]")
+        b_load = b_load if half else wtype.load(b_load)
+        p = "p" if half else "c"  # float32 sums straight into the accumulators
+        step_init = "\n".join(f"    var p{i} = vec4<{h}>();" for i in range(4) if half)
+        step_sum = "\n".join(f"    c{i} = c{i} + vec4<{t}>(p{i});" for i in range(4) if half)
         body = f"""
-var<workgroup> tile_a: array<{t}, 1024>;
-var<workgroup> tile_b: array<{t}, 1024>;
+var<workgroup> tile_a: array<{h}, 1024>;
+var<workgroup> tile_b: array<{h}, 1024>;
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {{
   let M = pu({MM_M}u);
@@ -184,28 +199,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let kk = idx % 16u;
       let gr = tile_row + m;
       let gk = k0 + kk;
-      var va = {t}(0);
-      if (gr < M && gk < K) {{ va = {wtype.load("A[offs.x + gr * K + gk]")}; }}
+      var va = {h}(0);
+      if (gr < M && gk < K) {{ va = {a_load}; }}
       tile_a[m * 16u + kk] = va;
       let kb = idx / 64u;
       let n = idx % 64u;
       let gc = tile_col + n;
       let gkb = k0 + kb;
-      var vb = {t}(0);
-      if (gkb < K && gc < N) {{ vb = {wtype.load(b_load)}; }}
+      var vb = {h}(0);
+      if (gkb < K && gc < N) {{ vb = {b_load}; }}
       tile_b[kb * 64u + n] = vb;
     }}
     workgroupBarrier();
+{step_init}
     for (var kk = 0u; kk < 16u; kk = kk + 1u) {{
       let ar = lid.y * 64u + kk;
-      let a = vec4<{t}>(tile_a[ar], tile_a[ar + 16u], tile_a[ar + 32u], tile_a[ar + 48u]);
+      let a = vec4<{h}>(tile_a[ar], tile_a[ar + 16u], tile_a[ar + 32u], tile_a[ar + 48u]);
       let bc = kk * 64u + lid.x * 4u;
-      let b = vec4<{t}>(tile_b[bc], tile_b[bc + 1u], tile_b[bc + 2u], tile_b[bc + 3u]);
-      c0 = c0 + a.x * b;
-      c1 = c1 + a.y * b;
-      c2 = c2 + a.z * b;
-      c3 = c3 + a.w * b;
+      let b = vec4<{h}>(tile_b[bc], tile_b[bc + 1u], tile_b[bc + 2u], tile_b[bc + 3u]);
+      {p}0 = {p}0 + a.x * b;
+      {p}1 = {p}1 + a.y * b;
+      {p}2 = {p}2 + a.z * b;
+      {p}3 = {p}3 + a.w * b;
     }}
+{step_sum}
     workgroupBarrier();
   }}
   if (!live) {{ return; }}
