@@ -78,12 +78,14 @@ def emit_quantized_linear(em: TraceEmitter, node: Node, args: list[Any]) -> MLOp
     activations, has_bias = node.attrs
     b = em.b
     x = em.widen(args[0])
-    features = x.shape[-1]
-    flat = b.reshape(x, [math.prod(x.shape[:-1]), features])
+    rows = [math.prod(x.shape[:-1]), x.shape[-1]]
+    flat = x if list(x.shape) == rows else b.reshape(x, rows)
     if activations == "int8":
         flat = dynamic_quantize(b, flat)
     weight = b.dequantize_linear(args[1], args[2], args[3])
     out = b.matmul(flat, weight)
     if has_bias:
         out = b.add(out, em.widen(args[4]))
-    return em.narrow(b.reshape(out, list(node.shape)), node.dtype)
+    if list(out.shape) != list(node.shape):
+        out = b.reshape(out, list(node.shape))
+    return em.narrow(out, node.dtype)

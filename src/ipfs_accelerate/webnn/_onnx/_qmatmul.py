@@ -9,8 +9,10 @@ lowering, :func:`plan` finds the patterns; each becomes one contrib op:
   as ONNX DynamicQuantizeLinear does (:func:`is_dynamic_quantization`), ``W`` an 8-bit weight
   with per-column or per-tensor scales: ``DynamicQuantizeMatMul``;
 * the same with any other scalar (s, z): ``QuantizeLinear`` + ``MatMulIntegerToFloat``;
-* ``matmul(a, W)`` with ``W`` 4- or 8-bit whose scales are constant over power-of-two blocks
-  along K: ``MatMulNBits`` (float arithmetic, ``accuracy_level`` 1: weight-only semantics).
+* ``matmul(a, W)`` with ``W`` 4-bit whose scales are constant over power-of-two blocks along
+  K: ``MatMulNBits`` (float arithmetic, ``accuracy_level`` 1: weight-only semantics). An
+  8-bit ``W`` with float activations stays DequantizeLinear + MatMul, which ONNX Runtime folds
+  into a float weight (faster than its 8-bit MatMulNBits, see :data:`NBITS_FOR_8BIT`).
 
 ``W`` is ``dequantize_linear(constant, constant scale, constant zero point)`` of shape (K, N).
 An ``add`` of a constant (N,) bias that is the product's only consumer becomes the kernel's
@@ -32,7 +34,14 @@ import numpy as np
 from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
-__all__ = ["TINY", "Fusion", "QuantizedMatMulLowering", "is_dynamic_quantization", "plan"]
+__all__ = [
+    "NBITS_FOR_8BIT",
+    "TINY",
+    "Fusion",
+    "QuantizedMatMulLowering",
+    "is_dynamic_quantization",
+    "plan",
+]
 
 Array = np.ndarray[Any, Any]
 
@@ -40,6 +49,10 @@ Array = np.ndarray[Any, Any]
 TINY: Final = 1.1754943508222875e-38
 _INTEGER: Final = frozenset({"int8", "uint8", "int4", "uint4"})
 _BITS: Final = {"int8": 8, "uint8": 8, "int4": 4, "uint4": 4}
+#: whether 8-bit weights with float activations go to MatMulNBits (bits=8, float arithmetic).
+#: ONNX Runtime 1.31's CPU kernel ran them at 0.7-0.9x its float MatMul on the weight it
+#: folds from dequantize_linear (docs/webnn.md), so they stay the plain pattern
+NBITS_FOR_8BIT: Final = False
 #: MatMulNBits block sizes (along K) tried for weights whose scales do not vary along K
 _BLOCKS: Final = (128, 64, 32, 16)
 _MICROSOFT: Final = "com.microsoft"
@@ -65,6 +78,9 @@ class Fusion:
     a_scale: MLOperand | None = None
     a_zero: MLOperand | None = None
     bias: MLOperand | None = None
+    #: "nbits" only: ``a`` goes through DynamicQuantizeLinear + DequantizeLinear first
+    #: (the pattern's float model of int8 activations, as two kernels instead of a dozen)
+    round_trip: bool = False
 
     def reads(self) -> list[MLOperand]:
         """The operands the kernel reads from the rest of the graph."""
@@ -136,8 +152,12 @@ def _match(
         if is_dynamic_quantization(x, a_scale, a_zero):
             return Fusion("dynamic", head, output, x, weight, bias=bias)
         return Fusion("integer", head, output, x, weight, a_scale, a_zero, bias)
+    if _BITS[values.data_type] == 8 and not NBITS_FOR_8BIT:
+        return None
     if _nbits_block(scale, b.shape) is None:
         return None
+    if activations is not None and is_dynamic_quantization(*activations):
+        return Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
     return Fusion("nbits", head, output, a, weight, bias=bias)
 
 
@@ -359,7 +379,10 @@ class QuantizedMatMulLowering(LoweringBase):
                 ("nbits", scale.tobytes(), zero.tobytes(), block),
                 lambda: nbits_weight(values, scale, zero, bits, signed, block),
             )
-            names = [self.value(fusion.a), self.e.const(packed, share=True)]
+            a = self.value(fusion.a)
+            if fusion.round_trip:
+                a = self.e.one("DequantizeLinear", self.e.node("DynamicQuantizeLinear", [a], 3))
+            names = [a, self.e.const(packed, share=True)]
             names.append(self.e.const(scales, share=True))
             names.append("" if zeros is None else self.e.const(zeros, share=True))
             if bias:
