@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.webnn.profiling import kernels, profiled
+from tests.webnn.quantized_kernels import fake_quant, kernels, profiled
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.webnn
@@ -24,13 +24,6 @@ def ctx() -> Any:
     from ipfs_accelerate import webnn
 
     return webnn.create_context()
-
-
-def _fake_quant(x: np.ndarray) -> np.ndarray:
-    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = np.float32((high - low) / 255)
-    zero = np.clip(np.rint(-low / scale), 0, 255)
-    return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
 
 
 def _weight(
@@ -91,6 +84,24 @@ def _x(seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((M, K)).astype(np.float32)
 
 
+def _weight_only(
+    ctx: Any, weight: tuple[np.ndarray, ...], kind: str, seed: int,
+    monkeypatch: pytest.MonkeyPatch, tmp: Path,
+) -> set[str]:  # fmt: skip
+    """Runs x @ W for a weight of :func:`_weight`, checks the values; the kernels that ran."""
+    values, scale, zero, dense = weight
+    x = _x(seed)
+    got, ran, _ = _run(
+        ctx,
+        lambda b, inp: {"y": b.matmul(inp, _dequantized(b, values, scale, zero, kind))},
+        x,
+        monkeypatch,
+        tmp,
+    )
+    np.testing.assert_allclose(got["y"], x @ dense, rtol=1e-5, atol=1e-4)
+    return ran
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_int4_blockwise_weight_runs_matmulnbits(
     ctx: Any, signed: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -113,17 +124,8 @@ def test_int4_blockwise_weight_runs_matmulnbits(
 def test_per_column_int4_weight_picks_a_block_along_k(
     ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    values, scale, zero, dense = _weight(4, None)
-    x = _x(2)
-    got, ran, _ = _run(
-        ctx,
-        lambda b, inp: {"y": b.matmul(inp, _dequantized(b, values, scale, zero, "int4"))},
-        x,
-        monkeypatch,
-        tmp_path,
-    )
+    ran = _weight_only(ctx, _weight(4, None), "int4", 2, monkeypatch, tmp_path)
     assert "MatMulNBits" in ran and "MatMul" not in ran
-    np.testing.assert_allclose(got["y"], x @ dense, rtol=1e-5, atol=1e-4)
 
 
 def test_dynamic_int8_pattern_runs_dynamicquantizematmul(
@@ -140,7 +142,7 @@ def test_dynamic_int8_pattern_runs_dynamicquantizematmul(
     got, ran, lowered = _run(ctx, build, x, monkeypatch, tmp_path)
     assert ran == {"DynamicQuantizeMatMul"}
     assert lowered == ["DynamicQuantizeMatMul"]  # the scale computation is the kernel's own
-    np.testing.assert_allclose(got["y"], _fake_quant(x) @ dense + bias, rtol=1e-4, atol=2e-2)
+    np.testing.assert_allclose(got["y"], fake_quant(x) @ dense + bias, rtol=1e-4, atol=2e-2)
     assert np.abs(got["y"] - (x @ dense + bias)).max() > 1e-3  # x really was quantized
 
 
@@ -188,24 +190,15 @@ def test_layouts_without_an_integer_kernel_stay_correct(
     assert "MatMul" in ran and not ran & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
     dense = values * per_row
     np.testing.assert_allclose(got["w"], dense, rtol=1e-6)
-    np.testing.assert_allclose(got["y"], _fake_quant(x) @ dense, rtol=1e-4, atol=2e-2)
+    np.testing.assert_allclose(got["y"], fake_quant(x) @ dense, rtol=1e-4, atol=2e-2)
 
 
 def test_int8_weight_only_is_a_folded_float_matmul(
     ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    values, scale, zero, dense = _weight(8, None, seed=6)
-    x = _x(6)
-    got, ran, _ = _run(
-        ctx,
-        lambda b, inp: {"y": b.matmul(inp, _dequantized(b, values, scale, zero, "int8"))},
-        x,
-        monkeypatch,
-        tmp_path,
-    )
+    ran = _weight_only(ctx, _weight(8, None, seed=6), "int8", 6, monkeypatch, tmp_path)
     # ONNX Runtime folds the constant dequantization: one float MatMul, nothing per call
     assert ran == {"MatMul"}
-    np.testing.assert_allclose(got["y"], x @ dense, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize(("signed", "block"), [(True, None), (False, 32), (True, 16)])
@@ -217,18 +210,9 @@ def test_8bit_matmulnbits_layout(
     from ipfs_accelerate.webnn._onnx import _qmatmul
 
     monkeypatch.setattr(_qmatmul, "NBITS_FOR_8BIT", True)
-    values, scale, zero, dense = _weight(8, block, signed, seed=7)
-    x = _x(7)
     kind = "int8" if signed else "uint8"
-    got, ran, _ = _run(
-        ctx,
-        lambda b, inp: {"y": b.matmul(inp, _dequantized(b, values, scale, zero, kind))},
-        x,
-        monkeypatch,
-        tmp_path,
-    )
+    ran = _weight_only(ctx, _weight(8, block, signed, seed=7), kind, 7, monkeypatch, tmp_path)
     assert "MatMulNBits" in ran and "MatMul" not in ran
-    np.testing.assert_allclose(got["y"], x @ dense, rtol=1e-5, atol=1e-4)
 
 
 def test_a_weight_also_read_elsewhere_is_still_computed(

@@ -14,7 +14,7 @@ import pytest
 import ipfs_accelerate as ia
 from ipfs_accelerate import hal, ops
 from ipfs_accelerate.quantization import quantize
-from tests.webnn.profiling import kernels, profiled
+from tests.webnn.quantized_kernels import fake_quant, kernels, profiled
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.webnn
@@ -22,9 +22,12 @@ pytestmark = pytest.mark.webnn
 DEVICE = "webnn"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def backend() -> Any:
-    return hal.get_backend(DEVICE, fallback=False)
+    """The webnn backend, with its compiled graphs (the tests read the newest one)."""
+    found = hal.get_backend(DEVICE, fallback=False)
+    assert found.name == DEVICE
+    return found
 
 
 def _data(seed: int) -> tuple[np.ndarray, np.ndarray, ia.Tensor]:
@@ -34,13 +37,6 @@ def _data(seed: int) -> tuple[np.ndarray, np.ndarray, ia.Tensor]:
     bias = ia.tensor(rng.standard_normal(96).astype(np.float32), device=DEVICE)
     hal.mark_parameter(bias)  # a model's bias: a graph constant the kernel absorbs
     return w, x, bias
-
-
-def _fake_quant(x: np.ndarray) -> np.ndarray:
-    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = np.float32((high - low) / 255)
-    zero = np.clip(np.rint(-low / scale), 0, 255)
-    return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
 
 
 def _linear(
@@ -80,7 +76,7 @@ def test_quantized_linear_runs_the_integer_kernel(
     assert not ran & {"MatMul", "Gemm", "Add"}  # no float product; the bias went in too
     dense = q.dequantize_numpy()
     if activations == "int8":
-        expected = _fake_quant(x) @ dense.T + bias.numpy()
+        expected = fake_quant(x) @ dense.T + bias.numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-2)
     else:
         np.testing.assert_allclose(got, x @ dense.T + bias.numpy(), rtol=1e-5, atol=1e-4)
@@ -105,7 +101,7 @@ def test_the_weight_is_built_once_and_each_shape_compiles_once(backend: Any) -> 
     for rows in (2, 3, 2, 3):
         got = ops.linear(ia.tensor(x[0, :rows], device=DEVICE), q, bias, activations="int8")
         np.testing.assert_allclose(
-            got.numpy(), _fake_quant(x[0, :rows]) @ q.dequantize_numpy().T + bias.numpy(),
+            got.numpy(), fake_quant(x[0, :rows]) @ q.dequantize_numpy().T + bias.numpy(),
             rtol=1e-4, atol=2e-2,
         )  # fmt: skip
     assert backend.stats.compilations == 2 and backend.stats.cache_hits == 2
@@ -120,7 +116,7 @@ def test_float16_input_and_one_vector(backend: Any) -> None:
     half = ia.tensor(x[0].astype(np.float16), device=DEVICE)
     got = ops.linear(half, q, activations="int8")
     assert got.dtype is ia.float16
-    expected = _fake_quant(x[0].astype(np.float16).astype(np.float32)) @ q.dequantize_numpy().T
+    expected = fake_quant(x[0].astype(np.float16).astype(np.float32)) @ q.dequantize_numpy().T
     np.testing.assert_allclose(got.numpy().astype(np.float32), expected, rtol=2e-3, atol=3e-2)
     vector = ops.matmul(ia.tensor(x[0, 0], device=DEVICE), q.T)
     assert vector.shape == (96,)

@@ -1,5 +1,6 @@
-"""Which ONNX Runtime kernels a compiled graph runs: sessions made while ``profiled`` is
-active record a profile, and ``kernels`` reads the op types of the nodes that ran."""
+"""For the quantized-matmul tests: which ONNX Runtime kernels a compiled graph runs (sessions
+made while ``profiled`` is active record a profile, ``kernels`` reads the op types of the
+nodes that ran), and the numpy model of int8 activations."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 
@@ -40,3 +42,11 @@ def kernels(graph: Any) -> set[str]:
         for event in events
         if event.get("cat") == "Node" and "op_name" in event.get("args", {})
     }
+
+
+def fake_quant(x: np.ndarray) -> np.ndarray:
+    """What DynamicQuantizeLinear then DequantizeLinear give back (uint8, per tensor)."""
+    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = np.float32((high - low) / 255)
+    zero = np.clip(np.rint(-low / scale), 0, 255)
+    return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
