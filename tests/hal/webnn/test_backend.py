@@ -587,5 +587,8 @@ def test_info_describes_the_backend(backend: Any) -> None:
     assert info.available and info.api == "onnxruntime" and info.name == DEVICE
     assert "CPUExecutionProvider" in info.details["execution_providers"]
     assert "float64" not in info.dtypes and "bool" in info.dtypes
-    assert backend.fused == {"softmax", "layer_norm", "linear", "attention", "clamp"}
+    assert backend.fused == {
+        "softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
+        "dynamic_quantized_linear",
+    }  # fmt: skip
     assert math.isfinite(float(ops.sum(on(np.ones(3, np.float32))).item()))

@@ -8,7 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, scalar_to
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.quantization import QuantizedTensor
 
 Array = np.ndarray[Any, Any]
 
@@ -85,8 +88,9 @@ class WebNNBackend(Backend):
 
     name: ClassVar[str] = "webnn"
     fused: ClassVar[frozenset[str]] = frozenset(
-        {"softmax", "layer_norm", "linear", "attention", "clamp"}
-    )
+        {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
+         "dynamic_quantized_linear"}
+    )  # fmt: skip
     shares_host_memory: ClassVar[bool] = False
 
     def __init__(
@@ -358,6 +362,29 @@ class WebNNBackend(Backend):
             "linear", (bias is not None,), tuple(t._data for t in tensors), shape, x.dtype.name
         )
 
+    def quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Node:
+        return self._quantized("float", x, weight, bias)
+
+    def dynamic_quantized_linear(
+        self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
+    ) -> Node:
+        return self._quantized("int8", x, weight, bias)
+
+    def _quantized(
+        self, activations: str, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
+    ) -> Node:
+        """The dequantizeLinear (+ quantizeLinear) + matmul pattern that the compiler lowers
+        to ONNX Runtime's integer kernels (hal/webnn/_quantized.py)."""
+        from ipfs_accelerate.hal.webnn._quantized import resident
+
+        shape = (*x.shape[:-1], weight.shape[0])
+        if not math.prod(shape):  # (a quantized weight is never empty)
+            return self._empty(shape, x.dtype.name)
+        inputs = (x._data, *resident(weight).nodes) + (() if bias is None else (bias._data,))
+        return self._op(
+            "quantized_linear", (activations, bias is not None), inputs, shape, x.dtype.name
+        )
+
     def conv(
         self,
         x: Tensor,
@@ -561,9 +588,10 @@ def _cost(found: Trace) -> int:
         if node.op is None:
             continue
         largest = max(largest, math.prod(node.shape) * np.dtype(node.dtype).itemsize)
-        if node.op in ("linear", "matmul", "conv") and node.inputs[1].param:
+        if node.op in ("linear", "matmul", "conv", "quantized_linear") and node.inputs[1].param:
             weight = node.inputs[1]
-            packed[id(weight)] = math.prod(weight.shape) * np.dtype(weight.dtype).itemsize
+            assert weight.value is not None
+            packed[id(weight)] = weight.value.nbytes
     return sum(packed.values()) + 4 * largest
 
 

@@ -45,6 +45,9 @@ _WEBNN_TYPE = {
     "int8": "int8",
     "uint8": "uint8",
     "bool": "uint8",
+    # quantized weights' integers (the int4/uint4 extension, one value per byte)
+    "int4": "int4",
+    "uint4": "uint4",
 }
 # functions of one float value that round more than once: float16 computes them in float32
 _WIDEN_UNARY = frozenset(
@@ -773,6 +776,11 @@ class TraceEmitter:
             flat, self.widen(weight), c=None if bias is None else self.widen(bias), b_transpose=True
         )
         return self.narrow(b.reshape(out, list(node.shape)), node.dtype)
+
+    def _op_quantized_linear(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        from ipfs_accelerate.hal.webnn._quantized import emit_quantized_linear
+
+        return emit_quantized_linear(self, node, args)
 
     def _op_conv(self, node: Node, args: list[MLOperand]) -> MLOperand:
         stride, padding, dilation, groups, _ = node.attrs

@@ -14,6 +14,7 @@ from ipfs_accelerate.webnn._onnx._elementwise import ElementwiseLowering
 from ipfs_accelerate.webnn._onnx._emitter import Emitter
 from ipfs_accelerate.webnn._onnx._layout import LayoutLowering
 from ipfs_accelerate.webnn._onnx._normalization import NormalizationLowering
+from ipfs_accelerate.webnn._onnx._qmatmul import QuantizedMatMulLowering, plan
 from ipfs_accelerate.webnn._onnx._quantize import QuantizeLowering
 from ipfs_accelerate.webnn._onnx._recurrent import RecurrentLowering
 from ipfs_accelerate.webnn._onnx._reduce import ReduceLowering
@@ -43,6 +44,7 @@ class Lowering(
     ConvLowering,
     NormalizationLowering,
     QuantizeLowering,
+    QuantizedMatMulLowering,
     RecurrentLowering,
 ):
     """Every op family's ``_op_<name>`` methods on one object, so that ``lower(node)`` finds
@@ -79,8 +81,11 @@ def lower(
         assert operand._name is not None
         emitter.names[operand._id] = operand._name
     constant_ids: set[int] = set()
+    # quantized matmul patterns become integer kernels; what only fed them is not lowered
+    fusions, nodes = plan(nodes, outputs)
     for node in nodes:
-        for argument in node.inputs:
+        fusion = fusions.get(id(node))
+        for argument in node.inputs if fusion is None else fusion.reads():
             if (
                 argument is not None
                 and argument._kind == CONSTANT
@@ -90,7 +95,10 @@ def lower(
                 assert argument._value is not None
                 emitter.names[argument._id] = emitter.const(argument._value, share=True)
         try:
-            lowering.lower(node)
+            if fusion is None:
+                lowering.lower(node)
+            else:
+                lowering.lower_fusion(fusion)
         except Exception as error:  # an internal failure still names the op it happened in
             label = f" [{node.label}]" if node.label else ""
             raise WebNNOperationError(
@@ -99,6 +107,7 @@ def lower(
             ) from error
     for source, alias in aliases:
         emitter.one("Identity", [source], alias)
+    _drop_unused_constants(emitter, set(output_value.values()))
 
     helper = emitter.helper
 
@@ -114,13 +123,29 @@ def lower(
         [info(output_value[n], operand) for n, operand in outputs.items()],
         initializer=emitter.initializers,
     )
+    opsets = [helper.make_opsetid("", OPSET)]
+    if fusions:  # the integer kernels are ONNX Runtime contrib ops
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
+        opset_imports=opsets,
         producer_name="ipfs_accelerate.webnn",
     )
     model.ir_version = IR_VERSION
     return LoweredModel(model, emitter.external, input_names, output_value)
+
+
+def _drop_unused_constants(emitter: Emitter, outputs: set[str]) -> None:
+    """Remove initializers no node reads (a constant a lowering replaced by a derived one,
+    such as a fused kernel's weight layout): ONNX Runtime drops them when it loads the model
+    and then refuses the external values handed over under their names."""
+    used = set(outputs)
+    for node in emitter.nodes:
+        used.update(node.input)
+    kept = [tensor for tensor in emitter.initializers if tensor.name in used]
+    if len(kept) != len(emitter.initializers):
+        emitter.initializers = kept
+        emitter.external = {k: v for k, v in emitter.external.items() if k in used}
 
 
 def embed_constants(lowered: LoweredModel) -> Any:

@@ -1,0 +1,415 @@
+"""Quantized matrix products: WebNN ``dequantize_linear`` (+ ``quantize_linear``) + ``matmul``
+patterns over constant integer weights, lowered to ONNX Runtime's integer kernels.
+
+The op-by-op lowering of these patterns (Cast/Sub/Mul, then MatMul) is correct but leaves ONNX
+Runtime only a float MatMul: it folds the constant dequantization into a float weight. Before
+lowering, :func:`plan` finds the patterns; each becomes one contrib op:
+
+* ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with (s, z) computed from x
+  as ONNX DynamicQuantizeLinear does (:func:`is_dynamic_quantization`), ``W`` an 8-bit weight
+  with per-column or per-tensor scales: ``DynamicQuantizeMatMul``;
+* the same with any other scalar (s, z): ``QuantizeLinear`` + ``MatMulIntegerToFloat``;
+* ``matmul(a, W)`` with ``W`` 4-bit whose scales are constant over power-of-two blocks along
+  K: ``MatMulNBits`` (float arithmetic, ``accuracy_level`` 1: weight-only semantics). An
+  8-bit ``W`` with float activations stays DequantizeLinear + MatMul, which ONNX Runtime folds
+  into a float weight (faster than its 8-bit MatMulNBits, see :data:`NBITS_FOR_8BIT`).
+
+``W`` is ``dequantize_linear(constant, constant scale, constant zero point)`` of shape (K, N).
+An ``add`` of a constant (N,) bias that is the product's only consumer becomes the kernel's
+bias input. Nodes that only fed a fused kernel are not lowered. Which pattern becomes which
+kernel, and why, is in docs/webnn.md ("Quantized matmul").
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from ipfs_accelerate.webnn._onnx._base import LoweringBase
+from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
+
+__all__ = [
+    "NBITS_FOR_8BIT",
+    "TINY",
+    "Fusion",
+    "QuantizedMatMulLowering",
+    "is_dynamic_quantization",
+    "plan",
+]
+
+Array = np.ndarray[Any, Any]
+
+#: the smallest normal float32: the floor of a dynamic activation scale (all-zero activations)
+TINY: Final = 1.1754943508222875e-38
+_INTEGER: Final = frozenset({"int8", "uint8", "int4", "uint4"})
+_BITS: Final = {"int8": 8, "uint8": 8, "int4": 4, "uint4": 4}
+#: whether 8-bit weights with float activations go to MatMulNBits (bits=8, float arithmetic).
+#: ONNX Runtime 1.31's CPU kernel ran them at 0.7-0.9x its float MatMul on the weight it
+#: folds from dequantize_linear (docs/webnn.md), so they stay the plain pattern
+NBITS_FOR_8BIT: Final = False
+#: MatMulNBits block sizes (along K) tried for weights whose scales do not vary along K
+_BLOCKS: Final = (128, 64, 32, 16)
+_MICROSOFT: Final = "com.microsoft"
+
+
+@dataclass(slots=True)
+class Fusion:
+    """One quantized product lowered as one kernel.
+
+    ``kind``: "dynamic" (DynamicQuantizeMatMul), "integer" (QuantizeLinear +
+    MatMulIntegerToFloat) or "nbits" (MatMulNBits). ``head`` is the node whose place in the
+    graph the kernel takes (the matmul, or the bias add after it), ``output`` its result.
+    """
+
+    kind: str
+    head: Node
+    output: MLOperand
+    #: the float activations the kernel reads (before quantization for dynamic/integer)
+    a: MLOperand
+    #: the weight's dequantize_linear node (its three inputs are constants)
+    weight: Node
+    #: the activations' scale and zero point ("integer" only)
+    a_scale: MLOperand | None = None
+    a_zero: MLOperand | None = None
+    bias: MLOperand | None = None
+    #: "nbits" only: ``a`` goes through DynamicQuantizeLinear + DequantizeLinear first
+    #: (the pattern's float model of int8 activations, as two kernels instead of a dozen)
+    round_trip: bool = False
+
+    def reads(self) -> list[MLOperand]:
+        """The operands the kernel reads from the rest of the graph."""
+        found = [self.a, self.a_scale, self.a_zero, self.bias]
+        return [operand for operand in found if operand is not None]
+
+
+def plan(
+    nodes: Sequence[Node], outputs: Mapping[str, MLOperand]
+) -> tuple[dict[int, Fusion], list[Node]]:
+    """The fusions (by ``id`` of their head node) and the nodes left to lower, in order."""
+    consumers: dict[int, list[Node]] = {}
+    for node in nodes:
+        for operand in node.inputs:
+            if operand is not None:
+                consumers.setdefault(operand._id, []).append(node)
+    graph_outputs = {operand._id for operand in outputs.values()}
+    fusions: dict[int, Fusion] = {}
+    for node in nodes:
+        if node.op == "matmul":
+            fusion = _match(node, consumers, graph_outputs)
+            if fusion is not None:
+                fusions[id(fusion.head)] = fusion
+    if not fusions:
+        return fusions, list(nodes)
+    # keep what the outputs still need once the fused kernels read their own operands
+    live = set(graph_outputs)
+    kept: list[Node] = []
+    for node in reversed(nodes):
+        if not any(operand._id in live for operand in node.outputs):
+            continue
+        kept.append(node)
+        fusion = fusions.get(id(node))
+        reads = fusion.reads() if fusion is not None else node.inputs
+        live.update(operand._id for operand in reads if operand is not None)
+    kept.reverse()
+    return fusions, kept
+
+
+def _producer(operand: MLOperand | None, op: str) -> Node | None:
+    node = None if operand is None else operand._node
+    return node if node is not None and node.op == op else None
+
+
+def _constant(operand: MLOperand | None) -> Array | None:
+    if operand is None or operand._kind != CONSTANT:
+        return None
+    return operand._value
+
+
+def _match(
+    matmul: Node, consumers: dict[int, list[Node]], graph_outputs: set[int]
+) -> Fusion | None:
+    a, b = matmul.inputs
+    weight = _producer(b, "dequantize_linear")
+    if a is None or b is None or weight is None or b.rank != 2 or a.data_type != "float32":
+        return None
+    values, scale, zero = weight.inputs
+    if any(_constant(operand) is None for operand in (values, scale, zero)):
+        return None
+    assert values is not None and scale is not None
+    if values.data_type not in _INTEGER or scale.data_type != "float32":
+        return None
+    head, output, bias = _bias(matmul, consumers, graph_outputs)
+    per_column = _scale_grid(scale)[0] == 1
+    activations = _quantized_activations(a)
+    if activations is not None and per_column and _BITS[values.data_type] == 8:
+        x, a_scale, a_zero = activations
+        if is_dynamic_quantization(x, a_scale, a_zero):
+            return Fusion("dynamic", head, output, x, weight, bias=bias)
+        return Fusion("integer", head, output, x, weight, a_scale, a_zero, bias)
+    if _BITS[values.data_type] == 8 and not NBITS_FOR_8BIT:
+        return None
+    if _nbits_block(scale, b.shape) is None:
+        return None
+    if activations is not None and is_dynamic_quantization(*activations):
+        return Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
+    return Fusion("nbits", head, output, a, weight, bias=bias)
+
+
+def _bias(
+    matmul: Node, consumers: dict[int, list[Node]], graph_outputs: set[int]
+) -> tuple[Node, MLOperand, MLOperand | None]:
+    """The node the kernel replaces, its output, and the bias it absorbs (if any)."""
+    product = matmul.outputs[0]
+    users = consumers.get(product._id, [])
+    if len(users) == 1 and users[0].op == "add" and product._id not in graph_outputs:
+        add = users[0]
+        other = add.inputs[1] if add.inputs[0] is product else add.inputs[0]
+        columns = product.shape[-1]
+        if (
+            other is not None
+            and other is not product
+            and _constant(other) is not None
+            and other.data_type == "float32"
+            and other.shape in ((columns,), (1, columns))
+            and add.outputs[0].shape == product.shape
+        ):
+            return add, add.outputs[0], other
+    return matmul, product, None
+
+
+def _scale_grid(scale: MLOperand) -> tuple[int, int]:
+    """How many distinct scales a (K, N) weight has along K and along N."""
+    padded = (1,) * (2 - scale.rank) + scale.shape
+    return padded[0], padded[1]
+
+
+def _nbits_block(scale: MLOperand, weight: tuple[int, ...]) -> int | None:
+    """MatMulNBits' block size (along K) for this weight, or None where none fits: the
+    scales must be constant over each block, a power of two of at least 16."""
+    along_k = _scale_grid(scale)[0]
+    k = weight[0]
+    if along_k > 1:
+        block = k // along_k
+        return block if block >= 16 and block & (block - 1) == 0 else None
+    return next((block for block in _BLOCKS if k % block == 0), None)
+
+
+def _quantized_activations(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOperand] | None:
+    """(x, scale, zero) when ``a`` is dequantize_linear(quantize_linear(x, s, z), s, z) with
+    one uint8 zero point and float32 scale for the whole tensor."""
+    dequantize = _producer(a, "dequantize_linear")
+    if dequantize is None:
+        return None
+    quantized, scale, zero = dequantize.inputs
+    quantize = _producer(quantized, "quantize_linear")
+    if quantize is None or scale is None or zero is None:
+        return None
+    x, q_scale, q_zero = quantize.inputs
+    if q_scale is not scale or q_zero is not zero or x is None:
+        return None
+    if zero.data_type != "uint8" or math.prod(scale.shape) != 1:
+        return None
+    return x, scale, zero
+
+
+def _scalar_constant(operand: MLOperand | None) -> float | None:
+    value = _constant(operand)
+    if value is None or value.size != 1:
+        return None
+    return float(value.reshape(()))
+
+
+def _operands(node: Node | None, count: int) -> list[MLOperand] | None:
+    if node is None or len(node.inputs) != count or any(o is None for o in node.inputs):
+        return None
+    return [operand for operand in node.inputs if operand is not None]
+
+
+def _with_constant(node: Node | None, test: Callable[[float], bool]) -> MLOperand | None:
+    """For a binary ``node`` with one scalar constant operand passing ``test``: the other."""
+    operands = _operands(node, 2)
+    if operands is None:
+        return None
+    for this, other in (operands, operands[::-1]):
+        value = _scalar_constant(this)
+        if value is not None and test(value):
+            return other
+    return None
+
+
+def _reduces_all(operand: MLOperand | None, op: str, x: MLOperand) -> bool:
+    node = _producer(operand, op)
+    return (
+        node is not None
+        and node.inputs[0] is x
+        and sorted(node.attrs.get("axes", ())) == list(range(x.rank))
+    )
+
+
+def is_dynamic_quantization(x: MLOperand, scale: MLOperand, zero: MLOperand) -> bool:
+    """Whether ``scale`` and ``zero`` are ONNX DynamicQuantizeLinear's of ``x``, built as::
+
+        low = min(reduce_min(x), 0);  high = max(reduce_max(x), 0)
+        scale = max((high - low) / 255, TINY)
+        zero = cast(clamp(round_even(-(low / scale)), 0, 255), "uint8")
+
+    (``reduce_*`` over every axis; min/max/the constants' side either way round; any floor
+    in (0, TINY]). This is the graph the webnn backend emits for int8 activations.
+    """
+    cast = _producer(zero, "cast")
+    clamp = _producer(cast.inputs[0] if cast else None, "clamp")
+    if cast is None or cast.attrs.get("to") != "uint8" or clamp is None:
+        return False
+    if clamp.attrs.get("min") != 0 or clamp.attrs.get("max") != 255:
+        return False
+    rounded = _producer(clamp.inputs[0], "round_even")
+    negated = _producer(rounded.inputs[0] if rounded else None, "neg")
+    ratio = _operands(_producer(negated.inputs[0] if negated else None, "div"), 2)
+    if ratio is None or ratio[1] is not scale:
+        return False
+    low = ratio[0]
+    step = _with_constant(_producer(scale, "max"), lambda v: 0.0 < v <= TINY)
+    spread = _with_constant(_producer(step, "div"), lambda v: v == 255.0)
+    difference = _operands(_producer(spread, "sub"), 2)
+    if difference is None or difference[1] is not low:
+        return False
+    high = difference[0]
+    at_zero: Callable[[float], bool] = lambda v: v == 0.0  # noqa: E731
+    low_source = _with_constant(_producer(low, "min"), at_zero)
+    high_source = _with_constant(_producer(high, "max"), at_zero)
+    return _reduces_all(low_source, "reduce_min", x) and _reduces_all(high_source, "reduce_max", x)
+
+
+# ====================================================================== weights
+
+
+def _expanded(grid: Array, rows: int, columns: int) -> Array:
+    """Per-group values (2-D, possibly fewer rows/columns) repeated to (rows, columns)."""
+    grid = grid.reshape((1,) * (2 - grid.ndim) + grid.shape)
+    grid = np.repeat(grid, rows // grid.shape[0], axis=0)
+    return np.repeat(grid, columns // grid.shape[1], axis=1)
+
+
+def _pack_pairs(values: Array) -> Array:
+    """4-bit values (uint8, last axis even) two per byte, the first in the low nibble."""
+    return np.ascontiguousarray(values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
+
+
+def nbits_weight(
+    values: Array, scale: Array, zero: Array, bits: int, signed: bool, block: int
+) -> tuple[Array, Array, Array | None]:
+    """MatMulNBits' B (N, blocks, bytes per block), scales (N, blocks) and zero points (None
+    when all are the kernel's default 2**(bits-1)) from a (K, N) integer weight."""
+    k, n = values.shape
+    blocks = k // block
+    offset = 1 << (bits - 1) if signed else 0
+    unsigned = (values.T.astype(np.int16) + offset).astype(np.uint8).reshape(n, blocks, block)
+    packed = _pack_pairs(unsigned) if bits == 4 else unsigned
+    scales = np.ascontiguousarray(_expanded(scale.astype(np.float32), blocks, n).T)
+    zeros = (_expanded(zero, blocks, n).T.astype(np.int16) + offset).astype(np.uint8)
+    if np.all(zeros == 1 << (bits - 1)):
+        return packed, scales, None
+    if bits == 4:
+        if blocks % 2:
+            zeros = np.concatenate([zeros, np.zeros((n, 1), np.uint8)], axis=1)
+        zeros = _pack_pairs(zeros)
+    return packed, scales, np.ascontiguousarray(zeros)
+
+
+class _DerivedCache:
+    """Kernel layouts derived from a constant array, kept while the array lives: every graph
+    compiled over the same weight (one per input shape) shares one copy of its layout."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, source: Array, what: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        owner: Any = source
+        while isinstance(owner, np.ndarray) and owner.base is not None:
+            owner = owner.base
+        pointer = source.__array_interface__["data"][0]
+        key = (id(owner), pointer, source.shape, source.strides, source.dtype.str, *what)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[0]() is owner:
+                return found[1]
+        value = build()
+
+        def forget(_: object) -> None:
+            # (no lock: the collector may run this inside a locked block; pop is atomic)
+            self._entries.pop(key, None)
+
+        try:
+            ref = weakref.ref(owner, forget)
+        except TypeError:  # an owner without weak references (bytes): not kept
+            return value
+        with self._lock:
+            self._entries[key] = (ref, value)
+        return value
+
+
+_DERIVED = _DerivedCache()
+
+
+class QuantizedMatMulLowering(LoweringBase):
+    """Emits the kernel of a :class:`Fusion`."""
+
+    def lower_fusion(self, fusion: Fusion) -> None:
+        values_op, scale_op, zero_op = fusion.weight.inputs
+        assert values_op is not None and scale_op is not None and zero_op is not None
+        values, scale, zero = (_constant(op) for op in (values_op, scale_op, zero_op))
+        assert values is not None and scale is not None and zero is not None
+        k, n = values.shape
+        out = self.out(fusion.output)
+        bias = [] if fusion.bias is None else [self.reshape_const_or_node(fusion.bias, [n])]
+        if fusion.kind == "nbits":
+            bits = _BITS[values_op.data_type]
+            block = _nbits_block(scale_op, (k, n))
+            assert block is not None
+            signed = values_op.data_type in ("int8", "int4")
+            packed, scales, zeros = _DERIVED.get(
+                values,
+                ("nbits", scale.tobytes(), zero.tobytes(), block),
+                lambda: nbits_weight(values, scale, zero, bits, signed, block),
+            )
+            a = self.value(fusion.a)
+            if fusion.round_trip:
+                a = self.e.one("DequantizeLinear", self.e.node("DynamicQuantizeLinear", [a], 3))
+            names = [a, self.e.const(packed, share=True)]
+            names.append(self.e.const(scales, share=True))
+            names.append("" if zeros is None else self.e.const(zeros, share=True))
+            if bias:
+                names += ["", bias[0]]  # (g_idx unused)
+            while names[-1] == "":
+                names.pop()
+            self.e.node(
+                "MatMulNBits", names, [out], domain=_MICROSOFT,
+                K=k, N=n, bits=bits, block_size=block, accuracy_level=1,
+            )  # fmt: skip
+            return
+        # per-column (or per-tensor) 8-bit weight: scales and zero points as (N,) vectors
+        column_scale = self.e.const(np.ascontiguousarray(_expanded(scale, 1, n)[0]), share=True)
+        column_zero = self.e.const(np.ascontiguousarray(_expanded(zero, 1, n)[0]), share=True)
+        weight = self.e.const(values, share=True)
+        if fusion.kind == "dynamic":
+            names = [self.value(fusion.a), weight, column_scale, column_zero, *bias]
+            self.e.node("DynamicQuantizeMatMul", names, [out], domain=_MICROSOFT)
+            return
+        assert fusion.a_scale is not None and fusion.a_zero is not None
+        a_scale, a_zero = (self._scalar(operand) for operand in (fusion.a_scale, fusion.a_zero))
+        quantized = self.e.one("QuantizeLinear", [self.value(fusion.a), a_scale, a_zero])
+        names = [quantized, weight, a_scale, column_scale, a_zero, column_zero, *bias]
+        self.e.node("MatMulIntegerToFloat", names, [out], domain=_MICROSOFT)
+
+    def _scalar(self, operand: MLOperand) -> str:
+        """A one-element operand as a 0-d value (per-tensor quantization parameters)."""
+        return (
+            self.value(operand) if operand.shape == () else self.reshape_const_or_node(operand, [])
+        )

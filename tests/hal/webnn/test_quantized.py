@@ -1,0 +1,124 @@
+"""ops.linear with a QuantizedTensor on the webnn backend: the weight is a set of graph
+constants built once, the product runs ONNX Runtime's integer kernels (checked with its
+profiler) and equals the numpy model of the same math."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ipfs_accelerate as ia
+from ipfs_accelerate import hal, ops
+from ipfs_accelerate.quantization import quantize
+from tests.webnn.quantized_kernels import fake_quant, kernels, profiled
+
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.webnn
+
+DEVICE = "webnn"
+
+
+@pytest.fixture
+def backend() -> Any:
+    """The webnn backend, with its compiled graphs (the tests read the newest one)."""
+    found = hal.get_backend(DEVICE, fallback=False)
+    assert found.name == DEVICE
+    return found
+
+
+def _data(seed: int) -> tuple[np.ndarray, np.ndarray, ia.Tensor]:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((96, 64)).astype(np.float32)
+    x = rng.standard_normal((4, 6, 64)).astype(np.float32)
+    bias = ia.tensor(rng.standard_normal(96).astype(np.float32), device=DEVICE)
+    hal.mark_parameter(bias)  # a model's bias: a graph constant the kernel absorbs
+    return w, x, bias
+
+
+def _linear(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp: Path, x: np.ndarray, q: Any, bias: Any,
+    activations: str,
+) -> tuple[np.ndarray, set[str]]:  # fmt: skip
+    with profiled(monkeypatch, tmp), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no CPU fallback
+        got = ops.linear(ia.tensor(x, device=DEVICE), q, bias, activations=activations).numpy()
+    compiled = next(reversed(backend._cache.values()))
+    return got, kernels(compiled.graph)
+
+
+@pytest.mark.parametrize(
+    ("bits", "axis", "block", "activations", "kernel"),
+    [
+        (8, 0, None, "int8", "DynamicQuantizeMatMul"),
+        (8, None, None, "int8", "DynamicQuantizeMatMul"),
+        (4, 1, 32, "float", "MatMulNBits"),
+        (4, 1, 32, "int8", "MatMulNBits"),  # (x rounded by DynamicQuantizeLinear first)
+    ],
+)
+def test_quantized_linear_runs_the_integer_kernel(
+    backend: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    bits: int,
+    axis: int | None,
+    block: int | None,
+    activations: str,
+    kernel: str,
+) -> None:
+    w, x, bias = _data(bits + (axis or 0))
+    q = quantize(w, bits=bits, axis=axis, block_size=block).to(DEVICE)
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, activations)
+    assert kernel in ran
+    assert not ran & {"MatMul", "Gemm", "Add"}  # no float product; the bias went in too
+    dense = q.dequantize_numpy()
+    if activations == "int8":
+        expected = fake_quant(x) @ dense.T + bias.numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-2)
+    else:
+        np.testing.assert_allclose(got, x @ dense.T + bias.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_int8_weight_only_folds_to_one_float_matmul(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    w, x, bias = _data(20)
+    q = quantize(w, bits=8, axis=0).to(DEVICE)
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "float")
+    # faster than MatMulNBits(bits=8) on ONNX Runtime 1.31 (docs/webnn.md): nothing is
+    # dequantized per call
+    assert ran & {"MatMul", "Gemm"} and not ran & {"DequantizeLinear", "Cast", "Mul", "MatMulNBits"}
+    np.testing.assert_allclose(got, x @ q.dequantize_numpy().T + bias.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_the_weight_is_built_once_and_each_shape_compiles_once(backend: Any) -> None:
+    w, x, bias = _data(21)
+    q = quantize(w, bits=4, axis=1, block_size=32).to(DEVICE)
+    backend.stats.reset()
+    for rows in (2, 3, 2, 3):
+        got = ops.linear(ia.tensor(x[0, :rows], device=DEVICE), q, bias, activations="int8")
+        np.testing.assert_allclose(
+            got.numpy(), fake_quant(x[0, :rows]) @ q.dequantize_numpy().T + bias.numpy(),
+            rtol=1e-4, atol=2e-2,
+        )  # fmt: skip
+    assert backend.stats.compilations == 2 and backend.stats.cache_hits == 2
+    resident = q.prepared("webnn", lambda _: None)
+    assert resident is not None and resident.values.shape == (64, 96)  # (K, N) for matmul
+    assert all(node.param for node in resident.nodes)
+
+
+def test_float16_input_and_one_vector(backend: Any) -> None:
+    w, x, _ = _data(22)
+    q = quantize(w.astype(np.float16), bits=8, axis=0, scale_dtype="float16").to(DEVICE)
+    half = ia.tensor(x[0].astype(np.float16), device=DEVICE)
+    got = ops.linear(half, q, activations="int8")
+    assert got.dtype is ia.float16
+    expected = fake_quant(x[0].astype(np.float16).astype(np.float32)) @ q.dequantize_numpy().T
+    np.testing.assert_allclose(got.numpy().astype(np.float32), expected, rtol=2e-3, atol=3e-2)
+    vector = ops.matmul(ia.tensor(x[0, 0], device=DEVICE), q.T)
+    assert vector.shape == (96,)
+    expected = x[0, 0].astype(np.float16).astype(np.float32) @ q.dequantize_numpy().T
+    np.testing.assert_allclose(vector.numpy().astype(np.float32), expected, rtol=2e-3, atol=2e-2)

@@ -1,0 +1,248 @@
+"""WebNN graphs built by hand with the quantized-matmul patterns run ONNX Runtime's integer
+kernels (checked with its profiler), and give the numpy model's results; layouts no kernel
+takes stay correct through the plain lowering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.webnn.quantized_kernels import fake_quant, kernels, profiled
+
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.webnn
+
+K, N, M = 64, 96, 10
+TINY = 1.1754943508222875e-38
+
+
+@pytest.fixture
+def ctx() -> Any:
+    from ipfs_accelerate import webnn
+
+    return webnn.create_context()
+
+
+def _weight(
+    bits: int, block: int | None, signed: bool = True, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A (K, N) weight's integers, scales and zero points (blocks along K, or per column)
+    and its dequantized value."""
+    rng = np.random.default_rng(seed)
+    rows = K // block if block else 1
+    high = (1 << bits) - 1 if not signed else (1 << (bits - 1)) - 1
+    low = 0 if not signed else -high
+    values = rng.integers(low, high + 1, size=(K, N)).astype(np.int8 if signed else np.uint8)
+    scale = rng.uniform(0.01, 0.1, size=(rows, N)).astype(np.float32)
+    if signed:
+        zero = np.zeros((rows, N), values.dtype)
+    else:
+        zero = rng.integers(0, high + 1, size=(rows, N)).astype(np.uint8)
+    expanded = np.repeat(scale, K // rows, axis=0), np.repeat(zero, K // rows, axis=0)
+    dense = (values.astype(np.float32) - expanded[1]) * expanded[0]
+    return values, scale, zero, dense
+
+
+def _dequantized(b: Any, values: np.ndarray, scale: np.ndarray, zero: np.ndarray, kind: str) -> Any:
+    return b.dequantize_linear(
+        b.constant({"dataType": kind, "shape": list(values.shape)}, values),
+        b.constant({"dataType": "float32", "shape": list(scale.shape)}, scale),
+        b.constant({"dataType": kind, "shape": list(zero.shape)}, zero),
+    )
+
+
+def _dynamic(b: Any, x: Any, levels: float = 255.0) -> Any:
+    """The DynamicQuantizeLinear pattern of docs/webnn.md ("Quantized matmul")."""
+    nought = b.constant("float32", 0.0)
+    low = b.min(b.reduce_min(x), nought)
+    high = b.max(nought, b.reduce_max(x))  # either operand order
+    scale = b.max(
+        b.div(b.sub(high, low), b.constant("float32", levels)), b.constant("float32", TINY)
+    )
+    zero = b.cast(
+        b.clamp(b.round_even(b.neg(b.div(low, scale))), min_value=0, max_value=255), "uint8"
+    )
+    return b.dequantize_linear(b.quantize_linear(x, scale, zero), scale, zero)
+
+
+def _run(ctx: Any, build: Any, x: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp: Path) -> Any:
+    from ipfs_accelerate import webnn
+
+    b = webnn.MLGraphBuilder(ctx)
+    inp = b.input("x", {"dataType": "float32", "shape": list(x.shape)})
+    outputs = build(b, inp)
+    with profiled(monkeypatch, tmp):
+        graph = b.build(outputs)
+    result = ctx.compute(graph, {"x": x})
+    return result, kernels(graph), [node.op_type for node in graph._lowered.model.graph.node]
+
+
+def _x(seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((M, K)).astype(np.float32)
+
+
+def _weight_only(
+    ctx: Any, weight: tuple[np.ndarray, ...], kind: str, seed: int,
+    monkeypatch: pytest.MonkeyPatch, tmp: Path,
+) -> set[str]:  # fmt: skip
+    """Runs x @ W for a weight of :func:`_weight`, checks the values; the kernels that ran."""
+    values, scale, zero, dense = weight
+    x = _x(seed)
+    got, ran, _ = _run(
+        ctx,
+        lambda b, inp: {"y": b.matmul(inp, _dequantized(b, values, scale, zero, kind))},
+        x,
+        monkeypatch,
+        tmp,
+    )
+    np.testing.assert_allclose(got["y"], x @ dense, rtol=1e-5, atol=1e-4)
+    return ran
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_int4_blockwise_weight_runs_matmulnbits(
+    ctx: Any, signed: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values, scale, zero, dense = _weight(4, 32, signed)
+    x = _x()
+    kind = "int4" if signed else "uint4"
+    bias = np.linspace(-1, 1, N, dtype=np.float32)
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        product = b.matmul(inp, _dequantized(b, values, scale, zero, kind))
+        return {"y": b.add(product, b.constant({"dataType": "float32", "shape": [N]}, bias))}
+
+    got, ran, lowered = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert "MatMulNBits" in ran and not ran & {"MatMul", "Gemm", "Add"}
+    assert lowered == ["MatMulNBits"]  # the dequantization and the bias went into the kernel
+    np.testing.assert_allclose(got["y"], x @ dense + bias, rtol=1e-5, atol=1e-4)
+
+
+def test_per_column_int4_weight_picks_a_block_along_k(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ran = _weight_only(ctx, _weight(4, None), "int4", 2, monkeypatch, tmp_path)
+    assert "MatMulNBits" in ran and "MatMul" not in ran
+
+
+def test_dynamic_int8_pattern_runs_dynamicquantizematmul(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values, scale, zero, dense = _weight(8, None)
+    x = _x(3)
+    bias = np.linspace(-1, 1, N, dtype=np.float32)
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        product = b.matmul(_dynamic(b, inp), _dequantized(b, values, scale, zero, "int8"))
+        return {"y": b.add(b.constant({"dataType": "float32", "shape": [1, N]}, bias), product)}
+
+    got, ran, lowered = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert ran == {"DynamicQuantizeMatMul"}
+    assert lowered == ["DynamicQuantizeMatMul"]  # the scale computation is the kernel's own
+    np.testing.assert_allclose(got["y"], fake_quant(x) @ dense + bias, rtol=1e-4, atol=2e-2)
+    assert np.abs(got["y"] - (x @ dense + bias)).max() > 1e-3  # x really was quantized
+
+
+@pytest.mark.parametrize("variant", ["other-levels", "fixed-scale"])
+def test_other_activation_quantization_runs_matmulintegertofloat(
+    ctx: Any, variant: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values, scale, zero, dense = _weight(8, None, signed=False, seed=4)
+    x = _x(4)
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        if variant == "other-levels":  # not DynamicQuantizeLinear's: no DynamicQuantizeMatMul
+            a = _dynamic(b, inp, levels=200.0)
+        else:
+            s, z = b.constant("float32", 0.03), b.constant("uint8", 128)
+            a = b.dequantize_linear(b.quantize_linear(inp, s, z), s, z)
+        return {"y": b.matmul(a, _dequantized(b, values, scale, zero, "uint8"))}
+
+    got, ran, _ = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert "MatMulIntegerToFloat" in ran and not ran & {"MatMul", "DynamicQuantizeMatMul"}
+    if variant == "fixed-scale":
+        q = np.clip(np.rint(x / np.float32(0.03)) + 128, 0, 255)
+        a = ((q - 128) * np.float32(0.03)).astype(np.float32)
+    else:
+        low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        s = np.float32((high - low) / 200)
+        z = np.clip(np.rint(-low / s), 0, 255)
+        a = ((np.clip(np.rint(x / s) + z, 0, 255) - z) * s).astype(np.float32)
+    np.testing.assert_allclose(got["y"], a @ dense, rtol=1e-4, atol=2e-2)
+
+
+def test_layouts_without_an_integer_kernel_stay_correct(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    values = rng.integers(-127, 128, size=(K, N)).astype(np.int8)
+    per_row = rng.uniform(0.01, 0.1, size=(K, 1)).astype(np.float32)  # scales vary along K
+    x = _x(5)
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        weight = _dequantized(b, values, per_row, np.zeros((K, 1), np.int8), "int8")
+        return {"y": b.matmul(_dynamic(b, inp), weight), "w": weight}
+
+    got, ran, _ = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert "MatMul" in ran and not ran & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+    dense = values * per_row
+    np.testing.assert_allclose(got["w"], dense, rtol=1e-6)
+    np.testing.assert_allclose(got["y"], fake_quant(x) @ dense, rtol=1e-4, atol=2e-2)
+
+
+def test_int8_weight_only_is_a_folded_float_matmul(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ran = _weight_only(ctx, _weight(8, None, seed=6), "int8", 6, monkeypatch, tmp_path)
+    # ONNX Runtime folds the constant dequantization: one float MatMul, nothing per call
+    assert ran == {"MatMul"}
+
+
+@pytest.mark.parametrize(("signed", "block"), [(True, None), (False, 32), (True, 16)])
+def test_8bit_matmulnbits_layout(
+    ctx: Any, signed: bool, block: int | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MatMulNBits' 8-bit weights (off by default, slower than the folded float weight on
+    ONNX Runtime 1.31) give the same values."""
+    from ipfs_accelerate.webnn._onnx import _qmatmul
+
+    monkeypatch.setattr(_qmatmul, "NBITS_FOR_8BIT", True)
+    kind = "int8" if signed else "uint8"
+    ran = _weight_only(ctx, _weight(8, block, signed, seed=7), kind, 7, monkeypatch, tmp_path)
+    assert "MatMulNBits" in ran and "MatMul" not in ran
+
+
+def test_a_weight_also_read_elsewhere_is_still_computed(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values, scale, zero, dense = _weight(4, 32, seed=8)
+    x = _x(8)
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        weight = _dequantized(b, values, scale, zero, "int4")
+        product = b.matmul(inp, weight)
+        return {"y": product, "z": b.add(product, b.constant("float32", 1.0)), "w": weight}
+
+    got, ran, _ = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert "MatMulNBits" in ran
+    np.testing.assert_allclose(got["w"], dense, rtol=1e-6)
+    np.testing.assert_allclose(got["y"], x @ dense, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got["z"], x @ dense + 1, rtol=1e-5, atol=1e-4)
+
+
+def test_graphs_over_one_weight_share_its_kernel_layout(ctx: Any) -> None:
+    from ipfs_accelerate import webnn
+
+    values, scale, zero, _ = _weight(4, 32, seed=9)
+    values.flags.writeable = False  # referenced, not copied, by every graph
+    found = []
+    for rows in (3, 5):
+        b = webnn.MLGraphBuilder(ctx)
+        inp = b.input("x", {"dataType": "float32", "shape": [rows, K]})
+        graph = b.build({"y": b.matmul(inp, _dequantized(b, values, scale, zero, "int4"))})
+        packed = [a for a in graph._lowered.external.values() if a.dtype == np.uint8]
+        found.append(packed[0])
+    assert found[0] is found[1]
