@@ -138,3 +138,47 @@ def test_every_pipeline_takes_dtype(
 def test_bad_dtype_is_a_typed_error_naming_it(bert_dir: Path, bad: object) -> None:
     with pytest.raises(InvalidArgumentError, match=r"dtype must be one of .*got " + repr(bad)):
         TextEmbedder.from_pretrained(bert_dir, "cpu", dtype=bad)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def test_layer_kinds_of_the_four_families() -> None:
+    from ipfs_accelerate.models._precision import layer_kind
+
+    kinds = {
+        "encoder.layer.0.attention.self.query": "attention_in",
+        "vit.encoder.layer.1.attention.attention.value": "attention_in",
+        "text_model.encoder.layers.0.self_attn.k_proj": "attention_in",
+        "model.decoder.layers.0.encoder_attn.q_proj": "attention_in",
+        "encoder.layer.0.attention.output.dense": "attention_out",
+        "vision_model.encoder.layers.1.self_attn.out_proj": "attention_out",
+        "encoder.layer.0.intermediate.dense": "ffn_in",
+        "model.encoder.layers.0.fc1": "ffn_in",
+        "encoder.layer.0.output.dense": "ffn_out",
+        "text_model.encoder.layers.0.mlp.fc2": "ffn_out",
+        "classifier": "head",
+        "visual_projection": "head",
+        "proj_out": "head",
+        "pooler.dense": "head",
+    }
+    assert {path: layer_kind(path) for path in kinds} == kinds
+
+
+def test_int8_activations_only_where_the_backend_has_the_integer_kernel(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.models._precision import INT8_ACTIVATION_KINDS, layer_kind
+
+    cpu = type(hal.get_backend("cpu"))
+    plain = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
+    assert {m.activations for _, m in _linears(plain)} == {"float"}
+    assert "dynamic_quantized_linear" not in cpu.fused
+    monkeypatch.setattr(cpu, "fused", cpu.fused | {"dynamic_quantized_linear"})
+    model = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
+    chosen = {p for p, m in _linears(model) if m.activations == "int8"}
+    assert chosen == {p for p, _ in _linears(model) if layer_kind(p) in INT8_ACTIVATION_KINDS}
+    assert len(chosen) == 2 * 4  # q, k, v and the attention output of both layers
+    floats = BertModel.from_pretrained(bert_dir, "cpu", dtype="float32")
+    assert {m.activations for _, m in _linears(floats)} == {"float"}

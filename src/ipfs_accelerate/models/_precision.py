@@ -30,10 +30,13 @@ from ipfs_accelerate.quantization import QuantizedTensor, quantize
 __all__ = [
     "FLOAT_LAYERS",
     "INT4_BLOCK_SIZE",
+    "INT8_ACTIVATION_KINDS",
     "MODEL_DTYPES",
     "Precision",
     "WeightConverter",
+    "apply_activation_policy",
     "check_dtype",
+    "layer_kind",
     "model_dtype",
     "quantized_keys",
     "resolve_precision",
@@ -174,6 +177,53 @@ class WeightConverter:
             axis = 1 if block is not None else 0
             self._done[cache_key] = quantize(array, bits=bits, axis=axis, block_size=block)
         return self._done[cache_key]
+
+
+#: Linear layers by role, from their names in the four families
+_KIND_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attention_in", ("query", "key", "value", "q_proj", "k_proj", "v_proj")),
+    ("attention_out", ("attention.output.dense", "out_proj")),
+    ("ffn_in", ("intermediate.dense", "fc1")),
+    ("ffn_out", ("output.dense", "fc2")),
+)
+#: the layer kinds whose inputs are quantized to int8 (``ops.linear(activations="int8")``)
+#: when the backend has an integer kernel; the others keep float inputs (weight-only). With
+#: one scale per tensor, the FFN input (layer-norm output with a few outlier channels) and
+#: the FFN output projection (GELU outputs) lose too much: MiniLM's minimum cosine falls
+#: below 0.99 with either. Heads (classifiers, projections, Whisper's vocabulary
+#: projection) keep float inputs too. docs/models.md ("Precision") has the measurement.
+INT8_ACTIVATION_KINDS: frozenset[str] = frozenset({"attention_in", "attention_out"})
+
+
+def layer_kind(path: str) -> str:
+    """``"attention_in"``, ``"attention_out"``, ``"ffn_in"``, ``"ffn_out"`` or ``"head"`` for
+    the Linear module at dotted ``path``."""
+    for kind, suffixes in _KIND_SUFFIXES:
+        if path.endswith(suffixes):
+            return kind
+    return "head"
+
+
+def apply_activation_policy(
+    model: Module, device: str, kinds: frozenset[str] | None = None
+) -> list[str]:
+    """Set ``activations="int8"`` on the quantized Linear layers of the ``kinds`` (default
+    :data:`INT8_ACTIVATION_KINDS`) when ``kinds`` is given or the backend lists
+    ``dynamic_quantized_linear`` in ``fused``; ``"float"`` on every other layer. Returns the
+    paths of the int8-activation layers."""
+    from ipfs_accelerate import hal
+
+    if kinds is None:
+        fused = hal.get_backend(device).fused
+        kinds = INT8_ACTIVATION_KINDS if "dynamic_quantized_linear" in fused else frozenset()
+    chosen = []
+    for path, module in model.named_modules():
+        if isinstance(module, Linear):
+            int8 = isinstance(module.weight, QuantizedTensor) and layer_kind(path) in kinds
+            module.activations = "int8" if int8 else "float"
+            if int8:
+                chosen.append(path)
+    return chosen
 
 
 def model_dtype(model: Module) -> str:

@@ -806,4 +806,5 @@ def load_model(
     # plain attributes (not parameters): what save_pretrained and /v1/models read back
     model.dtype = precision.dtype
     model.checkpoint_config = dict(checkpoint.config)
+    _precision.apply_activation_policy(model, backend)
     return model, checkpoint, report
