@@ -182,3 +182,78 @@ def test_int8_activations_only_where_the_backend_has_the_integer_kernel(
     assert len(chosen) == 2 * 4  # q, k, v and the attention output of both layers
     floats = BertModel.from_pretrained(bert_dir, "cpu", dtype="float32")
     assert {m.activations for _, m in _linears(floats)} == {"float"}
+
+
+# ----------------------------------------------------------------------------- float16
+
+
+def _half_copy(source: Path, target: Path, torch_dtype: str) -> Path:
+    """``source`` with every floating tensor stored as float16 or bfloat16."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    shutil.copytree(source, target)
+    tensors = {
+        k: torch.from_numpy(np.array(v)).to(getattr(torch, torch_dtype))
+        for k, v in read_weights(source).items()
+    }
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    return target
+
+
+@pytest.fixture(scope="module", params=["float16", "bfloat16"])
+def half_bert_dir(
+    request: pytest.FixtureRequest, bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    return _half_copy(bert_dir, tmp_path_factory.mktemp("half") / "bert", request.param)
+
+
+def _float_bytes(model: Module) -> int:
+    return sum(v.nbytes for _, v in model.named_parameters())
+
+
+def test_auto_keeps_a_half_precision_checkpoint_in_float16(
+    half_bert_dir: Path, bert_dir: Path
+) -> None:
+    wide = BertModel.from_pretrained(bert_dir, "cpu", sharing=False)
+    model = BertModel.from_pretrained(half_bert_dir, "cpu", dtype="auto", sharing=False)
+    assert model.dtype == "float16"
+    assert {v.dtype.name for _, v in model.named_parameters()} == {"float16"}
+    assert _float_bytes(model) * 2 == _float_bytes(wide)
+    widened = BertModel.from_pretrained(half_bert_dir, "cpu", sharing=False)  # float32 default
+    assert {v.dtype.name for _, v in widened.named_parameters()} == {"float32"}
+    ids = np.array([[2, 5, 7, 9, 3]])
+    from ipfs_accelerate.tensor import from_numpy
+
+    out = model(from_numpy(ids, "cpu")).last_hidden_state.numpy().astype(np.float32)
+    ref = widened(from_numpy(ids, "cpu")).last_hidden_state.numpy()
+    np.testing.assert_allclose(out, ref, atol=0.05)
+
+
+def test_auto_keeps_a_float32_checkpoint_in_float32(bert_dir: Path) -> None:
+    model = BertModel.from_pretrained(bert_dir, "cpu", dtype="auto")
+    assert model.dtype == "float32"
+    assert {v.dtype.name for _, v in model.named_parameters()} == {"float32"}
+
+
+def test_float16_narrows_a_float32_checkpoint(bert_dir: Path) -> None:
+    embedder = TextEmbedder.from_pretrained(bert_dir, "cpu", dtype="float16", sharing=False)
+    assert {v.dtype.name for _, v in embedder.model.named_parameters()} == {"float16"}
+    ref = TextEmbedder.from_pretrained(bert_dir, "cpu").embed(["a cat sat on the mat"])
+    out = embedder.embed(["a cat sat on the mat"])
+    assert float((out * ref).sum()) > 0.999
+
+
+def test_without_float16_on_the_backend_auto_is_float32_and_float16_an_error(
+    half_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipfs_accelerate.errors import DtypeError
+    from ipfs_accelerate.models import _precision
+
+    monkeypatch.setattr(_precision, "holds_float16", lambda device: False)
+    model = BertModel.from_pretrained(half_bert_dir, "cpu", dtype="auto")
+    assert {v.dtype.name for _, v in model.named_parameters()} == {"float32"}
+    with pytest.raises(DtypeError, match="backend 'cpu' does not hold float16"):
+        BertModel.from_pretrained(half_bert_dir, "cpu", dtype="float16")
