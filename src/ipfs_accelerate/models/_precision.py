@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.errors import DtypeError, InvalidArgumentError
+from ipfs_accelerate.models._defaults import MODEL_DTYPES
 from ipfs_accelerate.models._module import Embedding, Linear, Module
 from ipfs_accelerate.quantization import QuantizedTensor, quantize
 
@@ -44,8 +45,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: what ``from_pretrained(dtype=...)`` accepts
-MODEL_DTYPES = ("float32", "float16", "int8", "int4", "auto")
 #: the block of an int4 weight, along in_features
 INT4_BLOCK_SIZE = 32
 #: Linear layers (dotted-name suffixes) kept in float32 by int8/int4; empty: the accuracy
