@@ -163,7 +163,14 @@ def test_whisper_int8_logits_and_greedy_tokens(whisper_dir: Path) -> None:
     decided = margin > 2 * float(np.abs(quantized - reference).max())
     assert decided.mean() > 0.5
     np.testing.assert_array_equal(quantized.argmax(-1)[decided], reference.argmax(-1)[decided])
-    clear_rows = decided[:, 3:].all(axis=1)  # after the prompt
-    print(f"Whisper int8: {int(clear_rows.sum())} of {len(clear_rows)} rows free of near-ties")
+    # free-running: int8's greedy tokens equal fp32's up to each row's first near-tie
     ours = narrow.generate(features, language="en", max_new_tokens=24)
-    np.testing.assert_array_equal(ours[clear_rows], greedy[clear_rows])
+    compared = 0
+    for row in range(len(greedy)):
+        ties = np.flatnonzero(~decided[row, 3:])
+        # logits at position p choose token p + 1; the prompt is 4 tokens
+        cut = 4 + (int(ties[0]) if ties.size else decided.shape[1] - 3)
+        np.testing.assert_array_equal(ours[row, :cut], greedy[row, :cut], err_msg=f"row {row}")
+        compared += cut - 4
+    print(f"Whisper int8: {compared} generated tokens before the first near-tie, all equal")
+    assert compared >= len(greedy)
