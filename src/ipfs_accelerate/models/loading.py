@@ -807,4 +807,7 @@ def load_model(
     model.dtype = precision.dtype
     model.checkpoint_config = dict(checkpoint.config)
     _precision.apply_activation_policy(model, backend)
+    if precision.bits is not None:
+        del weights  # the checkpoint's memory map goes with the last reference to it
+        _precision.release_freed_memory()
     return model, checkpoint, report
