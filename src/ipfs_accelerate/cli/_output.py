@@ -300,7 +300,8 @@ def load_pipeline(
         pipeline = cls.from_pretrained(model, device=device, progress=report, dtype=dtype)
     if reason is None or pipeline.device != device:
         reason = pipeline.device_reason
-    stderr.print(f"[dim]{model} on {pipeline.device} in {pipeline.dtype}: {reason}[/]")
+    precision = "" if pipeline.dtype == "float32" else f" in {pipeline.dtype}"
+    stderr.print(f"[dim]{model} on {pipeline.device}{precision}: {reason}[/]")
     return pipeline
 
 
