@@ -168,7 +168,8 @@ def test_a_corrupt_quantized_layout_is_a_checkpoint_error(
     metadata = _header(path)["__metadata__"]
     layouts = json.loads(metadata[QUANTIZATION_KEY])
     tensors = {k: np.array(v) for k, v in read_safetensors(path).items()}
-    change(layouts, tensors, "encoder.layer.0.attention.self.query.weight")  # type: ignore[operator]
+    key = "encoder.layer.0.attention.self.query.weight"
+    change(layouts, tensors, key)  # type: ignore[operator]
     metadata[QUANTIZATION_KEY] = json.dumps(layouts)
     broken = tmp_path / "broken"
     shutil.copytree(saved, broken)
