@@ -15,6 +15,7 @@ from rich.table import Table
 from ._app import app
 from ._output import (
     DeviceOption,
+    DtypeOption,
     JsonOption,
     command,
     human_bytes,
@@ -160,6 +161,7 @@ def embed(
         ),
     ] = None,
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
     backend: Annotated[
         str | None,
         typer.Option(
@@ -225,7 +227,12 @@ def embed(
 
         model_name = model or DEFAULT_TEXT_MODEL
         embedder = load_pipeline(
-            TextEmbedder, model_name, device, inputs=len(items), model_type="text_embedding"
+            TextEmbedder,
+            model_name,
+            device,
+            inputs=len(items),
+            model_type="text_embedding",
+            dtype=dtype,
         )
         parts = []
         with steps("embedding", len(items)) as advance:
@@ -340,13 +347,16 @@ def classify_image(
     ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels per image.")] = 5,
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
     json_output: JsonOption = False,
 ) -> None:
     """Classify images with a ViT checkpoint (labels from its id2label)."""
     from ipfs_accelerate.models import ImageClassifier
 
     _check_files(images)
-    classifier = load_pipeline(ImageClassifier, model, device, inputs=len(images), model_type="vit")
+    classifier = load_pipeline(
+        ImageClassifier, model, device, inputs=len(images), model_type="vit", dtype=dtype
+    )
     results = []
     with steps("classifying", len(images)) as advance:
         for path in images:
@@ -380,6 +390,7 @@ def zero_shot(
         str, typer.Option("--template", help="How a label becomes a sentence; {} is the label.")
     ] = "This is a photo of {}.",
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
     json_output: JsonOption = False,
 ) -> None:
     """Zero-shot image classification with CLIP: which of the labels fits each image best."""
@@ -390,7 +401,12 @@ def zero_shot(
         raise usage_error("--labels: give at least one label, e.g. --labels 'a cat,a dog'")
     _check_files(images)
     classifier = load_pipeline(
-        ZeroShotImageClassifier, model, device, inputs=len(images), model_type="clip"
+        ZeroShotImageClassifier,
+        model,
+        device,
+        inputs=len(images),
+        model_type="clip",
+        dtype=dtype,
     )
     results = []
     with steps("classifying", len(images)) as advance:
@@ -437,6 +453,7 @@ def transcribe(
         str, typer.Option("--task", help="transcribe, or translate (into English).")
     ] = "transcribe",
     device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
     segments: Annotated[
         bool, typer.Option("--segments", help="Also show each 30 s window with its times.")
     ] = False,
@@ -454,7 +471,7 @@ def transcribe(
     _check_language(language)
     _check_files(audio)
     recognizer = load_pipeline(
-        SpeechRecognizer, model, device, inputs=len(audio), model_type="whisper"
+        SpeechRecognizer, model, device, inputs=len(audio), model_type="whisper", dtype=dtype
     )
     if language is not None:
         try:  # this checkpoint's languages (an English-only one takes en alone)

@@ -83,6 +83,28 @@ DeviceOption = Annotated[
 ]
 
 
+# -- model precision (issue 16) --
+def _valid_dtype(value: str) -> str:
+    from ipfs_accelerate.models._defaults import MODEL_DTYPES
+
+    if value not in MODEL_DTYPES:
+        raise typer.BadParameter(f"must be one of {', '.join(MODEL_DTYPES)}, got {value!r}")
+    return value
+
+
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        metavar="DTYPE",
+        callback=_valid_dtype,
+        help="Weights: float32, float16, int8 (per-channel), int4 (blocks of 32), or auto "
+        "(a float16 checkpoint stays float16 where the backend holds it).",
+    ),
+]
+# -- end model precision --
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -258,10 +280,16 @@ def steps(description: str, total: int) -> Iterator[Callable[[int], None]]:
 
 
 def load_pipeline(
-    cls: Any, model: str, device: str, *, inputs: int, model_type: str | None = None
+    cls: Any,
+    model: str,
+    device: str,
+    *,
+    inputs: int,
+    model_type: str | None = None,
+    dtype: str = "float32",
 ) -> Any:
-    """``cls.from_pretrained(model)`` with a progress bar; ``--device auto`` over at most
-    :data:`ONE_SHOT_INPUTS` inputs asks ``select_backend`` for one-shot work."""
+    """``cls.from_pretrained(model, dtype=dtype)`` with a progress bar; ``--device auto`` over
+    at most :data:`ONE_SHOT_INPUTS` inputs asks ``select_backend`` for one-shot work."""
     reason = None
     if device == "auto" and inputs <= ONE_SHOT_INPUTS:
         from ipfs_accelerate import hal
@@ -269,10 +297,11 @@ def load_pipeline(
         selection = hal.select_backend(model_type, one_shot=True)
         device, reason = selection.name, selection.reason
     with loading(model) as report:
-        pipeline = cls.from_pretrained(model, device=device, progress=report)
+        pipeline = cls.from_pretrained(model, device=device, progress=report, dtype=dtype)
     if reason is None or pipeline.device != device:
         reason = pipeline.device_reason
-    stderr.print(f"[dim]{model} on {pipeline.device}: {reason}[/]")
+    precision = "" if pipeline.dtype == "float32" else f" in {pipeline.dtype}"
+    stderr.print(f"[dim]{model} on {pipeline.device}{precision}: {reason}[/]")
     return pipeline
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import app
-from ._output import DeviceOption, command, loading, stderr
+from ._output import DeviceOption, DtypeOption, command, loading, stderr
 
 
 @app.command()
@@ -27,6 +27,9 @@ def serve(
         ),
     ] = None,
     device: DeviceOption = "auto",
+    # -- model precision (issue 16) --
+    dtype: DtypeOption = "float32",
+    # -- end model precision --
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")
@@ -199,6 +202,8 @@ def serve(
         "keep_alive_timeout_s": keep_alive_timeout,
         "max_connections": max_connections,
         "graceful_timeout_s": graceful_timeout,
+        # model precision (issue 16)
+        "dtype": dtype,
     }
     if specs:
         fields["models"] = specs
@@ -237,7 +242,8 @@ def _print_served(app_: Any, url: str) -> None:
     stderr.print("models (the id to send, its kind and device):")
     for served in state.registry:
         stderr.print(
-            f"  [bold]{escape(served.name)}[/]  {served.kind} on {served.device}: "
+            f"  [bold]{escape(served.name)}[/]  {served.kind} on {served.device} "
+            f"in {served.dtype}: "
             f"{escape(served.pipeline.device_reason)}",
             soft_wrap=True,
         )

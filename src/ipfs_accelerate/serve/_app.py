@@ -262,6 +262,7 @@ def create_app(
             config.device,
             shape_buckets=config.shape_buckets,
             local_files_only=config.local_files_only,
+            dtype=config.dtype,
             progress=progress,
             warm_up=config.warm_up,
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipfs_accelerate.errors import ConfigurationError
-from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
+from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL, MODEL_DTYPES
 from ipfs_accelerate.models.preprocessing.audio import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
 
 __all__ = ["DEFAULT_EMBEDDING_MODEL", "KINDS", "ModelSpec", "ServerConfig"]
@@ -124,6 +124,8 @@ class ServerConfig:
       connection is closed after ``keep_alive_timeout_s``; at most ``max_connections`` are
       open (503 and closed beyond); a shutdown lets requests in progress finish for up to
       ``graceful_timeout_s``, then closes what is left.
+    * ``dtype``: the precision every model is loaded in ("float32", "float16", "int8",
+      "int4" or "auto"; see ``from_pretrained``), shown per model by ``/v1/models``.
     """
 
     models: tuple[ModelSpec, ...] = (ModelSpec(DEFAULT_EMBEDDING_MODEL),)
@@ -161,6 +163,9 @@ class ServerConfig:
     max_connections: int = 512
     graceful_timeout_s: float = 10.0
     # -- end connection hygiene --
+    # -- model precision (issue 16): what from_pretrained(dtype=...) loads every model in --
+    dtype: str = "float32"
+    # -- end model precision --
 
     def __post_init__(self) -> None:
         models = tuple(ModelSpec.parse(m) if isinstance(m, str) else m for m in self.models)
@@ -185,6 +190,10 @@ class ServerConfig:
         ):
             _positive_int(name, getattr(self, name))
         self._check_input_limits()
+        if self.dtype not in MODEL_DTYPES:  # issue 16: model precision
+            raise ConfigurationError(
+                f"ServerConfig.dtype must be one of {', '.join(MODEL_DTYPES)}, got {self.dtype!r}"
+            )
         for name in _CONNECTION_TIMEOUTS:
             _positive_seconds(name, getattr(self, name))
         wait = self.max_wait_ms

@@ -63,6 +63,11 @@ class ServedModel:
     def device(self) -> str:
         return str(self.pipeline.device)
 
+    @property
+    def dtype(self) -> str:
+        """The precision the model was loaded in ("float32", "float16", "int8", "int4")."""
+        return str(getattr(self.pipeline, "dtype", "float32"))
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on this model's worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -213,15 +218,18 @@ class ModelRegistry:
         local_files_only: bool | None = None,
         progress: LoadProgress | None = None,
         warm_up: bool = True,
+        dtype: str = "float32",
     ) -> ModelRegistry:
         """Load every model of ``specs`` on ``device`` (CheckpointError and
         UnsupportedArchitectureError name the one that failed), each warmed up with one tiny
-        forward pass unless ``warm_up`` is false."""
+        forward pass unless ``warm_up`` is false; ``dtype`` is from_pretrained's."""
         loaded: list[ServedModel] = []
         try:
             for spec in specs:
                 spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
-                loaded.append(_load_one(spec, device, shape_buckets, local_files_only, progress))
+                loaded.append(
+                    _load_one(spec, device, shape_buckets, local_files_only, progress, dtype)
+                )
                 if warm_up:
                     _warm_up(loaded[-1], progress)
             return cls(loaded)
@@ -275,6 +283,7 @@ def _load_one(
     shape_buckets: bool | None,
     local_files_only: bool | None,
     progress: LoadProgress | None,
+    dtype: str = "float32",
 ) -> ServedModel:
     from ipfs_accelerate.errors import UnsupportedArchitectureError
     from ipfs_accelerate.models import (
@@ -306,14 +315,17 @@ def _load_one(
         def callback(stage: str, done: int, total: int) -> None:
             progress(name, stage, done, total)
 
-    pipeline = pipeline_class.from_pretrained(checkpoint.path, device=device, progress=callback)
+    pipeline = pipeline_class.from_pretrained(
+        checkpoint.path, device=device, progress=callback, dtype=dtype
+    )
     count_model_load(name)
     logger.info(
-        "serving %s (%s) from %s on %s: %s",
+        "serving %s (%s) from %s on %s in %s: %s",
         name,
         kind,
         checkpoint.path,
         pipeline.device,
+        pipeline.dtype,
         pipeline.device_reason,
     )
     model = ServedModel(name=name, kind=kind, source=spec.source, pipeline=pipeline)

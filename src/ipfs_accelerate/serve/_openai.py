@@ -40,7 +40,13 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _model_object(model: Any) -> dict[str, Any]:
-    return {"id": model.name, "object": "model", "created": model.created, "owned_by": _OWNER}
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": _OWNER,
+        "dtype": model.dtype,  # not in OpenAI's card: what precision this model runs in
+    }
 
 
 async def list_models(request: Request) -> Response:

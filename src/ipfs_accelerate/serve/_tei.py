@@ -109,7 +109,7 @@ async def info(request: Request) -> Response:
         {
             "model_id": model.name,
             "model_sha": None,
-            "model_dtype": "float32",
+            "model_dtype": model.dtype,
             "model_type": {"embedding": {"pooling": model.pipeline.pooling}},
             "max_concurrent_requests": config.max_concurrent_requests,
             "max_input_length": engine.max_input_length,

@@ -41,6 +41,7 @@ class IpfsAccelerateReplica:
             config.device,
             shape_buckets=config.shape_buckets,
             local_files_only=config.local_files_only,
+            dtype=config.dtype,
         )
         logger.info("replica %s loaded %s", replica, ", ".join(m.name for m in self.registry))
 
