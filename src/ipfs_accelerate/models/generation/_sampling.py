@@ -137,11 +137,12 @@ def _number(name: str, value: Any, *, integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         kind = "an int" if integer else "a number"
         raise InvalidArgumentError(f"{name} must be {kind}, got {value!r}")
-    if integer and int(value) != value:
-        raise InvalidArgumentError(f"{name} must be an int, got {value!r}")
-    if not math.isfinite(float(value)):
+    number = float(value)
+    if not math.isfinite(number):
         raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
-    return float(value)
+    if integer and not number.is_integer():
+        raise InvalidArgumentError(f"{name} must be an int, got {value!r}")
+    return number
 
 
 def resolve(
