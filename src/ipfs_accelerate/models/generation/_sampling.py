@@ -50,7 +50,8 @@ class SamplingParams:
     when a positive ``temperature`` is given, else the checkpoint's ``do_sample``).
     ``logprobs``: None for none, N >= 0 for the chosen token's log-probability and N
     alternatives. ``stop`` strings end the text before them; ``stop_token_ids`` add to the
-    checkpoint's end-of-sequence tokens.
+    checkpoint's end-of-sequence tokens, which ``ignore_eos`` drops (benchmarks: always
+    ``max_new_tokens``).
     """
 
     max_new_tokens: int | None = None
@@ -66,6 +67,7 @@ class SamplingParams:
     stop: Sequence[str] | str | None = None
     stop_token_ids: Sequence[int] | None = None
     logprobs: int | None = None
+    ignore_eos: bool = False
 
     @classmethod
     def from_kwargs(cls, params: Mapping[str, Any]) -> SamplingParams:
@@ -204,7 +206,8 @@ def resolve(
         frequency_penalty=penalties["frequency_penalty"],
         seed=_seed(params.seed),
         stop=_stop_strings(params.stop),
-        stop_token_ids=frozenset(defaults.eos_token_ids) | _token_ids(params.stop_token_ids),
+        stop_token_ids=_token_ids(params.stop_token_ids)
+        | frozenset(() if params.ignore_eos else defaults.eos_token_ids),
         logprobs=_logprobs(params.logprobs),
         rng=np.random.default_rng(params.seed),
     )

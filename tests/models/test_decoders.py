@@ -1,0 +1,179 @@
+"""Decoder parity against transformers (torch, CPU) on tiny seeded checkpoints, every backend.
+
+Per family (Llama, Llama with llama3 rope scaling, Mistral with a sliding window, Qwen2,
+Qwen3, GPT-2): prompt logits within 1e-4 (cpu, webnn) / 1e-3 (webgpu); 32 greedy tokens equal
+to ``generate(do_sample=False)``, for two prompts of different lengths decoded together;
+the same tokens with and without the KV cache. Configs as transformers 4 writes them load to
+the same model; unsupported options and config/weights disagreements raise typed errors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ipfs_accelerate.errors import CheckpointError, UnsupportedArchitectureError
+from ipfs_accelerate.models.generation import (
+    GenerationDefaults,
+    GenerationEngine,
+    KVCache,
+    SamplingParams,
+)
+from ipfs_accelerate.models.loading import load_model, read_json
+from ipfs_accelerate.tensor import from_numpy
+from tests.models._decoder_checkpoints import FAMILIES, decoder_checkpoint
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.timeout(300)
+
+TOLERANCE = {"cpu": 1e-4, "webnn": 1e-4, "webgpu": 1e-3}
+PROMPT = [3, 17, 40, 22, 5, 9, 100, 120, 33, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+PROMPTS = [[3, 17, 40, 22, 5], [9, 100, 120, 33, 7, 8, 9, 60, 61]]
+
+
+class _Decoder:
+    def __init__(self, directory: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+
+    def decode(self, ids: Any, *, skip_special_tokens: bool = True) -> str:
+        return str(self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+
+def _logits(directory: Path, device: str, ids: list[int]) -> np.ndarray:
+    model, _, _ = load_model(directory, device, sharing=False)
+    cache = KVCache(model.cache_shape(), 1, 32, device)
+    step = cache.begin(np.ones((1, len(ids)), dtype=bool))
+    return model(from_numpy(np.array([ids]), device), step, last_only=False).numpy()
+
+
+def _reference_logits(directory: Path, ids: list[int]) -> np.ndarray:
+    hf = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    with torch.no_grad():
+        return hf(torch.tensor([ids])).logits.numpy()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_logits_match_transformers(device: str, family: str) -> None:
+    directory = decoder_checkpoint(family)
+    ours = _logits(directory, device, PROMPT)
+    reference = _reference_logits(directory, PROMPT)
+    assert ours.shape == reference.shape
+    diff = float(np.max(np.abs(ours - reference)))
+    assert diff <= TOLERANCE[device], f"{family} on {device}: max abs diff {diff:.3g}"
+
+
+def _engine(directory: Path, device: str) -> GenerationEngine:
+    model, checkpoint, _ = load_model(directory, device, sharing=False)
+    defaults = GenerationDefaults.from_configs(
+        read_json(directory / "generation_config.json"), checkpoint.config
+    )
+    return GenerationEngine(model, _Decoder(directory), defaults)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_tokens_match_generate_with_and_without_cache(device: str, family: str) -> None:
+    directory = decoder_checkpoint(family)
+    engine = _engine(directory, device)
+    params = [SamplingParams(max_new_tokens=32)] * len(PROMPTS)
+    cached = engine.generate(PROMPTS, params)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    for prompt, result in zip(PROMPTS, cached, strict=True):
+        expected = hf.generate(
+            torch.tensor([prompt]), do_sample=False, max_new_tokens=32, pad_token_id=0
+        )[0, len(prompt) :].tolist()
+        assert result.token_ids == expected, f"{family} on {device}"
+    assert any(len(r.token_ids) == 32 for r in cached), "the test needs one full-length run"
+    if device == "cpu" or family in ("llama", "gpt2"):
+        uncached = engine.generate(PROMPTS, params, use_cache=False)
+        assert [r.token_ids for r in uncached] == [r.token_ids for r in cached]
+
+
+def test_webnn_compiles_one_decode_graph_per_cache_bucket() -> None:
+    """A long generation on webnn reuses its step graph: compilations grow with the number
+    of window buckets (16, 32, 64 columns), not with the tokens."""
+    from tests.conftest import start_backend
+
+    backend = start_backend("webnn")
+    engine = _engine(decoder_checkpoint("llama"), "webnn")
+    params = [SamplingParams(max_new_tokens=40, ignore_eos=True)]
+    before = backend.stats.compilations
+    result = engine.generate([PROMPTS[1]], params)
+    assert len(result[0].token_ids) == 40
+    # the prefill and one step graph per window bucket (16, 32, 64 columns)
+    assert backend.stats.compilations - before <= 4
+    before = backend.stats.compilations
+    engine.generate([PROMPTS[1]], params)
+    assert backend.stats.compilations == before
+
+
+def _rewrite_config(source: Path, target: Path, change: Any) -> Path:
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    change(config)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_transformers4_config_layout_loads_the_same_model(tmp_path: Path) -> None:
+    """rope_theta at the top level and rope_scaling (transformers 4) == rope_parameters (5)."""
+    source = decoder_checkpoint("llama3")
+
+    def to_v4(config: dict[str, Any]) -> None:
+        params = config.pop("rope_parameters")
+        config["rope_theta"] = params.pop("rope_theta")
+        config["rope_scaling"] = {"type" if "type" in params else "rope_type": "llama3", **params}
+
+    v4 = _rewrite_config(source, tmp_path / "v4", to_v4)
+    assert "rope_parameters" not in read_json(v4 / "config.json")
+    np.testing.assert_array_equal(_logits(v4, "cpu", PROMPT), _logits(source, "cpu", PROMPT))
+
+    def other_theta(config: dict[str, Any]) -> None:
+        to_v4(config)
+        config["rope_theta"] = 500.0
+
+    changed = _rewrite_config(source, tmp_path / "theta", other_theta)
+    assert np.abs(_logits(changed, "cpu", PROMPT) - _logits(source, "cpu", PROMPT)).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("family", "change", "named"),
+    [
+        ("llama", lambda c: c.update(model_type="falcon"), "falcon"),
+        ("llama", lambda c: c["rope_parameters"].update(rope_type="yarn"), "yarn"),
+        ("llama", lambda c: c.update(partial_rotary_factor=0.5), "partial_rotary_factor"),
+        ("qwen2", lambda c: c.update(layer_types=["chunked_attention"] * 2), "chunked_attention"),
+        ("gpt2", lambda c: c.update(add_cross_attention=True), "add_cross_attention"),
+        ("gpt2", lambda c: c.update(scale_attn_by_inverse_layer_idx=True), "inverse_layer_idx"),
+    ],
+)
+def test_unsupported_options_are_named(
+    tmp_path: Path, family: str, change: Any, named: str
+) -> None:
+    directory = _rewrite_config(decoder_checkpoint(family), tmp_path / "ckpt", change)
+    with pytest.raises(UnsupportedArchitectureError, match=named):
+        load_model(directory, "cpu", sharing=False)
+
+
+@pytest.mark.parametrize(
+    ("family", "change", "named"),
+    [
+        ("llama", lambda c: c.update(intermediate_size=48), "mlp.gate_proj.weight"),
+        ("qwen3", lambda c: c.update(tie_word_embeddings=False), "tie_word_embeddings"),
+        ("mistral", lambda c: c.update(sliding_window=-3), "sliding_window"),
+        ("llama3", lambda c: c["rope_parameters"].pop("low_freq_factor"), "low_freq_factor"),
+    ],
+)
+def test_config_and_weights_disagreeing_raise(
+    tmp_path: Path, family: str, change: Any, named: str
+) -> None:
+    directory = _rewrite_config(decoder_checkpoint(family), tmp_path / "ckpt", change)
+    with pytest.raises(CheckpointError, match=named):
+        load_model(directory, "cpu", sharing=False)
