@@ -177,3 +177,19 @@ def test_config_and_weights_disagreeing_raise(
     directory = _rewrite_config(decoder_checkpoint(family), tmp_path / "ckpt", change)
     with pytest.raises(CheckpointError, match=named):
         load_model(directory, "cpu", sharing=False)
+
+
+def test_auto_device_treats_decoders_like_graph_friendly_encoders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a hardware GPU a decoder goes where BERT goes (webnn when it is available):
+    its decode step is one compiled graph per cache bucket."""
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.models import TextGenerator
+
+    monkeypatch.delenv("IPFS_ACCELERATE_DEVICE", raising=False)
+    expected = hal.select_backend("bert").name
+    for family in ("llama", "mistral", "qwen2", "qwen3", "gpt2"):
+        assert hal.select_backend(family).name == expected, family
+    generator = TextGenerator.from_pretrained(decoder_checkpoint("gpt2"), sharing=False)
+    assert generator.device == expected and generator.device_reason
