@@ -85,10 +85,13 @@ def make_decoder(directory: Path, family: str, seed: int = 5) -> Path:
             "llama3": {
                 "tie_word_embeddings": True,
                 "rope_scaling": {
-                    "rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
-                    "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
+                    "rope_type": "llama3",
+                    "factor": 4.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 16,
                 },
-            },  # fmt: skip
+            },
             "mistral": {"sliding_window": 8},
             "qwen2": {},
             "qwen3": {"head_dim": 16, "tie_word_embeddings": True},

@@ -145,7 +145,12 @@ def _metaspace_tokenizer(directory: Path) -> Any:
     tok = Tokenizer(models.BPE(byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
     )
     alphabet = [f"<0x{b:02X}>" for b in range(256)]
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=alphabet, show_progress=False)
@@ -221,7 +226,9 @@ def test_batch_with_per_sequence_parameters_equals_single_runs(generator: TextGe
     assert logprobs is not None and len(logprobs) == 9
     for entry in logprobs:
         assert len(entry.top) == 3
-        assert [t.logprob for t in entry.top] == sorted((t.logprob for t in entry.top), reverse=True)
+        assert [t.logprob for t in entry.top] == sorted(
+            (t.logprob for t in entry.top), reverse=True
+        )
         assert entry.logprob <= entry.top[0].logprob + 1e-9
 
 
