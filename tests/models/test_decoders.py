@@ -96,6 +96,20 @@ def test_greedy_tokens_match_generate_with_and_without_cache(device: str, family
         assert [r.token_ids for r in uncached] == [r.token_ids for r in cached]
 
 
+def test_cache_grows_when_a_generation_outruns_it(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache allocated for one new token doubles as decoding goes (in place on the CPU,
+    functionally elsewhere) and gives the tokens of one allocated at full size."""
+    from ipfs_accelerate.models.generation import _engine as engine_module
+
+    engine = _engine(decoder_checkpoint("qwen2"), device)
+    params = [SamplingParams(max_new_tokens=40, ignore_eos=True)] * 2
+    expected = [r.token_ids for r in engine.generate(PROMPTS, params)]
+    monkeypatch.setattr(engine_module, "INITIAL_NEW_COLUMNS", 1)
+    assert [r.token_ids for r in engine.generate(PROMPTS, params)] == expected
+
+
 def test_webnn_compiles_one_decode_graph_per_cache_bucket() -> None:
     """A long generation on webnn reuses its step graph: compilations grow with the number
     of window buckets (16, 32, 64 columns), not with the tokens."""

@@ -143,7 +143,8 @@ def _spliced(cache: Tensor, new: Tensor, start: int, end: int) -> Tensor:
 
 
 class KVCache:
-    """Keys and values of every layer for ``batch`` rows and ``capacity`` columns."""
+    """Keys and values of every layer for ``batch`` rows and ``capacity`` columns; a step
+    that needs more columns doubles the capacity first."""
 
     def __init__(self, shape: CacheShape, batch: int, capacity: int, device: str) -> None:
         from ipfs_accelerate import hal
@@ -173,9 +174,7 @@ class KVCache:
         start, length = self.length, valid.shape[1]
         end = start + length
         if end > self.capacity:
-            raise InvalidArgumentError(
-                f"KVCache: {end} columns exceed the capacity of {self.capacity}"
-            )
+            self._grow(max(2 * self.capacity, bucket(end, 1 << 62)))
         counts = np.cumsum(valid, axis=1)
         positions = self._next[:, None] + np.maximum(counts - 1, 0)
         self._next = self._next + counts[:, -1]
@@ -192,3 +191,17 @@ class KVCache:
             distance = positions[:, :, None] - self.positions[:, None, :window]
             masks[SLIDING_ATTENTION] = (allowed & (distance < self.shape.sliding_window))[:, None]
         return DecodeStep(self, start, length, window, positions, masks)
+
+    def _grow(self, capacity: int) -> None:
+        """Empty columns appended to every layer (a copy per doubling: amortised, and the
+        shapes between doublings stay fixed)."""
+        extra = capacity - self.capacity
+        batch, heads, _, dim = self.keys[0].shape
+        empty = zeros((batch, heads, extra, dim), device=self.device)
+        for n in range(len(self.keys)):
+            self.keys[n] = ops.concat([self.keys[n], empty], axis=2)
+            self.values[n] = ops.concat([self.values[n], empty], axis=2)
+        pad = ((0, 0), (0, extra))
+        self.valid = np.pad(self.valid, pad)
+        self.positions = np.pad(self.positions, pad)
+        self.capacity = capacity

@@ -35,6 +35,9 @@ __all__ = ["GenerationEngine", "GenerationEvent", "GenerationResult", "TokenLogp
 
 Array = np.ndarray[Any, Any]
 
+#: cache columns allocated for new tokens before the cache first grows
+INITIAL_NEW_COLUMNS = 256
+
 
 @dataclass(frozen=True)
 class TopLogprob:
@@ -191,8 +194,9 @@ class GenerationEngine:
         for row, s in enumerate(sequences):
             ids[row, width - len(s.prompt) :] = s.prompt
             valid[row, width - len(s.prompt) :] = True
-        total = width + max(s.settings.max_new_tokens for s in sequences)
-        capacity = bucket(total, 1 << 62)
+        longest = max(s.settings.max_new_tokens for s in sequences)
+        # a long max_new_tokens (by default the rest of the context) is not allocated up front
+        capacity = bucket(width + min(longest, INITIAL_NEW_COLUMNS), 1 << 62)
         cache = KVCache(model.cache_shape(), batch, capacity, device)
         history_ids, history_valid = [ids], [valid]
         logits = model(from_numpy(ids, device), cache.begin(valid)).numpy()
@@ -216,7 +220,7 @@ class GenerationEngine:
                 history_valid.append(step_valid)
                 all_ids = np.concatenate(history_ids, axis=1)
                 all_valid = np.concatenate(history_valid, axis=1)
-                fresh = KVCache(model.cache_shape(), batch, capacity, device)
+                fresh = KVCache(model.cache_shape(), batch, all_ids.shape[1], device)
                 step = fresh.begin(all_valid)
                 logits = model(from_numpy(all_ids, device), step).numpy()
 
@@ -252,10 +256,9 @@ class GenerationEngine:
 
     def _logprob(self, logits: Array, token: int, top: int) -> TokenLogprob:
         scores = log_softmax(np.asarray(logits, dtype=np.float32))
-        best: list[int] = []
-        if top:
-            best = list(np.argpartition(-scores, top - 1)[:top]) if top < len(scores) else []
-            best = sorted(best or range(len(scores)), key=lambda i: -scores[i])[:top]
+        top = min(top, len(scores))
+        candidates = np.argpartition(-scores, top - 1)[:top] if top else np.arange(0)
+        best = candidates[np.argsort(-scores[candidates], kind="stable")]
         return TokenLogprob(
             token,
             self._token_text(token),
