@@ -228,18 +228,18 @@ def test_base_checkpoint_in_classifier_names_the_missing_head(
 
 
 def test_unsupported_architecture(bert_dir: Path, tmp_path: Path) -> None:
-    other = _copy(bert_dir, tmp_path / "gpt2")
+    other = _copy(bert_dir, tmp_path / "falcon")
     config = json.loads((other / "config.json").read_text())
-    config.update(model_type="gpt2", architectures=["GPT2LMHeadModel"])
+    config.update(model_type="falcon", architectures=["FalconForCausalLM"])
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         UnsupportedArchitectureError,
-        match=r"model_type 'gpt2' \(GPT2LMHeadModel\).*supported: bert, vit, clip, whisper",
+        match=r"model_type 'falcon' \(FalconForCausalLM\).*supported: bert, vit, clip, whisper",
     ):
         load_model(other, "cpu", sharing=False)
     from ipfs_accelerate.models import TextEmbedder
 
-    with pytest.raises(UnsupportedArchitectureError, match="'gpt2'"):
+    with pytest.raises(UnsupportedArchitectureError, match="'falcon'"):
         TextEmbedder.from_pretrained(other, device="cpu", sharing=False)
 
 

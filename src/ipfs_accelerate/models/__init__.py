@@ -1,5 +1,5 @@
-"""Models on the HAL: BERT, ViT, CLIP and Whisper from Hugging Face checkpoints, their
-preprocessing, and ready-to-use pipelines.
+"""Models on the HAL: BERT, ViT, CLIP, Whisper and the Llama-family and GPT-2 decoders from
+Hugging Face checkpoints, their preprocessing, and ready-to-use pipelines.
 
 The models are written once on :mod:`ipfs_accelerate.ops` and run on every backend;
 ``device="auto"`` picks one with :func:`ipfs_accelerate.hal.select_backend`. Heavy
@@ -33,6 +33,14 @@ _LAZY: dict[str, str] = {
     "CLIPModel": "ipfs_accelerate.models.clip",
     "WhisperConfig": "ipfs_accelerate.models.whisper",
     "WhisperForConditionalGeneration": "ipfs_accelerate.models.whisper",
+    # text generation
+    "TextGenerator": "ipfs_accelerate.models.pipelines",
+    "LlamaConfig": "ipfs_accelerate.models.llama",
+    "LlamaForCausalLM": "ipfs_accelerate.models.llama",
+    "GPT2Config": "ipfs_accelerate.models.gpt2",
+    "GPT2LMHeadModel": "ipfs_accelerate.models.gpt2",
+    "ChatTemplate": "ipfs_accelerate.models.chat_template",
+    "SamplingParams": "ipfs_accelerate.models.generation",
     "load_model": "ipfs_accelerate.models.loading",
     "load_checkpoint": "ipfs_accelerate.models.loading",
     "resolve_checkpoint": "ipfs_accelerate.models.loading",
@@ -44,14 +52,32 @@ _LAZY: dict[str, str] = {
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     _LAZY,
-    submodules=["bert", "clip", "loading", "pipelines", "preprocessing", "vit", "whisper"],
+    submodules=[
+        "bert",
+        "chat_template",
+        "clip",
+        "generation",
+        "gpt2",
+        "llama",
+        "loading",
+        "pipelines",
+        "preprocessing",
+        "vit",
+        "whisper",
+    ],
 )
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.bert import BertConfig as BertConfig
     from ipfs_accelerate.models.bert import BertModel as BertModel
+    from ipfs_accelerate.models.chat_template import ChatTemplate as ChatTemplate
     from ipfs_accelerate.models.clip import CLIPConfig as CLIPConfig
     from ipfs_accelerate.models.clip import CLIPModel as CLIPModel
+    from ipfs_accelerate.models.generation import SamplingParams as SamplingParams
+    from ipfs_accelerate.models.gpt2 import GPT2Config as GPT2Config
+    from ipfs_accelerate.models.gpt2 import GPT2LMHeadModel as GPT2LMHeadModel
+    from ipfs_accelerate.models.llama import LlamaConfig as LlamaConfig
+    from ipfs_accelerate.models.llama import LlamaForCausalLM as LlamaForCausalLM
     from ipfs_accelerate.models.loading import BUNDLED_MODELS as BUNDLED_MODELS
     from ipfs_accelerate.models.loading import default_sharing_manager as default_sharing_manager
     from ipfs_accelerate.models.loading import load_checkpoint as load_checkpoint
@@ -61,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.pipelines import ImageClassifier as ImageClassifier
     from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder
+    from ipfs_accelerate.models.pipelines import TextGenerator as TextGenerator
     from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
     from ipfs_accelerate.models.vit import ViTConfig as ViTConfig

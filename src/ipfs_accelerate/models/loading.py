@@ -88,6 +88,7 @@ _HUB_PATTERNS = [
     "preprocessor_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",
     "special_tokens_map.json",
     "modules.json",
     "sentence_bert_config.json",
@@ -707,6 +708,12 @@ MODEL_FAMILIES: dict[str, str] = {
     "vit": "ipfs_accelerate.models.vit",
     "clip": "ipfs_accelerate.models.clip",
     "whisper": "ipfs_accelerate.models.whisper",
+    # decoders (text generation)
+    "llama": "ipfs_accelerate.models.llama",
+    "mistral": "ipfs_accelerate.models.llama",
+    "qwen2": "ipfs_accelerate.models.llama",
+    "qwen3": "ipfs_accelerate.models.llama",
+    "gpt2": "ipfs_accelerate.models.gpt2",
 }
 SUPPORTED_MODEL_TYPES = tuple(MODEL_FAMILIES)
 

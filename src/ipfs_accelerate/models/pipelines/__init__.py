@@ -9,9 +9,10 @@ this pipeline's hold on them.
 
 The pipelines live one family a module: :mod:`._text` (TextEmbedder), :mod:`._vision`
 (ImageClassifier, ZeroShotImageClassifier), :mod:`._speech` (SpeechRecognizer,
-TranscriptSegment), on what :mod:`._base` gives them all.
+TranscriptSegment), :mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
 """
 
+from ipfs_accelerate.models.pipelines._generate import TextGenerator
 from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
 from ipfs_accelerate.models.pipelines._vision import ImageClassifier, ZeroShotImageClassifier
@@ -20,6 +21,7 @@ __all__ = [
     "ImageClassifier",
     "SpeechRecognizer",
     "TextEmbedder",
+    "TextGenerator",
     "TranscriptSegment",
     "ZeroShotImageClassifier",
 ]
