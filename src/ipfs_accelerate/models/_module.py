@@ -10,12 +10,20 @@ never a translation table. Modules hold tensors of one backend and call only
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import numpy as np
 
 from ipfs_accelerate import ops
-from ipfs_accelerate.errors import ModelError
+from ipfs_accelerate.errors import DeviceMismatchError, ModelError
+from ipfs_accelerate.quantization import QuantizedTensor
 from ipfs_accelerate.tensor import Tensor
+from ipfs_accelerate.tensor._dtype import float32
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Conv1d", "Conv2d", "Embedding", "LayerNorm", "Linear", "Module", "ModuleList"]
 
@@ -39,6 +47,8 @@ class Module:
       (``position_ids``), accepted and dropped.
     * ``config_class``: the config dataclass the loader builds from ``config.json``
       (``from_dict``) for a model class that a checkpoint can be loaded into.
+    * ``quantizable_embeddings``: token-embedding tables that ``dtype="int8"``/``"int4"``
+      store as int8 rows (only tables looked up through :class:`Embedding`, never sliced).
     """
 
     base_model_prefix: ClassVar[str] = ""
@@ -47,6 +57,7 @@ class Module:
     optional_prefixes: ClassVar[tuple[str, ...]] = ()
     ignored_keys: ClassVar[tuple[str, ...]] = ()
     config_class: ClassVar[Any] = None
+    quantizable_embeddings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "_shapes", {})
@@ -102,7 +113,39 @@ class Module:
             module = module._children[part]
         setattr(module, last, None)
 
-    def assign(self, dotted: str, value: Tensor) -> None:
+    def named_weights(self) -> Iterator[tuple[str, Tensor | QuantizedTensor]]:
+        """:meth:`named_parameters` with the quantized weights too, in declaration order."""
+        for path, module in self.named_modules():
+            for name in module._shapes:
+                value = module.__dict__.get(name)
+                if isinstance(value, Tensor | QuantizedTensor):
+                    yield (f"{path}.{name}" if path else name), value
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_id: str | os.PathLike[str], device: str = "auto", **kwargs: Any
+    ) -> Self:
+        """This model class loaded from a checkpoint: ``dtype`` and the other keyword
+        arguments are :func:`~ipfs_accelerate.models.loading.load_model`'s."""
+        from ipfs_accelerate.models.loading import load_model
+
+        model, _, _ = load_model(path_or_id, device, model_class=cls, **kwargs)
+        return model  # type: ignore[return-value]
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (quantized weights in the layout of
+        :mod:`~ipfs_accelerate.models.saving`) for a model loaded by ``from_pretrained``."""
+        from ipfs_accelerate.models.saving import save_model
+
+        config = self.__dict__.get("checkpoint_config")
+        if config is None:
+            raise ModelError(
+                f"{type(self).__name__}.save_pretrained: the model was not loaded from a "
+                "checkpoint, so there is no config.json to write"
+            )
+        return save_model(self, config, directory)
+
+    def assign(self, dotted: str, value: Tensor | QuantizedTensor) -> None:
         """Set the parameter at ``dotted`` (its shape was checked by the loader)."""
         *parents, last = dotted.split(".")
         module: Module = self
@@ -139,10 +182,13 @@ class ModuleList(Module):
 
 
 class Linear(Module):
-    """``x @ weight.T + bias`` with ``weight`` (out_features, in_features)."""
+    """``x @ weight.T + bias`` with ``weight`` (out_features, in_features), a Tensor or a
+    QuantizedTensor; ``activations`` is ``ops.linear``'s (``"int8"`` is set by the loader's
+    policy, see :mod:`~ipfs_accelerate.models._precision`)."""
 
-    weight: Tensor
+    weight: Tensor | QuantizedTensor
     bias: Tensor
+    activations: str = "float"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
@@ -152,7 +198,10 @@ class Linear(Module):
             self.declare("bias", (out_features,))
 
     def __call__(self, x: Tensor) -> Tensor:
-        return ops.linear(x, self.weight, self.bias if self.has_bias else None)
+        bias = self.bias if self.has_bias else None
+        if self.activations == "float":
+            return ops.linear(x, self.weight, bias)
+        return ops.linear(x, self.weight, bias, activations=self.activations)
 
 
 class LayerNorm(Module):
@@ -172,9 +221,10 @@ class LayerNorm(Module):
 
 
 class Embedding(Module):
-    """A lookup table: rows of ``weight`` (num_embeddings, dim) by integer id."""
+    """A lookup table: rows of ``weight`` (num_embeddings, dim) by integer id; ``weight`` may
+    be an int8 QuantizedTensor with one scale per row."""
 
-    weight: Tensor
+    weight: Tensor | QuantizedTensor
 
     def __init__(self, num_embeddings: int, dim: int) -> None:
         super().__init__()
@@ -182,7 +232,32 @@ class Embedding(Module):
         self.declare("weight", (num_embeddings, dim))
 
     def __call__(self, ids: Tensor) -> Tensor:
+        if isinstance(self.weight, QuantizedTensor):
+            return _quantized_lookup(ids, self.weight)
         return ops.embedding(ids, self.weight)
+
+
+def _quantized_lookup(ids: Tensor, table: QuantizedTensor) -> Tensor:
+    """Rows of an int8 per-row table: the integers gathered, widened, times the rows' scales
+    (the values of ``table.dequantize()`` at those rows, without expanding the table)."""
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.tensor import from_numpy
+
+    device = ids.device
+    if table.device != device:
+        raise DeviceMismatchError(
+            f"embedding: the quantized table is on {table.device!r} and the ids on {device!r}"
+        )
+
+    def build(q: QuantizedTensor) -> tuple[Tensor, Tensor]:
+        ints = from_numpy(np.ascontiguousarray(q.int_values()), device)
+        scales = from_numpy(q.scales.astype(np.float32).reshape(-1, 1), device)
+        hal.mark_parameter(ints, scales)
+        return ints, scales
+
+    ints, scales = table.prepared(f"embedding:{device}", build)
+    rows = ops.astype(ops.embedding(ids, ints), float32)
+    return rows * ops.embedding(ids, scales)
 
 
 class Conv1d(Module):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -175,7 +175,7 @@ class BertEmbeddings(Module):
 
     def __call__(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         length = input_ids.shape[1]
-        positions = self.position_embeddings.weight[:length]
+        positions = cast("Tensor", self.position_embeddings.weight)[:length]
         x = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(token_type_ids)
         return self.LayerNorm(x)
 
@@ -290,6 +290,7 @@ class BertModel(Module):
 
     base_model_prefix: ClassVar[str] = "bert"
     optional_prefixes: ClassVar[tuple[str, ...]] = ("pooler.",)
+    quantizable_embeddings: ClassVar[tuple[str, ...]] = ("embeddings.word_embeddings.weight",)
     ignored_keys: ClassVar[tuple[str, ...]] = (
         "embeddings.position_ids",
         "embeddings.token_type_ids",

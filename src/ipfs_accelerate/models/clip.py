@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -166,7 +166,10 @@ class CLIPTextEmbeddings(Module):
         self.position_embedding = Embedding(config.max_position_embeddings, config.hidden_size)
 
     def __call__(self, ids: Tensor) -> Tensor:
-        return self.token_embedding(ids) + self.position_embedding.weight[: ids.shape[1]]
+        return (
+            self.token_embedding(ids)
+            + cast("Tensor", self.position_embedding.weight)[: ids.shape[1]]
+        )
 
 
 class CLIPTextTransformer(Module):
@@ -257,6 +260,9 @@ class CLIPModel(Module):
     config_class: ClassVar[type[CLIPConfig]] = CLIPConfig
 
     logit_scale: Tensor
+    quantizable_embeddings: ClassVar[tuple[str, ...]] = (
+        "text_model.embeddings.token_embedding.weight",
+    )
     ignored_keys: ClassVar[tuple[str, ...]] = (
         "text_model.embeddings.position_ids",
         "vision_model.embeddings.position_ids",

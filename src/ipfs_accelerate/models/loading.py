@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ipfs_accelerate.errors import CheckpointError, UnsupportedArchitectureError
+from ipfs_accelerate.errors import CheckpointError, DtypeError, UnsupportedArchitectureError
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL, DEFAULT_TEXT_PACKAGE
 from ipfs_accelerate.models._module import Module
 from ipfs_accelerate.tensor import Tensor, from_numpy
@@ -66,6 +66,7 @@ __all__ = [
     "read_config",
     "read_safetensors",
     "read_weights",
+    "read_weights_header",
     "resolve_checkpoint",
     "resolve_device",
 ]
@@ -302,14 +303,8 @@ def read_json(path: Path, *, required: bool = False) -> dict[str, Any]:
     return data
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
-    """Every tensor of the safetensors file ``path`` as a read-only memory-mapped array.
-
-    The header is validated completely before any data is touched: its length, its JSON, each
-    tensor's dtype, shape and byte range (inside the file, matching the shape, not overlapping
-    another tensor). A violation raises CheckpointError naming the file and the tensor.
-    """
-    path = Path(path)
+def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """The parsed JSON header of a safetensors file, its length and the file's size."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -334,6 +329,43 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
         raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    return header, header_len, size
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a checkpoint directory (its shards, or model.safetensors)."""
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = read_json(index).get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        return [directory / str(shard) for shard in shards]
+    single = directory / "model.safetensors"
+    return [single] if single.exists() else []
+
+
+def read_weights_header(directory: Path) -> tuple[set[str], dict[str, str]]:
+    """The safetensors dtypes (``"F32"``, ``"F16"``, ``"BF16"``...) of a checkpoint's tensors
+    and the string ``__metadata__`` of its files (headers only; no data is read)."""
+    dtypes: set[str] = set()
+    metadata: dict[str, str] = {}
+    for path in weight_files(directory):
+        header, _, _ = _read_header(path)
+        meta = header.pop("__metadata__", None)
+        if isinstance(meta, dict):
+            metadata.update({str(k): str(v) for k, v in meta.items()})
+        dtypes.update(str(info.get("dtype")) for info in header.values() if isinstance(info, dict))
+    return dtypes, metadata
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
+    """Every tensor of the safetensors file ``path`` as a read-only memory-mapped array.
+
+    The header is validated completely before any data is touched: its length, its JSON, each
+    tensor's dtype, shape and byte range (inside the file, matching the shape, not overlapping
+    another tensor). A violation raises CheckpointError naming the file and the tensor.
+    """
+    path = Path(path)
+    header, header_len, size = _read_header(path)
     header.pop("__metadata__", None)
     data_start = 8 + header_len
     entries = [_header_entry(path, name, info, data_start, size) for name, info in header.items()]
@@ -487,6 +519,8 @@ class LoadReport:
     device_reason: str = ""
     #: the manager holding the weights (None: held privately)
     sharing: TensorSharingManager | None = None
+    #: the dtype the model was loaded in ("float32", "float16", "int8", "int4")
+    dtype: str = "float32"
 
 
 def _map_keys(
@@ -524,6 +558,7 @@ def load_weights(
     model_name: str | None = None,
     progress: ProgressCallback | None = None,
     source: str = "checkpoint",
+    convert: Callable[[str, Any], Any] | None = None,
 ) -> LoadReport:
     """Put ``weights`` (checkpoint key -> array) into ``model`` on ``device``, strictly.
 
@@ -531,9 +566,12 @@ def load_weights(
     must be used, except: buffers listed in ``model.ignored_keys``, other task heads of a
     ``base_model_prefix`` checkpoint, optional sub-modules absent as a whole, and tied weights
     (filled from their source). Anything else raises CheckpointError naming the tensors.
-    Floating weights of any precision become float32, and every weight is marked with
-    :func:`ipfs_accelerate.hal.mark_parameter`. With ``sharing`` the tensors are registered
-    with it (deduplicated by content id) under ``model_name``.
+    Floating weights of any precision become float32 unless ``convert(key, array)`` says
+    what each becomes (a float array, or a host QuantizedTensor: see
+    :mod:`~ipfs_accelerate.models._precision`); every float weight is marked with
+    :func:`ipfs_accelerate.hal.mark_parameter`. With ``sharing`` the float tensors are
+    registered with it (deduplicated by content id) under ``model_name``; quantized weights
+    are held by the model alone.
     """
     report = LoadReport(model_name=model_name)
     mapped = _map_keys(model, weights, report)
@@ -570,14 +608,25 @@ def load_weights(
                 f" {type(model).__name__} expects {shape}"
             )
     from ipfs_accelerate import hal
+    from ipfs_accelerate.quantization import QuantizedTensor
 
     total = len(expected)
     for done, (key, _) in enumerate(expected.items(), start=1):
-        array = _as_float32(mapped[key], key, source)
-        tensor = _place(array, device, key, sharing, model_name)
-        # weights never change: a graph-compiling backend may embed them as constants
-        hal.mark_parameter(tensor)
-        model.assign(key, tensor)
+        value = mapped.pop(key)  # dropped as soon as converted: one weight at a time
+        if convert is None:
+            value = _as_float32(value, key, source)
+        else:
+            try:
+                value = convert(key, value)
+            except DtypeError as exc:
+                raise CheckpointError(f"{source}: {exc}") from None
+        if isinstance(value, QuantizedTensor):
+            model.assign(key, value.to(device))
+        else:
+            tensor = _place(value, device, key, sharing, model_name)
+            # weights never change: a graph-compiling backend may embed them as constants
+            hal.mark_parameter(tensor)
+            model.assign(key, tensor)
         if progress is not None:
             progress("load", done, total)
     return report
@@ -614,7 +663,7 @@ def _place(
         array.shape,
         storage_type=device,
         producer_model=model_name,
-        dtype="float32",
+        dtype=array.dtype.name,
         data=array,
     )
     return shared.data
@@ -697,13 +746,21 @@ def load_model(
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool | None = None,
+    dtype: str = "float32",
 ) -> tuple[Module, Checkpoint, LoadReport]:
     """Build the model a checkpoint describes and load its weights on ``device``.
 
     ``model_class`` forces a class (its config must match); by default it follows
     ``model_type``. ``sharing``: True for :func:`default_sharing_manager`, a manager, or
     False/None to hold the weights privately. ``progress`` receives (stage, done, total).
+    ``dtype``: ``"float32"`` (default), ``"float16"``, ``"int8"``, ``"int4"`` or ``"auto"``
+    (see :mod:`~ipfs_accelerate.models._precision`); the model's ``dtype`` attribute and the
+    report's say what it was loaded in.
     """
+    from ipfs_accelerate.models import _precision
+    from ipfs_accelerate.models.saving import quantized_from_checkpoint
+
+    _precision.check_dtype(dtype)
     if progress is not None:
         progress("resolve", 0, 1)
     checkpoint = load_checkpoint(
@@ -713,13 +770,19 @@ def load_model(
         progress("resolve", 1, 1)
         progress("read", 0, 1)
     weights = read_weights(checkpoint.path)
+    stored_dtypes, metadata = read_weights_header(checkpoint.path)
+    saved_dtype = quantized_from_checkpoint(weights, metadata, str(checkpoint.path))
     if progress is not None:
         progress("read", 1, 1)
     cls = model_class or model_class_for(checkpoint.config, weights)
     model = build_model(cls, checkpoint.config)
     model_type = str(checkpoint.config.get("model_type", "")) or None
     backend, reason = resolve_device(device, model_type)
-    logger.info("loading %s from %s on %s (%s)", cls.__name__, checkpoint.path, backend, reason)
+    precision = _precision.resolve_precision(dtype, backend, stored_dtypes, saved_dtype)
+    logger.info(
+        "loading %s from %s on %s (%s) in %s",
+        cls.__name__, checkpoint.path, backend, reason, precision.dtype,
+    )  # fmt: skip
     manager: TensorSharingManager | None
     if sharing is True:
         manager = default_sharing_manager()
@@ -736,6 +799,11 @@ def load_model(
         model_name=name,
         progress=progress,
         source=str(checkpoint.path),
+        convert=_precision.WeightConverter(model, precision),
     )
     report.device, report.device_reason, report.sharing = backend, reason, manager
+    report.dtype = precision.dtype
+    # plain attributes (not parameters): what save_pretrained and /v1/models read back
+    model.dtype = precision.dtype
+    model.checkpoint_config = dict(checkpoint.config)
     return model, checkpoint, report

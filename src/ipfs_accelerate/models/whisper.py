@@ -277,6 +277,7 @@ class WhisperForConditionalGeneration(Module):
     tied_weights: ClassVar[dict[str, str]] = {
         "proj_out.weight": "model.decoder.embed_tokens.weight"
     }
+    quantizable_embeddings: ClassVar[tuple[str, ...]] = ("model.decoder.embed_tokens.weight",)
 
     def __init__(self, config: WhisperConfig) -> None:
         super().__init__()

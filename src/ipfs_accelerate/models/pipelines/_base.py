@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
@@ -52,11 +53,13 @@ class _Pipeline:
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool | None = None,
+        dtype: str = "float32",
     ) -> Self:
         """The pipeline of ``path_or_id`` (a local directory, an installed model package or a
-        Hub id; see :func:`~ipfs_accelerate.models.loading.load_model` for the arguments)."""
+        Hub id; see :func:`~ipfs_accelerate.models.loading.load_model` for the arguments,
+        ``dtype`` included: "float32", "float16", "int8", "int4" or "auto")."""
         model, checkpoint, report = cls._load(
-            path_or_id, device, sharing, progress, revision, cache_dir, local_files_only
+            path_or_id, device, sharing, progress, revision, cache_dir, local_files_only, dtype
         )
         return cls._from_loaded(model, checkpoint, report)
 
@@ -80,6 +83,7 @@ class _Pipeline:
         revision: str | None,
         cache_dir: str | os.PathLike[str] | None,
         local_files_only: bool | None,
+        dtype: str = "float32",
     ) -> tuple[Any, Checkpoint, LoadReport]:
         return load_model(
             path_or_id,
@@ -90,6 +94,22 @@ class _Pipeline:
             revision=revision,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
+            dtype=dtype,
+        )
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the model was loaded in: "float32", "float16", "int8" or "int4"."""
+        return self.load_report.dtype
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the model (quantized weights included, see
+        :mod:`~ipfs_accelerate.models.saving`) with config.json and the tokenizer/processor
+        files it was loaded with into ``directory``; ``from_pretrained(directory)`` loads it."""
+        from ipfs_accelerate.models.saving import save_model
+
+        return save_model(
+            self.model, self.checkpoint.config, directory, files_from=self.checkpoint.path
         )
 
     def close(self) -> None:
@@ -104,7 +124,10 @@ class _Pipeline:
         self.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.checkpoint.path)!r}, device={self.device!r})"
+        return (
+            f"{type(self).__name__}({str(self.checkpoint.path)!r}, device={self.device!r}, "
+            f"dtype={self.dtype!r})"
+        )
 
 
 def _check_batch_size(batch_size: int) -> int:

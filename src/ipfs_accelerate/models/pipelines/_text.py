@@ -72,9 +72,10 @@ class TextEmbedder(_Pipeline):
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool | None = None,
+        dtype: str = "float32",
     ) -> Self:
         model, checkpoint, report = cls._load(
-            path_or_id, device, sharing, progress, revision, cache_dir, local_files_only
+            path_or_id, device, sharing, progress, revision, cache_dir, local_files_only, dtype
         )
         tokenizer = TextTokenizer.from_checkpoint(
             checkpoint.path, max_length=max_length, positions=model.config.max_position_embeddings

@@ -1,0 +1,181 @@
+"""The precision a model is loaded in: what ``from_pretrained(dtype=...)`` does to each weight.
+
+``"float32"`` (the default) widens every floating weight to float32. ``"float16"`` narrows them
+to float16 where the backend holds float16. ``"auto"`` keeps a float16/bfloat16 checkpoint in
+float16 where the backend holds it (float32 otherwise) and keeps a quantized checkpoint as it
+was saved. ``"int8"``: every Linear weight ``quantize(w, bits=8, axis=0)`` (per output
+channel, symmetric); ``"int4"``: ``quantize(w, bits=4, axis=1, block_size=32)`` (blocks along
+in_features), int8 for a layer whose in_features 32 does not divide. The token-embedding
+tables a model names in ``quantizable_embeddings`` become int8 per row in both (they are most
+of a small encoder's bytes); layer norms, biases, convolutions, position embeddings and the
+layers in :data:`FLOAT_LAYERS` stay in float32. docs/models.md ("Precision") has the numbers
+behind these choices.
+
+Weights are converted one at a time while loading, so the float32 model is never held whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import DtypeError, InvalidArgumentError
+from ipfs_accelerate.models._module import Embedding, Linear, Module
+from ipfs_accelerate.quantization import QuantizedTensor, quantize
+
+__all__ = [
+    "FLOAT_LAYERS",
+    "INT4_BLOCK_SIZE",
+    "MODEL_DTYPES",
+    "Precision",
+    "WeightConverter",
+    "check_dtype",
+    "model_dtype",
+    "quantized_keys",
+    "resolve_precision",
+]
+
+logger = logging.getLogger(__name__)
+
+#: what ``from_pretrained(dtype=...)`` accepts
+MODEL_DTYPES = ("float32", "float16", "int8", "int4", "auto")
+#: the block of an int4 weight, along in_features
+INT4_BLOCK_SIZE = 32
+#: Linear layers (dotted-name suffixes) kept in float32 by int8/int4; empty: the accuracy
+#: tests pass with every Linear quantized, task heads and projections included
+FLOAT_LAYERS: tuple[str, ...] = ()
+
+_HALF = frozenset({"F16", "BF16"})
+
+
+def check_dtype(dtype: Any, context: str = "from_pretrained") -> str:
+    """``dtype`` when it is one of :data:`MODEL_DTYPES`, else InvalidArgumentError naming it."""
+    if not isinstance(dtype, str) or dtype not in MODEL_DTYPES:
+        raise InvalidArgumentError(
+            f"{context}: dtype must be one of {', '.join(MODEL_DTYPES)}, got {dtype!r}"
+        )
+    return dtype
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What one load does: ``dtype`` is the resolved model dtype (never ``"auto"``),
+    ``float_dtype`` what floating weights become, ``bits`` the bits of newly quantized Linear
+    weights (None: none are quantized), ``dequantize_saved`` whether quantized weights of a
+    saved quantized checkpoint are expanded back to float."""
+
+    dtype: str
+    float_dtype: str
+    bits: int | None
+    dequantize_saved: bool = False
+
+
+def holds_float16(device: str) -> bool:
+    from ipfs_accelerate import hal
+
+    return any(d.name == "float16" for d in hal.get_backend(device).supported_dtypes)
+
+
+def resolve_precision(
+    requested: str, device: str, stored_dtypes: set[str], saved_dtype: str | None
+) -> Precision:
+    """The precision of a load of ``requested`` dtype on ``device`` from a checkpoint whose
+    tensors have the safetensors dtypes ``stored_dtypes`` and, when it was saved quantized,
+    the model dtype ``saved_dtype`` ("int8"/"int4")."""
+    check_dtype(requested)
+    if requested == "float16" and not holds_float16(device):
+        raise DtypeError(
+            f"from_pretrained: dtype='float16' but backend {device!r} does not hold float16 "
+            "tensors (use 'auto', which falls back to float32 there)"
+        )
+    half = requested == "float16" or (
+        requested == "auto" and bool(stored_dtypes & _HALF) and holds_float16(device)
+    )
+    float_dtype = "float16" if half else "float32"
+    if saved_dtype is not None:
+        if requested in ("int8", "int4") and requested != saved_dtype:
+            raise DtypeError(
+                f"from_pretrained: the checkpoint holds {saved_dtype} weights; load it with "
+                f"dtype={saved_dtype!r} or 'auto' (or 'float32'/'float16' to expand them), "
+                f"not {requested!r}"
+            )
+        if requested in ("float32", "float16"):
+            return Precision(requested, float_dtype, None, dequantize_saved=True)
+        return Precision(saved_dtype, float_dtype, None)
+    if requested in ("int8", "int4"):
+        return Precision(requested, "float32", 8 if requested == "int8" else 4)
+    return Precision(float_dtype, float_dtype, None)
+
+
+def _named_weights(model: Module) -> Iterator[tuple[str, Module]]:
+    for path, module in model.named_modules():
+        if isinstance(module, Linear | Embedding):
+            yield (f"{path}.weight" if path else "weight"), module
+
+
+def quantized_keys(model: Module) -> dict[str, str]:
+    """Model key -> ``"linear"`` or ``"embedding"`` for every weight int8/int4 quantizes."""
+    embeddings = set(getattr(model, "quantizable_embeddings", ()))
+    out: dict[str, str] = {}
+    for key, module in _named_weights(model):
+        if isinstance(module, Linear):
+            if not key[: -len(".weight")].endswith(FLOAT_LAYERS):
+                out[key] = "linear"
+        elif key in embeddings:
+            out[key] = "embedding"
+    return out
+
+
+class WeightConverter:
+    """Turns each checkpoint array into what the model holds at ``precision``: a float array
+    of ``precision.float_dtype`` or a host :class:`QuantizedTensor`. A weight that two keys
+    share (tied weights) is converted once when both get the same quantization."""
+
+    def __init__(self, model: Module, precision: Precision) -> None:
+        self.precision = precision
+        self.kinds = quantized_keys(model) if precision.bits is not None else {}
+        self._done: dict[tuple[int, int, int | None], QuantizedTensor] = {}
+
+    @property
+    def copies_floats(self) -> bool:
+        """True when float weights must be copied out of the checkpoint's memory map, so that
+        the map (the float32 model) is released once loading ends."""
+        return self.precision.bits is not None or self.precision.dtype in ("int8", "int4")
+
+    def __call__(self, key: str, value: Any) -> np.ndarray[Any, Any] | QuantizedTensor:
+        if isinstance(value, QuantizedTensor):
+            if self.precision.dequantize_saved:
+                return value.dequantize_numpy().astype(self.precision.float_dtype)
+            return value
+        kind = self.kinds.get(key)
+        if kind is not None:
+            return self._quantize(key, value, kind)
+        if value.dtype.kind != "f":
+            raise DtypeError(f"tensor {key!r} has dtype {value.dtype}, a floating dtype is needed")
+        wanted = np.dtype(self.precision.float_dtype)
+        if value.dtype == wanted:
+            return np.array(value, copy=True) if self.copies_floats else value
+        return value.astype(wanted)
+
+    def _quantize(self, key: str, array: np.ndarray[Any, Any], kind: str) -> QuantizedTensor:
+        bits = self.precision.bits or 8
+        block = None
+        if kind == "linear" and bits == 4 and array.shape[1] % INT4_BLOCK_SIZE == 0:
+            block = INT4_BLOCK_SIZE
+        elif kind == "linear" and bits == 4:
+            logger.info("%s: in_features %d is not a multiple of 32: int8", key, array.shape[1])
+        bits = 4 if block is not None else 8
+        cache_key = (id(array), bits, block)
+        if cache_key not in self._done:
+            axis = 1 if block is not None else 0
+            self._done[cache_key] = quantize(array, bits=bits, axis=axis, block_size=block)
+        return self._done[cache_key]
+
+
+def model_dtype(model: Module) -> str:
+    """The dtype a loaded model was loaded in (``"float32"`` when it was not recorded)."""
+    return str(model.__dict__.get("dtype", "float32"))

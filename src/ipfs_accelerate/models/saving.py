@@ -1,0 +1,247 @@
+"""Saving loaded models as checkpoints, quantized weights included, and reading them back.
+
+``model.save_pretrained(directory)`` (and a pipeline's ``save_pretrained``) writes
+``config.json`` and ``model.safetensors``; a pipeline also copies the tokenizer/processor
+files it was loaded with. A float weight ``K`` is stored as it is held (F32 or F16). A
+quantized weight ``K`` is stored as three tensors:
+
+* ``K``: the integers, ``I8`` in the weight's shape for int8 (``U8`` when asymmetric), or for
+  int4 the bytes holding two values each (low nibble first), ``U8`` of shape ``(ceil(n/2),)``;
+* ``K.scale``: the scales (``F32`` or ``F16``) in the weight's rank, size 1 where they do not
+  vary (per output channel: ``(out, 1)``; int4 blocks of 32 along in_features:
+  ``(out, in / 32)``);
+* ``K.zero_point``: ``U8`` zero points in the scales' shape, only when asymmetric.
+
+The safetensors ``__metadata__`` (strings only) holds ``"ipfs_accelerate.dtype"`` (the model
+dtype) and ``"ipfs_accelerate.quantization"``: JSON mapping each quantized ``K`` to
+``{"bits", "axis", "block_size", "shape", "dtype", "symmetric", "max_abs_error",
+"rms_error"}``. Loading such a directory rebuilds the QuantizedTensors from these arrays (no
+re-quantization); docs/models.md ("Saving") shows an example.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import CheckpointError
+from ipfs_accelerate.quantization import ErrorStats, QuantizedTensor
+from ipfs_accelerate.tensor import Tensor
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.models._module import Module
+
+__all__ = [
+    "DTYPE_KEY",
+    "QUANTIZATION_KEY",
+    "SIDE_FILES",
+    "quantized_from_checkpoint",
+    "save_model",
+    "write_safetensors",
+]
+
+#: ``__metadata__`` keys written by :func:`save_model`
+DTYPE_KEY = "ipfs_accelerate.dtype"
+QUANTIZATION_KEY = "ipfs_accelerate.quantization"
+
+#: files besides the weights that pipelines read; copied by a pipeline's save_pretrained
+SIDE_FILES = (
+    "generation_config.json", "preprocessor_config.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+    "merges.txt", "added_tokens.json", "modules.json", "sentence_bert_config.json",
+    "config_sentence_transformers.json", "1_Pooling/config.json",
+)  # fmt: skip
+
+_CODES = {"float32": "F32", "float16": "F16", "int8": "I8", "uint8": "U8", "int64": "I64"}
+_SCALE_DTYPES = ("float32", "float16")
+
+
+def write_safetensors(
+    path: Path, tensors: Mapping[str, np.ndarray[Any, Any]], metadata: Mapping[str, str]
+) -> None:
+    """``tensors`` (little-endian, C order) and string ``metadata`` as a safetensors file."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    arrays = []
+    for name, array in tensors.items():
+        code = _CODES.get(array.dtype.name)
+        if code is None:
+            raise CheckpointError(f"save: tensor {name!r} has dtype {array.dtype}, not storable")
+        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        header[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + data.nbytes],
+        }
+        offset += data.nbytes
+        arrays.append(data)
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with path.open("wb") as handle:
+        handle.write(len(raw).to_bytes(8, "little"))
+        handle.write(raw)
+        for data in arrays:
+            handle.write(data.tobytes())
+
+
+def _layout(q: QuantizedTensor) -> dict[str, Any]:
+    return {
+        "bits": q.bits, "axis": q.axis, "block_size": q.block_size, "shape": list(q.shape),
+        "dtype": q.dtype, "symmetric": q.symmetric,
+        "max_abs_error": q.error.max_abs, "rms_error": q.error.rms,
+    }  # fmt: skip
+
+
+def save_model(
+    model: Module,
+    config: Mapping[str, Any],
+    directory: str | os.PathLike[str],
+    *,
+    files_from: Path | None = None,
+) -> Path:
+    """Write ``config`` as config.json and the model's weights as model.safetensors in
+    ``directory`` (created if needed); with ``files_from``, copy the :data:`SIDE_FILES` that
+    directory has. A tied weight that is the very object of its source is left out (the
+    loader ties it again). Returns the directory."""
+    from ipfs_accelerate.models._precision import model_dtype
+
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    held = dict(model.named_weights())
+    tensors: dict[str, np.ndarray[Any, Any]] = {}
+    layouts: dict[str, dict[str, Any]] = {}
+    for key, value in held.items():
+        origin = model.tied_weights.get(key)
+        if origin is not None and held.get(origin) is value:
+            continue
+        if isinstance(value, Tensor):
+            tensors[key] = value.numpy()
+            continue
+        tensors[key] = np.asarray(value.data)
+        tensors[f"{key}.scale"] = np.asarray(value.scales)
+        if value.zero_points is not None:
+            tensors[f"{key}.zero_point"] = np.asarray(value.zero_points)
+        layouts[key] = _layout(value)
+    metadata = {"format": "pt", DTYPE_KEY: model_dtype(model)}
+    if layouts:
+        metadata[QUANTIZATION_KEY] = json.dumps(layouts, sort_keys=True)
+    write_safetensors(target / "model.safetensors", tensors, metadata)
+    (target / "config.json").write_text(json.dumps(dict(config), indent=2), encoding="utf-8")
+    if files_from is not None and files_from.resolve() != target.resolve():
+        for name in SIDE_FILES:
+            source = files_from / name
+            if source.is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target / name)
+    return target
+
+
+def _expected_scale_shape(layout: Mapping[str, Any]) -> tuple[int, ...]:
+    shape, axis, block = layout["shape"], layout["axis"], layout["block_size"]
+    if axis is None:
+        return (1,) * len(shape)
+    if block is None:
+        return tuple(n if i == axis else 1 for i, n in enumerate(shape))
+    return tuple(n // block if i == axis else n for i, n in enumerate(shape))
+
+
+def _checked_layout(name: str, raw: Any, source: str) -> dict[str, Any]:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{source}: quantized tensor {name!r}: {what}")
+
+    if not isinstance(raw, dict):
+        raise bad("its layout is not a JSON object")
+    layout = dict(raw)
+    if layout.get("bits") not in (4, 8):
+        raise bad(f"bits {layout.get('bits')!r} is not 4 or 8")
+    shape = layout.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise bad(f"shape {shape!r} is not a list of positive ints")
+    axis, block = layout.get("axis"), layout.get("block_size")
+    if axis is not None and (not isinstance(axis, int) or not 0 <= axis < len(shape)):
+        raise bad(f"axis {axis!r} is out of range for shape {shape}")
+    if block is not None and (axis is None or block not in (32, 64, 128) or shape[axis] % block):
+        raise bad(f"block_size {block!r} does not fit axis {axis!r} of shape {shape}")
+    if layout.get("dtype") not in _SCALE_DTYPES:
+        raise bad(f"dtype {layout.get('dtype')!r} is not float32 or float16")
+    return layout
+
+
+def quantized_from_checkpoint(
+    weights: dict[str, Any], metadata: Mapping[str, str], source: str
+) -> str | None:
+    """Replace each quantized weight of a saved checkpoint in ``weights`` (in place) by its
+    QuantizedTensor built from the saved arrays (``K.scale`` and ``K.zero_point`` removed);
+    return the model dtype it was saved in, or None when nothing in it is quantized."""
+    text = metadata.get(QUANTIZATION_KEY)
+    if text is None:
+        return None
+    try:
+        layouts = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{source}: {QUANTIZATION_KEY} metadata is not JSON ({exc})"
+        ) from None
+    if not isinstance(layouts, dict):
+        raise CheckpointError(f"{source}: {QUANTIZATION_KEY} metadata is not a JSON object")
+    for name, raw in layouts.items():
+        layout = _checked_layout(name, raw, source)
+        weights[name] = _rebuild(name, layout, weights, source)
+    saved = metadata.get(DTYPE_KEY, "int8")
+    return saved if saved in ("int8", "int4") else "int8"
+
+
+def _rebuild(
+    name: str, layout: dict[str, Any], weights: dict[str, Any], source: str
+) -> QuantizedTensor:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{source}: quantized tensor {name!r}: {what}")
+
+    data = weights.get(name)
+    scales = weights.pop(f"{name}.scale", None)
+    zero = weights.pop(f"{name}.zero_point", None)
+    if data is None or scales is None:
+        raise bad(f"{name!r} and {name + '.scale'!r} must both be stored")
+    shape, bits = tuple(layout["shape"]), layout["bits"]
+    symmetric = zero is None
+    if bool(layout.get("symmetric", True)) != symmetric:
+        raise bad("the layout's 'symmetric' disagrees with the presence of a zero point")
+    count = math.prod(shape)
+    want = (
+        count if bits == 8 else (count + 1) // 2,
+        "int8" if bits == 8 and symmetric else "uint8",
+    )
+    if data.size != want[0] or data.dtype.name != want[1]:
+        raise bad(
+            f"data is {data.dtype} of {data.size} values; {bits}-bit needs {want[1]} x {want[0]}"
+        )
+    scale_shape = _expected_scale_shape(layout)
+    if tuple(scales.shape) != scale_shape or scales.dtype.name not in _SCALE_DTYPES:
+        raise bad(f"scales are {scales.dtype} {tuple(scales.shape)}, expected {scale_shape}")
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise bad("scales must be finite and positive")
+    if zero is not None and (tuple(zero.shape) != scale_shape or zero.dtype != np.uint8):
+        raise bad(f"zero points are {zero.dtype} {tuple(zero.shape)}, expected uint8 {scale_shape}")
+    error = ErrorStats(
+        float(layout.get("max_abs_error", float("nan"))),
+        float(layout.get("rms_error", float("nan"))),
+    )
+    return QuantizedTensor(
+        data.reshape(shape) if bits == 8 else data.reshape(-1),
+        scales,
+        zero,
+        shape=shape,
+        bits=bits,
+        axis=layout["axis"],
+        block_size=layout["block_size"],
+        dtype=str(layout["dtype"]),
+        device="cpu",
+        error=error,
+    )
