@@ -244,7 +244,7 @@ def print_ceiling(
         if key.endswith(" float32"):  # an int8 run's GEMMs are not these fp32 ones
             tokens = padded if key.startswith(("sentence-transformers", "onnxruntime")) else real
             share = dense_gemm_flops(config, tokens) / 1e9 / best / seconds
-            print(f"    {key:<30} GEMMs at peak would be {share:5.1%} of its time")
+            print(f"    {key:<31} GEMMs at peak would be {share:5.1%} of its time")
 
 
 @dataclass
@@ -348,7 +348,7 @@ def bench_minilm(rounds: int, backends: list[str]) -> None:
             f" sentence vs torch float32 over {len(sentences)} sentences"
         )
         heads = "".join(f"{head:>10}" for head in MINILM_PEERS.values())
-        print(f"  {'batch':>5} {'contender':<22} {'dtype':<7} {'sent/s':>8}{heads} min/mean cos")
+        print(f"  {'batch':>5} {'contender':<23} {'dtype':<7} {'sent/s':>8}{heads} min/mean cos")
         # (label, [(batch size, sentences), ...] run one after the other): "1+32" embeds 256
         # documents at batch 32 and 32 queries one by one, as a search service does
         workloads = (("1", ((1, 32),)), ("32", ((32, 256),)), ("1+32", ((32, 256), (1, 32))))
@@ -379,7 +379,7 @@ def print_minilm_row(
         f"{fmt_ratio(times.get(peer, float('nan')), seconds):>10}" for peer in MINILM_PEERS
     )
     print(
-        f"  {label:>5} {row.name:<22} {row.dtype:<7} {count / seconds:8.1f}{ratios}"
+        f"  {label:>5} {row.name:<23} {row.dtype:<7} {count / seconds:8.1f}{ratios}"
         f" {cosine[0]:.4f}/{cosine[1]:.4f}"
     )
     for peer in MINILM_PEERS:
