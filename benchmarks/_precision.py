@@ -102,7 +102,7 @@ class Verdict:
         if self.value is None:
             return f"target {self.label}: not run"
         cos = "" if self.min_cosine is None else f", min cosine {self.min_cosine:.4f}"
-        return f"target {self.label}: {self.value:.2f}x{cos}, {'met' if self.met else 'NOT MET'}"
+        return f"target {self.label}: {self.value:.3f}x{cos}, {'met' if self.met else 'NOT MET'}"
 
 
 def minilm_targets(
