@@ -3,7 +3,7 @@ patterns over constant integer weights, lowered to ONNX Runtime's integer kernel
 
 The op-by-op lowering of these patterns (Cast/Sub/Mul, then MatMul) is correct but leaves ONNX
 Runtime only a float MatMul: it folds the constant dequantization into a float weight. Before
-lowering, :func:`plan` finds the patterns; each becomes one contrib op:
+lowering, :func:`find_quantized` finds the patterns; each becomes one contrib op:
 
 * ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with (s, z) computed from x
   as ONNX DynamicQuantizeLinear does (:func:`is_dynamic_quantization`), ``W`` an 8-bit weight
@@ -16,8 +16,8 @@ lowering, :func:`plan` finds the patterns; each becomes one contrib op:
 
 ``W`` is ``dequantize_linear(constant, constant scale, constant zero point)`` of shape (K, N).
 An ``add`` of a constant (N,) bias that is the product's only consumer becomes the kernel's
-bias input. Nodes that only fed a fused kernel are not lowered. Which pattern becomes which
-kernel, and why, is in docs/webnn.md ("Quantized matmul").
+bias input. Nodes that only fed a fused kernel are not lowered (``_plan``). Which pattern
+becomes which kernel, and why, is in docs/webnn.md ("Quantized matmul").
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ __all__ = [
     "TINY",
     "Fusion",
     "QuantizedMatMulLowering",
+    "find_quantized",
     "is_dynamic_quantization",
-    "plan",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -88,36 +88,17 @@ class Fusion:
         return [operand for operand in found if operand is not None]
 
 
-def plan(
-    nodes: Sequence[Node], outputs: Mapping[str, MLOperand]
-) -> tuple[dict[int, Fusion], list[Node]]:
-    """The fusions (by ``id`` of their head node) and the nodes left to lower, in order."""
-    consumers: dict[int, list[Node]] = {}
-    for node in nodes:
-        for operand in node.inputs:
-            if operand is not None:
-                consumers.setdefault(operand._id, []).append(node)
-    graph_outputs = {operand._id for operand in outputs.values()}
+def find_quantized(
+    nodes: Sequence[Node], consumers: Mapping[int, list[Node]], graph_outputs: set[int]
+) -> dict[int, Fusion]:
+    """The quantized-matmul fusions of ``nodes``, by ``id`` of their head node."""
     fusions: dict[int, Fusion] = {}
     for node in nodes:
         if node.op == "matmul":
             fusion = _match(node, consumers, graph_outputs)
             if fusion is not None:
                 fusions[id(fusion.head)] = fusion
-    if not fusions:
-        return fusions, list(nodes)
-    # keep what the outputs still need once the fused kernels read their own operands
-    live = set(graph_outputs)
-    kept: list[Node] = []
-    for node in reversed(nodes):
-        if not any(operand._id in live for operand in node.outputs):
-            continue
-        kept.append(node)
-        fusion = fusions.get(id(node))
-        reads = fusion.reads() if fusion is not None else node.inputs
-        live.update(operand._id for operand in reads if operand is not None)
-    kept.reverse()
-    return fusions, kept
+    return fusions
 
 
 def _producer(operand: MLOperand | None, op: str) -> Node | None:
@@ -132,7 +113,7 @@ def _constant(operand: MLOperand | None) -> Array | None:
 
 
 def _match(
-    matmul: Node, consumers: dict[int, list[Node]], graph_outputs: set[int]
+    matmul: Node, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
 ) -> Fusion | None:
     a, b = matmul.inputs
     weight = _producer(b, "dequantize_linear")
@@ -162,7 +143,7 @@ def _match(
 
 
 def _bias(
-    matmul: Node, consumers: dict[int, list[Node]], graph_outputs: set[int]
+    matmul: Node, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
 ) -> tuple[Node, MLOperand, MLOperand | None]:
     """The node the kernel replaces, its output, and the bias it absorbs (if any)."""
     product = matmul.outputs[0]
