@@ -2,7 +2,7 @@
 to ONNX Runtime's fused ``com.microsoft`` MultiHeadAttention.
 
 Lowered op by op, the pattern runs a Softmax and a Where over the whole (B, H, L, S) score
-tensor and Transposes for the head split and merge. :func:`find_attention` recognises it in
+tensor and Transposes for the head split and merge. :func:`match_attention` recognises it in
 the built graph (as the ``webnn`` backend's ``attention`` op emits it, or built by hand):
 
 * ``q`` (B, H, L, d), ``k^T`` (B, H, d, S), ``v`` (B, H, S, dv) with equal leading axes
@@ -27,14 +27,14 @@ key gives a NaN row where ``where`` would have hidden it (docs/webnn.md, "Attent
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
-__all__ = ["AttentionFusion", "AttentionLowering", "find_attention"]
+__all__ = ["AttentionFusion", "AttentionLowering", "match_attention"]
 
 _MICROSOFT: Final = "com.microsoft"
 #: the head split's permutation of (B, L, H, d) into (B, H, L, d), its own inverse
@@ -85,19 +85,6 @@ class AttentionFusion:
         return [operand for operand in found if operand is not None]
 
 
-def find_attention(
-    nodes: Sequence[Node], consumers: Mapping[int, list[Node]], graph_outputs: set[int]
-) -> dict[int, AttentionFusion]:
-    """The attention fusions of ``nodes``, by ``id`` of their head node."""
-    found: dict[int, AttentionFusion] = {}
-    for node in nodes:
-        if node.op == "matmul":
-            fusion = _match(node, _Readers(consumers, graph_outputs))
-            if fusion is not None:
-                found[id(fusion.head)] = fusion
-    return found
-
-
 @dataclass(slots=True)
 class _Readers:
     consumers: Mapping[int, list[Node]]
@@ -127,8 +114,11 @@ def _other(node: Node, operand: MLOperand) -> MLOperand | None:
     return b if a is operand else a
 
 
-def _match(product: Node, readers: _Readers) -> AttentionFusion | None:
-    """The fusion whose last product with v is ``product``, if the pattern fits."""
+def match_attention(
+    product: Node, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
+) -> AttentionFusion | None:
+    """The fusion whose last product with v is this ``matmul`` node, if the pattern fits."""
+    readers = _Readers(consumers, graph_outputs)
     probs, v = product.inputs
     softmax = _producer(probs, "softmax")
     if softmax is None or probs is None or v is None or readers.only(probs) is not product:

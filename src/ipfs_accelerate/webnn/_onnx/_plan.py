@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, find_attention
-from ipfs_accelerate.webnn._onnx._qmatmul import Fusion, find_quantized
+from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, match_attention
+from ipfs_accelerate.webnn._onnx._qmatmul import Fusion, match_quantized
 from ipfs_accelerate.webnn._operand import MLOperand, Node
 
 __all__ = ["Fused", "plan"]
@@ -26,8 +26,15 @@ def plan(
                 consumers.setdefault(operand._id, []).append(node)
     graph_outputs = {operand._id for operand in outputs.values()}
     fusions: dict[int, Fused] = {}
-    fusions.update(find_quantized(nodes, consumers, graph_outputs))
-    fusions.update(find_attention(nodes, consumers, graph_outputs))
+    for node in nodes:
+        if node.op != "matmul":
+            continue
+        # a quantized product has a constant 2-D weight, attention's last product 3-D/4-D v
+        fusion = match_quantized(node, consumers, graph_outputs) or match_attention(
+            node, consumers, graph_outputs
+        )
+        if fusion is not None:
+            fusions[id(fusion.head)] = fusion
     if not fusions:
         return fusions, list(nodes)
     # keep what the outputs still need once the fused kernels read their own operands

@@ -3,7 +3,7 @@ patterns over constant integer weights, lowered to ONNX Runtime's integer kernel
 
 The op-by-op lowering of these patterns (Cast/Sub/Mul, then MatMul) is correct but leaves ONNX
 Runtime only a float MatMul: it folds the constant dequantization into a float weight. Before
-lowering, :func:`find_quantized` finds the patterns; each becomes one contrib op:
+lowering, :func:`match_quantized` finds the patterns; each becomes one contrib op:
 
 * ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with (s, z) computed from x
   as ONNX DynamicQuantizeLinear does (:func:`is_dynamic_quantization`), ``W`` an 8-bit weight
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,8 +39,8 @@ __all__ = [
     "TINY",
     "Fusion",
     "QuantizedMatMulLowering",
-    "find_quantized",
     "is_dynamic_quantization",
+    "match_quantized",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -88,19 +88,6 @@ class Fusion:
         return [operand for operand in found if operand is not None]
 
 
-def find_quantized(
-    nodes: Sequence[Node], consumers: Mapping[int, list[Node]], graph_outputs: set[int]
-) -> dict[int, Fusion]:
-    """The quantized-matmul fusions of ``nodes``, by ``id`` of their head node."""
-    fusions: dict[int, Fusion] = {}
-    for node in nodes:
-        if node.op == "matmul":
-            fusion = _match(node, consumers, graph_outputs)
-            if fusion is not None:
-                fusions[id(fusion.head)] = fusion
-    return fusions
-
-
 def _producer(operand: MLOperand | None, op: str) -> Node | None:
     node = None if operand is None else operand._node
     return node if node is not None and node.op == op else None
@@ -112,9 +99,10 @@ def _constant(operand: MLOperand | None) -> Array | None:
     return operand._value
 
 
-def _match(
+def match_quantized(
     matmul: Node, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
 ) -> Fusion | None:
+    """The fusion of a quantized product whose ``matmul`` node this is, if the pattern fits."""
     a, b = matmul.inputs
     weight = _producer(b, "dequantize_linear")
     if a is None or b is None or weight is None or b.rank != 2 or a.data_type != "float32":
