@@ -841,13 +841,17 @@ class TraceEmitter:
         )
         scores = b.mul(scores, self.const(float.fromhex(scale), "float32"))
         length, source = q.shape[-2], k.shape[-2]
-        minus_inf = self.const(-math.inf, "float32")
+        # bool masks become additive (0 / -inf) at the mask's own shape: ONNX Runtime's Add
+        # broadcasting it over the scores is cheaper than its Where; the webnn compiler lowers
+        # the pattern to MultiHeadAttention where that takes it (docs/webnn.md, "Attention")
         if causal:
-            allowed = np.tril(np.ones((length, source), dtype=np.uint8))
-            mask = b.constant({"dataType": "uint8", "shape": [length, source]}, allowed)
-            scores = b.where(mask, scores, minus_inf)
+            allowed = np.tril(np.ones((length, source), dtype=bool))
+            additive = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+            bias = b.constant({"dataType": "float32", "shape": [length, source]}, additive)
+            scores = b.add(scores, bias)
         elif mask_kind == "bool":
-            scores = b.where(args[3], scores, minus_inf)
+            minus_inf = self.const(-math.inf, "float32")
+            scores = b.add(scores, b.where(args[3], self.const(0.0, "float32"), minus_inf))
         elif mask_kind == "float":
             scores = b.add(scores, self.widen(args[3]))
         out = b.matmul(b.softmax(scores, len(scores.shape) - 1), v)

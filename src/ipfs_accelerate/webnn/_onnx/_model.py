@@ -9,12 +9,14 @@ from typing import Any, Final
 import numpy as np
 
 from ipfs_accelerate.errors import WebNNOperationError
+from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, AttentionLowering
 from ipfs_accelerate.webnn._onnx._conv import ConvLowering
 from ipfs_accelerate.webnn._onnx._elementwise import ElementwiseLowering
 from ipfs_accelerate.webnn._onnx._emitter import Emitter
 from ipfs_accelerate.webnn._onnx._layout import LayoutLowering
 from ipfs_accelerate.webnn._onnx._normalization import NormalizationLowering
-from ipfs_accelerate.webnn._onnx._qmatmul import QuantizedMatMulLowering, plan
+from ipfs_accelerate.webnn._onnx._plan import plan
+from ipfs_accelerate.webnn._onnx._qmatmul import QuantizedMatMulLowering
 from ipfs_accelerate.webnn._onnx._quantize import QuantizeLowering
 from ipfs_accelerate.webnn._onnx._recurrent import RecurrentLowering
 from ipfs_accelerate.webnn._onnx._reduce import ReduceLowering
@@ -45,6 +47,7 @@ class Lowering(
     NormalizationLowering,
     QuantizeLowering,
     QuantizedMatMulLowering,
+    AttentionLowering,
     RecurrentLowering,
 ):
     """Every op family's ``_op_<name>`` methods on one object, so that ``lower(node)`` finds
@@ -81,7 +84,7 @@ def lower(
         assert operand._name is not None
         emitter.names[operand._id] = operand._name
     constant_ids: set[int] = set()
-    # quantized matmul patterns become integer kernels; what only fed them is not lowered
+    # quantized matmuls and attention become fused kernels; what only fed them is not lowered
     fusions, nodes = plan(nodes, outputs)
     for node in nodes:
         fusion = fusions.get(id(node))
@@ -97,6 +100,8 @@ def lower(
         try:
             if fusion is None:
                 lowering.lower(node)
+            elif isinstance(fusion, AttentionFusion):
+                lowering.lower_attention(fusion)
             else:
                 lowering.lower_fusion(fusion)
         except Exception as error:  # an internal failure still names the op it happened in
@@ -124,7 +129,7 @@ def lower(
         initializer=emitter.initializers,
     )
     opsets = [helper.make_opsetid("", OPSET)]
-    if fusions:  # the integer kernels are ONNX Runtime contrib ops
+    if fusions:  # the fused kernels are ONNX Runtime contrib ops
         opsets.append(helper.make_opsetid("com.microsoft", 1))
     model = helper.make_model(
         graph,

@@ -3,7 +3,7 @@ patterns over constant integer weights, lowered to ONNX Runtime's integer kernel
 
 The op-by-op lowering of these patterns (Cast/Sub/Mul, then MatMul) is correct but leaves ONNX
 Runtime only a float MatMul: it folds the constant dequantization into a float weight. Before
-lowering, :func:`plan` finds the patterns; each becomes one contrib op:
+lowering, :func:`match_quantized` finds the patterns; each becomes one contrib op:
 
 * ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with (s, z) computed from x
   as ONNX DynamicQuantizeLinear does (:func:`is_dynamic_quantization`), ``W`` an 8-bit weight
@@ -16,8 +16,8 @@ lowering, :func:`plan` finds the patterns; each becomes one contrib op:
 
 ``W`` is ``dequantize_linear(constant, constant scale, constant zero point)`` of shape (K, N).
 An ``add`` of a constant (N,) bias that is the product's only consumer becomes the kernel's
-bias input. Nodes that only fed a fused kernel are not lowered. Which pattern becomes which
-kernel, and why, is in docs/webnn.md ("Quantized matmul").
+bias input. Nodes that only fed a fused kernel are not lowered (``_plan``). Which pattern
+becomes which kernel, and why, is in docs/webnn.md ("Quantized matmul").
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,7 +40,7 @@ __all__ = [
     "Fusion",
     "QuantizedMatMulLowering",
     "is_dynamic_quantization",
-    "plan",
+    "match_quantized",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -88,38 +88,6 @@ class Fusion:
         return [operand for operand in found if operand is not None]
 
 
-def plan(
-    nodes: Sequence[Node], outputs: Mapping[str, MLOperand]
-) -> tuple[dict[int, Fusion], list[Node]]:
-    """The fusions (by ``id`` of their head node) and the nodes left to lower, in order."""
-    consumers: dict[int, list[Node]] = {}
-    for node in nodes:
-        for operand in node.inputs:
-            if operand is not None:
-                consumers.setdefault(operand._id, []).append(node)
-    graph_outputs = {operand._id for operand in outputs.values()}
-    fusions: dict[int, Fusion] = {}
-    for node in nodes:
-        if node.op == "matmul":
-            fusion = _match(node, consumers, graph_outputs)
-            if fusion is not None:
-                fusions[id(fusion.head)] = fusion
-    if not fusions:
-        return fusions, list(nodes)
-    # keep what the outputs still need once the fused kernels read their own operands
-    live = set(graph_outputs)
-    kept: list[Node] = []
-    for node in reversed(nodes):
-        if not any(operand._id in live for operand in node.outputs):
-            continue
-        kept.append(node)
-        fusion = fusions.get(id(node))
-        reads = fusion.reads() if fusion is not None else node.inputs
-        live.update(operand._id for operand in reads if operand is not None)
-    kept.reverse()
-    return fusions, kept
-
-
 def _producer(operand: MLOperand | None, op: str) -> Node | None:
     node = None if operand is None else operand._node
     return node if node is not None and node.op == op else None
@@ -131,9 +99,10 @@ def _constant(operand: MLOperand | None) -> Array | None:
     return operand._value
 
 
-def _match(
-    matmul: Node, consumers: dict[int, list[Node]], graph_outputs: set[int]
+def match_quantized(
+    matmul: Node, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
 ) -> Fusion | None:
+    """The fusion of a quantized product whose ``matmul`` node this is, if the pattern fits."""
     a, b = matmul.inputs
     weight = _producer(b, "dequantize_linear")
     if a is None or b is None or weight is None or b.rank != 2 or a.data_type != "float32":
@@ -162,7 +131,7 @@ def _match(
 
 
 def _bias(
-    matmul: Node, consumers: dict[int, list[Node]], graph_outputs: set[int]
+    matmul: Node, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
 ) -> tuple[Node, MLOperand, MLOperand | None]:
     """The node the kernel replaces, its output, and the bias it absorbs (if any)."""
     product = matmul.outputs[0]

@@ -1,0 +1,51 @@
+"""Before lowering: the patterns of WebNN ops that become one ONNX Runtime kernel each
+(quantized matmuls, ``_qmatmul``; attention, ``_attention``), and the nodes left to lower
+once those kernels read their own operands."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, match_attention
+from ipfs_accelerate.webnn._onnx._qmatmul import Fusion, match_quantized
+from ipfs_accelerate.webnn._operand import MLOperand, Node
+
+__all__ = ["Fused", "plan"]
+
+Fused = Fusion | AttentionFusion
+
+
+def plan(
+    nodes: Sequence[Node], outputs: Mapping[str, MLOperand]
+) -> tuple[dict[int, Fused], list[Node]]:
+    """The fusions (by ``id`` of their head node) and the nodes left to lower, in order."""
+    consumers: dict[int, list[Node]] = {}
+    for node in nodes:
+        for operand in node.inputs:
+            if operand is not None:
+                consumers.setdefault(operand._id, []).append(node)
+    graph_outputs = {operand._id for operand in outputs.values()}
+    fusions: dict[int, Fused] = {}
+    for node in nodes:
+        if node.op != "matmul":
+            continue
+        # a quantized product has a constant 2-D weight, attention's last product 3-D/4-D v
+        fusion = match_quantized(node, consumers, graph_outputs) or match_attention(
+            node, consumers, graph_outputs
+        )
+        if fusion is not None:
+            fusions[id(fusion.head)] = fusion
+    if not fusions:
+        return fusions, list(nodes)
+    # keep what the outputs still need once the fused kernels read their own operands
+    live = set(graph_outputs)
+    kept: list[Node] = []
+    for node in reversed(nodes):
+        if not any(operand._id in live for operand in node.outputs):
+            continue
+        kept.append(node)
+        fusion = fusions.get(id(node))
+        reads = fusion.reads() if fusion is not None else node.inputs
+        live.update(operand._id for operand in reads if operand is not None)
+    kept.reverse()
+    return fusions, kept
