@@ -184,6 +184,29 @@ def test_int8_activations_only_where_the_backend_has_the_integer_kernel(
     assert {m.activations for _, m in _linears(floats)} == {"float"}
 
 
+def test_set_int8_activations_chooses_the_layers(bert_dir: Path) -> None:
+    from ipfs_accelerate.tensor import from_numpy
+
+    model = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
+    everything = {p for p, _ in _linears(model)}
+    ids = from_numpy(np.array([[2, 7, 11, 5, 3]], dtype=np.int64))
+    weight_only = model(ids).last_hidden_state.numpy()
+    assert set(model.set_int8_activations("all")) == everything
+    assert {m.activations for _, m in _linears(model)} == {"int8"}
+    rounded = model(ids).last_hidden_state.numpy()
+    # the inputs were really rounded: a visible, bounded change
+    assert 1e-5 < np.abs(rounded - weight_only).max() < 0.1 * np.abs(weight_only).max()
+    assert model.set_int8_activations("none") == []
+    np.testing.assert_array_equal(model(ids).last_hidden_state.numpy(), weight_only)
+    ffn = set(model.set_int8_activations(["ffn_in", "ffn_out"]))
+    assert ffn and all(p.endswith(("intermediate.dense", "output.dense")) for p in ffn)
+    assert model.set_int8_activations("auto") == []  # cpu has no integer kernel
+    with pytest.raises(InvalidArgumentError, match="'mlp'"):
+        model.set_int8_activations(["mlp"])
+    with pytest.raises(InvalidArgumentError, match="'some'"):
+        model.set_int8_activations("some")
+
+
 # ----------------------------------------------------------------------------- float16
 
 

@@ -11,7 +11,7 @@ never a translation table. Modules hold tensors of one backend and call only
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
@@ -154,6 +154,15 @@ class Module:
         if last not in module._shapes:
             raise ModelError(f"{type(self).__name__}: no parameter named {dotted!r}")
         object.__setattr__(module, last, value)
+
+    def set_int8_activations(self, layers: str | Iterable[str] = "auto") -> list[str]:
+        """For an int8/int4 model: which quantized Linear layers also quantize their inputs
+        to int8 at run time ("auto", "all", "none" or layer kinds; see
+        :func:`ipfs_accelerate.models._precision.set_int8_activations`). Faster where the
+        backend has an integer kernel (WebNN), less accurate; returns the chosen layers."""
+        from ipfs_accelerate.models._precision import set_int8_activations
+
+        return set_int8_activations(self, layers)
 
     @property
     def device(self) -> str:

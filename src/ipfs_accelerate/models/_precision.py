@@ -17,7 +17,7 @@ Weights are converted one at a time while loading, so the float32 model is never
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "FLOAT_LAYERS",
     "INT4_BLOCK_SIZE",
     "INT8_ACTIVATION_KINDS",
+    "LAYER_KINDS",
     "MODEL_DTYPES",
     "Precision",
     "WeightConverter",
@@ -41,6 +42,7 @@ __all__ = [
     "model_dtype",
     "quantized_keys",
     "resolve_precision",
+    "set_int8_activations",
 ]
 
 logger = logging.getLogger(__name__)
@@ -223,6 +225,39 @@ def apply_activation_policy(
             if int8:
                 chosen.append(path)
     return chosen
+
+
+#: every layer kind :func:`layer_kind` names
+LAYER_KINDS: frozenset[str] = frozenset({"attention_in", "attention_out", "ffn_in", "ffn_out",
+                                         "head"})  # fmt: skip
+
+
+def set_int8_activations(model: Module, layers: str | Iterable[str] = "auto") -> list[str]:
+    """Choose which quantized Linear layers quantize their inputs to int8 at run time:
+    ``"auto"`` (the default policy: :data:`INT8_ACTIVATION_KINDS` where the backend has an
+    integer kernel, none elsewhere), ``"all"``, ``"none"`` (weight-only everywhere), or layer
+    kinds from :data:`LAYER_KINDS`. On a backend without an integer kernel the rounding is
+    applied in float (same results, slower). Returns the chosen layers' paths."""
+    if layers == "auto":
+        return apply_activation_policy(model, model.device)
+    if layers == "all":
+        kinds = LAYER_KINDS
+    elif layers == "none":
+        kinds = frozenset()
+    elif isinstance(layers, str):
+        raise InvalidArgumentError(
+            f"int8 activations: layers must be 'auto', 'all', 'none' or layer kinds "
+            f"({', '.join(sorted(LAYER_KINDS))}), got {layers!r}"
+        )
+    else:
+        kinds = frozenset(layers)
+        unknown = sorted(k for k in kinds if k not in LAYER_KINDS)
+        if unknown:
+            raise InvalidArgumentError(
+                f"int8 activations: unknown layer kind(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(LAYER_KINDS))}"
+            )
+    return apply_activation_policy(model, model.device, kinds)
 
 
 def release_freed_memory() -> None:
