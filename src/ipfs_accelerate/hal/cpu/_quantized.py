@@ -54,42 +54,54 @@ class _Layout:
             else q.zero_points.astype(np.float32).reshape(self.scales.shape)
         )
 
-    def _expand(self, groups: Array, start: int, stop: int) -> Array:
-        """Per-group values for rows ``start:stop``, broadcastable to the tile."""
-        out, inp = self.shape
-        if groups.shape[0] == 1:
-            rows = groups
-        elif groups.shape[0] == out:
-            rows = groups[start:stop]
-        else:
-            rows = groups[np.arange(start, stop) * groups.shape[0] // out]
-        if rows.shape[1] in (1, inp):
-            return rows
-        return np.repeat(rows, inp // rows.shape[1], axis=1)
+    def _rows(self, groups: Array, start: int, stop: int) -> Array:
+        """Per-group values (row groups x column groups) for rows ``start:stop``."""
+        out = self.shape[0]
+        if groups.shape[0] in (1, out):
+            return groups if groups.shape[0] == 1 else groups[start:stop]
+        return groups[np.arange(start, stop) * groups.shape[0] // out]
 
-    def ints(self, start: int, stop: int) -> Array:
-        """Rows ``start:stop`` as integers (int8 view, or int4 unpacked)."""
+    def _apply(self, tile: Array, groups: Array, start: int, stop: int, op: Any) -> None:
+        """``op(tile, values, out=tile)`` with the per-group values broadcast over their
+        blocks of columns (a view of the tile, never an expanded copy of the values)."""
+        rows = self._rows(groups, start, stop)
+        count = rows.shape[1]
+        if count in (1, self.shape[1]):
+            op(tile, rows, out=tile)
+        else:
+            blocks = tile.reshape(tile.shape[0], count, -1)
+            op(blocks, rows[:, :, None], out=blocks)
+
+    def fill(self, tile: Array, start: int, stop: int) -> None:
+        """Rows ``start:stop``'s integers converted into the float ``tile``."""
         out, inp = self.shape
         if self.bits == 8:
-            return self.data.reshape(out, inp)[start:stop]
+            np.copyto(tile, self.data.reshape(out, inp)[start:stop], casting="unsafe")
+            return
         first, last = start * inp, stop * inp
         chunk = self.data[first // 2 : (last + 1) // 2]
-        both = np.empty((chunk.size, 2), dtype=np.int8)
-        np.bitwise_and(chunk, 0x0F, out=both[:, 0], casting="unsafe")
-        np.right_shift(chunk, 4, out=both[:, 1], casting="unsafe")
-        flat = both.reshape(-1)
-        if self.signed:  # sign-extend the nibbles: 8..15 are -8..-1
-            flat[flat > 7] -= 16
-        skip = first % 2
-        return flat[skip : skip + last - first].reshape(stop - start, inp)
+        low, high = (chunk & 0x0F).view(np.int8), (chunk >> 4).view(np.int8)
+        if self.signed:  # two's-complement nibbles: 8..15 are -8..-1
+            for half in (low, high):
+                half ^= 8
+                half -= 8
+        if first % 2 == 0 and last % 2 == 0:  # whole bytes: write the two halves in place
+            pairs = tile.reshape(-1, 2)
+            np.copyto(pairs[:, 0], low, casting="unsafe")
+            np.copyto(pairs[:, 1], high, casting="unsafe")
+            return
+        both = np.empty((chunk.size, 2), dtype=np.int8)  # rows that start mid-byte
+        both[:, 0], both[:, 1] = low, high
+        flat = both.reshape(-1)[first % 2 : first % 2 + last - first]
+        np.copyto(tile, flat.reshape(stop - start, inp), casting="unsafe")
 
     def tile(self, start: int, stop: int, buf: Array) -> Array:
         """Rows ``start:stop`` dequantized into ``buf``."""
         tile = buf[: stop - start]
-        np.copyto(tile, self.ints(start, stop), casting="unsafe")
+        self.fill(tile, start, stop)
         if self.zeros is not None:
-            tile -= self._expand(self.zeros, start, stop)
-        tile *= self._expand(self.scales, start, stop)
+            self._apply(tile, self.zeros, start, stop, np.subtract)
+        self._apply(tile, self.scales, start, stop, np.multiply)
         return tile
 
 
