@@ -164,3 +164,33 @@ def test_scales_that_underflow_float16_raise() -> None:
     w = np.full((1, 32), 1e-9, dtype=np.float32)
     with pytest.raises(InvalidArgumentError, match="do not fit float16"):
         quantize(w, scale_dtype="float16")
+
+
+def test_a_quantized_tensor_built_by_hand_is_checked() -> None:
+    good = quantize(_weight(), bits=8, axis=0)
+    parts = {
+        "shape": good.shape, "bits": 8, "axis": 0, "block_size": None, "dtype": "float32",
+        "device": "cpu", "error": good.error,
+    }  # fmt: skip
+    QuantizedTensor(good.data, good.scales, None, **parts)  # the parts quantize() made
+    negative = good.scales.copy()
+    negative[2, 0] = -0.5
+    with pytest.raises(InvalidArgumentError, match=r"finite and positive, got -0\.5"):
+        QuantizedTensor(good.data, negative, None, **parts)
+    with pytest.raises(InvalidArgumentError, match="finite and positive, got nan"):
+        QuantizedTensor(good.data, np.full_like(good.scales, np.nan), None, **parts)
+    with pytest.raises(ShapeError, match=r"scales of shape \(4, 1\) do not divide"):
+        QuantizedTensor(good.data, good.scales[:4], None, **parts)
+    with pytest.raises(DtypeError, match="384 int8 values"):
+        QuantizedTensor(good.data[:-1], good.scales, None, **parts)
+    with pytest.raises(DtypeError, match="uint8"):  # asymmetric values are unsigned
+        QuantizedTensor(good.data, good.scales, np.zeros((6, 1), np.uint8), **parts)
+    with pytest.raises(InvalidArgumentError, match="bits must be 8 or 4, got 2"):
+        QuantizedTensor(good.data, good.scales, None, **{**parts, "bits": 2})
+    four = quantize(_weight(), bits=4, axis=1, block_size=32, symmetric=False)
+    assert four.zero_points is not None
+    with pytest.raises(InvalidArgumentError, match=r"in \[0, 15\]"):
+        QuantizedTensor(
+            four.data, four.scales, four.zero_points + 16,
+            **{**parts, "bits": 4, "axis": 1, "block_size": 32},
+        )  # fmt: skip

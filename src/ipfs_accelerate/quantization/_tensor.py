@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ipfs_accelerate.errors import ShapeError
+from ipfs_accelerate.errors import DtypeError, InvalidArgumentError, ShapeError
 from ipfs_accelerate.tensor._tensor import Tensor
 
 __all__ = ["ErrorStats", "QuantizedTensor", "pack_int4", "unpack_int4"]
@@ -41,6 +42,51 @@ def unpack_int4(
 
     descriptor = MLOperandDescriptor("int4" if signed else "uint4", shape)
     return unpack_four_bit(packed.tobytes(), descriptor)
+
+
+def _validate(
+    data: np.ndarray[Any, Any],
+    scales: np.ndarray[Any, Any],
+    zero_points: np.ndarray[Any, Any] | None,
+    shape: tuple[int, ...],
+    bits: int,
+) -> None:
+    """What a QuantizedTensor's parts must satisfy, whoever built them (quantize(), a loaded
+    checkpoint, a caller): a wrong part would give wrong products, never an error."""
+    if isinstance(bits, bool) or bits not in (4, 8):
+        raise InvalidArgumentError(f"QuantizedTensor: bits must be 8 or 4, got {bits!r}")
+    count = math.prod(shape)
+    want = count if bits == 8 else (count + 1) // 2
+    # symmetric 8-bit values are signed; asymmetric ones (with zero points) unsigned
+    kinds = ("uint8",) if bits == 4 or zero_points is not None else ("int8",)
+    if data.dtype.name not in kinds or data.size != want:
+        raise DtypeError(
+            f"QuantizedTensor: data must hold {want} {kinds[0]} values for shape "
+            f"{shape} at {bits} bits, got {data.dtype} x {data.size}"
+        )
+    if scales.dtype.name not in ("float32", "float16"):
+        raise DtypeError(f"QuantizedTensor: scales must be float32 or float16, got {scales.dtype}")
+    if scales.ndim != len(shape) or any(
+        size == 0 or full % size for size, full in zip(scales.shape, shape, strict=True)
+    ):
+        raise ShapeError(
+            f"QuantizedTensor: scales of shape {scales.shape} do not divide the shape {shape} "
+            "axis by axis"
+        )
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        bad = scales[~(np.isfinite(scales) & (scales > 0))].flat[0]
+        raise InvalidArgumentError(
+            f"QuantizedTensor: scales must be finite and positive, got {float(bad)!r}"
+        )
+    if zero_points is not None and (
+        zero_points.shape != scales.shape
+        or zero_points.dtype != np.uint8
+        or (bits == 4 and np.any(zero_points > 15))
+    ):
+        raise InvalidArgumentError(
+            f"QuantizedTensor: zero_points must be uint8 of the scales' shape {scales.shape}"
+            f"{' in [0, 15]' if bits == 4 else ''}, got {zero_points.dtype} {zero_points.shape}"
+        )
 
 
 class QuantizedTensor:
@@ -83,6 +129,7 @@ class QuantizedTensor:
         device: str,
         error: ErrorStats,
     ) -> None:
+        _validate(data, scales, zero_points, shape, bits)
         self._data = data
         self._scales = scales
         self._zero_points = zero_points
