@@ -14,7 +14,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -234,8 +234,8 @@ async def _sse(
     state: ServerState,
     answer: _Answer,
     first: list[GenerationEvent],
-    steps: AsyncIterator[list[GenerationEvent]],
-) -> AsyncIterator[bytes]:
+    steps: AsyncGenerator[list[GenerationEvent], None],
+) -> AsyncGenerator[bytes, None]:
     try:
         for chunk in answer.opening():
             yield chunk
@@ -249,7 +249,7 @@ async def _sse(
         for chunk in answer.closing():
             yield chunk
     finally:
-        await steps.aclose()  # type: ignore[attr-defined]
+        await steps.aclose()
 
 
 def _count(state: ServerState, answer: _Answer) -> None:
@@ -266,7 +266,7 @@ def _event_stream_class() -> type[Any]:
         """Server-sent events whose body iterator is closed however the response ends (a
         client that disconnects cancels the send; the generation must stop with it)."""
 
-        def __init__(self, body: AsyncIterator[bytes]) -> None:
+        def __init__(self, body: AsyncGenerator[bytes, None]) -> None:
             super().__init__(
                 body,
                 media_type="text/event-stream",
@@ -278,12 +278,12 @@ def _event_stream_class() -> type[Any]:
             try:
                 await super().__call__(scope, receive, send)
             finally:
-                await self._body.aclose()  # type: ignore[attr-defined]
+                await self._body.aclose()
 
     return EventStream
 
 
-def _EventStream(body: AsyncIterator[bytes]) -> Response:  # noqa: N802 - a class, built lazily
+def _EventStream(body: AsyncGenerator[bytes, None]) -> Response:
     response: Response = _event_stream_class()(body)
     return response
 

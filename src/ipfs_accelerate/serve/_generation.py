@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,7 @@ def parse_request(state: ServerState, body: Any, *, chat: bool) -> GenerationReq
         if not isinstance(options, Mapping):
             raise _invalid_type("stream_options", options, "an object")
         include_usage = _bool(options, "include_usage", False, prefix="stream_options.")
+    prompts: list[Any]
     if chat:
         prompts = [_messages(body.get("messages"))]
     else:
@@ -209,6 +210,7 @@ def _integer(
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _invalid_type(name, value, "an integer")
+    value = int(value)
     if value < low:
         raise ServeError(
             "invalid_request",
@@ -225,7 +227,7 @@ def _integer(
             param=name,
             code="integer_above_max_value",
         )
-    return int(value)
+    return value
 
 
 def _real(
@@ -417,7 +419,7 @@ def _check_context(request: GenerationRequest, prompt_tokens: int) -> None:
 
 async def events(
     state: ServerState, request: GenerationRequest, prompts: Sequence[Sequence[int]]
-) -> AsyncIterator[list[GenerationEvent]]:
+) -> AsyncGenerator[list[GenerationEvent], None]:
     """The events of each step of the request's sequences (prompt i's choice j is sequence
     ``i * n + j``), decoded on the model's thread one step per call, so that the steps of
     concurrent requests take turns there. Closing this iterator (a client that went away)

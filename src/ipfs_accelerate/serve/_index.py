@@ -52,7 +52,9 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
         "OpenAI", "Embed text or token arrays.", _EMBEDDING, "application/json"
     ),
     "/v1/chat/completions": RouteDoc(
-        "OpenAI", "Chat with a text-generation model (SSE with stream).", _GENERATION,
+        "OpenAI",
+        "Chat with a text-generation model (SSE with stream).",
+        _GENERATION,
         "application/json",
     ),
     "/v1/completions": RouteDoc(
