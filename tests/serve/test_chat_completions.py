@@ -347,6 +347,16 @@ def test_a_client_that_hangs_up_stops_its_generation(
 # ----------------------------------------------------------------------------- refusals
 
 
+def test_index_and_openapi_describe_the_generation_routes(generators: _Generators) -> None:
+    index = httpx.get(generators.url + "/", headers=auth()).json()
+    routes = {r["path"] for r in index["routes"]}
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} <= routes
+    document = httpx.get(generators.url + "/openapi.json").json()
+    chat = document["paths"]["/v1/chat/completions"]["post"]
+    assert "application/json" in chat["requestBody"]["content"]
+    assert "post" in document["paths"]["/v1/completions"]
+
+
 def test_models_list_generators_with_their_context_length(client: openai.OpenAI) -> None:
     cards = {m.id: m for m in client.models.list()}
     assert cards[LLAMA].context_length == cards[GPT2].context_length == 64  # type: ignore[attr-defined]

@@ -177,22 +177,13 @@ def _unsupported(name: str, why: str) -> ServeError:
     return ServeError("unsupported", f"'{name}' is not supported: {why}.", param=name)
 
 
+def _invalid(name: str, message: str, code: str | None = None) -> ServeError:
+    return ServeError("invalid_request", message, param=name, code=code)
+
+
 def _invalid_type(name: str, value: Any, expected: str) -> ServeError:
-    return ServeError(
-        "invalid_request",
-        f"Invalid type for '{name}': expected {expected}, but got {brief(value)} instead.",
-        param=name,
-        code="invalid_type",
-    )
-
-
-def _out_of_range(name: str, value: Any, bound: str) -> ServeError:
-    return ServeError(
-        "invalid_request",
-        f"Invalid '{name}': {brief(value)} is out of range. Expected {bound}.",
-        param=name,
-        code="invalid_value",
-    )
+    message = f"Invalid type for '{name}': expected {expected}, but got {brief(value)} instead."
+    return _invalid(name, message, "invalid_type")
 
 
 def _bool(body: Mapping[str, Any], name: str, default: bool, *, prefix: str = "") -> bool:
@@ -202,32 +193,35 @@ def _bool(body: Mapping[str, Any], name: str, default: bool, *, prefix: str = ""
     return value
 
 
+def _number(body: Mapping[str, Any], name: str, kind: type, expected: str) -> Any:
+    """``body[name]`` (None when absent), refused unless an instance of ``kind`` (never a
+    bool: JSON's true is no number)."""
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise _invalid_type(name, value, expected)
+    return value
+
+
 def _integer(
     body: Mapping[str, Any], name: str, *, low: int, high: int | None = None
 ) -> int | None:
-    value = body.get(name)
+    value = _number(body, name, numbers.Integral, "an integer")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _invalid_type(name, value, "an integer")
     value = int(value)
     if value < low:
-        raise ServeError(
-            "invalid_request",
-            f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, but "
-            f"got {value} instead.",
-            param=name,
-            code="integer_below_min_value",
-        )
+        raise _integer_bound(name, value, "below minimum", f">= {low}", "below_min")
     if high is not None and value > high:
-        raise ServeError(
-            "invalid_request",
-            f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, but "
-            f"got {value} instead.",
-            param=name,
-            code="integer_above_max_value",
-        )
+        raise _integer_bound(name, value, "above maximum", f"<= {high}", "above_max")
     return value
+
+
+def _integer_bound(name: str, value: int, side: str, bound: str, code: str) -> ServeError:
+    message = (
+        f"Invalid '{name}': integer {side} value. Expected a value {bound}, but got {value} "
+        "instead."
+    )
+    return _invalid(name, message, f"integer_{code}_value")
 
 
 def _real(
@@ -238,17 +232,16 @@ def _real(
     *,
     open_low: bool = False,
 ) -> float | None:
-    value = body.get(name)
+    value = _number(body, name, numbers.Real, "a number")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _invalid_type(name, value, "a number")
     number = float(value)
     below = number <= low if open_low else number < low
     if below or (high is not None and number > high):
         bracket = "(" if open_low else "["
         upper = f"{high:g}]" if high is not None else "inf)"
-        raise _out_of_range(name, value, f"a value in {bracket}{low:g}, {upper}")
+        message = f"Invalid '{name}': {brief(value)} is out of range. Expected a value in "
+        raise _invalid(name, f"{message}{bracket}{low:g}, {upper}.", "invalid_value")
     return number
 
 
