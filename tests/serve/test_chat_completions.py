@@ -16,7 +16,7 @@ import pytest
 from ipfs_accelerate.api_backends import create_api_backend
 from tests.models._decoder_checkpoints import decoder_checkpoint
 
-from .conftest import API_KEY, MINILM, auth
+from .conftest import API_KEY, MINILM, Running, auth
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,20 +25,8 @@ LLAMA, GPT2 = "tiny-llama", "tiny-gpt2"
 HELLO: Any = [{"role": "user", "content": "Hello there"}]
 
 
-class _Generators:
-    def __init__(self, url: str, app: Any, registry: Any) -> None:
-        self.url, self.app, self.registry = url, app, registry
-
-    @property
-    def state(self) -> Any:
-        return self.app.state.server
-
-    def pipeline(self, name: str) -> Any:
-        return self.registry.get(name).pipeline
-
-
 @pytest.fixture(scope="module")
-def generators(registry: Any) -> Iterator[_Generators]:
+def generators(registry: Any) -> Iterator[Running]:
     """Two decoders (Llama with Llama 2's template, GPT-2 with ChatML) and the session's MiniLM
     behind one server."""
     from ipfs_accelerate.serve import (
@@ -57,16 +45,16 @@ def generators(registry: Any) -> Iterator[_Generators]:
     combined = ModelRegistry([*own, registry.get(MINILM)])
     app = create_app(ServerConfig(device="cpu", api_key=API_KEY), registry=combined)
     with BackgroundServer(app) as running:
-        yield _Generators(running.url, app, combined)
+        yield Running(running.url, app, combined)
     own.close()
 
 
 @pytest.fixture()
-def client(generators: _Generators) -> openai.OpenAI:
+def client(generators: Running) -> openai.OpenAI:
     return openai.OpenAI(base_url=generators.url + "/v1", api_key=API_KEY, max_retries=0)
 
 
-def _post(generators: _Generators, path: str, body: dict[str, Any]) -> httpx.Response:
+def _post(generators: Running, path: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(generators.url + path, json=body, headers=auth(), timeout=60)
 
 
@@ -74,7 +62,7 @@ def _post(generators: _Generators, path: str, body: dict[str, Any]) -> httpx.Res
 
 
 def test_chat_equals_the_pipeline_whole_and_streamed(
-    generators: _Generators, client: openai.OpenAI
+    generators: Running, client: openai.OpenAI
 ) -> None:
     pipeline = generators.pipeline(LLAMA)
     expected = pipeline.chat(HELLO, max_new_tokens=12, temperature=0)
@@ -111,7 +99,7 @@ def test_chat_equals_the_pipeline_whole_and_streamed(
     assert all(c.usage is None for c in chunks[:-1])
 
 
-def test_sse_wire_format_ends_with_done(generators: _Generators) -> None:
+def test_sse_wire_format_ends_with_done(generators: Running) -> None:
     body = {"model": GPT2, "messages": HELLO, "max_tokens": 4, "stream": True}
     with httpx.stream(
         "POST", generators.url + "/v1/chat/completions", json=body, headers=auth()
@@ -124,9 +112,7 @@ def test_sse_wire_format_ends_with_done(generators: _Generators) -> None:
     assert '"usage"' not in "".join(lines)  # not asked for
 
 
-def test_stop_strings_end_the_text_before_them(
-    generators: _Generators, client: openai.OpenAI
-) -> None:
+def test_stop_strings_end_the_text_before_them(generators: Running, client: openai.OpenAI) -> None:
     pipeline = generators.pipeline(LLAMA)
     full = pipeline.chat(HELLO, max_new_tokens=16, temperature=0)
     # the first character that did not occur before it: the text stops right there
@@ -141,7 +127,7 @@ def test_stop_strings_end_the_text_before_them(
     assert pipeline.chat(HELLO, max_new_tokens=16, temperature=0, stop=[stop]) == expected
 
 
-def test_n_choices_and_seeds(generators: _Generators, client: openai.OpenAI) -> None:
+def test_n_choices_and_seeds(generators: Running, client: openai.OpenAI) -> None:
     pipeline = generators.pipeline(LLAMA)
     greedy = client.chat.completions.create(model=LLAMA, messages=HELLO, max_tokens=8, n=2,
                                             temperature=0)  # fmt: skip
@@ -164,7 +150,7 @@ def test_n_choices_and_seeds(generators: _Generators, client: openai.OpenAI) -> 
     )
 
 
-def test_chat_logprobs_are_the_engines(generators: _Generators, client: openai.OpenAI) -> None:
+def test_chat_logprobs_are_the_engines(generators: Running, client: openai.OpenAI) -> None:
     pipeline = generators.pipeline(LLAMA)
     [result] = pipeline.generate_batch([HELLO], max_new_tokens=6, temperature=0, logprobs=3)
     reply = client.chat.completions.create(
@@ -194,7 +180,7 @@ def test_chat_logprobs_are_the_engines(generators: _Generators, client: openai.O
 
 
 def test_content_parts_developer_role_and_penalties(
-    generators: _Generators, client: openai.OpenAI
+    generators: Running, client: openai.OpenAI
 ) -> None:
     pipeline = generators.pipeline(GPT2)
     parts: Any = [{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
@@ -216,7 +202,7 @@ def test_content_parts_developer_role_and_penalties(
 # ----------------------------------------------------------------------------- completions
 
 
-def test_completions_equal_the_pipeline(generators: _Generators, client: openai.OpenAI) -> None:
+def test_completions_equal_the_pipeline(generators: Running, client: openai.OpenAI) -> None:
     pipeline = generators.pipeline(GPT2)
     prompts = ["The cat sat", "Interest rates"]
     expected = [pipeline.generate(p, max_new_tokens=10, temperature=0) for p in prompts]
@@ -238,7 +224,7 @@ def test_completions_equal_the_pipeline(generators: _Generators, client: openai.
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
-def test_completions_logprobs(generators: _Generators, client: openai.OpenAI) -> None:
+def test_completions_logprobs(generators: Running, client: openai.OpenAI) -> None:
     pipeline = generators.pipeline(GPT2)
     [result] = pipeline.generate_batch(["The cat sat"], max_new_tokens=5, temperature=0,
                                        logprobs=2)  # fmt: skip
@@ -253,7 +239,7 @@ def test_completions_logprobs(generators: _Generators, client: openai.OpenAI) ->
     assert logprobs.top_logprobs is not None and len(logprobs.top_logprobs) == 5
 
 
-def test_this_packages_openai_backend(generators: _Generators) -> None:
+def test_this_packages_openai_backend(generators: Running) -> None:
     backend = create_api_backend(
         "openai", metadata={"base_url": generators.url + "/v1", "api_key": API_KEY}
     )
@@ -268,7 +254,7 @@ def test_this_packages_openai_backend(generators: _Generators) -> None:
 # ----------------------------------------------------------------------------- concurrency
 
 
-def test_concurrent_greedy_streams_equal_their_runs_alone(generators: _Generators) -> None:
+def test_concurrent_greedy_streams_equal_their_runs_alone(generators: Running) -> None:
     prompts: list[Any] = [[{"role": "user", "content": text}] for text in
                ("Hello there", "The cat sat", "Interest rates", "a b c")]  # fmt: skip
     pipeline = generators.pipeline(LLAMA)
@@ -315,7 +301,7 @@ class _SlowModel:
 
 
 def test_a_client_that_hangs_up_stops_its_generation(
-    generators: _Generators, monkeypatch: pytest.MonkeyPatch
+    generators: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = generators.registry.get(GPT2)
     engine = served.pipeline.engine
@@ -347,7 +333,7 @@ def test_a_client_that_hangs_up_stops_its_generation(
 # ----------------------------------------------------------------------------- refusals
 
 
-def test_index_and_openapi_describe_the_generation_routes(generators: _Generators) -> None:
+def test_index_and_openapi_describe_the_generation_routes(generators: Running) -> None:
     index = httpx.get(generators.url + "/", headers=auth()).json()
     routes = {r["path"] for r in index["routes"]}
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} <= routes
@@ -396,7 +382,7 @@ _CHAT_400S: list[tuple[dict[str, Any], str, str]] = [
 
 @pytest.mark.parametrize(("change", "param", "words"), _CHAT_400S)
 def test_chat_refusals_name_the_field(
-    generators: _Generators, change: dict[str, Any], param: str, words: str
+    generators: Running, change: dict[str, Any], param: str, words: str
 ) -> None:
     body = {"model": LLAMA, "messages": HELLO, "max_tokens": 4, **change}
     reply = _post(generators, "/v1/chat/completions", body)
@@ -415,7 +401,7 @@ def test_openai_sdk_sees_the_400s(client: openai.OpenAI) -> None:
     assert info.value.body["param"] == "echo"  # type: ignore[index]
 
 
-def test_template_errors_and_model_kinds(generators: _Generators) -> None:
+def test_template_errors_and_model_kinds(generators: Running) -> None:
     # Llama 2's template raises unless user and assistant turns alternate
     twice = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
     reply = _post(generators, "/v1/chat/completions",

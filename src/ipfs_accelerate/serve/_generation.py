@@ -186,6 +186,14 @@ def _invalid_type(name: str, value: Any, expected: str) -> ServeError:
     return _invalid(name, message, "invalid_type")
 
 
+def _too_many(name: str, count: int, limit: int) -> ServeError:
+    message = (
+        f"Invalid '{name}': array too long. Expected an array with maximum length {limit}, "
+        f"but got an array with length {count} instead."
+    )
+    return _invalid(name, message, "array_above_max_length")
+
+
 def _bool(body: Mapping[str, Any], name: str, default: bool, *, prefix: str = "") -> bool:
     value = body.get(name, default)
     if not isinstance(value, bool):
@@ -254,13 +262,7 @@ def _stop(value: Any) -> list[str] | None:
     if not isinstance(items, list):
         raise _invalid_type("stop", value, "a string or an array of strings")
     if len(items) > MAX_STOP_STRINGS:
-        raise ServeError(
-            "invalid_request",
-            f"Invalid 'stop': array too long. Expected an array with maximum length "
-            f"{MAX_STOP_STRINGS}, but got an array with length {len(items)} instead.",
-            param="stop",
-            code="array_above_max_length",
-        )
+        raise _too_many("stop", len(items), MAX_STOP_STRINGS)
     for i, item in enumerate(items):
         if not isinstance(item, str) or not item:
             raise _invalid_type(f"stop[{i}]", item, "a non-empty string")
@@ -347,12 +349,7 @@ def _prompts(value: Any) -> list[str | list[int]]:
     if not isinstance(value, list) or not value:
         raise _invalid_type("prompt", value, "a string, a token array or a non-empty array")
     if len(value) > MAX_PROMPTS:
-        raise ServeError(
-            "invalid_request",
-            f"Invalid 'prompt': array too long. Expected at most {MAX_PROMPTS} prompts, but "
-            f"got {len(value)} instead.",
-            param="prompt",
-        )
+        raise _too_many("prompt", len(value), MAX_PROMPTS)
     for i, item in enumerate(value):
         if not (isinstance(item, str) or _is_token_array(item)):
             raise _invalid_type(f"prompt[{i}]", item, "a string or a token array")
