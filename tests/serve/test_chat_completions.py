@@ -416,6 +416,11 @@ def test_template_errors_and_model_kinds(generators: Running) -> None:
     reply = _post(generators, "/v1/embeddings", {"model": GPT2, "input": "hello"})
     assert reply.status_code == 400
     assert reply.json()["error"]["code"] == "model_not_supported"
+    infer = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}
+    for path in (f"/v2/models/{GPT2}/infer", f"/v2/models/{GPT2}"):
+        reply = (_post(generators, path, infer) if path.endswith("infer")
+                 else httpx.get(generators.url + path, headers=auth()))  # fmt: skip
+        assert reply.status_code == 400 and "/v1/chat/completions" in reply.json()["error"]
     reply = _post(generators, "/v1/completions", {"model": GPT2, "prompt": [5, 10**7]})
     assert reply.status_code == 400 and "vocabulary" in reply.json()["error"]["message"]
     reply = _post(generators, "/v1/completions", {"model": GPT2})
