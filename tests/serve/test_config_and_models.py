@@ -66,9 +66,9 @@ def test_registry_names_kinds_and_failures(
     loaded.close()
     with pytest.raises(ConfigurationError, match="two served models"):
         ModelRegistry([*registry, registry.get("tiny-vit")])
-    odd = tmp_path / "gpt2"
+    odd = tmp_path / "t5"
     odd.mkdir()
-    (odd / "config.json").write_text('{"model_type": "gpt2"}')
+    (odd / "config.json").write_text('{"model_type": "t5"}')
     with pytest.raises(UnsupportedArchitectureError, match="cannot be served"):
         ModelRegistry.load([str(odd)], device="cpu")
 

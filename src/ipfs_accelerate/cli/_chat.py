@@ -1,4 +1,5 @@
-"""``chat``: a conversation turn with a remote model through an API backend."""
+"""``chat``: a conversation turn with a remote model through an API backend, or a
+conversation with a local checkpoint (``--local``, in :mod:`._generate`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from ._app import app
-from ._output import JsonOption, command, print_json, stderr, stdout, usage_error
+from ._generate import chat_locally
+from ._output import (
+    DeviceOption,
+    DtypeOption,
+    JsonOption,
+    command,
+    print_json,
+    stderr,
+    stdout,
+    usage_error,
+)
 
 
 @app.command()
@@ -48,13 +59,40 @@ def chat(
         bool, typer.Option("--stream/--no-stream", help="Print the reply as it is generated.")
     ] = True,
     json_output: JsonOption = False,
+    # -- local chat (issue 17): a conversation with a local decoder checkpoint
+    local: Annotated[
+        str | None,
+        typer.Option(
+            "--local",
+            metavar="MODEL",
+            help="Chat with this local decoder checkpoint instead: interactive (one line per "
+            "turn, /exit leaves), streamed, the conversation kept.",
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
+    # -- end local chat
 ) -> None:
     """Chat with a remote model through an API backend; the reply streams to the terminal.
+    With --local MODEL, hold a conversation with a local checkpoint (--device/--dtype apply).
 
     Keys come from the provider's environment variable ($OPENAI_API_KEY, $ANTHROPIC_API_KEY...)."""
     from ipfs_accelerate.api_backends import create_api_backend
 
     words = list(prompt or [])
+    if local is not None:
+        if json_output or base_url or model:
+            raise usage_error("--local takes none of --json, --base-url, --model")
+        settings = {"max_new_tokens": max_tokens, "temperature": temperature}
+        chat_locally(
+            local,
+            " ".join(words) or None,
+            system=system,
+            params={k: v for k, v in settings.items() if v is not None},
+            device=device,
+            dtype=dtype,
+        )
+        return
     text = sys.stdin.read().strip() if words == ["-"] else " ".join(words)
     if not text.strip():
         raise usage_error("give a message, e.g. ipfs-accelerate chat 'Hello' (or - to read stdin)")

@@ -239,7 +239,8 @@ def create_app(
     loaded ``registry`` is given; then the caller owns it and closes it).
 
     Routes: OpenAI ``/v1/embeddings``, ``/v1/audio/transcriptions``,
-    ``/v1/audio/translations``, ``/v1/models[/{id}]``; TEI ``/embed``, ``/info``,
+    ``/v1/audio/translations``, ``/v1/chat/completions``, ``/v1/completions``,
+    ``/v1/models[/{id}]``; TEI ``/embed``, ``/info``,
     ``/health``; KServe v2 ``/v2``, ``/v2/health/{live,ready}``, ``/v2/models/{m}[/ready]``,
     ``/v2/models/{m}/infer``; Prometheus ``/metrics``; ``/`` (an index of the routes and
     models) and ``/openapi.json``. See docs/server.md.
@@ -252,7 +253,7 @@ def create_app(
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from . import _index, _kserve, _openai, _tei
+    from . import _completions, _index, _kserve, _openai, _tei
 
     config = config or ServerConfig()
     owns = registry is None
@@ -300,6 +301,7 @@ def create_app(
     routes: Sequence[Route] = [
         *_index.routes(PUBLIC_PATHS),
         *_openai.routes(),
+        *_completions.routes(),
         *_tei.routes(),
         *_kserve.routes(),
         Route("/metrics", metrics, methods=["GET"]),

@@ -23,6 +23,13 @@ KINDS: dict[str, str] = {
     "vit": "image-classification",
     "clip": "zero-shot-image-classification",
     "whisper": "speech-recognition",
+    # -- text generation (issue 17): the decoder families TextGenerator loads
+    "llama": "text-generation",
+    "mistral": "text-generation",
+    "qwen2": "text-generation",
+    "qwen3": "text-generation",
+    "gpt2": "text-generation",
+    # -- end text generation
 }
 
 

@@ -27,6 +27,7 @@ __all__ = ["ROUTE_DOCS", "RouteDoc", "check_documented", "routes", "served_route
 
 _EMBEDDING = frozenset({"embedding"})
 _SPEECH = frozenset({"speech-recognition"})
+_GENERATION = frozenset({"text-generation"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
     "/v1/models/{model:path}": RouteDoc("OpenAI", "Describe one served model."),
     "/v1/embeddings": RouteDoc(
         "OpenAI", "Embed text or token arrays.", _EMBEDDING, "application/json"
+    ),
+    "/v1/chat/completions": RouteDoc(
+        "OpenAI",
+        "Chat with a text-generation model (SSE with stream).",
+        _GENERATION,
+        "application/json",
+    ),
+    "/v1/completions": RouteDoc(
+        "OpenAI", "Complete a prompt (SSE with stream).", _GENERATION, "application/json"
     ),
     "/v1/audio/transcriptions": RouteDoc(
         "OpenAI", "Transcribe an audio file.", _SPEECH, "multipart/form-data"

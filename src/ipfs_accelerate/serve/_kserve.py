@@ -39,7 +39,7 @@ from ._decode import check_audio_samples, decode_audio, decode_image
 from ._errors import ServeError, brief, describe
 from ._models import l2_normalize
 from ._requests import json_object, read_json
-from ._state import INLINE_RESPONSE_VALUES, state_of
+from ._state import INLINE_RESPONSE_VALUES, ServerState, state_of
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -116,9 +116,23 @@ def _signature(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     ]
 
 
+def _served(state: ServerState, name: Any) -> Any:
+    """The model ``name`` if the v2 protocol can drive it: a text-generation model streams
+    tokens, which v2 tensors cannot (it is served by OpenAI's routes)."""
+    model = state.model(name)
+    if model.kind == "text-generation":
+        raise ServeError(
+            "wrong_model_kind",
+            f"The model '{model.name}' is a text-generation model; the KServe v2 routes do not "
+            "serve it (use /v1/chat/completions or /v1/completions)",
+            param="model",
+        )
+    return model
+
+
 async def model_metadata(request: Request) -> Response:
     state = state_of(request)
-    model = state.model(request.path_params["model"])
+    model = _served(state, request.path_params["model"])
     inputs, outputs = _signature(model)
     return _json(
         {
@@ -380,7 +394,7 @@ async def infer(request: Request) -> Response:
     from starlette.responses import Response
 
     state = state_of(request)
-    model = state.model(request.path_params["model"])
+    model = _served(state, request.path_params["model"])
     body, tensors, wanted = await read_json(
         request, functools.partial(_infer_request, config=state.config)
     )

@@ -88,6 +88,8 @@ class ServedModel:
             pipeline.transcribe(
                 (np.zeros(1600, dtype=np.float32), 16000), language="en", max_new_tokens=1
             )
+        elif self.kind == "text-generation":
+            pipeline.generate("warm-up", max_new_tokens=1)
         self.warm_up_seconds = time.perf_counter() - started
         logger.info("warmed up %s in %.2f s", self.name, self.warm_up_seconds)
 
@@ -290,6 +292,7 @@ def _load_one(
         ImageClassifier,
         SpeechRecognizer,
         TextEmbedder,
+        TextGenerator,
         ZeroShotImageClassifier,
     )
     from ipfs_accelerate.models.loading import load_checkpoint
@@ -308,6 +311,7 @@ def _load_one(
         "image-classification": ImageClassifier,
         "zero-shot-image-classification": ZeroShotImageClassifier,
         "speech-recognition": SpeechRecognizer,
+        "text-generation": TextGenerator,
     }[kind]
     callback = None
     if progress is not None:

@@ -40,13 +40,16 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _model_object(model: Any) -> dict[str, Any]:
-    return {
+    card = {
         "id": model.name,
         "object": "model",
         "created": model.created,
         "owned_by": _OWNER,
         "dtype": model.dtype,  # not in OpenAI's card: what precision this model runs in
     }
+    if model.kind == "text-generation":  # as vLLM's card: the most tokens, prompt and reply
+        card["context_length"] = model.pipeline.context_length
+    return card
 
 
 async def list_models(request: Request) -> Response:

@@ -12,10 +12,11 @@ back, which costs as much as the work itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -193,6 +194,14 @@ class ServerState:
         """``fn(*args)`` on the model's thread, with in-progress limits and metrics; package
         errors about the input become ``bad_media``/``invalid_request``, others
         ``inference_failed``."""
+        with self.admit(model, task):
+            return await self.call(model, fn, *args)
+
+    @contextlib.contextmanager
+    def admit(self, model: ServedModel, task: str) -> Iterator[None]:
+        """One request in progress on ``model`` for the block (``overloaded`` beyond
+        ``max_concurrent_requests``), timed as ``task``: a generation holds it for all of
+        its steps."""
         busy = self._in_progress.get(model.name, 0)
         if busy >= self.config.max_concurrent_requests:
             raise ServeError(
@@ -202,6 +211,21 @@ class ServerState:
         gauge = self.metrics.in_progress.labels(model.name)
         gauge.inc()
         started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._in_progress[model.name] -= 1
+            gauge.dec()
+            self.metrics.inference_seconds.labels(model.name, task).observe(
+                time.perf_counter() - started
+            )
+
+    def in_progress(self, model: ServedModel) -> int:
+        """Requests in progress on ``model`` (see :meth:`admit`)."""
+        return self._in_progress.get(model.name, 0)
+
+    async def call(self, model: ServedModel, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the model's thread, package errors mapped as :meth:`run` says."""
         try:
             return await model.call(fn, *args)
         except ServeError:
@@ -214,12 +238,6 @@ class ServerState:
             raise ServeError(
                 "inference_failed", f"{model.name}: {type(exc).__name__}: {describe(exc)}"
             ) from None
-        finally:
-            self._in_progress[model.name] -= 1
-            gauge.dec()
-            self.metrics.inference_seconds.labels(model.name, task).observe(
-                time.perf_counter() - started
-            )
 
 
 def _refuse_empty_text(texts: list[Any], family: str) -> None:
