@@ -1,7 +1,8 @@
 """Reading and running a text-generation request (``/v1/chat/completions``,
 ``/v1/completions``): OpenAI's fields checked and turned into
 :class:`~ipfs_accelerate.models.generation.SamplingParams`, the prompts encoded, and the
-request's sequences decoded on the model's thread one step per call.
+request's sequences decoded in the model's running batch (continuous batching, see
+:class:`_DecodeLoop`).
 
 Every refusal is a :class:`ServeError` naming the field, worded as OpenAI words it. A
 parameter this server cannot honour (``tools``, ``response_format`` ...) is refused by name,
