@@ -396,8 +396,9 @@ def _drive(batch: ContinuousBatch, schedule: list[Any], params: Any) -> dict[int
         for owner, (prompt, count, joins) in enumerate(schedule):
             if joins == step:
                 batch.add(owner, [prompt], [params(owner, count)])
-        for owner, event in batch.step():
-            got[owner].append((step, event))
+        for owner_of, event in batch.step():
+            assert isinstance(owner_of, int)
+            got[owner_of].append((step, event))
         step += 1
     return got
 

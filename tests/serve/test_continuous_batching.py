@@ -99,7 +99,9 @@ def test_16_concurrent_greedy_streams_equal_their_runs_alone(
     batching: Running, counting: _CountingModel
 ) -> None:
     words = ["Hello there", "The cat sat", "Interest rates", "a b c", "once upon", "x y"]
-    prompts = [[{"role": "user", "content": f"{words[i % len(words)]} {i}"}] for i in range(16)]
+    prompts: list[Any] = [
+        [{"role": "user", "content": f"{words[i % len(words)]} {i}"}] for i in range(16)
+    ]
     lengths = [4 + (i * 7) % 23 for i in range(16)]
     pipeline = batching.pipeline(LLAMA)
     alone = [
@@ -109,7 +111,7 @@ def test_16_concurrent_greedy_streams_equal_their_runs_alone(
     counting.rows.clear()
 
     def stream(index: int) -> str:
-        chunks = _client(batching).chat.completions.create(
+        chunks: Any = _client(batching).chat.completions.create(
             model=LLAMA,
             messages=prompts[index],
             max_tokens=lengths[index],
