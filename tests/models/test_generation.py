@@ -23,7 +23,9 @@ from ipfs_accelerate.errors import (
 )
 from ipfs_accelerate.models import ChatTemplate, TextGenerator
 from ipfs_accelerate.models.generation import (
+    ContinuousBatch,
     IncrementalDetokenizer,
+    SamplingParams,
     apply_frequency_presence,
     apply_min_p,
     apply_repetition_penalty,
@@ -371,3 +373,136 @@ def test_checkpoint_problems_raise(tmp_path: Path) -> None:
     (directory / "generation_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="generation_config.json: top_p"):
         TextGenerator.from_pretrained(directory, "cpu", sharing=False)
+
+
+# ----------------------------------------------------------------------------- continuous batching
+
+#: (prompt, max_new_tokens, step at which it joins): prompts of different lengths joining a
+#: running batch, a longer prompt than the batch's columns among them
+SCHEDULE = [
+    ([3, 17, 40, 22, 5], 30, 0),
+    ([9, 100, 120, 33, 7, 8, 9, 60, 61], 8, 2),
+    ([5, 6], 20, 3),
+    (list(range(7, 40)), 12, 5),
+    ([11, 12, 13], 6, 5),
+]
+
+
+def _drive(batch: ContinuousBatch, schedule: list[Any], params: Any) -> dict[int, list[Any]]:
+    """Run ``schedule`` through ``batch``: each owner's events, with the step of each."""
+    got: dict[int, list[Any]] = {owner: [] for owner in range(len(schedule))}
+    step = 0
+    while step <= max(s[2] for s in schedule) or batch.active or batch.waiting:
+        for owner, (prompt, count, joins) in enumerate(schedule):
+            if joins == step:
+                batch.add(owner, [prompt], [params(owner, count)])
+        for owner_of, event in batch.step():
+            assert isinstance(owner_of, int)
+            got[owner_of].append((step, event))
+        step += 1
+    return got
+
+
+def _greedy(owner: int, count: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=count, ignore_eos=True)
+
+
+def test_sequences_join_and_leave_a_running_batch_with_the_tokens_of_runs_alone(
+    generator: TextGenerator,
+) -> None:
+    engine = generator.engine
+    alone = [
+        engine.generate([prompt], [_greedy(0, count)])[0].token_ids for prompt, count, _ in SCHEDULE
+    ]
+    batch = ContinuousBatch(engine, max_rows=8)
+    got = _drive(batch, SCHEDULE, _greedy)
+    assert [[e.token_id for _, e in got[o]] for o in range(len(SCHEDULE))] == alone
+    # each joined at its step, and the short ones finished before the first (30 tokens)
+    assert [got[o][0][0] for o in range(len(SCHEDULE))] == [s[2] for s in SCHEDULE]
+    assert got[0][-1][0] > max(got[o][-1][0] for o in range(1, len(SCHEDULE)))
+    assert batch.rows == 0  # every row left: the cache is gone
+
+
+def test_beyond_max_rows_sequences_wait_in_order(generator: TextGenerator) -> None:
+    batch = ContinuousBatch(generator.engine, max_rows=2)
+    schedule = [(p, n, 0) for p, n, _ in SCHEDULE]
+    got = _drive(batch, schedule, _greedy)
+    first = [got[o][0][0] for o in range(len(schedule))]
+    last = [got[o][-1][0] for o in range(len(schedule))]
+    assert first[:2] == [0, 0]
+    # the third starts when the first row frees (the 8-token one), the others in turn
+    assert first[2] == last[1] + 1
+    assert first == sorted(first)
+    for owner in range(2, len(schedule)):
+        running = sum(got[o][0][0] < first[owner] <= got[o][-1][0] for o in range(owner))
+        assert running < 2
+
+
+def test_a_cancelled_sequence_frees_its_row_at_the_next_step(generator: TextGenerator) -> None:
+    batch = ContinuousBatch(generator.engine, max_rows=4)
+    batch.add("long", [[3, 17, 40]], [_greedy(0, 40)])
+    batch.add("other", [[5, 6, 7, 8]], [_greedy(0, 40)])
+    batch.step()
+    assert (batch.active, batch.rows) == (2, 2)
+    batch.cancel("long")
+    assert (batch.active, batch.rows) == (1, 1)
+    assert {owner for owner, _ in batch.step()} == {"other"}
+    batch.add("waiting", [[1, 2]], [_greedy(0, 4)])
+    batch.cancel("waiting")
+    assert batch.waiting == 0
+
+
+def test_seeded_sampling_in_a_running_batch(generator: TextGenerator) -> None:
+    """A seeded sequence samples from its own generator: it reproduces alone, and in a batch
+    it draws the same numbers (its tokens equal its run alone while the batched logits do,
+    as on the CPU here)."""
+
+    def sampled(owner: int, count: int) -> SamplingParams:
+        return SamplingParams(max_new_tokens=count, temperature=1.2, seed=owner, ignore_eos=True)
+
+    engine = generator.engine
+    alone = [engine.generate([p], [sampled(o, n)])[0].token_ids
+             for o, (p, n, _) in enumerate(SCHEDULE)]  # fmt: skip
+    again = [engine.generate([p], [sampled(o, n)])[0].token_ids
+             for o, (p, n, _) in enumerate(SCHEDULE)]  # fmt: skip
+    assert alone == again
+    got = _drive(ContinuousBatch(engine, max_rows=8), SCHEDULE, sampled)
+    assert [[e.token_id for _, e in got[o]] for o in range(len(SCHEDULE))] == alone
+
+
+def test_bad_continuous_batch_arguments_raise(generator: TextGenerator) -> None:
+    with pytest.raises(InvalidArgumentError, match="max_rows"):
+        ContinuousBatch(generator.engine, max_rows=0)
+    batch = ContinuousBatch(generator.engine, max_rows=2)
+    with pytest.raises(InvalidArgumentError, match="prompt 0 is empty"):
+        batch.add("x", [[]], [SamplingParams()])
+    assert batch.waiting == 0
+
+
+def test_webnn_step_graphs_stay_bucketed_while_sequences_join_and_leave() -> None:
+    """Rows in powers of two and windows in buckets: graphs are compiled when the batch's
+    shape changes (a join, a leave, a new window bucket), never per token, and a second run
+    of the same joins and leaves compiles nothing."""
+    from tests.conftest import start_backend
+
+    backend = start_backend("webnn")
+    webnn = TextGenerator.from_pretrained(decoder_checkpoint("qwen2"), "webnn", sharing=False)
+    # the first sequence runs on alone for 20 steps after the others have left
+    schedule = [(SCHEDULE[0][0], 55, 0), *SCHEDULE[1:]]
+    batch = ContinuousBatch(webnn.engine, max_rows=4)
+    compiled: list[int] = []
+    step = batch.step
+
+    def counted() -> Any:
+        before = backend.stats.compilations
+        events = step()
+        compiled.append(backend.stats.compilations - before)
+        return events
+
+    batch.step = counted  # type: ignore[method-assign]
+    got = _drive(batch, schedule, _greedy)
+    assert len(compiled) > 50
+    assert sum(compiled[-20:]) == 0
+    before = backend.stats.compilations
+    assert _drive(ContinuousBatch(webnn.engine, max_rows=4), schedule, _greedy) == got
+    assert backend.stats.compilations == before

@@ -1,7 +1,8 @@
 """Reading and running a text-generation request (``/v1/chat/completions``,
 ``/v1/completions``): OpenAI's fields checked and turned into
 :class:`~ipfs_accelerate.models.generation.SamplingParams`, the prompts encoded, and the
-request's sequences decoded on the model's thread one step per call.
+request's sequences decoded in the model's running batch (continuous batching, see
+:class:`_DecodeLoop`).
 
 Every refusal is a :class:`ServeError` naming the field, worded as OpenAI words it. A
 parameter this server cannot honour (``tools``, ``response_format`` ...) is refused by name,
@@ -10,11 +11,13 @@ never ignored; an unknown one is refused as OpenAI refuses it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import numbers
+import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ipfs_accelerate.errors import CheckpointError, PreprocessingError
 
@@ -411,23 +414,122 @@ async def events(
     state: ServerState, request: GenerationRequest, prompts: Sequence[Sequence[int]]
 ) -> AsyncGenerator[list[GenerationEvent], None]:
     """The events of each step of the request's sequences (prompt i's choice j is sequence
-    ``i * n + j``), decoded on the model's thread one step per call, so that the steps of
-    concurrent requests take turns there. Closing this iterator (a client that went away)
-    closes the engine's loop: its cache is released and no further step runs."""
+    ``i * n + j``), decoded in the model's running batch (see :class:`_DecodeLoop`). Closing
+    this iterator (a client that went away) takes the request out of the batch: its rows are
+    freed before the next step."""
     model = request.model
-    engine = model.pipeline.engine
     ids = [list(p) for p in prompts for _ in range(request.n)]
     params = [request.sampling(j) for _ in prompts for j in range(request.n)]
+    loop = _decode_loop(state, model)
     with state.admit(model, "generation"):
-        steps = await state.call(model, engine.run, ids, params)
+        ticket = await loop.submit(ids, params)
         try:
             while True:
-                step = await state.call(model, next, steps, None)
+                step = await ticket.get()
                 if step is None:
                     return
                 yield step
         finally:
-            # the generator belongs to the model's thread (a step may be running there now):
-            # it is closed there, after that step
-            with contextlib.suppress(RuntimeError):  # the executor is shut down: nothing runs
-                model.executor.submit(steps.close)
+            loop.cancel(ticket)
+
+
+#: what a request's queue carries: a step's events, the error that ended it, or None (done)
+_Item: TypeAlias = "list[GenerationEvent] | BaseException | None"
+
+
+class _Ticket:
+    """One request in the running batch: the queue its steps' events arrive on."""
+
+    def __init__(self, sequences: int) -> None:
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.unfinished = sequences
+
+    async def get(self) -> list[GenerationEvent] | None:
+        item = await self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class _DecodeLoop:
+    """Continuous batching for one generator model: one loop steps every running sequence
+    together on the model's thread; a request joins at the next step and leaves when its
+    sequences finish or it is cancelled, and at most ``max_batch`` sequences decode at once
+    (the others wait, in order). The loop runs while a request is in it."""
+
+    def __init__(self, state: ServerState, model: ServedModel, max_batch: int) -> None:
+        from ipfs_accelerate.models.generation import ContinuousBatch
+
+        self.state = state
+        self.model = model
+        self.batch = ContinuousBatch(model.pipeline.engine, max_batch)
+        self.tickets: set[_Ticket] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, prompts: list[list[int]], params: list[SamplingParams]) -> _Ticket:
+        """A ticket for the sequences, queued in the batch (their arguments checked: a bad one
+        raises here)."""
+        ticket = _Ticket(len(prompts))
+        # known before its first step can run, so that no event of it is taken for a
+        # cancelled request's
+        self.tickets.add(ticket)
+        try:
+            # the batch belongs to the model's thread: it is changed there, between steps
+            await self.state.call(self.model, self.batch.add, ticket, prompts, params)
+        except BaseException:
+            self.tickets.discard(ticket)
+            raise
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return ticket
+
+    def cancel(self, ticket: _Ticket) -> None:
+        if ticket not in self.tickets:
+            return
+        self.tickets.discard(ticket)
+        with contextlib.suppress(RuntimeError):  # the executor is shut down: nothing runs
+            self.model.executor.submit(self.batch.cancel, ticket)
+
+    async def _run(self) -> None:
+        while self.tickets:
+            try:
+                events = await self.state.call(self.model, self.batch.step)
+            except BaseException as exc:
+                self._fail(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            by_ticket: dict[_Ticket, list[GenerationEvent]] = {}
+            for owner, event in events:
+                assert isinstance(owner, _Ticket)
+                by_ticket.setdefault(owner, []).append(event)
+            for ticket, step in by_ticket.items():
+                if ticket not in self.tickets:  # cancelled while this step ran
+                    continue
+                ticket.queue.put_nowait(step)
+                ticket.unfinished -= sum(e.finish_reason is not None for e in step)
+                if not ticket.unfinished:
+                    ticket.queue.put_nowait(None)
+                    self.tickets.discard(ticket)
+
+    def _fail(self, exc: BaseException) -> None:
+        """A step failed: every request in the batch gets the error, and the batch is
+        emptied (its cache may be half written)."""
+        for ticket in self.tickets:
+            ticket.queue.put_nowait(exc)
+        self.tickets.clear()
+        with contextlib.suppress(RuntimeError):
+            self.model.executor.submit(self.batch.clear)
+
+
+#: the decode loops of each server's generator models
+_LOOPS: weakref.WeakKeyDictionary[ServerState, dict[str, _DecodeLoop]]
+_LOOPS = weakref.WeakKeyDictionary()
+
+
+def _decode_loop(state: ServerState, model: ServedModel) -> _DecodeLoop:
+    loops = _LOOPS.setdefault(state, {})
+    found = loops.get(model.name)
+    if found is None or found.model is not model:
+        found = loops[model.name] = _DecodeLoop(state, model, state.config.max_batch_size)
+    return found

@@ -8,6 +8,7 @@ around it. The logits processors are plain numpy functions (``apply_top_p`` ...)
 equal to transformers' processor of the same name.
 """
 
+from ipfs_accelerate.models.generation._batch import ContinuousBatch
 from ipfs_accelerate.models.generation._cache import (
     CacheShape,
     CausalLM,
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_STOP_STRINGS",
     "CacheShape",
     "CausalLM",
+    "ContinuousBatch",
     "DecodeStep",
     "GenerationDefaults",
     "GenerationEngine",

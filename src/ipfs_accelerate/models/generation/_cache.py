@@ -15,6 +15,7 @@ mask (one token) or a concatenation (a prompt), which keeps the shapes fixed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -191,6 +192,83 @@ class KVCache:
             distance = positions[:, :, None] - self.positions[:, None, :window]
             masks[SLIDING_ATTENTION] = (allowed & (distance < self.shape.sliding_window))[:, None]
         return DecodeStep(self, start, length, window, positions, masks)
+
+    # ------------------------------------------------------------------ continuous batching
+
+    def rearrange(self, rows: Sequence[int | None], drop: int) -> None:
+        """Make row i of the cache the current row ``rows[i]`` (None: an empty row) and keep
+        the columns from ``drop`` on (a negative ``drop`` prepends that many empty columns):
+        how rows join and leave a running batch and dead leading columns are cut. The
+        capacity becomes the bucket of what remains plus one column."""
+        old_start = max(drop, 0)
+        length = self.length - drop
+        capacity = bucket(length + 1, 1 << 62)
+        index = np.array([0 if r is None else r for r in rows], dtype=np.int64)
+        kept = np.array([r is not None for r in rows], dtype=bool)
+        batch, heads, dim = len(rows), self.shape.kv_heads, self.shape.head_dim
+        new_start = max(-drop, 0)
+        picked = from_numpy(index, self.device)
+
+        def moved(tensor: Tensor) -> Tensor:
+            parts = []
+            if new_start:
+                parts.append(zeros((batch, heads, new_start, dim), device=self.device))
+            if self.length > old_start:
+                rows_of = ops.gather(tensor, picked, axis=0)
+                parts.append(rows_of[:, :, old_start : self.length])
+            parts.append(zeros((batch, heads, capacity - length, dim), device=self.device))
+            return ops.concat(parts, axis=2)
+
+        self.keys = [moved(t) for t in self.keys]
+        self.values = [moved(t) for t in self.values]
+        valid = np.zeros((batch, capacity), dtype=bool)
+        positions = np.zeros((batch, capacity), dtype=np.int64)
+        valid[:, new_start:length] = self.valid[index, old_start : self.length] & kept[:, None]
+        positions[:, new_start:length] = self.positions[index, old_start : self.length]
+        self.valid, self.positions = valid, positions
+        self._next = np.where(kept, self._next[index], 0)
+        self.batch, self.capacity, self.length = batch, capacity, length
+
+    def place(self, row: int, source: KVCache, source_row: int) -> None:
+        """Copy ``source_row`` of ``source`` (a prefilled prompt) into ``row``, right-aligned
+        to this cache's last column, so that it decodes in step with the other rows."""
+        count = source.length
+        end = self.length
+        start = end - count
+        if start < 0:
+            raise InvalidArgumentError(
+                f"KVCache.place: {count} columns do not fit before column {end}"
+            )
+        columns = (slice(row, row + 1), slice(None), slice(start, end))
+        for layer in range(self.shape.layers):
+            for mine, theirs in ((self.keys, source.keys), (self.values, source.values)):
+                piece = theirs[layer][source_row : source_row + 1, :, :count]
+                if self.in_place:
+                    ops.setitem(mine[layer], columns, piece)
+                else:
+                    mine[layer] = self._spliced_row(mine[layer], piece, row, start)
+        self.valid[row] = False
+        self.valid[row, start:end] = source.valid[source_row, :count]
+        self.positions[row, start:end] = source.positions[source_row, :count]
+        self._next[row] = source._next[source_row]
+
+    def _spliced_row(self, tensor: Tensor, piece: Tensor, row: int, start: int) -> Tensor:
+        """``tensor`` with ``piece`` (1, heads, n, dim) at ``row``, columns from ``start``."""
+        batch, heads, capacity, dim = tensor.shape
+        end = start + piece.shape[2]
+        parts = [zeros((1, heads, start, dim), device=self.device)] if start else []
+        parts.append(piece)
+        if end < capacity:
+            parts.append(zeros((1, heads, capacity - end, dim), device=self.device))
+        padded = ops.concat(parts, axis=2) if len(parts) > 1 else piece
+        where = np.zeros((batch, 1, capacity, 1), dtype=bool)
+        where[row, 0, start:end, 0] = True
+        return ops.where(from_numpy(where, self.device), padded, tensor)
+
+    def release(self, row: int) -> None:
+        """Row ``row`` holds no sequence any more: none of its columns is attended to."""
+        self.valid[row] = False
+        self._next[row] = 0
 
     def _grow(self, capacity: int) -> None:
         """Empty columns appended to every layer (a copy per doubling: amortised, and the

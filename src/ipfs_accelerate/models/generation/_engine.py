@@ -2,7 +2,8 @@
 
 Prompts of different lengths are left-padded into one batch; each sequence keeps its own
 settings, random generator, stop conditions and detokenizer, and a finished sequence stops
-contributing text (its row keeps running until the batch ends: phase 1 has no slot reuse).
+contributing text (its row keeps running until the batch ends; :class:`ContinuousBatch` in
+``_batch.py`` is the batch that sequences join and leave).
 Logits come back to the host once per step (the sampling runs in numpy).
 """
 
