@@ -35,7 +35,12 @@ def serve(
         int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")
     ] = 8000,
     max_batch_size: Annotated[
-        int, typer.Option("--max-batch-size", min=1, help="Embedding inputs per forward pass.")
+        int,
+        typer.Option(
+            "--max-batch-size",
+            min=1,
+            help="Embedding inputs per forward pass; sequences decoding together per generator.",
+        ),
     ] = 32,
     max_wait_ms: Annotated[
         float,
