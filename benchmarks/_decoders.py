@@ -39,30 +39,67 @@ SHAPES = {
         "SmolLM2-135M-shaped",
         "LlamaConfig",
         {
-            "hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
-            "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,
-            "tie_word_embeddings": True, "max_position_embeddings": 2048,
-            "rope_theta": 100000.0, "rms_norm_eps": 1e-5,
-        },  # fmt: skip
+            "hidden_size": 576,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "intermediate_size": 1536,
+            "vocab_size": 49152,
+            "tie_word_embeddings": True,
+            "max_position_embeddings": 2048,
+            "rope_theta": 100000.0,
+            "rms_norm_eps": 1e-5,
+        },
         128,
     ),
     "qwen2.5": DecoderShape(
         "Qwen2.5-0.5B-shaped",
         "Qwen2Config",
         {
-            "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
-            "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936,
-            "tie_word_embeddings": True, "max_position_embeddings": 4096,
-            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
-        },  # fmt: skip
+            "hidden_size": 896,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "intermediate_size": 4864,
+            "vocab_size": 151936,
+            "tie_word_embeddings": True,
+            "max_position_embeddings": 4096,
+            "rope_theta": 1000000.0,
+            "rms_norm_eps": 1e-6,
+        },
         32,
     ),
 }
 
 _WORDS = (
-    "the a model token cache layer weight decode prefill memory bandwidth attention query key"
-    " value head batch stream server request reply local remote router failover greedy sample"
-).split()
+    "the",
+    "a",
+    "model",
+    "token",
+    "cache",
+    "layer",
+    "weight",
+    "decode",
+    "prefill",
+    "memory",
+    "bandwidth",
+    "attention",
+    "query",
+    "key",
+    "value",
+    "head",
+    "batch",
+    "stream",
+    "server",
+    "request",
+    "reply",
+    "local",
+    "remote",
+    "router",
+    "failover",
+    "greedy",
+    "sample",
+)
 
 
 def _tokenizer(directory: Path, seed: int) -> None:

@@ -252,9 +252,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SHAPES), help="models: smollm2,qwen2.5")
     parser.add_argument("--backends", default="cpu,webnn", help="comma-separated")
     parser.add_argument("--dtypes", default="float32,int8,int4", type=lambda s: s.split(","))
-    parser.add_argument(
-        "--batches", default="1,8", type=lambda s: [int(b) for b in s.split(",")]
-    )
+    parser.add_argument("--batches", default="1,8", type=lambda s: [int(b) for b in s.split(",")])
     parser.add_argument("--prompt", type=int, default=512, help="prompt tokens a sequence")
     add_json_option(parser)
     args = parser.parse_args()

@@ -14,6 +14,7 @@ from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.api_backends.router import Router, RouteTarget
 from tests.models._decoder_checkpoints import decoder_checkpoint
 
+from ..fakes._server import FakeServer
 from ..fakes.openai_fake import OpenAIFake
 from .conftest import fast, run
 
@@ -39,14 +40,16 @@ def local_server() -> Iterator[tuple[str, Any]]:
         [ModelSpec(str(decoder_checkpoint("llama")), name=LOCAL_MODEL)], device="cpu"
     )
     app = create_app(ServerConfig(device="cpu", api_key=API_KEY), registry=models)
+    served = models.get(LOCAL_MODEL)
+    assert served is not None
     try:
         with BackgroundServer(app) as running:
-            yield running.url, models.get(LOCAL_MODEL).pipeline
+            yield running.url, served.pipeline
     finally:
         models.close()
 
 
-def _chats(fake: OpenAIFake) -> int:
+def _chats(fake: FakeServer) -> int:
     return sum(1 for r in fake.requests if r.path.endswith("/chat/completions"))
 
 
