@@ -30,8 +30,13 @@ class DecoderShape:
     #: transformers config class name ("LlamaConfig", "Qwen2Config")
     config_class: str
     config: Mapping[str, Any]
-    #: new tokens decoded per sequence (fewer where 128 would stretch the run)
+    #: new tokens decoded per sequence at batch 1 (fewer where 128 would stretch the run)
     decode_tokens: int
+    #: new tokens per sequence at a larger batch (each step there does batch tokens)
+    batch_decode_tokens: int
+
+    def new_tokens(self, batch: int) -> int:
+        return self.decode_tokens if batch == 1 else self.batch_decode_tokens
 
 
 SHAPES = {
@@ -51,6 +56,7 @@ SHAPES = {
             "rms_norm_eps": 1e-5,
         },
         128,
+        32,
     ),
     "qwen2.5": DecoderShape(
         "Qwen2.5-0.5B-shaped",
@@ -68,6 +74,7 @@ SHAPES = {
             "rms_norm_eps": 1e-6,
         },
         32,
+        8,
     ),
 }
 

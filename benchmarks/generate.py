@@ -1,6 +1,6 @@
 """Local text generation beside transformers, in one run: prefill and decode tokens/s.
 
-    python benchmarks/generate.py [--rounds 3] [--only smollm2,qwen2.5] [--backends cpu,webnn]
+    python benchmarks/generate.py [--rounds 2] [--only smollm2,qwen2.5] [--backends cpu,webnn]
         [--batches 1,8] [--dtypes float32,int8,int4] [--prompt 512] [--json FILE]
 
 Checkpoints: SmolLM2-135M-shaped (Llama: hidden 576, 30 layers, 9 heads, 3 kv heads,
@@ -15,9 +15,11 @@ asked for (default cpu and webnn; webgpu only when named: lavapipe is very slow)
 int8 and int4, driven through its engine (greedy, ``ignore_eos``); transformers (torch fp32,
 ``generate`` with its cache, greedy, ``min_new_tokens = max_new_tokens``). Prefill is the
 time to the first new token; decode is the rest, tokens/s over every sequence of the batch
-(batch 1 and 8). The Qwen2.5-0.5B-shaped model decodes 32 new tokens instead of 128 (its
-fp32 contenders take ~0.2 s a token here; 128 would stretch the run past ten minutes); the
-cache it reads grows the same way over the first 32 positions after the prompt.
+(batch 1 and 8). New tokens a sequence, chosen so that a run stays near ten minutes on a
+2-core machine (every contender's decode is one sequential token loop): SmolLM2-shaped 128 at
+batch 1 and 32 at batch 8; Qwen2.5-0.5B-shaped 32 and 8 (its fp32 contenders take ~0.2 s a
+token here). Tokens/s over fewer steps reads a cache of nearly the prompt's length throughout,
+as the first steps of a longer generation do. ``--batches 1`` and ``--only`` shorten a run.
 
 Decode at batch 1 reads every weight once per token, so its ceiling is the memory bandwidth
 (a numpy copy of a 512 MB array, bytes read + written per second) over the bytes of weights
@@ -31,7 +33,7 @@ onnxruntime-genai is not among the contenders: ``pip download onnxruntime-genai`
 ``onnx_ir``, which neither the package nor its test extra installs, and the project does not
 add the package to its extras; so it cannot run in the test environment.
 
-Contenders alternate in rounds and each figure is the contender's best round (the machine
+Contenders alternate in rounds (2 by default) and each figure is the contender's best round (the machine
 may be shared). Targets (issue 17), printed met / NOT MET: decode at batch 1, float32 >= 1.2x
 transformers and >= 70% of the bandwidth ceiling, int8 >= 2.5x and int4 >= 3.5x transformers
 fp32; prefill >= 1.2x transformers.
@@ -173,10 +175,12 @@ def race(
     for run in runs.values():
         run(prompts, min(new_tokens, 4))
     best = {name: Timing() for name in runs}
-    for _ in range(rounds):
+    for index in range(rounds):
+        start = time.perf_counter()
         for name, run in runs.items():
             time.sleep(pause)
             best[name].add(*run(prompts, new_tokens))
+        print(f"  round {index + 1}/{rounds}: {time.perf_counter() - start:.0f} s", flush=True)
     return best
 
 
@@ -189,7 +193,7 @@ def report(
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Print one (model, batch) table; returns prefill and decode tokens/s and the share of
     the ceiling (batch 1) per contender."""
-    new = shape.decode_tokens
+    new = shape.new_tokens(batch)
     prefill = {k: batch * prompt_length / t.prefill_s for k, t in times.items()}
     decode = {k: batch * (new - 1) / t.decode_s for k, t in times.items()}
     print(
@@ -234,7 +238,7 @@ def bench(
         for batch in args.batches:
             # ids 1.. : 0 is the end-of-sequence token, which nobody should be handed mid-prompt
             prompts = rng.integers(1, vocab, size=(batch, args.prompt), dtype=np.int64)
-            times = race(runs, prompts, shape.decode_tokens, args.rounds)
+            times = race(runs, prompts, shape.new_tokens(batch), args.rounds)
             prefill, decode, shares = report(shape, batch, args.prompt, times, ceilings)
             if batch == 1:
                 print(f"  targets ({shape.name}, batch 1):")
@@ -248,7 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default=",".join(SHAPES), help="models: smollm2,qwen2.5")
     parser.add_argument("--backends", default="cpu,webnn", help="comma-separated")
     parser.add_argument("--dtypes", default="float32,int8,int4", type=lambda s: s.split(","))
@@ -272,6 +276,11 @@ def main() -> None:
     bandwidth = memory_bandwidth()
     print(f"memory bandwidth (numpy copy of 512 MB, read + write): {bandwidth:.1f} GB/s")
     warnings.simplefilter("always", BackendFallbackWarning)
+    if "webnn" in backends:
+        # three dtypes of a decoder hold a prefill graph and a step graph per window bucket
+        # each; the default graph cache would evict them between the alternating rounds
+        webnn = hal.get_backend("webnn")
+        webnn.cache_size, webnn.cache_bytes = 256, 16 << 30  # type: ignore[attr-defined]
     for name in args.only.split(","):
         bench(SHAPES[name], args, backends, bandwidth)
     RESULTS.write(args.json)
