@@ -33,10 +33,10 @@ onnxruntime-genai is not among the contenders: ``pip download onnxruntime-genai`
 ``onnx_ir``, which neither the package nor its test extra installs, and the project does not
 add the package to its extras; so it cannot run in the test environment.
 
-Contenders alternate in rounds (2 by default) and each figure is the contender's best round (the machine
-may be shared). Targets (issue 17), printed met / NOT MET: decode at batch 1, float32 >= 1.2x
-transformers and >= 70% of the bandwidth ceiling, int8 >= 2.5x and int4 >= 3.5x transformers
-fp32; prefill >= 1.2x transformers.
+Contenders alternate in rounds (2 by default) and each figure is the contender's best round
+(the machine may be shared). Targets (issue 17), printed met / NOT MET: decode at batch 1,
+float32 >= 1.2x transformers and >= 70% of the bandwidth ceiling, int8 >= 2.5x and int4 >=
+3.5x transformers fp32; prefill >= 1.2x transformers.
 """
 
 from __future__ import annotations
