@@ -1,0 +1,290 @@
+"""Local text generation beside transformers, in one run: prefill and decode tokens/s.
+
+    python benchmarks/generate.py [--rounds 2] [--only smollm2,qwen2.5] [--backends cpu,webnn]
+        [--batches 1,8] [--dtypes float32,int8,int4] [--prompt 512] [--json FILE]
+
+Checkpoints: SmolLM2-135M-shaped (Llama: hidden 576, 30 layers, 9 heads, 3 kv heads,
+intermediate 1536, vocab 49152, tied) and Qwen2.5-0.5B-shaped (Qwen2: hidden 896, 24 layers,
+14 heads, 2 kv heads, intermediate 4864, vocab 151936, q/k/v bias, tied), random weights
+written by transformers (seeded) into a temporary directory with a small trained byte-level
+BPE tokenizer; the prompts are seeded random token ids (512 per sequence), the same for
+every contender.
+
+Contenders: ``TextGenerator.from_pretrained(dir, device=..., dtype=...)`` on each backend
+asked for (default cpu and webnn; webgpu only when named: lavapipe is very slow) in float32,
+int8 and int4, driven through its engine (greedy, ``ignore_eos``); transformers (torch fp32,
+``generate`` with its cache, greedy, ``min_new_tokens = max_new_tokens``). Prefill is the
+time to the first new token; decode is the rest, tokens/s over every sequence of the batch
+(batch 1 and 8). New tokens a sequence, chosen so that a run stays near ten minutes on a
+2-core machine (every contender's decode is one sequential token loop): SmolLM2-shaped 128 at
+batch 1 and 32 at batch 8; Qwen2.5-0.5B-shaped 32 and 8 (its fp32 contenders take ~0.2 s a
+token here). Tokens/s over fewer steps reads a cache of nearly the prompt's length throughout,
+as the first steps of a longer generation do. ``--batches 1`` and ``--only`` shorten a run.
+
+Decode at batch 1 reads every weight once per token, so its ceiling is the memory bandwidth
+(a numpy copy of a 512 MB array, bytes read + written per second) over the bytes of weights
+one step reads in that dtype (everything but the token embedding, quantized scales
+included); each contender's share of its dtype's ceiling is printed.
+
+onnxruntime-genai is not among the contenders: ``pip download onnxruntime-genai`` works
+(0.18.0, manylinux x86_64, needs onnxruntime >= 1.31), and its model builder
+(``python -m onnxruntime_genai.models.builder -i DIR``) reads a local checkpoint through
+``AutoConfig``/``AutoTokenizer.from_pretrained`` without network, but the builder imports
+``onnx_ir``, which neither the package nor its test extra installs, and the project does not
+add the package to its extras; so it cannot run in the test environment.
+
+Contenders alternate in rounds (2 by default) and each figure is the contender's best round
+(the machine may be shared). Targets (issue 17), printed met / NOT MET: decode at batch 1,
+float32 >= 1.2x transformers and >= 70% of the bandwidth ceiling, int8 >= 2.5x and int4 >=
+3.5x transformers fp32; prefill >= 1.2x transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _decoders import (  # beside this script
+    SHAPES,
+    DecoderShape,
+    decode_weight_bytes,
+    generation_targets,
+    memory_bandwidth,
+    write_decoder,
+)
+from _precision import cpu_info
+from _results import Results, add_json_option
+
+from ipfs_accelerate import hal
+from ipfs_accelerate.errors import BackendFallbackWarning
+
+#: what this run measured, written by --json
+RESULTS = Results("generate")
+PEER = "transformers float32"
+
+
+@dataclass
+class Timing:
+    """The best prefill and decode seconds of one contender over the rounds."""
+
+    prefill_s: float = float("inf")
+    decode_s: float = float("inf")
+
+    def add(self, prefill_s: float, decode_s: float) -> None:
+        self.prefill_s = min(self.prefill_s, prefill_s)
+        self.decode_s = min(self.decode_s, decode_s)
+
+
+#: one generation: (seconds to the first new token, seconds for the rest)
+Run = Callable[[np.ndarray, int], tuple[float, float]]
+
+
+def ours(pipeline: Any) -> Run:
+    """Our engine over token prompts: the first step's events mark the end of the prefill."""
+    from ipfs_accelerate.models.generation import SamplingParams
+
+    def run(prompts: np.ndarray, new_tokens: int) -> tuple[float, float]:
+        params = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
+        start = time.perf_counter()
+        steps = pipeline.engine.run(prompts.tolist(), [params] * len(prompts))
+        next(steps)
+        first = time.perf_counter()
+        count = 1 + sum(1 for _ in steps)
+        assert count == new_tokens, f"{count} steps for {new_tokens} tokens"
+        return first - start, time.perf_counter() - first
+
+    return run
+
+
+def transformers_run(model: Any) -> Run:
+    """transformers' ``generate``; a logits processor notes when the first token's logits
+    arrive (after the prefill forward), as our engine's first step does."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class FirstLogits(LogitsProcessor):
+        at: float | None = None
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            if self.at is None:
+                self.at = time.perf_counter()
+            return scores
+
+    def run(prompts: np.ndarray, new_tokens: int) -> tuple[float, float]:
+        ids = torch.from_numpy(prompts)
+        mark = FirstLogits()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0,
+                logits_processor=LogitsProcessorList([mark]),
+            )  # fmt: skip
+        end = time.perf_counter()
+        assert out.shape[1] == prompts.shape[1] + new_tokens and mark.at is not None
+        return mark.at - start, end - mark.at
+
+    return run
+
+
+def load_contenders(
+    path: Path, backends: list[str], dtypes: list[str]
+) -> tuple[dict[str, Run], dict[str, int]]:
+    """Every contender that loads (a dtype a backend cannot load is reported and left out),
+    and the weight bytes one decode step of each reads."""
+    import torch
+    import transformers
+
+    from ipfs_accelerate.models import TextGenerator
+
+    peer = transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    runs: dict[str, Run] = {PEER: transformers_run(peer.eval())}
+    weight_bytes: dict[str, int] = {}
+    for backend in backends:
+        for dtype in dtypes:
+            key = f"ipfs_accelerate[{backend}] {dtype}"
+            try:
+                pipeline = TextGenerator.from_pretrained(path, device=backend, dtype=dtype)
+            except Exception as exc:  # reported: the table shows what did not run and why
+                print(f"  {key}: not run ({type(exc).__name__}: {exc})")
+                continue
+            runs[key] = ours(pipeline)
+            weight_bytes[key] = decode_weight_bytes(pipeline.model)
+    weight_bytes[PEER] = next(
+        (v for k, v in weight_bytes.items() if k.endswith("float32")),
+        sum(p.numel() * 4 for n, p in peer.named_parameters() if "embed_tokens" not in n)
+        + (peer.lm_head.weight.numel() * 4 if peer.config.tie_word_embeddings else 0),
+    )
+    return runs, weight_bytes
+
+
+def race(
+    runs: dict[str, Run], prompts: np.ndarray, new_tokens: int, rounds: int, pause: float = 0.2
+) -> dict[str, Timing]:
+    """Best prefill and decode time of each contender over alternating rounds, after a
+    warm-up generation of a few tokens (graphs compiled, caches allocated)."""
+    for run in runs.values():
+        run(prompts, min(new_tokens, 4))
+    best = {name: Timing() for name in runs}
+    for index in range(rounds):
+        start = time.perf_counter()
+        for name, run in runs.items():
+            time.sleep(pause)
+            best[name].add(*run(prompts, new_tokens))
+        print(f"  round {index + 1}/{rounds}: {time.perf_counter() - start:.0f} s", flush=True)
+    return best
+
+
+def report(
+    shape: DecoderShape,
+    batch: int,
+    prompt_length: int,
+    times: dict[str, Timing],
+    ceilings: dict[str, float],
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Print one (model, batch) table; returns prefill and decode tokens/s and the share of
+    the ceiling (batch 1) per contender."""
+    new = shape.new_tokens(batch)
+    prefill = {k: batch * prompt_length / t.prefill_s for k, t in times.items()}
+    decode = {k: batch * (new - 1) / t.decode_s for k, t in times.items()}
+    print(
+        f"\n{shape.name}, batch {batch}: prefill {prompt_length} tokens, decode {new} new tokens"
+        " a sequence (greedy)"
+    )
+    head = f"  {'contender':32} {'prefill tok/s':>13} {'vs peer':>8} {'decode tok/s':>12}"
+    print(head + f" {'vs peer':>8}" + ("  share of ceiling" if batch == 1 else ""))
+    shares: dict[str, float] = {}
+    for key in times:
+        p_ratio, d_ratio = prefill[key] / prefill[PEER], decode[key] / decode[PEER]
+        line = (
+            f"  {key:32} {prefill[key]:13.1f} {p_ratio:7.2f}x {decode[key]:12.2f} {d_ratio:7.2f}x"
+        )
+        if batch == 1 and key in ceilings:
+            shares[key] = decode[key] / ceilings[key]
+            line += f"  {shares[key]:6.1%} of {ceilings[key]:.1f} tok/s"
+        print(line)
+        if key == PEER:
+            continue
+        label = f"{shape.name} b{batch}: {key} vs {PEER}"
+        RESULTS.ratio(f"{label} (prefill)", p_ratio, tokens_per_s=prefill[key],
+                      peer_tokens_per_s=prefill[PEER])  # fmt: skip
+        RESULTS.ratio(f"{label} (decode)", d_ratio, tokens_per_s=decode[key],
+                      peer_tokens_per_s=decode[PEER], ceiling_share=shares.get(key))  # fmt: skip
+    return prefill, decode, shares
+
+
+def bench(
+    shape: DecoderShape, args: argparse.Namespace, backends: list[str], bandwidth: float
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"\n== {shape.name}: writing the checkpoint ...", flush=True)
+        path = write_decoder(Path(tmp) / "model", shape)
+        runs, weight_bytes = load_contenders(path, backends, args.dtypes)
+        ceilings = {k: bandwidth * 1e9 / b for k, b in weight_bytes.items()}
+        for key, size in weight_bytes.items():
+            print(f"  {key}: {size / 1e6:.1f} MB of weights a decode step, ceiling "
+                  f"{ceilings[key]:.1f} tok/s")  # fmt: skip
+        rng = np.random.default_rng(17)
+        vocab = int(shape.config["vocab_size"])
+        for batch in args.batches:
+            # ids 1.. : 0 is the end-of-sequence token, which nobody should be handed mid-prompt
+            prompts = rng.integers(1, vocab, size=(batch, args.prompt), dtype=np.int64)
+            times = race(runs, prompts, shape.new_tokens(batch), args.rounds)
+            prefill, decode, shares = report(shape, batch, args.prompt, times, ceilings)
+            if batch == 1:
+                print(f"  targets ({shape.name}, batch 1):")
+                for verdict in generation_targets(decode, prefill, shares):
+                    print("   ", verdict.describe())
+        del runs
+    gc.collect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", default=",".join(SHAPES), help="models: smollm2,qwen2.5")
+    parser.add_argument("--backends", default="cpu,webnn", help="comma-separated")
+    parser.add_argument("--dtypes", default="float32,int8,int4", type=lambda s: s.split(","))
+    parser.add_argument("--batches", default="1,8", type=lambda s: [int(b) for b in s.split(",")])
+    parser.add_argument("--prompt", type=int, default=512, help="prompt tokens a sequence")
+    add_json_option(parser)
+    args = parser.parse_args()
+    import torch
+
+    unknown = sorted(set(args.only.split(",")) - set(SHAPES))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(SHAPES)}")
+    available = [info.name for info in hal.available_backends()]
+    backends = [b for b in args.backends.split(",") if b in available]
+    print(
+        f"machine: {os.cpu_count()} cores; torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(cpu_info().describe())
+    print(f"backends: {', '.join(backends)} (available: {', '.join(available)})")
+    bandwidth = memory_bandwidth()
+    print(f"memory bandwidth (numpy copy of 512 MB, read + write): {bandwidth:.1f} GB/s")
+    warnings.simplefilter("always", BackendFallbackWarning)
+    if "webnn" in backends:
+        # three dtypes of a decoder hold a prefill graph and a step graph per window bucket
+        # each; the default graph cache would evict them between the alternating rounds
+        webnn = hal.get_backend("webnn")
+        webnn.cache_size, webnn.cache_bytes = 256, 16 << 30  # type: ignore[attr-defined]
+    for name in args.only.split(","):
+        bench(SHAPES[name], args, backends, bandwidth)
+    RESULTS.write(args.json)
+
+
+if __name__ == "__main__":
+    main()
