@@ -34,7 +34,9 @@ onnxruntime-genai is not among the contenders: ``pip download onnxruntime-genai`
 add the package to its extras; so it cannot run in the test environment.
 
 Contenders alternate in rounds (2 by default) and each figure is the contender's best round
-(the machine may be shared). Targets (issue 17), printed met / NOT MET: decode at batch 1,
+(the machine may be shared); ours load one dtype at a time (every backend of it), racing a
+transformers model that stays loaded, whose figure is its best round over all of them.
+Targets (issue 17), printed met / NOT MET: decode at batch 1,
 float32 >= 1.2x transformers and >= 70% of the bandwidth ceiling, int8 >= 2.5x and int4 >=
 3.5x transformers fp32; prefill >= 1.2x transformers.
 """
