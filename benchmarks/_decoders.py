@@ -140,7 +140,7 @@ def write_decoder(directory: Path, shape: DecoderShape, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     extra = {"eos_token_id": 0, "bos_token_id": 0, "pad_token_id": 0}
     config = getattr(transformers, shape.config_class)(**shape.config, **extra)
-    model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = transformers.GenerationConfig(
         eos_token_id=0, bos_token_id=0, pad_token_id=0, do_sample=False
     )
