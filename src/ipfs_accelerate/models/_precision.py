@@ -16,6 +16,7 @@ Weights are converted one at a time while loading, so the float32 model is never
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -260,19 +261,24 @@ def set_int8_activations(model: Module, layers: str | Iterable[str] = "auto") ->
     return apply_activation_policy(model, model.device, kinds)
 
 
-def release_freed_memory() -> None:
-    """Hand the heap's free pages back to the OS (glibc's ``malloc_trim``). Quantizing
-    allocates and frees a layer's temporaries at a time; glibc raises its trim threshold
-    after large frees and would keep tens of MB the process no longer uses."""
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None; looked up once (``find_library`` runs a process)."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
     except OSError:  # pragma: no cover - not a glibc system
-        return
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc's ``malloc_trim``). Quantizing
+    allocates and frees a layer's temporaries at a time; glibc raises its trim threshold
+    after large frees and would keep tens of MB the process no longer uses."""
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
 

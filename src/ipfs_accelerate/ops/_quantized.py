@@ -34,6 +34,10 @@ _TINY = 1.1754943508222875e-38
 
 
 def is_quantized(value: Any) -> bool:
+    """Whether ``value`` is a QuantizedTensor; every matmul and linear asks, so a Tensor
+    answers before the (lazy) quantization import is looked up."""
+    if isinstance(value, Tensor):
+        return False
     from ipfs_accelerate.quantization import QuantizedTensor
 
     return isinstance(value, QuantizedTensor)

@@ -207,12 +207,7 @@ class QuantizedTensor:
             "error": self._error,
         }  # fmt: skip
         fields.update(changes)
-        data, scales, zero_points = (
-            fields.pop("data"),
-            fields.pop("scales"),
-            fields.pop("zero_points"),
-        )
-        return QuantizedTensor(data, scales, zero_points, **fields)
+        return QuantizedTensor(**fields)
 
     def to(self, device: str) -> QuantizedTensor:
         """The same quantized values bound to ``device``. The host arrays are shared; each

@@ -56,10 +56,12 @@ class _Layout:
 
     def _rows(self, groups: Array, start: int, stop: int) -> Array:
         """Per-group values (row groups x column groups) for rows ``start:stop``."""
-        out = self.shape[0]
-        if groups.shape[0] in (1, out):
-            return groups if groups.shape[0] == 1 else groups[start:stop]
-        return groups[np.arange(start, stop) * groups.shape[0] // out]
+        out, count = self.shape[0], groups.shape[0]
+        if count == 1:
+            return groups
+        if count == out:
+            return groups[start:stop]
+        return groups[np.arange(start, stop) * count // out]  # blocks along the rows
 
     def _apply(self, tile: Array, groups: Array, start: int, stop: int, op: Any) -> None:
         """``op(tile, values, out=tile)`` with the per-group values broadcast over their
