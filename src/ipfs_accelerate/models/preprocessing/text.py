@@ -143,10 +143,42 @@ class TextTokenizer:
         """Tokenize ``texts`` (one string or a sequence of strings) into a padded batch. Texts
         longer than ``max_length`` are cut with a TruncationWarning ("warn"), raise
         PreprocessingError ("error"), or are cut quietly ("silent": the caller asked for it)."""
-        batch = _check_texts(texts)
+        return self._encode(_check_texts(texts), max_length, padding, truncation)
+
+    def pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        max_length: int | None = None,
+        truncation: Literal["warn", "error", "silent"] = "warn",
+    ) -> BatchEncoding:
+        """Tokenize (first, second) text pairs as one sequence each ([CLS] a [SEP] b [SEP] for
+        BERT; ``token_type_ids`` mark the second text), as cross-encoders read them. Pairs
+        longer than ``max_length`` lose tokens from the longer text first ("longest first",
+        as transformers' tokenizers do), with the ``truncation`` handling of ``__call__``."""
+        batch: list[tuple[str, str]] = []
+        for i, pair in enumerate(pairs):
+            if (
+                not isinstance(pair, tuple | list)
+                or len(pair) != 2
+                or not all(isinstance(t, str) for t in pair)
+            ):
+                raise PreprocessingError(
+                    f"pairs[{i}] must be a (str, str) pair, got {type(pair).__name__}"
+                )
+            batch.append((pair[0], pair[1]))
+        return self._encode(batch, max_length, "longest", truncation)
+
+    def _encode(
+        self,
+        batch: Sequence[str | tuple[str, str]],
+        max_length: int | None,
+        padding: Literal["longest", "max_length"],
+        truncation: Literal["warn", "error", "silent"],
+    ) -> BatchEncoding:
         limit = max_length if max_length is not None else self.max_length
         try:
-            encodings = self._with_limit(limit).encode_batch(batch) if batch else []
+            encodings = self._with_limit(limit).encode_batch(list(batch)) if batch else []
         except (
             Exception
         ) as exc:  # the Rust side raises plain Exceptions (e.g. max_length too short)
@@ -155,7 +187,7 @@ class TextTokenizer:
             ) from None
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
         if truncated and truncation != "silent":
-            full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
+            full = [len(self._encode_one(batch[i]).ids) for i in truncated[:5]]
             detail = ", ".join(
                 f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False)
             )
@@ -189,6 +221,13 @@ class TextTokenizer:
         _free_one_by_one(encodings)
         return BatchEncoding(ids, mask, types, lengths, truncated)
 
+    def _encode_one(self, item: str | tuple[str, str]) -> Any:
+        return (
+            self._tokenizer.encode(*item)
+            if isinstance(item, tuple)
+            else (self._tokenizer.encode(item))
+        )
+
     def token_count(self, text: str) -> int:
         """Tokens of ``text`` including special tokens, without truncation."""
         return len(self._tokenizer.encode(text).ids)
@@ -220,6 +259,11 @@ class TextTokenizer:
         return str(
             self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
         )
+
+    def is_special(self, token_id: int) -> bool:
+        """Whether ``token_id`` is one of the tokenizer's special tokens ([CLS], </s>...)."""
+        added = self._tokenizer.get_added_tokens_decoder().get(int(token_id))
+        return bool(added is not None and added.special)
 
     @property
     def vocab_size(self) -> int:
