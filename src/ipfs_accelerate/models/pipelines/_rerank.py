@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from ipfs_accelerate.sharing import TensorSharingManager
 
 __all__ = ["Ranked", "Reranker"]
+
+#: a limit no pair reaches: tokenize without truncation
+_UNBOUNDED = 1 << 30
 
 #: sentence-transformers' activation_fn (torch class paths as saved) -> what applies it
 _ACTIVATIONS = {
@@ -119,18 +122,29 @@ class Reranker(_Pipeline):
         return self._shapes
 
     def predict(
-        self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, *, raw: bool = False
+        self,
+        pairs: Sequence[tuple[str, str] | str],
+        batch_size: int = 32,
+        *,
+        raw: bool = False,
+        truncation: Literal["warn", "error", "silent"] = "warn",
     ) -> Array:
-        """Scores of (first, second) text pairs, float32: (N,) for a one-label checkpoint,
-        (N, num_labels) otherwise; ``raw`` skips the activation (the logits)."""
+        """Scores of (first, second) text pairs (a plain str is one text alone, as a text
+        classifier reads it), float32: (N,) for a one-label checkpoint, (N, num_labels)
+        otherwise; ``raw`` skips the activation (the logits). Over-long pairs are truncated
+        with a TruncationWarning ("warn"), quietly ("silent"), or refused with
+        PreprocessingError ("error")."""
         _check_batch_size(batch_size)
         items = _pairs(pairs)
         scores = np.empty((len(items), self.num_labels), dtype=np.float32)
         # longest first, as sentence-transformers batches: less padding in each batch
-        order = np.argsort([-(len(a) + len(b)) for a, b in items], kind="stable")
+        sizes = [
+            len(item) if isinstance(item, str) else len(item[0]) + len(item[1]) for item in items
+        ]
+        order = np.argsort([-size for size in sizes], kind="stable")
         for start in range(0, len(items), batch_size):
             rows = order[start : start + batch_size]
-            scores[rows] = self._logits([items[i] for i in rows])
+            scores[rows] = self._logits([items[i] for i in rows], truncation)
         if not raw:
             scores = _activate(self.activation, scores)
         return scores[:, 0] if self.num_labels == 1 else scores
@@ -173,8 +187,20 @@ class Reranker(_Pipeline):
         order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
         return [Ranked(int(i), float(scores[i])) for i in order]
 
-    def _logits(self, pairs: list[tuple[str, str]]) -> Array:
-        encoded = self.tokenizer.pairs(pairs)
+    def token_counts(self, pairs: Sequence[tuple[str, str] | str]) -> list[int]:
+        """Tokens of each pair (special tokens included) without truncation."""
+        return list(self.tokenizer.pairs(_pairs(pairs), max_length=_UNBOUNDED).lengths)
+
+    @property
+    def labels(self) -> list[str]:
+        """The label names by index (``id2label``; ``LABEL_i`` where it has none)."""
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(self.num_labels)]
+
+    def _logits(
+        self, pairs: list[tuple[str, str] | str], truncation: Literal["warn", "error", "silent"]
+    ) -> Array:
+        encoded = self.tokenizer.pairs(pairs, truncation=truncation)
         ids, mask, types = encoded.input_ids, encoded.attention_mask, encoded.token_type_ids
         count, length = ids.shape
         plan = self.shape_policy().plan(count, length, None)
@@ -189,11 +215,15 @@ class Reranker(_Pipeline):
         return np.asarray(logits.numpy(), dtype=np.float32)[:count]
 
 
-def _pairs(pairs: Any) -> list[tuple[str, str]]:
+def _pairs(pairs: Any) -> list[tuple[str, str] | str]:
+    """The items checked: (first, second) pairs, or plain strings."""
     if isinstance(pairs, str | bytes):
         raise InvalidArgumentError("predict: pairs must be a list of (str, str) pairs")
-    out = []
+    out: list[tuple[str, str] | str] = []
     for i, pair in enumerate(pairs):
+        if isinstance(pair, str):
+            out.append(pair)
+            continue
         if (
             not isinstance(pair, tuple | list)
             or len(pair) != 2

@@ -147,24 +147,28 @@ class TextTokenizer:
 
     def pairs(
         self,
-        pairs: Sequence[tuple[str, str]],
+        pairs: Sequence[tuple[str, str] | str],
         *,
         max_length: int | None = None,
         truncation: Literal["warn", "error", "silent"] = "warn",
     ) -> BatchEncoding:
         """Tokenize (first, second) text pairs as one sequence each ([CLS] a [SEP] b [SEP] for
-        BERT; ``token_type_ids`` mark the second text), as cross-encoders read them. Pairs
-        longer than ``max_length`` lose tokens from the longer text first ("longest first",
-        as transformers' tokenizers do), with the ``truncation`` handling of ``__call__``."""
-        batch: list[tuple[str, str]] = []
+        BERT; ``token_type_ids`` mark the second text), as cross-encoders read them; a plain
+        string is one text alone. Pairs longer than ``max_length`` lose tokens from the longer
+        text first ("longest first", as transformers' tokenizers do), with the
+        ``truncation`` handling of ``__call__``."""
+        batch: list[str | tuple[str, str]] = []
         for i, pair in enumerate(pairs):
+            if isinstance(pair, str):
+                batch.append(pair)
+                continue
             if (
                 not isinstance(pair, tuple | list)
                 or len(pair) != 2
                 or not all(isinstance(t, str) for t in pair)
             ):
                 raise PreprocessingError(
-                    f"pairs[{i}] must be a (str, str) pair, got {type(pair).__name__}"
+                    f"pairs[{i}] must be a (str, str) pair or a str, got {type(pair).__name__}"
                 )
             batch.append((pair[0], pair[1]))
         return self._encode(batch, max_length, "longest", truncation)
@@ -260,6 +264,26 @@ class TextTokenizer:
             self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
         )
 
+    def tokens(
+        self, text: str, *, add_special_tokens: bool = True
+    ) -> list[tuple[int, str, int | None, int | None, bool]]:
+        """Each token of ``text`` (no truncation): (id, text, start, stop, special). A
+        special token's text is the token itself and has no offsets; another's is the slice
+        of ``text`` it covers, ``start``/``stop`` in UTF-8 bytes (as TEI's ``/tokenize``)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        out: list[tuple[int, str, int | None, int | None, bool]] = []
+        byte_end = _byte_offsets(text)
+        for token_id, token, (start, stop), special in zip(
+            encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask,
+            strict=True,
+        ):  # fmt: skip
+            if special:
+                out.append((int(token_id), str(token), None, None, True))
+            else:
+                piece = text[start:stop]
+                out.append((int(token_id), piece, byte_end[start], byte_end[stop], False))
+        return out
+
     def is_special(self, token_id: int) -> bool:
         """Whether ``token_id`` is one of the tokenizer's special tokens ([CLS], </s>...)."""
         added = self._tokenizer.get_added_tokens_decoder().get(int(token_id))
@@ -285,6 +309,14 @@ def _check_texts(texts: Any) -> list[str]:
         if not isinstance(text, str):
             raise PreprocessingError(f"texts[{i}] is a {type(text).__name__}, not a string")
     return batch
+
+
+def _byte_offsets(text: str) -> list[int]:
+    """For each character index 0..len(text), the UTF-8 byte offset it starts at."""
+    offsets = [0]
+    for char in text:
+        offsets.append(offsets[-1] + len(char.encode("utf-8", "surrogatepass")))
+    return offsets
 
 
 def _token_text(value: Any) -> str | None:
