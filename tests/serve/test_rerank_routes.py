@@ -17,7 +17,6 @@ import pytest
 
 from ipfs_accelerate.api_backends import create_api_backend
 from ipfs_accelerate.errors import APIStatusError
-
 from tests.models import _checkpoints
 
 pytestmark = pytest.mark.timeout(120)
