@@ -168,8 +168,9 @@ class EmbeddingEngine:
         return out
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> Array:
-        """Pooled, not normalised, float32 vectors (N, dimension) of one batch (the embedder
-        pads it further to its shape policy's buckets)."""
+        """Pooled, not normalised, float32 vectors (N, dimension) of one batch, the
+        checkpoint's Dense layers applied (the embedder pads it further to its shape policy's
+        buckets)."""
         count = len(sequences)
         width = max(len(s) for s in sequences)
         ids = np.full((count, width), self.pad_id, dtype=np.int64)
@@ -177,7 +178,9 @@ class EmbeddingEngine:
         for row, sequence in enumerate(sequences):
             ids[row, : len(sequence)] = sequence
             mask[row, : len(sequence)] = 1
-        return np.asarray(self.embedder.embed_tokens(ids, mask, normalize=False), dtype=np.float32)
+        # TEI leaves a checkpoint's Normalize module out and normalises on request: so here
+        vectors = self.embedder.embed_tokens(ids, mask, normalize=False, normalize_module=False)
+        return np.asarray(vectors, dtype=np.float32)
 
 
 class TooLong(Exception):

@@ -132,6 +132,7 @@ class TextEmbedder(_Pipeline):
         prompt_name: str | None = None,
         prompt: str | None = None,
         truncate_dim: int | None = None,
+        normalize_module: bool = True,
     ) -> Array:
         """Embeddings (N, dimension) float32 of ``texts`` ((dimension,) for one string).
 
@@ -140,7 +141,9 @@ class TextEmbedder(_Pipeline):
         text, as sentence-transformers does. ``truncate_dim`` keeps the first dimensions
         (default: the embedder's). Texts are batched longest first (less padding), as
         sentence-transformers does; the rows come back in the order given. ``normalize``
-        divides each row by its L2 norm (after truncation).
+        divides each row by its L2 norm (after truncation). A checkpoint whose modules end in
+        Normalize returns unit rows either way, as sentence-transformers does, unless
+        ``normalize_module=False`` leaves that module out (the raw pooled vectors).
         """
         _check_batch_size(batch_size)
         dims = self._check_truncate_dim(truncate_dim) or self.dimension
@@ -162,6 +165,7 @@ class TextEmbedder(_Pipeline):
                 normalize,
                 prompt_length=skip,
                 dims=dims,
+                normalize_module=normalize_module,
             )
         return out[0] if single else out
 
@@ -224,6 +228,7 @@ class TextEmbedder(_Pipeline):
         *,
         normalize: bool = True,
         truncate_dim: int | None = None,
+        normalize_module: bool = True,
     ) -> Array:
         """Embeddings (N, dimension) float32 of already tokenized input, in one forward pass.
 
@@ -231,13 +236,17 @@ class TextEmbedder(_Pipeline):
         tokenizer produces them (special tokens included; nothing is added), padded rows
         masked out by ``attention_mask`` (default: all ones); ``token_type_ids`` default to
         zeros. Ids outside the vocabulary, or more positions than the model has, raise
-        InvalidArgumentError. A server uses this to batch the tokens of many requests.
+        InvalidArgumentError. A server uses this to batch the tokens of many requests;
+        ``normalize_module=False`` leaves the checkpoint's Normalize module out (TEI does, and
+        normalises on request instead).
         """
         ids, mask, types = self._check_tokens(
             "embed_tokens", input_ids, attention_mask, token_type_ids
         )
         dims = self._check_truncate_dim(truncate_dim) or self.dimension
-        return self._forward(ids, mask, types, normalize, dims=dims)
+        return self._forward(
+            ids, mask, types, normalize, dims=dims, normalize_module=normalize_module
+        )
 
     def token_embeddings(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
         """The encoder's last hidden states (N, L, hidden) float32 of tokenized input (what
@@ -293,6 +302,7 @@ class TextEmbedder(_Pipeline):
         *,
         prompt_length: int = 0,
         dims: int | None = None,
+        normalize_module: bool = True,
     ) -> Array:
         """Pooled embeddings of a batch; on the numpy backend in row shards, one per core
         (see :mod:`~ipfs_accelerate.models._parallel`)."""
@@ -300,7 +310,13 @@ class TextEmbedder(_Pipeline):
         bounds = shard_bounds((attention_mask != 0).sum(axis=1).tolist(), cores)
         if len(bounds) == 1:
             return self._forward_rows(
-                input_ids, attention_mask, token_type_ids, normalize, prompt_length, dims
+                input_ids,
+                attention_mask,
+                token_type_ids,
+                normalize,
+                prompt_length,
+                dims,
+                normalize_module,
             )
 
         def shard(start: int, stop: int) -> Array:
@@ -315,6 +331,7 @@ class TextEmbedder(_Pipeline):
                 normalize,
                 prompt_length,
                 dims,
+                normalize_module,
             )
 
         return np.concatenate(run_sharded(shard, bounds))
@@ -327,6 +344,7 @@ class TextEmbedder(_Pipeline):
         normalize: bool,
         prompt_length: int,
         dims: int | None,
+        normalize_module: bool = True,
     ) -> Array:
         count = input_ids.shape[0]
         hidden, host_mask = self._hidden_states(input_ids, attention_mask, token_type_ids)
@@ -334,7 +352,7 @@ class TextEmbedder(_Pipeline):
         pooled = pool(hidden, host_mask, modules.pooling, prompt_length)
         for layer in modules.dense:
             pooled = layer(pooled)
-        if modules.normalize:
+        if modules.normalize and normalize_module:
             pooled = _l2_normalize(pooled)
         if dims is not None and dims != pooled.shape[-1]:
             pooled = pooled[:, :dims]
