@@ -212,6 +212,8 @@ class BackendSelection:
 _GRAPH_FRIENDLY = {
     "bert", "roberta", "minilm", "text_embedding", "vit", "clip", "whisper",
     "vision_embedding", "audio_embedding", "vision_text_joint", "transformer",
+    # the other encoder families of issue 22 (embedders and cross-encoders)
+    "xlm-roberta", "mpnet", "distilbert", "modernbert",
     # decoders: each decode step is one compiled graph per KV-cache bucket
     "llama", "mistral", "qwen2", "qwen3", "gpt2", "text_generation",
 }  # fmt: skip
