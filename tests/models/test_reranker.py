@@ -112,15 +112,23 @@ def test_ten_thousand_documents_run_in_bounded_batches(
     rows: list[int] = []
 
     class Counting:
+        """The model, counting the rows of each forward pass (packed or padded)."""
+
         config = model.config
 
         def __call__(self, ids: Any, *args: Any) -> Any:
             rows.append(int(ids.shape[0]))
             return model(ids, *args)
 
+        def packed(self, batch: Any) -> Any:
+            rows.append(batch.rows)
+            return model.packed(batch)
+
     monkeypatch.setattr(reranker, "model", Counting())
     ranked = reranker.rerank(QUERY, documents, top_k=5, batch_size=500)
-    assert len(ranked) == 5 and max(rows) == 500 and sum(rows) == 10_000
+    # a batch may run in row shards (one per core), never more than batch_size rows at once
+    assert len(ranked) == 5 and 0 < max(rows) <= 500 and sum(rows) == 10_000
+    assert len(rows) >= 20
     monkeypatch.setattr(reranker, "model", model)
     alone = reranker.predict([(QUERY, documents[r.index]) for r in ranked])
     np.testing.assert_allclose(alone, [r.score for r in ranked], atol=1e-5)
@@ -169,3 +177,19 @@ def test_long_pairs_are_truncated_with_a_warning(
         ours = reranker.predict([(QUERY, long_doc)])
     theirs = np.asarray(_cross_encoder(cross_encoder_dir).predict([(QUERY, long_doc)]))
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_packed_logits_equal_the_padded_forward(reranker: Reranker) -> None:
+    """BertForSequenceClassification.packed (the dense layers skip the padding) gives the
+    padded forward's logits; the reranker runs it whenever a batch has padding."""
+    from ipfs_accelerate.models.bert import BertForSequenceClassification, PackedTokens
+    from ipfs_accelerate.tensor import from_numpy
+
+    model = reranker.model
+    assert isinstance(model, BertForSequenceClassification)
+    encoded = reranker.tokenizer.pairs([(QUERY, doc) for doc in DOCUMENTS])
+    ids, mask, types = encoded.input_ids, encoded.attention_mask, encoded.token_type_ids
+    assert (mask == 0).any()  # the batch has padding to skip
+    padded = model(from_numpy(ids, "cpu"), from_numpy(mask, "cpu"), from_numpy(types, "cpu"))
+    packed = model.packed(PackedTokens.from_batch(ids, mask, types))
+    np.testing.assert_allclose(packed.numpy(), padded.numpy(), atol=1e-5)

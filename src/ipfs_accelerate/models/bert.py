@@ -420,6 +420,17 @@ class BertForSequenceClassification(Module):
             )
         return self.classifier(pooled)
 
+    def packed(self, batch: PackedTokens) -> Tensor:
+        """The logits (rows, num_labels) of a packed batch (see :meth:`BertModel.packed`):
+        equal to the padded call's, the dense layers seeing no padding."""
+        hidden = self.bert.packed(batch, padded=True)  # row r's [CLS] stays at position 0
+        pooler = self.bert.pooler
+        if pooler is None:  # pragma: no cover - the pooler is required by this class's keys
+            raise UnsupportedArchitectureError(
+                "BertForSequenceClassification: the checkpoint has no pooler"
+            )
+        return self.classifier(pooler(hidden))
+
 
 #: architectures whose checkpoints carry a sequence-classification head
 _CLASSIFIER_ARCHITECTURES = ("BertForSequenceClassification",)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
+from ipfs_accelerate.hal._backend import host_cores
+from ipfs_accelerate.models._parallel import run_sharded, shard_bounds
 from ipfs_accelerate.models._shapes import ShapePolicy
 from ipfs_accelerate.models.loading import (
     Checkpoint,
@@ -200,15 +202,38 @@ class Reranker(_Pipeline):
     def _logits(
         self, pairs: list[tuple[str, str] | str], truncation: Literal["warn", "error", "silent"]
     ) -> Array:
+        """Logits (N, num_labels) of one batch; on the numpy backend in row shards, one per
+        core, as TextEmbedder runs (see :mod:`~ipfs_accelerate.models._parallel`)."""
         encoded = self.tokenizer.pairs(pairs, truncation=truncation)
         ids, mask, types = encoded.input_ids, encoded.attention_mask, encoded.token_type_ids
+        cores = host_cores() if self.device == "cpu" else 1
+        bounds = shard_bounds(list(encoded.lengths), cores)
+        if len(bounds) == 1:
+            return self._logits_rows(ids, mask, types)
+
+        def shard(start: int, stop: int) -> Array:
+            width = max(encoded.lengths[start:stop])  # the shard's own longest pair
+            rows = slice(start, stop)
+            return self._logits_rows(ids[rows, :width], mask[rows, :width], types[rows, :width])
+
+        return np.concatenate(run_sharded(shard, bounds))
+
+    def _logits_rows(self, ids: Array, mask: Array, types: Array) -> Array:
+        """Packed where the model can skip the padding and the shape policy allows, else
+        padded to the policy's shape."""
         count, length = ids.shape
-        plan = self.shape_policy().plan(count, length, None)
-        if (plan.rows, plan.length) != (count, length):
-            ids, mask, types = _pad_batch(
-                (ids, mask, types), plan.rows, plan.length, (self.tokenizer.pad_id, 0, 0)
-            )
+        plan = self.shape_policy().plan(count, length, int((mask != 0).sum()))
         device = self.device
+        if plan.packed and hasattr(self.model, "packed"):
+            from ipfs_accelerate.models.bert import PackedTokens
+
+            logits = self.model.packed(PackedTokens.from_batch(ids, mask, types))
+            return np.asarray(logits.numpy(), dtype=np.float32)
+        rows, width = (plan.rows, plan.length) if not plan.packed else (count, length)
+        if (rows, width) != (count, length):
+            ids, mask, types = _pad_batch(
+                (ids, mask, types), rows, width, (self.tokenizer.pad_id, 0, 0)
+            )
         logits = self.model(
             from_numpy(ids, device), from_numpy(mask, device), from_numpy(types, device)
         )
