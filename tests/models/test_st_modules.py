@@ -105,6 +105,17 @@ def test_each_pooling_mode_with_dense_and_normalize(
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
+def test_save_pretrained_keeps_the_module_pipeline(bert_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    _save_st(bert_dir, tmp_path / "st", "cls", dense=[(16, torch.nn.Tanh())], normalize=True)
+    embedder = TextEmbedder.from_pretrained(tmp_path / "st", device="cpu", sharing=False)
+    embedder.save_pretrained(tmp_path / "copy")
+    again = TextEmbedder.from_pretrained(tmp_path / "copy", device="cpu", sharing=False)
+    assert again.pooling == "cls" and again.dimension == 16
+    np.testing.assert_allclose(again.embed(TEXTS), embedder.embed(TEXTS), atol=1e-6)
+
+
 def test_concatenated_pooling_modes_and_two_dense_layers(bert_dir: Path, tmp_path: Path) -> None:
     import torch
 

@@ -86,8 +86,6 @@ class SentencePipeline:
     normalize: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
-    #: the checkpoint's max_seq_length (sentence_bert_config.json), None when not stated
-    max_seq_length: int | None = None
 
     def dimension(self, hidden_size: int) -> int:
         """The size of the vectors this pipeline returns for an encoder of ``hidden_size``."""
@@ -116,9 +114,6 @@ def read_pipeline(directory: Path, hidden_size: int, device: str) -> SentencePip
             f"{default!r} is not one of its prompts ({', '.join(pipeline.prompts) or 'none'})"
         )
     pipeline.default_prompt_name = default
-    seq = read_json(directory / "sentence_bert_config.json").get("max_seq_length")
-    if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
-        pipeline.max_seq_length = seq
     entries = _modules(directory)
     if entries is None:
         return pipeline

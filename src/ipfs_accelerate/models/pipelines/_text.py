@@ -60,16 +60,14 @@ class TextEmbedder(_Pipeline):
         tokenizer: TextTokenizer,
         checkpoint: Checkpoint,
         report: LoadReport,
-        pipeline: SentencePipeline | str | None = None,
+        pipeline: SentencePipeline | None = None,
         *,
         truncate_dim: int | None = None,
     ) -> None:
         super().__init__(model, checkpoint, report)
         self.tokenizer = tokenizer
-        if pipeline is None or isinstance(pipeline, str):
-            pipeline = SentencePipeline(pooling=(pipeline or "mean",))
-        self.modules = pipeline
-        self._full_dimension = pipeline.dimension(int(model.config.hidden_size))
+        self.modules = pipeline or SentencePipeline()
+        self._full_dimension = self.modules.dimension(int(model.config.hidden_size))
         self.truncate_dim = self._check_truncate_dim(truncate_dim)
         self._prompt_lengths: dict[str, int] = {}
         self._shapes: ShapePolicy | None = None  # made on first use (it asks the backend)
