@@ -193,3 +193,11 @@ def test_packed_logits_equal_the_padded_forward(reranker: Reranker) -> None:
     padded = model(from_numpy(ids, "cpu"), from_numpy(mask, "cpu"), from_numpy(types, "cpu"))
     packed = model.packed(PackedTokens.from_batch(ids, mask, types))
     np.testing.assert_allclose(packed.numpy(), padded.numpy(), atol=1e-5)
+
+
+def test_every_backend_scores_like_cross_encoder(cross_encoder_dir: Path, device: str) -> None:
+    reranker = Reranker.from_pretrained(cross_encoder_dir, device=device, sharing=False)
+    pairs = [(QUERY, doc) for doc in DOCUMENTS]
+    theirs = np.asarray(_cross_encoder(cross_encoder_dir).predict(pairs))
+    ours = reranker.predict(pairs, batch_size=5)
+    np.testing.assert_allclose(ours, theirs, atol=1e-3 if device == "webgpu" else 1e-4)

@@ -288,3 +288,26 @@ def test_a_cross_encoder_is_not_an_embedder(cross_encoder_dir: Path, tmp_path: P
     shutil.copytree(cross_encoder_dir, tmp_path / "ce")
     with pytest.raises(UnsupportedArchitectureError, match="Reranker"):
         TextEmbedder.from_pretrained(tmp_path / "ce", device="cpu", sharing=False)
+
+
+def test_every_backend_runs_the_module_pipeline(
+    bert_dir: Path, tmp_path: Path, device: str
+) -> None:
+    """Concatenated modes, a Dense layer, Normalize and a prompt left out of the pooling, on
+    each backend (the pooling weights reach a graph backend as float32)."""
+    import torch
+
+    modes = ("cls", "max", "weightedmean", "lasttoken", "mean_sqrt_len_tokens")
+    reference = _save_st(
+        bert_dir,
+        tmp_path / "st",
+        modes,
+        dense=[(16, torch.nn.Tanh())],
+        normalize=True,
+        include_prompt=False,
+        prompts={"query": "a photo of "},
+    )
+    embedder = TextEmbedder.from_pretrained(tmp_path / "st", device=device, sharing=False)
+    ours = embedder.embed(TEXTS, normalize=False, prompt_name="query")
+    theirs = _encode(reference, TEXTS, prompt_name="query")
+    np.testing.assert_allclose(ours, theirs, atol=1e-3 if device == "webgpu" else 1e-4)

@@ -285,7 +285,8 @@ def pool(
             keep = from_numpy(mask.reshape(rows, length, 1) > 0, hidden.device)
             outputs.append(ops.max(ops.where(keep, hidden, -1e9), axis=1))
             continue
-        weights = _pooling_weights(mode, mask, original)
+        # float32 always: a graph backend (webnn) has no float64
+        weights = _pooling_weights(mode, mask, original).astype(np.float32, copy=False)
         tensor = from_numpy(weights.reshape(rows, length, 1), hidden.device)
         outputs.append(ops.sum(hidden * tensor, axis=1))
     return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
