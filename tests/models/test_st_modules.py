@@ -311,3 +311,28 @@ def test_every_backend_runs_the_module_pipeline(
     ours = embedder.embed(TEXTS, normalize=False, prompt_name="query")
     theirs = _encode(reference, TEXTS, prompt_name="query")
     np.testing.assert_allclose(ours, theirs, atol=1e-3 if device == "webgpu" else 1e-4)
+
+
+def test_an_encoder_without_packed_runs_padded_batches(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder contract makes ``packed`` optional (only BERT has it): without it, the
+    embedder runs the padded forward and gets the same vectors."""
+    embedder = TextEmbedder.from_pretrained(bert_dir, device="cpu", sharing=False)
+    expected = embedder.embed(TEXTS, batch_size=4)
+    model = embedder.model
+    calls: list[tuple[int, ...]] = []
+
+    class PaddedOnly:
+        """An encoder with the contract's call and config, and no ``packed``."""
+
+        config = model.config
+        max_input_tokens = model.max_input_tokens
+
+        def __call__(self, ids: Any, *args: Any, pool: bool = True) -> Any:
+            calls.append(tuple(ids.shape))
+            return model(ids, *args, pool=pool)
+
+    monkeypatch.setattr(embedder, "model", PaddedOnly())
+    np.testing.assert_allclose(embedder.embed(TEXTS, batch_size=4), expected, atol=1e-5)
+    assert calls and all(rows <= 4 for rows, _ in calls)
