@@ -249,6 +249,10 @@ def test_classification_logits_match_transformers(
         ).logits
     assert logits.shape == (3, model.config.num_labels)
     assert_close(logits.numpy(), ref, device, f"{family} logits")
+    from ipfs_accelerate.models.bert import PackedTokens
+
+    packed = model.packed(PackedTokens.from_batch(ids, mask))
+    assert_close(packed.numpy(), ref, device, f"{family} packed logits")
 
 
 def test_model_class_follows_architectures_and_keys(tmp_path: Path, roberta_dir: Path) -> None:

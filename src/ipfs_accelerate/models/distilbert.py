@@ -38,6 +38,7 @@ from ipfs_accelerate.models._module import (
     split_heads,
 )
 from ipfs_accelerate.models.bert import BertOutput, PackedTokens, _Layout
+from ipfs_accelerate.models.roberta import first_token_rows
 from ipfs_accelerate.tensor import Tensor, from_numpy
 
 __all__ = [
@@ -278,7 +279,17 @@ class DistilBertForSequenceClassification(Module):
         token_type_ids: Tensor | None = None,
     ) -> Tensor:
         hidden = self.distilbert(input_ids, attention_mask).last_hidden_state
-        return self.classifier(ops.relu(self.pre_classifier(hidden[:, 0])))
+        return self._classify(hidden[:, 0])
+
+    def packed(self, batch: PackedTokens) -> Tensor:
+        """The logits (rows, num_labels) of a packed batch (the encoder's dense layers skip
+        the padding); equal to the padded call for right-padded rows."""
+        hidden = self.distilbert.packed(batch)
+        first = from_numpy(first_token_rows(batch), hidden.device)
+        return self._classify(ops.gather(hidden, first, axis=0))
+
+    def _classify(self, first: Tensor) -> Tensor:
+        return self.classifier(ops.relu(self.pre_classifier(first)))
 
 
 def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:

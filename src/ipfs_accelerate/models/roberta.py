@@ -49,6 +49,7 @@ __all__ = [
     "RobertaConfig",
     "RobertaForSequenceClassification",
     "RobertaModel",
+    "first_token_rows",
     "model_class_for",
     "offset_positions",
 ]
@@ -234,16 +235,23 @@ class RobertaModel(Module):
             )
 
 
+def first_token_rows(batch: PackedTokens) -> np.ndarray[Any, Any]:
+    """The packed row of each sequence's first real token (``keep`` is sorted and every row
+    has a token, so it is the first kept index at or after the row's start)."""
+    starts = np.arange(batch.rows, dtype=np.int64) * batch.length
+    return np.searchsorted(batch.keep, starts).astype(np.int64)
+
+
 class RobertaClassificationHead(Module):
-    """``out_proj(tanh(dense(hidden[:, 0])))``: the first token (``<s>``) classifies."""
+    """``out_proj(tanh(dense(first)))`` of the first token's (``<s>``) hidden state."""
 
     def __init__(self, config: RobertaConfig) -> None:
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.out_proj = Linear(config.hidden_size, config.num_labels)
 
-    def __call__(self, hidden: Tensor) -> Tensor:
-        return self.out_proj(ops.tanh(self.dense(hidden[:, 0])))
+    def __call__(self, first: Tensor) -> Tensor:
+        return self.out_proj(ops.tanh(self.dense(first)))
 
 
 class RobertaForSequenceClassification(Module):
@@ -282,7 +290,15 @@ class RobertaForSequenceClassification(Module):
         token_type_ids: Tensor | None = None,
     ) -> Tensor:
         hidden = self.roberta(input_ids, attention_mask, token_type_ids, pool=False)
-        return self.classifier(hidden.last_hidden_state)
+        return self.classifier(hidden.last_hidden_state[:, 0])
+
+    def packed(self, batch: PackedTokens) -> Tensor:
+        """The logits (rows, num_labels) of a packed batch (the encoder's dense layers skip
+        the padding); equal to the padded call for right-padded rows, whose first token is
+        their first real one."""
+        hidden = self.roberta.packed(batch)
+        first = from_numpy(first_token_rows(batch), hidden.device)
+        return self.classifier(ops.gather(hidden, first, axis=0))
 
 
 def _is_classifier(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> bool:
