@@ -110,8 +110,9 @@ def offset_positions(input_ids: Tensor, padding_idx: int) -> Tensor:
     of non-padding tokens in the row, ``padding_idx`` itself at padding tokens."""
     length = input_ids.shape[1]
     real = ops.astype(input_ids != padding_idx, float32)
-    # a running sum is a product with an upper-triangular matrix of ones; the counts are
-    # integers below 2**24, exact in float32 (rounded anyway, for backends that fuse loosely)
+    # a running sum is a product with an upper-triangular matrix of ones (the op set has no
+    # cumsum); counts up to the table's few hundred rows are exact even in a reduced-precision
+    # (TF32-like) matmul, and rounding removes any accumulation error before the cast
     upper = from_numpy(np.triu(np.ones((length, length), dtype=np.float32)), input_ids.device)
     counts = ops.round(ops.matmul(real, upper) * real)
     return ops.astype(counts, input_ids.dtype) + padding_idx
