@@ -475,3 +475,19 @@ def test_select_backend_treats_the_new_families_like_bert() -> None:
     bert = hal.select_backend("bert").name
     for family in ("roberta", "xlm-roberta", "distilbert", "XLM-RoBERTa"):
         assert hal.select_backend(family).name == bert
+
+
+def test_quantized_save_and_reload(
+    xlmr_classifier_dir: Path, distilbert_dir: Path, tmp_path: Path
+) -> None:
+    for directory in (xlmr_classifier_dir, distilbert_dir):
+        model, _, _ = load_model(directory, "cpu", sharing=False, dtype="int8")
+        saved = model.save_pretrained(tmp_path / directory.name)
+        again, _, report = load_model(saved, "cpu", sharing=False, dtype="auto")
+        assert type(again) is type(model) and report.dtype == "int8"
+        ids, mask = _batch(_config(directory), [8, 3], seed=4)
+        args = (from_numpy(ids, "cpu"), from_numpy(mask, "cpu"))
+        first, second = model(*args), again(*args)
+        first = getattr(first, "last_hidden_state", first)
+        second = getattr(second, "last_hidden_state", second)
+        np.testing.assert_array_equal(first.numpy(), second.numpy())
