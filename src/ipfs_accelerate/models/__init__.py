@@ -26,6 +26,12 @@ _LAZY: dict[str, str] = {
     "TranscriptSegment": "ipfs_accelerate.models.pipelines",
     "BertConfig": "ipfs_accelerate.models.bert",
     "BertModel": "ipfs_accelerate.models.bert",
+    "RobertaConfig": "ipfs_accelerate.models.roberta",
+    "RobertaModel": "ipfs_accelerate.models.roberta",
+    "RobertaForSequenceClassification": "ipfs_accelerate.models.roberta",
+    "DistilBertConfig": "ipfs_accelerate.models.distilbert",
+    "DistilBertModel": "ipfs_accelerate.models.distilbert",
+    "DistilBertForSequenceClassification": "ipfs_accelerate.models.distilbert",
     "ViTConfig": "ipfs_accelerate.models.vit",
     "ViTModel": "ipfs_accelerate.models.vit",
     "ViTForImageClassification": "ipfs_accelerate.models.vit",
@@ -56,12 +62,14 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "bert",
         "chat_template",
         "clip",
+        "distilbert",
         "generation",
         "gpt2",
         "llama",
         "loading",
         "pipelines",
         "preprocessing",
+        "roberta",
         "vit",
         "whisper",
     ],
@@ -73,6 +81,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.chat_template import ChatTemplate as ChatTemplate
     from ipfs_accelerate.models.clip import CLIPConfig as CLIPConfig
     from ipfs_accelerate.models.clip import CLIPModel as CLIPModel
+    from ipfs_accelerate.models.distilbert import DistilBertConfig as DistilBertConfig
+    from ipfs_accelerate.models.distilbert import (
+        DistilBertForSequenceClassification as DistilBertForSequenceClassification,
+    )
+    from ipfs_accelerate.models.distilbert import DistilBertModel as DistilBertModel
     from ipfs_accelerate.models.generation import SamplingParams as SamplingParams
     from ipfs_accelerate.models.gpt2 import GPT2Config as GPT2Config
     from ipfs_accelerate.models.gpt2 import GPT2LMHeadModel as GPT2LMHeadModel
@@ -90,6 +103,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.pipelines import TextGenerator as TextGenerator
     from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
+    from ipfs_accelerate.models.roberta import RobertaConfig as RobertaConfig
+    from ipfs_accelerate.models.roberta import (
+        RobertaForSequenceClassification as RobertaForSequenceClassification,
+    )
+    from ipfs_accelerate.models.roberta import RobertaModel as RobertaModel
     from ipfs_accelerate.models.vit import ViTConfig as ViTConfig
     from ipfs_accelerate.models.vit import ViTForImageClassification as ViTForImageClassification
     from ipfs_accelerate.models.vit import ViTModel as ViTModel

@@ -181,13 +181,15 @@ class WeightConverter:
         return self._done[cache_key]
 
 
-#: Linear layers by role, from their names in the four families
+#: Linear layers by role, from their names in the families
 _KIND_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("attention_in", ("query", "key", "value", "q_proj", "k_proj", "v_proj")),
-    ("attention_out", ("attention.output.dense", "out_proj")),
-    ("ffn_in", ("intermediate.dense", "fc1")),
-    ("ffn_out", ("output.dense", "fc2")),
-)
+    ("attention_in", ("query", "key", "value", "q_proj", "k_proj", "v_proj", "q_lin", "k_lin",
+                      "v_lin")),
+    # "attn.out_proj", not "out_proj": RoBERTa's classifier head has an out_proj too
+    ("attention_out", ("attention.output.dense", "attn.out_proj", "attention.out_lin")),
+    ("ffn_in", ("intermediate.dense", "fc1", "ffn.lin1")),
+    ("ffn_out", ("output.dense", "fc2", "ffn.lin2")),
+)  # fmt: skip
 #: the layer kinds whose inputs are quantized to int8 (``ops.linear(activations="int8")``)
 #: when the backend has an integer kernel; the others keep float inputs (weight-only). With
 #: one scale per tensor, the FFN input (layer-norm output with a few outlier channels) and

@@ -708,6 +708,10 @@ MODEL_FAMILIES: dict[str, str] = {
     "vit": "ipfs_accelerate.models.vit",
     "clip": "ipfs_accelerate.models.clip",
     "whisper": "ipfs_accelerate.models.whisper",
+    # more text encoders (issue 22)
+    "roberta": "ipfs_accelerate.models.roberta",
+    "xlm-roberta": "ipfs_accelerate.models.roberta",
+    "distilbert": "ipfs_accelerate.models.distilbert",
     # decoders (text generation)
     "llama": "ipfs_accelerate.models.llama",
     "mistral": "ipfs_accelerate.models.llama",
