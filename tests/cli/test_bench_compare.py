@@ -116,7 +116,7 @@ def test_compare_reads_bench_json_output_and_refuses_bad_files(tmp_path: Path) -
             load_runs(bad)
         assert str(bad) in str(caught.value)
     refused = invoke("bench", "--compare", str(bad), str(tmp_path / "current.json"))
-    assert refused.exit_code not in (0, ExitCode.FAILURE) and "bad.json" in refused.stderr
+    assert refused.exit_code == ExitCode.INPUT and "bad.json" in refused.stderr
     with pytest.raises(InvalidArgumentError, match="threshold"):
         compare_runs(runs, current, threshold=1.5)
     # a ratio that fell to zero lost all of it; one that rose from zero, no finite factor
