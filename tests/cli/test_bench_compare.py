@@ -234,3 +234,15 @@ def test_bench_providers_races_two_fakes() -> None:
     no_key = invoke("bench", "providers", "-b", "groq", env={"GROQ_API_KEY": ""})
     assert no_key.exit_code == ExitCode.CONFIGURATION and "groq" in no_key.stderr
     assert invoke("bench", "-b", "groq").exit_code == ExitCode.USAGE
+
+
+def test_every_benchmark_takes_json_through_the_shared_helper() -> None:
+    """Each script in benchmarks/ records its ratios with _results.Results and offers
+    --json FILE (what bench and bench --compare read)."""
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    scripts = [p for p in sorted(root.glob("*.py")) if not p.name.startswith("_")]
+    assert len(scripts) >= 10
+    for script in scripts:
+        source = script.read_text(encoding="utf-8")
+        for needed in ("add_json_option(parser)", "Results(", ".write(args.json)"):
+            assert needed in source, f"{script.name} lacks {needed}"

@@ -279,7 +279,6 @@ a baseline; `bench providers -b openai -b groq ...` races API backends."""
             max_tokens=max_tokens,
             requests=requests,
             concurrency=concurrency,
-            timeout=timeout,
             json_output=json_output,
         )
         return
@@ -458,7 +457,6 @@ def _providers(
     max_tokens: int,
     requests: int,
     concurrency: int,
-    timeout: float,
     json_output: bool,
 ) -> None:
     summaries = bench_providers(
@@ -468,7 +466,6 @@ def _providers(
         max_tokens=max_tokens,
         requests=requests,
         concurrency=concurrency,
-        timeout=timeout,
     )
     if json_output:
         print_json({"requests": requests, "concurrency": concurrency, "providers": summaries})

@@ -158,7 +158,6 @@ async def _bench(
     max_tokens: int,
     requests: int,
     concurrency: int,
-    timeout: float,
 ) -> list[ProviderRun]:
     from ipfs_accelerate.api_backends import create_api_backend
     from ipfs_accelerate.resilience._config import redact_url
@@ -173,7 +172,8 @@ async def _bench(
             chosen = spec.model or model or client.get_default_model()
             runs.append(ProviderRun(label, spec.name, chosen, redact_url(client.base_url)))
         messages = [{"role": "user", "content": prompt}]
-        options = {"max_tokens": max_tokens, "timeout": timeout}
+        # each backend keeps its own timeouts and retries: they are part of what it offers
+        options = {"max_tokens": max_tokens}
         rounds = min(ROUNDS, requests)
         for index in range(rounds):
             share = requests // rounds + (1 if index < requests % rounds else 0)
@@ -198,7 +198,6 @@ def bench_providers(
     max_tokens: int = 16,
     requests: int = 50,
     concurrency: int = 4,
-    timeout: float = 30.0,
 ) -> list[dict[str, Any]]:
     """Send ``requests`` chat requests to each backend of ``specs`` (``concurrency`` at a
     time), interleaved in rounds, and return each one's :meth:`ProviderRun.summary` with
@@ -218,7 +217,6 @@ def bench_providers(
             max_tokens=max_tokens,
             requests=requests,
             concurrency=concurrency,
-            timeout=timeout,
         )
     )
     summaries = [run.summary() for run in runs]
