@@ -58,6 +58,7 @@ def test_compare_flags_a_regression_an_improvement_and_a_missing_row(tmp_path: P
     rows = {row["label"]: row for row in data["rows"]}
     assert rows["speed vs peer"]["status"] == "regressed"
     assert rows["speed vs peer"]["change"] == pytest.approx(-0.25)
+    assert rows["speed vs peer"]["baseline_figures"] == {"seconds": 0.5}
     assert rows["ours/peer time"]["status"] == "improved"
     assert rows["ours/peer time"]["change"] == pytest.approx(0.25)
     assert rows["dropped in the current run"]["status"] == "missing"

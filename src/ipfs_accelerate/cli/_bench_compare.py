@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +110,10 @@ class Row:
     #: (+0.25: 25% better; -0.10: 10% worse); None for a missing or new row
     change: float | None
     status: Status
+    #: the measurements behind each side's ratio (its other keys: times, tokens/s...), shown
+    #: for reading, never judged: machines differ in absolute figures
+    baseline_figures: dict[str, Any] = field(default_factory=dict)
+    current_figures: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,12 @@ class Comparison:
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def _figures(ratio: dict[str, Any] | None) -> dict[str, Any]:
+    if ratio is None:
+        return {}
+    return {k: v for k, v in ratio.items() if k not in ("label", "value", "better")}
 
 
 def _change(baseline: float, current: float, better: str) -> float:
@@ -168,8 +178,9 @@ def compare_runs(
             found = now.pop(ratio["label"], None)
             if found is None:
                 rows.append(
-                    Row(name, ratio["label"], better, ratio["value"], None, None, "missing")
-                )
+                    Row(name, ratio["label"], better, ratio["value"], None, None, "missing",
+                        _figures(ratio))
+                )  # fmt: skip
                 continue
             change = _change(float(ratio["value"]), float(found["value"]), better)
             status: Status = "ok"
@@ -178,13 +189,19 @@ def compare_runs(
             elif change > threshold:
                 status = "improved"
             rows.append(
-                Row(name, ratio["label"], better, ratio["value"], found["value"], change, status)
-            )
+                Row(name, ratio["label"], better, ratio["value"], found["value"], change, status,
+                    _figures(ratio), _figures(found))
+            )  # fmt: skip
         for label, ratio in now.items():
             better = str(ratio.get("better", "higher"))
-            rows.append(Row(name, label, better, None, ratio["value"], None, "new"))
+            rows.append(
+                Row(name, label, better, None, ratio["value"], None, "new", {}, _figures(ratio))
+            )
     for name in [n for n in current if n not in baseline]:
         for ratio in current[name]:
             better = str(ratio.get("better", "higher"))
-            rows.append(Row(name, ratio["label"], better, None, ratio["value"], None, "new"))
+            rows.append(
+                Row(name, ratio["label"], better, None, ratio["value"], None, "new", {},
+                    _figures(ratio))
+            )  # fmt: skip
     return Comparison(threshold, rows)
