@@ -599,9 +599,15 @@ class ResponseCache:
         self.ttl = None if ttl is None else float(ttl)
         self.max_entry_bytes = _positive_int(max_entry_bytes, "max_entry_bytes")
         self.cache_nondeterministic = cache_nondeterministic
-        self.semantic: SemanticCache | None = (
-            SemanticCache() if semantic is True else semantic if semantic else None
-        )
+        if semantic is True:
+            semantic = SemanticCache()
+        elif semantic is False:
+            semantic = None
+        if semantic is not None and not isinstance(semantic, SemanticCache):
+            raise ConfigurationError(
+                f"cache: semantic must be a SemanticCache, True or None, got {semantic!r}"
+            )
+        self.semantic: SemanticCache | None = semantic
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
