@@ -540,3 +540,42 @@ def test_sync_facade_uses_the_cache() -> None:
         assert chats(fake) == 1 and second.cache is not None and first.cache is None
         assert "".join(c.text for c in chunks) == first.text
         backend.close()
+
+
+# ----------------------------------------------------------------------------- other providers
+
+
+def test_every_provider_gets_the_cache_ollama_and_mlc() -> None:
+    from ..fakes.mlc_fake import MODEL as MLC_MODEL
+    from ..fakes.mlc_fake import MLCFake
+    from ..fakes.ollama_fake import OllamaFake
+
+    async def body() -> None:
+        async with OllamaFake() as ollama_fake, MLCFake() as mlc_fake:
+            ollama = create_api_backend(
+                "ollama", metadata={"ollama_api_url": ollama_fake.url, "cache": True}
+            )
+            # Ollama's own option block carries the sampling settings; the stream is NDJSON
+            for _ in range(2):
+                await ollama.chat("llama3.2", "hi", options={"temperature": 0})
+            live = [c async for c in ollama.stream_chat("llama3.2", "one two", seed=5)]
+            again = [c async for c in ollama.stream_chat("llama3.2", "one two", seed=5)]
+            assert [c.text for c in again] == [c.text for c in live]
+            assert again[-1].usage == live[-1].usage and again[-1].cache is not None
+            assert sum(1 for r in ollama_fake.requests if r.path == "/api/chat") == 2
+            mlc = create_api_backend(
+                "llvm", metadata={"llvm_api_url": mlc_fake.url + "/v1", "cache": True}
+            )
+            first = await mlc.complete(MLC_MODEL, "Once upon", temperature=0, max_tokens=4)
+            second = await mlc.complete(MLC_MODEL, "Once upon", temperature=0, max_tokens=4)
+            other = await mlc.complete(MLC_MODEL, "Once upon", temperature=0, max_tokens=5)
+            assert second.text == first.text and second.cache is not None
+            assert other.cache is None
+            assert sum(1 for r in mlc_fake.requests if r.path == "/v1/completions") == 2
+            # a completion and a chat with the same text are different requests
+            chat = await mlc.chat(MLC_MODEL, "Once upon", temperature=0)
+            assert chat.cache is None
+            for b in (ollama, mlc):
+                await b.aclose()
+
+    run(body())
