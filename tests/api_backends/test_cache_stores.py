@@ -418,3 +418,38 @@ def test_a_failing_embedder_leaves_exact_matching(caplog: pytest.LogCaptureFixtu
             await backend.aclose()
 
     run(body())
+
+
+def test_semantic_threshold_and_index_bound() -> None:
+    # vectors chosen so that the similarities are known exactly: cos(a, b) = 0.8
+    vectors = {"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.0, 1.0], "d": [-1.0, 0.0]}
+
+    async def body() -> None:
+        async with OpenAIFake(api_key=None) as fake:
+            for threshold, hit in ((0.8, True), (0.81, False)):
+                cache = ResponseCache(
+                    semantic=SemanticCache(lambda t: vectors[t], threshold=threshold)
+                )
+                backend = make(fake, cache)
+                await backend.chat(MODEL, "a", temperature=0)
+                answer = await backend.chat(MODEL, "b", temperature=0)
+                assert (answer.cache is not None) is hit
+                if hit:
+                    assert answer.cache is not None and answer.text == "Echo: a"
+                    assert answer.cache.similarity == pytest.approx(0.8)
+                await backend.aclose()
+            # the index keeps the newest max_entries prompts
+            cache = ResponseCache(
+                semantic=SemanticCache(lambda t: vectors[t], threshold=0.99, max_entries=2)
+            )
+            backend = make(fake, cache)
+            for prompt in ("a", "c", "d"):
+                await backend.chat(MODEL, prompt, temperature=0)
+            assert cache.semantic is not None and len(cache.semantic) == 2
+            before = chats(fake)
+            # "a" left the index but its exact entry is still in the store
+            assert (await backend.chat(MODEL, "a", temperature=0)).cache is not None
+            assert chats(fake) == before
+            await backend.aclose()
+
+    run(body())

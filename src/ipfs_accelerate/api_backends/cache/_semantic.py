@@ -47,6 +47,7 @@ class SemanticCache:
         # exact key -> (group, unit vector); insertion order is age
         self._index: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
         self._groups: dict[str, dict[str, np.ndarray]] = {}
+        self._stacked: dict[str, tuple[list[str], np.ndarray]] = {}
 
     async def _get_embedder(self) -> Any:
         if self._embedder is None:
@@ -88,8 +89,12 @@ class SemanticCache:
         members = self._groups.get(group)
         if not members:
             return None
-        keys = list(members)
-        scores = np.stack([members[k] for k in keys]) @ vector
+        stacked = self._stacked.get(group)
+        if stacked is None:  # rebuilt only after the group changed, not on every lookup
+            keys = list(members)
+            stacked = self._stacked[group] = (keys, np.stack([members[k] for k in keys]))
+        keys, matrix = stacked
+        scores = matrix @ vector
         best = int(np.argmax(scores))
         score = float(scores[best])
         return (keys[best], score) if score >= self.threshold else None
@@ -98,6 +103,7 @@ class SemanticCache:
         self.forget(key)
         self._index[key] = (group, vector)
         self._groups.setdefault(group, {})[key] = vector
+        self._stacked.pop(group, None)
         while len(self._index) > self.max_entries:
             self.forget(next(iter(self._index)))
 
@@ -105,6 +111,7 @@ class SemanticCache:
         item = self._index.pop(key, None)
         if item is not None:
             members = self._groups.get(item[0])
+            self._stacked.pop(item[0], None)
             if members is not None:
                 members.pop(key, None)
                 if not members:
@@ -117,6 +124,7 @@ class SemanticCache:
     def clear(self) -> None:
         self._index.clear()
         self._groups.clear()
+        self._stacked.clear()
 
     def __len__(self) -> int:
         return len(self._index)
