@@ -147,7 +147,7 @@ def test_sqlite_corrupt_row_and_ttl(tmp_path: Path, caplog: pytest.LogCaptureFix
 
     async def body() -> None:
         async with OpenAIFake(api_key=None) as fake:
-            cache = ResponseCache(SqliteStore(db), ttl=0.3)
+            cache = ResponseCache(SqliteStore(db), ttl=1.0)
             backend = make(fake, cache)
             first = await backend.chat(MODEL, "row", temperature=0)
             with sqlite3.connect(db) as conn:
@@ -157,7 +157,7 @@ def test_sqlite_corrupt_row_and_ttl(tmp_path: Path, caplog: pytest.LogCaptureFix
             assert again.cache is None and again.text == first.text and chats(fake) == 2
             assert cache.errors["corrupt"] == 1 and "did not decode" in caplog.text
             assert (await backend.chat(MODEL, "row", temperature=0)).cache is not None
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(1.1)
             assert (await backend.chat(MODEL, "row", temperature=0)).cache is None
             assert chats(fake) == 3
             await backend.aclose()
@@ -245,12 +245,12 @@ def test_redis_shared_by_two_clients(tmp_path: Path) -> None:
                 assert answer.cache is None and answer.text == first.text and chats(fake) == 4
                 assert two.errors["corrupt"] == 1
                 # expiry is Redis's own
-                short = ResponseCache(RedisStore(url, prefix="short:"), ttl=0.2)
+                short = ResponseCache(RedisStore(url, prefix="short:"), ttl=1.0)
                 c = make(fake, short)
                 await c.chat(MODEL, "brief", temperature=0)
                 assert await raw.pttl("short:" + short.key_for(c, "chat", MODEL, "brief",
                                                                temperature=0)) > 0  # fmt: skip
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(1.1)
                 await c.chat(MODEL, "brief", temperature=0)
                 assert chats(fake) == 6
                 await raw.aclose()
