@@ -14,7 +14,7 @@ fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
   missing="$missing libvulkan1"
 fi
-if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+if ! command -v redis-server >/dev/null 2>&1; then
   missing="$missing redis-server"
 fi
 [ -z "$missing" ] && exit 0
