@@ -581,3 +581,13 @@ def test_every_provider_gets_the_cache_ollama_and_mlc() -> None:
                 await b.aclose()
 
     run(body())
+
+
+def test_a_store_url_with_a_password_is_not_kept_in_metadata() -> None:
+    backend = create_api_backend(
+        "openai",
+        metadata={"api_key": "sk-a", "cache": "redis://:hunter2-secret@127.0.0.1:1/0"},
+    )
+    assert "hunter2" not in repr(backend.metadata) and "hunter2" not in repr(backend)
+    assert "hunter2" not in repr(backend.response_cache)
+    assert "hunter2" not in str(backend.get_stats())

@@ -183,6 +183,9 @@ class APIBackend:
         )
         self._patterns = [re.compile(p, re.IGNORECASE) for p in self.model_patterns]
         self.response_cache = ResponseCache.from_value(raw_metadata.get("cache"))
+        if isinstance(raw_metadata.get("cache"), str):
+            # a store URL may carry a password (redis://:pw@host): keep the cache, not the URL
+            self.metadata["cache"] = self.response_cache
 
     # ------------------------------------------------------------------ configuration
 
