@@ -7,6 +7,7 @@
 * :class:`CarReader`, :class:`CarWriter`, :func:`write_car`, :func:`write_car_of_path`: CAR v1
   write, CAR v1/v2 read, streaming and verified block by block.
 * :class:`Blockstore` (protocol), :class:`MemoryBlockstore`, :class:`FilesystemBlockstore`.
+* :func:`iter_file`, :func:`iter_directory`, :func:`walk`: UnixFS read back from a blockstore.
 * :func:`verify_block`, :func:`decode_node`, :func:`decode_unixfs`: checking a block against its
   CID and reading dag-pb / UnixFS nodes.
 
@@ -34,6 +35,7 @@ from ipfs_accelerate.content._dagpb import (
     encode_node,
     encode_unixfs,
 )
+from ipfs_accelerate.content._exporter import iter_directory, iter_file, walk
 from ipfs_accelerate.content._importer import (
     DEFAULT_PROFILE,
     PROFILES,
@@ -73,8 +75,11 @@ __all__ = [
     "import_bytes",
     "import_directory",
     "import_file",
+    "iter_directory",
+    "iter_file",
     "resolve_profile",
     "verify_block",
+    "walk",
     "write_car",
     "write_car_of_path",
 ]
