@@ -216,7 +216,12 @@ class CarReader:
         return 1, roots
 
     def _parse_header(self, raw: bytes) -> tuple[int, tuple[CID, ...]]:
-        header = _CborReader(raw, f"CAR {self.name!r}").item()
+        reader = _CborReader(raw, f"CAR {self.name!r}")
+        header = reader.item()
+        if reader.pos != len(raw):
+            raise CarFormatError(
+                f"CAR {self.name!r}: header has {len(raw) - reader.pos} bytes after its map"
+            )
         if not isinstance(header, dict):
             raise CarFormatError(f"CAR {self.name!r}: header is not a map")
         version = header.get("version")

@@ -55,11 +55,13 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def decode_varint(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
+def decode_varint(
+    data: bytes | memoryview, pos: int, max_bytes: int = 9
+) -> tuple[int, int] | None:
     """``(value, next_pos)`` of the varint at ``pos``; None when it is truncated or longer
-    than 9 bytes (63 bits: the limit of multiformats' unsigned-varint)."""
+    than ``max_bytes`` (9: multiformats' unsigned-varint limit; protobuf's is 10)."""
     value = shift = 0
-    end = min(len(data), pos + 9)
+    end = min(len(data), pos + max_bytes)
     while pos < end:
         byte = data[pos]
         pos += 1

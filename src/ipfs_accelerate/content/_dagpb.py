@@ -174,8 +174,8 @@ class _Fields:
         raise self.fail(f"field {number} has unsupported wire type {wire_type} at byte {start}")
 
     def _varint(self, label: str) -> int:
-        decoded = decode_varint(self.data, self.pos)
-        if decoded is None:
+        decoded = decode_varint(self.data, self.pos, 10)
+        if decoded is None or decoded[0] >= 1 << 64:
             raise self.fail(f"malformed or truncated {label}")
         value, self.pos = decoded
         return value
