@@ -177,12 +177,31 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     ours_car["v2"] = workdir / "ours-v2.car"
     ours_car["v2"].write_bytes(_wrap_v2(ours_car[f"dir-{V1}"].read_bytes()))
     roots["v2"] = roots[f"dir-{V1}"]
+    tensor = workdir / "tensor.bin"
+    tensor.write_bytes(_tensor().tobytes())
+    for profile in (V0, V1):
+        keys.append(f"tensor:{profile}")
+        jobs.append({"op": "import", "kind": "file", "path": str(tensor),
+                     "options": {"profile": profile}})
     for name, path in ours_car.items():
         keys.append(f"read:{name}")
         jobs.append({"op": "read-car", "car": str(path)})
 
     results = dict(zip(keys, run_reference_jobs(jobs, workdir), strict=True))
     return Reference(files, dirs, results, ours_car, roots)
+
+
+def _tensor() -> np.ndarray[Any, Any]:
+    return np.random.default_rng(5).standard_normal((384, 1536)).astype(np.float32)  # 2.25 MiB
+
+
+@pytest.mark.parametrize("profile", [V0, V1])
+def test_a_tensor_content_id_is_what_the_reference_adds(reference: Reference, profile: str) -> None:
+    import ipfs_accelerate as ia
+    from ipfs_accelerate.sharing import content_id
+
+    expected = _js(reference, f"tensor:{profile}")["cid"]
+    assert content_id(ia.tensor(_tensor()), profile=profile) == expected
 
 
 def _wrap_v2(v1: bytes) -> bytes:

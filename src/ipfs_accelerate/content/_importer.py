@@ -14,10 +14,9 @@ so memory stays at one chunk plus one list of link records per tree level.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
@@ -225,17 +224,28 @@ def _read_chunks(stream: BinaryIO, chunk_size: int) -> Iterator[memoryview]:
 
 
 def _import_stream(stream: BinaryIO, builder: _Builder) -> _Child:
+    return _import_chunks(_read_chunks(stream, builder.profile.chunk_size), builder)
+
+
+def _memory_chunks(view: memoryview, chunk_size: int) -> Iterator[memoryview]:
+    """Slices of ``view`` (no copies); an empty view is one empty chunk."""
+    yield view[:chunk_size]
+    for start in range(chunk_size, len(view), chunk_size):
+        yield view[start : start + chunk_size]
+
+
+def _import_chunks(chunks: Iterable[memoryview], builder: _Builder) -> _Child:
     max_links = builder.profile.max_links
     level: list[_Child] = []  # finished level-1 parents (or the lone first leaf)
     batch: list[_Child] = []
-    chunks = 0
-    for chunk in _read_chunks(stream, builder.profile.chunk_size):
-        chunks += 1
+    count = 0
+    for chunk in chunks:
+        count += 1
         batch.append(_leaf(builder, chunk))
         if len(batch) == max_links:
             level.append(_parent(builder, batch))
             batch = []
-    if chunks == 1:
+    if count == 1:
         return batch[0]  # a one-chunk file is its leaf (the reference's reduceSingleLeafToSelf)
     if batch:
         level.append(_parent(builder, batch))
@@ -291,34 +301,18 @@ def import_bytes(
     raw_leaves: bool | None = None,
     max_links: int | None = None,
 ) -> ImportedEntry:
-    """:func:`import_file` of bytes already in memory (read in chunks without copying)."""
+    """:func:`import_file` of bytes already in memory (hashed in place, without copies)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidArgumentError(
             f"import_bytes: expected bytes, got {type(data).__name__}"
         )
-    view = memoryview(data).cast("B")
-    reader: BinaryIO = _MemoryReader(view)  # type: ignore[assignment]
-    return import_file(
-        reader, profile=profile, blockstore=blockstore, chunk_size=chunk_size,
-        cid_version=cid_version, raw_leaves=raw_leaves, max_links=max_links,
+    chosen = resolve_profile(
+        profile, chunk_size=chunk_size, cid_version=cid_version, raw_leaves=raw_leaves,
+        max_links=max_links,
     )
-
-
-class _MemoryReader(io.RawIOBase):
-    """readinto over a memoryview: chunks are copied once into the chunk buffer."""
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        size = min(len(buffer), len(self._view) - self._pos)
-        buffer[:size] = self._view[self._pos : self._pos + size]
-        self._pos += size
-        return size
+    view = memoryview(data).cast("B")
+    root = _import_chunks(_memory_chunks(view, chosen.chunk_size), _Builder(chosen, blockstore))
+    return ImportedEntry("", root.cid, "file", root.dag_size, root.file_size)
 
 
 # ------------------------------------------------------------------------------ directories
