@@ -27,7 +27,7 @@ from ipfs_accelerate.content import (
     write_car_of_path,
 )
 from ipfs_accelerate.models.loading import resolve_checkpoint
-from tests.content.conftest import run_reference_jobs
+from tests.content.reference_js import run_reference_jobs
 
 KIB = 1024
 MIB = 1024 * 1024

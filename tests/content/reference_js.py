@@ -1,10 +1,12 @@
-"""The JavaScript reference for the content tests: installed once, run once per module.
+"""The JavaScript reference for the content tests (and benchmarks/content.py): installed
+once, run once per test module.
 
 The npm packages of tests/content/js/package.json (pinned by its package-lock.json) are
 installed with ``npm ci`` into ~/.cache/ipfs-accelerate/npm/<hash of both files>, the way
 ``make test`` installs system packages: a fresh machine gets them on its first run, later runs
 reuse the folder. Node.js itself comes from scripts/ensure_system_deps.sh. Without Node.js or
 npm the reference tests fail with the reason (they are the point of the suite, not optional).
+This module holds no fixtures so that the benchmark can import it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 JS_DIR = Path(__file__).parent / "js"
 RunReference = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
@@ -34,7 +34,7 @@ def install_reference() -> Path:
     """The folder holding node_modules and reference.mjs; installs on first use."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.fail(
+        raise RuntimeError(
             "the content tests need Node.js and npm (scripts/ensure_system_deps.sh installs "
             "them: run `make system-deps`)"
         )
@@ -53,7 +53,9 @@ def install_reference() -> Path:
                 cwd=folder, capture_output=True, text=True, timeout=600, check=False,
             )
             if result.returncode != 0:
-                pytest.fail(f"npm ci of the reference packages failed:\n{result.stderr[-3000:]}")
+                raise RuntimeError(
+                    f"npm ci of the reference packages failed:\n{result.stderr[-3000:]}"
+                )
             (folder / ".installed").touch()
         # the script is copied beside node_modules so its imports resolve there
         shutil.copyfile(JS_DIR / "reference.mjs", folder / "reference.mjs")
@@ -72,7 +74,7 @@ def run_reference_jobs(jobs: list[dict[str, Any]], workdir: Path) -> list[dict[s
         capture_output=True, text=True, timeout=600, check=False,
     )
     if result.returncode != 0:
-        pytest.fail(f"the JS reference failed:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"the JS reference failed:\n{result.stderr[-3000:]}")
     results: list[dict[str, Any]] = json.loads(result.stdout)
     assert len(results) == len(jobs)
     return results
