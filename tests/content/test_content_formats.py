@@ -339,3 +339,83 @@ def test_malformed_car_headers_and_sections(data: bytes, fragment: str) -> None:
 def test_car_reader_of_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ContentError, match="cannot read CAR"):
         CarReader(tmp_path / "missing.car")
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+class _Zeros(io.RawIOBase):
+    """A stream of ``size`` zero bytes that exists nowhere in memory at once."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        step = min(len(buffer), self.left, 300_000)  # short reads, as a pipe gives
+        buffer[:step] = bytes(step)
+        self.left -= step
+        return step
+
+
+def test_import_and_car_writing_hold_one_chunk_not_the_file(tmp_path: Path) -> None:
+    import tracemalloc
+
+    size = 48 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        entry = import_file(_Zeros(size))  # type: ignore[arg-type]
+        _, import_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        source = tmp_path / "stripes.bin"
+        with source.open("wb") as stream:
+            for index in range(48):  # 48 different 1 MiB chunks
+                stream.write(bytes([index]) * (1024 * 1024))
+        tracemalloc.reset_peak()
+        car_root = write_car_of_path(source, tmp_path / "stripes.car").cid
+        _, car_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert entry.file_size == size
+    assert import_peak < 4 * 1024 * 1024, import_peak  # one 1 MiB chunk buffer and change
+    assert car_peak < 6 * 1024 * 1024, car_peak
+    assert car_root == import_file(source).cid
+    with CarReader(tmp_path / "stripes.car") as car:
+        assert sum(len(data) for _, data in car) > size  # every leaf went to the CAR
+    assert len(list(CarReader(tmp_path / "stripes.car"))) == 49  # 48 leaves and the root
+
+
+def test_directory_import_bad_inputs(tmp_path: Path) -> None:
+    from ipfs_accelerate.content import import_directory
+
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(ContentError, match="is not a directory"):
+        import_directory(tmp_path / "file")
+    with pytest.raises(ContentError, match="cannot read"):
+        import_directory(tmp_path / "missing")
+    loop = tmp_path / "loop"
+    (loop / "inner").mkdir(parents=True)
+    (loop / "inner" / "back").symlink_to(loop)
+    with pytest.raises(ContentError, match="symbolic link loop"):
+        import_directory(loop)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "to-file").symlink_to(tmp_path / "file")  # followed, as in a HF snapshot
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "to-file").write_bytes(b"x")
+    assert import_directory(linked).root.cid == import_directory(plain).root.cid
+
+
+def test_a_car_holds_each_block_once(tmp_path: Path) -> None:
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    for name in ("a.bin", "b.bin"):
+        (folder / name).write_bytes(bytes(range(200)) * 10)  # two equal 1,000-byte chunks
+    root = write_car_of_path(folder, tmp_path / "twins.car", chunk_size=1000).cid
+    with CarReader(tmp_path / "twins.car") as car:
+        cids = [cid for cid, _ in car]
+    assert car.roots == (root,)
+    assert len(cids) == len(set(cids)) == 3  # one leaf, one file root, the directory
