@@ -25,6 +25,7 @@ from ipfs_accelerate.content._importer import (
     Profile,
     import_directory,
     import_file,
+    resolve_profile,
 )
 from ipfs_accelerate.errors import CarFormatError, ContentError, InvalidCIDError
 
@@ -351,17 +352,26 @@ def write_car_of_path(
     out: str | os.PathLike[str] | BinaryIO,
     *,
     profile: str | Profile = DEFAULT_PROFILE,
-    **overrides: int | bool,
+    chunk_size: int | None = None,
+    cid_version: int | None = None,
+    raw_leaves: bool | None = None,
+    max_links: int | None = None,
+    shard_threshold: int | None = None,
 ) -> ImportedEntry:
     """Import a file or directory and write its blocks as a CAR v1 with the root as its one
     root, in a single streaming pass: blocks go out as they are hashed (children before
     parents) and the header's root is filled in at the end. An output that cannot seek is
     written in two passes (the import is run once to learn the root). Returns the root entry.
 
-    Blocks shared by several files are written once.
+    Blocks shared by several files are written once. The overrides are those of
+    :func:`import_directory` (``shard_threshold`` only matters for a directory).
     """
     path = Path(source)
     is_directory = path.is_dir()
+    chosen = resolve_profile(
+        profile, chunk_size=chunk_size, cid_version=cid_version, raw_leaves=raw_leaves,
+        max_links=max_links, shard_threshold=shard_threshold,
+    )
 
     def run(sink: CarWriter | None) -> ImportedEntry:
         seen: set[bytes] = set()
@@ -373,8 +383,8 @@ def write_car_of_path(
                 sink.put(cid, data)
 
         if is_directory:
-            return import_directory(path, profile=profile, blockstore=put, **overrides).root  # type: ignore[arg-type]
-        return import_file(path, profile=profile, blockstore=put, **overrides)  # type: ignore[arg-type]
+            return import_directory(path, profile=chosen, blockstore=put).root
+        return import_file(path, profile=chosen, blockstore=put)
 
     with ExitStack() as stack:
         stream = (
@@ -387,7 +397,7 @@ def write_car_of_path(
             writer = CarWriter(stream, [root.cid])
             run(writer)
             return root
-        placeholder = _placeholder_root(profile, path, is_directory, overrides)
+        placeholder = _placeholder_root(chosen, path, is_directory)
         writer = CarWriter(stream, [placeholder])
         root = run(writer)
         if len(root.cid.binary) != len(placeholder.binary):
@@ -396,14 +406,9 @@ def write_car_of_path(
         return root
 
 
-def _placeholder_root(
-    profile: str | Profile, path: Path, is_directory: bool, overrides: dict[str, int | bool]
-) -> CID:
+def _placeholder_root(chosen: Profile, path: Path, is_directory: bool) -> CID:
     """A CID of the root's eventual length: the root is dag-pb at the profile's version, or
     (a one-chunk file with raw leaves) a CIDv1 raw block; both v1 forms have one length."""
-    from ipfs_accelerate.content._importer import resolve_profile
-
-    chosen = resolve_profile(profile, **overrides)  # type: ignore[arg-type]
     single_raw = (
         not is_directory and chosen.raw_leaves and path.stat().st_size <= chosen.chunk_size
     )

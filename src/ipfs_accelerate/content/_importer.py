@@ -440,8 +440,12 @@ def _import_tree(
             )
             children.append(_DirChild(name, entry, count == 0))
         elif stat.S_ISREG(info.st_mode):
-            with path.open("rb", buffering=0) as stream:
-                node = _import_stream(stream, builder)  # type: ignore[arg-type]
+            try:
+                with path.open("rb", buffering=0) as stream:
+                    node = _import_stream(stream, builder)  # type: ignore[arg-type]
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise ContentError(f"cannot read {str(path)!r}: {reason}") from None
             entry = ImportedEntry(child_relative, node.cid, "file", node.dag_size, node.file_size)
             entries.append(entry)
             children.append(_DirChild(name, entry, True))
