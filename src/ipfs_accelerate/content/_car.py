@@ -154,7 +154,11 @@ class CarReader:
         self.verify = verify
         self._offset = 0
         self._limit: int | None = None
-        self.version, self.roots = self._read_headers()
+        try:
+            self.version, self.roots = self._read_headers()
+        except BaseException:
+            self._stack.close()  # a bad header must not leak the file it was read from
+            raise
 
     def __enter__(self) -> CarReader:
         return self
