@@ -4,6 +4,8 @@
 #     adapter on machines without a GPU (Debian: libvulkan1, mesa-vulkan-drivers);
 #   - redis-server, which the response cache's Redis tests start on a loopback port (the
 #     tests skip without it unless IPFS_ACCELERATE_REQUIRE_REDIS=1);
+#   - Node.js and npm, which run the IPFS reference importer the content tests compare with
+#     (tests/content/js; its npm packages are installed by the tests into a cache folder);
 # Without root or apt-get it prints what is missing and carries on; the WebGPU tests then
 # skip unless IPFS_ACCELERATE_REQUIRE_WEBGPU=1 (as in CI), which turns the skip into a failure.
 set -u
@@ -16,6 +18,12 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
   missing="$missing redis-server"
+fi
+if ! command -v node >/dev/null 2>&1; then
+  missing="$missing nodejs"
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  missing="$missing npm"
 fi
 [ -z "$missing" ] && exit 0
 

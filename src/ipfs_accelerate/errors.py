@@ -15,6 +15,7 @@ Areas:
 * models: :class:`ModelError` and subclasses
 * remote APIs: :class:`APIError` and subclasses (the names follow openai-python)
 * object storage and managed servers: :class:`StorageError`, :class:`ContainerError`
+* IPFS content (CIDs, UnixFS DAGs, CAR files): :class:`ContentError` and subclasses
 """
 
 from __future__ import annotations
@@ -34,16 +35,22 @@ __all__ = [
     "BackendLimitError",
     "BackendUnavailableError",
     "BadRequestError",
+    "BlockNotFoundError",
+    "BlockVerificationError",
+    "CarFormatError",
     "CheckpointError",
     "CircuitOpenError",
     "ConfigurationError",
     "ConflictError",
     "ContainerError",
+    "ContentError",
+    "DagFormatError",
     "DeviceLostError",
     "DeviceMismatchError",
     "DtypeError",
     "IndexOutOfRangeError",
     "InvalidArgumentError",
+    "InvalidCIDError",
     "IpfsAccelerateError",
     "ModelError",
     "NotFoundError",
@@ -69,6 +76,7 @@ __all__ = [
     "UnknownBackendError",
     "UnknownTensorTypeError",
     "UnsupportedArchitectureError",
+    "UnsupportedCIDError",
     "UnsupportedDtypeError",
     "UnsupportedOpError",
     "ViewBoundsError",
@@ -364,3 +372,41 @@ class ContainerError(IpfsAccelerateError, RuntimeError):
 
 class ServerStartError(ContainerError):
     """A managed server was not ready in time; the message names it and its last log lines."""
+
+
+# --------------------------------------------------------------------------- IPFS content
+
+
+class ContentError(IpfsAccelerateError):
+    """IPFS content (CIDs, UnixFS DAGs, CAR files, blockstores) failed."""
+
+
+class InvalidCIDError(ContentError, InvalidArgumentError):
+    """A CID string or binary CID is malformed (bad multibase, varint, multihash length...);
+    the message names the input."""
+
+
+class UnsupportedCIDError(InvalidCIDError):
+    """A well-formed CID uses a version, codec or hash function this package does not
+    handle (only CIDv0/v1, dag-pb 0x70 or raw 0x55, sha2-256 0x12)."""
+
+
+class DagFormatError(ContentError, InvalidArgumentError):
+    """A dag-pb node or its UnixFS Data is not valid protobuf for its schema, or breaks the
+    dag-pb canonical form; the message names the block (when known) and the fault."""
+
+
+class CarFormatError(ContentError, InvalidArgumentError):
+    """A CAR file is malformed or truncated; the message names the file and the offset."""
+
+
+class BlockVerificationError(ContentError):
+    """A block's bytes do not hash to its CID (or a link does not match its parent):
+    the block was not what was asked for and must not be used."""
+
+
+class BlockNotFoundError(ContentError, builtins.KeyError):
+    """A blockstore does not hold the requested CID."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
