@@ -293,9 +293,7 @@ class MPNetModel(Module):
         return MPNetOutput(hidden, pooled)
 
 
-def check_input(
-    input_ids: Tensor, attention_mask: Tensor | None, limit: int, context: str
-) -> None:
+def check_input(input_ids: Tensor, attention_mask: Tensor | None, limit: int, context: str) -> None:
     if input_ids.ndim != 2:
         raise InvalidArgumentError(
             f"{context}: input_ids must be (batch, length), got shape {input_ids.shape}"
@@ -330,9 +328,7 @@ class MPNetForSequenceClassification(Module):
 
     base_model_prefix: ClassVar[str] = "mpnet"
     is_head_model: ClassVar[bool] = True
-    quantizable_embeddings: ClassVar[tuple[str, ...]] = (
-        "mpnet.embeddings.word_embeddings.weight",
-    )
+    quantizable_embeddings: ClassVar[tuple[str, ...]] = ("mpnet.embeddings.word_embeddings.weight",)
     # the head reads the first token's hidden state, not the pooler: a saved pooler is unused
     ignored_keys: ClassVar[tuple[str, ...]] = (
         "mpnet.embeddings.position_ids",
