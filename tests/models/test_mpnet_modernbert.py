@@ -216,6 +216,47 @@ def test_modernbert_masked_lm_checkpoint_loads_as_the_encoder(tmp_path: Path) ->
     _close(hidden[real], expected[real], "cpu", "encoder of a masked-LM checkpoint")
 
 
+# ----------------------------------------------------------------------------- packed
+
+
+@pytest.mark.parametrize("family", ["mpnet", "modernbert"])
+def test_packed_forward_matches_transformers_at_every_real_token(
+    device: str, family: str, mpnet_dir: Path, modernbert_dir: Path
+) -> None:
+    """``packed`` (dense layers on the real tokens only, BertModel's contract) gives
+    transformers' hidden states at every real token, also laid back out as the padded batch;
+    rows longer than ModernBERT's window, a full-length MPNet row."""
+    from ipfs_accelerate.models.bert import PackedTokens
+
+    if family == "mpnet":
+        directory, pad, auto = mpnet_dir, 1, transformers.MPNetModel
+        ids, mask = _batch(MPNET_POSITIONS - 2, [38, 20, 5, 1], pad=pad)
+    else:
+        directory, pad, auto = modernbert_dir, MODERNBERT_PAD, transformers.ModernBertModel
+        ids, mask = _batch(MODERNBERT_POSITIONS, [64, 30, 3, 1], pad=pad)
+    model, _, _ = load_model(directory, device, sharing=False)
+    real = mask.astype(bool)
+    expected = _reference(auto.from_pretrained(directory).eval(), ids, mask)
+    expected = expected.last_hidden_state.numpy()[real]  # (tokens, hidden), row-major
+    batch = PackedTokens.from_batch(ids, mask)
+    assert batch.tokens == int(real.sum()) < ids.size
+    _close(model.packed(batch).numpy(), expected, device, f"{family} packed hidden states")
+    laid_out = model.packed(batch, padded=True).numpy()
+    assert laid_out.shape == (*ids.shape, expected.shape[1])
+    _close(laid_out[real], expected, device, f"{family} packed, padded layout")
+
+
+def test_mpnet_packed_positions_skip_inner_padding_ids() -> None:
+    """Positions in a packed batch are counted as the padded forward counts them, per row."""
+    from ipfs_accelerate.models.bert import PackedTokens
+    from ipfs_accelerate.models.mpnet import packed_positions
+
+    ids = np.array([[5, 6, 1, 7, 1], [8, 9, 1, 1, 1]])
+    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    positions = packed_positions(PackedTokens.from_batch(ids, mask))
+    np.testing.assert_array_equal(positions, [2, 3, 1, 4, 2, 3])
+
+
 # ----------------------------------------------------------------------------- classification
 
 

@@ -16,8 +16,9 @@ The config is read in both layouts: transformers 5's ``layer_types`` and per-lay
 rotary embeddings, an unknown layer type, activation or ``classifier_pooling`` raise
 UnsupportedArchitectureError naming the option.
 
-Batches run padded with an attention mask. ModernBERT is meant to run unpadded (packed), which
-is not implemented here: a padded batch gives the same hidden states at the real tokens.
+Batches run padded with an attention mask, or packed (:meth:`ModernBertModel.packed`, as
+ModernBERT is meant to run): the dense layers then see the real tokens only, while attention
+still runs on the padded layout (no variable-length attention kernel).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ipfs_accelerate.errors import (
 )
 from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
 from ipfs_accelerate.models._module import Embedding, Linear, Module, ModuleList, activation
+from ipfs_accelerate.models.bert import PackedTokens, _Layout
 from ipfs_accelerate.tensor import Tensor, from_numpy
 
 __all__ = [
@@ -268,6 +270,8 @@ class _Context:
 
     masks: dict[str, Tensor | None]
     rotary: dict[str, tuple[Tensor, Tensor]]
+    #: a packed batch's layout (hidden states are (T, H) between the attention products)
+    layout: _Layout | None = None
 
 
 class ModernBertAttention(Module):
@@ -279,17 +283,20 @@ class ModernBertAttention(Module):
         self.Wo = Linear(size, size, bias=config.attention_bias)
 
     def __call__(self, x: Tensor, context: _Context) -> Tensor:
-        batch, length, size = x.shape
+        layout = context.layout
+        qkv = self.Wqkv(x) if layout is None else layout.padded(self.Wqkv(x))
+        batch, length, width = qkv.shape
         cos, sin = context.rotary[self.kind]
         # Wqkv's output is [queries | keys | values], each heads * head_dim wide
         q, k, v = (
             part.reshape(batch, length, self.heads, self.head_dim).permute(0, 2, 1, 3)
-            for part in ops.split(self.Wqkv(x), 3, axis=-1)
+            for part in ops.split(qkv, 3, axis=-1)
         )
         out = ops.scaled_dot_product_attention(
             rotate(q, cos, sin), rotate(k, cos, sin), v, attn_mask=context.masks[self.kind]
         )
-        return self.Wo(out.permute(0, 2, 1, 3).reshape(batch, length, size))
+        out = out.permute(0, 2, 1, 3).reshape(batch, length, width // 3)
+        return self.Wo(out if layout is None else layout.packed(out))
 
 
 class ModernBertMLP(Module):
@@ -372,14 +379,40 @@ class ModernBertModel(Module):
                 "(the tokenizer does)"
             )
         x = self.embeddings(input_ids)
-        context = self._context(x, attention_mask)
+        context = self._context(input_ids.shape[1], x, attention_mask)
+        return ModernBertOutput(self._encode(x, context))
+
+    def packed(self, batch: PackedTokens, *, padded: bool = False) -> Tensor:
+        """The last hidden states (T, hidden) of a packed batch's tokens, in ``batch.keep``'s
+        order; with ``padded``, laid out (rows, length, hidden) as the batch was, padding
+        slots holding token 0's state (:meth:`BertModel.packed
+        <ipfs_accelerate.models.bert.BertModel.packed>`'s contract). Equal to
+        ``last_hidden_state`` at the real tokens of the padded forward; the dense layers see
+        no padding, attention runs padded (positions are the places in the padded rows)."""
+        if batch.length > self.max_input_tokens:
+            raise InvalidArgumentError(
+                f"{_CONTEXT}: sequence length {batch.length} exceeds max_position_embeddings "
+                f"{self.max_input_tokens}; truncate the input (the tokenizer does)"
+            )
+        device = self.final_norm.weight.device
+        layout = _Layout(
+            from_numpy(batch.keep, device), from_numpy(batch.place, device), batch.rows,
+            batch.length,
+        )  # fmt: skip
+        x = self.embeddings(from_numpy(batch.input_ids, device))
+        mask = from_numpy(batch.attention_mask, device)
+        hidden = self._encode(x, self._context(batch.length, x, mask, layout))
+        return layout.padded(hidden) if padded else hidden
+
+    def _encode(self, x: Tensor, context: _Context) -> Tensor:
         for layer in self.layers:
             x = layer(x, context)
-        return ModernBertOutput(self.final_norm(x))
+        return self.final_norm(x)
 
-    def _context(self, x: Tensor, attention_mask: Tensor | None) -> _Context:
-        length, device = x.shape[1], x.device
-        dtype = x.dtype.name
+    def _context(
+        self, length: int, x: Tensor, attention_mask: Tensor | None, layout: _Layout | None = None
+    ) -> _Context:
+        device, dtype = x.device, x.dtype.name
         kinds = set(self.config.layer_types)
         rotary = {}
         for kind in kinds:
@@ -389,20 +422,21 @@ class ModernBertModel(Module):
             rotary[kind] = (from_numpy(cos, device), from_numpy(sin, device))
         keys = None
         if attention_mask is not None:
-            keys = (attention_mask != 0).reshape(attention_mask.shape[0], 1, 1, length)
+            keys = _some_key((attention_mask != 0).reshape(attention_mask.shape[0], 1, 1, length))
         masks: dict[str, Tensor | None] = {FULL_ATTENTION: keys}
         if SLIDING_ATTENTION in kinds:
             band = from_numpy(_window_band(length, self.config.window), device)
-            if keys is None:
-                masks[SLIDING_ATTENTION] = band
-            else:
-                # a padding query whose window holds only padding has no key at all (a NaN
-                # row the next layer would spread through the padding keys' values); as in
-                # transformers, such a row attends to every key instead
-                allowed = ops.logical_and(keys, band)
-                empty = ops.logical_not(ops.any(allowed, axis=-1, keepdims=True))
-                masks[SLIDING_ATTENTION] = ops.logical_or(allowed, empty)
-        return _Context(masks, rotary)
+            masks[SLIDING_ATTENTION] = (
+                band if keys is None else _some_key(ops.logical_and(keys, band))
+            )
+        return _Context(masks, rotary, layout)
+
+
+def _some_key(allowed: Tensor) -> Tensor:
+    """``allowed`` where a query row may attend to no key (a padding query whose window holds
+    only padding, a row of padding only) opened to every key: a row with no key is NaN, and
+    the next layer would spread it through that position's value to the real tokens."""
+    return ops.logical_or(allowed, ops.logical_not(ops.any(allowed, axis=-1, keepdims=True)))
 
 
 class ModernBertPredictionHead(Module):

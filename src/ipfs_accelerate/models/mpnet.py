@@ -38,6 +38,7 @@ from ipfs_accelerate.models._module import (
     merge_heads,
     split_heads,
 )
+from ipfs_accelerate.models.bert import PackedTokens, _Layout
 from ipfs_accelerate.tensor import Tensor, from_numpy
 from ipfs_accelerate.tensor._dtype import float32
 
@@ -144,8 +145,10 @@ class MPNetEmbeddings(Module):
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
 
     def __call__(self, input_ids: Tensor) -> Tensor:
-        x = self.word_embeddings(input_ids) + self.position_embeddings(self.positions(input_ids))
-        return self.LayerNorm(x)
+        return self.packed(input_ids, self.positions(input_ids))
+
+    def packed(self, input_ids: Tensor, positions: Tensor) -> Tensor:
+        return self.LayerNorm(self.word_embeddings(input_ids) + self.position_embeddings(positions))
 
     @staticmethod
     def positions(input_ids: Tensor) -> Tensor:
@@ -167,9 +170,16 @@ class MPNetSelfAttention(Module):
         self.v = Linear(size, size)
         self.o = Linear(size, size)
 
-    def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
-        q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.q, self.k, self.v))
-        return self.o(merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=bias)))
+    def __call__(self, x: Tensor, bias: Tensor, layout: _Layout | None = None) -> Tensor:
+        if layout is None:
+            q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.q, self.k, self.v))
+            return self.o(merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=bias)))
+        # packed: the projections see the real tokens only, attention the padded layout
+        q, k, v = (
+            split_heads(layout.padded(proj(x)), self.num_heads) for proj in (self.q, self.k, self.v)
+        )
+        attended = merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+        return self.o(layout.packed(attended))
 
 
 class MPNetAttention(Module):
@@ -178,8 +188,8 @@ class MPNetAttention(Module):
         self.attn = MPNetSelfAttention(config)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
 
-    def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
-        return self.LayerNorm(self.attn(x, bias) + x)
+    def __call__(self, x: Tensor, bias: Tensor, layout: _Layout | None = None) -> Tensor:
+        return self.LayerNorm(self.attn(x, bias, layout) + x)
 
 
 class MPNetIntermediate(Module):
@@ -209,8 +219,8 @@ class MPNetLayer(Module):
         self.intermediate = MPNetIntermediate(config)
         self.output = MPNetLayerOutput(config)
 
-    def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
-        attended = self.attention(x, bias)
+    def __call__(self, x: Tensor, bias: Tensor, layout: _Layout | None = None) -> Tensor:
+        attended = self.attention(x, bias, layout)
         return self.output(self.intermediate(attended), attended)
 
 
@@ -222,18 +232,20 @@ class MPNetEncoder(Module):
             config.relative_attention_num_buckets, config.num_attention_heads
         )
 
-    def __call__(self, x: Tensor, attention_mask: Tensor | None) -> Tensor:
-        bias = self.attention_bias(x, attention_mask)
+    def __call__(
+        self, x: Tensor, attention_mask: Tensor | None, layout: _Layout | None = None
+    ) -> Tensor:
+        length = x.shape[1] if layout is None else layout.length
+        bias = self.attention_bias(length, x.device, attention_mask)
         for layer in self.layer:
-            x = layer(x, bias)
+            x = layer(x, bias, layout)
         return x
 
-    def attention_bias(self, x: Tensor, attention_mask: Tensor | None) -> Tensor:
+    def attention_bias(self, length: int, device: str, attention_mask: Tensor | None) -> Tensor:
         """The additive attention mask every layer shares: the relative position bias
         (1 or B, heads, L, L), and the dtype's lowest value at padding keys (as transformers
         adds it, so a row of padding only stays finite)."""
-        length = x.shape[1]
-        buckets = from_numpy(_buckets(length), x.device)
+        buckets = from_numpy(_buckets(length), device)
         bias = self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)
         if attention_mask is None:
             return bias
@@ -291,6 +303,45 @@ class MPNetModel(Module):
         hidden = self.encoder(self.embeddings(input_ids), attention_mask)
         pooled = self.pooler(hidden) if pool and self.pooler is not None else None
         return MPNetOutput(hidden, pooled)
+
+    def packed(self, batch: PackedTokens, *, padded: bool = False) -> Tensor:
+        """The last hidden states (T, hidden) of a packed batch's tokens, in ``batch.keep``'s
+        order; with ``padded``, laid out (rows, length, hidden) as the batch was, padding
+        slots holding token 0's state (:meth:`BertModel.packed
+        <ipfs_accelerate.models.bert.BertModel.packed>`'s contract). Equal to
+        ``last_hidden_state`` at the real tokens of the padded forward of a batch whose
+        padding slots hold the padding id; the dense layers see no padding."""
+        if batch.length > self.max_input_tokens:
+            raise InvalidArgumentError(
+                f"MPNetModel: sequence length {batch.length} exceeds the {self.max_input_tokens} "
+                "positions the model holds; truncate the input (the tokenizer does)"
+            )
+        device = self.embeddings.LayerNorm.weight.device
+        layout = _Layout(
+            from_numpy(batch.keep, device), from_numpy(batch.place, device), batch.rows,
+            batch.length,
+        )  # fmt: skip
+        mask = from_numpy(batch.attention_mask, device)
+        x = self.embeddings.packed(
+            from_numpy(batch.input_ids, device), from_numpy(packed_positions(batch), device)
+        )
+        hidden = self.encoder(x, mask, layout)
+        return layout.padded(hidden) if padded else hidden
+
+
+def packed_positions(batch: PackedTokens) -> np.ndarray[Any, Any]:
+    """Each packed token's position, counted as the padded forward counts it: the tokens
+    that are not the padding id, up to and including this one, after the padding id (a token
+    that is the padding id gets the padding id). Padding slots are taken to hold the padding
+    id, so they count for nothing."""
+    real = (batch.input_ids != PADDING_IDX).astype(np.int64)
+    rows = batch.keep // batch.length
+    running = np.cumsum(real)
+    # the running count restarts at each row: subtract what the rows before it counted
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    before = np.repeat(running[starts] - real[starts], np.diff(np.r_[starts, rows.size]))
+    positions: np.ndarray[Any, Any] = (running - before) * real + PADDING_IDX
+    return positions
 
 
 def check_input(input_ids: Tensor, attention_mask: Tensor | None, limit: int, context: str) -> None:
