@@ -705,11 +705,11 @@ def load_checkpoint(
 #: a new family is its module under models/ and one line here
 MODEL_FAMILIES: dict[str, str] = {
     "bert": "ipfs_accelerate.models.bert",
-    "mpnet": "ipfs_accelerate.models.mpnet",
-    "modernbert": "ipfs_accelerate.models.modernbert",
     "vit": "ipfs_accelerate.models.vit",
     "clip": "ipfs_accelerate.models.clip",
     "whisper": "ipfs_accelerate.models.whisper",
+    "mpnet": "ipfs_accelerate.models.mpnet",
+    "modernbert": "ipfs_accelerate.models.modernbert",
     # decoders (text generation)
     "llama": "ipfs_accelerate.models.llama",
     "mistral": "ipfs_accelerate.models.llama",
