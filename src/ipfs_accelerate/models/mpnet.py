@@ -248,10 +248,12 @@ class MPNetEncoder(Module):
         buckets = from_numpy(_buckets(length), device)
         bias = self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)
         if attention_mask is None:
-            return bias
+            return ops.contiguous(bias)
         keys = (attention_mask != 0).reshape(attention_mask.shape[0], 1, 1, length)
         lowest = float(np.finfo(np.dtype(bias.dtype.name)).min)
-        return ops.where(keys, bias, lowest)
+        # laid out once: every layer adds it to its scores, and on the numpy backend adding a
+        # transposed layout costs more than the copy (BERT-base shapes: 1.05 vs 0.63 ms a layer)
+        return ops.contiguous(ops.where(keys, bias, lowest))
 
 
 class MPNetPooler(Module):
