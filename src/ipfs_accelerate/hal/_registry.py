@@ -210,8 +210,8 @@ class BackendSelection:
 
 #: model families that run best as one compiled graph (WebNN -> ONNX Runtime) when no GPU exists
 _GRAPH_FRIENDLY = {
-    "bert", "roberta", "xlm-roberta", "distilbert", "minilm", "text_embedding", "vit", "clip",
-    "whisper",
+    "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "modernbert", "minilm",
+    "text_embedding", "vit", "clip", "whisper",
     "vision_embedding", "audio_embedding", "vision_text_joint", "transformer",
     # decoders: each decode step is one compiled graph per KV-cache bucket
     "llama", "mistral", "qwen2", "qwen3", "gpt2", "text_generation",

@@ -1,5 +1,5 @@
-"""Models on the HAL: BERT, ViT, CLIP, Whisper and the Llama-family and GPT-2 decoders from
-Hugging Face checkpoints, their preprocessing, and ready-to-use pipelines.
+"""Models on the HAL: BERT, MPNet, ModernBERT, ViT, CLIP, Whisper and the Llama-family and GPT-2
+decoders from Hugging Face checkpoints, their preprocessing, and ready-to-use pipelines.
 
 The models are written once on :mod:`ipfs_accelerate.ops` and run on every backend;
 ``device="auto"`` picks one with :func:`ipfs_accelerate.hal.select_backend`. Heavy
@@ -39,6 +39,12 @@ _LAZY: dict[str, str] = {
     "CLIPModel": "ipfs_accelerate.models.clip",
     "WhisperConfig": "ipfs_accelerate.models.whisper",
     "WhisperForConditionalGeneration": "ipfs_accelerate.models.whisper",
+    "MPNetConfig": "ipfs_accelerate.models.mpnet",
+    "MPNetModel": "ipfs_accelerate.models.mpnet",
+    "MPNetForSequenceClassification": "ipfs_accelerate.models.mpnet",
+    "ModernBertConfig": "ipfs_accelerate.models.modernbert",
+    "ModernBertModel": "ipfs_accelerate.models.modernbert",
+    "ModernBertForSequenceClassification": "ipfs_accelerate.models.modernbert",
     # text generation
     "TextGenerator": "ipfs_accelerate.models.pipelines",
     "LlamaConfig": "ipfs_accelerate.models.llama",
@@ -67,6 +73,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "gpt2",
         "llama",
         "loading",
+        "modernbert",
+        "mpnet",
         "pipelines",
         "preprocessing",
         "roberta",
@@ -97,6 +105,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.loading import load_model as load_model
     from ipfs_accelerate.models.loading import read_safetensors as read_safetensors
     from ipfs_accelerate.models.loading import resolve_checkpoint as resolve_checkpoint
+    from ipfs_accelerate.models.modernbert import ModernBertConfig as ModernBertConfig
+    from ipfs_accelerate.models.modernbert import (
+        ModernBertForSequenceClassification as ModernBertForSequenceClassification,
+    )
+    from ipfs_accelerate.models.modernbert import ModernBertModel as ModernBertModel
+    from ipfs_accelerate.models.mpnet import MPNetConfig as MPNetConfig
+    from ipfs_accelerate.models.mpnet import (
+        MPNetForSequenceClassification as MPNetForSequenceClassification,
+    )
+    from ipfs_accelerate.models.mpnet import MPNetModel as MPNetModel
     from ipfs_accelerate.models.pipelines import ImageClassifier as ImageClassifier
     from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder

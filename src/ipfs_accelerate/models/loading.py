@@ -712,6 +712,8 @@ MODEL_FAMILIES: dict[str, str] = {
     "roberta": "ipfs_accelerate.models.roberta",
     "xlm-roberta": "ipfs_accelerate.models.roberta",
     "distilbert": "ipfs_accelerate.models.distilbert",
+    "mpnet": "ipfs_accelerate.models.mpnet",
+    "modernbert": "ipfs_accelerate.models.modernbert",
     # decoders (text generation)
     "llama": "ipfs_accelerate.models.llama",
     "mistral": "ipfs_accelerate.models.llama",
