@@ -46,6 +46,9 @@ class _Container:
         self.status = "running"
         self.attrs: dict[str, Any] = {"State": {"ExitCode": 0}}
 
+    def start(self) -> None:
+        self.client.calls.append(("start", self.id))
+
     def reload(self) -> None:
         self.client.calls.append(("reload", self.id))
 
@@ -61,9 +64,9 @@ class _Container:
 
 
 class RecordingDockerClient:
-    """Stands in for ``docker.DockerClient`` because no Docker engine runs here: it records the
-    exact arguments of ``containers.run`` and plays the container's status. Used only to check
-    the specs the Docker runtime requests and its lifecycle decisions."""
+    """Stands in for ``docker.DockerClient`` where a real engine cannot show the point: it
+    records the exact arguments of ``containers.create`` (the published-port form, GPU device
+    requests and images that are not on this machine) and plays the container's status."""
 
     def __init__(self, fail_with: Exception | None = None) -> None:
         self.runs: list[dict[str, Any]] = []
@@ -71,11 +74,17 @@ class RecordingDockerClient:
         self.created: list[_Container] = []
         self.fail_with = fail_with
         self.containers = self
+        self.images = self
 
-    def run(self, **kwargs: Any) -> _Container:
+    def pull(self, image: str) -> None:
+        self.calls.append(("pull", image))
         if self.fail_with is not None:
             raise self.fail_with
-        self.runs.append(kwargs)
+
+    def create(self, **kwargs: Any) -> _Container:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.runs.append({"detach": True, **kwargs})
         container = _Container(self, kwargs)
         self.created.append(container)
         return container
@@ -251,6 +260,8 @@ def test_docker_start_failure_is_typed() -> None:
         ):
             await server.start()
         assert server.state == ServerState.FAILED
+        # the image was missing, so the runtime tried to pull it once (pull="missing")
+        assert server.runtime.client().calls == [("pull", "vllm/vllm-openai:latest")]
 
     run(body(), 10)
 
