@@ -26,7 +26,8 @@ class LocalProcessRuntime(ContainerRuntime):
     Each process gets its own session (process group), stdout and stderr merged into a ring
     buffer of the last ``log_lines`` lines read by a daemon thread. :meth:`stop` sends SIGTERM
     to the whole group, waits up to ``timeout``, then SIGKILLs what is left and reaps the
-    process, so no child survives it.
+    process, so no child survives it. A port on which something already listens is a
+    ServerStartError before the process starts.
     """
 
     kind: ClassVar[str] = "process"
