@@ -187,6 +187,21 @@ def test_image_that_does_not_exist(docker: DockerEngine) -> None:
     run(body(), 30)
 
 
+def test_container_that_cannot_start_is_removed(docker: DockerEngine) -> None:
+    """The engine creates the container but cannot start its command: a typed error, and the
+    created container does not stay behind."""
+
+    async def body() -> None:
+        spec = docker.fake_spec(name="noexec", command=("/nonexistent/server", "{port}"))
+        server = _server(docker, spec)
+        with pytest.raises(ServerStartError, match="cannot start .*/nonexistent/server"):
+            await server.start()
+        assert server.state == ServerState.FAILED
+        assert docker.containers() == []
+
+    run(body(), 30)
+
+
 def test_exit_before_ready_shows_logs_without_secrets(docker: DockerEngine) -> None:
     async def body() -> None:
         script = ("import os, sys; print('loading weights'); "
