@@ -6,6 +6,9 @@
 #     tests skip without it unless IPFS_ACCELERATE_REQUIRE_REDIS=1);
 #   - Node.js and npm, which run the IPFS reference importer the content tests compare with
 #     (tests/content/js; its npm packages are installed by the tests into a cache folder);
+#   - docker.io (dockerd, containerd, runc), the Docker engine that the managed-server tests
+#     start as root in a temporary folder when none is reachable (tests/servers/
+#     docker_engine.py; they skip without it unless IPFS_ACCELERATE_REQUIRE_DOCKER=1);
 # Without root or apt-get it prints what is missing and carries on; the WebGPU tests then
 # skip unless IPFS_ACCELERATE_REQUIRE_WEBGPU=1 (as in CI), which turns the skip into a failure.
 set -u
@@ -24,6 +27,10 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 if ! command -v npm >/dev/null 2>&1; then
   missing="$missing npm"
+fi
+# a docker client alone (some images ship one) is not an engine: look for the daemon
+if ! command -v dockerd >/dev/null 2>&1 && [ ! -x /usr/sbin/dockerd ]; then
+  missing="$missing docker.io"
 fi
 [ -z "$missing" ] && exit 0
 
