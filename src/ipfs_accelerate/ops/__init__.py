@@ -59,6 +59,7 @@ from ipfs_accelerate.ops._losses import cross_entropy, mse_loss
 from ipfs_accelerate.ops._nn import (
     conv1d,
     conv2d,
+    dropout,
     layer_norm,
     linear,
     log_softmax,
@@ -66,6 +67,7 @@ from ipfs_accelerate.ops._nn import (
     scaled_dot_product_attention,
     softmax,
 )
+from ipfs_accelerate.ops import _autograd as _autograd  # registers the backward rules
 from ipfs_accelerate.ops._quantize import dequantize_linear, quantize_linear
 from ipfs_accelerate.ops._reduce import (
     all,
@@ -91,6 +93,7 @@ from ipfs_accelerate.ops._shape import (
     flatten,
     gather,
     getitem,
+    index_add,
     matrix_transpose,
     pad,
     permute,
@@ -121,9 +124,9 @@ expand_dims = unsqueeze
 __all__ = [
     "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "ceil", "clamp",
     "clip", "clone", "concat", "concatenate", "contiguous", "conv1d", "conv2d", "cos",
-    "cross_entropy", "dequantize_linear", "div", "divide", "embedding", "equal", "erf", "exp",
+    "cross_entropy", "dequantize_linear", "div", "divide", "dropout", "embedding", "equal", "erf", "exp",
     "expand", "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu", "getitem",
-    "greater", "greater_equal", "isfinite", "isinf", "isnan", "layer_norm", "less", "less_equal",
+    "greater", "greater_equal", "index_add", "isfinite", "isinf", "isnan", "layer_norm", "less", "less_equal",
     "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor",
     "matmul", "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "mse_loss",
     "mul", "multiply", "neg", "negative", "not_equal", "pad", "permute", "pow", "power",

@@ -33,6 +33,8 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
+from ipfs_accelerate.tensor._autograd import STATE as _GRAD_STATE
+from ipfs_accelerate.tensor._autograd import record as _record
 from ipfs_accelerate.tensor._dtype import (
     DType,
     bool_,
@@ -225,9 +227,12 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
             shape, out_dtype.itemsize, op=op, dtype=out_dtype.name, device=backend.name
         )
     try:
-        return Tensor(backend.binary(op, a, b, shape), shape, out_dtype, backend)
+        result = Tensor(backend.binary(op, a, b, shape), shape, out_dtype, backend)
     except UnsupportedOpError:
         return run(backend, "binary", (op, a, b, shape), shape, out_dtype)
+    if _GRAD_STATE.armed and out_dtype.is_floating:
+        _record("binary", (op, a, b, shape), result)
+    return result
 
 
 _PY_SCALARS = frozenset({bool, int, float})

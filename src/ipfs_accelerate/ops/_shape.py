@@ -31,6 +31,8 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
+from ipfs_accelerate.tensor._autograd import is_grad_enabled
+from ipfs_accelerate.tensor._autograd import record as _record
 from ipfs_accelerate.tensor._dtype import DType, bool_, int32, int64
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -45,6 +47,7 @@ __all__ = [
     "flatten",
     "gather",
     "getitem",
+    "index_add",
     "matrix_transpose",
     "pad",
     "permute",
@@ -372,6 +375,50 @@ def gather(x: Any, indices: Any, axis: int = 0) -> Tensor:
     return run(x._backend, "gather", (x, idx, ax), shape, x.dtype)
 
 
+def index_add(x: Any, axis: int, indices: Any, source: Any) -> Tensor:
+    """``x`` plus ``source`` scattered along ``axis`` by ``indices`` (torch's ``index_add``
+    generalised to indices of any shape; repeated indices add up): the adjoint of
+    :func:`gather`. ``source`` has shape ``x.shape[:axis] + indices.shape + x.shape[axis+1:]``;
+    indices must be in ``[0, n)``."""
+    x = as_tensor(x, op="index_add")
+    idx = as_tensor(indices, op="index_add", like=x)
+    src = as_tensor(source, op="index_add", like=x)
+    backend = same_backend("index_add", (x, idx, src))
+    if not idx.dtype.is_integer:
+        raise DtypeError(f"index_add: indices must be integers, got {describe(idx)}")
+    if idx.dtype not in (int32, int64):
+        idx = cast_to(idx, int64)
+    if x.ndim == 0:
+        raise ShapeError("index_add: cannot scatter into a 0-d tensor")
+    ax = normalize_axis(axis, x.ndim, "index_add")
+    expected = (*x.shape[:ax], *idx.shape, *x.shape[ax + 1 :])
+    if src.shape != expected:
+        raise ShapeError(
+            f"index_add: source {describe(src)} must have shape {expected} for indices "
+            f"{idx.shape} along axis {ax} of {describe(x)}"
+        )
+    _check_non_negative_on_host(idx, x.shape[ax], "index_add")
+    src = cast_to(src, x.dtype)
+    if "index_add" in backend.fused:
+        return run(backend, "index_add", (x, ax, idx, src), x.shape, x.dtype)
+    return _index_add_composed(x, ax, idx, src)
+
+
+def _index_add_composed(x: Tensor, axis: int, idx: Tensor, src: Tensor) -> Tensor:
+    # a one-hot (n, len(indices)) matrix times the source rows: one matmul on any backend
+    from ipfs_accelerate.ops._elementwise import add, equal
+    from ipfs_accelerate.ops._nn import matmul
+    from ipfs_accelerate.tensor._creation import arange
+
+    n = x.shape[axis]
+    outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
+    flat = reshape(idx, (1, idx.size))
+    onehot = astype(equal(flat, reshape(arange(n, device=x.device), (n, 1))), x.dtype)
+    rows = reshape(src, (outer, idx.size, inner))
+    spread = reshape(matmul(onehot, rows), x.shape)
+    return add(x, spread)
+
+
 def embedding(indices: Any, weight: Any) -> Tensor:
     """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``: shape
     ``indices.shape + (dim,)``; an id outside ``[0, num_embeddings)`` raises."""
@@ -559,7 +606,20 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             f"setitem: value of shape {host.shape} "
             f"cannot be broadcast to the selection {target.shape}"
         )
+    if is_grad_enabled() and (
+        x._requires_grad or (isinstance(value, Tensor) and value._requires_grad)
+    ):
+        if x._requires_grad and x._grad_fn is None:
+            raise AutogradError(
+                f"setitem: {describe(x)} is a leaf that requires grad; it cannot be written in "
+                "place while grad mode is on (update parameters under ia.no_grad())"
+            )
+        raise UnsupportedOpError(
+            f"setitem: in-place assignment into or from a tensor that requires grad is not "
+            f"differentiable ({describe(x)}); build the result with where() or concat()"
+        )
     x._backend.setitem(x, key if not isinstance(key, Tensor) else key.numpy(), host)
+    x._version += 1
 
 
 # ----------------------------------------------------------------------------- devices, dtypes
@@ -580,7 +640,10 @@ def to_device(x: Any, device: str) -> Tensor:
         if x._backend.shares_host_memory
         else np.ascontiguousarray(host)
     )
-    return Tensor(target.from_numpy(host), x.shape, x.dtype, target)
+    result = Tensor(target.from_numpy(host), x.shape, x.dtype, target)
+    if x._requires_grad and x.dtype.is_floating:
+        _record("to_device", (x, device), result)
+    return result
 
 
 def clone(x: Any) -> Tensor:
