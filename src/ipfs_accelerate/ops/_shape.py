@@ -575,6 +575,10 @@ def _array_index(x: Tensor, key: Any) -> Tensor:
             )
         from ipfs_accelerate.tensor._creation import from_numpy
 
+        if x._requires_grad:  # as a gather of the selected rows, so that gradients flow back
+            rows = reshape(x, (math.prod(idx.shape), *x.shape[idx.ndim :]))
+            picked = from_numpy(np.flatnonzero(idx.numpy()), x.device)
+            return gather(rows, picked, axis=0)
         return from_numpy(np.ascontiguousarray(x.numpy()[idx.numpy()]), x.device)
     if x.ndim == 0:
         raise IndexOutOfRangeError("index: cannot index a 0-d tensor with an array")
