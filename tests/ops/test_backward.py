@@ -142,7 +142,8 @@ CASES = [
          _inputs(_f(2, 3, 2))),
     Case("permute", lambda x: x.permute(2, 0, 1), lambda x: x.permute(2, 0, 1),
          _inputs(_f(2, 3, 4)), everywhere=True),
-    Case("getitem steps", lambda x: x[1:, ::-2, None, 2], lambda x: x[1:, torch.arange(4, -1, -2), None, 2],
+    Case("getitem steps", lambda x: x[1:, ::-2, None, 2],
+         lambda x: x[1:, torch.arange(4, -1, -2), None, 2],
          _inputs(_f(3, 5, 4)), everywhere=True),
     Case("getitem strided", lambda x: x[..., 1::3], lambda x: x[..., 1::3], _inputs(_f(2, 8))),
     Case("getitem array", lambda x: x[[0, 2, 0, -1]], lambda x: x[[0, 2, 0, -1]],
@@ -277,7 +278,8 @@ def test_gradient_matches_finite_differences(name: str) -> None:
     arrays = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in case.inputs(rng)]
     wants = case.grads or tuple(a.dtype.kind == "f" for a in arrays)
     tensors = [
-        ia.tensor(a, dtype=a.dtype.name, requires_grad=w) for a, w in zip(arrays, wants, strict=True)
+        ia.tensor(a, dtype=a.dtype.name, requires_grad=w)
+        for a, w in zip(arrays, wants, strict=True)
     ]
     out = case.ours(*tensors)
     upstream = rng.standard_normal(out.shape)

@@ -9,6 +9,7 @@ neural-network ops numpy lacks.
 
 from __future__ import annotations
 
+from ipfs_accelerate.ops import _autograd as _autograd  # registers the backward rules
 from ipfs_accelerate.ops._elementwise import (
     abs,
     add,
@@ -67,7 +68,6 @@ from ipfs_accelerate.ops._nn import (
     scaled_dot_product_attention,
     softmax,
 )
-from ipfs_accelerate.ops import _autograd as _autograd  # registers the backward rules
 from ipfs_accelerate.ops._quantize import dequantize_linear, quantize_linear
 from ipfs_accelerate.ops._reduce import (
     all,
@@ -124,9 +124,10 @@ expand_dims = unsqueeze
 __all__ = [
     "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "ceil", "clamp",
     "clip", "clone", "concat", "concatenate", "contiguous", "conv1d", "conv2d", "cos",
-    "cross_entropy", "dequantize_linear", "div", "divide", "dropout", "embedding", "equal", "erf", "exp",
-    "expand", "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu", "getitem",
-    "greater", "greater_equal", "index_add", "isfinite", "isinf", "isnan", "layer_norm", "less", "less_equal",
+    "cross_entropy", "dequantize_linear", "div", "divide", "dropout", "embedding", "equal",
+    "erf", "exp", "expand", "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu",
+    "getitem", "greater", "greater_equal", "index_add", "isfinite", "isinf", "isnan",
+    "layer_norm", "less", "less_equal",
     "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor",
     "matmul", "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "mse_loss",
     "mul", "multiply", "neg", "negative", "not_equal", "pad", "permute", "pow", "power",

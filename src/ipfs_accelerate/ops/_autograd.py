@@ -107,9 +107,7 @@ _unary_rule("abs", lambda g, n: ew.mul(g, ew.sign(n.saved(0))), saves=True)
 _unary_rule("square", lambda g, n: ew.mul(g, ew.mul(n.saved(0), 2.0)), saves=True)
 _unary_rule("exp", lambda g, n: ew.mul(g, _result(n)), saves_result=True)
 _unary_rule("log", lambda g, n: ew.div(g, n.saved(0)), saves=True)
-_unary_rule(
-    "sqrt", lambda g, n: ew.div(g, ew.mul(_result(n), 2.0)), saves_result=True
-)
+_unary_rule("sqrt", lambda g, n: ew.div(g, ew.mul(_result(n), 2.0)), saves_result=True)
 _unary_rule(
     "rsqrt",
     lambda g, n: ew.mul(g, ew.mul(ew.mul(ew.square(_result(n)), _result(n)), -0.5)),
@@ -122,9 +120,7 @@ _unary_rule(
 )
 _unary_rule(
     "erf",
-    lambda g, n: ew.mul(
-        g, ew.mul(ew.exp(ew.neg(ew.square(n.saved(0)))), 2.0 / math.sqrt(math.pi))
-    ),
+    lambda g, n: ew.mul(g, ew.mul(ew.exp(ew.neg(ew.square(n.saved(0)))), 2.0 / math.sqrt(math.pi))),
     saves=True,
 )
 _unary_rule("sin", lambda g, n: ew.mul(g, ew.cos(n.saved(0))), saves=True)
@@ -140,9 +136,7 @@ _unary_rule(
     saves_result=True,
 )
 _unary_rule("silu", _silu, saves=True)
-_unary_rule(
-    "relu", lambda g, n: ew.where(ew.greater(_result(n), 0), g, 0.0), saves_result=True
-)
+_unary_rule("relu", lambda g, n: ew.where(ew.greater(_result(n), 0), g, 0.0), saves_result=True)
 _unary_rule("gelu", _gelu, saves=True)
 _unary_rule("gelu_tanh", _gelu_tanh, saves=True)
 for _step in ("sign", "floor", "ceil", "round"):  # piecewise constant: zero gradient, as torch
@@ -557,9 +551,7 @@ def _attention(g: Tensor, node: Node) -> Grads:
         rows = shp.reshape(arange(length, device=q.device), (length, 1))
         mask = ew.less_equal(shp.reshape(arange(source, device=q.device), (1, source)), rows)
     if mask is not None:
-        scores = (
-            ew.where(mask, scores, -math.inf) if mask.dtype is bool_ else ew.add(scores, mask)
-        )
+        scores = ew.where(mask, scores, -math.inf) if mask.dtype is bool_ else ew.add(scores, mask)
     probs = softmax(scores, -1)
     d_probs = matmul(g, shp.matrix_transpose(v))
     d_scores = ew.mul(probs, ew.sub(d_probs, red.sum(ew.mul(d_probs, probs), -1, keepdims=True)))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.errors import (
+    AutogradError,
     AxisError,
     DtypeError,
     IndexOutOfRangeError,

@@ -76,7 +76,12 @@ __all__ = [
 
 class _CallableModule(types.ModuleType):
     def __call__(
-        self, data: Any, dtype: Any = None, device: str | None = None, *, requires_grad: bool = False
+        self,
+        data: Any,
+        dtype: Any = None,
+        device: str | None = None,
+        *,
+        requires_grad: bool = False,
     ) -> Tensor:
         return tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
 

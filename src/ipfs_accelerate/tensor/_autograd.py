@@ -282,13 +282,10 @@ def backward(
         gradient = full(root.shape, 1.0, root.dtype, root.device)
     else:
         if not isinstance(gradient, Tensor):
-            raise DtypeError(
-                f"backward: gradient must be a Tensor, got {type(gradient).__name__}"
-            )
+            raise DtypeError(f"backward: gradient must be a Tensor, got {type(gradient).__name__}")
         if gradient.shape != root.shape:
             raise ShapeError(
-                f"backward: gradient of shape {gradient.shape} does not match "
-                f"{_describe(root)}"
+                f"backward: gradient of shape {gradient.shape} does not match {_describe(root)}"
             )
         if gradient._backend is not root._backend:
             raise DeviceMismatchError(
@@ -297,8 +294,7 @@ def backward(
             )
         if gradient.dtype is not root.dtype:
             raise DtypeError(
-                f"backward: gradient dtype {gradient.dtype.name} differs from "
-                f"{_describe(root)}"
+                f"backward: gradient dtype {gradient.dtype.name} differs from {_describe(root)}"
             )
         gradient = gradient.detach()
     if check_finite is None:
@@ -346,7 +342,6 @@ def _order(root: Node) -> list[Node]:
 
 
 def _run_backward(root: Tensor, gradient: Tensor, retain_graph: bool) -> None:
-    from ipfs_accelerate.tensor._tensor import Tensor
 
     if root._grad_fn is None:  # the root is itself a leaf
         _accumulate(root, gradient)
@@ -424,4 +419,3 @@ def _accumulate(leaf: Tensor, grad: Tensor) -> None:
         leaf._grad = grad.clone()
     else:
         leaf._grad = leaf._grad + grad
-
