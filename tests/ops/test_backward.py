@@ -334,3 +334,39 @@ def test_index_add_matches_torch(device: str) -> None:
                         ia.tensor(source, device=device))  # fmt: skip
     expected = torch.tensor(base).index_add(1, torch.tensor(idx), torch.tensor(source))
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+CONV_CASES = [
+    # (spatial, input shape, weight shape, stride, padding, dilation, groups)
+    (1, (2, 4, 9), (6, 2, 3), 2, 1, 1, 2),
+    (1, (4, 7), (3, 4, 2), 1, 0, 2, 1),
+    (2, (2, 3, 7, 6), (4, 3, 3, 2), (2, 1), (1, 2), (1, 2), 1),
+    (2, (1, 4, 8, 8), (4, 1, 3, 3), 3, 2, 1, 4),
+    (2, (2, 2, 5, 5), (2, 2, 3, 3), 1, "same", 2, 1),
+]
+
+
+@pytest.mark.parametrize("spec", CONV_CASES, ids=lambda s: f"conv{s[0]}d-{s[1]}")
+def test_conv_gradients_match_torch(device: str, spec: tuple[Any, ...]) -> None:
+    spatial, x_shape, w_shape, stride, padding, dilation, groups = spec
+    if device != "cpu" and spec is not CONV_CASES[2]:
+        pytest.skip("cpu-only case: webgpu/webnn run one convolution")
+    rng = np.random.default_rng(len(x_shape) * 10 + x_shape[-1])
+    x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    ours = [ia.tensor(a, device=device, requires_grad=True) for a in (x, w, b)]
+    refs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    conv, ref_conv = (ops.conv1d, F.conv1d) if spatial == 1 else (ops.conv2d, F.conv2d)
+    out = conv(*ours, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref_out = ref_conv(*refs, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    upstream = rng.standard_normal(tuple(ref_out.shape)).astype(np.float32)
+    out.backward(ia.tensor(upstream, device=device))
+    ref_out.backward(torch.tensor(upstream))
+    rtol = 1e-5 if device == "cpu" else 1e-4
+    for name, t, r in zip(("input", "weight", "bias"), ours, refs, strict=True):
+        assert t.grad is not None and r.grad is not None
+        expected = r.grad.numpy()
+        scale = max(1.0, float(np.abs(expected).max()))
+        np.testing.assert_allclose(
+            t.grad.numpy(), expected, rtol=rtol, atol=rtol * scale, err_msg=f"{name} {spec}"
+        )

@@ -328,11 +328,28 @@ def test_a_nan_loss_is_reported_naming_the_tensor() -> None:
     np.testing.assert_allclose(_grad(x), [1.0, -1.0])
 
 
-def test_an_op_without_a_backward_rule_says_so() -> None:
-    x = ia.tensor(np.ones((1, 1, 5), np.float32), requires_grad=True)
-    w = ia.ones(1, 1, 3)
-    with pytest.raises(UnsupportedOpError, match=r"conv: no backward rule"):
-        ops.conv1d(x, w)
+def test_a_primitive_without_a_backward_rule_says_so() -> None:
+    # every primitive of the cpu backend has a rule; a backend's new primitive would not
+    from ipfs_accelerate.tensor import _autograd
+
+    x = ia.randn(2, seed=1, requires_grad=True)
+    with pytest.raises(UnsupportedOpError, match=r"new_kernel: no backward rule.*ia.no_grad"):
+        _autograd.record("new_kernel", (x,), x.detach())
+    with ia.no_grad():  # nothing is recorded, so nothing is missing
+        _autograd.record("new_kernel", (x,), x.detach())
+
+
+def test_a_quantized_linear_passes_gradients_to_its_input() -> None:
+    from ipfs_accelerate.quantization import quantize
+
+    weight = quantize(ia.randn(4, 8, seed=0))
+    bias = ia.randn(4, seed=2, requires_grad=True)
+    x = ia.randn(3, 8, seed=1, requires_grad=True)
+    upstream = np.random.default_rng(3).standard_normal((3, 4)).astype(np.float32)
+    ops.linear(x, weight, bias).backward(ia.tensor(upstream))
+    dense = weight.dequantize_numpy()
+    np.testing.assert_allclose(_grad(x), upstream @ dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_grad(bias), upstream.sum(0), rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- models

@@ -505,6 +505,19 @@ def _linear(g: Tensor, node: Node) -> Grads:
     return grads
 
 
+@_rule("quantized_linear")
+def _quantized_linear(g: Tensor, node: Node) -> Grads:
+    # the weight is frozen (a QuantizedTensor never requires grad): the input's gradient
+    # is exact through the dequantized weight the kernel computes with
+    from ipfs_accelerate.ops._nn import matmul
+
+    _, weight, bias = node.args
+    grads: list[Tensor | None] = [matmul(g, weight.dequantize(g.device).astype(g.dtype))]
+    if bias is not None:
+        grads.append(red.sum(shp.reshape(g, (-1, g.shape[-1])), 0))
+    return grads
+
+
 @_rule("softmax", saves_result=True)
 def _softmax(g: Tensor, node: Node) -> Grads:
     _, axis, log = node.args
@@ -562,4 +575,92 @@ def _attention(g: Tensor, node: Node) -> Grads:
     ]
     if node.args[3] is not None:
         grads.append(None if node.args[3].dtype is bool_ else sum_to(d_scores, mask.shape))
+    return grads
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def _conv(x: Tensor, w: Tensor, strides: Shape, pads: Any, dilations: Shape, groups: int) -> Tensor:
+    from ipfs_accelerate.ops._core import run
+
+    n, c_out = x.shape[0], w.shape[0]
+    out = []
+    for size, k, s, d, (pb, pa) in zip(
+        x.shape[2:], w.shape[2:], strides, dilations, pads, strict=True
+    ):
+        out.append((size + pb + pa - d * (k - 1) - 1) // s + 1)
+    shape = (n, c_out, *out)
+    return run(
+        x._backend, "conv", (x, w, None, strides, pads, dilations, groups, shape), shape, x.dtype
+    )
+
+
+def _pad_or_crop(g: Tensor, axis: int, before: int, after: int) -> Tensor:
+    """``g`` with ``before``/``after`` zeros added along ``axis`` (negative amounts crop)."""
+    if before < 0 or after < 0:
+        start, stop = max(-before, 0), g.shape[axis] - max(-after, 0)
+        dims = tuple(stop - start if i == axis else d for i, d in enumerate(g.shape))
+        g = shp._slice(g, _at(g, axis, start), (1,) * g.ndim, dims)
+        before, after = max(before, 0), max(after, 0)
+    if before or after:
+        g = shp.pad(g, _widths(g.ndim, axis, before, after))
+    return g
+
+
+def _dilate(g: Tensor, axis: int, step: int) -> Tensor:
+    """``step - 1`` zeros between consecutive entries along ``axis``."""
+    if step == 1 or g.shape[axis] <= 1:
+        return g
+    size = g.shape[axis]
+    spread = shp.pad(shp.unsqueeze(g, axis + 1), _widths(g.ndim + 1, axis + 1, 0, step - 1))
+    merged = shp.reshape(spread, (*g.shape[:axis], size * step, *g.shape[axis + 1 :]))
+    dims = tuple((size - 1) * step + 1 if i == axis else d for i, d in enumerate(merged.shape))
+    return shp._slice(merged, (0,) * merged.ndim, (1,) * merged.ndim, dims)
+
+
+@_rule("conv", saves=True)
+def _conv_rule(g: Tensor, node: Node) -> Grads:
+    x, w, bias, strides, pads, dilations, groups, _ = node.args
+    spatial = x.ndim - 2
+    c_out, c_in_group, kernel = w.shape[0], w.shape[1], w.shape[2:]
+    # input: the transposed convolution, as a stride-1 convolution of the dilated, padded
+    # gradient with the spatially flipped kernel whose in/out channels swap within each group
+    up = g
+    for i in range(spatial):
+        axis = 2 + i
+        up = _dilate(up, axis, strides[i])
+        reach = dilations[i] * (kernel[i] - 1)
+        (pb, pa), size = pads[i], x.shape[axis]
+        uncovered = (size + pb + pa - reach - 1) % strides[i]
+        up = _pad_or_crop(up, axis, reach - pb, reach - pa + uncovered)
+    flipped = w
+    for i in range(spatial):
+        axis = 2 + i
+        flipped = shp._slice(
+            flipped, _at(flipped, axis, kernel[i] - 1), _at(flipped, axis, -1, 1), flipped.shape
+        )
+    per_group = shp.reshape(flipped, (groups, c_out // groups, c_in_group, *kernel))
+    order = (0, 2, 1, *range(3, 3 + spatial))
+    swapped = shp.reshape(
+        shp.permute(per_group, order), (groups * c_in_group, c_out // groups, *kernel)
+    )
+    no_pads = ((0, 0),) * spatial
+    grad_x = _conv(up, swapped, (1,) * spatial, no_pads, dilations, groups)
+    # weight: correlate the padded input with the gradient, batch and channels exchanged so
+    # that each group's input channels meet its own output channels
+    padded = shp.pad(x, [(0, 0), (0, 0), *pads]) if any(p != (0, 0) for p in pads) else x
+    n = x.shape[0]
+    rows = shp.reshape(padded, (n, groups, c_in_group, *padded.shape[2:]))
+    rows = shp.reshape(
+        shp.permute(rows, (2, 1, 0, *range(3, 3 + spatial))),
+        (c_in_group, groups * n, *padded.shape[2:]),
+    )
+    kernels = shp.permute(g, (1, 0, *range(2, 2 + spatial)))
+    full = _conv(rows, kernels, dilations, no_pads, strides, groups)
+    cropped = shp._slice(full, (0,) * full.ndim, (1,) * full.ndim, (*full.shape[:2], *kernel))
+    grad_w = shp.permute(cropped, (1, 0, *range(2, 2 + spatial)))
+    grads: list[Tensor | None] = [grad_x, grad_w]
+    if bias is not None:
+        grads.append(red.sum(g, (0, *range(2, 2 + spatial))))
     return grads
