@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import tracemalloc
 import weakref
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,18 +349,3 @@ def test_a_quantized_linear_passes_gradients_to_its_input() -> None:
     dense = weight.dequantize_numpy()
     np.testing.assert_allclose(_grad(x), upstream @ dense, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_grad(bias), upstream.sum(0), rtol=1e-5)
-
-
-# ----------------------------------------------------------------------------- models
-
-
-def test_a_model_forward_builds_no_graph(tmp_path: Path) -> None:
-    from ipfs_accelerate.models.loading import load_model
-    from tests.models._checkpoints import make_bert
-
-    ia.tensor([1.0], requires_grad=True)  # autograd is in use elsewhere in the process
-    model, _, _ = load_model(make_bert(tmp_path / "bert"), "cpu", sharing=False)
-    ids = ia.from_numpy(np.array([[2, 5, 6, 3]], np.int64))
-    out = model(ids, ia.ones(1, 4, dtype="int64"))
-    assert not out.last_hidden_state.requires_grad
-    assert out.last_hidden_state.grad_fn is None

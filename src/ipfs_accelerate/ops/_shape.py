@@ -420,9 +420,11 @@ def _index_add_composed(x: Tensor, axis: int, idx: Tensor, src: Tensor) -> Tenso
     return add(x, spread)
 
 
-def embedding(indices: Any, weight: Any) -> Tensor:
+def embedding(indices: Any, weight: Any, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``: shape
-    ``indices.shape + (dim,)``; an id outside ``[0, num_embeddings)`` raises."""
+    ``indices.shape + (dim,)``; an id outside ``[0, num_embeddings)`` raises. As PyTorch, the
+    row ``padding_idx`` (negative counts from the end) is looked up as any other but gets no
+    gradient."""
     weight = as_tensor(weight, op="embedding")
     if weight.ndim != 2:
         raise ShapeError(
@@ -430,7 +432,14 @@ def embedding(indices: Any, weight: Any) -> Tensor:
         )
     idx = as_tensor(indices, op="embedding", like=weight)
     _check_non_negative_on_host(idx, weight.shape[0], "embedding")
-    return gather(weight, idx, axis=0)
+    rows = gather(weight, idx, axis=0)
+    if padding_idx is None or not rows._requires_grad:
+        return rows
+    from ipfs_accelerate.ops._elementwise import equal, where
+
+    pad = normalize_axis(padding_idx, weight.shape[0], "embedding padding_idx")
+    # the same values, the padding rows taken from a detached copy: no gradient reaches them
+    return where(unsqueeze(equal(idx, pad), -1), rows.detach(), rows)
 
 
 def _check_non_negative_on_host(idx: Tensor, n: int, op: str) -> None:
