@@ -349,3 +349,32 @@ def test_a_quantized_linear_passes_gradients_to_its_input() -> None:
     dense = weight.dequantize_numpy()
     np.testing.assert_allclose(_grad(x), upstream @ dense, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_grad(bias), upstream.sum(0), rtol=1e-5)
+
+
+def test_copy_updates_a_parameter_in_place_under_no_grad(device: str) -> None:
+    w = ia.tensor([1.0, 2.0, 3.0], device=device, requires_grad=True)
+    x = ia.tensor([1.0, 1.0, 2.0], device=device)
+    loss = (w * w * x).sum()
+    stale = (w * x).sum()  # saved w at version 0
+    loss.backward()
+    grad = w.grad
+    assert grad is not None
+    with pytest.raises(AutogradError, match="leaf that requires grad"):
+        w.copy_(w - grad * 0.1)
+    with ia.no_grad():
+        assert w.copy_(w - grad * 0.1) is w
+    np.testing.assert_allclose(w.numpy(), [0.8, 1.6, 1.8], rtol=1e-6)
+    assert w.is_leaf and w.requires_grad and w.device == device
+    with pytest.raises(AutogradError, match=r"modified in place \(version 1"):
+        stale.backward()
+    with ia.no_grad():
+        w.copy_(0.5)  # a scalar broadcasts
+        with pytest.raises(ShapeError, match="broadcast"):
+            w.copy_(ia.ones(2, device=device))
+    np.testing.assert_allclose(w.numpy(), [0.5, 0.5, 0.5])
+
+
+def test_repr_shows_the_graph() -> None:
+    x = ia.tensor([1.0], requires_grad=True)
+    assert repr(x) == "Tensor([1.], dtype=float32, device='cpu', requires_grad=True)"
+    assert repr(x * 2.0).endswith("grad_fn=<backward of binary.mul>)")

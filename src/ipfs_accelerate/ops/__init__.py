@@ -88,6 +88,7 @@ from ipfs_accelerate.ops._shape import (
     clone,
     concat,
     contiguous,
+    copy_,
     embedding,
     expand,
     flatten,
@@ -123,7 +124,7 @@ expand_dims = unsqueeze
 
 __all__ = [
     "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "ceil", "clamp",
-    "clip", "clone", "concat", "concatenate", "contiguous", "conv1d", "conv2d", "cos",
+    "clip", "clone", "concat", "concatenate", "contiguous", "conv1d", "conv2d", "copy_", "cos",
     "cross_entropy", "dequantize_linear", "div", "divide", "dropout", "embedding", "equal",
     "erf", "exp", "expand", "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu",
     "getitem", "greater", "greater_equal", "index_add", "isfinite", "isinf", "isnan",

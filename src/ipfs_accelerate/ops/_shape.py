@@ -43,6 +43,7 @@ __all__ = [
     "clone",
     "concat",
     "contiguous",
+    "copy_",
     "embedding",
     "expand",
     "flatten",
@@ -620,20 +621,46 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             f"setitem: value of shape {host.shape} "
             f"cannot be broadcast to the selection {target.shape}"
         )
+    _check_in_place("setitem", x, value)
+    x._backend.setitem(x, key if not isinstance(key, Tensor) else key.numpy(), host)
+    x._version += 1
+
+
+def _check_in_place(op: str, x: Tensor, value: Any) -> None:
+    """In-place writes are outside the graph: refused where grad mode would need them in it."""
     if is_grad_enabled() and (
         x._requires_grad or (isinstance(value, Tensor) and value._requires_grad)
     ):
         if x._requires_grad and x._grad_fn is None:
             raise AutogradError(
-                f"setitem: {describe(x)} is a leaf that requires grad; it cannot be written in "
+                f"{op}: {describe(x)} is a leaf that requires grad; it cannot be written in "
                 "place while grad mode is on (update parameters under ia.no_grad())"
             )
         raise UnsupportedOpError(
-            f"setitem: in-place assignment into or from a tensor that requires grad is not "
+            f"{op}: in-place assignment into or from a tensor that requires grad is not "
             f"differentiable ({describe(x)}); build the result with where() or concat()"
         )
-    x._backend.setitem(x, key if not isinstance(key, Tensor) else key.numpy(), host)
+
+
+def copy_(x: Tensor, value: Any) -> Tensor:
+    """Overwrite ``x``'s values with ``value`` (broadcast to ``x.shape``, converted to its
+    dtype, on its device) and return ``x``: how optimizers update parameters, under
+    ``no_grad``. On cpu the values are written into ``x``'s memory, so views of ``x`` see
+    them; on device backends ``x`` takes a buffer of its own holding them (views made before
+    keep the old values). Backward passes that saved ``x`` before the write raise."""
+    src = as_tensor(value, op="copy_", like=x)
+    same_backend("copy_", (x, src))
+    _check_in_place("copy_", x, src)
+    if src.shape != x.shape:
+        src = broadcast_to(src, x.shape)
+    if src.dtype is not x.dtype:
+        src = astype(src, x.dtype)
+    if x._backend.shares_host_memory:
+        x._backend.setitem(x, Ellipsis, src.numpy())
+    else:
+        x._data = clone(src)._data
     x._version += 1
+    return x
 
 
 # ----------------------------------------------------------------------------- devices, dtypes

@@ -246,7 +246,14 @@ class Tensor:
 
     def __repr__(self) -> str:
         body = np.array2string(self.numpy(), separator=", ", prefix="Tensor(", threshold=200)
-        return f"Tensor({body}, dtype={self.dtype.name}, device={self.device!r})"
+        grad = (
+            f", grad_fn={self._grad_fn!r}"
+            if self._grad_fn is not None
+            else ", requires_grad=True"
+            if self._requires_grad
+            else ""
+        )
+        return f"Tensor({body}, dtype={self.dtype.name}, device={self.device!r}{grad})"
 
     def __str__(self) -> str:
         # the values as numpy prints them, then where they live: a mixed-device error is
@@ -288,6 +295,11 @@ class Tensor:
         (float -> int with a fractional part, NaN or out-of-range values; out-of-range
         integers) raise TensorOverflowError or DtypeError."""
         return _ops.astype(self, as_dtype(dtype), copy=copy)
+
+    def copy_(self, src: Any) -> Tensor:
+        """Overwrite the values in place with ``src`` (broadcast, converted to this dtype) and
+        return self; see :func:`ipfs_accelerate.ops.copy_`."""
+        return _ops.copy_(self, src)
 
     def contiguous(self) -> Tensor:
         return _ops.contiguous(self)
