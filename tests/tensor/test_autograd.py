@@ -378,3 +378,27 @@ def test_repr_shows_the_graph() -> None:
     x = ia.tensor([1.0], requires_grad=True)
     assert repr(x) == "Tensor([1.], dtype=float32, device='cpu', requires_grad=True)"
     assert repr(x * 2.0).endswith("grad_fn=<backward of binary.mul>)")
+
+
+def test_training_steps_run_on_the_backend_of_the_tensors(device: str) -> None:
+    backend = ia.get_backend(device)
+    w1 = ia.randn(8, 16, seed=0, device=device, requires_grad=True)
+    w2 = ia.randn(3, 16, seed=1, device=device, requires_grad=True)
+    x = ia.randn(4, 8, seed=2, device=device)
+    y = ia.tensor([0, 1, 2, 1], device=device)
+    losses, compiled = [], []
+    for _ in range(4):
+        before = getattr(getattr(backend, "stats", None), "compilations", 0)
+        loss = ops.cross_entropy(ops.linear(ops.gelu(x @ w1), w2), y)
+        loss.backward()
+        with ia.no_grad():
+            for p in (w1, w2):
+                assert p.grad is not None and p.grad.device == device
+                p.copy_(p - p.grad * 0.1)
+                p.grad = None
+        losses.append(loss.item())
+        w1.numpy(), w2.numpy()
+        compiled.append(getattr(getattr(backend, "stats", None), "compilations", 0) - before)
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.8 * losses[0]
+    if device == "webnn":  # forward and backward traced once, then the compiled graphs reused
+        assert compiled[0] > 0 and compiled[1:] == [0, 0, 0]
