@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import ipfs_accelerate as ia
 from ipfs_accelerate import ops
@@ -373,3 +376,83 @@ def test_conv_gradients_match_torch(device: str, spec: tuple[Any, ...]) -> None:
         np.testing.assert_allclose(
             t.grad.numpy(), expected, rtol=rtol, atol=rtol * scale, err_msg=f"{name} {spec}"
         )
+
+
+_BINARY = {
+    "add": (ops.add, torch.add),
+    "sub": (ops.sub, torch.sub),
+    "mul": (ops.mul, torch.mul),
+    "div": (ops.div, torch.div),
+    "maximum": (ops.maximum, torch.maximum),
+}
+
+
+def _assert_grads(ours: list[ia.Tensor], refs: list[torch.Tensor], what: str) -> None:
+    for i, (t, r) in enumerate(zip(ours, refs, strict=True)):
+        assert t.grad is not None and r.grad is not None, (what, i)
+        expected = r.grad.numpy()
+        scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+        np.testing.assert_allclose(
+            t.grad.numpy(), expected, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{what}: input {i}"
+        )
+
+
+def _backward_both(out: ia.Tensor, ref_out: torch.Tensor, seed: int) -> None:
+    upstream = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
+    out.backward(ia.tensor(upstream))
+    ref_out.backward(torch.from_numpy(upstream.copy()))
+
+
+@given(data=st.data())
+def test_broadcast_gradients_sum_back_for_any_shapes(data: st.DataObject) -> None:
+    shapes = data.draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4, max_side=3)
+    ).input_shapes
+    name = data.draw(st.sampled_from(sorted(_BINARY)))
+    ties = name == "maximum" and data.draw(st.booleans())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    arrays = [
+        (
+            rng.integers(-1, 2, s) if ties else rng.uniform(0.5, 2.0, s) * rng.choice([-1, 1], s)
+        ).astype(np.float32)
+        for s in shapes
+    ]
+    ours = [ia.tensor(a, requires_grad=True) for a in arrays]
+    refs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    op, ref_op = _BINARY[name]
+    _backward_both(op(*ours), ref_op(*refs), 1)
+    _assert_grads(ours, refs, f"{name} {shapes}")
+
+
+@given(data=st.data())
+def test_reduction_gradients_for_any_axes(data: st.DataObject) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4))
+    name = data.draw(st.sampled_from(["sum", "mean", "max", "min", "var", "prod"]))
+    keepdims = data.draw(st.booleans())
+    ndim = len(shape)
+    if name == "prod":  # torch's prod takes one dim
+        axis: Any = data.draw(st.integers(-ndim, ndim - 1))
+    else:
+        picked = data.draw(st.lists(st.integers(0, ndim - 1), min_size=1, unique=True))
+        axis = tuple(a - ndim if data.draw(st.booleans()) else a for a in picked)
+        if data.draw(st.booleans()):
+            axis = None
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    ties = name in ("max", "min") and data.draw(st.booleans())
+    array = (rng.integers(-1, 2, shape) if ties else rng.uniform(0.5, 1.5, shape)).astype(
+        np.float32
+    )
+    x = ia.tensor(array, requires_grad=True)
+    xt = torch.tensor(array, requires_grad=True)
+    ours = getattr(ops, name)(x, axis, keepdims=keepdims)
+    dims = tuple(range(ndim)) if axis is None else axis
+    ref_fn = {
+        "sum": lambda: torch.sum(xt, dims, keepdim=keepdims),
+        "mean": lambda: torch.mean(xt, dims, keepdim=keepdims),
+        "max": lambda: torch.amax(xt, dims, keepdim=keepdims),
+        "min": lambda: torch.amin(xt, dims, keepdim=keepdims),
+        "var": lambda: torch.var(xt, dims, correction=0, keepdim=keepdims),
+        "prod": lambda: torch.prod(xt, dims, keepdim=keepdims),
+    }[name]
+    _backward_both(ours, ref_fn(), 2)
+    _assert_grads([x], [xt], f"{name} {shape} axis={axis} keepdims={keepdims}")
