@@ -402,3 +402,13 @@ def test_training_steps_run_on_the_backend_of_the_tensors(device: str) -> None:
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.8 * losses[0]
     if device == "webnn":  # forward and backward traced once, then the compiled graphs reused
         assert compiled[0] > 0 and compiled[1:] == [0, 0, 0]
+
+
+def test_leaves_fed_by_one_gradient_get_separate_buffers() -> None:
+    a = ia.tensor([1.0, 2.0], requires_grad=True)
+    b = ia.tensor([3.0, 4.0], requires_grad=True)
+    c = ia.tensor([[1.0, 1.0]], requires_grad=True)
+    (a + b + c.reshape(2)).backward(ia.tensor([1.0, 1.0]))  # one gradient reaches all three
+    assert a.grad is not None and b.grad is not None and c.grad is not None
+    a.grad[0] = 7.0
+    assert b.grad.tolist() == [1.0, 1.0] and c.grad.tolist() == [[1.0, 1.0]]

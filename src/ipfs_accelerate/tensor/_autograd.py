@@ -343,8 +343,9 @@ def _order(root: Node) -> list[Node]:
 
 def _run_backward(root: Tensor, gradient: Tensor, retain_graph: bool) -> None:
 
+    owned = _Ownership(gradient)
     if root._grad_fn is None:  # the root is itself a leaf
-        _accumulate(root, gradient)
+        _accumulate(root, gradient, owned)
         return
     nodes = _order(root._grad_fn)
     for node in nodes:
@@ -377,7 +378,7 @@ def _run_backward(root: Tensor, gradient: Tensor, retain_graph: bool) -> None:
         if not retain_graph:
             _release(node)
     for leaf, g in leaves.values():
-        _accumulate(leaf, g)
+        _accumulate(leaf, g, owned)
 
 
 def _check_usable(node: Node) -> None:
@@ -410,12 +411,40 @@ def _release(node: Node) -> None:
     node.result_ref = None
 
 
-def _accumulate(leaf: Tensor, grad: Tensor) -> None:
+class _Ownership:
+    """Which host buffers the ``.grad`` tensors of one backward pass may take as they are.
+
+    A rule may pass a gradient straight through (add, reshape, copy...), so a leaf's gradient
+    can share memory with the caller's ``gradient`` or with another leaf's. Writing one in
+    place (``x.grad[0] = 0``, ``copy_``) would then change the other: a buffer is given to
+    one leaf at most, never the caller's, and copied otherwise. Device backends write no
+    buffer in place (``copy_`` swaps a tensor's handle), so sharing there is harmless."""
+
+    def __init__(self, gradient: Tensor) -> None:
+        self._taken: set[int] = set()
+        if gradient._backend.shares_host_memory:
+            self._taken.add(id(_root_buffer(gradient._data)))
+
+    def take(self, grad: Tensor) -> Tensor:
+        if not grad._backend.shares_host_memory:
+            return grad
+        buffer = id(_root_buffer(grad._data))
+        if buffer in self._taken:
+            return grad.clone()
+        self._taken.add(buffer)
+        return grad
+
+
+def _root_buffer(array: Any) -> Any:
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _accumulate(leaf: Tensor, grad: Tensor, owned: _Ownership) -> None:
     if grad.dtype is not leaf.dtype:
         grad = grad.astype(leaf.dtype)
     if leaf._grad is None:
-        # a gradient passed straight through (an identity path) is the caller's tensor or an
-        # intermediate: copy, so that later in-place use of either cannot alias the other
-        leaf._grad = grad.clone()
+        leaf._grad = owned.take(grad.detach())
     else:
         leaf._grad = leaf._grad + grad
