@@ -484,8 +484,8 @@ def _matmul(g: Tensor, node: Node) -> Grads:
 
     a, b, _ = node.args
     return [
-        sum_to(matmul(g, shp.matrix_transpose(b)), node.shapes[0]),
-        sum_to(matmul(shp.matrix_transpose(a), g), node.shapes[1]),
+        sum_to(matmul(g, shp.matrix_transpose(b)), node.shapes[0]) if node.needs(0) else None,
+        sum_to(matmul(shp.matrix_transpose(a), g), node.shapes[1]) if node.needs(1) else None,
     ]
 
 
@@ -497,8 +497,10 @@ def _linear(g: Tensor, node: Node) -> Grads:
     out_features, in_features = w.shape
     rows = shp.reshape(g, (-1, out_features))
     grads: list[Tensor | None] = [
-        matmul(g, w),
-        matmul(shp.permute(rows, (1, 0)), shp.reshape(x, (-1, in_features))),
+        matmul(g, w) if node.needs(0) else None,
+        matmul(shp.permute(rows, (1, 0)), shp.reshape(x, (-1, in_features)))
+        if node.needs(1)
+        else None,
     ]
     if bias is not None:
         grads.append(red.sum(rows, 0))
@@ -543,7 +545,7 @@ def _layer_norm(g: Tensor, node: Node) -> Grads:
             ew.mul(xhat, red.mean(ew.mul(gxhat, xhat), axes, keepdims=True)),
         ),
     )
-    grads: list[Tensor | None] = [gx]
+    grads: list[Tensor | None] = [gx if node.needs(0) else None]
     if weight is not None:
         grads.append(red.sum(ew.mul(g, xhat), lead) if lead else ew.mul(g, xhat))
     if bias is not None:
@@ -569,9 +571,11 @@ def _attention(g: Tensor, node: Node) -> Grads:
     d_probs = matmul(g, shp.matrix_transpose(v))
     d_scores = ew.mul(probs, ew.sub(d_probs, red.sum(ew.mul(d_probs, probs), -1, keepdims=True)))
     grads: list[Tensor | None] = [
-        sum_to(ew.mul(matmul(d_scores, k), scale), q.shape),
-        sum_to(ew.mul(matmul(shp.matrix_transpose(d_scores), q), scale), k.shape),
-        sum_to(matmul(shp.matrix_transpose(probs), g), v.shape),
+        sum_to(ew.mul(matmul(d_scores, k), scale), q.shape) if node.needs(0) else None,
+        sum_to(ew.mul(matmul(shp.matrix_transpose(d_scores), q), scale), k.shape)
+        if node.needs(1)
+        else None,
+        sum_to(matmul(shp.matrix_transpose(probs), g), v.shape) if node.needs(2) else None,
     ]
     if node.args[3] is not None:
         grads.append(None if node.args[3].dtype is bool_ else sum_to(d_scores, mask.shape))
@@ -621,11 +625,23 @@ def _dilate(g: Tensor, axis: int, step: int) -> Tensor:
 
 @_rule("conv", saves=True)
 def _conv_rule(g: Tensor, node: Node) -> Grads:
-    x, w, bias, strides, pads, dilations, groups, _ = node.args
+    x, _, bias = node.args[:3]
+    spatial = x.ndim - 2
+    grads: list[Tensor | None] = [
+        _conv_input_grad(g, node) if node.needs(0) else None,
+        _conv_weight_grad(g, node) if node.needs(1) else None,
+    ]
+    if bias is not None:
+        grads.append(red.sum(g, (0, *range(2, 2 + spatial))))
+    return grads
+
+
+def _conv_input_grad(g: Tensor, node: Node) -> Tensor:
+    x, w, _, strides, pads, dilations, groups, _ = node.args
     spatial = x.ndim - 2
     c_out, c_in_group, kernel = w.shape[0], w.shape[1], w.shape[2:]
-    # input: the transposed convolution, as a stride-1 convolution of the dilated, padded
-    # gradient with the spatially flipped kernel whose in/out channels swap within each group
+    # the transposed convolution, as a stride-1 convolution of the dilated, padded gradient
+    # with the spatially flipped kernel whose in/out channels swap within each group
     up = g
     for i in range(spatial):
         axis = 2 + i
@@ -645,10 +661,16 @@ def _conv_rule(g: Tensor, node: Node) -> Grads:
     swapped = shp.reshape(
         shp.permute(per_group, order), (groups * c_in_group, c_out // groups, *kernel)
     )
+    return _conv(up, swapped, (1,) * spatial, ((0, 0),) * spatial, dilations, groups)
+
+
+def _conv_weight_grad(g: Tensor, node: Node) -> Tensor:
+    x, w, _, strides, pads, dilations, groups, _ = node.args
+    spatial = x.ndim - 2
+    c_in_group, kernel = w.shape[1], w.shape[2:]
     no_pads = ((0, 0),) * spatial
-    grad_x = _conv(up, swapped, (1,) * spatial, no_pads, dilations, groups)
-    # weight: correlate the padded input with the gradient, batch and channels exchanged so
-    # that each group's input channels meet its own output channels
+    # correlate the padded input with the gradient, batch and channels exchanged so that each
+    # group's input channels meet its own output channels
     padded = shp.pad(x, [(0, 0), (0, 0), *pads]) if any(p != (0, 0) for p in pads) else x
     n = x.shape[0]
     rows = shp.reshape(padded, (n, groups, c_in_group, *padded.shape[2:]))
@@ -659,8 +681,4 @@ def _conv_rule(g: Tensor, node: Node) -> Grads:
     kernels = shp.permute(g, (1, 0, *range(2, 2 + spatial)))
     full = _conv(rows, kernels, dilations, no_pads, strides, groups)
     cropped = shp._slice(full, (0,) * full.ndim, (1,) * full.ndim, (*full.shape[:2], *kernel))
-    grad_w = shp.permute(cropped, (1, 0, *range(2, 2 + spatial)))
-    grads: list[Tensor | None] = [grad_x, grad_w]
-    if bias is not None:
-        grads.append(red.sum(g, (0, *range(2, 2 + spatial))))
-    return grads
+    return shp.permute(cropped, (1, 0, *range(2, 2 + spatial)))

@@ -152,6 +152,10 @@ class Node:
     def __repr__(self) -> str:
         return f"<backward of {self.name}>"
 
+    def needs(self, position: int) -> bool:
+        """Whether tensor operand ``position`` wants a gradient (rules skip work for others)."""
+        return self.edges[position] is not None
+
     def saved(self, position: int) -> Tensor:
         """Tensor operand ``position`` (counting tensors in argument order) as saved."""
         found = _tensor_operands(self.args)[position]
