@@ -412,3 +412,13 @@ def test_leaves_fed_by_one_gradient_get_separate_buffers() -> None:
     assert a.grad is not None and b.grad is not None and c.grad is not None
     a.grad[0] = 7.0
     assert b.grad.tolist() == [1.0, 1.0] and c.grad.tolist() == [[1.0, 1.0]]
+
+
+def test_gradients_cross_devices_with_explicit_moves(device: str) -> None:
+    x = ia.tensor([1.0, 2.0, 3.0], requires_grad=True)  # a cpu leaf
+    moved = x.to(device)
+    assert moved.requires_grad and (device == "cpu" or moved.grad_fn is not None)
+    loss = (moved * moved).sum().to("cpu")
+    loss.backward()
+    assert x.grad is not None and x.grad.device == "cpu"
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0, 6.0], rtol=1e-6)

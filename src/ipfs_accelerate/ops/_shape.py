@@ -683,7 +683,7 @@ def to_device(x: Any, device: str) -> Tensor:
     )
     result = Tensor(target.from_numpy(host), x.shape, x.dtype, target)
     if x._requires_grad and x.dtype.is_floating:
-        _record("to_device", (x, device), result)
+        _record("to_device", (x, x.device), result)  # the gradient goes back there
     return result
 
 
