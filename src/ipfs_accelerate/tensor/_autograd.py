@@ -116,9 +116,10 @@ class Node:
     """One recorded op: its backward rule, what the rule needs, and where gradients go.
 
     ``name`` is the backend primitive and, for unary/binary/reduce, its op (``"binary.mul"``).
-    ``args`` are the op's arguments with tensor operands kept only when the rule reads their
-    values (else None: shapes live in ``shapes``). ``result`` is a detached alias of the
-    output when the rule reads it.
+    ``args`` are the op's arguments; tensor operands are kept only when the rule reads their
+    values (else placeholders: their shapes and dtypes live in ``shapes`` and ``dtypes``).
+    ``edges`` has one entry per tensor operand: its node, the leaf itself, or None when it
+    takes no gradient. ``result`` is a detached alias of the output when the rule reads it.
     """
 
     __slots__ = (
