@@ -422,3 +422,13 @@ def test_gradients_cross_devices_with_explicit_moves(device: str) -> None:
     loss.backward()
     assert x.grad is not None and x.grad.device == "cpu"
     np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0, 6.0], rtol=1e-6)
+
+
+def test_a_write_through_a_view_counts_for_every_view() -> None:
+    w = ia.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    base = ia.tensor([[1.0, 2.0], [3.0, 4.0]])
+    flat = base.reshape(4)  # on cpu: a view of base's memory
+    loss = (flat * w).sum()  # saves flat
+    base[0, 0] = 9.0  # changes what flat holds
+    with pytest.raises(AutogradError, match=r"modified in place \(version 1, saved at version 0\)"):
+        loss.backward()

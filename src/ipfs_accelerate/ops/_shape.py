@@ -32,7 +32,7 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
-from ipfs_accelerate.tensor._autograd import is_grad_enabled
+from ipfs_accelerate.tensor._autograd import bump_version, is_grad_enabled
 from ipfs_accelerate.tensor._autograd import record as _record
 from ipfs_accelerate.tensor._dtype import DType, bool_, int32, int64
 from ipfs_accelerate.tensor._tensor import Tensor
@@ -623,7 +623,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         )
     _check_in_place("setitem", x, value)
     x._backend.setitem(x, key if not isinstance(key, Tensor) else key.numpy(), host)
-    x._version += 1
+    bump_version(x)
 
 
 def _check_in_place(op: str, x: Tensor, value: Any) -> None:
@@ -659,7 +659,7 @@ def copy_(x: Tensor, value: Any) -> Tensor:
         x._backend.setitem(x, Ellipsis, src.numpy())
     else:
         x._data = clone(src)._data
-    x._version += 1
+    bump_version(x)
     return x
 
 

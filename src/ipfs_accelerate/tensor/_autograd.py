@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 from ipfs_accelerate.errors import (
     AutogradError,
     DeviceMismatchError,
@@ -238,13 +240,13 @@ def record(name: str, args: tuple[Any, ...], result: Tensor) -> None:
     ]
     if saves_operands:
         node.args = args
-        node.versions = [t._version for t in operands]
+        node.versions = [version_of(t) for t in operands]
     else:
         node.args = tuple(_drop(a) for a in args)
     if saves_result:
         node.result = result.detach()
         node.result_ref = weakref.ref(result)
-        node.result_version = result._version
+        node.result_version = version_of(result)
     result._grad_fn = node
     result._requires_grad = True
 
@@ -394,17 +396,17 @@ def _check_usable(node: Node) -> None:
         )
     if node.versions:
         for t, version in zip(_tensor_operands(node.args), node.versions, strict=True):
-            if t is not None and t._version != version:
+            if t is not None and version_of(t) != version:
                 raise AutogradError(
                     f"backward: {_describe(t)}, an operand saved by {node.name}, was modified "
-                    f"in place (version {t._version}, saved at version {version})"
+                    f"in place (version {version_of(t)}, saved at version {version})"
                 )
     if node.result_ref is not None:
         live = node.result_ref()
-        if live is not None and live._version != node.result_version:
+        if live is not None and version_of(live) != node.result_version:
             raise AutogradError(
                 f"backward: the output of {node.name} ({_describe(live)}) was modified in "
-                f"place after it was saved (version {live._version}, saved at "
+                f"place after it was saved (version {version_of(live)}, saved at "
                 f"{node.result_version})"
             )
 
@@ -441,9 +443,35 @@ class _Ownership:
 
 
 def _root_buffer(array: Any) -> Any:
-    while getattr(array, "base", None) is not None:
+    """The numpy array that owns the memory ``array`` views (itself if it owns it)."""
+    while isinstance(getattr(array, "base", None), np.ndarray):
         array = array.base
     return array
+
+
+# in-place writes per host buffer: on cpu, reshape/transpose/slice results are views of one
+# buffer, so a write through any of them must show in the version of every other
+_BUFFER_VERSIONS: dict[int, int] = {}
+
+
+def version_of(t: Tensor) -> int:
+    """How many in-place writes ``t`` has seen (through any view of its memory on cpu)."""
+    if t._backend.shares_host_memory:
+        return t._version + _BUFFER_VERSIONS.get(id(_root_buffer(t._data)), 0)
+    return t._version
+
+
+def bump_version(t: Tensor) -> None:
+    """Count an in-place write into ``t``."""
+    if not t._backend.shares_host_memory:
+        t._version += 1
+        return
+    root = _root_buffer(t._data)
+    key = id(root)
+    if key not in _BUFFER_VERSIONS:
+        _BUFFER_VERSIONS[key] = 0
+        weakref.finalize(root, _BUFFER_VERSIONS.pop, key, None)  # ids are reused once freed
+    _BUFFER_VERSIONS[key] += 1
 
 
 def _accumulate(leaf: Tensor, grad: Tensor, owned: _Ownership) -> None:
