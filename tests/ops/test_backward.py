@@ -106,6 +106,8 @@ CASES = [
     Case("clamp tensor bounds", lambda x, lo: ops.clamp(x, lo, 1.5),
          lambda x, lo: torch.clamp(x, min=lo, max=torch.tensor(1.5)),
          _inputs(_f(3, 4), _f(4, low=-1.0, high=0.0))),
+    Case("clamp tensor bounds ties", lambda x, lo, hi: ops.clamp(x, lo, hi),
+         lambda x, lo, hi: torch.clamp(x, lo, hi), _inputs(_ties(3, 4), _ties(4), _ties(3, 1))),
     Case("remainder", ops.remainder, torch.remainder,
          _inputs(_f(3, 4, low=-3, high=3), _f(4, low=0.7, high=1.5))),
     Case("float64 promotion", lambda a, b: a * b, lambda a, b: a * b,

@@ -248,6 +248,8 @@ def _where(g: Tensor, node: Node) -> Grads:
 
 @_rule("clamp", saves=True)
 def _clamp(g: Tensor, node: Node) -> Grads:
+    # torch's rule: the input takes the gradient inside [low, high], bounds included; a tensor
+    # bound takes it where it clipped the input (and ``high`` wherever the bounds cross)
     x, low, high = node.args
     inside = None
     if low is not None:
@@ -255,7 +257,21 @@ def _clamp(g: Tensor, node: Node) -> Grads:
     if high is not None:
         upper = ew.less_equal(x, high)
         inside = upper if inside is None else ew.logical_and(inside, upper)
-    return [g if inside is None else ew.where(inside, g, 0.0)]
+    grads: list[Tensor | None] = [
+        sum_to(g if inside is None else ew.where(inside, g, 0.0), node.shapes[0])
+    ]
+    shapes = iter(node.shapes[1:])
+    if isinstance(low, Tensor):
+        clipped = ew.less(x, low)
+        if high is not None:
+            clipped = ew.logical_and(clipped, ew.less(low, high))
+        grads.append(sum_to(ew.where(clipped, g, 0.0), next(shapes)))
+    if isinstance(high, Tensor):
+        clipped = ew.greater(x, high)
+        if low is not None:
+            clipped = ew.logical_or(clipped, ew.less(high, low))
+        grads.append(sum_to(ew.where(clipped, g, 0.0), next(shapes)))
+    return grads
 
 
 @_rule("cast")
