@@ -432,3 +432,13 @@ def test_a_write_through_a_view_counts_for_every_view() -> None:
     base[0, 0] = 9.0  # changes what flat holds
     with pytest.raises(AutogradError, match=r"modified in place \(version 1, saved at version 0\)"):
         loss.backward()
+
+
+def test_a_pickled_leaf_keeps_requires_grad_and_a_result_comes_back_as_data() -> None:
+    import pickle
+
+    w = ia.tensor([1.0, 2.0], requires_grad=True)
+    back = pickle.loads(pickle.dumps(w))
+    assert back.requires_grad and back.is_leaf and back.tolist() == [1.0, 2.0]
+    result = pickle.loads(pickle.dumps(w * 2.0))
+    assert not result.requires_grad and result.tolist() == [2.0, 4.0]

@@ -251,8 +251,8 @@ def _leaf(result: Tensor, requires_grad: bool, context: str) -> Tensor:
     return result
 
 
-def _rebuild(array: np.ndarray[Any, Any], device: str) -> Tensor:
-    return from_numpy(array, device)
+def _rebuild(array: np.ndarray[Any, Any], device: str, requires_grad: bool = False) -> Tensor:
+    return from_numpy(array, device, requires_grad=requires_grad)
 
 
 def _fill_dtype(value: Any) -> DType:

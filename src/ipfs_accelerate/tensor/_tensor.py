@@ -270,6 +270,8 @@ class Tensor:
     def __reduce__(self) -> tuple[Any, ...]:
         from ipfs_accelerate.tensor._creation import _rebuild
 
+        if self._requires_grad and self._grad_fn is None:  # a leaf keeps requires_grad
+            return (_rebuild, (self.numpy().copy(), self.device, True))
         return (_rebuild, (self.numpy().copy(), self.device))
 
     # ------------------------------------------------------------------ conversion
