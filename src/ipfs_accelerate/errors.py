@@ -9,6 +9,7 @@ value, and never contain secrets.
 Areas:
 
 * tensors and ops: :class:`ShapeError`, :class:`DtypeError`, :class:`AxisError`, ...
+* autograd: :class:`AutogradError`, :class:`NonFiniteLossError`
 * hardware backends: :class:`BackendError` and subclasses, :class:`BackendFallbackWarning`
 * tensor sharing: :class:`SharingError` and subclasses
 * WebNN: :class:`WebNNError` and subclasses
@@ -29,6 +30,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
+    "AutogradError",
     "AxisError",
     "BackendError",
     "BackendFallbackWarning",
@@ -53,6 +55,7 @@ __all__ = [
     "InvalidCIDError",
     "IpfsAccelerateError",
     "ModelError",
+    "NonFiniteLossError",
     "NotFoundError",
     "ObjectNotFoundError",
     "OutOfMemoryError",
@@ -128,6 +131,15 @@ class DeviceMismatchError(InvalidArgumentError):
 
 
 # --------------------------------------------------------------------------- hardware backends
+
+
+class AutogradError(IpfsAccelerateError, RuntimeError):
+    """A backward pass cannot run: the graph was already freed, a saved tensor was modified in
+    place, an implicit gradient for a non-scalar output, a leaf changed in place..."""
+
+
+class NonFiniteLossError(AutogradError, builtins.ArithmeticError):
+    """backward() was asked of a NaN or infinite loss (the message names the tensor)."""
 
 
 class BackendError(IpfsAccelerateError, RuntimeError):
