@@ -17,6 +17,7 @@ no duplicates asked for, any order accepted). A kubo RPC API serves the same thr
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import tempfile
@@ -185,7 +186,7 @@ class _Source:
                 f"{self.name}: {what} {cid}: HTTP {exc.code}", gateway=self.name,
                 retryable=retryable,
             ) from None  # fmt: skip
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise GatewayError(
                 f"{self.name}: {what} {cid}: {type(reason).__name__}: {reason}",
@@ -235,8 +236,9 @@ class _KuboRPC(_Source):
 @dataclass(frozen=True)
 class FetchResult:
     """What :func:`fetch` did: the content's CID (the path's target), where it now is,
-    whether it is a directory, and the requests and verified bytes it took (0 and 0 when
-    everything was cached)."""
+    whether it is a directory, the requests and verified bytes it took (0 and 0 when
+    everything was cached), the sources asked, and the errors of sources that failed or
+    lied before one delivered."""
 
     cid: CID
     path: Path
@@ -244,6 +246,7 @@ class FetchResult:
     requests: int
     bytes_fetched: int
     sources: tuple[str, ...]
+    errors: tuple[IpfsAccelerateError, ...] = ()
 
 
 class _Fetcher:
@@ -393,7 +396,7 @@ class _Fetcher:
                     f"{source.name}: CAR for {root} is malformed or truncated: {exc}",
                     gateway=source.name,
                 ) from None
-            except (OSError, TimeoutError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 raise GatewayError(
                     f"{source.name}: CAR for {root} interrupted: {type(exc).__name__}: {exc}",
                     gateway=source.name, retryable=True,
@@ -509,7 +512,7 @@ def _wait_all(futures: list[Future[Any]]) -> None:
 def _read_bounded(body: BinaryIO, source: _Source, cid: CID) -> bytes:
     try:
         data = body.read(MAX_BLOCK_SIZE + 1)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise GatewayError(
             f"{source.name}: block {cid}: {type(exc).__name__}: {exc}", gateway=source.name,
             retryable=True,
@@ -600,6 +603,7 @@ def fetch(
         cached = base / "content" / str(target.to_v1())
         if cached.exists():
             return FetchResult(target, cached, cached.is_dir(), 0, 0, ())
+    errors: list[IpfsAccelerateError] = []
     if target is None or fetcher.missing(target):
         if not sources:
             raise ConfigurationError(
@@ -607,11 +611,11 @@ def fetch(
                 f"rpc=, or set ${GATEWAYS_ENV} / ${KUBO_RPC_ENV}); nothing is fetched from the "
                 "network by default"
             )
-        target = _fetch_from(fetcher, sources, root, segments, text)
+        target = _fetch_from(fetcher, sources, root, segments, text, errors)
     out = Path(dest).expanduser() if dest is not None else base / "content" / str(target.to_v1())
     if out.exists() or out.is_symlink():
         if dest is None:
-            return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources))
+            return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources), tuple(errors))
         if not overwrite:
             raise ContentError(f"fetch {text!r}: destination {str(out)!r} already exists")
         if out.is_dir() and not out.is_symlink():
@@ -621,7 +625,7 @@ def fetch(
     is_directory = _write_tree(store, target, out)
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
-    return FetchResult(target, out, is_directory, *_stats(fetcher, sources))
+    return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
 
 
 def _stats(fetcher: _Fetcher, sources: list[_Source]) -> tuple[int, int, tuple[str, ...]]:
@@ -655,9 +659,13 @@ def _resolve_cached(
 
 
 def _fetch_from(
-    fetcher: _Fetcher, sources: list[_Source], root: CID, segments: tuple[str, ...], text: str
+    fetcher: _Fetcher,
+    sources: list[_Source],
+    root: CID,
+    segments: tuple[str, ...],
+    text: str,
+    errors: list[IpfsAccelerateError],
 ) -> CID:
-    errors: list[IpfsAccelerateError] = []
     with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-fetch") as pool:
         for source in sources:
             try:

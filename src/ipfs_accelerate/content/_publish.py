@@ -3,6 +3,7 @@ kubo node through ``POST /api/v0/dag/import``."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import tempfile
@@ -121,7 +122,7 @@ def _dag_import(base: str, car: Path, root: CID, timeout: float) -> None:
     except urllib.error.HTTPError as exc:
         exc.close()
         raise GatewayError(f"{name}: dag/import: HTTP {exc.code}", gateway=name) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise GatewayError(
             f"{name}: dag/import: {type(reason).__name__}: {reason}", gateway=name
