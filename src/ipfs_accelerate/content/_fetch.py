@@ -37,8 +37,8 @@ from ipfs_accelerate._paths import cache_dir as package_cache_dir
 from ipfs_accelerate.content._blockstore import FilesystemBlockstore
 from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
 from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
-from ipfs_accelerate.content._dagpb import decode_node
-from ipfs_accelerate.content._exporter import iter_directory, iter_file, walk
+from ipfs_accelerate.content._dagpb import UnixFSType, decode_node, decode_unixfs
+from ipfs_accelerate.content._exporter import iter_directory, walk
 from ipfs_accelerate.errors import (
     BlockVerificationError,
     CarFormatError,
@@ -82,6 +82,7 @@ _CAR_ACCEPT: Final = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 #: blocks a CAR may send before the parent that links them (an unordered CAR), in bytes
 _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 _MAX_PATH_SEGMENTS: Final = 256
+_COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
 ProgressCallback = Callable[[str, int, int], None]
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
@@ -262,9 +263,14 @@ class _Fetcher:
         self.config = config
         self.progress = progress
         self.links: dict[bytes, tuple[CID, ...]] = {}  # links of dag-pb nodes read this run
+        self.verified_now: set[bytes] = set()  # digests of blocks this run hashed and wrote
         self.bytes_fetched = 0
         self.total = 0
         self._lock = threading.Lock()
+        # leaves arriving in a CAR are hashed and written here while the stream is read on
+        # (set for the duration of _fetch_from; its tasks never wait on others)
+        self.hashers: ThreadPoolExecutor | None = None
+        self._in_flight = threading.BoundedSemaphore(4 * concurrency)
 
     # -- blocks held -------------------------------------------------------------------
 
@@ -295,7 +301,7 @@ class _Fetcher:
         return out
 
     def _accept(self, source: _Source, cid: CID, data: bytes) -> tuple[CID, ...]:
-        """Store a block already known to hash to ``cid``; its links become acceptable."""
+        """Store a block just checked to hash to ``cid``; its links become acceptable."""
         links: tuple[CID, ...] = ()
         if cid.codec == DAG_PB:
             try:
@@ -304,10 +310,11 @@ class _Fetcher:
                 # it hashes to a CID its parent names, so the DAG itself is malformed
                 raise ContentError(f"{exc} (served by {source.name})") from None
             links = tuple(link.cid for link in node.links)
-        self.store.put(cid, data)
+        self.store.put_hashed(cid, data)
         with self._lock:
             if cid.codec == DAG_PB:
                 self.links[cid.digest] = links
+            self.verified_now.add(cid.digest)
             self.bytes_fetched += len(data)
             done = self.bytes_fetched
         if self.progress is not None:
@@ -342,10 +349,7 @@ class _Fetcher:
         def call() -> None:
             with source.open(cid, car=False) as body:
                 data = _read_bounded(body, source, cid)
-            try:
-                verify_block(cid, data)
-            except BlockVerificationError as exc:
-                raise UntrustedBlockError(f"{source.name}: {exc}", gateway=source.name) from None
+            self._verify(source, cid, data)
             box.append(data)
 
         self._attempt(source, call)
@@ -355,52 +359,88 @@ class _Fetcher:
     def fetch_car(self, source: _Source, root: CID) -> None:
         self._attempt(source, lambda: self._read_car(source, root))
 
+    def _verify(self, source: _Source, cid: CID, data: bytes) -> None:
+        try:
+            verify_block(cid, data)
+        except BlockVerificationError as exc:
+            raise UntrustedBlockError(f"{source.name}: {exc}", gateway=source.name) from None
+
+    def _verify_leaf(self, source: _Source, cid: CID, data: bytes) -> None:
+        try:
+            self._verify(source, cid, data)
+            self._accept(source, cid, data)
+        finally:
+            self._in_flight.release()
+
     def _read_car(self, source: _Source, root: CID) -> None:
+        """Read a CAR of ``root``'s DAG. A block is taken only when a verified block links to
+        it (the root: the request); dag-pb nodes are checked as they arrive (their links
+        decide what else is taken), raw leaves are hashed and written by the ``hashers``
+        while the stream goes on. Blocks arriving before their parent wait in memory
+        (bounded), unverified and unstored, and are refused if no parent claims them."""
         allowed: set[bytes] = {root.digest}
-        received: set[bytes] = set()
+        taken: set[bytes] = set()
         pending: dict[bytes, tuple[CID, bytes]] = {}
         pending_bytes = 0
-        with source.open(root, car=True) as body:
-            try:
-                reader = CarReader(body)
-                if tuple(r.to_v1() for r in reader.roots) != (root.to_v1(),):
-                    roots = ", ".join(str(r) for r in reader.roots) or "none"
-                    raise UntrustedBlockError(
-                        f"{source.name}: CAR for {root} has root(s) {roots}", gateway=source.name
-                    )
-                for cid, data in reader:
-                    if cid.digest not in allowed:
-                        pending[cid.digest] = (cid, data)
-                        pending_bytes += len(data)
-                        if pending_bytes > _MAX_PENDING_BYTES:
-                            raise UntrustedBlockError(
-                                f"{source.name}: CAR for {root} sent more than "
-                                f"{_MAX_PENDING_BYTES} bytes of blocks no verified block links "
-                                f"to (block {cid})", gateway=source.name,
-                            )  # fmt: skip
-                        continue
-                    ready = [(cid, data)]
-                    while ready:
-                        block_cid, block = ready.pop()
-                        received.add(block_cid.digest)
-                        for link in self._accept(source, block_cid, block):
-                            allowed.add(link.digest)
-                            waiting = pending.pop(link.digest, None)
-                            if waiting is not None:
-                                pending_bytes -= len(waiting[1])
-                                ready.append(waiting)
-            except BlockVerificationError as exc:
-                raise UntrustedBlockError(f"{source.name}: {exc}", gateway=source.name) from None
-            except CarFormatError as exc:
-                raise GatewayError(
-                    f"{source.name}: CAR for {root} is malformed or truncated: {exc}",
-                    gateway=source.name,
-                ) from None
-            except (OSError, http.client.HTTPException) as exc:
-                raise GatewayError(
-                    f"{source.name}: CAR for {root} interrupted: {type(exc).__name__}: {exc}",
-                    gateway=source.name, retryable=True,
-                ) from None  # fmt: skip
+        leaves: list[Future[None]] = []
+        try:
+            with source.open(root, car=True) as body:
+                try:
+                    reader = CarReader(body, verify=False)
+                    if tuple(r.to_v1() for r in reader.roots) != (root.to_v1(),):
+                        roots = ", ".join(str(r) for r in reader.roots) or "none"
+                        raise UntrustedBlockError(
+                            f"{source.name}: CAR for {root} has root(s) {roots}",
+                            gateway=source.name,
+                        )
+                    for cid, data in reader:
+                        if cid.digest in taken:
+                            continue  # a duplicate (a CAR may repeat blocks): checked once
+                        if cid.digest not in allowed:
+                            pending[cid.digest] = (cid, data)
+                            pending_bytes += len(data)
+                            if pending_bytes > _MAX_PENDING_BYTES:
+                                raise UntrustedBlockError(
+                                    f"{source.name}: CAR for {root} sent more than "
+                                    f"{_MAX_PENDING_BYTES} bytes of blocks no verified block "
+                                    f"links to (block {cid})", gateway=source.name,
+                                )  # fmt: skip
+                            continue
+                        ready = [(cid, data)]
+                        while ready:
+                            block_cid, block = ready.pop()
+                            taken.add(block_cid.digest)
+                            if block_cid.codec == RAW:
+                                self._in_flight.acquire()
+                                assert self.hashers is not None
+                                leaves.append(self.hashers.submit(
+                                    self._verify_leaf, source, block_cid, block
+                                ))  # fmt: skip
+                                continue
+                            self._verify(source, block_cid, block)
+                            for link in self._accept(source, block_cid, block):
+                                allowed.add(link.digest)
+                                waiting = pending.pop(link.digest, None)
+                                if waiting is not None:
+                                    pending_bytes -= len(waiting[1])
+                                    ready.append(waiting)
+                except CarFormatError as exc:
+                    raise GatewayError(
+                        f"{source.name}: CAR for {root} is malformed or truncated: {exc}",
+                        gateway=source.name,
+                    ) from None
+                except (OSError, http.client.HTTPException) as exc:
+                    raise GatewayError(
+                        f"{source.name}: CAR for {root} interrupted: {type(exc).__name__}: "
+                        f"{exc}", gateway=source.name, retryable=True,
+                    ) from None  # fmt: skip
+        finally:
+            # every leaf task runs to the end (each releases its in-flight slot); their own
+            # failures (a leaf that does not hash to its CID) surface here
+            failures = [f.exception() for f in leaves]
+        failure = next((f for f in failures if f is not None), None)
+        if failure is not None:
+            raise failure
         if pending:
             cid = next(iter(pending.values()))[0]
             raise UntrustedBlockError(
@@ -525,27 +565,129 @@ def _read_bounded(body: BinaryIO, source: _Source, cid: CID) -> bytes:
     return data
 
 
-def _write_tree(store: FilesystemBlockstore, cid: CID, dest: Path) -> bool:
-    """Write ``cid`` (file or directory) at ``dest`` from verified blocks: into a temporary
-    sibling first, renamed into place when complete. True for a directory."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
-    try:
-        is_directory = False
-        for relative, entry, kind in walk(store, cid):
-            target = staging / "root" / relative if relative else staging / "root"
-            if kind == "directory":
-                target.mkdir(parents=True, exist_ok=True)
-                is_directory = is_directory or not relative
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as stream:
-                for chunk in iter_file(store, entry):
-                    stream.write(chunk)
-        os.replace(staging / "root", dest)
-        return is_directory
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """Bytes of a file at ``offset``: a raw leaf, or the data inlined in a dag-pb node."""
+
+    cid: CID
+    offset: int
+    size: int
+    inline: bool
+
+
+class _Exporter:
+    """Writes UnixFS content from the blockstore. A file is laid out first (its dag-pb nodes
+    read, each child's bytes checked against its parent's ``blocksizes``, as
+    :func:`iter_file` does), then its pieces are written at their offsets in parallel. A
+    block this run hashed and wrote itself is not hashed again; any other is."""
+
+    def __init__(
+        self, store: FilesystemBlockstore, verified: set[bytes], pool: ThreadPoolExecutor
+    ) -> None:
+        self.store = store
+        self.verified = verified
+        self.pool = pool
+
+    def read(self, cid: CID) -> bytes:
+        return self.store.get(cid, verify=cid.digest not in self.verified)
+
+    def _layout(self, cid: CID, offset: int, depth: int, out: list[_Piece]) -> int:
+        if depth > 64:
+            raise DagFormatError(f"block {cid}: file DAG deeper than 64 levels")
+        node = decode_node(self.read(cid), f"block {cid}")
+        if node.data is None:
+            raise DagFormatError(f"block {cid}: dag-pb node without UnixFS Data")
+        unixfs = decode_unixfs(node.data, f"block {cid}, UnixFS Data")
+        if unixfs.type not in (UnixFSType.FILE, UnixFSType.RAW):
+            raise ContentError(f"block {cid}: UnixFS type {unixfs.type} is not a file")
+        if len(unixfs.blocksizes) != len(node.links):
+            raise DagFormatError(
+                f"block {cid}: {len(node.links)} links but {len(unixfs.blocksizes)} blocksizes"
+            )
+        size = 0
+        if unixfs.data:
+            out.append(_Piece(cid, offset, len(unixfs.data), True))
+            size = len(unixfs.data)
+        for link, expected in zip(node.links, unixfs.blocksizes, strict=True):
+            if link.cid.codec == RAW:
+                out.append(_Piece(link.cid, offset + size, expected, False))  # length checked
+                produced = expected                                           # when written
+            else:
+                produced = self._layout(link.cid, offset + size, depth + 1, out)
+            if produced != expected:
+                raise DagFormatError(
+                    f"block {cid}: child {link.cid} holds {produced} bytes, "
+                    f"its parent's blocksize says {expected}"
+                )
+            size += produced
+        return size
+
+    def _write_piece(self, handle: int, piece: _Piece) -> None:
+        if not piece.inline and piece.cid.digest in self.verified and _COPY_FILE_RANGE:
+            # hashed by this run moments ago: copied file to file in the kernel, not read back
+            self._copy_block(handle, piece)
+            return
+        data = self.read(piece.cid)
+        if piece.inline:
+            node = decode_node(data, f"block {piece.cid}")
+            data = decode_unixfs(node.data or b"", f"block {piece.cid}, UnixFS Data").data or b""
+        if len(data) != piece.size:
+            raise DagFormatError(
+                f"block {piece.cid} holds {len(data)} bytes, its parent's blocksize says "
+                f"{piece.size}"
+            )
+        os.pwrite(handle, data, piece.offset)
+
+    def _copy_block(self, handle: int, piece: _Piece) -> None:
+        source = os.open(self.store.path_of(piece.cid), os.O_RDONLY)
+        try:
+            held = os.fstat(source).st_size
+            if held != piece.size:
+                raise DagFormatError(
+                    f"block {piece.cid} holds {held} bytes, its parent's blocksize says "
+                    f"{piece.size}"
+                )
+            done = 0
+            while done < held:
+                step = os.copy_file_range(source, handle, held - done, done, piece.offset + done)
+                if step <= 0:
+                    raise ContentError(f"block {piece.cid}: copy stopped at byte {done}")
+                done += step
+        finally:
+            os.close(source)
+
+    def write_file(self, cid: CID, target: Path) -> None:
+        if cid.codec == RAW:
+            target.write_bytes(self.read(cid))
+            return
+        pieces: list[_Piece] = []
+        size = self._layout(cid, 0, 0, pieces)
+        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(handle, size)
+            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in pieces])
+        finally:
+            os.close(handle)
+
+    def write_tree(self, cid: CID, dest: Path) -> bool:
+        """Write ``cid`` (file or directory) at ``dest``: into a temporary sibling first,
+        renamed into place when complete. True for a directory."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+        try:
+            is_directory = False
+            for relative, entry, kind in walk(self.store, cid):
+                target = staging / "root" / relative if relative else staging / "root"
+                if kind == "directory":
+                    target.mkdir(parents=True, exist_ok=True)
+                    is_directory = is_directory or not relative
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.write_file(entry, target)
+            os.replace(staging / "root", dest)
+            return is_directory
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def fetch(
@@ -597,7 +739,6 @@ def fetch(
             sources.append(_KuboRPC(_check_base_url(rpc_url, "kubo rpc"), timeout))
         sources.extend(_Gateway(url, timeout) for url in configured_gateways(gateways))
     fetcher = _Fetcher(store, concurrency, ResilienceConfig(max_retries=retries), progress)
-
     target: CID | None = _resolve_cached(fetcher, root, segments, text)
     if target is not None and dest is None:
         cached = base / "content" / str(target.to_v1())
@@ -622,7 +763,8 @@ def fetch(
             shutil.rmtree(out)
         else:
             out.unlink()
-    is_directory = _write_tree(store, target, out)
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="ipfs-export") as pool:
+        is_directory = _Exporter(store, fetcher.verified_now, pool).write_tree(target, out)
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
     return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
@@ -666,7 +808,11 @@ def _fetch_from(
     text: str,
     errors: list[IpfsAccelerateError],
 ) -> CID:
-    with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-fetch") as pool:
+    with (
+        ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-fetch") as pool,
+        ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-verify") as hashers,
+    ):
+        fetcher.hashers = hashers
         for source in sources:
             try:
                 target = fetcher.resolve(source, root, segments, text)
