@@ -106,7 +106,8 @@ class ServerThread:
 
 class FakeGateway(ServerThread):
     """A trustless gateway over ``blocks``, honest unless ``lie`` names one of :data:`LIES`;
-    ``die_after`` N blocks it resets every later connection. ``requests`` counts
+    ``die_after`` N blocks it resets every later connection; ``serves_cars=False`` answers
+    406 to CAR requests, as a blocks-only gateway does. ``requests`` counts
     ``"<raw|car> <cid>"``."""
 
     def __init__(
@@ -118,6 +119,7 @@ class FakeGateway(ServerThread):
         other_root: CID | None = None,
         die_after: int | None = None,
         stall_seconds: float = 5.0,
+        serves_cars: bool = True,
     ) -> None:
         assert lie is None or lie in LIES
         self.blocks = blocks
@@ -126,6 +128,7 @@ class FakeGateway(ServerThread):
         self.other_root = other_root
         self.die_after = die_after
         self.stall_seconds = stall_seconds
+        self.serves_cars = serves_cars
         self.served_blocks = 0
         self.requests: Counter[str] = Counter()
         app = web.Application()
@@ -148,6 +151,8 @@ class FakeGateway(ServerThread):
                                 content_type="text/html")  # fmt: skip
         if not self.blocks.has(cid):
             return web.Response(status=404, text="not found")
+        if car and not self.serves_cars:  # a blocks-only trustless gateway
+            return web.Response(status=406, text="only application/vnd.ipld.raw here")
         if car:
             return await self._car(request, cid)
         if self.die_after is not None and self.served_blocks >= self.die_after:

@@ -290,3 +290,34 @@ def test_publish_refuses_what_is_not_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(GatewayError, match="127.0.0.1:9"):
         publish(directory, rpc="http://127.0.0.1:9")
     assert publish(directory).cid == import_directory(directory).root.cid
+
+
+def test_a_blocks_only_gateway_serves_everything_as_blocks(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, _ = dags
+    gateway = FakeGateway(honest.blocks, serves_cars=False)
+    gateways.append(gateway)
+    fetch(honest.root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path / "c")
+    _same_tree(honest.directory, tmp_path / "out")
+    raw = {key for key in gateway.requests if key.startswith("raw ")}
+    assert len(raw) == len(list(dfs_blocks(honest.blocks, honest.root)))
+    # only the first wave's CARs, in flight together before the first refusal came back
+    cars = {key.split(" ", 1)[1] for key in gateway.requests if key.startswith("car ")}
+    assert cars and cars <= {str(honest.result.cid_of(n)) for n in ("big.bin", "sub")}
+
+
+def test_a_block_changed_in_the_cache_is_reported_not_served(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, _ = dags
+    gateway = FakeGateway(honest.blocks)
+    gateways.append(gateway)
+    fetch(honest.root, tmp_path / "first", gateways=[gateway.url], cache_dir=tmp_path / "c")
+    store = FilesystemBlockstore(tmp_path / "c" / "blocks")
+    leaf = next(cid for cid in store if cid.codec == 0x55 and len(store.get(cid)) == CHUNK)
+    path = store.path_of(leaf)
+    path.write_bytes(bytes(CHUNK))
+    with pytest.raises(BlockVerificationError, match=str(leaf)):
+        fetch(honest.root, tmp_path / "second", gateways=[gateway.url], cache_dir=tmp_path / "c")
+    assert not (tmp_path / "second").exists()

@@ -83,6 +83,8 @@ _CAR_ACCEPT: Final = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 _MAX_PATH_SEGMENTS: Final = 256
 _COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
+#: answers to a CAR request that mean "no CARs here" (blocks-only gateways): blocks then
+_CAR_REFUSED: Final = frozenset({400, 406, 415, 501})
 ProgressCallback = Callable[[str, int, int], None]
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
@@ -162,6 +164,7 @@ class _Source:
         self.name = f"{kind} {redact_url(base)}"
         self.timeout = timeout
         self.breaker = _breaker(self.name)
+        self.car_supported = True  # until it refuses one (a blocks-only trustless gateway)
         self.requests = 0
         self._lock = threading.Lock()
 
@@ -182,6 +185,8 @@ class _Source:
             response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             exc.close()
+            if car and exc.code in _CAR_REFUSED:
+                self.car_supported = False
             retryable = exc.code in (408, 429) or exc.code >= 500
             raise GatewayError(
                 f"{self.name}: {what} {cid}: HTTP {exc.code}", gateway=self.name,
@@ -357,7 +362,14 @@ class _Fetcher:
         return box[0]
 
     def fetch_car(self, source: _Source, root: CID) -> None:
-        self._attempt(source, lambda: self._read_car(source, root))
+        if source.car_supported:
+            try:
+                self._attempt(source, lambda: self._read_car(source, root))
+                return
+            except GatewayError:
+                if source.car_supported:
+                    raise
+        self.fetch_block(source, root)  # its children follow in the next wave
 
     def _verify(self, source: _Source, cid: CID, data: bytes) -> None:
         try:
