@@ -11,9 +11,13 @@ import pytest
 
 from ipfs_accelerate.content import (
     CID,
+    DAG_PB,
     CarReader,
     FilesystemBlockstore,
     MemoryBlockstore,
+    PBLink,
+    decode_node,
+    encode_node,
     fetch,
     import_directory,
     publish,
@@ -22,9 +26,11 @@ from ipfs_accelerate.errors import (
     BlockVerificationError,
     CheckpointError,
     ConfigurationError,
+    ContentError,
     ContentPathError,
     FetchError,
     GatewayError,
+    InvalidArgumentError,
     InvalidCIDError,
     UntrustedBlockError,
 )
@@ -223,6 +229,18 @@ def test_bad_input_is_refused_by_name(dags: tuple[Dag, Dag], gateways: list[Fake
         fetch(honest.root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path)
     fetch(honest.root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path,
           overwrite=True)  # fmt: skip
+    with pytest.raises(ContentError, match=r"declares \d+ bytes, more than max_bytes=1000"):
+        fetch(honest.root, gateways=[gateway.url], cache_dir=tmp_path / "small", max_bytes=1000)
+    # a file node whose links understate their sizes (Tsize 0) is stopped as it arrives
+    node = decode_node(honest.blocks.get(honest.result.cid_of("big.bin")))
+    understated = encode_node(node.data, [PBLink(link.cid, link.name, 0) for link in node.links])
+    sly = CID.for_block(understated, DAG_PB, 1)
+    honest.blocks.put(sly, understated)
+    with pytest.raises(ContentError, match="more than max_bytes=5000 bytes of blocks"):
+        fetch(f"ipfs://{sly}", gateways=[gateway.url], cache_dir=tmp_path / "s2", max_bytes=5000,
+              concurrency=1)  # fmt: skip
+    with pytest.raises(InvalidArgumentError, match="concurrency"):
+        fetch(honest.root, gateways=[gateway.url], cache_dir=tmp_path, concurrency=0)
 
 
 def test_gateways_come_from_the_environment(

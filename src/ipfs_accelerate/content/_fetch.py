@@ -262,8 +262,10 @@ class _Fetcher:
         concurrency: int,
         config: ResilienceConfig,
         progress: ProgressCallback | None,
+        max_bytes: int | None = None,
     ) -> None:
         self.store = store
+        self.max_bytes = max_bytes
         self.concurrency = concurrency
         self.config = config
         self.progress = progress
@@ -322,6 +324,10 @@ class _Fetcher:
             self.verified_now.add(cid.digest)
             self.bytes_fetched += len(data)
             done = self.bytes_fetched
+        if self.max_bytes is not None and done > self.max_bytes:
+            raise ContentError(
+                f"fetch: more than max_bytes={self.max_bytes} bytes of blocks (at block {cid})"
+            )
         if self.progress is not None:
             self.progress("fetch", done, max(self.total, done))
         return links
@@ -519,6 +525,11 @@ class _Fetcher:
         if not (target.digest in self.links or self.store.has(target)):
             data = self.fetch_block(source, target)
             self.total = max(self.total, len(data) + _tsize(data, target))
+            if self.max_bytes is not None and self.total > self.max_bytes:
+                raise ContentError(
+                    f"fetch: {target} declares {self.total} bytes, more than "
+                    f"max_bytes={self.max_bytes}"
+                )
         while True:
             wave = self.missing(target)
             if not wave:
@@ -544,9 +555,6 @@ def _wait_all(futures: list[Future[Any]]) -> None:
     """Wait for every future; the first failure (in order) is raised after the rest are
     cancelled or finished, so no request outlives the call."""
     error: BaseException | None = None
-    for future in futures:
-        if error is not None:
-            future.cancel()
     for future in futures:
         if future.cancelled():
             continue
@@ -714,6 +722,7 @@ def fetch(
     retries: int = 2,
     overwrite: bool = False,
     offline: bool = False,
+    max_bytes: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> FetchResult:
     """Fetch the UnixFS file or directory ``cid`` (a CID, ``ipfs://<cid>[/path]`` or
@@ -727,6 +736,8 @@ def fetch(
 
     Without ``dest`` the content is kept in the cache (``<cache>/ipfs/content/<cid>``) and a
     later call returns it without any request. ``dest`` must not exist unless ``overwrite``.
+    ``max_bytes`` bounds what one fetch may download (ContentError beyond it, and at once
+    when the root's links already declare more).
     Raises FetchError (each source's error attached) when no source delivered,
     ContentPathError for a path the verified DAG does not hold, ConfigurationError when the
     content is not cached and no source is configured.
@@ -739,6 +750,8 @@ def fetch(
         )
     if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
         raise InvalidArgumentError(f"fetch: timeout must be in (0, 3600] seconds, got {timeout!r}")
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
+        raise InvalidArgumentError(f"fetch: max_bytes must be a positive int, got {max_bytes!r}")
     if not isinstance(retries, int) or not 0 <= retries <= 20:
         raise InvalidArgumentError(f"fetch: retries must be an int in [0, 20], got {retries!r}")
     base = Path(cache_dir).expanduser() if cache_dir is not None else package_cache_dir() / "ipfs"
@@ -750,7 +763,9 @@ def fetch(
         if rpc_url:
             sources.append(_KuboRPC(_check_base_url(rpc_url, "kubo rpc"), timeout))
         sources.extend(_Gateway(url, timeout) for url in configured_gateways(gateways))
-    fetcher = _Fetcher(store, concurrency, ResilienceConfig(max_retries=retries), progress)
+    fetcher = _Fetcher(
+        store, concurrency, ResilienceConfig(max_retries=retries), progress, max_bytes
+    )
     target: CID | None = _resolve_cached(fetcher, root, segments, text)
     if target is not None and dest is None:
         cached = base / "content" / str(target.to_v1())
