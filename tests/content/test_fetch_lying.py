@@ -98,7 +98,7 @@ def test_a_lying_gateway_is_detected_and_the_next_one_used(
 ) -> None:
     honest, other = dags
     liar = FakeGateway(honest.blocks, lie=lie, other=other.blocks, other_root=other.root,
-                       stall_seconds=3.0)  # fmt: skip
+                       stall_seconds=1.5)  # fmt: skip
     good = FakeGateway(honest.blocks)
     gateways += [liar, good]
     result = fetch(honest.root, tmp_path / "out", gateways=[liar.url, good.url],
