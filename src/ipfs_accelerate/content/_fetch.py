@@ -689,9 +689,10 @@ class _Exporter:
         finally:
             os.close(handle)
 
-    def write_tree(self, cid: CID, dest: Path) -> bool:
+    def write_tree(self, cid: CID, dest: Path, *, shared: bool = False) -> bool:
         """Write ``cid`` (file or directory) at ``dest``: into a temporary sibling first,
-        renamed into place when complete. True for a directory."""
+        renamed into place when complete. True for a directory. ``shared``: ``dest`` is the
+        cache's copy of ``cid``, which a concurrent fetch may have written meanwhile."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
         try:
@@ -704,7 +705,12 @@ class _Exporter:
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.write_file(entry, target)
-            os.replace(staging / "root", dest)
+            try:
+                os.replace(staging / "root", dest)
+            except OSError:
+                if not (shared and dest.exists()):
+                    raise
+                # another process put the same content in the cache first: theirs serves
             return is_directory
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -791,7 +797,8 @@ def fetch(
         else:
             out.unlink()
     with ThreadPoolExecutor(concurrency, thread_name_prefix="ipfs-export") as pool:
-        is_directory = _Exporter(store, fetcher.verified_now, pool).write_tree(target, out)
+        exporter = _Exporter(store, fetcher.verified_now, pool)
+        is_directory = exporter.write_tree(target, out, shared=dest is None)
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
     return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
