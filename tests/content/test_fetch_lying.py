@@ -17,6 +17,7 @@ from ipfs_accelerate.content import (
     MemoryBlockstore,
     PBLink,
     decode_node,
+    decode_unixfs,
     encode_node,
     fetch,
     import_directory,
@@ -339,3 +340,31 @@ def test_a_block_changed_in_the_cache_is_reported_not_served(
     with pytest.raises(BlockVerificationError, match=str(leaf)):
         fetch(honest.root, tmp_path / "second", gateways=[gateway.url], cache_dir=tmp_path / "c")
     assert not (tmp_path / "second").exists()
+
+
+def test_a_path_through_a_hamt_directory_and_progress(
+    gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    source = tmp_path / "many"
+    source.mkdir()
+    for index in range(60):
+        (source / f"file-{index:02d}.txt").write_text(f"entry {index}\n" * (index + 1))
+    blocks = MemoryBlockstore()
+    result = import_directory(source, shard_threshold=200, blockstore=blocks.put)
+    root_node = decode_node(blocks.get(result.root.cid))
+    assert root_node.data is not None and decode_unixfs(root_node.data).type == 5  # a HAMT
+    gateway = FakeGateway(blocks)
+    gateways.append(gateway)
+    one = fetch(f"ipfs://{result.root.cid}/file-17.txt", gateways=[gateway.url],
+                cache_dir=tmp_path / "c")  # fmt: skip
+    assert one.path.read_text() == (source / "file-17.txt").read_text()
+    with pytest.raises(ContentPathError, match="file-99.txt"):
+        fetch(f"ipfs://{result.root.cid}/file-99.txt", gateways=[gateway.url],
+              cache_dir=tmp_path / "c")  # fmt: skip
+    reports: list[tuple[str, int, int]] = []
+    whole = fetch(result.root.cid, tmp_path / "out", gateways=[gateway.url],
+                  cache_dir=tmp_path / "c2", progress=lambda *r: reports.append(r))  # fmt: skip
+    _same_tree(source, whole.path)
+    done = [r[1] for r in reports]
+    assert {r[0] for r in reports} == {"fetch"} and done == sorted(done)
+    assert reports[-1][1] == reports[-1][2] == whole.bytes_fetched
