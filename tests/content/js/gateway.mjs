@@ -50,32 +50,50 @@ function wantsCar (url, accept) {
   return format === 'car'
 }
 
+// The header comes from @ipld/car's own writer; the sections (varint length, CID, bytes) are
+// written straight to the socket, so that serving is not slower than the network.
+async function carHeader (cid) {
+  const { writer, out } = CarWriter.create([cid])
+  const parts = []
+  const collecting = (async () => { for await (const part of out) parts.push(part) })()
+  await writer.close()
+  await collecting
+  return Buffer.concat(parts)
+}
+
+function varint (value) {
+  const bytes = []
+  while (value >= 0x80) {
+    bytes.push((value & 0x7f) | 0x80)
+    value = Math.floor(value / 128)
+  }
+  bytes.push(value)
+  return Buffer.from(bytes)
+}
+
 async function serveCar (cid, response) {
   response.writeHead(200, {
     'Content-Type': 'application/vnd.ipld.car; version=1; order=dfs; dups=n',
     'X-Content-Type-Options': 'nosniff'
   })
-  const { writer, out } = CarWriter.create([cid])
-  const piping = (async () => {
-    for await (const chunk of out) {
-      if (!response.write(chunk)) await new Promise(resolve => response.once('drain', resolve))
-    }
-    response.end()
-  })()
+  const send = async (chunk) => {
+    if (!response.write(chunk)) await new Promise(resolve => response.once('drain', resolve))
+  }
+  await send(await carHeader(cid))
   const seen = new Set()
   const visit = async (node) => {
     const key = node.toString()
     if (seen.has(key)) return
     seen.add(key)
     const bytes = await toBytes(blockstore.get(node))
-    await writer.put({ cid: node, bytes })
+    await send(Buffer.concat([varint(node.bytes.length + bytes.length), node.bytes]))
+    await send(bytes)
     if (node.code === dagPb.code) {
       for (const link of dagPb.decode(bytes).Links) await visit(link.Hash)
     }
   }
   await visit(cid)
-  await writer.close()
-  await piping
+  response.end()
 }
 
 const server = http.createServer(async (request, response) => {
