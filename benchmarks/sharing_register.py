@@ -76,8 +76,20 @@ def main() -> None:
             f"{hit * 1e3:>8.2f}ms {new / sha:>7.2f}x {hit / sha:>7.2f}x"
         )
         times = {"sha256_s": sha, "copy_s": copy, "content_id_s": cid}
-        results.ratio(f"register {size_mb} MB: register/sha256", new / sha, register_s=new, **times)
-        results.ratio(f"dedup hit {size_mb} MB: hit/sha256", hit / sha, hit_s=hit, **times)
+        results.ratio(
+            f"register {size_mb} MB: register/sha256",
+            new / sha,
+            higher_is_better=False,
+            register_s=new,
+            **times,
+        )
+        results.ratio(
+            f"dedup hit {size_mb} MB: hit/sha256",
+            hit / sha,
+            higher_is_better=False,
+            hit_s=hit,
+            **times,
+        )
     results.write(args.json)
 
 

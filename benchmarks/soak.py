@@ -25,8 +25,14 @@ plain ``vllm`` backend relying on its own retries (issue 6's pipeline, 3 retries
 what routing over three endpoints buys. Nothing here is asserted; the exit status is 1 when
 a property above was violated.
 
+With ``--cache exact`` the router (and the peer) get an in-process response cache, every
+request asks for ``temperature=0`` (cacheable) and ``--repeat-rate`` of them (30% by default)
+repeat an earlier request's prompt; the report adds the cache's hits, misses and stores, and
+the same properties must hold (0 lost, 0 hung, 0 leaked descriptors).
+
     python benchmarks/soak.py [--requests 5000] [--concurrency 64] [--fault-rate 0.2]
                               [--deadline 5] [--seed 7] [--no-peer]
+                              [--cache exact] [--repeat-rate 0.3]
 """
 
 from __future__ import annotations
@@ -146,28 +152,46 @@ def fd_counts() -> tuple[int, int]:
     return len(fds), sockets
 
 
+def prompt_of(i: int, seed: int, repeat_rate: float) -> int:
+    """Which request's prompt request ``i`` sends: its own, or (a ``repeat_rate`` share of
+    them, spread by a multiplicative hash) an earlier one's."""
+    if i and (i * 2654435761 + seed) % 1000 < repeat_rate * 1000:
+        return (i * 40503 + seed) % i
+    return i
+
+
 async def drive(
-    client: Any, requests: int, concurrency: int, deadline: float, seed: int
+    client: Any,
+    requests: int,
+    concurrency: int,
+    deadline: float,
+    seed: int,
+    repeat_rate: float = 0.0,
+    cached: bool = False,
 ) -> tuple[Outcome, float]:
     from ipfs_accelerate.errors import IpfsAccelerateError
 
     outcome = Outcome()
     counter = iter(range(requests))
+    # a cached request must be deterministic to be cached at all
+    sampling: dict[str, Any] = {"temperature": 0} if cached else {}
 
     def make(i: int) -> Callable[[], Awaitable[bool]]:
         kind = (i * 7919 + seed) % 10
-        text = f"soak {i} words here"
+        text = f"soak {prompt_of(i, seed, repeat_rate)} words here"
         if kind < 7:
 
             async def chat() -> bool:
-                reply = await client.chat(MODEL, text, deadline=deadline)
+                reply = await client.chat(MODEL, text, deadline=deadline, **sampling)
                 return bool(reply.text == f"Echo: {text}")
 
             return chat
         if kind < 9:
 
             async def stream() -> bool:
-                chunks = [c async for c in client.stream_chat(MODEL, text, deadline=deadline)]
+                chunks = [
+                    c async for c in client.stream_chat(MODEL, text, deadline=deadline, **sampling)
+                ]
                 return "".join(c.text for c in chunks) == f"Echo: {text}" and chunks[-1].done
 
             return stream
@@ -243,11 +267,13 @@ async def run_router(urls: list[str], args: argparse.Namespace) -> dict[str, Any
         backoff=0.05,
         max_backoff=0.5,
         name="soak",
+        cache=args.cache == "exact",
     )
     try:
         outcome, wall = await drive(
-            router, args.requests, args.concurrency, args.deadline, args.seed
-        )
+            router, args.requests, args.concurrency, args.deadline, args.seed,
+            args.repeat_rate, args.cache == "exact",
+        )  # fmt: skip
         stats = router.get_stats()
     finally:
         for backend in backends:
@@ -263,11 +289,15 @@ async def run_router(urls: list[str], args: argparse.Namespace) -> dict[str, Any
 async def run_peer(url: str, args: argparse.Namespace) -> dict[str, Any]:
     from ipfs_accelerate.api_backends import create_api_backend
 
-    backend = create_api_backend("vllm", metadata={"base_url": url, "resilience": resilience(3)})
+    backend = create_api_backend(
+        "vllm",
+        metadata={"base_url": url, "resilience": resilience(3), "cache": args.cache == "exact"},
+    )
     try:
         outcome, wall = await drive(
-            backend, args.requests, args.concurrency, args.deadline, args.seed
-        )
+            backend, args.requests, args.concurrency, args.deadline, args.seed,
+            args.repeat_rate, args.cache == "exact",
+        )  # fmt: skip
         stats = backend.get_stats()
     finally:
         await backend.aclose()
@@ -346,6 +376,12 @@ def report(name: str, result: dict[str, Any], checks: dict[str, Any], requests: 
         f"retries/failovers        {stats.get('retries', 0)}   circuit openings "
         f"{result['breakers']}"
     )
+    cache = stats.get("cache")
+    if cache:
+        print(
+            f"response cache           hits {cache['hits']}  misses {cache['misses']}  stores "
+            f"{cache['stores']}  skipped {cache['skipped']}  errors {cache['errors']}"
+        )
     if "waits" in stats:
         print(
             f"router waits             {stats['waits']} totalling {stats['waited_s']} s; panic "
@@ -374,8 +410,20 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--cache", choices=("off", "exact"), default="off",
+        help="an in-process exact response cache on the router and the peer",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeat-rate", type=float, default=None,
+        help="share of requests repeating an earlier prompt (default 0.3 with --cache, else 0)",
+    )  # fmt: skip
     add_json_option(parser)
     args = parser.parse_args()
+    if args.repeat_rate is None:
+        args.repeat_rate = 0.3 if args.cache != "off" else 0.0
+    if not 0.0 <= args.repeat_rate < 1.0:
+        parser.error(f"--repeat-rate must be in [0, 1), got {args.repeat_rate}")
 
     servers = start_servers(3, args.fault_rate, args.seed)
     try:
@@ -389,7 +437,9 @@ def main() -> int:
         "injected faults "
         f"(500 / 429 Retry-After 1 / reset / 3 s stall), deadline {args.deadline:g} s, attempt "
         "timeout 0.5 s"
-    )
+        + (f", exact cache with {args.repeat_rate:.0%} repeated prompts" if args.cache != "off"
+           else "")
+    )  # fmt: skip
     for i, server in enumerate(servers):
         print(
             f"server {i}: served {server.chaos.get('served')} requests, injected "
@@ -416,6 +466,13 @@ def main() -> int:
         }
         recorded.ratio("router / peer: throughput", ratio, **walls)
         recorded.ratio("router / peer: results", success, **walls)
+    cache = result["stats"].get("cache")
+    if cache:
+        recorded.ratio(
+            "router: cache hits / requests", cache["hits"] / args.requests,
+            hits=cache["hits"], misses=cache["misses"], stores=cache["stores"],
+            violations=violations,
+        )  # fmt: skip
     recorded.write(args.json)
     return 1 if violations else 0
 

@@ -115,7 +115,13 @@ def main() -> None:
     print(f"{'case':24s} {'ours':>11s} {'numpy':>11s} {'ours/numpy':>11s}")
     for name, ours, theirs in rows:
         print(f"{name:24s} {ours * 1e3:9.3f}ms {theirs * 1e3:9.3f}ms {ours / theirs:10.2f}x")
-        results.ratio(f"{name}: ours/numpy", ours / theirs, ours_s=ours, numpy_s=theirs)
+        results.ratio(
+            f"{name}: ours/numpy",
+            ours / theirs,
+            higher_is_better=False,
+            ours_s=ours,
+            numpy_s=theirs,
+        )
     print(
         f"{'small op (8 elems)':24s} {ours_small * 1e6:9.2f}us {numpy_small * 1e6:9.2f}us "
         f"{ours_small / numpy_small:10.2f}x   overhead {(ours_small - numpy_small) * 1e6:.2f} us/op"
@@ -123,6 +129,7 @@ def main() -> None:
     results.ratio(
         "small op (8 elems): ours/numpy",
         ours_small / numpy_small,
+        higher_is_better=False,
         ours_s=ours_small,
         numpy_s=numpy_small,
     )

@@ -201,7 +201,11 @@ def main() -> None:
         f"{ours / theirs:7.1f}x"
     )
     results.ratio(
-        f"queued small ops ({count}): webgpu/numpy", ours / theirs, webgpu_s=ours, numpy_s=theirs
+        f"queued small ops ({count}): webgpu/numpy",
+        ours / theirs,
+        higher_is_better=False,
+        webgpu_s=ours,
+        numpy_s=theirs,
     )
 
     if args.skip_block:
@@ -240,7 +244,13 @@ def main() -> None:
         f"{(after['dispatches'] - before['dispatches']) / runs:.0f} dispatches, "
         f"{(after['pipeline_compiles'] - before['pipeline_compiles'])} new pipelines"
     )
-    results.ratio("transformer block: webgpu/numpy", ours / theirs, webgpu_s=ours, numpy_s=theirs)
+    results.ratio(
+        "transformer block: webgpu/numpy",
+        ours / theirs,
+        higher_is_better=False,
+        webgpu_s=ours,
+        numpy_s=theirs,
+    )
     results.write(args.json)
 
 

@@ -143,6 +143,7 @@ def report(
         RESULTS.ratio(
             f"{section}: {label} / {peer_label} ({which})",
             mine[index] / peer[index],
+            higher_is_better=False,
             ours_s=mine[index],
             peer_s=peer[index],
         )
@@ -197,6 +198,7 @@ def webnn_api(args: argparse.Namespace) -> None:
     RESULTS.ratio(
         "build + compile / InferenceSession",
         build / direct_session,
+        higher_is_better=False,
         ours_s=build,
         peer_s=direct_session,
     )

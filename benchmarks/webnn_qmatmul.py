@@ -5,7 +5,7 @@ Each variant's compiled graph (or session) runs the same input; rounds interleav
 variants and the median round is reported, so a busy machine slows them alike. Prints
 milliseconds per call and the ratios against webnn fp32 and ORT dynamic int8.
 
-    PYTHONPATH=src python benchmarks/webnn_qmatmul.py [--rows 512] [--rounds 7]
+    PYTHONPATH=src python benchmarks/webnn_qmatmul.py [--rows 512] [--rounds 7] [--json FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 SHAPES = ((384, 384), (384, 1536), (1536, 384))
 
@@ -81,7 +82,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="per variant per round")
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("webnn_qmatmul")
 
     import ipfs_accelerate as ia
     from ipfs_accelerate.hal import mark_parameter
@@ -122,6 +125,14 @@ def main() -> None:
                 f"  {name:24s} {ms:7.3f} ms  {fp32 / ms:5.2f}x webnn fp32  "
                 f"{ort_int8 / ms:5.2f}x ort int8"
             )
+            shape = f"({args.rows}, {k}) @ ({k}, {n})"
+            if name != "webnn fp32":
+                results.ratio(f"{shape}: {name} vs webnn fp32", fp32 / ms, ms=ms, peer_ms=fp32)
+            if name != "ort quantize_dynamic":
+                results.ratio(
+                    f"{shape}: {name} vs ort int8", ort_int8 / ms, ms=ms, peer_ms=ort_int8
+                )
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ PROVIDER_ENV = (
     "OLLAMA_HOST", "SAMPLE_API_URL", "SAMPLE_API_KEY", "VLLM_URL", "TGI_URL", "OVMS_URL", "TEI_URL",
     "TEI_URL_2", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
     "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
-    "S3_REPLICA_URL",
+    "S3_REPLICA_URL", "MLC_URL",
     "IPFS_ACCELERATE_SERVER", "IPFS_ACCELERATE_API_KEY",
 )  # fmt: skip
 
@@ -110,6 +110,7 @@ class Services:
             "claude": self._claude,
             "ollama": self._ollama,
             "vllm": lambda: {"VLLM_URL": self._fake("vllm_fake", "VLLMFake").url},
+            "mlc": lambda: {"MLC_URL": self._fake("mlc_fake", "MLCFake", enable_debug=True).url},
             "tgi": lambda: {"TGI_URL": self._fake("tgi_fake", "TGIFake").url},
             "ovms": lambda: {"OVMS_URL": self._fake("ovms_fake", "OVMSFake").url},
             "tei": self._tei,

@@ -35,6 +35,9 @@ _LAZY: dict[str, str] = {
     "int8": "ipfs_accelerate.tensor",
     "uint8": "ipfs_accelerate.tensor",
     "bool_": "ipfs_accelerate.tensor",
+    "no_grad": "ipfs_accelerate.tensor",
+    "enable_grad": "ipfs_accelerate.tensor",
+    "is_grad_enabled": "ipfs_accelerate.tensor",
     # hardware abstraction layer
     "available_backends": "ipfs_accelerate.hal",
     "select_backend": "ipfs_accelerate.hal",
@@ -82,6 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.tensor import Tensor as Tensor
     from ipfs_accelerate.tensor import arange as arange
     from ipfs_accelerate.tensor import bool_ as bool_
+    from ipfs_accelerate.tensor import enable_grad as enable_grad
     from ipfs_accelerate.tensor import float16 as float16
     from ipfs_accelerate.tensor import float32 as float32
     from ipfs_accelerate.tensor import float64 as float64
@@ -91,6 +95,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.tensor import int8 as int8
     from ipfs_accelerate.tensor import int32 as int32
     from ipfs_accelerate.tensor import int64 as int64
+    from ipfs_accelerate.tensor import is_grad_enabled as is_grad_enabled
+    from ipfs_accelerate.tensor import no_grad as no_grad
     from ipfs_accelerate.tensor import ones as ones
     from ipfs_accelerate.tensor import ones_like as ones_like
     from ipfs_accelerate.tensor import rand as rand

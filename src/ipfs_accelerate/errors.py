@@ -9,12 +9,14 @@ value, and never contain secrets.
 Areas:
 
 * tensors and ops: :class:`ShapeError`, :class:`DtypeError`, :class:`AxisError`, ...
+* autograd: :class:`AutogradError`, :class:`NonFiniteLossError`
 * hardware backends: :class:`BackendError` and subclasses, :class:`BackendFallbackWarning`
 * tensor sharing: :class:`SharingError` and subclasses
 * WebNN: :class:`WebNNError` and subclasses
 * models: :class:`ModelError` and subclasses
 * remote APIs: :class:`APIError` and subclasses (the names follow openai-python)
 * object storage and managed servers: :class:`StorageError`, :class:`ContainerError`
+* IPFS content (CIDs, UnixFS DAGs, CAR files): :class:`ContentError` and subclasses
 """
 
 from __future__ import annotations
@@ -28,24 +30,35 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
+    "AutogradError",
     "AxisError",
     "BackendError",
     "BackendFallbackWarning",
     "BackendLimitError",
     "BackendUnavailableError",
     "BadRequestError",
+    "BlockNotFoundError",
+    "BlockVerificationError",
+    "CarFormatError",
     "CheckpointError",
     "CircuitOpenError",
     "ConfigurationError",
     "ConflictError",
     "ContainerError",
+    "ContentError",
+    "ContentPathError",
+    "DagFormatError",
     "DeviceLostError",
     "DeviceMismatchError",
     "DtypeError",
+    "FetchError",
+    "GatewayError",
     "IndexOutOfRangeError",
     "InvalidArgumentError",
+    "InvalidCIDError",
     "IpfsAccelerateError",
     "ModelError",
+    "NonFiniteLossError",
     "NotFoundError",
     "ObjectNotFoundError",
     "OutOfMemoryError",
@@ -69,8 +82,10 @@ __all__ = [
     "UnknownBackendError",
     "UnknownTensorTypeError",
     "UnsupportedArchitectureError",
+    "UnsupportedCIDError",
     "UnsupportedDtypeError",
     "UnsupportedOpError",
+    "UntrustedBlockError",
     "ViewBoundsError",
     "WebNNError",
     "WebNNInvalidStateError",
@@ -120,6 +135,15 @@ class DeviceMismatchError(InvalidArgumentError):
 
 
 # --------------------------------------------------------------------------- hardware backends
+
+
+class AutogradError(IpfsAccelerateError, RuntimeError):
+    """A backward pass cannot run: the graph was already freed, a saved tensor was modified in
+    place, an implicit gradient for a non-scalar output, a leaf changed in place..."""
+
+
+class NonFiniteLossError(AutogradError, builtins.ArithmeticError):
+    """backward() was asked of a NaN or infinite loss (the message names the tensor)."""
 
 
 class BackendError(IpfsAccelerateError, RuntimeError):
@@ -364,3 +388,72 @@ class ContainerError(IpfsAccelerateError, RuntimeError):
 
 class ServerStartError(ContainerError):
     """A managed server was not ready in time; the message names it and its last log lines."""
+
+
+# --------------------------------------------------------------------------- IPFS content
+
+
+class ContentError(IpfsAccelerateError):
+    """IPFS content (CIDs, UnixFS DAGs, CAR files, blockstores) failed."""
+
+
+class InvalidCIDError(ContentError, InvalidArgumentError):
+    """A CID string or binary CID is malformed (bad multibase, varint, multihash length...);
+    the message names the input."""
+
+
+class UnsupportedCIDError(InvalidCIDError):
+    """A well-formed CID uses a version, codec or hash function this package does not
+    handle (only CIDv0/v1, dag-pb 0x70 or raw 0x55, sha2-256 0x12)."""
+
+
+class DagFormatError(ContentError, InvalidArgumentError):
+    """A dag-pb node or its UnixFS Data is not valid protobuf for its schema, or breaks the
+    dag-pb canonical form; the message names the block (when known) and the fault."""
+
+
+class CarFormatError(ContentError, InvalidArgumentError):
+    """A CAR file is malformed or truncated; the message names the file and the offset."""
+
+
+class BlockVerificationError(ContentError):
+    """A block's bytes do not hash to its CID (or a link does not match its parent):
+    the block was not what was asked for and must not be used."""
+
+
+class ContentPathError(ContentError, InvalidArgumentError):
+    """A path below a root CID (``ipfs://<cid>/a/b``) is malformed or names no entry of the
+    verified DAG; the message names the root and the path."""
+
+
+class GatewayError(ContentError):
+    """A content source (trustless gateway or kubo RPC API) failed to serve what was asked:
+    an HTTP error, a timeout, a wrong media type, a truncated or incomplete answer. The
+    message and ``gateway`` name the source (credentials and query removed)."""
+
+    def __init__(self, message: str, *, gateway: str = "", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.gateway = gateway
+        self.retryable = retryable
+
+
+class UntrustedBlockError(GatewayError, BlockVerificationError):
+    """A source served bytes that fail verification: a block not hashing to its CID, a
+    block no verified parent links to, or a CAR with another root. Names the source and
+    the block; nothing it sent past the last verified block is kept."""
+
+
+class FetchError(ContentError):
+    """No configured source delivered the content; ``errors`` holds each source's error
+    (the message lists them)."""
+
+    def __init__(self, message: str, errors: list[IpfsAccelerateError] | None = None) -> None:
+        super().__init__(message)
+        self.errors = list(errors or [])
+
+
+class BlockNotFoundError(ContentError, builtins.KeyError):
+    """A blockstore does not hold the requested CID."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

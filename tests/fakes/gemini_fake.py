@@ -6,10 +6,20 @@ has ``finishReason``), ``:batchEmbedContents``, ``GET /v1beta/models`` (``pageSi
 ``pageToken``). The key must be in the ``x-goog-api-key`` header; a ``?key=`` query parameter
 is recorded in ``keys_in_url`` (tests assert it stays empty). Errors:
 ``{"error": {"code", "message", "status", "details"}}``; a 429 can carry a RetryInfo detail.
+
+Every ``Part`` of ``contents`` is checked as the API checks it (proto3 JSON: a field in
+lowerCamelCase or its snake_case proto name): exactly one data field; ``inlineData`` needs
+``mimeType`` (one of the types Gemini takes) and ``data`` in base64 (standard or URL-safe);
+``fileData`` needs ``fileUri`` and may carry ``mimeType``; an unknown field is a 400
+``Invalid JSON payload received. Unknown name``. The media parts received are kept in
+``media`` (decoded bytes or the URI), and the echo names each one: ``Echo: <text> [image/png
+8 bytes] [application/pdf gs://b/doc.pdf]``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -29,6 +39,90 @@ _STATUS = {
 }
 
 
+#: the MIME types generateContent takes inline or by URI (images, audio, video, documents)
+SUPPORTED_MIME = frozenset(
+    {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif", "audio/wav",
+     "audio/mp3", "audio/mpeg", "audio/aiff", "audio/aac", "audio/ogg", "audio/flac",
+     "video/mp4", "video/mpeg", "video/webm", "application/pdf", "text/plain"}
+)  # fmt: skip
+_DATA_FIELDS = {
+    "text": "text",
+    "inlineData": "inlineData",
+    "inline_data": "inlineData",
+    "fileData": "fileData",
+    "file_data": "fileData",
+    "functionCall": "functionCall",
+    "function_call": "functionCall",
+    "functionResponse": "functionResponse",
+    "function_response": "functionResponse",
+}
+_PART_EXTRAS = {"thought", "thoughtSignature", "thought_signature", "videoMetadata"}
+_BLOB_FIELDS = {"mimeType": "mimeType", "mime_type": "mimeType", "data": "data"}
+_FILE_FIELDS = {"mimeType": "mimeType", "mime_type": "mimeType", "fileUri": "fileUri",
+                "file_uri": "fileUri"}  # fmt: skip
+
+
+class PartError(ValueError):
+    """A part the real API would refuse, with the message it gives."""
+
+
+def _fields(obj: Any, names: dict[str, str], where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise PartError(f"Invalid value at '{where}', expected an object")
+    out = {}
+    for key, value in obj.items():
+        if key not in names:
+            raise PartError(
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': "
+                "Cannot find field."
+            )
+        out[names[key]] = value
+    return out
+
+
+def check_part(part: Any, where: str) -> dict[str, Any]:
+    """``part`` in lowerCamelCase field names, or PartError with the API's message."""
+    if not isinstance(part, dict):
+        raise PartError(f"Invalid value at '{where}', expected a Part object")
+    data = {k: v for k, v in part.items() if k not in _PART_EXTRAS}
+    normal = _fields(data, _DATA_FIELDS, where)
+    if len(normal) != 1:
+        raise PartError(f"* {where}: a Part must have exactly one data field, got {sorted(part)}")
+    ((field, value),) = normal.items()
+    if field == "inlineData":
+        blob = _fields(value, _BLOB_FIELDS, f"{where}.inline_data")
+        if not blob.get("mimeType"):
+            raise PartError(f"* {where}.inline_data.mime_type: mime_type is not specified")
+        if blob["mimeType"] not in SUPPORTED_MIME:
+            raise PartError(f"Unsupported MIME type: {blob['mimeType']}")
+        try:
+            # proto3 JSON bytes: standard or URL-safe base64 (google-genai sends the latter)
+            text = str(blob.get("data", "")).replace("-", "+").replace("_", "/")
+            blob["bytes"] = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            raise PartError(
+                f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+            ) from None
+        if not blob["bytes"]:
+            raise PartError(f"* {where}.inline_data.data: data is not specified")
+        return {"inlineData": blob}
+    if field == "fileData":
+        file = _fields(value, _FILE_FIELDS, f"{where}.file_data")
+        if not isinstance(file.get("fileUri"), str) or not file["fileUri"]:
+            raise PartError(f"* {where}.file_data.file_uri: file_uri is not specified")
+        if "mimeType" in file and file["mimeType"] not in SUPPORTED_MIME:
+            raise PartError(f"Unsupported MIME type: {file['mimeType']}")
+        return {"fileData": file}
+    return {field: value}
+
+
+def _describe(part: dict[str, Any]) -> str:
+    if "inlineData" in part:
+        return f"[{part['inlineData']['mimeType']} {len(part['inlineData']['bytes'])} bytes]"
+    file = part["fileData"]
+    return f"[{file.get('mimeType', 'unknown type')} {file['fileUri']}]"
+
+
 class GeminiFake(FakeServer):
     provider = "gemini"
 
@@ -39,6 +133,8 @@ class GeminiFake(FakeServer):
     ) -> None:
         self.known_models = list(models)
         self.keys_in_url: list[str] = []
+        #: each media part received, in lowerCamelCase, inline data decoded under "bytes"
+        self.media: list[dict[str, Any]] = []
         super().__init__(api_key)
 
     def setup_routes(self, app: web.Application) -> None:
@@ -114,14 +210,26 @@ class GeminiFake(FakeServer):
             return self.error_response(
                 400, "* GenerateContentRequest.contents: contents is not specified"
             )
-        for content in contents:
+        checked: list[list[dict[str, Any]]] = []
+        for index, content in enumerate(contents):
             if content.get("role") not in ("user", "model"):
                 return self.error_response(
                     400, f"Please use a valid role: user, model. Got {content.get('role')!r}"
                 )
-        last_parts = contents[-1]["parts"]
+            try:
+                checked.append(
+                    [check_part(p, f"contents[{index}].parts[{i}]")
+                     for i, p in enumerate(content.get("parts") or [])]
+                )  # fmt: skip
+            except PartError as exc:
+                return self.error_response(400, str(exc))
+        last_parts = checked[-1]
+        media = [p for p in last_parts if "inlineData" in p or "fileData" in p]
+        self.media.extend(p.get("inlineData") or p["fileData"] for p in media)
         responses = [p["functionResponse"] for p in last_parts if "functionResponse" in p]
         user_text = "".join(p.get("text", "") for p in last_parts)
+        if media:
+            user_text = " ".join([user_text, *(_describe(p) for p in media)]).strip()
         call = None
         if responses:
             text: str | None = f"Tool said: {json.dumps(responses[-1]['response'])}"

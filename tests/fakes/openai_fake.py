@@ -3,7 +3,10 @@
 :class:`OpenAIFake` answers ``{prefix}/chat/completions`` (JSON, or SSE ``data: {chunk}``
 events ending with ``data: [DONE]``; with ``stream_options.include_usage`` a last chunk with
 empty ``choices`` and ``usage``), ``/embeddings``, ``/models``, ``/images/generations``,
-``/audio/speech``, ``/audio/transcriptions`` (multipart), ``/moderations`` and ``/files``.
+``/audio/speech``, ``/audio/transcriptions`` (multipart), ``/moderations`` and ``/files``,
+and the multipart ``/images/edits`` (``image``, or ``image[]`` repeated, plus ``mask``),
+``/images/variations`` and ``/audio/translations``, which refuse a body that is not
+multipart/form-data and a field the route does not take, as the API does.
 Errors use OpenAI's body ``{"error": {"message", "type", "param", "code"}}`` and an
 ``x-request-id`` header; a wrong key gets 401 ``invalid_api_key``.
 
@@ -18,10 +21,13 @@ OVMS ``/v3``, TGI's Messages API (``{"error", "error_type"}`` bodies).
 
 from __future__ import annotations
 
+import base64
 import email.policy
+import hashlib
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from email.parser import BytesParser
 from typing import Any
 
@@ -44,6 +50,58 @@ def parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
         filename = part.get_filename()
         fields[str(name)] = (filename, payload) if filename is not None else payload.decode()
     return fields
+
+
+@dataclass(frozen=True)
+class FormPart:
+    name: str
+    filename: str | None
+    content_type: str | None
+    payload: bytes
+
+
+def parse_form_parts(request: web.Request, body: bytes) -> list[FormPart] | None:
+    """Every multipart/form-data part in order (repeated names such as ``image[]`` kept), or
+    None when the request is not multipart/form-data."""
+    if not request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+        return None
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + request.headers.get("Content-Type", "").encode() + b"\r\n\r\n" + body
+    )
+    parts = []
+    for part in message.iter_parts():
+        filename = part.get_filename()
+        parts.append(
+            FormPart(
+                str(part.get_param("name", header="content-disposition")),
+                filename,
+                part.get_content_type() if filename is not None else None,
+                part.get_payload(decode=True) or b"",
+            )
+        )
+    return parts
+
+
+#: the fields each multipart image/audio route takes (anything else: "Unrecognized request
+#: argument"), as OpenAI's API reference lists them
+_FORM_FIELDS = {
+    "images/edits": {"image", "image[]", "mask", "prompt", "model", "n", "size",
+                     "response_format", "quality", "background", "output_format",
+                     "output_compression", "input_fidelity", "user"},
+    "images/variations": {"image", "model", "n", "size", "response_format", "user"},
+    "audio/translations": {"file", "model", "prompt", "response_format", "temperature"},
+}  # fmt: skip
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _image_format(data: bytes) -> str | None:
+    if data.startswith(_PNG):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
 def _text(content: Any) -> str:
@@ -92,6 +150,9 @@ def add_openai_routes(
     app.router.add_get(f"{prefix}/models", server.models)  # type: ignore[attr-defined]
     if surfaces:
         app.router.add_post(f"{prefix}/images/generations", server.images)  # type: ignore[attr-defined]
+        app.router.add_post(f"{prefix}/images/edits", server.image_edits)  # type: ignore[attr-defined]
+        app.router.add_post(f"{prefix}/images/variations", server.image_variations)  # type: ignore[attr-defined]
+        app.router.add_post(f"{prefix}/audio/translations", server.translations)  # type: ignore[attr-defined]
         app.router.add_post(f"{prefix}/audio/speech", server.speech)  # type: ignore[attr-defined]
         app.router.add_post(f"{prefix}/audio/transcriptions", server.transcriptions)  # type: ignore[attr-defined]
         app.router.add_post(f"{prefix}/moderations", server.moderations)  # type: ignore[attr-defined]
@@ -432,6 +493,108 @@ class OpenAIFake(FakeServer):
                 for i in range(n)
             ]
         return self.json_response({"created": 1700000000, "data": items})
+
+    async def _form(
+        self, request: web.Request, route: str
+    ) -> tuple[dict[str, list[FormPart]], web.Response | None]:
+        """The parts of a multipart route by name, or OpenAI's 400 for a body that is not
+        multipart/form-data or holds a field the route does not take."""
+        denied = self._auth_error(request)
+        if denied is not None:
+            return {}, denied
+        parts = parse_form_parts(request, await request.read())
+        if parts is None:
+            kind = request.headers.get("Content-Type", "none")
+            return {}, self.error_response(
+                400, f"Invalid Content-Type header ({kind}), expected multipart/form-data.",
+                "invalid_request_error",
+            )  # fmt: skip
+        by_name: dict[str, list[FormPart]] = {}
+        for part in parts:
+            if part.name not in _FORM_FIELDS[route]:
+                return {}, self.error_response(
+                    400, f"Unrecognized request argument supplied: {part.name}",
+                    "invalid_request_error",
+                )  # fmt: skip
+            by_name.setdefault(part.name, []).append(part)
+        return by_name, None
+
+    def _form_error(self, message: str) -> web.Response:
+        return self.error_response(400, message, "invalid_request_error")
+
+    def _image_items(
+        self, kind: str, fields: dict[str, list[FormPart]], images: list[FormPart]
+    ) -> web.Response:
+        """n results; ``b64_json`` holds ``<kind>:<prompt>:<sha256 of each image, 12 hex>``
+        so a test can tell the images and the prompt arrived intact."""
+        n_text = fields["n"][0].payload.decode() if "n" in fields else "1"
+        if not n_text.isdigit() or not 1 <= int(n_text) <= 10:
+            return self._form_error(f"Invalid 'n': expected an integer from 1 to 10, got {n_text}")
+        prompt = fields["prompt"][0].payload.decode() if "prompt" in fields else ""
+        digests = ",".join(hashlib.sha256(i.payload).hexdigest()[:12] for i in images)
+        mark = f"{kind}:{prompt}:{digests}"
+        if "mask" in fields:
+            mark += f":mask={hashlib.sha256(fields['mask'][0].payload).hexdigest()[:12]}"
+        response_format = (
+            fields["response_format"][0].payload.decode() if "response_format" in fields else "url"
+        )
+        if response_format == "b64_json":
+            encoded = base64.b64encode(mark.encode()).decode()
+            items = [{"b64_json": encoded} for _ in range(int(n_text))]
+        else:
+            items = [{"url": f"https://images.example/{kind}-{i}.png"} for i in range(int(n_text))]
+        return self.json_response({"created": 1700000000, "data": items})
+
+    async def image_edits(self, request: web.Request) -> web.StreamResponse:
+        fields, error = await self._form(request, "images/edits")
+        if error is not None:
+            return error
+        images = fields.get("image", []) + fields.get("image[]", [])
+        if not images or any(i.filename is None for i in images):
+            return self._form_error("Missing required parameter: 'image'.")
+        if "prompt" not in fields or not fields["prompt"][0].payload:
+            return self._form_error("Missing required parameter: 'prompt'.")
+        model = fields["model"][0].payload.decode() if "model" in fields else "dall-e-2"
+        if model == "dall-e-2":
+            # one square-ish PNG (and an optional PNG mask) of at most 4 MB
+            if len(images) != 1:
+                return self._form_error("dall-e-2 takes one image; got " + str(len(images)))
+            checked = [images[0], *fields.get("mask", [])]
+            if any(_image_format(i.payload) != "png" or len(i.payload) > 4 << 20 for i in checked):
+                return self._form_error("Uploaded image must be a PNG and less than 4 MB.")
+        elif len(images) > 16 or any(_image_format(i.payload) is None for i in images):
+            return self._form_error("Invalid image: up to 16 png, webp or jpg images.")
+        return self._image_items("edit", fields, images)
+
+    async def image_variations(self, request: web.Request) -> web.StreamResponse:
+        fields, error = await self._form(request, "images/variations")
+        if error is not None:
+            return error
+        images = fields.get("image", [])
+        if len(images) != 1 or images[0].filename is None:
+            return self._form_error("Missing required parameter: 'image'.")
+        if _image_format(images[0].payload) != "png" or len(images[0].payload) > 4 << 20:
+            return self._form_error("Uploaded image must be a PNG and less than 4 MB.")
+        return self._image_items("variation", fields, images)
+
+    async def translations(self, request: web.Request) -> web.StreamResponse:
+        fields, error = await self._form(request, "audio/translations")
+        if error is not None:
+            return error
+        if "file" not in fields or fields["file"][0].filename is None:
+            return self._form_error("Missing required parameter: 'file'.")
+        if "model" not in fields:
+            return self._form_error("Missing required parameter: 'model'.")
+        file = fields["file"][0]
+        text = f"translated {len(file.payload)} bytes from {file.filename} into English"
+        if "prompt" in fields:
+            text += f" (prompt: {fields['prompt'][0].payload.decode()})"
+        response_format = (
+            fields["response_format"][0].payload.decode() if "response_format" in fields else "json"
+        )
+        if response_format == "text":
+            return web.Response(text=text, content_type="text/plain", headers=self._headers())
+        return self.json_response({"text": text})
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
         body, error = await self._body(request)

@@ -1,10 +1,9 @@
-"""The Docker runtime and the official servers' specs.
+"""The Docker runtime's container specs and decisions, through a recording docker client.
 
-No Docker engine runs on these machines, so the Docker runtime is checked in two ways: the
-exact container specs it hands to the docker SDK (through a *recording fake of the docker
-client*, used for that only, which also lets the lifecycle logic run with a local fake
-server standing in for the container), and a test that runs a real container, skipped
-unless a Docker engine is reachable."""
+The lifecycle on a real engine is in test_docker_engine.py. What stays here is what a real
+engine on this machine cannot show: the exact arguments for the official images (GPU device
+requests, published ports, images that are not on the machine and must not be pulled in
+tests), and a pull that fails; plus a daemon that is not there."""
 
 from __future__ import annotations
 
@@ -16,14 +15,13 @@ from typing import Any
 
 import pytest
 
-from ipfs_accelerate.errors import ConfigurationError, ServerStartError
+from ipfs_accelerate.errors import ConfigurationError, ContainerError, ServerStartError
 from ipfs_accelerate.servers import (
     DockerRuntime,
     ManagedServer,
     ServerSpec,
     ServerState,
     ovms_server_spec,
-    probe_http,
     tei_server_spec,
     tgi_server_spec,
     vllm_server_spec,
@@ -46,6 +44,9 @@ class _Container:
         self.status = "running"
         self.attrs: dict[str, Any] = {"State": {"ExitCode": 0}}
 
+    def start(self) -> None:
+        self.client.calls.append(("start", self.id))
+
     def reload(self) -> None:
         self.client.calls.append(("reload", self.id))
 
@@ -61,9 +62,9 @@ class _Container:
 
 
 class RecordingDockerClient:
-    """Stands in for ``docker.DockerClient`` because no Docker engine runs here: it records the
-    exact arguments of ``containers.run`` and plays the container's status. Used only to check
-    the specs the Docker runtime requests and its lifecycle decisions."""
+    """Stands in for ``docker.DockerClient`` where a real engine cannot show the point: it
+    records the exact arguments of ``containers.create`` (the published-port form, GPU device
+    requests and images that are not on this machine) and plays the container's status."""
 
     def __init__(self, fail_with: Exception | None = None) -> None:
         self.runs: list[dict[str, Any]] = []
@@ -71,11 +72,17 @@ class RecordingDockerClient:
         self.created: list[_Container] = []
         self.fail_with = fail_with
         self.containers = self
+        self.images = self
 
-    def run(self, **kwargs: Any) -> _Container:
+    def pull(self, image: str) -> None:
+        self.calls.append(("pull", image))
         if self.fail_with is not None:
             raise self.fail_with
-        self.runs.append(kwargs)
+
+    def create(self, **kwargs: Any) -> _Container:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.runs.append({"detach": True, **kwargs})
         container = _Container(self, kwargs)
         self.created.append(container)
         return container
@@ -251,53 +258,21 @@ def test_docker_start_failure_is_typed() -> None:
         ):
             await server.start()
         assert server.state == ServerState.FAILED
+        # the image was missing, so the runtime tried to pull it once (pull="missing")
+        assert server.runtime.client().calls == [("pull", "vllm/vllm-openai:latest")]
 
     run(body(), 10)
 
 
-@pytest.fixture
-def docker_client() -> Any:
-    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
-        pytest.skip("no Docker engine reachable (DOCKER_HOST unset and no /var/run/docker.sock)")
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        client.ping()
-    except Exception as exc:
-        pytest.skip(f"no Docker engine reachable ({type(exc).__name__}: {exc})")
-    return client
-
-
-def test_real_container_when_docker_is_reachable(docker_client: Any) -> None:
-    image = "python:3.12-alpine"
-    try:
-        docker_client.images.get(image)
-    except Exception:
-        try:
-            docker_client.images.pull(image)
-        except Exception as exc:
-            pytest.skip(f"Docker engine reachable but image {image} unavailable: {exc}")
+def test_missing_docker_daemon_is_typed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("docker")
+    socket_path = tmp_path / "absent" / "docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
 
     async def body() -> None:
-        spec = ServerSpec(
-            name="pyhttp",
-            image=image,
-            command=("python", "-m", "http.server", "{port}"),
-            port=8000,
-            health_path="/",
-        )
-        server = ManagedServer(
-            spec, DockerRuntime(docker_client), ready_timeout=60, probe_interval=0.2
-        )
-        await server.start()
-        try:
-            assert await probe_http(server.health_url) == 200
-        finally:
-            await server.stop()
-        left = docker_client.containers.list(
-            all=True, filters={"label": "ipfs_accelerate.server=pyhttp"}
-        )
-        assert left == []
+        server = ManagedServer(vllm_server_spec("m/m"), DockerRuntime())
+        with pytest.raises(ContainerError, match="cannot reach the Docker Engine"):
+            await server.start()
+        assert server.state == ServerState.FAILED and server.handle is None
 
-    run(body(), 90)
+    run(body(), 30)

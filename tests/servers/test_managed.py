@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from ipfs_accelerate.servers import (
     ManagedServer,
     ServerSpec,
     ServerState,
+    free_port,
     probe_http,
 )
 
@@ -173,3 +176,38 @@ def test_restarts_are_bounded(tmp_path: Path) -> None:
         assert server.state == ServerState.STOPPED
 
     run(body(), 40)
+
+
+def test_local_process_follow_logs_and_taken_port() -> None:
+    """Following a process' output ends when it exits; a port that something already listens
+    on is refused before the process starts (the probe would reach the port's holder)."""
+
+    async def body() -> None:
+        script = (
+            "import sys, time\n"
+            "for i in range(300): print('line', i)\n"
+            "sys.stdout.flush(); time.sleep(0.3); print('last'); sys.exit(4)\n"
+        )
+        runtime = LocalProcessRuntime(log_lines=50)
+        spec = ServerSpec(name="chatty", command=(sys.executable, "-u", "-c", script))
+        handle = await runtime.start(spec, free_port())
+        try:
+            lines = [line async for line in runtime.follow_logs(handle)]
+        finally:
+            await runtime.stop(handle)
+        # lines the ring buffer dropped before the reader caught up are skipped, never repeated
+        assert lines[-1] == "last" and lines[-2] == "line 299"
+        numbers = [int(line.split()[1]) for line in lines[:-1]]
+        assert numbers == sorted(set(numbers)) and len(lines) >= 50
+
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            server = ManagedServer(fake_server_spec(), LocalProcessRuntime(), ready_timeout=5)
+            server.spec = replace(server.spec, host_port=port)
+            with pytest.raises(ServerStartError, match=f"port {port} on 127.0.0.1 is already in"):
+                await server.start()
+            assert server.state == ServerState.FAILED
+
+    run(body(), 30)

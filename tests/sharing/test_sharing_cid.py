@@ -121,3 +121,21 @@ def test_bad_inputs_raise_typed_errors() -> None:
         content_id(np.array(["a"]))
     with pytest.raises(InvalidArgumentError, match="32 bytes, got 5"):
         cid_from_digest(b"short")
+
+
+def test_a_tensor_above_one_chunk_has_the_cid_of_its_unixfs_dag() -> None:
+    """Above 1 MiB the id is the dag-pb root of `ipfs add` (unixfs-v1-2025), not one raw
+    block's CID: what any IPFS node computes for the same bytes (the JS reference agrees, see
+    tests/content/test_content_reference.py)."""
+    from ipfs_accelerate.content import CID, import_bytes
+
+    values = np.arange(300_000, dtype=np.float32)  # 1.2 MB: two chunks
+    cid = content_id(ia.tensor(values))
+    assert cid == str(import_bytes(values.tobytes()).cid)
+    assert cid.startswith("bafybei") and CID.parse(cid).codec_name == "dag-pb"
+    assert cid != cid_from_digest(hashlib.sha256(values.tobytes()).digest())
+    v0 = content_id(values, profile="unixfs-v0-2015")
+    assert v0.startswith("Qm")
+    assert v0 == str(import_bytes(values.tobytes(), profile="unixfs-v0-2015").cid)
+    with pytest.raises(InvalidArgumentError, match="content id"):
+        digest_from_cid(cid)  # the digest form names raw blocks only

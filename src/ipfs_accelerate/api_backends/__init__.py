@@ -11,6 +11,10 @@ own surfaces, and the same resilience (retries with backoff, timeouts, circuit b
 priority queue) configured per backend (``resilience=`` or ``metadata["resilience"]``) and
 per call (``priority=``, ``timeout=``, ``max_retries=``, ``deadline=``...).
 
+A response cache (:class:`ResponseCache`, off by default; exact and semantic, in memory, sqlite
+or Redis) answers repeated chat, completion and embedding requests without a request: see
+:mod:`ipfs_accelerate.api_backends.cache`.
+
 Multi-endpoint routing with failover (:class:`Router`), the Unified backends with managed
 servers (``vllm_unified``, ``hf_tgi_unified``, ``hf_tei_unified``, ``ovms_unified``;
 :class:`ManagedServer` on a :class:`DockerRuntime` or :class:`LocalProcessRuntime`, defined in
@@ -36,6 +40,7 @@ _LAZY = {
     "get_available_backends": "_registry",
     "get_backend_class": "_registry",
     "register_api_backend": "_registry",
+    "CacheHit": "_types",
     "ChatChunk": "_types",
     "ChatResponse": "_types",
     "EmbeddingResponse": "_types",
@@ -98,6 +103,12 @@ _LAZY = {
     "register_prometheus": "_observability",
     "exposition": "_observability",
     "start_span": "_observability",
+    # response caching (issue 20)
+    "ResponseCache": "cache",
+    "SemanticCache": "cache",
+    "MemoryStore": "cache",
+    "SqliteStore": "cache",
+    "RedisStore": "cache",
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
@@ -147,6 +158,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._transport import Endpoint as Endpoint
     from ._transport import HTTPRequest as HTTPRequest
     from ._transport import RawResponse as RawResponse
+    from ._types import CacheHit as CacheHit
     from ._types import ChatChunk as ChatChunk
     from ._types import ChatResponse as ChatResponse
     from ._types import EmbeddingResponse as EmbeddingResponse
@@ -169,4 +181,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._types import TranscriptionResponse as TranscriptionResponse
     from ._types import Usage as Usage
     from ._unified import UnifiedBackend as UnifiedBackend
+    from .cache import MemoryStore as MemoryStore
+    from .cache import RedisStore as RedisStore
+    from .cache import ResponseCache as ResponseCache
+    from .cache import SemanticCache as SemanticCache
+    from .cache import SqliteStore as SqliteStore
     from .router import Router as Router

@@ -8,7 +8,9 @@ module only builds requests and parses responses; it never handles retries or so
 Per-call options accepted by every method, next to the provider's own options:
 ``priority`` ("high" / "normal" / "low"), ``timeout``, ``connect_timeout``, ``max_retries``,
 ``deadline`` (seconds for the whole call) and ``extra_headers``. See
-:class:`~ipfs_accelerate.api_backends.ResilienceConfig` for what each bounds.
+:class:`~ipfs_accelerate.api_backends.ResilienceConfig` for what each bounds. ``chat``,
+``stream_chat``, ``complete`` and ``embed`` also take ``cache=`` and
+``cache_nondeterministic=`` (see :mod:`ipfs_accelerate.api_backends.cache`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from ._types import (
     Priority,
     Usage,
 )
+from .cache import ResponseCache, cached_operation
 
 __all__ = ["APIBackend", "CallOptions", "StreamParser"]
 
@@ -117,6 +120,17 @@ class APIBackend:
     default_embedding_model: ClassVar[str | None] = None
     #: regular expressions (full match, case-insensitive) of model names this backend serves
     model_patterns: ClassVar[tuple[str, ...]] = ()
+    #: the response cache in front of chat/stream_chat/complete/embed (None: off)
+    response_cache: ResponseCache | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # every provider's own chat/stream_chat/complete/embed gets the response cache in
+        # front of it, so a provider module never deals with caching
+        super().__init_subclass__(**kwargs)
+        for name in ("chat", "stream_chat", "complete", "embed"):
+            method = cls.__dict__.get(name)
+            if method is not None and callable(method):
+                setattr(cls, name, cached_operation(name)(method))
 
     def __init__(
         self,
@@ -168,6 +182,10 @@ class APIBackend:
             else None
         )
         self._patterns = [re.compile(p, re.IGNORECASE) for p in self.model_patterns]
+        self.response_cache = ResponseCache.from_value(raw_metadata.get("cache"))
+        if isinstance(raw_metadata.get("cache"), str):
+            # a store URL may carry a password (redis://:pw@host): keep the cache, not the URL
+            self.metadata["cache"] = self.response_cache
 
     # ------------------------------------------------------------------ configuration
 
@@ -191,6 +209,10 @@ class APIBackend:
                 url = url[: -len(suffix)]
                 break
         return url
+
+    def _cache_namespace(self) -> str:
+        """What separates this backend's cached answers from others': provider and base URL."""
+        return f"{self.provider} {self.base_url}"
 
     def _needs_key(self) -> bool:
         """Whether this configuration needs a key (OpenAI-compatible clients only on the cloud)."""
@@ -316,9 +338,12 @@ class APIBackend:
         ``circuit_state``, ``in_flight`` and ``queued`` sum up the endpoints requests are
         spread over (:meth:`_pooled_endpoints`): the circuit counts as closed while any of
         them is closed, else half-open while any is. ``endpoints`` lists each one's stats."""
-        return pool_stats(
+        stats = pool_stats(
             self.metrics, self.provider, self._pooled_endpoints(), self._reported_endpoints()
         )
+        if self.response_cache is not None:
+            stats["cache"] = self.response_cache.stats()
+        return stats
 
     def _endpoints(self) -> list[Endpoint]:
         """Every endpoint this backend sends to (one here; several for multi-endpoint backends)."""

@@ -23,6 +23,12 @@ Families (prefix ``ipfs_accelerate_``; labels in brackets):
   ``router_target_cooling_down`` (0/1), ``router_target_healthy`` (1, 0, or -1 unknown),
   ``router_target_latency_ewma_seconds``, ``router_target_ttfc_ewma_seconds``,
   ``router_failovers_total`` -- with [``source``, ``target``].
+* ``api_cache_hits_total`` [``match``: exact or semantic], ``api_cache_misses_total``,
+  ``api_cache_stores_total``, ``api_cache_evictions_total``, ``api_cache_errors_total``
+  [``reason``], ``api_cache_skipped_total`` [``reason``], ``api_cache_entries`` and
+  ``api_cache_bytes`` (where the store can tell) -- with [``source``, ``kind``,
+  ``provider``], for sources with a response cache (a cache shared by several sources shows
+  its totals under each).
 * ``managed_server_up`` (1 when ready), ``managed_server_restarts_total``,
   ``managed_server_state`` [``state``] -- with [``server``, ``runtime``].
 
@@ -213,6 +219,32 @@ class PrometheusCollector:
             "failovers": counter(
                 "router_failovers", "Attempts moved to another target after a failure", ["source"]
             ),
+            "c_hits": counter(
+                "api_cache_hits", "Answers served by the response cache", [*call_labels, "match"]
+            ),
+            "c_misses": counter(
+                "api_cache_misses", "Response cache lookups that missed", call_labels
+            ),
+            "c_stores": counter(
+                "api_cache_stores", "Answers written to the response cache", call_labels
+            ),
+            "c_evictions": counter(
+                "api_cache_evictions", "Entries evicted to respect the cache's bounds", call_labels
+            ),
+            "c_errors": counter(
+                "api_cache_errors",
+                "Cache store failures and undecodable entries (each served as a miss), by reason",
+                [*call_labels, "reason"],
+            ),
+            "c_skipped": counter(
+                "api_cache_skipped",
+                "Requests or answers not cached, by reason",
+                [*call_labels, "reason"],
+            ),
+            "c_entries": gauge(
+                "api_cache_entries", "Entries held by the cache's store", call_labels
+            ),
+            "c_bytes": gauge("api_cache_bytes", "Bytes held by the cache's store", call_labels),
             "srv_up": gauge("managed_server_up", "1 while the managed server is ready", srv_labels),
             "srv_restarts": counter(
                 "managed_server_restarts",
@@ -265,6 +297,22 @@ class PrometheusCollector:
             hist = stats.get(key)
             if hist:
                 _histogram(f[family], labels, hist)
+        cache = stats.get("cache")
+        if cache:
+            exact = cache.get("hits", 0) - cache.get("semantic_hits", 0)
+            f["c_hits"].add_metric([*labels, "exact"], exact)
+            f["c_hits"].add_metric([*labels, "semantic"], cache.get("semantic_hits", 0))
+            f["c_misses"].add_metric(labels, cache.get("misses", 0))
+            f["c_stores"].add_metric(labels, cache.get("stores", 0))
+            f["c_evictions"].add_metric(labels, cache.get("evictions", 0))
+            for reason, count in sorted((cache.get("errors") or {}).items()):
+                f["c_errors"].add_metric([*labels, reason], count)
+            for reason, count in sorted((cache.get("skipped") or {}).items()):
+                f["c_skipped"].add_metric([*labels, reason], count)
+            if cache.get("entries") is not None:
+                f["c_entries"].add_metric(labels, cache["entries"])
+            if cache.get("bytes") is not None:
+                f["c_bytes"].add_metric(labels, cache["bytes"])
 
     @staticmethod
     def _endpoint(f: dict[str, Any], labels: list[str], ep: Mapping[str, Any]) -> None:

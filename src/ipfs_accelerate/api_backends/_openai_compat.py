@@ -395,23 +395,72 @@ class OpenAISurfacesMixin:
         opts = self._options(options)
         body = {"model": model or "dall-e-3", "prompt": prompt, **options}
         request = HTTPRequest("POST", f"{self.api_prefix}/images/generations", json=body)
+        return await self._request(
+            request, opts, lambda raw: _parse_images(self, raw, "generate_image"),
+            what="generate_image",
+        )  # type: ignore[no-any-return]  # fmt: skip
 
-        def parse(raw: RawResponse) -> ImageResponse:
-            what, provider = "generate_image", self.provider
-            data = self._json(raw, what)
-            images = [
-                GeneratedImage(
-                    url=opt(item, "url", str, provider, what),
-                    b64_json=opt(item, "b64_json", str, provider, what),
-                    revised_prompt=opt(item, "revised_prompt", str, provider, what),
-                )
-                for item in need(data, "data", list, provider, what)
-            ]
-            return ImageResponse(
-                images=images, created=opt(data, "created", int, provider, what), raw=data
-            )
+    async def edit_image(
+        self: Any,
+        image: ImageInput | Sequence[ImageInput],
+        prompt: str,
+        model: str | None = None,
+        *,
+        mask: ImageInput | None = None,
+        **options: Any,
+    ) -> ImageResponse:
+        """``POST /images/edits`` (multipart/form-data): ``image`` is bytes or a file path, or
+        a list of them (sent as repeated ``image[]`` parts, as gpt-image-1 takes up to 16);
+        ``mask`` an optional PNG whose transparent pixels mark what to change. ``model``
+        (the server's default, dall-e-2, when None), ``n``, ``size``, ``response_format``,
+        ``quality``... travel as form fields. Raises InvalidArgumentError for an empty
+        prompt, no image, or an option a form cannot carry."""
+        what = "edit_image"
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidArgumentError(f"{self.provider}: {what}: prompt must be non-empty text")
+        opts = self._options(options)
+        several = isinstance(image, list | tuple)
+        images = list(image) if several else [image]  # type: ignore[list-item, arg-type]
+        if not images:
+            raise InvalidArgumentError(f"{self.provider}: {what}: give at least one image")
+        field = "image[]" if several else "image"
+        files = [(field, *_image_payload(i, what, self.provider)) for i in images]
+        if mask is not None:
+            files.append(("mask", *_image_payload(mask, what, self.provider)))
+        fields = [
+            ("prompt", prompt),
+            *_form_fields({"model": model, **options}, what, self.provider),
+        ]
+        return await self._multipart_images(
+            f"{self.api_prefix}/images/edits", fields, files, opts, what
+        )
 
-        return await self._request(request, opts, parse, what="generate_image")  # type: ignore[no-any-return]
+    async def create_image_variation(
+        self: Any, image: ImageInput, model: str | None = None, **options: Any
+    ) -> ImageResponse:
+        """``POST /images/variations`` (multipart/form-data, dall-e-2): variations of one PNG
+        given as bytes or a file path; ``n``, ``size``, ``response_format`` travel as form
+        fields."""
+        what = "create_image_variation"
+        opts = self._options(options)
+        files = [("image", *_image_payload(image, what, self.provider))]
+        fields = _form_fields({"model": model, **options}, what, self.provider)
+        return await self._multipart_images(
+            f"{self.api_prefix}/images/variations", fields, files, opts, what
+        )
+
+    async def _multipart_images(
+        self: Any,
+        path: str,
+        fields: list[tuple[str, str]],
+        files: list[tuple[str, bytes, str]],
+        opts: Any,
+        what: str,
+    ) -> ImageResponse:
+        request = HTTPRequest("POST", path, body_factory=lambda: _multipart(fields, files))
+        return await self._request(
+            request, opts, lambda raw: _parse_images(self, raw, what), what=what
+        )  # type: ignore[no-any-return]
 
     async def speech(
         self: Any, text: str, model: str | None = None, voice: str = "alloy", **options: Any
@@ -448,24 +497,34 @@ class OpenAISurfacesMixin:
             "POST", f"{self.api_prefix}/audio/transcriptions",
             body_factory=lambda: _form(fields, "file", data, name),
         )  # fmt: skip
+        return await self._request(
+            request, opts, lambda raw: _parse_transcription(self, raw, "transcribe"),
+            what="transcribe",
+        )  # type: ignore[no-any-return]  # fmt: skip
 
-        def parse(raw: RawResponse) -> TranscriptionResponse:
-            what, provider = "transcribe", self.provider
-            if "json" not in raw.content_type:  # response_format text/srt/vtt
-                if "html" in raw.content_type:
-                    raise ProtocolError(
-                        f"{what}: got an HTML page: {excerpt(raw.body)!r}", provider=provider
-                    )
-                return TranscriptionResponse(text=raw.body.decode("utf-8", "replace"), raw=raw.body)
-            obj = self._json(raw, what)
-            return TranscriptionResponse(
-                text=need(obj, "text", str, provider, what),
-                language=opt(obj, "language", str, provider, what),
-                duration=opt(obj, "duration", (int, float), provider, what),
-                raw=obj,
-            )
-
-        return await self._request(request, opts, parse, what="transcribe")  # type: ignore[no-any-return]
+    async def translate(
+        self: Any,
+        audio: bytes | str | os.PathLike[str],
+        model: str | None = None,
+        *,
+        filename: str | None = None,
+        **options: Any,
+    ) -> TranscriptionResponse:
+        """``POST /audio/translations`` (multipart/form-data): speech in any language, as
+        English text. ``audio`` is bytes or a file path; ``prompt``, ``response_format``
+        (``json`` by default; ``text``, ``srt``, ``vtt`` come back as the text) and
+        ``temperature`` travel as form fields."""
+        what = "translate"
+        opts = self._options(options)
+        data, name = _file_payload(audio, filename, "audio.wav")
+        fields = _form_fields({"model": model or "whisper-1", **options}, what, self.provider)
+        request = HTTPRequest(
+            "POST", f"{self.api_prefix}/audio/translations",
+            body_factory=lambda: _multipart(fields, [("file", data, name)]),
+        )  # fmt: skip
+        return await self._request(
+            request, opts, lambda raw: _parse_transcription(self, raw, what), what=what
+        )  # type: ignore[no-any-return]
 
     async def moderate(
         self: Any, inputs: str | Sequence[str], model: str | None = None, **options: Any
@@ -581,6 +640,99 @@ def _form(fields: Mapping[str, str], file_field: str, data: bytes, filename: str
     ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     form.add_field(file_field, data, filename=filename, content_type=ctype)
     return form
+
+
+#: an image for the multipart image routes: its bytes or a file path
+ImageInput = bytes | str | os.PathLike[str]
+
+_IMAGE_NAMES = ((b"\x89PNG\r\n\x1a\n", "image.png"), (b"\xff\xd8\xff", "image.jpg"))
+
+
+def _image_payload(image: Any, what: str, provider: str) -> tuple[bytes, str]:
+    """(bytes, filename) of an image given as bytes (named by its format, so that the part
+    carries the right content type) or a file path."""
+    if not isinstance(image, bytes | bytearray | str | os.PathLike):
+        raise InvalidArgumentError(
+            f"{provider}: {what}: an image is bytes or a file path, got {type(image).__name__}"
+        )
+    if isinstance(image, bytes | bytearray):
+        if not image:
+            raise InvalidArgumentError(f"{provider}: {what}: an image must not be empty")
+        data = bytes(image)
+        name = next((n for magic, n in _IMAGE_NAMES if data.startswith(magic)), None)
+        if name is None:
+            is_webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+            name = "image.webp" if is_webp else "image.png"
+        return data, name
+    return _file_payload(image, None, "image.png")
+
+
+def _form_fields(options: Mapping[str, Any], what: str, provider: str) -> list[tuple[str, str]]:
+    """Options as form fields: text and numbers as written, booleans as ``true``/``false``,
+    a list as repeated ``name[]`` fields (as OpenAI's SDK sends them), None left out;
+    anything else raises InvalidArgumentError naming the option."""
+    fields: list[tuple[str, str]] = []
+    for name, value in options.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        key = f"{name}[]" if isinstance(value, list | tuple) else name
+        for item in values:
+            if item is None and key == name:
+                continue
+            if isinstance(item, bool):
+                fields.append((key, "true" if item else "false"))
+            elif isinstance(item, str | int | float):
+                fields.append((key, str(item)))
+            else:
+                raise InvalidArgumentError(
+                    f"{provider}: {what}: option {name!r} cannot travel in a form field "
+                    f"(got {type(item).__name__})"
+                )
+    return fields
+
+
+def _multipart(fields: list[tuple[str, str]], files: list[tuple[str, bytes, str]]) -> Any:
+    """multipart/form-data: the fields, then the files (each with its filename and the
+    content type its name implies)."""
+    from ._transport import _aiohttp
+
+    form = _aiohttp().FormData()
+    for name, value in fields:
+        form.add_field(name, value)
+    for name, data, filename in files:
+        ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        form.add_field(name, data, filename=filename, content_type=ctype)
+    return form
+
+
+def _parse_images(backend: Any, raw: RawResponse, what: str) -> ImageResponse:
+    provider = backend.provider
+    data = backend._json(raw, what)
+    images = [
+        GeneratedImage(
+            url=opt(item, "url", str, provider, what),
+            b64_json=opt(item, "b64_json", str, provider, what),
+            revised_prompt=opt(item, "revised_prompt", str, provider, what),
+        )
+        for item in need(data, "data", list, provider, what)
+    ]
+    return ImageResponse(images=images, created=opt(data, "created", int, provider, what), raw=data)
+
+
+def _parse_transcription(backend: Any, raw: RawResponse, what: str) -> TranscriptionResponse:
+    provider = backend.provider
+    if "json" not in raw.content_type:  # response_format text/srt/vtt
+        if "html" in raw.content_type:
+            raise ProtocolError(
+                f"{what}: got an HTML page: {excerpt(raw.body)!r}", provider=provider
+            )
+        return TranscriptionResponse(text=raw.body.decode("utf-8", "replace"), raw=raw.body)
+    obj = backend._json(raw, what)
+    return TranscriptionResponse(
+        text=need(obj, "text", str, provider, what),
+        language=opt(obj, "language", str, provider, what),
+        duration=opt(obj, "duration", (int, float), provider, what),
+        raw=obj,
+    )
 
 
 def _file_object(backend: Any, raw: RawResponse, what: str) -> FileObject:

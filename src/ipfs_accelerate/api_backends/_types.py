@@ -18,6 +18,7 @@ from typing import Any
 from ipfs_accelerate.resilience._types import HealthStatus, Priority
 
 __all__ = [
+    "CacheHit",
     "ChatChunk",
     "ChatResponse",
     "EmbeddingResponse",
@@ -57,6 +58,21 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheHit:
+    """Set on an answer that came from the response cache (``None`` on a fresh answer).
+
+    ``kind``: ``"exact"`` (the same request) or ``"semantic"`` (a similar prompt, with its
+    cosine ``similarity``); ``key``: the entry's key (for ``ResponseCache.invalidate``);
+    ``age_s``: seconds since the answer was stored.
+    """
+
+    kind: str
+    key: str
+    age_s: float
+    similarity: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     """A function call requested by the model.
 
@@ -93,6 +109,7 @@ class ChatResponse:
     raw: Any = None
     provider: str | None = None
     request_id: str | None = None
+    cache: CacheHit | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +130,7 @@ class ChatChunk:
     tool_call_deltas: list[ToolCallDelta] = field(default_factory=list)
     model: str | None = None
     raw: Any = None
+    cache: CacheHit | None = None  # on every chunk replayed from the response cache
 
 
 @dataclass(slots=True)
@@ -125,6 +143,7 @@ class EmbeddingResponse:
     raw: Any = None
     provider: str | None = None
     request_id: str | None = None
+    cache: CacheHit | None = None
 
     @property
     def dimensions(self) -> int:

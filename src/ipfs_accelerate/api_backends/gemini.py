@@ -20,7 +20,9 @@ Configuration: ``metadata["api_key"]`` / ``gemini_api_key`` / ``$GEMINI_API_KEY`
 
 from __future__ import annotations
 
+import binascii
 import json
+import mimetypes
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -83,25 +85,131 @@ def _model_path(model: str) -> str:
     return "/models/" + quote(name, safe="-._")
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
+#: OpenAI's ``input_audio`` formats and the MIME types Gemini takes for them
+_AUDIO_FORMATS = {
+    "wav": "audio/wav",
+    "mp3": "audio/mp3",
+    "aiff": "audio/aiff",
+    "aac": "audio/aac",
+    "ogg": "audio/ogg",
+    "flac": "audio/flac",
+}
+#: parts that are already Gemini's own (passed through as given)
+_NATIVE_PART_KEYS = frozenset(
+    {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
+     "codeExecutionResult", "inline_data", "file_data"}
+)  # fmt: skip
+
+
+def _mime(value: Any, where: str, provider: str) -> str:
+    """A MIME type as ``type/subtype`` (parameters allowed), else InvalidArgumentError."""
+    if not isinstance(value, str) or not re.fullmatch(r"[\w.+-]+/[\w.+-]+(;.*)?", value.strip()):
+        raise InvalidArgumentError(f"{provider}: {where}: not a MIME type: {value!r}")
+    return value.strip()
+
+
+def _base64(data: Any, where: str, provider: str) -> str:
+    """``data`` checked to be base64, standard or URL-safe (what ``inlineData.data`` holds)."""
+    if not isinstance(data, str) or not data:
+        raise InvalidArgumentError(f"{provider}: {where}: base64 data must be a non-empty string")
+    try:
+        # proto3 JSON takes standard or URL-safe base64 for bytes
+        normal = data.replace("-", "+").replace("_", "/")
+        binascii.a2b_base64(normal.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise InvalidArgumentError(
+            f"{provider}: {where}: data is not valid base64 (starts {data[:16]!r})"
+        ) from None
+    return data
+
+
+def _inline(mime: str, data: str) -> dict[str, Any]:
+    return {"inlineData": {"mimeType": mime, "data": data}}
+
+
+def _from_url(url: Any, mime: Any, where: str, provider: str) -> dict[str, Any]:
+    """A ``data:`` URL as an ``inlineData`` part; any other URL (``gs://``, ``https://``, a
+    Files API URI) as a ``fileData`` part, its MIME type given or guessed from the name."""
+    if not isinstance(url, str) or not url:
+        raise InvalidArgumentError(f"{provider}: {where}: needs a URL, got {url!r}")
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidArgumentError(
+                f"{provider}: {where}: a data URL must be data:<mime>;base64,<data>, got "
+                f"{url[:40]!r}"
+            )
+        type_ = _mime(mime or header[: -len(";base64")], where, provider)
+        return _inline(type_, _base64(data, where, provider))
+    file_data: dict[str, Any] = {"fileUri": url}
+    guessed = mime or mimetypes.guess_type(url.split("?", 1)[0])[0]
+    if guessed:
+        file_data["mimeType"] = _mime(guessed, where, provider)
+    return {"fileData": file_data}
+
+
+def _part(part: Any, where: str, provider: str) -> dict[str, Any]:
+    """One OpenAI-style content part (``text``, ``image_url``, ``input_audio``, ``file``) or
+    a Gemini part given as is, in Gemini's ``Part`` shape."""
+    if isinstance(part, str):
+        return {"text": part}
+    if not isinstance(part, Mapping):
+        raise InvalidArgumentError(
+            f"{provider}: {where}: a content part is an object, got {part!r}"
+        )
+    kind = part.get("type")
+    if kind is None:
+        if len(_NATIVE_PART_KEYS & set(part)) != 1:
+            raise InvalidArgumentError(
+                f"{provider}: {where}: a part without 'type' must be a Gemini part with exactly "
+                f"one of {', '.join(sorted(k for k in _NATIVE_PART_KEYS if '_' not in k))}; got "
+                f"keys {sorted(part)}"
+            )
+        return dict(part)
+    if kind == "text":
+        return {"text": str(part.get("text", ""))}
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else image
+        mime = image.get("mime_type") if isinstance(image, Mapping) else None
+        return _from_url(url, mime, where, provider)
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        if not isinstance(audio, Mapping):
+            raise InvalidArgumentError(f"{provider}: {where}: input_audio must be an object")
+        audio_format = audio.get("format")
+        if audio_format not in _AUDIO_FORMATS:
+            raise InvalidArgumentError(
+                f"{provider}: {where}: input_audio format must be one of "
+                f"{', '.join(_AUDIO_FORMATS)}, got {audio_format!r}"
+            )
+        return _inline(_AUDIO_FORMATS[audio_format], _base64(audio.get("data"), where, provider))
+    if kind == "file":
+        file = part.get("file")
+        if not isinstance(file, Mapping):
+            raise InvalidArgumentError(f"{provider}: {where}: file must be an object")
+        mime = file.get("mime_type")
+        if file.get("file_data") is not None:
+            return _from_url(file["file_data"], mime, where, provider)
+        uri = file.get("file_uri") or file.get("file_id")
+        return _from_url(uri, mime, where, provider)
+    raise InvalidArgumentError(
+        f"{provider}: {where}: unsupported content part type {kind!r} (text, image_url, "
+        "input_audio, file, or a Gemini part without 'type')"
+    )
+
+
+def _parts(content: Any, where: str = "content", provider: str = "gemini") -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
-    parts: list[dict[str, Any]] = []
-    for part in content or ():
-        if isinstance(part, Mapping):
-            if part.get("type") == "text":
-                parts.append({"text": str(part.get("text", ""))})
-            elif part.get("type") == "image_url":
-                url = part.get("image_url", {})
-                url = url.get("url") if isinstance(url, Mapping) else url
-                if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
-                    mime, data = url[5:].split(";base64,", 1)
-                    parts.append({"inlineData": {"mimeType": mime, "data": data}})
-                elif isinstance(url, str):
-                    parts.append({"fileData": {"fileUri": url}})
-            elif "type" not in part:  # already a Gemini part
-                parts.append(dict(part))
-    return parts
+    if content is None:
+        return []
+    if not isinstance(content, Sequence):
+        raise InvalidArgumentError(
+            f"{provider}: {where}: content must be a string or a list of parts, got "
+            f"{type(content).__name__}"
+        )
+    return [_part(part, f"{where}[{i}]", provider) for i, part in enumerate(content)]
 
 
 def convert_messages(
@@ -119,12 +227,13 @@ def convert_messages(
         else:
             contents.append({"role": role, "parts": parts})
 
-    for message in normalise_messages(messages, provider):
+    for index, message in enumerate(normalise_messages(messages, provider)):
         role = message["role"]
+        where = f"messages[{index}].content"
         if role in ("system", "developer"):
             system.append(content_text(message.get("content")))
         elif role == "assistant":
-            parts = _parts(message.get("content"))
+            parts = _parts(message.get("content"), where, provider)
             for call in message.get("tool_calls") or ():
                 function = call.get("function", {})
                 names_by_id[str(call.get("id"))] = str(function.get("name"))
@@ -153,7 +262,7 @@ def convert_messages(
             response = decoded if isinstance(decoded, dict) else {"result": raw}
             add("user", [{"functionResponse": {"name": name, "response": response}}])
         else:
-            add("user", _parts(message.get("content")))
+            add("user", _parts(message.get("content"), where, provider))
     instruction = (
         {"parts": [{"text": "\n\n".join(s for s in system if s)}]} if any(system) else None
     )

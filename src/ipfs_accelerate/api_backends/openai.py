@@ -1,5 +1,6 @@
-"""OpenAI (api.openai.com): chat, streaming, tools, embeddings, images, speech,
-transcription, moderation and files, on the OpenAI REST protocol.
+"""OpenAI (api.openai.com): chat, streaming, tools, embeddings, images (generations, edits,
+variations), speech, transcription, translation, moderation and files, on the OpenAI REST
+protocol.
 
 Configuration: ``metadata["api_key"]`` / ``metadata["openai_api_key"]`` / ``$OPENAI_API_KEY``
 (required); ``metadata["base_url"]`` / ``$OPENAI_BASE_URL`` (default
@@ -38,8 +39,8 @@ class OpenAIBackend(OpenAISurfacesMixin, OpenAICompatibleBackend):
     summary: ClassVar[str] = "OpenAI (`https://api.openai.com/v1`)"
     routes: ClassVar[str] = (
         "OpenAI REST, SSE ending in `[DONE]`: `/chat/completions`, `/embeddings`, `/models`, "
-        "`/images/generations`, `/audio/speech`, `/audio/transcriptions`, `/moderations`, "
-        "`/files`"
+        "`/images/generations`, `/images/edits`, `/images/variations`, `/audio/speech`, "
+        "`/audio/transcriptions`, `/audio/translations`, `/moderations`, `/files`"
     )
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     base_url_keys: ClassVar[tuple[str, ...]] = ("openai_base_url",)

@@ -43,6 +43,7 @@ from ipfs_accelerate.resilience.balancing import STRATEGIES, make_strategy
 
 from ._routing import RouterConfig, RouteTarget
 from ._types import ChatChunk, ChatResponse, EmbeddingResponse, HealthStatus, Usage
+from .cache import ResponseCache, cached_operation
 
 if TYPE_CHECKING:  # pragma: no cover
     from ipfs_accelerate.servers import ManagedServer
@@ -100,7 +101,9 @@ class Router:
 
     ``targets``: the first tier (backends and/or RouteTargets); ``fallbacks``: later tiers,
     each a backend/target or a list of them. Settings: ``config`` (a RouterConfig or dict)
-    and keyword overrides (``strategy="weighted"``...).
+    and keyword overrides (``strategy="weighted"``...). ``cache``: a response cache in
+    front of chat, stream_chat and embed (True, a store URL, a dict of options or a
+    :class:`~ipfs_accelerate.api_backends.cache.ResponseCache`; see docs/caching.md).
     """
 
     provider = "router"
@@ -112,10 +115,12 @@ class Router:
         fallbacks: Iterable[Any] = (),
         config: RouterConfig | Mapping[str, Any] | None = None,
         name: str = "router",
+        cache: Any = None,
         **overrides: Any,
     ) -> None:
         self.config = RouterConfig.from_value(config, **overrides)
         self.name = name
+        self.response_cache: ResponseCache | None = ResponseCache.from_value(cache)
         tiers: list[list[RouteTarget]] = [self._tier(targets)]
         for tier in fallbacks:
             tiers.append(self._tier(tier))
@@ -180,6 +185,10 @@ class Router:
 
     # ------------------------------------------------------------------ the common interface
 
+    def _cache_namespace(self) -> str:
+        return f"router {self.name}"
+
+    @cached_operation("chat")
     async def chat(self, model: str | None, messages: Any, **options: Any) -> ChatResponse:
         """Chat through the first target that answers (each target may set its own model)."""
         attempts, deadline = self._max_attempts(options), self._deadline(options)
@@ -189,6 +198,7 @@ class Router:
 
         return await self.call(op, what="chat", deadline=deadline, max_attempts=attempts)
 
+    @cached_operation("stream_chat")
     def stream_chat(
         self, model: str | None, messages: Any, **options: Any
     ) -> AsyncIterator[ChatChunk]:
@@ -200,6 +210,7 @@ class Router:
 
         return self.stream(op, what="stream_chat", deadline=deadline, max_attempts=attempts)
 
+    @cached_operation("embed")
     async def embed(
         self, model: str | None, inputs: str | Sequence[str], **options: Any
     ) -> EmbeddingResponse:
@@ -701,6 +712,8 @@ class Router:
             tiers=[[t.name for t in tier] for tier in self.tiers],
             targets=[t.stats(now) for t in self.router_targets],
         )
+        if self.response_cache is not None:
+            stats["cache"] = self.response_cache.stats()
         return stats
 
     @property

@@ -1,4 +1,6 @@
-"""``bench``: run the benchmarks in benchmarks/ and summarise the ratios they report.
+"""``bench``: run the benchmarks in benchmarks/ and summarise the ratios they report;
+``bench --compare BASELINE`` checks a run against a baseline's ratios (:mod:`._bench_compare`);
+``bench providers`` races configured API backends (:mod:`._bench_providers`).
 
 Each benchmark runs with ``--json FILE`` appended to its arguments and writes its ratios
 there (benchmarks/_results.py); the summary and the plot read that file, not the output."""
@@ -22,6 +24,8 @@ from rich.table import Table
 import ipfs_accelerate
 
 from ._app import app
+from ._bench_compare import DEFAULT_THRESHOLD, Comparison, compare_runs, load_runs
+from ._bench_providers import bench_providers, parse_spec
 from ._output import ExitCode, JsonOption, command, print_json, stderr, stdout, usage_error
 
 
@@ -66,26 +70,14 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     Raises InvalidArgumentError naming the file when it is not that."""
     from ipfs_accelerate.errors import InvalidArgumentError
 
+    from ._bench_compare import validate_ratios
+
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgumentError(f"{path}: not a benchmark results file ({exc})") from None
     ratios = document.get("ratios") if isinstance(document, dict) else None
-    if not isinstance(ratios, list):
-        raise InvalidArgumentError(f"{path}: a benchmark results file holds a list 'ratios'")
-    for index, ratio in enumerate(ratios):
-        valid = (
-            isinstance(ratio, dict)
-            and isinstance(ratio.get("label"), str)
-            and isinstance(ratio.get("value"), int | float)
-            and not isinstance(ratio.get("value"), bool)
-        )
-        if not valid:
-            raise InvalidArgumentError(
-                f"{path}: ratios[{index}] must be an object with a string 'label' and a number "
-                f"'value', got {ratio!r}"
-            )
-    return ratios
+    return validate_ratios(str(path), ratios)
 
 
 def _run_benchmark(path: Path, args: list[str], timeout: float, echo: bool) -> dict[str, Any]:
@@ -220,10 +212,90 @@ def bench(
         bool,
         typer.Option("--quiet", "-q", help="Do not echo the benchmarks' output while they run."),
     ] = False,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            metavar="BASELINE",
+            help="Compare with the ratios in BASELINE (a --json results file): the one "
+            "positional CURRENT.json, else a run of the benchmarks named (default: the "
+            "baseline's). Exits 1 when a ratio fell by more than --threshold.",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            min=0.001,
+            max=0.999,
+            help="With --compare: how far (a fraction of the baseline) a ratio may move the "
+            "wrong way before it counts as a regression.",
+        ),
+    ] = DEFAULT_THRESHOLD,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="With --compare: a baseline ratio that is missing fails."),
+    ] = False,
+    backends: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            "-b",
+            metavar="NAME[:MODEL][=URL]",
+            help="bench providers: a backend to race (repeat it); keys from its environment.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="bench providers: the model (default: each one's)."),
+    ] = None,
+    requests: Annotated[
+        int,
+        typer.Option("--requests", min=1, max=100_000, help="bench providers: per backend."),
+    ] = 50,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, max=1024, help="bench providers: in flight."),
+    ] = 4,
+    prompt: Annotated[
+        str, typer.Option("--prompt", help="bench providers: the user message sent.")
+    ] = "Say hello.",
+    max_tokens: Annotated[
+        int,
+        typer.Option("--max-tokens", min=1, max=1_000_000, help="bench providers: per reply."),
+    ] = 16,
     json_output: JsonOption = False,
 ) -> None:
     """Run the benchmarks in benchmarks/ (each beside its peer), print their tables and a \
-summary of the ratios."""
+summary of the ratios. `bench --compare BASELINE.json [CURRENT.json]` checks ratios against \
+a baseline; `bench providers -b openai -b groq ...` races API backends."""
+    if names and names[0] == "providers":
+        if len(names) > 1 or compare is not None or list_only or plot is not None:
+            raise usage_error("bench providers takes only its options (--backend, --requests...)")
+        _providers(
+            [parse_spec(b) for b in backends or []],
+            model=model,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            requests=requests,
+            concurrency=concurrency,
+            json_output=json_output,
+        )
+        return
+    if backends:
+        raise usage_error("--backend belongs to bench providers")
+    given = list(names or [])
+    if compare is not None and len(given) == 1 and given[0].endswith(".json"):
+        _report_comparison(
+            compare,
+            given[0],
+            load_runs(compare),
+            load_runs(Path(given[0])),
+            threshold,
+            strict,
+            json_output,
+        )
+        return
     root = _benchmark_dir(directory)
     available = _discover(root)
     if list_only:
@@ -244,7 +316,8 @@ summary of the ratios."""
             listing.add_row(name, description)
         stdout.print(listing)
         return
-    chosen = list(names or available)
+    baseline = load_runs(compare) if compare is not None else None
+    chosen = list(names or (baseline if baseline is not None else available))
     unknown = [n for n in chosen if n not in available]
     if unknown:
         raise usage_error(
@@ -273,6 +346,14 @@ summary of the ratios."""
     if plot is not None:
         _plot(results, plot)
     failed = [r["name"] for r in results if r["returncode"] != 0]
+    if baseline is not None and compare is not None:
+        current = {r["name"]: r["ratios"] for r in results if r["returncode"] == 0}
+        if failed:
+            stderr.print(f"[red]failed:[/] {', '.join(failed)} (their ratios count as missing)")
+        _report_comparison(
+            compare, None, baseline, current, threshold, strict, json_output, failed=bool(failed)
+        )
+        return
     if json_output:
         print_json(
             {"directory": str(root), "benchmarks": results, "plot": str(plot) if plot else None}
@@ -301,3 +382,116 @@ summary of the ratios."""
     if failed:
         stderr.print(f"[red]failed:[/] {', '.join(failed)}")
         raise typer.Exit(ExitCode.FAILURE)
+
+
+def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+_STATUS_STYLE = {
+    "ok": "ok",
+    "improved": "[green]improved[/]",
+    "regressed": "[red]REGRESSED[/]",
+    "missing": "[yellow]missing[/]",
+    "new": "[dim]new[/]",
+}
+
+
+def _report_comparison(
+    baseline_path: Path,
+    current_path: str | None,
+    baseline: dict[str, list[dict[str, Any]]],
+    current: dict[str, list[dict[str, Any]]],
+    threshold: float,
+    strict: bool,
+    json_output: bool,
+    failed: bool = False,
+) -> None:
+    comparison: Comparison = compare_runs(baseline, current, threshold)
+    if json_output:
+        print_json(
+            {
+                "baseline": str(baseline_path),
+                "current": current_path,
+                "strict": strict,
+                **comparison.as_dict(),
+            }
+        )
+    else:
+        table = Table(
+            title=f"Ratios against {baseline_path} (threshold {threshold:.0%})",
+            title_justify="left",
+        )
+        for column in ("benchmark", "ratio", "better", "baseline", "current", "change", "status"):
+            table.add_column(column)
+        for row in comparison.rows:
+            table.add_row(
+                row.benchmark,
+                row.label,
+                row.better,
+                _fmt(row.baseline),
+                _fmt(row.current),
+                _fmt(row.change, "{:+.1%}"),
+                _STATUS_STYLE[row.status],
+                end_section=False,
+            )
+        stdout.print(table)
+        counts = comparison.as_dict()["counts"]
+        stdout.print(", ".join(f"{count} {status}" for status, count in counts.items()))
+    if comparison.failed(strict) or failed:
+        if comparison.count("regressed"):
+            stderr.print(
+                f"[red]{comparison.count('regressed')} ratio(s) fell by more than "
+                f"{threshold:.0%}[/]"
+            )
+        if strict and comparison.count("missing"):
+            stderr.print(f"[red]{comparison.count('missing')} baseline ratio(s) missing[/]")
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+def _providers(
+    specs: list[Any],
+    *,
+    model: str | None,
+    prompt: str,
+    max_tokens: int,
+    requests: int,
+    concurrency: int,
+    json_output: bool,
+) -> None:
+    summaries = bench_providers(
+        specs,
+        model=model,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        requests=requests,
+        concurrency=concurrency,
+    )
+    if json_output:
+        print_json({"requests": requests, "concurrency": concurrency, "providers": summaries})
+        return
+    table = Table(
+        title=f"API backends side by side ({requests} chat requests each, {concurrency} in "
+        "flight, interleaved rounds)",
+        title_justify="left",
+    )
+    columns = ("backend", "model", "ok", "error rate", "p50 ms", "p95 ms", "p99 ms", "req/s")
+    for column in (*columns, "vs best"):
+        table.add_column(column)
+    for s in summaries:
+        table.add_row(
+            s["label"],
+            s["model"],
+            f"{s['ok']}/{s['requests']}",
+            f"{s['error_rate']:.1%}",
+            _fmt(s["p50_ms"], "{:.1f}"),
+            _fmt(s["p95_ms"], "{:.1f}"),
+            _fmt(s["p99_ms"], "{:.1f}"),
+            f"{s['throughput_rps']:.1f}",
+            _fmt(s["throughput_vs_best"], "{:.2f}x"),
+        )
+    stdout.print(table)
+    for s in summaries:
+        if s["errors"]:
+            errors = ", ".join(f"{name} x{count}" for name, count in s["errors"].items())
+            stdout.print(f"{s['label']}: {errors}")

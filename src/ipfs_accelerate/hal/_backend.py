@@ -337,6 +337,13 @@ class Backend(abc.ABC):
         """``min(max(x, low), high)`` with None meaning unbounded (NaN propagates)."""
         raise UnsupportedOpError(f"{self.name}: no fused clamp")
 
+    def index_add(self, base: Tensor, axis: int, indices: Tensor, source: Tensor) -> Any:
+        """``base`` plus ``source`` scattered along ``axis``: entry ``indices[j]`` of that axis
+        receives the sum of the slices ``source[..., j, ...]`` (repeated indices add up).
+        ``indices`` holds int32/int64 in ``[0, n)``; ``source`` has shape
+        ``base.shape[:axis] + indices.shape + base.shape[axis+1:]`` (the gradient of gather)."""
+        raise UnsupportedOpError(f"{self.name}: no fused index_add")
+
     # ------------------------------------------------------------------ hints
 
     def mark_parameter(self, x: Tensor) -> None:  # noqa: B027 - ignoring the hint is right for eager backends

@@ -210,10 +210,9 @@ class BackendSelection:
 
 #: model families that run best as one compiled graph (WebNN -> ONNX Runtime) when no GPU exists
 _GRAPH_FRIENDLY = {
-    "bert", "roberta", "minilm", "text_embedding", "vit", "clip", "whisper",
+    "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "modernbert", "minilm",
+    "text_embedding", "vit", "clip", "whisper",
     "vision_embedding", "audio_embedding", "vision_text_joint", "transformer",
-    # the other encoder families of issue 22 (embedders and cross-encoders)
-    "xlm-roberta", "mpnet", "distilbert", "modernbert",
     # decoders: each decode step is one compiled graph per KV-cache bucket
     "llama", "mistral", "qwen2", "qwen3", "gpt2", "text_generation",
 }  # fmt: skip

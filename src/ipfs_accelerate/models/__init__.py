@@ -1,5 +1,5 @@
-"""Models on the HAL: BERT, ViT, CLIP, Whisper and the Llama-family and GPT-2 decoders from
-Hugging Face checkpoints, their preprocessing, and ready-to-use pipelines.
+"""Models on the HAL: BERT, MPNet, ModernBERT, ViT, CLIP, Whisper and the Llama-family and GPT-2
+decoders from Hugging Face checkpoints, their preprocessing, and ready-to-use pipelines.
 
 The models are written once on :mod:`ipfs_accelerate.ops` and run on every backend;
 ``device="auto"`` picks one with :func:`ipfs_accelerate.hal.select_backend`. Heavy
@@ -29,6 +29,12 @@ _LAZY: dict[str, str] = {
     "BertConfig": "ipfs_accelerate.models.bert",
     "BertModel": "ipfs_accelerate.models.bert",
     "BertForSequenceClassification": "ipfs_accelerate.models.bert",
+    "RobertaConfig": "ipfs_accelerate.models.roberta",
+    "RobertaModel": "ipfs_accelerate.models.roberta",
+    "RobertaForSequenceClassification": "ipfs_accelerate.models.roberta",
+    "DistilBertConfig": "ipfs_accelerate.models.distilbert",
+    "DistilBertModel": "ipfs_accelerate.models.distilbert",
+    "DistilBertForSequenceClassification": "ipfs_accelerate.models.distilbert",
     "ViTConfig": "ipfs_accelerate.models.vit",
     "ViTModel": "ipfs_accelerate.models.vit",
     "ViTForImageClassification": "ipfs_accelerate.models.vit",
@@ -36,6 +42,12 @@ _LAZY: dict[str, str] = {
     "CLIPModel": "ipfs_accelerate.models.clip",
     "WhisperConfig": "ipfs_accelerate.models.whisper",
     "WhisperForConditionalGeneration": "ipfs_accelerate.models.whisper",
+    "MPNetConfig": "ipfs_accelerate.models.mpnet",
+    "MPNetModel": "ipfs_accelerate.models.mpnet",
+    "MPNetForSequenceClassification": "ipfs_accelerate.models.mpnet",
+    "ModernBertConfig": "ipfs_accelerate.models.modernbert",
+    "ModernBertModel": "ipfs_accelerate.models.modernbert",
+    "ModernBertForSequenceClassification": "ipfs_accelerate.models.modernbert",
     # text generation
     "TextGenerator": "ipfs_accelerate.models.pipelines",
     "LlamaConfig": "ipfs_accelerate.models.llama",
@@ -59,12 +71,16 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "bert",
         "chat_template",
         "clip",
+        "distilbert",
         "generation",
         "gpt2",
         "llama",
         "loading",
+        "modernbert",
+        "mpnet",
         "pipelines",
         "preprocessing",
+        "roberta",
         "vit",
         "whisper",
     ],
@@ -79,6 +95,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.chat_template import ChatTemplate as ChatTemplate
     from ipfs_accelerate.models.clip import CLIPConfig as CLIPConfig
     from ipfs_accelerate.models.clip import CLIPModel as CLIPModel
+    from ipfs_accelerate.models.distilbert import DistilBertConfig as DistilBertConfig
+    from ipfs_accelerate.models.distilbert import (
+        DistilBertForSequenceClassification as DistilBertForSequenceClassification,
+    )
+    from ipfs_accelerate.models.distilbert import DistilBertModel as DistilBertModel
     from ipfs_accelerate.models.generation import SamplingParams as SamplingParams
     from ipfs_accelerate.models.gpt2 import GPT2Config as GPT2Config
     from ipfs_accelerate.models.gpt2 import GPT2LMHeadModel as GPT2LMHeadModel
@@ -90,6 +111,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.loading import load_model as load_model
     from ipfs_accelerate.models.loading import read_safetensors as read_safetensors
     from ipfs_accelerate.models.loading import resolve_checkpoint as resolve_checkpoint
+    from ipfs_accelerate.models.modernbert import ModernBertConfig as ModernBertConfig
+    from ipfs_accelerate.models.modernbert import (
+        ModernBertForSequenceClassification as ModernBertForSequenceClassification,
+    )
+    from ipfs_accelerate.models.modernbert import ModernBertModel as ModernBertModel
+    from ipfs_accelerate.models.mpnet import MPNetConfig as MPNetConfig
+    from ipfs_accelerate.models.mpnet import (
+        MPNetForSequenceClassification as MPNetForSequenceClassification,
+    )
+    from ipfs_accelerate.models.mpnet import MPNetModel as MPNetModel
     from ipfs_accelerate.models.pipelines import ImageClassifier as ImageClassifier
     from ipfs_accelerate.models.pipelines import Ranked as Ranked
     from ipfs_accelerate.models.pipelines import Reranker as Reranker
@@ -98,6 +129,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.pipelines import TextGenerator as TextGenerator
     from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
+    from ipfs_accelerate.models.roberta import RobertaConfig as RobertaConfig
+    from ipfs_accelerate.models.roberta import (
+        RobertaForSequenceClassification as RobertaForSequenceClassification,
+    )
+    from ipfs_accelerate.models.roberta import RobertaModel as RobertaModel
     from ipfs_accelerate.models.vit import ViTConfig as ViTConfig
     from ipfs_accelerate.models.vit import ViTForImageClassification as ViTForImageClassification
     from ipfs_accelerate.models.vit import ViTModel as ViTModel

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from ipfs_accelerate.errors import CheckpointError, UnsupportedArchitectureError
 from ipfs_accelerate.models._module import SUPPORTED_ACTIVATIONS
 
-__all__ = ["check_activation", "from_dict", "require_model_type"]
+__all__ = ["check_activation", "from_dict", "label_count", "require_model_type"]
 
 T = TypeVar("T")
 
@@ -63,3 +63,26 @@ def check_activation(name: str, context: str) -> str:
             f" supported: {', '.join(sorted(SUPPORTED_ACTIVATIONS))}"
         )
     return name
+
+
+def label_count(data: Mapping[str, Any], context: str) -> int:
+    """The label count of a classifier config as transformers reads it: ``id2label``'s length
+    when the config has one, else ``num_labels``, else 2; they must agree when both are set."""
+    id2label = data.get("id2label")
+    count = data.get("num_labels")
+    if count is not None and (
+        isinstance(count, bool) or not isinstance(count, int) or count < 1
+    ):
+        raise CheckpointError(f"{context}: num_labels must be a positive integer, got {count!r}")
+    if id2label is not None:
+        if not isinstance(id2label, dict) or not id2label:
+            raise CheckpointError(
+                f"{context}: id2label must be a non-empty object, got {id2label!r}"
+            )
+        if count is not None and count != len(id2label):
+            raise CheckpointError(
+                f"{context}: num_labels {count} disagrees with the {len(id2label)} labels "
+                "of id2label"
+            )
+        return len(id2label)
+    return 2 if count is None else int(count)

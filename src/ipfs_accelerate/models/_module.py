@@ -235,15 +235,16 @@ class Embedding(Module):
 
     weight: Tensor | QuantizedTensor
 
-    def __init__(self, num_embeddings: int, dim: int) -> None:
+    def __init__(self, num_embeddings: int, dim: int, padding_idx: int | None = None) -> None:
         super().__init__()
         self.num_embeddings, self.dim = num_embeddings, dim
+        self.padding_idx = padding_idx  # the row that gets no gradient, as nn.Embedding's
         self.declare("weight", (num_embeddings, dim))
 
     def __call__(self, ids: Tensor) -> Tensor:
         if isinstance(self.weight, QuantizedTensor):
             return _quantized_lookup(ids, self.weight)
-        return ops.embedding(ids, self.weight)
+        return ops.embedding(ids, self.weight, self.padding_idx)
 
 
 def _quantized_lookup(ids: Tensor, table: QuantizedTensor) -> Tensor:

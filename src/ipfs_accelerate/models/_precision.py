@@ -181,13 +181,17 @@ class WeightConverter:
         return self._done[cache_key]
 
 
-#: Linear layers by role, from their names in the four families
+#: Linear layers by role, from their names in the families (MPNet: ``attn.q``..``attn.o``;
+#: ModernBERT: ``attn.Wqkv``, ``attn.Wo``, ``mlp.Wi``, ``mlp.Wo``; DistilBERT: ``q_lin``..)
 _KIND_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("attention_in", ("query", "key", "value", "q_proj", "k_proj", "v_proj")),
-    ("attention_out", ("attention.output.dense", "out_proj")),
-    ("ffn_in", ("intermediate.dense", "fc1")),
-    ("ffn_out", ("output.dense", "fc2")),
-)
+    ("attention_in", ("query", "key", "value", "q_proj", "k_proj", "v_proj", "q_lin", "k_lin",
+                      "v_lin", "attn.q", "attn.k", "attn.v", "attn.Wqkv")),
+    # "attn.out_proj", not "out_proj": RoBERTa's classifier head has an out_proj too
+    ("attention_out", ("attention.output.dense", "attn.out_proj", "attention.out_lin", "attn.o",
+                       "attn.Wo")),
+    ("ffn_in", ("intermediate.dense", "fc1", "ffn.lin1", "mlp.Wi")),
+    ("ffn_out", ("output.dense", "fc2", "ffn.lin2", "mlp.Wo")),
+)  # fmt: skip
 #: the layer kinds whose inputs are quantized to int8 (``ops.linear(activations="int8")``)
 #: when the backend has an integer kernel; the others keep float inputs (weight-only). With
 #: one scale per tensor, the FFN input (layer-norm output with a few outlier channels) and
@@ -200,6 +204,9 @@ INT8_ACTIVATION_KINDS: frozenset[str] = frozenset({"attention_in", "attention_ou
 def layer_kind(path: str) -> str:
     """``"attention_in"``, ``"attention_out"``, ``"ffn_in"``, ``"ffn_out"`` or ``"head"`` for
     the Linear module at dotted ``path``."""
+    if path.split(".", 1)[0] == "classifier":
+        # a classification head's ``out_proj`` (MPNet, RoBERTa) is no attention projection
+        return "head"
     for kind, suffixes in _KIND_SUFFIXES:
         if path.endswith(suffixes):
             return kind

@@ -10,14 +10,19 @@ decoder/cross-attention configurations.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 import numpy as np
 
 from ipfs_accelerate import ops
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
-from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
+from ipfs_accelerate.models._config import (
+    check_activation,
+    from_dict,
+    label_count,
+    require_model_type,
+)
 from ipfs_accelerate.models._module import (
     Embedding,
     LayerNorm,
@@ -56,8 +61,8 @@ class BertConfig:
     position_embedding_type: str = "absolute"
     is_decoder: bool = False
     add_cross_attention: bool = False
-    id2label: dict[str, str] = field(default_factory=dict)
-    num_labels: int | None = None
+    #: a classifier's label count (``label_count``: id2label's length, else num_labels, else 2)
+    num_labels: int = 2
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BertConfig:
@@ -78,18 +83,8 @@ class BertConfig:
                 f"num_attention_heads {config.num_attention_heads}"
             )
         check_activation(config.hidden_act, "BertModel")
-        if config.num_labels is None:
-            config.num_labels = len(config.id2label) or 2  # transformers' default is 2
+        config.num_labels = label_count(data, "BertConfig")
         return config
-
-    @property
-    def labels(self) -> list[str]:
-        """Label names by index from ``id2label`` (``LABEL_i`` where the config has none)."""
-        return [str(self.id2label.get(str(i), f"LABEL_{i}")) for i in range(self.labels_count)]
-
-    @property
-    def labels_count(self) -> int:
-        return int(self.num_labels or len(self.id2label) or 2)
 
 
 @dataclass
@@ -187,7 +182,9 @@ class _Layout:
 class BertEmbeddings(Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size)
+        self.word_embeddings = Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
         self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
@@ -401,7 +398,7 @@ class BertForSequenceClassification(Module):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
-        self.classifier = Linear(config.hidden_size, config.labels_count)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
 
     @property
     def max_input_tokens(self) -> int:

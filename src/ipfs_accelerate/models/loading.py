@@ -3,7 +3,10 @@
 Where a checkpoint comes from (:func:`resolve_checkpoint`; :func:`locate_checkpoint` also says
 which of these served), in this order:
 
-0. an ``s3://bucket/prefix`` URI: mirrored into the local S3 cache with
+0. an ``ipfs://<cid>[/path]`` URI: fetched with :func:`ipfs_accelerate.content.fetch` from
+   the configured gateways / kubo node, verified block by block, kept in the cache by CID
+   (a cached one needs no network; offline mode uses the cache only);
+   an ``s3://bucket/prefix`` URI: mirrored into the local S3 cache with
    :func:`ipfs_accelerate.storage.fetch_s3_prefix_sync` (only changed files are
    downloaded; offline, the cached copy is used);
 1. a local directory holding ``config.json``;
@@ -161,6 +164,8 @@ def locate_checkpoint(
     text = os.fspath(path_or_id)
     if not text:
         raise CheckpointError("resolve_checkpoint: empty checkpoint name")
+    if text.startswith("ipfs://"):
+        return _ipfs_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only)
     if text.startswith("s3://"):
         return ResolvedCheckpoint(
             _s3_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only), "s3 cache"
@@ -224,6 +229,28 @@ def _s3_snapshot(
             "offline mode is on and it is not in the S3 cache" if offline else "fetching it failed"
         )
         raise CheckpointError(f"checkpoint {uri!r}: {mode} ({type(exc).__name__}: {exc})") from exc
+
+
+def _ipfs_snapshot(
+    uri: str, *, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
+) -> ResolvedCheckpoint:
+    """``ipfs://<cid>[/path]`` fetched (verified) into the IPFS content cache."""
+    from ipfs_accelerate.content import fetch
+    from ipfs_accelerate.errors import IpfsAccelerateError
+
+    offline = hub_offline(local_files_only)
+    base = Path(cache_dir).expanduser() / "ipfs" if cache_dir is not None else None
+    try:
+        result = fetch(uri, cache_dir=base, offline=offline)
+    except IpfsAccelerateError as exc:
+        mode = "offline mode is on and it is not in the IPFS cache" if offline else "fetch failed"
+        raise CheckpointError(f"checkpoint {uri!r}: {mode} ({type(exc).__name__}: {exc})") from exc
+    if not result.is_directory:
+        raise CheckpointError(
+            f"checkpoint {uri!r} is a file ({result.cid}); give the directory's CID or path"
+        )
+    source = "ipfs cache" if not result.requests else f"ipfs ({', '.join(result.sources)})"
+    return ResolvedCheckpoint(result.path, source)
 
 
 def hub_offline(local_files_only: bool | None = None) -> bool:
@@ -714,6 +741,12 @@ MODEL_FAMILIES: dict[str, str] = {
     "vit": "ipfs_accelerate.models.vit",
     "clip": "ipfs_accelerate.models.clip",
     "whisper": "ipfs_accelerate.models.whisper",
+    # more text encoders (issue 22)
+    "roberta": "ipfs_accelerate.models.roberta",
+    "xlm-roberta": "ipfs_accelerate.models.roberta",
+    "distilbert": "ipfs_accelerate.models.distilbert",
+    "mpnet": "ipfs_accelerate.models.mpnet",
+    "modernbert": "ipfs_accelerate.models.modernbert",
     # decoders (text generation)
     "llama": "ipfs_accelerate.models.llama",
     "mistral": "ipfs_accelerate.models.llama",

@@ -9,6 +9,7 @@ neural-network ops numpy lacks.
 
 from __future__ import annotations
 
+from ipfs_accelerate.ops import _autograd as _autograd  # registers the backward rules
 from ipfs_accelerate.ops._elementwise import (
     abs,
     add,
@@ -59,6 +60,7 @@ from ipfs_accelerate.ops._losses import cross_entropy, mse_loss
 from ipfs_accelerate.ops._nn import (
     conv1d,
     conv2d,
+    dropout,
     layer_norm,
     linear,
     log_softmax,
@@ -86,11 +88,13 @@ from ipfs_accelerate.ops._shape import (
     clone,
     concat,
     contiguous,
+    copy_,
     embedding,
     expand,
     flatten,
     gather,
     getitem,
+    index_add,
     matrix_transpose,
     pad,
     permute,
@@ -120,10 +124,11 @@ expand_dims = unsqueeze
 
 __all__ = [
     "abs", "add", "all", "any", "argmax", "argmin", "astype", "broadcast_to", "ceil", "clamp",
-    "clip", "clone", "concat", "concatenate", "contiguous", "conv1d", "conv2d", "cos",
-    "cross_entropy", "dequantize_linear", "div", "divide", "embedding", "equal", "erf", "exp",
-    "expand", "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu", "getitem",
-    "greater", "greater_equal", "isfinite", "isinf", "isnan", "layer_norm", "less", "less_equal",
+    "clip", "clone", "concat", "concatenate", "contiguous", "conv1d", "conv2d", "copy_", "cos",
+    "cross_entropy", "dequantize_linear", "div", "divide", "dropout", "embedding", "equal",
+    "erf", "exp", "expand", "expand_dims", "flatten", "floor", "floor_divide", "gather", "gelu",
+    "getitem", "greater", "greater_equal", "index_add", "isfinite", "isinf", "isnan",
+    "layer_norm", "less", "less_equal",
     "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor",
     "matmul", "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "mse_loss",
     "mul", "multiply", "neg", "negative", "not_equal", "pad", "permute", "pow", "power",

@@ -20,6 +20,8 @@ from ipfs_accelerate.errors import (
 )
 from ipfs_accelerate.hal._backend import Backend
 from ipfs_accelerate.hal._limits import check_tensor_size
+from ipfs_accelerate.tensor._autograd import STATE as _GRAD_STATE
+from ipfs_accelerate.tensor._autograd import record as _record
 from ipfs_accelerate.tensor._dtype import DType, result_type
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -167,15 +169,23 @@ def run(
     """Call ``backend.method(*args)`` and wrap the handle; an op the backend lacks (it raises
     UnsupportedOpError) runs on the CPU backend with a BackendFallbackWarning, and its result
     moves back to ``backend``. A result over the size bound (``hal.max_tensor_bytes``) raises
-    TensorTooLargeError before the backend allocates it."""
+    TensorTooLargeError before the backend allocates it.
+
+    Once any tensor has required grad, a floating result whose operands require grad gets its
+    backward node here (tensor/_autograd.py), so every op composed of backend primitives is
+    differentiable; until then the check costs one attribute read."""
     check_tensor_size(shape, dtype.itemsize, op=method, dtype=dtype.name, device=backend.name)
     try:
         handle = getattr(backend, method)(*args, **(kwargs or {}))
     except UnsupportedOpError as exc:
         if backend.name == "cpu":
             raise
-        return _fallback(backend, method, args, kwargs or {}, shape, dtype, exc)
-    return Tensor(handle, shape, dtype, backend)
+        result = _fallback(backend, method, args, kwargs or {}, shape, dtype, exc)
+    else:
+        result = Tensor(handle, shape, dtype, backend)
+    if _GRAD_STATE.armed and dtype.is_floating:
+        _record(method, args, result)
+    return result
 
 
 def _fallback(

@@ -33,6 +33,9 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
+from ipfs_accelerate.tensor._autograd import STATE as _GRAD_STATE
+from ipfs_accelerate.tensor._autograd import is_grad_enabled, no_grad
+from ipfs_accelerate.tensor._autograd import record as _record
 from ipfs_accelerate.tensor._dtype import (
     DType,
     bool_,
@@ -225,9 +228,12 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
             shape, out_dtype.itemsize, op=op, dtype=out_dtype.name, device=backend.name
         )
     try:
-        return Tensor(backend.binary(op, a, b, shape), shape, out_dtype, backend)
+        result = Tensor(backend.binary(op, a, b, shape), shape, out_dtype, backend)
     except UnsupportedOpError:
         return run(backend, "binary", (op, a, b, shape), shape, out_dtype)
+    if _GRAD_STATE.armed and out_dtype.is_floating:
+        _record("binary", (op, a, b, shape), result)
+    return result
 
 
 _PY_SCALARS = frozenset({bool, int, float})
@@ -546,6 +552,25 @@ def clamp(x: Operand, min: Operand | None = None, max: Operand | None = None) ->
             for v in bounds:
                 _check_scalar("clamp", v, x.dtype)
             return run(x._backend, "clamp", (x, low, high), x.shape, x.dtype)
+    if _GRAD_STATE.armed and is_grad_enabled():
+        low = as_tensor(low, op="clamp", like=x) if low is not None and not is_scalar(low) else low
+        high = (
+            as_tensor(high, op="clamp", like=x)
+            if high is not None and not is_scalar(high)
+            else high
+        )
+        if any(isinstance(v, Tensor) and v._requires_grad for v in (x, low, high)):
+            # one node for the whole clamp: torch's gradient at the bounds (the input keeps
+            # it), which maximum/minimum would split between input and bound
+            with no_grad():
+                result = _clamp_composed(x, low, high)
+            if result.dtype.is_floating:
+                _record("clamp", (x, low, high), result)
+            return result
+    return _clamp_composed(x, low, high)
+
+
+def _clamp_composed(x: Tensor, low: Any, high: Any) -> Tensor:
     result = x
     if low is not None:
         result = maximum(result, low)

@@ -34,6 +34,7 @@ from ipfs_accelerate.tensor._tensor import Tensor
 __all__ = [
     "conv1d",
     "conv2d",
+    "dropout",
     "layer_norm",
     "linear",
     "log_softmax",
@@ -287,6 +288,28 @@ def conv2d(
     (C_out, C_in/groups, kH, kW); stride/padding/dilation are ints or pairs, or padding
     "same"/"valid"."""
     return _conv("conv2d", 2, x, weight, bias, stride, padding, dilation, groups)
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+def dropout(x: Any, p: float = 0.5, *, training: bool = True, seed: int | None = None) -> Tensor:
+    """Inverted dropout, as PyTorch: while ``training``, each element is zeroed with
+    probability ``p`` and the others are scaled by ``1 / (1 - p)``; otherwise ``x`` itself.
+    The mask is drawn on the host with numpy's PCG64 (as :func:`~ipfs_accelerate.rand`), so the
+    same ``seed`` gives the same mask on every backend."""
+    x = as_tensor(x, op="dropout")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise InvalidArgumentError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x
+    _, (x,) = _floating("dropout", x)
+    if p == 1.0:
+        return ew.mul(x, 0.0)
+    from ipfs_accelerate.tensor._creation import rand
+
+    keep = ew.greater_equal(rand(*x.shape, seed=seed, device=x.device), float(p))
+    return ew.where(keep, ew.mul(x, 1.0 / (1.0 - p)), 0.0)
 
 
 # ----------------------------------------------------------------------------- softmax, norms

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.errors import (
+    AutogradError,
     AxisError,
     DtypeError,
     IndexOutOfRangeError,
@@ -31,6 +32,8 @@ from ipfs_accelerate.ops._core import (
     run,
     same_backend,
 )
+from ipfs_accelerate.tensor._autograd import bump_version, is_grad_enabled
+from ipfs_accelerate.tensor._autograd import record as _record
 from ipfs_accelerate.tensor._dtype import DType, bool_, int32, int64
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -40,11 +43,13 @@ __all__ = [
     "clone",
     "concat",
     "contiguous",
+    "copy_",
     "embedding",
     "expand",
     "flatten",
     "gather",
     "getitem",
+    "index_add",
     "matrix_transpose",
     "pad",
     "permute",
@@ -372,9 +377,55 @@ def gather(x: Any, indices: Any, axis: int = 0) -> Tensor:
     return run(x._backend, "gather", (x, idx, ax), shape, x.dtype)
 
 
-def embedding(indices: Any, weight: Any) -> Tensor:
+def index_add(x: Any, axis: int, indices: Any, source: Any) -> Tensor:
+    """``x`` plus ``source`` scattered along ``axis`` by ``indices`` (torch's ``index_add``
+    generalised to indices of any shape; repeated indices add up): the adjoint of
+    :func:`gather`. ``source`` has shape ``x.shape[:axis] + indices.shape + x.shape[axis+1:]``;
+    indices must be in ``[0, n)``."""
+    x = as_tensor(x, op="index_add")
+    idx = as_tensor(indices, op="index_add", like=x)
+    src = as_tensor(source, op="index_add", like=x)
+    backend = same_backend("index_add", (x, idx, src))
+    if not idx.dtype.is_integer:
+        raise DtypeError(f"index_add: indices must be integers, got {describe(idx)}")
+    if idx.dtype not in (int32, int64):
+        idx = cast_to(idx, int64)
+    if x.ndim == 0:
+        raise ShapeError("index_add: cannot scatter into a 0-d tensor")
+    ax = normalize_axis(axis, x.ndim, "index_add")
+    expected = (*x.shape[:ax], *idx.shape, *x.shape[ax + 1 :])
+    if src.shape != expected:
+        raise ShapeError(
+            f"index_add: source {describe(src)} must have shape {expected} for indices "
+            f"{idx.shape} along axis {ax} of {describe(x)}"
+        )
+    _check_non_negative_on_host(idx, x.shape[ax], "index_add")
+    src = cast_to(src, x.dtype)
+    if "index_add" in backend.fused:
+        return run(backend, "index_add", (x, ax, idx, src), x.shape, x.dtype)
+    return _index_add_composed(x, ax, idx, src)
+
+
+def _index_add_composed(x: Tensor, axis: int, idx: Tensor, src: Tensor) -> Tensor:
+    # a one-hot (n, len(indices)) matrix times the source rows: one matmul on any backend
+    from ipfs_accelerate.ops._elementwise import add, equal
+    from ipfs_accelerate.ops._nn import matmul
+    from ipfs_accelerate.tensor._creation import arange
+
+    n = x.shape[axis]
+    outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
+    flat = reshape(idx, (1, idx.size))
+    onehot = astype(equal(flat, reshape(arange(n, device=x.device), (n, 1))), x.dtype)
+    rows = reshape(src, (outer, idx.size, inner))
+    spread = reshape(matmul(onehot, rows), x.shape)
+    return add(x, spread)
+
+
+def embedding(indices: Any, weight: Any, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``: shape
-    ``indices.shape + (dim,)``; an id outside ``[0, num_embeddings)`` raises."""
+    ``indices.shape + (dim,)``; an id outside ``[0, num_embeddings)`` raises. As PyTorch, the
+    row ``padding_idx`` (negative counts from the end) is looked up as any other but gets no
+    gradient."""
     weight = as_tensor(weight, op="embedding")
     if weight.ndim != 2:
         raise ShapeError(
@@ -382,7 +433,14 @@ def embedding(indices: Any, weight: Any) -> Tensor:
         )
     idx = as_tensor(indices, op="embedding", like=weight)
     _check_non_negative_on_host(idx, weight.shape[0], "embedding")
-    return gather(weight, idx, axis=0)
+    rows = gather(weight, idx, axis=0)
+    if padding_idx is None or not rows._requires_grad:
+        return rows
+    from ipfs_accelerate.ops._elementwise import equal, where
+
+    pad = normalize_axis(padding_idx, weight.shape[0], "embedding padding_idx")
+    # the same values, the padding rows taken from a detached copy: no gradient reaches them
+    return where(unsqueeze(equal(idx, pad), -1), rows.detach(), rows)
 
 
 def _check_non_negative_on_host(idx: Tensor, n: int, op: str) -> None:
@@ -528,6 +586,10 @@ def _array_index(x: Tensor, key: Any) -> Tensor:
             )
         from ipfs_accelerate.tensor._creation import from_numpy
 
+        if x._requires_grad:  # as a gather of the selected rows, so that gradients flow back
+            rows = reshape(x, (math.prod(idx.shape), *x.shape[idx.ndim :]))
+            picked = from_numpy(np.flatnonzero(idx.numpy()), x.device)
+            return gather(rows, picked, axis=0)
         return from_numpy(np.ascontiguousarray(x.numpy()[idx.numpy()]), x.device)
     if x.ndim == 0:
         raise IndexOutOfRangeError("index: cannot index a 0-d tensor with an array")
@@ -559,7 +621,46 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             f"setitem: value of shape {host.shape} "
             f"cannot be broadcast to the selection {target.shape}"
         )
+    _check_in_place("setitem", x, value)
     x._backend.setitem(x, key if not isinstance(key, Tensor) else key.numpy(), host)
+    bump_version(x)
+
+
+def _check_in_place(op: str, x: Tensor, value: Any) -> None:
+    """In-place writes are outside the graph: refused where grad mode would need them in it."""
+    if is_grad_enabled() and (
+        x._requires_grad or (isinstance(value, Tensor) and value._requires_grad)
+    ):
+        if x._requires_grad and x._grad_fn is None:
+            raise AutogradError(
+                f"{op}: {describe(x)} is a leaf that requires grad; it cannot be written in "
+                "place while grad mode is on (update parameters under ia.no_grad())"
+            )
+        raise UnsupportedOpError(
+            f"{op}: in-place assignment into or from a tensor that requires grad is not "
+            f"differentiable ({describe(x)}); build the result with where() or concat()"
+        )
+
+
+def copy_(x: Tensor, value: Any) -> Tensor:
+    """Overwrite ``x``'s values with ``value`` (broadcast to ``x.shape``, converted to its
+    dtype, on its device) and return ``x``: how optimizers update parameters, under
+    ``no_grad``. On cpu the values are written into ``x``'s memory, so views of ``x`` see
+    them; on device backends ``x`` takes a buffer of its own holding them (views made before
+    keep the old values). Backward passes that saved ``x`` before the write raise."""
+    src = as_tensor(value, op="copy_", like=x)
+    same_backend("copy_", (x, src))
+    _check_in_place("copy_", x, src)
+    if src.shape != x.shape:
+        src = broadcast_to(src, x.shape)
+    if src.dtype is not x.dtype:
+        src = astype(src, x.dtype)
+    if x._backend.shares_host_memory:
+        x._backend.setitem(x, Ellipsis, src.numpy())
+    else:
+        x._data = clone(src)._data
+    bump_version(x)
+    return x
 
 
 # ----------------------------------------------------------------------------- devices, dtypes
@@ -580,7 +681,10 @@ def to_device(x: Any, device: str) -> Tensor:
         if x._backend.shares_host_memory
         else np.ascontiguousarray(host)
     )
-    return Tensor(target.from_numpy(host), x.shape, x.dtype, target)
+    result = Tensor(target.from_numpy(host), x.shape, x.dtype, target)
+    if x._requires_grad and x.dtype.is_floating:
+        _record("to_device", (x, x.device), result)  # the gradient goes back there
+    return result
 
 
 def clone(x: Any) -> Tensor:

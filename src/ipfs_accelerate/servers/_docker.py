@@ -4,15 +4,17 @@ first use)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import threading
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Literal
 
 from ipfs_accelerate.errors import ConfigurationError, ContainerError, ServerStartError
 
 from ._runtime import ContainerRuntime, ServerHandle, logger
-from ._spec import ServerSpec
+from ._spec import ServerSpec, ensure_port_free
 
 __all__ = ["MANAGED_LABEL", "DockerRuntime"]
 
@@ -24,18 +26,32 @@ class DockerRuntime(ContainerRuntime):
 
     ``client``: a ``docker.DockerClient`` (default: ``docker.from_env()`` on first use, which
     honours ``DOCKER_HOST``). Containers are named ``{name_prefix}{spec.name}-{host_port}``,
-    labelled ``ipfs_accelerate.managed=true``, publish ``spec.port`` on ``spec.host`` only, and
-    are kept after they exit (for their logs) until :meth:`stop` removes them. The exact
-    arguments handed to ``client.containers.run`` come from :meth:`run_kwargs`.
+    labelled ``ipfs_accelerate.managed=true``, publish ``spec.port`` on ``spec.host`` only (or
+    share the host's network with ``spec.network_mode="host"``, after checking that nothing
+    listens on the port), and are kept after they exit (for their logs) until :meth:`stop`
+    removes them. :meth:`start` creates the container, then starts it (a container that
+    cannot start is removed). An image missing on the engine is pulled (``pull="missing"``)
+    or is a ServerStartError (``pull="never"``). The container's arguments (those of
+    ``client.containers.run``/``create``) come from :meth:`run_kwargs`.
     """
 
     kind: ClassVar[str] = "docker"
 
     def __init__(
-        self, client: Any = None, *, name_prefix: str = "ipfs-accelerate-", stop_timeout: int = 10
+        self,
+        client: Any = None,
+        *,
+        name_prefix: str = "ipfs-accelerate-",
+        stop_timeout: int = 10,
+        pull: Literal["missing", "never"] = "missing",
     ) -> None:
+        if pull not in ("missing", "never"):
+            raise ConfigurationError(
+                f"DockerRuntime: pull must be 'missing' or 'never', got {pull!r}"
+            )
         self._client = client
         self.name_prefix = name_prefix
+        self.pull = pull
         self.stop_timeout = stop_timeout
         self._lock = threading.Lock()
 
@@ -53,12 +69,18 @@ class DockerRuntime(ContainerRuntime):
                 f"server spec {spec.name!r}: the Docker runtime needs an image"
             )
         secrets = {k: v.reveal() for k, v in spec.secret_env.items()}
+        host_network = spec.network_mode == "host"
         kwargs: dict[str, Any] = {
             "image": spec.image,
-            "command": spec.args_for(spec.port),
+            "command": spec.args_for(host_port if host_network else spec.port),
             "detach": True,
             "name": f"{self.name_prefix}{spec.name}-{host_port}",
-            "ports": {f"{spec.port}/tcp": (spec.host, host_port)},
+        }
+        if spec.network_mode is not None:
+            kwargs["network_mode"] = spec.network_mode
+        if not host_network:
+            kwargs["ports"] = {f"{spec.port}/tcp": (spec.host, host_port)}
+        kwargs |= {
             "environment": {**spec.env, **secrets},
             "volumes": {os.path.expanduser(src): _bind(dst) for src, dst in spec.volumes.items()},
             "labels": {MANAGED_LABEL: "true", "ipfs_accelerate.server": spec.name, **spec.labels},
@@ -76,20 +98,53 @@ class DockerRuntime(ContainerRuntime):
 
     async def start(self, spec: ServerSpec, host_port: int) -> ServerHandle:
         kwargs = self.run_kwargs(spec, host_port)
+        if spec.network_mode == "host":
+            # nothing is published, so the engine cannot tell that the port is taken: the
+            # server would fail to bind while the readiness probe reached the port's holder
+            ensure_port_free(spec, host_port)
         client = self.client()
-
-        def run() -> Any:
-            try:
-                return client.containers.run(**kwargs)
-            except Exception as exc:  # docker.errors.ImageNotFound, APIError, ...
-                raise ServerStartError(
-                    f"cannot start {spec.describe()}: {_docker_message(exc)}"
-                ) from exc
-
-        container = await asyncio.to_thread(run)
+        container = await asyncio.to_thread(self._create_and_start, client, spec, kwargs)
         name = getattr(container, "name", "?")
         logger.info("started container %s (%s, port %d)", name, spec.describe(), host_port)
         return ServerHandle(spec, str(container.id), host_port, container)
+
+    def _create_and_start(self, client: Any, spec: ServerSpec, kwargs: dict[str, Any]) -> Any:
+        create_kwargs = {k: v for k, v in kwargs.items() if k != "detach"}
+        try:
+            try:
+                container = client.containers.create(**create_kwargs)
+            except Exception as exc:
+                if type(exc).__name__ != "ImageNotFound":
+                    raise
+                if self.pull == "never":
+                    raise ServerStartError(
+                        f"cannot start {spec.describe()}: image {spec.image!r} is not on the "
+                        f"Docker engine and this runtime does not pull (pull='never')"
+                    ) from exc
+                logger.info("pulling image %s", spec.image)
+                client.images.pull(spec.image)
+                container = client.containers.create(**create_kwargs)
+        except ServerStartError:
+            raise
+        except Exception as exc:  # docker.errors.ImageNotFound, APIError, ...
+            raise ServerStartError(
+                f"cannot start {spec.describe()}: {_docker_message(exc)}"
+            ) from exc
+        try:
+            container.start()
+        except Exception as exc:
+            # a container that was created but cannot start must not be left behind
+            try:
+                container.remove(force=True)
+            except Exception as cleanup:
+                if not _is_not_found(cleanup):
+                    logger.warning(
+                        "container %s: %s", str(container.id)[:12], _docker_message(cleanup)
+                    )
+            raise ServerStartError(
+                f"cannot start {spec.describe()}: {_docker_message(exc)}"
+            ) from exc
+        return container
 
     async def exit_status(self, handle: ServerHandle) -> int | None:
         container = handle.native
@@ -124,6 +179,34 @@ class DockerRuntime(ContainerRuntime):
 
         return await asyncio.to_thread(read)
 
+    async def follow_logs(self, handle: ServerHandle) -> AsyncIterator[str]:
+        container = handle.native
+        try:
+            stream = await asyncio.to_thread(container.logs, stream=True, follow=True)
+        except Exception as exc:
+            raise ContainerError(
+                f"cannot follow the logs of container {handle.id[:12]}: {_docker_message(exc)}"
+            ) from exc
+        # a bounded hand-off: a slow reader holds the engine's stream back instead of
+        # letting a chatty container fill this process's memory
+        lines: queue.Queue[str | None] = queue.Queue(maxsize=256)
+        closed = threading.Event()
+        reader = threading.Thread(
+            target=_pump_stream, args=(stream, lines, closed),
+            name=f"docker-logs-{handle.id[:12]}", daemon=True,
+        )  # fmt: skip
+        reader.start()
+        try:
+            while True:
+                line = await asyncio.to_thread(_next_line, lines, reader)
+                if line is None:
+                    return
+                yield line
+        finally:
+            closed.set()
+            with contextlib.suppress(Exception):
+                stream.close()
+
     async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:
         container = handle.native
 
@@ -140,6 +223,52 @@ class DockerRuntime(ContainerRuntime):
                         logger.warning("container %s: %s", handle.id[:12], _docker_message(exc))
 
         await asyncio.to_thread(stop)
+
+
+_MAX_LINE = 64 * 1024
+
+
+def _pump_stream(stream: Any, lines: queue.Queue[str | None], closed: threading.Event) -> None:
+    """Splits the engine's log chunks into lines (a line longer than 64 KiB is cut into
+    pieces of that size) and hands them over until the stream ends or the reader is gone."""
+
+    def put(item: str | None) -> bool:
+        while not closed.is_set():
+            try:
+                lines.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    pending = b""
+    try:
+        for chunk in stream:
+            pending += chunk
+            while True:
+                cut = pending.find(b"\n")
+                if cut < 0 and len(pending) < _MAX_LINE:
+                    break
+                end = cut if 0 <= cut < _MAX_LINE else _MAX_LINE
+                line, pending = pending[:end], pending[end + (1 if end == cut else 0) :]
+                if not put(line.decode("utf-8", "replace").rstrip("\r")):
+                    return
+    except Exception:  # the stream was closed under us, or the engine went away
+        if closed.is_set():
+            return
+    if pending:
+        put(pending.decode("utf-8", "replace"))
+    put(None)
+
+
+def _next_line(lines: queue.Queue[str | None], reader: threading.Thread) -> str | None:
+    # wakes up now and then, so that a cancelled reader frees its worker thread promptly
+    while True:
+        try:
+            return lines.get(timeout=0.5)
+        except queue.Empty:
+            if not reader.is_alive() and lines.empty():
+                return None
 
 
 def _connect() -> Any:

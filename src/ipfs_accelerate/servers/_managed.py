@@ -16,7 +16,7 @@ import collections
 import contextlib
 import enum
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -183,6 +183,29 @@ class ManagedServer:
 
     def describe(self) -> str:
         return self.spec.describe()
+
+    async def logs(self, tail: int = 20) -> list[str]:
+        """The last ``tail`` lines of the running instance's output (empty when none runs)."""
+        handle = self._handle
+        if handle is None:
+            return []
+        return [_scrub(line, self.spec) for line in await self.runtime.logs(handle, tail)]
+
+    async def follow_logs(self) -> AsyncIterator[str]:
+        """The current instance's output line by line as it is written (from its start, as
+        far as the runtime holds it); ends when that instance exits. Secrets are masked.
+        ContainerError when no instance runs."""
+        handle = self._handle
+        if handle is None:
+            raise ContainerError(f"managed server {self.spec.name!r} is not running")
+        lines = self.runtime.follow_logs(handle)
+        try:
+            async for line in lines:
+                yield _scrub(line, self.spec)
+        finally:
+            close = getattr(lines, "aclose", None)
+            if close is not None:
+                await close()
 
     def on_ready(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``await callback()`` after every successful (re)start."""

@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from ipfs_accelerate.errors import ServerStartError
 
 from ._runtime import ContainerRuntime, ServerHandle, logger
-from ._spec import ServerSpec
+from ._spec import ServerSpec, ensure_port_free
 
 __all__ = ["LocalProcessRuntime"]
 
@@ -25,7 +26,8 @@ class LocalProcessRuntime(ContainerRuntime):
     Each process gets its own session (process group), stdout and stderr merged into a ring
     buffer of the last ``log_lines`` lines read by a daemon thread. :meth:`stop` sends SIGTERM
     to the whole group, waits up to ``timeout``, then SIGKILLs what is left and reaps the
-    process, so no child survives it.
+    process, so no child survives it. A port on which something already listens is a
+    ServerStartError before the process starts.
     """
 
     kind: ClassVar[str] = "process"
@@ -35,6 +37,8 @@ class LocalProcessRuntime(ContainerRuntime):
         self.inherit_env = inherit_env
 
     async def start(self, spec: ServerSpec, host_port: int) -> ServerHandle:
+        # the probe must not be answered by whatever already holds the port
+        ensure_port_free(spec, host_port)
         argv = spec.args_for(host_port)
         env = dict(os.environ) if self.inherit_env else {}
         env.update(spec.env)
@@ -53,12 +57,10 @@ class LocalProcessRuntime(ContainerRuntime):
         except OSError as exc:
             raise ServerStartError(f"cannot start {spec.describe()}: {exc}") from exc
         lines: collections.deque[str] = collections.deque(maxlen=self.log_lines)
-        reader = threading.Thread(
-            target=_pump, args=(proc, lines), name=f"logs-{spec.name}-{proc.pid}", daemon=True
-        )
-        reader.start()
+        native = _Process(proc, lines)
+        native.reader.start()
         logger.info("started %s (pid %d, port %d)", spec.describe(), proc.pid, host_port)
-        return ServerHandle(spec, str(proc.pid), host_port, _Process(proc, lines, reader))
+        return ServerHandle(spec, str(proc.pid), host_port, native)
 
     async def exit_status(self, handle: ServerHandle) -> int | None:
         code: int | None = handle.native.proc.poll()
@@ -67,6 +69,23 @@ class LocalProcessRuntime(ContainerRuntime):
     async def logs(self, handle: ServerHandle, tail: int = 20) -> list[str]:
         lines = list(handle.native.lines)
         return lines[-tail:] if tail else lines
+
+    async def follow_logs(self, handle: ServerHandle) -> AsyncIterator[str]:
+        native: _Process = handle.native
+        seen = -1
+        while True:
+            with native.lines_lock:
+                total, buffered = native.total, list(native.lines)
+            first = total - len(buffered)  # the number of the oldest line still held
+            seen = max(seen, first)
+            if total > seen:
+                for line in buffered[seen - first :]:
+                    yield line
+                seen = total
+                continue
+            if not native.reader.is_alive():  # the process closed its output: all is read
+                return
+            await asyncio.sleep(_FOLLOW_POLL)
 
     async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:
         native: _Process = handle.native
@@ -79,18 +98,24 @@ class LocalProcessRuntime(ContainerRuntime):
         return pid
 
 
+_FOLLOW_POLL = 0.05
+
+
 class _Process:
-    __slots__ = ("_lock", "lines", "proc", "reader", "stopped")
+    __slots__ = ("_lock", "lines", "lines_lock", "proc", "reader", "stopped", "total")
 
     def __init__(
         self,
         proc: subprocess.Popen[bytes],
         lines: collections.deque[str],
-        reader: threading.Thread,
     ) -> None:
         self.proc = proc
         self.lines = lines
-        self.reader = reader
+        self.lines_lock = threading.Lock()
+        self.total = 0  # lines read so far, including those the ring buffer dropped
+        self.reader = threading.Thread(
+            target=_pump, args=(self,), name=f"logs-{proc.pid}", daemon=True
+        )
         self.stopped = False
         self._lock = threading.Lock()
 
@@ -118,12 +143,15 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _pump(proc: subprocess.Popen[bytes], lines: collections.deque[str]) -> None:
-    stream = proc.stdout
+def _pump(native: _Process) -> None:
+    stream = native.proc.stdout
     if stream is None:  # pragma: no cover - always piped
         return
     try:
         for raw in iter(stream.readline, b""):
-            lines.append(raw.decode("utf-8", "replace").rstrip())
+            line = raw.decode("utf-8", "replace").rstrip()
+            with native.lines_lock:
+                native.lines.append(line)
+                native.total += 1
     except (OSError, ValueError):  # closed under us during stop
         pass

@@ -5,8 +5,11 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from ipfs_accelerate.errors import ContainerError
 
 from ._spec import ServerSpec
 
@@ -48,6 +51,12 @@ class ContainerRuntime(abc.ABC):
     @abc.abstractmethod
     async def logs(self, handle: ServerHandle, tail: int = 20) -> list[str]:
         """The last ``tail`` lines of the instance's output."""
+
+    def follow_logs(self, handle: ServerHandle) -> AsyncIterator[str]:
+        """The instance's output line by line as it is written, from its start (as far as the
+        runtime still holds it), ending once the instance has exited and its output is read.
+        Closing the iterator early releases what it held."""
+        raise ContainerError(f"the {self.kind} runtime cannot follow an instance's logs")
 
     @abc.abstractmethod
     async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:

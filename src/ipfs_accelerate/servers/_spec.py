@@ -7,10 +7,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ipfs_accelerate.errors import ConfigurationError
+from ipfs_accelerate.errors import ConfigurationError, ServerStartError
 from ipfs_accelerate.resilience import Secret
 
-__all__ = ["PORT_PLACEHOLDER", "ServerSpec", "free_port"]
+__all__ = ["PORT_PLACEHOLDER", "ServerSpec", "ensure_port_free", "free_port"]
 
 PORT_PLACEHOLDER = "{port}"
 
@@ -25,6 +25,9 @@ class ServerSpec:
     ``volumes``: host path -> container path (``"path:ro"`` mounts read-only).
     ``host_port`` is the port on ``host`` (127.0.0.1) the server is reached at; None picks a
     free one when the :class:`ManagedServer` is created, so its URL is known before start.
+    ``network_mode``: Docker only; None publishes ``port`` on ``host:host_port``, ``"host"``
+    shares the host's network (nothing is published, so the server itself must listen on
+    ``host_port``: ``{port}`` becomes the host port, and it should bind ``host``).
     ``gpus``: None (no GPU), ``"all"``, a count, or a list of device ids (Docker device
     requests); ``devices``: host device nodes passed through (``/dev/dri`` for Intel GPUs).
     Secrets meant for the server (``HF_TOKEN``, ``VLLM_API_KEY``) travel in ``secret_env``
@@ -45,6 +48,7 @@ class ServerSpec:
     devices: tuple[str, ...] = ()
     shm_size: str | None = None
     ipc_mode: str | None = None
+    network_mode: str | None = None
     cwd: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -65,6 +69,13 @@ class ServerSpec:
             raise ConfigurationError(
                 f"server spec {self.name!r}: health_path must start with '/', "
                 f"got {self.health_path!r}"
+            )
+        if self.network_mode is not None and (
+            not isinstance(self.network_mode, str) or not self.network_mode
+        ):
+            raise ConfigurationError(
+                f"server spec {self.name!r}: network_mode must be None or a Docker network "
+                f"mode such as 'host', got {self.network_mode!r}"
             )
         for key, value in self.secret_env.items():
             if not isinstance(value, Secret):
@@ -89,3 +100,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def ensure_port_free(spec: ServerSpec, port: int) -> None:
+    """Raise ServerStartError when something already listens on ``spec.host:port``.
+
+    Checked before a server that binds the port itself starts: otherwise the readiness probe
+    could be answered by whatever holds the port while the new server fails to bind it.
+    SO_REUSEADDR lets a port whose last connections linger in TIME_WAIT (a restart) pass.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((spec.host, port))
+        except OSError as exc:
+            raise ServerStartError(
+                f"cannot start {spec.describe()}: port {port} on {spec.host} is already in use "
+                f"({exc.strerror or exc})"
+            ) from None

@@ -8,6 +8,8 @@
   holds what.
 * :func:`content_id`: the IPFS CIDv1 (raw codec, sha2-256, base32) of a tensor's bytes.
 * :func:`get_compatible_models_for_tensor`: which model families can share a tensor type.
+* :func:`create_tensor_sharing_demo`: two pipelines of one checkpoint run with one manager;
+  its statistics show what they hold in common (docs/sharing.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ipfs_accelerate.sharing._compat import (
     get_compatible_models_for_tensor,
     model_family,
 )
+from ipfs_accelerate.sharing._demo import create_tensor_sharing_demo
 from ipfs_accelerate.sharing._manager import TensorSharingManager
 from ipfs_accelerate.sharing._shared_tensor import SharedTensor, SharedTensorView
 
@@ -28,6 +31,7 @@ __all__ = [
     "TensorSharingManager",
     "cid_from_digest",
     "content_id",
+    "create_tensor_sharing_demo",
     "digest_from_cid",
     "get_compatible_models_for_tensor",
     "model_family",

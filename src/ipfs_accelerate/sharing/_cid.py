@@ -1,25 +1,28 @@
-"""Content identifiers: the IPFS CIDv1 of a tensor's bytes.
+"""Content identifiers: the IPFS CID of a tensor's bytes.
 
-A content id is exactly what IPFS writes for a raw block (``ipfs add --raw-leaves`` of a file
-that fits one block, or ``ipfs block put``): CIDv1, the ``raw`` codec (0x55), a sha2-256
-multihash (0x12, 32-byte digest), rendered in multibase base32 (RFC 4648, lower case, no
-padding) behind the ``b`` prefix. The 36 binary bytes are
-``0x01 0x55 0x12 0x20 <sha256 digest>``, so every id starts ``bafkrei``.
+A content id is exactly what ``ipfs add`` gives a file holding the tensor's bytes, under a
+UnixFS profile of IPIP-499 (default ``unixfs-v1-2025``; see ipfs_accelerate.content and
+docs/ipfs.md). Under the default profile a tensor of at most 1 MiB is one raw block: CIDv1,
+the ``raw`` codec (0x55), a sha2-256 multihash, base32 (``bafkrei...``, binary
+``0x01 0x55 0x12 0x20 <sha256 digest>``); a larger one is the dag-pb root of its 1 MiB chunks
+(``bafybei...``). :func:`cid_from_digest` / :func:`digest_from_cid` convert between a digest
+and the raw-block form only.
 
 A tensor's bytes are its elements in row-major (C) order, little-endian, each of its dtype's
 size (bool: one byte, 0 or 1), which is also how safetensors stores a tensor: the content id
-of a weight equals the CID of its bytes in the checkpoint file.
+of a weight is the CID ``ipfs add`` gives its byte range of the checkpoint file (not the
+file's CID, which covers the header and every tensor).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import sys
 from typing import Any
 
 import numpy as np
 
+from ipfs_accelerate.content import DEFAULT_PROFILE, Profile, import_bytes
 from ipfs_accelerate.errors import InvalidArgumentError
 from ipfs_accelerate.tensor import Tensor
 
@@ -128,24 +131,29 @@ def host_bytes(data: Tensor | np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return array.reshape(-1).view(np.uint8)
 
 
-def content_id(data: Tensor | np.ndarray[Any, Any] | bytes | bytearray | memoryview) -> str:
-    """The IPFS CIDv1 of ``data``'s bytes (see the module docstring for the byte layout).
+def content_id(
+    data: Tensor | np.ndarray[Any, Any] | bytes | bytearray | memoryview,
+    *,
+    profile: str | Profile = DEFAULT_PROFILE,
+) -> str:
+    """The CID ``ipfs add`` gives ``data``'s bytes under ``profile`` (see the module
+    docstring for the byte layout).
 
     ``data`` is a Tensor (any backend), a numpy array, or raw bytes. The bytes are hashed once
     and, on CPU, without copying them; dtype and shape are not part of the id (equal bytes give
     equal ids), so compare those separately when they matter.
     """
     if isinstance(data, bytes | bytearray | memoryview):
-        digest = hashlib.sha256(data).digest()
+        view = memoryview(data)
     elif isinstance(data, Tensor | np.ndarray):
         if isinstance(data, np.ndarray) and data.dtype.kind not in "biuf":
             raise InvalidArgumentError(
                 f"content_id: numpy dtype {data.dtype} has no defined byte layout; "
                 "pass a numeric array"
             )
-        digest = hashlib.sha256(host_bytes(data).data).digest()
+        view = host_bytes(data).data
     else:
         raise InvalidArgumentError(
             f"content_id: expected a Tensor, numpy array or bytes, got {type(data).__name__}"
         )
-    return cid_from_digest(digest)
+    return str(import_bytes(view, profile=profile).cid)

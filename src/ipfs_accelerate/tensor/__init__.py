@@ -11,6 +11,7 @@ import sys
 import types
 from typing import Any
 
+from ipfs_accelerate.tensor._autograd import enable_grad, is_grad_enabled, no_grad
 from ipfs_accelerate.tensor._creation import (
     arange,
     checked_cast,
@@ -49,6 +50,7 @@ __all__ = [
     "as_dtype",
     "bool_",
     "checked_cast",
+    "enable_grad",
     "float16",
     "float32",
     "float64",
@@ -58,6 +60,8 @@ __all__ = [
     "int8",
     "int32",
     "int64",
+    "is_grad_enabled",
+    "no_grad",
     "ones",
     "ones_like",
     "rand",
@@ -71,8 +75,15 @@ __all__ = [
 
 
 class _CallableModule(types.ModuleType):
-    def __call__(self, data: Any, dtype: Any = None, device: str | None = None) -> Tensor:
-        return tensor(data, dtype=dtype, device=device)
+    def __call__(
+        self,
+        data: Any,
+        dtype: Any = None,
+        device: str | None = None,
+        *,
+        requires_grad: bool = False,
+    ) -> Tensor:
+        return tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -203,7 +203,13 @@ def _host_array(data: Any, dtype: DType | None, context: str) -> np.ndarray[Any,
     return result.copy() if borrowed and result is array else result
 
 
-def tensor(data: Any, dtype: DType | str | None = None, device: str | None = None) -> Tensor:
+def tensor(
+    data: Any,
+    dtype: DType | str | None = None,
+    device: str | None = None,
+    *,
+    requires_grad: bool = False,
+) -> Tensor:
     """A new tensor holding a copy of ``data`` (nested sequences, scalars, numpy arrays, tensors).
 
     ``dtype`` defaults to the data's (Python floats -> float32, ints -> int64); values that do
@@ -212,15 +218,18 @@ def tensor(data: Any, dtype: DType | str | None = None, device: str | None = Non
     target = as_dtype(dtype) if dtype is not None else None
     array = _host_array(data, target, "tensor()")
     backend = _backend(device)
-    return Tensor(
+    result = Tensor(
         backend.from_numpy(array),
         array.shape,
         from_numpy_dtype(array.dtype, context="tensor()"),
         backend,
     )
+    return _leaf(result, requires_grad, "tensor()")
 
 
-def from_numpy(array: np.ndarray[Any, Any], device: str | None = None) -> Tensor:
+def from_numpy(
+    array: np.ndarray[Any, Any], device: str | None = None, *, requires_grad: bool = False
+) -> Tensor:
     """Wrap a numpy array. On CPU the tensor shares memory with ``array`` (no copy)."""
     if not isinstance(array, np.ndarray):
         raise InvalidArgumentError(
@@ -228,11 +237,22 @@ def from_numpy(array: np.ndarray[Any, Any], device: str | None = None) -> Tensor
         )
     dt = from_numpy_dtype(array.dtype, context="from_numpy()")
     backend = _backend(device)
-    return Tensor(backend.from_numpy(array), array.shape, dt, backend)
+    return _leaf(
+        Tensor(backend.from_numpy(array), array.shape, dt, backend), requires_grad, "from_numpy()"
+    )
 
 
-def _rebuild(array: np.ndarray[Any, Any], device: str) -> Tensor:
-    return from_numpy(array, device)
+def _leaf(result: Tensor, requires_grad: bool, context: str) -> Tensor:
+    if requires_grad:
+        from ipfs_accelerate.tensor._autograd import check_can_require_grad
+
+        check_can_require_grad(result, context)
+        result.requires_grad_(True)
+    return result
+
+
+def _rebuild(array: np.ndarray[Any, Any], device: str, requires_grad: bool = False) -> Tensor:
+    return from_numpy(array, device, requires_grad=requires_grad)
 
 
 def _fill_dtype(value: Any) -> DType:
@@ -246,14 +266,21 @@ def _fill_dtype(value: Any) -> DType:
 
 
 def full(
-    shape: Any, fill_value: Any, dtype: DType | str | None = None, device: str | None = None
+    shape: Any,
+    fill_value: Any,
+    dtype: DType | str | None = None,
+    device: str | None = None,
+    *,
+    requires_grad: bool = False,
 ) -> Tensor:
     """A tensor of ``shape`` filled with ``fill_value`` (dtype defaults from the value)."""
     dims = normalize_shape(shape, context="full()")
     target = as_dtype(dtype) if dtype is not None else _fill_dtype(fill_value)
     value = _checked_scalar(fill_value, target, "full()")
     backend = _sized_backend(device, dims, target, "full()")
-    return Tensor(backend.full(dims, value, target), dims, target, backend)
+    return _leaf(
+        Tensor(backend.full(dims, value, target), dims, target, backend), requires_grad, "full()"
+    )
 
 
 def _checked_scalar(value: Any, dtype: DType, context: str) -> bool | int | float:
@@ -264,36 +291,77 @@ def _checked_scalar(value: Any, dtype: DType, context: str) -> bool | int | floa
     return scalar
 
 
-def zeros(*shape: Any, dtype: DType | str | None = None, device: str | None = None) -> Tensor:
+def zeros(
+    *shape: Any,
+    dtype: DType | str | None = None,
+    device: str | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
     """A tensor of zeros (float32 unless ``dtype`` says otherwise)."""
     dims = _shape_from_varargs(shape, "zeros()")
-    return full(dims, 0, dtype if dtype is not None else DEFAULT_FLOAT, device)
+    return full(
+        dims,
+        0,
+        dtype if dtype is not None else DEFAULT_FLOAT,
+        device,
+        requires_grad=requires_grad,
+    )
 
 
-def ones(*shape: Any, dtype: DType | str | None = None, device: str | None = None) -> Tensor:
+def ones(
+    *shape: Any,
+    dtype: DType | str | None = None,
+    device: str | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
     """A tensor of ones (float32 unless ``dtype`` says otherwise)."""
     dims = _shape_from_varargs(shape, "ones()")
-    return full(dims, 1, dtype if dtype is not None else DEFAULT_FLOAT, device)
+    return full(
+        dims,
+        1,
+        dtype if dtype is not None else DEFAULT_FLOAT,
+        device,
+        requires_grad=requires_grad,
+    )
 
 
 def full_like(
-    other: Tensor, fill_value: Any, dtype: DType | str | None = None, device: str | None = None
+    other: Tensor,
+    fill_value: Any,
+    dtype: DType | str | None = None,
+    device: str | None = None,
+    *,
+    requires_grad: bool = False,
 ) -> Tensor:
     """A tensor shaped like ``other`` (same dtype and device unless given) filled with a value."""
     _require_tensor(other, "full_like()")
     return full(
-        other.shape, fill_value, dtype if dtype is not None else other.dtype, device or other.device
+        other.shape,
+        fill_value,
+        dtype if dtype is not None else other.dtype,
+        device or other.device,
+        requires_grad=requires_grad,
     )
 
 
 def zeros_like(
-    other: Tensor, dtype: DType | str | None = None, device: str | None = None
+    other: Tensor,
+    dtype: DType | str | None = None,
+    device: str | None = None,
+    *,
+    requires_grad: bool = False,
 ) -> Tensor:
-    return full_like(other, 0, dtype, device)
+    return full_like(other, 0, dtype, device, requires_grad=requires_grad)
 
 
-def ones_like(other: Tensor, dtype: DType | str | None = None, device: str | None = None) -> Tensor:
-    return full_like(other, 1, dtype, device)
+def ones_like(
+    other: Tensor,
+    dtype: DType | str | None = None,
+    device: str | None = None,
+    *,
+    requires_grad: bool = False,
+) -> Tensor:
+    return full_like(other, 1, dtype, device, requires_grad=requires_grad)
 
 
 def _require_tensor(value: Any, context: str) -> None:
@@ -307,6 +375,8 @@ def arange(
     step: float = 1,
     dtype: DType | str | None = None,
     device: str | None = None,
+    *,
+    requires_grad: bool = False,
 ) -> Tensor:
     """Evenly spaced values in ``[start, end)`` (``arange(n)`` counts from 0), numpy's values.
 
@@ -334,7 +404,11 @@ def arange(
         _checked_scalar(start, target, "arange()")
         _checked_scalar(last, target, "arange()")
     backend = _sized_backend(device, (size,), target, "arange()")
-    return Tensor(backend.arange(start, step, size, target), (size,), target, backend)
+    return _leaf(
+        Tensor(backend.arange(start, step, size, target), (size,), target, backend),
+        requires_grad,
+        "arange()",
+    )
 
 
 def rand(
@@ -344,6 +418,7 @@ def rand(
     seed: int | None = None,
     dtype: DType | str | None = None,
     device: str | None = None,
+    requires_grad: bool = False,
 ) -> Tensor:
     """Uniform random values in ``[low, high)``; the same ``seed`` gives the same values on
     every backend (they are drawn on the host with numpy's PCG64 generator)."""
@@ -359,7 +434,7 @@ def rand(
     # rounding into a narrower float can land exactly on ``high``: keep the interval half-open
     array = values.astype(target.numpy)
     np.minimum(array, np.nextafter(target.numpy.type(high), target.numpy.type(low)), out=array)
-    return from_numpy(array, device)
+    return from_numpy(array, device, requires_grad=requires_grad)
 
 
 def randn(
@@ -367,13 +442,16 @@ def randn(
     seed: int | None = None,
     dtype: DType | str | None = None,
     device: str | None = None,
+    requires_grad: bool = False,
 ) -> Tensor:
     """Standard normal random values; seeded like :func:`rand`."""
     dims = _shape_from_varargs(shape, "randn()")
     target = _float_dtype(dtype, "randn()")
     _sized_backend(device, dims, target, "randn()")
     rng = np.random.default_rng(seed) if seed is not None else _default_rng
-    return from_numpy(rng.standard_normal(size=dims).astype(target.numpy), device)
+    return from_numpy(
+        rng.standard_normal(size=dims).astype(target.numpy), device, requires_grad=requires_grad
+    )
 
 
 def _float_dtype(dtype: DType | str | None, context: str) -> DType:

@@ -19,6 +19,7 @@ from ipfs_accelerate.tensor._dtype import DType, as_dtype
 
 if TYPE_CHECKING:
     from ipfs_accelerate.hal._backend import Backend
+    from ipfs_accelerate.tensor._autograd import Node
 
 Scalar = bool | int | float
 AxisArg = int | Sequence[int] | None
@@ -31,7 +32,17 @@ class Tensor:
     constructor, which wraps an existing backend handle.
     """
 
-    __slots__ = ("__weakref__", "_backend", "_data", "dtype", "shape")
+    __slots__ = (
+        "__weakref__",
+        "_backend",
+        "_data",
+        "_grad",
+        "_grad_fn",
+        "_requires_grad",
+        "_version",
+        "dtype",
+        "shape",
+    )
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data: Any, shape: tuple[int, ...], dtype: DType, backend: Backend) -> None:
@@ -39,6 +50,10 @@ class Tensor:
         self.shape: tuple[int, ...] = shape
         self.dtype: DType = dtype
         self._backend = backend
+        self._requires_grad = False
+        self._grad: Tensor | None = None
+        self._grad_fn: Node | None = None
+        self._version = 0  # bumped by in-place writes: backward checks what it saved
 
     # ------------------------------------------------------------------ properties
 
@@ -76,6 +91,84 @@ class Tensor:
     def mT(self) -> Tensor:
         """The tensor with its last two axes swapped (stacks of matrices transposed)."""
         return _ops.matrix_transpose(self)
+
+    # ------------------------------------------------------------------ autograd
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether gradients flow to this tensor: set on a leaf, or made by an op with an
+        operand that requires grad (while grad mode is on)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        self.requires_grad_(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Make this leaf require grad (or not); only floating tensors can. Returns self."""
+        if self._grad_fn is not None:
+            from ipfs_accelerate.errors import AutogradError
+
+            raise AutogradError(
+                f"requires_grad_: Tensor(shape={self.shape}, dtype={self.dtype.name}) is the "
+                f"result of {self._grad_fn.name}, not a leaf; detach() it first"
+            )
+        if requires_grad:
+            _autograd.check_can_require_grad(self, "requires_grad_")
+            _autograd.arm()
+        self._requires_grad = bool(requires_grad)
+        return self
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The accumulated gradient of a leaf (None until a backward pass reaches it)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise InvalidArgumentError(
+                    f"grad must be a Tensor or None, got {type(value).__name__}"
+                )
+            if value.shape != self.shape or value._backend is not self._backend:
+                raise InvalidArgumentError(
+                    f"grad of shape {value.shape} on {value.device!r} does not match "
+                    f"Tensor(shape={self.shape}, device={self.device!r})"
+                )
+        self._grad = value
+
+    @property
+    def grad_fn(self) -> Node | None:
+        """The recorded op that made this tensor (None for leaves)."""
+        return self._grad_fn
+
+    @property
+    def is_leaf(self) -> bool:
+        """True unless an op recorded this tensor as its result (torch's meaning)."""
+        return self._grad_fn is None
+
+    def detach(self) -> Tensor:
+        """The same data (shared, no copy) outside the graph: no grad_fn, no requires_grad."""
+        return Tensor(self._data, self.shape, self.dtype, self._backend)
+
+    def backward(
+        self,
+        gradient: Tensor | None = None,
+        retain_graph: bool = False,
+        *,
+        check_finite: bool | None = None,
+    ) -> None:
+        """Accumulate the gradient of this tensor into the ``.grad`` of every leaf that
+        requires grad and reaches it.
+
+        ``gradient`` (same shape, dtype and device) is required unless this tensor has one
+        element. The graph's saved tensors are freed afterwards unless ``retain_graph``; a
+        second backward through a freed graph raises AutogradError. ``check_finite`` reads a
+        one-element output and raises NonFiniteLossError when it is NaN or infinite; by default
+        it does so where the value is already on the host (cpu), never forcing a device read.
+        """
+        _autograd.backward(self, gradient, retain_graph, check_finite)
 
     # ------------------------------------------------------------------ host interop
 
@@ -153,7 +246,14 @@ class Tensor:
 
     def __repr__(self) -> str:
         body = np.array2string(self.numpy(), separator=", ", prefix="Tensor(", threshold=200)
-        return f"Tensor({body}, dtype={self.dtype.name}, device={self.device!r})"
+        grad = (
+            f", grad_fn={self._grad_fn!r}"
+            if self._grad_fn is not None
+            else ", requires_grad=True"
+            if self._requires_grad
+            else ""
+        )
+        return f"Tensor({body}, dtype={self.dtype.name}, device={self.device!r}{grad})"
 
     def __str__(self) -> str:
         # the values as numpy prints them, then where they live: a mixed-device error is
@@ -170,6 +270,8 @@ class Tensor:
     def __reduce__(self) -> tuple[Any, ...]:
         from ipfs_accelerate.tensor._creation import _rebuild
 
+        if self._requires_grad and self._grad_fn is None:  # a leaf keeps requires_grad
+            return (_rebuild, (self.numpy().copy(), self.device, True))
         return (_rebuild, (self.numpy().copy(), self.device))
 
     # ------------------------------------------------------------------ conversion
@@ -195,6 +297,11 @@ class Tensor:
         (float -> int with a fractional part, NaN or out-of-range values; out-of-range
         integers) raise TensorOverflowError or DtypeError."""
         return _ops.astype(self, as_dtype(dtype), copy=copy)
+
+    def copy_(self, src: Any) -> Tensor:
+        """Overwrite the values in place with ``src`` (broadcast, converted to this dtype) and
+        return self; see :func:`ipfs_accelerate.ops.copy_`."""
+        return _ops.copy_(self, src)
 
     def contiguous(self) -> Tensor:
         return _ops.contiguous(self)
@@ -426,3 +533,4 @@ class Tensor:
 
 
 from ipfs_accelerate import ops as _ops  # noqa: E402 - ops imports Tensor from this module
+from ipfs_accelerate.tensor import _autograd  # noqa: E402

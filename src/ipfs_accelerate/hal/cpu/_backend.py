@@ -105,7 +105,7 @@ class CPUBackend(Backend):
 
     name: ClassVar[str] = "cpu"
     fused: ClassVar[frozenset[str]] = frozenset(
-        {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear"}
+        {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear", "index_add"}
     )
     shares_host_memory: ClassVar[bool] = True
 
@@ -303,6 +303,12 @@ class CPUBackend(Backend):
             raise IndexOutOfRangeError(
                 f"gather: index {int(bad)} is out of range for axis {axis} of size {n}"
             ) from None
+
+    def index_add(self, base: Tensor, axis: int, indices: Tensor, source: Tensor) -> Array:
+        out = np.array(base._data, copy=True)
+        # np.add.at accumulates repeated indices (a fancy-index += would keep only one)
+        np.add.at(out, (slice(None),) * axis + (indices._data,), source._data)
+        return out
 
     def pad(self, x: Tensor, pads: tuple[tuple[int, int], ...], mode: str, value: Scalar) -> Array:
         if mode == "constant":

@@ -196,7 +196,7 @@ class Reranker(_Pipeline):
     @property
     def labels(self) -> list[str]:
         """The label names by index (``id2label``; ``LABEL_i`` where it has none)."""
-        id2label = getattr(self.model.config, "id2label", None) or {}
+        id2label = self.checkpoint.config.get("id2label") or {}
         return [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(self.num_labels)]
 
     def _logits(

@@ -1,0 +1,403 @@
+"""Where cached answers live: an in-process LRU, a sqlite file, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from ipfs_accelerate.errors import ConfigurationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import sqlite3
+
+__all__ = [
+    "CacheStore",
+    "MemoryStore",
+    "RedisStore",
+    "SqliteStore",
+    "StoreUnavailable",
+    "positive_int",
+    "store_from_url",
+]
+
+logger = logging.getLogger("ipfs_accelerate.api_backends.cache")
+
+
+class CacheStore(Protocol):
+    """Where entries live: bytes under a key, grouped by namespace digest."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, namespace: str, value: bytes, ttl: float | None) -> int:
+        """Store ``value``; return how many entries were evicted to make room."""
+        ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def clear_namespace(self, namespace: str) -> int: ...
+
+    async def clear(self) -> int: ...
+
+    def usage(self) -> tuple[int | None, int | None]:
+        """(entries, bytes) held, where the store can tell cheaply."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class StoreUnavailable(Exception):
+    """A store could not answer (internal: the cache turns it into a miss)."""
+
+
+def positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"cache: {what} must be an int > 0, got {value!r}")
+    return value
+
+
+class MemoryStore:
+    """In-process LRU bounded by entry count and total bytes.
+
+    A lock makes it safe to share between event loops on several threads (the sync facade
+    runs its own loop thread); it is held for dictionary operations only."""
+
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 << 20) -> None:
+        self.max_entries = positive_int(max_entries, "max_entries")
+        self.max_bytes = positive_int(max_bytes, "max_bytes")
+        # key -> (namespace, value, expires_at or None)
+        self._entries: OrderedDict[str, tuple[str, bytes, float | None]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> bytes | None:
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None:
+                return None
+            if item[2] is not None and item[2] <= time.time():
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return item[1]
+
+    async def set(self, key: str, namespace: str, value: bytes, ttl: float | None) -> int:
+        with self._lock:
+            self._drop(key)
+            self._entries[key] = (namespace, value, None if ttl is None else time.time() + ttl)
+            self._bytes += len(value)
+            evicted = 0
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+                evicted += 1
+            return evicted
+
+    def _drop(self, key: str) -> None:
+        item = self._entries.pop(key, None)
+        if item is not None:
+            self._bytes -= len(item[1])
+
+    async def delete(self, key: str) -> bool:
+        with self._lock:
+            present = key in self._entries
+            self._drop(key)
+            return present
+
+    async def clear_namespace(self, namespace: str) -> int:
+        with self._lock:
+            doomed = [k for k, item in self._entries.items() if item[0] == namespace]
+            for key in doomed:
+                self._drop(key)
+            return len(doomed)
+
+    async def clear(self) -> int:
+        with self._lock:
+            count = len(self._entries)
+            self._entries.clear()
+            self._bytes = 0
+            return count
+
+    def usage(self) -> tuple[int | None, int | None]:
+        with self._lock:
+            return len(self._entries), self._bytes
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        entries, size = self.usage()
+        return f"<MemoryStore entries={entries} bytes={size}>"
+
+
+class SqliteStore:
+    """Entries in one sqlite file that several processes may share.
+
+    WAL journaling lets readers run beside a writer; writers take the lock up front
+    (``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for it. Bounds are enforced after
+    each write by deleting the least recently used rows (a hit refreshes its row's use time).
+    Calls run on a worker thread so that a slow disk never stalls the event loop.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_entries: int = 100_000,
+        max_bytes: int = 512 << 20,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.max_entries = positive_int(max_entries, "max_entries")
+        self.max_bytes = positive_int(max_bytes, "max_bytes")
+        self.busy_timeout = float(busy_timeout)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            import sqlite3
+
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, namespace TEXT NOT NULL,"
+                " value BLOB NOT NULL, size INTEGER NOT NULL, expires REAL, used REAL NOT NULL)"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS entries_used ON entries (used)")
+            conn.execute("CREATE INDEX IF NOT EXISTS entries_ns ON entries (namespace)")
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        import sqlite3
+
+        def call() -> Any:
+            with self._lock:
+                try:
+                    return fn(self._connection())
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(f"sqlite: {type(exc).__name__}") from exc
+
+        return await asyncio.to_thread(call)
+
+    async def get(self, key: str) -> bytes | None:
+        def get(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT value, expires FROM entries WHERE key = ?", (key,)
+            ).fetchone()
+            now = time.time()
+            if row is None:
+                return None
+            if row[1] is not None and row[1] <= now:
+                conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+                return None
+            conn.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
+            value = row[0]
+            return bytes(value) if isinstance(value, bytes | memoryview) else None
+
+        return cast("bytes | None", await self._run(get))
+
+    async def set(self, key: str, namespace: str, value: bytes, ttl: float | None) -> int:
+        def put(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, namespace, value, len(value), None if ttl is None else now + ttl, now),
+                )
+                conn.execute(
+                    "DELETE FROM entries WHERE expires IS NOT NULL AND expires <= ?", (now,)
+                )
+                evicted = 0
+                count, total = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries"
+                ).fetchone()
+                while count > self.max_entries or total > self.max_bytes:
+                    row = conn.execute(
+                        "SELECT key, size FROM entries ORDER BY used LIMIT 1"
+                    ).fetchone()
+                    if row is None:
+                        break
+                    conn.execute("DELETE FROM entries WHERE key = ?", (row[0],))
+                    count, total, evicted = count - 1, total - row[1], evicted + 1
+                conn.execute("COMMIT")
+                return evicted
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return int(await self._run(put))
+
+    async def delete(self, key: str) -> bool:
+        return bool(
+            await self._run(
+                lambda c: c.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount
+            )
+        )
+
+    async def clear_namespace(self, namespace: str) -> int:
+        sql = "DELETE FROM entries WHERE namespace = ?"
+        return int(await self._run(lambda c: c.execute(sql, (namespace,)).rowcount))
+
+    async def clear(self) -> int:
+        return int(await self._run(lambda c: c.execute("DELETE FROM entries").rowcount))
+
+    def usage(self) -> tuple[int | None, int | None]:
+        import sqlite3
+
+        with self._lock:
+            try:
+                row = (
+                    self._connection()
+                    .execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries")
+                    .fetchone()
+                )
+            except sqlite3.Error:
+                return None, None
+        return int(row[0]), int(row[1])
+
+    async def aclose(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {os.path.basename(self.path)!r}>"
+
+
+class RedisStore:
+    """Entries in Redis (redis-py's asyncio client), shared by processes and machines.
+
+    Every command is bounded by ``timeout``; a refused connection, a timeout or a Redis error
+    raises :class:`StoreUnavailable`, which the cache turns into a miss. Entries expire with
+    Redis's own TTL; total size is bounded by the server's ``maxmemory`` policy (the cache
+    enforces its per-entry byte bound before writing). The client is made per event loop, so
+    the store can be used from ``asyncio.run`` after ``asyncio.run`` and from the sync facade.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "ipfs-accelerate:cache:",
+        timeout: float = 0.25,
+        client: Any = None,
+    ) -> None:
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigurationError(f"cache: Redis timeout must be > 0 seconds, got {timeout!r}")
+        self._url = url
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self._given = client
+        # one client per event loop (a client's connections belong to the loop that made them)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _client(self) -> Any:
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            try:
+                import redis.asyncio as aioredis
+                from redis.asyncio.retry import Retry
+                from redis.backoff import NoBackoff
+            except ImportError as exc:
+                raise ConfigurationError(
+                    "the Redis cache store needs redis-py: pip install 'ipfs-accelerate[cache]'"
+                ) from exc
+            client = aioredis.Redis.from_url(
+                self._url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),  # the cache degrades to a miss instead of waiting
+            )
+            self._clients[loop] = client
+        return client
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await getattr(self._client(), name)(*args, **kwargs)
+        except ConfigurationError:
+            raise
+        except (TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("redis"):
+                raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+            raise
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._call("get", self.prefix + key)
+        return value if isinstance(value, bytes) or value is None else str(value).encode()
+
+    async def set(self, key: str, namespace: str, value: bytes, ttl: float | None) -> int:
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        await self._call("set", self.prefix + key, value, px=px)
+        return 0
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._call("delete", self.prefix + key))
+
+    async def _unlink_matching(self, pattern: str) -> int:
+        removed = 0
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self._call("scan", cursor, match=pattern, count=500)
+            if keys:
+                removed += int(await self._call("unlink", *keys))
+            if not cursor:
+                return removed
+
+    async def clear_namespace(self, namespace: str) -> int:
+        return await self._unlink_matching(f"{self.prefix}{namespace}:*")
+
+    async def clear(self) -> int:
+        return await self._unlink_matching(f"{self.prefix}*")
+
+    def usage(self) -> tuple[int | None, int | None]:
+        return None, None
+
+    async def aclose(self) -> None:
+        """Close this loop's client (other loops' clients go with their loops)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:  # a connection that already broke: nothing left to close
+                logger.debug("redis cache: closing the client failed", exc_info=True)
+
+    def __repr__(self) -> str:
+        return f"<RedisStore prefix={self.prefix!r}>"
+
+
+def store_from_url(url: str) -> CacheStore:
+    """``memory``, ``sqlite:///path/to/file.db`` or ``redis://host:port/db``."""
+    if url == "memory":
+        return MemoryStore()
+    if url.startswith("sqlite:///"):
+        return SqliteStore(url[len("sqlite:///") :])  # sqlite:////abs/path is absolute
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url)
+    raise ConfigurationError(
+        "cache: store must be 'memory', 'sqlite:///PATH' or 'redis://HOST:PORT/DB', "
+        f"got {url.split('://')[0]!r}"
+    )

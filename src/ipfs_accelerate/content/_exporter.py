@@ -1,0 +1,119 @@
+"""Reading UnixFS back out of a blockstore: file bytes, directory listings, whole trees.
+
+Every block comes from the blockstore (which verified it against its CID on the way in); on
+top of that each File node's ``blocksizes`` must agree with what its children hold, so a DAG
+whose structure lies about sizes is refused rather than read short or long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final, Literal
+
+from ipfs_accelerate.content._blockstore import Blockstore
+from ipfs_accelerate.content._cid import CID, DAG_PB, RAW
+from ipfs_accelerate.content._dagpb import (
+    PBNode,
+    UnixFSData,
+    UnixFSType,
+    decode_node,
+    decode_unixfs,
+)
+from ipfs_accelerate.errors import ContentError, DagFormatError
+
+__all__ = ["iter_directory", "iter_file", "walk"]
+
+_MAX_DEPTH: Final = 64  # far deeper than any balanced DAG or HAMT of a real tree
+
+
+def _load(blocks: Blockstore, cid: CID) -> tuple[PBNode, UnixFSData]:
+    node = decode_node(blocks.get(cid), f"block {cid}")
+    if node.data is None:
+        raise DagFormatError(f"block {cid}: dag-pb node without UnixFS Data")
+    return node, decode_unixfs(node.data, f"block {cid}, UnixFS Data")
+
+
+def iter_file(blocks: Blockstore, cid: CID) -> Iterator[bytes]:
+    """The bytes of the UnixFS file ``cid``, chunk by chunk."""
+    yield from _file(blocks, cid, 0)
+
+
+def _file(blocks: Blockstore, cid: CID, depth: int) -> Iterator[bytes]:
+    if depth > _MAX_DEPTH:
+        raise DagFormatError(f"block {cid}: file DAG deeper than {_MAX_DEPTH} levels")
+    if cid.codec == RAW:
+        yield blocks.get(cid)
+        return
+    node, unixfs = _load(blocks, cid)
+    if unixfs.type not in (UnixFSType.FILE, UnixFSType.RAW):
+        raise ContentError(f"block {cid}: UnixFS type {unixfs.type} is not a file")
+    if unixfs.data:
+        yield unixfs.data
+    if len(unixfs.blocksizes) != len(node.links):
+        raise DagFormatError(
+            f"block {cid}: {len(node.links)} links but {len(unixfs.blocksizes)} blocksizes"
+        )
+    for link, expected in zip(node.links, unixfs.blocksizes, strict=True):
+        produced = 0
+        for chunk in _file(blocks, link.cid, depth + 1):
+            produced += len(chunk)
+            if produced > expected:
+                break
+            yield chunk
+        if produced != expected:
+            held = produced if produced <= expected else "more"
+            raise DagFormatError(
+                f"block {cid}: child {link.cid} holds {held} bytes, "
+                f"its parent's blocksize says {expected}"
+            )
+
+
+def iter_directory(blocks: Blockstore, cid: CID) -> Iterator[tuple[str, CID]]:
+    """``(name, cid)`` of each entry of the UnixFS directory ``cid`` (flat or HAMT-sharded)."""
+    node, unixfs = _load(blocks, cid)
+    if unixfs.type == UnixFSType.DIRECTORY:
+        for link in node.links:
+            yield link.name or "", link.cid
+    elif unixfs.type == UnixFSType.HAMT_SHARD:
+        yield from _shard(blocks, cid, node, unixfs, 0)
+    else:
+        raise ContentError(f"block {cid}: UnixFS type {unixfs.type} is not a directory")
+
+
+def _shard(
+    blocks: Blockstore, cid: CID, node: PBNode, unixfs: UnixFSData, depth: int
+) -> Iterator[tuple[str, CID]]:
+    if depth > _MAX_DEPTH:
+        raise DagFormatError(f"block {cid}: HAMT deeper than {_MAX_DEPTH} levels")
+    fanout = unixfs.fanout or 0
+    if fanout < 2 or fanout & (fanout - 1):
+        raise DagFormatError(f"block {cid}: HAMT fanout {fanout} is not a power of two")
+    width = len(f"{fanout - 1:X}")
+    for link in node.links:
+        name = link.name or ""
+        if len(name) < width:
+            raise DagFormatError(f"block {cid}: HAMT link name {name!r} is too short")
+        if len(name) == width:
+            child, child_data = _load(blocks, link.cid)
+            if child_data.type != UnixFSType.HAMT_SHARD:
+                raise DagFormatError(f"block {link.cid}: HAMT sub-shard is not a HAMT node")
+            yield from _shard(blocks, link.cid, child, child_data, depth + 1)
+        else:
+            yield name[width:], link.cid
+
+
+def walk(
+    blocks: Blockstore, cid: CID, path: str = ""
+) -> Iterator[tuple[str, CID, Literal["file", "directory"]]]:
+    """Every entry under ``cid`` (depth first, the root first as ``""``)."""
+    kind: Literal["file", "directory"] = "file"
+    if cid.codec == DAG_PB:
+        _, unixfs = _load(blocks, cid)
+        if unixfs.type in (UnixFSType.DIRECTORY, UnixFSType.HAMT_SHARD):
+            kind = "directory"
+    yield path, cid, kind
+    if kind == "directory":
+        for name, child in iter_directory(blocks, cid):
+            if not name or "/" in name or name in (".", ".."):
+                raise DagFormatError(f"block {cid}: directory entry name {name!r} is unsafe")
+            yield from walk(blocks, child, f"{path}/{name}" if path else name)
