@@ -16,7 +16,7 @@ from ._output import JsonOption, command, human_bytes, print_json, stderr, stdou
 
 def _checkpoint_summary(path: Path) -> tuple[str, str]:
     """(model_type, what serve would do with it) of a checkpoint directory."""
-    from ipfs_accelerate.serve._config import KINDS
+    from ipfs_accelerate.serve._config import checkpoint_kind
 
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -26,7 +26,8 @@ def _checkpoint_summary(path: Path) -> tuple[str, str]:
     weights = (path / "model.safetensors").exists() or (
         path / "model.safetensors.index.json"
     ).exists()
-    kind = KINDS.get(model_type.lower(), "not servable") if weights else "no safetensors weights"
+    servable = checkpoint_kind(config, path) or "not servable"
+    kind = servable if weights else "no safetensors weights"
     return model_type, kind
 
 

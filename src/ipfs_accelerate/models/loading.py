@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUNDLED_MODELS",
     "Checkpoint",
+    "ClassChooser",
     "LoadReport",
     "ProgressCallback",
     "ResolvedCheckpoint",
@@ -78,6 +79,8 @@ logger = logging.getLogger(__name__)
 
 #: (stage, done, total): "resolve", "read", "load" (one tick per tensor placed on the device)
 ProgressCallback = Callable[[str, int, int], None]
+#: (config, checkpoint weights) -> the class to build: how a pipeline picks among families
+ClassChooser = Callable[[Mapping[str, Any], Mapping[str, Any]], type[Module]]
 
 #: Hub ids whose files an installed package ships (the package is used instead of the network)
 BUNDLED_MODELS: dict[str, str] = {
@@ -95,7 +98,10 @@ _HUB_PATTERNS = [
     "special_tokens_map.json",
     "modules.json",
     "sentence_bert_config.json",
-    "1_Pooling/config.json",
+    "config_sentence_transformers.json",
+    # sentence-transformers' module folders (1_Pooling, 2_Dense, 3_Normalize...)
+    "[0-9]*_*/config.json",
+    "[0-9]*_*/model.safetensors",
     "model.safetensors",
     "model.safetensors.index.json",
     "model-*.safetensors",
@@ -780,7 +786,7 @@ def load_model(
     path_or_id: str | os.PathLike[str],
     device: str = "auto",
     *,
-    model_class: type[Module] | None = None,
+    model_class: type[Module] | ClassChooser | None = None,
     sharing: TensorSharingManager | bool | None = True,
     progress: ProgressCallback | None = None,
     revision: str | None = None,
@@ -790,9 +796,11 @@ def load_model(
 ) -> tuple[Module, Checkpoint, LoadReport]:
     """Build the model a checkpoint describes and load its weights on ``device``.
 
-    ``model_class`` forces a class (its config must match); by default it follows
-    ``model_type``. ``sharing``: True for :func:`default_sharing_manager`, a manager, or
-    False/None to hold the weights privately. ``progress`` receives (stage, done, total).
+    ``model_class`` forces a class (its config must match), or is a function
+    ``(config, weights) -> class`` that chooses one (a pipeline taking any family); by default
+    :func:`model_class_for` follows ``model_type``. ``sharing``: True for
+    :func:`default_sharing_manager`, a manager, or False/None to hold the weights privately.
+    ``progress`` receives (stage, done, total).
     ``dtype``: ``"float32"`` (default), ``"float16"``, ``"int8"``, ``"int4"`` or ``"auto"``
     (see :mod:`~ipfs_accelerate.models._precision`); the model's ``dtype`` attribute and the
     report's say what it was loaded in.
@@ -814,7 +822,12 @@ def load_model(
     saved_dtype = quantized_from_checkpoint(weights, metadata, str(checkpoint.path))
     if progress is not None:
         progress("read", 1, 1)
-    cls = model_class or model_class_for(checkpoint.config, weights)
+    if model_class is None:
+        cls = model_class_for(checkpoint.config, weights)
+    elif isinstance(model_class, type):
+        cls = model_class
+    else:
+        cls = model_class(checkpoint.config, weights)
     model = build_model(cls, checkpoint.config)
     model_type = str(checkpoint.config.get("model_type", "")) or None
     backend, reason = resolve_device(device, model_type)

@@ -7,18 +7,22 @@ says why. The weights are registered with the process-wide tensor sharing manage
 pipelines of one checkpoint hold one copy; :meth:`close` (or garbage collection) releases
 this pipeline's hold on them.
 
-The pipelines live one family a module: :mod:`._text` (TextEmbedder), :mod:`._vision`
+The pipelines live one family a module: :mod:`._text` (TextEmbedder, running the
+sentence-transformers module pipeline of :mod:`._st`), :mod:`._rerank` (Reranker), :mod:`._vision`
 (ImageClassifier, ZeroShotImageClassifier), :mod:`._speech` (SpeechRecognizer,
 TranscriptSegment), :mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
 """
 
 from ipfs_accelerate.models.pipelines._generate import TextGenerator
+from ipfs_accelerate.models.pipelines._rerank import Ranked, Reranker
 from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
 from ipfs_accelerate.models.pipelines._vision import ImageClassifier, ZeroShotImageClassifier
 
 __all__ = [
     "ImageClassifier",
+    "Ranked",
+    "Reranker",
     "SpeechRecognizer",
     "TextEmbedder",
     "TextGenerator",
