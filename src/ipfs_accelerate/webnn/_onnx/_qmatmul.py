@@ -39,11 +39,13 @@ from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
 __all__ = [
+    "MAX_CORRECTION_ROWS",
     "NBITS_FOR_8BIT",
     "TINY",
     "Fusion",
     "QuantizedMatMulLowering",
     "is_dynamic_quantization",
+    "correction_rows",
     "match_quantized",
     "row_corrected_weight",
 ]
@@ -58,6 +60,9 @@ _BITS: Final = {"int8": 8, "uint8": 8, "int4": 4, "uint4": 4}
 #: ONNX Runtime 1.31's CPU kernel ran them at 0.7-0.9x its float MatMul on the weight it
 #: folds from dequantize_linear (docs/webnn.md), so they stay the plain pattern
 NBITS_FOR_8BIT: Final = False
+#: the most zero-point correction rows (:func:`row_corrected_weight`) a per-row product may
+#: append, as a fraction of K: past that the integer product costs 1.5x and more
+MAX_CORRECTION_ROWS: Final = 0.5
 #: MatMulNBits block sizes (along K) tried for weights whose scales do not vary along K
 _BLOCKS: Final = (128, 64, 32, 16)
 _MICROSOFT: Final = "com.microsoft"
@@ -123,7 +128,7 @@ def match_quantized(
     per_column = _scale_grid(scale)[0] == 1
     rows = _row_quantized_activations(a)
     if rows is not None:
-        if per_column and _BITS[values.data_type] == 8 and _zero_points_inside(zero, values):
+        if per_column and _BITS[values.data_type] == 8 and _correctable(zero, values):
             return Fusion("rows", head, output, rows[0], weight, rows[1], rows[2], bias)
         return None
     activations = _quantized_activations(a)
@@ -216,13 +221,15 @@ def _row_quantized_activations(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOp
     return found if zero.shape == scale.shape else None
 
 
-def _zero_points_inside(zero: MLOperand, values: MLOperand) -> bool:
-    """Whether every weight zero point lies strictly inside its integer range, so that
-    :func:`row_corrected_weight` can write any correction in rows of that type."""
-    array = _constant(zero)
-    assert array is not None
-    low, high = (-128, 127) if values.data_type == "int8" else (0, 255)
-    return bool(np.all((array > low) & (array < high)))
+def _correctable(zero: MLOperand, values: MLOperand) -> bool:
+    """Whether :func:`row_corrected_weight` fits this weight in at most
+    :data:`MAX_CORRECTION_ROWS` x K extra rows (every zero point strictly inside its type's
+    range, or no correction row could move the sum both ways)."""
+    zeros, array = _constant(zero), _constant(values)
+    assert zeros is not None and array is not None
+    flat = np.ascontiguousarray(_expanded(zeros, 1, array.shape[1])[0])
+    rows = _DERIVED.get(array, ("rows-count", flat.tobytes()), lambda: correction_rows(array, flat))
+    return rows is not None and rows <= MAX_CORRECTION_ROWS * array.shape[0]
 
 
 def _scalar_constant(operand: MLOperand | None) -> float | None:
@@ -329,6 +336,23 @@ def nbits_weight(
     return packed, scales, np.ascontiguousarray(zeros)
 
 
+def _type_range(values: Array) -> tuple[int, int]:
+    return (-128, 127) if values.dtype == np.int8 else (0, 255)
+
+
+def correction_rows(values: Array, zero: Array) -> int | None:
+    """How many rows :func:`row_corrected_weight` appends to a (K, N) weight with (N,) zero
+    points ``zero``; None where a zero point sits on its type's range edge."""
+    low, high = _type_range(values)
+    zeros = zero.astype(np.int64)
+    down, up = zeros - low, high - zeros  # the most one row can subtract / add
+    if np.any(down == 0) or np.any(up == 0):
+        return None
+    needed = -(values.astype(np.int64) - zeros).sum(axis=0)
+    steps = np.where(needed > 0, -(-needed // up), -(needed // down))
+    return int(steps.max(initial=0))
+
+
 def row_corrected_weight(values: Array, zero: Array) -> Array:
     """The (K + J, N) weight that makes a per-row zero point a product term.
 
@@ -340,8 +364,7 @@ def row_corrected_weight(values: Array, zero: Array) -> Array:
     of K for trained weights). The integer kernel then computes the exact zero-point
     correction with the product, instead of extra passes over the (M, N) output.
     ``zero`` is the weight's (N,) zero points, strictly inside the type's range."""
-    signed = values.dtype == np.int8
-    low, high = (-128, 127) if signed else (0, 255)
+    low, high = _type_range(values)
     zeros = zero.astype(np.int64)
     remaining = -(values.astype(np.int64) - zeros).sum(axis=0)
     rows = []
