@@ -319,9 +319,7 @@ class Backend(abc.ABC):
         [min(x, 0), max(x, 0)] over 255 steps) and an integer matrix product."""
         raise UnsupportedOpError(f"{self.name}: no dynamic quantized linear")
 
-    def row_quantized_linear(
-        self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
-    ) -> Any:
+    def row_quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Any:
         """As :meth:`dynamic_quantized_linear`, with one uint8 scale and zero point per row of
         ``x`` (per index of its leading axes) instead of one for the tensor
         (``ops.linear(activations="int8_row")``, exact rule in ``ops/_quantized.py``)."""

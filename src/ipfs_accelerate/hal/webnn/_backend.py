@@ -370,9 +370,7 @@ class WebNNBackend(Backend):
     ) -> Node:
         return self._quantized("int8", x, weight, bias)
 
-    def row_quantized_linear(
-        self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
-    ) -> Node:
+    def row_quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Node:
         return self._quantized("int8_row", x, weight, bias)
 
     def _quantized(

@@ -44,8 +44,8 @@ __all__ = [
     "TINY",
     "Fusion",
     "QuantizedMatMulLowering",
-    "is_dynamic_quantization",
     "correction_rows",
+    "is_dynamic_quantization",
     "match_quantized",
     "row_corrected_weight",
 ]
@@ -121,7 +121,7 @@ def match_quantized(
     values, scale, zero = weight.inputs
     if any(_constant(operand) is None for operand in (values, scale, zero)):
         return None
-    assert values is not None and scale is not None
+    assert values is not None and scale is not None and zero is not None
     if values.data_type not in _INTEGER or scale.data_type != "float32":
         return None
     head, output, bias = _bias(matmul, consumers, graph_outputs)
