@@ -127,10 +127,11 @@ def match_quantized(
     head, output, bias = _bias(matmul, consumers, graph_outputs)
     per_column = _scale_grid(scale)[0] == 1
     rows = _row_quantized_activations(a)
-    if rows is not None:
-        if per_column and _BITS[values.data_type] == 8 and _correctable(zero, values):
+    if rows is not None and per_column and _BITS[values.data_type] == 8:
+        if _correctable(zero, values):
             return Fusion("rows", head, output, rows[0], weight, rows[1], rows[2], bias)
         return None
+    # (per-row activations over a 4-bit weight: rounded op by op, then MatMulNBits below)
     activations = _quantized_activations(a)
     if activations is not None and per_column and _BITS[values.data_type] == 8:
         x, a_scale, a_zero = activations
