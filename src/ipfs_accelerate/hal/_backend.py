@@ -76,7 +76,7 @@ ARG_REDUCE_OPS: frozenset[str] = frozenset({"argmax", "argmin"})
 #: optional fused ops a backend may provide (see each method's docstring)
 FUSABLE_OPS: frozenset[str] = frozenset(
     {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-     "dynamic_quantized_linear"}
+     "dynamic_quantized_linear", "row_quantized_linear"}
 )  # fmt: skip
 
 
@@ -318,6 +318,12 @@ class Backend(abc.ABC):
         scale and zero point for the whole tensor (ONNX DynamicQuantizeLinear: the range
         [min(x, 0), max(x, 0)] over 255 steps) and an integer matrix product."""
         raise UnsupportedOpError(f"{self.name}: no dynamic quantized linear")
+
+    def row_quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Any:
+        """As :meth:`dynamic_quantized_linear`, with one uint8 scale and zero point per row of
+        ``x`` (per index of its leading axes) instead of one for the tensor
+        (``ops.linear(activations="int8_row")``, exact rule in ``ops/_quantized.py``)."""
+        raise UnsupportedOpError(f"{self.name}: no row-quantized linear")
 
     def attention(
         self,

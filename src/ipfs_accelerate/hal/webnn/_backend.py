@@ -89,7 +89,7 @@ class WebNNBackend(Backend):
     name: ClassVar[str] = "webnn"
     fused: ClassVar[frozenset[str]] = frozenset(
         {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-         "dynamic_quantized_linear"}
+         "dynamic_quantized_linear", "row_quantized_linear"}
     )  # fmt: skip
     shares_host_memory: ClassVar[bool] = False
 
@@ -369,6 +369,9 @@ class WebNNBackend(Backend):
         self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
     ) -> Node:
         return self._quantized("int8", x, weight, bias)
+
+    def row_quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Node:
+        return self._quantized("int8_row", x, weight, bias)
 
     def _quantized(
         self, activations: str, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
