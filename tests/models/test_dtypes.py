@@ -191,6 +191,10 @@ def test_int8_activations_only_where_the_backend_has_the_integer_kernel(
     assert len(chosen) == 2 * 6  # q, k, v, the attention output and the FFN of both layers
     floats = BertModel.from_pretrained(bert_dir, "cpu", dtype="float32")
     assert {m.activations for _, m in _linears(floats)} == {"float"}
+    # 4-bit weights keep float inputs by default (MatMulNBits computes in float), unless asked
+    nibbles = BertModel.from_pretrained(bert_dir, "cpu", dtype="int4")
+    assert {m.activations for _, m in _linears(nibbles)} == {"float"}
+    assert nibbles.set_int8_activations("all")
 
 
 def test_set_int8_activations_chooses_the_layers(bert_dir: Path) -> None:

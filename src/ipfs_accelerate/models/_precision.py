@@ -233,10 +233,13 @@ def apply_activation_policy(
 ) -> list[str]:
     """Set each quantized Linear layer's ``activations`` to ``modes[its kind]`` (``"float"``
     for kinds not in ``modes`` and for float weights). Without ``modes``: the kinds of
-    :data:`INT8_ACTIVATIONS` whose mode's integer kernel the backend lists in ``fused``.
-    Returns the paths of the layers with integer activations."""
+    :data:`INT8_ACTIVATIONS` whose mode's integer kernel the backend lists in ``fused``, on
+    8-bit weights only (4-bit weights keep float inputs). Returns the paths of the layers with integer activations."""
     from ipfs_accelerate import hal
 
+    # the default policy leaves 4-bit weights' inputs in float: MatMulNBits computes in float
+    # (or rounds its input itself), so rounding them beforehand would only cost time
+    widths = (8,) if modes is None else (4, 8)
     if modes is None:
         fused = hal.get_backend(device).fused
         modes = {kind: mode for kind, mode in INT8_ACTIVATIONS.items()
@@ -245,7 +248,8 @@ def apply_activation_policy(
     for path, module in model.named_modules():
         if isinstance(module, Linear):
             mode = modes.get(layer_kind(path), "float")
-            if not isinstance(module.weight, QuantizedTensor):
+            weight = module.weight
+            if not isinstance(weight, QuantizedTensor) or weight.bits not in widths:
                 mode = "float"
             module.activations = mode
             if mode != "float":
