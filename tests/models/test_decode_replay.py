@@ -149,6 +149,12 @@ def test_declared_parameters_are_inputs_and_replay_checks_its_inputs() -> None:
     difference, same = captured.replay(new_a, b)
     np.testing.assert_array_equal(difference.numpy(), new_a - 1)
     np.testing.assert_array_equal(same.numpy(), new_a)
+    # the graph lives in the backend's bounded cache: dropped, it is compiled again
+    compilations = backend.stats.compilations
+    backend.clear_cache()
+    difference, _ = captured.replay(new_a, np.full((2, 3), 2.0, dtype=np.float32))
+    np.testing.assert_array_equal(difference.numpy(), new_a - 2)
+    assert backend.stats.compilations == compilations + 1
     with pytest.raises(InvalidArgumentError, match=r"input 1 is float32 \[3, 2\]"):
         captured.replay(new_a, np.ones((3, 2), dtype=np.float32))
     with pytest.raises(InvalidArgumentError, match="1 inputs given, the captured function takes 2"):

@@ -482,9 +482,27 @@ class WebNNBackend(Backend):
         for node in found.nodes:
             if node.op is None and not node.param and id(node) not in argument_of:
                 return None  # an undeclared per-call value: replaying would reuse it
+        argument_at = {
+            position: argument_of[id(node)]
+            for position, node in enumerate(found.nodes)
+            if id(node) in argument_of
+        }
+        detached = _detached(found)
+        key = _CaptureKey(found.key)
         with self._lock:
+            compiled = self._compiled(key, detached)
+        return _Captured(self, key, detached, compiled, positions, argument_at, placeholders)
+
+    def _compiled(self, key: Any, found: Trace) -> _Compiled:
+        """The cached graph of ``key``, compiled from ``found`` on a miss (hold the lock)."""
+        compiled = self._cache.get(key)
+        if compiled is None:
             compiled = self._compile(found)
-        return _Captured(self, compiled, found, positions, argument_of, placeholders)
+            self._cache[key] = compiled
+            self._evict()
+        else:
+            self._cache.move_to_end(key)
+        return compiled
 
     # ------------------------------------------------------------------ node plumbing
 
@@ -622,28 +640,63 @@ class WebNNBackend(Backend):
             node.become_leaf(value, param=not found.variable[position])
 
 
+class _CaptureKey:
+    """A captured trace's key in the compiled-graph cache: its structural key (so that equal
+    captures share a graph) with the hash computed once, as every replay looks it up."""
+
+    __slots__ = ("_hash", "key")
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self._hash = hash(("capture", key))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _CaptureKey) and (other is self or other.key == self.key)
+
+
+def _detached(found: Trace) -> Trace:
+    """A copy of ``found`` to compile it again from (after the cache dropped its graph):
+    new op nodes, so that nothing that materialises the traced nodes later changes it, and
+    value-less input leaves, so that it does not keep the first call's arrays alive.
+    Parameter leaves are shared (immutable; the graph embeds them)."""
+    copies: dict[int, Node] = {}
+    nodes = []
+    for node in found.nodes:
+        if node.op is None:
+            copy = node if node.param else Node(None, (), (), node.shape, node.dtype)
+        else:
+            inputs = tuple(copies[id(source)] for source in node.inputs)
+            copy = Node(node.op, node.attrs, inputs, node.shape, node.dtype)
+        copies[id(node)] = copy
+        nodes.append(copy)
+    return Trace(nodes, found.key, found.outputs, found.checks, found.variable)
+
+
 class _Captured(CapturedFunction):
-    """A captured function's compiled graph and how its inputs and results map to it."""
+    """A captured function: its graph (in the backend's compiled-graph cache, so that the
+    cache's bounds hold; compiled again if it was dropped) and how its inputs and results map
+    to the graph's."""
 
     def __init__(
         self,
         backend: WebNNBackend,
-        compiled: _Compiled,
+        key: _CaptureKey,
         found: Trace,
+        compiled: _Compiled,
         positions: list[int],
-        argument_of: dict[int, int],
+        argument_at: dict[int, int],
         placeholders: list[Node],
     ) -> None:
         self._backend = backend
-        self._graph = compiled.graph
-        self._params = compiled.params  # the embedded constants live as long as the graph
+        self._key = key
+        self._trace = found
         #: per argument: (shape, dtype name) it must have
         self.signature = [(node.shape, node.dtype) for node in placeholders]
         #: graph input name -> argument index
-        self._feeds = {
-            name: argument_of[id(found.nodes[position])]
-            for name, position in compiled.inputs.items()
-        }
+        self._feeds = {name: argument_at[position] for name, position in compiled.inputs.items()}
         names: dict[int, str] = {}
         checks: dict[int, list[str]] = {}
         for output in compiled.outputs:
@@ -651,8 +704,7 @@ class _Captured(CapturedFunction):
                 checks.setdefault(output.position, []).append(output.name)
             else:
                 names[output.position] = output.name
-        # only the check's attributes are needed at readback: keeping the traced node would
-        # keep the whole first trace (and its input arrays) alive
+        # readback needs only each check's attributes
         self._checks = [
             (Node("check", found.nodes[position].attrs, (), (), "uint8"), names_of)
             for position, names_of in checks.items()
@@ -673,7 +725,8 @@ class _Captured(CapturedFunction):
             value = values[index]
             feeds[name] = value.view(np.uint8) if value.dtype == np.bool_ else value
         with backend._lock:
-            results = backend.context.compute(self._graph, feeds)
+            compiled = backend._compiled(self._key, self._trace)
+            results = backend.context.compute(compiled.graph, feeds)
             backend.stats.dispatches += 1
             backend.stats.replays += 1
         for node, names in self._checks:
