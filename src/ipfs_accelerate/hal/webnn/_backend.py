@@ -465,6 +465,9 @@ class WebNNBackend(Backend):
         per-call leaves, so that each becomes a graph input even if it is a parameter."""
         placeholders: list[Node] = []
         arguments: list[Tensor] = []
+        self._materialise_all(
+            [t._data for t in inputs if isinstance(t, Tensor) and t._backend is self]
+        )
         for index, tensor in enumerate(inputs):
             if not isinstance(tensor, Tensor) or tensor._backend is not self:
                 raise InvalidArgumentError(
@@ -580,6 +583,18 @@ class WebNNBackend(Backend):
             self._run(compiled, found)
             assert node.value is not None
             return node.value
+
+    def _materialise_all(self, nodes: Sequence[Node]) -> None:
+        """Compute every pending node of ``nodes`` in one graph (a captured function's inputs
+        left pending by a cache's growth or rearrangement: one run, not one per tensor)."""
+        with self._lock:
+            pending = list({id(n): n for n in nodes if n.op is not None}.values())
+            if len(pending) < 2:
+                for node in pending:
+                    self._materialise(node)
+                return
+            found, _ = trace_roots(tuple(pending))
+            self._run(self._compiled(found.key, found), found)
 
     def _evict(self) -> None:
         """Drop least recently used graphs beyond the count and memory bounds (never the newest)."""
@@ -719,6 +734,13 @@ class _Captured(CapturedFunction):
                 f"webnn replay: {len(inputs)} inputs given, the captured function takes "
                 f"{len(self.signature)}"
             )
+        backend._materialise_all(
+            [
+                given._data
+                for given in inputs
+                if isinstance(given, Tensor) and given._backend is backend
+            ]
+        )
         values = [self._value(index, given) for index, given in enumerate(inputs)]
         feeds = {}
         for name, index in self._feeds.items():
