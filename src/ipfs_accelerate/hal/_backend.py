@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -125,6 +125,15 @@ class BackendInfo:
             "details": dict(self.details),
             "reason": self.reason,
         }
+
+
+class CapturedFunction(abc.ABC):
+    """A function of tensors recorded by :meth:`Backend.capture`."""
+
+    @abc.abstractmethod
+    def replay(self, *inputs: Tensor | np.ndarray[Any, Any]) -> tuple[Tensor, ...]:
+        """``fn``'s results for these input values (tensors of the backend or host arrays,
+        the same shapes and dtypes as when captured, in the same order)."""
 
 
 class Backend(abc.ABC):
@@ -357,6 +366,16 @@ class Backend(abc.ABC):
         and never changed again. A graph-compiling backend may embed it in its compiled graphs
         as a constant (letting the runtime prepack and fuse around it). Only a hint: results
         never depend on it, and eager backends ignore it."""
+
+    def capture(
+        self, fn: Callable[..., Sequence[Tensor]], inputs: Sequence[Tensor]
+    ) -> CapturedFunction | None:
+        """Optional: ``fn(*inputs)`` (``inputs`` are this backend's tensors) recorded once so
+        that :meth:`CapturedFunction.replay` computes its results for new input values of the
+        same shapes and dtypes without running ``fn``'s Python again. None when the backend
+        cannot (the default) or when ``fn`` reads a per-call value that is not one of
+        ``inputs`` (freezing it would give wrong results later): the caller runs ``fn``."""
+        return None
 
     # ------------------------------------------------------------------ lifecycle
 
