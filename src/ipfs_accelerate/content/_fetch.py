@@ -37,7 +37,7 @@ from ipfs_accelerate._paths import cache_dir as package_cache_dir
 from ipfs_accelerate.content._blockstore import FilesystemBlockstore
 from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
 from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
-from ipfs_accelerate.content._dagpb import UnixFSType, decode_node, decode_unixfs
+from ipfs_accelerate.content._dagpb import PBNode, UnixFSType, decode_node, decode_unixfs
 from ipfs_accelerate.content._exporter import iter_directory, walk
 from ipfs_accelerate.errors import (
     BlockVerificationError,
@@ -255,6 +255,77 @@ class FetchResult:
     errors: tuple[IpfsAccelerateError, ...] = ()
 
 
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a block's bytes belong in the output: the entry at ``path`` (relative to the
+    target, ``""`` for the target itself) whose kind its own node will tell (``offset`` None),
+    or bytes of the file at ``path`` starting at ``offset`` and ``size`` long."""
+
+    path: str
+    offset: int | None = None
+    size: int | None = None
+
+
+class _Sink:
+    """The staging folder the output is assembled in (renamed into place only when the
+    export has checked the whole DAG). Verified leaves are written here at their offsets as
+    they arrive, so the export does not copy them from the block cache again afterwards.
+    A path claimed by two different entries (a malformed directory) is not trusted to the
+    fast path: the export rewrites it whole."""
+
+    def __init__(self, staging: Path) -> None:
+        self.root = staging / "root"
+        self.written: dict[tuple[str, int], bytes] = {}  # (path, offset) -> block digest
+        self.owners: dict[str, bytes] = {}
+        self.untrusted: set[str] = set()
+        self._handles: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def target(self, path: str) -> Path:
+        return self.root / path if path else self.root
+
+    def claim(self, path: str, owner: bytes) -> bool:
+        with self._lock:
+            held = self.owners.setdefault(path, owner)
+            if held != owner:
+                self.untrusted.add(path)
+            return path not in self.untrusted
+
+    def write(self, path: str, offset: int, digest: bytes, data: bytes) -> None:
+        with self._lock:
+            if path in self.untrusted:
+                return
+            handle = self._handles.get(path)
+            if handle is None:
+                target = self.target(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                handle = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+                self._handles[path] = handle
+        os.pwrite(handle, data, offset)
+        with self._lock:
+            self.written[(path, offset)] = digest
+
+    def holds(self, path: str, offset: int, digest: bytes) -> bool:
+        return path not in self.untrusted and self.written.get((path, offset)) == digest
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._handles.values():
+                os.close(handle)
+            self._handles.clear()
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+def _safe_name(name: str | None) -> bool:
+    return name is not None and name not in ("", ".", "..") and "/" not in name and (
+        "\0" not in name
+    )
+
+
 class _Fetcher:
     def __init__(
         self,
@@ -263,8 +334,11 @@ class _Fetcher:
         config: ResilienceConfig,
         progress: ProgressCallback | None,
         max_bytes: int | None = None,
+        sink: _Sink | None = None,
     ) -> None:
         self.store = store
+        self.sink = sink
+        self.places: dict[bytes, set[_Place]] = {}  # where blocks not written yet belong
         self.max_bytes = max_bytes
         self.concurrency = concurrency
         self.config = config
@@ -310,6 +384,7 @@ class _Fetcher:
     def _accept(self, source: _Source, cid: CID, data: bytes) -> tuple[CID, ...]:
         """Store a block just checked to hash to ``cid``; its links become acceptable."""
         links: tuple[CID, ...] = ()
+        node: PBNode | None = None
         if cid.codec == DAG_PB:
             try:
                 node = decode_node(data, f"block {cid}")
@@ -318,6 +393,8 @@ class _Fetcher:
                 raise ContentError(f"{exc} (served by {source.name})") from None
             links = tuple(link.cid for link in node.links)
         self.store.put_hashed(cid, data)
+        if self.sink is not None:
+            self._spread(cid, node if cid.codec == DAG_PB else None, data)
         with self._lock:
             if cid.codec == DAG_PB:
                 self.links[cid.digest] = links
@@ -331,6 +408,78 @@ class _Fetcher:
         if self.progress is not None:
             self.progress("fetch", done, max(self.total, done))
         return links
+
+    # -- verified bytes straight into the output ---------------------------------------
+
+    def _place(self, cid: CID, place: _Place) -> None:
+        with self._lock:
+            self.places.setdefault(cid.digest, set()).add(place)
+
+    def _spread(self, cid: CID, node: PBNode | None, data: bytes) -> None:
+        """Write a just-verified block's bytes where its parents put them in the output, and
+        place its children. Only an optimisation: the export lays every file out again from
+        the verified DAG (checking every size) and writes whatever is not already there, so
+        a node this skips (malformed, say) is handled, and reported, there."""
+        sink = self.sink
+        assert sink is not None
+        with self._lock:
+            places = self.places.pop(cid.digest, ())
+        for place in places:
+            if node is None:  # a raw leaf: a whole file, or bytes of one
+                if place.offset is None:
+                    if sink.claim(place.path, cid.digest):
+                        sink.write(place.path, 0, cid.digest, data)
+                elif place.size == len(data):
+                    sink.write(place.path, place.offset, cid.digest, data)
+                continue
+            try:
+                unixfs = decode_unixfs(node.data or b"", f"block {cid}, UnixFS Data")
+            except DagFormatError:
+                return
+            if unixfs.type == UnixFSType.DIRECTORY and place.offset is None:
+                for link in node.links:
+                    if _safe_name(link.name):
+                        self._place(link.cid, _Place(_join(place.path, link.name or "")))
+            elif unixfs.type == UnixFSType.HAMT_SHARD and place.offset is None:
+                width = len(f"{max((unixfs.fanout or 2) - 1, 1):X}")
+                for link in node.links:
+                    name = link.name or ""
+                    if len(name) == width:  # a sub-shard: more entries of the same folder
+                        self._place(link.cid, _Place(place.path))
+                    elif len(name) > width and _safe_name(name[width:]):
+                        self._place(link.cid, _Place(_join(place.path, name[width:])))
+            elif unixfs.type in (UnixFSType.FILE, UnixFSType.RAW):
+                offset = place.offset
+                if offset is None:
+                    if not sink.claim(place.path, cid.digest):
+                        continue
+                    offset = 0
+                if len(unixfs.blocksizes) != len(node.links):
+                    continue
+                if unixfs.data:
+                    sink.write(place.path, offset, cid.digest, unixfs.data)
+                    offset += len(unixfs.data)
+                for link, size in zip(node.links, unixfs.blocksizes, strict=True):
+                    self._place(link.cid, _Place(place.path, offset, size))
+                    offset += size
+
+    def _seed(self, target: CID) -> None:
+        """Place ``target`` at the output's root and spread through its nodes already held
+        (a resumed fetch), so the blocks still to come know where they go."""
+        self._place(target, _Place(""))
+        stack, seen = [target], set()
+        while stack:
+            cid = stack.pop()
+            if cid.digest in seen or cid.codec != DAG_PB or not self.store.has(cid):
+                continue
+            seen.add(cid.digest)
+            data = self.store.get(cid)
+            try:
+                node = decode_node(data, f"block {cid}")
+            except DagFormatError:
+                continue
+            self._spread(cid, node, data)
+            stack.extend(link.cid for link in node.links)
 
     # -- one request, with retries and the source's breaker ------------------------------
 
@@ -522,6 +671,8 @@ class _Fetcher:
         """Fetch every block of ``target``'s DAG not held yet: the root as a block, then each
         missing dag-pb node as a CAR of its sub-DAG, each missing raw leaf as a block, in
         parallel (at most ``concurrency`` requests in flight)."""
+        if self.sink is not None:
+            self._seed(target)
         if not (target.digest in self.links or self.store.has(target)):
             data = self.fetch_block(source, target)
             self.total = max(self.total, len(data) + _tsize(data, target))
@@ -602,11 +753,17 @@ class _Exporter:
     block this run hashed and wrote itself is not hashed again; any other is."""
 
     def __init__(
-        self, store: FilesystemBlockstore, verified: set[bytes], pool: ThreadPoolExecutor
+        self,
+        store: FilesystemBlockstore,
+        verified: set[bytes],
+        pool: ThreadPoolExecutor,
+        sink: _Sink,
     ) -> None:
         self.store = store
         self.verified = verified
         self.pool = pool
+        self.sink = sink
+        self.done: set[str] = set()
 
     def read(self, cid: CID) -> bytes:
         return self.store.get(cid, verify=cid.digest not in self.verified)
@@ -676,44 +833,56 @@ class _Exporter:
         finally:
             os.close(source)
 
-    def write_file(self, cid: CID, target: Path) -> None:
+    def write_file(self, cid: CID, relative: str) -> None:
+        """Write the file ``cid`` at ``relative`` in the staging folder: the pieces the fetch
+        already wrote there (verified, at the offsets this layout gives) are kept, the rest
+        come from the block cache."""
+        target = self.sink.target(relative)
+        if relative in self.done:  # a name twice in one directory: nothing there is trusted
+            self.sink.untrusted.add(relative)
+        self.done.add(relative)
         if cid.codec == RAW:
-            target.write_bytes(self.read(cid))
+            if not self.sink.holds(relative, 0, cid.digest):
+                target.write_bytes(self.read(cid))
             return
         pieces: list[_Piece] = []
         size = self._layout(cid, 0, 0, pieces)
-        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        kept = [p for p in pieces if self.sink.holds(relative, p.offset, p.cid.digest)]
+        flags = os.O_WRONLY | os.O_CREAT | (0 if kept else os.O_TRUNC)
+        handle = os.open(target, flags, 0o644)
         try:
             os.ftruncate(handle, size)
-            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in pieces])
+            todo = [p for p in pieces if not self.sink.holds(relative, p.offset, p.cid.digest)]
+            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in todo])
         finally:
             os.close(handle)
 
     def write_tree(self, cid: CID, dest: Path, *, shared: bool = False) -> bool:
-        """Write ``cid`` (file or directory) at ``dest``: into a temporary sibling first,
-        renamed into place when complete. True for a directory. ``shared``: ``dest`` is the
-        cache's copy of ``cid``, which a concurrent fetch may have written meanwhile."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+        """Write ``cid`` (file or directory) at ``dest``: completed in the sink's staging
+        folder (a sibling of ``dest``), renamed into place when every file is. True for a
+        directory. ``shared``: ``dest`` is the cache's copy of ``cid``, which a concurrent
+        fetch may have written meanwhile."""
+        self.sink.close()
+        is_directory = False
+        for relative, entry, kind in walk(self.store, cid):
+            target = self.sink.target(relative)
+            if kind == "directory":
+                if target.exists() and not target.is_dir():  # a name held by a file before
+                    target.unlink()
+                target.mkdir(parents=True, exist_ok=True)
+                is_directory = is_directory or not relative
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():
+                shutil.rmtree(target)
+            self.write_file(entry, relative)
         try:
-            is_directory = False
-            for relative, entry, kind in walk(self.store, cid):
-                target = staging / "root" / relative if relative else staging / "root"
-                if kind == "directory":
-                    target.mkdir(parents=True, exist_ok=True)
-                    is_directory = is_directory or not relative
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.write_file(entry, target)
-            try:
-                os.replace(staging / "root", dest)
-            except OSError:
-                if not (shared and dest.exists()):
-                    raise
-                # another process put the same content in the cache first: theirs serves
-            return is_directory
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            os.replace(self.sink.root, dest)
+        except OSError:
+            if not (shared and dest.exists()):
+                raise
+            # another process put the same content in the cache first: theirs serves
+        return is_directory
 
 
 def fetch(
@@ -769,9 +938,41 @@ def fetch(
         if rpc_url:
             sources.append(_KuboRPC(_check_base_url(rpc_url, "kubo rpc"), timeout))
         sources.extend(_Gateway(url, timeout) for url in configured_gateways(gateways))
-    fetcher = _Fetcher(
-        store, concurrency, ResilienceConfig(max_retries=retries), progress, max_bytes
-    )
+    chosen = Path(dest).expanduser() if dest is not None else None
+    if chosen is not None and (chosen.exists() or chosen.is_symlink()) and not overwrite:
+        raise ContentError(f"fetch {text!r}: destination {str(chosen)!r} already exists")
+    parent = chosen.parent if chosen is not None else base / "content"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=".ipfs-fetch.partial-"))
+    except OSError as exc:
+        raise ContentError(
+            f"fetch {text!r}: cannot write in {str(parent)!r} ({exc.strerror or exc})"
+        ) from None
+    sink = _Sink(staging)
+    try:
+        return _fetch_into(
+            _Fetcher(store, concurrency, ResilienceConfig(max_retries=retries), progress,
+                     max_bytes, sink),
+            sources, root, segments, text, base, chosen, overwrite,
+        )  # fmt: skip
+    finally:
+        sink.close()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_into(
+    fetcher: _Fetcher,
+    sources: list[_Source],
+    root: CID,
+    segments: tuple[str, ...],
+    text: str,
+    base: Path,
+    dest: Path | None,
+    overwrite: bool,
+) -> FetchResult:
+    assert fetcher.sink is not None
+    store, progress = fetcher.store, fetcher.progress
     target: CID | None = _resolve_cached(fetcher, root, segments, text)
     if target is not None and dest is None:
         cached = base / "content" / str(target.to_v1())
@@ -786,7 +987,7 @@ def fetch(
                 "network by default"
             )
         target = _fetch_from(fetcher, sources, root, segments, text, errors)
-    out = Path(dest).expanduser() if dest is not None else base / "content" / str(target.to_v1())
+    out = dest if dest is not None else base / "content" / str(target.to_v1())
     if out.exists() or out.is_symlink():
         if dest is None:
             return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources), tuple(errors))
@@ -796,8 +997,8 @@ def fetch(
             shutil.rmtree(out)
         else:
             out.unlink()
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="ipfs-export") as pool:
-        exporter = _Exporter(store, fetcher.verified_now, pool)
+    with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-export") as pool:
+        exporter = _Exporter(store, fetcher.verified_now, pool, fetcher.sink)
         is_directory = exporter.write_tree(target, out, shared=dest is None)
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
