@@ -334,12 +334,41 @@ def test_a_block_changed_in_the_cache_is_reported_not_served(
     gateways.append(gateway)
     fetch(honest.root, tmp_path / "first", gateways=[gateway.url], cache_dir=tmp_path / "c")
     store = FilesystemBlockstore(tmp_path / "c" / "blocks")
-    leaf = next(cid for cid in store if cid.codec == 0x55 and len(store.get(cid)) == CHUNK)
-    path = store.path_of(leaf)
-    path.write_bytes(bytes(CHUNK))
-    with pytest.raises(BlockVerificationError, match=str(leaf)):
+    node = honest.result.cid_of("big.bin")  # a dag-pb node, kept in the block cache
+    path = store.path_of(node)
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(BlockVerificationError, match=str(node)):
         fetch(honest.root, tmp_path / "second", gateways=[gateway.url], cache_dir=tmp_path / "c")
     assert not (tmp_path / "second").exists()
+
+
+def test_leaves_are_written_once_and_a_changed_output_is_not_served_as_cache(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, _ = dags
+    gateway = FakeGateway(honest.blocks)
+    gateways.append(gateway)
+    fetch(honest.root, tmp_path / "first", gateways=[gateway.url], cache_dir=tmp_path / "c")
+    store = FilesystemBlockstore(tmp_path / "c" / "blocks")
+    # raw leaves went straight into the output: the block cache holds only dag-pb nodes,
+    # yet holds every leaf (as a verified range of the output)
+    assert {cid.codec for cid in store} == {0x70}
+    leaves = [c for c, _ in dfs_blocks(honest.blocks, honest.root) if c.codec == 0x55]
+    assert leaves and all(store.has(leaf) for leaf in leaves)
+    big = tmp_path / "first" / "big.bin"
+    first_leaf = decode_node(honest.blocks.get(honest.result.cid_of("big.bin"))).links[0].cid
+    assert store.get(first_leaf) == big.read_bytes()[:CHUNK]
+    # the user changes their copy: that leaf is no longer held, so it is fetched again
+    with big.open("r+b") as stream:
+        stream.write(bytes(CHUNK))
+    assert not store.has(first_leaf)
+    before = gateway.requests.copy()
+    second = fetch(honest.root, tmp_path / "second", gateways=[gateway.url],
+                   cache_dir=tmp_path / "c")  # fmt: skip
+    _same_tree(honest.directory, tmp_path / "second")
+    asked = gateway.requests - before
+    assert second.bytes_fetched == CHUNK and sum(asked.values()) == second.requests > 0
+    assert big.read_bytes()[:CHUNK] == bytes(CHUNK)  # the user's copy is theirs
 
 
 def test_a_path_through_a_hamt_directory_and_progress(

@@ -10,13 +10,15 @@ would be taken for verified).
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ipfs_accelerate.content._cid import CID, verify_block
-from ipfs_accelerate.errors import BlockNotFoundError, ContentError
+from ipfs_accelerate.errors import BlockNotFoundError, BlockVerificationError, ContentError
 
 __all__ = ["Blockstore", "FilesystemBlockstore", "MemoryBlockstore"]
 
@@ -65,10 +67,20 @@ class FilesystemBlockstore:
     dag-pb block are one file), in sub-folders by the name's last two characters.
 
     Blocks are re-verified when read, so a file changed on disk is reported, not served.
+
+    A block may also be held as a *copy*: a byte range of a file elsewhere (a fetch writes
+    raw leaves straight into its output and records them here rather than writing each leaf
+    twice, see :meth:`record_copies`). Those files belong to whoever fetched them and may
+    change or go away, so a copy counts as held only while its bytes still hash to the CID
+    (checked by :meth:`has` and again by :meth:`get`); one that does not is forgotten.
     """
+
+    _COPIES = "copies.sqlite"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._copies: sqlite3.Connection | None = None
+        self._copies_lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -107,17 +119,74 @@ class FilesystemBlockstore:
 
     def get(self, cid: CID, *, verify: bool = True) -> bytes:
         """The block's bytes, hashed again unless ``verify=False`` (for a block the caller
-        wrote and verified itself moments ago)."""
+        wrote and verified itself moments ago; a copy is always hashed)."""
         try:
             data = self._path(cid).read_bytes()
         except FileNotFoundError:
-            raise BlockNotFoundError(f"block {cid} is not in {str(self.root)!r}") from None
+            copy = self._from_copies(cid)
+            if copy is None:
+                raise BlockNotFoundError(f"block {cid} is not in {str(self.root)!r}") from None
+            return copy
         if verify:
             verify_block(cid, data)
         return data
 
     def has(self, cid: CID) -> bool:
-        return self._path(cid).exists()
+        return self._path(cid).exists() or self._from_copies(cid) is not None
+
+    # -- copies: blocks held as byte ranges of files outside the store ---------------------
+
+    def _connection(self, create: bool) -> sqlite3.Connection | None:
+        if self._copies is None:
+            path = self.root / self._COPIES
+            if not create and not path.exists():
+                return None
+            connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS copies (digest BLOB, path TEXT, offset INTEGER, "
+                "size INTEGER, PRIMARY KEY (digest, path, offset))"
+            )
+            connection.commit()
+            self._copies = connection
+        return self._copies
+
+    def record_copies(self, copies: list[tuple[CID, Path, int, int]]) -> None:
+        """Remember that the block ``cid`` is the ``size`` bytes at ``offset`` of ``path``
+        (a file just written from verified blocks)."""
+        if not copies:
+            return
+        rows = [(cid.digest, str(Path(path).absolute()), offset, size)
+                for cid, path, offset, size in copies]  # fmt: skip
+        with self._copies_lock:
+            connection = self._connection(create=True)
+            assert connection is not None
+            with connection:
+                connection.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows)
+
+    def _from_copies(self, cid: CID) -> bytes | None:
+        """The block's bytes from a recorded copy that still hashes to ``cid``; copies that
+        do not (their file changed or is gone) are forgotten."""
+        with self._copies_lock:
+            connection = self._connection(create=False)
+            if connection is None:
+                return None
+            rows = connection.execute(
+                "SELECT path, offset, size FROM copies WHERE digest = ?", (cid.digest,)
+            ).fetchall()
+        for path, offset, size in rows:
+            try:
+                with open(path, "rb") as stream:
+                    stream.seek(offset)
+                    data = stream.read(size)
+                verify_block(cid, data)
+                return data
+            except (OSError, BlockVerificationError):
+                with self._copies_lock, connection:
+                    connection.execute(
+                        "DELETE FROM copies WHERE digest = ? AND path = ? AND offset = ?",
+                        (cid.digest, path, offset),
+                    )
+        return None
 
     def __iter__(self) -> Iterator[CID]:
         for path in sorted(self.root.glob("??/b*")):

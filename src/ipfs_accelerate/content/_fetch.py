@@ -258,56 +258,110 @@ class FetchResult:
 
 @dataclass(frozen=True, slots=True)
 class _Place:
-    """Where a block's bytes belong in the output: the entry at ``path`` (relative to the
-    target, ``""`` for the target itself) whose kind its own node will tell (``offset`` None),
-    or bytes of the file at ``path`` starting at ``offset`` and ``size`` long."""
+    """Where a block belongs in the output: the entry at ``path`` (relative to the target,
+    ``""`` for the target itself) whose kind its own node will tell (``staged`` None), or
+    ``size`` bytes at ``offset`` of the staged file ``staged``."""
 
     path: str
-    offset: int | None = None
+    staged: int | None = None
+    offset: int = 0
     size: int | None = None
 
 
 class _Sink:
-    """The staging folder the output is assembled in (renamed into place only when the
-    export has checked the whole DAG). Verified leaves are written here at their offsets as
-    they arrive, so the export does not copy them from the block cache again afterwards.
-    A path claimed by two different entries (a malformed directory) is not trusted to the
-    fast path: the export rewrites it whole."""
+    """Where the output is assembled, in a staging folder beside its destination: each file
+    of the DAG is first a staged file that verified blocks are written into at their offsets
+    as they arrive; the export moves it into the tree, writes what is still missing and
+    renames the tree into place once the whole DAG has checked out. So a leaf's bytes are
+    written once, not into the block cache and then copied out of it again.
+
+    Leaves written here are not in the block cache: :meth:`read_back` reads one back
+    (hashed again), :meth:`keep` puts them in the cache when the fetch fails (so a resumed
+    fetch has them) and :meth:`copies` says where they are once the output is in place (the
+    cache records those places, see :meth:`FilesystemBlockstore.record_copies`)."""
 
     def __init__(self, staging: Path) -> None:
         self.root = staging / "root"
-        self.written: dict[tuple[str, int], bytes] = {}  # (path, offset) -> block digest
-        self.owners: dict[str, bytes] = {}
-        self.untrusted: set[str] = set()
-        self._handles: dict[str, int] = {}
+        self._staged_dir = staging / "files"
+        self.staged: dict[tuple[str, bytes], int] = {}  # (path, file digest) -> staged id
+        self.locations: list[Path] = []  # staged id -> where that file is now
+        self.relative: list[str | None] = []  # staged id -> its path, once moved into the tree
+        self.written: dict[tuple[int, int], CID] = {}  # (staged id, offset) -> block there
+        self.leaves: dict[bytes, tuple[CID, int, int, int]] = {}  # cid, staged, offset, size
+        self._handles: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def target(self, path: str) -> Path:
         return self.root / path if path else self.root
 
-    def claim(self, path: str, owner: bytes) -> bool:
+    def stage(self, path: str, owner: bytes) -> int:
+        """The staged file of the file ``owner`` at ``path`` (created on first use)."""
         with self._lock:
-            held = self.owners.setdefault(path, owner)
-            if held != owner:
-                self.untrusted.add(path)
-            return path not in self.untrusted
+            held = self.staged.get((path, owner))
+            if held is not None:
+                return held
+            number = len(self.locations)
+            self._staged_dir.mkdir(parents=True, exist_ok=True)
+            location = self._staged_dir / str(number)
+            self._handles[number] = os.open(location, os.O_WRONLY | os.O_CREAT, 0o644)
+            self.locations.append(location)
+            self.relative.append(None)
+            self.staged[(path, owner)] = number
+            return number
 
-    def write(self, path: str, offset: int, digest: bytes, data: bytes) -> None:
+    def write(self, staged: int, offset: int, cid: CID, data: bytes) -> None:
         with self._lock:
-            if path in self.untrusted:
-                return
-            handle = self._handles.get(path)
-            if handle is None:
-                target = self.target(path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                handle = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
-                self._handles[path] = handle
+            handle = self._handles[staged]
         os.pwrite(handle, data, offset)
         with self._lock:
-            self.written[(path, offset)] = digest
+            self.written[(staged, offset)] = cid
+            if cid.codec == RAW:
+                self.leaves.setdefault(cid.digest, (cid, staged, offset, len(data)))
 
-    def holds(self, path: str, offset: int, digest: bytes) -> bool:
-        return path not in self.untrusted and self.written.get((path, offset)) == digest
+    def holds(self, staged: int, offset: int, digest: bytes) -> bool:
+        held = self.written.get((staged, offset))
+        return held is not None and held.digest == digest
+
+    def move(self, staged: int, relative: str) -> Path:
+        """Move a staged file to its place in the tree."""
+        target = self.target(relative)
+        os.replace(self.locations[staged], target)
+        self.locations[staged] = target
+        self.relative[staged] = relative
+        return target
+
+    def read_back(self, cid: CID) -> bytes | None:
+        """A leaf written here, hashed again (None when it is not, or no longer, here)."""
+        held = self.leaves.get(cid.digest)
+        if held is None:
+            return None
+        _, staged, offset, size = held
+        try:
+            with self.locations[staged].open("rb") as stream:
+                stream.seek(offset)
+                data = stream.read(size)
+            verify_block(cid, data)
+        except (OSError, BlockVerificationError):
+            return None
+        return data
+
+    def keep(self, store: FilesystemBlockstore) -> None:
+        """Put every leaf written here into the block cache (the fetch did not complete)."""
+        self.close()
+        for cid, *_ in list(self.leaves.values()):
+            data = self.read_back(cid)
+            if data is not None:
+                store.put_hashed(cid, data)
+
+    def copies(self, out: Path) -> list[tuple[CID, Path, int, int]]:
+        """Where each leaf written here is once the tree is renamed to ``out``."""
+        places = []
+        for (staged, offset), cid in self.written.items():
+            relative = self.relative[staged]
+            if cid.codec == RAW and relative is not None:
+                path = out / relative if relative else out
+                places.append((cid, path, offset, self.leaves[cid.digest][3]))
+        return places
 
     def close(self) -> None:
         with self._lock:
@@ -377,6 +431,8 @@ class _Fetcher:
             seen.add(cid.digest)
             if cid.digest in self.links or self.store.has(cid):
                 stack.extend(reversed(self._links_of(cid)))
+            elif cid.codec == RAW and cid.digest in self.verified_now:
+                continue  # written into the output by this run
             else:
                 out.append(cid)
         return out
@@ -392,9 +448,9 @@ class _Fetcher:
                 # it hashes to a CID its parent names, so the DAG itself is malformed
                 raise ContentError(f"{exc} (served by {source.name})") from None
             links = tuple(link.cid for link in node.links)
-        self.store.put_hashed(cid, data)
-        if self.sink is not None:
-            self._spread(cid, node if cid.codec == DAG_PB else None, data)
+        # a leaf written into the output is not cached as a block as well (see _Sink)
+        if not (self.sink is not None and self._spread(cid, node, data)) or cid.codec == DAG_PB:
+            self.store.put_hashed(cid, data)
         with self._lock:
             if cid.codec == DAG_PB:
                 self.links[cid.digest] = links
@@ -415,32 +471,35 @@ class _Fetcher:
         with self._lock:
             self.places.setdefault(cid.digest, set()).add(place)
 
-    def _spread(self, cid: CID, node: PBNode | None, data: bytes) -> None:
+    def _spread(self, cid: CID, node: PBNode | None, data: bytes) -> bool:
         """Write a just-verified block's bytes where its parents put them in the output, and
-        place its children. Only an optimisation: the export lays every file out again from
-        the verified DAG (checking every size) and writes whatever is not already there, so
-        a node this skips (malformed, say) is handled, and reported, there."""
+        place its children; True when a leaf was written somewhere. Only an optimisation:
+        the export lays every file out again from the verified DAG (checking every size) and
+        writes whatever is not already there, so a node this skips (malformed, say) is
+        handled, and reported, there."""
         sink = self.sink
         assert sink is not None
         with self._lock:
             places = self.places.pop(cid.digest, ())
+        wrote = False
         for place in places:
             if node is None:  # a raw leaf: a whole file, or bytes of one
-                if place.offset is None:
-                    if sink.claim(place.path, cid.digest):
-                        sink.write(place.path, 0, cid.digest, data)
+                if place.staged is None:
+                    sink.write(sink.stage(place.path, cid.digest), 0, cid, data)
+                    wrote = True
                 elif place.size == len(data):
-                    sink.write(place.path, place.offset, cid.digest, data)
+                    sink.write(place.staged, place.offset, cid, data)
+                    wrote = True
                 continue
             try:
                 unixfs = decode_unixfs(node.data or b"", f"block {cid}, UnixFS Data")
             except DagFormatError:
-                return
-            if unixfs.type == UnixFSType.DIRECTORY and place.offset is None:
+                break
+            if unixfs.type == UnixFSType.DIRECTORY and place.staged is None:
                 for link in node.links:
                     if _safe_name(link.name):
                         self._place(link.cid, _Place(_join(place.path, link.name or "")))
-            elif unixfs.type == UnixFSType.HAMT_SHARD and place.offset is None:
+            elif unixfs.type == UnixFSType.HAMT_SHARD and place.staged is None:
                 width = len(f"{max((unixfs.fanout or 2) - 1, 1):X}")
                 for link in node.links:
                     name = link.name or ""
@@ -449,19 +508,18 @@ class _Fetcher:
                     elif len(name) > width and _safe_name(name[width:]):
                         self._place(link.cid, _Place(_join(place.path, name[width:])))
             elif unixfs.type in (UnixFSType.FILE, UnixFSType.RAW):
-                offset = place.offset
-                if offset is None:
-                    if not sink.claim(place.path, cid.digest):
-                        continue
-                    offset = 0
                 if len(unixfs.blocksizes) != len(node.links):
                     continue
+                staged, offset = place.staged, place.offset
+                if staged is None:
+                    staged, offset = sink.stage(place.path, cid.digest), 0
                 if unixfs.data:
-                    sink.write(place.path, offset, cid.digest, unixfs.data)
+                    sink.write(staged, offset, cid, unixfs.data)
                     offset += len(unixfs.data)
                 for link, size in zip(node.links, unixfs.blocksizes, strict=True):
-                    self._place(link.cid, _Place(place.path, offset, size))
+                    self._place(link.cid, _Place(place.path, staged, offset, size))
                     offset += size
+        return wrote
 
     def _seed(self, target: CID) -> None:
         """Place ``target`` at the output's root and spread through its nodes already held
@@ -763,9 +821,12 @@ class _Exporter:
         self.verified = verified
         self.pool = pool
         self.sink = sink
-        self.done: set[str] = set()
 
     def read(self, cid: CID) -> bytes:
+        if cid.digest in self.sink.leaves:
+            data = self.sink.read_back(cid)
+            if data is not None:
+                return data
         return self.store.get(cid, verify=cid.digest not in self.verified)
 
     def _layout(self, cid: CID, offset: int, depth: int, out: list[_Piece]) -> int:
@@ -800,7 +861,12 @@ class _Exporter:
         return size
 
     def _write_piece(self, handle: int, piece: _Piece) -> None:
-        if not piece.inline and piece.cid.digest in self.verified and _COPY_FILE_RANGE:
+        if (
+            not piece.inline
+            and piece.cid.digest in self.verified
+            and piece.cid.digest not in self.sink.leaves
+            and _COPY_FILE_RANGE
+        ):
             # hashed by this run moments ago: copied file to file in the kernel, not read back
             self._copy_block(handle, piece)
             return
@@ -834,26 +900,29 @@ class _Exporter:
             os.close(source)
 
     def write_file(self, cid: CID, relative: str) -> None:
-        """Write the file ``cid`` at ``relative`` in the staging folder: the pieces the fetch
-        already wrote there (verified, at the offsets this layout gives) are kept, the rest
-        come from the block cache."""
-        target = self.sink.target(relative)
-        if relative in self.done:  # a name twice in one directory: nothing there is trusted
-            self.sink.untrusted.add(relative)
-        self.done.add(relative)
+        """Write the file ``cid`` at ``relative`` in the staging tree: its staged file, when
+        the fetch wrote one, is moved there and keeps the pieces written into it (verified,
+        at the offsets this layout gives); the rest come from the block cache."""
+        staged = self.sink.staged.get((relative, cid.digest))
+        if staged is not None and self.sink.relative[staged] is not None:
+            staged = None  # the same name twice in one directory: written again
         if cid.codec == RAW:
-            if not self.sink.holds(relative, 0, cid.digest):
-                target.write_bytes(self.read(cid))
+            if staged is not None and self.sink.holds(staged, 0, cid.digest):
+                self.sink.move(staged, relative)
+            else:
+                self.sink.target(relative).write_bytes(self.read(cid))
             return
         pieces: list[_Piece] = []
         size = self._layout(cid, 0, 0, pieces)
-        kept = [p for p in pieces if self.sink.holds(relative, p.offset, p.cid.digest)]
-        flags = os.O_WRONLY | os.O_CREAT | (0 if kept else os.O_TRUNC)
-        handle = os.open(target, flags, 0o644)
+        if staged is not None:
+            handle = os.open(self.sink.move(staged, relative), os.O_WRONLY)
+            pieces = [p for p in pieces if not self.sink.holds(staged, p.offset, p.cid.digest)]
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            handle = os.open(self.sink.target(relative), flags, 0o644)
         try:
             os.ftruncate(handle, size)
-            todo = [p for p in pieces if not self.sink.holds(relative, p.offset, p.cid.digest)]
-            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in todo])
+            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in pieces])
         finally:
             os.close(handle)
 
@@ -876,6 +945,8 @@ class _Exporter:
             if target.is_dir():
                 shutil.rmtree(target)
             self.write_file(entry, relative)
+        if not shared and (dest.exists() or dest.is_symlink()):  # fetch(overwrite=True)
+            os.replace(dest, self.sink.root.with_name("replaced"))
         try:
             os.replace(self.sink.root, dest)
         except OSError:
@@ -951,14 +1022,19 @@ def fetch(
         ) from None
     sink = _Sink(staging)
     try:
-        return _fetch_into(
+        result = _fetch_into(
             _Fetcher(store, concurrency, ResilienceConfig(max_retries=retries), progress,
                      max_bytes, sink),
             sources, root, segments, text, base, chosen, overwrite,
         )  # fmt: skip
+    except BaseException:
+        sink.keep(store)  # the verified leaves, for a fetch that resumes
+        raise
     finally:
         sink.close()
         shutil.rmtree(staging, ignore_errors=True)
+    store.record_copies(sink.copies(result.path))
+    return result
 
 
 def _fetch_into(
@@ -993,10 +1069,7 @@ def _fetch_into(
             return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources), tuple(errors))
         if not overwrite:
             raise ContentError(f"fetch {text!r}: destination {str(out)!r} already exists")
-        if out.is_dir() and not out.is_symlink():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
+        # replaced only once the new copy is complete (it may be read from the old one)
     with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-export") as pool:
         exporter = _Exporter(store, fetcher.verified_now, pool, fetcher.sink)
         is_directory = exporter.write_tree(target, out, shared=dest is None)
