@@ -13,6 +13,7 @@ from ipfs_accelerate.content import (
     CID,
     DAG_PB,
     CarReader,
+    DirectoryLimits,
     FilesystemBlockstore,
     MemoryBlockstore,
     PBLink,
@@ -28,6 +29,7 @@ from ipfs_accelerate.errors import (
     CheckpointError,
     ConfigurationError,
     ContentError,
+    ContentLimitError,
     ContentPathError,
     FetchError,
     GatewayError,
@@ -397,3 +399,65 @@ def test_a_path_through_a_hamt_directory_and_progress(
     done = [r[1] for r in reports]
     assert {r[0] for r in reports} == {"fetch"} and done == sorted(done)
     assert reports[-1][1] == reports[-1][2] == whole.bytes_fetched
+
+
+# the honest tree: big.bin, small.txt, sub, sub/nested.bin: 4 entries, 2 deep, 23,570 bytes
+EXACT = DirectoryLimits(max_entries=4, max_bytes=20 * CHUNK + 5 + 13 + 3 * CHUNK, max_depth=2)
+TOO_SMALL = [
+    (DirectoryLimits(max_entries=3), "max_entries=3"),
+    (DirectoryLimits(max_depth=1), r"'sub/nested.bin' is 2 levels deep.*max_depth=1"),
+    (DirectoryLimits(max_bytes=20_000), r"'big.bin'.*max_bytes=20000"),
+]
+
+
+@pytest.mark.parametrize(("limits", "message"), TOO_SMALL)
+def test_a_directory_above_the_limits_is_refused_on_import_and_publish(
+    dags: tuple[Dag, Dag], tmp_path: Path, limits: DirectoryLimits, message: str
+) -> None:
+    honest, _ = dags
+    assert import_directory(honest.directory, chunk_size=CHUNK, limits=EXACT).root.cid == (
+        honest.root
+    )  # a tree exactly at every limit is taken
+    with pytest.raises(ContentLimitError, match=message) as caught:
+        import_directory(honest.directory, chunk_size=CHUNK, limits=limits)
+    assert str(honest.directory) in str(caught.value)
+    assert "limits=DirectoryLimits(" in str(caught.value)  # says how to raise it
+    checkpoint = _checkpoint(tmp_path)
+    (checkpoint / "sub").mkdir()
+    (checkpoint / "sub" / "deeper").mkdir()
+    with pytest.raises(ContentLimitError, match=str(checkpoint)):
+        publish(checkpoint, car=tmp_path / "x.car", limits=DirectoryLimits(max_depth=1))
+
+
+@pytest.mark.parametrize(("limits", "message"), TOO_SMALL)
+def test_a_fetched_directory_above_the_limits_is_refused(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path,
+    limits: DirectoryLimits, message: str,
+) -> None:  # fmt: skip
+    honest, _ = dags
+    gateway = FakeGateway(honest.blocks)
+    gateways.append(gateway)
+    with pytest.raises(ContentLimitError, match=message) as caught:
+        fetch(honest.root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path / "c",
+              limits=limits)  # fmt: skip
+    assert str(honest.root) in str(caught.value)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    # with the whole DAG cached (nothing left to fetch) the limits still hold
+    fetch(honest.root, tmp_path / "full", gateways=[gateway.url], cache_dir=tmp_path / "c",
+          limits=EXACT)  # fmt: skip
+    _same_tree(honest.directory, tmp_path / "full")
+    with pytest.raises(ContentLimitError, match=message):
+        fetch(honest.root, tmp_path / "again", cache_dir=tmp_path / "c", offline=True,
+              limits=limits)  # fmt: skip
+    assert not (tmp_path / "again").exists()
+
+
+def test_limits_themselves_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="max_entries must be a positive int, got 0"):
+        DirectoryLimits(max_entries=0)
+    with pytest.raises(InvalidArgumentError, match="max_depth.*True"):
+        DirectoryLimits(max_depth=True)
+    with pytest.raises(InvalidArgumentError, match="expected a DirectoryLimits, got dict"):
+        fetch(CID.for_block(b"x", 0x55, 1), cache_dir=tmp_path,
+              limits={"max_entries": 1})  # type: ignore[arg-type]  # fmt: skip

@@ -27,6 +27,7 @@ from ipfs_accelerate.content._importer import (
     import_file,
     resolve_profile,
 )
+from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits
 from ipfs_accelerate.errors import CarFormatError, ContentError, InvalidCIDError
 
 __all__ = ["MAX_BLOCK_SIZE", "CarReader", "CarWriter", "write_car", "write_car_of_path"]
@@ -361,6 +362,7 @@ def write_car_of_path(
     raw_leaves: bool | None = None,
     max_links: int | None = None,
     shard_threshold: int | None = None,
+    limits: DirectoryLimits = DEFAULT_LIMITS,
 ) -> ImportedEntry:
     """Import a file or directory and write its blocks as a CAR v1 with the root as its one
     root, in a single streaming pass: blocks go out as they are hashed (children before
@@ -368,7 +370,8 @@ def write_car_of_path(
     written in two passes (the import is run once to learn the root). Returns the root entry.
 
     Blocks shared by several files are written once. The overrides are those of
-    :func:`import_directory` (``shard_threshold`` only matters for a directory).
+    :func:`import_directory` (``shard_threshold`` and ``limits`` only matter for a
+    directory).
     """
     path = Path(source)
     is_directory = path.is_dir()
@@ -387,7 +390,7 @@ def write_car_of_path(
                 sink.put(cid, data)
 
         if is_directory:
-            return import_directory(path, profile=chosen, blockstore=put).root
+            return import_directory(path, profile=chosen, blockstore=put, limits=limits).root
         return import_file(path, profile=chosen, blockstore=put)
 
     with ExitStack() as stack:

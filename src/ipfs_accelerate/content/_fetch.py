@@ -39,6 +39,7 @@ from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
 from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
 from ipfs_accelerate.content._dagpb import PBNode, UnixFSType, decode_node, decode_unixfs
 from ipfs_accelerate.content._exporter import iter_directory, walk
+from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits, LimitCounter
 from ipfs_accelerate.errors import (
     BlockVerificationError,
     CarFormatError,
@@ -389,9 +390,11 @@ class _Fetcher:
         progress: ProgressCallback | None,
         max_bytes: int | None = None,
         sink: _Sink | None = None,
+        counter: LimitCounter | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
+        self.counter = counter
         self.places: dict[bytes, set[_Place]] = {}  # where blocks not written yet belong
         self.max_bytes = max_bytes
         self.concurrency = concurrency
@@ -485,6 +488,8 @@ class _Fetcher:
         for place in places:
             if node is None:  # a raw leaf: a whole file, or bytes of one
                 if place.staged is None:
+                    if self.counter is not None:
+                        self.counter.file_bytes(place.path, len(data))
                     sink.write(sink.stage(place.path, cid.digest), 0, cid, data)
                     wrote = True
                 elif place.size == len(data):
@@ -498,7 +503,7 @@ class _Fetcher:
             if unixfs.type == UnixFSType.DIRECTORY and place.staged is None:
                 for link in node.links:
                     if _safe_name(link.name):
-                        self._place(link.cid, _Place(_join(place.path, link.name or "")))
+                        self._place_entry(link.cid, _join(place.path, link.name or ""))
             elif unixfs.type == UnixFSType.HAMT_SHARD and place.staged is None:
                 width = len(f"{max((unixfs.fanout or 2) - 1, 1):X}")
                 for link in node.links:
@@ -506,12 +511,15 @@ class _Fetcher:
                     if len(name) == width:  # a sub-shard: more entries of the same folder
                         self._place(link.cid, _Place(place.path))
                     elif len(name) > width and _safe_name(name[width:]):
-                        self._place(link.cid, _Place(_join(place.path, name[width:])))
+                        self._place_entry(link.cid, _join(place.path, name[width:]))
             elif unixfs.type in (UnixFSType.FILE, UnixFSType.RAW):
                 if len(unixfs.blocksizes) != len(node.links):
                     continue
                 staged, offset = place.staged, place.offset
                 if staged is None:
+                    if self.counter is not None:
+                        declared = len(unixfs.data or b"") + sum(unixfs.blocksizes)
+                        self.counter.file_bytes(place.path, declared)
                     staged, offset = sink.stage(place.path, cid.digest), 0
                 if unixfs.data:
                     sink.write(staged, offset, cid, unixfs.data)
@@ -520,6 +528,13 @@ class _Fetcher:
                     self._place(link.cid, _Place(place.path, staged, offset, size))
                     offset += size
         return wrote
+
+    def _place_entry(self, cid: CID, path: str) -> None:
+        """A directory entry met in a verified directory node: counted against the limits
+        before anything under it is fetched."""
+        if self.counter is not None:
+            self.counter.entry(path, path.count("/") + 1)
+        self._place(cid, _Place(path))
 
     def _seed(self, target: CID) -> None:
         """Place ``target`` at the output's root and spread through its nodes already held
@@ -816,11 +831,13 @@ class _Exporter:
         verified: set[bytes],
         pool: ThreadPoolExecutor,
         sink: _Sink,
+        counter: LimitCounter,
     ) -> None:
         self.store = store
         self.verified = verified
         self.pool = pool
         self.sink = sink
+        self.counter = counter
 
     def read(self, cid: CID) -> bytes:
         if cid.digest in self.sink.leaves:
@@ -828,6 +845,15 @@ class _Exporter:
             if data is not None:
                 return data
         return self.store.get(cid, verify=cid.digest not in self.verified)
+
+    def read_size(self, cid: CID) -> int:
+        """The size of a raw block held (without reading a cached block file)."""
+        if cid.digest not in self.sink.leaves:
+            try:
+                return self.store.path_of(cid).stat().st_size
+            except OSError:
+                pass
+        return len(self.read(cid))
 
     def _layout(self, cid: CID, offset: int, depth: int, out: list[_Piece]) -> int:
         if depth > 64:
@@ -907,6 +933,7 @@ class _Exporter:
         if staged is not None and self.sink.relative[staged] is not None:
             staged = None  # the same name twice in one directory: written again
         if cid.codec == RAW:
+            self.counter.file_bytes(relative, self.read_size(cid))
             if staged is not None and self.sink.holds(staged, 0, cid.digest):
                 self.sink.move(staged, relative)
             else:
@@ -914,6 +941,7 @@ class _Exporter:
             return
         pieces: list[_Piece] = []
         size = self._layout(cid, 0, 0, pieces)
+        self.counter.file_bytes(relative, size)
         if staged is not None:
             handle = os.open(self.sink.move(staged, relative), os.O_WRONLY)
             pieces = [p for p in pieces if not self.sink.holds(staged, p.offset, p.cid.digest)]
@@ -934,6 +962,8 @@ class _Exporter:
         self.sink.close()
         is_directory = False
         for relative, entry, kind in walk(self.store, cid):
+            if relative:
+                self.counter.entry(relative, relative.count("/") + 1)
             target = self.sink.target(relative)
             if kind == "directory":
                 if target.exists() and not target.is_dir():  # a name held by a file before
@@ -969,6 +999,7 @@ def fetch(
     overwrite: bool = False,
     offline: bool = False,
     max_bytes: int | None = None,
+    limits: DirectoryLimits = DEFAULT_LIMITS,
     progress: ProgressCallback | None = None,
 ) -> FetchResult:
     """Fetch the UnixFS file or directory ``cid`` (a CID, ``ipfs://<cid>[/path]`` or
@@ -983,7 +1014,9 @@ def fetch(
     Without ``dest`` the content is kept in the cache (``<cache>/ipfs/content/<cid>``) and a
     later call returns it without any request. ``dest`` must not exist unless ``overwrite``.
     ``max_bytes`` bounds what one fetch may download (ContentError beyond it, and at once
-    when the root's links already declare more).
+    when the root's links already declare more). A tree above ``limits`` (entries, total
+    file bytes, depth below the target) raises ContentLimitError as soon as a verified
+    directory or file node declares it, before what lies under it is fetched.
     Raises FetchError (each source's error attached) when no source delivered,
     ContentPathError for a path the verified DAG does not hold, ConfigurationError when the
     content is not cached and no source is configured.
@@ -1000,6 +1033,7 @@ def fetch(
         raise InvalidArgumentError(f"fetch: max_bytes must be a positive int, got {max_bytes!r}")
     if not isinstance(retries, int) or not 0 <= retries <= 20:
         raise InvalidArgumentError(f"fetch: retries must be an int in [0, 20], got {retries!r}")
+    counter = LimitCounter(limits, f"fetch {text!r}")
     base = Path(cache_dir).expanduser() if cache_dir is not None else package_cache_dir() / "ipfs"
     store = FilesystemBlockstore(base / "blocks")
 
@@ -1024,7 +1058,7 @@ def fetch(
     try:
         result = _fetch_into(
             _Fetcher(store, concurrency, ResilienceConfig(max_retries=retries), progress,
-                     max_bytes, sink),
+                     max_bytes, sink, counter),
             sources, root, segments, text, base, chosen, overwrite,
         )  # fmt: skip
     except BaseException:
@@ -1047,7 +1081,7 @@ def _fetch_into(
     dest: Path | None,
     overwrite: bool,
 ) -> FetchResult:
-    assert fetcher.sink is not None
+    assert fetcher.sink is not None and fetcher.counter is not None
     store, progress = fetcher.store, fetcher.progress
     target: CID | None = _resolve_cached(fetcher, root, segments, text)
     if target is not None and dest is None:
@@ -1071,7 +1105,8 @@ def _fetch_into(
             raise ContentError(f"fetch {text!r}: destination {str(out)!r} already exists")
         # replaced only once the new copy is complete (it may be read from the old one)
     with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-export") as pool:
-        exporter = _Exporter(store, fetcher.verified_now, pool, fetcher.sink)
+        counter = LimitCounter(fetcher.counter.limits, fetcher.counter.what)
+        exporter = _Exporter(store, fetcher.verified_now, pool, fetcher.sink, counter)
         is_directory = exporter.write_tree(target, out, shared=dest is None)
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
