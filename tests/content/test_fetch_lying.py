@@ -24,6 +24,7 @@ from ipfs_accelerate.content import (
     import_directory,
     publish,
 )
+from ipfs_accelerate.content import _fetch as _fetch_module
 from ipfs_accelerate.errors import (
     BlockVerificationError,
     CheckpointError,
@@ -461,3 +462,54 @@ def test_limits_themselves_are_checked(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="expected a DirectoryLimits, got dict"):
         fetch(CID.for_block(b"x", 0x55, 1), cache_dir=tmp_path,
               limits={"max_entries": 1})  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_a_slow_gateway_is_demoted_once_measured_and_a_broken_one_skipped(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, _ = dags
+    slow = FakeGateway(honest.blocks, delay=0.5)  # honest, but every answer takes 0.5 s
+    fast = FakeGateway(honest.blocks)
+    gateways.extend([slow, fast])
+    names = {slow.url: f"gateway {slow.url}", fast.url: f"gateway {fast.url}"}
+
+    def used(number: int, **options: object) -> tuple[str, ...]:
+        result = fetch(honest.root, gateways=[slow.url, fast.url],
+                       cache_dir=tmp_path / f"c{number}", **options)  # type: ignore[arg-type]
+        _same_tree(honest.directory, result.path)
+        return result.sources
+
+    # neither measured: configured order, so the slow one serves (and is measured)
+    assert used(1) == (names[slow.url],)
+    # the fast one is not measured yet: it is tried next, and measured
+    assert used(2) == (names[fast.url],)
+    # both measured: the fast one from now on, whatever the configured order says
+    assert used(3) == (names[fast.url],) == used(4)
+    assert used(5, strategy="ordered") == (names[slow.url],)  # as configured, on request
+
+    # a gateway that keeps failing opens its breaker and is then skipped without a request
+    broken = FakeGateway(honest.blocks, lie="html")
+    gateways.append(broken)
+    try:
+        _a_broken_gateway_is_skipped(honest, broken, fast, names[fast.url], tmp_path)
+    finally:  # the breaker is process-wide: a later test's gateway may get this port
+        _fetch_module._BREAKERS.pop(f"gateway {broken.url}", None)
+    with pytest.raises(InvalidArgumentError, match="strategy must be one of .*'fastest'"):
+        fetch(honest.root, gateways=[fast.url], cache_dir=tmp_path / "x", strategy="fastest")
+
+
+def _a_broken_gateway_is_skipped(
+    honest: Dag, broken: FakeGateway, fast: FakeGateway, fast_name: str, tmp_path: Path
+) -> None:
+    for attempt in range(5):  # BreakerConfig's failure_threshold
+        result = fetch(honest.root, gateways=[broken.url, fast.url],
+                       cache_dir=tmp_path / f"b{attempt}", strategy="ordered")  # fmt: skip
+        assert isinstance(result.errors[0], GatewayError)
+    asked = sum(broken.requests.values())
+    result = fetch(honest.root, gateways=[broken.url, fast.url], cache_dir=tmp_path / "b5",
+                   strategy="ordered")  # fmt: skip
+    assert result.sources == (fast_name,) and not result.errors
+    assert sum(broken.requests.values()) == asked
+    with pytest.raises(FetchError, match=f"circuit breaker open for gateway {broken.url}"):
+        fetch(honest.root, gateways=[broken.url], cache_dir=tmp_path / "b6")
+    assert sum(broken.requests.values()) == asked

@@ -61,6 +61,7 @@ from ipfs_accelerate.resilience import (
     backoff_delay,
     redact_url,
 )
+from ipfs_accelerate.resilience.balancing import STRATEGIES, make_strategy
 
 __all__ = [
     "CAR_MEDIA_TYPE",
@@ -88,7 +89,15 @@ _COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
 _CAR_REFUSED: Final = frozenset({400, 406, 415, 501})
 ProgressCallback = Callable[[str, int, int], None]
 
+#: how sources are ordered for a fetch: the package's balancing strategies, or "ordered"
+#: (as configured: the kubo node, then the gateways in the order given)
+SOURCE_STRATEGIES: Final = ("ordered", *STRATEGIES)
+_EWMA_ALPHA: Final = 0.3  # the Router's default: a few requests move the average
+_MIB: Final = 1024 * 1024
+
 _BREAKERS: dict[str, CircuitBreaker] = {}
+_STATES: dict[str, _SourceState] = {}
+_CHOOSERS: dict[str, Any] = {}
 _BREAKERS_LOCK = threading.Lock()
 
 
@@ -101,6 +110,72 @@ def _breaker(name: str) -> CircuitBreaker:
             breaker = CircuitBreaker(BreakerConfig(), provider="ipfs", name=name)
             _BREAKERS[name] = breaker
         return breaker
+
+
+class _SourceState:
+    """What the balancing strategies look at (``resilience.balancing.Candidate``), kept per
+    source for the whole process: requests in flight, and averages of successful requests'
+    time to the answer's headers (``ewma_ttfc``) and of their duration per MiB received
+    (``ewma_latency``: a small request's latency, a large one's inverse throughput)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.weight = 1.0
+        self.ewma_latency: float | None = None
+        self.ewma_ttfc: float | None = None
+        self.wrr_current = 0.0
+        self.lock = threading.Lock()
+
+    def measured(self, seconds: float, first_byte: float, received: int) -> None:
+        cost = seconds / max(1.0, received / _MIB)
+        with self.lock:
+            if self.ewma_latency is None or self.ewma_ttfc is None:
+                self.ewma_latency, self.ewma_ttfc = cost, first_byte
+            else:
+                self.ewma_latency += _EWMA_ALPHA * (cost - self.ewma_latency)
+                self.ewma_ttfc += _EWMA_ALPHA * (first_byte - self.ewma_ttfc)
+
+
+def _state(name: str) -> _SourceState:
+    with _BREAKERS_LOCK:
+        return _STATES.setdefault(name, _SourceState())
+
+
+def _order_sources(sources: list[_Source], strategy: str) -> list[_Source]:
+    """The order a fetch tries ``sources`` in: sources whose breaker is open last (they are
+    refused without a request until their cooldown ends), the others as ``strategy`` picks
+    them one after another (``lowest_latency``: unmeasured ones first, in configured order,
+    so each gets measured, then the fastest measured)."""
+    remaining = [s for s in sources if not s.breaker.is_open]
+    opened = [s for s in sources if s.breaker.is_open]
+    if strategy == "ordered":
+        return remaining + opened
+    with _BREAKERS_LOCK:
+        chooser = _CHOOSERS.get(strategy)
+        if chooser is None:
+            chooser = _CHOOSERS[strategy] = make_strategy(strategy)
+    pool = [s.state for s in sources]
+    ordered: list[_Source] = []
+    while remaining:
+        with _BREAKERS_LOCK:  # strategies keep state (round robin's position, wrr weights)
+            pick = chooser.choose([s.state for s in remaining], pool, False)
+        chosen = next(s for s in remaining if s.state is pick)
+        ordered.append(chosen)
+        remaining.remove(chosen)
+    return ordered + opened
+
+
+class _CountingBody:
+    """A response body that counts the bytes read from it."""
+
+    def __init__(self, body: BinaryIO) -> None:
+        self._body = body
+        self.received = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._body.read(size)
+        self.received += len(data)
+        return data
 
 
 # ------------------------------------------------------------------------------ addresses
@@ -165,6 +240,7 @@ class _Source:
         self.name = f"{kind} {redact_url(base)}"
         self.timeout = timeout
         self.breaker = _breaker(self.name)
+        self.state = _state(self.name)
         self.car_supported = True  # until it refuses one (a blocks-only trustless gateway)
         self.requests = 0
         self._lock = threading.Lock()
@@ -177,11 +253,24 @@ class _Source:
 
     @contextmanager
     def open(self, cid: CID, *, car: bool) -> Iterator[BinaryIO]:
-        """The response body for ``cid`` (its block, or its DAG as a CAR)."""
+        """The response body for ``cid`` (its block, or its DAG as a CAR). A request whose
+        body was read to the caller's satisfaction is measured (see :class:`_SourceState`)."""
+        with self.state.lock:
+            self.state.in_flight += 1
+        try:
+            with self._open(cid, car=car) as body:
+                yield body
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
+
+    @contextmanager
+    def _open(self, cid: CID, *, car: bool) -> Iterator[BinaryIO]:
         request = self._request(cid, car)
         with self._lock:
             self.requests += 1
         what = "CAR" if car else "block"
+        started = time.monotonic()
         try:
             response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
@@ -208,7 +297,10 @@ class _Source:
                     f"not {expected!r} (not a trustless gateway, or an error page)",
                     gateway=self.name,
                 )
-            yield response
+            first_byte = time.monotonic() - started
+            counted = _CountingBody(response)
+            yield counted  # type: ignore[misc]
+        self.state.measured(time.monotonic() - started, first_byte, counted.received)
 
 
 class _Gateway(_Source):
@@ -1000,16 +1092,20 @@ def fetch(
     offline: bool = False,
     max_bytes: int | None = None,
     limits: DirectoryLimits = DEFAULT_LIMITS,
+    strategy: str = "lowest_latency",
     progress: ProgressCallback | None = None,
 ) -> FetchResult:
     """Fetch the UnixFS file or directory ``cid`` (a CID, ``ipfs://<cid>[/path]`` or
     ``/ipfs/<cid>[/path]``), verified block by block, and write it at ``dest``.
 
-    Sources, in order: the kubo RPC API ``rpc`` (else ``$IPFS_ACCELERATE_KUBO_RPC``), then
-    ``gateways`` (else ``$IPFS_ACCELERATE_GATEWAYS``); none by default, so only cached content
-    is available until one is configured. A source that fails or lies is recorded against its
-    circuit breaker and the next one continues from the blocks verified so far; retryable
-    failures (connection, timeout, 429/5xx) are retried ``retries`` times with backoff.
+    Sources: the kubo RPC API ``rpc`` (else ``$IPFS_ACCELERATE_KUBO_RPC``), then ``gateways``
+    (else ``$IPFS_ACCELERATE_GATEWAYS``); none by default, so only cached content is
+    available until one is configured. They are tried in the order ``strategy`` gives (one
+    of the package's balancing strategies over what this process measured of each source,
+    or ``"ordered"``: as configured); a source whose circuit breaker is open comes last and
+    is refused without a request. A source that fails or lies is recorded against its
+    breaker and the next one continues from the blocks verified so far; retryable failures
+    (connection, timeout, 429/5xx) are retried ``retries`` times with backoff.
 
     Without ``dest`` the content is kept in the cache (``<cache>/ipfs/content/<cid>``) and a
     later call returns it without any request. ``dest`` must not exist unless ``overwrite``.
@@ -1034,6 +1130,10 @@ def fetch(
     if not isinstance(retries, int) or not 0 <= retries <= 20:
         raise InvalidArgumentError(f"fetch: retries must be an int in [0, 20], got {retries!r}")
     counter = LimitCounter(limits, f"fetch {text!r}")
+    if strategy not in SOURCE_STRATEGIES:
+        raise InvalidArgumentError(
+            f"fetch: strategy must be one of {', '.join(SOURCE_STRATEGIES)}, got {strategy!r}"
+        )
     base = Path(cache_dir).expanduser() if cache_dir is not None else package_cache_dir() / "ipfs"
     store = FilesystemBlockstore(base / "blocks")
 
@@ -1059,7 +1159,7 @@ def fetch(
         result = _fetch_into(
             _Fetcher(store, concurrency, ResilienceConfig(max_retries=retries), progress,
                      max_bytes, sink, counter),
-            sources, root, segments, text, base, chosen, overwrite,
+            _order_sources(sources, strategy), root, segments, text, base, chosen, overwrite,
         )  # fmt: skip
     except BaseException:
         sink.keep(store)  # the verified leaves, for a fetch that resumes
