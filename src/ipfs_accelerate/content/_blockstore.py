@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -79,8 +79,7 @@ class FilesystemBlockstore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self._copies: sqlite3.Connection | None = None
-        self._copies_lock = threading.Lock()
+
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -136,19 +135,20 @@ class FilesystemBlockstore:
 
     # -- copies: blocks held as byte ranges of files outside the store ---------------------
 
-    def _connection(self, create: bool) -> sqlite3.Connection | None:
-        if self._copies is None:
-            path = self.root / self._COPIES
-            if not create and not path.exists():
-                return None
-            connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS copies (digest BLOB, path TEXT, offset INTEGER, "
-                "size INTEGER, PRIMARY KEY (digest, path, offset))"
-            )
-            connection.commit()
-            self._copies = connection
-        return self._copies
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        """A connection to the copies table (one per operation: nothing held open between
+        calls, and several processes may share the cache)."""
+        path = self.root / self._COPIES
+        if not create and not path.exists():
+            return None
+        connection = sqlite3.connect(path, timeout=30)
+        if create:
+            with connection:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS copies (digest BLOB, path TEXT, offset INTEGER, "
+                    "size INTEGER, PRIMARY KEY (digest, path, offset))"
+                )
+        return connection
 
     def record_copies(self, copies: list[tuple[CID, Path, int, int]]) -> None:
         """Remember that the block ``cid`` is the ``size`` bytes at ``offset`` of ``path``
@@ -157,35 +157,37 @@ class FilesystemBlockstore:
             return
         rows = [(cid.digest, str(Path(path).absolute()), offset, size)
                 for cid, path, offset, size in copies]  # fmt: skip
-        with self._copies_lock:
-            connection = self._connection(create=True)
-            assert connection is not None
-            with connection:
-                connection.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows)
+        connection = self._connect(create=True)
+        assert connection is not None
+        with closing(connection), connection:
+            connection.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows)
 
     def _from_copies(self, cid: CID) -> bytes | None:
         """The block's bytes from a recorded copy that still hashes to ``cid``; copies that
         do not (their file changed or is gone) are forgotten."""
-        with self._copies_lock:
-            connection = self._connection(create=False)
-            if connection is None:
-                return None
-            rows = connection.execute(
-                "SELECT path, offset, size FROM copies WHERE digest = ?", (cid.digest,)
-            ).fetchall()
-        for path, offset, size in rows:
+        connection = self._connect(create=False)
+        if connection is None:
+            return None
+        with closing(connection):
             try:
-                with open(path, "rb") as stream:
-                    stream.seek(offset)
-                    data = stream.read(size)
-                verify_block(cid, data)
-                return data
-            except (OSError, BlockVerificationError):
-                with self._copies_lock, connection:
-                    connection.execute(
-                        "DELETE FROM copies WHERE digest = ? AND path = ? AND offset = ?",
-                        (cid.digest, path, offset),
-                    )
+                rows = connection.execute(
+                    "SELECT path, offset, size FROM copies WHERE digest = ?", (cid.digest,)
+                ).fetchall()
+            except sqlite3.OperationalError:  # created by another process a moment ago
+                return None
+            for path, offset, size in rows:
+                try:
+                    with open(path, "rb") as stream:
+                        stream.seek(offset)
+                        data = stream.read(size)
+                    verify_block(cid, data)
+                    return data
+                except (OSError, BlockVerificationError):
+                    with connection:
+                        connection.execute(
+                            "DELETE FROM copies WHERE digest = ? AND path = ? AND offset = ?",
+                            (cid.digest, path, offset),
+                        )
         return None
 
     def __iter__(self) -> Iterator[CID]:
