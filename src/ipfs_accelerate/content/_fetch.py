@@ -494,6 +494,7 @@ class _Fetcher:
         self.progress = progress
         self.links: dict[bytes, tuple[CID, ...]] = {}  # links of dag-pb nodes read this run
         self.verified_now: set[bytes] = set()  # digests of blocks this run hashed and wrote
+        self.held: set[bytes] = set()  # leaves the cache was found to hold
         self.bytes_fetched = 0
         self.total = 0
         self._lock = threading.Lock()
@@ -524,10 +525,14 @@ class _Fetcher:
             if cid.digest in seen:
                 continue
             seen.add(cid.digest)
+            if cid.codec == RAW and (cid.digest in self.verified_now or cid.digest in self.held):
+                continue  # written into the output by this run, or known to be held
             if cid.digest in self.links or self.store.has(cid):
+                if cid.codec == RAW:
+                    # a leaf held as a copy in an earlier output is hashed by has(); this
+                    # is asked again after every CAR, and the export hashes it once more
+                    self.held.add(cid.digest)
                 stack.extend(reversed(self._links_of(cid)))
-            elif cid.codec == RAW and cid.digest in self.verified_now:
-                continue  # written into the output by this run
             else:
                 out.append(cid)
         return out
