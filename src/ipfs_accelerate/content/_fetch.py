@@ -495,6 +495,7 @@ class _Fetcher:
         self.links: dict[bytes, tuple[CID, ...]] = {}  # links of dag-pb nodes read this run
         self.verified_now: set[bytes] = set()  # digests of blocks this run hashed and wrote
         self.held: set[bytes] = set()  # leaves the cache was found to hold
+        self.declared: dict[bytes, int] = {}  # Tsize its parent's link gives a block
         self.bytes_fetched = 0
         self.total = 0
         self._lock = threading.Lock()
@@ -552,8 +553,10 @@ class _Fetcher:
         if not (self.sink is not None and self._spread(cid, node, data)) or cid.codec == DAG_PB:
             self.store.put_hashed(cid, data)
         with self._lock:
-            if cid.codec == DAG_PB:
+            if node is not None:
                 self.links[cid.digest] = links
+                for link in node.links:
+                    self.declared[link.cid.digest] = link.tsize or 0
             self.verified_now.add(cid.digest)
             self.bytes_fetched += len(data)
             done = self.bytes_fetched
@@ -855,6 +858,9 @@ class _Fetcher:
             wave = self.missing(target)
             if not wave:
                 return
+            # the largest sub-DAGs first (their parents' declared sizes): the longest
+            # transfer starts at once instead of behind a queue of small files
+            wave.sort(key=lambda cid: -self.declared.get(cid.digest, 0))
             futures: list[Future[Any]] = [
                 pool.submit(self.fetch_car if cid.codec == DAG_PB else self.fetch_block,
                             source, cid)
