@@ -186,6 +186,23 @@ class CarReader:
         self._offset += size
         return data
 
+    def _read_cid_bytes(self, length: int, label: str) -> bytes:
+        """The bytes of the CID opening a section of ``length`` bytes (never more of the
+        section than the CID, unless the CID is malformed: then what CID.read needs to say
+        so). A sha2-256 CID is ``0x12 0x20`` + 32 bytes (v0), or version, codec, ``0x12``,
+        ``0x20`` as varints + 32 bytes (v1)."""
+        head = self._read_exact(min(2, length), label)
+        if head == b"\x12\x20":  # CIDv0
+            return head + self._read_exact(min(32, length - 2), label)
+        # v1: complete the varints of version and codec, then hash code, length, digest
+        varints_done = sum(1 for byte in head if not byte & 0x80)
+        while varints_done < 2 and len(head) < min(length, 20):
+            byte = self._read_exact(1, label)
+            head += byte
+            varints_done += not byte[0] & 0x80
+        rest = min(34, length - len(head))
+        return head + (self._read_exact(rest, label) if rest > 0 else b"")
+
     def _read_varint(self, label: str, *, eof_ok: bool = False) -> int | None:
         value = shift = 0
         for index in range(9):
@@ -277,14 +294,14 @@ class CarReader:
                 raise CarFormatError(
                     f"CAR {self.name!r}: section at offset {start} runs past the v2 data size"
                 )
-            section = self._read_exact(length, f"section at offset {start}")
+            label = f"section at offset {start}"
+            prefix = self._read_cid_bytes(length, label)
             try:
-                cid, end = CID.read(section, 0)
+                cid, end = CID.read(prefix, 0)
             except InvalidCIDError as exc:
-                raise CarFormatError(
-                    f"CAR {self.name!r}: section at offset {start}: {exc}"
-                ) from None
-            block = section[end:]
+                raise CarFormatError(f"CAR {self.name!r}: {label}: {exc}") from None
+            # the block is read on its own: slicing it off the section would copy it again
+            block = prefix[end:] + self._read_exact(length - len(prefix), label)
             if self.verify:
                 verify_block(cid, block)
             yield cid, block
