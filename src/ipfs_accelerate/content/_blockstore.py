@@ -160,10 +160,15 @@ class FilesystemBlockstore:
             return
         rows = [(cid.digest, str(Path(path).absolute()), offset, size)
                 for cid, path, offset, size in copies]  # fmt: skip
-        connection = self._connect(create=True)
-        assert connection is not None
-        with closing(connection), connection:
-            connection.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows)
+        try:
+            connection = self._connect(create=True)
+            assert connection is not None
+            with closing(connection), connection:
+                connection.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            raise ContentError(
+                f"blockstore {str(self.root)!r}: cannot record where fetched blocks are ({exc})"
+            ) from None
 
     def _from_copies(self, cid: CID) -> bytes | None:
         """The block's bytes from a recorded copy that still hashes to ``cid``; copies that

@@ -496,6 +496,7 @@ class _Fetcher:
         self.verified_now: set[bytes] = set()  # digests of blocks this run hashed and wrote
         self.held: set[bytes] = set()  # leaves the cache was found to hold
         self.declared: dict[bytes, int] = {}  # Tsize its parent's link gives a block
+        self.seeded = False
         self.bytes_fetched = 0
         self.total = 0
         self._lock = threading.Lock()
@@ -844,7 +845,8 @@ class _Fetcher:
         """Fetch every block of ``target``'s DAG not held yet: the root as a block, then each
         missing dag-pb node as a CAR of its sub-DAG, each missing raw leaf as a block, in
         parallel (at most ``concurrency`` requests in flight)."""
-        if self.sink is not None:
+        if self.sink is not None and not self.seeded:  # once: the next source continues
+            self.seeded = True
             self._seed(target)
         if not (target.digest in self.links or self.store.has(target)):
             data = self.fetch_block(source, target)
