@@ -513,3 +513,17 @@ def _a_broken_gateway_is_skipped(
     with pytest.raises(FetchError, match=f"circuit breaker open for gateway {broken.url}"):
         fetch(honest.root, gateways=[broken.url], cache_dir=tmp_path / "b6")
     assert sum(broken.requests.values()) == asked
+
+
+def test_limits_count_each_entry_once_across_a_failover(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, other = dags
+    liar = FakeGateway(honest.blocks, lie="car-truncated", other=other.blocks,
+                       other_root=other.root)  # fmt: skip
+    good = FakeGateway(honest.blocks)
+    gateways.extend([liar, good])
+    result = fetch(honest.root, tmp_path / "out", gateways=[liar.url, good.url],
+                   cache_dir=tmp_path / "c", limits=EXACT, strategy="ordered")  # fmt: skip
+    assert result.errors and result.sources == (f"gateway {liar.url}", f"gateway {good.url}")
+    _same_tree(honest.directory, tmp_path / "out")
