@@ -271,6 +271,14 @@ def test_bad_or_unsupported_packed_checkpoints_raise_naming_it(
         load_model(packed, "cpu", sharing=False, dtype="int4")
 
 
+def test_a_gpt2_packed_checkpoint_is_refused(tmp_path: Path) -> None:
+    packed, _ = make_packed(tmp_path, "gptq")
+    config = json.loads((packed / "config.json").read_text())
+    (packed / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    with pytest.raises(UnsupportedArchitectureError, match="'gpt2'"):
+        load_model(packed, "cpu", sharing=False, dtype="int4")
+
+
 def test_int8_is_refused_for_an_int4_checkpoint(tmp_path: Path) -> None:
     packed, _ = make_packed(tmp_path, "awq")
     from ipfs_accelerate.errors import DtypeError

@@ -217,6 +217,11 @@ def packed_int4_from_checkpoint(
     if not isinstance(quantization, Mapping):
         raise CheckpointError(f"{source}: quantization_config is not a JSON object")
     method = _method(quantization, source)
+    if str(config.get("model_type", "")).lower() == "gpt2":
+        # GPT-2's Conv1D layers hold (in, out) float weights; no int4 form is built for them
+        raise UnsupportedArchitectureError(
+            f"{source}: {method} checkpoints of model_type 'gpt2' (Conv1D) are not supported"
+        )
     unpack = unpack_gptq if method == "gptq" else unpack_awq
     prefixes = [key[: -len(".qweight")] for key in weights if key.endswith(".qweight")]
     if not prefixes:
