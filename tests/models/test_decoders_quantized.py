@@ -34,29 +34,29 @@ NEW_TOKENS = 24
 PROMPTS = [[3, 17, 40, 22, 5], [9, 100, 120, 33, 7, 8, 9, 60], [44, 45, 46], [70, 12, 99, 5]]
 # Measured on these checkpoints (max error / rms error / teacher-forced top-1 agreement /
 # free-running tokens before the first near-tie, over 4 prompts x 24 tokens):
-#   int8: llama 2.4% / 1.8% / 97% / 20, qwen2 3.5% / 2.2% / 96% / 3, gpt2 0.6% / 0.5% / 99% / 34
-#   int4: llama 63% / 36% / 54% / 0,    qwen2 51% / 33% / 49% / 0,   gpt2 11% / 9.4% / 91% / 0
+#   int8: llama 2.4% / 1.8% / 97% / 20, qwen2 3.5% / 2.2% / 96% / 3, gpt2 1.3% / 1.0% / 99% / 7
+#   int4: llama 63% / 36% / 54% / 0,    qwen2 51% / 33% / 49% / 0,   gpt2 24% / 19% / 77% / 0
 # int4 (symmetric, 15 levels, blocks of 32) adds about 9% rms noise to every product of these
 # random Gaussian weights, and two layers of seven products compound it; its greedy tokens
 # fall on a near-tie at once, so int4 is gated by its logit errors and top-1 agreement.
 #: max |quantized - fp32| / max |fp32| over every teacher-forced position
 LOGIT_TOLERANCE = {
-    ("llama", "int8"): 0.04, ("qwen2", "int8"): 0.05, ("gpt2", "int8"): 0.015,
-    ("llama", "int4"): 0.80, ("qwen2", "int4"): 0.70, ("gpt2", "int4"): 0.17,
+    ("llama", "int8"): 0.04, ("qwen2", "int8"): 0.05, ("gpt2", "int8"): 0.025,
+    ("llama", "int4"): 0.80, ("qwen2", "int4"): 0.70, ("gpt2", "int4"): 0.32,
 }  # fmt: skip
 #: rms(quantized - fp32) / rms(fp32)
 RMS_TOLERANCE = {
-    ("llama", "int8"): 0.03, ("qwen2", "int8"): 0.035, ("gpt2", "int8"): 0.01,
-    ("llama", "int4"): 0.45, ("qwen2", "int4"): 0.45, ("gpt2", "int4"): 0.14,
+    ("llama", "int8"): 0.03, ("qwen2", "int8"): 0.035, ("gpt2", "int8"): 0.02,
+    ("llama", "int4"): 0.45, ("qwen2", "int4"): 0.45, ("gpt2", "int4"): 0.25,
 }  # fmt: skip
 #: the least teacher-forced top-1 agreement with fp32
 MIN_AGREEMENT = {
-    ("llama", "int8"): 0.93, ("qwen2", "int8"): 0.92, ("gpt2", "int8"): 0.97,
-    ("llama", "int4"): 0.40, ("qwen2", "int4"): 0.35, ("gpt2", "int4"): 0.82,
+    ("llama", "int8"): 0.93, ("qwen2", "int8"): 0.92, ("gpt2", "int8"): 0.96,
+    ("llama", "int4"): 0.40, ("qwen2", "int4"): 0.35, ("gpt2", "int4"): 0.65,
 }  # fmt: skip
 #: the least free-running tokens compared before the rows' first near-ties
 MIN_COMPARED = {
-    ("llama", "int8"): 10, ("qwen2", "int8"): 2, ("gpt2", "int8"): 16,
+    ("llama", "int8"): 10, ("qwen2", "int8"): 2, ("gpt2", "int8"): 3,
     ("llama", "int4"): 0, ("qwen2", "int4"): 0, ("gpt2", "int4"): 0,
 }  # fmt: skip
 
@@ -147,20 +147,22 @@ def test_quantized_decoder_logits_and_greedy_tokens(
 
 
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
-def test_quantized_decoder_equals_its_dequantized_weights(dtype: str) -> None:
+@pytest.mark.parametrize(("family", "layers"), [("llama", 2 * 7 + 1), ("gpt2", 2 * 4 + 1)])
+def test_quantized_decoder_equals_its_dequantized_weights(
+    family: str, layers: int, dtype: str
+) -> None:
     """The whole error above is the weights' rounding: the same model with every quantized
     weight expanded back to float32 gives the quantized model's logits."""
-    from ipfs_accelerate.models._module import Embedding, Linear
     from ipfs_accelerate.quantization import QuantizedTensor
 
-    engine = _engine(decoder_checkpoint("llama"), dtype)
+    engine = _engine(decoder_checkpoint(family), dtype)
     sequences = [[*p, 11, 12, 13] for p in PROMPTS]
     quantized = np.concatenate(_teacher_forced(engine, sequences))
     expanded = 0
     for _, module in engine.model.named_modules():
-        if isinstance(module, Linear | Embedding) and isinstance(module.weight, QuantizedTensor):
+        if isinstance(getattr(module, "weight", None), QuantizedTensor):
             module.weight = from_numpy(module.weight.dequantize_numpy(), "cpu")
             expanded += 1
-    assert expanded == 2 * 7 + 1  # every projection and the head
+    assert expanded == layers  # every projection (GPT-2's Conv1D too) and the head
     floats = np.concatenate(_teacher_forced(engine, sequences))
     np.testing.assert_allclose(quantized, floats, rtol=0, atol=1e-5 * np.abs(floats).max())
