@@ -5,7 +5,8 @@ to float16 where the backend holds float16. ``"auto"`` keeps a float16/bfloat16 
 float16 where the backend holds it (float32 otherwise) and keeps a quantized checkpoint as it
 was saved. ``"int8"``: every Linear weight ``quantize(w, bits=8, axis=0)`` (per output
 channel, symmetric); ``"int4"``: ``quantize(w, bits=4, axis=1, block_size=32)`` (blocks along
-in_features), int8 for a layer whose in_features 32 does not divide. The token-embedding
+in_features), int8 for a layer whose in_features 32 does not divide (a projection that
+stores its weight (in, out), GPT-2's Conv1D, the same with the axes swapped). The token-embedding
 tables a model names in ``quantizable_embeddings`` become int8 per row in both (they are most
 of a small encoder's bytes); layer norms, biases, convolutions, position embeddings and the
 layers in :data:`FLOAT_LAYERS` stay in float32. docs/models.md ("Precision") has the numbers
@@ -120,20 +121,22 @@ def resolve_precision(
 
 def _named_weights(model: Module) -> Iterator[tuple[str, Module]]:
     for path, module in model.named_modules():
-        if isinstance(module, Linear | Embedding):
+        if isinstance(module, Linear | Embedding) or getattr(module, "weight_in_out", False):
             yield (f"{path}.weight" if path else "weight"), module
 
 
 def quantized_keys(model: Module) -> dict[str, str]:
-    """Model key -> ``"linear"`` or ``"embedding"`` for every weight int8/int4 quantizes."""
+    """Model key -> ``"linear"``, ``"in_out"`` (a projection whose weight is stored
+    (in_features, out_features), as GPT-2's Conv1D) or ``"embedding"`` for every weight
+    int8/int4 quantizes."""
     embeddings = set(getattr(model, "quantizable_embeddings", ()))
     out: dict[str, str] = {}
     for key, module in _named_weights(model):
-        if isinstance(module, Linear):
-            if not key[: -len(".weight")].endswith(FLOAT_LAYERS):
-                out[key] = "linear"
-        elif key in embeddings:
-            out[key] = "embedding"
+        if isinstance(module, Embedding):
+            if key in embeddings:
+                out[key] = "embedding"
+        elif not key[: -len(".weight")].endswith(FLOAT_LAYERS):
+            out[key] = "linear" if isinstance(module, Linear) else "in_out"
     return out
 
 
@@ -170,15 +173,20 @@ class WeightConverter:
 
     def _quantize(self, key: str, array: np.ndarray[Any, Any], kind: str) -> QuantizedTensor:
         bits = self.precision.bits or 8
+        # the axis of in_features: Linear weights are (out, in), "in_out" ones (in, out)
+        inputs = 0 if kind == "in_out" else 1
         block = None
-        if kind == "linear" and bits == 4 and array.shape[1] % INT4_BLOCK_SIZE == 0:
+        projection = kind in ("linear", "in_out")
+        if projection and bits == 4 and array.shape[inputs] % INT4_BLOCK_SIZE == 0:
             block = INT4_BLOCK_SIZE
-        elif kind == "linear" and bits == 4:
-            logger.info("%s: in_features %d is not a multiple of 32: int8", key, array.shape[1])
+        elif projection and bits == 4:
+            size = array.shape[inputs]
+            logger.info("%s: in_features %d is not a multiple of 32: int8", key, size)
         bits = 4 if block is not None else 8
         cache_key = (id(array), bits, block)
         if cache_key not in self._done:
-            axis = 1 if block is not None else 0
+            # int4 blocks run along in_features; int8 has one scale per output feature
+            axis = inputs if block is not None else 1 - inputs
             self._done[cache_key] = quantize(array, bits=bits, axis=axis, block_size=block)
         return self._done[cache_key]
 
