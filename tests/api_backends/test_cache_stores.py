@@ -262,6 +262,105 @@ def test_redis_shared_by_two_clients(tmp_path: Path) -> None:
         run(body())
 
 
+async def _live(raw: Any, prefix: str) -> dict[str, int]:
+    """Every entry under ``prefix`` that is not bookkeeping, and its size, read from Redis."""
+    sizes: dict[str, int] = {}
+    async for key in raw.scan_iter(match=prefix + "*"):
+        name = key.decode()[len(prefix) :]
+        if not name.startswith("#"):
+            sizes[name] = int(await raw.strlen(key))
+    return sizes
+
+
+def test_redis_bounds_hold_for_two_clients(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as (_, url):
+
+        async def body() -> None:
+            import redis.asyncio as aioredis
+
+            raw = aioredis.Redis.from_url(url)
+            one = RedisStore(url, prefix="b:", max_entries=4, max_bytes=10_000)
+            two = RedisStore(url, prefix="b:", max_entries=4, max_bytes=10_000)
+
+            async def writes(store: RedisStore, name: str) -> int:
+                evicted = 0
+                for i in range(20):
+                    evicted += await store.set(f"ns:{name}{i}", "ns", b"v" * (10 + i), None)
+                    await store.get(f"ns:{name}{max(0, i - 1)}")
+                return evicted
+
+            evicted = sum(await asyncio.gather(writes(one, "a"), writes(two, "b")))
+            live = await _live(raw, "b:")
+            assert len(live) == 4 and evicted == 40 - 4
+            assert int(await raw.get("b:#bytes")) == sum(live.values())
+            assert await raw.zcard("b:#lru") == 4
+            # an evicted entry is never served, by either client
+            for store, name in ((one, "ns:a0"), (two, "ns:a0"), (one, "ns:b3")):
+                assert await store.get(name) is None
+
+            # least recently used goes first: a read by the other client counts as a use
+            await one.clear()
+            for i in range(4):
+                await one.set(f"ns:k{i}", "ns", b"x" * 10, None)
+            assert await two.get("ns:k0") == b"x" * 10
+            assert await two.set("ns:k4", "ns", b"x" * 10, None) == 1
+            assert await one.get("ns:k1") is None and await one.get("ns:k0") == b"x" * 10
+            assert two.usage() == (4, 40)
+
+            # the byte bound, with a foreign key in the namespace that is not ours to count
+            small = RedisStore(url, prefix="s:", max_entries=100, max_bytes=250)
+            await raw.set("s:ns:foreign", b"f" * 1000)
+            evictions = 0
+            for i in range(6):
+                evictions += await small.set(f"ns:e{i}", "ns", b"y" * 100, None)
+            live = await _live(raw, "s:")
+            assert set(live) == {"ns:e4", "ns:e5", "ns:foreign"} and evictions == 4
+            assert int(await raw.get("s:#bytes")) == 200 and small.usage() == (2, 200)
+            # deleting the foreign key leaves the accounting as it was
+            assert await small.delete("ns:foreign") is True
+            assert small.usage() == (2, 200)
+            await raw.set("s:ns:foreign2", b"f")
+            assert await small.clear_namespace("ns") == 3
+            assert small.usage() == (0, 0) and int(await raw.get("s:#bytes")) == 0
+            assert await _live(raw, "s:") == {}
+
+            # an entry Redis expired gives its size back
+            await small.set("ns:short", "ns", b"z" * 100, 0.05)
+            await asyncio.sleep(0.1)
+            assert await small.get("ns:short") is None
+            assert int(await raw.get("s:#bytes")) == 0 and await raw.zcard("s:#lru") == 0
+
+            # a server that lost its scripts (restart, SCRIPT FLUSH) gets them loaded again
+            await raw.script_flush()
+            assert await small.set("ns:after", "ns", b"a", None) == 0
+            assert await small.get("ns:after") == b"a"
+
+            # the cache counts the store's evictions in its stats (and so in the metrics)
+            async with OpenAIFake(api_key=None) as fake:
+                caches = [
+                    ResponseCache(RedisStore(url, prefix="c:", max_entries=2)) for _ in range(2)
+                ]
+                a, b = make(fake, caches[0]), make(fake, caches[1])
+                for backend, prompt in ((a, "p1"), (b, "p2"), (a, "p3"), (b, "p4")):
+                    await backend.chat(MODEL, prompt, temperature=0)
+                stats = [cache.stats() for cache in caches]
+                assert sum(s["evictions"] for s in stats) == 2
+                assert stats[1]["entries"] == 2 and stats[1]["bytes"] > 0
+                # p1 was evicted: asking again goes to the service, p4 is a hit
+                assert (await b.chat(MODEL, "p1", temperature=0)).cache is None
+                assert (await a.chat(MODEL, "p4", temperature=0)).cache is not None
+                assert chats(fake) == 5
+                for backend in (a, b):
+                    await backend.aclose()
+                for cache in caches:
+                    await cache.aclose()
+            for store in (one, two, small):
+                await store.aclose()
+            await raw.aclose()
+
+        run(body())
+
+
 def test_redis_killed_mid_test_degrades_to_a_miss(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -280,14 +281,91 @@ class SqliteStore:
         return f"<SqliteStore {os.path.basename(self.path)!r}>"
 
 
+# Bookkeeping beside the entries, under the store's prefix ("#" never starts a namespace, which
+# is a hex digest): a sorted set of entry names by last use (scores from a shared counter, so
+# clients with skewed clocks agree on the order), a hash of each entry's size and the total.
+# Every change to an entry and its bookkeeping happens in one Lua script, atomic in Redis, so
+# several processes and machines writing at once keep the bounds and the accounting exact.
+_LRU, _SIZES, _BYTES, _CLOCK = "#lru", "#sizes", "#bytes", "#clock"
+
+# KEYS: entry, lru, sizes, bytes, clock. ARGV: name, value, px (0: no expiry), max_entries,
+# max_bytes, prefix. Returns {entries evicted, entries, bytes}.
+_SET_SCRIPT = """
+local name = ARGV[1]
+local old = redis.call('HGET', KEYS[3], name)
+if old then redis.call('DECRBY', KEYS[4], old) end
+local px = tonumber(ARGV[3])
+if px > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+local size = string.len(ARGV[2])
+redis.call('HSET', KEYS[3], name, size)
+local total = redis.call('INCRBY', KEYS[4], size)
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), name)
+local count = redis.call('ZCARD', KEYS[2])
+local max_entries, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local evicted = 0
+while count > max_entries or total > max_bytes do
+  local victim = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not victim then break end
+  redis.call('ZREM', KEYS[2], victim)
+  local victim_size = redis.call('HGET', KEYS[3], victim)
+  redis.call('HDEL', KEYS[3], victim)
+  if victim_size then total = redis.call('DECRBY', KEYS[4], victim_size) end
+  -- an entry that already expired is reclaimed here but was not evicted
+  evicted = evicted + redis.call('DEL', ARGV[6] .. victim)
+  count = count - 1
+end
+return {evicted, count, total}
+"""
+
+# KEYS: entry, lru, sizes, bytes, clock. ARGV: name. A hit becomes the most recently used;
+# a tracked entry that Redis expired gives its size back.
+_GET_SCRIPT = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  redis.call('ZADD', KEYS[2], 'XX', redis.call('INCR', KEYS[5]), ARGV[1])
+  return value
+end
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+  local size = redis.call('HGET', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  if size then redis.call('DECRBY', KEYS[4], size) end
+end
+return false
+"""
+
+# KEYS: lru, sizes, bytes. ARGV: prefix, names... Returns {entries deleted, entries, bytes};
+# a name that is not tracked (a foreign key under the prefix) is deleted without touching
+# the accounting.
+_DELETE_SCRIPT = """
+local deleted = 0
+for i = 2, #ARGV do
+  local name = ARGV[i]
+  deleted = deleted + redis.call('DEL', ARGV[1] .. name)
+  if redis.call('ZREM', KEYS[1], name) == 1 then
+    local size = redis.call('HGET', KEYS[2], name)
+    redis.call('HDEL', KEYS[2], name)
+    if size then redis.call('DECRBY', KEYS[3], size) end
+  end
+end
+return {deleted, redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[3]) or '0')}
+"""
+
+
 class RedisStore:
     """Entries in Redis (redis-py's asyncio client), shared by processes and machines.
 
     Every command is bounded by ``timeout``; a refused connection, a timeout or a Redis error
     raises :class:`StoreUnavailable`, which the cache turns into a miss. Entries expire with
-    Redis's own TTL; total size is bounded by the server's ``maxmemory`` policy (the cache
-    enforces its per-entry byte bound before writing). The client is made per event loop, so
-    the store can be used from ``asyncio.run`` after ``asyncio.run`` and from the sync facade.
+    Redis's own TTL. ``max_entries`` and ``max_bytes`` bound what this store's prefix holds
+    across every client sharing it: each write runs one Lua script (EVALSHA) that records the
+    entry's size and use in bookkeeping keys under the prefix and evicts the least recently
+    used entries past either bound, atomically. The client is made per event loop, so the
+    store can be used from ``asyncio.run`` after ``asyncio.run`` and from the sync facade.
+    The scripts name entries from the prefix, so a Redis Cluster is not supported.
     """
 
     def __init__(
@@ -296,6 +374,8 @@ class RedisStore:
         *,
         prefix: str = "ipfs-accelerate:cache:",
         timeout: float = 0.25,
+        max_entries: int = 100_000,
+        max_bytes: int = 512 << 20,
         client: Any = None,
     ) -> None:
         if not isinstance(timeout, int | float) or timeout <= 0:
@@ -303,7 +383,18 @@ class RedisStore:
         self._url = url
         self.prefix = prefix
         self.timeout = float(timeout)
+        self.max_entries = positive_int(max_entries, "max_entries")
+        self.max_bytes = positive_int(max_bytes, "max_bytes")
         self._given = client
+        self._meta = [prefix + name for name in (_LRU, _SIZES, _BYTES, _CLOCK)]
+        self._scripts = {
+            name: (text, hashlib.sha1(text.encode()).hexdigest())
+            for name, text in (
+                ("set", _SET_SCRIPT), ("get", _GET_SCRIPT), ("delete", _DELETE_SCRIPT)
+            )
+        }  # fmt: skip
+        # (entries, bytes) as the last script this process ran saw them
+        self._usage: tuple[int | None, int | None] = (None, None)
         # one client per event loop (a client's connections belong to the loop that made them)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -345,36 +436,91 @@ class RedisStore:
                 raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
             raise
 
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        text, sha = self._scripts[name]
+        try:
+            return await self._call("evalsha", sha, len(keys), *keys, *args)
+        except StoreUnavailable as exc:
+            # a server that restarted or flushed its scripts: load it once and run it again
+            if type(exc.__cause__).__name__ != "NoScriptError":
+                raise
+        await self._call("script_load", text)
+        return await self._call("evalsha", sha, len(keys), *keys, *args)
+
+    def _note_usage(self, reply: Any) -> None:
+        try:
+            self._usage = (int(reply[1]), int(reply[2]))
+        except (TypeError, ValueError, IndexError):
+            self._usage = (None, None)
+
     async def get(self, key: str) -> bytes | None:
-        value = await self._call("get", self.prefix + key)
+        value = await self._script("get", [self.prefix + key, *self._meta], [key])
         return value if isinstance(value, bytes) or value is None else str(value).encode()
 
     async def set(self, key: str, namespace: str, value: bytes, ttl: float | None) -> int:
-        px = None if ttl is None else max(1, int(ttl * 1000))
-        await self._call("set", self.prefix + key, value, px=px)
-        return 0
+        px = 0 if ttl is None else max(1, int(ttl * 1000))
+        reply = await self._script(
+            "set",
+            [self.prefix + key, *self._meta],
+            [key, value, px, self.max_entries, self.max_bytes, self.prefix],
+        )
+        self._note_usage(reply)
+        return int(reply[0])
+
+    async def _delete_names(self, names: list[str]) -> int:
+        if not names:
+            return 0
+        reply = await self._script("delete", self._meta[:3], [self.prefix, *names])
+        self._note_usage(reply)
+        return int(reply[0])
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._call("delete", self.prefix + key))
-
-    async def _unlink_matching(self, pattern: str) -> int:
-        removed = 0
-        cursor: Any = 0
-        while True:
-            cursor, keys = await self._call("scan", cursor, match=pattern, count=500)
-            if keys:
-                removed += int(await self._call("unlink", *keys))
-            if not cursor:
-                return removed
+        return bool(await self._delete_names([key]))
 
     async def clear_namespace(self, namespace: str) -> int:
-        return await self._unlink_matching(f"{self.prefix}{namespace}:*")
+        # the live entries (SCAN) and the tracked ones (ZSCAN: also those Redis expired, whose
+        # sizes must be given back)
+        names: set[str] = set()
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self._call(
+                "scan", cursor, match=f"{_glob_escape(self.prefix)}{namespace}:*", count=500
+            )
+            names.update(_text(k)[len(self.prefix) :] for k in keys)
+            if not cursor:
+                break
+        cursor = 0
+        while True:
+            cursor, pairs = await self._call(
+                "zscan", self._meta[0], cursor, match=f"{namespace}:*", count=500
+            )
+            names.update(_text(name) for name, _ in pairs)
+            if not cursor:
+                break
+        removed, ordered = 0, sorted(names)
+        for start in range(0, len(ordered), 500):
+            removed += await self._delete_names(ordered[start : start + 500])
+        return removed
 
     async def clear(self) -> int:
-        return await self._unlink_matching(f"{self.prefix}*")
+        removed = 0
+        cursor: Any = 0
+        meta = {m.encode() for m in self._meta}
+        while True:
+            cursor, keys = await self._call(
+                "scan", cursor, match=f"{_glob_escape(self.prefix)}*", count=500
+            )
+            if keys:
+                await self._call("unlink", *keys)
+                removed += sum(1 for k in keys if k not in meta)
+            if not cursor:
+                break
+        self._usage = (0, 0)
+        return removed
 
     def usage(self) -> tuple[int | None, int | None]:
-        return None, None
+        """(entries, bytes) under the prefix as of this process's last write or deletion."""
+        return self._usage
 
     async def aclose(self) -> None:
         """Close this loop's client (other loops' clients go with their loops)."""
@@ -387,6 +533,14 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self.prefix!r}>"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def store_from_url(url: str) -> CacheStore:
