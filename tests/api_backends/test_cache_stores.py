@@ -552,3 +552,125 @@ def test_semantic_threshold_and_index_bound() -> None:
             await backend.aclose()
 
     run(body())
+
+
+# ------------------------------------------------------------------ shared semantic index
+
+# known similarities: cos(a, b) = cos(c, e) = 0.8, the others are further apart
+UNIT = {"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.0, 1.0], "d": [-1.0, 0.0], "e": [0.6, 0.8]}
+
+CHILD_SEMANTIC = r"""
+import asyncio, json, sys
+from ipfs_accelerate.api_backends import create_api_backend
+from ipfs_accelerate.api_backends.cache import ResponseCache, SemanticCache, SqliteStore
+
+UNIT = {"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.0, 1.0], "d": [-1.0, 0.0]}
+
+async def main(db, url, prompt):
+    semantic = SemanticCache(UNIT.__getitem__, threshold=0.8, embedding_model="unit")
+    cache = ResponseCache(SqliteStore(db), semantic=semantic)
+    backend = create_api_backend("openai", metadata={
+        "api_key": "sk-b", "base_url": url, "cache": cache})
+    answer = await backend.chat("gpt-4o-mini", prompt, temperature=0)
+    await backend.aclose()
+    await cache.aclose()
+    print(json.dumps({"text": answer.text, "kind": answer.cache and answer.cache.kind}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+"""
+
+
+def _semantic(max_entries: int = 10_000) -> SemanticCache:
+    return SemanticCache(
+        UNIT.__getitem__, threshold=0.8, max_entries=max_entries, embedding_model="unit"
+    )
+
+
+def test_semantic_index_shared_through_sqlite_by_two_processes(tmp_path: Path) -> None:
+    db = str(tmp_path / "semantic.db")
+
+    async def body() -> None:
+        async with OpenAIFake(api_key=None) as fake:
+            env = {**os.environ, "PYTHONPATH": SRC}
+
+            async def other_process(prompt: str) -> dict[str, Any]:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", CHILD_SEMANTIC, db, fake.url + "/v1", prompt, env=env,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                out, err = await asyncio.wait_for(proc.communicate(), 60)
+                assert proc.returncode == 0, err.decode()[-2000:]
+                result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+                return result
+
+            # another process caches "a"; this one finds it for the similar "b"
+            assert await other_process("a") == {"text": "Echo: a", "kind": None}
+            cache = ResponseCache(SqliteStore(db), semantic=_semantic())
+            backend = make(fake, cache)
+            answer = await backend.chat(MODEL, "b", temperature=0)
+            assert answer.cache is not None and answer.cache.kind == "semantic"
+            assert answer.text == "Echo: a" and chats(fake) == 1
+            # and the other way round: this process caches "c", a new process finds it
+            await backend.chat(MODEL, "c", temperature=0)
+            assert await other_process("c") == {"text": "Echo: c", "kind": "exact"}
+            assert chats(fake) == 2
+            # invalidating the namespace drops the shared prompts: "b" is asked for real
+            assert await cache.invalidate(namespace=cache.namespace_of(backend)) == 2
+            assert await other_process("b") == {"text": "Echo: b", "kind": None}
+            with sqlite3.connect(db) as conn:
+                assert conn.execute("SELECT COUNT(*) FROM semantic").fetchone()[0] == 1
+            await backend.aclose()
+            await cache.aclose()
+
+    run(body())
+
+
+def test_semantic_index_shared_through_redis_and_bounded(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as (_, url):
+
+        async def body() -> None:
+            import redis.asyncio as aioredis
+
+            raw = aioredis.Redis.from_url(url)
+            async with OpenAIFake(api_key=None) as fake:
+                one = ResponseCache(RedisStore(url, prefix="m:"), semantic=_semantic(2))
+                two = ResponseCache(RedisStore(url, prefix="m:"), semantic=_semantic(2))
+                a, b = make(fake, one), make(fake, two)
+                await a.chat(MODEL, "a", temperature=0)
+                near = await b.chat(MODEL, "b", temperature=0)
+                assert near.cache is not None and near.cache.kind == "semantic"
+                assert near.text == "Echo: a" and chats(fake) == 1
+                # a restarted process (an empty index in memory) still finds it
+                fresh = ResponseCache(RedisStore(url, prefix="m:"), semantic=_semantic(2))
+                c = make(fake, fresh)
+                assert (await c.chat(MODEL, "b", temperature=0)).text == "Echo: a"
+                # the index holds at most max_entries prompts across the clients
+                await b.chat(MODEL, "c", temperature=0)
+                await a.chat(MODEL, "d", temperature=0)
+                assert await raw.zcard("m:#sem:age") == 2
+                assert one.stats()["semantic_evictions"] + two.stats()["semantic_evictions"] == 1
+                # "a" left the index: "b" is no longer near anything, its exact answer stays
+                assert (await c.chat(MODEL, "b", temperature=0)).text == "Echo: b"
+                assert (await c.chat(MODEL, "a", temperature=0)).cache is not None
+                assert chats(fake) == 4
+                # a foreign value in the index is skipped, never compared
+                groups = [k.decode() async for k in raw.scan_iter(match="m:#sem:g:*")]
+                assert len(groups) == 1
+                await raw.hset(groups[0], "junk", b"\x00\x01\x02")
+                await raw.incr(groups[0].replace("#sem:g:", "#sem:v:"))
+                near = await c.chat(MODEL, "e", temperature=0)
+                # the index now holds d and b (b's answer pushed c out): e is nearest b
+                assert near.cache is not None and near.text == "Echo: b"
+                assert near.cache.similarity == pytest.approx(0.96)
+                assert fresh.errors["corrupt"] == 1
+                # an answer that was evicted takes its prompt out of the shared index
+                await one.invalidate()
+                assert await raw.zcard("m:#sem:age") == 0
+                assert (await b.chat(MODEL, "b", temperature=0)).cache is None
+                for backend in (a, b, c):
+                    await backend.aclose()
+                for cache in (one, two, fresh):
+                    await cache.aclose()
+            await raw.aclose()
+
+        run(body())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -10,7 +11,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ipfs_accelerate.errors import ConfigurationError
@@ -22,6 +23,7 @@ __all__ = [
     "CacheStore",
     "MemoryStore",
     "RedisStore",
+    "SharedIndex",
     "SqliteStore",
     "StoreUnavailable",
     "positive_int",
@@ -51,6 +53,21 @@ class CacheStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SharedIndex(Protocol):
+    """A store that also keeps the semantic layer's prompt index, so that every process using
+    the store finds the prompts any of them cached. ``group`` names one model/parameters/
+    embedder scope (it starts with the entries' namespace); ``vector`` is float32 bytes.
+    ``index_load`` returns None when the group has not changed since version ``known``."""
+
+    async def index_put(self, group: str, key: str, vector: bytes, max_entries: int) -> int: ...
+
+    async def index_load(
+        self, group: str, known: str | None
+    ) -> tuple[str, dict[str, bytes]] | None: ...
+
+    async def index_forget(self, keys: list[str]) -> None: ...
 
 
 class StoreUnavailable(Exception):
@@ -179,6 +196,20 @@ class SqliteStore:
             )
             conn.execute("CREATE INDEX IF NOT EXISTS entries_used ON entries (used)")
             conn.execute("CREATE INDEX IF NOT EXISTS entries_ns ON entries (namespace)")
+            # the semantic index: one row per cached prompt; a group's version comes from one
+            # counter that only grows, so a version seen before a clear() is never seen again
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS semantic (key TEXT PRIMARY KEY, grp TEXT NOT NULL,"
+                " vector BLOB NOT NULL, added INTEGER NOT NULL)"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS semantic_grp ON semantic (grp)")
+            conn.execute("CREATE INDEX IF NOT EXISTS semantic_added ON semantic (added)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS semantic_versions (grp TEXT PRIMARY KEY,"
+                " version INTEGER NOT NULL)"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS clock (id INTEGER PRIMARY KEY, n INTEGER)")
+            conn.execute("INSERT OR IGNORE INTO clock VALUES (0, 0)")
             self._conn = conn
         return self._conn
 
@@ -244,18 +275,77 @@ class SqliteStore:
         return int(await self._run(put))
 
     async def delete(self, key: str) -> bool:
-        return bool(
-            await self._run(
-                lambda c: c.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount
-            )
-        )
+        def delete(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                _sqlite_forget(conn, "key = ?", (key,))
+                return int(conn.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount)
+
+        return bool(await self._run(delete))
 
     async def clear_namespace(self, namespace: str) -> int:
-        sql = "DELETE FROM entries WHERE namespace = ?"
-        return int(await self._run(lambda c: c.execute(sql, (namespace,)).rowcount))
+        def clear(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                # keys are "namespace:digest"; the namespace has no LIKE wildcards (hex)
+                _sqlite_forget(conn, "substr(key, 1, ?) = ?", (len(namespace) + 1, namespace + ":"))
+                sql = "DELETE FROM entries WHERE namespace = ?"
+                return int(conn.execute(sql, (namespace,)).rowcount)
+
+        return int(await self._run(clear))
 
     async def clear(self) -> int:
-        return int(await self._run(lambda c: c.execute("DELETE FROM entries").rowcount))
+        def clear(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                _sqlite_forget(conn, "1", ())
+                return int(conn.execute("DELETE FROM entries").rowcount)
+
+        return int(await self._run(clear))
+
+    async def index_put(self, group: str, key: str, vector: bytes, max_entries: int) -> int:
+        def put(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                _sqlite_forget(conn, "key = ?", (key,))
+                conn.execute(
+                    "INSERT INTO semantic VALUES (?, ?, ?, ?)", (key, group, vector, _tick(conn))
+                )
+                _bump(conn, [group])
+                count = conn.execute("SELECT COUNT(*) FROM semantic").fetchone()[0]
+                excess = max(0, int(count) - max_entries)
+                if excess:
+                    _sqlite_forget(
+                        conn,
+                        "key IN (SELECT key FROM semantic ORDER BY added LIMIT ?)",
+                        (excess,),
+                    )
+                return excess
+
+        return int(await self._run(put))
+
+    async def index_load(
+        self, group: str, known: str | None
+    ) -> tuple[str, dict[str, bytes]] | None:
+        def load(conn: sqlite3.Connection) -> tuple[str, dict[str, bytes]] | None:
+            # one read transaction: the version and the rows it describes agree
+            with _transaction(conn, "BEGIN"):
+                row = conn.execute(
+                    "SELECT version FROM semantic_versions WHERE grp = ?", (group,)
+                ).fetchone()
+                version = str(row[0]) if row is not None else "0"
+                if version == known:
+                    return None
+                rows = conn.execute(
+                    "SELECT key, vector FROM semantic WHERE grp = ? ORDER BY added", (group,)
+                ).fetchall()
+            return version, {str(k): bytes(v) for k, v in rows if isinstance(v, bytes)}
+
+        return cast("tuple[str, dict[str, bytes]] | None", await self._run(load))
+
+    async def index_forget(self, keys: list[str]) -> None:
+        def forget(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                for key in keys:
+                    _sqlite_forget(conn, "key = ?", (key,))
+
+        await self._run(forget)
 
     def usage(self) -> tuple[int | None, int | None]:
         import sqlite3
@@ -281,12 +371,99 @@ class SqliteStore:
         return f"<SqliteStore {os.path.basename(self.path)!r}>"
 
 
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _tick(conn: sqlite3.Connection) -> int:
+    conn.execute("UPDATE clock SET n = n + 1 WHERE id = 0")
+    return int(conn.execute("SELECT n FROM clock WHERE id = 0").fetchone()[0])
+
+
+def _bump(conn: sqlite3.Connection, groups: list[str]) -> None:
+    for group in set(groups):
+        conn.execute("INSERT OR REPLACE INTO semantic_versions VALUES (?, ?)", (group, _tick(conn)))
+
+
+def _sqlite_forget(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> None:
+    """Remove the semantic rows matching ``where``, and say their groups changed."""
+    groups = [
+        r[0] for r in conn.execute(f"SELECT DISTINCT grp FROM semantic WHERE {where}", params)
+    ]
+    if groups:
+        conn.execute(f"DELETE FROM semantic WHERE {where}", params)
+        _bump(conn, groups)
+
+
 # Bookkeeping beside the entries, under the store's prefix ("#" never starts a namespace, which
 # is a hex digest): a sorted set of entry names by last use (scores from a shared counter, so
 # clients with skewed clocks agree on the order), a hash of each entry's size and the total.
 # Every change to an entry and its bookkeeping happens in one Lua script, atomic in Redis, so
 # several processes and machines writing at once keep the bounds and the accounting exact.
 _LRU, _SIZES, _BYTES, _CLOCK = "#lru", "#sizes", "#bytes", "#clock"
+# The semantic index: "#sem:g:GROUP" (a hash key -> float32 vector), "#sem:v:GROUP" (the
+# group's version, a tick of the clock, which clear() keeps so versions never repeat),
+# "#sem:of" (key -> group) and "#sem:age" (keys by when they were indexed).
+_SEM_OF, _SEM_AGE = "#sem:of", "#sem:age"
+
+# KEYS[1..3] of every script that calls it: sem:of, sem:age, clock; ARGV[1]: the prefix
+_FORGET_LUA = """
+local function forget(key)
+  local group = redis.call('HGET', KEYS[1], key)
+  if group then
+    redis.call('HDEL', ARGV[1] .. '#sem:g:' .. group, key)
+    redis.call('SET', ARGV[1] .. '#sem:v:' .. group, redis.call('INCR', KEYS[3]))
+    redis.call('HDEL', KEYS[1], key)
+  end
+  redis.call('ZREM', KEYS[2], key)
+end
+"""
+
+# ARGV: prefix, group, key, vector, max_entries. Returns how many prompts were dropped.
+_INDEX_PUT_SCRIPT = (
+    _FORGET_LUA
+    + """
+forget(ARGV[3])
+redis.call('HSET', ARGV[1] .. '#sem:g:' .. ARGV[2], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[2])
+local now = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+redis.call('SET', ARGV[1] .. '#sem:v:' .. ARGV[2], now)
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+local dropped = 0
+if excess > 0 then
+  for _, victim in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
+    forget(victim)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+)
+
+# ARGV: prefix, group, the version the caller has ('' for none). Returns {version} when
+# unchanged, else {version, {key, vector, ...}}, read together.
+_INDEX_LOAD_SCRIPT = """
+local version = redis.call('GET', ARGV[1] .. '#sem:v:' .. ARGV[2]) or '0'
+if version == ARGV[3] then return {version} end
+return {version, redis.call('HGETALL', ARGV[1] .. '#sem:g:' .. ARGV[2])}
+"""
+
+# ARGV: prefix, keys...
+_INDEX_FORGET_SCRIPT = (
+    _FORGET_LUA
+    + """
+for i = 2, #ARGV do forget(ARGV[i]) end
+return 0
+"""
+)
 
 # KEYS: entry, lru, sizes, bytes, clock. ARGV: name, value, px (0: no expiry), max_entries,
 # max_bytes, prefix. Returns {entries evicted, entries, bytes}.
@@ -337,22 +514,26 @@ end
 return false
 """
 
-# KEYS: lru, sizes, bytes. ARGV: prefix, names... Returns {entries deleted, entries, bytes};
-# a name that is not tracked (a foreign key under the prefix) is deleted without touching
-# the accounting.
-_DELETE_SCRIPT = """
+# KEYS: sem:of, sem:age, clock, lru, sizes, bytes. ARGV: prefix, names... Returns {entries
+# deleted, entries, bytes}; a name that is not tracked (a foreign key under the prefix) is
+# deleted without touching the accounting. The names' semantic index entries go too.
+_DELETE_SCRIPT = (
+    _FORGET_LUA
+    + """
 local deleted = 0
 for i = 2, #ARGV do
   local name = ARGV[i]
+  forget(name)
   deleted = deleted + redis.call('DEL', ARGV[1] .. name)
-  if redis.call('ZREM', KEYS[1], name) == 1 then
-    local size = redis.call('HGET', KEYS[2], name)
-    redis.call('HDEL', KEYS[2], name)
-    if size then redis.call('DECRBY', KEYS[3], size) end
+  if redis.call('ZREM', KEYS[4], name) == 1 then
+    local size = redis.call('HGET', KEYS[5], name)
+    redis.call('HDEL', KEYS[5], name)
+    if size then redis.call('DECRBY', KEYS[6], size) end
   end
 end
-return {deleted, redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[3]) or '0')}
+return {deleted, redis.call('ZCARD', KEYS[4]), tonumber(redis.call('GET', KEYS[6]) or '0')}
 """
+)
 
 
 class RedisStore:
@@ -387,10 +568,13 @@ class RedisStore:
         self.max_bytes = positive_int(max_bytes, "max_bytes")
         self._given = client
         self._meta = [prefix + name for name in (_LRU, _SIZES, _BYTES, _CLOCK)]
+        self._sem = [prefix + name for name in (_SEM_OF, _SEM_AGE, _CLOCK)]
         self._scripts = {
             name: (text, hashlib.sha1(text.encode()).hexdigest())
             for name, text in (
-                ("set", _SET_SCRIPT), ("get", _GET_SCRIPT), ("delete", _DELETE_SCRIPT)
+                ("set", _SET_SCRIPT), ("get", _GET_SCRIPT), ("delete", _DELETE_SCRIPT),
+                ("index_put", _INDEX_PUT_SCRIPT), ("index_load", _INDEX_LOAD_SCRIPT),
+                ("index_forget", _INDEX_FORGET_SCRIPT),
             )
         }  # fmt: skip
         # (entries, bytes) as the last script this process ran saw them
@@ -470,7 +654,7 @@ class RedisStore:
     async def _delete_names(self, names: list[str]) -> int:
         if not names:
             return 0
-        reply = await self._script("delete", self._meta[:3], [self.prefix, *names])
+        reply = await self._script("delete", [*self._sem, *self._meta[:3]], [self.prefix, *names])
         self._note_usage(reply)
         return int(reply[0])
 
@@ -489,14 +673,15 @@ class RedisStore:
             names.update(_text(k)[len(self.prefix) :] for k in keys)
             if not cursor:
                 break
-        cursor = 0
-        while True:
-            cursor, pairs = await self._call(
-                "zscan", self._meta[0], cursor, match=f"{namespace}:*", count=500
-            )
-            names.update(_text(name) for name, _ in pairs)
-            if not cursor:
-                break
+        for tracked in (self._meta[0], self._sem[1]):  # the entries', the semantic index's
+            cursor = 0
+            while True:
+                cursor, pairs = await self._call(
+                    "zscan", tracked, cursor, match=f"{namespace}:*", count=500
+                )
+                names.update(_text(name) for name, _ in pairs)
+                if not cursor:
+                    break
         removed, ordered = 0, sorted(names)
         for start in range(0, len(ordered), 500):
             removed += await self._delete_names(ordered[start : start + 500])
@@ -505,14 +690,15 @@ class RedisStore:
     async def clear(self) -> int:
         removed = 0
         cursor: Any = 0
-        meta = {m.encode() for m in self._meta}
+        clock = (self.prefix + _CLOCK).encode()
         while True:
             cursor, keys = await self._call(
                 "scan", cursor, match=f"{_glob_escape(self.prefix)}*", count=500
             )
+            keys = [k for k in keys if k != clock]  # versions must never repeat
             if keys:
                 await self._call("unlink", *keys)
-                removed += sum(1 for k in keys if k not in meta)
+                removed += sum(1 for k in keys if not k.startswith((self.prefix + "#").encode()))
             if not cursor:
                 break
         self._usage = (0, 0)
@@ -521,6 +707,24 @@ class RedisStore:
     def usage(self) -> tuple[int | None, int | None]:
         """(entries, bytes) under the prefix as of this process's last write or deletion."""
         return self._usage
+
+    async def index_put(self, group: str, key: str, vector: bytes, max_entries: int) -> int:
+        args = [self.prefix, group, key, vector, max_entries]
+        return int(await self._script("index_put", self._sem, args))
+
+    async def index_load(
+        self, group: str, known: str | None
+    ) -> tuple[str, dict[str, bytes]] | None:
+        reply = await self._script("index_load", [], [self.prefix, group, known or ""])
+        version = _text(reply[0])
+        if len(reply) < 2:
+            return None
+        flat = reply[1]
+        return version, {_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+    async def index_forget(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 500):
+            await self._script("index_forget", self._sem, [self.prefix, *keys[start : start + 500]])
 
     async def aclose(self) -> None:
         """Close this loop's client (other loops' clients go with their loops)."""
