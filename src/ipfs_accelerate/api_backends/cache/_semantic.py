@@ -33,7 +33,8 @@ class SemanticCache:
     loaded on first use), a TextEmbedder-like object with a synchronous ``embed(text)``, an API
     backend (its async ``embed``; ``embedding_model`` names the model) or a function
     ``text -> vector``. ``threshold``: the cosine similarity at or above which a prompt
-    counts as the same.
+    counts as the same. ``embedding_model`` also names the vectors in a shared index (else
+    the embedder's type or function name does): vectors of two embedders are never compared.
     """
 
     def __init__(
