@@ -674,3 +674,52 @@ def test_semantic_index_shared_through_redis_and_bounded(tmp_path: Path) -> None
             await raw.aclose()
 
         run(body())
+
+
+CHILD_REDIS_WRITER = r"""
+import asyncio, json, sys
+from ipfs_accelerate.api_backends.cache import RedisStore
+
+async def main(url, name, count):
+    store = RedisStore(url, prefix="p:", max_entries=7, max_bytes=1_000, timeout=5.0)
+    evicted = 0
+    for i in range(count):
+        evicted += await store.set(f"ns:{name}{i}", "ns", b"w" * (20 + i % 50), None)
+        await store.get(f"ns:{name}{i // 2}")
+    await store.aclose()
+    print(json.dumps({"evicted": evicted}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def test_redis_bounds_hold_for_two_processes_writing_at_once(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as (_, url):
+
+        async def body() -> None:
+            import redis.asyncio as aioredis
+
+            env = {**os.environ, "PYTHONPATH": SRC}
+            pipe = asyncio.subprocess.PIPE
+            args = (sys.executable, "-c", CHILD_REDIS_WRITER, url)
+            procs = [
+                await asyncio.create_subprocess_exec(
+                    *args, name, "150", env=env, stdout=pipe, stderr=pipe
+                )
+                for name in ("x", "y")
+            ]
+            evicted = 0
+            for proc in procs:
+                out, err = await asyncio.wait_for(proc.communicate(), 60)
+                assert proc.returncode == 0, err.decode()[-2000:]
+                evicted += json.loads(out.decode().strip().splitlines()[-1])["evicted"]
+            raw = aioredis.Redis.from_url(url)
+            live = await _live(raw, "p:")
+            # every write either stayed or was evicted exactly once, by one of the processes
+            assert len(live) + evicted == 300
+            assert len(live) <= 7 and sum(live.values()) <= 1_000
+            assert int(await raw.get("p:#bytes")) == sum(live.values())
+            assert {m.decode() for m in await raw.zrange("p:#lru", 0, -1)} == set(live)
+            await raw.aclose()
+
+        run(body())
