@@ -242,7 +242,8 @@ def apply_activation_policy(
     """Set each quantized Linear layer's ``activations`` to ``modes[its kind]`` (``"float"``
     for kinds not in ``modes`` and for float weights). Without ``modes``: the kinds of
     :data:`INT8_ACTIVATIONS` whose mode's integer kernel the backend lists in ``fused``, on
-    8-bit weights only (4-bit weights keep float inputs). Returns the paths of the layers with integer activations."""
+    8-bit weights only (4-bit weights keep float inputs). Returns the paths of the layers
+    with integer activations."""
     from ipfs_accelerate import hal
 
     # the default policy leaves 4-bit weights' inputs in float: MatMulNBits computes in float
