@@ -20,6 +20,8 @@ from ipfs_accelerate._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "TextEmbedder": "ipfs_accelerate.models.pipelines",
+    "TextClassifier": "ipfs_accelerate.models.pipelines",
+    "fine_tune": "ipfs_accelerate.models.training",
     "ImageClassifier": "ipfs_accelerate.models.pipelines",
     "ZeroShotImageClassifier": "ipfs_accelerate.models.pipelines",
     "SpeechRecognizer": "ipfs_accelerate.models.pipelines",
@@ -117,7 +119,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.mpnet import MPNetModel as MPNetModel
     from ipfs_accelerate.models.pipelines import ImageClassifier as ImageClassifier
     from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
+    from ipfs_accelerate.models.pipelines import TextClassifier as TextClassifier
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder
+    from ipfs_accelerate.models.training import fine_tune as fine_tune
     from ipfs_accelerate.models.pipelines import TextGenerator as TextGenerator
     from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier

@@ -126,6 +126,24 @@ class TextEmbedder(_Pipeline):
             encoded.input_ids, encoded.attention_mask, encoded.token_type_ids, normalize
         )
 
+    def embed_tensor(self, texts: str | Sequence[str], *, normalize: bool = False) -> Tensor:
+        """Pooled embeddings (N, dimension) of ``texts`` as a Tensor on the model's device, in
+        one padded forward pass that autograd records when the parameters require grad (how
+        :func:`~ipfs_accelerate.models.fine_tune` trains the model); ``normalize`` divides
+        each row by its L2 norm. :meth:`embed` is the faster path for inference."""
+        batch = [texts] if isinstance(texts, str) else _text_list(texts)
+        encoded = self.tokenizer(batch)
+        device = self.device
+        mask = from_numpy(np.asarray(encoded.attention_mask, dtype=np.int64), device)
+        hidden = self.model(
+            from_numpy(np.asarray(encoded.input_ids, dtype=np.int64), device),
+            mask,
+            from_numpy(np.asarray(encoded.token_type_ids, dtype=np.int64), device),
+            pool=False,
+        ).last_hidden_state
+        pooled = self._pool(hidden, mask)
+        return _l2_normalize(pooled) if normalize else pooled
+
     def embed_tokens(
         self,
         input_ids: Array,
