@@ -7,11 +7,13 @@ says why. The weights are registered with the process-wide tensor sharing manage
 pipelines of one checkpoint hold one copy; :meth:`close` (or garbage collection) releases
 this pipeline's hold on them.
 
-The pipelines live one family a module: :mod:`._text` (TextEmbedder), :mod:`._vision`
+The pipelines live one family a module: :mod:`._text` (TextEmbedder),
+:mod:`._classifier` (TextClassifier, a trained head over TextEmbedder), :mod:`._vision`
 (ImageClassifier, ZeroShotImageClassifier), :mod:`._speech` (SpeechRecognizer,
 TranscriptSegment), :mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
 """
 
+from ipfs_accelerate.models.pipelines._classifier import TextClassifier
 from ipfs_accelerate.models.pipelines._generate import TextGenerator
 from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
@@ -20,6 +22,7 @@ from ipfs_accelerate.models.pipelines._vision import ImageClassifier, ZeroShotIm
 __all__ = [
     "ImageClassifier",
     "SpeechRecognizer",
+    "TextClassifier",
     "TextEmbedder",
     "TextGenerator",
     "TranscriptSegment",
