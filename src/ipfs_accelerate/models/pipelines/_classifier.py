@@ -31,7 +31,14 @@ from ipfs_accelerate.models.pipelines._base import Array, _check_batch_size, _te
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
 from ipfs_accelerate.tensor import Tensor, from_numpy, no_grad
 
-__all__ = ["CLASSIFIER_FILE", "EpochCallback", "Label", "TextClassifier", "is_classifier_dir"]
+__all__ = [
+    "CLASSIFIER_FILE",
+    "EpochCallback",
+    "Label",
+    "TextClassifier",
+    "embedder_source",
+    "is_classifier_dir",
+]
 
 #: the file that marks a saved classifier directory
 CLASSIFIER_FILE = "classifier.json"
@@ -83,6 +90,15 @@ class TextClassifier:
     @property
     def device(self) -> str:
         return self.embedder.device
+
+    @property
+    def device_reason(self) -> str:
+        return self.embedder.device_reason
+
+    @property
+    def dtype(self) -> str:
+        """The embedder's dtype (the head is float32)."""
+        return self.embedder.dtype
 
     @property
     def is_fitted(self) -> bool:
@@ -231,12 +247,7 @@ class TextClassifier:
 
         root = Path(directory)
         meta = _read_meta(root / CLASSIFIER_FILE)
-        if (root / "embedder").is_dir():
-            source: str | Path = root / "embedder"
-        elif Path(meta["embedder"]).is_dir():
-            source = Path(meta["embedder"])
-        else:
-            source = meta["embedder_name"] or meta["embedder"]
+        source = embedder_source(root)
         embedder = TextEmbedder.from_pretrained(source, device, **kwargs)
         weights = read_safetensors(root / "model.safetensors")
         weight, bias = weights.get("weight"), weights.get("bias")
@@ -263,6 +274,18 @@ class TextClassifier:
         out.weight = from_numpy(np.ascontiguousarray(weight, dtype=np.float32), embedder.device)
         out.bias = from_numpy(np.ascontiguousarray(bias, dtype=np.float32), embedder.device)
         return out
+
+
+def embedder_source(directory: str | os.PathLike[str]) -> str:
+    """The embedder checkpoint a saved classifier loads: its ``embedder/`` copy when saved
+    with one, else the recorded checkpoint path when it exists, else the recorded name."""
+    root = Path(directory)
+    meta = _read_meta(root / CLASSIFIER_FILE)
+    if (root / "embedder").is_dir():
+        return str(root / "embedder")
+    if Path(meta["embedder"]).is_dir():
+        return str(meta["embedder"])
+    return str(meta["embedder_name"] or meta["embedder"])
 
 
 def _check_labels(labels: Sequence[Label], count: int) -> list[Label]:
