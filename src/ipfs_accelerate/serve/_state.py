@@ -133,6 +133,15 @@ class ServerState:
             raise ServeError("wrong_model_kind", "this server holds no embedding model")
         return model
 
+    def default_classifier_model(self) -> ServedModel:
+        model = self.registry.first("text-classification")
+        if model is None:
+            raise ServeError(
+                "wrong_model_kind",
+                "this server holds no text classifier (serve a train-classifier directory)",
+            )
+        return model
+
     # ------------------------------------------------------------------ embeddings
 
     async def embed(

@@ -104,6 +104,10 @@ class TextClassifier:
     def is_fitted(self) -> bool:
         return self.weight is not None
 
+    def close(self) -> None:
+        """Release the embedder's hold on its shared weights."""
+        self.embedder.close()
+
     def __repr__(self) -> str:
         return (
             f"TextClassifier(labels={self.labels!r}, embedder="
