@@ -98,3 +98,17 @@ def test_a_trained_model_saves_and_loads_back(bert_dir: Path, tmp_path: Path) ->
     for key, value in again.named_parameters():
         np.testing.assert_array_equal(value.numpy(), trained[key], err_msg=key)
     np.testing.assert_allclose(_forward(again, "cpu"), _forward(model, "cpu"), rtol=1e-6)
+
+
+def test_roberta_has_the_same_dropout_sites(tmp_path: Path) -> None:
+    from tests.models._encoder_checkpoints import make_roberta
+
+    model, _, _ = load_model(make_roberta(tmp_path / "roberta"), "cpu", sharing=False)
+    dropouts = [m for _, m in model.named_modules() if isinstance(m, Dropout)]
+    assert len(dropouts) == 1 + 3 * model.config.num_hidden_layers
+    ids = ia.from_numpy(np.array([[0, 5, 6, 7, 2]], np.int64))
+    reference = model(ids).last_hidden_state.numpy()
+    model.train(seed=1)
+    assert not np.allclose(model(ids).last_hidden_state.numpy(), reference, atol=1e-3)
+    model.eval()
+    np.testing.assert_allclose(model(ids).last_hidden_state.numpy(), reference, rtol=1e-6)
