@@ -112,3 +112,16 @@ def test_roberta_has_the_same_dropout_sites(tmp_path: Path) -> None:
     assert not np.allclose(model(ids).last_hidden_state.numpy(), reference, atol=1e-3)
     model.eval()
     np.testing.assert_allclose(model(ids).last_hidden_state.numpy(), reference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("exponent", [2, 0, -1.5])
+def test_a_python_exponent_differentiates_on_every_backend(device: str, exponent: float) -> None:
+    import torch
+
+    values = [[0.5, 1.5, 2.0]]
+    x = ia.tensor(values, device=device, requires_grad=True)
+    ops.sum(x**exponent).backward()
+    ref = torch.tensor(values, requires_grad=True)
+    (ref**exponent).sum().backward()
+    assert x.grad is not None and ref.grad is not None
+    np.testing.assert_allclose(x.grad.numpy(), ref.grad.numpy(), rtol=1e-5)
