@@ -129,3 +129,28 @@ def test_fine_tune_refuses_shared_weights_and_bad_examples(minilm_dir: Path) -> 
         fine_tune(own, [("", "b")])
     with pytest.raises(InvalidArgumentError, match="lr"):
         fine_tune(own, PAIRS, lr=-1.0)
+
+
+def test_fine_tune_with_hard_negatives_matches_cpu_on_every_backend(
+    device: str, bert_dir: Path
+) -> None:
+    triplets = [(a, p, TINY_PAIRS[(i + 1) % 4][0]) for i, (a, p) in enumerate(TINY_PAIRS)]
+
+    def run(where: str) -> tuple[list[float], dict[str, np.ndarray]]:
+        embedder = TextEmbedder.from_pretrained(bert_dir, where, sharing=False)
+        losses = fine_tune(
+            embedder, triplets, epochs=2, batch_size=4, lr=1e-3, dropout=False, shuffle=False
+        )
+        return losses, {k: v.numpy() for k, v in embedder.model.named_parameters()}
+
+    losses, params = run(device)
+    assert len(losses) == 2 and losses[1] < losses[0]
+    if device == "cpu":
+        return
+    cpu_losses, cpu_params = run("cpu")
+    np.testing.assert_allclose(losses, cpu_losses, rtol=1e-4)
+    for key, value in cpu_params.items():
+        # Adam moves a parameter by about lr * sign(gradient) at first, so an element whose
+        # gradient is ~0 may move either way on another backend: nearly all must agree
+        diff = np.abs(params[key] - value)
+        assert np.mean(diff > 1e-4) < 0.02 and diff.max() <= 2 * 2 * 1e-3, key
