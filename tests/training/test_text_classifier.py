@@ -99,3 +99,22 @@ def test_bad_input_is_named(embedder: TextEmbedder, tmp_path: Path) -> None:
     (tmp_path / "classifier.json").write_text('{"format": 1, "labels": ["a"]}')
     with pytest.raises(CheckpointError, match="labels"):
         TextClassifier.load(tmp_path)
+
+
+def test_fit_gives_cpu_losses_on_every_backend(device: str, bert_dir: Path) -> None:
+    texts = ["a photo of a cat", "a small green bird", "hello world", "the sun is in the sky"]
+    labels = [0, 0, 1, 1]  # int labels stay ints
+
+    def run(where: str) -> tuple[list[float], TextClassifier]:
+        clf = TextClassifier(TextEmbedder.from_pretrained(bert_dir, where))
+        return clf.fit(texts, labels, epochs=4, batch_size=3, lr=0.05), clf
+
+    losses, clf = run(device)
+    assert clf.device == device and clf.labels == [0, 1]
+    assert clf.weight is not None and clf.weight.device == device
+    if device != "cpu":
+        cpu_losses, cpu_clf = run("cpu")
+        np.testing.assert_allclose(losses, cpu_losses, rtol=1e-4)
+        np.testing.assert_allclose(
+            clf.predict_proba(texts), cpu_clf.predict_proba(texts), rtol=1e-4, atol=1e-6
+        )
