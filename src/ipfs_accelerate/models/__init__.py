@@ -121,7 +121,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
     from ipfs_accelerate.models.pipelines import TextClassifier as TextClassifier
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder
-    from ipfs_accelerate.models.training import fine_tune as fine_tune
     from ipfs_accelerate.models.pipelines import TextGenerator as TextGenerator
     from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
@@ -130,6 +129,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         RobertaForSequenceClassification as RobertaForSequenceClassification,
     )
     from ipfs_accelerate.models.roberta import RobertaModel as RobertaModel
+    from ipfs_accelerate.models.training import fine_tune as fine_tune
     from ipfs_accelerate.models.vit import ViTConfig as ViTConfig
     from ipfs_accelerate.models.vit import ViTForImageClassification as ViTForImageClassification
     from ipfs_accelerate.models.vit import ViTModel as ViTModel
