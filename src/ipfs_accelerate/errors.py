@@ -46,10 +46,13 @@ __all__ = [
     "ConflictError",
     "ContainerError",
     "ContentError",
+    "ContentPathError",
     "DagFormatError",
     "DeviceLostError",
     "DeviceMismatchError",
     "DtypeError",
+    "FetchError",
+    "GatewayError",
     "IndexOutOfRangeError",
     "InvalidArgumentError",
     "InvalidCIDError",
@@ -82,6 +85,7 @@ __all__ = [
     "UnsupportedCIDError",
     "UnsupportedDtypeError",
     "UnsupportedOpError",
+    "UntrustedBlockError",
     "ViewBoundsError",
     "WebNNError",
     "WebNNInvalidStateError",
@@ -415,6 +419,37 @@ class CarFormatError(ContentError, InvalidArgumentError):
 class BlockVerificationError(ContentError):
     """A block's bytes do not hash to its CID (or a link does not match its parent):
     the block was not what was asked for and must not be used."""
+
+
+class ContentPathError(ContentError, InvalidArgumentError):
+    """A path below a root CID (``ipfs://<cid>/a/b``) is malformed or names no entry of the
+    verified DAG; the message names the root and the path."""
+
+
+class GatewayError(ContentError):
+    """A content source (trustless gateway or kubo RPC API) failed to serve what was asked:
+    an HTTP error, a timeout, a wrong media type, a truncated or incomplete answer. The
+    message and ``gateway`` name the source (credentials and query removed)."""
+
+    def __init__(self, message: str, *, gateway: str = "", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.gateway = gateway
+        self.retryable = retryable
+
+
+class UntrustedBlockError(GatewayError, BlockVerificationError):
+    """A source served bytes that fail verification: a block not hashing to its CID, a
+    block no verified parent links to, or a CAR with another root. Names the source and
+    the block; nothing it sent past the last verified block is kept."""
+
+
+class FetchError(ContentError):
+    """No configured source delivered the content; ``errors`` holds each source's error
+    (the message lists them)."""
+
+    def __init__(self, message: str, errors: list[IpfsAccelerateError] | None = None) -> None:
+        super().__init__(message)
+        self.errors = list(errors or [])
 
 
 class BlockNotFoundError(ContentError, builtins.KeyError):

@@ -57,8 +57,9 @@ def install_reference() -> Path:
                     f"npm ci of the reference packages failed:\n{result.stderr[-3000:]}"
                 )
             (folder / ".installed").touch()
-        # the script is copied beside node_modules so its imports resolve there
-        shutil.copyfile(JS_DIR / "reference.mjs", folder / "reference.mjs")
+        # the scripts are copied beside node_modules so their imports resolve there
+        for script in ("reference.mjs", "gateway.mjs"):
+            shutil.copyfile(JS_DIR / script, folder / script)
     return folder
 
 
@@ -78,3 +79,47 @@ def run_reference_jobs(jobs: list[dict[str, Any]], workdir: Path) -> list[dict[s
     results: list[dict[str, Any]] = json.loads(result.stdout)
     assert len(results) == len(jobs)
     return results
+
+
+class ReferenceGateway:
+    """tests/content/js/gateway.mjs on 127.0.0.1: the reference importer's blockstore of
+    ``directory`` (imported under ``profile``) served as a trustless gateway. ``root`` and
+    ``entries`` are the CIDs the reference computed; :meth:`requests` counts what was asked."""
+
+    def __init__(self, directory: Path, profile: str) -> None:
+        folder = install_reference()
+        node = shutil.which("node")
+        assert node is not None
+        self._process = subprocess.Popen(
+            [node, str(folder / "gateway.mjs"), str(directory), profile],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            self.close()
+            raise RuntimeError("the reference gateway did not start")
+        ready = json.loads(line)
+        self.url = f"http://127.0.0.1:{ready['port']}"
+        self.root: str = ready["root"]
+        self.entries: dict[str, str] = ready["entries"]
+
+    def requests(self) -> dict[str, int]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/requests", timeout=10) as response:
+            counts: dict[str, int] = json.loads(response.read())
+        return counts
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        for stream in (self._process.stdout, self._process.stderr):
+            if stream is not None:
+                stream.close()

@@ -171,6 +171,34 @@ def make_bert(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def make_cross_encoder(directory: Path, seed: int = 5, num_labels: int = 1) -> Path:
+    """A tiny seeded BertForSequenceClassification written by transformers, then loaded and
+    saved again by sentence-transformers' CrossEncoder (its modules.json and activation)."""
+    import warnings
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    raw = directory.parent / f"{directory.name}-transformers"
+    raw.mkdir(parents=True, exist_ok=True)
+    vocab = wordpiece_tokenizer(raw / "tokenizer.json")
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=40, num_labels=num_labels,
+    )  # fmt: skip
+    model = BertForSequenceClassification(config).eval()
+    _perturb(model, seed, gain=1.0)
+    model.save_pretrained(raw, safe_serialization=True)
+    _write_json(raw / "tokenizer_config.json", {"model_max_length": 40, "pad_token": "[PAD]"})
+    from sentence_transformers import CrossEncoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        CrossEncoder(str(raw), device="cpu").save(str(directory))
+    return directory
+
+
 def make_vit(directory: Path, seed: int = 1) -> Path:
     import torch
     from transformers import ViTConfig, ViTForImageClassification

@@ -15,6 +15,11 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoints.make_cross_encoder(tmp_path_factory.mktemp("cross") / "ce")
+
+
+@pytest.fixture(scope="session")
 def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _checkpoints.make_vit(tmp_path_factory.mktemp("vit"))
 

@@ -92,7 +92,13 @@ def test_embed_tokens_matches_embed_and_checks_its_input(server: Running) -> Non
     encoded = embedder.tokenizer(texts)
     from_tokens = embedder.embed_tokens(encoded.input_ids, encoded.attention_mask)
     np.testing.assert_allclose(from_tokens, embedder.embed(texts), atol=1e-5)
-    raw = embedder.embed_tokens(encoded.input_ids, encoded.attention_mask, normalize=False)
+    # MiniLM's modules.json ends in Normalize: sentence-transformers' vectors are unit rows
+    # even unasked; a server leaves that module out as TEI does
+    kept = embedder.embed_tokens(encoded.input_ids, encoded.attention_mask, normalize=False)
+    np.testing.assert_allclose(np.linalg.norm(kept, axis=1), 1.0, atol=1e-5)
+    raw = embedder.embed_tokens(
+        encoded.input_ids, encoded.attention_mask, normalize=False, normalize_module=False
+    )
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
     for bad in (np.array([[101, 40000, 102]]), np.array([[101, -1, 102]]),
                 np.zeros((1, 600), dtype=np.int64), np.array([[0.5, 1.0]]),

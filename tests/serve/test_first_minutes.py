@@ -19,8 +19,9 @@ from .conftest import API_KEY, MINILM, Running, auth
 pytestmark = pytest.mark.timeout(120)
 
 ORIGIN = "https://app.example"
-#: the routes of the one kind the session server does not load (text-generation)
-GENERATION_ROUTES = {"/v1/chat/completions", "/v1/completions"}
+#: the routes of the kinds the session server does not load (text-generation, rerank);
+#: test_rerank_routes.py checks the index on a server holding a reranker
+GENERATION_ROUTES = {"/v1/chat/completions", "/v1/completions", "/rerank", "/predict"}
 
 
 def _mounted(app: Any) -> dict[str, set[str]]:

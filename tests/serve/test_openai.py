@@ -82,7 +82,7 @@ def test_unknown_and_wrong_models_are_openai_errors(client: openai.OpenAI) -> No
         client.embeddings.create(model="tiny-whisper", input="x")
     assert "speech-recognition" in wrong.value.message
     with pytest.raises(openai.BadRequestError) as dims:
-        client.embeddings.create(model=MINILM, input="x", dimensions=128)
+        client.embeddings.create(model=MINILM, input="x", dimensions=385)
     assert dims.value.body["param"] == "dimensions"
 
 

@@ -244,7 +244,14 @@ def embed(
         with steps("embedding", len(items)) as advance:
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
-                parts.append(embedder.embed(chunk, batch_size=batch_size, normalize=normalize))
+                parts.append(
+                    embedder.embed(
+                        chunk,
+                        batch_size=batch_size,
+                        normalize=normalize,
+                        normalize_module=normalize,
+                    )
+                )
                 advance(len(chunk))
         vectors = np.concatenate(parts)
         where = f"device {embedder.device}"

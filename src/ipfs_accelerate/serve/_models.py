@@ -22,7 +22,7 @@ import numpy as np
 from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.models._shapes import compiles_per_shape
 
-from ._config import CLASSIFIER_KIND, KINDS, ModelSpec
+from ._config import CLASSIFIER_KIND, KINDS, ModelSpec, checkpoint_kind
 from ._errors import ServeError
 from ._metrics import count_model_load
 
@@ -90,6 +90,8 @@ class ServedModel:
             )
         elif self.kind == "text-generation":
             pipeline.generate("warm-up", max_new_tokens=1)
+        elif self.kind == "rerank":
+            pipeline.predict([("warm-up", "warm-up")])
         elif self.kind == CLASSIFIER_KIND:
             pipeline.predict_proba(["warm-up"])
         self.warm_up_seconds = time.perf_counter() - started
@@ -168,8 +170,9 @@ class EmbeddingEngine:
         return out
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> Array:
-        """Pooled, not normalised, float32 vectors (N, dimension) of one batch (the embedder
-        pads it further to its shape policy's buckets)."""
+        """Pooled, not normalised, float32 vectors (N, dimension) of one batch, the
+        checkpoint's Dense layers applied (the embedder pads it further to its shape policy's
+        buckets)."""
         count = len(sequences)
         width = max(len(s) for s in sequences)
         ids = np.full((count, width), self.pad_id, dtype=np.int64)
@@ -177,7 +180,9 @@ class EmbeddingEngine:
         for row, sequence in enumerate(sequences):
             ids[row, : len(sequence)] = sequence
             mask[row, : len(sequence)] = 1
-        return np.asarray(self.embedder.embed_tokens(ids, mask, normalize=False), dtype=np.float32)
+        # TEI leaves a checkpoint's Normalize module out and normalises on request: so here
+        vectors = self.embedder.embed_tokens(ids, mask, normalize=False, normalize_module=False)
+        return np.asarray(vectors, dtype=np.float32)
 
 
 class TooLong(Exception):
@@ -292,6 +297,7 @@ def _load_one(
     from ipfs_accelerate.errors import UnsupportedArchitectureError
     from ipfs_accelerate.models import (
         ImageClassifier,
+        Reranker,
         SpeechRecognizer,
         TextEmbedder,
         TextGenerator,
@@ -311,7 +317,7 @@ def _load_one(
         return _load_classifier(name, spec, device, callback, dtype)
     checkpoint = load_checkpoint(spec.source, local_files_only=local_files_only)
     model_type = str(checkpoint.config.get("model_type", "")).lower()
-    kind = spec.kind or KINDS.get(model_type)
+    kind = spec.kind or checkpoint_kind(checkpoint.config, checkpoint.path)
     if kind == CLASSIFIER_KIND:
         raise UnsupportedArchitectureError(
             f"{spec.source}: not a text classifier directory (no classifier.json)"
@@ -327,6 +333,7 @@ def _load_one(
         "zero-shot-image-classification": ZeroShotImageClassifier,
         "speech-recognition": SpeechRecognizer,
         "text-generation": TextGenerator,
+        "rerank": Reranker,
     }[kind]
     pipeline = pipeline_class.from_pretrained(
         checkpoint.path, device=device, progress=callback, dtype=dtype
@@ -342,7 +349,7 @@ def _load_one(
         pipeline.device_reason,
     )
     model = ServedModel(name=name, kind=kind, source=spec.source, pipeline=pipeline)
-    if model.embedding is not None:
+    if model.embedding is not None or kind == "rerank":
         # batches of any row count: always the buckets on a graph-compiling backend
         if shape_buckets is None:
             shape_buckets = compiles_per_shape(pipeline.device)

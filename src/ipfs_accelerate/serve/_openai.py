@@ -2,7 +2,7 @@
 ``/v1/audio/translations``, ``/v1/models`` and ``/v1/models/{id}``.
 
 Bodies and errors follow OpenAI's API reference. What this server cannot honour is refused
-with a 400 naming the parameter, never ignored: ``dimensions`` other than the model's,
+with a 400 naming the parameter, never ignored: ``dimensions`` above the model's or below 1,
 ``prompt``, a non-zero ``temperature``, word timestamps.
 """
 
@@ -18,7 +18,7 @@ from ipfs_accelerate.models.pipelines import TranscriptSegment
 from ._decode import decode_audio
 from ._errors import ServeError, brief
 from ._models import l2_normalize
-from ._requests import embedding_inputs, json_object, read_json
+from ._requests import dimensions_field, embedding_inputs, json_object, read_json
 from ._state import INLINE_RESPONSE_VALUES, ServerState, state_of
 
 if TYPE_CHECKING:
@@ -87,15 +87,10 @@ async def embeddings(request: Request) -> Response:
         )
     engine = model.embedding
     assert engine is not None
-    dimensions = body.get("dimensions")
-    if dimensions is not None and dimensions != engine.dimension:
-        raise ServeError(
-            "unsupported",
-            f"This model does not support specifying dimensions: {model.name} returns "
-            f"{engine.dimension}-dimensional vectors",
-            param="dimensions",
-        )
+    dimensions = dimensions_field(body, engine.dimension, model.name)
     vectors, tokens, _ = await state.embed(model, inputs, truncate=False, family="openai")
+    if dimensions is not None:  # Matryoshka: the first dimensions, normalised again below
+        vectors = vectors[:, :dimensions]
     payload = await state.offload(
         _embeddings_body,
         vectors,

