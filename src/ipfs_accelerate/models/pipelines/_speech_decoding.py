@@ -89,17 +89,19 @@ def check_options(
             raise InvalidArgumentError(f"temperature must be numbers, got {value!r}")
         if not (math.isfinite(value) and 0.0 <= value <= 10.0):
             raise InvalidArgumentError(f"temperature must be within 0..10, got {value!r}")
-    for name, value in (
+    for name, threshold in (
         ("compression_ratio_threshold", compression_ratio_threshold),
         ("logprob_threshold", logprob_threshold),
         ("no_speech_threshold", no_speech_threshold),
     ):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not math.isfinite(threshold)
         ):
-            raise InvalidArgumentError(f"{name} must be a finite number or None, got {value!r}")
+            raise InvalidArgumentError(
+                f"{name} must be a finite number or None, got {threshold!r}"
+            )
     if no_speech_threshold is not None and logprob_threshold is None:
         raise InvalidArgumentError(
             "no_speech_threshold needs logprob_threshold: a window is skipped as silence only"
