@@ -9,11 +9,13 @@ this pipeline's hold on them.
 
 The pipelines live one family a module: :mod:`._text` (TextEmbedder), :mod:`._vision`
 (ImageClassifier, ZeroShotImageClassifier), :mod:`._speech` (SpeechRecognizer,
-TranscriptSegment), :mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
+TranscriptSegment; long-form decoding and WordTiming in :mod:`._speech_decoding`),
+:mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
 """
 
 from ipfs_accelerate.models.pipelines._generate import TextGenerator
 from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
+from ipfs_accelerate.models.pipelines._speech_decoding import WordTiming
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
 from ipfs_accelerate.models.pipelines._vision import ImageClassifier, ZeroShotImageClassifier
 
@@ -23,5 +25,6 @@ __all__ = [
     "TextEmbedder",
     "TextGenerator",
     "TranscriptSegment",
+    "WordTiming",
     "ZeroShotImageClassifier",
 ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 import numpy as np
 
-from ipfs_accelerate.errors import CheckpointError, InvalidArgumentError, UnsupportedOpError
+from ipfs_accelerate.errors import CheckpointError, InvalidArgumentError
 from ipfs_accelerate.models._languages import language_token
 from ipfs_accelerate.models.loading import Checkpoint, LoadReport, read_json
 from ipfs_accelerate.models.pipelines._base import Array, _check_batch_size, _Pipeline
@@ -431,11 +431,8 @@ class SpeechRecognizer(_Pipeline):
         _check_batch_size(batch_size)
         if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
             raise InvalidArgumentError(f"num_beams must be a positive int, got {num_beams!r}")
-        if num_beams != 1:
-            raise UnsupportedOpError(
-                f"Whisper: beam search (num_beams={num_beams}) is not implemented; decoding is"
-                " greedy (num_beams=1) or sampled at the fallback temperatures"
-            )
+        if num_beams > 16:
+            raise InvalidArgumentError(f"num_beams must be at most 16, got {num_beams}")
         if max_new_tokens is not None and (
             isinstance(max_new_tokens, bool)
             or not isinstance(max_new_tokens, int)
@@ -463,6 +460,7 @@ class SpeechRecognizer(_Pipeline):
             and prompt is None
             and not word_timestamps
             and not return_timestamps
+            and num_beams == 1
         )
         gen = self.generation
         if not gen.has_timestamps and (return_timestamps or word_timestamps):
@@ -490,6 +488,7 @@ class SpeechRecognizer(_Pipeline):
             word_timestamps=word_timestamps,
             max_new_tokens=max_new_tokens,
             seed=seed,
+            num_beams=num_beams,
         )
         if gen.has_timestamps:
             yield from self._sequential(samples, long, lang_id, task_id, options)

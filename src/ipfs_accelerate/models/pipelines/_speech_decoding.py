@@ -70,6 +70,7 @@ class DecodingOptions:
     word_timestamps: bool = False
     max_new_tokens: int | None = None
     seed: int = 0
+    num_beams: int = 1
 
 
 def check_options(
@@ -322,7 +323,10 @@ class LongFormDecoder:
         base = self.model.start_decoding(encoded)
         result: WindowResult | None = None
         for index, temperature in enumerate(opts.temperatures):
-            result = self._decode(base, decoder_ids, limit, temperature)
+            if opts.num_beams > 1 and temperature == 0.0:
+                result = self._beam_search(base, decoder_ids, limit, opts.num_beams)
+            else:  # sampling is never beamed (transformers sets num_beams=1 for it)
+                result = self._decode(base, decoder_ids, limit, temperature)
             self._judge(result)
             self.attempts.append(
                 Attempt(
@@ -406,6 +410,100 @@ class LongFormDecoder:
             temperature=temperature,
         )
 
+    def _beam_search(
+        self, base: DecoderCache, decoder_ids: list[int], limit: int, beams: int
+    ) -> WindowResult:
+        """transformers' beam search (length_penalty 1, early_stopping False): each step keeps
+        the 2 x ``beams`` likeliest continuations of the running beams; those that end (end of
+        text, or the length limit) join the finished hypotheses, scored by their summed
+        log-probabilities over their length, if they rank among the first ``beams``; the
+        others, best first, are the next running beams. It stops when no running beam can
+        beat the worst finished one (judged at the current length) or every candidate ended.
+        Log-probabilities are the model's, masked by the rules but not renormalised, as
+        transformers' beam search scores them."""
+        from ipfs_accelerate.models.whisper import DecoderCache
+
+        special = self.special
+        cache = DecoderCache(
+            cross=base.cross, self_attn=list(base.self_attn), capacity=base.capacity
+        )
+        ids = np.array([decoder_ids], dtype=np.int64)
+        prompt_logits = self.model.decode_step(
+            from_numpy(ids, self.device), cache, last_only=False
+        ).numpy()[0]
+        no_speech = float(_softmax(prompt_logits[self._sot_index(decoder_ids)])[special.no_speech])
+        self._reorder(cache, np.zeros(beams, dtype=np.int64))
+        logits = np.repeat(prompt_logits[-1:], beams, axis=0)
+        keep = 2 * beams
+        running: list[list[int]] = [[] for _ in range(beams)]
+        running_scores = np.full(beams, -1e9, dtype=np.float32)
+        running_scores[0] = 0.0
+        finished: list[tuple[float, list[int], bool]] = [(-1e9, [], False)] * beams
+        improvable = True
+        for step in range(max(0, limit)):
+            scores = np.stack([_log_softmax(row.astype(np.float32)) for row in logits])
+            for row, generated in zip(scores, running, strict=True):
+                if step == 0 and special.begin_suppress:
+                    row[special.begin_suppress] = -np.inf
+                if special.suppress:
+                    row[special.suppress] = -np.inf
+                if self.options.return_timestamps:
+                    apply_timestamp_rules(row, generated, special)
+            totals = (scores + running_scores[:, None]).astype(np.float32).reshape(-1)
+            order = np.argsort(-totals, kind="stable")[:keep]
+            vocab = scores.shape[1]
+            sources, tokens, values = order // vocab, order % vocab, totals[order]
+            ends = (tokens == special.eos) | (step + 1 >= limit)
+            penalised = values + ends.astype(np.float32) * np.float32(-1e9)
+            chosen = np.argsort(-penalised, kind="stable")[:beams]
+            length = np.float32(step + 1)
+            candidates = []
+            for i in range(keep):
+                just_finished = bool(i < beams and ends[i])
+                score = float(values[i] / length)
+                score -= 1e9 * ((not just_finished) + (not improvable))
+                candidates.append((score, [*running[sources[i]], int(tokens[i])], just_finished))
+            merged = finished + candidates
+            ranked = np.argsort(-np.array([m[0] for m in merged], dtype=np.float32), kind="stable")
+            finished = [merged[i] for i in ranked[:beams]]
+            running = [[*running[sources[i]], int(tokens[i])] for i in chosen]
+            running_scores = penalised[chosen].astype(np.float32)
+            done = [f[2] for f in finished]
+            worst = min(f[0] for f in finished)
+            best_possible = running_scores[0] / length
+            improvable = improvable and any(
+                best_possible > (worst if is_done else -1e9) for is_done in done
+            )
+            if not improvable or bool(ends.all()):
+                break
+            self._reorder(cache, sources[chosen])
+            step_ids = np.array([[t[-1]] for t in running], dtype=np.int64)
+            logits = self.model.decode_step(from_numpy(step_ids, self.device), cache).numpy()
+        score, generated, _ = finished[0]
+        return WindowResult(
+            tokens=generated,
+            avg_logprob=score,
+            compression_ratio=compression_ratio(generated, self.vocab_size),
+            no_speech_prob=no_speech,
+            temperature=0.0,
+        )
+
+    def _reorder(self, cache: DecoderCache, rows: Array) -> None:
+        """Make the cache's batch rows the beams ``rows`` continue (the cross-attention ones
+        too when the batch grows from the prompt's one row to the beams)."""
+        from ipfs_accelerate import ops
+
+        index = from_numpy(np.asarray(rows, dtype=np.int64), self.device)
+        cache.self_attn = [
+            (ops.gather(k, index, axis=0), ops.gather(v, index, axis=0))
+            for k, v in cache.self_attn
+        ]
+        if cache.cross[0][0].shape[0] != len(rows):
+            cache.cross = [
+                (ops.gather(k, index, axis=0), ops.gather(v, index, axis=0))
+                for k, v in cache.cross
+            ]
+
     def _sot_index(self, decoder_ids: list[int]) -> int:
         # the decoder prompt ends with the init tokens (<|startoftranscript|> ...), after the
         # previous text or the initial prompt; with <|startoftranscript|> alone transformers
@@ -460,6 +558,10 @@ class LongFormDecoder:
             segments.append(
                 RawSegment(offset_s, offset_s + end * TIME_PRECISION, sequence, result, times)
             )
+            advance = count
+        if advance <= 0:
+            # a segment closed at <|0.00|> (possible when the timestamp rules are off and the
+            # model emits timestamps anyway) would decode the same window forever
             advance = count
         return segments, advance
 
