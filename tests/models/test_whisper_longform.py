@@ -20,11 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ipfs_accelerate.errors import (
-    InvalidArgumentError,
-    PreprocessingError,
-    UnsupportedOpError,
-)
+from ipfs_accelerate.errors import InvalidArgumentError, PreprocessingError
 from ipfs_accelerate.models.pipelines import SpeechRecognizer
 from tests.models import _checkpoints
 
@@ -343,6 +339,36 @@ def test_compression_ratio_and_no_speech_decisions_equal_transformers(
     assert_same_segments(got, ref)
 
 
+@pytest.mark.parametrize("seconds", [35.0])
+def test_beam_search_equals_transformers_num_beams(
+    ours: SpeechRecognizer, hf: Any, seconds: float
+) -> None:
+    """Short-form (padded audio) and long-form (two windows, previous text conditioned)."""
+    from transformers import WhisperFeatureExtractor
+
+    audio = speech_like(seconds)
+    if seconds <= 30:
+        features = WhisperFeatureExtractor()(
+            audio, sampling_rate=RATE, return_tensors="pt", return_attention_mask=True
+        )
+    else:
+        features = long_features(audio)
+    with torch.no_grad():
+        ref = hf.generate(
+            features.input_features, attention_mask=features.attention_mask, language="en",
+            num_beams=3, return_timestamps=True, return_segments=True,
+            condition_on_prev_tokens=True,
+        )["segments"][0]  # fmt: skip
+    got = ours.transcribe_segments(
+        (audio, RATE), "en", num_beams=3, return_timestamps=True, condition_on_prev_tokens=True
+    )
+    assert_same_segments(got, ref)
+    greedy = ours.transcribe_segments(
+        (audio, RATE), "en", return_timestamps=True, condition_on_prev_tokens=True
+    )
+    assert [s.tokens for s in greedy] != [s.tokens for s in got]  # the beams found another path
+
+
 def test_stream_yields_each_window_as_it_is_decoded(
     ours: SpeechRecognizer, long_audio: np.ndarray, ours_en: list[Any]
 ) -> None:
@@ -384,8 +410,8 @@ def test_bad_arguments_raise_typed_errors(ours: SpeechRecognizer, whisper_dir: P
     audio = (speech_like(5.0), RATE)
     with pytest.raises(PreprocessingError, match="empty"):
         ours.transcribe_segments((np.zeros(0, dtype=np.float32), RATE), return_timestamps=True)
-    with pytest.raises(UnsupportedOpError, match="num_beams=4"):
-        ours.transcribe_segments(audio, num_beams=4)
+    with pytest.raises(InvalidArgumentError, match="at most 16"):
+        ours.transcribe_segments(audio, num_beams=17)
     with pytest.raises(InvalidArgumentError, match="num_beams"):
         ours.transcribe_segments(audio, num_beams=0)
     with pytest.raises(InvalidArgumentError, match="temperature"):
