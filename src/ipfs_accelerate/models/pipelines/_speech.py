@@ -13,6 +13,7 @@ from ipfs_accelerate.models._languages import language_token
 from ipfs_accelerate.models.loading import Checkpoint, LoadReport, read_json
 from ipfs_accelerate.models.pipelines._base import Array, _check_batch_size, _Pipeline
 from ipfs_accelerate.models.pipelines._speech_decoding import (
+    Attempt,
     DecodingOptions,
     LongFormDecoder,
     RawSegment,
@@ -146,6 +147,9 @@ class SpeechRecognizer(_Pipeline):
         self.tokenizer = tokenizer
         self.feature_extractor = features
         self.generation = _GenerationSettings(checkpoint, model.config, tokenizer)
+        #: every decoding attempt of the last sequential transcription (window start, its
+        #: temperature, measures and fallback/skip decision), for diagnostics and tests
+        self.last_attempts: list[Attempt] = []
         if features.feature_size != model.config.num_mel_bins:
             raise CheckpointError(
                 f"{checkpoint.path}: preprocessor feature_size {features.feature_size}"
