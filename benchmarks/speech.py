@@ -1,7 +1,7 @@
 """Long-form Whisper beside transformers, in one run: real-time factor of sequential decoding.
 
     python benchmarks/speech.py [--seconds 40] [--models tiny,base] [--backends cpu]
-                                [--rounds 2] [--json FILE]
+                                [--rounds 1] [--json FILE]
 
 Whisper-tiny- and whisper-base-shaped checkpoints with random weights (transformers'
 initialisation, seeded) and the real vocabulary layout (51865 ids: text, specials, 1501
@@ -9,9 +9,9 @@ timestamp tokens) decode ``--seconds`` of audio (a warbling tone switched on and
 noise; default 40 s, i.e. two windows; ``--seconds 600`` for ten minutes) with timestamps,
 window after window: ours (``SpeechRecognizer.transcribe_segments``, greedy, language given)
 beside transformers' long-form ``generate(return_timestamps=True)`` on the same features.
-A random model writes arbitrary tokens, often up to the 448-token limit in every window, so
-both sides do the same, heavier than real, work per window; the agreement column says whether
-the segments (tokens and times) are equal.
+A random model writes arbitrary tokens, often up to the 448-token limit in every window (a
+real one writes about 100), so both sides do the same, heavier than real, work per window;
+the agreement column says whether the segments (tokens and times) are equal.
 
 Contenders alternate in rounds and each figure is the best round. The real-time factor is
 audio seconds / decoding seconds (above 1: faster than real time); the ratio is
@@ -115,17 +115,22 @@ def checkpoint(shape: str, directory: Path) -> Any:
     return model
 
 
-def race(contenders: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Best wall time of each contender over alternating rounds (no warm-up run: a round of
-    long-form decoding is long enough that one-time costs are a small share)."""
+def race(
+    contenders: dict[str, Callable[[], Any]], rounds: int
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Best wall time of each contender over alternating rounds, and each one's output (the
+    first round's: a round of long-form decoding is long enough that one-time costs are a
+    small share, so no separate warm-up run)."""
     best = {name: float("inf") for name in contenders}
+    outputs: dict[str, Any] = {}
     for _ in range(rounds):
         for name, run in contenders.items():
             time.sleep(0.2)
             start = time.perf_counter()
-            run()
+            result = run()
             best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            outputs.setdefault(name, result)
+    return best, outputs
 
 
 def bench(shape: str, seconds: float, backends: list[str], rounds: int, tmp: Path) -> None:
@@ -165,16 +170,15 @@ def bench(shape: str, seconds: float, backends: list[str], rounds: int, tmp: Pat
             return [(s.tokens, s.start, s.end) for s in segments]
 
         contenders[f"ipfs_accelerate[{backend}]"] = ours_run
-    reference = transformers_run()
+    times, outputs = race(contenders, rounds)
+    reference = outputs["transformers"]
     agreement = {}
-    for name, run in contenders.items():
-        result = run()
+    for name, result in outputs.items():
         same = len(result) == len(reference) and all(
             a[0] == b[0] and abs(a[1] - b[1]) < 1e-6 and abs(a[2] - b[2]) < 1e-6
             for a, b in zip(result, reference, strict=False)
         )
         agreement[name] = f"{len(result)} segments, {'same' if same else 'DIFFER'}"
-    times = race(contenders, rounds)
     title = f"Whisper-{shape}, {seconds:g} s long-form with timestamps"
     print(f"\n{title}; RTF = audio s / decode s; ratio = transformers time / ours")
     print(f"  {'contender':<26} {'s':>8} {'RTF':>8} {'vs torch':>9}  agreement")
@@ -201,7 +205,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--models", default="tiny,base")
     parser.add_argument("--backends", default="cpu")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
     add_json_option(parser)
     args = parser.parse_args()
     if not 0 < args.seconds <= 4 * 3600:
