@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "ZeroShotImageClassifier": "ipfs_accelerate.models.pipelines",
     "SpeechRecognizer": "ipfs_accelerate.models.pipelines",
     "TranscriptSegment": "ipfs_accelerate.models.pipelines",
+    "WordTiming": "ipfs_accelerate.models.pipelines",
     "BertConfig": "ipfs_accelerate.models.bert",
     "BertModel": "ipfs_accelerate.models.bert",
     "BertForSequenceClassification": "ipfs_accelerate.models.bert",
@@ -131,6 +132,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder
     from ipfs_accelerate.models.pipelines import TextGenerator as TextGenerator
     from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
+    from ipfs_accelerate.models.pipelines import WordTiming as WordTiming
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
     from ipfs_accelerate.models.roberta import RobertaConfig as RobertaConfig
     from ipfs_accelerate.models.roberta import (
