@@ -193,6 +193,9 @@ def generation_targets(
             return None
         return ours / rates[peer]
 
+    _, int4 = best(decode, "int4")
+    genai = decode.get("onnxruntime-genai int4")
+    genai_ratio = None if int4 is None or not genai else int4 / genai
     fp32_key, _ = best(decode, "float32")
     share = None if fp32_key is None else ceiling_share.get(fp32_key)
     return [
@@ -200,5 +203,6 @@ def generation_targets(
         Verdict("decode b1 float32 >= 0.70 of the bandwidth ceiling", share, 0.70),
         Verdict("decode b1 int8 >= 2.5x transformers fp32", ratio(decode, "int8"), 2.5),
         Verdict("decode b1 int4 >= 3.5x transformers fp32", ratio(decode, "int4"), 3.5),
+        Verdict("decode b1 int4 >= 1.0x onnxruntime-genai int4", genai_ratio, 1.0),
         Verdict("prefill b1 float32 >= 1.2x transformers fp32", ratio(prefill, "float32"), 1.2),
     ]

@@ -26,19 +26,19 @@ Decode at batch 1 reads every weight once per token, so its ceiling is the memor
 one step reads in that dtype (everything but the token embedding, quantized scales
 included); each contender's share of its dtype's ceiling is printed.
 
-onnxruntime-genai is not among the contenders: ``pip download onnxruntime-genai`` works
-(0.18.0, manylinux x86_64, needs onnxruntime >= 1.31), and its model builder
-(``python -m onnxruntime_genai.models.builder -i DIR``) reads a local checkpoint through
-``AutoConfig``/``AutoTokenizer.from_pretrained`` without network, but the builder imports
-``onnx_ir``, which neither the package nor its test extra installs, and the project does not
-add the package to its extras; so it cannot run in the test environment.
+onnxruntime-genai (in the test extra with ``onnx_ir``, which its model builder imports):
+``python -m onnxruntime_genai.models.builder`` turns the same checkpoint (offline) into its
+ONNX model for the cpu execution provider, int4 (``-p int4``: MatMulNBits, blocks of 32) when
+int4 is among --dtypes and float32 when float32 is; each races beside our rows of its dtype
+(``og.Generator``: ``append_tokens`` is the prefill, then one ``generate_next_token`` a new
+token; ``--no-genai`` leaves it out). Where it does not import or build, the row says why.
 
 Contenders alternate in rounds (2 by default) and each figure is the contender's best round
 (the machine may be shared); ours load one dtype at a time (every backend of it), racing a
 transformers model that stays loaded, whose figure is its best round over all of them.
 Targets (issue 17), printed met / NOT MET: decode at batch 1,
 float32 >= 1.2x transformers and >= 70% of the bandwidth ceiling, int8 >= 2.5x and int4 >=
-3.5x transformers fp32; prefill >= 1.2x transformers.
+3.5x transformers fp32, int4 >= 1.0x onnxruntime-genai int4; prefill >= 1.2x transformers.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -151,6 +153,61 @@ def load_peer(path: Path) -> tuple[Run, int]:
     return transformers_run(peer), int(size)
 
 
+#: our dtype -> the onnxruntime-genai model builder's precision
+GENAI_PRECISIONS = {"float32": "fp32", "int4": "int4"}
+
+
+def genai_run(model: Any) -> Run:
+    """onnxruntime-genai's generator: ``append_tokens`` runs the prefill; each
+    ``generate_next_token`` picks a token and runs its step (new_tokens - 1 steps after the
+    prefill, as ours and transformers' do)."""
+    import onnxruntime_genai as og
+
+    def run(prompts: np.ndarray, new_tokens: int) -> tuple[float, float]:
+        total = prompts.shape[1] + new_tokens
+        params = og.GeneratorParams(model)
+        params.set_search_options(
+            max_length=total, min_length=total, do_sample=False, batch_size=len(prompts)
+        )
+        generator = og.Generator(model, params)
+        start = time.perf_counter()
+        generator.append_tokens(prompts.astype(np.int32))
+        first = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            generator.generate_next_token()
+        end = time.perf_counter()
+        assert len(generator.get_sequence(0)) == total - 1
+        return first - start, end - first
+
+    return run
+
+
+def load_genai(path: Path, dtype: str, workdir: Path) -> dict[str, Run]:
+    """onnxruntime-genai's model of the checkpoint in ``dtype`` (built once), or nothing with
+    the reason printed."""
+    precision = GENAI_PRECISIONS.get(dtype)
+    key = f"onnxruntime-genai {dtype}"
+    if precision is None:
+        return {}
+    try:
+        import onnxruntime_genai as og
+    except ImportError as exc:
+        print(f"  {key}: not run ({exc})")
+        return {}
+    out = workdir / f"genai-{precision}"
+    command = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(path), "-m",
+        str(path), "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(workdir / "cache"),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    print(f"  {key}: building with its model builder ...", flush=True)
+    built = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        print(f"  {key}: not run (the builder failed: {built.stderr.strip()[-500:]})")
+        return {}
+    return {key: genai_run(og.Model(str(out)))}
+
+
 def load_ours(path: Path, backends: list[str], dtype: str) -> tuple[dict[str, Run], dict[str, int]]:
     """Our pipeline on every backend that loads ``dtype`` (one that cannot is reported and left
     out), and the weight bytes one decode step of each reads."""
@@ -245,6 +302,8 @@ def bench(
         weight_bytes = {PEER: peer_bytes}
         for dtype in args.dtypes:
             runs, sizes = load_ours(path, backends, dtype)
+            if args.genai:
+                runs.update(load_genai(path, dtype, Path(tmp)))
             weight_bytes.update(sizes)
             print(f"  {dtype}: racing {', '.join(runs)} beside {PEER}", flush=True)
             for batch in args.batches:
@@ -279,6 +338,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,int8,int4", type=lambda s: s.split(","))
     parser.add_argument("--batches", default="1,8", type=lambda s: [int(b) for b in s.split(",")])
     parser.add_argument("--prompt", type=int, default=512, help="prompt tokens a sequence")
+    parser.add_argument(
+        "--no-genai", dest="genai", action="store_false", help="leave onnxruntime-genai out"
+    )
     add_json_option(parser)
     args = parser.parse_args()
     import torch

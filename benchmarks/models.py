@@ -14,6 +14,9 @@ and agreement with the fp32 reference.
   the graph, tokenization outside) in float32 and after onnxruntime's dynamic int8
   quantization (``quantize_dynamic``, per-channel int8 weights). Every row shows its minimum
   and mean per-sentence cosine against sentence-transformers float32 on the 256 sentences.
+  On webnn, beside ``int8`` (the default policy: per-row uint8 inputs on every block Linear):
+  ``int8-all`` (one scale per tensor on every Linear, as ``quantize_dynamic``) and
+  ``int8-att`` (the earlier default: per-tensor inputs on the attention layers only).
 * ViT-base-, CLIP-B/32- and Whisper-tiny-shaped checkpoints with random weights: forward
   latency beside transformers (torch) in float32 and torch dynamic int8, ours in float32 and
   int8, each with its agreement with transformers float32 (logits cosine and top-1; Whisper:
@@ -323,18 +326,22 @@ def minilm_rows(model_dir: Path, backends: list[str], workdir: Path) -> list[Row
                 )
             )
         if "dynamic_quantized_linear" in hal.get_backend(backend).fused:
-            # int8 inputs on every layer, as onnxruntime's quantize_dynamic: the speed the
-            # default policy gives up for accuracy (docs/models.md, "Precision")
-            fast = TextEmbedder.from_pretrained(model_dir, device=backend, dtype="int8")
-            fast.model.set_int8_activations("all")
-            rows.append(
-                Row(
-                    f"ipfs_accelerate[{backend}]",
-                    "int8-all",
-                    lambda t, b, e=fast: e.embed(t, batch_size=b),
-                    fast,
+            # beside the default policy (per-row int8 inputs on every block layer): one scale
+            # per tensor on every layer, as onnxruntime's quantize_dynamic ("int8-all"), and
+            # the policy before per-row scales, per-tensor on the attention layers only
+            # ("int8-att"); docs/models.md, "Precision"
+            policies = (("int8-all", "all"), ("int8-att", ["attention_in", "attention_out"]))
+            for label, layers in policies:
+                variant = TextEmbedder.from_pretrained(model_dir, device=backend, dtype="int8")
+                variant.model.set_int8_activations(layers)
+                rows.append(
+                    Row(
+                        f"ipfs_accelerate[{backend}]",
+                        label,
+                        lambda t, b, e=variant: e.embed(t, batch_size=b),
+                        variant,
+                    )
                 )
-            )
     return rows
 
 

@@ -1,5 +1,8 @@
 """Quantized Linear layers on the webnn backend against fp32 and ONNX Runtime's own dynamic
 int8 (``quantize_dynamic(per_channel=True)`` on a one-MatMul model), at MiniLM's shapes.
+"int8 dynamic" quantizes the activations with one scale per tensor (DynamicQuantizeMatMul),
+"int8 per-row" with one per row (``activations="int8_row"``: QuantizeLinear +
+MatMulIntegerToFloat + the row-scale Mul, docs/webnn.md).
 
 Each variant's compiled graph (or session) runs the same input; rounds interleave the
 variants and the median round is reported, so a busy machine slows them alike. Prints
@@ -102,6 +105,7 @@ def main() -> None:
         variants = {
             "webnn fp32": _graph_runner(x, dense, bias),
             "webnn int8 dynamic": _graph_runner(x, q8, bias, activations="int8"),
+            "webnn int8 per-row": _graph_runner(x, q8, bias, activations="int8_row"),
             "webnn int8 weight-only": _graph_runner(x, q8, bias),
             "webnn int4 weight-only": _graph_runner(x, q4, bias),
             "ort fp32": _ort_runner(x, w, bias, quantized=False),

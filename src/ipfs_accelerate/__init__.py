@@ -54,6 +54,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "hal",
         "models",
         "ops",
+        "optim",
         "quantization",
         "resilience",
         "serve",
@@ -71,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate import errors as errors
     from ipfs_accelerate import hal as hal
     from ipfs_accelerate import ops as ops
+    from ipfs_accelerate import optim as optim
     from ipfs_accelerate import quantization as quantization
     from ipfs_accelerate import resilience as resilience
     from ipfs_accelerate import servers as servers

@@ -46,6 +46,7 @@ __all__ = [
     "ConflictError",
     "ContainerError",
     "ContentError",
+    "ContentLimitError",
     "ContentPathError",
     "DagFormatError",
     "DeviceLostError",
@@ -424,6 +425,12 @@ class BlockVerificationError(ContentError):
 class ContentPathError(ContentError, InvalidArgumentError):
     """A path below a root CID (``ipfs://<cid>/a/b``) is malformed or names no entry of the
     verified DAG; the message names the root and the path."""
+
+
+class ContentLimitError(ContentError, InvalidArgumentError):
+    """A directory (imported, published or fetched) is above a limit of its
+    :class:`~ipfs_accelerate.content.DirectoryLimits` (entries, total bytes, depth); the
+    message names the input, the limit and how to raise it."""
 
 
 class GatewayError(ContentError):

@@ -262,6 +262,105 @@ def test_redis_shared_by_two_clients(tmp_path: Path) -> None:
         run(body())
 
 
+async def _live(raw: Any, prefix: str) -> dict[str, int]:
+    """Every entry under ``prefix`` that is not bookkeeping, and its size, read from Redis."""
+    sizes: dict[str, int] = {}
+    async for key in raw.scan_iter(match=prefix + "*"):
+        name = key.decode()[len(prefix) :]
+        if not name.startswith("#"):
+            sizes[name] = int(await raw.strlen(key))
+    return sizes
+
+
+def test_redis_bounds_hold_for_two_clients(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as (_, url):
+
+        async def body() -> None:
+            import redis.asyncio as aioredis
+
+            raw = aioredis.Redis.from_url(url)
+            one = RedisStore(url, prefix="b:", max_entries=4, max_bytes=10_000)
+            two = RedisStore(url, prefix="b:", max_entries=4, max_bytes=10_000)
+
+            async def writes(store: RedisStore, name: str) -> int:
+                evicted = 0
+                for i in range(20):
+                    evicted += await store.set(f"ns:{name}{i}", "ns", b"v" * (10 + i), None)
+                    await store.get(f"ns:{name}{max(0, i - 1)}")
+                return evicted
+
+            evicted = sum(await asyncio.gather(writes(one, "a"), writes(two, "b")))
+            live = await _live(raw, "b:")
+            assert len(live) == 4 and evicted == 40 - 4
+            assert int(await raw.get("b:#bytes")) == sum(live.values())
+            assert await raw.zcard("b:#lru") == 4
+            # an evicted entry is never served, by either client
+            for store, name in ((one, "ns:a0"), (two, "ns:a0"), (one, "ns:b3")):
+                assert await store.get(name) is None
+
+            # least recently used goes first: a read by the other client counts as a use
+            await one.clear()
+            for i in range(4):
+                await one.set(f"ns:k{i}", "ns", b"x" * 10, None)
+            assert await two.get("ns:k0") == b"x" * 10
+            assert await two.set("ns:k4", "ns", b"x" * 10, None) == 1
+            assert await one.get("ns:k1") is None and await one.get("ns:k0") == b"x" * 10
+            assert two.usage() == (4, 40)
+
+            # the byte bound, with a foreign key in the namespace that is not ours to count
+            small = RedisStore(url, prefix="s:", max_entries=100, max_bytes=250)
+            await raw.set("s:ns:foreign", b"f" * 1000)
+            evictions = 0
+            for i in range(6):
+                evictions += await small.set(f"ns:e{i}", "ns", b"y" * 100, None)
+            live = await _live(raw, "s:")
+            assert set(live) == {"ns:e4", "ns:e5", "ns:foreign"} and evictions == 4
+            assert int(await raw.get("s:#bytes")) == 200 and small.usage() == (2, 200)
+            # deleting the foreign key leaves the accounting as it was
+            assert await small.delete("ns:foreign") is True
+            assert small.usage() == (2, 200)
+            await raw.set("s:ns:foreign2", b"f")
+            assert await small.clear_namespace("ns") == 3
+            assert small.usage() == (0, 0) and int(await raw.get("s:#bytes")) == 0
+            assert await _live(raw, "s:") == {}
+
+            # an entry Redis expired gives its size back
+            await small.set("ns:short", "ns", b"z" * 100, 0.05)
+            await asyncio.sleep(0.1)
+            assert await small.get("ns:short") is None
+            assert int(await raw.get("s:#bytes")) == 0 and await raw.zcard("s:#lru") == 0
+
+            # a server that lost its scripts (restart, SCRIPT FLUSH) gets them loaded again
+            await raw.script_flush()
+            assert await small.set("ns:after", "ns", b"a", None) == 0
+            assert await small.get("ns:after") == b"a"
+
+            # the cache counts the store's evictions in its stats (and so in the metrics)
+            async with OpenAIFake(api_key=None) as fake:
+                caches = [
+                    ResponseCache(RedisStore(url, prefix="c:", max_entries=2)) for _ in range(2)
+                ]
+                a, b = make(fake, caches[0]), make(fake, caches[1])
+                for backend, prompt in ((a, "p1"), (b, "p2"), (a, "p3"), (b, "p4")):
+                    await backend.chat(MODEL, prompt, temperature=0)
+                stats = [cache.stats() for cache in caches]
+                assert sum(s["evictions"] for s in stats) == 2
+                assert stats[1]["entries"] == 2 and stats[1]["bytes"] > 0
+                # p1 was evicted: asking again goes to the service, p4 is a hit
+                assert (await b.chat(MODEL, "p1", temperature=0)).cache is None
+                assert (await a.chat(MODEL, "p4", temperature=0)).cache is not None
+                assert chats(fake) == 5
+                for backend in (a, b):
+                    await backend.aclose()
+                for cache in caches:
+                    await cache.aclose()
+            for store in (one, two, small):
+                await store.aclose()
+            await raw.aclose()
+
+        run(body())
+
+
 def test_redis_killed_mid_test_degrades_to_a_miss(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -453,3 +552,174 @@ def test_semantic_threshold_and_index_bound() -> None:
             await backend.aclose()
 
     run(body())
+
+
+# ------------------------------------------------------------------ shared semantic index
+
+# known similarities: cos(a, b) = cos(c, e) = 0.8, the others are further apart
+UNIT = {"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.0, 1.0], "d": [-1.0, 0.0], "e": [0.6, 0.8]}
+
+CHILD_SEMANTIC = r"""
+import asyncio, json, sys
+from ipfs_accelerate.api_backends import create_api_backend
+from ipfs_accelerate.api_backends.cache import ResponseCache, SemanticCache, SqliteStore
+
+UNIT = {"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.0, 1.0], "d": [-1.0, 0.0]}
+
+async def main(db, url, prompt):
+    semantic = SemanticCache(UNIT.__getitem__, threshold=0.8, embedding_model="unit")
+    cache = ResponseCache(SqliteStore(db), semantic=semantic)
+    backend = create_api_backend("openai", metadata={
+        "api_key": "sk-b", "base_url": url, "cache": cache})
+    answer = await backend.chat("gpt-4o-mini", prompt, temperature=0)
+    await backend.aclose()
+    await cache.aclose()
+    print(json.dumps({"text": answer.text, "kind": answer.cache and answer.cache.kind}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+"""
+
+
+def _semantic(max_entries: int = 10_000) -> SemanticCache:
+    return SemanticCache(
+        UNIT.__getitem__, threshold=0.8, max_entries=max_entries, embedding_model="unit"
+    )
+
+
+def test_semantic_index_shared_through_sqlite_by_two_processes(tmp_path: Path) -> None:
+    db = str(tmp_path / "semantic.db")
+
+    async def body() -> None:
+        async with OpenAIFake(api_key=None) as fake:
+            env = {**os.environ, "PYTHONPATH": SRC}
+
+            async def other_process(prompt: str) -> dict[str, Any]:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", CHILD_SEMANTIC, db, fake.url + "/v1", prompt, env=env,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                out, err = await asyncio.wait_for(proc.communicate(), 60)
+                assert proc.returncode == 0, err.decode()[-2000:]
+                result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+                return result
+
+            # another process caches "a"; this one finds it for the similar "b"
+            assert await other_process("a") == {"text": "Echo: a", "kind": None}
+            cache = ResponseCache(SqliteStore(db), semantic=_semantic())
+            backend = make(fake, cache)
+            answer = await backend.chat(MODEL, "b", temperature=0)
+            assert answer.cache is not None and answer.cache.kind == "semantic"
+            assert answer.text == "Echo: a" and chats(fake) == 1
+            # and the other way round: this process caches "c", a new process finds it
+            await backend.chat(MODEL, "c", temperature=0)
+            assert await other_process("c") == {"text": "Echo: c", "kind": "exact"}
+            assert chats(fake) == 2
+            # invalidating the namespace drops the shared prompts: "b" is asked for real
+            assert await cache.invalidate(namespace=cache.namespace_of(backend)) == 2
+            assert await other_process("b") == {"text": "Echo: b", "kind": None}
+            with sqlite3.connect(db) as conn:
+                assert conn.execute("SELECT COUNT(*) FROM semantic").fetchone()[0] == 1
+            await backend.aclose()
+            await cache.aclose()
+
+    run(body())
+
+
+def test_semantic_index_shared_through_redis_and_bounded(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as (_, url):
+
+        async def body() -> None:
+            import redis.asyncio as aioredis
+
+            raw = aioredis.Redis.from_url(url)
+            async with OpenAIFake(api_key=None) as fake:
+                one = ResponseCache(RedisStore(url, prefix="m:"), semantic=_semantic(2))
+                two = ResponseCache(RedisStore(url, prefix="m:"), semantic=_semantic(2))
+                a, b = make(fake, one), make(fake, two)
+                await a.chat(MODEL, "a", temperature=0)
+                near = await b.chat(MODEL, "b", temperature=0)
+                assert near.cache is not None and near.cache.kind == "semantic"
+                assert near.text == "Echo: a" and chats(fake) == 1
+                # a restarted process (an empty index in memory) still finds it
+                fresh = ResponseCache(RedisStore(url, prefix="m:"), semantic=_semantic(2))
+                c = make(fake, fresh)
+                assert (await c.chat(MODEL, "b", temperature=0)).text == "Echo: a"
+                # the index holds at most max_entries prompts across the clients
+                await b.chat(MODEL, "c", temperature=0)
+                await a.chat(MODEL, "d", temperature=0)
+                assert await raw.zcard("m:#sem:age") == 2
+                assert one.stats()["semantic_evictions"] + two.stats()["semantic_evictions"] == 1
+                # "a" left the index: "b" is no longer near anything, its exact answer stays
+                assert (await c.chat(MODEL, "b", temperature=0)).text == "Echo: b"
+                assert (await c.chat(MODEL, "a", temperature=0)).cache is not None
+                assert chats(fake) == 4
+                # a foreign value in the index is skipped, never compared
+                groups = [k.decode() async for k in raw.scan_iter(match="m:#sem:g:*")]
+                assert len(groups) == 1
+                await raw.hset(groups[0], "junk", b"\x00\x01\x02")
+                await raw.incr(groups[0].replace("#sem:g:", "#sem:v:"))
+                near = await c.chat(MODEL, "e", temperature=0)
+                # the index now holds d and b (b's answer pushed c out): e is nearest b
+                assert near.cache is not None and near.text == "Echo: b"
+                assert near.cache.similarity == pytest.approx(0.96)
+                assert fresh.errors["corrupt"] == 1
+                # an answer that was evicted takes its prompt out of the shared index
+                await one.invalidate()
+                assert await raw.zcard("m:#sem:age") == 0
+                assert (await b.chat(MODEL, "b", temperature=0)).cache is None
+                for backend in (a, b, c):
+                    await backend.aclose()
+                for cache in (one, two, fresh):
+                    await cache.aclose()
+            await raw.aclose()
+
+        run(body())
+
+
+CHILD_REDIS_WRITER = r"""
+import asyncio, json, sys
+from ipfs_accelerate.api_backends.cache import RedisStore
+
+async def main(url, name, count):
+    store = RedisStore(url, prefix="p:", max_entries=7, max_bytes=1_000, timeout=5.0)
+    evicted = 0
+    for i in range(count):
+        evicted += await store.set(f"ns:{name}{i}", "ns", b"w" * (20 + i % 50), None)
+        await store.get(f"ns:{name}{i // 2}")
+    await store.aclose()
+    print(json.dumps({"evicted": evicted}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def test_redis_bounds_hold_for_two_processes_writing_at_once(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as (_, url):
+
+        async def body() -> None:
+            import redis.asyncio as aioredis
+
+            env = {**os.environ, "PYTHONPATH": SRC}
+            pipe = asyncio.subprocess.PIPE
+            args = (sys.executable, "-c", CHILD_REDIS_WRITER, url)
+            procs = [
+                await asyncio.create_subprocess_exec(
+                    *args, name, "150", env=env, stdout=pipe, stderr=pipe
+                )
+                for name in ("x", "y")
+            ]
+            evicted = 0
+            for proc in procs:
+                out, err = await asyncio.wait_for(proc.communicate(), 60)
+                assert proc.returncode == 0, err.decode()[-2000:]
+                evicted += json.loads(out.decode().strip().splitlines()[-1])["evicted"]
+            raw = aioredis.Redis.from_url(url)
+            live = await _live(raw, "p:")
+            # every write either stayed or was evicted exactly once, by one of the processes
+            assert len(live) + evicted == 300
+            assert len(live) <= 7 and sum(live.values()) <= 1_000
+            assert int(await raw.get("p:#bytes")) == sum(live.values())
+            assert {m.decode() for m in await raw.zrange("p:#lru", 0, -1)} == set(live)
+            await raw.aclose()
+
+        run(body())

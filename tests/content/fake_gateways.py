@@ -107,7 +107,8 @@ class ServerThread:
 class FakeGateway(ServerThread):
     """A trustless gateway over ``blocks``, honest unless ``lie`` names one of :data:`LIES`;
     ``die_after`` N blocks it resets every later connection; ``serves_cars=False`` answers
-    406 to CAR requests, as a blocks-only gateway does. ``requests`` counts
+    406 to CAR requests, as a blocks-only gateway does; ``delay`` seconds before every
+    answer make it slow but honest. ``requests`` counts
     ``"<raw|car> <cid>"``."""
 
     def __init__(
@@ -120,8 +121,10 @@ class FakeGateway(ServerThread):
         die_after: int | None = None,
         stall_seconds: float = 5.0,
         serves_cars: bool = True,
+        delay: float = 0.0,
     ) -> None:
         assert lie is None or lie in LIES
+        self.delay = delay
         self.blocks = blocks
         self.lie = lie
         self.other = other
@@ -144,6 +147,8 @@ class FakeGateway(ServerThread):
         accept = request.headers.get("Accept", "")
         car = "application/vnd.ipld.car" in accept or request.query.get("format") == "car"
         self.requests[f"{'car' if car else 'raw'} {cid}"] += 1
+        if self.delay:  # slow but honest
+            await asyncio.sleep(self.delay)
         if self.lie == "stall":
             await asyncio.sleep(self.stall_seconds)
         if self.lie == "html":

@@ -124,13 +124,16 @@ def test_cli_pull_and_publish(minilm: Path, minilm_gateway: ReferenceGateway,
 
     pulled = runner.invoke(app, ["models", "pull", f"ipfs://{minilm_gateway.root}", "--gateway",
                                  minilm_gateway.url, "--cache-dir", str(tmp_path / "c"),
-                                 "--json"])  # fmt: skip
+                                 "--strategy", "ordered", "--json"])  # fmt: skip
     assert pulled.exit_code == 0, pulled.output
     info = json.loads(pulled.stdout)
     assert info["model_type"] == "bert" and info["source"].startswith("ipfs (gateway")
     assert (Path(info["path"]) / "model.safetensors").read_bytes() == (
         minilm / "model.safetensors"
     ).read_bytes()
+    bad = runner.invoke(app, ["models", "pull", f"ipfs://{minilm_gateway.root}", "--gateway",
+                              minilm_gateway.url, "--strategy", "fastest"])  # fmt: skip
+    assert bad.exit_code != 0 and "fastest" in bad.output
     nowhere = runner.invoke(app, ["models", "pull", f"ipfs://{minilm_gateway.root}",
                                   "--cache-dir", str(tmp_path / "empty")],
                             env={"IPFS_ACCELERATE_GATEWAYS": ""})  # fmt: skip

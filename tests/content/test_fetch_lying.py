@@ -13,6 +13,7 @@ from ipfs_accelerate.content import (
     CID,
     DAG_PB,
     CarReader,
+    DirectoryLimits,
     FilesystemBlockstore,
     MemoryBlockstore,
     PBLink,
@@ -23,11 +24,13 @@ from ipfs_accelerate.content import (
     import_directory,
     publish,
 )
+from ipfs_accelerate.content import _fetch as _fetch_module
 from ipfs_accelerate.errors import (
     BlockVerificationError,
     CheckpointError,
     ConfigurationError,
     ContentError,
+    ContentLimitError,
     ContentPathError,
     FetchError,
     GatewayError,
@@ -334,12 +337,41 @@ def test_a_block_changed_in_the_cache_is_reported_not_served(
     gateways.append(gateway)
     fetch(honest.root, tmp_path / "first", gateways=[gateway.url], cache_dir=tmp_path / "c")
     store = FilesystemBlockstore(tmp_path / "c" / "blocks")
-    leaf = next(cid for cid in store if cid.codec == 0x55 and len(store.get(cid)) == CHUNK)
-    path = store.path_of(leaf)
-    path.write_bytes(bytes(CHUNK))
-    with pytest.raises(BlockVerificationError, match=str(leaf)):
+    node = honest.result.cid_of("big.bin")  # a dag-pb node, kept in the block cache
+    path = store.path_of(node)
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(BlockVerificationError, match=str(node)):
         fetch(honest.root, tmp_path / "second", gateways=[gateway.url], cache_dir=tmp_path / "c")
     assert not (tmp_path / "second").exists()
+
+
+def test_leaves_are_written_once_and_a_changed_output_is_not_served_as_cache(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, _ = dags
+    gateway = FakeGateway(honest.blocks)
+    gateways.append(gateway)
+    fetch(honest.root, tmp_path / "first", gateways=[gateway.url], cache_dir=tmp_path / "c")
+    store = FilesystemBlockstore(tmp_path / "c" / "blocks")
+    # raw leaves went straight into the output: the block cache holds only dag-pb nodes,
+    # yet holds every leaf (as a verified range of the output)
+    assert {cid.codec for cid in store} == {0x70}
+    leaves = [c for c, _ in dfs_blocks(honest.blocks, honest.root) if c.codec == 0x55]
+    assert leaves and all(store.has(leaf) for leaf in leaves)
+    big = tmp_path / "first" / "big.bin"
+    first_leaf = decode_node(honest.blocks.get(honest.result.cid_of("big.bin"))).links[0].cid
+    assert store.get(first_leaf) == big.read_bytes()[:CHUNK]
+    # the user changes their copy: that leaf is no longer held, so it is fetched again
+    with big.open("r+b") as stream:
+        stream.write(bytes(CHUNK))
+    assert not store.has(first_leaf)
+    before = gateway.requests.copy()
+    second = fetch(honest.root, tmp_path / "second", gateways=[gateway.url],
+                   cache_dir=tmp_path / "c")  # fmt: skip
+    _same_tree(honest.directory, tmp_path / "second")
+    asked = gateway.requests - before
+    assert second.bytes_fetched == CHUNK and sum(asked.values()) == second.requests > 0
+    assert big.read_bytes()[:CHUNK] == bytes(CHUNK)  # the user's copy is theirs
 
 
 def test_a_path_through_a_hamt_directory_and_progress(
@@ -368,3 +400,130 @@ def test_a_path_through_a_hamt_directory_and_progress(
     done = [r[1] for r in reports]
     assert {r[0] for r in reports} == {"fetch"} and done == sorted(done)
     assert reports[-1][1] == reports[-1][2] == whole.bytes_fetched
+
+
+# the honest tree: big.bin, small.txt, sub, sub/nested.bin: 4 entries, 2 deep, 23,570 bytes
+EXACT = DirectoryLimits(max_entries=4, max_bytes=20 * CHUNK + 5 + 13 + 3 * CHUNK, max_depth=2)
+TOO_SMALL = [
+    (DirectoryLimits(max_entries=3), "max_entries=3"),
+    (DirectoryLimits(max_depth=1), r"'sub/nested.bin' is 2 levels deep.*max_depth=1"),
+    (DirectoryLimits(max_bytes=20_000), r"'big.bin'.*max_bytes=20000"),
+]
+
+
+@pytest.mark.parametrize(("limits", "message"), TOO_SMALL)
+def test_a_directory_above_the_limits_is_refused_on_import_and_publish(
+    dags: tuple[Dag, Dag], tmp_path: Path, limits: DirectoryLimits, message: str
+) -> None:
+    honest, _ = dags
+    assert import_directory(honest.directory, chunk_size=CHUNK, limits=EXACT).root.cid == (
+        honest.root
+    )  # a tree exactly at every limit is taken
+    with pytest.raises(ContentLimitError, match=message) as caught:
+        import_directory(honest.directory, chunk_size=CHUNK, limits=limits)
+    assert str(honest.directory) in str(caught.value)
+    assert "limits=DirectoryLimits(" in str(caught.value)  # says how to raise it
+    checkpoint = _checkpoint(tmp_path)
+    (checkpoint / "sub").mkdir()
+    (checkpoint / "sub" / "deeper").mkdir()
+    with pytest.raises(ContentLimitError, match=str(checkpoint)):
+        publish(checkpoint, car=tmp_path / "x.car", limits=DirectoryLimits(max_depth=1))
+
+
+@pytest.mark.parametrize(("limits", "message"), TOO_SMALL)
+def test_a_fetched_directory_above_the_limits_is_refused(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path,
+    limits: DirectoryLimits, message: str,
+) -> None:  # fmt: skip
+    honest, _ = dags
+    gateway = FakeGateway(honest.blocks)
+    gateways.append(gateway)
+    with pytest.raises(ContentLimitError, match=message) as caught:
+        fetch(honest.root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path / "c",
+              limits=limits)  # fmt: skip
+    assert str(honest.root) in str(caught.value)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    # with the whole DAG cached (nothing left to fetch) the limits still hold
+    fetch(honest.root, tmp_path / "full", gateways=[gateway.url], cache_dir=tmp_path / "c",
+          limits=EXACT)  # fmt: skip
+    _same_tree(honest.directory, tmp_path / "full")
+    with pytest.raises(ContentLimitError, match=message):
+        fetch(honest.root, tmp_path / "again", cache_dir=tmp_path / "c", offline=True,
+              limits=limits)  # fmt: skip
+    assert not (tmp_path / "again").exists()
+
+
+def test_limits_themselves_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="max_entries must be a positive int, got 0"):
+        DirectoryLimits(max_entries=0)
+    with pytest.raises(InvalidArgumentError, match="max_depth.*True"):
+        DirectoryLimits(max_depth=True)
+    with pytest.raises(InvalidArgumentError, match="expected a DirectoryLimits, got dict"):
+        fetch(CID.for_block(b"x", 0x55, 1), cache_dir=tmp_path,
+              limits={"max_entries": 1})  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_a_slow_gateway_is_demoted_once_measured_and_a_broken_one_skipped(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, _ = dags
+    slow = FakeGateway(honest.blocks, delay=0.5)  # honest, but every answer takes 0.5 s
+    fast = FakeGateway(honest.blocks)
+    gateways.extend([slow, fast])
+    names = {slow.url: f"gateway {slow.url}", fast.url: f"gateway {fast.url}"}
+
+    def used(number: int, **options: object) -> tuple[str, ...]:
+        result = fetch(honest.root, gateways=[slow.url, fast.url],
+                       cache_dir=tmp_path / f"c{number}", **options)  # type: ignore[arg-type]
+        _same_tree(honest.directory, result.path)
+        return result.sources
+
+    # neither measured: configured order, so the slow one serves (and is measured)
+    assert used(1) == (names[slow.url],)
+    # the fast one is not measured yet: it is tried next, and measured
+    assert used(2) == (names[fast.url],)
+    # both measured: the fast one from now on, whatever the configured order says
+    assert used(3) == (names[fast.url],) == used(4)
+    assert used(5, strategy="ordered") == (names[slow.url],)  # as configured, on request
+
+    # a gateway that keeps failing opens its breaker and is then skipped without a request
+    broken = FakeGateway(honest.blocks, lie="html")
+    gateways.append(broken)
+    try:
+        _a_broken_gateway_is_skipped(honest, broken, fast, names[fast.url], tmp_path)
+    finally:  # the breaker is process-wide: a later test's gateway may get this port
+        _fetch_module._BREAKERS.pop(f"gateway {broken.url}", None)
+    with pytest.raises(InvalidArgumentError, match="strategy must be one of .*'fastest'"):
+        fetch(honest.root, gateways=[fast.url], cache_dir=tmp_path / "x", strategy="fastest")
+
+
+def _a_broken_gateway_is_skipped(
+    honest: Dag, broken: FakeGateway, fast: FakeGateway, fast_name: str, tmp_path: Path
+) -> None:
+    for attempt in range(5):  # BreakerConfig's failure_threshold
+        result = fetch(honest.root, gateways=[broken.url, fast.url],
+                       cache_dir=tmp_path / f"b{attempt}", strategy="ordered")  # fmt: skip
+        assert isinstance(result.errors[0], GatewayError)
+    asked = sum(broken.requests.values())
+    result = fetch(honest.root, gateways=[broken.url, fast.url], cache_dir=tmp_path / "b5",
+                   strategy="ordered")  # fmt: skip
+    assert result.sources == (fast_name,) and not result.errors
+    assert sum(broken.requests.values()) == asked
+    with pytest.raises(FetchError, match=f"circuit breaker open for gateway {broken.url}"):
+        fetch(honest.root, gateways=[broken.url], cache_dir=tmp_path / "b6")
+    assert sum(broken.requests.values()) == asked
+
+
+def test_limits_count_each_entry_once_across_a_failover(
+    dags: tuple[Dag, Dag], gateways: list[FakeGateway], tmp_path: Path
+) -> None:
+    honest, other = dags
+    liar = FakeGateway(honest.blocks, lie="car-truncated", other=other.blocks,
+                       other_root=other.root)  # fmt: skip
+    good = FakeGateway(honest.blocks)
+    gateways.extend([liar, good])
+    result = fetch(honest.root, tmp_path / "out", gateways=[liar.url, good.url],
+                   cache_dir=tmp_path / "c", limits=EXACT, strategy="ordered")  # fmt: skip
+    assert result.errors and result.sources == (f"gateway {liar.url}", f"gateway {good.url}")
+    _same_tree(honest.directory, tmp_path / "out")

@@ -169,19 +169,32 @@ def test_int8_activations_only_where_the_backend_has_the_integer_kernel(
     bert_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ipfs_accelerate import hal
-    from ipfs_accelerate.models._precision import INT8_ACTIVATION_KINDS, layer_kind
+    from ipfs_accelerate.models._precision import INT8_ACTIVATIONS, layer_kind
 
     cpu = type(hal.get_backend("cpu"))
     plain = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
     assert {m.activations for _, m in _linears(plain)} == {"float"}
-    assert "dynamic_quantized_linear" not in cpu.fused
+    assert not cpu.fused & {"dynamic_quantized_linear", "row_quantized_linear"}
+    # the per-tensor kernel alone runs none of the default policy's (per-row) layers
     monkeypatch.setattr(cpu, "fused", cpu.fused | {"dynamic_quantized_linear"})
     model = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
-    chosen = {p for p, m in _linears(model) if m.activations == "int8"}
-    assert chosen == {p for p, _ in _linears(model) if layer_kind(p) in INT8_ACTIVATION_KINDS}
-    assert len(chosen) == 2 * 4  # q, k, v and the attention output of both layers
+    assert {m.activations for _, m in _linears(model)} == {"float"}
+    monkeypatch.setattr(cpu, "fused", cpu.fused | {"row_quantized_linear"})
+    model = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
+    chosen = {p: m.activations for p, m in _linears(model) if m.activations != "float"}
+    assert chosen == {
+        p: INT8_ACTIVATIONS[layer_kind(p)]
+        for p, _ in _linears(model)
+        if layer_kind(p) in INT8_ACTIVATIONS
+    }
+    assert set(chosen.values()) == {"int8_row"}
+    assert len(chosen) == 2 * 6  # q, k, v, the attention output and the FFN of both layers
     floats = BertModel.from_pretrained(bert_dir, "cpu", dtype="float32")
     assert {m.activations for _, m in _linears(floats)} == {"float"}
+    # 4-bit weights keep float inputs by default (MatMulNBits computes in float), unless asked
+    nibbles = BertModel.from_pretrained(bert_dir, "cpu", dtype="int4")
+    assert {m.activations for _, m in _linears(nibbles)} == {"float"}
+    assert nibbles.set_int8_activations("all")
 
 
 def test_set_int8_activations_chooses_the_layers(bert_dir: Path) -> None:
@@ -201,10 +214,24 @@ def test_set_int8_activations_chooses_the_layers(bert_dir: Path) -> None:
     ffn = set(model.set_int8_activations(["ffn_in", "ffn_out"]))
     assert ffn and all(p.endswith(("intermediate.dense", "output.dense")) for p in ffn)
     assert model.set_int8_activations("auto") == []  # cpu has no integer kernel
+    rows = set(model.set_int8_activations("all", mode="int8_row"))
+    assert rows == everything and {m.activations for _, m in _linears(model)} == {"int8_row"}
+    per_row = model(ids).last_hidden_state.numpy()
+    assert 1e-5 < np.abs(per_row - weight_only).max() < 0.1 * np.abs(weight_only).max()
+    assert np.abs(per_row - rounded).max() > 1e-5  # another rounding than per tensor
+    mixed = model.set_int8_activations({"ffn_in": "int8_row", "attention_in": "int8"})
+    assert {m.activations for p, m in _linears(model) if p in mixed} == {"int8", "int8_row"}
+    assert {m.activations for p, m in _linears(model) if p not in mixed} == {"float"}
     with pytest.raises(InvalidArgumentError, match="'mlp'"):
         model.set_int8_activations(["mlp"])
     with pytest.raises(InvalidArgumentError, match="'some'"):
         model.set_int8_activations("some")
+    with pytest.raises(InvalidArgumentError, match="'mlp'"):
+        model.set_int8_activations({"mlp": "int8"})
+    with pytest.raises(InvalidArgumentError, match="mode of 'ffn_in'.*'int4'"):
+        model.set_int8_activations({"ffn_in": "int4"})
+    with pytest.raises(InvalidArgumentError, match="mode must be .*'float'"):
+        model.set_int8_activations("all", mode="float")
 
 
 # ----------------------------------------------------------------------------- float16

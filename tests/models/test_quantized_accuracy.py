@@ -2,8 +2,9 @@
 
 MiniLM int8 on every backend: per-sentence cosine against fp32 >= 0.99 minimum and >= 0.998
 mean over 256 varied sentences, and the demo's semantic-search top 3 unchanged (order
-within a near-tie of TIE excepted). The int8
-activation policy is gated on cpu with it forced (the same rounding the integer kernels do).
+within a near-tie of TIE excepted). The default int8
+activation policy (per-row uint8 inputs on every block Linear) is gated on webnn, which applies
+it, and on cpu with it forced (the same rounding the integer kernels do).
 ViT/CLIP/Whisper int8 on the seeded tiny checkpoints: logits within LOGIT_TOLERANCE of the
 largest fp32 logit, the same top-1 classes, and the same greedy tokens wherever the fp32
 model's choice is not a near-tie within that tolerance. int4 is printed, not gated.
@@ -24,7 +25,7 @@ from ipfs_accelerate.models import (
     SpeechRecognizer,
     TextEmbedder,
 )
-from ipfs_accelerate.models._precision import INT8_ACTIVATION_KINDS, apply_activation_policy
+from ipfs_accelerate.models._precision import INT8_ACTIVATIONS, apply_activation_policy, layer_kind
 from ipfs_accelerate.tensor import from_numpy
 from tests.models._sentences import varied_sentences
 
@@ -85,6 +86,11 @@ def test_minilm_int8_cosine_and_demo_rankings(
     device: str, minilm_dir: Path, reference: np.ndarray, fp32: TextEmbedder
 ) -> None:
     embedder = TextEmbedder.from_pretrained(minilm_dir, device, dtype="int8", sharing=False)
+    if device == "webnn":  # the backend with the integer kernels takes the default policy
+        policy = {p: m.activations for p, m in embedder.model.named_modules()
+                  if getattr(m, "activations", "float") != "float"}  # fmt: skip
+        assert len(policy) == 6 * 6
+        assert policy == {p: INT8_ACTIVATIONS[layer_kind(p)] for p in policy}
     # one batch of 64 per call: four submissions on webgpu (lavapipe), four graphs on webnn
     _gate(_cosines(embedder.embed(SENTENCES, batch_size=64), reference), f"int8 on {device}")
     _assert_same_rankings(_demo_scores(embedder), _demo_scores(fp32))
@@ -94,8 +100,8 @@ def test_minilm_int8_activation_policy_holds_the_gate(
     minilm_dir: Path, reference: np.ndarray, fp32: TextEmbedder
 ) -> None:
     embedder = TextEmbedder.from_pretrained(minilm_dir, "cpu", dtype="int8", sharing=False)
-    chosen = apply_activation_policy(embedder.model, "cpu", INT8_ACTIVATION_KINDS)
-    assert len(chosen) == 6 * 4
+    chosen = apply_activation_policy(embedder.model, "cpu", INT8_ACTIVATIONS)
+    assert len(chosen) == 6 * 6  # every Linear of the six blocks
     _gate(_cosines(embedder.embed(SENTENCES, batch_size=64), reference), "int8 activations")
     _assert_same_rankings(_demo_scores(embedder), _demo_scores(fp32))
 

@@ -453,18 +453,19 @@ def test_int8_activations_follow_the_policy(
     from ipfs_accelerate.models._module import Linear
 
     cpu = type(hal.get_backend("cpu"))
-    monkeypatch.setattr(cpu, "fused", cpu.fused | {"dynamic_quantized_linear"})
+    monkeypatch.setattr(cpu, "fused", cpu.fused | {"row_quantized_linear"})
     cases = (
-        (distilbert_dir, ("q_lin", "k_lin", "v_lin", "out_lin")),
-        (xlmr_classifier_dir, ("query", "key", "value", "output.dense")),
+        (distilbert_dir, ("q_lin", "k_lin", "v_lin", "out_lin", "ffn.lin1", "ffn.lin2")),
+        (xlmr_classifier_dir, ("query", "key", "value", "output.dense", "intermediate.dense")),
     )
     for directory, per_layer in cases:
         model, _, _ = load_model(directory, "cpu", sharing=False, dtype="int8")
-        chosen = sorted(
-            p for p, m in model.named_modules() if isinstance(m, Linear) and m.activations == "int8"
-        )
-        assert len(chosen) == 2 * 4, chosen
+        linears = [(p, m) for p, m in model.named_modules() if isinstance(m, Linear)]
+        chosen = sorted(p for p, m in linears if m.activations == "int8_row")
+        assert len(chosen) == 2 * 6, chosen
         assert all(p.endswith(per_layer) for p in chosen)
+        # the classification heads keep float inputs
+        assert all(m.activations == "float" for p, m in linears if p.startswith("classifier"))
 
 
 def test_select_backend_treats_the_new_families_like_bert() -> None:

@@ -1,6 +1,6 @@
 """ops.linear / ops.matmul with a QuantizedTensor weight, on every backend, against numpy on
-the dequantized weight (weight-only) and on a numpy model of DynamicQuantizeLinear (int8
-activations)."""
+the dequantized weight (weight-only) and on numpy models of DynamicQuantizeLinear (int8
+activations, one scale per tensor) and of its per-row version (int8_row)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def _fake_quant(x: np.ndarray) -> np.ndarray:
     """What DynamicQuantizeLinear then DequantizeLinear give back (uint8, per tensor)."""
     low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     scale = np.float32((high - low) / 255)
+    zero = np.clip(np.rint(-low / scale), 0, 255)
+    q = np.clip(np.rint(x / scale) + zero, 0, 255)
+    return ((q - zero) * scale).astype(np.float32)
+
+
+def _row_fake_quant(x: np.ndarray) -> np.ndarray:
+    """The same rule applied to each row of ``x`` (every index of the leading axes)."""
+    low = np.minimum(x.min(axis=-1, keepdims=True), 0.0)
+    high = np.maximum(x.max(axis=-1, keepdims=True), 0.0)
+    scale = np.maximum((high - low) / np.float32(255), np.float32(1.1754943508222875e-38))
     zero = np.clip(np.rint(-low / scale), 0, 255)
     q = np.clip(np.rint(x / scale) + zero, 0, 255)
     return ((q - zero) * scale).astype(np.float32)
@@ -102,12 +112,46 @@ def test_int8_activations_round_like_dynamic_quantize_linear(device: str, bits: 
     assert np.abs(got.numpy() - weight_only).max() > 1e-3  # the activations were rounded
 
 
+@pytest.mark.parametrize(("bits", "symmetric"), [(8, True), (8, False), (4, True)])
+def test_int8_row_activations_round_each_row_on_its_own(
+    device: str, bits: int, symmetric: bool
+) -> None:
+    w, x, b = _data(6)
+    x[1, 2] *= 40  # one token with an outlier: per tensor it would coarsen every row
+    x[2] = np.abs(x[2]) + 0.5  # rows without negative values (zero point 0)
+    block = None if bits == 8 else 32
+    q = quantize(w, bits=bits, axis=0 if bits == 8 else 1, block_size=block, symmetric=symmetric)
+    q = q.to(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no backend falls back to the CPU
+        got = ops.linear(
+            ia.tensor(x, device=device), q, ia.tensor(b, device=device), activations="int8_row"
+        ).numpy()
+    dense = q.dequantize_numpy()
+    expected = _row_fake_quant(x) @ dense.T + b
+    # an integer kernel and the float model of it differ by float rounding and at most one
+    # activation step of the row at a rounding boundary
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-2)
+    per_tensor = _fake_quant(x) @ dense.T + b
+    exact = x @ dense.T + b
+    calm = np.ones(x.shape[:-1], bool)
+    calm[1, 2] = False
+    # away from the outlier's row, per-row rounding is far closer than one scale per tensor
+    row_error = np.abs(got - exact)[calm].max()
+    assert 1e-4 < row_error < 0.2 * np.abs(per_tensor - exact)[calm].max()
+    # a row's result does not depend on the other rows
+    alone = ops.linear(ia.tensor(x[0, :1], device=device), q, ia.tensor(b, device=device),
+                       activations="int8_row").numpy()  # fmt: skip
+    np.testing.assert_allclose(alone, got[0, :1], rtol=1e-5, atol=1e-4)
+
+
 def test_all_zero_activations_give_the_bias(device: str) -> None:
     w, _, b = _data(4)
     q = quantize(w).to(device)
-    got = ops.linear(ia.zeros((2, 64), device=device), q, ia.tensor(b, device=device),
-                     activations="int8")  # fmt: skip
-    np.testing.assert_allclose(got.numpy(), np.broadcast_to(b, (2, 96)), atol=1e-6)
+    for activations in ("int8", "int8_row"):
+        got = ops.linear(ia.zeros((2, 64), device=device), q, ia.tensor(b, device=device),
+                         activations=activations)  # fmt: skip
+        np.testing.assert_allclose(got.numpy(), np.broadcast_to(b, (2, 96)), atol=1e-6)
 
 
 def test_bad_input_is_named() -> None:
@@ -118,8 +162,10 @@ def test_bad_input_is_named() -> None:
         ops.linear(ia.tensor(x[..., :32]), q)
     with pytest.raises(ShapeError, match=r"bias must have shape \(96,\)"):
         ops.linear(xt, q, ia.tensor(b[:5]))
-    with pytest.raises(InvalidArgumentError, match="activations must be 'float' or 'int8'"):
+    with pytest.raises(InvalidArgumentError, match="'float', 'int8', 'int8_row', got 'int4'"):
         ops.linear(xt, q, activations="int4")
+    with pytest.raises(InvalidArgumentError, match="needs a QuantizedTensor weight"):
+        ops.linear(xt, ia.tensor(w), activations="int8_row")
     with pytest.raises(InvalidArgumentError, match="needs a QuantizedTensor weight"):
         ops.linear(xt, ia.tensor(w), activations="int8")
     with pytest.raises(DtypeError, match="only the second operand"):

@@ -55,9 +55,12 @@ class _CountingModel:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
-    def __call__(self, input_ids: Any, *args: Any, **kwargs: Any) -> Any:
-        self.rows.append(input_ids.shape[0])
+    def record(self, rows: int) -> None:
+        self.rows.append(rows)
         time.sleep(self.delay)
+
+    def __call__(self, input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        self.record(input_ids.shape[0])
         return self._model(input_ids, *args, **kwargs)
 
 
@@ -66,6 +69,15 @@ def counting(batching: Running, monkeypatch: pytest.MonkeyPatch) -> _CountingMod
     engine = batching.pipeline(LLAMA).engine
     model = _CountingModel(engine.model)
     monkeypatch.setattr(engine, "model", model)
+    # decode steps go through the engine's decode graphs, which hold the model itself (on
+    # webnn a step replays its captured graph without calling the model): counted there
+    forward = engine.decode_graphs.forward
+
+    def counted(cache: Any, ids: Any, valid: Any) -> Any:
+        model.record(ids.shape[0])
+        return forward(cache, ids, valid)
+
+    monkeypatch.setattr(engine.decode_graphs, "forward", counted)
     return model
 
 

@@ -1,6 +1,7 @@
 """The server as a Ray Serve deployment on a local single-node Ray cluster started here:
-two replicas, requests spread over both, each replica holding its models once, and a killed
-replica replaced without failed requests beyond those in flight when it died.
+two replicas, requests spread over both, each replica holding its models once, a killed
+replica replaced without failed requests beyond those in flight when it died, and a decoder's
+chat and text completions (streamed and not) through the official openai SDK.
 
 Ray is slow to start on two cores: one module-scoped cluster serves every test (its start
 and stop are reported with ``--durations``)."""
@@ -12,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -21,11 +23,15 @@ import pytest
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
+from ipfs_accelerate.serve import DEFAULT_EMBEDDING_MODEL  # noqa: E402
+from tests.models._decoder_checkpoints import decoder_checkpoint  # noqa: E402
+
 from .conftest import MINILM  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
 CONCURRENCY = 4
+LLAMA = "tiny-llama"
 
 
 def _free_port() -> int:
@@ -36,7 +42,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_app() -> Iterator[str]:
-    from ipfs_accelerate.serve import ServerConfig
+    from ipfs_accelerate.serve import ModelSpec, ServerConfig
     from ipfs_accelerate.serve.ray_serve import build_app
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -44,7 +50,14 @@ def ray_app() -> Iterator[str]:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build_app(
-            ServerConfig(device="cpu", max_wait_ms=2),
+            ServerConfig(
+                models=(
+                    ModelSpec(DEFAULT_EMBEDDING_MODEL),
+                    ModelSpec(str(decoder_checkpoint("llama")), name=LLAMA),
+                ),
+                device="cpu",
+                max_wait_ms=2,
+            ),
             num_replicas=2,
             num_cpus=0.5,
             health_check_period_s=1,
@@ -106,8 +119,54 @@ def test_requests_spread_over_replicas_that_each_load_once(ray_app: str, registr
                 break
     assert set(seen) == replicas
     assert all(
-        loads == {MINILM: 1.0} for loads in seen.values()
+        loads == {MINILM: 1.0, LLAMA: 1.0} for loads in seen.values()
     )  # each replica loaded its model once
+
+
+def test_chat_and_text_completions_streamed_and_not_on_every_replica(ray_app: str) -> None:
+    """The decoder answers through the official SDK on Ray as on a plain server: the text of
+    TextGenerator run here, whole and streamed (usage in the last chunk), from both replicas
+    (each runs its own continuous batch)."""
+    import openai
+
+    from ipfs_accelerate.models import TextGenerator
+
+    local = TextGenerator.from_pretrained(decoder_checkpoint("llama"), "cpu", sharing=False)
+    hello: Any = [{"role": "user", "content": "Hello there"}]
+    expected_chat = local.chat(hello, max_new_tokens=10, temperature=0)
+    expected_text = local.generate("The story begins", max_new_tokens=10, temperature=0)
+    client = openai.OpenAI(base_url=ray_app + "/v1", api_key="unused", max_retries=0)
+
+    def chat(_: int) -> tuple[str, str | None]:
+        raw = client.chat.completions.with_raw_response.create(
+            model=LLAMA, messages=hello, max_tokens=10, temperature=0
+        )
+        return raw.headers["x-replica-id"], raw.parse().choices[0].message.content
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        answers = list(pool.map(chat, range(12)))
+    assert {text for _, text in answers} == {expected_chat}
+    assert len({replica for replica, _ in answers}) == 2
+
+    stream = client.chat.completions.create(
+        model=LLAMA, messages=hello, max_tokens=10, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    deltas = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert deltas == expected_chat
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 10
+
+    whole = client.completions.create(
+        model=LLAMA, prompt="The story begins", max_tokens=10, temperature=0
+    )
+    assert whole.choices[0].text == expected_text
+    streamed = client.completions.create(
+        model=LLAMA, prompt="The story begins", max_tokens=10, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == expected_text
 
 
 def test_a_killed_replica_is_replaced_without_losing_more_than_in_flight(ray_app: str) -> None:

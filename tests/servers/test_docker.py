@@ -177,7 +177,8 @@ def test_docker_tgi_tei_ovms_specs() -> None:
     assert runtime.run_kwargs(ovms, 18082) == {
         "image": "openvino/model_server:latest",
         "command": ["--model_name", "resnet", "--model_path", "/models/resnet",
-                    "--rest_port", "8000", "--target_device", "GPU"],
+                    "--rest_port", "8000", "--rest_bind_address", "0.0.0.0",
+                    "--target_device", "GPU"],
         "detach": True,
         "name": "ipfs-accelerate-ovms-18082",
         "ports": {"8000/tcp": ("127.0.0.1", 18082)},

@@ -247,3 +247,70 @@ def test_follow_logs_needs_a_running_server(docker: DockerEngine) -> None:
         assert await server.logs() == []
 
     run(body(), 10)
+
+
+def _other_address() -> str | None:
+    """A non-loopback IPv4 address of this machine (Linux: each interface's, by ioctl)."""
+    import fcntl
+    import struct
+
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(
+                    sock.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15])
+                )
+            except OSError:  # no IPv4 address on this interface
+                continue
+            address = socket.inet_ntoa(packed[20:24])
+            if not address.startswith("127."):
+                return address
+    return None
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_builder_bind_on_the_host_network_is_loopback_only(docker: DockerEngine) -> None:
+    """vllm_server_spec(network_mode="host") tells the server to listen on 127.0.0.1; run that
+    address in a real container on the host's network (the protocol fake standing in for
+    vLLM's entrypoint) and check that another interface of the machine does not reach it,
+    while the published-port form's 0.0.0.0 would."""
+    from ipfs_accelerate.servers import vllm_server_spec
+
+    other = _other_address()
+    if other is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to probe from")
+
+    def fake_with(spec: ServerSpec) -> ServerSpec:
+        argv = list(spec.command)
+        bind, port = argv[argv.index("--host") + 1], argv[argv.index("--port") + 1]
+        return docker.fake_spec(command=(
+            sys.executable, "-m", "tests.fakes.serve", "vllm", "--host", bind, "--port", port,
+        ))  # fmt: skip
+
+    async def reached_from_outside(spec: ServerSpec) -> bool:
+        server = _server(docker, fake_with(spec))
+        port = server.spec.host_port
+        assert port is not None and "{port}" not in server.describe()
+        await server.start()
+        try:
+            assert await _chat(server.url, "hi") == "Echo: hi"  # loopback always answers
+            return await asyncio.to_thread(_answers, other, port)
+        finally:
+            await server.stop()
+
+    async def body() -> None:
+        host = vllm_server_spec("m/m", network_mode="host", gpus=None)
+        assert await reached_from_outside(host) is False
+        published = vllm_server_spec("m/m", gpus=None)  # its 0.0.0.0, were it on the host's network
+        assert await reached_from_outside(published) is True
+        assert docker.containers() == []
+
+    run(body(), 90)

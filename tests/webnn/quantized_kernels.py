@@ -50,3 +50,12 @@ def fake_quant(x: np.ndarray) -> np.ndarray:
     scale = np.float32((high - low) / 255)
     zero = np.clip(np.rint(-low / scale), 0, 255)
     return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
+
+
+def row_fake_quant(x: np.ndarray) -> np.ndarray:
+    """The same per row of ``x`` (``activations="int8_row"``; every index of the leading axes)."""
+    low = np.minimum(x.min(axis=-1, keepdims=True), 0.0)
+    high = np.maximum(x.max(axis=-1, keepdims=True), 0.0)
+    scale = ((high - low) / 255).astype(np.float32)
+    zero = np.clip(np.rint(-low / scale), 0, 255)
+    return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)

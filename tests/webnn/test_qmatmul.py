@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.webnn.quantized_kernels import fake_quant, kernels, profiled
+from tests.webnn.quantized_kernels import fake_quant, kernels, profiled, row_fake_quant
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.webnn
@@ -172,6 +172,100 @@ def test_other_activation_quantization_runs_matmulintegertofloat(
         z = np.clip(np.rint(-low / s), 0, 255)
         a = ((np.clip(np.rint(x / s) + z, 0, 255) - z) * s).astype(np.float32)
     np.testing.assert_allclose(got["y"], a @ dense, rtol=1e-4, atol=2e-2)
+
+
+def _per_row(b: Any, x: Any) -> Any:
+    """Per-row DynamicQuantizeLinear of a 2-D x (docs/webnn.md): (M, 1) scale and zero point."""
+    from ipfs_accelerate.hal.webnn._quantized import row_quantize
+
+    return row_quantize(b, x)
+
+
+@pytest.mark.parametrize(("signed", "seed"), [(True, 7), (False, 8)])
+def test_per_row_activations_run_matmulintegertofloat(
+    ctx: Any, signed: bool, seed: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values, scale, zero, dense = _weight(8, None, signed=signed, seed=seed)
+    if not signed:
+        # near each column's middle, as an asymmetric quantizer puts it: few correction rows
+        zero = np.rint(values.mean(axis=0, keepdims=True)).astype(np.uint8)
+        dense = (values.astype(np.float32) - zero) * scale
+    x = _x(seed)
+    x[4, 7] = 40.0  # one row with an outlier
+    x[6] = np.abs(x[6])  # one row without negative values
+    bias = np.linspace(-1, 1, N, dtype=np.float32)
+    kind = "int8" if signed else "uint8"
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        product = b.matmul(_per_row(b, inp), _dequantized(b, values, scale, zero, kind))
+        return {"y": b.add(product, b.constant({"dataType": "float32", "shape": [N]}, bias))}
+
+    got, ran, lowered = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert "MatMulIntegerToFloat" in ran
+    assert not ran & {"MatMul", "Gemm", "DequantizeLinear", "DynamicQuantizeMatMul"}
+    assert lowered.count("QuantizeLinear") == 1 and "Concat" in lowered
+    np.testing.assert_allclose(got["y"], row_fake_quant(x) @ dense + bias, rtol=1e-4, atol=2e-2)
+    per_tensor = fake_quant(x) @ dense + bias
+    calm = np.arange(M) != 4
+    exact = (x @ dense + bias)[calm]
+    assert np.abs(got["y"][calm] - exact).max() < 0.2 * np.abs(per_tensor[calm] - exact).max()
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_row_corrected_weight_makes_the_zero_points_a_product_term(signed: bool) -> None:
+    from ipfs_accelerate.webnn._onnx._qmatmul import correction_rows, row_corrected_weight
+
+    rng = np.random.default_rng(9)
+    low, high = (-127, 128) if signed else (0, 256)
+    values = rng.integers(low, high, size=(K, N)).astype(np.int8 if signed else np.uint8)
+    values[:, 0] = 127 if signed else 255  # a column sum as large as the type allows
+    zeros = np.zeros(N, values.dtype) if signed else rng.integers(1, 255, N).astype(np.uint8)
+    corrected = row_corrected_weight(values, zeros)
+    extra = corrected.shape[0] - K
+    assert corrected.dtype == values.dtype and extra == correction_rows(values, zeros) > 0
+    if signed:
+        assert extra == K  # the all-127 column: K * 127 in rows of at most -128
+    np.testing.assert_array_equal(corrected[:K], values)
+    q = rng.integers(0, 256, size=(M, K)).astype(np.int64)
+    z = rng.integers(0, 256, size=(M, 1)).astype(np.int64)
+    appended = np.concatenate([q, np.repeat(z, extra, axis=1)], axis=1)
+    got = appended @ (corrected.astype(np.int64) - zeros)
+    np.testing.assert_array_equal(got, (q - z) @ (values.astype(np.int64) - zeros))
+
+
+def test_per_row_weight_needing_too_many_correction_rows_stays_correct(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = np.full((K, N), 127, np.int8)  # every column needs K rows: the product doubles
+    scale = np.full((1, N), 0.01, np.float32)
+    x = _x(11)
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        weight = _dequantized(b, values, scale, np.zeros((1, N), np.int8), "int8")
+        return {"y": b.matmul(_per_row(b, inp), weight)}
+
+    got, ran, _ = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert "MatMulIntegerToFloat" not in ran
+    np.testing.assert_allclose(got["y"], row_fake_quant(x) @ (values * scale), rtol=1e-4, atol=2e-2)
+
+
+def test_per_row_weight_zero_point_at_the_range_edge_stays_correct(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ipfs_accelerate.webnn._onnx._qmatmul import correction_rows
+
+    values, scale, _, _ = _weight(8, None, signed=False, seed=10)
+    zero = np.zeros((1, N), np.uint8)  # no correction row could subtract a positive sum
+    assert correction_rows(values, zero[0]) is None
+    dense = values.astype(np.float32) * scale
+    x = _x(10)
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        return {"y": b.matmul(_per_row(b, inp), _dequantized(b, values, scale, zero, "uint8"))}
+
+    got, ran, _ = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert "MatMulIntegerToFloat" not in ran
+    np.testing.assert_allclose(got["y"], row_fake_quant(x) @ dense, rtol=1e-4, atol=2e-2)
 
 
 def test_layouts_without_an_integer_kernel_stay_correct(

@@ -1,9 +1,9 @@
 """The ``ipfs-accelerate`` command line: local models, remote APIs, the server, benchmarks.
 
-Commands: ``hardware``, ``embed``, ``classify-image``, ``zero-shot``, ``transcribe``,
-``generate``, ``chat``, ``serve``, ``bench``, ``models list`` and ``models pull``. Every
-command that produces data takes ``--json`` (one JSON document on stdout; progress and
-messages go to stderr). Exit codes:
+Commands: ``hardware``, ``embed``, ``train-classifier``, ``classify``, ``classify-image``,
+``zero-shot``, ``transcribe``, ``generate``, ``chat``, ``serve``, ``bench``, ``models list``
+and ``models pull``. Every command that produces data takes ``--json`` (one JSON document
+on stdout; progress and messages go to stderr). Exit codes:
 
 ==  ==============================================================================
 0   success
@@ -19,8 +19,8 @@ messages go to stderr). Exit codes:
 Importing this package loads typer and rich only; models, backends and the server load
 when a command needs them. Layout: ``_output`` (consoles, exit codes, error reports),
 ``_app`` (the Typer app), then one module per command group: ``_local`` (hardware, embed,
-classify-image, zero-shot, transcribe), ``_generate`` (generate, chat --local), ``_chat``,
-``_serve``, ``_bench``, ``_models``.
+classify-image, zero-shot, transcribe), ``_train`` (train-classifier, classify),
+``_generate`` (generate, chat --local), ``_chat``, ``_serve``, ``_bench``, ``_models``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 # the command modules register their commands on ``app`` as they are imported, so this order
 # is the order of --help
 # isort: off
-from . import _local, _generate, _chat, _serve, _bench, _models  # noqa: F401
+from . import _local, _train, _generate, _chat, _serve, _bench, _models  # noqa: F401
 
 # isort: on
 from ._app import app, name_placeholders

@@ -224,11 +224,17 @@ def embed(
     else:
         from ipfs_accelerate.models import TextEmbedder
         from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
+        from ipfs_accelerate.models.pipelines._classifier import (
+            embedder_source,
+            is_classifier_dir,
+        )
 
         model_name = model or DEFAULT_TEXT_MODEL
+        # a directory from train-classifier: the embeddings its head was trained on
+        source = embedder_source(model_name) if is_classifier_dir(model_name) else model_name
         embedder = load_pipeline(
             TextEmbedder,
-            model_name,
+            source,
             device,
             inputs=len(items),
             model_type="text_embedding",

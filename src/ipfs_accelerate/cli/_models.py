@@ -177,6 +177,14 @@ def models_pull(
             "--rpc", help="A kubo RPC API URL for ipfs:// (default: $IPFS_ACCELERATE_KUBO_RPC)."
         ),
     ] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            help="The order ipfs:// sources are tried in: lowest_latency (measured), "
+            "least_in_flight, round_robin, weighted, or ordered (as given).",
+        ),
+    ] = "lowest_latency",
     json_output: JsonOption = False,
 ) -> None:
     """Fetch a checkpoint into the local cache (the files the models need: config, tokenizer, \
@@ -185,7 +193,7 @@ safetensors); ipfs:// content is verified block by block."""
     from ipfs_accelerate.models.loading import hub_offline, locate_checkpoint
 
     if model_id.startswith("ipfs://"):
-        path, source = _pull_ipfs(model_id, gateways, rpc, cache_dir, json_output)
+        path, source = _pull_ipfs(model_id, gateways, rpc, cache_dir, json_output, strategy)
     elif model_id.startswith("s3://"):
         # a pull always mirrors, whatever $HF_HUB_OFFLINE says, and the storage service's own
         # errors reach the user unwrapped (resolving for a model load wraps them)
@@ -225,7 +233,12 @@ safetensors); ipfs:// content is verified block by block."""
 
 
 def _pull_ipfs(
-    uri: str, gateways: list[str] | None, rpc: str | None, cache_dir: Path | None, quiet: bool
+    uri: str,
+    gateways: list[str] | None,
+    rpc: str | None,
+    cache_dir: Path | None,
+    quiet: bool,
+    strategy: str,
 ) -> tuple[Path, str]:
     from ipfs_accelerate._progress import load_progress
     from ipfs_accelerate.content import fetch
@@ -237,6 +250,7 @@ def _pull_ipfs(
             gateways=gateways or None,
             rpc=rpc,
             cache_dir=cache_dir / "ipfs" if cache_dir is not None else None,
+            strategy=strategy,
             progress=None if quiet else progress,
         )
     if not result.is_directory:

@@ -59,12 +59,14 @@ from ipfs_accelerate.content._importer import (
     import_file,
     resolve_profile,
 )
+from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits
 from ipfs_accelerate.content._publish import PublishResult, publish
 
 __all__ = [
     "CAR_MEDIA_TYPE",
     "CID",
     "DAG_PB",
+    "DEFAULT_LIMITS",
     "DEFAULT_PROFILE",
     "GATEWAYS_ENV",
     "KUBO_RPC_ENV",
@@ -77,6 +79,7 @@ __all__ = [
     "CarReader",
     "CarWriter",
     "DirectoryImport",
+    "DirectoryLimits",
     "FetchResult",
     "FilesystemBlockstore",
     "ImportedEntry",

@@ -10,13 +10,15 @@ would be taken for verified).
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ipfs_accelerate.content._cid import CID, verify_block
-from ipfs_accelerate.errors import BlockNotFoundError, ContentError
+from ipfs_accelerate.errors import BlockNotFoundError, BlockVerificationError, ContentError
 
 __all__ = ["Blockstore", "FilesystemBlockstore", "MemoryBlockstore"]
 
@@ -65,10 +67,19 @@ class FilesystemBlockstore:
     dag-pb block are one file), in sub-folders by the name's last two characters.
 
     Blocks are re-verified when read, so a file changed on disk is reported, not served.
+
+    A block may also be held as a *copy*: a byte range of a file elsewhere (a fetch writes
+    raw leaves straight into its output and records them here rather than writing each leaf
+    twice, see :meth:`record_copies`). Those files belong to whoever fetched them and may
+    change or go away, so a copy counts as held only while its bytes still hash to the CID
+    (checked by :meth:`has` and again by :meth:`get`); one that does not is forgotten.
     """
+
+    _COPIES = "copies.sqlite"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -107,17 +118,85 @@ class FilesystemBlockstore:
 
     def get(self, cid: CID, *, verify: bool = True) -> bytes:
         """The block's bytes, hashed again unless ``verify=False`` (for a block the caller
-        wrote and verified itself moments ago)."""
+        wrote and verified itself moments ago; a copy is always hashed)."""
         try:
             data = self._path(cid).read_bytes()
         except FileNotFoundError:
-            raise BlockNotFoundError(f"block {cid} is not in {str(self.root)!r}") from None
+            copy = self._from_copies(cid)
+            if copy is None:
+                raise BlockNotFoundError(f"block {cid} is not in {str(self.root)!r}") from None
+            return copy
         if verify:
             verify_block(cid, data)
         return data
 
     def has(self, cid: CID) -> bool:
-        return self._path(cid).exists()
+        return self._path(cid).exists() or self._from_copies(cid) is not None
+
+    # -- copies: blocks held as byte ranges of files outside the store ---------------------
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        """A connection to the copies table (one per operation: nothing held open between
+        calls, and several processes may share the cache)."""
+        path = self.root / self._COPIES
+        if not create and not path.exists():
+            return None
+        connection = sqlite3.connect(path, timeout=30)
+        # no fsync per fetch: a record lost in a crash only means a leaf fetched again, and
+        # every record is checked against its file's bytes when used
+        connection.execute("PRAGMA synchronous = OFF")
+        if create:
+            with connection:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS copies (digest BLOB, path TEXT, offset INTEGER, "
+                    "size INTEGER, PRIMARY KEY (digest, path, offset))"
+                )
+        return connection
+
+    def record_copies(self, copies: list[tuple[CID, Path, int, int]]) -> None:
+        """Remember that the block ``cid`` is the ``size`` bytes at ``offset`` of ``path``
+        (a file just written from verified blocks)."""
+        if not copies:
+            return
+        rows = [(cid.digest, str(Path(path).absolute()), offset, size)
+                for cid, path, offset, size in copies]  # fmt: skip
+        try:
+            connection = self._connect(create=True)
+            assert connection is not None
+            with closing(connection), connection:
+                connection.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            raise ContentError(
+                f"blockstore {str(self.root)!r}: cannot record where fetched blocks are ({exc})"
+            ) from None
+
+    def _from_copies(self, cid: CID) -> bytes | None:
+        """The block's bytes from a recorded copy that still hashes to ``cid``; copies that
+        do not (their file changed or is gone) are forgotten."""
+        connection = self._connect(create=False)
+        if connection is None:
+            return None
+        with closing(connection):
+            try:
+                rows = connection.execute(
+                    "SELECT path, offset, size FROM copies WHERE digest = ?", (cid.digest,)
+                ).fetchall()
+            except sqlite3.OperationalError:  # created by another process a moment ago
+                return None
+            for path, offset, size in rows:
+                try:
+                    with open(path, "rb") as stream:
+                        stream.seek(offset)
+                        data = stream.read(size)
+                    verify_block(cid, data)
+                    return data
+                except (OSError, BlockVerificationError):
+                    with connection:
+                        connection.execute(
+                            "DELETE FROM copies WHERE digest = ? AND path = ? AND offset = ?",
+                            (cid.digest, path, offset),
+                        )
+        return None
 
     def __iter__(self) -> Iterator[CID]:
         for path in sorted(self.root.glob("??/b*")):

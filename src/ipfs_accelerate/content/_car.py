@@ -27,6 +27,7 @@ from ipfs_accelerate.content._importer import (
     import_file,
     resolve_profile,
 )
+from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits
 from ipfs_accelerate.errors import CarFormatError, ContentError, InvalidCIDError
 
 __all__ = ["MAX_BLOCK_SIZE", "CarReader", "CarWriter", "write_car", "write_car_of_path"]
@@ -185,6 +186,23 @@ class CarReader:
         self._offset += size
         return data
 
+    def _read_cid_bytes(self, length: int, label: str) -> bytes:
+        """The bytes of the CID opening a section of ``length`` bytes (never more of the
+        section than the CID, unless the CID is malformed: then what CID.read needs to say
+        so). A sha2-256 CID is ``0x12 0x20`` + 32 bytes (v0), or version, codec, ``0x12``,
+        ``0x20`` as varints + 32 bytes (v1)."""
+        head = self._read_exact(min(2, length), label)
+        if head == b"\x12\x20":  # CIDv0
+            return head + self._read_exact(min(32, length - 2), label)
+        # v1: complete the varints of version and codec, then hash code, length, digest
+        varints_done = sum(1 for byte in head if not byte & 0x80)
+        while varints_done < 2 and len(head) < min(length, 20):
+            byte = self._read_exact(1, label)
+            head += byte
+            varints_done += not byte[0] & 0x80
+        rest = min(34, length - len(head))
+        return head + (self._read_exact(rest, label) if rest > 0 else b"")
+
     def _read_varint(self, label: str, *, eof_ok: bool = False) -> int | None:
         value = shift = 0
         for index in range(9):
@@ -276,14 +294,14 @@ class CarReader:
                 raise CarFormatError(
                     f"CAR {self.name!r}: section at offset {start} runs past the v2 data size"
                 )
-            section = self._read_exact(length, f"section at offset {start}")
+            label = f"section at offset {start}"
+            prefix = self._read_cid_bytes(length, label)
             try:
-                cid, end = CID.read(section, 0)
+                cid, end = CID.read(prefix, 0)
             except InvalidCIDError as exc:
-                raise CarFormatError(
-                    f"CAR {self.name!r}: section at offset {start}: {exc}"
-                ) from None
-            block = section[end:]
+                raise CarFormatError(f"CAR {self.name!r}: {label}: {exc}") from None
+            # the block is read on its own: slicing it off the section would copy it again
+            block = prefix[end:] + self._read_exact(length - len(prefix), label)
             if self.verify:
                 verify_block(cid, block)
             yield cid, block
@@ -361,6 +379,7 @@ def write_car_of_path(
     raw_leaves: bool | None = None,
     max_links: int | None = None,
     shard_threshold: int | None = None,
+    limits: DirectoryLimits = DEFAULT_LIMITS,
 ) -> ImportedEntry:
     """Import a file or directory and write its blocks as a CAR v1 with the root as its one
     root, in a single streaming pass: blocks go out as they are hashed (children before
@@ -368,7 +387,8 @@ def write_car_of_path(
     written in two passes (the import is run once to learn the root). Returns the root entry.
 
     Blocks shared by several files are written once. The overrides are those of
-    :func:`import_directory` (``shard_threshold`` only matters for a directory).
+    :func:`import_directory` (``shard_threshold`` and ``limits`` only matter for a
+    directory).
     """
     path = Path(source)
     is_directory = path.is_dir()
@@ -387,7 +407,7 @@ def write_car_of_path(
                 sink.put(cid, data)
 
         if is_directory:
-            return import_directory(path, profile=chosen, blockstore=put).root
+            return import_directory(path, profile=chosen, blockstore=put, limits=limits).root
         return import_file(path, profile=chosen, blockstore=put)
 
     with ExitStack() as stack:

@@ -37,8 +37,9 @@ from ipfs_accelerate._paths import cache_dir as package_cache_dir
 from ipfs_accelerate.content._blockstore import FilesystemBlockstore
 from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
 from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
-from ipfs_accelerate.content._dagpb import UnixFSType, decode_node, decode_unixfs
+from ipfs_accelerate.content._dagpb import PBNode, UnixFSType, decode_node, decode_unixfs
 from ipfs_accelerate.content._exporter import iter_directory, walk
+from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits, LimitCounter
 from ipfs_accelerate.errors import (
     BlockVerificationError,
     CarFormatError,
@@ -60,6 +61,7 @@ from ipfs_accelerate.resilience import (
     backoff_delay,
     redact_url,
 )
+from ipfs_accelerate.resilience.balancing import STRATEGIES, make_strategy
 
 __all__ = [
     "CAR_MEDIA_TYPE",
@@ -87,7 +89,15 @@ _COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
 _CAR_REFUSED: Final = frozenset({400, 406, 415, 501})
 ProgressCallback = Callable[[str, int, int], None]
 
+#: how sources are ordered for a fetch: the package's balancing strategies, or "ordered"
+#: (as configured: the kubo node, then the gateways in the order given)
+SOURCE_STRATEGIES: Final = ("ordered", *STRATEGIES)
+_EWMA_ALPHA: Final = 0.3  # the Router's default: a few requests move the average
+_MIB: Final = 1024 * 1024
+
 _BREAKERS: dict[str, CircuitBreaker] = {}
+_STATES: dict[str, _SourceState] = {}
+_CHOOSERS: dict[str, Any] = {}
 _BREAKERS_LOCK = threading.Lock()
 
 
@@ -100,6 +110,72 @@ def _breaker(name: str) -> CircuitBreaker:
             breaker = CircuitBreaker(BreakerConfig(), provider="ipfs", name=name)
             _BREAKERS[name] = breaker
         return breaker
+
+
+class _SourceState:
+    """What the balancing strategies look at (``resilience.balancing.Candidate``), kept per
+    source for the whole process: requests in flight, and averages of successful requests'
+    time to the answer's headers (``ewma_ttfc``) and of their duration per MiB received
+    (``ewma_latency``: a small request's latency, a large one's inverse throughput)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.weight = 1.0
+        self.ewma_latency: float | None = None
+        self.ewma_ttfc: float | None = None
+        self.wrr_current = 0.0
+        self.lock = threading.Lock()
+
+    def measured(self, seconds: float, first_byte: float, received: int) -> None:
+        cost = seconds / max(1.0, received / _MIB)
+        with self.lock:
+            if self.ewma_latency is None or self.ewma_ttfc is None:
+                self.ewma_latency, self.ewma_ttfc = cost, first_byte
+            else:
+                self.ewma_latency += _EWMA_ALPHA * (cost - self.ewma_latency)
+                self.ewma_ttfc += _EWMA_ALPHA * (first_byte - self.ewma_ttfc)
+
+
+def _state(name: str) -> _SourceState:
+    with _BREAKERS_LOCK:
+        return _STATES.setdefault(name, _SourceState())
+
+
+def _order_sources(sources: list[_Source], strategy: str) -> list[_Source]:
+    """The order a fetch tries ``sources`` in: sources whose breaker is open last (they are
+    refused without a request until their cooldown ends), the others as ``strategy`` picks
+    them one after another (``lowest_latency``: unmeasured ones first, in configured order,
+    so each gets measured, then the fastest measured)."""
+    remaining = [s for s in sources if not s.breaker.is_open]
+    opened = [s for s in sources if s.breaker.is_open]
+    if strategy == "ordered":
+        return remaining + opened
+    with _BREAKERS_LOCK:
+        chooser = _CHOOSERS.get(strategy)
+        if chooser is None:
+            chooser = _CHOOSERS[strategy] = make_strategy(strategy)
+    pool = [s.state for s in sources]
+    ordered: list[_Source] = []
+    while remaining:
+        with _BREAKERS_LOCK:  # strategies keep state (round robin's position, wrr weights)
+            pick = chooser.choose([s.state for s in remaining], pool, False)
+        chosen = next(s for s in remaining if s.state is pick)
+        ordered.append(chosen)
+        remaining.remove(chosen)
+    return ordered + opened
+
+
+class _CountingBody:
+    """A response body that counts the bytes read from it."""
+
+    def __init__(self, body: BinaryIO) -> None:
+        self._body = body
+        self.received = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._body.read(size)
+        self.received += len(data)
+        return data
 
 
 # ------------------------------------------------------------------------------ addresses
@@ -164,6 +240,7 @@ class _Source:
         self.name = f"{kind} {redact_url(base)}"
         self.timeout = timeout
         self.breaker = _breaker(self.name)
+        self.state = _state(self.name)
         self.car_supported = True  # until it refuses one (a blocks-only trustless gateway)
         self.requests = 0
         self._lock = threading.Lock()
@@ -176,11 +253,24 @@ class _Source:
 
     @contextmanager
     def open(self, cid: CID, *, car: bool) -> Iterator[BinaryIO]:
-        """The response body for ``cid`` (its block, or its DAG as a CAR)."""
+        """The response body for ``cid`` (its block, or its DAG as a CAR). A request whose
+        body was read to the caller's satisfaction is measured (see :class:`_SourceState`)."""
+        with self.state.lock:
+            self.state.in_flight += 1
+        try:
+            with self._open(cid, car=car) as body:
+                yield body
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
+
+    @contextmanager
+    def _open(self, cid: CID, *, car: bool) -> Iterator[BinaryIO]:
         request = self._request(cid, car)
         with self._lock:
             self.requests += 1
         what = "CAR" if car else "block"
+        started = time.monotonic()
         try:
             response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
@@ -207,7 +297,10 @@ class _Source:
                     f"not {expected!r} (not a trustless gateway, or an error page)",
                     gateway=self.name,
                 )
-            yield response
+            first_byte = time.monotonic() - started
+            counted = _CountingBody(response)
+            yield counted  # type: ignore[misc]
+        self.state.measured(time.monotonic() - started, first_byte, counted.received)
 
 
 class _Gateway(_Source):
@@ -255,6 +348,131 @@ class FetchResult:
     errors: tuple[IpfsAccelerateError, ...] = ()
 
 
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a block belongs in the output: the entry at ``path`` (relative to the target,
+    ``""`` for the target itself) whose kind its own node will tell (``staged`` None), or
+    ``size`` bytes at ``offset`` of the staged file ``staged``."""
+
+    path: str
+    staged: int | None = None
+    offset: int = 0
+    size: int | None = None
+
+
+class _Sink:
+    """Where the output is assembled, in a staging folder beside its destination: each file
+    of the DAG is first a staged file that verified blocks are written into at their offsets
+    as they arrive; the export moves it into the tree, writes what is still missing and
+    renames the tree into place once the whole DAG has checked out. So a leaf's bytes are
+    written once, not into the block cache and then copied out of it again.
+
+    Leaves written here are not in the block cache: :meth:`read_back` reads one back
+    (hashed again), :meth:`keep` puts them in the cache when the fetch fails (so a resumed
+    fetch has them) and :meth:`copies` says where they are once the output is in place (the
+    cache records those places, see :meth:`FilesystemBlockstore.record_copies`)."""
+
+    def __init__(self, staging: Path) -> None:
+        self.root = staging / "root"
+        self._staged_dir = staging / "files"
+        self.staged: dict[tuple[str, bytes], int] = {}  # (path, file digest) -> staged id
+        self.locations: list[Path] = []  # staged id -> where that file is now
+        self.relative: list[str | None] = []  # staged id -> its path, once moved into the tree
+        self.written: dict[tuple[int, int], CID] = {}  # (staged id, offset) -> block there
+        self.leaves: dict[bytes, tuple[CID, int, int, int]] = {}  # cid, staged, offset, size
+        self._handles: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def target(self, path: str) -> Path:
+        return self.root / path if path else self.root
+
+    def stage(self, path: str, owner: bytes) -> int:
+        """The staged file of the file ``owner`` at ``path`` (created on first use)."""
+        with self._lock:
+            held = self.staged.get((path, owner))
+            if held is not None:
+                return held
+            number = len(self.locations)
+            self._staged_dir.mkdir(parents=True, exist_ok=True)
+            location = self._staged_dir / str(number)
+            self._handles[number] = os.open(location, os.O_WRONLY | os.O_CREAT, 0o644)
+            self.locations.append(location)
+            self.relative.append(None)
+            self.staged[(path, owner)] = number
+            return number
+
+    def write(self, staged: int, offset: int, cid: CID, data: bytes) -> None:
+        with self._lock:
+            handle = self._handles[staged]
+        os.pwrite(handle, data, offset)
+        with self._lock:
+            self.written[(staged, offset)] = cid
+            if cid.codec == RAW:
+                self.leaves.setdefault(cid.digest, (cid, staged, offset, len(data)))
+
+    def holds(self, staged: int, offset: int, digest: bytes) -> bool:
+        held = self.written.get((staged, offset))
+        return held is not None and held.digest == digest
+
+    def move(self, staged: int, relative: str) -> Path:
+        """Move a staged file to its place in the tree."""
+        target = self.target(relative)
+        os.replace(self.locations[staged], target)
+        self.locations[staged] = target
+        self.relative[staged] = relative
+        return target
+
+    def read_back(self, cid: CID) -> bytes | None:
+        """A leaf written here, hashed again (None when it is not, or no longer, here)."""
+        held = self.leaves.get(cid.digest)
+        if held is None:
+            return None
+        _, staged, offset, size = held
+        try:
+            with self.locations[staged].open("rb") as stream:
+                stream.seek(offset)
+                data = stream.read(size)
+            verify_block(cid, data)
+        except (OSError, BlockVerificationError):
+            return None
+        return data
+
+    def keep(self, store: FilesystemBlockstore) -> None:
+        """Put every leaf written here into the block cache (the fetch did not complete)."""
+        self.close()
+        for cid, *_ in list(self.leaves.values()):
+            data = self.read_back(cid)
+            if data is not None:
+                store.put_hashed(cid, data)
+
+    def copies(self, out: Path) -> list[tuple[CID, Path, int, int]]:
+        """Where each leaf written here is once the tree is renamed to ``out``."""
+        places = []
+        for (staged, offset), cid in self.written.items():
+            relative = self.relative[staged]
+            if cid.codec == RAW and relative is not None:
+                path = out / relative if relative else out
+                places.append((cid, path, offset, self.leaves[cid.digest][3]))
+        return places
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._handles.values():
+                os.close(handle)
+            self._handles.clear()
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+def _safe_name(name: str | None) -> bool:
+    return name is not None and name not in ("", ".", "..") and "/" not in name and (
+        "\0" not in name
+    )
+
+
 class _Fetcher:
     def __init__(
         self,
@@ -263,14 +481,22 @@ class _Fetcher:
         config: ResilienceConfig,
         progress: ProgressCallback | None,
         max_bytes: int | None = None,
+        sink: _Sink | None = None,
+        counter: LimitCounter | None = None,
     ) -> None:
         self.store = store
+        self.sink = sink
+        self.counter = counter
+        self.places: dict[bytes, set[_Place]] = {}  # where blocks not written yet belong
         self.max_bytes = max_bytes
         self.concurrency = concurrency
         self.config = config
         self.progress = progress
         self.links: dict[bytes, tuple[CID, ...]] = {}  # links of dag-pb nodes read this run
         self.verified_now: set[bytes] = set()  # digests of blocks this run hashed and wrote
+        self.held: set[bytes] = set()  # leaves the cache was found to hold
+        self.declared: dict[bytes, int] = {}  # Tsize its parent's link gives a block
+        self.seeded = False
         self.bytes_fetched = 0
         self.total = 0
         self._lock = threading.Lock()
@@ -301,7 +527,13 @@ class _Fetcher:
             if cid.digest in seen:
                 continue
             seen.add(cid.digest)
+            if cid.codec == RAW and (cid.digest in self.verified_now or cid.digest in self.held):
+                continue  # written into the output by this run, or known to be held
             if cid.digest in self.links or self.store.has(cid):
+                if cid.codec == RAW:
+                    # a leaf held as a copy in an earlier output is hashed by has(); this
+                    # is asked again after every CAR, and the export hashes it once more
+                    self.held.add(cid.digest)
                 stack.extend(reversed(self._links_of(cid)))
             else:
                 out.append(cid)
@@ -310,6 +542,7 @@ class _Fetcher:
     def _accept(self, source: _Source, cid: CID, data: bytes) -> tuple[CID, ...]:
         """Store a block just checked to hash to ``cid``; its links become acceptable."""
         links: tuple[CID, ...] = ()
+        node: PBNode | None = None
         if cid.codec == DAG_PB:
             try:
                 node = decode_node(data, f"block {cid}")
@@ -317,10 +550,14 @@ class _Fetcher:
                 # it hashes to a CID its parent names, so the DAG itself is malformed
                 raise ContentError(f"{exc} (served by {source.name})") from None
             links = tuple(link.cid for link in node.links)
-        self.store.put_hashed(cid, data)
+        # a leaf written into the output is not cached as a block as well (see _Sink)
+        if not (self.sink is not None and self._spread(cid, node, data)) or cid.codec == DAG_PB:
+            self.store.put_hashed(cid, data)
         with self._lock:
-            if cid.codec == DAG_PB:
+            if node is not None:
                 self.links[cid.digest] = links
+                for link in node.links:
+                    self.declared[link.cid.digest] = link.tsize or 0
             self.verified_now.add(cid.digest)
             self.bytes_fetched += len(data)
             done = self.bytes_fetched
@@ -331,6 +568,92 @@ class _Fetcher:
         if self.progress is not None:
             self.progress("fetch", done, max(self.total, done))
         return links
+
+    # -- verified bytes straight into the output ---------------------------------------
+
+    def _place(self, cid: CID, place: _Place) -> None:
+        with self._lock:
+            self.places.setdefault(cid.digest, set()).add(place)
+
+    def _spread(self, cid: CID, node: PBNode | None, data: bytes) -> bool:
+        """Write a just-verified block's bytes where its parents put them in the output, and
+        place its children; True when a leaf was written somewhere. Only an optimisation:
+        the export lays every file out again from the verified DAG (checking every size) and
+        writes whatever is not already there, so a node this skips (malformed, say) is
+        handled, and reported, there."""
+        sink = self.sink
+        assert sink is not None
+        with self._lock:
+            places = self.places.pop(cid.digest, ())
+        wrote = False
+        for place in places:
+            if node is None:  # a raw leaf: a whole file, or bytes of one
+                if place.staged is None:
+                    if self.counter is not None:
+                        self.counter.file_bytes(place.path, len(data))
+                    sink.write(sink.stage(place.path, cid.digest), 0, cid, data)
+                    wrote = True
+                elif place.size == len(data):
+                    sink.write(place.staged, place.offset, cid, data)
+                    wrote = True
+                continue
+            try:
+                unixfs = decode_unixfs(node.data or b"", f"block {cid}, UnixFS Data")
+            except DagFormatError:
+                break
+            if unixfs.type == UnixFSType.DIRECTORY and place.staged is None:
+                for link in node.links:
+                    if _safe_name(link.name):
+                        self._place_entry(link.cid, _join(place.path, link.name or ""))
+            elif unixfs.type == UnixFSType.HAMT_SHARD and place.staged is None:
+                width = len(f"{max((unixfs.fanout or 2) - 1, 1):X}")
+                for link in node.links:
+                    name = link.name or ""
+                    if len(name) == width:  # a sub-shard: more entries of the same folder
+                        self._place(link.cid, _Place(place.path))
+                    elif len(name) > width and _safe_name(name[width:]):
+                        self._place_entry(link.cid, _join(place.path, name[width:]))
+            elif unixfs.type in (UnixFSType.FILE, UnixFSType.RAW):
+                if len(unixfs.blocksizes) != len(node.links):
+                    continue
+                staged, offset = place.staged, place.offset
+                if staged is None:
+                    if self.counter is not None:
+                        declared = len(unixfs.data or b"") + sum(unixfs.blocksizes)
+                        self.counter.file_bytes(place.path, declared)
+                    staged, offset = sink.stage(place.path, cid.digest), 0
+                if unixfs.data:
+                    sink.write(staged, offset, cid, unixfs.data)
+                    offset += len(unixfs.data)
+                for link, size in zip(node.links, unixfs.blocksizes, strict=True):
+                    self._place(link.cid, _Place(place.path, staged, offset, size))
+                    offset += size
+        return wrote
+
+    def _place_entry(self, cid: CID, path: str) -> None:
+        """A directory entry met in a verified directory node: counted against the limits
+        before anything under it is fetched."""
+        if self.counter is not None:
+            self.counter.entry(path, path.count("/") + 1)
+        self._place(cid, _Place(path))
+
+    def _seed(self, target: CID) -> None:
+        """Place ``target`` at the output's root and spread through its nodes already held
+        (a resumed fetch), so the blocks still to come know where they go."""
+        self._place(target, _Place(""))
+        stack, seen = [target], set()
+        while stack:
+            cid = stack.pop()
+            if cid.digest in seen or cid.codec != DAG_PB or not self.store.has(cid):
+                continue
+            seen.add(cid.digest)
+            data = self.store.get(cid)
+            try:
+                node = decode_node(data, f"block {cid}")
+            except DagFormatError:
+                continue
+            self._spread(cid, node, data)
+            stack.extend(link.cid for link in node.links)
 
     # -- one request, with retries and the source's breaker ------------------------------
 
@@ -522,6 +845,9 @@ class _Fetcher:
         """Fetch every block of ``target``'s DAG not held yet: the root as a block, then each
         missing dag-pb node as a CAR of its sub-DAG, each missing raw leaf as a block, in
         parallel (at most ``concurrency`` requests in flight)."""
+        if self.sink is not None and not self.seeded:  # once: the next source continues
+            self.seeded = True
+            self._seed(target)
         if not (target.digest in self.links or self.store.has(target)):
             data = self.fetch_block(source, target)
             self.total = max(self.total, len(data) + _tsize(data, target))
@@ -534,6 +860,9 @@ class _Fetcher:
             wave = self.missing(target)
             if not wave:
                 return
+            # the largest sub-DAGs first (their parents' declared sizes): the longest
+            # transfer starts at once instead of behind a queue of small files
+            wave.sort(key=lambda cid: -self.declared.get(cid.digest, 0))
             futures: list[Future[Any]] = [
                 pool.submit(self.fetch_car if cid.codec == DAG_PB else self.fetch_block,
                             source, cid)
@@ -602,14 +931,34 @@ class _Exporter:
     block this run hashed and wrote itself is not hashed again; any other is."""
 
     def __init__(
-        self, store: FilesystemBlockstore, verified: set[bytes], pool: ThreadPoolExecutor
+        self,
+        store: FilesystemBlockstore,
+        verified: set[bytes],
+        pool: ThreadPoolExecutor,
+        sink: _Sink,
+        counter: LimitCounter,
     ) -> None:
         self.store = store
         self.verified = verified
         self.pool = pool
+        self.sink = sink
+        self.counter = counter
 
     def read(self, cid: CID) -> bytes:
+        if cid.digest in self.sink.leaves:
+            data = self.sink.read_back(cid)
+            if data is not None:
+                return data
         return self.store.get(cid, verify=cid.digest not in self.verified)
+
+    def read_size(self, cid: CID) -> int:
+        """The size of a raw block held (without reading a cached block file)."""
+        if cid.digest not in self.sink.leaves:
+            try:
+                return self.store.path_of(cid).stat().st_size
+            except OSError:
+                pass
+        return len(self.read(cid))
 
     def _layout(self, cid: CID, offset: int, depth: int, out: list[_Piece]) -> int:
         if depth > 64:
@@ -643,7 +992,12 @@ class _Exporter:
         return size
 
     def _write_piece(self, handle: int, piece: _Piece) -> None:
-        if not piece.inline and piece.cid.digest in self.verified and _COPY_FILE_RANGE:
+        if (
+            not piece.inline
+            and piece.cid.digest in self.verified
+            and piece.cid.digest not in self.sink.leaves
+            and _COPY_FILE_RANGE
+        ):
             # hashed by this run moments ago: copied file to file in the kernel, not read back
             self._copy_block(handle, piece)
             return
@@ -676,13 +1030,29 @@ class _Exporter:
         finally:
             os.close(source)
 
-    def write_file(self, cid: CID, target: Path) -> None:
+    def write_file(self, cid: CID, relative: str) -> None:
+        """Write the file ``cid`` at ``relative`` in the staging tree: its staged file, when
+        the fetch wrote one, is moved there and keeps the pieces written into it (verified,
+        at the offsets this layout gives); the rest come from the block cache."""
+        staged = self.sink.staged.get((relative, cid.digest))
+        if staged is not None and self.sink.relative[staged] is not None:
+            staged = None  # the same name twice in one directory: written again
         if cid.codec == RAW:
-            target.write_bytes(self.read(cid))
+            self.counter.file_bytes(relative, self.read_size(cid))
+            if staged is not None and self.sink.holds(staged, 0, cid.digest):
+                self.sink.move(staged, relative)
+            else:
+                self.sink.target(relative).write_bytes(self.read(cid))
             return
         pieces: list[_Piece] = []
         size = self._layout(cid, 0, 0, pieces)
-        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.counter.file_bytes(relative, size)
+        if staged is not None:
+            handle = os.open(self.sink.move(staged, relative), os.O_WRONLY)
+            pieces = [p for p in pieces if not self.sink.holds(staged, p.offset, p.cid.digest)]
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            handle = os.open(self.sink.target(relative), flags, 0o644)
         try:
             os.ftruncate(handle, size)
             _wait_all([self.pool.submit(self._write_piece, handle, p) for p in pieces])
@@ -690,30 +1060,35 @@ class _Exporter:
             os.close(handle)
 
     def write_tree(self, cid: CID, dest: Path, *, shared: bool = False) -> bool:
-        """Write ``cid`` (file or directory) at ``dest``: into a temporary sibling first,
-        renamed into place when complete. True for a directory. ``shared``: ``dest`` is the
-        cache's copy of ``cid``, which a concurrent fetch may have written meanwhile."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+        """Write ``cid`` (file or directory) at ``dest``: completed in the sink's staging
+        folder (a sibling of ``dest``), renamed into place when every file is. True for a
+        directory. ``shared``: ``dest`` is the cache's copy of ``cid``, which a concurrent
+        fetch may have written meanwhile."""
+        self.sink.close()
+        is_directory = False
+        for relative, entry, kind in walk(self.store, cid):
+            if relative:
+                self.counter.entry(relative, relative.count("/") + 1)
+            target = self.sink.target(relative)
+            if kind == "directory":
+                if target.exists() and not target.is_dir():  # a name held by a file before
+                    target.unlink()
+                target.mkdir(parents=True, exist_ok=True)
+                is_directory = is_directory or not relative
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():
+                shutil.rmtree(target)
+            self.write_file(entry, relative)
+        if not shared and (dest.exists() or dest.is_symlink()):  # fetch(overwrite=True)
+            os.replace(dest, self.sink.root.with_name("replaced"))
         try:
-            is_directory = False
-            for relative, entry, kind in walk(self.store, cid):
-                target = staging / "root" / relative if relative else staging / "root"
-                if kind == "directory":
-                    target.mkdir(parents=True, exist_ok=True)
-                    is_directory = is_directory or not relative
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.write_file(entry, target)
-            try:
-                os.replace(staging / "root", dest)
-            except OSError:
-                if not (shared and dest.exists()):
-                    raise
-                # another process put the same content in the cache first: theirs serves
-            return is_directory
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            os.replace(self.sink.root, dest)
+        except OSError:
+            if not (shared and dest.exists()):
+                raise
+            # another process put the same content in the cache first: theirs serves
+        return is_directory
 
 
 def fetch(
@@ -729,21 +1104,28 @@ def fetch(
     overwrite: bool = False,
     offline: bool = False,
     max_bytes: int | None = None,
+    limits: DirectoryLimits = DEFAULT_LIMITS,
+    strategy: str = "lowest_latency",
     progress: ProgressCallback | None = None,
 ) -> FetchResult:
     """Fetch the UnixFS file or directory ``cid`` (a CID, ``ipfs://<cid>[/path]`` or
     ``/ipfs/<cid>[/path]``), verified block by block, and write it at ``dest``.
 
-    Sources, in order: the kubo RPC API ``rpc`` (else ``$IPFS_ACCELERATE_KUBO_RPC``), then
-    ``gateways`` (else ``$IPFS_ACCELERATE_GATEWAYS``); none by default, so only cached content
-    is available until one is configured. A source that fails or lies is recorded against its
-    circuit breaker and the next one continues from the blocks verified so far; retryable
-    failures (connection, timeout, 429/5xx) are retried ``retries`` times with backoff.
+    Sources: the kubo RPC API ``rpc`` (else ``$IPFS_ACCELERATE_KUBO_RPC``), then ``gateways``
+    (else ``$IPFS_ACCELERATE_GATEWAYS``); none by default, so only cached content is
+    available until one is configured. They are tried in the order ``strategy`` gives (one
+    of the package's balancing strategies over what this process measured of each source,
+    or ``"ordered"``: as configured); a source whose circuit breaker is open comes last and
+    is refused without a request. A source that fails or lies is recorded against its
+    breaker and the next one continues from the blocks verified so far; retryable failures
+    (connection, timeout, 429/5xx) are retried ``retries`` times with backoff.
 
     Without ``dest`` the content is kept in the cache (``<cache>/ipfs/content/<cid>``) and a
     later call returns it without any request. ``dest`` must not exist unless ``overwrite``.
     ``max_bytes`` bounds what one fetch may download (ContentError beyond it, and at once
-    when the root's links already declare more).
+    when the root's links already declare more). A tree above ``limits`` (entries, total
+    file bytes, depth below the target) raises ContentLimitError as soon as a verified
+    directory or file node declares it, before what lies under it is fetched.
     Raises FetchError (each source's error attached) when no source delivered,
     ContentPathError for a path the verified DAG does not hold, ConfigurationError when the
     content is not cached and no source is configured.
@@ -760,6 +1142,11 @@ def fetch(
         raise InvalidArgumentError(f"fetch: max_bytes must be a positive int, got {max_bytes!r}")
     if not isinstance(retries, int) or not 0 <= retries <= 20:
         raise InvalidArgumentError(f"fetch: retries must be an int in [0, 20], got {retries!r}")
+    counter = LimitCounter(limits, f"fetch {text!r}")
+    if strategy not in SOURCE_STRATEGIES:
+        raise InvalidArgumentError(
+            f"fetch: strategy must be one of {', '.join(SOURCE_STRATEGIES)}, got {strategy!r}"
+        )
     base = Path(cache_dir).expanduser() if cache_dir is not None else package_cache_dir() / "ipfs"
     store = FilesystemBlockstore(base / "blocks")
 
@@ -769,9 +1156,46 @@ def fetch(
         if rpc_url:
             sources.append(_KuboRPC(_check_base_url(rpc_url, "kubo rpc"), timeout))
         sources.extend(_Gateway(url, timeout) for url in configured_gateways(gateways))
-    fetcher = _Fetcher(
-        store, concurrency, ResilienceConfig(max_retries=retries), progress, max_bytes
-    )
+    chosen = Path(dest).expanduser() if dest is not None else None
+    if chosen is not None and (chosen.exists() or chosen.is_symlink()) and not overwrite:
+        raise ContentError(f"fetch {text!r}: destination {str(chosen)!r} already exists")
+    parent = chosen.parent if chosen is not None else base / "content"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=".ipfs-fetch.partial-"))
+    except OSError as exc:
+        raise ContentError(
+            f"fetch {text!r}: cannot write in {str(parent)!r} ({exc.strerror or exc})"
+        ) from None
+    sink = _Sink(staging)
+    try:
+        result = _fetch_into(
+            _Fetcher(store, concurrency, ResilienceConfig(max_retries=retries), progress,
+                     max_bytes, sink, counter),
+            _order_sources(sources, strategy), root, segments, text, base, chosen, overwrite,
+        )  # fmt: skip
+    except BaseException:
+        sink.keep(store)  # the verified leaves, for a fetch that resumes
+        raise
+    finally:
+        sink.close()
+        shutil.rmtree(staging, ignore_errors=True)
+    store.record_copies(sink.copies(result.path))
+    return result
+
+
+def _fetch_into(
+    fetcher: _Fetcher,
+    sources: list[_Source],
+    root: CID,
+    segments: tuple[str, ...],
+    text: str,
+    base: Path,
+    dest: Path | None,
+    overwrite: bool,
+) -> FetchResult:
+    assert fetcher.sink is not None and fetcher.counter is not None
+    store, progress = fetcher.store, fetcher.progress
     target: CID | None = _resolve_cached(fetcher, root, segments, text)
     if target is not None and dest is None:
         cached = base / "content" / str(target.to_v1())
@@ -786,18 +1210,16 @@ def fetch(
                 "network by default"
             )
         target = _fetch_from(fetcher, sources, root, segments, text, errors)
-    out = Path(dest).expanduser() if dest is not None else base / "content" / str(target.to_v1())
+    out = dest if dest is not None else base / "content" / str(target.to_v1())
     if out.exists() or out.is_symlink():
         if dest is None:
             return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources), tuple(errors))
         if not overwrite:
             raise ContentError(f"fetch {text!r}: destination {str(out)!r} already exists")
-        if out.is_dir() and not out.is_symlink():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="ipfs-export") as pool:
-        exporter = _Exporter(store, fetcher.verified_now, pool)
+        # replaced only once the new copy is complete (it may be read from the old one)
+    with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-export") as pool:
+        counter = LimitCounter(fetcher.counter.limits, fetcher.counter.what)
+        exporter = _Exporter(store, fetcher.verified_now, pool, fetcher.sink, counter)
         is_directory = exporter.write_tree(target, out, shared=dest is None)
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))

@@ -30,6 +30,7 @@ from ipfs_accelerate.content._dagpb import (
     encode_unixfs,
 )
 from ipfs_accelerate.content._hamt import build_shard
+from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits, LimitCounter
 from ipfs_accelerate.errors import ContentError, InvalidArgumentError
 
 __all__ = [
@@ -380,14 +381,17 @@ def import_directory(
     raw_leaves: bool | None = None,
     max_links: int | None = None,
     shard_threshold: int | None = None,
+    limits: DirectoryLimits = DEFAULT_LIMITS,
 ) -> DirectoryImport:
     """Import a directory tree as ``ipfs add -r`` would with ``profile``.
 
     Every entry is included (hidden files too); symbolic links are followed, so a Hugging
     Face snapshot (a directory of links to blobs) imports as the files it shows. Names must
     be valid UTF-8; a link loop, a special file or an unreadable entry raises ContentError
-    naming the path.
+    naming the path. A tree above ``limits`` (entries, total file bytes, depth) raises
+    ContentLimitError naming the directory, before the file that crosses it is read.
     """
+    counter = LimitCounter(limits, f"directory {str(source)!r}")
     chosen = resolve_profile(
         profile, chunk_size=chunk_size, cid_version=cid_version, raw_leaves=raw_leaves,
         max_links=max_links, shard_threshold=shard_threshold,
@@ -402,7 +406,7 @@ def import_directory(
     builder = _Builder(chosen, blockstore)
     entries: list[ImportedEntry] = []
     root, _ = _import_tree(
-        builder, root_path, "", {(root_stat.st_dev, root_stat.st_ino)}, entries
+        builder, root_path, "", {(root_stat.st_dev, root_stat.st_ino)}, entries, counter
     )
     return DirectoryImport(root, tuple(entries))
 
@@ -413,6 +417,7 @@ def _import_tree(
     relative: str,
     ancestors: set[tuple[int, int]],
     entries: list[ImportedEntry],
+    counter: LimitCounter,
 ) -> tuple[ImportedEntry, int]:
     """The directory's entry and how many children it has."""
     try:
@@ -431,15 +436,17 @@ def _import_tree(
             info = path.stat()
         except OSError as exc:
             raise ContentError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        counter.entry(child_relative, child_relative.count("/") + 1)
         if stat.S_ISDIR(info.st_mode):
             key = (info.st_dev, info.st_ino)
             if key in ancestors:
                 raise ContentError(f"{str(path)!r}: symbolic link loop back to an ancestor")
             entry, count = _import_tree(
-                builder, path, child_relative, ancestors | {key}, entries
+                builder, path, child_relative, ancestors | {key}, entries, counter
             )
             children.append(_DirChild(name, entry, count == 0))
         elif stat.S_ISREG(info.st_mode):
+            counter.file_bytes(child_relative, info.st_size)
             try:
                 with path.open("rb", buffering=0) as stream:
                     node = _import_stream(stream, builder)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from ipfs_accelerate.content._car import write_car_of_path
 from ipfs_accelerate.content._cid import CID
 from ipfs_accelerate.content._fetch import KUBO_RPC_ENV, _check_base_url
 from ipfs_accelerate.content._importer import DEFAULT_PROFILE, import_directory
+from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits
 from ipfs_accelerate.errors import CheckpointError, GatewayError, InvalidCIDError
 from ipfs_accelerate.resilience import redact_url
 
@@ -61,6 +62,7 @@ def publish(
     car: str | os.PathLike[str] | None = None,
     rpc: str | None = None,
     timeout: float = 600.0,
+    limits: DirectoryLimits = DEFAULT_LIMITS,
 ) -> PublishResult:
     """Import the checkpoint directory ``path`` under ``profile`` and return its root CID.
 
@@ -68,17 +70,18 @@ def publish(
     ``$IPFS_ACCELERATE_KUBO_RPC`` when set) that CAR is uploaded to the kubo node's
     ``/api/v0/dag/import``, which pins the root, and the root kubo reports must equal this
     one. A path that is not a checkpoint directory (config.json and safetensors weights)
-    raises CheckpointError.
+    raises CheckpointError; one above ``limits`` ContentLimitError.
     """
     directory = Path(path).expanduser()
     _check_checkpoint(directory)
     rpc_url = rpc if rpc is not None else os.environ.get(KUBO_RPC_ENV) or None
     base = _check_base_url(rpc_url, "kubo rpc") if rpc_url else None
     if car is None and base is None:
-        return PublishResult(import_directory(directory, profile=profile).root.cid, None, False)
+        imported = import_directory(directory, profile=profile, limits=limits)
+        return PublishResult(imported.root.cid, None, False)
     if car is not None:
         car_path = Path(car).expanduser()
-        root = write_car_of_path(directory, car_path, profile=profile).cid
+        root = write_car_of_path(directory, car_path, profile=profile, limits=limits).cid
         if base is not None:
             _dag_import(base, car_path, root, timeout)
         return PublishResult(root, car_path, base is not None)
@@ -86,7 +89,7 @@ def publish(
     handle, temporary = tempfile.mkstemp(suffix=".car")
     os.close(handle)
     try:
-        root = write_car_of_path(directory, temporary, profile=profile).cid
+        root = write_car_of_path(directory, temporary, profile=profile, limits=limits).cid
         _dag_import(base, Path(temporary), root, timeout)
     finally:
         Path(temporary).unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,7 +76,7 @@ ARG_REDUCE_OPS: frozenset[str] = frozenset({"argmax", "argmin"})
 #: optional fused ops a backend may provide (see each method's docstring)
 FUSABLE_OPS: frozenset[str] = frozenset(
     {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-     "dynamic_quantized_linear"}
+     "dynamic_quantized_linear", "row_quantized_linear"}
 )  # fmt: skip
 
 
@@ -125,6 +125,15 @@ class BackendInfo:
             "details": dict(self.details),
             "reason": self.reason,
         }
+
+
+class CapturedFunction(abc.ABC):
+    """A function of tensors recorded by :meth:`Backend.capture`."""
+
+    @abc.abstractmethod
+    def replay(self, *inputs: Tensor | np.ndarray[Any, Any]) -> tuple[Tensor, ...]:
+        """``fn``'s results for these input values (tensors of the backend or host arrays,
+        the same shapes and dtypes as when captured, in the same order)."""
 
 
 class Backend(abc.ABC):
@@ -319,6 +328,12 @@ class Backend(abc.ABC):
         [min(x, 0), max(x, 0)] over 255 steps) and an integer matrix product."""
         raise UnsupportedOpError(f"{self.name}: no dynamic quantized linear")
 
+    def row_quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Any:
+        """As :meth:`dynamic_quantized_linear`, with one uint8 scale and zero point per row of
+        ``x`` (per index of its leading axes) instead of one for the tensor
+        (``ops.linear(activations="int8_row")``, exact rule in ``ops/_quantized.py``)."""
+        raise UnsupportedOpError(f"{self.name}: no row-quantized linear")
+
     def attention(
         self,
         q: Tensor,
@@ -351,6 +366,16 @@ class Backend(abc.ABC):
         and never changed again. A graph-compiling backend may embed it in its compiled graphs
         as a constant (letting the runtime prepack and fuse around it). Only a hint: results
         never depend on it, and eager backends ignore it."""
+
+    def capture(
+        self, fn: Callable[..., Sequence[Tensor]], inputs: Sequence[Tensor]
+    ) -> CapturedFunction | None:
+        """Optional: ``fn(*inputs)`` (``inputs`` are this backend's tensors) recorded once so
+        that :meth:`CapturedFunction.replay` computes its results for new input values of the
+        same shapes and dtypes without running ``fn``'s Python again. None when the backend
+        cannot (the default) or when ``fn`` reads a per-call value that is not one of
+        ``inputs`` (freezing it would give wrong results later): the caller runs ``fn``."""
+        return None
 
     # ------------------------------------------------------------------ lifecycle
 

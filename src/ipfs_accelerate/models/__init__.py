@@ -22,10 +22,13 @@ _LAZY: dict[str, str] = {
     "TextEmbedder": "ipfs_accelerate.models.pipelines",
     "Reranker": "ipfs_accelerate.models.pipelines",
     "Ranked": "ipfs_accelerate.models.pipelines",
+    "TextClassifier": "ipfs_accelerate.models.pipelines",
+    "fine_tune": "ipfs_accelerate.models.training",
     "ImageClassifier": "ipfs_accelerate.models.pipelines",
     "ZeroShotImageClassifier": "ipfs_accelerate.models.pipelines",
     "SpeechRecognizer": "ipfs_accelerate.models.pipelines",
     "TranscriptSegment": "ipfs_accelerate.models.pipelines",
+    "WordTiming": "ipfs_accelerate.models.pipelines",
     "BertConfig": "ipfs_accelerate.models.bert",
     "BertModel": "ipfs_accelerate.models.bert",
     "BertForSequenceClassification": "ipfs_accelerate.models.bert",
@@ -125,15 +128,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ipfs_accelerate.models.pipelines import Ranked as Ranked
     from ipfs_accelerate.models.pipelines import Reranker as Reranker
     from ipfs_accelerate.models.pipelines import SpeechRecognizer as SpeechRecognizer
+    from ipfs_accelerate.models.pipelines import TextClassifier as TextClassifier
     from ipfs_accelerate.models.pipelines import TextEmbedder as TextEmbedder
     from ipfs_accelerate.models.pipelines import TextGenerator as TextGenerator
     from ipfs_accelerate.models.pipelines import TranscriptSegment as TranscriptSegment
+    from ipfs_accelerate.models.pipelines import WordTiming as WordTiming
     from ipfs_accelerate.models.pipelines import ZeroShotImageClassifier as ZeroShotImageClassifier
     from ipfs_accelerate.models.roberta import RobertaConfig as RobertaConfig
     from ipfs_accelerate.models.roberta import (
         RobertaForSequenceClassification as RobertaForSequenceClassification,
     )
     from ipfs_accelerate.models.roberta import RobertaModel as RobertaModel
+    from ipfs_accelerate.models.training import fine_tune as fine_tune
     from ipfs_accelerate.models.vit import ViTConfig as ViTConfig
     from ipfs_accelerate.models.vit import ViTForImageClassification as ViTForImageClassification
     from ipfs_accelerate.models.vit import ViTModel as ViTModel

@@ -11,7 +11,7 @@ never a translation table. Modules hold tensors of one backend and call only
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
@@ -19,13 +19,22 @@ import numpy as np
 from ipfs_accelerate import ops
 from ipfs_accelerate.errors import DeviceMismatchError, ModelError
 from ipfs_accelerate.quantization import QuantizedTensor
-from ipfs_accelerate.tensor import Tensor
+from ipfs_accelerate.tensor import Tensor, zeros_like
 from ipfs_accelerate.tensor._dtype import float32
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["Conv1d", "Conv2d", "Embedding", "LayerNorm", "Linear", "Module", "ModuleList"]
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "Dropout",
+    "Embedding",
+    "LayerNorm",
+    "Linear",
+    "Module",
+    "ModuleList",
+]
 
 Shape = tuple[int, ...]
 
@@ -62,6 +71,8 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_shapes", {})
         object.__setattr__(self, "_children", {})
+        # loading gives eval mode: dropout off, so inference is exactly as fast as before
+        object.__setattr__(self, "training", False)
 
     def __setattr__(self, name: str, value: Any) -> None:
         children: dict[str, Module] = self.__dict__["_children"]
@@ -104,6 +115,49 @@ class Module:
                 value = module.__dict__.get(name)
                 if isinstance(value, Tensor):
                     yield (f"{path}.{name}" if path else name), value
+
+    def parameters(self) -> list[Tensor]:
+        """The loaded float parameters, in :meth:`named_parameters` order (what an optimizer
+        takes; quantized weights are frozen and not among them)."""
+        return [tensor for _, tensor in self.named_parameters()]
+
+    def train(self, mode: bool = True, *, seed: int | None = None) -> Self:
+        """Training mode (``mode=True``: dropout on) or evaluation mode for this module and
+        every sub-module; returns self. ``seed`` seeds the one generator the dropout masks of
+        the whole tree are drawn from (the same seed gives the same masks on every backend);
+        without it the masks are drawn from fresh OS entropy."""
+        generator = np.random.default_rng(seed)
+        for _, module in self.named_modules():
+            object.__setattr__(module, "training", bool(mode))
+            if isinstance(module, Dropout):
+                module.generator = generator
+        return self
+
+    def eval(self) -> Self:
+        """Evaluation mode (dropout off), as after loading; returns self."""
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Self:
+        """Make every parameter require grad (or not); returns self. A weight-quantized
+        model cannot be trained: ModelError names its first quantized weight."""
+        if requires_grad:
+            for name, value in self.named_weights():
+                if isinstance(value, QuantizedTensor):
+                    raise ModelError(
+                        f"{type(self).__name__}.requires_grad_: {name!r} is a {value.bits}-bit "
+                        "quantized weight, which cannot be trained; load the model in float32"
+                    )
+        for tensor in self.parameters():
+            tensor.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's ``.grad`` (``set_to_none=False``: fill it with zeros)."""
+        for tensor in self.parameters():
+            if set_to_none or tensor.grad is None:
+                tensor.grad = None
+            else:
+                tensor.grad = zeros_like(tensor.grad)
 
     def remove_child(self, dotted: str) -> None:
         """Drop the sub-module at ``dotted`` (used for optional parts absent from a checkpoint)."""
@@ -155,14 +209,17 @@ class Module:
             raise ModelError(f"{type(self).__name__}: no parameter named {dotted!r}")
         object.__setattr__(module, last, value)
 
-    def set_int8_activations(self, layers: str | Iterable[str] = "auto") -> list[str]:
+    def set_int8_activations(
+        self, layers: str | Iterable[str] | Mapping[str, str] = "auto", mode: str = "int8"
+    ) -> list[str]:
         """For an int8/int4 model: which quantized Linear layers also quantize their inputs
-        to int8 at run time ("auto", "all", "none" or layer kinds; see
-        :func:`ipfs_accelerate.models._precision.set_int8_activations`). Faster where the
+        to int8 at run time, one scale per tensor (``mode="int8"``) or per row
+        (``"int8_row"``): "auto", "all", "none", layer kinds or a mapping kind -> mode; see
+        :func:`ipfs_accelerate.models._precision.set_int8_activations`. Faster where the
         backend has an integer kernel (WebNN), less accurate; returns the chosen layers."""
         from ipfs_accelerate.models._precision import set_int8_activations
 
-        return set_int8_activations(self, layers)
+        return set_int8_activations(self, layers, mode)
 
     @property
     def device(self) -> str:
@@ -188,6 +245,28 @@ class ModuleList(Module):
 
     def __getitem__(self, index: int) -> Any:
         return self._children[str(index)]
+
+
+class Dropout(Module):
+    """Inverted dropout with probability ``p`` while the tree is in training mode (see
+    :meth:`Module.train`), the identity otherwise. Holds no parameters."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not 0.0 <= float(p) <= 1.0:
+            raise ModelError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.generator = np.random.default_rng()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.training) and self.p > 0.0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if not self.active:
+            return x
+        seed = int(self.generator.integers(0, 2**63 - 1))
+        return ops.dropout(x, self.p, training=True, seed=seed)
 
 
 class Linear(Module):

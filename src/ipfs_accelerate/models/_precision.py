@@ -5,7 +5,8 @@ to float16 where the backend holds float16. ``"auto"`` keeps a float16/bfloat16 
 float16 where the backend holds it (float32 otherwise) and keeps a quantized checkpoint as it
 was saved. ``"int8"``: every Linear weight ``quantize(w, bits=8, axis=0)`` (per output
 channel, symmetric); ``"int4"``: ``quantize(w, bits=4, axis=1, block_size=32)`` (blocks along
-in_features), int8 for a layer whose in_features 32 does not divide. The token-embedding
+in_features), int8 for a layer whose in_features 32 does not divide (a projection that
+stores its weight (in, out), GPT-2's Conv1D, the same with the axes swapped). The token-embedding
 tables a model names in ``quantizable_embeddings`` become int8 per row in both (they are most
 of a small encoder's bytes); layer norms, biases, convolutions, position embeddings and the
 layers in :data:`FLOAT_LAYERS` stay in float32. docs/models.md ("Precision") has the numbers
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from ipfs_accelerate.quantization import QuantizedTensor, quantize
 __all__ = [
     "FLOAT_LAYERS",
     "INT4_BLOCK_SIZE",
+    "INT8_ACTIVATIONS",
     "INT8_ACTIVATION_KINDS",
     "LAYER_KINDS",
     "MODEL_DTYPES",
@@ -118,20 +121,22 @@ def resolve_precision(
 
 def _named_weights(model: Module) -> Iterator[tuple[str, Module]]:
     for path, module in model.named_modules():
-        if isinstance(module, Linear | Embedding):
+        if isinstance(module, Linear | Embedding) or getattr(module, "weight_in_out", False):
             yield (f"{path}.weight" if path else "weight"), module
 
 
 def quantized_keys(model: Module) -> dict[str, str]:
-    """Model key -> ``"linear"`` or ``"embedding"`` for every weight int8/int4 quantizes."""
+    """Model key -> ``"linear"``, ``"in_out"`` (a projection whose weight is stored
+    (in_features, out_features), as GPT-2's Conv1D) or ``"embedding"`` for every weight
+    int8/int4 quantizes."""
     embeddings = set(getattr(model, "quantizable_embeddings", ()))
     out: dict[str, str] = {}
     for key, module in _named_weights(model):
-        if isinstance(module, Linear):
-            if not key[: -len(".weight")].endswith(FLOAT_LAYERS):
-                out[key] = "linear"
-        elif key in embeddings:
-            out[key] = "embedding"
+        if isinstance(module, Embedding):
+            if key in embeddings:
+                out[key] = "embedding"
+        elif not key[: -len(".weight")].endswith(FLOAT_LAYERS):
+            out[key] = "linear" if isinstance(module, Linear) else "in_out"
     return out
 
 
@@ -168,15 +173,20 @@ class WeightConverter:
 
     def _quantize(self, key: str, array: np.ndarray[Any, Any], kind: str) -> QuantizedTensor:
         bits = self.precision.bits or 8
+        # the axis of in_features: Linear weights are (out, in), "in_out" ones (in, out)
+        inputs = 0 if kind == "in_out" else 1
         block = None
-        if kind == "linear" and bits == 4 and array.shape[1] % INT4_BLOCK_SIZE == 0:
+        projection = kind in ("linear", "in_out")
+        if projection and bits == 4 and array.shape[inputs] % INT4_BLOCK_SIZE == 0:
             block = INT4_BLOCK_SIZE
-        elif kind == "linear" and bits == 4:
-            logger.info("%s: in_features %d is not a multiple of 32: int8", key, array.shape[1])
+        elif projection and bits == 4:
+            size = array.shape[inputs]
+            logger.info("%s: in_features %d is not a multiple of 32: int8", key, size)
         bits = 4 if block is not None else 8
         cache_key = (id(array), bits, block)
         if cache_key not in self._done:
-            axis = 1 if block is not None else 0
+            # int4 blocks run along in_features; int8 has one scale per output feature
+            axis = inputs if block is not None else 1 - inputs
             self._done[cache_key] = quantize(array, bits=bits, axis=axis, block_size=block)
         return self._done[cache_key]
 
@@ -192,13 +202,26 @@ _KIND_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ffn_in", ("intermediate.dense", "fc1", "ffn.lin1", "mlp.Wi")),
     ("ffn_out", ("output.dense", "fc2", "ffn.lin2", "mlp.Wo")),
 )  # fmt: skip
-#: the layer kinds whose inputs are quantized to int8 (``ops.linear(activations="int8")``)
-#: when the backend has an integer kernel; the others keep float inputs (weight-only). With
-#: one scale per tensor, the FFN input (layer-norm output with a few outlier channels) and
-#: the FFN output projection (GELU outputs) lose too much: MiniLM's minimum cosine falls
-#: below 0.99 with either. Heads (classifiers, projections, Whisper's vocabulary
-#: projection) keep float inputs too. docs/models.md ("Precision") has the measurement.
-INT8_ACTIVATION_KINDS: frozenset[str] = frozenset({"attention_in", "attention_out"})
+#: the default int8 activation policy: layer kind -> ``ops.linear``'s ``activations`` mode,
+#: used where the backend has that mode's integer kernel (weight-only elsewhere, and for the
+#: kinds not listed). Every transformer-block Linear takes uint8 inputs with one scale per row
+#: (token): MiniLM's cosine against fp32 over 256 sentences, min 0.9971 / mean 0.99866.
+#: One scale per tensor ("int8") holds the gate on the attention projections only (0.9968 /
+#: 0.99825): the FFN input (layer-norm output with a few outlier channels) and the FFN output
+#: projection (GELU outputs) vary too much from token to token for one scale, and mixing
+#: per-tensor attention with per-row FFN fails the mean gate (0.9958 / 0.99790). Per-row on
+#: every block layer also measured as fast as per-tensor everywhere on webnn. Heads
+#: (classifiers, projections, Whisper's vocabulary projection) keep float inputs.
+#: docs/models.md ("Precision") has the measurements.
+INT8_ACTIVATIONS: Mapping[str, str] = MappingProxyType(
+    dict.fromkeys(("attention_in", "attention_out", "ffn_in", "ffn_out"), "int8_row")
+)
+#: the layer kinds whose inputs the default policy quantizes (any mode)
+INT8_ACTIVATION_KINDS: frozenset[str] = frozenset(INT8_ACTIVATIONS)
+#: the fused backend op each integer activation mode needs to run as integers
+_MODE_KERNELS: Mapping[str, str] = MappingProxyType(
+    {"int8": "dynamic_quantized_linear", "int8_row": "row_quantized_linear"}
+)
 
 
 def layer_kind(path: str) -> str:
@@ -214,23 +237,31 @@ def layer_kind(path: str) -> str:
 
 
 def apply_activation_policy(
-    model: Module, device: str, kinds: frozenset[str] | None = None
+    model: Module, device: str, modes: Mapping[str, str] | None = None
 ) -> list[str]:
-    """Set ``activations="int8"`` on the quantized Linear layers of the ``kinds`` (default
-    :data:`INT8_ACTIVATION_KINDS`) when ``kinds`` is given or the backend lists
-    ``dynamic_quantized_linear`` in ``fused``; ``"float"`` on every other layer. Returns the
-    paths of the int8-activation layers."""
+    """Set each quantized Linear layer's ``activations`` to ``modes[its kind]`` (``"float"``
+    for kinds not in ``modes`` and for float weights). Without ``modes``: the kinds of
+    :data:`INT8_ACTIVATIONS` whose mode's integer kernel the backend lists in ``fused``, on
+    8-bit weights only (4-bit weights keep float inputs). Returns the paths of the layers
+    with integer activations."""
     from ipfs_accelerate import hal
 
-    if kinds is None:
+    # the default policy leaves 4-bit weights' inputs in float: MatMulNBits computes in float
+    # (or rounds its input itself), so rounding them beforehand would only cost time
+    widths = (8,) if modes is None else (4, 8)
+    if modes is None:
         fused = hal.get_backend(device).fused
-        kinds = INT8_ACTIVATION_KINDS if "dynamic_quantized_linear" in fused else frozenset()
+        modes = {kind: mode for kind, mode in INT8_ACTIVATIONS.items()
+                 if _MODE_KERNELS[mode] in fused}  # fmt: skip
     chosen = []
     for path, module in model.named_modules():
         if isinstance(module, Linear):
-            int8 = isinstance(module.weight, QuantizedTensor) and layer_kind(path) in kinds
-            module.activations = "int8" if int8 else "float"
-            if int8:
+            mode = modes.get(layer_kind(path), "float")
+            weight = module.weight
+            if not isinstance(weight, QuantizedTensor) or weight.bits not in widths:
+                mode = "float"
+            module.activations = mode
+            if mode != "float":
                 chosen.append(path)
     return chosen
 
@@ -240,32 +271,56 @@ LAYER_KINDS: frozenset[str] = frozenset({"attention_in", "attention_out", "ffn_i
                                          "head"})  # fmt: skip
 
 
-def set_int8_activations(model: Module, layers: str | Iterable[str] = "auto") -> list[str]:
-    """Choose which quantized Linear layers quantize their inputs to int8 at run time:
-    ``"auto"`` (the default policy: :data:`INT8_ACTIVATION_KINDS` where the backend has an
-    integer kernel, none elsewhere), ``"all"``, ``"none"`` (weight-only everywhere), or layer
-    kinds from :data:`LAYER_KINDS`. On a backend without an integer kernel the rounding is
+def _check_kinds(kinds: Iterable[str]) -> None:
+    unknown = sorted(k for k in kinds if k not in LAYER_KINDS)
+    if unknown:
+        raise InvalidArgumentError(
+            f"int8 activations: unknown layer kind(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(LAYER_KINDS))}"
+        )
+
+
+def _check_mode(mode: Any, what: str) -> str:
+    if not isinstance(mode, str) or mode not in _MODE_KERNELS:
+        raise InvalidArgumentError(
+            f"int8 activations: {what} must be one of "
+            f"{', '.join(map(repr, _MODE_KERNELS))}, got {mode!r}"
+        )
+    return mode
+
+
+def set_int8_activations(
+    model: Module,
+    layers: str | Iterable[str] | Mapping[str, str] = "auto",
+    mode: str = "int8",
+) -> list[str]:
+    """Choose which quantized Linear layers quantize their inputs at run time, and how:
+    ``"auto"`` (the default policy: :data:`INT8_ACTIVATIONS` where the backend has the
+    integer kernels, none elsewhere), ``"all"``, ``"none"`` (weight-only everywhere), layer
+    kinds from :data:`LAYER_KINDS`, or a mapping kind -> mode. ``mode`` is the
+    ``activations`` mode of ``"all"`` and of listed kinds: ``"int8"`` (one scale per tensor)
+    or ``"int8_row"`` (one per row). On a backend without the integer kernel the rounding is
     applied in float (same results, slower). Returns the chosen layers' paths."""
     if layers == "auto":
         return apply_activation_policy(model, model.device)
+    if isinstance(layers, Mapping):
+        _check_kinds(layers)
+        modes = {kind: _check_mode(m, f"the mode of {kind!r}") for kind, m in layers.items()}
+        return apply_activation_policy(model, model.device, modes)
+    _check_mode(mode, "mode")
     if layers == "all":
-        kinds = LAYER_KINDS
+        kinds: frozenset[str] = LAYER_KINDS
     elif layers == "none":
         kinds = frozenset()
     elif isinstance(layers, str):
         raise InvalidArgumentError(
-            f"int8 activations: layers must be 'auto', 'all', 'none' or layer kinds "
-            f"({', '.join(sorted(LAYER_KINDS))}), got {layers!r}"
+            f"int8 activations: layers must be 'auto', 'all', 'none', layer kinds "
+            f"({', '.join(sorted(LAYER_KINDS))}) or a mapping kind -> mode, got {layers!r}"
         )
     else:
         kinds = frozenset(layers)
-        unknown = sorted(k for k in kinds if k not in LAYER_KINDS)
-        if unknown:
-            raise InvalidArgumentError(
-                f"int8 activations: unknown layer kind(s) {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(sorted(LAYER_KINDS))}"
-            )
-    return apply_activation_policy(model, model.device, kinds)
+        _check_kinds(kinds)
+    return apply_activation_policy(model, model.device, dict.fromkeys(kinds, mode))
 
 
 @functools.cache

@@ -9,6 +9,7 @@ decoder/cross-attention configurations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -24,6 +25,7 @@ from ipfs_accelerate.models._config import (
     require_model_type,
 )
 from ipfs_accelerate.models._module import (
+    Dropout,
     Embedding,
     LayerNorm,
     Linear,
@@ -57,6 +59,8 @@ class BertConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
     pad_token_id: int = 0
     position_embedding_type: str = "absolute"
     is_decoder: bool = False
@@ -188,16 +192,17 @@ class BertEmbeddings(Module):
         self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         length = input_ids.shape[1]
         positions = cast("Tensor", self.position_embeddings.weight)[:length]
         x = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(token_type_ids)
-        return self.LayerNorm(x)
+        return self.dropout(self.LayerNorm(x))
 
     def packed(self, input_ids: Tensor, positions: Tensor, token_type_ids: Tensor) -> Tensor:
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        return self.LayerNorm(x + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.LayerNorm(x + self.token_type_embeddings(token_type_ids)))
 
 
 class BertSelfAttention(Module):
@@ -207,19 +212,28 @@ class BertSelfAttention(Module):
         self.query = Linear(config.hidden_size, config.hidden_size)
         self.key = Linear(config.hidden_size, config.hidden_size)
         self.value = Linear(config.hidden_size, config.hidden_size)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def __call__(self, x: Tensor, mask: Tensor | None, layout: _Layout | None = None) -> Tensor:
         if layout is None:
             q, k, v = (
                 split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value)
             )
-            return merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+            return merge_heads(self._attend(q, k, v, mask))
         # packed: the projections see the real tokens only, attention the padded layout
         q, k, v = (
             split_heads(layout.padded(proj(x)), self.num_heads)
             for proj in (self.query, self.key, self.value)
         )
-        return layout.packed(merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
+        return layout.packed(merge_heads(self._attend(q, k, v, mask)))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        if not self.dropout.active:  # the fused kernel has no dropout
+            return ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        scores = (q @ k.mT) * (1.0 / math.sqrt(q.shape[-1]))
+        if mask is not None:
+            scores = ops.where(mask, scores, float(np.finfo(np.float32).min))
+        return self.dropout(ops.softmax(scores, axis=-1)) @ v
 
 
 class BertSelfOutput(Module):
@@ -227,9 +241,10 @@ class BertSelfOutput(Module):
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class BertAttention(Module):
@@ -257,9 +272,10 @@ class BertLayerOutput(Module):
         super().__init__()
         self.dense = Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class BertLayer(Module):

@@ -27,7 +27,8 @@ from ipfs_accelerate.models._module import (
 )
 from ipfs_accelerate.models.generation._cache import CacheShape, DecodeStep
 from ipfs_accelerate.models.llama import check_tied_head
-from ipfs_accelerate.tensor import Tensor, from_numpy
+from ipfs_accelerate.quantization import QuantizedTensor
+from ipfs_accelerate.tensor import Tensor
 
 __all__ = ["GPT2Config", "GPT2LMHeadModel"]
 
@@ -71,10 +72,13 @@ class GPT2Config:
 
 
 class Conv1D(Module):
-    """GPT-2's projection: ``x @ weight + bias`` with ``weight`` (in_features, out_features)."""
+    """GPT-2's projection: ``x @ weight + bias`` with ``weight`` (in_features, out_features),
+    a Tensor or (int8/int4 models) a QuantizedTensor in the same layout."""
 
-    weight: Tensor
+    weight: Tensor | QuantizedTensor
     bias: Tensor
+    #: what the precision loader reads: quantize this weight as (in_features, out_features)
+    weight_in_out = True
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -83,6 +87,9 @@ class Conv1D(Module):
         self._linear_weight: Tensor | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
+        if isinstance(self.weight, QuantizedTensor):
+            # the (out, in) form is built once and kept with the weight (prepared)
+            return ops.linear(x, self.weight.T, self.bias)
         if self._linear_weight is None:
             from ipfs_accelerate import hal
 
@@ -179,8 +186,7 @@ class GPT2LMHeadModel(Module):
         """Logits of the new tokens ``input_ids`` (B, L): (B, vocab) of the last column with
         ``last_only``, else (B, L, vocab)."""
         t = self.transformer
-        positions = from_numpy(step.positions, input_ids.device)
-        x = t.wte(input_ids) + t.wpe(positions)
+        x = t.wte(input_ids) + t.wpe(step.position_ids())
         for n, block in enumerate(t.h):
             x = block(x, step, n)
         if last_only:

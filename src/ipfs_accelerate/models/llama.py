@@ -189,7 +189,8 @@ def _read_rope(config: LlamaConfig, data: Mapping[str, Any]) -> None:
 
 
 class RotaryEmbedding:
-    """cos/sin tables of rotary position embeddings for given positions (host-computed)."""
+    """cos/sin tables of rotary position embeddings for given positions, computed in the
+    graph from a positions tensor (so that a captured decode step takes positions as an input)."""
 
     def __init__(self, head_dim: int, theta: float, rope_type: str, options: Mapping[str, Any]):
         exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
@@ -199,14 +200,28 @@ class RotaryEmbedding:
         elif rope_type == "llama3":
             inv_freq = _llama3_frequencies(inv_freq, options)
         self.inv_freq = inv_freq.astype(np.float32)
+        self._frequencies: dict[str, Tensor] = {}
 
-    def __call__(self, positions: np.ndarray[Any, Any], device: str) -> tuple[Tensor, Tensor]:
-        """(cos, sin), each (B, 1, L, head_dim), for positions (B, L)."""
-        freqs = positions.astype(np.float32)[:, :, None] * self.inv_freq[None, None, :]
-        angles = np.concatenate([freqs, freqs], axis=-1)[:, None]
-        cos = np.cos(angles).astype(np.float32)
-        sin = np.sin(angles).astype(np.float32)
-        return from_numpy(cos, device), from_numpy(sin, device)
+    def __call__(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """(cos, sin), each (B, 1, L, head_dim), for int64 positions (B, L): float32 angles
+        ``position * inv_freq`` as transformers computes them (exact positions below 2**24)."""
+        batch, length = positions.shape
+        freqs = positions.astype("float32").reshape(batch, 1, length, 1) * self._inv_freq(
+            positions.device
+        )
+        cos, sin = ops.cos(freqs), ops.sin(freqs)
+        # both halves of the head see the same angles (rotate_half's layout)
+        return ops.concat([cos, cos], axis=-1), ops.concat([sin, sin], axis=-1)
+
+    def _inv_freq(self, device: str) -> Tensor:
+        found = self._frequencies.get(device)
+        if found is None:
+            from ipfs_accelerate import hal
+
+            found = from_numpy(self.inv_freq.reshape(1, 1, 1, -1), device)
+            hal.mark_parameter(found)  # a constant of every graph that reads it
+            self._frequencies[device] = found
+        return found
 
 
 def _llama3_frequencies(
@@ -361,7 +376,7 @@ class LlamaForCausalLM(Module):
         """Logits of the new tokens ``input_ids`` (B, L): (B, vocab) of the last column with
         ``last_only``, else (B, L, vocab)."""
         x = self.model.embed_tokens(input_ids)
-        cos, sin = self.rotary(step.positions, x.device)
+        cos, sin = self.rotary(step.position_ids())
         for n, layer in enumerate(self.model.layers):
             x = layer(x, step, n, cos, sin)
         if last_only:

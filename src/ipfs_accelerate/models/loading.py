@@ -806,6 +806,7 @@ def load_model(
     report's say what it was loaded in.
     """
     from ipfs_accelerate.models import _precision
+    from ipfs_accelerate.models._packed_int4 import packed_int4_from_checkpoint
     from ipfs_accelerate.models.saving import quantized_from_checkpoint
 
     _precision.check_dtype(dtype)
@@ -819,7 +820,9 @@ def load_model(
         progress("read", 0, 1)
     weights = read_weights(checkpoint.path)
     stored_dtypes, metadata = read_weights_header(checkpoint.path)
-    saved_dtype = quantized_from_checkpoint(weights, metadata, str(checkpoint.path))
+    saved_dtype = quantized_from_checkpoint(
+        weights, metadata, str(checkpoint.path)
+    ) or packed_int4_from_checkpoint(weights, checkpoint.config, str(checkpoint.path))
     if progress is not None:
         progress("read", 1, 1)
     if model_class is None:

@@ -33,7 +33,7 @@ from ipfs_accelerate.models._config import (
     label_count,
     require_model_type,
 )
-from ipfs_accelerate.models._module import Embedding, LayerNorm, Linear, Module
+from ipfs_accelerate.models._module import Dropout, Embedding, LayerNorm, Linear, Module
 from ipfs_accelerate.models.bert import (
     BertConfig,
     BertEncoder,
@@ -139,6 +139,7 @@ class RobertaEmbeddings(Module):
         self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         positions = offset_positions(input_ids, self.padding_idx)
@@ -146,7 +147,7 @@ class RobertaEmbeddings(Module):
 
     def packed(self, input_ids: Tensor, positions: Tensor, token_type_ids: Tensor) -> Tensor:
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        return self.LayerNorm(x + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.LayerNorm(x + self.token_type_embeddings(token_type_ids)))
 
 
 class RobertaModel(Module):

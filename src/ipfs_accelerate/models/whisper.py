@@ -13,7 +13,7 @@ lives in :class:`ipfs_accelerate.models.pipelines.SpeechRecognizer`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +34,8 @@ from ipfs_accelerate.models._module import (
     split_heads,
 )
 from ipfs_accelerate.tensor import Tensor, from_numpy, zeros
+
+Array = np.ndarray[Any, Any]
 
 __all__ = ["DecoderCache", "WhisperConfig", "WhisperForConditionalGeneration"]
 
@@ -206,9 +208,12 @@ class WhisperDecoder(Module):
         )
         self.layer_norm = LayerNorm(d, 1e-5)
 
-    def __call__(self, ids: Tensor, cache: DecoderCache) -> Tensor:
+    def __call__(
+        self, ids: Tensor, cache: DecoderCache, cross_inputs: dict[int, Tensor] | None = None
+    ) -> Tensor:
         """Hidden states (B, L, d) of the new tokens ``ids``; adds their keys/values to
-        ``cache``."""
+        ``cache``. ``cross_inputs`` (layer index -> None) receives each named layer's normalised
+        input to its cross-attention (what word timestamps need to recompute its weights)."""
         length = ids.shape[1]
         past = cache.length
         limit = self.config.max_target_positions
@@ -239,9 +244,10 @@ class WhisperDecoder(Module):
             cache.self_attn[n] = (keys, values)
             x = x + layer.self_attn.attend(normed, keys, values, mask)
             cross_k, cross_v = cache.cross[n]
-            x = x + layer.encoder_attn.attend(
-                layer.encoder_attn_layer_norm(x), cross_k, cross_v, None
-            )
+            cross_in = layer.encoder_attn_layer_norm(x)
+            if cross_inputs is not None and n in cross_inputs:
+                cross_inputs[n] = cross_in
+            x = x + layer.encoder_attn.attend(cross_in, cross_k, cross_v, None)
             x = x + layer.fc2(activation(layer.act, layer.fc1(layer.final_layer_norm(x))))
         cache.length = past + length
         return self.layer_norm(x)
@@ -317,6 +323,36 @@ class WhisperForConditionalGeneration(Module):
         if last_only:
             hidden = hidden[:, -1]
         return self.proj_out(hidden)
+
+    def cross_attention_weights(
+        self, ids: Tensor, cache: DecoderCache, heads: Sequence[tuple[int, int]]
+    ) -> Array:
+        """Cross-attention probabilities (len(heads), L, source positions) of the decoder heads
+        ``heads`` ((layer, head) pairs) for the teacher-forced tokens ``ids`` (1, L), decoded
+        into ``cache`` (a fresh one from :meth:`start_decoding`). Word timestamps align tokens
+        with audio by the checkpoint's ``alignment_heads``."""
+        c = self.config
+        for layer, head in heads:
+            if not (0 <= layer < c.decoder_layers and 0 <= head < c.decoder_attention_heads):
+                raise InvalidArgumentError(
+                    f"Whisper alignment head ({layer}, {head}) is outside the decoder's"
+                    f" {c.decoder_layers} layers x {c.decoder_attention_heads} heads"
+                )
+        if ids.ndim != 2 or ids.shape[0] != 1 or cache.batch_size != 1:
+            raise InvalidArgumentError(
+                f"Whisper cross_attention_weights: ids must be (1, length), got {ids.shape}"
+            )
+        inputs: dict[int, Tensor] = {layer: ids for layer, _ in heads}
+        self.model.decoder(ids, cache, inputs)
+        scale = float(c.d_model // c.decoder_attention_heads) ** -0.5
+        probabilities: dict[int, Array] = {}
+        for n in sorted(inputs):
+            attention = self.model.decoder.layers[n].encoder_attn
+            queries = split_heads(attention.q_proj(inputs[n]), attention.num_heads)
+            keys = cache.cross[n][0]
+            scores = ops.matmul(queries * scale, keys.permute(0, 1, 3, 2))
+            probabilities[n] = ops.softmax(scores, axis=-1).numpy()[0]
+        return np.stack([probabilities[layer][head] for layer, head in heads])
 
     def __call__(self, input_features: Tensor, decoder_input_ids: Tensor) -> Tensor:
         """Logits (B, L, vocab) of a full teacher-forced pass (no cache kept)."""

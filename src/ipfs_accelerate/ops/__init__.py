@@ -56,7 +56,11 @@ from ipfs_accelerate.ops._elementwise import (
     tanh,
     where,
 )
-from ipfs_accelerate.ops._losses import cross_entropy, mse_loss
+from ipfs_accelerate.ops._losses import (
+    cross_entropy,
+    mse_loss,
+    multiple_negatives_ranking_loss,
+)
 from ipfs_accelerate.ops._nn import (
     conv1d,
     conv2d,
@@ -130,8 +134,9 @@ __all__ = [
     "getitem", "greater", "greater_equal", "index_add", "isfinite", "isinf", "isnan",
     "layer_norm", "less", "less_equal",
     "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor",
-    "matmul", "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "mse_loss",
-    "mul", "multiply", "neg", "negative", "not_equal", "pad", "permute", "pow", "power",
+    "matmul", "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "mse_loss", "mul",
+    "multiple_negatives_ranking_loss", "multiply", "neg", "negative", "not_equal", "pad",
+    "permute", "pow", "power",
     "prod", "quantize_linear", "reciprocal", "relu", "remainder", "reshape", "round", "rsqrt",
     "scaled_dot_product_attention", "setitem", "sigmoid", "sign", "silu", "sin", "slice",
     "softmax", "split", "sqrt", "square", "squeeze", "stack", "std", "sub", "subtract", "sum",

@@ -196,7 +196,11 @@ def _div(g: Tensor, a: Any, b: Any) -> tuple[Any, Any]:
 @_binary_rule("pow", saves=True)
 def _pow(g: Tensor, a: Any, b: Any) -> tuple[Any, Any]:
     ga = gb = None
-    if _is_operand(a):
+    if _is_operand(a) and not _is_operand(b):
+        # a Python exponent stays a Python number: as a 0-d tensor it would live on the cpu
+        # and meet a device tensor in pow (x ** 2 on webnn)
+        ga = ew.mul(g, 0.0) if b == 0 else ew.mul(g, ew.mul(ew.pow(a, b - 1), b))
+    elif _is_operand(a):
         # b * a**(b-1), with torch's 0 where b == 0 (0**-1 would give inf * 0)
         ga = ew.mul(g, ew.where(ew.equal(b, 0), 0.0, ew.mul(b, ew.pow(a, ew.sub(b, 1)))))
     if _is_operand(b):

@@ -1,4 +1,5 @@
-"""Losses with PyTorch's semantics: mse_loss and cross_entropy."""
+"""Losses with PyTorch's semantics: mse_loss and cross_entropy; sentence-transformers'
+MultipleNegativesRankingLoss."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from ipfs_accelerate.ops import _elementwise as ew
 from ipfs_accelerate.ops import _reduce as red
 from ipfs_accelerate.ops import _shape as shp
 from ipfs_accelerate.ops._core import as_tensor, describe, same_backend
-from ipfs_accelerate.ops._nn import _floating, log_softmax
+from ipfs_accelerate.ops._nn import _floating, log_softmax, matmul
 from ipfs_accelerate.tensor._tensor import Tensor
 
-__all__ = ["cross_entropy", "mse_loss"]
+__all__ = ["cross_entropy", "mse_loss", "multiple_negatives_ranking_loss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -135,3 +136,46 @@ def from_classes(n_classes: int, ndim: int, class_axis: int, device: str) -> Ten
     shape = [1] * ndim
     shape[class_axis] = n_classes
     return shp.reshape(arange(n_classes, device=device), tuple(shape))
+
+
+def multiple_negatives_ranking_loss(
+    anchors: Any, candidates: Any, scale: float = 20.0, reduction: str = "mean"
+) -> Tensor:
+    """The in-batch-negatives contrastive loss of sentence-transformers'
+    MultipleNegativesRankingLoss (InfoNCE): anchor ``i``'s positive is candidate ``i``; every
+    other candidate (the other anchors' positives, then any hard negatives appended after
+    them) is a negative. Cross-entropy of ``scale * cos(anchor_i, candidate_j)`` against the
+    diagonal.
+
+    ``anchors`` (N, D) and ``candidates`` (M, D) with M >= N, floating, one device. Rows are
+    normalised as ``torch.nn.functional.normalize`` (divided by max(norm, 1e-12)).
+    """
+    op = "multiple_negatives_ranking_loss"
+    _check_reduction(op, reduction)
+    like = anchors if isinstance(anchors, Tensor) else None
+    a = as_tensor(anchors, op=op, like=like)
+    b = as_tensor(candidates, op=op, like=a)
+    same_backend(op, (a, b))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ShapeError(
+            f"{op}: anchors (N, D) and candidates (M, D) must be 2-D with one D, got "
+            f"{describe(a)} and {describe(b)}"
+        )
+    if a.shape[0] == 0 or b.shape[0] < a.shape[0]:
+        raise ShapeError(
+            f"{op}: needs at least one anchor and a positive for each (M >= N), got "
+            f"{a.shape[0]} anchor(s) and {b.shape[0]} candidate(s)"
+        )
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise InvalidArgumentError(f"{op}: scale must be a number > 0, got {scale!r}")
+    _, (a, b) = _floating(op, a, b)
+    scores = ew.mul(matmul(_unit_rows(a), shp.matrix_transpose(_unit_rows(b))), float(scale))
+    from ipfs_accelerate.tensor._creation import arange
+
+    labels = arange(a.shape[0], dtype="int64", device=a.device)
+    return cross_entropy(scores, labels, reduction=reduction)
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    norm = ew.sqrt(red.sum(ew.mul(x, x), -1, keepdims=True))
+    return ew.div(x, ew.maximum(norm, 1e-12))

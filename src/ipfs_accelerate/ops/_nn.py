@@ -108,7 +108,8 @@ def linear(x: Any, weight: Any, bias: Any = None, *, activations: str = "float")
 
     ``weight`` may be a :class:`~ipfs_accelerate.quantization.QuantizedTensor` on ``x``'s
     device; then ``activations="int8"`` also quantizes ``x`` on the fly (uint8, one scale per
-    tensor) where ``"float"`` keeps it in float (see :mod:`ipfs_accelerate.ops._quantized`).
+    tensor), ``"int8_row"`` does so with one scale and zero point per row of ``x`` (per token),
+    and ``"float"`` keeps it in float (see :mod:`ipfs_accelerate.ops._quantized`).
     """
     if is_quantized(weight):
         return quantized_linear(x, weight, bias, activations)

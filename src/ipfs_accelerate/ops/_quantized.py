@@ -9,6 +9,21 @@ ONNX's DynamicQuantizeLinear does: uint8 with one scale and zero point for the w
 from the range [min(x, 0), max(x, 0)]. A backend with an integer matrix product runs that
 (WebNN: ONNX Runtime's integer kernels); elsewhere the same rounding is applied to ``x`` in
 float, so every backend gives the same result up to float rounding.
+
+``activations="int8_row"`` quantizes each row of ``x`` (each token of a transformer's
+activations: every index of the leading axes) on its own, with the same rule per row::
+
+    low = min(min(row), 0);  high = max(max(row), 0)
+    scale = max((high - low) / 255, TINY);  zero = clamp(round_even(-low / scale), 0, 255)
+    q = clamp(round_even(row / scale) + zero, 0, 255)          (uint8)
+    row ~ (q - zero) * scale
+
+so a row of small values keeps its resolution beside a row with an outlier. It is asymmetric
+uint8, not symmetric int8: the inputs of a transformer's FFN (GELU outputs, and layer-norm
+outputs with a few outlier channels) are lopsided around 0, and a symmetric per-row scale
+wasted half the levels there (MiniLM's mean cosine fell under the 0.998 gate, docs/models.md).
+A backend lists ``row_quantized_linear`` in ``fused`` to run the integer product (WebNN:
+ONNX Runtime's MatMulIntegerToFloat, docs/webnn.md); elsewhere ``x`` is rounded in float.
 """
 
 from __future__ import annotations
@@ -25,10 +40,18 @@ from ipfs_accelerate.tensor._tensor import Tensor
 if TYPE_CHECKING:
     from ipfs_accelerate.quantization import QuantizedTensor
 
-__all__ = ["ACTIVATIONS", "dynamic_fake_quantize", "quantized_linear", "quantized_matmul"]
+__all__ = [
+    "ACTIVATIONS",
+    "dynamic_fake_quantize",
+    "quantized_linear",
+    "quantized_matmul",
+    "row_fake_quantize",
+]
 
 #: what ``activations=`` accepts
-ACTIVATIONS = ("float", "int8")
+ACTIVATIONS = ("float", "int8", "int8_row")
+#: the fused backend op that runs each integer activation mode
+_FUSED_OPS = {"int8": "dynamic_quantized_linear", "int8_row": "row_quantized_linear"}
 #: the smallest normal float32: the scale of an all-zero activation (every q is the zero point)
 _TINY = 1.1754943508222875e-38
 
@@ -55,6 +78,18 @@ def dynamic_fake_quantize(x: Tensor) -> Tensor:
     return cast_to(ew.mul(ew.sub(q, zero), scale), x.dtype)
 
 
+def row_fake_quantize(x: Tensor) -> Tensor:
+    """``x`` rounded as ``activations="int8_row"`` rounds it (uint8, one scale and zero point
+    per row: per index of every axis but the last), computed in float on ``x``'s device."""
+    wide = cast_to(x, float32)
+    low = ew.minimum(red.min(wide, axis=-1, keepdims=True), 0.0)
+    high = ew.maximum(red.max(wide, axis=-1, keepdims=True), 0.0)
+    scale = ew.maximum(ew.div(ew.sub(high, low), 255.0), _TINY)
+    zero = ew.clamp(ew.round(ew.neg(ew.div(low, scale))), 0.0, 255.0)
+    q = ew.clamp(ew.add(ew.round(ew.div(wide, scale)), zero), 0.0, 255.0)
+    return cast_to(ew.mul(ew.sub(q, zero), scale), x.dtype)
+
+
 def quantized_linear(
     x: Any, weight: QuantizedTensor, bias: Any = None, activations: str = "float"
 ) -> Tensor:
@@ -62,7 +97,8 @@ def quantized_linear(
     QuantizedTensor on ``x``'s device; see the module docstring for ``activations``."""
     if activations not in ACTIVATIONS:
         raise InvalidArgumentError(
-            f"linear: activations must be 'float' or 'int8', got {activations!r}"
+            f"linear: activations must be one of {', '.join(map(repr, ACTIVATIONS))}, got "
+            f"{activations!r}"
         )
     x = as_tensor(x, op="linear", like=None)
     if weight.ndim != 2:
@@ -97,10 +133,11 @@ def quantized_linear(
         bias = cast_to(bias, dtype)
     backend = x._backend
     shape = (*x.shape[:-1], weight.shape[0])
-    if activations == "int8":
-        if "dynamic_quantized_linear" in backend.fused:
-            return run(backend, "dynamic_quantized_linear", (x, weight, bias), shape, dtype)
-        x = dynamic_fake_quantize(x)
+    if activations != "float":
+        fused = _FUSED_OPS[activations]
+        if fused in backend.fused:
+            return run(backend, fused, (x, weight, bias), shape, dtype)
+        x = dynamic_fake_quantize(x) if activations == "int8" else row_fake_quantize(x)
     if "quantized_linear" in backend.fused:
         return run(backend, "quantized_linear", (x, weight, bias), shape, dtype)
     from ipfs_accelerate.ops._nn import linear

@@ -647,7 +647,10 @@ def copy_(x: Tensor, value: Any) -> Tensor:
     dtype, on its device) and return ``x``: how optimizers update parameters, under
     ``no_grad``. On cpu the values are written into ``x``'s memory, so views of ``x`` see
     them; on device backends ``x`` takes a buffer of its own holding them (views made before
-    keep the old values). Backward passes that saved ``x`` before the write raise."""
+    keep the old values), and so does a cpu tensor over read-only memory that is not a
+    broadcast view: a weight memory-mapped from its checkpoint (the file, and other models
+    sharing the mapping, keep the old values). Backward passes that saved ``x`` before the
+    write raise."""
     src = as_tensor(value, op="copy_", like=x)
     same_backend("copy_", (x, src))
     _check_in_place("copy_", x, src)
@@ -655,12 +658,21 @@ def copy_(x: Tensor, value: Any) -> Tensor:
         src = broadcast_to(src, x.shape)
     if src.dtype is not x.dtype:
         src = astype(src, x.dtype)
-    if x._backend.shares_host_memory:
+    if x._backend.shares_host_memory and not _read_only_mapping(x._data):
         x._backend.setitem(x, Ellipsis, src.numpy())
     else:
         x._data = clone(src)._data
     bump_version(x)
     return x
+
+
+def _read_only_mapping(data: Any) -> bool:
+    """Read-only host memory that is not a broadcast view (those have a zero stride, and
+    writing through them stays an error)."""
+    flags = getattr(data, "flags", None)
+    if flags is None or flags.writeable:
+        return False
+    return 0 not in data.strides or data.size <= 1
 
 
 # ----------------------------------------------------------------------------- devices, dtypes

@@ -13,6 +13,7 @@ from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL, MODEL_DTYPES
 from ipfs_accelerate.models.preprocessing.audio import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
 
 __all__ = [
+    "CLASSIFIER_KIND",
     "DEFAULT_EMBEDDING_MODEL",
     "KINDS",
     "SERVABLE_KINDS",
@@ -46,9 +47,14 @@ KINDS: dict[str, str] = {
     # -- end text generation
 }
 
+#: a directory written by ``TextClassifier.save`` / ``train-classifier`` (recognised by its
+#: classifier.json, whatever its embedder's model_type), served by TEI's ``/predict``
+CLASSIFIER_KIND = "text-classification"
 
-#: every kind a served model may have: the checkpoints' kinds, and cross-encoders' "rerank"
-SERVABLE_KINDS: tuple[str, ...] = (*dict.fromkeys(KINDS.values()), "rerank")
+
+#: every kind a served model may have: the checkpoints' kinds, cross-encoders' "rerank" and
+#: saved text classifiers
+SERVABLE_KINDS: tuple[str, ...] = (*dict.fromkeys(KINDS.values()), "rerank", CLASSIFIER_KIND)
 
 
 def checkpoint_kind(config: dict[str, Any], directory: Any = None) -> str | None:

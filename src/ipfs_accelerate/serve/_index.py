@@ -30,6 +30,7 @@ _SPEECH = frozenset({"speech-recognition"})
 _GENERATION = frozenset({"text-generation"})
 _RERANK = frozenset({"rerank"})
 _TEXT = frozenset({"embedding", "rerank"})
+_CLASSIFIER = frozenset({"text-classification"})
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,10 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
         "TEI", "Rank texts by relevance to a query (cross-encoder).", _RERANK, "application/json"
     ),
     "/predict": RouteDoc(
-        "TEI", "Score texts or text pairs with a classifier.", _RERANK, "application/json"
+        "TEI",
+        "Score texts or text pairs with a classifier.",
+        _RERANK | _CLASSIFIER,
+        "application/json",
     ),
     "/tokenize": RouteDoc("TEI", "Tokenize text.", _TEXT, "application/json"),
     "/decode": RouteDoc("TEI", "Decode token ids into text.", _TEXT, "application/json"),

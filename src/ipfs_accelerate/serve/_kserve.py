@@ -120,6 +120,13 @@ def _served(state: ServerState, name: Any) -> Any:
     """The model ``name`` if the v2 protocol can drive it: a text-generation model streams
     tokens, which v2 tensors cannot (it is served by OpenAI's routes)."""
     model = state.model(name)
+    if model.kind == "text-classification":
+        raise ServeError(
+            "wrong_model_kind",
+            f"The model '{model.name}' is a text classifier; the KServe v2 routes do not serve "
+            "it (use TEI's /predict)",
+            param="model",
+        )
     if model.kind == "rerank":
         raise ServeError(
             "wrong_model_kind",

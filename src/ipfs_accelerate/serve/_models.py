@@ -22,7 +22,7 @@ import numpy as np
 from ipfs_accelerate.errors import ConfigurationError
 from ipfs_accelerate.models._shapes import compiles_per_shape
 
-from ._config import KINDS, ModelSpec, checkpoint_kind
+from ._config import CLASSIFIER_KIND, KINDS, ModelSpec, checkpoint_kind
 from ._errors import ServeError
 from ._metrics import count_model_load
 
@@ -92,6 +92,8 @@ class ServedModel:
             pipeline.generate("warm-up", max_new_tokens=1)
         elif self.kind == "rerank":
             pipeline.predict([("warm-up", "warm-up")])
+        elif self.kind == CLASSIFIER_KIND:
+            pipeline.predict_proba(["warm-up"])
         self.warm_up_seconds = time.perf_counter() - started
         logger.info("warmed up %s in %.2f s", self.name, self.warm_up_seconds)
 
@@ -302,11 +304,24 @@ def _load_one(
         ZeroShotImageClassifier,
     )
     from ipfs_accelerate.models.loading import load_checkpoint
+    from ipfs_accelerate.models.pipelines._classifier import is_classifier_dir
 
     name = spec.name or _default_name(spec.source)
+    callback = None
+    if progress is not None:
+
+        def callback(stage: str, done: int, total: int) -> None:
+            progress(name, stage, done, total)
+
+    if spec.kind in (None, CLASSIFIER_KIND) and is_classifier_dir(Path(spec.source).expanduser()):
+        return _load_classifier(name, spec, device, callback, dtype)
     checkpoint = load_checkpoint(spec.source, local_files_only=local_files_only)
     model_type = str(checkpoint.config.get("model_type", "")).lower()
     kind = spec.kind or checkpoint_kind(checkpoint.config, checkpoint.path)
+    if kind == CLASSIFIER_KIND:
+        raise UnsupportedArchitectureError(
+            f"{spec.source}: not a text classifier directory (no classifier.json)"
+        )
     if kind is None:
         raise UnsupportedArchitectureError(
             f"{spec.source}: model_type {model_type or '(missing)'!r} cannot be served; servable: "
@@ -320,12 +335,6 @@ def _load_one(
         "text-generation": TextGenerator,
         "rerank": Reranker,
     }[kind]
-    callback = None
-    if progress is not None:
-
-        def callback(stage: str, done: int, total: int) -> None:
-            progress(name, stage, done, total)
-
     pipeline = pipeline_class.from_pretrained(
         checkpoint.path, device=device, progress=callback, dtype=dtype
     )
@@ -346,3 +355,24 @@ def _load_one(
             shape_buckets = compiles_per_shape(pipeline.device)
         pipeline.shape_policy("buckets" if shape_buckets else "exact")
     return model
+
+
+def _load_classifier(
+    name: str, spec: ModelSpec, device: str, progress: Any, dtype: str
+) -> ServedModel:
+    from ipfs_accelerate.models import TextClassifier
+
+    pipeline = TextClassifier.load(
+        Path(spec.source).expanduser(), device, progress=progress, dtype=dtype
+    )
+    count_model_load(name)
+    logger.info(
+        "serving %s (%s, labels %s) from %s on %s: %s",
+        name,
+        CLASSIFIER_KIND,
+        pipeline.labels,
+        spec.source,
+        pipeline.device,
+        pipeline.device_reason,
+    )
+    return ServedModel(name=name, kind=CLASSIFIER_KIND, source=spec.source, pipeline=pipeline)

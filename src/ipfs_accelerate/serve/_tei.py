@@ -2,7 +2,8 @@
 ``/predict``, ``/tokenize``, ``/decode``, ``/info``, ``/health``.
 
 TEI serves one model; here ``/embed`` and ``/embed_all`` use the first embedding model the
-server loaded, ``/rerank`` and ``/predict`` the first rerank (cross-encoder) model,
+server loaded, ``/rerank`` the first rerank (cross-encoder) model, ``/predict`` the first
+rerank model or text classifier (a directory written by ``train-classifier``),
 ``/tokenize``, ``/decode`` and ``/info`` the first of either. Bodies and responses follow
 TEI's OpenAPI document (1.7).
 Statuses follow TEI's error types: 400 ``Empty``, 413 ``Validation`` (too many inputs, an
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipfs_accelerate
 
+from ._config import CLASSIFIER_KIND
 from ._errors import ServeError, brief
 from ._models import ServedModel, l2_normalize
 from ._requests import bool_field, dimensions_field, embedding_inputs, json_object, read_json
@@ -374,21 +376,69 @@ def _predict_item(item: Any, index: int) -> Any:
     )
 
 
+def _predict_model(state: ServerState) -> ServedModel:
+    model = state.registry.first("rerank") or state.registry.first(CLASSIFIER_KIND)
+    if model is None:
+        raise ServeError(
+            "wrong_model_kind",
+            "this server holds no rerank (cross-encoder) model or text classifier",
+        )
+    return model
+
+
+def _classifier_scores(
+    model: ServedModel, items: list[Any], raw: bool, truncate: bool, batch_size: int
+) -> Any:
+    """Probabilities (or, with ``raw``, the head's logits) (N, labels) of a
+    :class:`~ipfs_accelerate.models.TextClassifier`'s texts. A text pair is refused: the head
+    reads one sentence embedding."""
+    import numpy as np
+
+    pipeline = model.pipeline
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ServeError(
+                "unsupported",
+                f"inputs[{index}] is a text pair; {model.name} is a text classifier over "
+                "sentence embeddings and takes single texts",
+                param="inputs",
+            )
+        if not item:
+            raise ServeError("empty_text", f"inputs[{index}] is an empty string", param="inputs")
+    tokenizer = pipeline.embedder.tokenizer
+    limit = tokenizer.max_length
+    if not truncate and limit is not None:
+        for count in tokenizer(items, max_length=1 << 30).lengths:
+            if count > limit:
+                raise ServeError(
+                    "input_too_long",
+                    f"Input validation error: `inputs` must have less than {limit} tokens. "
+                    f"Given: {int(count)}",
+                    param="inputs",
+                )
+    logits = np.asarray(pipeline.logits(items, batch_size), dtype=np.float64)
+    if raw:
+        return logits
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 async def predict(request: Request) -> Response:
     """TEI's ``/predict``: every label's score of each input, best first; ``[...]`` for one
     input, ``[[...], ...]`` for a batch."""
     from starlette.responses import Response
 
     state = state_of(request)
-    model = _rerank_model(state)
+    model = _predict_model(state)
     items, batch, raw, truncate = await read_json(
         request, lambda value: _predict_request(state, value)
     )
+    score = _classifier_scores if model.kind == CLASSIFIER_KIND else _scores
     scores = await state.run(
-        model, "predict", _scores, model, items, raw, truncate, state.config.max_batch_size
+        model, "predict", score, model, items, raw, truncate, state.config.max_batch_size
     )
     state.metrics.inputs.labels(model.name, "predict").inc(len(items))
-    labels = model.pipeline.labels
+    labels = [str(label) for label in model.pipeline.labels]
     results = []
     for row in scores:
         order = sorted(range(len(labels)), key=lambda i: -row[i])

@@ -72,7 +72,7 @@ class DockerRuntime(ContainerRuntime):
         host_network = spec.network_mode == "host"
         kwargs: dict[str, Any] = {
             "image": spec.image,
-            "command": spec.args_for(host_port if host_network else spec.port),
+            "command": spec.args_for(spec.listen_port(host_port) or host_port),
             "detach": True,
             "name": f"{self.name_prefix}{spec.name}-{host_port}",
         }
@@ -103,12 +103,14 @@ class DockerRuntime(ContainerRuntime):
             # server would fail to bind while the readiness probe reached the port's holder
             ensure_port_free(spec, host_port)
         client = self.client()
-        container = await asyncio.to_thread(self._create_and_start, client, spec, kwargs)
+        container = await asyncio.to_thread(self._create_and_start, client, spec, kwargs, host_port)
         name = getattr(container, "name", "?")
-        logger.info("started container %s (%s, port %d)", name, spec.describe(), host_port)
+        logger.info("started container %s (%s, port %d)", name, spec.describe(host_port), host_port)
         return ServerHandle(spec, str(container.id), host_port, container)
 
-    def _create_and_start(self, client: Any, spec: ServerSpec, kwargs: dict[str, Any]) -> Any:
+    def _create_and_start(
+        self, client: Any, spec: ServerSpec, kwargs: dict[str, Any], host_port: int
+    ) -> Any:
         create_kwargs = {k: v for k, v in kwargs.items() if k != "detach"}
         try:
             try:
@@ -118,8 +120,8 @@ class DockerRuntime(ContainerRuntime):
                     raise
                 if self.pull == "never":
                     raise ServerStartError(
-                        f"cannot start {spec.describe()}: image {spec.image!r} is not on the "
-                        f"Docker engine and this runtime does not pull (pull='never')"
+                        f"cannot start {spec.describe(host_port)}: image {spec.image!r} is not "
+                        "on the Docker engine and this runtime does not pull (pull='never')"
                     ) from exc
                 logger.info("pulling image %s", spec.image)
                 client.images.pull(spec.image)
@@ -128,7 +130,7 @@ class DockerRuntime(ContainerRuntime):
             raise
         except Exception as exc:  # docker.errors.ImageNotFound, APIError, ...
             raise ServerStartError(
-                f"cannot start {spec.describe()}: {_docker_message(exc)}"
+                f"cannot start {spec.describe(host_port)}: {_docker_message(exc)}"
             ) from exc
         try:
             container.start()
@@ -142,7 +144,7 @@ class DockerRuntime(ContainerRuntime):
                         "container %s: %s", str(container.id)[:12], _docker_message(cleanup)
                     )
             raise ServerStartError(
-                f"cannot start {spec.describe()}: {_docker_message(exc)}"
+                f"cannot start {spec.describe(host_port)}: {_docker_message(exc)}"
             ) from exc
         return container
 

@@ -182,7 +182,7 @@ class ManagedServer:
         return self.state == ServerState.READY
 
     def describe(self) -> str:
-        return self.spec.describe()
+        return self.spec.describe(self.spec.host_port)
 
     async def logs(self, tail: int = 20) -> list[str]:
         """The last ``tail`` lines of the running instance's output (empty when none runs)."""

@@ -55,11 +55,11 @@ class LocalProcessRuntime(ContainerRuntime):
                 close_fds=True,
             )
         except OSError as exc:
-            raise ServerStartError(f"cannot start {spec.describe()}: {exc}") from exc
+            raise ServerStartError(f"cannot start {spec.describe(host_port)}: {exc}") from exc
         lines: collections.deque[str] = collections.deque(maxlen=self.log_lines)
         native = _Process(proc, lines)
         native.reader.start()
-        logger.info("started %s (pid %d, port %d)", spec.describe(), proc.pid, host_port)
+        logger.info("started %s (pid %d, port %d)", spec.describe(host_port), proc.pid, host_port)
         return ServerHandle(spec, str(proc.pid), host_port, native)
 
     async def exit_status(self, handle: ServerHandle) -> int | None:

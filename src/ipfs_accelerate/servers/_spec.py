@@ -83,11 +83,23 @@ class ServerSpec:
                     f"server spec {self.name!r}: secret_env[{key!r}] must be a Secret"
                 )
 
-    def describe(self) -> str:
-        """The image and arguments (docker) or the command line (process), without secrets."""
-        args = " ".join(shlex.quote(a) for a in self.command)
+    def listen_port(self, host_port: int | None) -> int | None:
+        """The port the server itself listens on (what ``{port}`` stands for): ``port`` in a
+        container whose port is published, the host port otherwise (a process, or a
+        container on the host's network)."""
+        if self.image and self.network_mode != "host":
+            return self.port
+        return self.host_port if host_port is None else host_port
+
+    def describe(self, host_port: int | None = None) -> str:
+        """The image and arguments (docker) or the command line (process), without secrets,
+        with ``{port}`` filled in (``<port>`` while no host port is chosen yet)."""
+        port = self.listen_port(host_port)
+        shown = "<port>" if port is None else str(port)
+        args = " ".join(shlex.quote(a.replace(PORT_PLACEHOLDER, shown)) for a in self.command)
         if self.image:
-            return f"image {self.image}" + (f" {args}" if args else "")
+            network = f" (network {self.network_mode})" if self.network_mode else ""
+            return f"image {self.image}" + (f" {args}" if args else "") + network
         return f"command {args}"
 
     def args_for(self, port: int) -> list[str]:
@@ -115,6 +127,6 @@ def ensure_port_free(spec: ServerSpec, port: int) -> None:
             sock.bind((spec.host, port))
         except OSError as exc:
             raise ServerStartError(
-                f"cannot start {spec.describe()}: port {port} on {spec.host} is already in use "
+                f"cannot start {spec.describe(port)}: port {port} on {spec.host} is already in use "
                 f"({exc.strerror or exc})"
             ) from None

@@ -14,7 +14,7 @@ import pytest
 import ipfs_accelerate as ia
 from ipfs_accelerate import hal, ops
 from ipfs_accelerate.quantization import quantize
-from tests.webnn.quantized_kernels import fake_quant, kernels, profiled
+from tests.webnn.quantized_kernels import fake_quant, kernels, profiled, row_fake_quant
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.webnn
@@ -57,6 +57,7 @@ def _linear(
         (8, None, None, "int8", "DynamicQuantizeMatMul"),
         (4, 1, 32, "float", "MatMulNBits"),
         (4, 1, 32, "int8", "MatMulNBits"),  # (x rounded by DynamicQuantizeLinear first)
+        (4, 1, 32, "int8_row", "MatMulNBits"),  # (x rounded per row first, op by op)
     ],
 )
 def test_quantized_linear_runs_the_integer_kernel(
@@ -73,13 +74,33 @@ def test_quantized_linear_runs_the_integer_kernel(
     q = quantize(w, bits=bits, axis=axis, block_size=block).to(DEVICE)
     got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, activations)
     assert kernel in ran
-    assert not ran & {"MatMul", "Gemm", "Add"}  # no float product; the bias went in too
+    assert not ran & {"MatMul", "Gemm"}  # no float product
+    if activations != "int8_row":  # (its row scales' arithmetic has Adds)
+        assert "Add" not in ran  # the bias went into the kernel
     dense = q.dequantize_numpy()
-    if activations == "int8":
-        expected = fake_quant(x) @ dense.T + bias.numpy()
+    if activations != "float":
+        rounded = fake_quant(x) if activations == "int8" else row_fake_quant(x)
+        expected = rounded @ dense.T + bias.numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-2)
     else:
         np.testing.assert_allclose(got, x @ dense.T + bias.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int8_row_activations_run_matmulintegertofloat(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, symmetric: bool
+) -> None:
+    w, x, bias = _data(23)
+    x[2, 3] *= 30  # an outlier token: per-row scales keep the other tokens' resolution
+    q = quantize(w, bits=8, axis=0, symmetric=symmetric).to(DEVICE)
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "int8_row")
+    # the integer product; the float work left is per-row scale arithmetic, the row-scale Mul
+    # and the bias Add over the output
+    assert {"QuantizeLinear", "MatMulIntegerToFloat"} <= ran
+    assert not ran & {"MatMul", "Gemm", "DequantizeLinear", "DynamicQuantizeMatMul"}
+    expected = row_fake_quant(x) @ q.dequantize_numpy().T + bias.numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-2)
+    assert np.abs(got - (x @ q.dequantize_numpy().T + bias.numpy())).max() > 1e-3
 
 
 def test_int8_weight_only_folds_to_one_float_matmul(

@@ -20,18 +20,19 @@ default); ``cache_nondeterministic=True`` (per cache or per call) opts in.
 
 Stores: :class:`MemoryStore` (in-process LRU, bounded in entries and bytes),
 :class:`SqliteStore` (one file shared by several processes: WAL, busy timeout, LRU bounds)
-and :class:`RedisStore` (redis-py's asyncio client; bounds are Redis's own ``maxmemory``
-policy, the per-entry byte bound is enforced here). A store that fails (Redis gone or slow,
-a locked or corrupt file) turns the lookup into a miss and the write into a no-op, with one
-warning per outage and an ``errors`` count: the request itself never fails because of the
-cache. An entry that does not decode as this module's format for the key asked is a miss
-(and is deleted), never an answer.
+and :class:`RedisStore` (redis-py's asyncio client; entries and bytes bounds kept across
+every client by atomic Lua scripts, least recently used evicted). A store that fails (Redis
+gone or slow, a locked or corrupt file) turns the lookup into a miss and the write into a
+no-op, with one warning per outage and an ``errors`` count: the request itself never fails
+because of the cache. An entry that does not decode as this module's format for the key
+asked is a miss (and is deleted), never an answer.
 
 The semantic layer (:class:`SemanticCache`, off by default) answers a chat or completion
 whose last prompt's embedding is within ``threshold`` cosine similarity of a cached prompt's
 with the same model, parameters and earlier messages; the answer's ``cache`` field says
-``kind="semantic"`` and the similarity. Its index lives in the process (the answers
-themselves live in the store).
+``kind="semantic"`` and the similarity. With a sqlite or Redis store its prompt index
+(embedding, exact key, scope) lives in the store too, so processes sharing the store share
+semantic hits; with the in-process store it lives in the process.
 
 Nothing here logs or counts a key, a prompt or an answer.
 """

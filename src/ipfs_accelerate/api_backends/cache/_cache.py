@@ -65,6 +65,8 @@ class ResponseCache:
                 f"cache: semantic must be a SemanticCache, True or None, got {semantic!r}"
             )
         self.semantic: SemanticCache | None = semantic
+        if semantic is not None:
+            semantic.attach(self.store)
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
@@ -230,14 +232,18 @@ class ResponseCache:
                 )  # fmt: skip
                 plan.group = None
             else:
-                near = self.semantic.nearest(plan.group, plan.vector)
+                group = self.semantic.group_of(plan.namespace, plan.group)
+                await self._semantic_sync(group, int(plan.vector.shape[0]))
+                near = self.semantic.nearest(group, plan.vector)
                 if near is not None:
                     found = await self._read(plan, near[0], "semantic", near[1])
                     if found is not None:
                         self.counts["hits"] += 1
                         self.counts["semantic_hits"] += 1
                         return found
+                    # the answer it pointed to expired or was evicted: the prompt goes too
                     self.semantic.forget(near[0])
+                    await self._semantic_forget(near[0])
         self.counts["misses"] += 1
         return None
 
@@ -270,14 +276,54 @@ class ResponseCache:
                 vector = plan.vector
                 if vector is None:
                     vector = await self.semantic.embed(plan.prompt)
-                self.semantic.add(plan.group, plan.key, vector)
+                group = self.semantic.group_of(plan.namespace, plan.group)
+                self.semantic.add(group, plan.key, vector)
             except Exception as exc:
                 self.errors["embedder"] += 1
                 self.warn_once(
                     "embedder", "response cache: the semantic embedder failed (%s); exact "
                     "matching only", type(exc).__name__,
                 )  # fmt: skip
+            else:
+                await self._semantic_share(group, plan.key, vector)
         return True
+
+    # ------------------------------------------------------------------ shared semantic index
+
+    async def _semantic_sync(self, group: str, dim: int) -> None:
+        assert self.semantic is not None
+        try:
+            bad = await self.semantic.sync(group, dim)
+        except StoreUnavailable as exc:  # the prompts this process knows still answer
+            self._store_failed(exc)
+            return
+        if bad:
+            self.errors["corrupt"] += bad
+            self.warn_once(
+                "corrupt_index", "response cache: a semantic index entry did not decode; skipped"
+            )
+
+    async def _semantic_share(self, group: str, key: str, vector: Any) -> None:
+        import numpy as np
+
+        semantic = self.semantic
+        if semantic is None or semantic.shared is None:
+            return
+        raw = np.asarray(vector, dtype=np.float32).tobytes()
+        try:
+            dropped = await semantic.shared.index_put(group, key, raw, semantic.max_entries)
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            return
+        self.counts["semantic_evictions"] += int(dropped)
+
+    async def _semantic_forget(self, key: str) -> None:
+        if self.semantic is None or self.semantic.shared is None:
+            return
+        try:
+            await self.semantic.shared.index_forget([key])
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
 
     # ------------------------------------------------------------------ invalidation
 
@@ -330,6 +376,7 @@ class ResponseCache:
             "misses": self.counts["misses"],
             "stores": self.counts["stores"],
             "evictions": self.counts["evictions"],
+            "semantic_evictions": self.counts["semantic_evictions"],
             "errors": dict(self.errors),
             "skipped": dict(self.skipped),
             "entries": entries,

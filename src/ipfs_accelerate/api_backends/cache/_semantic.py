@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -18,13 +19,22 @@ __all__ = ["SemanticCache"]
 
 
 class SemanticCache:
-    """Nearest-prompt lookup over the prompts this process cached (see the module docstring).
+    """Nearest-prompt lookup over the cached prompts (see the package docstring).
+
+    With a store that keeps a shared index (:class:`SqliteStore`, :class:`RedisStore`) the
+    prompts' embeddings live in the store beside the answers, so every process using the store
+    finds the prompts any of them cached, and a restarted process finds them again; the
+    process keeps a copy of each group it asked about and reloads it only when the group's
+    version in the store changed. ``max_entries`` then bounds the store's index (oldest
+    prompts dropped first), across every process. With an in-process store the index is this
+    process's alone.
 
     ``embedder``: None (the local :class:`~ipfs_accelerate.models.TextEmbedder`, all-MiniLM-L6-v2,
     loaded on first use), a TextEmbedder-like object with a synchronous ``embed(text)``, an API
     backend (its async ``embed``; ``embedding_model`` names the model) or a function
     ``text -> vector``. ``threshold``: the cosine similarity at or above which a prompt
-    counts as the same.
+    counts as the same. ``embedding_model`` also names the vectors in a shared index (else
+    the embedder's type or function name does): vectors of two embedders are never compared.
     """
 
     def __init__(
@@ -48,6 +58,64 @@ class SemanticCache:
         self._index: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
         self._groups: dict[str, dict[str, np.ndarray]] = {}
         self._stacked: dict[str, tuple[list[str], np.ndarray]] = {}
+        self._shared: Any = None  # the store keeping the shared index, when it can
+        self._versions: dict[str, str] = {}  # group -> the store's version of our copy
+
+    def attach(self, store: Any) -> None:
+        """Keep the index in ``store`` too, when the store can (see the class docstring)."""
+        if all(hasattr(store, n) for n in ("index_put", "index_load", "index_forget")):
+            self._shared = store
+
+    @property
+    def shared(self) -> Any:
+        return self._shared
+
+    def scope(self) -> str:
+        """Which embedder's vectors these are: vectors of two embedders are never compared
+        (processes sharing a store may use different ones)."""
+        embedder = self._embedder
+        if self.embedding_model:
+            name = self.embedding_model
+        elif embedder is None or type(embedder).__name__ == "TextEmbedder":
+            name = "TextEmbedder"
+        else:
+            name = getattr(embedder, "__qualname__", None) or type(embedder).__qualname__
+        return name
+
+    def group_of(self, namespace: str, group: str) -> str:
+        """The index group of a request: its namespace (so that two services never answer for
+        each other), its model/parameters/earlier messages and the embedder."""
+        digest = hashlib.sha256(f"{group}\0{self.scope()}".encode()).hexdigest()[:32]
+        return f"{namespace}:{digest}"
+
+    async def sync(self, group: str, dim: int) -> int:
+        """Refresh this process's copy of ``group`` from the shared index when it changed;
+        returns how many stored vectors were unusable (wrong size, not finite) and skipped.
+        Raises the store's StoreUnavailable."""
+        import numpy as np
+
+        store = self._shared
+        if store is None:
+            return 0
+        loaded = await store.index_load(group, self._versions.get(group))
+        if loaded is None:
+            return 0
+        version, members = loaded
+        for key in list(self._groups.get(group, {})):
+            self.forget(key)
+        bad = 0
+        for key, raw in members.items():
+            if len(raw) != dim * 4:
+                bad += 1
+                continue
+            vector = np.frombuffer(raw, dtype=np.float32).copy()
+            norm = float(np.linalg.norm(vector))
+            if not np.isfinite(norm) or norm == 0.0:
+                bad += 1
+                continue
+            self.add(group, key, vector / norm)
+        self._versions[group] = version
+        return bad
 
     async def _get_embedder(self) -> Any:
         if self._embedder is None:
@@ -122,6 +190,7 @@ class SemanticCache:
             self.forget(key)
 
     def clear(self) -> None:
+        self._versions.clear()
         self._index.clear()
         self._groups.clear()
         self._stacked.clear()

@@ -6,24 +6,29 @@ import math
 import platform
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ipfs_accelerate.errors import UnsupportedDtypeError, UnsupportedOpError
+from ipfs_accelerate.errors import (
+    InvalidArgumentError,
+    UnsupportedDtypeError,
+    UnsupportedOpError,
+)
 from ipfs_accelerate.hal._backend import (
     COMPARISON_OPS,
     Backend,
     BackendInfo,
+    CapturedFunction,
     Scalar,
     Shape,
     host_cores,
 )
 from ipfs_accelerate.hal.webnn._checks import INTEGER, check_failure, fits
 from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, scalar_token
-from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace
+from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace, trace_roots
 from ipfs_accelerate.tensor._dtype import DType, as_dtype
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -57,9 +62,14 @@ class Stats:
     cache_hits: int = 0
     #: ops on empty tensors, computed on the host (there is nothing to run)
     host_ops: int = 0
+    #: lazy op nodes the op layer created (what a captured function's replay does not do)
+    traced_ops: int = 0
+    #: runs of captured functions (each is also one dispatch)
+    replays: int = 0
 
     def reset(self) -> None:
         self.compilations = self.dispatches = self.cache_hits = self.host_ops = 0
+        self.traced_ops = self.replays = 0
 
 
 @dataclass(slots=True)
@@ -89,7 +99,7 @@ class WebNNBackend(Backend):
     name: ClassVar[str] = "webnn"
     fused: ClassVar[frozenset[str]] = frozenset(
         {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-         "dynamic_quantized_linear"}
+         "dynamic_quantized_linear", "row_quantized_linear"}
     )  # fmt: skip
     shares_host_memory: ClassVar[bool] = False
 
@@ -168,12 +178,14 @@ class WebNNBackend(Backend):
         name = self._check_dtype(dtype, "full")
         if not math.prod(shape):
             return self._empty(shape, name)
+        self.stats.traced_ops += 1
         return Node("full", (scalar_token(value),), (), shape, name)
 
     def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> Node:
         name = self._check_dtype(dtype, "arange")
         if not size:
             return self._empty((0,), name)
+        self.stats.traced_ops += 1
         return Node("arange", (scalar_token(start), scalar_token(step), size), (), (size,), name)
 
     def copy(self, x: Tensor) -> Node:
@@ -370,6 +382,9 @@ class WebNNBackend(Backend):
     ) -> Node:
         return self._quantized("int8", x, weight, bias)
 
+    def row_quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Node:
+        return self._quantized("int8_row", x, weight, bias)
+
     def _quantized(
         self, activations: str, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
     ) -> Node:
@@ -441,6 +456,60 @@ class WebNNBackend(Backend):
             "attention", attrs, tuple(t._data for t in tensors), out_shape, q.dtype.name
         )
 
+    # ------------------------------------------------------------------ captured functions
+
+    def capture(
+        self, fn: Callable[..., Sequence[Tensor]], inputs: Sequence[Tensor]
+    ) -> _Captured | None:
+        """``fn(*inputs)`` traced once and compiled as one graph with all of ``fn``'s results
+        as outputs; None when the trace reads a per-call leaf that is not one of ``inputs``
+        (it would be frozen into the graph) or ``fn`` returns something else than tensors of
+        this backend. ``inputs`` are computed first if pending; ``fn`` sees them as fresh
+        per-call leaves, so that each becomes a graph input even if it is a parameter."""
+        placeholders: list[Node] = []
+        arguments: list[Tensor] = []
+        self._materialise_all(
+            [t._data for t in inputs if isinstance(t, Tensor) and t._backend is self]
+        )
+        for index, tensor in enumerate(inputs):
+            if not isinstance(tensor, Tensor) or tensor._backend is not self:
+                raise InvalidArgumentError(
+                    f"webnn capture: input {index} is not a webnn tensor ({tensor!r})"
+                )
+            value = self._materialise(tensor._data)
+            node = Node(None, (), (), value.shape, tensor.dtype.name, value)
+            placeholders.append(node)
+            arguments.append(Tensor(node, tensor.shape, tensor.dtype, self))
+        results = fn(*arguments)
+        if not all(isinstance(r, Tensor) and r._backend is self for r in results):
+            return None
+        found, positions = trace_roots(tuple(r._data for r in results))
+        argument_of = {id(node): index for index, node in enumerate(placeholders)}
+        for node in found.nodes:
+            if node.op is None and not node.param and id(node) not in argument_of:
+                return None  # an undeclared per-call value: replaying would reuse it
+        argument_at = {
+            position: argument_of[id(node)]
+            for position, node in enumerate(found.nodes)
+            if id(node) in argument_of
+        }
+        detached = _detached(found)
+        key = _CaptureKey(found.key)
+        with self._lock:
+            compiled = self._compiled(key, detached)
+        return _Captured(self, key, detached, compiled, positions, argument_at, placeholders)
+
+    def _compiled(self, key: Any, found: Trace) -> _Compiled:
+        """The cached graph of ``key``, compiled from ``found`` on a miss (hold the lock)."""
+        compiled = self._cache.get(key)
+        if compiled is None:
+            compiled = self._compile(found)
+            self._cache[key] = compiled
+            self._evict()
+        else:
+            self._cache.move_to_end(key)
+        return compiled
+
     # ------------------------------------------------------------------ node plumbing
 
     def _op(
@@ -454,6 +523,7 @@ class WebNNBackend(Backend):
                 f"webnn: {op} on a tensor of rank {rank} "
                 f"(WebNN operands have at most {_MAX_RANK} dimensions)"
             )
+        self.stats.traced_ops += 1
         return Node(op, attrs, inputs, shape, dtype)
 
     @staticmethod
@@ -517,6 +587,18 @@ class WebNNBackend(Backend):
             assert node.value is not None
             return node.value
 
+    def _materialise_all(self, nodes: Sequence[Node]) -> None:
+        """Compute every pending node of ``nodes`` in one graph (a captured function's inputs
+        left pending by a cache's growth or rearrangement: one run, not one per tensor)."""
+        with self._lock:
+            pending = list({id(n): n for n in nodes if n.op is not None}.values())
+            if len(pending) < 2:
+                for node in pending:
+                    self._materialise(node)
+                return
+            found, _ = trace_roots(tuple(pending))
+            self._run(self._compiled(found.key, found), found)
+
     def _evict(self) -> None:
         """Drop least recently used graphs beyond the count and memory bounds (never the newest)."""
         total = sum(entry.cost for entry in self._cache.values())
@@ -574,6 +656,141 @@ class WebNNBackend(Backend):
             if node.dtype == "bool":
                 value = value.view(np.bool_)
             node.become_leaf(value, param=not found.variable[position])
+
+
+class _CaptureKey:
+    """A captured trace's key in the compiled-graph cache: its structural key (so that equal
+    captures share a graph) with the hash computed once, as every replay looks it up."""
+
+    __slots__ = ("_hash", "key")
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self._hash = hash(("capture", key))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _CaptureKey) and (other is self or other.key == self.key)
+
+
+def _detached(found: Trace) -> Trace:
+    """A copy of ``found`` to compile it again from (after the cache dropped its graph):
+    new op nodes, so that nothing that materialises the traced nodes later changes it, and
+    value-less input leaves, so that it does not keep the first call's arrays alive.
+    Parameter leaves are shared (immutable; the graph embeds them)."""
+    copies: dict[int, Node] = {}
+    nodes = []
+    for node in found.nodes:
+        if node.op is None:
+            copy = node if node.param else Node(None, (), (), node.shape, node.dtype)
+        else:
+            inputs = tuple(copies[id(source)] for source in node.inputs)
+            copy = Node(node.op, node.attrs, inputs, node.shape, node.dtype)
+        copies[id(node)] = copy
+        nodes.append(copy)
+    return Trace(nodes, found.key, found.outputs, found.checks, found.variable)
+
+
+class _Captured(CapturedFunction):
+    """A captured function: its graph (in the backend's compiled-graph cache, so that the
+    cache's bounds hold; compiled again if it was dropped) and how its inputs and results map
+    to the graph's."""
+
+    def __init__(
+        self,
+        backend: WebNNBackend,
+        key: _CaptureKey,
+        found: Trace,
+        compiled: _Compiled,
+        positions: list[int],
+        argument_at: dict[int, int],
+        placeholders: list[Node],
+    ) -> None:
+        self._backend = backend
+        self._key = key
+        self._trace = found
+        #: per argument: (shape, dtype name) it must have
+        self.signature = [(node.shape, node.dtype) for node in placeholders]
+        #: graph input name -> argument index
+        self._feeds = {name: argument_at[position] for name, position in compiled.inputs.items()}
+        names: dict[int, str] = {}
+        checks: dict[int, list[str]] = {}
+        for output in compiled.outputs:
+            if output.check:
+                checks.setdefault(output.position, []).append(output.name)
+            else:
+                names[output.position] = output.name
+        # readback needs only each check's attributes
+        self._checks = [
+            (Node("check", found.nodes[position].attrs, (), (), "uint8"), names_of)
+            for position, names_of in checks.items()
+        ]
+        #: per result: (graph output name, shape, dtype name)
+        self._results = [(names[p], found.nodes[p].shape, found.nodes[p].dtype) for p in positions]
+
+    def replay(self, *inputs: Tensor | Array) -> tuple[Tensor, ...]:
+        backend = self._backend
+        if len(inputs) != len(self.signature):
+            raise InvalidArgumentError(
+                f"webnn replay: {len(inputs)} inputs given, the captured function takes "
+                f"{len(self.signature)}"
+            )
+        backend._materialise_all(
+            [
+                given._data
+                for given in inputs
+                if isinstance(given, Tensor) and given._backend is backend
+            ]
+        )
+        values = [self._value(index, given) for index, given in enumerate(inputs)]
+        feeds = {}
+        for name, index in self._feeds.items():
+            value = values[index]
+            feeds[name] = value.view(np.uint8) if value.dtype == np.bool_ else value
+        with backend._lock:
+            compiled = backend._compiled(self._key, self._trace)
+            results = backend.context.compute(compiled.graph, feeds)
+            backend.stats.dispatches += 1
+            backend.stats.replays += 1
+        for node, names in self._checks:
+            error = check_failure(node, [results[name] for name in names])
+            if error is not None:
+                raise error
+        made: dict[str, Tensor] = {}
+        for name, shape, dtype in self._results:
+            if name not in made:
+                value = results[name]
+                if dtype == "bool":
+                    value = value.view(np.bool_)
+                made[name] = Tensor(leaf(value, dtype), shape, as_dtype(dtype), backend)
+        return tuple(made[name] for name, _, _ in self._results)
+
+    def _value(self, index: int, given: Tensor | Array) -> Array:
+        shape, dtype = self.signature[index]
+        if isinstance(given, Tensor):
+            if given._backend is not self._backend:
+                raise InvalidArgumentError(
+                    f"webnn replay: input {index} is on {given.device!r}, not webnn"
+                )
+            value = self._backend._materialise(given._data)
+        elif isinstance(given, np.ndarray):
+            value = given
+        else:
+            raise InvalidArgumentError(
+                f"webnn replay: input {index} must be a tensor or a numpy array, "
+                f"got {type(given).__name__}"
+            )
+        found = "bool" if value.dtype == np.bool_ else value.dtype.name
+        if value.shape != shape or found != dtype:
+            raise InvalidArgumentError(
+                f"webnn replay: input {index} is {found} {list(value.shape)}; the captured "
+                f"function takes {dtype} {list(shape)}"
+            )
+        if not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value)
+        return value
 
 
 def _cost(found: Trace) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Node", "Trace", "leaf", "trace"]
+__all__ = ["Node", "Trace", "leaf", "trace", "trace_roots"]
 
 Array = np.ndarray[Any, Any]
 Shape = tuple[int, ...]
@@ -114,25 +114,35 @@ _OWN_REFERENCES = 3
 
 def trace(root: Node) -> Trace:
     """Walk the pending DAG behind ``root`` (and the checks of every op in it)."""
-    nodes, entries, variable, checks, consumers, root_position = _walk(root)
+    nodes, entries, variable, checks, consumers, roots = _walk((root,))
     # _walk's local variables are gone now: the reference counts below see only real holders
-    extra = _external(nodes, consumers, root_position)
-    outputs = (root_position, *extra, *checks)
+    extra = _external(nodes, consumers, roots[0])
+    outputs = (roots[0], *extra, *checks)
     return Trace(nodes, (tuple(entries), outputs), outputs, tuple(checks), variable)
 
 
+def trace_roots(roots: tuple[Node, ...]) -> tuple[Trace, list[int]]:
+    """The DAG behind several nodes as one trace whose outputs are those nodes (each once)
+    and every check, and each root's position. Unlike :func:`trace`, intermediates are never
+    extra outputs: the caller (a captured function) returns only its results."""
+    nodes, entries, variable, checks, _, positions = _walk(roots)
+    distinct = tuple(dict.fromkeys(positions))
+    outputs = (*distinct, *checks)
+    return Trace(nodes, (tuple(entries), outputs), outputs, tuple(checks), variable), positions
+
+
 def _walk(
-    root: Node,
-) -> tuple[list[Node], list[tuple[Any, ...]], list[bool], list[int], dict[int, int], int]:
+    roots: tuple[Node, ...],
+) -> tuple[list[Node], list[tuple[Any, ...]], list[bool], list[int], dict[int, int], list[int]]:
     """Post-order walk: nodes, key entries, variability, check positions, how often each node
-    is an operand of the walked ops, and the root's position."""
+    is an operand of the walked ops, and the roots' positions."""
     position: dict[int, int] = {}
     nodes: list[Node] = []
     entries: list[tuple[Any, ...]] = []
     variable: list[bool] = []
     checks: list[int] = []
     consumers: dict[int, int] = {}
-    stack: list[tuple[Node, bool]] = [(root, False)]
+    stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
         node, expanded = stack.pop()
         key = id(node)
@@ -169,7 +179,7 @@ def _walk(
         variable.append(varies)
         for check in reversed(node.checks):
             stack.append((check, False))
-    return nodes, entries, variable, checks, consumers, position[id(root)]
+    return nodes, entries, variable, checks, consumers, [position[id(root)] for root in roots]
 
 
 def _external(nodes: list[Node], consumers: dict[int, int], root: int) -> list[int]:

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
     from ipfs_accelerate.quantization import QuantizedTensor
     from ipfs_accelerate.webnn import MLGraphBuilder, MLOperand
 
-__all__ = ["ResidentWeight", "dynamic_quantize", "emit_quantized_linear", "resident"]
+__all__ = [
+    "ResidentWeight",
+    "dynamic_quantize",
+    "emit_quantized_linear",
+    "resident",
+    "row_quantize",
+]
 
 
 class ResidentWeight:
@@ -72,6 +78,25 @@ def dynamic_quantize(b: MLGraphBuilder, x: MLOperand) -> MLOperand:
     return b.dequantize_linear(b.quantize_linear(x, scale, zero), scale, zero)
 
 
+def row_quantize(b: MLGraphBuilder, x: MLOperand) -> MLOperand:
+    """A 2-D float32 ``x`` through uint8 and back with one scale and zero point per row (the
+    rule of DynamicQuantizeLinear applied to each row, ``ops.linear(activations="int8_row")``):
+    (rows, 1) scale and zero point, broadcast over each row by ``quantize_linear``'s blockwise
+    rule. The compiler turns the product over it into MatMulIntegerToFloat
+    (``_qmatmul.per_row_activations``)."""
+    from ipfs_accelerate.webnn._onnx._qmatmul import TINY
+
+    zero_f = b.constant("float32", 0.0)
+    low = b.min(b.reduce_min(x, axes=[1], keep_dimensions=True), zero_f)
+    high = b.max(b.reduce_max(x, axes=[1], keep_dimensions=True), zero_f)
+    scale = b.max(
+        b.div(b.sub(high, low), b.constant("float32", 255.0)), b.constant("float32", TINY)
+    )
+    zero_point = b.round_even(b.neg(b.div(low, scale)))
+    zero = b.cast(b.clamp(zero_point, min_value=0, max_value=255), "uint8")
+    return b.dequantize_linear(b.quantize_linear(x, scale, zero), scale, zero)
+
+
 def emit_quantized_linear(em: TraceEmitter, node: Node, args: list[Any]) -> MLOperand:
     """``x @ dequantize(W) + bias`` for a ``quantized_linear`` node (inputs: x, the weight's
     three leaves, the bias if any; attrs: activations, has_bias)."""
@@ -82,6 +107,8 @@ def emit_quantized_linear(em: TraceEmitter, node: Node, args: list[Any]) -> MLOp
     flat = x if list(x.shape) == rows else b.reshape(x, rows)
     if activations == "int8":
         flat = dynamic_quantize(b, flat)
+    elif activations == "int8_row":
+        flat = row_quantize(b, flat)
     weight = b.dequantize_linear(args[1], args[2], args[3])
     out = b.matmul(flat, weight)
     if has_bias:

@@ -156,14 +156,13 @@ class ContinuousBatch:
         cache = self._cache
         if cache is None or not self.active:
             return []
-        model = self.engine.model
         ids = np.zeros((len(self._rows), 1), dtype=np.int64)
         valid = np.zeros((len(self._rows), 1), dtype=bool)
         for row, entry in enumerate(self._rows):
             if entry is not None:
                 ids[row, 0] = entry.sequence.generated[-1]
                 valid[row, 0] = True
-        logits = model(from_numpy(ids, model.device), cache.begin(valid)).numpy()
+        logits = self.engine.decode_graphs.forward(cache, ids, valid).numpy()
         events = []
         for row, entry in enumerate(self._rows):
             if entry is None:

@@ -96,7 +96,22 @@ class DecodeStep:
     positions: Array
     _allowed: dict[str, Array] = field(default_factory=dict)
     _masks: dict[tuple[str, int], Tensor] = field(default_factory=dict)
+    #: the one-hot column (1, 1, capacity, 1) a one-token step writes
     _write: Tensor | None = None
+    #: given tensors instead of host data (a captured decode step's inputs): the positions
+    #: (B, L) and each kind's mask (B, 1, L, window)
+    _position_ids: Tensor | None = None
+    _given_masks: dict[str, Tensor] = field(default_factory=dict)
+
+    def position_ids(self) -> Tensor:
+        """``positions`` as an int64 tensor (B, L) on the cache's device."""
+        if self._position_ids is None:
+            self._position_ids = from_numpy(self.positions, self.cache.device)
+        return self._position_ids
+
+    def allowed(self) -> dict[str, Array]:
+        """Each layer kind's bool mask (B, 1, L, window) as host data."""
+        return dict(self._allowed)
 
     def mask(self, kind: str = FULL_ATTENTION, groups: int = 1) -> Tensor:
         """The bool attention mask (B, 1, groups * L, window) for layers of ``kind``; with
@@ -105,10 +120,16 @@ class DecodeStep:
         key = (kind, groups)
         found = self._masks.get(key)
         if found is None:
-            allowed = self._allowed.get(kind, self._allowed[FULL_ATTENTION])
-            if groups > 1:
-                allowed = np.tile(allowed, (1, 1, groups, 1))
-            found = from_numpy(np.ascontiguousarray(allowed), self.cache.device)
+            if kind not in self._allowed:
+                kind = FULL_ATTENTION
+            given = self._given_masks.get(kind)
+            if given is not None:
+                found = _stacked(given, groups)
+            else:
+                allowed = self._allowed[kind]
+                if groups > 1:
+                    allowed = np.tile(allowed, (1, 1, groups, 1))
+                found = from_numpy(np.ascontiguousarray(allowed), self.cache.device)
             self._masks[key] = found
         return found
 
@@ -133,6 +154,17 @@ class DecodeStep:
             cache.values[layer] = _spliced(cache.values[layer], values, self.start, end)
         window = (slice(None), slice(None), slice(0, self.window))
         return cache.keys[layer][window], cache.values[layer][window]
+
+
+def _stacked(mask: Tensor, groups: int) -> Tensor:
+    """``mask`` (B, 1, L, W) repeated ``groups`` times along the query axis, in the graph."""
+    if groups == 1:
+        return mask
+    batch, _, length, window = mask.shape
+    spread = ops.broadcast_to(
+        mask.reshape(batch, 1, 1, length, window), (batch, 1, groups, length, window)
+    )
+    return spread.reshape(batch, 1, groups * length, window)
 
 
 def _spliced(cache: Tensor, new: Tensor, start: int, end: int) -> Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError
 from ipfs_accelerate.models.generation._cache import CausalLM, KVCache, bucket
+from ipfs_accelerate.models.generation._replay import DecodeGraphs
 from ipfs_accelerate.models.generation._sampling import (
     GenerationDefaults,
     Resolved,
@@ -108,6 +109,8 @@ class GenerationEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.defaults = defaults
+        #: decode steps replayed from captured graphs where the backend offers it (webnn)
+        self.decode_graphs = DecodeGraphs(model)
 
     def generate(
         self,
@@ -214,8 +217,7 @@ class GenerationEngine:
             step_ids = np.array([[s.generated[-1]] for s in sequences], dtype=np.int64)
             step_valid = active[:, None]
             if use_cache:
-                step = cache.begin(step_valid)
-                logits = model(from_numpy(step_ids, device), step).numpy()
+                logits = self.decode_graphs.forward(cache, step_ids, step_valid).numpy()
             else:  # the whole sequence again through a fresh cache (a reference path)
                 history_ids.append(step_ids)
                 history_valid.append(step_valid)

@@ -8,14 +8,18 @@ pipelines of one checkpoint hold one copy; :meth:`close` (or garbage collection)
 this pipeline's hold on them.
 
 The pipelines live one family a module: :mod:`._text` (TextEmbedder, running the
-sentence-transformers module pipeline of :mod:`._st`), :mod:`._rerank` (Reranker), :mod:`._vision`
+sentence-transformers module pipeline of :mod:`._st`), :mod:`._rerank` (Reranker),
+:mod:`._classifier` (TextClassifier, a trained head over TextEmbedder), :mod:`._vision`
 (ImageClassifier, ZeroShotImageClassifier), :mod:`._speech` (SpeechRecognizer,
-TranscriptSegment), :mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
+TranscriptSegment; long-form decoding and WordTiming in :mod:`._speech_decoding`),
+:mod:`._generate` (TextGenerator), on what :mod:`._base` gives them all.
 """
 
+from ipfs_accelerate.models.pipelines._classifier import TextClassifier
 from ipfs_accelerate.models.pipelines._generate import TextGenerator
 from ipfs_accelerate.models.pipelines._rerank import Ranked, Reranker
 from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
+from ipfs_accelerate.models.pipelines._speech_decoding import WordTiming
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
 from ipfs_accelerate.models.pipelines._vision import ImageClassifier, ZeroShotImageClassifier
 
@@ -24,8 +28,10 @@ __all__ = [
     "Ranked",
     "Reranker",
     "SpeechRecognizer",
+    "TextClassifier",
     "TextEmbedder",
     "TextGenerator",
     "TranscriptSegment",
+    "WordTiming",
     "ZeroShotImageClassifier",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 import numpy as np
 
@@ -12,6 +12,15 @@ from ipfs_accelerate.errors import CheckpointError, InvalidArgumentError
 from ipfs_accelerate.models._languages import language_token
 from ipfs_accelerate.models.loading import Checkpoint, LoadReport, read_json
 from ipfs_accelerate.models.pipelines._base import Array, _check_batch_size, _Pipeline
+from ipfs_accelerate.models.pipelines._speech_decoding import (
+    Attempt,
+    DecodingOptions,
+    LongFormDecoder,
+    RawSegment,
+    SpecialTokens,
+    WordTiming,
+    check_options,
+)
 from ipfs_accelerate.models.preprocessing.audio import WhisperFeatureExtractor, load_audio
 from ipfs_accelerate.models.preprocessing.text import TextTokenizer
 from ipfs_accelerate.tensor import from_numpy
@@ -58,6 +67,20 @@ class _GenerationSettings:
         self.no_timestamps: int | None = int(no_ts) if no_ts is not None else None
         multilingual = gen.get("is_multilingual")
         self.multilingual = bool(self.lang_to_id) if multilingual is None else bool(multilingual)
+        prev_sot = gen.get("prev_sot_token_id", token("<|startofprev|>"))
+        self.prev_sot: int | None = int(prev_sot) if prev_sot is not None else None
+        heads = gen.get("alignment_heads") or []
+        self.alignment_heads: list[tuple[int, int]] = [(int(a), int(b)) for a, b in heads]
+        initial = gen.get("max_initial_timestamp_index")
+        self.max_initial_timestamp_index: int | None = int(initial) if initial is not None else None
+        self.median_filter_width = int(
+            read_json(checkpoint.path / "config.json").get("median_filter_width") or 7
+        )
+        self.vocab_size = int(config.vocab_size)
+        #: the checkpoint's vocabulary has <|0.00|>..: timestamp tokens after <|notimestamps|>
+        self.has_timestamps = self.no_timestamps is not None and self.vocab_size > (
+            self.no_timestamps + 1
+        )
         max_length = gen.get("max_length")
         self.max_length = (
             min(int(max_length), config.max_target_positions)
@@ -68,13 +91,24 @@ class _GenerationSettings:
 
 @dataclass
 class TranscriptSegment:
-    """One window of a transcript (see :meth:`SpeechRecognizer.transcribe_segments`)."""
+    """One segment of a transcript (see :meth:`SpeechRecognizer.transcribe_segments`): its
+    start and end in seconds from the start of the audio, its text, its tokens (timestamp
+    tokens included when timestamps were decoded), the language it was decoded in, and the
+    decoding measures of its window: mean log-probability of the window's tokens, their
+    compression ratio (token bytes, see ``compression_ratio``), the probability of
+    ``<|nospeech|>`` and the temperature of the attempt that was kept. ``words`` holds the
+    words with their times when ``word_timestamps=True`` was asked for."""
 
     start: float
     end: float
     text: str
     tokens: list[int]
     language: str
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    temperature: float = 0.0
+    words: list[WordTiming] = field(default_factory=list)
 
     @staticmethod
     def join(segments: Sequence[TranscriptSegment]) -> str:
@@ -113,6 +147,9 @@ class SpeechRecognizer(_Pipeline):
         self.tokenizer = tokenizer
         self.feature_extractor = features
         self.generation = _GenerationSettings(checkpoint, model.config, tokenizer)
+        #: every decoding attempt of the last sequential transcription (window start, its
+        #: temperature, measures and fallback/skip decision), for diagnostics and tests
+        self.last_attempts: list[Attempt] = []
         if features.feature_size != model.config.num_mel_bins:
             raise CheckpointError(
                 f"{checkpoint.path}: preprocessor feature_size {features.feature_size}"
@@ -279,51 +316,407 @@ class SpeechRecognizer(_Pipeline):
         pieces.append(samples[start:])
         return pieces
 
+    @overload
+    def transcribe(
+        self,
+        audio: Any,
+        language: str | None = ...,
+        task: str = ...,
+        *,
+        stream: Literal[False] = ...,
+        return_timestamps: Literal[False, None] = ...,
+        **options: Any,
+    ) -> str: ...
+
+    @overload
+    def transcribe(
+        self,
+        audio: Any,
+        language: str | None = ...,
+        task: str = ...,
+        *,
+        stream: Literal[True],
+        return_timestamps: bool | None = ...,
+        **options: Any,
+    ) -> Iterator[TranscriptSegment]: ...
+
+    @overload
+    def transcribe(
+        self,
+        audio: Any,
+        language: str | None = ...,
+        task: str = ...,
+        *,
+        stream: Literal[False] = ...,
+        return_timestamps: Literal[True],
+        **options: Any,
+    ) -> list[TranscriptSegment]: ...
+
     def transcribe(
         self,
         audio: Any,
         language: str | None = None,
         task: str = "transcribe",
         *,
-        sampling_rate: int | None = None,
-        max_new_tokens: int | None = None,
-        batch_size: int = 8,
-    ) -> str:
+        stream: bool = False,
+        return_timestamps: bool | None = None,
+        **options: Any,
+    ) -> str | list[TranscriptSegment] | Iterator[TranscriptSegment]:
         """The transcript (or English translation with ``task="translate"``) of ``audio``: a
         WAV/FLAC path, a numpy array with ``sampling_rate``, an ``(array, rate)`` tuple or a
-        ``{"array", "sampling_rate"}`` dict. See the class docstring for the decoding rules."""
+        ``{"array", "sampling_rate"}`` dict.
+
+        Returns the text; with ``return_timestamps=True`` the segments
+        (:meth:`transcribe_segments`); with ``stream=True`` an iterator that yields the
+        segments as each 30 s window is decoded (:meth:`iter_segments`). ``options`` are
+        :meth:`iter_segments`'s keyword arguments."""
+        if stream:
+            return self.iter_segments(
+                audio, language, task, return_timestamps=return_timestamps, **options
+            )
         segments = self.transcribe_segments(
-            audio,
-            language,
-            task,
-            sampling_rate=sampling_rate,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
+            audio, language, task, return_timestamps=return_timestamps, **options
         )
+        if return_timestamps:
+            return segments
         return TranscriptSegment.join(segments)
 
     def transcribe_segments(
+        self, audio: Any, language: str | None = None, task: str = "transcribe", **options: Any
+    ) -> list[TranscriptSegment]:
+        """The segments of :meth:`iter_segments`, as a list."""
+        return list(self.iter_segments(audio, language, task, **options))
+
+    def iter_segments(
         self,
         audio: Any,
         language: str | None = None,
         task: str = "transcribe",
         *,
         sampling_rate: int | None = None,
+        return_timestamps: bool | None = None,
+        word_timestamps: bool = False,
+        temperature: float | Sequence[float] = 0.0,
+        compression_ratio_threshold: float | None = None,
+        logprob_threshold: float | None = None,
+        no_speech_threshold: float | None = None,
+        condition_on_prev_tokens: bool = False,
+        initial_prompt: str | None = None,
+        prompt_ids: Sequence[int] | None = None,
+        num_beams: int = 1,
         max_new_tokens: int | None = None,
+        seed: int = 0,
         batch_size: int = 8,
-    ) -> list[TranscriptSegment]:
-        """What :meth:`transcribe` joins: one :class:`TranscriptSegment` per window of at most
-        30 s (its start and end in seconds, its text and generated tokens, and the language it
-        was decoded in: the given one, the detected one, or ``"en"`` on English-only
-        checkpoints). Whisper's timestamp tokens are not generated, so a segment's times are
-        its window's, not the words'."""
+    ) -> Iterator[TranscriptSegment]:
+        """Decode ``audio`` and yield its :class:`TranscriptSegment` s, each window's as soon
+        as the window is decoded.
+
+        On a checkpoint with timestamp tokens (``<|0.00|>`` ... after ``<|notimestamps|>``),
+        audio longer than 30 s, ``return_timestamps=True``, ``word_timestamps=True`` or any
+        fallback/prompt option decode sequentially as transformers' long-form ``generate``
+        does: segments start and end at Whisper's timestamp tokens, each 30 s window starts at
+        the end of the previous window's last complete segment, and the window is retried at
+        the next of the ``temperature`` schedule while its compression ratio exceeds
+        ``compression_ratio_threshold`` or its mean log-probability is below
+        ``logprob_threshold`` (a window whose ``<|nospeech|>`` probability exceeds
+        ``no_speech_threshold`` with a low log-probability is skipped as silence).
+        ``condition_on_prev_tokens`` feeds the previous segments' tokens (after
+        ``<|startofprev|>``) to the next window while the kept temperature is below 0.5;
+        ``initial_prompt`` (text) or ``prompt_ids`` (``<|startofprev|>`` and tokens) prime the
+        first window. Sampling at temperature > 0 draws from a generator seeded with ``seed``.
+        ``word_timestamps=True`` times each word by dynamic time warping over the
+        cross-attention of the checkpoint's ``alignment_heads``.
+
+        Otherwise (30 s or less, default options, or a checkpoint without timestamp tokens)
+        windows are decoded greedily in batches of ``batch_size``, long audio cut at quiet
+        points, one segment per window. ``language=None`` on a multilingual checkpoint detects
+        the language from the first window (see :meth:`detect_language`).
+        """
         _check_batch_size(batch_size)
+        if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+            raise InvalidArgumentError(f"num_beams must be a positive int, got {num_beams!r}")
+        if num_beams > 16:
+            raise InvalidArgumentError(f"num_beams must be at most 16, got {num_beams}")
+        if max_new_tokens is not None and (
+            isinstance(max_new_tokens, bool)
+            or not isinstance(max_new_tokens, int)
+            or max_new_tokens < 1
+        ):
+            raise InvalidArgumentError(
+                f"max_new_tokens must be a positive int, got {max_new_tokens!r}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InvalidArgumentError(f"seed must be a non-negative int, got {seed!r}")
+        temperatures = check_options(
+            temperature, compression_ratio_threshold, logprob_threshold, no_speech_threshold
+        )
+        prompt = self._prompt_ids(initial_prompt, prompt_ids)
+        task_id = self._task_id(task)
+        lang_id = self._language_id(language) if language is not None else None
         rate = self.feature_extractor.sampling_rate
         samples = load_audio(audio, sampling_rate, target_rate=rate)
+        long = len(samples) > self.feature_extractor.n_samples
+        plain = (
+            temperatures == (0.0,)
+            and compression_ratio_threshold is None
+            and logprob_threshold is None
+            and not condition_on_prev_tokens
+            and prompt is None
+            and not word_timestamps
+            and not return_timestamps
+            and num_beams == 1
+        )
+        gen = self.generation
+        if not gen.has_timestamps and (return_timestamps or word_timestamps):
+            raise InvalidArgumentError(
+                f"{self.checkpoint.path.name}: return_timestamps/word_timestamps need Whisper's"
+                " timestamp tokens (<|0.00|> ... after <|notimestamps|>), which this"
+                " checkpoint's vocabulary lacks"
+            )
+        if word_timestamps and not gen.alignment_heads:
+            raise InvalidArgumentError(
+                f"{self.checkpoint.path.name}: word_timestamps need alignment_heads in"
+                " generation_config.json"
+            )
+        if plain and (not long or not gen.has_timestamps):
+            yield from self._windows_greedy(samples, language, task, max_new_tokens, batch_size)
+            return
+        options = DecodingOptions(
+            temperatures=temperatures,
+            compression_ratio_threshold=compression_ratio_threshold,
+            logprob_threshold=logprob_threshold,
+            no_speech_threshold=no_speech_threshold,
+            condition_on_prev_tokens=bool(condition_on_prev_tokens),
+            prompt_ids=prompt,
+            return_timestamps=gen.has_timestamps and (long or bool(return_timestamps)),
+            word_timestamps=word_timestamps,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            num_beams=num_beams,
+        )
+        if gen.has_timestamps:
+            yield from self._sequential(samples, long, lang_id, task_id, options)
+            return
+        offset = 0
+        for window in self.split_windows(samples):
+            features = self.feature_extractor(window)[0]
+            for segment in self._sequential_features(
+                features, lang_id, task_id, options, frames=features.shape[1], real=len(window)
+            ):
+                segment.start += offset / rate
+                segment.end = segment.start + len(window) / rate
+                yield segment
+            offset += len(window)
+
+    def detect_language(self, audio: Any, *, sampling_rate: int | None = None) -> dict[str, float]:
+        """The probability of each of the checkpoint's languages (code -> probability, most
+        likely first) for the first 30 s of ``audio``: the softmax over the language tokens
+        of the decoder's first step after ``<|startoftranscript|>``, as transformers'
+        ``detect_language`` scores them. English-only checkpoints answer ``{"en": 1.0}``."""
+        gen = self.generation
+        if not gen.multilingual:
+            return {"en": 1.0}
+        rate = self.feature_extractor.sampling_rate
+        samples = load_audio(audio, sampling_rate, target_rate=rate)
+        features = self._first_window(samples)
+        return self._language_probabilities(features)
+
+    # ------------------------------------------------------------------ sequential decoding
+
+    def _first_window(self, samples: Array) -> Array:
+        """Log-mel features (mels, 3000) of the first window, as long-form decoding sees it."""
+        extractor = self.feature_extractor
+        if len(samples) <= extractor.n_samples:
+            return extractor(samples)[0]
+        window = self.model.config.input_frames
+        # normalisation is over the whole recording: the first window is cut out of the
+        # whole recording's features
+        full = extractor.whole(samples)
+        first = np.zeros((full.shape[0], window), dtype=np.float32)
+        first[:, : min(window, full.shape[1])] = full[:, :window]
+        return first
+
+    def _language_probabilities(self, features: Array) -> dict[str, float]:
+        gen = self.generation
+        cache = self.model.start_decoding(
+            self.model.encode(from_numpy(features[None].astype(np.float32), self.device))
+        )
+        start = np.full((1, 1), gen.decoder_start, dtype=np.int64)
+        logits = self.model.decode_step(from_numpy(start, self.device), cache).numpy()[0]
+        names = sorted(gen.lang_to_id, key=gen.lang_to_id.__getitem__)
+        ids = np.array([gen.lang_to_id[n] for n in names], dtype=np.int64)
+        chosen = logits[ids].astype(np.float64)
+        probabilities = np.exp(chosen - chosen.max())
+        probabilities /= probabilities.sum()
+        order = np.argsort(-probabilities, kind="stable")
+        return {names[i].strip("<|>"): float(probabilities[i]) for i in order}
+
+    def _prompt_ids(self, text: str | None, ids: Sequence[int] | None) -> list[int] | None:
+        gen = self.generation
+        if text is not None and ids is not None:
+            raise InvalidArgumentError("pass initial_prompt or prompt_ids, not both")
+        if ids is not None:
+            checked = []
+            for token in ids:
+                if isinstance(token, bool) or not isinstance(token, int | np.integer):
+                    raise InvalidArgumentError(f"prompt_ids must be ints, got {token!r}")
+                if not 0 <= int(token) < gen.vocab_size:
+                    raise InvalidArgumentError(
+                        f"prompt_ids: token {int(token)} is outside the vocabulary"
+                        f" (0..{gen.vocab_size - 1})"
+                    )
+                checked.append(int(token))
+            return checked
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"initial_prompt must be a str, got {type(text).__name__}")
+        if gen.prev_sot is None:
+            raise InvalidArgumentError(
+                f"{self.checkpoint.path.name}: initial_prompt needs a <|startofprev|> token"
+            )
+        encoded = self.tokenizer._tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+        tokens = [int(t) for t in encoded.ids]
+        if gen.no_timestamps is not None and any(t >= gen.eos for t in tokens):
+            raise InvalidArgumentError(
+                "initial_prompt contains text that encodes to Whisper's special tokens"
+            )
+        return [gen.prev_sot, *tokens]
+
+    def _init_tokens(
+        self, features: Array, lang_id: int | None, task_id: int | None, timestamps: bool
+    ) -> tuple[list[int], str]:
+        gen = self.generation
+        tokens = [gen.decoder_start]
+        id_to_language = {v: k.strip("<|>") for k, v in gen.lang_to_id.items()}
+        if not gen.multilingual:
+            spoken = "en"
+        elif lang_id is None:
+            probabilities = self._language_probabilities(features)
+            spoken = next(iter(probabilities))
+            tokens.append(gen.lang_to_id[f"<|{spoken}|>"])
+        else:
+            tokens.append(lang_id)
+            spoken = id_to_language[lang_id]
+        if task_id is not None:
+            tokens.append(task_id)
+        if not timestamps and gen.no_timestamps is not None:
+            tokens.append(gen.no_timestamps)
+        return tokens, spoken
+
+    def _decoder(self, options: DecodingOptions) -> LongFormDecoder:
+        gen = self.generation
+        special = SpecialTokens(
+            eos=gen.eos,
+            pad=gen.pad,
+            no_timestamps=gen.no_timestamps if gen.no_timestamps is not None else gen.vocab_size,
+            prev_sot=gen.prev_sot,
+            suppress=gen.suppress,
+            begin_suppress=gen.begin_suppress,
+            max_initial_timestamp_index=gen.max_initial_timestamp_index,
+        )
+        return LongFormDecoder(
+            self.model,
+            self.device,
+            special,
+            options,
+            vocab_size=gen.vocab_size,
+            max_length=gen.max_length,
+            alignment_heads=gen.alignment_heads,
+            median_filter_width=gen.median_filter_width,
+        )
+
+    def _sequential(
+        self,
+        samples: Array,
+        long: bool,
+        lang_id: int | None,
+        task_id: int | None,
+        options: DecodingOptions,
+    ) -> Iterator[TranscriptSegment]:
+        extractor = self.feature_extractor
+        if long:
+            # one normalisation over the whole recording, windows sliced out of it, as
+            # transformers' long-form generate takes its features
+            features = extractor.whole(samples)
+            frames = real = features.shape[1]
+        else:
+            features = extractor(samples)[0]
+            frames = features.shape[1]
+            real = -(-len(samples) // extractor.hop_length)
+        yield from self._sequential_features(
+            features, lang_id, task_id, options, frames=frames, real=real
+        )
+
+    def _sequential_features(
+        self,
+        features: Array,
+        lang_id: int | None,
+        task_id: int | None,
+        options: DecodingOptions,
+        *,
+        frames: int,
+        real: int,
+    ) -> Iterator[TranscriptSegment]:
+        window = self.model.config.input_frames
+        first = np.zeros((features.shape[0], window), dtype=np.float32)
+        first[:, : min(window, features.shape[1])] = features[:, :window]
+        init, spoken = self._init_tokens(first, lang_id, task_id, options.return_timestamps)
+        decoder = self._decoder(options)
+        self.last_attempts = decoder.attempts
+        for raw in decoder.segments(features, init, frames=frames, real_frames=real):
+            yield self._segment(raw, spoken, options.word_timestamps)
+
+    def _segment(self, raw: RawSegment, spoken: str, words: bool) -> TranscriptSegment:
+        result = raw.result
+        return TranscriptSegment(
+            start=float(raw.start),
+            end=float(raw.end),
+            text=self._decode(np.array(raw.tokens, dtype=np.int64)),
+            tokens=list(raw.tokens),
+            language=spoken,
+            avg_logprob=result.avg_logprob,
+            compression_ratio=result.compression_ratio,
+            no_speech_prob=result.no_speech_prob,
+            temperature=result.temperature,
+            words=self._words(raw) if words else [],
+        )
+
+    def _words(self, raw: RawSegment) -> list[WordTiming]:
+        """Tokens grouped into words (a word starts at a token whose text starts with a space
+        or after a timestamp); a word lasts from its first token's time to the next token's
+        time (the segment's end after the last word)."""
+        gen = self.generation
+        words: list[WordTiming] = []
+        text_tokens = [(i, t) for i, t in enumerate(raw.tokens) if t < gen.eos]
+        for position, (index, token) in enumerate(text_tokens):
+            piece = self.tokenizer.decode([token], skip_special_tokens=True)
+            time = raw.token_times[index] if index < len(raw.token_times) else raw.start
+            if not words or piece.startswith(" ") or text_tokens[position - 1][0] != index - 1:
+                words.append(WordTiming(piece, time, time, [token]))
+            else:
+                words[-1].word += piece
+                words[-1].tokens.append(token)
+            after = index + 1
+            words[-1].end = (
+                raw.token_times[after] if after < len(raw.token_times) else float(raw.end)
+            )
+        return words
+
+    def _windows_greedy(
+        self,
+        samples: Array,
+        language: str | None,
+        task: str,
+        max_new_tokens: int | None,
+        batch_size: int,
+    ) -> Iterator[TranscriptSegment]:
+        """Greedy decoding without timestamps of the quiet-cut windows, ``batch_size`` at a
+        time: one segment per window, its times the window's."""
+        rate = self.feature_extractor.sampling_rate
         windows = self.split_windows(samples)
         gen = self.generation
         id_to_language = {v: k.strip("<|>") for k, v in gen.lang_to_id.items()}
-        segments: list[TranscriptSegment] = []
         offset = 0
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
@@ -339,13 +732,10 @@ class SpeechRecognizer(_Pipeline):
                 if gen.eos in generated:
                     generated = generated[: generated.index(gen.eos)]
                 end = offset + len(window)
-                segments.append(
-                    TranscriptSegment(
-                        offset / rate, end / rate, self._decode(row), generated, spoken
-                    )
+                yield TranscriptSegment(
+                    offset / rate, end / rate, self._decode(row), generated, spoken
                 )
                 offset = end
-        return segments
 
     def _decode(self, ids: Array) -> str:
         gen = self.generation

@@ -218,6 +218,30 @@ class TextEmbedder(_Pipeline):
             self._shapes = ShapePolicy(self.device, self.max_input_tokens, mode or "auto")
         return self._shapes
 
+    def embed_tensor(self, texts: str | Sequence[str], *, normalize: bool = False) -> Tensor:
+        """Sentence embeddings (N, dimension) of ``texts`` as a Tensor on the model's device:
+        one padded forward pass and the checkpoint's module pipeline (pooling, Dense layers,
+        its Normalize), recorded by autograd when the parameters require grad (how
+        :func:`~ipfs_accelerate.models.fine_tune` trains the model); ``normalize`` divides
+        each row by its L2 norm. :meth:`embed` is the faster path for inference."""
+        batch = [texts] if isinstance(texts, str) else _text_list(texts)
+        encoded = self.tokenizer(batch)
+        device = self.device
+        host_mask = np.asarray(encoded.attention_mask, dtype=np.int64)
+        hidden = self.model(
+            from_numpy(np.asarray(encoded.input_ids, dtype=np.int64), device),
+            from_numpy(host_mask, device),
+            from_numpy(np.asarray(encoded.token_type_ids, dtype=np.int64), device),
+            pool=False,
+        ).last_hidden_state
+        modules = self.modules
+        pooled = pool(hidden, host_mask, modules.pooling)
+        for layer in modules.dense:
+            pooled = layer(pooled)
+        if modules.normalize or normalize:
+            pooled = _l2_normalize(pooled)
+        return pooled
+
     def embed_tokens(
         self,
         input_ids: Array,

@@ -417,6 +417,23 @@ class WhisperFeatureExtractor:
             )
         signal = np.zeros(self.n_samples, dtype=np.float64)
         signal[: len(samples)] = samples
+        return self._log_mel(signal)
+
+    def whole(self, samples: Array) -> Array:
+        """Features (feature_size, len(samples) // hop_length) float32 of mono 16 kHz audio of
+        any length, unpadded and normalised over the whole recording, as transformers' extractor
+        gives them with ``truncation=False, padding="longest"`` (long-form decoding slices its
+        30 s windows out of these)."""
+        if samples.ndim != 1:
+            raise PreprocessingError(f"features need mono samples (1-D), got shape {samples.shape}")
+        if len(samples) <= self.n_fft // 2:
+            raise PreprocessingError(
+                f"audio of {len(samples)} samples is too short for whole-recording features"
+                f" (needs more than {self.n_fft // 2})"
+            )
+        return self._log_mel(samples.astype(np.float64)).astype(np.float32)
+
+    def _log_mel(self, signal: Array) -> Array:
         half = self.n_fft // 2
         padded = np.pad(signal, half, mode="reflect")
         frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop_length]

@@ -4,7 +4,9 @@ description into the public ``*_server_spec`` function and into :class:`ServerSp
 
 Every builder has the same frame: the server's required arguments (the model), then
 ``runtime`` (``"docker"``: the official image, whose entrypoint takes the arguments; or
-``"process"``: the bare command), ``image``, the port inside the container, ``host_port``, the
+``"process"``: the bare command), ``image``, the port inside the container, ``host_port``,
+``network_mode`` (Docker only: ``"host"`` shares the host's network, the server then
+listening on 127.0.0.1 at ``host_port``), the
 server's own options, ``extra_args`` and ``env``. An option becomes a command-line flag, a
 secret in the server's environment (never on its command line, where ``docker inspect`` or
 ``ps`` would show it), a mounted host directory, or a container setting (``gpus``,
@@ -92,7 +94,8 @@ class ServerKind:
     ``docker_command`` and ``process_command`` are the leading arguments of each form (after
     the image; the whole argv for a process), before the options' flags: ``{port}`` stays for
     :class:`ServerSpec` to fill in; ``{bind}`` is the address to listen on (all of a
-    container's, whose port is published on loopback only; loopback for a process); any other
+    container's, whose port is published on loopback only; loopback for a process and for a
+    container on the host's network, ``network_mode="host"``); any other
     ``{name}`` is the value ``name``. ``prepare`` derives values from the others before the
     spec is built (it may add values that the templates name, or container settings such as
     ``devices``).
@@ -123,6 +126,7 @@ class ServerKind:
             ("image", image_type, self.image),
             (self.port_option, "int", self.port),
             ("host_port", "int | None", None),
+            ("network_mode", "str | None", None),
             *((o.name, o.annotation, o.default) for o in self.options),
             ("extra_args", "Sequence[str]", ()),
             ("env", "Mapping[str, str] | None", None),
@@ -154,7 +158,16 @@ class ServerKind:
         values = dict(values)
         if self.prepare is not None:
             self.prepare(values, docker)
-        bind = "0.0.0.0" if docker else "127.0.0.1"
+        network_mode = values["network_mode"]
+        if network_mode is not None and not docker:
+            raise ConfigurationError(
+                f"{self.function_name}: network_mode is a Docker setting; a process runs on "
+                f"the host's network already (got network_mode={network_mode!r})"
+            )
+        # a published container port is reachable on loopback only, so the server may listen
+        # on all of the container's addresses; on the host's network those would be every
+        # interface of the machine, so it listens on loopback like a process
+        bind = "0.0.0.0" if docker and network_mode != "host" else "127.0.0.1"
         fields = {**values, "port": PORT_PLACEHOLDER, "bind": bind}
         template = self.docker_command if docker else self.process_command
         args = [part.format_map(fields) for part in template]
@@ -187,6 +200,7 @@ class ServerKind:
             env=dict(values["env"] or {}),
             secret_env=secrets,
             volumes=volumes,
+            network_mode=network_mode,
             **({**self.container, **settings} if docker else {}),
         )
 

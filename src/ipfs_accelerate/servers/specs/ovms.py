@@ -25,7 +25,7 @@ OVMS = ServerKind(
     port_option="rest_port",
     required=(arg("model_name"), arg("model_path", mount="{served_path}:ro")),
     health_path="/v2/health/ready",
-    docker_command=_ARGS,
+    docker_command=(*_ARGS, "--rest_bind_address", "{bind}"),
     process_command=("ovms", *_ARGS, "--rest_bind_address", "{bind}"),
     options=(
         flag("--target_device", "str"),

@@ -9,6 +9,10 @@ lowering, :func:`match_quantized` finds the patterns; each becomes one contrib o
   as ONNX DynamicQuantizeLinear does (:func:`is_dynamic_quantization`), ``W`` an 8-bit weight
   with per-column or per-tensor scales: ``DynamicQuantizeMatMul``;
 * the same with any other scalar (s, z): ``QuantizeLinear`` + ``MatMulIntegerToFloat``;
+* ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with a 2-D ``x`` (M, K) and
+  a uint8 (s, z) per row, shape (M, 1): ``QuantizeLinear`` (axis 0) + ``MatMulIntegerToFloat``
+  + ``Mul`` by the row scales (:func:`row_corrected_weight` says how the per-row zero points,
+  which no ONNX Runtime CPU integer kernel takes, are folded into the product);
 * ``matmul(a, W)`` with ``W`` 4-bit whose scales are constant over power-of-two blocks along
   K: ``MatMulNBits`` (float arithmetic, ``accuracy_level`` 1: weight-only semantics). An
   8-bit ``W`` with float activations stays DequantizeLinear + MatMul, which ONNX Runtime folds
@@ -35,12 +39,15 @@ from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
 __all__ = [
+    "MAX_CORRECTION_ROWS",
     "NBITS_FOR_8BIT",
     "TINY",
     "Fusion",
     "QuantizedMatMulLowering",
+    "correction_rows",
     "is_dynamic_quantization",
     "match_quantized",
+    "row_corrected_weight",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -53,6 +60,9 @@ _BITS: Final = {"int8": 8, "uint8": 8, "int4": 4, "uint4": 4}
 #: ONNX Runtime 1.31's CPU kernel ran them at 0.7-0.9x its float MatMul on the weight it
 #: folds from dequantize_linear (docs/webnn.md), so they stay the plain pattern
 NBITS_FOR_8BIT: Final = False
+#: the most zero-point correction rows (:func:`row_corrected_weight`) a per-row product may
+#: append, as a fraction of K: past that the integer product costs 1.5x and more
+MAX_CORRECTION_ROWS: Final = 0.5
 #: MatMulNBits block sizes (along K) tried for weights whose scales do not vary along K
 _BLOCKS: Final = (128, 64, 32, 16)
 _MICROSOFT: Final = "com.microsoft"
@@ -63,7 +73,8 @@ class Fusion:
     """One quantized product lowered as one kernel.
 
     ``kind``: "dynamic" (DynamicQuantizeMatMul), "integer" (QuantizeLinear +
-    MatMulIntegerToFloat) or "nbits" (MatMulNBits). ``head`` is the node whose place in the
+    MatMulIntegerToFloat), "rows" (per-row QuantizeLinear + MatMulIntegerToFloat + Mul) or
+    "nbits" (MatMulNBits). ``head`` is the node whose place in the
     graph the kernel takes (the matmul, or the bias add after it), ``output`` its result.
     """
 
@@ -74,7 +85,7 @@ class Fusion:
     a: MLOperand
     #: the weight's dequantize_linear node (its three inputs are constants)
     weight: Node
-    #: the activations' scale and zero point ("integer" only)
+    #: the activations' scale and zero point ("integer" and "rows")
     a_scale: MLOperand | None = None
     a_zero: MLOperand | None = None
     bias: MLOperand | None = None
@@ -110,11 +121,17 @@ def match_quantized(
     values, scale, zero = weight.inputs
     if any(_constant(operand) is None for operand in (values, scale, zero)):
         return None
-    assert values is not None and scale is not None
+    assert values is not None and scale is not None and zero is not None
     if values.data_type not in _INTEGER or scale.data_type != "float32":
         return None
     head, output, bias = _bias(matmul, consumers, graph_outputs)
     per_column = _scale_grid(scale)[0] == 1
+    rows = _row_quantized_activations(a)
+    if rows is not None and per_column and _BITS[values.data_type] == 8:
+        if _correctable(zero, values):
+            return Fusion("rows", head, output, rows[0], weight, rows[1], rows[2], bias)
+        return None
+    # (per-row activations over a 4-bit weight: rounded op by op, then MatMulNBits below)
     activations = _quantized_activations(a)
     if activations is not None and per_column and _BITS[values.data_type] == 8:
         x, a_scale, a_zero = activations
@@ -169,9 +186,9 @@ def _nbits_block(scale: MLOperand, weight: tuple[int, ...]) -> int | None:
     return next((block for block in _BLOCKS if k % block == 0), None)
 
 
-def _quantized_activations(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOperand] | None:
-    """(x, scale, zero) when ``a`` is dequantize_linear(quantize_linear(x, s, z), s, z) with
-    one uint8 zero point and float32 scale for the whole tensor."""
+def _round_trip(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOperand] | None:
+    """(x, s, z) when ``a`` is dequantize_linear(quantize_linear(x, s, z), s, z) with a uint8
+    z and a float32 s."""
     dequantize = _producer(a, "dequantize_linear")
     if dequantize is None:
         return None
@@ -182,9 +199,38 @@ def _quantized_activations(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOperan
     x, q_scale, q_zero = quantize.inputs
     if q_scale is not scale or q_zero is not zero or x is None:
         return None
-    if zero.data_type != "uint8" or math.prod(scale.shape) != 1:
+    if zero.data_type != "uint8" or scale.data_type != "float32":
         return None
     return x, scale, zero
+
+
+def _quantized_activations(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOperand] | None:
+    """(x, scale, zero) of a round trip with one scale and zero point for the whole tensor."""
+    found = _round_trip(a)
+    return found if found is not None and math.prod(found[1].shape) == 1 else None
+
+
+def _row_quantized_activations(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOperand] | None:
+    """(x, scale, zero) of a round trip of a 2-D ``x`` (M, K) with a scale and zero point of
+    shape (M, 1): one per row (M > 1; one row is the per-tensor case)."""
+    found = _round_trip(a)
+    if found is None:
+        return None
+    x, scale, zero = found
+    if x.rank != 2 or x.shape[0] < 2 or scale.shape != (x.shape[0], 1):
+        return None
+    return found if zero.shape == scale.shape else None
+
+
+def _correctable(zero: MLOperand, values: MLOperand) -> bool:
+    """Whether :func:`row_corrected_weight` fits this weight in at most
+    :data:`MAX_CORRECTION_ROWS` x K extra rows (every zero point strictly inside its type's
+    range, or no correction row could move the sum both ways)."""
+    zeros, array = _constant(zero), _constant(values)
+    assert zeros is not None and array is not None
+    flat = np.ascontiguousarray(_expanded(zeros, 1, array.shape[1])[0])
+    rows = _DERIVED.get(array, ("rows-count", flat.tobytes()), lambda: correction_rows(array, flat))
+    return rows is not None and rows <= MAX_CORRECTION_ROWS * array.shape[0]
 
 
 def _scalar_constant(operand: MLOperand | None) -> float | None:
@@ -291,6 +337,48 @@ def nbits_weight(
     return packed, scales, np.ascontiguousarray(zeros)
 
 
+def _type_range(values: Array) -> tuple[int, int]:
+    return (-128, 127) if values.dtype == np.int8 else (0, 255)
+
+
+def correction_rows(values: Array, zero: Array) -> int | None:
+    """How many rows :func:`row_corrected_weight` appends to a (K, N) weight with (N,) zero
+    points ``zero``; None where a zero point sits on its type's range edge."""
+    low, high = _type_range(values)
+    zeros = zero.astype(np.int64)
+    down, up = zeros - low, high - zeros  # the most one row can subtract / add
+    if np.any(down == 0) or np.any(up == 0):
+        return None
+    needed = -(values.astype(np.int64) - zeros).sum(axis=0)
+    steps = np.where(needed > 0, -(-needed // up), -(needed // down))
+    return int(steps.max(initial=0))
+
+
+def row_corrected_weight(values: Array, zero: Array) -> Array:
+    """The (K + J, N) weight that makes a per-row zero point a product term.
+
+    MatMulIntegerToFloat takes one zero point for its uint8 A, but per-row activations have
+    one per row: ``sum_k (q[m, k] - z[m]) w'[k, n] = sum_k q[m, k] w'[k, n] - z[m] c[n]``
+    with ``w' = W - Wz`` and ``c[n] = sum_k w'[k, n]``. The second term is itself a product:
+    append J columns holding z[m] to A and J rows to W whose w' sum to -c[n] (each row in
+    W's integer range, so J = ceil(max |c| / 127) for a symmetric int8 weight, a few per cent
+    of K for trained weights). The integer kernel then computes the exact zero-point
+    correction with the product, instead of extra passes over the (M, N) output.
+    ``zero`` is the weight's (N,) zero points, strictly inside the type's range."""
+    low, high = _type_range(values)
+    zeros = zero.astype(np.int64)
+    remaining = -(values.astype(np.int64) - zeros).sum(axis=0)
+    rows = []
+    while np.any(remaining):
+        step = np.clip(remaining, low - zeros, high - zeros)
+        rows.append(step + zeros)
+        remaining -= step
+    if not rows:
+        return values
+    extra = np.stack(rows).astype(values.dtype)
+    return np.ascontiguousarray(np.concatenate([values, extra], axis=0))
+
+
 class _DerivedCache:
     """Kernel layouts derived from a constant array, kept while the array lives: every graph
     compiled over the same weight (one per input shape) shares one copy of its layout."""
@@ -371,11 +459,44 @@ class QuantizedMatMulLowering(LoweringBase):
             names = [self.value(fusion.a), weight, column_scale, column_zero, *bias]
             self.e.node("DynamicQuantizeMatMul", names, [out], domain=_MICROSOFT)
             return
+        if fusion.kind == "rows":
+            self._lower_rows(fusion, values, zero, column_scale, column_zero, bias, out)
+            return
         assert fusion.a_scale is not None and fusion.a_zero is not None
         a_scale, a_zero = (self._scalar(operand) for operand in (fusion.a_scale, fusion.a_zero))
         quantized = self.e.one("QuantizeLinear", [self.value(fusion.a), a_scale, a_zero])
         names = [quantized, weight, a_scale, column_scale, a_zero, column_zero, *bias]
         self.e.node("MatMulIntegerToFloat", names, [out], domain=_MICROSOFT)
+
+    def _lower_rows(
+        self, fusion: Fusion, values: Array, zero: Array, column_scale: str,
+        column_zero: str, bias: list[str], out: str,
+    ) -> None:  # fmt: skip
+        """Per-row activations: QuantizeLinear (axis 0), the zero-point columns appended,
+        MatMulIntegerToFloat on the corrected weight, Mul by the row scales, the bias."""
+        assert fusion.a_scale is not None and fusion.a_zero is not None
+        rows = fusion.a.shape[0]
+        n = values.shape[1]
+        zeros = np.ascontiguousarray(_expanded(zero, 1, n)[0])
+        corrected = _DERIVED.get(
+            values, ("rows", zeros.tobytes()), lambda: row_corrected_weight(values, zeros)
+        )
+        extra = corrected.shape[0] - values.shape[0]
+        a_scale, a_zero = (
+            self.reshape_const_or_node(operand, [rows])
+            for operand in (fusion.a_scale, fusion.a_zero)
+        )
+        quantized = self.e.one("QuantizeLinear", [self.value(fusion.a), a_scale, a_zero], axis=0)
+        if extra:
+            columns = self.e.one("Expand", [self.value(fusion.a_zero), self.e.ints([rows, extra])])
+            quantized = self.e.one("Concat", [quantized, columns], axis=1)
+        names = [quantized, self.e.const(corrected, share=True), self.e.scalar(1.0, "float32")]
+        names += [column_scale, "", column_zero]
+        product = self.e.one("MatMulIntegerToFloat", names, domain=_MICROSOFT)
+        scaled_out = self.e.fresh() if bias else out
+        scaled = self.e.one("Mul", [product, self.value(fusion.a_scale)], scaled_out)
+        if bias:
+            self.e.one("Add", [scaled, bias[0]], out)
 
     def _scalar(self, operand: MLOperand) -> str:
         """A one-element operand as a 0-d value (per-tensor quantization parameters)."""

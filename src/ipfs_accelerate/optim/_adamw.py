@@ -1,0 +1,84 @@
+"""Adam with decoupled weight decay (Loshchilov & Hutter), optionally AMSGrad."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from ipfs_accelerate import ops
+from ipfs_accelerate.optim._optimizer import Optimizer, ParamsArg
+from ipfs_accelerate.tensor import Tensor, zeros_like
+
+__all__ = ["AdamW"]
+
+
+class AdamW(Optimizer):
+    """torch.optim.AdamW's update, step for step (step ``t`` counts from 1):
+
+    ``p = p * (1 - lr * weight_decay)``; ``m = m + (1 - beta1) * (g - m)``;
+    ``v = beta2 * v + (1 - beta2) * g * g`` (with ``amsgrad``, the running maximum of ``v`` is
+    used below); ``p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``.
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``).
+    """
+
+    def __init__(
+        self,
+        params: ParamsArg,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+        }
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group: Mapping[str, Any]) -> None:
+        self._non_negative(group, "lr", "eps", "weight_decay")
+        betas = group["betas"]
+        if (
+            not isinstance(betas, tuple | list)
+            or len(betas) != 2
+            or not all(
+                isinstance(b, numbers.Real) and not isinstance(b, bool) and 0.0 <= float(b) < 1.0
+                for b in betas
+            )
+        ):
+            raise self._bad("betas", betas, "two numbers in [0, 1)")
+        if not isinstance(group["amsgrad"], bool):
+            raise self._bad("amsgrad", group["amsgrad"], "a bool")
+
+    def _update(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
+    ) -> Tensor:
+        beta1, beta2 = (float(b) for b in group["betas"])
+        lr, decay = float(group["lr"]), float(group["weight_decay"])
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = zeros_like(param)
+            state["exp_avg_sq"] = zeros_like(param)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = zeros_like(param)
+        state["step"] += 1
+        step = state["step"]
+        if decay:
+            param = param * (1.0 - lr * decay)
+        exp_avg = state["exp_avg"] + (grad - state["exp_avg"]) * (1.0 - beta1)
+        exp_avg_sq = state["exp_avg_sq"] * beta2 + (grad * grad) * (1.0 - beta2)
+        state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
+        second = exp_avg_sq
+        if group["amsgrad"]:
+            if "max_exp_avg_sq" not in state:  # amsgrad switched on between steps
+                state["max_exp_avg_sq"] = zeros_like(param)
+            second = ops.maximum(state["max_exp_avg_sq"], exp_avg_sq)
+            state["max_exp_avg_sq"] = second
+        denom = ops.sqrt(second) / math.sqrt(1.0 - beta2**step) + float(group["eps"])
+        return param - (exp_avg / denom) * (lr / (1.0 - beta1**step))

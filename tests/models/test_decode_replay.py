@@ -1,0 +1,213 @@
+"""Decode steps replayed from a captured webnn graph (no model Python, no trace per token).
+
+Greedy tokens and logits of replayed steps equal the traced path's and transformers' (Llama,
+Mistral with a sliding window, GPT-2; one row, and rows of different lengths; across window
+buckets and cache growth); a replayed step creates no op node, compiles nothing and runs one
+graph; capture refuses a function that reads an undeclared per-call value; the op layer's
+checks (gather index range) still raise on replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ipfs_accelerate import ops
+from ipfs_accelerate.errors import IndexOutOfRangeError, InvalidArgumentError
+from ipfs_accelerate.models.generation import KVCache
+from ipfs_accelerate.models.generation._cache import bucket
+from ipfs_accelerate.models.generation._replay import DecodeGraphs
+from ipfs_accelerate.models.loading import load_model
+from ipfs_accelerate.tensor import Tensor, from_numpy
+from tests.conftest import start_backend
+from tests.models._decoder_checkpoints import decoder_checkpoint
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.timeout(300)
+
+PROMPTS = [[3, 17, 40, 22, 5], [9, 100, 120, 33, 7, 8, 9, 60, 61]]
+#: decode steps: from 9 columns (window 16, capacity 16) past 32 (window 64, two growths)
+STEPS = 26
+
+
+def _drive(
+    model: Any, prompts: list[list[int]], graphs: DecodeGraphs
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Greedy decoding of left-padded ``prompts`` through ``graphs``, starting from the
+    smallest cache (so that it grows twice): the tokens (B, STEPS + 1) and each step's logits."""
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    ids = np.zeros((batch, width), dtype=np.int64)
+    valid = np.zeros((batch, width), dtype=bool)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = prompt
+        valid[row, width - len(prompt) :] = True
+    cache = KVCache(model.cache_shape(), batch, bucket(width, 1 << 62), model.device)
+    logits = model(from_numpy(ids, model.device), cache.begin(valid)).numpy()
+    steps = [logits]
+    tokens = [logits.argmax(-1)]
+    for _ in range(STEPS):
+        logits = graphs.forward(cache, tokens[-1][:, None], np.ones((batch, 1), bool)).numpy()
+        steps.append(logits)
+        tokens.append(logits.argmax(-1))
+    assert cache.capacity == 64, "the run must cross two cache growths"
+    return np.stack(tokens, axis=1), steps
+
+
+def _model(family: str) -> Any:
+    model, _, _ = load_model(decoder_checkpoint(family), "webnn", sharing=False)
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gpt2"])
+@pytest.mark.parametrize("rows", [1, 2], ids=["batch1", "ragged"])
+def test_replayed_steps_equal_the_traced_path_and_transformers(family: str, rows: int) -> None:
+    start_backend("webnn")
+    prompts = PROMPTS[-rows:]
+    model = _model(family)
+    replay = DecodeGraphs(model)
+    assert replay.enabled
+    traced = DecodeGraphs(model)
+    traced.enabled = False
+    tokens, logits = _drive(model, prompts, replay)
+    assert replay.captured >= 3, "one captured step per window bucket (16, 32, 64)"
+    traced_tokens, traced_logits = _drive(model, prompts, traced)
+    np.testing.assert_array_equal(tokens, traced_tokens)
+    for ours, theirs in zip(logits, traced_logits, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(decoder_checkpoint(family)).eval()
+    for row, prompt in enumerate(prompts):
+        sequence = torch.tensor([prompt + tokens[row, :-1].tolist()])
+        with torch.no_grad():
+            reference = hf(sequence).logits[0, len(prompt) - 1 :].numpy()
+        ours = np.stack([step[row] for step in logits])
+        diff = float(np.max(np.abs(ours - reference)))
+        assert diff <= 1e-4, f"{family}: replayed logits differ from transformers by {diff:.3g}"
+
+
+def test_a_replayed_step_runs_one_graph_and_no_op_layer() -> None:
+    backend = start_backend("webnn")
+    model = _model("llama")
+    graphs = DecodeGraphs(model)
+    cache = KVCache(model.cache_shape(), 1, 32, "webnn")
+    prompt = np.array([PROMPTS[0]], dtype=np.int64)
+    token = model(from_numpy(prompt, "webnn"), cache.begin(np.ones(prompt.shape, bool))).numpy()
+    one = np.ones((1, 1), dtype=bool)
+    # the first step of the window-16 signature captures it
+    token = graphs.forward(cache, token.argmax(-1)[:, None], one).numpy()
+    stats = backend.stats
+    before = (stats.compilations, stats.traced_ops, stats.dispatches, stats.replays)
+    steps = 8  # columns 6..13: all in the 16-column window
+    for _ in range(steps):
+        token = graphs.forward(cache, token.argmax(-1)[:, None], one).numpy()
+    after = (stats.compilations, stats.traced_ops, stats.dispatches, stats.replays)
+    assert after[0] == before[0], "a replayed step compiled a graph"
+    assert after[1] == before[1], "a replayed step created op-layer nodes"
+    assert after[2] - before[2] == steps, "one graph dispatch per step"
+    assert after[3] - before[3] == steps
+    # a grown cache's tensors (pending concatenations) are computed together in one run
+    cache._grow(64)
+    dispatches = stats.dispatches
+    graphs.forward(cache, token.argmax(-1)[:, None], one).numpy()
+    assert stats.dispatches - dispatches == 2  # the grown cache, then the step
+
+
+def test_cpu_decodes_in_place_without_capture() -> None:
+    model, _, _ = load_model(decoder_checkpoint("llama"), "cpu", sharing=False)
+    assert not DecodeGraphs(model).enabled
+
+
+def _webnn(array: np.ndarray) -> Tensor:
+    return from_numpy(array, "webnn")
+
+
+def test_capture_refuses_an_undeclared_per_call_leaf() -> None:
+    backend = start_backend("webnn")
+    x = _webnn(np.arange(4, dtype=np.float32))
+    per_call = np.ones(4, dtype=np.float32)
+    assert backend.capture(lambda a: [a + _webnn(per_call)], [x]) is None
+    # a parameter (a weight) is not per call: it may be embedded
+    weight = _webnn(np.full(4, 2.0, dtype=np.float32))
+    from ipfs_accelerate import hal
+
+    hal.mark_parameter(weight)
+    captured = backend.capture(lambda a: [a * weight, a + 1.0], [x])
+    assert captured is not None
+    product, total = captured.replay(np.array([1, 2, 3, 4], dtype=np.float32))
+    np.testing.assert_array_equal(product.numpy(), [2, 4, 6, 8])
+    np.testing.assert_array_equal(total.numpy(), [2, 3, 4, 5])
+
+
+def test_declared_parameters_are_inputs_and_replay_checks_its_inputs() -> None:
+    backend = start_backend("webnn")
+    from ipfs_accelerate import hal
+
+    a = _webnn(np.ones((2, 3), dtype=np.float32))
+    hal.mark_parameter(a)  # declared: fed on every replay, never frozen
+    b = _webnn(np.ones((2, 3), dtype=np.float32))
+    captured = backend.capture(lambda x, y: [x - y, x], [a, b])
+    assert captured is not None
+    new_a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    difference, same = captured.replay(new_a, b)
+    np.testing.assert_array_equal(difference.numpy(), new_a - 1)
+    np.testing.assert_array_equal(same.numpy(), new_a)
+    # the graph lives in the backend's bounded cache: dropped, it is compiled again
+    compilations = backend.stats.compilations
+    backend.clear_cache()
+    difference, _ = captured.replay(new_a, np.full((2, 3), 2.0, dtype=np.float32))
+    np.testing.assert_array_equal(difference.numpy(), new_a - 2)
+    assert backend.stats.compilations == compilations + 1
+    with pytest.raises(InvalidArgumentError, match=r"input 1 is float32 \[3, 2\]"):
+        captured.replay(new_a, np.ones((3, 2), dtype=np.float32))
+    with pytest.raises(InvalidArgumentError, match="1 inputs given, the captured function takes 2"):
+        captured.replay(new_a)
+
+
+def test_replay_keeps_the_gather_index_check() -> None:
+    backend = start_backend("webnn")
+    from ipfs_accelerate import hal
+
+    table = _webnn(np.arange(12, dtype=np.float32).reshape(6, 2))
+    hal.mark_parameter(table)
+    index = _webnn(np.array([0, 5], dtype=np.int64))
+    captured = backend.capture(lambda i: [ops.gather(table, i, axis=0)], [index])
+    assert captured is not None
+    (rows,) = captured.replay(np.array([2, 3], dtype=np.int64))
+    np.testing.assert_array_equal(rows.numpy(), [[4, 5], [6, 7]])
+    with pytest.raises(IndexOutOfRangeError, match="index 6"):
+        captured.replay(np.array([1, 6], dtype=np.int64))
+
+
+def test_continuous_batching_replays_its_steps_with_the_tokens_of_solo_runs() -> None:
+    """Rows join a running batch on webnn (new row counts, rearranged caches) and each
+    sequence gets the tokens it gets alone; the steps are replayed."""
+    from ipfs_accelerate.models.generation import SamplingParams
+    from ipfs_accelerate.models.generation._batch import ContinuousBatch
+    from tests.models.test_decoders import _engine
+
+    backend = start_backend("webnn")
+    engine = _engine(decoder_checkpoint("llama"), "webnn")
+    lengths = [30, 12, 20]
+    params = [SamplingParams(max_new_tokens=n, ignore_eos=True) for n in lengths]
+    prompts = [PROMPTS[0], PROMPTS[1], [5, 6, 7]]
+    alone = [engine.generate([p], [s])[0].token_ids for p, s in zip(prompts, params, strict=True)]
+    batch = ContinuousBatch(engine, max_rows=4)
+    produced: dict[Hashable, list[int]] = {0: [], 1: [], 2: []}
+    replays = backend.stats.replays
+    batch.add(0, [prompts[0]], [params[0]])
+    for step in range(200):
+        if step == 3:
+            batch.add(1, [prompts[1]], [params[1]])
+        if step == 6:
+            batch.add(2, [prompts[2]], [params[2]])
+        for owner, event in batch.step():
+            produced[owner].append(event.token_id)
+        if step > 6 and not batch.active and not batch.waiting:
+            break
+    assert [produced[i] for i in range(3)] == alone
+    # every decode step replays (a signature's first step right after capturing it); the
+    # longest sequence alone decodes lengths[0] - 1 times after its prefill
+    assert backend.stats.replays - replays >= lengths[0] - 1
