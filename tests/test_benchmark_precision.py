@@ -106,3 +106,22 @@ def test_a_target_whose_row_did_not_run_is_not_met() -> None:
     assert len(verdicts) == 5
     assert all(v.value is None and not v.met for v in verdicts)
     assert all(v.describe().endswith("not run") for v in verdicts)
+
+
+def test_encoder_targets_judge_cpu_and_webnn_fp32_with_their_cosine() -> None:
+    times = {
+        "sentence-transformers float32": 1.0,
+        "ipfs_accelerate[cpu] float32": 0.95,  # 1.05x: meets 1.0x
+        "ipfs_accelerate[webnn] float32": 0.9,  # 1.11x: short of 1.2x
+    }
+    cosines = {"ipfs_accelerate[cpu] float32": 0.9999, "ipfs_accelerate[webnn] float32": 0.9999}
+    cpu, webnn = precision.encoder_targets("MPNet", times, cosines)
+    assert cpu.label.startswith("MPNet cpu float32 >= 1.0x") and cpu.target == 1.0
+    assert cpu.value == pytest.approx(1 / 0.95) and cpu.met
+    assert webnn.target == 1.2 and webnn.value == pytest.approx(1 / 0.9) and not webnn.met
+    # fast enough but far from torch's vectors: not met
+    wrong = {"ipfs_accelerate[cpu] float32": 0.5}
+    assert not precision.encoder_targets("MPNet", times, wrong)[0].met
+    # a backend that did not run
+    missing = precision.encoder_targets("XLM-R", {"sentence-transformers float32": 1.0}, {})
+    assert all(v.value is None and not v.met for v in missing)

@@ -11,6 +11,7 @@ import pytest
 
 from ipfs_accelerate.api_backends import PullProgress, create_api_backend
 from ipfs_accelerate.errors import (
+    APIStatusError,
     AuthenticationError,
     BadRequestError,
     InvalidArgumentError,
@@ -306,6 +307,69 @@ def test_tei_wrong_vector_count_is_caught() -> None:
         fake.inject(status=200, body=[[0.1, 0.2]])
         with pytest.raises(ProtocolError, match="expected 2 vector"):
             await b.embed(None, ["a", "b"])
+
+    tei(test)
+
+
+def test_tei_predict_tokenize_decode_embed_all_against_teis_shapes() -> None:
+    async def test(fake: TEIFake, b: Any) -> None:
+        scored = await b.predict([("red apples", "red apples"), "green pears", ("a", "b")])
+        # the batch form always: a list of two texts must not become TEI's one pair
+        assert fake.last("/predict").json == {
+            "inputs": [["red apples", "red apples"], ["green pears"], ["a", "b"]],
+            "raw_scores": False,
+        }
+        assert [[p.label for p in labels] for labels in scored] == [
+            ["positive", "negative"], ["positive", "negative"], ["negative", "positive"],
+        ]  # fmt: skip
+        assert scored[0][0].score == 1.0 and scored[2][0].score == 1.0
+        two = await b.predict(["red apples", "red apples"])
+        assert len(two) == 2 and fake.last("/predict").json["inputs"] == [["red apples"]] * 2
+        one = await b.predict(("x y", "y z"), raw_scores=True)
+        assert fake.last("/predict").json == {"inputs": [["x y", "y z"]], "raw_scores": True}
+        assert one[0][0].label == "negative"
+        tokens = await b.tokenize(["héllo world", "a"], add_special_tokens=True)
+        assert [(t.text, t.start, t.stop, t.special) for t in tokens[0]] == [
+            ("[CLS]", None, None, True), ("héllo", 0, 6, False), ("world", 7, 12, False),
+            ("[SEP]", None, None, True),
+        ]  # fmt: skip
+        bare = await b.tokenize("a", add_special_tokens=False, prompt_name="query")
+        assert fake.last("/tokenize").json == {
+            "inputs": ["a"], "add_special_tokens": False, "prompt_name": "query",
+        }  # fmt: skip
+        assert [t.text for t in bare[0]] == ["a"]
+        ids = [t.id for t in tokens[0]]
+        assert await b.decode(ids) == ["héllo world"]
+        assert fake.last("/decode").json == {"ids": [ids], "skip_special_tokens": True}
+        assert await b.decode([ids, ids[1:2]], skip_special_tokens=False) == [
+            "[CLS] héllo world [SEP]", "héllo",
+        ]  # fmt: skip
+        states = await b.embed_all(["one two", "three"], truncate=True)
+        assert [len(s) for s in states] == [4, 3] and len(states[0][0]) == 4
+        assert fake.last("/embed_all").json == {"inputs": ["one two", "three"], "truncate": True}
+        # answers that do not hold one entry per input, or the wrong fields
+        fake.inject(status=200, body=[[{"score": 0.5, "label": "positive"}]])
+        with pytest.raises(ProtocolError, match="expected 2 result"):
+            await b.predict(["a", "b"])
+        fake.inject(status=200, body=[[{"score": "high", "label": "positive"}]])
+        with pytest.raises(ProtocolError, match="score"):
+            await b.predict("a")
+        fake.inject(status=200, body=[[{"id": 1, "text": "a", "start": 0, "stop": 1}]])
+        with pytest.raises(ProtocolError, match="special"):
+            await b.tokenize("a")
+        fake.inject(status=200, body=[[[0.1, 0.2], [0.3]]])
+        with pytest.raises(ProtocolError, match="differ in size"):
+            await b.embed_all("a b")
+        fake.inject(status=200, body=["a", 3])
+        with pytest.raises(ProtocolError, match="strings"):
+            await b.decode([[1], [2]])
+        with pytest.raises(APIStatusError) as unknown:
+            await b.decode([99999])
+        assert unknown.value.status == 422
+        with pytest.raises(InvalidArgumentError):
+            await b.predict([])
+        with pytest.raises(InvalidArgumentError):
+            await b.decode([[1, None]])
 
     tei(test)
 

@@ -305,6 +305,26 @@ def test_scaled_dot_product_attention_matches_torch(device: str, data: st.DataOb
     assert_close(actual, expected, op=f"sdpa {mode}", rtol=1e-4, atol=1e-5)
 
 
+def test_attention_float_mask_wider_than_the_scores(device: str) -> None:
+    # the cpu kernel adds a float mask in place where it fits q @ k^T; where value and mask
+    # bring a batch axis that query and key lack, the result must widen instead
+    rng = np.random.default_rng(3)
+    q, k = (rng.standard_normal((4, 3)).astype(np.float32) for _ in range(2))
+    v = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    for bias in (
+        rng.uniform(-3, 0, (2, 4, 4)).astype(np.float32),
+        rng.uniform(-3, 0, (4, 4)).astype(np.float32),
+    ):
+        scores = q @ k.T / np.sqrt(3) + bias
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        expected = ((weights / weights.sum(-1, keepdims=True)) @ v).astype(np.float32)
+        actual = ops.scaled_dot_product_attention(
+            on(device, q), on(device, k), on(device, v), on(device, bias)
+        )
+        assert actual.shape == (2, 4, 3)
+        assert_close(actual, expected, op="sdpa float mask", rtol=1e-4, atol=1e-5)
+
+
 def test_attention_argument_errors(device: str) -> None:
     q = ia.zeros(2, 3, 4, device=device)
     with pytest.raises(ShapeError, match="embedding sizes differ"):

@@ -282,3 +282,125 @@ def test_hf_tei_rerank_errors_reach_the_client(served: Any) -> None:
     with backend.sync as client, pytest.raises(APIStatusError) as info:
         client.rerank(QUERY, [" ".join(["cat"] * 60)])
     assert info.value.status == 413 and "less than 40 tokens" in str(info.value)
+
+
+def _client(served: Any) -> Any:
+    return create_api_backend(
+        "hf_tei", metadata={"base_url": served.url, "resilience": {"max_retries": 0}}
+    )
+
+
+def test_hf_tei_client_predict_equals_cross_encoder(served: Any) -> None:
+    from ipfs_accelerate.api_backends import TEIPrediction
+
+    reference = _cross_encoder(served)
+    pairs = [(QUERY, text) for text in TEXTS]
+    with _client(served).sync as client:
+        scored = client.predict([*pairs, "hello world"])
+        one_pair = client.predict((QUERY, TEXTS[0]))
+        raw = client.predict(pairs, raw_scores=True)
+        # two texts are two inputs, not the one pair TEI reads a bare list of two strings as
+        two_texts = client.predict(["hello world", "a cat"])
+    assert len(scored) == len(TEXTS) + 1 and all(len(labels) == 1 for labels in scored)
+    assert scored[0][0] == TEIPrediction(label="LABEL_0", score=scored[0][0].score)
+    np.testing.assert_allclose(
+        [labels[0].score for labels in scored[:-1]], reference.predict(pairs), atol=1e-4
+    )
+    alone = _post(served, "/predict", {"inputs": "hello world"}).json()
+    assert scored[-1][0].score == pytest.approx(alone[0]["score"], abs=1e-6)
+    np.testing.assert_allclose(one_pair[0][0].score, scored[0][0].score, atol=1e-6)
+    np.testing.assert_allclose(
+        [1 / (1 + np.exp(-labels[0].score)) for labels in raw],
+        [labels[0].score for labels in scored[:-1]],
+        atol=1e-5,
+    )
+    assert len(two_texts) == 2
+    assert two_texts[0][0].score == pytest.approx(alone[0]["score"], abs=1e-6)
+    cat = _post(served, "/predict", {"inputs": "a cat"}).json()
+    assert two_texts[1][0].score == pytest.approx(cat[0]["score"], abs=1e-6)
+
+
+def test_hf_tei_client_tokenize_decode_and_embed_all(served: Any) -> None:
+    import torch
+    from transformers import BertModel
+
+    from ipfs_accelerate.api_backends import TEIToken
+
+    with _client(served).sync as client:
+        tokens = client.tokenize(["hello world", "a cat"])
+        bare = client.tokenize("hello", add_special_tokens=False)
+        prompted = client.tokenize("cat", prompt_name="query")
+        ids = [token.id for token in tokens[0]]
+        texts = client.decode([ids, [t.id for t in tokens[1]]])
+        flat = client.decode(ids, skip_special_tokens=False)
+        states = client.embed_all(["hello world", "the quick brown fox jumps"])
+        cut = client.embed_all(" ".join(["cat"] * 60), truncate=True)
+    assert tokens[0][0] == TEIToken(id=2, text="[CLS]", special=True, start=None, stop=None)
+    assert [(t.text, t.start, t.stop, t.special) for t in tokens[0][1:]] == [
+        ("hello", 0, 5, False), ("world", 6, 11, False), ("[SEP]", None, None, True),
+    ]  # fmt: skip
+    assert [t.text for t in tokens[1]] == ["[CLS]", "a", "cat", "[SEP]"]
+    assert [t.text for t in bare[0]] == ["hello"]
+    assert [t.text for t in prompted[0]][1:-1] == ["a", "photo", "of", "cat"]
+    assert texts == ["hello world", "a cat"]
+    assert flat == ["[CLS] hello world [SEP]"]
+    embedder = served.registry.get("tiny-st").pipeline
+    model = BertModel.from_pretrained(embedder.checkpoint.path).eval()
+    for text, rows in zip(["hello world", "the quick brown fox jumps"], states, strict=True):
+        with torch.no_grad():
+            expected = model(torch.tensor(embedder.tokenizer([text]).input_ids))
+        np.testing.assert_allclose(
+            np.asarray(rows), expected.last_hidden_state[0].numpy(), atol=1e-4
+        )
+    assert len(cut) == 1 and len(cut[0]) == 32
+
+
+def test_hf_tei_client_refuses_bad_input_and_reports_server_refusals(served: Any) -> None:
+    from ipfs_accelerate.errors import InvalidArgumentError
+
+    with _client(served).sync as client:
+        for bad in ([], [("a", "b", "c")], [3], b"bytes"):
+            with pytest.raises(InvalidArgumentError, match="hf_tei"):
+                client.predict(bad)
+        for ids in ([], [1, True], [[1], [-2]], "12"):
+            with pytest.raises(InvalidArgumentError, match="ids"):
+                client.decode(ids)
+        with pytest.raises(InvalidArgumentError):
+            client.tokenize([])
+        with pytest.raises(APIStatusError) as vocab:
+            client.decode([1, 100000])
+        with pytest.raises(APIStatusError) as long_input:
+            client.embed_all(" ".join(["cat"] * 60))
+    assert vocab.value.status == 422 and "100000" in str(vocab.value)
+    assert long_input.value.status == 413
+
+
+def test_info_names_pooling_as_tei_does(tmp_path: Path) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    from ipfs_accelerate.serve import BackgroundServer, ModelRegistry, ServerConfig, create_app
+    from ipfs_accelerate.serve._tei import tei_pooling
+
+    assert tei_pooling("lasttoken") == "last_token"
+    assert tei_pooling("cls") == "cls" and tei_pooling("mean") == "mean"
+    assert tei_pooling("mean+lasttoken") == "mean+last_token"
+    assert tei_pooling("weightedmean") == "weightedmean"  # TEI has no name for it
+    bert = _checkpoints.make_bert(tmp_path / "bert")
+    torch.manual_seed(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        modules = [Transformer(str(bert), max_seq_length=32), Pooling(32, "lasttoken")]
+        SentenceTransformer(modules=modules, device="cpu").save(str(tmp_path / "st"))
+    registry = ModelRegistry.load([str(tmp_path / "st")], device="cpu", warm_up=False)
+    try:
+        with BackgroundServer(create_app(ServerConfig(device="cpu"), registry=registry)) as srv:
+            info = httpx.get(srv.url + "/info").json()
+            with _client(srv).sync as client:
+                via_client = client.info()
+    finally:
+        registry.close()
+    assert info["model_type"] == {"embedding": {"pooling": "last_token"}}
+    assert via_client["model_type"] == info["model_type"]

@@ -54,6 +54,8 @@ _LAZY = {
     "Priority": "_types",
     "PullProgress": "_types",
     "RerankResult": "_types",
+    "TEIPrediction": "_types",
+    "TEIToken": "_types",
     "TGIDetails": "_types",
     "TGIGeneration": "_types",
     "TGIStreamToken": "_types",
@@ -172,6 +174,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._types import Priority as Priority
     from ._types import PullProgress as PullProgress
     from ._types import RerankResult as RerankResult
+    from ._types import TEIPrediction as TEIPrediction
+    from ._types import TEIToken as TEIToken
     from ._types import TGIDetails as TGIDetails
     from ._types import TGIGeneration as TGIGeneration
     from ._types import TGIStreamToken as TGIStreamToken

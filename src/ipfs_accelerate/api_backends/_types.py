@@ -32,6 +32,8 @@ __all__ = [
     "Priority",
     "PullProgress",
     "RerankResult",
+    "TEIPrediction",
+    "TEIToken",
     "TGIDetails",
     "TGIGeneration",
     "TGIStreamToken",
@@ -259,6 +261,26 @@ class RerankResult:
     index: int
     score: float
     text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TEIPrediction:
+    """One label's score from TEI ``/predict`` (activated unless ``raw_scores`` was asked)."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class TEIToken:
+    """One token from TEI ``/tokenize``: ``start``/``stop`` are UTF-8 byte offsets into the
+    input, None for special tokens the tokenizer added."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None = None
+    stop: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,13 +207,17 @@ class ModernBertOutput:
 def _rotary_tables(
     length: int, head_dim: int, theta: float, dtype: str
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """(cos, sin), each (1, 1, length, head_dim), for positions 0..length-1; float32
-    arithmetic as transformers does it, then the model's dtype."""
+    """(cos, signed sin), each (1, length, 1, head_dim): laid out for (batch, length, heads,
+    head_dim) rows, positions 0..length-1, float32 arithmetic as transformers does it, then
+    the model's dtype. The sine's first half is negated: ``rotate_half(x) * sin`` equals
+    ``swap_halves(x) * signed_sin`` exactly (a negation rounds nothing), which spares the
+    pass that negates half of every query and key."""
     exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
     inv_freq = (np.float32(1.0) / (np.float32(theta) ** exponents)).astype(np.float32)
     freqs = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]
-    angles = np.concatenate([freqs, freqs], axis=-1)[None, None]
+    angles = np.concatenate([freqs, freqs], axis=-1)[None, :, None]
     cos, sin = np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+    sin[..., : head_dim // 2] *= -1
     cos.setflags(write=False)
     sin.setflags(write=False)
     return cos, sin
@@ -229,10 +233,11 @@ def _window_band(length: int, window: int) -> np.ndarray[Any, Any]:
     return out
 
 
-def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``x * cos + rotate_half(x) * sin`` over the last axis (halves, as transformers)."""
+def rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """``x * cos + rotate_half(x) * sin`` over the last axis (halves, as transformers), with
+    the tables of :func:`_rotary_tables` (sine's first half negated)."""
     half = x.shape[-1] // 2
-    return x * cos + ops.concat([-x[..., half:], x[..., :half]], axis=-1) * sin
+    return x * cos + ops.concat([x[..., half:], x[..., :half]], axis=-1) * signed_sin
 
 
 class NormLayer(Module):
@@ -286,14 +291,21 @@ class ModernBertAttention(Module):
         layout = context.layout
         qkv = self.Wqkv(x) if layout is None else layout.padded(self.Wqkv(x))
         batch, length, width = qkv.shape
+        size = width // 3
         cos, sin = context.rotary[self.kind]
-        # Wqkv's output is [queries | keys | values], each heads * head_dim wide
-        q, k, v = (
-            part.reshape(batch, length, self.heads, self.head_dim).permute(0, 2, 1, 3)
-            for part in ops.split(qkv, 3, axis=-1)
+        # Wqkv's output is [queries | keys | values], each heads * head_dim wide: queries and
+        # keys rotate together, as (batch, length, 2 * heads, head_dim) rows (one pass each
+        # of the rotation's products instead of two)
+        rotated = rotate(
+            qkv[..., : 2 * size].reshape(batch, length, 2 * self.heads, self.head_dim), cos, sin
         )
+        q, k = (
+            part.permute(0, 2, 1, 3)
+            for part in (rotated[:, :, : self.heads], rotated[:, :, self.heads :])
+        )
+        v = qkv[..., 2 * size :].reshape(batch, length, self.heads, self.head_dim)
         out = ops.scaled_dot_product_attention(
-            rotate(q, cos, sin), rotate(k, cos, sin), v, attn_mask=context.masks[self.kind]
+            q, k, v.permute(0, 2, 1, 3), attn_mask=context.masks[self.kind]
         )
         out = out.permute(0, 2, 1, 3).reshape(batch, length, width // 3)
         return self.Wo(out if layout is None else layout.packed(out))

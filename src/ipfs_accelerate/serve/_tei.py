@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import Route
 
-__all__ = ["routes"]
+__all__ = ["routes", "tei_pooling"]
 
 
 def _embed_request(
@@ -133,6 +133,17 @@ def _vectors_json(vectors: Any, normalize: bool) -> bytes:
     return json.dumps(vectors.tolist(), separators=(",", ":"), allow_nan=False).encode()
 
 
+#: sentence-transformers' pooling names whose TEI name differs (TEI's ``Pool`` enum: cls,
+#: mean, splade, last_token); modes TEI lacks (max, weightedmean, mean_sqrt_len_tokens) keep
+#: sentence-transformers' name
+_TEI_POOLING = {"lasttoken": "last_token"}
+
+
+def tei_pooling(pooling: str) -> str:
+    """A pipeline's pooling ("+"-joined modes) in TEI's words, for ``/info``."""
+    return "+".join(_TEI_POOLING.get(mode, mode) for mode in pooling.split("+"))
+
+
 async def info(request: Request) -> Response:
     from starlette.responses import JSONResponse
 
@@ -140,7 +151,7 @@ async def info(request: Request) -> Response:
     model = _tei_model(state)
     config = state.config
     if model.embedding is not None:
-        model_type: dict[str, Any] = {"embedding": {"pooling": model.pipeline.pooling}}
+        model_type: dict[str, Any] = {"embedding": {"pooling": tei_pooling(model.pipeline.pooling)}}
         max_input = model.embedding.max_input_length
     else:
         labels = model.pipeline.labels

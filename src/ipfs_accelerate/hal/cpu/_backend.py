@@ -443,7 +443,12 @@ class CPUBackend(Backend):
         if allowed is None and mask is not None:
             m = mask._data
             if m.dtype != np.bool_:
-                scores = scores + m
+                if np.broadcast_shapes(scores.shape, m.shape) == scores.shape:
+                    # in place: the scores are this call's own array (MPNet's bias: one
+                    # (B, H, L, L) allocation and pass fewer per layer)
+                    np.add(scores, m, out=scores, casting="same_kind")
+                else:  # the mask adds batch dimensions
+                    scores = scores + m
             else:
                 allowed = m
         if allowed is not None:
