@@ -113,7 +113,12 @@ def walk(
             kind = "directory"
     yield path, cid, kind
     if kind == "directory":
+        seen: set[str] = set()
         for name, child in iter_directory(blocks, cid):
-            if not name or "/" in name or name in (".", ".."):
+            if not name or "/" in name or "\0" in name or name in (".", ".."):
                 raise DagFormatError(f"block {cid}: directory entry name {name!r} is unsafe")
+            # a name twice would leave which entry ends up on disk to the order of writing
+            if name in seen:
+                raise DagFormatError(f"block {cid}: directory entry name {name!r} is repeated")
+            seen.add(name)
             yield from walk(blocks, child, f"{path}/{name}" if path else name)
