@@ -108,3 +108,101 @@ def test_a_directory_naming_one_entry_twice_is_refused(tmp_path: Path, second: s
         _fetch_offline(blocks, root, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     _nothing_outside(tmp_path, tmp_path / "out")
+
+
+def _hamt_cases(blocks: _Blocks) -> dict[str, CID]:
+    leaf = blocks.raw(b"weights")
+    inner = blocks.shard(1 << 0x11, [("11inner.bin", leaf)])
+    return {
+        # a slot label that is not hex
+        "not hex": blocks.shard(1, [("ZZmodel.bin", leaf)]),
+        # a slot outside the node's fanout (fanout 8: slots 0-7)
+        "outside the fanout": blocks.shard(1 << 1, [("9model.bin", leaf)], fanout=8),
+        # an entry in a slot the bitfield says is empty
+        "bitfield": blocks.shard(1 << 0x02, [("03model.bin", leaf)]),
+        # one sub-shard linked from many slots: its entries listed once per slot, and nested
+        # a few levels that is fanout^depth entries from a handful of blocks
+        "repeated": blocks.shard(
+            (1 << 0x10) | (1 << 0x20), [("10", inner), ("20", inner)]
+        ),
+        # a hash function other than murmur3-x64-64
+        "hash": blocks.put(
+            encode_node(
+                encode_unixfs(UnixFSData(UnixFSType.HAMT_SHARD, data=b"\x01", hash_type=0x12,
+                                         fanout=256)),
+                [PBLink(leaf, "00model.bin", 1)],
+            ),
+            DAG_PB,
+        ),
+        # a fanout far beyond any real HAMT's
+        "fanout": blocks.shard(1, [("0000000000model.bin", leaf)], fanout=1 << 40),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["not hex", "outside the fanout", "bitfield", "repeated", "hash", "fanout"]
+)
+def test_a_hamt_that_lies_about_its_slots_is_refused(tmp_path: Path, case: str) -> None:
+    blocks = _Blocks(tmp_path / "cache")
+    root = _hamt_cases(blocks)[case]
+    with pytest.raises(DagFormatError, match=str(root)):
+        list(iter_directory(blocks.memory, root))
+    with pytest.raises(DagFormatError):
+        _fetch_offline(blocks, root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    _nothing_outside(tmp_path, tmp_path / "out")
+
+
+def test_an_honest_hand_built_hamt_is_listed(tmp_path: Path) -> None:
+    """The checks above refuse only what lies: the same shapes, told truthfully, list."""
+    blocks = _Blocks(tmp_path / "cache")
+    leaf = blocks.raw(b"weights")
+    inner = blocks.shard(1 << 0x11, [("11inner.bin", leaf)])
+    root = blocks.shard((1 << 0x02) | (1 << 0x10), [("02model.bin", leaf), ("10", inner)])
+    assert list(iter_directory(blocks.memory, root)) == [("model.bin", leaf), ("inner.bin", leaf)]
+
+
+def _file_bomb(blocks: _Blocks, fan: int, levels: int) -> tuple[CID, int]:
+    """A file whose nodes link one child ``fan`` times, ``levels`` deep, over a 1-byte leaf:
+    ``fan**levels`` bytes declared (and honestly held) by ``levels + 1`` blocks."""
+    cid, size = blocks.raw(b"\x07"), 1
+    for _ in range(levels):
+        cid, size = blocks.file([(cid, size)] * fan), size * fan
+    return cid, size
+
+
+def test_a_file_declaring_more_than_the_limit_is_refused_before_it_is_laid_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handful of blocks can declare a file of fan**levels pieces: the limit is checked on
+    the root's declared size before any piece of it is laid out (which was a list of every
+    piece, built before the limit was looked at)."""
+    from ipfs_accelerate.content import _fetch as fetch_module
+
+    blocks = _Blocks(tmp_path / "cache")
+    root, size = _file_bomb(blocks, 40, 3)
+    laid_out = 0
+    real_piece = fetch_module._Piece
+
+    def counting_piece(*args: object) -> object:
+        nonlocal laid_out
+        laid_out += 1
+        return real_piece(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fetch_module, "_Piece", counting_piece)
+    with pytest.raises(ContentLimitError, match="max_bytes"):
+        _fetch_offline(blocks, root, tmp_path / "out",
+                       limits=DirectoryLimits(max_bytes=size - 1))  # fmt: skip
+    assert laid_out == 0
+    assert not (tmp_path / "out").exists()
+    _nothing_outside(tmp_path, tmp_path / "out")
+
+
+def test_a_deduplicated_file_within_the_limit_is_written_whole(tmp_path: Path) -> None:
+    """Repeated links are legitimate UnixFS (deduplication): within the limits the file is
+    written in bounded batches, byte for byte."""
+    blocks = _Blocks(tmp_path / "cache")
+    root, size = _file_bomb(blocks, 23, 3)
+    result = _fetch_offline(blocks, root, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == b"\x07" * size
+    assert not result.is_directory  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +37,13 @@ from ipfs_accelerate._paths import cache_dir as package_cache_dir
 from ipfs_accelerate.content._blockstore import FilesystemBlockstore
 from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
 from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
-from ipfs_accelerate.content._dagpb import PBNode, UnixFSType, decode_node, decode_unixfs
+from ipfs_accelerate.content._dagpb import (
+    PBNode,
+    UnixFSData,
+    UnixFSType,
+    decode_node,
+    decode_unixfs,
+)
 from ipfs_accelerate.content._exporter import iter_directory, walk
 from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits, LimitCounter
 from ipfs_accelerate.errors import (
@@ -94,6 +100,9 @@ ProgressCallback = Callable[[str, int, int], None]
 SOURCE_STRATEGIES: Final = ("ordered", *STRATEGIES)
 _EWMA_ALPHA: Final = 0.3  # the Router's default: a few requests move the average
 _MIB: Final = 1024 * 1024
+#: pieces of a file laid out and written at a time (memory stays bounded whatever a DAG's
+#: links multiply to)
+_WRITE_BATCH: Final = 4096
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
 _STATES: dict[str, _SourceState] = {}
@@ -960,9 +969,7 @@ class _Exporter:
                 pass
         return len(self.read(cid))
 
-    def _layout(self, cid: CID, offset: int, depth: int, out: list[_Piece]) -> int:
-        if depth > 64:
-            raise DagFormatError(f"block {cid}: file DAG deeper than 64 levels")
+    def _node(self, cid: CID) -> tuple[PBNode, UnixFSData]:
         node = decode_node(self.read(cid), f"block {cid}")
         if node.data is None:
             raise DagFormatError(f"block {cid}: dag-pb node without UnixFS Data")
@@ -973,16 +980,24 @@ class _Exporter:
             raise DagFormatError(
                 f"block {cid}: {len(node.links)} links but {len(unixfs.blocksizes)} blocksizes"
             )
+        return node, unixfs
+
+    def _layout(self, cid: CID, offset: int, depth: int) -> Generator[_Piece, None, int]:
+        """The file's pieces, lazily (a DAG may link one block many times, so a few blocks
+        can declare any number of pieces); returns the bytes they hold."""
+        if depth > 64:
+            raise DagFormatError(f"block {cid}: file DAG deeper than 64 levels")
+        node, unixfs = self._node(cid)
         size = 0
         if unixfs.data:
-            out.append(_Piece(cid, offset, len(unixfs.data), True))
+            yield _Piece(cid, offset, len(unixfs.data), True)
             size = len(unixfs.data)
         for link, expected in zip(node.links, unixfs.blocksizes, strict=True):
             if link.cid.codec == RAW:
-                out.append(_Piece(link.cid, offset + size, expected, False))  # length checked
-                produced = expected                                           # when written
+                yield _Piece(link.cid, offset + size, expected, False)  # length checked
+                produced = expected                                     # when written
             else:
-                produced = self._layout(link.cid, offset + size, depth + 1, out)
+                produced = yield from self._layout(link.cid, offset + size, depth + 1)
             if produced != expected:
                 raise DagFormatError(
                     f"block {cid}: child {link.cid} holds {produced} bytes, "
@@ -1044,18 +1059,30 @@ class _Exporter:
             else:
                 self.sink.target(relative).write_bytes(self.read(cid))
             return
-        pieces: list[_Piece] = []
-        size = self._layout(cid, 0, 0, pieces)
+        # the root's declared size is counted before anything under it is laid out; the
+        # layout then checks every level's blocksizes against what its children hold, so
+        # what is written adds up to exactly this
+        _, unixfs = self._node(cid)
+        size = len(unixfs.data or b"") + sum(unixfs.blocksizes)
         self.counter.file_bytes(relative, size)
         if staged is not None:
             handle = os.open(self.sink.move(staged, relative), os.O_WRONLY)
-            pieces = [p for p in pieces if not self.sink.holds(staged, p.offset, p.cid.digest)]
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
             handle = os.open(self.sink.target(relative), flags, 0o644)
         try:
             os.ftruncate(handle, size)
-            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in pieces])
+            batch: list[_Piece] = []
+            layout = self._layout(cid, 0, 0)
+            while True:
+                piece = next(layout, None)
+                if piece is None or len(batch) >= _WRITE_BATCH:
+                    _wait_all([self.pool.submit(self._write_piece, handle, p) for p in batch])
+                    batch.clear()
+                if piece is None:
+                    break
+                if staged is None or not self.sink.holds(staged, piece.offset, piece.cid.digest):
+                    batch.append(piece)
         finally:
             os.close(handle)
 
