@@ -206,3 +206,95 @@ def test_a_deduplicated_file_within_the_limit_is_written_whole(tmp_path: Path) -
     result = _fetch_offline(blocks, root, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == b"\x07" * size
     assert not result.is_directory  # type: ignore[attr-defined]
+
+
+class _AuthGateway:
+    """A trustless gateway on loopback behind HTTP basic auth, serving one raw block; it
+    records the Authorization header and the Host it was asked with."""
+
+    def __init__(self, cid: CID, data: bytes, credentials: str) -> None:
+        import base64
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        expected = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self.seen: list[tuple[str | None, str | None]] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append((self.headers.get("Authorization"), self.headers.get("Host")))
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = data if self.path.startswith(f"/ipfs/{cid}") else b""
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "application/vnd.ipld.raw")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_gateway_credentials_are_sent_as_basic_auth_and_never_shown(tmp_path: Path) -> None:
+    """``https://user:pass@host`` is a gateway behind basic auth: the credentials go in an
+    Authorization header (not into the host name, where they reached the DNS resolver and
+    the exception text), and appear in no error, FetchResult or its repr."""
+    from ipfs_accelerate.errors import FetchError
+
+    data = b"checkpoint bytes"
+    cid = CID.for_block(data, RAW)
+    gateway = _AuthGateway(cid, data, "alice:s3cret-pw")
+    try:
+        good = f"http://alice:s3cret-pw@127.0.0.1:{gateway.port}"
+        result = fetch(cid, tmp_path / "out", gateways=[good], cache_dir=tmp_path / "cache",
+                       retries=0)  # fmt: skip
+        assert (tmp_path / "out").read_bytes() == data
+        assert "s3cret" not in repr(result) and "alice" not in repr(result)
+        assert gateway.seen[-1][1] == f"127.0.0.1:{gateway.port}"
+
+        bad = f"http://alice:wr0ng-s3cret@127.0.0.1:{gateway.port}"
+        other = CID.for_block(b"not cached", RAW)
+        with pytest.raises(FetchError) as caught:
+            fetch(other, tmp_path / "out2", gateways=[bad], cache_dir=tmp_path / "cache",
+                  retries=0)  # fmt: skip
+        shown = str(caught.value) + repr(caught.value) + "".join(
+            str(e) + repr(e) for e in caught.value.errors
+        )
+        assert "HTTP 401" in shown
+        assert "s3cret" not in shown and "alice" not in shown
+    finally:
+        gateway.close()
+
+
+def test_publish_to_a_kubo_rpc_url_with_credentials(tmp_path: Path) -> None:
+    """``--rpc http://user:pass@host:5001`` reaches the node (credentials as basic auth,
+    not as part of the host name)."""
+    from ipfs_accelerate.content import import_directory, publish
+    from tests.content.fake_gateways import FakeKubo
+
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    (directory / "config.json").write_text('{"model_type": "bert"}')
+    (directory / "model.safetensors").write_bytes(bytes(range(256)) * 8)
+    kubo = FakeKubo(MemoryBlockstore())
+    try:
+        url = kubo.url.replace("http://", "http://alice:s3cret-pw@")
+        result = publish(directory, rpc=url)
+        assert result.imported and kubo.pinned == [import_directory(directory).root.cid]
+        assert "s3cret" not in repr(result)
+    finally:
+        kubo.close()

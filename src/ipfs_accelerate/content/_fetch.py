@@ -17,6 +17,7 @@ no duplicates asked for, any order accepted). A kubo RPC API serves the same thr
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import shutil
@@ -31,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ipfs_accelerate._paths import cache_dir as package_cache_dir
 from ipfs_accelerate.content._blockstore import FilesystemBlockstore
@@ -238,6 +239,17 @@ def configured_gateways(gateways: Sequence[str] | str | None = None) -> list[str
     return [_check_base_url(url, "gateway") for url in gateways]
 
 
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:pass@`` and the basic Authorization header they make."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.netloc.rpartition("@")[2]
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), f"Basic {token}"
+
+
 # -------------------------------------------------------------------------------- sources
 
 
@@ -245,8 +257,10 @@ class _Source:
     """One place blocks can come from; subclasses say how to ask it."""
 
     def __init__(self, base: str, kind: str, timeout: float) -> None:
-        self.base = base
         self.name = f"{kind} {redact_url(base)}"
+        # ``user:pass@`` is basic auth, sent in a header: left in the URL, urllib takes it for
+        # part of the host (asking DNS for it, and quoting it in its errors)
+        self.base, self._authorization = _split_credentials(base)
         self.timeout = timeout
         self.breaker = _breaker(self.name)
         self.state = _state(self.name)
@@ -278,6 +292,9 @@ class _Source:
         request = self._request(cid, car)
         with self._lock:
             self.requests += 1
+        if self._authorization is not None:
+            # not carried over to wherever a redirect points
+            request.add_unredirected_header("Authorization", self._authorization)
         what = "CAR" if car else "block"
         started = time.monotonic()
         try:
