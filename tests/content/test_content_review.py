@@ -298,3 +298,33 @@ def test_publish_to_a_kubo_rpc_url_with_credentials(tmp_path: Path) -> None:
         assert "s3cret" not in repr(result)
     finally:
         kubo.close()
+
+
+def test_a_corrupt_copies_index_is_set_aside_not_fatal(tmp_path: Path) -> None:
+    """The copies index is an optimisation (every copy is hashed when used), written without
+    fsync: after a crash that leaves it unreadable a fetch still works, and records again."""
+    import random
+
+    from ipfs_accelerate.content import import_directory
+    from tests.content.fake_gateways import FakeGateway
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.bin").write_bytes(random.Random(5).randbytes(5000))
+    blocks = MemoryBlockstore()
+    root = import_directory(source, chunk_size=1024, blockstore=blocks.put).root.cid
+    index = tmp_path / "cache" / "blocks" / "copies.sqlite"
+    index.parent.mkdir(parents=True)
+    index.write_bytes(b"this is not a database, a crash left it half written" * 100)
+    gateway = FakeGateway(blocks)
+    try:
+        first = fetch(root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path / "cache")
+        assert (first.path / "a.bin").read_bytes() == (source / "a.bin").read_bytes()
+        # the leaves written into the output were recorded in a fresh index: a second fetch
+        # into another place needs no request
+        again = fetch(root, tmp_path / "out2", gateways=[gateway.url],
+                      cache_dir=tmp_path / "cache")  # fmt: skip
+        assert again.requests == 0
+        assert (again.path / "a.bin").read_bytes() == (source / "a.bin").read_bytes()
+    finally:
+        gateway.close()
