@@ -328,3 +328,65 @@ def test_a_corrupt_copies_index_is_set_aside_not_fatal(tmp_path: Path) -> None:
         assert (again.path / "a.bin").read_bytes() == (source / "a.bin").read_bytes()
     finally:
         gateway.close()
+
+
+class _CarGateway:
+    """A gateway on loopback answering every CAR request with ``car``, and raw requests
+    with the blocks of ``raw``."""
+
+    def __init__(self, car: bytes, raw: MemoryBlockstore) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                is_car = "format=car" in self.path
+                cid = CID.parse(self.path.split("/")[2].split("?")[0])
+                body = car if is_car else raw.get(cid) if raw.has(cid) else b""
+                self.send_response(200 if body else 404)
+                kind = "car" if is_car else "raw"
+                self.send_header("Content-Type", f"application/vnd.ipld.{kind}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_tiny_unclaimed_blocks_in_a_car_are_bounded_by_count_not_just_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks that arrive before any parent claims them wait in memory; each costs far more
+    than its bytes (its CID, the dict entry), so a CAR of millions of 1-byte blocks must hit
+    the bound as surely as one of a few large ones. Here the bound is lowered to show it:
+    2,000 blocks of 2 bytes (4 KB of data) exceed a 64 KB allowance."""
+    from ipfs_accelerate.content import _fetch as fetch_module
+    from ipfs_accelerate.errors import FetchError, UntrustedBlockError
+    from tests.content.fake_gateways import car_bytes
+
+    monkeypatch.setattr(fetch_module, "_MAX_PENDING_BYTES", 64 * 1024)
+    blocks = _Blocks(tmp_path / "unused")
+    leaf = blocks.raw(b"the file")
+    sub = blocks.directory([("a", leaf)])
+    root = blocks.directory([("sub", sub)])
+    junk = [(CID.for_block(n.to_bytes(2, "big"), RAW), n.to_bytes(2, "big")) for n in range(2000)]
+    gateway = _CarGateway(car_bytes([sub], junk), blocks.memory)
+    try:
+        with pytest.raises(FetchError) as caught:
+            fetch(root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path / "cache",
+                  retries=0)  # fmt: skip
+    finally:
+        gateway.close()
+    (error,) = caught.value.errors
+    assert isinstance(error, UntrustedBlockError)
+    assert "no verified block links to" in str(error), str(error)

@@ -90,6 +90,9 @@ RAW_MEDIA_TYPE: Final = "application/vnd.ipld.raw"
 _CAR_ACCEPT: Final = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 #: blocks a CAR may send before the parent that links them (an unordered CAR), in bytes
 _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+#: what one waiting block costs beyond its bytes (its CID, the bytes and tuple objects, the
+#: dict slot), counted against _MAX_PENDING_BYTES so a flood of tiny blocks is bounded too
+_PENDING_OVERHEAD: Final = 512
 _MAX_PATH_SEGMENTS: Final = 256
 _COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
 #: answers to a CAR request that mean "no CARs here" (blocks-only gateways): blocks then
@@ -764,8 +767,9 @@ class _Fetcher:
                         if cid.digest in taken:
                             continue  # a duplicate (a CAR may repeat blocks): checked once
                         if cid.digest not in allowed:
+                            if cid.digest not in pending:
+                                pending_bytes += len(data) + _PENDING_OVERHEAD
                             pending[cid.digest] = (cid, data)
-                            pending_bytes += len(data)
                             if pending_bytes > _MAX_PENDING_BYTES:
                                 raise UntrustedBlockError(
                                     f"{source.name}: CAR for {root} sent more than "
@@ -789,7 +793,7 @@ class _Fetcher:
                                 allowed.add(link.digest)
                                 waiting = pending.pop(link.digest, None)
                                 if waiting is not None:
-                                    pending_bytes -= len(waiting[1])
+                                    pending_bytes -= len(waiting[1]) + _PENDING_OVERHEAD
                                     ready.append(waiting)
                 except CarFormatError as exc:
                     raise GatewayError(
