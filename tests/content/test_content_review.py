@@ -390,3 +390,44 @@ def test_tiny_unclaimed_blocks_in_a_car_are_bounded_by_count_not_just_bytes(
     (error,) = caught.value.errors
     assert isinstance(error, UntrustedBlockError)
     assert "no verified block links to" in str(error), str(error)
+
+
+@pytest.mark.parametrize("change", ["edited", "added", "removed"])
+def test_a_cached_copy_changed_on_disk_is_not_served_by_cid(tmp_path: Path, change: str) -> None:
+    """``from_pretrained("ipfs://...")`` loads from the cache's copy of the CID. A copy
+    changed since it was written from verified blocks (a model saved over the folder it
+    was loaded from) is rewritten from verified blocks, not served as that CID."""
+    import random
+
+    from ipfs_accelerate.content import import_directory
+    from tests.content.fake_gateways import FakeGateway
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(random.Random(3).randbytes(6000))
+    (source / "config.json").write_text('{"model_type": "bert"}')
+    blocks = MemoryBlockstore()
+    root = import_directory(source, chunk_size=1024, blockstore=blocks.put).root.cid
+    gateway = FakeGateway(blocks)
+    try:
+        first = fetch(root, gateways=[gateway.url], cache_dir=tmp_path / "cache")
+        unchanged = fetch(root, gateways=[gateway.url], cache_dir=tmp_path / "cache")
+        assert unchanged.requests == 0 and unchanged.path == first.path
+        if change == "edited":
+            with (first.path / "model.safetensors").open("r+b") as stream:
+                stream.write(b"\xff\xff\xff\xff")
+        elif change == "added":
+            (first.path / "model.safetensors.index.json").write_text("{}")
+        else:
+            (first.path / "config.json").unlink()
+        again = fetch(root, gateways=[gateway.url], cache_dir=tmp_path / "cache")
+        assert again.path == first.path
+        for name in ("model.safetensors", "config.json"):
+            assert (again.path / name).read_bytes() == (source / name).read_bytes()
+        assert sorted(p.name for p in again.path.iterdir()) == [
+            "config.json", "model.safetensors"
+        ]
+        # and the rewritten copy is served again without a request
+        assert fetch(root, gateways=[gateway.url], cache_dir=tmp_path / "cache").requests == 0
+    finally:
+        gateway.close()

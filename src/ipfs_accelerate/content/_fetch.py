@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import shutil
 import tempfile
@@ -28,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -1128,14 +1129,19 @@ class _Exporter:
             if target.is_dir():
                 shutil.rmtree(target)
             self.write_file(entry, relative)
-        if not shared and (dest.exists() or dest.is_symlink()):  # fetch(overwrite=True)
-            os.replace(dest, self.sink.root.with_name("replaced"))
+        if dest.exists() or dest.is_symlink():
+            # fetch(overwrite=True), or a cached copy changed since it was written (shared)
+            with suppress(FileNotFoundError):  # a concurrent fetch moved it first
+                os.replace(dest, self.sink.root.with_name("replaced"))
         try:
             os.replace(self.sink.root, dest)
         except OSError:
             if not (shared and dest.exists()):
                 raise
             # another process put the same content in the cache first: theirs serves
+            return is_directory
+        if shared:
+            _record_listing(dest)
         return is_directory
 
 
@@ -1247,7 +1253,7 @@ def _fetch_into(
     target: CID | None = _resolve_cached(fetcher, root, segments, text)
     if target is not None and dest is None:
         cached = base / "content" / str(target.to_v1())
-        if cached.exists():
+        if _unchanged(cached):
             return FetchResult(target, cached, cached.is_dir(), 0, 0, ())
     errors: list[IpfsAccelerateError] = []
     if target is None or fetcher.missing(target):
@@ -1260,9 +1266,9 @@ def _fetch_into(
         target = _fetch_from(fetcher, sources, root, segments, text, errors)
     out = dest if dest is not None else base / "content" / str(target.to_v1())
     if out.exists() or out.is_symlink():
-        if dest is None:
+        if dest is None and _unchanged(out):
             return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources), tuple(errors))
-        if not overwrite:
+        if dest is not None and not overwrite:
             raise ContentError(f"fetch {text!r}: destination {str(out)!r} already exists")
         # replaced only once the new copy is complete (it may be read from the old one)
     with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-export") as pool:
@@ -1272,6 +1278,57 @@ def _fetch_into(
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
     return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
+
+
+def _listing(path: Path) -> list[list[object]] | None:
+    """What a cached copy looks like on disk: every entry's relative path, kind, size and
+    modification time (None when ``path`` is gone)."""
+    if not path.exists() or path.is_symlink():
+        return None
+    if not path.is_dir():
+        held = path.stat()
+        return [["", "file", held.st_size, held.st_mtime_ns]]
+    out: list[list[object]] = []
+    for folder, folders, files in os.walk(path):
+        for name in sorted(folders + files):
+            entry = Path(folder) / name
+            held = entry.lstat()
+            kind = "link" if entry.is_symlink() else "dir" if entry.is_dir() else "file"
+            size = held.st_size if kind == "file" else 0
+            out.append([str(entry.relative_to(path)), kind, size, held.st_mtime_ns])
+    out.sort()
+    return out
+
+
+def _listing_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.listing.json")
+
+
+def _record_listing(path: Path) -> None:
+    """Remember how the cache's copy of a CID looked when it was written from verified
+    blocks (atomically: a concurrent reader sees the old record or the new one)."""
+    listing = _listing(path)
+    record = _listing_file(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".listing-")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(listing, stream)
+        os.replace(temporary, record)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _unchanged(path: Path) -> bool:
+    """Whether the cache's copy of a CID is as it was written: a copy edited, extended or
+    truncated since (a model saved over the folder it was loaded from, say) is not served
+    by CID again but rewritten from verified blocks. A copy without a record (written by a
+    concurrent fetch a moment ago, or by an older version) is rewritten too."""
+    try:
+        recorded = json.loads(_listing_file(path).read_text(encoding="utf-8"))
+        return recorded is not None and recorded == _listing(path)
+    except (OSError, ValueError):
+        return False
 
 
 def _stats(fetcher: _Fetcher, sources: list[_Source]) -> tuple[int, int, tuple[str, ...]]:
