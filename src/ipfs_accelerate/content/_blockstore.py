@@ -33,6 +33,9 @@ def _corrupt(error: sqlite3.Error) -> bool:
 
 @runtime_checkable
 class Blockstore(Protocol):
+    """What holds blocks by CID for the importer, the exporter and the CAR code (see the
+    module docstring); every implementation verifies a block against its CID in ``put``."""
+
     def put(self, cid: CID, data: bytes) -> None:
         """Store ``data`` under ``cid``; BlockVerificationError if it does not hash to it."""
 
