@@ -431,3 +431,42 @@ def test_a_cached_copy_changed_on_disk_is_not_served_by_cid(tmp_path: Path, chan
         assert fetch(root, gateways=[gateway.url], cache_dir=tmp_path / "cache").requests == 0
     finally:
         gateway.close()
+
+
+@pytest.mark.parametrize("damage", ["changed", "emptied"])
+def test_a_damaged_cached_block_is_reported_once_then_fetched_again(
+    tmp_path: Path, damage: str
+) -> None:
+    """A block file damaged on disk (changed, or left empty by a crash before the data
+    reached the disk: blocks are renamed into place without fsync) is reported, not served,
+    and dropped, so the next fetch asks for it again instead of failing for ever."""
+    import random
+
+    from ipfs_accelerate.content import import_directory
+    from ipfs_accelerate.errors import BlockVerificationError
+    from tests.content.fake_gateways import FakeGateway
+
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "w.bin").write_bytes(random.Random(9).randbytes(5000))
+    blocks = MemoryBlockstore()
+    imported = import_directory(source, chunk_size=1024, blockstore=blocks.put)
+    gateway = FakeGateway(blocks)
+    try:
+        fetch(imported.root.cid, tmp_path / "one", gateways=[gateway.url],
+              cache_dir=tmp_path / "c")  # fmt: skip
+        node = imported.cid_of("sub/w.bin")  # a dag-pb node, kept in the block cache
+        path = FilesystemBlockstore(tmp_path / "c" / "blocks").path_of(node)
+        path.write_bytes(b"" if damage == "emptied" else path.read_bytes()[:-1] + b"\0")
+        with pytest.raises(BlockVerificationError, match=str(node)):
+            fetch(imported.root.cid, tmp_path / "two", gateways=[gateway.url],
+                  cache_dir=tmp_path / "c")  # fmt: skip
+        assert not (tmp_path / "two").exists()
+        third = fetch(imported.root.cid, tmp_path / "three", gateways=[gateway.url],
+                      cache_dir=tmp_path / "c")  # fmt: skip
+        assert third.requests >= 1
+        assert (tmp_path / "three" / "sub" / "w.bin").read_bytes() == (
+            source / "sub" / "w.bin"
+        ).read_bytes()
+    finally:
+        gateway.close()

@@ -138,7 +138,13 @@ class FilesystemBlockstore:
                 raise BlockNotFoundError(f"block {cid} is not in {str(self.root)!r}") from None
             return copy
         if verify:
-            verify_block(cid, data)
+            try:
+                verify_block(cid, data)
+            except BlockVerificationError:
+                # reported, and dropped: held, it would fail every fetch that reaches it
+                # (has() does not hash), where dropped it is simply fetched again
+                self._path(cid).unlink(missing_ok=True)
+                raise
         return data
 
     def has(self, cid: CID) -> bool:
