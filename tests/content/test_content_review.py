@@ -470,3 +470,23 @@ def test_a_damaged_cached_block_is_reported_once_then_fetched_again(
         ).read_bytes()
     finally:
         gateway.close()
+
+
+def test_a_path_through_a_malformed_hamt_names_the_fault_not_a_missing_directory(
+    tmp_path: Path,
+) -> None:
+    """Resolving ``ipfs://<root>/name`` through a HAMT that breaks the rules reports the
+    DagFormatError (naming the block), not "is not a directory"."""
+    from ipfs_accelerate.errors import ContentPathError
+
+    blocks = _Blocks(tmp_path / "cache")
+    root = _hamt_cases(blocks)["bitfield"]
+    with pytest.raises(DagFormatError, match=str(root)) as caught:
+        fetch(f"ipfs://{root}/model.bin", tmp_path / "out", cache_dir=blocks.cache,
+              offline=True)  # fmt: skip
+    assert not isinstance(caught.value, ContentPathError)
+    # a file on the way is still a path error
+    leaf = blocks.raw(b"x")
+    flat = blocks.directory([("f", leaf)])
+    with pytest.raises(ContentPathError, match="is a file|not a directory"):
+        fetch(f"ipfs://{flat}/f/g", tmp_path / "out", cache_dir=blocks.cache, offline=True)

@@ -858,7 +858,9 @@ class _Fetcher:
             try:
                 entries = dict(iter_directory(blocks, current))
             except ContentError as exc:
-                if isinstance(exc, GatewayError):
+                # only "not a directory" is about the path; a source's failure, a malformed
+                # or damaged block is reported as it is
+                if type(exc) is not ContentError:
                     raise
                 raise ContentPathError(
                     f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is not a "
@@ -1342,13 +1344,19 @@ def _resolve_cached(
     """The path's target from held blocks alone; None when a block on the way is missing."""
     current = root
     for depth, segment in enumerate(segments):
+        if current.codec != DAG_PB:
+            raise ContentPathError(
+                f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is a file"
+            )
         if not fetcher.store.has(current):
             return None
         try:
             entries = dict(iter_directory(fetcher.store, current))
         except KeyError:  # BlockNotFoundError: a HAMT shard not held yet
             return None
-        except ContentError:
+        except ContentError as exc:
+            if type(exc) is not ContentError:  # a malformed or damaged block: as it is
+                raise
             raise ContentPathError(
                 f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is not a directory"
             ) from None
