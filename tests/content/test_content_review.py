@@ -490,3 +490,36 @@ def test_a_path_through_a_malformed_hamt_names_the_fault_not_a_missing_directory
     flat = blocks.directory([("f", leaf)])
     with pytest.raises(ContentPathError, match="is a file|not a directory"):
         fetch(f"ipfs://{flat}/f/g", tmp_path / "out", cache_dir=blocks.cache, offline=True)
+
+
+def test_staging_folders_of_dead_fetches_are_swept_live_ones_kept(tmp_path: Path) -> None:
+    """A fetch killed mid-way (SIGKILL, a crash) leaves its staging folder, which may hold
+    most of a multi-GB checkpoint, beside the destination. The next fetch there removes
+    those whose owner is gone (each fetch holds a lock on its own for its lifetime) and
+    leaves those of fetches still running alone."""
+    import fcntl
+    import os
+
+    blocks = _Blocks(tmp_path / "cache")
+    root = blocks.directory([("f", blocks.raw(b"content"))])
+    content = tmp_path / "cache" / "content"
+    content.mkdir(parents=True)
+    dead = content / ".ipfs-fetch.partial-dead"
+    (dead / "files").mkdir(parents=True)
+    (dead / "files" / "0").write_bytes(b"\0" * 4096)
+    (dead / ".owner.lock").write_bytes(b"")
+    alive = content / ".ipfs-fetch.partial-alive"
+    alive.mkdir()
+    (alive / ".owner.lock").write_bytes(b"")
+    held = os.open(alive / ".owner.lock", os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = fetch(root, cache_dir=blocks.cache, offline=True)
+        assert (result.path / "f").read_bytes() == b"content"
+        assert not dead.exists()
+        assert alive.exists()
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in content.iterdir() if p.name.startswith(".ipfs-fetch")) == [
+        ".ipfs-fetch.partial-alive"
+    ]

@@ -18,6 +18,7 @@ no duplicates asked for, any order accepted). A kubo RPC API serves the same thr
 from __future__ import annotations
 
 import base64
+import fcntl
 import http.client
 import json
 import os
@@ -96,6 +97,11 @@ _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 _PENDING_OVERHEAD: Final = 512
 _MAX_PATH_SEGMENTS: Final = 256
 _COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
+_STAGING_PREFIX: Final = ".ipfs-fetch.partial-"
+#: in each staging folder, locked by its fetch while it runs (see _sweep_dead_stagings)
+_STAGING_LOCK: Final = ".owner.lock"
+#: a staging folder without a lock file older than this is a fetch that died creating it
+_UNLOCKED_STAGING_AGE: Final = 3600.0
 #: answers to a CAR request that mean "no CARs here" (blocks-only gateways): blocks then
 _CAR_REFUSED: Final = frozenset({400, 406, 415, 501})
 ProgressCallback = Callable[[str, int, int], None]
@@ -1218,11 +1224,76 @@ def fetch(
     parent = chosen.parent if chosen is not None else base / "content"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=".ipfs-fetch.partial-"))
+        _sweep_dead_stagings(parent)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=_STAGING_PREFIX))
+        owner = _claim_staging(staging)
     except OSError as exc:
         raise ContentError(
             f"fetch {text!r}: cannot write in {str(parent)!r} ({exc.strerror or exc})"
         ) from None
+    try:
+        return _fetch_staged(
+            text, root, segments, store, sources, strategy, concurrency, retries, progress,
+            max_bytes, counter, base, chosen, overwrite, staging,
+        )  # fmt: skip
+    finally:
+        os.close(owner)  # after the staging folder is gone: no sweep races its removal
+
+
+def _claim_staging(staging: Path) -> int:
+    """Hold a lock on ``staging`` for the fetch's lifetime: the kernel drops it when the
+    process dies however it dies, which is how a later fetch tells the folder is orphaned."""
+    owner = os.open(staging / _STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(owner)
+        raise
+    return owner
+
+
+def _sweep_dead_stagings(parent: Path) -> None:
+    """Remove the staging folders in ``parent`` that fetches killed mid-way left (a partial
+    checkpoint can be gigabytes); a live fetch's lock keeps its own."""
+    for staging in parent.glob(f"{_STAGING_PREFIX}*"):
+        try:
+            owner = os.open(staging / _STAGING_LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            # just created and not locked yet, or its fetch died before locking: by age
+            with suppress(OSError):
+                if time.time() - staging.stat().st_mtime > _UNLOCKED_STAGING_AGE:
+                    shutil.rmtree(staging, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(owner)
+            continue  # its fetch is running
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            os.close(owner)
+
+
+def _fetch_staged(
+    text: str,
+    root: CID,
+    segments: tuple[str, ...],
+    store: FilesystemBlockstore,
+    sources: list[_Source],
+    strategy: str,
+    concurrency: int,
+    retries: int,
+    progress: ProgressCallback | None,
+    max_bytes: int | None,
+    counter: LimitCounter,
+    base: Path,
+    chosen: Path | None,
+    overwrite: bool,
+    staging: Path,
+) -> FetchResult:
     sink = _Sink(staging)
     try:
         result = _fetch_into(
