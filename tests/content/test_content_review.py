@@ -523,3 +523,24 @@ def test_staging_folders_of_dead_fetches_are_swept_live_ones_kept(tmp_path: Path
     assert sorted(p.name for p in content.iterdir() if p.name.startswith(".ipfs-fetch")) == [
         ".ipfs-fetch.partial-alive"
     ]
+
+
+def test_cli_publish_does_not_print_the_rpc_credentials(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ipfs_accelerate.cli import app
+    from tests.content.fake_gateways import FakeKubo
+
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    (directory / "config.json").write_text('{"model_type": "bert"}')
+    (directory / "model.safetensors").write_bytes(bytes(range(256)) * 8)
+    kubo = FakeKubo(MemoryBlockstore())
+    try:
+        url = kubo.url.replace("http://", "http://alice:s3cret-pw@")
+        answer = CliRunner().invoke(app, ["models", "publish", str(directory), "--rpc", url])
+    finally:
+        kubo.close()
+    assert answer.exit_code == 0, answer.output
+    assert "imported into" in answer.output
+    assert "s3cret" not in answer.output and "alice" not in answer.output
