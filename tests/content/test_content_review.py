@@ -4,6 +4,7 @@ block into a bomb. Each is refused by name and writes nothing outside the destin
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -544,3 +545,47 @@ def test_cli_publish_does_not_print_the_rpc_credentials(tmp_path: Path) -> None:
     assert answer.exit_code == 0, answer.output
     assert "imported into" in answer.output
     assert "s3cret" not in answer.output and "alice" not in answer.output
+
+
+def test_a_recorded_copy_replaced_by_a_fifo_does_not_hang_the_cache(tmp_path: Path) -> None:
+    """A leaf held as a copy in an earlier output is read from that file; once the file is
+    replaced by a named pipe, reading it would block for ever. Only regular files are
+    read: the copy is forgotten and the leaf fetched again."""
+    import os
+    import random
+    import threading
+
+    from ipfs_accelerate.content import import_directory
+    from tests.content.fake_gateways import FakeGateway
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "w.bin").write_bytes(random.Random(4).randbytes(3000))
+    blocks = MemoryBlockstore()
+    root = import_directory(source, chunk_size=1024, blockstore=blocks.put).root.cid
+    gateway = FakeGateway(blocks)
+    outcome: list[object] = []
+    try:
+        fetch(root, tmp_path / "one", gateways=[gateway.url], cache_dir=tmp_path / "c")
+        (tmp_path / "one" / "w.bin").unlink()
+        os.mkfifo(tmp_path / "one" / "w.bin")
+
+        def again() -> None:
+            try:
+                outcome.append(fetch(root, tmp_path / "two", gateways=[gateway.url],
+                                     cache_dir=tmp_path / "c"))  # fmt: skip
+            except Exception as exc:  # reported below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=again, daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the fetch blocked reading a named pipe"
+    finally:
+        gateway.close()
+        # a reader blocked on the pipe (the failure this guards against) is released
+        with contextlib.suppress(OSError):  # no reader: nothing blocked
+            os.close(os.open(tmp_path / "one" / "w.bin", os.O_WRONLY | os.O_NONBLOCK))
+    (result,) = outcome
+    assert not isinstance(result, Exception), result
+    assert (tmp_path / "two" / "w.bin").read_bytes() == (source / "w.bin").read_bytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import closing, suppress
@@ -21,6 +22,18 @@ from ipfs_accelerate.content._cid import CID, verify_block
 from ipfs_accelerate.errors import BlockNotFoundError, BlockVerificationError, ContentError
 
 __all__ = ["Blockstore", "FilesystemBlockstore", "MemoryBlockstore"]
+
+
+def _read_range(path: str, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of the regular file ``path``; OSError for anything else
+    (a copy's file replaced by a named pipe or a device would block or never end)."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise OSError(f"{path!r} is not a regular file")
+        return os.pread(handle, size, offset)
+    finally:
+        os.close(handle)
 
 
 def _corrupt(error: sqlite3.Error) -> bool:
@@ -223,9 +236,7 @@ class FilesystemBlockstore:
             ).fetchall()
             for path, offset, size in rows:
                 try:
-                    with open(path, "rb") as stream:
-                        stream.seek(offset)
-                        data = stream.read(size)
+                    data = _read_range(path, offset, size)
                     verify_block(cid, data)
                     return data
                 except (OSError, BlockVerificationError):
