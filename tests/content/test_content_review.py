@@ -589,3 +589,24 @@ def test_a_recorded_copy_replaced_by_a_fifo_does_not_hang_the_cache(tmp_path: Pa
     (result,) = outcome
     assert not isinstance(result, Exception), result
     assert (tmp_path / "two" / "w.bin").read_bytes() == (source / "w.bin").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://127.0.0.1:99999999", "http://127.0.0.1:abc", "ftp://h"]
+)
+def test_a_malformed_gateway_url_is_a_configuration_error_naming_it(url: str) -> None:
+    from ipfs_accelerate.content import configured_gateways
+    from ipfs_accelerate.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="gateway"):
+        configured_gateways([url])
+
+
+def test_a_gateway_url_error_never_shows_its_credentials() -> None:
+    from ipfs_accelerate.content import configured_gateways
+    from ipfs_accelerate.errors import ConfigurationError
+
+    for url in ["http://u:s3cret@[::1", "http://u:s3cret@h:99999999", "ftp://u:s3cret@h"]:
+        with pytest.raises(ConfigurationError) as caught:
+            configured_gateways([url])
+        assert "s3cret" not in str(caught.value), caught.value

@@ -231,12 +231,28 @@ def parse_ipfs_path(text: str | CID) -> tuple[CID, tuple[str, ...]]:
 def _check_base_url(url: str, what: str) -> str:
     if not isinstance(url, str):
         raise ConfigurationError(f"{what}: expected a URL string, got {type(url).__name__}")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{what} {redact_url(url)!r}: not a valid URL ({_without(str(exc), url)})"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{what} {redact_url(url)!r}: expected an http(s):// base URL")
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{what} {redact_url(url)!r}: a base URL has no query")
     return url.strip().rstrip("/")
+
+
+def _without(message: str, url: str) -> str:
+    """``message`` with any credentials of ``url`` cut out (urllib quotes the netloc)."""
+    try:
+        netloc = url.split("//", 1)[1].split("/", 1)[0]
+    except IndexError:
+        return message
+    userinfo, at, _ = netloc.rpartition("@")
+    return message.replace(userinfo, "***") if at and userinfo else message
 
 
 def configured_gateways(gateways: Sequence[str] | str | None = None) -> list[str]:
