@@ -610,3 +610,19 @@ def test_a_gateway_url_error_never_shows_its_credentials() -> None:
         with pytest.raises(ConfigurationError) as caught:
             configured_gateways([url])
         assert "s3cret" not in str(caught.value), caught.value
+
+
+def test_a_directory_chain_deeper_than_the_walk_allows_is_a_dag_format_error(
+    tmp_path: Path,
+) -> None:
+    """A chain of nested directories is a few dozen bytes a level: deep enough, walking it
+    overflowed Python's stack (RecursionError) before any limit was looked at."""
+    blocks = _Blocks(tmp_path / "cache")
+    cid = blocks.raw(b"bottom")
+    for _ in range(1500):
+        cid = blocks.directory([("d", cid)])
+    with pytest.raises(DagFormatError, match="deeper than"):
+        list(walk(blocks.memory, cid))
+    # the fetch's own limit (max_depth) still answers first when it is the lower one
+    with pytest.raises(ContentLimitError, match="max_depth"):
+        _fetch_offline(blocks, cid, tmp_path / "out")

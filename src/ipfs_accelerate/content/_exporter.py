@@ -25,6 +25,9 @@ from ipfs_accelerate.errors import ContentError, DagFormatError
 __all__ = ["iter_directory", "iter_file", "walk"]
 
 _MAX_DEPTH: Final = 64  # far deeper than any balanced DAG or HAMT of a real tree
+#: directories nested in one tree (each level is a frame of the walk's recursion); real
+#: checkpoints nest a few levels, and the fetch's own max_depth limit is usually far lower
+_MAX_WALK_DEPTH: Final = 256
 #: HAMT fanouts in use are 256 (kubo, helia) and 1,024; a peer's 2**40 is refused
 _MAX_FANOUT: Final = 1 << 16
 _HEX: Final = frozenset("0123456789ABCDEF")
@@ -144,6 +147,11 @@ def walk(
     blocks: Blockstore, cid: CID, path: str = ""
 ) -> Iterator[tuple[str, CID, Literal["file", "directory"]]]:
     """Every entry under ``cid`` (depth first, the root first as ``""``)."""
+    depth = path.count("/") + 1 if path else 0
+    if depth > _MAX_WALK_DEPTH:
+        raise DagFormatError(
+            f"block {cid}: directory tree deeper than {_MAX_WALK_DEPTH} levels (at {path[:200]!r})"
+        )
     kind: Literal["file", "directory"] = "file"
     if cid.codec == DAG_PB:
         _, unixfs = _load(blocks, cid)
