@@ -626,3 +626,38 @@ def test_a_directory_chain_deeper_than_the_walk_allows_is_a_dag_format_error(
     # the fetch's own limit (max_depth) still answers first when it is the lower one
     with pytest.raises(ContentLimitError, match="max_depth"):
         _fetch_offline(blocks, cid, tmp_path / "out")
+
+
+def test_concurrent_fetches_of_one_cid_into_one_cache_all_get_it(tmp_path: Path) -> None:
+    """Four fetches of the same CID into the same cache at once (as four processes loading
+    one ipfs:// checkpoint would): each returns the cache's copy, complete and verified, and
+    a later fetch serves it without a request."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ipfs_accelerate.content import FetchResult, import_directory
+    from tests.content.fake_gateways import FakeGateway
+
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    rng = random.Random(11)
+    (source / "model.safetensors").write_bytes(rng.randbytes(40_000))
+    (source / "sub" / "config.json").write_text('{"model_type": "bert"}')
+    blocks = MemoryBlockstore()
+    root = import_directory(source, chunk_size=1024, blockstore=blocks.put).root.cid
+    gateway = FakeGateway(blocks)
+    try:
+        def one(_: int) -> FetchResult:
+            return fetch(root, gateways=[gateway.url], cache_dir=tmp_path / "cache")
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(one, range(4)))
+        assert len({r.path for r in results}) == 1
+        for name in ("model.safetensors", "sub/config.json"):
+            assert (results[0].path / name).read_bytes() == (source / name).read_bytes()
+        assert fetch(root, gateways=[gateway.url], cache_dir=tmp_path / "cache").requests == 0
+    finally:
+        gateway.close()
+    leftovers = [p.name for p in (tmp_path / "cache" / "content").iterdir()
+                 if p.name.startswith(".ipfs-fetch")]  # fmt: skip
+    assert leftovers == []

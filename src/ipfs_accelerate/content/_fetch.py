@@ -1153,6 +1153,11 @@ class _Exporter:
             if target.is_dir():
                 shutil.rmtree(target)
             self.write_file(entry, relative)
+        if shared:
+            # recorded before the tree is in place (a rename keeps every entry's size and
+            # mtime), so a concurrent fetch never finds the new copy without its record and
+            # takes it for a changed one
+            _record_listing(dest, _listing(self.sink.root))
         if dest.exists() or dest.is_symlink():
             # fetch(overwrite=True), or a cached copy changed since it was written (shared)
             with suppress(FileNotFoundError):  # a concurrent fetch moved it first
@@ -1163,9 +1168,6 @@ class _Exporter:
             if not (shared and dest.exists()):
                 raise
             # another process put the same content in the cache first: theirs serves
-            return is_directory
-        if shared:
-            _record_listing(dest)
         return is_directory
 
 
@@ -1393,10 +1395,9 @@ def _listing_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.listing.json")
 
 
-def _record_listing(path: Path) -> None:
-    """Remember how the cache's copy of a CID looked when it was written from verified
+def _record_listing(path: Path, listing: list[list[object]] | None) -> None:
+    """Remember how the cache's copy of a CID at ``path`` looks as written from verified
     blocks (atomically: a concurrent reader sees the old record or the new one)."""
-    listing = _listing(path)
     record = _listing_file(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".listing-")
     try:
