@@ -661,3 +661,17 @@ def test_concurrent_fetches_of_one_cid_into_one_cache_all_get_it(tmp_path: Path)
     leftovers = [p.name for p in (tmp_path / "cache" / "content").iterdir()
                  if p.name.startswith(".ipfs-fetch")]  # fmt: skip
     assert leftovers == []
+
+
+def test_a_name_the_filesystem_cannot_hold_is_a_content_error_naming_it(tmp_path: Path) -> None:
+    """An entry name longer than the filesystem allows (255 bytes here) fails the write:
+    a ContentError naming the fetch and the entry, not a bare OSError."""
+    from ipfs_accelerate.errors import ContentError
+
+    blocks = _Blocks(tmp_path / "cache")
+    long_name = "w" * 300
+    root = blocks.directory([(long_name, blocks.raw(b"x"))])
+    with pytest.raises(ContentError, match=f"{long_name[:40]}.*File name too long"):
+        _fetch_offline(blocks, root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    _nothing_outside(tmp_path, tmp_path / "out")

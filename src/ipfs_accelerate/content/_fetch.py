@@ -1365,10 +1365,27 @@ def _fetch_into(
     with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-export") as pool:
         counter = LimitCounter(fetcher.counter.limits, fetcher.counter.what)
         exporter = _Exporter(store, fetcher.verified_now, pool, fetcher.sink, counter)
-        is_directory = exporter.write_tree(target, out, shared=dest is None)
+        try:
+            is_directory = exporter.write_tree(target, out, shared=dest is None)
+        except OSError as exc:
+            raise ContentError(
+                f"fetch {text!r}: cannot write {_entry_of(exc, fetcher.sink.root, out)!r} "
+                f"({exc.strerror or exc})"
+            ) from None
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
     return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
+
+
+def _entry_of(error: OSError, staging_root: Path, out: Path) -> str:
+    """The entry an OSError of the export is about, as a path in the output."""
+    name = error.filename
+    if not isinstance(name, str):
+        return str(out)
+    try:
+        return str(out / Path(name).relative_to(staging_root))
+    except ValueError:
+        return name
 
 
 def _listing(path: Path) -> list[list[object]] | None:
