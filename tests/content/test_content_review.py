@@ -675,3 +675,60 @@ def test_a_name_the_filesystem_cannot_hold_is_a_content_error_naming_it(tmp_path
         _fetch_offline(blocks, root, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     _nothing_outside(tmp_path, tmp_path / "out")
+
+
+def test_a_car_repeating_blocks_without_end_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Duplicates in a CAR are skipped unhashed, so a gateway repeating a valid block for
+    ever kept a fetch reading for ever (no read ever times out). Repeated bytes now count
+    against the same bound as unclaimed ones (lowered here to show it)."""
+    from ipfs_accelerate.content import _fetch as fetch_module
+    from ipfs_accelerate.errors import FetchError, UntrustedBlockError
+    from tests.content.fake_gateways import car_bytes
+
+    monkeypatch.setattr(fetch_module, "_MAX_PENDING_BYTES", 64 * 1024)
+    blocks = _Blocks(tmp_path / "unused")
+    leaf = blocks.raw(b"the weights" * 10)
+    sub = blocks.directory([("a", leaf)])
+    root = blocks.directory([("sub", sub)])
+    sections = [(sub, blocks.memory.get(sub))] + [(leaf, blocks.memory.get(leaf))] * 2000
+    gateway = _CarGateway(car_bytes([sub], sections), blocks.memory)
+    try:
+        with pytest.raises(FetchError) as caught:
+            fetch(root, tmp_path / "out", gateways=[gateway.url], cache_dir=tmp_path / "cache",
+                  retries=0)  # fmt: skip
+    finally:
+        gateway.close()
+    (error,) = caught.value.errors
+    assert isinstance(error, UntrustedBlockError)
+    assert "repeated" in str(error), str(error)
+
+
+def test_a_car_v2_whose_data_offset_is_far_away_is_refused_at_once() -> None:
+    """A CAR v2 header's data offset comes from the peer; skipping to 2**40 read a stream
+    (a gateway's answer need not end) for ever. Padding beyond 1 MiB is refused."""
+    import struct
+
+    from ipfs_accelerate.content import CarReader
+    from ipfs_accelerate.errors import CarFormatError
+
+    class Endless:
+        name = "endless gateway answer"
+
+        def __init__(self, head: bytes) -> None:
+            self.head = head
+            self.served = 0
+
+        def read(self, size: int = -1) -> bytes:
+            if self.head:
+                out, self.head = self.head[:size], self.head[size:]
+                return out
+            self.served += size
+            assert self.served < 64 * 1024 * 1024, "read padding without bound"
+            return b"\0" * size
+
+    pragma = bytes.fromhex("0aa16776657273696f6e02")
+    header = bytes(16) + struct.pack("<QQQ", 1 << 40, 100, 0)
+    with pytest.raises(CarFormatError, match="data offset"):
+        CarReader(Endless(pragma + header))  # type: ignore[arg-type]

@@ -774,7 +774,7 @@ class _Fetcher:
         allowed: set[bytes] = {root.digest}
         taken: set[bytes] = set()
         pending: dict[bytes, tuple[CID, bytes]] = {}
-        pending_bytes = 0
+        pending_bytes = repeated = 0
         leaves: list[Future[None]] = []
         try:
             with source.open(root, car=True) as body:
@@ -788,7 +788,16 @@ class _Fetcher:
                         )
                     for cid, data in reader:
                         if cid.digest in taken:
-                            continue  # a duplicate (a CAR may repeat blocks): checked once
+                            # a duplicate (a CAR may repeat blocks): checked once, but its
+                            # bytes are counted, or a CAR repeating one block never ends
+                            repeated += len(data) + _PENDING_OVERHEAD
+                            if repeated > _MAX_PENDING_BYTES:
+                                raise UntrustedBlockError(
+                                    f"{source.name}: CAR for {root} repeated more than "
+                                    f"{_MAX_PENDING_BYTES} bytes of blocks already sent "
+                                    f"(block {cid})", gateway=source.name,
+                                )  # fmt: skip
+                            continue
                         if cid.digest not in allowed:
                             if cid.digest not in pending:
                                 pending_bytes += len(data) + _PENDING_OVERHEAD
