@@ -732,3 +732,63 @@ def test_a_car_v2_whose_data_offset_is_far_away_is_refused_at_once() -> None:
     header = bytes(16) + struct.pack("<QQQ", 1 << 40, 100, 0)
     with pytest.raises(CarFormatError, match="data offset"):
         CarReader(Endless(pragma + header))  # type: ignore[arg-type]
+
+
+def test_a_gateway_trickling_its_answer_is_given_up_on(tmp_path: Path) -> None:
+    """A read timeout only catches silence: a gateway sending one byte every fraction of
+    the timeout kept a fetch waiting for days. Less than a minimal rate over a timeout's
+    span is a retryable GatewayError, and the next gateway is used."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.content.fake_gateways import FakeGateway
+
+    data = bytes(range(256)) * 64  # 16 KiB
+    cid = CID.for_block(data, RAW)
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.ipld.raw")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for byte in data:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the client gave up
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    honest = MemoryBlockstore()
+    honest.put(cid, data)
+    good = FakeGateway(honest)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fetch(cid, tmp_path / "out", gateways=[
+                f"http://127.0.0.1:{slow.server_address[1]}", good.url],
+                cache_dir=tmp_path / "cache", timeout=1.0, retries=0, strategy="ordered"))
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    try:
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "the fetch waited on a trickling gateway"
+    finally:
+        slow.shutdown()
+        slow.server_close()
+        good.close()
+    (result,) = outcome
+    assert not isinstance(result, Exception), result
+    assert (tmp_path / "out").read_bytes() == data
+    assert any("too slow" in str(e) for e in result.errors)  # type: ignore[attr-defined]

@@ -111,6 +111,9 @@ ProgressCallback = Callable[[str, int, int], None]
 SOURCE_STRATEGIES: Final = ("ordered", *STRATEGIES)
 _EWMA_ALPHA: Final = 0.3  # the Router's default: a few requests move the average
 _MIB: Final = 1024 * 1024
+#: the slowest answer accepted, in bytes a second over a span of the fetch's timeout
+_MIN_RATE: Final = 1024
+_READ_STEP: Final = 1024 * 1024
 #: pieces of a file laid out and written at a time (memory stays bounded whatever a DAG's
 #: links multiply to)
 _WRITE_BATCH: Final = 4096
@@ -186,16 +189,51 @@ def _order_sources(sources: list[_Source], strategy: str) -> list[_Source]:
 
 
 class _CountingBody:
-    """A response body that counts the bytes read from it."""
+    """A response body that counts the bytes read from it, and gives up on a source that
+    sends less than ``_MIN_RATE`` bytes a second over a span of ``timeout`` seconds (the
+    socket's timeout only catches silence: a byte now and then keeps it waiting for ever)."""
 
-    def __init__(self, body: BinaryIO) -> None:
+    def __init__(self, body: BinaryIO, timeout: float, what: str, gateway: str) -> None:
         self._body = body
         self.received = 0
+        self._span = timeout
+        self._what = what
+        self._gateway = gateway
+        self._window_waited = 0.0
+        self._window_bytes = 0
+        # read1: at most one read from the socket per call, so the rate is checked between
+        self._read1: Callable[[int], bytes] = getattr(body, "read1", body.read)
 
     def read(self, size: int = -1) -> bytes:
-        data = self._body.read(size)
-        self.received += len(data)
-        return data
+        parts: list[bytes] = []
+        wanted = size if size >= 0 else None
+        got = 0
+        while wanted is None or got < wanted:
+            step = _READ_STEP if wanted is None else min(wanted - got, _READ_STEP)
+            started = time.monotonic()
+            part = self._read1(step)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+            self._progress(len(part), time.monotonic() - started)
+        self.received += got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _progress(self, count: int, waited: float) -> None:
+        # only time spent waiting on the source counts: not this side's own pauses
+        # (hashing, writing, a full queue) between reads
+        self._window_bytes += count
+        self._window_waited += waited
+        if self._window_waited < self._span:
+            return
+        if self._window_bytes < _MIN_RATE * self._window_waited:
+            raise GatewayError(
+                f"{self._gateway}: {self._what}: too slow ({self._window_bytes} bytes in "
+                f"{self._window_waited:.1f} s, under {_MIN_RATE} bytes/s)",
+                gateway=self._gateway, retryable=True,
+            )  # fmt: skip
+        self._window_waited, self._window_bytes = 0.0, 0
 
 
 # ------------------------------------------------------------------------------ addresses
@@ -350,7 +388,7 @@ class _Source:
                     gateway=self.name,
                 )
             first_byte = time.monotonic() - started
-            counted = _CountingBody(response)
+            counted = _CountingBody(response, self.timeout, f"{what} {cid}", self.name)
             yield counted  # type: ignore[misc]
         self.state.measured(time.monotonic() - started, first_byte, counted.received)
 
