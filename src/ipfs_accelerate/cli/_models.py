@@ -302,4 +302,6 @@ a kubo node (which pins it)."""
     if result.car is not None:
         stderr.print(f"wrote {result.car}")
     if result.imported:
-        stderr.print(f"imported into {rpc} (root pinned)")
+        from ipfs_accelerate.resilience import redact_url
+
+        stderr.print(f"imported into {redact_url(rpc or '')} (root pinned)")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -23,8 +24,31 @@ from ipfs_accelerate.errors import BlockNotFoundError, BlockVerificationError, C
 __all__ = ["Blockstore", "FilesystemBlockstore", "MemoryBlockstore"]
 
 
+def _read_range(path: str, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of the regular file ``path``; OSError for anything else
+    (a copy's file replaced by a named pipe or a device would block or never end)."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise OSError(f"{path!r} is not a regular file")
+        return os.pread(handle, size, offset)
+    finally:
+        os.close(handle)
+
+
+def _corrupt(error: sqlite3.Error) -> bool:
+    """An error saying the file is not (or no longer) a database, as opposed to one that is
+    busy or missing its table for a moment (OperationalError)."""
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(
+        error, sqlite3.OperationalError
+    )
+
+
 @runtime_checkable
 class Blockstore(Protocol):
+    """What holds blocks by CID for the importer, the exporter and the CAR code (see the
+    module docstring); every implementation verifies a block against its CID in ``put``."""
+
     def put(self, cid: CID, data: bytes) -> None:
         """Store ``data`` under ``cid``; BlockVerificationError if it does not hash to it."""
 
@@ -127,7 +151,13 @@ class FilesystemBlockstore:
                 raise BlockNotFoundError(f"block {cid} is not in {str(self.root)!r}") from None
             return copy
         if verify:
-            verify_block(cid, data)
+            try:
+                verify_block(cid, data)
+            except BlockVerificationError:
+                # reported, and dropped: held, it would fail every fetch that reaches it
+                # (has() does not hash), where dropped it is simply fetched again
+                self._path(cid).unlink(missing_ok=True)
+                raise
         return data
 
     def has(self, cid: CID) -> bool:
@@ -160,34 +190,53 @@ class FilesystemBlockstore:
             return
         rows = [(cid.digest, str(Path(path).absolute()), offset, size)
                 for cid, path, offset, size in copies]  # fmt: skip
-        try:
-            connection = self._connect(create=True)
-            assert connection is not None
-            with closing(connection), connection:
-                connection.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows)
-        except sqlite3.Error as exc:
-            raise ContentError(
-                f"blockstore {str(self.root)!r}: cannot record where fetched blocks are ({exc})"
-            ) from None
+        for attempt in range(2):
+            try:
+                connection = self._connect(create=True)
+                assert connection is not None
+                with closing(connection), connection:
+                    connection.executemany(
+                        "INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?)", rows
+                    )
+                return
+            except sqlite3.Error as exc:
+                if attempt == 0 and _corrupt(exc):
+                    self._discard_copies()
+                    continue
+                raise ContentError(
+                    f"blockstore {str(self.root)!r}: cannot record where fetched blocks are "
+                    f"({exc})"
+                ) from None
+
+    def _discard_copies(self) -> None:
+        """Set aside an index that is not a readable database (written without fsync, a
+        crash can leave it so): it only saves refetching, and a fresh one replaces it."""
+        path = self.root / self._COPIES
+        with suppress(OSError):  # another process set it aside first
+            os.replace(path, path.with_name(f"{self._COPIES}.corrupt"))
 
     def _from_copies(self, cid: CID) -> bytes | None:
         """The block's bytes from a recorded copy that still hashes to ``cid``; copies that
         do not (their file changed or is gone) are forgotten."""
+        try:
+            return self._read_copies(cid)
+        except sqlite3.Error as exc:
+            # busy or just created by another process: not held as far as this call knows
+            if _corrupt(exc):
+                self._discard_copies()
+            return None
+
+    def _read_copies(self, cid: CID) -> bytes | None:
         connection = self._connect(create=False)
         if connection is None:
             return None
         with closing(connection):
-            try:
-                rows = connection.execute(
-                    "SELECT path, offset, size FROM copies WHERE digest = ?", (cid.digest,)
-                ).fetchall()
-            except sqlite3.OperationalError:  # created by another process a moment ago
-                return None
+            rows = connection.execute(
+                "SELECT path, offset, size FROM copies WHERE digest = ?", (cid.digest,)
+            ).fetchall()
             for path, offset, size in rows:
                 try:
-                    with open(path, "rb") as stream:
-                        stream.seek(offset)
-                        data = stream.read(size)
+                    data = _read_range(path, offset, size)
                     verify_block(cid, data)
                     return data
                 except (OSError, BlockVerificationError):

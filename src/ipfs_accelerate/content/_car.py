@@ -266,6 +266,11 @@ class CarReader:
                 f"CAR {self.name!r}: v2 data offset {data_offset} lies inside the header"
             )
         skip = data_offset - self._offset
+        if skip > MAX_HEADER_SIZE:  # real v2 files pad a few bytes, if any
+            raise CarFormatError(
+                f"CAR {self.name!r}: v2 data offset {data_offset} is more than "
+                f"{MAX_HEADER_SIZE} bytes past the header"
+            )
         while skip:  # streams need not be seekable
             chunk = self._read_exact(min(skip, 1 << 20), "CAR v2 padding")
             skip -= len(chunk)

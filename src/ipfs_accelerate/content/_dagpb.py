@@ -56,6 +56,8 @@ class PBLink:
 
 @dataclass(frozen=True, slots=True)
 class PBNode:
+    """A dag-pb node: its ``Data`` (UnixFS bytes, None when absent) and its links."""
+
     data: bytes | None
     links: tuple[PBLink, ...] = ()
 
@@ -104,6 +106,8 @@ def encode_node(data: bytes | None, links: Sequence[PBLink] = ()) -> bytes:
 
 
 def encode_unixfs(unixfs: UnixFSData) -> bytes:
+    """The UnixFS protobuf bytes of ``unixfs`` (a dag-pb node's ``Data``), fields in number
+    order as the reference writes them."""
     out = bytearray(_key(1, _VARINT) + encode_varint(unixfs.type))
     if unixfs.data:  # an empty Data is left out, as the reference does
         out += _length_delimited(2, unixfs.data)

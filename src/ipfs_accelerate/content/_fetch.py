@@ -17,7 +17,10 @@ no duplicates asked for, any order accepted). A kubo RPC API serves the same thr
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import http.client
+import json
 import os
 import shutil
 import tempfile
@@ -25,19 +28,25 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ipfs_accelerate._paths import cache_dir as package_cache_dir
 from ipfs_accelerate.content._blockstore import FilesystemBlockstore
 from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
 from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
-from ipfs_accelerate.content._dagpb import PBNode, UnixFSType, decode_node, decode_unixfs
+from ipfs_accelerate.content._dagpb import (
+    PBNode,
+    UnixFSData,
+    UnixFSType,
+    decode_node,
+    decode_unixfs,
+)
 from ipfs_accelerate.content._exporter import iter_directory, walk
 from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits, LimitCounter
 from ipfs_accelerate.errors import (
@@ -83,8 +92,16 @@ RAW_MEDIA_TYPE: Final = "application/vnd.ipld.raw"
 _CAR_ACCEPT: Final = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 #: blocks a CAR may send before the parent that links them (an unordered CAR), in bytes
 _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+#: what one waiting block costs beyond its bytes (its CID, the bytes and tuple objects, the
+#: dict slot), counted against _MAX_PENDING_BYTES so a flood of tiny blocks is bounded too
+_PENDING_OVERHEAD: Final = 512
 _MAX_PATH_SEGMENTS: Final = 256
 _COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
+_STAGING_PREFIX: Final = ".ipfs-fetch.partial-"
+#: in each staging folder, locked by its fetch while it runs (see _sweep_dead_stagings)
+_STAGING_LOCK: Final = ".owner.lock"
+#: a staging folder without a lock file older than this is a fetch that died creating it
+_UNLOCKED_STAGING_AGE: Final = 3600.0
 #: answers to a CAR request that mean "no CARs here" (blocks-only gateways): blocks then
 _CAR_REFUSED: Final = frozenset({400, 406, 415, 501})
 ProgressCallback = Callable[[str, int, int], None]
@@ -94,6 +111,12 @@ ProgressCallback = Callable[[str, int, int], None]
 SOURCE_STRATEGIES: Final = ("ordered", *STRATEGIES)
 _EWMA_ALPHA: Final = 0.3  # the Router's default: a few requests move the average
 _MIB: Final = 1024 * 1024
+#: the slowest answer accepted, in bytes a second over a span of the fetch's timeout
+_MIN_RATE: Final = 1024
+_READ_STEP: Final = 1024 * 1024
+#: pieces of a file laid out and written at a time (memory stays bounded whatever a DAG's
+#: links multiply to)
+_WRITE_BATCH: Final = 4096
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
 _STATES: dict[str, _SourceState] = {}
@@ -166,16 +189,51 @@ def _order_sources(sources: list[_Source], strategy: str) -> list[_Source]:
 
 
 class _CountingBody:
-    """A response body that counts the bytes read from it."""
+    """A response body that counts the bytes read from it, and gives up on a source that
+    sends less than ``_MIN_RATE`` bytes a second over a span of ``timeout`` seconds (the
+    socket's timeout only catches silence: a byte now and then keeps it waiting for ever)."""
 
-    def __init__(self, body: BinaryIO) -> None:
+    def __init__(self, body: BinaryIO, timeout: float, what: str, gateway: str) -> None:
         self._body = body
         self.received = 0
+        self._span = timeout
+        self._what = what
+        self._gateway = gateway
+        self._window_waited = 0.0
+        self._window_bytes = 0
+        # read1: at most one read from the socket per call, so the rate is checked between
+        self._read1: Callable[[int], bytes] = getattr(body, "read1", body.read)
 
     def read(self, size: int = -1) -> bytes:
-        data = self._body.read(size)
-        self.received += len(data)
-        return data
+        parts: list[bytes] = []
+        wanted = size if size >= 0 else None
+        got = 0
+        while wanted is None or got < wanted:
+            step = _READ_STEP if wanted is None else min(wanted - got, _READ_STEP)
+            started = time.monotonic()
+            part = self._read1(step)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+            self._progress(len(part), time.monotonic() - started)
+        self.received += got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _progress(self, count: int, waited: float) -> None:
+        # only time spent waiting on the source counts: not this side's own pauses
+        # (hashing, writing, a full queue) between reads
+        self._window_bytes += count
+        self._window_waited += waited
+        if self._window_waited < self._span:
+            return
+        if self._window_bytes < _MIN_RATE * self._window_waited:
+            raise GatewayError(
+                f"{self._gateway}: {self._what}: too slow ({self._window_bytes} bytes in "
+                f"{self._window_waited:.1f} s, under {_MIN_RATE} bytes/s)",
+                gateway=self._gateway, retryable=True,
+            )  # fmt: skip
+        self._window_waited, self._window_bytes = 0.0, 0
 
 
 # ------------------------------------------------------------------------------ addresses
@@ -211,12 +269,28 @@ def parse_ipfs_path(text: str | CID) -> tuple[CID, tuple[str, ...]]:
 def _check_base_url(url: str, what: str) -> str:
     if not isinstance(url, str):
         raise ConfigurationError(f"{what}: expected a URL string, got {type(url).__name__}")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{what} {redact_url(url)!r}: not a valid URL ({_without(str(exc), url)})"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{what} {redact_url(url)!r}: expected an http(s):// base URL")
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{what} {redact_url(url)!r}: a base URL has no query")
     return url.strip().rstrip("/")
+
+
+def _without(message: str, url: str) -> str:
+    """``message`` with any credentials of ``url`` cut out (urllib quotes the netloc)."""
+    try:
+        netloc = url.split("//", 1)[1].split("/", 1)[0]
+    except IndexError:
+        return message
+    userinfo, at, _ = netloc.rpartition("@")
+    return message.replace(userinfo, "***") if at and userinfo else message
 
 
 def configured_gateways(gateways: Sequence[str] | str | None = None) -> list[str]:
@@ -229,6 +303,17 @@ def configured_gateways(gateways: Sequence[str] | str | None = None) -> list[str
     return [_check_base_url(url, "gateway") for url in gateways]
 
 
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:pass@`` and the basic Authorization header they make."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.netloc.rpartition("@")[2]
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), f"Basic {token}"
+
+
 # -------------------------------------------------------------------------------- sources
 
 
@@ -236,8 +321,10 @@ class _Source:
     """One place blocks can come from; subclasses say how to ask it."""
 
     def __init__(self, base: str, kind: str, timeout: float) -> None:
-        self.base = base
         self.name = f"{kind} {redact_url(base)}"
+        # ``user:pass@`` is basic auth, sent in a header: left in the URL, urllib takes it for
+        # part of the host (asking DNS for it, and quoting it in its errors)
+        self.base, self._authorization = _split_credentials(base)
         self.timeout = timeout
         self.breaker = _breaker(self.name)
         self.state = _state(self.name)
@@ -269,6 +356,9 @@ class _Source:
         request = self._request(cid, car)
         with self._lock:
             self.requests += 1
+        if self._authorization is not None:
+            # not carried over to wherever a redirect points
+            request.add_unredirected_header("Authorization", self._authorization)
         what = "CAR" if car else "block"
         started = time.monotonic()
         try:
@@ -298,7 +388,7 @@ class _Source:
                     gateway=self.name,
                 )
             first_byte = time.monotonic() - started
-            counted = _CountingBody(response)
+            counted = _CountingBody(response, self.timeout, f"{what} {cid}", self.name)
             yield counted  # type: ignore[misc]
         self.state.measured(time.monotonic() - started, first_byte, counted.received)
 
@@ -722,7 +812,7 @@ class _Fetcher:
         allowed: set[bytes] = {root.digest}
         taken: set[bytes] = set()
         pending: dict[bytes, tuple[CID, bytes]] = {}
-        pending_bytes = 0
+        pending_bytes = repeated = 0
         leaves: list[Future[None]] = []
         try:
             with source.open(root, car=True) as body:
@@ -736,10 +826,20 @@ class _Fetcher:
                         )
                     for cid, data in reader:
                         if cid.digest in taken:
-                            continue  # a duplicate (a CAR may repeat blocks): checked once
+                            # a duplicate (a CAR may repeat blocks): checked once, but its
+                            # bytes are counted, or a CAR repeating one block never ends
+                            repeated += len(data) + _PENDING_OVERHEAD
+                            if repeated > _MAX_PENDING_BYTES:
+                                raise UntrustedBlockError(
+                                    f"{source.name}: CAR for {root} repeated more than "
+                                    f"{_MAX_PENDING_BYTES} bytes of blocks already sent "
+                                    f"(block {cid})", gateway=source.name,
+                                )  # fmt: skip
+                            continue
                         if cid.digest not in allowed:
+                            if cid.digest not in pending:
+                                pending_bytes += len(data) + _PENDING_OVERHEAD
                             pending[cid.digest] = (cid, data)
-                            pending_bytes += len(data)
                             if pending_bytes > _MAX_PENDING_BYTES:
                                 raise UntrustedBlockError(
                                     f"{source.name}: CAR for {root} sent more than "
@@ -763,7 +863,7 @@ class _Fetcher:
                                 allowed.add(link.digest)
                                 waiting = pending.pop(link.digest, None)
                                 if waiting is not None:
-                                    pending_bytes -= len(waiting[1])
+                                    pending_bytes -= len(waiting[1]) + _PENDING_OVERHEAD
                                     ready.append(waiting)
                 except CarFormatError as exc:
                     raise GatewayError(
@@ -827,7 +927,9 @@ class _Fetcher:
             try:
                 entries = dict(iter_directory(blocks, current))
             except ContentError as exc:
-                if isinstance(exc, GatewayError):
+                # only "not a directory" is about the path; a source's failure, a malformed
+                # or damaged block is reported as it is
+                if type(exc) is not ContentError:
                     raise
                 raise ContentPathError(
                     f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is not a "
@@ -960,9 +1062,7 @@ class _Exporter:
                 pass
         return len(self.read(cid))
 
-    def _layout(self, cid: CID, offset: int, depth: int, out: list[_Piece]) -> int:
-        if depth > 64:
-            raise DagFormatError(f"block {cid}: file DAG deeper than 64 levels")
+    def _node(self, cid: CID) -> tuple[PBNode, UnixFSData]:
         node = decode_node(self.read(cid), f"block {cid}")
         if node.data is None:
             raise DagFormatError(f"block {cid}: dag-pb node without UnixFS Data")
@@ -973,16 +1073,24 @@ class _Exporter:
             raise DagFormatError(
                 f"block {cid}: {len(node.links)} links but {len(unixfs.blocksizes)} blocksizes"
             )
+        return node, unixfs
+
+    def _layout(self, cid: CID, offset: int, depth: int) -> Generator[_Piece, None, int]:
+        """The file's pieces, lazily (a DAG may link one block many times, so a few blocks
+        can declare any number of pieces); returns the bytes they hold."""
+        if depth > 64:
+            raise DagFormatError(f"block {cid}: file DAG deeper than 64 levels")
+        node, unixfs = self._node(cid)
         size = 0
         if unixfs.data:
-            out.append(_Piece(cid, offset, len(unixfs.data), True))
+            yield _Piece(cid, offset, len(unixfs.data), True)
             size = len(unixfs.data)
         for link, expected in zip(node.links, unixfs.blocksizes, strict=True):
             if link.cid.codec == RAW:
-                out.append(_Piece(link.cid, offset + size, expected, False))  # length checked
-                produced = expected                                           # when written
+                yield _Piece(link.cid, offset + size, expected, False)  # length checked
+                produced = expected                                     # when written
             else:
-                produced = self._layout(link.cid, offset + size, depth + 1, out)
+                produced = yield from self._layout(link.cid, offset + size, depth + 1)
             if produced != expected:
                 raise DagFormatError(
                     f"block {cid}: child {link.cid} holds {produced} bytes, "
@@ -1044,18 +1152,30 @@ class _Exporter:
             else:
                 self.sink.target(relative).write_bytes(self.read(cid))
             return
-        pieces: list[_Piece] = []
-        size = self._layout(cid, 0, 0, pieces)
+        # the root's declared size is counted before anything under it is laid out; the
+        # layout then checks every level's blocksizes against what its children hold, so
+        # what is written adds up to exactly this
+        _, unixfs = self._node(cid)
+        size = len(unixfs.data or b"") + sum(unixfs.blocksizes)
         self.counter.file_bytes(relative, size)
         if staged is not None:
             handle = os.open(self.sink.move(staged, relative), os.O_WRONLY)
-            pieces = [p for p in pieces if not self.sink.holds(staged, p.offset, p.cid.digest)]
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
             handle = os.open(self.sink.target(relative), flags, 0o644)
         try:
             os.ftruncate(handle, size)
-            _wait_all([self.pool.submit(self._write_piece, handle, p) for p in pieces])
+            batch: list[_Piece] = []
+            layout = self._layout(cid, 0, 0)
+            while True:
+                piece = next(layout, None)
+                if piece is None or len(batch) >= _WRITE_BATCH:
+                    _wait_all([self.pool.submit(self._write_piece, handle, p) for p in batch])
+                    batch.clear()
+                if piece is None:
+                    break
+                if staged is None or not self.sink.holds(staged, piece.offset, piece.cid.digest):
+                    batch.append(piece)
         finally:
             os.close(handle)
 
@@ -1080,8 +1200,15 @@ class _Exporter:
             if target.is_dir():
                 shutil.rmtree(target)
             self.write_file(entry, relative)
-        if not shared and (dest.exists() or dest.is_symlink()):  # fetch(overwrite=True)
-            os.replace(dest, self.sink.root.with_name("replaced"))
+        if shared:
+            # recorded before the tree is in place (a rename keeps every entry's size and
+            # mtime), so a concurrent fetch never finds the new copy without its record and
+            # takes it for a changed one
+            _record_listing(dest, _listing(self.sink.root))
+        if dest.exists() or dest.is_symlink():
+            # fetch(overwrite=True), or a cached copy changed since it was written (shared)
+            with suppress(FileNotFoundError):  # a concurrent fetch moved it first
+                os.replace(dest, self.sink.root.with_name("replaced"))
         try:
             os.replace(self.sink.root, dest)
         except OSError:
@@ -1162,11 +1289,76 @@ def fetch(
     parent = chosen.parent if chosen is not None else base / "content"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=".ipfs-fetch.partial-"))
+        _sweep_dead_stagings(parent)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=_STAGING_PREFIX))
+        owner = _claim_staging(staging)
     except OSError as exc:
         raise ContentError(
             f"fetch {text!r}: cannot write in {str(parent)!r} ({exc.strerror or exc})"
         ) from None
+    try:
+        return _fetch_staged(
+            text, root, segments, store, sources, strategy, concurrency, retries, progress,
+            max_bytes, counter, base, chosen, overwrite, staging,
+        )  # fmt: skip
+    finally:
+        os.close(owner)  # after the staging folder is gone: no sweep races its removal
+
+
+def _claim_staging(staging: Path) -> int:
+    """Hold a lock on ``staging`` for the fetch's lifetime: the kernel drops it when the
+    process dies however it dies, which is how a later fetch tells the folder is orphaned."""
+    owner = os.open(staging / _STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(owner)
+        raise
+    return owner
+
+
+def _sweep_dead_stagings(parent: Path) -> None:
+    """Remove the staging folders in ``parent`` that fetches killed mid-way left (a partial
+    checkpoint can be gigabytes); a live fetch's lock keeps its own."""
+    for staging in parent.glob(f"{_STAGING_PREFIX}*"):
+        try:
+            owner = os.open(staging / _STAGING_LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            # just created and not locked yet, or its fetch died before locking: by age
+            with suppress(OSError):
+                if time.time() - staging.stat().st_mtime > _UNLOCKED_STAGING_AGE:
+                    shutil.rmtree(staging, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(owner)
+            continue  # its fetch is running
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            os.close(owner)
+
+
+def _fetch_staged(
+    text: str,
+    root: CID,
+    segments: tuple[str, ...],
+    store: FilesystemBlockstore,
+    sources: list[_Source],
+    strategy: str,
+    concurrency: int,
+    retries: int,
+    progress: ProgressCallback | None,
+    max_bytes: int | None,
+    counter: LimitCounter,
+    base: Path,
+    chosen: Path | None,
+    overwrite: bool,
+    staging: Path,
+) -> FetchResult:
     sink = _Sink(staging)
     try:
         result = _fetch_into(
@@ -1199,7 +1391,7 @@ def _fetch_into(
     target: CID | None = _resolve_cached(fetcher, root, segments, text)
     if target is not None and dest is None:
         cached = base / "content" / str(target.to_v1())
-        if cached.exists():
+        if _unchanged(cached):
             return FetchResult(target, cached, cached.is_dir(), 0, 0, ())
     errors: list[IpfsAccelerateError] = []
     if target is None or fetcher.missing(target):
@@ -1212,18 +1404,85 @@ def _fetch_into(
         target = _fetch_from(fetcher, sources, root, segments, text, errors)
     out = dest if dest is not None else base / "content" / str(target.to_v1())
     if out.exists() or out.is_symlink():
-        if dest is None:
+        if dest is None and _unchanged(out):
             return FetchResult(target, out, out.is_dir(), *_stats(fetcher, sources), tuple(errors))
-        if not overwrite:
+        if dest is not None and not overwrite:
             raise ContentError(f"fetch {text!r}: destination {str(out)!r} already exists")
         # replaced only once the new copy is complete (it may be read from the old one)
     with ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-export") as pool:
         counter = LimitCounter(fetcher.counter.limits, fetcher.counter.what)
         exporter = _Exporter(store, fetcher.verified_now, pool, fetcher.sink, counter)
-        is_directory = exporter.write_tree(target, out, shared=dest is None)
+        try:
+            is_directory = exporter.write_tree(target, out, shared=dest is None)
+        except OSError as exc:
+            raise ContentError(
+                f"fetch {text!r}: cannot write {_entry_of(exc, fetcher.sink.root, out)!r} "
+                f"({exc.strerror or exc})"
+            ) from None
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
     return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
+
+
+def _entry_of(error: OSError, staging_root: Path, out: Path) -> str:
+    """The entry an OSError of the export is about, as a path in the output."""
+    name = error.filename
+    if not isinstance(name, str):
+        return str(out)
+    try:
+        return str(out / Path(name).relative_to(staging_root))
+    except ValueError:
+        return name
+
+
+def _listing(path: Path) -> list[list[object]] | None:
+    """What a cached copy looks like on disk: every entry's relative path, kind, size and
+    modification time (None when ``path`` is gone)."""
+    if not path.exists() or path.is_symlink():
+        return None
+    if not path.is_dir():
+        held = path.stat()
+        return [["", "file", held.st_size, held.st_mtime_ns]]
+    out: list[list[object]] = []
+    for folder, folders, files in os.walk(path):
+        for name in sorted(folders + files):
+            entry = Path(folder) / name
+            held = entry.lstat()
+            kind = "link" if entry.is_symlink() else "dir" if entry.is_dir() else "file"
+            size = held.st_size if kind == "file" else 0
+            out.append([str(entry.relative_to(path)), kind, size, held.st_mtime_ns])
+    out.sort()
+    return out
+
+
+def _listing_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.listing.json")
+
+
+def _record_listing(path: Path, listing: list[list[object]] | None) -> None:
+    """Remember how the cache's copy of a CID at ``path`` looks as written from verified
+    blocks (atomically: a concurrent reader sees the old record or the new one)."""
+    record = _listing_file(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".listing-")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(listing, stream)
+        os.replace(temporary, record)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _unchanged(path: Path) -> bool:
+    """Whether the cache's copy of a CID is as it was written: a copy edited, extended or
+    truncated since (a model saved over the folder it was loaded from, say) is not served
+    by CID again but rewritten from verified blocks. A copy without a record (written by a
+    concurrent fetch a moment ago, or by an older version) is rewritten too."""
+    try:
+        recorded = json.loads(_listing_file(path).read_text(encoding="utf-8"))
+        return recorded is not None and recorded == _listing(path)
+    except (OSError, ValueError):
+        return False
 
 
 def _stats(fetcher: _Fetcher, sources: list[_Source]) -> tuple[int, int, tuple[str, ...]]:
@@ -1237,13 +1496,19 @@ def _resolve_cached(
     """The path's target from held blocks alone; None when a block on the way is missing."""
     current = root
     for depth, segment in enumerate(segments):
+        if current.codec != DAG_PB:
+            raise ContentPathError(
+                f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is a file"
+            )
         if not fetcher.store.has(current):
             return None
         try:
             entries = dict(iter_directory(fetcher.store, current))
         except KeyError:  # BlockNotFoundError: a HAMT shard not held yet
             return None
-        except ContentError:
+        except ContentError as exc:
+            if type(exc) is not ContentError:  # a malformed or damaged block: as it is
+                raise
             raise ContentPathError(
                 f"ipfs path {text!r}: {'/'.join(segments[:depth]) or current} is not a directory"
             ) from None

@@ -17,7 +17,7 @@ from typing import Final
 
 from ipfs_accelerate.content._car import write_car_of_path
 from ipfs_accelerate.content._cid import CID
-from ipfs_accelerate.content._fetch import KUBO_RPC_ENV, _check_base_url
+from ipfs_accelerate.content._fetch import KUBO_RPC_ENV, _check_base_url, _split_credentials
 from ipfs_accelerate.content._importer import DEFAULT_PROFILE, import_directory
 from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits
 from ipfs_accelerate.errors import CheckpointError, GatewayError, InvalidCIDError
@@ -112,6 +112,7 @@ def _dag_import(base: str, car: Path, root: CID, timeout: float) -> None:
     """Upload ``car`` as multipart/form-data; kubo answers one JSON object per line, a
     ``{"Root": {"Cid": {"/": ...}, "PinErrorMsg": ...}}`` per root it imported."""
     name = f"kubo rpc {redact_url(base)}"
+    base, authorization = _split_credentials(base)  # user:pass@ as basic auth, as fetch does
     boundary = f"ipfs-accelerate-{uuid.uuid4().hex}"
     request = urllib.request.Request(
         f"{base}/api/v0/dag/import?pin-roots=true",
@@ -119,6 +120,8 @@ def _dag_import(base: str, car: Path, root: CID, timeout: float) -> None:
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         method="POST",
     )
+    if authorization is not None:
+        request.add_unredirected_header("Authorization", authorization)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = response.read(_MAX_ANSWER_BYTES + 1)

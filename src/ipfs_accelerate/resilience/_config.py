@@ -139,11 +139,12 @@ def redact_url(url: str) -> str:
     """The URL without credentials or query string (either may carry a key)."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # ValueError for a port that is not a number in range
     except ValueError:
         return "<unparseable url>"
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     if parts.username or parts.password:
         host = f"***@{host}"
     query = "***" if parts.query else ""
