@@ -165,7 +165,16 @@ class Optimizer:
                             f"{p.device!r}"
                         )
                     state = self._state.setdefault(id(p), {})
-                    p.copy_(self._update(p, grad, state, group))
+                    if not self._update_in_place(p, grad, state, group):
+                        p.copy_(self._update(p, grad, state, group))
+
+    def _update_in_place(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
+    ) -> bool:
+        """Update ``param`` and ``state`` in place with the backend's fused kernel when it has
+        one for this optimizer and these tensors (True), else leave both untouched (False):
+        :meth:`_update` then composes the new value from ops."""
+        return False
 
     def _update(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
@@ -185,7 +194,12 @@ class Optimizer:
             saved = {k: v for k, v in group.items() if k != "params"}
             saved["params"] = [positions[id(p)] for p in group["params"]]
             groups.append(saved)
-        return {"state": {i: dict(s) for i, s in self.state.items()}, "param_groups": groups}
+        # fused steps write the state tensors in place, so the snapshot takes copies
+        state = {
+            i: {k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()}
+            for i, s in self.state.items()
+        }
+        return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` gave, for the same parameters in the same order
@@ -249,5 +263,6 @@ class Optimizer:
                     f"{type(self).__name__}.load_state_dict: state {key!r} of "
                     f"{self.describe(param)} has shape {array.shape}, the parameter {param.shape}"
                 )
-            out[key] = array.to(param.device, param.dtype).detach()
+            # a copy: fused steps write the state in place, the caller's dict stays as it was
+            out[key] = array.to(param.device, param.dtype).detach().clone()
         return out

@@ -1,0 +1,130 @@
+"""Optimizer updates in place on numpy arrays: one scratch buffer, no per-op temporaries.
+
+The arithmetic follows torch.optim's single-tensor loops operation for operation (the same
+roundings in the same order), so results equal torch's as the composed updates do; what
+changes is that nothing of parameter size is allocated per step but the scratch, which is
+kept per thread and dtype and reused across parameters and steps.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import numpy as np
+
+from ipfs_accelerate.hal._backend import AdamWHyper, SGDHyper
+
+Array = np.ndarray[Any, Any]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Scratch(threading.local):
+    def __init__(self) -> None:
+        self.buffers: dict[np.dtype[Any], Array] = {}
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch(like: Array) -> Array:
+    """A C-contiguous array of ``like``'s shape and dtype, this thread's to overwrite."""
+    flat = _SCRATCH.buffers.get(like.dtype)
+    if flat is None or flat.size < like.size:
+        flat = np.empty(like.size, like.dtype)
+        _SCRATCH.buffers[like.dtype] = flat
+    return flat[: like.size].reshape(like.shape)
+
+
+def _writable(*arrays: Array | None) -> bool:
+    first = arrays[0]
+    assert first is not None
+    for a in arrays:
+        if a is None:
+            continue
+        if (
+            a.__class__ is not np.ndarray
+            or a.dtype != first.dtype
+            or a.dtype not in _FLOATS
+            or not a.flags.writeable
+            or 0 in a.strides  # a broadcast view: one memory cell behind many entries
+        ):
+            return False
+    return True
+
+
+def adamw_step(
+    param: Array,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    max_exp_avg_sq: Array | None,
+    hyper: AdamWHyper,
+) -> bool:
+    if not _writable(param, exp_avg, exp_avg_sq, max_exp_avg_sq) or grad.dtype != param.dtype:
+        return False
+    if _shares_memory(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
+        return False
+    tmp = _scratch(param)
+    if hyper.weight_decay:
+        np.multiply(param, 1.0 - hyper.lr * hyper.weight_decay, out=param)
+    np.subtract(grad, exp_avg, out=tmp)  # torch's lerp: m + w * (g - m) for w < 0.5
+    tmp *= 1.0 - hyper.beta1
+    exp_avg += tmp
+    exp_avg_sq *= hyper.beta2
+    np.multiply(grad, grad, out=tmp)
+    tmp *= 1.0 - hyper.beta2
+    exp_avg_sq += tmp
+    second = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        second = max_exp_avg_sq
+    np.sqrt(second, out=tmp)
+    tmp /= math.sqrt(1.0 - hyper.beta2**hyper.step)
+    tmp += hyper.eps
+    np.divide(exp_avg, tmp, out=tmp)
+    tmp *= hyper.lr / (1.0 - hyper.beta1**hyper.step)
+    param -= tmp
+    return True
+
+
+def sgd_step(param: Array, grad: Array, buffer: Array | None, hyper: SGDHyper) -> bool:
+    if not _writable(param, buffer) or grad.dtype != param.dtype:
+        return False
+    if _shares_memory(param, grad, buffer):
+        return False
+    tmp = _scratch(param)
+    direction = grad
+    if hyper.weight_decay:
+        np.multiply(param, hyper.weight_decay, out=tmp)
+        tmp += grad
+        direction = tmp
+    if buffer is not None:
+        if hyper.first_step:
+            np.copyto(buffer, direction)
+        else:
+            buffer *= hyper.momentum
+            if hyper.dampening:
+                np.multiply(direction, 1.0 - hyper.dampening, out=tmp)
+                buffer += tmp
+            else:
+                buffer += direction
+        if hyper.nesterov:  # dampening is 0 here, so tmp still holds the direction
+            if direction is grad:
+                np.copyto(tmp, grad)
+            tmp += buffer * hyper.momentum
+            direction = tmp
+        else:
+            direction = buffer
+    np.multiply(direction, hyper.lr, out=tmp)
+    param -= tmp
+    return True
+
+
+def _shares_memory(*arrays: Array | None) -> bool:
+    """Whether two of the arrays overlap (an in-place write would change the other's input)."""
+    present = [a for a in arrays if a is not None]
+    # bounds only (cheap): parameters interleaved in one buffer are refused, never wrong
+    return any(np.may_share_memory(a, b) for i, a in enumerate(present) for b in present[i + 1 :])
