@@ -101,7 +101,7 @@ class AdamW(Optimizer):
         state["step"] += 1
         step = state["step"]
         if decay:
-            param = param * (1.0 - lr * decay)
+            param = param * self._step_scalar(1.0 - lr * decay, param)
         exp_avg = state["exp_avg"] + (grad - state["exp_avg"]) * (1.0 - beta1)
         exp_avg_sq = state["exp_avg_sq"] * beta2 + (grad * grad) * (1.0 - beta2)
         state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
@@ -109,5 +109,6 @@ class AdamW(Optimizer):
         if group["amsgrad"]:
             second = ops.maximum(state["max_exp_avg_sq"], exp_avg_sq)
             state["max_exp_avg_sq"] = second
-        denom = ops.sqrt(second) / math.sqrt(1.0 - beta2**step) + float(group["eps"])
-        return param - (exp_avg / denom) * (lr / (1.0 - beta1**step))
+        correction = self._step_scalar(math.sqrt(1.0 - beta2**step), param)
+        denom = ops.sqrt(second) / correction + float(group["eps"])
+        return param - (exp_avg / denom) * self._step_scalar(lr / (1.0 - beta1**step), param)

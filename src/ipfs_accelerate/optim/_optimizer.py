@@ -44,6 +44,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self._names: dict[int, str] = {}
         self._state: dict[int, dict[str, Any]] = {}
+        self._step_scalars: dict[tuple[float, str, str], Tensor] = {}
         items = list(params)
         if not items:
             raise InvalidArgumentError(f"{type(self).__name__}: got an empty parameter list")
@@ -152,6 +153,7 @@ class Optimizer:
     def step(self) -> None:
         """One update of every parameter that has a gradient, in place (``Tensor.copy_``
         under ``no_grad``, on the parameter's own backend)."""
+        self._step_scalars.clear()
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
@@ -167,6 +169,21 @@ class Optimizer:
                     state = self._state.setdefault(id(p), {})
                     if not self._update_in_place(p, grad, state, group):
                         p.copy_(self._update(p, grad, state, group))
+
+    def _step_scalar(self, value: float, like: Tensor) -> Tensor | float:
+        """``value`` for an update of ``like`` where it changes from step to step (bias
+        corrections, a scheduled learning rate). A graph-compiling backend would bake a
+        Python number into its graph as a constant and compile a new graph every step: there
+        it is a 0-d tensor, an input of one graph that every step reuses (one per value and
+        step, shared by the parameters). Host backends take the number."""
+        if like._backend.shares_host_memory:
+            return value
+        key = (value, like.device, like.dtype.name)
+        found = self._step_scalars.get(key)
+        if found is None:
+            array = np.array(value, dtype=like.dtype.numpy)
+            found = self._step_scalars[key] = from_numpy(array, like.device)
+        return found
 
     def _update_in_place(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]

@@ -91,4 +91,4 @@ class SGD(Optimizer):
                 buffer = buffer * momentum + grad * (1.0 - float(group["dampening"]))
             state["momentum_buffer"] = buffer
             grad = grad + buffer * momentum if group["nesterov"] else buffer
-        return param - grad * float(group["lr"])
+        return param - grad * self._step_scalar(float(group["lr"]), param)
