@@ -72,3 +72,24 @@ def test_steps_reuse_one_graph_and_equal_torch(make: Any) -> None:
     assert dispatches[3:] == [1, 1, 1], dispatches
     for k, p in params.items():
         np.testing.assert_allclose(p.numpy(), theirs[k].detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_contrastive_loss_reads_nothing_back_mid_step() -> None:
+    # its labels are 0..N-1 by construction: no range check that would run a graph early
+    backend = start_backend("webnn")
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in ((3, 8), (5, 8)))
+    x = ia.tensor(a, device="webnn", requires_grad=True)
+    before = backend.stats.dispatches
+    ops.multiple_negatives_ranking_loss(x, ia.tensor(b, device="webnn")).backward()
+    assert x.grad is not None
+    got = x.grad.numpy()
+    assert backend.stats.dispatches - before == 1
+    ta = torch.tensor(a, requires_grad=True)
+    scores = (
+        torch.nn.functional.normalize(ta, dim=-1)
+        @ torch.nn.functional.normalize(torch.from_numpy(b), dim=-1).T
+    )
+    torch.nn.functional.cross_entropy(scores * 20.0, torch.arange(3)).backward()
+    assert ta.grad is not None
+    np.testing.assert_allclose(got, ta.grad.numpy(), rtol=1e-4, atol=1e-6)
