@@ -122,3 +122,10 @@ def test_parameters_that_cannot_be_written_in_place_are_composed(tmp_path: Any) 
     optim.SGD([r], lr=0.1, weight_decay=0.5).step()
     torch.optim.SGD([s], lr=0.1, weight_decay=0.5).step()
     np.testing.assert_allclose(r.numpy(), s.detach().numpy(), rtol=2e-5, atol=2e-6)
+
+
+def test_cpu_zeros_are_fresh_writable_memory_and_negative_zero_stays_negative() -> None:
+    z = ia.zeros((3, 4))
+    z[0, 0] = 5.0  # the zeros are a buffer of their own, not a shared read-only view
+    assert z.numpy().sum() == 5.0 and ia.zeros((3, 4)).numpy().sum() == 0.0
+    assert np.signbit(ia.full((2,), -0.0).numpy()).all()

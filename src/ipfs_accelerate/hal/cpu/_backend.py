@@ -155,6 +155,10 @@ class CPUBackend(Backend):
         return data
 
     def full(self, shape: Shape, value: Scalar, dtype: DType) -> Array:
+        if value == 0 and math.copysign(1.0, value) > 0:
+            # calloc'd: the OS hands out zeroed pages as they are first written, so a large
+            # zero tensor (an embedding's gradient before index_add) costs no pass of its own
+            return np.zeros(shape, dtype=dtype.numpy)
         return np.full(shape, value, dtype=dtype.numpy)
 
     def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> Array:
