@@ -129,3 +129,16 @@ def test_cpu_zeros_are_fresh_writable_memory_and_negative_zero_stays_negative() 
     z[0, 0] = 5.0  # the zeros are a buffer of their own, not a shared read-only view
     assert z.numpy().sum() == 5.0 and ia.zeros((3, 4)).numpy().sum() == 0.0
     assert np.signbit(ia.full((2,), -0.0).numpy()).all()
+
+
+@pytest.mark.parametrize("kind", ["adamw-amsgrad", "sgd-nesterov", "sgd-dampening"])
+def test_a_parameter_updated_in_cache_sized_pieces_equals_torch(kind: str) -> None:
+    from ipfs_accelerate.hal.cpu._optim import CHUNK
+
+    ours_cls, torch_cls, kwargs = KINDS[kind]
+    shape = (3, CHUNK + CHUNK // 3)  # several pieces, the last one short
+    ours = [ia.tensor(_arrays(0, shape), requires_grad=True)]
+    theirs = [torch.tensor(_arrays(0, shape), requires_grad=True)]
+    _steps(ours_cls(ours, **kwargs), ours, ia.tensor, steps=3)
+    _steps(torch_cls(theirs, **kwargs), theirs, lambda a: torch.from_numpy(a.copy()), steps=3)
+    np.testing.assert_allclose(ours[0].numpy(), theirs[0].detach().numpy(), rtol=2e-5, atol=2e-6)
