@@ -1,9 +1,10 @@
-"""Optimizer updates in place on numpy arrays: one scratch buffer, no per-op temporaries.
+"""Optimizer updates in place on numpy arrays: no per-op temporaries, cache-sized pieces.
 
-The arithmetic follows torch.optim's single-tensor loops operation for operation (the same
-roundings in the same order), so results equal torch's as the composed updates do; what
-changes is that nothing of parameter size is allocated per step but the scratch, which is
-kept per thread and dtype and reused across parameters and steps.
+The arithmetic follows torch.optim's single-tensor loops operation for operation, in the same
+order, so results equal torch's as the composed updates do. What changes is the memory
+traffic: a parameter is updated piece by piece (CHUNK elements), every pass of the update
+over one piece before the next, through one scratch piece per thread and dtype that is
+reused across pieces, parameters and steps; nothing is allocated per step.
 """
 
 from __future__ import annotations
