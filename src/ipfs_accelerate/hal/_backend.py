@@ -76,7 +76,7 @@ ARG_REDUCE_OPS: frozenset[str] = frozenset({"argmax", "argmin"})
 #: optional fused ops a backend may provide (see each method's docstring)
 FUSABLE_OPS: frozenset[str] = frozenset(
     {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-     "dynamic_quantized_linear", "row_quantized_linear"}
+     "dynamic_quantized_linear", "row_quantized_linear", "adamw_step", "sgd_step"}
 )  # fmt: skip
 
 
@@ -134,6 +134,30 @@ class CapturedFunction(abc.ABC):
     def replay(self, *inputs: Tensor | np.ndarray[Any, Any]) -> tuple[Tensor, ...]:
         """``fn``'s results for these input values (tensors of the backend or host arrays,
         the same shapes and dtypes as when captured, in the same order)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdamWHyper:
+    """One AdamW step's hyperparameters, as floats (``step`` counts from 1)."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class SGDHyper:
+    """One SGD step's hyperparameters, as floats."""
+
+    lr: float
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
+    first_step: bool
 
 
 class Backend(abc.ABC):
@@ -358,6 +382,32 @@ class Backend(abc.ABC):
         ``indices`` holds int32/int64 in ``[0, n)``; ``source`` has shape
         ``base.shape[:axis] + indices.shape + base.shape[axis+1:]`` (the gradient of gather)."""
         raise UnsupportedOpError(f"{self.name}: no fused index_add")
+
+    def adamw_step(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+        max_exp_avg_sq: Tensor | None,
+        hyper: AdamWHyper,
+    ) -> bool:
+        """One AdamW update written in place into ``param``, ``exp_avg``, ``exp_avg_sq`` (and
+        ``max_exp_avg_sq`` with AMSGrad), with torch.optim.AdamW's arithmetic (see
+        :class:`~ipfs_accelerate.optim.AdamW`); ``grad`` is only read. All tensors have
+        ``param``'s shape and dtype. False, with nothing written, when these tensors cannot
+        be updated in place (the optimizer then composes the update from ops)."""
+        raise UnsupportedOpError(f"{self.name}: no fused adamw_step")
+
+    def sgd_step(
+        self, param: Tensor, grad: Tensor, momentum_buffer: Tensor | None, hyper: SGDHyper
+    ) -> bool:
+        """One SGD update written in place into ``param`` and ``momentum_buffer`` (None
+        without momentum; on the first step, ``hyper.first_step``, the buffer's old values are
+        ignored and it takes the decayed gradient), with torch.optim.SGD's arithmetic (see
+        :class:`~ipfs_accelerate.optim.SGD`); ``grad`` is only read. False, with nothing
+        written, when the tensors cannot be updated in place."""
+        raise UnsupportedOpError(f"{self.name}: no fused sgd_step")
 
     # ------------------------------------------------------------------ hints
 

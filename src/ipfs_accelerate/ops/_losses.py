@@ -70,6 +70,19 @@ def cross_entropy(
     outside [0, C) raises) or class probabilities (floats, same shape as ``input``).
     ``reduction="mean"`` averages over the non-ignored targets.
     """
+    return _cross_entropy(input, target, reduction, ignore_index, label_smoothing, True)
+
+
+def _cross_entropy(
+    input: Any,
+    target: Any,
+    reduction: str,
+    ignore_index: int,
+    label_smoothing: float,
+    check_range: bool,
+) -> Tensor:
+    """:func:`cross_entropy`; ``check_range=False`` for class indices valid by construction
+    (the range check reads the targets back: on a graph backend, a run mid-step)."""
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise InvalidArgumentError(
@@ -107,15 +120,8 @@ def cross_entropy(
         raise ShapeError(
             f"cross_entropy: class-index target must have shape {expected}, got {describe(tgt)}"
         )
-    invalid = ew.logical_and(
-        ew.logical_or(ew.less(tgt, 0), ew.greater_equal(tgt, n_classes)),
-        ew.not_equal(tgt, ignore_index),
-    )
-    if tgt.size and bool(red.any(invalid).item()):
-        bad = tgt.numpy()[np.asarray(invalid.numpy())].ravel()[0]
-        raise IndexOutOfRangeError(
-            f"cross_entropy: target class {int(bad)} is out of range for {n_classes} classes"
-        )
+    if check_range and tgt.size:
+        _check_classes(tgt, n_classes, ignore_index)
     classes = from_classes(n_classes, logits.ndim, class_axis, logits.device)
     onehot = ew.equal(shp.unsqueeze(tgt, class_axis), classes)
     loss = ew.neg(red.sum(ew.where(onehot, logp, 0.0), class_axis))
@@ -127,6 +133,18 @@ def cross_entropy(
     if reduction == "mean":
         return ew.div(red.sum(loss), red.sum(valid).astype(loss.dtype))
     return _reduce(loss, reduction)
+
+
+def _check_classes(tgt: Tensor, n_classes: int, ignore_index: int) -> None:
+    invalid = ew.logical_and(
+        ew.logical_or(ew.less(tgt, 0), ew.greater_equal(tgt, n_classes)),
+        ew.not_equal(tgt, ignore_index),
+    )
+    if bool(red.any(invalid).item()):
+        bad = tgt.numpy()[np.asarray(invalid.numpy())].ravel()[0]
+        raise IndexOutOfRangeError(
+            f"cross_entropy: target class {int(bad)} is out of range for {n_classes} classes"
+        )
 
 
 def from_classes(n_classes: int, ndim: int, class_axis: int, device: str) -> Tensor:
@@ -173,7 +191,8 @@ def multiple_negatives_ranking_loss(
     from ipfs_accelerate.tensor._creation import arange
 
     labels = arange(a.shape[0], dtype="int64", device=a.device)
-    return cross_entropy(scores, labels, reduction=reduction)
+    # labels 0..N-1 of M >= N classes: in range by construction, no readback to check them
+    return _cross_entropy(scores, labels, reduction, -100, 0.0, check_range=False)
 
 
 def _unit_rows(x: Tensor) -> Tensor:

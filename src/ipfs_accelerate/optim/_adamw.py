@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ipfs_accelerate import ops
+from ipfs_accelerate.hal._backend import AdamWHyper
 from ipfs_accelerate.optim._optimizer import Optimizer, ParamsArg
 from ipfs_accelerate.tensor import Tensor, zeros_like
+from ipfs_accelerate.tensor._autograd import bump_version
 
 __all__ = ["AdamW"]
 
@@ -56,29 +58,57 @@ class AdamW(Optimizer):
         if not isinstance(group["amsgrad"], bool):
             raise self._bad("amsgrad", group["amsgrad"], "a bool")
 
+    @staticmethod
+    def _init_state(param: Tensor, state: dict[str, Any], group: Mapping[str, Any]) -> None:
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = zeros_like(param)
+            state["exp_avg_sq"] = zeros_like(param)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:  # also: switched on later
+            state["max_exp_avg_sq"] = zeros_like(param)
+
+    def _update_in_place(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
+    ) -> bool:
+        backend = param._backend
+        if "adamw_step" not in backend.fused:
+            return False
+        self._init_state(param, state, group)
+        beta1, beta2 = (float(b) for b in group["betas"])
+        hyper = AdamWHyper(
+            lr=float(group["lr"]),
+            beta1=beta1,
+            beta2=beta2,
+            eps=float(group["eps"]),
+            weight_decay=float(group["weight_decay"]),
+            step=state["step"] + 1,
+        )
+        second_max = state["max_exp_avg_sq"] if group["amsgrad"] else None
+        if not backend.adamw_step(
+            param, grad, state["exp_avg"], state["exp_avg_sq"], second_max, hyper
+        ):
+            return False
+        state["step"] += 1
+        bump_version(param)
+        return True
+
     def _update(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
     ) -> Tensor:
         beta1, beta2 = (float(b) for b in group["betas"])
         lr, decay = float(group["lr"]), float(group["weight_decay"])
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = zeros_like(param)
-            state["exp_avg_sq"] = zeros_like(param)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = zeros_like(param)
+        self._init_state(param, state, group)
         state["step"] += 1
         step = state["step"]
         if decay:
-            param = param * (1.0 - lr * decay)
+            param = param * self._step_scalar(1.0 - lr * decay, param)
         exp_avg = state["exp_avg"] + (grad - state["exp_avg"]) * (1.0 - beta1)
         exp_avg_sq = state["exp_avg_sq"] * beta2 + (grad * grad) * (1.0 - beta2)
         state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
         second = exp_avg_sq
         if group["amsgrad"]:
-            if "max_exp_avg_sq" not in state:  # amsgrad switched on between steps
-                state["max_exp_avg_sq"] = zeros_like(param)
             second = ops.maximum(state["max_exp_avg_sq"], exp_avg_sq)
             state["max_exp_avg_sq"] = second
-        denom = ops.sqrt(second) / math.sqrt(1.0 - beta2**step) + float(group["eps"])
-        return param - (exp_avg / denom) * (lr / (1.0 - beta1**step))
+        correction = self._step_scalar(math.sqrt(1.0 - beta2**step), param)
+        denom = ops.sqrt(second) / correction + float(group["eps"])
+        return param - (exp_avg / denom) * self._step_scalar(lr / (1.0 - beta1**step), param)

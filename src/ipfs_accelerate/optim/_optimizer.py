@@ -44,6 +44,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self._names: dict[int, str] = {}
         self._state: dict[int, dict[str, Any]] = {}
+        self._step_scalars: dict[tuple[float, str, str], Tensor] = {}
         items = list(params)
         if not items:
             raise InvalidArgumentError(f"{type(self).__name__}: got an empty parameter list")
@@ -152,6 +153,7 @@ class Optimizer:
     def step(self) -> None:
         """One update of every parameter that has a gradient, in place (``Tensor.copy_``
         under ``no_grad``, on the parameter's own backend)."""
+        self._step_scalars.clear()
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
@@ -165,7 +167,31 @@ class Optimizer:
                             f"{p.device!r}"
                         )
                     state = self._state.setdefault(id(p), {})
-                    p.copy_(self._update(p, grad, state, group))
+                    if not self._update_in_place(p, grad, state, group):
+                        p.copy_(self._update(p, grad, state, group))
+
+    def _step_scalar(self, value: float, like: Tensor) -> Tensor | float:
+        """``value`` for an update of ``like`` where it changes from step to step (bias
+        corrections, a scheduled learning rate). A graph-compiling backend would bake a
+        Python number into its graph as a constant and compile a new graph every step: there
+        it is a 0-d tensor, an input of one graph that every step reuses (one per value and
+        step, shared by the parameters). Host backends take the number."""
+        if like._backend.shares_host_memory:
+            return value
+        key = (value, like.device, like.dtype.name)
+        found = self._step_scalars.get(key)
+        if found is None:
+            array = np.array(value, dtype=like.dtype.numpy)
+            found = self._step_scalars[key] = from_numpy(array, like.device)
+        return found
+
+    def _update_in_place(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
+    ) -> bool:
+        """Update ``param`` and ``state`` in place with the backend's fused kernel when it has
+        one for this optimizer and these tensors (True), else leave both untouched (False):
+        :meth:`_update` then composes the new value from ops."""
+        return False
 
     def _update(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
@@ -185,7 +211,12 @@ class Optimizer:
             saved = {k: v for k, v in group.items() if k != "params"}
             saved["params"] = [positions[id(p)] for p in group["params"]]
             groups.append(saved)
-        return {"state": {i: dict(s) for i, s in self.state.items()}, "param_groups": groups}
+        # fused steps write the state tensors in place, so the snapshot takes copies
+        state = {
+            i: {k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()}
+            for i, s in self.state.items()
+        }
+        return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` gave, for the same parameters in the same order
@@ -249,5 +280,6 @@ class Optimizer:
                     f"{type(self).__name__}.load_state_dict: state {key!r} of "
                     f"{self.describe(param)} has shape {array.shape}, the parameter {param.shape}"
                 )
-            out[key] = array.to(param.device, param.dtype).detach()
+            # a copy: fused steps write the state in place, the caller's dict stays as it was
+            out[key] = array.to(param.device, param.dtype).detach().clone()
         return out

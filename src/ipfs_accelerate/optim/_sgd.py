@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ipfs_accelerate.hal._backend import SGDHyper
 from ipfs_accelerate.optim._optimizer import Optimizer, ParamsArg
-from ipfs_accelerate.tensor import Tensor
+from ipfs_accelerate.tensor import Tensor, zeros_like
+from ipfs_accelerate.tensor._autograd import bump_version
 
 __all__ = ["SGD"]
 
@@ -49,6 +51,32 @@ class SGD(Optimizer):
                 f"{group['momentum']!r}, dampening {group['dampening']!r}); nesterov=True",
             )
 
+    def _update_in_place(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
+    ) -> bool:
+        backend = param._backend
+        if "sgd_step" not in backend.fused:
+            return False
+        momentum = float(group["momentum"])
+        buffer = state.get("momentum_buffer") if momentum else None
+        first = bool(momentum) and buffer is None
+        if first:
+            buffer = zeros_like(param)
+        hyper = SGDHyper(
+            lr=float(group["lr"]),
+            momentum=momentum,
+            dampening=float(group["dampening"]),
+            weight_decay=float(group["weight_decay"]),
+            nesterov=bool(group["nesterov"]),
+            first_step=first,
+        )
+        if not backend.sgd_step(param, grad, buffer, hyper):
+            return False
+        if first:
+            state["momentum_buffer"] = buffer
+        bump_version(param)
+        return True
+
     def _update(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
     ) -> Tensor:
@@ -63,4 +91,4 @@ class SGD(Optimizer):
                 buffer = buffer * momentum + grad * (1.0 - float(group["dampening"]))
             state["momentum_buffer"] = buffer
             grad = grad + buffer * momentum if group["nesterov"] else buffer
-        return param - grad * float(group["lr"])
+        return param - grad * self._step_scalar(float(group["lr"]), param)

@@ -359,10 +359,12 @@ def _run_backward(root: Tensor, gradient: Tensor, retain_graph: bool) -> None:
         _check_usable(node)
     pending: dict[int, Tensor] = {id(root._grad_fn): gradient}
     leaves: dict[int, tuple[Tensor, Tensor]] = {}
+    sums = _Sums()
     for node in nodes:
         grad = pending.pop(id(node), None)
         if grad is None:
             continue
+        sums.hand_out(grad)
         grads = node.rule(grad, node)
         for edge, shape, dtype, g in zip(node.edges, node.shapes, node.dtypes, grads, strict=True):
             if edge is None or g is None:
@@ -377,15 +379,40 @@ def _run_backward(root: Tensor, gradient: Tensor, retain_graph: bool) -> None:
             if edge.__class__ is Node:
                 key = id(edge)
                 prev = pending.get(key)
-                pending[key] = g if prev is None else prev + g
+                pending[key] = g if prev is None else sums.add(prev, g)
             else:
                 leaf: Tensor = edge  # type: ignore[assignment]
                 prior = leaves.get(id(leaf))
-                leaves[id(leaf)] = (leaf, g if prior is None else prior[1] + g)
+                leaves[id(leaf)] = (leaf, g if prior is None else sums.add(prior[1], g))
         if not retain_graph:
             _release(node)
     for leaf, g in leaves.values():
         _accumulate(leaf, g, owned)
+
+
+class _Sums:
+    """Gradient sums the engine itself allocated, which it may add further terms into.
+
+    The first sum of two gradients is a new tensor (either term may be shared: a rule passes
+    its incoming gradient on to several operands); later terms are added into it in place
+    on host-memory backends, where a node or leaf with many consumers (a hidden state read by
+    the query, key, value and residual paths) would otherwise allocate a sum per term. A sum
+    leaves the engine's hands when it is given to a rule (which may pass it on)."""
+
+    def __init__(self) -> None:
+        self._owned: dict[int, Tensor] = {}  # keeps them alive: ids are never reused meanwhile
+
+    def add(self, total: Tensor, g: Tensor) -> Tensor:
+        if id(total) in self._owned and total._backend.shares_host_memory:
+            data = total._data
+            np.add(data, g._data, out=data)
+            return total
+        out = total + g
+        self._owned[id(out)] = out
+        return out
+
+    def hand_out(self, grad: Tensor) -> None:
+        self._owned.pop(id(grad), None)
 
 
 def _check_usable(node: Node) -> None:

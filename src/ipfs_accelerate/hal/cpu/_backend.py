@@ -17,8 +17,16 @@ from ipfs_accelerate.errors import (
     InvalidArgumentError,
     TensorOverflowError,
 )
-from ipfs_accelerate.hal._backend import Backend, BackendInfo, Scalar, Shape, host_cores
-from ipfs_accelerate.hal.cpu import _math
+from ipfs_accelerate.hal._backend import (
+    AdamWHyper,
+    Backend,
+    BackendInfo,
+    Scalar,
+    SGDHyper,
+    Shape,
+    host_cores,
+)
+from ipfs_accelerate.hal.cpu import _math, _optim
 from ipfs_accelerate.hal.cpu._quantized import quantized_linear
 from ipfs_accelerate.tensor._creation import checked_cast
 from ipfs_accelerate.tensor._dtype import DTYPES, DType
@@ -105,8 +113,9 @@ class CPUBackend(Backend):
 
     name: ClassVar[str] = "cpu"
     fused: ClassVar[frozenset[str]] = frozenset(
-        {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear", "index_add"}
-    )
+        {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear", "index_add",
+         "adamw_step", "sgd_step"}
+    )  # fmt: skip
     shares_host_memory: ClassVar[bool] = True
 
     def __init__(self) -> None:
@@ -146,6 +155,10 @@ class CPUBackend(Backend):
         return data
 
     def full(self, shape: Shape, value: Scalar, dtype: DType) -> Array:
+        if value == 0 and math.copysign(1.0, value) > 0:
+            # calloc'd: the OS hands out zeroed pages as they are first written, so a large
+            # zero tensor (an embedding's gradient before index_add) costs no pass of its own
+            return np.zeros(shape, dtype=dtype.numpy)
         return np.full(shape, value, dtype=dtype.numpy)
 
     def arange(self, start: Scalar, step: Scalar, size: int, dtype: DType) -> Array:
@@ -342,6 +355,30 @@ class CPUBackend(Backend):
         if bias is not None:
             out += bias._data
         return out.reshape(*data.shape[:-1], w.shape[0])
+
+    def adamw_step(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+        max_exp_avg_sq: Tensor | None,
+        hyper: AdamWHyper,
+    ) -> bool:
+        return _optim.adamw_step(
+            param._data,
+            grad._data,
+            exp_avg._data,
+            exp_avg_sq._data,
+            None if max_exp_avg_sq is None else max_exp_avg_sq._data,
+            hyper,
+        )
+
+    def sgd_step(
+        self, param: Tensor, grad: Tensor, momentum_buffer: Tensor | None, hyper: SGDHyper
+    ) -> bool:
+        buffer = None if momentum_buffer is None else momentum_buffer._data
+        return _optim.sgd_step(param._data, grad._data, buffer, hyper)
 
     def quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Array:
         return quantized_linear(x._data, weight, None if bias is None else bias._data)

@@ -1,0 +1,168 @@
+"""Optimizer updates in place on numpy arrays: no per-op temporaries, cache-sized pieces.
+
+The arithmetic follows torch.optim's single-tensor loops operation for operation, in the same
+order, so results equal torch's as the composed updates do. What changes is the memory
+traffic: a parameter is updated piece by piece (CHUNK elements), every pass of the update
+over one piece before the next, through one scratch piece per thread and dtype that is
+reused across pieces, parameters and steps; nothing is allocated per step.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import numpy as np
+
+from ipfs_accelerate.hal._backend import AdamWHyper, SGDHyper
+
+Array = np.ndarray[Any, Any]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Scratch(threading.local):
+    def __init__(self) -> None:
+        self.buffers: dict[np.dtype[Any], Array] = {}
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch(like: Array) -> Array:
+    """A C-contiguous array of ``like``'s shape and dtype, this thread's to overwrite."""
+    flat = _SCRATCH.buffers.get(like.dtype)
+    if flat is None or flat.size < like.size:
+        flat = np.empty(like.size, like.dtype)
+        _SCRATCH.buffers[like.dtype] = flat
+    return flat[: like.size].reshape(like.shape)
+
+
+def _writable(*arrays: Array | None) -> bool:
+    first = arrays[0]
+    assert first is not None
+    for a in arrays:
+        if a is None:
+            continue
+        if (
+            a.__class__ is not np.ndarray
+            or a.dtype != first.dtype
+            or a.dtype not in _FLOATS
+            or not a.flags.writeable
+            or 0 in a.strides  # a broadcast view: one memory cell behind many entries
+        ):
+            return False
+    return True
+
+
+def adamw_step(
+    param: Array,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    max_exp_avg_sq: Array | None,
+    hyper: AdamWHyper,
+) -> bool:
+    if not _writable(param, exp_avg, exp_avg_sq, max_exp_avg_sq) or grad.dtype != param.dtype:
+        return False
+    if _shares_memory(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
+        return False
+    arrays = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    for p, g, m, v, v_max in _chunks(arrays):
+        _adamw_chunk(p, g, m, v, v_max, _scratch(p), hyper)
+    return True
+
+
+def _adamw_chunk(
+    param: Array,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    max_exp_avg_sq: Array | None,
+    tmp: Array,
+    hyper: AdamWHyper,
+) -> None:
+    if hyper.weight_decay:
+        np.multiply(param, 1.0 - hyper.lr * hyper.weight_decay, out=param)
+    np.subtract(grad, exp_avg, out=tmp)  # torch's lerp: m + w * (g - m) for w < 0.5
+    tmp *= 1.0 - hyper.beta1
+    exp_avg += tmp
+    exp_avg_sq *= hyper.beta2
+    np.multiply(grad, grad, out=tmp)
+    tmp *= 1.0 - hyper.beta2
+    exp_avg_sq += tmp
+    second = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        second = max_exp_avg_sq
+    np.sqrt(second, out=tmp)
+    tmp /= math.sqrt(1.0 - hyper.beta2**hyper.step)
+    tmp += hyper.eps
+    np.divide(exp_avg, tmp, out=tmp)
+    tmp *= hyper.lr / (1.0 - hyper.beta1**hyper.step)
+    param -= tmp
+
+
+#: elements per cache-sized piece: the dozen passes of an update over one piece stay in the
+#: core's cache instead of streaming the whole parameter through memory a dozen times
+CHUNK = 1 << 15
+
+
+def _chunks(arrays: tuple[Array | None, ...]) -> list[tuple[Any, ...]]:
+    """The arrays cut into matching flat pieces of CHUNK elements (whole, where one is not
+    C-contiguous and so has no flat view to cut)."""
+    size = arrays[0].size if arrays[0] is not None else 0
+    if size <= CHUNK or not all(a is None or a.flags.c_contiguous for a in arrays):
+        return [arrays]
+    flat = [None if a is None else a.reshape(-1) for a in arrays]
+    return [
+        tuple(None if a is None else a[start : start + CHUNK] for a in flat)
+        for start in range(0, size, CHUNK)
+    ]
+
+
+def sgd_step(param: Array, grad: Array, buffer: Array | None, hyper: SGDHyper) -> bool:
+    if not _writable(param, buffer) or grad.dtype != param.dtype:
+        return False
+    if _shares_memory(param, grad, buffer):
+        return False
+    for p, g, b in _chunks((param, grad, buffer)):
+        _sgd_chunk(p, g, b, _scratch(p), hyper)
+    return True
+
+
+def _sgd_chunk(
+    param: Array, grad: Array, buffer: Array | None, tmp: Array, hyper: SGDHyper
+) -> None:
+    direction = grad
+    if hyper.weight_decay:
+        np.multiply(param, hyper.weight_decay, out=tmp)
+        tmp += grad
+        direction = tmp
+    if buffer is not None:
+        if hyper.first_step:
+            np.copyto(buffer, direction)
+        else:
+            buffer *= hyper.momentum
+            if hyper.dampening:
+                np.multiply(direction, 1.0 - hyper.dampening, out=tmp)
+                buffer += tmp
+            else:
+                buffer += direction
+        if hyper.nesterov:  # dampening is 0 here, so tmp still holds the direction
+            if direction is grad:
+                np.copyto(tmp, grad)
+            tmp += buffer * hyper.momentum
+            direction = tmp
+        else:
+            direction = buffer
+    np.multiply(direction, hyper.lr, out=tmp)
+    param -= tmp
+
+
+def _shares_memory(*arrays: Array | None) -> bool:
+    """Whether two of the arrays overlap (an in-place write would change the other's input)."""
+    present = [a for a in arrays if a is not None]
+    # bounds only (cheap): parameters interleaved in one buffer are refused, never wrong
+    return any(np.may_share_memory(a, b) for i, a in enumerate(present) for b in present[i + 1 :])
