@@ -21,6 +21,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ipfs_accelerate.models.pipelines import TranscriptSegment
+from ipfs_accelerate.models.pipelines._speech import subtitles
 
 from ._decode import decode_audio
 from ._errors import ServeError, brief, error_body
@@ -224,7 +225,7 @@ async def _speech(request: Request, task: str) -> Response:
     if fmt == "text":
         return PlainTextResponse(text + "\n")
     if fmt in ("srt", "vtt"):
-        return PlainTextResponse(_subtitles(segments, fmt), media_type="text/plain")
+        return PlainTextResponse(subtitles(segments, fmt), media_type="text/plain")
     usage = {"type": "duration", "seconds": math.ceil(duration)}
     if fmt == "json":
         return _json({"text": text, "usage": usage})
@@ -342,28 +343,6 @@ def _transcribe(
     samples, rate = decode_audio(data, config, name)
     segments = pipeline.transcribe_segments((samples, rate), language, task, **options)
     return segments, len(samples) / rate
-
-
-def _timestamp(seconds: float, separator: str) -> str:
-    millis = round(seconds * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
-
-
-def _subtitles(segments: list[Any], fmt: str) -> str:
-    separator = "," if fmt == "srt" else "."
-    lines = [] if fmt == "srt" else ["WEBVTT", ""]
-    for number, segment in enumerate(segments, start=1):
-        if fmt == "srt":
-            lines.append(str(number))
-        lines.append(
-            f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}"
-        )
-        lines.append(segment.text.strip())
-        lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 def routes() -> list[Route]:

@@ -122,6 +122,31 @@ class TranscriptSegment:
         return " ".join(t for t in (s.text.strip() for s in segments) if t)
 
 
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def subtitles(segments: Sequence[TranscriptSegment], fmt: str) -> str:
+    """``segments`` as SubRip (``fmt="srt"``) or WebVTT (``"vtt"``) subtitles."""
+    if fmt not in ("srt", "vtt"):
+        raise InvalidArgumentError(f"subtitle format must be 'srt' or 'vtt', got {fmt!r}")
+    separator = "," if fmt == "srt" else "."
+    lines = [] if fmt == "srt" else ["WEBVTT", ""]
+    for number, segment in enumerate(segments, start=1):
+        if fmt == "srt":
+            lines.append(str(number))
+        lines.append(
+            f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}"
+        )
+        lines.append(segment.text.strip())
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 class SpeechRecognizer(_Pipeline):
     """Whisper speech recognition: greedy decoding with a KV cache.
 
