@@ -194,3 +194,83 @@ def test_stream_with_bad_audio_is_an_http_error(client: openai.OpenAI) -> None:
             model=NAME, file=("a.wav", b"RIFF not a wav"), stream=True
         )
     assert info.value.body["param"] == "file"
+
+
+# ----------------------------------------------------------------------------- WebSocket
+
+
+def _ws_url(served: _Served, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"model": NAME, **params}.items())
+    return served.url.replace("http://", "ws://") + "/v1/audio/stream?" + query
+
+
+def _receive_all(connection: Any) -> list[dict[str, Any]]:
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+
+    events = []
+    try:
+        while True:
+            events.append(json.loads(connection.recv(timeout=60)))
+    except ConnectionClosed:
+        return events
+
+
+def test_websocket_streams_committed_text_paced_like_a_microphone(served: _Served) -> None:
+    import time
+
+    from websockets.sync.client import connect
+
+    pcm = np.round(speech_like(3.0, seed=2) * 32767).astype("<i2")
+    frames = [pcm[i : i + RATE // 2] for i in range(0, len(pcm), RATE // 2)]
+    with connect(_ws_url(served, language="en"), additional_headers=_auth()) as ws:
+        for frame in frames:
+            ws.send(frame.tobytes())
+            time.sleep(0.05)  # paced; what is asserted is the content
+        ws.send('{"type": "end"}')
+        events = _receive_all(ws)
+        assert ws.close_code == 1000
+    local = list(served.pipeline.transcribe_stream(iter(frames), "en"))
+    expected = [(e.type, e.text) for e in local if e.type != "done"]
+    assert [(e["type"].removeprefix("transcript."), e["text"]) for e in events[:-1]] == expected
+    assert events[-1] == {"type": "transcript.done", "text": local[-1].text}
+    assert any(e["type"] == "transcript.committed" for e in events)
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def test_websocket_text_where_audio_belongs_is_an_error_and_a_close(served: _Served) -> None:
+    from websockets.sync.client import connect
+
+    with connect(_ws_url(served), additional_headers=_auth()) as ws:
+        ws.send(np.zeros(800, dtype="<i2").tobytes())
+        ws.send("hello")
+        events = _receive_all(ws)
+        assert ws.close_code == 1008
+    assert events[-1]["type"] == "error" and events[-1]["error"]["param"] == "frame"
+    with connect(_ws_url(served, format="f32le"), additional_headers=_auth()) as ws:
+        ws.send(b"\x00" * 6)  # not a whole float32 sample
+        events = _receive_all(ws)
+        assert ws.close_code == 1008 and "6 bytes" in events[-1]["error"]["message"]
+    with connect(_ws_url(served, sample_rate="0"), additional_headers=_auth()) as ws:
+        events = _receive_all(ws)
+        assert ws.close_code == 1008 and events[-1]["error"]["param"] == "sample_rate"
+
+
+def test_websocket_key_and_a_client_that_stops_midway(served: _Served) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus):
+        connect(_ws_url(served), additional_headers={"Authorization": "Bearer sk-wrong"})
+    with connect(_ws_url(served, language="en"), additional_headers=_auth()) as ws:
+        ws.send(np.zeros(RATE, dtype="<i2").tobytes())  # one decode's worth, then gone
+    # the server is not stuck on the abandoned stream: a new one runs to its end
+    with connect(_ws_url(served, language="en"), additional_headers=_auth()) as ws:
+        ws.send(np.zeros(RATE // 4, dtype="<i2").tobytes())
+        ws.send('{"type": "end"}')
+        events = _receive_all(ws)
+    assert events[-1]["type"] == "transcript.done"
