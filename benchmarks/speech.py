@@ -17,8 +17,9 @@ the agreement column says whether the segments (tokens and times) are equal.
 chunks, local agreement): the file is replayed as if it arrived in real time (chunk i at
 i + 1 s; a decode starts when its chunk has arrived and the previous decode is done, and
 takes the compute time measured for it), and each committed word's lag is the moment it was
-committed minus the moment its audio ended (at the latest, the audio received so far). Median and p95 over the words; the target is
-p95 <= 2 s (recorded as p95 / 2 s, lower is better). There is no peer in this figure (the
+committed minus the moment its audio ended (at the latest, the audio received so far).
+Median and p95 over the words; the target is p95 <= 2 s (recorded as p95 / 2 s, lower is
+better). There is no peer in this figure (the
 whisper_streaming project is not installed here): it is ours alone, against the target.
 
 Contenders alternate in rounds and each figure is the best round. The real-time factor is
