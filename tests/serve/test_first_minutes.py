@@ -25,7 +25,8 @@ GENERATION_ROUTES = {"/v1/chat/completions", "/v1/completions", "/rerank", "/pre
 
 
 def _mounted(app: Any) -> dict[str, set[str]]:
-    return {r.path_format: set(r.methods) - {"HEAD"} for r in app.routes}
+    # a WebSocket route (/v1/audio/stream) has no HTTP methods
+    return {r.path_format: set(getattr(r, "methods", None) or ()) - {"HEAD"} for r in app.routes}
 
 
 def test_index_lists_models_and_the_routes_serving_them(server: Running) -> None:

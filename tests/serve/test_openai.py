@@ -139,11 +139,12 @@ def test_transcription_errors_are_openai_errors(client: openai.OpenAI) -> None:
         )
     assert bad.value.code == "invalid_value" and bad.value.body["param"] == "file"
     assert "could not be decoded" in bad.value.message
-    with pytest.raises(openai.BadRequestError) as prompt:
+    with pytest.raises(openai.BadRequestError) as words:
         client.audio.transcriptions.create(
-            model="tiny-whisper", file=("a.wav", wav_bytes()), prompt="Hello"
-        )
-    assert prompt.value.body["param"] == "prompt"
+            model="tiny-whisper", file=("a.wav", wav_bytes()), response_format="verbose_json",
+            timestamp_granularities=["word"],
+        )  # fmt: skip
+    assert "timestamp tokens" in words.value.message
     with pytest.raises(openai.BadRequestError) as language:
         client.audio.transcriptions.create(
             model="tiny-whisper", file=("a.wav", wav_bytes()), language="xx"

@@ -460,11 +460,30 @@ def transcribe(
     ],
     language: Annotated[
         str | None,
-        typer.Option("--language", help="Spoken language (en, french...); default: detected."),
+        typer.Option(
+            "--language", help="Spoken language (en, french...); auto (the default): detected."
+        ),
     ] = None,
     task: Annotated[
         str, typer.Option("--task", help="transcribe, or translate (into English).")
     ] = "transcribe",
+    timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--timestamps",
+            help="Segments at Whisper's timestamp tokens (needs a checkpoint that has them).",
+        ),
+    ] = False,
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="text, srt, vtt or json (srt/vtt imply --timestamps)."),
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream", help="Feed the file in 1 s chunks and print text as it is committed."
+        ),
+    ] = False,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "float32",
     segments: Annotated[
@@ -481,6 +500,16 @@ def transcribe(
         raise usage_error(f"--task must be transcribe or translate, got {task!r}")
     from ipfs_accelerate.errors import InvalidArgumentError
 
+    if output_format is not None and output_format not in ("text", "srt", "vtt", "json"):
+        raise usage_error(f"--format must be text, srt, vtt or json, got {output_format!r}")
+    if output_format == "json":
+        json_output = True
+    if language is not None and language.lower() == "auto":
+        language = None
+    if stream and (output_format not in (None, "text") or json_output):
+        raise usage_error("--stream prints text as it is committed: it takes no --format/--json")
+    timestamps = timestamps or output_format in ("srt", "vtt")
+
     _check_language(language)
     _check_files(audio)
     recognizer = load_pipeline(
@@ -491,11 +520,27 @@ def transcribe(
             recognizer._language_id(language)
         except InvalidArgumentError as exc:
             raise usage_error(f"--language {language}: {exc}") from None
+    if stream:
+        for path in audio:
+            _print_stream(recognizer, load_audio(str(path)), language, task)
+        return
+    options: dict[str, Any] = {"return_timestamps": True} if timestamps else {}
     results: list[dict[str, Any]] = []
     with steps("transcribing", len(audio)) as advance:
         for path in audio:
             samples = load_audio(str(path))  # resampled to SAMPLING_RATE
-            parts = recognizer.transcribe_segments((samples, SAMPLING_RATE), language, task)
+            try:
+                parts = recognizer.transcribe_segments(
+                    (samples, SAMPLING_RATE), language, task, **options
+                )
+            except InvalidArgumentError as exc:
+                raise usage_error(f"--timestamps: {exc}") from None
+            if output_format in ("srt", "vtt"):
+                from ipfs_accelerate.models.pipelines._speech import subtitles
+
+                print(subtitles(parts, output_format), end="")
+                advance(1)
+                continue
             text = TranscriptSegment.join(parts)
             results.append(
                 {
@@ -504,12 +549,20 @@ def transcribe(
                     "language": parts[0].language if parts else language,
                     "duration": len(samples) / SAMPLING_RATE,
                     "segments": [
-                        {"start": p.start, "end": p.end, "text": p.text, "language": p.language}
+                        {
+                            "start": p.start,
+                            "end": p.end,
+                            "text": p.text,
+                            "language": p.language,
+                            "tokens": p.tokens,
+                        }
                         for p in parts
                     ],
                 }
             )
             advance(1)
+    if output_format in ("srt", "vtt"):
+        return
     if json_output:
         print_json({"model": model, "device": recognizer.device, "task": task, "results": results})
         return
@@ -531,3 +584,22 @@ def transcribe(
                     part["text"].strip(),
                 )
             stdout.print(windows)
+
+
+def _print_stream(recognizer: Any, samples: Any, language: str | None, task: str) -> None:
+    """The file as if it arrived live, 1 s at a time: committed text printed as it is."""
+    from ipfs_accelerate.errors import InvalidArgumentError
+    from ipfs_accelerate.models.preprocessing.audio import SAMPLING_RATE
+
+    chunks = (samples[i : i + SAMPLING_RATE] for i in range(0, len(samples), SAMPLING_RATE))
+    try:
+        events = recognizer.transcribe_stream(chunks, language, task)
+        printed = False
+        for event in events:
+            if event.type == "committed" and event.text:
+                sys.stdout.write((" " if printed else "") + event.text)
+                sys.stdout.flush()
+                printed = True
+    except InvalidArgumentError as exc:
+        raise usage_error(f"--stream: {exc}") from None
+    sys.stdout.write("\n")

@@ -255,7 +255,9 @@ def _print_served(app_: Any, url: str) -> None:
     stderr.print("routes:")
     kinds = [served.kind for served in state.registry]
     for route, doc in served_routes(app_.routes, kinds):
-        methods = ",".join(sorted(m for m in route.methods if m != "HEAD"))
+        # a WebSocket route has no HTTP methods
+        methods = ",".join(sorted(m for m in getattr(route, "methods", None) or ("WS",)))
+        methods = ",".join(m for m in methods.split(",") if m != "HEAD")
         stderr.print(
             f"  {methods:<4} {escape(route.path_format):<32} {doc.api}: {doc.summary}",
             soft_wrap=True,

@@ -49,6 +49,10 @@ class _Guard:
         self.state = state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # the same key as HTTP; a refused handshake is closed before it is accepted
+        if scope["type"] == "websocket" and self._check_key(scope, scope.get("path", "")):
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -253,7 +257,7 @@ def create_app(
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from . import _completions, _index, _kserve, _openai, _tei
+    from . import _completions, _index, _kserve, _openai, _speech_ws, _tei
 
     config = config or ServerConfig()
     owns = registry is None
@@ -298,12 +302,13 @@ def create_app(
         yield
         await state.close()
 
-    routes: Sequence[Route] = [
+    routes: Sequence[Any] = [
         *_index.routes(PUBLIC_PATHS),
         *_openai.routes(),
         *_completions.routes(),
         *_tei.routes(),
         *_kserve.routes(),
+        *_speech_ws.routes(),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     _index.check_documented(routes)  # `/` and /openapi.json describe exactly these

@@ -69,6 +69,11 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
     "/v1/audio/translations": RouteDoc(
         "OpenAI", "Translate an audio file into English text.", _SPEECH, "multipart/form-data"
     ),
+    "/v1/audio/stream": RouteDoc(
+        "server",
+        "Live transcription over a WebSocket (binary PCM in, JSON events out).",
+        _SPEECH,
+    ),
     "/embed": RouteDoc("TEI", "Embed text.", _EMBEDDING, "application/json"),
     "/embed_all": RouteDoc(
         "TEI", "Every token's embedding, without pooling.", _EMBEDDING, "application/json"
@@ -119,7 +124,7 @@ def served_routes(mounted: Iterable[Any], kinds: Iterable[str]) -> list[tuple[An
 
 
 def _methods(route: Any) -> list[str]:
-    return sorted(m for m in (route.methods or ()) if m != "HEAD")
+    return sorted(m for m in (getattr(route, "methods", None) or ()) if m != "HEAD")
 
 
 def index_document(state: ServerState, mounted: Sequence[Any]) -> dict[str, Any]:

@@ -3,20 +3,28 @@
 
 Bodies and errors follow OpenAI's API reference. What this server cannot honour is refused
 with a 400 naming the parameter, never ignored: ``dimensions`` above the model's or below 1,
-``prompt``, a non-zero ``temperature``, word timestamps.
+a ``temperature`` outside 0..1, word timestamps on a checkpoint without timestamp tokens and
+alignment heads, a ``prompt`` on one without ``<|startofprev|>``.
+
+Speech: ``temperature`` 0 decodes greedily; above 0 it samples at that temperature (seeded,
+no fallback schedule). ``prompt`` primes the first window as Whisper's initial prompt.
+``stream=true`` answers with server-sent events: one ``transcript.text.delta`` per segment as
+each 30 s window is decoded, then ``transcript.text.done`` with the whole text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
 from typing import TYPE_CHECKING, Any
 
 from ipfs_accelerate.models.pipelines import TranscriptSegment
+from ipfs_accelerate.models.pipelines._speech import subtitles
 
 from ._decode import decode_audio
-from ._errors import ServeError, brief
+from ._errors import ServeError, brief, error_body
 from ._models import l2_normalize
 from ._requests import dimensions_field, embedding_inputs, json_object, read_json
 from ._state import INLINE_RESPONSE_VALUES, ServerState, state_of
@@ -156,75 +164,164 @@ async def _speech(request: Request, task: str) -> Response:
                 param="response_format",
             )
         language = _text_field(form.get("language")) if task == "transcribe" else None
-        if _text_field(form.get("prompt")):
-            raise ServeError(
-                "unsupported",
-                "'prompt' is not supported: this server decodes without a prompt",
-                param="prompt",
-            )
+        options: dict[str, Any] = {}
+        prompt = _text_field(form.get("prompt"))
+        if prompt is not None:
+            options["initial_prompt"] = prompt
         temperature = _text_field(form.get("temperature"))
         if temperature is not None:
             try:
                 value = float(temperature)
             except ValueError:
+                value = math.nan
+            if not 0.0 <= value <= 1.0:
                 raise ServeError(
                     "invalid_request",
-                    f"'temperature' must be a number, got {brief(temperature)}",
-                    param="temperature",
-                ) from None
-            if value != 0.0:
-                raise ServeError(
-                    "unsupported",
-                    f"temperature {value:g} is not supported: decoding is greedy (temperature 0)",
+                    f"'temperature' must be a number from 0 to 1, got {brief(temperature)}",
                     param="temperature",
                 )
+            options["temperature"] = value
         granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
-        if "word" in granularities:
+        for granularity in granularities:
+            if granularity not in ("word", "segment"):
+                raise ServeError(
+                    "invalid_request",
+                    "'timestamp_granularities[]' items must be 'word' or 'segment', got "
+                    f"{brief(granularity)}",
+                    param="timestamp_granularities",
+                )
+        if granularities and fmt != "verbose_json":
             raise ServeError(
-                "unsupported",
-                "word timestamps are not supported (segments are the 30 s decoding windows)",
+                "invalid_request",
+                "timestamp_granularities need response_format 'verbose_json'",
                 param="timestamp_granularities",
+            )
+        words = "word" in granularities
+        if words:
+            options["word_timestamps"] = True
+        stream = _text_field(form.get("stream")) in ("true", "True", "1")
+        if stream and fmt not in ("json", "text"):
+            raise ServeError(
+                "invalid_request",
+                f"stream=true answers with text events; response_format {fmt!r} cannot stream",
+                param="stream",
             )
         data = await upload.read()
         name = upload.filename or "file"
     finally:
         await form.close()
+    if model.pipeline.generation.has_timestamps:
+        # segments at Whisper's timestamp tokens where the checkpoint has them (else one
+        # segment per 30 s window), in every format so that they all say the same text
+        options["return_timestamps"] = True
+    if stream:
+        return await _speech_events(state, model, task, data, name, language, options)
     segments, duration = await state.run(
-        model, task, _transcribe, model.pipeline, state.config, data, name, language, task
-    )
+        model, task, _transcribe, model.pipeline, state.config, data, name, language, task,
+        options,
+    )  # fmt: skip
     state.metrics.inputs.labels(model.name, task).inc()
     text = TranscriptSegment.join(segments)
     if fmt == "text":
         return PlainTextResponse(text + "\n")
     if fmt in ("srt", "vtt"):
-        return PlainTextResponse(_subtitles(segments, fmt), media_type="text/plain")
+        return PlainTextResponse(subtitles(segments, fmt), media_type="text/plain")
     usage = {"type": "duration", "seconds": math.ceil(duration)}
     if fmt == "json":
         return _json({"text": text, "usage": usage})
     from ipfs_accelerate.models._languages import LANGUAGES
 
     language_code = segments[0].language if segments else "en"
-    return _json(
-        {
-            "task": task,
-            "language": LANGUAGES.get(language_code, language_code),
-            "duration": round(duration, 3),
-            "text": text,
-            "segments": [
-                {
-                    "id": i,
-                    "seek": round(s.start * 100),
-                    "start": round(s.start, 3),
-                    "end": round(s.end, 3),
-                    "text": s.text,
-                    "tokens": s.tokens,
-                    "temperature": 0.0,
-                }
-                for i, s in enumerate(segments)
-            ],
-            "usage": usage,
-        }
-    )
+    body: dict[str, Any] = {
+        "task": task,
+        "language": LANGUAGES.get(language_code, language_code),
+        "duration": round(duration, 3),
+        "text": text,
+        "segments": [
+            {
+                "id": i,
+                "seek": round(s.start * 100),
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "tokens": s.tokens,
+                "temperature": s.temperature,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for i, s in enumerate(segments)
+        ],
+        "usage": usage,
+    }
+    if words:
+        body["words"] = [
+            {"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+            for s in segments
+            for w in s.words
+        ]
+    return _json(body)
+
+
+async def _speech_events(
+    state: ServerState,
+    model: Any,
+    task: str,
+    data: bytes,
+    name: str,
+    language: str | None,
+    options: dict[str, Any],
+) -> Response:
+    """SSE: a ``transcript.text.delta`` per segment as its window is decoded, then
+    ``transcript.text.done``. Bad audio or arguments are still an HTTP error: the audio is
+    decoded and the first segment awaited before the response starts."""
+    from ._completions import _EventStream
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stopped = False
+
+    def work(pipeline: Any, config: Any) -> float:
+        samples, rate = decode_audio(data, config, name)
+        for segment in pipeline.iter_segments((samples, rate), language, task, **options):
+            if stopped:  # the client went away: stop decoding at the next window
+                break
+            loop.call_soon_threadsafe(queue.put_nowait, segment)
+        return len(samples) / rate
+
+    job = asyncio.ensure_future(state.run(model, task, work, model.pipeline, state.config))
+    job.add_done_callback(lambda _: queue.put_nowait(None))
+    first = await queue.get()
+    if first is None:
+        await job  # raises the request's error (bad audio, bad language, ...)
+
+    async def body() -> Any:
+        nonlocal stopped
+        texts: list[str] = []
+        item = first
+        try:
+            while item is not None:
+                delta = item.text.strip()
+                if delta:
+                    delta = (" " if texts else "") + delta
+                    texts.append(delta)
+                    yield _sse_event({"type": "transcript.text.delta", "delta": delta})
+                item = await queue.get()
+            await job
+            state.metrics.inputs.labels(model.name, task).inc()
+            yield _sse_event({"type": "transcript.text.done", "text": "".join(texts)})
+        except ServeError as error:
+            _, raw = error_body(error, "openai")
+            yield _sse_event({"type": "error", "error": json.loads(raw)["error"]})
+        finally:
+            stopped = True
+
+    return _EventStream(body())
+
+
+def _sse_event(data: dict[str, Any]) -> bytes:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return f"data: {text}\n\n".encode()
 
 
 def _text_field(value: Any) -> str | None:
@@ -235,33 +332,17 @@ def _text_field(value: Any) -> str | None:
 
 
 def _transcribe(
-    pipeline: Any, config: Any, data: bytes, name: str, language: str | None, task: str
+    pipeline: Any,
+    config: Any,
+    data: bytes,
+    name: str,
+    language: str | None,
+    task: str,
+    options: dict[str, Any],
 ) -> tuple[list[Any], float]:
     samples, rate = decode_audio(data, config, name)
-    segments = pipeline.transcribe_segments((samples, rate), language, task)
+    segments = pipeline.transcribe_segments((samples, rate), language, task, **options)
     return segments, len(samples) / rate
-
-
-def _timestamp(seconds: float, separator: str) -> str:
-    millis = round(seconds * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
-
-
-def _subtitles(segments: list[Any], fmt: str) -> str:
-    separator = "," if fmt == "srt" else "."
-    lines = [] if fmt == "srt" else ["WEBVTT", ""]
-    for number, segment in enumerate(segments, start=1):
-        if fmt == "srt":
-            lines.append(str(number))
-        lines.append(
-            f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}"
-        )
-        lines.append(segment.text.strip())
-        lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 def routes() -> list[Route]:

@@ -20,6 +20,7 @@ from ipfs_accelerate.models.pipelines._generate import TextGenerator
 from ipfs_accelerate.models.pipelines._rerank import Ranked, Reranker
 from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
 from ipfs_accelerate.models.pipelines._speech_decoding import WordTiming
+from ipfs_accelerate.models.pipelines._speech_stream import StreamEvent, StreamWord
 from ipfs_accelerate.models.pipelines._text import TextEmbedder
 from ipfs_accelerate.models.pipelines._vision import ImageClassifier, ZeroShotImageClassifier
 
@@ -28,6 +29,8 @@ __all__ = [
     "Ranked",
     "Reranker",
     "SpeechRecognizer",
+    "StreamEvent",
+    "StreamWord",
     "TextClassifier",
     "TextEmbedder",
     "TextGenerator",

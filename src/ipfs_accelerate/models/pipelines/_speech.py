@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
@@ -20,6 +20,12 @@ from ipfs_accelerate.models.pipelines._speech_decoding import (
     SpecialTokens,
     WordTiming,
     check_options,
+)
+from ipfs_accelerate.models.pipelines._speech_stream import (
+    LocalAgreementStream,
+    StreamEvent,
+    astream_events,
+    stream_events,
 )
 from ipfs_accelerate.models.preprocessing.audio import WhisperFeatureExtractor, load_audio
 from ipfs_accelerate.models.preprocessing.text import TextTokenizer
@@ -114,6 +120,31 @@ class TranscriptSegment:
     def join(segments: Sequence[TranscriptSegment]) -> str:
         """The transcript of consecutive segments: their texts, stripped, joined by spaces."""
         return " ".join(t for t in (s.text.strip() for s in segments) if t)
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def subtitles(segments: Sequence[TranscriptSegment], fmt: str) -> str:
+    """``segments`` as SubRip (``fmt="srt"``) or WebVTT (``"vtt"``) subtitles."""
+    if fmt not in ("srt", "vtt"):
+        raise InvalidArgumentError(f"subtitle format must be 'srt' or 'vtt', got {fmt!r}")
+    separator = "," if fmt == "srt" else "."
+    lines = [] if fmt == "srt" else ["WEBVTT", ""]
+    for number, segment in enumerate(segments, start=1):
+        if fmt == "srt":
+            lines.append(str(number))
+        lines.append(
+            f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}"
+        )
+        lines.append(segment.text.strip())
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 class SpeechRecognizer(_Pipeline):
@@ -507,6 +538,46 @@ class SpeechRecognizer(_Pipeline):
                 segment.end = segment.start + len(window) / rate
                 yield segment
             offset += len(window)
+
+    def transcribe_stream(
+        self,
+        chunks: Iterable[Any] | AsyncIterable[Any],
+        language: str | None = None,
+        task: str = "transcribe",
+        *,
+        sampling_rate: int = 16000,
+        min_chunk_s: float = 1.0,
+        trim_s: float = 15.0,
+        max_buffer_s: float = 28.0,
+        **options: Any,
+    ) -> Iterator[StreamEvent] | AsyncIterator[StreamEvent]:
+        """Transcribe audio as it arrives: ``chunks`` is an iterable (or async iterable) of
+        PCM arrays at ``sampling_rate`` Hz, each ``(samples,)`` or ``(samples, channels)``
+        (float in [-1, 1] or integer PCM), of any length, 0 included.
+
+        Yields :class:`StreamEvent` s (an async iterator for an async iterable, decoding in
+        a worker thread): after each ``min_chunk_s`` of new audio the unconfirmed buffer is
+        decoded with timestamps and the words two consecutive decodes agree on are
+        ``"committed"`` (never retracted); the rest is ``"tentative"``. When the chunks end,
+        the remaining buffer is decoded once more and committed in full, then ``"done"``
+        carries the whole committed text. The buffer is cut at the last committed word once
+        longer than ``trim_s`` and never exceeds ``max_buffer_s`` + ``min_chunk_s`` (see
+        :mod:`._speech_stream`). ``options`` are :meth:`iter_segments`' decoding options
+        (temperature schedule, thresholds, ``num_beams``, ...)."""
+        state = LocalAgreementStream(
+            self, sampling_rate, language, task, min_chunk_s=min_chunk_s, trim_s=trim_s,
+            max_buffer_s=max_buffer_s, options=options,
+        )  # fmt: skip
+        if language is not None:
+            self._language_id(language)
+        self._task_id(task)
+        if isinstance(chunks, AsyncIterable):
+            return astream_events(state, chunks)
+        if not isinstance(chunks, Iterable):
+            raise InvalidArgumentError(
+                f"chunks must be an iterable of audio arrays, got {type(chunks).__name__}"
+            )
+        return stream_events(state, chunks)
 
     def detect_language(self, audio: Any, *, sampling_rate: int | None = None) -> dict[str, float]:
         """The probability of each of the checkpoint's languages (code -> probability, most

@@ -1,0 +1,333 @@
+"""Streaming transcription: audio arrives in chunks, text is committed by local agreement.
+
+The policy is the one of Macháček, Dabre and Bojar, "Turning Whisper into Real-Time
+Transcription System" (2023, the whisper_streaming project): the unconfirmed audio buffer is
+decoded again each time enough new audio has arrived; the words on which two consecutive
+decodes agree (their longest common prefix, after the words already committed) are committed
+and never retracted; the rest is shown as tentative text. The buffer is trimmed at the end of
+the last committed word once it grows past ``trim_s``, so each decode sees at most about
+``trim_s`` plus the audio not yet agreed on, and a hard bound (``max_buffer_s``) commits the
+oldest words of the latest decode when the decodes keep disagreeing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ipfs_accelerate.errors import InvalidArgumentError, PreprocessingError
+from ipfs_accelerate.models.preprocessing.audio import load_audio
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.models.pipelines._speech import SpeechRecognizer, TranscriptSegment
+
+Array = np.ndarray[Any, Any]
+
+#: words that start this close before the committed end count as already heard
+_OVERLAP_S = 0.1
+
+
+@dataclass
+class StreamWord:
+    """One unit of a streamed transcript: a word (or a segment on checkpoints without
+    alignment heads) with its start/end in seconds from the start of the stream."""
+
+    text: str
+    start: float
+    end: float
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StreamEvent:
+    """What :meth:`SpeechRecognizer.transcribe_stream` yields.
+
+    ``type`` is ``"committed"`` (``words`` are final: they are never retracted and the next
+    committed event continues after them; ``text`` is their text), ``"tentative"`` (the
+    current guess for the audio after the committed words; the next tentative event replaces
+    it) or ``"done"`` (the stream ended; ``text`` and ``words`` are the whole committed
+    transcript).
+    ``start``/``end`` are the seconds from the start of the stream that ``words`` cover.
+    ``buffer_s`` is how many seconds of audio the decoder held when the event was made."""
+
+    type: Literal["committed", "tentative", "done"]
+    text: str
+    start: float
+    end: float
+    words: list[StreamWord] = field(default_factory=list)
+    buffer_s: float = 0.0
+
+
+def _key(word: StreamWord) -> str:
+    return word.text.strip()
+
+
+class LocalAgreementStream:
+    """The state of one stream (see the module docstring); feed it with :meth:`feed` and end
+    it with :meth:`finish`. Not thread-safe: one stream, one consumer."""
+
+    def __init__(
+        self,
+        recognizer: SpeechRecognizer,
+        sampling_rate: int,
+        language: str | None,
+        task: str,
+        *,
+        min_chunk_s: float = 1.0,
+        trim_s: float = 15.0,
+        max_buffer_s: float = 28.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        for name, value in (
+            ("min_chunk_s", min_chunk_s),
+            ("trim_s", trim_s),
+            ("max_buffer_s", max_buffer_s),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidArgumentError(f"{name} must be positive and finite, got {value!r}")
+        window_s = (
+            recognizer.feature_extractor.n_samples / recognizer.feature_extractor.sampling_rate
+        )
+        if not (min_chunk_s < trim_s < max_buffer_s and max_buffer_s + min_chunk_s <= window_s):
+            raise InvalidArgumentError(
+                "need min_chunk_s < trim_s < max_buffer_s and max_buffer_s + min_chunk_s <="
+                f" {window_s:g} (one window), got "
+                f"{min_chunk_s:g}, {trim_s:g}, {max_buffer_s:g}"
+            )
+        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, int):
+            raise InvalidArgumentError(f"sampling_rate must be an int, got {sampling_rate!r}")
+        for reserved in ("return_timestamps", "word_timestamps", "stream", "sampling_rate"):
+            if options and reserved in options:
+                raise InvalidArgumentError(f"transcribe_stream sets {reserved} itself")
+        gen = recognizer.generation
+        if not gen.has_timestamps:
+            raise InvalidArgumentError(
+                f"{recognizer.checkpoint.path.name}: streaming needs Whisper's timestamp tokens"
+                " (<|0.00|> ... after <|notimestamps|>) to know where committed text ends"
+            )
+        self.recognizer = recognizer
+        self.rate = sampling_rate
+        self.language = language
+        self.task = task
+        self.min_chunk = round(min_chunk_s * sampling_rate)
+        self.trim_s = float(trim_s)
+        self.max_buffer_s = float(max_buffer_s)
+        self.options = dict(options or {})
+        self.words_mode = bool(gen.alignment_heads)
+        # the buffer holds input-rate samples; it is resampled as a whole at each decode so
+        # that a chunk boundary never leaves a resampling seam
+        self._pieces: list[Array] = []
+        self._channels: int | None = None
+        self.buffer_start = 0.0  # seconds from the stream start of the buffer's first sample
+        self._buffered = 0
+        self._since_decode = 0
+        self.committed: list[StreamWord] = []
+        self._previous: list[StreamWord] = []  # the last decode's words not yet committed
+        #: the largest buffer any decode saw, in seconds (for tests and monitoring)
+        self.max_buffer_seen_s = 0.0
+        self.decodes = 0
+
+    # ------------------------------------------------------------------ input
+
+    def _check_chunk(self, chunk: Any) -> Array:
+        array = np.asarray(chunk)
+        if array.dtype.kind not in "fiu":
+            raise PreprocessingError(f"audio chunk must hold numbers, got dtype {array.dtype}")
+        if array.ndim not in (1, 2):
+            raise PreprocessingError(
+                f"audio chunk must be (samples,) or (samples, channels), got shape {array.shape}"
+            )
+        channels = 1 if array.ndim == 1 else array.shape[1]
+        if self._channels is None and array.size:
+            self._channels = channels
+        elif array.size and channels != self._channels:
+            raise PreprocessingError(
+                f"audio chunk has {channels} channel(s), the stream started with {self._channels}"
+            )
+        if array.dtype.kind in "iu":
+            # integer PCM scaled as load_audio does for arrays (full scale of the type)
+            info = np.iinfo(array.dtype)
+            array = array.astype(np.float32) / float(max(abs(info.min), info.max))
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise PreprocessingError("audio chunk holds NaN or infinite samples")
+        return array
+
+    def feed(self, chunk: Any) -> list[StreamEvent]:
+        """Add a chunk; decode each time ``min_chunk_s`` of new audio is buffered (a long
+        chunk is taken ``min_chunk_s`` at a time, so the buffer stays bounded)."""
+        array = self._check_chunk(chunk)
+        events: list[StreamEvent] = []
+        position = 0
+        while position < len(array):
+            take = min(len(array) - position, self.min_chunk - self._since_decode)
+            self._pieces.append(array[position : position + take])
+            position += take
+            self._buffered += take
+            self._since_decode += take
+            if self._since_decode >= self.min_chunk:
+                events.extend(self._step(final=False))
+        return events
+
+    def finish(self) -> list[StreamEvent]:
+        """The stream ended: decode the audio that came after the last decode, if any, and
+        commit everything not yet committed."""
+        if self._since_decode:
+            events = self._step(final=True)
+        elif self._previous:
+            # nothing arrived since the last decode: its tentative words are the final ones
+            rest, self._previous = self._previous, []
+            self.committed.extend(rest)
+            text, start, end = self._text(rest), rest[0].start, rest[-1].end
+            buffer_s = self._buffered / self.rate
+            events = [StreamEvent("committed", text, start, end, rest, buffer_s)]
+        else:
+            events = []
+        text = self._text(self.committed)
+        end = self.committed[-1].end if self.committed else self.buffer_start
+        events.append(
+            StreamEvent("done", text, 0.0, end, list(self.committed), self._buffered / self.rate)
+        )
+        return events
+
+    # ------------------------------------------------------------------ decoding
+
+    def _text(self, words: list[StreamWord]) -> str:
+        # decoded together: a byte-level token may hold part of a character that the next
+        # word's first token completes
+        tokens = np.array([t for w in words for t in w.tokens], dtype=np.int64)
+        return self.recognizer._decode(tokens).strip()
+
+    def _buffer(self) -> Array:
+        if len(self._pieces) > 1:
+            self._pieces = [np.concatenate(self._pieces)]
+        return self._pieces[0] if self._pieces else np.zeros(0, dtype=np.float32)
+
+    def _decode(self, samples: Array) -> list[StreamWord]:
+        recognizer = self.recognizer
+        target = recognizer.feature_extractor.sampling_rate
+        mono = load_audio((samples, self.rate), target_rate=target)
+        segments: list[TranscriptSegment] = recognizer.transcribe_segments(
+            (mono, target),
+            self.language,
+            self.task,
+            return_timestamps=True,
+            word_timestamps=self.words_mode,
+            **self.options,
+        )
+        self.decodes += 1
+        offset = self.buffer_start
+        words: list[StreamWord] = []
+        for segment in segments:
+            if self.words_mode:
+                words.extend(
+                    StreamWord(w.word, w.start + offset, w.end + offset, list(w.tokens))
+                    for w in segment.words
+                )
+            elif segment.text.strip():
+                stamp = (recognizer.generation.no_timestamps or 0) + 1
+                tokens = [t for t in segment.tokens if t < stamp]
+                words.append(
+                    StreamWord(segment.text, segment.start + offset, segment.end + offset, tokens)
+                )
+        return words
+
+    def _new_words(self, words: list[StreamWord]) -> list[StreamWord]:
+        """The decode's words after what is committed: those starting after the committed
+        end, without a repeat of the committed tail (a word heard across a trim)."""
+        if not self.committed:
+            return words
+        last = self.committed[-1].end
+        fresh = [w for w in words if w.start >= last - _OVERLAP_S]
+        if fresh and abs(fresh[0].start - last) < 1.0:
+            tail = [_key(w) for w in self.committed[-5:]]
+            for n in range(min(len(tail), len(fresh)), 0, -1):
+                if tail[-n:] == [_key(w) for w in fresh[:n]]:
+                    return fresh[n:]
+        return fresh
+
+    def _step(self, *, final: bool) -> list[StreamEvent]:
+        samples = self._buffer()
+        self._since_decode = 0
+        buffer_s = len(samples) / self.rate
+        self.max_buffer_seen_s = max(self.max_buffer_seen_s, buffer_s)
+        words = self._new_words(self._decode(samples)) if len(samples) else []
+        if final:
+            agreed = words
+        else:
+            count = 0
+            for old, new in zip(self._previous, words, strict=False):
+                if _key(old) != _key(new):
+                    break
+                count += 1
+            agreed = words[:count]
+        rest = words[len(agreed) :]
+        stream_end = self.buffer_start + buffer_s
+        if not final and stream_end - self.buffer_start > self.max_buffer_s:
+            # the decodes keep disagreeing: commit the latest decode's words that end before
+            # the part of the buffer that trimming would keep
+            limit = stream_end - self.trim_s
+            forced = [w for w in rest if w.end <= limit]
+            agreed, rest = agreed + forced, rest[len(forced) :]
+        self._previous = rest
+        events: list[StreamEvent] = []
+        if agreed:
+            self.committed.extend(agreed)
+            events.append(
+                StreamEvent(
+                    "committed",
+                    self._text(agreed),
+                    agreed[0].start,
+                    agreed[-1].end,
+                    agreed,
+                    buffer_s,
+                )
+            )
+        if not final:
+            start = rest[0].start if rest else stream_end
+            end = rest[-1].end if rest else stream_end
+            events.append(StreamEvent("tentative", self._text(rest), start, end, rest, buffer_s))
+            self._trim(stream_end)
+        return events
+
+    def _trim(self, stream_end: float) -> None:
+        """Drop the buffered audio up to the last committed word once the buffer is longer
+        than ``trim_s``; past ``max_buffer_s`` with nothing to cut at, keep ``trim_s``."""
+        if stream_end - self.buffer_start <= self.trim_s:
+            return
+        cut = self.committed[-1].end if self.committed else self.buffer_start
+        if stream_end - cut > self.max_buffer_s:
+            cut = stream_end - self.trim_s
+            self._previous = [w for w in self._previous if w.start >= cut]
+        if cut <= self.buffer_start:
+            return
+        drop = min(self._buffered, round((cut - self.buffer_start) * self.rate))
+        samples = self._buffer()
+        self._pieces = [samples[drop:]]
+        self._buffered -= drop
+        self.buffer_start += drop / self.rate
+
+
+def stream_events(state: LocalAgreementStream, chunks: Iterable[Any]) -> Iterator[StreamEvent]:
+    for chunk in chunks:
+        yield from state.feed(chunk)
+    yield from state.finish()
+
+
+async def astream_events(
+    state: LocalAgreementStream, chunks: AsyncIterable[Any]
+) -> AsyncIterator[StreamEvent]:
+    """The async form: each decode runs in a worker thread so the event loop stays free."""
+    import asyncio
+
+    async for chunk in chunks:
+        for event in await asyncio.to_thread(state.feed, chunk):
+            yield event
+    for event in await asyncio.to_thread(state.finish):
+        yield event

@@ -1,0 +1,205 @@
+"""Streaming transcription (``SpeechRecognizer.transcribe_stream``): local agreement, commits
+never retracted, bounded buffer, awkward chunking.
+
+Two seeded checkpoints (tests/models/test_whisper_longform.py's timestamped tiny Whisper):
+
+* ``ours``: random weights. Each decode of a longer prefix of the audio may say something
+  else entirely (the encoder attends over the whole window), so what a stream commits is not
+  the offline transcript; what must hold is that nothing committed is ever retracted, the
+  final text is the committed events' text and the buffer stays bounded.
+* ``deaf``: the same checkpoint with the decoder's cross-attention output projections zeroed,
+  so every decode of every prefix is the same token sequence (timestamps included). There,
+  for audio within one untrimmed buffer, "the committed text at the end equals the offline
+  transcript" is a property of the streaming policy rather than of the weights: a policy that
+  commits twice, commits before two decodes agree on a word that later changes, or drops the
+  tail at the end fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ipfs_accelerate.errors import InvalidArgumentError, PreprocessingError
+from ipfs_accelerate.models.pipelines import SpeechRecognizer, StreamEvent
+from tests.models.test_whisper_longform import RATE, make_timestamped_whisper, speech_like
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def stamped_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_timestamped_whisper(tmp_path_factory.mktemp("whisper_stream"))
+
+
+@pytest.fixture(scope="module")
+def ours(stamped_dir: Path) -> SpeechRecognizer:
+    return SpeechRecognizer.from_pretrained(stamped_dir, device="cpu", sharing=False)
+
+
+@pytest.fixture(scope="module")
+def deaf(stamped_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SpeechRecognizer:
+    import shutil
+
+    from transformers import WhisperForConditionalGeneration
+
+    directory = tmp_path_factory.mktemp("whisper_deaf")
+    for item in stamped_dir.iterdir():
+        shutil.copy(item, directory / item.name)
+    model = WhisperForConditionalGeneration.from_pretrained(stamped_dir)
+    with torch.no_grad():
+        for layer in model.model.decoder.layers:
+            layer.encoder_attn.out_proj.weight.zero_()
+            layer.encoder_attn.out_proj.bias.zero_()
+    model.save_pretrained(directory, safe_serialization=True)
+    return SpeechRecognizer.from_pretrained(directory, device="cpu", sharing=False)
+
+
+def chunks_of(audio: np.ndarray, sizes: list[int]) -> Iterator[np.ndarray]:
+    position, index = 0, 0
+    while position < len(audio):
+        size = sizes[index % len(sizes)]
+        yield audio[position : position + size]
+        position += size
+        index += 1
+
+
+#: few tokens per decode keep each decode cheap; the policy is the same
+FAST = {"max_new_tokens": 24}
+
+
+def offline_tokens(recognizer: SpeechRecognizer, audio: Any, rate: int = RATE) -> list[int]:
+    segments = recognizer.transcribe_segments((audio, rate), "en", return_timestamps=True, **FAST)
+    return [t for s in segments for t in s.tokens if t < recognizer.generation.eos]
+
+
+def check_never_retracted(events: list[StreamEvent]) -> list[int]:
+    """Committed events only extend the transcript; ``done`` holds exactly what they
+    committed, in order. Returns the committed tokens."""
+    committed: list[int] = []
+    last_end = 0.0
+    for event in events:
+        if event.type == "committed":
+            assert event.words
+            assert event.words[0].start >= last_end - 0.1 - 1e-9
+            last_end = max(last_end, event.words[-1].end)
+            committed.extend(t for w in event.words for t in w.tokens)
+    assert events[-1].type == "done"
+    assert [e.type for e in events].count("done") == 1
+    assert [t for w in events[-1].words for t in w.tokens] == committed
+    return committed
+
+
+def test_committed_text_equals_offline_transcript_in_1s_chunks(deaf: SpeechRecognizer) -> None:
+    audio = speech_like(8.0, seed=3)
+    offline = offline_tokens(deaf, audio)
+    assert len(offline) >= 5
+    # the audio stays within trim_s: a trimmed buffer is new audio to a deaf decoder, which
+    # says its one sentence again (trimming is checked on the random weights below)
+    events = list(deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", **FAST))
+    assert check_never_retracted(events) == offline
+    # the words were committed while audio arrived, not all by the end-of-stream flush
+    committed = [e for e in events[:-2] if e.type == "committed"]
+    assert committed
+
+
+def test_random_weights_never_retract_and_end_with_everything_committed(
+    ours: SpeechRecognizer,
+) -> None:
+    audio = speech_like(8.0)
+    events = list(ours.transcribe_stream(chunks_of(audio, [RATE]), "en", **FAST))
+    assert check_never_retracted(events)
+    tentative = [e for e in events if e.type == "tentative"]
+    assert len(tentative) == 8  # one decode per second of audio
+    assert sum(e.type == "committed" for e in events) >= 2
+
+
+def test_buffer_stays_bounded_over_a_long_stream(ours: SpeechRecognizer) -> None:
+    """Four minutes fed in 20 s chunks, decoded every 8 s (few, short decodes keep the test
+    fast; a chunk is taken min_chunk_s at a time): the buffer any decode sees stays within
+    max_buffer_s + min_chunk_s while the stream moves on."""
+    seconds = 240.0
+    audio = speech_like(seconds, seed=7)
+    from ipfs_accelerate.models.pipelines._speech_stream import (
+        LocalAgreementStream,
+        stream_events,
+    )
+
+    state = LocalAgreementStream(
+        ours, RATE, "en", "transcribe", min_chunk_s=8.0, trim_s=12.0, max_buffer_s=20.0,
+        options={"max_new_tokens": 8},
+    )  # fmt: skip
+    events = list(stream_events(state, chunks_of(audio, [20 * RATE])))
+    check_never_retracted(events)
+    assert state.decodes == 30  # one per 8 s; the end adds none (no audio after the last)
+    assert 12.0 < state.max_buffer_seen_s <= 28.0 + 1e-6
+    assert max(e.buffer_s for e in events) <= 28.0 + 1e-6
+    assert state.buffer_start > seconds - 28.0  # trimmed all along, not only at the end
+
+
+def test_empty_varying_and_multichannel_chunks_equal_plain_1s_chunks(
+    deaf: SpeechRecognizer,
+) -> None:
+    audio = speech_like(4.0, seed=3)
+    plain = list(deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", **FAST))
+    # 0-length chunks, odd sizes: decodes still happen at each 1 s of audio
+    odd = [0, 1234, 0, 7000, 1, 16000, 333, 0, 5432]
+    varied = list(deaf.transcribe_stream(chunks_of(audio, odd), "en", **FAST))
+    assert [(e.type, e.text) for e in varied] == [(e.type, e.text) for e in plain]
+    # int16 stereo at 8 kHz with both channels equal: resampled and averaged like offline
+    pcm = np.round(audio[::2] * 32767).astype(np.int16)
+    stereo = np.stack([pcm, pcm], axis=1)
+    got = list(deaf.transcribe_stream(chunks_of(stereo, [4000]), "en", sampling_rate=8000, **FAST))
+    assert check_never_retracted(got) == offline_tokens(deaf, stereo, 8000)
+
+
+def test_stream_that_stops_midway_and_async_chunks(deaf: SpeechRecognizer) -> None:
+    audio = speech_like(3.5, seed=3)
+    events = list(deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", **FAST))
+    assert check_never_retracted(events) == offline_tokens(deaf, audio)
+
+    async def arriving() -> AsyncIterator[np.ndarray]:
+        for chunk in chunks_of(audio, [RATE]):
+            await asyncio.sleep(0)
+            yield chunk
+
+    async def collect() -> list[StreamEvent]:
+        stream = deaf.transcribe_stream(arriving(), "en", **FAST)
+        assert isinstance(stream, AsyncIterator)
+        return [event async for event in stream]
+
+    got = asyncio.run(collect())
+    assert [(e.type, e.text) for e in got] == [(e.type, e.text) for e in events]
+    # a consumer that stops early leaves nothing running: the generator just closes
+    partial = deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", **FAST)
+    assert isinstance(partial, Iterator)
+    next(partial)
+    partial.close()  # type: ignore[attr-defined]
+    # nothing at all: only "done", empty
+    assert [(e.type, e.text) for e in deaf.transcribe_stream(iter([]), "en")] == [("done", "")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "chunk", "error", "match"),
+    [
+        ({"trim_s": 40.0}, None, InvalidArgumentError, "trim_s"),
+        ({"min_chunk_s": 0.0}, None, InvalidArgumentError, "min_chunk_s"),
+        ({"max_buffer_s": float("nan")}, None, InvalidArgumentError, "max_buffer_s"),
+        ({"word_timestamps": True}, None, InvalidArgumentError, "word_timestamps"),
+        ({"language": "xx"}, None, InvalidArgumentError, "xx"),
+        ({}, np.full(10, np.nan, dtype=np.float32), PreprocessingError, "NaN"),
+        ({}, np.zeros((10, 2, 2), dtype=np.float32), PreprocessingError, "shape"),
+        ({}, np.array(["a"]), PreprocessingError, "dtype"),
+    ],
+)
+def test_bad_stream_arguments_raise_typed(
+    ours: SpeechRecognizer, kwargs: dict[str, Any], chunk: Any, error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        list(ours.transcribe_stream(iter([chunk if chunk is not None else np.zeros(10)]), **kwargs))
