@@ -178,19 +178,19 @@ def test_a_file_declaring_more_than_the_limit_is_refused_before_it_is_laid_out(
     """A handful of blocks can declare a file of fan**levels pieces: the limit is checked on
     the root's declared size before any piece of it is laid out (which was a list of every
     piece, built before the limit was looked at)."""
-    from ipfs_accelerate.content import _fetch as fetch_module
+    from ipfs_accelerate.content import _output as output_module
 
     blocks = _Blocks(tmp_path / "cache")
     root, size = _file_bomb(blocks, 40, 3)
     laid_out = 0
-    real_piece = fetch_module._Piece
+    real_piece = output_module._Piece
 
     def counting_piece(*args: object) -> object:
         nonlocal laid_out
         laid_out += 1
         return real_piece(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fetch_module, "_Piece", counting_piece)
+    monkeypatch.setattr(output_module, "_Piece", counting_piece)
     with pytest.raises(ContentLimitError, match="max_bytes"):
         _fetch_offline(blocks, root, tmp_path / "out",
                        limits=DirectoryLimits(max_bytes=size - 1))  # fmt: skip

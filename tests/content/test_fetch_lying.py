@@ -24,7 +24,7 @@ from ipfs_accelerate.content import (
     import_directory,
     publish,
 )
-from ipfs_accelerate.content import _fetch as _fetch_module
+from ipfs_accelerate.content import _sources as _sources_module
 from ipfs_accelerate.errors import (
     BlockVerificationError,
     CheckpointError,
@@ -493,7 +493,7 @@ def test_a_slow_gateway_is_demoted_once_measured_and_a_broken_one_skipped(
     try:
         _a_broken_gateway_is_skipped(honest, broken, fast, names[fast.url], tmp_path)
     finally:  # the breaker is process-wide: a later test's gateway may get this port
-        _fetch_module._BREAKERS.pop(f"gateway {broken.url}", None)
+        _sources_module._BREAKERS.pop(f"gateway {broken.url}", None)
     with pytest.raises(InvalidArgumentError, match="strategy must be one of .*'fastest'"):
         fetch(honest.root, gateways=[fast.url], cache_dir=tmp_path / "x", strategy="fastest")
 

@@ -13,42 +13,60 @@ Requests follow the trustless gateway specification: a block is
 ``GET /ipfs/<cid>?format=car`` with ``Accept: application/vnd.ipld.car`` (CAR v1, depth-first,
 no duplicates asked for, any order accepted). A kubo RPC API serves the same through
 ``POST /api/v0/block/get`` and ``POST /api/v0/dag/export``.
+
+The sources (gateways, a kubo node, their breakers and measurements) are in
+:mod:`._sources`; the output side (staged files, the export into place, the cached copies'
+listings, the staging folders) is in :mod:`._output`. This module fetches and verifies the
+DAG and runs a fetch in its staging folder.
 """
 
 from __future__ import annotations
 
-import base64
-import fcntl
 import http.client
-import json
 import os
 import shutil
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import Any, Final
 
 from ipfs_accelerate._paths import cache_dir as package_cache_dir
 from ipfs_accelerate.content._blockstore import FilesystemBlockstore
-from ipfs_accelerate.content._car import MAX_BLOCK_SIZE, CarReader
+from ipfs_accelerate.content._car import CarReader
 from ipfs_accelerate.content._cid import CID, DAG_PB, RAW, verify_block
-from ipfs_accelerate.content._dagpb import (
-    PBNode,
-    UnixFSData,
-    UnixFSType,
-    decode_node,
-    decode_unixfs,
-)
-from ipfs_accelerate.content._exporter import iter_directory, walk
+from ipfs_accelerate.content._dagpb import PBNode, UnixFSType, decode_node, decode_unixfs
+from ipfs_accelerate.content._exporter import iter_directory
 from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits, LimitCounter
+from ipfs_accelerate.content._output import (
+    _STAGING_PREFIX,
+    _claim_staging,
+    _entry_of,
+    _Exporter,
+    _Place,
+    _Sink,
+    _sweep_dead_stagings,
+    _unchanged,
+    _wait_all,
+)
+from ipfs_accelerate.content._sources import (
+    CAR_MEDIA_TYPE,
+    GATEWAYS_ENV,
+    KUBO_RPC_ENV,
+    RAW_MEDIA_TYPE,
+    SOURCE_STRATEGIES,
+    _check_base_url,
+    _Gateway,
+    _KuboRPC,
+    _order_sources,
+    _read_bounded,
+    _Source,
+    configured_gateways,
+    parse_ipfs_path,
+)
 from ipfs_accelerate.errors import (
     BlockVerificationError,
     CarFormatError,
@@ -63,14 +81,7 @@ from ipfs_accelerate.errors import (
     IpfsAccelerateError,
     UntrustedBlockError,
 )
-from ipfs_accelerate.resilience import (
-    BreakerConfig,
-    CircuitBreaker,
-    ResilienceConfig,
-    backoff_delay,
-    redact_url,
-)
-from ipfs_accelerate.resilience.balancing import STRATEGIES, make_strategy
+from ipfs_accelerate.resilience import ResilienceConfig, backoff_delay
 
 __all__ = [
     "CAR_MEDIA_TYPE",
@@ -83,340 +94,12 @@ __all__ = [
     "parse_ipfs_path",
 ]
 
-#: comma- or space-separated trustless gateway base URLs used when ``gateways=`` is not given
-GATEWAYS_ENV: Final = "IPFS_ACCELERATE_GATEWAYS"
-#: a kubo RPC API base URL (``http://127.0.0.1:5001``) used when ``rpc=`` is not given
-KUBO_RPC_ENV: Final = "IPFS_ACCELERATE_KUBO_RPC"
-CAR_MEDIA_TYPE: Final = "application/vnd.ipld.car"
-RAW_MEDIA_TYPE: Final = "application/vnd.ipld.raw"
-_CAR_ACCEPT: Final = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 #: blocks a CAR may send before the parent that links them (an unordered CAR), in bytes
 _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 #: what one waiting block costs beyond its bytes (its CID, the bytes and tuple objects, the
 #: dict slot), counted against _MAX_PENDING_BYTES so a flood of tiny blocks is bounded too
 _PENDING_OVERHEAD: Final = 512
-_MAX_PATH_SEGMENTS: Final = 256
-_COPY_FILE_RANGE: Final = hasattr(os, "copy_file_range")
-_STAGING_PREFIX: Final = ".ipfs-fetch.partial-"
-#: in each staging folder, locked by its fetch while it runs (see _sweep_dead_stagings)
-_STAGING_LOCK: Final = ".owner.lock"
-#: a staging folder without a lock file older than this is a fetch that died creating it
-_UNLOCKED_STAGING_AGE: Final = 3600.0
-#: answers to a CAR request that mean "no CARs here" (blocks-only gateways): blocks then
-_CAR_REFUSED: Final = frozenset({400, 406, 415, 501})
 ProgressCallback = Callable[[str, int, int], None]
-
-#: how sources are ordered for a fetch: the package's balancing strategies, or "ordered"
-#: (as configured: the kubo node, then the gateways in the order given)
-SOURCE_STRATEGIES: Final = ("ordered", *STRATEGIES)
-_EWMA_ALPHA: Final = 0.3  # the Router's default: a few requests move the average
-_MIB: Final = 1024 * 1024
-#: the slowest answer accepted, in bytes a second over a span of the fetch's timeout
-_MIN_RATE: Final = 1024
-_READ_STEP: Final = 1024 * 1024
-#: pieces of a file laid out and written at a time (memory stays bounded whatever a DAG's
-#: links multiply to)
-_WRITE_BATCH: Final = 4096
-
-_BREAKERS: dict[str, CircuitBreaker] = {}
-_STATES: dict[str, _SourceState] = {}
-_CHOOSERS: dict[str, Any] = {}
-_BREAKERS_LOCK = threading.Lock()
-
-
-def _breaker(name: str) -> CircuitBreaker:
-    """One breaker per source for the whole process, so a lying or dead gateway is skipped
-    by later fetches until its cooldown ends."""
-    with _BREAKERS_LOCK:
-        breaker = _BREAKERS.get(name)
-        if breaker is None:
-            breaker = CircuitBreaker(BreakerConfig(), provider="ipfs", name=name)
-            _BREAKERS[name] = breaker
-        return breaker
-
-
-class _SourceState:
-    """What the balancing strategies look at (``resilience.balancing.Candidate``), kept per
-    source for the whole process: requests in flight, and averages of successful requests'
-    time to the answer's headers (``ewma_ttfc``) and of their duration per MiB received
-    (``ewma_latency``: a small request's latency, a large one's inverse throughput)."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.weight = 1.0
-        self.ewma_latency: float | None = None
-        self.ewma_ttfc: float | None = None
-        self.wrr_current = 0.0
-        self.lock = threading.Lock()
-
-    def measured(self, seconds: float, first_byte: float, received: int) -> None:
-        cost = seconds / max(1.0, received / _MIB)
-        with self.lock:
-            if self.ewma_latency is None or self.ewma_ttfc is None:
-                self.ewma_latency, self.ewma_ttfc = cost, first_byte
-            else:
-                self.ewma_latency += _EWMA_ALPHA * (cost - self.ewma_latency)
-                self.ewma_ttfc += _EWMA_ALPHA * (first_byte - self.ewma_ttfc)
-
-
-def _state(name: str) -> _SourceState:
-    with _BREAKERS_LOCK:
-        return _STATES.setdefault(name, _SourceState())
-
-
-def _order_sources(sources: list[_Source], strategy: str) -> list[_Source]:
-    """The order a fetch tries ``sources`` in: sources whose breaker is open last (they are
-    refused without a request until their cooldown ends), the others as ``strategy`` picks
-    them one after another (``lowest_latency``: unmeasured ones first, in configured order,
-    so each gets measured, then the fastest measured)."""
-    remaining = [s for s in sources if not s.breaker.is_open]
-    opened = [s for s in sources if s.breaker.is_open]
-    if strategy == "ordered":
-        return remaining + opened
-    with _BREAKERS_LOCK:
-        chooser = _CHOOSERS.get(strategy)
-        if chooser is None:
-            chooser = _CHOOSERS[strategy] = make_strategy(strategy)
-    pool = [s.state for s in sources]
-    ordered: list[_Source] = []
-    while remaining:
-        with _BREAKERS_LOCK:  # strategies keep state (round robin's position, wrr weights)
-            pick = chooser.choose([s.state for s in remaining], pool, False)
-        chosen = next(s for s in remaining if s.state is pick)
-        ordered.append(chosen)
-        remaining.remove(chosen)
-    return ordered + opened
-
-
-class _CountingBody:
-    """A response body that counts the bytes read from it, and gives up on a source that
-    sends less than ``_MIN_RATE`` bytes a second over a span of ``timeout`` seconds (the
-    socket's timeout only catches silence: a byte now and then keeps it waiting for ever)."""
-
-    def __init__(self, body: BinaryIO, timeout: float, what: str, gateway: str) -> None:
-        self._body = body
-        self.received = 0
-        self._span = timeout
-        self._what = what
-        self._gateway = gateway
-        self._window_waited = 0.0
-        self._window_bytes = 0
-        # read1: at most one read from the socket per call, so the rate is checked between
-        self._read1: Callable[[int], bytes] = getattr(body, "read1", body.read)
-
-    def read(self, size: int = -1) -> bytes:
-        parts: list[bytes] = []
-        wanted = size if size >= 0 else None
-        got = 0
-        while wanted is None or got < wanted:
-            step = _READ_STEP if wanted is None else min(wanted - got, _READ_STEP)
-            started = time.monotonic()
-            part = self._read1(step)
-            if not part:
-                break
-            parts.append(part)
-            got += len(part)
-            self._progress(len(part), time.monotonic() - started)
-        self.received += got
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _progress(self, count: int, waited: float) -> None:
-        # only time spent waiting on the source counts: not this side's own pauses
-        # (hashing, writing, a full queue) between reads
-        self._window_bytes += count
-        self._window_waited += waited
-        if self._window_waited < self._span:
-            return
-        if self._window_bytes < _MIN_RATE * self._window_waited:
-            raise GatewayError(
-                f"{self._gateway}: {self._what}: too slow ({self._window_bytes} bytes in "
-                f"{self._window_waited:.1f} s, under {_MIN_RATE} bytes/s)",
-                gateway=self._gateway, retryable=True,
-            )  # fmt: skip
-        self._window_waited, self._window_bytes = 0.0, 0
-
-
-# ------------------------------------------------------------------------------ addresses
-
-
-def parse_ipfs_path(text: str | CID) -> tuple[CID, tuple[str, ...]]:
-    """``(root CID, path segments)`` of ``ipfs://<cid>/a/b``, ``/ipfs/<cid>/a/b`` or
-    ``<cid>/a/b`` (segments percent-decoded); InvalidCIDError or ContentPathError otherwise."""
-    if isinstance(text, CID):
-        return text, ()
-    if not isinstance(text, str):
-        raise InvalidArgumentError(
-            f"ipfs path: expected a string or CID, got {type(text).__name__}"
-        )
-    rest = text
-    if rest.startswith("ipfs://"):
-        rest = rest[len("ipfs://") :]
-    elif rest.startswith("/ipfs/"):
-        rest = rest[len("/ipfs/") :]
-    if "?" in rest or "#" in rest:
-        raise ContentPathError(f"ipfs path {text!r}: a query or fragment is not part of a path")
-    head, _, tail = rest.partition("/")
-    root = CID.parse(head)
-    segments = tuple(unquote(part) for part in tail.split("/") if part)
-    if len(segments) > _MAX_PATH_SEGMENTS:
-        raise ContentPathError(f"ipfs path {text!r}: more than {_MAX_PATH_SEGMENTS} segments")
-    for segment in segments:
-        if segment in (".", "..") or "/" in segment or "\0" in segment:
-            raise ContentPathError(f"ipfs path {text!r}: segment {segment!r} is not allowed")
-    return root, segments
-
-
-def _check_base_url(url: str, what: str) -> str:
-    if not isinstance(url, str):
-        raise ConfigurationError(f"{what}: expected a URL string, got {type(url).__name__}")
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"{what} {redact_url(url)!r}: not a valid URL ({_without(str(exc), url)})"
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{what} {redact_url(url)!r}: expected an http(s):// base URL")
-    if parts.query or parts.fragment:
-        raise ConfigurationError(f"{what} {redact_url(url)!r}: a base URL has no query")
-    return url.strip().rstrip("/")
-
-
-def _without(message: str, url: str) -> str:
-    """``message`` with any credentials of ``url`` cut out (urllib quotes the netloc)."""
-    try:
-        netloc = url.split("//", 1)[1].split("/", 1)[0]
-    except IndexError:
-        return message
-    userinfo, at, _ = netloc.rpartition("@")
-    return message.replace(userinfo, "***") if at and userinfo else message
-
-
-def configured_gateways(gateways: Sequence[str] | str | None = None) -> list[str]:
-    """The gateway base URLs: ``gateways`` when given, else ``$IPFS_ACCELERATE_GATEWAYS``,
-    else none (no network by default)."""
-    if gateways is None:
-        gateways = os.environ.get(GATEWAYS_ENV, "")
-    if isinstance(gateways, str):
-        gateways = gateways.replace(",", " ").split()
-    return [_check_base_url(url, "gateway") for url in gateways]
-
-
-def _split_credentials(url: str) -> tuple[str, str | None]:
-    """``url`` without its ``user:pass@`` and the basic Authorization header they make."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None
-    netloc = parts.netloc.rpartition("@")[2]
-    user, password = unquote(parts.username or ""), unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), f"Basic {token}"
-
-
-# -------------------------------------------------------------------------------- sources
-
-
-class _Source:
-    """One place blocks can come from; subclasses say how to ask it."""
-
-    def __init__(self, base: str, kind: str, timeout: float) -> None:
-        self.name = f"{kind} {redact_url(base)}"
-        # ``user:pass@`` is basic auth, sent in a header: left in the URL, urllib takes it for
-        # part of the host (asking DNS for it, and quoting it in its errors)
-        self.base, self._authorization = _split_credentials(base)
-        self.timeout = timeout
-        self.breaker = _breaker(self.name)
-        self.state = _state(self.name)
-        self.car_supported = True  # until it refuses one (a blocks-only trustless gateway)
-        self.requests = 0
-        self._lock = threading.Lock()
-
-    def _request(self, cid: CID, car: bool) -> urllib.request.Request:
-        raise NotImplementedError
-
-    def _expected_type(self, car: bool) -> str | None:
-        raise NotImplementedError
-
-    @contextmanager
-    def open(self, cid: CID, *, car: bool) -> Iterator[BinaryIO]:
-        """The response body for ``cid`` (its block, or its DAG as a CAR). A request whose
-        body was read to the caller's satisfaction is measured (see :class:`_SourceState`)."""
-        with self.state.lock:
-            self.state.in_flight += 1
-        try:
-            with self._open(cid, car=car) as body:
-                yield body
-        finally:
-            with self.state.lock:
-                self.state.in_flight -= 1
-
-    @contextmanager
-    def _open(self, cid: CID, *, car: bool) -> Iterator[BinaryIO]:
-        request = self._request(cid, car)
-        with self._lock:
-            self.requests += 1
-        if self._authorization is not None:
-            # not carried over to wherever a redirect points
-            request.add_unredirected_header("Authorization", self._authorization)
-        what = "CAR" if car else "block"
-        started = time.monotonic()
-        try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if car and exc.code in _CAR_REFUSED:
-                self.car_supported = False
-            retryable = exc.code in (408, 429) or exc.code >= 500
-            raise GatewayError(
-                f"{self.name}: {what} {cid}: HTTP {exc.code}", gateway=self.name,
-                retryable=retryable,
-            ) from None  # fmt: skip
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise GatewayError(
-                f"{self.name}: {what} {cid}: {type(reason).__name__}: {reason}",
-                gateway=self.name, retryable=True,
-            ) from None  # fmt: skip
-        with response:
-            expected = self._expected_type(car)
-            got = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if expected is not None and got != expected:
-                raise GatewayError(
-                    f"{self.name}: {what} {cid}: answered Content-Type {got or 'none'!r}, "
-                    f"not {expected!r} (not a trustless gateway, or an error page)",
-                    gateway=self.name,
-                )
-            first_byte = time.monotonic() - started
-            counted = _CountingBody(response, self.timeout, f"{what} {cid}", self.name)
-            yield counted  # type: ignore[misc]
-        self.state.measured(time.monotonic() - started, first_byte, counted.received)
-
-
-class _Gateway(_Source):
-    def __init__(self, base: str, timeout: float) -> None:
-        super().__init__(base, "gateway", timeout)
-
-    def _request(self, cid: CID, car: bool) -> urllib.request.Request:
-        fmt, accept = ("car", _CAR_ACCEPT) if car else ("raw", RAW_MEDIA_TYPE)
-        url = f"{self.base}/ipfs/{cid}?format={fmt}"
-        return urllib.request.Request(url, headers={"Accept": accept}, method="GET")
-
-    def _expected_type(self, car: bool) -> str | None:
-        return CAR_MEDIA_TYPE if car else RAW_MEDIA_TYPE
-
-
-class _KuboRPC(_Source):
-    def __init__(self, base: str, timeout: float) -> None:
-        super().__init__(base, "kubo rpc", timeout)
-
-    def _request(self, cid: CID, car: bool) -> urllib.request.Request:
-        command = "dag/export" if car else "block/get"
-        url = f"{self.base}/api/v0/{command}?arg={quote(str(cid))}"
-        return urllib.request.Request(url, data=b"", method="POST")
-
-    def _expected_type(self, car: bool) -> str | None:
-        return None  # kubo labels both as octet streams; the hashes are what is checked
 
 
 # ---------------------------------------------------------------------------------- fetch
@@ -436,121 +119,6 @@ class FetchResult:
     bytes_fetched: int
     sources: tuple[str, ...]
     errors: tuple[IpfsAccelerateError, ...] = ()
-
-
-
-@dataclass(frozen=True, slots=True)
-class _Place:
-    """Where a block belongs in the output: the entry at ``path`` (relative to the target,
-    ``""`` for the target itself) whose kind its own node will tell (``staged`` None), or
-    ``size`` bytes at ``offset`` of the staged file ``staged``."""
-
-    path: str
-    staged: int | None = None
-    offset: int = 0
-    size: int | None = None
-
-
-class _Sink:
-    """Where the output is assembled, in a staging folder beside its destination: each file
-    of the DAG is first a staged file that verified blocks are written into at their offsets
-    as they arrive; the export moves it into the tree, writes what is still missing and
-    renames the tree into place once the whole DAG has checked out. So a leaf's bytes are
-    written once, not into the block cache and then copied out of it again.
-
-    Leaves written here are not in the block cache: :meth:`read_back` reads one back
-    (hashed again), :meth:`keep` puts them in the cache when the fetch fails (so a resumed
-    fetch has them) and :meth:`copies` says where they are once the output is in place (the
-    cache records those places, see :meth:`FilesystemBlockstore.record_copies`)."""
-
-    def __init__(self, staging: Path) -> None:
-        self.root = staging / "root"
-        self._staged_dir = staging / "files"
-        self.staged: dict[tuple[str, bytes], int] = {}  # (path, file digest) -> staged id
-        self.locations: list[Path] = []  # staged id -> where that file is now
-        self.relative: list[str | None] = []  # staged id -> its path, once moved into the tree
-        self.written: dict[tuple[int, int], CID] = {}  # (staged id, offset) -> block there
-        self.leaves: dict[bytes, tuple[CID, int, int, int]] = {}  # cid, staged, offset, size
-        self._handles: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def target(self, path: str) -> Path:
-        return self.root / path if path else self.root
-
-    def stage(self, path: str, owner: bytes) -> int:
-        """The staged file of the file ``owner`` at ``path`` (created on first use)."""
-        with self._lock:
-            held = self.staged.get((path, owner))
-            if held is not None:
-                return held
-            number = len(self.locations)
-            self._staged_dir.mkdir(parents=True, exist_ok=True)
-            location = self._staged_dir / str(number)
-            self._handles[number] = os.open(location, os.O_WRONLY | os.O_CREAT, 0o644)
-            self.locations.append(location)
-            self.relative.append(None)
-            self.staged[(path, owner)] = number
-            return number
-
-    def write(self, staged: int, offset: int, cid: CID, data: bytes) -> None:
-        with self._lock:
-            handle = self._handles[staged]
-        os.pwrite(handle, data, offset)
-        with self._lock:
-            self.written[(staged, offset)] = cid
-            if cid.codec == RAW:
-                self.leaves.setdefault(cid.digest, (cid, staged, offset, len(data)))
-
-    def holds(self, staged: int, offset: int, digest: bytes) -> bool:
-        held = self.written.get((staged, offset))
-        return held is not None and held.digest == digest
-
-    def move(self, staged: int, relative: str) -> Path:
-        """Move a staged file to its place in the tree."""
-        target = self.target(relative)
-        os.replace(self.locations[staged], target)
-        self.locations[staged] = target
-        self.relative[staged] = relative
-        return target
-
-    def read_back(self, cid: CID) -> bytes | None:
-        """A leaf written here, hashed again (None when it is not, or no longer, here)."""
-        held = self.leaves.get(cid.digest)
-        if held is None:
-            return None
-        _, staged, offset, size = held
-        try:
-            with self.locations[staged].open("rb") as stream:
-                stream.seek(offset)
-                data = stream.read(size)
-            verify_block(cid, data)
-        except (OSError, BlockVerificationError):
-            return None
-        return data
-
-    def keep(self, store: FilesystemBlockstore) -> None:
-        """Put every leaf written here into the block cache (the fetch did not complete)."""
-        self.close()
-        for cid, *_ in list(self.leaves.values()):
-            data = self.read_back(cid)
-            if data is not None:
-                store.put_hashed(cid, data)
-
-    def copies(self, out: Path) -> list[tuple[CID, Path, int, int]]:
-        """Where each leaf written here is once the tree is renamed to ``out``."""
-        places = []
-        for (staged, offset), cid in self.written.items():
-            relative = self.relative[staged]
-            if cid.codec == RAW and relative is not None:
-                path = out / relative if relative else out
-                places.append((cid, path, offset, self.leaves[cid.digest][3]))
-        return places
-
-    def close(self) -> None:
-        with self._lock:
-            for handle in self._handles.values():
-                os.close(handle)
-            self._handles.clear()
 
 
 def _join(path: str, name: str) -> str:
@@ -982,242 +550,6 @@ def _tsize(data: bytes, cid: CID) -> int:
         return 0
 
 
-def _wait_all(futures: list[Future[Any]]) -> None:
-    """Wait for every future; the first failure (in order) is raised after the rest are
-    cancelled or finished, so no request outlives the call."""
-    error: BaseException | None = None
-    for future in futures:
-        if future.cancelled():
-            continue
-        try:
-            future.result()
-        except BaseException as exc:
-            if error is None:
-                error = exc
-                for other in futures:
-                    other.cancel()
-    if error is not None:
-        raise error
-
-
-def _read_bounded(body: BinaryIO, source: _Source, cid: CID) -> bytes:
-    try:
-        data = body.read(MAX_BLOCK_SIZE + 1)
-    except (OSError, http.client.HTTPException) as exc:
-        raise GatewayError(
-            f"{source.name}: block {cid}: {type(exc).__name__}: {exc}", gateway=source.name,
-            retryable=True,
-        ) from None  # fmt: skip
-    if len(data) > MAX_BLOCK_SIZE:
-        raise UntrustedBlockError(
-            f"{source.name}: block {cid} is larger than {MAX_BLOCK_SIZE} bytes",
-            gateway=source.name,
-        )
-    return data
-
-
-@dataclass(frozen=True, slots=True)
-class _Piece:
-    """Bytes of a file at ``offset``: a raw leaf, or the data inlined in a dag-pb node."""
-
-    cid: CID
-    offset: int
-    size: int
-    inline: bool
-
-
-class _Exporter:
-    """Writes UnixFS content from the blockstore. A file is laid out first (its dag-pb nodes
-    read, each child's bytes checked against its parent's ``blocksizes``, as
-    :func:`iter_file` does), then its pieces are written at their offsets in parallel. A
-    block this run hashed and wrote itself is not hashed again; any other is."""
-
-    def __init__(
-        self,
-        store: FilesystemBlockstore,
-        verified: set[bytes],
-        pool: ThreadPoolExecutor,
-        sink: _Sink,
-        counter: LimitCounter,
-    ) -> None:
-        self.store = store
-        self.verified = verified
-        self.pool = pool
-        self.sink = sink
-        self.counter = counter
-
-    def read(self, cid: CID) -> bytes:
-        if cid.digest in self.sink.leaves:
-            data = self.sink.read_back(cid)
-            if data is not None:
-                return data
-        return self.store.get(cid, verify=cid.digest not in self.verified)
-
-    def read_size(self, cid: CID) -> int:
-        """The size of a raw block held (without reading a cached block file)."""
-        if cid.digest not in self.sink.leaves:
-            try:
-                return self.store.path_of(cid).stat().st_size
-            except OSError:
-                pass
-        return len(self.read(cid))
-
-    def _node(self, cid: CID) -> tuple[PBNode, UnixFSData]:
-        node = decode_node(self.read(cid), f"block {cid}")
-        if node.data is None:
-            raise DagFormatError(f"block {cid}: dag-pb node without UnixFS Data")
-        unixfs = decode_unixfs(node.data, f"block {cid}, UnixFS Data")
-        if unixfs.type not in (UnixFSType.FILE, UnixFSType.RAW):
-            raise ContentError(f"block {cid}: UnixFS type {unixfs.type} is not a file")
-        if len(unixfs.blocksizes) != len(node.links):
-            raise DagFormatError(
-                f"block {cid}: {len(node.links)} links but {len(unixfs.blocksizes)} blocksizes"
-            )
-        return node, unixfs
-
-    def _layout(self, cid: CID, offset: int, depth: int) -> Generator[_Piece, None, int]:
-        """The file's pieces, lazily (a DAG may link one block many times, so a few blocks
-        can declare any number of pieces); returns the bytes they hold."""
-        if depth > 64:
-            raise DagFormatError(f"block {cid}: file DAG deeper than 64 levels")
-        node, unixfs = self._node(cid)
-        size = 0
-        if unixfs.data:
-            yield _Piece(cid, offset, len(unixfs.data), True)
-            size = len(unixfs.data)
-        for link, expected in zip(node.links, unixfs.blocksizes, strict=True):
-            if link.cid.codec == RAW:
-                yield _Piece(link.cid, offset + size, expected, False)  # length checked
-                produced = expected                                     # when written
-            else:
-                produced = yield from self._layout(link.cid, offset + size, depth + 1)
-            if produced != expected:
-                raise DagFormatError(
-                    f"block {cid}: child {link.cid} holds {produced} bytes, "
-                    f"its parent's blocksize says {expected}"
-                )
-            size += produced
-        return size
-
-    def _write_piece(self, handle: int, piece: _Piece) -> None:
-        if (
-            not piece.inline
-            and piece.cid.digest in self.verified
-            and piece.cid.digest not in self.sink.leaves
-            and _COPY_FILE_RANGE
-        ):
-            # hashed by this run moments ago: copied file to file in the kernel, not read back
-            self._copy_block(handle, piece)
-            return
-        data = self.read(piece.cid)
-        if piece.inline:
-            node = decode_node(data, f"block {piece.cid}")
-            data = decode_unixfs(node.data or b"", f"block {piece.cid}, UnixFS Data").data or b""
-        if len(data) != piece.size:
-            raise DagFormatError(
-                f"block {piece.cid} holds {len(data)} bytes, its parent's blocksize says "
-                f"{piece.size}"
-            )
-        os.pwrite(handle, data, piece.offset)
-
-    def _copy_block(self, handle: int, piece: _Piece) -> None:
-        source = os.open(self.store.path_of(piece.cid), os.O_RDONLY)
-        try:
-            held = os.fstat(source).st_size
-            if held != piece.size:
-                raise DagFormatError(
-                    f"block {piece.cid} holds {held} bytes, its parent's blocksize says "
-                    f"{piece.size}"
-                )
-            done = 0
-            while done < held:
-                step = os.copy_file_range(source, handle, held - done, done, piece.offset + done)
-                if step <= 0:
-                    raise ContentError(f"block {piece.cid}: copy stopped at byte {done}")
-                done += step
-        finally:
-            os.close(source)
-
-    def write_file(self, cid: CID, relative: str) -> None:
-        """Write the file ``cid`` at ``relative`` in the staging tree: its staged file, when
-        the fetch wrote one, is moved there and keeps the pieces written into it (verified,
-        at the offsets this layout gives); the rest come from the block cache."""
-        staged = self.sink.staged.get((relative, cid.digest))
-        if staged is not None and self.sink.relative[staged] is not None:
-            staged = None  # the same name twice in one directory: written again
-        if cid.codec == RAW:
-            self.counter.file_bytes(relative, self.read_size(cid))
-            if staged is not None and self.sink.holds(staged, 0, cid.digest):
-                self.sink.move(staged, relative)
-            else:
-                self.sink.target(relative).write_bytes(self.read(cid))
-            return
-        # the root's declared size is counted before anything under it is laid out; the
-        # layout then checks every level's blocksizes against what its children hold, so
-        # what is written adds up to exactly this
-        _, unixfs = self._node(cid)
-        size = len(unixfs.data or b"") + sum(unixfs.blocksizes)
-        self.counter.file_bytes(relative, size)
-        if staged is not None:
-            handle = os.open(self.sink.move(staged, relative), os.O_WRONLY)
-        else:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            handle = os.open(self.sink.target(relative), flags, 0o644)
-        try:
-            os.ftruncate(handle, size)
-            batch: list[_Piece] = []
-            layout = self._layout(cid, 0, 0)
-            while True:
-                piece = next(layout, None)
-                if piece is None or len(batch) >= _WRITE_BATCH:
-                    _wait_all([self.pool.submit(self._write_piece, handle, p) for p in batch])
-                    batch.clear()
-                if piece is None:
-                    break
-                if staged is None or not self.sink.holds(staged, piece.offset, piece.cid.digest):
-                    batch.append(piece)
-        finally:
-            os.close(handle)
-
-    def write_tree(self, cid: CID, dest: Path, *, shared: bool = False) -> bool:
-        """Write ``cid`` (file or directory) at ``dest``: completed in the sink's staging
-        folder (a sibling of ``dest``), renamed into place when every file is. True for a
-        directory. ``shared``: ``dest`` is the cache's copy of ``cid``, which a concurrent
-        fetch may have written meanwhile."""
-        self.sink.close()
-        is_directory = False
-        for relative, entry, kind in walk(self.store, cid):
-            if relative:
-                self.counter.entry(relative, relative.count("/") + 1)
-            target = self.sink.target(relative)
-            if kind == "directory":
-                if target.exists() and not target.is_dir():  # a name held by a file before
-                    target.unlink()
-                target.mkdir(parents=True, exist_ok=True)
-                is_directory = is_directory or not relative
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():
-                shutil.rmtree(target)
-            self.write_file(entry, relative)
-        if shared:
-            # recorded before the tree is in place (a rename keeps every entry's size and
-            # mtime), so a concurrent fetch never finds the new copy without its record and
-            # takes it for a changed one
-            _record_listing(dest, _listing(self.sink.root))
-        if dest.exists() or dest.is_symlink():
-            # fetch(overwrite=True), or a cached copy changed since it was written (shared)
-            with suppress(FileNotFoundError):  # a concurrent fetch moved it first
-                os.replace(dest, self.sink.root.with_name("replaced"))
-        try:
-            os.replace(self.sink.root, dest)
-        except OSError:
-            if not (shared and dest.exists()):
-                raise
-            # another process put the same content in the cache first: theirs serves
-        return is_directory
-
-
 def fetch(
     cid: str | CID,
     dest: str | os.PathLike[str] | None = None,
@@ -1305,43 +637,6 @@ def fetch(
         os.close(owner)  # after the staging folder is gone: no sweep races its removal
 
 
-def _claim_staging(staging: Path) -> int:
-    """Hold a lock on ``staging`` for the fetch's lifetime: the kernel drops it when the
-    process dies however it dies, which is how a later fetch tells the folder is orphaned."""
-    owner = os.open(staging / _STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BaseException:
-        os.close(owner)
-        raise
-    return owner
-
-
-def _sweep_dead_stagings(parent: Path) -> None:
-    """Remove the staging folders in ``parent`` that fetches killed mid-way left (a partial
-    checkpoint can be gigabytes); a live fetch's lock keeps its own."""
-    for staging in parent.glob(f"{_STAGING_PREFIX}*"):
-        try:
-            owner = os.open(staging / _STAGING_LOCK, os.O_RDWR)
-        except FileNotFoundError:
-            # just created and not locked yet, or its fetch died before locking: by age
-            with suppress(OSError):
-                if time.time() - staging.stat().st_mtime > _UNLOCKED_STAGING_AGE:
-                    shutil.rmtree(staging, ignore_errors=True)
-            continue
-        except OSError:
-            continue
-        try:
-            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(owner)
-            continue  # its fetch is running
-        try:
-            shutil.rmtree(staging, ignore_errors=True)
-        finally:
-            os.close(owner)
-
-
 def _fetch_staged(
     text: str,
     root: CID,
@@ -1422,67 +717,6 @@ def _fetch_into(
     if progress is not None:
         progress("fetch", fetcher.bytes_fetched, max(fetcher.total, fetcher.bytes_fetched))
     return FetchResult(target, out, is_directory, *_stats(fetcher, sources), tuple(errors))
-
-
-def _entry_of(error: OSError, staging_root: Path, out: Path) -> str:
-    """The entry an OSError of the export is about, as a path in the output."""
-    name = error.filename
-    if not isinstance(name, str):
-        return str(out)
-    try:
-        return str(out / Path(name).relative_to(staging_root))
-    except ValueError:
-        return name
-
-
-def _listing(path: Path) -> list[list[object]] | None:
-    """What a cached copy looks like on disk: every entry's relative path, kind, size and
-    modification time (None when ``path`` is gone)."""
-    if not path.exists() or path.is_symlink():
-        return None
-    if not path.is_dir():
-        held = path.stat()
-        return [["", "file", held.st_size, held.st_mtime_ns]]
-    out: list[list[object]] = []
-    for folder, folders, files in os.walk(path):
-        for name in sorted(folders + files):
-            entry = Path(folder) / name
-            held = entry.lstat()
-            kind = "link" if entry.is_symlink() else "dir" if entry.is_dir() else "file"
-            size = held.st_size if kind == "file" else 0
-            out.append([str(entry.relative_to(path)), kind, size, held.st_mtime_ns])
-    out.sort()
-    return out
-
-
-def _listing_file(path: Path) -> Path:
-    return path.with_name(f".{path.name}.listing.json")
-
-
-def _record_listing(path: Path, listing: list[list[object]] | None) -> None:
-    """Remember how the cache's copy of a CID at ``path`` looks as written from verified
-    blocks (atomically: a concurrent reader sees the old record or the new one)."""
-    record = _listing_file(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".listing-")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(listing, stream)
-        os.replace(temporary, record)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _unchanged(path: Path) -> bool:
-    """Whether the cache's copy of a CID is as it was written: a copy edited, extended or
-    truncated since (a model saved over the folder it was loaded from, say) is not served
-    by CID again but rewritten from verified blocks. A copy without a record (written by a
-    concurrent fetch a moment ago, or by an older version) is rewritten too."""
-    try:
-        recorded = json.loads(_listing_file(path).read_text(encoding="utf-8"))
-        return recorded is not None and recorded == _listing(path)
-    except (OSError, ValueError):
-        return False
 
 
 def _stats(fetcher: _Fetcher, sources: list[_Source]) -> tuple[int, int, tuple[str, ...]]:

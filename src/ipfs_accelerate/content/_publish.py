@@ -17,9 +17,9 @@ from typing import Final
 
 from ipfs_accelerate.content._car import write_car_of_path
 from ipfs_accelerate.content._cid import CID
-from ipfs_accelerate.content._fetch import KUBO_RPC_ENV, _check_base_url, _split_credentials
 from ipfs_accelerate.content._importer import DEFAULT_PROFILE, import_directory
 from ipfs_accelerate.content._limits import DEFAULT_LIMITS, DirectoryLimits
+from ipfs_accelerate.content._sources import KUBO_RPC_ENV, _check_base_url, _split_credentials
 from ipfs_accelerate.errors import CheckpointError, GatewayError, InvalidCIDError
 from ipfs_accelerate.resilience import redact_url
 
