@@ -345,7 +345,8 @@ class BertModel(Module):
     ) -> BertOutput:
         if input_ids.ndim != 2:
             raise InvalidArgumentError(
-                f"BertModel: input_ids must be (batch, length), got shape {input_ids.shape}"
+                f"{type(self).__name__}: input_ids must be (batch, length), got shape "
+                f"{input_ids.shape}"
             )
         self._check_length(input_ids.shape[1])
         if token_type_ids is None:
@@ -377,11 +378,16 @@ class BertModel(Module):
         mask = from_numpy(batch.attention_mask.reshape(batch.rows, 1, 1, batch.length) != 0, device)
         x = self.embeddings.packed(
             from_numpy(batch.input_ids, device),
-            from_numpy(batch.positions, device),
+            from_numpy(self._packed_positions(batch), device),
             from_numpy(batch.token_type_ids, device),
         )
         hidden = self.encoder(x, mask, layout)
         return layout.padded(hidden) if padded else hidden
+
+    def _packed_positions(self, batch: PackedTokens) -> np.ndarray[Any, Any]:
+        """The position ids of a packed batch's tokens (a family with other positions, such
+        as RoBERTa's, overrides this)."""
+        return batch.positions
 
     @property
     def max_input_tokens(self) -> int:

@@ -36,13 +36,10 @@ from ipfs_accelerate.models._config import (
 from ipfs_accelerate.models._module import Dropout, Embedding, LayerNorm, Linear, Module
 from ipfs_accelerate.models.bert import (
     BertConfig,
-    BertEncoder,
-    BertOutput,
-    BertPooler,
+    BertModel,
     PackedTokens,
-    _Layout,
 )
-from ipfs_accelerate.tensor import Tensor, from_numpy, zeros_like
+from ipfs_accelerate.tensor import Tensor, from_numpy
 from ipfs_accelerate.tensor._dtype import float32
 
 __all__ = [
@@ -150,7 +147,7 @@ class RobertaEmbeddings(Module):
         return self.dropout(self.LayerNorm(x + self.token_type_embeddings(token_type_ids)))
 
 
-class RobertaModel(Module):
+class RobertaModel(BertModel):
     """The RoBERTa / XLM-RoBERTa encoder: ``model(input_ids, attention_mask, token_type_ids)
     -> BertOutput`` (``last_hidden_state``, ``pooler_output``), as
     :class:`~ipfs_accelerate.models.bert.BertModel`, with RoBERTa's positions.
@@ -170,62 +167,18 @@ class RobertaModel(Module):
     )
 
     def __init__(self, config: RobertaConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embeddings = RobertaEmbeddings(config)
-        self.encoder = BertEncoder(config)
-        self.pooler: BertPooler | None = BertPooler(config)
+        super().__init__(config)
+        self.config: RobertaConfig = config
+        self.embeddings = RobertaEmbeddings(config)  # type: ignore[assignment]
 
     @property
     def max_input_tokens(self) -> int:
         """The longest input, in tokens (``max_position_embeddings - pad_token_id - 1``)."""
         return self.config.max_input_tokens
 
-    def __call__(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        *,
-        pool: bool = True,
-    ) -> BertOutput:
-        if input_ids.ndim != 2:
-            raise InvalidArgumentError(
-                f"{type(self).__name__}: input_ids must be (batch, length), got shape "
-                f"{input_ids.shape}"
-            )
-        self._check_length(input_ids.shape[1])
-        if token_type_ids is None:
-            token_type_ids = zeros_like(input_ids)
-        mask = None
-        if attention_mask is not None:
-            mask = (attention_mask != 0).reshape(
-                attention_mask.shape[0], 1, 1, attention_mask.shape[1]
-            )
-        hidden = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
-        pooled = self.pooler(hidden) if pool and self.pooler is not None else None
-        return BertOutput(hidden, pooled)
-
-    def packed(self, batch: PackedTokens, *, padded: bool = False) -> Tensor:
-        """:meth:`BertModel.packed <ipfs_accelerate.models.bert.BertModel.packed>` with
-        RoBERTa's positions (see :func:`packed_offset_positions`)."""
-        self._check_length(batch.length)
-        device = self.embeddings.word_embeddings.weight.device
-        layout = _Layout(
-            from_numpy(batch.keep, device),
-            from_numpy(batch.place, device),
-            batch.rows,
-            batch.length,
-        )
-        mask = from_numpy(batch.attention_mask.reshape(batch.rows, 1, 1, batch.length) != 0, device)
-        positions = packed_offset_positions(batch, self.config.pad_token_id)
-        x = self.embeddings.packed(
-            from_numpy(batch.input_ids, device),
-            from_numpy(positions, device),
-            from_numpy(batch.token_type_ids, device),
-        )
-        hidden = self.encoder(x, mask, layout)
-        return layout.padded(hidden) if padded else hidden
+    def _packed_positions(self, batch: PackedTokens) -> np.ndarray[Any, Any]:
+        """RoBERTa's positions (see :func:`packed_offset_positions`)."""
+        return packed_offset_positions(batch, self.config.pad_token_id)
 
     def _check_length(self, length: int) -> None:
         if length > self.max_input_tokens:
