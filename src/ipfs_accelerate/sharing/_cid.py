@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.content import DEFAULT_PROFILE, Profile, import_bytes
+from ipfs_accelerate.content._cid import decode_varint, encode_varint
 from ipfs_accelerate.errors import InvalidArgumentError
 from ipfs_accelerate.tensor import Tensor
 
@@ -43,34 +44,14 @@ _DIGEST_SIZE = 32
 _MULTIBASE_BASE32 = "b"
 
 
-def _varint(value: int) -> bytes:
-    """Unsigned LEB128, as multiformats' unsigned-varint spells numbers."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _read_varint(data: bytes, pos: int, cid: str) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(data):
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            break
-    raise InvalidArgumentError(f"content id {cid!r}: malformed varint in the binary CID")
+    found = decode_varint(data, pos)
+    if found is None:
+        raise InvalidArgumentError(f"content id {cid!r}: malformed varint in the binary CID")
+    return found
 
 
-_PREFIX = _varint(CID_VERSION) + _varint(RAW_CODEC) + _varint(SHA2_256) + _varint(_DIGEST_SIZE)
+_PREFIX = b"".join(map(encode_varint, (CID_VERSION, RAW_CODEC, SHA2_256, _DIGEST_SIZE)))
 
 
 def cid_from_digest(digest: bytes) -> str:
