@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ipfs_accelerate.errors import InvalidArgumentError
+from ipfs_accelerate.errors import InvalidArgumentError, NonFiniteLossError
 from ipfs_accelerate.hal._backend import Backend, CapturedFunction
 from ipfs_accelerate.ops._nn import SeedSource, dropout_uniforms
 from ipfs_accelerate.optim._clip import clip_grad_norm_
@@ -78,6 +78,7 @@ class CompiledStep:
         optimizer: Optimizer,
         *,
         max_grad_norm: float | None = None,
+        check_finite: bool | None = None,
     ) -> None:
         if not callable(loss_fn):
             raise InvalidArgumentError(f"compile_step: loss_fn must be callable, got {loss_fn!r}")
@@ -106,6 +107,7 @@ class CompiledStep:
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.check_finite = check_finite
         self.device = devices[0]
         self._backend: Backend = hal.get_backend(self.device)
         #: whether steps are captured and replayed (the backend offers capture)
@@ -165,7 +167,7 @@ class CompiledStep:
             token = dropout_uniforms.set(record)
         try:
             loss = self._loss(batch)
-            loss.backward()
+            loss.backward(check_finite=self.check_finite)
         finally:
             if token is not None:
                 dropout_uniforms.reset(token)
@@ -328,6 +330,14 @@ class CompiledStep:
                 seed = mask.source
             inputs.append(uniform_array(mask.shape, seed, float32))
         results = signature.captured.replay(*inputs)
+        if self.check_finite:
+            # as backward(check_finite=True) would have, before anything changes
+            value = results[0].numpy()
+            if not np.isfinite(value).all():
+                raise NonFiniteLossError(
+                    f"compile_step: the loss (Tensor(shape=(), device={self.device!r})) holds "
+                    f"{float(value)}; its gradients would be NaN/inf (the step was not applied)"
+                )
         at = 1
         for index, keys in zip(signature.updated, signature.state_keys, strict=True):
             p = params[index]
@@ -443,6 +453,7 @@ def compile_step(
     optimizer: Optimizer,
     *,
     max_grad_norm: float | None = None,
+    check_finite: bool | None = None,
 ) -> CompiledStep:
     """A training step to call once per batch: ``step = compile_step(loss_fn, optimizer)``,
     then ``loss = step(*batch)`` runs ``optimizer.zero_grad()``, ``loss_fn(*batch)``,
@@ -458,5 +469,9 @@ def compile_step(
     a value read back to the host) raises InvalidArgumentError when the step is captured.
     After a replayed step the parameters' ``.grad`` is None (the gradients stay inside the
     graph). Elsewhere (cpu, webgpu) the step runs eagerly, the same as the loop written out.
+
+    ``check_finite`` is ``backward``'s: True reads the loss back and raises
+    NonFiniteLossError on NaN or infinity before the update is applied (a replayed step's
+    results are then dropped), None checks only where the loss lives on the host.
     """
-    return CompiledStep(loss_fn, optimizer, max_grad_norm=max_grad_norm)
+    return CompiledStep(loss_fn, optimizer, max_grad_norm=max_grad_norm, check_finite=check_finite)
