@@ -62,6 +62,8 @@ class _Signature:
     #: the parameters the step updates (positions), and the state keys it writes for each
     updated: list[int] = field(default_factory=list)
     state_keys: list[tuple[str, ...]] = field(default_factory=list)
+    #: per parameter: the state tensors it had when the step was captured (graph inputs)
+    state_found: tuple[tuple[str, ...], ...] = ()
 
 
 #: a step-number class: (group index, the step its parameters are about to take, dtype name)
@@ -133,7 +135,11 @@ class CompiledStep:
             return loss
         self._signatures[key] = self._signatures.pop(key)  # most recently used last
         seeds = None
-        if signature.captured is None or signature.partition != self._partition()[0]:
+        if (
+            signature.captured is None
+            or signature.partition != self._partition()[0]
+            or signature.state_found != self._state_keys()
+        ):
             seeds = self._capture(signature, batch)
             if seeds is None:  # a parameter without optimizer state yet: once more traced
                 return self._eager(self._tensors(batch), None)
@@ -195,7 +201,7 @@ class CompiledStep:
         parameter that has no optimizer state yet (its state would start inside the graph:
         the step runs traced once more and the next one captures)."""
         optimizer, params = self.optimizer, self._params
-        state_keys = [_tensor_keys(optimizer._state.get(id(p), {})) for p in params]
+        state_keys = list(self._state_keys())
         partition, classes = self._partition()
         numbers = self._number_arrays(classes)
         sizes = [len(self._numbers_of(entry)) for entry in classes]
@@ -243,6 +249,7 @@ class CompiledStep:
         if any(id(params[index]) not in optimizer._state for index in updated):
             return None
         signature.captured = captured
+        signature.state_found = tuple(state_keys)
         signature.partition = partition
         signature.updated = updated
         signature.state_keys = written
@@ -384,9 +391,7 @@ class CompiledStep:
             tuple(sorted((k, repr(v)) for k, v in g.items() if k not in ("params", "lr")))
             for g in self.optimizer.param_groups
         )
-        # which state tensors each parameter has (none before its first update)
-        state = tuple(_tensor_keys(self.optimizer._state.get(id(p), {})) for p in self._params)
-        return (tuple(shapes), hyper, state)
+        return (tuple(shapes), hyper)
 
     def _remember(self, key: tuple[Any, ...], signature: _Signature) -> None:
         self._signatures[key] = signature
@@ -409,6 +414,12 @@ class CompiledStep:
                     classes.append(entry)
                 per_param.append(index_of[entry])
         return tuple(per_param), classes
+
+    def _state_keys(self) -> tuple[tuple[str, ...], ...]:
+        """Per parameter: the names of its optimizer state tensors (none before its first
+        update; SGD's momentum buffer after it)."""
+        state = self.optimizer._state
+        return tuple(_tensor_keys(state.get(id(p), {})) for p in self._params)
 
     def _numbers_of(self, entry: _Class) -> tuple[float, ...]:
         group = self.optimizer.param_groups[entry[0]]
