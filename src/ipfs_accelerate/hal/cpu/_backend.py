@@ -319,7 +319,14 @@ class CPUBackend(Backend):
             ) from None
 
     def index_add(self, base: Tensor, axis: int, indices: Tensor, source: Tensor) -> Array:
-        out = np.array(base._data, copy=True)
+        data = base._data
+        if data.flags.c_contiguous and data.size and not data.reshape(-1).view(np.uint8).any():
+            # all +0.0 bits (gather's gradient starts from zeros: an embedding table's worth):
+            # new calloc'd zeros are written only where the rows land, instead of a copy that
+            # writes every page of the table (the scan reads untouched pages, which are shared)
+            out = np.zeros(data.shape, dtype=data.dtype)
+        else:
+            out = np.array(data, copy=True)
         # np.add.at accumulates repeated indices (a fancy-index += would keep only one)
         np.add.at(out, (slice(None),) * axis + (indices._data,), source._data)
         return out
