@@ -49,11 +49,27 @@ def test_a_small_product_runs_on_one_thread_and_a_big_one_keeps_the_pool(
     ops.matmul(small, ia.randn(2, 3, 5, 6, seed=1))  # batched: np.matmul
     assert seen == [1]
     assert _threads() == 2  # restored
+    monkeypatch.setattr(_blas, "oversubscribed", lambda: False)
     with _blas.one_thread_for(_blas.SMALL_PRODUCT_MACS):
         assert _threads() == 2
     with _blas.one_thread_for(_blas.SMALL_PRODUCT_MACS - 1):
         assert _threads() == 1
     assert _threads() == 2
+    monkeypatch.setattr(_blas, "oversubscribed", lambda: True)
+    with _blas.one_thread_for(_blas.SMALL_PRODUCT_MACS * 4):
+        assert _threads() == 1
+    assert _threads() == 2
+
+
+@pytest.mark.parametrize(("load", "expected"), [(0.1, False), (1e6, True)])
+def test_oversubscribed_reads_the_load_average_per_usable_core(
+    monkeypatch: pytest.MonkeyPatch, load: float, expected: bool
+) -> None:
+    monkeypatch.setattr(_blas.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(_blas, "_load_checked", -_blas._LOAD_TTL)  # no cached reading
+    assert _blas.oversubscribed() is expected
+    monkeypatch.setattr(_blas.os, "getloadavg", lambda: (1e6 - load, 0.0, 0.0))
+    assert _blas.oversubscribed() is expected  # reused for a second
 
 
 def test_holds_nest_and_the_last_one_out_restores(two_threads: object) -> None:

@@ -7,7 +7,11 @@ workers spin afterwards on the cores the caller needs. Measured on a loaded 2-co
 a (192 x 384) @ (384 x 1536) product took 23 ms on 2 threads and 1.4 ms on one (a MiniLM
 backward pass: 683 ms against 184 ms). Products below :data:`SMALL_PRODUCT_MACS`
 multiply-adds therefore run on one thread; bigger ones, where a second core pays, keep the
-pool.
+pool, unless the machine is oversubscribed (a 1-minute load average above
+:data:`OVERSUBSCRIBED` times the cores this process may use, read at most once a second):
+then no product gains from waking workers that wait for a core, and all run on one thread
+(a 3 x 1024 MLP step at batch 256 on a 2-core machine at load 16: 200 ms with the pool, 110
+ms without).
 
 The thread count is process-wide, so every change goes through one depth count: the first
 holder sets one thread, the last one out restores the count it found.
@@ -22,15 +26,35 @@ BLAS is not OpenBLAS, nothing is held (:func:`available` is False).
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
+import time
 from typing import Any
 
-__all__ = ["SMALL_PRODUCT_MACS", "available", "hold", "one_thread_for", "release"]
+from ipfs_accelerate.hal._backend import host_cores
+
+__all__ = [
+    "OVERSUBSCRIBED",
+    "SMALL_PRODUCT_MACS",
+    "available",
+    "hold",
+    "one_thread_for",
+    "oversubscribed",
+    "release",
+]
 
 #: products with fewer multiply-adds than this run on one BLAS thread (about 5 ms on one
 #: core: every product of MiniLM on a batch of 16 sentences, forward and backward; a
 #: 256 x 1024 x 1024 layer keeps the pool)
 SMALL_PRODUCT_MACS = 1 << 27
+
+#: load average per usable core above which every product runs on one thread
+OVERSUBSCRIBED = 1.5
+
+#: seconds a load reading is reused
+_LOAD_TTL = 1.0
+_load_checked = -_LOAD_TTL
+_load_high = False
 
 _lock = threading.Lock()
 _depth = 0
@@ -141,6 +165,20 @@ _UNCHANGED = _Unchanged()
 def one_thread_for(macs: int) -> _OneThread | _Unchanged:
     """A context for a product of ``macs`` multiply-adds: one BLAS thread when it is small
     and the thread count can be held, else nothing changes."""
-    if macs < SMALL_PRODUCT_MACS and _libraries():
+    if (macs < SMALL_PRODUCT_MACS or oversubscribed()) and _libraries():
         return _ONE_THREAD
     return _UNCHANGED
+
+
+def oversubscribed() -> bool:
+    """Whether more threads want to run than this process has cores for (see the module)."""
+    global _load_checked, _load_high
+    now = time.monotonic()
+    if now - _load_checked >= _LOAD_TTL:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not reported here
+            load = 0.0
+        _load_high = load > OVERSUBSCRIBED * host_cores()
+        _load_checked = now
+    return _load_high
