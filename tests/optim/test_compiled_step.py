@@ -216,3 +216,42 @@ def test_bad_arguments_are_named() -> None:
         step(np.zeros((5, 6), np.float32), [0, 1, 2, 0, 1])  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="0-d tensor"):
         optim.compile_step(lambda x: x, opt)(np.zeros(3, np.float32))
+
+
+def _two_groups(device: str) -> tuple[dict[str, ia.Tensor], Any, Any]:
+    params = {k: ia.tensor(v, device=device, requires_grad=True) for k, v in _arrays().items()}
+    unused = ia.tensor(np.ones(4, np.float32), device=device, requires_grad=True)
+    params["unused"] = unused
+    opt = optim.AdamW(
+        [
+            {"params": [params["w0"], params["b0"]], "lr": 0.05},
+            {"params": [params["w1"], unused], "lr": 0.01, "weight_decay": 0.5},
+        ]
+    )
+
+    def loss_fn(x: ia.Tensor, y: ia.Tensor) -> ia.Tensor:
+        h = ops.relu(ops.linear(x, params["w0"], params["b0"]))
+        return ops.cross_entropy(ops.linear(h, params["w1"]), y)
+
+    return params, opt, loss_fn
+
+
+def test_groups_an_unreached_parameter_and_eager_steps_between_replays() -> None:
+    start_backend("webnn")
+    results = []
+    for compiled in (True, False):
+        params, opt, loss_fn = _two_groups("webnn")
+        step = optim.compile_step(loss_fn, opt)
+        for index, (x, y) in enumerate(_batches() * 2):
+            if compiled and index != 6:
+                step(x, y)
+            else:  # one eager step between replays moves the parameters' step counts on
+                opt.zero_grad()
+                loss_fn(ia.tensor(x, device="webnn"), ia.tensor(y, device="webnn")).backward()
+                opt.step()
+        results.append({k: p.numpy() for k, p in params.items()})
+        assert step.captured == (1 if compiled else 0)
+        assert 3 not in opt.state  # the unreached parameter: never updated
+    for key in results[0]:
+        np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(results[0]["unused"], np.ones(4, np.float32))

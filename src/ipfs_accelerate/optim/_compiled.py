@@ -57,8 +57,9 @@ class _Signature:
 
     masks: list[_Mask]
     captured: CapturedFunction | None = None
-    #: per parameter: the index of its step-number class (see CompiledStep._partition)
-    partition: tuple[int, ...] = ()
+    #: per step-number class (see CompiledStep._partition): its group, dtype and the
+    #: updated parameters in it (positions), which take one step at a time together
+    classes: list[tuple[int, str, list[int]]] = field(default_factory=list)
     #: the parameters the step updates (positions), and the state keys it writes for each
     updated: list[int] = field(default_factory=list)
     state_keys: list[tuple[str, ...]] = field(default_factory=list)
@@ -137,7 +138,7 @@ class CompiledStep:
         seeds = None
         if (
             signature.captured is None
-            or signature.partition != self._partition()[0]
+            or not self._in_step(signature)
             or signature.state_found != self._state_keys()
         ):
             seeds = self._capture(signature, batch)
@@ -250,7 +251,10 @@ class CompiledStep:
             return None
         signature.captured = captured
         signature.state_found = tuple(state_keys)
-        signature.partition = partition
+        signature.classes = [
+            (group, dtype, [i for i in updated if partition[i] == k])
+            for k, (group, _, dtype) in enumerate(classes)
+        ]
         signature.updated = updated
         signature.state_keys = written
         return seeds
@@ -327,7 +331,7 @@ class CompiledStep:
         for p in params:
             state = optimizer._state.get(id(p), {})
             inputs.extend(state[k] for k in _tensor_keys(state))
-        inputs.extend(self._number_arrays(self._partition()[1]))
+        inputs.extend(self._number_arrays(self._current(signature)))
         for index, mask in enumerate(signature.masks):
             if seeds is not None:
                 seed = seeds[index]  # drawn while the step was traced
@@ -424,6 +428,27 @@ class CompiledStep:
     def _numbers_of(self, entry: _Class) -> tuple[float, ...]:
         group = self.optimizer.param_groups[entry[0]]
         return self.optimizer._step_numbers(group, entry[1] + 1)
+
+    def _step_of(self, index: int) -> int:
+        state = self.optimizer._state.get(id(self._params[index]), {})
+        return int(state.get("step", 0))
+
+    def _in_step(self, signature: _Signature) -> bool:
+        """Whether the parameters that share each of the captured step's number inputs are
+        still about to take the same step (an eager step between replays may have moved
+        some on alone)."""
+        for _, _, members in signature.classes:
+            if len({self._step_of(i) for i in members}) > 1:
+                return False
+        return True
+
+    def _current(self, signature: _Signature) -> list[_Class]:
+        """The captured classes at the steps their updated parameters take now (a class
+        that the step does not update feeds inputs the graph does not read)."""
+        return [
+            (group, self._step_of(members[0]) if members else 0, dtype)
+            for group, dtype, members in signature.classes
+        ]
 
     def _number_arrays(self, classes: list[_Class]) -> list[Array]:
         return [
