@@ -255,3 +255,19 @@ def test_groups_an_unreached_parameter_and_eager_steps_between_replays() -> None
     for key in results[0]:
         np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(results[0]["unused"], np.ones(4, np.float32))
+
+
+def test_reset_forgets_the_captured_steps() -> None:
+    start_backend("webnn")
+    params, loss_fn = _model("webnn", None)
+    step = optim.compile_step(loss_fn, optim.SGD(list(params.items()), lr=0.1))
+    (x, y), *_ = _batches()
+    step(x, y)
+    step(x, y)
+    assert step.captured == 1
+    step.reset()
+    assert step.captured == 0
+    step(x, y)  # traced again
+    assert step.captured == 0
+    step(x, y)
+    assert step.captured == 1

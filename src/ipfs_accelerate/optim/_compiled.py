@@ -152,9 +152,10 @@ class CompiledStep:
         return sum(s.captured is not None for s in self._signatures.values())
 
     def reset(self) -> None:
-        """Forget every captured step: call it after changing what the step's Python reads
-        that is not one of its inputs (``train()``/``eval()``, a module or a hyperparameter
-        other than the learning rate is detected and needs no reset)."""
+        """Forget every captured step. Call it after changing something the step's Python
+        reads that is not one of its inputs: ``train()``/``eval()``, a module of the model,
+        a number ``loss_fn`` reads from elsewhere (a changed hyperparameter other than the
+        learning rate makes a new signature by itself)."""
         self._signatures.clear()
 
     # ------------------------------------------------------------------ eager
