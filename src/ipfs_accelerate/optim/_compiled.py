@@ -30,8 +30,7 @@ from ipfs_accelerate.optim._clip import clip_grad_norm_
 from ipfs_accelerate.optim._optimizer import Optimizer
 from ipfs_accelerate.tensor import Tensor, from_numpy
 from ipfs_accelerate.tensor._autograd import bump_version
-from ipfs_accelerate.tensor._creation import uniform_array
-from ipfs_accelerate.tensor._dtype import float32
+from ipfs_accelerate.tensor._creation import DEFAULT_FLOAT, uniform_array
 
 __all__ = ["CompiledStep", "compile_step"]
 
@@ -170,7 +169,7 @@ class CompiledStep:
                 shape: tuple[int, ...], source: SeedSource, seed: int | None, device: str
             ) -> Tensor:
                 masks.append(_Mask(tuple(shape), source, seed))
-                return from_numpy(uniform_array(tuple(shape), seed, float32), device)
+                return from_numpy(uniform_array(tuple(shape), seed, DEFAULT_FLOAT), device)
 
             token = dropout_uniforms.set(record)
         try:
@@ -213,7 +212,7 @@ class CompiledStep:
             inputs.extend(optimizer._state[id(p)][k] for k in keys)
         inputs.extend(from_numpy(a, self.device) for a in numbers)
         inputs.extend(
-            from_numpy(uniform_array(m.shape, m.seed, float32), self.device) for m in masks
+            from_numpy(uniform_array(m.shape, m.seed, DEFAULT_FLOAT), self.device) for m in masks
         )
         batch_count, count = len(batch), len(params)
         updated: list[int] = []
@@ -340,7 +339,7 @@ class CompiledStep:
                 seed = int(mask.source.integers(0, 2**63 - 1))
             else:
                 seed = mask.source
-            inputs.append(uniform_array(mask.shape, seed, float32))
+            inputs.append(uniform_array(mask.shape, seed, DEFAULT_FLOAT))
         results = signature.captured.replay(*inputs)
         if self.check_finite:
             # as backward(check_finite=True) would have, before anything changes
