@@ -10,6 +10,7 @@ never a translation table. Modules hold tensors of one backend and call only
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -20,7 +21,7 @@ from ipfs_accelerate import ops
 from ipfs_accelerate.errors import DeviceMismatchError, ModelError
 from ipfs_accelerate.quantization import QuantizedTensor
 from ipfs_accelerate.tensor import Tensor, zeros_like
-from ipfs_accelerate.tensor._dtype import float32
+from ipfs_accelerate.tensor._dtype import bool_, float32
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -410,6 +411,30 @@ def merge_heads(x: Tensor) -> Tensor:
     """(B, heads, L, d) -> (B, L, heads * d)."""
     batch, heads, length, dim = x.shape
     return x.permute(0, 2, 1, 3).reshape(batch, length, heads * dim)
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    dropout: Dropout,
+    scale: float | None = None,
+) -> Tensor:
+    """Scaled dot-product attention with ``dropout`` on the attention probabilities, as the
+    Hugging Face encoders apply it in training mode. In evaluation mode (or with p = 0) this is
+    :func:`ops.scaled_dot_product_attention` itself, whose fused kernels have no dropout;
+    ``mask`` is bool (True = may attend) or additive float, as there."""
+    if not dropout.active:
+        return ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.mT) * factor
+    if mask is not None:
+        if mask.dtype is bool_:
+            scores = ops.where(mask, scores, float(np.finfo(np.float32).min))
+        else:
+            scores = scores + mask
+    return dropout(ops.softmax(scores, axis=-1)) @ v
 
 
 def activation(name: str, x: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ decoder/cross-attention configurations.
 
 from __future__ import annotations
 
-import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -17,7 +17,11 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from ipfs_accelerate import ops
-from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
+from ipfs_accelerate.errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    UnsupportedArchitectureError,
+)
 from ipfs_accelerate.models._config import (
     check_activation,
     from_dict,
@@ -32,6 +36,7 @@ from ipfs_accelerate.models._module import (
     Module,
     ModuleList,
     activation,
+    attend,
     merge_heads,
     split_heads,
 )
@@ -61,6 +66,8 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+    #: the sequence-classification head's dropout; None = ``hidden_dropout_prob``
+    classifier_dropout: float | None = None
     pad_token_id: int = 0
     position_embedding_type: str = "absolute"
     is_decoder: bool = False
@@ -228,12 +235,7 @@ class BertSelfAttention(Module):
         return layout.packed(merge_heads(self._attend(q, k, v, mask)))
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        if not self.dropout.active:  # the fused kernel has no dropout
-            return ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        scores = (q @ k.mT) * (1.0 / math.sqrt(q.shape[-1]))
-        if mask is not None:
-            scores = ops.where(mask, scores, float(np.finfo(np.float32).min))
-        return self.dropout(ops.softmax(scores, axis=-1)) @ v
+        return attend(q, k, v, mask, self.dropout)
 
 
 class BertSelfOutput(Module):
@@ -421,6 +423,7 @@ class BertForSequenceClassification(Module):
         self.config = config
         self.bert = BertModel(config)
         self.classifier = Linear(config.hidden_size, config.num_labels)
+        self.dropout = Dropout(classifier_dropout(config))
 
     @property
     def max_input_tokens(self) -> int:
@@ -437,7 +440,7 @@ class BertForSequenceClassification(Module):
             raise UnsupportedArchitectureError(
                 "BertForSequenceClassification: the checkpoint has no pooler"
             )
-        return self.classifier(pooled)
+        return self.classifier(self.dropout(pooled))
 
     def packed(self, batch: PackedTokens) -> Tensor:
         """The logits (rows, num_labels) of a packed batch (see :meth:`BertModel.packed`):
@@ -448,7 +451,17 @@ class BertForSequenceClassification(Module):
             raise UnsupportedArchitectureError(
                 "BertForSequenceClassification: the checkpoint has no pooler"
             )
-        return self.classifier(pooler(hidden))
+        return self.classifier(self.dropout(pooler(hidden)))
+
+
+def classifier_dropout(config: BertConfig) -> float:
+    """The classification head's dropout probability, as transformers reads it."""
+    chosen = config.classifier_dropout
+    if chosen is None:
+        return config.hidden_dropout_prob
+    if isinstance(chosen, bool) or not isinstance(chosen, numbers.Real):
+        raise CheckpointError(f"config value classifier_dropout={chosen!r} is not a number")
+    return float(chosen)
 
 
 #: architectures whose checkpoints carry a sequence-classification head

@@ -28,12 +28,14 @@ from ipfs_accelerate.models._config import (
     require_model_type,
 )
 from ipfs_accelerate.models._module import (
+    Dropout,
     Embedding,
     LayerNorm,
     Linear,
     Module,
     ModuleList,
     activation,
+    attend,
     merge_heads,
     split_heads,
 )
@@ -66,6 +68,9 @@ class DistilBertConfig:
     dim: int = 768
     hidden_dim: int = 3072
     activation: str = "gelu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    seq_classif_dropout: float = 0.2
     pad_token_id: int = 0
     num_labels: int = 2
 
@@ -113,13 +118,15 @@ class DistilBertEmbeddings(Module):
         self.word_embeddings = Embedding(config.vocab_size, config.dim)
         self.position_embeddings = Embedding(config.max_position_embeddings, config.dim)
         self.LayerNorm = LayerNorm(config.dim, _LAYER_NORM_EPS)
+        self.dropout = Dropout(config.dropout)
 
     def __call__(self, input_ids: Tensor) -> Tensor:
         positions = cast("Tensor", self.position_embeddings.weight)[: input_ids.shape[1]]
-        return self.LayerNorm(self.word_embeddings(input_ids) + positions)
+        return self.dropout(self.LayerNorm(self.word_embeddings(input_ids) + positions))
 
     def packed(self, input_ids: Tensor, positions: Tensor) -> Tensor:
-        return self.LayerNorm(self.word_embeddings(input_ids) + self.position_embeddings(positions))
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return self.dropout(self.LayerNorm(x))
 
 
 class MultiHeadSelfAttention(Module):
@@ -130,16 +137,16 @@ class MultiHeadSelfAttention(Module):
         self.k_lin = Linear(config.dim, config.dim)
         self.v_lin = Linear(config.dim, config.dim)
         self.out_lin = Linear(config.dim, config.dim)
+        self.dropout = Dropout(config.attention_dropout)
 
     def __call__(self, x: Tensor, mask: Tensor | None, layout: _Layout | None = None) -> Tensor:
         projections = (self.q_lin, self.k_lin, self.v_lin)
         if layout is None:
             q, k, v = (split_heads(proj(x), self.num_heads) for proj in projections)
-            attended = merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-            return self.out_lin(attended)
+            return self.out_lin(merge_heads(attend(q, k, v, mask, self.dropout)))
         # packed: the projections see the real tokens only, attention the padded layout
         q, k, v = (split_heads(layout.padded(proj(x)), self.num_heads) for proj in projections)
-        attended = merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        attended = merge_heads(attend(q, k, v, mask, self.dropout))
         return self.out_lin(layout.packed(attended))
 
 
@@ -149,9 +156,10 @@ class FFN(Module):
         self.act = config.activation
         self.lin1 = Linear(config.dim, config.hidden_dim)
         self.lin2 = Linear(config.hidden_dim, config.dim)
+        self.dropout = Dropout(config.dropout)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.lin2(activation(self.act, self.lin1(x)))
+        return self.dropout(self.lin2(activation(self.act, self.lin1(x))))
 
 
 class TransformerBlock(Module):
@@ -267,6 +275,7 @@ class DistilBertForSequenceClassification(Module):
         self.distilbert = DistilBertModel(config)
         self.pre_classifier = Linear(config.dim, config.dim)
         self.classifier = Linear(config.dim, config.num_labels)
+        self.dropout = Dropout(config.seq_classif_dropout)
 
     @property
     def max_input_tokens(self) -> int:
@@ -289,7 +298,7 @@ class DistilBertForSequenceClassification(Module):
         return self._classify(ops.gather(hidden, first, axis=0))
 
     def _classify(self, first: Tensor) -> Tensor:
-        return self.classifier(ops.relu(self.pre_classifier(first)))
+        return self.classifier(self.dropout(ops.relu(self.pre_classifier(first))))
 
 
 def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:

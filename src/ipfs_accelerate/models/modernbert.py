@@ -37,7 +37,15 @@ from ipfs_accelerate.errors import (
     UnsupportedArchitectureError,
 )
 from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
-from ipfs_accelerate.models._module import Embedding, Linear, Module, ModuleList, activation
+from ipfs_accelerate.models._module import (
+    Dropout,
+    Embedding,
+    Linear,
+    Module,
+    ModuleList,
+    activation,
+    attend,
+)
 from ipfs_accelerate.models.bert import PackedTokens, _Layout
 from ipfs_accelerate.tensor import Tensor, from_numpy
 
@@ -77,6 +85,10 @@ class ModernBertConfig:
     classifier_pooling: str = "cls"
     classifier_bias: bool = False
     classifier_activation: str = "gelu"
+    embedding_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    mlp_dropout: float = 0.0
+    classifier_dropout: float = 0.0
     num_labels: int = 2
     id2label: dict[str, str] = field(default_factory=dict)
     #: per layer, "full_attention" or "sliding_attention"
@@ -263,9 +275,10 @@ class ModernBertEmbeddings(Module):
         super().__init__()
         self.tok_embeddings = Embedding(config.vocab_size, config.hidden_size)
         self.norm = NormLayer(config.hidden_size, config.norm_eps, config.norm_bias)
+        self.drop = Dropout(config.embedding_dropout)
 
     def __call__(self, input_ids: Tensor) -> Tensor:
-        return self.norm(self.tok_embeddings(input_ids))
+        return self.drop(self.norm(self.tok_embeddings(input_ids)))
 
 
 @dataclass(frozen=True)
@@ -286,6 +299,9 @@ class ModernBertAttention(Module):
         size = config.hidden_size
         self.Wqkv = Linear(size, 3 * size, bias=config.attention_bias)
         self.Wo = Linear(size, size, bias=config.attention_bias)
+        # transformers applies attention_dropout to the probabilities and to Wo's output
+        self.drop = Dropout(config.attention_dropout)
+        self.out_drop = Dropout(config.attention_dropout)
 
     def __call__(self, x: Tensor, context: _Context) -> Tensor:
         layout = context.layout
@@ -304,11 +320,9 @@ class ModernBertAttention(Module):
             for part in (rotated[:, :, : self.heads], rotated[:, :, self.heads :])
         )
         v = qkv[..., 2 * size :].reshape(batch, length, self.heads, self.head_dim)
-        out = ops.scaled_dot_product_attention(
-            q, k, v.permute(0, 2, 1, 3), attn_mask=context.masks[self.kind]
-        )
+        out = attend(q, k, v.permute(0, 2, 1, 3), context.masks[self.kind], self.drop)
         out = out.permute(0, 2, 1, 3).reshape(batch, length, width // 3)
-        return self.Wo(out if layout is None else layout.packed(out))
+        return self.out_drop(self.Wo(out if layout is None else layout.packed(out)))
 
 
 class ModernBertMLP(Module):
@@ -320,10 +334,11 @@ class ModernBertMLP(Module):
         size, inner = config.hidden_size, config.intermediate_size
         self.Wi = Linear(size, 2 * inner, bias=config.mlp_bias)
         self.Wo = Linear(inner, size, bias=config.mlp_bias)
+        self.drop = Dropout(config.mlp_dropout)
 
     def __call__(self, x: Tensor) -> Tensor:
         value, gate = ops.split(self.Wi(x), 2, axis=-1)
-        return self.Wo(activation(self.act, value) * gate)
+        return self.Wo(self.drop(activation(self.act, value) * gate))
 
 
 class ModernBertEncoderLayer(Module):
@@ -479,6 +494,7 @@ class ModernBertForSequenceClassification(Module):
         self.model = ModernBertModel(config)
         self.head = ModernBertPredictionHead(config)
         self.classifier = Linear(config.hidden_size, config.num_labels)
+        self.drop = Dropout(config.classifier_dropout)
 
     @property
     def max_input_tokens(self) -> int:
@@ -498,7 +514,7 @@ class ModernBertForSequenceClassification(Module):
         else:
             weights = ops.astype(attention_mask != 0, hidden.dtype).unsqueeze(-1)
             pooled = ops.sum(hidden * weights, axis=1) / ops.sum(weights, axis=1)
-        return self.classifier(self.head(pooled))
+        return self.classifier(self.drop(self.head(pooled)))
 
 
 def model_class_for(config: Mapping[str, Any], weights: Mapping[str, Any] | None) -> type[Module]:

@@ -29,12 +29,14 @@ from ipfs_accelerate import ops
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
 from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
 from ipfs_accelerate.models._module import (
+    Dropout,
     Embedding,
     LayerNorm,
     Linear,
     Module,
     ModuleList,
     activation,
+    attend,
     merge_heads,
     split_heads,
 )
@@ -63,6 +65,8 @@ class MPNetConfig:
     hidden_act: str = "gelu"
     max_position_embeddings: int = 512
     layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
     relative_attention_num_buckets: int = 32
     pad_token_id: int = 1
     num_labels: int = 2
@@ -143,12 +147,14 @@ class MPNetEmbeddings(Module):
         self.word_embeddings = Embedding(config.vocab_size, config.hidden_size)
         self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, input_ids: Tensor) -> Tensor:
         return self.packed(input_ids, self.positions(input_ids))
 
     def packed(self, input_ids: Tensor, positions: Tensor) -> Tensor:
-        return self.LayerNorm(self.word_embeddings(input_ids) + self.position_embeddings(positions))
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return self.dropout(self.LayerNorm(x))
 
     @staticmethod
     def positions(input_ids: Tensor) -> Tensor:
@@ -169,16 +175,17 @@ class MPNetSelfAttention(Module):
         self.k = Linear(size, size)
         self.v = Linear(size, size)
         self.o = Linear(size, size)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def __call__(self, x: Tensor, bias: Tensor, layout: _Layout | None = None) -> Tensor:
         if layout is None:
             q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.q, self.k, self.v))
-            return self.o(merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=bias)))
+            return self.o(merge_heads(attend(q, k, v, bias, self.dropout)))
         # packed: the projections see the real tokens only, attention the padded layout
         q, k, v = (
             split_heads(layout.padded(proj(x)), self.num_heads) for proj in (self.q, self.k, self.v)
         )
-        attended = merge_heads(ops.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+        attended = merge_heads(attend(q, k, v, bias, self.dropout))
         return self.o(layout.packed(attended))
 
 
@@ -187,9 +194,10 @@ class MPNetAttention(Module):
         super().__init__()
         self.attn = MPNetSelfAttention(config)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, x: Tensor, bias: Tensor, layout: _Layout | None = None) -> Tensor:
-        return self.LayerNorm(self.attn(x, bias, layout) + x)
+        return self.LayerNorm(self.dropout(self.attn(x, bias, layout)) + x)
 
 
 class MPNetIntermediate(Module):
@@ -207,9 +215,10 @@ class MPNetLayerOutput(Module):
         super().__init__()
         self.dense = Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class MPNetLayer(Module):
@@ -368,9 +377,11 @@ class MPNetClassificationHead(Module):
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.out_proj = Linear(config.hidden_size, config.num_labels)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, hidden: Tensor) -> Tensor:
-        return self.out_proj(ops.tanh(self.dense(hidden[:, 0])))
+        first = self.dropout(hidden[:, 0])
+        return self.out_proj(self.dropout(ops.tanh(self.dense(first))))
 
 
 class MPNetForSequenceClassification(Module):

@@ -38,6 +38,7 @@ from ipfs_accelerate.models.bert import (
     BertConfig,
     BertModel,
     PackedTokens,
+    classifier_dropout,
 )
 from ipfs_accelerate.tensor import Tensor, from_numpy
 from ipfs_accelerate.tensor._dtype import float32
@@ -204,9 +205,10 @@ class RobertaClassificationHead(Module):
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.out_proj = Linear(config.hidden_size, config.num_labels)
+        self.dropout = Dropout(classifier_dropout(config))
 
     def __call__(self, first: Tensor) -> Tensor:
-        return self.out_proj(ops.tanh(self.dense(first)))
+        return self.out_proj(self.dropout(ops.tanh(self.dense(self.dropout(first)))))
 
 
 class RobertaForSequenceClassification(Module):

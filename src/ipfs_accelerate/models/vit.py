@@ -16,11 +16,13 @@ from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitecture
 from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
 from ipfs_accelerate.models._module import (
     Conv2d,
+    Dropout,
     LayerNorm,
     Linear,
     Module,
     ModuleList,
     activation,
+    attend,
     merge_heads,
     split_heads,
 )
@@ -39,6 +41,8 @@ class ViTConfig:
     intermediate_size: int = 3072
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
     image_size: int = 224
     patch_size: int = 16
     num_channels: int = 3
@@ -102,6 +106,7 @@ class ViTEmbeddings(Module):
         self.declare("cls_token", (1, 1, config.hidden_size))
         self.patch_embeddings = ViTPatchEmbeddings(config)
         self.declare("position_embeddings", (1, config.num_patches + 1, config.hidden_size))
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, pixels: Tensor) -> Tensor:
         c = self.config
@@ -113,7 +118,7 @@ class ViTEmbeddings(Module):
             )
         patches = self.patch_embeddings(pixels)
         cls = self.cls_token.expand(patches.shape[0], 1, c.hidden_size)
-        return ops.concat([cls, patches], axis=1) + self.position_embeddings
+        return self.dropout(ops.concat([cls, patches], axis=1) + self.position_embeddings)
 
 
 class ViTSelfAttention(Module):
@@ -123,21 +128,23 @@ class ViTSelfAttention(Module):
         self.query = Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.key = Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.value = Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def __call__(self, x: Tensor) -> Tensor:
         q = split_heads(self.query(x), self.num_heads)
         k = split_heads(self.key(x), self.num_heads)
         v = split_heads(self.value(x), self.num_heads)
-        return merge_heads(ops.scaled_dot_product_attention(q, k, v))
+        return merge_heads(attend(q, k, v, None, self.dropout))
 
 
 class ViTSelfOutput(Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.dense(x)
+        return self.dropout(self.dense(x))
 
 
 class ViTAttention(Module):
@@ -164,9 +171,10 @@ class ViTOutputLayer(Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.dense = Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.dense(x) + residual
+        return self.dropout(self.dense(x)) + residual
 
 
 class ViTLayer(Module):
