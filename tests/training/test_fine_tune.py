@@ -154,3 +154,22 @@ def test_fine_tune_with_hard_negatives_matches_cpu_on_every_backend(
         # gradient is ~0 may move either way on another backend: nearly all must agree
         diff = np.abs(params[key] - value)
         assert np.mean(diff > 1e-4) < 0.02 and diff.max() <= 2 * 2 * 1e-3, key
+
+
+def test_the_compiled_step_loss_equals_contrastive_loss_padded_or_not(bert_dir: Path) -> None:
+    from ipfs_accelerate.models.training import (
+        contrastive_inputs,
+        contrastive_step_loss,
+        pad_tokens,
+    )
+
+    embedder = TextEmbedder.from_pretrained(bert_dir, "cpu", sharing=False)
+    anchors, candidates = [p[0] for p in TINY_PAIRS], [p[1] for p in TINY_PAIRS]
+    expected = contrastive_loss(embedder, anchors, candidates).item()
+    loss_fn = contrastive_step_loss(embedder)
+    inputs = contrastive_inputs(embedder, anchors, candidates)
+    padded = pad_tokens(inputs, 16)
+    assert all(a.shape[1] % 16 == 0 for a in padded) and padded[0].shape != inputs[0].shape
+    for arrays in (inputs, padded):
+        got = loss_fn(*(ia.tensor(a) for a in arrays)).item()
+        assert got == pytest.approx(expected, rel=1e-5)

@@ -266,8 +266,9 @@ class Dropout(Module):
     def __call__(self, x: Tensor) -> Tensor:
         if not self.active:
             return x
-        seed = int(self.generator.integers(0, 2**63 - 1))
-        return ops.dropout(x, self.p, training=True, seed=seed)
+        # the generator itself, not a number drawn from it: a compiled training step draws
+        # each later step's seed from it without running this module again
+        return ops.dropout(x, self.p, training=True, seed=self.generator)
 
 
 class Linear(Module):

@@ -5,9 +5,10 @@ core busy between the matrix products (why, and what it gains: docs/models.md). 
 result is the same as the whole batch's rows.
 
 BLAS is held to one thread process-wide while any sharded batch runs: the first batch in sets
-it, the last one out restores it, both from this module's one control thread (threadpoolctl
-lets a single thread at a time change OpenBLAS's). Where no BLAS library can be limited,
-batches are not sharded: threads would compete with BLAS's own.
+it, the last one out restores it (OpenBLAS through hal/cpu/_blas, the count the cpu backend's
+small products share; another BLAS from this module's one control thread, as threadpoolctl
+lets a single thread at a time change it). Where no BLAS library can be limited, batches are
+not sharded: threads would compete with BLAS's own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from itertools import pairwise
 from typing import Any, TypeVar
 
 from ipfs_accelerate.hal._backend import host_cores
+from ipfs_accelerate.hal.cpu import _blas as blas
 
 __all__ = ["MIN_SHARD_ROWS", "run_sharded", "shard_bounds"]
 
@@ -31,7 +33,7 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _control: ThreadPoolExecutor | None = None  # the one thread that changes BLAS's thread count
 _depth = 0
-_limiter: Any = None
+_limiter: Callable[[], None] | None = None
 _controller: Any = None
 
 
@@ -78,16 +80,23 @@ def _blas_controller() -> Any:
     return _controller or None
 
 
-def _limit_blas(controller: Any) -> Any:
-    """Hold BLAS to one thread; the limiter to restore it, or None where the limit did not
-    take (threadpoolctl lets one thread at a time change OpenBLAS's pool; ours always
-    changes it from the same thread, but another may hold it)."""
+def _limit_blas(controller: Any) -> Callable[[], None] | None:
+    """Hold BLAS to one thread; the function that restores it, or None where the limit did
+    not take. OpenBLAS is held through hal/cpu/_blas (the one count that the cpu backend's
+    small products share); another BLAS through threadpoolctl, which lets one thread at a
+    time change it: ours always changes it from the same thread, but another may hold it."""
     global _control
+    if blas.available():
+        if blas.hold():
+            return blas.release
+        blas.release()
+        return None
     if _control is None:
         _control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipfs-accelerate-blas")
     limiter = _control.submit(controller.limit, limits=1).result()
+    control = _control
     if all(lib.get_num_threads() == 1 for lib in controller.lib_controllers):
-        return limiter
+        return lambda: control.submit(limiter.restore_original_limits).result()
     _control.submit(limiter.restore_original_limits).result()
     return None
 
@@ -133,6 +142,6 @@ def _leave() -> None:
     with _lock:
         _depth -= 1
         if _depth == 0:
-            assert _control is not None
-            _control.submit(_limiter.restore_original_limits).result()
+            assert _limiter is not None
+            _limiter()
             _limiter = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,7 +22,14 @@ from ipfs_accelerate.tensor import Tensor
 if TYPE_CHECKING:
     from ipfs_accelerate.models.pipelines import TextEmbedder
 
-__all__ = ["StepCallback", "contrastive_loss", "fine_tune"]
+__all__ = [
+    "StepCallback",
+    "contrastive_inputs",
+    "contrastive_loss",
+    "contrastive_step_loss",
+    "fine_tune",
+    "pad_tokens",
+]
 
 #: called after each step with (step, total steps, loss)
 StepCallback = Callable[[int, int, float], None]
@@ -40,6 +47,48 @@ def contrastive_loss(
     a = embedder.embed_tensor(list(anchors))
     b = embedder.embed_tensor(list(candidates))
     return ops.multiple_negatives_ranking_loss(a, b, scale=scale)
+
+
+#: on a backend that replays compiled steps, batches are padded to a multiple of this many
+#: tokens, so that batches of similar lengths share one captured step
+_LENGTH_BUCKET = 16
+
+
+def contrastive_inputs(
+    embedder: TextEmbedder, anchors: Sequence[str], candidates: Sequence[str]
+) -> list[np.ndarray[Any, Any]]:
+    """The host arrays of one batch for :func:`contrastive_step_loss` (the anchors'
+    ``embedding_inputs``, then the candidates')."""
+    return [*embedder.embedding_inputs(list(anchors)), *embedder.embedding_inputs(list(candidates))]
+
+
+def contrastive_step_loss(embedder: TextEmbedder, scale: float = 20.0) -> Callable[..., Tensor]:
+    """:func:`contrastive_loss` as a function of :func:`contrastive_inputs` (as tensors): the
+    ``loss_fn`` of ``optim.compile_step`` for fine-tuning."""
+    width = 3 + len(embedder.modules.pooling)
+
+    def loss_fn(*inputs: Tensor) -> Tensor:
+        a = embedder.embed_inputs(*inputs[:width])
+        b = embedder.embed_inputs(*inputs[width:])
+        return ops.multiple_negatives_ranking_loss(a, b, scale=scale)
+
+    return loss_fn
+
+
+def pad_tokens(inputs: list[np.ndarray[Any, Any]], multiple: int) -> list[np.ndarray[Any, Any]]:
+    """:func:`contrastive_inputs` with the token axis padded to a multiple of ``multiple``:
+    padding ids, mask, token types and pooling weights are 0 (the positions added are masked
+    out of attention and pooling, so the loss is the same)."""
+    out = []
+    for array in inputs:
+        length = array.shape[1]
+        extra = -length % multiple
+        if extra:
+            widths = [(0, 0)] * array.ndim
+            widths[1] = (0, extra)
+            array = np.pad(array, widths)
+        out.append(array)
+    return out
 
 
 def _check_examples(examples: Sequence[Sequence[str]]) -> tuple[list[tuple[str, ...]], int]:
@@ -114,7 +163,7 @@ def fine_tune(
     tensors are the very tensors of every other pipeline of it), and in float32.
     """
     from ipfs_accelerate.models.pipelines._base import _check_batch_size
-    from ipfs_accelerate.optim import AdamW, clip_grad_norm_
+    from ipfs_accelerate.optim import AdamW, compile_step
 
     if embedder.load_report.sharing is not None:
         raise ModelError(
@@ -133,6 +182,9 @@ def fine_tune(
     model = embedder.model
     model.requires_grad_(True)
     optimizer = AdamW(list(model.named_parameters()), lr=lr, weight_decay=weight_decay)
+    step = compile_step(
+        contrastive_step_loss(embedder, scale), optimizer, max_grad_norm=clip, check_finite=True
+    )
     if dropout:
         model.train(seed=seed)
     rng = np.random.default_rng(seed)
@@ -148,13 +200,10 @@ def fine_tune(
                 candidates = [r[1] for r in batch]
                 if width == 3:
                     candidates += [r[2] for r in batch]
-                optimizer.zero_grad()
-                loss = contrastive_loss(embedder, anchors, candidates, scale)
-                loss.backward(check_finite=True)
-                if clip is not None:
-                    clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
-                losses.append(float(loss.item()))
+                inputs = contrastive_inputs(embedder, anchors, candidates)
+                if step.captures:  # fewer signatures, more replays
+                    inputs = pad_tokens(inputs, _LENGTH_BUCKET)
+                losses.append(float(step(*inputs).item()))
                 if callback is not None:
                     callback(len(losses), total, losses[-1])
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -294,11 +296,24 @@ def conv2d(
 # ----------------------------------------------------------------------------- dropout
 
 
-def dropout(x: Any, p: float = 0.5, *, training: bool = True, seed: int | None = None) -> Tensor:
+#: a mask's seed: a number, a generator to draw one from, or None (the global generator)
+SeedSource = int | np.random.Generator | None
+
+#: where dropout takes its uniform values from (``(shape, source, seed, device) -> Tensor``)
+#: while a training step is recorded or captured (optim/_compiled.py): a captured step feeds
+#: each mask as an input of its graph instead of freezing the first step's mask into it
+dropout_uniforms: ContextVar[
+    Callable[[tuple[int, ...], SeedSource, int | None, str], Tensor] | None
+] = ContextVar("dropout_uniforms", default=None)
+
+
+def dropout(x: Any, p: float = 0.5, *, training: bool = True, seed: SeedSource = None) -> Tensor:
     """Inverted dropout, as PyTorch: while ``training``, each element is zeroed with
     probability ``p`` and the others are scaled by ``1 / (1 - p)``; otherwise ``x`` itself.
     The mask is drawn on the host with numpy's PCG64 (as :func:`~ipfs_accelerate.rand`), so the
-    same ``seed`` gives the same mask on every backend."""
+    same ``seed`` gives the same mask on every backend. ``seed`` may be a
+    ``numpy.random.Generator``: the mask's seed is then drawn from it (as model modules'
+    dropout does), which lets a compiled training step draw the next step's mask itself."""
     x = as_tensor(x, op="dropout")
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise InvalidArgumentError(f"dropout: p must be a probability in [0, 1], got {p!r}")
@@ -309,8 +324,25 @@ def dropout(x: Any, p: float = 0.5, *, training: bool = True, seed: int | None =
         return ew.mul(x, 0.0)
     from ipfs_accelerate.tensor._creation import rand
 
-    keep = ew.greater_equal(rand(*x.shape, seed=seed, device=x.device), float(p))
+    drawn = draw_seed(seed)
+    hook = dropout_uniforms.get()
+    if hook is None:
+        uniforms = rand(*x.shape, seed=drawn, device=x.device)
+    else:
+        uniforms = hook(x.shape, seed, drawn, x.device)
+    keep = ew.greater_equal(uniforms, float(p))
     return ew.where(keep, ew.mul(x, 1.0 / (1.0 - p)), 0.0)
+
+
+def draw_seed(seed: SeedSource) -> int | None:
+    """The seed of one mask: ``seed`` itself, or the next draw of a generator."""
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**63 - 1))
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise InvalidArgumentError(
+            f"dropout: seed must be an int, a numpy Generator or None, got {seed!r}"
+        )
+    return seed
 
 
 # ----------------------------------------------------------------------------- softmax, norms

@@ -8,7 +8,8 @@ scales gradients to a maximum joint norm.
 
 from ipfs_accelerate.optim._adamw import AdamW
 from ipfs_accelerate.optim._clip import clip_grad_norm_
+from ipfs_accelerate.optim._compiled import CompiledStep, compile_step
 from ipfs_accelerate.optim._optimizer import Optimizer
 from ipfs_accelerate.optim._sgd import SGD
 
-__all__ = ["SGD", "AdamW", "Optimizer", "clip_grad_norm_"]
+__all__ = ["SGD", "AdamW", "CompiledStep", "Optimizer", "clip_grad_norm_", "compile_step"]

@@ -92,16 +92,21 @@ class AdamW(Optimizer):
         bump_version(param)
         return True
 
+    def _step_numbers(self, group: Mapping[str, Any], step: int) -> tuple[float, ...]:
+        beta1, beta2 = (float(b) for b in group["betas"])
+        lr, decay = float(group["lr"]), float(group["weight_decay"])
+        # the decay factor, the second moment's bias correction, the step size
+        return (1.0 - lr * decay, math.sqrt(1.0 - beta2**step), lr / (1.0 - beta1**step))
+
     def _update(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
     ) -> Tensor:
         beta1, beta2 = (float(b) for b in group["betas"])
-        lr, decay = float(group["lr"]), float(group["weight_decay"])
         self._init_state(param, state, group)
         state["step"] += 1
-        step = state["step"]
-        if decay:
-            param = param * self._step_scalar(1.0 - lr * decay, param)
+        decay_factor, correction, step_size = self._numbers(param, group, state["step"])
+        if float(group["weight_decay"]):
+            param = param * decay_factor
         exp_avg = state["exp_avg"] + (grad - state["exp_avg"]) * (1.0 - beta1)
         exp_avg_sq = state["exp_avg_sq"] * beta2 + (grad * grad) * (1.0 - beta2)
         state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
@@ -109,6 +114,5 @@ class AdamW(Optimizer):
         if group["amsgrad"]:
             second = ops.maximum(state["max_exp_avg_sq"], exp_avg_sq)
             state["max_exp_avg_sq"] = second
-        correction = self._step_scalar(math.sqrt(1.0 - beta2**step), param)
         denom = ops.sqrt(second) / correction + float(group["eps"])
-        return param - (exp_avg / denom) * self._step_scalar(lr / (1.0 - beta1**step), param)
+        return param - (exp_avg / denom) * step_size

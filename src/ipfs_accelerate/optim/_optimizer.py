@@ -45,6 +45,8 @@ class Optimizer:
         self._names: dict[int, str] = {}
         self._state: dict[int, dict[str, Any]] = {}
         self._step_scalars: dict[tuple[float, str, str], Tensor] = {}
+        #: while a compiled step is captured: each parameter's step numbers as graph inputs
+        self._captured_numbers: dict[int, list[Tensor]] | None = None
         items = list(params)
         if not items:
             raise InvalidArgumentError(f"{type(self).__name__}: got an empty parameter list")
@@ -184,6 +186,20 @@ class Optimizer:
             array = np.array(value, dtype=like.dtype.numpy)
             found = self._step_scalars[key] = from_numpy(array, like.device)
         return found
+
+    def _step_numbers(self, group: Mapping[str, Any], step: int) -> tuple[float, ...]:
+        """The numbers of step ``step`` (counted from 1) of a parameter of ``group`` that
+        change from step to step (a scheduled learning rate, bias corrections), in the order
+        :meth:`_update` uses them; written by each optimizer."""
+        raise NotImplementedError
+
+    def _numbers(self, param: Tensor, group: Mapping[str, Any], step: int) -> list[Tensor | float]:
+        """:meth:`_step_numbers` for an update of ``param``: 0-d tensors on a graph backend
+        (see :meth:`_step_scalar`), the captured graph's inputs while a compiled step is
+        captured (optim/_compiled.py), plain numbers on the host."""
+        if self._captured_numbers is not None:
+            return list(self._captured_numbers[id(param)])
+        return [self._step_scalar(v, param) for v in self._step_numbers(group, step)]
 
     def _update_in_place(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]

@@ -91,4 +91,8 @@ class SGD(Optimizer):
                 buffer = buffer * momentum + grad * (1.0 - float(group["dampening"]))
             state["momentum_buffer"] = buffer
             grad = grad + buffer * momentum if group["nesterov"] else buffer
-        return param - grad * self._step_scalar(float(group["lr"]), param)
+        (lr,) = self._numbers(param, group, 0)
+        return param - grad * lr
+
+    def _step_numbers(self, group: Mapping[str, Any], step: int) -> tuple[float, ...]:
+        return (float(group["lr"]),)

@@ -429,12 +429,25 @@ def rand(
             f"rand(): need finite low < high, got low={low!r}, high={high!r}"
         )
     _sized_backend(device, dims, target, "rand()")
+    array = uniform_array(dims, seed, target, low, high)
+    return from_numpy(array, device, requires_grad=requires_grad)
+
+
+def uniform_array(
+    dims: tuple[int, ...],
+    seed: int | None,
+    dtype: DType,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> np.ndarray[Any, Any]:
+    """:func:`rand`'s values as a host array (what a captured training step feeds as its
+    dropout masks' input)."""
     rng = np.random.default_rng(seed) if seed is not None else _default_rng
     values = rng.uniform(low, high, size=dims)
     # rounding into a narrower float can land exactly on ``high``: keep the interval half-open
-    array = values.astype(target.numpy)
-    np.minimum(array, np.nextafter(target.numpy.type(high), target.numpy.type(low)), out=array)
-    return from_numpy(array, device, requires_grad=requires_grad)
+    array = values.astype(dtype.numpy)
+    np.minimum(array, np.nextafter(dtype.numpy.type(high), dtype.numpy.type(low)), out=array)
+    return array
 
 
 def randn(

@@ -27,6 +27,7 @@ from ipfs_accelerate.hal._backend import (
     host_cores,
 )
 from ipfs_accelerate.hal.cpu import _math, _optim
+from ipfs_accelerate.hal.cpu._blas import one_thread_for
 from ipfs_accelerate.hal.cpu._quantized import quantized_linear
 from ipfs_accelerate.tensor._creation import checked_cast
 from ipfs_accelerate.tensor._dtype import DTYPES, DType
@@ -318,7 +319,14 @@ class CPUBackend(Backend):
             ) from None
 
     def index_add(self, base: Tensor, axis: int, indices: Tensor, source: Tensor) -> Array:
-        out = np.array(base._data, copy=True)
+        data = base._data
+        if data.flags.c_contiguous and data.size and not data.reshape(-1).view(np.uint8).any():
+            # all +0.0 bits (gather's gradient starts from zeros: an embedding table's worth):
+            # new calloc'd zeros are written only where the rows land, instead of a copy that
+            # writes every page of the table (the scan reads untouched pages, which are shared)
+            out = np.zeros(data.shape, dtype=data.dtype)
+        else:
+            out = np.array(data, copy=True)
         # np.add.at accumulates repeated indices (a fancy-index += would keep only one)
         np.add.at(out, (slice(None),) * axis + (indices._data,), source._data)
         return out
@@ -341,17 +349,20 @@ class CPUBackend(Backend):
 
     def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> Array:
         x, w = a._data, b._data
-        if x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
-            # one GEMM over all rows instead of numpy's loop over the batch
-            flat = x.reshape(-1, x.shape[-1]) @ w
-            return flat.reshape(out_shape)
-        return np.matmul(x, w)
+        # (small products on one BLAS thread: see hal/cpu/_blas.py)
+        with one_thread_for(math.prod(out_shape) * x.shape[-1]):
+            if x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
+                # one GEMM over all rows instead of numpy's loop over the batch
+                flat = x.reshape(-1, x.shape[-1]) @ w
+                return flat.reshape(out_shape)
+            return np.matmul(x, w)
 
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Array:
         data = x._data
         w = weight._data
         rows = data.reshape(-1, data.shape[-1]) if data.ndim != 2 else data
-        out = rows @ w.T
+        with one_thread_for(rows.shape[0] * w.shape[0] * w.shape[1]):
+            out = rows @ w.T
         if bias is not None:
             out += bias._data
         return out.reshape(*data.shape[:-1], w.shape[0])
@@ -423,13 +434,16 @@ class CPUBackend(Backend):
             order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
             cols = np.ascontiguousarray(win.transpose(order)).reshape(n, positions, cin_g * ksize)
             wg = w[g * cout_g : (g + 1) * cout_g].reshape(cout_g, cin_g * ksize)
-            out[:, g * cout_g : (g + 1) * cout_g] = (cols @ wg.T).transpose(0, 2, 1)
+            with one_thread_for(n * positions * cin_g * ksize * cout_g):
+                product = cols @ wg.T
+            out[:, g * cout_g : (g + 1) * cout_g] = product.transpose(0, 2, 1)
         if bias is not None:
             out += bias._data[None, :, None]
         return out.reshape(out_shape)
 
     def softmax(self, x: Tensor, axis: int, log: bool) -> Array:
-        return _softmax(x._data, axis, log)
+        with one_thread_for(x.size):  # short rows sum through a BLAS product
+            return _softmax(x._data, axis, log)
 
     def layer_norm(
         self, x: Tensor, weight: Tensor | None, bias: Tensor | None, num_axes: int, eps: float
@@ -444,7 +458,8 @@ class CPUBackend(Backend):
             and width > 1
             and all(p is None or (p.dtype == data.dtype and p.size == width) for p in (w, b))
         ):
-            return _layer_norm_rows(data.reshape(-1, width), w, b, eps).reshape(data.shape)
+            with one_thread_for(data.size):  # the row sums are BLAS products
+                return _layer_norm_rows(data.reshape(-1, width), w, b, eps).reshape(data.shape)
         axes = tuple(range(data.ndim - num_axes, data.ndim))
         # the mean accumulates in float64: a float32 mean of equal values can miss them by an
         # ulp, and with a tiny eps (BERT's 1e-12) that ulp normalises to a large value
@@ -473,6 +488,13 @@ class CPUBackend(Backend):
         out_shape: Shape,
     ) -> Array:
         qd, kd, vd = q._data, k._data, v._data
+        with one_thread_for(math.prod(out_shape[:-1]) * kd.shape[-2] * qd.shape[-1]):
+            return self._attention(qd, kd, vd, mask, is_causal, scale)
+
+    @staticmethod
+    def _attention(
+        qd: Array, kd: Array, vd: Array, mask: Tensor | None, is_causal: bool, scale: float
+    ) -> Array:
         scores = np.matmul(qd, np.swapaxes(kd, -1, -2))
         scores *= qd.dtype.type(scale)
         length, source = qd.shape[-2], kd.shape[-2]

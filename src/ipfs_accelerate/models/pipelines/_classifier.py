@@ -132,7 +132,7 @@ class TextClassifier:
         the distinct labels, sorted); returns the mean loss of every epoch. Mini-batches of
         ``batch_size`` are shuffled each epoch with ``seed``, which also seeds the head's
         initial values (as ``torch.nn.Linear``'s: uniform in +-1/sqrt(dimension))."""
-        from ipfs_accelerate.optim import AdamW
+        from ipfs_accelerate.optim import AdamW, compile_step
 
         items = _text_list(texts)
         targets = _check_labels(labels, len(items))
@@ -165,19 +165,21 @@ class TextClassifier:
             rng.uniform(-bound, bound, (len(classes),)).astype(np.float32), device
         ).requires_grad_()
         optimizer = AdamW([("weight", weight), ("bias", bias)], lr=lr, weight_decay=weight_decay)
-        x_all, y_all = from_numpy(features, device), from_numpy(y, device)
+        features = np.ascontiguousarray(features, dtype=np.float32)
+
+        def loss_fn(x: Tensor, targets: Tensor) -> Tensor:
+            return ops.cross_entropy(ops.linear(x, weight, bias), targets)
+
+        # the batch is gathered on the host and is the step's input: on webnn one replayed
+        # graph per batch size
+        step = compile_step(loss_fn, optimizer, check_finite=True)
         losses: list[float] = []
         for epoch in range(epochs):
             order = rng.permutation(len(items))
             total = 0.0
             for start in range(0, len(items), batch_size):
-                rows = from_numpy(order[start : start + batch_size].astype(np.int64), device)
-                optimizer.zero_grad()
-                logits = ops.linear(ops.gather(x_all, rows, axis=0), weight, bias)
-                loss = ops.cross_entropy(logits, ops.gather(y_all, rows, axis=0))
-                loss.backward(check_finite=True)
-                optimizer.step()
-                total += float(loss.item()) * int(rows.shape[0])
+                rows = order[start : start + batch_size].astype(np.int64)
+                total += float(step(features[rows], y[rows]).item()) * len(rows)
             losses.append(total / len(items))
             if callback is not None:
                 callback(epoch + 1, epochs, losses[-1])

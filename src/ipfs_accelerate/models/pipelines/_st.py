@@ -23,7 +23,15 @@ from ipfs_accelerate.errors import CheckpointError, UnsupportedArchitectureError
 from ipfs_accelerate.models.loading import read_json, read_safetensors
 from ipfs_accelerate.tensor import Tensor, from_numpy
 
-__all__ = ["POOLING_MODES", "DenseLayer", "SentencePipeline", "pool", "read_pipeline"]
+__all__ = [
+    "POOLING_MODES",
+    "DenseLayer",
+    "SentencePipeline",
+    "pool",
+    "pool_with",
+    "pooling_inputs",
+    "read_pipeline",
+]
 
 Array = np.ndarray[Any, Any]
 
@@ -273,22 +281,41 @@ def pool(
     Every mode but max is a weighted sum over the tokens; the weights are made on the host
     (they depend on the mask only), so one multiply-and-sum runs on the device per mode.
     """
+    weights = pooling_inputs(attention_mask, modes, prompt_length)
+    return pool_with(hidden, [from_numpy(w, hidden.device) for w in weights], modes)
+
+
+def pooling_inputs(
+    attention_mask: Array, modes: tuple[str, ...], prompt_length: int = 0
+) -> list[Array]:
+    """What :func:`pool` makes on the host from the mask, per mode: the tokens kept (B, L, 1)
+    bool for max, the token weights (B, L, 1) float32 for the others (a compiled training
+    step takes them as inputs)."""
     mask = (np.asarray(attention_mask) != 0).astype(np.float32)
     original = mask
     if prompt_length:
         mask = mask.copy()
         mask[:, :prompt_length] = 0.0
     rows, length = mask.shape
-    outputs = []
+    out = []
     for mode in modes:
         if mode == "max":
-            keep = from_numpy(mask.reshape(rows, length, 1) > 0, hidden.device)
-            outputs.append(ops.max(ops.where(keep, hidden, -1e9), axis=1))
+            out.append(mask.reshape(rows, length, 1) > 0)
             continue
         # float32 always: a graph backend (webnn) has no float64
         weights = _pooling_weights(mode, mask, original).astype(np.float32, copy=False)
-        tensor = from_numpy(weights.reshape(rows, length, 1), hidden.device)
-        outputs.append(ops.sum(hidden * tensor, axis=1))
+        out.append(weights.reshape(rows, length, 1))
+    return out
+
+
+def pool_with(hidden: Tensor, weights: list[Tensor], modes: tuple[str, ...]) -> Tensor:
+    """:func:`pool` given :func:`pooling_inputs` as tensors."""
+    outputs = []
+    for mode, tensor in zip(modes, weights, strict=True):
+        if mode == "max":
+            outputs.append(ops.max(ops.where(tensor, hidden, -1e9), axis=1))
+        else:
+            outputs.append(ops.sum(hidden * tensor, axis=1))
     return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
 
 

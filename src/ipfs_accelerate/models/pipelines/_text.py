@@ -28,7 +28,13 @@ from ipfs_accelerate.models.pipelines._base import (
     _Pipeline,
     _text_list,
 )
-from ipfs_accelerate.models.pipelines._st import SentencePipeline, pool, read_pipeline
+from ipfs_accelerate.models.pipelines._st import (
+    SentencePipeline,
+    pool,
+    pool_with,
+    pooling_inputs,
+    read_pipeline,
+)
 from ipfs_accelerate.models.preprocessing.text import TextTokenizer
 from ipfs_accelerate.tensor import Tensor, from_numpy
 
@@ -224,18 +230,36 @@ class TextEmbedder(_Pipeline):
         its Normalize), recorded by autograd when the parameters require grad (how
         :func:`~ipfs_accelerate.models.fine_tune` trains the model); ``normalize`` divides
         each row by its L2 norm. :meth:`embed` is the faster path for inference."""
+        arrays = self.embedding_inputs(texts)
+        return self.embed_inputs(*(from_numpy(a, self.device) for a in arrays), normalize=normalize)
+
+    def embedding_inputs(self, texts: str | Sequence[str]) -> list[Array]:
+        """The host arrays :meth:`embed_tensor` computes ``texts``' embeddings from: the input
+        ids, attention mask and token type ids (N, L) int64, then per pooling mode its token
+        weights (N, L, 1). A compiled training step (``optim.compile_step``) takes them as its
+        inputs, with :meth:`embed_inputs` as the differentiable part."""
         batch = [texts] if isinstance(texts, str) else _text_list(texts)
         encoded = self.tokenizer(batch)
-        device = self.device
         host_mask = np.asarray(encoded.attention_mask, dtype=np.int64)
-        hidden = self.model(
-            from_numpy(np.asarray(encoded.input_ids, dtype=np.int64), device),
-            from_numpy(host_mask, device),
-            from_numpy(np.asarray(encoded.token_type_ids, dtype=np.int64), device),
-            pool=False,
-        ).last_hidden_state
+        return [
+            np.asarray(encoded.input_ids, dtype=np.int64),
+            host_mask,
+            np.asarray(encoded.token_type_ids, dtype=np.int64),
+            *pooling_inputs(host_mask, self.modules.pooling),
+        ]
+
+    def embed_inputs(self, *inputs: Tensor, normalize: bool = False) -> Tensor:
+        """Sentence embeddings from :meth:`embedding_inputs` as tensors on the model's
+        device (see :meth:`embed_tensor`)."""
         modules = self.modules
-        pooled = pool(hidden, host_mask, modules.pooling)
+        if len(inputs) != 3 + len(modules.pooling):
+            raise InvalidArgumentError(
+                f"embed_inputs: takes {3 + len(modules.pooling)} tensors (embedding_inputs), "
+                f"got {len(inputs)}"
+            )
+        ids, mask, types = inputs[:3]
+        hidden = self.model(ids, mask, types, pool=False).last_hidden_state
+        pooled = pool_with(hidden, list(inputs[3:]), modules.pooling)
         for layer in modules.dense:
             pooled = layer(pooled)
         if modules.normalize or normalize:
