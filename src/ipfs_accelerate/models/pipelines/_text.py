@@ -129,12 +129,13 @@ class TextEmbedder(_Pipeline):
         batch_size: int = 32,
     ) -> list[str]:
         """For an int8 model: calibrate the Linear layers' input ranges on ``texts`` (default:
-        the shipped ``CALIBRATION_SENTENCES``) and migrate them into the weights
-        (SmoothQuant, ``alpha`` default 0.5), so that the attention and FFN-input layers
-        quantize their inputs with one scale per tensor (ONNX Runtime's
+        the shipped ``CALIBRATION_SENTENCES``) and migrate them into the weights (SmoothQuant;
+        ``alpha`` default ``_smoothing.SMOOTH_ALPHA``, 0.7), so that the attention and
+        FFN-input layers quantize their inputs with one scale per tensor (ONNX Runtime's
         ``DynamicQuantizeMatMul`` on webnn) and the FFN output with one per row
-        (``models._smoothing.SMOOTHED_INT8``). Returns the migrated layers' paths. A model
-        without 8-bit Linear weights raises DtypeError; calibrating twice, ModelError."""
+        (``_smoothing.SMOOTHED_INT8``). Returns the migrated layers' paths. A model without
+        8-bit Linear weights raises DtypeError; calibrating twice, ModelError; a migrated
+        model cannot be saved (ModelError): save first, calibrate after loading."""
         from ipfs_accelerate.errors import DtypeError
         from ipfs_accelerate.models import _smoothing
 
