@@ -86,10 +86,6 @@ class MLContext:
             tuple[bytes, tuple[Any, ...]], tuple[Any, list[Any], list[Any]]
         ] = OrderedDict()
         self._tensors: weakref.WeakSet[MLTensor] = weakref.WeakSet()
-        # not part of the W3C API: the tensor backend's own context sets it, so that its
-        # large (model) graphs flush float32 denormals to zero; graphs built through the API
-        # keep IEEE results (create_session's flush_denormals)
-        self._flush_denormals = False
 
     # ------------------------------------------------------------------ attributes
 
@@ -421,12 +417,7 @@ class MLGraph:
         cached = context._sessions.get(key) if cacheable else None
         if cached is None:
             session, keep_alive = create_session(
-                model_bytes,
-                lowered.external,
-                context._providers,
-                "build",
-                work,
-                flush_denormals=context._flush_denormals and not cacheable,
+                model_bytes, lowered.external, context._providers, "build", work
             )
             if cacheable:
                 context._sessions[key] = (session, keep_alive, list(lowered.external.values()))

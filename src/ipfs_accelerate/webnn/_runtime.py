@@ -94,8 +94,6 @@ def create_session(
     providers: Sequence[str],
     what: str,
     work: int = SINGLE_THREAD_WORK,
-    *,
-    flush_denormals: bool = False,
 ) -> tuple[Any, list[Any]]:
     """An InferenceSession for the model; external constants are passed as OrtValues that
     share the numpy buffers (kept alive by the returned list). ORT errors become
@@ -104,19 +102,11 @@ def create_session(
 
     Thread pools do not spin waiting for work: every session owns its pool, a context holds
     many graphs, and pools spinning after their own run steal the cores from the session
-    that runs next.
-
-    ``flush_denormals`` makes every op of the session compute float32 values below the
-    normal range (under 1.2e-38) as zero, which the CPU otherwise handles slowly (attention
-    probabilities of far-apart scores are such values). The tensor backend asks it for its
-    large graphs: MiniLM's embeddings came out bit-identical, with 3-4% less CPU time
-    (docs/webnn.md, "Attention"); graphs built through the W3C API keep IEEE results."""
+    that runs next."""
     runtime = ort()
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    if flush_denormals:
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     if work < SINGLE_THREAD_WORK:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1

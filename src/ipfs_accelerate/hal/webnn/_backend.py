@@ -113,8 +113,6 @@ class WebNNBackend(Backend):
         from ipfs_accelerate import webnn
 
         self.context = webnn.create_context(power_preference=power_preference)
-        # model graphs: denormals as zero (the runtime's create_session, flush_denormals)
-        self.context._flush_denormals = True
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
         self.stats = Stats()
