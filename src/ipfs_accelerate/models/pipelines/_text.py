@@ -138,11 +138,11 @@ class TextEmbedder(_Pipeline):
         model cannot be saved (ModelError): save first, calibrate after loading."""
         from ipfs_accelerate.errors import DtypeError
         from ipfs_accelerate.models import _smoothing
+        from ipfs_accelerate.quantization import QuantizedTensor
 
         if not any(
-            getattr(module, "weight", None) is not None
-            and getattr(module.weight, "bits", None) == 8
-            for _, module in self.model.named_modules()
+            isinstance(value, QuantizedTensor) and value.bits == 8
+            for _, value in self.model.named_weights()
         ):
             raise DtypeError(
                 f"TextEmbedder.smooth_int8: the model holds no 8-bit weights (dtype "
