@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
@@ -279,6 +279,12 @@ class Linear(Module):
     weight: Tensor | QuantizedTensor
     bias: Tensor
     activations: str = "float"
+    #: per input feature, what the input is multiplied by before the product: set by
+    #: :func:`~ipfs_accelerate.models._precision.smooth_int8_inputs`, whose weight holds the
+    #: inverse factors (SmoothQuant's migration); None for every loaded model
+    input_scale: Tensor | None = None
+    #: called with every input while set (calibration: ``_smoothing.record_input_ranges``)
+    input_observer: Callable[[Linear, Tensor], None] | None = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
@@ -289,6 +295,10 @@ class Linear(Module):
 
     def __call__(self, x: Tensor) -> Tensor:
         bias = self.bias if self.has_bias else None
+        if self.input_observer is not None:
+            self.input_observer(self, x)
+        if self.input_scale is not None:
+            x = x * self.input_scale
         if self.activations == "float":
             return ops.linear(x, self.weight, bias)
         return ops.linear(x, self.weight, bias, activations=self.activations)

