@@ -16,8 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from ipfs_accelerate.content import CID, MemoryBlockstore, fetch, import_directory
-from ipfs_accelerate.errors import FetchError, GatewayError
+from ipfs_accelerate.content import (
+    CID,
+    RAW,
+    MemoryBlockstore,
+    PBLink,
+    UnixFSData,
+    UnixFSType,
+    decode_node,
+    decode_unixfs,
+    encode_node,
+    encode_unixfs,
+    fetch,
+    import_directory,
+)
+from ipfs_accelerate.errors import DagFormatError, FetchError, GatewayError
 from tests.content.fake_gateways import FakeGateway, car_bytes, dfs_blocks
 
 CHUNK = 1024
@@ -186,3 +199,23 @@ def test_a_car_whose_leaves_trickle_is_given_up_on(dag: _Dag, tmp_path: Path) ->
     (failure,) = outcome
     assert isinstance(failure, FetchError)
     assert "too slow" in str(failure) and not (tmp_path / "out").exists()
+
+
+def test_decoded_nodes_are_remembered_by_their_exact_bytes_only() -> None:
+    """A file's node is decoded several times by one fetch (1,024 links take milliseconds
+    each time), so small nodes are remembered; never for other bytes, never a failure."""
+    links = [PBLink(CID.for_block(bytes([n % 256, n // 256]), RAW), "", 2) for n in range(1024)]
+    unixfs = encode_unixfs(UnixFSData(UnixFSType.FILE, blocksizes=(2,) * 1024))
+    block = encode_node(unixfs, links)
+    first = decode_node(block)
+    assert decode_node(bytes(block)) is first  # equal bytes, another object: remembered
+    assert decode_unixfs(first.data or b"") is decode_unixfs(bytes(first.data or b""))
+    other = encode_node(unixfs, [*links[:-1], PBLink(CID.for_block(b"x", RAW), "", 2)])
+    assert decode_node(other).links[-1].cid == CID.for_block(b"x", RAW)
+    assert decode_node(block).links[-1].cid == links[-1].cid
+    broken = block[:-1]
+    for _ in range(2):  # a failure is raised every time, not remembered as anything
+        with pytest.raises(DagFormatError):
+            decode_node(broken)
+    big = encode_node(encode_unixfs(UnixFSData(UnixFSType.FILE, data=bytes(70_000))))
+    assert decode_node(big) == decode_node(big) and decode_node(big) is not decode_node(big)
