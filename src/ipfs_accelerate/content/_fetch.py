@@ -101,8 +101,9 @@ _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 _PENDING_OVERHEAD: Final = 512
 ProgressCallback = Callable[[str, int, int], None]
 #: threads hashing and writing the leaves of CARs as they arrive: one per core (hashlib
-#: releases the GIL, so they hash in parallel with each other and with the receiving)
-_HASHERS: Final = max(2, os.cpu_count() or 1)
+#: releases the GIL, so they hash in parallel with each other and with the receiving), at
+#: most 8 (about 10 GB/s of SHA-256, more than a network delivers)
+_HASHERS: Final = min(8, max(2, os.cpu_count() or 1))
 #: leaves received and not yet hashed and written, across a fetch's CARs (each holds a
 #: buffer of its size, so this bounds that memory too)
 _LEAVES_IN_FLIGHT: Final = 4 * _HASHERS
