@@ -35,10 +35,11 @@ _LENGTH_DELIMITED: Final = 2
 _FIXED32: Final = 5
 #: decoded nodes and UnixFS messages remembered by their bytes: a fetch reads a file's node
 #: several times (the fetch, the completeness walk, the export's walk and layout), and one
-#: of 1,024 links takes milliseconds to decode in Python. Only blocks up to this size, so
-#: what is held stays small (a v0 leaf, all data, is never kept).
+#: of 1,024 links takes milliseconds to decode in Python. Only blocks up to this size, and
+#: the last few, so what is held stays small (a v0 leaf, all data, is never kept; 16 nodes
+#: of ~1,400 links, the most 64 KiB holds, are a few MiB of objects).
 _MEMO_MAX_BYTES: Final = 64 * 1024
-_MEMO_ENTRIES: Final = 64
+_MEMO_ENTRIES: Final = 16
 _Decoded = TypeVar("_Decoded")
 
 
