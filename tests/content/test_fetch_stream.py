@@ -73,8 +73,9 @@ class _RawGateway(socketserver.ThreadingTCPServer):
     """A trustless gateway written at the socket, so the framing of each answer is exactly
     as scripted: ``mode`` is "chunked", "length", "close" (no framing: the body ends when
     the connection does), "cut" (chunked, the connection closed inside a leaf's chunk),
-    "bad-size" (a chunk size that is not hex) or "trickle" (the CAR's leaves one byte at a
-    time, 40 ms apart: one leaf takes 40 s)."""
+    "bad-size" (a chunk size that is not hex), "trickle" (the CAR's leaves one byte at a
+    time, 40 ms apart: one leaf takes 40 s) or "trickle-size" (chunked, the size line of the
+    first leaf's chunk, zero-padded to 4,000 digits, one byte at a time: 160 s)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -118,6 +119,16 @@ class _Handler(socketserver.StreamRequestHandler):
                 cut = len(car_bytes([cid], sections[:1])) + 50
                 self.wfile.write(body[:cut])
                 for byte in body[cut:]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.04)
+            elif mode == "trickle-size" and car:
+                self.wfile.write(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+                sections = list(dfs_blocks(self.server.dag.blocks, cid))
+                cut = len(car_bytes([cid], sections[:1]))
+                self.wfile.write(b"%x\r\n%s\r\n" % (cut, body[:cut]))
+                self.wfile.flush()
+                for byte in b"%04000x\r\n" % (len(body) - cut):
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
                     time.sleep(0.04)
@@ -174,12 +185,15 @@ def test_a_broken_chunked_car_is_a_gateway_error_and_the_next_gateway_serves(
     assert result.sources == (f"gateway {broken.url}", f"gateway {good.url}")
 
 
-def test_a_car_whose_leaves_trickle_is_given_up_on(dag: _Dag, tmp_path: Path) -> None:
-    """A leaf received straight into a buffer is read one socket read at a time, so the
-    rate is still checked while one comes: a leaf trickling 25 bytes a second is 'too slow'
-    after the timeout's span (1 s), not waited on for the 40 s it takes, nor the hour the
-    whole CAR would."""
-    slow = _RawGateway(dag, "trickle")
+@pytest.mark.parametrize("mode", ["trickle", "trickle-size"])
+def test_a_car_whose_leaves_or_framing_trickle_is_given_up_on(
+    dag: _Dag, tmp_path: Path, mode: str
+) -> None:
+    """A leaf received straight into a buffer, and the chunked framing around it, are read
+    one socket read at a time, so the rate is still checked while they come: 25 bytes a
+    second is 'too slow' after the timeout's span (1 s), not waited on for the 40 s a leaf
+    or the 160 s a padded chunk-size line would take."""
+    slow = _RawGateway(dag, mode)
     outcome: list[object] = []
 
     def run() -> None:

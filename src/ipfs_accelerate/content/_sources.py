@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -138,22 +138,45 @@ class _RawBody:
     :meth:`readinto1` lands the bytes in the caller's buffer without another copy.
     ``http.client`` offers neither for a chunked body (its ``readinto`` waits until the
     buffer is full, however slowly the bytes come), so the chunked encoding is decoded here.
-    The connection is not reused afterwards (urllib closes it), so its state is not kept."""
+    The connection is not reused afterwards (urllib closes it), so its state is not kept.
+    ``waited(count, seconds)`` hears of every receive the chunked framing itself takes (a
+    size line sent a byte at a time is as slow as a body sent so)."""
 
-    def __init__(self, response: http.client.HTTPResponse) -> None:
-        self._fp: io.BufferedIOBase | None = response.fp
+    def __init__(
+        self, response: http.client.HTTPResponse, waited: Callable[[int, float], None]
+    ) -> None:
+        self._fp: io.BufferedReader | None = response.fp
+        self._waited = waited
         self._chunked = bool(response.chunked)
         self._left: int | None = response.length  # None: until the connection closes
         self._chunk_left = 0
         self._started = False  # a chunk was read: its CRLF comes before the next size
         self._done = response.fp is None or response.length == 0
 
-    def _next_chunk(self) -> None:
+    def _readline(self) -> bytes:
+        """A line of the framing (at most ``_MAX_LINE`` + 1 bytes), one receive at a time."""
         assert self._fp is not None
-        if self._started and self._fp.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n"):
+        line = bytearray()
+        while len(line) <= _MAX_LINE:
+            started = time.monotonic()
+            ahead = self._fp.peek(1)  # what is buffered, or one receive when nothing is
+            waited = time.monotonic() - started
+            if not ahead:
+                break
+            room = _MAX_LINE + 1 - len(line)
+            end = ahead.find(b"\n", 0, room)
+            part = self._fp.read(min(len(ahead), room) if end < 0 else end + 1)  # buffered
+            line += part
+            self._waited(len(part), waited)
+            if end >= 0:
+                break
+        return bytes(line)
+
+    def _next_chunk(self) -> None:
+        if self._started and self._readline() not in (b"\r\n", b"\n"):
             raise http.client.HTTPException("chunked body: no line end after a chunk")
         self._started = True
-        line = self._fp.readline(_MAX_LINE + 1)
+        line = self._readline()
         if not line:
             raise http.client.IncompleteRead(b"")
         try:
@@ -164,7 +187,7 @@ class _RawBody:
             raise http.client.HTTPException("chunked body: malformed chunk size")
         if size == 0:
             for _ in range(_MAX_TRAILERS):  # trailers end at an empty line (or the close)
-                if self._fp.readline(_MAX_LINE + 1) in (b"\r\n", b"\n", b""):
+                if self._readline() in (b"\r\n", b"\n", b""):
                     break
             self._done = True
         self._chunk_left = size
@@ -181,7 +204,7 @@ class _RawBody:
             return min(wanted, self._chunk_left)
         return wanted if self._left is None else min(wanted, self._left)
 
-    def _took(self, count: int, asked: int) -> None:
+    def _took(self, count: int) -> None:
         if count == 0:
             if self._chunked or self._left:
                 raise http.client.IncompleteRead(b"", self._chunk_left or self._left)
@@ -199,7 +222,7 @@ class _RawBody:
             return b""
         assert self._fp is not None
         data = self._fp.read1(allowed)
-        self._took(len(data), allowed)
+        self._took(len(data))
         return data
 
     def readinto1(self, view: memoryview) -> int:
@@ -208,7 +231,7 @@ class _RawBody:
             return 0
         assert self._fp is not None
         count = self._fp.readinto1(view[:allowed])
-        self._took(count, allowed)
+        self._took(count)
         return int(count)
 
 
@@ -222,7 +245,7 @@ class _CountingBody:
     def __init__(
         self, body: http.client.HTTPResponse, timeout: float, what: str, gateway: str
     ) -> None:
-        self._body = _RawBody(body)
+        self._body = _RawBody(body, self._progress)
         self.received = 0
         self._span = timeout
         self._what = what
