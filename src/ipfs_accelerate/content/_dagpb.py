@@ -10,9 +10,11 @@ instead of being re-encoded to different bytes (and so a different CID).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar, cast
 
 from ipfs_accelerate.content._cid import CID, decode_varint, encode_varint
 from ipfs_accelerate.errors import DagFormatError, InvalidCIDError
@@ -31,6 +33,47 @@ __all__ = [
 _VARINT: Final = 0
 _LENGTH_DELIMITED: Final = 2
 _FIXED32: Final = 5
+#: decoded nodes and UnixFS messages remembered by their bytes: a fetch reads a file's node
+#: several times (the fetch, the completeness walk, the export's walk and layout), and one
+#: of 1,024 links takes milliseconds to decode in Python. Only blocks up to this size, and
+#: the last few, so what is held stays small (a v0 leaf, all data, is never kept; 16 nodes
+#: of ~1,400 links, the most 64 KiB holds, are a few MiB of objects).
+_MEMO_MAX_BYTES: Final = 64 * 1024
+_MEMO_ENTRIES: Final = 16
+_Decoded = TypeVar("_Decoded")
+
+
+class _Memo:
+    """The last ``_MEMO_ENTRIES`` results of a strict decoder, keyed by the exact bytes
+    decoded (decoding is a pure function of them; failures are not remembered)."""
+
+    def __init__(self) -> None:
+        self._held: OrderedDict[bytes, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decode(
+        self,
+        raw: bytes | memoryview,
+        what: str,
+        decoder: Callable[[bytes | memoryview, str], _Decoded],
+    ) -> _Decoded:
+        if not isinstance(raw, bytes) or len(raw) > _MEMO_MAX_BYTES:
+            return decoder(raw, what)
+        with self._lock:
+            held = self._held.get(raw)
+            if held is not None:
+                self._held.move_to_end(raw)
+                return cast(_Decoded, held)
+        decoded = decoder(raw, what)
+        with self._lock:
+            self._held[raw] = decoded
+            if len(self._held) > _MEMO_ENTRIES:
+                self._held.popitem(last=False)
+        return decoded
+
+
+_NODES = _Memo()
+_UNIXFS = _Memo()
 
 
 class UnixFSType:
@@ -228,6 +271,10 @@ def _decode_link(payload: bytes, what: str) -> PBLink:
 def decode_node(block: bytes | memoryview, what: str = "dag-pb block") -> PBNode:
     """A dag-pb node from its bytes, strictly: links before data, no unknown or repeated
     fields, links sorted by name bytes. Raises DagFormatError naming ``what``."""
+    return _NODES.decode(block, what, _decode_node)
+
+
+def _decode_node(block: bytes | memoryview, what: str) -> PBNode:
     fields = _Fields(block, what)
     links: list[PBLink] = []
     data: bytes | None = None
@@ -254,6 +301,10 @@ def decode_node(block: bytes | memoryview, what: str = "dag-pb block") -> PBNode
 
 def decode_unixfs(data: bytes | memoryview, what: str = "UnixFS Data") -> UnixFSData:
     """The UnixFS message of a dag-pb node's Data; DagFormatError when it is not one."""
+    return _UNIXFS.decode(data, what, _decode_unixfs)
+
+
+def _decode_unixfs(data: bytes | memoryview, what: str) -> UnixFSData:
     fields = _Fields(data, what)
     values: dict[int, int | bytes] = {}
     blocksizes: list[int] = []

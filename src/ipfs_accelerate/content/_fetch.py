@@ -100,6 +100,36 @@ _MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 #: dict slot), counted against _MAX_PENDING_BYTES so a flood of tiny blocks is bounded too
 _PENDING_OVERHEAD: Final = 512
 ProgressCallback = Callable[[str, int, int], None]
+#: threads hashing and writing the leaves of CARs as they arrive: one per core (hashlib
+#: releases the GIL, so they hash in parallel with each other and with the receiving), at
+#: most 8 (about 10 GB/s of SHA-256, more than a network delivers)
+_HASHERS: Final = min(8, max(2, os.cpu_count() or 1))
+#: leaves received and not yet hashed and written, across a fetch's CARs (each holds a
+#: buffer of its size, so this bounds that memory too)
+_LEAVES_IN_FLIGHT: Final = 4 * _HASHERS
+_BUFFER_SIZE: Final = 1024 * 1024
+
+
+class _Buffers:
+    """Buffers that CAR leaves are received into, recycled once a leaf is hashed and
+    written (fresh memory for every leaf costs a page fault per 4 KiB of it)."""
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bytearray:
+        with self._lock:
+            for index, buffer in enumerate(self._free):
+                if len(buffer) >= size:
+                    return self._free.pop(index)
+        return bytearray(max(size, _BUFFER_SIZE))
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            self._free.append(buffer)
+            if len(self._free) > _LEAVES_IN_FLIGHT:
+                self._free.remove(min(self._free, key=len))
 
 
 # ---------------------------------------------------------------------------------- fetch
@@ -161,7 +191,8 @@ class _Fetcher:
         # leaves arriving in a CAR are hashed and written here while the stream is read on
         # (set for the duration of _fetch_from; its tasks never wait on others)
         self.hashers: ThreadPoolExecutor | None = None
-        self._in_flight = threading.BoundedSemaphore(4 * concurrency)
+        self._in_flight = threading.BoundedSemaphore(_LEAVES_IN_FLIGHT)
+        self._buffers = _Buffers()
 
     # -- blocks held -------------------------------------------------------------------
 
@@ -197,7 +228,7 @@ class _Fetcher:
                 out.append(cid)
         return out
 
-    def _accept(self, source: _Source, cid: CID, data: bytes) -> tuple[CID, ...]:
+    def _accept(self, source: _Source, cid: CID, data: bytes | memoryview) -> tuple[CID, ...]:
         """Store a block just checked to hash to ``cid``; its links become acceptable."""
         links: tuple[CID, ...] = ()
         node: PBNode | None = None
@@ -233,7 +264,7 @@ class _Fetcher:
         with self._lock:
             self.places.setdefault(cid.digest, set()).add(place)
 
-    def _spread(self, cid: CID, node: PBNode | None, data: bytes) -> bool:
+    def _spread(self, cid: CID, node: PBNode | None, data: bytes | memoryview) -> bool:
         """Write a just-verified block's bytes where its parents put them in the output, and
         place its children; True when a leaf was written somewhere. Only an optimisation:
         the export lays every file out again from the verified DAG (checking every size) and
@@ -358,18 +389,37 @@ class _Fetcher:
                     raise
         self.fetch_block(source, root)  # its children follow in the next wave
 
-    def _verify(self, source: _Source, cid: CID, data: bytes) -> None:
+    def _verify(self, source: _Source, cid: CID, data: bytes | memoryview) -> None:
         try:
             verify_block(cid, data)
         except BlockVerificationError as exc:
             raise UntrustedBlockError(f"{source.name}: {exc}", gateway=source.name) from None
 
-    def _verify_leaf(self, source: _Source, cid: CID, data: bytes) -> None:
+    def _verify_leaf(
+        self, source: _Source, cid: CID, data: bytes | memoryview, buffer: bytearray | None
+    ) -> None:
         try:
             self._verify(source, cid, data)
             self._accept(source, cid, data)
         finally:
+            del data  # a view of ``buffer``: nothing may hold it once the buffer is reused
+            if buffer is not None:
+                self._buffers.give(buffer)
             self._in_flight.release()
+
+    def _receive_into(
+        self, cid: CID, size: int, wanted: Callable[[bytes], bool], box: list[bytearray]
+    ) -> memoryview | None:
+        """A recycled buffer for a raw leaf of a CAR that a verified node asked for: the
+        leaf is received straight into it and handed to a hasher (one slot of
+        ``_in_flight`` taken here, given back by the hasher with the buffer). ``box`` holds
+        it until then, so a CAR cut off mid-leaf gives it back too."""
+        if cid.codec != RAW or not wanted(cid.digest):
+            return None
+        self._in_flight.acquire()
+        buffer = self._buffers.take(size)
+        box.append(buffer)
+        return memoryview(buffer)[:size]
 
     def _read_car(self, source: _Source, root: CID) -> None:
         """Read a CAR of ``root``'s DAG. A block is taken only when a verified block links to
@@ -382,6 +432,11 @@ class _Fetcher:
         pending: dict[bytes, tuple[CID, bytes]] = {}
         pending_bytes = repeated = 0
         leaves: list[Future[None]] = []
+        receiving: list[bytearray] = []  # the buffer of the leaf being received, if any
+
+        def wanted(digest: bytes) -> bool:
+            return digest in allowed and digest not in taken
+
         try:
             with source.open(root, car=True) as body:
                 try:
@@ -392,7 +447,18 @@ class _Fetcher:
                             f"{source.name}: CAR for {root} has root(s) {roots}",
                             gateway=source.name,
                         )
-                    for cid, data in reader:
+                    blocks = reader.blocks(
+                        lambda cid, size: self._receive_into(cid, size, wanted, receiving)
+                    )
+                    for cid, data in blocks:
+                        buffer = receiving.pop() if receiving else None
+                        if buffer is not None:  # a leaf a verified node asked for
+                            taken.add(cid.digest)
+                            assert self.hashers is not None
+                            leaves.append(self.hashers.submit(
+                                self._verify_leaf, source, cid, data, buffer
+                            ))  # fmt: skip
+                            continue
                         if cid.digest in taken:
                             # a duplicate (a CAR may repeat blocks): checked once, but its
                             # bytes are counted, or a CAR repeating one block never ends
@@ -407,7 +473,7 @@ class _Fetcher:
                         if cid.digest not in allowed:
                             if cid.digest not in pending:
                                 pending_bytes += len(data) + _PENDING_OVERHEAD
-                            pending[cid.digest] = (cid, data)
+                            pending[cid.digest] = (cid, bytes(data))
                             if pending_bytes > _MAX_PENDING_BYTES:
                                 raise UntrustedBlockError(
                                     f"{source.name}: CAR for {root} sent more than "
@@ -423,7 +489,7 @@ class _Fetcher:
                                 self._in_flight.acquire()
                                 assert self.hashers is not None
                                 leaves.append(self.hashers.submit(
-                                    self._verify_leaf, source, block_cid, block
+                                    self._verify_leaf, source, block_cid, block, None
                                 ))  # fmt: skip
                                 continue
                             self._verify(source, block_cid, block)
@@ -444,6 +510,10 @@ class _Fetcher:
                         f"{exc}", gateway=source.name, retryable=True,
                     ) from None  # fmt: skip
         finally:
+            for buffer in receiving:  # a leaf cut off mid-way: its buffer is free again
+                self._buffers.give(buffer)
+                self._in_flight.release()
+            receiving.clear()
             # every leaf task runs to the end (each releases its in-flight slot); their own
             # failures (a leaf that does not hash to its CID) surface here
             failures = [f.exception() for f in leaves]
@@ -765,7 +835,7 @@ def _fetch_from(
 ) -> CID:
     with (
         ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-fetch") as pool,
-        ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="ipfs-verify") as hashers,
+        ThreadPoolExecutor(_HASHERS, thread_name_prefix="ipfs-verify") as hashers,
     ):
         fetcher.hashers = hashers
         for source in sources:

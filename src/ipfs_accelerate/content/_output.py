@@ -141,7 +141,7 @@ class _Sink:
             self.staged[(path, owner)] = number
             return number
 
-    def write(self, staged: int, offset: int, cid: CID, data: bytes) -> None:
+    def write(self, staged: int, offset: int, cid: CID, data: bytes | memoryview) -> None:
         with self._lock:
             handle = self._handles[staged]
         os.pwrite(handle, data, offset)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import os
 import threading
 import time
@@ -57,6 +58,9 @@ _MIB: Final = 1024 * 1024
 #: the slowest answer accepted, in bytes a second over a span of the fetch's timeout
 _MIN_RATE: Final = 1024
 _READ_STEP: Final = 1024 * 1024
+#: the longest chunk-size or trailer line of a chunked body read (real ones are a few bytes)
+_MAX_LINE: Final = 4096
+_MAX_TRAILERS: Final = 64
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
 _STATES: dict[str, _SourceState] = {}
@@ -128,21 +132,126 @@ def _order_sources(sources: list[_Source], strategy: str) -> list[_Source]:
     return ordered + opened
 
 
+class _RawBody:
+    """An HTTP response's body read straight from its connection's buffered socket: each call
+    does at most one receive (so a caller can check the rate between calls) and
+    :meth:`readinto1` lands the bytes in the caller's buffer without another copy.
+    ``http.client`` offers neither for a chunked body (its ``readinto`` waits until the
+    buffer is full, however slowly the bytes come), so the chunked encoding is decoded here.
+    The connection is not reused afterwards (urllib closes it), so its state is not kept.
+    ``waited(count, seconds)`` hears of every receive the chunked framing itself takes (a
+    size line sent a byte at a time is as slow as a body sent so)."""
+
+    def __init__(
+        self, response: http.client.HTTPResponse, waited: Callable[[int, float], None]
+    ) -> None:
+        self._fp: io.BufferedReader | None = response.fp
+        self._waited = waited
+        self._chunked = bool(response.chunked)
+        self._left: int | None = response.length  # None: until the connection closes
+        self._chunk_left = 0
+        self._started = False  # a chunk was read: its CRLF comes before the next size
+        self._done = response.fp is None or response.length == 0
+
+    def _readline(self) -> bytes:
+        """A line of the framing (at most ``_MAX_LINE`` + 1 bytes), one receive at a time."""
+        assert self._fp is not None
+        line = bytearray()
+        while len(line) <= _MAX_LINE:
+            started = time.monotonic()
+            ahead = self._fp.peek(1)  # what is buffered, or one receive when nothing is
+            waited = time.monotonic() - started
+            if not ahead:
+                break
+            room = _MAX_LINE + 1 - len(line)
+            end = ahead.find(b"\n", 0, room)
+            part = self._fp.read(min(len(ahead), room) if end < 0 else end + 1)  # buffered
+            line += part
+            self._waited(len(part), waited)
+            if end >= 0:
+                break
+        return bytes(line)
+
+    def _next_chunk(self) -> None:
+        if self._started and self._readline() not in (b"\r\n", b"\n"):
+            raise http.client.HTTPException("chunked body: no line end after a chunk")
+        self._started = True
+        line = self._readline()
+        if not line:
+            raise http.client.IncompleteRead(b"")
+        try:
+            size = int(line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise http.client.HTTPException("chunked body: malformed chunk size") from None
+        if size < 0:
+            raise http.client.HTTPException("chunked body: malformed chunk size")
+        if size == 0:
+            for _ in range(_MAX_TRAILERS):  # trailers end at an empty line (or the close)
+                if self._readline() in (b"\r\n", b"\n", b""):
+                    break
+            self._done = True
+        self._chunk_left = size
+
+    def _allowance(self, wanted: int) -> int:
+        """How many of ``wanted`` bytes the next receive may take (0: the body ended)."""
+        if self._done or wanted <= 0:
+            return 0
+        if self._chunked:
+            if self._chunk_left == 0:
+                self._next_chunk()
+                if self._done:
+                    return 0
+            return min(wanted, self._chunk_left)
+        return wanted if self._left is None else min(wanted, self._left)
+
+    def _took(self, count: int) -> None:
+        if count == 0:
+            if self._chunked or self._left:
+                raise http.client.IncompleteRead(b"", self._chunk_left or self._left)
+            self._done = True
+            return
+        if self._chunked:
+            self._chunk_left -= count
+        elif self._left is not None:
+            self._left -= count
+            self._done = self._left == 0
+
+    def read1(self, size: int) -> bytes:
+        allowed = self._allowance(size)
+        if not allowed:
+            return b""
+        assert self._fp is not None
+        data = self._fp.read1(allowed)
+        self._took(len(data))
+        return data
+
+    def readinto1(self, view: memoryview) -> int:
+        allowed = self._allowance(len(view))
+        if not allowed:
+            return 0
+        assert self._fp is not None
+        count = self._fp.readinto1(view[:allowed])
+        self._took(count)
+        return int(count)
+
+
 class _CountingBody:
     """A response body that counts the bytes read from it, and gives up on a source that
     sends less than ``_MIN_RATE`` bytes a second over a span of ``timeout`` seconds (the
-    socket's timeout only catches silence: a byte now and then keeps it waiting for ever)."""
+    socket's timeout only catches silence: a byte now and then keeps it waiting for ever).
+    :meth:`readinto` fills a caller's buffer straight from the socket (a CAR's blocks are
+    received into reusable buffers, not into new bytes objects joined and sliced)."""
 
-    def __init__(self, body: BinaryIO, timeout: float, what: str, gateway: str) -> None:
-        self._body = body
+    def __init__(
+        self, body: http.client.HTTPResponse, timeout: float, what: str, gateway: str
+    ) -> None:
+        self._body = _RawBody(body, self._progress)
         self.received = 0
         self._span = timeout
         self._what = what
         self._gateway = gateway
         self._window_waited = 0.0
         self._window_bytes = 0
-        # read1: at most one read from the socket per call, so the rate is checked between
-        self._read1: Callable[[int], bytes] = getattr(body, "read1", body.read)
 
     def read(self, size: int = -1) -> bytes:
         parts: list[bytes] = []
@@ -151,7 +260,7 @@ class _CountingBody:
         while wanted is None or got < wanted:
             step = _READ_STEP if wanted is None else min(wanted - got, _READ_STEP)
             started = time.monotonic()
-            part = self._read1(step)
+            part = self._body.read1(step)
             if not part:
                 break
             parts.append(part)
@@ -159,6 +268,20 @@ class _CountingBody:
             self._progress(len(part), time.monotonic() - started)
         self.received += got
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        """Fill ``buffer`` (fewer bytes only where the body ends); the count read."""
+        view = memoryview(buffer).cast("B")
+        got = 0
+        while got < len(view):
+            started = time.monotonic()
+            count = self._body.readinto1(view[got:])
+            if not count:
+                break
+            got += count
+            self._progress(count, time.monotonic() - started)
+        self.received += got
+        return got
 
     def _progress(self, count: int, waited: float) -> None:
         # only time spent waiting on the source counts: not this side's own pauses
