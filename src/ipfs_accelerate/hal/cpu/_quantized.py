@@ -2,9 +2,12 @@
 float buffer, each tile one BLAS product.
 
 The int8 (or packed int4) weight stays as it is, so it costs a quarter (an eighth) of the
-float weight's memory; the float copy never exceeds one tile (:data:`TILE_BYTES`), which stays
-in cache between its dequantization and its product. Dequantizing costs two passes over
-the tile (convert, scale), a few percent of the product for a batch of rows.
+float weight's memory; the float copy never exceeds one tile (:data:`TILE_BYTES`). With one
+symmetric scale per output row (``from_pretrained(dtype="int8")``'s weights) the scale factors
+out of the product, ``x @ (q * s).T == (x @ q.T) * s``: a tile is then only the SIMD
+int8-to-float cast of the weight, and the scale one pass over the product (fewer elements than
+the weight for a batch of a few hundred rows). Other layouts (blockwise scales, zero points)
+scale each tile before its product.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ if TYPE_CHECKING:
 
 Array = np.ndarray[Any, Any]
 
-#: the float tile's size: one tile holds most layers' weight (a single GEMM, the fastest);
-#: larger layers (LLM projections) go through in tiles of this size
-TILE_BYTES = 8 << 20
+#: the float tile's size: one tile holds an encoder's layer (a BERT-base FFN weight is 9.4 MB)
+#: and a single GEMM is the fastest; larger layers (LLM projections) go through in even tiles.
+#: L2-sized tiles (1-2 MB) measured slower here: each is a GEMM of its own, of few columns
+TILE_BYTES = 16 << 20
 
 
 _LOCAL = threading.local()
@@ -97,28 +101,68 @@ class _Layout:
         flat = both.reshape(-1)[first % 2 : first % 2 + last - first]
         np.copyto(tile, flat.reshape(stop - start, inp), casting="unsafe")
 
-    def tile(self, start: int, stop: int, buf: Array) -> Array:
-        """Rows ``start:stop`` dequantized into ``buf``."""
+    def output_scales(self) -> Array | None:
+        """(out,) float32 when each output row has one scale and no zero point: then
+        ``x @ (q * s).T == (x @ q.T) * s``, the scale moves to the product's (smaller) output
+        and a tile needs only the integer-to-float cast; else None."""
+        if self.zeros is not None or self.scales.shape[1] != 1:
+            return None
+        if self.scales.shape[0] == 1:
+            return np.full(self.shape[0], self.scales[0, 0], dtype=np.float32)
+        return np.ascontiguousarray(self._rows(self.scales, 0, self.shape[0])[:, 0])
+
+    def tile(self, start: int, stop: int, buf: Array, *, scaled: bool = True) -> Array:
+        """Rows ``start:stop`` dequantized into ``buf`` (only cast to float when not
+        ``scaled``: the caller scales the product instead)."""
         tile = buf[: stop - start]
         self.fill(tile, start, stop)
+        if not scaled:
+            return tile
         if self.zeros is not None:
             self._apply(tile, self.zeros, start, stop, np.subtract)
         self._apply(tile, self.scales, start, stop, np.multiply)
         return tile
 
 
+class _Prepared:
+    """What a weight's tiled products need, built once per weight (kept with it)."""
+
+    __slots__ = ("layout", "output_scales")
+
+    def __init__(self, q: QuantizedTensor) -> None:
+        self.layout = _Layout(q)
+        self.output_scales = self.layout.output_scales()
+
+
+def tile_rows(out: int, inp: int) -> int:
+    """Weight rows per tile: the fewest tiles of at most TILE_BYTES of float32, split evenly
+    (a 9 MB weight in two halves, not 8 MB and a 1 MB sliver whose product runs slowly)."""
+    tiles = -(-(out * inp * 4) // TILE_BYTES)
+    return min(out, max(16, -(-out // tiles)))
+
+
 def quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Array:
     """``x @ dequantize(q).T + bias`` for a host float ``x`` (..., in)."""
-    layout: _Layout = q.prepared("cpu", _Layout)
+    prepared: _Prepared = q.prepared("cpu-tiles", _Prepared)
+    layout, scales = prepared.layout, prepared.output_scales
     out, inp = layout.shape
     rows = np.ascontiguousarray(x.reshape(-1, inp), dtype=np.float32)
-    result = np.empty((rows.shape[0], out), dtype=np.float32)
-    step = max(16, min(out, TILE_BYTES // (4 * inp)))
+    step = tile_rows(out, inp)
     buf = _scratch(step * inp).reshape(step, inp)
-    for start in range(0, out, step):
-        stop = min(out, start + step)
-        tile = layout.tile(start, stop, buf)
-        np.matmul(rows, tile.T, out=result if stop - start == out else result[:, start:stop])
+    if step == out:  # one tile, one product straight into the result
+        result = rows @ layout.tile(0, out, buf, scaled=scales is None).T
+        if scales is not None:
+            result *= scales
+    else:
+        result = np.empty((rows.shape[0], out), dtype=np.float32)
+        for start in range(0, out, step):
+            stop = min(out, start + step)
+            part = rows @ layout.tile(start, stop, buf, scaled=scales is None).T
+            # the copy into the result's columns is the scaling pass itself when it applies
+            if scales is None:
+                result[:, start:stop] = part
+            else:
+                np.multiply(part, scales[start:stop], out=result[:, start:stop])
     if bias is not None:
         result += bias
     return result.reshape(*x.shape[:-1], out).astype(x.dtype, copy=False)
