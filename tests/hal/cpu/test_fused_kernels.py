@@ -163,3 +163,41 @@ def test_tiles_split_a_weight_evenly(out: int, inp: int, tiles: int) -> None:
     assert count == tiles
     assert step * inp * 4 <= max(_quantized.TILE_BYTES, 16 * inp * 4)
     assert out - (count - 1) * step >= step - count  # the last tile is not a sliver
+
+
+def test_threads_running_one_weight_at_once_share_its_tile_and_get_their_own_results() -> None:
+    import threading
+
+    w = RNG.standard_normal((300, 520)).astype(np.float32)  # several cast chunks
+    q = quantize(ia.tensor(w), bits=8, axis=0)
+    dequantized = q.dequantize_numpy().astype(np.float64)
+    inputs = [RNG.standard_normal((7 + i, 520)).astype(np.float32) for i in range(6)]
+    results: dict[int, np.ndarray] = {}
+    joined: list[int] = []  # fills of a tile that another thread also holds
+    barrier = threading.Barrier(len(inputs))
+    original = _quantized._SharedTile.fill
+
+    def fill(self: _quantized._SharedTile, layout: object, scaled: bool) -> np.ndarray:
+        if self.users > 1:
+            joined.append(self.users)
+        return original(self, layout, scaled)  # type: ignore[arg-type]
+
+    def run(index: int) -> None:
+        for _ in range(20):
+            barrier.wait()  # every round, all threads reach the product together
+            results[index] = _quantized.quantized_linear(inputs[index], q, None)
+
+    _quantized._SharedTile.fill = fill  # type: ignore[method-assign]
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        _quantized._SharedTile.fill = original  # type: ignore[method-assign]
+    for index, x in enumerate(inputs):
+        # float32 sums of 520 products against float64: a tile read half-cast would be far off
+        np.testing.assert_allclose(results[index], x @ dequantized.T, rtol=1e-5, atol=1e-4)
+    assert q.prepared("cpu-tiles", _quantized._Prepared).current is None  # released when done
+    assert joined  # some threads used a tile another thread cast (or was casting)

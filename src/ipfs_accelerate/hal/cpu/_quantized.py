@@ -124,14 +124,105 @@ class _Layout:
         return tile
 
 
+#: rows a thread casts at a time into a shared tile: about this many elements (512 kB of
+#: float32; a chunk claimed is a lock taken, so not much smaller)
+CHUNK_ELEMENTS = 1 << 17
+
+_FREE: list[Array] = []  # float32 buffers no shared tile holds: a fresh one would fault its pages
+_FREE_LOCK = threading.Lock()
+_FREE_KEEP = 4
+
+
+def _take_buffer(size: int) -> Array:
+    with _FREE_LOCK:
+        fits = [i for i, buf in enumerate(_FREE) if buf.size >= size]
+        if fits:
+            return _FREE.pop(min(fits, key=lambda i: _FREE[i].size))
+    return np.empty(size, dtype=np.float32)
+
+
+def _give_buffer(buf: Array) -> None:
+    with _FREE_LOCK:
+        _FREE.append(buf)
+        if len(_FREE) > _FREE_KEEP:
+            _FREE.remove(min(_FREE, key=lambda b: b.size))
+
+
+class _SharedTile:
+    """A weight's whole float tile, shared by the threads that run its product at the same
+    moment (a batch's row shards, one per core, reach each layer together): they cast it
+    together, chunk by chunk, and all read it, instead of each casting the whole weight
+    into a buffer of its own. A thread that comes while others still use the tile finds it
+    done."""
+
+    __slots__ = ("base", "chunk", "claimed", "done", "error", "lock", "ready", "tile", "users")
+
+    def __init__(self, base: Array, rows: int, columns: int) -> None:
+        self.base = base
+        self.tile = base[: rows * columns].reshape(rows, columns)
+        self.chunk = max(1, CHUNK_ELEMENTS // max(1, columns))
+        self.claimed = self.done = self.users = 0
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+
+    def fill(self, layout: _Layout, scaled: bool) -> Array:
+        """The tile, once every chunk is cast (this thread casts the chunks nobody took)."""
+        rows = self.tile.shape[0]
+        while True:
+            with self.lock:
+                start = self.claimed
+                if start >= rows:
+                    break
+                stop = self.claimed = min(rows, start + self.chunk)
+            try:
+                layout.tile(start, stop, self.tile[start:], scaled=scaled)
+            except BaseException as exc:
+                self.error = exc
+                raise
+            finally:
+                with self.lock:
+                    self.done += stop - start
+                    if self.done == rows:
+                        self.ready.set()
+        self.ready.wait()
+        if self.error is not None:
+            raise RuntimeError("cpu quantized_linear: another thread failed to dequantize") from (
+                self.error
+            )
+        return self.tile
+
+
 class _Prepared:
     """What a weight's tiled products need, built once per weight (kept with it)."""
 
-    __slots__ = ("layout", "output_scales")
+    __slots__ = ("current", "layout", "lock", "output_scales")
 
     def __init__(self, q: QuantizedTensor) -> None:
         self.layout = _Layout(q)
         self.output_scales = self.layout.output_scales()
+        self.lock = threading.Lock()
+        self.current: _SharedTile | None = None
+
+    def join(self) -> _SharedTile:
+        """The shared whole-weight tile that threads now running this product use (a new one
+        when none is)."""
+        with self.lock:
+            shared = self.current
+            if shared is None:
+                out, inp = self.layout.shape
+                shared = self.current = _SharedTile(_take_buffer(out * inp), out, inp)
+            shared.users += 1
+            return shared
+
+    def leave(self, shared: _SharedTile) -> None:
+        with self.lock:
+            shared.users -= 1
+            if shared.users:
+                return
+            if self.current is shared:
+                self.current = None
+        _give_buffer(shared.base)
 
 
 def tile_rows(out: int, inp: int) -> int:
@@ -148,12 +239,16 @@ def quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Array:
     out, inp = layout.shape
     rows = np.ascontiguousarray(x.reshape(-1, inp), dtype=np.float32)
     step = tile_rows(out, inp)
-    buf = _scratch(step * inp).reshape(step, inp)
     if step == out:  # one tile, one product straight into the result
-        result = rows @ layout.tile(0, out, buf, scaled=scales is None).T
+        shared = prepared.join()
+        try:
+            result = rows @ shared.fill(layout, scales is None).T
+        finally:
+            prepared.leave(shared)
         if scales is not None:
             result *= scales
     else:
+        buf = _scratch(step * inp).reshape(step, inp)
         result = np.empty((rows.shape[0], out), dtype=np.float32)
         for start in range(0, out, step):
             stop = min(out, start + step)
