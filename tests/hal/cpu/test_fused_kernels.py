@@ -201,3 +201,16 @@ def test_threads_running_one_weight_at_once_share_its_tile_and_get_their_own_res
         np.testing.assert_allclose(results[index], x @ dequantized.T, rtol=1e-5, atol=1e-4)
     assert q.prepared("cpu-tiles", _quantized._Prepared).current is None  # released when done
     assert joined  # some threads used a tile another thread cast (or was casting)
+
+
+def test_the_free_tile_buffers_keep_the_largest_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_quantized, "_FREE", [])
+    monkeypatch.setattr(_quantized, "_FREE_KEEP", 4)
+    sizes = [10, 3000, 20, 500, 70, 9000]
+    buffers = [_quantized._take_buffer(size) for size in sizes]  # all held at once: all new
+    assert [b.size for b in buffers] == sizes
+    for buf in buffers:
+        _quantized._give_buffer(buf)
+    assert sorted(b.size for b in _quantized._FREE) == [70, 500, 3000, 9000]
+    assert _quantized._take_buffer(400).size == 500  # the smallest free buffer that fits
+    assert _quantized._take_buffer(20_000).size == 20_000  # none fits: a new one

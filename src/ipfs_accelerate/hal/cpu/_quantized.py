@@ -144,8 +144,8 @@ def _take_buffer(size: int) -> Array:
 def _give_buffer(buf: Array) -> None:
     with _FREE_LOCK:
         _FREE.append(buf)
-        if len(_FREE) > _FREE_KEEP:
-            _FREE.remove(min(_FREE, key=lambda b: b.size))
+        if len(_FREE) > _FREE_KEEP:  # by position: list.remove would compare arrays
+            del _FREE[min(range(len(_FREE)), key=lambda i: _FREE[i].size)]
 
 
 class _SharedTile:
