@@ -2,7 +2,8 @@
 float buffer, each tile one BLAS product.
 
 The int8 (or packed int4) weight stays as it is, so it costs a quarter (an eighth) of the
-float weight's memory; the float copy never exceeds one tile (:data:`TILE_BYTES`). With one
+float weight's memory; the float copies are one tile (:data:`TILE_BYTES`) per product running
+at the moment, in buffers reused across calls (a few kept free). With one
 symmetric scale per output row (``from_pretrained(dtype="int8")``'s weights) the scale factors
 out of the product, ``x @ (q * s).T == (x @ q.T) * s``: a tile is then only the SIMD
 int8-to-float cast of the weight, and the scale one pass over the product (fewer elements than
