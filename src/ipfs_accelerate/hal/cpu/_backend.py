@@ -516,7 +516,17 @@ class CPUBackend(Backend):
                 np.copyto(scores, qd.dtype.type(-np.inf), where=~allowed)
             else:  # the mask adds batch dimensions
                 scores = np.where(allowed, scores, qd.dtype.type(-np.inf))
-        return np.matmul(_softmax(scores, -1, False), vd)
+        probs = _softmax(scores, -1, False)
+        if len(out_shape) == 4 and probs.dtype == vd.dtype:
+            # written as (B, L, heads, d) and returned as its (B, heads, L, d) view: merging the
+            # heads back (a permute and reshape) is then free instead of a copy; BLAS writes
+            # each (L, d) product with a row stride of heads * d
+            batch, heads, length, dim = out_shape
+            merged = np.empty((batch, length, heads, dim), dtype=probs.dtype)
+            out = merged.transpose(0, 2, 1, 3)
+            np.matmul(probs, vd, out=out)
+            return out
+        return np.matmul(probs, vd)
 
 
 #: rows at most this long, in arrays at least _SHORT_ROWS_MIN large, take the short-row path
@@ -538,7 +548,8 @@ def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) 
     deviation *= scale
     deviation += rows.dtype.type(eps)
     np.sqrt(deviation, out=deviation)
-    centred /= deviation[:, None]
+    np.reciprocal(deviation, out=deviation)  # one division per row, not per element
+    centred *= deviation[:, None]
     if w is not None:
         centred *= w.reshape(-1)
     if b is not None:
@@ -568,7 +579,7 @@ def _softmax(data: Array, axis: int, log: bool) -> Array:
             shifted -= np.log(np.exp(shifted) @ ones)[:, None]
         else:
             np.exp(shifted, out=shifted)
-            shifted /= (shifted @ ones)[:, None]
+            shifted *= np.reciprocal(shifted @ ones)[:, None]  # a division per row only
         return shifted.reshape(data.shape)
     shifted = data - np.max(data, axis=axis, keepdims=True)
     if log:

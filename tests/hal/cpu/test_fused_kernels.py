@@ -1,0 +1,216 @@
+"""The CPU backend's fused kernels against the composed numpy operations they replace (float64
+references, within 1e-6), on odd shapes: attention written in the merged-heads layout, layer
+norm and softmax scaling rows by reciprocals, the unclipped erf/GELU polynomial, and the
+int8 linear that scales the product instead of the weight."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import ipfs_accelerate as ia
+from ipfs_accelerate import ops
+from ipfs_accelerate.hal.cpu import _math, _quantized
+from ipfs_accelerate.quantization import quantize
+
+RNG = np.random.default_rng(1234)
+
+
+def _softmax64(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive", "causal"])
+@pytest.mark.parametrize(
+    ("batch", "heads", "length", "source", "dim"), [(3, 5, 7, 9, 11), (2, 1, 1, 1, 3)]
+)
+def test_attention_equals_composed_ops_and_merges_heads_without_a_copy(
+    mask_kind: str, batch: int, heads: int, length: int, source: int, dim: int
+) -> None:
+    if mask_kind == "causal":
+        source = length
+    q = RNG.standard_normal((batch, heads, length, dim)).astype(np.float32)
+    k = RNG.standard_normal((batch, heads, source, dim)).astype(np.float32)
+    v = RNG.standard_normal((batch, heads, source, dim)).astype(np.float32)
+    scale = 1 / math.sqrt(dim)
+    scores = q.astype(np.float64) @ np.swapaxes(k, -1, -2).astype(np.float64) * scale
+    mask = None
+    if mask_kind == "bool":
+        allowed = RNG.random((batch, 1, 1, source)) < 0.7
+        allowed[..., 0] = True  # every row attends somewhere
+        mask = ia.tensor(allowed)
+        scores = np.where(allowed, scores, -np.inf)
+    elif mask_kind == "additive":
+        bias = RNG.standard_normal((1, heads, length, source)).astype(np.float32)
+        mask = ia.tensor(bias)
+        scores = scores + bias
+    elif mask_kind == "causal":
+        scores = np.where(np.tri(length, source, dtype=bool), scores, -np.inf)
+    reference = _softmax64(scores) @ v.astype(np.float64)
+    got = ops.scaled_dot_product_attention(
+        ia.tensor(q), ia.tensor(k), ia.tensor(v), attn_mask=mask, is_causal=mask_kind == "causal"
+    )
+    assert got.shape == (batch, heads, length, dim)
+    np.testing.assert_allclose(got.numpy(), reference, rtol=1e-6, atol=1e-6)
+    merged = got.permute(0, 2, 1, 3).reshape(batch, length, heads * dim)
+    # the merge of heads is a view of the attention's own output, not a copy of it
+    assert np.shares_memory(merged.numpy(), got.numpy())
+    np.testing.assert_allclose(
+        merged.numpy(), reference.transpose(0, 2, 1, 3).reshape(batch, length, -1), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("rows", [4099, 3])  # the many-rows BLAS path, and numpy's
+@pytest.mark.parametrize("width", [37, 768])
+def test_layer_norm_equals_composed_ops(rows: int, width: int) -> None:
+    x = (RNG.standard_normal((rows, width)) * 3 + 1).astype(np.float32)
+    x[0] = 0.25  # a row of one repeated value centres to exactly 0
+    w = RNG.standard_normal(width).astype(np.float32)
+    b = RNG.standard_normal(width).astype(np.float32)
+    x64 = x.astype(np.float64)
+    centred = x64 - x64.mean(axis=-1, keepdims=True)
+    reference = centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + 1e-12) * w + b
+    got = ops.layer_norm(ia.tensor(x), width, ia.tensor(w), ia.tensor(b), 1e-12).numpy()
+    np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(got[0], b)
+
+
+@pytest.mark.parametrize("width", [2, 13, 64])
+def test_short_row_softmax_equals_composed_ops(width: int) -> None:
+    x = (RNG.standard_normal((4099, width)) * 5).astype(np.float32)
+    got = ops.softmax(ia.tensor(x), axis=-1).numpy()
+    np.testing.assert_allclose(got, _softmax64(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
+
+
+def _clipped_tanh_poly(x: np.ndarray, coefficients: tuple[float, ...], clip: float) -> np.ndarray:
+    """The kernel as it was, clipping its argument first."""
+    f = np.float32
+    z = np.clip(x, f(-clip), f(clip), dtype=np.float32)
+    s = z * z
+    p = s * f(coefficients[-1])
+    p += f(coefficients[-2])
+    for c in reversed(coefficients[:-2]):
+        p *= s
+        p += f(c)
+    p *= z
+    return np.tanh(p)
+
+
+def test_unclipped_erf_polynomial_equals_the_clipped_one_bit_for_bit() -> None:
+    special = [0.0, -0.0, 1e4, -1e4, 7e3, 3e38, -3e38, np.inf, -np.inf, np.nan, 1e-40]
+    x = np.concatenate(
+        [np.linspace(-40, 40, 400_001), RNG.standard_normal(10_001) * 1e3, special]
+    ).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # overflow to inf is expected and silent
+        for coefficients, clip in (
+            (_math._ERF_TANH_P, 4.5),
+            (_math._GELU_TANH_P, 4.5 * math.sqrt(2.0)),
+        ):
+            got = _math._tanh_poly(x, coefficients)
+            np.testing.assert_array_equal(got, _clipped_tanh_poly(x, coefficients, clip))
+        big = np.array([1e4, -1e4, 7e3, 3e38, np.inf], np.float32)
+        np.testing.assert_array_equal(_math.gelu(big), big * (big > 0))  # x, or exactly 0
+
+
+@pytest.mark.parametrize(("out", "inp"), [(37, 29), (1, 5), (96, 64)])
+@pytest.mark.parametrize(
+    ("bits", "axis", "block"), [(8, 0, None), (8, None, None), (4, 0, None), (4, 1, 32)]
+)
+def test_int8_linear_scaling_the_product_equals_dequantize_then_matmul(
+    out: int, inp: int, bits: int, axis: int | None, block: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    if block is not None and inp % block:
+        inp = block * 2
+    w = RNG.standard_normal((out, inp)).astype(np.float32)
+    x = RNG.standard_normal((3, 5, inp)).astype(np.float32)
+    b = RNG.standard_normal(out).astype(np.float32)
+    q = quantize(ia.tensor(w), bits=bits, axis=axis, block_size=block)
+    reference = x.astype(np.float64) @ q.dequantize_numpy().astype(np.float64).T + b
+    for tile_bytes in (_quantized.TILE_BYTES, 16 * inp * 4 + 4):  # one tile; uneven tiles
+        monkeypatch.setattr(_quantized, "TILE_BYTES", tile_bytes)
+        got = ops.linear(ia.tensor(x), q, ia.tensor(b)).numpy()
+        assert got.shape == (3, 5, out)
+        np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-5)
+
+
+def test_per_row_weights_scale_the_product_and_blockwise_ones_the_tile() -> None:
+    w = RNG.standard_normal((40, 64)).astype(np.float32)
+    per_row = _quantized._Prepared(quantize(ia.tensor(w), bits=8, axis=0))
+    per_tensor = _quantized._Prepared(quantize(ia.tensor(w), bits=8, axis=None))
+    blockwise = _quantized._Prepared(quantize(ia.tensor(w), bits=4, axis=1, block_size=32))
+    assert per_row.output_scales is not None and per_row.output_scales.shape == (40,)
+    assert per_tensor.output_scales is not None and np.all(
+        per_tensor.output_scales == per_tensor.output_scales[0]
+    )
+    assert blockwise.output_scales is None
+    buf = np.empty((40, 64), np.float32)
+    tile = per_row.layout.tile(0, 40, buf, scaled=False)
+    q = quantize(ia.tensor(w), bits=8, axis=0)
+    np.testing.assert_array_equal(tile, q.int_values().astype(np.float32))
+
+
+@pytest.mark.parametrize(("out", "inp", "tiles"), [(768, 3072, 1), (3072, 768 * 2, 2), (5, 3, 1)])
+def test_tiles_split_a_weight_evenly(out: int, inp: int, tiles: int) -> None:
+    step = _quantized.tile_rows(out, inp)
+    count = -(-out // step)
+    assert count == tiles
+    assert step * inp * 4 <= max(_quantized.TILE_BYTES, 16 * inp * 4)
+    assert out - (count - 1) * step >= step - count  # the last tile is not a sliver
+
+
+def test_threads_running_one_weight_at_once_share_its_tile_and_get_their_own_results() -> None:
+    import threading
+
+    w = RNG.standard_normal((300, 520)).astype(np.float32)  # several cast chunks
+    q = quantize(ia.tensor(w), bits=8, axis=0)
+    dequantized = q.dequantize_numpy().astype(np.float64)
+    inputs = [RNG.standard_normal((7 + i, 520)).astype(np.float32) for i in range(6)]
+    results: dict[int, np.ndarray] = {}
+    joined: list[int] = []  # fills of a tile that another thread also holds
+    barrier = threading.Barrier(len(inputs))
+    original = _quantized._SharedTile.fill
+
+    def fill(self: _quantized._SharedTile, layout: object, scaled: bool) -> np.ndarray:
+        if self.users > 1:
+            joined.append(self.users)
+        return original(self, layout, scaled)  # type: ignore[arg-type]
+
+    def run(index: int) -> None:
+        for _ in range(20):
+            barrier.wait()  # every round, all threads reach the product together
+            results[index] = _quantized.quantized_linear(inputs[index], q, None)
+
+    _quantized._SharedTile.fill = fill  # type: ignore[method-assign]
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        _quantized._SharedTile.fill = original  # type: ignore[method-assign]
+    for index, x in enumerate(inputs):
+        # float32 sums of 520 products against float64: a tile read half-cast would be far off
+        np.testing.assert_allclose(results[index], x @ dequantized.T, rtol=1e-5, atol=1e-4)
+    assert q.prepared("cpu-tiles", _quantized._Prepared).current is None  # released when done
+    assert joined  # some threads used a tile another thread cast (or was casting)
+
+
+def test_the_free_tile_buffers_keep_the_largest_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_quantized, "_FREE", [])
+    monkeypatch.setattr(_quantized, "_FREE_KEEP", 4)
+    sizes = [10, 3000, 20, 500, 70, 9000]
+    buffers = [_quantized._take_buffer(size) for size in sizes]  # all held at once: all new
+    assert [b.size for b in buffers] == sizes
+    for buf in buffers:
+        _quantized._give_buffer(buf)
+    assert sorted(b.size for b in _quantized._FREE) == [70, 500, 3000, 9000]
+    assert _quantized._take_buffer(400).size == 500  # the smallest free buffer that fits
+    assert _quantized._take_buffer(20_000).size == 20_000  # none fits: a new one
