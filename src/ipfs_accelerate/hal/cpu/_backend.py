@@ -489,11 +489,17 @@ class CPUBackend(Backend):
     ) -> Array:
         qd, kd, vd = q._data, k._data, v._data
         with one_thread_for(math.prod(out_shape[:-1]) * kd.shape[-2] * qd.shape[-1]):
-            return self._attention(qd, kd, vd, mask, is_causal, scale)
+            return self._attention(qd, kd, vd, mask, is_causal, scale, out_shape)
 
     @staticmethod
     def _attention(
-        qd: Array, kd: Array, vd: Array, mask: Tensor | None, is_causal: bool, scale: float
+        qd: Array,
+        kd: Array,
+        vd: Array,
+        mask: Tensor | None,
+        is_causal: bool,
+        scale: float,
+        out_shape: Shape,
     ) -> Array:
         scores = np.matmul(qd, np.swapaxes(kd, -1, -2))
         scores *= qd.dtype.type(scale)
