@@ -202,11 +202,11 @@ class Appending:
         that the cache is only read: the scores of both go through one softmax."""
         self.new_keys[layer], self.new_values[layer] = keys, values
         bias = self.biases.get(kind, self.biases[FULL_ATTENTION])
-        scale = 1.0 / math.sqrt(queries.shape[-1])
-        cached = ops.matmul(queries, self.keys[layer].mT) * scale + bias
+        scaled = queries * (1.0 / math.sqrt(queries.shape[-1]))
+        cached = ops.matmul(scaled, self.keys[layer].mT) + bias
         # one new column: its score is an elementwise product summed (keys broadcast over the
         # groups of query heads of a key/value head)
-        own = ops.sum(queries * keys, axis=-1, keepdims=True) * scale
+        own = ops.sum(scaled * keys, axis=-1, keepdims=True)
         capacity = cached.shape[-1]
         weights = ops.softmax(ops.concat([cached, own], axis=-1), axis=-1)
         return ops.matmul(weights[..., :capacity], self.values[layer]) + (
