@@ -49,6 +49,7 @@ class DecodeGraphs:
         backend = hal.get_backend(model.device)
         # a backend offers capture by overriding the contract's default (which declines)
         self.enabled = type(backend).capture is not Backend.capture
+        self._in_place = "item-assignment" in backend.info().features
         self._backend = backend
         self._captured: OrderedDict[_Key, CapturedFunction | None] = OrderedDict()
 
@@ -81,6 +82,12 @@ class DecodeGraphs:
         logits, new_keys, new_values = captured.replay(*arrays, *host_keys, *host_values)
         cache.append(step.start, new_keys.numpy(), new_values.numpy())
         return logits
+
+    @property
+    def host_cache(self) -> bool:
+        """Whether decode steps keep their cache on the host (replayed steps write it there):
+        a cache that only ever decodes may start there, its rearrangements numpy copies."""
+        return self.enabled and not self._in_place
 
     @property
     def captured(self) -> int:
