@@ -12,8 +12,9 @@ signature compiles one per bucket, not one per token. On a backend that assigns 
 tensors; elsewhere the cache is replaced functionally by a ``where`` over a one-hot column
 mask (one token) or a concatenation (a prompt), which keeps the shapes fixed.
 
-A cache can also live on the host (:meth:`KVCache.to_host`: one float array per kind,
-(layers, batch, kv_heads, capacity, head_dim)): what replayed decode steps use (``_replay.py``).
+A cache can also live on the host (:meth:`KVCache.to_host`: the keys and the values, each one
+array (layers, batch, kv_heads, capacity, head_dim)): what replayed decode steps use
+(``_replay.py``).
 The step graph reads the caches as inputs, attends to the new token's key/value separately
 (:meth:`DecodeStep.attend`) and returns only them; the engine writes them into their column in
 place. Nothing cache-sized is written or allocated per token; growth, rearrangement and
