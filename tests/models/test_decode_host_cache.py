@@ -189,3 +189,37 @@ def test_a_replayed_step_allocates_nothing_of_the_caches_size(
     assert len(outputs) == 4 * 3, "logits and the new keys and values of every layer"
     assert max(outputs) < layer_bytes // 8, f"the step graph returned {max(outputs)} bytes"
     assert max(peaks) < layer_bytes // 2, f"a step allocated {max(peaks)} bytes at its peak"
+
+
+class _WritesItsCache:
+    """A decoder that writes its cache itself (``step.update``) instead of attending through
+    ``step.attend``: its steps cannot be captured in the appending form."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, input_ids: Any, step: Any, *, last_only: bool = True) -> Any:
+        step._appending = None
+        return self._model(input_ids, step, last_only=last_only)
+
+
+def test_a_model_that_writes_its_cache_runs_traced_with_the_same_tokens() -> None:
+    start_backend("webnn")
+    model, _, _ = load_model(decoder_checkpoint("llama"), "webnn", sharing=False)
+    tokens = []
+    for decoder in (model, _WritesItsCache(model)):
+        graphs = DecodeGraphs(decoder)
+        cache, logits = _prefilled(decoder, PROMPTS, 16)
+        produced = [logits.argmax(-1)]
+        for _ in range(6):
+            logits = graphs.forward(cache, produced[-1][:, None], np.ones((2, 1), bool)).numpy()
+            produced.append(logits.argmax(-1))
+        tokens.append(np.stack(produced, axis=1))
+        if decoder is model:
+            assert graphs.captured == 1 and cache.on_host
+        else:
+            assert graphs.captured == 0 and not cache.on_host
+    np.testing.assert_array_equal(tokens[0], tokens[1])

@@ -17,6 +17,7 @@ model as before.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -67,7 +68,6 @@ class DecodeGraphs:
             np.ascontiguousarray(step.positions),
             *(biases[kind] for kind in kinds),
         ]
-        host_keys, host_values = cache.to_host()
         if key in self._captured:
             self._captured.move_to_end(key)
             captured = self._captured[key]
@@ -76,8 +76,9 @@ class DecodeGraphs:
             self._captured[key] = captured
             while len(self._captured) > MAX_CAPTURED:
                 self._captured.popitem(last=False)
-        if captured is None:  # the model reads a per-step value it does not declare
+        if captured is None:  # a per-step value not declared, or no step.attend: traced
             return self.model(from_numpy(ids, cache.device), step)
+        host_keys, host_values = cache.to_host()
         # per-layer views of the host arrays: contiguous, fed without a copy
         logits, new_keys, new_values = captured.replay(*arrays, *host_keys, *host_values)
         cache.append(step.start, new_keys.numpy(), new_values.numpy())
@@ -98,7 +99,6 @@ class DecodeGraphs:
         self, cache: KVCache, step: DecodeStep, kinds: tuple[str, ...], arrays: Sequence[Array]
     ) -> CapturedFunction | None:
         model, layers = self.model, cache.shape.layers
-        host_keys, host_values = cache.to_host()
 
         def decode(*inputs: Tensor) -> list[Tensor]:
             ids, positions = inputs[0], inputs[1]
@@ -106,7 +106,7 @@ class DecodeGraphs:
             tensors = inputs[2 + len(kinds) :]
             appending = Appending(tensors[:layers], tensors[layers:], biases)
             traced = DecodeStep(
-                cache,
+                _stand_in(cache),
                 step.start,
                 step.length,
                 step.window,
@@ -122,7 +122,10 @@ class DecodeGraphs:
 
         device = cache.device
         inputs = [from_numpy(array, device) for array in arrays]
-        cached = [from_numpy(layer, device) for layer in (*host_keys, *host_values)]
+        if cache.host_keys is not None and cache.host_values is not None:
+            cached = [from_numpy(layer, device) for layer in (*cache.host_keys, *cache.host_values)]
+        else:
+            cached = [*cache.keys, *cache.values]
         try:
             return self._backend.capture(decode, [*inputs, *cached])
         except _NotAttended:  # a model that writes its cache itself runs traced
@@ -131,6 +134,15 @@ class DecodeGraphs:
 
 class _NotAttended(Exception):
     """The model did not attend every layer through :meth:`DecodeStep.attend`."""
+
+
+def _stand_in(cache: KVCache) -> KVCache:
+    """A copy of ``cache`` that a traced model may write without changing ``cache`` (a model
+    that writes its cache instead of attending through the step, which is then not captured)."""
+    shadow = copy.copy(cache)
+    if cache._keys is not None and cache._values is not None:
+        shadow._keys, shadow._values = list(cache._keys), list(cache._values)
+    return shadow
 
 
 def _columns(new: dict[int, Tensor]) -> Tensor:
