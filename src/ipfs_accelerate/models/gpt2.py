@@ -114,8 +114,7 @@ class GPT2Attention(Module):
             t.reshape(batch, length, self.heads, d).permute(0, 2, 1, 3)
             for t in ops.split(self.c_attn(x), 3, axis=-1)
         )
-        keys, values = step.update(layer, k, v)
-        out = ops.scaled_dot_product_attention(q, keys, values, attn_mask=step.mask())
+        out = step.attend(layer, q, k, v)
         return self.c_proj(out.permute(0, 2, 1, 3).reshape(batch, length, self.size))
 
 

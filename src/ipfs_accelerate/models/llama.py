@@ -289,13 +289,10 @@ class LlamaAttention(Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = rotate(q.permute(0, 2, 1, 3), cos, sin)
         k = rotate(k.permute(0, 2, 1, 3), cos, sin)
-        keys, values = step.update(layer, k, v.permute(0, 2, 1, 3))
         # a key/value head's query heads stacked along the query axis: one product per kv head
         groups = self.heads // self.kv_heads
         q = q.reshape(batch, self.kv_heads, groups * length, d)
-        out = ops.scaled_dot_product_attention(
-            q, keys, values, attn_mask=step.mask(self.kind, groups)
-        )
+        out = step.attend(layer, q, k, v.permute(0, 2, 1, 3), self.kind, groups)
         out = out.reshape(batch, self.heads, length, d).permute(0, 2, 1, 3)
         return self.o_proj(out.reshape(batch, length, self.heads * d))
 

@@ -713,6 +713,11 @@ class _Captured(CapturedFunction):
         self._trace = found
         #: per argument: (shape, dtype name) it must have
         self.signature = [(node.shape, node.dtype) for node in placeholders]
+        # numpy dtypes to compare with: a dtype's name is slow to build, and a decode step
+        # checks dozens of inputs per token
+        self._dtypes = [
+            np.dtype(np.bool_ if dtype == "bool" else dtype) for _, dtype in self.signature
+        ]
         #: graph input name -> argument index
         self._feeds = {name: argument_at[position] for name, position in compiled.inputs.items()}
         names: dict[int, str] = {}
@@ -782,8 +787,8 @@ class _Captured(CapturedFunction):
                 f"webnn replay: input {index} must be a tensor or a numpy array, "
                 f"got {type(given).__name__}"
             )
-        found = "bool" if value.dtype == np.bool_ else value.dtype.name
-        if value.shape != shape or found != dtype:
+        if value.shape != shape or value.dtype != self._dtypes[index]:
+            found = "bool" if value.dtype == np.bool_ else value.dtype.name
             raise InvalidArgumentError(
                 f"webnn replay: input {index} is {found} {list(value.shape)}; the captured "
                 f"function takes {dtype} {list(shape)}"

@@ -143,6 +143,8 @@ class ContinuousBatch:
         model = self.engine.model
         if self._cache is None:
             self._cache = KVCache(model.cache_shape(), 1, bucket(width, 1 << 62), model.device)
+            if self.engine.decode_graphs.host_cache:
+                self._cache.to_host()  # joins and compactions become numpy copies, no graphs
             self._rows = [None]
         cache = self._cache
         rows = max(len(self._rows), _row_bucket(self.active + joining))

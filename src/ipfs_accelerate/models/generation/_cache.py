@@ -11,11 +11,20 @@ signature compiles one per bucket, not one per token. On a backend that assigns 
 (the CPU: its tensors are host arrays) new keys/values are written into the preallocated
 tensors; elsewhere the cache is replaced functionally by a ``where`` over a one-hot column
 mask (one token) or a concatenation (a prompt), which keeps the shapes fixed.
+
+A cache can also live on the host (:meth:`KVCache.to_host`: the keys and the values, each one
+array (layers, batch, kv_heads, capacity, head_dim)): what replayed decode steps use
+(``_replay.py``).
+The step graph reads the caches as inputs, attends to the new token's key/value separately
+(:meth:`DecodeStep.attend`) and returns only them; the engine writes them into their column in
+place. Nothing cache-sized is written or allocated per token; growth, rearrangement and
+placement are numpy copies. A traced step on a host cache takes it back as tensors (a copy).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -98,10 +107,10 @@ class DecodeStep:
     _masks: dict[tuple[str, int], Tensor] = field(default_factory=dict)
     #: the one-hot column (1, 1, capacity, 1) a one-token step writes
     _write: Tensor | None = None
-    #: given tensors instead of host data (a captured decode step's inputs): the positions
-    #: (B, L) and each kind's mask (B, 1, L, window)
+    #: given tensors instead of host data (a captured decode step's input): the positions (B, L)
     _position_ids: Tensor | None = None
-    _given_masks: dict[str, Tensor] = field(default_factory=dict)
+    #: set when the step reads a host cache instead of writing it (a captured decode step)
+    _appending: Appending | None = None
 
     def position_ids(self) -> Tensor:
         """``positions`` as an int64 tensor (B, L) on the cache's device."""
@@ -122,16 +131,31 @@ class DecodeStep:
         if found is None:
             if kind not in self._allowed:
                 kind = FULL_ATTENTION
-            given = self._given_masks.get(kind)
-            if given is not None:
-                found = _stacked(given, groups)
-            else:
-                allowed = self._allowed[kind]
-                if groups > 1:
-                    allowed = np.tile(allowed, (1, 1, groups, 1))
-                found = from_numpy(np.ascontiguousarray(allowed), self.cache.device)
+            allowed = self._allowed[kind]
+            if groups > 1:
+                allowed = np.tile(allowed, (1, 1, groups, 1))
+            found = from_numpy(np.ascontiguousarray(allowed), self.cache.device)
             self._masks[key] = found
         return found
+
+    def attend(
+        self,
+        layer: int,
+        queries: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        kind: str = FULL_ATTENTION,
+        groups: int = 1,
+    ) -> Tensor:
+        """Write this step's ``keys``/``values`` (B, kv_heads, L, head_dim) of ``layer`` and
+        attend ``queries`` (B, kv_heads, groups * L, head_dim) to the layer's window: the
+        attention output, shaped as the queries."""
+        if self._appending is not None:
+            return self._appending.attend(layer, queries, keys, values, kind)
+        window_keys, window_values = self.update(layer, keys, values)
+        return ops.scaled_dot_product_attention(
+            queries, window_keys, window_values, attn_mask=self.mask(kind, groups)
+        )
 
     def update(self, layer: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Write this step's ``keys``/``values`` (B, kv_heads, L, head_dim) of ``layer`` and
@@ -156,15 +180,39 @@ class DecodeStep:
         return cache.keys[layer][window], cache.values[layer][window]
 
 
-def _stacked(mask: Tensor, groups: int) -> Tensor:
-    """``mask`` (B, 1, L, W) repeated ``groups`` times along the query axis, in the graph."""
-    if groups == 1:
-        return mask
-    batch, _, length, window = mask.shape
-    spread = ops.broadcast_to(
-        mask.reshape(batch, 1, 1, length, window), (batch, 1, groups, length, window)
-    )
-    return spread.reshape(batch, 1, groups * length, window)
+@dataclass
+class Appending:
+    """How a one-token step attends without writing the cache (a captured decode step): the
+    cached keys/values of every layer (B, kv_heads, capacity, head_dim) are read as they are,
+    the new token's are attended separately and kept in ``new_keys``/``new_values`` for the
+    caller to write into the cache afterwards."""
+
+    keys: Sequence[Tensor]
+    values: Sequence[Tensor]
+    #: per layer kind, the additive mask (B, 1, 1, capacity) of the cached columns: 0 where a
+    #: column is attended, -inf elsewhere (the new token's own column included: it is not
+    #: written yet)
+    biases: Mapping[str, Tensor]
+    new_keys: dict[int, Tensor] = field(default_factory=dict)
+    new_values: dict[int, Tensor] = field(default_factory=dict)
+
+    def attend(
+        self, layer: int, queries: Tensor, keys: Tensor, values: Tensor, kind: str
+    ) -> Tensor:
+        """``softmax([q K^T, q k]) [V; v]`` over the cached columns and the new one, split so
+        that the cache is only read: the scores of both go through one softmax."""
+        self.new_keys[layer], self.new_values[layer] = keys, values
+        bias = self.biases.get(kind, self.biases[FULL_ATTENTION])
+        scaled = queries * (1.0 / math.sqrt(queries.shape[-1]))
+        cached = ops.matmul(scaled, self.keys[layer].mT) + bias
+        # one new column: its score is an elementwise product summed (keys broadcast over the
+        # groups of query heads of a key/value head)
+        own = ops.sum(scaled * keys, axis=-1, keepdims=True)
+        capacity = cached.shape[-1]
+        weights = ops.softmax(ops.concat([cached, own], axis=-1), axis=-1)
+        return ops.matmul(weights[..., :capacity], self.values[layer]) + (
+            weights[..., capacity:] * values
+        )
 
 
 def _spliced(cache: Tensor, new: Tensor, start: int, end: int) -> Tensor:
@@ -177,7 +225,11 @@ def _spliced(cache: Tensor, new: Tensor, start: int, end: int) -> Tensor:
 
 class KVCache:
     """Keys and values of every layer for ``batch`` rows and ``capacity`` columns; a step
-    that needs more columns doubles the capacity first."""
+    that needs more columns doubles the capacity first.
+
+    The cache holds its keys and values either as tensors of its device (``keys``/``values``,
+    one per layer) or on the host (``host_keys``/``host_values`` after :meth:`to_host`); each
+    form is made from the other on demand, by a copy."""
 
     def __init__(self, shape: CacheShape, batch: int, capacity: int, device: str) -> None:
         from ipfs_accelerate import hal
@@ -188,13 +240,69 @@ class KVCache:
         self.device = device
         self.in_place = "item-assignment" in hal.get_backend(device).info().features
         dims = (batch, shape.kv_heads, capacity, shape.head_dim)
-        self.keys = [zeros(dims, device=device) for _ in range(shape.layers)]
-        self.values = [zeros(dims, device=device) for _ in range(shape.layers)]
+        self._keys: list[Tensor] | None = [zeros(dims, device=device) for _ in range(shape.layers)]
+        self._values: list[Tensor] | None = [
+            zeros(dims, device=device) for _ in range(shape.layers)
+        ]
+        #: the host form: (layers, batch, kv_heads, capacity, head_dim) each, or None
+        self.host_keys: Array | None = None
+        self.host_values: Array | None = None
         #: columns written so far
         self.length = 0
         self.valid = np.zeros((batch, capacity), dtype=bool)
         self.positions = np.zeros((batch, capacity), dtype=np.int64)
         self._next = np.zeros(batch, dtype=np.int64)
+
+    # ------------------------------------------------------------------ the two forms
+
+    @property
+    def keys(self) -> list[Tensor]:
+        """Each layer's keys (batch, kv_heads, capacity, head_dim) as tensors of the device."""
+        self._to_tensors()
+        assert self._keys is not None
+        return self._keys
+
+    @keys.setter
+    def keys(self, tensors: list[Tensor]) -> None:
+        self._to_tensors()
+        self._keys = tensors
+
+    @property
+    def values(self) -> list[Tensor]:
+        """Each layer's values, as :attr:`keys`."""
+        self._to_tensors()
+        assert self._values is not None
+        return self._values
+
+    @values.setter
+    def values(self, tensors: list[Tensor]) -> None:
+        self._to_tensors()
+        self._values = tensors
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the cache is in its host form (``host_keys``/``host_values``)."""
+        return self.host_keys is not None
+
+    def to_host(self) -> tuple[Array, Array]:
+        """The host form (keys, values), each (layers, batch, kv_heads, capacity, head_dim),
+        made from the tensors (a copy) unless the cache is in it already. Writes into these
+        arrays are the cache's content."""
+        if self.host_keys is None or self.host_values is None:
+            assert self._keys is not None and self._values is not None
+            self.host_keys = _stacked(self._keys)
+            self.host_values = _stacked(self._values)
+            self._keys = self._values = None
+        return self.host_keys, self.host_values
+
+    def _to_tensors(self) -> None:
+        if self.host_keys is None or self.host_values is None:
+            return
+        self._keys = [from_numpy(layer, self.device) for layer in self.host_keys]
+        self._values = [from_numpy(layer, self.device) for layer in self.host_values]
+        self.host_keys = self.host_values = None
+
+    # ------------------------------------------------------------------ steps
 
     def begin(self, valid: Array) -> DecodeStep:
         """The step feeding ``valid.shape[1]`` new columns; ``valid`` (B, L) is False where a
@@ -225,6 +333,34 @@ class KVCache:
             masks[SLIDING_ATTENTION] = (allowed & (distance < self.shape.sliding_window))[:, None]
         return DecodeStep(self, start, length, window, positions, masks)
 
+    def cached_biases(self, step: DecodeStep) -> dict[str, Array]:
+        """For a one-token ``step``: each layer kind's additive mask (batch, 1, 1, capacity)
+        float32 over the cached columns (0 attended, -inf not), as :meth:`begin`'s masks
+        allow them, without the step's own column (attended separately, see
+        :class:`Appending`)."""
+        if step.length != 1:
+            raise InvalidArgumentError(
+                f"KVCache.cached_biases: a step of one column is needed, got {step.length}"
+            )
+        column = np.arange(self.capacity)[None, :]
+        allowed = self.valid & (column < step.start)
+        kinds = {FULL_ATTENTION: allowed}
+        if self.shape.sliding_window is not None:
+            distance = step.positions[:, :1] - self.positions
+            kinds[SLIDING_ATTENTION] = allowed & (distance < self.shape.sliding_window)
+        minus_inf = np.float32(-np.inf)
+        return {
+            kind: np.where(mask, np.float32(0.0), minus_inf)[:, None, None, :]
+            for kind, mask in kinds.items()
+        }
+
+    def append(self, column: int, keys: Array, values: Array) -> None:
+        """Write one column of every layer in the host form: ``keys``/``values`` (layers,
+        batch, kv_heads, head_dim), as a replayed step returns them."""
+        host_keys, host_values = self.to_host()
+        host_keys[:, :, :, column] = keys
+        host_values[:, :, :, column] = values
+
     # ------------------------------------------------------------------ continuous batching
 
     def rearrange(self, rows: Sequence[int | None], drop: int) -> None:
@@ -239,20 +375,34 @@ class KVCache:
         kept = np.array([r is not None for r in rows], dtype=bool)
         batch, heads, dim = len(rows), self.shape.kv_heads, self.shape.head_dim
         new_start = max(-drop, 0)
-        picked = from_numpy(index, self.device)
+        if self.on_host:
+            assert self.host_keys is not None and self.host_values is not None
+            dims = (self.shape.layers, batch, heads, capacity, dim)
 
-        def moved(tensor: Tensor) -> Tensor:
-            parts = []
-            if new_start:
-                parts.append(zeros((batch, heads, new_start, dim), device=self.device))
-            if self.length > old_start:
-                rows_of = ops.gather(tensor, picked, axis=0)
-                parts.append(rows_of[:, :, old_start : self.length])
-            parts.append(zeros((batch, heads, capacity - length, dim), device=self.device))
-            return ops.concat(parts, axis=2)
+            def moved_on_host(array: Array) -> Array:
+                result = np.zeros(dims, dtype=array.dtype)
+                if self.length > old_start:
+                    live = array[:, index, :, old_start : self.length]
+                    result[:, :, :, new_start:length] = live
+                return result
 
-        self.keys = [moved(t) for t in self.keys]
-        self.values = [moved(t) for t in self.values]
+            self.host_keys = moved_on_host(self.host_keys)
+            self.host_values = moved_on_host(self.host_values)
+        else:
+            picked = from_numpy(index, self.device)
+
+            def moved(tensor: Tensor) -> Tensor:
+                parts = []
+                if new_start:
+                    parts.append(zeros((batch, heads, new_start, dim), device=self.device))
+                if self.length > old_start:
+                    rows_of = ops.gather(tensor, picked, axis=0)
+                    parts.append(rows_of[:, :, old_start : self.length])
+                parts.append(zeros((batch, heads, capacity - length, dim), device=self.device))
+                return ops.concat(parts, axis=2)
+
+            self.keys = [moved(t) for t in self.keys]
+            self.values = [moved(t) for t in self.values]
         valid = np.zeros((batch, capacity), dtype=bool)
         positions = np.zeros((batch, capacity), dtype=np.int64)
         valid[:, new_start:length] = self.valid[index, old_start : self.length] & kept[:, None]
@@ -271,14 +421,20 @@ class KVCache:
             raise InvalidArgumentError(
                 f"KVCache.place: {count} columns do not fit before column {end}"
             )
-        columns = (slice(row, row + 1), slice(None), slice(start, end))
-        for layer in range(self.shape.layers):
-            for mine, theirs in ((self.keys, source.keys), (self.values, source.values)):
-                piece = theirs[layer][source_row : source_row + 1, :, :count]
-                if self.in_place:
-                    ops.setitem(mine[layer], columns, piece)
-                else:
-                    mine[layer] = self._spliced_row(mine[layer], piece, row, start)
+        if self.on_host:
+            theirs_keys, theirs_values = source.to_host()
+            assert self.host_keys is not None and self.host_values is not None
+            self.host_keys[:, row, :, start:end] = theirs_keys[:, source_row, :, :count]
+            self.host_values[:, row, :, start:end] = theirs_values[:, source_row, :, :count]
+        else:
+            columns = (slice(row, row + 1), slice(None), slice(start, end))
+            for layer in range(self.shape.layers):
+                for mine, theirs in ((self.keys, source.keys), (self.values, source.values)):
+                    piece = theirs[layer][source_row : source_row + 1, :, :count]
+                    if self.in_place:
+                        ops.setitem(mine[layer], columns, piece)
+                    else:
+                        mine[layer] = self._spliced_row(mine[layer], piece, row, start)
         self.valid[row] = False
         self.valid[row, start:end] = source.valid[source_row, :count]
         self.positions[row, start:end] = source.positions[source_row, :count]
@@ -306,12 +462,34 @@ class KVCache:
         """Empty columns appended to every layer (a copy per doubling: amortised, and the
         shapes between doublings stay fixed)."""
         extra = capacity - self.capacity
-        batch, heads, _, dim = self.keys[0].shape
-        empty = zeros((batch, heads, extra, dim), device=self.device)
-        for n in range(len(self.keys)):
-            self.keys[n] = ops.concat([self.keys[n], empty], axis=2)
-            self.values[n] = ops.concat([self.values[n], empty], axis=2)
+        if self.on_host:
+            assert self.host_keys is not None and self.host_values is not None
+            self.host_keys = _widened(self.host_keys, capacity)
+            self.host_values = _widened(self.host_values, capacity)
+        else:
+            keys, values = self.keys, self.values
+            batch, heads, _, dim = keys[0].shape
+            empty = zeros((batch, heads, extra, dim), device=self.device)
+            for n in range(len(keys)):
+                keys[n] = ops.concat([keys[n], empty], axis=2)
+                values[n] = ops.concat([values[n], empty], axis=2)
         pad = ((0, 0), (0, extra))
         self.valid = np.pad(self.valid, pad)
         self.positions = np.pad(self.positions, pad)
         self.capacity = capacity
+
+
+def _stacked(layers: Sequence[Tensor]) -> Array:
+    """Per-layer tensors (B, H, C, D) as one writable host array (layers, B, H, C, D)."""
+    first = layers[0]
+    result = np.empty((len(layers), *first.shape), dtype=np.dtype(first.dtype.name))
+    for n, tensor in enumerate(layers):
+        result[n] = tensor.numpy()
+    return result
+
+
+def _widened(array: Array, capacity: int) -> Array:
+    """``array`` (layers, B, H, C, D) with empty columns up to ``capacity``."""
+    result = np.zeros((*array.shape[:3], capacity, array.shape[4]), dtype=array.dtype)
+    result[:, :, :, : array.shape[3]] = array
+    return result
