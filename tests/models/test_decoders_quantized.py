@@ -12,6 +12,7 @@ tolerances come from the measurement written beside each, with headroom; docs/mo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,8 @@ class _Ids:
         return " ".join(str(i) for i in ids)
 
 
-def _engine(directory: Path, dtype: str) -> GenerationEngine:
-    model, checkpoint, _ = load_model(directory, "cpu", sharing=False, dtype=dtype)
+def _engine(directory: Path, dtype: str, device: str = "cpu") -> GenerationEngine:
+    model, checkpoint, _ = load_model(directory, device, sharing=False, dtype=dtype)
     defaults = GenerationDefaults.from_configs(
         read_json(directory / "generation_config.json"), checkpoint.config
     )
@@ -84,11 +85,12 @@ def _greedy(engine: GenerationEngine) -> list[list[int]]:
 def _teacher_forced(engine: GenerationEngine, sequences: list[list[int]]) -> list[np.ndarray]:
     """Logits at every position of each sequence, one sequence at a time (no padding)."""
     model = engine.model
+    device = model.device
     out = []
     for ids in sequences:
-        cache = KVCache(model.cache_shape(), 1, len(ids), "cpu")
+        cache = KVCache(model.cache_shape(), 1, len(ids), device)
         step = cache.begin(np.ones((1, len(ids)), dtype=bool))
-        logits = model(from_numpy(np.array([ids]), "cpu"), step, last_only=False)
+        logits = model(from_numpy(np.array([ids]), device), step, last_only=False)
         out.append(np.asarray(logits.numpy())[0])
     return out
 
@@ -104,13 +106,31 @@ def fp32_runs() -> dict[str, tuple[list[list[int]], list[np.ndarray]]]:
     return runs
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize(
+    ("device", "dtype"), [("cpu", "int8"), ("cpu", "int4"), ("webnn", "int8")]
+)
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_quantized_decoder_logits_and_greedy_tokens(
-    family: str, dtype: str, fp32_runs: dict[str, tuple[list[list[int]], list[np.ndarray]]]
+    family: str,
+    device: str,
+    dtype: str,
+    fp32_runs: dict[str, tuple[list[list[int]], list[np.ndarray]]],
 ) -> None:
+    """On cpu the int8 error is the weights' rounding alone; on webnn every block projection
+    (attention and MLP, GPT-2's Conv1D too) also rounds its input per token (int8_row: the
+    integer kernels read the int8 weights), measured there: llama 3.6% / 2.4% / 97%, qwen2
+    4.5% / 2.8% / 95%, gpt2 1.6% / 1.3% / 98% -- inside the same gates."""
     sequences, references = fp32_runs[family]
-    engine = _engine(decoder_checkpoint(family), dtype)
+    engine = _engine(decoder_checkpoint(family), dtype, device)
+    if device == "webnn":
+        modes = {
+            path: module.activations
+            for path, module in engine.model.named_modules()
+            if hasattr(module, "activations") and re.search(r"(layers|\bh)\.0\.", path)
+        }
+        # every projection of a block: llama 7 (q, k, v, o, gate, up, down), GPT-2 4
+        assert len(modes) == (4 if family == "gpt2" else 7), modes
+        assert set(modes.values()) == {"int8_row"}, modes
     quantized = _teacher_forced(engine, sequences)
     reference, ours = np.concatenate(references), np.concatenate(quantized)
     diff = ours - reference
@@ -143,7 +163,9 @@ def test_quantized_decoder_logits_and_greedy_tokens(
         assert got[:cut] == expected[:cut], f"{family} {dtype} row {row}"
         compared += cut - start
     print(f"{family} {dtype}: {compared} generated tokens before the first near-tie, all equal")
-    assert compared >= MIN_COMPARED[family, dtype]
+    # webnn's larger int8 error makes more positions near-ties: llama 7, qwen2 3, gpt2 7 there
+    least = MIN_COMPARED[family, dtype] if device == "cpu" else min(5, MIN_COMPARED[family, dtype])
+    assert compared >= least
 
 
 @pytest.mark.parametrize("dtype", ["int8", "int4"])

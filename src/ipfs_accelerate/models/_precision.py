@@ -192,15 +192,18 @@ class WeightConverter:
 
 
 #: Linear layers by role, from their names in the families (MPNet: ``attn.q``..``attn.o``;
-#: ModernBERT: ``attn.Wqkv``, ``attn.Wo``, ``mlp.Wi``, ``mlp.Wo``; DistilBERT: ``q_lin``..)
+#: ModernBERT: ``attn.Wqkv``, ``attn.Wo``, ``mlp.Wi``, ``mlp.Wo``; DistilBERT: ``q_lin``..;
+#: Llama-family decoders: ``self_attn.o_proj``, ``mlp.gate_proj``/``up_proj``/``down_proj``;
+#: GPT-2's Conv1D projections: ``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj``)
 _KIND_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention_in", ("query", "key", "value", "q_proj", "k_proj", "v_proj", "q_lin", "k_lin",
-                      "v_lin", "attn.q", "attn.k", "attn.v", "attn.Wqkv")),
+                      "v_lin", "attn.q", "attn.k", "attn.v", "attn.Wqkv", "attn.c_attn")),
     # "attn.out_proj", not "out_proj": RoBERTa's classifier head has an out_proj too
     ("attention_out", ("attention.output.dense", "attn.out_proj", "attention.out_lin", "attn.o",
-                       "attn.Wo")),
-    ("ffn_in", ("intermediate.dense", "fc1", "ffn.lin1", "mlp.Wi")),
-    ("ffn_out", ("output.dense", "fc2", "ffn.lin2", "mlp.Wo")),
+                       "attn.Wo", "self_attn.o_proj", "attn.c_proj")),
+    ("ffn_in", ("intermediate.dense", "fc1", "ffn.lin1", "mlp.Wi", "mlp.gate_proj",
+                "mlp.up_proj", "mlp.c_fc")),
+    ("ffn_out", ("output.dense", "fc2", "ffn.lin2", "mlp.Wo", "mlp.down_proj", "mlp.c_proj")),
 )  # fmt: skip
 #: the default int8 activation policy: layer kind -> ``ops.linear``'s ``activations`` mode,
 #: used where the backend has that mode's integer kernel (weight-only elsewhere, and for the
@@ -255,7 +258,8 @@ def apply_activation_policy(
                  if _MODE_KERNELS[mode] in fused}  # fmt: skip
     chosen = []
     for path, module in model.named_modules():
-        if isinstance(module, Linear):
+        # Linear, and GPT-2's Conv1D (its weight in the (in, out) layout)
+        if isinstance(module, Linear) or getattr(module, "weight_in_out", False):
             mode = modes.get(layer_kind(path), "float")
             weight = module.weight
             if not isinstance(weight, QuantizedTensor) or weight.bits not in widths:

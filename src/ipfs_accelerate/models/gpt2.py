@@ -79,6 +79,8 @@ class Conv1D(Module):
     bias: Tensor
     #: what the precision loader reads: quantize this weight as (in_features, out_features)
     weight_in_out = True
+    #: ``ops.linear``'s ``activations`` for a quantized weight (set by the loader's policy)
+    activations: str = "float"
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -89,7 +91,7 @@ class Conv1D(Module):
     def __call__(self, x: Tensor) -> Tensor:
         if isinstance(self.weight, QuantizedTensor):
             # the (out, in) form is built once and kept with the weight (prepared)
-            return ops.linear(x, self.weight.T, self.bias)
+            return ops.linear(x, self.weight.T, self.bias, activations=self.activations)
         if self._linear_weight is None:
             from ipfs_accelerate import hal
 
