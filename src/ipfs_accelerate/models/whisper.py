@@ -360,9 +360,7 @@ class _DecodeStepGraphs:
                 capacity=cache.capacity,
                 length=cache.length,
             )
-            hidden = model.model.decoder(
-                step_ids, shadow, positions=step_positions, mask=step_mask
-            )
+            hidden = model.model.decoder(step_ids, shadow, positions=step_positions, mask=step_mask)
             logits = model.proj_out(hidden[:, -1])
             return [logits, *(k for k, _ in shadow.self_attn), *(v for _, v in shadow.self_attn)]
 
