@@ -15,8 +15,9 @@ features. A random model writes arbitrary tokens, often up to the 448-token limi
 window (a real one writes about 100), so the figure is mostly decoder speed.
 ``--max-new-tokens N`` caps every window at N new tokens on both sides (transformers'
 ``max_new_tokens``), which bounds a ten-minute run's time and makes the per-window work
-closer to real speech; the agreement column says whether the segments (tokens and times) are
-equal either way.
+closer to real speech. The agreement column says whether the segments (tokens and times) are
+equal: without a cap they are; with one, a window cut mid-segment is resumed differently by
+the two sides today (a known gap: the runs then do comparable, not identical, work).
 
 ``--stream-lag`` adds streaming commit lag (``LocalAgreementStream``, 1 s chunks, local
 agreement), on the first backend of ``--backends``:
