@@ -72,6 +72,7 @@ def chunks_of(audio: np.ndarray, sizes: list[int]) -> Iterator[np.ndarray]:
 
 #: few tokens per decode keep each decode cheap; the policy is the same
 FAST = {"max_new_tokens": 24}
+STAMPS = {"return_timestamps": True}
 
 
 def offline_tokens(recognizer: SpeechRecognizer, audio: Any, rate: int = RATE) -> list[int]:
@@ -118,6 +119,41 @@ def test_random_weights_never_retract_and_end_with_everything_committed(
     tentative = [e for e in events if e.type == "tentative"]
     assert len(tentative) == 8  # one decode per second of audio
     assert sum(e.type == "committed" for e in events) >= 2
+
+
+def test_decode_budget_grows_with_the_buffer_unless_max_new_tokens_is_given(
+    ours: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streaming decode without max_new_tokens writes at most decode_token_budget(buffered
+    seconds) tokens per window (smaller constants here, so that the small random model's
+    windows are cut); a given max_new_tokens is used as it is."""
+    from ipfs_accelerate.models.pipelines import _speech_stream
+
+    assert _speech_stream.decode_token_budget(1.0) == 38
+    assert _speech_stream.decode_token_budget(28.0) == 200
+    monkeypatch.setattr(_speech_stream, "DECODE_BASE_TOKENS", 2)
+    monkeypatch.setattr(_speech_stream, "DECODE_TOKENS_PER_S", 3.0)
+    seen: list[tuple[float, int | None, int]] = []
+    transcribe = ours.transcribe_segments
+
+    def spy(audio: Any, *args: Any, **kwargs: Any) -> Any:
+        segments = transcribe(audio, *args, **kwargs)
+        written = sum(len(s.tokens) for s in segments)
+        seen.append((len(audio[0]) / audio[1], kwargs.get("max_new_tokens"), written))
+        return segments
+
+    monkeypatch.setattr(ours, "transcribe_segments", spy)
+    list(ours.transcribe_stream(chunks_of(audio := speech_like(3.0), [RATE]), "en"))
+    assert [(round(b), budget) for b, budget, _ in seen] == [(1, 5), (2, 8), (3, 11)]
+    free = [
+        sum(len(s.tokens) for s in transcribe((audio[: n * RATE], RATE), "en", **STAMPS))
+        for n in (1, 2, 3)
+    ]
+    # cut: fewer tokens than the same decodes write unbounded (26 to 38 here)
+    assert all(w < f for (_, _, w), f in zip(seen, free, strict=True)), (seen, free)
+    seen.clear()
+    list(ours.transcribe_stream(chunks_of(speech_like(1.0), [RATE]), "en", max_new_tokens=24))
+    assert [budget for _, budget, _ in seen] == [24]
 
 
 def test_buffer_stays_bounded_over_a_long_stream(ours: SpeechRecognizer) -> None:

@@ -13,6 +13,7 @@ lives in :class:`ipfs_accelerate.models.pipelines.SpeechRecognizer`.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ import numpy as np
 
 from ipfs_accelerate import ops
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
+from ipfs_accelerate.hal._backend import Backend, CapturedFunction
 from ipfs_accelerate.models._config import check_activation, from_dict, require_model_type
 from ipfs_accelerate.models._module import (
     Conv1d,
@@ -41,6 +43,9 @@ __all__ = ["DecoderCache", "WhisperConfig", "WhisperForConditionalGeneration"]
 
 #: self-attention slots of a fresh decoder cache (doubled whenever decoding fills them)
 INITIAL_CACHE_SLOTS = 32
+#: captured one-token decode steps kept per model (least recently used go first): one per
+#: cache capacity (32, 64, 128, 256, 448) for each batch size (beams) in use
+MAX_CAPTURED_STEPS = 16
 
 
 @dataclass
@@ -209,11 +214,19 @@ class WhisperDecoder(Module):
         self.layer_norm = LayerNorm(d, 1e-5)
 
     def __call__(
-        self, ids: Tensor, cache: DecoderCache, cross_inputs: dict[int, Tensor] | None = None
+        self,
+        ids: Tensor,
+        cache: DecoderCache,
+        cross_inputs: dict[int, Tensor] | None = None,
+        *,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """Hidden states (B, L, d) of the new tokens ``ids``; adds their keys/values to
         ``cache``. ``cross_inputs`` (layer index -> None) receives each named layer's normalised
-        input to its cross-attention (what word timestamps need to recompute its weights)."""
+        input to its cross-attention (what word timestamps need to recompute its weights).
+        ``positions`` and ``mask`` (from :func:`step_inputs`) are made here when not given; a
+        captured step passes them in so that they are inputs of its graph, not constants."""
         length = ids.shape[1]
         past = cache.length
         limit = self.config.max_target_positions
@@ -223,18 +236,14 @@ class WhisperDecoder(Module):
             )
         if past + length > cache.capacity:
             _grow(cache, min(limit, max(2 * cache.capacity, past + length)))
-        slots = cache.capacity
+        if positions is None or mask is None:
+            position_ids, allowed = step_inputs(past, length, cache.capacity)
+            positions = from_numpy(position_ids, ids.device)
+            mask = from_numpy(allowed, ids.device)
         x = self.embed_tokens(ids)
         if self.config.scale_embedding:
             x = x * float(np.sqrt(self.config.d_model))
-        positions = from_numpy(np.arange(past, past + length, dtype=np.int64), ids.device)
         x = x + self.embed_positions(positions)
-        # slot j holds absolute position past + length - slots + j; token i (position past + i)
-        # sees the filled slots up to its own
-        j = np.arange(slots)[None, :]
-        i = np.arange(length)[:, None]
-        allowed = (j >= slots - past - length) & (j <= slots - length + i)
-        mask = from_numpy(allowed, ids.device)
         for n, layer in enumerate(self.layers):
             normed = layer.self_attn_layer_norm(x)
             new_keys, new_values = layer.self_attn.keys_values(normed)
@@ -253,6 +262,17 @@ class WhisperDecoder(Module):
         return self.layer_norm(x)
 
 
+def step_inputs(past: int, length: int, slots: int) -> tuple[Array, Array]:
+    """The position ids (length,) of ``length`` new tokens after ``past`` and the mask
+    (length, slots) of the cache slots each may attend to."""
+    # slot j holds absolute position past + length - slots + j; token i (position past + i)
+    # sees the filled slots up to its own
+    j = np.arange(slots)[None, :]
+    i = np.arange(length)[:, None]
+    allowed = (j >= slots - past - length) & (j <= slots - length + i)
+    return np.arange(past, past + length, dtype=np.int64), allowed
+
+
 def _grow(cache: DecoderCache, capacity: int) -> None:
     """Add empty slots in front of every layer's self-attention keys/values."""
     extra = capacity - cache.capacity
@@ -264,6 +284,94 @@ def _grow(cache: DecoderCache, capacity: int) -> None:
             ops.concat([empty, values], axis=2),
         )
     cache.capacity = capacity
+
+
+_StepKey = tuple[str, int, int, int]
+
+
+class _DecodeStepGraphs:
+    """One-token decode steps replayed from graphs captured per signature (device, batch,
+    cache capacity, encoder positions) on a backend that can capture functions
+    (:meth:`~ipfs_accelerate.hal.Backend.capture`: webnn). The token, its position, the slot
+    mask and every cache tensor (self- and cross-attention) are inputs of the graph, so a
+    later step of the same signature feeds them to the compiled graph and no op of the model
+    runs in Python. Steps of other backends, prompts (several tokens) and steps that grow the
+    cache run the model."""
+
+    def __init__(self, model: WhisperForConditionalGeneration) -> None:
+        self.model = model
+        self._captured: OrderedDict[_StepKey, CapturedFunction | None] = OrderedDict()
+
+    def step(self, ids: Tensor, cache: DecoderCache) -> Tensor | None:
+        """The logits (B, vocab) of the one-token step ``ids`` (B, 1), replayed, with its
+        keys/values written into ``cache``; None (nothing done) when it cannot be replayed."""
+        from ipfs_accelerate import hal
+
+        if ids.shape[1] != 1 or cache.length + 1 > cache.capacity:
+            return None
+        backend = hal.get_backend(ids.device)
+        # a backend offers capture by overriding the contract's default (which declines)
+        if type(backend).capture is Backend.capture:
+            return None
+        positions, allowed = step_inputs(cache.length, 1, cache.capacity)
+        layers = len(cache.cross)
+        tensors = [
+            *(k for k, _ in cache.cross),
+            *(v for _, v in cache.cross),
+            *(k for k, _ in cache.self_attn),
+            *(v for _, v in cache.self_attn),
+        ]
+        key: _StepKey = (ids.device, ids.shape[0], cache.capacity, tensors[0].shape[2])
+        if key in self._captured:
+            self._captured.move_to_end(key)
+            captured = self._captured[key]
+        else:
+            captured = self._capture(backend, cache, ids, positions, allowed, tensors)
+            self._captured[key] = captured
+            while len(self._captured) > MAX_CAPTURED_STEPS:
+                self._captured.popitem(last=False)
+        if captured is None:  # the model read a per-step value it does not declare
+            return None
+        results = captured.replay(ids, positions, allowed, *tensors)
+        cache.self_attn = list(zip(results[1 : 1 + layers], results[1 + layers :], strict=True))
+        cache.length += 1
+        return results[0]
+
+    def _capture(
+        self,
+        backend: Backend,
+        cache: DecoderCache,
+        ids: Tensor,
+        positions: Array,
+        allowed: Array,
+        tensors: list[Tensor],
+    ) -> CapturedFunction | None:
+        model, layers = self.model, len(cache.cross)
+
+        def decode(*inputs: Tensor) -> list[Tensor]:
+            step_ids, step_positions, step_mask = inputs[:3]
+            given = inputs[3:]
+            # the step writes into a stand-in cache whose tensors are the captured inputs
+            shadow = DecoderCache(
+                cross=list(zip(given[:layers], given[layers : 2 * layers], strict=True)),
+                self_attn=list(
+                    zip(given[2 * layers : 3 * layers], given[3 * layers :], strict=True)
+                ),
+                capacity=cache.capacity,
+                length=cache.length,
+            )
+            hidden = model.model.decoder(step_ids, shadow, positions=step_positions, mask=step_mask)
+            logits = model.proj_out(hidden[:, -1])
+            return [logits, *(k for k, _ in shadow.self_attn), *(v for _, v in shadow.self_attn)]
+
+        device = ids.device
+        inputs = [ids, from_numpy(positions, device), from_numpy(allowed, device), *tensors]
+        return backend.capture(decode, inputs)
+
+    @property
+    def captured(self) -> int:
+        """How many step signatures have a captured graph."""
+        return sum(found is not None for found in self._captured.values())
 
 
 class WhisperModel(Module):
@@ -290,6 +398,8 @@ class WhisperForConditionalGeneration(Module):
         self.config = config
         self.model = WhisperModel(config)
         self.proj_out = Linear(config.d_model, config.vocab_size, bias=False)
+        #: the captured one-token decode steps (see :class:`_DecodeStepGraphs`)
+        self.decode_graphs = _DecodeStepGraphs(self)
 
     def encode(self, input_features: Tensor) -> Tensor:
         """Encoder output (B, max_source_positions, d_model) from log-mel features
@@ -319,6 +429,10 @@ class WhisperForConditionalGeneration(Module):
                 f"Whisper decode_step: ids must be (batch={cache.batch_size}, length),"
                 f" got {ids.shape}"
             )
+        if last_only:
+            replayed = self.decode_graphs.step(ids, cache)
+            if replayed is not None:
+                return replayed
         hidden = self.model.decoder(ids, cache)
         if last_only:
             hidden = hidden[:, -1]

@@ -563,7 +563,10 @@ class SpeechRecognizer(_Pipeline):
         carries the whole committed text. The buffer is cut at the last committed word once
         longer than ``trim_s`` and never exceeds ``max_buffer_s`` + ``min_chunk_s`` (see
         :mod:`._speech_stream`). ``options`` are :meth:`iter_segments`' decoding options
-        (temperature schedule, thresholds, ``num_beams``, ...)."""
+        (temperature schedule, thresholds, ``num_beams``, ...); without ``max_new_tokens``
+        each decode writes at most 32 + 6 tokens per second of buffered audio per window
+        (``decode_token_budget``), so that a model that rambles cannot make one decode take
+        longer than the audio it holds warrants."""
         state = LocalAgreementStream(
             self, sampling_rate, language, task, min_chunk_s=min_chunk_s, trim_s=trim_s,
             max_buffer_s=max_buffer_s, options=options,

@@ -7,7 +7,9 @@ decodes agree (their longest common prefix, after the words already committed) a
 and never retracted; the rest is shown as tentative text. The buffer is trimmed at the end of
 the last committed word once it grows past ``trim_s``, so each decode sees at most about
 ``trim_s`` plus the audio not yet agreed on, and a hard bound (``max_buffer_s``) commits the
-oldest words of the latest decode when the decodes keep disagreeing.
+oldest words of the latest decode when the decodes keep disagreeing. Each decode writes at
+most :func:`decode_token_budget` tokens per window (in proportion to the buffered audio)
+unless the caller gives ``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ Array = np.ndarray[Any, Any]
 
 #: words that start this close before the committed end count as already heard
 _OVERLAP_S = 0.1
+#: the tokens one streaming decode may write per window, unless ``max_new_tokens`` is given:
+#: DECODE_BASE_TOKENS + DECODE_TOKENS_PER_S per second of buffered audio. Fast speech is about
+#: 4 words (5 tokens) a second plus a timestamp pair per segment, so real speech stays well
+#: inside it; a model that rambles (random weights, a hallucination loop writing up to 448
+#: tokens a window) is cut off, so the work of a decode grows with the audio it holds
+DECODE_BASE_TOKENS = 32
+DECODE_TOKENS_PER_S = 6.0
+
+
+def decode_token_budget(buffer_s: float) -> int:
+    """The new tokens a streaming decode of ``buffer_s`` seconds may write per window."""
+    return DECODE_BASE_TOKENS + math.ceil(DECODE_TOKENS_PER_S * buffer_s)
 
 
 @dataclass
@@ -213,13 +227,16 @@ class LocalAgreementStream:
         recognizer = self.recognizer
         target = recognizer.feature_extractor.sampling_rate
         mono = load_audio((samples, self.rate), target_rate=target)
+        options = dict(self.options)
+        if options.get("max_new_tokens") is None:
+            options["max_new_tokens"] = decode_token_budget(len(samples) / self.rate)
         segments: list[TranscriptSegment] = recognizer.transcribe_segments(
             (mono, target),
             self.language,
             self.task,
             return_timestamps=True,
             word_timestamps=self.words_mode,
-            **self.options,
+            **options,
         )
         self.decodes += 1
         offset = self.buffer_start
