@@ -76,7 +76,8 @@ ARG_REDUCE_OPS: frozenset[str] = frozenset({"argmax", "argmin"})
 #: optional fused ops a backend may provide (see each method's docstring)
 FUSABLE_OPS: frozenset[str] = frozenset(
     {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-     "dynamic_quantized_linear", "row_quantized_linear", "adamw_step", "sgd_step"}
+     "dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear",
+     "adamw_step", "sgd_step"}
 )  # fmt: skip
 
 
@@ -357,6 +358,15 @@ class Backend(abc.ABC):
         ``x`` (per index of its leading axes) instead of one for the tensor
         (``ops.linear(activations="int8_row")``, exact rule in ``ops/_quantized.py``)."""
         raise UnsupportedOpError(f"{self.name}: no row-quantized linear")
+
+    def block_quantized_linear(
+        self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
+    ) -> Any:
+        """As :meth:`quantized_linear` for a blockwise weight (blocks along in_features), with
+        each row of ``x`` rounded to symmetric int8 per block of the weight's block size
+        (``ops.linear(activations="int8_block")``, exact rule in ``ops/_quantized.py``) and an
+        integer product."""
+        raise UnsupportedOpError(f"{self.name}: no block-quantized linear")
 
     def attention(
         self,

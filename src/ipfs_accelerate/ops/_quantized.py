@@ -24,6 +24,17 @@ outputs with a few outlier channels) are lopsided around 0, and a symmetric per-
 wasted half the levels there (MiniLM's mean cosine fell under the 0.998 gate, docs/models.md).
 A backend lists ``row_quantized_linear`` in ``fused`` to run the integer product (WebNN:
 ONNX Runtime's MatMulIntegerToFloat, docs/webnn.md); elsewhere ``x`` is rounded in float.
+
+``activations="int8_block"`` is for blockwise weights (int4 with blocks along
+``in_features``): each row of ``x`` is cut into the weight's blocks and each block rounded to
+symmetric int8 on its own, as ONNX Runtime's MatMulNBits computes with ``accuracy_level`` 4::
+
+    scale = max(max(|block|) / 127, TINY);  q = round_even(block / scale)   (int8, |q| <= 127)
+    block ~ q * scale
+
+The integer dot products then read the packed 4-bit weight directly (VNNI/AMX where the CPU
+has them). A backend lists ``block_quantized_linear`` in ``fused`` for that kernel (WebNN:
+MatMulNBits, accuracy level 4); elsewhere ``x`` is rounded in float the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS",
+    "block_fake_quantize",
     "dynamic_fake_quantize",
     "quantized_linear",
     "quantized_matmul",
@@ -49,9 +61,13 @@ __all__ = [
 ]
 
 #: what ``activations=`` accepts
-ACTIVATIONS = ("float", "int8", "int8_row")
+ACTIVATIONS = ("float", "int8", "int8_row", "int8_block")
 #: the fused backend op that runs each integer activation mode
-_FUSED_OPS = {"int8": "dynamic_quantized_linear", "int8_row": "row_quantized_linear"}
+_FUSED_OPS = {
+    "int8": "dynamic_quantized_linear",
+    "int8_row": "row_quantized_linear",
+    "int8_block": "block_quantized_linear",
+}
 #: the smallest normal float32: the scale of an all-zero activation (every q is the zero point)
 _TINY = 1.1754943508222875e-38
 
@@ -88,6 +104,31 @@ def row_fake_quantize(x: Tensor) -> Tensor:
     zero = ew.clamp(ew.round(ew.neg(ew.div(low, scale))), 0.0, 255.0)
     q = ew.clamp(ew.add(ew.round(ew.div(wide, scale)), zero), 0.0, 255.0)
     return cast_to(ew.mul(ew.sub(q, zero), scale), x.dtype)
+
+
+def block_fake_quantize(x: Tensor, block: int) -> Tensor:
+    """``x`` rounded as ``activations="int8_block"`` rounds it (symmetric int8, one scale per
+    row and block of ``block`` values along the last axis), computed in float on ``x``'s
+    device."""
+    wide = cast_to(x, float32)
+    blocks = wide.reshape(*x.shape[:-1], x.shape[-1] // block, block)
+    peak = red.max(ew.abs(blocks), axis=-1, keepdims=True)
+    scale = ew.maximum(ew.div(peak, 127.0), _TINY)
+    q = ew.clamp(ew.round(ew.div(blocks, scale)), -127.0, 127.0)
+    return cast_to(ew.mul(q, scale).reshape(*x.shape), x.dtype)
+
+
+def _activation_block(weight: QuantizedTensor, activations: str) -> int:
+    """The block ``activations="int8_block"`` rounds ``x`` in: the weight's own blocks along
+    in_features (typed error for a weight without them)."""
+    block = weight.block_size
+    if block is None or weight.axis != 1:
+        raise InvalidArgumentError(
+            f"linear: activations={activations!r} needs a blockwise weight with blocks along "
+            f"in_features (int4 weights are; this one has block_size={block}, axis="
+            f"{weight.axis}); use 'int8' or 'int8_row' for per-channel weights"
+        )
+    return int(block)
 
 
 def quantized_linear(
@@ -133,11 +174,17 @@ def quantized_linear(
         bias = cast_to(bias, dtype)
     backend = x._backend
     shape = (*x.shape[:-1], weight.shape[0])
+    block = _activation_block(weight, activations) if activations == "int8_block" else 0
     if activations != "float":
         fused = _FUSED_OPS[activations]
         if fused in backend.fused:
             return run(backend, fused, (x, weight, bias), shape, dtype)
-        x = dynamic_fake_quantize(x) if activations == "int8" else row_fake_quantize(x)
+        if activations == "int8":
+            x = dynamic_fake_quantize(x)
+        elif activations == "int8_row":
+            x = row_fake_quantize(x)
+        else:
+            x = block_fake_quantize(x, block)
     if "quantized_linear" in backend.fused:
         return run(backend, "quantized_linear", (x, weight, bias), shape, dtype)
     from ipfs_accelerate.ops._nn import linear

@@ -143,3 +143,52 @@ def test_float16_input_and_one_vector(backend: Any) -> None:
     assert vector.shape == (96,)
     expected = x[0, 0].astype(np.float16).astype(np.float32) @ q.dequantize_numpy().T
     np.testing.assert_allclose(vector.numpy().astype(np.float32), expected, rtol=2e-3, atol=2e-2)
+
+
+def _block_fake_quant(x: np.ndarray, block: int) -> np.ndarray:
+    """Symmetric int8 per row and block of ``block`` values (activations="int8_block")."""
+    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // block, block)
+    scale = np.maximum(np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127), 1e-38)
+    return (np.clip(np.rint(blocks / scale), -127, 127) * scale).reshape(x.shape)
+
+
+def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import onnx
+
+    w, x, bias = _data(31)
+    x[1, 2, 5] *= 40  # an outlier: only its own block's scale grows
+    q = quantize(w, bits=4, axis=1, block_size=32).to(DEVICE)
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "int8_block")
+    # the explicit rounding is gone: MatMulNBits rounds its input per block itself
+    assert "MatMulNBits" in ran
+    assert not ran & {"MatMul", "Gemm", "QuantizeLinear", "DequantizeLinear", "ReduceMax"}
+    compiled = next(reversed(backend._cache.values()))
+    model = onnx.load_from_string(compiled.graph.export_onnx())
+    levels = [
+        attr.i
+        for node in model.graph.node
+        if node.op_type == "MatMulNBits"
+        for attr in node.attribute
+        if attr.name == "accuracy_level"
+    ]
+    assert levels == [4]
+    dense = q.dequantize_numpy()
+    expected = _block_fake_quant(x, 32) @ dense.T + bias.numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
+    # the rounding is real: float activations give a measurably different product
+    assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-3
+    # and the cpu backend's rounding in float is the same rule
+    cpu = ops.linear(ia.tensor(x), quantize(w, bits=4, axis=1, block_size=32), bias.numpy(),
+                     activations="int8_block").numpy()  # fmt: skip
+    np.testing.assert_allclose(cpu, got, rtol=1e-4, atol=2e-3)
+
+
+def test_int8_block_needs_a_blockwise_weight() -> None:
+    from ipfs_accelerate.errors import InvalidArgumentError
+
+    w, x, _ = _data(32)
+    per_channel = quantize(w, bits=8, axis=0)
+    with pytest.raises(InvalidArgumentError, match="int8_block.*blockwise"):
+        ops.linear(ia.tensor(x), per_channel, activations="int8_block")

@@ -99,7 +99,7 @@ class WebNNBackend(Backend):
     name: ClassVar[str] = "webnn"
     fused: ClassVar[frozenset[str]] = frozenset(
         {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-         "dynamic_quantized_linear", "row_quantized_linear"}
+         "dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear"}
     )  # fmt: skip
     shares_host_memory: ClassVar[bool] = False
 
@@ -384,6 +384,11 @@ class WebNNBackend(Backend):
 
     def row_quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Node:
         return self._quantized("int8_row", x, weight, bias)
+
+    def block_quantized_linear(
+        self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
+    ) -> Node:
+        return self._quantized("int8_block", x, weight, bias)
 
     def _quantized(
         self, activations: str, x: Tensor, weight: QuantizedTensor, bias: Tensor | None

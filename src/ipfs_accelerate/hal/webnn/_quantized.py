@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ResidentWeight",
+    "block_quantize",
     "dynamic_quantize",
     "emit_quantized_linear",
     "resident",
@@ -97,6 +98,23 @@ def row_quantize(b: MLGraphBuilder, x: MLOperand) -> MLOperand:
     return b.dequantize_linear(b.quantize_linear(x, scale, zero), scale, zero)
 
 
+def block_quantize(b: MLGraphBuilder, x: MLOperand, block: int) -> MLOperand:
+    """A 2-D float32 ``x`` (M, K) through int8 and back with one symmetric scale per row and
+    block of ``block`` values along K (``ops.linear(activations="int8_block")``): the pattern
+    the compiler turns into MatMulNBits with accuracy level 4, which rounds the blocks itself
+    (``_qmatmul.block_quantized_activations``)."""
+    from ipfs_accelerate.webnn._onnx._qmatmul import TINY
+
+    rows, k = x.shape
+    blocks = b.reshape(x, [rows, k // block, block])
+    peak = b.reduce_max(b.abs(blocks), axes=[2], keep_dimensions=True)
+    scale = b.max(b.div(peak, b.constant("float32", 127.0)), b.constant("float32", TINY))
+    grid = [rows, k // block, 1]
+    zero = b.constant({"dataType": "int8", "shape": grid}, np.zeros(grid, dtype=np.int8))
+    rounded = b.dequantize_linear(b.quantize_linear(blocks, scale, zero), scale, zero)
+    return b.reshape(rounded, [rows, k])
+
+
 def emit_quantized_linear(em: TraceEmitter, node: Node, args: list[Any]) -> MLOperand:
     """``x @ dequantize(W) + bias`` for a ``quantized_linear`` node (inputs: x, the weight's
     three leaves, the bias if any; attrs: activations, has_bias)."""
@@ -109,6 +127,9 @@ def emit_quantized_linear(em: TraceEmitter, node: Node, args: list[Any]) -> MLOp
         flat = dynamic_quantize(b, flat)
     elif activations == "int8_row":
         flat = row_quantize(b, flat)
+    elif activations == "int8_block":
+        # the weight's scales are (K / block, N): the activation blocks are the weight's
+        flat = block_quantize(b, flat, rows[1] // args[2].shape[0])
     weight = b.dequantize_linear(args[1], args[2], args[3])
     out = b.matmul(flat, weight)
     if has_bias:

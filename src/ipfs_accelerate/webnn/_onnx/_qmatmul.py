@@ -14,7 +14,11 @@ lowering, :func:`match_quantized` finds the patterns; each becomes one contrib o
   + ``Mul`` by the row scales (:func:`row_corrected_weight` says how the per-row zero points,
   which no ONNX Runtime CPU integer kernel takes, are folded into the product);
 * ``matmul(a, W)`` with ``W`` 4-bit whose scales are constant over power-of-two blocks along
-  K: ``MatMulNBits`` (float arithmetic, ``accuracy_level`` 1: weight-only semantics). An
+  K: ``MatMulNBits`` (float arithmetic, ``accuracy_level`` 1: weight-only semantics);
+  ``matmul(reshape(dequantize_linear(quantize_linear(blocks, s, 0), s, 0)), W)`` where
+  ``blocks`` is ``x`` (M, K) cut into W's blocks and ``s`` their symmetric int8 scales
+  (:func:`block_quantized_activations`): ``MatMulNBits`` with ``accuracy_level`` 4 on ``x``,
+  which rounds the blocks the same way itself and multiplies in integers. An
   8-bit ``W`` with float activations stays DequantizeLinear + MatMul, which ONNX Runtime folds
   into a float weight (faster than its 8-bit MatMulNBits, see :data:`NBITS_FOR_8BIT`).
 
@@ -92,6 +96,8 @@ class Fusion:
     #: "nbits" only: ``a`` goes through DynamicQuantizeLinear + DequantizeLinear first
     #: (the pattern's float model of int8 activations, as two kernels instead of a dozen)
     round_trip: bool = False
+    #: "nbits" only: MatMulNBits' accuracy_level (4: ``a`` rounded to int8 per block inside)
+    accuracy_level: int = 1
 
     def reads(self) -> list[MLOperand]:
         """The operands the kernel reads from the rest of the graph."""
@@ -144,7 +150,54 @@ def match_quantized(
         return None
     if activations is not None and is_dynamic_quantization(*activations):
         return Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
+    blocked = block_quantized_activations(a, _nbits_block(scale, b.shape) or 0)
+    if blocked is not None:
+        return Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
     return Fusion("nbits", head, output, a, weight, bias=bias)
+
+
+def block_quantized_activations(a: MLOperand, block: int) -> MLOperand | None:
+    """``x`` when ``a`` is ``x`` (M, K) rounded to symmetric int8 per row and block of
+    ``block`` values, built as (hal/webnn/_quantized.py ``block_quantize``)::
+
+        blocks = reshape(x, (M, K / block, block))
+        s = max(reduce_max(abs(blocks), axes=[2]) / 127, TINY)      (M, K / block, 1)
+        a = reshape(dequantize_linear(quantize_linear(blocks, s, 0), s, 0), (M, K))
+
+    with an int8 all-zero constant zero point: exactly what MatMulNBits' accuracy level 4
+    does to its input (and nothing else is accepted, so no other rounding is replaced)."""
+    reshaped = _producer(a, "reshape")
+    dequantize = _producer(reshaped.inputs[0] if reshaped else None, "dequantize_linear")
+    found = _operands(dequantize, 3)
+    if found is None or block <= 0:
+        return None
+    quantized, scale, zero = found
+    quantize = _operands(_producer(quantized, "quantize_linear"), 3)
+    if quantize is None or quantize[1] is not scale or quantize[2] is not zero:
+        return None
+    blocks = quantize[0]
+    zeros = _constant(zero)
+    if zero.data_type != "int8" or zeros is None or zeros.any() or scale.data_type != "float32":
+        return None
+    source = _producer(blocks, "reshape")
+    x = source.inputs[0] if source is not None else None
+    if x is None or x.rank != 2 or a.shape != x.shape or x.data_type != "float32":
+        return None
+    rows, k = x.shape
+    if k % block or blocks.shape != (rows, k // block, block):
+        return None
+    if scale.shape != (rows, k // block, 1) or zero.shape != scale.shape:
+        return None
+    ratio = _operands(
+        _producer(_with_constant(_producer(scale, "max"), lambda v: 0.0 < v <= TINY), "div"), 2
+    )
+    if ratio is None or _scalar_constant(ratio[1]) != 127.0:
+        return None
+    peak = _producer(ratio[0], "reduce_max")
+    if peak is None or list(peak.attrs.get("axes", ())) != [2]:
+        return None
+    magnitude = _producer(peak.inputs[0], "abs")
+    return x if magnitude is not None and magnitude.inputs[0] is blocks else None
 
 
 def _bias(
@@ -448,7 +501,7 @@ class QuantizedMatMulLowering(LoweringBase):
                 names.pop()
             self.e.node(
                 "MatMulNBits", names, [out], domain=_MICROSOFT,
-                K=k, N=n, bits=bits, block_size=block, accuracy_level=1,
+                K=k, N=n, bits=bits, block_size=block, accuracy_level=fusion.accuracy_level,
             )  # fmt: skip
             return
         # per-column (or per-tensor) 8-bit weight: scales and zero points as (N,) vectors
