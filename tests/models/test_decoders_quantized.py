@@ -190,3 +190,16 @@ def test_quantized_decoder_equals_its_dequantized_weights(
     assert expanded == layers  # every projection (GPT-2's Conv1D too) and the head
     floats = np.concatenate(_teacher_forced(engine, sequences))
     np.testing.assert_allclose(quantized, floats, rtol=0, atol=1e-5 * np.abs(floats).max())
+
+
+def test_int4_block_activations_are_for_decoders_only(tmp_path: Path) -> None:
+    """An encoder multiplies many rows at once, where MatMulNBits' integer path is slower
+    than its float one: its int4 layers keep float inputs on webnn; a decoder's take
+    int8_block there, and keep float on cpu (no such kernel)."""
+    from tests.models._checkpoints import make_bert
+
+    encoder, _, _ = load_model(make_bert(tmp_path / "bert"), "webnn", sharing=False, dtype="int4")
+    modes = {getattr(m, "activations", "float") for _, m in encoder.named_modules()}
+    assert modes == {"float"}
+    decoder, _, _ = load_model(decoder_checkpoint("llama"), "cpu", sharing=False, dtype="int4")
+    assert {getattr(m, "activations", "float") for _, m in decoder.named_modules()} == {"float"}

@@ -221,10 +221,12 @@ INT8_ACTIVATIONS: Mapping[str, str] = MappingProxyType(
 )
 #: the layer kinds whose inputs the default policy quantizes (any mode)
 INT8_ACTIVATION_KINDS: frozenset[str] = frozenset(INT8_ACTIVATIONS)
-#: the default policy for 4-bit (blockwise) weights where the backend has the kernel (webnn:
-#: MatMulNBits at accuracy level 4): every block Linear rounds its input to int8 per row and
-#: weight block, as onnxruntime-genai's CPU models do; 2.3x faster products than float inputs
-#: on a VNNI CPU (K=576, N=1536, one row). Heads keep float inputs.
+#: the default policy for 4-bit (blockwise) weights of text decoders (a model class with
+#: ``int4_block_activations``) where the backend has the kernel (webnn: MatMulNBits at
+#: accuracy level 4): every block Linear rounds its input to int8 per row and weight block,
+#: as onnxruntime-genai's CPU models do. That kernel wins for few rows (a decode step: one
+#: row 2.2x, eight 1.75-2.1x faster products; K=576 or 384, N=1536) and loses from about 64
+#: rows (0.65-0.8x), so encoders keep float inputs on their int4 weights. Heads keep float.
 INT4_ACTIVATIONS: Mapping[str, str] = MappingProxyType(
     dict.fromkeys(("attention_in", "attention_out", "ffn_in", "ffn_out"), "int8_block")
 )
@@ -255,17 +257,18 @@ def apply_activation_policy(
 ) -> list[str]:
     """Set each quantized Linear layer's ``activations`` to ``modes[its kind]`` (``"float"``
     for kinds not in ``modes`` and for float weights). Without ``modes``: on 8-bit weights
-    the kinds of :data:`INT8_ACTIVATIONS`, on 4-bit blockwise weights those of
-    :data:`INT4_ACTIVATIONS`, where the backend lists the mode's integer kernel in ``fused``
+    the kinds of :data:`INT8_ACTIVATIONS`, on a text decoder's 4-bit blockwise weights those
+    of :data:`INT4_ACTIVATIONS`, where the backend lists the mode's integer kernel in ``fused``
     (elsewhere float inputs: rounding them in float would only cost time). Returns the paths
     of the layers with integer activations."""
     from ipfs_accelerate import hal
 
     if modes is None:
         fused = hal.get_backend(device).fused
+        four = INT4_ACTIVATIONS if getattr(model, "int4_block_activations", False) else {}
         by_bits = {
             bits: {kind: mode for kind, mode in table.items() if _MODE_KERNELS[mode] in fused}
-            for bits, table in ((8, INT8_ACTIVATIONS), (4, INT4_ACTIVATIONS))
+            for bits, table in ((8, INT8_ACTIVATIONS), (4, four))
         }
     else:
         by_bits = {8: dict(modes), 4: dict(modes)}

@@ -158,6 +158,8 @@ class GPT2LMHeadModel(Module):
 
     config_class: ClassVar[type[GPT2Config]] = GPT2Config
     base_model_prefix: ClassVar[str] = "transformer"
+    #: as LlamaForCausalLM's (models/_precision.py INT4_ACTIVATIONS)
+    int4_block_activations: ClassVar[bool] = True
     is_head_model: ClassVar[bool] = True
     tied_weights: ClassVar[dict[str, str]] = {"lm_head.weight": "transformer.wte.weight"}
     # the causal-mask buffers of older checkpoints

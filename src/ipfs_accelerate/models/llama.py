@@ -340,6 +340,9 @@ class LlamaForCausalLM(Module):
 
     config_class: ClassVar[type[LlamaConfig]] = LlamaConfig
     base_model_prefix: ClassVar[str] = "model"
+    #: 4-bit weights take int8 inputs per weight block where the backend has the kernel
+    #: (models/_precision.py INT4_ACTIVATIONS): a decode step multiplies a few rows
+    int4_block_activations: ClassVar[bool] = True
     is_head_model: ClassVar[bool] = True
     tied_weights: ClassVar[dict[str, str]] = {"lm_head.weight": "model.embed_tokens.weight"}
     # rotary tables some older checkpoints saved as buffers
