@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 from models import _st_encoder, corpus  # beside this script
 
@@ -157,19 +158,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", type=Path, default=None, help="write the models here")
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("webnn_profile")
     texts = corpus(args.batch, 5)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         ours, feeds = our_graph(args.model, args.dtype, texts, folder)
-        show(f"ours ({args.model}, webnn {args.dtype}, packed)", *profile(ours, feeds, args.runs))
+        ours_nodes, ours_split = profile(ours, feeds, args.runs)
+        show(f"ours ({args.model}, webnn {args.dtype}, packed)", ours_nodes, ours_split)
         if args.model == "minilm":
             theirs, peer_feeds = peer(args.dtype, texts, folder)
             shape = "x".join(map(str, peer_feeds["ids"].shape))
             kind = "float32" if args.dtype == "float32" else "quantize_dynamic int8"
             title = f"torch.onnx export ({kind}, padded {shape})"
-            show(title, *profile(theirs, peer_feeds, args.runs))
+            their_nodes, their_split = profile(theirs, peer_feeds, args.runs)
+            show(title, their_nodes, their_split)
+            ours_ms, theirs_ms = sum(ours_split.values()) / 1e3, sum(their_split.values()) / 1e3
+            results.ratio(
+                f"MiniLM {args.dtype} kernel time: torch.onnx export / our graph",
+                theirs_ms / ours_ms, ours_ms=ours_ms, theirs_ms=theirs_ms,
+            )  # fmt: skip
+    results.write(args.json)
 
 
 if __name__ == "__main__":

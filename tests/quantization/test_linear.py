@@ -162,7 +162,8 @@ def test_bad_input_is_named() -> None:
         ops.linear(ia.tensor(x[..., :32]), q)
     with pytest.raises(ShapeError, match=r"bias must have shape \(96,\)"):
         ops.linear(xt, q, ia.tensor(b[:5]))
-    with pytest.raises(InvalidArgumentError, match="'float', 'int8', 'int8_row', 'int8_block', got 'int4'"):
+    modes = "'float', 'int8', 'int8_row', 'int8_block', got 'int4'"
+    with pytest.raises(InvalidArgumentError, match=modes):
         ops.linear(xt, q, activations="int4")
     with pytest.raises(InvalidArgumentError, match="needs a QuantizedTensor weight"):
         ops.linear(xt, ia.tensor(w), activations="int8_row")

@@ -188,7 +188,7 @@ class SqliteStore:
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, namespace TEXT NOT NULL,"
@@ -212,6 +212,25 @@ class SqliteStore:
             conn.execute("INSERT OR IGNORE INTO clock VALUES (0, 0)")
             self._conn = conn
         return self._conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL once. Switching needs the file to itself for a moment, and
+        SQLite answers "database is locked" at once (no busy wait) when another process is
+        opening it at the same time: retried until ``busy_timeout``; a file already in WAL
+        (the mode persists) needs no switch."""
+        import sqlite3
+
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()
+                if str(mode[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         import sqlite3
