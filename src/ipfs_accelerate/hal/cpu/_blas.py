@@ -43,10 +43,12 @@ __all__ = [
     "release",
 ]
 
-#: products with fewer multiply-adds than this run on one BLAS thread (about 5 ms on one
-#: core: every product of MiniLM on a batch of 16 sentences, forward and backward; a
-#: 256 x 1024 x 1024 layer keeps the pool)
-SMALL_PRODUCT_MACS = 1 << 27
+#: products with fewer multiply-adds than this (about 0.1 ms on one core: per-head attention
+#: products, a short sentence's projections) run on one BLAS thread; bigger ones keep the
+#: pool. Measured on the quiet 2-core machine against 2^20, 2^24 and 2^27 (the first choice,
+#: made under load): a MiniLM training step on 16 sentences 244 / 256 / 287 ms at 2^20 /
+#: 2^24 / 2^27 and 239-251 ms here; one-sentence MiniLM inference 89 sent/s here, 72 at 2^27
+SMALL_PRODUCT_MACS = 1 << 22
 
 #: load average per usable core above which every product runs on one thread
 OVERSUBSCRIBED = 1.5
