@@ -346,14 +346,7 @@ def minilm_rows(model_dir: Path, backends: list[str], workdir: Path) -> list[Row
             except Exception as exc:
                 print(f"  {backend} {dtype}: cannot load MiniLM ({type(exc).__name__}: {exc})")
                 continue
-            rows.append(
-                Row(
-                    f"ipfs_accelerate[{backend}]",
-                    dtype,
-                    lambda t, b, e=embedder: e.embed(t, batch_size=b),
-                    embedder,
-                )
-            )
+            rows.append(_embedder_row(backend, dtype, embedder))
         if "dynamic_quantized_linear" in hal.get_backend(backend).fused:
             # beside the default policy (per-row int8 inputs on every block layer): one scale
             # per tensor on every layer, as onnxruntime's quantize_dynamic ("int8-all"), and
@@ -363,14 +356,7 @@ def minilm_rows(model_dir: Path, backends: list[str], workdir: Path) -> list[Row
             for label, layers in policies:
                 variant = TextEmbedder.from_pretrained(model_dir, device=backend, dtype="int8")
                 variant.model.set_int8_activations(layers)
-                rows.append(
-                    Row(
-                        f"ipfs_accelerate[{backend}]",
-                        label,
-                        lambda t, b, e=variant: e.embed(t, batch_size=b),
-                        variant,
-                    )
-                )
+                rows.append(_embedder_row(backend, label, variant))
             rows.append(_smoothed_row(model_dir, backend))
     return rows
 
@@ -383,9 +369,14 @@ def _smoothed_row(path: Path, backend: str, **load: Any) -> Row:
 
     embedder = TextEmbedder.from_pretrained(path, device=backend, dtype="int8", **load)
     embedder.smooth_int8()
+    return _embedder_row(backend, "int8-smq", embedder)
+
+
+def _embedder_row(backend: str, label: str, embedder: Any) -> Row:
+    """A TextEmbedder of ours racing as ``label`` (embedding the texts at the batch size)."""
     return Row(
         f"ipfs_accelerate[{backend}]",
-        "int8-smq",
+        label,
         lambda t, b, e=embedder: e.embed(t, batch_size=b),
         embedder,
     )
@@ -797,14 +788,7 @@ def bench_encoder(
             except Exception as exc:
                 print(f"  {backend} {dtype}: cannot load ({type(exc).__name__}: {exc})")
                 continue
-            rows.append(
-                Row(
-                    f"ipfs_accelerate[{backend}]",
-                    dtype,
-                    lambda t, b, e=embedder: e.embed(t, batch_size=b),
-                    embedder,
-                )
-            )
+            rows.append(_embedder_row(backend, dtype, embedder))
         if "dynamic_quantized_linear" in hal.get_backend(backend).fused:
             rows.append(_smoothed_row(path, backend, sharing=False))
     texts = corpus(sentences, 5)

@@ -59,3 +59,10 @@ def row_fake_quant(x: np.ndarray) -> np.ndarray:
     scale = ((high - low) / 255).astype(np.float32)
     zero = np.clip(np.rint(-low / scale), 0, 255)
     return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
+
+
+def block_fake_quant(x: np.ndarray, block: int) -> np.ndarray:
+    """Symmetric int8 per row and block of ``block`` values (``activations="int8_block"``)."""
+    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // block, block)
+    scale = np.maximum(np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127), 1e-38)
+    return (np.clip(np.rint(blocks / scale), -127, 127) * scale).reshape(x.shape)

@@ -14,7 +14,13 @@ import pytest
 import ipfs_accelerate as ia
 from ipfs_accelerate import hal, ops
 from ipfs_accelerate.quantization import quantize
-from tests.webnn.quantized_kernels import fake_quant, kernels, profiled, row_fake_quant
+from tests.webnn.quantized_kernels import (
+    block_fake_quant,
+    fake_quant,
+    kernels,
+    profiled,
+    row_fake_quant,
+)
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.webnn
@@ -145,13 +151,6 @@ def test_float16_input_and_one_vector(backend: Any) -> None:
     np.testing.assert_allclose(vector.numpy().astype(np.float32), expected, rtol=2e-3, atol=2e-2)
 
 
-def _block_fake_quant(x: np.ndarray, block: int) -> np.ndarray:
-    """Symmetric int8 per row and block of ``block`` values (activations="int8_block")."""
-    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // block, block)
-    scale = np.maximum(np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127), 1e-38)
-    return (np.clip(np.rint(blocks / scale), -127, 127) * scale).reshape(x.shape)
-
-
 def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
     backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -175,7 +174,7 @@ def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
     ]
     assert levels == [4]
     dense = q.dequantize_numpy()
-    expected = _block_fake_quant(x, 32) @ dense.T + bias.numpy()
+    expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
     # the rounding is real: float activations give a measurably different product
     assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-3
