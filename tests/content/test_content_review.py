@@ -526,6 +526,44 @@ def test_staging_folders_of_dead_fetches_are_swept_live_ones_kept(tmp_path: Path
     ]
 
 
+def test_a_sweep_between_a_lock_files_creation_and_its_locking_keeps_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two fetches into one cache: the second's sweep may run while the first has created
+    its staging folder's lock file but not locked it yet. The lock file must not be
+    visible unlocked, or the sweep takes the lock itself and deletes a live fetch's folder
+    (CI saw the first fetch then fail with EAGAIN)."""
+    import fcntl
+    import os
+    import tempfile
+
+    from ipfs_accelerate.content import _output
+
+    parent = tmp_path / "content"
+    parent.mkdir()
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=_output._STAGING_PREFIX))
+    real_flock = fcntl.flock
+    swept: list[bool] = []
+
+    def sweep_first(fd: int, op: int) -> None:
+        if not swept:  # the other fetch's sweep runs in the window, once
+            swept.append(True)
+            _output._sweep_dead_stagings(parent)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(_output.fcntl, "flock", sweep_first)
+    owner = _output._claim_staging(staging)
+    try:
+        assert swept and staging.is_dir()
+        monkeypatch.setattr(_output.fcntl, "flock", real_flock)
+        _output._sweep_dead_stagings(parent)  # locked now: kept
+        assert staging.is_dir()
+    finally:
+        os.close(owner)
+    _output._sweep_dead_stagings(parent)  # its owner gone: swept
+    assert not staging.exists()
+
+
 def test_cli_publish_does_not_print_the_rpc_credentials(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -54,9 +54,14 @@ _UNLOCKED_STAGING_AGE: Final = 3600.0
 def _claim_staging(staging: Path) -> int:
     """Hold a lock on ``staging`` for the fetch's lifetime: the kernel drops it when the
     process dies however it dies, which is how a later fetch tells the folder is orphaned."""
-    owner = os.open(staging / _STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    # Locked under another name and renamed into place (a lock is the inode's, so it moves
+    # with it): a sweeping fetch that found the lock file between its creation and its
+    # locking would take the lock itself and delete a live fetch's folder.
+    pending = staging / f"{_STAGING_LOCK}.new"
+    owner = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(pending, staging / _STAGING_LOCK)
     except BaseException:
         os.close(owner)
         raise
