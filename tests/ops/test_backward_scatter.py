@@ -111,3 +111,15 @@ def test_scattered_gradient_also_used_elsewhere(device: str) -> None:
     np.add.at(alone, idx, rows)
     np.testing.assert_allclose(spread.numpy(), alone, rtol=1e-6)
     np.testing.assert_allclose(total.numpy(), dense + alone, rtol=1e-6)
+
+
+def test_scattered_table_broadcast_in_a_sum(device: str) -> None:
+    """index_add into zeros of shape (3,), added to a (4, 3) tensor: the sum broadcasts the
+    scattered row, so it stays a scatter plus an add."""
+    dense = np.arange(12, dtype=np.float32).reshape(4, 3)
+    spread = ops.index_add(
+        ia.zeros((3,), device=device), 0, ia.tensor(np.array([2, 2]), device=device),
+        ia.tensor(np.array([1.5, 2.0], np.float32), device=device),
+    )  # fmt: skip
+    total = ia.tensor(dense, device=device) + spread
+    np.testing.assert_allclose(total.numpy(), dense + np.array([0.0, 0.0, 3.5], np.float32))

@@ -785,7 +785,11 @@ class TraceEmitter:
         for mine, other in ((0, 1), (1, 0)):
             found = self._scatters.get(self._position_of[id(node.inputs[mine])])
             addend = node.inputs[other]
-            if found is not None and addend.shape == node.shape and addend.dtype == node.dtype:
+            if (
+                found is not None
+                and found[0].shape == addend.shape == node.shape  # neither side broadcast
+                and addend.dtype == node.dtype
+            ):
                 scatter, indices, source = found
                 return self._scatter_add(scatter, args[other], indices, source)
         return None
