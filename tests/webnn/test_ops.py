@@ -437,7 +437,7 @@ def test_gather_nd_and_scatter_nd(ctx: webnn.MLContext, index_type: str) -> None
     np.testing.assert_array_equal(out[1], expected)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "int32", "int64", "uint8"])
+@pytest.mark.parametrize("dtype", ["float32", "int32", "int64", "int8", "uint8"])
 def test_scatter_nd_add_sums_repeated_indices(ctx: webnn.MLContext, dtype: str) -> None:
     x = np.arange(15).reshape(5, 3).astype(dtype)
     indices = np.array([[1], [4], [1], [1]], np.int64)
