@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from ipfs_accelerate import webnn
+from ipfs_accelerate.errors import WebNNValidationError
 
 from . import reference as ref
 
@@ -434,6 +435,32 @@ def test_gather_nd_and_scatter_nd(ctx: webnn.MLContext, index_type: str) -> None
     for row, (i, j) in enumerate(clamped):
         expected[i, j] = updates[row]
     np.testing.assert_array_equal(out[1], expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32", "int64", "int8", "uint8"])
+def test_scatter_nd_add_sums_repeated_indices(ctx: webnn.MLContext, dtype: str) -> None:
+    x = np.arange(15).reshape(5, 3).astype(dtype)
+    indices = np.array([[1], [4], [1], [1]], np.int64)
+    updates = (np.arange(12).reshape(4, 3) + 1).astype(dtype)
+    out = run(
+        ctx,
+        {"x": x, "i": indices, "u": updates},
+        lambda b, x, i, u: b.scatter_nd(x, i, u, reduction="add"),
+    )
+    expected = x.copy()
+    np.add.at(expected, indices[:, 0], updates)  # a fancy-index += would keep one of the 1s
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_scatter_nd_reduction_is_checked(ctx: webnn.MLContext) -> None:
+    b = webnn.MLGraphBuilder(ctx)
+    i = b.input("i", {"dataType": "int64", "shape": [2, 1]})
+    x = b.input("x", {"dataType": "float32", "shape": [4, 2]})
+    with pytest.raises(WebNNValidationError, match="reduction must be 'none' or 'add'"):
+        b.scatter_nd(x, i, b.input("u", {"dataType": "float32", "shape": [2, 2]}), reduction="max")
+    h = b.input("h", {"dataType": "float16", "shape": [4, 2]})
+    with pytest.raises(WebNNValidationError, match="not float16"):
+        b.scatter_nd(h, i, b.input("v", {"dataType": "float16", "shape": [2, 2]}), reduction="add")
 
 
 def test_slice_with_strides(ctx: webnn.MLContext) -> None:

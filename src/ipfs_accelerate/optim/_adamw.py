@@ -23,6 +23,10 @@ class AdamW(Optimizer):
     ``v = beta2 * v + (1 - beta2) * g * g`` (with ``amsgrad``, the running maximum of ``v`` is
     used below); ``p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``.
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``).
+    The cpu kernel rounds as torch does, op for op; composed from ops (graph backends), the
+    last step is the same number arranged as ``m / (sqrt(v) + eps * c) * (lr * c / (1 -
+    beta1^t))`` with ``c = sqrt(1 - beta2^t)``: one pass over the parameter fewer, the
+    result a rounding apart.
     """
 
     def __init__(
@@ -95,8 +99,13 @@ class AdamW(Optimizer):
     def _step_numbers(self, group: Mapping[str, Any], step: int) -> tuple[float, ...]:
         beta1, beta2 = (float(b) for b in group["betas"])
         lr, decay = float(group["lr"]), float(group["weight_decay"])
-        # the decay factor, the second moment's bias correction, the step size
-        return (1.0 - lr * decay, math.sqrt(1.0 - beta2**step), lr / (1.0 - beta1**step))
+        # the decay factor, eps and the step size both times the second moment's bias
+        # correction c = sqrt(1 - beta2^t): m / (sqrt(v) / c + eps) * lr / (1 - beta1^t) is
+        # m / (sqrt(v) + eps * c) * (lr * c / (1 - beta1^t)) (Kingma & Ba's own arrangement),
+        # one pass over the parameter fewer where every op is a pass (a graph backend)
+        correction = math.sqrt(1.0 - beta2**step)
+        eps = float(group["eps"])
+        return (1.0 - lr * decay, eps * correction, lr * correction / (1.0 - beta1**step))
 
     def _update(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: Mapping[str, Any]
@@ -104,7 +113,7 @@ class AdamW(Optimizer):
         beta1, beta2 = (float(b) for b in group["betas"])
         self._init_state(param, state, group)
         state["step"] += 1
-        decay_factor, correction, step_size = self._numbers(param, group, state["step"])
+        decay_factor, eps, step_size = self._numbers(param, group, state["step"])
         if float(group["weight_decay"]):
             param = param * decay_factor
         exp_avg = state["exp_avg"] + (grad - state["exp_avg"]) * (1.0 - beta1)
@@ -114,5 +123,4 @@ class AdamW(Optimizer):
         if group["amsgrad"]:
             second = ops.maximum(state["max_exp_avg_sq"], exp_avg_sq)
             state["max_exp_avg_sq"] = second
-        denom = ops.sqrt(second) / correction + float(group["eps"])
-        return param - (exp_avg / denom) * step_size
+        return param - (exp_avg / (ops.sqrt(second) + eps)) * step_size

@@ -42,6 +42,8 @@ __all__ = ["MLGraphBuilder"]
 _RECURRENT_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 _DIRECTIONS = ("forward", "backward", "both")
 _LAYOUTS = ("nchw", "nhwc")
+#: the data types ONNX Runtime's ScatterND adds in (reduction "add"; it has no float16 there)
+_SCATTER_ADD_TYPES = frozenset({"float32", "int32", "int64", "int8", "uint8"})
 
 
 def _desc(data_type: str, shape: Sequence[int]) -> MLOperandDescriptor:
@@ -1084,20 +1086,34 @@ class MLGraphBuilder:
         indices: MLOperand,
         updates: MLOperand,
         *,
+        reduction: str = "none",
         label: str = "",
     ) -> MLOperand:
-        """A copy of ``input`` with slices of ``updates`` written where ``indices`` address."""
+        """A copy of ``input`` with slices of ``updates`` written where ``indices`` address.
+
+        ``reduction`` (an extension; the spec writes only) "add" adds every update to what is
+        there instead, repeated indices adding up: the gradient of gather in one op, where
+        the spec's scatter would need a one-hot matrix product over the whole table. It takes
+        float32, int32, int64, int8 and uint8 (integers wrap)."""
         where = self._begin("scatter_nd", label)
         self._operand(where, input, "input")
         self._operand(where, indices, "indices")
         self._operand(where, updates, "updates")
         self._same_type(where, input, "updates", updates)
+        if reduction not in ("none", "add"):
+            raise where.error(f"reduction must be 'none' or 'add', got {reduction!r}")
+        if reduction == "add" and input.data_type not in _SCATTER_ADD_TYPES:
+            raise where.error(
+                f"reduction 'add' takes {', '.join(sorted(_SCATTER_ADD_TYPES))}, not "
+                f"{input.data_type}"
+            )
         depth = indices.shape[-1]
         if depth > input.rank:
             raise where.error(f"indices address {depth} axes but the input has rank {input.rank}")
         expected = indices.shape[:-1] + input.shape[depth:]
         self._shape_is(where, updates, "updates", expected)
-        return self._one(where, [input, indices, updates], {}, input.data_type, input.shape)
+        attrs = {"reduction": reduction} if reduction != "none" else {}
+        return self._one(where, [input, indices, updates], attrs, input.data_type, input.shape)
 
     # ================================================================== matrix
 

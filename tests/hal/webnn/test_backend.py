@@ -590,5 +590,6 @@ def test_info_describes_the_backend(backend: Any) -> None:
     assert backend.fused == {
         "softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
         "dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear",
+        "index_add",
     }  # fmt: skip
     assert math.isfinite(float(ops.sum(on(np.ones(3, np.float32))).item()))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ipfs_accelerate.errors import (
+    IndexOutOfRangeError,
     InvalidArgumentError,
     UnsupportedDtypeError,
     UnsupportedOpError,
@@ -99,7 +100,8 @@ class WebNNBackend(Backend):
     name: ClassVar[str] = "webnn"
     fused: ClassVar[frozenset[str]] = frozenset(
         {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
-         "dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear"}
+         "dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear",
+         "index_add"}
     )  # fmt: skip
     shares_host_memory: ClassVar[bool] = False
 
@@ -336,6 +338,20 @@ class WebNNBackend(Backend):
             return self._on_host("gather", (x, indices, axis), shape, x.dtype.name)
         node = self._op("gather", (axis,), (x._data, indices._data), shape, x.dtype.name)
         self._check(node, ("index", axis, x.shape[axis]))
+        return node
+
+    def index_add(self, base: Tensor, axis: int, indices: Tensor, source: Tensor) -> Node:
+        shape, dtype = base.shape, base.dtype.name
+        if not base.size:
+            if indices.size and not shape[axis]:
+                raise IndexOutOfRangeError(f"index_add: axis {axis} of {shape} is empty")
+            return self._empty(shape, dtype)
+        if not indices.size:
+            return self.copy(base)
+        node = self._op(
+            "index_add", (axis,), (base._data, indices._data, source._data), shape, dtype
+        )
+        self._check(node, ("index_add", axis, shape[axis]))
         return node
 
     def pad(self, x: Tensor, pads: tuple[tuple[int, int], ...], mode: str, value: Scalar) -> Node:

@@ -75,6 +75,15 @@ def check_failure(node: Node, values: list[np.ndarray[Any, Any]]) -> Exception |
                 f"gather: index {bad} is out of range for axis {axis} of size {size}"
             )
         return None
+    if kind == "index_add":  # indices of a scatter must lie in [0, size)
+        axis, size = node.attrs[1], node.attrs[2]
+        low, high = int(values[0]), int(values[1])
+        if low < 0 or high >= size:
+            bad = high if high >= size else low
+            return IndexOutOfRangeError(
+                f"index_add: index {bad} is out of range for axis {axis} of size {size}"
+            )
+        return None
     if kind == "reduce_overflow":
         if values[0].any():
             return TensorOverflowError(

@@ -116,6 +116,10 @@ class TraceEmitter:
         # operands that are graph inputs or constants rather than results of an op
         self._not_results: set[int] = set()
         self._index = -1
+        self._position_of: dict[int, int] = {}
+        #: index_add nodes into zeros, by position: (node, indices, source) operands, so that
+        #: an add of their result scatters into the other addend instead (see _op_binary)
+        self._scatters: dict[int, tuple[Node, MLOperand, MLOperand]] = {}
 
     # ------------------------------------------------------------------ whole trace
 
@@ -125,6 +129,7 @@ class TraceEmitter:
         operands: list[MLOperand | None] = []
         inputs: dict[str, int] = {}
         position_of = {id(node): i for i, node in enumerate(trace.nodes)}
+        self._position_of = position_of
         for index, node in enumerate(trace.nodes):
             if node.op is None:
                 operands.append(self._leaf(node, index, inputs))
@@ -346,6 +351,10 @@ class TraceEmitter:
             if source in FLOAT:
                 return self.narrow(b.pow(self.widen(a), self.widen(c)), source)
             return self._int_pow(a, c, source, node.shape)
+        if name == "add" and tensor_a is not None and tensor_b is not None:
+            merged = self._add_scatter(node, args)
+            if merged is not None:
+                return merged
         result = getattr(b, name)(a, c)
         if source in INTEGER:
             self.flags(self.any(self._overflow(name, a, c, result, source)))
@@ -732,6 +741,58 @@ class TraceEmitter:
         # WebNN clamps out-of-range indices: the range check raises at readback instead
         self.flags(self.b.reduce_min(indices), self.b.reduce_max(indices))
         return self.b.gather(x, indices, axis=node.attrs[0])
+
+    def _op_index_add(self, node: Node, args: list[MLOperand]) -> MLOperand:
+        base, indices, source = args
+        self.flags(self.b.reduce_min(indices), self.b.reduce_max(indices))
+        table = node.inputs[0]
+        if table.op == "full" and token_value(table.attrs[0]) == 0 and node.dtype in FLOAT:
+            self._scatters[self._index] = (node, indices, source)
+        return self._scatter_add(node, base, indices, source)
+
+    def _scatter_add(
+        self, node: Node, base: MLOperand, indices: MLOperand, source: MLOperand
+    ) -> MLOperand:
+        """``base`` with the slices of ``source`` added along the index_add ``node``'s axis
+        where ``indices`` say: one ScatterND (reduction add) over the table seen as
+        (n, outer, inner)."""
+        b = self.b
+        axis = node.attrs[0]
+        shape = list(node.shape)
+        n, outer = shape[axis], math.prod(shape[:axis])
+        inner, k = math.prod(shape[axis + 1 :]), math.prod(node.inputs[1].shape)
+        # ScatterND adds in neither float16 nor bool: float32 (rounding once) and int32
+        work = {"float16": "float32", "bool": "int32"}.get(node.dtype, node.dtype)
+        table, rows = self.cast(base, work), self.cast(source, work)
+        where = b.reshape(indices, [k, 1])
+        if outer == 1:
+            table, rows = b.reshape(table, [n, inner]), b.reshape(rows, [k, inner])
+            out = b.scatter_nd(table, where, rows, reduction="add")
+        else:
+            swap = [1, 0, 2]
+            table = b.transpose(b.reshape(table, [outer, n, inner]), permutation=swap)
+            rows = b.transpose(b.reshape(rows, [outer, k, inner]), permutation=swap)
+            out = b.transpose(b.scatter_nd(table, where, rows, reduction="add"), permutation=swap)
+        out = b.reshape(out, shape)
+        if node.dtype == "bool":
+            return b.greater(out, self.const(0, "int32"))
+        return self.cast(out, node.dtype)
+
+    def _add_scatter(self, node: Node, args: list[MLOperand]) -> MLOperand | None:
+        """``x + index_add(zeros, i, s)`` as ``index_add(x, i, s)``: a gradient summed over
+        several lookups of one table (an embedding used twice) scatters each lookup's rows
+        into the running sum, instead of a zero table per lookup and a dense add per sum."""
+        for mine, other in ((0, 1), (1, 0)):
+            found = self._scatters.get(self._position_of[id(node.inputs[mine])])
+            addend = node.inputs[other]
+            if (
+                found is not None
+                and found[0].shape == addend.shape == node.shape  # neither side broadcast
+                and addend.dtype == node.dtype
+            ):
+                scatter, indices, source = found
+                return self._scatter_add(scatter, args[other], indices, source)
+        return None
 
     def _op_pad(self, node: Node, args: list[MLOperand]) -> MLOperand:
         pads, mode, value = node.attrs

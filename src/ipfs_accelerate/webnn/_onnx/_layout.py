@@ -215,6 +215,11 @@ class LayoutLowering(LoweringBase):
         x, indices, updates = node.inputs
         assert x is not None and indices is not None and updates is not None
         idx = self._nd_indices(indices, x)
+        reduction = node.attrs.get("reduction")
+        extra = {"reduction": reduction} if reduction else {}
         self.e.one(
-            "ScatterND", [self.value(x), idx, self.value(updates)], self.out(node.outputs[0])
+            "ScatterND",
+            [self.value(x), idx, self.value(updates)],
+            self.out(node.outputs[0]),
+            **extra,
         )
