@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError
-from ipfs_accelerate.models.generation._cache import KVCache, bucket
+from ipfs_accelerate.models.generation._cache import KVCache, bucket, capacity_bucket
 from ipfs_accelerate.models.generation._engine import (
     GenerationEngine,
     GenerationEvent,
@@ -191,7 +191,7 @@ class ContinuousBatch:
             return
         rows = _row_bucket(len(running))
         dead = int(np.argmax(cache.valid[running, : cache.length].any(axis=0)))
-        shrinks = bucket(cache.length - dead, 1 << 62) < bucket(cache.length, 1 << 62)
+        shrinks = capacity_bucket(cache.length - dead + 1) < capacity_bucket(cache.length + 1)
         if rows >= len(self._rows) and not shrinks:
             return
         order: list[int | None] = [*running, *([None] * (rows - len(running)))]
