@@ -1,18 +1,25 @@
 """Before lowering: the patterns of WebNN ops that become one ONNX Runtime kernel each
-(quantized matmuls, ``_qmatmul``; attention, ``_attention``), and the nodes left to lower
-once those kernels read their own operands."""
+(quantized matmuls, ``_qmatmul``; attention, ``_attention``; RMS normalization and rotary
+embeddings, ``_fused``), and the nodes left to lower once those kernels read their own
+operands."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, match_attention
+from ipfs_accelerate.webnn._onnx._fused import (
+    NormFusion,
+    RotaryFusion,
+    match_rms_norm,
+    match_rotary,
+)
 from ipfs_accelerate.webnn._onnx._qmatmul import Fusion, match_quantized
 from ipfs_accelerate.webnn._operand import MLOperand, Node
 
 __all__ = ["Fused", "plan"]
 
-Fused = Fusion | AttentionFusion
+Fused = Fusion | AttentionFusion | NormFusion | RotaryFusion
 
 
 def plan(
@@ -27,12 +34,16 @@ def plan(
     graph_outputs = {operand._id for operand in outputs.values()}
     fusions: dict[int, Fused] = {}
     for node in nodes:
-        if node.op != "matmul":
-            continue
-        # a quantized product has a constant 2-D weight, attention's last product 3-D/4-D v
-        fusion = match_quantized(node, consumers, graph_outputs) or match_attention(
-            node, consumers, graph_outputs
-        )
+        fusion: Fused | None = None
+        if node.op == "matmul":
+            # a quantized product has a constant 2-D weight, attention's last product 3-D/4-D v
+            fusion = match_quantized(node, consumers, graph_outputs) or match_attention(
+                node, consumers, graph_outputs
+            )
+        elif node.op == "mul":
+            fusion = match_rms_norm(node, consumers, graph_outputs)
+        elif node.op == "add":
+            fusion = match_rotary(node, consumers, graph_outputs)
         if fusion is not None:
             fusions[id(fusion.head)] = fusion
     if not fusions:
