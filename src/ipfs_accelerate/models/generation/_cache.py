@@ -10,10 +10,11 @@ at most ``capacity``), masked past the filled ones: a backend that compiles a gr
 signature compiles one per bucket, not one per token. A replayed decode step (``_replay.py``)
 reads the whole capacity, so the capacity itself is sized more tightly
 (:func:`capacity_bucket`: quarter octaves from ``FINE_FROM`` columns on), which bounds the
-masked columns read per token to a quarter of the filled ones, not as many again. On a backend that assigns in place
-(the CPU: its tensors are host arrays) new keys/values are written into the preallocated
-tensors; elsewhere the cache is replaced functionally by a ``where`` over a one-hot column
-mask (one token) or a concatenation (a prompt), which keeps the shapes fixed.
+masked columns read per token to a quarter of the filled ones, not as many again.
+On a backend that assigns in place (the CPU: its tensors are host arrays) new keys/values
+are written into the preallocated tensors; elsewhere the cache is replaced functionally by
+a ``where`` over a one-hot column mask (one token) or a concatenation (a prompt), which
+keeps the shapes fixed.
 
 A cache can also live on the host (:meth:`KVCache.to_host`: the keys and the values, each one
 array (layers, batch, kv_heads, capacity, head_dim)): what replayed decode steps use
