@@ -299,9 +299,9 @@ def test_quarter_octave_capacities_generate_transformers_tokens_across_growth(
 def test_the_decode_step_graph_runs_fused_norm_and_rotary_kernels(
     family: str, norms_per_layer: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The captured step's ONNX model has one SimplifiedLayerNormalization per RMSNorm (Qwen3:
-    q/k norms too) and one RotaryEmbedding per rotated q and k, and none of the ops they
-    replace (docs/webnn.md, "Fused normalization and rotary")."""
+    """The captured step's ONNX model has one (Skip)SimplifiedLayerNormalization per RMSNorm
+    (Qwen3: q/k norms too) and one RotaryEmbedding per rotated q and k, and none of the ops
+    they replace (docs/webnn.md, "Fused normalization and rotary")."""
     from collections import Counter
 
     from ipfs_accelerate.webnn import _context
@@ -321,6 +321,9 @@ def test_the_decode_step_graph_runs_fused_norm_and_rotary_kernels(
     layers = model.cache_shape().layers
     step = max(compiled, key=lambda graph: len(graph._lowered.model.graph.input))
     ops_in = Counter(node.op_type for node in step._lowered.model.graph.node)
-    assert ops_in["SimplifiedLayerNormalization"] == norms_per_layer * layers + 1
+    # a layer's norms read residual sums, which the Skip kernel computes too, but the first
+    # (it reads the embeddings) and the final one (the last column of the sum)
+    assert ops_in["SkipSimplifiedLayerNormalization"] == 2 * layers - 1
+    assert ops_in["SimplifiedLayerNormalization"] == (norms_per_layer - 2) * layers + 2
     assert ops_in["RotaryEmbedding"] == 2 * layers
     assert not {"ReduceMean", "Sqrt", "Reciprocal", "Neg"} & set(ops_in)

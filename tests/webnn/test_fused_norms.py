@@ -239,3 +239,44 @@ def test_rotary_near_misses_stay_plain(
     else:
         expected = _rotary_reference(xs, c, s)
     np.testing.assert_allclose(results["out"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_norm_of_a_residual_sum_runs_skip_simplified_layer_normalization(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``h = x + y`` read by the norm and by a later op: one kernel returns both the norm and
+    the sum (no separate Add), as a decoder's residual stream has it."""
+    x = _rms_inputs(4)
+    weight = x.pop("w")
+
+    def body(b: Any, o: dict[str, Any]) -> dict[str, Any]:
+        w = b.constant({"dataType": F32, "shape": [D]}, weight)
+        h = b.add(o["x"], o["y"])
+        normed = _rms(b, h, w)
+        return {"out": b.add(h, b.mul(normed, normed)), "normed": normed}
+
+    results, ran = _run(ctx, monkeypatch, tmp_path, x, body)
+    assert "SkipSimplifiedLayerNormalization" in ran
+    assert "SimplifiedLayerNormalization" not in ran
+    h = x["x"] + x["y"]
+    normed = _rms_reference(h, weight)
+    np.testing.assert_allclose(results["normed"], normed, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["out"], h + normed * normed, rtol=1e-5, atol=1e-5)
+
+
+def test_a_residual_sum_that_broadcasts_keeps_a_plain_add(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    x = _rms_inputs(5)
+    weight = x.pop("w")
+    x["y"] = x["y"][:1]  # (1, S, D): broadcast over the batch, not the kernel's skip
+
+    def body(b: Any, o: dict[str, Any]) -> dict[str, Any]:
+        w = b.constant({"dataType": F32, "shape": [D]}, weight)
+        return {"out": _rms(b, b.add(o["x"], o["y"]), w)}
+
+    results, ran = _run(ctx, monkeypatch, tmp_path, x, body)
+    assert "SkipSimplifiedLayerNormalization" not in ran
+    assert {"SimplifiedLayerNormalization", "Add"} <= ran
+    expected = _rms_reference(x["x"] + x["y"], weight)
+    np.testing.assert_allclose(results["out"], expected, rtol=1e-5, atol=1e-6)

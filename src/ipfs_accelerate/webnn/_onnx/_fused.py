@@ -9,6 +9,8 @@ one ONNX Runtime's per-node dispatch costs as much as their arithmetic. Before l
   the last axis (dimensions kept), ``eps`` a finite non-negative scalar constant and ``w`` of
   shape (x's last size,) (multiplications in either operand order): ONNX Runtime's
   ``SimplifiedLayerNormalization`` (its contrib op in the default domain, float arithmetic);
+  where ``x`` is a residual sum ``add(a, b)`` (:func:`with_residual`),
+  ``com.microsoft`` ``SkipSimplifiedLayerNormalization``, which returns the sum as well;
 * ``add(mul(x, concat([c, c])), mul(concat([neg(x[..., h:]), x[..., :h]]), concat([s, s])))``
   over a float32 ``x`` (B, N, S, 2h) and halves ``c``/``s`` (B or 1, 1, S, h) along the last
   axis (transformers' ``rotate_half``; operands of either order): ``com.microsoft``
@@ -35,22 +37,38 @@ from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._onnx._emitter import Emitter
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
-__all__ = ["NormFusion", "NormLowering", "RotaryFusion", "match_rms_norm", "match_rotary"]
+__all__ = [
+    "NormFusion",
+    "NormLowering",
+    "RotaryFusion",
+    "match_rms_norm",
+    "match_rotary",
+    "with_residual",
+]
 
 _MICROSOFT: Final = "com.microsoft"
 
 
 @dataclass(slots=True)
 class NormFusion:
-    """One RMSNorm as one ``SimplifiedLayerNormalization``; ``head`` is the last ``mul``."""
+    """One RMSNorm as one ``SimplifiedLayerNormalization``; ``head`` is the last ``mul``.
+
+    With ``residual`` (a, b), ``x`` is ``add(a, b)`` and the kernel is
+    ``SkipSimplifiedLayerNormalization``, which returns that sum too: ``head`` is then the
+    ``add`` (where the sum is needed first) and ``last`` the final ``mul``, which is not
+    lowered."""
 
     head: Node
     output: MLOperand
     x: MLOperand
     weight: MLOperand
     epsilon: float
+    residual: tuple[MLOperand, MLOperand] | None = None
+    last: Node | None = None
 
     def reads(self) -> list[MLOperand]:
+        if self.residual is not None:
+            return [*self.residual, self.weight]
         return [self.x, self.weight]
 
 
@@ -117,6 +135,26 @@ def match_rms_norm(
             if epsilon is not None and x.shape == output.shape:
                 return NormFusion(mul, output, x, weight, epsilon)
     return None
+
+
+def with_residual(fusion: NormFusion, taken: Mapping[int, object]) -> NormFusion:
+    """``fusion`` with the residual ``add`` that makes its ``x`` folded in, where there is one:
+    ``x = add(a, b)`` of two float32 operands of x's shape (no broadcast), x of rank 2 or 3
+    (the kernel's (tokens, hidden) or (B, S, hidden)), a constant weight (the kernel runs
+    where the add is), and the add not already another fusion's head (``taken``)."""
+    add = _producer(fusion.x, "add")
+    if add is None or id(add) in taken or fusion.x.rank not in (2, 3):
+        return fusion
+    if fusion.weight._kind != CONSTANT:
+        return fusion
+    a, b = add.inputs
+    if a is None or b is None or a.shape != fusion.x.shape or b.shape != fusion.x.shape:
+        return fusion
+    if a.data_type != "float32" or b.data_type != "float32":
+        return fusion
+    return NormFusion(
+        add, fusion.output, fusion.x, fusion.weight, fusion.epsilon, (a, b), fusion.head
+    )
 
 
 def _inverse_rms(x: MLOperand, factor: MLOperand, reader: Node, readers: _Readers) -> float | None:
@@ -229,6 +267,17 @@ class NormLowering(LoweringBase):
         self._rotary_tables: dict[int, str] = {}
 
     def lower_norm(self, fusion: NormFusion) -> None:
+        if fusion.residual is not None:
+            a, b = fusion.residual
+            self.e.node(
+                "SkipSimplifiedLayerNormalization",
+                [self.value(a), self.value(b), self.value(fusion.weight)],
+                # (outputs 1 and 2, the mean and inverse deviation, are not asked for)
+                [self.out(fusion.output), "", "", self.out(fusion.x)],
+                domain=_MICROSOFT,
+                epsilon=fusion.epsilon,
+            )
+            return
         self.e.node(
             "SimplifiedLayerNormalization",
             [self.value(fusion.x), self.value(fusion.weight)],

@@ -13,6 +13,7 @@ from ipfs_accelerate.webnn._onnx._fused import (
     RotaryFusion,
     match_rms_norm,
     match_rotary,
+    with_residual,
 )
 from ipfs_accelerate.webnn._onnx._qmatmul import Fusion, match_quantized
 from ipfs_accelerate.webnn._operand import MLOperand, Node
@@ -41,7 +42,8 @@ def plan(
                 node, consumers, graph_outputs
             )
         elif node.op == "mul":
-            fusion = match_rms_norm(node, consumers, graph_outputs)
+            norm = match_rms_norm(node, consumers, graph_outputs)
+            fusion = None if norm is None else with_residual(norm, fusions)
         elif node.op == "add":
             fusion = match_rotary(node, consumers, graph_outputs)
         if fusion is not None:
@@ -50,8 +52,19 @@ def plan(
         return fusions, list(nodes)
     # keep what the outputs still need once the fused kernels read their own operands
     live = set(graph_outputs)
+    # the last node of a pattern whose kernel runs at an earlier node (a residual norm's)
+    covered = {
+        id(fusion.last): fusion
+        for fusion in fusions.values()
+        if isinstance(fusion, NormFusion) and fusion.last is not None
+    }
     kept: list[Node] = []
     for node in reversed(nodes):
+        earlier = covered.get(id(node))
+        if earlier is not None:
+            if any(operand._id in live for operand in node.outputs):
+                live.add(earlier.head.outputs[0]._id)  # the kernel at the head computes it
+            continue
         if not any(operand._id in live for operand in node.outputs):
             continue
         kept.append(node)
