@@ -7,7 +7,7 @@ column: the columns to its left are padding, masked as a shorter prompt's are in
 decoded from the start. A finished or cancelled sequence frees its row at once (its columns are
 no longer attended to) and the row is reused by the next joiner. The rows come in powers of two
 (free rows run as padding) and the cache is rebuilt, smaller, when half of its rows are free or
-its dead leading columns would shrink the attended window: the shapes a step sees stay in a few
+its dead leading columns would shrink its capacity bucket: the shapes a step sees stay in a few
 buckets, so a backend that compiles a graph per shape (webnn) compiles a few graphs, not one
 per join. At most ``max_rows`` sequences decode at once; the others wait, in order.
 """
