@@ -212,3 +212,118 @@ def test_continuous_batching_replays_its_steps_with_the_tokens_of_solo_runs() ->
     # every decode step replays (a signature's first step right after capturing it); the
     # longest sequence alone decodes lengths[0] - 1 times after its prefill
     assert backend.stats.replays - replays >= lengths[0] - 1
+
+
+def test_capacities_are_quarter_octaves_from_fine_from() -> None:
+    """Past FINE_FROM columns the capacity (what a replayed step reads) is at most a quarter
+    more than the columns asked for, with four sizes per doubling; below, powers of two."""
+    from ipfs_accelerate.models.generation._cache import FINE_FROM, capacity_bucket
+
+    assert [capacity_bucket(n) for n in (1, 16, 17, 200, 256)] == [16, 16, 32, 256, 256]
+    fine = [capacity_bucket(n) for n in (257, 320, 321, 512, 513, 640, 641, 1025)]
+    assert fine == [320, 320, 384, 512, 640, 640, 768, 1280]
+    previous = 0
+    for n in range(1, 4097):
+        size = capacity_bucket(n)
+        assert size >= max(n, previous)
+        assert size <= (1.25 * n if n > FINE_FROM else max(2 * n - 1, 16))
+        previous = size
+    assert {capacity_bucket(n) for n in range(1025, 2049)} == {1280, 1536, 1792, 2048}
+
+
+def _replayed(model: Any, capacity: int, steps: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Greedy replayed steps of the two ragged PROMPTS from a cache of ``capacity``."""
+    batch, width = len(PROMPTS), max(len(p) for p in PROMPTS)
+    ids = np.zeros((batch, width), dtype=np.int64)
+    valid = np.zeros((batch, width), dtype=bool)
+    for row, prompt in enumerate(PROMPTS):
+        ids[row, width - len(prompt) :] = prompt
+        valid[row, width - len(prompt) :] = True
+    graphs = DecodeGraphs(model)
+    cache = KVCache(model.cache_shape(), batch, capacity, model.device)
+    logits = model(from_numpy(ids, model.device), cache.begin(valid)).numpy()
+    tokens, seen = [logits.argmax(-1)], [logits]
+    for _ in range(steps):
+        logits = graphs.forward(cache, tokens[-1][:, None], np.ones((batch, 1), bool)).numpy()
+        tokens.append(logits.argmax(-1))
+        seen.append(logits)
+    assert cache.capacity == capacity and graphs.captured == 1
+    return np.stack(tokens, axis=1), seen
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_a_cache_filled_to_its_capacity_replays_the_logits_of_a_wider_one(family: str) -> None:
+    """A replayed step attends over every column of the capacity, the unfilled ones masked:
+    a capacity the prompt and the new tokens fill exactly (20, not a power of two) gives the
+    tokens and logits of one with 44 masked columns more (64); sliding windows included."""
+    start_backend("webnn")
+    model = _model(family)
+    tight_tokens, tight = _replayed(model, 20, 11)  # 9 prompt columns + 11 steps = 20
+    wide_tokens, wide = _replayed(model, 64, 11)
+    np.testing.assert_array_equal(tight_tokens, wide_tokens)
+    for ours, theirs in zip(tight, wide, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_quarter_octave_capacities_generate_transformers_tokens_across_growth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With quarter octaves from 16 columns (the tiny model's context is 64), the engine's
+    first capacity is 24 (9 + 12 new columns asked for), the cache then doubles to 48 and 96:
+    the greedy tokens are transformers' and each replayed signature is one of those
+    capacities."""
+    from ipfs_accelerate.models.generation import SamplingParams
+    from ipfs_accelerate.models.generation import _cache as cache_module
+    from ipfs_accelerate.models.generation import _engine as engine_module
+    from tests.models.test_decoders import _engine
+
+    start_backend("webnn")
+    monkeypatch.setattr(cache_module, "FINE_FROM", 16)
+    monkeypatch.setattr(engine_module, "INITIAL_NEW_COLUMNS", 12)
+    directory = decoder_checkpoint("llama")
+    engine = _engine(directory, "webnn")
+    prompt = PROMPTS[1]
+    new = 64 - len(prompt) - 1
+    result = engine.generate([prompt], [SamplingParams(max_new_tokens=new, ignore_eos=True)])
+    capacities = {key[1] for key in engine.decode_graphs._captured}
+    assert capacities == {24, 48, 96}
+    hf = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(new):
+            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+    assert result[0].token_ids == ids[len(prompt) :]
+
+
+@pytest.mark.parametrize(("family", "norms_per_layer"), [("llama", 2), ("qwen3", 4)])
+def test_the_decode_step_graph_runs_fused_norm_and_rotary_kernels(
+    family: str, norms_per_layer: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The captured step's ONNX model has one (Skip)SimplifiedLayerNormalization per RMSNorm
+    (Qwen3: q/k norms too) and one RotaryEmbedding per rotated q and k, and none of the ops
+    they replace (docs/webnn.md, "Fused normalization and rotary")."""
+    from collections import Counter
+
+    from ipfs_accelerate.webnn import _context
+
+    start_backend("webnn")
+    compiled: list[Any] = []
+    real = _context.MLGraph._compile.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Any, context: Any, outputs: Any, nodes: Any) -> Any:
+        graph = real(cls, context, outputs, nodes)
+        compiled.append(graph)
+        return graph
+
+    monkeypatch.setattr(_context.MLGraph, "_compile", classmethod(spy))
+    model = _model(family)
+    _replayed(model, 32, 2)
+    layers = model.cache_shape().layers
+    step = max(compiled, key=lambda graph: len(graph._lowered.model.graph.input))
+    ops_in = Counter(node.op_type for node in step._lowered.model.graph.node)
+    # a layer's norms read residual sums, which the Skip kernel computes too, but the first
+    # (it reads the embeddings) and the final one (the last column of the sum)
+    assert ops_in["SkipSimplifiedLayerNormalization"] == 2 * layers - 1
+    assert ops_in["SimplifiedLayerNormalization"] == (norms_per_layer - 2) * layers + 2
+    assert ops_in["RotaryEmbedding"] == 2 * layers
+    assert not {"ReduceMean", "Sqrt", "Reciprocal", "Neg"} & set(ops_in)

@@ -191,3 +191,35 @@ def test_int8_block_needs_a_blockwise_weight() -> None:
     per_channel = quantize(w, bits=8, axis=0)
     with pytest.raises(InvalidArgumentError, match="int8_block.*blockwise"):
         ops.linear(ia.tensor(x), per_channel, activations="int8_block")
+
+
+def test_int8_block_activations_of_many_rows_are_rounded_op_by_op_at_accuracy_level_1(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A prefill's many rows: the blocks are rounded by the lowered ops and MatMulNBits
+    multiplies the rounded values in float (level 1, faster there); the same product."""
+    import onnx
+
+    from ipfs_accelerate.webnn._onnx._qmatmul import ACCURACY_4_MAX_ROWS
+
+    w, _, bias = _data(33)
+    rows = ACCURACY_4_MAX_ROWS + 8
+    x = np.random.default_rng(34).standard_normal((1, rows, 64)).astype(np.float32)
+    x[0, 3, 5] *= 40
+    q = quantize(w, bits=4, axis=1, block_size=32).to(DEVICE)
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "int8_block")
+    assert "MatMulNBits" in ran and "ReduceMax" in ran
+    compiled = next(reversed(backend._cache.values()))
+    model = onnx.load_from_string(compiled.graph.export_onnx())
+    levels = [
+        attr.i
+        for node in model.graph.node
+        if node.op_type == "MatMulNBits"
+        for attr in node.attribute
+        if attr.name == "accuracy_level"
+    ]
+    assert levels == [1]
+    dense = q.dequantize_numpy()
+    expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
+    assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-3

@@ -7,7 +7,7 @@ column: the columns to its left are padding, masked as a shorter prompt's are in
 decoded from the start. A finished or cancelled sequence frees its row at once (its columns are
 no longer attended to) and the row is reused by the next joiner. The rows come in powers of two
 (free rows run as padding) and the cache is rebuilt, smaller, when half of its rows are free or
-its dead leading columns would shrink the attended window: the shapes a step sees stay in a few
+its dead leading columns would shrink its capacity bucket: the shapes a step sees stay in a few
 buckets, so a backend that compiles a graph per shape (webnn) compiles a few graphs, not one
 per join. At most ``max_rows`` sequences decode at once; the others wait, in order.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError
-from ipfs_accelerate.models.generation._cache import KVCache, bucket
+from ipfs_accelerate.models.generation._cache import KVCache, bucket, capacity_bucket
 from ipfs_accelerate.models.generation._engine import (
     GenerationEngine,
     GenerationEvent,
@@ -191,7 +191,7 @@ class ContinuousBatch:
             return
         rows = _row_bucket(len(running))
         dead = int(np.argmax(cache.valid[running, : cache.length].any(axis=0)))
-        shrinks = bucket(cache.length - dead, 1 << 62) < bucket(cache.length, 1 << 62)
+        shrinks = capacity_bucket(cache.length - dead + 1) < capacity_bucket(cache.length + 1)
         if rows >= len(self._rows) and not shrinks:
             return
         order: list[int | None] = [*running, *([None] * (rows - len(running)))]

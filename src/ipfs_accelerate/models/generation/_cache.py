@@ -7,10 +7,14 @@ own sequence (what RoPE and learned position embeddings see).
 
 A step attends to a window of the first ``bucket(length)`` columns (powers of two from 16,
 at most ``capacity``), masked past the filled ones: a backend that compiles a graph per input
-signature compiles one per bucket, not one per token. On a backend that assigns in place
-(the CPU: its tensors are host arrays) new keys/values are written into the preallocated
-tensors; elsewhere the cache is replaced functionally by a ``where`` over a one-hot column
-mask (one token) or a concatenation (a prompt), which keeps the shapes fixed.
+signature compiles one per bucket, not one per token. A replayed decode step (``_replay.py``)
+reads the whole capacity, so the capacity itself is sized more tightly
+(:func:`capacity_bucket`: quarter octaves from ``FINE_FROM`` columns on), which bounds the
+masked columns read per token to a quarter of the filled ones, not as many again.
+On a backend that assigns in place (the CPU: its tensors are host arrays) new keys/values
+are written into the preallocated tensors; elsewhere the cache is replaced functionally by
+a ``where`` over a one-hot column mask (one token) or a concatenation (a prompt), which
+keeps the shapes fixed.
 
 A cache can also live on the host (:meth:`KVCache.to_host`: the keys and the values, each one
 array (layers, batch, kv_heads, capacity, head_dim)): what replayed decode steps use
@@ -42,6 +46,7 @@ __all__ = [
     "DecodeStep",
     "KVCache",
     "bucket",
+    "capacity_bucket",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -50,6 +55,12 @@ FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
 #: the smallest attended window (columns)
 MIN_WINDOW = 16
+#: capacities from this many columns on are quarter octaves (:func:`capacity_bucket`); below,
+#: powers of two (there the cache reads little beside the weights, and a replayed step's graph
+#: per capacity costs more than it saves)
+FINE_FROM = 256
+#: capacity sizes per doubling from ``FINE_FROM`` on
+CAPACITY_STEPS = 4
 
 
 def bucket(n: int, limit: int) -> int:
@@ -58,6 +69,20 @@ def bucket(n: int, limit: int) -> int:
     while size < n:
         size *= 2
     return min(size, limit)
+
+
+def capacity_bucket(n: int) -> int:
+    """The cache capacity for ``n`` columns: :func:`bucket` up to ``FINE_FROM``, past it the
+    smallest ``2^k + j 2^k / CAPACITY_STEPS >= n`` (j = 1..CAPACITY_STEPS). A replayed decode
+    step reads every column of the capacity, filled or not: at most a quarter more than the
+    filled ones (a power of two reads up to twice as many), with a graph per size, at most
+    ``CAPACITY_STEPS`` per doubling."""
+    size = bucket(n, 1 << 62)
+    if size <= FINE_FROM:
+        return size
+    half = size // 2
+    step = half // CAPACITY_STEPS
+    return half + step * -(-(n - half) // step)
 
 
 @dataclass(frozen=True)
@@ -315,7 +340,9 @@ class KVCache:
         start, length = self.length, valid.shape[1]
         end = start + length
         if end > self.capacity:
-            self._grow(max(2 * self.capacity, bucket(end, 1 << 62)))
+            # doubling: a growing generation compiles a replayed step per doubling, not per
+            # quarter (the engine sizes the first capacity to what it knows it will fill)
+            self._grow(max(2 * self.capacity, capacity_bucket(end)))
         counts = np.cumsum(valid, axis=1)
         positions = self._next[:, None] + np.maximum(counts - 1, 0)
         self._next = self._next + counts[:, -1]
@@ -367,10 +394,10 @@ class KVCache:
         """Make row i of the cache the current row ``rows[i]`` (None: an empty row) and keep
         the columns from ``drop`` on (a negative ``drop`` prepends that many empty columns):
         how rows join and leave a running batch and dead leading columns are cut. The
-        capacity becomes the bucket of what remains plus one column."""
+        capacity becomes the :func:`capacity_bucket` of what remains plus one column."""
         old_start = max(drop, 0)
         length = self.length - drop
-        capacity = bucket(length + 1, 1 << 62)
+        capacity = capacity_bucket(length + 1)
         index = np.array([0 if r is None else r for r in rows], dtype=np.int64)
         kept = np.array([r is not None for r in rows], dtype=bool)
         batch, heads, dim = len(rows), self.shape.kv_heads, self.shape.head_dim

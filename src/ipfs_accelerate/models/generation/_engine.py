@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError
-from ipfs_accelerate.models.generation._cache import CausalLM, KVCache, bucket
+from ipfs_accelerate.models.generation._cache import CausalLM, KVCache, capacity_bucket
 from ipfs_accelerate.models.generation._replay import DecodeGraphs
 from ipfs_accelerate.models.generation._sampling import (
     GenerationDefaults,
@@ -199,8 +199,9 @@ class GenerationEngine:
             ids[row, width - len(s.prompt) :] = s.prompt
             valid[row, width - len(s.prompt) :] = True
         longest = max(s.settings.max_new_tokens for s in sequences)
-        # a long max_new_tokens (by default the rest of the context) is not allocated up front
-        capacity = bucket(width + min(longest, INITIAL_NEW_COLUMNS), 1 << 62)
+        # a long max_new_tokens (by default the rest of the context) is not allocated up front;
+        # a short one sizes the capacity that replayed steps read to what will be filled
+        capacity = capacity_bucket(width + min(longest, INITIAL_NEW_COLUMNS))
         cache = KVCache(model.cache_shape(), batch, capacity, device)
         history_ids, history_valid = [ids], [valid]
         logits = model(from_numpy(ids, device), cache.begin(valid)).numpy()

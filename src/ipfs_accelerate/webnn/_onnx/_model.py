@@ -13,6 +13,7 @@ from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, AttentionLow
 from ipfs_accelerate.webnn._onnx._conv import ConvLowering
 from ipfs_accelerate.webnn._onnx._elementwise import ElementwiseLowering
 from ipfs_accelerate.webnn._onnx._emitter import Emitter
+from ipfs_accelerate.webnn._onnx._fused import NormFusion, NormLowering, RotaryFusion
 from ipfs_accelerate.webnn._onnx._layout import LayoutLowering
 from ipfs_accelerate.webnn._onnx._normalization import NormalizationLowering
 from ipfs_accelerate.webnn._onnx._plan import plan
@@ -48,6 +49,7 @@ class Lowering(
     QuantizeLowering,
     QuantizedMatMulLowering,
     AttentionLowering,
+    NormLowering,
     RecurrentLowering,
 ):
     """Every op family's ``_op_<name>`` methods on one object, so that ``lower(node)`` finds
@@ -84,7 +86,8 @@ def lower(
         assert operand._name is not None
         emitter.names[operand._id] = operand._name
     constant_ids: set[int] = set()
-    # quantized matmuls and attention become fused kernels; what only fed them is not lowered
+    # quantized matmuls, attention, RMS norms and rotary embeddings become fused kernels;
+    # what only fed them is not lowered
     fusions, nodes = plan(nodes, outputs)
     for node in nodes:
         fusion = fusions.get(id(node))
@@ -102,6 +105,10 @@ def lower(
                 lowering.lower(node)
             elif isinstance(fusion, AttentionFusion):
                 lowering.lower_attention(fusion)
+            elif isinstance(fusion, NormFusion):
+                lowering.lower_norm(fusion)
+            elif isinstance(fusion, RotaryFusion):
+                lowering.lower_rotary(fusion)
             else:
                 lowering.lower_fusion(fusion)
         except Exception as error:  # an internal failure still names the op it happened in

@@ -1,18 +1,26 @@
 """Before lowering: the patterns of WebNN ops that become one ONNX Runtime kernel each
-(quantized matmuls, ``_qmatmul``; attention, ``_attention``), and the nodes left to lower
-once those kernels read their own operands."""
+(quantized matmuls, ``_qmatmul``; attention, ``_attention``; RMS normalization and rotary
+embeddings, ``_fused``), and the nodes left to lower once those kernels read their own
+operands."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, match_attention
+from ipfs_accelerate.webnn._onnx._fused import (
+    NormFusion,
+    RotaryFusion,
+    match_rms_norm,
+    match_rotary,
+    with_residual,
+)
 from ipfs_accelerate.webnn._onnx._qmatmul import Fusion, match_quantized
 from ipfs_accelerate.webnn._operand import MLOperand, Node
 
 __all__ = ["Fused", "plan"]
 
-Fused = Fusion | AttentionFusion
+Fused = Fusion | AttentionFusion | NormFusion | RotaryFusion
 
 
 def plan(
@@ -27,20 +35,36 @@ def plan(
     graph_outputs = {operand._id for operand in outputs.values()}
     fusions: dict[int, Fused] = {}
     for node in nodes:
-        if node.op != "matmul":
-            continue
-        # a quantized product has a constant 2-D weight, attention's last product 3-D/4-D v
-        fusion = match_quantized(node, consumers, graph_outputs) or match_attention(
-            node, consumers, graph_outputs
-        )
+        fusion: Fused | None = None
+        if node.op == "matmul":
+            # a quantized product has a constant 2-D weight, attention's last product 3-D/4-D v
+            fusion = match_quantized(node, consumers, graph_outputs) or match_attention(
+                node, consumers, graph_outputs
+            )
+        elif node.op == "mul":
+            norm = match_rms_norm(node, consumers, graph_outputs)
+            fusion = None if norm is None else with_residual(norm, fusions)
+        elif node.op == "add":
+            fusion = match_rotary(node, consumers, graph_outputs)
         if fusion is not None:
             fusions[id(fusion.head)] = fusion
     if not fusions:
         return fusions, list(nodes)
     # keep what the outputs still need once the fused kernels read their own operands
     live = set(graph_outputs)
+    # the last node of a pattern whose kernel runs at an earlier node (a residual norm's)
+    covered = {
+        id(fusion.last): fusion
+        for fusion in fusions.values()
+        if isinstance(fusion, NormFusion) and fusion.last is not None
+    }
     kept: list[Node] = []
     for node in reversed(nodes):
+        earlier = covered.get(id(node))
+        if earlier is not None:
+            if any(operand._id in live for operand in node.outputs):
+                live.add(earlier.head.outputs[0]._id)  # the kernel at the head computes it
+            continue
         if not any(operand._id in live for operand in node.outputs):
             continue
         kept.append(node)

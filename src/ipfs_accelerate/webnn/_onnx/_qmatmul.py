@@ -18,7 +18,9 @@ lowering, :func:`match_quantized` finds the patterns; each becomes one contrib o
   ``matmul(reshape(dequantize_linear(quantize_linear(blocks, s, 0), s, 0)), W)`` where
   ``blocks`` is ``x`` (M, K) cut into W's blocks and ``s`` their symmetric int8 scales
   (:func:`block_quantized_activations`): ``MatMulNBits`` with ``accuracy_level`` 4 on ``x``,
-  which rounds the blocks the same way itself and multiplies in integers. An
+  which rounds the blocks the same way itself and multiplies in integers, for at most
+  :data:`ACCURACY_4_MAX_ROWS` rows (decode steps); more rows (a prefill) keep the rounding op by
+  op and multiply its result at ``accuracy_level`` 1, which is faster there. An
   8-bit ``W`` with float activations stays DequantizeLinear + MatMul, which ONNX Runtime folds
   into a float weight (faster than its 8-bit MatMulNBits, see :data:`NBITS_FOR_8BIT`).
 
@@ -43,6 +45,7 @@ from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
 __all__ = [
+    "ACCURACY_4_MAX_ROWS",
     "MAX_CORRECTION_ROWS",
     "NBITS_FOR_8BIT",
     "TINY",
@@ -67,6 +70,12 @@ NBITS_FOR_8BIT: Final = False
 #: the most zero-point correction rows (:func:`row_corrected_weight`) a per-row product may
 #: append, as a fraction of K: past that the integer product costs 1.5x and more
 MAX_CORRECTION_ROWS: Final = 0.5
+#: the most rows of block-rounded activations (int8_block) that MatMulNBits rounds itself
+#: (accuracy level 4); past it the rounding is lowered op by op and the kernel multiplies the
+#: rounded floats (level 1), the same values. ONNX Runtime 1.31's level 4 ran (K 576, N 1536,
+#: one thread) 3x faster at 1 row, even at 32, and 1.35x / 1.5x slower at 128 / 512 rows than
+#: the rounding ops + level 1: decode steps keep level 4, prefills get level 1
+ACCURACY_4_MAX_ROWS: Final = 32
 #: MatMulNBits block sizes (along K) tried for weights whose scales do not vary along K
 _BLOCKS: Final = (128, 64, 32, 16)
 _MICROSOFT: Final = "com.microsoft"
@@ -151,8 +160,9 @@ def match_quantized(
     if activations is not None and is_dynamic_quantization(*activations):
         return Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
     blocked = block_quantized_activations(a, _nbits_block(scale, b.shape) or 0)
-    if blocked is not None:
+    if blocked is not None and blocked.shape[0] <= ACCURACY_4_MAX_ROWS:
         return Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
+    # (more rows, a prefill: the blocks rounded op by op, then the float kernel on them)
     return Fusion("nbits", head, output, a, weight, bias=bias)
 
 
