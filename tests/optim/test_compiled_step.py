@@ -55,12 +55,13 @@ def _model(device: str, dropout: np.random.Generator | None) -> tuple[dict[str, 
 
 
 def _train(
-    device: str, kind: str, *, compiled: bool, dropout: bool
+    device: str, kind: str, *, compiled: bool, dropout: bool, host: bool | None = None
 ) -> list[dict[str, np.ndarray[Any, Any]]]:
     """The parameters after each step, the learning rate halved after every step."""
     params, loss_fn = _model(device, np.random.default_rng(7) if dropout else None)
     opt = OPTIMIZERS[kind](list(params.items()))
-    step = optim.compile_step(loss_fn, opt)
+    step = optim.compile_step(loss_fn, opt, host_update=host)
+    assert step.host_update is (device == "webnn" if host is None else host)
     out = []
     for x, y in _batches():
         if compiled:
@@ -94,10 +95,13 @@ def _torch(kind: str) -> list[dict[str, np.ndarray[Any, Any]]]:
     return out
 
 
+@pytest.mark.parametrize("host", [True, False], ids=["host-update", "graph-update"])
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])
-def test_replayed_steps_equal_traced_steps_and_torch_optim(kind: str) -> None:
+def test_replayed_steps_equal_traced_steps_and_torch_optim(kind: str, host: bool) -> None:
+    """Both arrangements of a replayed step: the update on the host from the graph's
+    gradients (the default where the backend computes on the host CPU), and inside it."""
     start_backend("webnn")
-    replayed = _train("webnn", kind, compiled=True, dropout=False)
+    replayed = _train("webnn", kind, compiled=True, dropout=False, host=host)
     traced = _train("webnn", kind, compiled=False, dropout=False)
     reference = _torch(kind)
     # step 1 runs traced, step 2 is captured and replayed, steps 3.. are replays only; the
@@ -108,9 +112,10 @@ def test_replayed_steps_equal_traced_steps_and_torch_optim(kind: str) -> None:
             np.testing.assert_allclose(ours[key], torchs[key], rtol=1e-5, atol=1e-5)
 
 
-def test_replayed_dropout_draws_the_masks_the_traced_steps_draw() -> None:
+@pytest.mark.parametrize("host", [True, False], ids=["host-update", "graph-update"])
+def test_replayed_dropout_draws_the_masks_the_traced_steps_draw(host: bool) -> None:
     start_backend("webnn")
-    replayed = _train("webnn", "adamw", compiled=True, dropout=True)
+    replayed = _train("webnn", "adamw", compiled=True, dropout=True, host=host)
     traced = _train("webnn", "adamw", compiled=False, dropout=True)
     on_cpu = _train("cpu", "adamw", compiled=False, dropout=True)
     undropped = _train("webnn", "adamw", compiled=True, dropout=False)
@@ -216,6 +221,56 @@ def test_bad_arguments_are_named() -> None:
         step(np.zeros((5, 6), np.float32), [0, 1, 2, 0, 1])  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="0-d tensor"):
         optim.compile_step(lambda x: x, opt)(np.zeros(3, np.float32))
+    with pytest.raises(InvalidArgumentError, match="host_update=True needs"):
+        optim.compile_step(loss_fn, opt, host_update=True)  # cpu does not capture
+    with pytest.raises(InvalidArgumentError, match="host_update must be"):
+        optim.compile_step(loss_fn, opt, host_update="yes")  # type: ignore[arg-type]
+
+
+def _host_array(t: ia.Tensor) -> np.ndarray[Any, Any]:
+    array = t._backend.read_host(t)
+    assert array is not None
+    return array.base if array.base is not None else array
+
+
+def test_host_update_writes_in_place_and_spares_what_others_still_read() -> None:
+    """Replayed host-update steps write the parameters' and the state's own arrays in place
+    (nothing parameter-sized allocated per step); a computation queued before a step, or
+    a detached tensor, still reads the values it was given, and a state_dict loaded between
+    replays is what the next step continues from."""
+    start_backend("webnn")
+    params, loss_fn = _model("webnn", None)
+    opt = optim.AdamW(list(params.items()), lr=0.05, weight_decay=0.1)
+    step = optim.compile_step(loss_fn, opt)
+    batches = _batches()
+    for x, y in batches[:3]:
+        step(x, y)
+    w0 = params["w0"]
+    arrays = [_host_array(w0), _host_array(opt.state[0]["exp_avg"])]
+    step(*batches[3])
+    assert _host_array(w0) is arrays[0]
+    assert _host_array(opt.state[0]["exp_avg"]) is arrays[1]
+    before = w0.numpy()
+    queued = w0 * 1.0  # not computed yet: reads w0's current values when it is
+    held = w0.detach()
+    step(*batches[4])
+    np.testing.assert_array_equal(queued.numpy(), before)
+    np.testing.assert_array_equal(held.numpy(), before)
+    assert not np.array_equal(w0.numpy(), before)
+    # a state_dict and parameters loaded back between replays: the next step continues
+    # from them (the host arrays are rebuilt from what was loaded)
+    saved = opt.state_dict()
+    values = {k: p.numpy() for k, p in params.items()}
+    step(*batches[0])
+    first = {k: p.numpy() for k, p in params.items()}
+    opt.load_state_dict(saved)
+    with ia.no_grad():
+        for key, value in values.items():
+            params[key].copy_(ia.tensor(value, device="webnn"))
+    step(*batches[0])
+    for key, value in first.items():
+        np.testing.assert_array_equal(params[key].numpy(), value)
+    assert opt.state[0]["step"] == 6
 
 
 def _two_groups(device: str) -> tuple[dict[str, ia.Tensor], Any, Any]:
@@ -236,12 +291,13 @@ def _two_groups(device: str) -> tuple[dict[str, ia.Tensor], Any, Any]:
     return params, opt, loss_fn
 
 
-def test_groups_an_unreached_parameter_and_eager_steps_between_replays() -> None:
+@pytest.mark.parametrize("host", [True, False], ids=["host-update", "graph-update"])
+def test_groups_an_unreached_parameter_and_eager_steps_between_replays(host: bool) -> None:
     start_backend("webnn")
     results = []
     for compiled in (True, False):
         params, opt, loss_fn = _two_groups("webnn")
-        step = optim.compile_step(loss_fn, opt)
+        step = optim.compile_step(loss_fn, opt, host_update=host if compiled else None)
         for index, (x, y) in enumerate(_batches() * 2):
             if compiled and index != 6:
                 step(x, y)

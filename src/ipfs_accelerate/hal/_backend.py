@@ -172,6 +172,23 @@ class Backend(abc.ABC):
     #: device backends return a fresh array from ``to_numpy`` that the caller owns
     shares_host_memory: ClassVar[bool] = False
 
+    def share_host_array(self, array: np.ndarray[Any, Any]) -> Any | None:
+        """A handle that reads ``array``'s memory without copying it, for a caller that
+        keeps updating the array in place between uses (an optimizer's host kernel, see
+        optim/_compiled.py), or None where this backend's kernels cannot read host memory
+        (a device backend). The caller must not write while a computation reads it."""
+        return array if self.shares_host_memory else None
+
+    def read_host(self, x: Tensor) -> np.ndarray[Any, Any] | None:
+        """``x``'s computed values as a read-only view of the host memory that holds them
+        (no copy), or None where they live on a device: the other half of
+        :meth:`share_host_array`."""
+        if not self.shares_host_memory:
+            return None
+        view: np.ndarray[Any, Any] = x._data.view()
+        view.flags.writeable = False
+        return view
+
     # ------------------------------------------------------------------ identity, memory
 
     @abc.abstractmethod

@@ -10,6 +10,14 @@ corrections) and the uniform values of every dropout mask. Later steps feed the 
 and take back the loss, the new parameters and the new state: one dispatch, no op of the
 model runs in Python.
 
+Where the backend computes on the host CPU (webnn on ONNX Runtime's CPU provider) and the
+optimizer has a host kernel (SGD, AdamW), the graph stops at the gradients and the update runs
+on the host, in place: each parameter and its optimizer state are kept in writable host
+arrays that the graph reads without a copy (``Backend.share_host_array``), and the cpu
+backend's fused kernel updates them piece by piece in the cache. Composed from graph ops, an
+AdamW update is a dozen passes over memory per parameter, each with its own output buffer;
+the host kernel makes about one.
+
 On backends without capture (cpu, webgpu) the same call runs the step eagerly.
 """
 
@@ -27,6 +35,7 @@ from ipfs_accelerate.errors import InvalidArgumentError, NonFiniteLossError
 from ipfs_accelerate.hal._backend import Backend, CapturedFunction
 from ipfs_accelerate.ops._nn import SeedSource, dropout_uniforms
 from ipfs_accelerate.optim._clip import clip_grad_norm_
+from ipfs_accelerate.optim._host import HostMirrors
 from ipfs_accelerate.optim._optimizer import Optimizer
 from ipfs_accelerate.tensor import Tensor, from_numpy
 from ipfs_accelerate.tensor._autograd import bump_version
@@ -39,6 +48,17 @@ LossFn = Callable[..., Tensor]
 
 #: captured signatures kept per compiled step (least recently used go first)
 MAX_CAPTURED = 8
+
+_UNDECLARED = (
+    "compile_step: the training step reads a tensor that is not one of its inputs "
+    "(a batch value made inside loss_fn with from_numpy/tensor, a value read back "
+    "to the host, ...): every value that changes from step to step must be an "
+    "argument of the step, so that a replay does not reuse the first step's"
+)
+_FEWER_MASKS = (
+    "compile_step: the step draws fewer dropout masks than its first step did; "
+    "call reset() after changing the model"
+)
 
 
 @dataclass
@@ -81,6 +101,7 @@ class CompiledStep:
         *,
         max_grad_norm: float | None = None,
         check_finite: bool | None = None,
+        host_update: bool | None = None,
     ) -> None:
         if not callable(loss_fn):
             raise InvalidArgumentError(f"compile_step: loss_fn must be callable, got {loss_fn!r}")
@@ -116,6 +137,21 @@ class CompiledStep:
         self.captures = type(self._backend).capture is not Backend.capture
         self._params = params
         self._signatures: dict[tuple[Any, ...], _Signature] = {}
+        capable = self.captures and HostMirrors.capable(self._backend, optimizer, params)
+        if host_update not in (None, True, False):
+            raise InvalidArgumentError(
+                f"compile_step: host_update must be None, True or False, got {host_update!r}"
+            )
+        if host_update and not capable:
+            raise InvalidArgumentError(
+                f"compile_step: host_update=True needs a capturing backend that computes on "
+                f"the host ({self.device!r} does not) and an optimizer with a host kernel "
+                f"(SGD, AdamW) over float32/float64 parameters ({type(optimizer).__name__})"
+            )
+        #: whether a replayed step's graph stops at the gradients and the update runs on
+        #: the host (see the module's docstring)
+        self.host_update = capable if host_update is None else host_update
+        self._mirrors = HostMirrors(self._backend, optimizer) if self.host_update else None
 
     # ------------------------------------------------------------------ public
 
@@ -135,10 +171,9 @@ class CompiledStep:
             return loss
         self._signatures[key] = self._signatures.pop(key)  # most recently used last
         seeds = None
-        if (
-            signature.captured is None
-            or not self._in_step(signature)
-            or signature.state_found != self._state_keys()
+        if signature.captured is None or (
+            self._mirrors is None
+            and (not self._in_step(signature) or signature.state_found != self._state_keys())
         ):
             seeds = self._capture(signature, batch)
             if seeds is None:  # a parameter without optimizer state yet: once more traced
@@ -201,6 +236,8 @@ class CompiledStep:
         drew (the replay that follows uses them), or None where the step updates a
         parameter that has no optimizer state yet (its state would start inside the graph:
         the step runs traced once more and the next one captures)."""
+        if self._mirrors is not None:
+            return self._capture_gradients(signature, batch)
         optimizer, params = self.optimizer, self._params
         state_keys = list(self._state_keys())
         partition, classes = self._partition()
@@ -241,12 +278,7 @@ class CompiledStep:
 
         captured = self._backend.capture(step, inputs)
         if captured is None:
-            raise InvalidArgumentError(
-                "compile_step: the training step reads a tensor that is not one of its inputs "
-                "(a batch value made inside loss_fn with from_numpy/tensor, a value read back "
-                "to the host, ...): every value that changes from step to step must be an "
-                "argument of the step, so that a replay does not reuse the first step's"
-            )
+            raise InvalidArgumentError(_UNDECLARED)
         if any(id(params[index]) not in optimizer._state for index in updated):
             return None
         signature.captured = captured
@@ -258,6 +290,60 @@ class CompiledStep:
         signature.updated = updated
         signature.state_keys = written
         return seeds
+
+    def _capture_gradients(
+        self, signature: _Signature, batch: Sequence[Tensor | Array]
+    ) -> list[int | None]:
+        """Host-update capture: the graph takes the batch, the parameters and the dropout
+        masks and gives the loss and the (clipped) gradients; the seeds its trace drew."""
+        params, masks = self._params, signature.masks
+        inputs: list[Tensor] = [*self._tensors(batch), *params]
+        inputs.extend(
+            from_numpy(uniform_array(m.shape, m.seed, DEFAULT_FLOAT), self.device) for m in masks
+        )
+        batch_count, count = len(batch), len(params)
+        updated: list[int] = []
+        seeds: list[int | None] = []
+
+        def step(*arguments: Tensor) -> list[Tensor]:
+            trace = _Trace(list(arguments[batch_count + count :]), seeds, updated, [])
+            return self._traced_gradients(
+                arguments[:batch_count], arguments[batch_count : batch_count + count], trace
+            )
+
+        captured = self._backend.capture(step, inputs)
+        if captured is None:
+            raise InvalidArgumentError(_UNDECLARED)
+        signature.captured = captured
+        signature.updated = updated
+        return seeds
+
+    def _traced_gradients(
+        self, batch: Sequence[Tensor], param_args: Sequence[Tensor], trace: _Trace
+    ) -> list[Tensor]:
+        params = self._params
+        saved = [(p._data, p.grad) for p in params]
+        token = dropout_uniforms.set(trace.uniforms)
+        try:
+            for p, value in zip(params, param_args, strict=True):
+                p._data = value._data
+                p.grad = None
+            loss = self._loss(batch)
+            loss.backward()
+            if self.max_grad_norm is not None:
+                clip_grad_norm_(params, self.max_grad_norm)
+            if trace.masks:
+                raise InvalidArgumentError(_FEWER_MASKS)
+            outputs = [loss]
+            for index, p in enumerate(params):
+                if p.grad is not None:
+                    trace.updated.append(index)
+                    outputs.append(p.grad)
+            return outputs
+        finally:
+            dropout_uniforms.reset(token)
+            for p, (data, grad) in zip(params, saved, strict=True):
+                p._data, p.grad = data, grad
 
     def _traced(
         self,
@@ -290,10 +376,7 @@ class CompiledStep:
                 clip_grad_norm_(params, self.max_grad_norm)
             optimizer.step()
             if trace.masks:
-                raise InvalidArgumentError(
-                    "compile_step: the step draws fewer dropout masks than its first step did; "
-                    "call reset() after changing the model"
-                )
+                raise InvalidArgumentError(_FEWER_MASKS)
             outputs = [loss]
             for index, (p, value) in enumerate(zip(params, param_args, strict=True)):
                 if p._data is value._data:
@@ -326,12 +409,15 @@ class CompiledStep:
         seeds: list[int | None] | None,
     ) -> Tensor:
         assert signature.captured is not None
-        optimizer, params = self.optimizer, self._params
+        optimizer, params, mirrors = self.optimizer, self._params, self._mirrors
+        if mirrors is not None:
+            mirrors.adopt(params)  # the graph reads the arrays the host kernel writes
         inputs: list[Tensor | Array] = [*batch, *params]
-        for p in params:
-            state = optimizer._state.get(id(p), {})
-            inputs.extend(state[k] for k in _tensor_keys(state))
-        inputs.extend(self._number_arrays(self._current(signature)))
+        if mirrors is None:
+            for p in params:
+                state = optimizer._state.get(id(p), {})
+                inputs.extend(state[k] for k in _tensor_keys(state))
+            inputs.extend(self._number_arrays(self._current(signature)))
         for index, mask in enumerate(signature.masks):
             if seeds is not None:
                 seed = seeds[index]  # drawn while the step was traced
@@ -349,6 +435,10 @@ class CompiledStep:
                     f"compile_step: the loss (Tensor(shape=(), device={self.device!r})) holds "
                     f"{float(value)}; its gradients would be NaN/inf (the step was not applied)"
                 )
+        if mirrors is not None:
+            for at, index in enumerate(signature.updated, start=1):
+                mirrors.step(params[index], results[at])
+            return results[0]
         at = 1
         for index, keys in zip(signature.updated, signature.state_keys, strict=True):
             p = params[index]
@@ -490,6 +580,7 @@ def compile_step(
     *,
     max_grad_norm: float | None = None,
     check_finite: bool | None = None,
+    host_update: bool | None = None,
 ) -> CompiledStep:
     """A training step to call once per batch: ``step = compile_step(loss_fn, optimizer)``,
     then ``loss = step(*batch)`` runs ``optimizer.zero_grad()``, ``loss_fn(*batch)``,
@@ -509,5 +600,17 @@ def compile_step(
     ``check_finite`` is ``backward``'s: True reads the loss back and raises
     NonFiniteLossError on NaN or infinity before the update is applied (a replayed step's
     results are then dropped), None checks only where the loss lives on the host.
+
+    ``host_update``: whether a replayed step's graph stops at the gradients and the
+    optimizer's update runs on the host, in place (see the module's docstring). None (the
+    default) does it where it can: a backend that computes on the host CPU (webnn on ONNX
+    Runtime's CPU provider) and SGD or AdamW over float32/float64 parameters; True requires
+    it (InvalidArgumentError where it cannot); False keeps the update in the graph.
     """
-    return CompiledStep(loss_fn, optimizer, max_grad_norm=max_grad_norm, check_finite=check_finite)
+    return CompiledStep(
+        loss_fn,
+        optimizer,
+        max_grad_norm=max_grad_norm,
+        check_finite=check_finite,
+        host_update=host_update,
+    )

@@ -150,6 +150,21 @@ class WebNNBackend(Backend):
             },
         )
 
+    def share_host_array(self, array: Array) -> Node | None:
+        """A per-call leaf over a read-only view of ``array`` where ONNX Runtime computes on
+        the CPU (its inputs are read from host memory as they are), else None. An input leaf,
+        never a graph constant, so a graph that reads it always reads its current values."""
+        if self.context.execution_providers[0] != "CPUExecutionProvider":
+            return None
+        if array.dtype.name not in _DTYPES or not array.flags.c_contiguous:
+            return None
+        return leaf(array.view(), array.dtype.name)
+
+    def read_host(self, x: Tensor) -> Array | None:
+        if self.context.execution_providers[0] != "CPUExecutionProvider":
+            return None
+        return self._materialise(x._data)  # a leaf's value: read-only already
+
     @property
     def supported_dtypes(self) -> frozenset[DType]:
         return self._dtypes
