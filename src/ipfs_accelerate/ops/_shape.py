@@ -415,6 +415,14 @@ def _index_add_composed(x: Tensor, axis: int, idx: Tensor, src: Tensor) -> Tenso
     n = x.shape[axis]
     outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
     flat = reshape(idx, (1, idx.size))
+    if idx.size:
+        # an id off the table would match no row of the one-hot and drop silently: look the
+        # ids up in [0, n) (gather raises at readback for >= n) and at id - n (for < 0);
+        # both give the id back when it is in range, and the product depends on both
+        ids = arange(n, dtype=flat.dtype, device=x.device)
+        from ipfs_accelerate.ops._elementwise import sub
+
+        flat = sub(add(gather(ids, flat, axis=0), gather(ids, sub(flat, n), axis=0)), flat)
     onehot = astype(equal(flat, reshape(arange(n, device=x.device), (n, 1))), x.dtype)
     rows = reshape(src, (outer, idx.size, inner))
     spread = reshape(matmul(onehot, rows), x.shape)
