@@ -6,14 +6,24 @@ Everything here imports onnxruntime lazily, on the first context's first use.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
 
 from ipfs_accelerate.errors import BackendUnavailableError, WebNNOperationError
 
-__all__ = ["PROVIDER_PREFERENCES", "choose_providers", "create_session", "ort"]
+__all__ = [
+    "FLUSHING_KERNELS",
+    "PROVIDER_PREFERENCES",
+    "choose_providers",
+    "create_session",
+    "flushing_call",
+    "ort",
+]
 
 #: Accelerated execution providers tried in order, per power preference. The CPU provider is
 #: always appended last: ONNX Runtime places every node an accelerator cannot run on it.
@@ -88,17 +98,77 @@ def choose_providers(
 SINGLE_THREAD_WORK: Final[int] = 1 << 20
 
 
+#: ONNX kernels whose graphs (the large ones) run with denormal floats flushed to zero: the
+#: attention softmax of trained encoders gives probabilities below float32's normal range,
+#: which the CPU computes (and multiplies into the values) many times slower
+FLUSHING_KERNELS: Final = frozenset({"MultiHeadAttention"})
+
+
+def _flush_this_thread() -> None:
+    """Sets this thread's flush-to-zero and denormals-are-zero flags: ONNX Runtime sets them
+    on the thread that creates a session with ``session.set_denormal_as_zero`` (and never
+    clears them), so a throwaway one-node session does it."""
+    from onnx import TensorProto, helper
+
+    runtime = ort()
+    vector = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in "xy"]
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])], "flush", vector[:1], vector[1:]
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 9
+    options = runtime.SessionOptions()
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.intra_op_num_threads = 1
+    runtime.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+
+
+class _FlushingThreads:
+    """Threads that create and run the denormal-flushing sessions, so that the flags ONNX
+    Runtime sets stay on them: the caller's thread (numpy, the cpu backend, other sessions)
+    keeps IEEE denormals. A run waits on its thread; several callers run side by side."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(2, os.cpu_count() or 2),
+                    thread_name_prefix="webnn-flush",
+                    initializer=_flush_this_thread,
+                )
+            executor = self._executor
+        return executor.submit(function, *args).result()
+
+
+_FLUSHING = _FlushingThreads()
+
+
+def flushing_call(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` on a thread whose floating-point unit flushes denormals to zero
+    (the thread a flushing session must be created and run on)."""
+    return _FLUSHING.call(function, *args)
+
+
 def create_session(
     model_bytes: bytes,
     external: dict[str, np.ndarray[Any, Any]],
     providers: Sequence[str],
     what: str,
     work: int = SINGLE_THREAD_WORK,
+    flush_denormals: bool = False,
 ) -> tuple[Any, list[Any]]:
     """An InferenceSession for the model; external constants are passed as OrtValues that
     share the numpy buffers (kept alive by the returned list). ORT errors become
     WebNNOperationError naming ``what`` and the providers. ``work`` (estimated
     multiply-adds per run) below SINGLE_THREAD_WORK gives a single-threaded session.
+    ``flush_denormals``: the session flushes denormal floats to zero; it is created on (and
+    must run through) :func:`flushing_call`.
 
     Thread pools do not spin waiting for work: every session owns its pool, a context holds
     many graphs, and pools spinning after their own run steal the cores from the session
@@ -113,6 +183,8 @@ def create_session(
     else:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if flush_denormals:
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     keep_alive: list[Any] = []
     if external:
         names = list(external)
@@ -125,7 +197,10 @@ def create_session(
             options.add_initializer(name, value)
         keep_alive = values
     try:
-        session = runtime.InferenceSession(model_bytes, options, providers=list(providers))
+        if flush_denormals:
+            session = flushing_call(runtime.InferenceSession, model_bytes, options, list(providers))
+        else:
+            session = runtime.InferenceSession(model_bytes, options, providers=list(providers))
     except Exception as error:
         raise WebNNOperationError(
             f"{what}: onnxruntime could not compile the graph with {', '.join(providers)}: "
