@@ -56,7 +56,19 @@ def test_large_attention_graph_flushes_denormals_and_the_caller_keeps_them() -> 
     assert _expected(64) > 1e-3
     assert not y.any()
     # the flags stayed on the graph's own threads
-    assert np.float32(1e-20) * np.float32(1e-22) != 0
+    assert _product_of_tiny_numbers() != 0.0
+
+
+def _product_of_tiny_numbers() -> float:
+    return float(np.float32(1e-20) * np.float32(1e-22))
+
+
+def test_the_flushing_threads_flush_and_only_they() -> None:
+    from ipfs_accelerate.webnn._runtime import can_flush_denormals, flushing_call
+
+    assert can_flush_denormals()  # (x86-64 Linux, as the test machines)
+    assert flushing_call(_product_of_tiny_numbers) == 0.0
+    assert _product_of_tiny_numbers() != 0.0
 
 
 def test_small_graphs_keep_ieee_denormals() -> None:
@@ -86,4 +98,4 @@ def test_dispatch_runs_a_flushing_graph_on_its_threads() -> None:
     for _ in range(2):  # the second dispatch replays the cached binding
         ctx.dispatch(graph, tensors, {"y": out})
         assert not ctx.read_tensor(out).any()
-    assert np.float32(1e-20) * np.float32(1e-22) != 0
+    assert _product_of_tiny_numbers() != 0.0

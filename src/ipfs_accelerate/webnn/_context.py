@@ -404,6 +404,7 @@ class MLGraph:
             CPU,
             FLUSHING_KERNELS,
             SINGLE_THREAD_WORK,
+            can_flush_denormals,
             create_session,
             flushing_call,
         )
@@ -426,6 +427,7 @@ class MLGraph:
             not cacheable
             and context._providers == [CPU]
             and any(node.op_type in FLUSHING_KERNELS for node in lowered.model.graph.node)
+            and can_flush_denormals()
         )
         cached = context._sessions.get(key) if cacheable else None
         if cached is None:

@@ -5,8 +5,12 @@ Everything here imports onnxruntime lazily, on the first context's first use.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import os
+import platform
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +23,7 @@ from ipfs_accelerate.errors import BackendUnavailableError, WebNNOperationError
 __all__ = [
     "FLUSHING_KERNELS",
     "PROVIDER_PREFERENCES",
+    "can_flush_denormals",
     "choose_providers",
     "create_session",
     "flushing_call",
@@ -104,31 +109,48 @@ SINGLE_THREAD_WORK: Final[int] = 1 << 20
 FLUSHING_KERNELS: Final = frozenset({"MultiHeadAttention"})
 
 
-def _flush_this_thread() -> None:
-    """Sets this thread's flush-to-zero and denormals-are-zero flags: ONNX Runtime sets them
-    on the thread that creates a session with ``session.set_denormal_as_zero`` (and never
-    clears them), so a throwaway one-node session does it."""
-    from onnx import TensorProto, helper
+#: MXCSR's flush-to-zero and denormals-are-zero bits
+_FTZ_DAZ: Final = 0x8000 | 0x0040
+#: where glibc's x86-64 ``fenv_t`` (32 bytes: the x87 environment, then MXCSR) holds MXCSR
+_MXCSR_OFFSET: Final = 28
 
-    runtime = ort()
-    vector = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in "xy"]
-    model = helper.make_model(
-        helper.make_graph(
-            [helper.make_node("Relu", ["x"], ["y"])], "flush", vector[:1], vector[1:]
-        ),
-        opset_imports=[helper.make_opsetid("", 17)],
-    )
-    model.ir_version = 9
-    options = runtime.SessionOptions()
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
-    options.intra_op_num_threads = 1
-    runtime.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+
+def _denormals_flushed() -> bool:
+    return bool(np.float32(1e-20) * np.float32(1e-22) == 0)
+
+
+def _flush_this_thread() -> None:
+    """Sets this thread's flush-to-zero and denormals-are-zero flags (MXCSR, through glibc's
+    fegetenv/fesetenv on x86-64). ONNX Runtime's own ``session.set_denormal_as_zero`` sets
+    them on its pool's threads, but on the thread that creates a session only for the first
+    session of the process (once), and that thread runs part of every op too."""
+    global _FLUSH_WORKS
+    if platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"):
+        _FLUSH_WORKS = False
+        return
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        environment = (ctypes.c_uint8 * 32)()
+        if libm.fegetenv(environment) != 0:
+            raise OSError("fegetenv failed")
+        mxcsr = ctypes.c_uint32.from_buffer(environment, _MXCSR_OFFSET)
+        mxcsr.value |= _FTZ_DAZ
+        if libm.fesetenv(environment) != 0:
+            raise OSError("fesetenv failed")
+    except OSError:
+        _FLUSH_WORKS = False
+        return
+    _FLUSH_WORKS = _denormals_flushed()
+
+
+#: whether the flushing threads really flush (None: not tried yet)
+_FLUSH_WORKS: bool | None = None
 
 
 class _FlushingThreads:
-    """Threads that create and run the denormal-flushing sessions, so that the flags ONNX
-    Runtime sets stay on them: the caller's thread (numpy, the cpu backend, other sessions)
-    keeps IEEE denormals. A run waits on its thread; several callers run side by side."""
+    """Threads with denormals flushed that create and run the flushing sessions, so that the
+    flags stay on them: the caller's thread (numpy, the cpu backend, other sessions) keeps
+    IEEE denormals. A run waits on its thread; several callers run side by side."""
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
@@ -153,6 +175,15 @@ def flushing_call(function: Callable[..., Any], *args: Any) -> Any:
     """``function(*args)`` on a thread whose floating-point unit flushes denormals to zero
     (the thread a flushing session must be created and run on)."""
     return _FLUSHING.call(function, *args)
+
+
+def can_flush_denormals() -> bool:
+    """Whether this platform's flushing threads flush (x86-64 Linux): elsewhere no session
+    flushes, as one flushing only on ONNX Runtime's pool threads would give results that
+    depend on which thread computed them."""
+    if _FLUSH_WORKS is None:
+        _FLUSHING.call(lambda: None)  # starts a thread: its initializer finds out
+    return bool(_FLUSH_WORKS)
 
 
 def create_session(
