@@ -5,6 +5,8 @@ graphs and small graphs keep IEEE denormals."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import numpy as np
@@ -99,3 +101,27 @@ def test_dispatch_runs_a_flushing_graph_on_its_threads() -> None:
         ctx.dispatch(graph, tensors, {"y": out})
         assert not ctx.read_tensor(out).any()
     assert _product_of_tiny_numbers() != 0.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_flushing_threads_of_its_own() -> None:
+    from ipfs_accelerate.webnn._runtime import flushing_call
+
+    assert flushing_call(_product_of_tiny_numbers) == 0.0  # the parent's threads exist
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if a call runs (a stale pool would hang it)
+        code = 2
+        try:
+            code = 0 if flushing_call(_product_of_tiny_numbers) == 0.0 else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's flushing call hung")

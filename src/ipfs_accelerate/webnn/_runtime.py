@@ -167,8 +167,16 @@ class _FlushingThreads:
             executor = self._executor
         return executor.submit(function, *args).result()
 
+    def forget(self) -> None:
+        """After a fork: the child has none of the parent's threads (a pool that thinks it
+        has would never run the work), so the next call starts new ones."""
+        self._executor = None
+        self._lock = threading.Lock()
+
 
 _FLUSHING = _FlushingThreads()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_FLUSHING.forget)
 
 
 def flushing_call(function: Callable[..., Any], *args: Any) -> Any:
