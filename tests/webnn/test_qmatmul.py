@@ -146,6 +146,48 @@ def test_dynamic_int8_pattern_runs_dynamicquantizematmul(
     assert np.abs(got["y"] - (x @ dense + bias)).max() > 1e-3  # x really was quantized
 
 
+def test_products_of_one_input_quantize_it_once(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Attention's q, k and v: three dynamic patterns of one x (as the webnn backend emits
+    them, one per Linear) become one DynamicQuantizeLinear and three MatMulIntegerToFloat,
+    with the results of three DynamicQuantizeMatMul."""
+    weights = [_weight(8, None, seed=seed) for seed in (0, 1, 2)]
+    x = _x(4)
+    bias = np.linspace(-1, 1, N, dtype=np.float32)
+
+    def products(b: Any, inp: Any, which: list[int]) -> dict[str, Any]:
+        found = {}
+        for index in which:
+            values, scale, zero, _ = weights[index]
+            product = b.matmul(_dynamic(b, inp), _dequantized(b, values, scale, zero, "int8"))
+            found[f"y{index}"] = product
+        if 0 in which:  # one with a bias (the kernel's bias input)
+            found["y0"] = b.add(
+                found["y0"], b.constant({"dataType": "float32", "shape": [N]}, bias)
+            )
+        return found
+
+    got, ran, lowered = _run(
+        ctx, lambda b, inp: products(b, inp, [0, 1, 2]), x, monkeypatch, tmp_path
+    )
+    assert sorted(lowered) == [
+        "DynamicQuantizeLinear",
+        *["MatMulIntegerToFloat"] * 3,
+    ]
+    assert {"DynamicQuantizeLinear", "MatMulIntegerToFloat"} <= ran
+    assert not ran & {"DynamicQuantizeMatMul", "MatMul", "ReduceMin", "ReduceMax"}
+    for index, (_, _, _, dense) in enumerate(weights):
+        expected = fake_quant(x) @ dense + (bias if index == 0 else 0)
+        np.testing.assert_allclose(got[f"y{index}"], expected, rtol=1e-4, atol=2e-2)
+        # the same values as the product alone (one DynamicQuantizeMatMul)
+        alone, ran_alone, _ = _run(
+            ctx, lambda b, inp, i=index: products(b, inp, [i]), x, monkeypatch, tmp_path
+        )
+        assert "DynamicQuantizeMatMul" in ran_alone
+        np.testing.assert_allclose(got[f"y{index}"], alone[f"y{index}"], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["other-levels", "fixed-scale"])
 def test_other_activation_quantization_runs_matmulintegertofloat(
     ctx: Any, variant: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path

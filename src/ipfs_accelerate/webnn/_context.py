@@ -400,7 +400,14 @@ class MLGraph:
         cls, context: MLContext, outputs: dict[str, MLOperand], nodes: Sequence[Node]
     ) -> MLGraph:
         from ipfs_accelerate.webnn._onnx import lower
-        from ipfs_accelerate.webnn._runtime import SINGLE_THREAD_WORK, create_session
+        from ipfs_accelerate.webnn._runtime import (
+            CPU,
+            FLUSHING_KERNELS,
+            SINGLE_THREAD_WORK,
+            can_flush_denormals,
+            create_session,
+            flushing_call,
+        )
 
         graph = cls.__new__(cls)
         needed_nodes, graph_inputs = _reachable(outputs.values())
@@ -414,10 +421,18 @@ class MLGraph:
         # their sessions hold large memory arenas.
         key = (model_bytes, tuple(_memory_of(array) for array in lowered.external.values()))
         cacheable = work < SINGLE_THREAD_WORK
+        # a large graph on the CPU that runs the attention kernel flushes denormals to zero
+        # (docs/webnn.md, "Attention"), on threads of its own so that the caller's keep them
+        flush = (
+            not cacheable
+            and context._providers == [CPU]
+            and any(node.op_type in FLUSHING_KERNELS for node in lowered.model.graph.node)
+            and can_flush_denormals()
+        )
         cached = context._sessions.get(key) if cacheable else None
         if cached is None:
             session, keep_alive = create_session(
-                model_bytes, lowered.external, context._providers, "build", work
+                model_bytes, lowered.external, context._providers, "build", work, flush
             )
             if cacheable:
                 context._sessions[key] = (session, keep_alive, list(lowered.external.values()))
@@ -441,7 +456,12 @@ class MLGraph:
         graph._bindings = OrderedDict()
         graph._lock = threading.Lock()
         native = getattr(session, "_sess", None)
-        graph._run = native.run if native is not None else session.run
+        run = native.run if native is not None else session.run
+        graph._flushing = flush
+        if flush:
+            graph._run = lambda names, feeds, options: flushing_call(run, names, feeds, options)
+        else:
+            graph._run = run
         graph._destroyed = False
         context._graphs.add(graph)
         return graph
@@ -459,6 +479,8 @@ class MLGraph:
     # tensors -> (run function, bound IO, context epoch, IOBinding kept alive)
     _bindings: OrderedDict[tuple[MLTensor, ...], tuple[Any, Any, int, Any]]
     _run: Any  # session.run, or the C++ session's run where available
+    #: whether the session flushes denormals (created on, and run through, flushing_call)
+    _flushing: bool
     _lock: threading.Lock
     _destroyed: bool
 
@@ -570,12 +592,21 @@ class MLGraph:
             for name, tensor in zip(self._onnx_output_list, outputs, strict=True):
                 binding.bind_ortvalue_output(name, tensor._value)
             # call the C++ session directly where available: the Python wrapper re-validates
+            from ipfs_accelerate.webnn._runtime import flushing_call
+
             native = getattr(self._session, "_sess", None)
             if native is not None and hasattr(binding, "_iobinding"):
-                entry = (native.run_with_iobinding, binding._iobinding, epoch, binding)
+                bound = native.run_with_iobinding
+                if self._flushing:
+                    run = bound
+                    bound = lambda b, options: flushing_call(run, b, options)  # noqa: E731
+                entry = (bound, binding._iobinding, epoch, binding)
             else:  # pragma: no cover - other onnxruntime layouts
+                session = self._session
                 entry = (
-                    lambda b, _options: self._session.run_with_iobinding(b),
+                    (lambda b, _options: flushing_call(session.run_with_iobinding, b))
+                    if self._flushing
+                    else (lambda b, _options: session.run_with_iobinding(b)),
                     binding,
                     epoch,
                     binding,

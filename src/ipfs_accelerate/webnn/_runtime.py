@@ -5,15 +5,30 @@ Everything here imports onnxruntime lazily, on the first context's first use.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
-from collections.abc import Sequence
+import os
+import platform
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
 
 from ipfs_accelerate.errors import BackendUnavailableError, WebNNOperationError
 
-__all__ = ["PROVIDER_PREFERENCES", "choose_providers", "create_session", "ort"]
+__all__ = [
+    "FLUSHING_KERNELS",
+    "PROVIDER_PREFERENCES",
+    "can_flush_denormals",
+    "choose_providers",
+    "create_session",
+    "flushing_call",
+    "ort",
+]
 
 #: Accelerated execution providers tried in order, per power preference. The CPU provider is
 #: always appended last: ONNX Runtime places every node an accelerator cannot run on it.
@@ -88,17 +103,111 @@ def choose_providers(
 SINGLE_THREAD_WORK: Final[int] = 1 << 20
 
 
+#: ONNX kernels whose graphs (the large ones) run with denormal floats flushed to zero: the
+#: attention softmax of trained encoders gives probabilities below float32's normal range,
+#: which the CPU computes (and multiplies into the values) many times slower
+FLUSHING_KERNELS: Final = frozenset({"MultiHeadAttention"})
+
+
+#: MXCSR's flush-to-zero and denormals-are-zero bits
+_FTZ_DAZ: Final = 0x8000 | 0x0040
+#: where glibc's x86-64 ``fenv_t`` (32 bytes: the x87 environment, then MXCSR) holds MXCSR
+_MXCSR_OFFSET: Final = 28
+
+
+def _denormals_flushed() -> bool:
+    return bool(np.float32(1e-20) * np.float32(1e-22) == 0)
+
+
+def _flush_this_thread() -> None:
+    """Sets this thread's flush-to-zero and denormals-are-zero flags (MXCSR, through glibc's
+    fegetenv/fesetenv on x86-64). ONNX Runtime's own ``session.set_denormal_as_zero`` sets
+    them on its pool's threads, but on the thread that creates a session only for the first
+    session of the process (once), and that thread runs part of every op too."""
+    global _FLUSH_WORKS
+    if platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"):
+        _FLUSH_WORKS = False
+        return
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        environment = (ctypes.c_uint8 * 32)()
+        if libm.fegetenv(environment) != 0:
+            raise OSError("fegetenv failed")
+        mxcsr = ctypes.c_uint32.from_buffer(environment, _MXCSR_OFFSET)
+        mxcsr.value |= _FTZ_DAZ
+        if libm.fesetenv(environment) != 0:
+            raise OSError("fesetenv failed")
+    except OSError:
+        _FLUSH_WORKS = False
+        return
+    _FLUSH_WORKS = _denormals_flushed()
+
+
+#: whether the flushing threads really flush (None: not tried yet)
+_FLUSH_WORKS: bool | None = None
+
+
+class _FlushingThreads:
+    """Threads with denormals flushed that create and run the flushing sessions, so that the
+    flags stay on them: the caller's thread (numpy, the cpu backend, other sessions) keeps
+    IEEE denormals. A run waits on its thread; several callers run side by side."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(2, os.cpu_count() or 2),
+                    thread_name_prefix="webnn-flush",
+                    initializer=_flush_this_thread,
+                )
+            executor = self._executor
+        return executor.submit(function, *args).result()
+
+    def forget(self) -> None:
+        """After a fork: the child has none of the parent's threads (a pool that thinks it
+        has would never run the work), so the next call starts new ones."""
+        self._executor = None
+        self._lock = threading.Lock()
+
+
+_FLUSHING = _FlushingThreads()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_FLUSHING.forget)
+
+
+def flushing_call(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` on a thread whose floating-point unit flushes denormals to zero
+    (the thread a flushing session must be created and run on)."""
+    return _FLUSHING.call(function, *args)
+
+
+def can_flush_denormals() -> bool:
+    """Whether this platform's flushing threads flush (x86-64 Linux): elsewhere no session
+    flushes, as one flushing only on ONNX Runtime's pool threads would give results that
+    depend on which thread computed them."""
+    if _FLUSH_WORKS is None:
+        _FLUSHING.call(lambda: None)  # starts a thread: its initializer finds out
+    return bool(_FLUSH_WORKS)
+
+
 def create_session(
     model_bytes: bytes,
     external: dict[str, np.ndarray[Any, Any]],
     providers: Sequence[str],
     what: str,
     work: int = SINGLE_THREAD_WORK,
+    flush_denormals: bool = False,
 ) -> tuple[Any, list[Any]]:
     """An InferenceSession for the model; external constants are passed as OrtValues that
     share the numpy buffers (kept alive by the returned list). ORT errors become
     WebNNOperationError naming ``what`` and the providers. ``work`` (estimated
     multiply-adds per run) below SINGLE_THREAD_WORK gives a single-threaded session.
+    ``flush_denormals``: the session flushes denormal floats to zero; it is created on (and
+    must run through) :func:`flushing_call`.
 
     Thread pools do not spin waiting for work: every session owns its pool, a context holds
     many graphs, and pools spinning after their own run steal the cores from the session
@@ -113,6 +222,8 @@ def create_session(
     else:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if flush_denormals:
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     keep_alive: list[Any] = []
     if external:
         names = list(external)
@@ -125,7 +236,10 @@ def create_session(
             options.add_initializer(name, value)
         keep_alive = values
     try:
-        session = runtime.InferenceSession(model_bytes, options, providers=list(providers))
+        if flush_denormals:
+            session = flushing_call(runtime.InferenceSession, model_bytes, options, list(providers))
+        else:
+            session = runtime.InferenceSession(model_bytes, options, providers=list(providers))
     except Exception as error:
         raise WebNNOperationError(
             f"{what}: onnxruntime could not compile the graph with {', '.join(providers)}: "

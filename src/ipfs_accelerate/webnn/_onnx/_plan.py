@@ -5,7 +5,8 @@ operands."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from ipfs_accelerate.webnn._onnx._attention import AttentionFusion, match_attention
 from ipfs_accelerate.webnn._onnx._fused import (
@@ -50,6 +51,7 @@ def plan(
             fusions[id(fusion.head)] = fusion
     if not fusions:
         return fusions, list(nodes)
+    _share_quantized_inputs(fusions.values())
     # keep what the outputs still need once the fused kernels read their own operands
     live = set(graph_outputs)
     # the last node of a pattern whose kernel runs at an earlier node (a residual norm's)
@@ -73,3 +75,33 @@ def plan(
         live.update(operand._id for operand in reads if operand is not None)
     kept.reverse()
     return fusions, kept
+
+
+def _share_quantized_inputs(fusions: Iterable[Fused]) -> None:
+    """Marks the dynamically quantized products that read one input with others (q, k and v
+    of attention): quantizing it once saves a min/max pass and a rounding pass per extra
+    reader. An input computed several times by the same elementwise op of the same operands
+    (each Linear multiplying by the SmoothQuant factors q, k and v share) counts as one: the
+    products read the first copy and the others are left out."""
+    readers: dict[object, list[Fusion]] = {}
+    for fusion in fusions:
+        if isinstance(fusion, Fusion) and fusion.kind == "dynamic":
+            readers.setdefault(_value_key(fusion.a), []).append(fusion)
+    for group in readers.values():
+        if len(group) > 1:
+            for fusion in group:
+                fusion.shared = True
+                fusion.a = group[0].a
+
+
+#: elementwise ops whose result depends only on their operands (no attributes)
+_PURE: Final = frozenset({"add", "sub", "mul", "div", "max", "min"})
+
+
+def _value_key(operand: MLOperand) -> object:
+    """Equal for operands that hold the same values by construction."""
+    node = operand._node
+    if node is not None and node.op in _PURE and not node.attrs and len(node.outputs) == 1:
+        inputs = tuple(x._id if x is not None else None for x in node.inputs)
+        return (node.op, inputs)
+    return operand._id

@@ -8,6 +8,8 @@ lowering, :func:`match_quantized` finds the patterns; each becomes one contrib o
 * ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with (s, z) computed from x
   as ONNX DynamicQuantizeLinear does (:func:`is_dynamic_quantization`), ``W`` an 8-bit weight
   with per-column or per-tensor scales: ``DynamicQuantizeMatMul``;
+  several such products of one ``x`` (attention's q, k and v): one ``DynamicQuantizeLinear``
+  of ``x`` and a ``MatMulIntegerToFloat`` per product, as in onnxruntime's own quantized export;
 * the same with any other scalar (s, z): ``QuantizeLinear`` + ``MatMulIntegerToFloat``;
 * ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with a 2-D ``x`` (M, K) and
   a uint8 (s, z) per row, shape (M, 1): ``QuantizeLinear`` (axis 0) + ``MatMulIntegerToFloat``
@@ -107,6 +109,9 @@ class Fusion:
     round_trip: bool = False
     #: "nbits" only: MatMulNBits' accuracy_level (4: ``a`` rounded to int8 per block inside)
     accuracy_level: int = 1
+    #: "dynamic" only: other dynamic products read the same ``a`` (attention's q, k and v),
+    #: so it is quantized once (DynamicQuantizeLinear) for all of them
+    shared: bool = False
 
     def reads(self) -> list[MLOperand]:
         """The operands the kernel reads from the rest of the graph."""
@@ -518,6 +523,11 @@ class QuantizedMatMulLowering(LoweringBase):
         column_scale = self.e.const(np.ascontiguousarray(_expanded(scale, 1, n)[0]), share=True)
         column_zero = self.e.const(np.ascontiguousarray(_expanded(zero, 1, n)[0]), share=True)
         weight = self.e.const(values, share=True)
+        if fusion.kind == "dynamic" and fusion.shared:
+            quantized, a_scale, a_zero = self._dynamic_quantized(fusion.a)
+            names = [quantized, weight, a_scale, column_scale, a_zero, column_zero, *bias]
+            self.e.node("MatMulIntegerToFloat", names, [out], domain=_MICROSOFT)
+            return
         if fusion.kind == "dynamic":
             names = [self.value(fusion.a), weight, column_scale, column_zero, *bias]
             self.e.node("DynamicQuantizeMatMul", names, [out], domain=_MICROSOFT)
@@ -530,6 +540,16 @@ class QuantizedMatMulLowering(LoweringBase):
         quantized = self.e.one("QuantizeLinear", [self.value(fusion.a), a_scale, a_zero])
         names = [quantized, weight, a_scale, column_scale, a_zero, column_zero, *bias]
         self.e.node("MatMulIntegerToFloat", names, [out], domain=_MICROSOFT)
+
+    def _dynamic_quantized(self, a: MLOperand) -> tuple[str, str, str]:
+        """DynamicQuantizeLinear's (values, scale, zero point) of ``a``, emitted once per
+        lowering (by the first product that reads it) and shared by the others."""
+        cache: dict[int, tuple[str, str, str]] = self.__dict__.setdefault("_quantized_a", {})
+        found = cache.get(a._id)
+        if found is None:
+            values, scale, zero = self.e.node("DynamicQuantizeLinear", [self.value(a)], 3)
+            found = cache[a._id] = (values, scale, zero)
+        return found
 
     def _lower_rows(
         self, fusion: Fusion, values: Array, zero: Array, column_scale: str,
