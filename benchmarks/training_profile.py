@@ -3,7 +3,11 @@
 MultipleNegativesRankingLoss, backward, AdamW: one graph), beside torch.profiler's split of
 torch's same step.
 
-    python benchmarks/training_profile.py [--runs 3] [--keep DIR] [--json FILE]
+    python benchmarks/training_profile.py [--runs 3] [--keep DIR] [--graph-update] [--json FILE]
+
+By default the replayed graph stops at the gradients and AdamW updates the parameters on the
+host (``compile_step``'s host update): its time is measured after the replay and counted
+with the sweeps; ``--graph-update`` profiles the graph with the update inside it.
 
 Ours: the step's graph as compiled (the largest one the first steps build, constants
 embedded) and the values of its last replay, run by ONNX Runtime on one thread with its
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -35,91 +38,78 @@ Array = np.ndarray[Any, Any]
 _SWEEPS = frozenset({"Mul", "Add", "Sub", "Div", "Sqrt", "Max", "ScatterND"})
 
 
-def our_step_graph(folder: Path) -> tuple[Path, dict[str, Array]]:
-    """The compiled MiniLM training step written to ``folder`` and the feeds of its last
-    replay (by ONNX input name)."""
+def our_step_graph(folder: Path, host_update: bool) -> tuple[Path, dict[str, Array], float]:
+    """The replayed MiniLM training step's graph written to ``folder``, the feeds of its
+    last replay (by ONNX input name), and the seconds the host update took after it (0 when
+    the update is in the graph)."""
+    import time
+
     import onnx
 
+    from ipfs_accelerate.optim import _host
     from ipfs_accelerate.webnn import _context
     from ipfs_accelerate.webnn._onnx._model import embed_constants
     from training import ours_minilm  # beside this script
 
-    compiled: list[Any] = []
+    ran: list[Any] = []
     fed: dict[int, dict[str, Array]] = {}
-    real_compile = _context.MLGraph._compile.__func__  # type: ignore[attr-defined]
+    host_seconds: list[float] = []
     real_compute = _context.MLContext.compute
-
-    def spy_compile(cls: Any, context: Any, outputs: Any, nodes: Any) -> Any:
-        graph = real_compile(cls, context, outputs, nodes)
-        compiled.append(graph)
-        return graph
+    real_step = _host.HostMirrors.step
 
     def spy_compute(self: Any, graph: Any, inputs: Any) -> Any:
         fed[id(graph)] = {graph._onnx_inputs[k]: np.array(v) for k, v in inputs.items()}
+        ran.append(graph)
+        host_seconds.clear()
         return real_compute(self, graph, inputs)
 
-    _context.MLGraph._compile = classmethod(spy_compile)  # type: ignore[method-assign,assignment]
+    def spy_step(self: Any, param: Any, grad: Any) -> None:
+        start = time.perf_counter()
+        real_step(self, param, grad)
+        host_seconds.append(time.perf_counter() - start)
+
     _context.MLContext.compute = spy_compute  # type: ignore[method-assign]
+    _host.HostMirrors.step = spy_step  # type: ignore[method-assign]
     try:
-        step = ours_minilm("webnn")
+        step = ours_minilm("webnn", host_update)
         for _ in range(3):  # traced, captured, replayed
             step()
     finally:
-        _context.MLGraph._compile = classmethod(real_compile)  # type: ignore[method-assign,assignment]
         _context.MLContext.compute = real_compute  # type: ignore[method-assign]
-    biggest = max(compiled, key=lambda g: len(g._lowered.model.graph.node))
+        _host.HostMirrors.step = real_step  # type: ignore[method-assign]
+    # the last graph run is the replayed step (a parameter read back after it runs none)
+    replayed = ran[-1]
     target = folder / "minilm-step.onnx"
     onnx.save(
-        embed_constants(biggest._lowered), str(target),
+        embed_constants(replayed._lowered), str(target),
         save_as_external_data=True, location="minilm-step.data",
     )  # fmt: skip
     feeds = {
         name: value.view(np.uint8) if value.dtype == np.bool_ else value
-        for name, value in fed[id(biggest)].items()
+        for name, value in fed[id(replayed)].items()
     }
-    return target, feeds
+    return target, feeds, sum(host_seconds)
 
 
 def profile(model: Path, feeds: dict[str, Array], runs: int) -> dict[str, Any]:
     """ONNX Runtime's profile of ``model`` on one thread: per op type, per node, and the
     parameter-sized sweeps' share."""
     import onnx
-    import onnxruntime as ort
     from onnx import shape_inference
+    from webnn_profile import node_times  # beside this script
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = 1
-    optimized_path = model.with_suffix(".optimized.onnx")
-    options.optimized_model_filepath = str(optimized_path)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(model.with_suffix(""))
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    for _ in range(runs + 1):
-        session.run(None, feeds)
-    trace = Path(session.end_profiling())
-    events = json.loads(trace.read_text())
-    trace.unlink()
-    per_node: dict[str, list[float]] = collections.defaultdict(list)
-    op_of: dict[str, str] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            name = event["name"][: -len("_kernel_time")]
-            per_node[name].append(float(event["dur"]))
-            op_of[name] = event["args"]["op_name"]
-    node_time = {name: min(times[1:] or times) for name, times in per_node.items()}
+    node_time, op_of, optimized_path = node_times(model, feeds, runs)
     by_op: dict[str, float] = collections.defaultdict(float)
     for name, micros in node_time.items():
         by_op[op_of[name]] += micros
-    # parameter shapes: each updated parameter is a graph output beside its two moments
+    # parameter shapes: the step's outputs beside the loss are parameter-shaped (the new
+    # parameters and moments, or with the host update the gradients)
     graph = shape_inference.infer_shapes(onnx.load(str(model))).graph
     shapes = {
         info.name: tuple(d.dim_value for d in info.type.tensor_type.shape.dim)
         for info in [*graph.value_info, *graph.input, *graph.output]
     }
-    counts = collections.Counter(shapes[o.name] for o in graph.output)
-    parameter_shapes = {s for s, n in counts.items() if n >= 3 and int(np.prod(s)) > 1}
+    parameter_shapes = {shapes[o.name] for o in graph.output if int(np.prod(shapes[o.name])) > 1}
     # our nodes are unnamed: ONNX Runtime names them by type and position as it loads them
     # (the nodes its fusions make have names of their own, and are no sweeps)
     output_of = {f"{node.op_type}_{index}": node.output[0] for index, node in enumerate(graph.node)}
@@ -171,16 +161,23 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="write the step's graph here")
+    parser.add_argument(
+        "--graph-update",
+        action="store_true",
+        help="profile the step with AdamW inside the graph (compile_step(host_update=False)); "
+        "by default the graph stops at the gradients and AdamW runs on the host",
+    )
     add_json_option(parser)
     args = parser.parse_args()
     results = Results("training_profile")
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        model, feeds = our_step_graph(folder)
+        model, feeds, host_s = our_step_graph(folder, not args.graph_update)
         ours = profile(model, feeds, args.runs)
-    total = ours["total"]
-    print(f"\nours (webnn, MiniLM step graph, one thread): kernel time {total / 1e3:.1f} ms")
+    total = ours["total"] + host_s * 1e6
+    print(f"\nours (webnn, MiniLM step graph, one thread): kernel time "
+          f"{ours['total'] / 1e3:.1f} ms")  # fmt: skip
     nodes = ours["nodes"]
     print(f"  {sum(nodes.values())} nodes after ONNX Runtime's optimizer: "
           + ", ".join(f"{k} {v}" for k, v in nodes.most_common(12)))  # fmt: skip
@@ -189,8 +186,14 @@ def main() -> None:
     print("  costliest nodes: " + ", ".join(
         f"{ours['op_of'][name]} {micros / 1e3:.1f}" for name, micros in ours["top"]
     ))  # fmt: skip
-    our_share = ours["sweeps"] / total
-    print(f"  parameter-sized sweeps (optimizer update, dense gradients): {100 * our_share:.0f}%")
+    if host_s:
+        print(f"  AdamW on the host after the graph (all parameters): {host_s * 1e3:.1f} ms")
+    our_share = (ours["sweeps"] + host_s * 1e6) / total
+    print(
+        "  parameter-sized sweeps (optimizer update, dense gradients"
+        + (", the host update" if host_s else "")
+        + f"): {100 * our_share:.0f}%"
+    )
     theirs = torch_profile()
     print(f"\ntorch ({theirs['threads']} threads), self CPU time over two steps:")
     for op, micros in sorted(theirs["by_op"].items(), key=lambda kv: -kv[1])[:12]:
@@ -201,7 +204,8 @@ def main() -> None:
     results.ratio(
         "MiniLM step: optimizer share torch/ours",
         their_share / our_share,
-        ours_kernel_s=total / 1e6,
+        ours_kernel_s=ours["total"] / 1e6,
+        ours_host_update_s=host_s,
         ours_sweeps_s=ours["sweeps"] / 1e6,
         torch_optimizer_share=their_share,
     )

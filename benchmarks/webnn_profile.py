@@ -74,12 +74,14 @@ def our_graph(
     return target, feeds, biggest._flushing
 
 
-def profile(
+def node_times(
     model: Path, feeds: dict[str, Array], runs: int, flush: bool = False
-) -> tuple[collections.Counter[str], dict[str, float]]:
-    """(node types after optimization, kernel microseconds per op type). ``flush``: with
-    denormals flushed to zero, as the runtime runs such a graph (on its flushing threads)."""
-    import onnx
+) -> tuple[dict[str, float], dict[str, str], Path]:
+    """ONNX Runtime's profile of ``model`` on one thread (all optimizations, the optimized
+    model written beside it): each node's kernel microseconds (its smallest over the runs
+    after a first), each node's op type, and the optimized model's path. ``flush``: with
+    denormals flushed to zero, as the runtime runs such a graph (on its flushing threads).
+    benchmarks/training_profile.py uses it too."""
     import onnxruntime as ort
 
     from ipfs_accelerate.webnn._runtime import flushing_call
@@ -87,10 +89,11 @@ def profile(
     def call(function: Any, *args: Any) -> Any:
         return flushing_call(function, *args) if flush else function(*args)
 
+    optimized = model.with_suffix(".optimized.onnx")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = 1
-    options.optimized_model_filepath = str(model.with_suffix(".optimized.onnx"))
+    options.optimized_model_filepath = str(optimized)
     options.enable_profiling = True
     options.profile_file_prefix = str(model.with_suffix(""))
     options.log_severity_level = 3
@@ -106,12 +109,24 @@ def profile(
     op_of: dict[str, str] = {}
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            per_node[event["name"]].append(float(event["dur"]))
-            op_of[event["name"]] = event["args"]["op_name"]
+            name = event["name"][: -len("_kernel_time")]
+            per_node[name].append(float(event["dur"]))
+            op_of[name] = event["args"]["op_name"]
+    return {name: min(t[1:] or t) for name, t in per_node.items()}, op_of, optimized
+
+
+def profile(
+    model: Path, feeds: dict[str, Array], runs: int, flush: bool = False
+) -> tuple[collections.Counter[str], dict[str, float]]:
+    """(node types after optimization, kernel microseconds per op type). ``flush``: as
+    :func:`node_times`."""
+    import onnx
+
+    times, op_of, optimized_path = node_times(model, feeds, runs, flush)
     split: dict[str, float] = collections.defaultdict(float)
-    for name, times in per_node.items():
-        split[op_of[name]] += min(times[1:] or times)
-    optimized = onnx.load(str(model.with_suffix(".optimized.onnx")), load_external_data=False)
+    for name, micros in times.items():
+        split[op_of[name]] += micros
+    optimized = onnx.load(str(optimized_path), load_external_data=False)
     return collections.Counter(node.op_type for node in optimized.graph.node), dict(split)
 
 

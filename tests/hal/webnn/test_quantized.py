@@ -154,7 +154,6 @@ def test_float16_input_and_one_vector(backend: Any) -> None:
 def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
     backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import onnx
 
     w, x, bias = _data(31)
     x[1, 2, 5] *= 40  # an outlier: only its own block's scale grows
@@ -163,15 +162,7 @@ def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
     # the explicit rounding is gone: MatMulNBits rounds its input per block itself
     assert "MatMulNBits" in ran
     assert not ran & {"MatMul", "Gemm", "QuantizeLinear", "DequantizeLinear", "ReduceMax"}
-    compiled = next(reversed(backend._cache.values()))
-    model = onnx.load_from_string(compiled.graph.export_onnx())
-    levels = [
-        attr.i
-        for node in model.graph.node
-        if node.op_type == "MatMulNBits"
-        for attr in node.attribute
-        if attr.name == "accuracy_level"
-    ]
+    levels = _accuracy_levels(backend)
     assert levels == [4]
     dense = q.dequantize_numpy()
     expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
@@ -182,6 +173,21 @@ def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
     cpu = ops.linear(ia.tensor(x), quantize(w, bits=4, axis=1, block_size=32), bias.numpy(),
                      activations="int8_block").numpy()  # fmt: skip
     np.testing.assert_allclose(cpu, got, rtol=1e-4, atol=2e-3)
+
+
+def _accuracy_levels(backend: Any) -> list[int]:
+    """MatMulNBits' accuracy_level in each such node of the backend's latest graph."""
+    import onnx
+
+    compiled = next(reversed(backend._cache.values()))
+    model = onnx.load_from_string(compiled.graph.export_onnx())
+    return [
+        attr.i
+        for node in model.graph.node
+        if node.op_type == "MatMulNBits"
+        for attr in node.attribute
+        if attr.name == "accuracy_level"
+    ]
 
 
 def test_int8_block_needs_a_blockwise_weight() -> None:
@@ -198,7 +204,6 @@ def test_int8_block_activations_of_many_rows_are_rounded_op_by_op_at_accuracy_le
 ) -> None:
     """A prefill's many rows: the blocks are rounded by the lowered ops and MatMulNBits
     multiplies the rounded values in float (level 1, faster there); the same product."""
-    import onnx
 
     from ipfs_accelerate.webnn._onnx._qmatmul import ACCURACY_4_MAX_ROWS
 
@@ -209,15 +214,7 @@ def test_int8_block_activations_of_many_rows_are_rounded_op_by_op_at_accuracy_le
     q = quantize(w, bits=4, axis=1, block_size=32).to(DEVICE)
     got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "int8_block")
     assert "MatMulNBits" in ran and "ReduceMax" in ran
-    compiled = next(reversed(backend._cache.values()))
-    model = onnx.load_from_string(compiled.graph.export_onnx())
-    levels = [
-        attr.i
-        for node in model.graph.node
-        if node.op_type == "MatMulNBits"
-        for attr in node.attribute
-        if attr.name == "accuracy_level"
-    ]
+    levels = _accuracy_levels(backend)
     assert levels == [1]
     dense = q.dequantize_numpy()
     expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
