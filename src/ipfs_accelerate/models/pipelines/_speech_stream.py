@@ -161,8 +161,9 @@ class LocalAgreementStream:
         # its words ends in them, by id(word)
         self._sequence: list[int] = []
         self._ends: dict[int, int] = {}
-        #: the tokens the next decode is forced to start with: the committed words still in
-        #: the buffer, as the decode that agreed on them wrote them (empty after a trim)
+        #: the tokens the next decode is forced to start with: committed words still in the
+        #: buffer (those of its first window), as the decode that agreed on them wrote them
+        #: (empty after a trim)
         self.prefix: list[int] = []
         #: the largest buffer any decode saw, in seconds (for tests and monitoring)
         self.max_buffer_seen_s = 0.0
@@ -343,9 +344,12 @@ class LocalAgreementStream:
         self._previous = rest
         events: list[StreamEvent] = []
         if agreed:
-            traced = self._ends.get(id(agreed[-1]))
-            # a word the tokens could not be traced to: decode the next buffer unforced
-            self.prefix = self._sequence[:traced] if traced is not None else []
+            # through the last agreed word found in the decode's first-window tokens (the
+            # words after it, in a later window or not traced, are decoded again); none found:
+            # the forced prefix so far still holds
+            traced = [self._ends[id(w)] for w in agreed if id(w) in self._ends]
+            if traced:
+                self.prefix = self._sequence[: max(traced)]
             self.committed.extend(agreed)
             events.append(
                 StreamEvent(
