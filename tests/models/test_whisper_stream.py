@@ -273,3 +273,12 @@ def test_decodes_after_a_commit_are_forced_with_the_committed_tokens(
         assert text == committed[: len(text)]
         assert prefix[0] >= stamp
     assert [t for t in later[-1] if t < stamp] != []
+
+
+def test_beam_search_streams_decode_the_whole_buffer(deaf: SpeechRecognizer) -> None:
+    audio = speech_like(4.0, seed=3)
+    options = {"max_new_tokens": 12, "num_beams": 2}
+    events = list(deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", **options))
+    committed = check_never_retracted(events)
+    offline = deaf.transcribe_segments((audio, RATE), "en", return_timestamps=True, **options)
+    assert committed == [t for s in offline for t in s.tokens if t < deaf.generation.eos]

@@ -258,7 +258,8 @@ class LocalAgreementStream:
             self.task,
             return_timestamps=True,
             word_timestamps=self.words_mode,
-            prefix_tokens=self.prefix or None,
+            # beam search keeps its beams from the prompt on: it decodes the whole buffer
+            prefix_tokens=(self.prefix or None) if self.options.get("num_beams", 1) == 1 else None,
             **options,
         )
         self.decodes += 1
