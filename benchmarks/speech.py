@@ -2,8 +2,9 @@
 and streaming commit lag.
 
     python benchmarks/speech.py [--seconds 40] [--models tiny,base] [--backends cpu,webnn]
-                                [--rounds 1] [--max-new-tokens N] [--stream-lag]
-                                [--stream-seconds 60] [--stream-backend B] [--json FILE]
+                                [--rounds 1] [--max-new-tokens N] [--dtypes float32,int8]
+                                [--stream-lag] [--stream-seconds 60] [--stream-backend B]
+                                [--stream-min-chunk 1] [--json FILE]
 
 Real-time factor: ``--seconds`` of audio (default 40 s, i.e. two windows; ``--seconds 600``
 for the issue's ten minutes) decoded with timestamps, window after window: ours
@@ -18,6 +19,11 @@ transformers' long-form ``generate(return_timestamps=True)`` on the same feature
   on and off over noise, language given. The table says which. A random model writes
   arbitrary tokens, often up to the 448-token limit in every window, so that figure is mostly
   decoder speed.
+
+``--dtypes float32,int8`` adds rows of ours with int8 weights (a per-step decode reads the
+whole token table for the logits, so it is bound by memory traffic: int8 reads a quarter);
+they may decode other tokens than transformers' float32, which the agreement column shows.
+
 ``--max-new-tokens N`` caps every window at N new tokens on both sides (transformers'
 ``max_new_tokens``), which bounds a ten-minute run's time and makes the per-window work
 closer to real speech. The agreement column says whether the segments (tokens and times) are
@@ -180,6 +186,7 @@ def bench(
     tmp: Path,
     max_new_tokens: int | None = None,
     real: tuple[Path, np.ndarray] | None = None,
+    dtypes: tuple[str, ...] = ("float32",),
 ) -> None:
     """One RTF table: the ``shape``-shaped random checkpoint on the warbling tone, or, with
     ``real`` (whisper-tiny.en converted, espeak-ng speech), the real weights on speech."""
@@ -222,11 +229,12 @@ def bench(
         ]
 
     contenders: dict[str, Callable[[], Any]] = {"transformers": transformers_run}
-    for backend in backends:
+    for backend, dtype in [(b, d) for b in backends for d in dtypes]:
+        name = backend if dtype == "float32" else f"{backend},{dtype}"
         try:
-            recognizer = SpeechRecognizer.from_pretrained(path, device=backend)
+            recognizer = SpeechRecognizer.from_pretrained(path, device=backend, dtype=dtype)
         except Exception as exc:
-            print(f"  {backend}: cannot load ({type(exc).__name__}: {exc})")
+            print(f"  {name}: cannot load ({type(exc).__name__}: {exc})")
             continue
 
         def ours_run(r: Any = recognizer) -> list[tuple[list[int], float, float]]:
@@ -235,7 +243,7 @@ def bench(
             )
             return [(s.tokens, s.start, s.end) for s in segments]
 
-        contenders[f"ipfs_accelerate[{backend}]"] = ours_run
+        contenders[f"ipfs_accelerate[{name}]"] = ours_run
     times, cpu_times, outputs = race(contenders, rounds)
     reference = outputs["transformers"]
     agreement = {}
@@ -442,6 +450,12 @@ def main() -> None:
     )
     parser.add_argument("--stream-seconds", type=float, default=60.0)
     parser.add_argument(
+        "--dtypes",
+        default="float32",
+        help="our weight dtypes, comma-separated (float32, int8, ...: reduced precision rows may"
+        " decode other tokens than transformers' float32; the agreement column says)",
+    )
+    parser.add_argument(
         "--stream-min-chunk",
         type=float,
         default=1.0,
@@ -469,6 +483,7 @@ def main() -> None:
     if not 0 < args.stream_seconds <= 3600:
         parser.error("--stream-seconds must be within 0..3600")
     backends = [b for b in args.backends.split(",") if b]
+    dtypes = tuple(d for d in args.dtypes.split(",") if d) or ("float32",)
     with tempfile.TemporaryDirectory() as tmp:
         real = None
         if "tiny" in shapes or args.stream_lag:
@@ -477,7 +492,7 @@ def main() -> None:
         for shape in shapes:
             bench(
                 shape, args.seconds, backends, max(1, args.rounds), Path(tmp),
-                args.max_new_tokens, real if shape == "tiny" else None,
+                args.max_new_tokens, real if shape == "tiny" else None, dtypes,
             )  # fmt: skip
         if args.stream_lag:
             backend = args.stream_backend or backends[0]
