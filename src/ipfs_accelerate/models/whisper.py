@@ -46,6 +46,14 @@ INITIAL_CACHE_SLOTS = 32
 #: captured one-token decode steps kept per model (least recently used go first): one per
 #: cache capacity (32, 64, 128, 256, 448) for each batch size (beams) in use
 MAX_CAPTURED_STEPS = 16
+#: teacher-forced tokens (a stream's committed text) are decoded in blocks of these sizes
+#: (as many of the largest as fit, then at most one of each smaller, then one token), each
+#: block a replayed step with every position's logits
+FORCED_BLOCKS = (8, 4, 2)
+#: on a backend that compiles a graph per shape, the alignment pass (word timestamps) pads
+#: its tokens to a multiple of this, so that a stream's decodes reuse a few graphs instead of
+#: compiling one per transcript length
+ALIGNMENT_BUCKET = 32
 
 
 @dataclass
@@ -286,7 +294,7 @@ def _grow(cache: DecoderCache, capacity: int) -> None:
     cache.capacity = capacity
 
 
-_StepKey = tuple[str, int, int, int]
+_StepKey = tuple[str, int, int, int, int]
 
 
 class _DecodeStepGraphs:
@@ -303,17 +311,20 @@ class _DecodeStepGraphs:
         self._captured: OrderedDict[_StepKey, CapturedFunction | None] = OrderedDict()
 
     def step(self, ids: Tensor, cache: DecoderCache) -> Tensor | None:
-        """The logits (B, vocab) of the one-token step ``ids`` (B, 1), replayed, with its
-        keys/values written into ``cache``; None (nothing done) when it cannot be replayed."""
+        """The logits of the step ``ids``, replayed, with its keys/values written into
+        ``cache``: (B, vocab) for a one-token step (B, 1), (B, L, vocab) for a block of
+        forced tokens (B, L) (L in FORCED_BLOCKS); None (nothing done) when it cannot be
+        replayed."""
         from ipfs_accelerate import hal
 
-        if ids.shape[1] != 1 or cache.length + 1 > cache.capacity:
+        length = ids.shape[1]
+        if (length != 1 and length not in FORCED_BLOCKS) or cache.length + length > cache.capacity:
             return None
         backend = hal.get_backend(ids.device)
         # a backend offers capture by overriding the contract's default (which declines)
         if type(backend).capture is Backend.capture:
             return None
-        positions, allowed = step_inputs(cache.length, 1, cache.capacity)
+        positions, allowed = step_inputs(cache.length, length, cache.capacity)
         layers = len(cache.cross)
         tensors = [
             *(k for k, _ in cache.cross),
@@ -321,7 +332,7 @@ class _DecodeStepGraphs:
             *(k for k, _ in cache.self_attn),
             *(v for _, v in cache.self_attn),
         ]
-        key: _StepKey = (ids.device, ids.shape[0], cache.capacity, tensors[0].shape[2])
+        key: _StepKey = (ids.device, ids.shape[0], length, cache.capacity, tensors[0].shape[2])
         if key in self._captured:
             self._captured.move_to_end(key)
             captured = self._captured[key]
@@ -334,7 +345,7 @@ class _DecodeStepGraphs:
             return None
         results = captured.replay(ids, positions, allowed, *tensors)
         cache.self_attn = list(zip(results[1 : 1 + layers], results[1 + layers :], strict=True))
-        cache.length += 1
+        cache.length += length
         return results[0]
 
     def _capture(
@@ -361,7 +372,7 @@ class _DecodeStepGraphs:
                 length=cache.length,
             )
             hidden = model.model.decoder(step_ids, shadow, positions=step_positions, mask=step_mask)
-            logits = model.proj_out(hidden[:, -1])
+            logits = model.proj_out(hidden[:, -1] if hidden.shape[1] == 1 else hidden)
             return [logits, *(k for k, _ in shadow.self_attn), *(v for _, v in shadow.self_attn)]
 
         device = ids.device
@@ -429,7 +440,8 @@ class WhisperForConditionalGeneration(Module):
                 f"Whisper decode_step: ids must be (batch={cache.batch_size}, length),"
                 f" got {ids.shape}"
             )
-        if last_only:
+        if last_only == (ids.shape[1] == 1):
+            # a one-token step, or a block of forced tokens with every position's logits
             replayed = self.decode_graphs.step(ids, cache)
             if replayed is not None:
                 return replayed
@@ -443,8 +455,9 @@ class WhisperForConditionalGeneration(Module):
     ) -> Array:
         """Cross-attention probabilities (len(heads), L, source positions) of the decoder heads
         ``heads`` ((layer, head) pairs) for the teacher-forced tokens ``ids`` (1, L), decoded
-        into ``cache`` (a fresh one from :meth:`start_decoding`). Word timestamps align tokens
-        with audio by the checkpoint's ``alignment_heads``."""
+        into ``cache`` (a fresh one from :meth:`start_decoding`; on a backend that compiles per
+        shape it also holds padding after them, see ALIGNMENT_BUCKET). Word timestamps align
+        tokens with audio by the checkpoint's ``alignment_heads``."""
         c = self.config
         for layer, head in heads:
             if not (0 <= layer < c.decoder_layers and 0 <= head < c.decoder_attention_heads):
@@ -456,17 +469,42 @@ class WhisperForConditionalGeneration(Module):
             raise InvalidArgumentError(
                 f"Whisper cross_attention_weights: ids must be (1, length), got {ids.shape}"
             )
+        length = ids.shape[1]
+        padded = self._alignment_length(ids.device, length, cache.length)
+        if padded > length:
+            # tokens after the last one change nothing before it (the decoder is causal); the
+            # padded rows are dropped below
+            # padded on the host: one graph input of the bucket's shape
+            full = np.full((1, padded), self.config.eos_token_id, dtype=np.int64)
+            full[0, :length] = ids.numpy()[0]
+            ids = from_numpy(full, ids.device)
         inputs: dict[int, Tensor] = {layer: ids for layer, _ in heads}
         self.model.decoder(ids, cache, inputs)
         scale = float(c.d_model // c.decoder_attention_heads) ** -0.5
-        probabilities: dict[int, Array] = {}
-        for n in sorted(inputs):
+        layers = sorted(inputs)
+        per_layer: list[Tensor] = []
+        for n in layers:
             attention = self.model.decoder.layers[n].encoder_attn
             queries = split_heads(attention.q_proj(inputs[n]), attention.num_heads)
             keys = cache.cross[n][0]
             scores = ops.matmul(queries * scale, keys.permute(0, 1, 3, 2))
-            probabilities[n] = ops.softmax(scores, axis=-1).numpy()[0]
-        return np.stack([probabilities[layer][head] for layer, head in heads])
+            per_layer.append(ops.softmax(scores, axis=-1))
+        # read back together: one graph (and one run) on a backend that compiles them
+        stacked = (ops.concat(per_layer, axis=1) if len(per_layer) > 1 else per_layer[0]).numpy()
+        at = {n: i * c.decoder_attention_heads for i, n in enumerate(layers)}
+        return np.stack([stacked[0, at[layer] + head, :length] for layer, head in heads])
+
+    def _alignment_length(self, device: str, length: int, past: int) -> int:
+        """The tokens the alignment pass decodes: ``length``, or on a backend that compiles
+        per shape (one that captures graphs) the next multiple of ALIGNMENT_BUCKET that fits
+        under max_target_positions."""
+        from ipfs_accelerate import hal
+
+        backend = hal.get_backend(device)
+        if type(backend).capture is Backend.capture:
+            return length
+        room = self.config.max_target_positions - past
+        return max(length, min(room, -(-length // ALIGNMENT_BUCKET) * ALIGNMENT_BUCKET))
 
     def __call__(self, input_features: Tensor, decoder_input_ids: Tensor) -> Tensor:
         """Logits (B, L, vocab) of a full teacher-forced pass (no cache kept)."""

@@ -438,6 +438,7 @@ class SpeechRecognizer(_Pipeline):
         max_new_tokens: int | None = None,
         seed: int = 0,
         batch_size: int = 8,
+        prefix_tokens: Sequence[int] | None = None,
     ) -> Iterator[TranscriptSegment]:
         """Decode ``audio`` and yield its :class:`TranscriptSegment` s, each window's as soon
         as the window is decoded.
@@ -455,6 +456,10 @@ class SpeechRecognizer(_Pipeline):
         ``<|startofprev|>``) to the next window while the kept temperature is below 0.5;
         ``initial_prompt`` (text) or ``prompt_ids`` (``<|startofprev|>`` and tokens) prime the
         first window. Sampling at temperature > 0 draws from a generator seeded with ``seed``.
+        ``prefix_tokens`` (text and timestamp tokens, no specials) are taken as the start of
+        the first window's output rather than chosen, and decoding goes on after them (greedy
+        or sampled; not with beams): a stream passes its committed text so that each decode
+        writes only the uncommitted tail.
         ``word_timestamps=True`` times each word by dynamic time warping over the
         cross-attention of the checkpoint's ``alignment_heads``.
 
@@ -481,6 +486,7 @@ class SpeechRecognizer(_Pipeline):
         temperatures = check_options(
             temperature, compression_ratio_threshold, logprob_threshold, no_speech_threshold
         )
+        prefix = self._prefix_tokens(prefix_tokens, num_beams, bool(return_timestamps))
         prompt = self._prompt_ids(initial_prompt, prompt_ids)
         task_id = self._task_id(task)
         lang_id = self._language_id(language) if language is not None else None
@@ -496,6 +502,7 @@ class SpeechRecognizer(_Pipeline):
             and not word_timestamps
             and not return_timestamps
             and num_beams == 1
+            and prefix is None
         )
         gen = self.generation
         if not gen.has_timestamps and (return_timestamps or word_timestamps):
@@ -524,6 +531,7 @@ class SpeechRecognizer(_Pipeline):
             max_new_tokens=max_new_tokens,
             seed=seed,
             num_beams=num_beams,
+            prefix_tokens=prefix,
         )
         if gen.has_timestamps:
             yield from self._sequential(samples, long, lang_id, task_id, options)
@@ -624,6 +632,30 @@ class SpeechRecognizer(_Pipeline):
         probabilities /= probabilities.sum()
         order = np.argsort(-probabilities, kind="stable")
         return {names[i].strip("<|>"): float(probabilities[i]) for i in order}
+
+    def _prefix_tokens(
+        self, tokens: Sequence[int] | None, num_beams: int, timestamps: bool
+    ) -> list[int] | None:
+        if tokens is None:
+            return None
+        if num_beams > 1:
+            raise InvalidArgumentError("prefix_tokens cannot be combined with num_beams > 1")
+        if not self.generation.has_timestamps or not timestamps:
+            raise InvalidArgumentError("prefix_tokens need return_timestamps=True")
+        # text tokens and timestamps; the specials between them (end of text, task, language,
+        # <|notimestamps|>) would end or restart the decode
+        first_special = self.generation.eos
+        stamps = (self.generation.no_timestamps or 0) + 1
+        prefix: list[int] = []
+        for token in tokens:
+            if isinstance(token, bool) or not isinstance(token, int | np.integer):
+                raise InvalidArgumentError(f"prefix_tokens must be ints, got {token!r}")
+            if not (0 <= token < first_special or stamps <= token < self.generation.vocab_size):
+                raise InvalidArgumentError(
+                    f"prefix_tokens: {token} is not a text or timestamp token"
+                )
+            prefix.append(int(token))
+        return prefix
 
     def _prompt_ids(self, text: str | None, ids: Sequence[int] | None) -> list[int] | None:
         gen = self.generation

@@ -71,6 +71,9 @@ class DecodingOptions:
     max_new_tokens: int | None = None
     seed: int = 0
     num_beams: int = 1
+    #: tokens (timestamps included) the first window's output is forced to start with: a
+    #: stream's committed text, so that a decode writes only the uncommitted tail
+    prefix_tokens: list[int] | None = None
 
 
 def check_options(
@@ -287,7 +290,10 @@ class LongFormDecoder:
                 # and keeps the raised value (capped at max_target_positions)
                 running_max = min(running_max + min(mtp // 2 - 1, len(decoder_ids)), mtp)
                 limit = running_max - len(decoder_ids)
-            result = self._with_fallback(piece, decoder_ids, limit, seek, real_frames - seek)
+            prefix = (opts.prefix_tokens or []) if seek == 0 else []
+            result = self._with_fallback(
+                piece, decoder_ids, limit, seek, real_frames - seek, prefix
+            )
             condition = opts.condition_on_prev_tokens and result.temperature < 0.5
             if result.skip:
                 seek += count
@@ -316,7 +322,13 @@ class LongFormDecoder:
         return list(init_tokens)
 
     def _with_fallback(
-        self, piece: Array, decoder_ids: list[int], limit: int, seek: int, audio_frames: int
+        self,
+        piece: Array,
+        decoder_ids: list[int],
+        limit: int,
+        seek: int,
+        audio_frames: int,
+        prefix: list[int],
     ) -> WindowResult:
         opts = self.options
         encoded = self.model.encode(from_numpy(piece, self.device))
@@ -326,7 +338,7 @@ class LongFormDecoder:
             if opts.num_beams > 1 and temperature == 0.0:
                 result = self._beam_search(base, decoder_ids, limit, opts.num_beams)
             else:  # sampling is never beamed (transformers sets num_beams=1 for it)
-                result = self._decode(base, decoder_ids, limit, temperature)
+                result = self._decode(base, decoder_ids, limit, temperature, prefix)
             self._judge(result)
             self.attempts.append(
                 Attempt(
@@ -363,8 +375,17 @@ class LongFormDecoder:
     # ------------------------------------------------------------------ one attempt
 
     def _decode(
-        self, base: DecoderCache, decoder_ids: list[int], limit: int, temperature: float
+        self,
+        base: DecoderCache,
+        decoder_ids: list[int],
+        limit: int,
+        temperature: float,
+        prefix: Sequence[int] = (),
     ) -> WindowResult:
+        """One attempt. ``prefix`` tokens are taken as the first generated tokens instead of
+        being chosen (their log-probabilities still count, read under the same rules), then
+        decoding goes on from them: when they are what the attempt would choose anyway, the
+        result is the same, for a fraction of the steps."""
         from ipfs_accelerate.models.whisper import DecoderCache
 
         special = self.special
@@ -381,6 +402,9 @@ class LongFormDecoder:
         generated: list[int] = []
         logprob_sum = 0.0
         timestamps = self.options.return_timestamps
+        forced = list(prefix[: max(0, limit)])
+        # the logits after each forced token (after the last one only when decoding goes on)
+        forced_rows = self._feed(forced[:-1] if len(forced) == limit else forced, cache)
         for step in range(max(0, limit)):
             scores = logits.astype(np.float32, copy=True)
             if step == 0 and special.begin_suppress:
@@ -389,15 +413,26 @@ class LongFormDecoder:
                 scores[special.suppress] = -np.inf
             if timestamps:
                 apply_timestamp_rules(scores, generated, special)
-            if temperature > 0.0:
-                probabilities = _softmax(scores / np.float32(temperature))
-                token = int(self.rng.choice(len(probabilities), p=probabilities))
+            if step < len(forced):
+                token = forced[step]
+                chosen = float(_log_softmax(scores)[token])
+                if not math.isfinite(chosen):
+                    # the rules now bar the forced token: count it as the model scores it
+                    chosen = float(_log_softmax(logits.astype(np.float32))[token])
+                logprob_sum += chosen
             else:
-                token = int(np.argmax(scores))
-            logprob_sum += float(_log_softmax(scores)[token])
+                if temperature > 0.0:
+                    probabilities = _softmax(scores / np.float32(temperature))
+                    token = int(self.rng.choice(len(probabilities), p=probabilities))
+                else:
+                    token = int(np.argmax(scores))
+                logprob_sum += float(_log_softmax(scores)[token])
             generated.append(token)
             if token == special.eos or step == limit - 1:
                 break
+            if step < len(forced_rows):
+                logits = forced_rows[step]
+                continue
             logits = self.model.decode_step(
                 from_numpy(np.array([[token]], dtype=np.int64), self.device), cache
             ).numpy()[0]
@@ -409,6 +444,25 @@ class LongFormDecoder:
             no_speech_prob=no_speech,
             temperature=temperature,
         )
+
+    def _feed(self, tokens: list[int], cache: DecoderCache) -> list[Array]:
+        """Decode the teacher-forced ``tokens`` into ``cache``: the logits (vocab,) after each,
+        in blocks of the sizes FORCED_BLOCKS (shapes that a backend which compiles a graph per
+        shape replays, rather than one graph per prefix length)."""
+        from ipfs_accelerate.models.whisper import FORCED_BLOCKS
+
+        rows: list[Array] = []
+        position = 0
+        while position < len(tokens):
+            left = len(tokens) - position
+            size = next((n for n in FORCED_BLOCKS if n <= left), 1)
+            block = np.array([tokens[position : position + size]], dtype=np.int64)
+            logits = self.model.decode_step(
+                from_numpy(block, self.device), cache, last_only=size == 1
+            ).numpy()[0]
+            rows.extend(logits if size > 1 else [logits])
+            position += size
+        return rows
 
     def _beam_search(
         self, base: DecoderCache, decoder_ids: list[int], limit: int, beams: int

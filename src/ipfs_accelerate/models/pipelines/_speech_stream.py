@@ -10,6 +10,14 @@ the last committed word once it grows past ``trim_s``, so each decode sees at mo
 oldest words of the latest decode when the decodes keep disagreeing. Each decode writes at
 most :func:`decode_token_budget` tokens per window (in proportion to the buffered audio)
 unless the caller gives ``max_new_tokens``.
+
+The committed words still in the buffer are not decoded again: the next decode is forced to
+start with the tokens (timestamps included) that the decode which agreed on them wrote, and
+chooses only the tokens after them (``prefix_tokens`` of
+:meth:`~ipfs_accelerate.models.pipelines.SpeechRecognizer.iter_segments`). Committed words are
+final anyway; forcing them saves a decoder step per token (the forced tokens go through the
+decoder in blocks), and where the model would have written them again, which is what two
+agreeing decodes suggest, the decode is the same as without the prefix.
 """
 
 from __future__ import annotations
@@ -116,7 +124,13 @@ class LocalAgreementStream:
             )
         if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, int):
             raise InvalidArgumentError(f"sampling_rate must be an int, got {sampling_rate!r}")
-        for reserved in ("return_timestamps", "word_timestamps", "stream", "sampling_rate"):
+        for reserved in (
+            "return_timestamps",
+            "word_timestamps",
+            "stream",
+            "sampling_rate",
+            "prefix_tokens",
+        ):
             if options and reserved in options:
                 raise InvalidArgumentError(f"transcribe_stream sets {reserved} itself")
         gen = recognizer.generation
@@ -143,6 +157,14 @@ class LocalAgreementStream:
         self._since_decode = 0
         self.committed: list[StreamWord] = []
         self._previous: list[StreamWord] = []  # the last decode's words not yet committed
+        # the last decode's tokens (timestamps included, first window only) and where each of
+        # its words ends in them, by id(word)
+        self._sequence: list[int] = []
+        self._ends: dict[int, int] = {}
+        #: the tokens the next decode is forced to start with: committed words still in the
+        #: buffer (those of its first window), as the decode that agreed on them wrote them
+        #: (empty after a trim)
+        self.prefix: list[int] = []
         #: the largest buffer any decode saw, in seconds (for tests and monitoring)
         self.max_buffer_seen_s = 0.0
         self.decodes = 0
@@ -236,10 +258,13 @@ class LocalAgreementStream:
             self.task,
             return_timestamps=True,
             word_timestamps=self.words_mode,
+            # beam search keeps its beams from the prompt on: it decodes the whole buffer
+            prefix_tokens=(self.prefix or None) if self.options.get("num_beams", 1) == 1 else None,
             **options,
         )
         self.decodes += 1
         offset = self.buffer_start
+        stamp = (recognizer.generation.no_timestamps or 0) + 1
         words: list[StreamWord] = []
         for segment in segments:
             if self.words_mode:
@@ -248,12 +273,37 @@ class LocalAgreementStream:
                     for w in segment.words
                 )
             elif segment.text.strip():
-                stamp = (recognizer.generation.no_timestamps or 0) + 1
                 tokens = [t for t in segment.tokens if t < stamp]
                 words.append(
                     StreamWord(segment.text, segment.start + offset, segment.end + offset, tokens)
                 )
+        self._locate(segments, words, stamp)
         return words
+
+    def _locate(
+        self, segments: list[TranscriptSegment], words: list[StreamWord], stamp: int
+    ) -> None:
+        """Keep the decode's first-window tokens and where each word ends in them (a later
+        window's timestamps count from its own start, so they cannot be forced as a prefix
+        of the first)."""
+        sequence: list[int] = []
+        for segment in segments:
+            first = segment.tokens[0] if segment.tokens else -1
+            if first < stamp or abs((first - stamp) * 0.02 - segment.start) > 1e-6:
+                break
+            sequence.extend(segment.tokens)
+        self._sequence, self._ends = sequence, {}
+        position = 0
+        for word in words:
+            for token in word.tokens:
+                while position < len(sequence) and sequence[position] != token:
+                    if sequence[position] < stamp:  # a text token the words skipped: lost track
+                        return
+                    position += 1
+                if position == len(sequence):
+                    return
+                position += 1
+            self._ends[id(word)] = position
 
     def _new_words(self, words: list[StreamWord]) -> list[StreamWord]:
         """The decode's words after what is committed: those starting after the committed
@@ -295,6 +345,12 @@ class LocalAgreementStream:
         self._previous = rest
         events: list[StreamEvent] = []
         if agreed:
+            # through the last agreed word found in the decode's first-window tokens (the
+            # words after it, in a later window or not traced, are decoded again); none found:
+            # the forced prefix so far still holds
+            traced = [self._ends[id(w)] for w in agreed if id(w) in self._ends]
+            if traced:
+                self.prefix = self._sequence[: max(traced)]
             self.committed.extend(agreed)
             events.append(
                 StreamEvent(
@@ -325,6 +381,8 @@ class LocalAgreementStream:
         if cut <= self.buffer_start:
             return
         drop = min(self._buffered, round((cut - self.buffer_start) * self.rate))
+        # the forced tokens' timestamps count from the old buffer start
+        self.prefix = []
         samples = self._buffer()
         self._pieces = [samples[drop:]]
         self._buffered -= drop

@@ -1,0 +1,137 @@
+"""The work-saving paths of Whisper decoding: a forced token prefix (a stream's committed text,
+decoded in blocks instead of chosen token by token) and the word-timestamp alignment pass in a
+bucketed length on a backend that compiles a graph per shape. Each must give what the plain
+path gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ipfs_accelerate import hal
+from ipfs_accelerate.errors import InvalidArgumentError
+from ipfs_accelerate.models.pipelines import SpeechRecognizer
+from ipfs_accelerate.tensor import from_numpy
+from tests.models.test_whisper_longform import RATE, make_timestamped_whisper, speech_like
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+#: enough tokens for a 19-token prefix (blocks of 8, 8, 2, then one) and a tail after it
+OPTIONS: dict[str, Any] = {"return_timestamps": True, "word_timestamps": True, "max_new_tokens": 40}
+
+
+@pytest.fixture(scope="module")
+def stamped_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_timestamped_whisper(tmp_path_factory.mktemp("whisper_speed"))
+
+
+@pytest.fixture(scope="module")
+def audio() -> np.ndarray:
+    return speech_like(9.0, seed=7)
+
+
+def _recognizer(stamped_dir: Path, device: str) -> SpeechRecognizer:
+    return SpeechRecognizer.from_pretrained(stamped_dir, device=device, sharing=False)
+
+
+def _summary(segments: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            s.tokens,
+            round(s.start, 6),
+            round(s.end, 6),
+            round(s.avg_logprob, 4),
+            [(w.word, round(w.start, 6), round(w.end, 6)) for w in s.words],
+        )
+        for s in segments
+    ]
+
+
+def test_forcing_the_decodes_own_prefix_changes_nothing(
+    device: str, stamped_dir: Path, audio: np.ndarray
+) -> None:
+    recognizer = _recognizer(stamped_dir, device)
+    plain = recognizer.transcribe_segments((audio, RATE), "en", **OPTIONS)
+    tokens = [t for s in plain for t in s.tokens]
+    assert len(tokens) >= 24, "the random checkpoint must write enough tokens to force 19"
+    assert tokens[0] >= (recognizer.generation.no_timestamps or 0) + 1  # a timestamp first
+    # webnn counts its replays (the replayed steps are what forcing saves)
+    stats = hal.get_backend(device).stats if device == "webnn" else None  # type: ignore[attr-defined]
+
+    def replays() -> int:
+        return int(stats.replays) if stats is not None else 0
+
+    before = replays()
+    recognizer.transcribe_segments((audio, RATE), "en", **OPTIONS)
+    plain_replays, before = replays() - before, replays()
+    forced = recognizer.transcribe_segments(
+        (audio, RATE), "en", prefix_tokens=tokens[:19], **OPTIONS
+    )
+    # same tokens, times, log-probabilities (the forced tokens' are read, not chosen) and
+    # word timings
+    assert _summary(forced) == _summary(plain)
+    if stats is not None:
+        # the 19 forced tokens went through 3 replayed blocks (8, 8, 2) and one step
+        assert plain_replays >= 19
+        assert replays() - before == plain_replays - 19 + 4
+
+
+def test_a_prefix_the_model_would_not_write_is_kept_and_continued(
+    stamped_dir: Path, audio: np.ndarray
+) -> None:
+    recognizer = _recognizer(stamped_dir, "cpu")
+    plain = recognizer.transcribe_segments((audio, RATE), "en", **OPTIONS)
+    tokens = [t for s in plain for t in s.tokens]
+    stamps = (recognizer.generation.no_timestamps or 0) + 1
+    # the plain decode's first segment with its text tokens swapped for others
+    prefix = [tokens[0]] + [200 + n for n in range(5)]
+    assert prefix != tokens[:6]
+    forced = recognizer.transcribe_segments((audio, RATE), "en", prefix_tokens=prefix, **OPTIONS)
+    written = [t for s in forced for t in s.tokens]
+    assert written[:6] == prefix
+    assert any(t < stamps for t in written[6:])  # decoding went on after the prefix
+
+
+def test_bad_prefix_tokens_raise_typed(stamped_dir: Path, audio: np.ndarray) -> None:
+    recognizer = _recognizer(stamped_dir, "cpu")
+    gen = recognizer.generation
+    for bad in ([gen.eos], [gen.no_timestamps], [-1], [gen.vocab_size], [1.5], [True]):
+        with pytest.raises(InvalidArgumentError, match="prefix_tokens"):
+            recognizer.transcribe_segments((audio, RATE), "en", prefix_tokens=bad, **OPTIONS)
+    with pytest.raises(InvalidArgumentError, match="num_beams"):
+        recognizer.transcribe_segments(
+            (audio, RATE), "en", prefix_tokens=[10], num_beams=2, return_timestamps=True
+        )
+    with pytest.raises(InvalidArgumentError, match="return_timestamps"):
+        recognizer.transcribe_segments((audio, RATE), "en", prefix_tokens=[10])
+
+
+def test_alignment_pass_in_a_bucket_equals_the_exact_length_and_reuses_its_graph(
+    stamped_dir: Path,
+) -> None:
+    from tests.conftest import start_backend
+
+    start_backend("webnn")  # skips where webnn cannot start
+    cpu = _recognizer(stamped_dir, "cpu").model
+    webnn = _recognizer(stamped_dir, "webnn").model
+    features = np.random.default_rng(2).standard_normal((1, 80, 3000)).astype(np.float32)
+    heads = [(0, 1), (1, 2), (1, 3)]
+    stats = hal.get_backend("webnn").stats
+    got = []
+    for length in (11, 23, 17):
+        ids = np.random.default_rng(length).integers(0, 300, (1, length))
+        reference = cpu.start_decoding(cpu.encode(from_numpy(features, "cpu")))
+        expected = cpu.cross_attention_weights(from_numpy(ids, "cpu"), reference, heads)
+        encoded = webnn.encode(from_numpy(features, "webnn"))
+        cache = webnn.start_decoding(encoded)
+        compiled = stats.compilations
+        weights = webnn.cross_attention_weights(from_numpy(ids, "webnn"), cache, heads)
+        got.append(stats.compilations - compiled)
+        assert weights.shape == expected.shape == (3, length, 1500)
+        np.testing.assert_allclose(weights, expected, atol=2e-5)
+    # three lengths in one bucket of 32: the later two reuse the first one's graph
+    assert got[1:] == [0, 0]
