@@ -1,0 +1,165 @@
+"""Captured functions on the WebNN backend: a function traced once, compiled as one graph,
+and replayed with new inputs (``WebNNBackend.capture``), so that a decode or training step
+runs no op in Python. Split out of :mod:`._backend` so that each module stays within the
+house's length.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ipfs_accelerate.errors import InvalidArgumentError
+from ipfs_accelerate.hal._backend import CapturedFunction
+from ipfs_accelerate.hal.webnn._checks import check_failure
+from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf
+from ipfs_accelerate.tensor._dtype import as_dtype
+from ipfs_accelerate.tensor._tensor import Tensor
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.hal.webnn._backend import WebNNBackend, _Compiled
+
+__all__ = ["CaptureKey", "Captured", "detached"]
+
+Array = np.ndarray[Any, Any]
+
+
+class CaptureKey:
+    """A captured trace's key in the compiled-graph cache: its structural key (so that equal
+    captures share a graph) with the hash computed once, as every replay looks it up."""
+
+    __slots__ = ("_hash", "key")
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self._hash = hash(("capture", key))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CaptureKey) and (other is self or other.key == self.key)
+
+
+def detached(found: Trace) -> Trace:
+    """A copy of ``found`` to compile it again from (after the cache dropped its graph):
+    new op nodes, so that nothing that materialises the traced nodes later changes it, and
+    value-less input leaves, so that it does not keep the first call's arrays alive.
+    Parameter leaves are shared (immutable; the graph embeds them)."""
+    copies: dict[int, Node] = {}
+    nodes = []
+    for node in found.nodes:
+        if node.op is None:
+            copy = node if node.param else Node(None, (), (), node.shape, node.dtype)
+        else:
+            inputs = tuple(copies[id(source)] for source in node.inputs)
+            copy = Node(node.op, node.attrs, inputs, node.shape, node.dtype)
+        copies[id(node)] = copy
+        nodes.append(copy)
+    return Trace(nodes, found.key, found.outputs, found.checks, found.variable)
+
+
+class Captured(CapturedFunction):
+    """A captured function: its graph (in the backend's compiled-graph cache, so that the
+    cache's bounds hold; compiled again if it was dropped) and how its inputs and results map
+    to the graph's."""
+
+    def __init__(
+        self,
+        backend: WebNNBackend,
+        key: CaptureKey,
+        found: Trace,
+        compiled: _Compiled,
+        positions: list[int],
+        argument_at: dict[int, int],
+        placeholders: list[Node],
+    ) -> None:
+        self._backend = backend
+        self._key = key
+        self._trace = found
+        #: per argument: (shape, dtype name) it must have
+        self.signature = [(node.shape, node.dtype) for node in placeholders]
+        # numpy dtypes to compare with: a dtype's name is slow to build, and a decode step
+        # checks dozens of inputs per token
+        self._dtypes = [
+            np.dtype(np.bool_ if dtype == "bool" else dtype) for _, dtype in self.signature
+        ]
+        #: graph input name -> argument index
+        self._feeds = {name: argument_at[position] for name, position in compiled.inputs.items()}
+        names: dict[int, str] = {}
+        checks: dict[int, list[str]] = {}
+        for output in compiled.outputs:
+            if output.check:
+                checks.setdefault(output.position, []).append(output.name)
+            else:
+                names[output.position] = output.name
+        # readback needs only each check's attributes
+        self._checks = [
+            (Node("check", found.nodes[position].attrs, (), (), "uint8"), names_of)
+            for position, names_of in checks.items()
+        ]
+        #: per result: (graph output name, shape, dtype name)
+        self._results = [(names[p], found.nodes[p].shape, found.nodes[p].dtype) for p in positions]
+
+    def replay(self, *inputs: Tensor | Array) -> tuple[Tensor, ...]:
+        backend = self._backend
+        if len(inputs) != len(self.signature):
+            raise InvalidArgumentError(
+                f"webnn replay: {len(inputs)} inputs given, the captured function takes "
+                f"{len(self.signature)}"
+            )
+        backend._materialise_all(
+            [
+                given._data
+                for given in inputs
+                if isinstance(given, Tensor) and given._backend is backend
+            ]
+        )
+        values = [self._value(index, given) for index, given in enumerate(inputs)]
+        feeds = {}
+        for name, index in self._feeds.items():
+            value = values[index]
+            feeds[name] = value.view(np.uint8) if value.dtype == np.bool_ else value
+        with backend._lock:
+            compiled = backend._compiled(self._key, self._trace)
+            results = backend.context.compute(compiled.graph, feeds)
+            backend.stats.dispatches += 1
+            backend.stats.replays += 1
+        for node, names in self._checks:
+            error = check_failure(node, [results[name] for name in names])
+            if error is not None:
+                raise error
+        made: dict[str, Tensor] = {}
+        for name, shape, dtype in self._results:
+            if name not in made:
+                value = results[name]
+                if dtype == "bool":
+                    value = value.view(np.bool_)
+                made[name] = Tensor(leaf(value, dtype), shape, as_dtype(dtype), backend)
+        return tuple(made[name] for name, _, _ in self._results)
+
+    def _value(self, index: int, given: Tensor | Array) -> Array:
+        shape, dtype = self.signature[index]
+        if isinstance(given, Tensor):
+            if given._backend is not self._backend:
+                raise InvalidArgumentError(
+                    f"webnn replay: input {index} is on {given.device!r}, not webnn"
+                )
+            value = self._backend._materialise(given._data)
+        elif isinstance(given, np.ndarray):
+            value = given
+        else:
+            raise InvalidArgumentError(
+                f"webnn replay: input {index} must be a tensor or a numpy array, "
+                f"got {type(given).__name__}"
+            )
+        if value.shape != shape or value.dtype != self._dtypes[index]:
+            found = "bool" if value.dtype == np.bool_ else value.dtype.name
+            raise InvalidArgumentError(
+                f"webnn replay: input {index} is {found} {list(value.shape)}; the captured "
+                f"function takes {dtype} {list(shape)}"
+            )
+        if not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value)
+        return value
