@@ -181,6 +181,10 @@ def fmt_ratio(peer: float, ours: float) -> str:
 # ----------------------------------------------------------------------------- MiniLM
 
 
+#: seconds between two engines' products in gemm_peak (see there)
+_SPIN_OUT = 0.3
+
+
 def gemm_peak(
     rows: int, width: int, inner: int, repeats: int = 20, webnn_too: bool = True
 ) -> dict[str, float]:
@@ -211,6 +215,10 @@ def gemm_peak(
         fn()
     for _ in range(repeats):
         for name, fn in runs.items():
+            # OpenBLAS's workers keep spinning for ~0.1-0.2 s after a product (measured here:
+            # an onnxruntime product right after numpy's ran at half speed, 0.2 s later at
+            # full), so each engine starts on idle cores
+            time.sleep(_SPIN_OUT)
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
