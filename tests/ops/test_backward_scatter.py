@@ -127,3 +127,33 @@ def test_scattered_table_broadcast_in_a_sum(device: str) -> None:
     )  # fmt: skip
     total = ia.tensor(dense, device=device) + spread
     np.testing.assert_allclose(total.numpy(), dense + np.array([0.0, 0.0, 3.5], np.float32))
+
+
+def test_lookups_of_one_table_become_one_scatter_on_webnn() -> None:
+    """Three lookups of one table and nothing else: the summed gradient equals torch's, and
+    on webnn it is one ScatterND of all three lookups' rows into one zero table (each
+    ScatterND copies the whole table: an embedding table's gradient is tens of MB)."""
+    import onnx
+
+    from tests.conftest import start_backend
+
+    backend = start_backend("webnn")
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((30, 4)).astype(np.float32)
+    lookups = [np.array([1, 2, 2]), np.array([[3, 0], [29, 2]]), np.array([7])]
+    w = ia.tensor(table, device="webnn", requires_grad=True)
+    ref = torch.tensor(table, requires_grad=True)
+    ours = theirs = None
+    for scale, ids in enumerate(lookups, start=1):
+        mine = (ops.embedding(ia.tensor(ids, device="webnn"), w) * float(scale)).sum()
+        peer = (torch.nn.functional.embedding(torch.tensor(ids), ref) * float(scale)).sum()
+        ours = mine if ours is None else ours + mine
+        theirs = peer if theirs is None else theirs + peer
+    assert ours is not None and theirs is not None
+    ours.backward()
+    theirs.backward()
+    assert w.grad is not None and ref.grad is not None
+    np.testing.assert_allclose(w.grad.numpy(), ref.grad.numpy(), rtol=1e-6, atol=1e-6)
+    compiled = next(reversed(backend._cache.values()))
+    model = onnx.load_from_string(compiled.graph.export_onnx())
+    assert [node.op_type for node in model.graph.node].count("ScatterND") == 1

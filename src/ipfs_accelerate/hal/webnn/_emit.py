@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -73,6 +74,19 @@ class GraphOutput(NamedTuple):
     check: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Scatter:
+    """An index_add into a table of ``shape``: its ``indices`` (int64, flat) and ``rows``
+    (outer, len(indices), inner) along ``axis``, and the table it scatters into (``base``)."""
+
+    axis: int
+    shape: tuple[int, ...]
+    dtype: str
+    base: MLOperand
+    indices: MLOperand
+    rows: MLOperand
+
+
 class TraceEmitter(ArithmeticEmitter):
     """Emits one trace into an MLGraphBuilder; ``operands[i]`` is the operand of position i."""
 
@@ -81,7 +95,7 @@ class TraceEmitter(ArithmeticEmitter):
         self._position_of: dict[int, int] = {}
         #: index_add nodes into zeros, by position: (node, indices, source) operands, so that
         #: an add of their result scatters into the other addend instead (see _op_binary)
-        self._scatters: dict[int, tuple[Node, MLOperand, MLOperand]] = {}
+        self._scatters: dict[int, _Scatter] = {}
 
     # ------------------------------------------------------------------ whole trace
 
@@ -501,53 +515,81 @@ class TraceEmitter(ArithmeticEmitter):
     def _op_index_add(self, node: Node, args: list[MLOperand]) -> MLOperand:
         base, indices, source = args
         self.flags(self.b.reduce_min(indices), self.b.reduce_max(indices))
+        axis, shape = node.attrs[0], list(node.shape)
+        outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
+        k = math.prod(node.inputs[1].shape)
+        scatter = _Scatter(
+            axis,
+            node.shape,
+            node.dtype,
+            base,
+            self.b.reshape(self.cast(indices, "int64"), [k]),
+            self.b.reshape(source, [outer, k, inner]),
+        )
         table = node.inputs[0]
         if table.op == "full" and token_value(table.attrs[0]) == 0 and node.dtype in FLOAT:
-            self._scatters[self._index] = (node, indices, source)
-        return self._scatter_add(node, base, indices, source)
+            self._scatters[self._index] = scatter
+        return self._scatter_add(scatter, base)
 
-    def _scatter_add(
-        self, node: Node, base: MLOperand, indices: MLOperand, source: MLOperand
-    ) -> MLOperand:
-        """``base`` with the slices of ``source`` added along the index_add ``node``'s axis
-        where ``indices`` say: one ScatterND (reduction add) over the table seen as
-        (n, outer, inner)."""
+    def _scatter_add(self, scatter: _Scatter, base: MLOperand) -> MLOperand:
+        """``base`` with ``scatter``'s rows added along its axis where its indices say: one
+        ScatterND (reduction add) over the table seen as (n, outer, inner)."""
         b = self.b
-        axis = node.attrs[0]
-        shape = list(node.shape)
-        n, outer = shape[axis], math.prod(shape[:axis])
-        inner, k = math.prod(shape[axis + 1 :]), math.prod(node.inputs[1].shape)
+        shape = list(scatter.shape)
+        n, outer = shape[scatter.axis], math.prod(shape[: scatter.axis])
+        inner, k = math.prod(shape[scatter.axis + 1 :]), scatter.rows.shape[1]
         # ScatterND adds in neither float16 nor bool: float32 (rounding once) and int32
-        work = {"float16": "float32", "bool": "int32"}.get(node.dtype, node.dtype)
-        table, rows = self.cast(base, work), self.cast(source, work)
-        where = b.reshape(indices, [k, 1])
+        work = {"float16": "float32", "bool": "int32"}.get(scatter.dtype, scatter.dtype)
+        table, rows = self.cast(base, work), self.cast(scatter.rows, work)
+        where = b.reshape(scatter.indices, [k, 1])
         if outer == 1:
             table, rows = b.reshape(table, [n, inner]), b.reshape(rows, [k, inner])
             out = b.scatter_nd(table, where, rows, reduction="add")
         else:
             swap = [1, 0, 2]
             table = b.transpose(b.reshape(table, [outer, n, inner]), permutation=swap)
-            rows = b.transpose(b.reshape(rows, [outer, k, inner]), permutation=swap)
+            rows = b.transpose(rows, permutation=swap)
             out = b.transpose(b.scatter_nd(table, where, rows, reduction="add"), permutation=swap)
         out = b.reshape(out, shape)
-        if node.dtype == "bool":
+        if scatter.dtype == "bool":
             return b.greater(out, self.const(0, "int32"))
-        return self.cast(out, node.dtype)
+        return self.cast(out, scatter.dtype)
 
     def _add_scatter(self, node: Node, args: list[MLOperand]) -> MLOperand | None:
         """``x + index_add(zeros, i, s)`` as ``index_add(x, i, s)``: a gradient summed over
         several lookups of one table (an embedding used twice) scatters each lookup's rows
-        into the running sum, instead of a zero table per lookup and a dense add per sum."""
+        into the running sum, instead of a zero table per lookup and a dense add per sum;
+        where ``x`` is itself a scatter into zeros, the two become one scatter of both
+        lookups' rows (each ScatterND copies the whole table once)."""
+        found = [self._scatters.get(self._position_of[id(x)]) for x in node.inputs]
+        first, second = found
+        if (
+            first is not None
+            and second is not None
+            and first.axis == second.axis
+            and first.shape == second.shape == node.shape
+            and first.dtype == second.dtype == node.dtype
+        ):
+            b = self.b
+            merged = _Scatter(
+                first.axis,
+                first.shape,
+                first.dtype,
+                first.base,
+                b.concat([first.indices, second.indices], 0),
+                b.concat([first.rows, second.rows], 1),
+            )
+            self._scatters[self._index] = merged  # a third lookup joins it too
+            return self._scatter_add(merged, first.base)
         for mine, other in ((0, 1), (1, 0)):
-            found = self._scatters.get(self._position_of[id(node.inputs[mine])])
+            scatter = found[mine]
             addend = node.inputs[other]
             if (
-                found is not None
-                and found[0].shape == addend.shape == node.shape  # neither side broadcast
+                scatter is not None
+                and scatter.shape == addend.shape == node.shape  # neither side broadcast
                 and addend.dtype == node.dtype
             ):
-                scatter, indices, source = found
-                return self._scatter_add(scatter, args[other], indices, source)
+                return self._scatter_add(scatter, args[other])
         return None
 
     def _op_pad(self, node: Node, args: list[MLOperand]) -> MLOperand:
