@@ -76,7 +76,7 @@ class GraphOutput(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Scatter:
-    """An index_add into a table of ``shape``: its ``indices`` (int64, flat) and ``rows``
+    """An index_add into a table of ``shape``: its ``indices`` (int64, (k, 1)) and ``rows``
     (outer, len(indices), inner) along ``axis``, and the table it scatters into (``base``)."""
 
     axis: int
@@ -523,7 +523,7 @@ class TraceEmitter(ArithmeticEmitter):
             node.shape,
             node.dtype,
             base,
-            self.b.reshape(self.cast(indices, "int64"), [k]),
+            self.b.reshape(self.cast(indices, "int64"), [k, 1]),
             self.b.reshape(source, [outer, k, inner]),
         )
         table = node.inputs[0]
@@ -541,7 +541,7 @@ class TraceEmitter(ArithmeticEmitter):
         # ScatterND adds in neither float16 nor bool: float32 (rounding once) and int32
         work = {"float16": "float32", "bool": "int32"}.get(scatter.dtype, scatter.dtype)
         table, rows = self.cast(base, work), self.cast(scatter.rows, work)
-        where = b.reshape(scatter.indices, [k, 1])
+        where = scatter.indices
         if outer == 1:
             table, rows = b.reshape(table, [n, inner]), b.reshape(rows, [k, inner])
             out = b.scatter_nd(table, where, rows, reduction="add")

@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ipfs_accelerate.webnn._onnx._base import LoweringBase
-from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
+from ipfs_accelerate.webnn._onnx._match import MICROSOFT as _MICROSOFT
+from ipfs_accelerate.webnn._onnx._match import Readers as _Readers
+from ipfs_accelerate.webnn._onnx._match import producer as _producer
+from ipfs_accelerate.webnn._onnx._match import scalar as _scalar
+from ipfs_accelerate.webnn._operand import MLOperand, Node
 
 __all__ = ["AttentionFusion", "AttentionLowering", "match_attention"]
 
-_MICROSOFT: Final = "com.microsoft"
 #: the head split's permutation of (B, L, H, d) into (B, H, L, d), its own inverse
 _HEADS: Final = (0, 2, 1, 3)
 
@@ -83,30 +86,6 @@ class AttentionFusion:
         """The operands the kernel reads from the rest of the graph."""
         found = [self.query.operand, self.key.operand, self.value.operand, self.mask]
         return [operand for operand in found if operand is not None]
-
-
-@dataclass(slots=True)
-class _Readers:
-    consumers: Mapping[int, list[Node]]
-    graph_outputs: set[int]
-
-    def only(self, operand: MLOperand, op: str | None = None) -> Node | None:
-        """The one node reading ``operand`` (of type ``op``), when it is not a graph output."""
-        users = self.consumers.get(operand._id, [])
-        if len(users) != 1 or operand._id in self.graph_outputs:
-            return None
-        return users[0] if op is None or users[0].op == op else None
-
-
-def _producer(operand: MLOperand | None, *ops: str) -> Node | None:
-    node = None if operand is None else operand._node
-    return node if node is not None and node.op in ops else None
-
-
-def _scalar(operand: MLOperand | None) -> float | None:
-    if operand is None or operand._kind != CONSTANT or operand._value is None:
-        return None
-    return float(operand._value.reshape(-1)[0]) if operand._value.size == 1 else None
 
 
 def _other(node: Node, operand: MLOperand) -> MLOperand | None:

@@ -29,12 +29,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 
 from ipfs_accelerate.webnn._onnx._base import LoweringBase
 from ipfs_accelerate.webnn._onnx._emitter import Emitter
+from ipfs_accelerate.webnn._onnx._match import MICROSOFT as _MICROSOFT
+from ipfs_accelerate.webnn._onnx._match import Readers as _Readers
+from ipfs_accelerate.webnn._onnx._match import producer as _producer
+from ipfs_accelerate.webnn._onnx._match import scalar as _scalar
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
 __all__ = [
@@ -46,7 +49,6 @@ __all__ = [
     "with_residual",
 ]
 
-_MICROSOFT: Final = "com.microsoft"
 
 
 @dataclass(slots=True)
@@ -86,36 +88,12 @@ class RotaryFusion:
         return [self.x, self.cos, self.sin]
 
 
-@dataclass(slots=True)
-class _Readers:
-    consumers: Mapping[int, list[Node]]
-    graph_outputs: set[int]
-
-    def only(self, operand: MLOperand | None, node: Node) -> bool:
-        """Whether ``node`` is the one reader of ``operand``, which is not a graph output."""
-        if operand is None or operand._id in self.graph_outputs:
-            return False
-        users = self.consumers.get(operand._id, [])
-        return len(users) == 1 and users[0] is node
-
-
-def _producer(operand: MLOperand | None, op: str) -> Node | None:
-    node = None if operand is None else operand._node
-    return node if node is not None and node.op == op else None
-
-
 def _pairs(node: Node) -> list[tuple[MLOperand, MLOperand]]:
     """A binary node's operands in both orders (for commutative ops)."""
     a, b = node.inputs
     if a is None or b is None:
         return []
     return [(a, b), (b, a)]
-
-
-def _scalar(operand: MLOperand) -> float | None:
-    if operand._kind != CONSTANT or operand._value is None or operand._value.size != 1:
-        return None
-    return float(operand._value.reshape(-1)[0])
 
 
 def match_rms_norm(
@@ -128,7 +106,7 @@ def match_rms_norm(
         return None
     for normed, weight in _pairs(mul):
         scaling = _producer(normed, "mul")
-        if scaling is None or weight.shape != output.shape[-1:] or not readers.only(normed, mul):
+        if scaling is None or weight.shape != output.shape[-1:] or not readers.sole(normed, mul):
             continue
         for x, factor in _pairs(scaling):
             epsilon = _inverse_rms(x, factor, scaling, readers)
@@ -164,7 +142,7 @@ def _inverse_rms(x: MLOperand, factor: MLOperand, reader: Node, readers: _Reader
     operand: MLOperand | None = factor
     for op in ("reciprocal", "sqrt", "add"):
         node = _producer(operand, op)
-        if node is None or not readers.only(operand, reader):
+        if node is None or not readers.sole(operand, reader):
             return None
         chain.append(node)
         reader, operand = node, node.inputs[0]  # (the add's operands are looked at below)
@@ -172,14 +150,14 @@ def _inverse_rms(x: MLOperand, factor: MLOperand, reader: Node, readers: _Reader
     for mean, eps in _pairs(add):
         epsilon = _scalar(eps)
         reduce = _producer(mean, "reduce_mean")
-        if epsilon is None or reduce is None or not readers.only(mean, add):
+        if epsilon is None or reduce is None or not readers.sole(mean, add):
             continue
         if not math.isfinite(epsilon) or epsilon < 0.0 or eps.rank > mean.rank:
             continue
         if reduce.attrs["axes"] != (x.rank - 1,) or not reduce.attrs["keep_dimensions"]:
             continue
         square = _producer(reduce.inputs[0], "mul")
-        if square is None or not readers.only(reduce.inputs[0], reduce):
+        if square is None or not readers.sole(reduce.inputs[0], reduce):
             continue
         if square.inputs[0] is x and square.inputs[1] is x:
             return epsilon
@@ -198,7 +176,7 @@ def match_rotary(
         plain, rotated = _producer(direct, "mul"), _producer(turned, "mul")
         if plain is None or rotated is None or plain is rotated:
             continue
-        if not (readers.only(direct, add) and readers.only(turned, add)):
+        if not (readers.sole(direct, add) and readers.sole(turned, add)):
             continue
         for x, cos_full in _pairs(plain):
             if x.shape != output.shape:
@@ -232,14 +210,14 @@ def _rotates_half(rotation: MLOperand, x: MLOperand, reader: Node, readers: _Rea
     concat = _producer(rotation, "concat")
     if concat is None or len(concat.inputs) != 2 or concat.attrs["axis"] != 3:
         return False
-    if not readers.only(rotation, reader):
+    if not readers.sole(rotation, reader):
         return False
     negated, low = concat.inputs
     neg = _producer(negated, "neg")
-    if neg is None or not readers.only(negated, concat) or not readers.only(low, concat):
+    if neg is None or not readers.sole(negated, concat) or not readers.sole(low, concat):
         return False
     high = neg.inputs[0]
-    if not readers.only(high, neg):
+    if not readers.sole(high, neg):
         return False
     half = x.shape[3] // 2
     return _slice_of(high, x, half) and _slice_of(low, x, 0)

@@ -44,6 +44,8 @@ from typing import Any, Final
 import numpy as np
 
 from ipfs_accelerate.webnn._onnx._base import LoweringBase
+from ipfs_accelerate.webnn._onnx._match import MICROSOFT as _MICROSOFT
+from ipfs_accelerate.webnn._onnx._match import producer as _producer
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
 
 __all__ = [
@@ -80,7 +82,6 @@ MAX_CORRECTION_ROWS: Final = 0.5
 ACCURACY_4_MAX_ROWS: Final = 32
 #: MatMulNBits block sizes (along K) tried for weights whose scales do not vary along K
 _BLOCKS: Final = (128, 64, 32, 16)
-_MICROSOFT: Final = "com.microsoft"
 
 
 @dataclass(slots=True)
@@ -117,11 +118,6 @@ class Fusion:
         """The operands the kernel reads from the rest of the graph."""
         found = [self.a, self.a_scale, self.a_zero, self.bias]
         return [operand for operand in found if operand is not None]
-
-
-def _producer(operand: MLOperand | None, op: str) -> Node | None:
-    node = None if operand is None else operand._node
-    return node if node is not None and node.op == op else None
 
 
 def _constant(operand: MLOperand | None) -> Array | None:
