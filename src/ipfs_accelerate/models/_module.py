@@ -59,6 +59,12 @@ class Module:
       (``from_dict``) for a model class that a checkpoint can be loaded into.
     * ``quantizable_embeddings``: token-embedding tables that ``dtype="int8"``/``"int4"``
       store as int8 rows (only tables looked up through :class:`Embedding`, never sliced).
+    * ``int8_float_layers``: prefixes of Linear layers that ``dtype="int8"`` keeps in float32
+      (Whisper's decoder blocks: int8 there changes the transcript of real speech).
+    * ``int8_block_heads``: Linear weights that ``dtype="int8"`` stores in blocks of 32
+      along in_features instead of one scale per output channel, with block-rounded int8
+      inputs where the backend has that kernel (Whisper's vocabulary projection: a decode
+      step's largest read, see :mod:`~ipfs_accelerate.models._precision`).
     """
 
     base_model_prefix: ClassVar[str] = ""
@@ -68,6 +74,8 @@ class Module:
     ignored_keys: ClassVar[tuple[str, ...]] = ()
     config_class: ClassVar[Any] = None
     quantizable_embeddings: ClassVar[tuple[str, ...]] = ()
+    int8_float_layers: ClassVar[tuple[str, ...]] = ()
+    int8_block_heads: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "_shapes", {})
