@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from ipfs_accelerate import ops
-from ipfs_accelerate.models.generation import KVCache, SamplingParams
-from ipfs_accelerate.models.generation import _cache
+from ipfs_accelerate.models.generation import KVCache, SamplingParams, _cache
 from ipfs_accelerate.models.loading import load_model
 from ipfs_accelerate.tensor import from_numpy
 from tests.models._decoder_checkpoints import decoder_checkpoint
