@@ -258,3 +258,25 @@ def test_many_rows_of_int8_block_activations_are_rounded_once_per_input(
         np.abs(got - np.concatenate([x @ q.dequantize_numpy().T for q in quantized], -1)).max()
         > 1e-3
     )
+
+
+@pytest.mark.parametrize("activations", ["float", "int8", "int8_block"])
+def test_int4_product_of_leading_axes_runs_without_reshapes(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, activations: str
+) -> None:
+    """(B, L, K) activations: MatMulNBits reads them and writes (B, L, N) itself, so neither
+    the flattening to rows nor the reshape back is in the graph; the same product."""
+    import onnx
+
+    w, x, bias = _data(36)
+    q = quantize(w, bits=4, axis=1, block_size=32).to(DEVICE)
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, activations)
+    compiled = next(reversed(backend._cache.values()))
+    model = onnx.load_from_string(compiled.graph.export_onnx())
+    nbits = [node for node in model.graph.node if node.op_type == "MatMulNBits"]
+    assert len(nbits) == 1 and "Reshape" not in ran, ran
+    assert not any(node.op_type == "Reshape" for node in model.graph.node)
+    assert nbits[0].output[0] == model.graph.output[0].name
+    rounded = {"float": x, "int8": fake_quant(x), "int8_block": block_fake_quant(x, 32)}
+    expected = rounded[activations] @ q.dequantize_numpy().T + bias.numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)

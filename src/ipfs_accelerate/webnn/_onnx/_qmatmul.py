@@ -164,16 +164,42 @@ def match_quantized(
     if _nbits_block(scale, b.shape) is None:
         return None
     if activations is not None and is_dynamic_quantization(*activations):
-        return Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
+        fusion = Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
+        return _unflattened(fusion, consumers, graph_outputs)
     blocked = block_quantized_activations(a, _nbits_block(scale, b.shape) or 0)
     if blocked is not None and blocked.shape[0] <= ACCURACY_4_MAX_ROWS:
-        return Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
+        fusion = Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
+        return _unflattened(fusion, consumers, graph_outputs)
     if blocked is not None:
         # more rows (a prefill): the blocks rounded by a blocked QuantizeLinear +
         # DequantizeLinear pair, then the float kernel on them
         block = _nbits_block(scale, b.shape) or 0
         return Fusion("nbits", head, output, blocked, weight, bias=bias, rounded_block=block)
-    return Fusion("nbits", head, output, a, weight, bias=bias)
+    return _unflattened(
+        Fusion("nbits", head, output, a, weight, bias=bias), consumers, graph_outputs
+    )
+
+
+def _unflattened(
+    fusion: Fusion, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
+) -> Fusion:
+    """A MatMulNBits fusion that reads the (..., K) activations before their flattening to
+    rows and writes the (..., N) result the product is reshaped back to, when that reshape is
+    the result's only reader: the kernel takes leading axes itself, so the two Reshapes around
+    each product (a decode step's largest share of nodes) are left out."""
+    flat = fusion.a
+    flatten = _producer(flat, "reshape")
+    source = flatten.inputs[0] if flatten is not None else None
+    if source is None or flat.rank != 2 or source.rank < 3 or source.shape[-1] != flat.shape[1]:
+        return fusion
+    readers = consumers.get(fusion.output._id, [])
+    if len(readers) != 1 or readers[0].op != "reshape" or fusion.output._id in graph_outputs:
+        return fusion
+    restored = readers[0].outputs[0]
+    if restored.shape != (*source.shape[:-1], fusion.output.shape[-1]):
+        return fusion
+    fusion.a, fusion.head, fusion.output = source, readers[0], restored
+    return fusion
 
 
 def block_quantized_activations(a: MLOperand, block: int) -> MLOperand | None:
