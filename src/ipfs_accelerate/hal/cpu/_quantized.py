@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ipfs_accelerate.hal.cpu._blas import one_thread_for
+
 if TYPE_CHECKING:
     from ipfs_accelerate.quantization import QuantizedTensor
 
@@ -137,7 +139,10 @@ def quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Array:
     for start in range(0, out, step):
         stop = min(out, start + step)
         tile = layout.tile(start, stop, buf)
-        np.matmul(rows, tile.T, out=result if stop - start == out else result[:, start:stop])
+        # a small product on one BLAS thread, as the float linear's (hal/cpu/_blas.py): woken
+        # workers cost more than a short sentence's product, tens of times more under load
+        with one_thread_for(rows.shape[0] * (stop - start) * inp):
+            np.matmul(rows, tile.T, out=result if stop - start == out else result[:, start:stop])
     if layout.output_scales is not None:
         result *= layout.output_scales
     if bias is not None:
