@@ -10,9 +10,14 @@ holds), the scale factors out of the product, ``x @ (q * s).T == (x @ q.T) * s``
 then only the integer-to-float cast (numpy's SIMD cast, the cheaper of the two passes), and
 the scale one pass over the product's output, which is contiguous along the scales and, for a
 batch of a few hundred rows, no larger than the weight. Measured on MiniLM's six block
-layers at 270 rows (a batch of 32 split in two row shards), one thread: the int8 layers cost
-1.06x the float32 ones with the tile scaled and 1.02x with the output scaled (at 135 rows
-1.17x and 1.05x). Blockwise scales along the columns and zero points scale the tile.
+layers at 270 rows (a batch of 32 split in two row shards), one thread, two runs: the int8
+layers cost 1.04-1.06x the float32 ones with the tile scaled and 1.02-1.03x with the output
+scaled (at 135 rows 1.14-1.17x and 1.05x). Blockwise scales along the columns and zero
+points scale the tile.
+
+Each row shard casts the whole weight for itself (the shards run the model side by side,
+models/_parallel.py): the cast is about 3% of a shard's product at MiniLM's sizes, and a
+tile shared by the shards needs them to meet at every layer (tried, measured slower).
 """
 
 from __future__ import annotations
