@@ -16,7 +16,7 @@ scaled (at 135 rows 1.14-1.17x and 1.05x). Blockwise scales along the columns an
 points scale the tile.
 
 Each row shard casts the whole weight for itself (the shards run the model side by side,
-models/_parallel.py): the cast is about 3% of a shard's product at MiniLM's sizes, and a
+models/_parallel.py): the cast is 3-4% of a shard's products at MiniLM's sizes, and a
 tile shared by the shards needs them to meet at every layer (tried, measured slower).
 """
 
