@@ -56,6 +56,7 @@ def our_step_graph(folder: Path, host_update: bool) -> tuple[Path, dict[str, Arr
     host_seconds: list[float] = []
     real_compute = _context.MLContext.compute
     real_step = _host.HostMirrors.step
+    real_step_rows = _host.HostMirrors.step_rows
 
     def spy_compute(self: Any, graph: Any, inputs: Any) -> Any:
         fed[id(graph)] = {graph._onnx_inputs[k]: np.array(v) for k, v in inputs.items()}
@@ -68,8 +69,14 @@ def our_step_graph(folder: Path, host_update: bool) -> tuple[Path, dict[str, Arr
         real_step(self, param, grad)
         host_seconds.append(time.perf_counter() - start)
 
+    def spy_step_rows(self: Any, param: Any, indices: Any, rows: Any) -> None:
+        start = time.perf_counter()
+        real_step_rows(self, param, indices, rows)
+        host_seconds.append(time.perf_counter() - start)
+
     _context.MLContext.compute = spy_compute  # type: ignore[method-assign]
     _host.HostMirrors.step = spy_step  # type: ignore[method-assign]
+    _host.HostMirrors.step_rows = spy_step_rows  # type: ignore[method-assign]
     try:
         step = ours_minilm("webnn", host_update)
         for _ in range(3):  # traced, captured, replayed
@@ -77,6 +84,7 @@ def our_step_graph(folder: Path, host_update: bool) -> tuple[Path, dict[str, Arr
     finally:
         _context.MLContext.compute = real_compute  # type: ignore[method-assign]
         _host.HostMirrors.step = real_step  # type: ignore[method-assign]
+        _host.HostMirrors.step_rows = real_step_rows  # type: ignore[method-assign]
     # the last graph run is the replayed step (a parameter read back after it runs none)
     replayed = ran[-1]
     target = folder / "minilm-step.onnx"

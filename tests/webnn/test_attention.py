@@ -125,3 +125,33 @@ def test_variants_the_kernel_cannot_take_stay_plain(
     got, ran = _build(ctx, x, monkeypatch, tmp_path, masked, expose_scores=expose, axis=axis)
     assert "MultiHeadAttention" not in ran and "Softmax" in ran, ran
     np.testing.assert_allclose(got["y"], _reference(x, fill, axis), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
+def test_keys_already_split_into_heads(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, masked: bool
+) -> None:
+    """Keys and values given as (B, H, S, d) (a decoder's cache): a masked kernel reads them
+    as they are (no Transpose in the graph); an unmasked one takes them as (B, S, H*d), the
+    layout of its flash path. Both give numpy's result."""
+    from ipfs_accelerate import webnn
+
+    x = _data(3)
+    if not masked:
+        x["m"] = np.ones_like(x["m"])
+    split = {n: x[n].reshape(B, L, H, D).transpose(0, 2, 1, 3).copy() for n in "kv"}
+    b = webnn.MLGraphBuilder(ctx)
+    q = _heads(b, b.input("q", {"dataType": F32, "shape": [B, L, H * D]}))
+    k, v = (b.input(n, {"dataType": F32, "shape": [B, H, L, D]}) for n in "kv")
+    scores = b.mul(b.matmul(q, b.transpose(k, permutation=[0, 1, 3, 2])), b.constant(F32, 0.5))
+    if masked:
+        scores = _where()(b, scores, b.input("m", {"dataType": "uint8", "shape": [B, 1, 1, L]}))
+    out = b.matmul(b.softmax(scores, 3), v)
+    with profiled(monkeypatch, tmp_path):
+        graph = b.build({"y": b.reshape(b.transpose(out, permutation=[0, 2, 1, 3]), [B, L, H * D])})
+    feeds = {"q": x["q"], **split, **({"m": x["m"]} if masked else {})}
+    got = ctx.compute(graph, feeds)
+    ran = kernels(graph)
+    np.testing.assert_allclose(got["y"], _reference(x), rtol=1e-5, atol=1e-5)
+    assert "MultiHeadAttention" in ran and "Softmax" not in ran, ran
+    assert ("Transpose" in ran) is not masked, ran

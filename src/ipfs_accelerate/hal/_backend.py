@@ -403,6 +403,13 @@ class Backend(abc.ABC):
         """``min(max(x, low), high)`` with None meaning unbounded (NaN propagates)."""
         raise UnsupportedOpError(f"{self.name}: no fused clamp")
 
+    def scattered_rows(self, x: Tensor) -> list[tuple[Tensor, Tensor]] | None:
+        """Where ``x`` is not computed yet and is rows scattered along axis 0 into zeros (an
+        embedding table's gradient: one ``index_add`` into zeros per lookup, summed), the
+        (indices, rows) of each scatter, so that a caller can take the rows instead of the
+        dense table; else None. Only backends that defer computation can tell."""
+        return None
+
     def index_add(self, base: Tensor, axis: int, indices: Tensor, source: Tensor) -> Any:
         """``base`` plus ``source`` scattered along ``axis``: entry ``indices[j]`` of that axis
         receives the sum of the slices ``source[..., j, ...]`` (repeated indices add up).

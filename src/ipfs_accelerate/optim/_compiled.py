@@ -16,7 +16,10 @@ on the host, in place: each parameter and its optimizer state are kept in writab
 arrays that the graph reads without a copy (``Backend.share_host_array``), and the cpu
 backend's fused kernel updates them piece by piece in the cache. Composed from graph ops, an
 AdamW update is a dozen passes over memory per parameter, each with its own output buffer;
-the host kernel makes about one.
+the host kernel makes about one. An embedding table's gradient (its lookups' rows scattered
+into zeros) leaves the graph as the rows and their indices, not as a dense table: the host
+sums rows that share an index and updates only the rows whose gradient or moments can be
+nonzero (hal/cpu/_rows.py), plus the weight decay of the others.
 
 On backends without capture (cpu, webgpu) the same call runs the step eagerly.
 """
@@ -84,6 +87,9 @@ class _Signature:
     state_keys: list[tuple[str, ...]] = field(default_factory=list)
     #: per parameter: the state tensors it had when the step was captured (graph inputs)
     state_found: tuple[tuple[str, ...], ...] = ()
+    #: host update: the updated parameters whose gradient the graph gives as rows (indices,
+    #: rows) instead of a dense table
+    sparse: frozenset[int] = frozenset()
 
 
 #: a step-number class: (group index, the step its parameters are about to take, dtype name)
@@ -303,10 +309,11 @@ class CompiledStep:
         )
         batch_count, count = len(batch), len(params)
         updated: list[int] = []
+        sparse: list[int] = []
         seeds: list[int | None] = []
 
         def step(*arguments: Tensor) -> list[Tensor]:
-            trace = _Trace(list(arguments[batch_count + count :]), seeds, updated, [])
+            trace = _Trace(list(arguments[batch_count + count :]), seeds, updated, [], sparse)
             return self._traced_gradients(
                 arguments[:batch_count], arguments[batch_count : batch_count + count], trace
             )
@@ -316,6 +323,7 @@ class CompiledStep:
             raise InvalidArgumentError(_UNDECLARED)
         signature.captured = captured
         signature.updated = updated
+        signature.sparse = frozenset(sparse)
         return seeds
 
     def _traced_gradients(
@@ -336,9 +344,15 @@ class CompiledStep:
                 raise InvalidArgumentError(_FEWER_MASKS)
             outputs = [loss]
             for index, p in enumerate(params):
-                if p.grad is not None:
-                    trace.updated.append(index)
+                if p.grad is None:
+                    continue
+                trace.updated.append(index)
+                scattered = self._backend.scattered_rows(p.grad)
+                if scattered is None:
                     outputs.append(p.grad)
+                else:  # an embedding table's gradient: its rows, not the dense table
+                    trace.sparse.append(index)
+                    outputs.extend(_row_outputs(scattered, p))
             return outputs
         finally:
             dropout_uniforms.reset(token)
@@ -436,8 +450,14 @@ class CompiledStep:
                     f"{float(value)}; its gradients would be NaN/inf (the step was not applied)"
                 )
         if mirrors is not None:
-            for at, index in enumerate(signature.updated, start=1):
-                mirrors.step(params[index], results[at])
+            at = 1
+            for index in signature.updated:
+                if index in signature.sparse:
+                    mirrors.step_rows(params[index], results[at], results[at + 1])
+                    at += 2
+                else:
+                    mirrors.step(params[index], results[at])
+                    at += 1
             return results[0]
         at = 1
         for index, keys in zip(signature.updated, signature.state_keys, strict=True):
@@ -557,6 +577,7 @@ class _Trace:
     seeds: list[int | None]
     updated: list[int]
     written: list[tuple[str, ...]]
+    sparse: list[int] = field(default_factory=list)
 
     def uniforms(
         self, shape: tuple[int, ...], source: SeedSource, seed: int | None, device: str
@@ -568,6 +589,18 @@ class _Trace:
             )
         self.seeds.append(seed)
         return self.masks.pop(0)
+
+
+def _row_outputs(scattered: list[tuple[Tensor, Tensor]], param: Tensor) -> list[Tensor]:
+    """A gradient scattered into zeros as two graph outputs: every lookup's row indices
+    (int64, flat) and their rows (one per index, ``param.shape[1:]`` each)."""
+    from ipfs_accelerate import ops
+
+    indices = [ops.reshape(i.astype("int64"), (i.size,)) for i, _ in scattered]
+    rows = [ops.reshape(r, (i.size, *param.shape[1:])) for i, r in scattered]
+    if len(scattered) == 1:
+        return [indices[0], rows[0]]
+    return [ops.concat(indices, 0), ops.concat(rows, 0)]
 
 
 def _tensor_keys(state: Mapping[str, Any]) -> tuple[str, ...]:

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ipfs_accelerate.errors import IndexOutOfRangeError
 from ipfs_accelerate.hal._backend import Backend
+from ipfs_accelerate.hal.cpu._rows import mark_rows
 from ipfs_accelerate.optim._optimizer import Optimizer
 from ipfs_accelerate.tensor import Tensor
 from ipfs_accelerate.tensor._autograd import bump_version
@@ -79,6 +81,40 @@ class HostMirrors:
     def step(self, param: Tensor, grad: Tensor) -> None:
         """One update of ``param`` (adopted) from ``grad`` (a tensor of the backend), in
         place in its mirror."""
+        gradient = self._backend.read_host(grad)
+        if gradient is None:  # pragma: no cover - capable() checked the backend
+            gradient = grad.numpy()
+        self._update(param, self._host(gradient, grad))
+
+    def step_rows(self, param: Tensor, indices: Tensor, rows: Tensor) -> None:
+        """One update of ``param`` (adopted) whose gradient is ``rows`` (k, *param.shape[1:])
+        added at ``indices`` (k,) along axis 0 of a zero table (an embedding's lookups)."""
+        ids = self._read(indices).astype(np.int64, copy=False).reshape(-1)
+        values = self._read(rows)
+        n = param.shape[0]
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
+            bad = ids[(ids < 0) | (ids >= n)][0]
+            raise IndexOutOfRangeError(
+                f"embedding gradient: index {int(bad)} is out of range for axis 0 of size {n}"
+            )
+        # a zero table written only where rows land (calloc'd: untouched pages cost nothing)
+        gradient = np.zeros(param.shape, dtype=values.dtype)
+        if ids.size:
+            order = np.argsort(ids, kind="stable")
+            ordered = ids[order]
+            starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+            unique = ordered[starts]
+            gradient[unique] = np.add.reduceat(values[order], starts, axis=0)
+        else:
+            unique = ids
+        mark_rows(gradient, unique)
+        self._update(param, Tensor(gradient, param.shape, param.dtype, self._cpu))
+
+    def _read(self, x: Tensor) -> Array:
+        found = self._backend.read_host(x)
+        return x.numpy() if found is None else found
+
+    def _update(self, param: Tensor, host_grad: Tensor) -> None:
         optimizer = self._optimizer
         mirror = self._mirrors[id(param)]
         state = optimizer._state.setdefault(id(param), {})
@@ -91,10 +127,6 @@ class HostMirrors:
             for key, value in state.items()
         }
         host_param = self._host(mirror.arrays[_PARAM], param)
-        gradient = self._backend.read_host(grad)
-        if gradient is None:  # pragma: no cover - capable() checked the backend
-            gradient = grad.numpy()
-        host_grad = self._host(gradient, grad)
         group = self._groups[id(param)]
         if not optimizer._update_in_place(host_param, host_grad, host_state, group):
             # a kernel that refuses these arrays: the composed update, on the host

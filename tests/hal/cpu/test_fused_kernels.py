@@ -120,18 +120,32 @@ def test_unclipped_erf_polynomial_equals_the_clipped_one_bit_for_bit() -> None:
 
 @pytest.mark.parametrize(("out", "inp"), [(37, 29), (1, 5), (96, 64)])
 @pytest.mark.parametrize(
-    ("bits", "axis", "block"), [(8, 0, None), (8, None, None), (4, 0, None), (4, 1, 32)]
+    ("bits", "axis", "block", "symmetric", "output_scaled"),
+    [
+        (8, 0, None, True, True),  # per output row: the product's columns are scaled
+        (8, None, None, True, True),  # one scale: the same path
+        (4, 0, None, True, True),
+        (8, 0, None, False, False),  # zero points: the tile is scaled
+        (8, 1, None, True, False),  # per input column: the tile is scaled
+        (4, 1, 32, True, False),  # blocks along the columns
+        (4, 0, 32, False, False),  # blocks along the rows, per column
+    ],
 )
-def test_int8_linear_scaling_the_product_equals_dequantize_then_matmul(
-    out: int, inp: int, bits: int, axis: int | None, block: int | None,
-    monkeypatch: pytest.MonkeyPatch,
+def test_int8_linear_equals_dequantize_then_matmul_on_every_tiling_path(
+    out: int, inp: int, bits: int, axis: int | None, block: int | None, symmetric: bool,
+    output_scaled: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    if block is not None and inp % block:
-        inp = block * 2
+    if block is not None and (inp if axis == 1 else out) % block:
+        if axis == 1:
+            inp = block * 2
+        else:
+            out = block * 2
     w = RNG.standard_normal((out, inp)).astype(np.float32)
     x = RNG.standard_normal((3, 5, inp)).astype(np.float32)
     b = RNG.standard_normal(out).astype(np.float32)
-    q = quantize(ia.tensor(w), bits=bits, axis=axis, block_size=block)
+    q = quantize(ia.tensor(w), bits=bits, axis=axis, block_size=block, symmetric=symmetric)
+    layout = q.prepared("cpu", _quantized._Layout)
+    assert (layout.output_scales is not None) is output_scaled
     reference = x.astype(np.float64) @ q.dequantize_numpy().astype(np.float64).T + b
     for tile_bytes in (_quantized.TILE_BYTES, 16 * inp * 4 + 4):  # one tile; uneven tiles
         monkeypatch.setattr(_quantized, "TILE_BYTES", tile_bytes)

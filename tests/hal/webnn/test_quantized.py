@@ -247,3 +247,63 @@ def test_int8_block_activations_of_many_rows_are_rounded_op_by_op_at_accuracy_le
     expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
     assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-3
+
+
+def test_many_rows_of_int8_block_activations_are_rounded_once_per_input(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A prefill's q, k and v products of one input: its blocks rounded once, by a blocked
+    QuantizeLinear (no DequantizeLinear, no Round/Clip chain), read by three MatMulNBits at
+    accuracy level 1; each product equal to the numpy model of the rounding."""
+    import onnx
+
+    from ipfs_accelerate.webnn._onnx._qmatmul import ACCURACY_4_MAX_ROWS
+
+    rng = np.random.default_rng(35)
+    rows = ACCURACY_4_MAX_ROWS + 8
+    x = rng.standard_normal((1, rows, 64)).astype(np.float32)
+    x[0, 3, 5] *= 40  # an outlier: only its own block's scale grows
+    x[0, 7, 32:] = 0.0  # an all-zero block: the scale's floor, zeros back
+    weights = [rng.standard_normal((96, 64)).astype(np.float32) for _ in range(3)]
+    quantized = [quantize(w, bits=4, axis=1, block_size=32).to(DEVICE) for w in weights]
+    with profiled(monkeypatch, tmp_path), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no CPU fallback
+        flat = ia.tensor(x, device=DEVICE)
+        products = [ops.linear(flat, q, activations="int8_block") for q in quantized]
+        got = ops.concat(products, axis=-1).numpy()
+    compiled = next(reversed(backend._cache.values()))
+    ran = kernels(compiled.graph)
+    assert "MatMulNBits" in ran and not ran & {"DequantizeLinear", "Round", "Clip"}, ran
+    model = onnx.load_from_string(compiled.graph.export_onnx())
+    types = [node.op_type for node in model.graph.node]
+    assert types.count("QuantizeLinear") == 1 and types.count("MatMulNBits") == 3, types
+    assert _accuracy_levels(backend) == [1, 1, 1]
+    rounded = block_fake_quant(x, 32)
+    expected = np.concatenate([rounded @ q.dequantize_numpy().T for q in quantized], axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
+    assert (
+        np.abs(got - np.concatenate([x @ q.dequantize_numpy().T for q in quantized], -1)).max()
+        > 1e-3
+    )
+
+
+@pytest.mark.parametrize("activations", ["float", "int8", "int8_block"])
+def test_int4_product_of_leading_axes_runs_without_reshapes(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, activations: str
+) -> None:
+    """(B, L, K) activations: MatMulNBits reads them and writes (B, L, N) itself, so neither
+    the flattening to rows nor the reshape back is in the graph; the same product."""
+    import onnx
+
+    w, x, bias = _data(36)
+    q = quantize(w, bits=4, axis=1, block_size=32).to(DEVICE)
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, activations)
+    compiled = next(reversed(backend._cache.values()))
+    model = onnx.load_from_string(compiled.graph.export_onnx())
+    nbits = [node for node in model.graph.node if node.op_type == "MatMulNBits"]
+    assert len(nbits) == 1 and "Reshape" not in ran, ran
+    assert not any(node.op_type == "Reshape" for node in model.graph.node)
+    assert nbits[0].output[0] == model.graph.output[0].name
+    rounded = {"float": x, "int8": fake_quant(x), "int8_block": block_fake_quant(x, 32)}
+    expected = rounded[activations] @ q.dequantize_numpy().T + bias.numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)

@@ -26,7 +26,7 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
-from ipfs_accelerate.hal.cpu import _math, _optim
+from ipfs_accelerate.hal.cpu import _math, _optim, _rows
 from ipfs_accelerate.hal.cpu._blas import one_thread_for
 from ipfs_accelerate.hal.cpu._quantized import quantized_linear
 from ipfs_accelerate.tensor._creation import checked_cast
@@ -364,6 +364,8 @@ class CPUBackend(Backend):
             # new calloc'd zeros are written only where the rows land, instead of a copy that
             # writes every page of the table (the scan reads untouched pages, which are shared)
             out = np.zeros(data.shape, dtype=data.dtype)
+            if axis == 0:  # an embedding's gradient: the optimizer updates these rows only
+                _rows.mark_rows(out, np.unique(indices._data))
         else:
             out = np.array(data, copy=True)
         # np.add.at accumulates repeated indices (a fancy-index += would keep only one)

@@ -5,17 +5,26 @@ order, so results equal torch's as the composed updates do. What changes is the 
 traffic: a parameter is updated piece by piece (CHUNK elements), every pass of the update
 over one piece before the next, through one scratch piece per thread and dtype that is
 reused across pieces, parameters and steps; nothing is allocated per step.
+
+Where a gradient is known to be zero outside some rows (an embedding table's, see
+``_rows``), only the rows whose gradient or state can be nonzero take the update; every other
+row's exact update is the weight decay alone (AdamW) or nothing (SGD without weight decay),
+the same numbers as the full pass gives them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ipfs_accelerate.hal._backend import AdamWHyper, SGDHyper
+from ipfs_accelerate.hal._backend import AdamWHyper, SGDHyper, host_cores
+from ipfs_accelerate.hal.cpu import _rows
 
 Array = np.ndarray[Any, Any]
 
@@ -68,9 +77,26 @@ def adamw_step(
         return False
     if _shares_memory(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
         return False
+    moments = tuple(m for m in (exp_avg, exp_avg_sq, max_exp_avg_sq) if m is not None)
+    rows = _sparse_rows(param, grad, moments)
+    if rows is not None:
+        if hyper.weight_decay:  # every row's, first, as the full update's first pass
+            np.multiply(param, 1.0 - hyper.lr * hyper.weight_decay, out=param)
+        taken = [None if a is None else a[rows] for a in (param, grad, *moments)]
+        p, g, m, v = taken[:4]
+        v_max = taken[4] if len(taken) > 4 else None
+        undecayed = dataclasses.replace(hyper, weight_decay=0.0)
+        _adamw_chunk(p, g, m, v, v_max, _scratch(p), undecayed)
+        _put_rows(rows, (param, *moments), (p, m, v, v_max))
+        return True
     arrays = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
-    for p, g, m, v, v_max in _chunks(arrays):
+
+    def update(piece: tuple[Any, ...]) -> None:
+        p, g, m, v, v_max = piece
         _adamw_chunk(p, g, m, v, v_max, _scratch(p), hyper)
+
+    _each_piece(_chunks(arrays), update)
+    _after_dense(grad, moments)
     return True
 
 
@@ -104,6 +130,43 @@ def _adamw_chunk(
     param -= tmp
 
 
+#: threads that share a parameter's pieces (None: one per core); fewer than SPLIT_PIECES
+#: pieces a thread run on the caller's thread alone
+THREADS: int | None = None
+SPLIT_PIECES = 8
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _each_piece(pieces: list[tuple[Any, ...]], work: Callable[[tuple[Any, ...]], None]) -> None:
+    """``work(piece)`` for every piece, the pieces shared out over the cores: each piece's
+    dozen passes are cache-resident arithmetic, so a second core halves them where the
+    parameter's pieces are many (numpy releases the GIL inside each pass)."""
+    threads = min(THREADS or host_cores(), len(pieces) // SPLIT_PIECES)
+    if threads < 2:
+        for piece in pieces:
+            work(piece)
+        return
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < threads - 1:
+            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="ia-optim")
+            _pool_size = threads - 1
+        pool = _pool
+    share = -(-len(pieces) // threads)
+
+    def run(part: list[tuple[Any, ...]]) -> None:
+        for piece in part:
+            work(piece)
+
+    futures = [pool.submit(run, pieces[i : i + share]) for i in range(share, len(pieces), share)]
+    run(pieces[:share])
+    for future in futures:
+        future.result()
+
+
 #: elements per cache-sized piece: the dozen passes of an update over one piece stay in the
 #: core's cache instead of streaming the whole parameter through memory a dozen times
 CHUNK = 1 << 15
@@ -127,8 +190,22 @@ def sgd_step(param: Array, grad: Array, buffer: Array | None, hyper: SGDHyper) -
         return False
     if _shares_memory(param, grad, buffer):
         return False
-    for p, g, b in _chunks((param, grad, buffer)):
+    moments = () if buffer is None else (buffer,)
+    # with weight decay every row's direction is nonzero: no rows to leave alone
+    rows = None if hyper.weight_decay else _sparse_rows(param, grad, moments)
+    if rows is not None:
+        p, g = param[rows], grad[rows]
+        b = None if buffer is None else buffer[rows]
         _sgd_chunk(p, g, b, _scratch(p), hyper)
+        _put_rows(rows, (param, *moments), (p, b))
+        return True
+
+    def update(piece: tuple[Any, ...]) -> None:
+        p, g, b = piece
+        _sgd_chunk(p, g, b, _scratch(p), hyper)
+
+    _each_piece(_chunks((param, grad, buffer)), update)
+    _after_dense(grad, moments)
     return True
 
 
@@ -159,6 +236,41 @@ def _sgd_chunk(
             direction = buffer
     np.multiply(direction, hyper.lr, out=tmp)
     param -= tmp
+
+
+#: the largest share of a parameter's rows that the row kernels update by gathering them; past
+#: it one pass over the whole parameter costs less than gathering and scattering the rows
+ROW_SHARE = 0.25
+
+
+def _sparse_rows(param: Array, grad: Array, moments: tuple[Array, ...]) -> Array | None:
+    """The rows (sorted) whose gradient or optimizer state may be nonzero, where ``grad`` is
+    known to be zero outside some rows and those are few enough; else None (the full pass)."""
+    marked = _rows.marked_rows(grad)
+    if marked is None or param.ndim == 0 or grad.shape != param.shape:
+        return None
+    rows = marked
+    if moments:
+        rows = np.union1d(_rows.active_rows(*moments), marked)
+    if rows.size > ROW_SHARE * param.shape[0]:
+        _rows.set_active_rows(rows, *moments)  # what the full pass leaves nonzero
+        return None
+    return rows
+
+
+def _put_rows(rows: Array, arrays: tuple[Array, ...], values: tuple[Array | None, ...]) -> None:
+    """Write the updated rows back; the moments' nonzero rows are now ``rows``."""
+    for array, value in zip(arrays, values, strict=False):
+        if value is not None:
+            array[rows] = value
+    _rows.set_active_rows(rows, *arrays[1:])
+
+
+def _after_dense(grad: Array, moments: tuple[Array, ...]) -> None:
+    """After a full pass from a gradient without marked rows, the moments' rows recorded as
+    the only nonzero ones no longer are."""
+    if _rows.marked_rows(grad) is None:
+        _rows.forget_active_rows(*moments)
 
 
 def _shares_memory(*arrays: Array | None) -> bool:

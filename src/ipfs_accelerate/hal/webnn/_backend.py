@@ -355,6 +355,18 @@ class WebNNBackend(Backend):
         self._check(node, ("index", axis, x.shape[axis]))
         return node
 
+    def scattered_rows(self, x: Tensor) -> list[tuple[Tensor, Tensor]] | None:
+        parts: list[tuple[Node, Node]] = []
+        if not _scatters_into_zeros(x._data, x._data, parts):
+            return None
+        return [
+            (
+                Tensor(indices, indices.shape, as_dtype(indices.dtype), self),
+                Tensor(rows, rows.shape, as_dtype(rows.dtype), self),
+            )
+            for indices, rows in parts
+        ]
+
     def index_add(self, base: Tensor, axis: int, indices: Tensor, source: Tensor) -> Node:
         shape, dtype = base.shape, base.dtype.name
         if not base.size:
@@ -760,3 +772,21 @@ def _value_changing(source: str, target: str) -> bool:
 
 
 __all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_CACHE_SIZE", "Stats", "WebNNBackend"]
+
+
+def _scatters_into_zeros(node: Node, whole: Node, parts: list[tuple[Node, Node]]) -> bool:
+    """Whether ``node`` is a sum of ``index_add``s along axis 0 into zero tables of
+    ``whole``'s shape and dtype; their (indices, rows) are appended to ``parts``."""
+    from ipfs_accelerate.hal.webnn._emit import token_value
+
+    if node.shape != whole.shape or node.dtype != whole.dtype:
+        return False
+    if node.op == "index_add":
+        table = node.inputs[0]
+        if node.attrs[0] != 0 or table.op != "full" or token_value(table.attrs[0]) != 0:
+            return False
+        parts.append((node.inputs[1], node.inputs[2]))
+        return True
+    if node.op == "binary" and node.attrs[0] == "add" and len(node.inputs) == 2:
+        return all(_scatters_into_zeros(term, whole, parts) for term in node.inputs)
+    return False

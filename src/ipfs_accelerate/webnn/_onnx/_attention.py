@@ -256,16 +256,31 @@ def _layout(operand: MLOperand, order: tuple[int, ...]) -> Layout:
     return Layout(operand, perm)
 
 
+def _split_heads(fusion: AttentionFusion) -> bool:
+    """Whether the keys and values reach the kernel as they are, (B, H, S, d) (ONNX Runtime's
+    BNSH key/value input). Only for a masked attention: the kernel runs unmasked attention on
+    (B, S, H*d) keys through its flash path, which BNSH keys would skip."""
+    return (
+        fusion.mask is not None
+        and fusion.key.operand.rank == 4
+        and fusion.key.perm == _HEADS
+        and fusion.value.perm == _HEADS
+    )
+
+
 class AttentionLowering(LoweringBase):
     """Emits the kernel of an :class:`AttentionFusion`."""
 
     def lower_attention(self, fusion: AttentionFusion) -> None:
         batch, heads, length, source, depth, value_depth = fusion.dims
-        names = [
-            self._merged(fusion.query, [batch, length, heads * depth]),
-            self._merged(fusion.key, [batch, source, heads * depth]),
-            self._merged(fusion.value, [batch, source, heads * value_depth]),
-        ]
+        names = [self._merged(fusion.query, [batch, length, heads * depth])]
+        if _split_heads(fusion):
+            # keys and values already (B, H, S, d) (a decoder's cache): the kernel reads
+            # them so, without a Transpose to (B, S, H*d) that it would undo itself
+            names += [self.value(fusion.key.operand), self.value(fusion.value.operand)]
+        else:
+            names.append(self._merged(fusion.key, [batch, source, heads * depth]))
+            names.append(self._merged(fusion.value, [batch, source, heads * value_depth]))
         attrs: dict[str, Any] = {"num_heads": heads, "scale": fusion.scale}
         if fusion.mask is not None:
             names += ["", "", ""]  # (bias, key_padding_mask, attention_bias)

@@ -87,10 +87,14 @@ def _share_quantized_inputs(fusions: Iterable[Fused]) -> None:
     for fusion in fusions:
         if isinstance(fusion, Fusion) and fusion.kind == "dynamic":
             readers.setdefault(_value_key(fusion.a), []).append(fusion)
+        elif isinstance(fusion, Fusion) and fusion.rounded_block:
+            # (block-rounded activations of a 4-bit product: rounded once per input)
+            key = ("rounded", fusion.rounded_block, _value_key(fusion.a))
+            readers.setdefault(key, []).append(fusion)
     for group in readers.values():
         if len(group) > 1:
             for fusion in group:
-                fusion.shared = True
+                fusion.shared = fusion.kind == "dynamic"
                 fusion.a = group[0].a
 
 
@@ -104,4 +108,7 @@ def _value_key(operand: MLOperand) -> object:
     if node is not None and node.op in _PURE and not node.attrs and len(node.outputs) == 1:
         inputs = tuple(x._id if x is not None else None for x in node.inputs)
         return (node.op, inputs)
+    if node is not None and node.op == "reshape" and node.inputs[0] is not None:
+        # (each Linear flattens its (B, L, K) input to rows itself)
+        return ("reshape", _value_key(node.inputs[0]), operand.shape)
     return operand._id

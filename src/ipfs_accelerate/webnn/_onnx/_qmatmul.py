@@ -21,8 +21,9 @@ lowering, :func:`match_quantized` finds the patterns; each becomes one contrib o
   ``blocks`` is ``x`` (M, K) cut into W's blocks and ``s`` their symmetric int8 scales
   (:func:`block_quantized_activations`): ``MatMulNBits`` with ``accuracy_level`` 4 on ``x``,
   which rounds the blocks the same way itself and multiplies in integers, for at most
-  :data:`ACCURACY_4_MAX_ROWS` rows (decode steps); more rows (a prefill) keep the rounding op by
-  op and multiply its result at ``accuracy_level`` 1, which is faster there. An
+  :data:`ACCURACY_4_MAX_ROWS` rows (decode steps); more rows (a prefill) are rounded by a
+  blocked ``QuantizeLinear`` (+ Cast and Mul back), once per input for all the products that
+  read it, and multiplied at ``accuracy_level`` 1, which is faster there. An
   8-bit ``W`` with float activations stays DequantizeLinear + MatMul, which ONNX Runtime folds
   into a float weight (faster than its 8-bit MatMulNBits, see :data:`NBITS_FOR_8BIT`).
 
@@ -113,6 +114,10 @@ class Fusion:
     #: "dynamic" only: other dynamic products read the same ``a`` (attention's q, k and v),
     #: so it is quantized once (DynamicQuantizeLinear) for all of them
     shared: bool = False
+    #: "nbits" at accuracy level 1 only: ``a`` is rounded to symmetric int8 per row and block
+    #: of this many values along K first (:func:`block_quantized_activations`), by
+    #: :meth:`QuantizedMatMulLowering._block_rounded`, once per input for all its products
+    rounded_block: int = 0
 
     def reads(self) -> list[MLOperand]:
         """The operands the kernel reads from the rest of the graph."""
@@ -163,13 +168,42 @@ def match_quantized(
     eight_bit = _BITS[values.data_type] == 8 and not NBITS_FOR_8BIT
     blocked = block_quantized_activations(a, block)
     if blocked is not None and blocked.shape[0] <= ACCURACY_4_MAX_ROWS:
-        return Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
+        fusion = Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
+        return _unflattened(fusion, consumers, graph_outputs)
     if eight_bit:
         return None
     if activations is not None and is_dynamic_quantization(*activations):
-        return Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
-    # (more rows, a prefill: the blocks rounded op by op, then the float kernel on them)
-    return Fusion("nbits", head, output, a, weight, bias=bias)
+        fusion = Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
+        return _unflattened(fusion, consumers, graph_outputs)
+    if blocked is not None:
+        # more rows (a prefill): the blocks rounded by a blocked QuantizeLinear +
+        # DequantizeLinear pair, then the float kernel on them
+        return Fusion("nbits", head, output, blocked, weight, bias=bias, rounded_block=block)
+    return _unflattened(
+        Fusion("nbits", head, output, a, weight, bias=bias), consumers, graph_outputs
+    )
+
+
+def _unflattened(
+    fusion: Fusion, consumers: Mapping[int, list[Node]], graph_outputs: set[int]
+) -> Fusion:
+    """A MatMulNBits fusion that reads the (..., K) activations before their flattening to
+    rows and writes the (..., N) result the product is reshaped back to, when that reshape is
+    the result's only reader: the kernel takes leading axes itself, so the two Reshapes around
+    each product (a decode step's largest share of nodes) are left out."""
+    flat = fusion.a
+    flatten = _producer(flat, "reshape")
+    source = flatten.inputs[0] if flatten is not None else None
+    if source is None or flat.rank != 2 or source.rank < 3 or source.shape[-1] != flat.shape[1]:
+        return fusion
+    readers = consumers.get(fusion.output._id, [])
+    if len(readers) != 1 or readers[0].op != "reshape" or fusion.output._id in graph_outputs:
+        return fusion
+    restored = readers[0].outputs[0]
+    if restored.shape != (*source.shape[:-1], fusion.output.shape[-1]):
+        return fusion
+    fusion.a, fusion.head, fusion.output = source, readers[0], restored
+    return fusion
 
 
 def block_quantized_activations(a: MLOperand, block: int) -> MLOperand | None:
@@ -506,6 +540,8 @@ class QuantizedMatMulLowering(LoweringBase):
                 lambda: nbits_weight(values, scale, zero, bits, signed, block),
             )
             a = self.value(fusion.a)
+            if fusion.rounded_block:
+                a = self._block_rounded(fusion.a, fusion.rounded_block)
             if fusion.round_trip:
                 a = self.e.one("DequantizeLinear", self.e.node("DynamicQuantizeLinear", [a], 3))
             names = [a, self.e.const(packed, share=True)]
@@ -541,6 +577,31 @@ class QuantizedMatMulLowering(LoweringBase):
         quantized = self.e.one("QuantizeLinear", [self.value(fusion.a), a_scale, a_zero])
         names = [quantized, weight, a_scale, column_scale, a_zero, column_zero, *bias]
         self.e.node("MatMulIntegerToFloat", names, [out], domain=_MICROSOFT)
+
+    def _block_rounded(self, x: MLOperand, block: int) -> str:
+        """``x`` (M, K) rounded to int8 and back with one symmetric scale per row and block of
+        ``block`` values (the int8_block pattern's values): the scales from the block peaks,
+        then ONNX's blocked QuantizeLinear + DequantizeLinear, two kernels where the plain
+        lowering of the pattern runs a dozen elementwise passes over (M, K). Emitted once per
+        ``x`` and block (q, k and v read one)."""
+        cache: dict[tuple[int, int], str] = self.__dict__.setdefault("_rounded_a", {})
+        found = cache.get((x._id, block))
+        if found is not None:
+            return found
+        rows, k = x.shape
+        grid = [rows, k // block, 1]
+        blocks = self.e.one("Reshape", [self.value(x), self.e.ints([rows, k // block, block])])
+        peak = self.e.one("ReduceMax", [self.e.one("Abs", [blocks]), self.e.ints([2])])
+        ratio = self.e.one("Div", [peak, self.e.scalar(127.0, "float32")])
+        scale = self.e.one("Max", [ratio, self.e.scalar(TINY, "float32")])
+        zero = self.e.const(np.zeros(grid, np.int8))
+        rounded = self.e.one("QuantizeLinear", [blocks, scale, zero], axis=2, block_size=block)
+        # back to float as Cast + Mul, not DequantizeLinear: ONNX Runtime's optimizer copies
+        # a DequantizeLinear per reader (q, k and v) and its blocked kernel is slower
+        restored = self.e.one("Mul", [self.e.cast(rounded, "float32"), scale])
+        found = self.e.one("Reshape", [restored, self.e.ints([rows, k])])
+        cache[(x._id, block)] = found
+        return found
 
     def _dynamic_quantized(self, a: MLOperand) -> tuple[str, str, str]:
         """DynamicQuantizeLinear's (values, scale, zero point) of ``a``, emitted once per
