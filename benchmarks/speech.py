@@ -4,7 +4,7 @@ and streaming commit lag.
     python benchmarks/speech.py [--seconds 40] [--models tiny,base] [--backends cpu,webnn]
                                 [--rounds 1] [--max-new-tokens N] [--dtypes float32,int8]
                                 [--stream-lag] [--stream-seconds 60] [--stream-backend B]
-                                [--stream-min-chunk 1] [--json FILE]
+                                [--stream-min-chunk 1] [--profile] [--json FILE]
 
 Real-time factor: ``--seconds`` of audio (default 40 s, i.e. two windows; ``--seconds 600``
 for the issue's ten minutes) decoded with timestamps, window after window: ours
@@ -20,9 +20,19 @@ transformers' long-form ``generate(return_timestamps=True)`` on the same feature
   arbitrary tokens, often up to the 448-token limit in every window, so that figure is mostly
   decoder speed.
 
-``--dtypes float32,int8`` adds rows of ours with int8 weights (a per-step decode reads the
-whole token table for the logits, so it is bound by memory traffic: int8 reads a quarter);
-they may decode other tokens than transformers' float32, which the agreement column shows.
+``--dtypes float32,int8`` adds rows of ours with int8 weights. A one-token decode step reads
+the whole token table for the logits (51865 x 384 floats on tiny, 80 MB), so it is bound by
+memory traffic; Whisper's int8 keeps that table in 8-bit blocks of 32 and multiplies a step's
+row by it in integers on webnn (a quarter of the bytes), the encoder in int8, the decoder
+blocks in float32 (docs/models.md, "Precision": the layout that decodes the real speech's
+segments as float32 does). The agreement column says whether a row's segments equal
+transformers'.
+
+``--profile`` prints, per backend and dtype, where one decode of the audio goes: the encoder
+per window, the one-token decode steps (count, median and total ms, each step timed until its
+logits are on the host), the prompt/forced blocks, the vocabulary projection alone for one row
+(median of 20), and the host's work per token (the rest: timestamp rules, log-softmax, the
+loop). The encoder's output is read back to time it, which a plain decode does not do.
 
 ``--max-new-tokens N`` caps every window at N new tokens on both sides (transformers'
 ``max_new_tokens``), which bounds a ten-minute run's time and makes the per-window work
@@ -187,6 +197,7 @@ def bench(
     max_new_tokens: int | None = None,
     real: tuple[Path, np.ndarray] | None = None,
     dtypes: tuple[str, ...] = ("float32",),
+    profiled: bool = False,
 ) -> None:
     """One RTF table: the ``shape``-shaped random checkpoint on the warbling tone, or, with
     ``real`` (whisper-tiny.en converted, espeak-ng speech), the real weights on speech."""
@@ -244,6 +255,8 @@ def bench(
             return [(s.tokens, s.start, s.end) for s in segments]
 
         contenders[f"ipfs_accelerate[{name}]"] = ours_run
+        if profiled:
+            profile(recognizer, samples, language, name)
     times, cpu_times, outputs = race(contenders, rounds)
     reference = outputs["transformers"]
     agreement = {}
@@ -279,6 +292,61 @@ def bench(
                 cpu_time_ratio=cpu_ratio,
                 audio_s=seconds,
             )
+
+
+def profile(recognizer: Any, samples: np.ndarray, language: str | None, name: str) -> None:
+    """Where one long-form decode of ``samples`` spends its time (see ``--profile``)."""
+    from ipfs_accelerate.tensor import from_numpy
+
+    model = recognizer.model
+    encode, step = model.encode, model.decode_step
+    spent: dict[str, list[float]] = {"encoder": [], "step": [], "block": []}
+
+    def timed_encode(features: Any) -> Any:
+        start = time.perf_counter()
+        out = encode(features)
+        out.numpy()  # forces a lazy backend's encoder graph to run now
+        spent["encoder"].append(time.perf_counter() - start)
+        return out
+
+    def timed_step(ids: Any, cache: Any, *, last_only: bool = True) -> Any:
+        start = time.perf_counter()
+        out = step(ids, cache, last_only=last_only)
+        out.numpy()
+        kind = "step" if ids.shape[1] == 1 and last_only else "block"
+        spent[kind].append(time.perf_counter() - start)
+        return out
+
+    object.__setattr__(model, "encode", timed_encode)
+    object.__setattr__(model, "decode_step", timed_step)
+    try:
+        recognizer.transcribe_segments((samples, RATE), language, return_timestamps=True)  # warm
+        for values in spent.values():
+            values.clear()
+        start = time.perf_counter()
+        segments = recognizer.transcribe_segments((samples, RATE), language, return_timestamps=True)
+        total = time.perf_counter() - start
+    finally:
+        object.__delattr__(model, "encode")
+        object.__delattr__(model, "decode_step")
+    row = from_numpy(np.ones((1, model.config.d_model), dtype=np.float32), recognizer.device)
+    head = []
+    for _ in range(21):
+        start = time.perf_counter()
+        model.proj_out(row).numpy()
+        head.append(time.perf_counter() - start)
+    tokens = sum(len(s.tokens) for s in segments)
+    steps, blocks, encoder = spent["step"], spent["block"], spent["encoder"]
+    host = total - sum(steps) - sum(blocks) - sum(encoder)
+    print(
+        f"  profile {name}: {total * 1000:.0f} ms for {len(encoder)} windows, {tokens} tokens;"
+        f" encoder {1000 * sum(encoder) / max(1, len(encoder)):.1f} ms/window;"
+        f" {len(steps)} one-token steps median {1000 * float(np.median(steps or [0])):.2f} ms"
+        f" (total {1000 * sum(steps):.0f} ms); {len(blocks)} prompt/forced blocks"
+        f" {1000 * sum(blocks):.0f} ms; vocabulary projection alone (1 row)"
+        f" {1000 * float(np.median(head[1:])):.2f} ms; host {1000 * host:.0f} ms"
+        f" ({1000 * host / max(1, tokens):.2f} ms/token)"
+    )
 
 
 PASSAGE = [
@@ -468,6 +536,12 @@ def main() -> None:
         help="backend of the streaming figure (default: the first of --backends; webnn is the"
         " faster one for whisper-tiny on a CPU host)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where each of our decodes spends its time (encoder, decode steps, the"
+        " vocabulary projection, the host's work per token)",
+    )
     add_json_option(parser)
     args = parser.parse_args()
     if not 0 < args.seconds <= 4 * 3600:
@@ -492,7 +566,7 @@ def main() -> None:
         for shape in shapes:
             bench(
                 shape, args.seconds, backends, max(1, args.rounds), Path(tmp),
-                args.max_new_tokens, real if shape == "tiny" else None, dtypes,
+                args.max_new_tokens, real if shape == "tiny" else None, dtypes, args.profile,
             )  # fmt: skip
         if args.stream_lag:
             backend = args.stream_backend or backends[0]

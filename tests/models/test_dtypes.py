@@ -21,7 +21,7 @@ from ipfs_accelerate.models import (
 from ipfs_accelerate.models._module import Embedding, LayerNorm, Linear, Module
 from ipfs_accelerate.models.loading import read_weights
 from ipfs_accelerate.quantization import QuantizedTensor, quantize
-from ipfs_accelerate.tensor import Tensor
+from ipfs_accelerate.tensor import Tensor, from_numpy
 
 FAMILIES = {
     "bert": BertModel,
@@ -57,6 +57,14 @@ def test_default_dtype_is_float32_everywhere(request: pytest.FixtureRequest, fam
     assert all(isinstance(v, Tensor) and v.dtype.name == "float32" for v in held.values())
 
 
+def _assert_blocks_of_32(q: object, source: np.ndarray, key: str) -> None:
+    """8-bit in blocks of 32 along the second axis (a model's ``int8_block_weights``)."""
+    assert isinstance(q, QuantizedTensor), key
+    assert (q.bits, q.axis, q.block_size, q.symmetric) == (8, 1, 32, True), key
+    expected = quantize(source, bits=8, axis=1, block_size=32)
+    np.testing.assert_array_equal(q.int_values(), expected.int_values(), err_msg=key)
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_int8_quantizes_every_linear_per_output_channel(
     request: pytest.FixtureRequest, family: str
@@ -68,10 +76,19 @@ def test_int8_quantizes_every_linear_per_output_channel(
     assert linears
     for path, linear in linears:
         q = linear.weight
+        source = _source_weight(directory, model, f"{path}.weight")
+        if model.int8_float_layers and path.startswith(model.int8_float_layers):
+            # kept float where int8 changes the model's output (Whisper's decoder blocks)
+            assert isinstance(q, Tensor) and q.dtype.name == "float32", path
+            np.testing.assert_array_equal(q.numpy(), source, err_msg=path)
+            continue
         assert isinstance(q, QuantizedTensor), path
+        if f"{path}.weight" in model.int8_block_weights:
+            _assert_blocks_of_32(q, source, path)
+            continue
         assert (q.bits, q.axis, q.block_size, q.symmetric) == (8, 0, None, True), path
         assert q.scales.shape == (q.shape[0], 1)
-        expected = quantize(_source_weight(directory, model, f"{path}.weight"), bits=8, axis=0)
+        expected = quantize(source, bits=8, axis=0)
         np.testing.assert_array_equal(q.int_values(), expected.int_values(), err_msg=path)
         if linear.has_bias:
             assert isinstance(linear.bias, Tensor) and linear.bias.dtype.name == "float32"
@@ -80,7 +97,9 @@ def test_int8_quantizes_every_linear_per_output_channel(
             assert module.weight.dtype.name == "float32", path
         if isinstance(module, Embedding):
             key = f"{path}.weight"
-            if key in model.quantizable_embeddings:
+            if key in model.int8_block_weights:
+                _assert_blocks_of_32(module.weight, _source_weight(directory, model, key), key)
+            elif key in model.quantizable_embeddings:
                 assert isinstance(module.weight, QuantizedTensor), key
                 assert (module.weight.bits, module.weight.axis) == (8, 0)
             else:
@@ -307,3 +326,26 @@ def test_without_float16_on_the_backend_auto_is_float32_and_float16_an_error(
     assert {v.dtype.name for _, v in model.named_parameters()} == {"float32"}
     with pytest.raises(DtypeError, match="backend 'cpu' does not hold float16"):
         BertModel.from_pretrained(half_bert_dir, "cpu", dtype="float16")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("webnn", marks=pytest.mark.webnn)])
+def test_blockwise_int8_table_lookup_equals_its_dequantized_rows(device: str) -> None:
+    """Whisper's token table in 8-bit blocks of 32 serves its embedding too: a lookup gathers
+    the rows' integers and their blocks' scales, the dequantized rows without expanding the
+    table; a layout the lookup cannot take is a typed error."""
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal((40, 64)).astype(np.float32)
+    values[5, 40] = 30.0  # an outlier: only its own block's scale grows
+    q = quantize(values, bits=8, axis=1, block_size=32)
+    embedding = Embedding(40, 64)
+    embedding.weight = q.to(device)
+    ids = np.array([[3, 0, 39], [5, 5, 1]], dtype=np.int64)
+    got = embedding(from_numpy(ids, device)).numpy()
+    expected = q.dequantize_numpy()[ids]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    # finer than one scale per row where a row has an outlier
+    per_row = quantize(values, bits=8, axis=0).dequantize_numpy()[ids]
+    assert np.abs(got - values[ids]).max() < np.abs(per_row - values[ids]).max()
+    embedding.weight = quantize(values, bits=4, axis=1, block_size=32).to(device)
+    with pytest.raises(InvalidArgumentError, match="bits=4"):
+        embedding(from_numpy(ids, device))

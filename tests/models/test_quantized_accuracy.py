@@ -148,8 +148,8 @@ def test_clip_int8_logits_and_top1(clip_dir: Path) -> None:
 
 
 def _decoder_logits(recognizer: Any, features: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    model = recognizer.model
-    return np.asarray(model(from_numpy(features, "cpu"), from_numpy(ids, "cpu")).numpy())
+    model, device = recognizer.model, recognizer.device
+    return np.asarray(model(from_numpy(features, device), from_numpy(ids, device)).numpy())
 
 
 def test_whisper_int8_logits_and_greedy_tokens(whisper_dir: Path) -> None:
@@ -179,4 +179,50 @@ def test_whisper_int8_logits_and_greedy_tokens(whisper_dir: Path) -> None:
         np.testing.assert_array_equal(ours[row, :cut], greedy[row, :cut], err_msg=f"row {row}")
         compared += cut - 4
     print(f"Whisper int8: {compared} generated tokens before the first near-tie, all equal")
+    assert compared >= len(greedy)
+
+
+@pytest.mark.webnn
+def test_whisper_int8_layout_and_greedy_tokens_on_webnn(whisper_dir: Path) -> None:
+    """Whisper's int8: the encoder's Linears in int8 with per-row int8 inputs, the decoder
+    blocks in float32 (int8 there changed real speech's transcript), the vocabulary
+    projection in 8-bit blocks of 32 with block-rounded inputs (MatMulNBits at level 4 on
+    webnn), the token embedding tied to it. Its greedy tokens equal float32's where float32's
+    top two logits are further apart than twice the int8 logit error."""
+    from ipfs_accelerate.quantization import QuantizedTensor
+
+    wide = SpeechRecognizer.from_pretrained(whisper_dir, "webnn")
+    narrow = SpeechRecognizer.from_pretrained(whisper_dir, "webnn", dtype="int8")
+    model = narrow.model
+    head = model.proj_out.weight
+    assert isinstance(head, QuantizedTensor)
+    assert (head.bits, head.axis, head.block_size) == (8, 1, 32)
+    assert model.proj_out.activations == "int8_block"
+    # one token table: the embedding looks its rows up in the head's blocks
+    assert model.model.decoder.embed_tokens.weight is head
+    for path, module in model.named_modules():
+        if path.startswith(("model.encoder.layers.", "model.decoder.layers.")) and hasattr(
+            module, "activations"
+        ):
+            encoder = path.startswith("model.encoder.")
+            assert isinstance(module.weight, QuantizedTensor) == encoder, path
+            assert module.activations == ("int8_row" if encoder else "float"), path
+    features = np.random.default_rng(5).standard_normal((3, 80, 3000)).astype(np.float32)
+    greedy = wide.generate(features, language="en", max_new_tokens=24)
+    prefix = greedy[:, :-1].astype(np.int64)
+    reference = _decoder_logits(wide, features, prefix)
+    quantized = _decoder_logits(narrow, features, prefix)
+    _close(quantized, reference, "Whisper int8 (webnn)")
+    ordered = np.sort(reference, axis=-1)
+    decided = ordered[..., -1] - ordered[..., -2] > 2 * float(np.abs(quantized - reference).max())
+    assert decided.mean() > 0.5
+    np.testing.assert_array_equal(quantized.argmax(-1)[decided], reference.argmax(-1)[decided])
+    ours = narrow.generate(features, language="en", max_new_tokens=24)
+    compared = 0
+    for row in range(len(greedy)):
+        ties = np.flatnonzero(~decided[row, 3:])
+        cut = 4 + (int(ties[0]) if ties.size else decided.shape[1] - 3)
+        np.testing.assert_array_equal(ours[row, :cut], greedy[row, :cut], err_msg=f"row {row}")
+        compared += cut - 4
+    print(f"Whisper int8 (webnn): {compared} generated tokens before the first near-tie, equal")
     assert compared >= len(greedy)

@@ -135,3 +135,39 @@ def test_alignment_pass_in_a_bucket_equals_the_exact_length_and_reuses_its_graph
         np.testing.assert_allclose(weights, expected, atol=2e-5)
     # three lengths in one bucket of 32: the later two reuse the first one's graph
     assert got[1:] == [0, 0]
+
+
+def test_the_timestamp_rules_hand_back_the_log_softmax_of_what_they_leave() -> None:
+    """The decode loop takes the chosen token's log-probability from the rules' own
+    log-softmax when their last rule leaves the scores as they are: it must be the log-softmax
+    of the masked scores, bit for bit; and None when the rule masks the text tokens."""
+    from ipfs_accelerate.models.pipelines._speech_decoding import (
+        SpecialTokens,
+        _log_softmax,
+        apply_timestamp_rules,
+    )
+
+    special = SpecialTokens(
+        eos=10, pad=10, no_timestamps=13, prev_sot=None, suppress=[], begin_suppress=[]
+    )
+    rng = np.random.default_rng(0)
+    handed = masked = 0
+    for trial in range(40):
+        scores = rng.standard_normal(30).astype(np.float32) * 3
+        scores[special.timestamp_begin :] -= 4 if trial % 2 else -4  # either side may win
+        generated = [int(t) for t in rng.choice([3, 5, 15, 20], size=trial % 4)]
+        if generated and generated[-1] >= special.timestamp_begin:
+            generated = sorted(generated)
+        logprobs = apply_timestamp_rules(scores, generated, special)
+        if logprobs is None:
+            masked += 1
+            assert np.all(scores[: special.timestamp_begin] == -np.inf)
+        else:
+            handed += 1
+            np.testing.assert_array_equal(logprobs, _log_softmax(scores.copy()))
+    assert handed and masked
+    # the shift by the largest score equals the shift by the largest finite one
+    scores = np.array([1.0, -np.inf, 3.0, 0.5], dtype=np.float32)
+    shifted = scores - 3.0
+    np.testing.assert_array_equal(_log_softmax(scores), shifted - np.log(np.exp(shifted).sum()))
+    assert np.isnan(_log_softmax(np.full(3, -np.inf, dtype=np.float32))).all()

@@ -127,15 +127,24 @@ def test_variants_the_kernel_cannot_take_stay_plain(
     np.testing.assert_allclose(got["y"], _reference(x, fill, axis), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
+@pytest.mark.parametrize(
+    ("masked", "few"),
+    [(True, True), (False, True), (False, False)],
+    ids=["masked", "unmasked-few-queries", "unmasked-many-queries"],
+)
 def test_keys_already_split_into_heads(
-    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, masked: bool
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, masked: bool, few: bool
 ) -> None:
-    """Keys and values given as (B, H, S, d) (a decoder's cache): a masked kernel reads them
-    as they are (no Transpose in the graph); an unmasked one takes them as (B, S, H*d), the
-    layout of its flash path. Both give numpy's result."""
+    """Keys and values given as (B, H, S, d) (a decoder's cache): a masked kernel, and an
+    unmasked one of at most SPLIT_HEADS_MAX_QUERIES queries (a decoder step's
+    cross-attention), reads them as they are (no Transpose in the graph); an unmasked one of
+    more queries takes them as (B, S, H*d), the layout of its flash path (the limit lowered
+    below this test's 5 queries stands for it). All give numpy's result."""
     from ipfs_accelerate import webnn
+    from ipfs_accelerate.webnn._onnx import _attention
 
+    if not few:
+        monkeypatch.setattr(_attention, "SPLIT_HEADS_MAX_QUERIES", L - 1)
     x = _data(3)
     if not masked:
         x["m"] = np.ones_like(x["m"])
@@ -154,4 +163,4 @@ def test_keys_already_split_into_heads(
     ran = kernels(graph)
     np.testing.assert_allclose(got["y"], _reference(x), rtol=1e-5, atol=1e-5)
     assert "MultiHeadAttention" in ran and "Softmax" not in ran, ran
-    assert ("Transpose" in ran) is not masked, ran
+    assert ("Transpose" in ran) is not (masked or few), ran

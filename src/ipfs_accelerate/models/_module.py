@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 
 from ipfs_accelerate import ops
-from ipfs_accelerate.errors import DeviceMismatchError, ModelError
+from ipfs_accelerate.errors import DeviceMismatchError, InvalidArgumentError, ModelError
 from ipfs_accelerate.quantization import QuantizedTensor
 from ipfs_accelerate.tensor import Tensor, zeros_like
 from ipfs_accelerate.tensor._dtype import bool_, float32
@@ -59,6 +59,13 @@ class Module:
       (``from_dict``) for a model class that a checkpoint can be loaded into.
     * ``quantizable_embeddings``: token-embedding tables that ``dtype="int8"``/``"int4"``
       store as int8 rows (only tables looked up through :class:`Embedding`, never sliced).
+    * ``int8_float_layers``: prefixes of Linear layers that ``dtype="int8"`` keeps in float32
+      (Whisper's decoder blocks: int8 there changes the transcript of real speech).
+    * ``int8_block_weights``: weights that ``dtype="int8"`` stores in blocks of 32 along
+      their second axis (in_features, or an embedding's dim) instead of one scale per row;
+      a Linear among them takes block-rounded int8 inputs where the backend has that kernel
+      (Whisper's token table, its embedding and tied vocabulary projection: a decode step's
+      largest read, see :mod:`~ipfs_accelerate.models._precision`).
     """
 
     base_model_prefix: ClassVar[str] = ""
@@ -68,6 +75,8 @@ class Module:
     ignored_keys: ClassVar[tuple[str, ...]] = ()
     config_class: ClassVar[Any] = None
     quantizable_embeddings: ClassVar[tuple[str, ...]] = ()
+    int8_float_layers: ClassVar[tuple[str, ...]] = ()
+    int8_block_weights: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "_shapes", {})
@@ -339,8 +348,9 @@ class Embedding(Module):
 
 
 def _quantized_lookup(ids: Tensor, table: QuantizedTensor) -> Tensor:
-    """Rows of an int8 per-row table: the integers gathered, widened, times the rows' scales
-    (the values of ``table.dequantize()`` at those rows, without expanding the table)."""
+    """Rows of an int8 table with one scale per row, or per row and block along the row:
+    the integers gathered, widened, times the rows' scales (the values of
+    ``table.dequantize()`` at those rows, without expanding the table)."""
     from ipfs_accelerate import hal
     from ipfs_accelerate.tensor import from_numpy
 
@@ -350,15 +360,30 @@ def _quantized_lookup(ids: Tensor, table: QuantizedTensor) -> Tensor:
             f"embedding: the quantized table is on {table.device!r} and the ids on {device!r}"
         )
 
+    blocked = table.block_size is not None and table.axis == 1 and table.bits == 8
+    if table.block_size is not None and not blocked:
+        raise InvalidArgumentError(
+            f"embedding: a quantized table needs int8 with one scale per row or per row and "
+            f"block along it, got bits={table.bits}, axis={table.axis}, "
+            f"block_size={table.block_size}"
+        )
+
     def build(q: QuantizedTensor) -> tuple[Tensor, Tensor]:
         ints = from_numpy(np.ascontiguousarray(q.int_values()), device)
-        scales = from_numpy(q.scales.astype(np.float32).reshape(-1, 1), device)
+        # (rows, blocks): one scale per block of the row (1 block: per row)
+        scales = from_numpy(q.scales.astype(np.float32).reshape(q.shape[0], -1), device)
         hal.mark_parameter(ints, scales)
         return ints, scales
 
     ints, scales = table.prepared(f"embedding:{device}", build)
     rows = ops.astype(ops.embedding(ids, ints), float32)
-    return rows * ops.embedding(ids, scales)
+    gathered = ops.embedding(ids, scales)
+    if not blocked:
+        return rows * gathered
+    dim, blocks = table.shape[1], scales.shape[1]
+    lead = rows.shape[:-1]
+    split = rows.reshape(*lead, blocks, dim // blocks) * gathered.reshape(*lead, blocks, 1)
+    return split.reshape(*lead, dim)
 
 
 class Conv1d(Module):

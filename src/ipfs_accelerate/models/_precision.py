@@ -36,6 +36,7 @@ __all__ = [
     "INT4_BLOCK_SIZE",
     "INT8_ACTIVATIONS",
     "INT8_ACTIVATION_KINDS",
+    "INT8_BLOCK_SIZE",
     "LAYER_KINDS",
     "MODEL_DTYPES",
     "Precision",
@@ -53,6 +54,11 @@ logger = logging.getLogger(__name__)
 
 #: the block of an int4 weight, along in_features
 INT4_BLOCK_SIZE = 32
+#: the block (along in_features / the embedding dim) of the 8-bit weights a model names in
+#: ``int8_block_weights``: Whisper's token table (its embedding and vocabulary projection) in
+#: blocks of 32 kept whisper-tiny.en's transcript of real speech, the projection in blocks of
+#: 128 did not; MatMulNBits multiplies a decode step's row by it in integers
+INT8_BLOCK_SIZE = 32
 #: Linear layers (dotted-name suffixes) kept in float32 by int8/int4; empty: the accuracy
 #: tests pass with every Linear quantized, task heads and projections included
 FLOAT_LAYERS: tuple[str, ...] = ()
@@ -125,17 +131,26 @@ def _named_weights(model: Module) -> Iterator[tuple[str, Module]]:
             yield (f"{path}.weight" if path else "weight"), module
 
 
-def quantized_keys(model: Module) -> dict[str, str]:
+def quantized_keys(model: Module, bits: int = 8) -> dict[str, str]:
     """Model key -> ``"linear"``, ``"in_out"`` (a projection whose weight is stored
-    (in_features, out_features), as GPT-2's Conv1D) or ``"embedding"`` for every weight
-    int8/int4 quantizes."""
+    (in_features, out_features), as GPT-2's Conv1D), ``"embedding"`` or ``"block"`` (8-bit in
+    blocks of :data:`INT8_BLOCK_SIZE` along the second axis: the model's
+    ``int8_block_weights``) for every weight a load in ``bits`` (8: int8, 4: int4) quantizes.
+    With 8 bits the Linear layers under the model's ``int8_float_layers`` stay float."""
     embeddings = set(getattr(model, "quantizable_embeddings", ()))
+    eight = bits == 8
+    float_prefixes: tuple[str, ...] = getattr(model, "int8_float_layers", ()) if eight else ()
+    blocked = set(getattr(model, "int8_block_weights", ())) if eight else set()
     out: dict[str, str] = {}
     for key, module in _named_weights(model):
-        if isinstance(module, Embedding):
+        if key in blocked:
+            out[key] = "block"
+        elif isinstance(module, Embedding):
             if key in embeddings:
                 out[key] = "embedding"
-        elif not key[: -len(".weight")].endswith(FLOAT_LAYERS):
+        elif not key[: -len(".weight")].endswith(FLOAT_LAYERS) and not key.startswith(
+            float_prefixes
+        ):
             out[key] = "linear" if isinstance(module, Linear) else "in_out"
     return out
 
@@ -147,7 +162,7 @@ class WeightConverter:
 
     def __init__(self, model: Module, precision: Precision) -> None:
         self.precision = precision
-        self.kinds = quantized_keys(model) if precision.bits is not None else {}
+        self.kinds = quantized_keys(model, precision.bits) if precision.bits is not None else {}
         self._done: dict[tuple[int, int, int | None], QuantizedTensor] = {}
 
     @property
@@ -177,15 +192,21 @@ class WeightConverter:
         inputs = 0 if kind == "in_out" else 1
         block = None
         projection = kind in ("linear", "in_out")
-        if projection and bits == 4 and array.shape[inputs] % INT4_BLOCK_SIZE == 0:
+        if kind == "block":
+            if array.shape[1] % INT8_BLOCK_SIZE == 0:
+                block = INT8_BLOCK_SIZE
+            else:
+                size = array.shape[1]
+                logger.info("%s: %d columns are not a multiple of 32: per row", key, size)
+        elif projection and bits == 4 and array.shape[inputs] % INT4_BLOCK_SIZE == 0:
             block = INT4_BLOCK_SIZE
         elif projection and bits == 4:
             size = array.shape[inputs]
             logger.info("%s: in_features %d is not a multiple of 32: int8", key, size)
-        bits = 4 if block is not None else 8
+        bits = 4 if block is not None and kind != "block" else 8
         cache_key = (id(array), bits, block)
         if cache_key not in self._done:
-            # int4 blocks run along in_features; int8 has one scale per output feature
+            # blocks run along in_features; per-channel int8 has one scale per output feature
             axis = inputs if block is not None else 1 - inputs
             self._done[cache_key] = quantize(array, bits=bits, axis=axis, block_size=block)
         return self._done[cache_key]
@@ -272,13 +293,25 @@ def apply_activation_policy(
         }
     else:
         by_bits = {8: dict(modes), 4: dict(modes)}
+    # the model's block-quantized 8-bit Linears take block-rounded inputs by default where
+    # the backend multiplies them in integers (webnn: MatMulNBits at accuracy level 4)
+    block_heads: set[str] = set()
+    if modes is None and "block_quantized_linear" in hal.get_backend(device).fused:
+        block_heads = set(getattr(model, "int8_block_weights", ()))
     chosen = []
     for path, module in model.named_modules():
         # Linear, and GPT-2's Conv1D (its weight in the (in, out) layout)
         if isinstance(module, Linear) or getattr(module, "weight_in_out", False):
             weight = module.weight
             mode = "float"
-            if isinstance(weight, QuantizedTensor):
+            if (
+                isinstance(weight, QuantizedTensor)
+                and f"{path}.weight" in block_heads
+                and weight.bits == 8
+                and weight.block_size is not None
+            ):
+                mode = "int8_block"
+            elif isinstance(weight, QuantizedTensor):
                 mode = by_bits.get(weight.bits, {}).get(layer_kind(path), "float")
                 if mode == "int8_block" and weight.block_size is None:
                     mode = "float"

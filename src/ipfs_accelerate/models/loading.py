@@ -645,6 +645,8 @@ def load_weights(
     from ipfs_accelerate.quantization import QuantizedTensor
 
     total = len(expected)
+    # a quantized weight two keys share (a tied table) is moved once: one object, as on cpu
+    moved: dict[int, tuple[QuantizedTensor, QuantizedTensor]] = {}
     for done, (key, _) in enumerate(expected.items(), start=1):
         value = mapped.pop(key)  # dropped as soon as converted: one weight at a time
         if convert is None:
@@ -655,7 +657,9 @@ def load_weights(
             except DtypeError as exc:
                 raise CheckpointError(f"{source}: {exc}") from None
         if isinstance(value, QuantizedTensor):
-            model.assign(key, value.to(device))
+            if id(value) not in moved:  # (the pair keeps the source alive: ids stay unique)
+                moved[id(value)] = (value, value.to(device))
+            model.assign(key, moved[id(value)][1])
         else:
             tensor = _place(value, device, key, sharing, model_name)
             # weights never change: a graph-compiling backend may embed them as constants

@@ -403,6 +403,15 @@ class WhisperForConditionalGeneration(Module):
         "proj_out.weight": "model.decoder.embed_tokens.weight"
     }
     quantizable_embeddings: ClassVar[tuple[str, ...]] = ("model.decoder.embed_tokens.weight",)
+    # int8 decoder blocks (weights per channel, with or without int8 inputs) and a head in
+    # blocks of 128 changed words of whisper-tiny.en's transcript of espeak-ng speech; the
+    # encoder in int8 and the token table (embedding and tied head) in 8-bit blocks of 32,
+    # the head with block-rounded inputs, did not (docs/models.md, "Precision")
+    int8_float_layers: ClassVar[tuple[str, ...]] = ("model.decoder.layers.",)
+    int8_block_weights: ClassVar[tuple[str, ...]] = (
+        "model.decoder.embed_tokens.weight",
+        "proj_out.weight",
+    )
 
     def __init__(self, config: WhisperConfig) -> None:
         super().__init__()

@@ -175,6 +175,33 @@ def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
     np.testing.assert_allclose(cpu, got, rtol=1e-4, atol=2e-3)
 
 
+def test_8bit_block_weight_with_block_rounded_inputs_runs_matmulnbits_level_4(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Whisper's int8 vocabulary projection: 8-bit weights in blocks of 32 along in_features
+    and block-rounded inputs. A decode step's few rows multiply in integers (MatMulNBits,
+    bits 8, level 4); many rows (a prefill) keep the folded float weight (8-bit MatMulNBits
+    at level 1 is slower than it); both equal the float model of the same rounding."""
+    w, x, bias = _data(33)
+    q = quantize(w, bits=8, axis=1, block_size=32).to(DEVICE)
+    dense = q.dequantize_numpy()
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "int8_block")
+    assert "MatMulNBits" in ran and not ran & {"MatMul", "Gemm", "QuantizeLinear"}
+    assert _accuracy_levels(backend) == [4]
+    expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
+    assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-4  # the rounding is real
+    many = np.random.default_rng(34).standard_normal((40, 64)).astype(np.float32)
+    got, ran = _linear(backend, monkeypatch, tmp_path, many, q, bias, "int8_block")
+    assert "MatMulNBits" not in ran and ran & {"MatMul", "Gemm"}
+    expected = block_fake_quant(many, 32) @ dense.T + bias.numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
+    # float inputs on the same weight: the folded float product, no 8-bit MatMulNBits
+    got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "float")
+    assert "MatMulNBits" not in ran
+    np.testing.assert_allclose(got, x @ dense.T + bias.numpy(), rtol=1e-4, atol=2e-3)
+
+
 def _accuracy_levels(backend: Any) -> list[int]:
     """MatMulNBits' accuracy_level in each such node of the backend's latest graph."""
     import onnx

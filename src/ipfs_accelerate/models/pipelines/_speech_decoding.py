@@ -124,8 +124,11 @@ def compression_ratio(tokens: Sequence[int], vocab_size: int) -> float:
 
 
 def _log_softmax(scores: Array) -> Array:
-    finite = scores[np.isfinite(scores)]
-    top = finite.max() if finite.size else 0.0
+    top = scores.max()
+    if not np.isfinite(top):
+        # every score masked (or a non-finite one): shift by the largest finite score
+        finite = scores[np.isfinite(scores)]
+        top = finite.max() if finite.size else 0.0
     shifted = scores - top
     result: Array = shifted - np.log(np.exp(shifted).sum())
     return result
@@ -157,11 +160,15 @@ class SpecialTokens:
         return self.no_timestamps - 1
 
 
-def apply_timestamp_rules(scores: Array, generated: Sequence[int], special: SpecialTokens) -> None:
+def apply_timestamp_rules(
+    scores: Array, generated: Sequence[int], special: SpecialTokens
+) -> Array | None:
     """Mask ``scores`` (vocab,) in place by the rules of transformers'
     ``WhisperTimeStampLogitsProcessor``: timestamps come in pairs (except right before the end
     of text), never decrease, a window starts with a timestamp, and a timestamp is forced when
-    the timestamps together are likelier than any single text token."""
+    the timestamps together are likelier than any single text token. Returns the log-softmax
+    of the masked scores when the last rule left them as they were (the decoder's step needs
+    it for the chosen token's log-probability), None when it masked the text tokens."""
     begin = special.timestamp_begin
     scores[special.no_timestamps] = -np.inf
     last_was_timestamp = len(generated) >= 1 and generated[-1] >= begin
@@ -185,6 +192,8 @@ def apply_timestamp_rules(scores: Array, generated: Sequence[int], special: Spec
     stamp_mass = np.logaddexp.reduce(logprobs[begin:].astype(np.float64))
     if stamp_mass > logprobs[:begin].max():
         scores[:begin] = -np.inf
+        return None
+    return logprobs
 
 
 @dataclass
@@ -411,11 +420,14 @@ class LongFormDecoder:
                 scores[special.begin_suppress] = -np.inf
             if special.suppress:
                 scores[special.suppress] = -np.inf
-            if timestamps:
-                apply_timestamp_rules(scores, generated, special)
+            # the log-softmax of the masked scores, once per step (the timestamp rules'
+            # last one computes it when it leaves the scores as they are)
+            logprobs = apply_timestamp_rules(scores, generated, special) if timestamps else None
+            if logprobs is None:
+                logprobs = _log_softmax(scores)
             if step < len(forced):
                 token = forced[step]
-                chosen = float(_log_softmax(scores)[token])
+                chosen = float(logprobs[token])
                 if not math.isfinite(chosen):
                     # the rules now bar the forced token: count it as the model scores it
                     chosen = float(_log_softmax(logits.astype(np.float32))[token])
@@ -426,7 +438,7 @@ class LongFormDecoder:
                     token = int(self.rng.choice(len(probabilities), p=probabilities))
                 else:
                     token = int(np.argmax(scores))
-                logprob_sum += float(_log_softmax(scores)[token])
+                logprob_sum += float(logprobs[token])
             generated.append(token)
             if token == special.eos or step == limit - 1:
                 break

@@ -159,21 +159,25 @@ def match_quantized(
         if is_dynamic_quantization(x, a_scale, a_zero):
             return Fusion("dynamic", head, output, x, weight, bias=bias)
         return Fusion("integer", head, output, x, weight, a_scale, a_zero, bias)
-    if _BITS[values.data_type] == 8 and not NBITS_FOR_8BIT:
+    block = _nbits_block(scale, b.shape)
+    if block is None:
         return None
-    if _nbits_block(scale, b.shape) is None:
+    # 8-bit weights go to MatMulNBits only at accuracy level 4 (integer products on
+    # block-rounded activations: a decode step's vocabulary projection reads a quarter of
+    # the float weight's bytes); at level 1 its 8-bit kernel is slower than the folded float
+    eight_bit = _BITS[values.data_type] == 8 and not NBITS_FOR_8BIT
+    blocked = block_quantized_activations(a, block)
+    if blocked is not None and blocked.shape[0] <= ACCURACY_4_MAX_ROWS:
+        fusion = Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
+        return _unflattened(fusion, consumers, graph_outputs)
+    if eight_bit:
         return None
     if activations is not None and is_dynamic_quantization(*activations):
         fusion = Fusion("nbits", head, output, activations[0], weight, bias=bias, round_trip=True)
         return _unflattened(fusion, consumers, graph_outputs)
-    blocked = block_quantized_activations(a, _nbits_block(scale, b.shape) or 0)
-    if blocked is not None and blocked.shape[0] <= ACCURACY_4_MAX_ROWS:
-        fusion = Fusion("nbits", head, output, blocked, weight, bias=bias, accuracy_level=4)
-        return _unflattened(fusion, consumers, graph_outputs)
     if blocked is not None:
         # more rows (a prefill): the blocks rounded by a blocked QuantizeLinear +
         # DequantizeLinear pair, then the float kernel on them
-        block = _nbits_block(scale, b.shape) or 0
         return Fusion("nbits", head, output, blocked, weight, bias=bias, rounded_block=block)
     return _unflattened(
         Fusion("nbits", head, output, a, weight, bias=bias), consumers, graph_outputs
