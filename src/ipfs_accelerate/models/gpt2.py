@@ -162,6 +162,8 @@ class GPT2LMHeadModel(Module):
     int4_block_activations: ClassVar[bool] = True
     is_head_model: ClassVar[bool] = True
     tied_weights: ClassVar[dict[str, str]] = {"lm_head.weight": "transformer.wte.weight"}
+    #: as LlamaForCausalLM's
+    int8_block_weights: ClassVar[tuple[str, ...]] = ("lm_head.weight",)
     # the causal-mask buffers of older checkpoints
     ignored_keys: ClassVar[tuple[str, ...]] = tuple(
         f"transformer.h.{i}.attn.{name}" for i in range(256) for name in ("bias", "masked_bias")
