@@ -142,36 +142,3 @@ def test_a_parameter_updated_in_cache_sized_pieces_equals_torch(kind: str) -> No
     _steps(ours_cls(ours, **kwargs), ours, ia.tensor, steps=3)
     _steps(torch_cls(theirs, **kwargs), theirs, lambda a: torch.from_numpy(a.copy()), steps=3)
     np.testing.assert_allclose(ours[0].numpy(), theirs[0].detach().numpy(), rtol=2e-5, atol=2e-6)
-
-
-@pytest.mark.parametrize("kind", ["adamw-amsgrad", "sgd-nesterov"])
-def test_pieces_shared_out_over_threads_equal_one_thread(
-    kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A parameter of many pieces is updated by several threads, each taking a run of
-    pieces: the result is bit for bit that of one thread (every piece, the short last one
-    too, updated exactly once)."""
-    import threading
-
-    from ipfs_accelerate.hal.cpu import _optim
-
-    ours_cls, _, kwargs = KINDS[kind]
-    shape = (3, 7 * _optim.CHUNK + 123)  # 22 pieces: three threads' runs, the last short
-    seen: set[int] = set()
-    real = _optim._adamw_chunk if kind.startswith("adamw") else _optim._sgd_chunk
-
-    def noting(*args: Any) -> None:
-        seen.add(threading.get_ident())
-        real(*args)
-
-    results = []
-    for threads in (1, 3):
-        monkeypatch.setattr(_optim, "THREADS", threads)
-        monkeypatch.setattr(_optim, "SPLIT_PIECES", 4)
-        monkeypatch.setattr(_optim, real.__name__, noting)
-        seen.clear()
-        params = [ia.tensor(_arrays(0, shape), requires_grad=True)]
-        _steps(ours_cls(params, **kwargs), params, ia.tensor, steps=3)
-        assert len(seen) == threads
-        results.append(params[0].numpy().copy())
-    assert np.array_equal(results[0], results[1])

@@ -17,13 +17,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ipfs_accelerate.hal._backend import AdamWHyper, SGDHyper, host_cores
+from ipfs_accelerate.hal._backend import AdamWHyper, SGDHyper
 from ipfs_accelerate.hal.cpu import _rows
 
 Array = np.ndarray[Any, Any]
@@ -90,12 +88,8 @@ def adamw_step(
         _put_rows(rows, (param, *moments), (p, m, v, v_max))
         return True
     arrays = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
-
-    def update(piece: tuple[Any, ...]) -> None:
-        p, g, m, v, v_max = piece
+    for p, g, m, v, v_max in _chunks(arrays):
         _adamw_chunk(p, g, m, v, v_max, _scratch(p), hyper)
-
-    _each_piece(_chunks(arrays), update)
     _after_dense(grad, moments)
     return True
 
@@ -130,43 +124,6 @@ def _adamw_chunk(
     param -= tmp
 
 
-#: threads that share a parameter's pieces (None: one per core); fewer than SPLIT_PIECES
-#: pieces a thread run on the caller's thread alone
-THREADS: int | None = None
-SPLIT_PIECES = 8
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _each_piece(pieces: list[tuple[Any, ...]], work: Callable[[tuple[Any, ...]], None]) -> None:
-    """``work(piece)`` for every piece, the pieces shared out over the cores: each piece's
-    dozen passes are cache-resident arithmetic, so a second core halves them where the
-    parameter's pieces are many (numpy releases the GIL inside each pass)."""
-    threads = min(THREADS or host_cores(), len(pieces) // SPLIT_PIECES)
-    if threads < 2:
-        for piece in pieces:
-            work(piece)
-        return
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < threads - 1:
-            _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="ia-optim")
-            _pool_size = threads - 1
-        pool = _pool
-    share = -(-len(pieces) // threads)
-
-    def run(part: list[tuple[Any, ...]]) -> None:
-        for piece in part:
-            work(piece)
-
-    futures = [pool.submit(run, pieces[i : i + share]) for i in range(share, len(pieces), share)]
-    run(pieces[:share])
-    for future in futures:
-        future.result()
-
-
 #: elements per cache-sized piece: the dozen passes of an update over one piece stay in the
 #: core's cache instead of streaming the whole parameter through memory a dozen times
 CHUNK = 1 << 15
@@ -199,12 +156,8 @@ def sgd_step(param: Array, grad: Array, buffer: Array | None, hyper: SGDHyper) -
         _sgd_chunk(p, g, b, _scratch(p), hyper)
         _put_rows(rows, (param, *moments), (p, b))
         return True
-
-    def update(piece: tuple[Any, ...]) -> None:
-        p, g, b = piece
+    for p, g, b in _chunks((param, grad, buffer)):
         _sgd_chunk(p, g, b, _scratch(p), hyper)
-
-    _each_piece(_chunks((param, grad, buffer)), update)
     _after_dense(grad, moments)
     return True
 
