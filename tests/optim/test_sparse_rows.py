@@ -187,3 +187,37 @@ def test_a_loaded_state_and_a_written_gradient_are_not_trusted() -> None:
         opt.step()
         torch_opt.step()
         np.testing.assert_allclose(w.numpy(), torch_w.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dense_use", [False, True], ids=["two-lookups", "lookup-and-dense"])
+def test_a_gradient_summed_over_lookups_keeps_its_rows(
+    dense_use: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two lookups of one table (anchors and positives) sum two row-sparse gradients: the
+    sum's rows are the union, and the rows still take the update. A term that reads the
+    whole table (here a penalty on it) makes every row's gradient nonzero: the full pass."""
+    rows = _RowUpdates(monkeypatch)
+    table, _, batches = _data()
+    w = ia.tensor(table, requires_grad=True)
+    torch_w = torch.tensor(table, requires_grad=True)
+    opt = optim.AdamW([w], lr=0.05, weight_decay=0.1)
+    torch_opt = torch.optim.AdamW([torch_w], lr=0.05, weight_decay=0.1)
+    for ids, _ in batches:
+        first, second = ids[:2], ids[2:]
+        opt.zero_grad()
+        torch_opt.zero_grad()
+        loss = ops.sum(ops.embedding(ia.tensor(first), w)) - ops.sum(
+            ops.embedding(ia.tensor(second), w) ** 2
+        )
+        ref = torch.nn.functional.embedding(torch.from_numpy(first), torch_w).sum() - (
+            torch.nn.functional.embedding(torch.from_numpy(second), torch_w).pow(2).sum()
+        )
+        if dense_use:
+            loss = loss + ops.sum(w * w) * 0.01
+            ref = ref + (torch_w * torch_w).sum() * 0.01
+        loss.backward()
+        ref.backward()
+        opt.step()
+        torch_opt.step()
+        np.testing.assert_allclose(w.numpy(), torch_w.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert rows.count == (0 if dense_use else STEPS)

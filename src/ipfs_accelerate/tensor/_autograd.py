@@ -406,13 +406,25 @@ class _Sums:
         if id(total) in self._owned and total._backend.shares_host_memory:
             data = total._data
             np.add(data, g._data, out=data)
+            _sum_marks(data, data, g._data)
             return total
         out = total + g
         self._owned[id(out)] = out
+        if out._backend.shares_host_memory:
+            _sum_marks(out._data, total._data, g._data)
         return out
 
     def hand_out(self, grad: Tensor) -> None:
         self._owned.pop(id(grad), None)
+
+
+def _sum_marks(out: Any, *terms: Any) -> None:
+    """``out`` holds the sum of ``terms``: the rows it can be nonzero in are the union of
+    theirs where each term's are known (two lookups of one embedding table), else unknown
+    (hal/cpu/_rows.py: the optimizers update those rows only)."""
+    from ipfs_accelerate.hal.cpu import _rows
+
+    _rows.mark_sum(out, terms)
 
 
 def _check_usable(node: Node) -> None:

@@ -20,12 +20,20 @@ seen, as torch's version counters do not see it either.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
 import numpy as np
 
-__all__ = ["active_rows", "forget_active_rows", "mark_rows", "marked_rows", "set_active_rows"]
+__all__ = [
+    "active_rows",
+    "forget_active_rows",
+    "mark_rows",
+    "mark_sum",
+    "marked_rows",
+    "set_active_rows",
+]
 
 Array = np.ndarray[Any, Any]
 
@@ -71,6 +79,24 @@ def mark_rows(array: Array, rows: Array) -> None:
 def marked_rows(array: Array) -> Array | None:
     """The rows outside which ``array`` is known to be zero, or None."""
     return _recall(_MARKED, array)
+
+
+def mark_sum(out: Array, terms: tuple[Array, ...]) -> None:
+    """``out`` was just written with the sum of ``terms`` (``out`` may be one of them): its
+    rows are the union of the terms' where every term's are known, else it has no mark."""
+    if not _MARKED:
+        return
+    found = [
+        _recall(_MARKED, t) if isinstance(t, np.ndarray) and t.shape == out.shape else None
+        for t in terms
+    ]
+    rows = None
+    if all(r is not None for r in found):
+        rows = functools.reduce(np.union1d, found)  # type: ignore[arg-type]
+    if rows is None or not _owner(out):
+        _MARKED.pop(id(out), None)
+    else:
+        _remember(_MARKED, out, rows)
 
 
 def active_rows(*moments: Array) -> Array:
