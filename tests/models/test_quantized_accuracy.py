@@ -157,19 +157,24 @@ def test_whisper_int8_logits_and_greedy_tokens(whisper_dir: Path) -> None:
     wide = SpeechRecognizer.from_pretrained(whisper_dir, "cpu")
     narrow = SpeechRecognizer.from_pretrained(whisper_dir, "cpu", dtype="int8")
     greedy = wide.generate(features, language="en", max_new_tokens=24)
-    # teacher-forced on fp32's greedy sequence: every decision int8 makes on the same prefix
+    _whisper_tokens_agree(wide, narrow, features, greedy, "Whisper int8")
+
+
+def _whisper_tokens_agree(
+    wide: Any, narrow: Any, features: np.ndarray, greedy: np.ndarray, label: str
+) -> None:
+    """Teacher-forced on fp32's greedy sequence (every decision int8 makes on the same
+    prefix), then free-running: int8's tokens equal fp32's wherever fp32's top two logits
+    are further apart than twice int8's logit error (a random checkpoint has near-ties)."""
     prefix = greedy[:, :-1].astype(np.int64)
     reference = _decoder_logits(wide, features, prefix)
     quantized = _decoder_logits(narrow, features, prefix)
-    _close(quantized, reference, "Whisper int8")
+    _close(quantized, reference, label)
     ordered = np.sort(reference, axis=-1)
     margin = ordered[..., -1] - ordered[..., -2]
-    # a random checkpoint has near-ties; where fp32's top two are further apart than twice
-    # the quantization's logit error, int8 must pick the same token
     decided = margin > 2 * float(np.abs(quantized - reference).max())
     assert decided.mean() > 0.5
     np.testing.assert_array_equal(quantized.argmax(-1)[decided], reference.argmax(-1)[decided])
-    # free-running: int8's greedy tokens equal fp32's up to each row's first near-tie
     ours = narrow.generate(features, language="en", max_new_tokens=24)
     compared = 0
     for row in range(len(greedy)):
@@ -178,7 +183,7 @@ def test_whisper_int8_logits_and_greedy_tokens(whisper_dir: Path) -> None:
         cut = 4 + (int(ties[0]) if ties.size else decided.shape[1] - 3)
         np.testing.assert_array_equal(ours[row, :cut], greedy[row, :cut], err_msg=f"row {row}")
         compared += cut - 4
-    print(f"Whisper int8: {compared} generated tokens before the first near-tie, all equal")
+    print(f"{label}: {compared} generated tokens before the first near-tie, all equal")
     assert compared >= len(greedy)
 
 
@@ -209,20 +214,4 @@ def test_whisper_int8_layout_and_greedy_tokens_on_webnn(whisper_dir: Path) -> No
             assert module.activations == ("int8_row" if encoder else "float"), path
     features = np.random.default_rng(5).standard_normal((3, 80, 3000)).astype(np.float32)
     greedy = wide.generate(features, language="en", max_new_tokens=24)
-    prefix = greedy[:, :-1].astype(np.int64)
-    reference = _decoder_logits(wide, features, prefix)
-    quantized = _decoder_logits(narrow, features, prefix)
-    _close(quantized, reference, "Whisper int8 (webnn)")
-    ordered = np.sort(reference, axis=-1)
-    decided = ordered[..., -1] - ordered[..., -2] > 2 * float(np.abs(quantized - reference).max())
-    assert decided.mean() > 0.5
-    np.testing.assert_array_equal(quantized.argmax(-1)[decided], reference.argmax(-1)[decided])
-    ours = narrow.generate(features, language="en", max_new_tokens=24)
-    compared = 0
-    for row in range(len(greedy)):
-        ties = np.flatnonzero(~decided[row, 3:])
-        cut = 4 + (int(ties[0]) if ties.size else decided.shape[1] - 3)
-        np.testing.assert_array_equal(ours[row, :cut], greedy[row, :cut], err_msg=f"row {row}")
-        compared += cut - 4
-    print(f"Whisper int8 (webnn): {compared} generated tokens before the first near-tie, equal")
-    assert compared >= len(greedy)
+    _whisper_tokens_agree(wide, narrow, features, greedy, "Whisper int8 (webnn)")

@@ -164,3 +164,32 @@ def test_keys_already_split_into_heads(
     np.testing.assert_allclose(got["y"], _reference(x), rtol=1e-5, atol=1e-5)
     assert "MultiHeadAttention" in ran and "Softmax" not in ran, ran
     assert ("Transpose" in ran) is not (masked or few), ran
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_split_heads_with_values_wider_than_keys(masked: bool) -> None:
+    """The kernel takes (B, H, S, d) keys and values of one shape only: values of another
+    head size than the keys' go through the (B, S, H*d) layout, and the result is still
+    the attention's (ONNX Runtime refused the BNSH inputs: 'key' and 'value' shall have the
+    same shape)."""
+    import torch
+
+    import ipfs_accelerate as ia
+    from ipfs_accelerate import ops
+
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((1, 2, 3, 4)).astype(np.float32)
+    k = rng.standard_normal((1, 2, 5, 4)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    mask = np.ones((3, 5), dtype=bool) if masked else None
+    if mask is not None:
+        mask[:, 3:] = False
+    got = ops.scaled_dot_product_attention(
+        *(ia.tensor(a, device="webnn") for a in (q, k, v)),
+        None if mask is None else ia.tensor(mask, device="webnn"),
+    ).numpy()
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        *(torch.from_numpy(a) for a in (q, k, v)),
+        attn_mask=None if mask is None else torch.from_numpy(mask),
+    ).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

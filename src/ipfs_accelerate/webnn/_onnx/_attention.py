@@ -268,9 +268,11 @@ def _split_heads(fusion: AttentionFusion) -> bool:
     BNSH key/value input): for a masked attention, and for an unmasked one of at most
     :data:`SPLIT_HEADS_MAX_QUERIES` queries. Other unmasked attention runs on (B, S, H*d)
     keys through the kernel's flash path, which BNSH keys would skip."""
-    queries = fusion.dims[2]
+    queries, depth, value_depth = fusion.dims[2], fusion.dims[4], fusion.dims[5]
     return (
         (fusion.mask is not None or queries <= SPLIT_HEADS_MAX_QUERIES)
+        # the kernel takes BNSH keys and values of one shape only
+        and depth == value_depth
         and fusion.key.operand.rank == 4
         and fusion.key.perm == _HEADS
         and fusion.value.perm == _HEADS
