@@ -253,6 +253,25 @@ def test_per_row_activations_run_matmulintegertofloat(
     assert np.abs(got["y"][calm] - exact).max() < 0.2 * np.abs(per_tensor[calm] - exact).max()
 
 
+def test_one_row_per_row_activations_are_the_per_tensor_kernel(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A decode step's product has one row, whose per-row quantization is the whole
+    tensor's: it runs DynamicQuantizeMatMul, the scale computed by the kernel (not a chain
+    of reductions, divisions and a QuantizeLinear), with the same values."""
+    values, scale, zero, dense = _weight(8, None, seed=9)
+    x = _x(9)[:1]
+
+    def build(b: Any, inp: Any) -> dict[str, Any]:
+        return {"y": b.matmul(_per_row(b, inp), _dequantized(b, values, scale, zero, "int8"))}
+
+    got, ran, lowered = _run(ctx, build, x, monkeypatch, tmp_path)
+    assert ran == {"DynamicQuantizeMatMul"}, ran
+    assert lowered == ["DynamicQuantizeMatMul"], lowered
+    np.testing.assert_allclose(got["y"], row_fake_quant(x) @ dense, rtol=1e-4, atol=2e-2)
+    assert np.abs(got["y"] - x @ dense).max() > 1e-3  # x really was quantized
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_row_corrected_weight_makes_the_zero_points_a_product_term(signed: bool) -> None:
     from ipfs_accelerate.webnn._onnx._qmatmul import correction_rows, row_corrected_weight

@@ -362,12 +362,13 @@ def _with_constant(node: Node | None, test: Callable[[float], bool]) -> MLOperan
 
 
 def _reduces_all(operand: MLOperand | None, op: str, x: MLOperand) -> bool:
+    """Whether ``operand`` is ``op`` of ``x`` over all of it: every axis longer than one is
+    reduced (a per-row reduction of a one-row ``x``, a decode step's, is the whole tensor's)."""
     node = _producer(operand, op)
-    return (
-        node is not None
-        and node.inputs[0] is x
-        and sorted(node.attrs.get("axes", ())) == list(range(x.rank))
-    )
+    if node is None or node.inputs[0] is not x:
+        return False
+    axes = {axis % x.rank for axis in node.attrs.get("axes", range(x.rank))}
+    return all(axis in axes for axis in range(x.rank) if x.shape[axis] != 1)
 
 
 def is_dynamic_quantization(x: MLOperand, scale: MLOperand, zero: MLOperand) -> bool:
