@@ -16,7 +16,7 @@ import pytest
 
 from ipfs_accelerate.errors import InvalidArgumentError
 from ipfs_accelerate.models.generation import KVCache
-from ipfs_accelerate.models.generation._cache import CacheShape, bucket
+from ipfs_accelerate.models.generation._cache import CacheShape, bucket, left_padded
 from ipfs_accelerate.models.generation._replay import DecodeGraphs
 from ipfs_accelerate.models.loading import load_model
 from ipfs_accelerate.tensor import from_numpy
@@ -30,12 +30,8 @@ PROMPTS = [[3, 17, 40, 22, 5], [9, 100, 120, 33, 7, 8, 9, 60, 61]]
 
 
 def _prefilled(model: Any, prompts: list[list[int]], capacity: int) -> tuple[KVCache, np.ndarray]:
-    batch, width = len(prompts), max(len(p) for p in prompts)
-    ids = np.zeros((batch, width), dtype=np.int64)
-    valid = np.zeros((batch, width), dtype=bool)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = prompt
-        valid[row, width - len(prompt) :] = True
+    ids, valid = left_padded(prompts)
+    batch, width = ids.shape
     cache = KVCache(model.cache_shape(), batch, capacity, model.device)
     logits = model(from_numpy(ids, model.device), cache.begin(valid)).numpy()
     return cache, logits

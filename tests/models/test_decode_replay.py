@@ -18,7 +18,7 @@ import pytest
 from ipfs_accelerate import ops
 from ipfs_accelerate.errors import IndexOutOfRangeError, InvalidArgumentError
 from ipfs_accelerate.models.generation import KVCache
-from ipfs_accelerate.models.generation._cache import bucket
+from ipfs_accelerate.models.generation._cache import bucket, left_padded
 from ipfs_accelerate.models.generation._replay import DecodeGraphs
 from ipfs_accelerate.models.loading import load_model
 from ipfs_accelerate.tensor import Tensor, from_numpy
@@ -39,12 +39,8 @@ def _drive(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Greedy decoding of left-padded ``prompts`` through ``graphs``, starting from the
     smallest cache (so that it grows twice): the tokens (B, STEPS + 1) and each step's logits."""
-    batch, width = len(prompts), max(len(p) for p in prompts)
-    ids = np.zeros((batch, width), dtype=np.int64)
-    valid = np.zeros((batch, width), dtype=bool)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = prompt
-        valid[row, width - len(prompt) :] = True
+    ids, valid = left_padded(prompts)
+    batch, width = ids.shape
     cache = KVCache(model.cache_shape(), batch, bucket(width, 1 << 62), model.device)
     logits = model(from_numpy(ids, model.device), cache.begin(valid)).numpy()
     steps = [logits]
@@ -233,12 +229,8 @@ def test_capacities_are_quarter_octaves_from_fine_from() -> None:
 
 def _replayed(model: Any, capacity: int, steps: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Greedy replayed steps of the two ragged PROMPTS from a cache of ``capacity``."""
-    batch, width = len(PROMPTS), max(len(p) for p in PROMPTS)
-    ids = np.zeros((batch, width), dtype=np.int64)
-    valid = np.zeros((batch, width), dtype=bool)
-    for row, prompt in enumerate(PROMPTS):
-        ids[row, width - len(prompt) :] = prompt
-        valid[row, width - len(prompt) :] = True
+    ids, valid = left_padded(PROMPTS)
+    batch, width = ids.shape
     graphs = DecodeGraphs(model)
     cache = KVCache(model.cache_shape(), batch, capacity, model.device)
     logits = model(from_numpy(ids, model.device), cache.begin(valid)).numpy()

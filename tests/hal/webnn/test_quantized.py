@@ -164,11 +164,7 @@ def test_int8_block_activations_run_matmulnbits_at_accuracy_level_4(
     assert not ran & {"MatMul", "Gemm", "QuantizeLinear", "DequantizeLinear", "ReduceMax"}
     levels = _accuracy_levels(backend)
     assert levels == [4]
-    dense = q.dequantize_numpy()
-    expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
-    # the rounding is real: float activations give a measurably different product
-    assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-3
+    _assert_block_rounded(got, x, q.dequantize_numpy(), bias.numpy(), 1e-3)
     # and the cpu backend's rounding in float is the same rule
     cpu = ops.linear(ia.tensor(x), quantize(w, bits=4, axis=1, block_size=32), bias.numpy(),
                      activations="int8_block").numpy()  # fmt: skip
@@ -188,9 +184,7 @@ def test_8bit_block_weight_with_block_rounded_inputs_runs_matmulnbits_level_4(
     got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "int8_block")
     assert "MatMulNBits" in ran and not ran & {"MatMul", "Gemm", "QuantizeLinear"}
     assert _accuracy_levels(backend) == [4]
-    expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
-    assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-4  # the rounding is real
+    _assert_block_rounded(got, x, dense, bias.numpy(), 1e-4)
     many = np.random.default_rng(34).standard_normal((40, 64)).astype(np.float32)
     got, ran = _linear(backend, monkeypatch, tmp_path, many, q, bias, "int8_block")
     assert "MatMulNBits" not in ran and ran & {"MatMul", "Gemm"}
@@ -200,6 +194,17 @@ def test_8bit_block_weight_with_block_rounded_inputs_runs_matmulnbits_level_4(
     got, ran = _linear(backend, monkeypatch, tmp_path, x, q, bias, "float")
     assert "MatMulNBits" not in ran
     np.testing.assert_allclose(got, x @ dense.T + bias.numpy(), rtol=1e-4, atol=2e-3)
+
+
+def _assert_block_rounded(
+    got: np.ndarray, x: np.ndarray, dense: np.ndarray, bias: np.ndarray, away: float
+) -> None:
+    """``got`` is the product of ``x`` rounded to int8 per block of 32 (the int8_block rule)
+    with ``dense`` plus ``bias``, and differs from the float product by more than ``away``
+    (the rounding really happened)."""
+    expected = block_fake_quant(x, 32) @ dense.T + bias
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
+    assert np.abs(got - (x @ dense.T + bias)).max() > away
 
 
 def _accuracy_levels(backend: Any) -> list[int]:
@@ -243,10 +248,7 @@ def test_int8_block_activations_of_many_rows_are_rounded_op_by_op_at_accuracy_le
     assert "MatMulNBits" in ran and "ReduceMax" in ran
     levels = _accuracy_levels(backend)
     assert levels == [1]
-    dense = q.dequantize_numpy()
-    expected = block_fake_quant(x, 32) @ dense.T + bias.numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-3)
-    assert np.abs(got - (x @ dense.T + bias.numpy())).max() > 1e-3
+    _assert_block_rounded(got, x, q.dequantize_numpy(), bias.numpy(), 1e-3)
 
 
 def test_many_rows_of_int8_block_activations_are_rounded_once_per_input(

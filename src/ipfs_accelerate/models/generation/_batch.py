@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError
-from ipfs_accelerate.models.generation._cache import KVCache, bucket, capacity_bucket
+from ipfs_accelerate.models.generation._cache import (
+    KVCache,
+    bucket,
+    capacity_bucket,
+    left_padded,
+)
 from ipfs_accelerate.models.generation._engine import (
     GenerationEngine,
     GenerationEvent,
@@ -115,12 +120,8 @@ class ContinuousBatch:
         if not joining:
             return []
         model = self.engine.model
-        width = max(len(e.sequence.prompt) for e in joining)
-        ids = np.zeros((len(joining), width), dtype=np.int64)
-        valid = np.zeros((len(joining), width), dtype=bool)
-        for row, entry in enumerate(joining):
-            ids[row, width - len(entry.sequence.prompt) :] = entry.sequence.prompt
-            valid[row, width - len(entry.sequence.prompt) :] = True
+        ids, valid = left_padded([e.sequence.prompt for e in joining])
+        width = ids.shape[1]
         prefill = KVCache(model.cache_shape(), len(joining), bucket(width, 1 << 62), model.device)
         logits = model(from_numpy(ids, model.device), prefill.begin(valid)).numpy()
         events = []

@@ -47,6 +47,7 @@ __all__ = [
     "KVCache",
     "bucket",
     "capacity_bucket",
+    "left_padded",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -67,6 +68,18 @@ CAPACITY_STEPS = 4
 #: cache: ONNX Runtime's masked MultiHeadAttention over a 512-token prompt (9 heads, 3
 #: key/value heads) ran 2.7x faster in chunks of 64 than as one product (docs/webnn.md)
 PREFILL_QUERY_CHUNK = 64
+
+
+def left_padded(prompts: Sequence[Sequence[int] | Array]) -> tuple[Array, Array]:
+    """Token ids (B, width) of ``prompts`` padded on the left with 0 to the longest, and the
+    mask (B, width) of the real tokens: the layout a prefill's :meth:`KVCache.begin` takes."""
+    width = max(len(p) for p in prompts)
+    ids = np.zeros((len(prompts), width), dtype=np.int64)
+    valid = np.zeros((len(prompts), width), dtype=bool)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = prompt
+        valid[row, width - len(prompt) :] = True
+    return ids, valid
 
 
 def bucket(n: int, limit: int) -> int:

@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError
-from ipfs_accelerate.models.generation._cache import CausalLM, KVCache, capacity_bucket
+from ipfs_accelerate.models.generation._cache import (
+    CausalLM,
+    KVCache,
+    capacity_bucket,
+    left_padded,
+)
 from ipfs_accelerate.models.generation._replay import DecodeGraphs
 from ipfs_accelerate.models.generation._sampling import (
     GenerationDefaults,
@@ -192,12 +197,8 @@ class GenerationEngine:
     ) -> Iterator[list[GenerationEvent]]:
         model, device = self.model, self.model.device
         batch = len(sequences)
-        width = max(len(s.prompt) for s in sequences)
-        ids = np.zeros((batch, width), dtype=np.int64)
-        valid = np.zeros((batch, width), dtype=bool)
-        for row, s in enumerate(sequences):
-            ids[row, width - len(s.prompt) :] = s.prompt
-            valid[row, width - len(s.prompt) :] = True
+        ids, valid = left_padded([s.prompt for s in sequences])
+        width = ids.shape[1]
         longest = max(s.settings.max_new_tokens for s in sequences)
         # a long max_new_tokens (by default the rest of the context) is not allocated up front;
         # a short one sizes the capacity that replayed steps read to what will be filled
