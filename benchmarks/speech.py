@@ -57,11 +57,22 @@ agreement), on ``--stream-backend`` (default: the first of ``--backends``):
 
 The stream is replayed as if it arrived in real time (chunk i at i + 1 s; a decode starts
 when its chunk has arrived and the previous decode is done, and takes the compute time
-measured for it), and each committed word's lag is the moment it was committed minus the
-moment its audio ended (at the latest, the audio received so far). Median and p95 over the
-words; the target is p95 <= 2 s (recorded as p95 / 2 s, lower is better). There is no peer
-in this figure (the whisper_streaming project is not installed here): it is ours alone,
-against the target.
+measured for it). Each committed word's lag is printed two ways: after the **audio was
+received** (the moment its commit was made minus the arrival of the 1 s chunk holding the
+word's end: the issue's "lag between audio received and text committed", and the figure the
+target is judged on) and after its **spoken end** (minus the moment the word ended in the
+audio, which adds the up to 1 s that the word's end waits inside its chunk). Median and p95
+over the words; the target is p95 <= 2 s (recorded as p95 / 2 s, lower is better). The line
+also gives how many chunks k after the one holding its end (by the committing decode's
+times) each word was committed: local agreement needs the next decode to agree with the one
+that first wrote a word, so most words are committed at k = 1 (k = 0 where the agreeing
+decode places the word's end later than the first did), with a lag of about k s plus a
+decode; the shares of k >= 2 are the decodes' disagreements, a property of the model on that
+speech, not of the machine. The
+stream is replayed twice in one process: **cold** (each new shape's graphs are compiled
+during the stream, as on a service's first stream) and **warm** (the graphs compiled, as on
+every later stream; nothing else carries over). There is no peer in this figure (the
+whisper_streaming project is not installed here): it is ours alone, against the target.
 
 Contenders alternate in rounds and each figure is the best round (of wall time, and of the
 process CPU time, the steadier figure on a shared machine). The real-time factor is
@@ -72,7 +83,9 @@ transformers' time / ours (above 1: we are faster).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -426,15 +439,69 @@ def agreeing_checkpoint(tmp: Path) -> Path:
     return directory
 
 
+@dataclasses.dataclass
+class _Replay:
+    """One stream replayed in real time: per committed word, its lags (seconds) and how many
+    1 s chunks after the one holding its end it was committed."""
+
+    received: list[float]
+    spoken: list[float]
+    cpu_spoken: list[float]
+    chunks_after: list[int]
+    decode_s: float
+    decodes: int
+    largest_buffer_s: float
+    transcript: str
+
+
+def _replay(
+    recognizer: Any, samples: np.ndarray, language: str | None, min_chunk_s: float
+) -> _Replay:
+    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
+
+    total = len(samples) / RATE
+    state = LocalAgreementStream(recognizer, RATE, language, "transcribe", min_chunk_s=min_chunk_s)
+    # lags by wall time, and by this process's CPU time (all its threads): on a machine
+    # shared with other work the wall time of a decode includes the waits for a core, the CPU
+    # time does not (it overstates a decode that ran on several cores at once)
+    out = _Replay([], [], [], [], 0.0, 0, 0.0, "")
+    done = cpu_done = 0.0  # simulated moments the last decode ended, from the stream start
+    steps = [(samples[i : i + RATE], (i + RATE) / RATE) for i in range(0, len(samples), RATE)]
+    for chunk, arrival in [*steps, (None, total)]:
+        begin, cpu_begin = time.perf_counter(), time.process_time()
+        events = state.feed(chunk) if chunk is not None else state.finish()
+        spent = time.perf_counter() - begin
+        out.decode_s += spent
+        done = max(min(arrival, total), done) + spent
+        cpu_done = max(min(arrival, total), cpu_done) + time.process_time() - cpu_begin
+        for event in events:
+            if event.type != "committed":
+                continue
+            for word in event.words:
+                # a word cannot end after the audio that had arrived
+                spoken_end = min(word.end, arrival)
+                # the stream had delivered the word's end with the 1 s chunk holding it
+                received = min(math.ceil(word.end - 1e-9), arrival, total)
+                out.spoken.append(done - spoken_end)
+                out.cpu_spoken.append(cpu_done - spoken_end)
+                out.received.append(done - received)
+                out.chunks_after.append(round(min(arrival, total) - received))
+    out.decodes, out.largest_buffer_s = state.decodes, state.max_buffer_seen_s
+    out.transcript = state.recognizer._decode(
+        np.array([t for w in state.committed for t in w.tokens], dtype=np.int64)
+    )
+    return out
+
+
 def stream_lag(
     seconds: float,
     backend: str,
     tmp: Path,
     real: tuple[Path, np.ndarray] | None,
     min_chunk_s: float = 1.0,
+    dtype: str = "float32",
 ) -> None:
     from ipfs_accelerate.models.pipelines import SpeechRecognizer
-    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
 
     if real is not None:
         path, samples = real[0], real[1][: int(seconds * RATE)]
@@ -445,59 +512,52 @@ def stream_lag(
         path, samples, language = agreeing_checkpoint(tmp), audio(seconds), "en"
         title = f"Whisper-tiny-shaped streaming, {seconds:g} s, decodes agreeing by construction"
         kind = "compute lag, not real speech"
-    recognizer = SpeechRecognizer.from_pretrained(path, device=backend)
+    recognizer = SpeechRecognizer.from_pretrained(path, device=backend, dtype=dtype)
     total = len(samples) / RATE
-    state = LocalAgreementStream(recognizer, RATE, language, "transcribe", min_chunk_s=min_chunk_s)
-    # lags by wall time, and by this process's CPU time (all its threads): on a machine
-    # shared with other work the wall time of a decode includes the waits for a core, the CPU
-    # time does not (it overstates a decode that ran on several cores at once)
-    lags: list[float] = []
-    cpu_lags: list[float] = []
-    spent_all = 0.0
-    done = cpu_done = 0.0  # simulated moments the last decode ended, from the stream start
-    steps = [(samples[i : i + RATE], (i + RATE) / RATE) for i in range(0, len(samples), RATE)]
-    for chunk, arrival in [*steps, (None, total)]:
-        begin, cpu_begin = time.perf_counter(), time.process_time()
-        events = state.feed(chunk) if chunk is not None else state.finish()
-        spent = time.perf_counter() - begin
-        spent_all += spent
-        done = max(min(arrival, total), done) + spent
-        cpu_done = max(min(arrival, total), cpu_done) + time.process_time() - cpu_begin
-        for event in events:
-            if event.type == "committed":
-                # a word cannot end after the audio that had arrived
-                lags.extend(done - min(w.end, arrival) for w in event.words)
-                cpu_lags.extend(cpu_done - min(w.end, arrival) for w in event.words)
-    if not lags:
-        print(f"\n{title}: nothing committed")
-        return
-    median, p95 = float(np.median(lags)), float(np.percentile(lags, 95))
-    cpu_median, cpu_p95 = float(np.median(cpu_lags)), float(np.percentile(cpu_lags, 95))
     print(
-        f"\n{title} ({kind}), 1 s chunks decoded every {min_chunk_s:g} s on {backend}:"
-        f" commit lag median {median:.2f} s,"
-        f" p95 {p95:.2f} s over {len(lags)} words (by CPU time: median {cpu_median:.2f} s,"
-        f" p95 {cpu_p95:.2f} s); {state.decodes} decodes taking {spent_all:.1f} s for"
-        f" {total:.0f} s of audio; largest buffer {state.max_buffer_seen_s:.1f} s"
-        f" (target p95 <= 2 s)"
+        f"\n{title} ({kind}), 1 s chunks decoded every {min_chunk_s:g} s on {backend}"
+        f" ({dtype}); lag after the audio was received (the arrival of the 1 s chunk holding"
+        " the word's end) and after the word's spoken end; target p95 <= 2 s:"
     )
-    transcript = state.recognizer._decode(
-        np.array([t for w in state.committed for t in w.tokens], dtype=np.int64)
-    )
-    print(f"  committed: {transcript[:160]!r}...")
-    RESULTS.ratio(
-        f"{title} ({kind}) on {backend}, decoded every {min_chunk_s:g} s:"
-        " commit lag p95 / 2 s target",
-        p95 / 2.0,
-        higher_is_better=False,
-        median_s=median,
-        p95_s=p95,
-        words=len(lags),
-        audio_s=total,
-        decode_s=spent_all,
-        cpu_time_median_s=cpu_median,
-        cpu_time_p95_s=cpu_p95,
-    )
+    # the same stream twice in one process: cold (the graphs of each new shape are compiled
+    # during the stream) and warm (as a service streams after its first stream or a warm-up)
+    for label in ("cold", "warm"):
+        run = _replay(recognizer, samples, language, min_chunk_s)
+        if not run.received:
+            print(f"  {label}: nothing committed")
+            return
+        got_median, got_p95 = np.median(run.received), np.percentile(run.received, 95)
+        median, p95 = np.median(run.spoken), np.percentile(run.spoken, 95)
+        cpu_median, cpu_p95 = np.median(run.cpu_spoken), np.percentile(run.cpu_spoken, 95)
+        after = np.bincount(run.chunks_after)
+        shares = ", ".join(
+            f"{k}: {n / len(run.chunks_after):.0%}" for k, n in enumerate(after) if n
+        )
+        print(
+            f"  {label}: received median {got_median:.2f} s, p95 {got_p95:.2f} s; spoken end"
+            f" median {median:.2f} s, p95 {p95:.2f} s (by CPU time {cpu_median:.2f} /"
+            f" {cpu_p95:.2f} s); {len(run.received)} words, committed k chunks after their"
+            f" own ({shares}); {run.decodes} decodes taking {run.decode_s:.1f} s for"
+            f" {total:.0f} s of audio ({run.decode_s / max(1, run.decodes):.2f} s each);"
+            f" largest buffer {run.largest_buffer_s:.1f} s"
+        )
+        RESULTS.ratio(
+            f"{title} ({kind}) on {backend} {dtype}, decoded every {min_chunk_s:g} s, {label}:"
+            " commit lag p95 after the audio was received / 2 s target",
+            float(got_p95) / 2.0,
+            higher_is_better=False,
+            received_median_s=float(got_median),
+            received_p95_s=float(got_p95),
+            spoken_end_median_s=float(median),
+            spoken_end_p95_s=float(p95),
+            cpu_time_median_s=float(cpu_median),
+            cpu_time_p95_s=float(cpu_p95),
+            words=len(run.received),
+            chunks_after=[int(n) for n in after],
+            audio_s=total,
+            decode_s=run.decode_s,
+        )
+    print(f"  committed: {run.transcript[:160]!r}...")
 
 
 def main() -> None:
@@ -537,6 +597,11 @@ def main() -> None:
         " faster one for whisper-tiny on a CPU host)",
     )
     parser.add_argument(
+        "--stream-dtype",
+        default="float32",
+        help="our weight dtype for the streaming figure (float32 or int8)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="print where each of our decodes spends its time (encoder, decode steps, the"
@@ -570,7 +635,10 @@ def main() -> None:
             )  # fmt: skip
         if args.stream_lag:
             backend = args.stream_backend or backends[0]
-            stream_lag(args.stream_seconds, backend, Path(tmp), real, args.stream_min_chunk)
+            stream_lag(
+                args.stream_seconds, backend, Path(tmp), real, args.stream_min_chunk,
+                args.stream_dtype,
+            )  # fmt: skip
     RESULTS.write(args.json)
 
 
