@@ -4,7 +4,8 @@ and streaming commit lag.
     python benchmarks/speech.py [--seconds 40] [--models tiny,base] [--backends cpu,webnn]
                                 [--rounds 1] [--max-new-tokens N] [--dtypes float32,int8]
                                 [--stream-lag] [--stream-seconds 60] [--stream-backend B]
-                                [--stream-min-chunk 1] [--profile] [--json FILE]
+                                [--stream-min-chunk 1] [--stream-dtype D]
+                                [--stream-soak MINUTES] [--profile] [--json FILE]
 
 Real-time factor: ``--seconds`` of audio (default 40 s, i.e. two windows; ``--seconds 600``
 for the issue's ten minutes) decoded with timestamps, window after window: ours
@@ -73,6 +74,12 @@ stream is replayed twice in one process: **cold** (each new shape's graphs are c
 during the stream, as on a service's first stream) and **warm** (the graphs compiled, as on
 every later stream; nothing else carries over). There is no peer in this figure (the
 whisper_streaming project is not installed here): it is ours alone, against the target.
+
+``--stream-soak 30`` feeds 30 minutes of audio (the real speech repeated) through one stream
+as fast as it decodes, a decode per 8 s, and prints the process's resident memory, the
+buffer and the committed words every few minutes: the memory stays flat while the
+transcript grows (tests/models/test_whisper_stream.py checks the same over four minutes with
+tracemalloc).
 
 Contenders alternate in rounds and each figure is the best round (of wall time, and of the
 process CPU time, the steadier figure on a shared machine). The real-time factor is
@@ -560,6 +567,65 @@ def stream_lag(
     print(f"  committed: {run.transcript[:160]!r}...")
 
 
+def _rss_mb() -> float:
+    """This process's resident memory (Linux), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stream_soak(
+    minutes: float, backend: str, tmp: Path, real: tuple[Path, np.ndarray] | None
+) -> None:
+    """``minutes`` of audio through one stream as fast as it decodes (the real speech
+    repeated, or the agreeing checkpoint's tone), decoded every 8 s so that a long stream
+    takes minutes, not hours: the process's memory, the buffer and the committed words every
+    few minutes of audio. Memory should stay flat after the first minutes (graphs compiled,
+    pools filled) while the transcript grows."""
+    from ipfs_accelerate.models.pipelines import SpeechRecognizer
+    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
+
+    if real is not None:
+        path, speech, language = real[0], real[1], None
+    else:
+        path, speech, language = agreeing_checkpoint(tmp), audio(60.0), "en"
+    recognizer = SpeechRecognizer.from_pretrained(path, device=backend)
+    state = LocalAgreementStream(
+        recognizer, RATE, language, "transcribe", min_chunk_s=8.0, trim_s=12.0,
+        max_buffer_s=20.0,
+    )  # fmt: skip
+    total = round(minutes * 60)
+    report_every = max(1, total // 6)
+    print(f"\nStreaming soak on {backend}: {minutes:g} min of audio, 1 s chunks, a decode per 8 s")
+    begin = time.perf_counter()
+    rss: list[float] = []
+    for second in range(total):
+        start = (second * RATE) % max(RATE, len(speech) - RATE)
+        state.feed(speech[start : start + RATE])
+        if (second + 1) % report_every == 0 or second + 1 == total:
+            rss.append(_rss_mb())
+            print(
+                f"  {(second + 1) / 60:5.1f} min: RSS {rss[-1]:7.1f} MB, buffer"
+                f" {state._buffered / RATE:4.1f} s, {len(state.committed)} words committed,"
+                f" {state.decodes} decodes, {time.perf_counter() - begin:5.0f} s"
+            )
+    state.finish()
+    growth = rss[-1] - rss[1] if len(rss) > 2 else float("nan")
+    print(f"  RSS from the second report to the last: {growth:+.1f} MB")
+    RESULTS.ratio(
+        f"streaming soak on {backend}: RSS at the end / RSS at the second report",
+        rss[-1] / rss[1] if len(rss) > 2 else float("nan"),
+        higher_is_better=False,
+        growth_mb=growth,
+        minutes=minutes,
+        rss_mb=rss,
+        words=len(state.committed),
+        decodes=state.decodes,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -597,6 +663,13 @@ def main() -> None:
         " faster one for whisper-tiny on a CPU host)",
     )
     parser.add_argument(
+        "--stream-soak",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="also feed MINUTES of audio through one stream and print its memory over time",
+    )
+    parser.add_argument(
         "--stream-dtype",
         default="float32",
         help="our weight dtype for the streaming figure (float32 or int8)",
@@ -625,7 +698,7 @@ def main() -> None:
     dtypes = tuple(d for d in args.dtypes.split(",") if d) or ("float32",)
     with tempfile.TemporaryDirectory() as tmp:
         real = None
-        if "tiny" in shapes or args.stream_lag:
+        if "tiny" in shapes or args.stream_lag or args.stream_soak:
             needed = max(args.seconds if "tiny" in shapes else 0.0, args.stream_seconds)
             real = real_speech(needed, Path(tmp))
         for shape in shapes:
@@ -639,6 +712,8 @@ def main() -> None:
                 args.stream_seconds, backend, Path(tmp), real, args.stream_min_chunk,
                 args.stream_dtype,
             )  # fmt: skip
+        if args.stream_soak:
+            stream_soak(args.stream_soak, args.stream_backend or backends[0], Path(tmp), real)
     RESULTS.write(args.json)
 
 

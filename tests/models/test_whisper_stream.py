@@ -159,19 +159,31 @@ def test_decode_budget_grows_with_the_buffer_unless_max_new_tokens_is_given(
 def test_buffer_stays_bounded_over_a_long_stream(ours: SpeechRecognizer) -> None:
     """Four minutes fed in 20 s chunks, decoded every 8 s (few, short decodes keep the test
     fast; a chunk is taken min_chunk_s at a time): the buffer any decode sees stays within
-    max_buffer_s + min_chunk_s while the stream moves on."""
+    max_buffer_s + min_chunk_s while the stream moves on, and the memory the stream holds
+    (numpy's buffers included, as tracemalloc counts them) does not grow from the second
+    minute to the fourth: a stream that kept its fed chunks (1.3 MB each) would."""
+    import tracemalloc
+
     seconds = 240.0
     audio = speech_like(seconds, seed=7)
-    from ipfs_accelerate.models.pipelines._speech_stream import (
-        LocalAgreementStream,
-        stream_events,
-    )
+    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
 
     state = LocalAgreementStream(
         ours, RATE, "en", "transcribe", min_chunk_s=8.0, trim_s=12.0, max_buffer_s=20.0,
         options={"max_new_tokens": 8},
     )  # fmt: skip
-    events = list(stream_events(state, chunks_of(audio, [20 * RATE])))
+    events: list[StreamEvent] = []
+    held: list[int] = []  # bytes traced after each chunk
+    tracemalloc.start()
+    try:
+        for chunk in chunks_of(audio, [20 * RATE]):
+            events.extend(state.feed(chunk))
+            held.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    events.extend(state.finish())
+    assert len(held) == 12
+    assert max(held[8:]) <= max(held[2:6]) + 256 * 1024, [round(h / 1e6, 2) for h in held]
     check_never_retracted(events)
     assert state.decodes == 30  # one per 8 s; the end adds none (no audio after the last)
     assert 12.0 < state.max_buffer_seen_s <= 28.0 + 1e-6
