@@ -294,3 +294,53 @@ def test_beam_search_streams_decode_the_whole_buffer(deaf: SpeechRecognizer) -> 
     committed = check_never_retracted(events)
     offline = deaf.transcribe_segments((audio, RATE), "en", return_timestamps=True, **options)
     assert committed == [t for s in offline for t in s.tokens if t < deaf.generation.eos]
+
+
+def test_agreement_sets_marks_and_case_aside_except_on_the_new_decodes_last_word() -> None:
+    from ipfs_accelerate.models.pipelines._speech_stream import StreamWord, _agreement
+
+    def words(*texts: str) -> list[StreamWord]:
+        return [StreamWord(t, float(i), i + 1.0) for i, t in enumerate(texts)]
+
+    # a decode that stopped at "over" wrote "over." (the buffer ended there); the next one
+    # goes on: they agree on the word, and the new decode's "over" is the one committed
+    assert (
+        _agreement(words(" The", " quick", " over."), words(" the", " quick", " over", " it")) == 3
+    )
+    # the new decode's last word takes its mark from the buffer's end: not agreed on yet
+    assert _agreement(words(" The", " over"), words(" The", " over.")) == 1
+    assert _agreement(words(" The", " over."), words(" The", " over.")) == 2
+    # other words are disagreements as before
+    assert _agreement(words(" code's", " not"), words(" code", " and")) == 0
+    assert _agreement(words(" a", " b", " c"), words(" a", " x", " c")) == 1
+    assert _agreement([], words(" a")) == 0
+
+
+def test_buffer_is_cut_where_the_committed_words_end_a_sentence(deaf: SpeechRecognizer) -> None:
+    """Past trim_s the buffer is cut after the committed words when they end a sentence (a
+    cut inside a sentence can fall into the next word's onset, which the next decode then
+    leaves out); otherwise only once the buffer is halfway to max_buffer_s."""
+    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream, StreamWord
+
+    state = LocalAgreementStream(deaf, RATE, "en", "transcribe")  # trim 15 s, max 28 s
+
+    def buffered(seconds: float) -> None:
+        state._pieces = [np.zeros(int(seconds * RATE), dtype=np.float32)]
+        state._buffered = int(seconds * RATE)
+        state.buffer_start = 0.0
+
+    buffered(16.0)
+    state.committed = [StreamWord(" It rained.", 1.0, 2.0), StreamWord(" The", 2.4, 2.6)]
+    state._trim(16.0)
+    assert state.buffer_start == 0.0  # "The" starts a sentence: wait
+    state.committed.append(StreamWord(" weather was fine.", 2.6, 4.0))
+    state._trim(16.0)
+    assert state.buffer_start == 4.0 and state._buffered == 12 * RATE
+    buffered(22.0)
+    state.committed = [StreamWord(" and", 5.0, 5.5)]
+    state._trim(22.0)  # no sentence end, but past (15 + 28) / 2 s: cut after the last word
+    assert state.buffer_start == 5.5
+    buffered(14.0)
+    state.committed = [StreamWord(" Done.", 5.0, 5.5)]
+    state._trim(14.0)  # within trim_s: nothing cut
+    assert state.buffer_start == 0.0

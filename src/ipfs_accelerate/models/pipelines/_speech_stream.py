@@ -3,9 +3,11 @@
 The policy is the one of Macháček, Dabre and Bojar, "Turning Whisper into Real-Time
 Transcription System" (2023, the whisper_streaming project): the unconfirmed audio buffer is
 decoded again each time enough new audio has arrived; the words on which two consecutive
-decodes agree (their longest common prefix, after the words already committed) are committed
-and never retracted; the rest is shown as tentative text. The buffer is trimmed at the end of
-the last committed word once it grows past ``trim_s``, so each decode sees at most about
+decodes agree (their longest common prefix, after the words already committed; marks and case
+aside, except on the new decode's last word) are committed, as the new decode wrote them, and
+never retracted; the rest is shown as tentative text. The buffer is trimmed once it grows past
+``trim_s``, where the committed words end a sentence (as whisper_streaming trims at segment
+ends; after any committed word once it has waited long), so each decode sees at most about
 ``trim_s`` plus the audio not yet agreed on, and a hard bound (``max_buffer_s``) commits the
 oldest words of the latest decode when the decodes keep disagreeing. Each decode writes at
 most :func:`decode_token_budget` tokens per window (in proportion to the buffered audio)
@@ -86,6 +88,36 @@ class StreamEvent:
 
 def _key(word: StreamWord) -> str:
     return word.text.strip()
+
+
+#: what two decodes may write differently around the same spoken word: the sentence marks
+#: that a decode ending at the buffer's end adds ("over." before "over the lazy dog") and case
+_MARKS = ".,!?;:\"'()[]-\u2026\u3002\uff0c\uff01\uff1f"
+
+
+#: the marks that end a sentence, where a stream's buffer is cut
+_SENTENCE_ENDS = (".", "?", "!", "\u2026", "\u3002", "\uff01", "\uff1f")
+
+
+def _heard(word: StreamWord) -> str:
+    """The word as heard: without the marks around it, in lower case."""
+    return word.text.strip().strip(_MARKS).casefold()
+
+
+def _agreement(previous: list[StreamWord], words: list[StreamWord]) -> int:
+    """How many of ``words`` (the new decode's, after the committed ones) two consecutive
+    decodes agree on: the longest common prefix of the words as heard (marks and case aside,
+    which follow from what comes after a word, not from the word), except that the new
+    decode's last word must be written the same: its marks come from the buffer's end, where
+    the new decode stops, and the new decode's version is the one committed."""
+    count = 0
+    for old, new in zip(previous, words, strict=False):
+        if _heard(old) != _heard(new):
+            break
+        if new is words[-1] and _key(old) != _key(new):
+            break
+        count += 1
+    return count
 
 
 class LocalAgreementStream:
@@ -313,9 +345,9 @@ class LocalAgreementStream:
         last = self.committed[-1].end
         fresh = [w for w in words if w.start >= last - _OVERLAP_S]
         if fresh and abs(fresh[0].start - last) < 1.0:
-            tail = [_key(w) for w in self.committed[-5:]]
+            tail = [_heard(w) for w in self.committed[-5:]]
             for n in range(min(len(tail), len(fresh)), 0, -1):
-                if tail[-n:] == [_key(w) for w in fresh[:n]]:
+                if tail[-n:] == [_heard(w) for w in fresh[:n]]:
                     return fresh[n:]
         return fresh
 
@@ -328,20 +360,15 @@ class LocalAgreementStream:
         if final:
             agreed = words
         else:
-            count = 0
-            for old, new in zip(self._previous, words, strict=False):
-                if _key(old) != _key(new):
-                    break
-                count += 1
-            agreed = words[:count]
+            agreed = words[: _agreement(self._previous, words)]
         rest = words[len(agreed) :]
         stream_end = self.buffer_start + buffer_s
         if not final and stream_end - self.buffer_start > self.max_buffer_s:
             # the decodes keep disagreeing: commit the latest decode's words that end before
             # the part of the buffer that trimming would keep
             limit = stream_end - self.trim_s
-            forced = [w for w in rest if w.end <= limit]
-            agreed, rest = agreed + forced, rest[len(forced) :]
+            overdue = [w for w in rest if w.end <= limit]
+            agreed, rest = agreed + overdue, rest[len(overdue) :]
         self._previous = rest
         events: list[StreamEvent] = []
         if agreed:
@@ -370,11 +397,23 @@ class LocalAgreementStream:
         return events
 
     def _trim(self, stream_end: float) -> None:
-        """Drop the buffered audio up to the last committed word once the buffer is longer
-        than ``trim_s``; past ``max_buffer_s`` with nothing to cut at, keep ``trim_s``."""
-        if stream_end - self.buffer_start <= self.trim_s:
+        """Once the buffer is longer than ``trim_s``, drop the audio up to the committed
+        words' end when they end a sentence; where they do not, wait for one until the buffer
+        passes halfway from ``trim_s`` to ``max_buffer_s``, then cut after the last committed
+        word; past ``max_buffer_s`` with nothing to cut at, keep ``trim_s``.
+
+        A sentence end is where the speaker pauses: a cut after a word inside a sentence can
+        fall into the next word's onset (a word's end time is an estimate), and a decode of
+        audio that starts inside a word leaves that word out. Cutting where the committed
+        words end leaves none of them in the buffer to be recognised again."""
+        length = stream_end - self.buffer_start
+        if length <= self.trim_s:
             return
-        cut = self.committed[-1].end if self.committed else self.buffer_start
+        cut = self.buffer_start
+        if self.committed:
+            closes = self.committed[-1].text.rstrip().endswith(_SENTENCE_ENDS)
+            if closes or length > (self.trim_s + self.max_buffer_s) / 2:
+                cut = self.committed[-1].end
         if stream_end - cut > self.max_buffer_s:
             cut = stream_end - self.trim_s
             self._previous = [w for w in self._previous if w.start >= cut]
