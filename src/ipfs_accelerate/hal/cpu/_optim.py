@@ -11,10 +11,10 @@ Where a gradient is known to be zero outside some rows (an embedding table's, se
 row's exact update is the weight decay alone (AdamW) or nothing (SGD without weight decay),
 the same numbers as the full pass gives them.
 
-A big parameter's full pass is shared over the cores (:func:`_shared`): each core takes one
-contiguous span of its pieces, with its own scratch piece. Every element goes through the
-same operations whichever core takes it (all exactly rounded: a piece boundary changes no
-number), so the result is the serial one bit for bit.
+A big parameter's full pass is shared over the cores (:func:`_shared`): the caller and a
+helper thread per further core claim its pieces one at a time, each with its own scratch
+piece. Every element goes through the same operations whichever thread takes it (all exactly
+rounded: a piece boundary changes no number), so the result is the serial one bit for bit.
 """
 
 from __future__ import annotations
@@ -221,9 +221,15 @@ class _Job:
             self._next += 1
             return self.pieces[self._next - 1]
 
-    def _run(self) -> None:
+    def _run(self, caller: bool = False) -> None:
         while (piece := self._claim()) is not None:
-            self.update(piece, self.hyper)
+            if caller and not self._active:
+                # no helper running (yet: a busy core may keep it waiting): cache-sized
+                # pieces, as the serial pass, which big pieces would only slow down here
+                for part in _chunks(piece, CHUNK):
+                    self.update(part, self.hyper)
+            else:
+                self.update(piece, self.hyper)
 
     def help(self) -> None:
         """A helper thread's share (none, if the caller finished every piece first)."""
@@ -244,7 +250,7 @@ class _Job:
     def work(self) -> None:
         """The caller's share; returns once no helper still writes into the arrays."""
         try:
-            self._run()
+            self._run(caller=True)
         finally:
             with self._lock:
                 self._closed = True
