@@ -515,10 +515,11 @@ def _linear(g: Tensor, node: Node) -> Grads:
 
     x, w, bias = node.args
     out_features, in_features = w.shape
-    rows = shp.reshape(g, (-1, out_features))
+    # (a batch of rows, the usual case, is already the matrix: no reshape ops to run)
+    rows = g if g.ndim == 2 else shp.reshape(g, (-1, out_features))
     grads: list[Tensor | None] = [
         matmul(g, w) if node.needs(0) else None,
-        matmul(shp.permute(rows, (1, 0)), shp.reshape(x, (-1, in_features)))
+        matmul(shp.permute(rows, (1, 0)), x if x.ndim == 2 else shp.reshape(x, (-1, in_features)))
         if node.needs(1)
         else None,
     ]
