@@ -3,6 +3,7 @@ whichever thread takes which piece, and safe with optimizers stepping in several
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -196,3 +197,37 @@ def test_an_error_in_a_helper_reaches_the_caller_after_every_helper_stopped(
     )
     with pytest.raises(FloatingPointError, match="helper piece"):
         _optim.sgd_step(p, g, None, hyper)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_shares_its_updates_over_helpers_of_its_own(shared: list[str]) -> None:
+    size = 6 * PIECE
+    p, g = np.ones(size, np.float32), np.full(size, 2.0, np.float32)
+    hyper = SGDHyper(
+        lr=0.5, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, first_step=True
+    )
+    assert _optim.sgd_step(p, g, None, hyper)  # the parent's helper threads are started
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: every piece updated, by its own helpers too, then report
+        try:
+            names: list[str] = []
+            original = _optim._sgd_piece
+
+            def recording(piece: Any, h: Any) -> None:
+                names.append(threading.current_thread().name)
+                if threading.current_thread() is threading.main_thread():
+                    time.sleep(0.002)
+                original(piece, h)
+
+            _optim._sgd_piece = recording  # type: ignore[assignment]
+            _optim.sgd_step(p, g, None, hyper)
+            ok = bool((p == -1.0).all()) and any(n.startswith("ia-optim") for n in names)
+            os.write(write, b"ok" if ok else b"wrong")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
+    np.testing.assert_array_equal(p, np.zeros(size, np.float32))  # the parent's one step

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -162,6 +163,16 @@ def _helpers() -> ThreadPoolExecutor:
                 max_workers=max(1, host_cores() - 1), thread_name_prefix="ia-optim"
             )
         return _pool
+
+
+def _forget_helpers() -> None:
+    """In a forked child: the parent's helper threads are not there, start new ones."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
 
 
 def _shared(
