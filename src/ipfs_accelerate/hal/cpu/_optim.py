@@ -202,7 +202,10 @@ def _shared(
     job = _Job(update, _chunks(arrays, SHARED_CHUNK), hyper)
     pool = _helpers()
     for _ in range(min(host_cores(), len(job.pieces)) - 1):
-        pool.submit(job.help)
+        try:
+            pool.submit(job.help)
+        except RuntimeError:  # the interpreter is shutting down: the caller takes them all
+            break
     job.work()
 
 
