@@ -77,7 +77,7 @@ ARG_REDUCE_OPS: frozenset[str] = frozenset({"argmax", "argmin"})
 FUSABLE_OPS: frozenset[str] = frozenset(
     {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear",
      "dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear",
-     "adamw_step", "sgd_step"}
+     "adamw_step", "sgd_step", "cross_entropy"}
 )  # fmt: skip
 
 
@@ -402,6 +402,22 @@ class Backend(abc.ABC):
     def clamp(self, x: Tensor, low: Scalar | None, high: Scalar | None) -> Any:
         """``min(max(x, low), high)`` with None meaning unbounded (NaN propagates)."""
         raise UnsupportedOpError(f"{self.name}: no fused clamp")
+
+    def cross_entropy(
+        self, logits: Tensor, target: Tensor, ignore_index: int, reduction: str, check_range: bool
+    ) -> Any:
+        """Cross entropy of float (N, C) ``logits`` against (N,) integer class indices:
+        ``-log_softmax(logits)[i, target[i]]`` per row, 0 where ``target == ignore_index``;
+        ``reduction`` "none" (N,), "sum" or "mean" (over the rows not ignored) as a 0-d
+        result. With ``check_range``, a class outside [0, C) (not ignored) raises
+        IndexOutOfRangeError. Backends listing it also give :meth:`cross_entropy_backward`."""
+        raise UnsupportedOpError(f"{self.name}: no fused cross_entropy")
+
+    def cross_entropy_backward(
+        self, logits: Tensor, target: Tensor, grad: Tensor, ignore_index: int, reduction: str
+    ) -> Any:
+        """The gradient of :meth:`cross_entropy` for ``logits``, given the loss's ``grad``."""
+        raise UnsupportedOpError(f"{self.name}: no fused cross_entropy")
 
     def scattered_rows(self, x: Tensor) -> list[tuple[Tensor, Tensor]] | None:
         """Where ``x`` is not computed yet and is rows scattered along axis 0 into zeros (an

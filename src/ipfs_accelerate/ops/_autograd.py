@@ -23,7 +23,7 @@ from typing import Any
 from ipfs_accelerate.ops import _elementwise as ew
 from ipfs_accelerate.ops import _reduce as red
 from ipfs_accelerate.ops import _shape as shp
-from ipfs_accelerate.ops._core import Shape
+from ipfs_accelerate.ops._core import Shape, run
 from ipfs_accelerate.tensor._autograd import RULES, Node, Rule, _Dropped
 from ipfs_accelerate.tensor._dtype import bool_
 from ipfs_accelerate.tensor._tensor import Tensor
@@ -515,10 +515,11 @@ def _linear(g: Tensor, node: Node) -> Grads:
 
     x, w, bias = node.args
     out_features, in_features = w.shape
-    rows = shp.reshape(g, (-1, out_features))
+    # (a batch of rows, the usual case, is already the matrix: no reshape ops to run)
+    rows = g if g.ndim == 2 else shp.reshape(g, (-1, out_features))
     grads: list[Tensor | None] = [
         matmul(g, w) if node.needs(0) else None,
-        matmul(shp.permute(rows, (1, 0)), shp.reshape(x, (-1, in_features)))
+        matmul(shp.permute(rows, (1, 0)), x if x.ndim == 2 else shp.reshape(x, (-1, in_features)))
         if node.needs(1)
         else None,
     ]
@@ -547,6 +548,13 @@ def _softmax(g: Tensor, node: Node) -> Grads:
     if log:
         return [ew.sub(g, ew.mul(ew.exp(out), red.sum(g, axis, keepdims=True)))]
     return [ew.mul(out, ew.sub(g, red.sum(ew.mul(g, out), axis, keepdims=True)))]
+
+
+@_rule("cross_entropy", saves=True)
+def _cross_entropy(g: Tensor, node: Node) -> Grads:
+    logits, target, ignore_index, reduction, _ = node.args
+    args = (logits, target, g, ignore_index, reduction)
+    return [run(g._backend, "cross_entropy_backward", args, logits.shape, logits.dtype), None]
 
 
 @_rule("layer_norm", saves=True)

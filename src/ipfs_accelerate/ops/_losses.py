@@ -16,7 +16,7 @@ from ipfs_accelerate.errors import (
 from ipfs_accelerate.ops import _elementwise as ew
 from ipfs_accelerate.ops import _reduce as red
 from ipfs_accelerate.ops import _shape as shp
-from ipfs_accelerate.ops._core import as_tensor, describe, same_backend
+from ipfs_accelerate.ops._core import as_tensor, describe, run, same_backend
 from ipfs_accelerate.ops._nn import _floating, log_softmax, matmul
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -96,6 +96,16 @@ def _cross_entropy(
     class_axis = 0 if logits.ndim == 1 else 1
     n_classes = logits.shape[class_axis]
     _, (logits,) = _floating("cross_entropy", logits)
+    if (
+        "cross_entropy" in logits._backend.fused
+        and logits.ndim == 2
+        and not label_smoothing
+        and tgt.dtype.is_integer
+        and tgt.shape == logits.shape[:1]
+    ):
+        shape = logits.shape[:1] if reduction == "none" else ()
+        args = (logits, tgt, ignore_index, reduction, check_range)
+        return run(logits._backend, "cross_entropy", args, shape, logits.dtype)
     logp = log_softmax(logits, class_axis)
 
     if tgt.dtype.is_floating:
