@@ -253,6 +253,25 @@ def test_per_row_activations_run_matmulintegertofloat(
     assert np.abs(got["y"][calm] - exact).max() < 0.2 * np.abs(per_tensor[calm] - exact).max()
 
 
+def test_per_row_quantization_is_one_block_per_row(ctx: Any) -> None:
+    """The per-row QuantizeLinear is emitted blocked along K (one block a row), the form whose
+    rows ONNX Runtime splits over its threads (its per-axis kernel runs them on one)."""
+    import onnx
+
+    from ipfs_accelerate import webnn
+
+    values, scale, zero, dense = _weight(8, None, signed=True, seed=3)
+    b = webnn.MLGraphBuilder(ctx)
+    inp = b.input("x", {"dataType": "float32", "shape": [M, K]})
+    graph = b.build({"y": b.matmul(_per_row(b, inp), _dequantized(b, values, scale, zero, "int8"))})
+    (node,) = [n for n in graph._lowered.model.graph.node if n.op_type == "QuantizeLinear"]
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attributes == {"axis": 1, "block_size": K}
+    x = _x(11)
+    got = ctx.compute(graph, {"x": x})["y"]
+    np.testing.assert_allclose(got, row_fake_quant(x) @ dense, rtol=1e-4, atol=2e-2)
+
+
 def test_one_row_per_row_activations_are_the_per_tensor_kernel(
     ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -18,7 +18,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from ipfs_accelerate.errors import BackendUnavailableError, WebNNOperationError
+from ipfs_accelerate.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    WebNNOperationError,
+)
 
 __all__ = [
     "FLUSHING_KERNELS",
@@ -28,6 +32,7 @@ __all__ = [
     "create_session",
     "flushing_call",
     "ort",
+    "pool_spin_us",
 ]
 
 #: Accelerated execution providers tried in order, per power preference. The CPU provider is
@@ -101,6 +106,36 @@ def choose_providers(
 #: graphs estimated below this many multiply-adds run on one thread: for them a thread pool
 #: costs more than it saves, and every live session's pool competes for the cores
 SINGLE_THREAD_WORK: Final[int] = 1 << 20
+
+
+#: the environment variable that makes a multi-threaded session's pool spin during a run
+SPIN_VARIABLE: Final = "IPFS_ACCELERATE_WEBNN_SPIN_US"
+#: the longest spin it may ask for (microseconds)
+MAX_SPIN_US: Final = 1_000_000
+#: the spin without it: long enough to bridge the serial nodes between two parallel ones of a
+#: graph, short enough to cost little where the cores are oversubscribed (docs/webnn.md,
+#: "Threads")
+DEFAULT_SPIN_US: Final = 100
+
+
+def pool_spin_us() -> int:
+    """How long (microseconds) an idle thread of a multi-threaded session's pool spins for
+    more work before it sleeps, during a run: ``$IPFS_ACCELERATE_WEBNN_SPIN_US`` (0: the
+    threads sleep between nodes), else DEFAULT_SPIN_US. Read when a session is created; a
+    value that is not an integer in [0, MAX_SPIN_US] raises ConfigurationError naming it."""
+    text = os.environ.get(SPIN_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_SPIN_US
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SPIN_US:
+        raise ConfigurationError(
+            f"{SPIN_VARIABLE}={text!r}: expected an integer number of microseconds "
+            f"from 0 to {MAX_SPIN_US}"
+        )
+    return value
 
 
 #: ONNX kernels whose graphs (the large ones) run with denormal floats flushed to zero: the
@@ -209,9 +244,15 @@ def create_session(
     ``flush_denormals``: the session flushes denormal floats to zero; it is created on (and
     must run through) :func:`flushing_call`.
 
-    Thread pools do not spin waiting for work: every session owns its pool, a context holds
-    many graphs, and pools spinning after their own run steal the cores from the session
-    that runs next."""
+    Every session owns its pool: in Python, ONNX Runtime's process-wide pools
+    (``set_global_thread_pool_sizes``) make every session of the process use them, so no
+    session could flush denormals on its threads or stay single-threaded, and other libraries'
+    onnxruntime sessions in the process would fail. A pool's idle threads spin for more work
+    for :func:`pool_spin_us` during a run (each of a graph's hundreds of small parallel nodes
+    would otherwise wake a sleeping thread) and stop when the session's last concurrent run
+    returns (``session.force_spinning_stop``): a context holds many graphs, and a pool still
+    spinning after its run would steal the cores from the session that runs next.
+    docs/webnn.md ("Threads") has the measurements."""
     runtime = ort()
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -220,8 +261,13 @@ def create_session(
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
     else:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        spin = pool_spin_us()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if spin:
+            options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin))
+            # the pool stops spinning when the session's last concurrent run returns
+            options.add_session_config_entry("session.force_spinning_stop", "1")
     if flush_denormals:
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
     keep_alive: list[Any] = []

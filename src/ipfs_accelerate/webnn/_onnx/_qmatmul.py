@@ -12,7 +12,8 @@ lowering, :func:`match_quantized` finds the patterns; each becomes one contrib o
   of ``x`` and a ``MatMulIntegerToFloat`` per product, as in onnxruntime's own quantized export;
 * the same with any other scalar (s, z): ``QuantizeLinear`` + ``MatMulIntegerToFloat``;
 * ``matmul(dequantize_linear(quantize_linear(x, s, z), s, z), W)`` with a 2-D ``x`` (M, K) and
-  a uint8 (s, z) per row, shape (M, 1): ``QuantizeLinear`` (axis 0) + ``MatMulIntegerToFloat``
+  a uint8 (s, z) per row, shape (M, 1): ``QuantizeLinear`` (axis 1, one block per row:
+  ONNX Runtime threads it by rows) + ``MatMulIntegerToFloat``
   + ``Mul`` by the row scales (:func:`row_corrected_weight` says how the per-row zero points,
   which no ONNX Runtime CPU integer kernel takes, are folded into the product);
 * ``matmul(a, W)`` with ``W`` 4-bit whose scales are constant over power-of-two blocks along
@@ -628,11 +629,17 @@ class QuantizedMatMulLowering(LoweringBase):
             values, ("rows", zeros.tobytes()), lambda: row_corrected_weight(values, zeros)
         )
         extra = corrected.shape[0] - values.shape[0]
+        # one block of the whole row (axis 1), not a scale per index of axis 0: ONNX Runtime
+        # splits a blocked QuantizeLinear's rows over its threads, while its per-axis kernel
+        # runs the rows one after another on one thread (the same values either way)
+        k = fusion.a.shape[1]
         a_scale, a_zero = (
-            self.reshape_const_or_node(operand, [rows])
+            self.reshape_const_or_node(operand, [rows, 1])
             for operand in (fusion.a_scale, fusion.a_zero)
         )
-        quantized = self.e.one("QuantizeLinear", [self.value(fusion.a), a_scale, a_zero], axis=0)
+        quantized = self.e.one(
+            "QuantizeLinear", [self.value(fusion.a), a_scale, a_zero], axis=1, block_size=k
+        )
         if extra:
             columns = self.e.one("Expand", [self.value(fusion.a_zero), self.e.ints([rows, extra])])
             quantized = self.e.one("Concat", [quantized, columns], axis=1)
