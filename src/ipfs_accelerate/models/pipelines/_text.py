@@ -389,9 +389,13 @@ class TextEmbedder(_Pipeline):
         normalize_module: bool = True,
     ) -> Array:
         """Pooled embeddings of a batch; on the numpy backend in row shards, one per core
-        (see :mod:`~ipfs_accelerate.models._parallel`)."""
+        (see :mod:`~ipfs_accelerate.models._parallel`), the rows taken longest first: a cut
+        between rows of similar lengths splits the tokens evenly, and the shard of short rows
+        is padded only to its own longest row."""
         cores = host_cores() if self.device == "cpu" else 1
-        bounds = shard_bounds((attention_mask != 0).sum(axis=1).tolist(), cores)
+        tokens = (attention_mask != 0).sum(axis=1)
+        order = np.argsort(-tokens, kind="stable")
+        bounds = shard_bounds(tokens[order].tolist(), cores)
         if len(bounds) == 1:
             return self._forward_rows(
                 input_ids,
@@ -404,10 +408,10 @@ class TextEmbedder(_Pipeline):
             )
 
         def shard(start: int, stop: int) -> Array:
-            mask = attention_mask[start:stop]
+            rows = order[start:stop]
+            mask = attention_mask[rows]
             used = np.flatnonzero(mask.any(axis=0))  # columns no row of the shard uses are dropped
             width = int(used[-1]) + 1 if used.size else mask.shape[1]
-            rows = slice(start, stop)
             return self._forward_rows(
                 input_ids[rows, :width],
                 mask[:, :width],
@@ -418,7 +422,10 @@ class TextEmbedder(_Pipeline):
                 normalize_module,
             )
 
-        return np.concatenate(run_sharded(shard, bounds))
+        pooled = np.concatenate(run_sharded(shard, bounds))
+        out = np.empty_like(pooled)
+        out[order] = pooled  # back in the batch's order
+        return out
 
     def _forward_rows(
         self,
