@@ -1,6 +1,7 @@
 """How the webnn backend's ONNX Runtime thread pools should wait for work: MiniLM embeddings
-on ``webnn`` with the pools sleeping between nodes (the default) against pools that spin for
-a while during a run (``$IPFS_ACCELERATE_WEBNN_SPIN_US``), all in one process.
+on ``webnn`` with the pools sleeping between nodes (spin 0) against pools that spin for a
+while during a run (``$IPFS_ACCELERATE_WEBNN_SPIN_US``; 100 us is the default), all in one
+process.
 
     python benchmarks/webnn_threads.py [--dtypes float32,int8,int8-smq] [--spins 0,100,1000]
                                        [--rounds 5] [--json FILE]
