@@ -176,3 +176,23 @@ def test_int8_linear_equals_dequantize_then_matmul_on_every_tiling_path(
         got = ops.linear(ia.tensor(x), q, ia.tensor(b)).numpy()
         assert got.shape == (3, 5, out)
         np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 32, 33, 100])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("batch_dims", [(), (3,)])
+def test_linear_of_a_few_rows_equals_the_float64_product(
+    rows: int, with_bias: bool, batch_dims: tuple[int, ...]
+) -> None:
+    """2 to 32 rows take the W @ X^T path (its result transposed back, with the bias); one row
+    and more than 32 the X @ W^T one: every count gives the product in the input's layout,
+    batch dimensions kept, a transposed (non-contiguous) weight too."""
+    w = RNG.standard_normal((48, 20)).astype(np.float32)
+    b = RNG.standard_normal(48).astype(np.float32)
+    x = RNG.standard_normal((*batch_dims, rows, 20)).astype(np.float32)
+    reference = x.astype(np.float64) @ w.astype(np.float64).T + (b if with_bias else 0.0)
+    for weight in (w, np.asfortranarray(w)):
+        got = ops.linear(ia.tensor(x), ia.tensor(weight), ia.tensor(b) if with_bias else None)
+        array = got.numpy()
+        assert array.shape == (*batch_dims, rows, 48) and array.flags.c_contiguous
+        np.testing.assert_allclose(array, reference, rtol=1e-5, atol=1e-5)

@@ -403,6 +403,17 @@ class CPUBackend(Backend):
         w = weight._data
         rows = data.reshape(-1, data.shape[-1]) if data.ndim != 2 else data
         with one_thread_for(rows.shape[0] * w.shape[0] * w.shape[1]):
+            if _FEW_ROWS[0] <= rows.shape[0] <= _FEW_ROWS[1] and w.flags.c_contiguous:
+                # a few rows (a decode step's batch, a short sentence): OpenBLAS runs
+                # W @ X^T, written (out_features, rows), 1.2-2.2x faster than X @ W^T here;
+                # the transposed copy back (with the bias) is small
+                product = w @ rows.T
+                out = np.empty((rows.shape[0], w.shape[0]), dtype=product.dtype)
+                if bias is not None:
+                    np.add(product.T, bias._data, out=out)
+                else:
+                    np.copyto(out, product.T)
+                return out.reshape(*data.shape[:-1], w.shape[0])
             out = rows @ w.T
         if bias is not None:
             out += bias._data
@@ -632,6 +643,13 @@ class CPUBackend(Backend):
 #: rows at most this long, in arrays at least _SHORT_ROWS_MIN large, take the short-row path
 _SHORT_ROW = 64
 _SHORT_ROWS_MIN = 1 << 12
+
+
+#: the row counts for which ``linear`` multiplies as W @ X^T: measured with numpy's OpenBLAS
+#: (SkylakeX kernels) on the 2-core Xeon, for weights 384x384 to 3072x768, against X @ W^T:
+#: 2 rows 0.94-2.25x, 4-16 rows 1.30-2.15x, 32 rows 1.23-1.59x, 64 rows 0.85-1.16x, 128 rows
+#: 0.51-1.05x (one row is a matrix-vector product either way)
+_FEW_ROWS = (2, 32)
 
 
 def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) -> Array:
