@@ -342,3 +342,25 @@ def test_steady_state_binds_nothing_new_whatever_the_pool_holds(gpu: Any) -> Non
     after = gpu.stats()
     assert after["bind_group_creations"] == before["bind_group_creations"]
     assert after["buffers_created"] == before["buffers_created"]
+
+
+def test_a_decoder_step_is_one_submission(gpu: Any) -> None:
+    """A decode step of a Llama-family decoder on webgpu records its ops and submits once,
+    when the step's logits are read for sampling: one submit and one readback per token."""
+    from ipfs_accelerate.models import TextGenerator
+    from ipfs_accelerate.models.generation import SamplingParams
+    from tests.models._decoder_checkpoints import decoder_checkpoint
+
+    generator = TextGenerator.from_pretrained(decoder_checkpoint("llama"), device="webgpu")
+    params = SamplingParams(max_new_tokens=9, temperature=0, ignore_eos=True)
+    prompt = [[5, 17, 23, 42, 8]]
+    list(generator.engine.run(prompt, [params]))  # compile, tune and warm the pools
+    gpu.synchronize()
+    steps = generator.engine.run(prompt, [params])
+    next(steps)  # the prefill and the first token
+    before = gpu.stats()
+    decoded = sum(1 for _ in steps)
+    after = gpu.stats()
+    assert decoded == 8
+    assert after["submits"] - before["submits"] == decoded
+    assert after["readbacks"] - before["readbacks"] == decoded
