@@ -184,7 +184,7 @@ def test_text_embedder_on_cpu_shards_big_batches_and_gives_the_same_vectors(
         calls.append(bounds)
         return original(fn, bounds)
 
-    monkeypatch.setattr("ipfs_accelerate.models.pipelines._text.run_sharded", spy)
+    monkeypatch.setattr(_parallel, "run_sharded", spy)
     monkeypatch.setattr("ipfs_accelerate.models.pipelines._text.host_cores", lambda: 2)
     together = embedder.embed(texts, batch_size=40)
     assert len(calls) == 1 and len(calls[0]) == 2 and calls[0][-1][1] == 40

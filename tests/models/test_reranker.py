@@ -215,11 +215,13 @@ def test_sharded_batches_score_in_the_callers_order(
     shards: list[list[tuple[int, int]]] = []
     from ipfs_accelerate.models import _parallel
 
+    original = _parallel.run_sharded
+
     def spy(fn, bounds):  # type: ignore[no-untyped-def]
         shards.append(bounds)
-        return _parallel.run_sharded(fn, bounds)
+        return original(fn, bounds)
 
-    monkeypatch.setattr("ipfs_accelerate.models.pipelines._rerank.run_sharded", spy)
+    monkeypatch.setattr(_parallel, "run_sharded", spy)
     monkeypatch.setattr("ipfs_accelerate.models.pipelines._rerank.host_cores", lambda: 2)
     together = reranker.predict(pairs, batch_size=24, raw=True)
     assert len(shards) == 1 and len(shards[0]) == 2

@@ -20,10 +20,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from itertools import accumulate, pairwise
 from typing import Any, TypeVar
 
+import numpy as np
+
 from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.hal.cpu import _blas as blas
 
-__all__ = ["MIN_SHARD_ROWS", "run_sharded", "shard_bounds"]
+__all__ = ["MIN_SHARD_ROWS", "run_longest_first", "run_sharded", "shard_bounds"]
 
 T = TypeVar("T")
 
@@ -114,6 +116,26 @@ def run_sharded(fn: Callable[[int, int], T], bounds: list[tuple[int, int]]) -> l
     finally:
         wait(futures)  # BLAS stays limited until every shard is done, even after an error
         _leave()
+
+
+def run_longest_first(
+    fn: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]],
+    lengths: np.ndarray[Any, Any],
+    cores: int,
+) -> np.ndarray[Any, Any] | None:
+    """``fn(rows)`` (``rows``: the indices of one shard's rows in the batch) over row shards
+    of a batch whose rows have ``lengths`` tokens, the rows taken longest first: a cut
+    between rows of similar lengths splits the tokens evenly, and the shard of short rows is
+    padded only to its own longest row. The shards' results (rows along axis 0) come back in
+    the batch's order; None where the batch makes one shard (the caller runs it whole)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    bounds = shard_bounds(np.asarray(lengths)[order].tolist(), cores)
+    if len(bounds) == 1:
+        return None
+    results = np.concatenate(run_sharded(lambda start, stop: fn(order[start:stop]), bounds))
+    out = np.empty_like(results)
+    out[order] = results  # back in the batch's order
+    return out
 
 
 def _enter() -> ThreadPoolExecutor | None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
 from ipfs_accelerate.hal._backend import host_cores
-from ipfs_accelerate.models._parallel import run_sharded, shard_bounds
+from ipfs_accelerate.models._parallel import run_longest_first
 from ipfs_accelerate.models._shapes import ShapePolicy
 from ipfs_accelerate.models.loading import (
     Checkpoint,
@@ -207,22 +207,15 @@ class Reranker(_Pipeline):
         :mod:`~ipfs_accelerate.models._parallel`)."""
         encoded = self.tokenizer.pairs(pairs, truncation=truncation)
         ids, mask, types = encoded.input_ids, encoded.attention_mask, encoded.token_type_ids
-        cores = host_cores() if self.device == "cpu" else 1
         lengths = np.asarray(encoded.lengths, dtype=np.int64)
-        order = np.argsort(-lengths, kind="stable")
-        bounds = shard_bounds(lengths[order].tolist(), cores)
-        if len(bounds) == 1:
-            return self._logits_rows(ids, mask, types)
 
-        def shard(start: int, stop: int) -> Array:
-            rows = order[start:stop]
+        def shard(rows: Array) -> Array:
             width = int(lengths[rows].max())  # the shard's own longest pair
             return self._logits_rows(ids[rows, :width], mask[rows, :width], types[rows, :width])
 
-        logits = np.concatenate(run_sharded(shard, bounds))
-        out = np.empty_like(logits)
-        out[order] = logits  # back in the batch's order
-        return out
+        cores = host_cores() if self.device == "cpu" else 1
+        sharded = run_longest_first(shard, lengths, cores)
+        return self._logits_rows(ids, mask, types) if sharded is None else sharded
 
     def _logits_rows(self, ids: Array, mask: Array, types: Array) -> Array:
         """Packed where the model can skip the padding and the shape policy allows, else

@@ -12,7 +12,7 @@ import numpy as np
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
 from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
-from ipfs_accelerate.models._parallel import run_sharded, shard_bounds
+from ipfs_accelerate.models._parallel import run_longest_first
 from ipfs_accelerate.models._shapes import ShapePolicy
 from ipfs_accelerate.models.loading import (
     Checkpoint,
@@ -388,27 +388,10 @@ class TextEmbedder(_Pipeline):
         dims: int | None = None,
         normalize_module: bool = True,
     ) -> Array:
-        """Pooled embeddings of a batch; on the numpy backend in row shards, one per core
-        (see :mod:`~ipfs_accelerate.models._parallel`), the rows taken longest first: a cut
-        between rows of similar lengths splits the tokens evenly, and the shard of short rows
-        is padded only to its own longest row."""
-        cores = host_cores() if self.device == "cpu" else 1
-        tokens = (attention_mask != 0).sum(axis=1)
-        order = np.argsort(-tokens, kind="stable")
-        bounds = shard_bounds(tokens[order].tolist(), cores)
-        if len(bounds) == 1:
-            return self._forward_rows(
-                input_ids,
-                attention_mask,
-                token_type_ids,
-                normalize,
-                prompt_length,
-                dims,
-                normalize_module,
-            )
+        """Pooled embeddings of a batch; on the numpy backend in row shards, one per core,
+        longest rows first (see :mod:`~ipfs_accelerate.models._parallel`)."""
 
-        def shard(start: int, stop: int) -> Array:
-            rows = order[start:stop]
+        def shard(rows: Array) -> Array:
             mask = attention_mask[rows]
             used = np.flatnonzero(mask.any(axis=0))  # columns no row of the shard uses are dropped
             width = int(used[-1]) + 1 if used.size else mask.shape[1]
@@ -422,10 +405,19 @@ class TextEmbedder(_Pipeline):
                 normalize_module,
             )
 
-        pooled = np.concatenate(run_sharded(shard, bounds))
-        out = np.empty_like(pooled)
-        out[order] = pooled  # back in the batch's order
-        return out
+        cores = host_cores() if self.device == "cpu" else 1
+        sharded = run_longest_first(shard, (attention_mask != 0).sum(axis=1), cores)
+        if sharded is not None:
+            return sharded
+        return self._forward_rows(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            normalize,
+            prompt_length,
+            dims,
+            normalize_module,
+        )
 
     def _forward_rows(
         self,
