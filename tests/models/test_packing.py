@@ -169,7 +169,7 @@ def test_run_sharded_restores_blas_only_after_every_overlapping_call_and_every_s
 
 
 def test_text_embedder_on_cpu_shards_big_batches_and_gives_the_same_vectors(
-    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch, shard_calls: list[list[tuple[int, int]]]
 ) -> None:
     """A batch of 40 mixed-length texts on two cores runs as two packed shards; its vectors equal
     each text embedded alone (no padding, no shard)."""
@@ -177,16 +177,9 @@ def test_text_embedder_on_cpu_shards_big_batches_and_gives_the_same_vectors(
     rng = np.random.default_rng(3)
     words = ["a", "photo", "of", "the", "cat", "quick", "brown", "fox", "dog", "lazy"]
     texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in range(40)]
-    calls: list[list[tuple[int, int]]] = []
-    original = _parallel.run_sharded
-
-    def spy(fn, bounds):  # type: ignore[no-untyped-def]
-        calls.append(bounds)
-        return original(fn, bounds)
-
-    monkeypatch.setattr(_parallel, "run_sharded", spy)
     monkeypatch.setattr("ipfs_accelerate.models.pipelines._text.host_cores", lambda: 2)
     together = embedder.embed(texts, batch_size=40)
+    calls = shard_calls
     assert len(calls) == 1 and len(calls[0]) == 2 and calls[0][-1][1] == 40
     alone = np.stack([embedder.embed(text) for text in texts])
     np.testing.assert_allclose(together, alone, atol=2e-6)

@@ -204,7 +204,7 @@ def test_every_backend_scores_like_cross_encoder(cross_encoder_dir: Path, device
 
 
 def test_sharded_batches_score_in_the_callers_order(
-    reranker: Reranker, monkeypatch: pytest.MonkeyPatch
+    reranker: Reranker, monkeypatch: pytest.MonkeyPatch, shard_calls: list[list[tuple[int, int]]]
 ) -> None:
     """On two cores a batch of 24 pairs of shuffled lengths runs as two shards, longest pairs
     first; each score is still its own pair's (as scored one at a time)."""
@@ -212,18 +212,9 @@ def test_sharded_batches_score_in_the_callers_order(
     words = ["the", "cat", "sat", "on", "a", "mat", "while", "dog", "ran", "to", "tree"]
     documents = [" ".join(rng.choice(words, size=int(rng.integers(1, 20)))) for _ in range(24)]
     pairs = [(QUERY, doc) for doc in documents]
-    shards: list[list[tuple[int, int]]] = []
-    from ipfs_accelerate.models import _parallel
-
-    original = _parallel.run_sharded
-
-    def spy(fn, bounds):  # type: ignore[no-untyped-def]
-        shards.append(bounds)
-        return original(fn, bounds)
-
-    monkeypatch.setattr(_parallel, "run_sharded", spy)
     monkeypatch.setattr("ipfs_accelerate.models.pipelines._rerank.host_cores", lambda: 2)
     together = reranker.predict(pairs, batch_size=24, raw=True)
+    shards = shard_calls
     assert len(shards) == 1 and len(shards[0]) == 2
     alone = np.concatenate([reranker.predict([pair], raw=True) for pair in pairs])
     np.testing.assert_allclose(together, alone, atol=1e-5)
