@@ -26,7 +26,7 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
-from ipfs_accelerate.hal.cpu import _math, _optim, _rows
+from ipfs_accelerate.hal.cpu import _math, _mkl, _optim, _rows
 from ipfs_accelerate.hal.cpu._blas import one_thread_for
 from ipfs_accelerate.hal.cpu._quantized import quantized_linear
 from ipfs_accelerate.tensor._creation import checked_cast
@@ -177,7 +177,7 @@ class CPUBackend(Backend):
             dtypes=tuple(d.name for d in DTYPES),
             features=("float64", "int64", "item-assignment", "zero-copy-numpy"),
             limits={"cores": host_cores()},
-            details={"numpy": np.__version__, "blas": blas},
+            details={"numpy": np.__version__, "blas": blas, "mkl": _mkl.version() or "not used"},
         )
 
     @property
@@ -390,6 +390,10 @@ class CPUBackend(Backend):
 
     def matmul(self, a: Tensor, b: Tensor, out_shape: Shape) -> Array:
         x, w = a._data, b._data
+        if w.ndim == 2 and x.ndim >= 2 and x.size and (x.ndim == 2 or x.flags.c_contiguous):
+            product = _mkl_product(x.reshape(-1, x.shape[-1]), w)
+            if product is not None:
+                return product.reshape(out_shape)
         # (small products on one BLAS thread: see hal/cpu/_blas.py)
         with one_thread_for(math.prod(out_shape) * x.shape[-1]):
             if x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
@@ -402,6 +406,11 @@ class CPUBackend(Backend):
         data = x._data
         w = weight._data
         rows = data.reshape(-1, data.shape[-1]) if data.ndim != 2 else data
+        product = (
+            _mkl_product(rows, w.T, None if bias is None else bias._data) if rows.size else None
+        )
+        if product is not None:
+            return product.reshape(*data.shape[:-1], w.shape[0])
         with one_thread_for(rows.shape[0] * w.shape[0] * w.shape[1]):
             if _FEW_ROWS[0] <= rows.shape[0] <= _FEW_ROWS[1] and w.flags.c_contiguous:
                 # a few rows (a decode step's batch, a short sentence): OpenBLAS runs
@@ -486,8 +495,12 @@ class CPUBackend(Backend):
             order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
             cols = np.ascontiguousarray(win.transpose(order)).reshape(n, positions, cin_g * ksize)
             wg = w[g * cout_g : (g + 1) * cout_g].reshape(cout_g, cin_g * ksize)
-            with one_thread_for(n * positions * cin_g * ksize * cout_g):
-                product = cols @ wg.T
+            product = _mkl_product(cols.reshape(n * positions, -1), wg.T)
+            if product is not None:
+                product = product.reshape(n, positions, cout_g)
+            else:
+                with one_thread_for(n * positions * cin_g * ksize * cout_g):
+                    product = cols @ wg.T
             out[:, g * cout_g : (g + 1) * cout_g] = product.transpose(0, 2, 1)
         if bias is not None:
             out += bias._data[None, :, None]
@@ -650,6 +663,22 @@ _SHORT_ROWS_MIN = 1 << 12
 #: 2 rows 0.94-2.25x, 4-16 rows 1.30-2.15x, 32 rows 1.23-1.59x, 64 rows 0.85-1.16x, 128 rows
 #: 0.51-1.05x (one row is a matrix-vector product either way)
 _FEW_ROWS = (2, 32)
+
+
+def _mkl_product(a: Array, b: Array, bias: Array | None = None) -> Array | None:
+    """``a @ b (+ bias)`` for a 2-D float32 ``a`` of at least MKL_ROWS rows through MKL, as
+    a new array; None where MKL is not in use or cannot read the operands (numpy then
+    multiplies)."""
+    if a.shape[0] < _mkl.MKL_ROWS or a.dtype != np.float32 or b.dtype != np.float32:
+        return None
+    if bias is not None and (bias.dtype != np.float32 or bias.shape != (b.shape[1],)):
+        return None
+    if not _mkl.enabled():
+        return None
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+    if bias is not None:
+        out[...] = bias
+    return out if _mkl.gemm(a, b, out, accumulate=bias is not None) else None
 
 
 def _layer_norm_rows(rows: Array, w: Array | None, b: Array | None, eps: float) -> Array:

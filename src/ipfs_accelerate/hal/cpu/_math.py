@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ipfs_accelerate.errors import TensorOverflowError
+from ipfs_accelerate.hal.cpu import _mkl
 
 Array = np.ndarray[Any, Any]
 
@@ -164,8 +165,31 @@ def _silu(x: Array) -> Array:
     return out
 
 
+def _gelu_cdf(x: Array, out: Array) -> object:
+    """float32 GELU as x * Phi(x) with MKL's normal CDF (hal/cpu/_mkl.py): two passes."""
+    _mkl.cdf_norm(x, out)
+    out *= x
+    return out
+
+
 erf = _blocked(_erf)
-gelu = _blocked(_gelu, _gelu_f32)
+_gelu_numpy = _blocked(_gelu, _gelu_f32)
+_gelu_mkl = _blocked(_gelu, _gelu_cdf)
+
+
+def gelu(x: Array) -> Array:
+    """x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), float32 through MKL's normal CDF where MKL
+    is in use."""
+    if x.dtype == np.float32 and _mkl.enabled():
+        if x.size > BLOCK:
+            return _gelu_mkl(x)
+        x = np.ascontiguousarray(x)
+        out = np.empty_like(x)
+        _gelu_cdf(x, out)
+        return out
+    return _gelu_numpy(x)
+
+
 gelu_tanh = _blocked(_gelu_tanh)
 sigmoid = _blocked(_sigmoid)
 silu = _blocked(_silu)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ipfs_accelerate.hal.cpu import _mkl
 from ipfs_accelerate.hal.cpu._blas import one_thread_for
 
 if TYPE_CHECKING:
@@ -147,10 +148,13 @@ def quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Array:
     for start in range(0, out, step):
         stop = min(out, start + step)
         tile = layout.tile(start, stop, buf)
+        target = result if stop - start == out else result[:, start:stop]
+        if rows.shape[0] >= _mkl.MKL_ROWS and _mkl.gemm(rows, tile.T, target):
+            continue  # through MKL, as the float linear's products (hal/cpu/_mkl.py)
         # a small product on one BLAS thread, as the float linear's (hal/cpu/_blas.py): woken
         # workers cost more than a short sentence's product, tens of times more under load
         with one_thread_for(rows.shape[0] * (stop - start) * inp):
-            np.matmul(rows, tile.T, out=result if stop - start == out else result[:, start:stop])
+            np.matmul(rows, tile.T, out=target)
     if layout.output_scales is not None:
         result *= layout.output_scales
     if bias is not None:
