@@ -63,6 +63,7 @@ _MIN_PART: Final = 64
 _VML_CHUNK: Final = 1 << 30
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_INT_LIMIT = 1 << 31  # sizes and leading dimensions are 32-bit ints in MKL's LP64 API
 _SEQUENTIAL = 1
 _VML_HA = 0x2  # high accuracy (about 1 ulp)
 
@@ -208,9 +209,9 @@ def _layout(a: np.ndarray[Any, Any]) -> tuple[int, int] | None:
     """(transpose flag, leading dimension) of a 2-D float32 array BLAS can read in place."""
     rows, cols = a.shape
     s0, s1 = a.strides
-    if s1 == 4 and (rows == 1 or (s0 % 4 == 0 and s0 >= 4 * cols)):
+    if s1 == 4 and (rows == 1 or (s0 % 4 == 0 and 4 * cols <= s0 < _INT_LIMIT)):
         return _NO_TRANS, max(1, cols if rows == 1 else s0 // 4)
-    if s0 == 4 and (cols == 1 or (s1 % 4 == 0 and s1 >= 4 * rows)):
+    if s0 == 4 and (cols == 1 or (s1 % 4 == 0 and 4 * rows <= s1 < _INT_LIMIT)):
         return _TRANS, max(1, rows if cols == 1 else s1 // 4)
     return None
 
@@ -263,19 +264,22 @@ def gemm(
         if not accumulate:
             out.fill(0.0)
         return True
-    if max(rows, cols, inner) >= 1 << 31 or not out.flags.writeable:
+    if max(rows, cols, inner) >= _INT_LIMIT or not out.flags.writeable:
         return False
     if _layout(a) is None or _layout(b) is None:
         return False
-    if out.strides[1] != 4 or (rows > 1 and (out.strides[0] % 4 or out.strides[0] < 4 * cols)):
+    ldc = out.strides[0]
+    if out.strides[1] != 4 or (rows > 1 and (ldc % 4 or not 4 * cols <= ldc < _INT_LIMIT)):
         return False
     if np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     beta = 1.0 if accumulate else 0.0
-    cores = host_cores()
-    macs = rows * cols * inner
-    if cores < 2 or macs < SPLIT_MACS or blas._depth > 0 or blas.oversubscribed():
+    if rows * cols * inner < SPLIT_MACS or blas._depth > 0:
         # one part: small, or inside a sharded run whose shards already fill the cores
+        _product(a, b, out, beta)
+        return True
+    cores = host_cores()
+    if cores < 2 or blas.oversubscribed():
         _product(a, b, out, beta)
         return True
     _split(a, b, out, beta, cores)
