@@ -76,7 +76,13 @@ def test_a_small_int8_product_runs_on_one_thread_and_a_big_one_keeps_the_pool(
         seen.append(_threads())
         return real(*args, **kwargs)  # type: ignore[call-overload]
 
+    from ipfs_accelerate.hal.cpu import _mkl
+
     monkeypatch.setattr(_blas, "oversubscribed", lambda: False)
+    # numpy's BLAS for every product (with MKL in use, those of 64 rows and more go there)
+    monkeypatch.setenv(_mkl.BLAS_VARIABLE, "numpy")
+    monkeypatch.setattr(_mkl, "_state", {})
+    monkeypatch.setattr(_mkl, "_loaded", False)
     weight = quantize(ia.randn(96, 64, seed=0), bits=8, axis=0)
     monkeypatch.setattr(np, "matmul", spy)
     ops.linear(ia.randn(3, 64, seed=1), weight)  # 3 * 96 * 64 multiply-adds
