@@ -281,9 +281,10 @@ def apply_activation_policy(
     """Set each quantized Linear layer's ``activations`` to ``modes[its kind]`` (``"float"``
     for kinds not in ``modes`` and for float weights). Without ``modes``: on 8-bit weights
     the kinds of :data:`INT8_ACTIVATIONS`, on a text decoder's 4-bit blockwise weights those
-    of :data:`INT4_ACTIVATIONS`, where the backend lists the mode's integer kernel in ``fused``
-    (elsewhere float inputs: rounding them in float would only cost time). Returns the paths
-    of the layers with integer activations."""
+    of :data:`INT4_ACTIVATIONS`, where the backend multiplies the mode's kernel in integers
+    (``Backend.integer_kernel``: webnn; cpu with MKL for ``int8_row``; elsewhere float
+    inputs: rounding them in float would only cost time). Returns the paths of the layers
+    with integer activations."""
     from ipfs_accelerate import hal
 
     if modes is None:

@@ -69,14 +69,6 @@ def _scratch(size: int) -> Array:
     return buf[:size]
 
 
-def _int_scratch(size: int) -> Array:
-    """An int32 buffer of ``size`` elements reused by this thread's integer products."""
-    buf: Array | None = getattr(_LOCAL, "sums", None)
-    if buf is None or buf.size < size:
-        buf = _LOCAL.sums = np.empty(size, dtype=np.int32)
-    return buf[:size]
-
-
 class _Layout:
     """A weight's host arrays arranged for tiling (built once per weight, kept with it)."""
 
@@ -198,8 +190,7 @@ def quantize_rows(rows: Array) -> tuple[Array, Array, Array]:
     with np.errstate(invalid="ignore", over="ignore"):
         scales = np.maximum((high - low) / np.float32(255), _TINY)
         zeros = np.clip(np.rint(-low / scales), 0, 255)
-        work = _scratch(rows.size).reshape(rows.shape)
-        np.divide(rows, scales[:, None], out=work)
+        work = np.divide(rows, scales[:, None])  # fresh: a batch-sized buffer is not kept
         np.rint(work, out=work)
         work += zeros[:, None]
         np.clip(work, 0, 255, out=work)
@@ -253,7 +244,7 @@ def row_quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Ar
         rounded[bad] = np.nan
         return quantized_linear(rounded.astype(x.dtype, copy=False).reshape(x.shape), q, bias)
     weight: _IntegerWeight = q.prepared("cpu-int8-rows", _IntegerWeight)
-    sums = _int_scratch(rows.shape[0] * out).reshape(rows.shape[0], out)
+    sums = np.empty((rows.shape[0], out), dtype=np.int32)
     if not _mkl.int8_gemm(codes, weight.data.T, sums):  # pragma: no cover - checked above
         rounded = (codes - zeros[:, None]) * scales[:, None]
         return quantized_linear(rounded.astype(x.dtype, copy=False).reshape(x.shape), q, bias)
