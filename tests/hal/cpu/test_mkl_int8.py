@@ -227,3 +227,17 @@ def test_the_default_int8_policy_on_cpu_follows_the_integer_kernel(
         before = embedder.embed(sentences)
         embedder.model.set_int8_activations("none")
         np.testing.assert_array_equal(embedder.embed(sentences), before)
+
+
+def test_an_input_that_requires_grad_takes_the_composed_rounding() -> None:
+    """The integer kernel has no backward rule: with grad on, int8_row inputs are rounded by
+    the composed ops (differentiable as they are), so backward runs instead of raising."""
+    rng = np.random.default_rng(7)
+    q = quantize((rng.standard_normal((8, 16)) * 0.2).astype(np.float32), bits=8, axis=0)
+    data = rng.standard_normal((4, 16)).astype(np.float32)
+    x, same = ia.tensor(data, requires_grad=True), ia.tensor(data, requires_grad=True)
+    ops.sum(ops.linear(x, q, activations="int8_row") ** 2).backward()
+    ops.sum(ops.linear(row_fake_quantize(same), q) ** 2).backward()
+    assert x.grad is not None and same.grad is not None
+    np.testing.assert_array_equal(x.grad.numpy(), same.grad.numpy())
+    assert np.abs(x.grad.numpy()).max() > 0  # through the scales' min/max elements
