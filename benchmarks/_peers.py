@@ -1,7 +1,8 @@
-"""The peers benchmarks/models.py runs beside MiniLM: one torch.onnx export of
-all-MiniLM-L6-v2 (mean pooling and normalisation inside the graph, tokenization outside) run
-by onnxruntime in fp32 and after onnxruntime's dynamic int8 quantization, and torch's own
-dynamic int8 quantization of a module's Linear layers."""
+"""The peers benchmarks/models.py runs beside the sentence embedders: one torch.onnx export of
+the encoder (all-MiniLM-L6-v2, and the MPNet / XLM-R shapes; mean pooling and normalisation
+inside the graph, tokenization outside) run by onnxruntime in fp32 and after onnxruntime's
+dynamic int8 quantization, and torch's own dynamic int8 quantization of a module's Linear
+layers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Embed", "export_minilm", "onnx_embedder", "quantize_onnx_int8", "torch_int8"]
+__all__ = [
+    "Embed",
+    "export_encoder",
+    "export_minilm",
+    "onnx_embedder",
+    "quantize_onnx_int8",
+    "torch_int8",
+]
 
 #: embed(texts, batch_size) -> (len(texts), width) float32
 Embed = Callable[[list[str], int], np.ndarray]
@@ -21,10 +29,16 @@ Embed = Callable[[list[str], int], np.ndarray]
 
 def export_minilm(model_dir: Path, workdir: Path) -> Path:
     """MiniLM with pooling and normalisation, exported with torch.onnx to workdir."""
-    import torch
-    from transformers import BertModel
+    return export_encoder(model_dir, workdir, "minilm")
 
-    bert = BertModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+
+def export_encoder(model_dir: Path, workdir: Path, name: str) -> Path:
+    """The encoder of ``model_dir`` (any transformers AutoModel encoder) with mean pooling and
+    normalisation, exported with torch.onnx to workdir/<name>.onnx."""
+    import torch
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
 
     class Embedding(torch.nn.Module):
         def __init__(self) -> None:
@@ -37,7 +51,7 @@ def export_minilm(model_dir: Path, workdir: Path) -> Path:
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1)
 
-    path = workdir / "minilm.onnx"
+    path = workdir / f"{name}.onnx"
     dummy = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -71,9 +85,10 @@ def quantize_onnx_int8(path: Path) -> Path:
     return out
 
 
-def onnx_embedder(path: Path, model_dir: Path) -> Embed:
+def onnx_embedder(path: Path, model_dir: Path, max_length: int = 256) -> Embed:
     """onnxruntime (CPU provider) running an export: texts sorted by length, batched and
-    padded as sentence-transformers does."""
+    padded as sentence-transformers does (truncated at ``max_length`` tokens, its
+    ``max_seq_length``)."""
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
@@ -82,19 +97,23 @@ def onnx_embedder(path: Path, model_dir: Path) -> Embed:
 
     def embed(texts: list[str], batch_size: int) -> np.ndarray:
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), 384), dtype=np.float32)
+        out: np.ndarray | None = None
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             batch = tokenizer(
                 [texts[i] for i in rows],
                 padding=True,
                 truncation=True,
-                max_length=256,
+                max_length=max_length,
                 return_tensors="np",
             )
-            out[rows] = session.run(
+            vectors = session.run(
                 None, {"ids": batch["input_ids"], "mask": batch["attention_mask"]}
             )[0]
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[-1]), dtype=np.float32)
+            out[rows] = vectors
+        assert out is not None, "no texts"
         return out
 
     return embed

@@ -67,7 +67,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _peers import export_minilm, onnx_embedder, quantize_onnx_int8, torch_int8  # beside it
+from _peers import (  # beside it
+    export_encoder,
+    export_minilm,
+    onnx_embedder,
+    quantize_onnx_int8,
+    torch_int8,
+)
 from _precision import (
     cosine_stats,
     cpu_info,
@@ -799,6 +805,13 @@ def bench_encoder(
         Row("sentence-transformers", dtype, lambda t, b, m=model: m.encode(t, batch_size=b))
         for dtype, model in (("float32", st), ("int8", torch_int8(st)))
     ]
+    try:  # onnxruntime on the same checkpoint: what the webnn backend's runtime does alone
+        export = export_encoder(path, tmp, kind)
+        for dtype, onnx_path in (("float32", export), ("int8", quantize_onnx_int8(export))):
+            embed = onnx_embedder(onnx_path, path, max_length=st.max_seq_length)
+            rows.append(Row("onnxruntime", dtype, embed))
+    except Exception as exc:
+        print(f"  onnxruntime peers unavailable ({type(exc).__name__}: {exc})")
     for backend in backends:
         for dtype in MODEL_DTYPES:
             try:

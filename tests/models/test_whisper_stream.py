@@ -344,3 +344,43 @@ def test_buffer_is_cut_where_the_committed_words_end_a_sentence(deaf: SpeechReco
     state.committed = [StreamWord(" Done.", 5.0, 5.5)]
     state._trim(14.0)  # within trim_s: nothing cut
     assert state.buffer_start == 0.0
+
+
+class _DecodeClock:
+    """A clock under which every decode takes ``cost`` seconds (the stream reads it before
+    and after each decode)."""
+
+    def __init__(self, cost: float) -> None:
+        self.now, self.cost, self.calls = 0.0, cost, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:  # the reading after a decode
+            self.now += self.cost
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("cost", "decodes", "step_s"),
+    [
+        (0.2, 10, 1.0),  # faster than the audio: a decode every min_chunk_s
+        (1.5, 7, 1.5),  # slower: at 1, 2.5, 4, 5.5, 7, 8.5 and 10 s
+        (2.5, 5, 2.0),  # much slower: every 2 s, the room a 28 s buffer leaves in a window
+    ],
+)
+def test_a_stream_whose_decodes_are_slower_than_its_audio_keeps_pace(
+    ours: SpeechRecognizer, cost: float, decodes: int, step_s: float
+) -> None:
+    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
+
+    audio = speech_like(10.0, seed=5)
+    state = LocalAgreementStream(
+        ours, RATE, "en", "transcribe", options={"max_new_tokens": 8}, clock=_DecodeClock(cost)
+    )
+    events: list[StreamEvent] = []
+    for chunk in chunks_of(audio, [RATE]):
+        events.extend(state.feed(chunk))
+    assert state.decodes == decodes
+    assert state.step == round(step_s * RATE)
+    events.extend(state.finish())
+    check_never_retracted(events)

@@ -76,6 +76,7 @@ _MIN_PART: Final = 64
 _VML_CHUNK: Final = 1 << 30
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_INT_LIMIT = 1 << 31  # sizes and leading dimensions are 32-bit ints in MKL's LP64 API
 _SEQUENTIAL = 1
 _VML_HA = 0x2  # high accuracy (about 1 ulp)
 
@@ -254,9 +255,9 @@ def _layout(a: np.ndarray[Any, Any]) -> tuple[int, int] | None:
     rows, cols = a.shape
     s0, s1 = a.strides
     size = a.itemsize
-    if s1 == size and (rows == 1 or (s0 % size == 0 and s0 >= size * cols)):
+    if s1 == size and (rows == 1 or (s0 % size == 0 and size * cols <= s0 < _INT_LIMIT)):
         return _NO_TRANS, max(1, cols if rows == 1 else s0 // size)
-    if s0 == size and (cols == 1 or (s1 % size == 0 and s1 >= size * rows)):
+    if s0 == size and (cols == 1 or (s1 % size == 0 and size * rows <= s1 < _INT_LIMIT)):
         return _TRANS, max(1, rows if cols == 1 else s1 // size)
     return None
 
@@ -267,7 +268,8 @@ def _writable_rows(out: np.ndarray[Any, Any]) -> bool:
     rows, cols = out.shape
     if not out.flags.writeable or out.strides[1] != 4:
         return False
-    return rows == 1 or (out.strides[0] % 4 == 0 and out.strides[0] >= 4 * cols)
+    ldc = out.strides[0]
+    return rows == 1 or (ldc % 4 == 0 and 4 * cols <= ldc < _INT_LIMIT)
 
 
 def _product(a: Any, b: Any, out: Any, beta: float) -> None:
@@ -327,7 +329,7 @@ def gemm(
 
 def _checked(a: Any, b: Any, out: Any) -> bool:
     """Whether BLAS reads ``a`` and ``b`` in place and writes ``out`` apart from them."""
-    if max(*a.shape, b.shape[1]) >= 1 << 31 or not _writable_rows(out):
+    if max(*a.shape, b.shape[1]) >= _INT_LIMIT or not _writable_rows(out):
         return False
     if _layout(a) is None or _layout(b) is None:
         return False
@@ -337,10 +339,12 @@ def _checked(a: Any, b: Any, out: Any) -> bool:
 def _run(product: Any, a: Any, b: Any, out: Any, beta: float) -> None:
     """``product(a, b, out, beta)`` in one part, or in one part per core outside a sharded
     run when the product is big enough to pay for handing parts to threads."""
-    cores = host_cores()
-    macs = a.shape[0] * a.shape[1] * b.shape[1]
-    if cores < 2 or macs < SPLIT_MACS or blas._depth > 0 or blas.oversubscribed():
+    if a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MACS or blas._depth > 0:
         # one part: small, or inside a sharded run whose shards already fill the cores
+        product(a, b, out, beta)
+        return
+    cores = host_cores()
+    if cores < 2 or blas.oversubscribed():
         product(a, b, out, beta)
         return
     _split(product, a, b, out, beta, cores)

@@ -566,13 +566,15 @@ class SpeechRecognizer(_Pipeline):
         Yields :class:`StreamEvent` s (an async iterator for an async iterable, decoding in
         a worker thread): after each ``min_chunk_s`` of new audio the unconfirmed buffer is
         decoded with timestamps and the words two consecutive decodes agree on are
-        ``"committed"`` (never retracted); the rest is ``"tentative"``. When the chunks end,
-        the remaining buffer is decoded once more and committed in full, then ``"done"``
-        carries the whole committed text. The buffer is cut at the last committed word once
-        longer than ``trim_s`` and never exceeds ``max_buffer_s`` + ``min_chunk_s`` (see
-        :mod:`._speech_stream`). ``options`` are :meth:`iter_segments`' decoding options
-        (temperature schedule, thresholds, ``num_beams``, ...); without ``max_new_tokens``
-        each decode writes at most 32 + 6 tokens per second of buffered audio per window
+        ``"committed"`` (never retracted); the rest is ``"tentative"``; a decode slower than
+        ``min_chunk_s`` makes the next one wait for as much new audio as it took (the stream
+        keeps pace). When the chunks end, the remaining buffer is decoded once more and
+        committed in full, then ``"done"`` carries the whole committed text. The buffer is
+        cut at the last committed word once longer than ``trim_s`` and never exceeds
+        ``max_buffer_s`` plus one step, within one window (see :mod:`._speech_stream`).
+        ``options`` are :meth:`iter_segments`' decoding options (temperature schedule,
+        thresholds, ``num_beams``, ...); without ``max_new_tokens`` each decode writes
+        at most 32 + 6 tokens per second of buffered audio per window
         (``decode_token_budget``), so that a model that rambles cannot make one decode take
         longer than the audio it holds warrants."""
         state = LocalAgreementStream(

@@ -20,12 +20,20 @@ chooses only the tokens after them (``prefix_tokens`` of
 final anyway; forcing them saves a decoder step per token (the forced tokens go through the
 decoder in blocks), and where the model would have written them again, which is what two
 agreeing decodes suggest, the decode is the same as without the prefix.
+
+A stream keeps pace with its audio: the next decode waits for at least as much new audio as
+the last decode took time (and at least ``min_chunk_s``; at most the window's room left after
+``max_buffer_s``), as whisper_streaming processes whatever arrived while it was busy. Where
+decodes are faster than ``min_chunk_s`` nothing changes; where they are slower (a loaded or
+slow machine, a bigger checkpoint), decoding every ``min_chunk_s`` regardless would fall
+further behind the audio with every decode, and the lag would grow without bound.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -135,6 +143,7 @@ class LocalAgreementStream:
         trim_s: float = 15.0,
         max_buffer_s: float = 28.0,
         options: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         for name, value in (
             ("min_chunk_s", min_chunk_s),
@@ -176,6 +185,11 @@ class LocalAgreementStream:
         self.language = language
         self.task = task
         self.min_chunk = round(min_chunk_s * sampling_rate)
+        #: new audio (samples) the next decode waits for: min_chunk, or as long as the last
+        #: decode took when that was longer, up to the window's room after max_buffer_s
+        self.step = self.min_chunk
+        self._max_step = max(self.min_chunk, math.floor((window_s - max_buffer_s) * sampling_rate))
+        self._clock = clock
         self.trim_s = float(trim_s)
         self.max_buffer_s = float(max_buffer_s)
         self.options = dict(options or {})
@@ -228,19 +242,23 @@ class LocalAgreementStream:
         return array
 
     def feed(self, chunk: Any) -> list[StreamEvent]:
-        """Add a chunk; decode each time ``min_chunk_s`` of new audio is buffered (a long
-        chunk is taken ``min_chunk_s`` at a time, so the buffer stays bounded)."""
+        """Add a chunk; decode each time :attr:`step` of new audio is buffered (``min_chunk_s``
+        while decodes are faster than that; a long chunk is taken a step at a time, so the
+        buffer stays bounded)."""
         array = self._check_chunk(chunk)
         events: list[StreamEvent] = []
         position = 0
         while position < len(array):
-            take = min(len(array) - position, self.min_chunk - self._since_decode)
+            take = min(len(array) - position, self.step - self._since_decode)
             self._pieces.append(array[position : position + take])
             position += take
             self._buffered += take
             self._since_decode += take
-            if self._since_decode >= self.min_chunk:
+            if self._since_decode >= self.step:
+                began = self._clock()
                 events.extend(self._step(final=False))
+                took = round((self._clock() - began) * self.rate)
+                self.step = min(self._max_step, max(self.min_chunk, took))
         return events
 
     def finish(self) -> list[StreamEvent]:
