@@ -188,17 +188,23 @@ def test_int8_activations_only_where_the_backend_has_the_integer_kernel(
     bert_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ipfs_accelerate import hal
+    from ipfs_accelerate.hal.cpu import _mkl
     from ipfs_accelerate.models._precision import INT8_ACTIVATIONS, layer_kind
 
     cpu = type(hal.get_backend("cpu"))
+    # cpu multiplies per-row int8 inputs in integers exactly where MKL's integer GEMM runs
+    for name in ("dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear"):
+        expected = name == "row_quantized_linear" and _mkl.int8_enabled()
+        assert hal.get_backend("cpu").integer_kernel(name) is expected
+    kernels: set[str] = set()
+    monkeypatch.setattr(cpu, "integer_kernel", lambda self, name: name in kernels)
     plain = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
     assert {m.activations for _, m in _linears(plain)} == {"float"}
-    assert not cpu.fused & {"dynamic_quantized_linear", "row_quantized_linear"}
     # the per-tensor kernel alone runs none of the default policy's (per-row) layers
-    monkeypatch.setattr(cpu, "fused", cpu.fused | {"dynamic_quantized_linear"})
+    kernels.add("dynamic_quantized_linear")
     model = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
     assert {m.activations for _, m in _linears(model)} == {"float"}
-    monkeypatch.setattr(cpu, "fused", cpu.fused | {"row_quantized_linear"})
+    kernels.add("row_quantized_linear")
     model = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
     chosen = {p: m.activations for p, m in _linears(model) if m.activations != "float"}
     assert chosen == {
@@ -216,8 +222,15 @@ def test_int8_activations_only_where_the_backend_has_the_integer_kernel(
     assert nibbles.set_int8_activations("all")
 
 
-def test_set_int8_activations_chooses_the_layers(bert_dir: Path) -> None:
+def test_set_int8_activations_chooses_the_layers(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipfs_accelerate import hal
     from ipfs_accelerate.tensor import from_numpy
+
+    # a cpu without the integer kernel (without MKL): weight-only after loading and "auto"
+    cpu = type(hal.get_backend("cpu"))
+    monkeypatch.setattr(cpu, "integer_kernel", lambda self, name: False)
 
     model = BertModel.from_pretrained(bert_dir, "cpu", dtype="int8")
     everything = {p for p, _ in _linears(model)}
@@ -232,7 +245,7 @@ def test_set_int8_activations_chooses_the_layers(bert_dir: Path) -> None:
     np.testing.assert_array_equal(model(ids).last_hidden_state.numpy(), weight_only)
     ffn = set(model.set_int8_activations(["ffn_in", "ffn_out"]))
     assert ffn and all(p.endswith(("intermediate.dense", "output.dense")) for p in ffn)
-    assert model.set_int8_activations("auto") == []  # cpu has no integer kernel
+    assert model.set_int8_activations("auto") == []  # this cpu has no integer kernel
     rows = set(model.set_int8_activations("all", mode="int8_row"))
     assert rows == everything and {m.activations for _, m in _linears(model)} == {"int8_row"}
     per_row = model(ids).last_hidden_state.numpy()

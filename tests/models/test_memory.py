@@ -15,14 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 # the model alone (BertModel: the tokenizer's few MB are the same in every dtype), after the
-# imports; the model stays referenced while RSS is read
+# imports and libraries; the model stays referenced while RSS is read
 _MEASURE = """
 import gc, json, sys
 import numpy as np
 from ipfs_accelerate.models import BertModel
 from ipfs_accelerate.models import _precision, saving
+from ipfs_accelerate.hal.cpu import _mkl
 from ipfs_accelerate.tensor import from_numpy
 from_numpy(np.zeros(4, np.float32), "cpu")
+_mkl.enabled()  # MKL's library, loaded by whichever dtype asks first (int8's policy does)
 
 def rss():
     with open("/proc/self/status") as status:

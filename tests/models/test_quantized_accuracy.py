@@ -3,8 +3,8 @@
 MiniLM int8 on every backend: per-sentence cosine against fp32 >= 0.99 minimum and >= 0.998
 mean over 256 varied sentences, and the demo's semantic-search top 3 unchanged (order
 within a near-tie of TIE excepted). The default int8
-activation policy (per-row uint8 inputs on every block Linear) is gated on webnn, which applies
-it, and on cpu with it forced (the same rounding the integer kernels do).
+activation policy (per-row uint8 inputs on every block Linear) is gated where it applies (webnn;
+cpu where MKL multiplies in integers) and on cpu with it forced (in integers or rounded in float).
 ViT/CLIP/Whisper int8 on the seeded tiny checkpoints: logits within LOGIT_TOLERANCE of the
 largest fp32 logit, the same top-1 classes, and the same greedy tokens wherever the fp32
 model's choice is not a near-tie within that tolerance. int4 is printed, not gated.
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ipfs_accelerate import hal
 from ipfs_accelerate.models import (
     CLIPModel,
     ImageClassifier,
@@ -86,7 +87,8 @@ def test_minilm_int8_cosine_and_demo_rankings(
     device: str, minilm_dir: Path, reference: np.ndarray, fp32: TextEmbedder
 ) -> None:
     embedder = TextEmbedder.from_pretrained(minilm_dir, device, dtype="int8", sharing=False)
-    if device == "webnn":  # the backend with the integer kernels takes the default policy
+    # a backend with the integer kernels (webnn; cpu with MKL) takes the default policy
+    if hal.get_backend(device).integer_kernel("row_quantized_linear"):
         policy = {p: m.activations for p, m in embedder.model.named_modules()
                   if getattr(m, "activations", "float") != "float"}  # fmt: skip
         assert len(policy) == 6 * 6

@@ -376,6 +376,15 @@ class Backend(abc.ABC):
         (``ops.linear(activations="int8_row")``, exact rule in ``ops/_quantized.py``)."""
         raise UnsupportedOpError(f"{self.name}: no row-quantized linear")
 
+    def integer_kernel(self, name: str) -> bool:
+        """Whether the fused op ``name`` (``"dynamic_quantized_linear"``,
+        ``"row_quantized_linear"`` or ``"block_quantized_linear"``) multiplies in integers on
+        this machine, so that quantizing a layer's inputs pays: the default int8 activation
+        policy (models/_precision.py) uses only these. Default: whether ``fused`` lists it;
+        a backend that takes the op everywhere but has the integer kernel only on some
+        machines (cpu: with MKL) says so here."""
+        return name in self.fused
+
     def block_quantized_linear(
         self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
     ) -> Any:

@@ -226,7 +226,8 @@ class Module:
         to int8 at run time, one scale per tensor (``mode="int8"``) or per row
         (``"int8_row"``): "auto", "all", "none", layer kinds or a mapping kind -> mode; see
         :func:`ipfs_accelerate.models._precision.set_int8_activations`. Faster where the
-        backend has an integer kernel (WebNN), less accurate; returns the chosen layers."""
+        backend has an integer kernel (WebNN; cpu with MKL), less accurate; returns the
+        chosen layers."""
         from ipfs_accelerate.models._precision import set_int8_activations
 
         return set_int8_activations(self, layers, mode)

@@ -281,16 +281,21 @@ def apply_activation_policy(
     """Set each quantized Linear layer's ``activations`` to ``modes[its kind]`` (``"float"``
     for kinds not in ``modes`` and for float weights). Without ``modes``: on 8-bit weights
     the kinds of :data:`INT8_ACTIVATIONS`, on a text decoder's 4-bit blockwise weights those
-    of :data:`INT4_ACTIVATIONS`, where the backend lists the mode's integer kernel in ``fused``
-    (elsewhere float inputs: rounding them in float would only cost time). Returns the paths
-    of the layers with integer activations."""
+    of :data:`INT4_ACTIVATIONS`, where the backend multiplies the mode's kernel in integers
+    (``Backend.integer_kernel``: webnn; cpu with MKL for ``int8_row``; elsewhere float
+    inputs: rounding them in float would only cost time). Returns the paths of the layers
+    with integer activations."""
     from ipfs_accelerate import hal
 
     if modes is None:
-        fused = hal.get_backend(device).fused
+        backend = hal.get_backend(device)
         four = INT4_ACTIVATIONS if getattr(model, "int4_block_activations", False) else {}
         by_bits = {
-            bits: {kind: mode for kind, mode in table.items() if _MODE_KERNELS[mode] in fused}
+            bits: {
+                kind: mode
+                for kind, mode in table.items()
+                if backend.integer_kernel(_MODE_KERNELS[mode])
+            }
             for bits, table in ((8, INT8_ACTIVATIONS), (4, four))
         }
     else:
@@ -298,7 +303,7 @@ def apply_activation_policy(
     # the model's block-quantized 8-bit Linears take block-rounded inputs by default where
     # the backend multiplies them in integers (webnn: MatMulNBits at accuracy level 4)
     block_heads: set[str] = set()
-    if modes is None and "block_quantized_linear" in hal.get_backend(device).fused:
+    if modes is None and hal.get_backend(device).integer_kernel("block_quantized_linear"):
         block_heads = set(getattr(model, "int8_block_weights", ()))
     chosen = []
     for path, module in model.named_modules():

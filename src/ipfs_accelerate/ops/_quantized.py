@@ -45,6 +45,7 @@ from ipfs_accelerate.errors import DeviceMismatchError, DtypeError, InvalidArgum
 from ipfs_accelerate.ops import _elementwise as ew
 from ipfs_accelerate.ops import _reduce as red
 from ipfs_accelerate.ops._core import as_tensor, cast_to, describe, run
+from ipfs_accelerate.tensor._autograd import is_grad_enabled
 from ipfs_accelerate.tensor._dtype import as_dtype, float32, result_type
 from ipfs_accelerate.tensor._tensor import Tensor
 
@@ -177,7 +178,9 @@ def quantized_linear(
     block = _activation_block(weight, activations) if activations == "int8_block" else 0
     if activations != "float":
         fused = _FUSED_OPS[activations]
-        if fused in backend.fused:
+        # the integer kernels have no backward rule: an input that requires grad is rounded
+        # by the composed ops below, differentiable as they are (as before cpu had a kernel)
+        if fused in backend.fused and not (x._requires_grad and is_grad_enabled()):
             return run(backend, fused, (x, weight, bias), shape, dtype)
         if activations == "int8":
             x = dynamic_fake_quantize(x)

@@ -28,7 +28,7 @@ from ipfs_accelerate.hal._backend import (
 )
 from ipfs_accelerate.hal.cpu import _math, _mkl, _optim, _rows
 from ipfs_accelerate.hal.cpu._blas import one_thread_for
-from ipfs_accelerate.hal.cpu._quantized import quantized_linear
+from ipfs_accelerate.hal.cpu._quantized import quantized_linear, row_quantized_linear
 from ipfs_accelerate.tensor._creation import checked_cast
 from ipfs_accelerate.tensor._dtype import DTYPES, DType
 from ipfs_accelerate.tensor._tensor import Tensor
@@ -151,7 +151,7 @@ class CPUBackend(Backend):
     name: ClassVar[str] = "cpu"
     fused: ClassVar[frozenset[str]] = frozenset(
         {"softmax", "layer_norm", "linear", "attention", "clamp", "quantized_linear", "index_add",
-         "adamw_step", "sgd_step", "cross_entropy"}
+         "row_quantized_linear", "adamw_step", "sgd_step", "cross_entropy"}
     )  # fmt: skip
     shares_host_memory: ClassVar[bool] = True
 
@@ -454,6 +454,15 @@ class CPUBackend(Backend):
 
     def quantized_linear(self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> Array:
         return quantized_linear(x._data, weight, None if bias is None else bias._data)
+
+    def row_quantized_linear(
+        self, x: Tensor, weight: QuantizedTensor, bias: Tensor | None
+    ) -> Array:
+        # integers through MKL where it is in use; the rows rounded in float elsewhere
+        return row_quantized_linear(x._data, weight, None if bias is None else bias._data)
+
+    def integer_kernel(self, name: str) -> bool:
+        return name == "row_quantized_linear" and _mkl.int8_enabled()
 
     def conv(
         self,

@@ -17,6 +17,17 @@ pool would spin after each product on the cores a peer or the next op needs).
 ``$IPFS_ACCELERATE_CPU_BLAS`` picks: ``auto`` (the default: MKL where it loads and the CPU
 is Intel's; elsewhere it is not measured, so numpy's BLAS stays), ``mkl`` (MKL wherever it
 loads; ConfigurationError when it does not) or ``numpy`` (never MKL).
+
+Integer products (:func:`int8_gemm`) go through ``cblas_gemm_s8u8s32``: uint8 rows times an
+int8 matrix into int32, exact. In the row-major layout MKL reads the left operand ``a`` as
+unsigned and the right one ``b`` as signed (its Fortran routine is column-major with the roles
+swapped); the offsets stay 0 (``CblasFixOffset`` with a zero ``co``): the caller's per-row
+zero points are one rank-1 correction no MKL offset can express. They are used only where
+the CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX-INT8): without them
+integer GEMMs multiply through 16-bit pair sums that can saturate on uint8 x int8 (which is
+why onnxruntime keeps 7-bit activations there), and they are not measured here. On the
+Sapphire Rapids Xeon a (270 x 384) @ (384 x 1536) product took 0.36 ms against sgemm's 1.87
+ms, one thread.
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ __all__ = [
     "cdf_norm",
     "enabled",
     "gemm",
+    "int8_enabled",
+    "int8_gemm",
     "version",
 ]
 
@@ -67,7 +80,16 @@ _INT_LIMIT = 1 << 31  # sizes and leading dimensions are 32-bit ints in MKL's LP
 _SEQUENTIAL = 1
 _VML_HA = 0x2  # high accuracy (about 1 ulp)
 
+_FIX_OFFSET = 173  # CblasFixOffset: one scalar added to every element of C
+
+#: the /proc/cpuinfo flags of 8-bit dot-product instructions (one is enough)
+_DOT_FLAGS: Final = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
 _F32 = np.dtype(np.float32)
+_U8 = np.dtype(np.uint8)
+_I8 = np.dtype(np.int8)
+_I32 = np.dtype(np.int32)
+_ZERO_OFFSET = np.zeros(1, dtype=np.int32)
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "lib", "sgemm", "cdfnorm", "version"; empty until loaded
@@ -93,6 +115,17 @@ def _intel_cpu() -> bool:
     import platform
 
     return "intel" in platform.processor().lower()
+
+
+def _dot_product_cpu() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return not _DOT_FLAGS.isdisjoint(line.split(":", 1)[-1].split())
+    except OSError:
+        pass
+    return False
 
 
 def _library_paths() -> list[Path]:
@@ -155,6 +188,11 @@ def _load() -> None:
     cdfnorm = library.vmsCdfNorm
     cdfnorm.restype = None
     cdfnorm.argtypes = [integer, pointer, pointer, ctypes.c_longlong]
+    s8u8 = getattr(library, "cblas_gemm_s8u8s32", None)  # MKL 2018 and later
+    if s8u8 is not None:
+        s8u8.restype = None
+        s8u8.argtypes = [integer] * 7 + [single, pointer, integer, ctypes.c_int8]
+        s8u8.argtypes += [pointer, integer, ctypes.c_int8, single, pointer, integer, pointer]
     buffer = ctypes.create_string_buffer(198)
     library.MKL_Get_Version_String.restype = None
     library.MKL_Get_Version_String(buffer, len(buffer))
@@ -162,6 +200,7 @@ def _load() -> None:
         lib=library,
         sgemm=sgemm,
         cdfnorm=cdfnorm,
+        s8u8=s8u8 if s8u8 is not None and _dot_product_cpu() else None,
         version=buffer.value.decode("ascii", "replace").strip(),
     )
 
@@ -173,6 +212,12 @@ def enabled() -> bool:
             if not _loaded:
                 _load()
     return bool(_state)
+
+
+def int8_enabled() -> bool:
+    """Whether :func:`int8_gemm` multiplies (MKL in use, with its integer GEMM, on a CPU with
+    8-bit dot-product instructions)."""
+    return enabled() and _state.get("s8u8") is not None
 
 
 def version() -> str | None:
@@ -206,14 +251,25 @@ if hasattr(os, "register_at_fork"):
 
 
 def _layout(a: np.ndarray[Any, Any]) -> tuple[int, int] | None:
-    """(transpose flag, leading dimension) of a 2-D float32 array BLAS can read in place."""
+    """(transpose flag, leading dimension) of a 2-D array BLAS can read in place."""
     rows, cols = a.shape
     s0, s1 = a.strides
-    if s1 == 4 and (rows == 1 or (s0 % 4 == 0 and 4 * cols <= s0 < _INT_LIMIT)):
-        return _NO_TRANS, max(1, cols if rows == 1 else s0 // 4)
-    if s0 == 4 and (cols == 1 or (s1 % 4 == 0 and 4 * rows <= s1 < _INT_LIMIT)):
-        return _TRANS, max(1, rows if cols == 1 else s1 // 4)
+    size = a.itemsize
+    if s1 == size and (rows == 1 or (s0 % size == 0 and size * cols <= s0 < _INT_LIMIT)):
+        return _NO_TRANS, max(1, cols if rows == 1 else s0 // size)
+    if s0 == size and (cols == 1 or (s1 % size == 0 and size * rows <= s1 < _INT_LIMIT)):
+        return _TRANS, max(1, rows if cols == 1 else s1 // size)
     return None
+
+
+def _writable_rows(out: np.ndarray[Any, Any]) -> bool:
+    """Whether ``out`` (2-D, 4-byte elements) is row-major with a leading dimension BLAS
+    takes, and writable."""
+    rows, cols = out.shape
+    if not out.flags.writeable or out.strides[1] != 4:
+        return False
+    ldc = out.strides[0]
+    return rows == 1 or (ldc % 4 == 0 and 4 * cols <= ldc < _INT_LIMIT)
 
 
 def _product(a: Any, b: Any, out: Any, beta: float) -> None:
@@ -264,36 +320,44 @@ def gemm(
         if not accumulate:
             out.fill(0.0)
         return True
-    if max(rows, cols, inner) >= _INT_LIMIT or not out.flags.writeable:
-        return False
-    if _layout(a) is None or _layout(b) is None:
-        return False
-    ldc = out.strides[0]
-    if out.strides[1] != 4 or (rows > 1 and (ldc % 4 or not 4 * cols <= ldc < _INT_LIMIT)):
-        return False
-    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+    if not _checked(a, b, out):
         return False
     beta = 1.0 if accumulate else 0.0
-    if rows * cols * inner < SPLIT_MACS or blas._depth > 0:
-        # one part: small, or inside a sharded run whose shards already fill the cores
-        _product(a, b, out, beta)
-        return True
-    cores = host_cores()
-    if cores < 2 or blas.oversubscribed():
-        _product(a, b, out, beta)
-        return True
-    _split(a, b, out, beta, cores)
+    _run(_product, a, b, out, beta)
     return True
 
 
-def _split(a: Any, b: Any, out: Any, beta: float, cores: int) -> None:
+def _checked(a: Any, b: Any, out: Any) -> bool:
+    """Whether BLAS reads ``a`` and ``b`` in place and writes ``out`` apart from them."""
+    if max(*a.shape, b.shape[1]) >= _INT_LIMIT or not _writable_rows(out):
+        return False
+    if _layout(a) is None or _layout(b) is None:
+        return False
+    return not (np.may_share_memory(out, a) or np.may_share_memory(out, b))
+
+
+def _run(product: Any, a: Any, b: Any, out: Any, beta: float) -> None:
+    """``product(a, b, out, beta)`` in one part, or in one part per core outside a sharded
+    run when the product is big enough to pay for handing parts to threads."""
+    if a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MACS or blas._depth > 0:
+        # one part: small, or inside a sharded run whose shards already fill the cores
+        product(a, b, out, beta)
+        return
+    cores = host_cores()
+    if cores < 2 or blas.oversubscribed():
+        product(a, b, out, beta)
+        return
+    _split(product, a, b, out, beta, cores)
+
+
+def _split(product: Any, a: Any, b: Any, out: Any, beta: float, cores: int) -> None:
     """One part of the product per core, cut along the output's longer side."""
     rows, cols = out.shape
     along_cols = cols >= rows
     extent = cols if along_cols else rows
     parts = max(1, min(cores, extent // _MIN_PART))
     if parts == 1:
-        _product(a, b, out, beta)
+        product(a, b, out, beta)
         return
     step = -(-extent // parts)
     step = -(-step // 16) * 16  # whole 16-float panels per part
@@ -301,9 +365,9 @@ def _split(a: Any, b: Any, out: Any, beta: float, cores: int) -> None:
 
     def part(start: int, stop: int) -> None:
         if along_cols:
-            _product(a, b[:, start:stop], out[:, start:stop], beta)
+            product(a, b[:, start:stop], out[:, start:stop], beta)
         else:
-            _product(a[start:stop], b, out[start:stop], beta)
+            product(a[start:stop], b, out[start:stop], beta)
 
     pool = _pool_for(cores - 1)
     futures: list[Future[None]] = [pool.submit(part, *bound) for bound in bounds[1:]]
@@ -312,6 +376,66 @@ def _split(a: Any, b: Any, out: Any, beta: float, cores: int) -> None:
     finally:
         for future in futures:
             future.result()
+
+
+def _integer_product(a: Any, b: Any, out: Any, beta: float) -> None:
+    ta, lda = _layout(a)  # type: ignore[misc]
+    tb, ldb = _layout(b)  # type: ignore[misc]
+    (rows, inner), cols = a.shape, b.shape[1]
+    _state["s8u8"](
+        _ROW_MAJOR,
+        ta,
+        tb,
+        _FIX_OFFSET,
+        rows,
+        cols,
+        inner,
+        1.0,
+        a.ctypes.data,
+        lda,
+        0,
+        b.ctypes.data,
+        ldb,
+        0,
+        beta,
+        out.ctypes.data,
+        max(1, out.strides[0] // 4 if rows > 1 else cols),
+        _ZERO_OFFSET.ctypes.data,
+    )
+
+
+def int8_gemm(
+    a: np.ndarray[Any, Any],
+    b: np.ndarray[Any, Any],
+    out: np.ndarray[Any, Any],
+    *,
+    accumulate: bool = False,
+) -> bool:
+    """``out = a @ b`` (``out += a @ b`` with ``accumulate``) exactly in integers for a 2-D
+    uint8 ``a``, int8 ``b`` and int32 ``out`` through MKL's integer GEMM, reading transposed
+    views in place and cut over the cores as :func:`gemm`; False (nothing written) where it
+    is not in use (:func:`int8_enabled`), for other dtypes or shapes, or a layout BLAS does
+    not read. ``inner`` is at most 2^16 (longer sums of 255 x -128 could pass int32)."""
+    if not int8_enabled():
+        return False
+    if a.dtype != _U8 or b.dtype != _I8 or out.dtype != _I32:
+        return False
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
+        return False
+    rows, inner = a.shape
+    cols = b.shape[1]
+    if b.shape[0] != inner or out.shape != (rows, cols) or inner > 1 << 16:
+        return False
+    if rows == 0 or cols == 0:
+        return True
+    if inner == 0:
+        if not accumulate:
+            out.fill(0)
+        return True
+    if not _checked(a, b, out):
+        return False
+    _run(_integer_product, a, b, out, 1.0 if accumulate else 0.0)
+    return True
 
 
 def cdf_norm(x: np.ndarray[Any, Any], out: np.ndarray[Any, Any]) -> bool:

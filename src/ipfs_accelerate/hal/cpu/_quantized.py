@@ -18,6 +18,21 @@ points scale the tile.
 Each row shard casts the whole weight for itself (the shards run the model side by side,
 models/_parallel.py): the cast is 3-4% of a shard's products at MiniLM's sizes, and a
 tile shared by the shards needs them to meet at every layer (tried, measured slower).
+
+:func:`row_quantized_linear` (``activations="int8_row"``) multiplies in integers where MKL's
+integer GEMM is in use (hal/cpu/_mkl.py) and the weight is int8 with one scale per output
+row and no zero point: each row of ``x`` is rounded to uint8 with its own scale ``s_i`` and
+zero point ``z_i`` (the rule in ops/_quantized.py, the same as WebNN's), and with ``q`` the
+uint8 rows, ``w`` the int8 weight and ``t_j`` its output scales::
+
+    y_ij = s_i * t_j * (sum_k q_ik w_jk - z_i * sum_k w_jk) + bias_j
+
+The integer sum is MKL's exact int32 product; ``sum_k w_jk`` is computed once per weight
+(kept with it, ``out`` int32s: the weight itself stays the int8 array it is). The float
+epilogue is one pass converting the int32 sums to float, one scaling columns by ``t_j``, one
+rows by ``s_i``, and one rank-2 sgemm update adding ``-(z_i s_i)(t_j sum_k w_jk) + bias_j``.
+Elsewhere (no MKL, int4/blockwise/zero-point weights) the rows are rounded the same way in
+float and go through the weight-only product: the same numbers up to float rounding.
 """
 
 from __future__ import annotations
@@ -159,4 +174,96 @@ def quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Array:
         result *= layout.output_scales
     if bias is not None:
         result += bias
+    return result.reshape(*x.shape[:-1], out).astype(x.dtype, copy=False)
+
+
+#: the smallest normal float32: the scale of an all-zero row (as ops/_quantized.py)
+_TINY = np.float32(1.1754943508222875e-38)
+
+
+def quantize_rows(rows: Array) -> tuple[Array, Array, Array]:
+    """(q, scales, zero points) of 2-D float32 ``rows`` rounded to uint8 per row, as
+    ``activations="int8_row"`` defines it: ``q`` uint8, the others float32 (one per row).
+    A row holding NaN or infinity gets a non-finite scale (its q is meaningless)."""
+    low = np.minimum(rows.min(axis=1), np.float32(0))
+    high = np.maximum(rows.max(axis=1), np.float32(0))
+    with np.errstate(invalid="ignore", over="ignore"):
+        scales = np.maximum((high - low) / np.float32(255), _TINY)
+        zeros = np.clip(np.rint(-low / scales), 0, 255)
+        work = np.divide(rows, scales[:, None])  # fresh: a batch-sized buffer is not kept
+        np.rint(work, out=work)
+        work += zeros[:, None]
+        np.clip(work, 0, 255, out=work)
+        q = np.empty(rows.shape, dtype=np.uint8)
+        np.copyto(q, work, casting="unsafe")
+    return q, scales, zeros
+
+
+class _IntegerWeight:
+    """An int8 per-output-row weight as the integer product reads it (built once per weight):
+    the int8 data itself (no copy), its output scales and its scaled column sums."""
+
+    __slots__ = ("data", "sums", "t")
+
+    def __init__(self, q: QuantizedTensor) -> None:
+        out, inp = q.shape
+        self.data = q.data.reshape(out, inp)
+        self.t = np.ascontiguousarray(
+            np.broadcast_to(q.scales.astype(np.float32).reshape(-1), (out,))
+        )
+        # t_j * sum_k w_jk: the zero-point correction's column factor
+        self.sums = (self.data.sum(axis=1, dtype=np.int64) * self.t).astype(np.float32)
+
+
+def integer_ready(q: QuantizedTensor) -> bool:
+    """Whether ``q`` is a weight the integer product takes (and MKL's is in use)."""
+    return (
+        q.bits == 8
+        and q.zero_points is None
+        and q.block_size is None
+        and len(q.shape) == 2
+        and q.scales.shape[1] == 1
+        and q.shape[1] <= 1 << 16
+        and _mkl.int8_enabled()
+    )
+
+
+def row_quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Array:
+    """``x`` rounded per row to uint8 (``activations="int8_row"``) times ``dequantize(q).T``
+    plus ``bias``, in integers through MKL where :func:`integer_ready`, else in float."""
+    out, inp = q.shape
+    rows = np.ascontiguousarray(x.reshape(-1, inp), dtype=np.float32)
+    if not rows.size:
+        return quantized_linear(x, q, bias)
+    codes, scales, zeros = quantize_rows(rows)
+    bad = ~np.isfinite(scales)
+    if bad.any():  # NaN/inf in a row: NaN out (set below), as the float product gives
+        scales[bad], zeros[bad] = 1.0, 0.0
+    if not integer_ready(q):
+        rounded = (codes - zeros[:, None]) * scales[:, None]  # float32: the fallback's rows
+        rounded[bad] = np.nan
+        return quantized_linear(rounded.astype(x.dtype, copy=False).reshape(x.shape), q, bias)
+    weight: _IntegerWeight = q.prepared("cpu-int8-rows", _IntegerWeight)
+    sums = np.empty((rows.shape[0], out), dtype=np.int32)
+    if not _mkl.int8_gemm(codes, weight.data.T, sums):  # pragma: no cover - checked above
+        rounded = (codes - zeros[:, None]) * scales[:, None]
+        return quantized_linear(rounded.astype(x.dtype, copy=False).reshape(x.shape), q, bias)
+    # numpy's plain int32 -> float32 cast, then two scaling passes: a multiply that casts as
+    # it goes (or one converting in place) runs through numpy's buffered loops, 2-3x slower
+    result = np.empty((rows.shape[0], out), dtype=np.float32)
+    np.copyto(result, sums, casting="unsafe")
+    result *= weight.t
+    result *= scales[:, None]
+    # + (-z_i s_i) (t_j sum_k w_jk) + 1 * bias_j, as one rank-2 update of the result
+    left = np.empty((rows.shape[0], 2), dtype=np.float32)
+    np.multiply(zeros, scales, out=left[:, 0])
+    np.negative(left[:, 0], out=left[:, 0])
+    left[:, 1] = 1.0 if bias is not None else 0.0
+    right = np.empty((2, out), dtype=np.float32)
+    right[0] = weight.sums
+    right[1] = 0.0 if bias is None else bias
+    if not _mkl.gemm(left, right, result, accumulate=True):  # pragma: no cover
+        result += left @ right
+    if bad.any():
+        result[bad] = np.nan
     return result.reshape(*x.shape[:-1], out).astype(x.dtype, copy=False)
