@@ -15,12 +15,12 @@ float32; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _results import Results, add_json_option  # beside this script
 
 from ipfs_accelerate import ops
 from ipfs_accelerate.hal.cpu import _blas, _mkl
@@ -82,19 +82,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=270)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--json", metavar="FILE")
+    add_json_option(parser)
     args = parser.parse_args()
     print(f"MKL: {_mkl.version() or 'not used'}; integer GEMM: {_mkl.int8_enabled()}")
-    results = run(args.rows, args.rounds)
-    for result in results:
+    results = Results("cpu_int8")
+    for result in run(args.rows, args.rounds):
         ms = result["ms"]
-        print(f"{result['rows']} x {result['in']} -> {result['out']} (best of {args.rounds}, ms):")
+        shape = f"{result['rows']} x {result['in']} -> {result['out']}"
+        print(f"{shape} (best of {args.rounds}, ms):")
         for name, value in ms.items():
-            peer = ms["bare sgemm"] if name == "bare s8u8s32" else ms["float32"]
+            peer_name = "bare sgemm" if name == "bare s8u8s32" else "float32"
+            peer = ms[peer_name]
             print(f"  {name:<18} {value:7.3f}   {peer / value:5.2f}x float32")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(results, out, indent=2)
+            if name != peer_name:
+                results.ratio(
+                    f"{shape}: {name} speed vs {peer_name}",
+                    peer / value,
+                    ms=value,
+                    peer_ms=peer,
+                )
+    results.write(args.json)
 
 
 if __name__ == "__main__":
