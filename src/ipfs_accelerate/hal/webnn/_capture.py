@@ -6,6 +6,7 @@ house's length.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from ipfs_accelerate.tensor._tensor import Tensor
 if TYPE_CHECKING:
     from ipfs_accelerate.hal.webnn._backend import WebNNBackend, _Compiled
 
-__all__ = ["CaptureKey", "Captured", "detached"]
+__all__ = ["CaptureKey", "Captured", "HeadGraph", "detached"]
 
 Array = np.ndarray[Any, Any]
 
@@ -40,6 +41,17 @@ class CaptureKey:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CaptureKey) and (other is self or other.key == self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadGraph:
+    """A shared head graph (``WebNNBackend._head_graph``): its cache key, the trace to compile
+    it again from, and the names of its one input and its result."""
+
+    key: tuple[Any, ...]
+    trace: Trace
+    input: str
+    output: str
 
 
 def detached(found: Trace) -> Trace:
@@ -63,7 +75,8 @@ def detached(found: Trace) -> Trace:
 class Captured(CapturedFunction):
     """A captured function: its graph (in the backend's compiled-graph cache, so that the
     cache's bounds hold; compiled again if it was dropped) and how its inputs and results map
-    to the graph's."""
+    to the graph's. A result that is a shared head (``heads``: result index -> head graph)
+    is the head graph run on what the graph returns in its place (the layer's input)."""
 
     def __init__(
         self,
@@ -74,6 +87,7 @@ class Captured(CapturedFunction):
         positions: list[int],
         argument_at: dict[int, int],
         placeholders: list[Node],
+        heads: dict[int, HeadGraph] | None = None,
     ) -> None:
         self._backend = backend
         self._key = key
@@ -99,8 +113,17 @@ class Captured(CapturedFunction):
             (Node("check", found.nodes[position].attrs, (), (), "uint8"), names_of)
             for position, names_of in checks.items()
         ]
-        #: per result: (graph output name, shape, dtype name)
-        self._results = [(names[p], found.nodes[p].shape, found.nodes[p].dtype) for p in positions]
+        #: per result: (graph output name, shape, dtype name); a head's result is named by the
+        #: head's index in self._heads (not a graph output name: those are strings)
+        self._results: list[tuple[str | int, tuple[int, ...], str]] = [
+            (names[p], found.nodes[p].shape, found.nodes[p].dtype) for p in positions
+        ]
+        #: per head: the head graph and the graph output it reads
+        self._heads: list[tuple[HeadGraph, str]] = []
+        for index, head in (heads or {}).items():
+            node = head.trace.nodes[-1]
+            self._results[index] = (len(self._heads), node.shape, node.dtype)
+            self._heads.append((head, names[positions[index]]))
 
     def replay(self, *inputs: Tensor | Array) -> tuple[Tensor, ...]:
         backend = self._backend
@@ -126,18 +149,26 @@ class Captured(CapturedFunction):
             results = backend.context.compute(compiled.graph, feeds)
             backend.stats.dispatches += 1
             backend.stats.replays += 1
+            heads = []
+            for head, source in self._heads:
+                graph = backend._compiled(head.key, head.trace).graph
+                heads.append(backend.context.compute(graph, {head.input: results[source]}))
+                backend.stats.dispatches += 1
         for node, names in self._checks:
             error = check_failure(node, [results[name] for name in names])
             if error is not None:
                 raise error
-        made: dict[str, Tensor] = {}
-        for name, shape, dtype in self._results:
-            if name not in made:
-                value = results[name]
+        made: dict[str | int, Tensor] = {}
+        for result, shape, dtype in self._results:
+            if result not in made:
+                if isinstance(result, int):
+                    value = heads[result][self._heads[result][0].output]
+                else:
+                    value = results[result]
                 if dtype == "bool":
                     value = value.view(np.bool_)
-                made[name] = Tensor(leaf(value, dtype), shape, as_dtype(dtype), backend)
-        return tuple(made[name] for name, _, _ in self._results)
+                made[result] = Tensor(leaf(value, dtype), shape, as_dtype(dtype), backend)
+        return tuple(made[result] for result, _, _ in self._results)
 
     def _value(self, index: int, given: Tensor | Array) -> Array:
         shape, dtype = self.signature[index]
