@@ -86,9 +86,21 @@ def test_captures_ending_in_one_projection_share_its_head_graph(
     )
     (head,) = multiplying_by(backend, weight)
     assert [p is weight._data for p in head.packed] == [True], "the head multiplies by it alone"
-    # another row count has a head graph of its own
-    backend.capture(first_step(weight), [on(rows(3, 3))]).replay(rows(3, 3))
-    assert len(multiplying_by(backend, weight)) == 2
+    # up to 8 rows share the head graph of 8 (padded), one row has a graph of its own
+    backend.clear_cache()
+    split = {}
+    for count in (3, 8, 1):
+        x = rows(count, count)
+        split[count] = backend.capture(first_step(weight), [on(x)]).replay(x)[0].numpy()
+        read_back = first_step(weight)(on(x))[0].numpy()  # the same head graph
+        np.testing.assert_array_equal(split[count], read_back)
+    heads = [c for c in multiplying_by(backend, weight) if len(c.inputs) == 1]
+    assert sorted(c.graph.input_descriptors["x0"].shape[0] for c in heads) == [1, 8]
+    backend.shared_head_bytes = weight.size * 4 + 1
+    for count, logits in split.items():
+        x = rows(count, count)
+        whole = backend.capture(first_step(weight), [on(x)]).replay(x)[0].numpy()
+        np.testing.assert_array_equal(logits, whole)  # padding changes no row
 
 
 def test_a_replay_compiles_a_dropped_head_graph_again(backend: Any, weight: Tensor) -> None:

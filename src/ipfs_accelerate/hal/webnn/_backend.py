@@ -26,7 +26,13 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
-from ipfs_accelerate.hal.webnn._capture import Captured, CaptureKey, HeadGraph, detached
+from ipfs_accelerate.hal.webnn._capture import (
+    Captured,
+    CaptureKey,
+    HeadGraph,
+    detached,
+    head_rows,
+)
 from ipfs_accelerate.hal.webnn._checks import INTEGER, check_failure, fits
 from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, scalar_token
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace, trace_roots
@@ -571,11 +577,11 @@ class WebNNBackend(Backend):
             shared = {index: self._head_graph(node) for index, node in heads.items()}
         return Captured(self, key, copy, compiled, positions, argument_at, placeholders, shared)
 
-    def _shared_head(self, node: Node) -> bool:
+    def _shared_head(self, node: Node, *, pending: bool = True) -> bool:
         """Whether ``node`` is a linear layer over at least ``shared_head_bytes`` of parameters
-        whose input is still to be computed: a graph ending in it computes the input, and the
-        head graph of that input's shape computes the layer (:meth:`_head_graph`)."""
-        if node.op not in _HEAD_OPS or node.checks or node.inputs[0].op is None:
+        (whose input is still to be computed, with ``pending``): a graph ending in it computes
+        the input, and a head graph computes the layer (:meth:`_head_graph`)."""
+        if node.op not in _HEAD_OPS or node.checks or (pending and node.inputs[0].op is None):
             return False
         size = 0
         for weight in node.inputs[1:]:
@@ -585,18 +591,21 @@ class WebNNBackend(Backend):
         return size >= self.shared_head_bytes
 
     def _head_graph(self, node: Node) -> HeadGraph:
-        """The head graph of the linear ``node``: the layer alone over a per-call input of the
-        shape of ``node``'s input, and the names of that input and the result (hold the lock).
-        Its key names only that shape and the parameters, so every graph ending in the same
-        layer on inputs of that shape shares it (and the prepacked weight in its session)."""
+        """The head graph of the linear ``node``: the layer alone over a per-call input of
+        :func:`head_rows` rows (hold the lock). Its key names only those rows, the width and
+        the parameters, so every graph ending in the same layer shares it (and the prepacked
+        weight in its session) for one row count of a few."""
         source = node.inputs[0]
-        placeholder = Node(None, (), (), source.shape, source.dtype)
-        head = Node(node.op, node.attrs, (placeholder, *node.inputs[1:]), node.shape, node.dtype)
+        rows = math.prod(source.shape[:-1])
+        bucket = head_rows(rows)
+        placeholder = Node(None, (), (), (bucket, source.shape[-1]), source.dtype)
+        shape = (bucket, node.shape[-1])
+        head = Node(node.op, node.attrs, (placeholder, *node.inputs[1:]), shape, node.dtype)
         found, (position,) = trace_roots((head,))
         compiled = self._compiled(found.key, found)
         (name,) = (name for name, at in compiled.inputs.items() if at == 0)
         (output,) = (out.name for out in compiled.outputs if out.position == position)
-        return HeadGraph(found.key, found, name, output)
+        return HeadGraph(found.key, found, name, output, rows, node.shape)
 
     def _compiled(self, key: Any, found: Trace) -> _Compiled:
         """The cached graph of ``key``, compiled from ``found`` on a miss (hold the lock)."""
@@ -673,9 +682,12 @@ class WebNNBackend(Backend):
                 value = _generate(node)
                 node.become_leaf(value, param=True)
                 return value
-            if self._shared_head(node):
-                # the layer's input first, then the layer in the head graph of its shape
-                self._materialise(node.inputs[0])
+            if self._shared_head(node, pending=False):
+                # the layer's input first, then the layer in the head graph of its rows
+                source = self._materialise(node.inputs[0])
+                value = self._head_graph(node).run(self, source)
+                node.become_leaf(value, param=bool(node.inputs[0].param))
+                return value
             found = trace(node)
             compiled = self._cache.get(found.key)
             if compiled is None:

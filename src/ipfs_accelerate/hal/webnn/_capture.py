@@ -21,7 +21,7 @@ from ipfs_accelerate.tensor._tensor import Tensor
 if TYPE_CHECKING:
     from ipfs_accelerate.hal.webnn._backend import WebNNBackend, _Compiled
 
-__all__ = ["CaptureKey", "Captured", "HeadGraph", "detached"]
+__all__ = ["CaptureKey", "Captured", "HeadGraph", "detached", "head_rows"]
 
 Array = np.ndarray[Any, Any]
 
@@ -43,15 +43,38 @@ class CaptureKey:
         return isinstance(other, CaptureKey) and (other is self or other.key == self.key)
 
 
+def head_rows(rows: int) -> int:
+    """The rows of the head graph that computes ``rows`` rows: one as it is (a decode step's),
+    more rounded up to a multiple of 8, so that forced blocks, prompts and small batches share
+    one graph (rows are independent products: padding changes none of them)."""
+    return rows if rows == 1 else -(-rows // 8) * 8
+
+
 @dataclass(frozen=True, slots=True)
 class HeadGraph:
-    """A shared head graph (``WebNNBackend._head_graph``): its cache key, the trace to compile
-    it again from, and the names of its one input and its result."""
+    """A shared head graph (``WebNNBackend._head_graph``) as one caller uses it: its cache key,
+    the trace to compile it again from, the names of its one input and its result, and the
+    caller's rows and result shape."""
 
     key: tuple[Any, ...]
     trace: Trace
     input: str
     output: str
+    rows: int
+    shape: tuple[int, ...]
+
+    def run(self, backend: WebNNBackend, value: Array) -> Array:
+        """The layer of ``value`` (the caller's input, any leading shape); hold the lock."""
+        graph = backend._compiled(self.key, self.trace).graph
+        flat = value.reshape(self.rows, value.shape[-1])
+        padding = self.trace.nodes[0].shape[0] - self.rows
+        if padding:
+            # copies of the last row: a per-tensor statistic of the input (a dynamic
+            # quantization's range) stays what it was
+            flat = np.concatenate([flat, np.broadcast_to(flat[-1:], (padding, flat.shape[1]))])
+        result = backend.context.compute(graph, {self.input: flat})[self.output]
+        backend.stats.dispatches += 1
+        return np.asarray(result[: self.rows]).reshape(self.shape)
 
 
 def detached(found: Trace) -> Trace:
@@ -121,8 +144,7 @@ class Captured(CapturedFunction):
         #: per head: the head graph and the graph output it reads
         self._heads: list[tuple[HeadGraph, str]] = []
         for index, head in (heads or {}).items():
-            node = head.trace.nodes[-1]
-            self._results[index] = (len(self._heads), node.shape, node.dtype)
+            self._results[index] = (len(self._heads), head.shape, head.trace.nodes[-1].dtype)
             self._heads.append((head, names[positions[index]]))
 
     def replay(self, *inputs: Tensor | Array) -> tuple[Tensor, ...]:
@@ -149,11 +171,7 @@ class Captured(CapturedFunction):
             results = backend.context.compute(compiled.graph, feeds)
             backend.stats.dispatches += 1
             backend.stats.replays += 1
-            heads = []
-            for head, source in self._heads:
-                graph = backend._compiled(head.key, head.trace).graph
-                heads.append(backend.context.compute(graph, {head.input: results[source]}))
-                backend.stats.dispatches += 1
+            heads = [head.run(backend, results[source]) for head, source in self._heads]
         for node, names in self._checks:
             error = check_failure(node, [results[name] for name in names])
             if error is not None:
@@ -162,7 +180,7 @@ class Captured(CapturedFunction):
         for result, shape, dtype in self._results:
             if result not in made:
                 if isinstance(result, int):
-                    value = heads[result][self._heads[result][0].output]
+                    value = heads[result]
                 else:
                     value = results[result]
                 if dtype == "bool":
