@@ -109,7 +109,7 @@ class WebNNBackend(Backend):
     they are estimated to hold (least recently used are dropped; the latest graph is always
     kept). A graph whose result is a linear layer over at least ``shared_head_bytes`` of
     parameters (a language model's vocabulary projection) computes the layer's input, and
-    one head graph per input shape computes the layer for every such graph (ONNX Runtime
+    a head graph per row count (1, or a multiple of 8) computes it for all of them (ONNX Runtime
     prepacks a matrix weight once per session: without the split, each decode step graph would
     hold its own copy of the projection). The design is in docs/webnn.md.
     """
