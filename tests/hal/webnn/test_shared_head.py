@@ -12,6 +12,7 @@ import pytest
 
 import ipfs_accelerate as ia
 from ipfs_accelerate import hal, ops
+from ipfs_accelerate.errors import InvalidArgumentError
 from ipfs_accelerate.tensor import Tensor
 
 pytest.importorskip("onnxruntime")
@@ -157,3 +158,11 @@ def test_a_read_back_projection_runs_in_the_head_graph_captures_share(
         np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-5)
     backend.capture(first_step(weight), [on(x)]).replay(x)[0].numpy()
     assert len(multiplying_by(backend, weight)) == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "4M"])
+def test_a_bad_bound_is_a_typed_error(bad: Any) -> None:
+    from ipfs_accelerate.hal.webnn import WebNNBackend
+
+    with pytest.raises(InvalidArgumentError, match="shared_head_bytes"):
+        WebNNBackend(shared_head_bytes=bad)

@@ -132,6 +132,15 @@ class WebNNBackend(Backend):
     ) -> None:
         from ipfs_accelerate import webnn
 
+        if (
+            isinstance(shared_head_bytes, bool)
+            or not isinstance(shared_head_bytes, int)
+            or shared_head_bytes < 0
+        ):
+            raise InvalidArgumentError(
+                "webnn: shared_head_bytes must be a non-negative integer, got "
+                f"{shared_head_bytes!r}"
+            )
         self.context = webnn.create_context(power_preference=power_preference)
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
