@@ -137,6 +137,50 @@ def test_alignment_pass_in_a_bucket_equals_the_exact_length_and_reuses_its_graph
     assert got[1:] == [0, 0]
 
 
+def test_webnn_step_graphs_share_one_vocabulary_projection(
+    stamped_dir: Path, audio: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime prepacks a matrix weight once per session: the replayed decode steps (one
+    graph per batch, block length and cache capacity) leave the projection to the head graphs
+    of its input's row shapes, which hold the only prepacked copies. The projection of the
+    tiny checkpoint is below the backend's default bound, so the test lowers the bound to it."""
+    from tests.conftest import start_backend
+
+    backend = start_backend("webnn")  # skips where webnn cannot start
+    decoded = {}
+    for label, bound in (("inside", None), ("shared", 0)):
+        recognizer = _recognizer(stamped_dir, "webnn")
+        model = recognizer.model
+        weight = model.proj_out.weight
+        size = weight.size * 4
+        monkeypatch.setattr(backend, "shared_head_bytes", size if bound == 0 else size + 1)
+        backend.clear_cache()
+        plain = recognizer.transcribe_segments((audio, RATE), "en", **OPTIONS)
+        prefix = [t for s in plain for t in s.tokens][:19]  # blocks of 8, 8 and 2
+        forced = recognizer.transcribe_segments(
+            (audio, RATE), "en", prefix_tokens=prefix, **OPTIONS
+        )
+        decoded[label] = (_summary(plain), _summary(forced))
+        multiplying = [
+            c for c in backend._cache.values() if any(p is weight._data for p in c.packed)
+        ]
+        steps = model.decode_graphs.captured
+        assert steps >= 4, "one-token steps at two capacities and forced blocks of 8 and 2"
+        if label == "inside":  # what the test would see if the steps held the projection
+            assert len(multiplying) >= steps
+        else:
+            # no step graph multiplies by it (each multiplies by every decoder layer's weights
+            # too); two head graphs do: one-token steps and prompts' last tokens (1 row), and
+            # blocks of 8 and of 2 and the prefix's prompt with every position's logits (8)
+            assert all(len(c.packed) == 1 and len(c.inputs) == 1 for c in multiplying)
+            shapes = sorted(
+                tuple(d.shape) for c in multiplying for d in c.graph.input_descriptors.values()
+            )
+            assert shapes == [(1, 32), (8, 32)]
+    # the same products: bit-identical segments, log-probabilities and word times
+    assert decoded["shared"] == decoded["inside"]
+
+
 def test_the_timestamp_rules_hand_back_the_log_softmax_of_what_they_leave() -> None:
     """The decode loop takes the chosen token's log-probability from the rules' own
     log-softmax when their last rule leaves the scores as they are: it must be the log-softmax

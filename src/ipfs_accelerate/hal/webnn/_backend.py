@@ -26,7 +26,13 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
-from ipfs_accelerate.hal.webnn._capture import Captured, CaptureKey, detached
+from ipfs_accelerate.hal.webnn._capture import (
+    Captured,
+    CaptureKey,
+    HeadGraph,
+    detached,
+    head_rows,
+)
 from ipfs_accelerate.hal.webnn._checks import INTEGER, check_failure, fits
 from ipfs_accelerate.hal.webnn._emit import GraphOutput, TraceEmitter, scalar_token
 from ipfs_accelerate.hal.webnn._graph import Node, Trace, leaf, trace, trace_roots
@@ -45,6 +51,11 @@ _MAX_RANK = 8
 DEFAULT_CACHE_SIZE = 64
 #: estimated memory the cached graphs may hold together (see _Compiled.cost)
 DEFAULT_CACHE_BYTES = 2 << 30
+#: a linear layer whose parameters take at least this many bytes, as the result of a graph,
+#: runs as a head graph of its own that every graph ending in it shares (see _shared_head)
+DEFAULT_SHARED_HEAD_BYTES = 4 << 20
+#: the ops a shared head may be: a matrix product of the input by parameters
+_HEAD_OPS = frozenset({"linear", "quantized_linear"})
 _BOOL_RESULT_UNARY = frozenset({"logical_not", "isnan", "isinf", "isfinite"})
 _CHECKED_BINARY = frozenset({"add", "sub", "mul"})
 #: integer matmuls hold every product (M x K x N) before summing: beyond this, the CPU backend
@@ -87,6 +98,8 @@ class _Compiled:
     #: estimated bytes the session holds: its constants (ONNX Runtime prepacks a copy of
     #: matrix weights) and an arena of a few times the largest intermediate
     cost: int = 0
+    #: the parameter leaves it multiplies by (each has a prepacked copy in the session)
+    packed: tuple[Node, ...] = ()
 
 
 class WebNNBackend(Backend):
@@ -94,7 +107,11 @@ class WebNNBackend(Backend):
 
     ``cache_size`` bounds the number of compiled graphs kept and ``cache_bytes`` the memory
     they are estimated to hold (least recently used are dropped; the latest graph is always
-    kept). The design is in docs/webnn.md.
+    kept). A graph whose result is a linear layer over at least ``shared_head_bytes`` of
+    parameters (a language model's vocabulary projection) computes the layer's input, and
+    a head graph per row count (1, or a multiple of 8) computes it for all of them (ONNX Runtime
+    prepacks a matrix weight once per session: without the split, each decode step graph would
+    hold its own copy of the projection). The design is in docs/webnn.md.
     """
 
     name: ClassVar[str] = "webnn"
@@ -111,12 +128,23 @@ class WebNNBackend(Backend):
         power_preference: str = "default",
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        shared_head_bytes: int = DEFAULT_SHARED_HEAD_BYTES,
     ) -> None:
         from ipfs_accelerate import webnn
 
+        if (
+            isinstance(shared_head_bytes, bool)
+            or not isinstance(shared_head_bytes, int)
+            or shared_head_bytes < 0
+        ):
+            raise InvalidArgumentError(
+                "webnn: shared_head_bytes must be a non-negative integer, got "
+                f"{shared_head_bytes!r}"
+            )
         self.context = webnn.create_context(power_preference=power_preference)
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
+        self.shared_head_bytes = shared_head_bytes
         self.stats = Stats()
         self._cache: OrderedDict[Any, _Compiled] = OrderedDict()
         self._lock = threading.RLock()
@@ -147,6 +175,7 @@ class WebNNBackend(Backend):
                 "cached_graphs": len(self._cache),
                 "cache_size": self.cache_size,
                 "cache_bytes": self.cache_bytes,
+                "shared_head_bytes": self.shared_head_bytes,
             },
         )
 
@@ -531,7 +560,16 @@ class WebNNBackend(Backend):
         results = fn(*arguments)
         if not all(isinstance(r, Tensor) and r._backend is self for r in results):
             return None
-        found, positions = trace_roots(tuple(r._data for r in results))
+        roots = [r._data for r in results]
+        heads = {index: node for index, node in enumerate(roots) if self._shared_head(node)}
+        found, positions = trace_roots(
+            tuple(node.inputs[0] if index in heads else node for index, node in enumerate(roots))
+        )
+        computed = {id(node) for node in found.nodes}
+        if any(id(node) in computed for node in heads.values()):
+            # another result reads a head's product: the graph computes it anyway
+            heads = {}
+            found, positions = trace_roots(tuple(roots))
         argument_of = {id(node): index for index, node in enumerate(placeholders)}
         for node in found.nodes:
             if node.op is None and not node.param and id(node) not in argument_of:
@@ -545,7 +583,38 @@ class WebNNBackend(Backend):
         key = CaptureKey(found.key)
         with self._lock:
             compiled = self._compiled(key, copy)
-        return Captured(self, key, copy, compiled, positions, argument_at, placeholders)
+            shared = {index: self._head_graph(node) for index, node in heads.items()}
+        return Captured(self, key, copy, compiled, positions, argument_at, placeholders, shared)
+
+    def _shared_head(self, node: Node, *, pending: bool = True) -> bool:
+        """Whether ``node`` is a linear layer over at least ``shared_head_bytes`` of parameters
+        (whose input is still to be computed, with ``pending``): a graph ending in it computes
+        the input, and a head graph computes the layer (:meth:`_head_graph`)."""
+        if node.op not in _HEAD_OPS or node.checks or (pending and node.inputs[0].op is None):
+            return False
+        size = 0
+        for weight in node.inputs[1:]:
+            if weight.op is not None or not weight.param or weight.value is None:
+                return False
+            size += weight.value.nbytes
+        return size >= self.shared_head_bytes
+
+    def _head_graph(self, node: Node) -> HeadGraph:
+        """The head graph of the linear ``node``: the layer alone over a per-call input of
+        :func:`head_rows` rows (hold the lock). Its key names only those rows, the width and
+        the parameters, so every graph ending in the same layer shares it (and the prepacked
+        weight in its session) for one row count of a few."""
+        source = node.inputs[0]
+        rows = math.prod(source.shape[:-1])
+        bucket = head_rows(rows)
+        placeholder = Node(None, (), (), (bucket, source.shape[-1]), source.dtype)
+        shape = (bucket, node.shape[-1])
+        head = Node(node.op, node.attrs, (placeholder, *node.inputs[1:]), shape, node.dtype)
+        found, (position,) = trace_roots((head,))
+        compiled = self._compiled(found.key, found)
+        (name,) = (name for name, at in compiled.inputs.items() if at == 0)
+        (output,) = (out.name for out in compiled.outputs if out.position == position)
+        return HeadGraph(found.key, found, name, output, rows, node.shape)
 
     def _compiled(self, key: Any, found: Trace) -> _Compiled:
         """The cached graph of ``key``, compiled from ``found`` on a miss (hold the lock)."""
@@ -622,6 +691,12 @@ class WebNNBackend(Backend):
                 value = _generate(node)
                 node.become_leaf(value, param=True)
                 return value
+            if self._shared_head(node, pending=False):
+                # the layer's input first, then the layer in the head graph of its rows
+                source = self._materialise(node.inputs[0])
+                value = self._head_graph(node).run(self, source)
+                node.become_leaf(value, param=bool(node.inputs[0].param))
+                return value
             found = trace(node)
             compiled = self._cache.get(found.key)
             if compiled is None:
@@ -678,7 +753,9 @@ class WebNNBackend(Backend):
         used = graph.input_descriptors
         inputs = {name: position for name, position in inputs.items() if name in used}
         params = [node for node in found.nodes if node.op is None and node.param]
-        return _Compiled(graph, inputs, [output for output, _ in outputs], params, _cost(found))
+        packed = _packed(found)
+        cost = sum(_nbytes(weight) for weight in packed) + _arena(found)
+        return _Compiled(graph, inputs, [output for output, _ in outputs], params, cost, packed)
 
     def _run(self, compiled: _Compiled, found: Trace) -> None:
         feeds = {}
@@ -706,23 +783,33 @@ class WebNNBackend(Backend):
             node.become_leaf(value, param=not found.variable[position])
 
 
-def _cost(found: Trace) -> int:
-    """Estimated bytes a compiled graph holds, as measured with ONNX Runtime's CPU provider:
-    a prepacked copy of the matrix-product weights and an arena of about four times the
-    largest intermediate. The parameters themselves are not counted: sessions use them in
-    place (shared initializers), so every graph over them holds the one copy (a MiniLM graph
-    adds about 45 MB of RSS, its prepacked matrices, over the 90 MB of weights all share)."""
-    packed: dict[int, int] = {}
+# A compiled graph's estimated bytes, as measured with ONNX Runtime's CPU provider, are a
+# prepacked copy of its matrix-product weights (_packed) and an arena of about four times its
+# largest intermediate (_arena). The parameters themselves are not counted: sessions use them
+# in place (shared initializers), so every graph over them holds the one copy (a MiniLM graph
+# adds about 45 MB of RSS, its prepacked matrices, over the 90 MB of weights all share).
+
+
+def _packed(found: Trace) -> tuple[Node, ...]:
+    """The parameter leaves that ``found`` multiplies by (its matrix products' weights)."""
+    packed: dict[int, Node] = {}
+    for node in found.nodes:
+        if node.op in ("linear", "matmul", "conv", "quantized_linear") and node.inputs[1].param:
+            packed[id(node.inputs[1])] = node.inputs[1]
+    return tuple(packed.values())
+
+
+def _nbytes(node: Node) -> int:
+    assert node.value is not None
+    return int(node.value.nbytes)
+
+
+def _arena(found: Trace) -> int:
     largest = 0
     for node in found.nodes:
-        if node.op is None:
-            continue
-        largest = max(largest, math.prod(node.shape) * np.dtype(node.dtype).itemsize)
-        if node.op in ("linear", "matmul", "conv", "quantized_linear") and node.inputs[1].param:
-            weight = node.inputs[1]
-            assert weight.value is not None
-            packed[id(weight)] = weight.value.nbytes
-    return sum(packed.values()) + 4 * largest
+        if node.op is not None:
+            largest = max(largest, math.prod(node.shape) * np.dtype(node.dtype).itemsize)
+    return 4 * largest
 
 
 def _generate(node: Node) -> Array:
@@ -771,7 +858,13 @@ def _value_changing(source: str, target: str) -> bool:
     return source == "float32" and target == "float16"
 
 
-__all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_CACHE_SIZE", "Stats", "WebNNBackend"]
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_SHARED_HEAD_BYTES",
+    "Stats",
+    "WebNNBackend",
+]
 
 
 def _scatters_into_zeros(node: Node, whole: Node, parts: list[tuple[Node, Node]]) -> bool:

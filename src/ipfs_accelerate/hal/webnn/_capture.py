@@ -6,6 +6,7 @@ house's length.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from ipfs_accelerate.tensor._tensor import Tensor
 if TYPE_CHECKING:
     from ipfs_accelerate.hal.webnn._backend import WebNNBackend, _Compiled
 
-__all__ = ["CaptureKey", "Captured", "detached"]
+__all__ = ["CaptureKey", "Captured", "HeadGraph", "detached", "head_rows"]
 
 Array = np.ndarray[Any, Any]
 
@@ -40,6 +41,40 @@ class CaptureKey:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CaptureKey) and (other is self or other.key == self.key)
+
+
+def head_rows(rows: int) -> int:
+    """The rows of the head graph that computes ``rows`` rows: one as it is (a decode step's),
+    more rounded up to a multiple of 8, so that forced blocks, prompts and small batches share
+    one graph (rows are independent products: padding changes none of them)."""
+    return rows if rows == 1 else -(-rows // 8) * 8
+
+
+@dataclass(frozen=True, slots=True)
+class HeadGraph:
+    """A shared head graph (``WebNNBackend._head_graph``) as one caller uses it: its cache key,
+    the trace to compile it again from, the names of its one input and its result, and the
+    caller's rows and result shape."""
+
+    key: tuple[Any, ...]
+    trace: Trace
+    input: str
+    output: str
+    rows: int
+    shape: tuple[int, ...]
+
+    def run(self, backend: WebNNBackend, value: Array) -> Array:
+        """The layer of ``value`` (the caller's input, any leading shape); hold the lock."""
+        graph = backend._compiled(self.key, self.trace).graph
+        flat = value.reshape(self.rows, value.shape[-1])
+        padding = self.trace.nodes[0].shape[0] - self.rows
+        if padding:
+            # copies of the last row: a per-tensor statistic of the input (a dynamic
+            # quantization's range) stays what it was
+            flat = np.concatenate([flat, np.broadcast_to(flat[-1:], (padding, flat.shape[1]))])
+        result = backend.context.compute(graph, {self.input: flat})[self.output]
+        backend.stats.dispatches += 1
+        return np.asarray(result[: self.rows]).reshape(self.shape)
 
 
 def detached(found: Trace) -> Trace:
@@ -63,7 +98,8 @@ def detached(found: Trace) -> Trace:
 class Captured(CapturedFunction):
     """A captured function: its graph (in the backend's compiled-graph cache, so that the
     cache's bounds hold; compiled again if it was dropped) and how its inputs and results map
-    to the graph's."""
+    to the graph's. A result that is a shared head (``heads``: result index -> head graph)
+    is the head graph run on what the graph returns in its place (the layer's input)."""
 
     def __init__(
         self,
@@ -74,6 +110,7 @@ class Captured(CapturedFunction):
         positions: list[int],
         argument_at: dict[int, int],
         placeholders: list[Node],
+        heads: dict[int, HeadGraph] | None = None,
     ) -> None:
         self._backend = backend
         self._key = key
@@ -99,8 +136,16 @@ class Captured(CapturedFunction):
             (Node("check", found.nodes[position].attrs, (), (), "uint8"), names_of)
             for position, names_of in checks.items()
         ]
-        #: per result: (graph output name, shape, dtype name)
-        self._results = [(names[p], found.nodes[p].shape, found.nodes[p].dtype) for p in positions]
+        #: per result: (graph output name, shape, dtype name); a head's result is named by the
+        #: head's index in self._heads (not a graph output name: those are strings)
+        self._results: list[tuple[str | int, tuple[int, ...], str]] = [
+            (names[p], found.nodes[p].shape, found.nodes[p].dtype) for p in positions
+        ]
+        #: per head: the head graph and the graph output it reads
+        self._heads: list[tuple[HeadGraph, str]] = []
+        for index, head in (heads or {}).items():
+            self._results[index] = (len(self._heads), head.shape, head.trace.nodes[-1].dtype)
+            self._heads.append((head, names[positions[index]]))
 
     def replay(self, *inputs: Tensor | Array) -> tuple[Tensor, ...]:
         backend = self._backend
@@ -126,18 +171,22 @@ class Captured(CapturedFunction):
             results = backend.context.compute(compiled.graph, feeds)
             backend.stats.dispatches += 1
             backend.stats.replays += 1
+            heads = [head.run(backend, results[source]) for head, source in self._heads]
         for node, names in self._checks:
             error = check_failure(node, [results[name] for name in names])
             if error is not None:
                 raise error
-        made: dict[str, Tensor] = {}
-        for name, shape, dtype in self._results:
-            if name not in made:
-                value = results[name]
+        made: dict[str | int, Tensor] = {}
+        for result, shape, dtype in self._results:
+            if result not in made:
+                if isinstance(result, int):
+                    value = heads[result]
+                else:
+                    value = results[result]
                 if dtype == "bool":
                     value = value.view(np.bool_)
-                made[name] = Tensor(leaf(value, dtype), shape, as_dtype(dtype), backend)
-        return tuple(made[name] for name, _, _ in self._results)
+                made[result] = Tensor(leaf(value, dtype), shape, as_dtype(dtype), backend)
+        return tuple(made[result] for result, _, _ in self._results)
 
     def _value(self, index: int, given: Tensor | Array) -> Array:
         shape, dtype = self.signature[index]
