@@ -5,6 +5,7 @@ runs, and the setting that turns it on and off."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -127,8 +128,18 @@ def test_big_products_split_over_the_cores_except_inside_sharded_runs(
     np.testing.assert_allclose(tall, whole.T, rtol=1e-5, atol=1e-4)
 
 
+@contextmanager
+def sharded() -> Iterator[None]:
+    """BLAS held to one thread, as while a sharded batch runs (models/_parallel)."""
+    _blas.hold()
+    try:
+        yield
+    finally:
+        _blas.release()
+
+
 @needs_mkl
-def test_cpu_products_go_through_mkl_from_64_rows(
+def test_cpu_products_go_through_mkl_from_64_rows_inside_sharded_batches(
     blas_setting: Any, product_calls: list[tuple[int, int, int]]
 ) -> None:
     blas_setting("mkl")
@@ -136,45 +147,59 @@ def test_cpu_products_go_through_mkl_from_64_rows(
     w = rng.standard_normal((96, 48), dtype=np.float32)
     bias = rng.standard_normal(96, dtype=np.float32)
     many = rng.standard_normal((2, 40, 48), dtype=np.float32)  # 80 rows
-    out = ops.linear(ia.tensor(many), ia.tensor(w), ia.tensor(bias)).numpy()
-    assert product_calls == [(80, 48, 96)]
-    _close(out, many.astype(np.float64) @ w.T.astype(np.float64) + bias, 1e-5)
+    expected = many.astype(np.float64) @ w.T.astype(np.float64)
+    with sharded():
+        out = ops.linear(ia.tensor(many), ia.tensor(w), ia.tensor(bias)).numpy()
+        assert product_calls == [(80, 48, 96)]
+        _close(out, expected + bias, 1e-5)
+        product_calls.clear()
+        ops.linear(ia.tensor(many[:1, :8]), ia.tensor(w), ia.tensor(bias))
+        assert product_calls == []  # 8 rows: OpenBLAS's few-row product is the faster
+        mat = ops.matmul(ia.tensor(many), ia.tensor(w.T.copy())).numpy()
+        assert product_calls == [(80, 48, 96)]
+        _close(mat, expected, 1e-5)
     product_calls.clear()
-    few = many[:1, :8]
-    ops.linear(ia.tensor(few), ia.tensor(w), ia.tensor(bias))
-    assert product_calls == []  # 8 rows: OpenBLAS's few-row product is the faster
-    mat = ops.matmul(ia.tensor(many), ia.tensor(w.T.copy())).numpy()
-    assert product_calls == [(80, 48, 96)]
-    _close(mat, many.astype(np.float64) @ w.T.astype(np.float64), 1e-5)
+    # outside a sharded batch OpenBLAS's own pool multiplies (MKL cut over the cores here
+    # was no faster at a model's sizes)
+    out = ops.linear(ia.tensor(many), ia.tensor(w), ia.tensor(bias)).numpy()
+    assert product_calls == []
+    _close(out, expected + bias, 1e-5)
+
+
+def _forward_and_gradients(*arrays: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    x, w, b, signal, kernel = arrays
+    xt = ia.tensor(x, requires_grad=True)
+    wt = ia.tensor(w, requires_grad=True)
+    hidden = ops.gelu(ops.linear(xt, wt, ia.tensor(b)))
+    ops.sum(hidden * hidden).backward()
+    assert xt.grad is not None and wt.grad is not None
+    gram = ops.matmul(ia.tensor(x.reshape(150, 64)).T, ia.tensor(x.reshape(150, 64)))
+    conv = ops.conv1d(ia.tensor(signal), ia.tensor(kernel), padding=1)
+    return [hidden.numpy(), xt.grad.numpy(), wt.grad.numpy(), gram.numpy(), conv.numpy()]
 
 
 @needs_mkl
-def test_mkl_and_numpy_give_the_same_forward_and_gradients(blas_setting: Any) -> None:
-    """linear (+ backward), a transposed matmul, conv1d and GELU with MKL and without."""
+def test_mkl_and_numpy_give_the_same_forward_and_gradients(
+    blas_setting: Any, product_calls: list[tuple[int, int, int]]
+) -> None:
+    """linear (+ backward), a transposed matmul, conv1d and GELU with MKL and without, in a
+    sharded batch (where the products go through MKL)."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((3, 50, 64), dtype=np.float32)
-    w = rng.standard_normal((128, 64), dtype=np.float32)
-    b = rng.standard_normal(128, dtype=np.float32)
-    signal = rng.standard_normal((2, 8, 120), dtype=np.float32)
-    kernel = rng.standard_normal((16, 8, 3), dtype=np.float32)
+    arrays = (
+        rng.standard_normal((3, 50, 64), dtype=np.float32),
+        rng.standard_normal((128, 64), dtype=np.float32),
+        rng.standard_normal(128, dtype=np.float32),
+        rng.standard_normal((2, 8, 120), dtype=np.float32),
+        rng.standard_normal((16, 8, 3), dtype=np.float32),
+    )
     results: dict[str, list[np.ndarray[Any, Any]]] = {}
     for setting in ("mkl", "numpy"):
         blas_setting(setting)
         assert _mkl.enabled() is (setting == "mkl")
-        xt = ia.tensor(x, requires_grad=True)
-        wt = ia.tensor(w, requires_grad=True)
-        hidden = ops.gelu(ops.linear(xt, wt, ia.tensor(b)))
-        ops.sum(hidden * hidden).backward()
-        assert xt.grad is not None and wt.grad is not None
-        gram = ops.matmul(ia.tensor(x.reshape(150, 64)).T, ia.tensor(x.reshape(150, 64)))
-        conv = ops.conv1d(ia.tensor(signal), ia.tensor(kernel), padding=1)
-        results[setting] = [
-            hidden.numpy(),
-            xt.grad.numpy(),
-            wt.grad.numpy(),
-            gram.numpy(),
-            conv.numpy(),
-        ]
+        product_calls.clear()
+        with sharded():
+            results[setting] = _forward_and_gradients(*arrays)
+        assert bool(product_calls) is (setting == "mkl")
     for fast, plain in zip(results["mkl"], results["numpy"], strict=True):
         _close(fast, plain.astype(np.float64), 2e-6)
 

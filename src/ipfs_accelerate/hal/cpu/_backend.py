@@ -675,14 +675,12 @@ _FEW_ROWS = (2, 32)
 
 
 def _mkl_product(a: Array, b: Array, bias: Array | None = None) -> Array | None:
-    """``a @ b (+ bias)`` for a 2-D float32 ``a`` of at least MKL_ROWS rows through MKL, as
-    a new array; None where MKL is not in use or cannot read the operands (numpy then
-    multiplies)."""
-    if a.shape[0] < _mkl.MKL_ROWS or a.dtype != np.float32 or b.dtype != np.float32:
+    """``a @ b (+ bias)`` for a 2-D float32 ``a`` through MKL, as a new array, where
+    :func:`~ipfs_accelerate.hal.cpu._mkl.takes_product` says so (inside a sharded batch);
+    None otherwise or where MKL cannot read the operands (numpy then multiplies)."""
+    if a.dtype != np.float32 or b.dtype != np.float32 or not _mkl.takes_product(a.shape[0]):
         return None
     if bias is not None and (bias.dtype != np.float32 or bias.shape != (b.shape[1],)):
-        return None
-    if not _mkl.enabled():
         return None
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
     if bias is not None:

@@ -54,15 +54,16 @@ __all__ = [
     "gemm",
     "int8_enabled",
     "int8_gemm",
+    "takes_product",
     "version",
 ]
 
 BLAS_VARIABLE: Final = "IPFS_ACCELERATE_CPU_BLAS"
 _CHOICES: Final = ("auto", "mkl", "numpy")
 
-#: the fewest rows a backend product goes through MKL with: from 64 rows MKL's sgemm beats
-#: OpenBLAS's on one thread and split over the cores; below, OpenBLAS's W @ X^T with a few
-#: rows (the cpu backend's linear) is the faster (measured on the 2-core Xeon, 384-3072 wide)
+#: the fewest rows a backend product goes through MKL with: from 64 rows MKL's one-thread
+#: sgemm beats OpenBLAS's; below, OpenBLAS's W @ X^T with a few rows (the cpu backend's
+#: linear) is the faster (measured on the 2-core Xeon, 384-3072 wide)
 MKL_ROWS: Final = 64
 
 #: products with at least this many multiply-adds outside a sharded run are cut into one
@@ -218,6 +219,17 @@ def int8_enabled() -> bool:
     """Whether :func:`int8_gemm` multiplies (MKL in use, with its integer GEMM, on a CPU with
     8-bit dot-product instructions)."""
     return enabled() and _state.get("s8u8") is not None
+
+
+def takes_product(rows: int) -> bool:
+    """Whether the cpu backend multiplies a float32 product of ``rows`` rows through MKL: from
+    MKL_ROWS rows while BLAS is held to one thread (inside a sharded batch, models/_parallel:
+    each shard's products on its own core, where MKL's one-thread sgemm is 15-25% faster than
+    OpenBLAS's). Outside, numpy multiplies: OpenBLAS's own pool keeps its threads spinning
+    between products, and at a model's sizes MKL cut over the cores here was no faster or
+    slower (a MiniLM training step on 16 sentences: 273-289 ms through OpenBLAS, 322-333 ms
+    through MKL; products of 2^26-2^28 multiply-adds -5% to +15%)."""
+    return rows >= MKL_ROWS and blas._depth > 0 and enabled()
 
 
 def version() -> str | None:
