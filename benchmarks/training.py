@@ -50,6 +50,9 @@ SENTENCES = [
     "train times from paris to lyon", "the high-speed rail timetable",
 ]  # fmt: skip
 
+#: seconds between two contenders' steps (see the race loop)
+_SPIN_OUT = 0.3
+
 
 def mlp_arrays(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -194,7 +197,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, step in contenders.items():
                 best[label] = min(best[label], timed(step))
-                time.sleep(0.05)
+                # OpenBLAS's workers spin for ~0.1-0.2 s after a product (measured here, see
+                # benchmarks/models.py's gemm_peak): the next contender starts on idle cores
+                time.sleep(_SPIN_OUT)
         print(f"\n{title}: best of {args.rounds} rounds, seconds per step")
         reference = best["torch cpu"]
         for label, seconds in best.items():

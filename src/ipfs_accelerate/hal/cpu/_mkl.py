@@ -46,6 +46,7 @@ from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.hal.cpu import _blas as blas
 
 __all__ = [
+    "BIG_PRODUCT_MACS",
     "BLAS_VARIABLE",
     "MKL_ROWS",
     "SPLIT_MACS",
@@ -221,15 +222,25 @@ def int8_enabled() -> bool:
     return enabled() and _state.get("s8u8") is not None
 
 
-def takes_product(rows: int) -> bool:
-    """Whether the cpu backend multiplies a float32 product of ``rows`` rows through MKL: from
-    MKL_ROWS rows while BLAS is held to one thread (inside a sharded batch, models/_parallel:
-    each shard's products on its own core, where MKL's one-thread sgemm is 15-25% faster than
-    OpenBLAS's). Outside, numpy multiplies: OpenBLAS's own pool keeps its threads spinning
-    between products, and at a model's sizes MKL cut over the cores here was no faster or
-    slower (a MiniLM training step on 16 sentences: 273-289 ms through OpenBLAS, 322-333 ms
-    through MKL; products of 2^26-2^28 multiply-adds -5% to +15%)."""
-    return rows >= MKL_ROWS and blas._depth > 0 and enabled()
+#: outside sharded batches, products of at least this many multiply-adds go through MKL cut
+#: over the cores (see :func:`takes_product`)
+BIG_PRODUCT_MACS: Final = 1 << 28
+
+
+def takes_product(rows: int, macs: int) -> bool:
+    """Whether the cpu backend multiplies a float32 product of ``rows`` rows and ``macs``
+    multiply-adds through MKL: from MKL_ROWS rows while BLAS is held to one thread (inside a
+    sharded batch, models/_parallel: each shard's products on its own core, where MKL's
+    one-thread sgemm is 15-35% faster than OpenBLAS's), and outside from BIG_PRODUCT_MACS
+    (cut over the cores: 566 x 768 @ 768 x 768 +9%, 566 x 768 @ 768 x 3072 +15%, an MLP step
+    of 256 x 1024 @ 1024 x 1024 products 22.4-23.1 ms against 24.8-26.3). Smaller products
+    outside shards stay with numpy: OpenBLAS's pool keeps its threads spinning between
+    products, and MKL cut over the cores by our pool was -5% to +7% at 2^26-2^28
+    multiply-adds, slower on a whole MiniLM training step on 16 sentences (322-333 ms
+    against 273-289)."""
+    if rows < MKL_ROWS or not (blas._depth > 0 or macs >= BIG_PRODUCT_MACS):
+        return False
+    return enabled()
 
 
 def version() -> str | None:
