@@ -676,11 +676,11 @@ _FEW_ROWS = (2, 32)
 
 def _mkl_product(a: Array, b: Array, bias: Array | None = None) -> Array | None:
     """``a @ b (+ bias)`` for a 2-D float32 ``a`` through MKL, as a new array, where
-    :func:`~ipfs_accelerate.hal.cpu._mkl.takes_product` says so (inside a sharded batch, or a
-    big product); None otherwise or where MKL cannot read the operands (numpy multiplies)."""
+    :func:`~ipfs_accelerate.hal.cpu._mkl.takes_product` says so (inside a sharded batch);
+    None otherwise or where MKL cannot read the operands (numpy multiplies)."""
     if a.dtype != np.float32 or b.dtype != np.float32:
         return None
-    if not _mkl.takes_product(a.shape[0], a.shape[0] * a.shape[1] * b.shape[1]):
+    if not _mkl.takes_product(a.shape[0]):
         return None
     if bias is not None and (bias.dtype != np.float32 or bias.shape != (b.shape[1],)):
         return None

@@ -46,7 +46,6 @@ from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.hal.cpu import _blas as blas
 
 __all__ = [
-    "BIG_PRODUCT_MACS",
     "BLAS_VARIABLE",
     "MKL_ROWS",
     "SPLIT_MACS",
@@ -222,25 +221,17 @@ def int8_enabled() -> bool:
     return enabled() and _state.get("s8u8") is not None
 
 
-#: outside sharded batches, products of at least this many multiply-adds go through MKL cut
-#: over the cores (see :func:`takes_product`)
-BIG_PRODUCT_MACS: Final = 1 << 28
-
-
-def takes_product(rows: int, macs: int) -> bool:
-    """Whether the cpu backend multiplies a float32 product of ``rows`` rows and ``macs``
-    multiply-adds through MKL: from MKL_ROWS rows while BLAS is held to one thread (inside a
-    sharded batch, models/_parallel: each shard's products on its own core, where MKL's
-    one-thread sgemm is 15-35% faster than OpenBLAS's), and outside from BIG_PRODUCT_MACS
-    (cut over the cores: 566 x 768 @ 768 x 768 +9%, 566 x 768 @ 768 x 3072 +15%, an MLP step
-    of 256 x 1024 @ 1024 x 1024 products 22.4-23.1 ms against 24.8-26.3). Smaller products
-    outside shards stay with numpy: OpenBLAS's pool keeps its threads spinning between
-    products, and MKL cut over the cores by our pool was -5% to +7% at 2^26-2^28
-    multiply-adds, slower on a whole MiniLM training step on 16 sentences (322-333 ms
-    against 273-289)."""
-    if rows < MKL_ROWS or not (blas._depth > 0 or macs >= BIG_PRODUCT_MACS):
-        return False
-    return enabled()
+def takes_product(rows: int) -> bool:
+    """Whether the cpu backend multiplies a float32 product of ``rows`` rows through MKL: from
+    MKL_ROWS rows while BLAS is held to one thread (inside a sharded batch, models/_parallel:
+    each shard's products on its own core, where MKL's one-thread sgemm is 15-35% faster than
+    OpenBLAS's). Outside, numpy multiplies: OpenBLAS's pool keeps its threads spinning
+    between products, and they then compete with a product that MKL cuts over the cores
+    here. Measured on the 2-core Xeon: a MiniLM training step on 16 sentences took 322-333
+    ms with every product of 64+ rows through MKL against 273-289 through OpenBLAS; an MLP
+    step (256 x 1024 @ 1024 x 1024 products) 22-38 ms through MKL, 23-29 through OpenBLAS,
+    from run to run; MKL for the big products only was slower than either (30-34 ms)."""
+    return rows >= MKL_ROWS and blas._depth > 0 and enabled()
 
 
 def version() -> str | None:

@@ -164,8 +164,7 @@ def quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Array:
         stop = min(out, start + step)
         tile = layout.tile(start, stop, buf)
         target = result if stop - start == out else result[:, start:stop]
-        macs = rows.shape[0] * (stop - start) * inp
-        if _mkl.takes_product(rows.shape[0], macs) and _mkl.gemm(rows, tile.T, target):
+        if _mkl.takes_product(rows.shape[0]) and _mkl.gemm(rows, tile.T, target):
             continue  # through MKL, as the float linear's products (hal/cpu/_mkl.py)
         # a small product on one BLAS thread, as the float linear's (hal/cpu/_blas.py): woken
         # workers cost more than a short sentence's product, tens of times more under load
