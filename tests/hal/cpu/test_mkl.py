@@ -20,22 +20,6 @@ needs_mkl = pytest.mark.skipif(not _mkl._library_paths(), reason="the mkl extra 
 
 
 @pytest.fixture
-def blas_setting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Set $IPFS_ACCELERATE_CPU_BLAS for a test (read again at once); restored after."""
-
-    def choose(value: str | None) -> None:
-        if value is None:
-            monkeypatch.delenv(_mkl.BLAS_VARIABLE, raising=False)
-        else:
-            monkeypatch.setenv(_mkl.BLAS_VARIABLE, value)
-        _mkl._reset()
-
-    yield choose
-    monkeypatch.undo()
-    _mkl._reset()
-
-
-@pytest.fixture
 def product_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
     """The (rows, inner, cols) of every sgemm call MKL makes."""
     calls: list[tuple[int, int, int]] = []

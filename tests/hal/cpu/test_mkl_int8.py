@@ -5,7 +5,6 @@ int8 policy on cpu only where MKL multiplies in integers, and the float fallback
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,19 +26,6 @@ needs_int8 = pytest.mark.skipif(
 #: int32 sums are exact; what is left is float32 rounding of the int32 -> float conversion
 #: (sums past 2^24), the two scale passes and the zero-point correction (measured <= 3e-7)
 TOLERANCE = 2e-6
-
-
-@pytest.fixture
-def blas_setting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Set $IPFS_ACCELERATE_CPU_BLAS for a test (read again at once); restored after."""
-
-    def choose(value: str) -> None:
-        monkeypatch.setenv(_mkl.BLAS_VARIABLE, value)
-        _mkl._reset()
-
-    yield choose
-    monkeypatch.undo()
-    _mkl._reset()
 
 
 @needs_int8

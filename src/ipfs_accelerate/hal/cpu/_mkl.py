@@ -286,26 +286,21 @@ def _writable_rows(out: np.ndarray[Any, Any]) -> bool:
     return rows == 1 or (ldc % 4 == 0 and 4 * cols <= ldc < _INT_LIMIT)
 
 
-def _product(a: Any, b: Any, out: Any, beta: float) -> None:
+def _operands(a: Any, b: Any, out: Any) -> tuple[int, ...]:
+    """(transa, transb, m, n, k, lda, ldb, ldc) of a checked product, as BLAS takes them."""
     ta, lda = _layout(a)  # type: ignore[misc]
     tb, ldb = _layout(b)  # type: ignore[misc]
     (rows, inner), cols = a.shape, b.shape[1]
+    ldc = max(1, out.strides[0] // 4 if rows > 1 else cols)
+    return ta, tb, rows, cols, inner, lda, ldb, ldc
+
+
+def _product(a: Any, b: Any, out: Any, beta: float) -> None:
+    ta, tb, m, n, k, lda, ldb, ldc = _operands(a, b, out)
     _state["sgemm"](
-        _ROW_MAJOR,
-        ta,
-        tb,
-        rows,
-        cols,
-        inner,
-        1.0,
-        a.ctypes.data,
-        lda,
-        b.ctypes.data,
-        ldb,
-        beta,
-        out.ctypes.data,
-        max(1, out.strides[0] // 4 if rows > 1 else cols),
-    )
+        _ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
+        out.ctypes.data, ldc,
+    )  # fmt: skip
 
 
 def gemm(
@@ -320,24 +315,35 @@ def gemm(
     or an operand's layout is not one BLAS reads (the caller multiplies with numpy)."""
     if not enabled():
         return False
-    if a.dtype != _F32 or b.dtype != _F32 or out.dtype != _F32:
-        return False
-    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
+    return _multiply(a, b, out, accumulate, (_F32, _F32, _F32), _product, _INT_LIMIT)
+
+
+def _multiply(
+    a: Any,
+    b: Any,
+    out: Any,
+    accumulate: bool,
+    dtypes: tuple[np.dtype[Any], ...],
+    product: Any,
+    max_inner: int,
+) -> bool:
+    """The checks :func:`gemm` and :func:`int8_gemm` share, then ``product`` over the cores
+    (:func:`_run`); False where they fail (nothing written)."""
+    if (a.dtype, b.dtype, out.dtype) != dtypes or a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
         return False
     rows, inner = a.shape
     cols = b.shape[1]
-    if b.shape[0] != inner or out.shape != (rows, cols):
+    if b.shape[0] != inner or out.shape != (rows, cols) or inner > max_inner:
         return False
     if rows == 0 or cols == 0:
         return True
     if inner == 0:
         if not accumulate:
-            out.fill(0.0)
+            out.fill(0)
         return True
     if not _checked(a, b, out):
         return False
-    beta = 1.0 if accumulate else 0.0
-    _run(_product, a, b, out, beta)
+    _run(product, a, b, out, 1.0 if accumulate else 0.0)
     return True
 
 
@@ -393,29 +399,11 @@ def _split(product: Any, a: Any, b: Any, out: Any, beta: float, cores: int) -> N
 
 
 def _integer_product(a: Any, b: Any, out: Any, beta: float) -> None:
-    ta, lda = _layout(a)  # type: ignore[misc]
-    tb, ldb = _layout(b)  # type: ignore[misc]
-    (rows, inner), cols = a.shape, b.shape[1]
+    ta, tb, m, n, k, lda, ldb, ldc = _operands(a, b, out)
     _state["s8u8"](
-        _ROW_MAJOR,
-        ta,
-        tb,
-        _FIX_OFFSET,
-        rows,
-        cols,
-        inner,
-        1.0,
-        a.ctypes.data,
-        lda,
-        0,
-        b.ctypes.data,
-        ldb,
-        0,
-        beta,
-        out.ctypes.data,
-        max(1, out.strides[0] // 4 if rows > 1 else cols),
-        _ZERO_OFFSET.ctypes.data,
-    )
+        _ROW_MAJOR, ta, tb, _FIX_OFFSET, m, n, k, 1.0, a.ctypes.data, lda, 0, b.ctypes.data,
+        ldb, 0, beta, out.ctypes.data, ldc, _ZERO_OFFSET.ctypes.data,
+    )  # fmt: skip
 
 
 def int8_gemm(
@@ -432,24 +420,7 @@ def int8_gemm(
     not read. ``inner`` is at most 2^16 (longer sums of 255 x -128 could pass int32)."""
     if not int8_enabled():
         return False
-    if a.dtype != _U8 or b.dtype != _I8 or out.dtype != _I32:
-        return False
-    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
-        return False
-    rows, inner = a.shape
-    cols = b.shape[1]
-    if b.shape[0] != inner or out.shape != (rows, cols) or inner > 1 << 16:
-        return False
-    if rows == 0 or cols == 0:
-        return True
-    if inner == 0:
-        if not accumulate:
-            out.fill(0)
-        return True
-    if not _checked(a, b, out):
-        return False
-    _run(_integer_product, a, b, out, 1.0 if accumulate else 0.0)
-    return True
+    return _multiply(a, b, out, accumulate, (_U8, _I8, _I32), _integer_product, 1 << 16)
 
 
 def cdf_norm(x: np.ndarray[Any, Any], out: np.ndarray[Any, Any]) -> bool:
