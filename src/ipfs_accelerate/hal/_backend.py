@@ -28,6 +28,7 @@ required primitives, on the same backend.
 from __future__ import annotations
 
 import abc
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,21 @@ FUSABLE_OPS: frozenset[str] = frozenset(
      "dynamic_quantized_linear", "row_quantized_linear", "block_quantized_linear",
      "adamw_step", "sgd_step", "cross_entropy"}
 )  # fmt: skip
+
+
+@functools.cache
+def cpu_info(key: str) -> str | None:
+    """The value of ``key`` ("model name", "vendor_id", "flags", ...) for the first CPU in
+    /proc/cpuinfo, read once per key; None where it is not reported (not on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
 
 
 def host_cores() -> int:

@@ -24,6 +24,7 @@ from ipfs_accelerate.hal._backend import (
     Scalar,
     SGDHyper,
     Shape,
+    cpu_info,
     host_cores,
 )
 from ipfs_accelerate.hal.cpu import _math, _mkl, _optim, _rows
@@ -752,14 +753,7 @@ def _softmax(data: Array, axis: int, log: bool, *, overwrite: bool = False) -> A
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    return cpu_info("model name") or platform.processor() or platform.machine() or "cpu"
 
 
 def _blas_name() -> str:

@@ -88,11 +88,11 @@ def _blocked(
     same values without a copy of each block's result (one pass over the tensor fewer)."""
 
     def run(x: Array) -> Array:
-        if x.size <= BLOCK:
+        direct = into if x.dtype == np.float32 else None
+        if x.size <= BLOCK and direct is None:
             return kernel(x)
         flat = np.ascontiguousarray(x).reshape(-1)
         out = np.empty(flat.shape, dtype=x.dtype)
-        direct = into if x.dtype == np.float32 else None
         for start in range(0, flat.size, BLOCK):
             if direct is not None:
                 direct(flat[start : start + BLOCK], out[start : start + BLOCK])
@@ -166,8 +166,10 @@ def _silu(x: Array) -> Array:
 
 
 def _gelu_cdf(x: Array, out: Array) -> object:
-    """float32 GELU as x * Phi(x) with MKL's normal CDF (hal/cpu/_mkl.py): two passes."""
-    _mkl.cdf_norm(x, out)
+    """float32 GELU as x * Phi(x) with MKL's normal CDF (hal/cpu/_mkl.py): two passes (the
+    polynomial's where MKL does not take the block)."""
+    if not _mkl.cdf_norm(x, out):
+        return _gelu_f32(x, out)
     out *= x
     return out
 
@@ -180,14 +182,7 @@ _gelu_mkl = _blocked(_gelu, _gelu_cdf)
 def gelu(x: Array) -> Array:
     """x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), float32 through MKL's normal CDF where MKL
     is in use."""
-    if x.dtype == np.float32 and _mkl.enabled():
-        if x.size > BLOCK:
-            return _gelu_mkl(x)
-        x = np.ascontiguousarray(x)
-        out = np.empty_like(x)
-        _gelu_cdf(x, out)
-        return out
-    return _gelu_numpy(x)
+    return _gelu_mkl(x) if x.dtype == np.float32 and _mkl.enabled() else _gelu_numpy(x)
 
 
 gelu_tanh = _blocked(_gelu_tanh)

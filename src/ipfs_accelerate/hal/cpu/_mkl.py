@@ -42,7 +42,7 @@ from typing import Any, Final
 import numpy as np
 
 from ipfs_accelerate.errors import ConfigurationError
-from ipfs_accelerate.hal._backend import host_cores
+from ipfs_accelerate.hal._backend import cpu_info, host_cores
 from ipfs_accelerate.hal.cpu import _blas as blas
 
 __all__ = [
@@ -93,7 +93,7 @@ _I32 = np.dtype(np.int32)
 _ZERO_OFFSET = np.zeros(1, dtype=np.int32)
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {}  # "lib", "sgemm", "cdfnorm", "version"; empty until loaded
+_state: dict[str, Any] = {}  # "lib", "sgemm", "cdfnorm", "s8u8", "version"; empty if unused
 _loaded = False
 _pool: ThreadPoolExecutor | None = None
 
@@ -106,27 +106,16 @@ def _choice() -> str:
 
 
 def _intel_cpu() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("vendor_id"):
-                    return "GenuineIntel" in line
-    except OSError:
-        pass
+    vendor = cpu_info("vendor_id")
+    if vendor is not None:
+        return vendor == "GenuineIntel"
     import platform
 
     return "intel" in platform.processor().lower()
 
 
 def _dot_product_cpu() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return not _DOT_FLAGS.isdisjoint(line.split(":", 1)[-1].split())
-    except OSError:
-        pass
-    return False
+    return not _DOT_FLAGS.isdisjoint((cpu_info("flags") or "").split())
 
 
 def _library_paths() -> list[Path]:

@@ -239,14 +239,13 @@ def row_quantized_linear(x: Array, q: QuantizedTensor, bias: Array | None) -> Ar
     bad = ~np.isfinite(scales)
     if bad.any():  # NaN/inf in a row: NaN out (set below), as the float product gives
         scales[bad], zeros[bad] = 1.0, 0.0
-    if not integer_ready(q):
+    sums = np.empty((rows.shape[0], out), dtype=np.int32)
+    weight: _IntegerWeight | None = (
+        q.prepared("cpu-int8-rows", _IntegerWeight) if integer_ready(q) else None
+    )
+    if weight is None or not _mkl.int8_gemm(codes, weight.data.T, sums):
         rounded = (codes - zeros[:, None]) * scales[:, None]  # float32: the fallback's rows
         rounded[bad] = np.nan
-        return quantized_linear(rounded.astype(x.dtype, copy=False).reshape(x.shape), q, bias)
-    weight: _IntegerWeight = q.prepared("cpu-int8-rows", _IntegerWeight)
-    sums = np.empty((rows.shape[0], out), dtype=np.int32)
-    if not _mkl.int8_gemm(codes, weight.data.T, sums):  # pragma: no cover - checked above
-        rounded = (codes - zeros[:, None]) * scales[:, None]
         return quantized_linear(rounded.astype(x.dtype, copy=False).reshape(x.shape), q, bias)
     # numpy's plain int32 -> float32 cast, then two scaling passes: a multiply that casts as
     # it goes (or one converting in place) runs through numpy's buffered loops, 2-3x slower
