@@ -138,10 +138,9 @@ def _library_paths() -> list[Path]:
 
 
 def _load() -> None:
-    """Load libmkl_rt once (under the lock), when the setting and the machine ask for it."""
-    global _loaded
+    """Load libmkl_rt (under the lock), when the setting and the machine ask for it; a
+    ConfigurationError leaves nothing loaded, so the next call raises it again."""
     choice = _choice()
-    _loaded = True
     if choice == "numpy" or (choice == "auto" and not _intel_cpu()):
         return
     library = None
@@ -197,10 +196,12 @@ def _load() -> None:
 
 def enabled() -> bool:
     """Whether products and the normal CDF go through MKL (loads it on the first call)."""
+    global _loaded
     if not _loaded:
         with _lock:
             if not _loaded:
                 _load()
+                _loaded = True
     return bool(_state)
 
 
