@@ -58,7 +58,9 @@ def test_stream_prints_the_committed_text(setup: tuple[Path, Path, SpeechRecogni
     shown = run(str(audio), "-m", str(checkpoint), "--language", "en", "--stream")
     events = list(
         whisper.transcribe_stream(
-            (c for c in [speech_like(6.0)[i : i + RATE] for i in range(0, 6 * RATE, RATE)]), "en"
+            (c for c in [speech_like(6.0)[i : i + RATE] for i in range(0, 6 * RATE, RATE)]),
+            "en",
+            min_chunk_s=1.0,  # the CLI decodes a file once per second of it
         )
     )
     committed = [e.text for e in events if e.type == "committed" and e.text]

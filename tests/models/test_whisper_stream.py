@@ -110,11 +110,94 @@ def test_committed_text_equals_offline_transcript_in_1s_chunks(deaf: SpeechRecog
     assert committed
 
 
+def _scripted_speaker(
+    recognizer: SpeechRecognizer, forced: list[bool], *, end_after_prefix: bool
+) -> Any:
+    """A stand-in for ``transcribe_segments`` that hears word i from 0.5 i to 0.5 i + 0.4 s
+    (one segment per word, timestamps and a text token each), every word that ends 0.2 s
+    before the end of the audio it is given; with ``end_after_prefix`` a decode forced to
+    start with committed words writes those and then its end token, as a decoder led
+    straight to its end by the forced tokens would. Records in ``forced`` whether each
+    decode was given a prefix."""
+    from ipfs_accelerate.models.pipelines._speech import TranscriptSegment
+    from ipfs_accelerate.models.pipelines._speech_decoding import WordTiming
+
+    stamp = (recognizer.generation.no_timestamps or 0) + 1
+
+    def transcribe_segments(audio: Any, *args: Any, **kwargs: Any) -> list[TranscriptSegment]:
+        samples, rate = audio
+        prefix = kwargs.get("prefix_tokens") or []
+        forced.append(bool(prefix))
+        segments = []
+        for i in range(int(len(samples) / rate / 0.5) + 1):
+            start, end = 0.5 * i, 0.5 * i + 0.4
+            if end > len(samples) / rate - 0.2:
+                break
+            tokens = [stamp + round(start / 0.02), 400 + i, stamp + round(end / 0.02)]
+            if end_after_prefix and prefix and tokens[1] not in prefix:
+                break
+            word = WordTiming(f" w{i}", start, end, [400 + i])
+            segments.append(TranscriptSegment(start, end, f" w{i}", tokens, "en", words=[word]))
+        return segments
+
+    return transcribe_segments
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_decode_empty_after_the_forced_words_is_made_again_without_them(
+    deaf: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch, retry: bool
+) -> None:
+    """A decode forced to start with the committed words that comes back without a new word
+    over 2 s or more of audio after them (as when the forced tokens lead the decoder straight
+    to its end token) is made again without the forced words, so nothing is lost; without
+    the retry (RETRY_FRESH_S out of reach) the same stream commits its first word only."""
+    from ipfs_accelerate.models.pipelines import _speech_stream
+
+    if not retry:
+        monkeypatch.setattr(_speech_stream, "RETRY_FRESH_S", 1e9)
+    audio = speech_like(10.0, seed=3)
+    forced: list[bool] = []
+    honest = _scripted_speaker(deaf, [], end_after_prefix=False)
+    expected = [t for s in honest((audio, RATE)) for t in s.tokens[1:2]]  # the text tokens
+    monkeypatch.setattr(
+        deaf, "transcribe_segments", _scripted_speaker(deaf, forced, end_after_prefix=True)
+    )
+    stream = deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", min_chunk_s=1.0, **FAST)
+    committed = check_never_retracted(list(stream))
+    assert any(forced)  # forced decodes were made, and each came back without a new word
+    if retry:
+        assert committed == expected
+    else:
+        assert committed == expected[:1]
+
+
+def test_a_final_decode_that_hears_nothing_keeps_the_tentative_words(
+    deaf: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream ends; the decode of the audio after the last decode comes back empty where
+    the previous decode heard words it had not agreed on yet: those are committed, the stream
+    does not end short of its last tentative text."""
+    audio = speech_like(10.3, seed=3)
+    honest = _scripted_speaker(deaf, [], end_after_prefix=False)
+    expected = [t for s in honest((audio[: 10 * RATE], RATE)) for t in s.tokens[1:2]]
+
+    def deaf_to_the_last_decode(audio_in: Any, *args: Any, **kwargs: Any) -> Any:
+        samples, rate = audio_in
+        return [] if len(samples) > 10 * rate else honest(audio_in, *args, **kwargs)
+
+    monkeypatch.setattr(deaf, "transcribe_segments", deaf_to_the_last_decode)
+    stream = deaf.transcribe_stream(chunks_of(audio, [RATE]), "en", min_chunk_s=1.0, **FAST)
+    events = list(stream)
+    tentative = [e for e in events if e.type == "tentative"]
+    assert len(tentative[-1].words) == 2  # heard by the 10 s decode only
+    assert check_never_retracted(events) == expected
+
+
 def test_random_weights_never_retract_and_end_with_everything_committed(
     ours: SpeechRecognizer,
 ) -> None:
     audio = speech_like(8.0)
-    events = list(ours.transcribe_stream(chunks_of(audio, [RATE]), "en", **FAST))
+    events = list(ours.transcribe_stream(chunks_of(audio, [RATE]), "en", min_chunk_s=1.0, **FAST))
     assert check_never_retracted(events)
     tentative = [e for e in events if e.type == "tentative"]
     assert len(tentative) == 8  # one decode per second of audio
@@ -143,7 +226,8 @@ def test_decode_budget_grows_with_the_buffer_unless_max_new_tokens_is_given(
         return segments
 
     monkeypatch.setattr(ours, "transcribe_segments", spy)
-    list(ours.transcribe_stream(chunks_of(audio := speech_like(3.0), [RATE]), "en"))
+    audio = speech_like(3.0)
+    list(ours.transcribe_stream(chunks_of(audio, [RATE]), "en", min_chunk_s=1.0))
     assert [(round(b), budget) for b, budget, _ in seen] == [(1, 5), (2, 8), (3, 11)]
     free = [
         sum(len(s.tokens) for s in transcribe((audio[: n * RATE], RATE), "en", **STAMPS))
@@ -152,7 +236,11 @@ def test_decode_budget_grows_with_the_buffer_unless_max_new_tokens_is_given(
     # cut: fewer tokens than the same decodes write unbounded (26 to 38 here)
     assert all(w < f for (_, _, w), f in zip(seen, free, strict=True)), (seen, free)
     seen.clear()
-    list(ours.transcribe_stream(chunks_of(speech_like(1.0), [RATE]), "en", max_new_tokens=24))
+    list(
+        ours.transcribe_stream(
+            chunks_of(speech_like(1.0), [RATE]), "en", min_chunk_s=1.0, max_new_tokens=24
+        )
+    )
     assert [budget for _, budget, _ in seen] == [24]
 
 
@@ -363,8 +451,8 @@ class _DecodeClock:
 @pytest.mark.parametrize(
     ("cost", "decodes", "step_s"),
     [
-        (0.2, 10, 1.0),  # faster than the audio: a decode every min_chunk_s
-        (1.5, 7, 1.5),  # slower: at 1, 2.5, 4, 5.5, 7, 8.5 and 10 s
+        (0.2, 20, 0.5),  # faster than the audio: a decode every min_chunk_s (0.5 s)
+        (1.5, 7, 1.5),  # slower: at 0.5, 2, 3.5, 5, 6.5, 8 and 9.5 s
         (2.5, 5, 2.0),  # much slower: every 2 s, the room a 28 s buffer leaves in a window
     ],
 )

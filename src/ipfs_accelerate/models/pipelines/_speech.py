@@ -554,7 +554,7 @@ class SpeechRecognizer(_Pipeline):
         task: str = "transcribe",
         *,
         sampling_rate: int = 16000,
-        min_chunk_s: float = 1.0,
+        min_chunk_s: float = 0.5,
         trim_s: float = 15.0,
         max_buffer_s: float = 28.0,
         **options: Any,

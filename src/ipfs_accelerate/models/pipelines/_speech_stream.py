@@ -19,7 +19,10 @@ chooses only the tokens after them (``prefix_tokens`` of
 :meth:`~ipfs_accelerate.models.pipelines.SpeechRecognizer.iter_segments`). Committed words are
 final anyway; forcing them saves a decoder step per token (the forced tokens go through the
 decoder in blocks), and where the model would have written them again, which is what two
-agreeing decodes suggest, the decode is the same as without the prefix.
+agreeing decodes suggest, the decode is the same as without the prefix. Where it is not (the
+forced tokens lead the decoder straight to its end token, and the decode writes no new word
+although ``RETRY_FRESH_S`` or more of audio follows the committed words), the decode is made
+again without them, so that no speech after them is skipped.
 
 A stream keeps pace with its audio: the next decode waits for at least as much new audio as
 the last decode took time (and at least ``min_chunk_s``; at most the window's room left after
@@ -56,6 +59,9 @@ _OVERLAP_S = 0.1
 #: tokens a window) is cut off, so the work of a decode grows with the audio it holds
 DECODE_BASE_TOKENS = 32
 DECODE_TOKENS_PER_S = 6.0
+#: a decode forced to start with the committed words that writes no new word although this
+#: much audio (seconds) follows them is made again without the forced words
+RETRY_FRESH_S = 2.0
 
 
 def decode_token_budget(buffer_s: float) -> int:
@@ -139,7 +145,7 @@ class LocalAgreementStream:
         language: str | None,
         task: str,
         *,
-        min_chunk_s: float = 1.0,
+        min_chunk_s: float = 0.5,
         trim_s: float = 15.0,
         max_buffer_s: float = 28.0,
         options: dict[str, Any] | None = None,
@@ -214,6 +220,9 @@ class LocalAgreementStream:
         #: the largest buffer any decode saw, in seconds (for tests and monitoring)
         self.max_buffer_seen_s = 0.0
         self.decodes = 0
+        #: decodes made again without the forced prefix because they came back with no new
+        #: word over at least RETRY_FRESH_S of audio after the committed words
+        self.retries = 0
 
     # ------------------------------------------------------------------ input
 
@@ -374,13 +383,24 @@ class LocalAgreementStream:
         self._since_decode = 0
         buffer_s = len(samples) / self.rate
         self.max_buffer_seen_s = max(self.max_buffer_seen_s, buffer_s)
+        stream_end = self.buffer_start + buffer_s
         words = self._new_words(self._decode(samples)) if len(samples) else []
+        heard_to = self.committed[-1].end if self.committed else self.buffer_start
+        if not words and self.prefix and stream_end - heard_to >= RETRY_FRESH_S:
+            # the forced committed tokens may lead the decoder straight to its end token
+            # (or its timestamps past the audio): the decode goes again without them
+            self.prefix = []
+            self.retries += 1
+            words = self._new_words(self._decode(samples))
+        if final and not words and self._previous:
+            # the last decode heard nothing where the previous one heard words: those stay
+            # (the stream must not end short of what it showed as tentative)
+            words = self._previous
         if final:
             agreed = words
         else:
             agreed = words[: _agreement(self._previous, words)]
         rest = words[len(agreed) :]
-        stream_end = self.buffer_start + buffer_s
         if not final and stream_end - self.buffer_start > self.max_buffer_s:
             # the decodes keep disagreeing: commit the latest decode's words that end before
             # the part of the buffer that trimming would keep
