@@ -111,14 +111,18 @@ def test_committed_text_equals_offline_transcript_in_1s_chunks(deaf: SpeechRecog
 
 
 def _scripted_speaker(
-    recognizer: SpeechRecognizer, forced: list[bool], *, end_after_prefix: bool
+    recognizer: SpeechRecognizer,
+    forced: list[bool],
+    *,
+    end_after_prefix: bool,
+    until: float = float("inf"),
 ) -> Any:
     """A stand-in for ``transcribe_segments`` that hears word i from 0.5 i to 0.5 i + 0.4 s
     (one segment per word, timestamps and a text token each), every word that ends 0.2 s
     before the end of the audio it is given; with ``end_after_prefix`` a decode forced to
     start with committed words writes those and then its end token, as a decoder led
-    straight to its end by the forced tokens would. Records in ``forced`` whether each
-    decode was given a prefix."""
+    straight to its end by the forced tokens would; silent from ``until`` seconds on. Records
+    in ``forced`` whether each decode was given a prefix."""
     from ipfs_accelerate.models.pipelines._speech import TranscriptSegment
     from ipfs_accelerate.models.pipelines._speech_decoding import WordTiming
 
@@ -131,7 +135,7 @@ def _scripted_speaker(
         segments = []
         for i in range(int(len(samples) / rate / 0.5) + 1):
             start, end = 0.5 * i, 0.5 * i + 0.4
-            if end > len(samples) / rate - 0.2:
+            if end > min(len(samples) / rate - 0.2, until):
                 break
             tokens = [stamp + round(start / 0.02), 400 + i, stamp + round(end / 0.02)]
             if end_after_prefix and prefix and tokens[1] not in prefix:
@@ -169,6 +173,31 @@ def test_a_decode_empty_after_the_forced_words_is_made_again_without_them(
         assert committed == expected
     else:
         assert committed == expected[:1]
+
+
+def test_beam_search_streams_force_no_words_and_make_no_decode_again(
+    deaf: SpeechRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beam search decodes the whole buffer (its beams start at the prompt): no decode is
+    given the committed words, and none is made again for lack of a new word after them (the
+    speaker is silent for the last 4 s)."""
+    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
+
+    audio = speech_like(10.0, seed=3)
+    forced: list[bool] = []
+    monkeypatch.setattr(
+        deaf,
+        "transcribe_segments",
+        _scripted_speaker(deaf, forced, end_after_prefix=True, until=6.0),
+    )
+    state = LocalAgreementStream(
+        deaf, RATE, "en", "transcribe", min_chunk_s=1.0, options={"num_beams": 2}
+    )
+    for chunk in chunks_of(audio, [RATE]):
+        state.feed(chunk)
+    done = state.finish()[-1]
+    assert len(done.words) == 12 and state.prefix  # committed, with a prefix on record
+    assert not any(forced) and state.retries == 0 and state.decodes == len(forced) == 10
 
 
 def test_a_final_decode_that_hears_nothing_keeps_the_tentative_words(

@@ -304,6 +304,11 @@ class LocalAgreementStream:
             self._pieces = [np.concatenate(self._pieces)]
         return self._pieces[0] if self._pieces else np.zeros(0, dtype=np.float32)
 
+    def _forced(self) -> list[int]:
+        """The tokens the next decode is forced to start with: :attr:`prefix`, except under
+        beam search, which keeps its beams from the prompt on and decodes the whole buffer."""
+        return self.prefix if self.options.get("num_beams", 1) == 1 else []
+
     def _decode(self, samples: Array) -> list[StreamWord]:
         recognizer = self.recognizer
         target = recognizer.feature_extractor.sampling_rate
@@ -317,8 +322,7 @@ class LocalAgreementStream:
             self.task,
             return_timestamps=True,
             word_timestamps=self.words_mode,
-            # beam search keeps its beams from the prompt on: it decodes the whole buffer
-            prefix_tokens=(self.prefix or None) if self.options.get("num_beams", 1) == 1 else None,
+            prefix_tokens=self._forced() or None,
             **options,
         )
         self.decodes += 1
@@ -386,7 +390,7 @@ class LocalAgreementStream:
         stream_end = self.buffer_start + buffer_s
         words = self._new_words(self._decode(samples)) if len(samples) else []
         heard_to = self.committed[-1].end if self.committed else self.buffer_start
-        if not words and self.prefix and stream_end - heard_to >= RETRY_FRESH_S:
+        if not words and self._forced() and stream_end - heard_to >= RETRY_FRESH_S:
             # the forced committed tokens may lead the decoder straight to its end token
             # (or its timestamps past the audio): the decode goes again without them
             self.prefix = []
