@@ -76,6 +76,7 @@ def test_equal_scores_keep_the_documents_order(reranker: Reranker) -> None:
     ranked = reranker.rerank(QUERY, ["hello world", "a cat", "hello world", "hello world"])
     same = [r.index for r in ranked if r.index != 1]
     assert same == [0, 2, 3]
+    assert len({r.score for r in ranked if r.index != 1}) == 1  # bit for bit
 
 
 @pytest.mark.parametrize(
@@ -106,8 +107,9 @@ def test_ten_thousand_documents_run_in_bounded_batches(
     reranker: Reranker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """10,000 documents run batch_size pairs at a time (the memory held at once is one
-    batch's), every document scored once, and the best equals scoring it alone."""
-    documents = [CORPUS[i % len(CORPUS)] + " " + "cat " * (i % 7) for i in range(10_000)]
+    batch's), every document scored once, and the best equals scoring it alone. (All
+    distinct: identical documents are scored once, see the test above.)"""
+    documents = [f"{CORPUS[i % len(CORPUS)]} {'cat ' * (i % 7)}{i}" for i in range(10_000)]
     model = reranker.model
     rows: list[int] = []
 

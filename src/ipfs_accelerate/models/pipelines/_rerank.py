@@ -135,9 +135,16 @@ class Reranker(_Pipeline):
         classifier reads it), float32: (N,) for a one-label checkpoint, (N, num_labels)
         otherwise; ``raw`` skips the activation (the logits). Over-long pairs are truncated
         with a TruncationWarning ("warn"), quietly ("silent"), or refused with
-        PreprocessingError ("error")."""
+        PreprocessingError ("error"). Identical pairs are scored once and share the score:
+        a row's numbers may differ in the last bits with its place in a batch (BLAS rounds
+        the edge of a block differently), and the same document twice must tie."""
         _check_batch_size(batch_size)
-        items = _pairs(pairs)
+        given = _pairs(pairs)
+        distinct: dict[tuple[str, str] | str, int] = {}
+        where = np.array(
+            [distinct.setdefault(item, len(distinct)) for item in given], dtype=np.intp
+        )
+        items = list(distinct)
         scores = np.empty((len(items), self.num_labels), dtype=np.float32)
         # longest first, as sentence-transformers batches: less padding in each batch
         sizes = [
@@ -147,6 +154,7 @@ class Reranker(_Pipeline):
         for start in range(0, len(items), batch_size):
             rows = order[start : start + batch_size]
             scores[rows] = self._logits([items[i] for i in rows], truncation)
+        scores = scores[where]
         if not raw:
             scores = _activate(self.activation, scores)
         return scores[:, 0] if self.num_labels == 1 else scores
