@@ -4,6 +4,7 @@ sentence-transformers module pipeline (see :mod:`._st`)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
@@ -81,6 +82,7 @@ class TextEmbedder(_Pipeline):
         #: captured packed forwards (:meth:`_captured_rows`), most recently used last: key ->
         #: (the captured function, the model objects its key names by id, kept alive)
         self._captures: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()
+        self._captures_lock = threading.Lock()  # (serve embeds from several threads)
 
     @classmethod
     def from_pretrained(
@@ -491,7 +493,10 @@ class TextEmbedder(_Pipeline):
         arrays = model.packed_arrays(batch)
         arrays += pooling_inputs(batch.attention_mask, modes, options[1])
         key = (tuple(id(item) for item in state), count, length, batch.tokens, options)
-        found = self._captures.get(key)
+        with self._captures_lock:
+            found = self._captures.get(key)
+            if found is not None:
+                self._captures.move_to_end(key)
         if found is None:
             from ipfs_accelerate import hal
 
@@ -503,10 +508,11 @@ class TextEmbedder(_Pipeline):
             captured = hal.get_backend(self.device).capture(forward, tensors)
             if captured is None:
                 return None
-            found = self._captures[key] = (captured, state)
-            while len(self._captures) > _MAX_CAPTURES:
-                self._captures.popitem(last=False)
-        self._captures.move_to_end(key)
+            found = (captured, state)
+            with self._captures_lock:
+                self._captures[key] = found
+                while len(self._captures) > _MAX_CAPTURES:
+                    self._captures.popitem(last=False)
         (pooled,) = found[0].replay(*arrays)
         result: Array = pooled.numpy()
         return result
