@@ -216,3 +216,58 @@ def test_cpu_shards_take_the_longest_rows_first_and_return_the_batch_order(
          for r in range(21)]
     )  # fmt: skip
     np.testing.assert_allclose(together, alone, atol=2e-6)
+
+
+# ----------------------------------------------------------------------------- captured forwards
+
+
+@pytest.mark.webnn
+def test_webnn_embedder_replays_a_captured_packed_forward(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On webnn a packed batch's forward is captured once per batch shape and replayed: the
+    model's Python does not run again, the vectors are those of the traced forward bit for
+    bit, and a model changed since (int8 activations, new weights) is captured again."""
+    pytest.importorskip("onnxruntime")
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.models.pipelines import _text
+
+    embedder = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False, dtype="int8")
+    texts = ["a photo of the cat", "the quick brown fox jumps", "dog", "a lazy dog sleeps"]
+    model = embedder.model
+    first = embedder.embed(texts, batch_size=4)
+    assert len(embedder._captures) == 1
+    stats = hal.get_backend("webnn").stats
+    replays, calls = stats.replays, []
+    real = type(model).packed_from
+    monkeypatch.setattr(
+        type(model), "packed_from", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    again = embedder.embed(texts, batch_size=4)
+    assert calls == [] and stats.replays == replays + 1  # no op traced: the graph replayed
+    np.testing.assert_array_equal(again, first)
+    monkeypatch.setattr(_text, "_capture_state", lambda _: None)  # the traced forward
+    traced = embedder.embed(texts, batch_size=4)
+    assert calls == [1]
+    np.testing.assert_array_equal(traced, first)
+    monkeypatch.undo()
+    model.set_int8_activations("none")  # weight-only: another graph, captured again
+    np.testing.assert_array_equal(
+        embedder.embed(texts, batch_size=4), _traced(embedder, texts, monkeypatch)
+    )
+    assert len(embedder._captures) == 2
+    name, weight = next((n, w) for n, w in model.named_parameters() if n.endswith("bias"))
+    model.assign(name, weight * 2.0)  # new weights
+    changed = embedder.embed(texts, batch_size=4)
+    assert len(embedder._captures) == 3
+    np.testing.assert_array_equal(changed, _traced(embedder, texts, monkeypatch))
+
+
+def _traced(
+    embedder: TextEmbedder, texts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> np.ndarray:
+    from ipfs_accelerate.models.pipelines import _text
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_text, "_capture_state", lambda _: None)
+        return embedder.embed(texts, batch_size=4)

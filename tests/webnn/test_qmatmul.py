@@ -245,7 +245,8 @@ def test_per_row_activations_run_matmulintegertofloat(
     got, ran, lowered = _run(ctx, build, x, monkeypatch, tmp_path)
     assert "MatMulIntegerToFloat" in ran
     assert not ran & {"MatMul", "Gemm", "DequantizeLinear", "DynamicQuantizeMatMul"}
-    assert lowered.count("QuantizeLinear") == 1 and "Concat" in lowered
+    # (one QuantizeLinear for the rows, one for their zero points)
+    assert lowered.count("QuantizeLinear") == 2 and "Concat" in lowered
     np.testing.assert_allclose(got["y"], row_fake_quant(x) @ dense + bias, rtol=1e-4, atol=2e-2)
     per_tensor = fake_quant(x) @ dense + bias
     calm = np.arange(M) != 4
@@ -264,7 +265,11 @@ def test_per_row_quantization_is_one_block_per_row(ctx: Any) -> None:
     b = webnn.MLGraphBuilder(ctx)
     inp = b.input("x", {"dataType": "float32", "shape": [M, K]})
     graph = b.build({"y": b.matmul(_per_row(b, inp), _dequantized(b, values, scale, zero, "int8"))})
-    (node,) = [n for n in graph._lowered.model.graph.node if n.op_type == "QuantizeLinear"]
+    (node,) = [
+        n
+        for n in graph._lowered.model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] == "x"
+    ]
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert attributes == {"axis": 1, "block_size": K}
     x = _x(11)
@@ -289,6 +294,71 @@ def test_one_row_per_row_activations_are_the_per_tensor_kernel(
     assert lowered == ["DynamicQuantizeMatMul"], lowered
     np.testing.assert_allclose(got["y"], row_fake_quant(x) @ dense, rtol=1e-4, atol=2e-2)
     assert np.abs(got["y"] - x @ dense).max() > 1e-3  # x really was quantized
+
+
+def _row_rule(b: Any, x: Any, floor: float) -> Any:
+    """The per-row pattern with the scale's floor ``floor`` (a floor above TINY is not
+    DynamicQuantizeLinear's rule, so the compiler keeps the pattern's own arithmetic)."""
+    nought = b.constant("float32", 0.0)
+    low = b.min(b.reduce_min(x, axes=[1], keep_dimensions=True), nought)
+    high = b.max(b.reduce_max(x, axes=[1], keep_dimensions=True), nought)
+    spread = b.div(b.sub(high, low), b.constant("float32", 255.0))
+    scale = b.max(spread, b.constant("float32", floor))
+    zero = b.cast(
+        b.clamp(b.round_even(b.neg(b.div(low, scale))), min_value=0, max_value=255), "uint8"
+    )
+    return b.dequantize_linear(b.quantize_linear(x, scale, zero), scale, zero)
+
+
+def test_per_row_products_of_one_input_quantize_it_once(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """q, k and v (three products, each Linear with its own copy of the per-row pattern):
+    the compiler computes the row scales and zero points itself, once for the three (two
+    reductions, one QuantizeLinear of the rows, one of their zero points, one set of
+    zero-point columns for the product that needs the most), none of the pattern's
+    Round/Clip/Cast; bit for bit the values of the pattern's arithmetic lowered op by op."""
+    from ipfs_accelerate import webnn
+
+    rng = np.random.default_rng(12)
+    weights = []
+    for low, high in ((-127, 128), (-40, 100), (-100, 40)):  # different correction rows
+        values = rng.integers(low, high, (K, N)).astype(np.int8)
+        weights.append((values, rng.uniform(0.01, 0.1, (1, N)).astype(np.float32)))
+    x = _x(12)
+    x[4, 7] = 40.0
+    x[6] = np.abs(x[6])
+    x[7] = -np.abs(x[7])
+    x[8] = 0.0  # a row of zeros: the scale's floor
+
+    def build(b: Any, inp: Any, floor: float) -> dict[str, Any]:
+        outputs = {}
+        for index, (values, scale) in enumerate(weights):
+            zero = np.zeros((1, N), np.int8)
+            row = _row_rule(b, b.reshape(inp, [M, K]), floor)  # a copy per Linear
+            outputs[f"y{index}"] = b.matmul(row, _dequantized(b, values, scale, zero, "int8"))
+        return outputs
+
+    got, ran, lowered = _run(ctx, lambda b, inp: build(b, inp, TINY), x, monkeypatch, tmp_path)
+    assert ran >= {"MatMulIntegerToFloat", "QuantizeLinear"}
+    counts = {op: lowered.count(op) for op in ("ReduceMin", "ReduceMax", "QuantizeLinear")}
+    assert counts == {"ReduceMin": 1, "ReduceMax": 1, "QuantizeLinear": 2}, lowered
+    assert lowered.count("Concat") == 1 and lowered.count("MatMulIntegerToFloat") == 3
+    assert not {"Round", "Clip", "Cast"} & set(lowered), lowered
+    b = webnn.MLGraphBuilder(ctx)
+    inp = b.input("x", {"dataType": "float32", "shape": [M, K]})
+    graph = b.build(build(b, inp, 2 * TINY))
+    kept = [node.op_type for node in graph._lowered.model.graph.node]
+    assert "Round" in kept and "MatMulIntegerToFloat" in kept  # the pattern's own arithmetic
+    as_built = ctx.compute(graph, {"x": x})
+    for name, value in got.items():
+        np.testing.assert_array_equal(value, as_built[name])
+        index = int(name[1:])
+        dense = weights[index][0] * weights[index][1]
+        rows = np.arange(M) != 8  # (the numpy model has no floor: its row of zeros is NaN)
+        expected = row_fake_quant(x[rows]) @ dense
+        np.testing.assert_allclose(value[rows], expected, rtol=1e-4, atol=2e-2)
+        assert not value[8].any()
 
 
 @pytest.mark.parametrize("signed", [True, False])

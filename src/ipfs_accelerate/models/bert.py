@@ -10,7 +10,7 @@ decoder/cross-attention configurations.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -369,20 +369,34 @@ class BertModel(Module):
         slots holding token 0's state. Equal to
         ``last_hidden_state`` at the real tokens of the padded forward; the dense layers see
         no padding."""
-        self._check_length(batch.length)
         device = self.embeddings.word_embeddings.weight.device
-        layout = _Layout(
-            from_numpy(batch.keep, device),
-            from_numpy(batch.place, device),
-            batch.rows,
-            batch.length,
-        )
-        mask = from_numpy(batch.attention_mask.reshape(batch.rows, 1, 1, batch.length) != 0, device)
-        x = self.embeddings.packed(
-            from_numpy(batch.input_ids, device),
-            from_numpy(self._packed_positions(batch), device),
-            from_numpy(batch.token_type_ids, device),
-        )
+        arrays = self.packed_arrays(batch)
+        tensors = [from_numpy(array, device) for array in arrays]
+        return self.packed_from(tensors, batch.rows, batch.length, padded=padded)
+
+    def packed_arrays(self, batch: PackedTokens) -> list[np.ndarray[Any, Any]]:
+        """The host arrays :meth:`packed_from` takes (as tensors) for ``batch``: the packed
+        tokens' flat indices, each padded slot's packed row, the attention mask (rows, 1, 1,
+        length) bool, the input ids, position ids and token type ids of the packed tokens.
+        (A captured forward takes them as its inputs: ``TextEmbedder``.)"""
+        self._check_length(batch.length)
+        return [
+            batch.keep,
+            batch.place,
+            batch.attention_mask.reshape(batch.rows, 1, 1, batch.length) != 0,
+            batch.input_ids,
+            self._packed_positions(batch),
+            batch.token_type_ids,
+        ]
+
+    def packed_from(
+        self, tensors: Sequence[Tensor], rows: int, length: int, *, padded: bool = False
+    ) -> Tensor:
+        """:meth:`packed` of the tensors of :meth:`packed_arrays` (a batch of ``rows`` rows of
+        ``length`` positions)."""
+        keep, place, mask, input_ids, positions, token_type_ids = tensors
+        layout = _Layout(keep, place, rows, length)
+        x = self.embeddings.packed(input_ids, positions, token_type_ids)
         hidden = self.encoder(x, mask, layout)
         return layout.padded(hidden) if padded else hidden
 

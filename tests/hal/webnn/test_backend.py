@@ -368,6 +368,29 @@ def test_gather_index_out_of_range_raises_instead_of_clamping(backend: Any) -> N
     )
 
 
+def test_gathers_through_one_index_tensor_check_its_range_once(backend: Any) -> None:
+    """An encoder gathers through the same indices in every layer: their min and max are
+    computed once (one ReduceMin, one ReduceMax, one pair of check outputs), and each gather
+    still checks them against its own table."""
+    small = on(np.arange(12, dtype=np.float32).reshape(4, 3))
+    large = on(np.arange(18, dtype=np.float32).reshape(6, 3))
+    fine = on(np.array([0, 3, 1]))
+    model = exported(
+        backend,
+        lambda: sum(
+            (ops.gather(t, fine, 0) for t in (small, large, small, large)),
+            on(np.zeros((3, 3), np.float32)),
+        ),
+    )
+    ops_used = [node.op_type for node in model.graph.node]
+    assert ops_used.count("ReduceMin") == 1 and ops_used.count("ReduceMax") == 1, ops_used
+    assert len(model.graph.output) == 3  # the sum and the shared (min, max)
+    beyond = on(np.array([0, 5]))  # in range for the large table only
+    np.testing.assert_array_equal(ops.gather(large, beyond, 0).numpy()[1], [15, 16, 17])
+    with pytest.raises(IndexOutOfRangeError, match="index 5 is out of range for axis 0 of size 4"):
+        (ops.gather(large, beyond, 0) + ops.gather(small, beyond, 0)).numpy()
+
+
 @pytest.mark.parametrize(
     ("values", "dtype", "target", "error", "match"),
     [

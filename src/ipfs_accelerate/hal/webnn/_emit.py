@@ -96,6 +96,9 @@ class TraceEmitter(ArithmeticEmitter):
         #: index_add nodes into zeros, by position: (node, indices, source) operands, so that
         #: an add of their result scatters into the other addend instead (see _op_binary)
         self._scatters: dict[int, _Scatter] = {}
+        #: the (min, max) of each index operand a gather or index_add checked, by operand id:
+        #: an encoder gathers through the same indices in every layer, checked once
+        self._index_ranges: dict[int, tuple[MLOperand, MLOperand]] = {}
 
     # ------------------------------------------------------------------ whole trace
 
@@ -127,15 +130,17 @@ class TraceEmitter(ArithmeticEmitter):
             operands.append(result)
         outputs: list[tuple[GraphOutput, MLOperand]] = []
         used: set[int] = set()
+        #: check values already among the outputs (several checks of one index range read
+        #: one graph output), by operand id: (output name, the operand it returns)
+        checked: dict[int, tuple[str, MLOperand]] = {}
         for position in trace.outputs:
             if trace.nodes[position].op == "check":
                 for k, operand in enumerate(self.aux[position]):
-                    outputs.append(
-                        (
-                            GraphOutput(f"c{position}_{k}", position, True),
-                            self._distinct(operand, used),
-                        )
-                    )
+                    name, returned = checked.get(id(operand), (f"c{position}_{k}", None))
+                    if returned is None:
+                        returned = self._distinct(operand, used)
+                        checked[id(operand)] = (name, returned)
+                    outputs.append((GraphOutput(name, position, True), returned))
             else:
                 value = operands[position]
                 assert value is not None
@@ -509,12 +514,20 @@ class TraceEmitter(ArithmeticEmitter):
     def _op_gather(self, node: Node, args: list[MLOperand]) -> MLOperand:
         x, indices = args
         # WebNN clamps out-of-range indices: the range check raises at readback instead
-        self.flags(self.b.reduce_min(indices), self.b.reduce_max(indices))
+        self.flags(*self._index_range(indices))
         return self.b.gather(x, indices, axis=node.attrs[0])
+
+    def _index_range(self, indices: MLOperand) -> tuple[MLOperand, MLOperand]:
+        """The (min, max) of ``indices`` that a range check reads, computed once per operand."""
+        found = self._index_ranges.get(id(indices))
+        if found is None:
+            found = self.b.reduce_min(indices), self.b.reduce_max(indices)
+            self._index_ranges[id(indices)] = found
+        return found
 
     def _op_index_add(self, node: Node, args: list[MLOperand]) -> MLOperand:
         base, indices, source = args
-        self.flags(self.b.reduce_min(indices), self.b.reduce_max(indices))
+        self.flags(*self._index_range(indices))
         axis, shape = node.attrs[0], list(node.shape)
         outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
         k = math.prod(node.inputs[1].shape)

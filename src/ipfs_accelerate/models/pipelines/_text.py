@@ -4,6 +4,8 @@ sentence-transformers module pipeline (see :mod:`._st`)."""
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -77,6 +79,10 @@ class TextEmbedder(_Pipeline):
         self.truncate_dim = self._check_truncate_dim(truncate_dim)
         self._prompt_lengths: dict[str, int] = {}
         self._shapes: ShapePolicy | None = None  # made on first use (it asks the backend)
+        #: captured packed forwards (:meth:`_captured_rows`), most recently used last: key ->
+        #: (the captured function, the model objects its key names by id, kept alive)
+        self._captures: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()
+        self._captures_lock = threading.Lock()  # (serve embeds from several threads)
 
     @classmethod
     def from_pretrained(
@@ -430,9 +436,19 @@ class TextEmbedder(_Pipeline):
         normalize_module: bool = True,
     ) -> Array:
         count = input_ids.shape[0]
+        options = (normalize, prompt_length, dims, normalize_module)
+        replayed = self._captured_rows(input_ids, attention_mask, token_type_ids, options)
+        if replayed is not None:
+            return replayed[:count]
         hidden, host_mask = self._hidden_states(input_ids, attention_mask, token_type_ids)
+        pooled = pool(hidden, host_mask, self.modules.pooling, prompt_length)
+        return self._finish(pooled, options).numpy()[:count]
+
+    def _finish(self, pooled: Tensor, options: tuple[bool, int, int | None, bool]) -> Tensor:
+        """The module pipeline after pooling (Dense layers, Normalize), the truncation to
+        ``dims`` and the L2 normalization asked for."""
+        normalize, _, dims, normalize_module = options
         modules = self.modules
-        pooled = pool(hidden, host_mask, modules.pooling, prompt_length)
         for layer in modules.dense:
             pooled = layer(pooled)
         if modules.normalize and normalize_module:
@@ -441,7 +457,65 @@ class TextEmbedder(_Pipeline):
             pooled = pooled[:, :dims]
         if normalize:
             pooled = _l2_normalize(pooled)
-        return pooled.numpy()[:count]
+        return pooled
+
+    def _captured_rows(
+        self,
+        input_ids: Array,
+        attention_mask: Array,
+        token_type_ids: Array,
+        options: tuple[bool, int, int | None, bool],
+    ) -> Array | None:
+        """The embeddings of a batch that runs packed, from the forward captured once per
+        batch shape (``Backend.capture``: the model's ops are not traced again, only the
+        graph runs), or None where the backend, the model or its state cannot (the caller
+        traces the forward). A BERT-family encoder (``packed_arrays``/``packed_from``) on a
+        backend that captures (webnn) in evaluation mode, without input observers or
+        parameters that require grad; the key holds the model's weights and int8 settings,
+        so a model changed since (``smooth_int8``, ``set_int8_activations``, new weights)
+        captures again."""
+        model: Any = self.model
+        if not hasattr(model, "packed_from"):
+            return None
+        present = attention_mask != 0
+        if not present.any(axis=1).all():
+            return None
+        count, length = input_ids.shape
+        if not self.shape_policy().plan(count, length, int(present.sum())).packed:
+            return None
+        state = _capture_state(model)
+        if state is None:
+            return None
+        from ipfs_accelerate.models.bert import PackedTokens
+
+        batch = PackedTokens.from_batch(input_ids, attention_mask, token_type_ids)
+        modes = self.modules.pooling
+        arrays = model.packed_arrays(batch)
+        arrays += pooling_inputs(batch.attention_mask, modes, options[1])
+        key = (tuple(id(item) for item in state), count, length, batch.tokens, options)
+        with self._captures_lock:
+            found = self._captures.get(key)
+            if found is not None:
+                self._captures.move_to_end(key)
+        if found is None:
+            from ipfs_accelerate import hal
+
+            def forward(*tensors: Tensor) -> list[Tensor]:
+                hidden = model.packed_from(tensors[:6], count, length, padded=True)
+                return [self._finish(pool_with(hidden, list(tensors[6:]), modes), options)]
+
+            tensors = [from_numpy(array, self.device) for array in arrays]
+            captured = hal.get_backend(self.device).capture(forward, tensors)
+            if captured is None:
+                return None
+            found = (captured, state)
+            with self._captures_lock:
+                self._captures[key] = found
+                while len(self._captures) > _MAX_CAPTURES:
+                    self._captures.popitem(last=False)
+        (pooled,) = found[0].replay(*arrays)
+        result: Array = pooled.numpy()
+        return result
 
     def _hidden_states(
         self, input_ids: Array, attention_mask: Array, token_type_ids: Array
@@ -475,6 +549,33 @@ class TextEmbedder(_Pipeline):
             pool=False,
         ).last_hidden_state
         return hidden, attention_mask
+
+
+#: captured forwards a TextEmbedder keeps (one per batch shape and option set)
+_MAX_CAPTURES = 64
+
+
+def _capture_state(model: Module) -> list[Any] | None:
+    """The objects a captured forward of ``model`` bakes in (each weight tensor's data, each
+    quantized weight, each Linear's int8 mode and input scale), or None where the forward
+    must be traced each time (training mode, an input observer, a parameter that requires
+    grad)."""
+    from ipfs_accelerate.models._module import Linear
+
+    state: list[Any] = []
+    for _, module in model.named_modules():
+        if module.training or getattr(module, "input_observer", None) is not None:
+            return None
+        for name in module._shapes:
+            value = module.__dict__.get(name)
+            if isinstance(value, Tensor):
+                if value.requires_grad:
+                    return None
+                state.append(value._data)
+            state.append(value)
+        if isinstance(module, Linear):
+            state += [module.activations, module.input_scale]
+    return state
 
 
 def _pad_batch(

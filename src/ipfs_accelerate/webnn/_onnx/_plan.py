@@ -80,22 +80,30 @@ def plan(
 def _share_quantized_inputs(fusions: Iterable[Fused]) -> None:
     """Marks the dynamically quantized products that read one input with others (q, k and v
     of attention): quantizing it once saves a min/max pass and a rounding pass per extra
-    reader. An input computed several times by the same elementwise op of the same operands
-    (each Linear multiplying by the SmoothQuant factors q, k and v share) counts as one: the
-    products read the first copy and the others are left out."""
+    reader (per row too: one set of zero-point columns, the most any of them needs). An input
+    computed several times by the same elementwise op of the same operands (each Linear
+    multiplying by the SmoothQuant factors q, k and v share) counts as one: the products read
+    the first copy and the others are left out."""
     readers: dict[object, list[Fusion]] = {}
     for fusion in fusions:
         if isinstance(fusion, Fusion) and fusion.kind == "dynamic":
             readers.setdefault(_value_key(fusion.a), []).append(fusion)
+        elif isinstance(fusion, Fusion) and fusion.row_floor is not None:
+            # (per-row activations quantized by the kernel's own arithmetic: once per input,
+            # with as many zero-point columns as its most demanding product needs)
+            key = ("rows", fusion.row_floor, _value_key(fusion.a))
+            readers.setdefault(key, []).append(fusion)
         elif isinstance(fusion, Fusion) and fusion.rounded_block:
             # (block-rounded activations of a 4-bit product: rounded once per input)
             key = ("rounded", fusion.rounded_block, _value_key(fusion.a))
             readers.setdefault(key, []).append(fusion)
     for group in readers.values():
         if len(group) > 1:
+            columns = max(fusion.row_columns for fusion in group)
             for fusion in group:
                 fusion.shared = fusion.kind == "dynamic"
                 fusion.a = group[0].a
+                fusion.row_columns = columns
 
 
 #: elementwise ops whose result depends only on their operands (no attributes)

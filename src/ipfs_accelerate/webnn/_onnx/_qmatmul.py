@@ -119,9 +119,19 @@ class Fusion:
     #: of this many values along K first (:func:`block_quantized_activations`), by
     #: :meth:`QuantizedMatMulLowering._block_rounded`, once per input for all its products
     rounded_block: int = 0
+    #: "rows" only: the scale's floor where ``a_scale``/``a_zero`` are DynamicQuantizeLinear's
+    #: rule per row of ``a`` (:func:`row_dynamic_floor`): the kernel then computes them itself
+    #: from ``a`` (:meth:`QuantizedMatMulLowering._row_quantized`), once per input for all the
+    #: products that read it, and the pattern's own arithmetic is left out
+    row_floor: float | None = None
+    #: "rows" with ``row_floor``: the zero-point columns appended to the quantized ``a``, the
+    #: most any product of the same input needs (``_plan`` sets it for a shared input)
+    row_columns: int = 0
 
     def reads(self) -> list[MLOperand]:
         """The operands the kernel reads from the rest of the graph."""
+        if self.row_floor is not None:
+            return [operand for operand in (self.a, self.bias) if operand is not None]
         found = [self.a, self.a_scale, self.a_zero, self.bias]
         return [operand for operand in found if operand is not None]
 
@@ -150,9 +160,13 @@ def match_quantized(
     per_column = _scale_grid(scale)[0] == 1
     rows = _row_quantized_activations(a)
     if rows is not None and per_column and _BITS[values.data_type] == 8:
-        if _correctable(zero, values):
-            return Fusion("rows", head, output, rows[0], weight, rows[1], rows[2], bias)
-        return None
+        columns = _correction_columns(zero, values)
+        if columns is None:
+            return None
+        fusion = Fusion("rows", head, output, rows[0], weight, rows[1], rows[2], bias)
+        fusion.row_floor = row_dynamic_floor(*rows)
+        fusion.row_columns = columns
+        return fusion
     # (per-row activations over a 4-bit weight: rounded op by op, then MatMulNBits below)
     activations = _quantized_activations(a)
     if activations is not None and per_column and _BITS[values.data_type] == 8:
@@ -326,15 +340,17 @@ def _row_quantized_activations(a: MLOperand) -> tuple[MLOperand, MLOperand, MLOp
     return found if zero.shape == scale.shape else None
 
 
-def _correctable(zero: MLOperand, values: MLOperand) -> bool:
-    """Whether :func:`row_corrected_weight` fits this weight in at most
-    :data:`MAX_CORRECTION_ROWS` x K extra rows (every zero point strictly inside its type's
-    range, or no correction row could move the sum both ways)."""
+def _correction_columns(zero: MLOperand, values: MLOperand) -> int | None:
+    """How many rows :func:`row_corrected_weight` appends to this weight, where that is at most
+    :data:`MAX_CORRECTION_ROWS` x K (every zero point strictly inside its type's range, or no
+    correction row could move the sum both ways); else None."""
     zeros, array = _constant(zero), _constant(values)
     assert zeros is not None and array is not None
     flat = np.ascontiguousarray(_expanded(zeros, 1, array.shape[1])[0])
     rows = _DERIVED.get(array, ("rows-count", flat.tobytes()), lambda: correction_rows(array, flat))
-    return rows is not None and rows <= MAX_CORRECTION_ROWS * array.shape[0]
+    if rows is None or rows > MAX_CORRECTION_ROWS * array.shape[0]:
+        return None
+    return rows
 
 
 def _scalar_constant(operand: MLOperand | None) -> float | None:
@@ -382,28 +398,64 @@ def is_dynamic_quantization(x: MLOperand, scale: MLOperand, zero: MLOperand) -> 
     (``reduce_*`` over every axis; min/max/the constants' side either way round; any floor
     in (0, TINY]). This is the graph the webnn backend emits for int8 activations.
     """
+    return _dynamic_floor(x, scale, zero, _reduces_all) is not None
+
+
+def row_dynamic_floor(x: MLOperand, scale: MLOperand, zero: MLOperand) -> float | None:
+    """The floor (in (0, TINY]) of ``scale`` where ``scale`` and ``zero`` are
+    DynamicQuantizeLinear's rule applied to each row of a 2-D ``x`` (M, K), as
+    :func:`is_dynamic_quantization` writes it with the reductions over axis 1, dimension kept
+    (``hal/webnn/_quantized.row_quantize``); else None."""
+    if x.rank != 2:
+        return None
+    return _dynamic_floor(x, scale, zero, _reduces_rows)
+
+
+def _dynamic_floor(
+    x: MLOperand,
+    scale: MLOperand,
+    zero: MLOperand,
+    reduces: Callable[[MLOperand | None, str, MLOperand], bool],
+) -> float | None:
     cast = _producer(zero, "cast")
     clamp = _producer(cast.inputs[0] if cast else None, "clamp")
     if cast is None or cast.attrs.get("to") != "uint8" or clamp is None:
-        return False
+        return None
     if clamp.attrs.get("min") != 0 or clamp.attrs.get("max") != 255:
-        return False
+        return None
     rounded = _producer(clamp.inputs[0], "round_even")
     negated = _producer(rounded.inputs[0] if rounded else None, "neg")
     ratio = _operands(_producer(negated.inputs[0] if negated else None, "div"), 2)
     if ratio is None or ratio[1] is not scale:
-        return False
+        return None
     low = ratio[0]
-    step = _with_constant(_producer(scale, "max"), lambda v: 0.0 < v <= TINY)
+    floors: list[float] = []
+
+    def is_floor(value: float) -> bool:
+        floors.append(value)
+        return 0.0 < value <= TINY
+
+    step = _with_constant(_producer(scale, "max"), is_floor)
     spread = _with_constant(_producer(step, "div"), lambda v: v == 255.0)
     difference = _operands(_producer(spread, "sub"), 2)
     if difference is None or difference[1] is not low:
-        return False
+        return None
     high = difference[0]
     at_zero: Callable[[float], bool] = lambda v: v == 0.0  # noqa: E731
     low_source = _with_constant(_producer(low, "min"), at_zero)
     high_source = _with_constant(_producer(high, "max"), at_zero)
-    return _reduces_all(low_source, "reduce_min", x) and _reduces_all(high_source, "reduce_max", x)
+    if reduces(low_source, "reduce_min", x) and reduces(high_source, "reduce_max", x):
+        return floors[-1]
+    return None
+
+
+def _reduces_rows(operand: MLOperand | None, op: str, x: MLOperand) -> bool:
+    """Whether ``operand`` is ``op`` of the 2-D ``x`` over axis 1 with the dimension kept."""
+    node = _producer(operand, op)
+    if node is None or node.inputs[0] is not x or operand is None:
+        return False
+    axes = [axis % 2 for axis in node.attrs.get("axes", (0, 1))]
+    return axes == [1] and operand.shape == (x.shape[0], 1)
 
 
 # ====================================================================== weights
@@ -482,6 +534,12 @@ def row_corrected_weight(values: Array, zero: Array) -> Array:
         return values
     extra = np.stack(rows).astype(values.dtype)
     return np.ascontiguousarray(np.concatenate([values, extra], axis=0))
+
+
+def _padded_rows(corrected: Array, zeros: Array, count: int) -> Array:
+    """``corrected`` (K + J, N) with ``count`` more rows holding the (N,) zero points."""
+    more = np.broadcast_to(zeros.astype(corrected.dtype), (count, corrected.shape[1]))
+    return np.ascontiguousarray(np.concatenate([corrected, more], axis=0))
 
 
 class _DerivedCache:
@@ -619,20 +677,44 @@ class QuantizedMatMulLowering(LoweringBase):
         self, fusion: Fusion, values: Array, zero: Array, column_scale: str,
         column_zero: str, bias: list[str], out: str,
     ) -> None:  # fmt: skip
-        """Per-row activations: QuantizeLinear (axis 0), the zero-point columns appended,
-        MatMulIntegerToFloat on the corrected weight, Mul by the row scales, the bias."""
-        assert fusion.a_scale is not None and fusion.a_zero is not None
-        rows = fusion.a.shape[0]
+        """Per-row activations: QuantizeLinear (one block per row), the zero-point columns
+        appended, MatMulIntegerToFloat on the corrected weight, Mul by the row scales, the
+        bias."""
         n = values.shape[1]
         zeros = np.ascontiguousarray(_expanded(zero, 1, n)[0])
         corrected = _DERIVED.get(
             values, ("rows", zeros.tobytes()), lambda: row_corrected_weight(values, zeros)
         )
         extra = corrected.shape[0] - values.shape[0]
+        if fusion.row_floor is not None:
+            columns, floor = fusion.row_columns, fusion.row_floor
+            quantized, row_scale = self._row_quantized(fusion.a, columns, floor)
+            if fusion.row_columns > extra:
+                # (the input's columns, shared with a product that needs more correction rows:
+                # rows of the weight's zero points add nothing)
+                corrected = _DERIVED.get(
+                    values,
+                    ("rows", zeros.tobytes(), fusion.row_columns),
+                    lambda: _padded_rows(corrected, zeros, fusion.row_columns - extra),
+                )
+        else:
+            quantized, row_scale = self._row_quantized_as_built(fusion, extra)
+        names = [quantized, self.e.const(corrected, share=True), self.e.scalar(1.0, "float32")]
+        names += [column_scale, "", column_zero]
+        product = self.e.one("MatMulIntegerToFloat", names, domain=_MICROSOFT)
+        scaled_out = self.e.fresh() if bias else out
+        scaled = self.e.one("Mul", [product, row_scale], scaled_out)
+        if bias:
+            self.e.one("Add", [scaled, bias[0]], out)
+
+    def _row_quantized_as_built(self, fusion: Fusion, extra: int) -> tuple[str, str]:
+        """The quantized rows (with ``extra`` zero-point columns) and the row scales from the
+        pattern's own (M, 1) scale and zero point, whatever computed them."""
+        assert fusion.a_scale is not None and fusion.a_zero is not None
+        rows, k = fusion.a.shape
         # one block of the whole row (axis 1), not a scale per index of axis 0: ONNX Runtime
         # splits a blocked QuantizeLinear's rows over its threads, while its per-axis kernel
         # runs the rows one after another on one thread (the same values either way)
-        k = fusion.a.shape[1]
         a_scale, a_zero = (
             self.reshape_const_or_node(operand, [rows, 1])
             for operand in (fusion.a_scale, fusion.a_zero)
@@ -643,13 +725,44 @@ class QuantizedMatMulLowering(LoweringBase):
         if extra:
             columns = self.e.one("Expand", [self.value(fusion.a_zero), self.e.ints([rows, extra])])
             quantized = self.e.one("Concat", [quantized, columns], axis=1)
-        names = [quantized, self.e.const(corrected, share=True), self.e.scalar(1.0, "float32")]
-        names += [column_scale, "", column_zero]
-        product = self.e.one("MatMulIntegerToFloat", names, domain=_MICROSOFT)
-        scaled_out = self.e.fresh() if bias else out
-        scaled = self.e.one("Mul", [product, self.value(fusion.a_scale)], scaled_out)
-        if bias:
-            self.e.one("Add", [scaled, bias[0]], out)
+        return quantized, self.value(fusion.a_scale)
+
+    def _row_quantized(self, x: MLOperand, columns: int, floor: float) -> tuple[str, str]:
+        """``x`` (M, K) quantized to uint8 with DynamicQuantizeLinear's rule per row, followed
+        by ``columns`` columns holding each row's zero point, and the (M, 1) row scales: once
+        per input for all the products that read it (q, k and v).
+
+        The zero point is a QuantizeLinear of ``-low`` (round half to even, saturated to
+        [0, 255]: the rule's ``cast(clamp(round_even(-(low / scale))))``, ``-low / s`` being
+        ``-(low / s)`` exactly), one node where the pattern has four. Twelve nodes for all the
+        readers of ``x``, where the pattern lowered op by op was sixteen, and an Expand and a
+        Concat more per product."""
+        cache: dict[tuple[int, int, float], tuple[str, str]] = self.__dict__.setdefault(
+            "_rows_a", {}
+        )
+        found = cache.get((x._id, columns, floor))
+        if found is not None:
+            return found
+        rows, k = x.shape
+        axes, value = self.e.ints([1]), self.value(x)
+        nought = self.e.scalar(0.0, "float32")
+        high = self.e.one("Max", [self.e.one("ReduceMax", [value, axes], keepdims=1), nought])
+        low = self.e.one("Min", [self.e.one("ReduceMin", [value, axes], keepdims=1), nought])
+        spread = self.e.one("Sub", [high, low])
+        spread = self.e.one("Div", [spread, self.e.scalar(255.0, "float32")])
+        scale = self.e.one("Max", [spread, self.e.scalar(floor, "float32")])
+        no_offset = self.e.const(np.zeros((rows, 1), np.uint8))
+        zero = self.e.one(
+            "QuantizeLinear", [self.e.one("Neg", [low]), scale, no_offset], axis=1, block_size=1
+        )
+        quantized = self.e.one("QuantizeLinear", [value, scale, zero], axis=1, block_size=k)
+        if columns:
+            # (in uint8 after the rounding: padding x with float zeros, which round to the zero
+            # point, took a float copy of x, slower than this)
+            extra = self.e.one("Expand", [zero, self.e.ints([rows, columns])])
+            quantized = self.e.one("Concat", [quantized, extra], axis=1)
+        found = cache[(x._id, columns, floor)] = (quantized, scale)
+        return found
 
     def _scalar(self, operand: MLOperand) -> str:
         """A one-element operand as a 0-d value (per-tensor quantization parameters)."""
