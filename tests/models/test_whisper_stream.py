@@ -501,3 +501,27 @@ def test_a_stream_whose_decodes_are_slower_than_its_audio_keeps_pace(
     assert state.step == round(step_s * RATE)
     events.extend(state.finish())
     check_never_retracted(events)
+
+
+def test_a_slow_decode_leaves_the_decodes_on_the_chunks_grid(ours: SpeechRecognizer) -> None:
+    """Decodes of 0.58 s at a 0.5 s cadence wait for 1 s of new audio, not 0.58 s: the step
+    is a whole number of min_chunk_s, so with 1 s chunks every decode hears all the audio
+    that has arrived (at 0.58 s steps they would fall 0.08-0.42 s behind each arrival)."""
+    from ipfs_accelerate.models.pipelines._speech_stream import LocalAgreementStream
+
+    audio = speech_like(10.0, seed=5)
+    state = LocalAgreementStream(
+        ours, RATE, "en", "transcribe", options={"max_new_tokens": 8}, clock=_DecodeClock(0.58)
+    )
+    ends: list[int] = []
+    decode = state._decode
+
+    def spy(samples: np.ndarray) -> Any:
+        ends.append(state._buffered)
+        return decode(samples)
+
+    state._decode = spy  # type: ignore[method-assign]
+    for chunk in chunks_of(audio, [RATE]):
+        state.feed(chunk)
+    assert state.step == RATE
+    assert ends == [RATE // 2 + n * RATE for n in range(10)]

@@ -26,7 +26,10 @@ again without them, so that no speech after them is skipped.
 
 A stream keeps pace with its audio: the next decode waits for at least as much new audio as
 the last decode took time (and at least ``min_chunk_s``; at most the window's room left after
-``max_buffer_s``), as whisper_streaming processes whatever arrived while it was busy. Where
+``max_buffer_s``), as whisper_streaming processes whatever arrived while it was busy, rounded
+up to a whole number of ``min_chunk_s`` so that decodes stay on the grid the chunks arrive on
+(a 0.58 s decode at a 0.5 s cadence waits for 1 s, not 0.58 s: with 1 s chunks every later
+decode would otherwise stop 0.08-0.42 s short of the audio that had arrived). Where
 decodes are faster than ``min_chunk_s`` nothing changes; where they are slower (a loaded or
 slow machine, a bigger checkpoint), decoding every ``min_chunk_s`` regardless would fall
 further behind the audio with every decode, and the lag would grow without bound.
@@ -267,7 +270,9 @@ class LocalAgreementStream:
                 began = self._clock()
                 events.extend(self._step(final=False))
                 took = round((self._clock() - began) * self.rate)
-                self.step = min(self._max_step, max(self.min_chunk, took))
+                # whole multiples of min_chunk: decodes stay on the grid the chunks arrive on
+                steps = min(self._max_step // self.min_chunk, -(-took // self.min_chunk))
+                self.step = self.min_chunk * max(1, steps)
         return events
 
     def finish(self) -> list[StreamEvent]:
