@@ -396,8 +396,8 @@ class LocalAgreementStream:
         words = self._new_words(self._decode(samples)) if len(samples) else []
         heard_to = self.committed[-1].end if self.committed else self.buffer_start
         if not words and self._forced() and stream_end - heard_to >= RETRY_FRESH_S:
-            # the forced committed tokens may lead the decoder straight to its end token
-            # (or its timestamps past the audio): the decode goes again without them
+            # the forced committed tokens may lead the decoder straight to its end token:
+            # the decode goes again without them
             self.prefix = []
             self.retries += 1
             words = self._new_words(self._decode(samples))
