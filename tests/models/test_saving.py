@@ -143,6 +143,26 @@ def test_a_float_model_saves_as_a_plain_checkpoint(bert_dir: Path, tmp_path: Pat
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
 
 
+def test_a_model_saved_over_the_file_it_was_loaded_from_keeps_working(
+    bert_dir: Path, tmp_path: Path
+) -> None:
+    """Float weights are views of the memory-mapped checkpoint; saving into the directory
+    they came from writes a new file and puts it in place, so the loaded model's weights
+    neither change nor vanish (truncating the mapped file in place ends the process with
+    SIGBUS on the next read)."""
+    directory = tmp_path / "model"
+    shutil.copytree(bert_dir, directory)
+    model = BertModel.from_pretrained(directory, "cpu", sharing=False)
+    before = {name: w.numpy().copy() for name, w in model.named_weights()}
+    half = BertModel.from_pretrained(directory, "cpu", sharing=False, dtype="float16")
+    half.save_pretrained(directory)  # a file of half the size, over the mapped one
+    for name, weight in model.named_weights():
+        np.testing.assert_array_equal(weight.numpy(), before[name], err_msg=name)
+    again = BertModel.from_pretrained(directory, "cpu", dtype="auto")
+    assert again.dtype == "float16"
+    assert not list(directory.glob(".*.tmp"))
+
+
 def test_a_model_built_by_hand_cannot_be_saved(tmp_path: Path) -> None:
     from ipfs_accelerate.models.bert import BertConfig
 

@@ -131,5 +131,73 @@ def test_bad_calls_raise_typed_errors(minilm_dir: Path, tmp_path: Path) -> None:
     embedder.smooth_int8(["a short calibration text", "and another one"])
     with pytest.raises(ModelError, match="migrated already"):
         embedder.smooth_int8(["again"])
-    with pytest.raises(ModelError, match="migrated int8 inputs"):
-        embedder.save_pretrained(tmp_path / "saved")
+
+
+@pytest.mark.parametrize("device", ["cpu", "webnn"])
+def test_a_migrated_model_saves_and_reloads_without_calibrating(
+    minilm_dir: Path, tmp_path: Path, device: str
+) -> None:
+    """The migrated weights, each layer's input scale and every layer's activation mode are
+    saved; the reloaded model embeds as the migrated one did (bit for bit on the same
+    backend), q, k and v share one scale tensor again, and it is not calibrated again (a
+    second smooth_int8 raises). Loaded in float32, it still multiplies its inputs back: the
+    float model of its migrated weights embeds as the original float model."""
+    texts = SENTENCES[:40]
+    embedder = TextEmbedder.from_pretrained(minilm_dir, device, dtype="int8", sharing=False)
+    embedder.smooth_int8()
+    migrated = embedder.embed(texts)
+    modes = _modes(embedder)
+    saved = embedder.save_pretrained(tmp_path / "smoothed")
+    again = TextEmbedder.from_pretrained(saved, device, dtype="auto", sharing=False)
+    assert again.dtype == "int8" and _modes(again) == modes
+    layer = again.model.encoder.layer[0].attention.self
+    assert layer.query.input_scale is not None
+    assert layer.query.input_scale is layer.key.input_scale is layer.value.input_scale
+    np.testing.assert_array_equal(again.embed(texts), migrated)
+    with pytest.raises(ModelError, match="migrated already"):
+        again.smooth_int8(["again"])
+    if device == "cpu":
+        as_float = TextEmbedder.from_pretrained(saved, "cpu", dtype="float32", sharing=False)
+        original = TextEmbedder.from_pretrained(minilm_dir, "cpu", sharing=False)
+        expected = original.embed(texts)
+        cosines = (as_float.embed(texts) * expected).sum(axis=1)
+        assert cosines.min() > 0.998, cosines.min()  # int8 weights' rounding only
+        assert _modes(as_float) == {}
+        for _, module in as_float.model.named_modules():  # the scales left out: far off
+            if isinstance(module, Linear):
+                module.input_scale = None
+        unscaled = (as_float.embed(texts) * expected).sum(axis=1)
+        assert unscaled.min() < 0.99, unscaled.min()
+
+
+def test_a_tampered_smoothing_record_raises(minilm_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from ipfs_accelerate.errors import CheckpointError
+    from ipfs_accelerate.models.loading import read_weights, read_weights_header
+    from ipfs_accelerate.models.saving import SMOOTHING_KEY, write_safetensors
+
+    embedder = TextEmbedder.from_pretrained(minilm_dir, "cpu", dtype="int8", sharing=False)
+    embedder.smooth_int8(["a short calibration text", "and another one"])
+    saved = embedder.save_pretrained(tmp_path / "smoothed")
+    file = saved / "model.safetensors"
+    tensors = {k: np.array(v) for k, v in read_weights(saved).items()}  # copies, not maps
+    _, metadata = read_weights_header(saved)
+    record = json.loads(metadata[SMOOTHING_KEY])
+    key = record["scales"][0] + ".input_scale"
+    cases = {
+        "short": ({**tensors, key: tensors[key][:-1]}, metadata, "inputs"),
+        "negative": ({**tensors, key: -tensors[key]}, metadata, "not finite and positive"),
+        "missing": ({k: v for k, v in tensors.items() if k != key}, metadata, "is not stored"),
+        "stranger": (
+            tensors,
+            {**metadata, SMOOTHING_KEY: json.dumps({**record, "scales": ["nowhere.dense"]})},
+            "is not stored",
+        ),
+        "not json": (tensors, {**metadata, SMOOTHING_KEY: "{"}, "not JSON"),
+    }
+    for name, (arrays, meta, match) in cases.items():
+        write_safetensors(file, arrays, meta)
+        with pytest.raises(CheckpointError, match=match):
+            TextEmbedder.from_pretrained(saved, "cpu", dtype="auto", sharing=False)
+            pytest.fail(f"the {name} record loaded")

@@ -36,7 +36,7 @@ import numpy as np
 
 from ipfs_accelerate.errors import InvalidArgumentError, ModelError
 from ipfs_accelerate.models._module import Linear, Module
-from ipfs_accelerate.models._precision import _check_mode, layer_kind
+from ipfs_accelerate.models._precision import _MODE_KERNELS, _check_mode, layer_kind
 from ipfs_accelerate.quantization import QuantizedTensor, quantize
 from ipfs_accelerate.tensor import Tensor
 
@@ -254,3 +254,46 @@ def _float_weight(module: Linear) -> np.ndarray[Any, Any]:
     weight = module.weight
     assert isinstance(weight, QuantizedTensor)
     return np.asarray(weight.dequantize_numpy(), dtype=np.float32)
+
+
+def restore_smoothing(model: Module, saved: Any, source: str) -> None:
+    """Set a loaded model's migrated ``input_scale`` s and int8 activation modes from a saved
+    checkpoint's record (``saving.smoothing_from_checkpoint``): layers that shared one scale
+    share one tensor again (the webnn lowering quantizes their common input once). Modes are
+    set where the layer holds 8-bit weights (a migrated model loaded in float32 keeps float
+    inputs, and its scales). A layer the model does not have, or a scale of the wrong size,
+    raises CheckpointError."""
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.errors import CheckpointError
+    from ipfs_accelerate.tensor import from_numpy
+
+    layers = {path: m for path, m in model.named_modules() if isinstance(m, Linear)}
+    shared: dict[bytes, Tensor] = {}
+    for path, values in saved.scales.items():
+        layer = layers.get(path)
+        if layer is None:
+            raise CheckpointError(f"{source}: input scale for {path!r}, not a Linear layer")
+        width = layer.weight.shape[1]
+        if values.shape != (width,):
+            raise CheckpointError(
+                f"{source}: {path + '.input_scale'!r} has shape {values.shape}, the layer takes"
+                f" {width} inputs"
+            )
+        tensor = shared.get(values.tobytes())
+        if tensor is None:
+            tensor = from_numpy(np.ascontiguousarray(values), layer.weight.device)
+            hal.mark_parameter(tensor)
+            shared[values.tobytes()] = tensor
+        layer.input_scale = tensor
+    for path, mode in saved.activations.items():
+        layer = layers.get(path)
+        if layer is None:
+            raise CheckpointError(f"{source}: activation mode for {path!r}, not a Linear layer")
+        if mode != "float" and mode not in _MODE_KERNELS:
+            known = ["float", *_MODE_KERNELS]
+            raise CheckpointError(
+                f"{source}: the saved activation mode of {path!r} is {mode!r}, not one of {known}"
+            )
+        weight = layer.weight
+        if isinstance(weight, QuantizedTensor) and weight.bits == 8:
+            layer.activations = mode

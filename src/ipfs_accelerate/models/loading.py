@@ -811,7 +811,7 @@ def load_model(
     """
     from ipfs_accelerate.models import _precision
     from ipfs_accelerate.models._packed_int4 import packed_int4_from_checkpoint
-    from ipfs_accelerate.models.saving import quantized_from_checkpoint
+    from ipfs_accelerate.models.saving import quantized_from_checkpoint, smoothing_from_checkpoint
 
     _precision.check_dtype(dtype)
     if progress is not None:
@@ -827,6 +827,7 @@ def load_model(
     saved_dtype = quantized_from_checkpoint(
         weights, metadata, str(checkpoint.path)
     ) or packed_int4_from_checkpoint(weights, checkpoint.config, str(checkpoint.path))
+    smoothing = smoothing_from_checkpoint(weights, metadata, str(checkpoint.path))
     if progress is not None:
         progress("read", 1, 1)
     if model_class is None:
@@ -867,6 +868,10 @@ def load_model(
     model.dtype = precision.dtype
     model.checkpoint_config = dict(checkpoint.config)
     _precision.apply_activation_policy(model, backend)
+    if smoothing is not None:
+        from ipfs_accelerate.models._smoothing import restore_smoothing
+
+        restore_smoothing(model, smoothing, str(checkpoint.path))
     if precision.bits is not None:
         del weights  # the checkpoint's memory map goes with the last reference to it
         _precision.release_freed_memory()

@@ -17,6 +17,15 @@ dtype) and ``"ipfs_accelerate.quantization"``: JSON mapping each quantized ``K``
 ``{"bits", "axis", "block_size", "shape", "dtype", "symmetric", "max_abs_error",
 "rms_error"}``. Loading such a directory rebuilds the QuantizedTensors from these arrays (no
 re-quantization); docs/models.md ("Saving") shows an example.
+
+A model migrated by ``smooth_int8`` (SmoothQuant: Linear layers that multiply their input by
+``input_scale`` before the product with a weight that was multiplied by its inverse) also
+stores each such layer's ``P.input_scale`` (``F32``, ``(in_features,)``; layers that shared
+one scale store one copy each and share one again when loaded) and, in
+``"ipfs_accelerate.smoothing"``, JSON ``{"scales": [P, ...], "activations": {P: mode}}``: the
+migrated layers and every Linear layer's int8 activation mode. Loading restores both, so the
+model needs no new calibration, and a migrated model loaded in float32 still multiplies its
+inputs back (its weights are the migrated ones).
 """
 
 from __future__ import annotations
@@ -42,14 +51,18 @@ __all__ = [
     "DTYPE_KEY",
     "QUANTIZATION_KEY",
     "SIDE_FILES",
+    "SMOOTHING_KEY",
+    "Smoothing",
     "quantized_from_checkpoint",
     "save_model",
+    "smoothing_from_checkpoint",
     "write_safetensors",
 ]
 
 #: ``__metadata__`` keys written by :func:`save_model`
 DTYPE_KEY = "ipfs_accelerate.dtype"
 QUANTIZATION_KEY = "ipfs_accelerate.quantization"
+SMOOTHING_KEY = "ipfs_accelerate.smoothing"
 
 #: files besides the weights that pipelines read; copied by a pipeline's save_pretrained
 SIDE_FILES = (
@@ -84,11 +97,19 @@ def write_safetensors(
         arrays.append(data)
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    with path.open("wb") as handle:
-        handle.write(len(raw).to_bytes(8, "little"))
-        handle.write(raw)
-        for data in arrays:
-            handle.write(data.tobytes())
+    # written beside it, then put in its place: a model loaded from this very file holds its
+    # weights as views of it (memory-mapped), and truncating the file under them would end
+    # the process (SIGBUS) or change them; the replaced file lives on while they are mapped
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(len(raw).to_bytes(8, "little"))
+            handle.write(raw)
+            for data in arrays:
+                handle.write(data.tobytes())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _layout(q: QuantizedTensor) -> dict[str, Any]:
@@ -113,15 +134,8 @@ def save_model(
     from ipfs_accelerate.models._module import Linear
     from ipfs_accelerate.models._precision import model_dtype
 
-    for path, module in model.named_modules():
-        if isinstance(module, Linear) and module.input_scale is not None:
-            # the layout has no place for the migration factors; without them the migrated
-            # weights would reload silently wrong
-            raise ModelError(
-                f"save_model: {type(model).__name__}.{path} has migrated int8 inputs "
-                "(smooth_int8); save the model before calibrating it, and calibrate it again "
-                "after loading"
-            )
+    linears = [(path, m) for path, m in model.named_modules() if isinstance(m, Linear)]
+    migrated = {path: m.input_scale for path, m in linears if m.input_scale is not None}
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     held = dict(model.named_weights())
@@ -142,6 +156,14 @@ def save_model(
     metadata = {"format": "pt", DTYPE_KEY: model_dtype(model)}
     if layouts:
         metadata[QUANTIZATION_KEY] = json.dumps(layouts, sort_keys=True)
+    if migrated:
+        for path, scale in migrated.items():
+            key = f"{path}.input_scale"
+            if key in tensors:
+                raise ModelError(f"save_model: {key!r} is already a weight of the model")
+            tensors[key] = np.asarray(scale.numpy(), dtype=np.float32)
+        record = {"scales": sorted(migrated), "activations": {p: m.activations for p, m in linears}}
+        metadata[SMOOTHING_KEY] = json.dumps(record, sort_keys=True)
     write_safetensors(target / "model.safetensors", tensors, metadata)
     (target / "config.json").write_text(json.dumps(dict(config), indent=2), encoding="utf-8")
     if files_from is not None and files_from.resolve() != target.resolve():
@@ -227,6 +249,63 @@ def quantized_from_checkpoint(
         weights[name] = _rebuild(name, layout, weights, source)
     saved = metadata.get(DTYPE_KEY, "int8")
     return saved if saved in ("int8", "int4") else "int8"
+
+
+class Smoothing:
+    """A migrated model's saved smoothing (see the module docstring): ``scales`` (layer path
+    -> the (in_features,) float32 input scale) and ``activations`` (layer path -> mode)."""
+
+    __slots__ = ("activations", "scales")
+
+    def __init__(
+        self, scales: dict[str, np.ndarray[Any, Any]], activations: dict[str, str]
+    ) -> None:
+        self.scales = scales
+        self.activations = activations
+
+
+def smoothing_from_checkpoint(
+    weights: dict[str, Any], metadata: Mapping[str, str], source: str
+) -> Smoothing | None:
+    """Take a migrated model's ``P.input_scale`` arrays out of ``weights`` (in place) with the
+    record in :data:`SMOOTHING_KEY`; None when the checkpoint holds none. The arrays' shapes
+    are checked against the model when they are restored (``_smoothing.restore_smoothing``)."""
+    text = metadata.get(SMOOTHING_KEY)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{source}: {SMOOTHING_KEY} metadata is not JSON ({exc})") from None
+    paths = record.get("scales") if isinstance(record, dict) else None
+    modes = record.get("activations") if isinstance(record, dict) else None
+    if (
+        not isinstance(paths, list)
+        or not all(isinstance(p, str) for p in paths)
+        or not isinstance(modes, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in modes.items())
+    ):
+        raise CheckpointError(
+            f"{source}: {SMOOTHING_KEY} metadata must be {{'scales': [layer, ...],"
+            " 'activations': {layer: mode}}"
+        )
+    scales: dict[str, np.ndarray[Any, Any]] = {}
+    for path in paths:
+        array = weights.pop(f"{path}.input_scale", None)
+        if array is None:
+            raise CheckpointError(f"{source}: {path + '.input_scale'!r} is not stored")
+        values = np.asarray(array)
+        if values.dtype != np.float32 or values.ndim != 1:
+            raise CheckpointError(
+                f"{source}: {path + '.input_scale'!r} must be 1-D float32, got"
+                f" {values.dtype} {values.shape}"
+            )
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise CheckpointError(
+                f"{source}: {path + '.input_scale'!r} holds a value that is not finite and positive"
+            )
+        scales[path] = values
+    return Smoothing(scales, dict(modes))
 
 
 def _rebuild(

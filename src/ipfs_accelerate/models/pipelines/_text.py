@@ -146,8 +146,8 @@ class TextEmbedder(_Pipeline):
         FFN-input layers quantize their inputs with one scale per tensor (ONNX Runtime's
         ``DynamicQuantizeMatMul`` on webnn) and the FFN output with one per row
         (``_smoothing.SMOOTHED_INT8``). Returns the migrated layers' paths. A model without
-        8-bit Linear weights raises DtypeError; calibrating twice, ModelError; a migrated
-        model cannot be saved (ModelError): save first, calibrate after loading."""
+        8-bit Linear weights raises DtypeError; calibrating twice, ModelError. A migrated
+        model saves with its input scales and modes and reloads without calibrating."""
         from ipfs_accelerate.errors import DtypeError
         from ipfs_accelerate.models import _smoothing
         from ipfs_accelerate.quantization import QuantizedTensor
