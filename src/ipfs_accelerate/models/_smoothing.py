@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from ipfs_accelerate.models._module import Linear, Module
 from ipfs_accelerate.models._precision import _MODE_KERNELS, _check_mode, layer_kind
 from ipfs_accelerate.quantization import QuantizedTensor, quantize
 from ipfs_accelerate.tensor import Tensor
+
+if TYPE_CHECKING:
+    from ipfs_accelerate.models.saving import Smoothing
 
 __all__ = [
     "CALIBRATION_SENTENCES",
@@ -256,7 +259,7 @@ def _float_weight(module: Linear) -> np.ndarray[Any, Any]:
     return np.asarray(weight.dequantize_numpy(), dtype=np.float32)
 
 
-def restore_smoothing(model: Module, saved: Any, source: str) -> None:
+def restore_smoothing(model: Module, saved: Smoothing, source: str) -> None:
     """Set a loaded model's migrated ``input_scale`` s and int8 activation modes from a saved
     checkpoint's record (``saving.smoothing_from_checkpoint``): layers that shared one scale
     share one tensor again (the webnn lowering quantizes their common input once). Modes are

@@ -227,21 +227,26 @@ def _checked_layout(name: str, raw: Any, source: str) -> dict[str, Any]:
     return layout
 
 
+def _metadata_json(metadata: Mapping[str, str], key: str, source: str) -> Any:
+    """The JSON value of the ``__metadata__`` string ``key``; None when it is absent."""
+    text = metadata.get(key)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{source}: {key} metadata is not JSON ({exc})") from None
+
+
 def quantized_from_checkpoint(
     weights: dict[str, Any], metadata: Mapping[str, str], source: str
 ) -> str | None:
     """Replace each quantized weight of a saved checkpoint in ``weights`` (in place) by its
     QuantizedTensor built from the saved arrays (``K.scale`` and ``K.zero_point`` removed);
     return the model dtype it was saved in, or None when nothing in it is quantized."""
-    text = metadata.get(QUANTIZATION_KEY)
-    if text is None:
+    layouts = _metadata_json(metadata, QUANTIZATION_KEY, source)
+    if layouts is None:
         return None
-    try:
-        layouts = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"{source}: {QUANTIZATION_KEY} metadata is not JSON ({exc})"
-        ) from None
     if not isinstance(layouts, dict):
         raise CheckpointError(f"{source}: {QUANTIZATION_KEY} metadata is not a JSON object")
     for name, raw in layouts.items():
@@ -270,13 +275,9 @@ def smoothing_from_checkpoint(
     """Take a migrated model's ``P.input_scale`` arrays out of ``weights`` (in place) with the
     record in :data:`SMOOTHING_KEY`; None when the checkpoint holds none. The arrays' shapes
     are checked against the model when they are restored (``_smoothing.restore_smoothing``)."""
-    text = metadata.get(SMOOTHING_KEY)
-    if text is None:
+    record = _metadata_json(metadata, SMOOTHING_KEY, source)
+    if record is None:
         return None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{source}: {SMOOTHING_KEY} metadata is not JSON ({exc})") from None
     paths = record.get("scales") if isinstance(record, dict) else None
     modes = record.get("activations") if isinstance(record, dict) else None
     if (
