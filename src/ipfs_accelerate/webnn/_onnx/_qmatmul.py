@@ -46,6 +46,7 @@ from typing import Any, Final
 import numpy as np
 
 from ipfs_accelerate.webnn._onnx._base import LoweringBase
+from ipfs_accelerate.webnn._onnx._emitter import Emitter
 from ipfs_accelerate.webnn._onnx._match import MICROSOFT as _MICROSOFT
 from ipfs_accelerate.webnn._onnx._match import producer as _producer
 from ipfs_accelerate.webnn._operand import CONSTANT, MLOperand, Node
@@ -581,6 +582,15 @@ _DERIVED = _DerivedCache()
 class QuantizedMatMulLowering(LoweringBase):
     """Emits the kernel of a :class:`Fusion`."""
 
+    def __init__(self, emitter: Emitter, output_names: dict[int, str]) -> None:
+        super().__init__(emitter, output_names)
+        # what is emitted once per input for all the products that read it, by operand id:
+        # block-rounded rows (and block), DynamicQuantizeLinear's outputs, and per-row
+        # quantized rows with their scales (and zero-point columns, floor)
+        self._rounded_a: dict[tuple[int, int], str] = {}
+        self._quantized_a: dict[int, tuple[str, str, str]] = {}
+        self._rows_a: dict[tuple[int, int, float], tuple[str, str]] = {}
+
     def lower_fusion(self, fusion: Fusion) -> None:
         values_op, scale_op, zero_op = fusion.weight.inputs
         assert values_op is not None and scale_op is not None and zero_op is not None
@@ -644,7 +654,7 @@ class QuantizedMatMulLowering(LoweringBase):
         then ONNX's blocked QuantizeLinear + DequantizeLinear, two kernels where the plain
         lowering of the pattern runs a dozen elementwise passes over (M, K). Emitted once per
         ``x`` and block (q, k and v read one)."""
-        cache: dict[tuple[int, int], str] = self.__dict__.setdefault("_rounded_a", {})
+        cache = self._rounded_a
         found = cache.get((x._id, block))
         if found is not None:
             return found
@@ -666,7 +676,7 @@ class QuantizedMatMulLowering(LoweringBase):
     def _dynamic_quantized(self, a: MLOperand) -> tuple[str, str, str]:
         """DynamicQuantizeLinear's (values, scale, zero point) of ``a``, emitted once per
         lowering (by the first product that reads it) and shared by the others."""
-        cache: dict[int, tuple[str, str, str]] = self.__dict__.setdefault("_quantized_a", {})
+        cache = self._quantized_a
         found = cache.get(a._id)
         if found is None:
             values, scale, zero = self.e.node("DynamicQuantizeLinear", [self.value(a)], 3)
@@ -737,9 +747,7 @@ class QuantizedMatMulLowering(LoweringBase):
         ``-(low / s)`` exactly), one node where the pattern has four. Twelve nodes for all the
         readers of ``x``, where the pattern lowered op by op was sixteen, and an Expand and a
         Concat more per product."""
-        cache: dict[tuple[int, int, float], tuple[str, str]] = self.__dict__.setdefault(
-            "_rows_a", {}
-        )
+        cache = self._rows_a
         found = cache.get((x._id, columns, floor))
         if found is not None:
             return found
