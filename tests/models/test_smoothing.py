@@ -1,4 +1,5 @@
-"""SmoothQuant-style migration of int8 activations (``TextEmbedder.smooth_int8``).
+"""SmoothQuant-style migration of int8 activations (``TextEmbedder.smooth_int8``, and by
+default at an int8 load on webnn).
 
 MiniLM migrated holds issue 16's accuracy gate (per-sentence cosine against fp32 >= 0.99
 minimum, >= 0.998 mean over 256 varied sentences) on webnn and on cpu (the same rounding in
@@ -57,12 +58,15 @@ def _modes(embedder: TextEmbedder) -> dict[str, str]:
 def test_minilm_migrated_holds_the_gate_on_webnn_with_per_tensor_kernels(
     minilm_dir: Path, reference: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On webnn an int8 load migrates by default (``smooth=None``: the backend multiplies
+    per-tensor int8 inputs in integers), calibrated while loading."""
     backend = hal.get_backend("webnn")
-    before = set(backend._cache)  # type: ignore[attr-defined]
     embedder = TextEmbedder.from_pretrained(minilm_dir, "webnn", dtype="int8", sharing=False)
+    before = set(backend._cache)  # type: ignore[attr-defined]
     with profiled(monkeypatch, tmp_path):
-        migrated = embedder.smooth_int8()
         vectors = embedder.embed(SENTENCES, batch_size=64)
+    migrated = [path for path, module in embedder.model.named_modules()
+                if isinstance(module, Linear) and module.input_scale is not None]  # fmt: skip
     # q/k/v, attention output and FFN input of each of the six blocks
     assert len(migrated) == 6 * 5
     assert {layer_kind(path) for path in migrated} == {"attention_in", "attention_out", "ffn_in"}
@@ -79,6 +83,31 @@ def test_minilm_migrated_holds_the_gate_on_webnn_with_per_tensor_kernels(
             ran |= kernels(entry.graph)
     assert {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"} <= ran, ran
     assert "MatMul" not in ran, ran  # no layer fell back to a float product
+
+
+def test_who_migrates_at_load(minilm_dir: Path, tmp_path: Path) -> None:
+    """``smooth=False`` keeps the per-row policy on webnn; cpu (no per-tensor integer kernel)
+    does not migrate by default but does with ``smooth=True``; a checkpoint saved quantized
+    without migration reloads as it was saved (its weights are not requantized); a float32
+    load ignores ``smooth=None`` and refuses ``smooth=True``; ``smooth`` must be a bool."""
+    plain = TextEmbedder.from_pretrained(minilm_dir, "webnn", dtype="int8", sharing=False,
+                                         smooth=False)  # fmt: skip
+    assert set(_modes(plain).values()) == {"int8_row"} and len(_modes(plain)) == 6 * 6
+    saved = plain.save_pretrained(tmp_path / "per-row")
+    again = TextEmbedder.from_pretrained(saved, "webnn", dtype="auto", sharing=False)
+    assert again.dtype == "int8" and _modes(again) == _modes(plain)
+    np.testing.assert_array_equal(again.embed(SENTENCES[:8]), plain.embed(SENTENCES[:8]))
+    on_cpu = TextEmbedder.from_pretrained(minilm_dir, "cpu", dtype="int8", sharing=False)
+    assert all(m.input_scale is None for _, m in on_cpu.model.named_modules()
+               if isinstance(m, Linear))  # fmt: skip
+    forced = TextEmbedder.from_pretrained(minilm_dir, "cpu", dtype="int8", sharing=False,
+                                          smooth=True)  # fmt: skip
+    assert _modes(forced) == {path: SMOOTHED_INT8[layer_kind(path)] for path in _modes(forced)}
+    assert TextEmbedder.from_pretrained(minilm_dir, "webnn", sharing=False).dtype == "float32"
+    with pytest.raises(DtypeError, match="dtype='int8'"):
+        TextEmbedder.from_pretrained(minilm_dir, "cpu", sharing=False, smooth=True)
+    with pytest.raises(InvalidArgumentError, match="smooth"):
+        TextEmbedder.from_pretrained(minilm_dir, "cpu", dtype="int8", smooth="yes")  # type: ignore[arg-type]
 
 
 def test_minilm_migrated_holds_the_gate_on_cpu(minilm_dir: Path, reference: np.ndarray) -> None:
@@ -143,7 +172,8 @@ def test_a_migrated_model_saves_and_reloads_without_calibrating(
     second smooth_int8 raises). Loaded in float32, it still multiplies its inputs back: the
     float model of its migrated weights embeds as the original float model."""
     texts = SENTENCES[:40]
-    embedder = TextEmbedder.from_pretrained(minilm_dir, device, dtype="int8", sharing=False)
+    embedder = TextEmbedder.from_pretrained(minilm_dir, device, dtype="int8", sharing=False,
+                                            smooth=False)  # fmt: skip
     embedder.smooth_int8()
     migrated = embedder.embed(texts)
     modes = _modes(embedder)

@@ -49,6 +49,7 @@ __all__ = [
     "SMOOTH_ALPHA",
     "record_input_ranges",
     "smooth_int8_inputs",
+    "smoothing_pays",
 ]
 
 #: layer kind -> activation mode after migration: one scale per tensor where migration makes
@@ -238,6 +239,30 @@ def smooth_int8_inputs(
         if chosen_mode is not None and isinstance(weight, QuantizedTensor) and weight.bits == 8:
             linear.activations = chosen_mode
     return migrated
+
+
+def smoothing_pays(model: Module, device: str) -> bool:
+    """Whether a model just loaded in int8 should be migrated by default: the backend
+    multiplies per-tensor int8 inputs in integers (``Backend.integer_kernel``
+    ``"dynamic_quantized_linear"``: webnn, ONNX Runtime's ``DynamicQuantizeMatMul``), the
+    model holds 8-bit per-channel Linear weights of a kind :data:`SMOOTHED_INT8` gives one
+    scale per tensor, and no layer is migrated already (a saved migrated model reloads its
+    scales). Elsewhere per-tensor inputs would be rounded in float: slower than per row, and
+    less accurate than weight-only."""
+    from ipfs_accelerate import hal
+
+    if not hal.get_backend(device).integer_kernel(_MODE_KERNELS["int8"]):
+        return False
+    layers = [(path, m) for path, m in model.named_modules() if isinstance(m, Linear)]
+    if any(module.input_scale is not None for _, module in layers):
+        return False
+    return any(
+        SMOOTHED_INT8.get(layer_kind(path)) == "int8"
+        and isinstance(module.weight, QuantizedTensor)
+        and module.weight.bits == 8
+        and module.weight.block_size is None
+        for path, module in layers
+    )
 
 
 def _migratable(

@@ -555,6 +555,8 @@ class LoadReport:
     sharing: TensorSharingManager | None = None
     #: the dtype the model was loaded in ("float32", "float16", "int8", "int4")
     dtype: str = "float32"
+    #: whether this load quantized float weights (False for a checkpoint saved quantized)
+    quantized: bool = False
 
 
 def _map_keys(
@@ -864,6 +866,7 @@ def load_model(
     )
     report.device, report.device_reason, report.sharing = backend, reason, manager
     report.dtype = precision.dtype
+    report.quantized = precision.bits is not None
     # plain attributes (not parameters): what save_pretrained and /v1/models read back
     model.dtype = precision.dtype
     model.checkpoint_config = dict(checkpoint.config)

@@ -98,9 +98,23 @@ class TextEmbedder(_Pipeline):
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool | None = None,
         dtype: str = "float32",
+        smooth: bool | None = None,
     ) -> Self:
         """The embedder of ``path_or_id`` (see :class:`_Pipeline`'s for the loading
-        arguments); ``truncate_dim`` makes every :meth:`embed` return that many dimensions."""
+        arguments); ``truncate_dim`` makes every :meth:`embed` return that many dimensions.
+
+        ``smooth`` (int8): whether the load ends with :meth:`smooth_int8` (calibrated on the
+        shipped sentences, a fraction of a second for MiniLM), so that the attention and
+        FFN-input layers quantize their inputs with one scale per tensor. None (default):
+        where that pays, i.e. the weights were quantized by this load (not read from a saved
+        int8 checkpoint, which keeps what it was saved with) and the backend multiplies
+        per-tensor int8 inputs in integers (webnn); elsewhere the per-row policy stays
+        (docs/models.md, "Precision"). True: always (DtypeError without 8-bit weights);
+        False: never."""
+        if smooth is not None and not isinstance(smooth, bool):
+            raise InvalidArgumentError(
+                f"from_pretrained: smooth must be a bool or None, got {smooth!r}"
+            )
         model, checkpoint, report = cls._load(
             path_or_id, device, sharing, progress, revision, cache_dir, local_files_only, dtype
         )
@@ -108,7 +122,14 @@ class TextEmbedder(_Pipeline):
         tokenizer = TextTokenizer.from_checkpoint(
             checkpoint.path, max_length=max_length, positions=_max_tokens(model)
         )
-        return cls(model, tokenizer, checkpoint, report, pipeline, truncate_dim=truncate_dim)
+        embedder = cls(model, tokenizer, checkpoint, report, pipeline, truncate_dim=truncate_dim)
+        if smooth is None:
+            from ipfs_accelerate.models._smoothing import smoothing_pays
+
+            smooth = report.quantized and smoothing_pays(model, report.device)
+        if smooth:
+            embedder.smooth_int8()
+        return embedder
 
     @classmethod
     def _model_class(cls) -> ClassChooser:
