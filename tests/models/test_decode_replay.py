@@ -302,8 +302,8 @@ def test_the_decode_step_graph_runs_fused_norm_and_rotary_kernels(
     compiled: list[Any] = []
     real = _context.MLGraph._compile.__func__  # type: ignore[attr-defined]
 
-    def spy(cls: Any, context: Any, outputs: Any, nodes: Any) -> Any:
-        graph = real(cls, context, outputs, nodes)
+    def spy(cls: Any, context: Any, outputs: Any, nodes: Any, threads: Any = None) -> Any:
+        graph = real(cls, context, outputs, nodes, threads)
         compiled.append(graph)
         return graph
 

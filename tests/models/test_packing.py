@@ -271,3 +271,48 @@ def _traced(
     with monkeypatch.context() as patched:
         patched.setattr(_text, "_capture_state", lambda _: None)
         return embedder.embed(texts, batch_size=4)
+
+
+@pytest.mark.webnn
+def test_webnn_embedder_runs_batches_side_by_side(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several batches on webnn run one per core, each replaying a graph captured to run on
+    its thread alone: the vectors are those of one batch after the other, in the order the
+    texts were given, and an error in one batch reaches the caller."""
+    import threading
+
+    pytest.importorskip("onnxruntime")
+    from ipfs_accelerate.models.pipelines import _text
+
+    monkeypatch.setattr(_text, "host_cores", lambda: 2)
+    embedder = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False)
+    words = "the quick brown fox jumps over a lazy dog near our old red barn".split()
+    texts = [" ".join(words[: 1 + (i * 7) % len(words)]) for i in range(22)]
+    ran_on: set[str] = set()
+    real = TextEmbedder._forward
+
+    def forward(self: TextEmbedder, *args: object, **kwargs: object) -> np.ndarray:
+        ran_on.add(threading.current_thread().name.split("_")[0])
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TextEmbedder, "_forward", forward)
+    side = embedder.embed(texts, batch_size=4)  # 6 batches
+    assert ran_on == {"ia-embed"}
+    assert {key[-1] for key in embedder._captures} == {1}  # single-thread graphs
+    monkeypatch.setattr(TextEmbedder, "_side_by_side", lambda self, batches, state: 1)
+    ran_on.clear()
+    one = embedder.embed(texts, batch_size=4)
+    assert ran_on == {"MainThread"}
+    np.testing.assert_allclose(side, one, rtol=1e-5, atol=1e-6)
+    monkeypatch.undo()
+    monkeypatch.setattr(_text, "host_cores", lambda: 2)
+
+    def failing(self: TextEmbedder, input_ids: np.ndarray, *args: object, **kw: object) -> None:
+        if input_ids.shape[0] == 2:  # the last batch (22 = 5 x 4 + 2)
+            raise RuntimeError("batch failed")
+        return real(self, input_ids, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TextEmbedder, "_forward", failing)
+    with pytest.raises(RuntimeError, match="batch failed"):
+        embedder.embed(texts, batch_size=4)

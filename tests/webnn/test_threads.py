@@ -112,3 +112,91 @@ def test_graphs_run_from_several_threads_at_once_give_what_they_give_alone() -> 
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads), "a run hung"
     assert failures == []
+
+
+def test_build_threads_one_runs_a_large_graph_on_the_calling_thread() -> None:
+    """``MLGraphBuilder.build(..., threads=1)`` (an extension): a graph the runtime would give
+    a pool runs on one thread, with the same results, flushing where the default does;
+    anything but 1 or None is a typed error naming it."""
+    from ipfs_accelerate import webnn
+    from ipfs_accelerate.errors import WebNNValidationError
+
+    ctx = webnn.create_context()
+    b = webnn.MLGraphBuilder(ctx)
+    a = b.input("a", {"dataType": F32, "shape": [256, 256]})
+    alone = b.build({"y": b.add(b.matmul(a, a), a)}, threads=1)
+    pooled = _square(ctx)
+    assert alone._session.get_session_options().intra_op_num_threads == 1
+    assert pooled._session.get_session_options().intra_op_num_threads != 1
+    x = np.random.default_rng(2).standard_normal((256, 256)).astype(np.float32)
+    np.testing.assert_allclose(
+        ctx.compute(alone, {"a": x})["y"], ctx.compute(pooled, {"a": x})["y"], rtol=1e-6
+    )
+    b = webnn.MLGraphBuilder(ctx)
+    q = b.input("q", {"dataType": F32, "shape": [2, 4, 64, 16]})
+    flushed = b.build({"y": b.softmax(q, axis=3)}, threads=1)
+    assert flushed._session.get_session_options().intra_op_num_threads == 1
+    for bad in (2, 0, True, 1.0, "1"):
+        b = webnn.MLGraphBuilder(ctx)
+        a = b.input("a", {"dataType": F32, "shape": [4, 4]})
+        with pytest.raises(WebNNValidationError, match=f"threads must be 1 or None, got {bad!r}"):
+            b.build({"y": b.matmul(a, a)}, threads=bad)
+
+
+def test_single_thread_replays_run_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two captures of one function with ``threads=1`` (kept apart from the default's graph)
+    replayed from two Python threads at once: their runs overlap (the backend's lock is not
+    held while a graph runs) and each result is the one computed alone."""
+    from ipfs_accelerate import hal, ops
+    from ipfs_accelerate.tensor import from_numpy
+    from ipfs_accelerate.webnn import _context
+
+    backend = hal.get_backend("webnn")
+    rng = np.random.default_rng(3)
+    weight = from_numpy(rng.standard_normal((384, 384)).astype(np.float32), "webnn")
+    hal.mark_parameter(weight)
+
+    def forward(x: Any) -> list[Any]:
+        for _ in range(12):
+            x = ops.matmul(x, weight) * 0.05
+        return [x]
+
+    x = from_numpy(rng.standard_normal((512, 384)).astype(np.float32), "webnn")
+    default = backend.capture(forward, [x])
+    single = backend.capture(forward, [x], threads=1)
+    assert default is not None and single is not None
+    assert single._key != default._key
+    graph = backend._compiled(single._key, single._trace, 1).graph
+    assert graph._session.get_session_options().intra_op_num_threads == 1
+    inputs = [rng.standard_normal((512, 384)).astype(np.float32) for _ in range(2)]
+    expected = [default.replay(value)[0].numpy() for value in inputs]
+    running = {"now": 0, "most": 0}
+    count = threading.Lock()
+    real = _context.MLContext.compute
+
+    def counted(context: Any, graph: Any, feeds: Any) -> Any:
+        with count:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        try:
+            return real(context, graph, feeds)
+        finally:
+            with count:
+                running["now"] -= 1
+
+    monkeypatch.setattr(_context.MLContext, "compute", counted)
+    failures: list[str] = []
+
+    def work(index: int) -> None:
+        for _ in range(8):
+            got = single.replay(inputs[index])[0].numpy()
+            if not np.allclose(got, expected[index], rtol=1e-5, atol=1e-6):
+                failures.append(f"thread {index}: wrong result")
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    assert running["most"] == 2, "the replays ran one after the other"

@@ -493,13 +493,20 @@ class Backend(abc.ABC):
         never depend on it, and eager backends ignore it."""
 
     def capture(
-        self, fn: Callable[..., Sequence[Tensor]], inputs: Sequence[Tensor]
+        self,
+        fn: Callable[..., Sequence[Tensor]],
+        inputs: Sequence[Tensor],
+        *,
+        threads: int | None = None,
     ) -> CapturedFunction | None:
         """Optional: ``fn(*inputs)`` (``inputs`` are this backend's tensors) recorded once so
         that :meth:`CapturedFunction.replay` computes its results for new input values of the
         same shapes and dtypes without running ``fn``'s Python again. None when the backend
         cannot (the default) or when ``fn`` reads a per-call value that is not one of
-        ``inputs`` (freezing it would give wrong results later): the caller runs ``fn``."""
+        ``inputs`` (freezing it would give wrong results later): the caller runs ``fn``.
+        ``threads=1`` asks for a function that replays on the calling thread alone, for a
+        caller that replays several side by side (one per core); None lets the backend
+        choose. Replays of captured functions may run concurrently from several threads."""
         return None
 
     # ------------------------------------------------------------------ lifecycle

@@ -253,15 +253,22 @@ class MLGraphBuilder:
             array.flags.writeable = False
         return MLOperand(self, next(self._ids), parsed, CONSTANT, value=array)
 
-    def build(self, outputs: Mapping[str, MLOperand]) -> MLGraph:
+    def build(self, outputs: Mapping[str, MLOperand], *, threads: int | None = None) -> MLGraph:
         """Compile the graph up to ``outputs`` (``{name: operand}``) into an MLGraph.
 
         Only operations the outputs depend on are compiled; the graph's inputs are the
         input operands they reach. Raises WebNNValidationError for an empty or invalid
         outputs mapping, WebNNOperationError when ONNX Runtime cannot compile the graph, and
         WebNNInvalidStateError when this builder has already built.
+
+        ``threads`` (an extension, not in the WebNN spec): ``1`` compiles a graph that runs
+        on the calling thread alone, for a caller that runs several graphs side by side, one
+        per core (``TextEmbedder.embed``'s batches); None (default) lets the runtime choose
+        (small graphs one thread, larger ones a pool of the host's cores).
         """
         where = self._begin("build", "")
+        if threads is not None and (type(threads) is not int or threads != 1):
+            raise where.error(f"threads must be 1 or None, got {threads!r}")
         if not isinstance(outputs, Mapping) or not outputs:
             raise where.error("outputs must be a non-empty mapping of names to operands")
         for name, operand in outputs.items():
@@ -275,7 +282,7 @@ class MLGraphBuilder:
         from ipfs_accelerate.webnn._context import MLGraph
 
         self._built = True
-        return MLGraph._compile(self._context, dict(outputs), self._nodes)
+        return MLGraph._compile(self._context, dict(outputs), self._nodes, threads)
 
     # ================================================================== element-wise binary
 

@@ -397,7 +397,11 @@ class MLGraph:
 
     @classmethod
     def _compile(
-        cls, context: MLContext, outputs: dict[str, MLOperand], nodes: Sequence[Node]
+        cls,
+        context: MLContext,
+        outputs: dict[str, MLOperand],
+        nodes: Sequence[Node],
+        threads: int | None = None,
     ) -> MLGraph:
         from ipfs_accelerate.webnn._onnx import lower
         from ipfs_accelerate.webnn._runtime import (
@@ -431,8 +435,15 @@ class MLGraph:
         )
         cached = context._sessions.get(key) if cacheable else None
         if cached is None:
+            # one thread where asked (the caller runs graphs side by side): as a small graph's
+            # session, whatever the work
             session, keep_alive = create_session(
-                model_bytes, lowered.external, context._providers, "build", work, flush
+                model_bytes,
+                lowered.external,
+                context._providers,
+                "build",
+                0 if threads == 1 else work,
+                flush,
             )
             if cacheable:
                 context._sessions[key] = (session, keep_alive, list(lowered.external.values()))

@@ -536,13 +536,20 @@ class WebNNBackend(Backend):
     # ------------------------------------------------------------------ captured functions
 
     def capture(
-        self, fn: Callable[..., Sequence[Tensor]], inputs: Sequence[Tensor]
+        self,
+        fn: Callable[..., Sequence[Tensor]],
+        inputs: Sequence[Tensor],
+        *,
+        threads: int | None = None,
     ) -> Captured | None:
         """``fn(*inputs)`` traced once and compiled as one graph with all of ``fn``'s results
         as outputs; None when the trace reads a per-call leaf that is not one of ``inputs``
         (it would be frozen into the graph) or ``fn`` returns something else than tensors of
         this backend. ``inputs`` are computed first if pending; ``fn`` sees them as fresh
-        per-call leaves, so that each becomes a graph input even if it is a parameter."""
+        per-call leaves, so that each becomes a graph input even if it is a parameter.
+        ``threads=1``: the graph runs on the replaying thread alone (a caller that replays
+        graphs side by side, one per core); it is cached apart from the same trace's
+        graph for the default (MLGraphBuilder.build's ``threads``)."""
         placeholders: list[Node] = []
         arguments: list[Tensor] = []
         self._materialise_all(
@@ -580,11 +587,13 @@ class WebNNBackend(Backend):
             if id(node) in argument_of
         }
         copy = detached(found)
-        key = CaptureKey(found.key)
+        key = CaptureKey(found.key if threads is None else (found.key, "threads", threads))
         with self._lock:
-            compiled = self._compiled(key, copy)
+            compiled = self._compiled(key, copy, threads)
             shared = {index: self._head_graph(node) for index, node in heads.items()}
-        return Captured(self, key, copy, compiled, positions, argument_at, placeholders, shared)
+        return Captured(
+            self, key, copy, compiled, positions, argument_at, placeholders, shared, threads
+        )
 
     def _shared_head(self, node: Node, *, pending: bool = True) -> bool:
         """Whether ``node`` is a linear layer over at least ``shared_head_bytes`` of parameters
@@ -616,11 +625,12 @@ class WebNNBackend(Backend):
         (output,) = (out.name for out in compiled.outputs if out.position == position)
         return HeadGraph(found.key, found, name, output, rows, node.shape)
 
-    def _compiled(self, key: Any, found: Trace) -> _Compiled:
-        """The cached graph of ``key``, compiled from ``found`` on a miss (hold the lock)."""
+    def _compiled(self, key: Any, found: Trace, threads: int | None = None) -> _Compiled:
+        """The cached graph of ``key``, compiled from ``found`` on a miss (hold the lock);
+        ``threads`` as MLGraphBuilder.build's (part of ``key`` where given)."""
         compiled = self._cache.get(key)
         if compiled is None:
-            compiled = self._compile(found)
+            compiled = self._compile(found, threads)
             self._cache[key] = compiled
             self._evict()
         else:
@@ -741,13 +751,15 @@ class WebNNBackend(Backend):
         with self._lock:
             self._cache.clear()
 
-    def _compile(self, found: Trace) -> _Compiled:
+    def _compile(self, found: Trace, threads: int | None = None) -> _Compiled:
         from ipfs_accelerate.webnn import MLGraphBuilder
 
         builder = MLGraphBuilder(self.context)
         emitter = TraceEmitter(builder)
         inputs, outputs = emitter.emit(found)
-        graph = builder.build({output.name: operand for output, operand in outputs})
+        graph = builder.build(
+            {output.name: operand for output, operand in outputs}, threads=threads
+        )
         self.stats.compilations += 1
         # inputs no output depends on (an op that ignores its operand's values) are not graph inputs
         used = graph.input_descriptors

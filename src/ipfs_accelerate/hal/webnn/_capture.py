@@ -111,10 +111,12 @@ class Captured(CapturedFunction):
         argument_at: dict[int, int],
         placeholders: list[Node],
         heads: dict[int, HeadGraph] | None = None,
+        threads: int | None = None,
     ) -> None:
         self._backend = backend
         self._key = key
         self._trace = found
+        self._threads = threads
         #: per argument: (shape, dtype name) it must have
         self.signature = [(node.shape, node.dtype) for node in placeholders]
         # numpy dtypes to compare with: a dtype's name is slow to build, and a decode step
@@ -167,11 +169,17 @@ class Captured(CapturedFunction):
             value = values[index]
             feeds[name] = value.view(np.uint8) if value.dtype == np.bool_ else value
         with backend._lock:
-            compiled = backend._compiled(self._key, self._trace)
-            results = backend.context.compute(compiled.graph, feeds)
+            compiled = backend._compiled(self._key, self._trace, self._threads)
             backend.stats.dispatches += 1
             backend.stats.replays += 1
-            heads = [head.run(backend, results[source]) for head, source in self._heads]
+        # the run itself outside the lock: replays of several graphs (or of one graph) run
+        # side by side; a graph the cache drops meanwhile stays alive while it runs
+        results = backend.context.compute(compiled.graph, feeds)
+        if self._heads:
+            with backend._lock:
+                heads = [head.run(backend, results[source]) for head, source in self._heads]
+        else:
+            heads = []
         for node, names in self._checks:
             error = check_failure(node, [results[name] for name in names])
             if error is not None:
