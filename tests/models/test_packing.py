@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -280,14 +281,12 @@ def test_webnn_embedder_runs_batches_side_by_side(
     """Several batches on webnn run one per core, each replaying a graph captured to run on
     its thread alone: the vectors are those of one batch after the other, in the order the
     texts were given, and an error in one batch reaches the caller."""
-    import threading
-
     pytest.importorskip("onnxruntime")
     from ipfs_accelerate.models.pipelines import _text
 
     monkeypatch.setattr(_text, "host_cores", lambda: 2)
     embedder = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False)
-    words = "the quick brown fox jumps over a lazy dog near our old red barn".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "near"]
     texts = [" ".join(words[: 1 + (i * 7) % len(words)]) for i in range(22)]
     ran_on: set[str] = set()
     real = TextEmbedder._forward
@@ -316,3 +315,56 @@ def test_webnn_embedder_runs_batches_side_by_side(
     monkeypatch.setattr(TextEmbedder, "_forward", failing)
     with pytest.raises(RuntimeError, match="batch failed"):
         embedder.embed(texts, batch_size=4)
+
+
+@pytest.mark.webnn
+def test_webnn_embedder_captures_the_padded_forward_too(
+    bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches that run padded replay a captured forward as packed ones do: one text (nothing
+    to pack), lengths past the policy's exact shapes (a bucket), and a family without
+    ``packed_from`` (DistilBERT); each the traced forward's vectors bit for bit, the model's
+    Python not run on the replay."""
+    pytest.importorskip("onnxruntime")
+    from ipfs_accelerate import hal
+    from ipfs_accelerate.models.pipelines import _text
+    from tests.models import _encoder_checkpoints as ckpt
+
+    stats = hal.get_backend("webnn").stats
+    bert = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False)
+    distil = TextEmbedder.from_pretrained(
+        ckpt.make_distilbert(tmp_path / "distilbert"), device="webnn", sharing=False
+    )
+    words = [str(n) for n in range(1, 13)]
+    single = ["one two three"]
+    bucketed = [[" ".join(words[:n])] for n in range(1, EXACT_SHAPES + 3)]
+    padded = ["one", "one two three four five", "one two"]
+    cases = [(bert, single), *((bert, texts) for texts in bucketed), (distil, padded)]
+    for embedder, texts in cases:
+        first = embedder.embed(texts)
+        model = embedder.model
+        calls: list[int] = []
+        with monkeypatch.context() as patched:
+            for name in ("__call__", "packed"):  # the traced forwards, padded and packed
+                if hasattr(type(model), name):
+                    patched.setattr(type(model), name, _counting(getattr(type(model), name), calls))
+            replays = stats.replays
+            again = embedder.embed(texts)
+            assert calls == [] and stats.replays == replays + 1, texts
+            patched.setattr(_text, "_capture_state", lambda _: None)
+            traced = embedder.embed(texts)
+            assert calls == [1], texts
+        np.testing.assert_array_equal(again, first)
+        np.testing.assert_array_equal(traced, first)
+    tokens = int(bert.tokenizer(bucketed[-1]).lengths[0])
+    plan = bert.shape_policy().plan(1, tokens, tokens)  # past the exact shapes: a bucket
+    assert not plan.packed and ("padded", plan.rows, plan.length) in {k[1] for k in bert._captures}
+    assert {key[1][0] for key in distil._captures} == {"padded"}
+
+
+def _counting(method: Any, calls: list[int]) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return method(*args, **kwargs)
+
+    return counted

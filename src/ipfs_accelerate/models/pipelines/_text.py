@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Self
 
@@ -227,7 +227,7 @@ class TextEmbedder(_Pipeline):
         order = np.argsort([-len(t) for t in batch], kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(batch), batch_size)]
         # the model state the captured forwards are keyed by, walked once for all batches
-        capturable = len(batches) > 1 and hasattr(self.model, "packed_from")
+        capturable = len(batches) > 1 and hasattr(self.model, "named_modules")
         state = _capture_state(self.model) if capturable else _UNSET
         workers = self._side_by_side(len(batches), state)
 
@@ -265,7 +265,7 @@ class TextEmbedder(_Pipeline):
         from ipfs_accelerate import hal
         from ipfs_accelerate.hal._backend import Backend
 
-        if batches < 2 or not isinstance(state, list) or not hasattr(self.model, "packed_from"):
+        if batches < 2 or not isinstance(state, list):
             return 1
         backend = hal.get_backend(self.device)
         if type(backend).capture is Backend.capture:
@@ -535,57 +535,77 @@ class TextEmbedder(_Pipeline):
         state: Any = None,
         threads: int | None = None,
     ) -> Array | None:
-        """The embeddings of a batch that runs packed, from the forward captured once per
-        batch shape (``Backend.capture``: the model's ops are not traced again, only the
-        graph runs), or None where the backend, the model or its state cannot (the caller
-        traces the forward). A BERT-family encoder (``packed_arrays``/``packed_from``) on a
-        backend that captures (webnn) in evaluation mode, without input observers or
-        parameters that require grad; the key holds the model's weights and int8 settings
-        (``state``, :func:`_capture_state`'s, taken here unless the caller did), so a model
-        changed since (``smooth_int8``, ``set_int8_activations``, new weights) captures
-        again. ``threads`` as ``Backend.capture``'s (part of the key)."""
+        """The embeddings of a batch from the forward captured once per batch shape
+        (``Backend.capture``: the model's ops are not traced again, only the graph runs), or
+        None where the backend, the model or its state cannot (the caller traces the
+        forward). The forward is the one :meth:`_hidden_states` would trace: packed where
+        the shape policy packs and the model can (``packed_arrays``/``packed_from``, BERT),
+        else padded to the policy's shape (a batch without padding, a shape bucket, the
+        families that do not pack). On a backend that captures (webnn), in evaluation mode,
+        without input observers or parameters that require grad; the key holds the model's
+        weights and int8 settings (``state``, :func:`_capture_state`'s, taken here unless
+        the caller did), so a model changed since (``smooth_int8``, ``set_int8_activations``,
+        new weights) captures again. A forward that cannot be captured is remembered and
+        traced. ``threads`` as ``Backend.capture``'s (part of the key)."""
+        from ipfs_accelerate import hal
+        from ipfs_accelerate.hal._backend import Backend
+
         model: Any = self.model
-        if not hasattr(model, "packed_from"):
+        backend = hal.get_backend(self.device)
+        if type(backend).capture is Backend.capture or not hasattr(model, "named_modules"):
             return None
         present = attention_mask != 0
         if not present.any(axis=1).all():
             return None
         count, length = input_ids.shape
-        if not self.shape_policy().plan(count, length, int(present.sum())).packed:
-            return None
+        plan = self.shape_policy().plan(count, length, int(present.sum()))
         if not isinstance(state, list):
             state = _capture_state(model)
         if state is None:
             return None
-        from ipfs_accelerate.models.bert import PackedTokens
-
-        batch = PackedTokens.from_batch(input_ids, attention_mask, token_type_ids)
         modes = self.modules.pooling
-        arrays = model.packed_arrays(batch)
-        arrays += pooling_inputs(batch.attention_mask, modes, options[1])
-        key = (tuple(id(item) for item in state), count, length, batch.tokens, options, threads)
-        with self._captures_lock:
-            found = self._captures.get(key)
-            if found is not None:
-                self._captures.move_to_end(key)
-        if found is None:
-            from ipfs_accelerate import hal
+        forward: Callable[..., list[Tensor]]
+        if plan.packed and hasattr(model, "packed_from"):
+            from ipfs_accelerate.models.bert import PackedTokens
+
+            batch = PackedTokens.from_batch(input_ids, attention_mask, token_type_ids)
+            arrays = model.packed_arrays(batch)
+            arrays += pooling_inputs(batch.attention_mask, modes, options[1])
+            shape: tuple[Any, ...] = ("packed", count, length, batch.tokens)
 
             def forward(*tensors: Tensor) -> list[Tensor]:
                 hidden = model.packed_from(tensors[:6], count, length, padded=True)
                 return [self._finish(pool_with(hidden, list(tensors[6:]), modes), options)]
 
+        else:
+            rows, width = (count, length) if plan.packed else (plan.rows, plan.length)
+            arrays = [input_ids, attention_mask, token_type_ids]
+            if (rows, width) != (count, length):  # padding tokens masked out, filler rows dropped
+                fills = (self.tokenizer.pad_id, 0, 0)
+                arrays = list(_pad_batch(tuple(arrays), rows, width, fills))
+            arrays += pooling_inputs(arrays[1], modes, options[1])
+            shape = ("padded", rows, width)
+
+            def forward(*tensors: Tensor) -> list[Tensor]:
+                hidden = model(*tensors[:3], pool=False).last_hidden_state
+                return [self._finish(pool_with(hidden, list(tensors[3:]), modes), options)]
+
+        key = (tuple(id(item) for item in state), shape, options, threads)
+        with self._captures_lock:
+            found = self._captures.get(key)
+            if found is not None:
+                self._captures.move_to_end(key)
+        if found is None:
             tensors = [from_numpy(array, self.device) for array in arrays]
-            captured = hal.get_backend(self.device).capture(forward, tensors, threads=threads)
-            if captured is None:
-                return None
-            found = (captured, state)
+            found = (backend.capture(forward, tensors, threads=threads), state)
             with self._captures_lock:
                 self._captures[key] = found
                 while len(self._captures) > _MAX_CAPTURES:
                     self._captures.popitem(last=False)
+        if found[0] is None:
+            return None  # the forward reads a per-call value: traced each time
         (pooled,) = found[0].replay(*arrays)
-        result: Array = pooled.numpy()
+        result: Array = pooled.numpy()[:count]
         return result
 
     def _hidden_states(
