@@ -299,7 +299,7 @@ def test_webnn_embedder_runs_batches_side_by_side(
     side = embedder.embed(texts, batch_size=4)  # 6 batches
     assert ran_on == {"ia-embed"}
     assert {key[-1] for key in embedder._captures} == {1}  # single-thread graphs
-    monkeypatch.setattr(TextEmbedder, "_side_by_side", lambda self, batches, state: 1)
+    monkeypatch.setattr(_text, "host_cores", lambda: 1)  # one core: one batch at a time
     ran_on.clear()
     one = embedder.embed(texts, batch_size=4)
     assert ran_on == {"MainThread"}

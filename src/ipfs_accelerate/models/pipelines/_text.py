@@ -227,9 +227,9 @@ class TextEmbedder(_Pipeline):
         order = np.argsort([-len(t) for t in batch], kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(batch), batch_size)]
         # the model state the captured forwards are keyed by, walked once for all batches
-        capturable = len(batches) > 1 and hasattr(self.model, "named_modules")
+        capturable = len(batches) > 1 and self._captures_here()
         state = _capture_state(self.model) if capturable else _UNSET
-        workers = self._side_by_side(len(batches), state)
+        workers = min(host_cores(), len(batches)) if isinstance(state, list) else 1
 
         def run(rows: Array, encoded: Any) -> None:
             out[rows] = self._forward(
@@ -248,9 +248,12 @@ class TextEmbedder(_Pipeline):
             # one batch per core, each graph on its own thread: on two cores this ran MiniLM
             # int8 at batch 32 17% faster than one batch at a time on both (docs/webnn.md)
             pool = _batch_pool()
-            futures = [pool.submit(run, rows, self.tokenizer([batch[i] for i in rows]))
-                       for rows in batches]  # fmt: skip
-            wait(futures)
+            futures = []
+            try:
+                for rows in batches:  # the next batch is tokenized while the first ones run
+                    futures.append(pool.submit(run, rows, self.tokenizer([batch[i] for i in rows])))
+            finally:
+                wait(futures)  # nothing writes ``out`` after this call returns or raises
             for future in futures:
                 future.result()  # the first batch's error, if any
         else:
@@ -258,19 +261,14 @@ class TextEmbedder(_Pipeline):
                 run(rows, self.tokenizer([batch[i] for i in rows]))
         return out[0] if single else out
 
-    def _side_by_side(self, batches: int, state: Any) -> int:
-        """How many batches of one :meth:`embed` run at once: one per core (at most the
-        batches) where the forward replays a captured graph that can run on one thread
-        (webnn), else 1."""
+    def _captures_here(self) -> bool:
+        """Whether the forward can be captured and replayed here: a backend that captures
+        (webnn) and a model whose state can be walked (:func:`_capture_state`)."""
         from ipfs_accelerate import hal
         from ipfs_accelerate.hal._backend import Backend
 
-        if batches < 2 or not isinstance(state, list):
-            return 1
         backend = hal.get_backend(self.device)
-        if type(backend).capture is Backend.capture:
-            return 1
-        return min(host_cores(), batches)
+        return type(backend).capture is not Backend.capture and hasattr(self.model, "named_modules")
 
     def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is not None and prompt_name is not None:
@@ -548,11 +546,9 @@ class TextEmbedder(_Pipeline):
         new weights) captures again. A forward that cannot be captured is remembered and
         traced. ``threads`` as ``Backend.capture``'s (part of the key)."""
         from ipfs_accelerate import hal
-        from ipfs_accelerate.hal._backend import Backend
 
         model: Any = self.model
-        backend = hal.get_backend(self.device)
-        if type(backend).capture is Backend.capture or not hasattr(model, "named_modules"):
+        if not self._captures_here():
             return None
         present = attention_mask != 0
         if not present.any(axis=1).all():
@@ -597,6 +593,7 @@ class TextEmbedder(_Pipeline):
                 self._captures.move_to_end(key)
         if found is None:
             tensors = [from_numpy(array, self.device) for array in arrays]
+            backend = hal.get_backend(self.device)
             found = (backend.capture(forward, tensors, threads=threads), state)
             with self._captures_lock:
                 self._captures[key] = found
