@@ -28,6 +28,16 @@ def _square(ctx: Any, n: int = 256) -> Any:
     return b.build({"y": b.add(b.matmul(a, a), a)})
 
 
+def _in_threads(work: Any, count: int) -> None:
+    """``work(0)`` ... ``work(count - 1)`` on as many Python threads at once, joined."""
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a run hung"
+
+
 def _config(graph: Any, key: str) -> str | None:
     options = graph._session.get_session_options()
     try:
@@ -105,12 +115,7 @@ def test_graphs_run_from_several_threads_at_once_give_what_they_give_alone() -> 
         except Exception as error:  # reported below, with the thread that raised it
             failures.append(f"worker {worker}: {error!r}")
 
-    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a run hung"
+    _in_threads(work, 4)
     assert failures == []
 
 
@@ -193,10 +198,6 @@ def test_single_thread_replays_run_side_by_side(monkeypatch: pytest.MonkeyPatch)
             if not np.allclose(got, expected[index], rtol=1e-5, atol=1e-6):
                 failures.append(f"thread {index}: wrong result")
 
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    _in_threads(work, 2)
     assert failures == []
     assert running["most"] == 2, "the replays ran one after the other"

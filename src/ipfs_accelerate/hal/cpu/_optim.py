@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ipfs_accelerate._pools import LazyPool
 from ipfs_accelerate.hal._backend import AdamWHyper, SGDHyper, host_cores
 from ipfs_accelerate.hal.cpu import _rows
 from ipfs_accelerate.hal.cpu._blas import oversubscribed
@@ -153,29 +153,12 @@ SHARED_CHUNK = 1 << 18
 #: whole pieces (below, one thread takes the whole update, in CHUNK pieces)
 SHARE_MIN = 2 * SHARED_CHUNK
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+#: the process's optimizer threads (one per core beyond the caller's), started once
+_HELPERS = LazyPool(lambda: host_cores() - 1, "ia-optim")
 
 
 def _helpers() -> ThreadPoolExecutor:
-    """The process's optimizer threads (one per core beyond the caller's), started once."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=max(1, host_cores() - 1), thread_name_prefix="ia-optim"
-            )
-        return _pool
-
-
-def _forget_helpers() -> None:
-    """In a forked child: the parent's helper threads are not there, start new ones."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helpers)
+    return _HELPERS.get()
 
 
 def _shared(

@@ -7,11 +7,12 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
+from ipfs_accelerate._pools import LazyPool
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
 from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
@@ -247,7 +248,7 @@ class TextEmbedder(_Pipeline):
         if workers > 1:
             # one batch per core, each graph on its own thread: on two cores this ran MiniLM
             # int8 at batch 32 17% faster than one batch at a time on both (docs/webnn.md)
-            pool = _batch_pool()
+            pool = _BATCHES.get()
             futures = []
             try:
                 for rows in batches:  # the next batch is tokenized while the first ones run
@@ -644,27 +645,9 @@ _MAX_CAPTURES = 64
 #: no capture state taken for the call
 _UNSET: Any = object()
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-
-
-def _batch_pool() -> ThreadPoolExecutor:
-    """The threads :meth:`TextEmbedder.embed` runs batches side by side on (one per core,
-    shared by every embedder; made again after a fork, whose child has none of them)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=host_cores(), thread_name_prefix="ia-embed")
-        return _pool
-
-
-def _forget_pool() -> None:
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+#: the threads :meth:`TextEmbedder.embed` runs batches side by side on (one per core, shared
+#: by every embedder)
+_BATCHES = LazyPool(host_cores, "ia-embed")
 
 
 def _capture_state(model: Module) -> list[Any] | None:
