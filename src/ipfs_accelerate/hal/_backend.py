@@ -31,6 +31,7 @@ import abc
 import functools
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -513,6 +514,12 @@ class Backend(abc.ABC):
 
     def synchronize(self) -> None:  # noqa: B027 - a no-op is right for eager backends
         """Block until all recorded work has run (no-op for eager backends)."""
+
+    def transient_graphs(self) -> AbstractContextManager[None]:
+        """A context whose compiled graphs are dropped when it exits, for a one-off run (a
+        calibration pass) that should not keep their memory: a no-op where nothing is
+        compiled (the default)."""
+        return nullcontext()
 
     def memory_in_use(self) -> int | None:
         """Bytes this backend currently holds for tensors, if it tracks them."""

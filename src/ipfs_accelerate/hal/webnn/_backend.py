@@ -6,7 +6,8 @@ import math
 import platform
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -750,6 +751,21 @@ class WebNNBackend(Backend):
         """Drop every compiled graph (their sessions and memory go with them)."""
         with self._lock:
             self._cache.clear()
+
+    @contextmanager
+    def transient_graphs(self) -> Iterator[None]:
+        """Graphs compiled inside the context are dropped from the cache when it exits (their
+        sessions and arenas go with them): a calibration pass's graphs, with their extra
+        outputs, are never run again. A graph another thread compiled meanwhile is dropped
+        too; it is compiled again when next used."""
+        with self._lock:
+            before = set(self._cache)
+        try:
+            yield
+        finally:
+            with self._lock:
+                for key in [key for key in self._cache if key not in before]:
+                    del self._cache[key]
 
     def _compile(self, found: Trace, threads: int | None = None) -> _Compiled:
         from ipfs_accelerate.webnn import MLGraphBuilder

@@ -183,14 +183,22 @@ class TextEmbedder(_Pipeline):
                 f"TextEmbedder.smooth_int8: the model holds no 8-bit weights (dtype "
                 f"{self.dtype!r}); load it with dtype='int8'"
             )
+        from ipfs_accelerate import hal
+        from ipfs_accelerate.models._precision import release_freed_memory
+
         sample = list(_smoothing.CALIBRATION_SENTENCES if texts is None else _text_list(texts))
-        ranges, groups = _smoothing.record_input_ranges(
-            self.model, lambda: self.embed(sample, batch_size=batch_size)
-        )
+        # the calibration's graphs (with the ranges as extra outputs) never run again: on
+        # webnn their sessions would hold about 230 MiB for MiniLM
+        with hal.get_backend(self.device).transient_graphs():
+            ranges, groups = _smoothing.record_input_ranges(
+                self.model, lambda: self.embed(sample, batch_size=batch_size)
+            )
         migrated = _smoothing.smooth_int8_inputs(
             self.model, ranges, groups,
             alpha=_smoothing.SMOOTH_ALPHA if alpha is None else alpha,
         )  # fmt: skip
+        # the dropped graphs' sessions and the replaced weights: their pages back to the OS
+        release_freed_memory()
         self._shapes = None  # the calibration's shapes say nothing of the workload's
         return migrated
 
