@@ -279,8 +279,9 @@ def test_webnn_embedder_runs_batches_side_by_side(
     bert_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several batches on webnn run one per core, each replaying a graph captured to run on
-    its thread alone: the vectors are those of one batch after the other, in the order the
-    texts were given, and an error in one batch reaches the caller."""
+    its thread alone (on more cores than batches, on its share of them): the vectors are
+    those of one batch after the other, in the order the texts were given, and an error in
+    one batch reaches the caller."""
     pytest.importorskip("onnxruntime")
     from ipfs_accelerate.models.pipelines import _text
 
@@ -299,6 +300,9 @@ def test_webnn_embedder_runs_batches_side_by_side(
     side = embedder.embed(texts, batch_size=4)  # 6 batches
     assert ran_on == {"ia-embed"}
     assert {key[-1] for key in embedder._captures} == {1}  # single-thread graphs
+    monkeypatch.setattr(_text, "host_cores", lambda: 12)  # 3 batches share 12 cores: 4 each
+    np.testing.assert_allclose(embedder.embed(texts, batch_size=8), side, rtol=1e-5, atol=1e-6)
+    assert 4 in {key[-1] for key in embedder._captures}
     monkeypatch.setattr(_text, "host_cores", lambda: 1)  # one core: one batch at a time
     ran_on.clear()
     one = embedder.embed(texts, batch_size=4)

@@ -119,12 +119,14 @@ def test_graphs_run_from_several_threads_at_once_give_what_they_give_alone() -> 
     assert failures == []
 
 
-def test_build_threads_one_runs_a_large_graph_on_the_calling_thread() -> None:
-    """``MLGraphBuilder.build(..., threads=1)`` (an extension): a graph the runtime would give
-    a pool runs on one thread, with the same results, flushing where the default does;
-    anything but 1 or None is a typed error naming it."""
+def test_build_threads_bounds_a_large_graph_pool() -> None:
+    """``MLGraphBuilder.build(..., threads=n)`` (an extension): a graph the runtime would give
+    a pool of every core runs on one thread (n = 1) or n, with the same results, flushing
+    where the default does; anything but an int from 1 to MAX_THREADS or None is a typed
+    error naming it."""
     from ipfs_accelerate import webnn
     from ipfs_accelerate.errors import WebNNValidationError
+    from ipfs_accelerate.webnn._runtime import MAX_THREADS
 
     ctx = webnn.create_context()
     b = webnn.MLGraphBuilder(ctx)
@@ -141,10 +143,17 @@ def test_build_threads_one_runs_a_large_graph_on_the_calling_thread() -> None:
     q = b.input("q", {"dataType": F32, "shape": [2, 4, 64, 16]})
     flushed = b.build({"y": b.softmax(q, axis=3)}, threads=1)
     assert flushed._session.get_session_options().intra_op_num_threads == 1
-    for bad in (2, 0, True, 1.0, "1"):
+    b = webnn.MLGraphBuilder(ctx)
+    a = b.input("a", {"dataType": F32, "shape": [256, 256]})
+    pair = b.build({"y": b.add(b.matmul(a, a), a)}, threads=2)
+    assert pair._session.get_session_options().intra_op_num_threads == 2
+    np.testing.assert_allclose(
+        ctx.compute(pair, {"a": x})["y"], ctx.compute(pooled, {"a": x})["y"], rtol=1e-6
+    )
+    for bad in (0, -1, MAX_THREADS + 1, True, 1.0, "1"):
         b = webnn.MLGraphBuilder(ctx)
         a = b.input("a", {"dataType": F32, "shape": [4, 4]})
-        with pytest.raises(WebNNValidationError, match=f"threads must be 1 or None, got {bad!r}"):
+        with pytest.raises(WebNNValidationError, match=f"threads must be .* got {bad!r}"):
             b.build({"y": b.matmul(a, a)}, threads=bad)
 
 

@@ -505,9 +505,10 @@ class Backend(abc.ABC):
         same shapes and dtypes without running ``fn``'s Python again. None when the backend
         cannot (the default) or when ``fn`` reads a per-call value that is not one of
         ``inputs`` (freezing it would give wrong results later): the caller runs ``fn``.
-        ``threads=1`` asks for a function that replays on the calling thread alone, for a
-        caller that replays several side by side (one per core); None lets the backend
-        choose. Replays of captured functions may run concurrently from several threads."""
+        ``threads`` asks for a function whose replays use at most that many threads (1: the
+        calling thread alone), for a caller that replays several side by side and shares the
+        cores out; None lets the backend choose. Replays of captured functions may run
+        concurrently from several threads."""
         return None
 
     # ------------------------------------------------------------------ lifecycle

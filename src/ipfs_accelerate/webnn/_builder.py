@@ -22,6 +22,7 @@ import numpy as np
 from ipfs_accelerate.errors import WebNNInvalidStateError, WebNNValidationError
 from ipfs_accelerate.webnn._limits import OPERAND_LIMITS
 from ipfs_accelerate.webnn._operand import CONSTANT, INPUT, OUTPUT, MLOperand, Node
+from ipfs_accelerate.webnn._runtime import MAX_THREADS
 from ipfs_accelerate.webnn._types import (
     MAX_RANK,
     MAX_TENSOR_BYTE_LENGTH,
@@ -261,14 +262,17 @@ class MLGraphBuilder:
         outputs mapping, WebNNOperationError when ONNX Runtime cannot compile the graph, and
         WebNNInvalidStateError when this builder has already built.
 
-        ``threads`` (an extension, not in the WebNN spec): ``1`` compiles a graph that runs
-        on the calling thread alone, for a caller that runs several graphs side by side, one
-        per core (``TextEmbedder.embed``'s batches); None (default) lets the runtime choose
-        (small graphs one thread, larger ones a pool of the host's cores).
+        ``threads`` (an extension, not in the WebNN spec): the most threads a run of the graph
+        uses, for a caller that runs several graphs side by side and shares the cores out
+        (``TextEmbedder.embed``'s batches); ``1`` runs it on the calling thread alone. None
+        (default) lets the runtime choose (small graphs one thread, larger ones a pool of
+        the host's cores); a small graph runs on one thread either way.
         """
         where = self._begin("build", "")
-        if threads is not None and (type(threads) is not int or threads != 1):
-            raise where.error(f"threads must be 1 or None, got {threads!r}")
+        if threads is not None and (type(threads) is not int or not 1 <= threads <= MAX_THREADS):
+            raise where.error(
+                f"threads must be an int from 1 to {MAX_THREADS} or None, got {threads!r}"
+            )
         if not isinstance(outputs, Mapping) or not outputs:
             raise where.error("outputs must be a non-empty mapping of names to operands")
         for name, operand in outputs.items():

@@ -435,15 +435,8 @@ class MLGraph:
         )
         cached = context._sessions.get(key) if cacheable else None
         if cached is None:
-            # one thread where asked (the caller runs graphs side by side): as a small graph's
-            # session, whatever the work
             session, keep_alive = create_session(
-                model_bytes,
-                lowered.external,
-                context._providers,
-                "build",
-                0 if threads == 1 else work,
-                flush,
+                model_bytes, lowered.external, context._providers, "build", work, flush, threads
             )
             if cacheable:
                 context._sessions[key] = (session, keep_alive, list(lowered.external.values()))

@@ -107,6 +107,9 @@ def choose_providers(
 #: costs more than it saves, and every live session's pool competes for the cores
 SINGLE_THREAD_WORK: Final[int] = 1 << 20
 
+#: the most threads a caller may ask a graph's runs to use (MLGraphBuilder.build's ``threads``)
+MAX_THREADS: Final[int] = 1024
+
 
 #: the environment variable that makes a multi-threaded session's pool spin during a run
 SPIN_VARIABLE: Final = "IPFS_ACCELERATE_WEBNN_SPIN_US"
@@ -236,13 +239,15 @@ def create_session(
     what: str,
     work: int = SINGLE_THREAD_WORK,
     flush_denormals: bool = False,
+    threads: int | None = None,
 ) -> tuple[Any, list[Any]]:
     """An InferenceSession for the model; external constants are passed as OrtValues that
     share the numpy buffers (kept alive by the returned list). ORT errors become
     WebNNOperationError naming ``what`` and the providers. ``work`` (estimated
     multiply-adds per run) below SINGLE_THREAD_WORK gives a single-threaded session.
     ``flush_denormals``: the session flushes denormal floats to zero; it is created on (and
-    must run through) :func:`flushing_call`.
+    must run through) :func:`flushing_call`. ``threads``: at most that many threads (1: the
+    session runs on its caller's thread), whatever ``work`` says.
 
     Every session owns its pool: in Python, ONNX Runtime's process-wide pools
     (``set_global_thread_pool_sizes``) make every session of the process use them, so no
@@ -257,10 +262,12 @@ def create_session(
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    if work < SINGLE_THREAD_WORK:
+    if threads == 1 or work < SINGLE_THREAD_WORK:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
     else:
+        if threads is not None:
+            options.intra_op_num_threads = threads
         spin = pool_spin_us()
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")

@@ -548,9 +548,9 @@ class WebNNBackend(Backend):
         (it would be frozen into the graph) or ``fn`` returns something else than tensors of
         this backend. ``inputs`` are computed first if pending; ``fn`` sees them as fresh
         per-call leaves, so that each becomes a graph input even if it is a parameter.
-        ``threads=1``: the graph runs on the replaying thread alone (a caller that replays
-        graphs side by side, one per core); it is cached apart from the same trace's
-        graph for the default (MLGraphBuilder.build's ``threads``)."""
+        ``threads``: the graph's runs use at most that many threads (1: the replaying thread
+        alone), for a caller that replays graphs side by side; it is cached apart from the
+        same trace's graph for the default (MLGraphBuilder.build's ``threads``)."""
         placeholders: list[Node] = []
         arguments: list[Tensor] = []
         self._materialise_all(

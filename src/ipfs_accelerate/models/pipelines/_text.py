@@ -238,7 +238,10 @@ class TextEmbedder(_Pipeline):
         # the model state the captured forwards are keyed by, walked once for all batches
         capturable = len(batches) > 1 and self._captures_here()
         state = _capture_state(self.model) if capturable else _UNSET
-        workers = min(host_cores(), len(batches)) if isinstance(state, list) else 1
+        # batches side by side share the cores out: one per core on two cores, several
+        # threads each where the cores outnumber the batches
+        cores = host_cores()
+        workers = min(cores, len(batches)) if isinstance(state, list) else 1
 
         def run(rows: Array, encoded: Any) -> None:
             out[rows] = self._forward(
@@ -250,12 +253,12 @@ class TextEmbedder(_Pipeline):
                 dims=dims,
                 normalize_module=normalize_module,
                 state=state,
-                threads=1 if workers > 1 else None,
+                threads=cores // workers if workers > 1 else None,
             )
 
         if workers > 1:
-            # one batch per core, each graph on its own thread: on two cores this ran MiniLM
-            # int8 at batch 32 17% faster than one batch at a time on both (docs/webnn.md)
+            # one batch per core, each graph on its own thread(s): on two cores this ran
+            # MiniLM int8 at batch 32 17% faster than one batch at a time on both (webnn.md)
             pool = _BATCHES.get()
             futures = []
             try:
