@@ -6,8 +6,7 @@ import math
 import platform
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +26,7 @@ from ipfs_accelerate.hal._backend import (
     Shape,
     host_cores,
 )
+from ipfs_accelerate.hal.webnn._cache import GraphCache
 from ipfs_accelerate.hal.webnn._capture import (
     Captured,
     CaptureKey,
@@ -103,7 +103,7 @@ class _Compiled:
     packed: tuple[Node, ...] = ()
 
 
-class WebNNBackend(Backend):
+class WebNNBackend(GraphCache, Backend):
     """Tensor ops on a WebNN context (ONNX Runtime underneath), traced and compiled.
 
     ``cache_size`` bounds the number of compiled graphs kept and ``cache_bytes`` the memory
@@ -626,18 +626,6 @@ class WebNNBackend(Backend):
         (output,) = (out.name for out in compiled.outputs if out.position == position)
         return HeadGraph(found.key, found, name, output, rows, node.shape)
 
-    def _compiled(self, key: Any, found: Trace, threads: int | None = None) -> _Compiled:
-        """The cached graph of ``key``, compiled from ``found`` on a miss (hold the lock);
-        ``threads`` as MLGraphBuilder.build's (part of ``key`` where given)."""
-        compiled = self._cache.get(key)
-        if compiled is None:
-            compiled = self._compile(found, threads)
-            self._cache[key] = compiled
-            self._evict()
-        else:
-            self._cache.move_to_end(key)
-        return compiled
-
     # ------------------------------------------------------------------ node plumbing
 
     def _op(
@@ -732,40 +720,6 @@ class WebNNBackend(Backend):
                 return
             found, _ = trace_roots(tuple(pending))
             self._run(self._compiled(found.key, found), found)
-
-    def _evict(self) -> None:
-        """Drop least recently used graphs beyond the count and memory bounds (never the newest)."""
-        total = sum(entry.cost for entry in self._cache.values())
-        while len(self._cache) > 1 and (
-            len(self._cache) > self.cache_size or total > self.cache_bytes
-        ):
-            _, dropped = self._cache.popitem(last=False)
-            total -= dropped.cost
-
-    @property
-    def cached_graphs(self) -> int:
-        """How many compiled graphs the cache holds."""
-        return len(self._cache)
-
-    def clear_cache(self) -> None:
-        """Drop every compiled graph (their sessions and memory go with them)."""
-        with self._lock:
-            self._cache.clear()
-
-    @contextmanager
-    def transient_graphs(self) -> Iterator[None]:
-        """Graphs compiled inside the context are dropped from the cache when it exits (their
-        sessions and arenas go with them): a calibration pass's graphs, with their extra
-        outputs, are never run again. A graph another thread compiled meanwhile is dropped
-        too; it is compiled again when next used."""
-        with self._lock:
-            before = set(self._cache)
-        try:
-            yield
-        finally:
-            with self._lock:
-                for key in [key for key in self._cache if key not in before]:
-                    del self._cache[key]
 
     def _compile(self, found: Trace, threads: int | None = None) -> _Compiled:
         from ipfs_accelerate.webnn import MLGraphBuilder
