@@ -372,3 +372,35 @@ def _counting(method: Any, calls: list[int]) -> Any:
         return method(*args, **kwargs)
 
     return counted
+
+
+@pytest.mark.webnn
+def test_embed_calls_from_several_threads_share_the_batch_pool(
+    bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three threads embedding at once through one embedder (as a server's request threads
+    do), each call's batches on the shared pool: every call gets its own texts' vectors."""
+    pytest.importorskip("onnxruntime")
+    from ipfs_accelerate.models.pipelines import _text
+
+    monkeypatch.setattr(_text, "host_cores", lambda: 2)
+    embedder = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False)
+    words = ["red", "green", "blue", "cyan", "black", "white", "grey", "pink", "gold", "tan"]
+    calls = [[" ".join(words[k : k + 1 + (i + k) % 7]) for i in range(10)] for k in range(3)]
+    expected = [embedder.embed(texts, batch_size=3) for texts in calls]
+    results: dict[int, list[np.ndarray]] = {k: [] for k in range(3)}
+
+    def work(k: int) -> None:
+        for _ in range(4):
+            results[k].append(embedder.embed(calls[k], batch_size=3))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "an embed call hung"
+    for k in range(3):
+        assert len(results[k]) == 4
+        for got in results[k]:
+            np.testing.assert_allclose(got, expected[k], rtol=1e-5, atol=1e-6)
