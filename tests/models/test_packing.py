@@ -283,9 +283,9 @@ def test_webnn_embedder_runs_batches_side_by_side(
     those of one batch after the other, in the order the texts were given, and an error in
     one batch reaches the caller."""
     pytest.importorskip("onnxruntime")
-    from ipfs_accelerate.models.pipelines import _text
+    from ipfs_accelerate.models.pipelines import _captures
 
-    monkeypatch.setattr(_text, "host_cores", lambda: 2)
+    monkeypatch.setattr(_captures, "host_cores", lambda: 2)
     embedder = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False)
     words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "near"]
     texts = [" ".join(words[: 1 + (i * 7) % len(words)]) for i in range(22)]
@@ -298,18 +298,18 @@ def test_webnn_embedder_runs_batches_side_by_side(
 
     monkeypatch.setattr(TextEmbedder, "_forward", forward)
     side = embedder.embed(texts, batch_size=4)  # 6 batches
-    assert ran_on == {"ia-embed"}
+    assert ran_on == {"ia-batches"}
     assert {key[-1] for key in embedder._captures} == {1}  # single-thread graphs
-    monkeypatch.setattr(_text, "host_cores", lambda: 12)  # 3 batches share 12 cores: 4 each
+    monkeypatch.setattr(_captures, "host_cores", lambda: 12)  # 3 batches share 12 cores: 4 each
     np.testing.assert_allclose(embedder.embed(texts, batch_size=8), side, rtol=1e-5, atol=1e-6)
     assert 4 in {key[-1] for key in embedder._captures}
-    monkeypatch.setattr(_text, "host_cores", lambda: 1)  # one core: one batch at a time
+    monkeypatch.setattr(_captures, "host_cores", lambda: 1)  # one core: one batch at a time
     ran_on.clear()
     one = embedder.embed(texts, batch_size=4)
     assert ran_on == {"MainThread"}
     np.testing.assert_allclose(side, one, rtol=1e-5, atol=1e-6)
     monkeypatch.undo()
-    monkeypatch.setattr(_text, "host_cores", lambda: 2)
+    monkeypatch.setattr(_captures, "host_cores", lambda: 2)
 
     def failing(self: TextEmbedder, input_ids: np.ndarray, *args: object, **kw: object) -> None:
         if input_ids.shape[0] == 2:  # the last batch (22 = 5 x 4 + 2)
@@ -381,9 +381,9 @@ def test_embed_calls_from_several_threads_share_the_batch_pool(
     """Three threads embedding at once through one embedder (as a server's request threads
     do), each call's batches on the shared pool: every call gets its own texts' vectors."""
     pytest.importorskip("onnxruntime")
-    from ipfs_accelerate.models.pipelines import _text
+    from ipfs_accelerate.models.pipelines import _captures
 
-    monkeypatch.setattr(_text, "host_cores", lambda: 2)
+    monkeypatch.setattr(_captures, "host_cores", lambda: 2)
     embedder = TextEmbedder.from_pretrained(bert_dir, device="webnn", sharing=False)
     words = ["red", "green", "blue", "cyan", "black", "white", "grey", "pink", "gold", "tan"]
     calls = [[" ".join(words[k : k + 1 + (i + k) % 7]) for i in range(10)] for k in range(3)]

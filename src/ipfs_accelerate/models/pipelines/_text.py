@@ -4,15 +4,11 @@ sentence-transformers module pipeline (see :mod:`._st`)."""
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import wait
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from ipfs_accelerate._pools import LazyPool
 from ipfs_accelerate.errors import InvalidArgumentError, UnsupportedArchitectureError
 from ipfs_accelerate.hal._backend import host_cores
 from ipfs_accelerate.models._defaults import DEFAULT_TEXT_MODEL
@@ -32,6 +28,13 @@ from ipfs_accelerate.models.pipelines._base import (
     _Pipeline,
     _text_list,
 )
+from ipfs_accelerate.models.pipelines._captures import (
+    ForwardCache,
+    captures_here,
+    run_batches,
+    side_by_side,
+)
+from ipfs_accelerate.models.pipelines._captures import capture_state as _capture_state
 from ipfs_accelerate.models.pipelines._st import (
     SentencePipeline,
     pool,
@@ -83,8 +86,8 @@ class TextEmbedder(_Pipeline):
         self._shapes: ShapePolicy | None = None  # made on first use (it asks the backend)
         #: captured packed forwards (:meth:`_captured_rows`), most recently used last: key ->
         #: (the captured function, the model objects its key names by id, kept alive)
-        self._captures: OrderedDict[tuple[Any, ...], tuple[Any, list[Any]]] = OrderedDict()
-        self._captures_lock = threading.Lock()  # (serve embeds from several threads)
+        #: captured forwards (:meth:`_captured_rows`; serve embeds from several threads)
+        self._captures = ForwardCache()
 
     @classmethod
     def from_pretrained(
@@ -236,12 +239,11 @@ class TextEmbedder(_Pipeline):
         order = np.argsort([-len(t) for t in batch], kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(batch), batch_size)]
         # the model state the captured forwards are keyed by, walked once for all batches
-        capturable = len(batches) > 1 and self._captures_here()
-        state = _capture_state(self.model) if capturable else _UNSET
-        # batches side by side share the cores out: one per core on two cores, several
-        # threads each where the cores outnumber the batches
-        cores = host_cores()
-        workers = min(cores, len(batches)) if isinstance(state, list) else 1
+        capturable = len(batches) > 1 and captures_here(self.device, self.model)
+        state = _capture_state(self.model) if capturable else None
+        # batches side by side, sharing the cores out: on two cores this ran MiniLM int8 at
+        # batch 32 17% faster than one batch at a time on both (docs/webnn.md)
+        workers, threads = side_by_side(len(batches), state)
 
         def run(rows: Array, encoded: Any) -> None:
             out[rows] = self._forward(
@@ -253,34 +255,11 @@ class TextEmbedder(_Pipeline):
                 dims=dims,
                 normalize_module=normalize_module,
                 state=state,
-                threads=cores // workers if workers > 1 else None,
+                threads=threads,
             )
 
-        if workers > 1:
-            # one batch per core, each graph on its own thread(s): on two cores this ran
-            # MiniLM int8 at batch 32 17% faster than one batch at a time on both (webnn.md)
-            pool = _BATCHES.get()
-            futures = []
-            try:
-                for rows in batches:  # the next batch is tokenized while the first ones run
-                    futures.append(pool.submit(run, rows, self.tokenizer([batch[i] for i in rows])))
-            finally:
-                wait(futures)  # nothing writes ``out`` after this call returns or raises
-            for future in futures:
-                future.result()  # the first batch's error, if any
-        else:
-            for rows in batches:
-                run(rows, self.tokenizer([batch[i] for i in rows]))
+        run_batches(batches, lambda rows: self.tokenizer([batch[i] for i in rows]), run, workers)
         return out[0] if single else out
-
-    def _captures_here(self) -> bool:
-        """Whether the forward can be captured and replayed here: a backend that captures
-        (webnn) and a model whose state can be walked (:func:`_capture_state`)."""
-        from ipfs_accelerate import hal
-        from ipfs_accelerate.hal._backend import Backend
-
-        backend = hal.get_backend(self.device)
-        return type(backend).capture is not Backend.capture and hasattr(self.model, "named_modules")
 
     def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is not None and prompt_name is not None:
@@ -553,14 +532,12 @@ class TextEmbedder(_Pipeline):
         else padded to the policy's shape (a batch without padding, a shape bucket, the
         families that do not pack). On a backend that captures (webnn), in evaluation mode,
         without input observers or parameters that require grad; the key holds the model's
-        weights and int8 settings (``state``, :func:`_capture_state`'s, taken here unless
+        weights and int8 settings (``state``, :func:`._captures.capture_state`'s, taken here unless
         the caller did), so a model changed since (``smooth_int8``, ``set_int8_activations``,
         new weights) captures again. A forward that cannot be captured is remembered and
         traced. ``threads`` as ``Backend.capture``'s (part of the key)."""
-        from ipfs_accelerate import hal
-
         model: Any = self.model
-        if not self._captures_here():
+        if not captures_here(self.device, model):
             return None
         present = attention_mask != 0
         if not present.any(axis=1).all():
@@ -598,24 +575,10 @@ class TextEmbedder(_Pipeline):
                 hidden = model(*tensors[:3], pool=False).last_hidden_state
                 return [self._finish(pool_with(hidden, list(tensors[3:]), modes), options)]
 
-        key = (tuple(id(item) for item in state), shape, options, threads)
-        with self._captures_lock:
-            found = self._captures.get(key)
-            if found is not None:
-                self._captures.move_to_end(key)
-        if found is None:
-            tensors = [from_numpy(array, self.device) for array in arrays]
-            backend = hal.get_backend(self.device)
-            found = (backend.capture(forward, tensors, threads=threads), state)
-            with self._captures_lock:
-                self._captures[key] = found
-                while len(self._captures) > _MAX_CAPTURES:
-                    self._captures.popitem(last=False)
-        if found[0] is None:
-            return None  # the forward reads a per-call value: traced each time
-        (pooled,) = found[0].replay(*arrays)
-        result: Array = pooled.numpy()[:count]
-        return result
+        replayed = self._captures.replay(
+            self.device, (shape, options), state, forward, arrays, threads
+        )
+        return None if replayed is None else replayed[:count]
 
     def _hidden_states(
         self, input_ids: Array, attention_mask: Array, token_type_ids: Array
@@ -649,39 +612,6 @@ class TextEmbedder(_Pipeline):
             pool=False,
         ).last_hidden_state
         return hidden, attention_mask
-
-
-#: captured forwards a TextEmbedder keeps (one per batch shape and option set)
-_MAX_CAPTURES = 64
-#: no capture state taken for the call
-_UNSET: Any = object()
-
-#: the threads :meth:`TextEmbedder.embed` runs batches side by side on (one per core, shared
-#: by every embedder)
-_BATCHES = LazyPool(host_cores, "ia-embed")
-
-
-def _capture_state(model: Module) -> list[Any] | None:
-    """The objects a captured forward of ``model`` bakes in (each weight tensor's data, each
-    quantized weight, each Linear's int8 mode and input scale), or None where the forward
-    must be traced each time (training mode, an input observer, a parameter that requires
-    grad)."""
-    from ipfs_accelerate.models._module import Linear
-
-    state: list[Any] = []
-    for _, module in model.named_modules():
-        if module.training or getattr(module, "input_observer", None) is not None:
-            return None
-        for name in module._shapes:
-            value = module.__dict__.get(name)
-            if isinstance(value, Tensor):
-                if value.requires_grad:
-                    return None
-                state.append(value._data)
-            state.append(value)
-        if isinstance(module, Linear):
-            state += [module.activations, module.input_scale]
-    return state
 
 
 def _pad_batch(
