@@ -262,6 +262,18 @@ def test_webnn_embedder_replays_a_captured_packed_forward(
     changed = embedder.embed(texts, batch_size=4)
     assert len(embedder._captures) == 3
     np.testing.assert_array_equal(changed, _traced(embedder, texts, monkeypatch))
+    # a sub-module replaced by another (the kept module list is made again)
+    from ipfs_accelerate.models._module import Linear
+
+    output = model.encoder.layer[0].output
+    replacement = Linear(output.dense.in_features, output.dense.out_features)
+    replacement.weight = output.dense.weight
+    replacement.bias = output.dense.bias * 0.5
+    output.dense = replacement
+    assert any(module is replacement for module in model.all_modules())
+    swapped = embedder.embed(texts, batch_size=4)
+    assert len(embedder._captures) == 4
+    np.testing.assert_array_equal(swapped, _traced(embedder, texts, monkeypatch))
 
 
 def _traced(

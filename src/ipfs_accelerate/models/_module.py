@@ -40,6 +40,11 @@ __all__ = [
 Shape = tuple[int, ...]
 
 
+#: how many times any module has gained, replaced or lost a sub-module (a one-element list,
+#: bumped in place): a kept walk of a module tree is valid while it has not changed
+_TREES = [0]
+
+
 class Module:
     """A tree of named parameters. Subclasses call :meth:`declare` for each parameter.
 
@@ -88,8 +93,10 @@ class Module:
         children: dict[str, Module] = self.__dict__["_children"]
         if isinstance(value, Module):
             children[name] = value
+            _TREES[0] += 1
         elif value is None and name in children:
             del children[name]
+            _TREES[0] += 1
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
@@ -117,6 +124,18 @@ class Module:
         yield prefix.rstrip("."), self
         for child_name, child in self._children.items():
             yield from child.named_modules(f"{prefix}{child_name}.")
+
+    def all_modules(self) -> list[Module]:
+        """This module and every sub-module, in :meth:`named_modules` order, without their
+        paths: the list is kept and made again only after a module anywhere gained, replaced
+        or lost a sub-module (a captured forward's state is read from it for every call)."""
+        kept = self.__dict__.get("_all_modules")
+        if kept is not None and kept[0] == _TREES[0]:
+            return list(kept[1])
+        version = _TREES[0]
+        modules = [module for _, module in self.named_modules()]
+        object.__setattr__(self, "_all_modules", (version, modules))
+        return list(modules)
 
     def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
         """The loaded parameters as ``(dotted.name, tensor)``."""
