@@ -40,9 +40,11 @@ __all__ = [
 Shape = tuple[int, ...]
 
 
-#: how many times any module has gained, replaced or lost a sub-module (a one-element list,
-#: bumped in place): a kept walk of a module tree is valid while it has not changed
-_TREES = [0]
+#: a token made anew (after the change) whenever any module gains, replaces or loses a
+#: sub-module: a kept walk of a module tree is valid while the token is the one it was made
+#: under (a fresh object rather than a count, so that two threads' changes cannot both leave
+#: the value a walk was kept under)
+_TREES: list[object] = [object()]
 
 
 class Module:
@@ -93,10 +95,10 @@ class Module:
         children: dict[str, Module] = self.__dict__["_children"]
         if isinstance(value, Module):
             children[name] = value
-            _TREES[0] += 1
+            _TREES[0] = object()
         elif value is None and name in children:
             del children[name]
-            _TREES[0] += 1
+            _TREES[0] = object()
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
@@ -130,7 +132,7 @@ class Module:
         paths: the list is kept and made again only after a module anywhere gained, replaced
         or lost a sub-module (a captured forward's state is read from it for every call)."""
         kept = self.__dict__.get("_all_modules")
-        if kept is not None and kept[0] == _TREES[0]:
+        if kept is not None and kept[0] is _TREES[0]:
             return list(kept[1])
         version = _TREES[0]
         modules = [module for _, module in self.named_modules()]
