@@ -256,26 +256,25 @@ def smoothing_pays(model: Module, device: str) -> bool:
     layers = [(path, m) for path, m in model.named_modules() if isinstance(m, Linear)]
     if any(module.input_scale is not None for _, module in layers):
         return False
-    return any(
-        SMOOTHED_INT8.get(layer_kind(path)) == "int8"
-        and isinstance(module.weight, QuantizedTensor)
-        and module.weight.bits == 8
-        and module.weight.block_size is None
-        for path, module in layers
-    )
+    return any(_per_tensor_8bit(path, module, SMOOTHED_INT8) for path, module in layers)
 
 
-def _migratable(
-    path: str, module: Linear, modes: Mapping[str, str], ranges: Mapping[str, Any]
-) -> bool:
+def _per_tensor_8bit(path: str, module: Linear, modes: Mapping[str, str]) -> bool:
+    """Whether ``modes`` gives the layer one input scale per tensor and it holds 8-bit
+    per-channel weights: the layers the migration can move ranges into."""
     weight = module.weight
     return (
         modes.get(layer_kind(path)) == "int8"
         and isinstance(weight, QuantizedTensor)
         and weight.bits == 8
         and weight.block_size is None
-        and path in ranges
     )
+
+
+def _migratable(
+    path: str, module: Linear, modes: Mapping[str, str], ranges: Mapping[str, Any]
+) -> bool:
+    return _per_tensor_8bit(path, module, modes) and path in ranges
 
 
 def _float_weight(module: Linear) -> np.ndarray[Any, Any]:
